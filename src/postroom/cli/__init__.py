@@ -1,0 +1,127 @@
+"""The ``postroom`` command: a click group whose subcommands live one module per group.
+
+Subcommand modules are imported when named, so ``postroom --help`` stays fast, and
+settings are loaded on first use, so a command that needs none never reads the file.
+Every expected failure (any ``PostroomError``, and OS errors such as a read-only data
+directory) ends as one line ``postroom: <message>`` on standard error, exit code 2 for
+configuration errors and 1 for the rest; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from postroom import __version__
+from postroom.errors import ConfigError, PostroomError
+
+if TYPE_CHECKING:
+    from postroom.config.settings import Settings
+    from postroom.store import Store
+
+__all__ = ["AppContext", "config_option", "fail", "main", "pass_app"]
+
+T = TypeVar("T")
+
+# name -> "module:attribute" of each subcommand, imported on first use.
+_COMMANDS = {
+    "domain": "postroom.cli.domain:domain",
+    "queue": "postroom.cli.queue:queue",
+    "serve": "postroom.cli.serve:serve",
+    "user": "postroom.cli.user:user",
+}
+
+
+class AppContext:
+    """What every command shares: the config path, the settings, the store."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from postroom.config import load
+
+            self._settings = load(self.config_path)
+        return self._settings
+
+    def run(self, use: Callable[[Store], Awaitable[T]]) -> T:
+        """Open the store, ``await use(store)``, close the store."""
+        return asyncio.run(_with_store(self.settings, use))
+
+
+async def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+    from postroom.store import open_store
+
+    store = await open_store(settings.storage_url)
+    try:
+        return await use(store)
+    finally:
+        await store.aclose()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``postroom: message`` on standard error and exit with ``code``."""
+    click.echo(f"postroom: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _set_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    app = ctx.find_object(AppContext)
+    if value is not None and app is not None:
+        app.config_path = value
+
+
+config_option = click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    expose_value=False,
+    callback=_set_config,
+    help="The TOML configuration file (default: $POSTROOM_CONFIG, else built-in defaults).",
+)
+pass_app = click.make_pass_decorator(AppContext)
+
+
+class _Root(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        except PostroomError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}")
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    envvar="POSTROOM_CONFIG",
+    help="The TOML configuration file (default: $POSTROOM_CONFIG, else built-in defaults).",
+)
+@click.version_option(__version__, prog_name="postroom")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """postroom: a self-hosted mail server for applications."""
+    ctx.obj = AppContext(config)

@@ -1,0 +1,128 @@
+"""Users: who may log in (SMTP AUTH), with which password, sending as which domains.
+
+A user's address is stored as its lookup key (``Address.key``: local part lowercased,
+domain as A-labels). ``verify`` takes about the same time whether the user exists or
+not: for an unknown user it checks the password against a dummy hash, so response
+time does not tell an attacker which addresses exist.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import secrets
+from collections.abc import Iterable
+
+from postroom.clock import Clock, SystemClock
+from postroom.directory.domains import normalize_domain
+from postroom.directory.passwords import (
+    hash_password_async,
+    needs_rehash,
+    verify_password_async,
+)
+from postroom.errors import (
+    AddressError,
+    InvalidAddress,
+    InvalidPassword,
+    StoreError,
+    UnknownUser,
+    UserExists,
+)
+from postroom.mail.address import parse_address, to_ascii_domain
+from postroom.store.base import Store
+from postroom.store.models import UserRecord
+
+__all__ = ["Users", "check_password", "user_key"]
+
+
+def user_key(address: str) -> str:
+    """The stored form of a user address; InvalidAddress when it does not parse."""
+    try:
+        return parse_address(address.strip()).key
+    except AddressError as exc:
+        raise InvalidAddress(f"{address!r} is not a valid address: {exc}") from exc
+
+
+def check_password(password: str) -> None:
+    if not password:
+        raise InvalidPassword("the password is empty")
+    if "\x00" in password:
+        raise InvalidPassword("the password holds a NUL character")
+
+
+class Users:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+        self._store = store
+        self._clock = clock or SystemClock()
+        self._dummy_hash: str | None = None
+
+    async def add(
+        self, address: str, password: str, sender_domains: Iterable[str] = ()
+    ) -> UserRecord:
+        """Create a user. Empty ``sender_domains``: may send as any domain."""
+        key = user_key(address)
+        check_password(password)
+        domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
+        record = UserRecord(
+            address=key,
+            password_hash=await hash_password_async(password),
+            sender_domains=domains,
+            created_at=self._clock.time(),
+        )
+        if not await self._store.add_user(record):
+            raise UserExists(f"user {key} already exists")
+        return record
+
+    async def get(self, address: str) -> UserRecord | None:
+        try:
+            key = user_key(address)
+        except InvalidAddress:
+            return None
+        return await self._store.user(key)
+
+    async def verify(self, address: str, password: str) -> UserRecord | None:
+        """The user when the password is right, else None (unknown users included)."""
+        record = await self.get(address)
+        if record is None:
+            await verify_password_async(await self._dummy(), password)
+            return None
+        if not await verify_password_async(record.password_hash, password):
+            return None
+        if needs_rehash(record.password_hash):
+            # Upgrade to the current cost; a failed write must not fail the login.
+            new_hash = await hash_password_async(password)
+            with contextlib.suppress(StoreError):
+                await self._store.set_password(record.address, new_hash)
+        return record
+
+    async def passwd(self, address: str, password: str) -> None:
+        key = user_key(address)
+        check_password(password)
+        if not await self._store.set_password(key, await hash_password_async(password)):
+            raise UnknownUser(f"no such user: {key}")
+
+    async def remove(self, address: str) -> None:
+        key = user_key(address)
+        if not await self._store.remove_user(key):
+            raise UnknownUser(f"no such user: {key}")
+
+    async def list(self) -> builtins.list[UserRecord]:
+        """Every user, sorted by address."""
+        return sorted(await self._store.users(), key=lambda user: user.address)
+
+    @staticmethod
+    def may_send_as(user: UserRecord, sender_domain: str) -> bool:
+        """True when ``user`` may use ``sender_domain`` in MAIL FROM (U- or A-labels)."""
+        if not user.sender_domains:
+            return True
+        try:
+            domain = to_ascii_domain(sender_domain.rstrip("."))
+        except AddressError:
+            return False
+        return domain in user.sender_domains
+
+    async def _dummy(self) -> str:
+        # Made on first need, with the current cost, so an unknown user costs the same.
+        if self._dummy_hash is None:
+            self._dummy_hash = await hash_password_async(secrets.token_urlsafe(16))
+        return self._dummy_hash

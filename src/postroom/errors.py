@@ -1,0 +1,95 @@
+"""The exception tree.
+
+PostroomError
+├── ConfigError          a configuration key is wrong: key + problem, one CLI line, exit 2
+├── AddressError         an address does not parse (RFC 5321 4.1.2)
+├── DirectoryError       a user or domain change was refused: one CLI line, exit 1
+│   ├── DomainExists     the domain is already local
+│   ├── InvalidAddress   a user address does not parse
+│   ├── InvalidDomain    a domain name does not parse, or is an address literal
+│   ├── InvalidPassword  empty, or holds a NUL (which SASL PLAIN cannot carry)
+│   ├── UnknownDomain    no such local domain
+│   ├── UnknownUser      no such user
+│   └── UserExists       a user with that address exists
+└── StoreError           the store could not do what was asked
+    ├── StoreFull        out of space: the client gets 452 4.3.1
+    └── StoreUnavailable locked or broken: the client gets 451 4.3.0
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AddressError",
+    "ConfigError",
+    "DirectoryError",
+    "DomainExists",
+    "InvalidAddress",
+    "InvalidDomain",
+    "InvalidPassword",
+    "PostroomError",
+    "StoreError",
+    "StoreFull",
+    "StoreUnavailable",
+    "UnknownDomain",
+    "UnknownUser",
+    "UserExists",
+]
+
+
+class PostroomError(Exception):
+    pass
+
+
+class ConfigError(PostroomError):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class AddressError(PostroomError, ValueError):
+    pass
+
+
+class StoreError(PostroomError):
+    pass
+
+
+class StoreFull(StoreError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class DirectoryError(PostroomError):
+    pass
+
+
+class DomainExists(DirectoryError):
+    pass
+
+
+class InvalidAddress(DirectoryError):
+    pass
+
+
+class InvalidDomain(DirectoryError):
+    pass
+
+
+class InvalidPassword(DirectoryError):
+    pass
+
+
+class UnknownDomain(DirectoryError):
+    pass
+
+
+class UnknownUser(DirectoryError):
+    pass
+
+
+class UserExists(DirectoryError):
+    pass

@@ -1,0 +1,32 @@
+"""Queue ids and Message-ID values.
+
+A queue id is 16 characters of Crockford base32: 48 bits of milliseconds since
+the epoch, then 32 random bits. Ids sort by time and do not collide across nodes.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+__all__ = ["ALPHABET", "is_queue_id", "message_id", "new_queue_id"]
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_LENGTH = 16
+
+
+def new_queue_id(now: float) -> str:
+    value = (int(now * 1000) & ((1 << 48) - 1)) << 32 | secrets.randbits(32)
+    chars = []
+    for _ in range(_LENGTH):
+        value, digit = divmod(value, 32)
+        chars.append(ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def is_queue_id(text: str) -> bool:
+    return len(text) == _LENGTH and all(c in ALPHABET for c in text)
+
+
+def message_id(queue_id: str, hostname: str) -> str:
+    """A Message-ID header value (RFC 5322 3.6.4) for a message we create or complete."""
+    return f"<{queue_id}.{secrets.token_hex(4)}@{hostname}>"

@@ -1,0 +1,147 @@
+"""Submission: begin -> add_recipient -> write -> commit | abort.
+
+Unknown local users are refused at RCPT (Maddy's delivery-as-transaction), and the
+body goes to a SpooledBody as it arrives, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from postroom.clock import Clock
+from postroom.errors import StoreFull, StoreUnavailable
+from postroom.ids import new_queue_id
+from postroom.intake.policy import Principal, recipient_verdict, sender_verdict
+from postroom.mail.address import Address
+from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source
+from postroom.mail.headers import received_header
+from postroom.mail.spool import SpooledBody
+from postroom.smtp import replies
+from postroom.smtp.replies import Reply
+from postroom.store import NewMessage, Store
+
+__all__ = ["Intake", "Submission"]
+
+
+@dataclass(slots=True)
+class Intake:
+    store: Store
+    clock: Clock
+    hostname: str
+    spool_dir: Path
+    spool_memory: int
+    max_message_size: int
+
+    def begin(
+        self,
+        source: Source,
+        sender: Address | None,
+        *,
+        principal: Principal | None = None,
+        dsn: DsnRequest | None = None,
+        body_type: str = "7BIT",
+        smtputf8: bool = False,
+        declared_size: int | None = None,
+    ) -> Submission | Reply:
+        """A new submission, or the reply that refuses the sender."""
+        if declared_size is not None and declared_size > self.max_message_size:
+            return replies.MESSAGE_TOO_BIG
+        if (refusal := sender_verdict(principal, sender)) is not None:
+            return refusal
+        return Submission(
+            intake=self,
+            source=source,
+            sender=sender,
+            principal=principal,
+            dsn=dsn or DsnRequest(),
+            body_type=body_type,
+            smtputf8=smtputf8,
+            queue_id=new_queue_id(self.clock.time()),
+            body=SpooledBody(self.spool_dir, self.spool_memory),
+        )
+
+
+@dataclass(slots=True)
+class Submission:
+    intake: Intake
+    source: Source
+    sender: Address | None
+    principal: Principal | None
+    dsn: DsnRequest
+    body_type: str
+    smtputf8: bool
+    queue_id: str
+    body: SpooledBody
+    recipients: list[Recipient] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+    _spool_error: OSError | None = None
+
+    async def add_recipient(self, recipient: Recipient) -> Reply:
+        address = recipient.address
+        store = self.intake.store
+        local = await store.is_local_domain(address.ascii_domain)
+        exists = local and (await store.user(address.key)) is not None
+        refusal = recipient_verdict(
+            address, principal=self.principal, local_domain=local, user_exists=exists
+        )
+        if refusal is not None:
+            return refusal
+        # A repeated RCPT is accepted once (RFC 5321 3.3 allows either; one copy is kinder).
+        if address.key not in self._seen:
+            self._seen.add(address.key)
+            self.recipients.append(recipient)
+        return replies.RECIPIENT_OK
+
+    def write(self, chunk: bytes) -> None:
+        if self._spool_error is not None:
+            return
+        try:
+            self.body.write(chunk)
+        except OSError as exc:  # the spool's disk is full: refuse at end of data, not now
+            self._spool_error = exc
+
+    async def commit(self) -> Reply:
+        """Prepend Received:, enqueue durably; then the reply for the client."""
+        if self._spool_error is not None:
+            self.body.close()
+            return replies.STORAGE_FULL
+        now = self.intake.clock.time()
+        single = str(self.recipients[0].address) if len(self.recipients) == 1 else None
+        header = received_header(
+            source=self.source,
+            hostname=self.intake.hostname,
+            queue_id=self.queue_id,
+            now=now,
+            for_recipient=single,
+        )
+        message = NewMessage(
+            id=self.queue_id,
+            envelope=Envelope(
+                sender=self.sender,
+                recipients=tuple(self.recipients),
+                dsn=self.dsn,
+                body=self.body_type,
+                smtputf8=self.smtputf8,
+            ),
+            source=self.source,
+            received_at=now,
+            header=header,
+            body=self.body,
+        )
+        try:
+            await self.intake.store.enqueue(message)
+        except StoreFull:
+            return replies.STORAGE_FULL
+        except StoreUnavailable:
+            return replies.LOCAL_ERROR
+        finally:
+            self.body.close()
+        return replies.queued(self.queue_id)
+
+    @property
+    def size(self) -> int:
+        return self.body.size
+
+    def abort(self) -> None:
+        self.body.close()

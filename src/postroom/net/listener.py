@@ -1,0 +1,98 @@
+"""Accept loops: one asyncio server per listener, connection limits, drain on stop.
+
+The listener knows nothing of SMTP: it is given a ``handler`` coroutine per accepted
+connection, and a ``refusal`` (bytes) to write when a limit is hit (421 4.7.0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+
+from postroom.net.throttle import ConnectionCounter
+
+__all__ = ["Handler", "Listener"]
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Listener:
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int,
+        handler: Handler,
+        counter: ConnectionCounter,
+        refusal: bytes,
+        ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self._handler = handler
+        self._counter = counter
+        self._refusal = refusal
+        self._ssl = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        self._server = await asyncio.start_server(
+            self._accept,
+            host=self.address,
+            port=self.port,
+            family=family,
+            ssl=self._ssl,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl else None,
+            reuse_address=True,
+            backlog=1024,
+        )
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "unknown"
+        if not self._counter.try_acquire(ip):
+            with contextlib.suppress(OSError):
+                writer.write(self._refusal)
+                await writer.drain()
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._handler(reader, writer)
+        finally:
+            self._tasks.discard(task)
+            self._counter.release(ip)
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await writer.wait_closed()
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def cancel_connections(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    @property
+    def connections(self) -> int:
+        return len(self._tasks)
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()

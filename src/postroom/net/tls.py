@@ -1,0 +1,193 @@
+"""TLS material: the server SSLContext, and a self-signed certificate when none is set.
+
+With ``tls.cert``/``tls.key`` unset, the first start makes an EC P-256 key and a
+self-signed certificate in ``<data_dir>/tls/`` (key mode 0600) whose names cover
+``localhost``, 127.0.0.1, ::1 and the configured hostname; later starts reuse it
+until the hostname changes or it is about to expire. Mail clients that check
+certificates must be told to trust it; MX peers use opportunistic TLS (RFC 3207)
+and do not check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from postroom.config.settings import Settings
+from postroom.errors import AddressError, ConfigError
+from postroom.mail.address import to_ascii_domain
+
+__all__ = ["CERT_NAME", "KEY_NAME", "ensure_certificate", "server_context", "tls_info"]
+
+CERT_NAME = "cert.pem"
+KEY_NAME = "key.pem"
+VALIDITY = dt.timedelta(days=825)  # the CA/Browser Forum's old maximum; clients accept it
+RENEW_BEFORE = dt.timedelta(days=30)
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+_Name = x509.DNSName | x509.IPAddress
+
+
+def ensure_certificate(settings: Settings) -> tuple[Path, Path]:
+    """The (certificate, key) files to serve: the configured ones, else our own."""
+    tls = settings.tls
+    if tls.cert is not None and tls.key is not None:
+        _require_file("tls.cert", tls.cert)
+        _require_file("tls.key", tls.key)
+        return tls.cert, tls.key
+    directory = settings.data_dir / "tls"
+    cert, key = directory / CERT_NAME, directory / KEY_NAME
+    names = _subject_names(settings.hostname)
+    if not _usable(cert, key, names):
+        _generate(directory, cert, key, settings.hostname, names)
+    return cert, key
+
+
+def server_context(cert: Path, key: Path, min_version: str = "1.2") -> ssl.SSLContext:
+    """A server context: TLS >= ``min_version``, the default cipher list, no client certs."""
+    _check_pair(cert, key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _VERSIONS[min_version]
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise ConfigError(
+                "tls.key", f"{key} does not belong to the certificate {cert}"
+            ) from None
+        raise ConfigError("tls.cert", f"cannot load {cert} with {key}: {exc.reason}") from None
+    return context
+
+
+def tls_info(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> tuple[str, str]:
+    """(protocol version, cipher name) of an established connection, e.g. for Received:."""
+    cipher = ssl_object.cipher()
+    return ssl_object.version() or "", cipher[0] if cipher else ""
+
+
+# -- configured files ------------------------------------------------------------------
+
+
+def _require_file(key: str, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(key, f"{path}: no such file")
+
+
+def _check_pair(cert: Path, key: Path) -> None:
+    """Name the file at fault, which OpenSSL's "PEM lib" errors do not."""
+    cert_data = _read("tls.cert", cert)
+    key_data = _read("tls.key", key)
+    try:
+        x509.load_pem_x509_certificates(cert_data)
+    except ValueError:
+        raise ConfigError("tls.cert", f"{cert} holds no PEM certificate") from None
+    try:
+        serialization.load_pem_private_key(key_data, password=None)
+    except TypeError:
+        raise ConfigError(
+            "tls.key", f"{key} is encrypted; give a key without a passphrase"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError("tls.key", f"{key} holds no usable PEM private key") from None
+
+
+def _read(setting: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+# -- our self-signed certificate ----------------------------------------------------------
+
+
+def _subject_names(hostname: str) -> list[_Name]:
+    names: list[_Name] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    try:
+        own: _Name = x509.IPAddress(ipaddress.ip_address(hostname.strip("[]")))
+    except ValueError:
+        try:
+            own = x509.DNSName(to_ascii_domain(hostname.rstrip(".")))
+        except AddressError as exc:
+            raise ConfigError("hostname", f"{hostname!r} cannot be a certificate name") from exc
+    if own not in names:
+        names.append(own)
+    return names
+
+
+def _usable(cert: Path, key: Path, names: list[_Name]) -> bool:
+    """True when our earlier certificate still covers ``names`` for a while."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+        private_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        present = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm, x509.ExtensionNotFound):
+        return False
+    if _public_bytes(private_key.public_key()) != _public_bytes(certificate.public_key()):
+        return False  # a crash between writing the key and the certificate
+    if not all(name in present.value for name in names):
+        return False
+    return certificate.not_valid_after_utc - RENEW_BEFORE > dt.datetime.now(dt.UTC)
+
+
+def _public_bytes(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _generate(directory: Path, cert: Path, key: Path, hostname: str, names: list[_Name]) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    common_name = hostname if 0 < len(hostname) <= 64 else "postroom"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    public_key = private_key.public_key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))  # tolerate clients with a slow clock
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(private_key, hashes.SHA256())
+    )
+    key_pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_atomically(key, key_pem, 0o600)
+    _write_atomically(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write beside ``path``, fsync, rename: a crash leaves the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+        file.write(data)
+        file.flush()
+        os.fsync(fd)
+    os.replace(temporary, path)

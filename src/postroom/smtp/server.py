@@ -1,0 +1,121 @@
+"""The SMTP listeners of one server: per-role configuration, sessions, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+
+from postroom.config.settings import ListenerRole, ListenerSettings, Settings
+from postroom.events import Bus
+from postroom.intake import Intake
+from postroom.net.listener import Handler, Listener
+from postroom.net.throttle import ConnectionCounter, FailureThrottle
+from postroom.smtp import replies
+from postroom.smtp.connection import ServerConfig
+from postroom.smtp.session import Authenticator, Session, SessionContext
+
+__all__ = ["SmtpServer", "server_config"]
+
+_log = logging.getLogger("postroom.smtp")
+
+
+def server_config(settings: Settings, role: ListenerRole, *, starttls: bool) -> ServerConfig:
+    limits = settings.limits
+    return ServerConfig(
+        hostname=settings.hostname,
+        max_message_size=limits.max_message_size,
+        max_recipients=limits.max_recipients,
+        max_line_length=limits.max_line_length,
+        max_errors=limits.max_errors,
+        starttls_available=starttls and role is not ListenerRole.SUBMISSIONS,
+        auth_required=role is not ListenerRole.MX,
+    )
+
+
+class SmtpServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intake: Intake,
+        authenticate: Authenticator,
+        auth_throttle: FailureThrottle,
+        ssl_context: ssl.SSLContext | None,
+        bus: Bus,
+        listeners: Sequence[ListenerSettings] | None = None,
+    ) -> None:
+        self._settings = settings
+        limits = settings.limits
+        self._counter = ConnectionCounter(
+            max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
+        )
+        self._sessions: set[Session] = set()
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+        self.listeners: list[Listener] = []
+        refusal = replies.TOO_MANY_CONNECTIONS.to_bytes()
+        for spec in listeners if listeners is not None else settings.listeners:
+            context = SessionContext(
+                role=spec.role.value,
+                config=server_config(settings, spec.role, starttls=ssl_context is not None),
+                intake=intake,
+                authenticate=authenticate,
+                auth_throttle=auth_throttle,
+                ssl_context=ssl_context,
+                command_timeout=limits.command_timeout,
+                data_timeout=limits.data_timeout,
+                bus=bus,
+            )
+            implicit = spec.role is ListenerRole.SUBMISSIONS
+            self.listeners.append(
+                Listener(
+                    address=spec.address,
+                    port=spec.port,
+                    handler=self._handler(context),
+                    counter=self._counter,
+                    refusal=refusal,
+                    ssl_context=ssl_context if implicit else None,
+                    handshake_timeout=limits.command_timeout,
+                )
+            )
+
+    def _handler(self, context: SessionContext) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            session = Session(context, reader, writer)
+            self._sessions.add(session)
+            self._no_sessions.clear()
+            try:
+                await session.run()
+            finally:
+                self._sessions.discard(session)
+                if not self._sessions:
+                    self._no_sessions.set()
+
+        return handle
+
+    async def start(self) -> None:
+        for listener in self.listeners:
+            await listener.start()
+            _log.info("listening on %s:%d", listener.address, listener.bound_port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; tell idle sessions 421 4.3.2; wait up to ``grace`` seconds for
+        transactions in flight; then cut whatever is left."""
+        for listener in self.listeners:
+            listener.stop_accepting()
+        for session in list(self._sessions):
+            session.request_stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._no_sessions.wait()
+        for listener in self.listeners:
+            listener.cancel_connections()
+        for listener in self.listeners:
+            await listener.wait_closed()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)

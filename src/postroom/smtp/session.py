@@ -1,0 +1,301 @@
+"""The asyncio driver for one SMTP connection: read -> core -> await policy/intake -> write.
+
+The only await points are reads, writes, and the application calls made for
+MAIL, RCPT, end of data and AUTH. Replies for a pipelined batch go out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from postroom.events import Bus, SmtpTransaction
+from postroom.intake import Intake, Principal, Submission
+from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.net.throttle import FailureThrottle
+from postroom.smtp import events as ev
+from postroom.smtp import replies
+from postroom.smtp.connection import ServerConfig, ServerConnection, TlsInfo
+from postroom.smtp.replies import Reply
+
+__all__ = ["Authenticator", "Session", "SessionContext"]
+
+Authenticator = Callable[[str, str], Awaitable[Principal | None]]
+_log = logging.getLogger("postroom.smtp")
+_READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What every session of one listener shares."""
+
+    role: str
+    config: ServerConfig
+    intake: Intake
+    authenticate: Authenticator
+    auth_throttle: FailureThrottle
+    ssl_context: ssl.SSLContext | None
+    command_timeout: float
+    data_timeout: float
+    bus: Bus
+
+
+def tls_info_of(writer: asyncio.StreamWriter) -> TlsInfo | None:
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return TlsInfo(version=str(ssl_object.version()), cipher=str(cipher[0]) if cipher else "")
+
+
+class Session:
+    def __init__(
+        self,
+        context: SessionContext,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._ctx = context
+        self._reader = reader
+        self._writer = writer
+        peer = writer.get_extra_info("peername")
+        self._ip: str | None = str(peer[0]) if peer else None
+        self._port: int | None = int(peer[1]) if peer else None
+        self.conn = ServerConnection(context.config, tls=tls_info_of(writer))
+        self._principal: Principal | None = None
+        self._submission: Submission | None = None
+        self._stopping = False
+        self._reading = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Server is stopping: an idle session is told 421 4.3.2 at once; a session in a
+        transaction finishes it and is told 421 4.3.2 at its next command."""
+        self._stopping = True
+        if self._reading and not self.conn.in_transaction and self._task is not None:
+            self._task.cancel()
+
+    async def run(self) -> None:
+        self._task = asyncio.current_task()
+        try:
+            self._writer.write(self.conn.greeting())
+            await self._loop()
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            _log.debug("connection from %s ended: %s", self._ip, exc)
+        finally:
+            self._abort_transaction()
+
+    async def _loop(self) -> None:
+        while not self.conn.closed:
+            data = await self._read()
+            if data is None:
+                return
+            self.conn.receive_data(data)
+            if not await self._handle_events():
+                await self._flush()
+                return
+            await self._flush()
+            if self._stopping and not self.conn.in_transaction:
+                self._say_goodbye(replies.SHUTTING_DOWN)
+                await self._flush()
+                return
+
+    async def _read(self) -> bytes | None:
+        timeout = self._ctx.data_timeout if self.conn.in_transaction else self._ctx.command_timeout
+        self._reading = True
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(_READ_SIZE)
+        except TimeoutError:
+            self._say_goodbye(replies.TIMEOUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._stopping or task is None or task.uncancel() > 0:
+                raise
+            self._say_goodbye(replies.SHUTTING_DOWN)
+        finally:
+            self._reading = False
+        await self._flush()
+        return None
+
+    def _say_goodbye(self, reply: Reply) -> None:
+        self._abort_transaction()
+        with contextlib.suppress(Exception):
+            self._writer.write(self.conn.shutdown(reply))
+
+    async def _flush(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.drain()
+
+    # -- events ----------------------------------------------------------------------
+    async def _handle_events(self) -> bool:
+        """Handle every complete event; False when the connection must end."""
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is ev.NEED_DATA:
+                return True
+            match event:
+                case ev.MessageChunk(data=data):
+                    if self._submission is not None:
+                        self._submission.write(data)
+                    continue
+                case ev.ConnectionClosed():
+                    return False
+                case ev.StartTls():
+                    if not await self._start_tls():
+                        return False
+                    continue
+                case _:
+                    reply = await self._reply_for(event)
+            self._writer.write(conn.send(reply))
+            if conn.closed:
+                return False
+
+    async def _reply_for(self, event: ev.Event) -> Reply:
+        match event:
+            case ev.MailFrom():
+                return self._mail(event)
+            case ev.RcptTo():
+                return await self._rcpt(event)
+            case ev.Data():
+                return replies.START_DATA
+            case ev.MessageEnd():
+                return await self._message_end(event)
+            case ev.BdatChunkEnd(size=size, problem=problem):
+                if problem is not None:
+                    self._finish(problem, "rejected")
+                    return problem
+                return replies.OK.with_text(f"{size} octets received")
+            case ev.AuthCredentials():
+                return await self._auth(event)
+            case ev.Rset() | ev.Helo() | ev.Ehlo():
+                self._abort_transaction()
+                return event.reply
+            case ev.InvalidCommand(reply=reply) | ev.AuthChallenge(reply=reply):
+                return reply
+            case ev.Noop(reply=reply) | ev.Vrfy(reply=reply) | ev.Help(reply=reply):
+                return reply
+            case ev.Quit(reply=reply):
+                return reply
+        raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+
+    def _source(self) -> Source:
+        conn = self.conn
+        protocol = "ESMTP" if conn.esmtp else "SMTP"
+        if conn.tls is not None:
+            protocol += "S"
+        if self._principal is not None:
+            protocol += "A"
+        tls = f"{conn.tls.version} with cipher {conn.tls.cipher}" if conn.tls else None
+        return Source(
+            kind=SourceKind.SMTP,
+            principal=self._principal.name if self._principal else None,
+            client_ip=self._ip,
+            client_port=self._port,
+            helo=conn.helo_name,
+            protocol=protocol,
+            tls=tls,
+            listener=self._ctx.role,
+        )
+
+    def _mail(self, event: ev.MailFrom) -> Reply:
+        result = self._ctx.intake.begin(
+            self._source(),
+            event.sender,
+            principal=self._principal,
+            dsn=event.dsn,
+            body_type=event.body or "7BIT",
+            smtputf8=event.smtputf8,
+            declared_size=event.size,
+        )
+        if isinstance(result, Reply):
+            return result
+        self._submission = result
+        return replies.SENDER_OK
+
+    async def _rcpt(self, event: ev.RcptTo) -> Reply:
+        if self._submission is None:  # the core's state table makes this unreachable
+            return replies.BAD_SEQUENCE
+        recipient = Recipient(event.recipient, event.notify, event.orcpt)
+        return await self._submission.add_recipient(recipient)
+
+    async def _message_end(self, event: ev.MessageEnd) -> Reply:
+        if event.problem is not None:
+            self._finish(event.problem, "rejected")
+            return event.problem
+        submission = self._submission
+        if submission is None:
+            return replies.BAD_SEQUENCE
+        reply = await submission.commit()
+        self._finish(reply, "queued" if reply.is_positive else "rejected")
+        return reply
+
+    def _finish(self, reply: Reply, result: str) -> None:
+        submission, self._submission = self._submission, None
+        if submission is None:
+            return
+        submission.abort()
+        conn_tls = self.conn.tls
+        self._ctx.bus.publish(
+            SmtpTransaction(
+                queue_id=submission.queue_id if result == "queued" else None,
+                client_ip=self._ip,
+                listener=self._ctx.role,
+                auth_user=self._principal.name if self._principal else None,
+                sender=str(submission.sender or ""),
+                recipients=tuple(str(r.address) for r in submission.recipients),
+                size=submission.size,
+                tls=conn_tls.version if conn_tls else None,
+                result=result,
+                reply=str(reply),
+            )
+        )
+
+    def _abort_transaction(self) -> None:
+        if self._submission is not None:
+            self._finish(replies.OK.with_text("aborted"), "aborted")
+
+    async def _auth(self, event: ev.AuthCredentials) -> Reply:
+        key = self._ip or "unknown"
+        throttle = self._ctx.auth_throttle
+        if throttle.blocked(key):
+            return replies.AUTH_THROTTLED
+        principal = None
+        if event.authzid in ("", event.username):
+            principal = await self._ctx.authenticate(event.username, event.password)
+        if principal is None:
+            throttle.record_failure(key)
+            return replies.AUTH_FAILED
+        throttle.record_success(key)
+        self._principal = principal  # the core marks the connection authenticated on 235
+        return replies.AUTH_OK
+
+    async def _start_tls(self) -> bool:
+        context = self._ctx.ssl_context
+        if context is None:  # the core offers STARTTLS only when a context exists
+            self._writer.write(self.conn.send(replies.TLS_NOT_AVAILABLE))
+            return True
+        self._abort_transaction()
+        self._writer.write(self.conn.send(replies.TLS_READY))
+        await self._writer.drain()
+        # Plaintext that reached the reader after STARTTLS must never be read as if it
+        # came over TLS (CVE-2011-0411 class). The core dropped what it had; drop what the
+        # reader holds. No await lies between this and start_tls() pausing the transport.
+        del self._reader._buffer[:]  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(self._ctx.command_timeout):
+                await self._writer.start_tls(context)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            _log.info("TLS handshake with %s failed: %s", self._ip, exc)
+            return False
+        info = tls_info_of(self._writer)
+        assert info is not None
+        self._principal = None
+        self.conn.start_tls(info)
+        return True

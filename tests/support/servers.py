@@ -1,0 +1,138 @@
+"""Running postroom for tests: in-process (fast) and as a real `postroom serve` process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from postroom.config.settings import ListenerRole, ListenerSettings, Settings
+from postroom.runtime import Server
+
+__all__ = [
+    "RunningProcess",
+    "client_context",
+    "loopback_settings",
+    "ports_by_role",
+    "start_process",
+    "write_config",
+]
+
+ROLES = (ListenerRole.MX, ListenerRole.SUBMISSION, ListenerRole.SUBMISSIONS)
+
+
+def loopback_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test server: every listener on an ephemeral loopback port."""
+    listeners = tuple(ListenerSettings(address="127.0.0.1", port=0, role=r) for r in ROLES)
+    values: dict[str, object] = {
+        "hostname": "mail.test",
+        "data_dir": data_dir,
+        "listeners": listeners,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+def ports_by_role(server: Server) -> dict[str, int]:
+    assert server.smtp is not None
+    return {
+        spec.role.value: listener.bound_port
+        for spec, listener in zip(server.settings.listeners, server.smtp.listeners, strict=True)
+    }
+
+
+def client_context(data_dir: Path) -> ssl.SSLContext:
+    """A client context that trusts the server's self-signed certificate and checks names."""
+    return ssl.create_default_context(cafile=str(data_dir / "tls" / "cert.pem"))
+
+
+def write_config(
+    path: Path, data_dir: Path, extra: str = "", ports: dict[str, int] | None = None
+) -> Path:
+    ports = ports or {role.value: 0 for role in ROLES}
+    listeners = "".join(
+        f'\n[[listeners]]\naddress = "127.0.0.1"\nport = {port}\nrole = "{role}"\n'
+        for role, port in ports.items()
+    )
+    path.write_text(
+        f'hostname = "mail.test"\ndata_dir = "{data_dir}"\n'
+        f'[log]\nfile = "{data_dir.parent / "postroom.log"}"\n{extra}\n{listeners}'
+    )
+    return path
+
+
+_READY = re.compile(r"postroom ready: SMTP on (\S.*?), data in")
+
+
+@dataclass
+class RunningProcess:
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    log: Path
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+
+def start_process(config: Path, log: Path, timeout: float = 30) -> RunningProcess:
+    """Start `postroom serve --config config` and wait until its log says it is ready."""
+    offset = log.stat().st_size if log.exists() else 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    stderr = log.with_suffix(".stderr")
+    with stderr.open("ab") as err_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "postroom", "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            env=env,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = stderr.read_text()
+            raise RuntimeError(f"postroom serve exited {process.returncode}: {err}")
+        text = log.read_text()[offset:] if log.exists() else ""
+        if match := _READY.search(text):
+            addresses = match.group(1).split(", ")
+            ports = [int(a.rsplit(":", 1)[1]) for a in addresses]
+            roles = [r.value for r in ROLES][: len(ports)]
+            return RunningProcess(process, dict(zip(roles, ports, strict=True)), log)
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("postroom serve did not become ready")
+
+
+@contextmanager
+def smtp_client(port: int, **kwargs: object) -> Iterator[smtplib.SMTP]:
+    client = smtplib.SMTP("127.0.0.1", port, timeout=10, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield client
+    finally:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,60 @@
+"""An in-process postroom server on its own event loop thread, for synchronous clients."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from postroom.clock import Clock
+from postroom.config.settings import Settings
+from postroom.directory.users import Users
+from postroom.runtime import Server
+from postroom.store import Store
+from tests.support.servers import ports_by_role
+
+T = TypeVar("T")
+
+__all__ = ["ServerThread"]
+
+
+class ServerThread:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.server = Server(settings, clock=clock)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.ports: dict[str, int] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def store(self) -> Store:
+        assert self.server.store is not None
+        return self.server.store
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self.call(self.server.start())
+        self.ports = ports_by_role(self.server)
+        return self
+
+    def stop(self) -> None:
+        self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    # -- set-up helpers ------------------------------------------------------------
+    def add_domain(self, name: str) -> None:
+        self.call(self.store.add_domain(name, 0.0))
+
+    def add_user(self, address: str, password: str, sender_domains: tuple[str, ...] = ()) -> None:
+        self.call(Users(self.store).add(address, password, sender_domains))
