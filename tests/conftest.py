@@ -37,10 +37,10 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
     """Start in-process servers with loopback settings (overrides as keyword arguments)."""
     started: list[ServerThread] = []
 
-    def make(clock: object = None, **overrides: object) -> ServerThread:
+    def make(clock: object = None, deliver: bool = False, **overrides: object) -> ServerThread:
         data_dir = overrides.pop("data_dir", tmp_path / f"data{len(started)}")
         settings = loopback_settings(data_dir, **overrides)  # type: ignore[arg-type]
-        server = ServerThread(settings, clock=clock)  # type: ignore[arg-type]
+        server = ServerThread(settings, clock=clock, deliver=deliver)  # type: ignore[arg-type]
         started.append(server.start())
         return server
 

@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 from postroom.clock import Clock, SystemClock
+from postroom.config.mailers import LocalMailerSettings
 from postroom.config.settings import Settings
+from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.build import BUILDERS, AnyMailerSettings, MailerDeps, build_mailer
+from postroom.delivery.mailers.local import LocalMailer
+from postroom.delivery.retention import Retention
+from postroom.delivery.router import Router, RouteTable
+from postroom.delivery.scheduler import Scheduler
 from postroom.directory.users import Users
 from postroom.events import Bus
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
+from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store, open_store
 
@@ -37,14 +47,38 @@ def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | N
     return authenticate
 
 
-class Server:
-    """Everything `postroom serve` runs, started and stopped as one."""
+def _local_mailer(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+    assert isinstance(settings, LocalMailerSettings)
+    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+
+MAILER_BUILDERS = {**BUILDERS, "local": _local_mailer}
+
+
+class Server:
+    """Everything `postroom serve` runs, started and stopped as one.
+
+    ``deliver=False`` builds the delivery engine without running its loop, so a test can
+    drive ``scheduler.run_once()`` with its own clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        deliver: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.deliver = deliver
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
+        self.scheduler: Scheduler | None = None
+        self.retention: Retention | None = None
+        self._router: Router | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         settings = self.settings
@@ -61,7 +95,9 @@ class Server:
             spool_dir=settings.data_dir / "spool",
             spool_memory=settings.limits.spool_memory,
             max_message_size=settings.limits.max_message_size,
+            bus=bus,
         )
+        self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
         self.smtp = SmtpServer(
             settings,
@@ -78,11 +114,57 @@ class Server:
         except OSError:
             await self.stop()
             raise
+        if self.deliver:
+            assert self.scheduler is not None and self.retention is not None
+            self._tasks = [
+                asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                asyncio.create_task(self.retention.run(), name="retention"),
+            ]
+
+    def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
+        settings = self.settings
+        deps = MailerDeps(
+            resolver=DnsResolver(settings.dns, rng=self.rng),
+            hostname=settings.hostname,
+            clock=self.clock,
+            rng=self.rng,
+            data_dir=settings.data_dir,
+        )
+        mailers = {m.name: build_mailer(m, deps, MAILER_BUILDERS) for m in settings.mailers}
+        self._router = Router(mailers)
+        local_domains = LocalDomains()
+        self.scheduler = Scheduler(
+            store=store,
+            router=self._router,
+            routes=RouteTable.from_settings(settings, local_domains),
+            intake=intake,
+            local_domains=local_domains,
+            settings=settings.delivery,
+            hostname=settings.hostname,
+            clock=self.clock,
+            bus=bus,
+            rng=self.rng,
+        )
+        self.retention = Retention(store, settings.retention, self.clock)
 
     async def stop(self) -> None:
+        """SMTP first (no new mail, transactions in flight finish), then delivery, then
+        the store."""
+        grace = self.settings.limits.shutdown_grace
         if self.smtp is not None:
-            await self.smtp.stop(self.settings.limits.shutdown_grace)
+            await self.smtp.stop(grace)
             self.smtp = None
+        if self.retention is not None:
+            self.retention.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._router is not None:
+            await self._router.aclose()
+            self._router = None
         if self.store is not None:
             await self.store.aclose()
             self.store = None

@@ -183,6 +183,92 @@ BAD = [
         'hostnme = "x"\n[limits]\nmax_recipients = 0\nmax_errors = 0',
         "limits.max_recipients: must be at least 1 (and 2 more problems)",
     ),
+    # -- [[mailers]] ---------------------------------------------------------------------
+    (
+        '[[mailers]]\nname = "r"\ntype = "carrier-pigeon"',
+        "mailers[0].type: must be 'mx', 'smtp' or 'local', not 'carrier-pigeon'",
+    ),
+    ('[[mailers]]\nname = "r"', "mailers[0].type: is required"),
+    ('[[mailers]]\nname = "r"\ntype = "smtp"', "mailers[0].host: is required"),
+    (
+        '[[mailers]]\nname = "r"\ntype = "smtp"\nhost = "h"\nhots = "h"',
+        "mailers[0].hots: unknown key, did you mean 'host'?",
+    ),
+    (
+        '[[mailers]]\nname = "r"\ntype = "smtp"\nhost = "h"\ntls = "ssl"',
+        "mailers[0].tls: must be 'starttls', 'implicit' or 'none', not 'ssl'",
+    ),
+    (
+        '[[mailers]]\nname = "my relay"\ntype = "local"',
+        "mailers[0].name: must be 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit, not 'my relay'",
+    ),
+    ("mailers = [1]", "mailers[0]: must be a table, not an integer"),
+    (
+        '[[mailers]]\nname = "r"\ntype = "local"\n[[mailers]]\nname = "r"\ntype = "smtp"\n'
+        'host = "h"',
+        "mailers[1].name: 'r' is already the name of mailers[0]",
+    ),
+    # -- [[routes]] ----------------------------------------------------------------------
+    (
+        '[[routes]]\nname = "a"\nmailers = ["relay"]',
+        "routes[0].mailers[0]: no mailer named 'relay' (there are 'local', 'mx')",
+    ),
+    ('[[routes]]\nname = "a"\nmailers = []', "routes[0].mailers: must have at least 1 item"),
+    ('[[routes]]\nname = "a"', "routes[0].mailers: is required"),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx", "mx"]',
+        "routes[0].mailers[1]: 'mx' is already in the chain",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n[[routes]]\nname = "a"\nmailers = ["local"]',
+        "routes[1].name: 'a' is already the name of routes[0]",
+    ),
+    (
+        '[[routes]]\nname = "default-remote"\nmailers = ["mx"]',
+        "routes[0].name: 'default-remote' is the name of a built-in route",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\nmatch = "most"',
+        "routes[0].match: must be 'all' or 'any', not 'most'",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+        'conditions = [{ field = "subject", operator = "regex", value = "(unclosed" }]',
+        "routes[0].conditions[0].value: not a valid regular expression: "
+        "missing ), unterminated subpattern at position 0",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+        'conditions = [{ field = "subject", operator = "like", value = "x" }]',
+        "routes[0].conditions[0].operator: must be 'equals', 'contains', 'starts_with', "
+        "'ends_with' or 'regex', not 'like'",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\nconditions = [{ field = "to", value = "x" }]',
+        "routes[0].conditions[0].field: must be 'recipient', 'recipient_domain', 'sender', "
+        "'sender_domain', 'subject', 'header', 'body' or 'source', not 'to'",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+        'any_of = [{ all_of = [{ conditions = [{ field = "header", value = "x" }] }] }]',
+        'routes[0].any_of[0].all_of[0].conditions[0].header: is required when field = "header"',
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+        'conditions = [{ field = "header", header = "X Bad", value = "x" }]',
+        "routes[0].conditions[0].header: 'X Bad' is not a header name",
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+        'conditions = [{ field = "sender", header = "X-A", value = "x" }]',
+        'routes[0].conditions[0].header: is only for field = "header"',
+    ),
+    (
+        '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+        'conditions = [{ field = "sender", value = "x", negated = true }]',
+        "routes[0].conditions[0].negated: unknown key, did you mean 'negate'?",
+    ),
 ]
 
 
@@ -263,3 +349,96 @@ def test_serve_with_a_toml_syntax_error_exits_2(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"postroom: {config}: invalid TOML at line 1")
+
+
+# -- mailers and routes ----------------------------------------------------------------
+
+ROUTES = """
+[[mailers]]
+name = "relay"
+type = "smtp"
+host = "smtp.example.net"
+password_env = "RELAY_PASSWORD"
+
+[[mailers]]
+name = "mx"
+type = "mx"
+port = 2525
+
+[[routes]]
+name = "billing"
+mailers = ["relay", "mx"]
+match = "any"
+conditions = [
+  { field = "recipient_domain", value = "customers.example" },
+  { field = "header", header = "X-Stream", operator = "starts_with", value = "bill" },
+]
+any_of = [{ conditions = [{ field = "source", value = "billing-api", negate = true }] }]
+"""
+
+
+def test_mailers_add_to_the_built_in_ones_and_replace_by_name(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, ROUTES))
+    assert [(m.name, m.type) for m in settings.mailers] == [
+        ("local", "local"),
+        ("mx", "mx"),
+        ("relay", "smtp"),
+    ]
+    assert settings.mailers[1].port == 2525  # type: ignore[union-attr]
+    [route] = settings.routes
+    assert route.name == "billing" and route.mailers == ("relay", "mx")
+    assert route.match == "any" and len(route.conditions) == 2
+    assert route.conditions[1].header == "X-Stream"
+    assert route.any_of[0].conditions[0].negate is True
+    assert load(None).routes == ()
+    assert [m.name for m in load(None).mailers] == ["local", "mx"]
+
+
+def test_the_settings_survive_a_round_trip(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, ROUTES))
+    assert Settings.model_validate(settings.model_dump()) == settings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[[routes]]\nname = "a"\nmailers = ["relay"]\n',
+            "postroom: routes[0].mailers[0]: no mailer named 'relay' (there are 'local', 'mx')\n",
+        ),
+        (
+            '[[routes]]\nname = "a"\nmailers = ["mx"]\n'
+            "conditions = [{ field = 'body', operator = 'regex', value = '[a-' }]\n",
+            "postroom: routes[0].conditions[0].value: not a valid regular expression: "
+            "unterminated character set at position 0\n",
+        ),
+        (
+            '[[mailers]]\nname = "r"\ntype = "local"\n[[mailers]]\nname = "r"\ntype = "local"\n',
+            "postroom: mailers[1].name: 'r' is already the name of mailers[0]\n",
+        ),
+    ],
+)
+def test_route_and_mailer_errors_exit_2_with_one_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    config = write(tmp_path, text)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "postroom",
+            "--config",
+            str(config),
+            "route",
+            "explain",
+            "--to",
+            "a@example.org",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert result.stderr == expected

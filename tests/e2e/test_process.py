@@ -118,7 +118,7 @@ def test_swaks_starttls_auth_submission(
         for line in running.log.read_text().splitlines()
         if "postroom.mail: " in line
     ]
-    (entry,) = [e for e in log_lines if e["result"] == "queued"]
+    (entry,) = [e for e in log_lines if e.get("result") == "queued"]
     assert entry["auth_user"] == "app@example.test"
     assert entry["recipients"] == ["friend@far-away.test"]
     assert entry["tls"].startswith("TLSv1.")

@@ -85,6 +85,7 @@ class SqliteBackend:
                     ("messages", "id"),
                     ("recipients", "message_id"),
                     ("message_bodies", "id"),
+                    ("attempts", "message_id"),
                 )
             )
 

@@ -37,35 +37,7 @@ from postroom.store import (
 )
 from postroom.store.groupcommit import GroupCommitter
 from tests.store.conftest import Backend
-
-NOW = 1_800_000_000.0
-HEADER = b"Received: from client.example.net by mx.example.org; Thu, 1 Jan 2027 00:00:00 +0000\r\n"
-SOURCE = Source(SourceKind.SMTP, client_ip="192.0.2.1", helo="client.example.net")
-ALICE = Address("alice", "example.org")
-BOB = Recipient(Address("bob", "example.net"))
-
-
-def new_message(
-    body: bytes = b"Subject: hi\r\n\r\nHello\r\n",
-    *,
-    message_id: str | None = None,
-    at: float = NOW,
-    header: bytes = HEADER,
-    recipients: tuple[Recipient, ...] = (BOB,),
-    sender: Address | None = ALICE,
-    spool: SpooledBody | None = None,
-) -> NewMessage:
-    if spool is None:
-        spool = SpooledBody()
-        spool.write(body)
-    return NewMessage(
-        id=message_id or new_queue_id(at),
-        envelope=Envelope(sender=sender, recipients=recipients),
-        source=SOURCE,
-        received_at=at,
-        header=header,
-        body=spool,
-    )
+from tests.store.factories import HEADER, NOW, new_message
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ __all__ = [
     "write_config",
 ]
 
+NO_DNS = "127.0.0.1:9"  # no DNS server listens here
 ROLES = (ListenerRole.MX, ListenerRole.SUBMISSION, ListenerRole.SUBMISSIONS)
 
 
@@ -38,6 +39,8 @@ def loopback_settings(data_dir: Path, **overrides: object) -> Settings:
         "hostname": "mail.test",
         "data_dir": data_dir,
         "listeners": listeners,
+        # Never ask a resolver off this machine: nothing answers here, so lookups fail fast.
+        "dns": {"nameservers": [NO_DNS], "timeout": 0.5},
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -64,9 +67,12 @@ def write_config(
         f'\n[[listeners]]\naddress = "127.0.0.1"\nport = {port}\nrole = "{role}"\n'
         for role, port in ports.items()
     )
+    log = data_dir.parent / "postroom.log"
     path.write_text(
         f'hostname = "mail.test"\ndata_dir = "{data_dir}"\n'
-        f'[log]\nfile = "{data_dir.parent / "postroom.log"}"\n{extra}\n{listeners}'
+        f'[log]\nfile = "{log}"\n'
+        f'[dns]\nnameservers = ["{NO_DNS}"]\ntimeout = 0.5\n'
+        f"{extra}\n{listeners}"
     )
     return path
 

@@ -21,9 +21,11 @@ __all__ = ["ServerThread"]
 
 
 class ServerThread:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, *, deliver: bool = False
+    ) -> None:
         self.settings = settings
-        self.server = Server(settings, clock=clock)
+        self.server = Server(settings, clock=clock, deliver=deliver)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.ports: dict[str, int] = {}
@@ -55,6 +57,11 @@ class ServerThread:
     # -- set-up helpers ------------------------------------------------------------
     def add_domain(self, name: str) -> None:
         self.call(self.store.add_domain(name, 0.0))
+
+    def run_delivery(self) -> int:
+        """One pass of the scheduler: claim what is due at the server's clock, deliver it."""
+        assert self.server.scheduler is not None
+        return self.call(self.server.scheduler.run_once())
 
     def add_user(self, address: str, password: str, sender_domains: tuple[str, ...] = ()) -> None:
         self.call(Users(self.store).add(address, password, sender_domains))

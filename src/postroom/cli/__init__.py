@@ -31,7 +31,9 @@ T = TypeVar("T")
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
     "domain": "postroom.cli.domain:domain",
+    "log": "postroom.cli.log:log",
     "queue": "postroom.cli.queue:queue",
+    "route": "postroom.cli.route:route",
     "serve": "postroom.cli.serve:serve",
     "user": "postroom.cli.user:user",
 }

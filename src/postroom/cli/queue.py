@@ -1,6 +1,11 @@
-"""``postroom queue``: what is waiting, or was recently handled, and in which state."""
+"""``postroom queue``: what is waiting, or was recently handled, and in which state; and
+the operator's actions on it (retry, hold, release, delete)."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import click
 from rich.text import Text
@@ -18,6 +23,9 @@ from postroom.cli.render import (
     status_text,
 )
 from postroom.store.models import RecipientState, StoredMessage
+
+if TYPE_CHECKING:
+    from postroom.store import Store
 
 __all__ = ["queue"]
 
@@ -159,3 +167,61 @@ def _recipients_cell(recipients: tuple[RecipientState, ...]) -> Text:
         text.append(f"{printable(r.address)} ")
         text.append_text(status_text(r.status))
     return text
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+@queue.command("retry")
+@click.argument("message_id", metavar="ID", required=False)
+@click.option("--all", "every", is_flag=True, help="Every message in the queue.")
+@config_option
+@pass_app
+def retry(app: AppContext, message_id: str | None, every: bool) -> None:
+    """Try a message's queued and deferred recipients now (or every message's)."""
+    if every == (message_id is not None):
+        raise click.UsageError("give either a message ID or --all")
+
+    async def make_due(store: Store) -> int | None:
+        if message_id is not None and await store.message(message_id) is None:
+            return None
+        return await store.retry_now(message_id, time.time())
+
+    count = app.run(make_due)
+    if count is None:
+        fail(f"no message with id {message_id!r}")
+    what = "in the queue" if message_id is None else f"of {message_id}"
+    noun = "recipient" if count == 1 else "recipients"
+    click.echo(f"{count} {noun} {what} will be tried now")
+
+
+_ACTIONS: dict[str, tuple[Callable[[Store, str], Awaitable[bool]], str, str]] = {
+    "hold": (lambda store, i: store.hold(i), "held", "Keep a message from being tried."),
+    "release": (
+        lambda store, i: store.release_hold(i),
+        "released",
+        "Let a held message be tried again.",
+    ),
+    "delete": (
+        lambda store, i: store.delete(i),
+        "deleted",
+        "Remove a message, its recipients and its log entries (no DSN is sent).",
+    ),
+}
+
+
+def _action(name: str) -> click.Command:
+    act, done, help_text = _ACTIONS[name]
+
+    @click.argument("message_id", metavar="ID")
+    @config_option
+    @pass_app
+    def command(app: AppContext, message_id: str) -> None:
+        if not app.run(lambda store: act(store, message_id)):
+            fail(f"no message with id {message_id!r}")
+        click.echo(f"message {message_id} {done}")
+
+    return queue.command(name, help=help_text)(command)
+
+
+hold, release, delete = (_action(name) for name in _ACTIONS)

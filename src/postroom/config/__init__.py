@@ -12,15 +12,17 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from postroom.config.routes import SettingError
 from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
 from postroom.mail.address import parse_domain
@@ -39,15 +41,20 @@ _TYPE_PROBLEMS = {
     "int_type": "must be an integer",
     "list_type": "must be an array",
     "missing": "is required",
+    "model_attributes_type": "must be a table",
     "model_type": "must be a table",
     "path_type": "must be a path (a string)",
     "string_type": "must be a string",
     "tuple_type": "must be an array",
 }
 
+_NAME_PROBLEM = "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
 # Settings constrained by a pattern, and the words that explain the pattern.
 _PATTERN_PROBLEMS = {
     "log.level": "must be one of 'debug', 'info', 'warning', 'error'",
+    "mailers.name": _NAME_PROBLEM,
+    "routes.name": _NAME_PROBLEM,
     "tls.min_version": "must be '1.2' or '1.3'",
 }
 
@@ -155,7 +162,12 @@ def _absolute_paths(settings: Settings) -> Settings:
 
 def _config_error(errors: Sequence[ErrorDetails], file_name: str) -> ConfigError:
     first = errors[0]
-    loc = first["loc"]
+    loc = _walk(first["loc"])[1]  # without union tags ("mailers[0].host", not ".smtp.host")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingError):
+        loc = (*loc, *cause.loc)
+    if first["type"] in _TAG_PROBLEMS:
+        loc = (*loc, first.get("ctx", {})["discriminator"].strip("'"))
     key = _dotted(loc) if loc else file_name
     problem = _problem(first, key)
     if len(errors) > 1:
@@ -179,6 +191,10 @@ def _problem(error: ErrorDetails, key: str) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":
         return _unknown_key(error["loc"])
+    if kind in _TAG_PROBLEMS:
+        return _TAG_PROBLEMS[kind](ctx)
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} item{'s' if ctx['min_length'] > 1 else ''}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
@@ -234,21 +250,63 @@ def _high_bound(limits: dict[str, float]) -> str | None:
     return f"less than {limits['lt']:g}" if "lt" in limits else None
 
 
+def _one_of(tags: str) -> str:
+    """ "'a', 'b', 'c'" -> "'a', 'b' or 'c'"."""
+    head, _, last = tags.rpartition(", ")
+    return f"{head} or {last}" if head else last
+
+
+# Errors of a discriminated union ([[mailers]] by ``type``): the key is the discriminator.
+_TAG_PROBLEMS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "union_tag_invalid": lambda ctx: f"must be {_one_of(ctx['expected_tags'])}, not {ctx['tag']!r}",
+    "union_tag_not_found": lambda ctx: "is required",
+}
+
+
 def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
     """The settings model that holds the keys at ``loc`` (``()`` is the root)."""
+    annotation = _walk(loc)[0]
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+
+
+def _walk(loc: Sequence[int | str]) -> tuple[Any, tuple[int | str, ...]]:
+    """The annotation at ``loc``, and ``loc`` without the tags pydantic puts in it for the
+    member of a discriminated union (``("mailers", 0, "smtp", "host")``)."""
     annotation: Any = Settings
+    kept: list[int | str] = []
     for part in loc:
+        annotation = _unwrap(annotation)
         if isinstance(part, int):
             args = get_args(annotation)
             annotation = args[0] if args else None
+        elif (member := _tagged_member(annotation, part)) is not None:
+            annotation = member
+            continue
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
             field = annotation.model_fields.get(part)
             annotation = field.annotation if field is not None else None
         else:
-            return None
-    return (
-        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    )
+            annotation = None
+        kept.append(part)
+    return _unwrap(annotation), tuple(kept)
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _tagged_member(annotation: Any, tag: str) -> type[BaseModel] | None:
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return None
+    for member in get_args(annotation):
+        field = getattr(member, "model_fields", {}).get("type")
+        if field is not None and field.default == tag:
+            return member  # type: ignore[no-any-return]
+    return None
 
 
 def _field_at(loc: Sequence[int | str]) -> FieldInfo | None:

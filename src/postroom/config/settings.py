@@ -11,14 +11,20 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from postroom.config.mailers import MailerSettings, default_mailers
+from postroom.config.routes import RouteSettings, SettingError
 
 __all__ = [
     "AuthThrottleSettings",
+    "DeliverySettings",
+    "DnsSettings",
     "LimitSettings",
     "ListenerRole",
     "ListenerSettings",
     "LogSettings",
+    "RetentionSettings",
     "Settings",
     "TlsSettings",
     "default_listeners",
@@ -91,6 +97,31 @@ class LogSettings(_Model):
     file: Path | None = None  # None: standard error
 
 
+class DnsSettings(_Model):
+    """Resolvers for MX/A/AAAA lookups; empty: the system's (/etc/resolv.conf)."""
+
+    nameservers: tuple[str, ...] = ()  # "address" or "address:port", e.g. "127.0.0.1:5353"
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+
+
+class DeliverySettings(_Model):
+    """The scheduler and its retry policy (defaults as Postfix's)."""
+
+    first_retry: Annotated[float, Field(gt=0)] = 300.0  # minimal_backoff_time: 5 min
+    max_retry: Annotated[float, Field(gt=0)] = 4000.0  # maximal_backoff_time: ~67 min
+    lifetime: Annotated[float, Field(gt=0)] = 5 * 86400.0  # maximal_queue_lifetime: 5 d
+    delay_warning: Annotated[float, Field(ge=0)] = 4 * 3600.0  # 0: no delay warnings
+    max_concurrency: Annotated[int, Field(ge=1)] = 100  # messages in flight in total
+    lease: Annotated[float, Field(gt=0)] = 900.0  # a claim not settled by then is retried
+
+
+class RetentionSettings(_Model):
+    """How long finished messages (bodies and log entries) are kept."""
+
+    days: Annotated[float, Field(gt=0)] = 30.0
+    interval: Annotated[float, Field(gt=0)] = 3600.0  # how often cleanup runs (seconds)
+
+
 class Settings(_Model):
     hostname: str = Field(default_factory=lambda: platform.node() or "localhost")
     data_dir: Path = Path("postroom-data")
@@ -99,6 +130,12 @@ class Settings(_Model):
     tls: TlsSettings = TlsSettings()
     limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
+    dns: DnsSettings = DnsSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    retention: RetentionSettings = RetentionSettings()
+    # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
+    mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
+    routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults
 
     @property
     def storage_url(self) -> str:
@@ -113,3 +150,38 @@ class Settings(_Model):
                 raise ValueError(f"two listeners on {listener.address}:{listener.port}")
             seen.add(where)
         return self
+
+    @field_validator("mailers", mode="after")
+    @classmethod
+    def _add_to_the_built_in_mailers(
+        cls, given: tuple[MailerSettings, ...]
+    ) -> tuple[MailerSettings, ...]:
+        _check_unique("mailers", [mailer.name for mailer in given])
+        by_name = {mailer.name: mailer for mailer in given}
+        built_in = tuple(by_name.pop(m.name, m) for m in default_mailers())
+        return built_in + tuple(by_name.values())
+
+    @field_validator("routes", mode="after")
+    @classmethod
+    def _distinct_routes(cls, routes: tuple[RouteSettings, ...]) -> tuple[RouteSettings, ...]:
+        _check_unique("routes", [route.name for route in routes])
+        return routes
+
+    @model_validator(mode="after")
+    def _chains_name_mailers(self) -> Settings:
+        known = [mailer.name for mailer in self.mailers]
+        for index, route in enumerate(self.routes):
+            for position, name in enumerate(route.mailers):
+                if name not in known:
+                    raise SettingError(
+                        ("routes", index, "mailers", position),
+                        f"no mailer named {name!r} (there are {', '.join(map(repr, known))})",
+                    )
+        return self
+
+
+def _check_unique(key: str, names: list[str]) -> None:
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            first = names.index(name)
+            raise SettingError((index, "name"), f"{name!r} is already the name of {key}[{first}]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["Event", "SmtpTransaction"]
+__all__ = ["DeliveryAttempt", "Event", "MessageQueued", "SmtpTransaction"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,4 +25,33 @@ class SmtpTransaction:
     reply: str
 
 
-Event = SmtpTransaction
+@dataclass(frozen=True, slots=True)
+class MessageQueued:
+    """A message is durable in the queue (after the commit's fsync)."""
+
+    kind: ClassVar[str] = "message.queued"
+    queue_id: str
+    source: str
+    sender: str
+    recipients: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One mailer tried one recipient (recorded in the store before this is published)."""
+
+    kind: ClassVar[str] = "delivery.attempt"
+    queue_id: str
+    recipient: str
+    mailer: str
+    disposition: str  # delivered | deferred | bounced
+    status: str  # the recipient's state after the attempt: delivered | deferred | bounced | expired
+    reply: str
+    host: str | None
+    ip: str | None
+    tls: str | None
+    duration: float
+
+
+Event = SmtpTransaction | MessageQueued | DeliveryAttempt

@@ -6,11 +6,13 @@ body goes to a SpooledBody as it arrives, so memory stays bounded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from postroom.clock import Clock
 from postroom.errors import StoreFull, StoreUnavailable
+from postroom.events import Bus, MessageQueued
 from postroom.ids import new_queue_id
 from postroom.intake.policy import Principal, recipient_verdict, sender_verdict
 from postroom.mail.address import Address
@@ -32,6 +34,35 @@ class Intake:
     spool_dir: Path
     spool_memory: int
     max_message_size: int
+    bus: Bus | None = None
+
+    async def submit(
+        self,
+        source: Source,
+        sender: Address | None,
+        recipients: Sequence[Recipient],
+        data: bytes,
+        *,
+        principal: Principal | None = None,
+        dsn: DsnRequest | None = None,
+        body_type: str = "7BIT",
+        smtputf8: bool = False,
+    ) -> str | Reply:
+        """One whole message in one call (DSNs now; the HTTP API and sendmail later):
+        the same policy and commit as SMTP. The queue id, or the reply that refused it."""
+        submission = self.begin(
+            source, sender, principal=principal, dsn=dsn, declared_size=len(data)
+        )
+        if isinstance(submission, Reply):
+            return submission
+        for recipient in recipients:
+            reply = await submission.add_recipient(recipient)
+            if not reply.is_positive:
+                submission.abort()
+                return reply
+        submission.write(data)
+        reply = await submission.commit()
+        return submission.queue_id if reply.is_positive else reply
 
     def begin(
         self,
@@ -137,6 +168,16 @@ class Submission:
             return replies.LOCAL_ERROR
         finally:
             self.body.close()
+        if self.intake.bus is not None:
+            self.intake.bus.publish(
+                MessageQueued(
+                    queue_id=self.queue_id,
+                    source=self.source.kind.value,
+                    sender=str(self.sender or ""),
+                    recipients=tuple(str(r.address) for r in self.recipients),
+                    size=message.size,
+                )
+            )
         return replies.queued(self.queue_id)
 
     @property

@@ -5,9 +5,18 @@ Every engine passes ``tests/store/test_contract.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from postroom.store.models import NewMessage, StoredMessage, UserRecord
+from postroom.store.models import (
+    Attempt,
+    Claim,
+    LogQuery,
+    NewMessage,
+    RecipientUpdate,
+    StoredMessage,
+    UserRecord,
+)
 
 __all__ = ["Store"]
 
@@ -35,6 +44,63 @@ class Store(Protocol):
         """The stored bytes (trace headers and body) of a message."""
 
     async def count_messages(self) -> int: ...
+
+    # -- delivery ------------------------------------------------------------------
+    async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        """Lease up to ``limit`` messages' due recipients (queued or deferred, next attempt
+        at or before ``now``, message not held, no live lease), oldest due first. One
+        Claim per message, holding all its due recipients; ``limit`` counts messages.
+        A lease is live while ``now < lease_until`` and has ended at ``lease_until``.
+        Two processes on one database never lease the same recipient at once.
+        ``limit <= 0`` claims nothing; ``lease`` must be positive (ValueError)."""
+
+    async def next_due(self) -> float | None:
+        """The earliest next attempt time of any unclaimed, unheld pending recipient, or
+        the end of a lease if earlier (a crashed claimer's recipients are due again then);
+        None when nothing is pending. ``claim_due(next_due())`` finds something."""
+
+    async def record_outcomes(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+    ) -> None:
+        """In ONE durable transaction: the recipients' new states (their leases end,
+        ``attempts`` counts go up by one for those with any attempt rows) and the attempt
+        rows. Recipients already final are not changed (a late outcome after another
+        claimer settled them), but their attempt rows are still added. ``delay_warned``
+        only ever goes from False to True. A message deleted meanwhile: nothing is
+        recorded. ValueError for an attempt of another message, or a pending status
+        without ``next_attempt_at``."""
+
+    async def release(self, message_id: str, addresses: Sequence[str]) -> None:
+        """End leases without an attempt (e.g. shutting down before trying)."""
+
+    async def hold(self, message_id: str) -> bool:
+        """Keep the message's pending recipients from being claimed (an attempt already
+        in flight still finishes and records); False if unknown."""
+
+    async def release_hold(self, message_id: str) -> bool: ...
+
+    async def retry_now(self, message_id: str | None, now: float) -> int:
+        """Make pending (queued/deferred) recipients due at ``now``: one message, or all
+        when ``message_id`` is None. Held messages and live leases are left alone, and
+        a recipient due earlier keeps its time (and place in line). Returns how many
+        recipients a claim at ``now`` would now find."""
+
+    async def delete(self, message_id: str) -> bool:
+        """Remove a message, its recipients, body and attempts."""
+
+    async def query(self, query: LogQuery) -> list[StoredMessage]:
+        """The email log: messages newest first, filtered; continue with cursor=last id.
+        ValueError for a status that is neither a RecipientStatus value nor "held"."""
+
+    async def attempts(self, message_id: str) -> list[Attempt]:
+        """A message's timeline: every attempt in time order."""
+
+    async def purge(self, before: float) -> int:
+        """Retention: remove messages received before ``before`` whose recipients are all
+        final (delivered, bounced, expired), with their bodies and attempts. Count removed."""
 
     # -- the directory -----------------------------------------------------------
     async def add_domain(self, name: str, now: float) -> bool:

@@ -8,14 +8,29 @@ from enum import StrEnum
 from postroom.mail.envelope import Envelope, Source
 from postroom.mail.spool import SpooledBody
 
-__all__ = ["NewMessage", "RecipientState", "RecipientStatus", "StoredMessage", "UserRecord"]
+__all__ = [
+    "Attempt",
+    "Claim",
+    "LogQuery",
+    "NewMessage",
+    "RecipientState",
+    "RecipientStatus",
+    "RecipientUpdate",
+    "StoredMessage",
+    "UserRecord",
+]
 
 
 class RecipientStatus(StrEnum):
     QUEUED = "queued"  # waiting for its first attempt
     DEFERRED = "deferred"  # an attempt failed temporarily; next_attempt_at says when again
     DELIVERED = "delivered"
-    BOUNCED = "bounced"
+    BOUNCED = "bounced"  # a permanent failure (5xx); a DSN went to the sender
+    EXPIRED = "expired"  # deferred past the queue lifetime, then bounced
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,7 @@ class RecipientState:
     attempts: int
     next_attempt_at: float | None
     last_reply: str | None
+    delay_warned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +90,58 @@ class UserRecord:
     password_hash: str
     sender_domains: tuple[str, ...]  # empty: may send as any domain
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Due recipients of one message, leased to this process until ``lease_until``.
+
+    A claim that is not settled by ``record_outcomes`` (the process died) becomes due
+    again when the lease runs out: delivery is at least once."""
+
+    message: StoredMessage
+    recipients: tuple[RecipientState, ...]
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt for one recipient: a row of the email log."""
+
+    message_id: str
+    recipient: str
+    at: float  # when the attempt started
+    mailer: str
+    disposition: str  # delivered | deferred | bounced
+    code: int | None
+    enhanced: str | None
+    text: str
+    host: str | None = None
+    ip: str | None = None
+    port: int | None = None
+    tls: str | None = None
+    provider_id: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientUpdate:
+    """The new state of one claimed recipient after an attempt."""
+
+    address: str
+    status: RecipientStatus
+    next_attempt_at: float | None  # for DEFERRED; None for final states
+    last_reply: str
+    delay_warned: bool = False  # a delay DSN has now been sent for it
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """Filters of the email log (CLI ``postroom log`` and later the HTTP API)."""
+
+    status: str | None = None  # a RecipientStatus value, or "held"
+    to: str | None = None  # substring of a recipient address (case-insensitive)
+    sender: str | None = None  # substring of the sender address
+    since: float | None = None  # received at or after
+    limit: int = 100
+    cursor: str | None = None  # a message id: continue after it (newest first)

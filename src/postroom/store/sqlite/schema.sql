@@ -1,10 +1,12 @@
--- postroom SQLite schema, version 1. Every statement is idempotent: run at each start.
+-- postroom SQLite schema, version 2: the whole of the latest schema.
+-- Every statement is idempotent; schema.py runs it at each start, after the upgrades
+-- that bring an older database up to the point where it applies.
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 CREATE TABLE IF NOT EXISTS messages (
     id          TEXT PRIMARY KEY,     -- queue id: time-ordered, so ORDER BY id is arrival order
@@ -27,6 +29,9 @@ CREATE TABLE IF NOT EXISTS messages (
     held        INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
+-- The log's "held" filter; empty most of the time.
+CREATE INDEX IF NOT EXISTS messages_held ON messages (id) WHERE held = 1;
+
 -- A rowid table: Connection.blobopen() addresses a blob by rowid.
 CREATE TABLE IF NOT EXISTS message_bodies (
     id   TEXT NOT NULL UNIQUE REFERENCES messages (id) ON DELETE CASCADE,
@@ -43,11 +48,41 @@ CREATE TABLE IF NOT EXISTS recipients (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL,
     last_reply      TEXT,
+    claimed_until   REAL,             -- a delivery lease: not claimed again before this time
+    delay_warned    INTEGER NOT NULL DEFAULT 0, -- a delay DSN went out for it
+    held            INTEGER NOT NULL DEFAULT 0, -- copy of messages.held, so claims need no join
     PRIMARY KEY (message_id, position)
 ) WITHOUT ROWID;
 
--- The scheduler's question: which recipients are due now?
-CREATE INDEX IF NOT EXISTS recipients_due ON recipients (status, next_attempt_at);
+-- The scheduler's question, which recipients are due now, is a range scan of this
+-- index in due order; the lease is read from the index too. Final and held recipients
+-- are not in it. Queries must repeat its WHERE clause literally (delivery.py CLAIMABLE).
+CREATE INDEX IF NOT EXISTS recipients_pending ON recipients (next_attempt_at, claimed_until)
+    WHERE status IN ('queued', 'deferred') AND held = 0;
+
+-- Leases in force (claimed, not yet settled): next_due() and expiry of crashed claims.
+CREATE INDEX IF NOT EXISTS recipients_leased ON recipients (claimed_until)
+    WHERE claimed_until IS NOT NULL;
+
+-- The email log: one row per attempt per recipient (per mailer of a failover chain).
+CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY,  -- insertion order breaks ties of "at"
+    message_id  TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    recipient   TEXT NOT NULL,
+    at          REAL NOT NULL,
+    mailer      TEXT NOT NULL,
+    disposition TEXT NOT NULL,        -- delivered | deferred | bounced
+    code        INTEGER,
+    enhanced    TEXT,
+    text        TEXT NOT NULL,
+    host        TEXT,
+    ip          TEXT,
+    port        INTEGER,
+    tls         TEXT,
+    provider_id TEXT,
+    duration    REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
 
 CREATE TABLE IF NOT EXISTS domains (
     name       TEXT PRIMARY KEY COLLATE NOCASE, -- A-label form

@@ -1,0 +1,71 @@
+"""Configured mailers -> ``Mailer`` objects: one builder per ``type``.
+
+``BUILDERS`` is a plain table, complete at import and changed by nobody at run time; a
+new mailer type adds one line here (the ``local`` builder belongs to ``mailers.local``).
+``MailerDeps`` holds what mailers may need from the composition root.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from postroom.clock import Clock
+from postroom.config.mailers import LocalMailerSettings, MxMailerSettings, SmtpMailerSettings
+from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.mx import MxMailer
+from postroom.delivery.mailers.smtp import SmtpMailer
+from postroom.errors import ConfigError
+from postroom.resolver import Resolver
+
+__all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
+
+AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class MailerDeps:
+    resolver: Resolver
+    hostname: str  # our name in EHLO
+    clock: Clock
+    rng: random.Random
+    data_dir: Path
+
+
+Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
+
+
+def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+    assert isinstance(settings, MxMailerSettings)
+    return MxMailer(
+        settings, resolver=deps.resolver, hostname=deps.hostname, clock=deps.clock, rng=deps.rng
+    )
+
+
+def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+    assert isinstance(settings, SmtpMailerSettings)
+    return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock)
+
+
+BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
+    {
+        "mx": _mx,
+        "smtp": _smtp,
+        # "local": a builder from mailers.local (LocalMailer with deps.data_dir) goes here.
+    }
+)
+
+
+def build_mailer(
+    settings: AnyMailerSettings, deps: MailerDeps, builders: Mapping[str, Builder] = BUILDERS
+) -> Mailer:
+    """The mailer for one ``[[mailers]]`` entry; ``ConfigError`` for an unknown type or bad
+    settings (e.g. ``password_env`` naming an unset variable)."""
+    builder = builders.get(settings.type)
+    if builder is None:
+        raise ConfigError(f"mailers.{settings.name}.type", f"no mailer of type {settings.type!r}")
+    return builder(settings, deps)

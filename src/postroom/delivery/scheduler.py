@@ -1,0 +1,332 @@
+"""The scheduler (Postfix's qmgr): claim due recipients, route, deliver, record, retry, bounce.
+
+One attempt of one message:
+  claim (lease) -> body -> route per recipient -> router walks each chain
+  -> DSNs enqueued through intake (before the outcome is recorded, so a crash in between
+     repeats a DSN rather than losing it) -> record_outcomes (one transaction)
+  -> DeliveryAttempt events.
+The clock and the random source are passed in; tests drive ``run_once()`` with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postroom.clock import Clock
+from postroom.config.settings import DeliverySettings
+from postroom.delivery import backoff
+from postroom.delivery.dsn import ACTIONS, DsnKind, DsnRecipient, build_dsn, wants_dsn
+from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.message import OutboundMessage, OutboundRecipient
+from postroom.delivery.outcome import Disposition, Outcome
+from postroom.delivery.router import Route, Router, RouteTable
+from postroom.delivery.rules import MessageView
+from postroom.events import Bus, DeliveryAttempt, MessageQueued
+from postroom.intake import Intake, Principal
+from postroom.mail.address import parse_address
+from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.store import Store
+from postroom.store.models import (
+    Attempt,
+    Claim,
+    RecipientState,
+    RecipientStatus,
+    RecipientUpdate,
+    StoredMessage,
+)
+
+__all__ = ["Scheduler"]
+
+_log = logging.getLogger("postroom.delivery")
+_IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
+_DSN_PRINCIPAL = Principal("MAILER-DAEMON")  # DSNs may go to any domain
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """The outcome of one recipient after a whole attempt (all mailers of its chain)."""
+
+    state: RecipientState
+    final: Outcome
+    update: RecipientUpdate
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        router: Router,
+        routes: RouteTable,
+        intake: Intake,
+        local_domains: LocalDomains,
+        settings: DeliverySettings,
+        hostname: str,
+        clock: Clock,
+        bus: Bus,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._router = router
+        self._routes = routes
+        self._intake = intake
+        self._local_domains = local_domains
+        self._settings = settings
+        self._hostname = hostname
+        self._clock = clock
+        self._bus = bus
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        bus.subscribe(self._on_event)
+
+    # -- running ---------------------------------------------------------------------
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, MessageQueued):
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``: claim what is due, then wait for a wake-up or the
+        next due time."""
+        while not self._stopping:
+            self._wake.clear()
+            if len(self._in_flight) >= self._settings.max_concurrency:
+                await self._wake.wait()  # a finishing attempt wakes us
+                continue
+            claimed = await self._claim_and_start()
+            if claimed:
+                continue
+            next_due = await self._store.next_due()
+            wait = _IDLE_WAIT
+            if next_due is not None:
+                wait = min(wait, max(0.0, next_due - self._clock.time()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    async def run_once(self) -> int:
+        """Claim everything due now and finish those attempts; the number of messages."""
+        count = await self._claim_and_start()
+        await self.drain()
+        return count
+
+    async def drain(self) -> None:
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let attempts in flight finish within ``grace`` seconds. Whatever
+        is cut off keeps its lease and is tried again when the lease ends."""
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.drain()
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def _claim_and_start(self) -> int:
+        free = self._settings.max_concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        claims = await self._store.claim_due(
+            self._clock.time(), limit=free, lease=self._settings.lease
+        )
+        if claims:
+            await self._local_domains.refresh(self._store)
+        for claim in claims:
+            task = asyncio.create_task(self._attempt_guarded(claim))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claims)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not self._stopping:
+            self._wake.set()  # a slot is free: look for more due work
+
+    async def _attempt_guarded(self, claim: Claim) -> None:
+        async with self._slots:
+            try:
+                await self._attempt(claim)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The lease stays: the recipients are tried again when it ends.
+                _log.exception("delivery attempt of %s failed", claim.message.id)
+
+    # -- one attempt -------------------------------------------------------------------
+    async def _attempt(self, claim: Claim) -> None:
+        stored = claim.message
+        data = await self._store.read_body(stored.id)
+        if data is None:  # deleted meanwhile
+            return
+        message = _outbound(stored, data)
+        started = self._clock.time()
+        by_route: dict[Route, list[RecipientState]] = defaultdict(list)
+        view = MessageView(message, claim.recipients[0].address)
+        for state in claim.recipients:
+            by_route[self._routes.chain_for(view.for_recipient(state.address))].append(state)
+        attempts: list[Attempt] = []
+        settled: list[_Settled] = []
+        for route, states in by_route.items():
+            result = await self._router.deliver(
+                route, message, [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states]
+            )
+            attempts.extend(_attempt_row(stored.id, started, o) for o in result.attempts)
+            finals = {o.recipient: o for o in result.final}
+            settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
+        await self._send_dsns(stored, data, settled)
+        await self._store.record_outcomes(stored.id, [s.update for s in settled], attempts)
+        self._publish(stored.id, settled, result_attempts=attempts)
+
+    def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
+        now = self._clock.time()
+        text = str(final.reply)
+        status: RecipientStatus
+        next_at: float | None = None
+        warned = state.delay_warned
+        if final.disposition is Disposition.DELIVERED:
+            status = RecipientStatus.DELIVERED
+        elif final.disposition is Disposition.BOUNCED:
+            status = RecipientStatus.BOUNCED
+        elif backoff.is_expired(stored.received_at, now, self._settings):
+            status = RecipientStatus.EXPIRED
+        else:
+            status = RecipientStatus.DEFERRED
+            next_at = backoff.next_attempt(state.attempts + 1, now, self._settings, self._rng)
+            if backoff.delay_warning_due(stored.received_at, now, warned, self._settings):
+                warned = True
+        update = RecipientUpdate(state.address, status, next_at, text, delay_warned=warned)
+        return _Settled(state, final, update)
+
+    async def _send_dsns(
+        self, stored: StoredMessage, data: bytes, settled: Sequence[_Settled]
+    ) -> None:
+        kinds: dict[DsnKind, list[_Settled]] = {
+            "failure": [
+                s
+                for s in settled
+                if s.update.status in (RecipientStatus.BOUNCED, RecipientStatus.EXPIRED)
+            ],
+            "delay": [s for s in settled if s.update.delay_warned and not s.state.delay_warned],
+            "success": [s for s in settled if s.update.status is RecipientStatus.DELIVERED],
+        }
+        for kind, group in kinds.items():
+            wanted = [s for s in group if wants_dsn(kind, s.state.notify, stored.sender)]
+            if wanted:
+                await self._send_dsn(kind, stored, data, wanted)
+
+    async def _send_dsn(
+        self, kind: DsnKind, stored: StoredMessage, data: bytes, settled: Sequence[_Settled]
+    ) -> None:
+        now = self._clock.time()
+        retry_until = stored.received_at + self._settings.lifetime
+        recipients = [_dsn_recipient(kind, s, now, retry_until) for s in settled]
+        report = build_dsn(
+            kind=kind,
+            original=stored,
+            original_data=data,
+            recipients=recipients,
+            reporting_mta=self._hostname,
+            now=now,
+            postmaster=f"postmaster@{self._hostname}",
+        )
+        result = await self._intake.submit(
+            Source(kind=SourceKind.DSN, protocol="local"),
+            None,
+            [Recipient(parse_address(stored.sender))],
+            report,
+            principal=_DSN_PRINCIPAL,
+            body_type="7BIT" if report.isascii() else "8BITMIME",
+            smtputf8=stored.smtputf8 or not stored.sender.isascii(),
+        )
+        if not isinstance(result, str):
+            _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
+
+    def _publish(
+        self, message_id: str, settled: Sequence[_Settled], *, result_attempts: Sequence[Attempt]
+    ) -> None:
+        status = {s.state.address: s.update.status.value for s in settled}
+        for row in result_attempts:
+            self._bus.publish(
+                DeliveryAttempt(
+                    queue_id=message_id,
+                    recipient=row.recipient,
+                    mailer=row.mailer,
+                    disposition=row.disposition,
+                    status=status.get(row.recipient, row.disposition),
+                    reply=row.text,
+                    host=row.host,
+                    ip=row.ip,
+                    tls=row.tls,
+                    duration=row.duration,
+                )
+            )
+
+
+def _dsn_recipient(
+    kind: DsnKind, settled: _Settled, now: float, retry_until: float
+) -> DsnRecipient:
+    reply = settled.final.reply
+    status = reply.enhanced or ("2.0.0" if reply.is_positive else "5.0.0")
+    if settled.update.status is RecipientStatus.EXPIRED and status.startswith("4"):
+        status = "4.4.7"  # RFC 3463: delivery time expired
+    remote = settled.final.remote
+    return DsnRecipient(
+        address=settled.state.address,
+        action=ACTIONS[kind],
+        status=status,
+        diagnostic=reply,
+        remote_mta=remote.host if remote is not None else None,
+        last_attempt=now,
+        orcpt=settled.state.orcpt,
+        will_retry_until=retry_until if kind == "delay" else None,
+    )
+
+
+def _outbound(stored: StoredMessage, data: bytes) -> OutboundMessage:
+    return OutboundMessage(
+        id=stored.id,
+        sender=stored.sender,
+        data=data,
+        smtputf8=stored.smtputf8,
+        body_type=stored.body_type,
+        ret=stored.ret,
+        envid=stored.envid,
+        principal=stored.principal,
+        source_kind=stored.source_kind,
+        received_at=stored.received_at,
+    )
+
+
+def _attempt_row(message_id: str, at: float, outcome: Outcome) -> Attempt:
+    remote = outcome.remote
+    return Attempt(
+        message_id=message_id,
+        recipient=outcome.recipient,
+        at=at,
+        mailer=remote.mailer if remote else "",
+        disposition=outcome.disposition.value,
+        code=outcome.reply.code,
+        enhanced=outcome.reply.enhanced,
+        text=" ".join(outcome.reply.lines),
+        host=remote.host if remote else None,
+        ip=remote.ip if remote else None,
+        port=remote.port if remote else None,
+        tls=remote.tls if remote else None,
+        provider_id=remote.provider_id if remote else None,
+        duration=outcome.duration,
+    )

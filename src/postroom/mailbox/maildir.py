@@ -1,0 +1,162 @@
+"""Maildir delivery, in the layout Postfix, Dovecot and Courier share.
+
+``<root>/<domain>/<user>/Maildir/{tmp,new,cur}``, folders mode 0700, files mode 0600.
+``root`` is ``<data_dir>/mail``; ``domain`` is in A-labels and ``user`` is the lowercased
+local part, so a user's folder is named like the directory's lookup key.
+
+One delivery (the Maildir protocol, https://cr.yp.to/proto/maildir.html):
+
+1. create ``tmp/<unique>`` exclusively (``O_EXCL``: a clash is retried, never overwritten);
+2. write ``Return-Path:`` and ``Delivered-To:`` (as Postfix local(8) does), then the message;
+3. fsync the file, rename it into ``new/``, fsync ``new/``: only then is it durable.
+
+A failure at any step removes the ``tmp/`` file, so readers (who only look in ``new/`` and
+``cur/``) never see a partial message and nothing is left behind in ``tmp/``.
+
+Files use LF line endings, the Maildir convention; stored messages are CRLF. The unique
+name is ``<seconds>.M<microseconds>P<pid>Q<counter>R<random>.<host>,S=<size>,W=<vsize>``
+(the random part keeps two processes or two ``Maildir`` objects with one pid and one
+clock reading apart, as the spec's ``R`` field allows). ``S`` is the file's size and
+``W`` its size with CRLF line endings (the RFC 5322 size, Dovecot's convention), so
+POP3/IMAP can report sizes without reading the file. In the host name
+``/``, ``:`` and ``,`` are written as ``\\057``, ``\\072`` and ``\\054``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import platform
+import re
+import secrets
+import threading
+from pathlib import Path
+from typing import Final
+
+from postroom.clock import Clock, SystemClock
+from postroom.mail.headers import safe_header_value
+
+__all__ = ["Maildir", "check_folder_name"]
+
+SUBFOLDERS: Final = ("tmp", "new", "cur")
+_FOLDER_MODE: Final = 0o700
+_FILE_MODE: Final = 0o600
+_NAME_MAX: Final = 255  # octets in one path component (POSIX NAME_MAX on common filesystems)
+_CREATE_TRIES: Final = 20
+# A folder name must be one path component that is neither hidden nor special ("." or
+# ".."): no separators, no control characters, no leading dot.
+_UNSAFE_NAME: Final = re.compile(r"[/\\\x00-\x1f\x7f]")
+_HOST_ESCAPES: Final = str.maketrans({"/": r"\057", ":": r"\072", ",": r"\054"})
+
+
+def check_folder_name(name: str) -> str:
+    """Return ``name`` if it can name a folder under the root without escaping it.
+
+    Raises ``ValueError`` for an empty name, a name starting with ``.`` (hidden, ``.``,
+    ``..``), or one holding ``/``, ``\\``, NUL or other control characters.
+    """
+    if not name or name.startswith(".") or _UNSAFE_NAME.search(name):
+        raise ValueError(f"{name!r} cannot name a mailbox folder")
+    if len(name.encode("utf-8")) > _NAME_MAX:  # lone surrogates raise UnicodeEncodeError
+        raise ValueError(f"{name!r} is too long for a mailbox folder")
+    return name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_content(data: bytes, *, sender: str, recipient: str) -> tuple[bytes, int]:
+    """The file's bytes (LF line endings) and the message's size with CRLF line endings."""
+    trace = (
+        f"Return-Path: <{safe_header_value(sender)}>\r\n"
+        f"Delivered-To: {safe_header_value(recipient)}\r\n"
+    ).encode()
+    message = trace + data
+    return message.replace(b"\r\n", b"\n"), len(message)
+
+
+class Maildir:
+    """Maildir delivery under ``root``; implements ``MailboxStore``."""
+
+    def __init__(
+        self, root: Path, *, clock: Clock | None = None, hostname: str | None = None
+    ) -> None:
+        self.root = root
+        self._clock = clock or SystemClock()
+        self._host = (hostname or platform.node() or "localhost").translate(_HOST_ESCAPES)
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()  # deliveries run in worker threads
+
+    def path(self, domain: str, user: str) -> Path:
+        """The ``Maildir`` folder of ``user@domain``; ``ValueError`` for unsafe names."""
+        return self.root / check_folder_name(domain) / check_folder_name(user) / "Maildir"
+
+    async def deliver(
+        self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
+    ) -> str:
+        """``deliver_sync`` in a worker thread: the file work blocks (fsync above all)."""
+        return await asyncio.to_thread(
+            self.deliver_sync, domain, user, data, sender=sender, recipient=recipient
+        )
+
+    def deliver_sync(
+        self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
+    ) -> str:
+        """Store one message durably; return its file name in ``new/``."""
+        maildir = self.path(domain, user)
+        self._ensure_folders(maildir)
+        content, vsize = _file_content(data, sender=sender, recipient=recipient)
+        name, fd = self._create_tmp(maildir / "tmp", len(content), vsize)
+        tmp = maildir / "tmp" / name
+        try:
+            with open(fd, "wb", closefd=True) as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.rename(tmp, maildir / "new" / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        # The rename is durable once the folder is; if this fsync fails the caller retries,
+        # and the message may arrive twice (at least once, never lost).
+        _fsync_dir(maildir / "new")
+        return name
+
+    def _unique_name(self, size: int, vsize: int) -> str:
+        now = self._clock.time()
+        seconds = int(now)
+        micros = int((now - seconds) * 1_000_000)
+        with self._lock:
+            counter = next(self._counter)
+        unique = f"M{micros}P{os.getpid()}Q{counter}R{secrets.token_hex(4)}"
+        return f"{seconds}.{unique}.{self._host},S={size},W={vsize}"
+
+    def _create_tmp(self, tmp_dir: Path, size: int, vsize: int) -> tuple[str, int]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        for _ in range(_CREATE_TRIES):
+            name = self._unique_name(size, vsize)
+            try:
+                return name, os.open(tmp_dir / name, flags, _FILE_MODE)
+            except FileExistsError:
+                continue  # another process with our pid (a container) or a stale file
+        raise FileExistsError(f"no unique file name in {tmp_dir} after {_CREATE_TRIES} tries")
+
+    def _ensure_folders(self, maildir: Path) -> None:
+        """Create the folders that are missing, each 0700, each made durable in its parent."""
+        if all((maildir / sub).is_dir() for sub in SUBFOLDERS):
+            return
+        self.root.mkdir(mode=_FOLDER_MODE, parents=True, exist_ok=True)
+        user_dir = maildir.parent
+        chain = [user_dir.parent, user_dir, maildir, *(maildir / sub for sub in SUBFOLDERS)]
+        for folder in chain:
+            try:
+                folder.mkdir(mode=_FOLDER_MODE)
+            except FileExistsError:
+                continue
+            _fsync_dir(folder.parent)

@@ -1,0 +1,92 @@
+"""Connections: the writer's Transactor, reader set-up, and errors mapped to StoreError."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+from postroom.errors import StoreError, StoreFull, StoreUnavailable
+from postroom.store.sqlite.schema import migrate
+
+__all__ = ["Writer", "connect", "connect_reader", "store_error"]
+
+_SQLITE_FULL = 13  # primary result code; extended codes keep it in the low byte
+_WAL_SIZE_LIMIT = 64 << 20  # shrink the WAL again after a big body
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    return sqlite3.connect(
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # aclose closes readers from its thread
+        cached_statements=64,
+    )
+
+
+def connect_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    conn = connect(path, busy_timeout)
+    conn.execute("PRAGMA query_only=ON")
+    # SQLite's lower() folds ASCII only; the log's substring filters fold like Python.
+    conn.create_function("unicode_lower", 1, _lower, deterministic=True)
+    return conn
+
+
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
+class Writer:
+    """The writing connection's Transactor; every method runs on the writer thread."""
+
+    def __init__(self, path: Path, busy_timeout: float, max_bytes: int | None) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._max_bytes = max_bytes
+
+    def connect(self) -> sqlite3.Connection:
+        conn = connect(self._path, self._busy_timeout)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreUnavailable(f"{self._path}: cannot use WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+            migrate(conn)
+            if self._max_bytes is not None:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count={max(1, self._max_bytes // page_size)}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        # IMMEDIATE: take the write lock now (waiting up to busy_timeout for the CLI)
+        # rather than fail on the first write with a lock upgrade that cannot wait.
+        # It also makes claims safe across processes: the claim reads and leases
+        # under one write lock, so two processes never lease the same recipient.
+        conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+
+    def rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        conn.close()
+
+
+def store_error(exc: sqlite3.Error | OSError) -> StoreError:
+    if isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    else:
+        code = getattr(exc, "sqlite_errorcode", 0)
+        full = code & 0xFF == _SQLITE_FULL or "database or disk is full" in str(exc)
+    if full:
+        return StoreFull(f"storage is full: {exc}")
+    return StoreUnavailable(f"storage failed: {exc}")

@@ -1,0 +1,243 @@
+"""Delivery state: claims and leases, outcomes, holds, retries, deletion, retention.
+
+Functions ending in ``_job`` build writer jobs (run on the writer thread inside a
+``BEGIN IMMEDIATE`` transaction); the others are reads for a reader connection.
+
+A lease is live while ``now < claimed_until``; at ``claimed_until`` it has ended.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from postroom.store.models import Attempt, Claim, RecipientUpdate
+from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
+
+__all__ = [
+    "attempts_of",
+    "claim_job",
+    "delete_job",
+    "hold_job",
+    "next_due",
+    "purge_candidates",
+    "purge_job",
+    "record_job",
+    "release_job",
+    "retry_job",
+]
+
+# The recipients_pending index's WHERE clause, written exactly as in schema.sql: SQLite
+# uses a partial index only when the query repeats its terms literally.
+PENDING = "status IN ('queued', 'deferred')"
+CLAIMABLE = f"{PENDING} AND held = 0"
+_LEASE_ENDED = "(claimed_until IS NULL OR claimed_until <= :now)"
+DUE = f"{CLAIMABLE} AND next_attempt_at <= :now AND {_LEASE_ENDED}"
+_FETCH = 256  # due rows read per step while picking messages to claim
+
+_ATTEMPT_FIELDS = (
+    "message_id", "recipient", "at", "mailer", "disposition", "code", "enhanced", "text",
+    "host", "ip", "port", "tls", "provider_id", "duration",
+)  # fmt: skip
+_ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+_INSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' for _ in _ATTEMPT_FIELDS)})"
+)
+# A late outcome never reopens a final recipient (another process may have settled it
+# after this one's lease ran out).
+_UPDATE_RECIPIENT = (
+    "UPDATE recipients SET status = ?, next_attempt_at = ?, last_reply = ?,"
+    " delay_warned = max(delay_warned, ?), attempts = attempts + ?, claimed_until = NULL"
+    f" WHERE message_id = ? AND address = ? AND {PENDING}"
+)
+
+Job = Callable[[sqlite3.Connection], Any]
+
+
+# -- claims ---------------------------------------------------------------------------------
+def claim_job(
+    now: float, limit: int, lease_until: float
+) -> Callable[[sqlite3.Connection], list[Claim]]:
+    def claim(conn: sqlite3.Connection) -> list[Claim]:
+        picked = _pick_due_messages(conn, now, limit)
+        if not picked:
+            return []
+        leased: dict[str, set[int]] = {}
+        for message_id, position in conn.execute(
+            f"UPDATE recipients SET claimed_until = :until"
+            f" WHERE message_id IN (SELECT value FROM json_each(:ids)) AND {DUE}"
+            " RETURNING message_id, position",
+            {"until": lease_until, "ids": ids_param(picked), "now": now},
+        ).fetchall():
+            leased.setdefault(message_id, set()).add(position)
+        loaded = load_messages(conn, picked)
+        claims = []
+        for message_id in picked:
+            message, positions = loaded[message_id]
+            mine = leased.get(message_id, set())
+            due = tuple(
+                state
+                for position, state in zip(positions, message.recipients, strict=True)
+                if position in mine
+            )
+            claims.append(Claim(message, due, lease_until))
+        return claims
+
+    return claim
+
+
+def _pick_due_messages(conn: sqlite3.Connection, now: float, limit: int) -> list[str]:
+    """Up to ``limit`` message ids in the order of their earliest due recipient.
+
+    Walks the due index and stops as soon as it has enough: the cost follows ``limit``,
+    not the size of a backlog."""
+    picked: dict[str, None] = {}
+    cursor = conn.execute(
+        f"SELECT message_id FROM recipients WHERE {DUE} ORDER BY next_attempt_at",
+        {"now": now},
+    )
+    try:
+        while len(picked) < limit and (rows := cursor.fetchmany(_FETCH)):
+            for (message_id,) in rows:
+                picked[message_id] = None
+                if len(picked) == limit:
+                    break
+    finally:
+        cursor.close()
+    return list(picked)
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """When the next claim can find something: the earliest due time of an unleased
+    pending recipient, or the end of a lease (a crashed claimer's recipients)."""
+    free = conn.execute(
+        f"SELECT next_attempt_at FROM recipients WHERE {CLAIMABLE}"
+        " AND claimed_until IS NULL AND next_attempt_at IS NOT NULL"
+        " ORDER BY next_attempt_at LIMIT 1"
+    ).fetchone()
+    leased = conn.execute(
+        "SELECT min(max(next_attempt_at, claimed_until)) FROM recipients"
+        f" WHERE claimed_until IS NOT NULL AND {CLAIMABLE}"
+    ).fetchone()
+    times = [t for t in (free and free[0], leased[0]) if t is not None]
+    return min(times) if times else None
+
+
+# -- outcomes and leases ------------------------------------------------------------------
+def record_job(
+    message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+) -> Job:
+    tried = {a.recipient for a in attempts}
+    recipient_rows = [
+        (
+            u.status.value,
+            u.next_attempt_at,
+            u.last_reply,
+            u.delay_warned,
+            1 if u.address in tried else 0,
+            message_id,
+            u.address,
+        )
+        for u in updates
+    ]
+    attempt_rows = [tuple(getattr(a, f) for f in _ATTEMPT_FIELDS) for a in attempts]
+
+    def record(conn: sqlite3.Connection) -> None:
+        if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
+            return  # deleted while it was being tried: nothing left to record against
+        conn.executemany(_UPDATE_RECIPIENT, recipient_rows)
+        conn.executemany(_INSERT_ATTEMPT, attempt_rows)
+
+    return record
+
+
+def release_job(message_id: str, addresses: Collection[str]) -> Job:
+    def release(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            f"UPDATE recipients SET claimed_until = NULL WHERE message_id = ?"
+            f" AND address IN {IN_IDS} AND claimed_until IS NOT NULL",
+            (message_id, ids_param(addresses)),
+        )
+
+    return release
+
+
+def hold_job(message_id: str, held: bool) -> Callable[[sqlite3.Connection], bool]:
+    def hold(conn: sqlite3.Connection) -> bool:
+        found = conn.execute("UPDATE messages SET held = ? WHERE id = ?", (held, message_id))
+        if found.rowcount == 0:
+            return False
+        conn.execute("UPDATE recipients SET held = ? WHERE message_id = ?", (held, message_id))
+        return True
+
+    return hold
+
+
+def retry_job(message_id: str | None, now: float) -> Callable[[sqlite3.Connection], int]:
+    """Pending, unheld, unleased recipients become due at ``now`` (those due earlier keep
+    their place in line); the count is what a claim at ``now`` would find."""
+    where = f"{CLAIMABLE} AND {_LEASE_ENDED}"
+    params: dict[str, Any] = {"now": now}
+    if message_id is not None:
+        where += " AND message_id = :id"
+        params["id"] = message_id
+
+    def retry(conn: sqlite3.Connection) -> int:
+        sql = (
+            "UPDATE recipients SET next_attempt_at = min(coalesce(next_attempt_at, :now), :now)"
+            f" WHERE {where}"
+        )
+        return conn.execute(sql, params).rowcount
+
+    return retry
+
+
+# -- removal ------------------------------------------------------------------------------
+def _remove(conn: sqlite3.Connection, ids: str) -> int:
+    """Delete the messages in the JSON list ``ids`` and everything that hangs on them."""
+    conn.execute(f"DELETE FROM attempts WHERE message_id IN {IN_IDS}", (ids,))
+    conn.execute(f"DELETE FROM recipients WHERE message_id IN {IN_IDS}", (ids,))
+    conn.execute(f"DELETE FROM message_bodies WHERE id IN {IN_IDS}", (ids,))
+    return conn.execute(f"DELETE FROM messages WHERE id IN {IN_IDS}", (ids,)).rowcount
+
+
+def delete_job(message_id: str) -> Callable[[sqlite3.Connection], bool]:
+    def delete(conn: sqlite3.Connection) -> bool:
+        return _remove(conn, ids_param([message_id])) > 0
+
+    return delete
+
+
+_PURGEABLE = (
+    "m.received_at < ? AND NOT EXISTS"
+    f" (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.{PENDING})"
+)
+
+
+def purge_candidates(before: float, conn: sqlite3.Connection) -> list[str]:
+    """Finished messages received before ``before`` (read on a reader: no write lock)."""
+    sql = f"SELECT m.id FROM messages m WHERE {_PURGEABLE} ORDER BY m.id"
+    return [row[0] for row in conn.execute(sql, (before,))]
+
+
+def purge_job(before: float, candidates: Sequence[str]) -> Callable[[sqlite3.Connection], int]:
+    """Remove those candidates that still qualify, checked again under the write lock."""
+
+    def purge(conn: sqlite3.Connection) -> int:
+        rows = conn.execute(
+            f"SELECT m.id FROM messages m WHERE m.id IN {IN_IDS} AND {_PURGEABLE}",
+            (ids_param(candidates), before),
+        ).fetchall()
+        return _remove(conn, ids_param(row[0] for row in rows)) if rows else 0
+
+    return purge
+
+
+# -- the timeline ---------------------------------------------------------------------------
+def attempts_of(message_id: str, conn: sqlite3.Connection) -> list[Attempt]:
+    sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = ? ORDER BY at, id"
+    return [
+        Attempt(**dict(zip(_ATTEMPT_FIELDS, row, strict=True)))
+        for row in conn.execute(sql, (message_id,))
+    ]

@@ -1,0 +1,65 @@
+"""Directory rows: local domains and users."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from postroom.store.models import UserRecord
+
+__all__ = [
+    "ADD_DOMAIN",
+    "ADD_USER",
+    "IS_LOCAL_DOMAIN",
+    "REMOVE_DOMAIN",
+    "REMOVE_USER",
+    "SET_PASSWORD",
+    "changed",
+    "domains",
+    "exists",
+    "user",
+    "user_params",
+    "users",
+]
+
+_USER_COLUMNS = "address, password_hash, sender_domains, created_at"
+
+ADD_DOMAIN = "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)"
+REMOVE_DOMAIN = "DELETE FROM domains WHERE name = ?"
+IS_LOCAL_DOMAIN = "SELECT 1 FROM domains WHERE name = ?"
+ADD_USER = f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)"
+SET_PASSWORD = "UPDATE users SET password_hash = ? WHERE address = ?"
+REMOVE_USER = "DELETE FROM users WHERE address = ?"
+
+
+def changed(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> bool:
+    """A writer job: did the statement change a row?"""
+    return conn.execute(sql, params).rowcount > 0
+
+
+def exists(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> bool:
+    return conn.execute(sql, params).fetchone() is not None
+
+
+def domains(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT name FROM domains ORDER BY name")]
+
+
+def user_params(user: UserRecord) -> tuple[Any, ...]:
+    return (user.address, user.password_hash, ",".join(user.sender_domains), user.created_at)
+
+
+def user(address: str, conn: sqlite3.Connection) -> UserRecord | None:
+    sql = f"SELECT {_USER_COLUMNS} FROM users WHERE address = ?"
+    row = conn.execute(sql, (address,)).fetchone()
+    return None if row is None else _user(row)
+
+
+def users(conn: sqlite3.Connection) -> list[UserRecord]:
+    sql = f"SELECT {_USER_COLUMNS} FROM users ORDER BY address"
+    return [_user(row) for row in conn.execute(sql)]
+
+
+def _user(row: tuple[Any, ...]) -> UserRecord:
+    address, password_hash, domains, created_at = row
+    return UserRecord(address, password_hash, tuple(filter(None, domains.split(","))), created_at)

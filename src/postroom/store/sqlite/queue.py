@@ -1,0 +1,200 @@
+"""The queue at rest: the enqueue job (writer) and message reads (reader or writer).
+
+Read helpers take a connection and run in whatever transaction the caller holds:
+readers wrap them in ``snapshot`` so a message and its recipients come from one
+moment; the writer's jobs already run inside the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from postroom.errors import StoreUnavailable
+from postroom.mail.envelope import Notify
+from postroom.store.models import NewMessage, RecipientState, RecipientStatus, StoredMessage
+
+__all__ = [
+    "enqueue_job",
+    "ids_param",
+    "load_messages",
+    "read_body",
+    "select_messages",
+    "snapshot",
+]
+
+R = TypeVar("R")
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, sender, ret, envid, body_type, smtputf8, size, received_at,"
+    " source_kind, principal, client_ip, client_port, helo, reverse_dns, protocol, tls,"
+    " listener) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The new recipient's lease, held and delay_warned columns keep their defaults: enqueue
+# is the accept path, and it writes nothing it does not have to.
+_INSERT_RECIPIENT = (
+    "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
+    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
+)
+_INSERT_BODY = "INSERT INTO message_bodies (id, data) VALUES (?, ?)"
+_INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?))"
+# The columns are named as StoredMessage's fields.
+_MESSAGE_FIELDS = (
+    "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
+    "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
+    "tls", "listener", "held",
+)  # fmt: skip
+_MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+_RECIPIENT_COLUMNS = (
+    "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
+    " last_reply, delay_warned"
+)
+# One parameter carries a list of ids: WHERE id IN (SELECT value FROM json_each(?)).
+IN_IDS = "(SELECT value FROM json_each(?))"
+
+
+def ids_param(ids: Iterable[str]) -> str:
+    return json.dumps(list(ids))
+
+
+def snapshot(conn: sqlite3.Connection, read: Callable[[sqlite3.Connection], R]) -> R:
+    """Run ``read`` in one read transaction (a reader connection)."""
+    conn.execute("BEGIN")
+    try:
+        return read(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+# -- enqueue ----------------------------------------------------------------------------
+def enqueue_job(message: NewMessage) -> Callable[[sqlite3.Connection], None]:
+    """The writer job that stores ``message``; the rows are built here, off the writer."""
+    env, src, mid, now = message.envelope, message.source, message.id, message.received_at
+    row = (
+        mid,
+        str(env.sender) if env.sender is not None else "",
+        env.dsn.ret,
+        env.dsn.envid,
+        env.body,
+        env.smtputf8,
+        message.size,
+        now,
+        src.kind,
+        src.principal,
+        src.client_ip,
+        src.client_port,
+        src.helo,
+        src.reverse_dns,
+        src.protocol,
+        src.tls,
+        src.listener,
+    )
+    queued = RecipientStatus.QUEUED.value
+    recipients = [
+        (mid, position, str(rcpt.address), _notify_text(rcpt.notify), rcpt.orcpt, queued, now)
+        for position, rcpt in enumerate(env.recipients)
+    ]
+
+    def insert(conn: sqlite3.Connection) -> None:
+        _insert_message(message, row, recipients, conn)
+
+    return insert
+
+
+def _insert_message(
+    message: NewMessage,
+    row: tuple[Any, ...],
+    recipients: list[tuple[Any, ...]],
+    conn: sqlite3.Connection,
+) -> None:
+    conn.execute(_INSERT_MESSAGE, row)
+    conn.executemany(_INSERT_RECIPIENT, recipients)
+    body = message.body
+    if body.in_memory:
+        # A body under the spool threshold is in memory already: one bind beats a blob.
+        conn.execute(_INSERT_BODY, (message.id, message.header + body.getvalue()))
+        return
+    # A spooled body is streamed into a zero-filled blob in bounded chunks, so a
+    # 25 MiB message is never in memory whole, and it commits with its envelope.
+    rowid = conn.execute(_INSERT_ZEROBLOB, (message.id, message.size)).lastrowid
+    assert rowid is not None
+    with conn.blobopen("message_bodies", "data", rowid) as blob:
+        blob.write(message.header)
+        for chunk in body.iter_chunks():
+            blob.write(chunk)
+        if blob.tell() != message.size:
+            raise StoreUnavailable("the spooled body is shorter than its size")
+
+
+_NOTIFY_ORDER = tuple(Notify)
+
+
+def _notify_text(notify: frozenset[Notify] | None) -> str | None:
+    if notify is None:
+        return None
+    return ",".join(n.value for n in _NOTIFY_ORDER if n in notify)
+
+
+# -- reads --------------------------------------------------------------------------------
+def select_messages(
+    conn: sqlite3.Connection,
+    where: str,
+    params: Sequence[Any],
+    *,
+    limit: int,
+    newest_first: bool = False,
+) -> list[StoredMessage]:
+    """Messages (table alias ``m``) matching ``where``, in id order, with recipients."""
+    order = "DESC" if newest_first else "ASC"
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {where} ORDER BY m.id {order} LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [message for message, _ in _with_recipients(conn, rows)]
+
+
+def load_messages(
+    conn: sqlite3.Connection, ids: Sequence[str]
+) -> dict[str, tuple[StoredMessage, tuple[int, ...]]]:
+    """Messages by id, each with its recipients' positions (RCPT order numbers)."""
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.id IN {IN_IDS}", (ids_param(ids),)
+    ).fetchall()
+    return {loaded[0].id: loaded for loaded in _with_recipients(conn, rows)}
+
+
+def _with_recipients(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]]
+) -> list[tuple[StoredMessage, tuple[int, ...]]]:
+    if not rows:
+        return []
+    by_message: dict[str, list[tuple[int, RecipientState]]] = {}
+    for r in conn.execute(
+        f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE message_id IN {IN_IDS}"
+        " ORDER BY message_id, position",
+        (ids_param(row[0] for row in rows),),
+    ):
+        state = RecipientState(
+            r[2], RecipientStatus(r[3]), r[4], r[5], r[6], r[7], r[8], bool(r[9])
+        )
+        by_message.setdefault(r[0], []).append((r[1], state))
+    loaded = []
+    for row in rows:
+        recipients = by_message.get(row[0], [])
+        positions = tuple(position for position, _ in recipients)
+        loaded.append((_stored(row, tuple(state for _, state in recipients)), positions))
+    return loaded
+
+
+def _stored(row: tuple[Any, ...], recipients: tuple[RecipientState, ...]) -> StoredMessage:
+    fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
+    fields["smtputf8"] = bool(fields["smtputf8"])
+    fields["held"] = bool(fields["held"])
+    return StoredMessage(recipients=recipients, **fields)
+
+
+def read_body(message_id: str, conn: sqlite3.Connection) -> bytes | None:
+    row = conn.execute("SELECT data FROM message_bodies WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else bytes(row[0])

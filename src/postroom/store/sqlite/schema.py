@@ -1,0 +1,89 @@
+"""Creating and upgrading the schema, in one transaction at each start.
+
+``schema.sql`` is the whole latest schema, written so that running it again changes
+nothing. An older database first gets the upgrade steps that ``CREATE ... IF NOT EXISTS``
+cannot express (new columns, dropped indexes, data moves), then ``schema.sql`` adds the
+new tables and indexes. A database newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import sqlite3
+from collections.abc import Iterator
+
+from postroom.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "migrate"]
+
+SCHEMA_VERSION = 2
+
+# UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
+UPGRADES: dict[int, str] = {
+    1: """
+        ALTER TABLE recipients ADD COLUMN claimed_until REAL;
+        ALTER TABLE recipients ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE recipients ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+        UPDATE recipients SET held = 1
+            WHERE message_id IN (SELECT id FROM messages WHERE held = 1);
+        DROP INDEX IF EXISTS recipients_due;
+    """,
+}
+
+
+@functools.cache
+def schema() -> str:
+    files = importlib.resources.files("postroom.store.sqlite")
+    return files.joinpath("schema.sql").read_text("utf-8")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create or upgrade the schema; another process starting at once waits for it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn)
+        if version is not None:
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema version {version} is newer than {SCHEMA_VERSION}:"
+                    " upgrade postroom"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                _run(conn, UPGRADES[step])
+        _run(conn, schema())
+        if version is not None and version != SCHEMA_VERSION:
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _version(conn: sqlite3.Connection) -> int | None:
+    """The database's schema version; None for a new, empty database."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return None
+    version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    if not isinstance(version, int) or version < 1:
+        raise StoreError(f"database schema version {version!r} is not valid")
+    return version
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it would commit the transaction this runs in.
+    for statement in _statements(script):
+        conn.execute(statement)
+
+
+def _statements(script: str) -> Iterator[str]:
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""

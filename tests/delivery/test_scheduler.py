@@ -1,0 +1,268 @@
+"""The scheduler with a real SQLite store and intake, scripted mailers and a fake clock."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from postroom.config.settings import Settings
+from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.message import OutboundMessage, OutboundRecipient
+from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
+from postroom.delivery.router import Router, RouteTable
+from postroom.delivery.scheduler import Scheduler
+from postroom.events import Bus, DeliveryAttempt
+from postroom.intake import Intake, Principal
+from postroom.mail.address import parse_address
+from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
+from postroom.smtp.replies import Reply
+from postroom.store import RecipientStatus, Store, open_store
+from tests.conftest import FakeClock
+
+OK = Reply(250, "2.0.0", "Ok: queued as REMOTE1")
+GREYLISTED = Reply(451, "4.7.1", "Greylisted, try again later")
+NO_SUCH = Reply(550, "5.1.1", "No such user")
+
+
+@dataclass
+class Scripted:
+    """A real Mailer whose replies come from a script: recipient -> list of replies."""
+
+    name: str
+    script: dict[str, list[Reply]] = field(default_factory=dict)
+    default: Reply = OK
+    failover: bool = True
+    seen: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+
+    async def deliver(
+        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+    ) -> list[Outcome]:
+        self.seen.append((message.id, tuple(r.address for r in recipients)))
+        outcomes = []
+        for rcpt in recipients:
+            queue = self.script.get(rcpt.address)
+            reply = queue.pop(0) if queue else self.default
+            disposition = {2: Disposition.DELIVERED, 4: Disposition.DEFERRED}.get(
+                reply.code // 100, Disposition.BOUNCED
+            )
+            outcomes.append(
+                Outcome(
+                    rcpt.address,
+                    disposition,
+                    reply,
+                    RemoteInfo(mailer=self.name, host=f"{self.name}.remote.test", ip="192.0.2.1"),
+                    failover=self.failover and disposition is Disposition.DEFERRED,
+                )
+            )
+        return outcomes
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class World:
+    store: Store
+    clock: FakeClock
+    scheduler: Scheduler
+    intake: Intake
+    primary: Scripted
+    backup: Scripted
+    events: list[object]
+
+    async def submit(self, sender: str, *rcpts: str, notify: str | None = None) -> str:
+        notify_set = frozenset(Notify(n) for n in notify.split(",")) if notify else None
+        result = await self.intake.submit(
+            Source(kind=SourceKind.SMTP, principal="app@example.test", protocol="ESMTPA"),
+            parse_address(sender) if sender else None,
+            [Recipient(parse_address(r), notify_set) for r in rcpts],
+            b"From: app@example.test\r\nSubject: Receipt 42\r\n\r\nThanks.\r\n",
+            principal=Principal("app@example.test"),
+        )
+        assert isinstance(result, str), result
+        return result
+
+    async def dsns(self) -> list[email.message.EmailMessage]:
+        found = []
+        for message in await self.store.messages(limit=1000):
+            if message.source_kind == "dsn":
+                data = await self.store.read_body(message.id)
+                assert data is not None
+                found.append(email.message_from_bytes(data, policy=email.policy.default))
+        return found  # type: ignore[return-value]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    settings = Settings.model_validate(
+        {
+            "hostname": "mail.test",
+            "data_dir": tmp_path,
+            "mailers": [
+                {"name": "primary", "type": "smtp", "host": "primary.remote.test"},
+                {"name": "backup", "type": "smtp", "host": "backup.remote.test"},
+            ],
+            "routes": [
+                {
+                    "name": "receipts",
+                    "mailers": ["primary", "backup"],
+                    "conditions": [
+                        {"field": "subject", "operator": "contains", "value": "Receipt"}
+                    ],
+                }
+            ],
+        }
+    )
+    store = await open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    clock = FakeClock()
+    bus = Bus()
+    events: list[object] = []
+    bus.subscribe(events.append)
+    intake = Intake(
+        store=store,
+        clock=clock,
+        hostname="mail.test",
+        spool_dir=tmp_path,
+        spool_memory=1 << 20,
+        max_message_size=1 << 24,
+        bus=bus,
+    )
+    primary, backup = Scripted("primary"), Scripted("backup")
+    local_domains = LocalDomains()
+    scheduler = Scheduler(
+        store=store,
+        router=Router({"primary": primary, "backup": backup, "mx": Scripted("mx")}),
+        routes=RouteTable.from_settings(settings, local_domains),
+        intake=intake,
+        local_domains=local_domains,
+        settings=settings.delivery,
+        hostname="mail.test",
+        clock=clock,
+        bus=bus,
+        rng=random.Random(7),
+    )
+    yield World(store, clock, scheduler, intake, primary, backup, events)
+    await store.aclose()
+
+
+async def status_of(world: World, queue_id: str) -> dict[str, RecipientStatus]:
+    message = await world.store.message(queue_id)
+    assert message is not None
+    return {r.address: r.status for r in message.recipients}
+
+
+async def test_delivered_on_first_attempt(world: World) -> None:
+    queue_id = await world.submit("app@example.test", "a@remote.test", "b@remote.test")
+    assert await world.scheduler.run_once() == 1
+    assert await status_of(world, queue_id) == {
+        "a@remote.test": RecipientStatus.DELIVERED,
+        "b@remote.test": RecipientStatus.DELIVERED,
+    }
+    # all recipients of the message went in one call to the primary
+    assert world.primary.seen == [(queue_id, ("a@remote.test", "b@remote.test"))]
+    attempts = await world.store.attempts(queue_id)
+    assert [(a.recipient, a.mailer, a.code) for a in attempts] == [
+        ("a@remote.test", "primary", 250),
+        ("b@remote.test", "primary", 250),
+    ]
+    logged = [e for e in world.events if isinstance(e, DeliveryAttempt)]
+    assert {e.status for e in logged} == {"delivered"}
+    assert await world.dsns() == []  # no success DSN unless NOTIFY asks
+
+
+async def test_failover_to_backup_in_the_same_attempt(world: World) -> None:
+    world.primary.default = GREYLISTED
+    queue_id = await world.submit("app@example.test", "a@remote.test")
+    await world.scheduler.run_once()
+    assert await status_of(world, queue_id) == {"a@remote.test": RecipientStatus.DELIVERED}
+    attempts = await world.store.attempts(queue_id)
+    assert [(a.mailer, a.disposition) for a in attempts] == [
+        ("primary", "deferred"),
+        ("backup", "delivered"),
+    ]
+
+
+async def test_deferred_then_retried_with_backoff(world: World) -> None:
+    world.primary.script["a@remote.test"] = [GREYLISTED]
+    world.backup.default = GREYLISTED
+    world.backup.script["a@remote.test"] = [GREYLISTED]
+    queue_id = await world.submit("app@example.test", "a@remote.test")
+    await world.scheduler.run_once()
+    message = await world.store.message(queue_id)
+    assert message is not None
+    (rcpt,) = message.recipients
+    assert rcpt.status is RecipientStatus.DEFERRED
+    assert rcpt.next_attempt_at is not None
+    wait = rcpt.next_attempt_at - world.clock.now
+    assert 270 <= wait <= 330  # first retry after 5 minutes, with jitter
+    world.clock.advance(wait / 2)
+    assert await world.scheduler.run_once() == 0  # not due yet
+    world.clock.advance(wait)
+    world.backup.default = OK
+    assert await world.scheduler.run_once() == 1
+    assert await status_of(world, queue_id) == {"a@remote.test": RecipientStatus.DELIVERED}
+
+
+async def test_permanent_failure_bounces_with_a_dsn(world: World) -> None:
+    world.primary.script["bad@remote.test"] = [NO_SUCH]
+    queue_id = await world.submit("app@example.test", "bad@remote.test", "good@remote.test")
+    await world.scheduler.run_once()
+    assert await status_of(world, queue_id) == {
+        "bad@remote.test": RecipientStatus.BOUNCED,
+        "good@remote.test": RecipientStatus.DELIVERED,
+    }
+    # a bounce does not fail over to the backup
+    assert world.backup.seen == []
+    (dsn,) = await world.dsns()
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn["To"] == "app@example.test"
+    status_part = next(p for p in dsn.walk() if p.get_content_type() == "message/delivery-status")
+    text = status_part.as_string()
+    assert "Final-Recipient: rfc822; bad@remote.test" in text
+    assert "Action: failed" in text
+    assert "Status: 5.1.1" in text
+    assert "good@remote.test" not in text
+    dsn_row = next(m for m in await world.store.messages(limit=100) if m.source_kind == "dsn")
+    assert dsn_row.sender == ""  # from the null sender
+
+
+async def test_expiry_bounces_with_4_4_7(world: World) -> None:
+    world.primary.default = GREYLISTED
+    world.backup.default = GREYLISTED
+    queue_id = await world.submit("app@example.test", "slow@remote.test")
+    for _ in range(200):
+        await world.scheduler.run_once()
+        message = await world.store.message(queue_id)
+        assert message is not None
+        if message.recipients[0].status is RecipientStatus.EXPIRED:
+            break
+        next_at = message.recipients[0].next_attempt_at
+        assert next_at is not None
+        world.clock.now = next_at
+    assert await status_of(world, queue_id) == {"slow@remote.test": RecipientStatus.EXPIRED}
+    assert world.clock.now - message.received_at >= 5 * 86400
+    dsns = await world.dsns()
+    kinds = [d["Subject"] for d in dsns]
+    assert kinds.count("Delayed Mail (still being retried)") == 1  # one delay warning
+    failure = next(d for d in dsns if "Undelivered" in d["Subject"])
+    assert "Status: 4.4.7" in failure.as_string()
+
+
+async def test_null_sender_never_gets_a_bounce(world: World) -> None:
+    world.primary.default = NO_SUCH
+    await world.submit("", "bad@remote.test")
+    await world.scheduler.run_once()
+    assert await world.dsns() == []
+
+
+async def test_success_notice_when_notify_asks(world: World) -> None:
+    await world.submit("app@example.test", "a@remote.test", notify="SUCCESS")
+    await world.scheduler.run_once()
+    (dsn,) = await world.dsns()
+    assert "Action: delivered" in dsn.as_string()

@@ -1,0 +1,85 @@
+"""Messages, attempts and outcomes for the contract suite."""
+
+from __future__ import annotations
+
+from postroom.ids import new_queue_id
+from postroom.mail.address import Address
+from postroom.mail.envelope import Envelope, Recipient, Source, SourceKind
+from postroom.mail.spool import SpooledBody
+from postroom.store.models import Attempt, NewMessage, RecipientStatus, RecipientUpdate
+
+NOW = 1_800_000_000.0
+HEADER = b"Received: from client.example.net by mx.example.org; Thu, 1 Jan 2027 00:00:00 +0000\r\n"
+SOURCE = Source(SourceKind.SMTP, client_ip="192.0.2.1", helo="client.example.net")
+ALICE = Address("alice", "example.org")
+BOB = Recipient(Address("bob", "example.net"))
+
+
+def new_message(
+    body: bytes = b"Subject: hi\r\n\r\nHello\r\n",
+    *,
+    message_id: str | None = None,
+    at: float = NOW,
+    header: bytes = HEADER,
+    recipients: tuple[Recipient, ...] = (BOB,),
+    sender: Address | None = ALICE,
+    spool: SpooledBody | None = None,
+) -> NewMessage:
+    if spool is None:
+        spool = SpooledBody()
+        spool.write(body)
+    return NewMessage(
+        id=message_id or new_queue_id(at),
+        envelope=Envelope(sender=sender, recipients=recipients),
+        source=SOURCE,
+        received_at=at,
+        header=header,
+        body=spool,
+    )
+
+
+def to(*addresses: str) -> tuple[Recipient, ...]:
+    """Recipients from "local@domain" strings."""
+    return tuple(Recipient(Address(*a.rsplit("@", 1))) for a in addresses)
+
+
+def attempt(
+    message_id: str,
+    recipient: str,
+    at: float,
+    disposition: str = "delivered",
+    *,
+    mailer: str = "mx",
+    code: int | None = 250,
+    text: str = "2.0.0 Ok",
+) -> Attempt:
+    return Attempt(
+        message_id=message_id,
+        recipient=recipient,
+        at=at,
+        mailer=mailer,
+        disposition=disposition,
+        code=code,
+        enhanced=text.split(" ", 1)[0] if code else None,
+        text=text,
+        host="mx1.example.net",
+        ip="192.0.2.25",
+        port=25,
+        tls="TLSv1.3",
+        provider_id=None,
+        duration=0.25,
+    )
+
+
+def delivered(address: str) -> RecipientUpdate:
+    return RecipientUpdate(address, RecipientStatus.DELIVERED, None, "250 2.0.0 Ok")
+
+
+def deferred(address: str, next_at: float, *, warned: bool = False) -> RecipientUpdate:
+    return RecipientUpdate(
+        address, RecipientStatus.DEFERRED, next_at, "451 4.3.0 try later", delay_warned=warned
+    )
+
+
+def final(address: str, status: RecipientStatus) -> RecipientUpdate:
+    return RecipientUpdate(address, status, None, "550 5.1.1 no such user")

@@ -1,0 +1,180 @@
+"""The Store contract, log side: the email log query, and retention (purge)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from postroom.mail.address import Address
+from postroom.store import RecipientStatus, Store
+from postroom.store.models import LogQuery, NewMessage, RecipientUpdate
+from tests.store.conftest import Backend
+from tests.store.factories import (
+    NOW,
+    attempt,
+    deferred,
+    delivered,
+    final,
+    new_message,
+    to,
+)
+
+ALICE = Address("alice", "example.org")
+BILLING = Address("Billing", "shop.example")
+
+
+async def settle(store: Store, message: NewMessage, *updates: RecipientUpdate) -> None:
+    rows = [attempt(message.id, u.address, message.received_at + 1) for u in updates]
+    await store.record_outcomes(message.id, updates, rows)
+
+
+class Log:
+    """A small log: six messages in known states, then bulk traffic."""
+
+    def __init__(self) -> None:
+        self.m0 = new_message(at=NOW, sender=ALICE, recipients=to("bob@example.net"))
+        self.m1 = new_message(at=NOW + 1, sender=ALICE, recipients=to("ZOË@bücher.example"))
+        self.m2 = new_message(at=NOW + 2, sender=None, recipients=to("dave@example.net"))
+        self.m3 = new_message(
+            at=NOW + 3, sender=BILLING, recipients=to("bob@example.net", "erin@example.com")
+        )
+        self.m4 = new_message(at=NOW + 4, sender=BILLING, recipients=to("frank@example.com"))
+        self.m5 = new_message(at=NOW + 5, sender=ALICE, recipients=to("gina@example.com"))
+        self.bulk = [
+            new_message(
+                at=NOW + 10 + i,
+                sender=Address("bulk", "example.com"),
+                recipients=to(f"x{i}@example.com"),
+            )
+            for i in range(25)
+        ]
+        self.named = [self.m0, self.m1, self.m2, self.m3, self.m4, self.m5]
+
+    async def fill(self, store: Store) -> None:
+        await asyncio.gather(*(store.enqueue(m) for m in self.named + self.bulk))
+        await settle(store, self.m0, delivered("bob@example.net"))
+        await settle(store, self.m1, deferred("ZOË@bücher.example", NOW + 600))
+        await settle(store, self.m2, final("dave@example.net", RecipientStatus.BOUNCED))
+        await settle(
+            store,
+            self.m3,
+            delivered("bob@example.net"),
+            final("erin@example.com", RecipientStatus.EXPIRED),
+        )
+        await store.hold(self.m5.id)
+
+    def ids(self, *messages: NewMessage) -> list[str]:
+        return [m.id for m in messages]
+
+
+@pytest.fixture
+async def log(store: Store) -> Log:
+    filled = Log()
+    await filled.fill(store)
+    return filled
+
+
+async def ids(store: Store, **filters: Any) -> list[str]:
+    return [m.id for m in await store.query(LogQuery(**filters))]
+
+
+async def test_newest_first_with_whole_messages(store: Store, log: Log) -> None:
+    everything = sorted((m.id for m in log.named + log.bulk), reverse=True)
+    found = await store.query(LogQuery())
+    assert [m.id for m in found] == everything
+    assert found[-4] == await store.message(log.m3.id)
+    assert (await store.query(LogQuery(limit=2)))[0] == await store.message(log.bulk[-1].id)
+
+
+async def test_cursor_pagination(store: Store, log: Log) -> None:
+    everything = sorted((m.id for m in log.named + log.bulk), reverse=True)
+    pages: list[list[str]] = []
+    cursor = None
+    while page := await ids(store, limit=7, cursor=cursor):
+        pages.append(page)
+        cursor = page[-1]
+    assert [len(p) for p in pages] == [7, 7, 7, 7, 3]
+    assert [i for p in pages for i in p] == everything
+    # Filters and the cursor together.
+    queued = await ids(store, status="queued", limit=20)
+    assert await ids(store, status="queued", limit=5, cursor=queued[9]) == queued[10:15]
+
+
+async def test_status_filters(store: Store, log: Log) -> None:
+    assert await ids(store, status="delivered") == log.ids(log.m3, log.m0)
+    assert await ids(store, status="deferred") == log.ids(log.m1)
+    assert await ids(store, status="bounced") == log.ids(log.m2)
+    assert await ids(store, status="expired") == log.ids(log.m3)
+    assert await ids(store, status="held") == log.ids(log.m5)
+    queued = await ids(store, status="queued")
+    assert queued == sorted(log.ids(log.m4, log.m5, *log.bulk), reverse=True)
+    with pytest.raises(ValueError, match="status"):
+        await store.query(LogQuery(status="lost"))
+
+
+async def test_address_filters_are_case_insensitive_substrings(store: Store, log: Log) -> None:
+    assert await ids(store, to="BOB@EXAMPLE") == log.ids(log.m3, log.m0)
+    assert await ids(store, to="zoë@BÜCHER") == log.ids(log.m1)
+    assert await ids(store, to="example.com", limit=3) == log.ids(*log.bulk[-1:-4:-1])
+    assert await ids(store, to="nobody") == []
+    assert await ids(store, sender="ALICE@") == log.ids(log.m5, log.m1, log.m0)
+    assert await ids(store, sender="billing@shop") == log.ids(log.m4, log.m3)
+    assert await ids(store, sender="%") == []  # no wildcards
+
+
+async def test_since_and_combined_filters(store: Store, log: Log) -> None:
+    assert await ids(store, since=NOW + 34) == log.ids(log.bulk[-1])
+    assert await ids(store, since=NOW + 3, sender="billing") == log.ids(log.m4, log.m3)
+    assert await ids(store, since=NOW + 1, to="bob") == log.ids(log.m3)
+    assert await ids(store, sender="alice", status="queued") == log.ids(log.m5)
+    assert await ids(store, sender="billing", status="delivered", to="erin") == log.ids(log.m3)
+    assert await ids(store, limit=0) == []
+
+
+# -- retention ------------------------------------------------------------------------------
+async def test_purge_removes_only_old_finished_messages(store: Store, backend: Backend) -> None:
+    done = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
+    failed = new_message(at=NOW + 1, recipients=to("c@example.net", "d@example.net"))
+    half = new_message(at=NOW + 2, recipients=to("e@example.net", "f@example.net"))
+    waiting = new_message(at=NOW + 3)
+    boundary = new_message(at=NOW + 500)
+    recent = new_message(at=NOW + 1000)
+    messages = [done, failed, half, waiting, boundary, recent]
+    for message in messages:
+        await store.enqueue(message)
+    await settle(store, done, delivered("a@example.net"), delivered("b@example.net"))
+    await settle(
+        store,
+        failed,
+        final("c@example.net", RecipientStatus.BOUNCED),
+        final("d@example.net", RecipientStatus.EXPIRED),
+    )
+    await settle(store, half, delivered("e@example.net"), deferred("f@example.net", NOW + 60))
+    await settle(store, boundary, delivered("bob@example.net"))
+    await settle(store, recent, delivered("bob@example.net"))
+
+    assert await store.purge(NOW + 500) == 2
+    for gone in (done, failed):
+        assert backend.rows_of(store, gone.id) == 0
+        assert await store.attempts(gone.id) == []
+    kept = [half, waiting, boundary, recent]
+    assert [m.id for m in await store.messages()] == [m.id for m in kept]
+    for message in kept:
+        assert await store.read_body(message.id) is not None
+    assert len(await store.attempts(half.id)) == 2
+    assert await store.purge(NOW + 500) == 0
+    assert await store.purge(NOW + 500.001) == 1  # received at 500: before it now
+
+
+async def test_purge_in_many_transactions(store: Store, backend: Backend) -> None:
+    messages = [new_message(at=NOW + i / 1000) for i in range(300)]
+    await asyncio.gather(*(store.enqueue(m) for m in messages))
+    await asyncio.gather(*(settle(store, m, delivered("bob@example.net")) for m in messages))
+    pending = new_message(at=NOW)
+    await store.enqueue(pending)
+    commits = backend.committer(store).commits
+    assert await store.purge(NOW + 1) == 300
+    assert backend.committer(store).commits - commits >= 2
+    assert [m.id for m in await store.messages(limit=1000)] == [pending.id]

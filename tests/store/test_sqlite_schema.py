@@ -1,0 +1,219 @@
+"""SQLite only: the schema is created, upgraded from version 1, and its indexes used.
+
+The engine-neutral behaviour is in the contract suite; this file holds what only an
+SQLite file has: old databases on disk and the query planner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from postroom.errors import StoreError
+from postroom.store import RecipientStatus
+from postroom.store.models import LogQuery
+from postroom.store.sqlite import SqliteStore
+from postroom.store.sqlite import delivery as sql
+from postroom.store.sqlite.schema import SCHEMA_VERSION
+from tests.store.factories import HEADER, NOW, attempt, deferred, delivered, new_message
+
+# The schema as version 1 wrote it, kept verbatim: databases like this exist on disk.
+SCHEMA_V1 = """\
+-- postroom SQLite schema, version 1. Every statement is idempotent: run at each start.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+INSERT INTO schema_version (version)
+    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id          TEXT PRIMARY KEY,     -- queue id: time-ordered, so ORDER BY id is arrival order
+    sender      TEXT NOT NULL,        -- '' for the null reverse-path
+    ret         TEXT,                 -- RFC 3461 RET: FULL | HDRS
+    envid       TEXT,                 -- RFC 3461 ENVID, xtext-decoded
+    body_type   TEXT NOT NULL,        -- 7BIT | 8BITMIME
+    smtputf8    INTEGER NOT NULL,
+    size        INTEGER NOT NULL,     -- octets in message_bodies.data
+    received_at REAL NOT NULL,
+    source_kind TEXT NOT NULL,        -- smtp | api | sendmail | dsn
+    principal   TEXT,
+    client_ip   TEXT,
+    client_port INTEGER,
+    helo        TEXT,
+    reverse_dns TEXT,
+    protocol    TEXT,
+    tls         TEXT,
+    listener    TEXT,
+    held        INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- A rowid table: Connection.blobopen() addresses a blob by rowid.
+CREATE TABLE IF NOT EXISTS message_bodies (
+    id   TEXT NOT NULL UNIQUE REFERENCES messages (id) ON DELETE CASCADE,
+    data BLOB NOT NULL            -- trace headers, then the body, byte for byte
+);
+
+CREATE TABLE IF NOT EXISTS recipients (
+    message_id      TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    position        INTEGER NOT NULL, -- RCPT order
+    address         TEXT NOT NULL,
+    notify          TEXT,             -- RFC 3461 NOTIFY, comma-separated; NULL when not given
+    orcpt           TEXT,             -- RFC 3461 ORCPT, "addr-type;address"
+    status          TEXT NOT NULL,    -- RecipientStatus
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    last_reply      TEXT,
+    PRIMARY KEY (message_id, position)
+) WITHOUT ROWID;
+
+-- The scheduler's question: which recipients are due now?
+CREATE INDEX IF NOT EXISTS recipients_due ON recipients (status, next_attempt_at);
+
+CREATE TABLE IF NOT EXISTS domains (
+    name       TEXT PRIMARY KEY COLLATE NOCASE, -- A-label form
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS users (
+    address        TEXT PRIMARY KEY,       -- Address.key
+    password_hash  TEXT NOT NULL,
+    sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
+    created_at     REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+V1_MESSAGE = "06HHGQ2G00ABCDEF"
+V1_HELD = "06HHGQ2G01ABCDEF"
+
+
+def write_v1_database(path: Path) -> None:
+    """A version-1 database with a message of two recipients, a held one and a user."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(SCHEMA_V1)
+        for mid, held in ((V1_MESSAGE, 0), (V1_HELD, 1)):
+            conn.execute(
+                "INSERT INTO messages (id, sender, body_type, smtputf8, size, received_at,"
+                " source_kind, client_ip, held) VALUES (?, ?, '7BIT', 0, 5, ?, 'smtp', ?, ?)",
+                (mid, "alice@example.org", NOW, "192.0.2.1", held),
+            )
+            conn.execute(
+                "INSERT INTO message_bodies (id, data) VALUES (?, ?)", (mid, b"Hi\r\n\r\n")
+            )
+        conn.executemany(
+            "INSERT INTO recipients (message_id, position, address, notify, orcpt, status,"
+            " attempts, next_attempt_at) VALUES (?, ?, ?, NULL, NULL, 'queued', 0, ?)",
+            [
+                (V1_MESSAGE, 0, "bob@example.net", NOW),
+                (V1_MESSAGE, 1, "carol@example.net", NOW),
+                (V1_HELD, 0, "dave@example.net", NOW),
+            ],
+        )
+        conn.execute("INSERT INTO domains (name, created_at) VALUES ('example.org', ?)", (NOW,))
+
+
+def version_of(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+
+async def test_a_version_1_database_opens_and_works(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    write_v1_database(path)
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        assert version_of(path) == SCHEMA_VERSION
+        stored = await store.message(V1_MESSAGE)
+        assert stored is not None
+        assert [(r.address, r.status, r.delay_warned) for r in stored.recipients] == [
+            ("bob@example.net", RecipientStatus.QUEUED, False),
+            ("carol@example.net", RecipientStatus.QUEUED, False),
+        ]
+        assert await store.read_body(V1_MESSAGE) == b"Hi\r\n\r\n"
+        assert await store.is_local_domain("example.org")
+        # The held message stays held: its recipients are not claimed.
+        claims = await store.claim_due(NOW + 1, limit=10, lease=60)
+        assert [c.message.id for c in claims] == [V1_MESSAGE]
+        await store.record_outcomes(
+            V1_MESSAGE,
+            [delivered("bob@example.net"), deferred("carol@example.net", NOW + 300)],
+            [attempt(V1_MESSAGE, a, NOW + 1) for a in ("bob@example.net", "carol@example.net")],
+        )
+        assert len(await store.attempts(V1_MESSAGE)) == 2
+        assert [m.id for m in await store.query(LogQuery(status="held"))] == [V1_HELD]
+        assert await store.release_hold(V1_HELD)
+        assert [c.message.id for c in await store.claim_due(NOW + 2, limit=10, lease=60)] == [
+            V1_HELD
+        ]
+        await store.enqueue(new := new_message(at=NOW + 5))
+        assert await store.read_body(new.id) == HEADER + b"Subject: hi\r\n\r\nHello\r\n"
+    finally:
+        await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        indexes = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    assert "recipients_due" not in indexes
+    assert {"recipients_pending", "recipients_leased", "attempts_message"} <= indexes
+    # Opening again changes nothing.
+    again = SqliteStore(path)
+    await again.start()
+    try:
+        assert await again.next_due() == NOW + 5  # the message enqueued above
+        assert await again.count_messages() == 3
+    finally:
+        await again.aclose()
+
+
+async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer"):
+        await SqliteStore(path).start()
+
+
+async def test_processes_starting_together_create_the_schema_once(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    stores = [SqliteStore(path) for _ in range(4)]
+    await asyncio.gather(*(s.start() for s in stores))
+    for store in stores:
+        await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def plan(path: Path, query: str, params: object = ()) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
+        rows = conn.execute(f"EXPLAIN QUERY PLAN {query}", params).fetchall()
+    return " | ".join(row[3] for row in rows)
+
+
+async def test_the_scheduler_queries_use_their_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "plan.db"
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    now = {"now": NOW}
+    due = f"SELECT message_id FROM recipients WHERE {sql.DUE} ORDER BY next_attempt_at"
+    assert "USING INDEX recipients_pending (next_attempt_at<?)" in plan(path, due, now)
+    free = (
+        f"SELECT next_attempt_at FROM recipients WHERE {sql.CLAIMABLE} AND claimed_until IS NULL"
+        " AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1"
+    )
+    assert "USING INDEX recipients_pending" in plan(path, free)
+    leased = f"SELECT 1 FROM recipients WHERE claimed_until IS NOT NULL AND {sql.CLAIMABLE}"
+    assert "USING INDEX recipients_leased" in plan(path, leased)
+    held = "SELECT id FROM messages m WHERE m.held = 1 ORDER BY m.id DESC"
+    assert "USING INDEX messages_held" in plan(path, held)
+    newest = "SELECT id FROM messages m WHERE m.received_at >= ? ORDER BY m.id DESC LIMIT 10"
+    assert "TEMP B-TREE" not in plan(path, newest, (NOW,))
