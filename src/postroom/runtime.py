@@ -13,12 +13,9 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from postroom.clock import Clock, SystemClock
-from postroom.config.mailers import LocalMailerSettings
 from postroom.config.settings import Settings
 from postroom.delivery.localdomains import LocalDomains
-from postroom.delivery.mailers import Mailer
-from postroom.delivery.mailers.build import BUILDERS, AnyMailerSettings, MailerDeps, build_mailer
-from postroom.delivery.mailers.local import LocalMailer
+from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
@@ -45,14 +42,6 @@ def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | N
         return Principal(record.address, record.sender_domains)
 
     return authenticate
-
-
-def _local_mailer(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
-    assert isinstance(settings, LocalMailerSettings)
-    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
-
-
-MAILER_BUILDERS = {**BUILDERS, "local": _local_mailer}
 
 
 class Server:
@@ -130,7 +119,7 @@ class Server:
             rng=self.rng,
             data_dir=settings.data_dir,
         )
-        mailers = {m.name: build_mailer(m, deps, MAILER_BUILDERS) for m in settings.mailers}
+        mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
         self._router = Router(mailers)
         local_domains = LocalDomains()
         self.scheduler = Scheduler(

@@ -1,7 +1,7 @@
 """Configured mailers -> ``Mailer`` objects: one builder per ``type``.
 
 ``BUILDERS`` is a plain table, complete at import and changed by nobody at run time; a
-new mailer type adds one line here (the ``local`` builder belongs to ``mailers.local``).
+new mailer type adds one line here.
 ``MailerDeps`` holds what mailers may need from the composition root.
 """
 
@@ -17,6 +17,7 @@ from typing import Final
 from postroom.clock import Clock
 from postroom.config.mailers import LocalMailerSettings, MxMailerSettings, SmtpMailerSettings
 from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.local import LocalMailer
 from postroom.delivery.mailers.mx import MxMailer
 from postroom.delivery.mailers.smtp import SmtpMailer
 from postroom.errors import ConfigError
@@ -46,6 +47,11 @@ def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     )
 
 
+def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+    assert isinstance(settings, LocalMailerSettings)
+    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
+
+
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, SmtpMailerSettings)
     return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock)
@@ -55,7 +61,7 @@ BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
     {
         "mx": _mx,
         "smtp": _smtp,
-        # "local": a builder from mailers.local (LocalMailer with deps.data_dir) goes here.
+        "local": _local,
     }
 )
 

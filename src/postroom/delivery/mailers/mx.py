@@ -77,7 +77,7 @@ class MxMailer:
             except AddressError:
                 domain = ""
             if not domain:
-                reply = Reply(553, "5.1.2", f"Bad destination domain in {recipient.address}")
+                reply = Reply(550, "5.1.2", f"Bad destination domain in {recipient.address}")
                 outcomes[recipient.address] = self._outcome(recipient, reply, 0.0)
                 continue
             groups.setdefault(domain, []).append(recipient)

@@ -19,6 +19,7 @@ would need a reader of our own. One round trip per recipient is the cost.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
@@ -260,13 +261,15 @@ class Connection:
         return self.smtp.is_connected
 
     async def aclose(self) -> None:
+        transport = self.smtp.transport  # quit() forgets it, and closes it only gracefully
         try:
             if self.smtp.is_connected:
                 await self.smtp.quit(timeout=5.0)
         except (aiosmtplib.SMTPException, OSError):
             pass
         finally:
-            self.smtp.close()
+            _hang_up(self.smtp, transport)
+        await asyncio.sleep(0)  # the socket closes on the loop's next turn
 
 
 _DELIVERED: Final = Rule(DELIVERED, ALL, False, False)
@@ -327,10 +330,10 @@ class SmtpClient:
             if rule.next_host:
                 ledger.retry.update(r.address for r in left)
             if connection is not None and failure.fault not in _SESSION_INTACT:
-                connection.smtp.close()
+                _hang_up(connection.smtp)
         except BaseException:
             if connection is not None:
-                connection.smtp.close()  # cancelled mid-transaction: the session is unusable
+                _hang_up(connection.smtp)  # cancelled mid-transaction: the session is unusable
             raise
         if connection is not None:
             self._pool.give(peer.key, connection)
@@ -385,7 +388,7 @@ class SmtpClient:
             try:
                 response = await connection.smtp.execute_command(b"RSET", timeout=self._timeout)
             except (aiosmtplib.SMTPException, OSError):
-                connection.smtp.close()
+                _hang_up(connection.smtp)
                 continue
             if response.code == 250:
                 return connection
@@ -421,7 +424,7 @@ class SmtpClient:
             if peer.username is not None:
                 await self._login(smtp, peer)
         except BaseException:
-            smtp.close()
+            _hang_up(smtp)
             raise
         ssl_object = smtp.get_transport_info("ssl_object")
         peername = smtp.get_transport_info("peername")
@@ -496,29 +499,26 @@ async def _connect(smtp: aiosmtplib.SMTP, peer: Peer, seconds: float) -> None:
         await smtp.connect(timeout=seconds)
     except aiosmtplib.SMTPConnectResponseError as exc:
         raise _reply_failure(Stage.GREETING, exc.code, exc.message, peer.where) from None
-    except aiosmtplib.SMTPConnectTimeoutError as exc:
-        if isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError):
-            text = f"conversation with {peer.where} timed out while {Stage.GREETING}"
-            raise _Failure(Stage.GREETING, Fault.TIMEOUT, text) from None
-        raise _Failure(
-            Stage.CONNECT, Fault.TIMEOUT, f"connect to {peer.where}: timed out"
-        ) from None
-    except aiosmtplib.SMTPConnectError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLError):
-            text = f"TLS handshake with {peer.where} failed: {_reason(cause)}"
-            raise _Failure(Stage.CONNECT, Fault.TLS, text) from None
-        if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
-            text = f"lost connection with {peer.where} while {Stage.GREETING}"
-            raise _Failure(Stage.GREETING, Fault.LOST, text) from None
-        if isinstance(cause, ConnectionRefusedError):
-            raise _Failure(
-                Stage.CONNECT, Fault.NO_CONNECTION, f"Connection refused by {peer.where}"
-            ) from None
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
-        raise _Failure(
-            Stage.CONNECT, Fault.NO_CONNECTION, f"connect to {peer.where}: {reason}"
-        ) from None
+    except aiosmtplib.SMTPConnectError as exc:  # SMTPConnectTimeoutError is one too
+        raise _connect_failure(exc, peer.where) from None
+
+
+def _connect_failure(exc: aiosmtplib.SMTPConnectError, where: str) -> _Failure:
+    cause = exc.__cause__
+    if isinstance(cause, aiosmtplib.SMTPTimeoutError):  # connected, but no greeting
+        text = f"conversation with {where} timed out while {Stage.GREETING}"
+        return _Failure(Stage.GREETING, Fault.TIMEOUT, text)
+    if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
+        return _Failure(Stage.CONNECT, Fault.TIMEOUT, f"connect to {where}: timed out")
+    if isinstance(cause, ssl.SSLError):  # implicit TLS
+        return _Failure(Stage.CONNECT, Fault.TLS, f"TLS with {where} failed: {_reason(cause)}")
+    if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
+        text = f"lost connection with {where} while {Stage.GREETING}"
+        return _Failure(Stage.GREETING, Fault.LOST, text)
+    if isinstance(cause, ConnectionRefusedError):
+        return _Failure(Stage.CONNECT, Fault.NO_CONNECTION, f"Connection refused by {where}")
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+    return _Failure(Stage.CONNECT, Fault.NO_CONNECTION, f"connect to {where}: {reason}")
 
 
 @contextmanager
@@ -536,6 +536,15 @@ def _guard(stage: Stage, where: str) -> Iterator[None]:
         raise _Failure(stage, Fault.TLS, f"TLS failure with {where}: {_reason(exc)}") from None
     except (aiosmtplib.SMTPException, OSError):
         raise _Failure(stage, Fault.LOST, f"lost connection with {where} while {stage}") from None
+
+
+def _hang_up(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
+    """Close at once. A graceful TLS close waits for the peer's close_notify, which after
+    QUIT or trouble nobody needs, and would leave the socket open past our control."""
+    transport = transport or smtp.transport
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    smtp.close()
 
 
 def _path(keyword: str, address: str) -> str:
