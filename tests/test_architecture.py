@@ -24,6 +24,7 @@ PURE_CORE = [
     "smtp/state.py",
     "smtp/receiver.py",
     "smtp/sasl.py",
+    "smtp/client.py",
     "config",
     "clock.py",
     "ids.py",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,9 +43,28 @@ def peer_of(peer: SmtpPeer, **kwargs: object) -> Peer:
     return Peer("mx.example.test", peer.host, peer.port, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def peers() -> Iterator[Peers]:
-    with Peers() as started:
+class PipeliningPeer(SmtpPeer):
+    """An aiosmtpd peer that also announces PIPELINING (RFC 2920): it reads commands one
+    line at a time from its buffer, so a pipelined batch is served in order."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+class PipeliningPeers(Peers):
+    def start(self, host: str = "127.0.0.1", port: int = 0, **behaviour: Any) -> SmtpPeer:
+        peer = PipeliningPeer(host, port, **behaviour).start()
+        self._started.append(peer)
+        return peer
+
+
+@pytest.fixture(params=["lockstep", "pipelining"])
+def peers(request: pytest.FixtureRequest) -> Iterator[Peers]:
+    """Every transaction test runs once against each kind of peer."""
+    with PipeliningPeers() if request.param == "pipelining" else Peers() as started:
         yield started
 
 
@@ -312,3 +332,26 @@ async def test_required_tls_without_starttls_sends_nothing(peers: Peers, harness
     assert (outcome.reply.code, outcome.reply.enhanced) == (454, "4.7.5")
     assert "TLS is required, but was not offered" in str(outcome.reply)
     assert peer.mail_commands == 0 and result.retry == {ALICE}
+
+
+async def test_dot_stuffing_round_trip(peers: Peers, harness: Harness) -> None:
+    peer = peers.start()
+    data = b".first line\r\n\r\n.\r\n..x\r\n.x\r\n...\r\nlast\r\n"
+    message = OutboundMessage(id="Q", sender="app@example.test", data=data)
+    [outcome] = (await harness.client.deliver(peer_of(peer), message, rcpts(ALICE))).outcomes
+    assert outcome.disposition is Disposition.DELIVERED
+    assert peer.received[0].data == data
+
+
+async def test_all_recipients_refused_then_the_connection_carries_on(
+    peers: Peers, harness: Harness
+) -> None:
+    peer = peers.start(reject_rcpt={ALICE: "550 5.1.1 No", BOB: "450 4.2.0 Busy"})
+    result = await harness.client.deliver(peer_of(peer), MESSAGE, rcpts(ALICE, BOB))
+    assert [o.disposition for o in result.outcomes] == [
+        Disposition.BOUNCED, Disposition.DEFERRED,
+    ]  # fmt: skip
+    assert peer.received == []
+    good = await harness.client.deliver(peer_of(peer), MESSAGE, rcpts("carol@example.test"))
+    assert good.outcomes[0].disposition is Disposition.DELIVERED
+    assert peer.connections == 1

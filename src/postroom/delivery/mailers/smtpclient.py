@@ -1,41 +1,51 @@
-"""One outbound SMTP transaction on aiosmtplib, and the one table that judges its results.
+"""One outbound SMTP transaction, and the one table that judges its results.
 
-``SmtpClient.deliver(peer, message, recipients)`` takes a pooled connection (probed with
-RSET) or opens one: connect, greeting, EHLO (HELO if EHLO is refused), STARTTLS when
-offered or required (RFC 3207), AUTH when configured (RFC 4954); then MAIL FROM with
+``SmtpClient.deliver(peer, message, recipients)`` takes a pooled connection or opens one
+(``smtpconnect``: connect, greeting, EHLO, STARTTLS, AUTH), then sends MAIL FROM with
 SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531) and the DSN parameters (RFC 3461)
-the peer supports, one RCPT per recipient, DATA. It returns one ``Outcome`` per recipient.
+the peer supports, one RCPT per recipient, DATA, and the dot-stuffed message. It returns
+one ``Outcome`` per recipient.
+
+When the peer offers PIPELINING (RFC 2920), MAIL, every RCPT and DATA go out in one
+write, with RSET in front on a reused connection, and the replies are read in order:
+two round trips per message. Without it, one command at a time, and a reused connection
+is first probed with RSET. A reused connection that turns out closed before its first
+reply (or answers RSET with anything but 250) is dropped and the message tried on
+another: nothing was sent that could have been delivered.
 
 Every failure becomes a (stage, fault) pair and ``CLASSIFICATION`` below says what it
 means, as Postfix's smtp_trouble.c does: deliver, defer or bounce; one recipient or all
 that are left; whether another mailer may do better (``failover``); whether the ``mx``
 mailer should try the next host (``next_host``). Recipients settled by such a fault are
 listed in ``Transaction.retry`` when another host may still take them.
-
-RCPT commands go one at a time, not pipelined (RFC 2920): aiosmtplib pairs one read with
-each command and drops replies that arrive while none is awaited, so a pipelined batch
-would need a reader of our own. One round trip per recipient is the cost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
-import ssl
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-import aiosmtplib
-
 from postroom.clock import Clock
 from postroom.delivery.mailers.pool import ConnectionPool
+from postroom.delivery.mailers.smtpconnect import (
+    Connection,
+    Connector,
+    Failure,
+    Fault,
+    Peer,
+    Stage,
+    TlsMode,
+    guard,
+    reply_failure,
+)
+from postroom.delivery.mailers.smtpparams import local_refusal, mail_parameters, rcpt_parameters
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
-from postroom.smtp.grammar import xtext_encode
+from postroom.smtp import client as smtp
+from postroom.smtp.client import ReplyError, reply_from_lines
 from postroom.smtp.replies import Reply
 
 __all__ = [
@@ -56,29 +66,6 @@ __all__ = [
 ]
 
 DELIVERED, DEFERRED, BOUNCED = Disposition.DELIVERED, Disposition.DEFERRED, Disposition.BOUNCED
-
-
-class Stage(StrEnum):
-    """Where a transaction was; the values complete "... while <stage>"."""
-
-    CONNECT = "connecting"
-    GREETING = "receiving the initial server greeting"
-    HELO = "sending EHLO/HELO"
-    STARTTLS = "starting TLS"
-    AUTH = "authenticating"
-    MAIL = "sending MAIL FROM"
-    RCPT = "sending RCPT TO"
-    DATA = "sending message content"
-
-
-class Fault(StrEnum):
-    TRANSIENT = "4xx reply"
-    PERMANENT = "5xx reply"
-    NO_CONNECTION = "no connection"  # refused, unreachable
-    TIMEOUT = "timeout"
-    LOST = "lost connection"
-    TLS = "TLS failure"  # handshake or certificate failure, or required TLS not offered
-    LOCAL = "local refusal"  # we will not send it there: SIZE, SMTPUTF8
 
 
 class Scope(StrEnum):
@@ -130,42 +117,9 @@ def classify(stage: Stage, fault: Fault) -> Rule:
     return CLASSIFICATION.get((stage, fault)) or CLASSIFICATION[(None, fault)]
 
 
-class TlsMode(StrEnum):
-    NONE = "none"  # never
-    OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered, no certificate check (RFC 7435)
-    STARTTLS = "starttls"  # STARTTLS or nothing is sent
-    IMPLICIT = "implicit"  # TLS from the first byte (RFC 8314)
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    host: str  # the name: for logs, SNI and the certificate check
-    address: str  # where to connect: an IP address, or the name again
-    port: int
-    tls: TlsMode = TlsMode.OPPORTUNISTIC
-    verify: bool = False  # check the certificate chain and name (STARTTLS, IMPLICIT)
-    ca_file: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @property
-    def key(self) -> tuple[object, ...]:
-        """Connections are shared only between peers with equal keys."""
-        return (
-            self.host,
-            self.address,
-            self.port,
-            self.tls,
-            self.verify,
-            self.ca_file,
-            self.username,
-            hash(self.password),  # a changed password must not reuse the old login
-        )
-
-    @property
-    def where(self) -> str:
-        name = self.host if self.address == self.host else f"{self.host}[{self.address}]"
-        return f"{name}:{self.port}"
+def parse_reply(code: int, message: str) -> Reply:
+    """(code, text with lines joined by LF) -> Reply, as the reply parser makes it."""
+    return reply_from_lines(code, message.split("\n") if message else [""])
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,105 +128,12 @@ class Transaction:
     retry: frozenset[str] = frozenset()  # deferred, but another host may take them now
 
 
-class _Failure(Exception):
-    def __init__(self, stage: Stage, fault: Fault, text: str, remote: Reply | None = None):
-        super().__init__(text)
-        self.stage, self.fault, self.text, self.remote = stage, fault, text, remote
-
-
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
-
-
-def parse_reply(code: int, message: str) -> Reply:
-    """aiosmtplib's (code, text) -> Reply; the enhanced code is taken from the text
-    (RFC 3463), its class made to match the reply code, else ``X.0.0``."""
-    lines = message.split("\n") if message else [""]
-    enhanced = None
-    if match := _ENHANCED.match(lines[0]):
-        enhanced = f"{code // 100}.{match.group(2)}.{match.group(3)}"
-        lines = [_ENHANCED.sub("", line, count=1) for line in lines]
-    if enhanced is None and 200 <= code < 600:
-        enhanced = f"{code // 100}.0.0"
-    return Reply(code, enhanced, lines[0] if len(lines) == 1 else tuple(lines))
-
-
-def _reply_failure(stage: Stage, code: int, message: str, where: str) -> _Failure:
-    remote = parse_reply(code, message)
-    if remote.is_transient:
-        return _Failure(stage, Fault.TRANSIENT, f"{where} said: {remote}", remote)
-    if remote.is_permanent:
-        return _Failure(stage, Fault.PERMANENT, f"{where} said: {remote}", remote)
-    # RFC 5321 4.2.1: anything else here is a protocol error; try again later.
-    text = f"protocol error: unexpected reply from {where} while {stage}: {code} {message}"
-    return _Failure(stage, Fault.TRANSIENT, text, Reply(451, "4.5.0", text))
-
-
-def mail_parameters(message: OutboundMessage, extensions: Mapping[str, str]) -> list[str]:
-    params = []
-    if "size" in extensions:
-        params.append(f"SIZE={len(message.data)}")
-    if message.body_type.upper() == "8BITMIME" and "8bitmime" in extensions:
-        params.append("BODY=8BITMIME")
-    if message.smtputf8 and "smtputf8" in extensions:
-        params.append("SMTPUTF8")
-    if "dsn" in extensions:
-        if message.ret:
-            params.append(f"RET={message.ret.upper()}")
-        if message.envid:
-            params.append(f"ENVID={xtext_encode(message.envid)}")
-    return params
-
-
-def rcpt_parameters(recipient: OutboundRecipient, extensions: Mapping[str, str]) -> list[str]:
-    if "dsn" not in extensions:
-        return []  # RFC 3461 4.2 "relayed" DSNs are the caller's business
-    params = []
-    if recipient.notify:
-        params.append(f"NOTIFY={recipient.notify.upper().replace(' ', '')}")
-    if recipient.orcpt:
-        kind, _, address = recipient.orcpt.partition(";")
-        # Stored xtext-decoded, except utf-8-addr-xtext which is kept as given (RFC 6533).
-        value = address if kind.lower() == "utf-8" else xtext_encode(address)
-        params.append(f"ORCPT={kind};{value}")
-    return params
-
-
-def _local_refusal(
-    message: OutboundMessage, extensions: Mapping[str, str], where: str
-) -> Reply | None:
-    limit = extensions.get("size", "").strip()
-    if limit.isdigit() and 0 < int(limit) < len(message.data):
-        text = f"Message size ({len(message.data)} bytes) exceeds the limit of {where} ({limit})"
-        return Reply(552, "5.3.4", text)
-    if message.smtputf8 and "smtputf8" not in extensions:
-        return Reply(550, "5.6.7", f"SMTPUTF8 is required, but was not offered by {where}")
-    return None
-
-
-class Connection:
-    """One open SMTP session between transactions (``Reusable`` for the pool)."""
-
-    def __init__(self, smtp: aiosmtplib.SMTP, peer: Peer, remote: RemoteInfo) -> None:
-        self.smtp, self.peer, self.remote = smtp, peer, remote
-        self.uses = 0
-
-    @property
-    def usable(self) -> bool:
-        return self.smtp.is_connected
-
-    async def aclose(self) -> None:
-        transport = self.smtp.transport  # quit() forgets it, and closes it only gracefully
-        try:
-            if self.smtp.is_connected:
-                await self.smtp.quit(timeout=5.0)
-        except (aiosmtplib.SMTPException, OSError):
-            pass
-        finally:
-            _hang_up(self.smtp, transport)
-        await asyncio.sleep(0)  # the socket closes on the loop's next turn
-
-
 _DELIVERED: Final = Rule(DELIVERED, ALL, False, False)
+_ACCEPTED: Final = frozenset({250, 251})  # RFC 5321 4.2.2: 251 "will forward"
+
+
+class _Stale(Exception):
+    """A pooled connection that was closed, or refused RSET, before any reply mattered."""
 
 
 class _Ledger:
@@ -290,9 +151,23 @@ class _Ledger:
                 r.address, rule.disposition, reply, self.remote, rule.failover, duration
             )
 
+    def refuse(self, recipient: OutboundRecipient, reply: Reply, where: str) -> None:
+        """A RCPT reply other than 250/251: this recipient alone is settled."""
+        failure = reply_failure(Stage.RCPT, reply, where)
+        assert failure.remote is not None
+        self.settle([recipient], classify(Stage.RCPT, failure.fault), failure.remote)
+
     def transaction(self, recipients: Sequence[OutboundRecipient]) -> Transaction:
         outcomes = tuple(self.settled[r.address] for r in recipients)
         return Transaction(outcomes, frozenset(self.retry))
+
+
+@dataclass(slots=True)
+class _Envelope:
+    """The command lines of one transaction, and who each RCPT is for."""
+
+    mail: bytes
+    rcpts: list[tuple[OutboundRecipient, bytes]]
 
 
 class SmtpClient:
@@ -306,22 +181,34 @@ class SmtpClient:
         connect_timeout: float,
         command_timeout: float,
     ) -> None:
-        self._mailer, self._hostname, self._clock, self._pool = mailer, hostname, clock, pool
-        self._connect_timeout, self._timeout = connect_timeout, command_timeout
-        self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+        self._mailer, self._clock, self._pool = mailer, clock, pool
+        self._connector = Connector(
+            mailer=mailer,
+            hostname=hostname,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
 
     async def deliver(
         self, peer: Peer, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> Transaction:
         """Never raises for delivery trouble: every recipient gets an ``Outcome``."""
         ledger = _Ledger(self._clock, RemoteInfo(self._mailer, peer.host, peer.address, peer.port))
-        connection = await self._reuse(peer)
+        connection: Connection | None = None
         try:
-            if connection is None:
-                connection = await self._open_with_fallback(peer)
-            ledger.remote = connection.remote
-            await self._transact(connection, message, recipients, ledger)
-        except _Failure as failure:
+            while True:
+                connection = self._pool.take(peer.key)
+                reused = connection is not None
+                if connection is None:
+                    connection = await self._connector.open(peer)
+                ledger.remote = connection.remote
+                try:
+                    await self._transact(connection, message, recipients, ledger, reused)
+                    break
+                except _Stale:
+                    connection.wire.abort()
+                    connection = None
+        except Failure as failure:
             rule = classify(failure.stage, failure.fault)
             reply = failure.remote if rule.ours is None else Reply(*rule.ours, failure.text)
             assert reply is not None
@@ -330,10 +217,10 @@ class SmtpClient:
             if rule.next_host:
                 ledger.retry.update(r.address for r in left)
             if connection is not None and failure.fault not in _SESSION_INTACT:
-                _hang_up(connection.smtp)
+                connection.wire.abort()
         except BaseException:
             if connection is not None:
-                _hang_up(connection.smtp)  # cancelled mid-transaction: the session is unusable
+                connection.wire.abort()  # cancelled mid-transaction: the session is unusable
             raise
         if connection is not None:
             self._pool.give(peer.key, connection)
@@ -346,214 +233,143 @@ class SmtpClient:
         message: OutboundMessage,
         recipients: Sequence[OutboundRecipient],
         ledger: _Ledger,
+        reused: bool,
     ) -> None:
-        smtp, where = connection.smtp, connection.peer.where
-        extensions = smtp.esmtp_extensions
-        if (refusal := _local_refusal(message, extensions, where)) is not None:
-            raise _Failure(Stage.MAIL, Fault.LOCAL, str(refusal), refusal)
+        where, extensions = connection.peer.where, connection.capabilities.extensions
+        if (refusal := local_refusal(message, extensions, where)) is not None:
+            raise Failure(Stage.MAIL, Fault.LOCAL, str(refusal), refusal)
+        envelope = self._envelope(message, recipients, extensions, ledger)
         connection.uses += 1
-        mail = [_path("FROM", message.sender), *mail_parameters(message, extensions)]
-        response = await self._command(connection, Stage.MAIL, mail)
-        if response.code != 250:
-            raise _reply_failure(Stage.MAIL, response.code, response.message, where)
-        accepted: list[OutboundRecipient] = []
-        for recipient in recipients:
-            rcpt = [_path("TO", recipient.address), *rcpt_parameters(recipient, extensions)]
-            response = await self._command(connection, Stage.RCPT, rcpt)
-            if response.code in (250, 251):
-                accepted.append(recipient)
-                continue
-            failure = _reply_failure(Stage.RCPT, response.code, response.message, where)
-            assert failure.remote is not None
-            ledger.settle([recipient], classify(Stage.RCPT, failure.fault), failure.remote)
+        if connection.capabilities.pipelining:
+            accepted = await self._pipelined(connection, envelope, ledger, reused)
+        else:
+            accepted = await self._lockstep(connection, envelope, ledger, reused)
         if not accepted:
             return  # the next user of this connection sends RSET first
-        with _guard(Stage.DATA, where):
-            response = await smtp.data(message.data, timeout=self._timeout)
-        ledger.settle(accepted, _DELIVERED, parse_reply(response.code, response.message))
+        with guard(Stage.DATA, where):
+            await connection.wire.send(smtp.message_data(message.data))
+        final = await self._read(connection, Stage.DATA)
+        if final.code != 250:
+            raise reply_failure(Stage.DATA, final, where)
+        ledger.settle(accepted, _DELIVERED, final)
 
-    async def _command(
-        self, connection: Connection, stage: Stage, words: list[str]
-    ) -> aiosmtplib.SMTPResponse:
-        verb = b"MAIL" if stage is Stage.MAIL else b"RCPT"
-        with _guard(stage, connection.peer.where):
-            return await connection.smtp.execute_command(
-                verb, *(word.encode("utf-8") for word in words), timeout=self._timeout
-            )
-
-    # -- connections ---------------------------------------------------------------------
-    async def _reuse(self, peer: Peer) -> Connection | None:
-        """An idle pooled connection that still answers RSET, or None."""
-        while (connection := self._pool.take(peer.key)) is not None:
+    def _envelope(
+        self,
+        message: OutboundMessage,
+        recipients: Sequence[OutboundRecipient],
+        extensions: Mapping[str, str],
+        ledger: _Ledger,
+    ) -> _Envelope:
+        try:
+            mail = smtp.mail_from(message.sender, mail_parameters(message, extensions))
+        except ValueError:
+            text = "Bad sender address syntax"
+            raise Failure(Stage.MAIL, Fault.LOCAL, text, Reply(553, "5.1.7", text)) from None
+        rcpts = []
+        for recipient in recipients:
             try:
-                response = await connection.smtp.execute_command(b"RSET", timeout=self._timeout)
-            except (aiosmtplib.SMTPException, OSError):
-                _hang_up(connection.smtp)
+                line = smtp.rcpt_to(recipient.address, rcpt_parameters(recipient, extensions))
+            except ValueError:
+                reply = Reply(553, "5.1.3", "Bad recipient address syntax")
+                ledger.settle([recipient], classify(Stage.RCPT, Fault.PERMANENT), reply)
                 continue
-            if response.code == 250:
-                return connection
-            self._pool.discard(connection)
-        return None
+            rcpts.append((recipient, line))
+        return _Envelope(mail, rcpts)
 
-    async def _open_with_fallback(self, peer: Peer) -> Connection:
-        try:
-            return await self._open(peer)
-        except _Failure as failure:
-            # Opportunistic TLS must never make delivery worse than plain text (RFC 7435):
-            # when the handshake fails, try the same host once more without it.
-            if failure.fault is not Fault.TLS or peer.tls is not TlsMode.OPPORTUNISTIC:
-                raise
-        return await self._open(replace(peer, tls=TlsMode.NONE))
-
-    async def _open(self, peer: Peer) -> Connection:
-        implicit = peer.tls is TlsMode.IMPLICIT
-        smtp = aiosmtplib.SMTP(
-            hostname=peer.address,
-            port=peer.port,
-            local_hostname=self._hostname,
-            timeout=self._timeout,
-            use_tls=implicit,
-            start_tls=False,
-            tls_context=self._context(peer) if implicit else None,
-        )
-        try:
-            await _connect(smtp, peer, self._connect_timeout)
-            await self._hello(smtp, peer)
-            if peer.tls in (TlsMode.OPPORTUNISTIC, TlsMode.STARTTLS):
-                await self._starttls(smtp, peer)
-            if peer.username is not None:
-                await self._login(smtp, peer)
-        except BaseException:
-            _hang_up(smtp)
-            raise
-        ssl_object = smtp.get_transport_info("ssl_object")
-        peername = smtp.get_transport_info("peername")
-        remote = RemoteInfo(
-            self._mailer,
-            peer.host,
-            str(peername[0]) if peername else peer.address,
-            peer.port,
-            ssl_object.version() if ssl_object is not None else None,
-        )
-        return Connection(smtp, peer, remote)
-
-    async def _hello(self, smtp: aiosmtplib.SMTP, peer: Peer) -> None:
-        with _guard(Stage.HELO, peer.where):
+    async def _pipelined(
+        self, connection: Connection, envelope: _Envelope, ledger: _Ledger, reused: bool
+    ) -> list[OutboundRecipient]:
+        """RFC 2920 3.1: [RSET] MAIL RCPT... DATA in one write, DATA last; then every
+        reply in order, each one checked."""
+        wire, where = connection.wire, connection.peer.where
+        batch = [envelope.mail, *(line for _, line in envelope.rcpts), smtp.DATA]
+        if reused:
             try:
-                await smtp.ehlo(timeout=self._timeout)
-            except aiosmtplib.SMTPHeloError as exc:
-                if exc.code < 500 or not smtp.is_connected:
-                    raise
-                await smtp.helo(timeout=self._timeout)  # RFC 5321 3.2: an old server
+                wire.write(b"".join([smtp.RSET, *batch]))
+            except OSError:
+                raise _Stale from None
+            await self._probed(connection)
+        else:
+            with guard(Stage.MAIL, where):
+                wire.write(b"".join(batch))
+        mail = await self._read(connection, Stage.MAIL)
+        if mail.code != 250:
+            await self._skip(connection, len(envelope.rcpts) + 1)
+            raise reply_failure(Stage.MAIL, mail, where)
+        accepted = []
+        for recipient, _ in envelope.rcpts:
+            reply = await self._read(connection, Stage.RCPT)
+            if reply.code in _ACCEPTED:
+                accepted.append(recipient)
+            else:
+                ledger.refuse(recipient, reply, where)
+        data = await self._read(connection, Stage.DATA)
+        if not accepted:
+            if data.code == 354:
+                await self._empty_data(connection)
+            return []
+        if data.code != 354:
+            raise reply_failure(Stage.DATA, data, where)
+        return accepted
 
-    async def _starttls(self, smtp: aiosmtplib.SMTP, peer: Peer) -> None:
-        required = peer.tls is TlsMode.STARTTLS
-        if not smtp.supports_extension("starttls"):
-            if required:
-                text = f"TLS is required, but was not offered by {peer.where}"
-                raise _Failure(Stage.STARTTLS, Fault.TLS, text)
-            return
-        try:
-            await smtp.starttls(
-                server_hostname=peer.host, tls_context=self._context(peer), timeout=self._timeout
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            if required:
-                text = f"STARTTLS refused by {peer.where}: {parse_reply(exc.code, exc.message)}"
-                raise _Failure(Stage.STARTTLS, Fault.TLS, text) from None
-            return  # RFC 3207 4: the client may go on in the clear
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            text = f"TLS handshake with {peer.where} failed: {_reason(exc)}"
-            raise _Failure(Stage.STARTTLS, Fault.TLS, text) from None
-        await self._hello(smtp, peer)  # RFC 3207 4.2: forget what was said in the clear
-
-    async def _login(self, smtp: aiosmtplib.SMTP, peer: Peer) -> None:
-        assert peer.username is not None
-        with _guard(Stage.AUTH, peer.where):
+    async def _lockstep(
+        self, connection: Connection, envelope: _Envelope, ledger: _Ledger, reused: bool
+    ) -> list[OutboundRecipient]:
+        """No PIPELINING: one command, one reply."""
+        where = connection.peer.where
+        if reused:
             try:
-                await smtp.login(peer.username, peer.password or "", timeout=self._timeout)
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                reply = parse_reply(exc.code, exc.message)
-                fault = Fault.TRANSIENT if reply.is_transient else Fault.PERMANENT
-                text = f"authentication failed at {peer.where}: {reply}"
-                raise _Failure(Stage.AUTH, fault, text, reply) from None
-            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-                raise
-            except aiosmtplib.SMTPException as exc:  # no AUTH offered, no common mechanism
-                text = f"cannot authenticate at {peer.where}: {exc}"
-                raise _Failure(Stage.AUTH, Fault.PERMANENT, text) from None
+                connection.wire.write(smtp.RSET)
+            except OSError:
+                raise _Stale from None
+            await self._probed(connection)
+        mail = await self._command(connection, Stage.MAIL, envelope.mail)
+        if mail.code != 250:
+            raise reply_failure(Stage.MAIL, mail, where)
+        accepted = []
+        for recipient, line in envelope.rcpts:
+            reply = await self._command(connection, Stage.RCPT, line)
+            if reply.code in _ACCEPTED:
+                accepted.append(recipient)
+            else:
+                ledger.refuse(recipient, reply, where)
+        if not accepted:
+            return []
+        data = await self._command(connection, Stage.DATA, smtp.DATA)
+        if data.code != 354:
+            raise reply_failure(Stage.DATA, data, where)
+        return accepted
 
-    def _context(self, peer: Peer) -> ssl.SSLContext:
-        key = (peer.verify, peer.ca_file)
-        if key not in self._contexts:
-            context = ssl.create_default_context(cafile=peer.ca_file)
-            if not peer.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._contexts[key] = context
-        return self._contexts[key]
+    async def _probed(self, connection: Connection) -> None:
+        """The reply to the RSET sent first on a reused connection: 250, or it is stale."""
+        try:
+            reply = await connection.wire.read_reply()
+        except (OSError, ReplyError):
+            raise _Stale from None
+        if reply.code != 250:
+            raise _Stale
 
+    async def _read(self, connection: Connection, stage: Stage) -> Reply:
+        with guard(stage, connection.peer.where):
+            return await connection.wire.read_reply()
 
-async def _connect(smtp: aiosmtplib.SMTP, peer: Peer, seconds: float) -> None:
-    try:
-        await smtp.connect(timeout=seconds)
-    except aiosmtplib.SMTPConnectResponseError as exc:
-        raise _reply_failure(Stage.GREETING, exc.code, exc.message, peer.where) from None
-    except aiosmtplib.SMTPConnectError as exc:  # SMTPConnectTimeoutError is one too
-        raise _connect_failure(exc, peer.where) from None
+    async def _command(self, connection: Connection, stage: Stage, line: bytes) -> Reply:
+        with guard(stage, connection.peer.where):
+            connection.wire.write(line)
+            return await connection.wire.read_reply()
 
+    async def _skip(self, connection: Connection, count: int) -> None:
+        """Read and forget the replies to the rest of a failed batch (the last is DATA's);
+        a session that cannot be brought back to a known state is closed."""
+        try:
+            for _ in range(count - 1):
+                await connection.wire.read_reply()
+            if (await connection.wire.read_reply()).code == 354:
+                await self._empty_data(connection)
+        except (OSError, ReplyError, Failure):
+            connection.wire.abort()
 
-def _connect_failure(exc: aiosmtplib.SMTPConnectError, where: str) -> _Failure:
-    cause = exc.__cause__
-    if isinstance(cause, aiosmtplib.SMTPTimeoutError):  # connected, but no greeting
-        text = f"conversation with {where} timed out while {Stage.GREETING}"
-        return _Failure(Stage.GREETING, Fault.TIMEOUT, text)
-    if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
-        return _Failure(Stage.CONNECT, Fault.TIMEOUT, f"connect to {where}: timed out")
-    if isinstance(cause, ssl.SSLError):  # implicit TLS
-        return _Failure(Stage.CONNECT, Fault.TLS, f"TLS with {where} failed: {_reason(cause)}")
-    if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
-        text = f"lost connection with {where} while {Stage.GREETING}"
-        return _Failure(Stage.GREETING, Fault.LOST, text)
-    if isinstance(cause, ConnectionRefusedError):
-        return _Failure(Stage.CONNECT, Fault.NO_CONNECTION, f"Connection refused by {where}")
-    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
-    return _Failure(Stage.CONNECT, Fault.NO_CONNECTION, f"connect to {where}: {reason}")
-
-
-@contextmanager
-def _guard(stage: Stage, where: str) -> Iterator[None]:
-    """aiosmtplib's and the socket's exceptions -> a ``_Failure`` at ``stage``."""
-    try:
-        yield
-    except aiosmtplib.SMTPResponseException as exc:
-        raise _reply_failure(stage, exc.code, exc.message, where) from None
-    except aiosmtplib.SMTPTimeoutError:
-        raise _Failure(
-            stage, Fault.TIMEOUT, f"conversation with {where} timed out while {stage}"
-        ) from None
-    except ssl.SSLError as exc:
-        raise _Failure(stage, Fault.TLS, f"TLS failure with {where}: {_reason(exc)}") from None
-    except (aiosmtplib.SMTPException, OSError):
-        raise _Failure(stage, Fault.LOST, f"lost connection with {where} while {stage}") from None
-
-
-def _hang_up(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
-    """Close at once. A graceful TLS close waits for the peer's close_notify, which after
-    QUIT or trouble nobody needs, and would leave the socket open past our control."""
-    transport = transport or smtp.transport
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
-    smtp.close()
-
-
-def _path(keyword: str, address: str) -> str:
-    return f"{keyword}:<{address}>"  # sent as UTF-8, which only SMTPUTF8 messages contain
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return exc.verify_message or "certificate verification failed"
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
-    return str(exc) or type(exc).__name__
+    async def _empty_data(self, connection: Connection) -> None:
+        """RFC 2920 3.1: DATA was accepted, but there is nobody to send the message to:
+        end the data at once ("a single dot"); the server refuses or ignores it."""
+        await self._command(connection, Stage.DATA, smtp.END_OF_DATA)

@@ -1,0 +1,26 @@
+"""Where things are: the repository, the installed peers, Postfix's programs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "BENCH",
+    "PEERS",
+    "POSTCONF",
+    "POSTFIX",
+    "REPO",
+    "RESULTS",
+    "SMTP_SINK",
+    "SMTP_SOURCE",
+]
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PEERS = BENCH / ".peers"  # installed by the harness, ignored by git
+RESULTS = BENCH / "results"
+
+SMTP_SOURCE = Path("/usr/sbin/smtp-source")
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+POSTFIX = Path("/usr/sbin/postfix")
+POSTCONF = Path("/usr/sbin/postconf")

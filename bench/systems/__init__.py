@@ -1,0 +1,38 @@
+"""The systems under test, in table order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.systems.aiosmtpd import AiosmtpdSystem
+from bench.systems.base import System
+from bench.systems.haraka import HarakaSystem
+from bench.systems.postfix import PostfixHoldSystem
+from bench.systems.postroom import PostroomSystem
+from bench.systems.smtpsink import SmtpSinkSystem
+
+__all__ = ["SYSTEM_NAMES", "build_systems"]
+
+SYSTEM_NAMES = [
+    "postroom",
+    "postroom-local",
+    "smtp-sink",
+    "postfix-hold",
+    "haraka-fsync",
+    "haraka-discard",
+    "aiosmtpd-fsync",
+    "aiosmtpd-null",
+]
+
+
+def build_systems(postroom_python: Path) -> list[System]:
+    return [
+        PostroomSystem(postroom_python, "held"),
+        PostroomSystem(postroom_python, "local"),
+        SmtpSinkSystem(),
+        PostfixHoldSystem(),
+        HarakaSystem(fsync=True),
+        HarakaSystem(fsync=False),
+        AiosmtpdSystem(fsync=True),
+        AiosmtpdSystem(fsync=False),
+    ]

@@ -1,0 +1,186 @@
+"""postroom itself: `postroom serve` on one plain mx-role listener, data in the run directory.
+
+Two ways to run it for the accept workloads:
+
+- ``held`` (the row compared with the peers): accepting into the durable queue without
+  delivering, like Postfix's hold queue. postroom has no "hold everything" switch, so
+  every route goes to an ``smtp`` mailer aimed at a socket the harness listens on but
+  never accepts from, with one delivery in flight at most: that one attempt waits for a
+  greeting that never comes, and the scheduler does nothing else during the run.
+- ``local``: postroom as installed: mail for its local domain is delivered to Maildir by
+  the ``local`` mailer while more is being accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.paths import REPO
+from bench.procs import SetupError, free_port, stop_process, wait_for_greeting
+from bench.systems.base import DOMAIN, LARGE_LIMIT, RECIPIENT, Instance
+
+__all__ = ["PostroomProcess", "PostroomSystem", "default_python", "run_cli", "start_postroom"]
+
+MAX_CONNECTIONS = 5000  # room for the idle-connections workload (2,000) and more
+
+
+def default_python() -> Path:
+    """The interpreter that has postroom installed: the repository's .venv if there is one."""
+    venv = REPO / ".venv" / "bin" / "python"
+    return venv if venv.exists() else Path(sys.executable)
+
+
+def _config(rundir: Path, port: int, *, limits: str, tail: str) -> str:
+    return f"""hostname = "{DOMAIN}"
+data_dir = "{rundir / "data"}"
+
+[log]
+file = "{rundir / "postroom.log"}"
+level = "warning"
+
+[limits]
+max_connections = {MAX_CONNECTIONS}
+max_connections_per_ip = {MAX_CONNECTIONS}
+max_message_size = {LARGE_LIMIT}
+{limits}
+[[listeners]]
+address = "127.0.0.1"
+port = {port}
+role = "mx"
+{tail}"""
+
+
+@dataclass
+class PostroomProcess:
+    """A running `postroom serve` and its CLI."""
+
+    python: Path
+    config: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        return run_cli(self.python, self.config, *args, stdin=stdin)
+
+    def messages(self) -> list[dict[str, Any]]:
+        listed = json.loads(self.cli("queue", "list", "--json", "--limit", "10000000"))
+        assert isinstance(listed, list)
+        return listed
+
+    def pending(self) -> int:
+        """Recipients not yet delivered, bounced or expired."""
+        final = ("delivered", "bounced", "expired")
+        return sum(1 for m in self.messages() for r in m["recipients"] if r["status"] not in final)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def run_cli(python: Path, config: Path, *args: str, stdin: str | None = None) -> str:
+    argv = [str(python), "-m", "postroom", "--config", str(config), *args]
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise SetupError(f"postroom {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def start_postroom(
+    python: Path, rundir: Path, *, limits: str = "", tail: str = ""
+) -> PostroomProcess:
+    """Write a config (extra ``[limits]`` lines, extra tables), add the domain and the
+    user, start `postroom serve` and wait for its greeting."""
+    port = free_port()
+    config = rundir / "postroom.toml"
+    config.write_text(_config(rundir, port, limits=limits, tail=tail))
+    run_cli(python, config, "domain", "add", DOMAIN)
+    run_cli(python, config, "user", "add", RECIPIENT, "--password-stdin", stdin="bench-pass\n")
+    out = rundir / "postroom.out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [str(python), "-m", "postroom", "--config", str(config), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=rundir,
+        )
+    try:
+        wait_for_greeting(port, 60, proc, out)
+    except SetupError:
+        stop_process(proc)
+        raise
+    return PostroomProcess(python, config, port, proc)
+
+
+def _held_config(blackhole: int) -> tuple[str, str]:
+    limits = "shutdown_grace = 1.0\n"
+    tail = f"""
+[delivery]
+max_concurrency = 1
+
+[[mailers]]
+name = "held"
+type = "smtp"
+host = "127.0.0.1"
+port = {blackhole}
+tls = "none"
+timeout = 86400.0
+
+[[routes]]
+name = "hold-everything"
+mailers = ["held"]
+"""
+    return limits, tail
+
+
+@dataclass
+class PostroomSystem:
+    python: Path
+    delivery: Literal["held", "local"] = "held"
+    name: str = ""
+    label: str = ""
+    durable: bool = True
+    multi_process: bool = False
+
+    def __post_init__(self) -> None:
+        if self.delivery == "held":
+            self.name = "postroom"
+            self.label = "postroom (SQLite, group commit; accepting, delivery held)"
+        else:
+            self.name = "postroom-local"
+            self.label = "postroom, also delivering each message to Maildir"
+
+    def start(self, rundir: Path) -> Instance:
+        blackhole: socket.socket | None = None
+        limits = tail = ""
+        if self.delivery == "held":
+            blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            blackhole.bind(("127.0.0.1", 0))
+            blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
+            limits, tail = _held_config(blackhole.getsockname()[1])
+        try:
+            server = start_postroom(self.python, rundir, limits=limits, tail=tail)
+        except BaseException:
+            if blackhole is not None:
+                blackhole.close()
+            raise
+
+        def stop() -> None:
+            server.stop()
+            if blackhole is not None:
+                blackhole.close()
+
+        return Instance(
+            port=server.port,
+            pid=server.proc.pid,
+            stop=stop,
+            log=rundir / "postroom.log",
+            stored=lambda: len(server.messages()),
+        )

@@ -1,0 +1,1 @@
+"""The workloads: accept (and large), relay, idle connections, latency."""

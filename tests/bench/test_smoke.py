@@ -1,0 +1,90 @@
+"""A tiny run of the benchmark harness (bench/), so that it cannot rot.
+
+200 messages, 4 sessions, postroom and smtp-sink only, one run: the harness must produce a
+table with numbers and ratios, and JSON that says the same. Needs Postfix's smtp-source and
+smtp-sink (Debian package ``postfix``, which CI installs); skipped without them outside CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = (Path("/usr/sbin/smtp-source"), Path("/usr/sbin/smtp-sink"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
+    if not all(tool.exists() for tool in TOOLS):
+        if os.environ.get("CI"):
+            pytest.fail("smtp-source/smtp-sink missing: CI must install the postfix package")
+        pytest.skip("Postfix's smtp-source/smtp-sink are not installed (apt-get install postfix)")
+    out = tmp_path_factory.mktemp("bench-out")
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--only=accept",
+        "--systems=postroom,smtp-sink",
+        "--messages=200",
+        "--sessions=4",
+        "--runs=1",
+        "--no-install",
+        "--quiet-threshold=100",  # no waiting for a quiet host in the test suite
+        "--retries=0",
+        f"--output={out}",
+        f"--workdir={tmp_path_factory.mktemp('bench-work')}",
+        f"--postroom-python={sys.executable}",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "latest.json").read_text())
+    assert (out / "latest.md").read_text().strip() == done.stdout.strip()
+    return done.stdout, data
+
+
+def _table_row(table: str, label_start: str) -> list[str]:
+    for line in table.splitlines():
+        if line.startswith(f"| {label_start}"):
+            return [cell.strip() for cell in line.strip("|").split("|")]
+    raise AssertionError(f"no row for {label_start!r} in:\n{table}")
+
+
+def test_the_table_has_numbers_and_ratios(smoke_run: tuple[str, dict[str, object]]) -> None:
+    table, _ = smoke_run
+    assert "### Accept, one message per connection" in table
+    assert "### Accept, 50 per connection" in table
+    postroom = _table_row(table, "postroom")
+    sink = _table_row(table, "smtp-sink")
+    number = re.compile(r"^[\d,]+(\.\d+)?$")
+    assert number.match(postroom[2]), postroom  # msgs/s
+    assert number.match(sink[2]), sink
+    assert re.match(r"^\d+\.\d\dx$", sink[-2]), sink  # postroom ÷ smtp-sink
+    assert "FAILED" not in table
+    assert "Machine: " in table
+
+
+def test_the_json_records_machine_runs_and_ratios(
+    smoke_run: tuple[str, dict[str, object]],
+) -> None:
+    _, data = smoke_run
+    machine = data["machine"]
+    assert isinstance(machine, dict)
+    assert {"cores", "memory_bytes", "disk", "python"} <= machine.keys()
+    sections = data["sections"]
+    assert isinstance(sections, list)
+    assert [s["key"] for s in sections] == ["accept-1", "accept-50"]
+    for section in sections:
+        rows = {row["name"]: row for row in section["rows"]}
+        assert rows["postroom"]["status"] == "ok"
+        postroom_run = rows["postroom"]["samples"][0]["metrics"]
+        assert postroom_run["msgs_per_s"] > 0
+        assert postroom_run["stored"] == 200  # every acknowledged message is in the queue
+        assert rows["postroom"]["summary"]["msgs_per_s"]["runs"] == 1
+        assert rows["smtp-sink"]["postroom_ratio"] > 0
