@@ -25,8 +25,11 @@ from collections.abc import Sequence
 
 from postroom.clock import Clock
 from postroom.config.mailers import MxMailerSettings
-from postroom.delivery.mailers.pool import ConnectionPool
-from postroom.delivery.mailers.smtpclient import Connection, Peer, SmtpClient, TlsMode
+from postroom.delivery.mailers.smtpclient import (
+    Peer,
+    TlsMode,
+    pooled_client,
+)
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.errors import AddressError
@@ -50,20 +53,11 @@ class MxMailer:
         self.name = settings.name
         self._settings, self._resolver, self._clock, self._rng = settings, resolver, clock, rng
         self._require_tls = frozenset(to_ascii_domain(d) for d in settings.require_tls)
-        self.pool: ConnectionPool[Connection] = ConnectionPool(
-            clock=clock,
-            max_per_destination=settings.max_per_destination,
-            max_total=settings.max_connections,
-            max_uses=settings.max_messages_per_connection,
-            idle_timeout=settings.idle_timeout,
-        )
-        self._client = SmtpClient(
-            mailer=settings.name,
+        self.pool, self._client = pooled_client(
+            settings,
             hostname=hostname,
             clock=clock,
-            pool=self.pool,
-            connect_timeout=settings.connect_timeout,
-            command_timeout=settings.timeout,
+            max_per_destination=settings.max_per_destination,
         )
 
     async def deliver(

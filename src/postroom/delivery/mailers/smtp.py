@@ -19,8 +19,11 @@ from typing import Final
 
 from postroom.clock import Clock
 from postroom.config.mailers import SmtpMailerSettings, SmtpTls
-from postroom.delivery.mailers.pool import ConnectionPool
-from postroom.delivery.mailers.smtpclient import Connection, Peer, SmtpClient, TlsMode
+from postroom.delivery.mailers.smtpclient import (
+    Peer,
+    TlsMode,
+    pooled_client,
+)
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Outcome
 from postroom.errors import ConfigError
@@ -54,20 +57,8 @@ class SmtpMailer:
             username=settings.username,
             password=_password(settings, os.environ if environ is None else environ),
         )
-        self.pool: ConnectionPool[Connection] = ConnectionPool(
-            clock=clock,
-            max_per_destination=settings.max_connections,
-            max_total=settings.max_connections,
-            max_uses=settings.max_messages_per_connection,
-            idle_timeout=settings.idle_timeout,
-        )
-        self._client = SmtpClient(
-            mailer=settings.name,
-            hostname=hostname,
-            clock=clock,
-            pool=self.pool,
-            connect_timeout=settings.connect_timeout,
-            command_timeout=settings.timeout,
+        self.pool, self._client = pooled_client(
+            settings, hostname=hostname, clock=clock, max_per_destination=settings.max_connections
         )
 
     async def deliver(

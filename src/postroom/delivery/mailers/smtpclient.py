@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Final
 
 from postroom.clock import Clock
+from postroom.config.mailers import MxMailerSettings, SmtpMailerSettings
 from postroom.delivery.mailers.pool import ConnectionPool
 from postroom.delivery.mailers.smtpconnect import (
     Connection,
@@ -62,6 +63,7 @@ __all__ = [
     "classify",
     "mail_parameters",
     "parse_reply",
+    "pooled_client",
     "rcpt_parameters",
 ]
 
@@ -168,6 +170,32 @@ class _Envelope:
 
     mail: bytes
     rcpts: list[tuple[OutboundRecipient, bytes]]
+
+
+def pooled_client(
+    settings: MxMailerSettings | SmtpMailerSettings,
+    *,
+    hostname: str,
+    clock: Clock,
+    max_per_destination: int,
+) -> tuple[ConnectionPool[Connection], SmtpClient]:
+    """A mailer's connection pool and the client that uses it, from its settings."""
+    pool: ConnectionPool[Connection] = ConnectionPool(
+        clock=clock,
+        max_per_destination=max_per_destination,
+        max_total=settings.max_connections,
+        max_uses=settings.max_messages_per_connection,
+        idle_timeout=settings.idle_timeout,
+    )
+    client = SmtpClient(
+        mailer=settings.name,
+        hostname=hostname,
+        clock=clock,
+        pool=pool,
+        connect_timeout=settings.connect_timeout,
+        command_timeout=settings.timeout,
+    )
+    return pool, client
 
 
 class SmtpClient:
