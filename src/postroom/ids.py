@@ -6,6 +6,7 @@ the epoch, then 32 random bits. Ids sort by time and do not collide across nodes
 
 from __future__ import annotations
 
+import random
 import secrets
 
 __all__ = ["ALPHABET", "is_queue_id", "message_id", "new_queue_id"]
@@ -14,8 +15,11 @@ ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _LENGTH = 16
 
 
-def new_queue_id(now: float) -> str:
-    value = (int(now * 1000) & ((1 << 48) - 1)) << 32 | secrets.randbits(32)
+def new_queue_id(now: float, rng: random.Random | None = None) -> str:
+    """``rng``: a generator seeded from the OS (ids must not collide, not be secret); one
+    read of the OS's randomness per id costs a visible share of a small message."""
+    bits = rng.getrandbits(32) if rng is not None else secrets.randbits(32)
+    value = (int(now * 1000) & ((1 << 48) - 1)) << 32 | bits
     chars = []
     for _ in range(_LENGTH):
         value, digit = divmod(value, 32)

@@ -268,7 +268,7 @@ class Scheduler:
                     mailer=row.mailer,
                     disposition=row.disposition,
                     status=status.get(row.recipient, row.disposition),
-                    reply=row.text,
+                    reply=" ".join(str(x) for x in (row.code, row.enhanced, row.text) if x),
                     host=row.host,
                     ip=row.ip,
                     tls=row.tls,

@@ -16,5 +16,7 @@ class LogLineWriter:
         self._logger = logger or logging.getLogger("postroom.mail")
 
     def __call__(self, event: Event) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return  # building the line costs more than the rest of a small transaction
         record = {"event": event.kind, **dataclasses.asdict(event)}
         self._logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))

@@ -6,6 +6,7 @@ body goes to a SpooledBody as it arrives, so memory stays bounded.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Intake:
     spool_memory: int
     max_message_size: int
     bus: Bus | None = None
+    rng: random.Random = field(default_factory=random.Random)  # seeded from the OS
 
     async def submit(
         self,
@@ -88,7 +90,7 @@ class Intake:
             dsn=dsn or DsnRequest(),
             body_type=body_type,
             smtputf8=smtputf8,
-            queue_id=new_queue_id(self.clock.time()),
+            queue_id=new_queue_id(self.clock.time(), self.rng),
             body=SpooledBody(self.spool_dir, self.spool_memory),
         )
 
