@@ -321,6 +321,16 @@ async def test_users(store: Store) -> None:
     assert await store.users() == [UserRecord(bob.address, "$argon2id$new", (), NOW + 1)]
 
 
+async def test_recipient_lookup(store: Store) -> None:
+    await store.add_user(UserRecord("app@example.org", "h", (), NOW))
+    assert await store.recipient("example.org", "app@example.org") == (False, False)
+    await store.add_domain("example.org", NOW)
+    assert await store.recipient("example.org", "app@example.org") == (True, True)
+    assert await store.recipient("EXAMPLE.org", "app@example.org") == (True, True)
+    assert await store.recipient("example.org", "ghost@example.org") == (True, False)
+    assert await store.recipient("example.net", "app@example.org") == (False, False)
+
+
 async def test_a_second_process_sees_writes_at_once(store: Store, backend: Backend) -> None:
     cli = await backend.open()
     assert await store.add_domain("example.org", NOW) is True

@@ -113,8 +113,7 @@ class Submission:
     async def add_recipient(self, recipient: Recipient) -> Reply:
         address = recipient.address
         store = self.intake.store
-        local = await store.is_local_domain(address.ascii_domain)
-        exists = local and (await store.user(address.key)) is not None
+        local, exists = await store.recipient(address.ascii_domain, address.key)
         refusal = recipient_verdict(
             address, principal=self.principal, local_domain=local, user_exists=exists
         )

@@ -112,6 +112,10 @@ class Store(Protocol):
 
     async def is_local_domain(self, name: str) -> bool: ...
 
+    async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
+        """RCPT's lookup in one read: (``domain`` is local, a user ``address`` exists there).
+        The second is False whenever the first is."""
+
     async def add_user(self, user: UserRecord) -> bool:
         """False when a user with that address already exists."""
 

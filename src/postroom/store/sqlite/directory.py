@@ -11,12 +11,14 @@ __all__ = [
     "ADD_DOMAIN",
     "ADD_USER",
     "IS_LOCAL_DOMAIN",
+    "RECIPIENT",
     "REMOVE_DOMAIN",
     "REMOVE_USER",
     "SET_PASSWORD",
     "changed",
     "domains",
     "exists",
+    "recipient",
     "user",
     "user_params",
     "users",
@@ -27,6 +29,11 @@ _USER_COLUMNS = "address, password_hash, sender_domains, created_at"
 ADD_DOMAIN = "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)"
 REMOVE_DOMAIN = "DELETE FROM domains WHERE name = ?"
 IS_LOCAL_DOMAIN = "SELECT 1 FROM domains WHERE name = ?"
+# RCPT's two questions in one read: is the domain ours, and does the user exist?
+RECIPIENT = (
+    "SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?),"
+    " EXISTS (SELECT 1 FROM users WHERE address = ?)"
+)
 ADD_USER = f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)"
 SET_PASSWORD = "UPDATE users SET password_hash = ? WHERE address = ?"
 REMOVE_USER = "DELETE FROM users WHERE address = ?"
@@ -39,6 +46,11 @@ def changed(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> bool
 
 def exists(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> bool:
     return conn.execute(sql, params).fetchone() is not None
+
+
+def recipient(domain: str, address: str, conn: sqlite3.Connection) -> tuple[bool, bool]:
+    local, known = conn.execute(RECIPIENT, (domain, address)).fetchone()
+    return bool(local), bool(local and known)
 
 
 def domains(conn: sqlite3.Connection) -> list[str]:

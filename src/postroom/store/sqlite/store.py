@@ -232,6 +232,9 @@ class SqliteStore:
             functools.partial(directory.exists, directory.IS_LOCAL_DOMAIN, (name,))
         )
 
+    async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
+        return await self._read(functools.partial(directory.recipient, domain, address))
+
     async def add_user(self, user: UserRecord) -> bool:
         params = directory.user_params(user)
         return await self._write(functools.partial(directory.changed, directory.ADD_USER, params))
