@@ -113,6 +113,8 @@ class DeliverySettings(_Model):
     delay_warning: Annotated[float, Field(ge=0)] = 4 * 3600.0  # 0: no delay warnings
     max_concurrency: Annotated[int, Field(ge=1)] = 100  # messages in flight in total
     lease: Annotated[float, Field(gt=0)] = 900.0  # a claim not settled by then is retried
+    # Message bytes held in memory by attempts in flight; more attempts wait their turn.
+    max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
 
 
 class RetentionSettings(_Model):

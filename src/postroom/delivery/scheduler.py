@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from postroom.clock import Clock
@@ -57,6 +57,30 @@ class _Settled:
     update: RecipientUpdate
 
 
+class _ByteBudget:
+    """Bytes of message held in memory by attempts in flight, at most ``limit``.
+
+    A message larger than the whole budget waits until it can have all of it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(size, self._limit)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._used + size <= self._limit)
+            self._used += size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._used -= size
+                self._changed.notify_all()
+
+
 class Scheduler:
     def __init__(
         self,
@@ -84,6 +108,7 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._budget = _ByteBudget(settings.max_inflight_bytes)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
         bus.subscribe(self._on_event)
@@ -158,7 +183,7 @@ class Scheduler:
             self._wake.set()  # a slot is free: look for more due work
 
     async def _attempt_guarded(self, claim: Claim) -> None:
-        async with self._slots:
+        async with self._slots, self._budget.hold(claim.message.size):
             try:
                 await self._attempt(claim)
             except asyncio.CancelledError:
