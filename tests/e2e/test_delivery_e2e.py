@@ -45,6 +45,22 @@ def dns() -> Iterator[DnsServer]:
         yield server
 
 
+def delivering_server(make_server, **settings: object) -> ServerThread:  # type: ignore[no-untyped-def]
+    """A server that delivers on its own, with example.test and its user app@example.test."""
+    srv: ServerThread = make_server(deliver=True, **settings)
+    srv.add_domain("example.test")
+    srv.add_user("app@example.test", "s3cret-pass")
+    return srv
+
+
+def mx_settings(dns: DnsServer, port: int) -> dict[str, object]:
+    """Resolve through the loopback DNS server; MX hosts listen on ``port``."""
+    return {
+        "dns": {"nameservers": [dns.address], "timeout": 1},
+        "mailers": [{"name": "mx", "type": "mx", "port": port, "timeout": 5}],
+    }
+
+
 def submit(srv: ServerThread, rcpt: str, data: bytes = MESSAGE) -> None:
     with smtp_client(srv.ports["submission"]) as client:
         client.starttls(context=client_context(srv.data_dir))
@@ -59,13 +75,7 @@ def test_mx_delivery_through_dns(make_server, peers: Peers, dns: DnsServer) -> N
     dns.add("remote.test", "MX", "10 mx1.remote.test.", "20 mx2.remote.test.")
     dns.add("mx1.remote.test", "A", "127.0.0.2")
     dns.add("mx2.remote.test", "A", "127.0.0.3")
-    srv: ServerThread = make_server(
-        deliver=True,
-        dns={"nameservers": [dns.address], "timeout": 1},
-        mailers=[{"name": "mx", "type": "mx", "port": port, "timeout": 5}],
-    )
-    srv.add_domain("example.test")
-    srv.add_user("app@example.test", "s3cret-pass")
+    srv = delivering_server(make_server, **mx_settings(dns, port))
     submit(srv, "friend@remote.test")
     wait_for(lambda: len(good.received) == 1)
     (got,) = good.received
@@ -93,8 +103,8 @@ def test_relay_with_backup(make_server, peers: Peers, tmp_path: Path) -> None:  
         users={"relay-user": "relay-pw"},
     )
     closed_port = shared_port(["127.0.0.1"])  # nothing listens: connection refused
-    srv: ServerThread = make_server(
-        deliver=True,
+    srv = delivering_server(
+        make_server,
         mailers=[
             {
                 "name": "primary",
@@ -118,8 +128,6 @@ def test_relay_with_backup(make_server, peers: Peers, tmp_path: Path) -> None:  
         ],
         routes=[{"name": "everything", "mailers": ["primary", "backup"]}],
     )
-    srv.add_domain("example.test")
-    srv.add_user("app@example.test", "s3cret-pass")
     submit(srv, "friend@remote.test")
     wait_for(lambda: len(relay.received) == 1)
     (got,) = relay.received
@@ -142,13 +150,7 @@ def test_local_delivery_and_a_bounce_into_maildir(
     peers.start("127.0.0.4", port, reject_rcpt={"ghost@remote.test": "550 5.1.1 No such user"})
     dns.add("remote.test", "MX", "10 mx.remote.test.")
     dns.add("mx.remote.test", "A", "127.0.0.4")
-    srv: ServerThread = make_server(
-        deliver=True,
-        dns={"nameservers": [dns.address], "timeout": 1},
-        mailers=[{"name": "mx", "type": "mx", "port": port, "timeout": 5}],
-    )
-    srv.add_domain("example.test")
-    srv.add_user("app@example.test", "s3cret-pass")
+    srv = delivering_server(make_server, **mx_settings(dns, port))
     # mail to a local user lands in its Maildir
     with smtp_client(srv.ports["mx"]) as client:
         client.sendmail(

@@ -107,7 +107,6 @@ class Scheduler:
         self._bus = bus
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._budget = _ByteBudget(settings.max_inflight_bytes)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -117,9 +116,6 @@ class Scheduler:
     def _on_event(self, event: object) -> None:
         if isinstance(event, MessageQueued):
             self._wake.set()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def run(self) -> None:
         """Deliver until ``stop()``: claim what is due, then wait for a wake-up or the
@@ -183,7 +179,7 @@ class Scheduler:
             self._wake.set()  # a slot is free: look for more due work
 
     async def _attempt_guarded(self, claim: Claim) -> None:
-        async with self._slots, self._budget.hold(claim.message.size):
+        async with self._budget.hold(claim.message.size):
             try:
                 await self._attempt(claim)
             except asyncio.CancelledError:
@@ -215,7 +211,7 @@ class Scheduler:
             settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
         await self._send_dsns(stored, data, settled)
         await self._store.record_outcomes(stored.id, [s.update for s in settled], attempts)
-        self._publish(stored.id, settled, result_attempts=attempts)
+        self._publish(stored.id, settled, attempts)
 
     def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
         now = self._clock.time()
@@ -282,10 +278,10 @@ class Scheduler:
             _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
 
     def _publish(
-        self, message_id: str, settled: Sequence[_Settled], *, result_attempts: Sequence[Attempt]
+        self, message_id: str, settled: Sequence[_Settled], attempts: Sequence[Attempt]
     ) -> None:
         status = {s.state.address: s.update.status.value for s in settled}
-        for row in result_attempts:
+        for row in attempts:
             self._bus.publish(
                 DeliveryAttempt(
                     queue_id=message_id,
