@@ -25,6 +25,7 @@ from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
+from postroom.net.wakeup import WakeupListener
 from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store, open_store
@@ -67,6 +68,7 @@ class Server:
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self._router: Router | None = None
+        self._wakeup: WakeupListener | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -105,6 +107,8 @@ class Server:
             raise
         if self.deliver:
             assert self.scheduler is not None and self.retention is not None
+            self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
+            self._wakeup.start()
             self._tasks = [
                 asyncio.create_task(self.scheduler.run(), name="scheduler"),
                 asyncio.create_task(self.retention.run(), name="retention"),
@@ -143,6 +147,9 @@ class Server:
         if self.smtp is not None:
             await self.smtp.stop(grace)
             self.smtp = None
+        if self._wakeup is not None:
+            self._wakeup.close()
+            self._wakeup = None
         if self.retention is not None:
             self.retention.stop()
         if self.scheduler is not None:

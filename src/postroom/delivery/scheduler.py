@@ -117,6 +117,10 @@ class Scheduler:
         if isinstance(event, MessageQueued):
             self._wake.set()
 
+    def wake(self) -> None:
+        """Look for due work now: another process committed mail into the store."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Deliver until ``stop()``: claim what is due, then wait for a wake-up or the
         next due time."""
