@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import install
 from bench.context import Context
 from bench.figures import Row, Sample, Section
-from bench.host import describe_machine, raise_fd_limit
+from bench.host import NCPU, describe_machine, raise_fd_limit
 from bench.load import Load
 from bench.paths import RESULTS
 from bench.procs import SetupError
@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="repeat a run disturbed by other processes up to N times (default 2; --quick: 0)",
     )
     parser.add_argument("--postroom-python", type=Path, help="interpreter with postroom")
+    parser.add_argument(
+        "--postroom-workers",
+        type=int,
+        default=NCPU,
+        help=f"postroom's accepting processes, its `workers` setting (default: the cores, {NCPU})",
+    )
     return parser.parse_args(argv)
 
 
@@ -269,8 +275,10 @@ def large_section(
     return section
 
 
-def relay_sections(ctx: Context, plan: Plan, chosen: set[str], python: Path) -> list[Section]:
-    available = relays(python)
+def relay_sections(
+    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int
+) -> list[Section]:
+    available = relays(python, workers)
     names = [n for n in available if n in chosen]
     sections = []
     for per_connection in (1, plan.per_connection):
@@ -422,13 +430,14 @@ def _run_workloads(
     chosen: set[str],
     broken: dict[str, str],
     python: Path,
+    workers: int,
 ) -> None:
     """Every chosen workload, in order; the sections collect in ``ctx.sections``."""
     if "accept" in only:
         accept_sections(ctx, plan, systems, broken)
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
-        relay_sections(ctx, plan, chosen, python)
+        relay_sections(ctx, plan, chosen, python, workers)
     if "large" in only:
         large_section(ctx, plan, systems, broken)
     if "idle" in only:
@@ -467,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     raise_fd_limit(65536)  # the idle workload's connections, here and in the servers
     python = args.postroom_python or default_python()
-    systems = [s for s in build_systems(python) if s.name in chosen]
+    systems = [s for s in build_systems(python, args.postroom_workers) if s.name in chosen]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="postroom-bench-"))
     ctx = Context(
         workdir,
@@ -486,7 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         _run_workloads(
-            ctx, plan, only=only, systems=systems, chosen=chosen, broken=broken, python=python
+            ctx,
+            plan,
+            only=only,
+            systems=systems,
+            chosen=chosen,
+            broken=broken,
+            python=python,
+            workers=args.postroom_workers,
         )
     except KeyboardInterrupt:
         interrupted = True

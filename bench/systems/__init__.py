@@ -25,10 +25,10 @@ SYSTEM_NAMES = [
 ]
 
 
-def build_systems(postroom_python: Path) -> list[System]:
+def build_systems(postroom_python: Path, postroom_workers: int) -> list[System]:
     return [
-        PostroomSystem(postroom_python, "held"),
-        PostroomSystem(postroom_python, "local"),
+        PostroomSystem(postroom_python, "held", postroom_workers),
+        PostroomSystem(postroom_python, "local", postroom_workers),
         SmtpSinkSystem(),
         PostfixHoldSystem(),
         HarakaSystem(fsync=True),

@@ -36,9 +36,10 @@ def default_python() -> Path:
     return venv if venv.exists() else Path(sys.executable)
 
 
-def _config(rundir: Path, port: int, *, limits: str, tail: str) -> str:
+def _config(rundir: Path, port: int, *, workers: int, limits: str, tail: str) -> str:
     return f"""hostname = "{DOMAIN}"
 data_dir = "{rundir / "data"}"
+workers = {workers}
 
 [log]
 file = "{rundir / "postroom.log"}"
@@ -93,13 +94,13 @@ def run_cli(python: Path, config: Path, *args: str, stdin: str | None = None) ->
 
 
 def start_postroom(
-    python: Path, rundir: Path, *, limits: str = "", tail: str = ""
+    python: Path, rundir: Path, *, workers: int, limits: str = "", tail: str = ""
 ) -> PostroomProcess:
-    """Write a config (extra ``[limits]`` lines, extra tables), add the domain and the
-    user, start `postroom serve` and wait for its greeting."""
+    """Write a config (``workers`` processes, extra ``[limits]`` lines, extra tables), add
+    the domain and the user, start `postroom serve` and wait for its greeting."""
     port = free_port()
     config = rundir / "postroom.toml"
-    config.write_text(_config(rundir, port, limits=limits, tail=tail))
+    config.write_text(_config(rundir, port, workers=workers, limits=limits, tail=tail))
     run_cli(python, config, "domain", "add", DOMAIN)
     run_cli(python, config, "user", "add", RECIPIENT, "--password-stdin", stdin="bench-pass\n")
     out = rundir / "postroom.out"
@@ -144,6 +145,7 @@ mailers = ["held"]
 class PostroomSystem:
     python: Path
     delivery: Literal["held", "local"] = "held"
+    workers: int = 1
     name: str = ""
     label: str = ""
     durable: bool = True
@@ -166,7 +168,9 @@ class PostroomSystem:
             blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
             limits, tail = _held_config(blackhole.getsockname()[1])
         try:
-            server = start_postroom(self.python, rundir, limits=limits, tail=tail)
+            server = start_postroom(
+                self.python, rundir, workers=self.workers, limits=limits, tail=tail
+            )
         except BaseException:
             if blackhole is not None:
                 blackhole.close()

@@ -58,7 +58,7 @@ def relay_postfix(rundir: Path, sink_port: int) -> RelayRun:
     )
 
 
-def relay_postroom(python: Path, rundir: Path, sink_port: int) -> RelayRun:
+def relay_postroom(python: Path, workers: int, rundir: Path, sink_port: int) -> RelayRun:
     """postroom delivering everything through an ``smtp`` mailer to the sink (defaults:
     20 connections, 100 messages per connection, 100 messages in flight)."""
     tail = f"""
@@ -73,14 +73,14 @@ tls = "none"
 name = "to-sink"
 mailers = ["sink"]
 """
-    server = start_postroom(python, rundir, tail=tail)
+    server = start_postroom(python, rundir, workers=workers, tail=tail)
     return RelayRun(server.port, [server.proc.pid], lambda: server.pending() == 0, server.stop)
 
 
-def relays(postroom_python: Path) -> dict[str, RelayStart | None]:
+def relays(postroom_python: Path, postroom_workers: int) -> dict[str, RelayStart | None]:
     """Every relaying system by name; None: not yet supported."""
     return {
-        "postroom": partial(relay_postroom, postroom_python),
+        "postroom": partial(relay_postroom, postroom_python, postroom_workers),
         "postfix-relay": relay_postfix,
     }
 

@@ -9,8 +9,10 @@ import asyncio
 import logging
 import random
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from postroom.clock import Clock, SystemClock
 from postroom.config.settings import Settings
@@ -20,17 +22,18 @@ from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.directory.users import Users
-from postroom.events import Bus
+from postroom.events import Bus, MessageQueued
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
-from postroom.net.wakeup import WakeupListener
+from postroom.net.wakeup import WakeupListener, notify
 from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store, open_store
+from postroom.workers import Supervisor, bind_listeners, read_setup, watch_primary
 
-__all__ = ["Server", "run"]
+__all__ = ["Server", "run", "run_worker"]
 
 _log = logging.getLogger("postroom")
 
@@ -45,11 +48,30 @@ def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | N
     return authenticate
 
 
+class _WakePrimary:
+    """In an accept worker: after commits, wake the primary's scheduler (once per burst)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._data_dir = settings.data_dir
+        self._pending = False
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, MessageQueued) and not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._pending = False
+        notify(self._data_dir)
+
+
 class Server:
     """Everything `postroom serve` runs, started and stopped as one.
 
     ``deliver=False`` builds the delivery engine without running its loop, so a test can
-    drive ``scheduler.run_once()`` with its own clock."""
+    drive ``scheduler.run_once()`` with its own clock. ``sockets`` are listening sockets
+    shared with accept workers; ``accept_only`` is such a worker: SMTP into the store,
+    no delivery."""
 
     def __init__(
         self,
@@ -58,11 +80,15 @@ class Server:
         clock: Clock | None = None,
         deliver: bool = True,
         rng: random.Random | None = None,
+        sockets: Sequence[socket.socket] | None = None,
+        accept_only: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
-        self.deliver = deliver
+        self.deliver = deliver and not accept_only
+        self.accept_only = accept_only
+        self._sockets = sockets
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
         self.scheduler: Scheduler | None = None
@@ -88,7 +114,10 @@ class Server:
             max_message_size=settings.limits.max_message_size,
             bus=bus,
         )
-        self._start_delivery(store, intake, bus)
+        if self.accept_only:
+            bus.subscribe(_WakePrimary(settings))
+        else:
+            self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
         self.smtp = SmtpServer(
             settings,
@@ -99,6 +128,7 @@ class Server:
             ),
             ssl_context=context,
             bus=bus,
+            sockets=self._sockets,
         )
         try:
             await self.smtp.start()
@@ -167,25 +197,59 @@ class Server:
 
 
 async def _serve(settings: Settings) -> int:
-    server = Server(settings)
+    sockets: list[socket.socket] | None = None
+    supervisor: Supervisor | None = None
     try:
+        if settings.workers > 1:
+            sockets = bind_listeners(settings.listeners)
+            supervisor = Supervisor(settings, sockets)
+        server = Server(settings, sockets=sockets)
         await server.start()
     except OSError as exc:
         print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if supervisor is not None:
+        await supervisor.start()  # after start(): the certificate exists, the store is migrated
+    stop = _stop_on_signals()
+    ports = ", ".join(
+        f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
+    )
+    _log.info(
+        "postroom ready: SMTP on %s, data in %s, %d process%s",
+        ports,
+        settings.data_dir,
+        settings.workers,
+        "" if settings.workers == 1 else "es",
+    )
+    await stop.wait()
+    _log.info("postroom stopping")
+    stopping = [server.stop()]
+    if supervisor is not None:
+        stopping.append(supervisor.stop(settings.limits.shutdown_grace))
+    await asyncio.gather(*stopping)
+    _log.info("postroom stopped")
+    return 0
+
+
+async def _serve_worker() -> int:
+    setup = read_setup()
+    _configure_logging(setup.settings)
+    sockets = [socket.socket(fileno=fd) for fd in setup.fds]
+    server = Server(setup.settings, sockets=sockets, accept_only=True)
+    await server.start()
+    stop = _stop_on_signals()
+    watch_primary(stop)
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    ports = ", ".join(
-        f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
-    )
-    _log.info("postroom ready: SMTP on %s, data in %s", ports, settings.data_dir)
-    await stop.wait()
-    _log.info("postroom stopping")
-    await server.stop()
-    _log.info("postroom stopped")
-    return 0
+    return stop
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -203,8 +267,17 @@ def _configure_logging(settings: Settings) -> None:
 def run(settings: Settings) -> int:
     """Run the server until SIGTERM/SIGINT; the process exit code."""
     _configure_logging(settings)
+    return _run_loop(_serve(settings))
+
+
+def run_worker() -> int:
+    """An accept worker (``postroom serve --worker``), set up by its primary on stdin."""
+    return _run_loop(_serve_worker())
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(settings))
-    return uvloop.run(_serve(settings))
+        return asyncio.run(main)
+    return uvloop.run(main)

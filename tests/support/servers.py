@@ -60,8 +60,14 @@ def client_context(data_dir: Path) -> ssl.SSLContext:
 
 
 def write_config(
-    path: Path, data_dir: Path, extra: str = "", ports: dict[str, int] | None = None
+    path: Path,
+    data_dir: Path,
+    extra: str = "",
+    ports: dict[str, int] | None = None,
+    *,
+    top: str = "",
 ) -> Path:
+    """``top``: top-level keys; ``extra``: tables (after ``[log]`` and ``[dns]``)."""
     ports = ports or {role.value: 0 for role in ROLES}
     listeners = "".join(
         f'\n[[listeners]]\naddress = "127.0.0.1"\nport = {port}\nrole = "{role}"\n'
@@ -69,7 +75,7 @@ def write_config(
     )
     log = data_dir.parent / "postroom.log"
     path.write_text(
-        f'hostname = "mail.test"\ndata_dir = "{data_dir}"\n'
+        f'hostname = "mail.test"\ndata_dir = "{data_dir}"\n{top}'
         f'[log]\nfile = "{log}"\n'
         f'[dns]\nnameservers = ["{NO_DNS}"]\ntimeout = 0.5\n'
         f"{extra}\n{listeners}"

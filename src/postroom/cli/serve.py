@@ -13,9 +13,14 @@ __all__ = ["serve"]
 
 @click.command()
 @config_option
+@click.option("--worker", is_flag=True, hidden=True, help="An accept worker (started by serve).")
 @pass_app
-def serve(app: AppContext) -> None:
+def serve(app: AppContext, worker: bool) -> None:
     """Run the mail server until SIGTERM or SIGINT."""
+    if worker:
+        from postroom.runtime import run_worker
+
+        sys.exit(run_worker())
     settings = app.settings  # a bad file ends here, before anything starts
     from postroom.runtime import run
 

@@ -138,6 +138,8 @@ class Settings(_Model):
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults
+    # Processes accepting SMTP on the same listeners (one also delivers); 1: just one.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
 
     @property
     def storage_url(self) -> str:

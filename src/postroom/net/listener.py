@@ -30,6 +30,7 @@ class Listener:
         refusal: bytes,
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 30.0,
+        sock: socket.socket | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -38,6 +39,7 @@ class Listener:
         self._refusal = refusal
         self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
+        self._sock = sock  # already bound and listening (shared with accept workers)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -47,6 +49,12 @@ class Listener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        ssl_timeout = self._handshake_timeout if self._ssl else None
+        if self._sock is not None:
+            self._server = await asyncio.start_server(
+                self._accept, sock=self._sock, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
+            )
+            return
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         self._server = await asyncio.start_server(
             self._accept,
@@ -54,7 +62,7 @@ class Listener:
             port=self.port,
             family=family,
             ssl=self._ssl,
-            ssl_handshake_timeout=self._handshake_timeout if self._ssl else None,
+            ssl_handshake_timeout=ssl_timeout,
             reuse_address=True,
             backlog=1024,
         )

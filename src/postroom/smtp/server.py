@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 
@@ -46,7 +47,10 @@ class SmtpServer:
         ssl_context: ssl.SSLContext | None,
         bus: Bus,
         listeners: Sequence[ListenerSettings] | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
+        """``sockets``: bound, listening sockets for the listeners, in order (accept
+        workers share them); None: each listener binds its own."""
         self._settings = settings
         limits = settings.limits
         self._counter = ConnectionCounter(
@@ -57,7 +61,10 @@ class SmtpServer:
         self._no_sessions.set()
         self.listeners: list[Listener] = []
         refusal = replies.TOO_MANY_CONNECTIONS.to_bytes()
-        for spec in listeners if listeners is not None else settings.listeners:
+        specs = list(listeners if listeners is not None else settings.listeners)
+        if sockets is not None and len(sockets) != len(specs):
+            raise ValueError("one socket per listener")
+        for index, spec in enumerate(specs):
             context = SessionContext(
                 role=spec.role.value,
                 config=server_config(settings, spec.role, starttls=ssl_context is not None),
@@ -79,6 +86,7 @@ class SmtpServer:
                     refusal=refusal,
                     ssl_context=ssl_context if implicit else None,
                     handshake_timeout=limits.command_timeout,
+                    sock=sockets[index] if sockets is not None else None,
                 )
             )
 

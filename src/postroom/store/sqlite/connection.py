@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import time
 from pathlib import Path
 
 from postroom.errors import StoreError, StoreFull, StoreUnavailable
@@ -11,7 +12,13 @@ from postroom.store.sqlite.schema import migrate
 
 __all__ = ["Writer", "connect", "connect_reader", "store_error"]
 
-_SQLITE_FULL = 13  # primary result code; extended codes keep it in the low byte
+_SQLITE_BUSY = 5  # primary result codes; extended codes keep them in the low byte
+_SQLITE_FULL = 13
+# Waiting for another process's write lock (accept workers, the CLI): SQLite's own busy
+# handler sleeps 1, 2, 5, 10 ... ms between tries, far longer than a commit holds the
+# lock (one fsync, well under a millisecond), so the writer polls in short steps instead.
+_FIRST_BUSY_PAUSE = 50e-6
+_MAX_BUSY_PAUSE = 1e-3
 _WAL_SIZE_LIMIT = 64 << 20  # shrink the WAL again after a big body
 
 
@@ -55,6 +62,7 @@ class Writer:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             migrate(conn)
+            conn.execute("PRAGMA busy_timeout=0")  # begin() waits for the lock itself
             if self._max_bytes is not None:
                 page_size = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count={max(1, self._max_bytes // page_size)}")
@@ -68,7 +76,22 @@ class Writer:
         # rather than fail on the first write with a lock upgrade that cannot wait.
         # It also makes claims safe across processes: the claim reads and leases
         # under one write lock, so two processes never lease the same recipient.
-        conn.execute("BEGIN IMMEDIATE")
+        deadline: float | None = None
+        pause = _FIRST_BUSY_PAUSE
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._busy_timeout
+                elif now >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_BUSY_PAUSE)
 
     def commit(self, conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")

@@ -1,0 +1,179 @@
+"""Accept workers: extra processes that share the listening sockets (``workers > 1``).
+
+One event loop on one core bounds how much mail one process can accept. With
+``workers = N`` the primary process binds every listener, then starts N - 1 workers,
+each a fresh interpreter (``python -m postroom serve --worker``) that inherits the
+listening sockets and accepts on them too; the kernel hands each new connection to one
+process. Every worker commits into the same store (SQLite serialises the writers; each
+commit is still fsync'ed before its 250) and wakes the primary's scheduler through
+``net.wakeup``. Only the primary delivers.
+
+The settings reach a worker pickled on its standard input; the pipe then stays open,
+and a worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
+A worker that dies is started again, after a pause that grows while it keeps dying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postroom.config.settings import ListenerSettings, Settings
+
+__all__ = ["Supervisor", "WorkerSetup", "bind_listeners", "read_setup"]
+
+_log = logging.getLogger("postroom.workers")
+
+_FIRST_PAUSE = 0.5  # before restarting a worker that died; doubles up to _MAX_PAUSE
+_MAX_PAUSE = 30.0
+_HEALTHY = 60.0  # a worker that ran this long resets the pause
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What a worker is told on its standard input."""
+
+    settings: Settings
+    fds: tuple[int, ...]  # listening sockets, in the order of settings.listeners
+    index: int  # 1 .. workers - 1 (the primary is 0)
+
+
+def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]:
+    """Bind and listen on every listener's address, as asyncio's servers would."""
+    sockets: list[socket.socket] = []
+    try:
+        for spec in listeners:
+            family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((spec.address, spec.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def read_setup() -> WorkerSetup:
+    """In a worker: the setup its primary wrote on standard input."""
+    setup = pickle.load(sys.stdin.buffer)
+    if not isinstance(setup, WorkerSetup):
+        raise TypeError("not a worker setup")
+    return setup
+
+
+class Supervisor:
+    """Starts, watches and stops the accept workers of one primary."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sockets: Sequence[socket.socket],
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "postroom", "serve", "--worker"),
+    ) -> None:
+        self._settings = settings
+        self._sockets = list(sockets)
+        self._command = list(command)
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def stop_requested(self) -> bool:
+        return self._stopping
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs.values() if proc.returncode is None]
+
+    async def start(self) -> None:
+        for index in range(1, self._settings.workers):
+            await self._spawn(index)
+            self._watchers.append(asyncio.create_task(self._watch(index), name=f"worker-{index}"))
+
+    async def _spawn(self, index: int) -> None:
+        fds = tuple(sock.fileno() for sock in self._sockets)
+        proc = await asyncio.create_subprocess_exec(
+            *self._command, stdin=asyncio.subprocess.PIPE, pass_fds=fds
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps(WorkerSetup(self._settings, fds, index)))
+        # The pipe stays open: its end tells the worker that the primary is gone.
+        self._procs[index] = proc
+        _log.info("worker %d started (pid %d)", index, proc.pid)
+
+    async def _watch(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        pause = _FIRST_PAUSE
+        while True:
+            proc = self._procs[index]
+            started = loop.time()
+            code = await proc.wait()
+            if self.stop_requested():
+                return
+            _log.error("worker %d (pid %d) exited with %s: restarting", index, proc.pid, code)
+            if loop.time() - started >= _HEALTHY:
+                pause = _FIRST_PAUSE
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+            if self.stop_requested():  # stop() began during the pause
+                return
+            await self._spawn(index)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM every worker (each drains like the primary); SIGKILL what is left
+        after ``grace`` seconds and a little more."""
+        self._stopping = True
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        waits = [proc.wait() for proc in self._procs.values()]
+        try:
+            async with asyncio.timeout(grace + 5.0):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            for proc in self._procs.values():
+                if proc.returncode is None:
+                    _log.error("worker pid %d did not stop in time: killed", proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await asyncio.gather(*(proc.wait() for proc in self._procs.values()))
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        for proc in self._procs.values():
+            if proc.stdin is not None:
+                proc.stdin.close()
+
+
+def watch_primary(on_gone: asyncio.Event) -> None:
+    """In a worker: set ``on_gone`` when standard input (the primary's pipe) closes."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if not data:
+            loop.remove_reader(fd)
+            on_gone.set()
+
+    loop.add_reader(fd, readable)

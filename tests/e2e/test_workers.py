@@ -1,0 +1,164 @@
+"""``workers = 2``: a real `postroom serve` with an accept worker sharing its listeners.
+
+The worker's own work is shown by stopping the primary (SIGSTOP): a client still gets its
+250, so the worker accepted and committed the message itself; after SIGCONT the primary
+delivers it, woken through the wake-up socket rather than by its periodic check.
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import RunningProcess, smtp_client, start_process, write_config
+
+MESSAGE = b"From: a@remote.test\r\nTo: app@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def wait_for(condition: Callable[[], bool], within: float = 15.0) -> None:
+    """Poll another process's state (no clock to inject across processes)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # The wake-up socket's path must fit a socket address (about 108 bytes).
+    path = Path(tempfile.mkdtemp(prefix="pr-w-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cli(config: Path, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "postroom", "--config", str(config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def start(home: Path, workers: int = 2) -> tuple[RunningProcess, Path]:
+    config = write_config(home / "postroom.toml", home / "data", top=f"workers = {workers}\n")
+    cli(config, "domain", "add", "example.test")
+    cli(config, "user", "add", "app@example.test", "--password-stdin", stdin="pw\n")
+    return start_process(config, home / "postroom.log"), config
+
+
+def send(port: int) -> dict[str, tuple[int, bytes]]:
+    with smtp_client(port) as client:
+        return client.sendmail("a@remote.test", ["app@example.test"], MESSAGE)
+
+
+def delivered(home: Path) -> int:
+    box = home / "data" / "mail" / "example.test" / "app" / "Maildir"
+    return len(mailbox.Maildir(box, create=False)) if box.exists() else 0
+
+
+def test_a_worker_accepts_on_its_own_and_is_restarted_when_it_dies(home: Path) -> None:
+    server, _ = start(home)
+    primary = server.process.pid
+    try:
+        wait_for(lambda: len(children(primary)) == 1)
+        (worker,) = children(primary)
+
+        os.kill(primary, signal.SIGSTOP)
+        try:
+            assert send(server.ports["mx"]) == {}  # only the worker can have answered
+        finally:
+            os.kill(primary, signal.SIGCONT)
+        # The periodic queue check is a minute away: the wake-up socket did this.
+        wait_for(lambda: delivered(home) == 1, within=10)
+
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: any(pid != worker for pid in children(primary)))
+        with ThreadPoolExecutor(8) as pool:
+            refused = list(pool.map(lambda _: send(server.ports["mx"]), range(40)))
+        assert refused == [{}] * 40
+        wait_for(lambda: delivered(home) == 41)
+        assert "worker 1 (pid" in server.log.read_text()
+
+        (replacement,) = children(primary)
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        wait_for(lambda: not alive(replacement), within=5)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+
+
+def test_a_worker_stops_when_its_primary_is_killed(home: Path) -> None:
+    server, config = start(home)
+    primary = server.process.pid
+    wait_for(lambda: len(children(primary)) == 1)
+    (worker,) = children(primary)
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: send(server.ports["mx"]), range(20))) == [{}] * 20
+    server.kill()  # SIGKILL: no chance to stop its workers
+    wait_for(lambda: not alive(worker), within=10)
+    # Everything that got its 250 is in the store, whichever process took it.
+    assert len(json.loads(cli(config, "queue", "list", "--json"))) == 20
+
+
+def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        config = write_config(
+            home / "postroom.toml", home / "data", ports={"mx": port}, top="workers = 2\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "postroom", "--config", str(config), "serve"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 1
+    assert done.stderr.startswith("postroom: cannot listen:")
+    assert "Traceback" not in done.stderr
