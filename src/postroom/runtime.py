@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.settings import Settings
 from postroom.delivery.localdomains import LocalDomains
@@ -65,6 +66,7 @@ class Server:
         self.deliver = deliver
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
+        self.api: ApiServer | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self._router: Router | None = None
@@ -102,6 +104,7 @@ class Server:
         )
         try:
             await self.smtp.start()
+            await self._start_api(store, intake)
         except OSError:
             await self.stop()
             raise
@@ -113,6 +116,35 @@ class Server:
                 asyncio.create_task(self.scheduler.run(), name="scheduler"),
                 asyncio.create_task(self.retention.run(), name="retention"),
             ]
+
+    async def _start_api(self, store: Store, intake: Intake) -> None:
+        settings = self.settings
+        if not settings.api.enabled:
+            return
+        scheduler = self.scheduler if self.deliver else None
+        deps = ApiDeps(
+            store=store,
+            intake=intake,
+            clock=self.clock,
+            settings=settings.api,
+            hostname=settings.hostname,
+            max_message_size=settings.limits.max_message_size,
+            max_recipients=settings.limits.max_recipients,
+            queue_changed=scheduler.wake if scheduler is not None else None,
+        )
+        api = ApiServer(
+            create_app(deps),
+            settings.api.address,
+            settings.api.port,
+            grace=settings.limits.shutdown_grace,
+        )
+        await api.start()
+        self.api = api
+
+    @property
+    def api_port(self) -> int | None:
+        """The API's bound port (the real one when 0 was configured); None when off."""
+        return self.api.bound[1] if self.api is not None else None
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
@@ -141,9 +173,12 @@ class Server:
         self.retention = Retention(store, settings.retention, self.clock)
 
     async def stop(self) -> None:
-        """SMTP first (no new mail, transactions in flight finish), then delivery, then
-        the store."""
+        """The API and SMTP first (no new mail, requests and transactions in flight
+        finish), then delivery, then the store."""
         grace = self.settings.limits.shutdown_grace
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
         if self.smtp is not None:
             await self.smtp.stop(grace)
             self.smtp = None
@@ -180,7 +215,11 @@ async def _serve(settings: Settings) -> int:
     ports = ", ".join(
         f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
     )
-    _log.info("postroom ready: SMTP on %s, data in %s", ports, settings.data_dir)
+    api = "off"
+    if server.api is not None:
+        host, port = server.api.bound
+        api = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    _log.info("postroom ready: SMTP on %s, data in %s, API %s", ports, settings.data_dir, api)
     await stop.wait()
     _log.info("postroom stopping")
     await server.stop()
