@@ -12,9 +12,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from postroom.api.deps import ApiDeps
-from postroom.api.errors import ApiError, api_error_response, http_exception, internal_error
+from postroom.api.errors import (
+    ApiError,
+    api_error_response,
+    http_exception,
+    internal_error,
+    store_error,
+)
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
+from postroom.errors import StoreError
 
 __all__ = ["create_app"]
 
@@ -48,6 +55,7 @@ def create_app(deps: ApiDeps) -> Starlette:
         exception_handlers={
             ApiError: api_error_response,
             HTTPException: http_exception,
+            StoreError: store_error,
             Exception: internal_error,
         },
     )

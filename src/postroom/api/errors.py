@@ -16,9 +16,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["CODES", "ApiError", "api_error_response", "http_exception", "internal_error"]
+from postroom.errors import StoreError
+
+__all__ = [
+    "CODES",
+    "ApiError",
+    "api_error_response",
+    "http_exception",
+    "internal_error",
+    "store_error",
+]
 
 _log = logging.getLogger("postroom.api")
+
+RETRY_AFTER: Final = "60"  # seconds, when the store cannot serve
 
 # HTTP status -> the stable error code clients switch on.
 CODES: Final[Mapping[int, str]] = {
@@ -87,3 +98,12 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 async def internal_error(request: Request, exc: Exception) -> Response:
     _log.error("API %s %s failed", request.method, request.url.path, exc_info=exc)
     return ApiError(500, "internal error").response()
+
+
+async def store_error(request: Request, exc: Exception) -> Response:
+    """The store is full, locked or closed: try again later."""
+    assert isinstance(exc, StoreError)
+    _log.warning("API %s %s: %s", request.method, request.url.path, exc)
+    return ApiError(
+        503, "the store cannot serve this now", headers={"Retry-After": RETRY_AFTER}
+    ).response()

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from postroom.api.convert import compose_request, parse_send
 from postroom.api.deps import ApiDeps, max_request_size
-from postroom.api.errors import ApiError
+from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.api.idempotency import HEADER, Idempotency, check_key, request_hash
 from postroom.api.keys import Authenticator, RateLimiter
 from postroom.api.schemas import MessageList, SendAccepted
@@ -31,7 +31,6 @@ from postroom.store.models import ApiKeyRecord, LogQuery, MessageMeta, Recipient
 
 __all__ = ["MessageApi"]
 
-RETRY_AFTER: Final = "60"  # seconds, when the store cannot take mail
 STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
 # Intake's refusals (SMTP reply code) -> HTTP status and the field the client should fix.
