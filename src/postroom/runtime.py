@@ -67,6 +67,7 @@ class Server:
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
         self.api: ApiServer | None = None
+        self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self._router: Router | None = None
@@ -90,6 +91,7 @@ class Server:
             max_message_size=settings.limits.max_message_size,
             bus=bus,
         )
+        self.intake = intake
         self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
         self.smtp = SmtpServer(

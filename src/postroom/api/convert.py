@@ -56,7 +56,12 @@ def validation_fields(errors: Sequence[ErrorDetails]) -> list[tuple[str, str]]:
         else:
             message = error["msg"]
         found.setdefault(path, message)
-    return list(found.items())
+    # A union reports each member it tried; the deepest paths say what is really wrong.
+    return [
+        (path, message)
+        for path, message in found.items()
+        if not any(other.startswith((f"{path}[", f"{path}.")) for other in found)
+    ]
 
 
 def parse_send(data: Any) -> SendRequest:
