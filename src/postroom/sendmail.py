@@ -37,7 +37,7 @@ from postroom.config import load
 from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
 from postroom.ids import message_id, new_queue_id
-from postroom.intake.local import local_user, submit_local
+from postroom.intake.local import LocalResult, local_user, submit_local
 from postroom.mail.address import Address, parse_address
 from postroom.mail.envelope import DsnRequest, Notify, Recipient, Ret
 from postroom.mail.headers import date_header
@@ -304,6 +304,15 @@ def _argument_addresses(options: Options) -> list[str]:
 
 
 def _header_recipients(parsed: EmailMessage, hostname: str) -> list[Address]:
+    try:
+        return _recipients_in(parsed, hostname)
+    except SendmailError:
+        raise
+    except Exception:  # the email package's parser can fail outright on a broken list
+        raise SendmailError(Exit.DATAERR, "the recipient headers cannot be parsed") from None
+
+
+def _recipients_in(parsed: EmailMessage, hostname: str) -> list[Address]:
     # RFC 5322 3.6.6: a resent message goes to its Resent- recipients.
     names: tuple[str, ...] = _RECIPIENT_HEADERS
     if any(parsed.get(f"Resent-{n}") is not None for n in names):
@@ -311,16 +320,30 @@ def _header_recipients(parsed: EmailMessage, hostname: str) -> list[Address]:
     found: list[Address] = []
     for name in names:
         for value in parsed.get_all(name, []):
-            defects = [d for d in getattr(value, "defects", ()) if isinstance(d, HeaderDefect)]
-            if any(not isinstance(d, NonASCIILocalPartDefect) for d in defects):
+            if any(_serious(d) for d in getattr(value, "defects", ())):
                 raise SendmailError(Exit.DATAERR, f"the {name} header holds an invalid address")
             found.extend(_local(a.addr_spec, hostname, "recipient") for a in value.addresses)
     return found
 
 
+# Defects that sendmail accepts: a bare user name ("To: root", qualified with the hostname),
+# an empty list entry ("a@x, , b@y") and a UTF-8 local part (RFC 6532).
+_BENIGN_DEFECTS = frozenset(
+    {"addr-spec local part with no domain", "address-list entry with no content"}
+)
+
+
+def _serious(defect: object) -> bool:
+    if isinstance(defect, NonASCIILocalPartDefect):
+        return False
+    return isinstance(defect, HeaderDefect) and str(defect) not in _BENIGN_DEFECTS
+
+
 def _from_header(sender: Address | None, full_name: str | None, hostname: str, user: str) -> str:
-    address = str(sender) if sender is not None else f"{user}@{hostname}"
-    name = full_name if full_name is not None else _gecos_name(user)
+    own = sender is None or str(sender) == f"{user}@{hostname}"
+    address = f"{user}@{hostname}" if sender is None else str(sender)
+    # The passwd full name belongs to the user's own address only, not to one given by -f.
+    name = full_name if full_name is not None else _gecos_name(user) if own else ""
     name = re.sub(r"[\r\n\x00]", "", name).strip()
     return email.utils.formataddr((name, address), charset="utf-8")
 
@@ -350,9 +373,10 @@ def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
     prepared = prepare(data, options, hostname=settings.hostname, user=user, now=time.time())
     if len(prepared.data) > settings.limits.max_message_size:
         raise SendmailError(Exit.DATAERR, "message too big")
-    queue_id = _queue(settings, user, prepared)
+    queued = _queue(settings, user, prepared)
     if options.verbose:
-        print(f"{PROG}: queued as {queue_id}", file=sys.stderr)
+        woke = "a running server was told" if queued.woke_server else "no server is listening"
+        print(f"{PROG}: queued as {queued.queue_id}; {woke}", file=sys.stderr)
     return Exit.OK
 
 
@@ -361,7 +385,7 @@ def _env_config() -> Path | None:
     return Path(value) if value else None
 
 
-def _queue(settings: Settings, user: str, prepared: Prepared) -> str:
+def _queue(settings: Settings, user: str, prepared: Prepared) -> LocalResult:
     try:
         result = asyncio.run(
             submit_local(
@@ -378,8 +402,9 @@ def _queue(settings: Settings, user: str, prepared: Prepared) -> str:
     except Exception as exc:  # any store failure: the message is not queued, say so
         raise SendmailError(Exit.TEMPFAIL, f"cannot queue the message: {_describe(exc)}") from None
     if isinstance(result, Reply):
-        raise SendmailError(_exit_for(result), f"refused: {result.code} {' '.join(result.lines)}")
-    return result.queue_id
+        words = (str(result.code), result.enhanced or "", *result.lines)
+        raise SendmailError(_exit_for(result), f"refused: {' '.join(w for w in words if w)}")
+    return result
 
 
 def _describe(exc: Exception) -> str:
