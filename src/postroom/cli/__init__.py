@@ -35,6 +35,7 @@ _COMMANDS = {
     "log": "postroom.cli.log:log",
     "queue": "postroom.cli.queue:queue",
     "route": "postroom.cli.route:route",
+    "send": "postroom.cli.send:send",
     "serve": "postroom.cli.serve:serve",
     "user": "postroom.cli.user:user",
 }
