@@ -151,7 +151,8 @@ def test_bad_fields_are_named(fields: dict[str, object], path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["x", "a@b@c", "a@example.com, b@example.com", "<>", "a@example.com\r\nBcc: x@y", ""]
+    "text",
+    ["x", "a@b@c", "a@example.com, b@example.com", "<>", "a@example.com\r\nBcc: x@y", "", "a@"],
 )
 def test_parse_mailbox_refuses_what_is_not_one_address(text: str) -> None:
     with pytest.raises(ComposeError):
@@ -191,3 +192,9 @@ def test_prepare_raw_keeps_an_existing_message_id_and_date() -> None:
     prepared = prepare_raw(raw, hostname="h", now=NOW, rcpt=["z@example.net"])
     assert prepared.message_id == "<x@y>"
     assert prepared.data == raw
+
+
+@pytest.mark.parametrize("header", [b"From: a@\r\n", b"From: a@example.com\r\nTo: b@\r\n"])
+def test_prepare_raw_names_a_header_it_cannot_read(header: bytes) -> None:
+    with pytest.raises(ComposeError):
+        prepare_raw(header + b"\r\nbody\r\n", hostname="h", now=NOW)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 from datetime import UTC, datetime
+from email.errors import MessageError
 from email.parser import BytesHeaderParser
 
 from postroom.api.schemas import (
@@ -29,8 +30,11 @@ def header_meta(queue_id: str, data: bytes) -> MessageMeta:
     """Message-ID and Subject read from a stored message (one not sent through the API)."""
     end = data.find(b"\r\n\r\n", 0, _HEADER_BYTES)
     head = data[: end + 2] if end >= 0 else data[:_HEADER_BYTES]
-    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
-    message_id, subject = parsed.get("Message-ID"), parsed.get("Subject")
+    try:
+        parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
+        message_id, subject = parsed.get("Message-ID"), parsed.get("Subject")
+    except (MessageError, IndexError, TypeError, ValueError):  # a header the parser trips on
+        return MessageMeta(queue_id, None, None)
     return MessageMeta(
         queue_id,
         None if message_id is None else str(message_id).strip(),

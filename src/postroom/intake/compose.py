@@ -52,6 +52,7 @@ _LINE_BREAK = re.compile(r"[\r\n\x00]")
 _CONTENT_TYPE = re.compile(r"([A-Za-z0-9!#$&^_.+-]{1,64})/([A-Za-z0-9!#$&^_.+-]{1,64})")
 _CONTENT_ID = re.compile(r"[!-;=?-~]{1,200}")  # printable, no "<" ">" (id-left@id-right)
 _HEADER_END = re.compile(rb"\r\n\r\n|\r\n$|^\r\n")
+_PARSER_ERRORS = (MessageError, IndexError, TypeError, ValueError)
 
 
 class ComposeError(ValueError):
@@ -110,7 +111,10 @@ def parse_mailbox(text: str, path: str = "address") -> Mailbox:
     """``Name <local@domain>`` or ``local@domain`` -> Mailbox; ComposeError naming ``path``."""
     if _LINE_BREAK.search(text):
         raise ComposeError([(path, "must not contain CR, LF or NUL")])
-    header = email.policy.default.header_factory("to", text)
+    try:
+        header = email.policy.default.header_factory("to", text)
+    except _PARSER_ERRORS:  # the email package's parser trips over some inputs ("a@")
+        raise ComposeError([(path, "not a valid address")]) from None
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects or len(header.addresses) != 1:
         raise ComposeError([(path, "not a valid address")])
@@ -246,20 +250,21 @@ def prepare_raw(
         parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
         sender = _envelope_sender(parsed, mail_from)
         recipients = _envelope_recipients(parsed, rcpt)
-    except (MessageError, TypeError, ValueError) as exc:
+        message_id = str(parsed.get("Message-ID", "")).strip()
+        subject = parsed.get("Subject")
+        has_date = parsed.get("Date") is not None
+    except _PARSER_ERRORS as exc:
         if isinstance(exc, ComposeError):
             raise
         raise ComposeError([("body", "the message's header cannot be parsed")]) from None
     head = _without_bcc(head)
-    message_id = str(parsed.get("Message-ID", "")).strip()
     added = b""
     if not message_id:
         message_id = f"<{secrets.token_hex(12)}@{hostname}>"
         added += f"Message-ID: {message_id}\r\n".encode()
-    if parsed.get("Date") is None:
+    if not has_date:
         added += f"Date: {date_header(now)}\r\n".encode()
     everyone = (sender, *recipients)
-    subject = parsed.get("Subject")
     return ComposedMessage(
         data=added + head + body,
         message_id=message_id,
