@@ -36,6 +36,7 @@ __all__ = [
     "Client",
     "Conflict",
     "ConnectionError",
+    "FieldError",
     "MessageStatus",
     "NotFound",
     "Page",
