@@ -317,6 +317,7 @@ def test_an_unknown_user_at_a_local_domain_is_no_user(queue: Queue) -> None:
     ("content", "words"),
     [
         (None, "no such file"),
+        ("<a directory>", "cannot read"),
         ("hostname = [unclosed\n", "invalid TOML"),
         ("colour = 'blue'\n", "unknown key"),
     ],
@@ -325,7 +326,9 @@ def test_a_configuration_that_cannot_be_used_is_a_config_error(
     tmp_path: Path, content: str | None, words: str
 ) -> None:
     config = tmp_path / "postroom.toml"
-    if content is not None:
+    if content == "<a directory>":
+        config.mkdir()
+    elif content is not None:
         config.write_text(content)
     run = Queue(config, tmp_path / "data").sendmail("a@example.net", stdin=b"hi\n")
     assert run.code == Exit.CONFIG
