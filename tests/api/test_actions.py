@@ -101,3 +101,22 @@ def test_the_log_filters(api: Api, client: httpx.Client) -> None:
     assert found(since=since) == [late]
     assert found(status="queued") == [late, early]
     assert found(status="delivered") == []
+
+
+def test_a_delivered_message_shows_each_attempt(api: Api, client: httpx.Client) -> None:
+    api.server.add_domain("example.test")
+    api.server.add_user("ann@example.test", "pass-word-1")
+    queue_id = sent(client, to=["ann@example.test"])
+    assert api.server.run_delivery() == 1
+    body = client.get(f"/api/v1/messages/{queue_id}").json()
+    (recipient,) = body["recipients"]
+    assert recipient["status"] == "delivered"
+    assert recipient["attempts"] == 1
+    (attempt,) = body["attempts"]
+    assert attempt["recipient"] == "ann@example.test"
+    assert attempt["mailer"] == "local"
+    assert attempt["status"] == "delivered"
+    assert attempt["reply"].startswith("250")
+    assert attempt["at"].endswith("Z")
+    listed = client.get("/api/v1/messages", params={"status": "delivered"}).json()
+    assert [m["id"] for m in listed["messages"]] == [queue_id]

@@ -70,6 +70,14 @@ def test_403_for_a_sender_domain_the_key_may_not_use(api: Api) -> None:
         assert client.post("/api/v1/messages", json=MESSAGE).status_code == 202
         other = {**MESSAGE, "from": "x@elsewhere.example"}
         error(client.post("/api/v1/messages", json=other), 403, "forbidden")
+        raw = b"From: ceo@bank.example\r\nTo: a@example.net\r\n\r\nPay now.\r\n"
+        forged = client.post(
+            "/api/v1/messages",
+            content=raw,
+            params={"mail_from": "bounces@example.com"},  # an allowed envelope sender
+            headers={"Content-Type": "message/rfc822"},
+        )
+        error(forged, 403, "forbidden")
     assert api.server.call(api.server.store.count_messages()) == 1
 
 
@@ -152,6 +160,10 @@ def test_422_for_missing_and_malformed_fields(
 def test_422_for_a_body_that_is_not_json_or_of_another_type(client: httpx.Client) -> None:
     json_type = {"Content-Type": "application/json"}
     assert "body" in fields(client.post("/api/v1/messages", content=b"{", headers=json_type))
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert "body" in fields(client.post("/api/v1/messages", content=deep, headers=json_type))
+    not_utf8 = b'{"from": "\xff"}'
+    assert "body" in fields(client.post("/api/v1/messages", content=not_utf8, headers=json_type))
     plain = {"Content-Type": "text/plain"}
     assert "Content-Type" in fields(client.post("/api/v1/messages", content=b"hi", headers=plain))
     raw = {"Content-Type": "message/rfc822"}
@@ -176,6 +188,8 @@ def test_422_for_bad_log_filters(client: httpx.Client) -> None:
     for params, field in (
         ({"status": "lost"}, "status"),
         ({"since": "yesterday"}, "since"),
+        ({"since": "nan"}, "since"),
+        ({"since": "2027-01-15T08:00:00"}, "since"),  # no zone
         ({"limit": "0"}, "limit"),
         ({"limit": "501"}, "limit"),
         ({"sort": "x"}, "sort"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -49,3 +50,21 @@ def test_the_api_can_be_turned_off(make_server: Callable[..., ServerThread]) -> 
     server = make_server(api={"enabled": False})
     assert server.server.api is None
     assert server.server.api_port is None
+
+
+def test_a_busy_api_port_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(
+            tmp_path / "postroom.toml", tmp_path / "data", extra=f"[api]\nport = {port}\n"
+        )
+        env = {**os.environ, "POSTROOM_CONFIG": str(config)}
+        result = subprocess.run(
+            [sys.executable, "-m", "postroom", "serve"],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("postroom: cannot listen")
+    assert "Traceback" not in result.stderr

@@ -152,7 +152,16 @@ def test_bad_fields_are_named(fields: dict[str, object], path: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["x", "a@b@c", "a@example.com, b@example.com", "<>", "a@example.com\r\nBcc: x@y", "", "a@"],
+    [
+        "x",
+        "a@b@c",
+        "a@example.com, b@example.com",
+        "<>",
+        "a@example.com\r\nBcc: x@y",
+        "",
+        "a@",
+        "g:;",
+    ],
 )
 def test_parse_mailbox_refuses_what_is_not_one_address(text: str) -> None:
     with pytest.raises(ComposeError):

@@ -8,6 +8,7 @@ it is durable. Intake's refusals become HTTP answers through ``REFUSALS``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -103,6 +104,11 @@ class MessageApi:
         if len(composed.recipients) > self.deps.max_recipients:
             limit = self.deps.max_recipients
             raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
+        principal = Principal(key.name, key.sender_domains)
+        for author in composed.authors:
+            # Intake checks the envelope sender; the From header must not claim more.
+            if not principal.may_send_as(author.ascii_domain):
+                raise ApiError(403, f"this API key may not send as {author.domain}")
         client = request.client
         result = await self.deps.intake.submit(
             Source(
@@ -115,7 +121,7 @@ class MessageApi:
             composed.sender,
             [Recipient(address) for address in composed.recipients],
             composed.data,
-            principal=Principal(key.name, key.sender_domains),
+            principal=principal,
             body_type=composed.body_type,
             smtputf8=composed.smtputf8,
         )
@@ -234,7 +240,7 @@ class MessageApi:
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be a message
         raise ApiError.invalid([("body", "not a JSON document")]) from None
 
 
@@ -250,9 +256,13 @@ def _refusal(reply: Reply) -> ApiError:
 
 def _since(text: str) -> float:
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError("not a finite number")
+        return seconds
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError("no time zone")

@@ -33,7 +33,7 @@ def header_meta(queue_id: str, data: bytes) -> MessageMeta:
     try:
         parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
         message_id, subject = parsed.get("Message-ID"), parsed.get("Subject")
-    except (MessageError, IndexError, TypeError, ValueError):  # a header the parser trips on
+    except (MessageError, AttributeError, IndexError, TypeError, ValueError):  # parser trips
         return MessageMeta(queue_id, None, None)
     return MessageMeta(
         queue_id,

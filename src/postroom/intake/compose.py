@@ -52,7 +52,8 @@ _LINE_BREAK = re.compile(r"[\r\n\x00]")
 _CONTENT_TYPE = re.compile(r"([A-Za-z0-9!#$&^_.+-]{1,64})/([A-Za-z0-9!#$&^_.+-]{1,64})")
 _CONTENT_ID = re.compile(r"[!-;=?-~]{1,200}")  # printable, no "<" ">" (id-left@id-right)
 _HEADER_END = re.compile(rb"\r\n\r\n|\r\n$|^\r\n")
-_PARSER_ERRORS = (MessageError, IndexError, TypeError, ValueError)
+# What the email package's header parser raises on input it trips over ("a@", groups).
+_PARSER_ERRORS = (MessageError, AttributeError, IndexError, TypeError, ValueError)
 
 
 class ComposeError(ValueError):
@@ -105,6 +106,7 @@ class ComposedMessage:
     smtputf8: bool = False
     body_type: str = "7BIT"  # or 8BITMIME
     subject: str | None = field(default=None)
+    authors: tuple[Address, ...] = ()  # the From header's addresses
 
 
 def parse_mailbox(text: str, path: str = "address") -> Mailbox:
@@ -113,7 +115,7 @@ def parse_mailbox(text: str, path: str = "address") -> Mailbox:
         raise ComposeError([(path, "must not contain CR, LF or NUL")])
     try:
         header = email.policy.default.header_factory("to", text)
-    except _PARSER_ERRORS:  # the email package's parser trips over some inputs ("a@")
+    except _PARSER_ERRORS:
         raise ComposeError([(path, "not a valid address")]) from None
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects or len(header.addresses) != 1:
@@ -161,6 +163,7 @@ def compose(request: ComposeRequest, *, hostname: str, now: float) -> ComposedMe
         smtputf8=smtputf8,
         body_type="8BITMIME" if smtputf8 else "7BIT",
         subject=request.subject or None,
+        authors=(request.sender.address,),
     )
 
 
@@ -252,6 +255,7 @@ def prepare_raw(
         recipients = _envelope_recipients(parsed, rcpt)
         message_id = str(parsed.get("Message-ID", "")).strip()
         subject = parsed.get("Subject")
+        authors = tuple(_header_addresses(parsed, ["From"], "body"))
         has_date = parsed.get("Date") is not None
     except _PARSER_ERRORS as exc:
         if isinstance(exc, ComposeError):
@@ -273,6 +277,7 @@ def prepare_raw(
         smtputf8=any(a.needs_smtputf8 for a in everyone),
         body_type="7BIT" if data.isascii() else "8BITMIME",
         subject=None if subject is None else str(subject),
+        authors=authors,
     )
 
 
