@@ -433,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         print(f"{PROG}: {exc}", file=sys.stderr)
         code = exc.code
     except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the message was not queued", file=sys.stderr)
         code = Exit.TEMPFAIL
     except Exception as exc:  # a bug; still one line, and the caller keeps the message
         print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
