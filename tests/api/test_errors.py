@@ -12,7 +12,7 @@ import pytest
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.config.settings import ApiSettings
 from postroom.directory.apikeys import ApiKeys
-from postroom.store.models import StoredMessage
+from postroom.errors import StoreUnavailable
 from tests.api.conftest import MESSAGE, Api
 from tests.support.thread import ServerThread
 
@@ -233,42 +233,67 @@ def test_503_with_retry_after_when_the_store_is_gone(api: Api, client: httpx.Cli
     assert answer.headers["retry-after"] == "60"
 
 
-class _Broken:
-    """A store whose reads fail in a way nobody foresaw."""
+class _Failing:
+    """The real store, except that one method fails the way it is told to."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, method: str, exc: Exception) -> None:
         self._real = real
+        self._method = method
+        self._exc = exc
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
+        if name == self._method:
 
-    async def message(self, message_id: str) -> StoredMessage | None:
-        raise RuntimeError("secret internal detail")
+            async def fail(*args: object, **kwargs: object) -> None:
+                raise self._exc
+
+            return fail
+        return getattr(self._real, name)
 
 
 @pytest.fixture
-def broken_api(server: ServerThread) -> Iterator[str]:
+def failing_api(server: ServerThread) -> Iterator[Callable[[str, Exception], httpx.Client]]:
+    """An API over the server's store and intake whose ``method`` raises ``exc``."""
     real = server.server
     assert real.store is not None and real.intake is not None
-    deps = ApiDeps(
-        store=_Broken(real.store),  # type: ignore[arg-type]
-        intake=real.intake,
-        clock=real.clock,
-        settings=ApiSettings(port=0),
-        hostname="mail.test",
-        max_message_size=1 << 20,
-        max_recipients=10,
-    )
-    api = ApiServer(create_app(deps), "127.0.0.1", 0, grace=1)
-    server.call(api.start())
-    yield f"http://127.0.0.1:{api.bound[1]}"
-    server.call(api.stop())
+    token = server.call(ApiKeys(real.store).create("k")).token
+    started: list[ApiServer] = []
+
+    def make(method: str, exc: Exception) -> httpx.Client:
+        deps = ApiDeps(
+            store=_Failing(real.store, method, exc),  # type: ignore[arg-type]
+            intake=real.intake,
+            clock=real.clock,
+            settings=ApiSettings(port=0),
+            hostname="mail.test",
+            max_message_size=1 << 20,
+            max_recipients=10,
+        )
+        api = ApiServer(create_app(deps), "127.0.0.1", 0, grace=1)
+        server.call(api.start())
+        started.append(api)
+        url = f"http://127.0.0.1:{api.bound[1]}"
+        return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+
+    yield make
+    for api in started:
+        server.call(api.stop())
 
 
-def test_500_is_json_without_a_traceback(server: ServerThread, broken_api: str) -> None:
-    token = server.call(ApiKeys(server.store).create("k")).token
-    with httpx.Client(base_url=broken_api, headers={"Authorization": f"Bearer {token}"}) as c:
-        answer = c.get("/api/v1/messages/0000000000000000")
+def test_500_is_json_without_a_traceback(
+    failing_api: Callable[[str, Exception], httpx.Client],
+) -> None:
+    with failing_api("message", RuntimeError("secret internal detail")) as client:
+        answer = client.get("/api/v1/messages/0000000000000000")
     detail = error(answer, 500, "internal")
     assert "secret internal detail" not in answer.text
     assert detail["message"] == "internal error"
+
+
+def test_a_queued_message_is_202_even_if_its_tags_cannot_be_saved(
+    server: ServerThread, failing_api: Callable[[str, Exception], httpx.Client]
+) -> None:
+    with failing_api("save_send", StoreUnavailable("locked")) as client:
+        answer = client.post("/api/v1/messages", json={**MESSAGE, "tags": ["t"]})
+    assert answer.status_code == 202
+    assert server.call(server.store.message(answer.json()["id"])) is not None

@@ -8,6 +8,7 @@ it is durable. Intake's refusals become HTTP answers through ``REFUSALS``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from postroom.api.keys import Authenticator, RateLimiter
 from postroom.api.schemas import MessageList, SendAccepted
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys
+from postroom.errors import StoreError
 from postroom.intake import Principal
 from postroom.intake.compose import ComposedMessage, ComposeError, compose, prepare_raw
 from postroom.mail.envelope import Recipient, Source, SourceKind
@@ -31,6 +33,8 @@ from postroom.smtp.replies import Reply
 from postroom.store.models import ApiKeyRecord, LogQuery, MessageMeta, RecipientStatus
 
 __all__ = ["MessageApi"]
+
+_log = logging.getLogger("postroom.api")
 
 STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
@@ -138,9 +142,16 @@ class MessageApi:
         if idempotency is not None:
             answer = self.idempotency.answer(key.name, *idempotency, 202, bytes(response.body))
         # The message is durable already; its meta and replay record follow in one commit.
-        await self.deps.store.save_send(
-            meta, answer, forget_before=self.idempotency.forget_before()
-        )
+        # If that commit fails the answer is still 202: a 503 would make the client send
+        # the queued message again.
+        try:
+            await self.deps.store.save_send(
+                meta, answer, forget_before=self.idempotency.forget_before()
+            )
+        except StoreError as exc:
+            _log.warning(
+                "message %s queued, but its tags and replay record were not: %s", result, exc
+            )
         return response
 
     def _compose(
