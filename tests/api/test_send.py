@@ -166,3 +166,12 @@ def test_attachments_arrive_as_mime_parts(api: Api, client: httpx.Client) -> Non
 def test_the_health_endpoint_needs_no_key(api: Api) -> None:
     with api.client(key="") as anonymous:
         assert anonymous.get("/api/v1/health").json() == {"status": "ok"}
+
+
+def test_a_large_attachment_is_composed_and_stored_whole(api: Api, client: httpx.Client) -> None:
+    blob = bytes(range(256)) * 2048  # 512 KiB: composed off the event loop
+    attachment = {"filename": "blob.bin", "content": base64.b64encode(blob).decode()}
+    answer = client.post("/api/v1/messages", json={**MESSAGE, "attachments": [attachment]})
+    assert answer.status_code == 202, answer.text
+    (part,) = stored(api, answer.json()["id"]).iter_attachments()
+    assert part.get_content() == blob

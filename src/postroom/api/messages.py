@@ -7,6 +7,7 @@ it is durable. Intake's refusals become HTTP answers through ``REFUSALS``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from postroom.store.models import ApiKeyRecord, LogQuery, MessageMeta, Recipient
 __all__ = ["MessageApi"]
 
 _log = logging.getLogger("postroom.api")
+_INLINE_COMPOSE: Final = 64 * 1024  # bodies larger than this are composed in a thread
 
 STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
@@ -104,7 +106,11 @@ class MessageApi:
         body: bytes,
         idempotency: tuple[str, str] | None,
     ) -> Response:
-        composed, tags, metadata = self._compose(request, body)
+        if len(body) > _INLINE_COMPOSE:
+            # Base64 and MIME over megabytes is CPU work: keep the event loop free.
+            composed, tags, metadata = await asyncio.to_thread(self._compose, request, body)
+        else:
+            composed, tags, metadata = self._compose(request, body)
         if len(composed.recipients) > self.deps.max_recipients:
             limit = self.deps.max_recipients
             raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
