@@ -6,9 +6,16 @@ import json
 import sqlite3
 from pathlib import Path
 
-from tests.cli.test_cli import config, ok, one_line_error, postroom
+import pytest
 
-__all__ = ["config"]
+from tests.cli.test_cli import ok, one_line_error, postroom
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "postroom.toml"
+    path.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
+    return path
 
 
 def test_create_shows_the_key_once_and_stores_only_a_hash(config: Path, tmp_path: Path) -> None:
