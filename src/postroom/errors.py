@@ -3,11 +3,13 @@
 PostroomError
 ├── ConfigError          a configuration key is wrong: key + problem, one CLI line, exit 2
 ├── AddressError         an address does not parse (RFC 5321 4.1.2)
-├── DirectoryError       a user or domain change was refused: one CLI line, exit 1
+├── DirectoryError       a user, domain or API key change was refused: one CLI line, exit 1
+│   ├── ApiKeyExists     an API key with that name exists
 │   ├── DomainExists     the domain is already local
 │   ├── InvalidAddress   a user address does not parse
 │   ├── InvalidDomain    a domain name does not parse, or is an address literal
 │   ├── InvalidPassword  empty, or holds a NUL (which SASL PLAIN cannot carry)
+│   ├── UnknownApiKey    no API key with that name
 │   ├── UnknownDomain    no such local domain
 │   ├── UnknownUser      no such user
 │   └── UserExists       a user with that address exists
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "AddressError",
+    "ApiKeyExists",
     "ConfigError",
     "DirectoryError",
     "DomainExists",
@@ -30,6 +33,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
+    "UnknownApiKey",
     "UnknownDomain",
     "UnknownUser",
     "UserExists",
@@ -92,4 +96,12 @@ class UnknownUser(DirectoryError):
 
 
 class UserExists(DirectoryError):
+    pass
+
+
+class ApiKeyExists(DirectoryError):
+    pass
+
+
+class UnknownApiKey(DirectoryError):
     pass

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.settings import Settings
 from postroom.delivery.localdomains import LocalDomains
@@ -91,6 +92,8 @@ class Server:
         self._sockets = sockets
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
+        self.api: ApiServer | None = None
+        self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self._router: Router | None = None
@@ -114,6 +117,7 @@ class Server:
             max_message_size=settings.limits.max_message_size,
             bus=bus,
         )
+        self.intake = intake
         if self.accept_only:
             bus.subscribe(_WakePrimary(settings))
         else:
@@ -132,6 +136,8 @@ class Server:
         )
         try:
             await self.smtp.start()
+            if not self.accept_only:
+                await self._start_api(store, intake)
         except OSError:
             await self.stop()
             raise
@@ -143,6 +149,35 @@ class Server:
                 asyncio.create_task(self.scheduler.run(), name="scheduler"),
                 asyncio.create_task(self.retention.run(), name="retention"),
             ]
+
+    async def _start_api(self, store: Store, intake: Intake) -> None:
+        settings = self.settings
+        if not settings.api.enabled:
+            return
+        scheduler = self.scheduler if self.deliver else None
+        deps = ApiDeps(
+            store=store,
+            intake=intake,
+            clock=self.clock,
+            settings=settings.api,
+            hostname=settings.hostname,
+            max_message_size=settings.limits.max_message_size,
+            max_recipients=settings.limits.max_recipients,
+            queue_changed=scheduler.wake if scheduler is not None else None,
+        )
+        api = ApiServer(
+            create_app(deps),
+            settings.api.address,
+            settings.api.port,
+            grace=settings.limits.shutdown_grace,
+        )
+        await api.start()
+        self.api = api
+
+    @property
+    def api_port(self) -> int | None:
+        """The API's bound port (the real one when 0 was configured); None when off."""
+        return self.api.bound[1] if self.api is not None else None
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
@@ -171,9 +206,12 @@ class Server:
         self.retention = Retention(store, settings.retention, self.clock)
 
     async def stop(self) -> None:
-        """SMTP first (no new mail, transactions in flight finish), then delivery, then
-        the store."""
+        """The API and SMTP first (no new mail, requests and transactions in flight
+        finish), then delivery, then the store."""
         grace = self.settings.limits.shutdown_grace
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
         if self.smtp is not None:
             await self.smtp.stop(grace)
             self.smtp = None
@@ -214,10 +252,15 @@ async def _serve(settings: Settings) -> int:
     ports = ", ".join(
         f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
     )
+    api = "off"
+    if server.api is not None:
+        host, port = server.api.bound
+        api = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     _log.info(
-        "postroom ready: SMTP on %s, data in %s, %d process%s",
+        "postroom ready: SMTP on %s, data in %s, API %s, %d process%s",
         ports,
         settings.data_dir,
+        api,
         settings.workers,
         "" if settings.workers == 1 else "es",
     )

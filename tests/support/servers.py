@@ -41,6 +41,7 @@ def loopback_settings(data_dir: Path, **overrides: object) -> Settings:
         "listeners": listeners,
         # Never ask a resolver off this machine: nothing answers here, so lookups fail fast.
         "dns": {"nameservers": [NO_DNS], "timeout": 0.5},
+        "api": {"port": 0},  # an ephemeral port: tests never collide on 8025
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -74,6 +75,8 @@ def write_config(
         for role, port in ports.items()
     )
     log = data_dir.parent / "postroom.log"
+    if "[api]" not in extra:
+        extra = f"[api]\nport = 0\n{extra}"
     path.write_text(
         f'hostname = "mail.test"\ndata_dir = "{data_dir}"\n{top}'
         f'[log]\nfile = "{log}"\n'
@@ -84,6 +87,7 @@ def write_config(
 
 
 _READY = re.compile(r"postroom ready: SMTP on (\S.*?), data in")
+_API = re.compile(r"postroom ready: .*, API http://\S+:(\d+)")
 
 
 @dataclass
@@ -91,6 +95,7 @@ class RunningProcess:
     process: subprocess.Popen[bytes]
     ports: dict[str, int]
     log: Path
+    api_port: int | None = None
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -126,7 +131,9 @@ def start_process(config: Path, log: Path, timeout: float = 30) -> RunningProces
             addresses = match.group(1).split(", ")
             ports = [int(a.rsplit(":", 1)[1]) for a in addresses]
             roles = [r.value for r in ROLES][: len(ports)]
-            return RunningProcess(process, dict(zip(roles, ports, strict=True)), log)
+            api = _API.search(text)
+            api_port = int(api.group(1)) if api else None
+            return RunningProcess(process, dict(zip(roles, ports, strict=True)), log, api_port)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("postroom serve did not become ready")

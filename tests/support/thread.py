@@ -35,6 +35,12 @@ class ServerThread:
         return self.settings.data_dir
 
     @property
+    def api_port(self) -> int:
+        port = self.server.api_port
+        assert port is not None, "the API is off"
+        return port
+
+    @property
     def store(self) -> Store:
         assert self.server.store is not None
         return self.server.store

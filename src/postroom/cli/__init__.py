@@ -30,10 +30,12 @@ T = TypeVar("T")
 
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
+    "apikey": "postroom.cli.apikey:apikey",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
     "queue": "postroom.cli.queue:queue",
     "route": "postroom.cli.route:route",
+    "send": "postroom.cli.send:send",
     "serve": "postroom.cli.serve:serve",
     "user": "postroom.cli.user:user",
 }

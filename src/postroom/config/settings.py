@@ -17,6 +17,7 @@ from postroom.config.mailers import MailerSettings, default_mailers
 from postroom.config.routes import RouteSettings, SettingError
 
 __all__ = [
+    "ApiSettings",
     "AuthThrottleSettings",
     "DeliverySettings",
     "DnsSettings",
@@ -124,6 +125,17 @@ class RetentionSettings(_Model):
     interval: Annotated[float, Field(gt=0)] = 3600.0  # how often cleanup runs (seconds)
 
 
+class ApiSettings(_Model):
+    """The HTTP API, served inside `postroom serve` (port 0: any free port)."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8025
+    # Requests per minute per API key (0: no limit), and how many may come at once.
+    rate_limit: Annotated[int, Field(ge=0)] = 600
+    burst: Annotated[int, Field(ge=1)] = 60
+
+
 class Settings(_Model):
     hostname: str = Field(default_factory=lambda: platform.node() or "localhost")
     data_dir: Path = Path("postroom-data")
@@ -135,6 +147,7 @@ class Settings(_Model):
     dns: DnsSettings = DnsSettings()
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
+    api: ApiSettings = ApiSettings()
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults

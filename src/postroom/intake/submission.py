@@ -53,7 +53,13 @@ class Intake:
         """One whole message in one call (DSNs now; the HTTP API and sendmail later):
         the same policy and commit as SMTP. The queue id, or the reply that refused it."""
         submission = self.begin(
-            source, sender, principal=principal, dsn=dsn, declared_size=len(data)
+            source,
+            sender,
+            principal=principal,
+            dsn=dsn,
+            body_type=body_type,
+            smtputf8=smtputf8,
+            declared_size=len(data),
         )
         if isinstance(submission, Reply):
             return submission

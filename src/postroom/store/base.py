@@ -9,9 +9,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from postroom.store.models import (
+    ApiKeyRecord,
     Attempt,
     Claim,
+    IdempotencyRecord,
     LogQuery,
+    MessageMeta,
     NewMessage,
     RecipientUpdate,
     StoredMessage,
@@ -126,3 +129,27 @@ class Store(Protocol):
     async def set_password(self, address: str, password_hash: str) -> bool: ...
 
     async def remove_user(self, address: str) -> bool: ...
+
+    # -- the HTTP API --------------------------------------------------------------
+    async def add_api_key(self, record: ApiKeyRecord) -> bool:
+        """False when a key with that name already exists."""
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key, sorted by name."""
+
+    async def remove_api_key(self, name: str) -> bool: ...
+
+    async def save_send(
+        self, meta: MessageMeta, answer: IdempotencyRecord | None, *, forget_before: float
+    ) -> None:
+        """In one durable transaction: an accepted message's meta (nothing when the
+        message is gone already) and the answer to replay for its Idempotency-Key;
+        answers created before ``forget_before`` are dropped."""
+
+    async def message_meta(self, ids: Sequence[str]) -> dict[str, MessageMeta]:
+        """The meta of those of ``ids`` that have any, by queue id."""
+
+    async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
+        """The answer recorded for (``key_name``, ``key``) at or after ``since``."""

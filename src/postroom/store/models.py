@@ -9,9 +9,12 @@ from postroom.mail.envelope import Envelope, Source
 from postroom.mail.spool import SpooledBody
 
 __all__ = [
+    "ApiKeyRecord",
     "Attempt",
     "Claim",
+    "IdempotencyRecord",
     "LogQuery",
+    "MessageMeta",
     "NewMessage",
     "RecipientState",
     "RecipientStatus",
@@ -145,3 +148,37 @@ class LogQuery:
     since: float | None = None  # received at or after
     limit: int = 100
     cursor: str | None = None  # a message id: continue after it (newest first)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An HTTP API key at rest: ``key_id`` finds it, ``secret_hash`` checks it."""
+
+    name: str
+    key_id: str
+    secret_hash: str  # hex SHA-256 of the secret part
+    sender_domains: tuple[str, ...]  # A-labels; empty: may send as any domain
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What the HTTP API records of a message it accepted, beside the envelope."""
+
+    id: str  # the queue id
+    message_id: str | None  # the Message-ID header value
+    subject: str | None
+    tags: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The first answer to a request with an Idempotency-Key, kept for replay."""
+
+    key_name: str  # the API key's name: Idempotency-Keys are per API key
+    key: str
+    request_hash: str
+    status: int
+    body: bytes
+    created_at: float

@@ -95,3 +95,33 @@ CREATE TABLE IF NOT EXISTS users (
     sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
     created_at     REAL NOT NULL
 ) WITHOUT ROWID;
+
+-- HTTP API keys: only a SHA-256 of the high-entropy secret is kept; key_id finds the row.
+CREATE TABLE IF NOT EXISTS api_keys (
+    name           TEXT PRIMARY KEY,
+    key_id         TEXT NOT NULL UNIQUE,
+    secret_hash    TEXT NOT NULL,         -- hex SHA-256 of the secret part of the key
+    sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
+    created_at     REAL NOT NULL
+) WITHOUT ROWID;
+
+-- What the API knows of a message beyond its envelope: Message-ID, Subject, tags, metadata.
+CREATE TABLE IF NOT EXISTS message_meta (
+    id         TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    message_id TEXT,                  -- the Message-ID header value
+    subject    TEXT,
+    tags       TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
+    metadata   TEXT NOT NULL DEFAULT '{}'  -- JSON object of strings
+) WITHOUT ROWID;
+
+-- Idempotency-Key answers: the first 202 for (API key, Idempotency-Key), for replay.
+CREATE TABLE IF NOT EXISTS idempotency (
+    key_name     TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,       -- hex SHA-256 of the request (content type and body)
+    status       INTEGER NOT NULL,
+    body         BLOB NOT NULL,       -- the answer's JSON bytes
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (key_name, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);

@@ -25,15 +25,18 @@ from typing import TypeVar
 from postroom.errors import StoreUnavailable
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
+    ApiKeyRecord,
     Attempt,
     Claim,
+    IdempotencyRecord,
     LogQuery,
+    MessageMeta,
     NewMessage,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
-from postroom.store.sqlite import delivery, directory, log, queue
+from postroom.store.sqlite import api, delivery, directory, log, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 
@@ -274,3 +277,30 @@ class SqliteStore:
         return await self._write(
             functools.partial(directory.changed, directory.REMOVE_USER, (address,))
         )
+
+    # -- the HTTP API -----------------------------------------------------------------
+    async def add_api_key(self, record: ApiKeyRecord) -> bool:
+        params = api.api_key_params(record)
+        return await self._write(functools.partial(directory.changed, api.ADD_API_KEY, params))
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return await self._read(functools.partial(api.api_key, key_id))
+
+    async def api_keys(self) -> list[ApiKeyRecord]:
+        return await self._read(api.api_keys)
+
+    async def remove_api_key(self, name: str) -> bool:
+        return await self._write(functools.partial(directory.changed, api.REMOVE_API_KEY, (name,)))
+
+    async def save_send(
+        self, meta: MessageMeta, answer: IdempotencyRecord | None, *, forget_before: float
+    ) -> None:
+        await self._write(api.save_send_job(meta, answer, forget_before))
+
+    async def message_meta(self, ids: Sequence[str]) -> dict[str, MessageMeta]:
+        if not ids:
+            return {}
+        return await self._read(functools.partial(api.message_meta, list(ids)))
+
+    async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
+        return await self._read(functools.partial(api.idempotent, key_name, key, since))

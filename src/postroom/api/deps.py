@@ -1,0 +1,32 @@
+"""What the API needs from the rest of postroom, passed in by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from postroom.clock import Clock
+from postroom.config.settings import ApiSettings
+from postroom.intake import Intake
+from postroom.store import Store
+
+__all__ = ["ApiDeps", "max_request_size"]
+
+_JSON_OVERHEAD = 1024 * 1024  # fields, names and escaping around the base64
+
+
+def max_request_size(max_message_size: int) -> int:
+    """A message of the largest size, base64-encoded (4/3), inside a JSON document."""
+    return max_message_size * 4 // 3 + _JSON_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDeps:
+    store: Store
+    intake: Intake
+    clock: Clock
+    settings: ApiSettings
+    hostname: str
+    max_message_size: int
+    max_recipients: int
+    queue_changed: Callable[[], None] | None = None  # wakes the scheduler after a retry

@@ -1,0 +1,74 @@
+"""The API's HTTP server: uvicorn on the running event loop, on a socket bound here.
+
+Binding the socket ourselves gives a plain OSError for a busy port (uvicorn would exit
+the process) and the real port when 0 was asked for. Driving uvicorn through
+``startup``/``main_loop``/``shutdown`` rather than ``serve()`` leaves the signal
+handlers to ``postroom serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["ApiServer"]
+
+
+class ApiServer:
+    def __init__(self, app: ASGIApp, address: str, port: int, *, grace: float) -> None:
+        self._address = address
+        self._port = port
+        self._config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            ws="none",
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(grace)),
+        )
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def bound(self) -> tuple[str, int]:
+        assert self._socket is not None
+        host, port = self._socket.getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self._address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._address, self._port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        config = self._config
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self._server = server
+        self._task = asyncio.create_task(server.main_loop(), name="api")
+
+    async def stop(self) -> None:
+        """Stop accepting; requests in flight finish (bounded by the grace time)."""
+        server, task, sock = self._server, self._task, self._socket
+        self._server = self._task = self._socket = None
+        if server is not None and task is not None:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await server.shutdown(sockets=[sock] if sock else None)
+        if sock is not None:
+            sock.close()

@@ -1,0 +1,165 @@
+"""``postroom send``: queue a test message from the command line, and with ``--wait``
+watch it to its delivery result.
+
+The message is composed as the HTTP API composes its JSON form, queued straight into the
+store through intake (source ``sendmail``, principal: the Unix user), and a running server
+is woken to deliver it at once. ``--wait`` polls the store for the recipients' states:
+exit 0 when all were delivered, 1 when any bounced (the remote reply is shown), 75
+(EX_TEMPFAIL) when some are still queued or deferred at ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from postroom.cli import AppContext, config_option, fail, pass_app
+from postroom.cli.render import print_table, printable, status_text
+from postroom.intake.compose import (
+    Attachment,
+    ComposeError,
+    ComposeRequest,
+    compose,
+    parse_mailbox,
+)
+from postroom.intake.local import LocalResult, local_user, submit_local
+from postroom.mail.envelope import Recipient
+from postroom.smtp.replies import Reply
+from postroom.store import RecipientStatus, StoredMessage, open_store
+
+if TYPE_CHECKING:
+    from postroom.config.settings import Settings
+
+__all__ = ["send"]
+
+EX_TEMPFAIL = 75
+_POLL = 0.2  # seconds between looks at the store while waiting
+
+
+@click.command()
+@click.option("--to", "to", multiple=True, required=True, metavar="ADDR", help="Repeatable.")
+@click.option("--from", "sender", metavar="ADDR", help="Default: <unix user>@<hostname>.")
+@click.option("--subject", default="postroom test message", show_default=True)
+@click.option("--body", metavar="TEXT", help="The plain text body.")
+@click.option(
+    "--html", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="An HTML body."
+)
+@click.option(
+    "--attach",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Attach a file (repeatable).",
+)
+@click.option("--wait", is_flag=True, help="Wait for the delivery result and show it.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="With --wait: give up after this many seconds (exit 75).",
+)
+@config_option
+@pass_app
+def send(
+    app: AppContext,
+    *,
+    to: tuple[str, ...],
+    sender: str | None,
+    subject: str,
+    body: str | None,
+    html: Path | None,
+    attach: tuple[Path, ...],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Send a test message: queue it here, and let the running server deliver it."""
+    settings = app.settings
+    user = local_user()
+    html_text = html.read_text(encoding="utf-8") if html is not None else None
+    if body is None and html_text is None:
+        body = f"A test message from postroom on {settings.hostname}.\n"
+    try:
+        request = ComposeRequest(
+            sender=parse_mailbox(sender or f"{user}@{settings.hostname}", "--from"),
+            to=tuple(parse_mailbox(address, "--to") for address in to),
+            subject=subject,
+            text=body,
+            html=html_text,
+            attachments=tuple(_attachment(path) for path in attach),
+        )
+        message = compose(request, hostname=settings.hostname, now=time.time())
+    except ComposeError as exc:
+        fail(str(exc))
+    result = asyncio.run(
+        submit_local(
+            settings,
+            user=user,
+            sender=message.sender,
+            recipients=[Recipient(address) for address in message.recipients],
+            data=message.data,
+            body_type=message.body_type,
+            smtputf8=message.smtputf8,
+        )
+    )
+    if isinstance(result, Reply):
+        fail(f"refused: {_reply_text(result)}")
+    click.echo(f"queued as {result.queue_id} (Message-ID {message.message_id})")
+    if not result.woke_server:
+        click.echo(f"no server is running for {settings.data_dir}: it is sent once one starts")
+    if wait:
+        raise click.exceptions.Exit(_wait(settings, result, timeout))
+
+
+def _attachment(path: Path) -> Attachment:
+    content_type, _ = mimetypes.guess_type(path.name)
+    return Attachment(
+        content=path.read_bytes(),
+        content_type=content_type or "application/octet-stream",
+        filename=path.name,
+    )
+
+
+def _reply_text(reply: Reply) -> str:
+    return " ".join(w for w in (str(reply.code), reply.enhanced or "", *reply.lines) if w)
+
+
+def _wait(settings: Settings, queued: LocalResult, timeout: float) -> int:
+    console = Console(stderr=True)
+    with console.status(f"waiting for {queued.queue_id} to be delivered..."):
+        message = asyncio.run(_poll(settings, queued.queue_id, timeout))
+    if message is None:
+        fail(f"message {queued.queue_id} is no longer in the queue")
+    rows = (
+        (status_text(r.status), printable(r.address), Text(printable(r.last_reply or "")))
+        for r in message.recipients
+    )
+    print_table(("Status", "Recipient", "Reply"), rows, empty="No recipients.")
+    statuses = {r.status for r in message.recipients}
+    if statuses & {RecipientStatus.BOUNCED, RecipientStatus.EXPIRED}:
+        return 1
+    if statuses == {RecipientStatus.DELIVERED}:
+        return 0
+    return EX_TEMPFAIL
+
+
+async def _poll(settings: Settings, queue_id: str, within: float) -> StoredMessage | None:
+    """The message once every recipient is final, or as it is after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    store = await open_store(settings.storage_url)
+    try:
+        while True:
+            message = await store.message(queue_id)
+            if message is None or all(r.status.is_final for r in message.recipients):
+                return message
+            if time.monotonic() >= deadline:
+                return message
+            await asyncio.sleep(_POLL)
+    finally:
+        await store.aclose()

@@ -1,0 +1,1 @@
+"""Integrations of ``postroom.client`` with application frameworks (each an optional extra)."""

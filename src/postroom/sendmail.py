@@ -1,0 +1,441 @@
+"""``postroom-sendmail``: the sendmail(1) command line, queueing into the local store.
+
+For PHP's ``sendmail_path``, cron, git send-email and anything else that runs
+``/usr/sbin/sendmail``. The message is read from standard input and queued straight into
+the store through intake (source ``sendmail``, principal: the Unix user), then a running
+server is woken to deliver it. Options follow Postfix's sendmail(1): ``-t`` takes the
+recipients from To/Cc/Bcc (added to any given as arguments), ``-f``/``-r`` set the
+envelope sender, ``-F`` the full name, ``-i``/``-oi`` keep a lone "." from ending the
+input; ``-N``, ``-R`` and ``-V`` are the DSN options; the other common flags are
+accepted and ignored, and the modes postroom does not have (``-bs``, ``-bv``, ``-q``,
+newaliases ...) are refused with EX_USAGE. Exit codes follow sysexits.h. The message is
+never lost: anything that keeps it from the queue ends non-zero with one line on
+standard error, so the caller keeps (or reports) it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import email.utils
+import getopt
+import os
+import pwd
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from email.errors import HeaderDefect, NonASCIILocalPartDefect
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from enum import IntEnum
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from postroom.config import load
+from postroom.config.settings import Settings
+from postroom.errors import AddressError, ConfigError
+from postroom.ids import message_id, new_queue_id
+from postroom.intake.local import LocalResult, local_user, submit_local
+from postroom.mail.address import Address, parse_address
+from postroom.mail.envelope import DsnRequest, Notify, Recipient, Ret
+from postroom.mail.headers import date_header
+from postroom.smtp.replies import Reply
+
+__all__ = ["Exit", "Options", "Prepared", "SendmailError", "main", "parse_args", "prepare"]
+
+PROG = "postroom-sendmail"
+
+
+class Exit(IntEnum):
+    """sysexits.h"""
+
+    OK = 0
+    USAGE = 64  # a command line we do not accept, or no recipients
+    DATAERR = 65  # a malformed address, or a message too big
+    NOUSER = 67  # a recipient refused (e.g. no such user at a local domain)
+    UNAVAILABLE = 69  # refused for another permanent reason
+    SOFTWARE = 70  # a bug in postroom
+    TEMPFAIL = 75  # not queued now; try again later
+    CONFIG = 78  # the configuration file is missing or wrong
+
+
+class SendmailError(Exception):
+    def __init__(self, code: Exit, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Postfix's sendmail option letters; ":" takes a value (attached, or the next argument).
+_SHORT_OPTIONS = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx"
+_LONG_OPTIONS = ("config=",)
+_IGNORED = frozenset(("-A", "-G", "-L", "-O", "-U", "-X", "-c", "-e", "-h", "-m", "-n", "-p", "-x"))
+# -b modes other than -bm (deliver a message read from stdin, the default), and why not.
+_REFUSED_MODES = {
+    "d": "no daemon mode; run `postroom serve`",
+    "h": "no SMTP test mode; use `postroom route explain`",
+    "H": "no SMTP test mode; use `postroom route explain`",
+    "i": "no aliases file",
+    "l": "no daemon mode; run `postroom serve`",
+    "p": "no queue listing here; use `postroom queue list`",
+    "s": "no SMTP on standard input; use the submission port",
+    "v": "no address verification",
+}
+_NOTIFY = {n.value.lower(): n for n in Notify}
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+_RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    recipients: tuple[str, ...] = ()
+    extract: bool = False  # -t
+    sender: str | None = None  # -f / -r; "" or "<>" is the null sender
+    full_name: str | None = None  # -F
+    dot_ends_input: bool = True  # cleared by -i / -oi
+    config: Path | None = None  # -C / --config
+    eight_bit: bool = False  # -B8BITMIME
+    notify: frozenset[Notify] | None = None  # -N
+    ret: Ret | None = None  # -R
+    envid: str | None = None  # -V
+    verbose: bool = False  # -v: print the queue id
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    """The command line (without the program name); SendmailError(USAGE) when wrong."""
+    try:
+        pairs, arguments = getopt.gnu_getopt(list(argv), _SHORT_OPTIONS, list(_LONG_OPTIONS))
+    except getopt.GetoptError as exc:
+        raise SendmailError(Exit.USAGE, str(exc)) from None
+    values: dict[str, object] = {"recipients": tuple(arguments)}
+    for flag, value in pairs:
+        _apply(flag, value, values)
+    return Options(**values)  # type: ignore[arg-type]
+
+
+def _apply(flag: str, value: str, values: dict[str, object]) -> None:
+    match flag:
+        case "-t":
+            values["extract"] = True
+        case "-i":
+            values["dot_ends_input"] = False
+        case "-o":
+            # -oi is -i; -odi, -odb, -oem, -oee, -om ... set modes postroom has no use for.
+            if value == "i":
+                values["dot_ends_input"] = False
+        case "-f" | "-r":
+            values["sender"] = value
+        case "-F":
+            values["full_name"] = value
+        case "-C" | "--config":
+            values["config"] = Path(value)
+        case "-B":
+            if value.upper() not in ("7BIT", "8BITMIME"):
+                raise SendmailError(Exit.USAGE, f"-B {value}: must be 7BIT or 8BITMIME")
+            values["eight_bit"] = value.upper() == "8BITMIME"
+        case "-N":
+            values["notify"] = _parse_notify(value)
+        case "-R":
+            if value.upper() not in ("FULL", "HDRS"):
+                raise SendmailError(Exit.USAGE, f"-R {value}: must be full or hdrs")
+            values["ret"] = Ret(value.upper())
+        case "-V":
+            if not value or len(value) > 100 or not value.isascii() or not value.isprintable():
+                raise SendmailError(Exit.USAGE, "-V: the envelope id must be printable ASCII")
+            values["envid"] = value
+        case "-v":
+            values["verbose"] = True
+        case "-b":
+            if value != "m":
+                why = _REFUSED_MODES.get(value[:1], "not a mode postroom has")
+                raise SendmailError(Exit.USAGE, f"-b{value}: {why}")
+        case "-I":
+            raise SendmailError(Exit.USAGE, f"-I: {_REFUSED_MODES['i']}")
+        case "-q":
+            raise SendmailError(Exit.USAGE, "-q: the server runs its queue; see `postroom queue`")
+        case _:
+            assert flag in _IGNORED, flag
+
+
+def _parse_notify(value: str) -> frozenset[Notify]:
+    """-N never | a comma list of success, delay, failure (RFC 3461 4.1)."""
+    words = [w.strip().lower() for w in value.split(",")]
+    if any(w not in _NOTIFY for w in words) or ("never" in words and len(words) > 1):
+        raise SendmailError(
+            Exit.USAGE, f"-N {value}: must be never, or a list of success, delay, failure"
+        )
+    return frozenset(_NOTIFY[w] for w in words)
+
+
+def read_message(stream: BinaryIO, *, limit: int, dot_ends_input: bool) -> bytes:
+    """Standard input up to end of file (or a line with only "." unless -i), at most
+    ``limit`` bytes; SendmailError(DATAERR) when longer."""
+    if not dot_ends_input:
+        data = stream.read(limit + 1)
+    else:
+        lines: list[bytes] = []
+        size = 0
+        while line := stream.readline(limit + 1 - size):
+            if line in (b".\n", b".\r\n"):
+                break
+            lines.append(line)
+            size += len(line)
+            if size > limit:
+                break
+        data = b"".join(lines)
+    if len(data) > limit:
+        raise SendmailError(Exit.DATAERR, f"message too big (the limit is {limit} bytes)")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message ready for intake: completed headers, Bcc removed, and its envelope."""
+
+    data: bytes
+    sender: Address | None
+    recipients: tuple[Recipient, ...]
+    body_type: str
+    smtputf8: bool
+    dsn: DsnRequest = field(default_factory=DsnRequest)
+
+
+def prepare(data: bytes, options: Options, *, hostname: str, user: str, now: float) -> Prepared:
+    """Envelope from the options (and headers with -t), headers completed as Postfix's
+    cleanup does: From (with -F's name), Date and Message-ID when missing; Bcc removed."""
+    head, body = _split(data)
+    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(b"".join(head) + b"\r\n")
+    sender = _sender(options.sender, hostname, user)
+    recipients = [_local(a, hostname, "recipient") for a in _argument_addresses(options)]
+    if options.extract:
+        recipients += _header_recipients(parsed, hostname)
+    if not recipients:
+        raise SendmailError(
+            Exit.USAGE, "no recipients given (as arguments, or in To/Cc/Bcc with -t)"
+        )
+    names = {line.split(b":", 1)[0].strip().lower() for line in head if line[:1] not in b" \t"}
+    added: list[str] = []
+    if b"from" not in names:
+        added.append(f"From: {_from_header(sender, options.full_name, hostname, user)}")
+    if b"date" not in names:
+        added.append(f"Date: {date_header(now)}")
+    if b"message-id" not in names:
+        added.append(f"Message-ID: {message_id(new_queue_id(now), hostname)}")
+    message = (
+        b"".join(_without_bcc(head))
+        + "".join(f"{line}\r\n" for line in added).encode()
+        + b"\r\n"
+        + body
+    )
+    unique = {a.key: a for a in recipients}
+    everyone = [*unique.values(), *([sender] if sender else [])]
+    return Prepared(
+        data=message,
+        sender=sender,
+        recipients=tuple(Recipient(a, notify=options.notify) for a in unique.values()),
+        body_type="8BITMIME" if options.eight_bit or not message.isascii() else "7BIT",
+        smtputf8=any(a.needs_smtputf8 for a in everyone),
+        dsn=DsnRequest(ret=options.ret, envid=options.envid),
+    )
+
+
+def _split(data: bytes) -> tuple[list[bytes], bytes]:
+    """Header lines (CRLF-ended) and the body. The header ends at the first empty line,
+    or at the first line that is neither a field nor a continuation (then the body starts
+    there: ``echo text | sendmail user`` is a message with a body and no header)."""
+    data = re.sub(rb"\r?\n", b"\r\n", data)
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    head: list[bytes] = []
+    offset = 0
+    for line in data.splitlines(keepends=True):
+        if line == b"\r\n":
+            return head, data[offset + 2 :]
+        continuation = line[:1] in (b" ", b"\t") and bool(head)
+        if not (continuation or _HEADER_LINE.match(line)):
+            break
+        head.append(line)
+        offset += len(line)
+    return head, data[offset:]
+
+
+def _without_bcc(head: Iterable[bytes]) -> list[bytes]:
+    kept: list[bytes] = []
+    dropping = False
+    for line in head:
+        if line[:1] not in (b" ", b"\t"):
+            dropping = line.split(b":", 1)[0].strip().lower() == b"bcc"
+        if not dropping:
+            kept.append(line)
+    return kept
+
+
+def _sender(given: str | None, hostname: str, user: str) -> Address | None:
+    if given is None:
+        return _local(user, hostname, "sender")
+    if given.strip() in ("", "<>"):
+        return None  # the null reverse-path (RFC 5321 4.5.5), e.g. for bounces
+    return _local(given, hostname, "sender")
+
+
+def _local(text: str, hostname: str, what: str) -> Address:
+    """An address; a bare user name is qualified with the hostname, as sendmail does."""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    if "@" not in text and text:
+        text = f"{text}@{hostname}"
+    try:
+        return parse_address(text)
+    except AddressError as exc:
+        raise SendmailError(Exit.DATAERR, f"{what} {text!r}: {exc}") from None
+
+
+def _argument_addresses(options: Options) -> list[str]:
+    """Arguments may be address lists ("a@x, B <b@y>") as in sendmail."""
+    found: list[str] = []
+    for argument in options.recipients:
+        pairs = email.utils.getaddresses([argument])
+        if not pairs or any(not address for _, address in pairs):
+            raise SendmailError(Exit.DATAERR, f"recipient {argument!r} is not a valid address")
+        found.extend(address for _, address in pairs)
+    return found
+
+
+def _header_recipients(parsed: EmailMessage, hostname: str) -> list[Address]:
+    try:
+        return _recipients_in(parsed, hostname)
+    except SendmailError:
+        raise
+    except Exception:  # the email package's parser can fail outright on a broken list
+        raise SendmailError(Exit.DATAERR, "the recipient headers cannot be parsed") from None
+
+
+def _recipients_in(parsed: EmailMessage, hostname: str) -> list[Address]:
+    # RFC 5322 3.6.6: a resent message goes to its Resent- recipients.
+    names: tuple[str, ...] = _RECIPIENT_HEADERS
+    if any(parsed.get(f"Resent-{n}") is not None for n in names):
+        names = tuple(f"Resent-{n}" for n in names)
+    found: list[Address] = []
+    for name in names:
+        for value in parsed.get_all(name, []):
+            if any(_serious(d) for d in getattr(value, "defects", ())):
+                raise SendmailError(Exit.DATAERR, f"the {name} header holds an invalid address")
+            found.extend(_local(a.addr_spec, hostname, "recipient") for a in value.addresses)
+    return found
+
+
+# Defects that sendmail accepts: a bare user name ("To: root", qualified with the hostname),
+# an empty list entry ("a@x, , b@y") and a UTF-8 local part (RFC 6532).
+_BENIGN_DEFECTS = frozenset(
+    {"addr-spec local part with no domain", "address-list entry with no content"}
+)
+
+
+def _serious(defect: object) -> bool:
+    if isinstance(defect, NonASCIILocalPartDefect):
+        return False
+    return isinstance(defect, HeaderDefect) and str(defect) not in _BENIGN_DEFECTS
+
+
+def _from_header(sender: Address | None, full_name: str | None, hostname: str, user: str) -> str:
+    own = sender is None or str(sender) == f"{user}@{hostname}"
+    address = f"{user}@{hostname}" if sender is None else str(sender)
+    # The passwd full name belongs to the user's own address only, not to one given by -f.
+    name = full_name if full_name is not None else _gecos_name(user) if own else ""
+    name = re.sub(r"[\r\n\x00]", "", name).strip()
+    return email.utils.formataddr((name, address), charset="utf-8")
+
+
+def _gecos_name(user: str) -> str:
+    """The full name in the passwd entry, as other sendmails put in From."""
+    try:
+        return pwd.getpwnam(user).pw_gecos.split(",", 1)[0]
+    except KeyError:
+        return ""
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
+    options = parse_args(argv)
+    config = options.config or _env_config()
+    try:
+        settings = load(config)
+    except ConfigError as exc:
+        raise SendmailError(Exit.CONFIG, str(exc)) from None
+    data = read_message(
+        stdin, limit=settings.limits.max_message_size, dot_ends_input=options.dot_ends_input
+    )
+    user = local_user()
+    prepared = prepare(data, options, hostname=settings.hostname, user=user, now=time.time())
+    if len(prepared.data) > settings.limits.max_message_size:
+        raise SendmailError(Exit.DATAERR, "message too big")
+    queued = _queue(settings, user, prepared)
+    if options.verbose:
+        woke = "a running server was told" if queued.woke_server else "no server is listening"
+        print(f"{PROG}: queued as {queued.queue_id}; {woke}", file=sys.stderr)
+    return Exit.OK
+
+
+def _env_config() -> Path | None:
+    value = os.environ.get("POSTROOM_CONFIG")
+    return Path(value) if value else None
+
+
+def _queue(settings: Settings, user: str, prepared: Prepared) -> LocalResult:
+    try:
+        result = asyncio.run(
+            submit_local(
+                settings,
+                user=user,
+                sender=prepared.sender,
+                recipients=prepared.recipients,
+                data=prepared.data,
+                dsn=prepared.dsn,
+                body_type=prepared.body_type,
+                smtputf8=prepared.smtputf8,
+            )
+        )
+    except Exception as exc:  # any store failure: the message is not queued, say so
+        raise SendmailError(Exit.TEMPFAIL, f"cannot queue the message: {_describe(exc)}") from None
+    if isinstance(result, Reply):
+        words = (str(result.code), result.enhanced or "", *result.lines)
+        raise SendmailError(_exit_for(result), f"refused: {' '.join(w for w in words if w)}")
+    return result
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return str(exc) or type(exc).__name__
+
+
+def _exit_for(reply: Reply) -> Exit:
+    if reply.is_transient:
+        return Exit.TEMPFAIL
+    enhanced = reply.enhanced or ""
+    if enhanced.startswith("5.1."):  # addressing status (RFC 3463 3.2)
+        return Exit.NOUSER
+    if enhanced == "5.3.4":  # message too big for the system
+        return Exit.DATAERR
+    return Exit.UNAVAILABLE
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console script entry point: exit with a sysexits.h code."""
+    try:
+        code = run(sys.argv[1:] if argv is None else argv, sys.stdin.buffer)
+    except SendmailError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        code = exc.code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the message was not queued", file=sys.stderr)
+        code = Exit.TEMPFAIL
+    except Exception as exc:  # a bug; still one line, and the caller keeps the message
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = Exit.SOFTWARE
+    sys.exit(int(code))

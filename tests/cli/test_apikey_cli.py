@@ -1,0 +1,52 @@
+"""``postroom apikey``: create (shown once), list, revoke; as a real process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import ok, one_line_error, postroom
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "postroom.toml"
+    path.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
+    return path
+
+
+def test_create_shows_the_key_once_and_stores_only_a_hash(config: Path, tmp_path: Path) -> None:
+    out = ok(postroom(config, "apikey", "create", "shop", "--sender-domain", "Bücher.example"))
+    token = out.splitlines()[-1]
+    assert token.startswith("pr_")
+    with sqlite3.connect(tmp_path / "data" / "postroom.db") as db:
+        rows = db.execute("SELECT name, secret_hash, sender_domains FROM api_keys").fetchall()
+    assert rows[0][0] == "shop"
+    assert rows[0][2] == "xn--bcher-kva.example"
+    secret = token.split("_", 2)[2]
+    assert secret not in rows[0][1]
+    listed = json.loads(ok(postroom(config, "apikey", "list", "--json")))
+    assert listed == [
+        {
+            "name": "shop",
+            "sender_domains": ["xn--bcher-kva.example"],
+            "created_at": listed[0]["created_at"],
+        }
+    ]
+    assert token not in ok(postroom(config, "apikey", "list"))
+
+
+def test_names_are_unique_and_revoke_removes(config: Path) -> None:
+    ok(postroom(config, "apikey", "create", "app"))
+    assert "already exists" in one_line_error(postroom(config, "apikey", "create", "app"))
+    assert "revoked" in ok(postroom(config, "apikey", "revoke", "app"))
+    assert "no API key" in one_line_error(postroom(config, "apikey", "revoke", "app"))
+    assert ok(postroom(config, "apikey", "list")).strip() == "No API keys."
+
+
+def test_bad_names_and_domains_are_one_line_errors(config: Path) -> None:
+    one_line_error(postroom(config, "apikey", "create", "has space"))
+    one_line_error(postroom(config, "apikey", "create", "ok", "--sender-domain", "not a domain"))
