@@ -6,6 +6,7 @@ checks that they name every key defined here.
 
 from __future__ import annotations
 
+import ipaddress
 import platform
 from enum import StrEnum
 from pathlib import Path
@@ -115,6 +116,19 @@ class DeliverySettings(_Model):
     lease: Annotated[float, Field(gt=0)] = 900.0  # a claim not settled by then is retried
     # Message bytes held in memory by attempts in flight; more attempts wait their turn.
     max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
+    # The public addresses receivers see our mail come from (after any NAT); not bound to,
+    # only checked by `postroom domain check`. Empty: the system's outbound address.
+    sending_addresses: tuple[str, ...] = ()
+
+    @field_validator("sending_addresses", mode="after")
+    @classmethod
+    def _ip_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        for index, text in enumerate(addresses):
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise SettingError((index,), f"{text!r} is not an IP address") from None
+        return tuple(str(ipaddress.ip_address(text)) for text in addresses)
 
 
 class RetentionSettings(_Model):
