@@ -23,6 +23,8 @@ from postroom.directory.users import Users
 from postroom.events import Bus
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
+from postroom.mailauth.dkim import DkimSigner, KeyRing
+from postroom.mailauth.inbound import InboundChecker
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
 from postroom.net.wakeup import WakeupListener
@@ -87,6 +89,12 @@ class Server:
             spool_memory=settings.limits.spool_memory,
             max_message_size=settings.limits.max_message_size,
             bus=bus,
+            signer=DkimSigner(KeyRing(settings.data_dir)),
+            inbound=InboundChecker(
+                settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
+            )
+            if settings.inbound_auth.enabled
+            else None,
         )
         self._start_delivery(store, intake, bus)
         auth = settings.limits.auth

@@ -76,7 +76,9 @@ class ChasingDnsServer(DnsServer):
                 break
             if "CNAME" in here and rdtype not in here:
                 target = dns.name.from_text(here["CNAME"][0])
-                response.answer.append(dns.rrset.from_text(owner, 300, "IN", "CNAME", target.to_text()))
+                response.answer.append(
+                    dns.rrset.from_text(owner, 300, "IN", "CNAME", target.to_text())
+                )
                 owner = target
                 continue
             if rdtype in here:

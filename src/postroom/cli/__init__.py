@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
+    "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
     "queue": "postroom.cli.queue:queue",

@@ -21,6 +21,7 @@ __all__ = [
     "AuthThrottleSettings",
     "DeliverySettings",
     "DnsSettings",
+    "InboundAuthSettings",
     "LimitSettings",
     "ListenerRole",
     "ListenerSettings",
@@ -131,6 +132,16 @@ class DeliverySettings(_Model):
         return tuple(str(ipaddress.ip_address(text)) for text in addresses)
 
 
+class InboundAuthSettings(_Model):
+    """SPF, DKIM and DMARC checks on mail from unauthenticated clients at mx listeners.
+
+    ``enabled`` writes the Authentication-Results header; the two refusals are opt-in."""
+
+    enabled: bool = True
+    dmarc_reject: bool = False  # a DMARC fail under p=reject: 550 5.7.1 at end of DATA
+    temperror_defer: bool = False  # a DNS failure during the checks: 451 4.7.5
+
+
 class RetentionSettings(_Model):
     """How long finished messages (bodies and log entries) are kept."""
 
@@ -149,6 +160,7 @@ class Settings(_Model):
     dns: DnsSettings = DnsSettings()
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
+    inbound_auth: InboundAuthSettings = InboundAuthSettings()
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults

@@ -6,6 +6,7 @@ body goes to a SpooledBody as it arrives, so memory stays bounded.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from postroom.events import Bus, MessageQueued
 from postroom.ids import new_queue_id
 from postroom.intake.policy import Principal, recipient_verdict, sender_verdict
 from postroom.mail.address import Address
-from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source
+from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
 from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
+from postroom.mailauth.dkim import DkimSigner
+from postroom.mailauth.inbound import InboundChecker
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import NewMessage, Store
@@ -37,6 +40,8 @@ class Intake:
     max_message_size: int
     bus: Bus | None = None
     rng: random.Random = field(default_factory=random.Random)  # seeded from the OS
+    signer: DkimSigner | None = None  # DKIM-signs mail from our users and postroom itself
+    inbound: InboundChecker | None = None  # SPF/DKIM/DMARC on mail from outside (mx)
 
     async def submit(
         self,
@@ -147,6 +152,15 @@ class Submission:
             now=now,
             for_recipient=single,
         )
+        try:
+            authenticated = await self._authenticate(now)
+        except BaseException:
+            self.body.close()
+            raise
+        if isinstance(authenticated, Reply):
+            self.body.close()
+            return authenticated
+        header += authenticated
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -180,6 +194,60 @@ class Submission:
                 )
             )
         return replies.queued(self.queue_id)
+
+    async def _authenticate(self, now: float) -> bytes | Reply:
+        """Mail authentication at commit, over the whole message: the inbound checks
+        for mail from outside, DKIM signing for mail going out. The header fields to
+        prepend, or the reply that refuses the message. Signing happens here, once, so
+        every delivery attempt sends the same stored signature."""
+        intake, source = self.intake, self.source
+        inbound = intake.inbound
+        check = (
+            inbound is not None
+            and inbound.settings.enabled
+            and source.kind is SourceKind.SMTP
+            and source.listener == "mx"
+            and self.principal is None
+            and source.client_ip is not None
+        )
+        # Only mail from our own users and from postroom itself (DSNs) is signed: mail
+        # from outside that claims our domain in From: must not get our signature.
+        signer = intake.signer
+        sign = (
+            signer is not None
+            and (self.principal is not None or source.kind is not SourceKind.SMTP)
+            and signer.has_keys()
+        )
+        if not check and not sign:
+            return b""
+        data = self.body.getvalue()  # at most max_message_size: DKIM needs it whole
+        fields = b""
+        if check:
+            assert inbound is not None and source.client_ip is not None
+            verdict = await inbound.check(
+                data,
+                ip=source.client_ip,
+                helo=source.helo or "",
+                sender=str(self.sender or ""),
+                now=now,
+            )
+            if verdict.refusal is not None:
+                return verdict.refusal
+            fields += verdict.header
+            if verdict.message is not None:
+                data = verdict.message
+                self._replace_body(data)
+        if sign:
+            assert signer is not None
+            signatures = await asyncio.to_thread(signer.sign, data, now)
+            fields += b"".join(s.header for s in signatures)
+        return fields
+
+    def _replace_body(self, data: bytes) -> None:
+        body = SpooledBody(self.intake.spool_dir, self.intake.spool_memory)
+        body.write(data)
+        self.body.close()
+        self.body = body
 
     @property
     def size(self) -> int:

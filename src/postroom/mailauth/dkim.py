@@ -31,17 +31,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import HASH_ALGORITHMS, parse_pem_private_key
 
+from postroom.errors import PostroomError
+
 __all__ = [
     "ALGORITHMS",
     "SIGNED_HEADERS",
+    "Algorithm",
     "DkimKey",
+    "DkimKeyError",
     "DkimSigner",
-    "KeyError_",
     "KeyRing",
     "Signature",
     "from_domain",
     "record_strings",
     "sign_message",
+    "signature_summary",
     "signed_header_list",
 ]
 
@@ -71,7 +75,7 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+
 _KEY_FILE = re.compile(r"^(?P<selector>[a-z0-9-]+)\.(?P<alg>rsa|ed25519)\.key$")
 
 
-class KeyError_(ValueError):  # noqa: N801 - "KeyError" is a builtin
+class DkimKeyError(PostroomError):
     """A key operation that cannot be done: bad domain or selector, key exists, none found."""
 
 
@@ -146,9 +150,9 @@ class KeyRing:
         """A new key; it becomes active when its algorithm has no active key yet."""
         domain, selector = _domain(domain), _selector(selector)
         if algorithm == "rsa" and not 1024 <= bits <= 8192:
-            raise KeyError_(f"RSA keys have 1024 to 8192 bits, not {bits}")
+            raise DkimKeyError(f"RSA keys have 1024 to 8192 bits, not {bits}")
         if any(k.selector == selector for k in self.keys(domain)):
-            raise KeyError_(f"{domain} already has a key with selector {selector!r}")
+            raise DkimKeyError(f"{domain} already has a key with selector {selector!r}")
         pem = _new_private_key(algorithm, bits)
         folder = self.root / domain
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -163,7 +167,7 @@ class KeyRing:
     def activate(self, domain: str, selector: str) -> DkimKey:
         key = next((k for k in self.keys(domain) if k.selector == selector), None)
         if key is None:
-            raise KeyError_(f"{domain} has no key with selector {selector!r}")
+            raise DkimKeyError(f"{domain} has no key with selector {selector!r}")
         marker = self.root / key.domain / f"active.{key.algorithm}"
         temporary = marker.with_suffix(".tmp")
         temporary.write_text(selector + "\n")
@@ -192,15 +196,15 @@ def _domain(text: str) -> str:
     try:
         domain = text.strip().rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise KeyError_(f"{text!r} is not a domain name") from None
+        raise DkimKeyError(f"{text!r} is not a domain name") from None
     if not _DOMAIN.match(domain):
-        raise KeyError_(f"{text!r} is not a domain name")
+        raise DkimKeyError(f"{text!r} is not a domain name")
     return domain
 
 
 def _selector(text: str) -> str:
     if not _SELECTOR.match(text):
-        raise KeyError_(f"{text!r} is not a selector (letters, digits and '-', one DNS label)")
+        raise DkimKeyError(f"{text!r} is not a selector (letters, digits and '-', one DNS label)")
     return text
 
 
@@ -245,7 +249,7 @@ def from_domain(message: bytes) -> str | None:
                 if at and domain:
                     try:
                         return _domain(domain)
-                    except KeyError_:
+                    except DkimKeyError:
                         return None
             return None
     return None
@@ -297,14 +301,19 @@ class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy is untyped
             (b"bh", bodyhash),
             (b"b", b"0" * 60),  # placeholder, so b= folds onto its own line
         ]
-        return b"DKIM-Signature: " + self.gen_header(
-            fields, headers, policy, b"DKIM-Signature", pk
-        )
+        value: bytes = self.gen_header(fields, headers, policy, b"DKIM-Signature", pk)
+        return b"DKIM-Signature: " + value
 
 
-def sign_message(message: bytes, keys: Sequence[DkimKey], timestamp: float) -> list[Signature]:
-    """One signature per key, each over the message as given (they do not sign each other)."""
-    include = signed_header_list(message)
+def sign_message(
+    message: bytes,
+    keys: Sequence[DkimKey],
+    timestamp: float,
+    include: Sequence[bytes] | None = None,
+) -> list[Signature]:
+    """One signature per key, each over the message as given (they do not sign each
+    other); ``include``: the h= list, by default ``signed_header_list(message)``."""
+    include = signed_header_list(message) if include is None else include
     signatures = []
     for key in keys:
         header = _Signer(message, linesep=b"\r\n").sign_at(key, include, int(timestamp))
@@ -314,6 +323,32 @@ def sign_message(message: bytes, keys: Sequence[DkimKey], timestamp: float) -> l
             Signature(header, ALGORITHMS[key.algorithm].decode(), key.selector, key.domain)
         )
     return signatures
+
+
+def signature_summary(message: bytes) -> str:
+    """The DKIM-Signature fields at the top of the header block, for the log:
+    ``"rsa-sha256 s=sel d=example.com, ..."``, or ``"none"``."""
+    end = message.find(b"\r\n\r\n")
+    head = message[: end + 2] if end >= 0 else message
+    if b"DKIM-Signature:" not in head:
+        return "none"
+    found = []
+    for name, value in dkim.rfc822_parse(head + b"\r\n")[0]:
+        if name.lower() == b"dkim-signature":
+            try:
+                tags = dict(dkim.util.parse_tag_value(value))
+            except dkim.util.InvalidTagValueList:
+                continue
+            found.append(
+                " ".join(
+                    [tags.get(b"a", b"?").decode(errors="replace")]
+                    + [
+                        f"{t.decode()}={tags.get(t, b'').decode(errors='replace')}"
+                        for t in (b"s", b"d")
+                    ]
+                )
+            )
+    return ", ".join(found) or "none"
 
 
 class DkimSigner:

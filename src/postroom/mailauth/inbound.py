@@ -1,0 +1,174 @@
+"""The checks on mail arriving at the mx listener from unauthenticated clients: SPF on
+MAIL FROM (or HELO), every DKIM signature, DMARC over both; one Authentication-Results.
+
+``InboundChecker.check`` gives the header to prepend, the message to store (forged
+copies of our Authentication-Results removed) and a refusal when the policy asks for
+one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
+(``temperror_defer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import authres
+import authres.dmarc
+import dkim
+
+from postroom.config.settings import InboundAuthSettings
+from postroom.mailauth.dkim import from_domain
+from postroom.mailauth.dmarc import DmarcResult, check_dmarc
+from postroom.mailauth.results import authentication_results, strip_forged
+from postroom.mailauth.spf import SpfResult, check_spf
+from postroom.resolver import Resolver, TemporaryLookupFailure
+from postroom.smtp.replies import Reply
+
+__all__ = ["DkimResult", "InboundChecker", "InboundVerdict"]
+
+DMARC_REJECTED = Reply(550, "5.7.1", ("Message rejected by the sender domain's DMARC policy",))
+TEMPERROR = Reply(451, "4.7.5", ("Sender authentication could not be checked, try again later",))
+_OFF_LOOP = 256 * 1024  # verify bigger messages in a worker thread (hashing the body)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimResult:
+    result: str  # pass | fail | neutral | temperror | permerror
+    domain: str
+    selector: str
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboundVerdict:
+    header: bytes  # the Authentication-Results field, CRLF-terminated
+    message: bytes | None  # the message to store instead, when a forged A-R was removed
+    refusal: Reply | None
+    spf: SpfResult
+    dkim: tuple[DkimResult, ...]
+    dmarc: DmarcResult | None
+
+
+class InboundChecker:
+    def __init__(self, settings: InboundAuthSettings, resolver: Resolver, authserv_id: str):
+        self.settings = settings
+        self._resolver = resolver
+        self._authserv_id = authserv_id
+
+    async def check(
+        self, message: bytes, *, ip: str, helo: str, sender: str, now: float
+    ) -> InboundVerdict:
+        stripped = strip_forged(message, self._authserv_id)
+        message = stripped if stripped is not None else message
+        spf_task = check_spf(
+            self._resolver, ip=ip, sender=sender, helo=helo, now=now, receiver=self._authserv_id
+        )
+        spf, signatures = await asyncio.gather(spf_task, self._dkim(message))
+        domain = from_domain(message)
+        dmarc = None
+        if domain is not None:
+            dmarc = await check_dmarc(
+                self._resolver,
+                domain,
+                spf_result=spf.result,
+                spf_domain=spf.domain,
+                dkim_passes=[s.domain for s in signatures if s.result == "pass"],
+            )
+        header = authentication_results(self._authserv_id, _clauses(spf, signatures, dmarc))
+        return InboundVerdict(
+            header, stripped, self._refusal(spf, signatures, dmarc), spf, signatures, dmarc
+        )
+
+    def _refusal(
+        self, spf: SpfResult, signatures: tuple[DkimResult, ...], dmarc: DmarcResult | None
+    ) -> Reply | None:
+        if self.settings.dmarc_reject and dmarc is not None and dmarc.rejects:
+            return DMARC_REJECTED
+        results = [spf.result, *(s.result for s in signatures), dmarc.result if dmarc else ""]
+        if self.settings.temperror_defer and "temperror" in results:
+            return TEMPERROR
+        return None
+
+    async def _dkim(self, message: bytes) -> tuple[DkimResult, ...]:
+        verifier = dkim.DKIM(message, timeout=5)
+        count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
+        if not count:
+            return ()
+        # Fetch every key record first, on the loop, through our resolver; then verify
+        # from those answers (dkimpy's dnsfunc hook), off the loop for big messages.
+        keys: dict[bytes, bytes | None] = {}
+        failed: set[bytes] = set()
+        for index in range(count):
+            tags = _tags(verifier, index)
+            if tags is None:
+                continue
+            name = tags.get(b"s", b"") + b"._domainkey." + tags.get(b"d", b"") + b"."
+            try:
+                records = await self._resolver.txt(name.decode("ascii", "replace"))
+            except TemporaryLookupFailure:
+                failed.add(name)
+                continue
+            keys[name] = records[0] if records else None
+
+        def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+            return keys.get(name)
+
+        def verify_all() -> tuple[DkimResult, ...]:
+            return tuple(_verify(message, i, dnsfunc, failed) for i in range(count))
+
+        if len(message) > _OFF_LOOP:
+            return await asyncio.to_thread(verify_all)
+        return verify_all()
+
+
+def _tags(verifier: dkim.DKIM, index: int) -> dict[bytes, bytes] | None:
+    sigs = [v for n, v in verifier.headers if n.lower() == b"dkim-signature"]
+    try:
+        return dict(dkim.util.parse_tag_value(sigs[index]))
+    except Exception:  # a malformed signature: dkimpy reports it as permerror later
+        return None
+
+
+def _verify(message: bytes, index: int, dnsfunc: object, failed: set[bytes]) -> DkimResult:
+    verifier = dkim.DKIM(message, timeout=5)
+    tags = _tags(verifier, index) or {}
+    domain = tags.get(b"d", b"").decode("ascii", "replace")
+    selector = tags.get(b"s", b"").decode("ascii", "replace")
+    algorithm = tags.get(b"a", b"").decode("ascii", "replace")
+    name = tags.get(b"s", b"") + b"._domainkey." + tags.get(b"d", b"") + b"."
+    if name in failed:
+        return DkimResult("temperror", domain, selector, algorithm)
+    try:
+        ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
+    except dkim.ValidationError:  # the body hash or a tag does not check out
+        ok = False
+    except dkim.DKIMException:
+        # RFC 8601 2.7.1: a signature that cannot be checked (no key, bad syntax).
+        return DkimResult("permerror", domain, selector, algorithm)
+    return DkimResult("pass" if ok else "fail", domain, selector, algorithm)
+
+
+def _clauses(
+    spf: SpfResult, signatures: tuple[DkimResult, ...], dmarc: DmarcResult | None
+) -> list[authres.core.AuthenticationResult]:
+    clauses: list[authres.core.AuthenticationResult] = []
+    if spf.identity == "mailfrom":
+        clauses.append(authres.SPFAuthenticationResult(result=spf.result, smtp_mailfrom=spf.domain))
+    else:
+        clauses.append(authres.SPFAuthenticationResult(result=spf.result, smtp_helo=spf.domain))
+    for sig in signatures:
+        clauses.append(
+            authres.DKIMAuthenticationResult(
+                result=sig.result,
+                header_d=sig.domain or None,
+                header_s=sig.selector or None,
+                header_a=sig.algorithm or None,
+            )
+        )
+    if dmarc is not None:
+        clauses.append(
+            authres.dmarc.DMARCAuthenticationResult(
+                result=dmarc.result, header_from=dmarc.domain, policy=dmarc.policy
+            )
+        )
+    return clauses
