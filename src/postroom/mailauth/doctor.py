@@ -91,7 +91,9 @@ async def check_domain(domain: str, check: DomainCheck, selector: str | None = N
         raise DomainNotFound(domain) from None
     hosts = [h.host for h in mx.hosts] if not mx.implicit else []
     findings = [await _check_mx(mx, check)]
-    findings.append(await check_spf(domain, check.addresses, check.resolver))
+    findings.append(
+        await check_spf(domain, check.addresses, check.resolver, helo=check.hostname, now=check.now)
+    )
     findings.extend(await check_dkim(domain, check.keys, check.resolver, selector))
     findings.append(await check_dmarc(domain, check.resolver))
     findings.extend(await asyncio.gather(*(_check_ptr(a, check) for a in check.addresses)))

@@ -2,8 +2,10 @@
 whether given addresses are authorized, and a corrected record (RFC 7208).
 
 This judges a domain's own record before mail is sent; evaluating inbound mail is
-``mailauth.spf``'s job. ``authorizes`` walks the record as a receiver would (RFC 7208 4.6,
-5), without macro expansion: a term with a macro is counted but never matches.
+``mailauth.spf``'s job, and its evaluator answers whether an address is authorized, so
+the check and inbound mail agree. The walk here counts lookups through every include
+and redirect and collects the networks a flattened record would list; a term with a
+macro is counted but not followed.
 """
 
 from __future__ import annotations
@@ -13,20 +15,21 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from postroom.mailauth import spf
 from postroom.mailauth.doctor_report import Finding, Record, Status, texts, worst
 from postroom.resolver import LookupFailed, NoSuchDomain, Resolver
 
 __all__ = ["SpfLint", "SpfRecord", "Term", "check_spf", "lint", "parse", "spf_records"]
 
 MAX_LOOKUPS = 10  # RFC 7208 4.6.4: more DNS-querying terms than this is a permerror
+WALK_LIMIT = 5 * MAX_LOOKUPS  # stop walking there: the record is broken anyway
 MAX_VOID_LOOKUPS = 2  # RFC 7208 4.6.4: lookups answering NXDOMAIN or nothing
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _VERSION = re.compile(r"^v=spf1(?: |$)", re.IGNORECASE)
 _MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
-_LOOKUP_TERMS = frozenset({"include", "a", "mx", "ptr", "exists", "redirect"})
+_LOOKUP_TERMS = frozenset({"include", "a", "mx", "ptr", "exists"})  # and redirect=
 _DIRECTIVE = re.compile(
     r"^(?P<q>[+\-~?]?)(?P<name>[a-z0-9]+)(?::(?P<arg>[^/]*))?(?P<cidr>(?:/\d+)?(?://\d+)?)$",
     re.IGNORECASE,
@@ -71,7 +74,7 @@ class SpfRecord:
 @dataclass(slots=True)
 class SpfLint:
     """What ``lint`` found: lookups counted over every include and redirect, problems met
-    below the top record, and the addresses the record ends up authorizing."""
+    below the top record, and the networks it authorizes."""
 
     lookups: int = 0
     void_lookups: int = 0
@@ -79,7 +82,6 @@ class SpfLint:
     # The ip4/ip6 networks the whole tree names, and the a/mx addresses it resolved:
     # what a flattened record would list.
     networks: list[IpNetwork] = field(default_factory=list)
-    authorized: dict[str, bool] = field(default_factory=dict)
     dynamic: bool = False  # exists, ptr or a macro: cannot be flattened into addresses
 
 
@@ -149,77 +151,56 @@ def _ip_term(word: str, name: str, qualifier: str, arg: str | None, cidr: str) -
     return Term(word, name, qualifier, str(parsed))
 
 
-async def lint(
-    record: SpfRecord, domain: str, addresses: Sequence[str], resolver: Resolver
-) -> SpfLint:
+async def lint(record: SpfRecord, domain: str, resolver: Resolver) -> SpfLint:
     """Walk the record and everything it includes or redirects to."""
-    walker = _Walker(resolver, [ipaddress.ip_address(a) for a in addresses])
-    results = await walker.evaluate(record, domain, depth=0)
-    lint = walker.lint
-    for address, result in zip(addresses, results, strict=True):
-        lint.authorized[address] = result == "+"
-    return lint
+    walker = _Walker(resolver)
+    await walker.walk(record, domain, (domain,))
+    return walker.lint
 
 
 class _Walker:
-    """Evaluates a record for several addresses at once, counting lookups once."""
+    """Visits every term of a record tree once, as a receiver that matched nothing would:
+    counts lookups and collects the networks that authorize."""
 
-    def __init__(self, resolver: Resolver, addresses: list[IpAddress]) -> None:
+    def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
-        self.addresses = addresses
         self.lint = SpfLint()
 
-    async def evaluate(self, record: SpfRecord, domain: str, depth: int) -> list[str | None]:
-        """Per address: the qualifier of the first matching mechanism, else None."""
-        results: list[str | None] = [None] * len(self.addresses)
+    async def walk(self, record: SpfRecord, domain: str, chain: tuple[str, ...]) -> None:
         for term in record.terms:
-            if term.modifier:
-                continue
-            matches = await self._matches(term, domain, depth)
-            for index, matched in enumerate(matches):
-                if matched and results[index] is None:
-                    results[index] = term.qualifier
-        if record.redirect and record.all_term is None:
-            target = await self._record(record.redirect, depth, "redirect")
+            if not term.modifier:
+                await self._visit(term, domain, chain)
+        if record.redirect and record.all_term is None:  # else redirect= is ignored (6.1)
+            self.lint.lookups += 1
+            target = await self._record(record.redirect, chain, "redirect")
             if target is not None:
-                redirected = await self.evaluate(target, record.redirect, depth + 1)
-                results = [
-                    r if r is not None else t for r, t in zip(results, redirected, strict=True)
-                ]
-        return results
+                await self.walk(target, record.redirect, (*chain, record.redirect))
 
-    async def _matches(self, term: Term, domain: str, depth: int) -> list[bool]:
+    async def _visit(self, term: Term, domain: str, chain: tuple[str, ...]) -> None:
         self.lint.lookups += term.lookups
         target = term.arg or domain
         if "%" in target:
-            self.lint.dynamic = True
-            return [False] * len(self.addresses)  # a macro: depends on the message
+            self.lint.dynamic = True  # a macro: depends on the message
+            return
         match term.name:
-            case "all":
-                return [True] * len(self.addresses)
             case "ip4" | "ip6":
-                network = ipaddress.ip_network(term.arg or "", strict=False)
-                self._collect(term, [network])
-                return [address in network for address in self.addresses]
+                self._collect(term, [ipaddress.ip_network(term.arg or "", strict=False)])
             case "a":
-                return self._within(await self._addresses(target), term)
+                self._within(await self._addresses(target), term)
             case "mx":
-                return self._within(await self._mx_addresses(target), term)
+                self._within(await self._mx_addresses(target), term)
             case "include":
-                included = await self._record(target, depth, "include")
-                if included is None:
-                    return [False] * len(self.addresses)
-                results = await self.evaluate(included, target, depth + 1)
-                return [r == "+" for r in results]
+                included = await self._record(target, chain, "include")
+                if included is not None:
+                    await self.walk(included, target, (*chain, target))
             case "exists":
                 self.lint.dynamic = True
-                return [bool(await self._addresses(target, ipv6=False))] * len(self.addresses)
-            case _:  # ptr: deprecated (RFC 7208 5.5), and slow for receivers
+                await self._addresses(target, ipv6=False)
+            case "ptr":  # deprecated (RFC 7208 5.5), and slow for receivers
                 self.lint.dynamic = True
                 self.lint.problems.append("'ptr' should not be used (RFC 7208 5.5)")
-                return [False] * len(self.addresses)
 
-    def _within(self, found: list[str], term: Term) -> list[bool]:
+    def _within(self, found: list[str], term: Term) -> None:
         networks: list[IpNetwork] = []
         for text in found:
             address = ipaddress.ip_address(text)
@@ -228,7 +209,6 @@ class _Walker:
                 ipaddress.ip_network(f"{address}/{prefix or address.max_prefixlen}", strict=False)
             )
         self._collect(term, networks)
-        return [any(a in n for n in networks) for a in self.addresses]
 
     def _collect(self, term: Term, networks: list[IpNetwork]) -> None:
         if term.qualifier == "+":  # only what authorizes can be flattened into ip4/ip6
@@ -257,10 +237,12 @@ class _Walker:
             found.extend(await self.resolver.addresses(host.host, ipv6=True))
         return found
 
-    async def _record(self, domain: str, depth: int, how: str) -> SpfRecord | None:
-        if depth >= MAX_LOOKUPS:
-            self.lint.problems.append(f"{how} loop through {domain}")
+    async def _record(self, domain: str, chain: tuple[str, ...], how: str) -> SpfRecord | None:
+        if domain.lower() in (c.lower() for c in chain):
+            self.lint.problems.append(f"{how}:{domain} loops back to itself")
             return None
+        if self.lint.lookups > WALK_LIMIT:
+            return None  # far over the limit already; the count says enough
         try:
             records = spf_records(await texts(self.resolver, domain))
         except LookupFailed as exc:
@@ -283,7 +265,11 @@ class _Walker:
             )
 
 
-async def check_spf(domain: str, addresses: Sequence[str], resolver: Resolver) -> Finding:
+async def check_spf(
+    domain: str, addresses: Sequence[str], resolver: Resolver, *, helo: str, now: float
+) -> Finding:
+    """The domain's SPF record judged; whether it authorizes ``addresses`` is the answer
+    of ``mailauth.spf``, the evaluator inbound mail gets, for MAIL FROM postmaster@domain."""
     found = spf_records(await texts(resolver, domain))
     if not found:
         return Finding(
@@ -300,7 +286,7 @@ async def check_spf(domain: str, addresses: Sequence[str], resolver: Resolver) -
         )  # fmt: skip
     record = _merge([parse(text) for text in found])
     problems.extend((Status.WRONG, error) for error in record.errors)
-    walked = await lint(record, domain, addresses, resolver)
+    walked = await lint(record, domain, resolver)
     problems.extend((Status.WARNING if "ptr" in p else Status.WRONG, p) for p in walked.problems)
     problems.extend(_judge_all(record))
     if walked.lookups > MAX_LOOKUPS:
@@ -308,10 +294,12 @@ async def check_spf(domain: str, addresses: Sequence[str], resolver: Resolver) -
             (Status.WRONG, f"it needs {walked.lookups} DNS lookups; more than {MAX_LOOKUPS} is an"
              " error for receivers (RFC 7208 4.6.4), so the fix lists the addresses instead")
         )  # fmt: skip
-    unauthorized = [a for a, ok in walked.authorized.items() if not ok]
+    results = {a: await _evaluate(domain, a, resolver, helo, now) for a in addresses}
+    unauthorized = [a for a, result in results.items() if result != "pass"]
     if unauthorized:
+        which = ", ".join(f"{a} ({results[a]})" for a in unauthorized)
         problems.append(
-            (Status.WRONG, f"this server's address {', '.join(unauthorized)} is not authorized,"
+            (Status.WRONG, f"this server's address is not authorized: SPF gives {which},"
              " so receivers may refuse its mail")
         )  # fmt: skip
     status = worst(s for s, _ in problems)
@@ -328,6 +316,13 @@ async def check_spf(domain: str, addresses: Sequence[str], resolver: Resolver) -
     redirect = record.redirect if record.all_term is None and not flatten else None
     fixed = _build(_kept_terms(record, walked, flatten), unauthorized, redirect)
     return Finding("spf", status, explanation + ".", Record(domain, "TXT", fixed))
+
+
+async def _evaluate(domain: str, address: str, resolver: Resolver, helo: str, now: float) -> str:
+    found = await spf.check_spf(
+        resolver, ip=address, sender=f"postmaster@{domain}", helo=helo, now=now
+    )
+    return found.result
 
 
 def _judge_all(record: SpfRecord) -> list[tuple[Status, str]]:
