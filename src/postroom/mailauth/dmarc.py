@@ -14,7 +14,17 @@ from publicsuffixlist import PublicSuffixList
 
 from postroom.resolver import Resolver, TemporaryLookupFailure
 
-__all__ = ["DmarcRecord", "DmarcResult", "check_dmarc", "organizational_domain", "parse_record"]
+__all__ = [
+    "DmarcPolicy",
+    "DmarcRecord",
+    "DmarcResult",
+    "aligned",
+    "check_dmarc",
+    "evaluate",
+    "find_policy",
+    "organizational_domain",
+    "parse_record",
+]
 
 _POLICIES = ("none", "quarantine", "reject")
 
@@ -93,6 +103,45 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True, slots=True)
+class DmarcPolicy:
+    """What DNS says for a From: domain, before any result is known."""
+
+    domain: str  # the RFC5322.From domain
+    record: DmarcRecord | None
+    subdomain: bool = False  # the record is the organizational domain's (sp applies)
+    temperror: bool = False
+
+
+async def find_policy(resolver: Resolver, from_domain: str) -> DmarcPolicy:
+    """RFC 7489 6.6.3: the From: domain's record, else its organizational domain's."""
+    from_domain = from_domain.lower().rstrip(".")
+    org = organizational_domain(from_domain)
+    try:
+        record = await _record(resolver, from_domain)
+        if record is None and org != from_domain:
+            record = await _record(resolver, org)
+            return DmarcPolicy(from_domain, record, subdomain=record is not None)
+    except TemporaryLookupFailure:
+        return DmarcPolicy(from_domain, None, temperror=True)
+    return DmarcPolicy(from_domain, record)
+
+
+def evaluate(
+    policy: DmarcPolicy, *, spf_result: str, spf_domain: str, dkim_passes: Sequence[str]
+) -> DmarcResult:
+    """``dkim_passes``: the d= domains of the signatures that verified."""
+    record, domain = policy.record, policy.domain
+    if policy.temperror:
+        return DmarcResult("temperror", domain)
+    if record is None:
+        return DmarcResult("none", domain)
+    applies = record.sp if policy.subdomain else record.p
+    dkim_ok = any(aligned(d, domain, record.adkim) for d in dkim_passes)
+    spf_ok = spf_result == "pass" and aligned(spf_domain, domain, record.aspf)
+    return DmarcResult("pass" if dkim_ok or spf_ok else "fail", domain, applies)
+
+
 async def check_dmarc(
     resolver: Resolver,
     from_domain: str,
@@ -101,20 +150,5 @@ async def check_dmarc(
     spf_domain: str,
     dkim_passes: Sequence[str],
 ) -> DmarcResult:
-    """``dkim_passes``: the d= domains of the signatures that verified."""
-    from_domain = from_domain.lower().rstrip(".")
-    org = organizational_domain(from_domain)
-    try:
-        record = await _record(resolver, from_domain)
-        subdomain = False
-        if record is None and org != from_domain:
-            record = await _record(resolver, org)  # RFC 7489 6.6.3: the org domain's
-            subdomain = record is not None
-    except TemporaryLookupFailure:
-        return DmarcResult("temperror", from_domain)
-    if record is None:
-        return DmarcResult("none", from_domain)
-    policy = record.sp if subdomain else record.p
-    dkim_ok = any(aligned(d, from_domain, record.adkim) for d in dkim_passes)
-    spf_ok = spf_result == "pass" and aligned(spf_domain, from_domain, record.aspf)
-    return DmarcResult("pass" if dkim_ok or spf_ok else "fail", from_domain, policy)
+    policy = await find_policy(resolver, from_domain)
+    return evaluate(policy, spf_result=spf_result, spf_domain=spf_domain, dkim_passes=dkim_passes)

@@ -18,7 +18,7 @@ import dkim
 
 from postroom.config.settings import InboundAuthSettings
 from postroom.mailauth.dkim import from_domain
-from postroom.mailauth.dmarc import DmarcResult, check_dmarc
+from postroom.mailauth.dmarc import DmarcPolicy, DmarcResult, evaluate, find_policy
 from postroom.mailauth.results import authentication_results, strip_forged
 from postroom.mailauth.spf import SpfResult, check_spf
 from postroom.resolver import Resolver, TemporaryLookupFailure
@@ -63,13 +63,15 @@ class InboundChecker:
         spf_task = check_spf(
             self._resolver, ip=ip, sender=sender, helo=helo, now=now, receiver=self._authserv_id
         )
-        spf, signatures = await asyncio.gather(spf_task, self._dkim(message))
         domain = from_domain(message)
+        # The DMARC record is looked up alongside SPF and DKIM; only its verdict waits.
+        spf, signatures, policy = await asyncio.gather(
+            spf_task, self._dkim(message), self._policy(domain)
+        )
         dmarc = None
-        if domain is not None:
-            dmarc = await check_dmarc(
-                self._resolver,
-                domain,
+        if policy is not None:
+            dmarc = evaluate(
+                policy,
                 spf_result=spf.result,
                 spf_domain=spf.domain,
                 dkim_passes=[s.domain for s in signatures if s.result == "pass"],
@@ -78,6 +80,9 @@ class InboundChecker:
         return InboundVerdict(
             header, stripped, self._refusal(spf, signatures, dmarc), spf, signatures, dmarc
         )
+
+    async def _policy(self, domain: str | None) -> DmarcPolicy | None:
+        return None if domain is None else await find_policy(self._resolver, domain)
 
     def _refusal(
         self, spf: SpfResult, signatures: tuple[DkimResult, ...], dmarc: DmarcResult | None
@@ -110,11 +115,8 @@ class InboundChecker:
                 continue
             keys[name] = records[0] if records else None
 
-        def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-            return keys.get(name)
-
         def verify_all() -> tuple[DkimResult, ...]:
-            return tuple(_verify(message, i, dnsfunc, failed) for i in range(count))
+            return tuple(_verify(message, i, keys, failed) for i in range(count))
 
         if len(message) > _OFF_LOOP:
             return await asyncio.to_thread(verify_all)
@@ -129,7 +131,9 @@ def _tags(verifier: dkim.DKIM, index: int) -> dict[bytes, bytes] | None:
         return None
 
 
-def _verify(message: bytes, index: int, dnsfunc: object, failed: set[bytes]) -> DkimResult:
+def _verify(
+    message: bytes, index: int, keys: dict[bytes, bytes | None], failed: set[bytes]
+) -> DkimResult:
     verifier = dkim.DKIM(message, timeout=5)
     tags = _tags(verifier, index) or {}
     domain = tags.get(b"d", b"").decode("ascii", "replace")
@@ -138,8 +142,10 @@ def _verify(message: bytes, index: int, dnsfunc: object, failed: set[bytes]) -> 
     name = tags.get(b"s", b"") + b"._domainkey." + tags.get(b"d", b"") + b"."
     if name in failed:
         return DkimResult("temperror", domain, selector, algorithm)
+    if keys.get(name) is None:  # no key record: RFC 6376 6.1.2 PERMFAIL
+        return DkimResult("permerror", domain, selector, algorithm)
     try:
-        ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
+        ok = verifier.verify(idx=index, dnsfunc=lambda name, timeout=5: keys.get(name))
     except dkim.ValidationError:  # the body hash or a tag does not check out
         ok = False
     except dkim.DKIMException:
@@ -168,7 +174,9 @@ def _clauses(
     if dmarc is not None:
         clauses.append(
             authres.dmarc.DMARCAuthenticationResult(
-                result=dmarc.result, header_from=dmarc.domain, policy=dmarc.policy
+                result=dmarc.result,
+                header_from=dmarc.domain,
+                policy=dmarc.policy if dmarc.result in ("pass", "fail") else None,
             )
         )
     return clauses
