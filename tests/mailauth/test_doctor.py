@@ -361,6 +361,23 @@ async def test_dmarc_syntax_error(dns: DnsServer, keys: KeyRing, record: str, wo
     assert dmarc.fix.value.startswith("v=DMARC1; p=")
 
 
+async def test_a_subdomain_inherits_the_organizational_record(
+    dns: DnsServer, keys: KeyRing
+) -> None:
+    sub = f"news.{DOMAIN}"
+    dns.set(sub, "MX", f"10 {HELO}.")
+    report = await run(dns, keys, domain=sub)
+    dmarc = only(report, "dmarc")
+    assert dmarc.status is Status.OK
+    assert "the record of good.test applies to it, with policy reject" in dmarc.explanation
+    dns.set(DMARC, "TXT", quoted("v=DMARC1; p=reject; sp=none"))
+    dmarc = only(await run(dns, keys, domain=sub), "dmarc")
+    assert dmarc.status is Status.WARNING
+    assert dmarc.fix == Record(
+        f"_dmarc.{sub}", "TXT", f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{sub}"
+    )
+
+
 async def test_dmarc_alignment_is_reported(dns: DnsServer, keys: KeyRing) -> None:
     dns.set(DMARC, "TXT", quoted("v=DMARC1; p=quarantine; adkim=s"))
     dmarc = only(await run(dns, keys), "dmarc")

@@ -111,7 +111,7 @@ async def _check_key(key: DkimKey, resolver: Resolver) -> Finding:
             Status.WARNING,
             f"The key at {key.record_name} is ours but has {size} bits; use {GOOD_RSA_BITS}"
             f" (RFC 8301): make a new key with `postroom dkim keygen {key.domain}`, publish"
-            " its record, then switch to it.",
+            f" its record, then `postroom dkim activate {key.domain} <its selector>`.",
         )
     what = f"{size}-bit RSA" if size else key.algorithm
     return Finding(

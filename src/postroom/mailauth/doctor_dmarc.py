@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from postroom.mailauth.dmarc import organizational_domain
 from postroom.mailauth.doctor_report import Finding, Record, Status, texts, worst
 from postroom.resolver import Resolver
 
@@ -61,6 +62,18 @@ async def check_dmarc(domain: str, resolver: Resolver) -> Finding:
     found = dmarc_records(await texts(resolver, name))
     good = f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"
     if not found:
+        inherited = await _inherited(domain, resolver)
+        if inherited is not None:
+            org, policy = inherited
+            status = Status.WARNING if policy == "none" else Status.OK
+            return Finding(
+                "dmarc",
+                status,
+                f"No record of its own; the record of {org} applies to it, with policy"
+                f" {policy} for subdomains"
+                + (": mail that fails is still delivered." if policy == "none" else "."),
+                Record(name, "TXT", good) if status is not Status.OK else None,
+            )
         return Finding(
             "dmarc",
             Status.MISSING,
@@ -104,6 +117,20 @@ async def check_dmarc(domain: str, resolver: Resolver) -> Finding:
         f"'{found[0]}': " + "; ".join(p for _, p in problems) + ".",
         Record(name, "TXT", _fixed(tags, domain)),
     )
+
+
+async def _inherited(domain: str, resolver: Resolver) -> tuple[str, str] | None:
+    """RFC 7489 6.6.3: without its own record, the organizational domain's applies (sp=)."""
+    org = organizational_domain(domain)
+    if org == domain:
+        return None
+    found = dmarc_records(await texts(resolver, f"_dmarc.{org}"))
+    if len(found) != 1:
+        return None
+    tags, errors = parse_dmarc(found[0])
+    if errors:
+        return None
+    return org, tags.get("sp", tags["p"]).lower()
 
 
 def _fixed(tags: dict[str, str], domain: str) -> str:

@@ -359,7 +359,7 @@ def _kept_terms(record: SpfRecord, walked: SpfLint, flatten: bool) -> list[str]:
     """The record's good terms, or, over the lookup limit, the addresses they stand for."""
     if not flatten:
         return [t.text for t in record.terms if t.name not in ("all", "ptr", "redirect")]
-    return [f"ip{n.version}:{_network_text(n)}" for n in ipaddress_collapse(walked.networks)]
+    return [f"ip{n.version}:{_network_text(n)}" for n in _collapse(walked.networks)]
 
 
 def _build(terms: list[str], addresses: Iterable[str], redirect: str | None = None) -> str:
@@ -375,7 +375,7 @@ def _network_text(network: IpNetwork) -> str:
     return str(network)
 
 
-def ipaddress_collapse(networks: list[IpNetwork]) -> list[IpNetwork]:
+def _collapse(networks: list[IpNetwork]) -> list[IpNetwork]:
     v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
     v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
