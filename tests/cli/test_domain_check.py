@@ -135,3 +135,10 @@ def test_without_dkim_keys_it_names_keygen(config: Path, tmp_path: Path) -> None
     dkim = next(f for f in report["findings"] if f["check"] == "dkim")
     assert dkim["status"] == "missing"
     assert f"postroom dkim keygen {DOMAIN}" in dkim["explanation"]
+
+
+def test_a_failing_lookup_is_one_line(config: Path, dns: DnsServer) -> None:
+    dns.servfail.add(f"_dmarc.{DOMAIN}")
+    result = postroom(config, DOMAIN)
+    assert result.returncode == 1
+    assert result.stderr == f"postroom: _dmarc.{DOMAIN}: TXT lookup failed (SERVFAIL)\n"

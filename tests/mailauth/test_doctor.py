@@ -20,7 +20,7 @@ from postroom.mailauth.doctor import (
     check_domain,
     discover_sending_addresses,
 )
-from postroom.resolver import DnsResolver
+from postroom.resolver import DnsResolver, TemporaryLookupFailure
 from tests.support.dns_server import DnsServer
 
 DOMAIN = "good.test"
@@ -409,6 +409,20 @@ async def test_ptr_matching_a_name_without_that_address(dns: DnsServer, keys: Ke
     ptr = only(await run(dns, keys), "ptr")
     assert ptr.status is Status.WRONG
     assert ptr.fix == Record(HELO, "A", IP)
+
+
+async def test_ptr_lookup_failing_counts_as_missing(dns: DnsServer, keys: KeyRing) -> None:
+    dns.servfail.add(REVERSE)
+    ptr = only(await run(dns, keys), "ptr")
+    assert ptr.status is Status.MISSING
+    assert "fails" in ptr.explanation
+    assert ptr.fix == Record(REVERSE, "PTR", f"{HELO}.")
+
+
+async def test_other_dns_failures_end_the_check(dns: DnsServer, keys: KeyRing) -> None:
+    dns.servfail.add(f"_dmarc.{DOMAIN}")
+    with pytest.raises(TemporaryLookupFailure, match="SERVFAIL"):
+        await run(dns, keys)
 
 
 async def test_each_address_gets_its_ptr_checked(dns: DnsServer, keys: KeyRing) -> None:

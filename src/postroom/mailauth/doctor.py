@@ -27,7 +27,7 @@ from postroom.mailauth.doctor_dmarc import check_dmarc
 from postroom.mailauth.doctor_mtasts import PolicyFetcher, check_mta_sts, check_tls_rpt
 from postroom.mailauth.doctor_report import Finding, Record, Report, Status
 from postroom.mailauth.doctor_spf import check_spf
-from postroom.resolver import MxResult, NoSuchDomain, Resolver
+from postroom.resolver import MxResult, NoSuchDomain, Resolver, TemporaryLookupFailure
 
 __all__ = [
     "DomainCheck",
@@ -148,7 +148,16 @@ async def _check_ptr(address: str, check: DomainCheck) -> Finding:
     reverse = ipaddress.ip_address(address).reverse_pointer
     helo = check.hostname.lower().rstrip(".")
     ptr_fix = Record(reverse, "PTR", f"{helo}.")
-    names = await check.resolver.ptr(address)
+    try:
+        names = await check.resolver.ptr(address)
+    except TemporaryLookupFailure as exc:
+        return Finding(
+            "ptr",
+            Status.MISSING,
+            f"The reverse lookup of {address} fails ({exc.detail}); receivers treat that as"
+            f" no reverse name. Ask whoever runs the address to point it at {helo}.",
+            ptr_fix,
+        )
     if not names:
         return Finding(
             "ptr",
