@@ -237,6 +237,14 @@ async def test_spf_redirect_is_followed(dns: DnsServer, keys: KeyRing) -> None:
     assert spf.fix == txt(f"v=spf1 ip4:{IP} redirect=_spf.good.test")
 
 
+async def test_spf_ptr_mechanism_is_a_warning(dns: DnsServer, keys: KeyRing) -> None:
+    dns.set(DOMAIN, "TXT", quoted(f"v=spf1 ip4:{IP} ptr -all"))
+    spf = only(await run(dns, keys), "spf")
+    assert spf.status is Status.WARNING
+    assert "'ptr' should not be used" in spf.explanation
+    assert spf.fix == txt(f"v=spf1 ip4:{IP} -all")
+
+
 async def test_spf_syntax_error(dns: DnsServer, keys: KeyRing) -> None:
     dns.set(DOMAIN, "TXT", quoted(f"v=spf1 ip4:{IP} ip4:300.1.1.1 foo:bar -all"))
     spf = only(await run(dns, keys), "spf")

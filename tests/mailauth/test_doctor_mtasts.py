@@ -48,7 +48,7 @@ async def check(dns: DnsServer, web: HttpsServer, ca_trusted: bool = True) -> Fi
     resolver = DnsResolver(dns.settings(timeout=1.0))
     tls = web.client_context() if ca_trusted else None
     fetcher = PolicyFetcher(resolver, port=web.port, tls=tls, timeout=2.0)
-    return await check_mta_sts(DOMAIN, MX, resolver, fetcher, NOW)
+    return await check_mta_sts(DOMAIN, MX, resolver, fetcher, NOW, hostname="mx1.sts.test")
 
 
 async def test_a_good_policy_is_ok(dns: DnsServer, web: HttpsServer) -> None:
@@ -104,6 +104,15 @@ async def test_malformed_txt(dns: DnsServer, web: HttpsServer) -> None:
     finding = await check(dns, web)
     assert finding.status is Status.WRONG
     assert finding.fix == Record(f"_mta-sts.{DOMAIN}", "TXT", "v=STSv1; id=20270115080000")
+
+
+@pytest.mark.parametrize(
+    "record",
+    ["v=STSv1; id=20270101;", "v=STSv1;id=abc", "v=STSv1; id=1; ext=value"],
+)
+async def test_well_formed_txt_variants(dns: DnsServer, web: HttpsServer, record: str) -> None:
+    dns.set(f"_mta-sts.{DOMAIN}", "TXT", f'"{record}"')
+    assert (await check(dns, web)).status is Status.OK
 
 
 async def test_absent_is_ok_and_optional(dns: DnsServer, web: HttpsServer) -> None:

@@ -99,7 +99,11 @@ async def check_domain(domain: str, check: DomainCheck, selector: str | None = N
     findings.extend(await asyncio.gather(*(_check_ptr(a, check) for a in check.addresses)))
     if check.discovered:
         findings.extend(_private_addresses(check.addresses))
-    findings.append(await check_mta_sts(domain, hosts, check.resolver, check.fetcher, check.now))
+    findings.append(
+        await check_mta_sts(
+            domain, hosts, check.resolver, check.fetcher, check.now, hostname=check.hostname
+        )
+    )
     findings.append(await check_tls_rpt(domain, check.resolver))
     return Report(domain, check.hostname, check.addresses, tuple(findings))
 

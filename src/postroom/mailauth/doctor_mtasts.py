@@ -26,7 +26,8 @@ __all__ = ["PolicyFetcher", "check_mta_sts", "check_tls_rpt", "parse_policy"]
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY = 64 * 1024  # RFC 8461 3.3 lets senders stop there
 MAX_AGE = 31_557_600  # RFC 8461 3.2: about a year
-_STS_TXT = re.compile(r"^v=STSv1;\s*id=[A-Za-z0-9]{1,32}\s*;?\s*$")
+_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_FIELD = re.compile(r"^[A-Za-z0-9_.\-]{1,32}=[\x21-\x3a\x3c\x3e-\x7e]+$")
 _TLSRPT_URI = re.compile(r"^(mailto:[^@\s,!]+@[^\s,!]+|https://[^\s,!]+)(![0-9]+[kmgt]?)?$")
 
 
@@ -104,6 +105,17 @@ def parse_policy(text: str) -> tuple[dict[str, list[str]], list[str]]:
     return fields, errors
 
 
+def _sts_txt_ok(text: str) -> bool:
+    """RFC 8461 3.1: ``v=STSv1; id=<1-32 letters and digits>``, maybe more fields."""
+    fields = [f.strip() for f in text.split(";")]
+    if fields and not fields[-1]:
+        fields.pop()  # a final ";" is allowed
+    if fields[:1] != ["v=STSv1"] or not all(_FIELD.match(f) for f in fields[1:]):
+        return False
+    ids = [f[3:] for f in fields[1:] if f.startswith("id=")]
+    return len(ids) == 1 and bool(_STS_ID.match(ids[0]))
+
+
 def _mx_matches(pattern: str, host: str) -> bool:
     """RFC 8461 4.1: ``*.`` matches exactly one leftmost label."""
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
@@ -113,16 +125,23 @@ def _mx_matches(pattern: str, host: str) -> bool:
 
 
 async def check_mta_sts(
-    domain: str, mx_hosts: list[str], resolver: Resolver, fetcher: PolicyFetcher, now: float
+    domain: str,
+    mx_hosts: list[str],
+    resolver: Resolver,
+    fetcher: PolicyFetcher,
+    now: float,
+    *,
+    hostname: str,
 ) -> Finding:
+    """``hostname`` stands in the suggested policy when the domain has no MX hosts."""
     name = f"_mta-sts.{domain}"
     found = [t for t in await texts(resolver, name) if t.startswith("v=STSv1")]
     url = f"https://mta-sts.{domain}{POLICY_PATH}"
     txt_fix = Record(name, "TXT", f"v=STSv1; id={time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}")
-    policy_fix = Record(url, "file", _policy(mx_hosts or [f"mx.{domain}"]))
+    policy_fix = Record(url, "file", _policy(mx_hosts or [hostname]))
     if not found:
         return Finding("mta-sts", Status.OK, "Not published (optional).", required=False)
-    if len(found) > 1 or not _STS_TXT.match(found[0]):
+    if len(found) > 1 or not _sts_txt_ok(found[0]):
         what = f"{len(found)} records" if len(found) > 1 else f"'{found[0]}' is malformed"
         return Finding(
             "mta-sts",

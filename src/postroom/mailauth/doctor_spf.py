@@ -83,6 +83,7 @@ class SpfLint:
     # what a flattened record would list.
     networks: list[IpNetwork] = field(default_factory=list)
     dynamic: bool = False  # exists, ptr or a macro: cannot be flattened into addresses
+    uses_ptr: bool = False
 
 
 def spf_records(txt: Iterable[str]) -> list[str]:
@@ -198,7 +199,7 @@ class _Walker:
                 await self._addresses(target, ipv6=False)
             case "ptr":  # deprecated (RFC 7208 5.5), and slow for receivers
                 self.lint.dynamic = True
-                self.lint.problems.append("'ptr' should not be used (RFC 7208 5.5)")
+                self.lint.uses_ptr = True
 
     def _within(self, found: list[str], term: Term) -> None:
         networks: list[IpNetwork] = []
@@ -287,7 +288,9 @@ async def check_spf(
     record = _merge([parse(text) for text in found])
     problems.extend((Status.WRONG, error) for error in record.errors)
     walked = await lint(record, domain, resolver)
-    problems.extend((Status.WARNING if "ptr" in p else Status.WRONG, p) for p in walked.problems)
+    problems.extend((Status.WRONG, p) for p in walked.problems)
+    if walked.uses_ptr:
+        problems.append((Status.WARNING, "'ptr' should not be used (RFC 7208 5.5)"))
     problems.extend(_judge_all(record))
     if walked.lookups > MAX_LOOKUPS:
         problems.append(
@@ -307,8 +310,8 @@ async def check_spf(
         return Finding(
             "spf", Status.OK, f"'{record.text}' authorizes this server and ends in -all."
         )
-    explanation = f"'{found[0] if len(found) == 1 else record.text}': " + "; ".join(
-        p for _, p in problems
+    explanation = (
+        " and ".join(f"'{text}'" for text in found) + ": " + "; ".join(p for _, p in problems)
     )
     flatten = walked.lookups > MAX_LOOKUPS
     if flatten and walked.dynamic:
