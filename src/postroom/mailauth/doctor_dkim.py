@@ -110,8 +110,8 @@ async def _check_key(key: DkimKey, resolver: Resolver) -> Finding:
             "dkim",
             Status.WARNING,
             f"The key at {key.record_name} is ours but has {size} bits; use {GOOD_RSA_BITS}"
-            f" (RFC 8301): make a new key with `postroom dkim keygen {key.domain}`, publish"
-            f" its record, then `postroom dkim activate {key.domain} <its selector>`.",
+            f" (RFC 8301): make one with `postroom dkim rotate {key.domain} --bits 2048`,"
+            f" publish its record, then `postroom dkim activate {key.domain} <its selector>`.",
         )
     what = f"{size}-bit RSA" if size else key.algorithm
     return Finding(
