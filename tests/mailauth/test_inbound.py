@@ -10,7 +10,7 @@ import pytest
 
 from postroom.config.settings import InboundAuthSettings
 from postroom.mailauth.dkim import DkimSigner, KeyRing, record_strings
-from postroom.mailauth.inbound import InboundChecker
+from postroom.mailauth.inbound import VERIFY_LIMIT, InboundChecker
 from postroom.mailauth.results import strip_forged
 from postroom.resolver import DnsResolver
 from tests.support.dns_server import DnsServer
@@ -53,15 +53,22 @@ def checker(server: DnsServer, **settings: bool) -> InboundChecker:
 
 
 async def check(server: DnsServer, message: bytes, ip: str = "192.0.2.10", **settings: bool):  # type: ignore[no-untyped-def]
+    head = message[: message.index(b"\r\n\r\n") + 4]
     return await checker(server, **settings).check(
-        message, ip=ip, helo="out.sender.test", sender="bounce@sender.test", now=NOW
+        head,
+        size=len(message),
+        load=lambda: message,
+        ip=ip,
+        helo="out.sender.test",
+        sender="bounce@sender.test",
+        now=NOW,
     )
 
 
 async def test_all_pass(dns_server: DnsServer, signed: bytes) -> None:
     verdict = await check(dns_server, signed)
     assert verdict.refusal is None
-    assert verdict.message is None  # nothing forged: the message is stored as it came
+    assert verdict.head is None  # nothing forged: the message is stored as it came
     header = verdict.header.decode()
     assert header.startswith("Authentication-Results: mail.test;")
     assert "spf=pass smtp.mailfrom=sender.test" in header
@@ -107,11 +114,31 @@ async def test_forged_results_are_removed(dns_server: DnsServer, signed: bytes) 
         b"authentication-results: (comment) MAIL.TEST ; dmarc=pass\r\n"
     )
     verdict = await check(dns_server, forged + signed)
-    assert (
-        verdict.message
-        == b"Authentication-Results: other.test; spf=pass smtp.mailfrom=sender.test\r\n" + signed
-    )
+    kept = b"Authentication-Results: other.test; spf=pass smtp.mailfrom=sender.test\r\n"
+    assert verdict.head == kept + signed[: signed.index(b"\r\n\r\n") + 4]
     assert "dkim=pass header.d=sender.test" in verdict.header.decode()
+
+
+async def test_a_message_too_big_to_verify_is_not_loaded(
+    dns_server: DnsServer, signed: bytes
+) -> None:
+    head = signed[: signed.index(b"\r\n\r\n") + 4]
+
+    def load() -> bytes:
+        raise AssertionError("the whole message was read")
+
+    verdict = await checker(dns_server).check(
+        head,
+        size=VERIFY_LIMIT + 1,
+        load=load,
+        ip="192.0.2.10",
+        helo="out.sender.test",
+        sender="bounce@sender.test",
+        now=NOW,
+    )
+    assert [s.result for s in verdict.dkim] == ["policy", "policy"]
+    assert "spf=pass" in verdict.header.decode()  # SPF and DMARC need no body
+    assert "dmarc=pass" in verdict.header.decode()
 
 
 def test_strip_forged_leaves_the_body_alone() -> None:

@@ -42,6 +42,8 @@ class Intake:
     rng: random.Random = field(default_factory=random.Random)  # seeded from the OS
     signer: DkimSigner | None = None  # DKIM-signs mail from our users and postroom itself
     inbound: InboundChecker | None = None  # SPF/DKIM/DMARC on mail from outside (mx)
+    # Messages held whole in memory at once for DKIM signing; the rest wait their turn.
+    whole_bodies: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
     async def submit(
         self,
@@ -196,36 +198,25 @@ class Submission:
         return replies.queued(self.queue_id)
 
     async def _authenticate(self, now: float) -> bytes | Reply:
-        """Mail authentication at commit, over the whole message: the inbound checks
-        for mail from outside, DKIM signing for mail going out. The header fields to
-        prepend, or the reply that refuses the message. Signing happens here, once, so
-        every delivery attempt sends the same stored signature."""
+        """Mail authentication at commit: the inbound checks for mail from outside, DKIM
+        signing for mail going out (never both). The header fields to prepend, or the
+        reply that refuses the message. Signing happens here, once, so every delivery
+        attempt sends the same stored signature."""
         intake, source = self.intake, self.source
         inbound = intake.inbound
-        check = (
+        if (
             inbound is not None
             and inbound.settings.enabled
             and source.kind is SourceKind.SMTP
             and source.listener == "mx"
             and self.principal is None
             and source.client_ip is not None
-        )
-        # Only mail from our own users and from postroom itself (DSNs) is signed: mail
-        # from outside that claims our domain in From: must not get our signature.
-        signer = intake.signer
-        sign = (
-            signer is not None
-            and (self.principal is not None or source.kind is not SourceKind.SMTP)
-            and signer.has_keys()
-        )
-        if not check and not sign:
-            return b""
-        data = self.body.getvalue()  # at most max_message_size: DKIM needs it whole
-        fields = b""
-        if check:
-            assert inbound is not None and source.client_ip is not None
+        ):
+            head = _header_block(self.body)
             verdict = await inbound.check(
-                data,
+                head,
+                size=self.body.size,
+                load=self.body.getvalue,
                 ip=source.client_ip,
                 helo=source.helo or "",
                 sender=str(self.sender or ""),
@@ -233,19 +224,34 @@ class Submission:
             )
             if verdict.refusal is not None:
                 return verdict.refusal
-            fields += verdict.header
-            if verdict.message is not None:
-                data = verdict.message
-                self._replace_body(data)
-        if sign:
-            assert signer is not None
+            if verdict.head is not None:
+                self._replace_head(len(head), verdict.head)
+            return verdict.header
+        # Only mail from our own users and from postroom itself (DSNs) is signed: mail
+        # from outside that claims our domain in From: must not get our signature.
+        signer = intake.signer
+        if (
+            signer is None
+            or (self.principal is None and source.kind is SourceKind.SMTP)
+            or not signer.has_keys()
+        ):
+            return b""
+        async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time
+            data = self.body.getvalue()
             signatures = await asyncio.to_thread(signer.sign, data, now)
-            fields += b"".join(s.header for s in signatures)
-        return fields
+        return b"".join(s.header for s in signatures)
 
-    def _replace_body(self, data: bytes) -> None:
+    def _replace_head(self, old_length: int, head: bytes) -> None:
+        """The body with its header block replaced, copied chunk by chunk."""
         body = SpooledBody(self.intake.spool_dir, self.intake.spool_memory)
-        body.write(data)
+        body.write(head)
+        skip = old_length
+        for chunk in self.body.iter_chunks():
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            body.write(chunk[skip:])
+            skip = 0
         self.body.close()
         self.body = body
 
@@ -255,3 +261,19 @@ class Submission:
 
     def abort(self) -> None:
         self.body.close()
+
+
+_MAX_HEADER_BLOCK = 1024 * 1024  # the checks read at most this much of the header
+
+
+def _header_block(body: SpooledBody) -> bytes:
+    """The message's header fields and the empty line after them (at most 1 MiB)."""
+    head = b""
+    for chunk in body.iter_chunks(64 * 1024):
+        head += chunk
+        end = head.find(b"\r\n\r\n")
+        if end >= 0:
+            return head[: end + 4]
+        if len(head) >= _MAX_HEADER_BLOCK:
+            break
+    return head[:_MAX_HEADER_BLOCK]

@@ -10,6 +10,7 @@ one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import authres
@@ -24,11 +25,15 @@ from postroom.mailauth.spf import SpfResult, check_spf
 from postroom.resolver import Resolver, TemporaryLookupFailure
 from postroom.smtp.replies import Reply
 
-__all__ = ["DkimResult", "InboundChecker", "InboundVerdict"]
+__all__ = ["VERIFY_LIMIT", "DkimResult", "InboundChecker", "InboundVerdict"]
 
 DMARC_REJECTED = Reply(550, "5.7.1", ("Message rejected by the sender domain's DMARC policy",))
 TEMPERROR = Reply(451, "4.7.5", ("Sender authentication could not be checked, try again later",))
 _OFF_LOOP = 256 * 1024  # verify bigger messages in a worker thread (hashing the body)
+# dkimpy hashes a message held whole: bigger ones are not verified (dkim=policy), and
+# only a few are held at once, so memory stays bounded however many arrive together.
+VERIFY_LIMIT = 10 * 1024 * 1024
+_VERIFYING = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,7 @@ class DkimResult:
 @dataclass(frozen=True, slots=True)
 class InboundVerdict:
     header: bytes  # the Authentication-Results field, CRLF-terminated
-    message: bytes | None  # the message to store instead, when a forged A-R was removed
+    head: bytes | None  # the header block to store instead, when a forged A-R was removed
     refusal: Reply | None
     spf: SpfResult
     dkim: tuple[DkimResult, ...]
@@ -54,19 +59,29 @@ class InboundChecker:
         self.settings = settings
         self._resolver = resolver
         self._authserv_id = authserv_id
+        self._verifying = asyncio.Semaphore(_VERIFYING)
 
     async def check(
-        self, message: bytes, *, ip: str, helo: str, sender: str, now: float
+        self,
+        head: bytes,
+        *,
+        size: int,
+        load: Callable[[], bytes],
+        ip: str,
+        helo: str,
+        sender: str,
+        now: float,
     ) -> InboundVerdict:
-        stripped = strip_forged(message, self._authserv_id)
-        message = stripped if stripped is not None else message
+        """``head``: the message's header block (with the empty line after it); ``load``
+        gives the whole message, called only to verify DKIM signatures."""
+        stripped = strip_forged(head, self._authserv_id)
         spf_task = check_spf(
             self._resolver, ip=ip, sender=sender, helo=helo, now=now, receiver=self._authserv_id
         )
-        domain = from_domain(message)
+        domain = from_domain(head)
         # The DMARC record is looked up alongside SPF and DKIM; only its verdict waits.
         spf, signatures, policy = await asyncio.gather(
-            spf_task, self._dkim(message), self._policy(domain)
+            spf_task, self._dkim(head, size, load), self._policy(domain)
         )
         dmarc = None
         if policy is not None:
@@ -94,11 +109,15 @@ class InboundChecker:
             return TEMPERROR
         return None
 
-    async def _dkim(self, message: bytes) -> tuple[DkimResult, ...]:
-        verifier = dkim.DKIM(message, timeout=5)
+    async def _dkim(
+        self, head: bytes, size: int, load: Callable[[], bytes]
+    ) -> tuple[DkimResult, ...]:
+        verifier = dkim.DKIM(head, timeout=5)
         count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
         if not count:
             return ()
+        if size > VERIFY_LIMIT:
+            return tuple(_unverified(verifier, i, "policy") for i in range(count))
         # Fetch every key record first, on the loop, through our resolver; then verify
         # from those answers (dkimpy's dnsfunc hook), off the loop for big messages.
         keys: dict[bytes, bytes | None] = {}
@@ -115,12 +134,14 @@ class InboundChecker:
                 continue
             keys[name] = records[0] if records else None
 
-        def verify_all() -> tuple[DkimResult, ...]:
+        def verify_all(message: bytes) -> tuple[DkimResult, ...]:
             return tuple(_verify(message, i, keys, failed) for i in range(count))
 
-        if len(message) > _OFF_LOOP:
-            return await asyncio.to_thread(verify_all)
-        return verify_all()
+        async with self._verifying:
+            message = load()
+            if len(message) > _OFF_LOOP:
+                return await asyncio.to_thread(verify_all, message)
+            return verify_all(message)
 
 
 def _tags(verifier: dkim.DKIM, index: int) -> dict[bytes, bytes] | None:
@@ -129,6 +150,16 @@ def _tags(verifier: dkim.DKIM, index: int) -> dict[bytes, bytes] | None:
         return dict(dkim.util.parse_tag_value(sigs[index]))
     except Exception:  # a malformed signature: dkimpy reports it as permerror later
         return None
+
+
+def _unverified(verifier: dkim.DKIM, index: int, result: str) -> DkimResult:
+    tags = _tags(verifier, index) or {}
+    return DkimResult(
+        result,
+        tags.get(b"d", b"").decode("ascii", "replace"),
+        tags.get(b"s", b"").decode("ascii", "replace"),
+        tags.get(b"a", b"").decode("ascii", "replace"),
+    )
 
 
 def _verify(
