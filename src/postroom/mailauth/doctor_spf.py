@@ -283,7 +283,7 @@ async def check_spf(
     if len(found) > 1:
         problems.append(
             (Status.WRONG, f"{len(found)} SPF records: receivers treat more than one as an"
-             " error (RFC 7208 3.2); publish only the one below, which merges them")
+             " error (RFC 7208 3.2); publish only the one given here, which merges them")
         )  # fmt: skip
     record = _merge([parse(text) for text in found])
     problems.extend((Status.WRONG, error) for error in record.errors)
@@ -308,7 +308,9 @@ async def check_spf(
     status = worst(s for s, _ in problems)
     if status is Status.OK:
         return Finding(
-            "spf", Status.OK, f"'{record.text}' authorizes this server and ends in -all."
+            "spf",
+            Status.OK,
+            f"'{record.text}' authorizes this server ({', '.join(addresses)}).",
         )
     explanation = (
         " and ".join(f"'{text}'" for text in found) + ": " + "; ".join(p for _, p in problems)
