@@ -24,6 +24,7 @@ from postroom.mailauth.dkim import (
     signature_summary,
     signed_header_list,
 )
+from tests.mailauth.independent_dkim import verify_all
 from tests.support.dns_server import DnsServer
 
 # RFC 8463 Appendix A: the Ed25519 key, the message and its signature.
@@ -230,3 +231,50 @@ def test_rotation_keeps_the_old_key_until_activated(tmp_path: Path) -> None:
     keys.activate("example.test", "s202611-2")
     assert [k.selector for k in keys.signing_keys("example.test")] == ["s202611-2"]
     assert keys.next_selector("example.test", "ed25519", now) == "e202611"
+
+
+# RFC 8463 Appendix A.3 as published: both signatures, and A.2's key records.
+RFC8463_SIGNED = (
+    b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;\r\n"
+    b" d=football.example.com; i=@football.example.com;\r\n"
+    b" q=dns/txt; s=brisbane; t=1528637909; h=from : to :\r\n"
+    b" subject : date : message-id : from : subject : date;\r\n"
+    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
+    b" b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus\r\n"
+    b" Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==\r\n"
+    b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;\r\n"
+    b" d=football.example.com; i=@football.example.com;\r\n"
+    b" q=dns/txt; s=test; t=1528637909; h=from : to : subject :\r\n"
+    b" date : message-id : from : subject : date;\r\n"
+    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
+    b" b=F45dVWDfMbQDGHJFlXUNB2HKfbCeLRyhDXgFpEL8GwpsRe0IeIixNTe3\r\n"
+    b" DhCVlUrSjV4BwcVcOF6+FF3Zo9Rpo1tFOeS9mPYQTnGdaSGsgeefOsk2Jz\r\n"
+    b" dA+L10TeYt9BgDfQNZtKdN1WO//KgIqXP7OdEFE4LjFYNcUxZQ4FADY+8=\r\n" + RFC8463_MESSAGE
+)
+RFC8463_RECORDS = {
+    "brisbane._domainkey.football.example.com": f"v=DKIM1; k=ed25519; p={RFC8463_PUBLIC}",
+    "test._domainkey.football.example.com": (
+        "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWR"
+        "iGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutAC"
+        "DfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3"
+        "Ip3G+2kryOTIKT+l/K4w3QIDAQAB"
+    ),
+}
+
+
+def test_the_second_verifier_accepts_the_rfc8463_example() -> None:
+    """The test verifier is right: it accepts RFC 8463's own signatures."""
+    lookup = RFC8463_RECORDS.__getitem__
+    assert verify_all(RFC8463_SIGNED, lambda name: lookup(name).encode()) == [True, True]
+    tampered = RFC8463_SIGNED.replace(b"Is dinner ready?", b"Is dinner ready!")
+    assert verify_all(tampered, lambda name: lookup(name).encode()) == [False, False]
+
+
+def test_our_signatures_pass_the_second_verifier(tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path)
+    keys.generate("example.test", "r1", "rsa", 2048)
+    keys.generate("example.test", "e1", "ed25519")
+    records = {k.record_name: k.record().encode() for k in keys.keys("example.test")}
+    folded = MESSAGE.replace(b"Subject: Receipt", b"Subject:  Receipt\r\n\t for  you ")
+    signed = b"".join(s.header for s in DkimSigner(keys).sign(folded, NOW)) + folded
+    assert verify_all(signed, records.__getitem__) == [True, True]

@@ -32,6 +32,8 @@ def dns_server() -> Iterator[DnsServer]:
     with DnsServer() as server:
         server.add("sender.test", "TXT", '"v=spf1 ip4:192.0.2.10 -all"')
         server.add("_dmarc.sender.test", "TXT", '"v=DMARC1; p=reject"')
+        server.add("out.sender.test", "TXT", '"v=spf1 a -all"')
+        server.add("out.sender.test", "A", "192.0.2.10")
         yield server
 
 
@@ -72,6 +74,7 @@ async def test_all_pass(dns_server: DnsServer, signed: bytes) -> None:
     header = verdict.header.decode()
     assert header.startswith("Authentication-Results: mail.test;")
     assert "spf=pass smtp.mailfrom=sender.test" in header
+    assert "spf=pass smtp.helo=out.sender.test" in header  # RFC 7208 2.3
     assert "dkim=pass header.d=sender.test header.a=rsa-sha256 header.s=r1" in header
     assert "dkim=pass header.d=sender.test header.a=ed25519-sha256 header.s=e1" in header
     assert "dmarc=pass header.from=sender.test policy.dmarc=reject" in header
@@ -88,7 +91,8 @@ async def test_tampered_and_unknown_signatures(dns_server: DnsServer, signed: by
 
 async def test_dmarc_fail_is_refused_only_when_configured(dns_server: DnsServer) -> None:
     verdict = await check(dns_server, BODY, ip="198.51.100.1")
-    assert "spf=fail" in verdict.header.decode()
+    assert "spf=fail smtp.mailfrom=sender.test" in verdict.header.decode()
+    assert "spf=fail smtp.helo=out.sender.test" in verdict.header.decode()
     assert "dmarc=fail" in verdict.header.decode()
     assert verdict.refusal is None
     verdict = await check(dns_server, BODY, ip="198.51.100.1", dmarc_reject=True)

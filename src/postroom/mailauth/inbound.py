@@ -10,6 +10,7 @@ one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class InboundVerdict:
     head: bytes | None  # the header block to store instead, when a forged A-R was removed
     refusal: Reply | None
     spf: SpfResult
+    helo_spf: SpfResult | None  # the HELO identity's, when MAIL FROM gave another
     dkim: tuple[DkimResult, ...]
     dmarc: DmarcResult | None
 
@@ -80,8 +82,11 @@ class InboundChecker:
         )
         domain = from_domain(head)
         # The DMARC record is looked up alongside SPF and DKIM; only its verdict waits.
-        spf, signatures, policy = await asyncio.gather(
-            spf_task, self._dkim(head, size, load), self._policy(domain)
+        spf, helo_spf, signatures, policy = await asyncio.gather(
+            spf_task,
+            self._helo_spf(ip=ip, sender=sender, helo=helo, now=now),
+            self._dkim(head, size, load),
+            self._policy(domain),
         )
         dmarc = None
         if policy is not None:
@@ -91,9 +96,24 @@ class InboundChecker:
                 spf_domain=spf.domain,
                 dkim_passes=[s.domain for s in signatures if s.result == "pass"],
             )
-        header = authentication_results(self._authserv_id, _clauses(spf, signatures, dmarc))
+        clauses = _clauses([spf] if helo_spf is None else [spf, helo_spf], signatures, dmarc)
         return InboundVerdict(
-            header, stripped, self._refusal(spf, signatures, dmarc), spf, signatures, dmarc
+            header=authentication_results(self._authserv_id, clauses),
+            head=stripped,
+            refusal=self._refusal(spf, signatures, dmarc),
+            spf=spf,
+            helo_spf=helo_spf,
+            dkim=signatures,
+            dmarc=dmarc,
+        )
+
+    async def _helo_spf(self, *, ip: str, sender: str, helo: str, now: float) -> SpfResult | None:
+        """RFC 7208 2.3: the HELO identity is checked too (with MAIL FROM <> it is the
+        MAIL FROM check already); an address literal or a bare word has no SPF."""
+        if not sender or "." not in helo or helo.startswith("[") or _is_address(helo):
+            return None
+        return await check_spf(
+            self._resolver, ip=ip, sender="", helo=helo, now=now, receiver=self._authserv_id
         )
 
     async def _policy(self, domain: str | None) -> DmarcPolicy | None:
@@ -185,14 +205,24 @@ def _verify(
     return DkimResult("pass" if ok else "fail", domain, selector, algorithm)
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _clauses(
-    spf: SpfResult, signatures: tuple[DkimResult, ...], dmarc: DmarcResult | None
+    spfs: list[SpfResult], signatures: tuple[DkimResult, ...], dmarc: DmarcResult | None
 ) -> list[authres.core.AuthenticationResult]:
     clauses: list[authres.core.AuthenticationResult] = []
-    if spf.identity == "mailfrom":
-        clauses.append(authres.SPFAuthenticationResult(result=spf.result, smtp_mailfrom=spf.domain))
-    else:
-        clauses.append(authres.SPFAuthenticationResult(result=spf.result, smtp_helo=spf.domain))
+    for spf in spfs:
+        if spf.identity == "mailfrom":
+            clause = authres.SPFAuthenticationResult(result=spf.result, smtp_mailfrom=spf.domain)
+        else:
+            clause = authres.SPFAuthenticationResult(result=spf.result, smtp_helo=spf.domain)
+        clauses.append(clause)
     for sig in signatures:
         clauses.append(
             authres.DKIMAuthenticationResult(
