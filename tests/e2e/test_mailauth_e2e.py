@@ -246,3 +246,11 @@ def test_a_bounce_from_postroom_is_signed(make_server, dns_server: DnsServer, pe
     (report,) = dsn
     assert b"d=mail.test" in report.replace(b"\r\n ", b" ")
     assert verifies(dns_server, report, 0)
+
+
+def test_disabled_checks_look_nothing_up(make_server, dns_server: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    srv = inbound_server(make_server, dns_server, enabled=False)
+    send_to_mx(srv, "bounce@sender.test", INBOUND)
+    (body,) = stored(srv)
+    assert b"Authentication-Results" not in body
+    assert dns_server.queries == []
