@@ -71,6 +71,7 @@ class Server:
         self.retention: Retention | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
+        self._inbound: InboundChecker | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -79,6 +80,10 @@ class Server:
         cert, key = ensure_certificate(settings)
         context = server_context(cert, key, settings.tls.min_version)
         self.store = store = await open_store(settings.storage_url)
+        if settings.inbound_auth.enabled:
+            self._inbound = InboundChecker(
+                settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
+            )
         bus = Bus()
         bus.subscribe(LogLineWriter())
         intake = Intake(
@@ -90,11 +95,7 @@ class Server:
             max_message_size=settings.limits.max_message_size,
             bus=bus,
             signer=DkimSigner(KeyRing(settings.data_dir)),
-            inbound=InboundChecker(
-                settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
-            )
-            if settings.inbound_auth.enabled
-            else None,
+            inbound=self._inbound,
         )
         self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
@@ -169,6 +170,9 @@ class Server:
         if self._router is not None:
             await self._router.aclose()
             self._router = None
+        if self._inbound is not None:
+            self._inbound.close()
+            self._inbound = None
         if self.store is not None:
             await self.store.aclose()
             self.store = None

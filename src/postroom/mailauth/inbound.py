@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import authres
@@ -35,6 +36,7 @@ _OFF_LOOP = 256 * 1024  # verify bigger messages in a worker thread (hashing the
 # only a few are held at once, so memory stays bounded however many arrive together.
 VERIFY_LIMIT = 10 * 1024 * 1024
 _VERIFYING = 4
+_SPF_THREADS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,12 @@ class InboundChecker:
         self._resolver = resolver
         self._authserv_id = authserv_id
         self._verifying = asyncio.Semaphore(_VERIFYING)
+        # SPF evaluations wait for DNS in threads of their own: a slow resolver must not
+        # hold the threads other work (Maildir delivery) runs in.
+        self._spf_threads = ThreadPoolExecutor(_SPF_THREADS, thread_name_prefix="postroom-spf")
+
+    def close(self) -> None:
+        self._spf_threads.shutdown(wait=False, cancel_futures=True)
 
     async def check(
         self,
@@ -78,7 +86,13 @@ class InboundChecker:
         gives the whole message, called only to verify DKIM signatures."""
         stripped = strip_forged(head, self._authserv_id)
         spf_task = check_spf(
-            self._resolver, ip=ip, sender=sender, helo=helo, now=now, receiver=self._authserv_id
+            self._resolver,
+            ip=ip,
+            sender=sender,
+            helo=helo,
+            now=now,
+            receiver=self._authserv_id,
+            executor=self._spf_threads,
         )
         domain = from_domain(head)
         # The DMARC record is looked up alongside SPF and DKIM; only its verdict waits.
@@ -113,7 +127,13 @@ class InboundChecker:
         if not sender or "." not in helo or helo.startswith("[") or _is_address(helo):
             return None
         return await check_spf(
-            self._resolver, ip=ip, sender="", helo=helo, now=now, receiver=self._authserv_id
+            self._resolver,
+            ip=ip,
+            sender="",
+            helo=helo,
+            now=now,
+            receiver=self._authserv_id,
+            executor=self._spf_threads,
         )
 
     async def _policy(self, domain: str | None) -> DmarcPolicy | None:

@@ -10,6 +10,7 @@ limits: 10 lookups that cost DNS, 2 void lookups.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from postroom.resolver import Resolver, TemporaryLookupFailure
 __all__ = ["SpfResult", "check_spf"]
 
 _TYPES = ("A", "AAAA", "MX", "PTR", "TXT")
+_LOOP_WAIT = 120.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +65,14 @@ class _Query(spf.query):  # type: ignore[misc]  # pyspf is untyped
     def _lookup(self, name: str, qtype: str) -> list[Any]:
         future = asyncio.run_coroutine_threadsafe(self._ask(name, qtype), self._loop)
         try:
-            return future.result()
+            # The resolver times out on its own; this bound only frees the thread if the
+            # loop stops meanwhile (shutdown).
+            return future.result(timeout=_LOOP_WAIT)
         except TemporaryLookupFailure as exc:
             raise spf.TempError(f"DNS {exc.detail}") from None
+        except (TimeoutError, concurrent.futures.CancelledError):
+            future.cancel()
+            raise spf.TempError(f"DNS {qtype} lookup of {name} did not finish") from None
 
     async def _ask(self, name: str, qtype: str) -> list[Any]:
         if qtype == "TXT":
@@ -91,11 +98,13 @@ async def check_spf(
     helo: str,
     now: float,
     receiver: str = "unknown",
+    executor: concurrent.futures.Executor | None = None,
 ) -> SpfResult:
     """The SPF result for MAIL FROM ``sender`` (the HELO identity when ``sender`` is
-    empty, RFC 7208 2.4) from client ``ip``."""
+    empty, RFC 7208 2.4) from client ``ip``. ``executor`` runs the evaluation (its thread
+    waits for the lookups); None: the loop's default one."""
     loop = asyncio.get_running_loop()
     query = _Query(resolver, loop, now, i=ip, s=sender, h=helo, receiver=receiver)
-    result, explanation = await asyncio.to_thread(_evaluate, query)
+    result, explanation = await loop.run_in_executor(executor, _evaluate, query)
     domain = query.o if query.ident == "mailfrom" else helo
     return SpfResult(result, query.ident, str(domain or ""), explanation)
