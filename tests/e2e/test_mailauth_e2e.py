@@ -254,3 +254,13 @@ def test_disabled_checks_look_nothing_up(make_server, dns_server: DnsServer) -> 
     (body,) = stored(srv)
     assert b"Authentication-Results" not in body
     assert dns_server.queries == []
+
+
+def test_mail_from_outside_is_never_signed(make_server, dns_server: DnsServer) -> None:  # type: ignore[no-untyped-def]
+    srv = inbound_server(make_server, dns_server)
+    KeyRing(srv.data_dir).generate("example.test", "r1", "rsa", 1024)
+    claiming_ours = INBOUND.replace(b"news@sender.test", b"ceo@example.test")
+    send_to_mx(srv, "bounce@sender.test", claiming_ours)
+    (body,) = stored(srv)
+    assert b"DKIM-Signature" not in body
+    assert b"Authentication-Results: mail.test;" in body
