@@ -27,6 +27,7 @@ def dns_server() -> Iterator[DnsServer]:
         server.add("_dmarc.two.test", "TXT", '"v=DMARC1; p=reject"', '"v=DMARC1; p=none"')
         server.add("_dmarc.broken.test", "TXT", '"v=DMARC1; p=maybe"')
         server.add("_dmarc.co.uk", "TXT", '"v=DMARC1; p=reject"')  # a public suffix's
+        server.add("_dmarc.partial.test", "TXT", '"v=DMARC1; p=reject; pct=50"')
         yield server
 
 
@@ -106,6 +107,8 @@ async def dmarc(server: DnsServer, header_from: str, **kwargs: object) -> tuple[
         ("nothing.test", {}, ("none", "none")),
         ("two.test", {}, ("none", "none")),
         ("broken.test", {}, ("none", "none")),
+        # pct below 100: the next lower policy (6.6.4), so no refusal
+        ("partial.test", {}, ("fail", "quarantine")),
         # never the public suffix's record
         ("example.co.uk", {}, ("none", "none")),
     ],

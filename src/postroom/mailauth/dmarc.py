@@ -137,6 +137,10 @@ def evaluate(
     if record is None:
         return DmarcResult("none", domain)
     applies = record.sp if policy.subdomain else record.p
+    if applies == "reject" and record.pct < 100:
+        # RFC 7489 6.6.4: mail outside the pct sample gets the next lower policy; we
+        # sample nothing, so a partial reject never refuses mail here.
+        applies = "quarantine"
     dkim_ok = any(aligned(d, domain, record.adkim) for d in dkim_passes)
     spf_ok = spf_result == "pass" and aligned(spf_domain, domain, record.aspf)
     return DmarcResult("pass" if dkim_ok or spf_ok else "fail", domain, applies)

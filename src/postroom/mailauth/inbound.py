@@ -1,9 +1,9 @@
 """The checks on mail arriving at the mx listener from unauthenticated clients: SPF on
 MAIL FROM (or HELO), every DKIM signature, DMARC over both; one Authentication-Results.
 
-``InboundChecker.check`` gives the header to prepend, the message to store (forged
-copies of our Authentication-Results removed) and a refusal when the policy asks for
-one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
+``InboundChecker.check`` gives the header to prepend, the header block to store when
+forged copies of our Authentication-Results were removed, and a refusal when the
+policy asks for one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
 (``temperror_defer``).
 """
 
@@ -41,7 +41,7 @@ _SPF_THREADS = 16
 
 @dataclass(frozen=True, slots=True)
 class DkimResult:
-    result: str  # pass | fail | neutral | temperror | permerror
+    result: str  # pass | fail | policy (too big to verify) | temperror | permerror
     domain: str
     selector: str
     algorithm: str
@@ -59,7 +59,7 @@ class InboundVerdict:
 
 
 class InboundChecker:
-    def __init__(self, settings: InboundAuthSettings, resolver: Resolver, authserv_id: str):
+    def __init__(self, settings: InboundAuthSettings, resolver: Resolver, authserv_id: str) -> None:
         self.settings = settings
         self._resolver = resolver
         self._authserv_id = authserv_id
