@@ -148,3 +148,19 @@ async def test_a_message_too_big_to_verify_is_not_loaded(
 def test_strip_forged_leaves_the_body_alone() -> None:
     message = b"Subject: x\r\n\r\nAuthentication-Results: mail.test; dkim=pass\r\n"
     assert strip_forged(message, "mail.test") is None
+
+
+async def test_an_odd_helo_stays_out_of_the_header(dns_server: DnsServer) -> None:
+    head = BODY[: BODY.index(b"\r\n\r\n") + 4]
+    verdict = await checker(dns_server).check(
+        head,
+        size=len(BODY),
+        load=lambda: BODY,
+        ip="192.0.2.10",
+        helo="out.sender.test; dkim=pass",
+        sender="bounce@sender.test",
+        now=NOW,
+    )
+    assert verdict.helo_spf is None
+    assert "dkim=pass" not in verdict.header.decode()
+    assert verdict.header.decode().count("\r\n") == 3  # folded: one clause per line

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ _OFF_LOOP = 256 * 1024  # verify bigger messages in a worker thread (hashing the
 VERIFY_LIMIT = 10 * 1024 * 1024
 _VERIFYING = 4
 _SPF_THREADS = 16
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +128,8 @@ class InboundChecker:
     async def _helo_spf(self, *, ip: str, sender: str, helo: str, now: float) -> SpfResult | None:
         """RFC 7208 2.3: the HELO identity is checked too (with MAIL FROM <> it is the
         MAIL FROM check already); an address literal or a bare word has no SPF."""
-        if not sender or "." not in helo or helo.startswith("[") or _is_address(helo):
-            return None
+        if not sender or not _HOSTNAME.match(helo) or _is_address(helo):
+            return None  # also keeps a client's odd HELO text out of our header
         return await check_spf(
             self._resolver,
             ip=ip,

@@ -27,7 +27,9 @@ def authentication_results(
     header = authres.AuthenticationResultsHeader(
         authserv_id=authserv_id, results=list(results) or [authres.NoneAuthenticationResult()]
     )
-    return safe_header_value(str(header)).encode("utf-8") + b"\r\n"
+    # One clause per line (RFC 5322 2.2.3 folding), so many signatures stay readable.
+    folded = safe_header_value(str(header)).replace("; ", ";\r\n ")
+    return folded.encode("utf-8") + b"\r\n"
 
 
 def _authserv_id(field: bytes) -> bytes:
