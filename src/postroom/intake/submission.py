@@ -233,7 +233,7 @@ class Submission:
         if (
             signer is None
             or (self.principal is None and source.kind is SourceKind.SMTP)
-            or not signer.has_keys()
+            or not signer.wants(_header_block(self.body))
         ):
             return b""
         async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time

@@ -397,8 +397,11 @@ class DkimSigner:
         # Parsed keys by file: loading checks an RSA key, which costs more than signing.
         self._loaded: dict[Path, tuple[int, object]] = {}
 
-    def has_keys(self) -> bool:
-        return bool(self._keys.domains())
+    def wants(self, head: bytes) -> bool:
+        """Whether a message with this header block gets signed (its From: domain has
+        an active key): checked before the whole message is read."""
+        domain = from_domain(head)
+        return domain is not None and bool(self._keys.signing_keys(domain))
 
     def sign(self, message: bytes, now: float) -> list[Signature]:
         domain = from_domain(message)
