@@ -1,4 +1,5 @@
-"""DNS for outbound mail: MX hosts of a domain and addresses of a host.
+"""DNS for mail: MX hosts of a domain, addresses of a host, and the TXT (and other)
+records that SPF, DKIM and DMARC read.
 
 ``Resolver`` is the seam (tests and other engines implement it); ``DnsResolver`` is the
 dnspython implementation, with the nameservers from ``[dns]`` or the system's.
@@ -13,6 +14,9 @@ What a lookup can say, and what a mailer makes of it:
   (RFC 5321 5.1, the implicit MX);
 - ``NoSuchDomain``: NXDOMAIN, permanent (5.1.2 bad destination system address);
 - ``TemporaryLookupFailure``: SERVFAIL, timeout, no reachable nameserver (4.4.3).
+
+``txt``, ``records`` and ``ptr`` serve the mail-authentication checks (SPF, DKIM, DMARC,
+MTA-STS and ``postroom domain check``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 from postroom.config.settings import DnsSettings
 from postroom.errors import ConfigError, PostroomError
@@ -88,6 +93,18 @@ class Resolver(Protocol):
     async def addresses(self, host: str, ipv6: bool) -> list[str]:
         """The host's IPv4 addresses, then its IPv6 ones (when ``ipv6``); ``[]`` when it
         has none. Raises ``NoSuchDomain`` or ``TemporaryLookupFailure``."""
+
+    async def txt(self, name: str) -> list[bytes]:
+        """The name's TXT records, each one's strings joined (RFC 7208 3.3); ``[]`` when it
+        has none or does not exist. Raises ``TemporaryLookupFailure``."""
+
+    async def records(self, name: str, rdtype: str) -> list[str]:
+        """Records of ``rdtype`` (A, AAAA, MX, PTR) in presentation form, names without
+        the final dot; ``[]`` when none or NXDOMAIN. Raises ``TemporaryLookupFailure``."""
+
+    async def ptr(self, address: str) -> list[str]:
+        """The reverse names of an IP address, lower case, without the final dot; ``[]``
+        when it has none (NXDOMAIN included). Raises ``TemporaryLookupFailure``."""
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -172,6 +189,28 @@ class DnsResolver:
         if failure is not None and not found:
             raise failure
         return found
+
+    async def ptr(self, address: str) -> list[str]:
+        reverse = dns.reversename.from_address(address).to_text()
+        try:
+            answer = await self._query(reverse, "PTR")
+        except NoSuchDomain:
+            return []
+        return [r.target.to_text(omit_final_dot=True).lower() for r in answer or ()]
+
+    async def txt(self, name: str) -> list[bytes]:
+        try:
+            answer = await self._query(name, "TXT")
+        except NoSuchDomain:
+            return []
+        return [b"".join(r.strings) for r in answer or ()]
+
+    async def records(self, name: str, rdtype: str) -> list[str]:
+        try:
+            answer = await self._query(name, rdtype)
+        except NoSuchDomain:
+            return []
+        return [r.to_text().removesuffix(".") for r in answer or ()]
 
     def _shuffle_ties(self, hosts: Sequence[MxHost]) -> list[MxHost]:
         ordered: list[MxHost] = []

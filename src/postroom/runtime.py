@@ -26,6 +26,8 @@ from postroom.directory.users import Users
 from postroom.events import Bus, MessageQueued
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
+from postroom.mailauth.dkim import DkimSigner, KeyRing
+from postroom.mailauth.inbound import InboundChecker
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
 from postroom.net.wakeup import WakeupListener, notify
@@ -98,6 +100,7 @@ class Server:
         self.retention: Retention | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
+        self._inbound: InboundChecker | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -106,6 +109,10 @@ class Server:
         cert, key = ensure_certificate(settings)
         context = server_context(cert, key, settings.tls.min_version)
         self.store = store = await open_store(settings.storage_url)
+        if settings.inbound_auth.enabled:
+            self._inbound = InboundChecker(
+                settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
+            )
         bus = Bus()
         bus.subscribe(LogLineWriter())
         intake = Intake(
@@ -116,6 +123,8 @@ class Server:
             spool_memory=settings.limits.spool_memory,
             max_message_size=settings.limits.max_message_size,
             bus=bus,
+            signer=DkimSigner(KeyRing(settings.data_dir)),
+            inbound=self._inbound,
         )
         self.intake = intake
         if self.accept_only:
@@ -229,6 +238,9 @@ class Server:
         if self._router is not None:
             await self._router.aclose()
             self._router = None
+        if self._inbound is not None:
+            self._inbound.close()
+            self._inbound = None
         if self.store is not None:
             await self.store.aclose()
             self.store = None

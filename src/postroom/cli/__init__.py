@@ -31,6 +31,7 @@ T = TypeVar("T")
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
     "apikey": "postroom.cli.apikey:apikey",
+    "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
     "queue": "postroom.cli.queue:queue",

@@ -1,12 +1,21 @@
-"""``postroom domain``: the local domains, whose mail this server accepts."""
+"""``postroom domain``: the local domains, whose mail this server accepts, and ``check``:
+whether a domain's DNS is set up for sending from this server."""
 
 from __future__ import annotations
 
-import click
+import asyncio
+import ipaddress
+from typing import TYPE_CHECKING
 
-from postroom.cli import AppContext, config_option, pass_app
-from postroom.cli.render import emit_json, print_table
+import click
+from rich.text import Text
+
+from postroom.cli import AppContext, config_option, fail, pass_app
+from postroom.cli.render import emit_json, print_table, printable
 from postroom.directory import Domains, unicode_domain
+
+if TYPE_CHECKING:
+    from postroom.mailauth.doctor import Report
 
 __all__ = ["domain"]
 
@@ -48,6 +57,102 @@ def remove(app: AppContext, name: str) -> None:
     """Stop treating a domain as local (its users stay)."""
     removed = app.run(lambda store: Domains(store).remove(name))
     click.echo(f"domain {_both(removed)} removed")
+
+
+@domain.command("check")
+@click.argument("name")
+@click.option("--selector", help="Check this DKIM selector (default: the active keys).")
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    help="This server's public sending address (repeatable; default:"
+    " delivery.sending_addresses, else the system's outbound address).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@config_option
+@pass_app
+def check(
+    app: AppContext, name: str, selector: str | None, ips: tuple[str, ...], as_json: bool
+) -> None:
+    """Check MX, SPF, DKIM, DMARC, PTR, MTA-STS and TLS-RPT of a domain; print the records
+    to publish. Exit code 0 only when every required check is ok."""
+    from postroom.clock import SystemClock
+    from postroom.mail.address import parse_domain, to_ascii_domain
+    from postroom.mailauth.dkim import KeyRing
+    from postroom.mailauth.doctor import (
+        DomainCheck,
+        PolicyFetcher,
+        check_domain,
+        discover_sending_addresses,
+    )
+    from postroom.resolver import DnsResolver
+
+    settings = app.settings
+    domain = to_ascii_domain(parse_domain(name.strip()))
+    addresses = [_ip(text) for text in ips] or list(settings.delivery.sending_addresses)
+    discovered = not addresses
+    if discovered:
+        addresses = discover_sending_addresses()
+    if not addresses:
+        fail("cannot find this server's outbound address; give it with --ip")
+    resolver = DnsResolver(settings.dns)
+    report = asyncio.run(
+        check_domain(
+            domain,
+            DomainCheck(
+                resolver=resolver,
+                keys=KeyRing(settings.data_dir),
+                hostname=to_ascii_domain(settings.hostname),
+                addresses=tuple(addresses),
+                fetcher=PolicyFetcher(resolver, timeout=min(settings.dns.timeout, 10.0)),
+                now=SystemClock().time(),
+                discovered=discovered,
+            ),
+            selector,
+        )
+    )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        _print_report(report)
+    if not report.passes:
+        raise click.exceptions.Exit(1)
+
+
+_STATUS_STYLES = {"ok": "green", "warning": "yellow", "missing": "red", "wrong": "red"}
+
+
+def _print_report(report: Report) -> None:
+    rows = []
+    for finding in report.findings:
+        fix = finding.fix
+        rows.append(
+            (
+                finding.check,
+                Text(str(finding.status), style=_STATUS_STYLES[finding.status]),
+                finding.explanation,
+                _fix_text(fix.name, fix.type, fix.value) if fix else None,
+            )
+        )
+    print_table(("Check", "Status", "Finding", "Publish"), rows, empty="Nothing checked.")
+    verdict = "all required checks ok" if report.passes else "not ready: publish the records above"
+    click.echo(
+        f"{report.domain} from {', '.join(report.addresses)} as {report.hostname}: {verdict}"
+    )
+
+
+def _fix_text(name: str, kind: str, value: str) -> Text:
+    # The MTA-STS policy file has several lines; each is shown, none is interpreted.
+    lines = [printable(line) for line in value.rstrip("\n").split("\n")]
+    return Text(f"{printable(name)} {kind} " + "\n".join(lines))
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an IP address", param_hint="--ip") from None
 
 
 def _both(name: str) -> str:

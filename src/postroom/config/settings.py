@@ -6,6 +6,7 @@ checks that they name every key defined here.
 
 from __future__ import annotations
 
+import ipaddress
 import platform
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "AuthThrottleSettings",
     "DeliverySettings",
     "DnsSettings",
+    "InboundAuthSettings",
     "LimitSettings",
     "ListenerRole",
     "ListenerSettings",
@@ -116,6 +118,29 @@ class DeliverySettings(_Model):
     lease: Annotated[float, Field(gt=0)] = 900.0  # a claim not settled by then is retried
     # Message bytes held in memory by attempts in flight; more attempts wait their turn.
     max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
+    # The public addresses receivers see our mail come from (after any NAT); not bound to,
+    # only checked by `postroom domain check`. Empty: the system's outbound address.
+    sending_addresses: tuple[str, ...] = ()
+
+    @field_validator("sending_addresses", mode="after")
+    @classmethod
+    def _ip_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        for index, text in enumerate(addresses):
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise SettingError((index,), f"{text!r} is not an IP address") from None
+        return tuple(str(ipaddress.ip_address(text)) for text in addresses)
+
+
+class InboundAuthSettings(_Model):
+    """SPF, DKIM and DMARC checks on mail from unauthenticated clients at mx listeners.
+
+    ``enabled`` writes the Authentication-Results header; the two refusals are opt-in."""
+
+    enabled: bool = True
+    dmarc_reject: bool = False  # a DMARC fail under p=reject: 550 5.7.1 at end of DATA
+    temperror_defer: bool = False  # a DNS failure during the checks: 451 4.7.5
 
 
 class RetentionSettings(_Model):
@@ -148,6 +173,7 @@ class Settings(_Model):
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
     api: ApiSettings = ApiSettings()
+    inbound_auth: InboundAuthSettings = InboundAuthSettings()
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults

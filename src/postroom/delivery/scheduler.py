@@ -31,6 +31,7 @@ from postroom.events import Bus, DeliveryAttempt, MessageQueued
 from postroom.intake import Intake, Principal
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.mailauth.dkim import signature_summary
 from postroom.store import Store
 from postroom.store.models import (
     Attempt,
@@ -215,7 +216,7 @@ class Scheduler:
             settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
         await self._send_dsns(stored, data, settled)
         await self._store.record_outcomes(stored.id, [s.update for s in settled], attempts)
-        self._publish(stored.id, settled, attempts)
+        self._publish(stored.id, settled, attempts, signature_summary(data))
 
     def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
         now = self._clock.time()
@@ -282,7 +283,11 @@ class Scheduler:
             _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
 
     def _publish(
-        self, message_id: str, settled: Sequence[_Settled], attempts: Sequence[Attempt]
+        self,
+        message_id: str,
+        settled: Sequence[_Settled],
+        attempts: Sequence[Attempt],
+        dkim: str,
     ) -> None:
         status = {s.state.address: s.update.status.value for s in settled}
         for row in attempts:
@@ -298,6 +303,7 @@ class Scheduler:
                     ip=row.ip,
                     tls=row.tls,
                     duration=row.duration,
+                    dkim=dkim,
                 )
             )
 

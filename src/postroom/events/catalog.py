@@ -52,6 +52,7 @@ class DeliveryAttempt:
     ip: str | None
     tls: str | None
     duration: float
+    dkim: str = "none"  # the message's signatures, "rsa-sha256 s=... d=...", or "none"
 
 
 Event = SmtpTransaction | MessageQueued | DeliveryAttempt

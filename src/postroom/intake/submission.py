@@ -6,6 +6,7 @@ body goes to a SpooledBody as it arrives, so memory stays bounded.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from postroom.events import Bus, MessageQueued
 from postroom.ids import new_queue_id
 from postroom.intake.policy import Principal, recipient_verdict, sender_verdict
 from postroom.mail.address import Address
-from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source
+from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
 from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
+from postroom.mailauth.dkim import DkimSigner
+from postroom.mailauth.inbound import InboundChecker
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import NewMessage, Store
@@ -37,6 +40,10 @@ class Intake:
     max_message_size: int
     bus: Bus | None = None
     rng: random.Random = field(default_factory=random.Random)  # seeded from the OS
+    signer: DkimSigner | None = None  # DKIM-signs mail from our users and postroom itself
+    inbound: InboundChecker | None = None  # SPF/DKIM/DMARC on mail from outside (mx)
+    # Messages held whole in memory at once for DKIM signing; the rest wait their turn.
+    whole_bodies: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
     async def submit(
         self,
@@ -153,6 +160,15 @@ class Submission:
             now=now,
             for_recipient=single,
         )
+        try:
+            authenticated = await self._authenticate(now)
+        except BaseException:
+            self.body.close()
+            raise
+        if isinstance(authenticated, Reply):
+            self.body.close()
+            return authenticated
+        header += authenticated
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -187,9 +203,83 @@ class Submission:
             )
         return replies.queued(self.queue_id)
 
+    async def _authenticate(self, now: float) -> bytes | Reply:
+        """Mail authentication at commit: the inbound checks for mail from outside, DKIM
+        signing for mail going out (never both). The header fields to prepend, or the
+        reply that refuses the message. Signing happens here, once, so every delivery
+        attempt sends the same stored signature."""
+        intake, source = self.intake, self.source
+        inbound = intake.inbound
+        if (
+            inbound is not None
+            and inbound.settings.enabled
+            and source.kind is SourceKind.SMTP
+            and source.listener == "mx"
+            and self.principal is None
+            and source.client_ip is not None
+        ):
+            head = _header_block(self.body)
+            verdict = await inbound.check(
+                head,
+                size=self.body.size,
+                load=self.body.getvalue,
+                ip=source.client_ip,
+                helo=source.helo or "",
+                sender=str(self.sender or ""),
+                now=now,
+            )
+            if verdict.refusal is not None:
+                return verdict.refusal
+            if verdict.head is not None:
+                self._replace_head(len(head), verdict.head)
+            return verdict.header
+        # Only mail from our own users and from postroom itself (DSNs) is signed: mail
+        # from outside that claims our domain in From: must not get our signature.
+        signer = intake.signer
+        if (
+            signer is None
+            or (self.principal is None and source.kind is SourceKind.SMTP)
+            or not signer.wants(_header_block(self.body))
+        ):
+            return b""
+        async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time
+            data = self.body.getvalue()
+            signatures = await asyncio.to_thread(signer.sign, data, now)
+        return b"".join(s.header for s in signatures)
+
+    def _replace_head(self, old_length: int, head: bytes) -> None:
+        """The body with its header block replaced, copied chunk by chunk."""
+        body = SpooledBody(self.intake.spool_dir, self.intake.spool_memory)
+        body.write(head)
+        skip = old_length
+        for chunk in self.body.iter_chunks():
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            body.write(chunk[skip:])
+            skip = 0
+        self.body.close()
+        self.body = body
+
     @property
     def size(self) -> int:
         return self.body.size
 
     def abort(self) -> None:
         self.body.close()
+
+
+_MAX_HEADER_BLOCK = 1024 * 1024  # the checks read at most this much of the header
+
+
+def _header_block(body: SpooledBody) -> bytes:
+    """The message's header fields and the empty line after them (at most 1 MiB)."""
+    head = b""
+    for chunk in body.iter_chunks(64 * 1024):
+        head += chunk
+        end = head.find(b"\r\n\r\n")
+        if end >= 0:
+            return head[: end + 4]
+        if len(head) >= _MAX_HEADER_BLOCK:
+            break
+    return head[:_MAX_HEADER_BLOCK]

@@ -1,0 +1,1 @@
+"""Mail authentication: DKIM signing and inbound SPF, DKIM and DMARC checks."""

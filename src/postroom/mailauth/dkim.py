@@ -1,0 +1,421 @@
+"""DKIM keys and signing (RFC 6376, RFC 8463 for Ed25519), on dkimpy.
+
+Keys live in ``<data_dir>/dkim/<domain>/<selector>.<alg>.key`` (mode 0600): RSA as PKCS#8
+PEM, Ed25519 as the base64 of its 32-byte seed (dkimpy's form). A selector names one key
+record in DNS (``<selector>._domainkey.<domain>``), so a selector holds one algorithm.
+``active.<alg>`` names the selector that signs for that algorithm; with an RSA and an
+Ed25519 key active, a message gets both signatures (RFC 8463 6: verifiers that do not
+know Ed25519 ignore that one).
+
+Rotation: ``rotate`` makes the next selector's key and prints its record; the old key
+keeps signing until ``activate`` switches, once the new record is visible in DNS.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import dkim
+import nacl.encoding
+import nacl.signing
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim.canonicalization import CanonicalizationPolicy
+from dkim.crypto import HASH_ALGORITHMS
+
+from postroom.errors import PostroomError
+
+__all__ = [
+    "ALGORITHMS",
+    "SIGNED_HEADERS",
+    "Algorithm",
+    "DkimKey",
+    "DkimKeyError",
+    "DkimSigner",
+    "KeyRing",
+    "Signature",
+    "from_domain",
+    "load_private",
+    "record_strings",
+    "sign_message",
+    "signature_summary",
+    "signed_header_list",
+]
+
+Algorithm = Literal["rsa", "ed25519"]
+ALGORITHMS: dict[Algorithm, bytes] = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
+
+# What current practice signs (RFC 6376 5.4.1 and M3AAWG's signing guidance): the
+# headers a reader sees and MIME needs to render, the thread and list headers.
+SIGNED_HEADERS = (
+    "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
+    "mime-version", "content-type", "content-transfer-encoding", "content-id",
+    "content-description", "in-reply-to", "references", "list-id", "list-help",
+    "list-unsubscribe", "list-unsubscribe-post", "list-subscribe", "list-post",
+    "list-owner", "list-archive", "resent-date", "resent-from", "resent-to",
+    "resent-cc", "resent-message-id",
+)  # fmt: skip
+# Listed once more than present (RFC 6376 8.15): nobody can add another instance of
+# these without breaking the signature.
+OVERSIGNED = frozenset(
+    ("from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
+     "mime-version", "content-type", "content-transfer-encoding", "in-reply-to",
+     "references", "list-id", "list-unsubscribe", "list-unsubscribe-post")
+)  # fmt: skip
+
+_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+_KEY_FILE = re.compile(r"^(?P<selector>[a-z0-9-]+)\.(?P<alg>rsa|ed25519)\.key$")
+
+
+class DkimKeyError(PostroomError):
+    """A key operation that cannot be done: bad domain or selector, key exists, none found."""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    domain: str
+    selector: str
+    algorithm: Algorithm
+    path: Path
+    active: bool = False
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    def private(self) -> bytes:
+        return self.path.read_bytes()
+
+    def record(self) -> str:
+        """The TXT record value to publish (RFC 6376 3.6.1; RFC 8463 4 for Ed25519)."""
+        private = self.private()
+        if self.algorithm == "ed25519":
+            seed = nacl.signing.SigningKey(private, encoder=nacl.encoding.Base64Encoder)
+            public = bytes(seed.verify_key)
+        else:
+            key = serialization.load_pem_private_key(private, password=None)
+            public = key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        return f"v=DKIM1; k={self.algorithm}; p={base64.b64encode(public).decode()}"
+
+
+def record_strings(value: str, size: int = 255) -> str:
+    """A TXT value as zone-file quoted strings of at most 255 octets (RFC 1035 3.3.14)."""
+    return " ".join(f'"{value[i : i + size]}"' for i in range(0, len(value), size))
+
+
+class KeyRing:
+    """The DKIM keys under ``<data_dir>/dkim``: create, list, rotate, activate."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "dkim"
+
+    def domains(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def keys(self, domain: str) -> list[DkimKey]:
+        domain = _domain(domain)
+        folder = self.root / domain
+        if not folder.is_dir():
+            return []
+        active = {alg: self._active(domain, alg) for alg in ALGORITHMS}
+        found = []
+        for path in sorted(folder.iterdir()):
+            if match := _KEY_FILE.match(path.name):
+                alg: Algorithm = "rsa" if match["alg"] == "rsa" else "ed25519"
+                selector = match["selector"]
+                found.append(DkimKey(domain, selector, alg, path, active[alg] == selector))
+        return found
+
+    def signing_keys(self, domain: str) -> list[DkimKey]:
+        """The active key of each algorithm (RSA first, the widely verified one)."""
+        return sorted(
+            (k for k in self.keys(domain) if k.active), key=lambda k: k.algorithm != "rsa"
+        )
+
+    def generate(
+        self, domain: str, selector: str, algorithm: Algorithm, bits: int = 2048
+    ) -> DkimKey:
+        """A new key; it becomes active when its algorithm has no active key yet."""
+        domain, selector = _domain(domain), _selector(selector)
+        if algorithm == "rsa" and not 1024 <= bits <= 8192:
+            raise DkimKeyError(f"RSA keys have 1024 to 8192 bits, not {bits}")
+        if any(k.selector == selector for k in self.keys(domain)):
+            raise DkimKeyError(f"{domain} already has a key with selector {selector!r}")
+        pem = _new_private_key(algorithm, bits)
+        folder = self.root / domain
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{selector}.{algorithm}.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+        if self._active(domain, algorithm) is None:
+            self.activate(domain, selector)
+        return next(k for k in self.keys(domain) if k.selector == selector)
+
+    def activate(self, domain: str, selector: str) -> DkimKey:
+        key = next((k for k in self.keys(domain) if k.selector == selector), None)
+        if key is None:
+            raise DkimKeyError(f"{domain} has no key with selector {selector!r}")
+        marker = self.root / key.domain / f"active.{key.algorithm}"
+        temporary = marker.with_suffix(".tmp")
+        temporary.write_text(selector + "\n")
+        temporary.replace(marker)  # atomic: a signer never reads half a name
+        return DkimKey(key.domain, key.selector, key.algorithm, key.path, True)
+
+    def next_selector(self, domain: str, algorithm: Algorithm, now: float) -> str:
+        """``s<YYYYMM>`` (RSA) or ``e<YYYYMM>`` (Ed25519), with ``-2``, ``-3`` ... when taken."""
+        month = datetime.fromtimestamp(now, UTC).strftime("%Y%m")
+        base = f"{'s' if algorithm == 'rsa' else 'e'}{month}"
+        taken = {k.selector for k in self.keys(domain)}
+        selector, n = base, 1
+        while selector in taken:
+            n += 1
+            selector = f"{base}-{n}"
+        return selector
+
+    def _active(self, domain: str, algorithm: Algorithm) -> str | None:
+        try:
+            return (self.root / domain / f"active.{algorithm}").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+
+def _domain(text: str) -> str:
+    try:
+        domain = text.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise DkimKeyError(f"{text!r} is not a domain name") from None
+    if not _DOMAIN.match(domain):
+        raise DkimKeyError(f"{text!r} is not a domain name")
+    return domain
+
+
+def _selector(text: str) -> str:
+    if not _SELECTOR.match(text):
+        raise DkimKeyError(f"{text!r} is not a selector (letters, digits and '-', one DNS label)")
+    return text
+
+
+def _new_private_key(algorithm: Algorithm, bits: int) -> bytes:
+    if algorithm == "ed25519":
+        seed = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return base64.b64encode(seed) + b"\n"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+# -- signing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    header: bytes  # "DKIM-Signature: ...\r\n"
+    algorithm: str  # rsa-sha256 | ed25519-sha256
+    selector: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm} s={self.selector} d={self.domain}"
+
+
+def from_domain(message: bytes) -> str | None:
+    """The domain of the (first) From: address, lower-case A-labels; None without one."""
+    headers, _ = dkim.rfc822_parse(message)
+    for name, value in headers:
+        if name.lower() == b"from":
+            text = value.decode("utf-8", "replace").replace("\r\n", "")
+            for _, address in email.utils.getaddresses([text]):
+                _, at, domain = address.rpartition("@")
+                if at and domain:
+                    try:
+                        return _domain(domain)
+                    except DkimKeyError:
+                        return None
+            return None
+    return None
+
+
+def signed_header_list(message: bytes) -> list[bytes]:
+    """``h=``: each signed header once per instance present, oversigned ones once more."""
+    headers, _ = dkim.rfc822_parse(message)
+    present: dict[str, int] = {}
+    for name, _value in headers:
+        key = name.decode("ascii", "replace").lower()
+        present[key] = present.get(key, 0) + 1
+    names: list[bytes] = []
+    for name in SIGNED_HEADERS:
+        count = present.get(name, 0)
+        if count:
+            names.extend([name.encode()] * (count + (name in OVERSIGNED)))
+    return names
+
+
+class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy is untyped
+    """dkimpy's DKIM with ``t=`` given (its sign() reads the wall clock)."""
+
+    def sign_at(
+        self, key: DkimKey, pk: object, include: Sequence[bytes], timestamp: int
+    ) -> bytes:  # mirrors dkim.DKIM.sign with relaxed/relaxed, no l=, no i= beyond the default
+        self.signature_algorithm = ALGORITHMS[key.algorithm]
+        policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+        headers = tuple(x.lower() for x in include)
+        self.include_headers = headers
+        body = policy.canonicalize_body(self.body)
+        self.hasher = HASH_ALGORITHMS[self.signature_algorithm]
+        bodyhash = base64.b64encode(self.hasher(body).digest())
+        domain = key.domain.encode()
+        fields = [
+            (b"v", b"1"),
+            (b"a", self.signature_algorithm),
+            (b"c", policy.to_c_value()),
+            (b"d", domain),
+            (b"i", b"@" + domain),
+            (b"q", b"dns/txt"),
+            (b"s", key.selector.encode()),
+            (b"t", str(timestamp).encode()),
+            (b"h", b" : ".join(headers)),
+            (b"bh", bodyhash),
+            (b"b", b"0" * 60),  # placeholder, so b= folds onto its own line
+        ]
+        value: bytes = self.gen_header(fields, headers, policy, b"DKIM-Signature", pk)
+        return b"DKIM-Signature: " + value
+
+    def gen_header(  # noqa: PLR0917 - dkimpy's signature
+        self,
+        fields: list[tuple[bytes, bytes]],
+        include_headers: Sequence[bytes],
+        canon_policy: CanonicalizationPolicy,
+        header_name: bytes,
+        pk: object,
+        standardize: bool = False,
+    ) -> bytes:
+        """dkimpy's gen_header, with RSA signing done by the cryptography library (dkimpy
+        exponentiates in Python: ten times slower). PKCS#1 v1.5 is deterministic, so the
+        signature is the same bytes."""
+        if not isinstance(pk, rsa.RSAPrivateKey):
+            value: bytes = super().gen_header(
+                fields, include_headers, canon_policy, header_name, pk, standardize
+            )
+            return value
+        header_value = dkim.fold(b"; ".join(b"=".join(x) for x in fields), len(header_name))
+        header_value = dkim.RE_BTAG.sub(b"\\1", header_value)
+        digest = dkim.HashThrough(self.hasher(), self.debug_content)
+        headers = canon_policy.canonicalize_headers(self.headers)
+        self.signed_headers = dkim.hash_headers(
+            digest, canon_policy, headers, include_headers, (header_name, b" " + header_value),
+            dict(fields),
+        )  # fmt: skip
+        signature = pk.sign(digest.digest(), asym_padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        fields = [(k, base64.b64encode(signature) if k == b"b" else v) for k, v in fields]
+        header_value = b"; ".join(b"=".join(x) for x in fields) + self.linesep
+        return bytes(dkim.fold(header_value, namelen=len(header_name), linesep=self.linesep))
+
+
+def load_private(key: DkimKey) -> object:
+    """The key for signing: cryptography's RSA key, or PyNaCl's Ed25519 one (dkimpy's)."""
+    if key.algorithm == "rsa":
+        return serialization.load_pem_private_key(key.private(), password=None)
+    return nacl.signing.SigningKey(key.private().strip(), encoder=nacl.encoding.Base64Encoder)
+
+
+def sign_message(
+    message: bytes,
+    keys: Sequence[DkimKey],
+    timestamp: float,
+    include: Sequence[bytes] | None = None,
+    load: Callable[[DkimKey], object] = load_private,
+) -> list[Signature]:
+    """One signature per key, each over the message as given (they do not sign each
+    other); ``include``: the h= list, by default ``signed_header_list(message)``."""
+    include = signed_header_list(message) if include is None else include
+    signatures = []
+    for key in keys:
+        signer = _Signer(message, linesep=b"\r\n")
+        header = signer.sign_at(key, load(key), include, int(timestamp))
+        if not header.endswith(b"\r\n"):
+            header += b"\r\n"
+        signatures.append(
+            Signature(header, ALGORITHMS[key.algorithm].decode(), key.selector, key.domain)
+        )
+    return signatures
+
+
+def signature_summary(message: bytes) -> str:
+    """The DKIM-Signature fields at the top of the header block, for the log:
+    ``"rsa-sha256 s=sel d=example.com, ..."``, or ``"none"``."""
+    end = message.find(b"\r\n\r\n")
+    head = message[: end + 2] if end >= 0 else message
+    if b"DKIM-Signature:" not in head:
+        return "none"
+    found = []
+    for name, value in dkim.rfc822_parse(head + b"\r\n")[0]:
+        if name.lower() == b"dkim-signature":
+            try:
+                tags = dict(dkim.util.parse_tag_value(value))
+            except dkim.util.InvalidTagValueList:
+                continue
+            found.append(
+                " ".join(
+                    [tags.get(b"a", b"?").decode(errors="replace")]
+                    + [
+                        f"{t.decode()}={tags.get(t, b'').decode(errors='replace')}"
+                        for t in (b"s", b"d")
+                    ]
+                )
+            )
+    return ", ".join(found) or "none"
+
+
+class DkimSigner:
+    """Signs outgoing messages with the From: domain's active keys (if it has any)."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+        # Parsed keys by file: loading checks an RSA key, which costs more than signing.
+        self._loaded: dict[Path, tuple[int, object]] = {}
+
+    def wants(self, head: bytes) -> bool:
+        """Whether a message with this header block gets signed (its From: domain has
+        an active key): checked before the whole message is read."""
+        domain = from_domain(head)
+        return domain is not None and bool(self._keys.signing_keys(domain))
+
+    def sign(self, message: bytes, now: float) -> list[Signature]:
+        domain = from_domain(message)
+        if domain is None:
+            return []
+        keys = self._keys.signing_keys(domain)
+        if not keys:
+            return []
+        return sign_message(message, keys, now, load=self._load)
+
+    def _load(self, key: DkimKey) -> object:
+        version = key.path.stat().st_mtime_ns
+        cached = self._loaded.get(key.path)
+        if cached is None or cached[0] != version:
+            cached = (version, load_private(key))
+            self._loaded[key.path] = cached
+        return cached[1]
