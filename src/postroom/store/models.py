@@ -13,6 +13,7 @@ __all__ = [
     "Claim",
     "LogQuery",
     "NewMessage",
+    "ProviderEventRecord",
     "RecipientState",
     "RecipientStatus",
     "RecipientUpdate",
@@ -145,3 +146,18 @@ class LogQuery:
     since: float | None = None  # received at or after
     limit: int = 100
     cursor: str | None = None  # a message id: continue after it (newest first)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEventRecord:
+    """What a provider's callback said about a message sent through its API."""
+
+    mailer: str
+    provider_id: str  # the provider's message id, as in the attempt's provider_id
+    recipient: str
+    status: str  # delivered | bounced | deferred | complained | opened | clicked | other
+    kind: str  # the provider's own event name
+    at: float  # when the provider says it happened
+    detail: str
+    received_at: float
+    message_id: str | None = None  # the message it belongs to; None when none matched

@@ -29,11 +29,12 @@ from postroom.store.models import (
     Claim,
     LogQuery,
     NewMessage,
+    ProviderEventRecord,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
-from postroom.store.sqlite import delivery, directory, log, queue
+from postroom.store.sqlite import delivery, directory, log, providers, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 
@@ -203,6 +204,12 @@ class SqliteStore:
 
     async def attempts(self, message_id: str) -> list[Attempt]:
         return await self._read(functools.partial(delivery.attempts_of, message_id))
+
+    async def record_provider_event(self, event: ProviderEventRecord) -> str | None:
+        return await self._write(providers.record_job(event))
+
+    async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
+        return await self._read(functools.partial(providers.events_of, message_id))
 
     async def purge(self, before: float) -> int:
         """Found on a reader, removed in small transactions, each checked again."""
