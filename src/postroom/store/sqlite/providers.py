@@ -38,7 +38,7 @@ def record_job(event: ProviderEventRecord) -> Callable[[sqlite3.Connection], str
             f" VALUES ({', '.join('?' for _ in values)})",
             values,
         )
-        return message_id  # type: ignore[no-any-return]
+        return message_id
 
     return record
 
