@@ -20,26 +20,33 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from postroom.clock import Clock
 from postroom.delivery.mailers.oauthtokens import TokenFile, TokenState
+from postroom.errors import ConfigError
 
 __all__ = [
+    "PROVIDERS",
     "REFRESH_MARGIN",
     "AccessTokens",
     "OAuthConfig",
     "OAuthError",
+    "OAuthProvider",
     "OAuthRevoked",
+    "OAuthSettings",
     "OAuthUnavailable",
     "authorization_url",
     "code_from",
     "describe",
     "exchange_code",
     "not_authorized_message",
+    "oauth_config",
     "revoked_message",
 ]
 
@@ -65,6 +72,88 @@ class OAuthConfig:
     # Token-endpoint "error" codes meaning the refresh token is dead (Zoho: invalid_code).
     revoked_errors: frozenset[str] = frozenset({"invalid_grant"})
     timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthProvider:
+    """What differs between the providers' OAuth servers."""
+
+    auth_params: Mapping[str, str] = field(default_factory=dict)
+    token_params_in_query: bool = False
+    revoked_errors: frozenset[str] = frozenset({"invalid_grant"})
+
+
+_OFFLINE: Final = MappingProxyType({"access_type": "offline", "prompt": "consent"})
+
+PROVIDERS: Final[Mapping[str, OAuthProvider]] = MappingProxyType(
+    {
+        # Google gives a refresh token only for access_type=offline, and again only
+        # with prompt=consent.
+        "gmail": OAuthProvider(auth_params=_OFFLINE),
+        # Microsoft gives one for the offline_access scope (in the default scopes).
+        "outlook": OAuthProvider(),
+        # Zoho: like Google; parameters in the query; a dead refresh token is
+        # "invalid_code" (inferred from its accounts server's answers).
+        "zoho": OAuthProvider(
+            auth_params=_OFFLINE,
+            token_params_in_query=True,
+            revoked_errors=frozenset({"invalid_grant", "invalid_code"}),
+        ),
+    }
+)
+
+
+class OAuthSettings(Protocol):
+    """The settings of a mailer that sends with OAuth (``config.providers``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_secret(self) -> SecretStr | None: ...
+    @property
+    def client_secret_env(self) -> str | None: ...
+    @property
+    def auth_url(self) -> str: ...
+    @property
+    def token_url(self) -> str: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+    @property
+    def redirect_uri(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+
+
+def oauth_config(settings: OAuthSettings, environ: Mapping[str, str]) -> OAuthConfig:
+    """ConfigError when the client secret is missing (or its variable unset)."""
+    key = f"mailers.{settings.name}"
+    if settings.client_secret_env is not None:
+        secret = environ.get(settings.client_secret_env)
+        if secret is None:
+            problem = f"the environment variable {settings.client_secret_env} is not set"
+            raise ConfigError(f"{key}.client_secret_env", problem)
+    elif settings.client_secret is not None:
+        secret = settings.client_secret.get_secret_value()
+    else:
+        raise ConfigError(f"{key}.client_secret", "set client_secret or client_secret_env")
+    provider = PROVIDERS.get(settings.type, OAuthProvider())
+    return OAuthConfig(
+        mailer=settings.name,
+        client_id=settings.client_id,
+        client_secret=secret,
+        auth_url=settings.auth_url,
+        token_url=settings.token_url,
+        scopes=settings.scopes,
+        redirect_uri=settings.redirect_uri,
+        auth_params=provider.auth_params,
+        token_params_in_query=provider.token_params_in_query,
+        revoked_errors=provider.revoked_errors,
+        timeout=settings.timeout,
+    )
 
 
 class OAuthError(Exception):
@@ -103,9 +192,10 @@ def authorization_url(config: OAuthConfig, state: str) -> str:
     return f"{config.auth_url}{separator}{urlencode(params)}"
 
 
-def code_from(pasted: str, state: str) -> str:
+def code_from(pasted: str, state: str | None) -> str:
     """The code out of what the user pasted: the code itself, or the whole address the
-    browser was sent to (then its ``state`` must be ours). ValueError otherwise."""
+    browser was sent to (then its ``state`` must be ours, unless ``state`` is None).
+    ValueError otherwise."""
     pasted = pasted.strip()
     if "://" not in pasted and "?" not in pasted:
         if not pasted:
@@ -114,7 +204,7 @@ def code_from(pasted: str, state: str) -> str:
     query = parse_qs(urlsplit(pasted).query)
     if "error" in query:
         raise ValueError(f"the provider refused the authorization: {query['error'][0]}")
-    if query.get("state", [state])[0] != state:
+    if state is not None and query.get("state", [state])[0] != state:
         raise ValueError("the address is from another authorization (its state differs)")
     codes = query.get("code")
     if not codes:
