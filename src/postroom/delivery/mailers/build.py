@@ -12,10 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final, Protocol
 
 from postroom.clock import Clock
-from postroom.config.mailers import LocalMailerSettings, MxMailerSettings, SmtpMailerSettings
+from postroom.config.mailers import (
+    LocalMailerSettings,
+    MxMailerSettings,
+    ProviderSettings,
+    SmtpMailerSettings,
+)
+from postroom.config.providers import ProviderMailerSettings
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.mailers.local import LocalMailer
 from postroom.delivery.mailers.mx import MxMailer
@@ -25,7 +31,7 @@ from postroom.resolver import Resolver
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
 
-AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings
+AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,20 @@ def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, SmtpMailerSettings)
     return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock)
+
+
+class _ApiMailer(Protocol):
+    def __call__(self, settings: Any, *, clock: Clock) -> Mailer: ...
+
+
+def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
+    """The builder for a provider API mailer: settings of ``kind`` and the clock."""
+
+    def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+        assert isinstance(settings, kind)
+        return mailer(settings, clock=deps.clock)
+
+    return build
 
 
 BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
