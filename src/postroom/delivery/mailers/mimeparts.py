@@ -10,6 +10,7 @@ text body, a DKIM signature that the rebuilt message would break, ...) is listed
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import email.utils
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Final
 
-__all__ = ["Attachment", "Mailbox", "ParsedMessage", "parse"]
+__all__ = ["Attachment", "Mailbox", "ParsedMessage", "base64_text", "parse"]
 
 # Headers a JSON API rebuilds from its own fields, or that describe the MIME structure.
 _STRUCTURAL: Final = frozenset(
@@ -81,7 +82,15 @@ def parse(data: bytes, envelope: Sequence[str]) -> ParsedMessage:
     message = BytesParser(policy=email.policy.default).parsebytes(data)
     assert isinstance(message, EmailMessage)
     lost: list[str] = []
+    # A JSON API sends to everyone it is given: the header names outside this delivery
+    # (delivered by another mailer, or already delivered) would get a second copy.
+    wanted = {rcpt.lower() for rcpt in envelope}
     to, cc = _addresses(message, "To"), _addresses(message, "Cc")
+    others = [box.email for box in (*to, *cc) if box.email.lower() not in wanted]
+    if others:
+        lost.append(f"To/Cc names outside this delivery left out: {', '.join(others)}")
+    to = tuple(box for box in to if box.email.lower() in wanted)
+    cc = tuple(box for box in cc if box.email.lower() in wanted)
     named = {box.email.lower() for box in (*to, *cc)}
     bcc = tuple(Mailbox(rcpt) for rcpt in envelope if rcpt.lower() not in named)
     senders = _addresses(message, "From")
@@ -194,3 +203,8 @@ def _attachment(part: Message, ctype: str, disposition: str | None) -> Attachmen
     content_id = str(cid).strip().removeprefix("<").removesuffix(">") if cid else None
     inline = disposition == "inline" or (disposition is None and content_id is not None)
     return Attachment(part.get_filename(), ctype, content, content_id or None, inline)
+
+
+def base64_text(data: bytes) -> str:
+    """Bytes as the base64 text JSON APIs take for attachments and raw messages."""
+    return base64.b64encode(data).decode("ascii")
