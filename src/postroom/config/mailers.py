@@ -9,12 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from postroom.config.providers import (
     BrevoMailerSettings,
+    GmailMailerSettings,
     MailgunMailerSettings,
+    MailjetMailerSettings,
+    OutlookMailerSettings,
     PostmarkMailerSettings,
     ResendMailerSettings,
     SendgridMailerSettings,
+    SendlayerMailerSettings,
     SesMailerSettings,
+    SmtpcomMailerSettings,
     SparkpostMailerSettings,
+    ZohoMailerSettings,
 )
 
 __all__ = [
@@ -93,6 +99,12 @@ ProviderSettings = (
     | SesMailerSettings
     | BrevoMailerSettings
     | ResendMailerSettings
+    | SendlayerMailerSettings
+    | SmtpcomMailerSettings
+    | MailjetMailerSettings
+    | GmailMailerSettings
+    | OutlookMailerSettings
+    | ZohoMailerSettings
 )
 
 MailerSettings = Annotated[

@@ -16,10 +16,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from postroom.config.webhooks import WebhookSettings
+
 __all__ = [
     "MAILER_NAME",
     "BrevoMailerSettings",
+    "GmailMailerSettings",
     "MailgunMailerSettings",
+    "MailjetMailerSettings",
+    "OAuthMailerSettings",
+    "OutlookMailerSettings",
     "OverLimit",
     "PostmarkMailerSettings",
     "ProviderMailerSettings",
@@ -27,8 +33,12 @@ __all__ = [
     "ResendMailerSettings",
     "SendLimits",
     "SendgridMailerSettings",
+    "SendlayerMailerSettings",
     "SesMailerSettings",
+    "SmtpcomMailerSettings",
     "SparkpostMailerSettings",
+    "ZohoMailerSettings",
+    "ZohoRegion",
 ]
 
 MAILER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -67,6 +77,7 @@ class ProviderMailerSettings(_Model):
     max_connections: Annotated[int, Field(ge=1)] = 10  # kept open to the API and reused
     limits: SendLimits = SendLimits()
     over_limit: OverLimit = OverLimit.WAIT
+    webhook: WebhookSettings | None = None  # POST /hooks/<name>: the provider's event callbacks
 
     @model_validator(mode="after")
     def _one_secret(self) -> ProviderMailerSettings:
@@ -162,3 +173,125 @@ class BrevoMailerSettings(ProviderMailerSettings):
 class ResendMailerSettings(ProviderMailerSettings):
     type: Literal["resend"] = "resend"
     base_url: str = "https://api.resend.com"
+
+
+class MailjetMailerSettings(ProviderMailerSettings):
+    """Mailjet Send API v3.1: ``api_key`` is the API key, ``secret_key`` its secret key."""
+
+    type: Literal["mailjet"] = "mailjet"
+    base_url: str = "https://api.mailjet.com"
+    secret_key: SecretStr | None = None
+    secret_key_env: str | None = None
+
+
+class SendlayerMailerSettings(ProviderMailerSettings):
+    type: Literal["sendlayer"] = "sendlayer"
+    base_url: str = "https://console.sendlayer.com"
+
+
+class SmtpcomMailerSettings(ProviderMailerSettings):
+    type: Literal["smtpcom"] = "smtpcom"
+    base_url: str = "https://api.smtp.com"
+    channel: str  # the sender channel every SMTP.com send names
+
+
+class OAuthMailerSettings(ProviderMailerSettings):
+    """A mailer that sends as a user, authorized once with ``postroom mailer authorize``
+    (OAuth 2.0). ``auth_url``, ``token_url`` and ``scopes`` default to the provider's."""
+
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_env: str | None = None
+    auth_url: str
+    token_url: str
+    scopes: tuple[str, ...]
+    # Where the provider sends the browser back; nothing need listen there: the user
+    # copies the code (or the whole address) from the browser.
+    redirect_uri: str = "http://127.0.0.1/"
+
+    @model_validator(mode="after")
+    def _oauth_secret(self) -> OAuthMailerSettings:
+        if self.api_key is not None or self.api_key_env is not None:
+            raise ValueError("this mailer uses OAuth: set client_id and client_secret, not api_key")
+        if self.client_secret is not None and self.client_secret_env is not None:
+            raise ValueError("set client_secret or client_secret_env, not both")
+        return self
+
+
+def _oauth_urls(data: Any, base: str, fill: dict[str, str]) -> Any:
+    """Fill ``base_url``, ``auth_url``, ``token_url`` left out from one value (tenant, region)."""
+    if not isinstance(data, dict):
+        return data
+    filled = {key: url.format(base) for key, url in fill.items() if data.get(key) is None}
+    return {**data, **filled}
+
+
+class GmailMailerSettings(OAuthMailerSettings):
+    """Gmail API users.messages.send, as ``user`` ("me": the authorized account)."""
+
+    type: Literal["gmail"] = "gmail"
+    base_url: str = "https://gmail.googleapis.com"
+    user: str = "me"
+    auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    token_url: str = "https://oauth2.googleapis.com/token"
+    scopes: tuple[str, ...] = ("https://www.googleapis.com/auth/gmail.send",)
+
+
+class OutlookMailerSettings(OAuthMailerSettings):
+    """Microsoft Graph sendMail, as ``user`` ("me": the authorized account)."""
+
+    type: Literal["outlook"] = "outlook"
+    base_url: str = "https://graph.microsoft.com"
+    user: str = "me"
+    tenant: str = "common"  # the Entra tenant id or domain; "common" for any account
+    auth_url: str  # from tenant unless given
+    token_url: str  # from tenant unless given
+    scopes: tuple[str, ...] = ("https://graph.microsoft.com/Mail.Send", "offline_access")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tenant_urls(cls, data: Any) -> Any:
+        tenant = str(data.get("tenant", "common")) if isinstance(data, dict) else ""
+        base = "https://login.microsoftonline.com/{}/oauth2/v2.0/"
+        return _oauth_urls(
+            data, tenant, {"auth_url": base + "authorize", "token_url": base + "token"}
+        )
+
+
+class ZohoRegion(StrEnum):
+    """Zoho's data centres: the domain suffix of the account's servers."""
+
+    COM = "com"
+    EU = "eu"
+    IN = "in"
+    AU = "com.au"
+    JP = "jp"
+    CA = "ca"
+    SA = "sa"
+    CN = "com.cn"
+
+
+class ZohoMailerSettings(OAuthMailerSettings):
+    """Zoho Mail API: messages of the account ``account_id`` (from ``GET /api/accounts``)."""
+
+    type: Literal["zoho"] = "zoho"
+    account_id: str
+    region: ZohoRegion = ZohoRegion.COM
+    base_url: str  # https://mail.zoho.<region> unless given
+    auth_url: str  # https://accounts.zoho.<region>/oauth/v2/auth unless given
+    token_url: str
+    scopes: tuple[str, ...] = ("ZohoMail.messages.CREATE",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _region_urls(cls, data: Any) -> Any:
+        region = str(data.get("region", "com")) if isinstance(data, dict) else ""
+        if region not in ZohoRegion._value2member_map_:
+            return data  # the region's own error says what is wrong
+        accounts = "https://accounts.zoho.{}/oauth/v2/"
+        fill = {
+            "base_url": "https://mail.zoho.{}",
+            "auth_url": accounts + "auth",
+            "token_url": accounts + "token",
+        }
+        return _oauth_urls(data, region, fill)

@@ -21,11 +21,25 @@ from postroom.config.mailers import (
     ProviderSettings,
     SmtpMailerSettings,
 )
-from postroom.config.providers import ProviderMailerSettings
+from postroom.config.providers import (
+    GmailMailerSettings,
+    MailjetMailerSettings,
+    OutlookMailerSettings,
+    ProviderMailerSettings,
+    SendlayerMailerSettings,
+    SmtpcomMailerSettings,
+    ZohoMailerSettings,
+)
 from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.gmail import GmailMailer
 from postroom.delivery.mailers.local import LocalMailer
+from postroom.delivery.mailers.mailjet import MailjetMailer
 from postroom.delivery.mailers.mx import MxMailer
+from postroom.delivery.mailers.outlook import OutlookMailer
+from postroom.delivery.mailers.sendlayer import SendlayerMailer
 from postroom.delivery.mailers.smtp import SmtpMailer
+from postroom.delivery.mailers.smtpcom import SmtpcomMailer
+from postroom.delivery.mailers.zoho import ZohoMailer
 from postroom.errors import ConfigError
 from postroom.resolver import Resolver
 
@@ -77,11 +91,31 @@ def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
     return build
 
 
+class _OAuthApiMailer(Protocol):
+    def __call__(self, settings: Any, *, clock: Clock, data_dir: Path) -> Mailer: ...
+
+
+def _oauth_api(mailer: _OAuthApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
+    """The builder for a mailer that sends with OAuth: its tokens are in the data directory."""
+
+    def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+        assert isinstance(settings, kind)
+        return mailer(settings, clock=deps.clock, data_dir=deps.data_dir)
+
+    return build
+
+
 BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
     {
         "mx": _mx,
         "smtp": _smtp,
         "local": _local,
+        "sendlayer": _api(SendlayerMailer, SendlayerMailerSettings),
+        "smtpcom": _api(SmtpcomMailer, SmtpcomMailerSettings),
+        "mailjet": _api(MailjetMailer, MailjetMailerSettings),
+        "gmail": _oauth_api(GmailMailer, GmailMailerSettings),
+        "outlook": _oauth_api(OutlookMailer, OutlookMailerSettings),
+        "zoho": _oauth_api(ZohoMailer, ZohoMailerSettings),
     }
 )
 
