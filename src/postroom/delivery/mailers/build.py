@@ -22,23 +22,37 @@ from postroom.config.mailers import (
     SmtpMailerSettings,
 )
 from postroom.config.providers import (
+    BrevoMailerSettings,
     GmailMailerSettings,
+    MailgunMailerSettings,
     MailjetMailerSettings,
     OutlookMailerSettings,
+    PostmarkMailerSettings,
     ProviderMailerSettings,
+    ResendMailerSettings,
+    SendgridMailerSettings,
     SendlayerMailerSettings,
+    SesMailerSettings,
     SmtpcomMailerSettings,
+    SparkpostMailerSettings,
     ZohoMailerSettings,
 )
 from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.brevo import BrevoMailer
 from postroom.delivery.mailers.gmail import GmailMailer
 from postroom.delivery.mailers.local import LocalMailer
+from postroom.delivery.mailers.mailgun import MailgunMailer
 from postroom.delivery.mailers.mailjet import MailjetMailer
 from postroom.delivery.mailers.mx import MxMailer
 from postroom.delivery.mailers.outlook import OutlookMailer
+from postroom.delivery.mailers.postmark import PostmarkMailer
+from postroom.delivery.mailers.resend import ResendMailer
+from postroom.delivery.mailers.sendgrid import SendgridMailer
 from postroom.delivery.mailers.sendlayer import SendlayerMailer
+from postroom.delivery.mailers.ses import SesMailer
 from postroom.delivery.mailers.smtp import SmtpMailer
 from postroom.delivery.mailers.smtpcom import SmtpcomMailer
+from postroom.delivery.mailers.sparkpost import SparkpostMailer
 from postroom.delivery.mailers.zoho import ZohoMailer
 from postroom.errors import ConfigError
 from postroom.resolver import Resolver
@@ -110,6 +124,13 @@ BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
         "mx": _mx,
         "smtp": _smtp,
         "local": _local,
+        "sendgrid": _api(SendgridMailer, SendgridMailerSettings),
+        "mailgun": _api(MailgunMailer, MailgunMailerSettings),
+        "postmark": _api(PostmarkMailer, PostmarkMailerSettings),
+        "sparkpost": _api(SparkpostMailer, SparkpostMailerSettings),
+        "ses": _api(SesMailer, SesMailerSettings),
+        "brevo": _api(BrevoMailer, BrevoMailerSettings),
+        "resend": _api(ResendMailer, ResendMailerSettings),
         "sendlayer": _api(SendlayerMailer, SendlayerMailerSettings),
         "smtpcom": _api(SmtpcomMailer, SmtpcomMailerSettings),
         "mailjet": _api(MailjetMailer, MailjetMailerSettings),
