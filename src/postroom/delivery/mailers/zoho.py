@@ -51,8 +51,21 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
+_SPECIALS: Final = frozenset('()<>[]:;@\\,."')
+
+
+def _address(box: Mailbox) -> str:
+    """``Name <addr>`` in Unicode (a JSON field, not a header: no RFC 2047 words)."""
+    if not box.name:
+        return box.email
+    name = box.name
+    if _SPECIALS & set(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{box.email}>"
+
+
 def _addresses(boxes: Sequence[Mailbox]) -> str:
-    return ",".join(box.formatted() for box in boxes)
+    return ",".join(_address(box) for box in boxes)
 
 
 def build_send(
@@ -62,7 +75,7 @@ def build_send(
     [group] = split(parsed, recipients)
     lost = list(parsed.lost)
     body: dict[str, Any] = {
-        "fromAddress": parsed.sender.formatted() if parsed.sender else "",
+        "fromAddress": _address(parsed.sender) if parsed.sender else "",
         "toAddress": _addresses(group.to),
         "subject": parsed.subject,
         "encoding": "UTF-8",
