@@ -79,6 +79,7 @@ def _box(box: Mailbox) -> dict[str, str]:
 
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``smtp/email`` body for a parsed message, and what it could not carry."""
+    parsed = parsed.with_to()
     lost = list(parsed.lost)
     data: dict[str, Any] = {"subject": parsed.subject, "to": [_box(b) for b in parsed.to]}
     if parsed.sender is not None:

@@ -14,7 +14,7 @@ import base64
 import email.policy
 import email.utils
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -30,6 +30,7 @@ _STRUCTURAL: Final = frozenset(
         "content-id", "content-description",
     }
 )  # fmt: skip
+_SPECIALS: Final = frozenset('()<>[]:;@\\,."')
 # Trace headers: they record the path so far, the provider adds its own.
 _TRACE: Final = frozenset({"received", "return-path", "x-original-to", "delivered-to"})
 # Headers no provider lets the caller set, or that the rebuilt message would make false.
@@ -45,8 +46,14 @@ class Mailbox:
     name: str = ""
 
     def formatted(self) -> str:
-        """``Name <addr>`` (RFC 5322 quoting as needed), or the bare address."""
-        return email.utils.formataddr((self.name, self.email)) if self.name else self.email
+        """``Name <addr>`` with the name as Unicode text (JSON carries it; RFC 6532),
+        quoted when it holds RFC 5322 specials; or the bare address."""
+        if not self.name:
+            return self.email
+        name = self.name
+        if any(c in _SPECIALS for c in name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{self.email}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,17 @@ class ParsedMessage:
     @property
     def inline(self) -> tuple[Attachment, ...]:
         return tuple(part for part in self.attachments if part.inline)
+
+    def with_to(self) -> ParsedMessage:
+        """For APIs that require a To recipient: when this delivery has none in To, the
+        Cc (else Bcc) recipients take its place, and ``lost`` says so."""
+        if self.to or not (self.cc or self.bcc):
+            return self
+        moved = "Cc" if self.cc else "Bcc"
+        note = f"no To recipient in this delivery: the {moved} recipients were sent as To"
+        if self.cc:
+            return replace(self, to=self.cc, cc=(), lost=(*self.lost, note))
+        return replace(self, to=self.bcc, bcc=(), lost=(*self.lost, note))
 
 
 def parse(data: bytes, envelope: Sequence[str]) -> ParsedMessage:

@@ -91,6 +91,7 @@ class PostmarkMailer(HttpMailer):
 
 def payload(parsed: ParsedMessage, stream: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``email`` body for a parsed message, and what it could not carry."""
+    parsed = parsed.with_to()
     data: dict[str, Any] = {"Subject": parsed.subject, "MessageStream": stream}
     if parsed.sender is not None:
         data["From"] = parsed.sender.formatted()

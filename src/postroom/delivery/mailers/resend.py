@@ -88,6 +88,7 @@ class ResendMailer(HttpMailer):
 
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``emails`` body for a parsed message, and what it could not carry."""
+    parsed = parsed.with_to()
     lost = list(parsed.lost)
     data: dict[str, Any] = {"subject": parsed.subject, "to": [b.formatted() for b in parsed.to]}
     if parsed.sender is not None:

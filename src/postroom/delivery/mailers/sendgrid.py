@@ -89,6 +89,7 @@ def _box(box: Mailbox) -> dict[str, str]:
 
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``mail/send`` body for a parsed message, and what it could not carry."""
+    parsed = parsed.with_to()
     lost = list(parsed.lost)
     personalization: dict[str, Any] = {"to": [_box(b) for b in parsed.to]}
     if parsed.cc:
