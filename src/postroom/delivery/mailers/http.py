@@ -173,9 +173,8 @@ def retry_hint(
         try:
             number = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None and kind is HintKind.SECONDS:
-                return max(now, parsed.timestamp())
+            if kind is HintKind.SECONDS and (when := _http_date(value)) is not None:
+                return max(now, when)
             continue
         return max(now, number if kind is HintKind.EPOCH else now + number)
     return None
@@ -376,6 +375,13 @@ def _outcome(
     reply = Reply(_REPLY_CODES[rule.verdict], rule.enhanced, text[:500])
     failover = disposition is Disposition.DEFERRED
     return Outcome(address, disposition, reply, remote, failover, duration, retry_at=retry_at)
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _one_line(text: str) -> str:
