@@ -122,7 +122,7 @@ async def test_the_code_becomes_a_refresh_token_in_a_private_file(
 
 
 async def test_a_wrong_code_is_refused(server: FakeHttp, http: httpx.AsyncClient) -> None:
-    with pytest.raises(OAuthRevoked):
+    with pytest.raises(OAuthUnavailable, match="refused the authorization code"):
         await exchange_code(_config(server), "never-issued", http, 0.0)
 
 

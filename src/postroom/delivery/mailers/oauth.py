@@ -215,11 +215,14 @@ def code_from(pasted: str, state: str | None) -> str:
 async def exchange_code(
     config: OAuthConfig, code: str, http: httpx.AsyncClient, now: float
 ) -> TokenState:
-    answer = await _token_request(
-        config,
-        {"grant_type": "authorization_code", "code": code, "redirect_uri": config.redirect_uri},
-        http,
-    )
+    params = {"grant_type": "authorization_code", "code": code, "redirect_uri": config.redirect_uri}
+    try:
+        answer = await _token_request(config, params, http)
+    except OAuthRevoked:
+        raise OAuthUnavailable(
+            "the provider refused the authorization code (used, expired, or for another"
+            " redirect_uri): authorize again"
+        ) from None
     refresh = answer.get("refresh_token")
     if not isinstance(refresh, str) or not refresh:
         raise OAuthUnavailable(
