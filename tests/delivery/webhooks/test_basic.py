@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from postroom.config.providers import PostmarkMailerSettings
 from postroom.config.webhooks import WebhookSettings
 from postroom.delivery.webhooks import (
     EventStatus,
@@ -57,11 +58,17 @@ POSTMARK_BOUNCE = json.dumps(
 async def test_postmark_hooks_need_the_configured_credentials(
     store: SqliteStore, fake_clock: FakeClock, headers: dict[str, str], status: int
 ) -> None:
-    mailer = Hooked("pm", "postmark", WebhookSettings(username="postmark", password="hook-pass"))
+    mailer = PostmarkMailerSettings(  # the real settings, as the API route passes them
+        name="pm",
+        api_key="server-token",
+        webhook=WebhookSettings(username="postmark", password_env="HOOK_PASS"),
+    )
     message_id = await sent_through(
         store, "pm", "883953f4-6105-42a2-a16a-77a8eac79483", "bob@example.net"
     )
-    got, _ = await handle_webhook(mailer, headers, POSTMARK_BOUNCE, store, fake_clock)
+    got, _ = await handle_webhook(
+        mailer, headers, POSTMARK_BOUNCE, store, fake_clock, environ={"HOOK_PASS": "hook-pass"}
+    )
     assert got == status
     assert len(await store.provider_events(message_id)) == (1 if status == 200 else 0)
 

@@ -59,7 +59,7 @@ class CertServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ca.issue_cert("127.0.0.1").configure_cert(context)
         server.socket = context.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         self.url = f"https://127.0.0.1:{server.server_address[1]}/SimpleNotificationService-1.pem"
         yield self
@@ -90,9 +90,9 @@ def _signing_cert(now: float) -> tuple[rsa.RSAPrivateKey, bytes]:
     return key, cert.public_bytes(serialization.Encoding.PEM)
 
 
-@pytest.fixture
-def signing(fake_clock: FakeClock) -> tuple[rsa.RSAPrivateKey, bytes]:
-    return _signing_cert(fake_clock.time())
+@pytest.fixture(scope="module")
+def signing() -> tuple[rsa.RSAPrivateKey, bytes]:
+    return _signing_cert(FakeClock().time())  # valid around the fake clock's start
 
 
 @pytest.fixture
