@@ -12,6 +12,7 @@ from postroom.store.models import (
     Attempt,
     Claim,
     LogQuery,
+    MailerHealth,
     NewMessage,
     ProviderEventRecord,
     RecipientUpdate,
@@ -107,6 +108,10 @@ class Store(Protocol):
 
     async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
         """A message's provider callbacks in the order the provider dated them."""
+
+    async def mailer_health(self, since: float) -> list[MailerHealth]:
+        """Per mailer with attempts: its last success and last error, and how many
+        messages it delivered at or after ``since``; sorted by mailer name."""
 
     async def purge(self, before: float) -> int:
         """Retention: remove messages received before ``before`` whose recipients are all

@@ -12,6 +12,7 @@ __all__ = [
     "Attempt",
     "Claim",
     "LogQuery",
+    "MailerHealth",
     "NewMessage",
     "ProviderEventRecord",
     "RecipientState",
@@ -123,6 +124,18 @@ class Attempt:
     tls: str | None = None
     provider_id: str | None = None
     duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MailerHealth:
+    """One mailer as the email log saw it (``postroom mailer status``)."""
+
+    mailer: str
+    last_success_at: float | None
+    last_success: str | None  # the reply text
+    last_error_at: float | None  # the last attempt that was not a delivery
+    last_error: str | None
+    sent_since: int  # messages it delivered since the time asked about
 
 
 @dataclass(frozen=True, slots=True)

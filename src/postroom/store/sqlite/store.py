@@ -28,13 +28,14 @@ from postroom.store.models import (
     Attempt,
     Claim,
     LogQuery,
+    MailerHealth,
     NewMessage,
     ProviderEventRecord,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
-from postroom.store.sqlite import delivery, directory, log, providers, queue
+from postroom.store.sqlite import delivery, directory, health, log, providers, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 
@@ -210,6 +211,9 @@ class SqliteStore:
 
     async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
         return await self._read(functools.partial(providers.events_of, message_id))
+
+    async def mailer_health(self, since: float) -> list[MailerHealth]:
+        return await self._read(functools.partial(health.mailer_health, since))
 
     async def purge(self, before: float) -> int:
         """Found on a reader, removed in small transactions, each checked again."""
