@@ -32,6 +32,7 @@ T = TypeVar("T")
 _COMMANDS = {
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
+    "mailer": "postroom.cli.mailer:mailer",
     "queue": "postroom.cli.queue:queue",
     "route": "postroom.cli.route:route",
     "serve": "postroom.cli.serve:serve",
