@@ -273,3 +273,22 @@ def test_status_lines(fake_clock: FakeClock) -> None:
     valid = TokenState("r", access_token="a", expires_at=now + 1800)
     assert describe(valid, "gm", now) == "authorized; the access token is valid for 30 more minutes"
     assert "expired" in describe(TokenState("r", access_token="a", expires_at=now - 1), "gm", now)
+
+
+async def test_a_token_file_written_by_another_process_is_used(
+    tmp_path: Path, server: FakeHttp, http: httpx.AsyncClient, fake_clock: FakeClock
+) -> None:
+    """Authorizing again while the server runs: its next renewal uses the new token."""
+    endpoint = _endpoint(server)
+    file = TokenFile(token_path(tmp_path, "gmail"))
+    config = _config(server)
+    first = await _authorized(endpoint, config, http, file, fake_clock.time())
+    tokens = AccessTokens(config, file, clock=fake_clock, http=http)
+    assert await tokens.token() == first.access_token
+
+    again = await _authorized(endpoint, config, http, file, fake_clock.time())
+    endpoint.refresh_tokens.discard(first.refresh_token)  # the old grant is gone
+    fake_clock.advance(3600)
+    renewed = await tokens.token()
+    assert renewed == endpoint.access_tokens[-1]
+    assert server.requests[-1].form()["refresh_token"] == [again.refresh_token]

@@ -285,7 +285,13 @@ class AccessTokens:
                 self._state = state
                 raise OAuthRevoked(state.failed)
             if renew or not self._fresh(state):
-                state = await self._refresh(state)
+                # Authorized again meanwhile, or another process (``mailer test``) renewed
+                # and got a rotated refresh token: the file's is the one to use.
+                latest = self._file.load()
+                if latest is not None and latest.failed is None and latest != state:
+                    state = latest
+                if renew or not self._fresh(state):
+                    state = await self._refresh(state)
             self._state = state
             assert state.access_token is not None
             return state.access_token
