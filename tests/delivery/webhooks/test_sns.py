@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from postroom.config.webhooks import WebhookSettings
-from postroom.delivery.webhooks import handle_webhook
+from postroom.delivery.webhooks import EventStatus, PayloadError, handle_webhook, ses
 from postroom.delivery.webhooks.sns import SnsCertificates, string_to_sign
 from postroom.store.sqlite import SqliteStore
 from tests.conftest import FakeClock
@@ -247,3 +247,55 @@ async def test_a_subscription_confirmation_is_reported_not_followed(
     assert answer == {"subscription_confirmation": {"topic": TOPIC, "subscribe_url": subscribe}}
     assert subscribe in caplog.text
     assert cert_server.requests == ["/SimpleNotificationService-1.pem"]
+
+
+def _notification(event: dict[str, Any]) -> dict[str, Any]:
+    return {"Type": "Notification", "Message": json.dumps(event)}
+
+
+def test_ses_event_kinds() -> None:
+    mail = {"messageId": "m1", "timestamp": "2027-01-15T08:00:00Z", "destination": ["a@x.example"]}
+    delivery = ses.parse(
+        _notification(
+            {
+                "eventType": "Delivery",
+                "mail": mail,
+                "delivery": {
+                    "timestamp": "2027-01-15T08:00:02Z",
+                    "recipients": ["a@x.example"],
+                    "smtpResponse": "250 2.0.0 OK",
+                },
+            }
+        ),
+        now=0.0,
+    )
+    assert [(e.recipient, e.status, e.detail) for e in delivery] == [
+        ("a@x.example", EventStatus.DELIVERED, "250 2.0.0 OK")
+    ]
+    soft = ses.parse(
+        _notification(
+            {
+                "notificationType": "Bounce",  # an identity notification, not an event
+                "mail": mail,
+                "bounce": {
+                    "bounceType": "Transient",
+                    "bouncedRecipients": [{"emailAddress": "a@x.example"}],
+                },
+            }
+        ),
+        now=0.0,
+    )
+    assert [e.status for e in soft] == [EventStatus.DEFERRED]
+    complaint = ses.parse(
+        _notification(
+            {
+                "eventType": "Complaint",
+                "mail": mail,
+                "complaint": {"complainedRecipients": [{"emailAddress": "a@x.example"}]},
+            }
+        ),
+        now=0.0,
+    )
+    assert [e.status for e in complaint] == [EventStatus.COMPLAINED]
+    with pytest.raises(PayloadError):
+        ses.parse({"Type": "Notification", "Message": "not json"}, now=0.0)
