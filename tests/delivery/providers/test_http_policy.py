@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from postroom.config.providers import SendgridMailerSettings, SesMailerSettings
+from postroom.config.providers import (
+    MailgunMailerSettings,
+    SendgridMailerSettings,
+    SesMailerSettings,
+    SparkpostMailerSettings,
+)
 from postroom.delivery.mailers.http import (
     DEFAULT_TABLE,
     HintKind,
@@ -91,3 +96,13 @@ def test_regional_endpoints_by_default() -> None:
     assert ses.base_url == "https://email.eu-central-1.amazonaws.com"
     given = SesMailerSettings(name="ses", region="eu-central-1", base_url="http://127.0.0.1:1")
     assert given.base_url == "http://127.0.0.1:1"
+
+
+def test_mailgun_and_sparkpost_regions_pick_their_endpoints() -> None:
+    assert MailgunMailerSettings(name="m", domain="d").base_url == "https://api.mailgun.net"
+    eu = MailgunMailerSettings.model_validate({"name": "m", "domain": "d", "region": "eu"})
+    assert eu.base_url == "https://api.eu.mailgun.net"
+    spark = SparkpostMailerSettings.model_validate({"name": "s", "region": "eu"})
+    assert spark.base_url == "https://api.eu.sparkpost.com"
+    with pytest.raises(ValidationError):
+        MailgunMailerSettings.model_validate({"name": "m", "domain": "d", "region": "ap"})

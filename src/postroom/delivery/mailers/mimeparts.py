@@ -31,12 +31,12 @@ _STRUCTURAL: Final = frozenset(
     }
 )  # fmt: skip
 _SPECIALS: Final = frozenset('()<>[]:;@\\,."')
-# Trace headers: they record the path so far, the provider adds its own.
-_TRACE: Final = frozenset({"received", "return-path", "x-original-to", "delivered-to"})
+# Trace headers record the path so far and Date the submission: the provider stamps its own.
+_TRACE: Final = frozenset({"received", "return-path", "x-original-to", "delivered-to", "date"})
 # Headers no provider lets the caller set, or that the rebuilt message would make false.
 _NOT_CARRIED: Final = frozenset(
     {"dkim-signature", "arc-seal", "arc-message-signature", "arc-authentication-results",
-     "authentication-results", "date", "sender"}
+     "authentication-results", "sender"}
 )  # fmt: skip
 
 
