@@ -109,6 +109,21 @@ async def test_mailjet_mixed_400_bounces_the_refused_and_keeps_the_rest(
     assert len(set(ids)) == 70  # one MessageID per recipient
 
 
+async def test_mailjet_many_bcc_recipients_take_several_calls(
+    mailjet: tuple[MailjetFake, FakeHttp], fake_clock: FakeClock
+) -> None:
+    fake, server = mailjet
+    hidden = [f"h{i:03d}@example.com" for i in range(120)]
+    mailer = _mailjet(server, fake_clock)
+    outcomes = await mailer.deliver(message(), recipients(JUERGEN, *hidden))
+    await mailer.aclose()
+    assert fake.problems == []
+    # the To recipient with 50 in Bcc, then 70 alone: 71 messages, in calls of 50 and 21
+    assert [len(call["Messages"]) for call in fake.received] == [50, 21]
+    assert [o.recipient for o in outcomes] == [JUERGEN, *hidden]
+    assert all(o.disposition is Disposition.DELIVERED for o in outcomes)
+
+
 @pytest.mark.parametrize(
     ("reply", "enhanced"),
     [

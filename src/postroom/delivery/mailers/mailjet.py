@@ -1,7 +1,7 @@
 """Mailjet Send API v3.1 (``POST /v3.1/send``, Basic ``api_key:secret_key``).
 
 JSON only: the message is rebuilt from ``mimeparts``. Recipients go in messages of at
-most 50 per field (Mailjet's cap), all in one call. Mailjet answers each message on
+most 50 per field, and at most 50 messages go in one call (Mailjet's caps). Mailjet answers each message on
 its own: 200 when all were sent, 400 when any failed, with per-message ``Status`` and,
 for a failed one, ``Errors`` whose ``ErrorRelatedTo`` names fields such as
 ``To[1].Email``. So outcomes are read per message, and inside a failed message per
@@ -42,9 +42,10 @@ from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Outcome, RemoteInfo
 from postroom.smtp.replies import Reply
 
-__all__ = ["MAX_PER_FIELD", "TABLE", "MailjetMailer", "build_messages"]
+__all__ = ["MAX_MESSAGES", "MAX_PER_FIELD", "TABLE", "MailjetMailer", "build_messages"]
 
 MAX_PER_FIELD: Final = 50
+MAX_MESSAGES: Final = 50  # per call
 
 TABLE: Final[Table] = MappingProxyType(
     {
@@ -171,6 +172,22 @@ class MailjetMailer(HttpMailer):
         return rule, _error_words(error, status)
 
     async def deliver(
+        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+    ) -> list[Outcome]:
+        """One call per 50 messages (many Bcc recipients alone make many messages)."""
+        _, groups = self._groups(message, recipients)
+        if len(groups) <= MAX_MESSAGES:
+            return await self._call(message, recipients)
+        by_address = {r.address.lower(): r for r in recipients}
+        outcomes: list[Outcome] = []
+        for start in range(0, len(groups), MAX_MESSAGES):
+            batch = groups[start : start + MAX_MESSAGES]
+            members = [by_address[a.lower()] for g in batch for a in g.recipients]
+            outcomes.extend(await self._call(message, members))
+        order = {r.address.lower(): i for i, r in enumerate(recipients)}
+        return sorted(outcomes, key=lambda o: order[o.recipient.lower()])
+
+    async def _call(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> list[Outcome]:
         wait_until = self.window.take(self.clock.time())
