@@ -111,7 +111,7 @@ def test_mailer_status_reads_the_email_log(tmp_path: Path) -> None:
         message = new_message(recipients=to("a@example.net"), at=now)
         await store.enqueue(message)
         sent = dataclasses.replace(
-            attempt(message.id, "a@example.net", now - 5, mailer="sg"), text="sg: accepted as m1"
+            attempt(message.id, "a@example.net", now, mailer="sg"), text="sg: accepted as m1"
         )
         failed = attempt(
             message.id,
@@ -130,7 +130,8 @@ def test_mailer_status_reads_the_email_log(tmp_path: Path) -> None:
     [line] = [row for row in out.splitlines() if row.startswith("sg ")]
     assert "sendgrid" in line
     assert "sg: HTTP 503 busy" in line
-    assert "1/500" in line
+    assert "1/500" in line  # today, against limits.per_day
+    assert line.split()[-2:] == ["1", "-"]  # this hour (no per_hour limit); no OAuth token
     assert [row.split()[0] for row in out.splitlines()[1:]] == ["local", "mx", "sg"]
 
 

@@ -31,6 +31,8 @@ from postroom.delivery.outcome import Disposition, Outcome
 from postroom.errors import AddressError
 from postroom.mail.address import parse_address
 from postroom.resolver import DnsResolver
+from postroom.store import Store
+from postroom.store.models import MailerHealth
 
 __all__ = ["mailer"]
 
@@ -73,29 +75,41 @@ def test(app: AppContext, name: str, recipient: str, sender: str | None) -> None
 @config_option
 @pass_app
 def status(app: AppContext) -> None:
-    """Each mailer's last success, last error and messages delivered today."""
+    """Each mailer's last success, last error and messages delivered today and this hour."""
     settings = app.settings
     now = time.time()
-    day_start = now - now % 86400
-    health = {h.mailer: h for h in app.run(lambda store: store.mailer_health(day_start))}
+    day, hour = app.run(lambda store: _health(store, now))
     rows = []
     for config in settings.mailers:
-        seen = health.get(config.name)
+        seen = day.get(config.name)
         limits = getattr(config, "limits", None)
-        cap = getattr(limits, "per_day", None)
-        sent = seen.sent_since if seen else 0
         rows.append(
             (
                 config.name,
                 config.type,
                 format_time(seen.last_success_at) if seen else "-",
                 _error(seen.last_error_at, seen.last_error) if seen else "-",
-                f"{sent}/{cap}" if cap else str(sent),
+                _usage(seen, getattr(limits, "per_day", None)),
+                _usage(hour.get(config.name), getattr(limits, "per_hour", None)),
                 _oauth_line(settings, config.name),
             )
         )
-    columns = ("Mailer", "Type", "Last success", "Last error", "Today", "Token")
+    columns = ("Mailer", "Type", "Last success", "Last error", "Today", "This hour", "Token")
     print_table(columns, rows, empty="No mailers.")
+
+
+async def _health(
+    store: Store, now: float
+) -> tuple[dict[str, MailerHealth], dict[str, MailerHealth]]:
+    """Each mailer's health with its deliveries since midnight UTC, and since the hour."""
+    day = await store.mailer_health(now - now % 86400)
+    hour = await store.mailer_health(now - now % 3600)
+    return {h.mailer: h for h in day}, {h.mailer: h for h in hour}
+
+
+def _usage(seen: MailerHealth | None, cap: int | None) -> str:
+    sent = seen.sent_since if seen else 0
+    return f"{sent}/{cap}" if cap else str(sent)
 
 
 def _error(at: float | None, text: str | None) -> str | None:
