@@ -16,7 +16,8 @@ from __future__ import annotations
 import email.utils
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, Final
+from pathlib import Path
+from typing import Final
 
 import httpx
 
@@ -64,7 +65,7 @@ class OAuthHttpMailer(HttpMailer):
         oauth: OAuthSettings,
         *,
         clock: Clock,
-        data_dir: Any,
+        data_dir: Path,
         environ: Mapping[str, str],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
