@@ -144,3 +144,21 @@ async def test_mailgun_plain_text_401_words_reach_the_log(
         await mailer.aclose()
     assert "mailer mailgun" in caplog.text
     assert "Forbidden" in caplog.text
+
+
+@pytest.mark.parametrize(("name", "cap"), [("postmark", 50), ("ses", 50), ("sendgrid", 1000)])
+async def test_a_delivery_over_the_recipient_cap_goes_in_several_requests(
+    name: str, cap: int, fake_clock: FakeClock
+) -> None:
+    many = [f"user{n}@example.net" for n in range(cap + 3)]
+    with running(KINDS[name], fake_clock) as (fake, _, mailer):
+        outcomes = await mailer.deliver(
+            message(to="Someone <juergen@example.net>"), recipients(*many)
+        )
+        await mailer.aclose()
+    assert fake.problems == []
+    assert len(fake.received) == 2
+    assert [o.recipient for o in outcomes] == many
+    assert all(o.disposition is Disposition.DELIVERED for o in outcomes)
+    ids = [o.remote.provider_id for o in outcomes if o.remote]
+    assert len(set(ids[:cap])) == 1 and len(set(ids)) == 2

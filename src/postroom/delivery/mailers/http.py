@@ -219,6 +219,7 @@ class HttpMailer:
 
     TABLE: Table = DEFAULT_TABLE
     RETRY_HEADERS: tuple[tuple[str, HintKind], ...] = (("retry-after", HintKind.SECONDS),)
+    MAX_RECIPIENTS: int = 50  # per request (To + Cc + Bcc): SES's and Postmark's cap
 
     def __init__(
         self,
@@ -264,6 +265,18 @@ class HttpMailer:
     # -- the shared part -------------------------------------------------------------
 
     async def deliver(
+        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+    ) -> list[Outcome]:
+        """One request per ``MAX_RECIPIENTS`` recipients, so a large delivery is never
+        refused (and bounced) for the provider's recipient cap; each request counts
+        against the sending limits."""
+        outcomes: list[Outcome] = []
+        for start in range(0, len(recipients), self.MAX_RECIPIENTS):
+            chunk = recipients[start : start + self.MAX_RECIPIENTS]
+            outcomes.extend(await self._deliver_one(message, chunk))
+        return outcomes
+
+    async def _deliver_one(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> list[Outcome]:
         now = self.clock.time()

@@ -45,6 +45,7 @@ TABLE: Final[Table] = MappingProxyType(
 
 class MailgunMailer(HttpMailer):
     TABLE = TABLE
+    MAX_RECIPIENTS = 1000  # its documented cap per request
 
     def __init__(
         self,

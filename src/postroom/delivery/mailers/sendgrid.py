@@ -46,6 +46,7 @@ TABLE: Final[Table] = MappingProxyType(
 
 class SendgridMailer(HttpMailer):
     TABLE = TABLE
+    MAX_RECIPIENTS = 1000  # its documented cap per request
     RETRY_HEADERS = (("retry-after", HintKind.SECONDS), ("x-ratelimit-reset", HintKind.EPOCH))
 
     def __init__(
