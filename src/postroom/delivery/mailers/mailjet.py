@@ -1,14 +1,14 @@
 """Mailjet Send API v3.1 (``POST /v3.1/send``, Basic ``api_key:secret_key``).
 
 JSON only: the message is rebuilt from ``mimeparts``. Recipients go in messages of at
-most 50 per field, and at most 50 messages go in one call (Mailjet's caps). Mailjet answers each message on
-its own: 200 when all were sent, 400 when any failed, with per-message ``Status`` and,
-for a failed one, ``Errors`` whose ``ErrorRelatedTo`` names fields such as
-``To[1].Email``. So outcomes are read per message, and inside a failed message per
-recipient: a named recipient bounces (or defers, by the table); the others of that
-message were not sent because of it and are deferred, to go without it next time
-(no failover: Mailjet itself is fine). A successful message gives each recipient its
-own ``MessageID``.
+most 50 per field, and at most 50 messages go in one call (Mailjet's caps). Mailjet
+answers each message on its own: 200 when all were sent, 400 when any failed, with
+per-message ``Status`` and, for a failed one, ``Errors`` whose ``ErrorRelatedTo`` names
+fields such as ``To[1].Email``. So outcomes are read per message, and inside a failed
+message per recipient: a named recipient bounces (or defers, by the table); the others
+of that message were not sent because of it and are deferred, to go without it next
+time (no failover: Mailjet itself is fine). A successful message gives each recipient
+its own ``MessageID``.
 """
 
 from __future__ import annotations
