@@ -8,7 +8,6 @@ the attempt. Errors come as ``{"code", "message"}``; 429 carries
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -26,6 +25,7 @@ from postroom.delivery.mailers.http import (
     Rule,
     Table,
     Verdict,
+    environ_or,
     resolve_secret,
 )
 from postroom.delivery.mailers.mimeparts import Mailbox, ParsedMessage, base64_text, parse
@@ -54,7 +54,7 @@ class BrevoMailer(HttpMailer):
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        key = resolve_secret(settings, os.environ if environ is None else environ)
+        key = resolve_secret(settings, environ_or(environ))
         headers = {"api-key": key, "Accept": "application/json"}
         super().__init__(settings, clock=clock, headers=headers, transport=transport)
 

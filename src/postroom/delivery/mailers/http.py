@@ -27,6 +27,7 @@ and this class's ``repr`` names the mailer alone.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -140,8 +141,8 @@ class Answer:
     def json(self) -> Any:
         """The body as JSON, or None (some providers answer errors in plain text)."""
         try:
-            return httpx.Response(200, content=self.body).json()
-        except ValueError:
+            return json.loads(self.body)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
             return None
 
 

@@ -9,7 +9,6 @@ recipient). Suppressed recipients are accepted and fail later (webhook).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
@@ -27,6 +26,7 @@ from postroom.delivery.mailers.http import (
     Rule,
     Table,
     Verdict,
+    environ_or,
     resolve_secret,
 )
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
@@ -55,7 +55,7 @@ class MailgunMailer(HttpMailer):
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        key = resolve_secret(settings, os.environ if environ is None else environ)
+        key = resolve_secret(settings, environ_or(environ))
         auth = httpx.BasicAuth("api", key)
         super().__init__(settings, clock=clock, auth=auth, transport=transport)
         self.path = f"/v3/{quote(settings.domain, safe='')}/messages.mime"

@@ -10,7 +10,6 @@ bounce; 10 (a bad token) waits for an operator.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -28,6 +27,7 @@ from postroom.delivery.mailers.http import (
     Rule,
     Table,
     Verdict,
+    environ_or,
     resolve_secret,
 )
 from postroom.delivery.mailers.mimeparts import ParsedMessage, base64_text, parse
@@ -61,7 +61,7 @@ class PostmarkMailer(HttpMailer):
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        token = resolve_secret(settings, os.environ if environ is None else environ)
+        token = resolve_secret(settings, environ_or(environ))
         headers = {"X-Postmark-Server-Token": token, "Accept": "application/json"}
         super().__init__(settings, clock=clock, headers=headers, transport=transport)
         self.stream = settings.message_stream

@@ -9,7 +9,6 @@ and dropped later (its event webhook says so).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -27,6 +26,7 @@ from postroom.delivery.mailers.http import (
     Rule,
     Table,
     Verdict,
+    environ_or,
     resolve_secret,
 )
 from postroom.delivery.mailers.mimeparts import Mailbox, ParsedMessage, base64_text, parse
@@ -57,7 +57,7 @@ class SendgridMailer(HttpMailer):
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        key = resolve_secret(settings, os.environ if environ is None else environ)
+        key = resolve_secret(settings, environ_or(environ))
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         super().__init__(settings, clock=clock, headers=headers, transport=transport)
 

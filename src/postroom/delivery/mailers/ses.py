@@ -12,7 +12,6 @@ for an operator, ``TooManyRequestsException`` (429) is throttling.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Generator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -32,6 +31,7 @@ from postroom.delivery.mailers.http import (
     Rule,
     Table,
     Verdict,
+    environ_or,
     resolve_secret,
 )
 from postroom.delivery.mailers.mimeparts import base64_text, parse
@@ -92,7 +92,7 @@ class SesMailer(HttpMailer):
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
+        env = environ_or(environ)
         secret = resolve_secret(settings, env)
         key_id = resolve_secret(settings, env, value="access_key_id")
         auth = SigV4(key_id, secret, settings.region)

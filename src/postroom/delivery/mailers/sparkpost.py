@@ -9,7 +9,6 @@ plan's sending limit (hourly, daily): the message waits or fails over.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -26,6 +25,7 @@ from postroom.delivery.mailers.http import (
     Rule,
     Table,
     Verdict,
+    environ_or,
     resolve_secret,
 )
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
@@ -57,7 +57,7 @@ class SparkpostMailer(HttpMailer):
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        key = resolve_secret(settings, os.environ if environ is None else environ)
+        key = resolve_secret(settings, environ_or(environ))
         headers = {"Authorization": key, "Accept": "application/json"}
         if settings.subaccount is not None:
             headers["X-MSYS-SUBACCOUNT"] = str(settings.subaccount)
