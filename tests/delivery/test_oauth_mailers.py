@@ -329,3 +329,14 @@ async def test_zoho_upload_trouble_defers(zoho: Rig) -> None:
     await mailer.aclose()
     assert (outcome.disposition, outcome.failover) == (Disposition.DEFERRED, True)
     assert len(zoho.api.requests) == 1  # nothing sent after the failed upload
+
+
+async def test_gmail_sends_a_large_delivery_once(gmail: Rig) -> None:
+    """Gmail sends to the headers: one request, however many recipients."""
+    gmail.authorize("gmail")
+    many = [f"u{i:03d}@example.net" for i in range(80)]
+    mailer = gmail.mailer("gmail")
+    outcomes = await mailer.deliver(message(to=", ".join(many)), recipients(*many))
+    await mailer.aclose()
+    assert len(gmail.api.requests) == 1
+    assert all(o.disposition is Disposition.DELIVERED for o in outcomes)

@@ -70,6 +70,9 @@ def read_google_error(answer: Answer) -> Reading:
 
 class GmailMailer(OAuthHttpMailer):
     TABLE = TABLE
+    # Never split: the headers say who gets the message, so each request would send
+    # every header address a copy.
+    MAX_RECIPIENTS = 1_000_000
 
     def __init__(
         self,

@@ -51,6 +51,9 @@ TABLE: Final[Table] = MappingProxyType(
 
 class OutlookMailer(OAuthHttpMailer):
     TABLE = TABLE
+    # Never split: the headers say who gets the message, so each request would send
+    # every header address a copy.
+    MAX_RECIPIENTS = 1_000_000
 
     def __init__(
         self,
