@@ -212,10 +212,11 @@ class NoAnswer:
 
 
 class HttpMailer:
-    """Subclasses set ``TABLE`` and ``RETRY_HEADERS`` and write ``request`` and ``read``.
-
+    """Subclasses set ``TABLE``, ``RETRY_HEADERS`` and ``MAX_RECIPIENTS``, write
+    ``request`` and ``read``, and pass the key as default ``headers`` or as an ``auth``
+    flow (read from the settings or the environment with ``resolve_secret``).
     ``transport`` replaces httpx's network transport (tests use real loopback servers,
-    so it stays None there); ``environ`` is where ``*_env`` secrets are read.
+    so it stays None there).
     """
 
     TABLE: Table = DEFAULT_TABLE
