@@ -16,6 +16,7 @@ from typing import Any
 
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
+from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import Settings
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
@@ -173,6 +174,11 @@ class Server:
             max_message_size=settings.limits.max_message_size,
             max_recipients=settings.limits.max_recipients,
             queue_changed=scheduler.wake if scheduler is not None else None,
+            hooked={
+                m.name: m
+                for m in settings.mailers
+                if isinstance(m, ProviderMailerSettings) and m.webhook is not None
+            },
         )
         api = ApiServer(
             create_app(deps),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from postroom.config import load
+from postroom.config.mailers import MailerSettings
 from postroom.config.settings import ListenerRole, ListenerSettings, Settings, default_listeners
 from postroom.errors import ConfigError
 
@@ -116,6 +118,12 @@ def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert load(write(tmp_path, 'data_dir = "~/mail"')).data_dir == tmp_path / "mail"
 
 
+def _mailer_types() -> str:
+    """Every ``type`` of the mailer union, as the error lists them: 'mx', ... or 'x'."""
+    names = [repr(m.model_fields["type"].default) for m in get_args(get_args(MailerSettings)[0])]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 BAD = [
     ('hostnme = "x"', "hostnme: unknown key, did you mean 'hostname'?"),
     (
@@ -186,7 +194,7 @@ BAD = [
     # -- [[mailers]] ---------------------------------------------------------------------
     (
         '[[mailers]]\nname = "r"\ntype = "carrier-pigeon"',
-        "mailers[0].type: must be 'mx', 'smtp' or 'local', not 'carrier-pigeon'",
+        f"mailers[0].type: must be {_mailer_types()}, not 'carrier-pigeon'",
     ),
     ('[[mailers]]\nname = "r"', "mailers[0].type: is required"),
     ('[[mailers]]\nname = "r"\ntype = "smtp"', "mailers[0].host: is required"),

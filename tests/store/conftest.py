@@ -86,6 +86,7 @@ class SqliteBackend:
                     ("recipients", "message_id"),
                     ("message_bodies", "id"),
                     ("attempts", "message_id"),
+                    ("provider_events", "message_id"),
                 )
             )
 

@@ -19,6 +19,7 @@ from postroom.api.errors import (
     internal_error,
     store_error,
 )
+from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
 from postroom.errors import StoreError
@@ -30,6 +31,7 @@ PREFIX = "/api/v1"
 
 def create_app(deps: ApiDeps) -> Starlette:
     messages = MessageApi(deps)
+    hooks = ProviderHooks(deps, deps.hooked)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -49,6 +51,7 @@ def create_app(deps: ApiDeps) -> Starlette:
         ),
         Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),
         Route(f"{PREFIX}/health", health, methods=["GET"]),
+        Route("/hooks/{mailer}", hooks.receive, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

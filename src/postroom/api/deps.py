@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from postroom.clock import Clock
 from postroom.config.settings import ApiSettings
+from postroom.delivery.webhooks.handle import HookedMailer
 from postroom.intake import Intake
 from postroom.store import Store
 
@@ -30,3 +31,5 @@ class ApiDeps:
     max_message_size: int
     max_recipients: int
     queue_changed: Callable[[], None] | None = None  # wakes the scheduler after a retry
+    # Mailers with a [mailers.webhook] table, by name: POST /hooks/{name} takes their events.
+    hooked: Mapping[str, HookedMailer] = field(default_factory=dict)

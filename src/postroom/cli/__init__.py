@@ -34,6 +34,7 @@ _COMMANDS = {
     "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
+    "mailer": "postroom.cli.mailer:mailer",
     "queue": "postroom.cli.queue:queue",
     "route": "postroom.cli.route:route",
     "send": "postroom.cli.send:send",

@@ -17,6 +17,7 @@ from postroom.cli.render import emit_json, print_fields, print_table, printable
 from postroom.config.mailers import (
     LocalMailerSettings,
     MxMailerSettings,
+    ProviderSettings,
     SmtpMailerSettings,
 )
 from postroom.delivery.message import OutboundMessage
@@ -26,7 +27,7 @@ from postroom.mail.address import parse_address
 
 __all__ = ["route"]
 
-AnyMailer = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings
+AnyMailer = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings
 
 _COMBINE: Mapping[str, Callable[[Iterable[object]], bool]] = {"all_of": all, "any_of": any}
 # Header lines up to the empty line, in CRLF or bare-LF files.
@@ -152,7 +153,7 @@ def _print(explanation: Explanation, mailers: Mapping[str, AnyMailer]) -> None:
 def _mailer_cells(mailer: AnyMailer | None) -> tuple[str, str]:
     if mailer is None:
         return ("?", "not configured")
-    return (mailer.type, _TARGETS[mailer.type](mailer))
+    return (mailer.type, _target(mailer))
 
 
 def _group_lines(result: GroupResult, indent: str) -> Iterator[str]:
@@ -203,7 +204,15 @@ def _json(explanation: Explanation, mailers: Mapping[str, AnyMailer]) -> dict[st
 def _mailer_json(name: str, mailer: AnyMailer | None) -> dict[str, object]:
     if mailer is None:
         return {"name": name, "type": None, "delivers_to": None}
-    return {"name": name, "type": mailer.type, "delivers_to": _TARGETS[mailer.type](mailer)}
+    return {"name": name, "type": mailer.type, "delivers_to": _target(mailer)}
+
+
+def _target(mailer: AnyMailer) -> str:
+    """Where a mailer delivers; a provider API by its endpoint (never its key)."""
+    described = _TARGETS.get(mailer.type)
+    if described is not None:
+        return described(mailer)
+    return f"the {mailer.type} API at {getattr(mailer, 'base_url', '?')}"
 
 
 def _group_json(result: GroupResult) -> dict[str, object]:

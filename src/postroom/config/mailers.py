@@ -1,4 +1,4 @@
-"""``[[mailers]]``: a discriminated union on ``type``. Provider API types plug in here later."""
+"""``[[mailers]]``: a discriminated union on ``type``; provider API types are in ``providers``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,27 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from postroom.config.providers import (
+    BrevoMailerSettings,
+    GmailMailerSettings,
+    MailgunMailerSettings,
+    MailjetMailerSettings,
+    OutlookMailerSettings,
+    PostmarkMailerSettings,
+    ResendMailerSettings,
+    SendgridMailerSettings,
+    SendlayerMailerSettings,
+    SesMailerSettings,
+    SmtpcomMailerSettings,
+    SparkpostMailerSettings,
+    ZohoMailerSettings,
+)
+
 __all__ = [
     "LocalMailerSettings",
     "MailerSettings",
     "MxMailerSettings",
+    "ProviderSettings",
     "SmtpMailerSettings",
     "SmtpTls",
     "default_mailers",
@@ -73,8 +90,26 @@ class LocalMailerSettings(_Mailer):
     type: Literal["local"] = "local"
 
 
+# Provider API mailers (config/providers.py): one class per ``type``.
+ProviderSettings = (
+    SendgridMailerSettings
+    | MailgunMailerSettings
+    | PostmarkMailerSettings
+    | SparkpostMailerSettings
+    | SesMailerSettings
+    | BrevoMailerSettings
+    | ResendMailerSettings
+    | SendlayerMailerSettings
+    | SmtpcomMailerSettings
+    | MailjetMailerSettings
+    | GmailMailerSettings
+    | OutlookMailerSettings
+    | ZohoMailerSettings
+)
+
 MailerSettings = Annotated[
-    MxMailerSettings | SmtpMailerSettings | LocalMailerSettings, Field(discriminator="type")
+    MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings,
+    Field(discriminator="type"),
 ]
 
 

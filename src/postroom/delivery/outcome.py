@@ -41,3 +41,6 @@ class Outcome:
     remote: RemoteInfo | None = None
     failover: bool = False  # another mailer in the chain could succeed
     duration: float = 0.0  # seconds this attempt took for this recipient
+    # DEFERRED only: the wall time to try again at, when the mailer knows it (a provider's
+    # 429 retry hint, the end of a sending-limit window); the scheduler's backoff otherwise.
+    retry_at: float | None = None

@@ -233,6 +233,8 @@ class Scheduler:
         else:
             status = RecipientStatus.DEFERRED
             next_at = backoff.next_attempt(state.attempts + 1, now, self._settings, self._rng)
+            if final.retry_at is not None:  # the mailer knows better: a limit's window, a 429 hint
+                next_at = max(now, final.retry_at)
             if backoff.delay_warning_due(stored.received_at, now, warned, self._settings):
                 warned = True
         update = RecipientUpdate(state.address, status, next_at, text, delay_warned=warned)

@@ -14,8 +14,10 @@ from postroom.store.models import (
     Claim,
     IdempotencyRecord,
     LogQuery,
+    MailerHealth,
     MessageMeta,
     NewMessage,
+    ProviderEventRecord,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
@@ -100,6 +102,19 @@ class Store(Protocol):
 
     async def attempts(self, message_id: str) -> list[Attempt]:
         """A message's timeline: every attempt in time order."""
+
+    async def record_provider_event(self, event: ProviderEventRecord) -> str | None:
+        """Durably keep what a provider's callback said. It belongs to the message whose
+        attempt through ``event.mailer`` got ``event.provider_id`` (also matching that id
+        in angle brackets), preferring the attempt of ``event.recipient``. Returns that
+        message's id; None when no attempt matched (the event is kept all the same)."""
+
+    async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
+        """A message's provider callbacks in the order the provider dated them."""
+
+    async def mailer_health(self, since: float) -> list[MailerHealth]:
+        """Per mailer with attempts: its last success and last error, and how many
+        messages it delivered at or after ``since``; sorted by mailer name."""
 
     async def purge(self, before: float) -> int:
         """Retention: remove messages received before ``before`` whose recipients are all

@@ -14,8 +14,10 @@ __all__ = [
     "Claim",
     "IdempotencyRecord",
     "LogQuery",
+    "MailerHealth",
     "MessageMeta",
     "NewMessage",
+    "ProviderEventRecord",
     "RecipientState",
     "RecipientStatus",
     "RecipientUpdate",
@@ -128,6 +130,18 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class MailerHealth:
+    """One mailer as the email log saw it (``postroom mailer status``)."""
+
+    mailer: str
+    last_success_at: float | None
+    last_success: str | None  # the reply text
+    last_error_at: float | None  # the last attempt that was not a delivery
+    last_error: str | None
+    sent_since: int  # messages it delivered since the time asked about
+
+
+@dataclass(frozen=True, slots=True)
 class RecipientUpdate:
     """The new state of one claimed recipient after an attempt."""
 
@@ -182,3 +196,18 @@ class IdempotencyRecord:
     status: int
     body: bytes
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEventRecord:
+    """What a provider's callback said about a message sent through its API."""
+
+    mailer: str
+    provider_id: str  # the provider's message id, as in the attempt's provider_id
+    recipient: str
+    status: str  # delivered | bounced | deferred | complained | opened | clicked | other
+    kind: str  # the provider's own event name
+    at: float  # when the provider says it happened
+    detail: str
+    received_at: float
+    message_id: str | None = None  # the message it belongs to; None when none matched

@@ -12,20 +12,54 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final, Protocol
 
 from postroom.clock import Clock
-from postroom.config.mailers import LocalMailerSettings, MxMailerSettings, SmtpMailerSettings
+from postroom.config.mailers import (
+    LocalMailerSettings,
+    MxMailerSettings,
+    ProviderSettings,
+    SmtpMailerSettings,
+)
+from postroom.config.providers import (
+    BrevoMailerSettings,
+    GmailMailerSettings,
+    MailgunMailerSettings,
+    MailjetMailerSettings,
+    OutlookMailerSettings,
+    PostmarkMailerSettings,
+    ProviderMailerSettings,
+    ResendMailerSettings,
+    SendgridMailerSettings,
+    SendlayerMailerSettings,
+    SesMailerSettings,
+    SmtpcomMailerSettings,
+    SparkpostMailerSettings,
+    ZohoMailerSettings,
+)
 from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.brevo import BrevoMailer
+from postroom.delivery.mailers.gmail import GmailMailer
 from postroom.delivery.mailers.local import LocalMailer
+from postroom.delivery.mailers.mailgun import MailgunMailer
+from postroom.delivery.mailers.mailjet import MailjetMailer
 from postroom.delivery.mailers.mx import MxMailer
+from postroom.delivery.mailers.outlook import OutlookMailer
+from postroom.delivery.mailers.postmark import PostmarkMailer
+from postroom.delivery.mailers.resend import ResendMailer
+from postroom.delivery.mailers.sendgrid import SendgridMailer
+from postroom.delivery.mailers.sendlayer import SendlayerMailer
+from postroom.delivery.mailers.ses import SesMailer
 from postroom.delivery.mailers.smtp import SmtpMailer
+from postroom.delivery.mailers.smtpcom import SmtpcomMailer
+from postroom.delivery.mailers.sparkpost import SparkpostMailer
+from postroom.delivery.mailers.zoho import ZohoMailer
 from postroom.errors import ConfigError
 from postroom.resolver import Resolver
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
 
-AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings
+AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +91,52 @@ def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock)
 
 
+class _ApiMailer(Protocol):
+    def __call__(self, settings: Any, *, clock: Clock) -> Mailer: ...
+
+
+def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
+    """The builder for a provider API mailer: settings of ``kind`` and the clock."""
+
+    def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+        assert isinstance(settings, kind)
+        return mailer(settings, clock=deps.clock)
+
+    return build
+
+
+class _OAuthApiMailer(Protocol):
+    def __call__(self, settings: Any, *, clock: Clock, data_dir: Path) -> Mailer: ...
+
+
+def _oauth_api(mailer: _OAuthApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
+    """The builder for a mailer that sends with OAuth: its tokens are in the data directory."""
+
+    def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+        assert isinstance(settings, kind)
+        return mailer(settings, clock=deps.clock, data_dir=deps.data_dir)
+
+    return build
+
+
 BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
     {
         "mx": _mx,
         "smtp": _smtp,
         "local": _local,
+        "sendgrid": _api(SendgridMailer, SendgridMailerSettings),
+        "mailgun": _api(MailgunMailer, MailgunMailerSettings),
+        "postmark": _api(PostmarkMailer, PostmarkMailerSettings),
+        "sparkpost": _api(SparkpostMailer, SparkpostMailerSettings),
+        "ses": _api(SesMailer, SesMailerSettings),
+        "brevo": _api(BrevoMailer, BrevoMailerSettings),
+        "resend": _api(ResendMailer, ResendMailerSettings),
+        "sendlayer": _api(SendlayerMailer, SendlayerMailerSettings),
+        "smtpcom": _api(SmtpcomMailer, SmtpcomMailerSettings),
+        "mailjet": _api(MailjetMailer, MailjetMailerSettings),
+        "gmail": _oauth_api(GmailMailer, GmailMailerSettings),
+        "outlook": _oauth_api(OutlookMailer, OutlookMailerSettings),
+        "zoho": _oauth_api(ZohoMailer, ZohoMailerSettings),
     }
 )
 

@@ -197,6 +197,7 @@ def retry_job(message_id: str | None, now: float) -> Callable[[sqlite3.Connectio
 def _remove(conn: sqlite3.Connection, ids: str) -> int:
     """Delete the messages in the JSON list ``ids`` and everything that hangs on them."""
     conn.execute(f"DELETE FROM attempts WHERE message_id IN {IN_IDS}", (ids,))
+    conn.execute(f"DELETE FROM provider_events WHERE message_id IN {IN_IDS}", (ids,))
     conn.execute(f"DELETE FROM recipients WHERE message_id IN {IN_IDS}", (ids,))
     conn.execute(f"DELETE FROM message_bodies WHERE id IN {IN_IDS}", (ids,))
     return conn.execute(f"DELETE FROM messages WHERE id IN {IN_IDS}", (ids,)).rowcount

@@ -83,6 +83,28 @@ CREATE TABLE IF NOT EXISTS attempts (
     duration    REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
+-- Each mailer's last success and error, and its recent deliveries (mailer status).
+CREATE INDEX IF NOT EXISTS attempts_mailer ON attempts (mailer, disposition, at);
+-- Provider callbacks name a message by the id its API gave (RemoteInfo.provider_id).
+CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider_id)
+    WHERE provider_id IS NOT NULL;
+
+-- What provider callbacks (webhooks) said about sent messages: delivered, bounced later,
+-- complained, opened. message_id is NULL when no attempt carried that provider id.
+CREATE TABLE IF NOT EXISTS provider_events (
+    id          INTEGER PRIMARY KEY,
+    message_id  TEXT REFERENCES messages (id) ON DELETE CASCADE,
+    attempt_id  INTEGER,              -- the attempt whose provider_id matched
+    mailer      TEXT NOT NULL,
+    provider_id TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    status      TEXT NOT NULL,        -- delivered | bounced | deferred | complained | opened | clicked | other
+    kind        TEXT NOT NULL,        -- the provider's event name
+    at          REAL NOT NULL,
+    detail      TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS provider_events_message ON provider_events (message_id, at);
 
 CREATE TABLE IF NOT EXISTS domains (
     name       TEXT PRIMARY KEY COLLATE NOCASE, -- A-label form

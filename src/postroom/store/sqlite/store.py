@@ -30,13 +30,15 @@ from postroom.store.models import (
     Claim,
     IdempotencyRecord,
     LogQuery,
+    MailerHealth,
     MessageMeta,
     NewMessage,
+    ProviderEventRecord,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
-from postroom.store.sqlite import api, delivery, directory, log, queue
+from postroom.store.sqlite import api, delivery, directory, health, log, providers, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 
@@ -225,6 +227,15 @@ class SqliteStore:
 
     async def attempts(self, message_id: str) -> list[Attempt]:
         return await self._read(functools.partial(delivery.attempts_of, message_id))
+
+    async def record_provider_event(self, event: ProviderEventRecord) -> str | None:
+        return await self._write(providers.record_job(event))
+
+    async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
+        return await self._read(functools.partial(providers.events_of, message_id))
+
+    async def mailer_health(self, since: float) -> list[MailerHealth]:
+        return await self._read(functools.partial(health.mailer_health, since))
 
     async def purge(self, before: float) -> int:
         """Found on a reader, removed in small transactions, each checked again."""
