@@ -264,3 +264,28 @@ def test_mail_from_outside_is_never_signed(make_server, dns_server: DnsServer) -
     (body,) = stored(srv)
     assert b"DKIM-Signature" not in body
     assert b"Authentication-Results: mail.test;" in body
+
+
+def test_a_second_mta_finds_spf_dkim_and_dmarc_aligned(  # type: ignore[no-untyped-def]
+    make_server, dns_server: DnsServer
+) -> None:
+    """The issue's end point: mail from postroom crosses SMTP to another MTA that checks
+    all three (a second postroom, on its mx listener, as an unauthenticated client's
+    mail), and SPF, DKIM and DMARC pass, aligned with the From domain."""
+    receiver = inbound_server(make_server, dns_server)
+    receiver.add_domain("remote.test")
+    receiver.add_user("friend@remote.test", "pw-1234")
+    sender = relay_server(make_server, dns_server, receiver.ports["mx"], FakeClock(PAST))
+    dns_server.set("example.test", "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
+    publish_keys(dns_server, KeyRing(sender.data_dir), "example.test")
+    submit(sender)
+    assert sender.run_delivery() == 1
+    (body,) = stored(receiver)
+    head = body.split(b"\r\n\r\n", 1)[0].decode().replace("\r\n ", " ").replace("\r\n\t", " ")
+    (results,) = [
+        line for line in head.split("\r\n") if line.startswith("Authentication-Results: mail.test;")
+    ]
+    assert "spf=pass smtp.mailfrom=example.test" in results
+    assert "dkim=pass header.d=example.test header.a=rsa-sha256" in results
+    assert "dkim=pass header.d=example.test header.a=ed25519-sha256" in results
+    assert "dmarc=pass header.from=example.test" in results
