@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import signal
@@ -24,7 +25,7 @@ from bench.procs import SetupError
 from bench.report import check_targets, render
 from bench.systems import SYSTEM_NAMES, build_systems
 from bench.systems.base import System
-from bench.systems.postroom import default_python
+from bench.systems.postroom import PostroomSystem, default_python
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
 from bench.workloads.idle import IDLE_METRICS, run_idle
 from bench.workloads.latency import LATENCY_METRICS, run_latency
@@ -438,10 +439,15 @@ def _run_workloads(
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
         relay_sections(ctx, plan, chosen, python, workers)
+    # Memory is measured as installed: one process (workers = 1, the default); more
+    # workers add one interpreter's baseline each (docs/performance.md).
+    one_process = [
+        dataclasses.replace(s, workers=1) if isinstance(s, PostroomSystem) else s for s in systems
+    ]
     if "large" in only:
-        large_section(ctx, plan, systems, broken)
+        large_section(ctx, plan, one_process, broken)
     if "idle" in only:
-        idle_section(ctx, plan, systems, broken)
+        idle_section(ctx, plan, one_process, broken)
     has_postroom = any(s.name == "postroom" for s in systems)
     if "latency" in only and (has_postroom or plan.latency_rate):
         rate = plan.latency_rate

@@ -156,12 +156,13 @@ class PostroomSystem:
     multi_process: bool = False
 
     def __post_init__(self) -> None:
+        processes = "one process" if self.workers == 1 else f"{self.workers} processes"
         if self.delivery == "held":
             self.name = "postroom"
-            self.label = "postroom (SQLite, group commit; accepting, delivery held)"
+            self.label = f"postroom (SQLite, group commit, {processes}; delivery held)"
         else:
             self.name = "postroom-local"
-            self.label = "postroom, also delivering each message to Maildir"
+            self.label = f"postroom, {processes}, also delivering each message to Maildir"
 
     def start(self, rundir: Path) -> Instance:
         blackhole: socket.socket | None = None
