@@ -152,7 +152,7 @@ def _fields(m: StoredMessage) -> list[tuple[str, Cell]]:
         ("Size", format_size(m.size)),
         ("Source", m.source_kind),
         ("Client", client or m.helo),
-        ("AUTH user", m.principal),
+        ("User or key", m.principal),
         ("Held", "yes" if m.held else "no"),
     ]
 

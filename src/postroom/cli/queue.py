@@ -48,7 +48,7 @@ def list_(app: AppContext, as_json: bool, limit: int) -> None:
     if as_json:
         emit_json([message_json(message) for message in messages])
         return
-    columns = ("ID", "Received", "Sender", "Recipients", "Size", "Client", "AUTH user")
+    columns = ("ID", "Received", "Sender", "Recipients", "Size", "Client", "User or key")
     rows = (
         (
             m.id,
@@ -143,7 +143,7 @@ def _fields(m: StoredMessage) -> list[tuple[str, Cell]]:
         ("Client", _client(m)),
         ("Protocol", m.protocol),
         ("TLS", m.tls),
-        ("AUTH user", m.principal),
+        ("User or key", m.principal),
         ("Held", "yes" if m.held else "no"),
     ]
 

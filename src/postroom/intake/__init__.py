@@ -1,6 +1,6 @@
 """Intake: the single way into the queue (Postfix's cleanup).
 
-Every source (SMTP now; the HTTP API, sendmail and DSNs later) opens a ``Submission``
+Every source (SMTP, the HTTP API, sendmail, `postroom send` and DSNs) opens a ``Submission``
 with ``Intake.begin()``, adds recipients, writes the body and commits. Policy (relay,
 sender rights, local recipients) is decided here, so it is the same for every source.
 ``commit()`` returns only when the message is durable in the store.

@@ -57,7 +57,7 @@ class Intake:
         body_type: str = "7BIT",
         smtputf8: bool = False,
     ) -> str | Reply:
-        """One whole message in one call (DSNs now; the HTTP API and sendmail later):
+        """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
         the same policy and commit as SMTP. The queue id, or the reply that refused it."""
         submission = self.begin(
             source,
