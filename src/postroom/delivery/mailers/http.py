@@ -40,6 +40,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import OverLimit, ProviderMailerSettings
+from postroom.config.secrets import MissingSecret, read_secret
 from postroom.delivery.mailers.limits import SendWindow
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
@@ -188,19 +189,12 @@ def resolve_secret(
     value: str = "api_key",
 ) -> str:
     """The secret named by ``<value>`` or ``<value>_env``; ``ConfigError`` if neither gives one."""
-    key = f"mailers.{settings.name}"
-    variable = getattr(settings, f"{value}_env", None)
-    if variable is not None:
-        secret = environ.get(variable)
-        if not secret:
-            raise ConfigError(
-                f"{key}.{value}_env", f"the environment variable {variable} is not set"
-            )
-        return str(secret)
     given = getattr(settings, value, None)
-    if given is None:
-        raise ConfigError(f"{key}.{value}", f"set {value} or {value}_env")
-    return str(given.get_secret_value() if hasattr(given, "get_secret_value") else given)
+    variable = getattr(settings, f"{value}_env", None)
+    try:
+        return read_secret(value, given, variable, environ)
+    except MissingSecret as exc:
+        raise ConfigError(f"mailers.{settings.name}.{exc.key}", exc.problem) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from postroom.clock import Clock
+from postroom.config.secrets import MissingSecret, read_secret
 from postroom.delivery.mailers.oauthtokens import TokenFile, TokenState
 from postroom.errors import ConfigError
 
@@ -130,16 +131,12 @@ class OAuthSettings(Protocol):
 
 def oauth_config(settings: OAuthSettings, environ: Mapping[str, str]) -> OAuthConfig:
     """ConfigError when the client secret is missing (or its variable unset)."""
-    key = f"mailers.{settings.name}"
-    if settings.client_secret_env is not None:
-        secret = environ.get(settings.client_secret_env)
-        if secret is None:
-            problem = f"the environment variable {settings.client_secret_env} is not set"
-            raise ConfigError(f"{key}.client_secret_env", problem)
-    elif settings.client_secret is not None:
-        secret = settings.client_secret.get_secret_value()
-    else:
-        raise ConfigError(f"{key}.client_secret", "set client_secret or client_secret_env")
+    try:
+        secret = read_secret(
+            "client_secret", settings.client_secret, settings.client_secret_env, environ
+        )
+    except MissingSecret as exc:
+        raise ConfigError(f"mailers.{settings.name}.{exc.key}", exc.problem) from None
     provider = PROVIDERS.get(settings.type, OAuthProvider())
     return OAuthConfig(
         mailer=settings.name,

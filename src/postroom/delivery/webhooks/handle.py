@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 from pydantic import SecretStr
 
 from postroom.clock import Clock
+from postroom.config.secrets import MissingSecret, read_secret
 from postroom.config.webhooks import WebhookSettings
 from postroom.delivery.webhooks import (
     basic,
@@ -68,13 +69,11 @@ class _Hook:
     def secret(self, name: str) -> str:
         value: SecretStr | None = getattr(self.settings, name)
         env: str | None = getattr(self.settings, f"{name}_env")
-        if env is not None:
-            if env not in self.environ:
-                raise _Unconfigured(f"the environment variable {env} is not set")
-            return self.environ[env]
-        if value is None:
-            raise _Unconfigured(f"webhook.{name} is not set")
-        return value.get_secret_value()
+        try:
+            return read_secret(name, value, env, self.environ)
+        except MissingSecret as exc:
+            problem = f"webhook.{name} is not set" if exc.key == name else exc.problem
+            raise _Unconfigured(problem) from None
 
 
 Verify = Callable[[_Hook, Mapping[str, str], bytes], bool]
