@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from postroom.api.body import read_body
 from postroom.api.deps import ApiDeps
 from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.delivery.webhooks.handle import HookedMailer, handle_webhook
@@ -33,7 +34,7 @@ class ProviderHooks:
         mailer = self._hooked.get(name)
         if mailer is None:
             raise ApiError(404, f"no mailer named {name!r} takes webhooks")
-        body = await _read_capped(request)
+        body = await read_body(request, MAX_HOOK_BODY, "a webhook body")
         status, answer = await handle_webhook(
             mailer,
             request.headers,
@@ -49,14 +50,3 @@ class ProviderHooks:
             raise ApiError(422, message, fields=[("body", message)])
         headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
         raise ApiError(status, message, headers=headers)
-
-
-async def _read_capped(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_HOOK_BODY:
-            raise ApiError(413, f"a webhook body may be {MAX_HOOK_BODY} bytes at most")
-        chunks.append(chunk)
-    return b"".join(chunks)

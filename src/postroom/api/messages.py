@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from postroom.api.body import read_body
 from postroom.api.convert import compose_request, parse_send
 from postroom.api.deps import ApiDeps, max_request_size
 from postroom.api.errors import RETRY_AFTER, ApiError
@@ -69,7 +70,7 @@ class MessageApi:
     async def send(self, request: Request) -> Response:
         key = await self.authenticate(request)
         idempotency_key = check_key(request.headers.get(HEADER))
-        body = await self._body(request)
+        body = await read_body(request, self.max_body)
         if idempotency_key is None:
             return await self._send(request, key, body, None)
         digest = request_hash(request.headers.get("content-type", ""), request.url.query, body)
@@ -83,21 +84,6 @@ class MessageApi:
                     headers={"Idempotent-Replayed": "true"},
                 )
             return await self._send(request, key, body, (idempotency_key, digest))
-
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        too_big = ApiError(413, f"the request is larger than {self.max_body} bytes")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise too_big
-        chunks = bytearray()
-        try:
-            async for chunk in request.stream():
-                chunks += chunk
-                if len(chunks) > self.max_body:
-                    raise too_big
-        except ClientDisconnect:
-            raise ApiError(422, "the request body ended early") from None
-        return bytes(chunks)
 
     async def _send(
         self,
