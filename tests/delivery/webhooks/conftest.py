@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,3 +43,22 @@ async def sent_through(store: SqliteStore, mailer: str, provider_id: str, *recip
     ]
     await store.record_outcomes(message.id, [delivered(r) for r in recipients], attempts)
     return message.id
+
+
+def mailgun_event(key: bytes, timestamp: str, *, severity: str = "permanent") -> bytes:
+    """A Mailgun "failed" event for <20270101.1@mg.example.org>, signed with ``key``."""
+    token = secrets.token_hex(25)
+    signature = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    return json.dumps(
+        {
+            "signature": {"timestamp": timestamp, "token": token, "signature": signature},
+            "event-data": {
+                "event": "failed",
+                "severity": severity,
+                "timestamp": 1_800_000_010.25,
+                "recipient": "bob@example.net",
+                "message": {"headers": {"message-id": "20270101.1@mg.example.org"}},
+                "delivery-status": {"code": 550, "description": "No such mailbox"},
+            },
+        }
+    ).encode()

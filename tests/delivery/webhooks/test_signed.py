@@ -17,7 +17,7 @@ from postroom.config.webhooks import WebhookSettings
 from postroom.delivery.webhooks import handle_webhook
 from postroom.store.sqlite import SqliteStore
 from tests.conftest import FakeClock
-from tests.delivery.webhooks.conftest import Hooked, sent_through
+from tests.delivery.webhooks.conftest import Hooked, mailgun_event, sent_through
 
 # -- SendGrid ---------------------------------------------------------------------------
 
@@ -130,24 +130,6 @@ async def test_a_hook_without_its_key_answers_503_and_says_which_setting(
 # -- Mailgun ----------------------------------------------------------------------------
 
 
-def _mailgun_body(key: bytes, timestamp: str, *, severity: str = "permanent") -> bytes:
-    token = secrets.token_hex(25)
-    signature = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    return json.dumps(
-        {
-            "signature": {"timestamp": timestamp, "token": token, "signature": signature},
-            "event-data": {
-                "event": "failed",
-                "severity": severity,
-                "timestamp": 1_800_000_010.25,
-                "recipient": "bob@example.net",
-                "message": {"headers": {"message-id": "20270101.1@mg.example.org"}},
-                "delivery-status": {"code": 550, "description": "No such mailbox"},
-            },
-        }
-    ).encode()
-
-
 @pytest.mark.parametrize(
     ("severity", "expected"), [("permanent", "bounced"), ("temporary", "deferred")]
 )
@@ -157,7 +139,7 @@ async def test_mailgun_signed_failures_map_by_severity(
     key = secrets.token_hex(16).encode()
     mailer = Hooked("mg", "mailgun", WebhookSettings(signing_key_env="MG_KEY"))
     message_id = await sent_through(store, "mg", "<20270101.1@mg.example.org>", "bob@example.net")
-    body = _mailgun_body(key, str(int(fake_clock.time())), severity=severity)
+    body = mailgun_event(key, str(int(fake_clock.time())), severity=severity)
 
     status, answer = await handle_webhook(
         mailer, {}, body, store, fake_clock, environ={"MG_KEY": key.decode()}
@@ -174,10 +156,10 @@ async def test_mailgun_refuses_a_wrong_key_a_stale_timestamp_and_another_token(
     key = b"right-key"
     mailer = Hooked("mg", "mailgun", WebhookSettings(signing_key="right-key"))
     now = str(int(fake_clock.time()))
-    wrong = _mailgun_body(b"wrong-key", now)
-    stale = _mailgun_body(key, str(int(now) - 3600))
+    wrong = mailgun_event(b"wrong-key", now)
+    stale = mailgun_event(key, str(int(now) - 3600))
     # Mailgun signs the timestamp and token only, not the event data.
-    data = json.loads(_mailgun_body(key, now))
+    data = json.loads(mailgun_event(key, now))
     data["signature"]["token"] = secrets.token_hex(25)
     other_token = json.dumps(data).encode()
     for body in (wrong, stale, other_token, b"not json"):
@@ -189,7 +171,7 @@ async def test_an_unset_environment_variable_is_a_configuration_error(
     store: SqliteStore, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     mailer = Hooked("mg", "mailgun", WebhookSettings(signing_key_env="MG_KEY"))
-    body = _mailgun_body(b"k", str(int(fake_clock.time())))
+    body = mailgun_event(b"k", str(int(fake_clock.time())))
     status, _ = await handle_webhook(mailer, {}, body, store, fake_clock, environ={})
     assert status == 503
     assert "MG_KEY is not set" in caplog.text
