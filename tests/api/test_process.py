@@ -14,17 +14,9 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import MESSAGE
+from tests.support.servers import cli_out as cli
 from tests.support.servers import start_process, write_config
 from tests.support.thread import ServerThread
-
-
-def cli(config: Path, *args: str) -> str:
-    env = {**os.environ, "POSTROOM_CONFIG": str(config)}
-    result = subprocess.run(
-        [sys.executable, "-m", "postroom", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
-    )  # fmt: skip
-    return result.stdout
 
 
 def test_the_served_api_takes_mail_with_a_cli_made_key(tmp_path: Path) -> None:

@@ -10,27 +10,17 @@ import signal
 import smtplib
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.dns_server import DnsServer
-from tests.support.servers import client_context, smtp_client, start_process, write_config
+from tests.support.servers import client_context, smtp_client, start_process, wait_for, write_config
 from tests.support.smtp_peers import PeerCA, Peers, shared_port
 from tests.support.thread import ServerThread
 
 MESSAGE = b"From: app@example.test\r\nTo: friend@remote.test\r\nSubject: Receipt\r\n\r\nThanks!\r\n"
-
-
-def wait_for(condition: Callable[[], bool], within: float = 15.0) -> None:
-    """Poll another thread's or process's state (no clock to inject across processes)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture

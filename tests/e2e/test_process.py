@@ -21,17 +21,7 @@ from tests.support.servers import (
     start_process,
     write_config,
 )
-
-
-def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "postroom", "--config", str(config), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.support.servers import run_cli as cli
 
 
 @pytest.fixture

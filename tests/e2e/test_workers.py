@@ -16,25 +16,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RunningProcess, smtp_client, start_process, write_config
+from tests.support.servers import RunningProcess, smtp_client, start_process, wait_for, write_config
+from tests.support.servers import cli_out as cli
 
 MESSAGE = b"From: a@remote.test\r\nTo: app@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-def wait_for(condition: Callable[[], bool], within: float = 15.0) -> None:
-    """Poll another process's state (no clock to inject across processes)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def children(pid: int) -> list[int]:
@@ -66,17 +57,6 @@ def home() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="pr-w-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def cli(config: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "postroom", "--config", str(config), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
 
 
 def start(home: Path, workers: int = 2) -> tuple[RunningProcess, Path]:

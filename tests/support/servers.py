@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +21,13 @@ from postroom.runtime import Server
 
 __all__ = [
     "RunningProcess",
+    "cli_out",
     "client_context",
     "loopback_settings",
     "ports_by_role",
+    "run_cli",
     "start_process",
+    "wait_for",
     "write_config",
 ]
 
@@ -155,3 +158,31 @@ def port_is_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(condition: Callable[[], bool], within: float = 15.0) -> None:
+    """Poll another thread's or process's state (no clock to inject across processes)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def run_cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`postroom --config config ARGS...` as a real process; the caller checks the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "postroom", "--config", str(config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def cli_out(config: Path, *args: str, stdin: str | None = None) -> str:
+    """``run_cli`` that must succeed: its standard output."""
+    done = run_cli(config, *args, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
