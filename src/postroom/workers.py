@@ -10,13 +10,15 @@ commit is still fsync'ed before its 250) and wakes the primary's scheduler throu
 
 The settings reach a worker pickled on its standard input; the pipe then stays open,
 and a worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
-A worker that dies is started again, after a pause that grows while it keeps dying.
+A worker that dies is started again, after a pause that grows while it keeps dying;
+the watcher that does so is itself a supervised task (a failed fork is retried too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postroom.config.settings import ListenerSettings, Settings
+from postroom.supervise import TaskSupervisor
 
 __all__ = ["Supervisor", "WorkerSetup", "bind_listeners", "read_setup"]
 
@@ -90,7 +93,6 @@ class Supervisor:
         self._sockets = list(sockets)
         self._command = list(command)
         self._procs: dict[int, asyncio.subprocess.Process] = {}
-        self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def stop_requested(self) -> bool:
@@ -100,10 +102,11 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self._procs.values() if proc.returncode is None]
 
-    async def start(self) -> None:
+    async def start(self, tasks: TaskSupervisor) -> None:
+        """Start the workers, and a watcher for each as one of ``tasks``."""
         for index in range(1, self._settings.workers):
             await self._spawn(index)
-            self._watchers.append(asyncio.create_task(self._watch(index), name=f"worker-{index}"))
+            tasks.start(f"worker-{index}", functools.partial(self._watch, index))
 
     async def _spawn(self, index: int) -> None:
         fds = tuple(sock.fileno() for sock in self._sockets)
@@ -153,9 +156,6 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await asyncio.gather(*(proc.wait() for proc in self._procs.values()))
-        for task in self._watchers:
-            task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
         for proc in self._procs.values():
             if proc.stdin is not None:
                 proc.stdin.close()

@@ -19,6 +19,7 @@ from postroom.api.errors import (
     internal_error,
     store_error,
 )
+from postroom.api.health import readiness_route
 from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
@@ -52,6 +53,7 @@ def create_app(deps: ApiDeps) -> Starlette:
         Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),
         Route(f"{PREFIX}/health", health, methods=["GET"]),
         Route("/hooks/{mailer}", hooks.receive, methods=["POST"]),
+        readiness_route(deps.readiness),
     ]
     return Starlette(
         routes=routes,

@@ -1,0 +1,30 @@
+"""``GET /readyz``: 200 when every part of the server works, 503 naming those that fail.
+
+For load balancers and monitoring (no API key needed; it tells nothing about mail).
+A failing part is a supervised task that keeps being restarted, the scheduler's store
+writes that keep failing, or a store that SQLite reports damaged.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from postroom.readiness import Readiness
+
+__all__ = ["readiness_route"]
+
+
+def readiness_route(readiness: Readiness | None) -> Route:
+    async def readyz(request: Request) -> Response:
+        problems = readiness.problems() if readiness is not None else []
+        if not problems:
+            return JSONResponse({"status": "ready"})
+        failing = [
+            {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+            for p in problems
+        ]
+        return JSONResponse({"status": "failing", "failing": failing}, status_code=503)
+
+    return Route("/readyz", readyz, methods=["GET"])
