@@ -83,8 +83,8 @@ class Server:
     ``deliver=False`` builds the delivery engine without running its loop, so a test can
     drive ``scheduler.run_once()`` with its own clock. ``sockets`` are listening sockets
     shared with accept workers; ``accept_only`` is such a worker: SMTP into the store,
-    no delivery. ``store``: a started store to use instead of the configured one (a
-    test's fault-injecting wrapper); ``init``: make a new, empty store even where the
+    no delivery. ``store``: a store to start and use instead of the configured one (a
+    test's fault-injecting store); ``init``: make a new, empty store even where the
     data directory was used before (``postroom serve --init``)."""
 
     def __init__(
@@ -124,13 +124,7 @@ class Server:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         cert, key = ensure_certificate(settings)
         context = server_context(cert, key, settings.tls.min_version)
-        self.store = store = self._given_store or await open_instance_store(
-            settings.storage_url,
-            settings.data_dir,
-            init=self._init,
-            check_budget=None if self.accept_only else _START_CHECK_BUDGET,
-            on_damage=self._store_damaged,
-        )
+        self.store = store = await self._open_store()
         if settings.inbound_auth.enabled:
             self._inbound = InboundChecker(
                 settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
@@ -190,6 +184,18 @@ class Server:
                 problem,
             )
         self.readiness.fail(_STORE, f"database damaged: {problem}")
+
+    async def _open_store(self) -> Store:
+        if self._given_store is not None:
+            await self._given_store.start()
+            return self._given_store
+        return await open_instance_store(
+            self.settings.storage_url,
+            self.settings.data_dir,
+            init=self._init,
+            check_budget=None if self.accept_only else _START_CHECK_BUDGET,
+            on_damage=self._store_damaged,
+        )
 
     async def _start_api(self, store: Store, intake: Intake) -> None:
         settings = self.settings
