@@ -12,15 +12,22 @@ from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
 from tests.conftest import FakeClock
 
+HEALTHY = 600.0
+
 
 class Pauses:
-    """The supervisor's sleep: records each pause and moves the fake clock by it."""
+    """The supervisor's sleep: records each pause before a restart and moves the fake
+    clock by it; the healthy time after a restart does not pass unless ``healthy`` is set."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.taken: list[float] = []
+        self.healthy = asyncio.Event()
 
     async def __call__(self, seconds: float) -> None:
+        if seconds == HEALTHY:
+            await self.healthy.wait()
+            return
         self.taken.append(seconds)
         self.clock.advance(seconds)
 
@@ -31,7 +38,9 @@ async def test_a_task_that_raises_is_logged_reported_and_restarted_with_backoff(
     clock = FakeClock()
     readiness = Readiness(clock)
     pauses = Pauses(clock)
-    tasks = TaskSupervisor(readiness, clock, sleep=pauses, first_pause=1.0, max_pause=4.0)
+    tasks = TaskSupervisor(
+        readiness, clock, sleep=pauses, first_pause=1.0, max_pause=4.0, healthy=HEALTHY
+    )
     runs = 0
     recovered = asyncio.Event()
     forever = asyncio.Event()
@@ -60,7 +69,8 @@ async def test_a_task_that_raises_is_logged_reported_and_restarted_with_backoff(
 async def test_a_restarted_task_that_runs_long_enough_is_ready_again() -> None:
     clock = FakeClock()
     readiness = Readiness(clock)
-    tasks = TaskSupervisor(readiness, clock, sleep=Pauses(clock), healthy=0.01)
+    pauses = Pauses(clock)
+    tasks = TaskSupervisor(readiness, clock, sleep=pauses, healthy=HEALTHY)
     runs = 0
     stop = asyncio.Event()
 
@@ -72,8 +82,13 @@ async def test_a_restarted_task_that_runs_long_enough_is_ready_again() -> None:
         await stop.wait()
 
     tasks.start("once", once_broken)
-    while runs < 2 or not readiness.ready:
-        await asyncio.sleep(0.005)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert runs == 2 and not readiness.ready  # failed, restarted, not yet healthy
+    pauses.healthy.set()  # the restarted run has lasted the healthy time
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert readiness.ready
     stop.set()
     await tasks.stop()
     assert runs == 2 and readiness.ready
@@ -83,7 +98,7 @@ async def test_a_task_that_returns_is_done_and_not_restarted() -> None:
     clock = FakeClock()
     readiness = Readiness(clock)
     pauses = Pauses(clock)
-    tasks = TaskSupervisor(readiness, clock, sleep=pauses)
+    tasks = TaskSupervisor(readiness, clock, sleep=pauses, healthy=HEALTHY)
     runs = 0
 
     async def finite() -> None:

@@ -26,10 +26,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class TaskSupervisor:
-    """Runs named coroutines until ``stop()``, restarting any that ends early.
+    """Runs named coroutines until ``stop()``, restarting any that raises.
 
-    ``sleep`` waits out the pause before a restart (a test passes one that does not wait
-    on the wall clock); ``clock.monotonic()`` measures how long a run lasted."""
+    ``sleep`` waits out the pause before a restart and the ``healthy`` time after it (a
+    test passes one that does not wait on the wall clock); ``clock.monotonic()``
+    measures how long a run lasted."""
 
     def __init__(
         self,
@@ -89,11 +90,13 @@ class TaskSupervisor:
             await run()
             return
         task = asyncio.ensure_future(run())
+        healthy = asyncio.ensure_future(self._sleep(self._healthy))
         try:
-            done, _ = await asyncio.wait({task}, timeout=self._healthy)
-            if not done:
+            await asyncio.wait({task, healthy}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
                 _log.info("task %s has run for %g s again", name, self._healthy)
                 self._readiness.ok(name)
             await task
         finally:
             task.cancel()
+            healthy.cancel()

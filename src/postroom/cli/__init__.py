@@ -59,14 +59,15 @@ class AppContext:
         return self._settings
 
     def run(self, use: Callable[[Store], Awaitable[T]]) -> T:
-        """Open the store, ``await use(store)``, close the store."""
+        """Open the store, ``await use(store)``, close the store. A used data directory
+        whose database is lost is refused, never silently given a new, empty one."""
         return asyncio.run(_with_store(self.settings, use))
 
 
 async def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
-    from postroom.store import open_store
+    from postroom.store.instance import open_instance_store
 
-    store = await open_store(settings.storage_url)
+    store = await open_instance_store(settings.storage_url, settings.data_dir)
     try:
         return await use(store)
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from postroom.errors import StoreError
 from postroom.store.base import Store
+from postroom.store.marker import refuse_lost_database
 
 __all__ = ["open_store", "sqlite_path"]
 
@@ -30,14 +31,19 @@ def _create_private(path: Path) -> None:
     path.touch(mode=0o600, exist_ok=True)
 
 
-async def open_store(url: str, *, on_damage: Callable[[str], None] | None = None) -> Store:
+async def open_store(
+    url: str, *, on_damage: Callable[[str], None] | None = None, checked: bool = False
+) -> Store:
     """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (parent directories are
     created), or ``postgresql://...``; the store is started. ``on_damage`` hears of every
-    time the engine finds its files damaged."""
+    time the engine finds its files damaged. A missing or empty database beside an
+    ``instance-id`` file is refused (see ``marker``) unless the caller ``checked`` it."""
     path = sqlite_path(url)
     if path is not None:
         from postroom.store.sqlite import SqliteStore
 
+        if not checked:
+            refuse_lost_database(path, path.parent)
         _create_private(path)
         store = SqliteStore(path, on_damage=on_damage)
         await store.start()
