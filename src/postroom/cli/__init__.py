@@ -31,6 +31,7 @@ T = TypeVar("T")
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
     "apikey": "postroom.cli.apikey:apikey",
+    "db": "postroom.cli.db:db",
     "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
@@ -39,6 +40,7 @@ _COMMANDS = {
     "route": "postroom.cli.route:route",
     "send": "postroom.cli.send:send",
     "serve": "postroom.cli.serve:serve",
+    "status": "postroom.cli.status:status",
     "user": "postroom.cli.user:user",
 }
 

@@ -42,7 +42,12 @@ def integrity_problems(path: Path, *, quick: bool, budget: float | None = None) 
         pragma = "quick_check" if quick else "integrity_check"
         try:
             rows = conn.execute(f"PRAGMA {pragma}({_MAX_PROBLEMS})").fetchall()
-            problems = [str(row[0]) for row in rows if row[0] != "ok"]
+            problems = [
+                line
+                for row in rows
+                for line in str(row[0]).splitlines()  # one row may hold several lines
+                if line not in ("ok", "") and not line.startswith("*** in database")
+            ]
             if not quick and not problems:
                 problems = [
                     f"{table} row {rowid} refers to a missing {parent} row"
