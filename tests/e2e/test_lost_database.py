@@ -100,7 +100,7 @@ def test_serve_refuses_a_deleted_database_and_init_starts_a_new_one(
     stop(start_process(config, tmp_path / "postroom.log"))  # the new store is its own now
 
 
-def test_serve_refuses_another_stores_database(used: tuple[Path, Path], tmp_path: Path) -> None:
+def test_serve_refuses_another_stores_database(used: tuple[Path, Path]) -> None:
     config, data = used
     (data / "instance-id").write_text("0123456789abcdef0123456789abcdef\n")
     line = one_line_refusal(serve(config))
@@ -127,7 +127,7 @@ def test_a_damaged_database_is_refused_at_start_and_named_by_db_check(
 
 
 def test_db_backup_copies_a_running_servers_store(used: tuple[Path, Path], tmp_path: Path) -> None:
-    config, data = used
+    config, _ = used
     proc = start_process(config, tmp_path / "postroom.log")
     try:
         with smtp_client(proc.ports["mx"]) as client:
