@@ -15,6 +15,8 @@ damaged database is refused rather than written into further.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from postroom.store.marker import RESTORE, read_marker, refuse_lost_database, wr
 from postroom.store.open import open_store, sqlite_path
 
 __all__ = ["open_instance_store"]
+
+_log = logging.getLogger("postroom.store")
 
 
 async def open_instance_store(
@@ -62,7 +66,14 @@ async def open_instance_store(
 async def _check_integrity(path: Path, budget: float) -> None:
     from postroom.store.sqlite.check import integrity_problems
 
+    started = time.monotonic()
     problems = await asyncio.to_thread(integrity_problems, path, quick=True, budget=budget)
+    if time.monotonic() - started >= budget:
+        _log.info(
+            "the integrity check at start stopped after %g s on a big store;"
+            " `postroom db check` checks all of it",
+            budget,
+        )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreDamaged(
