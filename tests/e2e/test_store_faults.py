@@ -1,15 +1,18 @@
 """A store that fails under the scheduler (full, locked) stops nothing for good: the
-error is logged and shown on /readyz while it lasts, and delivery resumes on its own."""
+error is logged and shown on /readyz while it lasts, and delivery resumes on its own.
+A database SQLite finds damaged while running is logged and shown on /readyz too."""
 
 from __future__ import annotations
 
 import logging
+import random
+import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 
-from postroom.errors import StoreFull, StoreUnavailable
+from postroom.errors import StoreDamaged, StoreFull, StoreUnavailable
 from tests.support.faulty_store import FaultyStore
 from tests.support.servers import smtp_client, wait_for
 from tests.support.thread import ServerThread
@@ -83,3 +86,29 @@ def test_a_failed_outcome_write_is_retried_and_the_message_delivered_once(
     )
     assert maildir_count(srv) == 1  # not delivered again while the write was retried
     wait_for(lambda: readyz(srv).status_code == 200)
+
+
+def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
+    make_server, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    srv: ServerThread = make_server()
+    srv.add_domain("example.test")
+    big = b"Subject: big\r\n\r\n" + (b"y" * 70 + b"\r\n") * 3000  # overflow pages at the end
+    with smtp_client(srv.ports["mx"]) as client:
+        client.sendmail("someone@elsewhere.test", ["postmaster@example.test"], big)
+    (message,) = srv.call(srv.store.messages(limit=10))
+    db = srv.data_dir / "postroom.db"
+    with sqlite3.connect(db) as conn:  # move the body from the WAL into the file
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = db.stat().st_size
+    with db.open("r+b") as f:  # damage the body's pages, which no reader has cached
+        f.seek(size - 3 * 4096)
+        f.write(random.Random(5).randbytes(3 * 4096))
+    with pytest.raises(StoreDamaged):
+        srv.call(srv.store.read_body(message.id))
+    answer = readyz(srv)
+    assert answer.status_code == 503
+    (failing,) = answer.json()["failing"]
+    assert failing["part"] == "store" and "damaged" in failing["reason"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("the database is damaged" in e and "postroom db check" in e for e in errors)
