@@ -154,7 +154,10 @@ def test_local_delivery_and_a_bounce_into_maildir(
             "someone@elsewhere.test", ["app@example.test"], b"Subject: hello local\r\n\r\nhi\r\n"
         )
     box_path = srv.data_dir / "mail" / "example.test" / "app" / "Maildir"
-    wait_for(lambda: box_path.is_dir() and len(mailbox.Maildir(box_path, create=False)) == 1)
+    # the Maildir is made a folder at a time: wait for its last one
+    wait_for(
+        lambda: (box_path / "cur").is_dir() and len(mailbox.Maildir(box_path, create=False)) == 1
+    )
     (local,) = mailbox.Maildir(box_path, factory=None, create=False)
     assert local["Subject"] == "hello local"
     assert local["Delivered-To"] == "app@example.test"
