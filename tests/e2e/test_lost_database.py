@@ -4,6 +4,7 @@ only in a new directory or when asked (--init). `postroom db check/backup`, `sta
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -80,8 +81,19 @@ def test_serve_refuses_a_truncated_database_of_a_used_directory(used: tuple[Path
     line = one_line_refusal(serve(config))
     assert "postroom.db is empty" in line and "--init" in line
     assert (data / "postroom.db").stat().st_size == 0  # nothing was made in its place
-    # the CLI does not make a new store there either
+    # the CLI and postroom-sendmail do not make a new store there either
     assert "is empty" in one_line_refusal(run_cli(config, "domain", "add", "other.test"))
+    sendmail = subprocess.run(
+        [str(Path(sys.executable).with_name("postroom-sendmail")), "postmaster@example.test"],
+        input=b"Subject: lost\n\nhi\n",
+        capture_output=True,
+        env={**os.environ, "POSTROOM_CONFIG": str(config)},
+        timeout=60,
+        check=False,
+    )
+    assert sendmail.returncode == 75  # EX_TEMPFAIL: the caller keeps the message
+    assert b"is empty" in sendmail.stderr
+    assert (data / "postroom.db").stat().st_size == 0
 
 
 def test_serve_refuses_a_deleted_database_and_init_starts_a_new_one(
