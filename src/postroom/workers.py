@@ -10,8 +10,9 @@ commit is still fsync'ed before its 250) and wakes the primary's scheduler throu
 
 The settings reach a worker pickled on its standard input; the pipe then stays open,
 and a worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
-A worker that dies is started again, after a pause that grows while it keeps dying;
-the watcher that does so is itself a supervised task (a failed fork is retried too).
+A worker that dies is started again: each worker's watcher is a task of the server's
+``TaskSupervisor``, which logs the exit and runs the watcher again (starting a new
+worker) after a pause that grows while it keeps dying; a failed fork is retried alike.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from dataclasses import dataclass
 from postroom.config.settings import ListenerSettings, Settings
 from postroom.supervise import TaskSupervisor
 
-__all__ = ["Supervisor", "WorkerSetup", "bind_listeners", "read_setup"]
+__all__ = ["Supervisor", "WorkerExited", "WorkerSetup", "bind_listeners", "read_setup"]
 
 _log = logging.getLogger("postroom.workers")
 
-_FIRST_PAUSE = 0.5  # before restarting a worker that died; doubles up to _MAX_PAUSE
-_MAX_PAUSE = 30.0
-_HEALTHY = 60.0  # a worker that ran this long resets the pause
+
+class WorkerExited(Exception):
+    """A worker process ended while the server was running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +121,17 @@ class Supervisor:
         _log.info("worker %d started (pid %d)", index, proc.pid)
 
     async def _watch(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
-        pause = _FIRST_PAUSE
-        while True:
-            proc = self._procs[index]
-            started = loop.time()
-            code = await proc.wait()
-            if self.stop_requested():
-                return
-            _log.error("worker %d (pid %d) exited with %s: restarting", index, proc.pid, code)
-            if loop.time() - started >= _HEALTHY:
-                pause = _FIRST_PAUSE
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
-            if self.stop_requested():  # stop() began during the pause
-                return
+        """Wait on worker ``index``; its exit before stop() raises, so that the task
+        supervisor logs it and runs this again after its pause, which starts a new one."""
+        if self.stop_requested():
+            return
+        proc = self._procs[index]
+        if proc.returncode is not None:
             await self._spawn(index)
+            proc = self._procs[index]
+        code = await proc.wait()
+        if not self.stop_requested():
+            raise WorkerExited(f"worker {index} (pid {proc.pid}) exited with {code}")
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each drains like the primary); SIGKILL what is left
