@@ -307,9 +307,8 @@ async def _serve(settings: Settings, init: bool) -> int:
         print(f"postroom: {exc}", file=sys.stderr)
         return 1
     if supervisor is not None:
-        await supervisor.start(
-            server.tasks
-        )  # after start(): the certificate exists, the store is migrated
+        # after start(): the certificate exists, the store is migrated
+        await supervisor.start(server.tasks)
     stop = _stop_on_signals()
     ports = ", ".join(
         f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
