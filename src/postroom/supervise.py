@@ -38,8 +38,8 @@ class TaskSupervisor:
         clock: Clock,
         *,
         sleep: Sleep = asyncio.sleep,
-        first_pause: float = 1.0,
-        max_pause: float = 60.0,
+        first_pause: float = 0.5,
+        max_pause: float = 30.0,
         healthy: float = 60.0,
     ) -> None:
         self._readiness = readiness

@@ -16,8 +16,8 @@ __all__ = ["serve"]
 @click.option(
     "--init",
     is_flag=True,
-    help="Start with a new, empty store even though the data directory was used before"
-    " (its database is missing, empty or another one).",
+    help="Start although the data directory was used before with another database: make"
+    " a new, empty store where it is missing or empty, or adopt the one configured.",
 )
 @click.option("--worker", is_flag=True, hidden=True, help="An accept worker (started by serve).")
 @pass_app

@@ -4,8 +4,8 @@ At the first start the store gets a random instance id (inside the database) and
 directory an ``instance-id`` file holding the same id. From then on opening refuses, with
 one line, a database that is missing or empty (deleted, truncated: starting would
 silently make a new, empty queue and refuse mail for the local domains) or holds another
-id (the wrong file). ``init`` (``postroom serve --init``) makes a new store anyway and
-takes its id. A directory without the file is new: its store is created (or a database
+id (the wrong file). ``init`` (``postroom serve --init``) makes a new store where the
+database is missing or empty, or adopts the other one, and the directory takes its id. A directory without the file is new: its store is created (or a database
 from before instance ids is adopted).
 
 A server also runs a quick integrity check first (``check_budget`` seconds at most): a
@@ -52,8 +52,8 @@ async def open_instance_store(
         if known is not None and found != known and not init:
             raise StoreError(
                 f"the database {path or url} is store {found}, but {data_dir} belongs to"
-                f" store {known}: configure the right database, or {RESTORE} with"
-                " `postroom serve --init`"
+                f" store {known}: configure the right database, or make this directory"
+                " use it with `postroom serve --init`"
             )
         if found != known:
             write_marker(data_dir, found)
@@ -78,5 +78,6 @@ async def _check_integrity(path: Path, budget: float) -> None:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreDamaged(
             f"the database {path} is damaged: {problems[0]}{more}; see `postroom db check`,"
-            f" and {RESTORE} with `postroom serve --init`"
+            " and restore it from a backup (postroom db backup), or move it aside and start"
+            " a new, empty store with `postroom serve --init`"
         )
