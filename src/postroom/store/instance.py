@@ -5,8 +5,9 @@ directory an ``instance-id`` file holding the same id. From then on opening refu
 one line, a database that is missing or empty (deleted, truncated: starting would
 silently make a new, empty queue and refuse mail for the local domains) or holds another
 id (the wrong file). ``init`` (``postroom serve --init``) makes a new store where the
-database is missing or empty, or adopts the other one, and the directory takes its id. A directory without the file is new: its store is created (or a database
-from before instance ids is adopted).
+database is missing or empty, or adopts the other one, and the directory takes its id.
+A directory without the file is new: its store is created (or a database from before
+instance ids is adopted).
 
 A server also runs a quick integrity check first (``check_budget`` seconds at most): a
 damaged database is refused rather than written into further.
@@ -78,6 +79,6 @@ async def _check_integrity(path: Path, budget: float) -> None:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreDamaged(
             f"the database {path} is damaged: {problems[0]}{more}; see `postroom db check`,"
-            " and restore it from a backup (postroom db backup), or move it aside and start"
-            " a new, empty store with `postroom serve --init`"
+            f" and {RESTORE}, or move it aside and start a new, empty store with"
+            " `postroom serve --init`"
         )

@@ -16,7 +16,7 @@ from postroom.errors import StoreError
 __all__ = ["MARKER", "RESTORE", "read_marker", "refuse_lost_database", "write_marker"]
 
 MARKER = "instance-id"
-RESTORE = "restore it from a backup (postroom db backup), or start a new, empty store"
+RESTORE = "restore it from a backup (postroom db backup)"
 
 
 def refuse_lost_database(path: Path, data_dir: Path, *, init: bool = False) -> None:
@@ -29,7 +29,7 @@ def refuse_lost_database(path: Path, data_dir: Path, *, init: bool = False) -> N
     if known is not None and not init:
         raise StoreError(
             f"the database {path} is {state}, but {data_dir} was used before (store"
-            f" {known}): {RESTORE} with `postroom serve --init`"
+            f" {known}): {RESTORE}, or start a new, empty store with `postroom serve --init`"
         )
     # A WAL left beside a lost database belongs to that one: replayed onto a new file it
     # would write its old pages into it.
