@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 from collections import defaultdict
@@ -125,10 +124,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._store_pause = _FIRST_STORE_PAUSE
-        # message id -> the addresses its attempt in flight holds a lease on
-        self._leased: dict[str, tuple[str, ...]] = {}
         self._budget = _ByteBudget(settings.max_inflight_bytes)
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # each attempt in flight -> the claim whose lease it holds (and renews)
+        self._in_flight: dict[asyncio.Task[None], Claim] = {}
         self._stopping = False
         bus.subscribe(self._on_event)
 
@@ -179,7 +177,9 @@ class Scheduler:
     async def renew_leases(self) -> int:
         """Extend the lease of every recipient whose attempt is still running; the number
         renewed. A store error is logged: the next round tries again."""
-        leases = dict(self._leased)
+        leases: dict[str, list[str]] = defaultdict(list)
+        for claim in list(self._in_flight.values()):
+            leases[claim.message.id].extend(state.address for state in claim.recipients)
         if not leases:
             return 0
         try:
@@ -240,15 +240,13 @@ class Scheduler:
         if claims:
             await self._local_domains.refresh(self._store)
         for claim in claims:
-            self._leased[claim.message.id] = tuple(s.address for s in claim.recipients)
             task = asyncio.create_task(self._attempt_guarded(claim))
-            self._in_flight.add(task)
-            task.add_done_callback(functools.partial(self._finished, claim.message.id))
+            self._in_flight[task] = claim
+            task.add_done_callback(self._finished)
         return len(claims)
 
-    def _finished(self, message_id: str, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._leased.pop(message_id, None)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
         if not self._stopping:
             self._wake.set()  # a slot is free: look for more due work
 
