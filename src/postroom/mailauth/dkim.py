@@ -44,6 +44,7 @@ __all__ = [
     "DkimSigner",
     "KeyRing",
     "Signature",
+    "UnsignableMessage",
     "from_domain",
     "load_private",
     "record_strings",
@@ -80,6 +81,10 @@ _KEY_FILE = re.compile(r"^(?P<selector>[a-z0-9-]+)\.(?P<alg>rsa|ed25519)\.key$")
 
 class DkimKeyError(PostroomError):
     """A key operation that cannot be done: bad domain or selector, key exists, none found."""
+
+
+class UnsignableMessage(PostroomError):
+    """dkimpy cannot read the message's header block; it goes out unsigned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +247,12 @@ class Signature:
 
 
 def from_domain(message: bytes) -> str | None:
-    """The domain of the (first) From: address, lower-case A-labels; None without one."""
-    headers, _ = dkim.rfc822_parse(message)
+    """The domain of the (first) From: address, lower-case A-labels; None without one
+    (or when the header block cannot be read)."""
+    try:
+        headers, _ = dkim.rfc822_parse(message)
+    except (dkim.MessageFormatError, IndexError):
+        return None
     for name, value in headers:
         if name.lower() == b"from":
             text = value.decode("utf-8", "replace").replace("\r\n", "")
@@ -410,7 +419,10 @@ class DkimSigner:
         keys = self._keys.signing_keys(domain)
         if not keys:
             return []
-        return sign_message(message, keys, now, load=self._load)
+        try:
+            return sign_message(message, keys, now, load=self._load)
+        except (dkim.MessageFormatError, IndexError) as exc:
+            raise UnsignableMessage(f"the header cannot be parsed: {exc}") from None
 
     def _load(self, key: DkimKey) -> object:
         version = key.path.stat().st_mtime_ns
