@@ -35,7 +35,7 @@ from typing import BinaryIO, NoReturn
 from postroom.config import load
 from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
-from postroom.intake.cleanup import header_fields
+from postroom.intake.cleanup import header_fields, tidy_field
 from postroom.intake.local import LocalResult, local_user, submit_local
 from postroom.mail.address import Address, parse_address
 from postroom.mail.envelope import DsnRequest, Notify, Recipient, Ret
@@ -203,7 +203,9 @@ def prepare(data: bytes, options: Options, *, hostname: str, user: str) -> Prepa
     -F's name, or the passwd one), as sendmail does. The rest of the clean-up (line
     endings, Date, Message-ID, Bcc) is intake's, the same for every source."""
     fields, _, _ = header_fields(data)
-    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(b"".join(fields) + b"\n")
+    tidy = [tidy_field(f) for f in fields]
+    head = b"".join(f for _, f in tidy) + b"\n"
+    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
     sender = _sender(options.sender, hostname, user)
     recipients = [_local(a, hostname, "recipient") for a in _argument_addresses(options)]
     if options.extract:
@@ -212,7 +214,7 @@ def prepare(data: bytes, options: Options, *, hostname: str, user: str) -> Prepa
         raise SendmailError(
             Exit.USAGE, "no recipients given (as arguments, or in To/Cc/Bcc with -t)"
         )
-    if b"from" not in {f.split(b":", 1)[0].strip().lower() for f in fields}:
+    if b"from" not in {name for name, _ in tidy}:
         author = f"From: {_from_header(sender, options.full_name, hostname, user)}\r\n"
         end = sum(len(f) for f in fields)
         # Without a header block the input is all body: the new field gets one of its own.

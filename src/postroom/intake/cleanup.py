@@ -49,6 +49,7 @@ __all__ = [
     "clean_header",
     "header_fields",
     "rules_for",
+    "tidy_field",
 ]
 
 
@@ -178,7 +179,7 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
     removed: list[str] = []
     found_id: str | None = None
     for original in fields:
-        name, field = _tidy(original)
+        name, field = tidy_field(original)
         if _removed(name, field, rules):
             removed.append(name.decode())
             continue
@@ -187,7 +188,7 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
         kept.append(field)
     added = b""
     if rules.submitted:
-        present = {_tidy(field)[0] for field in kept}
+        present = {tidy_field(field)[0] for field in kept}
         if b"date" not in present:
             added += f"Date: {date_header(now)}\r\n".encode()
         if b"message-id" not in present:
@@ -204,8 +205,9 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
     )
 
 
-def _tidy(field: bytes) -> tuple[bytes, bytes]:
-    """The field's lower-case name, and the field without white space before its colon."""
+def tidy_field(field: bytes) -> tuple[bytes, bytes]:
+    """The field's lower-case name, and the field without white space before its colon
+    (the form intake stores, so a door reading the header sees the names intake sees)."""
     match = _FIELD.match(field)
     assert match is not None  # header_fields gives only fields
     if match.group(2):  # "Subject :" -> "Subject:"

@@ -25,7 +25,7 @@ from email.parser import BytesHeaderParser
 
 from postroom.errors import AddressError
 from postroom.ids import message_id, new_queue_id
-from postroom.intake.cleanup import header_fields
+from postroom.intake.cleanup import header_fields, tidy_field
 from postroom.mail.address import Address, parse_address
 from postroom.mail.headers import date_header
 
@@ -241,7 +241,8 @@ def prepare_raw(
     sender; without ``rcpt`` the To, Cc and Bcc addresses are the recipients."""
     fields, _, _ = header_fields(data)
     try:
-        parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(b"".join(fields))
+        head = b"".join(tidy_field(f)[1] for f in fields)
+        parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
         sender = _envelope_sender(parsed, mail_from)
         recipients = _envelope_recipients(parsed, rcpt)
         subject = parsed.get("Subject")
