@@ -38,6 +38,7 @@ from postroom.mail.envelope import Source, SourceKind
 from postroom.mail.headers import date_header
 from postroom.mailauth.results import authserv_id_of
 from postroom.smtp import replies
+from postroom.smtp.receiver import LineEndings as CrlfCheck
 from postroom.smtp.replies import Reply
 
 __all__ = [
@@ -91,52 +92,52 @@ def rules_for(source: Source, *, authenticated: bool, hostname: str) -> Rules:
 
 
 class LineFixer:
-    """Makes a body's line endings canonical chunk by chunk; a CR at the end of a chunk
-    waits for the next one, which may start with its LF. ``refusal`` after ``finish``."""
+    """Makes a body's line endings canonical chunk by chunk (or finds that they are not),
+    with the SMTP reader's check (``smtp.receiver.LineEndings``: counted in C, so a clean
+    chunk costs little and is passed on as it is). When normalising, a CR at the end of a
+    chunk waits for the next one, which may start with its LF. ``refusal`` after
+    ``finish``."""
 
     def __init__(self, mode: LineEndings) -> None:
         self._mode = mode
+        self._check = CrlfCheck()
         self._held_cr = False
-        self._tail = b""
-        self.bare = False  # a bare CR or LF was seen
-        self.nul = False
+        self._ends_in_crlf = True
+        self._nul = False
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._mode is LineEndings.REFUSE:
+            self._check.feed(chunk)
+            return chunk
         if self._held_cr:
             chunk, self._held_cr = b"\r" + chunk, False
         if chunk.endswith(b"\r"):
             chunk, self._held_cr = chunk[:-1], True
         if not chunk:
             return b""
-        if b"\x00" in chunk:
-            self.nul = True
-        pairs = chunk.count(b"\r\n")  # counted in C: the common clean chunk costs little
-        if chunk.count(b"\r") != pairs or chunk.count(b"\n") != pairs:
-            self.bare = True
-            if self._mode is LineEndings.NORMALISE:
-                chunk = _BARE.sub(b"\r\n", chunk)
-        self._tail = (self._tail + chunk)[-2:]
+        self._nul = self._nul or b"\x00" in chunk
+        # Once one was bare, every chunk is rewritten. A CR still at the end is followed
+        # by the held one: bare too.
+        if not self._check.feed(chunk) or chunk.endswith(b"\r"):
+            chunk = _BARE.sub(b"\r\n", chunk)
+        self._ends_in_crlf = chunk.endswith(b"\n")
         return chunk
 
     def finish(self) -> bytes:
         """What is left to write: a held CR, and a last CRLF when normalising."""
-        rest = b""
-        normalise = self._mode is LineEndings.NORMALISE
-        if self._held_cr:  # the message ends in a CR: a bare one
-            self._held_cr, self.bare = False, True
-            rest = b"\r\n" if normalise else b"\r"
-            self._tail = (self._tail + rest)[-2:]
-        if normalise and self._tail and self._tail != b"\r\n":
-            rest += b"\r\n"
-            self._tail = b"\r\n"
+        if self._mode is LineEndings.REFUSE:
+            self._check.finish()
+            return b""
+        rest = b"\r\n" if self._held_cr or not self._ends_in_crlf else b""
+        self._held_cr, self._ends_in_crlf = False, True
         return rest
 
     @property
     def refusal(self) -> Reply | None:
-        if self.nul:
+        if self._nul:
             return replies.NUL_IN_MESSAGE
-        if self.bare and self._mode is LineEndings.REFUSE:
-            return replies.BAD_LINE_ENDINGS
+        if self._mode is LineEndings.REFUSE and not self._check.clean:
+            return replies.BAD_LINE_ENDINGS  # says "bare <CR>, bare <LF> or NUL"
         return None
 
 
