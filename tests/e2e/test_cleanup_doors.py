@@ -125,7 +125,7 @@ def canonical(data: bytes) -> bool:
 
 
 def test_smtp_submission_without_date_and_message_id_gets_both_as_api_mail_does(
-    relay: ServerThread,
+    relay: ServerThread, sink: SmtpPeer
 ) -> None:
     message = EmailMessage()  # what a Python script sends with smtplib: neither field
     message["From"] = "app@example.test"
@@ -141,6 +141,9 @@ def test_smtp_submission_without_date_and_message_id_gets_both_as_api_mail_does(
         assert MESSAGE_ID.fullmatch(message_id), message_id
         assert date.endswith("+0000")
     assert answer.json()["message_id"] == field(api_mail, "Message-ID")[0]
+    assert relay.run_delivery() == 2
+    for got in sink.received:  # what the next hop gets
+        assert len(field(got.data, "Date")) == len(field(got.data, "Message-ID")) == 1
 
 
 def test_a_message_id_and_date_of_the_client_are_kept(relay: ServerThread) -> None:

@@ -205,3 +205,26 @@ def test_splitting_changes_nothing_and_the_result_is_canonical(
     assert fix(pieces, LineEndings.NORMALISE)[0] == whole
     assert whole.count(b"\r") == whole.count(b"\n") == whole.count(b"\r\n")
     assert (fixer.refusal is not None) == (b"\x00" in data)
+
+
+HEADERISH = st.lists(
+    st.sampled_from(
+        [b"From: a@b.test", b"BCC : x", b"Subject :s", b" folded", b"\tmore", b"no colon",
+         b"", b"Authentication-Results: mail.test; x", b"\xff: y", b"Date:", b"X:"]
+    )
+    | st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    max_size=8,
+)  # fmt: skip
+
+
+@given(HEADERISH, st.booleans())
+def test_any_cleaned_header_block_is_read_alike_and_cleaning_it_again_changes_nothing(
+    lines: list[bytes], submitted: bool
+) -> None:
+    rules = SUBMITTED if submitted else RELAYED
+    message, first = clean(b"".join(line + b"\r\n" for line in lines), rules)
+    message = first.added + message  # as stored, but for Received:
+    dkim.rfc822_parse(message)  # raises on what it cannot read
+    again = clean_header(message, rules, now=NOW, queue_id=QUEUE_ID)
+    end = 2 if message.startswith(b"\r\n") else message.index(b"\r\n\r\n") + 4
+    assert (again.head, again.consumed, again.added, again.removed) == (None, end, b"", ())

@@ -201,3 +201,10 @@ def test_prepare_raw_reads_only_the_header_block_intake_will_store() -> None:
 def test_prepare_raw_names_a_header_it_cannot_read(header: bytes) -> None:
     with pytest.raises(ComposeError):
         prepare_raw(header + b"\r\nbody\r\n")
+
+
+def test_a_nul_in_the_text_is_encoded_never_sent_raw() -> None:
+    message, data = build(text="before\x00.\r\nafter", html="<p>\x00</p>")
+    assert b"\x00" not in data
+    texts = [p.get_content().replace("\r\n", "\n") for p in message.iter_parts()]
+    assert texts == ["before\x00.\nafter\n", "<p>\x00</p>\n"]

@@ -199,8 +199,9 @@ def _attachment_problems(path: str, attachment: Attachment) -> Iterable[tuple[st
 
 
 def _text_part(message: EmailMessage, text: str, subtype: str, *, alternative: bool) -> None:
-    # Quoted-printable keeps non-ASCII text 7-bit clean (the email package would pick 8bit).
-    cte = None if text.isascii() else "quoted-printable"
+    # Quoted-printable keeps non-ASCII text 7-bit clean (the email package would pick 8bit),
+    # and a NUL in the text becomes =00: intake never queues a raw NUL (RFC 2045 2.7).
+    cte = None if text.isascii() and "\x00" not in text else "quoted-printable"
     if alternative:
         message.add_alternative(text, subtype=subtype, cte=cte)
     else:
