@@ -7,7 +7,6 @@ body goes to a SpooledBody as it arrives, so memory stays bounded.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,15 +22,13 @@ from postroom.mail.address import Address
 from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
 from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
-from postroom.mailauth.dkim import DkimSigner, UnsignableMessage
+from postroom.mailauth.dkim import DkimSigner
 from postroom.mailauth.inbound import InboundChecker
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import NewMessage, Store
 
 __all__ = ["Intake", "Queued", "Submission"]
-
-_log = logging.getLogger("postroom.intake")
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +264,7 @@ class Submission:
             return b""
         async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time
             data = self._added + self.body.getvalue()
-            try:
-                signatures = await asyncio.to_thread(signer.sign, data, now)
-            except UnsignableMessage as exc:  # the clean-up prevents it; never a lost message
-                _log.warning("message %s queued unsigned: %s", self.queue_id, exc)
-                return b""
+            signatures = await asyncio.to_thread(signer.sign, data, now)
         return b"".join(s.header for s in signatures)
 
     def _clean(self, now: float) -> Reply | None:

@@ -44,7 +44,6 @@ __all__ = [
     "DkimSigner",
     "KeyRing",
     "Signature",
-    "UnsignableMessage",
     "from_domain",
     "load_private",
     "record_strings",
@@ -81,10 +80,6 @@ _KEY_FILE = re.compile(r"^(?P<selector>[a-z0-9-]+)\.(?P<alg>rsa|ed25519)\.key$")
 
 class DkimKeyError(PostroomError):
     """A key operation that cannot be done: bad domain or selector, key exists, none found."""
-
-
-class UnsignableMessage(PostroomError):
-    """dkimpy cannot read the message's header block; it goes out unsigned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +242,9 @@ class Signature:
 
 
 def from_domain(message: bytes) -> str | None:
-    """The domain of the (first) From: address, lower-case A-labels; None without one
-    (or when the header block cannot be read)."""
+    """The domain of the (first) From: address, lower-case A-labels; None without one,
+    or when dkimpy cannot read the header block (the signer then leaves the message
+    unsigned; intake's clean-up gives it readable header blocks only)."""
     try:
         headers, _ = dkim.rfc822_parse(message)
     except (dkim.MessageFormatError, IndexError):
@@ -419,10 +415,7 @@ class DkimSigner:
         keys = self._keys.signing_keys(domain)
         if not keys:
             return []
-        try:
-            return sign_message(message, keys, now, load=self._load)
-        except (dkim.MessageFormatError, IndexError) as exc:
-            raise UnsignableMessage(f"the header cannot be parsed: {exc}") from None
+        return sign_message(message, keys, now, load=self._load)
 
     def _load(self, key: DkimKey) -> object:
         version = key.path.stat().st_mtime_ns
