@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from postroom.net.throttle import FailureThrottle
 from postroom.smtp.server import SmtpServer
 from postroom.store import NewMessage
 from postroom.store.sqlite import SqliteStore
+from tests.support.fds import open_files_under
 from tests.support.servers import loopback_settings
 
 MESSAGE = b"From: a@elsewhere.test\r\nTo: postmaster@example.test\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -142,18 +142,6 @@ class Client:
         await self.close()
 
 
-def _open_spool_files(spool_dir: Path) -> list[str]:
-    """This process's open file descriptors on (unlinked) spool files."""
-    fds = Path("/proc/self/fd")
-    links = []
-    for fd in os.listdir(fds):
-        try:
-            links.append(os.readlink(fds / fd))
-        except OSError:  # closed since the listing
-            continue
-    return [link for link in links if link.startswith(str(spool_dir))]
-
-
 async def _send(client: Client) -> bytes:
     assert (await client.reply()).startswith(b"220 ")
     assert (await client.command(b"EHLO client.test")).startswith(b"250 ")
@@ -220,7 +208,7 @@ async def test_repeated_faults_leak_no_connection_slot_and_no_spool_file(
                 assert (await _send(client)).startswith(b"451 4.3.0 ")
                 await client.reader.read()  # to the server's close
     assert len([r for r in caplog.records if r.name == "postroom.smtp"]) == 20
-    assert _open_spool_files(running.spool_dir) == []
+    assert open_files_under(running.spool_dir) == []
 
     running.store.fail_enqueue = False
     async with await Client.connect(running.port) as client:
