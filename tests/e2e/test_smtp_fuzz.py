@@ -190,12 +190,16 @@ def _dot_stuffed(body: bytes) -> bytes:
 
 
 # -- the server ------------------------------------------------------------------------------
+ZONE = {
+    "sender.test": {"TXT": ['"v=spf1 ip4:127.0.0.1 -all"']},
+    "_dmarc.sender.test": {"TXT": ['"v=DMARC1; p=reject"']},
+    "_dmarc.example.test": {"TXT": ['"v=DMARC1; p=none"']},
+}  # the DKIM keys' records are added as the keys are made
+
+
 @pytest.fixture
 def dns_server() -> Iterator[DnsServer]:
-    with DnsServer() as server:
-        server.add("sender.test", "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
-        server.add("_dmarc.sender.test", "TXT", '"v=DMARC1; p=reject"')
-        server.add("_dmarc.example.test", "TXT", '"v=DMARC1; p=none"')
+    with DnsServer(ZONE) as server:
         yield server
 
 

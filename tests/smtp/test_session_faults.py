@@ -9,6 +9,7 @@ listener and the queue id, and the connection slot is given back.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,17 +36,17 @@ class FaultyStore(SqliteStore):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.fail_recipient = False
-        self.fail_enqueue = False
+        self.fail_recipient: Exception | None = None
+        self.fail_enqueue: Exception | None = None
 
     async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
-        if self.fail_recipient:
-            raise RuntimeError("injected fault in recipient()")
+        if self.fail_recipient is not None:
+            raise self.fail_recipient
         return await super().recipient(domain, address)
 
     async def enqueue(self, message: NewMessage) -> None:
-        if self.fail_enqueue:
-            raise RuntimeError("injected fault in enqueue()")
+        if self.fail_enqueue is not None:
+            raise self.fail_enqueue
         await super().enqueue(message)
 
 
@@ -151,10 +152,19 @@ async def _send(client: Client) -> bytes:
     return await client.command(MESSAGE + b".")
 
 
+# An OSError from below is a fault too, not the peer going away: the client is still there.
+FAULTS = [
+    RuntimeError("injected fault in enqueue()"),
+    OSError(errno.EIO, "injected fault in enqueue()"),
+    TimeoutError("injected fault in enqueue()"),
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda fault: type(fault).__name__)
 async def test_fault_at_commit_gets_451_then_421_and_the_traceback_goes_to_the_log(
-    running: Running, caplog: pytest.LogCaptureFixture
+    running: Running, caplog: pytest.LogCaptureFixture, fault: Exception
 ) -> None:
-    running.store.fail_enqueue = True
+    running.store.fail_enqueue = fault
     with caplog.at_level(logging.ERROR, logger="postroom.smtp"):
         async with await Client.connect(running.port) as client:
             end_of_data = await _send(client)
@@ -167,7 +177,7 @@ async def test_fault_at_commit_gets_451_then_421_and_the_traceback_goes_to_the_l
     [record] = [r for r in caplog.records if r.name == "postroom.smtp"]
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
-    assert "injected fault in enqueue()" in str(record.exc_info[1])
+    assert record.exc_info[1] is fault
     assert "client=127.0.0.1 listener=mx queue_id=" in record.getMessage()
     [transaction] = running.transactions
     queue_id = record.getMessage().rsplit("queue_id=", 1)[1]
@@ -179,7 +189,7 @@ async def test_fault_at_commit_gets_451_then_421_and_the_traceback_goes_to_the_l
 async def test_fault_at_rcpt_answers_that_command_even_when_pipelined(
     running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    running.store.fail_recipient = True
+    running.store.fail_recipient = RuntimeError("injected fault in recipient()")
     with caplog.at_level(logging.ERROR, logger="postroom.smtp"):
         async with await Client.connect(running.port) as client:
             assert (await client.reply()).startswith(b"220 ")
@@ -201,7 +211,7 @@ async def test_repeated_faults_leak_no_connection_slot_and_no_spool_file(
 ) -> None:
     """With one connection allowed per address, every faulty session must give its slot
     back, or the next connection would be refused with 421 4.7.0."""
-    running.store.fail_enqueue = True
+    running.store.fail_enqueue = RuntimeError("injected fault in enqueue()")
     with caplog.at_level(logging.ERROR, logger="postroom.smtp"):
         for _ in range(20):
             async with await Client.connect(running.port) as client:
@@ -210,7 +220,7 @@ async def test_repeated_faults_leak_no_connection_slot_and_no_spool_file(
     assert len([r for r in caplog.records if r.name == "postroom.smtp"]) == 20
     assert open_files_under(running.spool_dir) == []
 
-    running.store.fail_enqueue = False
+    running.store.fail_enqueue = None
     async with await Client.connect(running.port) as client:
         reply = await _send(client)
         assert (await client.command(b"QUIT")).startswith(b"221 ")

@@ -98,11 +98,9 @@ class Session:
             self._abort_transaction()
 
     def _peer_gone(self, exc: Exception) -> bool:
-        """A failure of the connection itself (reset, broken pipe, TLS alert), not ours."""
-        if isinstance(exc, ConnectionError | ssl.SSLError):
-            return True
-        # Other socket errors (EHOSTUNREACH, ETIMEDOUT) close the transport; an OSError
-        # from intake (the spool's disk, say) leaves it open and is a fault like any other.
+        """A failure of the connection itself (reset, broken pipe, TLS alert), not ours:
+        asyncio closes the transport on every socket or TLS error. An OSError from below
+        (the spool's disk, a store, a lookup's timeout) leaves it open: a fault of ours."""
         return isinstance(exc, OSError) and self._writer.transport.is_closing()
 
     async def _fail(self) -> None:
