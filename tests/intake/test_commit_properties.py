@@ -10,6 +10,7 @@ recipients, nothing for a refusal, and no spool file left open.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         finally:
             inbound.close()
             runner.run(store.aclose())
+            gc.collect()  # anything left unawaited is reported here, not in a later test
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -132,7 +134,7 @@ def _door(entry: str) -> tuple[Source, Principal | None]:
         case "sendmail":
             return Source(SourceKind.SENDMAIL, principal="alice"), Principal("alice")
         case _:
-            return Source(SourceKind.DSN, protocol="local"), Principal("postroom")
+            return Source(SourceKind.DSN, protocol="local"), Principal("MAILER-DAEMON")
 
 
 @dataclass(frozen=True)
