@@ -242,8 +242,13 @@ class Signature:
 
 
 def from_domain(message: bytes) -> str | None:
-    """The domain of the (first) From: address, lower-case A-labels; None without one."""
-    headers, _ = dkim.rfc822_parse(message)
+    """The domain of the (first) From: address, lower-case A-labels; None without one,
+    or when dkimpy cannot read the header block (the signer then leaves the message
+    unsigned; intake's clean-up gives it readable header blocks only)."""
+    try:
+        headers, _ = dkim.rfc822_parse(message)
+    except (dkim.MessageFormatError, IndexError):
+        return None
     for name, value in headers:
         if name.lower() == b"from":
             text = value.decode("utf-8", "replace").replace("\r\n", "")
