@@ -375,8 +375,12 @@ def signature_summary(message: bytes) -> str:
     head = message[: end + 2] if end >= 0 else message
     if b"DKIM-Signature:" not in head:
         return "none"
+    try:
+        fields = dkim.rfc822_parse(head + b"\r\n")[0]
+    except (dkim.MessageFormatError, IndexError):  # a log line must not fail a delivery
+        return "unreadable"
     found = []
-    for name, value in dkim.rfc822_parse(head + b"\r\n")[0]:
+    for name, value in fields:
         if name.lower() == b"dkim-signature":
             try:
                 tags = dict(dkim.util.parse_tag_value(value))
