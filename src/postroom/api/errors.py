@@ -1,7 +1,8 @@
 """Errors as data: every non-2xx answer has one JSON shape, and no traceback leaves.
 
-``{"error": {"status", "code", "message", "fields"?}}``; ``fields`` (each bad field's
-path and what is wrong with it) only for 422. Handlers raise ``ApiError``; anything
+``{"error": {"status", "code", "message", "fields"?, "scope"?}}``; ``fields`` (each bad
+field's path and what is wrong with it) only for 422, ``scope`` (the one the API key
+lacks) only for a 403 that names one. Handlers raise ``ApiError``; anything
 else becomes a 500 ``internal`` whose details go to the log only.
 """
 
@@ -54,12 +55,14 @@ class ApiError(Exception):
         *,
         fields: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        scope: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = tuple(fields)
         self.headers = dict(headers or {})
+        self.scope = scope
 
     @classmethod
     def invalid(cls, fields: Sequence[tuple[str, str]]) -> ApiError:
@@ -74,6 +77,8 @@ class ApiError(Exception):
         }
         if self.status == 422:
             error["fields"] = [{"field": f, "message": m} for f, m in self.fields]
+        if self.scope is not None:
+            error["scope"] = self.scope
         return {"error": error}
 
     def response(self) -> Response:

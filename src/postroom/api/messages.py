@@ -18,6 +18,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from postroom.api.access import not_found, own_messages, require, sees
 from postroom.api.body import read_body
 from postroom.api.convert import compose_request, parse_send
 from postroom.api.deps import ApiDeps, max_request_size
@@ -26,13 +27,19 @@ from postroom.api.idempotency import HEADER, Idempotency, check_key, request_has
 from postroom.api.keys import Authenticator, RateLimiter
 from postroom.api.schemas import MessageList, SendAccepted
 from postroom.api.views import detail, header_meta, summary
-from postroom.directory.apikeys import ApiKeys
+from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
 from postroom.intake import Principal
 from postroom.intake.compose import ComposedMessage, ComposeError, compose, prepare_raw
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.smtp.replies import Reply
-from postroom.store.models import ApiKeyRecord, LogQuery, MessageMeta, RecipientStatus
+from postroom.store.models import (
+    ApiKeyRecord,
+    LogQuery,
+    MessageMeta,
+    RecipientStatus,
+    StoredMessage,
+)
 
 __all__ = ["MessageApi"]
 
@@ -69,6 +76,7 @@ class MessageApi:
     # -- send --------------------------------------------------------------------------
     async def send(self, request: Request) -> Response:
         key = await self.authenticate(request)
+        require(key, Scope.SEND)
         idempotency_key = check_key(request.headers.get(HEADER))
         body = await read_body(request, self.max_body)
         if idempotency_key is None:
@@ -173,15 +181,21 @@ class MessageApi:
 
     # -- the log -----------------------------------------------------------------------
     async def get(self, request: Request) -> Response:
-        await self.authenticate(request)
-        queue_id = request.path_params["id"]
-        return _json(await self._detail(queue_id))
+        key = await self.authenticate(request)
+        require(key, Scope.READ, Scope.READ_ALL)
+        message = await self._visible(key, request.path_params["id"])
+        return _json(await self._detail(message))
 
-    async def _detail(self, queue_id: str) -> Any:
+    async def _visible(self, key: ApiKeyRecord, queue_id: str) -> StoredMessage:
+        """The message, if it exists and the key may see it; else 404 (never 403)."""
+        message = await self.deps.store.message(queue_id)
+        if message is None or not sees(key, message):
+            raise not_found(queue_id)
+        return message
+
+    async def _detail(self, message: StoredMessage) -> Any:
         store = self.deps.store
-        message = await store.message(queue_id)
-        if message is None:
-            raise ApiError(404, f"no message with id {queue_id!r}")
+        queue_id = message.id
         meta = (await store.message_meta([queue_id])).get(queue_id)
         if meta is None:
             data = await store.read_body(queue_id)
@@ -189,8 +203,9 @@ class MessageApi:
         return detail(message, meta, await store.attempts(queue_id))
 
     async def list(self, request: Request) -> Response:
-        await self.authenticate(request)
-        query = _log_query(request.query_params)
+        key = await self.authenticate(request)
+        require(key, Scope.READ, Scope.READ_ALL)
+        query = own_messages(key, _log_query(request.query_params))
         store = self.deps.store
         found = await store.query(query)
         more = len(found) > query.limit - 1
@@ -205,12 +220,11 @@ class MessageApi:
     # -- queue actions -----------------------------------------------------------------
     async def action(self, request: Request, verb: str) -> Response:
         """retry, hold or release."""
-        await self.authenticate(request)
-        queue_id = request.path_params["id"]
+        key = await self.authenticate(request)
+        require(key, Scope.QUEUE)
+        message = await self._visible(key, request.path_params["id"])
+        queue_id = message.id
         store = self.deps.store
-        message = await store.message(queue_id)
-        if message is None:
-            raise ApiError(404, f"no message with id {queue_id!r}")
         if verb == "hold":
             await store.hold(queue_id)
         elif verb == "release":
@@ -218,7 +232,10 @@ class MessageApi:
             self._wake()
         else:
             await self._retry(queue_id, held=message.held)
-        return _json(await self._detail(queue_id))
+        now = await store.message(queue_id)
+        if now is None:  # deleted meanwhile
+            raise not_found(queue_id)
+        return _json(await self._detail(now))
 
     async def _retry(self, queue_id: str, *, held: bool) -> None:
         if held:
@@ -229,10 +246,11 @@ class MessageApi:
         self._wake()
 
     async def delete(self, request: Request) -> Response:
-        await self.authenticate(request)
-        queue_id = request.path_params["id"]
+        key = await self.authenticate(request)
+        require(key, Scope.QUEUE)
+        queue_id = (await self._visible(key, request.path_params["id"])).id
         if not await self.deps.store.delete(queue_id):
-            raise ApiError(404, f"no message with id {queue_id!r}")
+            raise not_found(queue_id)
         return Response(status_code=204)
 
     def _wake(self) -> None:

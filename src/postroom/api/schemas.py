@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from postroom.directory.apikeys import Scope
+
 __all__ = [
     "AddressIn",
     "AttachmentIn",
@@ -155,7 +157,8 @@ class ErrorDetail(_Out):
         "unavailable",
     ]
     message: str
-    fields: list[ErrorField] | None = None
+    fields: list[ErrorField] | None = None  # 422: each bad field
+    scope: Scope | None = None  # 403: the scope the API key lacks
 
 
 class ErrorBody(_Out):
