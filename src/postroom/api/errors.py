@@ -96,7 +96,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     status = exc.status_code if exc.status_code in CODES else 500
     message = HTTPStatus(status).phrase.lower()
     if status == 405:
-        return ApiError(405, message, headers=exc.headers).response()
+        allowed = sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(","))
+        return ApiError(405, message, headers={"Allow": ", ".join(allowed)}).response()
     return ApiError(status, message).response()
 
 
