@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -20,12 +20,12 @@ from starlette.responses import JSONResponse, Response
 
 from postroom.api.access import not_found, own_messages, require, sees
 from postroom.api.body import read_body
-from postroom.api.convert import compose_request, parse_send
+from postroom.api.convert import compose_request, parse_send, with_envelope
 from postroom.api.deps import ApiDeps, max_request_size
 from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.api.idempotency import HEADER, Idempotency, check_key, request_hash
 from postroom.api.keys import Authenticator, RateLimiter
-from postroom.api.schemas import MessageList, SendAccepted
+from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepted
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
@@ -35,6 +35,7 @@ from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.smtp.replies import Reply
 from postroom.store.models import (
     ApiKeyRecord,
+    IdempotencyRecord,
     LogQuery,
     MessageMeta,
     RecipientStatus,
@@ -85,6 +86,7 @@ class MessageApi:
         async with self.idempotency.serialized(key.name, idempotency_key):
             earlier = await self.idempotency.earlier(key.name, idempotency_key, digest)
             if earlier is not None:
+                await self._still_there(earlier, idempotency_key)
                 return Response(
                     earlier.body,
                     earlier.status,
@@ -92,6 +94,15 @@ class MessageApi:
                     headers={"Idempotent-Replayed": "true"},
                 )
             return await self._send(request, key, body, (idempotency_key, digest))
+
+    async def _still_there(self, earlier: IdempotencyRecord, idempotency_key: str) -> None:
+        """A replayed 202 names a message; once deleted, say so rather than name an id
+        that answers 404 (and do not send it again: it was sent)."""
+        queue_id = json.loads(earlier.body).get("id")
+        if queue_id is not None and await self.deps.store.message(queue_id) is None:
+            raise ApiError(
+                409, f"{HEADER} {idempotency_key!r} sent message {queue_id}, since deleted"
+            )
 
     async def _send(
         self,
@@ -160,13 +171,14 @@ class MessageApi:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         now = self.deps.clock.time()
         hostname = self.deps.hostname
+        query = request.query_params
         try:
             if content_type == "application/json":
                 fields = parse_send(_parse_json(body))
                 composed = compose(compose_request(fields), hostname=hostname, now=now)
+                composed = with_envelope(composed, query.get("mail_from"), query.getlist("rcpt"))
                 return composed, tuple(fields.tags), tuple(fields.metadata.items())
             if content_type == "message/rfc822":
-                query = request.query_params
                 composed = prepare_raw(
                     body,
                     hostname=hostname,
@@ -276,18 +288,15 @@ def _refusal(reply: Reply) -> ApiError:
 
 
 def _since(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError("not a finite number")
-        return seconds
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("no time zone")
-    return moment.timestamp()
+    """Unix seconds, or an RFC 3339 date-time (section 5.6), as the document states."""
+    if re.fullmatch(UNIX_SECONDS, text):
+        return float(text)
+    if not re.fullmatch(RFC3339, text):
+        raise ValueError("neither Unix seconds nor an RFC 3339 date-time")
+    text = text.upper().replace("Z", "+00:00")
+    if text[17:19] == "60":  # a leap second (RFC 3339 5.7): Python has none
+        text = f"{text[:17]}59{text[19:]}"
+    return datetime.fromisoformat(text).timestamp()
 
 
 def _log_query(params: Mapping[str, str]) -> LogQuery:
@@ -306,7 +315,7 @@ def _log_query(params: Mapping[str, str]) -> LogQuery:
     limit = 50
     if "limit" in params:
         text = params["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= 500:
+        if not re.fullmatch("[0-9]{1,3}", text) or not 1 <= int(text) <= 500:
             problems.append(("limit", "an integer from 1 to 500"))
         else:
             limit = int(text)
