@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from postroom.api.body import ByteBudget
 from postroom.api.deps import ApiDeps
 from postroom.api.errors import (
     ApiError,
@@ -28,8 +29,10 @@ PREFIX = "/api/v1"
 
 
 def create_app(deps: ApiDeps) -> Starlette:
-    messages = MessageApi(deps)
-    hooks = ProviderHooks(deps, deps.hooked)
+    # Bodies parsed whole, JSON sends and webhook events alike, share one memory budget.
+    budget = ByteBudget(deps.settings.max_inflight_bytes)
+    messages = MessageApi(deps, budget)
+    hooks = ProviderHooks(deps, deps.hooked, budget)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:

@@ -1,26 +1,126 @@
-"""Reading a request body within a size limit: 413 as soon as it is exceeded (by the
-declared Content-Length or by the bytes that arrive), 422 when the client stops early."""
+"""Request bodies within limits: 413 as soon as a limit is passed (by the declared
+Content-Length, before a byte is read, or by the bytes that arrive), 422 when the
+client stops early. Nothing reads past a limit.
+
+Bodies that must be parsed whole (JSON, webhook events) are held in memory within one
+``ByteBudget`` shared by every request: when a body would take it past its limit, the
+answer is ``503`` with ``Retry-After`` before the body is read (one request alone is
+always let in). A raw message never needs to be whole: it goes to a ``SpooledBody``
+(memory while small, then an unlinked file) as it arrives, its line ends made CRLF on
+the way.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from starlette.requests import ClientDisconnect, Request
 
-from postroom.api.errors import ApiError
+from postroom.api.errors import RETRY_AFTER, ApiError
+from postroom.mail.spool import SpooledBody
 
-__all__ = ["read_body"]
+__all__ = ["ByteBudget", "Held", "SpooledRequest", "read_body", "spool_body"]
+
+_BARE_LF = re.compile(rb"\r?\n")
 
 
-async def read_body(request: Request, limit: int, what: str = "the request") -> bytes:
+class ByteBudget:
+    """Body bytes held in memory at once, across all requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[Held]:
+        held = Held(self)
+        try:
+            yield held
+        finally:
+            self.used -= held.size
+
+
+class Held:
+    """One request's share of the budget; returned when the request ends."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self._budget = budget
+        self.size = 0
+
+    def take(self, size: int) -> None:
+        budget = self._budget
+        others = budget.used - self.size
+        if others > 0 and budget.used + size > budget.limit:
+            raise ApiError(
+                503,
+                "the server holds as many request bodies as it may; try again later",
+                headers={"Retry-After": RETRY_AFTER},
+            )
+        budget.used += size
+        self.size += size
+
+
+def _declared(request: Request, limit: int, what: str) -> int | None:
     declared = request.headers.get("content-length")
-    too_big = ApiError(413, f"{what} is larger than {limit} bytes")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
+        raise _too_big(limit, what)
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+def _too_big(limit: int, what: str) -> ApiError:
+    return ApiError(413, f"{what} is larger than {limit} bytes")
+
+
+async def read_body(request: Request, limit: int, held: Held, what: str = "the request") -> bytes:
+    """The whole body in memory, counted against the budget ``held`` belongs to."""
+    declared = _declared(request, limit, what)
+    if declared is not None:
+        held.take(declared)  # before reading: a refused body is never read
     chunks = bytearray()
     try:
         async for chunk in request.stream():
             chunks += chunk
             if len(chunks) > limit:
-                raise too_big
+                raise _too_big(limit, what)
+            if declared is None:
+                held.take(len(chunk))
     except ClientDisconnect:
         raise ApiError(422, "the request body ended early") from None
     return bytes(chunks)
+
+
+@dataclass(slots=True)
+class SpooledRequest:
+    """A raw message as received, line ends made CRLF."""
+
+    body: SpooledBody
+    digest: str  # SHA-256 of the bytes as sent
+    ascii: bool  # 7-bit throughout
+
+
+async def spool_body(
+    request: Request, limit: int, spool: SpooledBody, what: str = "the message"
+) -> SpooledRequest:
+    _declared(request, limit, what)
+    digest = hashlib.sha256()
+    received = 0
+    ascii_only = True
+    pending_cr = b""  # a CR at a chunk's end may start a CRLF the next chunk ends
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_big(limit, what)
+            digest.update(chunk)
+            ascii_only = ascii_only and chunk.isascii()
+            data = pending_cr + chunk
+            pending_cr = b"\r" if data.endswith(b"\r") else b""
+            spool.write(_BARE_LF.sub(b"\r\n", data[: len(data) - len(pending_cr)]))
+    except ClientDisconnect:
+        raise ApiError(422, "the request body ended early") from None
+    spool.write(pending_cr)
+    return SpooledRequest(spool, digest.hexdigest(), ascii_only)

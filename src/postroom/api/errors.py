@@ -102,7 +102,18 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    _log.error("API %s %s failed", request.method, request.url.path, exc_info=exc)
+    """Logged with what is known of the request (its API key, the queue id it names or
+    created); the client learns nothing of it."""
+    state = request.state
+    _log.error(
+        "API %s %s failed: key=%s queue_id=%s client=%s",
+        request.method,
+        request.url.path,
+        getattr(state, "api_key", None) or "-",
+        getattr(state, "queue_id", None) or request.path_params.get("id") or "-",
+        request.client.host if request.client else "-",
+        exc_info=exc,
+    )
     return ApiError(500, "internal error").response()
 
 

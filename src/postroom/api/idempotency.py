@@ -38,9 +38,11 @@ def check_key(value: str | None) -> str | None:
     return value
 
 
-def request_hash(content_type: str, query: str, body: bytes) -> str:
+def request_hash(content_type: str, query: str, body_sha256: str) -> str:
+    """What makes two sends the same request: form, query and body (by its SHA-256, so
+    a spooled body need not be read again)."""
     digest = hashlib.sha256()
-    for part in (content_type.encode(), query.encode(), body):
+    for part in (content_type.encode(), query.encode(), body_sha256.encode()):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()

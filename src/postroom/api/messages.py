@@ -8,6 +8,7 @@ it is durable. Intake's refusals become HTTP answers through ``REFUSALS``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -19,19 +20,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from postroom.api.access import not_found, own_messages, require, sees
-from postroom.api.body import read_body
+from postroom.api.body import ByteBudget, Held, SpooledRequest, read_body, spool_body
 from postroom.api.convert import compose_request, parse_send, with_envelope
 from postroom.api.deps import ApiDeps, max_request_size
 from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.api.idempotency import HEADER, Idempotency, check_key, request_hash
 from postroom.api.keys import Authenticator, RateLimiter
+from postroom.api.raw import raw_message
 from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepted
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
 from postroom.intake import Principal
-from postroom.intake.compose import ComposedMessage, ComposeError, compose, prepare_raw
+from postroom.intake.compose import ComposedMessage, ComposeError, compose
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.mail.spool import SpooledBody
 from postroom.smtp.replies import Reply
 from postroom.store.models import (
     ApiKeyRecord,
@@ -46,6 +49,11 @@ __all__ = ["MessageApi"]
 
 _log = logging.getLogger("postroom.api")
 _INLINE_COMPOSE: Final = 64 * 1024  # bodies larger than this are composed in a thread
+_JSON: Final = "application/json"
+_RAW: Final = "message/rfc822"
+
+# A message ready for intake: envelope and facts, its bytes, tags, metadata.
+Prepared = tuple[ComposedMessage, bytes | SpooledBody, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
@@ -65,7 +73,7 @@ def _json(model: Any, status: int = 200) -> Response:
 
 
 class MessageApi:
-    def __init__(self, deps: ApiDeps) -> None:
+    def __init__(self, deps: ApiDeps, budget: ByteBudget) -> None:
         self.deps = deps
         limiter = RateLimiter(
             deps.clock, per_minute=deps.settings.rate_limit, burst=deps.settings.burst
@@ -73,16 +81,47 @@ class MessageApi:
         self.authenticate = Authenticator(ApiKeys(deps.store, deps.clock), limiter)
         self.idempotency = Idempotency(deps.store, deps.clock)
         self.max_body = max_request_size(deps.max_message_size)
+        self.budget = budget
 
     # -- send --------------------------------------------------------------------------
     async def send(self, request: Request) -> Response:
         key = await self.authenticate(request)
         require(key, Scope.SEND)
         idempotency_key = check_key(request.headers.get(HEADER))
-        body = await read_body(request, self.max_body)
+        kind = _content_type(request)
+        with self.budget.hold() as held:
+            body = await self._receive(request, kind, held)
+            try:
+                return await self._send_once(request, key, kind, body, idempotency_key)
+            finally:
+                if isinstance(body, SpooledRequest):
+                    body.body.close()
+
+    async def _receive(self, request: Request, kind: str, held: Held) -> bytes | SpooledRequest:
+        """A JSON body whole, within the budget; a raw message to the spool."""
+        if kind == _JSON:
+            return await read_body(request, self.max_body, held)
+        intake = self.deps.intake
+        spool = SpooledBody(intake.spool_dir, intake.spool_memory)
+        try:
+            return await spool_body(request, self.deps.max_message_size, spool)
+        except BaseException:
+            spool.close()
+            raise
+
+    async def _send_once(
+        self,
+        request: Request,
+        key: ApiKeyRecord,
+        kind: str,
+        body: bytes | SpooledRequest,
+        idempotency_key: str | None,
+    ) -> Response:
+        """The send, or with an Idempotency-Key the first answer again."""
         if idempotency_key is None:
             return await self._send(request, key, body, None)
-        digest = request_hash(request.headers.get("content-type", ""), request.url.query, body)
+        received = body.digest if isinstance(body, SpooledRequest) else _sha256(body)
+        digest = request_hash(kind, request.url.query, received)
         async with self.idempotency.serialized(key.name, idempotency_key):
             earlier = await self.idempotency.earlier(key.name, idempotency_key, digest)
             if earlier is not None:
@@ -108,40 +147,21 @@ class MessageApi:
         self,
         request: Request,
         key: ApiKeyRecord,
-        body: bytes,
+        body: bytes | SpooledRequest,
         idempotency: tuple[str, str] | None,
     ) -> Response:
-        if len(body) > _INLINE_COMPOSE:
-            # Base64 and MIME over megabytes is CPU work: keep the event loop free.
-            composed, tags, metadata = await asyncio.to_thread(self._compose, request, body)
+        # Base64, MIME and file copies over megabytes: off the event loop.
+        size = body.body.size if isinstance(body, SpooledRequest) else len(body)
+        if size > _INLINE_COMPOSE:
+            prepared = await asyncio.to_thread(self._prepare, request, body)
         else:
-            composed, tags, metadata = self._compose(request, body)
-        if len(composed.recipients) > self.deps.max_recipients:
-            limit = self.deps.max_recipients
-            raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
-        principal = Principal(key.name, key.sender_domains)
-        for author in composed.authors:
-            # Intake checks the envelope sender; the From header must not claim more.
-            if not principal.may_send_as(author.ascii_domain):
-                raise ApiError(403, f"this API key may not send as {author.domain}")
-        client = request.client
-        result = await self.deps.intake.submit(
-            Source(
-                kind=SourceKind.API,
-                principal=key.name,
-                client_ip=client.host if client else None,
-                client_port=client.port if client else None,
-                protocol="HTTP",
-            ),
-            composed.sender,
-            [Recipient(address) for address in composed.recipients],
-            composed.data,
-            principal=principal,
-            body_type=composed.body_type,
-            smtputf8=composed.smtputf8,
-        )
-        if isinstance(result, Reply):
-            raise _refusal(result)
+            prepared = self._prepare(request, body)
+        composed, data, tags, metadata = prepared
+        try:
+            result = await self._submit(request, key, composed, data)
+        finally:
+            if isinstance(data, SpooledBody):
+                data.close()
         accepted = SendAccepted(
             id=result,
             message_id=composed.message_id,
@@ -165,31 +185,68 @@ class MessageApi:
             )
         return response
 
-    def _compose(
-        self, request: Request, body: bytes
-    ) -> tuple[ComposedMessage, tuple[str, ...], tuple[tuple[str, str], ...]]:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    async def _submit(
+        self,
+        request: Request,
+        key: ApiKeyRecord,
+        composed: ComposedMessage,
+        data: bytes | SpooledBody,
+    ) -> str:
+        """Through intake: the queue id, or ApiError for a refusal."""
+        if len(composed.recipients) > self.deps.max_recipients:
+            limit = self.deps.max_recipients
+            raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
+        principal = Principal(key.name, key.sender_domains)
+        for author in composed.authors:
+            # Intake checks the envelope sender; the From header must not claim more.
+            if not principal.may_send_as(author.ascii_domain):
+                raise ApiError(403, f"this API key may not send as {author.domain}")
+        client = request.client
+        result = await self.deps.intake.submit(
+            Source(
+                kind=SourceKind.API,
+                principal=key.name,
+                client_ip=client.host if client else None,
+                client_port=client.port if client else None,
+                protocol="HTTP",
+            ),
+            composed.sender,
+            [Recipient(address) for address in composed.recipients],
+            data,
+            principal=principal,
+            body_type=composed.body_type,
+            smtputf8=composed.smtputf8,
+        )
+        if isinstance(result, Reply):
+            raise _refusal(result)
+        request.state.queue_id = result  # for the log, should the request fail after this
+        return result
+
+    def _prepare(self, request: Request, body: bytes | SpooledRequest) -> Prepared:
+        """The message from the request: its envelope and facts, its bytes, its tags and
+        metadata; ApiError 422 naming each field that cannot be used."""
         now = self.deps.clock.time()
         hostname = self.deps.hostname
         query = request.query_params
+        mail_from, rcpt = query.get("mail_from"), query.getlist("rcpt")
         try:
-            if content_type == "application/json":
-                fields = parse_send(_parse_json(body))
-                composed = compose(compose_request(fields), hostname=hostname, now=now)
-                composed = with_envelope(composed, query.get("mail_from"), query.getlist("rcpt"))
-                return composed, tuple(fields.tags), tuple(fields.metadata.items())
-            if content_type == "message/rfc822":
-                composed = prepare_raw(
+            if isinstance(body, SpooledRequest):
+                intake = self.deps.intake
+                composed, message = raw_message(
                     body,
                     hostname=hostname,
                     now=now,
-                    mail_from=query.get("mail_from"),
-                    rcpt=query.getlist("rcpt"),
+                    mail_from=mail_from,
+                    rcpt=rcpt,
+                    new_spool=lambda: SpooledBody(intake.spool_dir, intake.spool_memory),
                 )
-                return composed, (), ()
+                return composed, message, (), ()
+            fields = parse_send(_parse_json(body))
+            composed = compose(compose_request(fields), hostname=hostname, now=now)
+            composed = with_envelope(composed, mail_from, rcpt)
+            return composed, composed.data, tuple(fields.tags), tuple(fields.metadata.items())
         except ComposeError as exc:
             raise ApiError.invalid(exc.problems) from None
-        raise ApiError.invalid([("Content-Type", "must be application/json or message/rfc822")])
 
     # -- the log -----------------------------------------------------------------------
     async def get(self, request: Request) -> Response:
@@ -268,6 +325,18 @@ class MessageApi:
     def _wake(self) -> None:
         if self.deps.queue_changed is not None:
             self.deps.queue_changed()
+
+
+def _content_type(request: Request) -> str:
+    """The send's form, known before a byte of the body is read."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in (_JSON, _RAW):
+        raise ApiError.invalid([("Content-Type", f"must be {_JSON} or {_RAW}")])
+    return kind
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _parse_json(body: bytes) -> Any:

@@ -50,7 +50,7 @@ class Intake:
         source: Source,
         sender: Address | None,
         recipients: Sequence[Recipient],
-        data: bytes,
+        data: bytes | SpooledBody,
         *,
         principal: Principal | None = None,
         dsn: DsnRequest | None = None,
@@ -58,7 +58,9 @@ class Intake:
         smtputf8: bool = False,
     ) -> str | Reply:
         """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
-        the same policy and commit as SMTP. The queue id, or the reply that refused it."""
+        the same policy and commit as SMTP. ``data``: the message, in memory or spooled
+        (copied chunk by chunk; the caller closes it). The queue id, or the refusal."""
+        size = len(data) if isinstance(data, bytes) else data.size
         submission = self.begin(
             source,
             sender,
@@ -66,7 +68,7 @@ class Intake:
             dsn=dsn,
             body_type=body_type,
             smtputf8=smtputf8,
-            declared_size=len(data),
+            declared_size=size,
         )
         if isinstance(submission, Reply):
             return submission
@@ -75,7 +77,8 @@ class Intake:
             if not reply.is_positive:
                 submission.abort()
                 return reply
-        submission.write(data)
+        for chunk in [data] if isinstance(data, bytes) else data.iter_chunks():
+            submission.write(chunk)
         reply = await submission.commit()
         return submission.queue_id if reply.is_positive else reply
 
