@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect, Request
 
-from postroom.api.errors import RETRY_AFTER, ApiError
+from postroom.api.errors import ApiError
 from postroom.mail.spool import SpooledBody
 
-__all__ = ["ByteBudget", "Held", "SpooledRequest", "read_body", "spool_body"]
+__all__ = ["BUDGET_RETRY_AFTER", "ByteBudget", "Held", "SpooledRequest", "read_body", "spool_body"]
 
 _BARE_LF = re.compile(rb"\r?\n")
+# Seconds: a body in flight is handled within seconds, so its share comes back soon.
+BUDGET_RETRY_AFTER = "5"
 
 
 class ByteBudget:
@@ -58,7 +60,7 @@ class Held:
             raise ApiError(
                 503,
                 "the server holds as many request bodies as it may; try again later",
-                headers={"Retry-After": RETRY_AFTER},
+                headers={"Retry-After": BUDGET_RETRY_AFTER},
             )
         budget.used += size
         self.size += size
@@ -75,11 +77,14 @@ def _too_big(limit: int, what: str) -> ApiError:
     return ApiError(413, f"{what} is larger than {limit} bytes")
 
 
-async def read_body(request: Request, limit: int, held: Held, what: str = "the request") -> bytes:
-    """The whole body in memory, counted against the budget ``held`` belongs to."""
+async def read_body(
+    request: Request, limit: int, held: Held, what: str = "the request", *, weight: int = 1
+) -> bytes:
+    """The whole body in memory, counted against the budget ``held`` belongs to:
+    ``weight`` times its size, for a body whose handling holds that many copies."""
     declared = _declared(request, limit, what)
     if declared is not None:
-        held.take(declared)  # before reading: a refused body is never read
+        held.take(declared * weight)  # before reading: a refused body is never read
     chunks = bytearray()
     try:
         async for chunk in request.stream():
@@ -87,7 +92,7 @@ async def read_body(request: Request, limit: int, held: Held, what: str = "the r
             if len(chunks) > limit:
                 raise _too_big(limit, what)
             if declared is None:
-                held.take(len(chunk))
+                held.take(len(chunk) * weight)
     except ClientDisconnect:
         raise ApiError(422, "the request body ended early") from None
     return bytes(chunks)

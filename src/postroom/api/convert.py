@@ -35,6 +35,7 @@ from postroom.intake.compose import (
 __all__ = [
     "compose_request",
     "field_path",
+    "least_size",
     "lone_surrogate",
     "parse_send",
     "validation_fields",
@@ -155,6 +156,14 @@ def _attachment(item: AttachmentIn, path: str, problems: list[tuple[str, str]]) 
         problems.append((f"{path}.content", "not valid base64"))
         content = b""
     return Attachment(content, item.content_type, item.filename, item.content_id)
+
+
+def least_size(request: SendRequest) -> int:
+    """Bytes the composed message has at least: each attachment's base64 as sent, in
+    76-character lines (RFC 2045 6.8), and the bodies. Over the size limit, the message
+    need not be built to be refused."""
+    attachments = sum(len(a.content) * 78 // 76 for a in request.attachments)
+    return attachments + len(request.text or "") + len(request.html or "")
 
 
 def compose_request(request: SendRequest) -> ComposeRequest:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from postroom.api.access import not_found, own_messages, require, sees
 from postroom.api.body import ByteBudget, Held, SpooledRequest, read_body, spool_body
-from postroom.api.convert import compose_request, parse_send, with_envelope
+from postroom.api.convert import compose_request, least_size, parse_send, with_envelope
 from postroom.api.deps import ApiDeps, max_request_size
 from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.api.idempotency import HEADER, Idempotency, check_key, request_hash
@@ -50,6 +50,9 @@ __all__ = ["MessageApi"]
 _log = logging.getLogger("postroom.api")
 _INLINE_COMPOSE: Final = 64 * 1024  # bodies larger than this are composed in a thread
 _JSON: Final = "application/json"
+# A JSON send holds its body, the parsed document, the decoded attachments and the MIME
+# message at once: it counts this many times its size against the in-flight budget.
+_JSON_COPIES: Final = 4
 _RAW: Final = "message/rfc822"
 
 # A message ready for intake: envelope and facts, its bytes, tags, metadata.
@@ -97,10 +100,17 @@ class MessageApi:
                 if isinstance(body, SpooledRequest):
                     body.body.close()
 
-    async def _receive(self, request: Request, kind: str, held: Held) -> bytes | SpooledRequest:
-        """A JSON body whole, within the budget; a raw message to the spool."""
+    async def _receive(
+        self, request: Request, kind: str, held: Held
+    ) -> JsonRequest | SpooledRequest:
+        """A JSON body whole and parsed, within the budget; a raw message to the spool."""
         if kind == _JSON:
-            return await read_body(request, self.max_body, held)
+            data = await read_body(request, self.max_body, held, weight=_JSON_COPIES)
+            if len(data) > _INLINE_COMPOSE:
+                document = await asyncio.to_thread(_parse_json, data)
+            else:
+                document = _parse_json(data)
+            return JsonRequest(document, _sha256(data), len(data))
         intake = self.deps.intake
         spool = SpooledBody(intake.spool_dir, intake.spool_memory)
         try:
@@ -114,14 +124,13 @@ class MessageApi:
         request: Request,
         key: ApiKeyRecord,
         kind: str,
-        body: bytes | SpooledRequest,
+        body: JsonRequest | SpooledRequest,
         idempotency_key: str | None,
     ) -> Response:
         """The send, or with an Idempotency-Key the first answer again."""
         if idempotency_key is None:
             return await self._send(request, key, body, None)
-        received = body.digest if isinstance(body, SpooledRequest) else _sha256(body)
-        digest = request_hash(kind, request.url.query, received)
+        digest = request_hash(kind, request.url.query, body.digest)
         async with self.idempotency.serialized(key.name, idempotency_key):
             earlier = await self.idempotency.earlier(key.name, idempotency_key, digest)
             if earlier is not None:
@@ -147,11 +156,11 @@ class MessageApi:
         self,
         request: Request,
         key: ApiKeyRecord,
-        body: bytes | SpooledRequest,
+        body: JsonRequest | SpooledRequest,
         idempotency: tuple[str, str] | None,
     ) -> Response:
         # Base64, MIME and file copies over megabytes: off the event loop.
-        size = body.body.size if isinstance(body, SpooledRequest) else len(body)
+        size = body.body.size if isinstance(body, SpooledRequest) else body.size
         if size > _INLINE_COMPOSE:
             prepared = await asyncio.to_thread(self._prepare, request, body)
         else:
@@ -222,7 +231,7 @@ class MessageApi:
         request.state.queue_id = result  # for the log, should the request fail after this
         return result
 
-    def _prepare(self, request: Request, body: bytes | SpooledRequest) -> Prepared:
+    def _prepare(self, request: Request, body: JsonRequest | SpooledRequest) -> Prepared:
         """The message from the request: its envelope and facts, its bytes, its tags and
         metadata; ApiError 422 naming each field that cannot be used."""
         now = self.deps.clock.time()
@@ -241,10 +250,17 @@ class MessageApi:
                     new_spool=lambda: SpooledBody(intake.spool_dir, intake.spool_memory),
                 )
                 return composed, message, (), ()
-            fields = parse_send(_parse_json(body))
-            composed = compose(compose_request(fields), hostname=hostname, now=now)
+            fields = parse_send(body.take())
+            limit = self.deps.max_message_size
+            if least_size(fields) > limit:
+                raise ApiError(413, f"the message would be larger than {limit} bytes")
+            tags, metadata = tuple(fields.tags), tuple(fields.metadata.items())
+            fields_out = compose_request(fields)
+            del fields  # the base64 text: only the decoded bytes are needed from here
+            composed = compose(fields_out, hostname=hostname, now=now)
+            del fields_out
             composed = with_envelope(composed, mail_from, rcpt)
-            return composed, composed.data, tuple(fields.tags), tuple(fields.metadata.items())
+            return composed, composed.data, tags, metadata
         except ComposeError as exc:
             raise ApiError.invalid(exc.problems) from None
 
@@ -325,6 +341,19 @@ class MessageApi:
     def _wake(self) -> None:
         if self.deps.queue_changed is not None:
             self.deps.queue_changed()
+
+
+class JsonRequest:
+    """A JSON send's parsed document, handed over once (then let go, to free memory)."""
+
+    def __init__(self, document: Any, digest: str, size: int) -> None:
+        self._document = document
+        self.digest = digest  # SHA-256 of the body as sent
+        self.size = size
+
+    def take(self) -> Any:
+        document, self._document = self._document, None
+        return document
 
 
 def _content_type(request: Request) -> str:
