@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from postroom.directory.apikeys import DEFAULT_SCOPES, ApiKeys, Scope
+from postroom.directory.apikeys import DEFAULT_SCOPES, Scope
 from tests.conftest import FakeClock
 from tests.support.thread import ServerThread
 
@@ -31,8 +31,7 @@ class Api:
         sender_domains: tuple[str, ...] = (),
         scopes: tuple[Scope, ...] = DEFAULT_SCOPES,
     ) -> str:
-        keys = ApiKeys(self.server.store, self.clock)
-        return self.server.call(keys.create(name, sender_domains, scopes)).token
+        return self.server.create_api_key(name, sender_domains, scopes, self.clock)
 
 
 @pytest.fixture

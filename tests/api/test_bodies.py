@@ -100,21 +100,23 @@ def test_413_as_soon_as_a_chunked_body_passes_the_limit(make_api: Callable[..., 
     assert api.server.call(api.server.store.count_messages()) == 0
 
 
+def json_waiting_for_its_body(api: Api, framing: str) -> socket.socket:
+    """A JSON send whose body is not sent yet, its share of the budget taken: the
+    server answers "100 Continue" once it has taken it."""
+    sock = connect(api)
+    head = request_head(
+        api, "/api/v1/messages", "application/json", f"{framing}Expect: 100-continue\r\n"
+    )
+    sock.sendall(head)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 100")
+    return sock
+
+
 def test_bodies_held_whole_share_a_budget_and_the_rest_get_503_unread(
     make_api: Callable[..., Api],
 ) -> None:
     api = make_api(api={"port": 0, "max_inflight_bytes": 1024 * 1024})
-    with connect(api) as first:
-        first.sendall(
-            request_head(
-                api,
-                "/api/v1/messages",
-                "application/json",
-                "Content-Length: 900000\r\nExpect: 100-continue\r\n",
-            )
-        )
-        # "100 Continue" comes once the server has taken the body's share of the budget.
-        assert first.recv(1024).startswith(b"HTTP/1.1 100")
+    with json_waiting_for_its_body(api, "Content-Length: 900000\r\n") as first:
         with api.client() as client:
             over = client.post(
                 "/api/v1/messages",
@@ -146,16 +148,7 @@ def test_a_chunked_json_body_counts_against_the_budget_as_it_arrives(
     make_api: Callable[..., Api],
 ) -> None:
     api = make_api(api={"port": 0, "max_inflight_bytes": 1024 * 1024})
-    with connect(api) as first:
-        first.sendall(
-            request_head(
-                api,
-                "/api/v1/messages",
-                "application/json",
-                "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n",
-            )
-        )
-        assert first.recv(1024).startswith(b"HTTP/1.1 100")
+    with json_waiting_for_its_body(api, "Transfer-Encoding: chunked\r\n") as first:
         chunk = b" " * 64 * 1024
         for _ in range(15):  # 960 KiB in, the end not sent
             first.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
