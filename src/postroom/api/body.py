@@ -6,14 +6,13 @@ Bodies that must be parsed whole (JSON, webhook events) are held in memory withi
 ``ByteBudget`` shared by every request: when a body would take it past its limit, the
 answer is ``503`` with ``Retry-After`` before the body is read (one request alone is
 always let in). A raw message never needs to be whole: it goes to a ``SpooledBody``
-(memory while small, then an unlinked file) as it arrives, its line ends made CRLF on
-the way.
+(memory while small, then an unlinked file) as it arrives, byte for byte: intake's
+clean-up makes its line ends canonical, as for every door.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from postroom.mail.spool import SpooledBody
 
 __all__ = ["BUDGET_RETRY_AFTER", "ByteBudget", "Held", "SpooledRequest", "read_body", "spool_body"]
 
-_BARE_LF = re.compile(rb"\r?\n")
 # Seconds: a body in flight is handled within seconds, so its share comes back soon.
 BUDGET_RETRY_AFTER = "5"
 
@@ -100,7 +98,7 @@ async def read_body(
 
 @dataclass(slots=True)
 class SpooledRequest:
-    """A raw message as received, line ends made CRLF."""
+    """A raw message as received."""
 
     body: SpooledBody
     digest: str  # SHA-256 of the bytes as sent
@@ -114,7 +112,6 @@ async def spool_body(
     digest = hashlib.sha256()
     received = 0
     ascii_only = True
-    pending_cr = b""  # a CR at a chunk's end may start a CRLF the next chunk ends
     try:
         async for chunk in request.stream():
             received += len(chunk)
@@ -122,10 +119,7 @@ async def spool_body(
                 raise _too_big(limit, what)
             digest.update(chunk)
             ascii_only = ascii_only and chunk.isascii()
-            data = pending_cr + chunk
-            pending_cr = b"\r" if data.endswith(b"\r") else b""
-            spool.write(_BARE_LF.sub(b"\r\n", data[: len(data) - len(pending_cr)]))
+            spool.write(chunk)
     except ClientDisconnect:
         raise ApiError(422, "the request body ended early") from None
-    spool.write(pending_cr)
     return SpooledRequest(spool, digest.hexdigest(), ascii_only)

@@ -17,7 +17,6 @@ from postroom.api.schemas import (
     BASE64,
     HEADER_NAME_PATTERN,
     LINE,
-    TEXT,
     AddressIn,
     AttachmentIn,
     SendRequest,
@@ -47,7 +46,6 @@ _ADDRESS_HINT = "must be an address: a string or an object with email and name"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PATTERN_MESSAGES = {
     LINE: "must be one line: no CR, LF, NUL or other line break (U+2028 and the like)",
-    TEXT: "must not contain NUL",
     HEADER_NAME_PATTERN: "not a valid header name",
     BASE64: "not valid base64",
 }

@@ -31,7 +31,7 @@ from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepte
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
-from postroom.intake import Principal
+from postroom.intake import Principal, Queued
 from postroom.intake.compose import ComposedMessage, ComposeError, compose
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mail.spool import SpooledBody
@@ -172,12 +172,12 @@ class MessageApi:
             if isinstance(data, SpooledBody):
                 data.close()
         accepted = SendAccepted(
-            id=result,
-            message_id=composed.message_id,
+            id=result.queue_id,
+            message_id=result.message_id or "",  # submitted mail always leaves with one
             recipients=[str(a) for a in composed.recipients],
         )
         response = _json(accepted, 202)
-        meta = MessageMeta(result, composed.message_id, composed.subject, tags, metadata)
+        meta = MessageMeta(result.queue_id, result.message_id, composed.subject, tags, metadata)
         answer = None
         if idempotency is not None:
             answer = self.idempotency.answer(key.name, *idempotency, 202, bytes(response.body))
@@ -190,7 +190,9 @@ class MessageApi:
             )
         except StoreError as exc:
             _log.warning(
-                "message %s queued, but its tags and replay record were not: %s", result, exc
+                "message %s queued, but its tags and replay record were not: %s",
+                result.queue_id,
+                exc,
             )
         return response
 
@@ -200,8 +202,8 @@ class MessageApi:
         key: ApiKeyRecord,
         composed: ComposedMessage,
         data: bytes | SpooledBody,
-    ) -> str:
-        """Through intake: the queue id, or ApiError for a refusal."""
+    ) -> Queued:
+        """Through intake: the message queued, or ApiError for a refusal."""
         if len(composed.recipients) > self.deps.max_recipients:
             limit = self.deps.max_recipients
             raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
@@ -228,7 +230,7 @@ class MessageApi:
         )
         if isinstance(result, Reply):
             raise _refusal(result)
-        request.state.queue_id = result  # for the log, should the request fail after this
+        request.state.queue_id = result.queue_id  # for the log, should the request fail later
         return result
 
     def _prepare(self, request: Request, body: JsonRequest | SpooledRequest) -> Prepared:
@@ -240,16 +242,8 @@ class MessageApi:
         mail_from, rcpt = query.get("mail_from"), query.getlist("rcpt")
         try:
             if isinstance(body, SpooledRequest):
-                intake = self.deps.intake
-                composed, message = raw_message(
-                    body,
-                    hostname=hostname,
-                    now=now,
-                    mail_from=mail_from,
-                    rcpt=rcpt,
-                    new_spool=lambda: SpooledBody(intake.spool_dir, intake.spool_memory),
-                )
-                return composed, message, (), ()
+                composed = raw_message(body, mail_from=mail_from, rcpt=rcpt)
+                return composed, body.body, (), ()
             fields = parse_send(body.take())
             limit = self.deps.max_message_size
             if least_size(fields) > limit:

@@ -1,48 +1,36 @@
-"""A raw RFC 5322 message (``message/rfc822``) from its spool to what intake takes,
-without holding it whole: only the header block is parsed (``prepare_raw``: Bcc out,
-Message-ID and Date in when missing); the body is copied after it chunk by chunk."""
+"""A raw RFC 5322 message (``message/rfc822``) from its spool to intake, without holding
+it whole: only the header block is read (``prepare_raw``: the envelope, the subject and
+the authors); intake's clean-up then reads the spool chunk by chunk as for any door."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from postroom.api.body import SpooledRequest
+from postroom.intake.cleanup import header_fields
 from postroom.intake.compose import ComposedMessage, ComposeError, prepare_raw
-from postroom.mail.spool import SpooledBody
 
 __all__ = ["MAX_HEADER_BLOCK", "raw_message"]
 
-MAX_HEADER_BLOCK = 1024 * 1024  # a header block larger than this is refused
-_HEADER_END = re.compile(rb"\r\n\r\n|^\r\n")
+MAX_HEADER_BLOCK = 1024 * 1024  # a header block that does not end within this is refused
 
 
 def raw_message(
-    received: SpooledRequest,
-    *,
-    hostname: str,
-    now: float,
-    mail_from: str | None,
-    rcpt: Sequence[str],
-    new_spool: Callable[[], SpooledBody],
-) -> tuple[ComposedMessage, SpooledBody]:
-    """The message's envelope and facts, and the message itself in a new spool (the
-    caller closes it). ComposeError for what cannot be sent."""
+    received: SpooledRequest, *, mail_from: str | None, rcpt: Sequence[str]
+) -> ComposedMessage:
+    """The message's envelope and facts (its bytes stay in the spool); ComposeError for
+    what cannot be sent."""
     spooled = received.body
     first = b""
     for chunk in spooled.iter_chunks(64 * 1024):
         first += chunk
-        if len(first) >= MAX_HEADER_BLOCK or _HEADER_END.search(first):
+        if len(first) >= MAX_HEADER_BLOCK:
             break
-    end = _HEADER_END.search(first[:MAX_HEADER_BLOCK])
-    if end is None and spooled.size > MAX_HEADER_BLOCK:
+    _, offset, ended = header_fields(first)
+    rest = first[offset:]
+    if not ended and spooled.size > len(first) and b"\n" not in rest and b"\r" not in rest:
+        # Cut off inside the header block: a field past here (a second From) would go unread.
         raise ComposeError([("body", f"the header block is larger than {MAX_HEADER_BLOCK} bytes")])
-    head = first[: end.end()] if end is not None else first
-    composed = prepare_raw(head, hostname=hostname, now=now, mail_from=mail_from, rcpt=rcpt)
-    message = new_spool()
-    message.write(composed.data)  # the header block as prepared
-    for chunk in spooled.iter_chunks(start=len(head)):
-        message.write(chunk)
-    body_type = "7BIT" if received.ascii else "8BITMIME"
-    return replace(composed, data=b"", body_type=body_type), message
+    composed = prepare_raw(first, mail_from=mail_from, rcpt=rcpt)
+    return replace(composed, data=b"", body_type="7BIT" if received.ascii else "8BITMIME")

@@ -46,7 +46,6 @@ def _one_of(characters: str) -> str:
 
 # One line: none of str.splitlines' separators, no NUL (intake.compose refuses them too).
 LINE = f"^[^{_one_of(LINE_BREAKS)}\\u0000]*$"
-TEXT = "^[^\\u0000]*$"  # a body: any line breaks, but no NUL
 # A custom header's name: RFC 5322 ftext within one line, and none of the fields postroom
 # sets itself, in any case (character classes: JSON Schema has no case-insensitive flag).
 HEADER_NAME_PATTERN = f"^{HEADER_NAME}$"
@@ -83,7 +82,6 @@ def _header_names(schema: dict[str, Any]) -> None:
 
 
 Line = Annotated[str, Field(pattern=LINE)]
-Text = Annotated[str, Field(pattern=TEXT)]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
 MetaKey = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
 MetaValue = Annotated[str, Field(max_length=1024, pattern=LINE)]
@@ -155,8 +153,8 @@ class SendRequest(_In):
     bcc: list[AddressField] = []
     reply_to: list[AddressField] = []
     subject: Line = ""
-    text: Text | None = None
-    html: Text | None = None
+    text: str | None = None  # any character (a NUL goes quoted-printable)
+    html: str | None = None
     # Reserved names are refused by intake.compose; the document says so with "not".
     headers: Annotated[dict[HeaderName, Line], Field(json_schema_extra=_header_names)] = {}
     attachments: list[AttachmentIn] = []

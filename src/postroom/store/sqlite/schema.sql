@@ -115,8 +115,7 @@ CREATE TABLE IF NOT EXISTS users (
     address        TEXT PRIMARY KEY,       -- Address.key
     password_hash  TEXT NOT NULL,
     sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
-    created_at     REAL NOT NULL,
-    scopes         TEXT NOT NULL DEFAULT 'send,read' -- comma-separated: send, read, read-all, queue
+    created_at     REAL NOT NULL
 ) WITHOUT ROWID;
 
 -- HTTP API keys: only a SHA-256 of the high-entropy secret is kept; key_id finds the row.
