@@ -127,3 +127,10 @@ def test_a_missing_scope_is_403_naming_it(
     with api.client(api.create_key("limited", scopes=scopes)) as client:
         answer = client.request(method, path.format(id=queue_id), json=MESSAGE)
         missing_scope(answer, lacking)
+
+
+def test_the_document_lists_403_for_every_operation_that_needs_a_key(client: httpx.Client) -> None:
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    secured = [op for item in paths.values() for op in item.values() if op.get("security")]
+    assert len(secured) == 7
+    assert all("403" in op["responses"] for op in secured)

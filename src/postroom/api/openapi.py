@@ -46,7 +46,7 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 _EMAIL: Final = {"type": "string", "format": "email", "pattern": schemas.LINE}
 _ID = _param("id", "path", {"type": "string"}, "The queue id")
 _SECURED: Final[list[dict[str, list[str]]]] = [{"apiKey": []}]
-_AUTH_ERRORS = (401, 429, 500)
+_AUTH_ERRORS = (401, 403, 429, 500)  # 403: the API key lacks the scope
 
 
 def _action(summary: str) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def _send() -> dict[str, Any]:
         },
         "responses": {
             "202": _answer("durable in the queue", schemas.SendAccepted),
-            **_errors(*_AUTH_ERRORS, 403, 409, 413, 422, 503),
+            **_errors(*_AUTH_ERRORS, 409, 413, 422, 503),
         },
     }
 
