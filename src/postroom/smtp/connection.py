@@ -120,6 +120,11 @@ class ServerConnection:
         """MAIL accepted and the transaction not finished (RSET, end of message, HELO)."""
         return self.state in TRANSACTION
 
+    @property
+    def receiving_content(self) -> bool:
+        """Reading message content: after 354 to DATA, or inside a BDAT chunk's octets."""
+        return self._mode is _Mode.DATA or self._mode is _Mode.BDAT
+
     def greeting(self) -> bytes:
         """RFC 5321 4.3.1: ``220 <domain> ESMTP ...`` (no enhanced code: RFC 2034 3)."""
         return Reply(220, None, f"{self.config.hostname} ESMTP postroom").to_bytes()
