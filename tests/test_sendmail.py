@@ -343,6 +343,14 @@ def test_an_unknown_user_at_a_local_domain_is_no_user(queue: Queue) -> None:
     assert queue.messages() == []
 
 
+def test_a_local_part_that_cannot_be_a_mailbox_is_refused_not_bounced(queue: Queue) -> None:
+    queue.postroom("domain", "add", "mail.test")
+    run = queue.sendmail("-i", "a/b@mail.test", stdin=b"Subject: x\n\nhi\n")
+    assert run.code == Exit.NOUSER
+    assert run.stderr.startswith("postroom-sendmail: refused: 553 5.1.3 ")
+    assert queue.messages() == []
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [

@@ -1,4 +1,5 @@
-"""Abuse limits over real sockets: AUTH throttling under concurrency, slow clients."""
+"""Abuse limits over real sockets: AUTH throttling under concurrency, slow clients,
+local parts that cannot be a mailbox."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from postroom.store.models import UserRecord
 from tests.conftest import FakeClock
 from tests.support.servers import client_context
 from tests.support.thread import ServerThread
@@ -212,10 +214,10 @@ def test_commands_answered_in_time_each_get_a_fresh_deadline(slow_limits: Server
         client.close()
 
 
-def start_transaction(client: Dribbler) -> None:
+def start_transaction(client: Dribbler, recipient: bytes = b"app@example.test") -> None:
     assert client.command(b"EHLO client.test") == 250
     assert client.command(b"MAIL FROM:<a@elsewhere.test>") == 250
-    assert client.command(b"RCPT TO:<app@example.test>") == 250
+    assert client.command(b"RCPT TO:<" + recipient + b">") == 250
 
 
 def test_data_sent_too_slowly_is_refused_and_not_queued(slow_limits: ServerThread) -> None:
@@ -262,3 +264,35 @@ def test_a_message_at_full_speed_passes_the_rate_limit(slow_limits: ServerThread
     finally:
         client.close()
     assert slow_limits.call(slow_limits.store.count_messages()) == 1
+
+
+# -- local parts that cannot be a mailbox ------------------------------------------------------
+@pytest.mark.parametrize("local", ["a/b", '"../../x"', '".x"', '"a\\\\b"'])
+def test_rcpt_to_a_local_part_that_cannot_be_a_mailbox_is_refused(
+    accounts: ServerThread, local: str
+) -> None:
+    # Even a user added before the rule existed: refused now, not accepted and bounced.
+    key = f"{local}@example.test"
+    accounts.call(accounts.store.add_user(UserRecord(key, "x", (), 0.0)))
+    client = Dribbler(accounts.ports["mx"])
+    try:
+        start_transaction(client, b"victim@example.test")  # the session goes on after
+        client.sock.sendall(f"RCPT TO:<{key}>\r\n".encode())
+        code, text = client.reply()
+        assert (code, text[:5]) == (553, b"5.1.3")
+        assert client.command(b"RSET") == 250
+    finally:
+        client.close()
+
+
+def test_an_authenticated_client_cannot_send_to_such_a_local_part_either(
+    accounts: ServerThread,
+) -> None:
+    context = client_context(accounts.data_dir)
+    with smtplib.SMTP_SSL("localhost", accounts.ports["submissions"], context=context) as client:
+        client.login("attacker@example.test", "attackers-own")
+        client.mail("attacker@example.test")
+        code, text = client.rcpt('"../../../etc/x"@example.test')
+        assert (code, text[:5]) == (553, b"5.1.3")
+        assert client.rcpt("someone@elsewhere.test")[0] == 250  # other domains: theirs
+    assert accounts.call(accounts.store.count_messages()) == 0
