@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from postroom.errors import AddressError
 from postroom.events import Bus, SmtpTransaction
 from postroom.intake import Intake, Principal, Submission
-from postroom.mail.address import parse_address
+from postroom.mail.address import MAX_PATH, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.net.throttle import FailureThrottle
 from postroom.smtp import events as ev
@@ -190,6 +190,7 @@ class Session:
                 case ev.StartTls():
                     if not await self._start_tls():
                         return False
+                    self._answered = True  # the next command's deadline starts now
                     continue
                 case _:
                     reply = await self._reply_for(event)
@@ -325,7 +326,7 @@ class Session:
             "auth %s: client=%s account=%s listener=%s",
             outcome,
             self._ip or "unknown",
-            json.dumps(account),
+            json.dumps(account[:MAX_PATH]),
             self._ctx.role,
         )
 
@@ -355,8 +356,9 @@ class Session:
 
 
 def _account(username: str) -> str:
-    """The account an AUTH username names, as the directory looks it up."""
+    """The account an AUTH username names, as the directory looks it up (cut to the
+    longest address, so a huge username costs no more memory in the throttle)."""
     try:
         return parse_address(username.strip()).key
     except AddressError:
-        return username.strip().lower()
+        return username.strip().lower()[:MAX_PATH]
