@@ -279,6 +279,9 @@ def test_C_names_the_configuration_file(queue: Queue, tmp_path: Path) -> None:
         (("-r-oQ", "x@example.net"), Exit.USAGE, "-r -oQ: an option value cannot start"),
         (("-F", "-bs", "x@example.net"), Exit.USAGE, "-F -bs"),
         (("-C", "--help", "x@example.net"), Exit.USAGE, "-C --help"),
+        # Help asked for with a message to send: not queued, so not exit 0.
+        (("-h", "x@example.net"), Exit.USAGE, "-h/--help takes no recipients"),
+        (("--help", "-t"), Exit.USAGE, "-h/--help takes no recipients"),
     ],
 )
 def test_usage_and_data_errors(queue: Queue, args: tuple[str, ...], code: int, words: str) -> None:

@@ -140,6 +140,9 @@ def parse_args(argv: Sequence[str]) -> Options:
         if value.startswith("-"):
             raise SendmailError(Exit.USAGE, f"{flag} {value}: an option value cannot start with -")
         _apply(flag, value, values)
+    if values.get("show_help") and (arguments or values.get("extract")):
+        # Help with a message to send: exiting 0 would lose the message without a word.
+        raise SendmailError(Exit.USAGE, "-h/--help takes no recipients; nothing was queued")
     return Options(**values)  # type: ignore[arg-type]
 
 
