@@ -125,6 +125,11 @@ class ServerConnection:
         """Reading message content: after 354 to DATA, or inside a BDAT chunk's octets."""
         return self._mode is _Mode.DATA or self._mode is _Mode.BDAT
 
+    @property
+    def awaiting_reply(self) -> bool:
+        """An event was handed out and its command waits for ``send()``."""
+        return self._pending is not None
+
     def greeting(self) -> bytes:
         """RFC 5321 4.3.1: ``220 <domain> ESMTP ...`` (no enhanced code: RFC 2034 3)."""
         return Reply(220, None, f"{self.config.hostname} ESMTP postroom").to_bytes()

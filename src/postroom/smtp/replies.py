@@ -43,6 +43,7 @@ __all__ = [
     "EXPN_NOT_AVAILABLE",
     "HELO_SYNTAX",
     "HELP",
+    "INTERNAL_ERROR",
     "INVALID_CHARACTERS",
     "LINE_TOO_LONG",
     "LOCAL_ERROR",
@@ -178,6 +179,8 @@ SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down")
 TIMEOUT: Final = Reply(421, "4.4.2", "Timeout exceeded")
 TOO_MANY_ERRORS: Final = Reply(421, "4.7.0", "Too many errors")
 TOO_MANY_CONNECTIONS: Final = Reply(421, "4.7.0", "Too many connections")
+# After an unforeseen fault: the command in progress got LOCAL_ERROR; the session ends.
+INTERNAL_ERROR: Final = Reply(421, "4.3.0", "Local error in processing; closing connection")
 MAILBOX_BUSY: Final = Reply(450, "4.2.0", "Mailbox temporarily unavailable")
 LOCAL_ERROR: Final = Reply(451, "4.3.0", "Local error in processing; try again later")
 TOO_MANY_RECIPIENTS: Final = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5.3.1.10
@@ -237,6 +240,8 @@ NON_ASCII_ADDRESS: Final = Reply(553, "5.6.7", "Non-ASCII address requires SMTPU
 NO_VALID_RECIPIENTS: Final = Reply(554, "5.5.1", "No valid recipients")  # RFC 5321 3.3
 # RFC 5321 2.3.8 and 4.1.1.4: only <CRLF> ends a line; bare CR/LF is the smuggling vector.
 BAD_LINE_ENDINGS: Final = Reply(554, "5.6.0", "Message contains bare <CR>, bare <LF> or NUL")
+# A NUL is never queued, from any source: receivers that drop it would see other lines.
+NUL_IN_MESSAGE: Final = Reply(554, "5.6.0", "Message contains NUL characters")
 TRANSACTION_FAILED: Final = Reply(554, "5.0.0", "Transaction failed")
 PARAMETER_NOT_RECOGNIZED: Final = Reply(
     555, "5.5.4", "MAIL FROM/RCPT TO parameter not recognized or not implemented"
