@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from postroom.api.routing import Endpoint
 from postroom.readiness import Readiness
 
-__all__ = ["readiness_route"]
+__all__ = ["readiness"]
 
 
-def readiness_route(readiness: Readiness | None) -> Route:
+def readiness(state: Readiness | None) -> Endpoint:
+    """The ``/readyz`` endpoint over ``state`` (None: always ready)."""
+
     async def readyz(request: Request) -> Response:
-        problems = readiness.problems() if readiness is not None else []
+        problems = state.problems() if state is not None else []
         if not problems:
             return JSONResponse({"status": "ready"})
         failing = [
@@ -27,4 +29,4 @@ def readiness_route(readiness: Readiness | None) -> Route:
         ]
         return JSONResponse({"status": "failing", "failing": failing}, status_code=503)
 
-    return Route("/readyz", readyz, methods=["GET"])
+    return readyz
