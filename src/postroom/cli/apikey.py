@@ -8,6 +8,7 @@ from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
 from postroom.directory import normalize_domain
 from postroom.directory.apikeys import ApiKeys, check_key_name
+from postroom.intake.principals import api_key_rights
 from postroom.store.models import ApiKeyRecord
 
 __all__ = ["apikey"]
@@ -25,21 +26,28 @@ def apikey() -> None:
     "sender_domains",
     multiple=True,
     metavar="DOMAIN",
-    help="A domain the key may send as (repeatable; none: any domain).",
+    help="Another domain the key may send as, besides the local domains (repeatable).",
 )
+@click.option("--any-sender", is_flag=True, help="The key may send as any domain.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @config_option
 @pass_app
-def create(app: AppContext, name: str, sender_domains: tuple[str, ...], as_json: bool) -> None:
-    """Create a key; it is shown this once (only its hash is kept)."""
+def create(
+    app: AppContext, name: str, sender_domains: tuple[str, ...], any_sender: bool, as_json: bool
+) -> None:
+    """Create a key; it is shown this once (only its hash is kept). It may send as the
+    local domains, and as each --sender-domain; --any-sender: as any domain."""
     check_key_name(name)
+    if any_sender and sender_domains:
+        raise click.UsageError("--any-sender allows every domain: give no --sender-domain")
     for domain in sender_domains:
         normalize_domain(domain)
-    new = app.run(lambda store: ApiKeys(store).create(name, sender_domains))
+    new = app.run(lambda store: ApiKeys(store).create(name, sender_domains, any_sender=any_sender))
     if as_json:
         emit_json({**_json(new.record), "key": new.token})
         return
-    click.echo(f"API key {name} created. It is shown only now; keep it safe:")
+    rights = api_key_rights(new.record).describe()
+    click.echo(f"API key {name} created; may send as {rights}. It is shown only now; keep it safe:")
     click.echo(new.token)
 
 
@@ -53,10 +61,7 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json([_json(r) for r in records])
         return
-    rows = (
-        (r.name, ", ".join(r.sender_domains) or "any domain", format_time(r.created_at))
-        for r in records
-    )
+    rows = ((r.name, api_key_rights(r).describe(), format_time(r.created_at)) for r in records)
     print_table(("Name", "May send as", "Created"), rows, empty="No API keys.")
 
 
@@ -74,5 +79,7 @@ def _json(record: ApiKeyRecord) -> dict[str, object]:
     return {
         "name": record.name,
         "sender_domains": list(record.sender_domains),
+        "any_sender": record.any_sender,
+        "may_send_as": api_key_rights(record).describe(),
         "created_at": iso_time(record.created_at),
     }

@@ -9,6 +9,7 @@ import click
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
 from postroom.directory import Users, normalize_domain, user_key
+from postroom.intake.principals import user_rights
 from postroom.store.models import UserRecord
 
 __all__ = ["user"]
@@ -41,20 +42,30 @@ def user() -> None:
     "sender_domains",
     multiple=True,
     metavar="DOMAIN",
-    help="A domain the user may send as (repeatable; none: any domain).",
+    help="Another domain the user may send as, besides its own (repeatable).",
 )
+@click.option("--any-sender", is_flag=True, help="The user may send as any domain.")
 @config_option
 @pass_app
 def add(
-    app: AppContext, address: str, password_stdin: bool, sender_domains: tuple[str, ...]
+    app: AppContext,
+    address: str,
+    password_stdin: bool,
+    sender_domains: tuple[str, ...],
+    any_sender: bool,
 ) -> None:
-    """Add a user with a password."""
+    """Add a user with a password. It may send as its own address's domain, and as
+    each --sender-domain; --any-sender: as any domain."""
     user_key(address)  # refuse a bad address or domain before asking for a password
+    if any_sender and sender_domains:
+        raise click.UsageError("--any-sender allows every domain: give no --sender-domain")
     for domain in sender_domains:
         normalize_domain(domain)
     password = read_password(password_stdin)
-    record = app.run(lambda store: Users(store).add(address, password, sender_domains))
-    click.echo(f"user {record.address} added")
+    record = app.run(
+        lambda store: Users(store).add(address, password, sender_domains, any_sender=any_sender)
+    )
+    click.echo(f"user {record.address} added; may send as {user_rights(record).describe()}")
 
 
 @user.command("list")
@@ -67,10 +78,7 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json([_json(record) for record in records])
         return
-    rows = (
-        (r.address, ", ".join(r.sender_domains) or "any domain", format_time(r.created_at))
-        for r in records
-    )
+    rows = ((r.address, user_rights(r).describe(), format_time(r.created_at)) for r in records)
     print_table(("Address", "May send as", "Created"), rows, empty="No users.")
 
 
@@ -102,5 +110,7 @@ def _json(record: UserRecord) -> dict[str, object]:
     return {
         "address": record.address,
         "sender_domains": list(record.sender_domains),
+        "any_sender": record.any_sender,
+        "may_send_as": user_rights(record).describe(),
         "created_at": iso_time(record.created_at),
     }

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from postroom.config.mailers import MailerSettings, default_mailers
 from postroom.config.routes import RouteSettings, SettingError
+from postroom.errors import AddressError
+from postroom.mail.address import parse_domain, to_ascii_domain
 
 __all__ = [
     "ApiSettings",
@@ -28,6 +30,8 @@ __all__ = [
     "ListenerSettings",
     "LogSettings",
     "RetentionSettings",
+    "SenderSettings",
+    "SendersSettings",
     "Settings",
     "TlsSettings",
     "default_listeners",
@@ -161,6 +165,32 @@ class ApiSettings(_Model):
     burst: Annotated[int, Field(ge=1)] = 60
 
 
+class SenderSettings(_Model):
+    """The sender domains of a principal that is not in the directory (a local Unix user,
+    a trusted network): the local domains, these, or any domain."""
+
+    sender_domains: tuple[str, ...] = ()  # besides the local domains; stored as A-labels
+    any_sender: bool = False
+
+    @field_validator("sender_domains", mode="after")
+    @classmethod
+    def _domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        found = []
+        for index, text in enumerate(domains):
+            try:
+                found.append(to_ascii_domain(parse_domain(text.strip().lower())))
+            except AddressError:
+                raise SettingError((index,), f"{text!r} is not a domain name") from None
+        return tuple(dict.fromkeys(found))
+
+
+class SendersSettings(_Model):
+    """Who may send as whom, for the principals the directory does not hold."""
+
+    sendmail: SenderSettings = SenderSettings()  # postroom-sendmail and `postroom send`
+    relay_networks: SenderSettings = SenderSettings()  # clients in relay_networks
+
+
 class Settings(_Model):
     hostname: str = Field(default_factory=lambda: platform.node() or "localhost")
     data_dir: Path = Path("postroom-data")
@@ -174,6 +204,10 @@ class Settings(_Model):
     retention: RetentionSettings = RetentionSettings()
     api: ApiSettings = ApiSettings()
     inbound_auth: InboundAuthSettings = InboundAuthSettings()
+    # Client networks that may relay through mx listeners without AUTH (Postfix's
+    # mynetworks), as CIDR; each network is a principal with [senders.relay_networks].
+    relay_networks: tuple[str, ...] = ()
+    senders: SendersSettings = SendersSettings()
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults
@@ -183,6 +217,17 @@ class Settings(_Model):
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{self.data_dir / 'postroom.db'}"
+
+    @field_validator("relay_networks", mode="after")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        found = []
+        for index, text in enumerate(networks):
+            try:
+                found.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                raise SettingError((index,), f"{text!r} is not an IP network (CIDR)") from None
+        return tuple(found)
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Settings:

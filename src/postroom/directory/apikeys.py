@@ -52,12 +52,18 @@ class ApiKeys:
         self._store = store
         self._clock = clock or SystemClock()
 
-    async def create(self, name: str, sender_domains: Iterable[str] = ()) -> NewApiKey:
+    async def create(
+        self, name: str, sender_domains: Iterable[str] = (), *, any_sender: bool = False
+    ) -> NewApiKey:
+        """A new key; it may send as the local domains, the ``sender_domains``, or with
+        ``any_sender`` as any domain."""
         check_key_name(name)
         domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
         key_id = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(16))
         secret = secrets.token_urlsafe(32)  # 43 characters, 256 bits
-        record = ApiKeyRecord(name, key_id, _hash(secret), domains, self._clock.time())
+        record = ApiKeyRecord(
+            name, key_id, _hash(secret), domains, self._clock.time(), any_sender=any_sender
+        )
         if not await self._store.add_api_key(record):
             raise ApiKeyExists(f"an API key named {name!r} already exists")
         return NewApiKey(record, f"{_PREFIX}_{key_id}_{secret}")

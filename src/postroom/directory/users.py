@@ -1,4 +1,5 @@
-"""Users: who may log in (SMTP AUTH), with which password, sending as which domains.
+"""Users: who may log in (SMTP AUTH), with which password, sending as which domains
+(the rule itself is ``intake.principals.user_rights``).
 
 A user's address is stored as its lookup key (``Address.key``: local part lowercased,
 domain as A-labels). ``verify`` takes about the same time whether the user exists or
@@ -28,7 +29,7 @@ from postroom.errors import (
     UnknownUser,
     UserExists,
 )
-from postroom.mail.address import parse_address, to_ascii_domain
+from postroom.mail.address import parse_address
 from postroom.store.base import Store
 from postroom.store.models import UserRecord
 
@@ -57,9 +58,15 @@ class Users:
         self._dummy_hash: str | None = None
 
     async def add(
-        self, address: str, password: str, sender_domains: Iterable[str] = ()
+        self,
+        address: str,
+        password: str,
+        sender_domains: Iterable[str] = (),
+        *,
+        any_sender: bool = False,
     ) -> UserRecord:
-        """Create a user. Empty ``sender_domains``: may send as any domain."""
+        """Create a user. It may send as its own domain, the ``sender_domains``, or with
+        ``any_sender`` as any domain."""
         key = user_key(address)
         check_password(password)
         domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
@@ -68,6 +75,7 @@ class Users:
             password_hash=await hash_password_async(password),
             sender_domains=domains,
             created_at=self._clock.time(),
+            any_sender=any_sender,
         )
         if not await self._store.add_user(record):
             raise UserExists(f"user {key} already exists")
@@ -109,17 +117,6 @@ class Users:
     async def list(self) -> builtins.list[UserRecord]:
         """Every user, sorted by address."""
         return sorted(await self._store.users(), key=lambda user: user.address)
-
-    @staticmethod
-    def may_send_as(user: UserRecord, sender_domain: str) -> bool:
-        """True when ``user`` may use ``sender_domain`` in MAIL FROM (U- or A-labels)."""
-        if not user.sender_domains:
-            return True
-        try:
-            domain = to_ascii_domain(sender_domain.rstrip("."))
-        except AddressError:
-            return False
-        return domain in user.sender_domains
 
     async def _dummy(self) -> str:
         # Made on first need, with the current cost, so an unknown user costs the same.

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from postroom.events import Bus, SmtpTransaction
-from postroom.intake import Intake, Principal, Submission
+from postroom.intake import Intake, Principal, PrincipalKind, Submission
+from postroom.intake.principals import RelayNetworks
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.net.throttle import FailureThrottle
 from postroom.smtp import events as ev
@@ -44,6 +45,7 @@ class SessionContext:
     command_timeout: float
     data_timeout: float
     bus: Bus
+    relay_networks: RelayNetworks | None = None  # clients that may relay without AUTH
 
 
 def tls_info_of(writer: asyncio.StreamWriter) -> TlsInfo | None:
@@ -68,7 +70,10 @@ class Session:
         self._ip: str | None = str(peer[0]) if peer else None
         self._port: int | None = int(peer[1]) if peer else None
         self.conn = ServerConnection(context.config, tls=tls_info_of(writer))
-        self._principal: Principal | None = None
+        networks = context.relay_networks
+        # A client in relay_networks is that network's principal until it logs in.
+        self._network = networks.principal(self._ip) if networks is not None else None
+        self._principal: Principal | None = self._network
         self._submission: Submission | None = None
         self._stopping = False
         self._reading = False
@@ -162,7 +167,7 @@ class Session:
     async def _reply_for(self, event: ev.Event) -> Reply:
         match event:
             case ev.MailFrom():
-                return self._mail(event)
+                return await self._mail(event)
             case ev.RcptTo():
                 return await self._rcpt(event)
             case ev.Data():
@@ -187,12 +192,22 @@ class Session:
                 return reply
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
+    @property
+    def _auth_user(self) -> str | None:
+        principal = self._principal
+        return principal.name if principal and principal.kind is PrincipalKind.USER else None
+
+    @property
+    def _relay_network(self) -> str | None:
+        network = self._network
+        return network.name if network is not None and self._principal is network else None
+
     def _source(self) -> Source:
         conn = self.conn
         protocol = "ESMTP" if conn.esmtp else "SMTP"
         if conn.tls is not None:
             protocol += "S"
-        if self._principal is not None:
+        if self._auth_user is not None:
             protocol += "A"
         tls = f"{conn.tls.version} with cipher {conn.tls.cipher}" if conn.tls else None
         return Source(
@@ -206,8 +221,8 @@ class Session:
             listener=self._ctx.role,
         )
 
-    def _mail(self, event: ev.MailFrom) -> Reply:
-        result = self._ctx.intake.begin(
+    async def _mail(self, event: ev.MailFrom) -> Reply:
+        result = await self._ctx.intake.begin(
             self._source(),
             event.sender,
             principal=self._principal,
@@ -249,7 +264,8 @@ class Session:
                 queue_id=submission.queue_id if result == "queued" else None,
                 client_ip=self._ip,
                 listener=self._ctx.role,
-                auth_user=self._principal.name if self._principal else None,
+                auth_user=self._auth_user,
+                relay_network=self._relay_network,
                 sender=str(submission.sender or ""),
                 recipients=tuple(str(r.address) for r in submission.recipients),
                 size=submission.size,
@@ -298,6 +314,6 @@ class Session:
             return False
         info = tls_info_of(self._writer)
         assert info is not None
-        self._principal = None
+        self._principal = self._network
         self.conn.start_tls(info)
         return True

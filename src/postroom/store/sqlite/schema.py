@@ -17,7 +17,7 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -28,6 +28,22 @@ UPGRADES: dict[int, str] = {
         UPDATE recipients SET held = 1
             WHERE message_id IN (SELECT id FROM messages WHERE held = 1);
         DROP INDEX IF EXISTS recipients_due;
+    """,
+    # Sender rights made explicit: an empty list meant "any domain" before version 3 and
+    # means "the defaults" since; rows that had it keep their meaning through any_sender.
+    # (A version-1 database has no api_keys yet: it gets the version-2 table first.)
+    2: """
+        CREATE TABLE IF NOT EXISTS api_keys (
+            name           TEXT PRIMARY KEY,
+            key_id         TEXT NOT NULL UNIQUE,
+            secret_hash    TEXT NOT NULL,
+            sender_domains TEXT NOT NULL DEFAULT '',
+            created_at     REAL NOT NULL
+        ) WITHOUT ROWID;
+        ALTER TABLE users ADD COLUMN any_sender INTEGER NOT NULL DEFAULT 0;
+        UPDATE users SET any_sender = 1 WHERE sender_domains = '';
+        ALTER TABLE api_keys ADD COLUMN any_sender INTEGER NOT NULL DEFAULT 0;
+        UPDATE api_keys SET any_sender = 1 WHERE sender_domains = '';
     """,
 }
 
