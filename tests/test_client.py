@@ -45,7 +45,10 @@ class Api:
         return Client(self.url, key if key is not None else self.key, timeout=10)
 
     def create_key(self, name: str, sender_domains: tuple[str, ...] = ()) -> str:
-        return self.server.call(ApiKeys(self.server.store).create(name, sender_domains)).token
+        """A key limited to ``sender_domains``; without any, one for any domain."""
+        keys = ApiKeys(self.server.store)
+        created = keys.create(name, sender_domains, any_sender=not sender_domains)
+        return self.server.call(created).token
 
     def stored(self, queue_id: str) -> EmailMessage:
         data = self.server.call(self.server.store.read_body(queue_id))

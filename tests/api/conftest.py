@@ -25,9 +25,13 @@ class Api:
         headers = {} if key == "" else {"Authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
-    def create_key(self, name: str, sender_domains: tuple[str, ...] = ()) -> str:
+    def create_key(
+        self, name: str, sender_domains: tuple[str, ...] = (), *, any_sender: bool = True
+    ) -> str:
+        """A key; by default one that may send as any domain, as most tests want."""
         keys = ApiKeys(self.server.store, self.clock)
-        return self.server.call(keys.create(name, sender_domains)).token
+        created = keys.create(name, sender_domains, any_sender=any_sender and not sender_domains)
+        return self.server.call(created).token
 
 
 @pytest.fixture
