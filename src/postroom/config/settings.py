@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import platform
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from postroom.config.mailers import MailerSettings, default_mailers
 from postroom.config.routes import RouteSettings, SettingError
-from postroom.errors import AddressError
 from postroom.mail.address import parse_domain, to_ascii_domain
 
 __all__ = [
@@ -129,12 +129,7 @@ class DeliverySettings(_Model):
     @field_validator("sending_addresses", mode="after")
     @classmethod
     def _ip_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
-        for index, text in enumerate(addresses):
-            try:
-                ipaddress.ip_address(text)
-            except ValueError:
-                raise SettingError((index,), f"{text!r} is not an IP address") from None
-        return tuple(str(ipaddress.ip_address(text)) for text in addresses)
+        return _each(addresses, lambda text: str(ipaddress.ip_address(text)), "an IP address")
 
 
 class InboundAuthSettings(_Model):
@@ -175,12 +170,9 @@ class SenderSettings(_Model):
     @field_validator("sender_domains", mode="after")
     @classmethod
     def _domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
-        found = []
-        for index, text in enumerate(domains):
-            try:
-                found.append(to_ascii_domain(parse_domain(text.strip().lower())))
-            except AddressError:
-                raise SettingError((index,), f"{text!r} is not a domain name") from None
+        found = _each(
+            domains, lambda text: to_ascii_domain(parse_domain(text.strip())), "a domain name"
+        )
         return tuple(dict.fromkeys(found))
 
 
@@ -221,13 +213,10 @@ class Settings(_Model):
     @field_validator("relay_networks", mode="after")
     @classmethod
     def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
-        found = []
-        for index, text in enumerate(networks):
-            try:
-                found.append(str(ipaddress.ip_network(text.strip(), strict=False)))
-            except ValueError:
-                raise SettingError((index,), f"{text!r} is not an IP network (CIDR)") from None
-        return tuple(found)
+        def network(text: str) -> str:
+            return str(ipaddress.ip_network(text.strip(), strict=False))
+
+        return _each(networks, network, "an IP network (CIDR)")
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Settings:
@@ -266,6 +255,17 @@ class Settings(_Model):
                         f"no mailer named {name!r} (there are {', '.join(map(repr, known))})",
                     )
         return self
+
+
+def _each(values: tuple[str, ...], normal: Callable[[str], str], what: str) -> tuple[str, ...]:
+    """Each value in its normal form; a SettingError naming the first that is not ``what``."""
+    found = []
+    for index, text in enumerate(values):
+        try:
+            found.append(normal(text))
+        except ValueError:  # AddressError is one too
+            raise SettingError((index,), f"{text!r} is not {what}") from None
+    return tuple(found)
 
 
 def _check_unique(key: str, names: list[str]) -> None:
