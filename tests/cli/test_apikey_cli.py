@@ -59,6 +59,15 @@ def test_keys_send_as_the_local_domains_unless_any_sender_and_the_list_says_so(
     assert both.returncode == 2 and "--any-sender" in both.stderr
 
 
+def test_apikey_senders_replaces_what_a_key_may_send_as(config: Path) -> None:
+    ok(postroom(config, "apikey", "create", "app", "--any-sender"))
+    changed = postroom(config, "apikey", "senders", "app", "--sender-domain", "shop.example")
+    assert ok(changed) == "API key app may send as local domains, shop.example\n"
+    [listed] = json.loads(ok(postroom(config, "apikey", "list", "--json")))
+    assert (listed["any_sender"], listed["sender_domains"]) == (False, ["shop.example"])
+    assert "no API key" in one_line_error(postroom(config, "apikey", "senders", "nope"))
+
+
 def test_names_are_unique_and_revoke_removes(config: Path) -> None:
     ok(postroom(config, "apikey", "create", "app"))
     assert "already exists" in one_line_error(postroom(config, "apikey", "create", "app"))

@@ -149,6 +149,27 @@ def test_any_sender_users_say_so_in_the_list(config: Path) -> None:
     assert both.returncode == 2 and "--any-sender" in both.stderr
 
 
+def test_user_senders_narrows_a_user_that_could_send_as_any_domain(config: Path) -> None:
+    # What an upgraded user made without --sender-domain is: any_sender, until narrowed.
+    ok(
+        postroom(
+            config, "user", "add", "a@example.com", "--any-sender", "--password-stdin", stdin="pw\n"
+        )
+    )
+    narrowed = postroom(
+        config, "user", "senders", "a@example.com", "--sender-domain", "Bücher.example"
+    )
+    assert ok(narrowed) == "user a@example.com may send as example.com, xn--bcher-kva.example\n"
+    [listed] = json.loads(ok(postroom(config, "user", "list", "--json")))
+    assert (listed["any_sender"], listed["sender_domains"]) == (False, ["xn--bcher-kva.example"])
+    assert ok(postroom(config, "user", "senders", "a@example.com")).endswith(
+        "may send as example.com\n"
+    )
+    assert "any domain" in ok(postroom(config, "user", "senders", "a@example.com", "--any-sender"))
+    missing = postroom(config, "user", "senders", "nobody@example.com")
+    assert one_line_error(missing) == "postroom: no such user: nobody@example.com"
+
+
 def test_no_users_yet(config: Path) -> None:
     assert ok(postroom(config, "user", "list")) == "No users.\n"
 

@@ -297,6 +297,8 @@ def test_a_relay_network_relays_without_auth_as_the_local_domains(
     scan = b"From: scanner@example.com\r\nTo: someone@remote.test\r\nSubject: scan\r\n\r\nPDF\r\n"
     client = from_address(lan, "mx", "127.0.0.2")
     try:
+        client.starttls(context=client_context(lan.data_dir))  # still the network after it
+        client.ehlo("printer.lan")
         code, text = transaction(client, "scanner@example.com", scan)
         assert code == 250, text
         forged = scan.replace(b"scanner@example.com", b"ceo@other.org")

@@ -6,7 +6,7 @@ import click
 
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
-from postroom.directory import normalize_domain
+from postroom.cli.senders import check_senders, sender_options
 from postroom.directory.apikeys import ApiKeys, check_key_name
 from postroom.intake.principals import api_key_rights
 from postroom.store.models import ApiKeyRecord
@@ -21,14 +21,7 @@ def apikey() -> None:
 
 @apikey.command("create")
 @click.argument("name")
-@click.option(
-    "--sender-domain",
-    "sender_domains",
-    multiple=True,
-    metavar="DOMAIN",
-    help="Another domain the key may send as, besides the local domains (repeatable).",
-)
-@click.option("--any-sender", is_flag=True, help="The key may send as any domain.")
+@sender_options("the local domains")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @config_option
 @pass_app
@@ -38,10 +31,7 @@ def create(
     """Create a key; it is shown this once (only its hash is kept). It may send as the
     local domains, and as each --sender-domain; --any-sender: as any domain."""
     check_key_name(name)
-    if any_sender and sender_domains:
-        raise click.UsageError("--any-sender allows every domain: give no --sender-domain")
-    for domain in sender_domains:
-        normalize_domain(domain)
+    check_senders(sender_domains, any_sender)
     new = app.run(lambda store: ApiKeys(store).create(name, sender_domains, any_sender=any_sender))
     if as_json:
         emit_json({**_json(new.record), "key": new.token})
@@ -63,6 +53,21 @@ def list_(app: AppContext, as_json: bool) -> None:
         return
     rows = ((r.name, api_key_rights(r).describe(), format_time(r.created_at)) for r in records)
     print_table(("Name", "May send as", "Created"), rows, empty="No API keys.")
+
+
+@apikey.command("senders")
+@click.argument("name")
+@sender_options("the local domains")
+@config_option
+@pass_app
+def senders(app: AppContext, name: str, sender_domains: tuple[str, ...], any_sender: bool) -> None:
+    """Set what a key may send as: the local domains and each --sender-domain (none: only
+    the local domains), or --any-sender."""
+    check_senders(sender_domains, any_sender)
+    record = app.run(
+        lambda store: ApiKeys(store).set_senders(name, sender_domains, any_sender=any_sender)
+    )
+    click.echo(f"API key {name} may send as {api_key_rights(record).describe()}")
 
 
 @apikey.command("revoke")

@@ -8,7 +8,8 @@ import click
 
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
-from postroom.directory import Users, normalize_domain, user_key
+from postroom.cli.senders import check_senders, sender_options
+from postroom.directory import Users, user_key
 from postroom.intake.principals import user_rights
 from postroom.store.models import UserRecord
 
@@ -37,14 +38,7 @@ def user() -> None:
 @user.command("add")
 @click.argument("address")
 @password_stdin_option
-@click.option(
-    "--sender-domain",
-    "sender_domains",
-    multiple=True,
-    metavar="DOMAIN",
-    help="Another domain the user may send as, besides its own (repeatable).",
-)
-@click.option("--any-sender", is_flag=True, help="The user may send as any domain.")
+@sender_options("its own address's domain")
 @config_option
 @pass_app
 def add(
@@ -57,10 +51,7 @@ def add(
     """Add a user with a password. It may send as its own address's domain, and as
     each --sender-domain; --any-sender: as any domain."""
     user_key(address)  # refuse a bad address or domain before asking for a password
-    if any_sender and sender_domains:
-        raise click.UsageError("--any-sender allows every domain: give no --sender-domain")
-    for domain in sender_domains:
-        normalize_domain(domain)
+    check_senders(sender_domains, any_sender)
     password = read_password(password_stdin)
     record = app.run(
         lambda store: Users(store).add(address, password, sender_domains, any_sender=any_sender)
@@ -80,6 +71,24 @@ def list_(app: AppContext, as_json: bool) -> None:
         return
     rows = ((r.address, user_rights(r).describe(), format_time(r.created_at)) for r in records)
     print_table(("Address", "May send as", "Created"), rows, empty="No users.")
+
+
+@user.command("senders")
+@click.argument("address")
+@sender_options("its own address's domain")
+@config_option
+@pass_app
+def senders(
+    app: AppContext, address: str, sender_domains: tuple[str, ...], any_sender: bool
+) -> None:
+    """Set what a user may send as: its own domain and each --sender-domain (none: only
+    its own), or --any-sender."""
+    key = user_key(address)
+    check_senders(sender_domains, any_sender)
+    record = app.run(
+        lambda store: Users(store).set_senders(key, sender_domains, any_sender=any_sender)
+    )
+    click.echo(f"user {key} may send as {user_rights(record).describe()}")
 
 
 @user.command("passwd")

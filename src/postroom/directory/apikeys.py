@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from postroom.clock import Clock, SystemClock
-from postroom.directory.domains import normalize_domain
+from postroom.directory.domains import sender_domain_list
 from postroom.errors import ApiKeyExists, DirectoryError, UnknownApiKey
 from postroom.store.base import Store
 from postroom.store.models import ApiKeyRecord
@@ -58,7 +58,7 @@ class ApiKeys:
         """A new key; it may send as the local domains, the ``sender_domains``, or with
         ``any_sender`` as any domain."""
         check_key_name(name)
-        domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
+        domains = sender_domain_list(sender_domains)
         key_id = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(16))
         secret = secrets.token_urlsafe(32)  # 43 characters, 256 bits
         record = ApiKeyRecord(
@@ -80,6 +80,17 @@ class ApiKeys:
 
     async def list(self) -> builtins.list[ApiKeyRecord]:
         return await self._store.api_keys()
+
+    async def set_senders(
+        self, name: str, sender_domains: Iterable[str] = (), *, any_sender: bool = False
+    ) -> ApiKeyRecord:
+        """Replace what the key may send as, besides the local domains; the new record."""
+        domains = sender_domain_list(sender_domains)
+        if await self._store.set_api_key_senders(name, domains, any_sender):
+            for record in await self._store.api_keys():
+                if record.name == name:
+                    return record
+        raise UnknownApiKey(f"no API key named {name!r}")
 
     async def revoke(self, name: str) -> None:
         if not await self._store.remove_api_key(name):

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
-from postroom.directory.domains import normalize_domain
+from postroom.directory.domains import sender_domain_list
 from postroom.directory.passwords import (
     hash_password_async,
     needs_rehash,
@@ -69,7 +69,7 @@ class Users:
         ``any_sender`` as any domain."""
         key = user_key(address)
         check_password(password)
-        domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
+        domains = sender_domain_list(sender_domains)
         record = UserRecord(
             address=key,
             password_hash=await hash_password_async(password),
@@ -108,6 +108,19 @@ class Users:
         check_password(password)
         if not await self._store.set_password(key, await hash_password_async(password)):
             raise UnknownUser(f"no such user: {key}")
+
+    async def set_senders(
+        self, address: str, sender_domains: Iterable[str] = (), *, any_sender: bool = False
+    ) -> UserRecord:
+        """Replace what the user may send as, besides its own domain; the new record."""
+        key = user_key(address)
+        domains = sender_domain_list(sender_domains)
+        if not await self._store.set_user_senders(key, domains, any_sender):
+            raise UnknownUser(f"no such user: {key}")
+        record = await self._store.user(key)
+        if record is None:  # removed in between
+            raise UnknownUser(f"no such user: {key}")
+        return record
 
     async def remove(self, address: str) -> None:
         key = user_key(address)

@@ -13,6 +13,7 @@ from postroom.store.sqlite.queue import IN_IDS, ids_param
 __all__ = [
     "ADD_API_KEY",
     "REMOVE_API_KEY",
+    "SET_API_KEY_SENDERS",
     "api_key",
     "api_key_params",
     "api_keys",
@@ -24,6 +25,7 @@ __all__ = [
 _KEY_COLUMNS = "name, key_id, secret_hash, sender_domains, created_at, any_sender"
 ADD_API_KEY = f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 REMOVE_API_KEY = "DELETE FROM api_keys WHERE name = ?"
+SET_API_KEY_SENDERS = "UPDATE api_keys SET sender_domains = ?, any_sender = ? WHERE name = ?"
 # A message deleted before its meta arrives: nothing to describe (the FK would refuse).
 _INSERT_META = (
     "INSERT OR REPLACE INTO message_meta (id, message_id, subject, tags, metadata)"

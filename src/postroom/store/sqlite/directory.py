@@ -15,6 +15,7 @@ __all__ = [
     "REMOVE_DOMAIN",
     "REMOVE_USER",
     "SET_PASSWORD",
+    "SET_USER_SENDERS",
     "changed",
     "domains",
     "exists",
@@ -36,6 +37,7 @@ RECIPIENT = (
 )
 ADD_USER = f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
 SET_PASSWORD = "UPDATE users SET password_hash = ? WHERE address = ?"
+SET_USER_SENDERS = "UPDATE users SET sender_domains = ?, any_sender = ? WHERE address = ?"
 REMOVE_USER = "DELETE FROM users WHERE address = ?"
 
 
