@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import pkgutil
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ import pytest
 import postroom
 
 SRC = Path(postroom.__file__).parent
+PYPROJECT = SRC.parent.parent / "pyproject.toml"
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PURE_CORE = [
     "mail",
     "smtp/connection.py",
@@ -72,9 +77,73 @@ def test_public_surface_exists(name: str) -> None:
         assert hasattr(module, item), f"{name}.__all__ names {item}, which is missing"
 
 
-def test_import_contracts() -> None:
-    lint = Path(sys.executable).parent / "lint-imports"
-    result = subprocess.run(
-        [str(lint)], capture_output=True, text=True, check=False, cwd=SRC.parent.parent
+def _lint_imports(src: Path) -> subprocess.CompletedProcess[str]:
+    """lint-imports with our contracts over the package found in ``src``."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", str(PYPROJECT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=src,  # lint-imports puts its working directory first on sys.path
+        env={**os.environ, "COLUMNS": "300"},
     )
+
+
+def test_import_contracts() -> None:
+    result = _lint_imports(SRC.parent)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _contract(contract_id: str) -> dict[str, object]:
+    contracts = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"]
+    return next(c for c in contracts if c.get("id") == contract_id)
+
+
+def _layer_modules() -> set[str]:
+    layers = _contract("layers")["layers"]
+    assert isinstance(layers, list)
+    return {
+        "postroom." + name.strip()
+        for layer in layers
+        for name in layer.replace(":", "|").split("|")
+    }
+
+
+def test_every_top_level_module_is_a_layer() -> None:
+    """lint-imports' `exhaustive` covers the top level; `smtp` is listed module by module."""
+    declared = _layer_modules()
+    for info in pkgutil.iter_modules([str(SRC)], prefix="postroom."):
+        if info.name == "postroom.smtp":
+            continue
+        assert info.name in declared, f"{info.name} is in no layer"
+    for info in pkgutil.iter_modules([str(SRC / "smtp")], prefix="postroom.smtp."):
+        assert info.name in declared, f"{info.name} is in no layer"
+
+
+def test_every_mailer_module_is_in_the_independence_contract() -> None:
+    """A wildcard, not a list: a new provider module is covered the day it is added."""
+    assert _contract("mailers")["modules"] == ["postroom.delivery.mailers.*"]
+    assert _contract("webhooks")["modules"] == ["postroom.delivery.webhooks.*"]
+
+
+def test_contracts_report_a_door_policy_or_provider_crossing(tmp_path: Path) -> None:
+    """The contracts bite: a copy of the package with three violations fails on each."""
+    copy = tmp_path / "postroom"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with (copy / "intake" / "policy.py").open("a") as policy:
+        policy.write("\nimport postroom.delivery.scheduler\n")
+    with (copy / "delivery" / "mailers" / "zoho.py").open("a") as zoho:
+        zoho.write("\nfrom postroom.delivery.mailers import sendgrid\n")
+    (copy / "stray.py").write_text('"""A module in no layer."""\n')
+
+    result = _lint_imports(tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "postroom.intake is not allowed to import postroom.delivery" in out
+    assert "postroom.intake.policy -> postroom.delivery.scheduler" in out
+    assert (
+        "postroom.delivery.mailers.zoho is not allowed to import postroom.delivery.mailers.sendgrid"
+        in out
+    )
+    assert "- postroom.stray" in out

@@ -1061,3 +1061,15 @@ def test_reply_table_is_consistent() -> None:
         else:
             assert reply.enhanced.split(".")[0] == str(reply.code)[0], name
         assert getattr(r, name) is reply
+
+
+def test_awaiting_reply_is_true_from_an_event_until_its_send() -> None:
+    conn = ServerConnection(CONFIG)
+    conn.receive_data(b"NOOP\r\n")
+    assert not conn.awaiting_reply
+    assert isinstance(conn.next_event(), Noop)
+    assert conn.awaiting_reply
+    conn.send(r.OK)
+    assert not conn.awaiting_reply
+    assert conn.next_event() is NEED_DATA
+    assert not conn.awaiting_reply

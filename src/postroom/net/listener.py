@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from postroom.net.throttle import ConnectionCounter
 __all__ = ["Handler", "Listener"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+_log = logging.getLogger("postroom.net")
 
 
 class Listener:
@@ -81,6 +83,13 @@ class Listener:
         self._tasks.add(task)
         try:
             await self._handler(reader, writer)
+        except Exception:  # the handler's own boundary failed: log it, keep accepting
+            _log.exception(
+                "connection handler failed: client=%s listener=%s:%d",
+                ip,
+                self.address,
+                self.bound_port,
+            )
         finally:
             self._tasks.discard(task)
             self._counter.release(ip)

@@ -120,6 +120,11 @@ class ServerConnection:
         """MAIL accepted and the transaction not finished (RSET, end of message, HELO)."""
         return self.state in TRANSACTION
 
+    @property
+    def awaiting_reply(self) -> bool:
+        """An event was handed out and its command waits for ``send()``."""
+        return self._pending is not None
+
     def greeting(self) -> bytes:
         """RFC 5321 4.3.1: ``220 <domain> ESMTP ...`` (no enhanced code: RFC 2034 3)."""
         return Reply(220, None, f"{self.config.hostname} ESMTP postroom").to_bytes()

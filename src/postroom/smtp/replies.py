@@ -43,6 +43,7 @@ __all__ = [
     "EXPN_NOT_AVAILABLE",
     "HELO_SYNTAX",
     "HELP",
+    "INTERNAL_ERROR",
     "INVALID_CHARACTERS",
     "LINE_TOO_LONG",
     "LOCAL_ERROR",
@@ -177,6 +178,8 @@ SHUTTING_DOWN: Final = Reply(421, "4.3.2", "Service shutting down")
 TIMEOUT: Final = Reply(421, "4.4.2", "Timeout exceeded")
 TOO_MANY_ERRORS: Final = Reply(421, "4.7.0", "Too many errors")
 TOO_MANY_CONNECTIONS: Final = Reply(421, "4.7.0", "Too many connections")
+# After an unforeseen fault: the command in progress got LOCAL_ERROR; the session ends.
+INTERNAL_ERROR: Final = Reply(421, "4.3.0", "Local error in processing; closing connection")
 MAILBOX_BUSY: Final = Reply(450, "4.2.0", "Mailbox temporarily unavailable")
 LOCAL_ERROR: Final = Reply(451, "4.3.0", "Local error in processing; try again later")
 TOO_MANY_RECIPIENTS: Final = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 4.5.3.1.10

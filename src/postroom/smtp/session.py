@@ -88,14 +88,49 @@ class Session:
             self._task.cancel()
 
     async def run(self) -> None:
+        """The session to its end. Nothing raised below escapes: the peer going away ends
+        it quietly, anything else is a fault of ours (see ``_fail``)."""
         self._task = asyncio.current_task()
         try:
             self._writer.write(self.conn.greeting())
             await self._loop()
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            _log.debug("connection from %s ended: %s", self._ip, exc)
+        except Exception as exc:
+            if self._peer_gone(exc):
+                _log.debug("connection from %s ended: %s", self._ip, exc)
+            else:
+                await self._fail()
         finally:
             self._abort_transaction()
+
+    def _peer_gone(self, exc: Exception) -> bool:
+        """A failure of the connection itself (reset, broken pipe, TLS alert), not ours:
+        asyncio closes the transport on every socket or TLS error. An OSError from below
+        (the spool's disk, a store, a lookup's timeout) leaves it open: a fault of ours."""
+        return isinstance(exc, OSError) and self._writer.transport.is_closing()
+
+    async def _fail(self) -> None:
+        """An unforeseen exception: the traceback goes to the log, never to the client.
+        The command in progress gets 451 4.3.0, the transaction is dropped (its spool
+        closed), and the session ends with 421 4.3.0: after a fault nothing more of it is
+        trusted, as with a Postfix smtpd that dies (RFC 5321 3.8 allows 421 at any time)."""
+        submission = self._submission
+        _log.error(
+            "session failed: client=%s listener=%s queue_id=%s",
+            self._ip or "unknown",
+            self._ctx.role,
+            submission.queue_id if submission is not None else "-",
+            exc_info=True,
+        )
+        if submission is not None:
+            self._finish(replies.LOCAL_ERROR, "rejected")
+        if self.conn.closed or self._writer.is_closing():
+            return
+        try:
+            answer = self.conn.send(replies.LOCAL_ERROR) if self.conn.awaiting_reply else b""
+        except Exception:  # the core itself failed: only the closing reply is safe
+            answer = b""
+        self._writer.write(answer + self.conn.shutdown(replies.INTERNAL_ERROR))
+        await self._flush()
 
     async def _loop(self) -> None:
         while not self.conn.closed:
