@@ -379,27 +379,23 @@ def test_a_message_without_a_header_gets_one() -> None:
         Options(recipients=("a@example.net",), full_name="Jos\u00e9"),
         hostname="mail.test",
         user="www-data",
-        now=0.0,
     )
     head, _, body = prepared.data.partition(b"\r\n\r\n")
-    assert body == b"just text\r\nand more\r\n"
+    assert body == b"just text\nand more\n"  # line endings, Date, Message-ID: intake's
     parsed = email.message_from_bytes(head + b"\r\n\r\n", policy=email.policy.default)
     assert parsed["From"] == "Jos\u00e9 <www-data@mail.test>"
     assert head.isascii()
-    assert b"Date: Thu, 01 Jan 1970 00:00:00 +0000" in head
 
 
-def test_the_null_sender_and_a_bcc_kept_out_of_the_header() -> None:
+def test_the_null_sender_and_a_bcc_not_taken_without_t() -> None:
     prepared = prepare(
         b"Bcc: x@example.net\nSubject: s\n\nb\n",
         Options(recipients=("a@example.net",), sender="<>"),
         hostname="mail.test",
         user="u",
-        now=0.0,
     )
     assert prepared.sender is None
     assert [str(r.address) for r in prepared.recipients] == ["a@example.net"]  # no -t
-    assert b"Bcc" not in prepared.data
 
 
 def test_reading_stops_at_the_limit() -> None:

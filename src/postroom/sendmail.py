@@ -23,8 +23,7 @@ import os
 import pwd
 import re
 import sys
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.errors import HeaderDefect, NonASCIILocalPartDefect
 from email.message import EmailMessage
@@ -36,11 +35,10 @@ from typing import BinaryIO, NoReturn
 from postroom.config import load
 from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
-from postroom.ids import message_id, new_queue_id
+from postroom.intake.cleanup import header_fields, tidy_field
 from postroom.intake.local import LocalResult, local_user, submit_local
 from postroom.mail.address import Address, parse_address
 from postroom.mail.envelope import DsnRequest, Notify, Recipient, Ret
-from postroom.mail.headers import date_header
 from postroom.smtp.replies import Reply
 
 __all__ = ["Exit", "Options", "Prepared", "SendmailError", "main", "parse_args", "prepare"]
@@ -84,7 +82,6 @@ _REFUSED_MODES = {
     "v": "no address verification",
 }
 _NOTIFY = {n.value.lower(): n for n in Notify}
-_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 
 
@@ -192,7 +189,7 @@ def read_message(stream: BinaryIO, *, limit: int, dot_ends_input: bool) -> bytes
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A message ready for intake: completed headers, Bcc removed, and its envelope."""
+    """A message ready for intake (From added when missing) and its envelope."""
 
     data: bytes
     sender: Address | None
@@ -202,11 +199,14 @@ class Prepared:
     dsn: DsnRequest = field(default_factory=DsnRequest)
 
 
-def prepare(data: bytes, options: Options, *, hostname: str, user: str, now: float) -> Prepared:
-    """Envelope from the options (and headers with -t), headers completed as Postfix's
-    cleanup does: From (with -F's name), Date and Message-ID when missing; Bcc removed."""
-    head, body = _split(data)
-    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(b"".join(head) + b"\r\n")
+def prepare(data: bytes, options: Options, *, hostname: str, user: str) -> Prepared:
+    """Envelope from the options (and headers with -t), and From added when missing (with
+    -F's name, or the passwd one), as sendmail does. The rest of the clean-up (line
+    endings, Date, Message-ID, Bcc) is intake's, the same for every source."""
+    fields, _, _ = header_fields(data)
+    tidy = [tidy_field(f) for f in fields]
+    head = b"".join(f for _, f in tidy) + b"\n"
+    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
     sender = _sender(options.sender, hostname, user)
     recipients = [_local(a, hostname, "recipient") for a in _argument_addresses(options)]
     if options.extract:
@@ -215,61 +215,22 @@ def prepare(data: bytes, options: Options, *, hostname: str, user: str, now: flo
         raise SendmailError(
             Exit.USAGE, "no recipients given (as arguments, or in To/Cc/Bcc with -t)"
         )
-    names = {line.split(b":", 1)[0].strip().lower() for line in head if line[:1] not in b" \t"}
-    added: list[str] = []
-    if b"from" not in names:
-        added.append(f"From: {_from_header(sender, options.full_name, hostname, user)}")
-    if b"date" not in names:
-        added.append(f"Date: {date_header(now)}")
-    if b"message-id" not in names:
-        added.append(f"Message-ID: {message_id(new_queue_id(now), hostname)}")
-    message = (
-        b"".join(_without_bcc(head))
-        + "".join(f"{line}\r\n" for line in added).encode()
-        + b"\r\n"
-        + body
-    )
+    if b"from" not in {name for name, _ in tidy}:
+        author = f"From: {_from_header(sender, options.full_name, hostname, user)}\r\n"
+        end = sum(len(f) for f in fields)
+        # Without a header block the input is all body: the new field gets one of its own.
+        separator = "\r\n" if not fields and data[:1] not in (b"\r", b"\n") else ""
+        data = data[:end] + (author + separator).encode() + data[end:]
     unique = {a.key: a for a in recipients}
     everyone = [*unique.values(), *([sender] if sender else [])]
     return Prepared(
-        data=message,
+        data=data,
         sender=sender,
         recipients=tuple(Recipient(a, notify=options.notify) for a in unique.values()),
-        body_type="8BITMIME" if options.eight_bit or not message.isascii() else "7BIT",
+        body_type="8BITMIME" if options.eight_bit or not data.isascii() else "7BIT",
         smtputf8=any(a.needs_smtputf8 for a in everyone),
         dsn=DsnRequest(ret=options.ret, envid=options.envid),
     )
-
-
-def _split(data: bytes) -> tuple[list[bytes], bytes]:
-    """Header lines (CRLF-ended) and the body. The header ends at the first empty line,
-    or at the first line that is neither a field nor a continuation (then the body starts
-    there: ``echo text | sendmail user`` is a message with a body and no header)."""
-    data = re.sub(rb"\r?\n", b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    head: list[bytes] = []
-    offset = 0
-    for line in data.splitlines(keepends=True):
-        if line == b"\r\n":
-            return head, data[offset + 2 :]
-        continuation = line[:1] in (b" ", b"\t") and bool(head)
-        if not (continuation or _HEADER_LINE.match(line)):
-            break
-        head.append(line)
-        offset += len(line)
-    return head, data[offset:]
-
-
-def _without_bcc(head: Iterable[bytes]) -> list[bytes]:
-    kept: list[bytes] = []
-    dropping = False
-    for line in head:
-        if line[:1] not in (b" ", b"\t"):
-            dropping = line.split(b":", 1)[0].strip().lower() == b"bcc"
-        if not dropping:
-            kept.append(line)
-    return kept
 
 
 def _sender(given: str | None, hostname: str, user: str) -> Address | None:
@@ -371,7 +332,7 @@ def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
         stdin, limit=settings.limits.max_message_size, dot_ends_input=options.dot_ends_input
     )
     user = local_user()
-    prepared = prepare(data, options, hostname=settings.hostname, user=user, now=time.time())
+    prepared = prepare(data, options, hostname=settings.hostname, user=user)
     if len(prepared.data) > settings.limits.max_message_size:
         raise SendmailError(Exit.DATAERR, "message too big")
     queued = _queue(settings, user, prepared)
@@ -421,7 +382,7 @@ def _exit_for(reply: Reply) -> Exit:
     enhanced = reply.enhanced or ""
     if enhanced.startswith("5.1."):  # addressing status (RFC 3463 3.2)
         return Exit.NOUSER
-    if enhanced == "5.3.4":  # message too big for the system
+    if enhanced == "5.3.4" or enhanced.startswith("5.6."):  # too big; media error (NUL)
         return Exit.DATAERR
     if enhanced == "5.7.1":  # delivery not authorized: a sender domain not allowed
         return Exit.NOPERM

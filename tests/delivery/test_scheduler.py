@@ -19,7 +19,7 @@ from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.events import Bus, DeliveryAttempt
-from postroom.intake import Intake, Principal, SenderRights
+from postroom.intake import Intake, Principal, Queued, SenderRights
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
 from postroom.smtp.replies import Reply
@@ -86,8 +86,8 @@ class World:
             b"From: app@example.test\r\nSubject: Receipt 42\r\n\r\nThanks.\r\n",
             principal=Principal("app@example.test", SenderRights.ANY),
         )
-        assert isinstance(result, str), result
-        return result
+        assert isinstance(result, Queued), result
+        return result.queue_id
 
     async def dsns(self) -> list[email.message.EmailMessage]:
         found = []
@@ -306,7 +306,7 @@ async def test_bytes_in_flight_are_bounded(tmp_path: Path) -> None:
                 big,
                 principal=Principal("app@example.test", SenderRights.ANY),
             )
-            assert isinstance(result, str)
+            assert isinstance(result, Queued)
         running = asyncio.create_task(world.scheduler.run_once())
         # Let every claimed attempt reach the budget or the mailer (the store's reads run
         # on threads, so this waits on the loop rather than counting its turns).

@@ -190,7 +190,7 @@ async def _through_submit(intake: Intake, case: Case) -> tuple[str | None, set[s
     result = await intake.submit(source, sender, recipients, case.data, principal=principal)
     if isinstance(result, Reply):
         return None, set()
-    return result, {r.address.key for r in recipients}
+    return result.queue_id, {r.address.key for r in recipients}
 
 
 @settings(

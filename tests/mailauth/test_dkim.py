@@ -182,6 +182,24 @@ def test_from_domain() -> None:
     assert from_domain(b"To: a@b.test\r\n\r\n") is None
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"From: a@example.test\r\nno colon\r\n\r\nbody\r\n",
+        b" folded first\r\nFrom: a@example.test\r\n\r\nbody\r\n",
+        b"just a body\r\n",
+    ],
+)
+def test_a_header_dkimpy_cannot_read_is_left_unsigned_not_raised(
+    tmp_path: Path, message: bytes
+) -> None:
+    keys = KeyRing(tmp_path)
+    keys.generate("example.test", "s1", "ed25519")
+    signer = DkimSigner(keys)
+    assert from_domain(message) is None
+    assert signer.sign(message, NOW, domain="example.test") == []
+
+
 def test_keygen_files_and_records(tmp_path: Path) -> None:
     keys = KeyRing(tmp_path)
     key = keys.generate("Example.TEST", "s1", "rsa", 2048)

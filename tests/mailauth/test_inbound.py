@@ -1,5 +1,6 @@
-"""Inbound checks: SPF, every DKIM signature, DMARC, one Authentication-Results; forged
-copies removed; the opt-in refusals. DNS from the loopback server."""
+"""Inbound checks: SPF, every DKIM signature, DMARC, one Authentication-Results; an
+unreadable header; the opt-in refusals. DNS from the loopback server. (Forged copies of
+our Authentication-Results are intake's clean-up's: tests/intake/test_cleanup.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 from postroom.config.settings import InboundAuthSettings
 from postroom.mailauth.dkim import DkimSigner, KeyRing, record_strings
 from postroom.mailauth.inbound import VERIFY_LIMIT, InboundChecker
-from postroom.mailauth.results import strip_forged
 from postroom.resolver import DnsResolver
 from tests.support.dns_server import DnsServer
 
@@ -70,7 +70,6 @@ async def check(server: DnsServer, message: bytes, ip: str = "192.0.2.10", **set
 async def test_all_pass(dns_server: DnsServer, signed: bytes) -> None:
     verdict = await check(dns_server, signed)
     assert verdict.refusal is None
-    assert verdict.head is None  # nothing forged: the message is stored as it came
     header = verdict.header.decode()
     assert header.startswith("Authentication-Results: mail.test;")
     assert "spf=pass smtp.mailfrom=sender.test" in header
@@ -111,16 +110,13 @@ async def test_temperror_defers_only_when_configured(dns_server: DnsServer) -> N
     assert verdict.refusal.enhanced is not None and verdict.refusal.enhanced.startswith("4.7.")
 
 
-async def test_forged_results_are_removed(dns_server: DnsServer, signed: bytes) -> None:
-    forged = (
-        b"Authentication-Results: mail.test; dkim=pass\r\n header.d=bank.test\r\n"
-        b"Authentication-Results: other.test; spf=pass smtp.mailfrom=sender.test\r\n"
-        b"authentication-results: (comment) MAIL.TEST ; dmarc=pass\r\n"
-    )
-    verdict = await check(dns_server, forged + signed)
-    kept = b"Authentication-Results: other.test; spf=pass smtp.mailfrom=sender.test\r\n"
-    assert verdict.head == kept + signed[: signed.index(b"\r\n\r\n") + 4]
-    assert "dkim=pass header.d=sender.test" in verdict.header.decode()
+async def test_a_header_dkimpy_cannot_read_is_a_dkim_permerror(dns_server: DnsServer) -> None:
+    # Intake's clean-up never lets such a header block through; the checks still answer.
+    head = b"From: news@sender.test\r\nno colon on this line\r\n\r\n"
+    verdict = await check(dns_server, head + b"Hello.\r\n")
+    header = verdict.header.decode()
+    assert 'dkim=permerror reason="message header cannot be parsed"' in header
+    assert "spf=pass" in header and verdict.refusal is None
 
 
 async def test_a_message_too_big_to_verify_is_not_loaded(
@@ -143,11 +139,6 @@ async def test_a_message_too_big_to_verify_is_not_loaded(
     assert [s.result for s in verdict.dkim] == ["policy", "policy"]
     assert "spf=pass" in verdict.header.decode()  # SPF and DMARC need no body
     assert "dmarc=pass" in verdict.header.decode()
-
-
-def test_strip_forged_leaves_the_body_alone() -> None:
-    message = b"Subject: x\r\n\r\nAuthentication-Results: mail.test; dkim=pass\r\n"
-    assert strip_forged(message, "mail.test") is None
 
 
 async def test_an_odd_helo_stays_out_of_the_header(dns_server: DnsServer) -> None:

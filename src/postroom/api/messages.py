@@ -121,12 +121,12 @@ class MessageApi:
         if isinstance(result, Reply):
             raise _refusal(result)
         accepted = SendAccepted(
-            id=result,
-            message_id=composed.message_id,
+            id=result.queue_id,
+            message_id=result.message_id or "",  # submitted mail always leaves with one
             recipients=[str(a) for a in composed.recipients],
         )
         response = _json(accepted, 202)
-        meta = MessageMeta(result, composed.message_id, composed.subject, tags, metadata)
+        meta = MessageMeta(result.queue_id, result.message_id, composed.subject, tags, metadata)
         answer = None
         if idempotency is not None:
             answer = self.idempotency.answer(key.name, *idempotency, 202, bytes(response.body))
@@ -139,7 +139,9 @@ class MessageApi:
             )
         except StoreError as exc:
             _log.warning(
-                "message %s queued, but its tags and replay record were not: %s", result, exc
+                "message %s queued, but its tags and replay record were not: %s",
+                result.queue_id,
+                exc,
             )
         return response
 
@@ -158,8 +160,6 @@ class MessageApi:
                 query = request.query_params
                 composed = prepare_raw(
                     body,
-                    hostname=hostname,
-                    now=now,
                     mail_from=query.get("mail_from"),
                     rcpt=query.getlist("rcpt"),
                 )

@@ -110,7 +110,7 @@ def send(
     )
     if isinstance(result, Reply):
         fail(f"refused: {_reply_text(result)}")
-    click.echo(f"queued as {result.queue_id} (Message-ID {message.message_id})")
+    click.echo(f"queued as {result.queue_id} (Message-ID {result.message_id})")
     if not result.woke_server:
         click.echo(f"no server is running for {settings.data_dir}: it is sent once one starts")
     if wait:

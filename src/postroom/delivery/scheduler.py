@@ -28,7 +28,7 @@ from postroom.delivery.outcome import Disposition, Outcome
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.intake import Intake
+from postroom.intake import Intake, Queued
 from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
@@ -282,7 +282,7 @@ class Scheduler:
             body_type="7BIT" if report.isascii() else "8BITMIME",
             smtputf8=stored.smtputf8 or not stored.sender.isascii(),
         )
-        if not isinstance(result, str):
+        if not isinstance(result, Queued):
             _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
 
     def _publish(

@@ -7,15 +7,15 @@ multipart/mixed( multipart/alternative( text/plain, multipart/related( text/html
 inline parts by Content-ID ) ), attachments ), each level only when needed. Bcc
 recipients are in the envelope, never in a header. Nothing here knows HTTP.
 
-``prepare_raw`` takes a finished RFC 5322 message instead: line endings become CRLF, Bcc
-fields are removed, and Message-ID and Date are added when missing (RFC 6409 8.2, 8.3).
+``prepare_raw`` takes a finished RFC 5322 message instead and reads its envelope from
+it; the message itself is left as given. Intake's clean-up (``cleanup.py``) makes line
+endings canonical, removes Bcc and adds Date and Message-ID, for every source alike.
 """
 
 from __future__ import annotations
 
 import email.policy
 import re
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.errors import HeaderDefect, MessageError, NonASCIILocalPartDefect
@@ -24,6 +24,8 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 
 from postroom.errors import AddressError
+from postroom.ids import message_id, new_queue_id
+from postroom.intake.cleanup import header_fields, tidy_field
 from postroom.mail.address import Address, parse_address
 from postroom.mail.headers import date_header
 
@@ -51,7 +53,6 @@ _HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 2.2 ftext, within one l
 _LINE_BREAK = re.compile(r"[\r\n\x00]")
 _CONTENT_TYPE = re.compile(r"([A-Za-z0-9!#$&^_.+-]{1,64})/([A-Za-z0-9!#$&^_.+-]{1,64})")
 _CONTENT_ID = re.compile(r"[!-;=?-~]{1,200}")  # printable, no "<" ">" (id-left@id-right)
-_HEADER_END = re.compile(rb"\r\n\r\n|\r\n$|^\r\n")
 # What the email package's header parser raises on input it trips over ("a@", groups).
 _PARSER_ERRORS = (MessageError, AttributeError, IndexError, TypeError, ValueError)
 
@@ -99,8 +100,7 @@ class ComposeRequest:
 
 @dataclass(frozen=True, slots=True)
 class ComposedMessage:
-    data: bytes  # CRLF line endings
-    message_id: str  # the Message-ID header value, with its angle brackets
+    data: bytes
     sender: Address
     recipients: tuple[Address, ...]  # the envelope: To, Cc and Bcc, each once
     smtputf8: bool = False
@@ -139,7 +139,6 @@ def compose(request: ComposeRequest, *, hostname: str, now: float) -> ComposedMe
     smtputf8 = any(m.address.needs_smtputf8 for m in everyone)
     policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
     message = EmailMessage(policy=policy)
-    message_id = f"<{secrets.token_hex(12)}@{hostname}>"
     message["From"] = request.sender.header()
     for name, boxes in (("To", request.to), ("Cc", request.cc), ("Reply-To", request.reply_to)):
         if boxes:
@@ -147,7 +146,7 @@ def compose(request: ComposeRequest, *, hostname: str, now: float) -> ComposedMe
     if request.subject:
         message["Subject"] = request.subject
     message["Date"] = date_header(now)
-    message["Message-ID"] = message_id
+    message["Message-ID"] = message_id(new_queue_id(now), hostname)
     for name, value in request.headers:
         message[name] = value
     _add_body(message, request)
@@ -157,7 +156,6 @@ def compose(request: ComposeRequest, *, hostname: str, now: float) -> ComposedMe
     recipients = {m.address.key: m.address for m in (*request.to, *request.cc, *request.bcc)}
     return ComposedMessage(
         data=message.as_bytes(policy=policy),
-        message_id=message_id,
         sender=request.sender.address,
         recipients=tuple(recipients.values()),
         smtputf8=smtputf8,
@@ -201,8 +199,9 @@ def _attachment_problems(path: str, attachment: Attachment) -> Iterable[tuple[st
 
 
 def _text_part(message: EmailMessage, text: str, subtype: str, *, alternative: bool) -> None:
-    # Quoted-printable keeps non-ASCII text 7-bit clean (the email package would pick 8bit).
-    cte = None if text.isascii() else "quoted-printable"
+    # Quoted-printable keeps non-ASCII text 7-bit clean (the email package would pick 8bit),
+    # and a NUL in the text becomes =00: intake never queues a raw NUL (RFC 2045 2.7).
+    cte = None if text.isascii() and "\x00" not in text else "quoted-printable"
     if alternative:
         message.add_alternative(text, subtype=subtype, cte=cte)
     else:
@@ -237,41 +236,25 @@ def _add_body(message: EmailMessage, request: ComposeRequest) -> None:
 
 
 def prepare_raw(
-    data: bytes,
-    *,
-    hostname: str,
-    now: float,
-    mail_from: str | None = None,
-    rcpt: Sequence[str] = (),
+    data: bytes, *, mail_from: str | None = None, rcpt: Sequence[str] = ()
 ) -> ComposedMessage:
     """A finished message and its envelope. Without ``mail_from`` the From address is the
     sender; without ``rcpt`` the To, Cc and Bcc addresses are the recipients."""
-    data = re.sub(rb"\r?\n", b"\r\n", data)
-    match = _HEADER_END.search(data)
-    head, body = (data[: match.end()], data[match.end() :]) if match else (data, b"")
+    fields, _, _ = header_fields(data)
     try:
+        head = b"".join(tidy_field(f)[1] for f in fields)
         parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
         sender = _envelope_sender(parsed, mail_from)
         recipients = _envelope_recipients(parsed, rcpt)
-        message_id = str(parsed.get("Message-ID", "")).strip()
         subject = parsed.get("Subject")
         authors = tuple(_header_addresses(parsed, ["From"], "body"))
-        has_date = parsed.get("Date") is not None
     except _PARSER_ERRORS as exc:
         if isinstance(exc, ComposeError):
             raise
         raise ComposeError([("body", "the message's header cannot be parsed")]) from None
-    head = _without_bcc(head)
-    added = b""
-    if not message_id:
-        message_id = f"<{secrets.token_hex(12)}@{hostname}>"
-        added += f"Message-ID: {message_id}\r\n".encode()
-    if not has_date:
-        added += f"Date: {date_header(now)}\r\n".encode()
     everyone = (sender, *recipients)
     return ComposedMessage(
-        data=added + head + body,
-        message_id=message_id,
+        data=data,
         sender=sender,
         recipients=recipients,
         smtputf8=any(a.needs_smtputf8 for a in everyone),
@@ -310,18 +293,3 @@ def _envelope_recipients(parsed: EmailMessage, rcpt: Sequence[str]) -> tuple[Add
     if not unique:
         raise ComposeError([("rcpt", "no rcpt given and no To, Cc or Bcc address")])
     return tuple(unique.values())
-
-
-def _without_bcc(head: bytes) -> bytes:
-    """The header block without Bcc fields (and their folded continuation lines)."""
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and line.strip():
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = line.lower().startswith(b"bcc:")
-        if not dropping:
-            kept.append(line)
-    return b"".join(kept)

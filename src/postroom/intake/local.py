@@ -33,6 +33,7 @@ __all__ = ["LocalResult", "local_user", "submit_local"]
 @dataclass(frozen=True, slots=True)
 class LocalResult:
     queue_id: str
+    message_id: str | None
     woke_server: bool  # False: no server listened; it delivers at its next check
 
 
@@ -74,4 +75,4 @@ async def submit_local(
         await store.aclose()
     if isinstance(result, Reply):
         return result
-    return LocalResult(result, notify(settings.data_dir))
+    return LocalResult(result.queue_id, result.message_id, notify(settings.data_dir))

@@ -20,6 +20,7 @@ from postroom.config.settings import Settings
 from postroom.errors import StoreFull, StoreUnavailable
 from postroom.events import Bus, MessageQueued
 from postroom.ids import new_queue_id
+from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
 from postroom.intake.policy import (
     Principal,
     author_domains,
@@ -38,7 +39,15 @@ from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import NewMessage, Store
 
-__all__ = ["Intake", "Submission"]
+__all__ = ["Intake", "Queued", "Submission"]
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A message intake has committed durably."""
+
+    queue_id: str
+    message_id: str | None  # its Message-ID field's value (added when submitted without)
 
 
 @dataclass(slots=True)
@@ -93,9 +102,9 @@ class Intake:
         dsn: DsnRequest | None = None,
         body_type: str = "7BIT",
         smtputf8: bool = False,
-    ) -> str | Reply:
+    ) -> Queued | Reply:
         """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
-        the same policy and commit as SMTP. The queue id, or the reply that refused it."""
+        the same policy, clean-up and commit as SMTP; or the reply that refused it."""
         submission = await self.begin(
             source,
             sender,
@@ -114,7 +123,9 @@ class Intake:
                 return reply
         submission.write(data)
         reply = await submission.commit()
-        return submission.queue_id if reply.is_positive else reply
+        if not reply.is_positive:
+            return reply
+        return Queued(submission.queue_id, submission.message_id)
 
     async def begin(
         self,
@@ -134,6 +145,7 @@ class Intake:
             local = await self.local_among(principal, (sender.ascii_domain,))
             if (refusal := sender_verdict(principal, sender, local)) is not None:
                 return refusal
+        rules = rules_for(source, authenticated=principal is not None, hostname=self.hostname)
         return Submission(
             intake=self,
             source=source,
@@ -144,6 +156,8 @@ class Intake:
             smtputf8=smtputf8,
             queue_id=new_queue_id(self.clock.time(), self.rng),
             body=SpooledBody(self.spool_dir, self.spool_memory),
+            rules=rules,
+            lines=LineFixer(rules.line_endings),
         )
 
     async def local_among(self, principal: Principal, domains: Iterable[str]) -> frozenset[str]:
@@ -165,7 +179,11 @@ class Submission:
     smtputf8: bool
     queue_id: str
     body: SpooledBody
+    rules: Rules  # intake's clean-up for this message's source
+    lines: LineFixer
     recipients: list[Recipient] = field(default_factory=list)
+    message_id: str | None = None  # known once committed
+    _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
     _seen: set[str] = field(default_factory=set)
     _spool_error: OSError | None = None
     _authors: Authors = field(default_factory=Authors)
@@ -187,27 +205,30 @@ class Submission:
         return replies.RECIPIENT_OK
 
     def write(self, chunk: bytes) -> None:
-        if self._spool_error is not None:
+        self._spool(self.lines.feed(chunk))
+
+    def _spool(self, data: bytes) -> None:
+        if self._spool_error is not None or not data:
             return
         try:
-            self.body.write(chunk)
+            self.body.write(data)
         except OSError as exc:  # the spool's disk is full: refuse at end of data, not now
             self._spool_error = exc
 
     async def commit(self) -> Reply:
-        """Prepend Received:, enqueue durably; then the reply for the client."""
-        if self._spool_error is not None:
-            self.body.close()
-            return replies.STORAGE_FULL
-        try:
-            refusal = await self._check_authors()
-        except BaseException:
-            self.body.close()
-            raise
+        """Clean up, check the author fields, prepend Received:, enqueue durably; then
+        the reply for the client."""
+        now = self.intake.clock.time()
+        refusal = self._clean(now)
+        if refusal is None:
+            try:  # on the cleaned header block: the one that is stored and sent
+                refusal = await self._check_authors()
+            except BaseException:
+                self.body.close()
+                raise
         if refusal is not None:
             self.body.close()
             return refusal
-        now = self.intake.clock.time()
         single = str(self.recipients[0].address) if len(self.recipients) == 1 else None
         header = received_header(
             source=self.source,
@@ -224,7 +245,7 @@ class Submission:
         if isinstance(authenticated, Reply):
             self.body.close()
             return authenticated
-        header += authenticated
+        header += authenticated + self._added
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -296,8 +317,6 @@ class Submission:
             )
             if verdict.refusal is not None:
                 return verdict.refusal
-            if verdict.head is not None:
-                self._replace_head(len(head), verdict.head)
             return verdict.header
         # Only mail from a principal (our users, keys, local users, trusted networks, and
         # postroom itself) is signed, and only as a From: domain it may use: mail from
@@ -313,21 +332,45 @@ class Submission:
         ):
             return b""
         async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time
-            data = self.body.getvalue()
+            data = self._added + self.body.getvalue()
             signatures = await asyncio.to_thread(signer.sign, data, now, domain=domain)
         return b"".join(s.header for s in signatures)
+
+    def _clean(self, now: float) -> Reply | None:
+        """Intake's clean-up (``cleanup.py``) over the spooled message: line endings
+        finished, the header block cleaned (rewritten only when something was removed
+        or it was malformed), Date and Message-ID kept to prepend. A refusal, or None."""
+        self._spool(self.lines.finish())
+        if self._spool_error is not None:
+            return replies.STORAGE_FULL
+        if (refusal := self.lines.refusal) is not None:
+            return refusal
+        start = _header_block(self.body)
+        cleaned = clean_header(start, self.rules, now=now, queue_id=self.queue_id)
+        if cleaned.head is not None:
+            try:
+                self._replace_head(cleaned.consumed, cleaned.head)
+            except OSError:
+                return replies.STORAGE_FULL
+        self._added = cleaned.added
+        self.message_id = cleaned.message_id
+        return None
 
     def _replace_head(self, old_length: int, head: bytes) -> None:
         """The body with its header block replaced, copied chunk by chunk."""
         body = SpooledBody(self.intake.spool_dir, self.intake.spool_memory)
-        body.write(head)
-        skip = old_length
-        for chunk in self.body.iter_chunks():
-            if skip >= len(chunk):
-                skip -= len(chunk)
-                continue
-            body.write(chunk[skip:])
-            skip = 0
+        try:
+            body.write(head)
+            skip = old_length
+            for chunk in self.body.iter_chunks():
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                body.write(chunk[skip:])
+                skip = 0
+        except BaseException:
+            body.close()
+            raise
         self.body.close()
         self.body = body
 

@@ -242,8 +242,13 @@ class Signature:
 
 
 def from_domain(message: bytes) -> str | None:
-    """The domain of the (first) From: address, lower-case A-labels; None without one."""
-    headers, _ = dkim.rfc822_parse(message)
+    """The domain of the (first) From: address, lower-case A-labels; None without one,
+    or when dkimpy cannot read the header block (the signer then leaves the message
+    unsigned; intake's clean-up gives it readable header blocks only)."""
+    try:
+        headers, _ = dkim.rfc822_parse(message)
+    except (dkim.MessageFormatError, IndexError):
+        return None
     for name, value in headers:
         if name.lower() == b"from":
             text = value.decode("utf-8", "replace").replace("\r\n", "")
@@ -370,8 +375,12 @@ def signature_summary(message: bytes) -> str:
     head = message[: end + 2] if end >= 0 else message
     if b"DKIM-Signature:" not in head:
         return "none"
+    try:
+        fields = dkim.rfc822_parse(head + b"\r\n")[0]
+    except (dkim.MessageFormatError, IndexError):  # a log line must not fail a delivery
+        return "unreadable"
     found = []
-    for name, value in dkim.rfc822_parse(head + b"\r\n")[0]:
+    for name, value in fields:
         if name.lower() == b"dkim-signature":
             try:
                 tags = dict(dkim.util.parse_tag_value(value))
@@ -406,11 +415,16 @@ class DkimSigner:
         return bool(self._keys_of(domain))
 
     def sign(self, message: bytes, now: float, *, domain: str) -> list[Signature]:
-        """The signatures of ``message`` as ``domain`` (d=); none when it has no key."""
+        """The signatures of ``message`` as ``domain`` (d=); none when it has no key, or
+        when dkimpy cannot read the header block (intake's clean-up gives it readable
+        header blocks only)."""
         keys = self._keys_of(domain)
         if not keys:
             return []
-        return sign_message(message, keys, now, load=self._load)
+        try:
+            return sign_message(message, keys, now, load=self._load)
+        except (dkim.MessageFormatError, IndexError):
+            return []
 
     def _keys_of(self, domain: str) -> list[DkimKey]:
         try:

@@ -1,10 +1,11 @@
 """The checks on mail arriving at the mx listener from unauthenticated clients: SPF on
 MAIL FROM (or HELO), every DKIM signature, DMARC over both; one Authentication-Results.
 
-``InboundChecker.check`` gives the header to prepend, the header block to store when
-forged copies of our Authentication-Results were removed, and a refusal when the
-policy asks for one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
-(``temperror_defer``).
+``InboundChecker.check`` gives the header to prepend, and a refusal when the policy
+asks for one: DMARC ``p=reject`` failing (``dmarc_reject``) or a temporary DNS failure
+(``temperror_defer``). Forged copies of our Authentication-Results were removed by
+intake's clean-up before, which also leaves every header block parseable; one that is
+not anyway is unverifiable mail (RFC 8601 2.7.1): ``dkim=permerror`` with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dkim
 from postroom.config.settings import InboundAuthSettings
 from postroom.mailauth.dkim import from_domain
 from postroom.mailauth.dmarc import DmarcPolicy, DmarcResult, evaluate, find_policy
-from postroom.mailauth.results import authentication_results, strip_forged
+from postroom.mailauth.results import authentication_results
 from postroom.mailauth.spf import SpfResult, check_spf
 from postroom.resolver import Resolver, TemporaryLookupFailure
 from postroom.smtp.replies import Reply
@@ -49,12 +50,12 @@ class DkimResult:
     domain: str
     selector: str
     algorithm: str
+    reason: str = ""  # why it could not be verified, for the header's reason=
 
 
 @dataclass(frozen=True, slots=True)
 class InboundVerdict:
     header: bytes  # the Authentication-Results field, CRLF-terminated
-    head: bytes | None  # the header block to store instead, when a forged A-R was removed
     refusal: Reply | None
     spf: SpfResult
     helo_spf: SpfResult | None  # the HELO identity's, when MAIL FROM gave another
@@ -88,7 +89,6 @@ class InboundChecker:
     ) -> InboundVerdict:
         """``head``: the message's header block (with the empty line after it); ``load``
         gives the whole message, called only to verify DKIM signatures."""
-        stripped = strip_forged(head, self._authserv_id)
         spf_task = check_spf(
             self._resolver,
             ip=ip,
@@ -117,7 +117,6 @@ class InboundChecker:
         clauses = _clauses([spf] if helo_spf is None else [spf, helo_spf], signatures, dmarc)
         return InboundVerdict(
             header=authentication_results(self._authserv_id, clauses),
-            head=stripped,
             refusal=self._refusal(spf, signatures, dmarc),
             spf=spf,
             helo_spf=helo_spf,
@@ -156,7 +155,10 @@ class InboundChecker:
     async def _dkim(
         self, head: bytes, size: int, load: Callable[[], bytes]
     ) -> tuple[DkimResult, ...]:
-        verifier = dkim.DKIM(head, timeout=5)
+        try:
+            verifier = dkim.DKIM(head, timeout=5)
+        except (dkim.MessageFormatError, IndexError):  # dkimpy cannot read the header
+            return (DkimResult("permerror", "", "", "", "message header cannot be parsed"),)
         count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
         if not count:
             return ()
@@ -254,6 +256,7 @@ def _clauses(
                 header_d=sig.domain or None,
                 header_s=sig.selector or None,
                 header_a=sig.algorithm or None,
+                reason=sig.reason or None,
             )
         )
     if dmarc is not None:

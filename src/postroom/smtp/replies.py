@@ -237,6 +237,8 @@ NON_ASCII_ADDRESS: Final = Reply(553, "5.6.7", "Non-ASCII address requires SMTPU
 NO_VALID_RECIPIENTS: Final = Reply(554, "5.5.1", "No valid recipients")  # RFC 5321 3.3
 # RFC 5321 2.3.8 and 4.1.1.4: only <CRLF> ends a line; bare CR/LF is the smuggling vector.
 BAD_LINE_ENDINGS: Final = Reply(554, "5.6.0", "Message contains bare <CR>, bare <LF> or NUL")
+# A NUL is never queued, from any source: receivers that drop it would see other lines.
+NUL_IN_MESSAGE: Final = Reply(554, "5.6.0", "Message contains NUL characters")
 TRANSACTION_FAILED: Final = Reply(554, "5.0.0", "Transaction failed")
 PARAMETER_NOT_RECOGNIZED: Final = Reply(
     555, "5.5.4", "MAIL FROM/RCPT TO parameter not recognized or not implemented"
