@@ -131,7 +131,10 @@ class Server:
             authenticate=_authenticator(Users(store)),
             relay_networks=RelayNetworks.from_settings(settings),
             auth_throttle=FailureThrottle(
-                self.clock, max_failures=auth.max_failures, window=auth.window
+                self.clock,
+                max_failures=auth.max_failures,
+                max_account_failures=auth.max_account_failures,
+                window=auth.window,
             ),
             ssl_context=context,
             bus=bus,

@@ -9,7 +9,7 @@ import click
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
 from postroom.cli.senders import check_senders, sender_options
-from postroom.directory import Users, user_key
+from postroom.directory import Users, new_user_key, user_key
 from postroom.intake.principals import user_rights
 from postroom.store.models import UserRecord
 
@@ -50,7 +50,7 @@ def add(
 ) -> None:
     """Add a user with a password. It may send as its own address's domain, and as
     each --sender-domain; --any-sender: as any domain."""
-    user_key(address)  # refuse a bad address or domain before asking for a password
+    new_user_key(address)  # refuse a bad address or domain before asking for a password
     check_senders(sender_domains, any_sender)
     password = read_password(password_stdin)
     record = app.run(

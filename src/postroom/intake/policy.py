@@ -2,7 +2,8 @@
 
 No open relay: a recipient outside our local domains is accepted only from a principal
 (an AUTH user, an API key, a local Unix user, a trusted network, postroom itself).
-RFC 5321 4.5.1: postmaster at a local domain is always accepted.
+RFC 5321 4.5.1: postmaster at a local domain is always accepted. A local part that
+cannot name a mailbox is refused at once (553 5.1.3), never accepted and bounced later.
 
 Who may send as whom: every principal has ``SenderRights``, the domains it may use. They
 bind the envelope sender (at MAIL FROM, ``553 5.7.1``) and every author field of the
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from postroom.mail.address import Address
+from postroom.mail.address import Address, mailbox_problem
 from postroom.mail.authors import Authors
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
@@ -138,6 +139,8 @@ def recipient_verdict(
 ) -> Reply | None:
     """None when the recipient is accepted, else the reply to refuse it with."""
     if local_domain:
+        if mailbox_problem(recipient) is not None:
+            return replies.MAILBOX_NAME_NOT_ALLOWED
         if user_exists or recipient.local.lower() == "postmaster":
             return None
         return replies.NO_SUCH_USER

@@ -79,6 +79,8 @@ class SmtpServer:
                 data_timeout=limits.data_timeout,
                 bus=bus,
                 relay_networks=relay_networks if spec.role is ListenerRole.MX else None,
+                min_data_rate=limits.min_data_rate,
+                data_grace=limits.data_grace,
             )
             implicit = spec.role is ListenerRole.SUBMISSIONS
             self.listeners.append(
