@@ -47,7 +47,7 @@ class Queue:
             env=environment,
             timeout=60,
         )
-        return Run(done.returncode, done.stderr.decode())
+        return Run(done.returncode, done.stderr.decode(), done.stdout.decode())
 
     def postroom(self, *args: str) -> str:
         done = subprocess.run(
@@ -89,6 +89,7 @@ class Queue:
 class Run:
     code: int
     stderr: str
+    stdout: str = ""
 
 
 def recipients(message: dict[str, object]) -> list[str]:
@@ -273,6 +274,14 @@ def test_C_names_the_configuration_file(queue: Queue, tmp_path: Path) -> None:
         (("-B", "9BIT", "a@example.net"), Exit.USAGE, "-B 9BIT"),
         (("bad@@example.net",), Exit.DATAERR, "recipient 'bad@@example.net'"),
         (("-f", "a b@example.net", "x@example.net"), Exit.DATAERR, "sender"),
+        # An option value never starts with "-": "-f -t" is a mistake or an injection.
+        (("-f", "-t", "x@example.net"), Exit.USAGE, "-f -t: an option value cannot start"),
+        (("-r-oQ", "x@example.net"), Exit.USAGE, "-r -oQ: an option value cannot start"),
+        (("-F", "-bs", "x@example.net"), Exit.USAGE, "-F -bs"),
+        (("-C", "--help", "x@example.net"), Exit.USAGE, "-C --help"),
+        # Help asked for with a message to send: not queued, so not exit 0.
+        (("-h", "x@example.net"), Exit.USAGE, "-h/--help takes no recipients"),
+        (("--help", "-t"), Exit.USAGE, "-h/--help takes no recipients"),
     ],
 )
 def test_usage_and_data_errors(queue: Queue, args: tuple[str, ...], code: int, words: str) -> None:
@@ -282,6 +291,30 @@ def test_usage_and_data_errors(queue: Queue, args: tuple[str, ...], code: int, w
     assert words in run.stderr
     assert run.stderr.count("\n") == 1  # one line, no traceback
     assert queue.messages() == []
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_prints_the_usage_and_queues_nothing(queue: Queue, flag: str) -> None:
+    run = queue.sendmail(flag, stdin=b"To: a@example.net\nSubject: x\n\nhi\n")
+    assert (run.code, run.stderr) == (Exit.OK, "")
+    assert run.stdout.startswith("usage: postroom-sendmail [options] [recipient ...]")
+    assert "-t " in run.stdout and "Exit status" in run.stdout
+    assert queue.messages() == []
+
+
+def test_t_applies_max_recipients(queue: Queue) -> None:
+    to = ", ".join(f"user{n}@example.net" for n in range(200))
+    run = queue.sendmail("-t", "-i", stdin=f"To: {to}\nSubject: x\n\nhi\n".encode())
+    assert (run.code, run.stderr) == (
+        Exit.DATAERR,
+        "postroom-sendmail: too many recipients: 200 (limits.max_recipients is 100)\n",
+    )
+    assert queue.messages() == []
+    # At the limit, counted once per address, the message is queued.
+    to = ", ".join(f"user{n % 100}@example.net" for n in range(150))
+    run = queue.sendmail("-t", "-i", stdin=f"To: {to}\nSubject: x\n\nhi\n".encode())
+    assert run.code == Exit.OK, run.stderr
+    assert len(recipients(queue.only())) == 100
 
 
 def test_a_malformed_header_address_with_t_is_a_data_error(queue: Queue) -> None:
@@ -305,11 +338,18 @@ def test_a_message_over_the_size_limit_is_a_data_error(tmp_path: Path) -> None:
     assert queue.messages() == []
 
 
-def test_an_unknown_user_at_a_local_domain_is_no_user(queue: Queue) -> None:
+@pytest.mark.parametrize(
+    ("recipient", "reply"),
+    [
+        ("nobody", "550 5.1.1"),  # an unknown user at a local domain
+        ("a/b@mail.test", "553 5.1.3"),  # cannot be a mailbox: refused, not bounced later
+    ],
+)
+def test_a_refused_local_recipient_is_no_user(queue: Queue, recipient: str, reply: str) -> None:
     queue.postroom("domain", "add", "mail.test")
-    run = queue.sendmail("-i", "nobody", stdin=b"Subject: x\n\nhi\n")
+    run = queue.sendmail("-i", recipient, stdin=b"Subject: x\n\nhi\n")
     assert run.code == Exit.NOUSER
-    assert run.stderr.startswith("postroom-sendmail: refused: 550 5.1.1 ")
+    assert run.stderr.startswith(f"postroom-sendmail: refused: {reply} ")
     assert queue.messages() == []
 
 
@@ -358,9 +398,8 @@ def test_an_unusable_store_is_a_temporary_failure(tmp_path: Path) -> None:
 
 
 def test_common_ignored_flags_are_accepted() -> None:
-    options = parse_args(
-        ["-odi", "-odb", "-oee", "-oem", "-om", "-v", "-bm", "-G", "-U", "-n", "-h", "3", "x@y.z"]
-    )
+    ignored = ["-odi", "-odb", "-oee", "-oem", "-om", "-v", "-bm", "-G", "-U", "-n", "-h", "3"]
+    options = parse_args([*ignored, "-h5", "x@y.z"])
     assert options.recipients == ("x@y.z",)
     assert options.dot_ends_input  # none of them is -i
     assert parse_args(["-oi", "x@y.z"]).dot_ends_input is False

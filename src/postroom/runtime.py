@@ -138,7 +138,10 @@ class Server:
             intake=intake,
             authenticate=_authenticator(Users(store)),
             auth_throttle=FailureThrottle(
-                self.clock, max_failures=auth.max_failures, window=auth.window
+                self.clock,
+                max_failures=auth.max_failures,
+                max_account_failures=auth.max_account_failures,
+                window=auth.window,
             ),
             ssl_context=context,
             bus=bus,

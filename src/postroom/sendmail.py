@@ -8,9 +8,11 @@ recipients from To/Cc/Bcc (added to any given as arguments), ``-f``/``-r`` set t
 envelope sender, ``-F`` the full name, ``-i``/``-oi`` keep a lone "." from ending the
 input; ``-N``, ``-R`` and ``-V`` are the DSN options; the other common flags are
 accepted and ignored, and the modes postroom does not have (``-bs``, ``-bv``, ``-q``,
-newaliases ...) are refused with EX_USAGE. Exit codes follow sysexits.h. The message is
-never lost: anything that keeps it from the queue ends non-zero with one line on
-standard error, so the caller keeps (or reports) it.
+newaliases ...) are refused with EX_USAGE, as is an option value that starts with
+"-" (``-f -t``: a caller's mistake, or an injected option). ``-h``/``--help`` print
+the usage; ``-h N`` (sendmail's hop count) is ignored. Exit codes follow sysexits.h. The
+message is never lost: anything that keeps it from the queue ends non-zero with one
+line on standard error, so the caller keeps (or reports) it.
 """
 
 from __future__ import annotations
@@ -66,9 +68,31 @@ class SendmailError(Exception):
 
 
 # Postfix's sendmail option letters; ":" takes a value (attached, or the next argument).
-_SHORT_OPTIONS = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx"
-_LONG_OPTIONS = ("config=",)
-_IGNORED = frozenset(("-A", "-G", "-L", "-O", "-U", "-X", "-c", "-e", "-h", "-m", "-n", "-p", "-x"))
+_SHORT_OPTIONS = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:himno:p:r:q:tvx"
+_LONG_OPTIONS = ("config=", "help")
+_IGNORED = frozenset(("-A", "-G", "-L", "-O", "-U", "-X", "-c", "-e", "-m", "-n", "-p", "-x"))
+_HOP_COUNT = re.compile(r"-h\d+")  # sendmail's -hN, attached
+USAGE = f"""\
+usage: {PROG} [options] [recipient ...] < message
+
+Queues the message on standard input for delivery by postroom.
+
+  -t              also take recipients from To, Cc and Bcc (or the Resent- ones)
+  -f ADDR, -r ADDR  envelope sender ("<>" for none); default user@hostname
+  -F NAME         full name for a From header postroom adds
+  -i, -oi         a line with only "." does not end the message
+  -B 8BITMIME     the body is 8-bit
+  -N LIST         DSN NOTIFY: never, or success,delay,failure
+  -R full|hdrs    DSN RET
+  -V ENVID        DSN ENVID
+  -v              print the queue id on standard error
+  -C FILE, --config FILE  the configuration file (else $POSTROOM_CONFIG)
+  -h, --help      print this help
+
+Exit status (sysexits.h): 0 queued, 64 usage, 65 data error (a bad address, a message
+too big, too many recipients), 67 recipient refused, 69 refused, 75 try again later,
+78 configuration error.
+"""
 # -b modes other than -bm (deliver a message read from stdin, the default), and why not.
 _REFUSED_MODES = {
     "d": "no daemon mode; run `postroom serve`",
@@ -88,6 +112,7 @@ _RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 class Options:
     recipients: tuple[str, ...] = ()
     extract: bool = False  # -t
+    show_help: bool = False  # -h / --help
     sender: str | None = None  # -f / -r; "" or "<>" is the null sender
     full_name: str | None = None  # -F
     dot_ends_input: bool = True  # cleared by -i / -oi
@@ -102,19 +127,47 @@ class Options:
 def parse_args(argv: Sequence[str]) -> Options:
     """The command line (without the program name); SendmailError(USAGE) when wrong."""
     try:
-        pairs, arguments = getopt.gnu_getopt(list(argv), _SHORT_OPTIONS, list(_LONG_OPTIONS))
+        pairs, arguments = getopt.gnu_getopt(
+            _without_hop_count(argv), _SHORT_OPTIONS, list(_LONG_OPTIONS)
+        )
     except getopt.GetoptError as exc:
         raise SendmailError(Exit.USAGE, str(exc)) from None
     values: dict[str, object] = {"recipients": tuple(arguments)}
     for flag, value in pairs:
+        if value.startswith("-"):
+            raise SendmailError(Exit.USAGE, f"{flag} {value}: an option value cannot start with -")
         _apply(flag, value, values)
+    if values.get("show_help") and (arguments or values.get("extract")):
+        # Help with a message to send: exiting 0 would lose the message without a word.
+        raise SendmailError(Exit.USAGE, "-h/--help takes no recipients; nothing was queued")
     return Options(**values)  # type: ignore[arg-type]
+
+
+def _without_hop_count(argv: Sequence[str]) -> list[str]:
+    """The arguments without sendmail's ``-h N`` / ``-hN`` hop count (ignored), so that
+    ``-h`` alone can ask for help."""
+    kept: list[str] = []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--":
+            kept += [argument, *arguments]
+        elif _HOP_COUNT.fullmatch(argument):
+            continue
+        elif argument == "-h":
+            following = next(arguments, None)
+            if following is None or not following.isdigit():
+                kept += [argument, *([following] if following is not None else [])]
+        else:
+            kept.append(argument)
+    return kept
 
 
 def _apply(flag: str, value: str, values: dict[str, object]) -> None:
     match flag:
         case "-t":
             values["extract"] = True
+        case "-h" | "--help":
+            values["show_help"] = True
         case "-i":
             values["dot_ends_input"] = False
         case "-o":
@@ -322,6 +375,9 @@ def _gecos_name(user: str) -> str:
 
 def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
     options = parse_args(argv)
+    if options.show_help:
+        print(USAGE, end="")
+        return Exit.OK
     config = options.config or _env_config()
     try:
         settings = load(config)
@@ -334,6 +390,12 @@ def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
     prepared = prepare(data, options, hostname=settings.hostname, user=user)
     if len(prepared.data) > settings.limits.max_message_size:
         raise SendmailError(Exit.DATAERR, "message too big")
+    limit = settings.limits.max_recipients
+    if len(prepared.recipients) > limit:
+        raise SendmailError(
+            Exit.DATAERR,
+            f"too many recipients: {len(prepared.recipients)} (limits.max_recipients is {limit})",
+        )
     queued = _queue(settings, user, prepared)
     if options.verbose:
         woke = "a running server was told" if queued.woke_server else "no server is listening"

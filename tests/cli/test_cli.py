@@ -17,6 +17,7 @@ from postroom.mail import DsnRequest, Envelope, Notify, Recipient, Ret, Source, 
 from postroom.mail.address import parse_address
 from postroom.mail.spool import SpooledBody
 from postroom.store import NewMessage, open_store
+from postroom.store.models import UserRecord
 
 RECEIVED_AT = 1_800_000_000.0
 
@@ -85,6 +86,38 @@ def test_user_lifecycle(config: Path) -> None:
 
     gone = postroom(config, "user", "remove", "app@example.com")
     assert one_line_error(gone) == "postroom: no such user: app@example.com"
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("a/b@example.com", "'a/b@example.com' cannot be a mailbox: it holds '/'"),
+        ('"../../x"@example.com', "cannot be a mailbox: it holds '/'"),
+        ('".x"@example.com', "cannot be a mailbox: it starts with a dot"),
+        (".x@example.com", "is not a valid address"),
+        ("a\\b@example.com", "is not a valid address"),
+    ],
+)
+def test_user_add_refuses_local_parts_that_cannot_be_a_mailbox(
+    config: Path, address: str, problem: str
+) -> None:
+    refused = postroom(config, "user", "add", address, "--password-stdin", stdin="pw\n")
+    assert problem in one_line_error(refused)
+    assert json.loads(ok(postroom(config, "user", "list", "--json"))) == []
+
+
+def test_a_user_added_before_the_mailbox_rule_can_still_be_removed(config: Path) -> None:
+    async def add_legacy() -> None:
+        store = await open_store(load(config).storage_url)
+        try:
+            await store.add_user(UserRecord("a/b@example.com", "x", (), RECEIVED_AT))
+        finally:
+            await store.aclose()
+
+    asyncio.run(add_legacy())
+    assert ok(postroom(config, "user", "remove", "a/b@example.com")) == (
+        "user a/b@example.com removed\n"
+    )
 
 
 def test_the_password_from_stdin_is_the_one_stored(config: Path) -> None:

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postroom.errors import AddressError
-from postroom.mail.address import Address, parse_address, parse_domain
+from postroom.mail.address import (
+    Address,
+    mailbox_problem,
+    parse_address,
+    parse_domain,
+    path_name_problem,
+)
 
 VALID = [
     ("user@example.org", Address("user", "example.org")),
@@ -77,6 +83,41 @@ def test_valid(text: str, address: Address) -> None:
 def test_invalid(text: str) -> None:
     with pytest.raises(AddressError):
         parse_address(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a/b@example.org", "it holds '/'"),
+        ('"../../x"@example.org', "it holds '/'"),
+        ('".x"@example.org', "it starts with a dot"),
+        ('".."@example.org', "it starts with a dot"),
+        ('""@example.org', "it is empty"),
+        ('"a\\\\b"@example.org', "it holds '\\\\'"),
+    ],
+)
+def test_local_parts_that_cannot_name_a_mailbox(text: str, problem: str) -> None:
+    assert mailbox_problem(parse_address(text)) == problem
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "app@example.org",
+        "first.last+tag@example.org",
+        '"john smith"@example.org',
+        "o'brien@example.org",
+        "jörg@example.org",
+    ],
+)
+def test_ordinary_local_parts_name_a_mailbox(text: str) -> None:
+    assert mailbox_problem(parse_address(text)) is None
+
+
+def test_path_names_without_nul_or_control_characters() -> None:
+    assert path_name_problem("a\x00b") == "it holds '\\x00'"
+    assert path_name_problem("a\nb") == "it holds '\\n'"
+    assert path_name_problem("example.org") is None
 
 
 def test_str_key_and_ascii_domain() -> None:

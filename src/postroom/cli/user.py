@@ -8,7 +8,7 @@ import click
 
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
-from postroom.directory import Users, normalize_domain, user_key
+from postroom.directory import Users, new_user_key, normalize_domain, user_key
 from postroom.store.models import UserRecord
 
 __all__ = ["user"]
@@ -49,7 +49,7 @@ def add(
     app: AppContext, address: str, password_stdin: bool, sender_domains: tuple[str, ...]
 ) -> None:
     """Add a user with a password."""
-    user_key(address)  # refuse a bad address or domain before asking for a password
+    new_user_key(address)  # refuse a bad address or domain before asking for a password
     for domain in sender_domains:
         normalize_domain(domain)
     password = read_password(password_stdin)

@@ -74,10 +74,12 @@ class TlsSettings(_Model):
 
 
 class AuthThrottleSettings(_Model):
-    """AUTH failures per client IP: after ``max_failures`` within ``window`` seconds the
-    IP gets ``454 4.7.0`` to AUTH until the window has passed."""
+    """AUTH failures per client address and per account: past ``max_failures`` from one
+    client (``max_account_failures`` at one account) within ``window`` seconds, AUTH gets
+    ``454 4.7.0`` without a password check until the window has passed."""
 
     max_failures: Annotated[int, Field(ge=1)] = 5
+    max_account_failures: Annotated[int, Field(ge=1)] = 10
     window: Annotated[float, Field(gt=0)] = 300.0
 
 
@@ -85,8 +87,13 @@ class LimitSettings(_Model):
     max_message_size: Annotated[int, Field(ge=1024)] = 25 * MIB
     max_recipients: Annotated[int, Field(ge=1)] = 100
     max_line_length: Annotated[int, Field(ge=512)] = 2048  # command lines, CRLF included
-    command_timeout: Annotated[float, Field(gt=0)] = 300.0  # RFC 5321 4.5.3.2: 5 minutes
+    # A deadline for each whole command line, however it trickles in (RFC 5321 4.5.3.2).
+    command_timeout: Annotated[float, Field(gt=0)] = 300.0
     data_timeout: Annotated[float, Field(gt=0)] = 600.0  # RFC 5321 4.5.3.2.6: 10 minutes
+    # Message content (DATA, BDAT) must arrive within data_grace + size / min_data_rate
+    # seconds of its start (Postfix's smtpd_min_data_rate); 0: no rate, only data_timeout.
+    min_data_rate: Annotated[int, Field(ge=0)] = 500
+    data_grace: Annotated[float, Field(gt=0)] = 60.0
     max_connections: Annotated[int, Field(ge=1)] = 1000
     max_connections_per_ip: Annotated[int, Field(ge=1)] = 50
     max_errors: Annotated[int, Field(ge=1)] = 10

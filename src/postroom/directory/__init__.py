@@ -17,7 +17,7 @@ from postroom.directory.passwords import (
     verify_password,
     verify_password_async,
 )
-from postroom.directory.users import Users, user_key
+from postroom.directory.users import Users, new_user_key, user_key
 
 __all__ = [
     "ApiKeys",
@@ -26,6 +26,7 @@ __all__ = [
     "hash_password",
     "hash_password_async",
     "needs_rehash",
+    "new_user_key",
     "normalize_domain",
     "unicode_domain",
     "user_key",

@@ -28,11 +28,11 @@ from postroom.errors import (
     UnknownUser,
     UserExists,
 )
-from postroom.mail.address import parse_address, to_ascii_domain
+from postroom.mail.address import mailbox_problem, parse_address, to_ascii_domain
 from postroom.store.base import Store
 from postroom.store.models import UserRecord
 
-__all__ = ["Users", "check_password", "user_key"]
+__all__ = ["Users", "check_password", "new_user_key", "user_key"]
 
 
 def user_key(address: str) -> str:
@@ -41,6 +41,16 @@ def user_key(address: str) -> str:
         return parse_address(address.strip()).key
     except AddressError as exc:
         raise InvalidAddress(f"{address!r} is not a valid address: {exc}") from exc
+
+
+def new_user_key(address: str) -> str:
+    """``user_key`` for a user about to be added: its address must also be able to name
+    a mailbox (``a/b@...``, ``"../x"@...`` cannot). Users added before this rule can
+    still be looked up, changed and removed with ``user_key``."""
+    key = user_key(address)
+    if (problem := mailbox_problem(parse_address(key))) is not None:
+        raise InvalidAddress(f"{address!r} cannot be a mailbox: {problem}")
+    return key
 
 
 def check_password(password: str) -> None:
@@ -60,7 +70,7 @@ class Users:
         self, address: str, password: str, sender_domains: Iterable[str] = ()
     ) -> UserRecord:
         """Create a user. Empty ``sender_domains``: may send as any domain."""
-        key = user_key(address)
+        key = new_user_key(address)
         check_password(password)
         domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
         record = UserRecord(

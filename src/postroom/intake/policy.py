@@ -3,13 +3,15 @@
 No open relay: a recipient outside our local domains is accepted only from an
 authenticated principal. A principal limited to sender domains may only use
 those in MAIL FROM. RFC 5321 4.5.1: postmaster at a local domain is always accepted.
+A local part that cannot name a mailbox is refused at once (553 5.1.3), never
+accepted and bounced later.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from postroom.mail.address import Address
+from postroom.mail.address import Address, mailbox_problem
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 
@@ -45,6 +47,8 @@ def recipient_verdict(
 ) -> Reply | None:
     """None when the recipient is accepted, else the reply to refuse it with."""
     if local_domain:
+        if mailbox_problem(recipient) is not None:
+            return replies.MAILBOX_NAME_NOT_ALLOWED
         if user_exists or recipient.local.lower() == "postmaster":
             return None
         return replies.NO_SUCH_USER

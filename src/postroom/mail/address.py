@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from postroom.errors import AddressError
 
-__all__ = ["Address", "parse_address", "parse_domain"]
+__all__ = ["Address", "mailbox_problem", "parse_address", "parse_domain", "path_name_problem"]
 
 # RFC 5321 4.5.3.1: local part 64 octets, domain 255 octets, path 256 octets.
 MAX_LOCAL = 64
@@ -26,6 +26,8 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+"
 _DOT_STRING = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 # qtextSMTP and quoted-pairSMTP (RFC 5321 4.1.2).
 _QUOTED_STRING = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
+# What one path component must not hold: a separator, NUL or another control character.
+_UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 _LDH = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 _LABEL = re.compile(
     r"(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?)"
@@ -120,3 +122,29 @@ def parse_address(text: str) -> Address:
     if _octets(local) > MAX_LOCAL:
         raise AddressError("local part is longer than 64 octets")
     return Address(local, parse_domain(domain))
+
+
+def path_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one file or folder name under a root without escaping it
+    or hiding (empty, ``.``, ``..``, a leading dot, ``/``, ``\\``, NUL, other control
+    characters); None when it can."""
+    if not name:
+        return "it is empty"
+    if name.startswith("."):
+        return "it starts with a dot"
+    if (unsafe := _UNSAFE_IN_NAME.search(name)) is not None:
+        return f"it holds {unsafe.group()!r}"
+    return None
+
+
+def mailbox_problem(address: Address) -> str | None:
+    """Why ``address`` cannot name a mailbox of ours, None when it can. A mailbox is
+    named by the local part (lowercased): it must be a safe path name as written, and
+    so must a quoted local part's content (``".x"``, ``""``), which a mailbox store
+    reading it unquoted would otherwise take as a path. (A quoted pair holds a
+    backslash, refused as written.)"""
+    local = address.local
+    problem = path_name_problem(local)
+    if problem is None and local.startswith('"'):
+        problem = path_name_problem(local[1:-1])
+    return problem

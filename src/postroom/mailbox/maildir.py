@@ -35,7 +35,6 @@ import errno
 import itertools
 import os
 import platform
-import re
 import secrets
 import shutil
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Final
 
 from postroom.clock import Clock, SystemClock
+from postroom.mail.address import path_name_problem
 from postroom.mail.headers import safe_header_value
 
 __all__ = ["Maildir", "check_folder_name"]
@@ -53,9 +53,6 @@ _FOLDER_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
 _NAME_MAX: Final = 255  # octets in one path component (POSIX NAME_MAX on common filesystems)
 _CREATE_TRIES: Final = 20
-# A folder name must be one path component that is neither hidden nor special ("." or
-# ".."): no separators, no control characters, no leading dot.
-_UNSAFE_NAME: Final = re.compile(r"[/\\\x00-\x1f\x7f]")
 _HOST_ESCAPES: Final = str.maketrans({"/": r"\057", ":": r"\072", ",": r"\054"})
 
 
@@ -65,8 +62,8 @@ def check_folder_name(name: str) -> str:
     Raises ``ValueError`` for an empty name, a name starting with ``.`` (hidden, ``.``,
     ``..``), or one holding ``/``, ``\\``, NUL or other control characters.
     """
-    if not name or name.startswith(".") or _UNSAFE_NAME.search(name):
-        raise ValueError(f"{name!r} cannot name a mailbox folder")
+    if problem := path_name_problem(name):
+        raise ValueError(f"{name!r} cannot name a mailbox folder: {problem}")
     if len(name.encode("utf-8")) > _NAME_MAX:  # lone surrogates raise UnicodeEncodeError
         raise ValueError(f"{name!r} is too long for a mailbox folder")
     return name

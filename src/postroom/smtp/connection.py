@@ -121,6 +121,11 @@ class ServerConnection:
         return self.state in TRANSACTION
 
     @property
+    def receiving_content(self) -> bool:
+        """Reading message content: after 354 to DATA, or inside a BDAT chunk's octets."""
+        return self._mode is _Mode.DATA or self._mode is _Mode.BDAT
+
+    @property
     def awaiting_reply(self) -> bool:
         """An event was handed out and its command waits for ``send()``."""
         return self._pending is not None

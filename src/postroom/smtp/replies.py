@@ -49,6 +49,7 @@ __all__ = [
     "LOCAL_ERROR",
     "MAILBOX_BUSY",
     "MAILBOX_FULL",
+    "MAILBOX_NAME_NOT_ALLOWED",
     "MAIL_SYNTAX",
     "MESSAGE_TOO_BIG",
     "NEED_HELO",
@@ -228,6 +229,8 @@ ENCRYPTION_REQUIRED: Final = Reply(
 )
 RELAY_DENIED: Final = Reply(550, "5.7.1", "Relay access denied")
 NO_SUCH_USER: Final = Reply(550, "5.1.1", "No such user here")
+# RFC 5321 4.2.2 553: mailbox name not allowed (one that cannot be a mailbox of ours).
+MAILBOX_NAME_NOT_ALLOWED: Final = Reply(553, "5.1.3", "Bad destination mailbox address syntax")
 USER_NOT_LOCAL: Final = Reply(551, "5.1.6", "User not local")
 MESSAGE_TOO_BIG: Final = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 MAILBOX_FULL: Final = Reply(552, "5.2.2", "Mailbox full")

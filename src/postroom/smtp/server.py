@@ -75,6 +75,8 @@ class SmtpServer:
                 command_timeout=limits.command_timeout,
                 data_timeout=limits.data_timeout,
                 bus=bus,
+                min_data_rate=limits.min_data_rate,
+                data_grace=limits.data_grace,
             )
             implicit = spec.role is ListenerRole.SUBMISSIONS
             self.listeners.append(

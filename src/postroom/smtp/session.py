@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from postroom.errors import AddressError
 from postroom.events import Bus, SmtpTransaction
 from postroom.intake import Intake, Principal, Submission
+from postroom.mail.address import MAX_PATH, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.net.throttle import FailureThrottle
 from postroom.smtp import events as ev
@@ -41,9 +44,11 @@ class SessionContext:
     authenticate: Authenticator
     auth_throttle: FailureThrottle
     ssl_context: ssl.SSLContext | None
-    command_timeout: float
-    data_timeout: float
+    command_timeout: float  # a deadline for each whole command line
+    data_timeout: float  # the longest wait for one read of message content
     bus: Bus
+    min_data_rate: int = 0  # bytes per second of message content; 0: not enforced
+    data_grace: float = 60.0  # seconds message content gets on top of its size / rate
 
 
 def tls_info_of(writer: asyncio.StreamWriter) -> TlsInfo | None:
@@ -73,6 +78,14 @@ class Session:
         self._stopping = False
         self._reading = False
         self._task: asyncio.Task[None] | None = None
+        # Deadlines (loop time): a command line must be whole by _line_started +
+        # command_timeout; message content must keep up with min_data_rate from
+        # _content_started (the first DATA or BDAT octet of the transaction).
+        self._loop_time = asyncio.get_running_loop().time
+        self._line_started = self._loop_time()
+        self._answered = False  # a reply went out: the next command line's clock starts
+        self._content_started: float | None = None
+        self._content_bytes = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -132,6 +145,8 @@ class Session:
             data = await self._read()
             if data is None:
                 return
+            if self._content_started is not None:
+                self._content_bytes += len(data)
             self.conn.receive_data(data)
             if not await self._handle_events():
                 await self._flush()
@@ -142,13 +157,34 @@ class Session:
                 await self._flush()
                 return
 
+    def _deadline(self) -> tuple[float, str]:
+        """When the read about to start must have returned, and what it waits for."""
+        ctx, conn = self._ctx, self.conn
+        now = self._loop_time()
+        if not conn.in_transaction:
+            self._content_started = None
+        elif conn.receiving_content and self._content_started is None:
+            self._content_started, self._content_bytes = now, 0
+        content = self._content_started
+        if content is not None and ctx.min_data_rate:
+            # Between BDAT chunks too: many small chunks sent slowly must not get past.
+            by_rate = content + ctx.data_grace + self._content_bytes / ctx.min_data_rate
+        else:
+            by_rate = float("inf")
+        if conn.receiving_content:
+            return min(now + ctx.data_timeout, by_rate), "message data"
+        if self._answered:
+            self._line_started, self._answered = now, False
+        return min(self._line_started + ctx.command_timeout, by_rate), "a command line"
+
     async def _read(self) -> bytes | None:
-        timeout = self._ctx.data_timeout if self.conn.in_transaction else self._ctx.command_timeout
+        deadline, awaited = self._deadline()
         self._reading = True
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 return await self._reader.read(_READ_SIZE)
         except TimeoutError:
+            _log.info("timeout waiting for %s from %s; closing", awaited, self._ip)
             self._say_goodbye(replies.TIMEOUT)
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -179,6 +215,8 @@ class Session:
                 return True
             match event:
                 case ev.MessageChunk(data=data):
+                    if self._content_started is None:  # a chunk that came in one read
+                        self._content_started, self._content_bytes = self._loop_time(), 0
                     if self._submission is not None:
                         self._submission.write(data)
                     continue
@@ -187,10 +225,12 @@ class Session:
                 case ev.StartTls():
                     if not await self._start_tls():
                         return False
+                    self._answered = True  # the next command's deadline starts now
                     continue
                 case _:
                     reply = await self._reply_for(event)
             self._writer.write(conn.send(reply))
+            self._answered = True
             if conn.closed:
                 return False
 
@@ -299,19 +339,31 @@ class Session:
             self._finish(replies.OK.with_text("aborted"), "aborted")
 
     async def _auth(self, event: ev.AuthCredentials) -> Reply:
-        key = self._ip or "unknown"
-        throttle = self._ctx.auth_throttle
-        if throttle.blocked(key):
+        # The slot is taken before the password check: attempts in parallel count at once.
+        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", _account(event.username))
+        if attempt is None:
+            self._log_auth("throttled", event.username)
             return replies.AUTH_THROTTLED
         principal = None
         if event.authzid in ("", event.username):
             principal = await self._ctx.authenticate(event.username, event.password)
         if principal is None:
-            throttle.record_failure(key)
+            self._log_auth("failed", event.username)
             return replies.AUTH_FAILED
-        throttle.record_success(key)
+        attempt.succeeded()
         self._principal = principal  # the core marks the connection authenticated on 235
         return replies.AUTH_OK
+
+    def _log_auth(self, outcome: str, account: str) -> None:
+        """One line per failure or refusal, for fail2ban (docs/configuration.md). The
+        account is JSON-quoted: what a client sends can never end or fake a line."""
+        _log.warning(
+            "auth %s: client=%s account=%s listener=%s",
+            outcome,
+            self._ip or "unknown",
+            json.dumps(account[:MAX_PATH]),
+            self._ctx.role,
+        )
 
     async def _start_tls(self) -> bool:
         context = self._ctx.ssl_context
@@ -336,3 +388,12 @@ class Session:
         self._principal = None
         self.conn.start_tls(info)
         return True
+
+
+def _account(username: str) -> str:
+    """The account an AUTH username names, as the directory looks it up (cut to the
+    longest address, so a huge username costs no more memory in the throttle)."""
+    try:
+        return parse_address(username.strip()).key
+    except AddressError:
+        return username.strip().lower()[:MAX_PATH]

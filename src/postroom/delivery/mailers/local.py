@@ -24,6 +24,7 @@ from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.mail.address import parse_address
 from postroom.mailbox import MailboxStore, Maildir, check_folder_name
+from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 DELIVERED: Final = Reply(250, "2.0.0", "Delivered to maildir")
-UNSAFE_MAILBOX: Final = Reply(553, "5.1.3", "Bad destination mailbox address syntax")
+UNSAFE_MAILBOX: Final = replies.MAILBOX_NAME_NOT_ALLOWED
 LOCAL_FAILURE: Final = Reply(451, "4.3.0", "Local delivery failed; will retry")
 
 DISK_ERRORS: Final[Mapping[int, Reply]] = MappingProxyType(
