@@ -30,7 +30,7 @@ from postroom.client import (
     Unavailable,
     ValidationError,
 )
-from postroom.directory.apikeys import ApiKeys
+from postroom.directory.apikeys import Scope
 from tests.conftest import FakeClock
 from tests.support.thread import ServerThread
 
@@ -43,9 +43,6 @@ class Api:
 
     def client(self, key: str | None = None) -> Client:
         return Client(self.url, key if key is not None else self.key, timeout=10)
-
-    def create_key(self, name: str, sender_domains: tuple[str, ...] = ()) -> str:
-        return self.server.call(ApiKeys(self.server.store).create(name, sender_domains)).token
 
     def stored(self, queue_id: str) -> EmailMessage:
         data = self.server.call(self.server.store.read_body(queue_id))
@@ -60,7 +57,7 @@ def make_api(make_server: Callable[..., ServerThread], fake_clock: FakeClock) ->
     def make(**overrides: object) -> Api:
         server = make_server(clock=fake_clock, **overrides)
         api = Api(server, f"http://127.0.0.1:{server.api_port}", "")
-        api.key = api.create_key("app")
+        api.key = server.create_api_key("app", scopes=tuple(Scope))
         return api
 
     return make
@@ -195,7 +192,7 @@ def test_a_wrong_key_is_an_authentication_error(api: Api) -> None:
 
 def test_a_sender_domain_the_key_may_not_use_is_permission_denied(api: Api) -> None:
     with (
-        api.client(api.create_key("limited", ("example.org",))) as limited,
+        api.client(api.server.create_api_key("limited", ("example.org",))) as limited,
         pytest.raises(PermissionDenied) as caught,
     ):
         send_one(limited)

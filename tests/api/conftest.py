@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from postroom.directory.apikeys import ApiKeys
+from postroom.directory.apikeys import DEFAULT_SCOPES, Scope
 from tests.conftest import FakeClock
 from tests.support.thread import ServerThread
 
@@ -19,15 +19,19 @@ class Api:
     server: ServerThread
     clock: FakeClock
     url: str
-    key: str  # API key "app", any sender domain
+    key: str  # API key "app", any sender domain, every scope
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {} if key == "" else {"Authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
-    def create_key(self, name: str, sender_domains: tuple[str, ...] = ()) -> str:
-        keys = ApiKeys(self.server.store, self.clock)
-        return self.server.call(keys.create(name, sender_domains)).token
+    def create_key(
+        self,
+        name: str,
+        sender_domains: tuple[str, ...] = (),
+        scopes: tuple[Scope, ...] = DEFAULT_SCOPES,
+    ) -> str:
+        return self.server.create_api_key(name, sender_domains, scopes, self.clock)
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def make_api(make_server: Callable[..., ServerThread], fake_clock: FakeClock) ->
         server = make_server(clock=fake_clock, **overrides)
         url = f"http://127.0.0.1:{server.api_port}"
         api = Api(server, fake_clock, url, "")
-        api.key = api.create_key("app")
+        api.key = api.create_key("app", scopes=tuple(Scope))
         return api
 
     return make

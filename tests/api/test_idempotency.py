@@ -77,3 +77,15 @@ def test_a_bad_idempotency_key_is_422(client: httpx.Client) -> None:
     answer = send(client, "x" * 256)
     assert answer.status_code == 422
     assert answer.json()["error"]["fields"][0]["field"] == "Idempotency-Key"
+
+
+def test_a_retry_after_the_message_was_deleted_is_a_conflict_not_a_second_send(
+    api: Api, client: httpx.Client
+) -> None:
+    first = send(client, "order-9")
+    queue_id = first.json()["id"]
+    assert client.delete(f"/api/v1/messages/{queue_id}").status_code == 204
+    again = send(client, "order-9")
+    assert again.status_code == 409
+    assert queue_id in again.json()["error"]["message"]
+    assert count(api) == 0

@@ -175,3 +175,21 @@ def test_a_large_attachment_is_composed_and_stored_whole(api: Api, client: httpx
     assert answer.status_code == 202, answer.text
     (part,) = stored(api, answer.json()["id"]).iter_attachments()
     assert part.get_content() == blob
+
+
+def test_mail_from_and_rcpt_set_the_envelope_of_a_json_message_too(api: Api) -> None:
+    with api.client() as client:
+        answer = client.post(
+            "/api/v1/messages",
+            params={"mail_from": "bounces+42@example.com", "rcpt": ["x@example.org"]},
+            json=MESSAGE,
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["recipients"] == ["x@example.org"]
+        stored = api.server.call(api.server.store.message(answer.json()["id"]))
+        assert stored is not None
+        assert stored.sender == "bounces+42@example.com"
+        assert [r.address for r in stored.recipients] == ["x@example.org"]
+        bad = client.post("/api/v1/messages", params={"rcpt": ["a@b\x00"]}, json=MESSAGE)
+        assert bad.status_code == 422
+        assert bad.json()["error"]["fields"][0]["field"] == "rcpt[0]"

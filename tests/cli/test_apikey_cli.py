@@ -33,6 +33,7 @@ def test_create_shows_the_key_once_and_stores_only_a_hash(config: Path, tmp_path
         {
             "name": "shop",
             "sender_domains": ["xn--bcher-kva.example"],
+            "scopes": ["send", "read"],
             "created_at": listed[0]["created_at"],
         }
     ]
@@ -50,3 +51,25 @@ def test_names_are_unique_and_revoke_removes(config: Path) -> None:
 def test_bad_names_and_domains_are_one_line_errors(config: Path) -> None:
     one_line_error(postroom(config, "apikey", "create", "has space"))
     one_line_error(postroom(config, "apikey", "create", "ok", "--sender-domain", "not a domain"))
+
+
+def test_scopes_are_given_repeated_or_as_a_list_and_shown(config: Path) -> None:
+    ok(postroom(config, "apikey", "create", "ops", "--scope", "queue,read-all", "--scope", "read"))
+    ok(postroom(config, "apikey", "create", "shop"))
+    listed = {
+        k["name"]: k["scopes"] for k in json.loads(ok(postroom(config, "apikey", "list", "--json")))
+    }
+    assert listed == {"ops": ["read", "read-all", "queue"], "shop": ["send", "read"]}
+    table = ok(postroom(config, "apikey", "list"))
+    assert "Scopes" in table
+    assert "read,read-all,queue" in table
+
+
+def test_an_unknown_scope_is_a_one_line_error(config: Path) -> None:
+    assert "unknown scope 'admin'" in one_line_error(
+        postroom(config, "apikey", "create", "x", "--scope", "send,admin")
+    )
+    assert "at least one scope" in one_line_error(
+        postroom(config, "apikey", "create", "x", "--scope", ",")
+    )
+    assert ok(postroom(config, "apikey", "list")).strip() == "No API keys."

@@ -7,7 +7,9 @@ from postroom.store.models import ApiKeyRecord, IdempotencyRecord, MessageMeta
 from tests.store.conftest import Backend
 from tests.store.factories import NOW, new_message
 
-KEY = ApiKeyRecord("shop", "abcdefghijklmnop", "ff" * 32, ("example.com",), NOW)
+KEY = ApiKeyRecord(
+    "shop", "abcdefghijklmnop", "ff" * 32, ("example.com",), NOW, ("send", "read-all", "queue")
+)
 
 
 async def test_api_keys_are_added_once_found_by_id_listed_and_removed(store: Store) -> None:
@@ -15,7 +17,9 @@ async def test_api_keys_are_added_once_found_by_id_listed_and_removed(store: Sto
     assert not await store.add_api_key(KEY)  # same name
     other = ApiKeyRecord("app", "qrstuvwxyz012345", "00" * 32, (), NOW)
     assert await store.add_api_key(other)
-    assert await store.api_key(KEY.key_id) == KEY
+    assert await store.api_key(KEY.key_id) == KEY  # scopes included
+    assert (await store.api_key(other.key_id)) == other
+    assert other.scopes == ("send", "read")
     assert await store.api_key("nope") is None
     assert [k.name for k in await store.api_keys()] == ["app", "shop"]
     assert await store.remove_api_key("shop")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from postroom.mail.address import Address
+from postroom.mail.envelope import Source, SourceKind
 from postroom.store import RecipientStatus, Store
 from postroom.store.models import LogQuery, NewMessage, RecipientUpdate
 from tests.store.conftest import Backend
@@ -122,6 +124,21 @@ async def test_address_filters_are_case_insensitive_substrings(store: Store, log
     assert await ids(store, sender="ALICE@") == log.ids(log.m5, log.m1, log.m0)
     assert await ids(store, sender="billing@shop") == log.ids(log.m4, log.m3)
     assert await ids(store, sender="%") == []  # no wildcards
+
+
+async def test_the_log_filters_by_source_and_principal(store: Store) -> None:
+    by_key = [
+        replace(new_message(at=NOW + i), source=Source(SourceKind.API, principal=name))
+        for i, name in enumerate(["shop", "app", "shop"])
+    ]
+    smtp = new_message(at=NOW + 5)  # an SMTP message, no principal
+    await asyncio.gather(*(store.enqueue(m) for m in [*by_key, smtp]))
+    shop = [by_key[2].id, by_key[0].id]
+    assert await ids(store, source_kind="api", principal="shop") == shop
+    assert await ids(store, source_kind="api", principal="app") == [by_key[1].id]
+    assert await ids(store, source_kind="api", principal="nobody") == []
+    assert await ids(store, source_kind="smtp") == [smtp.id]
+    assert await ids(store, source_kind="api", principal="shop", limit=1) == shop[:1]
 
 
 async def test_since_and_combined_filters(store: Store, log: Log) -> None:

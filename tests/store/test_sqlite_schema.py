@@ -217,3 +217,30 @@ async def test_the_scheduler_queries_use_their_indexes(tmp_path: Path) -> None:
     assert "USING INDEX messages_held" in plan(path, held)
     newest = "SELECT id FROM messages m WHERE m.received_at >= ? ORDER BY m.id DESC LIMIT 10"
     assert "TEMP B-TREE" not in plan(path, newest, (NOW,))
+
+
+async def test_api_keys_from_before_scopes_may_send_and_read_their_own_mail(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.db"
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    # Back to version 2 as it was on disk: api_keys without the scopes column, one key.
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE api_keys DROP COLUMN scopes")
+        conn.execute(
+            "INSERT INTO api_keys (name, key_id, secret_hash, sender_domains, created_at)"
+            " VALUES ('shop', 'abcdefghijklmnop', ?, 'example.com', ?)",
+            ("ff" * 32, NOW),
+        )
+        conn.execute("UPDATE schema_version SET version = 2")
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        assert version_of(path) == SCHEMA_VERSION
+        key = await store.api_key("abcdefghijklmnop")
+        assert key is not None
+        assert (key.sender_domains, key.scopes) == (("example.com",), ("send", "read"))
+    finally:
+        await store.aclose()

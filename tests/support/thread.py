@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
+from postroom.directory.apikeys import DEFAULT_SCOPES, ApiKeys, Scope
 from postroom.directory.users import Users
 from postroom.runtime import Server
 from postroom.store import Store
@@ -68,6 +69,17 @@ class ServerThread:
         """One pass of the scheduler: claim what is due at the server's clock, deliver it."""
         assert self.server.scheduler is not None
         return self.call(self.server.scheduler.run_once())
+
+    def create_api_key(
+        self,
+        name: str,
+        sender_domains: tuple[str, ...] = (),
+        scopes: tuple[Scope, ...] = DEFAULT_SCOPES,
+        clock: Clock | None = None,
+    ) -> str:
+        """A new API key's token."""
+        keys = ApiKeys(self.store, clock)
+        return self.call(keys.create(name, sender_domains, scopes)).token
 
     def add_user(self, address: str, password: str, sender_domains: tuple[str, ...] = ()) -> None:
         self.call(Users(self.store).add(address, password, sender_domains))

@@ -3,14 +3,12 @@ JSON shape (``errors``); no traceback reaches a client."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from postroom.api.body import ByteBudget
 from postroom.api.deps import ApiDeps
 from postroom.api.errors import (
     ApiError,
@@ -22,6 +20,7 @@ from postroom.api.errors import (
 from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
+from postroom.api.routing import Endpoint, routes_by_path
 from postroom.errors import StoreError
 
 __all__ = ["create_app"]
@@ -30,8 +29,10 @@ PREFIX = "/api/v1"
 
 
 def create_app(deps: ApiDeps) -> Starlette:
-    messages = MessageApi(deps)
-    hooks = ProviderHooks(deps, deps.hooked)
+    # Bodies parsed whole, JSON sends and webhook events alike, share one memory budget.
+    budget = ByteBudget(deps.settings.max_inflight_bytes)
+    messages = MessageApi(deps, budget)
+    hooks = ProviderHooks(deps, deps.hooked, budget)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -40,21 +41,23 @@ def create_app(deps: ApiDeps) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes = [
-        Route(f"{PREFIX}/messages", messages.send, methods=["POST"]),
-        Route(f"{PREFIX}/messages", messages.list, methods=["GET"]),
-        Route(f"{PREFIX}/messages/{{id}}", messages.get, methods=["GET"]),
-        Route(f"{PREFIX}/messages/{{id}}", messages.delete, methods=["DELETE"]),
+    # (method, path, endpoint); routes_by_path makes one route per path, so a 405's
+    # Allow names every method of the path.
+    table: list[tuple[str, str, Endpoint]] = [
+        ("POST", f"{PREFIX}/messages", messages.send),
+        ("GET", f"{PREFIX}/messages", messages.list),
+        ("GET", f"{PREFIX}/messages/{{id}}", messages.get),
+        ("DELETE", f"{PREFIX}/messages/{{id}}", messages.delete),
         *(
-            Route(f"{PREFIX}/messages/{{id}}/{verb}", _action(messages, verb), methods=["POST"])
+            ("POST", f"{PREFIX}/messages/{{id}}/{verb}", _action(messages, verb))
             for verb in ("retry", "hold", "release")
         ),
-        Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),
-        Route(f"{PREFIX}/health", health, methods=["GET"]),
-        Route("/hooks/{mailer}", hooks.receive, methods=["POST"]),
+        ("GET", f"{PREFIX}/openapi.json", openapi),
+        ("GET", f"{PREFIX}/health", health),
+        ("POST", "/hooks/{mailer}", hooks.receive),
     ]
     return Starlette(
-        routes=routes,
+        routes=routes_by_path(table),
         exception_handlers={
             ApiError: api_error_response,
             HTTPException: http_exception,
@@ -64,7 +67,7 @@ def create_app(deps: ApiDeps) -> Starlette:
     )
 
 
-def _action(messages: MessageApi, verb: str) -> Callable[[Request], Awaitable[Response]]:
+def _action(messages: MessageApi, verb: str) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         return await messages.action(request, verb)
 

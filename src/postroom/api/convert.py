@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from postroom.api.errors import ApiError
-from postroom.api.schemas import AddressIn, AttachmentIn, SendRequest
+from postroom.api.schemas import (
+    BASE64,
+    HEADER_NAME_PATTERN,
+    LINE,
+    AddressIn,
+    AttachmentIn,
+    SendRequest,
+)
 from postroom.intake.compose import (
     Attachment,
+    ComposedMessage,
     ComposeError,
     ComposeRequest,
     Mailbox,
@@ -21,10 +31,24 @@ from postroom.intake.compose import (
     parse_mailbox,
 )
 
-__all__ = ["compose_request", "field_path", "parse_send", "validation_fields"]
+__all__ = [
+    "compose_request",
+    "field_path",
+    "least_size",
+    "lone_surrogate",
+    "parse_send",
+    "validation_fields",
+    "with_envelope",
+]
 
 _ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "reply_to"})
 _ADDRESS_HINT = "must be an address: a string or an object with email and name"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PATTERN_MESSAGES = {
+    LINE: "must be one line: no CR, LF, NUL or other line break (U+2028 and the like)",
+    HEADER_NAME_PATTERN: "not a valid header name",
+    BASE64: "not valid base64",
+}
 
 
 def field_path(loc: Iterable[int | str]) -> str:
@@ -40,7 +64,21 @@ def field_path(loc: Iterable[int | str]) -> str:
 
 def _is_union_tag(part: int | str) -> bool:
     # pydantic names the union member it tried: "str", "AddressIn", "list[...]".
-    return isinstance(part, str) and (part in ("str", "AddressIn") or part.startswith("list["))
+    return isinstance(part, str) and (
+        part in ("str", "constrained-str", "AddressIn") or part.startswith("list[")
+    )
+
+
+def _message(error: ErrorDetails, loc: Sequence[int | str]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if loc and loc[0] in _ADDRESS_FIELDS and kind in ("string_type", "model_type"):
+        return _ADDRESS_HINT
+    if kind == "string_pattern_mismatch":
+        pattern = (error.get("ctx") or {}).get("pattern")
+        return _PATTERN_MESSAGES.get(str(pattern), error["msg"])
+    return error["msg"]
 
 
 def validation_fields(errors: Sequence[ErrorDetails]) -> list[tuple[str, str]]:
@@ -49,12 +87,7 @@ def validation_fields(errors: Sequence[ErrorDetails]) -> list[tuple[str, str]]:
     for error in errors:
         loc = [p for p in error["loc"] if not _is_union_tag(p)]
         path = field_path(loc)
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif loc and loc[0] in _ADDRESS_FIELDS and error["type"] in ("string_type", "model_type"):
-            message = _ADDRESS_HINT
-        else:
-            message = error["msg"]
+        message = _message(error, loc)
         found.setdefault(path, message)
     # A union reports each member it tried; the deepest paths say what is really wrong.
     return [
@@ -64,7 +97,30 @@ def validation_fields(errors: Sequence[ErrorDetails]) -> list[tuple[str, str]]:
     ]
 
 
+def lone_surrogate(data: Any) -> str | None:
+    """The path of the first string holding a lone surrogate, which JSON's ``\\ud800``
+    escapes can carry but UTF-8 cannot; None when there is none. A key holding one is
+    named by its container, as the path is sent back. (A loop, not recursion: the
+    document may be nested as deep as the JSON parser allows.)"""
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            if any(_SURROGATE.search(key) for key in value):
+                return path or "body"
+            items = [(f"{path}.{key}" if path else key, inner) for key, inner in value.items()]
+            pending.extend(reversed(items))
+        elif isinstance(value, list):
+            pending.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
+    return None
+
+
 def parse_send(data: Any) -> SendRequest:
+    if (path := lone_surrogate(data)) is not None:
+        raise ApiError.invalid([(path, "not valid Unicode: a lone surrogate")])
     try:
         return SendRequest.model_validate(data)
     except ValidationError as exc:
@@ -100,6 +156,14 @@ def _attachment(item: AttachmentIn, path: str, problems: list[tuple[str, str]]) 
     return Attachment(content, item.content_type, item.filename, item.content_id)
 
 
+def least_size(request: SendRequest) -> int:
+    """Bytes the composed message has at least: each attachment's base64 as sent, in
+    76-character lines (RFC 2045 6.8), and the bodies. Over the size limit, the message
+    need not be built to be refused."""
+    attachments = sum(len(a.content) * 78 // 76 for a in request.attachments)
+    return attachments + len(request.text or "") + len(request.html or "")
+
+
 def compose_request(request: SendRequest) -> ComposeRequest:
     """The fields as compose() takes them; ApiError 422 naming every bad one."""
     problems: list[tuple[str, str]] = []
@@ -129,4 +193,28 @@ def compose_request(request: SendRequest) -> ComposeRequest:
         html=request.html,
         headers=tuple(request.headers.items()),
         attachments=attachments,
+    )
+
+
+def with_envelope(
+    composed: ComposedMessage, mail_from: str | None, rcpt: Sequence[str]
+) -> ComposedMessage:
+    """The query's ``mail_from`` and ``rcpt``, when given, as the envelope (a bounce
+    address of its own, recipients other than the header's), as for a raw message."""
+    if mail_from is None and not rcpt:
+        return composed
+    sender = composed.sender
+    if mail_from is not None:
+        sender = mailbox(mail_from, path="mail_from").address
+    recipients = composed.recipients
+    if rcpt:
+        given = [mailbox(r, path=f"rcpt[{i}]").address for i, r in enumerate(rcpt)]
+        recipients = tuple({a.key: a for a in given}.values())
+    smtputf8 = composed.smtputf8 or any(a.needs_smtputf8 for a in (sender, *recipients))
+    return replace(
+        composed,
+        sender=sender,
+        recipients=recipients,
+        smtputf8=smtputf8,
+        body_type="8BITMIME" if smtputf8 else composed.body_type,
     )

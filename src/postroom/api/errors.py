@@ -1,7 +1,8 @@
 """Errors as data: every non-2xx answer has one JSON shape, and no traceback leaves.
 
-``{"error": {"status", "code", "message", "fields"?}}``; ``fields`` (each bad field's
-path and what is wrong with it) only for 422. Handlers raise ``ApiError``; anything
+``{"error": {"status", "code", "message", "fields"?, "scope"?}}``; ``fields`` (each bad
+field's path and what is wrong with it) only for 422, ``scope`` (the one the API key
+lacks) only for a 403 that names one. Handlers raise ``ApiError``; anything
 else becomes a 500 ``internal`` whose details go to the log only.
 """
 
@@ -54,12 +55,14 @@ class ApiError(Exception):
         *,
         fields: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        scope: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = tuple(fields)
         self.headers = dict(headers or {})
+        self.scope = scope
 
     @classmethod
     def invalid(cls, fields: Sequence[tuple[str, str]]) -> ApiError:
@@ -74,6 +77,8 @@ class ApiError(Exception):
         }
         if self.status == 422:
             error["fields"] = [{"field": f, "message": m} for f, m in self.fields]
+        if self.scope is not None:
+            error["scope"] = self.scope
         return {"error": error}
 
     def response(self) -> Response:
@@ -91,12 +96,24 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     status = exc.status_code if exc.status_code in CODES else 500
     message = HTTPStatus(status).phrase.lower()
     if status == 405:
-        return ApiError(405, message, headers=exc.headers).response()
+        allowed = sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(","))
+        return ApiError(405, message, headers={"Allow": ", ".join(allowed)}).response()
     return ApiError(status, message).response()
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    _log.error("API %s %s failed", request.method, request.url.path, exc_info=exc)
+    """Logged with what is known of the request (its API key, the queue id it names or
+    created); the client learns nothing of it."""
+    state = request.state
+    _log.error(
+        "API %s %s failed: key=%s queue_id=%s client=%s",
+        request.method,
+        request.url.path,
+        getattr(state, "api_key", None) or "-",
+        getattr(state, "queue_id", None) or request.path_params.get("id") or "-",
+        request.client.host if request.client else "-",
+        exc_info=exc,
+    )
     return ApiError(500, "internal error").response()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from postroom.api.body import read_body
+from postroom.api.body import ByteBudget, read_body
 from postroom.api.deps import ApiDeps
 from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.delivery.webhooks.handle import HookedMailer, handle_webhook
@@ -24,8 +24,11 @@ MAX_HOOK_BODY = 8 * 1024 * 1024  # providers batch events; far below this in pra
 
 
 class ProviderHooks:
-    def __init__(self, deps: ApiDeps, hooked: Mapping[str, HookedMailer]) -> None:
+    def __init__(
+        self, deps: ApiDeps, hooked: Mapping[str, HookedMailer], budget: ByteBudget
+    ) -> None:
         self._deps = deps
+        self._budget = budget
         self._hooked = dict(hooked)
         self._certificates = SnsCertificates()  # fetched once per signing certificate
 
@@ -34,15 +37,16 @@ class ProviderHooks:
         mailer = self._hooked.get(name)
         if mailer is None:
             raise ApiError(404, f"no mailer named {name!r} takes webhooks")
-        body = await read_body(request, MAX_HOOK_BODY, "a webhook body")
-        status, answer = await handle_webhook(
-            mailer,
-            request.headers,
-            body,
-            self._deps.store,
-            self._deps.clock,
-            certificates=self._certificates,
-        )
+        with self._budget.hold() as held:  # until the events are handled
+            body = await read_body(request, MAX_HOOK_BODY, held, "a webhook body")
+            status, answer = await handle_webhook(
+                mailer,
+                request.headers,
+                body,
+                self._deps.store,
+                self._deps.clock,
+                certificates=self._certificates,
+            )
         if status < 400:
             return JSONResponse(answer, status)
         message = str(answer.get("error", "refused"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -20,24 +21,28 @@ from postroom.clock import Clock
 from postroom.store import Store
 from postroom.store.models import IdempotencyRecord
 
-__all__ = ["WINDOW", "Idempotency", "check_key", "request_hash"]
+__all__ = ["KEY_PATTERN", "WINDOW", "Idempotency", "check_key", "request_hash"]
 
 WINDOW: Final = 24 * 3600.0
 MAX_KEY = 255
 HEADER = "Idempotency-Key"
+# Printable ASCII, inner spaces only (HTTP drops a field value's outer whitespace).
+KEY_PATTERN = f"^[!-~](?:[ -~]{{0,{MAX_KEY - 2}}}[!-~])?$"
 
 
 def check_key(value: str | None) -> str | None:
     if value is None:
         return None
-    if not 1 <= len(value) <= MAX_KEY or not value.isprintable() or not value.isascii():
+    if not re.fullmatch(KEY_PATTERN, value):
         raise ApiError.invalid([(HEADER, f"1 to {MAX_KEY} printable ASCII characters")])
     return value
 
 
-def request_hash(content_type: str, query: str, body: bytes) -> str:
+def request_hash(content_type: str, query: str, body_sha256: str) -> str:
+    """What makes two sends the same request: form, query and body (by its SHA-256, so
+    a spooled body need not be read again)."""
     digest = hashlib.sha256()
-    for part in (content_type.encode(), query.encode(), body):
+    for part in (content_type.encode(), query.encode(), body_sha256.encode()):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()

@@ -66,6 +66,7 @@ class Authenticator:
                 "a valid API key is required (Authorization: Bearer <key>)",
                 headers={"WWW-Authenticate": 'Bearer realm="postroom"'},
             )
+        request.state.api_key = record.name  # for the log, should the request fail
         wait = self._limiter.wait_time(record.name)
         if wait > 0:
             raise ApiError(

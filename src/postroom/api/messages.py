@@ -8,9 +8,10 @@ it is durable. Intake's refusals become HTTP answers through ``REFUSALS``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -18,26 +19,44 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from postroom.api.body import read_body
-from postroom.api.convert import compose_request, parse_send
+from postroom.api.access import not_found, own_messages, require, sees
+from postroom.api.body import ByteBudget, Held, SpooledRequest, read_body, spool_body
+from postroom.api.convert import compose_request, least_size, parse_send, with_envelope
 from postroom.api.deps import ApiDeps, max_request_size
 from postroom.api.errors import RETRY_AFTER, ApiError
 from postroom.api.idempotency import HEADER, Idempotency, check_key, request_hash
 from postroom.api.keys import Authenticator, RateLimiter
-from postroom.api.schemas import MessageList, SendAccepted
+from postroom.api.raw import raw_message
+from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepted
 from postroom.api.views import detail, header_meta, summary
-from postroom.directory.apikeys import ApiKeys
+from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
-from postroom.intake import Principal
-from postroom.intake.compose import ComposedMessage, ComposeError, compose, prepare_raw
+from postroom.intake import Principal, Queued
+from postroom.intake.compose import ComposedMessage, ComposeError, compose
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.mail.spool import SpooledBody
 from postroom.smtp.replies import Reply
-from postroom.store.models import ApiKeyRecord, LogQuery, MessageMeta, RecipientStatus
+from postroom.store.models import (
+    ApiKeyRecord,
+    IdempotencyRecord,
+    LogQuery,
+    MessageMeta,
+    RecipientStatus,
+    StoredMessage,
+)
 
 __all__ = ["MessageApi"]
 
 _log = logging.getLogger("postroom.api")
 _INLINE_COMPOSE: Final = 64 * 1024  # bodies larger than this are composed in a thread
+_JSON: Final = "application/json"
+# A JSON send holds its body, the parsed document, the decoded attachments and the MIME
+# message at once: it counts this many times its size against the in-flight budget.
+_JSON_COPIES: Final = 4
+_RAW: Final = "message/rfc822"
+
+# A message ready for intake: envelope and facts, its bytes, tags, metadata.
+Prepared = tuple[ComposedMessage, bytes | SpooledBody, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
@@ -57,7 +76,7 @@ def _json(model: Any, status: int = 200) -> Response:
 
 
 class MessageApi:
-    def __init__(self, deps: ApiDeps) -> None:
+    def __init__(self, deps: ApiDeps, budget: ByteBudget) -> None:
         self.deps = deps
         limiter = RateLimiter(
             deps.clock, per_minute=deps.settings.rate_limit, burst=deps.settings.burst
@@ -65,18 +84,57 @@ class MessageApi:
         self.authenticate = Authenticator(ApiKeys(deps.store, deps.clock), limiter)
         self.idempotency = Idempotency(deps.store, deps.clock)
         self.max_body = max_request_size(deps.max_message_size)
+        self.budget = budget
 
     # -- send --------------------------------------------------------------------------
     async def send(self, request: Request) -> Response:
         key = await self.authenticate(request)
+        require(key, Scope.SEND)
         idempotency_key = check_key(request.headers.get(HEADER))
-        body = await read_body(request, self.max_body)
+        kind = _content_type(request)
+        with self.budget.hold() as held:
+            body = await self._receive(request, kind, held)
+            try:
+                return await self._send_once(request, key, kind, body, idempotency_key)
+            finally:
+                if isinstance(body, SpooledRequest):
+                    body.body.close()
+
+    async def _receive(
+        self, request: Request, kind: str, held: Held
+    ) -> JsonRequest | SpooledRequest:
+        """A JSON body whole and parsed, within the budget; a raw message to the spool."""
+        if kind == _JSON:
+            data = await read_body(request, self.max_body, held, weight=_JSON_COPIES)
+            if len(data) > _INLINE_COMPOSE:
+                document = await asyncio.to_thread(_parse_json, data)
+            else:
+                document = _parse_json(data)
+            return JsonRequest(document, _sha256(data), len(data))
+        intake = self.deps.intake
+        spool = SpooledBody(intake.spool_dir, intake.spool_memory)
+        try:
+            return await spool_body(request, self.deps.max_message_size, spool)
+        except BaseException:
+            spool.close()
+            raise
+
+    async def _send_once(
+        self,
+        request: Request,
+        key: ApiKeyRecord,
+        kind: str,
+        body: JsonRequest | SpooledRequest,
+        idempotency_key: str | None,
+    ) -> Response:
+        """The send, or with an Idempotency-Key the first answer again."""
         if idempotency_key is None:
             return await self._send(request, key, body, None)
-        digest = request_hash(request.headers.get("content-type", ""), request.url.query, body)
+        digest = request_hash(kind, request.url.query, body.digest)
         async with self.idempotency.serialized(key.name, idempotency_key):
             earlier = await self.idempotency.earlier(key.name, idempotency_key, digest)
             if earlier is not None:
+                await self._still_there(earlier, idempotency_key)
                 return Response(
                     earlier.body,
                     earlier.status,
@@ -85,44 +143,34 @@ class MessageApi:
                 )
             return await self._send(request, key, body, (idempotency_key, digest))
 
+    async def _still_there(self, earlier: IdempotencyRecord, idempotency_key: str) -> None:
+        """A replayed 202 names a message; once deleted, say so rather than name an id
+        that answers 404 (and do not send it again: it was sent)."""
+        queue_id = json.loads(earlier.body).get("id")
+        if queue_id is not None and await self.deps.store.message(queue_id) is None:
+            raise ApiError(
+                409, f"{HEADER} {idempotency_key!r} sent message {queue_id}, since deleted"
+            )
+
     async def _send(
         self,
         request: Request,
         key: ApiKeyRecord,
-        body: bytes,
+        body: JsonRequest | SpooledRequest,
         idempotency: tuple[str, str] | None,
     ) -> Response:
-        if len(body) > _INLINE_COMPOSE:
-            # Base64 and MIME over megabytes is CPU work: keep the event loop free.
-            composed, tags, metadata = await asyncio.to_thread(self._compose, request, body)
+        # Base64, MIME and file copies over megabytes: off the event loop.
+        size = body.body.size if isinstance(body, SpooledRequest) else body.size
+        if size > _INLINE_COMPOSE:
+            prepared = await asyncio.to_thread(self._prepare, request, body)
         else:
-            composed, tags, metadata = self._compose(request, body)
-        if len(composed.recipients) > self.deps.max_recipients:
-            limit = self.deps.max_recipients
-            raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
-        principal = Principal(key.name, key.sender_domains)
-        for author in composed.authors:
-            # Intake checks the envelope sender; the From header must not claim more.
-            if not principal.may_send_as(author.ascii_domain):
-                raise ApiError(403, f"this API key may not send as {author.domain}")
-        client = request.client
-        result = await self.deps.intake.submit(
-            Source(
-                kind=SourceKind.API,
-                principal=key.name,
-                client_ip=client.host if client else None,
-                client_port=client.port if client else None,
-                protocol="HTTP",
-            ),
-            composed.sender,
-            [Recipient(address) for address in composed.recipients],
-            composed.data,
-            principal=principal,
-            body_type=composed.body_type,
-            smtputf8=composed.smtputf8,
-        )
-        if isinstance(result, Reply):
-            raise _refusal(result)
+            prepared = self._prepare(request, body)
+        composed, data, tags, metadata = prepared
+        try:
+            result = await self._submit(request, key, composed, data)
+        finally:
+            if isinstance(data, SpooledBody):
+                data.close()
         accepted = SendAccepted(
             id=result.queue_id,
             message_id=result.message_id or "",  # submitted mail always leaves with one
@@ -148,40 +196,85 @@ class MessageApi:
             )
         return response
 
-    def _compose(
-        self, request: Request, body: bytes
-    ) -> tuple[ComposedMessage, tuple[str, ...], tuple[tuple[str, str], ...]]:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    async def _submit(
+        self,
+        request: Request,
+        key: ApiKeyRecord,
+        composed: ComposedMessage,
+        data: bytes | SpooledBody,
+    ) -> Queued:
+        """Through intake: the message queued, or ApiError for a refusal."""
+        if len(composed.recipients) > self.deps.max_recipients:
+            limit = self.deps.max_recipients
+            raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
+        principal = Principal(key.name, key.sender_domains)
+        for author in composed.authors:
+            # Intake checks the envelope sender; the From header must not claim more.
+            if not principal.may_send_as(author.ascii_domain):
+                raise ApiError(403, f"this API key may not send as {author.domain}")
+        client = request.client
+        result = await self.deps.intake.submit(
+            Source(
+                kind=SourceKind.API,
+                principal=key.name,
+                client_ip=client.host if client else None,
+                client_port=client.port if client else None,
+                protocol="HTTP",
+            ),
+            composed.sender,
+            [Recipient(address) for address in composed.recipients],
+            data,
+            principal=principal,
+            body_type=composed.body_type,
+            smtputf8=composed.smtputf8,
+        )
+        if isinstance(result, Reply):
+            raise _refusal(result)
+        request.state.queue_id = result.queue_id  # for the log, should the request fail later
+        return result
+
+    def _prepare(self, request: Request, body: JsonRequest | SpooledRequest) -> Prepared:
+        """The message from the request: its envelope and facts, its bytes, its tags and
+        metadata; ApiError 422 naming each field that cannot be used."""
         now = self.deps.clock.time()
         hostname = self.deps.hostname
+        query = request.query_params
+        mail_from, rcpt = query.get("mail_from"), query.getlist("rcpt")
         try:
-            if content_type == "application/json":
-                fields = parse_send(_parse_json(body))
-                composed = compose(compose_request(fields), hostname=hostname, now=now)
-                return composed, tuple(fields.tags), tuple(fields.metadata.items())
-            if content_type == "message/rfc822":
-                query = request.query_params
-                composed = prepare_raw(
-                    body,
-                    mail_from=query.get("mail_from"),
-                    rcpt=query.getlist("rcpt"),
-                )
-                return composed, (), ()
+            if isinstance(body, SpooledRequest):
+                composed = raw_message(body, mail_from=mail_from, rcpt=rcpt)
+                return composed, body.body, (), ()
+            fields = parse_send(body.take())
+            limit = self.deps.max_message_size
+            if least_size(fields) > limit:
+                raise ApiError(413, f"the message would be larger than {limit} bytes")
+            tags, metadata = tuple(fields.tags), tuple(fields.metadata.items())
+            fields_out = compose_request(fields)
+            del fields  # the base64 text: only the decoded bytes are needed from here
+            composed = compose(fields_out, hostname=hostname, now=now)
+            del fields_out
+            composed = with_envelope(composed, mail_from, rcpt)
+            return composed, composed.data, tags, metadata
         except ComposeError as exc:
             raise ApiError.invalid(exc.problems) from None
-        raise ApiError.invalid([("Content-Type", "must be application/json or message/rfc822")])
 
     # -- the log -----------------------------------------------------------------------
     async def get(self, request: Request) -> Response:
-        await self.authenticate(request)
-        queue_id = request.path_params["id"]
-        return _json(await self._detail(queue_id))
+        key = await self.authenticate(request)
+        require(key, Scope.READ, Scope.READ_ALL)
+        message = await self._visible(key, request.path_params["id"])
+        return _json(await self._detail(message))
 
-    async def _detail(self, queue_id: str) -> Any:
+    async def _visible(self, key: ApiKeyRecord, queue_id: str) -> StoredMessage:
+        """The message, if it exists and the key may see it; else 404 (never 403)."""
+        message = await self.deps.store.message(queue_id)
+        if message is None or not sees(key, message):
+            raise not_found(queue_id)
+        return message
+
+    async def _detail(self, message: StoredMessage) -> Any:
         store = self.deps.store
-        message = await store.message(queue_id)
-        if message is None:
-            raise ApiError(404, f"no message with id {queue_id!r}")
+        queue_id = message.id
         meta = (await store.message_meta([queue_id])).get(queue_id)
         if meta is None:
             data = await store.read_body(queue_id)
@@ -189,8 +282,9 @@ class MessageApi:
         return detail(message, meta, await store.attempts(queue_id))
 
     async def list(self, request: Request) -> Response:
-        await self.authenticate(request)
-        query = _log_query(request.query_params)
+        key = await self.authenticate(request)
+        require(key, Scope.READ, Scope.READ_ALL)
+        query = own_messages(key, _log_query(request.query_params))
         store = self.deps.store
         found = await store.query(query)
         more = len(found) > query.limit - 1
@@ -205,12 +299,11 @@ class MessageApi:
     # -- queue actions -----------------------------------------------------------------
     async def action(self, request: Request, verb: str) -> Response:
         """retry, hold or release."""
-        await self.authenticate(request)
-        queue_id = request.path_params["id"]
+        key = await self.authenticate(request)
+        require(key, Scope.QUEUE)
+        message = await self._visible(key, request.path_params["id"])
+        queue_id = message.id
         store = self.deps.store
-        message = await store.message(queue_id)
-        if message is None:
-            raise ApiError(404, f"no message with id {queue_id!r}")
         if verb == "hold":
             await store.hold(queue_id)
         elif verb == "release":
@@ -218,7 +311,10 @@ class MessageApi:
             self._wake()
         else:
             await self._retry(queue_id, held=message.held)
-        return _json(await self._detail(queue_id))
+        now = await store.message(queue_id)
+        if now is None:  # deleted meanwhile
+            raise not_found(queue_id)
+        return _json(await self._detail(now))
 
     async def _retry(self, queue_id: str, *, held: bool) -> None:
         if held:
@@ -229,15 +325,41 @@ class MessageApi:
         self._wake()
 
     async def delete(self, request: Request) -> Response:
-        await self.authenticate(request)
-        queue_id = request.path_params["id"]
+        key = await self.authenticate(request)
+        require(key, Scope.QUEUE)
+        queue_id = (await self._visible(key, request.path_params["id"])).id
         if not await self.deps.store.delete(queue_id):
-            raise ApiError(404, f"no message with id {queue_id!r}")
+            raise not_found(queue_id)
         return Response(status_code=204)
 
     def _wake(self) -> None:
         if self.deps.queue_changed is not None:
             self.deps.queue_changed()
+
+
+class JsonRequest:
+    """A JSON send's parsed document, handed over once (then let go, to free memory)."""
+
+    def __init__(self, document: Any, digest: str, size: int) -> None:
+        self._document = document
+        self.digest = digest  # SHA-256 of the body as sent
+        self.size = size
+
+    def take(self) -> Any:
+        document, self._document = self._document, None
+        return document
+
+
+def _content_type(request: Request) -> str:
+    """The send's form, known before a byte of the body is read."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in (_JSON, _RAW):
+        raise ApiError.invalid([("Content-Type", f"must be {_JSON} or {_RAW}")])
+    return kind
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _parse_json(body: bytes) -> Any:
@@ -258,18 +380,15 @@ def _refusal(reply: Reply) -> ApiError:
 
 
 def _since(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError("not a finite number")
-        return seconds
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("no time zone")
-    return moment.timestamp()
+    """Unix seconds, or an RFC 3339 date-time (section 5.6), as the document states."""
+    if re.fullmatch(UNIX_SECONDS, text):
+        return float(text)
+    if not re.fullmatch(RFC3339, text):
+        raise ValueError("neither Unix seconds nor an RFC 3339 date-time")
+    text = text.upper().replace("Z", "+00:00")
+    if text[17:19] == "60":  # a leap second (RFC 3339 5.7): Python has none
+        text = f"{text[:17]}59{text[19:]}"
+    return datetime.fromisoformat(text).timestamp()
 
 
 def _log_query(params: Mapping[str, str]) -> LogQuery:
@@ -288,7 +407,7 @@ def _log_query(params: Mapping[str, str]) -> LogQuery:
     limit = 50
     if "limit" in params:
         text = params["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= 500:
+        if not re.fullmatch("[0-9]{1,3}", text) or not 1 <= int(text) <= 500:
             problems.append(("limit", "an integer from 1 to 500"))
         else:
             limit = int(text)

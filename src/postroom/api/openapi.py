@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from postroom import __version__
 from postroom.api import schemas
+from postroom.api.idempotency import KEY_PATTERN
 
 __all__ = ["openapi_document"]
 
@@ -42,9 +43,10 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
     }
 
 
+_EMAIL: Final = {"type": "string", "format": "email", "pattern": schemas.LINE}
 _ID = _param("id", "path", {"type": "string"}, "The queue id")
 _SECURED: Final[list[dict[str, list[str]]]] = [{"apiKey": []}]
-_AUTH_ERRORS = (401, 429, 500)
+_AUTH_ERRORS = (401, 403, 429, 500)  # 403: the API key lacks the scope
 
 
 def _action(summary: str) -> dict[str, Any]:
@@ -70,14 +72,14 @@ def _send() -> dict[str, Any]:
             _param(
                 "Idempotency-Key",
                 "header",
-                {"type": "string", "minLength": 1, "maxLength": 255},
+                {"type": "string", "pattern": KEY_PATTERN},
                 "Retries with the same key (per API key, 24 hours) get the first answer",
             ),
-            _param("mail_from", "query", {"type": "string"}, "Raw form: the envelope sender"),
+            _param("mail_from", "query", _EMAIL, "Raw form: the envelope sender"),
             _param(
                 "rcpt",
                 "query",
-                {"type": "array", "items": {"type": "string"}},
+                {"type": "array", "items": _EMAIL},
                 "Raw form: the envelope recipients (repeated)",
             ),
         ],
@@ -90,7 +92,7 @@ def _send() -> dict[str, Any]:
         },
         "responses": {
             "202": _answer("durable in the queue", schemas.SendAccepted),
-            **_errors(*_AUTH_ERRORS, 403, 409, 413, 422, 503),
+            **_errors(*_AUTH_ERRORS, 409, 413, 422, 503),
         },
     }
 
@@ -104,7 +106,18 @@ def _list() -> dict[str, Any]:
             _param("status", "query", {"type": "string", "enum": statuses}, "A recipient in it"),
             _param("to", "query", {"type": "string"}, "A recipient contains this"),
             _param("from", "query", {"type": "string"}, "The sender contains this"),
-            _param("since", "query", {"type": "string"}, "RFC 3339 time or Unix seconds"),
+            _param(
+                "since",
+                "query",
+                {
+                    "type": "string",
+                    "anyOf": [
+                        {"pattern": schemas.UNIX_SECONDS},
+                        {"format": "date-time", "pattern": schemas.RFC3339},
+                    ],
+                },
+                "RFC 3339 date-time with its zone, or Unix seconds",
+            ),
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "At most"),
             _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
         ],

@@ -4,9 +4,19 @@ server cannot drift apart."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+
+from postroom.directory.apikeys import Scope
+from postroom.intake.compose import (
+    CONTENT_ID,
+    CONTENT_TYPE,
+    HEADER_NAME,
+    LINE_BREAKS,
+    RESERVED_HEADERS,
+)
 
 __all__ = [
     "AddressIn",
@@ -28,9 +38,55 @@ __all__ = [
 MAX_TAGS = 20
 MAX_METADATA = 50
 
-Tag = Annotated[str, Field(min_length=1, max_length=64)]
-MetaKey = Annotated[str, Field(min_length=1, max_length=64)]
-MetaValue = Annotated[str, Field(max_length=1024)]
+
+def _one_of(characters: str) -> str:
+    """A JSON Schema (ECMA-262) character class body: each character as a \\uXXXX escape."""
+    return "".join(f"\\u{ord(c):04x}" for c in characters)
+
+
+# One line: none of str.splitlines' separators, no NUL (intake.compose refuses them too).
+LINE = f"^[^{_one_of(LINE_BREAKS)}\\u0000]*$"
+# A custom header's name: RFC 5322 ftext within one line, and none of the fields postroom
+# sets itself, in any case (character classes: JSON Schema has no case-insensitive flag).
+HEADER_NAME_PATTERN = f"^{HEADER_NAME}$"
+RESERVED_PATTERN = (
+    "^(?:"
+    + "|".join(
+        "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)  # letters and "-"
+        for name in sorted(RESERVED_HEADERS)
+    )
+    + ")$"
+)
+# The log's "since": Unix seconds, or an RFC 3339 date-time (5.6) with its zone.
+UNIX_SECONDS = "^[0-9]{1,12}(?:[.][0-9]{1,9})?$"
+RFC3339 = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]{1,9})?"
+    "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _keys_by_property_names(schema: dict[str, Any]) -> None:
+    """pydantic states a dict's key pattern as patternProperties, which leaves keys that do
+    not match it free; as propertyNames it makes them invalid, as they are to the server."""
+    patterns = schema.pop("patternProperties", None)
+    if patterns:
+        ((pattern, values),) = patterns.items()
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+
+
+def _header_names(schema: dict[str, Any]) -> None:
+    _keys_by_property_names(schema)
+    schema["propertyNames"]["not"] = {"pattern": RESERVED_PATTERN}
+
+
+Line = Annotated[str, Field(pattern=LINE)]
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
+MetaKey = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
+MetaValue = Annotated[str, Field(max_length=1024, pattern=LINE)]
+HeaderName = Annotated[str, Field(pattern=HEADER_NAME_PATTERN)]
+Email = Annotated[str, Field(json_schema_extra={"format": "email"}, pattern=LINE)]
 
 
 class _In(BaseModel):
@@ -44,37 +100,69 @@ class _Out(BaseModel):
 
 
 class AddressIn(_In):
-    email: str
-    name: str = ""
+    email: Email
+    name: Line = ""
 
 
-AddressField = str | AddressIn
+AddressField = (
+    Annotated[Email, Field(description="local@domain or Name <local@domain>")] | AddressIn
+)
 
 
 class AttachmentIn(_In):
-    filename: str | None = None
-    content_type: str = "application/octet-stream"
-    content: Annotated[str, Field(description="The bytes, base64-encoded")]
+    filename: Annotated[Line, Field(min_length=1)] | None = None
+    content_type: Annotated[str, Field(pattern=f"^{CONTENT_TYPE}$")] = "application/octet-stream"
+    content: Annotated[str, Field(description="The bytes, base64-encoded", pattern=BASE64)]
     content_id: Annotated[
-        str | None, Field(description="Set: an inline part, referred to as cid:<content_id>")
+        str | None,
+        Field(
+            description="Set: an inline part, referred to as cid:<content_id>",
+            pattern=f"^{CONTENT_ID}$",
+        ),
     ] = None
+
+
+def _nonempty(field: str, schema: JsonDict) -> JsonDict:
+    return {"required": [field], "properties": {field: schema}}
+
+
+# What pydantic cannot say of SendRequest: at least one recipient (a single address, or a
+# list with one in to, cc or bcc) and at least one body (text or html, not null).
+_AT_LEAST_ONE: Final[JsonDict] = {
+    "allOf": [
+        {
+            "anyOf": [
+                _nonempty("to", {"not": {"type": "array", "maxItems": 0}}),
+                _nonempty("cc", {"minItems": 1}),
+                _nonempty("bcc", {"minItems": 1}),
+            ]
+        },
+        {"anyOf": [_nonempty("text", {"type": "string"}), _nonempty("html", {"type": "string"})]},
+    ]
+}
 
 
 class SendRequest(_In):
     """A message as fields. At least one of to/cc/bcc; at least one of text/html."""
+
+    model_config = ConfigDict(json_schema_extra=_AT_LEAST_ONE)
 
     sender: Annotated[AddressField, Field(alias="from")]
     to: AddressField | list[AddressField] = []
     cc: list[AddressField] = []
     bcc: list[AddressField] = []
     reply_to: list[AddressField] = []
-    subject: str = ""
-    text: str | None = None
+    subject: Line = ""
+    text: str | None = None  # any character (a NUL goes quoted-printable)
     html: str | None = None
-    headers: dict[str, str] = {}
+    # Reserved names are refused by intake.compose; the document says so with "not".
+    headers: Annotated[dict[HeaderName, Line], Field(json_schema_extra=_header_names)] = {}
     attachments: list[AttachmentIn] = []
     tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
-    metadata: Annotated[dict[MetaKey, MetaValue], Field(max_length=MAX_METADATA)] = {}
+    metadata: Annotated[
+        dict[MetaKey, MetaValue],
+        Field(max_length=MAX_METADATA, json_schema_extra=_keys_by_property_names),
+    ] = {}
 
 
 class SendAccepted(_Out):
@@ -155,7 +243,8 @@ class ErrorDetail(_Out):
         "unavailable",
     ]
     message: str
-    fields: list[ErrorField] | None = None
+    fields: list[ErrorField] | None = None  # 422: each bad field
+    scope: Scope | None = None  # 403: the scope the API key lacks
 
 
 class ErrorBody(_Out):

@@ -20,6 +20,7 @@ __all__ = ["ApiServer"]
 
 class ApiServer:
     def __init__(self, app: ASGIApp, address: str, port: int, *, grace: float) -> None:
+        self.app = app
         self._address = address
         self._port = port
         self._config = uvicorn.Config(

@@ -7,7 +7,7 @@ import click
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
 from postroom.directory import normalize_domain
-from postroom.directory.apikeys import ApiKeys, check_key_name
+from postroom.directory.apikeys import DEFAULT_SCOPES, ApiKeys, check_key_name, parse_scopes
 from postroom.store.models import ApiKeyRecord
 
 __all__ = ["apikey"]
@@ -27,15 +27,32 @@ def apikey() -> None:
     metavar="DOMAIN",
     help="A domain the key may send as (repeatable; none: any domain).",
 )
+@click.option(
+    "--scope",
+    "scope_names",
+    multiple=True,
+    metavar="SCOPE",
+    help=(
+        "What the key may do: send, read (the mail it sent), read-all, queue (hold,"
+        f" release, retry, delete). Repeatable or comma list; default {','.join(DEFAULT_SCOPES)}."
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @config_option
 @pass_app
-def create(app: AppContext, name: str, sender_domains: tuple[str, ...], as_json: bool) -> None:
+def create(
+    app: AppContext,
+    name: str,
+    sender_domains: tuple[str, ...],
+    scope_names: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Create a key; it is shown this once (only its hash is kept)."""
     check_key_name(name)
     for domain in sender_domains:
         normalize_domain(domain)
-    new = app.run(lambda store: ApiKeys(store).create(name, sender_domains))
+    scopes = parse_scopes(scope_names) if scope_names else DEFAULT_SCOPES
+    new = app.run(lambda store: ApiKeys(store).create(name, sender_domains, scopes))
     if as_json:
         emit_json({**_json(new.record), "key": new.token})
         return
@@ -54,10 +71,15 @@ def list_(app: AppContext, as_json: bool) -> None:
         emit_json([_json(r) for r in records])
         return
     rows = (
-        (r.name, ", ".join(r.sender_domains) or "any domain", format_time(r.created_at))
+        (
+            r.name,
+            ", ".join(r.sender_domains) or "any domain",
+            ",".join(r.scopes),
+            format_time(r.created_at),
+        )
         for r in records
     )
-    print_table(("Name", "May send as", "Created"), rows, empty="No API keys.")
+    print_table(("Name", "May send as", "Scopes", "Created"), rows, empty="No API keys.")
 
 
 @apikey.command("revoke")
@@ -74,5 +96,6 @@ def _json(record: ApiKeyRecord) -> dict[str, object]:
     return {
         "name": record.name,
         "sender_domains": list(record.sender_domains),
+        "scopes": list(record.scopes),
         "created_at": iso_time(record.created_at),
     }

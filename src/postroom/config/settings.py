@@ -166,6 +166,9 @@ class ApiSettings(_Model):
     # Requests per minute per API key (0: no limit), and how many may come at once.
     rate_limit: Annotated[int, Field(ge=0)] = 600
     burst: Annotated[int, Field(ge=1)] = 60
+    # Request bodies parsed whole (JSON, webhook events) held in memory at once; a body that
+    # would pass it gets 503 + Retry-After unread. Raw messages go to the spool instead.
+    max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
 
 
 class Settings(_Model):

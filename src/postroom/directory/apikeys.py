@@ -1,5 +1,9 @@
 """HTTP API keys: created once (the whole key is shown then and never again), verified by
-hash, revoked by name; each may be limited to sender domains.
+hash, revoked by name; each may be limited to sender domains, and has scopes.
+
+Scopes say what a key may do: ``send`` mail; ``read`` the messages sent with it;
+``read-all`` every message in the log; ``queue`` hold, release, retry and delete the
+messages it may see. A new key gets ``send,read`` unless told otherwise.
 
 A key reads ``pr_<key id>_<secret>``. The key id finds the row; the secret has 256 bits
 of entropy, so one SHA-256 of it is as good as a slow hash and costs the request nothing
@@ -15,6 +19,8 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
 
 from postroom.clock import Clock, SystemClock
 from postroom.directory.domains import normalize_domain
@@ -22,11 +28,32 @@ from postroom.errors import ApiKeyExists, DirectoryError, UnknownApiKey
 from postroom.store.base import Store
 from postroom.store.models import ApiKeyRecord
 
-__all__ = ["ApiKeys", "NewApiKey", "check_key_name"]
+__all__ = ["DEFAULT_SCOPES", "ApiKeys", "NewApiKey", "Scope", "check_key_name", "parse_scopes"]
 
 _PREFIX = "pr"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOKEN = re.compile(rf"{_PREFIX}_([A-Za-z0-9]{{16}})_([A-Za-z0-9_-]{{43}})")
+
+
+class Scope(StrEnum):
+    SEND = "send"
+    READ = "read"  # the messages sent with this key
+    READ_ALL = "read-all"  # every message, whoever sent it
+    QUEUE = "queue"  # hold, release, retry, delete (the messages the key may see)
+
+
+DEFAULT_SCOPES: Final = (Scope.SEND, Scope.READ)
+
+
+def parse_scopes(values: Iterable[str]) -> tuple[Scope, ...]:
+    """Scope names, each value one name or a comma list, in the order of ``Scope``."""
+    names = {part.strip().lower() for value in values for part in value.split(",")}
+    names.discard("")
+    unknown = names - set(Scope)
+    if unknown:
+        known = ", ".join(Scope)
+        raise DirectoryError(f"unknown scope {sorted(unknown)[0]!r} (known: {known})")
+    return tuple(scope for scope in Scope if scope in names)
 
 
 def check_key_name(name: str) -> str:
@@ -52,12 +79,22 @@ class ApiKeys:
         self._store = store
         self._clock = clock or SystemClock()
 
-    async def create(self, name: str, sender_domains: Iterable[str] = ()) -> NewApiKey:
+    async def create(
+        self,
+        name: str,
+        sender_domains: Iterable[str] = (),
+        scopes: Iterable[Scope] = DEFAULT_SCOPES,
+    ) -> NewApiKey:
         check_key_name(name)
         domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
+        granted = parse_scopes(scopes)
+        if not granted:
+            raise DirectoryError("an API key needs at least one scope")
         key_id = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(16))
         secret = secrets.token_urlsafe(32)  # 43 characters, 256 bits
-        record = ApiKeyRecord(name, key_id, _hash(secret), domains, self._clock.time())
+        record = ApiKeyRecord(
+            name, key_id, _hash(secret), domains, self._clock.time(), tuple(granted)
+        )
         if not await self._store.add_api_key(record):
             raise ApiKeyExists(f"an API key named {name!r} already exists")
         return NewApiKey(record, f"{_PREFIX}_{key_id}_{secret}")

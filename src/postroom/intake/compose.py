@@ -49,10 +49,19 @@ RESERVED_HEADERS = frozenset(
         "content-id", "received", "return-path", "sender",
     }
 )  # fmt: skip
-_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 2.2 ftext, within one line
-_LINE_BREAK = re.compile(r"[\r\n\x00]")
-_CONTENT_TYPE = re.compile(r"([A-Za-z0-9!#$&^_.+-]{1,64})/([A-Za-z0-9!#$&^_.+-]{1,64})")
-_CONTENT_ID = re.compile(r"[!-;=?-~]{1,200}")  # printable, no "<" ">" (id-left@id-right)
+HEADER_NAME = r"[!-9;-~]{1,76}"  # RFC 5322 2.2 ftext, within one line
+CONTENT_TYPE = r"([A-Za-z0-9!#$&^_.+-]{1,64})/([A-Za-z0-9!#$&^_.+-]{1,64})"
+CONTENT_ID = r"[!-;=?-~]{1,200}"  # printable, no "<" ">" (id-left@id-right)
+# Every separator of str.splitlines(): the email package breaks a header at each, so a
+# one-line field holding one could start a header of its own. With NUL, never in a field.
+LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_HEADER_NAME = re.compile(HEADER_NAME)
+# A lone surrogate (from JSON "\\ud800") has no UTF-8: it cannot be in any message.
+_LINE_BREAK = re.compile(f"[{LINE_BREAKS}\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ONE_LINE = "must be one line: no CR, LF, NUL or other line break (U+2028 and the like)"
+_CONTENT_TYPE = re.compile(CONTENT_TYPE)
+_CONTENT_ID = re.compile(CONTENT_ID)
 # What the email package's header parser raises on input it trips over ("a@", groups).
 _PARSER_ERRORS = (MessageError, AttributeError, IndexError, TypeError, ValueError)
 
@@ -112,7 +121,7 @@ class ComposedMessage:
 def parse_mailbox(text: str, path: str = "address") -> Mailbox:
     """``Name <local@domain>`` or ``local@domain`` -> Mailbox; ComposeError naming ``path``."""
     if _LINE_BREAK.search(text):
-        raise ComposeError([(path, "must not contain CR, LF or NUL")])
+        raise ComposeError([(path, _ONE_LINE)])
     try:
         header = email.policy.default.header_factory("to", text)
     except _PARSER_ERRORS:
@@ -125,7 +134,7 @@ def parse_mailbox(text: str, path: str = "address") -> Mailbox:
 
 def mailbox(address: str, name: str = "", path: str = "address") -> Mailbox:
     if _LINE_BREAK.search(address) or _LINE_BREAK.search(name):
-        raise ComposeError([(path, "must not contain CR, LF or NUL")])
+        raise ComposeError([(path, _ONE_LINE)])
     try:
         return Mailbox(parse_address(address.strip()), name.strip())
     except AddressError:
@@ -172,7 +181,10 @@ def _check(request: ComposeRequest) -> None:
     if request.text is None and request.html is None:
         problems.append(("text", "at least one of text and html is needed"))
     if _LINE_BREAK.search(request.subject):
-        problems.append(("subject", "must not contain CR, LF or NUL"))
+        problems.append(("subject", _ONE_LINE))
+    for name, text in (("text", request.text), ("html", request.html)):
+        if text is not None and _SURROGATE.search(text):  # a NUL goes quoted-printable
+            problems.append((name, "must not contain a lone surrogate"))
     for name, value in request.headers:
         path = f"headers.{name}"
         if not _HEADER_NAME.fullmatch(name):
@@ -180,7 +192,7 @@ def _check(request: ComposeRequest) -> None:
         elif name.lower() in RESERVED_HEADERS:
             problems.append((path, "set by postroom or by its own field; not allowed here"))
         elif _LINE_BREAK.search(value):
-            problems.append((path, "must not contain CR, LF or NUL"))
+            problems.append((path, _ONE_LINE))
     for index, attachment in enumerate(request.attachments):
         problems.extend(_attachment_problems(f"attachments[{index}]", attachment))
     if problems:
@@ -193,7 +205,7 @@ def _attachment_problems(path: str, attachment: Attachment) -> Iterable[tuple[st
     if attachment.filename is not None and (
         not attachment.filename or _LINE_BREAK.search(attachment.filename)
     ):
-        yield f"{path}.filename", "empty, or contains CR, LF or NUL"
+        yield f"{path}.filename", f"must not be empty; {_ONE_LINE}"
     if attachment.content_id is not None and not _CONTENT_ID.fullmatch(attachment.content_id):
         yield f"{path}.content_id", "not a valid Content-ID (printable, no angle brackets)"
 

@@ -59,7 +59,7 @@ class Intake:
         source: Source,
         sender: Address | None,
         recipients: Sequence[Recipient],
-        data: bytes,
+        data: bytes | SpooledBody,
         *,
         principal: Principal | None = None,
         dsn: DsnRequest | None = None,
@@ -67,7 +67,10 @@ class Intake:
         smtputf8: bool = False,
     ) -> Queued | Reply:
         """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
-        the same policy, clean-up and commit as SMTP; or the reply that refused it."""
+        the same policy, clean-up and commit as SMTP; or the reply that refused it.
+        ``data``: the message, in memory or spooled (copied chunk by chunk; the caller
+        closes it)."""
+        size = len(data) if isinstance(data, bytes) else data.size
         submission = self.begin(
             source,
             sender,
@@ -75,7 +78,7 @@ class Intake:
             dsn=dsn,
             body_type=body_type,
             smtputf8=smtputf8,
-            declared_size=len(data),
+            declared_size=size,
         )
         if isinstance(submission, Reply):
             return submission
@@ -84,7 +87,8 @@ class Intake:
             if not reply.is_positive:
                 submission.abort()
                 return reply
-        submission.write(data)
+        for chunk in [data] if isinstance(data, bytes) else data.iter_chunks():
+            submission.write(chunk)
         reply = await submission.commit()
         if not reply.is_positive:
             return reply

@@ -58,15 +58,16 @@ class SpooledBody:
         """The whole body in memory: for small bodies and tests only."""
         return b"".join(self.iter_chunks())
 
-    def iter_chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def iter_chunks(self, chunk_size: int = 1 << 20, start: int = 0) -> Iterator[bytes]:
+        """The bytes from offset ``start`` on, ``chunk_size`` at a time."""
         if self._memory is not None:
             view = memoryview(self._memory)
-            for start in range(0, len(view), chunk_size):
-                yield bytes(view[start : start + chunk_size])
+            for offset in range(start, len(view), chunk_size):
+                yield bytes(view[offset : offset + chunk_size])
             return
         assert self._file is not None
         self._file.flush()
-        offset = 0
+        offset = start
         fd = self._file.fileno()
         while offset < self._size:
             chunk = os.pread(fd, min(chunk_size, self._size - offset), offset)

@@ -162,6 +162,9 @@ class LogQuery:
     since: float | None = None  # received at or after
     limit: int = 100
     cursor: str | None = None  # a message id: continue after it (newest first)
+    # Only messages from this source kind ("api"), and this principal (an API key's name).
+    source_kind: str | None = None
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,7 @@ class ApiKeyRecord:
     secret_hash: str  # hex SHA-256 of the secret part
     sender_domains: tuple[str, ...]  # A-labels; empty: may send as any domain
     created_at: float
+    scopes: tuple[str, ...] = ("send", "read")  # what the key may do (directory.apikeys.Scope)
 
 
 @dataclass(frozen=True, slots=True)

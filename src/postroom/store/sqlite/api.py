@@ -21,8 +21,8 @@ __all__ = [
     "save_send_job",
 ]
 
-_KEY_COLUMNS = "name, key_id, secret_hash, sender_domains, created_at"
-ADD_API_KEY = f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+_KEY_COLUMNS = "name, key_id, secret_hash, sender_domains, created_at, scopes"
+ADD_API_KEY = f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 REMOVE_API_KEY = "DELETE FROM api_keys WHERE name = ?"
 # A message deleted before its meta arrives: nothing to describe (the FK would refuse).
 _INSERT_META = (
@@ -43,13 +43,19 @@ def api_key_params(record: ApiKeyRecord) -> tuple[Any, ...]:
         record.secret_hash,
         ",".join(record.sender_domains),
         record.created_at,
+        ",".join(record.scopes),
     )
 
 
 def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
-    name, key_id, secret_hash, domains, created_at = row
+    name, key_id, secret_hash, domains, created_at, scopes = row
     return ApiKeyRecord(
-        name, key_id, secret_hash, tuple(filter(None, domains.split(","))), created_at
+        name,
+        key_id,
+        secret_hash,
+        tuple(filter(None, domains.split(","))),
+        created_at,
+        tuple(filter(None, scopes.split(","))),
     )
 
 

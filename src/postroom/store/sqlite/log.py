@@ -35,6 +35,12 @@ def query(q: LogQuery, conn: sqlite3.Connection) -> list[StoredMessage]:
     if q.sender:
         where.append("instr(unicode_lower(m.sender), ?) > 0")
         params.append(q.sender.lower())
+    if q.source_kind is not None:
+        where.append("m.source_kind = ?")
+        params.append(q.source_kind)
+    if q.principal is not None:
+        where.append("m.principal = ?")
+        params.append(q.principal)
     if q.to:
         where.append(
             "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"

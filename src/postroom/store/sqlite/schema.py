@@ -17,7 +17,7 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -28,6 +28,19 @@ UPGRADES: dict[int, str] = {
         UPDATE recipients SET held = 1
             WHERE message_id IN (SELECT id FROM messages WHERE held = 1);
         DROP INDEX IF EXISTS recipients_due;
+    """,
+    # API key scopes. A version-2 database made before the API has no api_keys table: it
+    # gets the old shape first. Keys made before scopes existed keep what they could do
+    # for their own mail: send, and read what they sent.
+    2: """
+        CREATE TABLE IF NOT EXISTS api_keys (
+            name           TEXT PRIMARY KEY,
+            key_id         TEXT NOT NULL UNIQUE,
+            secret_hash    TEXT NOT NULL,
+            sender_domains TEXT NOT NULL DEFAULT '',
+            created_at     REAL NOT NULL
+        ) WITHOUT ROWID;
+        ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'send,read';
     """,
 }
 

@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 2: the whole of the latest schema.
+-- postroom SQLite schema, version 3: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 CREATE TABLE IF NOT EXISTS messages (
     id          TEXT PRIMARY KEY,     -- queue id: time-ordered, so ORDER BY id is arrival order
@@ -124,7 +124,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_id         TEXT NOT NULL UNIQUE,
     secret_hash    TEXT NOT NULL,         -- hex SHA-256 of the secret part of the key
     sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
-    created_at     REAL NOT NULL
+    created_at     REAL NOT NULL,
+    scopes         TEXT NOT NULL DEFAULT 'send,read' -- comma-separated: send, read, read-all, queue
 ) WITHOUT ROWID;
 
 -- What the API knows of a message beyond its envelope: Message-ID, Subject, tags, metadata.
