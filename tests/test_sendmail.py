@@ -102,7 +102,11 @@ def recipients(message: dict[str, object]) -> list[str]:
 def queue(tmp_path: Path) -> Queue:
     data = tmp_path / "data"
     config = tmp_path / "postroom.toml"
-    config.write_text(f'hostname = "mail.test"\ndata_dir = "{data}"\n')
+    # The apps below send as example.com, which the local users are allowed here.
+    config.write_text(
+        f'hostname = "mail.test"\ndata_dir = "{data}"\n'
+        '[senders.sendmail]\nsender_domains = ["example.com"]\n'
+    )
     return Queue(config, data)
 
 

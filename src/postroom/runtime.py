@@ -28,7 +28,7 @@ from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
-from postroom.mailauth.dkim import DkimSigner, KeyRing
+from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
@@ -57,7 +57,7 @@ def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | N
         record = await users.verify(username, password)
         if record is None:
             return None
-        return Principal(record.address, record.sender_domains)
+        return user_principal(record)
 
     return authenticate
 
@@ -133,16 +133,8 @@ class Server:
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
-        intake = Intake(
-            store=store,
-            clock=self.clock,
-            hostname=settings.hostname,
-            spool_dir=settings.data_dir / "spool",
-            spool_memory=settings.limits.spool_memory,
-            max_message_size=settings.limits.max_message_size,
-            bus=bus,
-            signer=DkimSigner(KeyRing(settings.data_dir)),
-            inbound=self._inbound,
+        intake = Intake.from_settings(
+            settings, store, self.clock, bus=bus, inbound=self._inbound, rng=self.rng
         )
         self.intake = intake
         if self.accept_only:
@@ -154,6 +146,7 @@ class Server:
             settings,
             intake=intake,
             authenticate=_authenticator(Users(store)),
+            relay_networks=RelayNetworks.from_settings(settings),
             auth_throttle=FailureThrottle(
                 self.clock,
                 max_failures=auth.max_failures,

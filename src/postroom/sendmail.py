@@ -58,6 +58,7 @@ class Exit(IntEnum):
     UNAVAILABLE = 69  # refused for another permanent reason
     SOFTWARE = 70  # a bug in postroom
     TEMPFAIL = 75  # not queued now; try again later
+    NOPERM = 77  # a sender or author this user may not use ([senders.sendmail])
     CONFIG = 78  # the configuration file is missing or wrong
 
 
@@ -445,6 +446,8 @@ def _exit_for(reply: Reply) -> Exit:
         return Exit.NOUSER
     if enhanced == "5.3.4" or enhanced.startswith("5.6."):  # too big; media error (NUL)
         return Exit.DATAERR
+    if enhanced == "5.7.1":  # delivery not authorized: a sender domain not allowed
+        return Exit.NOPERM
     return Exit.UNAVAILABLE
 
 

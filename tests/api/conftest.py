@@ -30,8 +30,13 @@ class Api:
         name: str,
         sender_domains: tuple[str, ...] = (),
         scopes: tuple[Scope, ...] = DEFAULT_SCOPES,
+        *,
+        any_sender: bool | None = None,
     ) -> str:
-        return self.server.create_api_key(name, sender_domains, scopes, self.clock)
+        """A key; without sender domains one that may send as any domain, as most tests want."""
+        return self.server.create_api_key(
+            name, sender_domains, scopes, self.clock, any_sender=any_sender
+        )
 
 
 @pytest.fixture

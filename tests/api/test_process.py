@@ -25,6 +25,7 @@ def test_the_served_api_takes_mail_with_a_cli_made_key(tmp_path: Path) -> None:
     running = start_process(config, log)
     try:
         assert running.api_port is not None and running.api_port != 8025
+        cli(config, "domain", "add", "example.com")  # a key sends as the local domains
         token = cli(config, "apikey", "create", "deploy").splitlines()[-1]
         url = f"http://127.0.0.1:{running.api_port}"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:

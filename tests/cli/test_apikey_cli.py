@@ -34,10 +34,39 @@ def test_create_shows_the_key_once_and_stores_only_a_hash(config: Path, tmp_path
             "name": "shop",
             "sender_domains": ["xn--bcher-kva.example"],
             "scopes": ["send", "read"],
+            "any_sender": False,
+            "may_send_as": "local domains, xn--bcher-kva.example",
             "created_at": listed[0]["created_at"],
         }
     ]
     assert token not in ok(postroom(config, "apikey", "list"))
+
+
+def test_keys_send_as_the_local_domains_unless_any_sender_and_the_list_says_so(
+    config: Path,
+) -> None:
+    assert "may send as local domains." in ok(postroom(config, "apikey", "create", "app"))
+    assert "may send as any domain." in ok(
+        postroom(config, "apikey", "create", "relay", "--any-sender")
+    )
+    table = ok(postroom(config, "apikey", "list"))
+    assert "local domains" in table and "any domain" in table
+    listed = {
+        k["name"]: k["may_send_as"]
+        for k in json.loads(ok(postroom(config, "apikey", "list", "--json")))
+    }
+    assert listed == {"app": "local domains", "relay": "any domain"}
+    both = postroom(config, "apikey", "create", "x", "--any-sender", "--sender-domain", "a.test")
+    assert both.returncode == 2 and "--any-sender" in both.stderr
+
+
+def test_apikey_senders_replaces_what_a_key_may_send_as(config: Path) -> None:
+    ok(postroom(config, "apikey", "create", "app", "--any-sender"))
+    changed = postroom(config, "apikey", "senders", "app", "--sender-domain", "shop.example")
+    assert ok(changed) == "API key app may send as local domains, shop.example\n"
+    [listed] = json.loads(ok(postroom(config, "apikey", "list", "--json")))
+    assert (listed["any_sender"], listed["sender_domains"]) == (False, ["shop.example"])
+    assert "no API key" in one_line_error(postroom(config, "apikey", "senders", "nope"))
 
 
 def test_names_are_unique_and_revoke_removes(config: Path) -> None:

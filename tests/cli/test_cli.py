@@ -64,7 +64,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> s
 
 def test_user_lifecycle(config: Path) -> None:
     added = postroom(config, "user", "add", "App@Example.com", "--password-stdin", stdin="pw 1\n")
-    assert ok(added) == "user app@example.com added\n"
+    assert ok(added) == "user app@example.com added; may send as example.com\n"
 
     duplicate = postroom(config, "user", "add", "app@example.com", "--password-stdin", stdin="x\n")
     assert one_line_error(duplicate) == "postroom: user app@example.com already exists"
@@ -72,6 +72,7 @@ def test_user_lifecycle(config: Path) -> None:
     listed = json.loads(ok(postroom(config, "user", "list", "--json")))
     assert [u["address"] for u in listed] == ["app@example.com"]
     assert listed[0]["sender_domains"] == []
+    assert (listed[0]["any_sender"], listed[0]["may_send_as"]) == (False, "example.com")
     assert "password_hash" not in listed[0]
 
     changed = postroom(
@@ -158,6 +159,48 @@ def test_user_with_sender_domains_and_the_table(config: Path) -> None:
     assert listed[0]["sender_domains"] == ["example.com", "xn--bcher-kva.example"]
     table = ok(postroom(config, "user", "list"))
     assert "app@example.com" in table and "xn--bcher-kva.example" in table
+
+
+def test_any_sender_users_say_so_in_the_list(config: Path) -> None:
+    ok(postroom(config, "user", "add", "a@example.com", "--password-stdin", stdin="pw\n"))
+    ok(
+        postroom(
+            config, "user", "add", "b@example.com", "--any-sender", "--password-stdin", stdin="pw\n"
+        )
+    )
+    listed = json.loads(ok(postroom(config, "user", "list", "--json")))
+    assert [(u["address"], u["any_sender"], u["may_send_as"]) for u in listed] == [
+        ("a@example.com", False, "example.com"),
+        ("b@example.com", True, "any domain"),
+    ]
+    assert "any domain" in ok(postroom(config, "user", "list"))
+    both = postroom(
+        config,
+        *("user", "add", "c@example.com", "--any-sender", "--sender-domain", "x.test"),
+        stdin="pw\n",
+    )
+    assert both.returncode == 2 and "--any-sender" in both.stderr
+
+
+def test_user_senders_narrows_a_user_that_could_send_as_any_domain(config: Path) -> None:
+    # What an upgraded user made without --sender-domain is: any_sender, until narrowed.
+    ok(
+        postroom(
+            config, "user", "add", "a@example.com", "--any-sender", "--password-stdin", stdin="pw\n"
+        )
+    )
+    narrowed = postroom(
+        config, "user", "senders", "a@example.com", "--sender-domain", "Bücher.example"
+    )
+    assert ok(narrowed) == "user a@example.com may send as example.com, xn--bcher-kva.example\n"
+    [listed] = json.loads(ok(postroom(config, "user", "list", "--json")))
+    assert (listed["any_sender"], listed["sender_domains"]) == (False, ["xn--bcher-kva.example"])
+    assert ok(postroom(config, "user", "senders", "a@example.com")).endswith(
+        "may send as example.com\n"
+    )
+    assert "any domain" in ok(postroom(config, "user", "senders", "a@example.com", "--any-sender"))
+    missing = postroom(config, "user", "senders", "nobody@example.com")
+    assert one_line_error(missing) == "postroom: no such user: nobody@example.com"
 
 
 def test_no_users_yet(config: Path) -> None:

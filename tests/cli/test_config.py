@@ -277,6 +277,14 @@ BAD = [
         'conditions = [{ field = "sender", value = "x", negated = true }]',
         "routes[0].conditions[0].negated: unknown key, did you mean 'negate'?",
     ),
+    (
+        'relay_networks = ["192.168.1.0/24", "lan"]',
+        "relay_networks[1]: 'lan' is not an IP network (CIDR)",
+    ),
+    (
+        '[senders.sendmail]\nsender_domains = ["exa mple.com"]',
+        "senders.sendmail.sender_domains[0]: 'exa mple.com' is not a domain name",
+    ),
 ]
 
 

@@ -88,7 +88,7 @@ def test_wait_shows_a_delivery_to_a_routed_peer(
         "--to",
         "alice@peer.test",
         "--from",
-        "Shop <shop@example.com>",
+        "Shop <shop@example.test>",
         "--subject",
         "Hello",
         "--body",
@@ -104,7 +104,7 @@ def test_wait_shows_a_delivery_to_a_routed_peer(
     assert "delivered  alice@peer.test" in done.stdout
     assert "250" in done.stdout  # the peer's reply
     [received] = peer.received
-    assert (received.sender, received.recipients) == ("shop@example.com", ("alice@peer.test",))
+    assert (received.sender, received.recipients) == ("shop@example.test", ("alice@peer.test",))
     message = email.message_from_bytes(received.data, policy=email.policy.default)
     assert message["Subject"] == "Hello"
     assert message.get_body(("plain",)).get_content().strip() == "plain words"  # type: ignore[union-attr]

@@ -52,7 +52,7 @@ class Postroom:
 @pytest.fixture
 def postroom(make_server: Callable[..., ServerThread]) -> Iterator[Postroom]:
     server = make_server()
-    key = server.call(ApiKeys(server.store).create("django-app", ())).token
+    key = server.call(ApiKeys(server.store).create("django-app", ("example.com",))).token
     url = f"http://127.0.0.1:{server.api_port}"
     with override_settings(POSTROOM_API_URL=url, POSTROOM_API_KEY=key):
         yield Postroom(server, url, key)

@@ -18,6 +18,7 @@ from postroom.errors import (
     UnknownUser,
     UserExists,
 )
+from postroom.intake.principals import user_rights
 from postroom.store import Store, open_store
 
 
@@ -149,17 +150,23 @@ async def test_list_is_sorted(users: Users) -> None:
     ]
 
 
-async def test_may_send_as(users: Users) -> None:
-    anyone = await users.add("any@example.com", "pw")
+async def test_a_user_may_send_as_its_own_domain_and_those_it_was_given(users: Users) -> None:
+    anyone = await users.add("any@example.com", "pw", any_sender=True)
+    own = await users.add("own@example.net", "pw")
     limited = await users.add("app@example.com", "pw", ["Example.COM", "bücher.example"])
     assert limited.sender_domains == ("example.com", "xn--bcher-kva.example")
-    assert Users.may_send_as(anyone, "elsewhere.example")
-    assert users.may_send_as(limited, "example.com")
-    assert users.may_send_as(limited, "EXAMPLE.com")
-    assert users.may_send_as(limited, "Bücher.example")
-    assert users.may_send_as(limited, "xn--bcher-kva.example")
-    assert not users.may_send_as(limited, "example.org")
-    assert not users.may_send_as(limited, "sub.example.com")
+    assert user_rights(anyone).allows("elsewhere.example")
+    assert user_rights(own).allows("example.net")
+    assert not user_rights(own).allows("example.com")
+    assert user_rights(limited).allows("example.com")
+    assert user_rights(limited).allows("xn--bcher-kva.example")
+    assert not user_rights(limited).allows("example.org")
+    assert not user_rights(limited).allows("sub.example.com")
+    assert {u.address: u.any_sender for u in await users.list()} == {
+        "any@example.com": True,
+        "app@example.com": False,
+        "own@example.net": False,
+    }
 
 
 async def test_a_bad_sender_domain_is_refused(users: Users) -> None:

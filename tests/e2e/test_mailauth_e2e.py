@@ -114,7 +114,10 @@ def test_inbound_results_in_the_stored_message(
 ) -> None:  # type: ignore[no-untyped-def]
     keys = KeyRing(tmp_path / "sender-keys")
     publish_keys(dns_server, keys, "sender.test")
-    signed = b"".join(s.header for s in DkimSigner(keys).sign(INBOUND, PAST)) + INBOUND
+    signed = (
+        b"".join(s.header for s in DkimSigner(keys).sign(INBOUND, PAST, domain="sender.test"))
+        + INBOUND
+    )
     srv = inbound_server(make_server, dns_server)
     send_to_mx(srv, "bounce@sender.test", FORGED + OTHER + signed)
     (body,) = stored(srv)

@@ -239,7 +239,10 @@ def _signed_seeds(tmp_path: Path, dns_server: DnsServer) -> list[bytes]:
         b"From: Shop <news@sender.test>\r\nTo: app@example.test\r\nSubject: Offers\r\n"
         b"Message-ID: <1@sender.test>\r\n\r\nHello.\r\n"
     )
-    return [b"".join(s.header for s in DkimSigner(keys).sign(message, PAST)) + message]
+    return [
+        b"".join(s.header for s in DkimSigner(keys).sign(message, PAST, domain="sender.test"))
+        + message
+    ]
 
 
 def _connect(server: RunningProcess, role: str, tls: ssl.SSLContext) -> Session:

@@ -20,15 +20,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from postroom.clock import SystemClock
-from postroom.config.settings import InboundAuthSettings
+from postroom.config.settings import InboundAuthSettings, Settings
 from postroom.directory.users import Users
 from postroom.intake import Intake, Principal
+from postroom.intake.principals import (
+    POSTROOM,
+    api_key_principal,
+    local_principal,
+    user_principal,
+)
 from postroom.mail.address import Address, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailauth.dkim import DkimSigner, KeyRing, record_strings
 from postroom.mailauth.inbound import InboundChecker
 from postroom.resolver import DnsResolver
 from postroom.smtp.replies import Reply
+from postroom.store.models import ApiKeyRecord, UserRecord
 from postroom.store.sqlite import SqliteStore
 from tests.support.dns_server import DnsServer
 from tests.support.fds import open_files_under
@@ -126,15 +133,15 @@ def _door(entry: str) -> tuple[Source, Principal | None]:
             source = Source(
                 SourceKind.SMTP, principal=USER, client_ip="127.0.0.1", listener="submission"
             )
-            return source, Principal(USER)
+            return source, user_principal(UserRecord(USER, "", (), 0.0))
         case "api":
-            return Source(SourceKind.API, principal="key", protocol="HTTP"), Principal(
-                "key", ("example.test",)
-            )
+            key = ApiKeyRecord("key", "", "", ("sender.test",), 0.0)
+            return Source(SourceKind.API, principal="key", protocol="HTTP"), api_key_principal(key)
         case "sendmail":
-            return Source(SourceKind.SENDMAIL, principal="alice"), Principal("alice")
+            principal = local_principal("alice", Settings(hostname="mail.test"))
+            return Source(SourceKind.SENDMAIL, principal="alice"), principal
         case _:
-            return Source(SourceKind.DSN, protocol="local"), Principal("MAILER-DAEMON")
+            return Source(SourceKind.DSN, protocol="local"), POSTROOM
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ cases = st.builds(
 async def _through_smtp(intake: Intake, case: Case) -> tuple[str | None, set[str]]:
     """As the SMTP session calls intake: MAIL, each RCPT, the body in chunks, commit."""
     source, principal = _door(case.entry)
-    submission = intake.begin(source, _address(case.sender), principal=principal)
+    submission = await intake.begin(source, _address(case.sender), principal=principal)
     if isinstance(submission, Reply):
         return None, set()
     accepted = set()

@@ -126,7 +126,7 @@ def test_signature_verifies_with_dkimpy(
     keys = KeyRing(tmp_path)
     key = keys.generate("example.test", "sel1", algorithm, 1024 if algorithm == "rsa" else 0)  # type: ignore[arg-type]
     publish(dns_server, key)
-    signatures = DkimSigner(keys).sign(MESSAGE, NOW)
+    signatures = DkimSigner(keys).sign(MESSAGE, NOW, domain="example.test")
     assert [str(s) for s in signatures] == [f"{algorithm}-sha256 s=sel1 d=example.test"]
     signed = signatures[0].header + MESSAGE
     assert dkimpy_verify(dns_server, signed)
@@ -145,7 +145,7 @@ def test_dual_signing_rsa_and_ed25519(tmp_path: Path, dns_server: DnsServer) -> 
         keys.generate("example.test", "r1", "rsa", 1024),
     ):
         publish(dns_server, key)
-    signatures = DkimSigner(keys).sign(MESSAGE, NOW)
+    signatures = DkimSigner(keys).sign(MESSAGE, NOW, domain="example.test")
     assert [s.algorithm for s in signatures] == ["rsa-sha256", "ed25519-sha256"]
     signed = b"".join(s.header for s in signatures) + MESSAGE
     assert dkimpy_verify(dns_server, signed, 0)
@@ -170,8 +170,10 @@ def test_signed_headers_present_only_and_oversigned() -> None:
 def test_no_key_no_signature(tmp_path: Path) -> None:
     keys = KeyRing(tmp_path)
     keys.generate("other.test", "s1", "ed25519")
-    assert DkimSigner(keys).sign(MESSAGE, NOW) == []
-    assert DkimSigner(keys).sign(b"Subject: no from\r\n\r\nbody\r\n", NOW) == []
+    assert DkimSigner(keys).sign(MESSAGE, NOW, domain="example.test") == []
+    assert not DkimSigner(keys).wants("example.test")
+    assert DkimSigner(keys).wants("other.test")
+    assert DkimSigner(keys).sign(MESSAGE, NOW, domain="[192.0.2.1]") == []
 
 
 def test_from_domain() -> None:
@@ -195,8 +197,7 @@ def test_a_header_dkimpy_cannot_read_is_left_unsigned_not_raised(
     keys.generate("example.test", "s1", "ed25519")
     signer = DkimSigner(keys)
     assert from_domain(message) is None
-    assert not signer.wants(message)
-    assert signer.sign(message, NOW) == []
+    assert signer.sign(message, NOW, domain="example.test") == []
 
 
 def test_keygen_files_and_records(tmp_path: Path) -> None:
@@ -295,5 +296,8 @@ def test_our_signatures_pass_the_second_verifier(tmp_path: Path) -> None:
     keys.generate("example.test", "e1", "ed25519")
     records = {k.record_name: k.record().encode() for k in keys.keys("example.test")}
     folded = MESSAGE.replace(b"Subject: Receipt", b"Subject:  Receipt\r\n\t for  you ")
-    signed = b"".join(s.header for s in DkimSigner(keys).sign(folded, NOW)) + folded
+    signed = (
+        b"".join(s.header for s in DkimSigner(keys).sign(folded, NOW, domain="example.test"))
+        + folded
+    )
     assert verify_all(signed, records.__getitem__) == [True, True]

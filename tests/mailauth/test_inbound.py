@@ -45,7 +45,7 @@ def signed(tmp_path: Path, dns_server: DnsServer) -> bytes:
         keys.generate("sender.test", "e1", "ed25519"),
     ):
         dns_server.set(key.record_name, "TXT", record_strings(key.record()))
-    return b"".join(s.header for s in DkimSigner(keys).sign(BODY, NOW)) + BODY
+    return b"".join(s.header for s in DkimSigner(keys).sign(BODY, NOW, domain="sender.test")) + BODY
 
 
 def checker(server: DnsServer, **settings: bool) -> InboundChecker:

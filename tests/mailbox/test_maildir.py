@@ -173,6 +173,9 @@ async def test_many_concurrent_deliveries_get_unique_names_and_leave_tmp_empty(
         assert len(box) == count // 2
         bodies.update(str(m.get_payload()).rsplit("\n", 2)[-2] for m in box)
     assert bodies == {f"n={i}" for i in range(count)}
+    # Deliveries that raced to make a user's Maildir removed the copies they built.
+    for user in users:
+        assert [p.name for p in maildir.path("example.test", user).parent.iterdir()] == ["Maildir"]
 
 
 def test_two_stores_on_one_root_with_a_frozen_clock_do_not_clash(
@@ -200,6 +203,36 @@ def test_fsyncs_the_file_then_the_new_folder(
     name = _deliver(maildir)
     box = maildir.path("example.test", "bob")
     assert synced == [str(box / "tmp" / name), str(box / "new")]
+
+
+def test_a_new_maildir_appears_with_its_three_subfolders_at_once(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Readers list new/ and cur/ as soon as Maildir exists: look after every step.
+    box = maildir.path("example.test", "bob")
+    seen: list[list[str] | None] = []
+
+    def watch(call):  # type: ignore[no-untyped-def]
+        def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+            result = call(*args, **kwargs)
+            seen.append(sorted(p.name for p in box.iterdir()) if box.exists() else None)
+            return result
+
+        return watched
+
+    for name in ("mkdir", "rename", "fsync"):
+        monkeypatch.setattr(os, name, watch(getattr(os, name)))
+    _deliver(maildir)
+    assert None in seen  # it was watched before it existed
+    assert all(state in (None, ["cur", "new", "tmp"]) for state in seen), seen
+
+
+def test_a_maildir_missing_a_subfolder_gets_it(maildir: Maildir) -> None:
+    box = maildir.path("example.test", "bob")
+    (box / "new").mkdir(parents=True)  # made by hand, or half-made by an older version
+    name = _deliver(maildir)
+    assert sorted(p.name for p in box.iterdir()) == ["cur", "new", "tmp"]
+    assert list(_read(box).keys()) == [name]
 
 
 def test_a_failed_write_leaves_nothing_in_tmp_or_new(

@@ -61,3 +61,14 @@ async def test_old_answers_are_forgotten_on_the_next_save(store: Store) -> None:
     assert await store.idempotent("shop", "old", 0) is not None
     await store.save_send(meta, None, forget_before=NOW - 50)
     assert await store.idempotent("shop", "old", 0) is None
+
+
+async def test_api_key_sender_rights_are_stored_and_replaced(store: Store) -> None:
+    anyone = ApiKeyRecord("relay", "qrstuvwxyzabcdef", "ee" * 32, (), NOW, any_sender=True)
+    assert await store.add_api_key(anyone)
+    assert await store.api_key(anyone.key_id) == anyone
+    assert await store.set_api_key_senders("relay", ["example.net"], False) is True
+    assert await store.api_key(anyone.key_id) == ApiKeyRecord(
+        "relay", anyone.key_id, anyone.secret_hash, ("example.net",), NOW, any_sender=False
+    )
+    assert await store.set_api_key_senders("nope", [], True) is False

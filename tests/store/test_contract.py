@@ -321,6 +321,17 @@ async def test_users(store: Store) -> None:
     assert await store.users() == [UserRecord(bob.address, "$argon2id$new", (), NOW + 1)]
 
 
+async def test_user_sender_rights_are_stored_and_replaced(store: Store) -> None:
+    anyone = UserRecord("any@example.org", "h", (), NOW, any_sender=True)
+    assert await store.add_user(anyone)
+    assert await store.user(anyone.address) == anyone
+    assert await store.set_user_senders(anyone.address, ["example.net"], False) is True
+    assert await store.user(anyone.address) == UserRecord(
+        anyone.address, "h", ("example.net",), NOW, any_sender=False
+    )
+    assert await store.set_user_senders("nobody@example.org", [], True) is False
+
+
 async def test_recipient_lookup(store: Store) -> None:
     await store.add_user(UserRecord("app@example.org", "h", (), NOW))
     assert await store.recipient("example.org", "app@example.org") == (False, False)

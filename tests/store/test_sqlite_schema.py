@@ -170,6 +170,43 @@ async def test_a_version_1_database_opens_and_works(tmp_path: Path) -> None:
         await again.aclose()
 
 
+async def test_upgrade_keeps_the_meaning_of_empty_sender_domains_as_any_sender(
+    tmp_path: Path,
+) -> None:
+    """Before version 3 an empty list meant any domain; since, it means the defaults. Rows
+    written before keep their meaning through any_sender; limited rows stay limited."""
+    path = tmp_path / "old.db"
+    write_v1_database(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO users (address, password_hash, sender_domains, created_at)"
+            " VALUES (?, 'x', ?, 0)",
+            [("open@example.org", ""), ("limited@example.org", "example.org,other.org")],
+        )
+        conn.execute(
+            "CREATE TABLE api_keys (name TEXT PRIMARY KEY, key_id TEXT NOT NULL UNIQUE,"
+            " secret_hash TEXT NOT NULL, sender_domains TEXT NOT NULL DEFAULT '',"
+            " created_at REAL NOT NULL) WITHOUT ROWID"
+        )
+        conn.executemany(
+            "INSERT INTO api_keys VALUES (?, ?, 'h', ?, 0)",
+            [("open", "k1", ""), ("limited", "k2", "example.org")],
+        )
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        users = {u.address: (u.sender_domains, u.any_sender) for u in await store.users()}
+        assert users == {
+            "open@example.org": ((), True),
+            "limited@example.org": (("example.org", "other.org"), False),
+        }
+        keys = {k.name: (k.sender_domains, k.any_sender) for k in await store.api_keys()}
+        assert keys == {"open": ((), True), "limited": (("example.org",), False)}
+    finally:
+        await store.aclose()
+    assert version_of(path) == SCHEMA_VERSION
+
+
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     store = SqliteStore(path)
@@ -226,9 +263,11 @@ async def test_api_keys_from_before_scopes_may_send_and_read_their_own_mail(
     store = SqliteStore(path)
     await store.start()
     await store.aclose()
-    # Back to version 2 as it was on disk: api_keys without the scopes column, one key.
+    # Back to version 2 as it was on disk: no scopes or any_sender columns, one key.
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("ALTER TABLE api_keys DROP COLUMN scopes")
+        conn.execute("ALTER TABLE api_keys DROP COLUMN any_sender")
+        conn.execute("ALTER TABLE users DROP COLUMN any_sender")
         conn.execute(
             "INSERT INTO api_keys (name, key_id, secret_hash, sender_domains, created_at)"
             " VALUES ('shop', 'abcdefghijklmnop', ?, 'example.com', ?)",
@@ -242,5 +281,6 @@ async def test_api_keys_from_before_scopes_may_send_and_read_their_own_mail(
         key = await store.api_key("abcdefghijklmnop")
         assert key is not None
         assert (key.sender_domains, key.scopes) == (("example.com",), ("send", "read"))
+        assert not key.any_sender
     finally:
         await store.aclose()

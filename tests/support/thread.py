@@ -81,10 +81,14 @@ class ServerThread:
         sender_domains: tuple[str, ...] = (),
         scopes: tuple[Scope, ...] = DEFAULT_SCOPES,
         clock: Clock | None = None,
+        *,
+        any_sender: bool | None = None,
     ) -> str:
-        """A new API key's token."""
+        """A new API key's token; unless told, one without sender domains may send as any."""
         keys = ApiKeys(self.store, clock)
-        return self.call(keys.create(name, sender_domains, scopes)).token
+        if any_sender is None:
+            any_sender = not sender_domains
+        return self.call(keys.create(name, sender_domains, scopes, any_sender=any_sender)).token
 
     def add_user(self, address: str, password: str, sender_domains: tuple[str, ...] = ()) -> None:
         self.call(Users(self.store).add(address, password, sender_domains))

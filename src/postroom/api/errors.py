@@ -1,8 +1,9 @@
 """Errors as data: every non-2xx answer has one JSON shape, and no traceback leaves.
 
 ``{"error": {"status", "code", "message", "fields"?, "scope"?}}``; ``fields`` (each bad
-field's path and what is wrong with it) only for 422, ``scope`` (the one the API key
-lacks) only for a 403 that names one. Handlers raise ``ApiError``; anything
+field's path and what is wrong with it) for 422, and for a 403 that names what was
+refused (the sender or an author header the API key may not use); ``scope`` (the one
+the API key lacks) only for a 403 that names one. Handlers raise ``ApiError``; anything
 else becomes a 500 ``internal`` whose details go to the log only.
 """
 
@@ -75,7 +76,7 @@ class ApiError(Exception):
             "code": CODES.get(self.status, "invalid_request"),
             "message": self.message,
         }
-        if self.status == 422:
+        if self.status == 422 or self.fields:
             error["fields"] = [{"field": f, "message": m} for f, m in self.fields]
         if self.scope is not None:
             error["scope"] = self.scope

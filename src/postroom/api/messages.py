@@ -31,8 +31,9 @@ from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepte
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
-from postroom.intake import Principal, Queued
+from postroom.intake import Queued, SenderRefusal
 from postroom.intake.compose import ComposedMessage, ComposeError, compose
+from postroom.intake.principals import api_key_principal
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mail.spool import SpooledBody
 from postroom.smtp.replies import Reply
@@ -60,7 +61,8 @@ Prepared = tuple[ComposedMessage, bytes | SpooledBody, tuple[str, ...], tuple[tu
 
 STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
-# Intake's refusals (SMTP reply code) -> HTTP status and the field the client should fix.
+# Intake's refusals (SMTP reply code) -> HTTP status and the field the client should fix;
+# a refused author field (SenderRefusal) names itself: "From", "Sender", "Resent-From" ...
 REFUSALS: Final[Mapping[int, tuple[int, str | None]]] = {
     451: (503, None),  # local error: the store is unavailable
     452: (503, None),  # storage full
@@ -207,11 +209,6 @@ class MessageApi:
         if len(composed.recipients) > self.deps.max_recipients:
             limit = self.deps.max_recipients
             raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
-        principal = Principal(key.name, key.sender_domains)
-        for author in composed.authors:
-            # Intake checks the envelope sender; the From header must not claim more.
-            if not principal.may_send_as(author.ascii_domain):
-                raise ApiError(403, f"this API key may not send as {author.domain}")
         client = request.client
         result = await self.deps.intake.submit(
             Source(
@@ -224,7 +221,7 @@ class MessageApi:
             composed.sender,
             [Recipient(address) for address in composed.recipients],
             data,
-            principal=principal,
+            principal=api_key_principal(key),
             body_type=composed.body_type,
             smtputf8=composed.smtputf8,
         )
@@ -371,12 +368,14 @@ def _parse_json(body: bytes) -> Any:
 
 def _refusal(reply: Reply) -> ApiError:
     status, field = REFUSALS.get(reply.code, (503 if reply.is_transient else 422, None))
+    if isinstance(reply, SenderRefusal):
+        field = reply.field
     text = " ".join(reply.lines)
     if status == 503:
         return ApiError(503, f"cannot take mail now: {text}", headers={"Retry-After": RETRY_AFTER})
     if status == 422:
         return ApiError.invalid([(field or "body", text)])
-    return ApiError(status, text)
+    return ApiError(status, text, fields=[(field, text)] if field else ())
 
 
 def _since(text: str) -> float:

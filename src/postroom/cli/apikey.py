@@ -6,8 +6,9 @@ import click
 
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
-from postroom.directory import normalize_domain
+from postroom.cli.senders import check_senders, sender_options
 from postroom.directory.apikeys import DEFAULT_SCOPES, ApiKeys, check_key_name, parse_scopes
+from postroom.intake.principals import api_key_rights
 from postroom.store.models import ApiKeyRecord
 
 __all__ = ["apikey"]
@@ -20,13 +21,7 @@ def apikey() -> None:
 
 @apikey.command("create")
 @click.argument("name")
-@click.option(
-    "--sender-domain",
-    "sender_domains",
-    multiple=True,
-    metavar="DOMAIN",
-    help="A domain the key may send as (repeatable; none: any domain).",
-)
+@sender_options("the local domains")
 @click.option(
     "--scope",
     "scope_names",
@@ -43,20 +38,25 @@ def apikey() -> None:
 def create(
     app: AppContext,
     name: str,
+    *,
     sender_domains: tuple[str, ...],
+    any_sender: bool,
     scope_names: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Create a key; it is shown this once (only its hash is kept)."""
+    """Create a key; it is shown this once (only its hash is kept). It may send as the
+    local domains, and as each --sender-domain; --any-sender: as any domain."""
     check_key_name(name)
-    for domain in sender_domains:
-        normalize_domain(domain)
+    check_senders(sender_domains, any_sender)
     scopes = parse_scopes(scope_names) if scope_names else DEFAULT_SCOPES
-    new = app.run(lambda store: ApiKeys(store).create(name, sender_domains, scopes))
+    new = app.run(
+        lambda store: ApiKeys(store).create(name, sender_domains, scopes, any_sender=any_sender)
+    )
     if as_json:
         emit_json({**_json(new.record), "key": new.token})
         return
-    click.echo(f"API key {name} created. It is shown only now; keep it safe:")
+    rights = api_key_rights(new.record).describe()
+    click.echo(f"API key {name} created; may send as {rights}. It is shown only now; keep it safe:")
     click.echo(new.token)
 
 
@@ -73,13 +73,28 @@ def list_(app: AppContext, as_json: bool) -> None:
     rows = (
         (
             r.name,
-            ", ".join(r.sender_domains) or "any domain",
+            api_key_rights(r).describe(),
             ",".join(r.scopes),
             format_time(r.created_at),
         )
         for r in records
     )
     print_table(("Name", "May send as", "Scopes", "Created"), rows, empty="No API keys.")
+
+
+@apikey.command("senders")
+@click.argument("name")
+@sender_options("the local domains")
+@config_option
+@pass_app
+def senders(app: AppContext, name: str, sender_domains: tuple[str, ...], any_sender: bool) -> None:
+    """Set what a key may send as: the local domains and each --sender-domain (none: only
+    the local domains), or --any-sender."""
+    check_senders(sender_domains, any_sender)
+    record = app.run(
+        lambda store: ApiKeys(store).set_senders(name, sender_domains, any_sender=any_sender)
+    )
+    click.echo(f"API key {name} may send as {api_key_rights(record).describe()}")
 
 
 @apikey.command("revoke")
@@ -97,5 +112,7 @@ def _json(record: ApiKeyRecord) -> dict[str, object]:
         "name": record.name,
         "sender_domains": list(record.sender_domains),
         "scopes": list(record.scopes),
+        "any_sender": record.any_sender,
+        "may_send_as": api_key_rights(record).describe(),
         "created_at": iso_time(record.created_at),
     }

@@ -8,7 +8,9 @@ import click
 
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, format_time, iso_time, print_table
-from postroom.directory import Users, new_user_key, normalize_domain, user_key
+from postroom.cli.senders import check_senders, sender_options
+from postroom.directory import Users, new_user_key, user_key
+from postroom.intake.principals import user_rights
 from postroom.store.models import UserRecord
 
 __all__ = ["user"]
@@ -36,25 +38,25 @@ def user() -> None:
 @user.command("add")
 @click.argument("address")
 @password_stdin_option
-@click.option(
-    "--sender-domain",
-    "sender_domains",
-    multiple=True,
-    metavar="DOMAIN",
-    help="A domain the user may send as (repeatable; none: any domain).",
-)
+@sender_options("its own address's domain")
 @config_option
 @pass_app
 def add(
-    app: AppContext, address: str, password_stdin: bool, sender_domains: tuple[str, ...]
+    app: AppContext,
+    address: str,
+    password_stdin: bool,
+    sender_domains: tuple[str, ...],
+    any_sender: bool,
 ) -> None:
-    """Add a user with a password."""
+    """Add a user with a password. It may send as its own address's domain, and as
+    each --sender-domain; --any-sender: as any domain."""
     new_user_key(address)  # refuse a bad address or domain before asking for a password
-    for domain in sender_domains:
-        normalize_domain(domain)
+    check_senders(sender_domains, any_sender)
     password = read_password(password_stdin)
-    record = app.run(lambda store: Users(store).add(address, password, sender_domains))
-    click.echo(f"user {record.address} added")
+    record = app.run(
+        lambda store: Users(store).add(address, password, sender_domains, any_sender=any_sender)
+    )
+    click.echo(f"user {record.address} added; may send as {user_rights(record).describe()}")
 
 
 @user.command("list")
@@ -67,11 +69,26 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json([_json(record) for record in records])
         return
-    rows = (
-        (r.address, ", ".join(r.sender_domains) or "any domain", format_time(r.created_at))
-        for r in records
-    )
+    rows = ((r.address, user_rights(r).describe(), format_time(r.created_at)) for r in records)
     print_table(("Address", "May send as", "Created"), rows, empty="No users.")
+
+
+@user.command("senders")
+@click.argument("address")
+@sender_options("its own address's domain")
+@config_option
+@pass_app
+def senders(
+    app: AppContext, address: str, sender_domains: tuple[str, ...], any_sender: bool
+) -> None:
+    """Set what a user may send as: its own domain and each --sender-domain (none: only
+    its own), or --any-sender."""
+    key = user_key(address)
+    check_senders(sender_domains, any_sender)
+    record = app.run(
+        lambda store: Users(store).set_senders(key, sender_domains, any_sender=any_sender)
+    )
+    click.echo(f"user {key} may send as {user_rights(record).describe()}")
 
 
 @user.command("passwd")
@@ -102,5 +119,7 @@ def _json(record: UserRecord) -> dict[str, object]:
     return {
         "address": record.address,
         "sender_domains": list(record.sender_domains),
+        "any_sender": record.any_sender,
+        "may_send_as": user_rights(record).describe(),
         "created_at": iso_time(record.created_at),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import platform
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from postroom.config.mailers import MailerSettings, default_mailers
 from postroom.config.routes import RouteSettings, SettingError
+from postroom.mail.address import parse_domain, to_ascii_domain
 
 __all__ = [
     "ApiSettings",
@@ -28,6 +30,8 @@ __all__ = [
     "ListenerSettings",
     "LogSettings",
     "RetentionSettings",
+    "SenderSettings",
+    "SendersSettings",
     "Settings",
     "TlsSettings",
     "default_listeners",
@@ -134,12 +138,7 @@ class DeliverySettings(_Model):
     @field_validator("sending_addresses", mode="after")
     @classmethod
     def _ip_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
-        for index, text in enumerate(addresses):
-            try:
-                ipaddress.ip_address(text)
-            except ValueError:
-                raise SettingError((index,), f"{text!r} is not an IP address") from None
-        return tuple(str(ipaddress.ip_address(text)) for text in addresses)
+        return _each(addresses, lambda text: str(ipaddress.ip_address(text)), "an IP address")
 
 
 class InboundAuthSettings(_Model):
@@ -173,6 +172,29 @@ class ApiSettings(_Model):
     max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
 
 
+class SenderSettings(_Model):
+    """The sender domains of a principal that is not in the directory (a local Unix user,
+    a trusted network): the local domains, these, or any domain."""
+
+    sender_domains: tuple[str, ...] = ()  # besides the local domains; stored as A-labels
+    any_sender: bool = False
+
+    @field_validator("sender_domains", mode="after")
+    @classmethod
+    def _domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        found = _each(
+            domains, lambda text: to_ascii_domain(parse_domain(text.strip())), "a domain name"
+        )
+        return tuple(dict.fromkeys(found))
+
+
+class SendersSettings(_Model):
+    """Who may send as whom, for the principals the directory does not hold."""
+
+    sendmail: SenderSettings = SenderSettings()  # postroom-sendmail and `postroom send`
+    relay_networks: SenderSettings = SenderSettings()  # clients in relay_networks
+
+
 class Settings(_Model):
     hostname: str = Field(default_factory=lambda: platform.node() or "localhost")
     data_dir: Path = Path("postroom-data")
@@ -186,6 +208,10 @@ class Settings(_Model):
     retention: RetentionSettings = RetentionSettings()
     api: ApiSettings = ApiSettings()
     inbound_auth: InboundAuthSettings = InboundAuthSettings()
+    # Client networks that may relay through mx listeners without AUTH (Postfix's
+    # mynetworks), as CIDR; each network is a principal with [senders.relay_networks].
+    relay_networks: tuple[str, ...] = ()
+    senders: SendersSettings = SendersSettings()
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults
@@ -195,6 +221,14 @@ class Settings(_Model):
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{self.data_dir / 'postroom.db'}"
+
+    @field_validator("relay_networks", mode="after")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        def network(text: str) -> str:
+            return str(ipaddress.ip_network(text.strip(), strict=False))
+
+        return _each(networks, network, "an IP network (CIDR)")
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Settings:
@@ -233,6 +267,17 @@ class Settings(_Model):
                         f"no mailer named {name!r} (there are {', '.join(map(repr, known))})",
                     )
         return self
+
+
+def _each(values: tuple[str, ...], normal: Callable[[str], str], what: str) -> tuple[str, ...]:
+    """Each value in its normal form; a SettingError naming the first that is not ``what``."""
+    found = []
+    for index, text in enumerate(values):
+        try:
+            found.append(normal(text))
+        except ValueError:  # AddressError is one too
+            raise SettingError((index,), f"{text!r} is not {what}") from None
+    return tuple(found)
 
 
 def _check_unique(key: str, names: list[str]) -> None:

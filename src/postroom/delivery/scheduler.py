@@ -34,7 +34,8 @@ from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import StoreError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.intake import Intake, Principal, Queued
+from postroom.intake import Intake, Queued
+from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailauth.dkim import signature_summary
@@ -53,7 +54,7 @@ __all__ = ["Scheduler"]
 
 _log = logging.getLogger("postroom.delivery")
 _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
-_DSN_PRINCIPAL = Principal("MAILER-DAEMON")  # DSNs may go to any domain
+_DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
 # After a store error (full, locked, damaged): wait, doubling up to the longest pause.
 _FIRST_STORE_PAUSE = 0.5
 _MAX_STORE_PAUSE = 30.0

@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Final
 
 from postroom.clock import Clock, SystemClock
-from postroom.directory.domains import normalize_domain
+from postroom.directory.domains import sender_domain_list
 from postroom.errors import ApiKeyExists, DirectoryError, UnknownApiKey
 from postroom.store.base import Store
 from postroom.store.models import ApiKeyRecord
@@ -84,16 +84,26 @@ class ApiKeys:
         name: str,
         sender_domains: Iterable[str] = (),
         scopes: Iterable[Scope] = DEFAULT_SCOPES,
+        *,
+        any_sender: bool = False,
     ) -> NewApiKey:
+        """A new key with its ``scopes``; it may send as the local domains, the
+        ``sender_domains``, or with ``any_sender`` as any domain."""
         check_key_name(name)
-        domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
+        domains = sender_domain_list(sender_domains)
         granted = parse_scopes(scopes)
         if not granted:
             raise DirectoryError("an API key needs at least one scope")
         key_id = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(16))
         secret = secrets.token_urlsafe(32)  # 43 characters, 256 bits
         record = ApiKeyRecord(
-            name, key_id, _hash(secret), domains, self._clock.time(), tuple(granted)
+            name,
+            key_id,
+            _hash(secret),
+            domains,
+            self._clock.time(),
+            tuple(granted),
+            any_sender=any_sender,
         )
         if not await self._store.add_api_key(record):
             raise ApiKeyExists(f"an API key named {name!r} already exists")
@@ -111,6 +121,17 @@ class ApiKeys:
 
     async def list(self) -> builtins.list[ApiKeyRecord]:
         return await self._store.api_keys()
+
+    async def set_senders(
+        self, name: str, sender_domains: Iterable[str] = (), *, any_sender: bool = False
+    ) -> ApiKeyRecord:
+        """Replace what the key may send as, besides the local domains; the new record."""
+        domains = sender_domain_list(sender_domains)
+        if await self._store.set_api_key_senders(name, domains, any_sender):
+            for record in await self._store.api_keys():
+                if record.name == name:
+                    return record
+        raise UnknownApiKey(f"no API key named {name!r}")
 
     async def revoke(self, name: str) -> None:
         if not await self._store.remove_api_key(name):

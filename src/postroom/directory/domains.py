@@ -7,13 +7,14 @@ Names are stored as A-labels (RFC 5890), lowercased, without a trailing dot, so
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
 from postroom.errors import AddressError, DomainExists, InvalidDomain, UnknownDomain
 from postroom.mail.address import parse_domain, to_ascii_domain
 from postroom.store.base import Store
 
-__all__ = ["Domains", "normalize_domain", "unicode_domain"]
+__all__ = ["Domains", "normalize_domain", "sender_domain_list", "unicode_domain"]
 
 
 def normalize_domain(name: str) -> str:
@@ -25,6 +26,11 @@ def normalize_domain(name: str) -> str:
     if domain.startswith("["):
         raise InvalidDomain(f"{name!r} is an address literal, not a domain name")
     return domain
+
+
+def sender_domain_list(names: Iterable[str]) -> tuple[str, ...]:
+    """Sender domains as stored: A-labels, each once, in the order given."""
+    return tuple(dict.fromkeys(normalize_domain(name) for name in names))
 
 
 def unicode_domain(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Users: who may log in (SMTP AUTH), with which password, sending as which domains.
+"""Users: who may log in (SMTP AUTH), with which password, sending as which domains
+(the rule itself is ``intake.principals.user_rights``).
 
 A user's address is stored as its lookup key (``Address.key``: local part lowercased,
 domain as A-labels). ``verify`` takes about the same time whether the user exists or
@@ -14,7 +15,7 @@ import secrets
 from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
-from postroom.directory.domains import normalize_domain
+from postroom.directory.domains import sender_domain_list
 from postroom.directory.passwords import (
     hash_password_async,
     needs_rehash,
@@ -28,7 +29,7 @@ from postroom.errors import (
     UnknownUser,
     UserExists,
 )
-from postroom.mail.address import mailbox_problem, parse_address, to_ascii_domain
+from postroom.mail.address import mailbox_problem, parse_address
 from postroom.store.base import Store
 from postroom.store.models import UserRecord
 
@@ -67,17 +68,24 @@ class Users:
         self._dummy_hash: str | None = None
 
     async def add(
-        self, address: str, password: str, sender_domains: Iterable[str] = ()
+        self,
+        address: str,
+        password: str,
+        sender_domains: Iterable[str] = (),
+        *,
+        any_sender: bool = False,
     ) -> UserRecord:
-        """Create a user. Empty ``sender_domains``: may send as any domain."""
+        """Create a user. It may send as its own domain, the ``sender_domains``, or with
+        ``any_sender`` as any domain."""
         key = new_user_key(address)
         check_password(password)
-        domains = tuple(dict.fromkeys(normalize_domain(d) for d in sender_domains))
+        domains = sender_domain_list(sender_domains)
         record = UserRecord(
             address=key,
             password_hash=await hash_password_async(password),
             sender_domains=domains,
             created_at=self._clock.time(),
+            any_sender=any_sender,
         )
         if not await self._store.add_user(record):
             raise UserExists(f"user {key} already exists")
@@ -111,6 +119,19 @@ class Users:
         if not await self._store.set_password(key, await hash_password_async(password)):
             raise UnknownUser(f"no such user: {key}")
 
+    async def set_senders(
+        self, address: str, sender_domains: Iterable[str] = (), *, any_sender: bool = False
+    ) -> UserRecord:
+        """Replace what the user may send as, besides its own domain; the new record."""
+        key = user_key(address)
+        domains = sender_domain_list(sender_domains)
+        if not await self._store.set_user_senders(key, domains, any_sender):
+            raise UnknownUser(f"no such user: {key}")
+        record = await self._store.user(key)
+        if record is None:  # removed in between
+            raise UnknownUser(f"no such user: {key}")
+        return record
+
     async def remove(self, address: str) -> None:
         key = user_key(address)
         if not await self._store.remove_user(key):
@@ -119,17 +140,6 @@ class Users:
     async def list(self) -> builtins.list[UserRecord]:
         """Every user, sorted by address."""
         return sorted(await self._store.users(), key=lambda user: user.address)
-
-    @staticmethod
-    def may_send_as(user: UserRecord, sender_domain: str) -> bool:
-        """True when ``user`` may use ``sender_domain`` in MAIL FROM (U- or A-labels)."""
-        if not user.sender_domains:
-            return True
-        try:
-            domain = to_ascii_domain(sender_domain.rstrip("."))
-        except AddressError:
-            return False
-        return domain in user.sender_domains
 
     async def _dummy(self) -> str:
         # Made on first need, with the current cost, so an unknown user costs the same.

@@ -23,6 +23,7 @@ class SmtpTransaction:
     tls: str | None
     result: str  # "queued", "rejected" or "aborted"
     reply: str
+    relay_network: str | None = None  # the relay_networks entry the client relayed by
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """Local submission: a command on this machine (``postroom-sendmail``, ``postroom send``)
 queues a whole message straight into the store, like Postfix's pickup.
 
-The local user is trusted as Postfix trusts its maildrop: the message may go to any
-domain, from any sender. After the commit, a running server's scheduler is woken
-through the data directory's socket, so delivery starts at once.
+The local user may relay, as Postfix trusts its maildrop: the message may go to any
+domain. Its sender and author fields are held to the local user's sender rights
+(``intake.principals.local_principal``: the local domains, the hostname and
+``[senders.sendmail]``), and it is DKIM-signed as mail over SMTP is. After the commit, a
+running server's scheduler is woken through the data directory's socket, so delivery
+starts at once.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
-from postroom.intake.policy import Principal
+from postroom.intake.principals import local_principal
 from postroom.intake.submission import Intake
 from postroom.mail.address import Address
 from postroom.mail.envelope import DsnRequest, Recipient, Source, SourceKind
@@ -57,20 +60,13 @@ async def submit_local(
     Store problems raise (StoreError, OSError, sqlite3.Error): the caller keeps the mail."""
     store = await open_store(settings.storage_url)
     try:
-        intake = Intake(
-            store=store,
-            clock=SystemClock(),
-            hostname=settings.hostname,
-            spool_dir=settings.data_dir / "spool",
-            spool_memory=settings.limits.spool_memory,
-            max_message_size=settings.limits.max_message_size,
-        )
+        intake = Intake.from_settings(settings, store, SystemClock())
         result = await intake.submit(
             Source(kind=SourceKind.SENDMAIL, principal=user),
             sender,
             recipients,
             data,
-            principal=Principal(user),  # no sender-domain limit: may relay anywhere
+            principal=local_principal(user, settings),
             dsn=dsn,
             body_type=body_type,
             smtputf8=smtputf8,

@@ -1,28 +1,39 @@
 """Submission: begin -> add_recipient -> write -> commit | abort.
 
 Unknown local users are refused at RCPT (Maddy's delivery-as-transaction), and the
-body goes to a SpooledBody as it arrives, so memory stays bounded.
+body goes to a SpooledBody as it arrives, so memory stays bounded. Who may send as whom
+is checked twice: the envelope sender at ``begin()``, the author fields of the header at
+``commit()`` (a null sender too); DKIM then signs only for a From domain the principal
+may use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from postroom.clock import Clock
+from postroom.config.settings import Settings
 from postroom.errors import StoreFull, StoreUnavailable
 from postroom.events import Bus, MessageQueued
 from postroom.ids import new_queue_id
 from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
-from postroom.intake.policy import Principal, recipient_verdict, sender_verdict
+from postroom.intake.policy import (
+    Principal,
+    author_domains,
+    author_verdict,
+    recipient_verdict,
+    sender_verdict,
+)
 from postroom.mail.address import Address
+from postroom.mail.authors import Authors, read_authors
 from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
 from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
-from postroom.mailauth.dkim import DkimSigner
+from postroom.mailauth.dkim import DkimSigner, KeyRing
 from postroom.mailauth.inbound import InboundChecker
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
@@ -54,6 +65,32 @@ class Intake:
     # Messages held whole in memory at once for DKIM signing; the rest wait their turn.
     whole_bodies: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        *,
+        bus: Bus | None = None,
+        inbound: InboundChecker | None = None,
+        rng: random.Random | None = None,
+    ) -> Intake:
+        """The intake of the server and of local submission alike: same limits, same
+        DKIM keys, so mail is signed whichever way it came in."""
+        return cls(
+            store=store,
+            clock=clock,
+            hostname=settings.hostname,
+            spool_dir=settings.data_dir / "spool",
+            spool_memory=settings.limits.spool_memory,
+            max_message_size=settings.limits.max_message_size,
+            bus=bus,
+            rng=rng or random.Random(),
+            signer=DkimSigner(KeyRing(settings.data_dir)),
+            inbound=inbound,
+        )
+
     async def submit(
         self,
         source: Source,
@@ -71,7 +108,7 @@ class Intake:
         ``data``: the message, in memory or spooled (copied chunk by chunk; the caller
         closes it)."""
         size = len(data) if isinstance(data, bytes) else data.size
-        submission = self.begin(
+        submission = await self.begin(
             source,
             sender,
             principal=principal,
@@ -94,7 +131,7 @@ class Intake:
             return reply
         return Queued(submission.queue_id, submission.message_id)
 
-    def begin(
+    async def begin(
         self,
         source: Source,
         sender: Address | None,
@@ -108,8 +145,10 @@ class Intake:
         """A new submission, or the reply that refuses the sender."""
         if declared_size is not None and declared_size > self.max_message_size:
             return replies.MESSAGE_TOO_BIG
-        if (refusal := sender_verdict(principal, sender)) is not None:
-            return refusal
+        if principal is not None and sender is not None:
+            local = await self.local_among(principal, (sender.ascii_domain,))
+            if (refusal := sender_verdict(principal, sender, local)) is not None:
+                return refusal
         rules = rules_for(source, authenticated=principal is not None, hostname=self.hostname)
         return Submission(
             intake=self,
@@ -124,6 +163,13 @@ class Intake:
             rules=rules,
             lines=LineFixer(rules.line_endings),
         )
+
+    async def local_among(self, principal: Principal, domains: Iterable[str]) -> frozenset[str]:
+        """Which of ``domains`` are local, asked of the store only where the principal's
+        rights depend on it (at the time of sending: a domain added later counts)."""
+        rights = principal.rights
+        wanted = {d for d in domains if rights.needs_lookup(d)}
+        return frozenset([d for d in wanted if await self.store.is_local_domain(d)])
 
 
 @dataclass(slots=True)
@@ -144,6 +190,8 @@ class Submission:
     _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
     _seen: set[str] = field(default_factory=set)
     _spool_error: OSError | None = None
+    _authors: Authors = field(default_factory=Authors)
+    _local: frozenset[str] = frozenset()  # the local domains among the authors'
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
         address = recipient.address
@@ -172,9 +220,16 @@ class Submission:
             self._spool_error = exc
 
     async def commit(self) -> Reply:
-        """Clean up, prepend Received:, enqueue durably; then the reply for the client."""
+        """Clean up, check the author fields, prepend Received:, enqueue durably; then
+        the reply for the client."""
         now = self.intake.clock.time()
         refusal = self._clean(now)
+        if refusal is None:
+            try:  # on the cleaned header block: the one that is stored and sent
+                refusal = await self._check_authors()
+            except BaseException:
+                self.body.close()
+                raise
         if refusal is not None:
             self.body.close()
             return refusal
@@ -229,6 +284,16 @@ class Submission:
             )
         return replies.queued(self.queue_id)
 
+    async def _check_authors(self) -> Reply | None:
+        """The author fields against the principal's rights (RFC 5322 3.6.2, 3.6.6)."""
+        principal = self.principal
+        if principal is None:  # mail from outside: the inbound checks judge it
+            return None
+        head = _header_block(self.body)
+        self._authors = read_authors(head, complete=len(head) >= self.body.size)
+        self._local = await self.intake.local_among(principal, author_domains(self._authors))
+        return author_verdict(principal, self._authors, self._local)
+
     async def _authenticate(self, now: float) -> bytes | Reply:
         """Mail authentication at commit: the inbound checks for mail from outside, DKIM
         signing for mail going out (never both). The header fields to prepend, or the
@@ -257,18 +322,22 @@ class Submission:
             if verdict.refusal is not None:
                 return verdict.refusal
             return verdict.header
-        # Only mail from our own users and from postroom itself (DSNs) is signed: mail
-        # from outside that claims our domain in From: must not get our signature.
-        signer = intake.signer
+        # Only mail from a principal (our users, keys, local users, trusted networks, and
+        # postroom itself) is signed, and only as a From: domain it may use: mail from
+        # outside that claims our domain in From: must not get our signature.
+        signer, principal = intake.signer, self.principal
+        domain = self._authors.domain_of("From")
         if (
             signer is None
-            or (self.principal is None and source.kind is SourceKind.SMTP)
-            or not signer.wants(_header_block(self.body))
+            or principal is None
+            or domain is None
+            or not principal.rights.allows(domain, self._local)
+            or not signer.wants(domain)
         ):
             return b""
         async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time
             data = self._added + self.body.getvalue()
-            signatures = await asyncio.to_thread(signer.sign, data, now)
+            signatures = await asyncio.to_thread(signer.sign, data, now, domain=domain)
         return b"".join(s.header for s in signatures)
 
     def _clean(self, now: float) -> Reply | None:

@@ -399,27 +399,38 @@ def signature_summary(message: bytes) -> str:
 
 
 class DkimSigner:
-    """Signs outgoing messages with the From: domain's active keys (if it has any)."""
+    """Signs outgoing messages with a domain's active keys (if it has any).
+
+    The caller names the domain (d=): intake gives the From: domain, and only when the
+    message's principal may use it, so no path signs for a domain its sender may not use."""
 
     def __init__(self, keys: KeyRing) -> None:
         self._keys = keys
         # Parsed keys by file: loading checks an RSA key, which costs more than signing.
         self._loaded: dict[Path, tuple[int, object]] = {}
 
-    def wants(self, head: bytes) -> bool:
-        """Whether a message with this header block gets signed (its From: domain has
-        an active key): checked before the whole message is read."""
-        domain = from_domain(head)
-        return domain is not None and bool(self._keys.signing_keys(domain))
+    def wants(self, domain: str) -> bool:
+        """Whether mail signed as ``domain`` gets a signature (it has an active key):
+        asked before the whole message is read."""
+        return bool(self._keys_of(domain))
 
-    def sign(self, message: bytes, now: float) -> list[Signature]:
-        domain = from_domain(message)
-        if domain is None:
-            return []
-        keys = self._keys.signing_keys(domain)
+    def sign(self, message: bytes, now: float, *, domain: str) -> list[Signature]:
+        """The signatures of ``message`` as ``domain`` (d=); none when it has no key, or
+        when dkimpy cannot read the header block (intake's clean-up gives it readable
+        header blocks only)."""
+        keys = self._keys_of(domain)
         if not keys:
             return []
-        return sign_message(message, keys, now, load=self._load)
+        try:
+            return sign_message(message, keys, now, load=self._load)
+        except (dkim.MessageFormatError, IndexError):
+            return []
+
+    def _keys_of(self, domain: str) -> list[DkimKey]:
+        try:
+            return self._keys.signing_keys(domain)
+        except DkimKeyError:  # not a name a key could be made for (an address literal)
+            return []
 
     def _load(self, key: DkimKey) -> object:
         version = key.path.stat().st_mtime_ns

@@ -13,6 +13,12 @@ One delivery (the Maildir protocol, https://cr.yp.to/proto/maildir.html):
 A failure at any step removes the ``tmp/`` file, so readers (who only look in ``new/`` and
 ``cur/``) never see a partial message and nothing is left behind in ``tmp/``.
 
+A user's first delivery makes the ``Maildir`` folder whole before it appears: ``tmp``,
+``new`` and ``cur`` are made in a hidden sibling (``.Maildir.<random>``), which is then
+renamed into place. A reader lists ``new/`` and ``cur/`` as soon as ``Maildir`` exists
+(Python's ``mailbox`` fails on a folder that lacks either). A crash before the rename
+leaves only that hidden sibling, holding empty folders, behind.
+
 Files use LF line endings, the Maildir convention; stored messages are CRLF. The unique
 name is ``<seconds>.M<microseconds>P<pid>Q<counter>R<random>.<host>,S=<size>,W=<vsize>``
 (the random part keeps two processes or two ``Maildir`` objects with one pid and one
@@ -25,10 +31,13 @@ POP3/IMAP can report sizes without reading the file. In the host name
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import platform
 import secrets
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Final
@@ -145,15 +154,48 @@ class Maildir:
         raise FileExistsError(f"no unique file name in {tmp_dir} after {_CREATE_TRIES} tries")
 
     def _ensure_folders(self, maildir: Path) -> None:
-        """Create the folders that are missing, each 0700, each made durable in its parent."""
+        """Make ``maildir`` whole (0700 folders, each durable in its parent) if it is not.
+
+        ``maildir`` itself appears only complete (see the module's docstring); one that is
+        already there but lacks a subfolder (made by hand, or by an older postroom that
+        crashed half-way) gets the ones it lacks.
+        """
         if all((maildir / sub).is_dir() for sub in SUBFOLDERS):
             return
         self.root.mkdir(mode=_FOLDER_MODE, parents=True, exist_ok=True)
         user_dir = maildir.parent
-        chain = [user_dir.parent, user_dir, maildir, *(maildir / sub for sub in SUBFOLDERS)]
-        for folder in chain:
-            try:
-                folder.mkdir(mode=_FOLDER_MODE)
-            except FileExistsError:
-                continue
-            _fsync_dir(folder.parent)
+        for folder in (user_dir.parent, user_dir):
+            _make_folder(folder)
+        if not maildir.exists():
+            _publish_whole(maildir)
+        for sub in SUBFOLDERS:
+            _make_folder(maildir / sub)
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` (0700) and make it durable in its parent, unless it exists."""
+    try:
+        folder.mkdir(mode=_FOLDER_MODE)
+    except FileExistsError:
+        return
+    _fsync_dir(folder.parent)
+
+
+def _publish_whole(maildir: Path) -> None:
+    """Build ``maildir`` with its subfolders beside it, then rename it into place."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{maildir.name}.", dir=maildir.parent))  # 0700
+    try:
+        for sub in SUBFOLDERS:
+            (staging / sub).mkdir(mode=_FOLDER_MODE)
+        _fsync_dir(staging)
+        try:
+            os.rename(staging, maildir)
+        except OSError as error:
+            # Another delivery published it first (a non-empty folder is never replaced).
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        else:
+            _fsync_dir(maildir.parent)
+    finally:
+        # Left only when the rename did not happen: it holds nothing but empty folders.
+        shutil.rmtree(staging, ignore_errors=True)

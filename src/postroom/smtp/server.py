@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from postroom.config.settings import ListenerRole, ListenerSettings, Settings
 from postroom.events import Bus
 from postroom.intake import Intake
+from postroom.intake.principals import RelayNetworks
 from postroom.net.listener import Handler, Listener
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 from postroom.smtp import replies
@@ -46,11 +47,13 @@ class SmtpServer:
         auth_throttle: FailureThrottle,
         ssl_context: ssl.SSLContext | None,
         bus: Bus,
+        relay_networks: RelayNetworks | None = None,
         listeners: Sequence[ListenerSettings] | None = None,
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         """``sockets``: bound, listening sockets for the listeners, in order (accept
-        workers share them); None: each listener binds its own."""
+        workers share them); None: each listener binds its own. ``relay_networks``
+        apply to mx listeners only: submission ports always want AUTH (RFC 6409 4.3)."""
         self._settings = settings
         limits = settings.limits
         self._counter = ConnectionCounter(
@@ -75,6 +78,7 @@ class SmtpServer:
                 command_timeout=limits.command_timeout,
                 data_timeout=limits.data_timeout,
                 bus=bus,
+                relay_networks=relay_networks if spec.role is ListenerRole.MX else None,
                 min_data_rate=limits.min_data_rate,
                 data_grace=limits.data_grace,
             )

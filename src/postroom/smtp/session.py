@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from postroom.errors import AddressError
 from postroom.events import Bus, SmtpTransaction
-from postroom.intake import Intake, Principal, Submission
+from postroom.intake import Intake, Principal, PrincipalKind, Submission
+from postroom.intake.principals import RelayNetworks
 from postroom.mail.address import MAX_PATH, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.net.throttle import FailureThrottle
@@ -49,6 +50,7 @@ class SessionContext:
     bus: Bus
     min_data_rate: int = 0  # bytes per second of message content; 0: not enforced
     data_grace: float = 60.0  # seconds message content gets on top of its size / rate
+    relay_networks: RelayNetworks | None = None  # clients that may relay without AUTH
 
 
 def tls_info_of(writer: asyncio.StreamWriter) -> TlsInfo | None:
@@ -73,7 +75,10 @@ class Session:
         self._ip: str | None = str(peer[0]) if peer else None
         self._port: int | None = int(peer[1]) if peer else None
         self.conn = ServerConnection(context.config, tls=tls_info_of(writer))
-        self._principal: Principal | None = None
+        networks = context.relay_networks
+        # A client in relay_networks is that network's principal until it logs in.
+        self._network = networks.principal(self._ip) if networks is not None else None
+        self._principal: Principal | None = self._network
         self._submission: Submission | None = None
         self._stopping = False
         self._reading = False
@@ -237,7 +242,7 @@ class Session:
     async def _reply_for(self, event: ev.Event) -> Reply:
         match event:
             case ev.MailFrom():
-                return self._mail(event)
+                return await self._mail(event)
             case ev.RcptTo():
                 return await self._rcpt(event)
             case ev.Data():
@@ -262,12 +267,22 @@ class Session:
                 return reply
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
 
+    @property
+    def _auth_user(self) -> str | None:
+        principal = self._principal
+        return principal.name if principal and principal.kind is PrincipalKind.USER else None
+
+    @property
+    def _relay_network(self) -> str | None:
+        network = self._network
+        return network.name if network is not None and self._principal is network else None
+
     def _source(self) -> Source:
         conn = self.conn
         protocol = "ESMTP" if conn.esmtp else "SMTP"
         if conn.tls is not None:
             protocol += "S"
-        if self._principal is not None:
+        if self._auth_user is not None:
             protocol += "A"
         tls = f"{conn.tls.version} with cipher {conn.tls.cipher}" if conn.tls else None
         return Source(
@@ -281,8 +296,8 @@ class Session:
             listener=self._ctx.role,
         )
 
-    def _mail(self, event: ev.MailFrom) -> Reply:
-        result = self._ctx.intake.begin(
+    async def _mail(self, event: ev.MailFrom) -> Reply:
+        result = await self._ctx.intake.begin(
             self._source(),
             event.sender,
             principal=self._principal,
@@ -324,7 +339,8 @@ class Session:
                 queue_id=submission.queue_id if result == "queued" else None,
                 client_ip=self._ip,
                 listener=self._ctx.role,
-                auth_user=self._principal.name if self._principal else None,
+                auth_user=self._auth_user,
+                relay_network=self._relay_network,
                 sender=str(submission.sender or ""),
                 recipients=tuple(str(r.address) for r in submission.recipients),
                 size=submission.size,
@@ -385,7 +401,7 @@ class Session:
             return False
         info = tls_info_of(self._writer)
         assert info is not None
-        self._principal = None
+        self._principal = self._network
         self.conn.start_tls(info)
         return True
 

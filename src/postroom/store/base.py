@@ -155,6 +155,11 @@ class Store(Protocol):
 
     async def set_password(self, address: str, password_hash: str) -> bool: ...
 
+    async def set_user_senders(
+        self, address: str, sender_domains: Sequence[str], any_sender: bool
+    ) -> bool:
+        """Replace a user's sender domains; False when there is no such user."""
+
     async def remove_user(self, address: str) -> bool: ...
 
     # -- the HTTP API --------------------------------------------------------------
@@ -167,6 +172,11 @@ class Store(Protocol):
         """Every API key, sorted by name."""
 
     async def remove_api_key(self, name: str) -> bool: ...
+
+    async def set_api_key_senders(
+        self, name: str, sender_domains: Sequence[str], any_sender: bool
+    ) -> bool:
+        """Replace a key's sender domains; False when there is no such key."""
 
     async def save_send(
         self, meta: MessageMeta, answer: IdempotencyRecord | None, *, forget_before: float

@@ -93,8 +93,9 @@ class StoredMessage:
 class UserRecord:
     address: str  # the lookup key: Address.key
     password_hash: str
-    sender_domains: tuple[str, ...]  # empty: may send as any domain
+    sender_domains: tuple[str, ...]  # A-labels, besides the user's own domain
     created_at: float
+    any_sender: bool = False  # may send as any domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +175,10 @@ class ApiKeyRecord:
     name: str
     key_id: str
     secret_hash: str  # hex SHA-256 of the secret part
-    sender_domains: tuple[str, ...]  # A-labels; empty: may send as any domain
+    sender_domains: tuple[str, ...]  # A-labels, besides the local domains
     created_at: float
     scopes: tuple[str, ...] = ("send", "read")  # what the key may do (directory.apikeys.Scope)
+    any_sender: bool = False  # may send as any domain
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from postroom.store.sqlite.queue import IN_IDS, ids_param
 __all__ = [
     "ADD_API_KEY",
     "REMOVE_API_KEY",
+    "SET_API_KEY_SENDERS",
     "api_key",
     "api_key_params",
     "api_keys",
@@ -21,9 +22,10 @@ __all__ = [
     "save_send_job",
 ]
 
-_KEY_COLUMNS = "name, key_id, secret_hash, sender_domains, created_at, scopes"
-ADD_API_KEY = f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_KEY_COLUMNS = "name, key_id, secret_hash, sender_domains, created_at, scopes, any_sender"
+ADD_API_KEY = f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 REMOVE_API_KEY = "DELETE FROM api_keys WHERE name = ?"
+SET_API_KEY_SENDERS = "UPDATE api_keys SET sender_domains = ?, any_sender = ? WHERE name = ?"
 # A message deleted before its meta arrives: nothing to describe (the FK would refuse).
 _INSERT_META = (
     "INSERT OR REPLACE INTO message_meta (id, message_id, subject, tags, metadata)"
@@ -44,11 +46,12 @@ def api_key_params(record: ApiKeyRecord) -> tuple[Any, ...]:
         ",".join(record.sender_domains),
         record.created_at,
         ",".join(record.scopes),
+        int(record.any_sender),
     )
 
 
 def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
-    name, key_id, secret_hash, domains, created_at, scopes = row
+    name, key_id, secret_hash, domains, created_at, scopes, any_sender = row
     return ApiKeyRecord(
         name,
         key_id,
@@ -56,6 +59,7 @@ def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
         tuple(filter(None, domains.split(","))),
         created_at,
         tuple(filter(None, scopes.split(","))),
+        any_sender=bool(any_sender),
     )
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "REMOVE_DOMAIN",
     "REMOVE_USER",
     "SET_PASSWORD",
+    "SET_USER_SENDERS",
     "changed",
     "domains",
     "exists",
@@ -24,7 +25,7 @@ __all__ = [
     "users",
 ]
 
-_USER_COLUMNS = "address, password_hash, sender_domains, created_at"
+_USER_COLUMNS = "address, password_hash, sender_domains, created_at, any_sender"
 
 ADD_DOMAIN = "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)"
 REMOVE_DOMAIN = "DELETE FROM domains WHERE name = ?"
@@ -34,8 +35,9 @@ RECIPIENT = (
     "SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?),"
     " EXISTS (SELECT 1 FROM users WHERE address = ?)"
 )
-ADD_USER = f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)"
+ADD_USER = f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
 SET_PASSWORD = "UPDATE users SET password_hash = ? WHERE address = ?"
+SET_USER_SENDERS = "UPDATE users SET sender_domains = ?, any_sender = ? WHERE address = ?"
 REMOVE_USER = "DELETE FROM users WHERE address = ?"
 
 
@@ -58,7 +60,8 @@ def domains(conn: sqlite3.Connection) -> list[str]:
 
 
 def user_params(user: UserRecord) -> tuple[Any, ...]:
-    return (user.address, user.password_hash, ",".join(user.sender_domains), user.created_at)
+    domains = ",".join(user.sender_domains)
+    return (user.address, user.password_hash, domains, user.created_at, int(user.any_sender))
 
 
 def user(address: str, conn: sqlite3.Connection) -> UserRecord | None:
@@ -73,5 +76,11 @@ def users(conn: sqlite3.Connection) -> list[UserRecord]:
 
 
 def _user(row: tuple[Any, ...]) -> UserRecord:
-    address, password_hash, domains, created_at = row
-    return UserRecord(address, password_hash, tuple(filter(None, domains.split(","))), created_at)
+    address, password_hash, domains, created_at, any_sender = row
+    return UserRecord(
+        address,
+        password_hash,
+        tuple(filter(None, domains.split(","))),
+        created_at,
+        any_sender=bool(any_sender),
+    )

@@ -29,9 +29,11 @@ UPGRADES: dict[int, str] = {
             WHERE message_id IN (SELECT id FROM messages WHERE held = 1);
         DROP INDEX IF EXISTS recipients_due;
     """,
-    # API key scopes. A version-2 database made before the API has no api_keys table: it
-    # gets the old shape first. Keys made before scopes existed keep what they could do
-    # for their own mail: send, and read what they sent.
+    # API key scopes, and sender rights made explicit. A version-2 database made before
+    # the API has no api_keys table: it gets the old shape first. Keys made before scopes
+    # existed keep what they could do for their own mail: send, and read what they sent.
+    # An empty sender list meant "any domain" before version 3 and means "the defaults"
+    # since; rows that had it keep their meaning through any_sender.
     2: """
         CREATE TABLE IF NOT EXISTS api_keys (
             name           TEXT PRIMARY KEY,
@@ -41,6 +43,10 @@ UPGRADES: dict[int, str] = {
             created_at     REAL NOT NULL
         ) WITHOUT ROWID;
         ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'send,read';
+        ALTER TABLE users ADD COLUMN any_sender INTEGER NOT NULL DEFAULT 0;
+        UPDATE users SET any_sender = 1 WHERE sender_domains = '';
+        ALTER TABLE api_keys ADD COLUMN any_sender INTEGER NOT NULL DEFAULT 0;
+        UPDATE api_keys SET any_sender = 1 WHERE sender_domains = '';
     """,
 }
 

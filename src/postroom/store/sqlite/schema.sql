@@ -122,8 +122,9 @@ CREATE TABLE IF NOT EXISTS domains (
 CREATE TABLE IF NOT EXISTS users (
     address        TEXT PRIMARY KEY,       -- Address.key
     password_hash  TEXT NOT NULL,
-    sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
-    created_at     REAL NOT NULL
+    sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated A-labels, besides its own domain
+    created_at     REAL NOT NULL,
+    any_sender     INTEGER NOT NULL DEFAULT 0 -- 1: may send as any domain
 ) WITHOUT ROWID;
 
 -- HTTP API keys: only a SHA-256 of the high-entropy secret is kept; key_id finds the row.
@@ -131,9 +132,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     name           TEXT PRIMARY KEY,
     key_id         TEXT NOT NULL UNIQUE,
     secret_hash    TEXT NOT NULL,         -- hex SHA-256 of the secret part of the key
-    sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated; '' means any domain
+    sender_domains TEXT NOT NULL DEFAULT '', -- comma-separated A-labels, besides the local domains
     created_at     REAL NOT NULL,
-    scopes         TEXT NOT NULL DEFAULT 'send,read' -- comma-separated: send, read, read-all, queue
+    scopes         TEXT NOT NULL DEFAULT 'send,read', -- comma-separated: send, read, read-all, queue
+    any_sender     INTEGER NOT NULL DEFAULT 0 -- 1: may send as any domain
 ) WITHOUT ROWID;
 
 -- What the API knows of a message beyond its envelope: Message-ID, Subject, tags, metadata.

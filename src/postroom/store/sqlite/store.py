@@ -310,6 +310,14 @@ class SqliteStore:
             functools.partial(directory.changed, directory.SET_PASSWORD, params)
         )
 
+    async def set_user_senders(
+        self, address: str, sender_domains: Sequence[str], any_sender: bool
+    ) -> bool:
+        params = (",".join(sender_domains), int(any_sender), address)
+        return await self._write(
+            functools.partial(directory.changed, directory.SET_USER_SENDERS, params)
+        )
+
     async def remove_user(self, address: str) -> bool:
         return await self._write(
             functools.partial(directory.changed, directory.REMOVE_USER, (address,))
@@ -328,6 +336,14 @@ class SqliteStore:
 
     async def remove_api_key(self, name: str) -> bool:
         return await self._write(functools.partial(directory.changed, api.REMOVE_API_KEY, (name,)))
+
+    async def set_api_key_senders(
+        self, name: str, sender_domains: Sequence[str], any_sender: bool
+    ) -> bool:
+        params = (",".join(sender_domains), int(any_sender), name)
+        return await self._write(
+            functools.partial(directory.changed, api.SET_API_KEY_SENDERS, params)
+        )
 
     async def save_send(
         self, meta: MessageMeta, answer: IdempotencyRecord | None, *, forget_before: float
