@@ -39,8 +39,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
 
     def make(clock: object = None, deliver: bool = False, **overrides: object) -> ServerThread:
         data_dir = overrides.pop("data_dir", tmp_path / f"data{len(started)}")
+        store = overrides.pop("store", None)  # a store to use instead of the configured one
         settings = loopback_settings(data_dir, **overrides)  # type: ignore[arg-type]
-        server = ServerThread(settings, clock=clock, deliver=deliver)  # type: ignore[arg-type]
+        server = ServerThread(settings, clock=clock, deliver=deliver, store=store)  # type: ignore[arg-type]
         started.append(server.start())
         return server
 

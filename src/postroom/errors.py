@@ -16,6 +16,7 @@ PostroomError
 └── StoreError           the store could not do what was asked
     ├── StoreFull        out of space: the client gets 452 4.3.1
     └── StoreUnavailable locked or broken: the client gets 451 4.3.0
+        └── StoreDamaged SQLite found the database file damaged (SQLITE_CORRUPT)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidDomain",
     "InvalidPassword",
     "PostroomError",
+    "StoreDamaged",
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
@@ -64,6 +66,10 @@ class StoreFull(StoreError):
 
 
 class StoreUnavailable(StoreError):
+    pass
+
+
+class StoreDamaged(StoreUnavailable):
     pass
 
 

@@ -10,13 +10,16 @@ commit is still fsync'ed before its 250) and wakes the primary's scheduler throu
 
 The settings reach a worker pickled on its standard input; the pipe then stays open,
 and a worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
-A worker that dies is started again, after a pause that grows while it keeps dying.
+A worker that dies is started again: each worker's watcher is a task of the server's
+``TaskSupervisor``, which logs the exit and runs the watcher again (starting a new
+worker) after a pause that grows while it keeps dying; a failed fork is retried alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -27,14 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postroom.config.settings import ListenerSettings, Settings
+from postroom.supervise import TaskSupervisor
 
-__all__ = ["Supervisor", "WorkerSetup", "bind_listeners", "read_setup"]
+__all__ = ["Supervisor", "WorkerExited", "WorkerSetup", "bind_listeners", "read_setup"]
 
 _log = logging.getLogger("postroom.workers")
 
-_FIRST_PAUSE = 0.5  # before restarting a worker that died; doubles up to _MAX_PAUSE
-_MAX_PAUSE = 30.0
-_HEALTHY = 60.0  # a worker that ran this long resets the pause
+
+class WorkerExited(Exception):
+    """A worker process ended while the server was running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,6 @@ class Supervisor:
         self._sockets = list(sockets)
         self._command = list(command)
         self._procs: dict[int, asyncio.subprocess.Process] = {}
-        self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def stop_requested(self) -> bool:
@@ -100,10 +103,11 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self._procs.values() if proc.returncode is None]
 
-    async def start(self) -> None:
+    async def start(self, tasks: TaskSupervisor) -> None:
+        """Start the workers, and a watcher for each as one of ``tasks``."""
         for index in range(1, self._settings.workers):
             await self._spawn(index)
-            self._watchers.append(asyncio.create_task(self._watch(index), name=f"worker-{index}"))
+            tasks.start(f"worker-{index}", functools.partial(self._watch, index))
 
     async def _spawn(self, index: int) -> None:
         fds = tuple(sock.fileno() for sock in self._sockets)
@@ -117,22 +121,17 @@ class Supervisor:
         _log.info("worker %d started (pid %d)", index, proc.pid)
 
     async def _watch(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
-        pause = _FIRST_PAUSE
-        while True:
-            proc = self._procs[index]
-            started = loop.time()
-            code = await proc.wait()
-            if self.stop_requested():
-                return
-            _log.error("worker %d (pid %d) exited with %s: restarting", index, proc.pid, code)
-            if loop.time() - started >= _HEALTHY:
-                pause = _FIRST_PAUSE
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
-            if self.stop_requested():  # stop() began during the pause
-                return
+        """Wait on worker ``index``; its exit before stop() raises, so that the task
+        supervisor logs it and runs this again after its pause, which starts a new one."""
+        if self.stop_requested():
+            return
+        proc = self._procs[index]
+        if proc.returncode is not None:
             await self._spawn(index)
+            proc = self._procs[index]
+        code = await proc.wait()
+        if not self.stop_requested():
+            raise WorkerExited(f"worker {index} (pid {proc.pid}) exited with {code}")
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each drains like the primary); SIGKILL what is left
@@ -153,9 +152,6 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await asyncio.gather(*(proc.wait() for proc in self._procs.values()))
-        for task in self._watchers:
-            task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
         for proc in self._procs.values():
             if proc.stdin is not None:
                 proc.stdin.close()

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.dns_server import DnsServer
-from tests.support.servers import client_context, smtp_client, start_process, wait_for, write_config
+from tests.support.servers import (
+    client_context,
+    run_cli,
+    smtp_client,
+    start_process,
+    wait_for,
+    write_config,
+)
 from tests.support.smtp_peers import PeerCA, Peers, shared_port
 from tests.support.thread import ServerThread
 
@@ -147,7 +154,10 @@ def test_local_delivery_and_a_bounce_into_maildir(
             "someone@elsewhere.test", ["app@example.test"], b"Subject: hello local\r\n\r\nhi\r\n"
         )
     box_path = srv.data_dir / "mail" / "example.test" / "app" / "Maildir"
-    wait_for(lambda: box_path.is_dir() and len(mailbox.Maildir(box_path, create=False)) == 1)
+    # the Maildir is made a folder at a time: wait for its last one
+    wait_for(
+        lambda: (box_path / "cur").is_dir() and len(mailbox.Maildir(box_path, create=False)) == 1
+    )
     (local,) = mailbox.Maildir(box_path, factory=None, create=False)
     assert local["Subject"] == "hello local"
     assert local["Delivered-To"] == "app@example.test"
@@ -199,6 +209,37 @@ def test_kill_9_during_delivery_delivers_after_restart(peers: Peers, tmp_path: P
         wait_for(lambda: len(peer.received) >= 1, within=30)
         listed = subprocess.run([*run, "log", "--json"], capture_output=True, text=True, check=True)
         assert '"delivered"' in listed.stdout
+    finally:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+
+
+def test_a_delivery_longer_than_its_lease_is_not_claimed_twice(
+    peers: Peers, tmp_path: Path
+) -> None:
+    peer = peers.start("127.0.0.1")
+    peer.hold()  # DATA waits for several leases: the running attempt renews its own
+    extra = (
+        "[delivery]\nlease = 1\n"
+        f'[[mailers]]\nname = "peer"\ntype = "smtp"\nhost = "127.0.0.1"\nport = {peer.port}\n'
+        'tls = "none"\ntimeout = 30\n'
+        '[[routes]]\nname = "all"\nmailers = ["peer"]\n'
+    )
+    config = write_config(tmp_path / "postroom.toml", tmp_path / "data", extra=extra)
+    run = [sys.executable, "-m", "postroom", "--config", str(config)]
+    subprocess.run([*run, "domain", "add", "example.test"], check=True, capture_output=True)
+    proc = start_process(config, tmp_path / "postroom.log")
+    try:
+        with smtplib.SMTP("127.0.0.1", proc.ports["mx"], timeout=10) as client:
+            client.sendmail("a@elsewhere.test", ["postmaster@example.test"], MESSAGE)
+        wait_for(lambda: peer.held == 1)
+        # Four leases go by; without renewal a second attempt would open a second session.
+        with pytest.raises(AssertionError):
+            wait_for(lambda: peer.connections > 1, within=4)
+        peer.release()
+        wait_for(lambda: len(peer.received) == 1)
+        wait_for(lambda: '"delivered"' in run_cli(config, "log", "--json").stdout)
+        assert peer.connections == 1
     finally:
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0

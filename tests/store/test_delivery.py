@@ -337,3 +337,33 @@ async def test_delete(store: Store, backend: Backend) -> None:
     assert await store.delete(message.id) is False
     assert claimed(await store.claim_due(NOW + 100, limit=10, lease=LEASE)) == [(other.id, [BOB])]
     assert await store.count_messages() == 1
+
+
+async def test_renewing_moves_only_live_leases_of_pending_recipients(store: Store) -> None:
+    message = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
+    await store.enqueue(message)
+    (claim,) = await store.claim_due(NOW, limit=10, lease=LEASE)
+    await store.record_outcomes(message.id, [delivered(DAVE)], [attempt(message.id, DAVE, NOW)])
+    # bob and carol still leased: renewed to NOW + 50 + LEASE; dave is final, untouched
+    renewed = await store.renew_leases({message.id: [BOB, CAROL, DAVE]}, NOW + 50, lease=LEASE)
+    assert renewed == 2
+    assert await store.claim_due(NOW + LEASE + 10, limit=10, lease=LEASE) == []
+    assert await store.next_due() == NOW + 50 + LEASE
+    # once a lease has ended, a late renewal does not take it back
+    assert await store.renew_leases({message.id: [BOB]}, NOW + 50 + LEASE, lease=LEASE) == 0
+    assert claimed(await store.claim_due(NOW + 50 + LEASE, limit=10, lease=LEASE)) == [
+        (claim.message.id, [BOB, CAROL])
+    ]
+    with pytest.raises(ValueError):
+        await store.renew_leases({message.id: [BOB]}, NOW, lease=0)
+
+
+async def test_a_store_keeps_the_instance_id_it_was_made_with(backend: Backend) -> None:
+    first = await backend.open()
+    second = await backend.open()  # another process on the same database
+    try:
+        made = await first.instance_id()
+        assert len(made) == 32 and made == await second.instance_id()
+    finally:
+        await first.aclose()
+        await second.aclose()

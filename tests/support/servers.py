@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +111,17 @@ class RunningProcess:
         return self.process.wait(timeout)
 
 
-def start_process(config: Path, log: Path, timeout: float = 30) -> RunningProcess:
-    """Start `postroom serve --config config` and wait until its log says it is ready."""
+def start_process(
+    config: Path, log: Path, timeout: float = 30, serve_args: Sequence[str] = ()
+) -> RunningProcess:
+    """Start `postroom serve --config config [serve_args]` and wait until its log says it
+    is ready."""
     offset = log.stat().st_size if log.exists() else 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     stderr = log.with_suffix(".stderr")
     with stderr.open("ab") as err_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "postroom", "serve", "--config", str(config)],
+            [sys.executable, "-m", "postroom", "serve", "--config", str(config), *serve_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err_file,

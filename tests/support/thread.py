@@ -23,10 +23,15 @@ __all__ = ["ServerThread"]
 
 class ServerThread:
     def __init__(
-        self, settings: Settings, clock: Clock | None = None, *, deliver: bool = False
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        deliver: bool = False,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
-        self.server = Server(settings, clock=clock, deliver=deliver)
+        self.server = Server(settings, clock=clock, deliver=deliver, store=store)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.ports: dict[str, int] = {}

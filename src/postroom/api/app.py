@@ -17,6 +17,7 @@ from postroom.api.errors import (
     internal_error,
     store_error,
 )
+from postroom.api.health import readiness
 from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
@@ -55,6 +56,7 @@ def create_app(deps: ApiDeps) -> Starlette:
         ("GET", f"{PREFIX}/openapi.json", openapi),
         ("GET", f"{PREFIX}/health", health),
         ("POST", "/hooks/{mailer}", hooks.receive),
+        ("GET", "/readyz", readiness(deps.readiness)),
     ]
     return Starlette(
         routes=routes_by_path(table),

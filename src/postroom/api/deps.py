@@ -9,6 +9,7 @@ from postroom.clock import Clock
 from postroom.config.settings import ApiSettings
 from postroom.delivery.webhooks.handle import HookedMailer
 from postroom.intake import Intake
+from postroom.readiness import Readiness
 from postroom.store import Store
 
 __all__ = ["ApiDeps", "max_request_size"]
@@ -33,3 +34,4 @@ class ApiDeps:
     queue_changed: Callable[[], None] | None = None  # wakes the scheduler after a retry
     # Mailers with a [mailers.webhook] table, by name: POST /hooks/{name} takes their events.
     hooked: Mapping[str, HookedMailer] = field(default_factory=dict)
+    readiness: Readiness | None = None  # what /readyz reports; None: always ready

@@ -3,13 +3,12 @@
 Binding the socket ourselves gives a plain OSError for a busy port (uvicorn would exit
 the process) and the real port when 0 was asked for. Driving uvicorn through
 ``startup``/``main_loop``/``shutdown`` rather than ``serve()`` leaves the signal
-handlers to ``postroom serve``.
+handlers to ``postroom serve``, and lets ``run()`` (uvicorn's main loop) be a task of
+the server's supervisor, restarted should it fail.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 
 import uvicorn
@@ -34,7 +33,6 @@ class ApiServer:
         )
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def bound(self) -> tuple[str, int]:
@@ -60,16 +58,18 @@ class ApiServer:
         server.lifespan = config.lifespan_class(config)
         await server.startup(sockets=[sock])
         self._server = server
-        self._task = asyncio.create_task(server.main_loop(), name="api")
+
+    async def run(self) -> None:
+        """uvicorn's housekeeping loop (its date header, connection limits) until stop()."""
+        if self._server is not None:
+            await self._server.main_loop()
 
     async def stop(self) -> None:
         """Stop accepting; requests in flight finish (bounded by the grace time)."""
-        server, task, sock = self._server, self._task, self._socket
-        self._server = self._task = self._socket = None
-        if server is not None and task is not None:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        server, sock = self._server, self._socket
+        self._server = self._socket = None
+        if server is not None:
+            server.should_exit = True  # run() returns at its next tick
             await server.shutdown(sockets=[sock] if sock else None)
         if sock is not None:
             sock.close()

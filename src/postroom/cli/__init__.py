@@ -31,6 +31,7 @@ T = TypeVar("T")
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
     "apikey": "postroom.cli.apikey:apikey",
+    "db": "postroom.cli.db:db",
     "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
@@ -39,6 +40,7 @@ _COMMANDS = {
     "route": "postroom.cli.route:route",
     "send": "postroom.cli.send:send",
     "serve": "postroom.cli.serve:serve",
+    "status": "postroom.cli.status:status",
     "user": "postroom.cli.user:user",
 }
 
@@ -59,14 +61,15 @@ class AppContext:
         return self._settings
 
     def run(self, use: Callable[[Store], Awaitable[T]]) -> T:
-        """Open the store, ``await use(store)``, close the store."""
+        """Open the store, ``await use(store)``, close the store. A used data directory
+        whose database is lost is refused, never silently given a new, empty one."""
         return asyncio.run(_with_store(self.settings, use))
 
 
 async def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
-    from postroom.store import open_store
+    from postroom.store.instance import open_instance_store
 
-    store = await open_store(settings.storage_url)
+    store = await open_instance_store(settings.storage_url, settings.data_dir)
     try:
         return await use(store)
     finally:

@@ -13,10 +13,19 @@ __all__ = ["serve"]
 
 @click.command()
 @config_option
+@click.option(
+    "--init",
+    is_flag=True,
+    help="Start although the data directory was used before with another database: make"
+    " a new, empty store where it is missing or empty, or adopt the one configured.",
+)
 @click.option("--worker", is_flag=True, hidden=True, help="An accept worker (started by serve).")
 @pass_app
-def serve(app: AppContext, worker: bool) -> None:
-    """Run the mail server until SIGTERM or SIGINT."""
+def serve(app: AppContext, init: bool, worker: bool) -> None:
+    """Run the mail server until SIGTERM or SIGINT.
+
+    The first start in a new data directory creates the store; later starts refuse,
+    with one line, a database that is missing, empty, damaged or not this directory's."""
     if worker:
         from postroom.runtime import run_worker
 
@@ -24,4 +33,4 @@ def serve(app: AppContext, worker: bool) -> None:
     settings = app.settings  # a bad file ends here, before anything starts
     from postroom.runtime import run
 
-    sys.exit(run(settings))
+    sys.exit(run(settings, init=init))

@@ -126,7 +126,9 @@ class DeliverySettings(_Model):
     lifetime: Annotated[float, Field(gt=0)] = 5 * 86400.0  # maximal_queue_lifetime: 5 d
     delay_warning: Annotated[float, Field(ge=0)] = 4 * 3600.0  # 0: no delay warnings
     max_concurrency: Annotated[int, Field(ge=1)] = 100  # messages in flight in total
-    lease: Annotated[float, Field(gt=0)] = 900.0  # a claim not settled by then is retried
+    # A claim not settled by then is retried; renewed every third of it while the attempt
+    # runs, so it bounds only how long a crashed node's recipients wait.
+    lease: Annotated[float, Field(gt=0)] = 60.0
     # Message bytes held in memory by attempts in flight; more attempts wait their turn.
     max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
     # The public addresses receivers see our mail come from (after any NAT); not bound to,

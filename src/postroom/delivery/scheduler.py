@@ -5,6 +5,11 @@ One attempt of one message:
   -> DSNs enqueued through intake (before the outcome is recorded, so a crash in between
      repeats a DSN rather than losing it) -> record_outcomes (one transaction)
   -> DeliveryAttempt events.
+While an attempt runs, ``keep_leases()`` renews its lease every third of
+``delivery.lease``, so the lease can be short: after a crash the recipients that were in
+flight are claimed again within one lease (delivery is at least once).
+A store error in a claim, a renewal or an outcome write is logged, named on
+``Readiness`` and retried after a pause; it never ends the scheduler.
 The clock and the random source are passed in; tests drive ``run_once()`` with a fake clock.
 """
 
@@ -27,12 +32,14 @@ from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
+from postroom.errors import StoreError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
 from postroom.intake import Intake, Queued
 from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailauth.dkim import signature_summary
+from postroom.readiness import Readiness
 from postroom.store import Store
 from postroom.store.models import (
     Attempt,
@@ -48,6 +55,11 @@ __all__ = ["Scheduler"]
 _log = logging.getLogger("postroom.delivery")
 _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
 _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
+# After a store error (full, locked, damaged): wait, doubling up to the longest pause.
+_FIRST_STORE_PAUSE = 0.5
+_MAX_STORE_PAUSE = 30.0
+_RENEWALS_PER_LEASE = 3  # two renewals may fail in a row before a lease ends
+PART = "scheduler"  # its name on Readiness
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,7 @@ class Scheduler:
         clock: Clock,
         bus: Bus,
         rng: random.Random | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self._store = store
         self._router = router
@@ -108,9 +121,13 @@ class Scheduler:
         self._clock = clock
         self._bus = bus
         self._rng = rng or random.Random()
+        self._readiness = readiness or Readiness(clock)
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._store_pause = _FIRST_STORE_PAUSE
         self._budget = _ByteBudget(settings.max_inflight_bytes)
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # each attempt in flight -> the claim whose lease it holds (and renews)
+        self._in_flight: dict[asyncio.Task[None], Claim] = {}
         self._stopping = False
         bus.subscribe(self._on_event)
 
@@ -131,16 +148,65 @@ class Scheduler:
             if len(self._in_flight) >= self._settings.max_concurrency:
                 await self._wake.wait()  # a finishing attempt wakes us
                 continue
-            claimed = await self._claim_and_start()
+            try:
+                claimed = await self._claim_and_start()
+                next_due = None if claimed else await self._store.next_due()
+            except StoreError as exc:
+                await self._store_failed("claiming due mail", exc)
+                continue
+            self._store_worked()
             if claimed:
                 continue
-            next_due = await self._store.next_due()
             wait = _IDLE_WAIT
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due - self._clock.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    async def keep_leases(self) -> None:
+        """Until ``stop()``: renew the leases of the attempts in flight, every third of
+        ``delivery.lease`` (wall time; ``renew_leases()`` is one round)."""
+        interval = self._settings.lease / _RENEWALS_PER_LEASE
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopped.wait()
+            if not self._stopping:
+                await self.renew_leases()
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every recipient whose attempt is still running; the number
+        renewed. A store error is logged: the next round tries again."""
+        leases: dict[str, list[str]] = defaultdict(list)
+        for claim in list(self._in_flight.values()):
+            leases[claim.message.id].extend(state.address for state in claim.recipients)
+        if not leases:
+            return 0
+        try:
+            return await self._store.renew_leases(
+                leases, self._clock.time(), lease=self._settings.lease
+            )
+        except StoreError as exc:
+            _log.error("could not renew the leases of %d messages: %s", len(leases), exc)
+            self._readiness.fail(PART, f"renewing leases: {exc}")
+            return 0
+
+    async def _store_failed(self, doing: str, exc: StoreError) -> None:
+        """Log and report a store error, then pause (a stop ends the pause early)."""
+        pause = self._store_pause
+        _log.error("store error while %s: %s (trying again in %g s)", doing, exc, pause)
+        self._readiness.fail(PART, f"{doing}: {exc}")
+        self._store_pause = min(pause * 2, _MAX_STORE_PAUSE)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause):
+                await self._stopped.wait()
+
+    def _store_worked(self) -> None:
+        if self._store_pause != _FIRST_STORE_PAUSE:
+            _log.info("the store works again: delivery goes on")
+        self._store_pause = _FIRST_STORE_PAUSE
+        self._readiness.ok(PART)
 
     async def run_once(self) -> int:
         """Claim everything due now and finish those attempts; the number of messages."""
@@ -157,6 +223,7 @@ class Scheduler:
         is cut off keeps its lease and is tried again when the lease ends."""
         self._stopping = True
         self._wake.set()
+        self._stopped.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.drain()
@@ -175,12 +242,12 @@ class Scheduler:
             await self._local_domains.refresh(self._store)
         for claim in claims:
             task = asyncio.create_task(self._attempt_guarded(claim))
-            self._in_flight.add(task)
+            self._in_flight[task] = claim
             task.add_done_callback(self._finished)
         return len(claims)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         if not self._stopping:
             self._wake.set()  # a slot is free: look for more due work
 
@@ -216,8 +283,24 @@ class Scheduler:
             finals = {o.recipient: o for o in result.final}
             settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
         await self._send_dsns(stored, data, settled)
-        await self._store.record_outcomes(stored.id, [s.update for s in settled], attempts)
+        await self._record(stored.id, [s.update for s in settled], attempts)
         self._publish(stored.id, settled, attempts, signature_summary(data))
+
+    async def _record(
+        self, message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+    ) -> None:
+        """Write the outcomes, trying again after a store error until it works or the
+        scheduler stops (then the lease ends and the recipients are tried again)."""
+        while True:
+            try:
+                await self._store.record_outcomes(message_id, updates, attempts)
+            except StoreError as exc:
+                if self._stopping:
+                    raise
+                await self._store_failed(f"recording the outcome of {message_id}", exc)
+                continue
+            self._store_worked()
+            return
 
     def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
         now = self._clock.time()

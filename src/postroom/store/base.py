@@ -5,7 +5,7 @@ Every engine passes ``tests/store/test_contract.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from postroom.store.models import (
@@ -50,6 +50,10 @@ class Store(Protocol):
 
     async def count_messages(self) -> int: ...
 
+    async def instance_id(self) -> str:
+        """The id this store was given when it was created (the data directory's
+        instance-id file names it, so a lost or replaced database is noticed)."""
+
     # -- delivery ------------------------------------------------------------------
     async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
         """Lease up to ``limit`` messages' due recipients (queued or deferred, next attempt
@@ -80,6 +84,14 @@ class Store(Protocol):
 
     async def release(self, message_id: str, addresses: Sequence[str]) -> None:
         """End leases without an attempt (e.g. shutting down before trying)."""
+
+    async def renew_leases(
+        self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
+    ) -> int:
+        """Extend to ``now + lease`` the live leases of these recipients (message id ->
+        addresses), for a delivery still running; the number renewed. A lease that has
+        ended (``now >= lease_until``) is left alone: another claimer may hold it now.
+        ``lease`` must be positive (ValueError)."""
 
     async def hold(self, message_id: str) -> bool:
         """Keep the message's pending recipients from being claimed (an attempt already

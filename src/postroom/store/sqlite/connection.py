@@ -7,13 +7,15 @@ import sqlite3
 import time
 from pathlib import Path
 
-from postroom.errors import StoreError, StoreFull, StoreUnavailable
+from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
 from postroom.store.sqlite.schema import migrate
 
 __all__ = ["Writer", "connect", "connect_reader", "store_error"]
 
 _SQLITE_BUSY = 5  # primary result codes; extended codes keep them in the low byte
+_SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
 # Waiting for another process's write lock (accept workers, the CLI): SQLite's own busy
 # handler sleeps 1, 2, 5, 10 ... ms between tries, far longer than a commit holds the
 # lock (one fsync, well under a millisecond), so the writer polls in short steps instead.
@@ -105,11 +107,15 @@ class Writer:
 
 
 def store_error(exc: sqlite3.Error | OSError) -> StoreError:
+    damaged = False
     if isinstance(exc, OSError):
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     else:
-        code = getattr(exc, "sqlite_errorcode", 0)
-        full = code & 0xFF == _SQLITE_FULL or "database or disk is full" in str(exc)
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        full = code == _SQLITE_FULL or "database or disk is full" in str(exc)
+        damaged = code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in str(exc)
     if full:
         return StoreFull(f"storage is full: {exc}")
+    if damaged:
+        return StoreDamaged(f"the database is damaged: {exc}")
     return StoreUnavailable(f"storage failed: {exc}")

@@ -9,7 +9,7 @@ A lease is live while ``now < claimed_until``; at ``claimed_until`` it has ended
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from postroom.store.models import Attempt, Claim, RecipientUpdate
@@ -25,6 +25,7 @@ __all__ = [
     "purge_job",
     "record_job",
     "release_job",
+    "renew_job",
     "retry_job",
 ]
 
@@ -161,6 +162,28 @@ def release_job(message_id: str, addresses: Collection[str]) -> Job:
         )
 
     return release
+
+
+def renew_job(
+    leases: Mapping[str, Collection[str]], now: float, until: float
+) -> Callable[[sqlite3.Connection], int]:
+    """Move the live leases of these recipients (message id -> addresses) to ``until``.
+    A lease that has already ended is not revived: another claimer may hold it now."""
+    rows = [
+        (until, message_id, ids_param(addresses), now) for message_id, addresses in leases.items()
+    ]
+
+    def renew(conn: sqlite3.Connection) -> int:
+        renewed = 0
+        for params in rows:
+            renewed += conn.execute(
+                "UPDATE recipients SET claimed_until = ? WHERE message_id = ?"
+                f" AND address IN {IN_IDS} AND claimed_until > ? AND {PENDING}",
+                params,
+            ).rowcount
+        return renewed
+
+    return renew
 
 
 def hold_job(message_id: str, held: bool) -> Callable[[sqlite3.Connection], bool]:

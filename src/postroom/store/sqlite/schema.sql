@@ -8,6 +8,14 @@ CREATE TABLE IF NOT EXISTS schema_version (
 INSERT INTO schema_version (version)
     SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
+-- Which store this is, made once when the database is created; the data directory keeps
+-- the same id in its instance-id file, so that a lost or replaced database is noticed.
+CREATE TABLE IF NOT EXISTS instance (
+    id TEXT NOT NULL
+);
+INSERT INTO instance (id)
+    SELECT lower(hex(randomblob(16))) WHERE NOT EXISTS (SELECT 1 FROM instance);
+
 CREATE TABLE IF NOT EXISTS messages (
     id          TEXT PRIMARY KEY,     -- queue id: time-ordered, so ORDER BY id is arrival order
     sender      TEXT NOT NULL,        -- '' for the null reverse-path

@@ -17,12 +17,12 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from postroom.errors import StoreUnavailable
+from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
     ApiKeyRecord,
@@ -58,7 +58,8 @@ class SqliteStore:
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
-    with ``StoreFull``, as on a full disk.
+    with ``StoreFull``, as on a full disk. ``on_damage`` is called with SQLite's message
+    whenever it reports the file damaged (the error is raised as ``StoreDamaged`` too).
     """
 
     def __init__(
@@ -70,8 +71,10 @@ class SqliteStore:
         max_bytes: int | None = None,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
         max_batch_bytes: int = DEFAULT_MAX_BYTES,
+        on_damage: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self._on_damage = on_damage
         self._busy_timeout = busy_timeout
         self.committer: GroupCommitter[sqlite3.Connection] = GroupCommitter(
             Writer(self.path, busy_timeout, max_bytes),
@@ -93,7 +96,7 @@ class SqliteStore:
             await self.committer.start()
             self._inline = connect_reader(self.path, _INLINE_BUSY_TIMEOUT)
         except sqlite3.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
 
     async def aclose(self) -> None:
         self._closed = True
@@ -127,7 +130,7 @@ class SqliteStore:
         try:
             return await loop.run_in_executor(self._readers, self._in_reader, fn)
         except sqlite3.Error as exc:
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
 
     async def _lookup(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """A point lookup by primary key, on this thread (see _INLINE_BUSY_TIMEOUT)."""
@@ -137,12 +140,20 @@ class SqliteStore:
             return fn(self._inline)
         except sqlite3.OperationalError:
             return await self._read(fn)  # locked: wait on a reader thread instead
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
 
     async def _write(self, job: Callable[[sqlite3.Connection], R], weight: int = 0) -> R:
         try:
             return await self.committer.submit(job, weight)
         except (sqlite3.Error, OSError) as exc:  # OSError: reading the spool file
-            raise store_error(exc) from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error | OSError) -> StoreError:
+        error = store_error(exc)
+        if isinstance(error, StoreDamaged) and self._on_damage is not None:
+            self._on_damage(str(exc))
+        return error
 
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
@@ -169,6 +180,12 @@ class SqliteStore:
 
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
+
+    async def instance_id(self) -> str:
+        found: str = await self._read(
+            lambda conn: conn.execute("SELECT min(id) FROM instance").fetchone()[0]
+        )
+        return found
 
     async def count_messages(self) -> int:
         count: int = await self._read(
@@ -205,6 +222,15 @@ class SqliteStore:
     async def release(self, message_id: str, addresses: Sequence[str]) -> None:
         if addresses:
             await self._write(delivery.release_job(message_id, addresses))
+
+    async def renew_leases(
+        self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
+    ) -> int:
+        if lease <= 0:
+            raise ValueError(f"a lease must be positive, not {lease}")
+        if not leases:
+            return 0
+        return await self._write(delivery.renew_job(leases, now, now + lease))
 
     async def hold(self, message_id: str) -> bool:
         return await self._write(delivery.hold_job(message_id, held=True))

@@ -1,0 +1,32 @@
+"""``GET /readyz``: 200 when every part of the server works, 503 naming those that fail.
+
+For load balancers and monitoring (no API key needed; it tells nothing about mail).
+A failing part is a supervised task that keeps being restarted, the scheduler's store
+writes that keep failing, or a store that SQLite reports damaged.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from postroom.api.routing import Endpoint
+from postroom.readiness import Readiness
+
+__all__ = ["readiness"]
+
+
+def readiness(state: Readiness | None) -> Endpoint:
+    """The ``/readyz`` endpoint over ``state`` (None: always ready)."""
+
+    async def readyz(request: Request) -> Response:
+        problems = state.problems() if state is not None else []
+        if not problems:
+            return JSONResponse({"status": "ready"})
+        failing = [
+            {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+            for p in problems
+        ]
+        return JSONResponse({"status": "failing", "failing": failing}, status_code=503)
+
+    return readyz

@@ -1,0 +1,134 @@
+"""A store that fails under the scheduler (full, locked) stops nothing for good: the
+error is logged and shown on /readyz while it lasts, and delivery resumes on its own.
+A database SQLite finds damaged while running is logged and shown on /readyz too."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from postroom.errors import StoreDamaged, StoreFull, StoreUnavailable
+from tests.support.faulty_store import FaultyStore
+from tests.support.servers import cli_out, run_cli, smtp_client, wait_for, write_config
+from tests.support.smtp_peers import shared_port
+from tests.support.thread import ServerThread
+
+
+def maildir_count(srv: ServerThread) -> int:
+    """Messages delivered into app@example.test's Maildir (new/ and cur/)."""
+    box = srv.data_dir / "mail" / "example.test" / "app" / "Maildir"
+    return sum(len(list((box / sub).iterdir())) for sub in ("new", "cur") if (box / sub).is_dir())
+
+
+def local_server(make_server, tmp_path: Path) -> tuple[ServerThread, FaultyStore]:  # type: ignore[no-untyped-def]
+    store = FaultyStore(tmp_path / "faulty.db")
+    srv: ServerThread = make_server(deliver=True, store=store)
+    srv.add_domain("example.test")
+    srv.add_user("app@example.test", "s3cret-pass")
+    return srv, store
+
+
+def send_local(srv: ServerThread, subject: str) -> None:
+    with smtp_client(srv.ports["mx"]) as client:
+        refused = client.sendmail(
+            "someone@elsewhere.test", ["app@example.test"], f"Subject: {subject}\r\n\r\nhi\r\n"
+        )
+    assert refused == {}
+
+
+def readyz(srv: ServerThread) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{srv.api_port}/readyz", timeout=10)
+
+
+def test_delivery_resumes_after_store_full_in_the_claim_without_a_restart(
+    make_server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="postroom")
+    srv, store = local_server(make_server, tmp_path)
+    assert readyz(srv).status_code == 200
+    assert readyz(srv).json() == {"status": "ready"}
+    store.claim_fault = StoreFull("storage is full: injected")
+    send_local(srv, "while full")  # accepting still works: only the claim fails
+    wait_for(lambda: store.refused_claims >= 1)
+    answer = readyz(srv)
+    assert answer.status_code == 503
+    (failing,) = answer.json()["failing"]
+    assert failing["part"] == "scheduler"
+    assert "storage is full: injected" in failing["reason"]
+    assert maildir_count(srv) == 0
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("storage is full: injected" in r.getMessage() for r in logged)
+
+    store.claim_fault = None  # space was freed
+    wait_for(lambda: maildir_count(srv) == 1)
+    wait_for(lambda: readyz(srv).status_code == 200)
+    send_local(srv, "after")  # and the scheduler goes on as before
+    wait_for(lambda: maildir_count(srv) == 2)
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_outcome_write_is_retried_and_the_message_delivered_once(
+    make_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    srv, store = local_server(make_server, tmp_path)
+    store.record_fault = StoreUnavailable("storage failed: injected")
+    send_local(srv, "recorded late")
+    wait_for(lambda: store.refused_records >= 2)  # tried, and tried again
+    assert readyz(srv).json()["failing"][0]["part"] == "scheduler"
+    store.record_fault = None
+    (message,) = srv.call(srv.store.messages(limit=10))
+    wait_for(
+        lambda: srv.call(srv.store.message(message.id)).recipients[0].status == "delivered"  # type: ignore[union-attr]
+    )
+    assert maildir_count(srv) == 1  # not delivered again while the write was retried
+    wait_for(lambda: readyz(srv).status_code == 200)
+
+
+def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
+    make_server, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    srv: ServerThread = make_server()
+    srv.add_domain("example.test")
+    big = b"Subject: big\r\n\r\n" + (b"y" * 70 + b"\r\n") * 3000  # overflow pages at the end
+    with smtp_client(srv.ports["mx"]) as client:
+        client.sendmail("someone@elsewhere.test", ["postmaster@example.test"], big)
+    (message,) = srv.call(srv.store.messages(limit=10))
+    db = srv.data_dir / "postroom.db"
+    with sqlite3.connect(db) as conn:  # move the body from the WAL into the file
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = db.stat().st_size
+    with db.open("r+b") as f:  # damage the body's pages, which no reader has cached
+        f.seek(size - 3 * 4096)
+        f.write(random.Random(5).randbytes(3 * 4096))
+    with pytest.raises(StoreDamaged):
+        srv.call(srv.store.read_body(message.id))
+    answer = readyz(srv)
+    assert answer.status_code == 503
+    (failing,) = answer.json()["failing"]
+    assert failing["part"] == "store" and "damaged" in failing["reason"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("the database is damaged" in e and "postroom db check" in e for e in errors)
+
+
+def test_postroom_status_names_the_failing_part(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    port = shared_port(["127.0.0.1"])
+    store = FaultyStore(tmp_path / "faulty.db")
+    srv: ServerThread = make_server(deliver=True, store=store, api={"port": port})
+    config = write_config(
+        tmp_path / "status.toml", tmp_path / "elsewhere", f"[api]\nport = {port}\n"
+    )
+    assert cli_out(config, "status") == "ready\n"
+    store.claim_fault = StoreFull("storage is full: injected")
+    srv.server.scheduler.wake()  # type: ignore[union-attr]
+    wait_for(lambda: store.refused_claims >= 1)
+    done = run_cli(config, "status")
+    assert done.returncode == 1
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("scheduler: failing (")
+    assert "storage is full: injected" in line
+    store.claim_fault = None

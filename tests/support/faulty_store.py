@@ -1,0 +1,35 @@
+"""A real SQLite store with faults switched on and off by a test (not a real full disk)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from postroom.errors import StoreError
+from postroom.store.models import Attempt, Claim, RecipientUpdate
+from postroom.store.sqlite import SqliteStore
+
+__all__ = ["FaultyStore"]
+
+
+class FaultyStore(SqliteStore):
+    """While ``claim_fault`` / ``record_fault`` is set, claims / outcome writes raise it
+    (and are counted); otherwise the real store answers."""
+
+    claim_fault: StoreError | None = None
+    record_fault: StoreError | None = None
+    refused_claims = 0
+    refused_records = 0
+
+    async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        if self.claim_fault is not None:
+            self.refused_claims += 1
+            raise self.claim_fault
+        return await super().claim_due(now, limit=limit, lease=lease)
+
+    async def record_outcomes(
+        self, message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+    ) -> None:
+        if self.record_fault is not None:
+            self.refused_records += 1
+            raise self.record_fault
+        await super().record_outcomes(message_id, updates, attempts)

@@ -1,0 +1,112 @@
+"""The task supervisor: a task that raises is logged with its exception, named on
+Readiness and restarted after a pause that doubles; a task that returns is done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from postroom.readiness import Readiness
+from postroom.supervise import TaskSupervisor
+from tests.conftest import FakeClock
+
+HEALTHY = 600.0
+
+
+class Pauses:
+    """The supervisor's sleep: records each pause before a restart and moves the fake
+    clock by it; the healthy time after a restart does not pass unless ``healthy`` is set."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.taken: list[float] = []
+        self.healthy = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        if seconds == HEALTHY:
+            await self.healthy.wait()
+            return
+        self.taken.append(seconds)
+        self.clock.advance(seconds)
+
+
+async def test_a_task_that_raises_is_logged_reported_and_restarted_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    readiness = Readiness(clock)
+    pauses = Pauses(clock)
+    tasks = TaskSupervisor(
+        readiness, clock, sleep=pauses, first_pause=1.0, max_pause=4.0, healthy=HEALTHY
+    )
+    runs = 0
+    recovered = asyncio.Event()
+    forever = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 4:
+            raise OSError(f"boom {runs}")
+        recovered.set()
+        await forever.wait()
+
+    tasks.start("flaky", flaky)
+    await asyncio.wait_for(recovered.wait(), 5)
+    assert runs == 5
+    assert pauses.taken == [1.0, 2.0, 4.0, 4.0]  # doubling, up to max_pause
+    (problem,) = readiness.problems()
+    assert (problem.part, problem.reason, problem.failures) == ("flaky", "OSError: boom 4", 4)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 4
+    assert all(r.exc_info is not None for r in errors)
+    assert "task flaky failed" in errors[0].getMessage()
+    await tasks.stop()
+
+
+async def test_a_restarted_task_that_runs_long_enough_is_ready_again() -> None:
+    clock = FakeClock()
+    readiness = Readiness(clock)
+    pauses = Pauses(clock)
+    tasks = TaskSupervisor(readiness, clock, sleep=pauses, healthy=HEALTHY)
+    runs = 0
+    stop = asyncio.Event()
+
+    async def once_broken() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("first run fails")
+        await stop.wait()
+
+    tasks.start("once", once_broken)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert runs == 2 and not readiness.ready  # failed, restarted, not yet healthy
+    pauses.healthy.set()  # the restarted run has lasted the healthy time
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert readiness.ready
+    stop.set()
+    await tasks.stop()
+    assert runs == 2 and readiness.ready
+
+
+async def test_a_task_that_returns_is_done_and_not_restarted() -> None:
+    clock = FakeClock()
+    readiness = Readiness(clock)
+    pauses = Pauses(clock)
+    tasks = TaskSupervisor(readiness, clock, sleep=pauses, healthy=HEALTHY)
+    runs = 0
+
+    async def finite() -> None:
+        nonlocal runs
+        runs += 1
+
+    tasks.start("finite", finite)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await tasks.stop()
+    assert runs == 1 and pauses.taken == [] and readiness.ready
