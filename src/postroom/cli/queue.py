@@ -4,6 +4,7 @@ the operator's actions on it (retry, hold, release, delete)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -172,7 +173,17 @@ def _recipients_cell(recipients: tuple[RecipientState, ...]) -> Text:
 # -- actions ---------------------------------------------------------------------------
 
 
-def _id_or_all(message_id: str | None, every: bool) -> None:
+def _id_or_all(every_help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The arguments of an action on one message or, with --all, on every one it fits."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        every = click.option("--all", "every", is_flag=True, help=f"{every_help} (give no ID).")
+        return click.argument("message_id", metavar="(ID | --all)", required=False)(every(command))
+
+    return decorate
+
+
+def _check_id_or_all(message_id: str | None, every: bool) -> None:
     if every == (message_id is not None):
         raise click.UsageError("give either a message ID or --all")
 
@@ -191,14 +202,13 @@ def _wake_server(app: AppContext, waiting: str | None = None) -> None:
 
 
 @queue.command("retry")
-@click.argument("message_id", metavar="(ID | --all)", required=False)
-@click.option("--all", "every", is_flag=True, help="Every message in the queue (give no ID).")
+@_id_or_all("Every message in the queue")
 @config_option
 @pass_app
 def retry(app: AppContext, message_id: str | None, every: bool) -> None:
     """Try a message's queued and deferred recipients now, or with --all those of every
     message."""
-    _id_or_all(message_id, every)
+    _check_id_or_all(message_id, every)
 
     async def make_due(store: Store) -> int | None:
         if message_id is not None and await store.message(message_id) is None:
@@ -230,28 +240,24 @@ def _set_held(app: AppContext, message_id: str | None, held: bool) -> None:
 
 
 @queue.command("hold")
-@click.argument("message_id", metavar="(ID | --all)", required=False)
-@click.option(
-    "--all", "every", is_flag=True, help="Every message with a recipient waiting (give no ID)."
-)
+@_id_or_all("Every message with a recipient waiting")
 @config_option
 @pass_app
 def hold(app: AppContext, message_id: str | None, every: bool) -> None:
     """Keep a message from being tried until it is released. With --all, every message
     waiting now (as postsuper -h ALL); to deliver nothing at all, mail queued later
     too, set delivery.paused."""
-    _id_or_all(message_id, every)
+    _check_id_or_all(message_id, every)
     _set_held(app, message_id, held=True)
 
 
 @queue.command("release")
-@click.argument("message_id", metavar="(ID | --all)", required=False)
-@click.option("--all", "every", is_flag=True, help="Every held message (give no ID).")
+@_id_or_all("Every held message")
 @config_option
 @pass_app
 def release(app: AppContext, message_id: str | None, every: bool) -> None:
     """Let a held message be tried again, or with --all every held message."""
-    _id_or_all(message_id, every)
+    _check_id_or_all(message_id, every)
     _set_held(app, message_id, held=False)
 
 
