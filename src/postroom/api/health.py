@@ -8,10 +8,14 @@ With ``delivery.paused`` the answer says ``"delivery": "paused"``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from postroom.api.routing import Endpoint
+from postroom.api.schemas import FailingPart
+from postroom.api.schemas import Readiness as Answer
 from postroom.readiness import Readiness
 
 __all__ = ["readiness"]
@@ -21,17 +25,18 @@ def readiness(state: Readiness | None, *, delivery_paused: bool = False) -> Endp
     """The ``/readyz`` endpoint over ``state`` (None: always ready). Paused delivery is
     no failure (mail is still accepted): it is named, ``"delivery": "paused"``, so a
     forgotten ``delivery.paused`` shows on monitoring."""
-    paused: dict[str, object] = {"delivery": "paused"} if delivery_paused else {}
+    delivery: Literal["paused"] | None = "paused" if delivery_paused else None
 
     async def readyz(request: Request) -> Response:
         problems = state.problems() if state is not None else []
-        if not problems:
-            return JSONResponse({"status": "ready", **paused})
         failing = [
-            {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+            FailingPart(part=p.part, reason=p.reason, since=p.since, failures=p.failures)
             for p in problems
         ]
-        body = {"status": "failing", "failing": failing, **paused}
-        return JSONResponse(body, status_code=503)
+        answer = Answer(
+            status="failing" if failing else "ready", failing=failing, delivery=delivery
+        )
+        body = answer.model_dump(exclude_defaults=True)  # no empty list, no null
+        return JSONResponse(body, status_code=503 if failing else 200)
 
     return readyz
