@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from postroom.api.routing import Endpoint
+from postroom.api.schemas import FailingPart
+from postroom.api.schemas import Readiness as Answer
 from postroom.readiness import Readiness
 
 __all__ = ["readiness"]
@@ -21,12 +23,12 @@ def readiness(state: Readiness | None) -> Endpoint:
 
     async def readyz(request: Request) -> Response:
         problems = state.problems() if state is not None else []
-        if not problems:
-            return JSONResponse({"status": "ready"})
         failing = [
-            {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+            FailingPart(part=p.part, reason=p.reason, since=p.since, failures=p.failures)
             for p in problems
         ]
-        return JSONResponse({"status": "failing", "failing": failing}, status_code=503)
+        answer = Answer(status="failing" if failing else "ready", failing=failing)
+        body = answer.model_dump(exclude_defaults=not failing)
+        return JSONResponse(body, status_code=503 if failing else 200)
 
     return readyz

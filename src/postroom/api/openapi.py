@@ -136,6 +136,7 @@ def openapi_document() -> dict[str, Any]:
         schemas.MessageList,
         schemas.ErrorBody,
         schemas.Health,
+        schemas.Readiness,
     ]
     _, definitions = models_json_schema(
         [(m, "validation" if m is schemas.SendRequest else "serialization") for m in models],
@@ -176,6 +177,15 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness, without authentication",
                     "responses": {"200": _answer("up", schemas.Health)},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness, without authentication: 503 names the failing parts",
+                    "responses": {
+                        "200": _answer("every part works", schemas.Readiness),
+                        "503": _answer("some part keeps failing", schemas.Readiness),
+                    },
                 }
             },
             "/api/v1/openapi.json": {

@@ -25,10 +25,12 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "ErrorField",
+    "FailingPart",
     "Health",
     "MessageDetail",
     "MessageList",
     "MessageSummary",
+    "Readiness",
     "RecipientOut",
     "SendAccepted",
     "SendRequest",
@@ -253,3 +255,15 @@ class ErrorBody(_Out):
 
 class Health(_Out):
     status: Literal["ok"] = "ok"
+
+
+class FailingPart(_Out):
+    part: str  # a supervised task's name, "scheduler" or "store"
+    reason: str
+    since: float  # Unix time of the first failure in this run of failures
+    failures: int
+
+
+class Readiness(_Out):
+    status: Literal["ready", "failing"]
+    failing: list[FailingPart] = Field(default_factory=list)

@@ -14,7 +14,6 @@ keeps signing until ``activate`` switches, once the new record is visible in DNS
 from __future__ import annotations
 
 import base64
-import email.utils
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -44,7 +43,6 @@ __all__ = [
     "DkimSigner",
     "KeyRing",
     "Signature",
-    "from_domain",
     "load_private",
     "record_strings",
     "sign_message",
@@ -239,28 +237,6 @@ class Signature:
 
     def __str__(self) -> str:
         return f"{self.algorithm} s={self.selector} d={self.domain}"
-
-
-def from_domain(message: bytes) -> str | None:
-    """The domain of the (first) From: address, lower-case A-labels; None without one,
-    or when dkimpy cannot read the header block (the signer then leaves the message
-    unsigned; intake's clean-up gives it readable header blocks only)."""
-    try:
-        headers, _ = dkim.rfc822_parse(message)
-    except (dkim.MessageFormatError, IndexError):
-        return None
-    for name, value in headers:
-        if name.lower() == b"from":
-            text = value.decode("utf-8", "replace").replace("\r\n", "")
-            for _, address in email.utils.getaddresses([text]):
-                _, at, domain = address.rpartition("@")
-                if at and domain:
-                    try:
-                        return _domain(domain)
-                    except DkimKeyError:
-                        return None
-            return None
-    return None
 
 
 def signed_header_list(message: bytes) -> list[bytes]:

@@ -22,7 +22,7 @@ import authres.dmarc
 import dkim
 
 from postroom.config.settings import InboundAuthSettings
-from postroom.mailauth.dkim import from_domain
+from postroom.mail.authors import read_authors
 from postroom.mailauth.dmarc import DmarcPolicy, DmarcResult, evaluate, find_policy
 from postroom.mailauth.results import authentication_results
 from postroom.mailauth.spf import SpfResult, check_spf
@@ -98,7 +98,7 @@ class InboundChecker:
             receiver=self._authserv_id,
             executor=self._spf_threads,
         )
-        domain = from_domain(head)
+        domain = read_authors(head).domain_of("From")  # the same reader as intake's policy
         # The DMARC record is looked up alongside SPF and DKIM; only its verdict waits.
         spf, helo_spf, signatures, policy = await asyncio.gather(
             spf_task,
