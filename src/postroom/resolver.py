@@ -22,6 +22,7 @@ MTA-STS and ``postroom domain check``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -230,7 +232,25 @@ class DnsResolver:
             return None
         except dns.exception.Timeout:
             raise TemporaryLookupFailure(name, f"{rdtype} lookup timed out") from None
-        except dns.resolver.NoNameservers:
-            raise TemporaryLookupFailure(name, f"{rdtype} lookup failed (SERVFAIL)") from None
+        except dns.resolver.NoNameservers as exc:
+            raise TemporaryLookupFailure(name, f"{rdtype} lookup failed ({_why(exc)})") from None
         except dns.exception.DNSException as exc:
             raise TemporaryLookupFailure(name, f"{rdtype} lookup failed: {exc}") from None
+
+
+def _why(exc: dns.resolver.NoNameservers) -> str:
+    """What the nameservers did: an answer's rcode (``SERVFAIL``, ``REFUSED``) or what
+    went wrong on the way (``connection refused``, ``network is unreachable``, ``timed
+    out``), from dnspython's list of (server, tcp, port, error, response)."""
+    reasons: list[str] = []
+    for entry in exc.kwargs.get("errors") or ():
+        error = entry[3]
+        if isinstance(error, dns.message.Truncated):
+            continue  # not a failure: the question was asked again over TCP
+        if isinstance(error, dns.exception.Timeout):
+            reasons.append("timed out")
+        elif isinstance(error, OSError) and error.errno:
+            reasons.append(os.strerror(error.errno).lower())
+        else:  # an rcode as text, or another failure of the exchange
+            reasons.append(str(error) or type(error).__name__)
+    return ", ".join(dict.fromkeys(reasons)) or "no nameserver answered"

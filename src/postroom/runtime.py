@@ -26,6 +26,7 @@ from postroom.delivery.scheduler import Scheduler
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
+from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
@@ -358,7 +359,7 @@ def _configure_logging(settings: Settings) -> None:
         handler = logging.FileHandler(settings.log.file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter(settings.log.format))
     root = logging.getLogger("postroom")
     root.handlers[:] = [handler]
     root.setLevel(settings.log.level.upper())

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import socket
+import threading
 from collections.abc import Iterator
 
 import dns.asyncquery
+import dns.flags
 import dns.message
 import pytest
 
@@ -156,3 +159,50 @@ def test_nameserver_syntax(text: str, expected: tuple[str, int]) -> None:
 def test_bad_nameservers_are_config_errors(text: str) -> None:
     with pytest.raises(ConfigError, match=r"dns\.nameservers"):
         DnsResolver(DnsSettings(nameservers=(text,)))
+
+
+@pytest.fixture
+def truncating_port() -> Iterator[int]:
+    """A loopback port whose UDP side answers every query truncated (TC), so the client
+    asks again over TCP, and whose TCP side is bound but not listening: refused."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    port = udp.getsockname()[1]
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", port))  # never listen(): connections to it are refused
+    stop = threading.Event()
+
+    def serve() -> None:
+        udp.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                wire, peer = udp.recvfrom(65535)
+            except TimeoutError:
+                continue
+            response = dns.message.make_response(dns.message.from_wire(wire))
+            response.flags |= dns.flags.TC
+            udp.sendto(response.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port
+    stop.set()
+    thread.join(5)
+    udp.close()
+    tcp.close()
+
+
+async def test_a_refused_connection_to_the_nameserver_is_named_not_servfail(
+    truncating_port: int,
+) -> None:
+    settings = DnsSettings(nameservers=(f"127.0.0.1:{truncating_port}",), timeout=2.0)
+    with pytest.raises(TemporaryLookupFailure) as caught:
+        await DnsResolver(settings).mx("example.test")
+    assert "connection refused" in str(caught.value)
+    assert "SERVFAIL" not in str(caught.value)
+
+
+async def test_a_nameserver_that_never_answers_is_a_timeout(dns_server: DnsServer) -> None:
+    dns_server.drop.add("example.test")
+    with pytest.raises(TemporaryLookupFailure, match="timed out"):
+        await DnsResolver(dns_server.settings(timeout=0.3)).mx("example.test")

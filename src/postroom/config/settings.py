@@ -11,7 +11,7 @@ import platform
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -109,6 +109,7 @@ class LimitSettings(_Model):
 class LogSettings(_Model):
     level: Annotated[str, Field(pattern=r"^(?i:debug|info|warning|error)$")] = "info"
     file: Path | None = None  # None: standard error
+    format: Literal["text", "json"] = "text"  # json: one object a line, for log shippers
 
 
 class DnsSettings(_Model):

@@ -174,6 +174,16 @@ class Router:
         pending = list(recipients)
         for name in route.mailers:
             outcomes = await self._try(name, message, pending)
+            if _log.isEnabledFor(logging.DEBUG):
+                for outcome in outcomes:
+                    _log.debug(
+                        "%s to %s by mailer %s: %s %s",
+                        message.id,
+                        outcome.recipient,
+                        name,
+                        outcome.disposition.value,
+                        outcome.reply,
+                    )
             attempts.extend(outcomes)
             final.update((outcome.recipient, outcome) for outcome in outcomes)
             pending = [r for r in pending if fails_over(final[r.address])]

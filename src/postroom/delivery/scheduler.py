@@ -273,6 +273,16 @@ class Scheduler:
         view = MessageView(message, claim.recipients[0].address)
         for state in claim.recipients:
             by_route[self._routes.chain_for(view.for_recipient(state.address))].append(state)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("claimed %s: %d recipient(s)", stored.id, len(claim.recipients))
+            for route, states in by_route.items():
+                _log.debug(
+                    "%s: route %s (mailers %s) for %s",
+                    stored.id,
+                    route.name,
+                    ", ".join(route.mailers),
+                    ", ".join(s.address for s in states),
+                )
         attempts: list[Attempt] = []
         settled: list[_Settled] = []
         for route, states in by_route.items():

@@ -10,7 +10,8 @@ __all__ = ["DeliveryAttempt", "Event", "MessageQueued", "SmtpTransaction"]
 
 @dataclass(frozen=True, slots=True)
 class SmtpTransaction:
-    """One SMTP transaction ended: accepted (queued), refused at end of data, or aborted."""
+    """One SMTP transaction ended: accepted (queued), refused (at MAIL or at end of data),
+    or aborted before its end of data (RSET, QUIT, STARTTLS, the connection lost)."""
 
     kind: ClassVar[str] = "smtp.transaction"
     queue_id: str | None
@@ -22,8 +23,9 @@ class SmtpTransaction:
     size: int
     tls: str | None
     result: str  # "queued", "rejected" or "aborted"
-    reply: str
+    reply: str | None  # the transaction's last reply; None when it was aborted (RSET, QUIT, ...)
     relay_network: str | None = None  # the relay_networks entry the client relayed by
+    refused: tuple[tuple[str, str], ...] = ()  # (recipient, reply) for each RCPT refused
 
 
 @dataclass(frozen=True, slots=True)

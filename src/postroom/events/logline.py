@@ -1,12 +1,12 @@
-"""Subscriber: one structured (JSON) log line per event."""
+"""Subscriber: one structured log line per event."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 
 from postroom.events.catalog import Event
+from postroom.events.logformat import StructuredLine
 
 __all__ = ["LogLineWriter"]
 
@@ -18,5 +18,5 @@ class LogLineWriter:
     def __call__(self, event: Event) -> None:
         if not self._logger.isEnabledFor(logging.INFO):
             return  # building the line costs more than the rest of a small transaction
-        record = {"event": event.kind, **dataclasses.asdict(event)}
-        self._logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        fields = {"event": event.kind, **dataclasses.asdict(event)}
+        self._logger.info(StructuredLine(event.kind, fields))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from postroom.errors import AddressError
 from postroom.events import Bus, SmtpTransaction
+from postroom.events.logformat import FIELDS
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
 from postroom.intake.principals import RelayNetworks
 from postroom.mail.address import MAX_PATH, parse_address
@@ -33,6 +34,24 @@ _log = logging.getLogger("postroom.smtp")
 # One read takes a small message with its pipelined commands whole; larger reads cost
 # memory per connection when many large messages arrive at once (tests/e2e/test_memory.py).
 _READ_SIZE = 64 * 1024
+# The verb of each command event, for the debug log.
+_VERBS: dict[type, str] = {
+    ev.Helo: "HELO",
+    ev.Ehlo: "EHLO",
+    ev.MailFrom: "MAIL",
+    ev.RcptTo: "RCPT",
+    ev.Data: "DATA",
+    ev.MessageEnd: "end of data",
+    ev.BdatChunkEnd: "BDAT",
+    ev.AuthChallenge: "AUTH",
+    ev.AuthCredentials: "AUTH",
+    ev.Rset: "RSET",
+    ev.Noop: "NOOP",
+    ev.Vrfy: "VRFY",
+    ev.Help: "HELP",
+    ev.Quit: "QUIT",
+    ev.InvalidCommand: "invalid command",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,7 @@ class Session:
         self._network = networks.principal(self._ip) if networks is not None else None
         self._principal: Principal | None = self._network
         self._submission: Submission | None = None
+        self._refused: list[tuple[str, str]] = []  # this transaction's refused RCPTs
         self._stopping = False
         self._reading = False
         self._task: asyncio.Task[None] | None = None
@@ -91,6 +111,8 @@ class Session:
         self._answered = False  # a reply went out: the next command line's clock starts
         self._content_started: float | None = None
         self._content_bytes = 0
+        # Checked once per session: at the default level the debug lines cost nothing.
+        self._debug = _log.isEnabledFor(logging.DEBUG)
 
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -104,6 +126,14 @@ class Session:
         """The session to its end. Nothing raised below escapes: the peer going away ends
         it quietly, anything else is a fault of ours (see ``_fail``)."""
         self._task = asyncio.current_task()
+        if self._debug:
+            _log.debug(
+                "connect from %s port %s listener=%s%s",
+                self._ip,
+                self._port,
+                self._ctx.role,
+                f" tls={self.conn.tls.version}" if self.conn.tls else "",
+            )
         try:
             self._writer.write(self.conn.greeting())
             await self._loop()
@@ -234,10 +264,19 @@ class Session:
                     continue
                 case _:
                     reply = await self._reply_for(event)
+                    if self._debug:
+                        self._log_command(event, reply)
             self._writer.write(conn.send(reply))
             self._answered = True
             if conn.closed:
                 return False
+
+    def _log_command(self, event: ev.Event, reply: Reply) -> None:
+        verb = _VERBS.get(type(event), type(event).__name__)
+        if isinstance(event, ev.AuthCredentials):
+            verb = f"AUTH {event.mechanism}"
+        code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+        _log.debug("%s %s: %s -> %s", self._ip, self._ctx.role, verb, code)
 
     async def _reply_for(self, event: ev.Event) -> Reply:
         match event:
@@ -307,6 +346,8 @@ class Session:
             declared_size=event.size,
         )
         if isinstance(result, Reply):
+            if not result.is_positive:
+                self._publish(str(event.sender or ""), (), 0, "rejected", result)
             return result
         self._submission = result
         return replies.SENDER_OK
@@ -315,7 +356,10 @@ class Session:
         if self._submission is None:  # the core's state table makes this unreachable
             return replies.BAD_SEQUENCE
         recipient = Recipient(event.recipient, event.notify, event.orcpt)
-        return await self._submission.add_recipient(recipient)
+        reply = await self._submission.add_recipient(recipient)
+        if not reply.is_positive:
+            self._refused.append((str(event.recipient), str(reply)))
+        return reply
 
     async def _message_end(self, event: ev.MessageEnd) -> Reply:
         if event.problem is not None:
@@ -328,31 +372,53 @@ class Session:
         self._finish(reply, "queued" if reply.is_positive else "rejected")
         return reply
 
-    def _finish(self, reply: Reply, result: str) -> None:
+    def _finish(self, reply: Reply | None, result: str) -> None:
+        """The transaction ended with ``reply`` (None: aborted before its end of data)."""
         submission, self._submission = self._submission, None
         if submission is None:
             return
         submission.abort()
+        self._publish(
+            str(submission.sender or ""),
+            tuple(str(r.address) for r in submission.recipients),
+            submission.size,
+            result,
+            reply,
+            queue_id=submission.queue_id if result == "queued" else None,
+        )
+
+    def _publish(
+        self,
+        sender: str,
+        recipients: tuple[str, ...],
+        size: int,
+        result: str,
+        reply: Reply | None,
+        *,
+        queue_id: str | None = None,
+    ) -> None:
+        refused, self._refused = tuple(self._refused), []
         conn_tls = self.conn.tls
         self._ctx.bus.publish(
             SmtpTransaction(
-                queue_id=submission.queue_id if result == "queued" else None,
+                queue_id=queue_id,
                 client_ip=self._ip,
                 listener=self._ctx.role,
                 auth_user=self._auth_user,
                 relay_network=self._relay_network,
-                sender=str(submission.sender or ""),
-                recipients=tuple(str(r.address) for r in submission.recipients),
-                size=submission.size,
+                sender=sender,
+                recipients=recipients,
+                size=size,
                 tls=conn_tls.version if conn_tls else None,
                 result=result,
-                reply=str(reply),
+                reply=None if reply is None else str(reply),
+                refused=refused,
             )
         )
 
     def _abort_transaction(self) -> None:
         if self._submission is not None:
-            self._finish(replies.OK.with_text("aborted"), "aborted")
+            self._finish(None, "aborted")
 
     async def _auth(self, event: ev.AuthCredentials) -> Reply:
         # The slot is taken before the password check: attempts in parallel count at once.
@@ -373,12 +439,21 @@ class Session:
     def _log_auth(self, outcome: str, account: str) -> None:
         """One line per failure or refusal, for fail2ban (docs/configuration.md). The
         account is JSON-quoted: what a client sends can never end or fake a line."""
+        client, account, listener = self._ip or "unknown", account[:MAX_PATH], self._ctx.role
         _log.warning(
             "auth %s: client=%s account=%s listener=%s",
             outcome,
-            self._ip or "unknown",
-            json.dumps(account[:MAX_PATH]),
-            self._ctx.role,
+            client,
+            json.dumps(account),
+            listener,
+            extra={
+                FIELDS: {
+                    "auth": outcome,
+                    "client": client,
+                    "account": account,
+                    "listener": listener,
+                }
+            },
         )
 
     async def _start_tls(self) -> bool:
@@ -401,6 +476,10 @@ class Session:
             return False
         info = tls_info_of(self._writer)
         assert info is not None
+        if self._debug:
+            _log.debug(
+                "%s %s: STARTTLS -> %s %s", self._ip, self._ctx.role, info.version, info.cipher
+            )
         self._principal = self._network
         self.conn.start_tls(info)
         return True
