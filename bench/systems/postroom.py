@@ -54,6 +54,10 @@ max_message_size = {LARGE_LIMIT}
 [inbound_auth]
 enabled = false
 
+# The API runs, as installed, on a free port: the default (8025) may be taken here.
+[api]
+port = 0
+
 [[listeners]]
 address = "127.0.0.1"
 port = {port}

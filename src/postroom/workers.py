@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postroom.config.settings import ListenerSettings, Settings
+from postroom.net.sockets import listening_socket
 from postroom.supervise import TaskSupervisor
 
 __all__ = ["Supervisor", "WorkerExited", "WorkerSetup", "bind_listeners", "read_setup"]
@@ -55,16 +56,9 @@ def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]
     sockets: list[socket.socket] = []
     try:
         for spec in listeners:
-            family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((spec.address, spec.port))
-            sock.listen(1024)
-            sock.setblocking(False)
+            sock = listening_socket(spec.address, spec.port, backlog=1024, v6only=True)
             sock.set_inheritable(True)
+            sockets.append(sock)
     except OSError:
         for sock in sockets:
             sock.close()

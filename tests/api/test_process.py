@@ -45,13 +45,19 @@ def test_the_api_can_be_turned_off(make_server: Callable[..., ServerThread]) -> 
     assert server.server.api_port is None
 
 
-def test_a_busy_api_port_is_a_one_line_error(tmp_path: Path) -> None:
+def serve_with_a_taken_port(tmp_path: Path, *, api: bool) -> tuple[int, str]:
+    """`postroom serve` while a socket here holds the API port (``api``) or the mx port:
+    the port, and what the server printed on stderr."""
+    tmp_path.mkdir(exist_ok=True)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         config = write_config(
-            tmp_path / "postroom.toml", tmp_path / "data", extra=f"[api]\nport = {port}\n"
+            tmp_path / "postroom.toml",
+            tmp_path / "data",
+            extra=f"[api]\nport = {port}\n" if api else "",
+            ports=None if api else {"mx": port},
         )
         env = {**os.environ, "POSTROOM_CONFIG": str(config)}
         result = subprocess.run(
@@ -59,5 +65,18 @@ def test_a_busy_api_port_is_a_one_line_error(tmp_path: Path) -> None:
             capture_output=True, text=True, env=env, timeout=60, check=False,
         )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.startswith("postroom: cannot listen")
-    assert "Traceback" not in result.stderr
+    return port, result.stderr
+
+
+def test_a_busy_api_port_is_one_line_naming_the_address_and_port(tmp_path: Path) -> None:
+    port, stderr = serve_with_a_taken_port(tmp_path, api=True)
+    assert stderr == (
+        "postroom: cannot listen: error while attempting to bind on address"
+        f" ('127.0.0.1', {port}): address already in use\n"
+    )
+
+
+def test_a_busy_api_port_reads_as_a_busy_smtp_port_does(tmp_path: Path) -> None:
+    api_port, api = serve_with_a_taken_port(tmp_path / "api", api=True)
+    smtp_port, smtp = serve_with_a_taken_port(tmp_path / "smtp", api=False)
+    assert api.replace(str(api_port), "PORT") == smtp.replace(str(smtp_port), "PORT")

@@ -3,21 +3,29 @@
 200 messages, 4 sessions, postroom and smtp-sink only, one run: the harness must produce a
 table with numbers and ratios, and JSON that says the same. Needs Postfix's smtp-source and
 smtp-sink (Debian package ``postfix``, which CI installs); skipped without them outside CI.
+The run holds postroom's default API port (127.0.0.1:8025), so the harness cannot come to
+depend on a fixed port being free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from postroom.config.settings import ApiSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = (Path("/usr/sbin/smtp-source"), Path("/usr/sbin/smtp-sink"))
+DEFAULT_API = ApiSettings()  # where `postroom serve` puts the API unless told
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +34,22 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
         if os.environ.get("CI"):
             pytest.fail("smtp-source/smtp-sink missing: CI must install the postfix package")
         pytest.skip("Postfix's smtp-source/smtp-sink are not installed (apt-get install postfix)")
+    with holding_the_default_api_port():
+        return _run_smoke(tmp_path_factory)
+
+
+@contextlib.contextmanager
+def holding_the_default_api_port() -> Iterator[None]:
+    """The harness must not depend on postroom's default API port being free: hold it
+    while the harness runs (if something else already holds it, that proves as much)."""
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):
+            holder.bind((DEFAULT_API.address, DEFAULT_API.port))
+            holder.listen()
+        yield
+
+
+def _run_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
     out = tmp_path_factory.mktemp("bench-out")
     argv = [
         sys.executable,

@@ -140,5 +140,8 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
     finally:
         taken.close()
     assert done.returncode == 1
-    assert done.stderr.startswith("postroom: cannot listen:")
+    assert done.stderr.startswith(
+        "postroom: cannot listen: error while attempting to bind on address"
+        f" ('127.0.0.1', {port}): address already in use"
+    )
     assert "Traceback" not in done.stderr

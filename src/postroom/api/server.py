@@ -1,10 +1,10 @@
 """The API's HTTP server: uvicorn on the running event loop, on a socket bound here.
 
-Binding the socket ourselves gives a plain OSError for a busy port (uvicorn would exit
-the process) and the real port when 0 was asked for. Driving uvicorn through
-``startup``/``main_loop``/``shutdown`` rather than ``serve()`` leaves the signal
-handlers to ``postroom serve``, and lets ``run()`` (uvicorn's main loop) be a task of
-the server's supervisor, restarted should it fail.
+Binding the socket ourselves gives a plain OSError naming the address for a busy port
+(uvicorn would exit the process) and the real port when 0 was asked for. Driving
+uvicorn through ``startup``/``main_loop``/``shutdown`` rather than ``serve()`` leaves
+the signal handlers to ``postroom serve``, and lets ``run()`` (uvicorn's main loop) be a
+task of the server's supervisor, restarted should it fail.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import socket
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from postroom.net.sockets import listening_socket
 
 __all__ = ["ApiServer"]
 
@@ -41,16 +43,7 @@ class ApiServer:
         return str(host), int(port)
 
     async def start(self) -> None:
-        family = socket.AF_INET6 if ":" in self._address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._address, self._port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = listening_socket(self._address, self._port, backlog=128)
         self._socket = sock
         config = self._config
         config.load()
