@@ -216,6 +216,7 @@ class Server:
                 if isinstance(m, ProviderMailerSettings) and m.webhook is not None
             },
             readiness=self.readiness,
+            delivery_paused=settings.delivery.paused,
         )
         api = ApiServer(
             create_app(deps),

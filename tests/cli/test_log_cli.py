@@ -276,16 +276,48 @@ def test_hold_and_release(config: Path, seeded: Seeded) -> None:
     shown = json.loads(ok(postroom(config, "queue", "show", seeded.first, "--json")))
     assert shown["held"] is True
     assert "deferred (held)" in ok(postroom(config, "log"))
-    released = ok(postroom(config, "queue", "release", seeded.first))
-    assert released == f"message {seeded.first} released\n"
+    released = ok(postroom(config, "queue", "release", seeded.first)).splitlines()
+    assert released == [
+        f"message {seeded.first} released",
+        no_server(config, "released mail is tried"),
+    ]
     assert logged(config, "--status", "held") == []
 
 
+def test_hold_all_and_release_all(config: Path, seeded: Seeded) -> None:
+    # Only the first message has a recipient waiting (bob, deferred); the second bounced.
+    assert ok(postroom(config, "queue", "hold", "--all")) == "1 message held\n"
+    assert logged(config, "--status", "held") == [seeded.first]
+    assert ok(postroom(config, "queue", "retry", "--all")).startswith("0 recipients")
+    released = ok(postroom(config, "queue", "release", "--all")).splitlines()
+    assert released == ["1 message released", no_server(config, "released mail is tried")]
+    assert logged(config, "--status", "held") == []
+    assert ok(postroom(config, "queue", "release", "--all")).startswith("0 messages released")
+
+
+def test_a_queue_command_says_when_delivery_is_paused(config: Path, seeded: Seeded) -> None:
+    config.write_text(config.read_text() + "[delivery]\npaused = true\n")
+    retried = ok(postroom(config, "queue", "retry", seeded.first)).splitlines()
+    assert retried == [
+        f"1 recipient of {seeded.first} will be tried now",
+        "delivery is paused (delivery.paused): they are tried once it is not",
+    ]
+
+
+def no_server(config: Path, waiting: str) -> str:
+    return f"no server is running for {config.parent / 'data'}: {waiting} once one starts"
+
+
 def test_retry_one_or_all(config: Path, seeded: Seeded) -> None:
-    retried = ok(postroom(config, "queue", "retry", seeded.first))
-    assert retried == f"1 recipient of {seeded.first} will be tried now\n"
-    assert ok(postroom(config, "queue", "retry", seeded.second)).startswith("0 recipients")
-    assert ok(postroom(config, "queue", "retry", "--all")) == (
+    retried = ok(postroom(config, "queue", "retry", seeded.first)).splitlines()
+    assert retried == [
+        f"1 recipient of {seeded.first} will be tried now",
+        no_server(config, "they are tried"),
+    ]
+    assert ok(postroom(config, "queue", "retry", seeded.second)) == (
+        f"0 recipients of {seeded.second} will be tried now\n"  # nothing waits: no more said
+    )
+    assert ok(postroom(config, "queue", "retry", "--all")).startswith(
         "1 recipient in the queue will be tried now\n"
     )
     shown = json.loads(ok(postroom(config, "queue", "show", seeded.first, "--json")))
@@ -294,11 +326,15 @@ def test_retry_one_or_all(config: Path, seeded: Seeded) -> None:
     assert due <= time.time() + 1
 
 
-def test_retry_needs_an_id_or_all(config: Path) -> None:
+@pytest.mark.parametrize("action", ["retry", "hold", "release"])
+def test_an_action_needs_an_id_or_all(config: Path, action: str) -> None:
     for args in ((), ("0123456789ABCDEF", "--all")):
-        result = postroom(config, "queue", "retry", *args)
+        result = postroom(config, "queue", action, *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert "give either a message ID or --all" in result.stderr
+    usage = ok(postroom(config, "queue", action, "--help"))
+    assert f"postroom queue {action} [OPTIONS] (ID | --all)" in usage
+    assert "`" not in usage
 
 
 def test_delete(config: Path, seeded: Seeded) -> None:

@@ -216,6 +216,34 @@ async def test_deferred_then_retried_with_backoff(world: World) -> None:
     assert await status_of(world, queue_id) == {"a@remote.test": RecipientStatus.DELIVERED}
 
 
+async def test_paused_delivery_claims_nothing_and_an_unpaused_start_delivers(
+    tmp_path: Path,
+) -> None:
+    paused = await make_world(tmp_path, paused=True)
+    try:
+        queue_id = await paused.submit("app@example.test", "a@remote.test")  # accepted
+        running = asyncio.create_task(paused.scheduler.run())
+        paused.scheduler.wake()  # as a queue command or a new message does
+        paused.clock.advance(3600)
+        assert await paused.scheduler.run_once() == 0
+        await asyncio.sleep(0)
+        assert not running.done()
+        await paused.scheduler.stop(grace=1)
+        async with asyncio.timeout(5):  # a bound, not a speed: stop() ends the pause
+            await running
+        assert paused.primary.seen == [] and paused.backup.seen == []
+        assert await status_of(paused, queue_id) == {"a@remote.test": RecipientStatus.QUEUED}
+    finally:
+        await paused.store.aclose()
+
+    restarted = await make_world(tmp_path)  # the same store, delivery.paused unset
+    try:
+        assert await restarted.scheduler.run_once() == 1
+        assert await status_of(restarted, queue_id) == {"a@remote.test": RecipientStatus.DELIVERED}
+    finally:
+        await restarted.store.aclose()
+
+
 async def test_permanent_failure_bounces_with_a_dsn(world: World) -> None:
     world.primary.script["bad@remote.test"] = [NO_SUCH]
     queue_id = await world.submit("app@example.test", "bad@remote.test", "good@remote.test")

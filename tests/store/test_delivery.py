@@ -154,6 +154,37 @@ async def test_held_messages_are_not_claimed(store: Store) -> None:
     assert claimed(await store.claim_due(NOW + 10, limit=10, lease=LEASE)) == [(m1.id, [BOB])]
 
 
+async def test_hold_all_holds_waiting_messages_and_release_all_frees_them(store: Store) -> None:
+    waiting, finished, already = (new_message(at=NOW + i) for i in range(3))
+    for message in (waiting, finished, already):
+        await store.enqueue(message)
+    await store.claim_due(NOW + 5, limit=1, lease=LEASE)  # waiting's attempt in flight
+    await store.hold(already.id)
+    done = await store.claim_due(NOW + 5, limit=10, lease=LEASE)
+    assert claimed(done) == [(finished.id, [BOB])]
+    await store.record_outcomes(finished.id, [delivered(BOB)], [attempt(finished.id, BOB, NOW)])
+
+    assert await store.hold_all(True) == 1  # waiting; not finished mail, not held mail
+    assert {m.id for m in await store.messages(limit=10) if m.held} == {waiting.id, already.id}
+    # the attempt in flight records its deferral; held, it is not claimed again
+    await store.record_outcomes(
+        waiting.id, [deferred(BOB, NOW + 10)], [attempt(waiting.id, BOB, NOW + 5, "deferred")]
+    )
+    assert await store.claim_due(NOW + 100, limit=10, lease=LEASE) == []
+    assert await store.next_due() is None
+    later = new_message(at=NOW + 50)
+    await store.enqueue(later)  # queued after the hold: not held
+    assert claimed(await store.claim_due(NOW + 100, limit=10, lease=LEASE)) == [(later.id, [BOB])]
+
+    assert await store.hold_all(False) == 2
+    assert await store.hold_all(False) == 0
+    assert not any(m.held for m in await store.messages(limit=10))
+    assert claimed(await store.claim_due(NOW + 100, limit=10, lease=LEASE)) == [
+        (already.id, [BOB]),  # due since it was received, before waiting's retry time
+        (waiting.id, [BOB]),
+    ]
+
+
 async def test_hold_during_an_attempt_keeps_its_deferred_recipients(store: Store) -> None:
     message = new_message(at=NOW)
     await store.enqueue(message)

@@ -56,7 +56,7 @@ def create_app(deps: ApiDeps) -> Starlette:
         ("GET", f"{PREFIX}/openapi.json", openapi),
         ("GET", f"{PREFIX}/health", health),
         ("POST", "/hooks/{mailer}", hooks.receive),
-        ("GET", "/readyz", readiness(deps.readiness)),
+        ("GET", "/readyz", readiness(deps.readiness, delivery_paused=deps.delivery_paused)),
     ]
     return Starlette(
         routes=routes_by_path(table),

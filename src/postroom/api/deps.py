@@ -35,3 +35,4 @@ class ApiDeps:
     # Mailers with a [mailers.webhook] table, by name: POST /hooks/{name} takes their events.
     hooked: Mapping[str, HookedMailer] = field(default_factory=dict)
     readiness: Readiness | None = None  # what /readyz reports; None: always ready
+    delivery_paused: bool = False  # delivery.paused: /readyz says so

@@ -3,9 +3,12 @@
 For load balancers and monitoring (no API key needed; it tells nothing about mail).
 A failing part is a supervised task that keeps being restarted, the scheduler's store
 writes that keep failing, or a store that SQLite reports damaged.
+With ``delivery.paused`` the answer says ``"delivery": "paused"``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,8 +21,11 @@ from postroom.readiness import Readiness
 __all__ = ["readiness"]
 
 
-def readiness(state: Readiness | None) -> Endpoint:
-    """The ``/readyz`` endpoint over ``state`` (None: always ready)."""
+def readiness(state: Readiness | None, *, delivery_paused: bool = False) -> Endpoint:
+    """The ``/readyz`` endpoint over ``state`` (None: always ready). Paused delivery is
+    no failure (mail is still accepted): it is named, ``"delivery": "paused"``, so a
+    forgotten ``delivery.paused`` shows on monitoring."""
+    delivery: Literal["paused"] | None = "paused" if delivery_paused else None
 
     async def readyz(request: Request) -> Response:
         problems = state.problems() if state is not None else []
@@ -27,8 +33,10 @@ def readiness(state: Readiness | None) -> Endpoint:
             FailingPart(part=p.part, reason=p.reason, since=p.since, failures=p.failures)
             for p in problems
         ]
-        answer = Answer(status="failing" if failing else "ready", failing=failing)
-        body = answer.model_dump(exclude_defaults=not failing)
+        answer = Answer(
+            status="failing" if failing else "ready", failing=failing, delivery=delivery
+        )
+        body = answer.model_dump(exclude_defaults=True)  # no empty list, no null
         return JSONResponse(body, status_code=503 if failing else 200)
 
     return readyz

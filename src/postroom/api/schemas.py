@@ -267,3 +267,5 @@ class FailingPart(_Out):
 class Readiness(_Out):
     status: Literal["ready", "failing"]
     failing: list[FailingPart] = Field(default_factory=list)
+    # Only under delivery.paused: mail is accepted and queued, none is delivered (no failure).
+    delivery: Literal["paused"] | None = None

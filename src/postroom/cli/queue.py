@@ -4,7 +4,7 @@ the operator's actions on it (retry, hold, release, delete)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -22,6 +22,7 @@ from postroom.cli.render import (
     printable,
     status_text,
 )
+from postroom.net.wakeup import notify
 from postroom.store.models import RecipientState, StoredMessage
 
 if TYPE_CHECKING:
@@ -172,15 +173,42 @@ def _recipients_cell(recipients: tuple[RecipientState, ...]) -> Text:
 # -- actions ---------------------------------------------------------------------------
 
 
+def _id_or_all(every_help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The arguments of an action on one message or, with --all, on every one it fits."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        every = click.option("--all", "every", is_flag=True, help=f"{every_help} (give no ID).")
+        return click.argument("message_id", metavar="(ID | --all)", required=False)(every(command))
+
+    return decorate
+
+
+def _check_id_or_all(message_id: str | None, every: bool) -> None:
+    if every == (message_id is not None):
+        raise click.UsageError("give either a message ID or --all")
+
+
+def _wake_server(app: AppContext, waiting: str | None = None) -> None:
+    """Tell a running server the queue changed, so it acts now rather than at its next
+    periodic check; ``waiting``: what waits (and is said to) when no server delivers."""
+    settings = app.settings
+    woke = notify(settings.data_dir)
+    if waiting is None:
+        return
+    if settings.delivery.paused:
+        click.echo(f"delivery is paused (delivery.paused): {waiting} once it is not")
+    elif not woke:
+        click.echo(f"no server is running for {settings.data_dir}: {waiting} once one starts")
+
+
 @queue.command("retry")
-@click.argument("message_id", metavar="ID", required=False)
-@click.option("--all", "every", is_flag=True, help="Every message in the queue.")
+@_id_or_all("Every message in the queue")
 @config_option
 @pass_app
 def retry(app: AppContext, message_id: str | None, every: bool) -> None:
-    """Try a message's queued and deferred recipients now (or every message's)."""
-    if every == (message_id is not None):
-        raise click.UsageError("give either a message ID or --all")
+    """Try a message's queued and deferred recipients now, or with --all those of every
+    message."""
+    _check_id_or_all(message_id, every)
 
     async def make_due(store: Store) -> int | None:
         if message_id is not None and await store.message(message_id) is None:
@@ -193,35 +221,53 @@ def retry(app: AppContext, message_id: str | None, every: bool) -> None:
     what = "in the queue" if message_id is None else f"of {message_id}"
     noun = "recipient" if count == 1 else "recipients"
     click.echo(f"{count} {noun} {what} will be tried now")
+    _wake_server(app, "they are tried" if count else None)
 
 
-_ACTIONS: dict[str, tuple[Callable[[Store, str], Awaitable[bool]], str, str]] = {
-    "hold": (lambda store, i: store.hold(i), "held", "Keep a message from being tried."),
-    "release": (
-        lambda store, i: store.release_hold(i),
-        "released",
-        "Let a held message be tried again.",
-    ),
-    "delete": (
-        lambda store, i: store.delete(i),
-        "deleted",
-        "Remove a message, its recipients and its log entries (no DSN is sent).",
-    ),
-}
-
-
-def _action(name: str) -> click.Command:
-    act, done, help_text = _ACTIONS[name]
-
-    @click.argument("message_id", metavar="ID")
-    @config_option
-    @pass_app
-    def command(app: AppContext, message_id: str) -> None:
-        if not app.run(lambda store: act(store, message_id)):
+def _set_held(app: AppContext, message_id: str | None, held: bool) -> None:
+    done = "held" if held else "released"
+    if message_id is None:
+        count = app.run(lambda store: store.hold_all(held))
+        click.echo(f"{count} message{'' if count == 1 else 's'} {done}")
+    else:
+        found = app.run(
+            lambda store: store.hold(message_id) if held else store.release_hold(message_id)
+        )
+        if not found:
             fail(f"no message with id {message_id!r}")
         click.echo(f"message {message_id} {done}")
+    _wake_server(app, None if held else "released mail is tried")
 
-    return queue.command(name, help=help_text)(command)
+
+@queue.command("hold")
+@_id_or_all("Every message with a recipient waiting")
+@config_option
+@pass_app
+def hold(app: AppContext, message_id: str | None, every: bool) -> None:
+    """Keep a message from being tried until it is released. With --all, every message
+    waiting now (as postsuper -h ALL); to deliver nothing at all, mail queued later
+    too, set delivery.paused."""
+    _check_id_or_all(message_id, every)
+    _set_held(app, message_id, held=True)
 
 
-hold, release, delete = (_action(name) for name in _ACTIONS)
+@queue.command("release")
+@_id_or_all("Every held message")
+@config_option
+@pass_app
+def release(app: AppContext, message_id: str | None, every: bool) -> None:
+    """Let a held message be tried again, or with --all every held message."""
+    _check_id_or_all(message_id, every)
+    _set_held(app, message_id, held=False)
+
+
+@queue.command("delete")
+@click.argument("message_id", metavar="ID")
+@config_option
+@pass_app
+def delete(app: AppContext, message_id: str) -> None:
+    """Remove a message, its recipients and its log entries (no DSN is sent)."""
+    if not app.run(lambda store: store.delete(message_id)):
+        fail(f"no message with id {message_id!r}")
+    click.echo(f"message {message_id} deleted")
+    _wake_server(app)

@@ -29,9 +29,12 @@ def status(app: AppContext) -> None:
         body = answer.json()
     except (httpx.HTTPError, ValueError) as exc:
         fail(f"no answer from a server at {url}: {exc}")
+    paused = body.get("delivery") == "paused"
     if answer.status_code == 200:
-        click.echo("ready")
+        click.echo("ready; delivery is paused (delivery.paused)" if paused else "ready")
         return
+    if paused:
+        click.echo("delivery is paused (delivery.paused)")
     for part in body.get("failing", []):
         click.echo(f"{part['part']}: failing ({part['failures']} times): {part['reason']}")
     raise click.exceptions.Exit(1)

@@ -135,6 +135,9 @@ class DeliverySettings(_Model):
     # The public addresses receivers see our mail come from (after any NAT); not bound to,
     # only checked by `postroom domain check`. Empty: the system's outbound address.
     sending_addresses: tuple[str, ...] = ()
+    # Deliver nothing (maintenance, benchmarks): mail is still accepted and queued, and
+    # is delivered once the server runs with paused = false again.
+    paused: bool = False
 
     @field_validator("sending_addresses", mode="after")
     @classmethod

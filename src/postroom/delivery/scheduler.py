@@ -10,6 +10,8 @@ While an attempt runs, ``keep_leases()`` renews its lease every third of
 flight are claimed again within one lease (delivery is at least once).
 A store error in a claim, a renewal or an outcome write is logged, named on
 ``Readiness`` and retried after a pause; it never ends the scheduler.
+With ``delivery.paused`` it claims nothing (Postfix's hold queue for all mail): intake
+still queues, and the next start without the setting delivers what waited.
 The clock and the random source are passed in; tests drive ``run_once()`` with a fake clock.
 """
 
@@ -142,7 +144,14 @@ class Scheduler:
 
     async def run(self) -> None:
         """Deliver until ``stop()``: claim what is due, then wait for a wake-up or the
-        next due time."""
+        next due time. Paused (``delivery.paused``): claim nothing until stopped."""
+        if self._settings.paused:
+            _log.warning(
+                "delivery is paused (delivery.paused = true): mail is accepted and queued,"
+                " none is delivered"
+            )
+            await self._stopped.wait()
+            return
         while not self._stopping:
             self._wake.clear()
             if len(self._in_flight) >= self._settings.max_concurrency:
@@ -233,7 +242,7 @@ class Scheduler:
 
     async def _claim_and_start(self) -> int:
         free = self._settings.max_concurrency - len(self._in_flight)
-        if free <= 0:
+        if free <= 0 or self._settings.paused:
             return 0
         claims = await self._store.claim_due(
             self._clock.time(), limit=free, lease=self._settings.lease

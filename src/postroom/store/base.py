@@ -99,6 +99,11 @@ class Store(Protocol):
 
     async def release_hold(self, message_id: str) -> bool: ...
 
+    async def hold_all(self, held: bool) -> int:
+        """Hold every message that has a pending recipient (``held``: Postfix's
+        ``postsuper -h ALL``), or release every held message; how many messages changed.
+        Mail queued afterwards is not held (``delivery.paused`` stops all delivery)."""
+
     async def retry_now(self, message_id: str | None, now: float) -> int:
         """Make pending (queued/deferred) recipients due at ``now``: one message, or all
         when ``message_id`` is None. Held messages and live leases are left alone, and

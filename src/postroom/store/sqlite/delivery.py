@@ -19,6 +19,7 @@ __all__ = [
     "attempts_of",
     "claim_job",
     "delete_job",
+    "hold_all_job",
     "hold_job",
     "next_due",
     "purge_candidates",
@@ -195,6 +196,24 @@ def hold_job(message_id: str, held: bool) -> Callable[[sqlite3.Connection], bool
         return True
 
     return hold
+
+
+def hold_all_job(held: bool) -> Callable[[sqlite3.Connection], int]:
+    """Hold every message with a pending recipient (``held``), or release every held
+    message; the number of messages changed. Messages queued later are not held."""
+    if held:
+        pick = f"SELECT DISTINCT message_id FROM recipients WHERE {CLAIMABLE}"
+    else:
+        pick = "SELECT id FROM messages WHERE held = 1"
+
+    def hold_all(conn: sqlite3.Connection) -> int:
+        ids = ids_param(row[0] for row in conn.execute(pick))
+        conn.execute(f"UPDATE recipients SET held = ? WHERE message_id IN {IN_IDS}", (held, ids))
+        return conn.execute(
+            f"UPDATE messages SET held = ? WHERE id IN {IN_IDS}", (held, ids)
+        ).rowcount
+
+    return hold_all
 
 
 def retry_job(message_id: str | None, now: float) -> Callable[[sqlite3.Connection], int]:

@@ -238,6 +238,9 @@ class SqliteStore:
     async def release_hold(self, message_id: str) -> bool:
         return await self._write(delivery.hold_job(message_id, held=False))
 
+    async def hold_all(self, held: bool) -> int:
+        return await self._write(delivery.hold_all_job(held))
+
     async def retry_now(self, message_id: str | None, now: float) -> int:
         return await self._write(delivery.retry_job(message_id, now))
 
