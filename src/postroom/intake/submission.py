@@ -188,6 +188,7 @@ class Submission:
     recipients: list[Recipient] = field(default_factory=list)
     message_id: str | None = None  # known once committed
     _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
+    _head: bytes = b""  # the cleaned header block with its empty line, as stored
     _seen: set[str] = field(default_factory=set)
     _spool_error: OSError | None = None
     _authors: Authors = field(default_factory=Authors)
@@ -221,17 +222,18 @@ class Submission:
 
     async def commit(self) -> Reply:
         """Clean up, check the author fields, prepend Received:, enqueue durably; then
-        the reply for the client."""
+        the reply for the client. The spooled body is closed whatever happens."""
+        try:
+            return await self._commit()
+        finally:
+            self.body.close()
+
+    async def _commit(self) -> Reply:
         now = self.intake.clock.time()
         refusal = self._clean(now)
-        if refusal is None:
-            try:  # on the cleaned header block: the one that is stored and sent
-                refusal = await self._check_authors()
-            except BaseException:
-                self.body.close()
-                raise
+        if refusal is None:  # on the cleaned header block: the one that is stored and sent
+            refusal = await self._check_authors()
         if refusal is not None:
-            self.body.close()
             return refusal
         single = str(self.recipients[0].address) if len(self.recipients) == 1 else None
         header = received_header(
@@ -241,13 +243,8 @@ class Submission:
             now=now,
             for_recipient=single,
         )
-        try:
-            authenticated = await self._authenticate(now)
-        except BaseException:
-            self.body.close()
-            raise
+        authenticated = await self._authenticate(now)
         if isinstance(authenticated, Reply):
-            self.body.close()
             return authenticated
         header += authenticated + self._added
         message = NewMessage(
@@ -270,8 +267,6 @@ class Submission:
             return replies.STORAGE_FULL
         except StoreUnavailable:
             return replies.LOCAL_ERROR
-        finally:
-            self.body.close()
         if self.intake.bus is not None:
             self.intake.bus.publish(
                 MessageQueued(
@@ -289,8 +284,7 @@ class Submission:
         principal = self.principal
         if principal is None:  # mail from outside: the inbound checks judge it
             return None
-        head = _header_block(self.body)
-        self._authors = read_authors(head, complete=len(head) >= self.body.size)
+        self._authors = read_authors(self._head)  # it ends within: clean-up made it so
         self._local = await self.intake.local_among(principal, author_domains(self._authors))
         return author_verdict(principal, self._authors, self._local)
 
@@ -309,9 +303,8 @@ class Submission:
             and self.principal is None
             and source.client_ip is not None
         ):
-            head = _header_block(self.body)
             verdict = await inbound.check(
-                head,
+                self._head,
                 size=self.body.size,
                 load=self.body.getvalue,
                 ip=source.client_ip,
@@ -356,6 +349,7 @@ class Submission:
                 self._replace_head(cleaned.consumed, cleaned.head)
             except OSError:
                 return replies.STORAGE_FULL
+        self._head = start[: cleaned.consumed] if cleaned.head is None else cleaned.head
         self._added = cleaned.added
         self.message_id = cleaned.message_id
         return None
