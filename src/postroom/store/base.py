@@ -34,12 +34,14 @@ from postroom.store.models import (
 )
 
 __all__ = [
+    "PARTS",
     "ApiStore",
     "DirectoryStore",
     "LogStore",
     "QueueStore",
     "Store",
     "StoreLifecycle",
+    "missing_parts",
 ]
 
 
@@ -232,3 +234,25 @@ class ApiStore(Protocol):
 
 class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
     """Every part: what an engine that implements them all (``open_store``) gives."""
+
+
+PARTS: dict[str, type] = {
+    "lifecycle": StoreLifecycle,
+    "queue": QueueStore,
+    "log": LogStore,
+    "directory": DirectoryStore,
+    "api": ApiStore,
+}
+
+
+def missing_parts(engine: object) -> list[str]:
+    """The parts (PARTS' names) of which ``engine`` lacks a method: a server needs all."""
+    return [
+        part
+        for part, protocol in PARTS.items()
+        if any(
+            not callable(getattr(engine, name, None))
+            for name, member in vars(protocol).items()
+            if callable(member) and not name.startswith("_")
+        )
+    ]

@@ -24,7 +24,7 @@ from pathlib import Path
 from postroom.errors import StoreDamaged, StoreError
 from postroom.store.base import Store
 from postroom.store.marker import RESTORE, read_marker, refuse_lost_database, write_marker
-from postroom.store.open import open_store, sqlite_path
+from postroom.store.open import open_store, shown_url, sqlite_path
 
 __all__ = ["open_instance_store"]
 
@@ -52,9 +52,9 @@ async def open_instance_store(
         found = await store.instance_id()
         if known is not None and found != known and not init:
             raise StoreError(
-                f"the database {path or url} is store {found}, but {data_dir} belongs to"
-                f" store {known}: configure the right database, or make this directory"
-                " use it with `postroom serve --init`"
+                f"the database {path or shown_url(url)} is store {found}, but {data_dir}"
+                f" belongs to store {known}: configure the right database, or make this"
+                " directory use it with `postroom serve --init`"
             )
         if found != known:
             write_marker(data_dir, found)

@@ -50,7 +50,7 @@ def api_key_params(record: ApiKeyRecord) -> tuple[Any, ...]:
     )
 
 
-def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
+def api_key_row(row: tuple[Any, ...]) -> ApiKeyRecord:
     name, key_id, secret_hash, domains, created_at, scopes, any_sender = row
     return ApiKeyRecord(
         name,
@@ -66,12 +66,12 @@ def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
 def api_key(key_id: str, conn: sqlite3.Connection) -> ApiKeyRecord | None:
     sql = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?"
     row = conn.execute(sql, (key_id,)).fetchone()
-    return None if row is None else _api_key(row)
+    return None if row is None else api_key_row(row)
 
 
 def api_keys(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
     sql = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name"
-    return [_api_key(row) for row in conn.execute(sql)]
+    return [api_key_row(row) for row in conn.execute(sql)]
 
 
 def message_meta(ids: Sequence[str], conn: sqlite3.Connection) -> dict[str, MessageMeta]:

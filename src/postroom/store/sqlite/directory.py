@@ -67,15 +67,15 @@ def user_params(user: UserRecord) -> tuple[Any, ...]:
 def user(address: str, conn: sqlite3.Connection) -> UserRecord | None:
     sql = f"SELECT {_USER_COLUMNS} FROM users WHERE address = ?"
     row = conn.execute(sql, (address,)).fetchone()
-    return None if row is None else _user(row)
+    return None if row is None else user_row(row)
 
 
 def users(conn: sqlite3.Connection) -> list[UserRecord]:
     sql = f"SELECT {_USER_COLUMNS} FROM users ORDER BY address"
-    return [_user(row) for row in conn.execute(sql)]
+    return [user_row(row) for row in conn.execute(sql)]
 
 
-def _user(row: tuple[Any, ...]) -> UserRecord:
+def user_row(row: tuple[Any, ...]) -> UserRecord:
     address, password_hash, domains, created_at, any_sender = row
     return UserRecord(
         address,

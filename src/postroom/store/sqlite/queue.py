@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from postroom.errors import StoreUnavailable
-from postroom.mail.envelope import Notify
 from postroom.store.models import NewMessage, RecipientState, RecipientStatus, StoredMessage
+from postroom.store.rows import message_row, recipient_rows
 
 __all__ = [
     "enqueue_job",
@@ -71,31 +71,8 @@ def snapshot(conn: sqlite3.Connection, read: Callable[[sqlite3.Connection], R]) 
 # -- enqueue ----------------------------------------------------------------------------
 def enqueue_job(message: NewMessage) -> Callable[[sqlite3.Connection], None]:
     """The writer job that stores ``message``; the rows are built here, off the writer."""
-    env, src, mid, now = message.envelope, message.source, message.id, message.received_at
-    row = (
-        mid,
-        str(env.sender) if env.sender is not None else "",
-        env.dsn.ret,
-        env.dsn.envid,
-        env.body,
-        env.smtputf8,
-        message.size,
-        now,
-        src.kind,
-        src.principal,
-        src.client_ip,
-        src.client_port,
-        src.helo,
-        src.reverse_dns,
-        src.protocol,
-        src.tls,
-        src.listener,
-    )
-    queued = RecipientStatus.QUEUED.value
-    recipients = [
-        (mid, position, str(rcpt.address), _notify_text(rcpt.notify), rcpt.orcpt, queued, now)
-        for position, rcpt in enumerate(env.recipients)
-    ]
+    row = message_row(message)
+    recipients = recipient_rows(message)
 
     def insert(conn: sqlite3.Connection) -> None:
         _insert_message(message, row, recipients, conn)
@@ -126,15 +103,6 @@ def _insert_message(
             blob.write(chunk)
         if blob.tell() != message.size:
             raise StoreUnavailable("the spooled body is shorter than its size")
-
-
-_NOTIFY_ORDER = tuple(Notify)
-
-
-def _notify_text(notify: frozenset[Notify] | None) -> str | None:
-    if notify is None:
-        return None
-    return ",".join(n.value for n in _NOTIFY_ORDER if n in notify)
 
 
 # -- reads --------------------------------------------------------------------------------
