@@ -106,12 +106,13 @@ class SqliteBackend:
 
 
 class PostgresBackend:
-    """A fresh database of the session's cluster per test, copied from the template."""
+    """An empty database of the session's cluster per test (see tests.support.postgres)."""
 
     def __init__(self, cluster: PostgresCluster) -> None:
         self.cluster = cluster
-        self.databases = [cluster.new_database()]
-        self.url = cluster.url(self.databases[0])
+        self.database = cluster.lend_database()
+        self.url = cluster.url(self.database)
+        self.databases: list[str] = []  # of open_capped
         self.opened: list[PostgresStore] = []
 
     async def open(self, *, busy_timeout: float = 5.0) -> Store:
@@ -178,6 +179,7 @@ class PostgresBackend:
     async def aclose(self) -> None:
         for store in self.opened:
             await store.aclose()
+        self.cluster.give_back(self.database)
         for name in self.databases:
             self.cluster.drop_database(name)
 

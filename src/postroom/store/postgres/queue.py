@@ -43,15 +43,17 @@ def enqueue_job(message: NewMessage) -> Callable[[Conn], None]:
     recipients = recipient_rows(message)
 
     def insert(conn: Conn) -> None:
-        conn.execute(_INSERT_MESSAGE, row)
-        with conn.cursor() as cursor:
-            cursor.executemany(_INSERT_RECIPIENT, recipients)
         body = message.body
+        # Pipelined: the statements go out together, one round trip instead of three.
+        with conn.pipeline(), conn.cursor() as cursor:
+            cursor.execute(_INSERT_MESSAGE, row)
+            cursor.executemany(_INSERT_RECIPIENT, recipients)
+            if body.in_memory:
+                cursor.execute(
+                    "INSERT INTO message_bodies (id, data) VALUES (%s, %s)",
+                    (message.id, message.header + body.getvalue()),
+                )
         if body.in_memory:
-            conn.execute(
-                "INSERT INTO message_bodies (id, data) VALUES (%s, %s)",
-                (message.id, message.header + body.getvalue()),
-            )
             return
         # A spooled body streams in bounded chunks (COPY's text form of bytea: hex), so
         # a 25 MiB message is never in this process's memory whole.
