@@ -4,7 +4,7 @@ TLS rules, the versioned schema, refusals in one line, durable commits."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,6 +17,8 @@ from postroom.store.postgres import PostgresStore, schema
 from postroom.store.postgres.connection import Link
 from tests.store.factories import NOW, new_message
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
+from tests.support.servers import smtp_client
+from tests.support.thread import ServerThread
 
 
 @pytest.fixture
@@ -207,3 +209,25 @@ async def test_the_writer_reconnects_after_losing_its_connection(
         assert [m.id for m in await store.messages()] == [first.id, second.id]
     finally:
         await store.aclose()
+
+
+def test_a_server_configured_with_a_postgresql_url_accepts_mail_into_it(
+    postgres_cluster: PostgresCluster,
+    migrated_database: str,
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """``storage = "postgresql://..."`` through the configuration: the node starts, takes
+    the store's id into its data directory, and a 250 means the message is in PostgreSQL."""
+    url = postgres_cluster.url(migrated_database)
+    server = make_server(storage=url)
+    server.add_domain("example.test")
+    with smtp_client(server.ports["mx"]) as client:
+        refused = client.sendmail(
+            "sender@example.net", ["postmaster@example.test"], b"Subject: hi\r\n\r\nHello\r\n"
+        )
+    assert refused == {}
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT sender FROM messages").fetchall()
+        (instance,) = conn.execute("SELECT id FROM instance").fetchone() or ("",)
+    assert rows == [("sender@example.net",)]
+    assert (server.data_dir / "instance-id").read_text().strip() == instance
