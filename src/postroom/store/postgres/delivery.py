@@ -18,6 +18,7 @@ from typing import Any
 from postroom.store.models import Attempt, Claim, RecipientUpdate
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import load_messages
+from postroom.store.rows import ATTEMPT_FIELDS, outcome_rows
 
 __all__ = [
     "attempts_of",
@@ -42,13 +43,9 @@ DUE = f"{CLAIMABLE} AND next_attempt_at <= %(now)s AND {_LEASE_ENDED}"
 _FETCH = 256  # due rows read (and locked) per step while picking messages to claim
 _cursor_names = itertools.count()
 
-_ATTEMPT_FIELDS = (
-    "message_id", "recipient", "at", "mailer", "disposition", "code", "enhanced", "text",
-    "host", "ip", "port", "tls", "provider_id", "duration",
-)  # fmt: skip
-_ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+_ATTEMPT_COLUMNS = ", ".join(ATTEMPT_FIELDS)
 _INSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('%s' for _ in _ATTEMPT_FIELDS)})"
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('%s' for _ in ATTEMPT_FIELDS)})"
 )
 # A late outcome never reopens a final recipient (another node may have settled it
 # after this one's lease ran out).
@@ -135,20 +132,7 @@ def next_due(conn: Conn) -> float | None:
 def record_job(
     message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
 ) -> Job:
-    tried = {a.recipient for a in attempts}
-    recipient_rows = [
-        (
-            u.status.value,
-            u.next_attempt_at,
-            u.last_reply,
-            u.delay_warned,
-            1 if u.address in tried else 0,
-            message_id,
-            u.address,
-        )
-        for u in updates
-    ]
-    attempt_rows = [tuple(getattr(a, f) for f in _ATTEMPT_FIELDS) for a in attempts]
+    recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
 
     def record(conn: Conn) -> None:
         # FOR SHARE: a delete by another node waits for this transaction, not the reverse.
@@ -279,6 +263,6 @@ def purge_job(before: float, candidates: Sequence[str]) -> Callable[[Conn], int]
 def attempts_of(message_id: str, conn: Conn) -> list[Attempt]:
     sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = %s ORDER BY at, id"
     return [
-        Attempt(**dict(zip(_ATTEMPT_FIELDS, row, strict=True)))
+        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True)))
         for row in conn.execute(sql, (message_id,))
     ]

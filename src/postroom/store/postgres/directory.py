@@ -3,14 +3,12 @@ and Idempotency-Key answers. Rows are built and read back as on SQLite."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from postroom.store.models import ApiKeyRecord, IdempotencyRecord, MessageMeta, UserRecord
 from postroom.store.postgres.connection import Conn
-from postroom.store.sqlite.api import api_key_row
-from postroom.store.sqlite.directory import user_row
+from postroom.store.rows import answer_row, api_key_row, meta_of, meta_row, user_row
 
 __all__ = [
     "ADD_API_KEY",
@@ -118,16 +116,7 @@ def api_keys(conn: Conn) -> list[ApiKeyRecord]:
 
 def message_meta(ids: Sequence[str], conn: Conn) -> dict[str, MessageMeta]:
     sql = "SELECT id, message_id, subject, tags, metadata FROM message_meta WHERE id = ANY(%s)"
-    return {
-        queue_id: MessageMeta(
-            queue_id,
-            message_id,
-            subject,
-            tuple(json.loads(tags)),
-            tuple(json.loads(metadata).items()),
-        )
-        for queue_id, message_id, subject, tags, metadata in conn.execute(sql, (list(ids),))
-    }
+    return {row[0]: meta_of(row) for row in conn.execute(sql, (list(ids),))}
 
 
 def idempotent(key_name: str, key: str, since: float, conn: Conn) -> IdempotencyRecord | None:
@@ -147,29 +136,12 @@ def save_send_job(
 ) -> Callable[[Conn], None]:
     """A writer job: the message's meta and the answer to replay, in one transaction;
     answers older than ``forget_before`` go."""
-    meta_row = (
-        meta.id,
-        meta.message_id,
-        meta.subject,
-        json.dumps(list(meta.tags)),
-        json.dumps(dict(meta.metadata)),
-        meta.id,
-    )
+    meta_params = meta_row(meta)
 
     def job(conn: Conn) -> None:
-        conn.execute(_INSERT_META, meta_row)
+        conn.execute(_INSERT_META, meta_params)
         conn.execute("DELETE FROM idempotency WHERE created_at < %s", (forget_before,))
         if answer is not None:
-            conn.execute(
-                _INSERT_ANSWER,
-                (
-                    answer.key_name,
-                    answer.key,
-                    answer.request_hash,
-                    answer.status,
-                    answer.body,
-                    answer.created_at,
-                ),
-            )
+            conn.execute(_INSERT_ANSWER, answer_row(answer))
 
     return job

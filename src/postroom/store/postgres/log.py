@@ -8,7 +8,7 @@ from typing import Any
 from postroom.store.models import LogQuery, MailerHealth, ProviderEventRecord, StoredMessage
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
-from postroom.store.sqlite.log import HELD
+from postroom.store.rows import HELD
 
 __all__ = ["events_of", "mailer_health", "query", "record_event_job"]
 

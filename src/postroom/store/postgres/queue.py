@@ -10,21 +10,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from postroom.errors import StoreUnavailable
-from postroom.store.models import NewMessage, RecipientState, RecipientStatus, StoredMessage
+from postroom.store.models import NewMessage, RecipientState, StoredMessage
 from postroom.store.postgres.connection import Conn
-from postroom.store.rows import message_row, recipient_rows
+from postroom.store.rows import (
+    MESSAGE_FIELDS,
+    message_row,
+    recipient_rows,
+    recipient_state,
+    stored_message,
+)
 
 __all__ = ["enqueue_job", "load_messages", "read_body", "select_messages"]
 
-_MESSAGE_FIELDS = (
-    "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
-    "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
-    "tls", "listener", "held",
-)  # fmt: skip
-_MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+_MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({', '.join(_MESSAGE_FIELDS[:-1])})"
-    f" VALUES ({', '.join('%s' for _ in _MESSAGE_FIELDS[:-1])})"
+    f"INSERT INTO messages ({', '.join(MESSAGE_FIELDS[:-1])})"
+    f" VALUES ({', '.join('%s' for _ in MESSAGE_FIELDS[:-1])})"
 )
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
@@ -110,15 +111,12 @@ def _with_recipients(
         " ORDER BY message_id, position",
         ([row[0] for row in rows],),
     ):
-        state = RecipientState(r[2], RecipientStatus(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
-        by_message.setdefault(r[0], []).append((r[1], state))
+        by_message.setdefault(r[0], []).append((r[1], recipient_state(r[2:])))
     loaded = []
     for row in rows:
         recipients = by_message.get(row[0], [])
         positions = tuple(position for position, _ in recipients)
-        fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
-        stored = StoredMessage(recipients=tuple(state for _, state in recipients), **fields)
-        loaded.append((stored, positions))
+        loaded.append((stored_message(row, tuple(state for _, state in recipients)), positions))
     return loaded
 
 

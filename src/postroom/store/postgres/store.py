@@ -42,7 +42,13 @@ from postroom.store.models import (
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Writer, store_error
 from postroom.store.postgres.schema import SCHEMA_VERSION
-from postroom.store.sqlite.log import STATUS_FILTERS
+from postroom.store.rows import (
+    api_key_params,
+    check_lease,
+    check_outcomes,
+    check_query,
+    user_params,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -181,8 +187,7 @@ class PostgresStore:
 
     # -- delivery -----------------------------------------------------------------------
     async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
-        if lease <= 0:
-            raise ValueError(f"a lease must be positive, not {lease}")
+        check_lease(lease)
         if limit <= 0:
             return []
         return await self._write(delivery.claim_job(now, limit, now + lease))
@@ -196,12 +201,7 @@ class PostgresStore:
         updates: Sequence[RecipientUpdate],
         attempts: Sequence[Attempt],
     ) -> None:
-        for attempt in attempts:
-            if attempt.message_id != message_id:
-                raise ValueError(f"attempt of {attempt.message_id} recorded for {message_id}")
-        for update in updates:
-            if not update.status.is_final and update.next_attempt_at is None:
-                raise ValueError(f"{update.address}: {update.status} needs a next attempt time")
+        check_outcomes(message_id, updates, attempts)
         if updates or attempts:
             await self._write(delivery.record_job(message_id, updates, attempts))
 
@@ -212,8 +212,7 @@ class PostgresStore:
     async def renew_leases(
         self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
     ) -> int:
-        if lease <= 0:
-            raise ValueError(f"a lease must be positive, not {lease}")
+        check_lease(lease)
         if not leases:
             return 0
         return await self._write(delivery.renew_job(leases, now, now + lease))
@@ -244,8 +243,7 @@ class PostgresStore:
 
     # -- the email log ----------------------------------------------------------------
     async def query(self, query: LogQuery) -> list[StoredMessage]:
-        if query.status is not None and query.status not in STATUS_FILTERS:
-            raise ValueError(f"unknown status filter {query.status!r}")
+        check_query(query)
         if query.limit <= 0:
             return []
         return await self._read(functools.partial(log.query, query))
@@ -282,13 +280,7 @@ class PostgresStore:
         return await self._read(functools.partial(directory.recipient, domain, address))
 
     async def add_user(self, user: UserRecord) -> bool:
-        params = (
-            user.address,
-            user.password_hash,
-            ",".join(user.sender_domains),
-            user.created_at,
-            user.any_sender,
-        )
+        params = user_params(user)
         return await self._changed(directory.ADD_USER, params)
 
     async def user(self, address: str) -> UserRecord | None:
@@ -311,15 +303,7 @@ class PostgresStore:
 
     # -- the HTTP API -----------------------------------------------------------------
     async def add_api_key(self, record: ApiKeyRecord) -> bool:
-        params = (
-            record.name,
-            record.key_id,
-            record.secret_hash,
-            ",".join(record.sender_domains),
-            record.created_at,
-            ",".join(record.scopes),
-            record.any_sender,
-        )
+        params = api_key_params(record)
         return await self._changed(directory.ADD_API_KEY, params)
 
     async def api_key(self, key_id: str) -> ApiKeyRecord | None:

@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from postroom.store.models import UserRecord
+from postroom.store.rows import user_row
 
 __all__ = [
     "ADD_DOMAIN",
@@ -21,7 +22,6 @@ __all__ = [
     "exists",
     "recipient",
     "user",
-    "user_params",
     "users",
 ]
 
@@ -59,11 +59,6 @@ def domains(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT name FROM domains ORDER BY name")]
 
 
-def user_params(user: UserRecord) -> tuple[Any, ...]:
-    domains = ",".join(user.sender_domains)
-    return (user.address, user.password_hash, domains, user.created_at, int(user.any_sender))
-
-
 def user(address: str, conn: sqlite3.Connection) -> UserRecord | None:
     sql = f"SELECT {_USER_COLUMNS} FROM users WHERE address = ?"
     row = conn.execute(sql, (address,)).fetchone()
@@ -73,14 +68,3 @@ def user(address: str, conn: sqlite3.Connection) -> UserRecord | None:
 def users(conn: sqlite3.Connection) -> list[UserRecord]:
     sql = f"SELECT {_USER_COLUMNS} FROM users ORDER BY address"
     return [user_row(row) for row in conn.execute(sql)]
-
-
-def user_row(row: tuple[Any, ...]) -> UserRecord:
-    address, password_hash, domains, created_at, any_sender = row
-    return UserRecord(
-        address,
-        password_hash,
-        tuple(filter(None, domains.split(","))),
-        created_at,
-        any_sender=bool(any_sender),
-    )

@@ -13,8 +13,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from postroom.errors import StoreUnavailable
-from postroom.store.models import NewMessage, RecipientState, RecipientStatus, StoredMessage
-from postroom.store.rows import message_row, recipient_rows
+from postroom.store.models import NewMessage, RecipientState, StoredMessage
+from postroom.store.rows import (
+    MESSAGE_FIELDS,
+    message_row,
+    recipient_rows,
+    recipient_state,
+    stored_message,
+)
 
 __all__ = [
     "enqueue_job",
@@ -40,13 +46,7 @@ _INSERT_RECIPIENT = (
 )
 _INSERT_BODY = "INSERT INTO message_bodies (id, data) VALUES (?, ?)"
 _INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?))"
-# The columns are named as StoredMessage's fields.
-_MESSAGE_FIELDS = (
-    "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
-    "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
-    "tls", "listener", "held",
-)  # fmt: skip
-_MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+_MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
     " last_reply, delay_warned"
@@ -144,23 +144,13 @@ def _with_recipients(
         " ORDER BY message_id, position",
         (ids_param(row[0] for row in rows),),
     ):
-        state = RecipientState(
-            r[2], RecipientStatus(r[3]), r[4], r[5], r[6], r[7], r[8], bool(r[9])
-        )
-        by_message.setdefault(r[0], []).append((r[1], state))
+        by_message.setdefault(r[0], []).append((r[1], recipient_state(r[2:])))
     loaded = []
     for row in rows:
         recipients = by_message.get(row[0], [])
         positions = tuple(position for position, _ in recipients)
-        loaded.append((_stored(row, tuple(state for _, state in recipients)), positions))
+        loaded.append((stored_message(row, tuple(state for _, state in recipients)), positions))
     return loaded
-
-
-def _stored(row: tuple[Any, ...], recipients: tuple[RecipientState, ...]) -> StoredMessage:
-    fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
-    fields["smtputf8"] = bool(fields["smtputf8"])
-    fields["held"] = bool(fields["held"])
-    return StoredMessage(recipients=recipients, **fields)
 
 
 def read_body(message_id: str, conn: sqlite3.Connection) -> bytes | None:
