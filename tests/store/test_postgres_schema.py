@@ -231,3 +231,78 @@ def test_a_server_configured_with_a_postgresql_url_accepts_mail_into_it(
         (instance,) = conn.execute("SELECT id FROM instance").fetchone() or ("",)
     assert rows == [("sender@example.net",)]
     assert (server.data_dir / "instance-id").read_text().strip() == instance
+
+
+class Wakes:
+    """Counts a watcher's calls; ``next()`` waits for the next one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self._event.set()
+
+    async def next(self) -> None:
+        await asyncio.wait_for(self._event.wait(), timeout=10)
+        self._event.clear()
+
+
+async def test_other_nodes_hear_of_mail_that_became_due(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    """LISTEN/NOTIFY: node B's watcher is called when node A commits a message, makes
+    mail due again (retry, release of a hold), not for what changes nothing due."""
+    url = postgres_cluster.url(migrated_database)
+    node_a, node_b = PostgresStore(url), PostgresStore(url)
+    await node_a.start()
+    await node_b.start()
+    wakes = Wakes()
+    watching = asyncio.create_task(node_b.watch_queue(wakes))
+    try:
+        await wakes.next()  # listening: one call for what came before
+        message = new_message()
+        await node_a.enqueue(message)
+        await wakes.next()
+        await node_a.hold(message.id)
+        await node_a.release_hold(message.id)
+        await wakes.next()
+        await node_a.claim_due(NOW, limit=10, lease=60)
+        assert await node_a.retry_now(None, NOW) == 0  # leased: nothing made due
+        await node_a.release(message.id, ["bob@example.net"])
+        assert await node_a.retry_now(None, NOW) == 1
+        await wakes.next()
+        calls = wakes.calls
+        await node_a.add_domain("example.org", NOW)  # not mail: no wake-up
+        await node_a.enqueue(new_message(at=NOW + 1))  # a commit after it, heard
+        await wakes.next()
+        assert wakes.calls == calls + 1
+    finally:
+        watching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watching
+        await node_a.aclose()
+        await node_b.aclose()
+
+
+async def test_a_watcher_that_loses_the_database_says_so(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    store = PostgresStore(postgres_cluster.url(migrated_database))
+    await store.start()
+    wakes = Wakes()
+    watching = asyncio.create_task(store.watch_queue(wakes))
+    try:
+        await wakes.next()
+        with postgres_cluster.admin() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND query LIKE 'LISTEN%%'",
+                (migrated_database,),
+            )
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(watching, timeout=10)
+    finally:
+        watching.cancel()
+        await store.aclose()

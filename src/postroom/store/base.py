@@ -15,8 +15,8 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from postroom.store.models import (
     ApiKeyRecord,
@@ -39,6 +39,7 @@ __all__ = [
     "DirectoryStore",
     "LogStore",
     "QueueStore",
+    "QueueWatch",
     "Store",
     "StoreLifecycle",
     "missing_parts",
@@ -230,6 +231,15 @@ class ApiStore(Protocol):
 
     async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
+
+
+@runtime_checkable
+class QueueWatch(Protocol):
+    """An engine shared by several nodes tells each when another committed mail."""
+
+    async def watch_queue(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` after every commit (of any node) that adds mail or makes it
+        due, until cancelled; raises StoreError when it loses the database."""
 
 
 class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 
 from postroom.store.models import Attempt, Claim, RecipientUpdate
 from postroom.store.postgres.connection import Conn
-from postroom.store.postgres.queue import load_messages
+from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
 from postroom.store.rows import ATTEMPT_FIELDS, outcome_rows
 
 __all__ = [
@@ -183,6 +183,8 @@ def hold_job(message_id: str, held: bool) -> Callable[[Conn], bool]:
         if found.rowcount == 0:
             return False
         conn.execute("UPDATE recipients SET held = %s WHERE message_id = %s", (held, message_id))
+        if not held:
+            conn.execute(NOTIFY_QUEUE)
         return True
 
     return hold
@@ -201,6 +203,8 @@ def hold_all_job(held: bool) -> Callable[[Conn], int]:
         if not ids:
             return 0
         conn.execute("UPDATE recipients SET held = %s WHERE message_id = ANY(%s)", (held, ids))
+        if not held:
+            conn.execute(NOTIFY_QUEUE)
         return conn.execute(
             "UPDATE messages SET held = %s WHERE id = ANY(%s)", (held, ids)
         ).rowcount
@@ -222,7 +226,10 @@ def retry_job(message_id: str | None, now: float) -> Callable[[Conn], int]:
     )
 
     def retry(conn: Conn) -> int:
-        return conn.execute(sql, params).rowcount
+        made_due = conn.execute(sql, params).rowcount
+        if made_due:
+            conn.execute(NOTIFY_QUEUE)
+        return made_due
 
     return retry
 

@@ -20,7 +20,20 @@ from postroom.store.rows import (
     stored_message,
 )
 
-__all__ = ["enqueue_job", "load_messages", "read_body", "select_messages"]
+__all__ = [
+    "NOTIFY_QUEUE",
+    "QUEUE_CHANNEL",
+    "enqueue_job",
+    "load_messages",
+    "read_body",
+    "select_messages",
+]
+
+# Every node LISTENs here: a commit that adds mail or makes it due NOTIFYs, so whichever
+# node is free claims it at once. PostgreSQL sends a transaction's identical
+# notifications once, at its commit: one per group-commit batch.
+QUEUE_CHANNEL = "postroom_queue"
+NOTIFY_QUEUE = f"NOTIFY {QUEUE_CHANNEL}"
 
 _MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
 _INSERT_MESSAGE = (
@@ -49,6 +62,7 @@ def enqueue_job(message: NewMessage) -> Callable[[Conn], None]:
         with conn.pipeline(), conn.cursor() as cursor:
             cursor.execute(_INSERT_MESSAGE, row)
             cursor.executemany(_INSERT_RECIPIENT, recipients)
+            cursor.execute(NOTIFY_QUEUE)
             if body.in_memory:
                 cursor.execute(
                     "INSERT INTO message_bodies (id, data) VALUES (%s, %s)",

@@ -143,6 +143,27 @@ class PostgresStore:
         except (psycopg.Error, OSError) as exc:  # OSError: reading the spool file
             raise store_error(exc) from exc
 
+    async def watch_queue(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` whenever any node commits mail or makes mail due (their
+        commits NOTIFY ``QUEUE_CHANNEL``), until cancelled. Once listening it calls
+        ``on_change`` once, for what was committed before. A lost connection raises
+        StoreUnavailable: the caller's supervisor starts it again."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=10
+            )
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+        async with conn:
+            try:
+                await conn.execute(f"LISTEN {queue.QUEUE_CHANNEL}")
+                on_change()
+                async for _ in conn.notifies():
+                    on_change()
+            except psycopg.Error as exc:
+                raise store_error(exc) from exc
+        raise StoreUnavailable("the database closed the connection that listens for mail")
+
     async def instance_id(self) -> str:
         def read(conn: Conn) -> str:
             row = conn.execute("SELECT min(id) FROM instance").fetchone()
