@@ -22,13 +22,13 @@ from typing import Any, Protocol
 import psycopg
 import pytest
 
-from postroom.store import Store
+from postroom.store import Store, base
 from postroom.store.groupcommit import GroupCommitter
 from postroom.store.postgres import PostgresStore
 from postroom.store.sqlite import SqliteStore
 from tests.support.postgres import PostgresCluster
 
-PARTS = frozenset({"lifecycle", "queue", "log", "directory", "api"})
+PARTS = frozenset(base.PARTS)
 # engine -> the parts it implements
 ENGINES: dict[str, frozenset[str]] = {"sqlite": PARTS, "postgresql": PARTS}
 

@@ -15,13 +15,7 @@ from postroom.store.postgres import PostgresStore
 from postroom.store.sqlite import SqliteStore
 from tests.store.conftest import ENGINES, PARTS, engines_for
 
-PROTOCOLS = {
-    "lifecycle": base.StoreLifecycle,
-    "queue": base.QueueStore,
-    "log": base.LogStore,
-    "directory": base.DirectoryStore,
-    "api": base.ApiStore,
-}
+PROTOCOLS = base.PARTS
 
 
 def methods(protocol: type) -> set[str]:

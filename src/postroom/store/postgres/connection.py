@@ -47,16 +47,15 @@ class Link:
 class Writer:
     """The GroupCommitter's Transactor: one connection, one transaction per batch."""
 
-    def __init__(self, url: str, lock_timeout: float, *, create: bool = True) -> None:
+    def __init__(self, url: str, lock_timeout: float) -> None:
         self._url = url
         self._lock_timeout = lock_timeout
-        self._create = create
 
     def connect(self) -> Link:
+        """The first connection also creates or upgrades the schema (``schema.migrate``)."""
         conn = connect(self._url, lock_timeout=self._lock_timeout)
         try:
-            if self._create:
-                migrate(conn)
+            migrate(conn)
         except BaseException:
             conn.close()
             raise

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from postroom.errors import StoreError, StoreUnavailable
+from postroom.errors import StoreUnavailable
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
     ApiKeyRecord,
@@ -93,14 +93,11 @@ class PostgresStore:
         try:
             await self.committer.start()
             await asyncio.to_thread(self._pool.open, wait=True, timeout=10)
-        except (psycopg.Error, OSError) as exc:
+        except BaseException as exc:
             await self.aclose()
-            raise store_error(exc) from exc
-        except Exception as exc:  # the pool's PoolTimeout: the database is unreachable
-            await self.aclose()
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreUnavailable(f"storage failed: {exc}") from exc
+            if isinstance(exc, psycopg.Error | OSError):  # PoolTimeout is a psycopg.Error
+                raise store_error(exc) from exc
+            raise
 
     async def aclose(self) -> None:
         self._closed = True
@@ -127,12 +124,8 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._readers, self._in_reader, fn)
-        except psycopg.Error as exc:
+        except psycopg.Error as exc:  # PoolTimeout too: no reader connection to be had
             raise store_error(exc) from exc
-        except Exception as exc:  # PoolTimeout: no connection to be had
-            if type(exc).__module__.startswith("psycopg_pool"):
-                raise StoreUnavailable(f"storage failed: {exc}") from exc
-            raise
 
     async def _write(self, job: Callable[[Conn], R], weight: int = 0) -> R:
         def on_link(link: Link) -> R:

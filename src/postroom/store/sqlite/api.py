@@ -71,7 +71,6 @@ def save_send_job(
 ) -> Callable[[sqlite3.Connection], None]:
     """A writer job: the message's meta and the answer to replay, in one transaction;
     answers older than ``forget_before`` go."""
-
     meta_params = meta_row(meta)
 
     def job(conn: sqlite3.Connection) -> None:
