@@ -24,13 +24,14 @@ from tests.cli.test_cli import ok, one_line_error, postroom
 NOW = time.time()
 EARLIER = NOW - 3 * 3600  # the first message: three hours ago
 LATER = NOW - 3600  # the second: one hour ago
+from tests.support.servers import make_store
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "postroom.toml"
     path.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
-    return path
+    return make_store(path)
 
 
 @dataclass(frozen=True)

@@ -56,13 +56,14 @@ MESSAGE = (
     b"\r\n"
     b"Your invoice.\r\n"
 )
+from tests.support.servers import make_store
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "postroom.toml"
     path.write_text(CONFIG.format(data=tmp_path / "data"))
-    return path
+    return make_store(path)
 
 
 @pytest.fixture
