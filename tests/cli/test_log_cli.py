@@ -20,11 +20,11 @@ from postroom.mail.spool import SpooledBody
 from postroom.store import NewMessage, RecipientStatus, open_store
 from postroom.store.models import Attempt, RecipientUpdate
 from tests.cli.test_cli import ok, one_line_error, postroom
+from tests.support.servers import make_store
 
 NOW = time.time()
 EARLIER = NOW - 3 * 3600  # the first message: three hours ago
 LATER = NOW - 3600  # the second: one hour ago
-from tests.support.servers import make_store
 
 
 @pytest.fixture

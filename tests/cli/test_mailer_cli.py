@@ -18,9 +18,9 @@ from tests.cli.test_cli import ok, one_line_error, postroom
 from tests.delivery.providers.fakes import SendgridFake
 from tests.store.factories import attempt, delivered, new_message, to
 from tests.support.http_fake import FakeHttp, Reply, serve
+from tests.support.servers import make_store
 
 KEY = "SG.cli-secret-0123456789"
-from tests.support.servers import make_store
 
 
 @pytest.fixture

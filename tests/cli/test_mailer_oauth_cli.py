@@ -14,9 +14,9 @@ import pytest
 from tests.cli.test_cli import ok, one_line_error, postroom
 from tests.support.http_fake import FakeHttp, serve
 from tests.support.oauth_fake import TokenEndpoint
+from tests.support.servers import make_store
 
 REDIRECT = "http://127.0.0.1/"
-from tests.support.servers import make_store
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.cli.test_cli import ok, one_line_error, postroom
+from tests.support.servers import make_store
 
 CONFIG = """
 hostname = "mail.test"
@@ -56,7 +57,6 @@ MESSAGE = (
     b"\r\n"
     b"Your invoice.\r\n"
 )
-from tests.support.servers import make_store
 
 
 @pytest.fixture
