@@ -4,6 +4,7 @@ tree, its option parsing and exit codes), one real `postroom serve` for the comp
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -236,3 +237,20 @@ def test_a_made_store_is_used_without_a_word(here: Path) -> None:
     result = invoke("user", "add", "app@example.com", "--password-stdin", input="pw\n")
     assert result.exit_code == 0
     assert result.stderr == ""
+
+
+def test_the_readme_relay_example_in_postroom_toml_is_used_from_its_directory(
+    here: Path,
+) -> None:
+    """The README says "add to postroom.toml", then `postroom route explain`: no --config."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    after = readme.split("with direct delivery as the backup, add to `postroom.toml`", 1)[1]
+    example = after.split("```toml\n", 1)[1].split("```", 1)[0]
+    with (here / "postroom.toml").open("a") as config:
+        config.write(example)
+    make_store(here / "postroom.toml")
+    result = invoke("route", "explain", "--to", "someone@example.org", "--json")
+    assert result.exit_code == 0, result.output
+    [explained] = json.loads(result.stdout)
+    assert explained["route"] == "everything-remote"
+    assert [m["name"] for m in explained["mailers"]] == ["relay", "mx"]
