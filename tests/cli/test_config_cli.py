@@ -5,6 +5,7 @@ tree, its option parsing and exit codes), one real `postroom serve` for the comp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -254,3 +255,22 @@ def test_the_readme_relay_example_in_postroom_toml_is_used_from_its_directory(
     [explained] = json.loads(result.stdout)
     assert explained["route"] == "everything-remote"
     assert [m["name"] for m in explained["mailers"]] == ["relay", "mx"]
+
+
+def test_a_reader_that_leaves_early_gets_no_error_line(here: Path) -> None:
+    """`postroom config show | head -1`: the closed pipe is no problem to report."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "postroom", "config", "show"],
+            cwd=here,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")

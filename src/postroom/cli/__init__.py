@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -158,6 +159,11 @@ class _Root(click.Group):
             fail(str(exc), 2)
         except PostroomError as exc:
             fail(str(exc))
+        except BrokenPipeError:
+            # The reader left early (`postroom config show | head`): nothing to report,
+            # and nothing more may be flushed to the closed pipe at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(1) from None
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             fail(f"{exc.strerror or exc}{where}")
