@@ -46,7 +46,7 @@ async def open_instance_store(
     known = read_marker(data_dir)
     path = sqlite_path(url)
     if not create and known is None and not store_exists(url):
-        raise NoStore(str(path or url))
+        raise NoStore(str(path or shown_url(url)))
     if path is not None:
         refuse_lost_database(path, data_dir, init=init)
         if check_budget is not None and path.exists() and path.stat().st_size > 0:
