@@ -8,38 +8,20 @@ the attempt. Errors come as ``{"code", "message"}``; 429 carries
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
 from postroom.config.providers import BrevoMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HintKind,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    resolve_secret,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import (
-    custom_headers,
-    mailbox_object,
-    mailbox_objects,
-    optional,
-)
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "BrevoMailer", "payload"]
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # {"code": "invalid_parameter", ...}
         "402": Rule(Verdict.MISCONFIG, "4.3.5"),  # out of credits: the account, not the mail
@@ -47,12 +29,13 @@ TABLE: Final[Table] = table(
 )
 
 
-class BrevoMailer(HttpMailer[BrevoMailerSettings]):
+class BrevoMailer(http.HttpMailer[BrevoMailerSettings]):
     TABLE = TABLE
-    RETRY_HEADERS = (("retry-after", HintKind.SECONDS), ("x-sib-ratelimit-reset", HintKind.SECONDS))
-
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return key_header("api-key", resolve_secret(self.settings, environ))
+    KEY_HEADER = ("api-key", "")
+    RETRY_HEADERS = (
+        ("retry-after", http.HintKind.SECONDS),
+        ("x-sib-ratelimit-reset", http.HintKind.SECONDS),
+    )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -60,18 +43,18 @@ class BrevoMailer(HttpMailer[BrevoMailerSettings]):
         data, lost = payload(parse(message.data, [r.address for r in recipients]))
         return self.client.build_request("POST", "/v3/smtp/email", json=data), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.fields()
         words = str(body.get("message", ""))
-        return Reading(
-            code=body.get("code"), text=words, provider_id=str_or_none(body.get("messageId"))
+        return http.Reading(
+            code=body.get("code"), text=words, provider_id=http.str_or_none(body.get("messageId"))
         )
 
 
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``smtp/email`` body for a parsed message, and what it could not carry."""
     parsed = parsed.with_to()
-    headers, repeated = custom_headers(parsed, "Brevo", message_id="Message-Id")
+    headers, repeated = jsonapi.custom_headers(parsed, "Brevo", message_id="Message-Id")
     lost = [*parsed.lost, *repeated]
     if len(parsed.reply_to) > 1:
         lost.append("Reply-To addresses after the first")
@@ -82,13 +65,13 @@ def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
             lost.append(f"Content-ID <{part.content_id}> of {name} (sent as an attachment)")
     data = {
         "subject": parsed.subject,
-        "to": mailbox_objects(parsed.to),
-        **optional(
+        "to": jsonapi.mailbox_objects(parsed.to),
+        **jsonapi.optional(
             {
-                "sender": mailbox_object(parsed.sender) if parsed.sender else None,
-                "cc": mailbox_objects(parsed.cc),
-                "bcc": mailbox_objects(parsed.bcc),
-                "replyTo": mailbox_object(parsed.reply_to[0]) if parsed.reply_to else None,
+                "sender": jsonapi.mailbox_object(parsed.sender) if parsed.sender else None,
+                "cc": jsonapi.mailbox_objects(parsed.cc),
+                "bcc": jsonapi.mailbox_objects(parsed.bcc),
+                "replyTo": jsonapi.mailbox_object(parsed.reply_to[0]) if parsed.reply_to else None,
                 "textContent": parsed.text,
                 "htmlContent": parsed.html,
                 "headers": headers,

@@ -19,15 +19,8 @@ from urllib.parse import quote
 import httpx
 
 from postroom.config.providers import GmailMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    str_or_none,
-    table,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.oauthmailer import RawMessageMailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
@@ -36,7 +29,7 @@ __all__ = ["TABLE", "GmailMailer", "read_google_error"]
 _SLOW: Final = Rule(Verdict.THROTTLED, "4.7.0")
 _CONF: Final = Rule(Verdict.MISCONFIG, "4.3.5")
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         **{
             f"{status}:{reason}": _SLOW
@@ -54,14 +47,14 @@ TABLE: Final[Table] = table(
 )
 
 
-def read_google_error(answer: Answer) -> Reading:
+def read_google_error(answer: http.Answer) -> http.Reading:
     data = answer.json()
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
-        return Reading(text=answer.text)
+        return http.Reading(text=answer.text)
     details = [e for e in error.get("errors") or () if isinstance(e, dict)]
     reason = details[0].get("reason") if details else error.get("status")
-    return Reading(code=str_or_none(reason), text=str(error.get("message") or ""))
+    return http.Reading(code=http.str_or_none(reason), text=str(error.get("message") or ""))
 
 
 class GmailMailer(RawMessageMailer[GmailMailerSettings]):
@@ -77,7 +70,7 @@ class GmailMailer(RawMessageMailer[GmailMailerSettings]):
         headers = {"Content-Type": "application/json"}
         return self.client.build_request("POST", path, content=body, headers=headers), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         if answer.status == 200:
-            return Reading(provider_id=str_or_none(answer.fields().get("id")))
+            return http.Reading(provider_id=http.str_or_none(answer.fields().get("id")))
         return read_google_error(answer)

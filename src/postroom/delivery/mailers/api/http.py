@@ -246,16 +246,19 @@ SettingsT_co = TypeVar("SettingsT_co", bound=ProviderMailerSettings, covariant=T
 
 
 class HttpMailer(Generic[SettingsT_co]):
-    """Subclasses set ``TABLE``, ``RETRY_HEADERS`` and ``MAX_RECIPIENTS``, write
-    ``credentials`` (the key from the settings or ``environ``, by ``resolve_secret``),
-    ``request`` and ``read``. ``environ`` defaults to the process's environment;
-    ``transport`` replaces httpx's network transport (tests use real loopback servers,
-    so it stays None there).
+    """Subclasses set ``TABLE``, ``RETRY_HEADERS`` and ``MAX_RECIPIENTS``, set
+    ``KEY_HEADER`` or write ``credentials`` (the key from the settings or ``environ``, by
+    ``resolve_secret``), and write ``request`` and ``read``. ``environ`` defaults to the
+    process's environment; ``transport`` replaces httpx's network transport (tests use
+    real loopback servers, so it stays None there).
     """
 
     TABLE: Table = DEFAULT_TABLE
     RETRY_HEADERS: tuple[tuple[str, HintKind], ...] = (("retry-after", HintKind.SECONDS),)
     MAX_RECIPIENTS: int = 50  # per request (To + Cc + Bcc): SES's and Postmark's cap
+    # For a provider that takes its API key in one header: the header and the scheme in
+    # front of the key ("" for none). Others write ``credentials``.
+    KEY_HEADER: tuple[str, str] | None = None
 
     def __init__(
         self,
@@ -291,7 +294,10 @@ class HttpMailer(Generic[SettingsT_co]):
 
     def credentials(self, environ: Mapping[str, str]) -> Credentials:
         """The key as request headers or an auth flow; called once, at construction."""
-        raise NotImplementedError
+        if self.KEY_HEADER is None:
+            raise NotImplementedError
+        name, scheme = self.KEY_HEADER
+        return key_header(name, resolve_secret(self.settings, environ), scheme)
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]

@@ -16,23 +16,13 @@ from urllib.parse import quote
 import httpx
 
 from postroom.config.providers import MailgunMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    resolve_secret,
-    str_or_none,
-    table,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "MailgunMailer"]
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # e.g. "'to' parameter is not a valid address"
         "404": Rule(Verdict.MISCONFIG, "4.3.5"),  # "Domain not found": wrong domain or region
@@ -41,12 +31,14 @@ TABLE: Final[Table] = table(
 )
 
 
-class MailgunMailer(HttpMailer[MailgunMailerSettings]):
+class MailgunMailer(http.HttpMailer[MailgunMailerSettings]):
     TABLE = TABLE
     MAX_RECIPIENTS = 1000  # its documented cap per request
 
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return Credentials(auth=httpx.BasicAuth("api", resolve_secret(self.settings, environ)))
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        return http.Credentials(
+            auth=httpx.BasicAuth("api", http.resolve_secret(self.settings, environ))
+        )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -56,11 +48,11 @@ class MailgunMailer(HttpMailer[MailgunMailerSettings]):
         files = {"message": ("message.eml", message.data, "message/rfc822")}
         return self.client.build_request("POST", path, data=fields, files=files), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.json()
         words = str(body.get("message", "")) if isinstance(body, dict) else answer.text.strip()
-        ident = str_or_none(answer.fields().get("id"))
+        ident = http.str_or_none(answer.fields().get("id"))
         if 200 <= answer.status < 300 and not ident:
             # "Mailgun Magnificent API": a 200 from a path that sends nothing
-            return Reading(code="no-id", text=words)
-        return Reading(text=words, provider_id=ident)
+            return http.Reading(code="no-id", text=words)
+        return http.Reading(text=words, provider_id=ident)

@@ -20,27 +20,8 @@ from typing import Any, Final
 import httpx
 
 from postroom.config.providers import MailjetMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    classify,
-    regroup,
-    resolve_secret,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import (
-    custom_headers,
-    mailbox_objects,
-    optional,
-    outcome,
-    post_json,
-)
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
@@ -51,7 +32,7 @@ __all__ = ["MAX_MESSAGES", "MAX_PER_FIELD", "TABLE", "MailjetMailer", "build_mes
 MAX_PER_FIELD: Final = 50
 MAX_MESSAGES: Final = 50  # per call
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400:mj-0013": Rule(Verdict.REJECTED, "5.1.3"),  # invalid email address
         "400:send-0010": Rule(Verdict.REJECTED, "5.1.3"),  # invalid recipient (inferred)
@@ -66,12 +47,12 @@ _NOT_SENT: Final = Rule(Verdict.TEMPORARY, "4.5.3")
 
 
 def _boxes(boxes: Sequence[Mailbox]) -> list[dict[str, str]]:
-    return mailbox_objects(boxes, email="Email", name="Name")
+    return jsonapi.mailbox_objects(boxes, email="Email", name="Name")
 
 
 def _files(parsed: ParsedMessage, inline: bool) -> list[dict[str, str]]:
     return [
-        optional(
+        jsonapi.optional(
             {
                 "ContentType": part.content_type,
                 "Filename": name,
@@ -87,14 +68,14 @@ def _files(parsed: ParsedMessage, inline: bool) -> list[dict[str, str]]:
 def build_messages(
     parsed: ParsedMessage, groups: Sequence[Addressed], custom_id: str
 ) -> list[dict[str, Any]]:
-    headers, _ = custom_headers(parsed, "Mailjet")
+    headers, _ = jsonapi.custom_headers(parsed, "Mailjet")
     base = {
         "Subject": parsed.subject,
         "CustomID": custom_id,
-        **optional(
+        **jsonapi.optional(
             {
                 "From": _boxes([parsed.sender])[0] if parsed.sender else None,
-                "ReplyTo": _boxes(parsed.reply_to[:1])[0] if parsed.reply_to else None,
+                "ReplyTo": _boxes(parsed.reply_to)[0] if parsed.reply_to else None,
                 "TextPart": parsed.text,
                 "HTMLPart": parsed.html,
                 "Headers": headers,
@@ -107,35 +88,35 @@ def build_messages(
         {
             **base,
             "To": _boxes(group.to),
-            **optional({"Cc": _boxes(group.cc), "Bcc": _boxes(group.bcc)}),
+            **jsonapi.optional({"Cc": _boxes(group.cc), "Bcc": _boxes(group.bcc)}),
         }
         for group in groups
     ]
 
 
-def _read_error(answer: Answer) -> Reading:
+def _read_error(answer: http.Answer) -> http.Reading:
     """A whole-call error: ``{"ErrorCode": "mj-0002", "ErrorMessage": ...}``, or text (429)."""
     data = answer.json()
     if not isinstance(data, dict):
-        return Reading(text=answer.text)
-    return Reading(
-        code=str_or_none(data.get("ErrorCode")), text=str(data.get("ErrorMessage") or "")
+        return http.Reading(text=answer.text)
+    return http.Reading(
+        code=http.str_or_none(data.get("ErrorCode")), text=str(data.get("ErrorMessage") or "")
     )
 
 
 def _lost(parsed: ParsedMessage) -> tuple[str, ...]:
-    _, repeated = custom_headers(parsed, "Mailjet")
+    _, repeated = jsonapi.custom_headers(parsed, "Mailjet")
     after_first = ("Reply-To addresses after the first",) if len(parsed.reply_to) > 1 else ()
     return (*parsed.lost, *repeated, *after_first)
 
 
-class MailjetMailer(HttpMailer[MailjetMailerSettings]):
+class MailjetMailer(http.HttpMailer[MailjetMailerSettings]):
     TABLE = TABLE
 
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        key = resolve_secret(self.settings, environ)
-        secret = resolve_secret(self.settings, environ, value="secret_key")
-        return Credentials(auth=httpx.BasicAuth(key, secret))
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        key = http.resolve_secret(self.settings, environ)
+        secret = http.resolve_secret(self.settings, environ, value="secret_key")
+        return http.Credentials(auth=httpx.BasicAuth(key, secret))
 
     def _groups(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -150,14 +131,14 @@ class MailjetMailer(HttpMailer[MailjetMailerSettings]):
     ) -> tuple[httpx.Request, tuple[str, ...]]:
         parsed, groups = self._groups(message, recipients)
         body = {"Messages": build_messages(parsed, groups, message.id)}
-        return post_json(self.client, "/v3.1/send", body), _lost(parsed)
+        return jsonapi.post_json(self.client, "/v3.1/send", body), _lost(parsed)
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         return _read_error(answer)
 
     def _error(self, error: Mapping[str, Any], status: int) -> tuple[Rule, str]:
-        code = str_or_none(error.get("ErrorCode"))
-        rule = classify(self.TABLE, int(error.get("StatusCode") or status), code)
+        code = http.str_or_none(error.get("ErrorCode"))
+        rule = http.classify(self.TABLE, int(error.get("StatusCode") or status), code)
         return rule, _error_words(error, status)
 
     def batches(
@@ -170,13 +151,13 @@ class MailjetMailer(HttpMailer[MailjetMailerSettings]):
         calls = [
             groups[start : start + MAX_MESSAGES] for start in range(0, len(groups), MAX_MESSAGES)
         ]
-        return regroup(recipients, [[a for g in call for a in g.recipients] for call in calls])
+        return http.regroup(recipients, [[a for g in call for a in g.recipients] for call in calls])
 
     def settle(
         self,
         message: OutboundMessage,
         recipients: Sequence[OutboundRecipient],
-        answer: Answer,
+        answer: http.Answer,
         duration: float,
         lost: Sequence[str],
     ) -> list[Outcome]:
@@ -219,7 +200,9 @@ class MailjetMailer(HttpMailer[MailjetMailerSettings]):
                 here = RemoteInfo(mailer=self.name, host=self.host, provider_id=provider_id)
                 text = f"accepted as {provider_id}{suffix}"
                 found.append(
-                    outcome(address, classify(self.TABLE, 200), text, here, duration=duration)
+                    jsonapi.outcome(
+                        address, http.classify(self.TABLE, 200), text, here, duration=duration
+                    )
                 )
             return found
         refused: dict[str, tuple[Rule, str]] = {}
@@ -237,15 +220,17 @@ class MailjetMailer(HttpMailer[MailjetMailerSettings]):
         for address in group.recipients:
             if address.lower() in refused:
                 rule, words = refused[address.lower()]
-                found.append(outcome(address, rule, words, remote, duration=duration))
+                found.append(jsonapi.outcome(address, rule, words, remote, duration=duration))
             elif refused:
                 words = "not sent: Mailjet refused another recipient of the message"
                 found.append(
-                    outcome(address, _NOT_SENT, words, remote, duration=duration, failover=False)
+                    jsonapi.outcome(
+                        address, _NOT_SENT, words, remote, duration=duration, failover=False
+                    )
                 )
             else:
                 found.append(
-                    outcome(address, message_rule, message_words, remote, duration=duration)
+                    jsonapi.outcome(address, message_rule, message_words, remote, duration=duration)
                 )
         return found
 
@@ -259,7 +244,7 @@ def _error_words(error: Mapping[str, Any], status: int) -> str:
     return " ".join(str(p) for p in parts if p)
 
 
-def _entries(answer: Answer) -> list[Mapping[str, Any]] | None:
+def _entries(answer: http.Answer) -> list[Mapping[str, Any]] | None:
     """The per-message results of a 200 or 400 answer; None for any other answer."""
     if answer.status not in (200, 400):
         return None

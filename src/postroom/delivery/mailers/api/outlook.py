@@ -16,15 +16,8 @@ from urllib.parse import quote
 import httpx
 
 from postroom.config.providers import OutlookMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    str_or_none,
-    table,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.oauthmailer import RawMessageMailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
@@ -32,7 +25,7 @@ __all__ = ["TABLE", "OutlookMailer"]
 
 _CONF: Final = Rule(Verdict.MISCONFIG, "4.3.5")
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400:ErrorInvalidRecipients": Rule(Verdict.REJECTED, "5.1.3"),
         "400:ErrorMessageSizeExceeded": Rule(Verdict.REJECTED, "5.3.4"),
@@ -60,9 +53,11 @@ class OutlookMailer(RawMessageMailer[OutlookMailerSettings]):
         )
         return self.client.build_request("POST", path, content=body, headers=headers), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
-            return Reading(text=answer.text if answer.status >= 300 else "")
-        return Reading(code=str_or_none(error.get("code")), text=str(error.get("message") or ""))
+            return http.Reading(text=answer.text if answer.status >= 300 else "")
+        return http.Reading(
+            code=http.str_or_none(error.get("code")), text=str(error.get("message") or "")
+        )

@@ -11,33 +11,21 @@ bounce; 10 (a bad token) waits for an operator.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
 from postroom.config.providers import PostmarkMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    resolve_secret,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import optional
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "PostmarkMailer", "payload"]
 
 _SUPPRESSED: Final = Rule(Verdict.REJECTED, "5.7.1")
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "200:406": _SUPPRESSED,  # inactive recipients named in an accepted answer
         "422:406": _SUPPRESSED,
@@ -50,11 +38,9 @@ TABLE: Final[Table] = table(
 _INACTIVE = re.compile(r"inactive addresses:\s*(?P<list>[^.]*(?:\.[^\s.][^.]*)*)", re.IGNORECASE)
 
 
-class PostmarkMailer(HttpMailer[PostmarkMailerSettings]):
+class PostmarkMailer(http.HttpMailer[PostmarkMailerSettings]):
     TABLE = TABLE
-
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return key_header("X-Postmark-Server-Token", resolve_secret(self.settings, environ))
+    KEY_HEADER = ("X-Postmark-Server-Token", "")
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -63,16 +49,16 @@ class PostmarkMailer(HttpMailer[PostmarkMailerSettings]):
         data, lost = payload(parsed, self.settings.message_stream)
         return self.client.build_request("POST", "/email", json=data), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.fields()
         code, words = body.get("ErrorCode"), str(body.get("Message", ""))
         refused: dict[str, str] = {}
         if 200 <= answer.status < 300 and (found := _INACTIVE.search(words)):
             refused = {a.strip(): "406" for a in found["list"].split(",") if a.strip()}
-        return Reading(
-            code=str_or_none(code),
+        return http.Reading(
+            code=http.str_or_none(code),
             text=words,
-            provider_id=str_or_none(body.get("MessageID")),
+            provider_id=http.str_or_none(body.get("MessageID")),
             refused=refused,
         )
 
@@ -88,7 +74,7 @@ def payload(parsed: ParsedMessage, stream: str) -> tuple[dict[str, Any], tuple[s
     if parsed.message_id:
         headers.append({"Name": "Message-ID", "Value": parsed.message_id})
     attachments = [
-        optional(
+        jsonapi.optional(
             {
                 "Name": name,
                 "Content": base64_text(part.content),
@@ -101,7 +87,7 @@ def payload(parsed: ParsedMessage, stream: str) -> tuple[dict[str, Any], tuple[s
     data = {
         "Subject": parsed.subject,
         "MessageStream": stream,
-        **optional(
+        **jsonapi.optional(
             {
                 "From": parsed.sender.formatted() if parsed.sender else None,
                 "To": _listed(parsed.to) or None,

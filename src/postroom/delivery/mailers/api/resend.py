@@ -9,33 +9,20 @@ message id and its recipients, so a retry after a lost answer is not sent twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
 from postroom.config.providers import ResendMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HintKind,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    resolve_secret,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import custom_headers, optional
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "ResendMailer", "payload"]
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # validation_error
         "403:validation_error": Rule(Verdict.MISCONFIG, "4.7.1"),  # domain not verified
@@ -48,12 +35,13 @@ TABLE: Final[Table] = table(
 )
 
 
-class ResendMailer(HttpMailer[ResendMailerSettings]):
+class ResendMailer(http.HttpMailer[ResendMailerSettings]):
     TABLE = TABLE
-    RETRY_HEADERS = (("retry-after", HintKind.SECONDS), ("ratelimit-reset", HintKind.SECONDS))
-
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return key_header("Authorization", resolve_secret(self.settings, environ), "Bearer")
+    KEY_HEADER = ("Authorization", "Bearer")
+    RETRY_HEADERS = (
+        ("retry-after", http.HintKind.SECONDS),
+        ("ratelimit-reset", http.HintKind.SECONDS),
+    )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -64,12 +52,12 @@ class ResendMailer(HttpMailer[ResendMailerSettings]):
         headers = {"Idempotency-Key": f"postroom-{digest[:48]}"}
         return self.client.build_request("POST", "/emails", json=data, headers=headers), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.fields()
-        return Reading(
-            code=str_or_none(body.get("name")),
+        return http.Reading(
+            code=http.str_or_none(body.get("name")),
             text=str(body.get("message", "")),
-            provider_id=str_or_none(body.get("id")),
+            provider_id=http.str_or_none(body.get("id")),
         )
 
 
@@ -80,9 +68,9 @@ def _formatted(boxes: Sequence[Mailbox]) -> list[str]:
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``emails`` body for a parsed message, and what it could not carry."""
     parsed = parsed.with_to()
-    headers, repeated = custom_headers(parsed, "Resend", message_id="Message-ID")
+    headers, repeated = jsonapi.custom_headers(parsed, "Resend", message_id="Message-ID")
     attachments = [
-        optional(
+        jsonapi.optional(
             {
                 "content": base64_text(part.content),
                 "filename": name,
@@ -95,7 +83,7 @@ def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     data = {
         "subject": parsed.subject,
         "to": _formatted(parsed.to),
-        **optional(
+        **jsonapi.optional(
             {
                 "from": parsed.sender.formatted() if parsed.sender else None,
                 "cc": _formatted(parsed.cc),

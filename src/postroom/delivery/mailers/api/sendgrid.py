@@ -15,31 +15,14 @@ from typing import Any, Final
 import httpx
 
 from postroom.config.providers import SendgridMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HintKind,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    resolve_secret,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import (
-    custom_headers,
-    mailbox_object,
-    mailbox_objects,
-    optional,
-)
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SendgridMailer", "payload"]
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # the request (the message) is invalid
         "401": Rule(Verdict.MISCONFIG, "4.7.0"),  # bad key, or credits exhausted
@@ -48,13 +31,14 @@ TABLE: Final[Table] = table(
 )
 
 
-class SendgridMailer(HttpMailer[SendgridMailerSettings]):
+class SendgridMailer(http.HttpMailer[SendgridMailerSettings]):
     TABLE = TABLE
+    KEY_HEADER = ("Authorization", "Bearer")
     MAX_RECIPIENTS = 1000  # its documented cap per request
-    RETRY_HEADERS = (("retry-after", HintKind.SECONDS), ("x-ratelimit-reset", HintKind.EPOCH))
-
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return key_header("Authorization", resolve_secret(self.settings, environ), "Bearer")
+    RETRY_HEADERS = (
+        ("retry-after", http.HintKind.SECONDS),
+        ("x-ratelimit-reset", http.HintKind.EPOCH),
+    )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -62,14 +46,14 @@ class SendgridMailer(HttpMailer[SendgridMailerSettings]):
         data, lost = payload(parse(message.data, [r.address for r in recipients]))
         return self.client.build_request("POST", "/v3/mail/send", json=data), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         if 200 <= answer.status < 300:
-            return Reading(provider_id=answer.headers.get("x-message-id"))
+            return http.Reading(provider_id=answer.headers.get("x-message-id"))
         errors = answer.fields().get("errors")
         if isinstance(errors, list):
             words = "; ".join(_error_text(e) for e in errors if isinstance(e, dict))
-            return Reading(text=words)
-        return Reading()
+            return http.Reading(text=words)
+        return http.Reading()
 
 
 def _error_text(error: Mapping[str, Any]) -> str:
@@ -81,13 +65,15 @@ def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``mail/send`` body for a parsed message, and what it could not carry."""
     parsed = parsed.with_to()
     personalization = {
-        "to": mailbox_objects(parsed.to),
-        **optional({"cc": mailbox_objects(parsed.cc), "bcc": mailbox_objects(parsed.bcc)}),
+        "to": jsonapi.mailbox_objects(parsed.to),
+        **jsonapi.optional(
+            {"cc": jsonapi.mailbox_objects(parsed.cc), "bcc": jsonapi.mailbox_objects(parsed.bcc)}
+        ),
     }
     # SendGrid wants text/plain first, then text/html.
     content = [("text/plain", parsed.text), ("text/html", parsed.html)]
     attachments = [
-        optional(
+        jsonapi.optional(
             {
                 "content": base64_text(part.content),
                 "type": part.content_type,
@@ -98,15 +84,15 @@ def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
         )
         for name, part in parsed.named_attachments()
     ]
-    headers, repeated = custom_headers(parsed, "SendGrid", message_id="Message-ID")
+    headers, repeated = jsonapi.custom_headers(parsed, "SendGrid", message_id="Message-ID")
     data = {
         "personalizations": [personalization],
         "subject": parsed.subject,
         "content": [{"type": t, "value": v} for t, v in content if v is not None],
-        **optional(
+        **jsonapi.optional(
             {
-                "from": mailbox_object(parsed.sender) if parsed.sender else None,
-                "reply_to_list": mailbox_objects(parsed.reply_to),
+                "from": jsonapi.mailbox_object(parsed.sender) if parsed.sender else None,
+                "reply_to_list": jsonapi.mailbox_objects(parsed.reply_to),
                 "attachments": attachments,
                 "headers": headers,
             }

@@ -16,21 +16,8 @@ from typing import Any, Final
 import httpx
 
 from postroom.config.providers import SendlayerMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    regroup,
-    resolve_secret,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import custom_headers, optional, post_json
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
@@ -47,7 +34,7 @@ _CODES: Final[Mapping[str, Rule]] = {
     "32": Rule(Verdict.MISCONFIG, "4.3.5"),  # sending domain not activated
 }
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {f"{status}:{code}": rule for status in range(400, 430) for code, rule in _CODES.items()}
 )
 
@@ -59,7 +46,7 @@ def _boxes(boxes: Sequence[Mailbox]) -> list[dict[str, str]]:
 def build_email(parsed: ParsedMessage, group: Addressed) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``email`` body for one group of recipients, and what it could not carry."""
     attachments = [
-        optional(
+        jsonapi.optional(
             {
                 "Content": base64_text(part.content),
                 "Type": part.content_type,
@@ -70,12 +57,12 @@ def build_email(parsed: ParsedMessage, group: Addressed) -> tuple[dict[str, Any]
         )
         for name, part in parsed.named_attachments()
     ]
-    headers, repeated = custom_headers(parsed, "SendLayer")
+    headers, repeated = jsonapi.custom_headers(parsed, "SendLayer")
     body = {
         "To": _boxes(group.to),
         "Subject": parsed.subject,
         "ContentType": "HTML" if parsed.html is not None else "plain",
-        **optional(
+        **jsonapi.optional(
             {
                 "From": _boxes([parsed.sender])[0] if parsed.sender else None,
                 "CC": _boxes(group.cc),
@@ -91,11 +78,9 @@ def build_email(parsed: ParsedMessage, group: Addressed) -> tuple[dict[str, Any]
     return body, (*parsed.lost, *repeated)
 
 
-class SendlayerMailer(HttpMailer[SendlayerMailerSettings]):
+class SendlayerMailer(http.HttpMailer[SendlayerMailerSettings]):
     TABLE = TABLE
-
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return key_header("Authorization", resolve_secret(self.settings, environ), "Bearer")
+    KEY_HEADER = ("Authorization", "Bearer")
 
     def batches(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -103,7 +88,7 @@ class SendlayerMailer(HttpMailer[SendlayerMailerSettings]):
         """One request per group of recipients within SendLayer's limits."""
         addresses = [r.address for r in recipients]
         groups = split(parse(message.data, addresses), addresses, **LIMITS)
-        return regroup(recipients, [group.recipients for group in groups])
+        return http.regroup(recipients, [group.recipients for group in groups])
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -112,18 +97,18 @@ class SendlayerMailer(HttpMailer[SendlayerMailerSettings]):
         parsed = parse(message.data, addresses)
         [group] = split(parsed, addresses, **LIMITS)  # deliver() sends one group at a time
         body, lost = build_email(parsed, group)
-        return post_json(self.client, "/api/v1/email", body), lost
+        return jsonapi.post_json(self.client, "/api/v1/email", body), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         if not isinstance(data, dict):
-            return Reading(text=answer.text)
+            return http.Reading(text=answer.text)
         if answer.status == 200 and data.get("MessageID"):
-            return Reading(provider_id=str_or_none(data["MessageID"]))
+            return http.Reading(provider_id=http.str_or_none(data["MessageID"]))
         errors = data.get("Errors") or data.get("Error")
         first = errors[0] if isinstance(errors, list) and errors else errors
         if isinstance(first, dict):
             code = first.get("Code")
             text = str(first.get("Message") or "")
-            return Reading(code=None if code is None else str(code), text=text)
-        return Reading(text=str(first or answer.text))
+            return http.Reading(code=None if code is None else str(code), text=text)
+        return http.Reading(text=str(first or answer.text))

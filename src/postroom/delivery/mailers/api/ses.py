@@ -21,25 +21,15 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsCredentials
 
 from postroom.config.providers import SesMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    resolve_secret,
-    str_or_none,
-    table,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SesMailer", "SigV4"]
 
 _CONF: Final = Rule(Verdict.MISCONFIG, "4.3.5")
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400:MessageRejected": Rule(Verdict.REJECTED, "5.7.1"),
         "400:BadRequestException": Rule(Verdict.REJECTED, "5.6.0"),
@@ -79,13 +69,13 @@ class SigV4(httpx.Auth):
         yield request
 
 
-class SesMailer(HttpMailer[SesMailerSettings]):
+class SesMailer(http.HttpMailer[SesMailerSettings]):
     TABLE = TABLE
 
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        secret = resolve_secret(self.settings, environ)
-        key_id = resolve_secret(self.settings, environ, value="access_key_id")
-        return Credentials(auth=SigV4(key_id, secret, self.settings.region))
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        secret = http.resolve_secret(self.settings, environ)
+        key_id = http.resolve_secret(self.settings, environ, value="access_key_id")
+        return http.Credentials(auth=SigV4(key_id, secret, self.settings.region))
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -110,13 +100,13 @@ class SesMailer(HttpMailer[SesMailerSettings]):
         headers = {"Content-Type": "application/json"}
         return self.client.build_request("POST", _PATH, content=body, headers=headers), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.json()
         body = body if isinstance(body, dict) else {}
         if 200 <= answer.status < 300:
-            return Reading(provider_id=str_or_none(body.get("MessageId")))
+            return http.Reading(provider_id=http.str_or_none(body.get("MessageId")))
         kind = answer.headers.get("x-amzn-errortype") or body.get("__type") or body.get("code")
         kind = body.get("Code") if kind is None else kind
         code = str(kind).split(":")[0].split("#")[-1] if kind else None
         words = body.get("message") or body.get("Message") or ""
-        return Reading(code=code, text=f"{code}: {words}" if code else str(words))
+        return http.Reading(code=code, text=f"{code}: {words}" if code else str(words))

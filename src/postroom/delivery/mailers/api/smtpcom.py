@@ -12,48 +12,36 @@ text, so a message that is not UTF-8 (8-bit in another charset) is rebuilt from
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
 from postroom.config.providers import SmtpcomMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    resolve_secret,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import (
-    custom_headers,
-    mailbox_objects,
-    optional,
-    post_json,
-)
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SmtpcomMailer", "build_fields", "build_mime"]
 
-TABLE: Final[Table] = table({"400:channel": Rule(Verdict.MISCONFIG, "4.3.5")})  # unknown channel
+TABLE: Final[http.Table] = http.table(
+    {"400:channel": Rule(Verdict.MISCONFIG, "4.3.5")}
+)  # unknown channel
 
 _MSG_ID: Final = re.compile(r"msg_id:\s*(\S+)")
 
 
 def _boxes(boxes: Sequence[Mailbox]) -> list[dict[str, str]]:
-    return mailbox_objects(boxes, email="address")
+    return jsonapi.mailbox_objects(boxes, email="address")
 
 
 def _recipients(group: Addressed) -> dict[str, Any]:
-    return {"to": _boxes(group.to), **optional({"cc": _boxes(group.cc), "bcc": _boxes(group.bcc)})}
+    return {
+        "to": _boxes(group.to),
+        **jsonapi.optional({"cc": _boxes(group.cc), "bcc": _boxes(group.bcc)}),
+    }
 
 
 def _originator(parsed: ParsedMessage) -> dict[str, Any]:
@@ -81,7 +69,7 @@ def build_fields(
         if content is not None
     ]
     attachments = [
-        optional(
+        jsonapi.optional(
             {
                 "type": part.content_type,
                 "disposition": "inline" if part.inline else "attachment",
@@ -93,23 +81,21 @@ def build_fields(
         )
         for name, part in parsed.named_attachments()
     ]
-    headers, repeated = custom_headers(parsed, "SMTP.com")
+    headers, repeated = jsonapi.custom_headers(parsed, "SMTP.com")
     found = {
         "channel": channel,
         "recipients": _recipients(group),
         "originator": _originator(parsed),
         "subject": parsed.subject,
-        "body": {"parts": parts, **optional({"attachments": attachments})},
-        **optional({"custom_headers": headers}),
+        "body": {"parts": parts, **jsonapi.optional({"attachments": attachments})},
+        **jsonapi.optional({"custom_headers": headers}),
     }
     return found, (*parsed.lost, *repeated)
 
 
-class SmtpcomMailer(HttpMailer[SmtpcomMailerSettings]):
+class SmtpcomMailer(http.HttpMailer[SmtpcomMailerSettings]):
     TABLE = TABLE
-
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        return key_header("Authorization", resolve_secret(self.settings, environ), "Bearer")
+    KEY_HEADER = ("Authorization", "Bearer")
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -122,25 +108,25 @@ class SmtpcomMailer(HttpMailer[SmtpcomMailerSettings]):
             text = message.data.decode("utf-8")
         except UnicodeDecodeError:
             body, lost = build_fields(channel, parsed, group)
-            return post_json(self.client, "/v4/messages", body), lost
+            return jsonapi.post_json(self.client, "/v4/messages", body), lost
         body = build_mime(channel, text, parsed, group)
-        return post_json(self.client, "/v4/messages/mime", body), ()
+        return jsonapi.post_json(self.client, "/v4/messages/mime", body), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         if not isinstance(data, dict):
-            return Reading(text=answer.text)
+            return http.Reading(text=answer.text)
         inner = data.get("data")
         if data.get("status") == "success" and isinstance(inner, dict):
             found = inner.get("msg_id")
             if not found and isinstance(inner.get("message"), str):
                 match = _MSG_ID.search(inner["message"])
                 found = match.group(1) if match else None
-            return Reading(provider_id=str_or_none(found))
+            return http.Reading(provider_id=http.str_or_none(found))
         if isinstance(inner, dict):
             nested = inner.get("errors")
             errors: dict[str, Any] = nested if isinstance(nested, dict) else inner
             field = next(iter(errors), None)
             words = "; ".join(f"{k}: {v}" for k, v in errors.items())
-            return Reading(code=str_or_none(field), text=words)
-        return Reading(text=str(data.get("message") or answer.text))
+            return http.Reading(code=http.str_or_none(field), text=words)
+        return http.Reading(text=str(data.get("message") or answer.text))

@@ -15,24 +15,13 @@ from typing import Any, Final
 import httpx
 
 from postroom.config.providers import SparkpostMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    Credentials,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    key_header,
-    resolve_secret,
-    str_or_none,
-    table,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SparkpostMailer"]
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400:1902": Rule(Verdict.REJECTED, "5.7.1"),  # recipient suppressed by policy
         "400:7001": Rule(Verdict.MISCONFIG, "4.3.5"),  # sending domain not set up
@@ -45,14 +34,16 @@ TABLE: Final[Table] = table(
 )
 
 
-class SparkpostMailer(HttpMailer[SparkpostMailerSettings]):
+class SparkpostMailer(http.HttpMailer[SparkpostMailerSettings]):
     TABLE = TABLE
 
-    def credentials(self, environ: Mapping[str, str]) -> Credentials:
-        key = key_header("Authorization", resolve_secret(self.settings, environ))
+    KEY_HEADER = ("Authorization", "")
+
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        key = super().credentials(environ)
         if self.settings.subaccount is None:
             return key
-        return Credentials({**key.headers, "X-MSYS-SUBACCOUNT": str(self.settings.subaccount)})
+        return http.Credentials({**key.headers, "X-MSYS-SUBACCOUNT": str(self.settings.subaccount)})
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -69,19 +60,19 @@ class SparkpostMailer(HttpMailer[SparkpostMailerSettings]):
         }
         return self.client.build_request("POST", "/api/v1/transmissions", json=data), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.fields()
         results = body.get("results")
         if 200 <= answer.status < 300 and isinstance(results, dict):
             accepted = results.get("total_accepted_recipients")
             code = "rejected" if accepted == 0 else None
-            return Reading(code=code, provider_id=str_or_none(results.get("id")))
+            return http.Reading(code=code, provider_id=http.str_or_none(results.get("id")))
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             first = errors[0]
             words = "; ".join(_error_text(e) for e in errors if isinstance(e, dict))
-            return Reading(code=str_or_none(first.get("code")), text=words)
-        return Reading()
+            return http.Reading(code=http.str_or_none(first.get("code")), text=words)
+        return http.Reading()
 
 
 def _error_text(error: Mapping[str, Any]) -> str:

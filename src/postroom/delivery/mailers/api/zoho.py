@@ -19,17 +19,8 @@ from urllib.parse import quote
 import httpx
 
 from postroom.config.providers import ZohoMailerSettings
-from postroom.delivery.mailers.api.http import (
-    Answer,
-    NoAnswer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    str_or_none,
-    table,
-)
-from postroom.delivery.mailers.api.jsonapi import optional, post_json
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, parse
 from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer
 from postroom.delivery.mailers.api.rcptsplit import split
@@ -37,7 +28,7 @@ from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "ZohoMailer", "build_send"]
 
-TABLE: Final[Table] = table(
+TABLE: Final[http.Table] = http.table(
     {
         "400:PATTERN_NOT_MATCHED": Rule(Verdict.MISCONFIG, "4.3.5"),  # e.g. a bad account id
         "400:EXTRA_KEY_FOUND_IN_JSON": Rule(Verdict.MISCONFIG, "4.3.5"),
@@ -73,7 +64,7 @@ def build_send(
         "encoding": "UTF-8",
         "content": content,
         "mailFormat": mail_format,
-        **optional(
+        **jsonapi.optional(
             {
                 "ccAddress": _addresses(group.cc) or None,
                 "bccAddress": _addresses(group.bcc) or None,
@@ -94,13 +85,15 @@ class ZohoMailer(OAuthHttpMailer[ZohoMailerSettings]):
 
     async def exchange(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
-    ) -> tuple[Answer | NoAnswer, tuple[str, ...]]:
+    ) -> tuple[http.Answer | http.NoAnswer, tuple[str, ...]]:
         """Upload the attachments, then send; the first answer that is not a success ends it."""
         addresses = [r.address for r in recipients]
         parsed = parse(message.data, addresses)
         uploads = []
         for name, part in parsed.named_attachments():
-            params = optional({"fileName": name, "isInline": "true" if part.inline else None})
+            params = jsonapi.optional(
+                {"fileName": name, "isInline": "true" if part.inline else None}
+            )
             upload = self.client.build_request(
                 "POST",
                 f"{self.path}/attachments",
@@ -109,11 +102,11 @@ class ZohoMailer(OAuthHttpMailer[ZohoMailerSettings]):
                 headers={"Content-Type": "application/octet-stream"},
             )
             answer = await self.send(upload)
-            if isinstance(answer, NoAnswer) or answer.status != 200:
+            if isinstance(answer, http.NoAnswer) or answer.status != 200:
                 return answer, ()
             uploads.append(_uploaded(answer))
         body, lost = build_send(parsed, addresses, uploads)
-        return await self.send(post_json(self.client, self.path, body)), tuple(lost)
+        return await self.send(jsonapi.post_json(self.client, self.path, body)), tuple(lost)
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -121,25 +114,25 @@ class ZohoMailer(OAuthHttpMailer[ZohoMailerSettings]):
         """The send alone (``postroom mailer test`` shows it); ``exchange`` uploads first."""
         addresses = [r.address for r in recipients]
         body, lost = build_send(parse(message.data, addresses), addresses, [])
-        return post_json(self.client, self.path, body), tuple(lost)
+        return jsonapi.post_json(self.client, self.path, body), tuple(lost)
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         if not isinstance(data, dict):
-            return Reading(text=answer.text)
+            return http.Reading(text=answer.text)
         status = _object(data.get("status"))
         inner = _object(data.get("data"))
         if answer.status == 200 and status.get("code", 200) == 200:
-            return Reading(provider_id=str_or_none(inner.get("messageId")))
+            return http.Reading(provider_id=http.str_or_none(inner.get("messageId")))
         words = " ".join(str(w) for w in (status.get("description"), inner.get("moreInfo")) if w)
-        return Reading(code=str_or_none(inner.get("errorCode")), text=words)
+        return http.Reading(code=http.str_or_none(inner.get("errorCode")), text=words)
 
 
 def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _uploaded(answer: Answer) -> dict[str, Any]:
+def _uploaded(answer: http.Answer) -> dict[str, Any]:
     data = answer.json()
     inner = data.get("data") if isinstance(data, dict) else None
     item = inner[0] if isinstance(inner, list) and inner else inner
