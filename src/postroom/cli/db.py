@@ -1,7 +1,8 @@
-"""``postroom db``: check the database file, and copy it while the server runs.
+"""``postroom db``: the schema's version and its upgrades, checking and backing up an
+SQLite file, and copying a store into PostgreSQL.
 
-Both read the file on a connection of their own (never the schema set-up), so they work
-beside a running server and on a damaged file.
+``check`` and ``backup`` read the file on a connection of their own (never the schema
+set-up), so they work beside a running server and on a damaged file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from postroom.cli import AppContext, config_option, fail, pass_app
+from postroom.errors import StoreError
 
 __all__ = ["db"]
 
@@ -31,7 +33,49 @@ def _database(app: AppContext) -> Path:
 
 @click.group()
 def db() -> None:
-    """Check or back up the database."""
+    """The database: schema status and upgrades, check, back up, copy."""
+
+
+@db.command()
+@config_option
+@pass_app
+def status(app: AppContext) -> None:
+    """Show the engine, the schema version found and the one this postroom understands,
+    and what `db migrate` would do; exit 1 when they differ."""
+    from postroom.store.migration import schema_state
+
+    state = schema_state(app.settings.storage_url)
+    click.echo(f"engine:   {state.engine}")
+    click.echo(f"url:      {state.url}")
+    found = "none (an empty database)" if state.found is None else str(state.found)
+    click.echo(f"schema:   {found}")
+    click.echo(f"postroom: {state.understood}")
+    if state.current:
+        click.echo("migrate:  nothing to do")
+        return
+    try:
+        plan = state.plan()
+    except StoreError as exc:
+        click.echo(f"migrate:  refuses: {exc}")
+    else:
+        for step in plan:
+            click.echo(f"migrate:  {step}")
+    raise click.exceptions.Exit(1)
+
+
+@db.command()
+@config_option
+@pass_app
+def migrate(app: AppContext) -> None:
+    """Create the schema, or apply its pending upgrades (one transaction, one line per
+    step); a schema newer than this postroom is refused."""
+    from postroom.store.migration import migrate_schema
+
+    state, steps = migrate_schema(app.settings.storage_url)
+    for step in steps:
+        click.echo(f"{state.url}: {step}: done")
+    if not steps:
+        click.echo(f"{state.url}: schema version {state.understood}, nothing to do")
 
 
 @db.command()
