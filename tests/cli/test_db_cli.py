@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postroom.cli import main
+from postroom.errors import StoreError
+from postroom.store import open_store
 from postroom.store.postgres import schema as pg_schema
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 from tests.store.test_sqlite_schema import SCHEMA_V1
@@ -128,3 +130,30 @@ def test_a_newer_postgresql_schema_is_refused_in_one_line(tmp_path: Path, pg_dat
     migrated = invoke(config, "migrate")
     assert migrated.exit_code == 1
     assert migrated.output.count("\n") == 1 and "newer than" in migrated.output
+
+
+async def test_a_node_refuses_an_older_postgresql_schema_unless_told_to_migrate(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(pg_schema, "UPGRADES", {1: "ALTER TABLE domains ADD COLUMN note text"})
+    with pytest.raises(StoreError) as refused:
+        await open_store(pg_database)
+    assert str(refused.value) == (
+        "database schema version 1 is older than 2, the version this postroom needs:"
+        " run `postroom db migrate` (or start with `postroom serve --migrate`)"
+    )
+    store = await open_store(pg_database, migrate=True)
+    await store.aclose()
+    with psycopg.connect(pg_database) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+
+
+async def test_a_node_refuses_a_newer_postgresql_schema_even_when_told_to_migrate(
+    pg_database: str,
+) -> None:
+    with psycopg.connect(pg_database) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError) as refused:
+        await open_store(pg_database, migrate=True)
+    assert "newer than" in str(refused.value) and "\n" not in str(refused.value)

@@ -47,15 +47,16 @@ class Link:
 class Writer:
     """The GroupCommitter's Transactor: one connection, one transaction per batch."""
 
-    def __init__(self, url: str, lock_timeout: float) -> None:
+    def __init__(self, url: str, lock_timeout: float, *, upgrade: bool = True) -> None:
         self._url = url
         self._lock_timeout = lock_timeout
+        self._upgrade = upgrade
 
     def connect(self) -> Link:
-        """The first connection also creates or upgrades the schema (``schema.migrate``)."""
+        """The first connection also creates the schema, or upgrades it when allowed."""
         conn = connect(self._url, lock_timeout=self._lock_timeout)
         try:
-            migrate(conn)
+            migrate(conn, upgrade=self._upgrade)
         except BaseException:
             conn.close()
             raise
