@@ -8,6 +8,7 @@ set-up), so they work beside a running server and on a damaged file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -105,3 +106,46 @@ def backup(app: AppContext, dest: Path) -> None:
 
     size = copy(_database(app), dest)
     click.echo(f"{dest}: {size} bytes, checked")
+
+
+@db.command()
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="URL",
+    help="The PostgreSQL database to copy into (postgresql://...): new and empty.",
+)
+@config_option
+@pass_app
+def copy(app: AppContext, target: str) -> None:
+    """Copy the configured SQLite store into an empty PostgreSQL database, then compare
+    the rows per table (exit 1 on a difference). Stop the server (or hold the queue)
+    first: mail accepted during the copy stays behind in the SQLite store."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from postroom.store.copy import copy_store, table_counts
+    from postroom.store.open import shown_url
+
+    if not target.startswith(("postgresql://", "postgres://")):
+        fail(f"--to {target!r}: db copy copies into PostgreSQL, a postgresql:// URL")
+    source = _database(app)
+    console = Console(stderr=True)
+    with Progress(console=console, disable=not console.is_terminal) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=total)
+            bar.update(tasks[table], completed=done)
+
+        copy_store(source, target, advance)
+    counts = table_counts(source, target)
+    width = max(len(count.table) for count in counts)
+    for count in counts:
+        verdict = "ok" if count.matches else "MISMATCH"
+        click.echo(f"{count.table:<{width}}  {count.source:>9}  {count.target:>9}  {verdict}")
+    if not all(count.matches for count in counts):
+        fail(f"the copy in {shown_url(target)} does not have the rows of {source}")
+    click.echo(f"{source} copied to {shown_url(target)}")
