@@ -189,3 +189,29 @@ async def test_counts_that_differ_after_a_copy_are_found_per_table(
         conn.execute("DELETE FROM attempts WHERE id = (SELECT min(id) FROM attempts)")
     wrong = [count for count in table_counts(db, target) if not count.matches]
     assert [(c.table, c.source - c.target) for c in wrong] == [("attempts", 1)]
+
+
+async def test_copy_exits_1_naming_the_table_whose_rows_did_not_all_arrive(
+    source: Path, postgres_cluster: PostgresCluster
+) -> None:
+    # A target whose schema exists but is empty, with a trigger that drops one attempt
+    # on its way in: the copy itself succeeds, only the count can tell.
+    name = postgres_cluster.new_database()
+    url = postgres_cluster.url(name)
+    try:
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "CREATE FUNCTION drop_one() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER drop_one BEFORE INSERT ON attempts"
+                " FOR EACH ROW EXECUTE FUNCTION drop_one()"
+            )
+        result = invoke(source, "--to", url)
+        assert result.exit_code == 1
+        wrong = [line for line in result.output.splitlines() if "MISMATCH" in line]
+        assert len(wrong) == 1 and wrong[0].split()[0] == "attempts"
+        assert "postroom: the copy in" in result.output
+    finally:
+        postgres_cluster.drop_database(name)
