@@ -23,7 +23,7 @@ import psycopg
 from postroom.errors import StoreError
 from postroom.store.open import shown_url
 from postroom.store.postgres import schema as pg_schema
-from postroom.store.postgres.connection import connect, store_error
+from postroom.store.postgres.connection import connection
 from postroom.store.sqlite import schema as sqlite_schema
 
 __all__ = ["TABLES", "TableCount", "copy_store", "table_counts"]
@@ -110,7 +110,7 @@ Progress = Callable[[str, int, int], None]
 def copy_store(source: Path, target: str, progress: Progress | None = None) -> None:
     """Copy every row of the SQLite store at ``source`` into the PostgreSQL database
     ``target``, which must hold no store (StoreError, one line, otherwise)."""
-    with _reader(source) as src, _postgres(target) as dst:
+    with _reader(source) as src, connection(target) as dst:
         found = sqlite_schema.schema_version(src)
         if found != sqlite_schema.SCHEMA_VERSION:
             raise StoreError(
@@ -132,7 +132,7 @@ def copy_store(source: Path, target: str, progress: Progress | None = None) -> N
 
 def table_counts(source: Path, target: str) -> list[TableCount]:
     """Rows per table in the source and in the target, in ``TABLES`` order."""
-    with _reader(source) as src, _postgres(target) as dst:
+    with _reader(source) as src, connection(target) as dst:
         counts = []
         for table in TABLES:
             row = dst.execute(f"SELECT count(*) FROM {table.name}").fetchone()
@@ -205,19 +205,5 @@ def _reader(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
-    finally:
-        conn.close()
-
-
-@contextmanager
-def _postgres(url: str) -> Iterator[psycopg.Connection[Any]]:
-    try:
-        conn = connect(url, lock_timeout=30)
-    except (psycopg.Error, OSError) as exc:
-        raise store_error(exc) from exc
-    try:
-        yield conn
-    except psycopg.Error as exc:
-        raise store_error(exc) from exc
     finally:
         conn.close()

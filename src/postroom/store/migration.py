@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from postroom.errors import NoStore, StoreError
 from postroom.store.open import shown_url, sqlite_path
@@ -64,8 +63,9 @@ def schema_state(url: str) -> SchemaState:
             conn.close()
         return _state("sqlite", url, found, sqlite_schema.SCHEMA_VERSION, sqlite_schema.UPGRADES)
     from postroom.store.postgres import schema as pg_schema
+    from postroom.store.postgres.connection import connection
 
-    with _postgres(url) as pg:
+    with connection(url) as pg:
         found = pg_schema.schema_version(pg)
     return _state("postgresql", url, found, pg_schema.SCHEMA_VERSION, pg_schema.UPGRADES)
 
@@ -89,8 +89,9 @@ def migrate_schema(url: str) -> tuple[SchemaState, list[str]]:
             conn.close()
     else:
         from postroom.store.postgres import schema as pg_schema
+        from postroom.store.postgres.connection import connection
 
-        with _postgres(url) as pg:
+        with connection(url) as pg:
             pg_schema.migrate(pg)
     return before, steps
 
@@ -100,14 +101,3 @@ def _state(
 ) -> SchemaState:
     oldest = min(upgrades, default=understood)
     return SchemaState(engine, shown_url(url), found, understood, oldest)
-
-
-def _postgres(url: str) -> Any:
-    import psycopg
-
-    from postroom.store.postgres.connection import connect, store_error
-
-    try:
-        return connect(url, lock_timeout=30)
-    except (psycopg.Error, OSError) as exc:
-        raise store_error(exc) from exc

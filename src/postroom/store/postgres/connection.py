@@ -8,6 +8,8 @@ a unix socket directory as ``host``.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -16,7 +18,7 @@ from psycopg import errors as pgerrors
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
 from postroom.store.postgres.schema import migrate
 
-__all__ = ["Link", "Writer", "connect", "store_error"]
+__all__ = ["Link", "Writer", "connect", "connection", "store_error"]
 
 Conn = psycopg.Connection[Any]
 _CONNECT_TIMEOUT = 10  # seconds: a database that does not answer is unavailable
@@ -35,6 +37,22 @@ def connect(url: str, *, lock_timeout: float, autocommit: bool = False) -> Conn:
         conn.close()
         raise
     return conn
+
+
+@contextmanager
+def connection(url: str) -> Iterator[Conn]:
+    """A connection of its own for a command (status, migrate, copy); psycopg's errors
+    become StoreError, one line."""
+    try:
+        conn = connect(url, lock_timeout=30)
+    except (psycopg.Error, OSError) as exc:
+        raise store_error(exc) from exc
+    try:
+        yield conn
+    except psycopg.Error as exc:
+        raise store_error(exc) from exc
+    finally:
+        conn.close()
 
 
 class Link:
