@@ -21,9 +21,9 @@ from postroom.smtp.clientconnection import (
     ClientEvent,
     Closed,
     MessageDone,
+    Ready,
     RecipientRefused,
 )
-from postroom.smtp.events import NEED_DATA
 from tests.smtp.test_clientconnection import ALICE, BOB, CAROL, WHERE, Conversation, Msg
 
 CONFIG = ClientConfig("client.test", WHERE, username="user", password="secret")
@@ -57,7 +57,14 @@ FRAGMENTS = [
 ]
 
 
-def play(data: bytes, cuts: list[int]) -> tuple[list[ClientEvent], bytes, bool]:
+def comparable(event: ClientEvent) -> object:
+    """``Capabilities`` compare by identity; what they hold is what counts."""
+    if isinstance(event, Ready):
+        return ("Ready", dict(event.capabilities.extensions), event.capabilities.esmtp)
+    return event
+
+
+def play(data: bytes, cuts: list[int]) -> tuple[list[object], bytes, bool]:
     conversation = Conversation(CONFIG, list(MESSAGES))
     sent, start = [], 0
     for cut in [*sorted(cuts), len(data)]:
@@ -68,7 +75,7 @@ def play(data: bytes, cuts: list[int]) -> tuple[list[ClientEvent], bytes, bool]:
     conversation.conn.receive_data(b"")
     sent.append(conversation.pump())
     closed = conversation.conn.next_event() == Closed()
-    return conversation.events, b"".join(sent), closed
+    return [comparable(e) for e in conversation.events], b"".join(sent), closed
 
 
 @settings(max_examples=300, deadline=None)
@@ -85,7 +92,6 @@ def test_no_input_raises_and_splitting_changes_nothing(
     assert play(data, cuts) == (events, sent, closed)
     assert play(data, list(range(len(data) + 1))) == (events, sent, closed)  # every byte
     assert closed
-    assert NEED_DATA not in events
     for _, group in itertools.groupby(events, lambda event: isinstance(event, MessageDone)):
         refused = [e.index for e in group if isinstance(e, RecipientRefused)]
         assert len(refused) == len(set(refused))

@@ -4,8 +4,8 @@ The counterpart of ``ServerConnection``. The driver moves bytes and nothing else
 
     conn = ClientConnection(ClientConfig("client.example", where, TlsMode.OPPORTUNISTIC))
     while True:
-        write(conn.data_to_send())       # what the core decided to send, b"" for nothing
         event = conn.next_event()
+        write(conn.data_to_send())       # what the core decided to send, b"" for nothing
         if event is NEED_DATA:
             conn.receive_data(read())    # b"" when the peer closed; conn.fail(...) on trouble
             continue
