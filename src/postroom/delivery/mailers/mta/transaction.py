@@ -1,7 +1,7 @@
 """One outbound SMTP transaction: a pooled session or a new one, and outcomes from events.
 
 ``SmtpClient.deliver(peer, message, recipients)`` takes a pooled connection or opens one
-(``smtpconnect``), hands the message to the client core (``ClientConnection``), and
+(``connect``), hands the message to the client core (``ClientConnection``), and
 turns what the core concludes into one ``Outcome`` per recipient. The core decides what
 to send (MAIL FROM with SIZE, BODY, SMTPUTF8 and the DSN parameters the peer supports,
 one RCPT per recipient, DATA, pipelined when offered, RSET first on a reused session) and
@@ -21,8 +21,7 @@ from typing import Final
 
 from postroom.clock import Clock
 from postroom.config.mailers import MxMailerSettings, SmtpMailerSettings
-from postroom.delivery.mailers.pool import ConnectionPool
-from postroom.delivery.mailers.smtpconnect import (
+from postroom.delivery.mailers.mta.connect import (
     Connection,
     Connector,
     Failure,
@@ -31,6 +30,7 @@ from postroom.delivery.mailers.smtpconnect import (
     Stage,
     TlsMode,
 )
+from postroom.delivery.mailers.mta.pool import ConnectionPool
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.smtp.client import mail_parameters, rcpt_parameters, reply_from_lines

@@ -17,7 +17,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass, field, replace
 
-from postroom.delivery.mailers.wire import Wire
+from postroom.delivery.mailers.mta.wire import Wire
 from postroom.delivery.outcome import RemoteInfo
 from postroom.smtp.client import Capabilities
 from postroom.smtp.clientconnection import (
