@@ -165,6 +165,7 @@ class ClientConnection:
         # The replies owed to us, in order: (what it answers, stage, argument).
         self._awaiting: deque[tuple[str, Stage, int]] = deque([("GREETING", Stage.GREETING, 0)])
         self._phase = _Phase.OPENING
+        self._stage = Stage.GREETING  # of the last reply read
         self._fault: tuple[Fault, str] | None = None
         self._tx: _Transaction | None = None
         self._used = False  # a message was sent on this session: RSET before the next
@@ -310,7 +311,7 @@ class ClientConnection:
 
     def _broken(self, fault: Fault, detail: str) -> None:
         """No more replies will come: what that means depends on what was awaited."""
-        answers, stage, _ = self._awaiting[0] if self._awaiting else ("", Stage.MAIL, 0)
+        answers, stage, _ = self._awaiting[0] if self._awaiting else ("", self._stage, 0)
         tx, where = self._tx, self.config.where
         if self._phase in (_Phase.IDLE, _Phase.QUITTING):
             self._close(Closed() if self._phase is _Phase.QUITTING else None)
@@ -331,6 +332,7 @@ class ClientConnection:
 
     def _dispatch(self, reply: Reply) -> None:
         answers, stage, argument = self._awaiting.popleft()
+        self._stage = stage
         if reply.code == 421 and answers not in ("RSET", "QUIT"):
             # RFC 5321 3.8: the server is closing; nothing more will be answered.
             tx = self._tx

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 
 from postroom.delivery.mailers.mta.wire import Wire
 from postroom.delivery.outcome import RemoteInfo
-from postroom.smtp.client import Capabilities
 from postroom.smtp.clientconnection import (
     ClientConfig,
     ClientConnection,
@@ -92,10 +91,6 @@ class Connection:
         self.wire, self.core, self.peer = wire, core, peer
         self.remote = RemoteInfo("", peer.host, wire.peer_ip or peer.address, peer.port)
         self.uses = 0
-
-    @property
-    def capabilities(self) -> Capabilities | None:
-        return self.core.capabilities
 
     @property
     def usable(self) -> bool:

@@ -68,6 +68,10 @@ class _Protocol(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     async def drain(self) -> None:
         self.check()
         if self._paused:
@@ -143,8 +147,9 @@ class Wire:
     async def send(self, data: bytes) -> None:
         """Write and wait until the transport's buffer is below its high-water mark."""
         self.write(data)
-        async with asyncio.timeout(self.timeout):
-            await self._protocol.drain()
+        if self._protocol.paused:  # most writes fit the buffer: no timer for them
+            async with asyncio.timeout(self.timeout):
+                await self._protocol.drain()
 
     async def wait(self) -> None:
         """Until more bytes have reached the receiver; raises when none can come."""
