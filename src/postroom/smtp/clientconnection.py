@@ -249,18 +249,39 @@ class ClientConnection:
         """Start a transaction; its events follow from ``next_event()``."""
         if not self.usable or self.capabilities is None:
             raise RuntimeError("the session is not ready for a message")
-        capabilities, where = self.capabilities, self.config.where
-        extensions = capabilities.extensions
-        if (refusal := smtp.local_refusal(message, extensions, where)) is not None:
-            self._events.append(Failed(Failure(Stage.MAIL, Fault.LOCAL, str(refusal), refusal)))
+        pipelined = self.capabilities.pipelining
+        envelope = self._envelope(message, recipients, self.capabilities.extensions)
+        if envelope is None:
             return
+        mail, rcpts = envelope
+        self._tx = _Transaction(message, mail, rcpts, pipelined)
+        self._phase = _Phase.TRANSACTION
+        reused, self._used = self._used, True
+        if reused:
+            self._send(smtp.RSET, "RSET", Stage.MAIL)
+        if pipelined:  # RFC 2920 3.1: DATA last in the batch
+            self._send(mail, "MAIL", Stage.MAIL)
+            for index, line in rcpts:
+                self._send(line, "RCPT", Stage.RCPT, index)
+            self._send(smtp.DATA, "DATA", Stage.DATA)
+        elif not reused:
+            self._send(mail, "MAIL", Stage.MAIL)
+
+    def _envelope(
+        self, message: Message, recipients: Sequence[Recipient], extensions: Mapping[str, str]
+    ) -> tuple[bytes, list[tuple[int, bytes]]] | None:
+        """The MAIL line and the RCPT lines by recipient index; None when nothing is to
+        be sent, and the events say why."""
+        if (refusal := smtp.local_refusal(message, extensions, self.config.where)) is not None:
+            self._events.append(Failed(Failure(Stage.MAIL, Fault.LOCAL, str(refusal), refusal)))
+            return None
         try:
             mail = smtp.mail_from(message.sender, smtp.mail_parameters(message, extensions))
         except ValueError:
             text = "Bad sender address syntax"
             failure = Failure(Stage.MAIL, Fault.LOCAL, text, Reply(553, "5.1.7", text))
             self._events.append(Failed(failure))
-            return
+            return None
         rcpts = []
         for index, recipient in enumerate(recipients):
             try:
@@ -273,19 +294,8 @@ class ClientConnection:
                 self._events.append(RecipientRefused(index, failure))
         if not rcpts:
             self._events.append(MessageDone((), None))
-            return
-        tx = self._tx = _Transaction(message, mail, rcpts, capabilities.pipelining)
-        self._phase = _Phase.TRANSACTION
-        reused, self._used = self._used, True
-        if reused:
-            self._send(smtp.RSET, "RSET", Stage.MAIL)
-        if tx.pipelined:  # RFC 2920 3.1: DATA last in the batch
-            self._send(mail, "MAIL", Stage.MAIL)
-            for index, line in rcpts:
-                self._send(line, "RCPT", Stage.RCPT, index)
-            self._send(smtp.DATA, "DATA", Stage.DATA)
-        elif not reused:
-            self._send(mail, "MAIL", Stage.MAIL)
+            return None
+        return mail, rcpts
 
     def quit(self) -> None:
         """QUIT (RFC 5321 4.1.1.10) when idle; ``Closed`` follows its reply. At any other
