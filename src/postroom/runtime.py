@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import signal
 import socket
@@ -14,10 +15,11 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from postroom import __version__
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.providers import ProviderMailerSettings
-from postroom.config.settings import Settings
+from postroom.config.settings import ListenerRole, Settings
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
@@ -31,6 +33,7 @@ from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
+from postroom.net.control import ControlListener
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import ensure_certificate, server_context
 from postroom.net.wakeup import WakeupListener, notify
@@ -120,10 +123,13 @@ class Server:
         self.retention: Retention | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
+        self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
+        self._started = (self.clock.time(), self.clock.monotonic())
 
     async def start(self) -> None:
         settings = self.settings
+        self._started = (self.clock.time(), self.clock.monotonic())
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         cert, key = ensure_certificate(settings)
         context = server_context(cert, key, settings.tls.min_version)
@@ -165,6 +171,9 @@ class Server:
         except OSError:
             await self.stop()
             raise
+        if not self.accept_only:
+            self._control = ControlListener(settings.data_dir, self.describe)
+            await self._control.start()
         if self.deliver:
             assert self.scheduler is not None and self.retention is not None
             self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
@@ -172,6 +181,47 @@ class Server:
             self.tasks.start("scheduler", self.scheduler.run)
             self.tasks.start("leases", self.scheduler.keep_leases)
             self.tasks.start("retention", self.retention.run)
+
+    def describe(self) -> dict[str, object]:
+        """What ``postroom status`` asks a running server over the control socket (times
+        are Unix times; the command documents its own JSON)."""
+        settings = self.settings
+        started_at, started = self._started
+        listeners = self.smtp.listeners if self.smtp is not None else []
+        api = None
+        if self.api is not None:
+            address, port = self.api.bound
+            api = {"address": address, "port": port}
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": started_at,
+            "uptime": self.clock.monotonic() - started,
+            "data_dir": str(settings.data_dir),
+            "workers": settings.workers,
+            "listeners": [
+                {
+                    "role": spec.role.value,
+                    "address": spec.address,
+                    "port": listener.bound_port,
+                    "tls": "implicit" if spec.role is ListenerRole.SUBMISSIONS else "starttls",
+                }
+                for spec, listener in zip(settings.listeners, listeners, strict=False)
+            ],
+            "api": api,
+            "delivery": {
+                "paused": settings.delivery.paused,
+                "running": self.deliver,
+                "in_flight": self.scheduler.in_flight if self.scheduler is not None else 0,
+            },
+            "failing": [
+                {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+                for p in self.readiness.problems()
+            ],
+            "faults": [
+                {"part": f.part, "reason": f.reason, "at": f.at} for f in self.readiness.faults()
+            ],
+        }
 
     def _store_damaged(self, problem: str) -> None:
         """SQLite reported a damaged database file at run time: say so once in the log,
@@ -264,6 +314,9 @@ class Server:
         """The API and SMTP first (no new mail, requests and transactions in flight
         finish), then delivery, then the store."""
         grace = self.settings.limits.shutdown_grace
+        if self._control is not None:  # a stopping server no longer says it runs
+            await self._control.close()
+            self._control = None
         if self.api is not None:
             await self.api.stop()
             self.api = None

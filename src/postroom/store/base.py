@@ -18,6 +18,7 @@ from postroom.store.models import (
     MessageMeta,
     NewMessage,
     ProviderEventRecord,
+    QueueSummary,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
@@ -132,6 +133,14 @@ class Store(Protocol):
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
+
+    async def queue_summary(self) -> QueueSummary:
+        """How many recipients wait (queued, deferred, in held messages), in how many
+        messages, and the oldest of those messages."""
+
+    async def recent_failures(self, limit: int) -> list[Attempt]:
+        """The latest ``limit`` attempts that did not deliver (deferred, bounced),
+        newest first."""
 
     async def purge(self, before: float) -> int:
         """Retention: remove messages received before ``before`` whose recipients are all
