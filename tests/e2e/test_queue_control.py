@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import RunningProcess, cli_out, start_process, wait_for, write_config
+from tests.support.servers import (
+    RunningProcess,
+    cli_out,
+    run_cli,
+    start_process,
+    wait_for,
+    write_config,
+)
 from tests.support.smtp_peers import Peers, SmtpPeer
 
 MESSAGE = b"From: app@example.test\r\nTo: friend@remote.test\r\nSubject: Receipt\r\n\r\nThanks!\r\n"
@@ -103,12 +110,18 @@ def test_paused_delivery_queues_and_delivers_after_an_unpaused_start(
     with pytest.raises(AssertionError):  # woken, and still claims nothing
         wait_for(lambda: peer.connections > 0, within=2)
     assert statuses(config) == ["queued"]
+    # a timeout longer than the command is given to run: ending at all means at once
+    waited = run_cli(config, "send", "--to", "friend@remote.test", "--wait", "--timeout", "1e5")
+    assert waited.returncode == 75, waited.stderr
+    assert "delivery is paused (delivery.paused): the message waits until it is not" in (
+        waited.stdout
+    )
 
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0
     config = peer_config(tmp_path, peer)
     proc = start_process(config, tmp_path / "postroom.log")
     stop_at_end.append(proc)
-    wait_for(lambda: len(peer.received) == 1)
+    wait_for(lambda: len(peer.received) == 2)
     status = json.loads(cli_out(config, "status", "--json"))
     assert (status["ready"], status["delivery"]["paused"]) == (True, False)
