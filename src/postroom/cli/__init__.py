@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from postroom import __version__
 from postroom.errors import ConfigError, PostroomError
 
 if TYPE_CHECKING:
@@ -129,7 +128,7 @@ class _Root(click.Group):
     envvar="POSTROOM_CONFIG",
     help="The TOML configuration file (default: $POSTROOM_CONFIG, else built-in defaults).",
 )
-@click.version_option(__version__, prog_name="postroom")
+@click.version_option(package_name="postroom", prog_name="postroom")
 @click.pass_context
 def main(ctx: click.Context, config: Path | None) -> None:
     """postroom: a self-hosted mail server for applications."""
