@@ -42,13 +42,14 @@ async def test_status_is_answered_and_other_requests_are_refused(tmp_path: Path)
 async def test_a_failing_description_is_logged_and_the_socket_keeps_answering(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    answers = iter([RuntimeError("bug"), {"pid": 8}])
+    calls = 0
 
     def describe() -> dict[str, object]:
-        answer = next(answers)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug")
+        return {"pid": 8}
 
     listener = ControlListener(tmp_path, describe)
     assert await listener.start()
