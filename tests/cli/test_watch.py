@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.cli.watch import POLL, Ended, watch
+from postroom.cli.watch import POLL, Ended, Watched, watch
 from postroom.store import RecipientStatus, Store, open_store
 from postroom.store.models import Attempt
 from tests.conftest import FakeClock
@@ -45,6 +45,12 @@ class Server:
         self.shown: list[str] = []
         self.said_by_sleep: list[int] = []
 
+    async def watch(self, store: Store, queue_id: str, within: float) -> Watched:
+        return await watch(
+            store, queue_id, within=within, clock=self.clock, say=self.said.append,
+            show=self.shown.append, sleep=self.sleep,
+        )  # fmt: skip
+
     async def sleep(self, seconds: float) -> None:
         self.said_by_sleep.append(len(self.said))
         self.clock.advance(seconds)
@@ -70,10 +76,7 @@ async def test_a_deferral_is_said_at_once_and_the_watch_gives_up_at_the_timeout(
 
     server = Server(clock, [defer])
 
-    watched = await watch(
-        store, message.id, within=10, clock=clock, say=server.said.append,
-        show=server.shown.append, sleep=server.sleep,
-    )  # fmt: skip
+    watched = await server.watch(store, message.id, within=10)
 
     assert watched.ended is Ended.TIMEOUT
     assert watched.message is not None
@@ -107,10 +110,7 @@ async def test_it_ends_when_every_recipient_is_final(store: Store) -> None:
         )  # fmt: skip
 
     server = Server(clock, [settle])
-    watched = await watch(
-        store, message.id, within=60, clock=clock, say=server.said.append,
-        show=server.shown.append, sleep=server.sleep,
-    )  # fmt: skip
+    watched = await server.watch(store, message.id, within=60)
 
     assert watched.ended is Ended.FINAL
     assert [line.split("  ", 1)[1] for line in server.said] == [
@@ -120,35 +120,20 @@ async def test_it_ends_when_every_recipient_is_final(store: Store) -> None:
     ]
 
 
-async def test_a_held_message_ends_the_watch(store: Store) -> None:
+@pytest.mark.parametrize(("operator", "ended"), [("hold", Ended.HELD), ("delete", Ended.GONE)])
+async def test_a_held_or_deleted_message_ends_the_watch(
+    store: Store, operator: str, ended: Ended
+) -> None:
     clock = FakeClock()
     message = new_message(at=clock.time(), recipients=to("a@remote.test"))
     await store.enqueue(message)
 
-    async def hold() -> None:
-        assert await store.hold(message.id)
+    async def act() -> None:
+        assert await (store.hold if operator == "hold" else store.delete)(message.id)
 
-    server = Server(clock, [hold])
-    watched = await watch(
-        store, message.id, within=600, clock=clock, say=server.said.append,
-        show=server.shown.append, sleep=server.sleep,
-    )  # fmt: skip
+    server = Server(clock, [act])
+    watched = await server.watch(store, message.id, within=600)
 
-    assert watched.ended is Ended.HELD
-    assert len(server.said_by_sleep) == 1
-
-
-async def test_a_deleted_message_ends_the_watch(store: Store) -> None:
-    clock = FakeClock()
-    message = new_message(at=clock.time(), recipients=to("a@remote.test"))
-    await store.enqueue(message)
-
-    async def delete() -> None:
-        assert await store.delete(message.id)
-
-    server = Server(clock, [delete])
-    watched = await watch(
-        store, message.id, within=600, clock=clock, say=server.said.append,
-        show=server.shown.append, sleep=server.sleep,
-    )  # fmt: skip
-    assert (watched.ended, watched.message) == (Ended.GONE, None)
+    assert watched.ended is ended
+    assert len(server.said_by_sleep) == 1  # on the first look after it
+    assert (watched.message is None) == (ended is Ended.GONE)
