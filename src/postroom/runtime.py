@@ -211,7 +211,6 @@ class Server:
             "api": api,
             "delivery": {
                 "paused": settings.delivery.paused,
-                "running": self.deliver,
                 "in_flight": self.scheduler.in_flight if self.scheduler is not None else 0,
             },
             "failing": [

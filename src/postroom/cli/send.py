@@ -13,6 +13,7 @@ delivery, a held message).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 import time
 from pathlib import Path
@@ -186,19 +187,20 @@ def _delivery_paused(settings: Settings) -> bool:
 
 
 async def _watch(settings: Settings, queue_id: str, within: float) -> Watched:
-    """Attempts as plain lines; on a terminal also a spinner saying what is awaited."""
+    """Attempts as lines; on a terminal also a spinner saying what is awaited."""
     console = Console()
+    spinner = console.status(f"waiting for {queue_id} to be delivered...")
+    terminal = console.is_terminal
     store = await open_store(settings.storage_url)
     try:
-        if not console.is_terminal:
+        with spinner if terminal else contextlib.nullcontext():
             return await watch(
-                store, queue_id, within=within, clock=SystemClock(), say=click.echo,
-                show=lambda _: None,
-            )  # fmt: skip
-        with console.status(f"waiting for {queue_id} to be delivered...") as spinner:
-            return await watch(
-                store, queue_id, within=within, clock=SystemClock(),
-                say=lambda line: console.print(Text(line)), show=spinner.update,
-            )  # fmt: skip
+                store,
+                queue_id,
+                within=within,
+                clock=SystemClock(),
+                say=(lambda line: console.print(Text(line))) if terminal else click.echo,
+                show=spinner.update if terminal else lambda _: None,
+            )
     finally:
         await store.aclose()
