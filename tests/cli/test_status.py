@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,29 @@ def test_a_control_socket_left_by_a_killed_server_is_not_a_running_server(
 
     make_server(data_dir=data_dir)  # the next start replaces the socket file
     assert status(config).exit_code == 0
+
+
+def test_a_server_that_accepts_but_does_not_answer_is_running_and_not_ready(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config = write_config(tmp_path / "postroom.toml", data_dir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hung:
+        hung.bind(str(data_dir / "control.sock"))
+        hung.listen()
+
+        def close_unanswered() -> None:
+            hung.accept()[0].close()
+
+        closer = threading.Thread(target=close_unanswered)
+        closer.start()
+        code, report = status_json(config)
+        closer.join(5)
+
+    assert code == 1
+    assert (report["running"], report["ready"], report["server"]) == (True, False, None)
+    assert report["problem"].startswith(f"no answer from the server at {data_dir}/control.sock")
 
 
 @pytest.mark.parametrize("size", ["lots", "-1"])
