@@ -49,6 +49,8 @@ def ask_status(data_dir: Path, timeout: float = 5.0) -> dict[str, Any] | None:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             return None
+        except OSError as exc:  # not ours to use, or a path too long for a socket
+            raise NoAnswer(f"cannot ask the server at {path}: {exc.strerror or exc}") from exc
         try:
             sock.sendall(_REQUEST + b"\n")
             answer = _read_all(sock)
