@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from postroom.cli.mailer_oauth import oauth_status
 from postroom.cli.render import Cell, format_time, iso_time, printable
 from postroom.config.settings import Settings
-from postroom.store import Store
+from postroom.store import LogStore
 from postroom.store.models import MailerHealth
 
 __all__ = [
@@ -34,7 +34,7 @@ class MailerUsage:
     hour: dict[str, MailerHealth]
 
 
-async def read_usage(store: Store, now: float) -> MailerUsage:
+async def read_usage(store: LogStore, now: float) -> MailerUsage:
     day = await store.mailer_health(now - now % 86400)
     hour = await store.mailer_health(now - now % 3600)
     return MailerUsage({h.mailer: h for h in day}, {h.mailer: h for h in hour})
