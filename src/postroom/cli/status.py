@@ -51,7 +51,7 @@ _FAILURES_SHOWN = 5
 _MIN_FREE = "1GB"
 
 
-def _size(value: str) -> int:
+def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
     try:
         return int(TypeAdapter(ByteSize).validate_python(value))
     except ValidationError as exc:
@@ -66,17 +66,18 @@ def _size(value: str) -> int:
     default=_MIN_FREE,
     show_default=True,
     metavar="SIZE",
+    callback=_size,
     help="Warn when less disk space is free for the data directory (500MB, 2GiB).",
 )
 @config_option
 @pass_app
-def status(app: AppContext, as_json: bool, min_free: str) -> None:
+def status(app: AppContext, as_json: bool, min_free: int) -> None:
     """Show whether the server runs (pid, uptime, listeners) and works, the queue, the
     mailers' health, the latest failures and the disk space left. Exit 0 when running
     and ready, 1 when a part is failing, 3 when no server runs."""
     settings = app.settings
     facts = _store_facts(app, settings, time.time())
-    report = _report(settings, facts, _size(min_free))
+    report = _report(settings, facts, min_free)
     if as_json:
         emit_json(report)
     else:
