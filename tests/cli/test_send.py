@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RunningProcess, start_process, write_config
+from tests.support.servers import RunningProcess, make_store, start_process, write_config
 from tests.support.smtp_peers import SmtpPeer
 
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -148,6 +148,7 @@ def test_a_local_user_gets_it_in_the_maildir(setup: Setup, server: RunningProces
 
 
 def test_without_a_server_wait_ends_at_once(setup: Setup) -> None:
+    make_store(setup.config)
     # a timeout longer than the command is given to run: ending at all means at once
     done = setup.postroom("send", "--to", "alice@peer.test", "--wait", "--timeout", "100000")
     assert done.returncode == 75

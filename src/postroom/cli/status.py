@@ -37,11 +37,12 @@ from postroom.cli.render import (
     print_table,
     printable,
 )
+from postroom.config.discover import ConfigSource
 from postroom.config.settings import Settings
 from postroom.net.control import NoAnswer, ask_status, control_path, left_behind
 from postroom.store import Store
+from postroom.store.instance import store_exists
 from postroom.store.models import Attempt, QueueSummary
-from postroom.store.open import sqlite_path
 
 __all__ = ["status"]
 
@@ -77,7 +78,7 @@ def status(app: AppContext, as_json: bool, min_free: int) -> None:
     and ready, 1 when a part is failing, 3 when no server runs."""
     settings = app.settings
     facts = _store_facts(app, settings, time.time())
-    report = _report(settings, facts, min_free)
+    report = _report(settings, app.source, facts, min_free)
     if as_json:
         emit_json(report)
     else:
@@ -96,12 +97,15 @@ class _StoreFacts:
     failures: list[Attempt]
 
 
-def _report(settings: Settings, facts: _StoreFacts | None, min_free: int) -> dict[str, Any]:
+def _report(
+    settings: Settings, source: ConfigSource, facts: _StoreFacts | None, min_free: int
+) -> dict[str, Any]:
     """The documented ``status --json`` object."""
     server, problem = _ask(settings)
     paused = server["delivery"]["paused"] if server else settings.delivery.paused
     running = server is not None or problem is not None
     report: dict[str, Any] = {
+        "config": str(source.path) if source.path is not None else None,
         "running": running,
         "ready": server is not None and not server["failing"],
         "problem": problem if running else _not_running(settings),
@@ -138,8 +142,7 @@ def _not_running(settings: Settings) -> str:
 
 def _store_facts(app: AppContext, settings: Settings, now: float) -> _StoreFacts | None:
     """The queue, the mailers and the latest failures; None when there is no store."""
-    path = sqlite_path(settings.storage_url)
-    if path is not None and not path.exists():
+    if not store_exists(settings.storage_url):
         return None
 
     async def read(store: Store) -> _StoreFacts:
@@ -280,7 +283,7 @@ def _headline(report: dict[str, Any]) -> str:
 
 def _fields(report: dict[str, Any]) -> list[tuple[str, str | None]]:
     server = report["server"]
-    fields: list[tuple[str, str | None]] = []
+    fields: list[tuple[str, str | None]] = [("Config", report["config"] or "built-in defaults")]
     if server is not None:
         listeners = ", ".join(
             f"{_host(lst['address'])}:{lst['port']} {lst['role']}"
