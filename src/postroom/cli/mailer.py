@@ -29,6 +29,7 @@ from postroom.cli.mailerhealth import (
 )
 from postroom.cli.render import emit_json, print_fields, print_table, printable, status_text
 from postroom.clock import SystemClock
+from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import Settings
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.mailers.api.http import HttpMailer, NoAnswer, classify
@@ -135,7 +136,9 @@ async def _send(
 
 
 async def _exchange(
-    mailer: HttpMailer, message: OutboundMessage, recipients: list[OutboundRecipient]
+    mailer: HttpMailer[ProviderMailerSettings],
+    message: OutboundMessage,
+    recipients: list[OutboundRecipient],
 ) -> list[Outcome]:
     started = time.monotonic()
     answer, lost = await mailer.exchange(message, recipients)
