@@ -292,6 +292,8 @@ class Server:
 async def _serve(settings: Settings, init: bool) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
+    # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
+    stop = _stop_on_signals()
     try:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
@@ -307,7 +309,6 @@ async def _serve(settings: Settings, init: bool) -> int:
     if supervisor is not None:
         # after start(): the certificate exists, the store is migrated
         await supervisor.start(server.tasks)
-    stop = _stop_on_signals()
     ports = ", ".join(
         f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
     )
