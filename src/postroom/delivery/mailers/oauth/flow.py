@@ -5,7 +5,10 @@ with PKCE (RFC 7636, S256: authlib computes the challenge): ``authorization_url`
 opened by the user, the code comes back pasted, and ``exchange_code`` trades it, with
 the code verifier only this client knows, for a refresh token that ``oauth.tokens``
 keeps. A code intercepted on its way back (a redirect read by another local program)
-is worth nothing without the verifier. While
+is worth nothing without the verifier. The two token requests (a form POST, a JSON
+answer) stay ours: authlib's httpx client is deprecated in favour of another HTTP
+package, and what is left here is the providers' own (Zoho's parameters in the query,
+which errors mean a dead refresh token, the token file shared with the CLI). While
 mail flows, ``AccessTokens`` hands the mailer an access token, refreshing it
 (RFC 6749 6) a margin before it expires by the injected clock, once at a time.
 
