@@ -20,7 +20,7 @@ from typing import Any, cast
 
 __all__ = ["Stream"]
 
-_LIMIT = 256 * 1024  # unread bytes held before the socket is no longer read
+_LIMIT = 128 * 1024  # unread bytes held before the socket is no longer read (as asyncio's)
 
 
 class Stream(asyncio.Protocol):
@@ -103,7 +103,7 @@ class Stream(asyncio.Protocol):
                 self._data_waiter = None
             if self._error is not None:
                 raise self._error
-        data = bytes(self._buffer[:size])
+        data = bytes(memoryview(self._buffer)[:size])
         del self._buffer[:size]
         if self._reading_paused and len(self._buffer) <= self._limit:
             self._reading_paused = False
