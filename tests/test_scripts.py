@@ -145,12 +145,14 @@ def test_newest_installs_what_pyproject_allows_into_its_own_venv_every_time(
 ) -> None:
     installed_ok(project.install("test"))
     project.pip_calls()
-    for _ in range(2):  # newer versions may have come out: pip decides, every time
+    for _ in range(2):  # newer versions may have come out: a fresh venv, every time
+        (project.root / ".venv-newest" / "left-over").mkdir(parents=True, exist_ok=True)
         installed_ok(project.install("test", "--newest"))
+        assert not (project.root / ".venv-newest" / "left-over").exists()
         assert project.pip_calls(".venv-newest")[-1] == (
             "-m pip install --quiet --upgrade --upgrade-strategy eager -e .[fast,test]"
         )
-    assert project.venvs_made() == 2
+    assert project.venvs_made() == 3
     assert project.pip_calls() == []  # .venv, installed from the lock, is left alone
     skipped(project.install("test"))
 
