@@ -414,6 +414,8 @@ def _version() -> str:
 async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
+    # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
+    stop = _stop_on_signals()
     try:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
@@ -429,7 +431,6 @@ async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
     if supervisor is not None:
         # after start(): the certificate exists, the store is migrated
         await supervisor.start(server.tasks)
-    stop = _stop_on_signals()
     assert server.store is not None
     users = bool(await server.store.users())
     _log.info("%s", ready_line(server, source, users=users))
