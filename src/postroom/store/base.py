@@ -7,7 +7,7 @@ is what ``open_store`` returns. A consumer names the part it uses (the scheduler
 Each part has its own contract suite in ``tests/store/`` that every engine passes:
 
 - ``StoreLifecycle``: ``tests/store/test_lifecycle.py``
-- ``QueueStore``: ``test_queue.py`` and ``test_delivery.py``
+- ``QueueStore``: ``test_queue.py``, ``test_delivery.py`` and ``test_queue_summary.py``
 - ``LogStore``: ``test_log.py``, ``test_provider_events.py``, ``test_mailer_health.py``
 - ``DirectoryStore``: ``test_directory.py``
 - ``ApiStore``: ``test_api_rows.py``
@@ -15,8 +15,8 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from postroom.store.models import (
     ApiKeyRecord,
@@ -28,18 +28,22 @@ from postroom.store.models import (
     MessageMeta,
     NewMessage,
     ProviderEventRecord,
+    QueueSummary,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
 
 __all__ = [
+    "PARTS",
     "ApiStore",
     "DirectoryStore",
     "LogStore",
     "QueueStore",
+    "QueueWatch",
     "Store",
     "StoreLifecycle",
+    "missing_parts",
 ]
 
 
@@ -139,6 +143,10 @@ class QueueStore(Protocol):
         """Retention: remove messages received before ``before`` whose recipients are all
         final (delivered, bounced, expired), with their bodies and attempts. Count removed."""
 
+    async def queue_summary(self) -> QueueSummary:
+        """How many recipients wait (queued, deferred, in held messages), in how many
+        messages, and the oldest of those messages."""
+
 
 class LogStore(Protocol):
     """The email log: searching messages, their attempts, providers' callbacks, and
@@ -163,6 +171,10 @@ class LogStore(Protocol):
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
+
+    async def recent_failures(self, limit: int) -> list[Attempt]:
+        """The latest ``limit`` attempts that did not deliver (deferred, bounced),
+        newest first."""
 
 
 class DirectoryStore(Protocol):
@@ -230,5 +242,36 @@ class ApiStore(Protocol):
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
 
 
+@runtime_checkable
+class QueueWatch(Protocol):
+    """An engine shared by several nodes tells each when another committed mail."""
+
+    async def watch_queue(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` after every commit (of any node) that adds mail or makes it
+        due, until cancelled; raises StoreError when it loses the database."""
+
+
 class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
     """Every part: what an engine that implements them all (``open_store``) gives."""
+
+
+PARTS: dict[str, type] = {
+    "lifecycle": StoreLifecycle,
+    "queue": QueueStore,
+    "log": LogStore,
+    "directory": DirectoryStore,
+    "api": ApiStore,
+}
+
+
+def missing_parts(engine: object) -> list[str]:
+    """The parts (PARTS' names) of which ``engine`` lacks a method: a server needs all."""
+    return [
+        part
+        for part, protocol in PARTS.items()
+        if any(
+            not callable(getattr(engine, name, None))
+            for name, member in vars(protocol).items()
+            if callable(member) and not name.startswith("_")
+        )
+    ]
