@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import signal
 import socket
@@ -35,6 +36,7 @@ from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
+from postroom.net.control import ControlListener
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ensure_certificate, server_context
 from postroom.net.wakeup import WakeupListener, notify
@@ -129,11 +131,14 @@ class Server:
         self.retention: Retention | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
+        self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
         self.certificate = ""  # the certificate served, for the ready line
+        self._started = (self.clock.time(), self.clock.monotonic())
 
     async def start(self) -> None:
         settings = self.settings
+        self._started = (self.clock.time(), self.clock.monotonic())
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         before = _modified(settings.data_dir / "tls" / CERT_NAME)
         cert, key = ensure_certificate(settings)
@@ -177,6 +182,9 @@ class Server:
         except OSError:
             await self.stop()
             raise
+        if not self.accept_only:
+            self._control = ControlListener(settings.data_dir, self.describe)
+            await self._control.start()
         if self.deliver:
             assert self.scheduler is not None and self.retention is not None
             self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
@@ -187,6 +195,46 @@ class Server:
                 self.tasks.start("queue-watch", functools.partial(store.watch_queue, wake))
             self.tasks.start("leases", self.scheduler.keep_leases)
             self.tasks.start("retention", self.retention.run)
+
+    def describe(self) -> dict[str, object]:
+        """What ``postroom status`` asks a running server over the control socket (times
+        are Unix times; the command documents its own JSON)."""
+        settings = self.settings
+        started_at, started = self._started
+        listeners = self.smtp.listeners if self.smtp is not None else []
+        api = None
+        if self.api is not None:
+            address, port = self.api.bound
+            api = {"address": address, "port": port}
+        return {
+            "pid": os.getpid(),
+            "version": _version(),
+            "started_at": started_at,
+            "uptime": self.clock.monotonic() - started,
+            "data_dir": str(settings.data_dir),
+            "workers": settings.workers,
+            "listeners": [
+                {
+                    "role": spec.role.value,
+                    "address": spec.address,
+                    "port": listener.bound_port,
+                    "tls": "implicit" if spec.role is ListenerRole.SUBMISSIONS else "starttls",
+                }
+                for spec, listener in zip(settings.listeners, listeners, strict=False)
+            ],
+            "api": api,
+            "delivery": {
+                "paused": settings.delivery.paused,
+                "in_flight": self.scheduler.in_flight if self.scheduler is not None else 0,
+            },
+            "failing": [
+                {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+                for p in self.readiness.problems()
+            ],
+            "faults": [
+                {"part": f.part, "reason": f.reason, "at": f.at} for f in self.readiness.faults()
+            ],
+        }
 
     def _store_damaged(self, problem: str) -> None:
         """SQLite reported a damaged database file at run time: say so once in the log,
@@ -280,6 +328,9 @@ class Server:
         """The API and SMTP first (no new mail, requests and transactions in flight
         finish), then delivery, then the store."""
         grace = self.settings.limits.shutdown_grace
+        if self._control is not None:  # a stopping server no longer says it runs
+            await self._control.close()
+            self._control = None
         if self.api is not None:
             await self.api.stop()
             self.api = None
@@ -368,6 +419,8 @@ def _version() -> str:
 async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
+    # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
+    stop = _stop_on_signals()
     try:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
@@ -383,7 +436,6 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
     if supervisor is not None:
         # after start(): the certificate exists, the store is migrated
         await supervisor.start(server.tasks)
-    stop = _stop_on_signals()
     assert server.store is not None
     users = bool(await server.store.users())
     _log.info("%s", ready_line(server, source, users=users))

@@ -35,6 +35,7 @@ from postroom.store.models import (
     MessageMeta,
     NewMessage,
     ProviderEventRecord,
+    QueueSummary,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
@@ -277,6 +278,12 @@ class PostgresStore:
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
+
+    async def recent_failures(self, limit: int) -> list[Attempt]:
+        return await self._read(functools.partial(delivery.recent_failures, limit))
+
+    async def queue_summary(self) -> QueueSummary:
+        return await self._read(delivery.queue_summary)
 
     # -- the directory ----------------------------------------------------------------
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
