@@ -95,7 +95,9 @@ class Server:
     shared with accept workers; ``accept_only`` is such a worker: SMTP into the store,
     no delivery. ``store``: a store to start and use instead of the configured one (a
     test's fault-injecting store); ``init``: make a new, empty store even where the
-    data directory was used before (``postroom serve --init``)."""
+    data directory was used before (``postroom serve --init``); ``migrate``: upgrade an
+    older PostgreSQL schema at start (``postroom serve --migrate``; an SQLite store is
+    always upgraded)."""
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class Server:
         accept_only: bool = False,
         store: Store | None = None,
         init: bool = False,
+        migrate: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -115,6 +118,7 @@ class Server:
         self.tasks = TaskSupervisor(self.readiness, self.clock)
         self._given_store = store
         self._init = init
+        self._migrate = migrate
         self.rng = rng or random.Random()
         self.deliver = deliver and not accept_only
         self.accept_only = accept_only
@@ -251,6 +255,7 @@ class Server:
             self.settings.storage_url,
             self.settings.data_dir,
             init=self._init,
+            migrate=self._migrate,
             check_budget=None if self.accept_only else _START_CHECK_BUDGET,
             on_damage=self._store_damaged,
         )
@@ -411,7 +416,7 @@ def _version() -> str:
         return "(not installed)"
 
 
-async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
+async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
@@ -420,7 +425,7 @@ async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
             supervisor = Supervisor(settings, sockets)
-        server = Server(settings, sockets=sockets, init=init)
+        server = Server(settings, sockets=sockets, init=init, migrate=migrate)
         await server.start()
     except OSError as exc:
         print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
@@ -477,12 +482,15 @@ def _configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log.level.upper())
 
 
-def run(settings: Settings, source: ConfigSource, *, init: bool = False) -> int:
+def run(
+    settings: Settings, source: ConfigSource, *, init: bool = False, migrate: bool = False
+) -> int:
     """Run the server until SIGTERM/SIGINT; the process exit code. ``source``: where the
     settings came from (for the ready line); ``init``: make a new, empty store even if
-    the data directory had one (``postroom serve --init``)."""
+    the data directory had one (``postroom serve --init``); ``migrate``: upgrade an older
+    PostgreSQL schema (``postroom serve --migrate``)."""
     _configure_logging(settings)
-    return _run_loop(_serve(settings, init, source))
+    return _run_loop(_serve(settings, init, migrate, source))
 
 
 def run_worker() -> int:
