@@ -280,7 +280,8 @@ def _fuzz_role(
                 session.run(step, rng)
             session.command(b"RSET\r\n")
         except Closed:
-            session.sock.close()  # type: ignore[union-attr]
+            if session is not None:  # None: the connection itself was refused
+                session.sock.close()
             session = None
         except AssertionError as failure:
             raise AssertionError(
