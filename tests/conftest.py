@@ -4,11 +4,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from postroom.clock import Clock
 from postroom.store import Store
+from tests.support.depth import DEPTH, DEPTHS, examples
 from tests.support.servers import loopback_settings
 from tests.support.thread import MakeServer, ServerThread
+
+if DEPTH not in DEPTHS:
+    raise pytest.UsageError(f"POSTROOM_TEST_DEPTH={DEPTH}: expected one of {', '.join(DEPTHS)}")
+# Property tests without their own count: Hypothesis's 100 examples, more in a deep run.
+# The rest comes from the profile already loaded (Hypothesis's own "ci" profile under CI).
+settings.register_profile("postroom", max_examples=examples(100))
+settings.load_profile("postroom")
 
 
 class FakeClock:
