@@ -23,6 +23,8 @@ from tests.store.factories import (
     to,
 )
 
+pytestmark = pytest.mark.store_parts("log", "queue")
+
 ALICE = Address("alice", "example.org")
 BILLING = Address("Billing", "shop.example")
 
