@@ -12,12 +12,15 @@ from tests.support.depth import DEPTH, DEPTHS, examples
 from tests.support.servers import loopback_settings
 from tests.support.thread import MakeServer, ServerThread
 
-if DEPTH not in DEPTHS:
-    raise pytest.UsageError(f"POSTROOM_TEST_DEPTH={DEPTH}: expected one of {', '.join(DEPTHS)}")
 # Property tests without their own count: Hypothesis's 100 examples, more in a deep run.
 # The rest comes from the profile already loaded (Hypothesis's own "ci" profile under CI).
 settings.register_profile("postroom", max_examples=examples(100))
 settings.load_profile("postroom")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if DEPTH not in DEPTHS:
+        raise pytest.UsageError(f"POSTROOM_TEST_DEPTH={DEPTH}: expected one of {', '.join(DEPTHS)}")
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ CONNECTIONS = 100
 # Sixteen times the body bytes a transaction may keep in memory (limits.spool_memory,
 # 256 KiB): held whole, a hundred of them would show; spooled, they cost next to nothing.
 MESSAGE_SIZE = 4 * MIB
-# Delivery into Maildir runs meanwhile: its budget is kept to a size of the same order.
+# Delivery into Maildir runs meanwhile, its in-flight budget in proportion to these sizes.
 DELIVERY_INFLIGHT = 8 * MIB
 
 

@@ -2,7 +2,8 @@
 
 The default run proves every property on a fixed, smaller sample, so the whole suite stays
 inside CI's time budget. ``POSTROOM_TEST_DEPTH=deep`` multiplies every example count (the
-SMTP fuzz cases, schemathesis's examples, Hypothesis's ``max_examples``) by DEEP_FACTOR:
+SMTP fuzz cases, schemathesis's examples, Hypothesis's ``max_examples``, the kill -9
+rounds) by DEEP_FACTOR:
 run it after changing a protocol core, a parser or the API document, and before a release.
 """
 
