@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
+from postroom.clock import Clock
+from postroom.store import Store
+from tests.support.depth import DEPTH, DEPTHS, examples
 from tests.support.postgres import (
     PASSWORD,
     PASSWORD_USER,
@@ -13,7 +17,17 @@ from tests.support.postgres import (
     find_bindir,
 )
 from tests.support.servers import loopback_settings
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
+
+# Property tests without their own count: Hypothesis's 100 examples, more in a deep run.
+# The rest comes from the profile already loaded (Hypothesis's own "ci" profile under CI).
+settings.register_profile("postroom", max_examples=examples(100))
+settings.load_profile("postroom")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if DEPTH not in DEPTHS:
+        raise pytest.UsageError(f"POSTROOM_TEST_DEPTH={DEPTH}: expected one of {', '.join(DEPTHS)}")
 
 
 class FakeClock:
@@ -40,15 +54,20 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+def make_server(tmp_path: Path) -> Iterator[MakeServer]:
     """Start in-process servers with loopback settings (overrides as keyword arguments)."""
     started: list[ServerThread] = []
 
-    def make(clock: object = None, deliver: bool = False, **overrides: object) -> ServerThread:
-        data_dir = overrides.pop("data_dir", tmp_path / f"data{len(started)}")
-        store = overrides.pop("store", None)  # a store to use instead of the configured one
-        settings = loopback_settings(data_dir, **overrides)  # type: ignore[arg-type]
-        server = ServerThread(settings, clock=clock, deliver=deliver, store=store)  # type: ignore[arg-type]
+    def make(
+        clock: Clock | None = None,
+        deliver: bool = False,
+        *,
+        data_dir: Path | None = None,
+        store: Store | None = None,  # a store to use instead of the configured one
+        **overrides: object,
+    ) -> ServerThread:
+        settings = loopback_settings(data_dir or tmp_path / f"data{len(started)}", **overrides)
+        server = ServerThread(settings, clock=clock, deliver=deliver, store=store)
         started.append(server.start())
         return server
 
@@ -58,7 +77,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
 
 
 @pytest.fixture
-def server(make_server: Callable[..., ServerThread]) -> ServerThread:
+def server(make_server: MakeServer) -> ServerThread:
     """A server with local domain example.test and user app@example.test / secret."""
     srv = make_server()
     srv.add_domain("example.test")

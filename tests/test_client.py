@@ -74,15 +74,20 @@ def client(api: Api) -> Iterator[Client]:
         yield http
 
 
-def send_one(client: Client, **extra: object) -> SendResult:
-    fields: dict[str, object] = {
-        "from_": "Shop <shop@example.com>",
-        "to": "a@example.net",
-        "subject": "Hello",
-        "text": "plain body",
-    }
-    fields.update(extra)
-    return client.send(**fields)  # type: ignore[arg-type]
+def send_one(
+    client: Client,
+    to: str = "a@example.net",
+    subject: str = "Hello",
+    text: str = "plain body",
+    idempotency_key: str | None = None,
+) -> SendResult:
+    return client.send(
+        from_="Shop <shop@example.com>",
+        to=to,
+        subject=subject,
+        text=text,
+        idempotency_key=idempotency_key,
+    )
 
 
 def test_send_composes_everything_and_get_reads_it_back(api: Api, client: Client) -> None:
@@ -125,7 +130,7 @@ def test_send_composes_everything_and_get_reads_it_back(api: Api, client: Client
     assert message["Bcc"] is None
     assert message["Reply-To"] == "help@example.com"
     assert message["X-Campaign"] == "spring"
-    names = [part.get_filename() for part in message.walk() if part.get_filename()]
+    names = [name for part in message.walk() if (name := part.get_filename())]
     assert sorted(names) == ["logo.png", "r.pdf"]
 
 

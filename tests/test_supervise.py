@@ -84,7 +84,7 @@ async def test_a_restarted_task_that_runs_long_enough_is_ready_again() -> None:
     tasks.start("once", once_broken)
     for _ in range(5):
         await asyncio.sleep(0)
-    assert runs == 2 and not readiness.ready  # failed, restarted, not yet healthy
+    assert (runs, readiness.ready) == (2, False)  # failed, restarted, not yet healthy
     pauses.healthy.set()  # the restarted run has lasted the healthy time
     for _ in range(5):
         await asyncio.sleep(0)

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP  # type: ignore[import-not-found, unused-ignore]
+from aiosmtpd.smtp import SMTP
 
 LIMIT = 30 * 1024 * 1024
 

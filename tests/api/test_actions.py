@@ -91,7 +91,7 @@ def test_the_log_filters(api: Api, client: httpx.Client) -> None:
     api.clock.advance(100)
     late = sent(client, **{"from": "news@example.org"})
 
-    def found(**params: object) -> list[str]:
+    def found(**params: str | float) -> list[str]:
         return [m["id"] for m in client.get("/api/v1/messages", params=params).json()["messages"]]
 
     assert found(to="early") == [early]

@@ -246,36 +246,25 @@ def test_503_with_retry_after_when_the_store_is_gone(api: Api, client: httpx.Cli
     assert answer.headers["retry-after"] == "60"
 
 
-class _Failing:
-    """The real store, except that one method fails the way it is told to."""
-
-    def __init__(self, real: Any, method: str, exc: Exception) -> None:
-        self._real = real
-        self._method = method
-        self._exc = exc
-
-    def __getattr__(self, name: str) -> Any:
-        if name == self._method:
-
-            async def fail(*args: object, **kwargs: object) -> None:
-                raise self._exc
-
-            return fail
-        return getattr(self._real, name)
-
-
 @pytest.fixture
-def failing_api(server: ServerThread) -> Iterator[Callable[[str, Exception], httpx.Client]]:
-    """An API over the server's store and intake whose ``method`` raises ``exc``."""
+def failing_api(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str, Exception], httpx.Client]]:
+    """An API over the server's store and intake, the store's ``method`` raising ``exc``."""
     real = server.server
-    assert real.store is not None and real.intake is not None
-    token = server.call(ApiKeys(real.store).create("k", (), tuple(Scope), any_sender=True)).token
+    store, intake = real.store, real.intake
+    assert store is not None and intake is not None
+    token = server.call(ApiKeys(store).create("k", (), tuple(Scope), any_sender=True)).token
     started: list[ApiServer] = []
 
     def make(method: str, exc: Exception) -> httpx.Client:
+        async def fail(*args: object, **kwargs: object) -> None:
+            raise exc
+
+        monkeypatch.setattr(store, method, fail)
         deps = ApiDeps(
-            store=_Failing(real.store, method, exc),  # type: ignore[arg-type]
-            intake=real.intake,
+            store=store,
+            intake=intake,
             clock=real.clock,
             settings=ApiSettings(port=0),
             hostname="mail.test",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -9,7 +10,7 @@ import httpx
 from tests.api.conftest import MESSAGE, Api
 
 
-def send(client: httpx.Client, key: str, body: dict[str, object] = MESSAGE) -> httpx.Response:
+def send(client: httpx.Client, key: str, body: Mapping[str, object] = MESSAGE) -> httpx.Response:
     return client.post("/api/v1/messages", json=body, headers={"Idempotency-Key": key})
 
 

@@ -3,8 +3,9 @@ schema-valid request is refused, no invalid one accepted, no answer is a server 
 strays from the document, and created messages can be read back and deleted.
 
 The `st` command runs as a process against a real server, as a user would run it; the
-seed is fixed, so a failure is reproducible, and the example count keeps the run to
-well under a few minutes. The rate limit is off: the fuzzer sends thousands of requests.
+seed is fixed, so a failure is reproducible, and the example count keeps the run short (a
+deep run, tests/support/depth.py, sends ten times as many). The rate limit is off: the
+fuzzer sends thousands of requests.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.api.conftest import Api
+from tests.support.depth import examples
 
-EXAMPLES = 100  # per operation and phase
+EXAMPLES = examples(25)  # per operation and phase; ten times as many in a deep run
 SEED = 20261204
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from postroom.config import load
+from postroom.config.mailers import MxMailerSettings
 from postroom.config.settings import ListenerRole, ListenerSettings, Settings, default_listeners
 from postroom.errors import ConfigError
 
@@ -200,7 +201,8 @@ def test_mailers_add_to_the_built_in_ones_and_replace_by_name(tmp_path: Path) ->
         ("mx", "mx"),
         ("relay", "smtp"),
     ]
-    assert settings.mailers[1].port == 2525  # type: ignore[union-attr]
+    mx = settings.mailers[1]
+    assert isinstance(mx, MxMailerSettings) and mx.port == 2525
     [route] = settings.routes
     assert route.name == "billing" and route.mailers == ("relay", "mx")
     assert route.match == "any" and len(route.conditions) == 2

@@ -63,20 +63,36 @@ def _message(received_at: float, sender: str, recipients: Sequence[str]) -> NewM
     )
 
 
-def _attempt(message_id: str, recipient: str, at: float, mailer: str, **more: object) -> Attempt:
-    fields: dict[str, object] = {
-        "disposition": "delivered",
-        "code": 250,
-        "enhanced": "2.0.0",
-        "text": "Ok: queued as 4XYZ",
-        "host": f"{mailer}.example.net",
-        "ip": "198.51.100.25",
-        "port": 587,
-        "tls": "TLSv1.3",
-        "duration": 0.42,
-        **more,
-    }
-    return Attempt(message_id, recipient, at, mailer, **fields)  # type: ignore[arg-type]
+def _attempt(
+    message_id: str,
+    recipient: str,
+    at: float,
+    mailer: str,
+    *,
+    disposition: str = "delivered",
+    code: int | None = 250,
+    enhanced: str | None = "2.0.0",
+    text: str = "Ok: queued as 4XYZ",
+    host: str | None = None,
+    ip: str | None = "198.51.100.25",
+    port: int | None = 587,
+    tls: str | None = "TLSv1.3",
+) -> Attempt:
+    return Attempt(
+        message_id,
+        recipient,
+        at,
+        mailer,
+        disposition=disposition,
+        code=code,
+        enhanced=enhanced,
+        text=text,
+        host=host or f"{mailer}.example.net",
+        ip=ip,
+        port=port,
+        tls=tls,
+        duration=0.42,
+    )
 
 
 @pytest.fixture

@@ -107,8 +107,10 @@ def test_wait_shows_a_delivery_to_a_routed_peer(
     assert (received.sender, received.recipients) == ("shop@example.test", ("alice@peer.test",))
     message = email.message_from_bytes(received.data, policy=email.policy.default)
     assert message["Subject"] == "Hello"
-    assert message.get_body(("plain",)).get_content().strip() == "plain words"  # type: ignore[union-attr]
-    assert "<b>there</b>" in message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    plain, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().strip() == "plain words"
+    assert "<b>there</b>" in html.get_content()
     [attachment] = message.iter_attachments()
     assert attachment.get_filename() == "report.csv"
     assert attachment.get_content_type() == "text/csv"

@@ -97,7 +97,9 @@ def test_alternatives_attachment_cc_bcc_and_reply_to(postroom: Postroom) -> None
     assert stored["Cc"] == "Carol <c@example.net>"
     assert stored["Reply-To"] == "help@example.com"
     assert stored["X-Invoice"] == "42"
-    assert "HTML invoice" in stored.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    html = stored.get_body(("html",))
+    assert html is not None
+    assert "HTML invoice" in html.get_content()
     [attachment] = stored.iter_attachments()
     assert attachment.get_filename() == "invoice.pdf"
     assert attachment.get_content() == b"%PDF-1.4 not really"

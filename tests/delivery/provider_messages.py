@@ -30,7 +30,8 @@ def message(
     mail.add_alternative(
         '<p>Hallo <b>Jürgen</b> <img src="cid:logo@example.org"></p>\n', subtype="html"
     )
-    html = mail.get_payload()[1]
+    html = mail.get_body(("html",))
+    assert html is not None
     html.add_related(
         PNG, "image", "png", cid="<logo@example.org>", filename="logo.png", disposition="inline"
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
-from dataclasses import replace
 from email.message import EmailMessage, Message
 
 import pytest
@@ -39,15 +38,22 @@ REJECTED = Reply(550, "5.1.1", "<bob@example.net>: Recipient address rejected")
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, try again later")
 
 
-def _stored(**changes: object) -> StoredMessage:
-    message = StoredMessage(
+def _stored(
+    *,
+    sender: str = "alice@example.com",
+    ret: str | None = None,
+    envid: str | None = None,
+    body_type: str = "7BIT",
+    smtputf8: bool = False,
+) -> StoredMessage:
+    return StoredMessage(
         id="01HXAMPLE0000000",
-        sender="alice@example.com",
+        sender=sender,
         recipients=(),
-        ret=None,
-        envid=None,
-        body_type="7BIT",
-        smtputf8=False,
+        ret=ret,
+        envid=envid,
+        body_type=body_type,
+        smtputf8=smtputf8,
         size=len(ORIGINAL),
         received_at=RECEIVED,
         source_kind="smtp",
@@ -58,19 +64,22 @@ def _stored(**changes: object) -> StoredMessage:
         tls=None,
         held=False,
     )
-    return replace(message, **changes)  # type: ignore[arg-type]
 
 
-def _failed(address: str = "bob@example.net", **changes: object) -> DsnRecipient:
-    recipient = DsnRecipient(
-        address=address,
-        action="failed",
-        status="5.1.1",
-        diagnostic=REJECTED,
-        remote_mta="mx1.example.net",
-        last_attempt=NOW - 60,
+def _failed(
+    address: str = "bob@example.net",
+    *,
+    action: str = "failed",
+    status: str = "5.1.1",
+    diagnostic: Reply | None = REJECTED,
+    remote_mta: str | None = "mx1.example.net",
+    last_attempt: float | None = NOW - 60,
+    orcpt: str | None = None,
+    will_retry_until: float | None = None,
+) -> DsnRecipient:
+    return DsnRecipient(
+        address, action, status, diagnostic, remote_mta, last_attempt, orcpt, will_retry_until
     )
-    return replace(recipient, **changes)  # type: ignore[arg-type]
 
 
 def _build(
@@ -78,17 +87,19 @@ def _build(
     original: StoredMessage | None = None,
     data: bytes = ORIGINAL,
     recipients: list[DsnRecipient] | None = None,
-    **extra: object,
+    *,
+    reporting_mta: str = HOST,
+    full_limit: int = RETURN_FULL_LIMIT,
 ) -> bytes:
     return build_dsn(
         kind=kind,
         original=original or _stored(),
         original_data=data,
         recipients=recipients or [_failed()],
-        reporting_mta=str(extra.pop("reporting_mta", HOST)),
+        reporting_mta=reporting_mta,
         now=NOW,
         postmaster="postmaster@example.org",
-        **extra,  # type: ignore[arg-type]
+        full_limit=full_limit,
     )
 
 

@@ -6,6 +6,7 @@ import base64
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 
 from postroom.config.providers import (
     MailjetMailerSettings,
@@ -37,14 +38,13 @@ def mailjet() -> Iterator[tuple[MailjetFake, FakeHttp]]:
         yield fake, server
 
 
-def _mailjet(server: FakeHttp, clock: FakeClock, **extra: object) -> MailjetMailer:
+def _mailjet(server: FakeHttp, clock: FakeClock) -> MailjetMailer:
     settings = MailjetMailerSettings(
         name="mj",
         base_url=server.url,
         api_key_env="MJ_KEY",
-        secret_key="mj-secret",
+        secret_key=SecretStr("mj-secret"),
         timeout=1.0,
-        **extra,  # type: ignore[arg-type]
     )
     return MailjetMailer(settings, clock=clock, environ={"MJ_KEY": "mj-key"})
 
@@ -159,7 +159,10 @@ async def test_mailjet_wrong_key_is_loud_and_never_shows_the_secret(
 ) -> None:
     _, server = mailjet
     settings = MailjetMailerSettings(
-        name="mj", base_url=server.url, api_key="mj-key", secret_key="not-the-secret"
+        name="mj",
+        base_url=server.url,
+        api_key=SecretStr("mj-key"),
+        secret_key=SecretStr("not-the-secret"),
     )
     mailer = MailjetMailer(settings, clock=fake_clock)
     [outcome] = await mailer.deliver(message(), recipients(JUERGEN))
@@ -178,7 +181,9 @@ async def test_sendlayer_carries_every_field_and_splits_by_its_limits(
     fake = SendlayerFake()
     many = [f"u{i:02d}@example.net" for i in range(12)]  # 12 in To: two emails
     with serve(fake) as server:
-        settings = SendlayerMailerSettings(name="sl", base_url=server.url, api_key="sl-key")
+        settings = SendlayerMailerSettings(
+            name="sl", base_url=server.url, api_key=SecretStr("sl-key")
+        )
         mailer = SendlayerMailer(settings, clock=fake_clock)
         outcomes = await mailer.deliver(message(to=", ".join(many)), recipients(*many))
         await mailer.aclose()
@@ -206,7 +211,9 @@ async def test_sendlayer_carries_every_field_and_splits_by_its_limits(
 async def test_sendlayer_suppressed_recipient_bounces(fake_clock: FakeClock) -> None:
     fake = SendlayerFake(suppressed={JUERGEN})
     with serve(fake) as server:
-        settings = SendlayerMailerSettings(name="sl", base_url=server.url, api_key="sl-key")
+        settings = SendlayerMailerSettings(
+            name="sl", base_url=server.url, api_key=SecretStr("sl-key")
+        )
         mailer = SendlayerMailer(settings, clock=fake_clock)
         [outcome] = await mailer.deliver(message(), recipients(JUERGEN))
         await mailer.aclose()
@@ -217,7 +224,9 @@ async def test_sendlayer_suppressed_recipient_bounces(fake_clock: FakeClock) -> 
 async def test_sendlayer_bcc_recipients_are_not_shown_to_each_other(fake_clock: FakeClock) -> None:
     fake = SendlayerFake()
     with serve(fake) as server:
-        settings = SendlayerMailerSettings(name="sl", base_url=server.url, api_key="sl-key")
+        settings = SendlayerMailerSettings(
+            name="sl", base_url=server.url, api_key=SecretStr("sl-key")
+        )
         mailer = SendlayerMailer(settings, clock=fake_clock)
         hidden = [f"b{i}@example.com" for i in range(7)]
         outcomes = await mailer.deliver(message(), recipients(JUERGEN, *hidden))
@@ -237,7 +246,7 @@ async def test_smtpcom_sends_the_raw_message_with_its_envelope(fake_clock: FakeC
     original = message(cc="Ça Va <cava@example.com>, other@example.com")
     with serve(fake) as server:
         settings = SmtpcomMailerSettings(
-            name="sc", base_url=server.url, api_key="sc-key", channel="transactional"
+            name="sc", base_url=server.url, api_key=SecretStr("sc-key"), channel="transactional"
         )
         mailer = SmtpcomMailer(settings, clock=fake_clock)
         outcomes = await mailer.deliver(
@@ -268,7 +277,7 @@ async def test_smtpcom_rebuilds_a_message_that_is_not_utf8(fake_clock: FakeClock
     fake = SmtpcomFake()
     with serve(fake) as server:
         settings = SmtpcomMailerSettings(
-            name="sc", base_url=server.url, api_key="sc-key", channel="transactional"
+            name="sc", base_url=server.url, api_key=SecretStr("sc-key"), channel="transactional"
         )
         mailer = SmtpcomMailer(settings, clock=fake_clock)
         [outcome] = await mailer.deliver(
@@ -294,7 +303,7 @@ async def test_smtpcom_bad_key_defers_loudly(
 ) -> None:
     with serve(SmtpcomFake()) as server:
         settings = SmtpcomMailerSettings(
-            name="sc", base_url=server.url, api_key="wrong", channel="transactional"
+            name="sc", base_url=server.url, api_key=SecretStr("wrong"), channel="transactional"
         )
         mailer = SmtpcomMailer(settings, clock=fake_clock)
         [outcome] = await mailer.deliver(message(), recipients(JUERGEN))

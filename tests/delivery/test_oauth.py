@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -57,20 +58,18 @@ def _endpoint(server: FakeHttp) -> TokenEndpoint:
     return server.handler
 
 
-def _config(server: FakeHttp, **changes: object) -> OAuthConfig:
-    values: dict[str, object] = {
-        "mailer": "gmail",
-        "client_id": "client-123",
-        "client_secret": "secret-456",
-        "auth_url": "https://accounts.example/o/oauth2/auth",
-        "token_url": f"{server.url}/token",
-        "scopes": ("https://www.googleapis.com/auth/gmail.send",),
-        "redirect_uri": REDIRECT,
-        "auth_params": {"access_type": "offline", "prompt": "consent"},
-        "timeout": 2.0,
-    }
-    values.update(changes)
-    return OAuthConfig(**values)  # type: ignore[arg-type]
+def _config(server: FakeHttp) -> OAuthConfig:
+    return OAuthConfig(
+        mailer="gmail",
+        client_id="client-123",
+        client_secret="secret-456",
+        auth_url="https://accounts.example/o/oauth2/auth",
+        token_url=f"{server.url}/token",
+        scopes=("https://www.googleapis.com/auth/gmail.send",),
+        redirect_uri=REDIRECT,
+        auth_params={"access_type": "offline", "prompt": "consent"},
+        timeout=2.0,
+    )
 
 
 async def _authorized(
@@ -245,7 +244,7 @@ async def test_refused_client_credentials_are_temporary_and_loud(
     file.save(TokenState(refresh_token="refresh-x"))
     endpoint.refresh_tokens.add("refresh-x")
     tokens = AccessTokens(
-        _config(server, client_secret="wrong-secret"), file, clock=fake_clock, http=http
+        replace(_config(server), client_secret="wrong-secret"), file, clock=fake_clock, http=http
     )
     with pytest.raises(OAuthUnavailable, match="invalid_client"):
         await tokens.token()
@@ -267,7 +266,9 @@ async def test_an_unreachable_token_endpoint_is_temporary(
     with serve(lambda _request: reply) as fake:
         file = TokenFile(token_path(tmp_path, "gmail"))
         file.save(TokenState(refresh_token="refresh-x"))
-        tokens = AccessTokens(_config(fake, timeout=0.5), file, clock=fake_clock, http=http)
+        tokens = AccessTokens(
+            replace(_config(fake), timeout=0.5), file, clock=fake_clock, http=http
+        )
         with pytest.raises(OAuthUnavailable):
             await tokens.token()
 
@@ -278,8 +279,8 @@ async def test_zoho_style_query_parameters_and_its_invalid_code(
     endpoint = TokenEndpoint(in_query=True, revoked_error=(200, "invalid_code"))
     endpoint.refresh_tokens.add("1000.refresh")
     with serve(endpoint) as fake:
-        config = _config(
-            fake,
+        config = replace(
+            _config(fake),
             mailer="zoho",
             token_params_in_query=True,
             revoked_errors=frozenset({"invalid_code"}),
@@ -302,7 +303,9 @@ async def test_rotated_refresh_tokens_are_kept(
     with serve(endpoint) as fake:
         file = TokenFile(token_path(tmp_path, "outlook"))
         file.save(TokenState(refresh_token="r0"))
-        tokens = AccessTokens(_config(fake, mailer="outlook"), file, clock=fake_clock, http=http)
+        tokens = AccessTokens(
+            replace(_config(fake), mailer="outlook"), file, clock=fake_clock, http=http
+        )
         await tokens.token()
         saved = file.load()
         assert saved is not None and saved.refresh_token in endpoint.refresh_tokens

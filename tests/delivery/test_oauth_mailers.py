@@ -72,13 +72,15 @@ class Rig:
             "timeout": 1.0,
             **extra,
         }
-        env = {"CLIENT_SECRET": "secret-456"}
-        args = {"clock": self.clock, "data_dir": self.data_dir, "environ": env}
+        clock, data_dir, environ = self.clock, self.data_dir, {"CLIENT_SECRET": "secret-456"}
         if kind == "gmail":
-            return GmailMailer(GmailMailerSettings(**common), **args)
+            gmail = GmailMailerSettings(**common)
+            return GmailMailer(gmail, clock=clock, data_dir=data_dir, environ=environ)
         if kind == "outlook":
-            return OutlookMailer(OutlookMailerSettings(**common), **args)
-        return ZohoMailer(ZohoMailerSettings(account_id="6000000001", **common), **args)
+            outlook = OutlookMailerSettings(**common)
+            return OutlookMailer(outlook, clock=clock, data_dir=data_dir, environ=environ)
+        zoho = ZohoMailerSettings(account_id="6000000001", **common)
+        return ZohoMailer(zoho, clock=clock, data_dir=data_dir, environ=environ)
 
 
 def _rig(fake: OAuthFake, tmp_path: Path, clock: FakeClock) -> Iterator[Rig]:

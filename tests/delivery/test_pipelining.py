@@ -176,8 +176,10 @@ class Harness:
     pool: ConnectionPool[Connection]
     servers: list[ScriptedServer] = field(default_factory=list)
 
-    async def serve(self, host: str = "127.0.0.1", **script: object) -> tuple[ScriptedServer, Peer]:
-        server = ScriptedServer(Script(**script))  # type: ignore[arg-type]
+    async def serve(
+        self, script: Script | None = None, host: str = "127.0.0.1"
+    ) -> tuple[ScriptedServer, Peer]:
+        server = ScriptedServer(script or Script())
         self.servers.append(server)
         port = await server.start(host)
         return server, Peer("mx.example.test", host, port, TlsMode.NONE)
@@ -230,7 +232,7 @@ async def test_a_large_message_is_written_in_large_pieces(harness: Harness) -> N
 
 
 async def test_greylisting_one_recipient_inside_a_pipelined_batch(harness: Harness) -> None:
-    server, peer = await harness.serve(rcpt={BOB: "451 4.7.1 Greylisted, try again later"})
+    server, peer = await harness.serve(Script(rcpt={BOB: "451 4.7.1 Greylisted, try again later"}))
     result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB, CAROL))
     alice, bob, carol = result.outcomes
     assert alice.disposition is carol.disposition is Disposition.DELIVERED
@@ -246,7 +248,7 @@ async def test_a_421_to_one_recipient_defers_everyone_left_and_drops_the_session
     """RFC 5321 3.8: a 421 ends the session whatever it answers; the recipients not settled
     yet wait for another host, and the connection is not pooled."""
     refused = {ALICE: "550 5.1.1 No such user", BOB: "421 4.3.2 Shutting down"}
-    server, peer = await harness.serve(rcpt=refused)
+    server, peer = await harness.serve(Script(rcpt=refused))
     result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB, CAROL))
     alice, bob, carol = result.outcomes
     assert alice.disposition is Disposition.BOUNCED
@@ -258,7 +260,7 @@ async def test_a_421_to_one_recipient_defers_everyone_left_and_drops_the_session
 
 async def test_all_recipients_refused_no_data_and_the_session_is_reset(harness: Harness) -> None:
     refused = {ALICE: "550 5.1.1 No such user", BOB: "450 4.2.0 Mailbox busy"}
-    server, peer = await harness.serve(rcpt=refused)
+    server, peer = await harness.serve(Script(rcpt=refused))
     result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB))
     alice, bob = result.outcomes
     assert alice.disposition is Disposition.BOUNCED and bob.disposition is Disposition.DEFERRED
@@ -278,7 +280,9 @@ async def test_all_recipients_refused_but_data_accepted_sends_a_single_dot(
 ) -> None:
     """RFC 2920 3.1: a server may say 354 to a pipelined DATA that has no recipients."""
     server, peer = await harness.serve(
-        rcpt={ALICE: "550 5.1.1 No such user"}, data_without_recipients="354 Go ahead anyway"
+        Script(
+            rcpt={ALICE: "550 5.1.1 No such user"}, data_without_recipients="354 Go ahead anyway"
+        )
     )
     result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE))
     assert result.outcomes[0].disposition is Disposition.BOUNCED
@@ -290,7 +294,9 @@ async def test_all_recipients_refused_but_data_accepted_sends_a_single_dot(
 
 async def test_a_refused_sender_settles_all_by_the_mail_reply(harness: Harness) -> None:
     """The RCPT and DATA replies after a failed MAIL (503s) must not judge recipients."""
-    server, peer = await harness.serve(mail={"app@example.test": "550 5.7.1 Sender rejected"})
+    server, peer = await harness.serve(
+        Script(mail={"app@example.test": "550 5.7.1 Sender rejected"})
+    )
     result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB))
     assert [o.reply for o in result.outcomes] == [Reply(550, "5.7.1", "Sender rejected")] * 2
     assert {o.disposition for o in result.outcomes} == {Disposition.BOUNCED}
@@ -311,7 +317,7 @@ def _ipv6() -> bool:
 
 @pytest.mark.skipif(not _ipv6(), reason="no IPv6 loopback")
 async def test_an_ipv6_peer(harness: Harness) -> None:
-    server, peer = await harness.serve("::1")
+    server, peer = await harness.serve(host="::1")
     [outcome] = (await harness.client.deliver(peer, MESSAGE, rcpts(ALICE))).outcomes
     assert outcome.disposition is Disposition.DELIVERED
     assert outcome.remote is not None and outcome.remote.ip == "::1"
@@ -321,9 +327,11 @@ async def test_an_ipv6_peer(harness: Harness) -> None:
 # -- replies ---------------------------------------------------------------------------------
 async def test_multi_line_replies(harness: Harness) -> None:
     _, peer = await harness.serve(
-        greeting="220-script.test ESMTP\r\n220-no UCE\r\n220 welcome",
-        rcpt={BOB: "550-5.1.1 No such user\r\n550 5.1.1 here"},
-        end="250-2.0.0 Ok\r\n250 2.0.0 queued as X1",
+        Script(
+            greeting="220-script.test ESMTP\r\n220-no UCE\r\n220 welcome",
+            rcpt={BOB: "550-5.1.1 No such user\r\n550 5.1.1 here"},
+            end="250-2.0.0 Ok\r\n250 2.0.0 queued as X1",
+        )
     )
     alice, bob = (await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB))).outcomes
     assert alice.reply == Reply(250, "2.0.0", ("Ok", "queued as X1"))
@@ -334,7 +342,7 @@ async def test_multi_line_replies(harness: Harness) -> None:
 async def test_bytes_that_are_not_a_reply_defer_and_drop_the_connection(
     harness: Harness,
 ) -> None:
-    _, peer = await harness.serve(rcpt={ALICE: "I am not an SMTP server"})
+    _, peer = await harness.serve(Script(rcpt={ALICE: "I am not an SMTP server"}))
     result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE))
     [outcome] = result.outcomes
     assert outcome.disposition is Disposition.DEFERRED and outcome.failover
@@ -346,7 +354,7 @@ async def test_bytes_that_are_not_a_reply_defer_and_drop_the_connection(
 # -- connections -----------------------------------------------------------------------------
 async def test_a_pooled_connection_that_refuses_rset_is_replaced(harness: Harness) -> None:
     """An idle timeout on the server's side (421) costs a new connection, not a deferral."""
-    server, peer = await harness.serve(rset="421 4.4.2 Idle for too long")
+    server, peer = await harness.serve(Script(rset="421 4.4.2 Idle for too long"))
     await harness.client.deliver(peer, MESSAGE, rcpts(ALICE))
     result = await harness.client.deliver(peer, MESSAGE, rcpts(BOB))
     assert result.outcomes[0].disposition is Disposition.DELIVERED
@@ -355,7 +363,7 @@ async def test_a_pooled_connection_that_refuses_rset_is_replaced(harness: Harnes
 
 
 async def test_helo_when_ehlo_is_unknown_then_one_command_at_a_time(harness: Harness) -> None:
-    server, peer = await harness.serve(ehlo="502 5.5.1 EHLO not implemented")
+    server, peer = await harness.serve(Script(ehlo="502 5.5.1 EHLO not implemented"))
     for recipient in (ALICE, BOB):
         result = await harness.client.deliver(peer, MESSAGE, rcpts(recipient))
         assert result.outcomes[0].disposition is Disposition.DELIVERED
@@ -370,7 +378,7 @@ async def test_helo_when_ehlo_is_unknown_then_one_command_at_a_time(harness: Har
 
 async def test_auth_login_when_plain_is_not_offered(harness: Harness) -> None:
     server, peer = await harness.serve(
-        ehlo="250-script.test\r\n250-PIPELINING\r\n250 AUTH LOGIN", users={"app": "s3cret"}
+        Script(ehlo="250-script.test\r\n250-PIPELINING\r\n250 AUTH LOGIN", users={"app": "s3cret"})
     )
     login = replace(peer, username="app", password="s3cret")
     result = await harness.client.deliver(login, MESSAGE, rcpts(ALICE))
@@ -384,7 +392,7 @@ async def test_auth_login_when_plain_is_not_offered(harness: Harness) -> None:
 
 
 async def test_no_common_auth_mechanism(harness: Harness) -> None:
-    _, peer = await harness.serve(ehlo="250-script.test\r\n250 AUTH CRAM-MD5")
+    _, peer = await harness.serve(Script(ehlo="250-script.test\r\n250 AUTH CRAM-MD5"))
     login = replace(peer, username="app", password="x")
     [outcome] = (await harness.client.deliver(login, MESSAGE, rcpts(ALICE))).outcomes
     assert outcome.disposition is Disposition.DEFERRED
@@ -394,8 +402,10 @@ async def test_no_common_auth_mechanism(harness: Harness) -> None:
 async def test_replies_injected_after_the_starttls_220_are_refused(harness: Harness) -> None:
     """Bytes after 220 came in the clear; a man in the middle may have written them."""
     server, peer = await harness.serve(
-        ehlo="250-script.test\r\n250-PIPELINING\r\n250 STARTTLS",
-        starttls="220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN",
+        Script(
+            ehlo="250-script.test\r\n250-PIPELINING\r\n250 STARTTLS",
+            starttls="220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN",
+        )
     )
     required = replace(peer, tls=TlsMode.STARTTLS, verify=True)
     [outcome] = (await harness.client.deliver(required, MESSAGE, rcpts(ALICE))).outcomes

@@ -14,6 +14,7 @@ import pytest
 
 from postroom.config.settings import Settings
 from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers import Mailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.delivery.router import Router, RouteTable
@@ -90,13 +91,13 @@ class World:
         return result.queue_id
 
     async def dsns(self) -> list[email.message.EmailMessage]:
-        found = []
+        found: list[email.message.EmailMessage] = []
         for message in await self.store.messages(limit=1000):
             if message.source_kind == "dsn":
                 data = await self.store.read_body(message.id)
                 assert data is not None
                 found.append(email.message_from_bytes(data, policy=email.policy.default))
-        return found  # type: ignore[return-value]
+        return found
 
 
 @pytest.fixture
@@ -106,7 +107,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await made.store.aclose()
 
 
-async def make_world(tmp_path: Path, primary: Scripted | None = None, **delivery: object) -> World:
+async def make_world(
+    tmp_path: Path,
+    primary: Scripted | None = None,
+    *,
+    route_to: Mailer | None = None,  # delivers as "primary" instead of the scripted one
+    **delivery: object,
+) -> World:
     settings = Settings.model_validate(
         {
             "hostname": "mail.test",
@@ -145,7 +152,7 @@ async def make_world(tmp_path: Path, primary: Scripted | None = None, **delivery
     local_domains = LocalDomains()
     scheduler = Scheduler(
         store=store,
-        router=Router({"primary": primary, "backup": backup, "mx": Scripted("mx")}),
+        router=Router({"primary": route_to or primary, "backup": backup, "mx": Scripted("mx")}),
         routes=RouteTable.from_settings(settings, local_domains),
         intake=intake,
         local_domains=local_domains,
@@ -281,6 +288,7 @@ async def test_expiry_bounces_with_4_4_7(world: World) -> None:
         assert next_at is not None
         world.clock.now = next_at
     assert await status_of(world, queue_id) == {"slow@remote.test": RecipientStatus.EXPIRED}
+    assert message is not None
     assert world.clock.now - message.received_at >= 5 * 86400
     dsns = await world.dsns()
     kinds = [d["Subject"] for d in dsns]

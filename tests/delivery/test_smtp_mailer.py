@@ -173,8 +173,7 @@ async def test_the_password_comes_from_the_environment(
 def test_password_settings_are_checked_at_start_up(
     settings: dict[str, object], problem: str, fake_clock: FakeClock
 ) -> None:
-    values = {"name": "relay", "host": "relay.test", "username": "u", "password": "p"}
-    values.update(settings)  # type: ignore[arg-type]
+    values = {"name": "relay", "host": "relay.test", "username": "u", "password": "p", **settings}
     with pytest.raises(ConfigError, match=problem):
         SmtpMailer(
             SmtpMailerSettings.model_validate(values),

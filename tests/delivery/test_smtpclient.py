@@ -40,8 +40,8 @@ def rcpts(*addresses: str) -> list[OutboundRecipient]:
     return [OutboundRecipient(a) for a in addresses]
 
 
-def peer_of(peer: SmtpPeer, **kwargs: object) -> Peer:
-    return Peer("mx.example.test", peer.host, peer.port, **kwargs)  # type: ignore[arg-type]
+def peer_of(peer: SmtpPeer, tls: TlsMode = TlsMode.OPPORTUNISTIC, verify: bool = False) -> Peer:
+    return Peer("mx.example.test", peer.host, peer.port, tls=tls, verify=verify)
 
 
 class PipeliningPeer(SmtpPeer):
@@ -70,8 +70,10 @@ def peers(request: pytest.FixtureRequest) -> Iterator[Peers]:
 
 
 class Harness:
-    def __init__(self, clock: FakeClock, **pool: int | float) -> None:
-        self.pool: ConnectionPool[Connection] = ConnectionPool(clock=clock, **pool)  # type: ignore[arg-type]
+    def __init__(self, clock: FakeClock, max_uses: int = 100, idle_timeout: float = 10.0) -> None:
+        self.pool: ConnectionPool[Connection] = ConnectionPool(
+            clock=clock, max_uses=max_uses, idle_timeout=idle_timeout
+        )
         self.client = SmtpClient(
             mailer="mx",
             hostname="mail.test",

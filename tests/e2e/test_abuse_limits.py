@@ -19,7 +19,7 @@ import pytest
 from postroom.store.models import UserRecord
 from tests.conftest import FakeClock
 from tests.support.servers import client_context
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
 
 RIGHT = "s3cret-pass"
 DOCS = Path(__file__).parent.parent.parent / "docs" / "configuration.md"
@@ -73,7 +73,7 @@ def auth_plain(
 
 
 @pytest.fixture
-def accounts(make_server, fake_clock: FakeClock) -> ServerThread:  # type: ignore[no-untyped-def]
+def accounts(make_server: MakeServer, fake_clock: FakeClock) -> ServerThread:
     srv: ServerThread = make_server(
         clock=fake_clock, limits={"auth": {"max_failures": 5, "max_account_failures": 3}}
     )
@@ -112,8 +112,8 @@ def test_parallel_auth_from_one_address_gets_at_most_max_failures_checks(
 
 
 def test_logging_in_as_yourself_does_not_reset_guesses_at_another_account(
-    make_server,
-    fake_clock: FakeClock,  # type: ignore[no-untyped-def]
+    make_server: MakeServer,
+    fake_clock: FakeClock,
 ) -> None:
     srv: ServerThread = make_server(clock=fake_clock, limits={"auth": {"max_failures": 5}})
     srv.add_domain("example.test")
@@ -190,7 +190,7 @@ class Dribbler:
 
 
 @pytest.fixture
-def slow_limits(make_server) -> ServerThread:  # type: ignore[no-untyped-def]
+def slow_limits(make_server: MakeServer) -> ServerThread:
     srv: ServerThread = make_server(
         limits={"command_timeout": 0.5, "min_data_rate": 1000, "data_grace": 0.3}
     )

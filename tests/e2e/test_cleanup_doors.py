@@ -21,7 +21,7 @@ from postroom.mailauth.dkim import KeyRing
 from tests.conftest import FakeClock
 from tests.support.servers import client_context, smtp_client
 from tests.support.smtp_peers import SmtpPeer
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
 
 SENDMAIL = str(Path(sys.executable).with_name("postroom-sendmail"))
 MESSAGE_ID = re.compile(r"<[0-9A-Z]{16}\.[0-9a-f]{8}@mail\.test>")
@@ -42,7 +42,7 @@ def sink() -> Iterator[SmtpPeer]:
 
 
 @pytest.fixture
-def relay(make_server, sink: SmtpPeer) -> ServerThread:  # type: ignore[no-untyped-def]
+def relay(make_server: MakeServer, sink: SmtpPeer) -> ServerThread:
     srv: ServerThread = make_server(
         clock=FakeClock(),
         mailers=[
@@ -246,7 +246,9 @@ def test_malformed_headers_get_a_reply_on_submission_with_a_dkim_key(
 
 
 @pytest.mark.parametrize("data", MALFORMED)
-def test_malformed_headers_get_a_reply_on_the_mx_listener(make_server, data: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_headers_get_a_reply_on_the_mx_listener(
+    make_server: MakeServer, data: bytes
+) -> None:
     srv: ServerThread = make_server()
     srv.add_domain("example.test")
     srv.add_user("user@example.test", "s3cret-pass")

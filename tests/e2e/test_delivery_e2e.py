@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from tests.support.servers import (
     write_config,
 )
 from tests.support.smtp_peers import PeerCA, Peers, shared_port
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
 
 MESSAGE = b"From: app@example.test\r\nTo: friend@remote.test\r\nSubject: Receipt\r\n\r\nThanks!\r\n"
 
@@ -42,7 +43,7 @@ def dns() -> Iterator[DnsServer]:
         yield server
 
 
-def delivering_server(make_server, **settings: object) -> ServerThread:  # type: ignore[no-untyped-def]
+def delivering_server(make_server: MakeServer, **settings: Any) -> ServerThread:
     """A server that delivers on its own, with example.test and its user app@example.test."""
     srv: ServerThread = make_server(deliver=True, **settings)
     srv.add_domain("example.test")
@@ -65,7 +66,7 @@ def submit(srv: ServerThread, rcpt: str, data: bytes = MESSAGE) -> None:
         assert client.sendmail("app@example.test", [rcpt], data) == {}
 
 
-def test_mx_delivery_through_dns(make_server, peers: Peers, dns: DnsServer) -> None:  # type: ignore[no-untyped-def]
+def test_mx_delivery_through_dns(make_server: MakeServer, peers: Peers, dns: DnsServer) -> None:
     port = shared_port(["127.0.0.2", "127.0.0.3"])
     dead = peers.start("127.0.0.2", port, greeting="421 4.3.2 Not now")
     good = peers.start("127.0.0.3", port)
@@ -83,7 +84,7 @@ def test_mx_delivery_through_dns(make_server, peers: Peers, dns: DnsServer) -> N
     assert b"Received: from client.test" in got.data or b"Received: from " in got.data
     assert dead.received == []
     (message,) = srv.call(srv.store.messages(limit=10))
-    wait_for(lambda: srv.call(srv.store.message(message.id)).recipients[0].status == "delivered")  # type: ignore[union-attr]
+    wait_for(lambda: srv.statuses(message.id) == ["delivered"])
     attempts = srv.call(srv.store.attempts(message.id))
     assert attempts[-1].mailer == "mx"
     assert attempts[-1].host == "mx2.remote.test"
@@ -91,7 +92,7 @@ def test_mx_delivery_through_dns(make_server, peers: Peers, dns: DnsServer) -> N
     assert attempts[-1].code == 250
 
 
-def test_relay_with_backup(make_server, peers: Peers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_relay_with_backup(make_server: MakeServer, peers: Peers, tmp_path: Path) -> None:
     ca = PeerCA(tmp_path)
     relay = peers.start(
         "127.0.0.1",
@@ -141,8 +142,8 @@ def test_relay_with_backup(make_server, peers: Peers, tmp_path: Path) -> None:  
 
 
 def test_local_delivery_and_a_bounce_into_maildir(
-    make_server, peers: Peers, dns: DnsServer
-) -> None:  # type: ignore[no-untyped-def]
+    make_server: MakeServer, peers: Peers, dns: DnsServer
+) -> None:
     port = shared_port(["127.0.0.4"])
     peers.start("127.0.0.4", port, reject_rcpt={"ghost@remote.test": "550 5.1.1 No such user"})
     dns.add("remote.test", "MX", "10 mx.remote.test.")

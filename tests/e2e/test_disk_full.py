@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.test_smtp_session import queued_id
 from tests.support.servers import smtp_client
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
 
 
 @pytest.fixture
@@ -27,7 +27,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def test_full_disk_answers_452_and_keeps_the_queue_consistent(make_server, tiny_disk: Path) -> None:  # type: ignore[no-untyped-def]
+def test_full_disk_answers_452_and_keeps_the_queue_consistent(
+    make_server: MakeServer, tiny_disk: Path
+) -> None:
     srv: ServerThread = make_server(data_dir=tiny_disk / "data", limits={"spool_memory": 0})
     srv.add_domain("example.test")
     srv.add_user("app@example.test", "pw")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -42,18 +43,28 @@ def stop(proc: RunningProcess) -> None:
     assert proc.wait() == 0
 
 
-@pytest.fixture
-def used(tmp_path: Path) -> tuple[Path, Path]:
-    """A data directory a server has run in, with 10 messages received; the server stopped."""
-    data = tmp_path / "data"
-    config = write_config(tmp_path / "postroom.toml", data)
+@pytest.fixture(scope="module")
+def used_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory a server has run in, with 10 messages received; the server stopped.
+    Made once: each test gets its own copy (``used``), as a restored backup would be."""
+    home = tmp_path_factory.mktemp("used")
+    data = home / "data"
+    config = write_config(home / "postroom.toml", data)
     cli_out(config, "domain", "add", "example.test")
-    proc = start_process(config, tmp_path / "postroom.log")
+    proc = start_process(config, home / "postroom.log")
     with smtp_client(proc.ports["mx"]) as client:
         for _ in range(10):
             client.sendmail("a@elsewhere.test", ["postmaster@example.test"], BODY)
     stop(proc)
-    return config, data
+    return data
+
+
+@pytest.fixture
+def used(used_once: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """This test's copy of ``used_once`` and a configuration that points at it."""
+    data = tmp_path / "data"
+    shutil.copytree(used_once, data)
+    return write_config(tmp_path / "postroom.toml", data), data
 
 
 def one_line_refusal(done: subprocess.CompletedProcess[str]) -> str:

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.delivery.providers.fakes import SendgridFake, SesFake
-from tests.e2e.test_delivery_e2e import delivering_server, dns, peers, submit, wait_for
+from tests.e2e.test_delivery_e2e import delivering_server, dns, peers, submit
 from tests.support.dns_server import DnsServer
 from tests.support.http_fake import FakeHttp, Reply, serve
+from tests.support.servers import wait_for
 from tests.support.smtp_peers import Peers, shared_port
+from tests.support.thread import MakeServer
 
 __all__ = ["dns", "peers"]  # fixtures shared with the delivery tests
 
@@ -36,8 +38,8 @@ def sendgrid() -> Iterator[tuple[SendgridFake, FakeHttp]]:
         yield fake, server
 
 
-def test_ses_then_sendgrid_then_mx_in_one_try(  # type: ignore[no-untyped-def]
-    make_server,
+def test_ses_then_sendgrid_then_mx_in_one_try(
+    make_server: MakeServer,
     *,
     peers: Peers,
     dns: DnsServer,

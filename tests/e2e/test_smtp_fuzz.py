@@ -1,8 +1,9 @@
 """A bounded SMTP fuzz run against `postroom serve`: every listener role, a DKIM key, the
 inbound checks on against a loopback DNS server.
 
-A few thousand cases of random and mutated commands, header blocks and bodies
-(tests/support/smtp_fuzz.py, one fixed seed). What must hold:
+Several hundred cases of random and mutated commands, header blocks and bodies
+(tests/support/smtp_fuzz.py, one fixed seed), ten times as many in a deep run
+(tests/support/depth.py). What must hold:
 - every command line and every message gets one well-formed reply, in order; the server
   closes only after 421 (or 221 to QUIT), never with EOF where a reply is owed;
 - nothing goes wrong inside: no traceback and no error in the server's log;
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from postroom.mailauth.dkim import DkimSigner, KeyRing, record_strings
+from tests.support.depth import examples
 from tests.support.dns_server import DnsServer
 from tests.support.servers import (
     NO_DNS,
@@ -47,7 +49,7 @@ from tests.support.smtp_fuzz import (
 )
 
 SEED = 20261204
-CASES = {"mx": 1500, "submission": 600, "submissions": 600}
+CASES = {"mx": examples(400), "submission": examples(150), "submissions": examples(150)}
 USER, PASSWORD = "app@example.test", "fuzz-pass-1"
 REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])([\x20-\x7e]*)\r\n")
 ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}( |$)")
@@ -280,7 +282,8 @@ def _fuzz_role(
                 session.run(step, rng)
             session.command(b"RSET\r\n")
         except Closed:
-            session.sock.close()  # type: ignore[union-attr]
+            if session is not None:  # None: the connection itself was refused
+                session.sock.close()
             session = None
         except AssertionError as failure:
             raise AssertionError(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 import smtplib
 import socket
+import ssl
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
 import pytest
 
+from tests.conftest import FakeClock
 from tests.support.servers import client_context, smtp_client
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
 
 QUEUED = re.compile(rb"^2\.0\.0 Ok: queued as ([0-9A-Z]{16})$")
 
@@ -178,16 +180,16 @@ def test_implicit_tls_submissions(server: ServerThread) -> None:
         client.mail("app@example.test")
         client.rcpt("app@example.test")
         send_data(client, message().as_bytes(policy=SMTP_POLICY))
-        tls_version = client.sock.version()  # type: ignore[union-attr]
-        assert tls_version in ("TLSv1.2", "TLSv1.3")
+        assert isinstance(client.sock, ssl.SSLSocket)
+        assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
 
 
-def test_wrong_password_then_throttle(make_server, fake_clock) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_then_throttle(make_server: MakeServer, fake_clock: FakeClock) -> None:
     srv: ServerThread = make_server(clock=fake_clock, limits={"auth": {"max_failures": 3}})
     srv.add_domain("example.test")
     srv.add_user("app@example.test", "s3cret-pass")
 
-    def attempt(password: str) -> tuple[int, bytes]:
+    def attempt(password: str) -> tuple[int, bytes | str]:
         with smtp_client(srv.ports["submission"]) as client:
             client.starttls(context=client_context(srv.data_dir))
             client.ehlo("client.test")
@@ -218,7 +220,7 @@ def test_sender_domain_restriction(server: ServerThread) -> None:
 
 
 # -- limits --------------------------------------------------------------------------------
-def test_size_declared_and_actual(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_size_declared_and_actual(make_server: MakeServer) -> None:
     srv: ServerThread = make_server(limits={"max_message_size": 4096})
     srv.add_domain("example.test")
     srv.add_user("app@example.test", "pw")
@@ -239,7 +241,7 @@ def test_size_declared_and_actual(make_server) -> None:  # type: ignore[no-untyp
     assert srv.call(srv.store.count_messages()) == 1
 
 
-def test_recipient_limit(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_recipient_limit(make_server: MakeServer) -> None:
     srv: ServerThread = make_server(limits={"max_recipients": 3})
     srv.add_domain("example.test")
     for i in range(4):
@@ -266,7 +268,7 @@ def test_line_too_long_and_unknown_command(server: ServerThread) -> None:
         raw.close()
 
 
-def test_too_many_errors_closes(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_too_many_errors_closes(make_server: MakeServer) -> None:
     srv: ServerThread = make_server(limits={"max_errors": 3})
     raw = Raw(srv.ports["mx"])
     try:
@@ -278,7 +280,7 @@ def test_too_many_errors_closes(make_server) -> None:  # type: ignore[no-untyped
         raw.close()
 
 
-def test_connections_per_ip_limit(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_connections_per_ip_limit(make_server: MakeServer) -> None:
     srv: ServerThread = make_server(limits={"max_connections_per_ip": 2})
     first, second = Raw(srv.ports["mx"]), Raw(srv.ports["mx"])
     try:
@@ -292,7 +294,7 @@ def test_connections_per_ip_limit(make_server) -> None:  # type: ignore[no-untyp
         second.close()
 
 
-def test_command_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_command_timeout(make_server: MakeServer) -> None:
     srv: ServerThread = make_server(limits={"command_timeout": 0.3})
     raw = Raw(srv.ports["mx"])
     try:

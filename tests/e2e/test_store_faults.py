@@ -15,7 +15,7 @@ import pytest
 from postroom.errors import StoreDamaged, StoreFull, StoreUnavailable
 from tests.support.faulty_store import FaultyStore
 from tests.support.servers import run_cli, smtp_client, wait_for, write_config
-from tests.support.thread import ServerThread
+from tests.support.thread import MakeServer, ServerThread
 
 
 def maildir_count(srv: ServerThread) -> int:
@@ -24,7 +24,7 @@ def maildir_count(srv: ServerThread) -> int:
     return sum(len(list((box / sub).iterdir())) for sub in ("new", "cur") if (box / sub).is_dir())
 
 
-def local_server(make_server, tmp_path: Path) -> tuple[ServerThread, FaultyStore]:  # type: ignore[no-untyped-def]
+def local_server(make_server: MakeServer, tmp_path: Path) -> tuple[ServerThread, FaultyStore]:
     store = FaultyStore(tmp_path / "faulty.db")
     srv: ServerThread = make_server(deliver=True, store=store)
     srv.add_domain("example.test")
@@ -45,8 +45,8 @@ def readyz(srv: ServerThread) -> httpx.Response:
 
 
 def test_delivery_resumes_after_store_full_in_the_claim_without_a_restart(
-    make_server, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+    make_server: MakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="postroom")
     srv, store = local_server(make_server, tmp_path)
     assert readyz(srv).status_code == 200
@@ -72,8 +72,8 @@ def test_delivery_resumes_after_store_full_in_the_claim_without_a_restart(
 
 
 def test_a_failed_outcome_write_is_retried_and_the_message_delivered_once(
-    make_server, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    make_server: MakeServer, tmp_path: Path
+) -> None:
     srv, store = local_server(make_server, tmp_path)
     store.record_fault = StoreUnavailable("storage failed: injected")
     send_local(srv, "recorded late")
@@ -81,16 +81,14 @@ def test_a_failed_outcome_write_is_retried_and_the_message_delivered_once(
     assert readyz(srv).json()["failing"][0]["part"] == "scheduler"
     store.record_fault = None
     (message,) = srv.call(srv.store.messages(limit=10))
-    wait_for(
-        lambda: srv.call(srv.store.message(message.id)).recipients[0].status == "delivered"  # type: ignore[union-attr]
-    )
+    wait_for(lambda: srv.statuses(message.id) == ["delivered"])
     assert maildir_count(srv) == 1  # not delivered again while the write was retried
     wait_for(lambda: readyz(srv).status_code == 200)
 
 
 def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
-    make_server, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
     srv: ServerThread = make_server()
     srv.add_domain("example.test")
     big = b"Subject: big\r\n\r\n" + (b"y" * 70 + b"\r\n") * 3000  # overflow pages at the end
@@ -114,13 +112,14 @@ def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
     assert any("the database is damaged" in e and "postroom db check" in e for e in errors)
 
 
-def test_postroom_status_names_the_failing_part(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_postroom_status_names_the_failing_part(make_server: MakeServer, tmp_path: Path) -> None:
     store = FaultyStore(tmp_path / "faulty.db")
     srv: ServerThread = make_server(deliver=True, store=store)
     config = write_config(tmp_path / "status.toml", srv.data_dir)
     assert run_cli(config, "status").returncode == 0
     store.claim_fault = StoreFull("storage is full: injected")
-    srv.server.scheduler.wake()  # type: ignore[union-attr]
+    assert srv.server.scheduler is not None
+    srv.server.scheduler.wake()
     wait_for(lambda: store.refused_claims >= 1)
     done = run_cli(config, "status")
     assert done.returncode == 1

@@ -37,6 +37,7 @@ from postroom.resolver import DnsResolver
 from postroom.smtp.replies import Reply
 from postroom.store.models import ApiKeyRecord, UserRecord
 from postroom.store.sqlite import SqliteStore
+from tests.support.depth import examples
 from tests.support.dns_server import DnsServer
 from tests.support.fds import open_files_under
 
@@ -194,7 +195,7 @@ async def _through_submit(intake: Intake, case: Case) -> tuple[str | None, set[s
 
 
 @settings(
-    max_examples=500,
+    max_examples=examples(500),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -6,7 +6,9 @@ import email
 import email.policy
 import email.utils
 import re
+from dataclasses import replace
 from email.message import EmailMessage
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -14,6 +16,7 @@ from postroom.intake.compose import (
     Attachment,
     ComposeError,
     ComposeRequest,
+    Mailbox,
     compose,
     parse_mailbox,
     prepare_raw,
@@ -30,10 +33,24 @@ def parse(data: bytes) -> EmailMessage:
     return message
 
 
-def build(**fields: object) -> tuple[EmailMessage, bytes]:
-    values: dict[str, object] = {"sender": SHOP, "to": (ANN,), "text": "hello"}
-    values.update(fields)
-    composed = compose(ComposeRequest(**values), hostname="mail.test", now=NOW)  # type: ignore[arg-type]
+class Fields(TypedDict, total=False):
+    """ComposeRequest's fields that a test changes."""
+
+    sender: Mailbox
+    to: tuple[Mailbox, ...]
+    cc: tuple[Mailbox, ...]
+    bcc: tuple[Mailbox, ...]
+    reply_to: tuple[Mailbox, ...]
+    subject: str
+    text: str | None
+    html: str | None
+    headers: tuple[tuple[str, str], ...]
+    attachments: tuple[Attachment, ...]
+
+
+def build(**fields: Unpack[Fields]) -> tuple[EmailMessage, bytes]:
+    request = replace(ComposeRequest(sender=SHOP, to=(ANN,), text="hello"), **fields)
+    composed = compose(request, hostname="mail.test", now=NOW)
     return parse(composed.data), composed.data
 
 
@@ -144,7 +161,7 @@ def test_an_idn_domain_is_written_as_a_labels_and_a_utf8_local_part_needs_smtput
         ({"attachments": (Attachment(b"", content_id="<x>"),)}, "attachments[0].content_id"),
     ],
 )
-def test_bad_fields_are_named(fields: dict[str, object], path: str) -> None:
+def test_bad_fields_are_named(fields: Fields, path: str) -> None:
     with pytest.raises(ComposeError) as raised:
         build(**fields)
     assert path in [p for p, _ in raised.value.problems]

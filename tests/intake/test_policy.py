@@ -128,10 +128,12 @@ def test_default_rights_of_each_principal(tmp_path: Path) -> None:
     assert user_rights(UserRecord("a@b.test", "h", (), 0.0, any_sender=True)).any_domain
     key = ApiKeyRecord("k", "id", "h", (), 0.0)
     assert api_key_rights(key) == SenderRights(local_domains=True)
-    settings = Settings(
-        hostname="Mail.Example.TEST",
-        data_dir=tmp_path,
-        senders={"sendmail": {"sender_domains": ["Bücher.test"]}},  # type: ignore[arg-type]
+    settings = Settings.model_validate(
+        {
+            "hostname": "Mail.Example.TEST",
+            "data_dir": tmp_path,
+            "senders": {"sendmail": {"sender_domains": ["Bücher.test"]}},
+        }
     )
     local = local_principal("alice", settings)
     assert local.kind is PrincipalKind.LOCAL
@@ -160,9 +162,11 @@ def test_rights_are_described_for_the_lists() -> None:
     ],
 )
 def test_relay_networks_give_a_network_principal(client: str | None, network: str | None) -> None:
-    settings = Settings(
-        relay_networks=("192.168.1.7/24", "fd00::/8"),
-        senders={"relay_networks": {"sender_domains": ["printer.test"]}},  # type: ignore[arg-type]
+    settings = Settings.model_validate(
+        {
+            "relay_networks": ("192.168.1.7/24", "fd00::/8"),
+            "senders": {"relay_networks": {"sender_domains": ["printer.test"]}},
+        }
     )
     assert settings.relay_networks == ("192.168.1.0/24", "fd00::/8")
     principal = RelayNetworks.from_settings(settings).principal(client)

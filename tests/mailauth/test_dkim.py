@@ -14,6 +14,7 @@ import dns.resolver
 import pytest
 
 from postroom.mailauth.dkim import (
+    Algorithm,
     DkimKey,
     DkimKeyError,
     DkimSigner,
@@ -120,10 +121,10 @@ def test_rfc8463_example_verifies(tmp_path: Path, dns_server: DnsServer) -> None
 
 @pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
 def test_signature_verifies_with_dkimpy(
-    tmp_path: Path, dns_server: DnsServer, algorithm: str
+    tmp_path: Path, dns_server: DnsServer, algorithm: Algorithm
 ) -> None:
     keys = KeyRing(tmp_path)
-    key = keys.generate("example.test", "sel1", algorithm, 1024 if algorithm == "rsa" else 0)  # type: ignore[arg-type]
+    key = keys.generate("example.test", "sel1", algorithm, 1024 if algorithm == "rsa" else 0)
     publish(dns_server, key)
     signatures = DkimSigner(keys).sign(MESSAGE, NOW, domain="example.test")
     assert [str(s) for s in signatures] == [f"{algorithm}-sha256 s=sel1 d=example.test"]

@@ -4,6 +4,7 @@ served by the loopback DNS server."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -72,10 +73,22 @@ def test_parse_record() -> None:
     assert parse_record("p=reject; v=DMARC1") is None  # v= must come first
 
 
-async def dmarc(server: DnsServer, header_from: str, **kwargs: object) -> tuple[str, str]:
-    args: dict[str, object] = {"spf_result": "none", "spf_domain": "", "dkim_passes": []}
-    args.update(kwargs)
-    result = await check_dmarc(DnsResolver(server.settings(0.5)), header_from, **args)  # type: ignore[arg-type]
+class Evidence(TypedDict, total=False):
+    """What the SPF and DKIM checks found, as check_dmarc takes it."""
+
+    spf_result: str
+    spf_domain: str
+    dkim_passes: list[str]
+
+
+async def dmarc(server: DnsServer, header_from: str, **found: Unpack[Evidence]) -> tuple[str, str]:
+    result = await check_dmarc(
+        DnsResolver(server.settings(0.5)),
+        header_from,
+        spf_result=found.get("spf_result", "none"),
+        spf_domain=found.get("spf_domain", ""),
+        dkim_passes=found.get("dkim_passes", []),
+    )
     return result.result, result.policy
 
 
@@ -114,7 +127,7 @@ async def dmarc(server: DnsServer, header_from: str, **kwargs: object) -> tuple[
     ],
 )
 async def test_policy_and_alignment(
-    dns_server: DnsServer, header_from: str, kwargs: dict[str, object], expected: tuple[str, str]
+    dns_server: DnsServer, header_from: str, kwargs: Evidence, expected: tuple[str, str]
 ) -> None:
     assert await dmarc(dns_server, header_from, **kwargs) == expected
 

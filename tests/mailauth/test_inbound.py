@@ -11,7 +11,7 @@ import pytest
 
 from postroom.config.settings import InboundAuthSettings
 from postroom.mailauth.dkim import DkimSigner, KeyRing, record_strings
-from postroom.mailauth.inbound import VERIFY_LIMIT, InboundChecker
+from postroom.mailauth.inbound import VERIFY_LIMIT, InboundChecker, InboundVerdict
 from postroom.resolver import DnsResolver
 from tests.support.dns_server import DnsServer
 
@@ -54,7 +54,9 @@ def checker(server: DnsServer, **settings: bool) -> InboundChecker:
     )
 
 
-async def check(server: DnsServer, message: bytes, ip: str = "192.0.2.10", **settings: bool):  # type: ignore[no-untyped-def]
+async def check(
+    server: DnsServer, message: bytes, ip: str = "192.0.2.10", **settings: bool
+) -> InboundVerdict:
     head = message[: message.index(b"\r\n\r\n") + 4]
     return await checker(server, **settings).check(
         head,

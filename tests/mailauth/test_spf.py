@@ -68,7 +68,7 @@ class ChasingDnsServer(DnsServer):
             return super().answer(wire)
         self.queries.append((name, rdtype))
         response = dns.message.make_response(query)
-        owner, seen = question.name, set()
+        owner, seen = question.name, set[dns.name.Name]()
         while owner not in seen and len(seen) < 8:
             seen.add(owner)
             here = self.zone.get(owner.to_text(omit_final_dot=True).lower())

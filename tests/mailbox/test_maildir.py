@@ -8,6 +8,7 @@ import mailbox
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,8 +213,8 @@ def test_a_new_maildir_appears_with_its_three_subfolders_at_once(
     box = maildir.path("example.test", "bob")
     seen: list[list[str] | None] = []
 
-    def watch(call):  # type: ignore[no-untyped-def]
-        def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def watch(call: Callable[..., object]) -> Callable[..., object]:
+        def watched(*args: object, **kwargs: object) -> object:
             result = call(*args, **kwargs)
             seen.append(sorted(p.name for p in box.iterdir()) if box.exists() else None)
             return result

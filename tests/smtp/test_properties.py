@@ -35,6 +35,7 @@ from postroom.smtp import (
     TlsInfo,
 )
 from postroom.smtp import replies as r
+from tests.support.depth import examples
 
 CONFIG = ServerConfig(
     "mx.test", max_message_size=2048, max_recipients=3, max_errors=12, starttls_available=True
@@ -181,13 +182,13 @@ conversation = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=2000), st.lists(st.integers(0, 5000), max_size=30))
 def test_arbitrary_bytes_never_raise(data: bytes, cuts: list[int]) -> None:
     drive(split(data, cuts), [0, 1, 2])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     conversation,
     st.lists(st.integers(0, 10**6), max_size=20),
@@ -200,7 +201,7 @@ def test_conversations_never_raise_and_replies_are_well_formed(
     drive(split(b"".join(fragments), cuts), choices, tls=tls)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     conversation,
     st.lists(st.integers(0, 10**6), max_size=20),
@@ -237,7 +238,7 @@ COMMANDS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(st.sampled_from(COMMANDS), max_size=40),
     st.lists(st.integers(0, 10**6), max_size=20),

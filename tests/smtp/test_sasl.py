@@ -9,6 +9,7 @@ import pytest
 from postroom.smtp import replies as r
 from postroom.smtp import sasl
 from postroom.smtp.events import AuthChallenge, AuthCredentials, InvalidCommand
+from postroom.smtp.replies import Reply
 
 
 def b64(raw: bytes) -> str:
@@ -86,9 +87,9 @@ def test_login_empty_password() -> None:
         ("a b=", r.BAD_BASE64),
     ],
 )
-def test_cancel_and_bad_base64(mechanism: str, line: str, reply: object) -> None:
+def test_cancel_and_bad_base64(mechanism: str, line: str, reply: Reply) -> None:
     steps = exchange(mechanism, None, line)
-    assert steps[-1] == InvalidCommand(reply)  # type: ignore[arg-type]
+    assert steps[-1] == InvalidCommand(reply)
 
 
 def test_login_non_utf8_username() -> None:

@@ -182,6 +182,7 @@ async def test_fault_at_commit_gets_451_then_421_and_the_traceback_goes_to_the_l
     [transaction] = running.transactions
     queue_id = record.getMessage().rsplit("queue_id=", 1)[1]
     assert len(queue_id) == 16
+    assert transaction.reply is not None
     assert (transaction.result, transaction.reply[:9]) == ("rejected", "451 4.3.0")
     assert await running.store.count_messages() == 0
 

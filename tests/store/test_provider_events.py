@@ -14,18 +14,19 @@ from tests.store.factories import NOW, attempt, delivered, new_message, to
 pytestmark = pytest.mark.store_parts("log", "queue")
 
 
-def _event(provider_id: str, recipient: str, **changes: object) -> ProviderEventRecord:
-    event = ProviderEventRecord(
+def _event(
+    provider_id: str, recipient: str, status: str = "bounced", at: float = NOW + 60
+) -> ProviderEventRecord:
+    return ProviderEventRecord(
         mailer="sg",
         provider_id=provider_id,
         recipient=recipient,
-        status="bounced",
+        status=status,
         kind="bounce",
-        at=NOW + 60,
+        at=at,
         detail="550 5.1.1 no such user",
         received_at=NOW + 61,
     )
-    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
 
 
 async def _sent(store: Store, provider_id: str, *recipients: str, mailer: str = "sg") -> str:

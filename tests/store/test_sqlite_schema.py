@@ -228,7 +228,7 @@ async def test_processes_starting_together_create_the_schema_once(tmp_path: Path
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
-def plan(path: Path, query: str, params: object = ()) -> str:
+def plan(path: Path, query: str, params: tuple[float, ...] | dict[str, float] = ()) -> str:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
         rows = conn.execute(f"EXPLAIN QUERY PLAN {query}", params).fetchall()

@@ -18,6 +18,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Self
 
 import dns.flags
 import dns.message
@@ -80,8 +81,9 @@ class DnsServer:
         for sock in (self._udp, self._tcp, self._stop_r, self._stop_w):
             sock.close()
 
-    def __enter__(self) -> DnsServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

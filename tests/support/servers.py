@@ -173,8 +173,8 @@ def start_process(
 
 
 @contextmanager
-def smtp_client(port: int, **kwargs: object) -> Iterator[smtplib.SMTP]:
-    client = smtplib.SMTP("127.0.0.1", port, timeout=10, **kwargs)  # type: ignore[arg-type]
+def smtp_client(port: int) -> Iterator[smtplib.SMTP]:
+    client = smtplib.SMTP("127.0.0.1", port, timeout=10)
     try:
         yield client
     finally:

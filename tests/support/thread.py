@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
@@ -14,11 +14,12 @@ from postroom.directory.apikeys import DEFAULT_SCOPES, ApiKeys, Scope
 from postroom.directory.users import Users
 from postroom.runtime import Server
 from postroom.store import Store
+from postroom.store.models import RecipientStatus
 from tests.support.servers import ports_by_role
 
 T = TypeVar("T")
 
-__all__ = ["ServerThread"]
+__all__ = ["MakeServer", "ServerThread"]
 
 
 class ServerThread:
@@ -73,6 +74,11 @@ class ServerThread:
     def add_domain(self, name: str) -> None:
         self.call(self.store.add_domain(name, 0.0))
 
+    def statuses(self, message_id: str) -> list[RecipientStatus]:
+        """The message's recipients' states, in order; none once the message is gone."""
+        message = self.call(self.store.message(message_id))
+        return [r.status for r in message.recipients] if message is not None else []
+
     def run_delivery(self) -> int:
         """One pass of the scheduler: claim what is due at the server's clock, deliver it."""
         assert self.server.scheduler is not None
@@ -95,3 +101,17 @@ class ServerThread:
 
     def add_user(self, address: str, password: str, sender_domains: tuple[str, ...] = ()) -> None:
         self.call(Users(self.store).add(address, password, sender_domains))
+
+
+class MakeServer(Protocol):
+    """The ``make_server`` fixture: a started server; settings overrides as keywords."""
+
+    def __call__(
+        self,
+        clock: Clock | None = None,
+        deliver: bool = False,
+        *,
+        data_dir: Path | None = None,
+        store: Store | None = None,
+        **overrides: object,
+    ) -> ServerThread: ...

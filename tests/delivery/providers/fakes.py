@@ -291,9 +291,9 @@ class SparkpostFake(Fake):
             }
             results = {"total_rejected_recipients": 1, "total_accepted_recipients": 0}
             return Reply.json(400, {"errors": [error], "results": results})
-        results = {"total_rejected_recipients": 0, "total_accepted_recipients": len(rcpts),
-                   "id": str(11668787484950529 + self.next_id())}  # fmt: skip
-        return Reply.json(200, {"results": results})
+        accepted = {"total_rejected_recipients": 0, "total_accepted_recipients": len(rcpts),
+                    "id": str(11668787484950529 + self.next_id())}  # fmt: skip
+        return Reply.json(200, {"results": accepted})
 
 
 @dataclass

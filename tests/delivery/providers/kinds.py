@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from postroom.config.providers import (
     BrevoMailerSettings,
     MailgunMailerSettings,
@@ -60,7 +62,7 @@ def _mailgun(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> Htt
         name="mailgun",
         base_url=url,
         domain="mg.example.org",
-        api_key=key,
+        api_key=SecretStr(key),
         **{"timeout": 1.0, **extra},
     )
     return MailgunMailer(settings, clock=clock, environ={})
@@ -75,7 +77,7 @@ def _postmark(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> Ht
 
 def _sparkpost(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = SparkpostMailerSettings(
-        name="sparkpost", base_url=url, api_key=key, **{"timeout": 1.0, **extra}
+        name="sparkpost", base_url=url, api_key=SecretStr(key), **{"timeout": 1.0, **extra}
     )
     return SparkpostMailer(settings, clock=clock, environ={})
 
@@ -94,7 +96,7 @@ def _ses(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMai
 
 def _brevo(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = BrevoMailerSettings(
-        name="brevo", base_url=url, api_key=key, **{"timeout": 1.0, **extra}
+        name="brevo", base_url=url, api_key=SecretStr(key), **{"timeout": 1.0, **extra}
     )
     return BrevoMailer(settings, clock=clock, environ={})
 

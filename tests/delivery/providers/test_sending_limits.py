@@ -75,7 +75,7 @@ async def test_the_scheduler_retries_at_the_windows_end_not_by_backoff(
     tmp_path: Path, fake_clock: FakeClock
 ) -> None:
     with running(KINDS["sendgrid"], fake_clock, limits=SendLimits(per_day=1)) as (fake, _, mailer):
-        world = await make_world(tmp_path, primary=mailer)  # type: ignore[arg-type]
+        world = await make_world(tmp_path, route_to=mailer)
         world.clock.now = fake_clock.now
         first = await world.submit("app@example.test", "a@remote.test")
         await world.scheduler.run_once()

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from postroom.config.providers import PostmarkMailerSettings
 from postroom.config.webhooks import WebhookSettings
@@ -60,7 +61,7 @@ async def test_postmark_hooks_need_the_configured_credentials(
 ) -> None:
     mailer = PostmarkMailerSettings(  # the real settings, as the API route passes them
         name="pm",
-        api_key="server-token",
+        api_key=SecretStr("server-token"),
         webhook=WebhookSettings(username="postmark", password_env="HOOK_PASS"),
     )
     message_id = await sent_through(
@@ -76,7 +77,7 @@ async def test_postmark_hooks_need_the_configured_credentials(
 async def test_bad_payloads_get_400_naming_the_body(
     store: SqliteStore, fake_clock: FakeClock
 ) -> None:
-    mailer = Hooked("bv", "brevo", WebhookSettings(username="u", password="p"))
+    mailer = Hooked("bv", "brevo", WebhookSettings(username="u", password=SecretStr("p")))
     status, answer = await handle_webhook(mailer, _basic("u", "p"), b"{oops", store, fake_clock)
     assert status == 400 and answer["field"] == "body"
     status, _ = await handle_webhook(
@@ -90,7 +91,7 @@ async def test_mailers_without_a_webhook_answer_404(
 ) -> None:
     for mailer in (
         Hooked("pm", "postmark", None),
-        Hooked("gm", "gmail", WebhookSettings(username="u", password="p")),
+        Hooked("gm", "gmail", WebhookSettings(username="u", password=SecretStr("p"))),
     ):
         status, _ = await handle_webhook(mailer, _basic("u", "p"), b"{}", store, fake_clock)
         assert status == 404

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import SecretStr
 
 from postroom.config.webhooks import WebhookSettings
 from postroom.delivery.webhooks import handle_webhook
@@ -154,7 +155,7 @@ async def test_mailgun_refuses_a_wrong_key_a_stale_timestamp_and_another_token(
     store: SqliteStore, fake_clock: FakeClock
 ) -> None:
     key = b"right-key"
-    mailer = Hooked("mg", "mailgun", WebhookSettings(signing_key="right-key"))
+    mailer = Hooked("mg", "mailgun", WebhookSettings(signing_key=SecretStr("right-key")))
     now = str(int(fake_clock.time()))
     wrong = mailgun_event(b"wrong-key", now)
     stale = mailgun_event(key, str(int(now) - 3600))
@@ -208,7 +209,7 @@ async def test_resend_svix_signature_with_a_rotated_secret(
 ) -> None:
     key = secrets.token_bytes(24)
     secret = "whsec_" + base64.b64encode(key).decode()
-    mailer = Hooked("rs", "resend", WebhookSettings(signing_key=secret))
+    mailer = Hooked("rs", "resend", WebhookSettings(signing_key=SecretStr(secret)))
     message_id = await sent_through(
         store, "rs", "4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "bob@example.net"
     )
@@ -229,7 +230,9 @@ async def test_resend_refuses_stale_or_forged(
 ) -> None:
     key = secrets.token_bytes(24)
     mailer = Hooked(
-        "rs", "resend", WebhookSettings(signing_key="whsec_" + base64.b64encode(key).decode())
+        "rs",
+        "resend",
+        WebhookSettings(signing_key=SecretStr("whsec_" + base64.b64encode(key).decode())),
     )
     now = int(fake_clock.time())
     body = RESEND_BODY
@@ -253,7 +256,9 @@ async def test_the_svix_tolerance_follows_the_injected_clock(
 ) -> None:
     key = secrets.token_bytes(24)
     mailer = Hooked(
-        "rs", "resend", WebhookSettings(signing_key="whsec_" + base64.b64encode(key).decode())
+        "rs",
+        "resend",
+        WebhookSettings(signing_key=SecretStr("whsec_" + base64.b64encode(key).decode())),
     )
     headers = _svix_headers(key, RESEND_BODY, str(int(fake_clock.time())))
     fake_clock.advance(299)
