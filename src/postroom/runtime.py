@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
 import random
 import signal
 import socket
@@ -32,7 +33,7 @@ from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
 from postroom.net.throttle import FailureThrottle
-from postroom.net.tls import ensure_certificate, server_context
+from postroom.net.tls import ServerTls
 from postroom.net.wakeup import WakeupListener, notify
 from postroom.readiness import Readiness
 from postroom.resolver import DnsResolver
@@ -121,12 +122,12 @@ class Server:
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._inbound: InboundChecker | None = None
+        self.tls: ServerTls | None = None
 
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        cert, key = ensure_certificate(settings)
-        context = server_context(cert, key, settings.tls.min_version)
+        self.tls = tls = ServerTls(settings)
         self.store = store = await self._open_store()
         if settings.inbound_auth.enabled:
             self._inbound = InboundChecker(
@@ -154,7 +155,7 @@ class Server:
                 max_account_failures=auth.max_account_failures,
                 window=auth.window,
             ),
-            ssl_context=context,
+            ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
         )
@@ -228,6 +229,13 @@ class Server:
         self.api = api
         self.tasks.start("api", api.run)
 
+    def reload_certificate(self) -> None:
+        """SIGHUP: new TLS connections get the certificate and key files as they are now
+        (a renewal); open sessions keep theirs. Only the certificate is reloaded: the
+        rest of the configuration needs a restart."""
+        if self.tls is not None:
+            self.tls.reload()
+
     @property
     def api_port(self) -> int | None:
         """The API's bound port (the real one when 0 was configured); None when off."""
@@ -297,6 +305,7 @@ async def _serve(settings: Settings, init: bool) -> int:
             sockets = bind_listeners(settings.listeners)
             supervisor = Supervisor(settings, sockets)
         server = Server(settings, sockets=sockets, init=init)
+        _reload_on_sighup(server, supervisor)
         await server.start()
     except OSError as exc:
         print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
@@ -338,9 +347,10 @@ async def _serve_worker() -> int:
     _configure_logging(setup.settings)
     sockets = [socket.socket(fileno=fd) for fd in setup.fds]
     server = Server(setup.settings, sockets=sockets, accept_only=True)
+    _reload_on_sighup(server, None)
     await server.start()
     stop = _stop_on_signals()
-    watch_primary(stop)
+    watch_primary(stop, server.reload_certificate)
     await stop.wait()
     await server.stop()
     return 0
@@ -354,10 +364,24 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _reload_on_sighup(server: Server, workers: Supervisor | None) -> None:
+    """SIGHUP reloads the TLS certificate, here and in every accept worker. Installed
+    before the server starts: a reload while starting is a no-op (the start reads the
+    files), never the default action, which would end the process."""
+
+    def reload() -> None:
+        server.reload_certificate()
+        if workers is not None:
+            workers.reload_certificate()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
 def _configure_logging(settings: Settings) -> None:
     handler: logging.Handler
     if settings.log.file is not None:
-        handler = logging.FileHandler(settings.log.file)
+        # Reopened when logrotate moves it away (its default "create" mode).
+        handler = logging.handlers.WatchedFileHandler(settings.log.file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(log_formatter(settings.log.format))
