@@ -137,6 +137,11 @@ class Store(Protocol):
         """Retention: remove messages received before ``before`` whose recipients are all
         final (delivered, bounced, expired), with their bodies and attempts. Count removed."""
 
+    async def purge_bodies(self, before: float) -> int:
+        """Retention of bodies: of the messages ``purge`` would remove, remove only the
+        bodies, keeping the log (the message's envelope, recipients, attempts, provider
+        events); ``StoredMessage.body_removed`` then says so. Count removed."""
+
     # -- the directory -----------------------------------------------------------
     async def add_domain(self, name: str, now: float) -> bool:
         """Add a local domain (A-label form); False when it already existed."""

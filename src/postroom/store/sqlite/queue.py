@@ -44,9 +44,13 @@ _INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?)
 _MESSAGE_FIELDS = (
     "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
     "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
-    "tls", "listener", "held",
+    "tls", "listener", "held", "body_removed",
 )  # fmt: skip
-_MESSAGE_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+# Retention may remove a finished message's body before the rest (retention.bodies_days).
+_BODY_REMOVED = "NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
+_MESSAGE_COLUMNS = ", ".join(
+    _BODY_REMOVED if field == "body_removed" else f"m.{field}" for field in _MESSAGE_FIELDS
+)
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
     " last_reply, delay_warned"
@@ -192,6 +196,7 @@ def _stored(row: tuple[Any, ...], recipients: tuple[RecipientState, ...]) -> Sto
     fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
     fields["smtputf8"] = bool(fields["smtputf8"])
     fields["held"] = bool(fields["held"])
+    fields["body_removed"] = bool(fields["body_removed"])
     return StoredMessage(recipients=recipients, **fields)
 
 
