@@ -122,18 +122,20 @@ def test_every_top_level_module_is_a_layer() -> None:
 
 def test_every_mailer_module_is_in_the_independence_contract() -> None:
     """A wildcard, not a list: a new provider module is covered the day it is added."""
-    assert _contract("mailers")["modules"] == ["postroom.delivery.mailers.*"]
+    assert _contract("mailers")["modules"] == ["postroom.delivery.mailers.*.*"]
     assert _contract("webhooks")["modules"] == ["postroom.delivery.webhooks.*"]
 
 
 def test_contracts_report_a_door_policy_or_provider_crossing(tmp_path: Path) -> None:
-    """The contracts bite: a copy of the package with three violations fails on each."""
+    """The contracts bite: a copy of the package with four violations fails on each."""
     copy = tmp_path / "postroom"
     shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
     with (copy / "intake" / "policy.py").open("a") as policy:
         policy.write("\nimport postroom.delivery.scheduler\n")
-    with (copy / "delivery" / "mailers" / "zoho.py").open("a") as zoho:
-        zoho.write("\nfrom postroom.delivery.mailers import sendgrid\n")
+    with (copy / "delivery" / "mailers" / "api" / "zoho.py").open("a") as zoho:
+        zoho.write("\nfrom postroom.delivery.mailers.api import sendgrid\n")
+    with (copy / "delivery" / "mailers" / "mta" / "relay.py").open("a") as relay:
+        relay.write("\nfrom postroom.delivery.mailers.mta import mx\n")
     (copy / "stray.py").write_text('"""A module in no layer."""\n')
 
     result = _lint_imports(tmp_path)
@@ -142,8 +144,7 @@ def test_contracts_report_a_door_policy_or_provider_crossing(tmp_path: Path) -> 
     out = result.stdout
     assert "postroom.intake is not allowed to import postroom.delivery" in out
     assert "postroom.intake.policy -> postroom.delivery.scheduler" in out
-    assert (
-        "postroom.delivery.mailers.zoho is not allowed to import postroom.delivery.mailers.sendgrid"
-        in out
-    )
+    mailers = "postroom.delivery.mailers"
+    assert f"{mailers}.api.zoho is not allowed to import {mailers}.api.sendgrid" in out
+    assert f"{mailers}.mta.relay is not allowed to import {mailers}.mta.mx" in out
     assert "- postroom.stray" in out

@@ -12,9 +12,9 @@ from postroom.config.providers import (
     SendlayerMailerSettings,
     SmtpcomMailerSettings,
 )
-from postroom.delivery.mailers.mailjet import MailjetMailer
-from postroom.delivery.mailers.sendlayer import SendlayerMailer
-from postroom.delivery.mailers.smtpcom import SmtpcomMailer
+from postroom.delivery.mailers.api.mailjet import MailjetMailer
+from postroom.delivery.mailers.api.sendlayer import SendlayerMailer
+from postroom.delivery.mailers.api.smtpcom import SmtpcomMailer
 from postroom.delivery.message import OutboundMessage
 from postroom.delivery.outcome import Disposition
 from tests.conftest import FakeClock

@@ -10,7 +10,7 @@ import pytest
 
 from postroom.config.mailers import LocalMailerSettings
 from postroom.delivery.mailers import Mailer
-from postroom.delivery.mailers.local import (
+from postroom.delivery.mailers.mta.local import (
     DELIVERED,
     DISK_ERRORS,
     UNSAFE_MAILBOX,

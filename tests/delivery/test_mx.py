@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from postroom.config.mailers import MxMailerSettings
-from postroom.delivery.mailers.mx import MxMailer
+from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
 from postroom.resolver import DnsResolver

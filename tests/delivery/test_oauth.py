@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from postroom.delivery.mailers.oauth import (
+from postroom.delivery.mailers.oauth.flow import (
     AccessTokens,
     OAuthConfig,
     OAuthRevoked,
@@ -20,7 +20,7 @@ from postroom.delivery.mailers.oauth import (
     describe,
     exchange_code,
 )
-from postroom.delivery.mailers.oauthtokens import TokenFile, TokenState, token_path
+from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState, token_path
 from tests.conftest import FakeClock
 from tests.support.http_fake import FakeHttp, Reply, serve
 from tests.support.oauth_fake import TokenEndpoint

@@ -17,11 +17,11 @@ from postroom.config.providers import (
     OutlookMailerSettings,
     ZohoMailerSettings,
 )
-from postroom.delivery.mailers.gmail import GmailMailer
-from postroom.delivery.mailers.oauthmailer import OAuthHttpMailer
-from postroom.delivery.mailers.oauthtokens import TokenFile, TokenState, token_path
-from postroom.delivery.mailers.outlook import OutlookMailer
-from postroom.delivery.mailers.zoho import ZohoMailer
+from postroom.delivery.mailers.api.gmail import GmailMailer
+from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer
+from postroom.delivery.mailers.api.outlook import OutlookMailer
+from postroom.delivery.mailers.api.zoho import ZohoMailer
+from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState, token_path
 from postroom.delivery.outcome import Disposition
 from tests.conftest import FakeClock
 from tests.delivery.provider_messages import PDF, PNG, message, recipients

@@ -1,4 +1,4 @@
-"""smtpclient on the wire: pipelined batches, multi-line replies, stale connections, HELO,
+"""mta.transaction on the wire: pipelined batches, multi-line replies, stale connections, HELO,
 AUTH LOGIN, and bytes that are not replies, against a scripted loopback server that
 records every read it makes."""
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from postroom.delivery.mailers.pool import ConnectionPool
-from postroom.delivery.mailers.smtpclient import Connection, Peer, SmtpClient, TlsMode
+from postroom.delivery.mailers.mta.pool import ConnectionPool
+from postroom.delivery.mailers.mta.transaction import Connection, Peer, SmtpClient, TlsMode
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition
 from postroom.smtp.replies import Reply

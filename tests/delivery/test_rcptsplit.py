@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from postroom.delivery.mailers.mimeparts import Mailbox, ParsedMessage
-from postroom.delivery.mailers.oauthmailer import with_bcc
-from postroom.delivery.mailers.rcptsplit import Addressed, split
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage
+from postroom.delivery.mailers.api.oauthmailer import with_bcc
+from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 
 
 def _parsed(to: list[str], cc: list[str] = []) -> ParsedMessage:  # noqa: B006

@@ -11,8 +11,8 @@ import pytest
 from postroom.config.mailers import LocalMailerSettings, MxMailerSettings, SmtpMailerSettings
 from postroom.config.settings import DnsSettings
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
-from postroom.delivery.mailers.mx import MxMailer
-from postroom.delivery.mailers.smtp import SmtpMailer
+from postroom.delivery.mailers.mta.mx import MxMailer
+from postroom.delivery.mailers.mta.relay import SmtpMailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition
 from postroom.errors import ConfigError

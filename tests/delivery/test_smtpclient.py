@@ -1,4 +1,4 @@
-"""smtpclient: the classification table, parameters, and transactions against real peers."""
+"""mta.transaction: the classification table, parameters, and transactions against real peers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from postroom.delivery.mailers.pool import ConnectionPool
-from postroom.delivery.mailers.smtpclient import (
+from postroom.delivery.mailers.mta.pool import ConnectionPool
+from postroom.delivery.mailers.mta.transaction import (
     CLASSIFICATION,
     Connection,
     Fault,

@@ -24,8 +24,8 @@ from postroom.cli.render import format_time, print_fields, print_table, printabl
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
 from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.api.http import HttpMailer, NoAnswer, classify
 from postroom.delivery.mailers.build import AnyMailerSettings, MailerDeps, build_mailer
-from postroom.delivery.mailers.http import HttpMailer, NoAnswer, classify
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
 from postroom.errors import AddressError

@@ -20,7 +20,7 @@ import httpx
 
 from postroom.cli import AppContext, config_option, fail, pass_app
 from postroom.config.settings import Settings
-from postroom.delivery.mailers.oauth import (
+from postroom.delivery.mailers.oauth.flow import (
     PROVIDERS,
     OAuthConfig,
     OAuthError,
@@ -31,7 +31,7 @@ from postroom.delivery.mailers.oauth import (
     exchange_code,
     oauth_config,
 )
-from postroom.delivery.mailers.oauthtokens import TokenFile, TokenState, token_path
+from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState, token_path
 
 __all__ = ["authorize", "oauth_status"]
 

@@ -16,14 +16,14 @@ from postroom.config.providers import (
     SesMailerSettings,
     SparkpostMailerSettings,
 )
-from postroom.delivery.mailers.brevo import BrevoMailer
-from postroom.delivery.mailers.http import HttpMailer
-from postroom.delivery.mailers.mailgun import MailgunMailer
-from postroom.delivery.mailers.postmark import PostmarkMailer
-from postroom.delivery.mailers.resend import ResendMailer
-from postroom.delivery.mailers.sendgrid import SendgridMailer
-from postroom.delivery.mailers.ses import SesMailer
-from postroom.delivery.mailers.sparkpost import SparkpostMailer
+from postroom.delivery.mailers.api.brevo import BrevoMailer
+from postroom.delivery.mailers.api.http import HttpMailer
+from postroom.delivery.mailers.api.mailgun import MailgunMailer
+from postroom.delivery.mailers.api.postmark import PostmarkMailer
+from postroom.delivery.mailers.api.resend import ResendMailer
+from postroom.delivery.mailers.api.sendgrid import SendgridMailer
+from postroom.delivery.mailers.api.ses import SesMailer
+from postroom.delivery.mailers.api.sparkpost import SparkpostMailer
 from tests.conftest import FakeClock
 from tests.delivery.providers.fakes import (
     BrevoFake,

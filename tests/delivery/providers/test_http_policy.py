@@ -11,7 +11,7 @@ from postroom.config.providers import (
     SesMailerSettings,
     SparkpostMailerSettings,
 )
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     HintKind,
     Verdict,
@@ -19,7 +19,7 @@ from postroom.delivery.mailers.http import (
     resolve_secret,
     retry_hint,
 )
-from postroom.delivery.mailers.postmark import TABLE as POSTMARK
+from postroom.delivery.mailers.api.postmark import TABLE as POSTMARK
 from postroom.errors import ConfigError
 
 NOW = 1_800_000_000.0

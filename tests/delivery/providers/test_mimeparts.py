@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
-from postroom.delivery.mailers.mimeparts import Attachment, Mailbox, parse
+from postroom.delivery.mailers.api.mimeparts import Attachment, Mailbox, parse
 from tests.delivery.provider_messages import PDF, PNG, message
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from postroom.config.providers import OverLimit, SendLimits
-from postroom.delivery.mailers.limits import SendWindow, WindowUsage
+from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.outcome import Disposition
 from postroom.store import RecipientStatus
 from tests.conftest import FakeClock

@@ -38,22 +38,22 @@ from postroom.config.providers import (
     ZohoMailerSettings,
 )
 from postroom.delivery.mailers import Mailer
-from postroom.delivery.mailers.brevo import BrevoMailer
-from postroom.delivery.mailers.gmail import GmailMailer
-from postroom.delivery.mailers.local import LocalMailer
-from postroom.delivery.mailers.mailgun import MailgunMailer
-from postroom.delivery.mailers.mailjet import MailjetMailer
-from postroom.delivery.mailers.mx import MxMailer
-from postroom.delivery.mailers.outlook import OutlookMailer
-from postroom.delivery.mailers.postmark import PostmarkMailer
-from postroom.delivery.mailers.resend import ResendMailer
-from postroom.delivery.mailers.sendgrid import SendgridMailer
-from postroom.delivery.mailers.sendlayer import SendlayerMailer
-from postroom.delivery.mailers.ses import SesMailer
-from postroom.delivery.mailers.smtp import SmtpMailer
-from postroom.delivery.mailers.smtpcom import SmtpcomMailer
-from postroom.delivery.mailers.sparkpost import SparkpostMailer
-from postroom.delivery.mailers.zoho import ZohoMailer
+from postroom.delivery.mailers.api.brevo import BrevoMailer
+from postroom.delivery.mailers.api.gmail import GmailMailer
+from postroom.delivery.mailers.api.mailgun import MailgunMailer
+from postroom.delivery.mailers.api.mailjet import MailjetMailer
+from postroom.delivery.mailers.api.outlook import OutlookMailer
+from postroom.delivery.mailers.api.postmark import PostmarkMailer
+from postroom.delivery.mailers.api.resend import ResendMailer
+from postroom.delivery.mailers.api.sendgrid import SendgridMailer
+from postroom.delivery.mailers.api.sendlayer import SendlayerMailer
+from postroom.delivery.mailers.api.ses import SesMailer
+from postroom.delivery.mailers.api.smtpcom import SmtpcomMailer
+from postroom.delivery.mailers.api.sparkpost import SparkpostMailer
+from postroom.delivery.mailers.api.zoho import ZohoMailer
+from postroom.delivery.mailers.mta.local import LocalMailer
+from postroom.delivery.mailers.mta.mx import MxMailer
+from postroom.delivery.mailers.mta.relay import SmtpMailer
 from postroom.errors import ConfigError
 from postroom.resolver import Resolver
 

@@ -18,7 +18,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import MailgunMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     HttpMailer,

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from postroom.delivery.mailers.http import Rule, Verdict
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.smtp.replies import Reply
 

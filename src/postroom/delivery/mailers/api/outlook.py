@@ -19,7 +19,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import OutlookMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     Reading,
@@ -28,7 +28,7 @@ from postroom.delivery.mailers.http import (
     Verdict,
     environ_or,
 )
-from postroom.delivery.mailers.oauthmailer import OAuthHttpMailer, with_bcc
+from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer, with_bcc
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "OutlookMailer"]

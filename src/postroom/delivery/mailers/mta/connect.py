@@ -7,7 +7,7 @@ peer has a username (RFC 4954: PLAIN, else LOGIN). The result is a ``Connection`
 wire, the capabilities from the last EHLO, and facts for the log.
 
 Every failure is a ``Failure`` with the ``Stage`` it happened at and its ``Fault``;
-``smtpclient``'s table says what that means for the recipients.
+``transaction``'s table says what that means for the recipients.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from postroom.delivery.mailers.wire import Wire
+from postroom.delivery.mailers.mta.wire import Wire
 from postroom.delivery.outcome import RemoteInfo
 from postroom.smtp import client as smtp
 from postroom.smtp.client import Capabilities, ReplyError

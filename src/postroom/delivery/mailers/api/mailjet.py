@@ -22,7 +22,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import MailjetMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     HttpMailer,
@@ -35,9 +35,9 @@ from postroom.delivery.mailers.http import (
     environ_or,
     resolve_secret,
 )
-from postroom.delivery.mailers.jsonapi import b64, outcome, post_json
-from postroom.delivery.mailers.mimeparts import Attachment, Mailbox, ParsedMessage, parse
-from postroom.delivery.mailers.rcptsplit import Addressed, split
+from postroom.delivery.mailers.api.jsonapi import b64, outcome, post_json
+from postroom.delivery.mailers.api.mimeparts import Attachment, Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Outcome, RemoteInfo
 from postroom.smtp.replies import Reply

@@ -8,7 +8,7 @@ Recipients are grouped by domain, one transaction per domain (in parallel). For 
 2. The hosts in preference order (the resolver shuffles equal preferences), each host's
    addresses IPv4 first, in random order within a family (Postfix
    smtp_randomize_addresses), at most ``max_addresses`` in all.
-3. ``smtpclient`` judges each try. Recipients it lists in ``retry`` (connection trouble,
+3. ``transaction`` judges each try. Recipients it lists in ``retry`` (connection trouble,
    a 4xx before DATA's end, a refused greeting) go to the next address; the others are
    settled. When the addresses run out, the last host's deferral stands (failover set).
 
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from postroom.clock import Clock
 from postroom.config.mailers import MxMailerSettings
-from postroom.delivery.mailers.smtpclient import (
+from postroom.delivery.mailers.mta.transaction import (
     Peer,
     TlsMode,
     pooled_client,

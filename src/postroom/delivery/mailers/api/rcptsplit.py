@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from postroom.delivery.mailers.mimeparts import Mailbox, ParsedMessage
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage
 
 __all__ = ["Addressed", "split"]
 

@@ -20,7 +20,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import SmtpcomMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     HttpMailer,
@@ -31,9 +31,9 @@ from postroom.delivery.mailers.http import (
     environ_or,
     resolve_secret,
 )
-from postroom.delivery.mailers.jsonapi import b64, post_json
-from postroom.delivery.mailers.mimeparts import Mailbox, ParsedMessage, parse
-from postroom.delivery.mailers.rcptsplit import Addressed, split
+from postroom.delivery.mailers.api.jsonapi import b64, post_json
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SmtpcomMailer", "build_fields", "build_mime"]

@@ -1,7 +1,7 @@
 """One outbound SMTP transaction, and the one table that judges its results.
 
 ``SmtpClient.deliver(peer, message, recipients)`` takes a pooled connection or opens one
-(``smtpconnect``: connect, greeting, EHLO, STARTTLS, AUTH), then sends MAIL FROM with
+(``connect``: connect, greeting, EHLO, STARTTLS, AUTH), then sends MAIL FROM with
 SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531) and the DSN parameters (RFC 3461)
 the peer supports, one RCPT per recipient, DATA, and the dot-stuffed message. It returns
 one ``Outcome`` per recipient.
@@ -30,8 +30,7 @@ from typing import Final
 
 from postroom.clock import Clock
 from postroom.config.mailers import MxMailerSettings, SmtpMailerSettings
-from postroom.delivery.mailers.pool import ConnectionPool
-from postroom.delivery.mailers.smtpconnect import (
+from postroom.delivery.mailers.mta.connect import (
     Connection,
     Connector,
     Failure,
@@ -42,7 +41,8 @@ from postroom.delivery.mailers.smtpconnect import (
     guard,
     reply_failure,
 )
-from postroom.delivery.mailers.smtpparams import local_refusal, mail_parameters, rcpt_parameters
+from postroom.delivery.mailers.mta.params import local_refusal, mail_parameters, rcpt_parameters
+from postroom.delivery.mailers.mta.pool import ConnectionPool
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.smtp import client as smtp

@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 
 from postroom.clock import Clock
 from postroom.config.providers import SesMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     HttpMailer,
@@ -34,7 +34,7 @@ from postroom.delivery.mailers.http import (
     environ_or,
     resolve_secret,
 )
-from postroom.delivery.mailers.mimeparts import base64_text, parse
+from postroom.delivery.mailers.api.mimeparts import base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SesMailer", "SigV4"]

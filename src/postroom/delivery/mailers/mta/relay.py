@@ -8,7 +8,7 @@ from the environment variable named by ``password_env``.
 
 Every trouble that is the relay's or ours rather than the recipient's (connection,
 TLS, a refused login, 4xx) defers with ``failover`` set, so a route can fall back to
-another mailer; a 5xx for a recipient or the message bounces (``smtpclient``'s table).
+another mailer; a 5xx for a recipient or the message bounces (``transaction``'s table).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Final
 
 from postroom.clock import Clock
 from postroom.config.mailers import SmtpMailerSettings, SmtpTls
-from postroom.delivery.mailers.smtpclient import (
+from postroom.delivery.mailers.mta.transaction import (
     Peer,
     TlsMode,
     pooled_client,

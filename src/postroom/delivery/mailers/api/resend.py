@@ -17,7 +17,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import ResendMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     HintKind,
@@ -29,7 +29,7 @@ from postroom.delivery.mailers.http import (
     environ_or,
     resolve_secret,
 )
-from postroom.delivery.mailers.mimeparts import ParsedMessage, base64_text, parse
+from postroom.delivery.mailers.api.mimeparts import ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "ResendMailer", "payload"]

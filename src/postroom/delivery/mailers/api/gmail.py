@@ -22,7 +22,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import GmailMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     Reading,
@@ -31,7 +31,7 @@ from postroom.delivery.mailers.http import (
     Verdict,
     environ_or,
 )
-from postroom.delivery.mailers.oauthmailer import OAuthHttpMailer, with_bcc
+from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer, with_bcc
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "GmailMailer", "read_google_error"]

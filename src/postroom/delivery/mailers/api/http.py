@@ -41,7 +41,7 @@ import httpx
 from postroom.clock import Clock
 from postroom.config.providers import OverLimit, ProviderMailerSettings
 from postroom.config.secrets import MissingSecret, read_secret
-from postroom.delivery.mailers.limits import SendWindow
+from postroom.delivery.mailers.api.limits import SendWindow
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.errors import ConfigError

@@ -22,7 +22,7 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import ZohoMailerSettings
-from postroom.delivery.mailers.http import (
+from postroom.delivery.mailers.api.http import (
     DEFAULT_TABLE,
     Answer,
     NoAnswer,
@@ -32,11 +32,11 @@ from postroom.delivery.mailers.http import (
     Verdict,
     environ_or,
 )
-from postroom.delivery.mailers.jsonapi import post_json
-from postroom.delivery.mailers.mimeparts import Attachment, Mailbox, ParsedMessage, parse
-from postroom.delivery.mailers.oauth import OAuthError
-from postroom.delivery.mailers.oauthmailer import OAuthHttpMailer
-from postroom.delivery.mailers.rcptsplit import split
+from postroom.delivery.mailers.api.jsonapi import post_json
+from postroom.delivery.mailers.api.mimeparts import Attachment, Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer
+from postroom.delivery.mailers.api.rcptsplit import split
+from postroom.delivery.mailers.oauth.flow import OAuthError
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "ZohoMailer", "build_send"]

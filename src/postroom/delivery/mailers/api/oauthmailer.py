@@ -23,14 +23,14 @@ import httpx
 
 from postroom.clock import Clock
 from postroom.config.providers import ProviderMailerSettings
-from postroom.delivery.mailers.http import Answer, HttpMailer, NoAnswer
-from postroom.delivery.mailers.oauth import (
+from postroom.delivery.mailers.api.http import Answer, HttpMailer, NoAnswer
+from postroom.delivery.mailers.oauth.flow import (
     AccessTokens,
     OAuthError,
     OAuthSettings,
     oauth_config,
 )
-from postroom.delivery.mailers.oauthtokens import TokenFile, token_path
+from postroom.delivery.mailers.oauth.tokens import TokenFile, token_path
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["BearerAuth", "OAuthHttpMailer", "with_bcc"]

@@ -2,7 +2,7 @@
 
 ``postroom mailer authorize`` runs the authorization-code flow once (RFC 6749 4.1):
 ``authorization_url`` is opened by the user, the code comes back pasted, and
-``exchange_code`` trades it for a refresh token that ``oauthtokens`` keeps. While
+``exchange_code`` trades it for a refresh token that ``oauth.tokens`` keeps. While
 mail flows, ``AccessTokens`` hands the mailer an access token, refreshing it
 (RFC 6749 6) a margin before it expires by the injected clock, once at a time.
 
@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from postroom.clock import Clock
 from postroom.config.secrets import MissingSecret, read_secret
-from postroom.delivery.mailers.oauthtokens import TokenFile, TokenState
+from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState
 from postroom.errors import ConfigError
 
 __all__ = [
