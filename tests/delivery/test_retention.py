@@ -11,25 +11,31 @@ from postroom.config import load
 from postroom.config.settings import RetentionSettings
 from postroom.delivery.retention import Retention
 from postroom.errors import ConfigError
-from postroom.store import RecipientStatus, open_store
-from postroom.store.models import RecipientUpdate
+from postroom.store import RecipientStatus, Store, open_store
+from postroom.store.models import NewMessage, RecipientUpdate
 from tests.conftest import FakeClock
 from tests.store.factories import NOW, attempt, new_message
 
 DAY = 86400.0
 
 
+async def finished_and_pending(store: Store) -> tuple[NewMessage, NewMessage]:
+    """Two messages received at NOW: one delivered (finished), one still waiting."""
+    finished, pending = new_message(at=NOW), new_message(at=NOW)
+    await store.enqueue(finished)
+    await store.enqueue(pending)
+    await store.record_outcomes(
+        finished.id,
+        [RecipientUpdate("bob@example.net", RecipientStatus.DELIVERED, None, "250 2.0.0 Ok")],
+        [attempt(finished.id, "bob@example.net", NOW + 1)],
+    )
+    return finished, pending
+
+
 async def test_finished_messages_go_after_the_retention_time(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'q.db'}")
     try:
-        finished, pending = new_message(at=NOW), new_message(at=NOW)
-        await store.enqueue(finished)
-        await store.enqueue(pending)
-        await store.record_outcomes(
-            finished.id,
-            [RecipientUpdate("bob@example.net", RecipientStatus.DELIVERED, None, "250 2.0.0 Ok")],
-            [attempt(finished.id, "bob@example.net", NOW + 1)],
-        )
+        finished, pending = await finished_and_pending(store)
         clock = FakeClock(start=NOW + 29 * DAY)
         retention = Retention(store, RetentionSettings(days=30), clock)
         assert await retention.run_once() == 0  # not old enough yet
@@ -46,14 +52,7 @@ async def test_finished_messages_go_after_the_retention_time(tmp_path: Path) -> 
 async def test_bodies_go_after_bodies_days_and_the_log_stays_until_days(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'q.db'}")
     try:
-        finished, pending = new_message(at=NOW), new_message(at=NOW)
-        await store.enqueue(finished)
-        await store.enqueue(pending)
-        await store.record_outcomes(
-            finished.id,
-            [RecipientUpdate("bob@example.net", RecipientStatus.DELIVERED, None, "250 2.0.0 Ok")],
-            [attempt(finished.id, "bob@example.net", NOW + 1)],
-        )
+        finished, pending = await finished_and_pending(store)
         clock = FakeClock(start=NOW + 6 * DAY)
         retention = Retention(store, RetentionSettings(days=30, bodies_days=7), clock)
         await retention.run_once()
