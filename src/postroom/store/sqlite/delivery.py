@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from postroom.store.models import Attempt, Claim, RecipientUpdate
-from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
+from postroom.store.sqlite.queue import HAS_BODY, IN_IDS, ids_param, load_messages
 
 __all__ = [
     "attempts_of",
@@ -261,9 +261,7 @@ _PURGEABLE = (
     "m.received_at < ? AND NOT EXISTS"
     f" (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.{PENDING})"
 )
-
-
-_WITH_BODY = f"{_PURGEABLE} AND EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
+_WITH_BODY = f"{_PURGEABLE} AND {HAS_BODY}"
 
 
 def purge_candidates(before: float, conn: sqlite3.Connection, *, bodies: bool = False) -> list[str]:

@@ -17,6 +17,7 @@ from postroom.mail.envelope import Notify
 from postroom.store.models import NewMessage, RecipientState, RecipientStatus, StoredMessage
 
 __all__ = [
+    "HAS_BODY",
     "enqueue_job",
     "ids_param",
     "load_messages",
@@ -47,9 +48,9 @@ _MESSAGE_FIELDS = (
     "tls", "listener", "held", "body_removed",
 )  # fmt: skip
 # Retention may remove a finished message's body before the rest (retention.bodies_days).
-_BODY_REMOVED = "NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
+HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
 _MESSAGE_COLUMNS = ", ".join(
-    _BODY_REMOVED if field == "body_removed" else f"m.{field}" for field in _MESSAGE_FIELDS
+    f"NOT {HAS_BODY}" if field == "body_removed" else f"m.{field}" for field in _MESSAGE_FIELDS
 )
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
