@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from postroom.store import Store
 from postroom.store.models import ApiKeyRecord, IdempotencyRecord, MessageMeta
 from tests.store.conftest import Backend
 from tests.store.factories import NOW, new_message
+
+pytestmark = pytest.mark.store_parts("api", "queue")
 
 KEY = ApiKeyRecord(
     "shop", "abcdefghijklmnop", "ff" * 32, ("example.com",), NOW, ("send", "read-all", "queue")

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from postroom.store import RecipientStatus, Store
+from postroom.store import QueueStore, RecipientStatus, Store
 from postroom.store.models import Claim, RecipientUpdate
 from tests.store.conftest import Backend
 from tests.store.factories import (
@@ -23,6 +23,8 @@ from tests.store.factories import (
     to,
 )
 
+pytestmark = pytest.mark.store_parts("queue")
+
 BOB, CAROL, DAVE = "bob@example.net", "carol@example.net", "dave@example.net"
 LEASE = 60.0
 
@@ -31,7 +33,7 @@ def claimed(claims: list[Claim]) -> list[tuple[str, list[str]]]:
     return [(c.message.id, [r.address for r in c.recipients]) for c in claims]
 
 
-async def test_claim_returns_only_due_recipients(store: Store) -> None:
+async def test_claim_returns_only_due_recipients(store: QueueStore) -> None:
     m1 = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     m2 = new_message(at=NOW + 1)
     later = new_message(at=NOW + 500)
@@ -63,7 +65,7 @@ async def test_claim_returns_only_due_recipients(store: Store) -> None:
     assert claimed(await store.claim_due(NOW + 500, limit=10, lease=LEASE)) == [(later.id, [BOB])]
 
 
-async def test_limit_counts_messages_oldest_due_first(store: Store) -> None:
+async def test_limit_counts_messages_oldest_due_first(store: QueueStore) -> None:
     messages = [
         new_message(at=NOW + i, recipients=to(*(f"r{j}@example.net" for j in range(i + 1))))
         for i in range(5)
@@ -79,7 +81,7 @@ async def test_limit_counts_messages_oldest_due_first(store: Store) -> None:
     assert await store.claim_due(NOW + 10, limit=0, lease=LEASE) == []
 
 
-async def test_a_live_lease_is_not_claimed_again_and_an_ended_one_is(store: Store) -> None:
+async def test_a_live_lease_is_not_claimed_again_and_an_ended_one_is(store: QueueStore) -> None:
     message = new_message(at=NOW, recipients=to(BOB, CAROL))
     await store.enqueue(message)
     first = await store.claim_due(NOW, limit=10, lease=LEASE)
@@ -92,7 +94,7 @@ async def test_a_live_lease_is_not_claimed_again_and_an_ended_one_is(store: Stor
     assert again[0].lease_until == NOW + 2 * LEASE
 
 
-async def test_release_ends_leases_without_an_attempt(store: Store) -> None:
+async def test_release_ends_leases_without_an_attempt(store: QueueStore) -> None:
     message = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     await store.enqueue(message)
     await store.claim_due(NOW, limit=10, lease=LEASE)
@@ -111,7 +113,7 @@ async def test_two_store_instances_never_claim_the_same_recipient(backend: Backe
     messages = [new_message(at=NOW + i / 100, recipients=to(BOB, CAROL, DAVE)) for i in range(60)]
     await asyncio.gather(*(one.enqueue(m) for m in messages))
 
-    async def claim(store: Store) -> list[tuple[str, str]]:
+    async def claim(store: QueueStore) -> list[tuple[str, str]]:
         rounds = await asyncio.gather(
             *(store.claim_due(NOW + 10, limit=1, lease=600) for _ in range(4))
         )
@@ -134,7 +136,7 @@ async def test_two_store_instances_never_claim_the_same_recipient(backend: Backe
     assert by_one and by_two
 
 
-async def test_held_messages_are_not_claimed(store: Store) -> None:
+async def test_held_messages_are_not_claimed(store: QueueStore) -> None:
     m1, m2 = new_message(at=NOW), new_message(at=NOW + 1)
     await store.enqueue(m1)
     await store.enqueue(m2)
@@ -154,7 +156,9 @@ async def test_held_messages_are_not_claimed(store: Store) -> None:
     assert claimed(await store.claim_due(NOW + 10, limit=10, lease=LEASE)) == [(m1.id, [BOB])]
 
 
-async def test_hold_all_holds_waiting_messages_and_release_all_frees_them(store: Store) -> None:
+async def test_hold_all_holds_waiting_messages_and_release_all_frees_them(
+    store: QueueStore,
+) -> None:
     waiting, finished, already = (new_message(at=NOW + i) for i in range(3))
     for message in (waiting, finished, already):
         await store.enqueue(message)
@@ -185,7 +189,7 @@ async def test_hold_all_holds_waiting_messages_and_release_all_frees_them(store:
     ]
 
 
-async def test_hold_during_an_attempt_keeps_its_deferred_recipients(store: Store) -> None:
+async def test_hold_during_an_attempt_keeps_its_deferred_recipients(store: QueueStore) -> None:
     message = new_message(at=NOW)
     await store.enqueue(message)
     await store.claim_due(NOW, limit=10, lease=LEASE)
@@ -198,6 +202,7 @@ async def test_hold_during_an_attempt_keeps_its_deferred_recipients(store: Store
     assert claimed(await store.claim_due(NOW + 100, limit=10, lease=LEASE)) == [(message.id, [BOB])]
 
 
+@pytest.mark.store_parts("log")  # reads the attempt rows back
 async def test_record_outcomes_round_trip(store: Store) -> None:
     message = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     await store.enqueue(message)
@@ -247,6 +252,7 @@ async def test_record_outcomes_round_trip(store: Store) -> None:
     assert [a.at for a in await store.attempts(mid)] == [NOW + 1, NOW + 1, NOW + 2, NOW + 600]
 
 
+@pytest.mark.store_parts("log")  # reads the attempt rows back
 async def test_final_states_and_late_outcomes(store: Store) -> None:
     message = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     await store.enqueue(message)
@@ -276,7 +282,7 @@ async def test_final_states_and_late_outcomes(store: Store) -> None:
     assert await store.next_due() is None
 
 
-async def test_record_outcomes_refuses_inconsistent_input(store: Store) -> None:
+async def test_record_outcomes_refuses_inconsistent_input(store: QueueStore) -> None:
     message = new_message()
     await store.enqueue(message)
     with pytest.raises(ValueError, match="recorded for"):
@@ -288,7 +294,9 @@ async def test_record_outcomes_refuses_inconsistent_input(store: Store) -> None:
         await store.claim_due(NOW, limit=1, lease=0)
 
 
-async def test_outcomes_of_a_deleted_message_are_dropped(store: Store, backend: Backend) -> None:
+async def test_outcomes_of_a_deleted_message_are_dropped(
+    store: QueueStore, backend: Backend
+) -> None:
     message = new_message()
     await store.enqueue(message)
     await store.claim_due(NOW, limit=10, lease=LEASE)
@@ -297,7 +305,7 @@ async def test_outcomes_of_a_deleted_message_are_dropped(store: Store, backend: 
     assert backend.rows_of(store, message.id) == 0
 
 
-async def test_next_due(store: Store) -> None:
+async def test_next_due(store: QueueStore) -> None:
     assert await store.next_due() is None
     message = new_message(at=NOW)
     await store.enqueue(message)
@@ -316,7 +324,7 @@ async def test_next_due(store: Store) -> None:
     assert await store.next_due() == NOW + 100
 
 
-async def test_retry_now(store: Store) -> None:
+async def test_retry_now(store: QueueStore) -> None:
     m1 = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     m2 = new_message(at=NOW + 1)
     held = new_message(at=NOW + 2)
@@ -342,7 +350,7 @@ async def test_retry_now(store: Store) -> None:
     assert claimed(await store.claim_due(NOW + 20, limit=10, lease=LEASE)) == [(m2.id, [BOB])]
 
 
-async def test_retry_now_keeps_earlier_due_times(store: Store) -> None:
+async def test_retry_now_keeps_earlier_due_times(store: QueueStore) -> None:
     first, second = new_message(at=NOW), new_message(at=NOW + 5)
     await store.enqueue(second)
     await store.enqueue(first)
@@ -352,6 +360,7 @@ async def test_retry_now_keeps_earlier_due_times(store: Store) -> None:
     assert [c.recipients[0].next_attempt_at for c in claims] == [NOW, NOW + 5]
 
 
+@pytest.mark.store_parts("log")  # reads the attempt rows back
 async def test_delete(store: Store, backend: Backend) -> None:
     message, other = new_message(at=NOW), new_message(at=NOW + 1)
     await store.enqueue(message)
@@ -370,7 +379,7 @@ async def test_delete(store: Store, backend: Backend) -> None:
     assert await store.count_messages() == 1
 
 
-async def test_renewing_moves_only_live_leases_of_pending_recipients(store: Store) -> None:
+async def test_renewing_moves_only_live_leases_of_pending_recipients(store: QueueStore) -> None:
     message = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     await store.enqueue(message)
     (claim,) = await store.claim_due(NOW, limit=10, lease=LEASE)
@@ -387,14 +396,3 @@ async def test_renewing_moves_only_live_leases_of_pending_recipients(store: Stor
     ]
     with pytest.raises(ValueError):
         await store.renew_leases({message.id: [BOB]}, NOW, lease=0)
-
-
-async def test_a_store_keeps_the_instance_id_it_was_made_with(backend: Backend) -> None:
-    first = await backend.open()
-    second = await backend.open()  # another process on the same database
-    try:
-        made = await first.instance_id()
-        assert len(made) == 32 and made == await second.instance_id()
-    finally:
-        await first.aclose()
-        await second.aclose()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from postroom.store import Store
 from postroom.store.models import MailerHealth
 from tests.store.factories import NOW, attempt, deferred, delivered, new_message, to
+
+pytestmark = pytest.mark.store_parts("log", "queue")
 
 
 async def test_last_success_last_error_and_messages_sent_since(store: Store) -> None:

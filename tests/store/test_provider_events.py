@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from postroom.store import Store
 from postroom.store.models import ProviderEventRecord
 from tests.store.conftest import Backend
 from tests.store.factories import NOW, attempt, delivered, new_message, to
+
+pytestmark = pytest.mark.store_parts("log", "queue")
 
 
 def _event(provider_id: str, recipient: str, **changes: object) -> ProviderEventRecord:

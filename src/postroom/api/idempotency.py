@@ -18,7 +18,7 @@ from typing import Final
 
 from postroom.api.errors import ApiError
 from postroom.clock import Clock
-from postroom.store import Store
+from postroom.store import ApiStore
 from postroom.store.models import IdempotencyRecord
 
 __all__ = ["KEY_PATTERN", "WINDOW", "Idempotency", "check_key", "request_hash"]
@@ -49,7 +49,7 @@ def request_hash(content_type: str, query: str, body_sha256: str) -> str:
 
 
 class Idempotency:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: ApiStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}

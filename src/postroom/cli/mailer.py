@@ -31,7 +31,7 @@ from postroom.delivery.outcome import Disposition, Outcome
 from postroom.errors import AddressError
 from postroom.mail.address import parse_address
 from postroom.resolver import DnsResolver
-from postroom.store import Store
+from postroom.store import LogStore
 from postroom.store.models import MailerHealth
 
 __all__ = ["mailer"]
@@ -99,7 +99,7 @@ def status(app: AppContext) -> None:
 
 
 async def _health(
-    store: Store, now: float
+    store: LogStore, now: float
 ) -> tuple[dict[str, MailerHealth], dict[str, MailerHealth]]:
     """Each mailer's health with its deliveries since midnight UTC, and since the hour."""
     day = await store.mailer_health(now - now % 86400)

@@ -6,7 +6,7 @@ a plain ``domain -> bool``. The scheduler refreshes this before each batch of cl
 
 from __future__ import annotations
 
-from postroom.store import Store
+from postroom.store import DirectoryStore
 
 __all__ = ["LocalDomains"]
 
@@ -18,5 +18,5 @@ class LocalDomains:
     def __call__(self, ascii_domain: str) -> bool:
         return ascii_domain.lower() in self._domains
 
-    async def refresh(self, store: Store) -> None:
+    async def refresh(self, store: DirectoryStore) -> None:
         self._domains = frozenset(d.lower() for d in await store.domains())

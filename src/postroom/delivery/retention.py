@@ -9,7 +9,7 @@ import logging
 
 from postroom.clock import Clock
 from postroom.config.settings import RetentionSettings
-from postroom.store import Store
+from postroom.store import QueueStore
 
 __all__ = ["Retention"]
 
@@ -18,7 +18,7 @@ _DAY = 86400.0
 
 
 class Retention:
-    def __init__(self, store: Store, settings: RetentionSettings, clock: Clock) -> None:
+    def __init__(self, store: QueueStore, settings: RetentionSettings, clock: Clock) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock

@@ -24,6 +24,7 @@ import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
@@ -42,7 +43,7 @@ from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailauth.dkim import signature_summary
 from postroom.readiness import Readiness
-from postroom.store import Store
+from postroom.store import DirectoryStore, QueueStore
 from postroom.store.models import (
     Attempt,
     Claim,
@@ -52,7 +53,13 @@ from postroom.store.models import (
     StoredMessage,
 )
 
-__all__ = ["Scheduler"]
+__all__ = ["DeliveryStore", "Scheduler"]
+
+
+class DeliveryStore(QueueStore, DirectoryStore, Protocol):
+    """What delivery uses: the queue's claims and outcomes, and the local domains
+    (refreshed before each batch, for routing)."""
+
 
 _log = logging.getLogger("postroom.delivery")
 _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
@@ -101,7 +108,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: DeliveryStore,
         router: Router,
         routes: RouteTable,
         intake: Intake,

@@ -25,7 +25,7 @@ from typing import Final
 from postroom.clock import Clock, SystemClock
 from postroom.directory.domains import sender_domain_list
 from postroom.errors import ApiKeyExists, DirectoryError, UnknownApiKey
-from postroom.store.base import Store
+from postroom.store.base import ApiStore
 from postroom.store.models import ApiKeyRecord
 
 __all__ = ["DEFAULT_SCOPES", "ApiKeys", "NewApiKey", "Scope", "check_key_name", "parse_scopes"]
@@ -75,7 +75,7 @@ class NewApiKey:
 
 
 class ApiKeys:
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, store: ApiStore, clock: Clock | None = None) -> None:
         self._store = store
         self._clock = clock or SystemClock()
 

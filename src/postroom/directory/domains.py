@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from postroom.clock import Clock, SystemClock
 from postroom.errors import AddressError, DomainExists, InvalidDomain, UnknownDomain
 from postroom.mail.address import parse_domain, to_ascii_domain
-from postroom.store.base import Store
+from postroom.store.base import DirectoryStore
 
 __all__ = ["Domains", "normalize_domain", "sender_domain_list", "unicode_domain"]
 
@@ -42,7 +42,7 @@ def unicode_domain(name: str) -> str:
 
 
 class Domains:
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, store: DirectoryStore, clock: Clock | None = None) -> None:
         self._store = store
         self._clock = clock or SystemClock()
 

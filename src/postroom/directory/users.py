@@ -30,7 +30,7 @@ from postroom.errors import (
     UserExists,
 )
 from postroom.mail.address import mailbox_problem, parse_address
-from postroom.store.base import Store
+from postroom.store.base import DirectoryStore
 from postroom.store.models import UserRecord
 
 __all__ = ["Users", "check_password", "new_user_key", "user_key"]
@@ -62,7 +62,7 @@ def check_password(password: str) -> None:
 
 
 class Users:
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, store: DirectoryStore, clock: Clock | None = None) -> None:
         self._store = store
         self._clock = clock or SystemClock()
         self._dummy_hash: str | None = None

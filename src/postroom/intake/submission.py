@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
@@ -37,9 +38,13 @@ from postroom.mailauth.dkim import DkimSigner, KeyRing
 from postroom.mailauth.inbound import InboundChecker
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
-from postroom.store import NewMessage, Store
+from postroom.store import DirectoryStore, NewMessage, QueueStore
 
-__all__ = ["Intake", "Queued", "Submission"]
+__all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
+
+
+class IntakeStore(QueueStore, DirectoryStore, Protocol):
+    """What intake uses: the queue to commit to, the directory for RCPT's lookups."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +57,7 @@ class Queued:
 
 @dataclass(slots=True)
 class Intake:
-    store: Store
+    store: IntakeStore
     clock: Clock
     hostname: str
     spool_dir: Path
@@ -69,7 +74,7 @@ class Intake:
     def from_settings(
         cls,
         settings: Settings,
-        store: Store,
+        store: IntakeStore,
         clock: Clock,
         *,
         bus: Bus | None = None,

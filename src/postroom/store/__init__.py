@@ -1,9 +1,16 @@
-"""The queue and the directory rows at rest: one protocol, engines behind it.
+"""The queue and the directory rows at rest: narrow protocols by part, engines behind them.
 
 ``open_store(url)`` returns a started ``Store``. The only package that speaks SQL.
 """
 
-from postroom.store.base import Store
+from postroom.store.base import (
+    ApiStore,
+    DirectoryStore,
+    LogStore,
+    QueueStore,
+    Store,
+    StoreLifecycle,
+)
 from postroom.store.models import (
     NewMessage,
     RecipientState,
@@ -14,10 +21,15 @@ from postroom.store.models import (
 from postroom.store.open import open_store
 
 __all__ = [
+    "ApiStore",
+    "DirectoryStore",
+    "LogStore",
     "NewMessage",
+    "QueueStore",
     "RecipientState",
     "RecipientStatus",
     "Store",
+    "StoreLifecycle",
     "StoredMessage",
     "UserRecord",
     "open_store",

@@ -1,6 +1,16 @@
-"""The Store protocol: narrow, use-case methods, one per thing the system needs.
+"""The Store protocols: narrow, use-case methods, one protocol per part of the system.
 
-Every engine passes ``tests/store/test_contract.py``.
+An engine implements the parts one at a time; ``Store`` is all of them together, which
+is what ``open_store`` returns. A consumer names the part it uses (the scheduler a
+``QueueStore``, the directory a ``DirectoryStore``, the API's idempotency an
+``ApiStore``), so a reader sees what it touches and a new engine sees what a part needs.
+Each part has its own contract suite in ``tests/store/`` that every engine passes:
+
+- ``StoreLifecycle``: ``tests/store/test_lifecycle.py``
+- ``QueueStore``: ``test_queue.py`` and ``test_delivery.py``
+- ``LogStore``: ``test_log.py``, ``test_provider_events.py``, ``test_mailer_health.py``
+- ``DirectoryStore``: ``test_directory.py``
+- ``ApiStore``: ``test_api_rows.py``
 """
 
 from __future__ import annotations
@@ -23,17 +33,34 @@ from postroom.store.models import (
     UserRecord,
 )
 
-__all__ = ["Store"]
+__all__ = [
+    "ApiStore",
+    "DirectoryStore",
+    "LogStore",
+    "QueueStore",
+    "Store",
+    "StoreLifecycle",
+]
 
 
-class Store(Protocol):
+class StoreLifecycle(Protocol):
+    """Opening, closing and naming a store."""
+
     async def start(self) -> None:
         """Open files and connections, create or migrate the schema."""
 
     async def aclose(self) -> None:
         """Finish pending commits, then close."""
 
-    # -- the queue ---------------------------------------------------------------
+    async def instance_id(self) -> str:
+        """The id this store was given when it was created (the data directory's
+        instance-id file names it, so a lost or replaced database is noticed)."""
+
+
+class QueueStore(Protocol):
+    """The queue: durable intake, leased claims for delivery, outcomes, operator
+    actions (hold, retry, delete) and retention."""
+
     async def enqueue(self, message: NewMessage) -> None:
         """Store the message, envelope and DSN parameters; return only when the commit
         that holds them is durable (fsync'ed). Concurrent calls share commits.
@@ -50,11 +77,6 @@ class Store(Protocol):
 
     async def count_messages(self) -> int: ...
 
-    async def instance_id(self) -> str:
-        """The id this store was given when it was created (the data directory's
-        instance-id file names it, so a lost or replaced database is noticed)."""
-
-    # -- delivery ------------------------------------------------------------------
     async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
         """Lease up to ``limit`` messages' due recipients (queued or deferred, next attempt
         at or before ``now``, message not held, no live lease), oldest due first. One
@@ -113,6 +135,20 @@ class Store(Protocol):
     async def delete(self, message_id: str) -> bool:
         """Remove a message, its recipients, body and attempts."""
 
+    async def purge(self, before: float) -> int:
+        """Retention: remove messages received before ``before`` whose recipients are all
+        final (delivered, bounced, expired), with their bodies and attempts. Count removed."""
+
+    async def purge_bodies(self, before: float) -> int:
+        """Retention of bodies: of the messages ``purge`` would remove, remove only the
+        bodies, keeping the log (the message's envelope, recipients, attempts, provider
+        events); ``StoredMessage.body_removed`` then says so. Count removed."""
+
+
+class LogStore(Protocol):
+    """The email log: searching messages, their attempts, providers' callbacks, and
+    the mailers' health drawn from them."""
+
     async def query(self, query: LogQuery) -> list[StoredMessage]:
         """The email log: messages newest first, filtered; continue with cursor=last id.
         ValueError for a status that is neither a RecipientStatus value nor "held"."""
@@ -133,16 +169,10 @@ class Store(Protocol):
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
 
-    async def purge(self, before: float) -> int:
-        """Retention: remove messages received before ``before`` whose recipients are all
-        final (delivered, bounced, expired), with their bodies and attempts. Count removed."""
 
-    async def purge_bodies(self, before: float) -> int:
-        """Retention of bodies: of the messages ``purge`` would remove, remove only the
-        bodies, keeping the log (the message's envelope, recipients, attempts, provider
-        events); ``StoredMessage.body_removed`` then says so. Count removed."""
+class DirectoryStore(Protocol):
+    """Local domains and users (the addresses mail is accepted for, and logins)."""
 
-    # -- the directory -----------------------------------------------------------
     async def add_domain(self, name: str, now: float) -> bool:
         """Add a local domain (A-label form); False when it already existed."""
 
@@ -172,7 +202,10 @@ class Store(Protocol):
 
     async def remove_user(self, address: str) -> bool: ...
 
-    # -- the HTTP API --------------------------------------------------------------
+
+class ApiStore(Protocol):
+    """The HTTP API's own rows: keys, accepted sends' meta and idempotency answers."""
+
     async def add_api_key(self, record: ApiKeyRecord) -> bool:
         """False when a key with that name already exists."""
 
@@ -200,3 +233,7 @@ class Store(Protocol):
 
     async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
+
+
+class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
+    """Every part: what an engine that implements them all (``open_store``) gives."""

@@ -36,7 +36,7 @@ from postroom.delivery.webhooks import (
 )
 from postroom.delivery.webhooks.events import PayloadError, ProviderEvent
 from postroom.errors import StoreError
-from postroom.store.base import Store
+from postroom.store.base import LogStore
 from postroom.store.models import ProviderEventRecord
 
 __all__ = ["PROVIDERS", "HookedMailer", "Response", "handle_webhook"]
@@ -129,7 +129,7 @@ async def handle_webhook(
     mailer: HookedMailer,
     headers: Mapping[str, str],
     body: bytes,
-    store: Store,
+    store: LogStore,
     clock: Clock,
     *,
     certificates: sns.CertificateSource | None = None,
@@ -169,7 +169,7 @@ async def _ses(
     mailer: HookedMailer,
     hook: _Hook,
     body: bytes,
-    store: Store,
+    store: LogStore,
     certificates: sns.CertificateSource,
 ) -> Response:
     message = ses.envelope(body)
@@ -195,7 +195,9 @@ async def _ses(
     return await _record(mailer.name, ses.parse(message, now=hook.now), store, hook.now)
 
 
-async def _record(mailer: str, events: list[ProviderEvent], store: Store, now: float) -> Response:
+async def _record(
+    mailer: str, events: list[ProviderEvent], store: LogStore, now: float
+) -> Response:
     matched = 0
     for event in events:
         record = ProviderEventRecord(

@@ -1,4 +1,5 @@
-"""The Store contract: every engine passes this suite unchanged (see conftest.BACKENDS)."""
+"""The queue part of the Store contract: durable enqueue, reading messages back, group
+commit and faults (every engine implementing QueueStore passes it)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from postroom.errors import StoreError, StoreFull, StoreUnavailable
+from postroom.errors import StoreFull, StoreUnavailable
 from postroom.ids import new_queue_id
 from postroom.mail.address import Address
 from postroom.mail.envelope import (
@@ -28,16 +29,16 @@ from postroom.mail.envelope import (
 from postroom.mail.spool import SpooledBody
 from postroom.store import (
     NewMessage,
+    QueueStore,
     RecipientState,
     RecipientStatus,
-    Store,
     StoredMessage,
-    UserRecord,
-    open_store,
 )
 from postroom.store.groupcommit import GroupCommitter
 from tests.store.conftest import Backend
 from tests.store.factories import HEADER, NOW, new_message
+
+pytestmark = pytest.mark.store_parts("queue")
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +67,7 @@ async def queued(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 # -- the queue --------------------------------------------------------------------------
-async def test_round_trip_of_every_field(store: Store) -> None:
+async def test_round_trip_of_every_field(store: QueueStore) -> None:
     body = b"From: Alice <alice@example.org>\r\nSubject: caf\xc3\xa9\r\n\r\n\x00\xffbytes\r\n.\r\n"
     spool = SpooledBody()
     spool.write(body)
@@ -138,7 +139,7 @@ async def test_round_trip_of_every_field(store: Store) -> None:
     assert await store.count_messages() == 1
 
 
-async def test_null_sender_and_no_dsn_parameters(store: Store) -> None:
+async def test_null_sender_and_no_dsn_parameters(store: QueueStore) -> None:
     message = new_message(sender=None)
     await store.enqueue(message)
     stored = await store.message(message.id)
@@ -150,12 +151,12 @@ async def test_null_sender_and_no_dsn_parameters(store: Store) -> None:
     assert stored.recipients[0].orcpt is None
 
 
-async def test_unknown_message(store: Store) -> None:
+async def test_unknown_message(store: QueueStore) -> None:
     assert await store.message("0" * 16) is None
     assert await store.read_body("0" * 16) is None
 
 
-async def test_empty_body_and_empty_message(store: Store) -> None:
+async def test_empty_body_and_empty_message(store: QueueStore) -> None:
     header_only = new_message(b"")
     nothing = new_message(b"", header=b"")
     await store.enqueue(header_only)
@@ -166,7 +167,7 @@ async def test_empty_body_and_empty_message(store: Store) -> None:
     assert stored is not None and stored.size == 0
 
 
-async def test_large_spooled_body_is_exact(store: Store, tmp_path: Path) -> None:
+async def test_large_spooled_body_is_exact(store: QueueStore, tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
     spool = SpooledBody(spool_dir)
     digest = hashlib.sha256(HEADER)
@@ -186,7 +187,7 @@ async def test_large_spooled_body_is_exact(store: Store, tmp_path: Path) -> None
     assert list(spool_dir.iterdir()) == []
 
 
-async def test_concurrent_enqueues_share_commits(store: Store, backend: Backend) -> None:
+async def test_concurrent_enqueues_share_commits(store: QueueStore, backend: Backend) -> None:
     committer = backend.committer(store)
     before = committer.commits
     messages = [new_message(b"x" * 4096, at=NOW + i / 1000) for i in range(200)]
@@ -198,7 +199,7 @@ async def test_concurrent_enqueues_share_commits(store: Store, backend: Backend)
     assert await store.count_messages() == 200
 
 
-async def test_messages_are_in_id_order_and_paginated(store: Store) -> None:
+async def test_messages_are_in_id_order_and_paginated(store: QueueStore) -> None:
     messages = [new_message(at=NOW + i) for i in range(25)]
     for message in random.Random(7).sample(messages, len(messages)):
         await store.enqueue(message)
@@ -253,7 +254,7 @@ async def test_lock_held_too_long_is_unavailable(backend: Backend) -> None:
 
 
 async def test_cancelled_enqueue_returns_only_after_its_job_ran(
-    store: Store, backend: Backend, tmp_path: Path
+    store: QueueStore, backend: Backend, tmp_path: Path
 ) -> None:
     spool = SpooledBody(tmp_path / "spool", threshold=16)
     spool.write(b"a body on disk, read by the writer thread\r\n")
@@ -287,104 +288,3 @@ async def test_aclose_finishes_pending_enqueues(backend: Backend) -> None:
         await store.enqueue(new_message())
     reopened = await backend.open()
     assert await reopened.count_messages() == 50
-
-
-# -- the directory ------------------------------------------------------------------------
-async def test_domains(store: Store) -> None:
-    assert await store.domains() == []
-    assert await store.add_domain("example.org", NOW) is True
-    assert await store.add_domain("xn--bcher-kva.example", NOW) is True
-    assert await store.add_domain("example.org", NOW) is False
-    assert await store.domains() == ["example.org", "xn--bcher-kva.example"]
-    assert await store.is_local_domain("example.org") is True
-    assert await store.is_local_domain("example.net") is False
-    assert await store.remove_domain("example.org") is True
-    assert await store.remove_domain("example.org") is False
-    assert await store.is_local_domain("example.org") is False
-    assert await store.domains() == ["xn--bcher-kva.example"]
-
-
-async def test_users(store: Store) -> None:
-    app = UserRecord("app@example.org", "$argon2id$one", ("example.org", "example.net"), NOW)
-    bob = UserRecord("bob@example.org", "$argon2id$two", (), NOW + 1)
-    assert await store.user(app.address) is None
-    assert await store.add_user(bob) is True
-    assert await store.add_user(app) is True
-    assert await store.add_user(UserRecord(app.address, "other", (), NOW)) is False
-    assert await store.user(app.address) == app
-    assert await store.users() == [app, bob]
-    assert await store.set_password(bob.address, "$argon2id$new") is True
-    assert await store.set_password("nobody@example.org", "x") is False
-    assert await store.user(bob.address) == UserRecord(bob.address, "$argon2id$new", (), NOW + 1)
-    assert await store.remove_user(app.address) is True
-    assert await store.remove_user(app.address) is False
-    assert await store.users() == [UserRecord(bob.address, "$argon2id$new", (), NOW + 1)]
-
-
-async def test_user_sender_rights_are_stored_and_replaced(store: Store) -> None:
-    anyone = UserRecord("any@example.org", "h", (), NOW, any_sender=True)
-    assert await store.add_user(anyone)
-    assert await store.user(anyone.address) == anyone
-    assert await store.set_user_senders(anyone.address, ["example.net"], False) is True
-    assert await store.user(anyone.address) == UserRecord(
-        anyone.address, "h", ("example.net",), NOW, any_sender=False
-    )
-    assert await store.set_user_senders("nobody@example.org", [], True) is False
-
-
-async def test_recipient_lookup(store: Store) -> None:
-    await store.add_user(UserRecord("app@example.org", "h", (), NOW))
-    assert await store.recipient("example.org", "app@example.org") == (False, False)
-    await store.add_domain("example.org", NOW)
-    assert await store.recipient("example.org", "app@example.org") == (True, True)
-    assert await store.recipient("EXAMPLE.org", "app@example.org") == (True, True)
-    assert await store.recipient("example.org", "ghost@example.org") == (True, False)
-    assert await store.recipient("example.net", "app@example.org") == (False, False)
-
-
-async def test_a_second_process_sees_writes_at_once(store: Store, backend: Backend) -> None:
-    cli = await backend.open()
-    assert await store.add_domain("example.org", NOW) is True
-    assert await cli.is_local_domain("example.org") is True
-    assert await cli.add_user(UserRecord("app@example.org", "h", (), NOW)) is True
-    assert await store.user("app@example.org") is not None
-    assert await store.add_user(UserRecord("app@example.org", "h2", (), NOW)) is False
-    await cli.remove_domain("example.org")
-    assert await store.is_local_domain("example.org") is False
-    message = new_message()
-    await cli.enqueue(message)
-    assert await store.read_body(message.id) == HEADER + b"Subject: hi\r\n\r\nHello\r\n"
-    await store.enqueue(other := new_message(at=NOW + 1))
-    assert [m.id for m in await cli.messages()] == [message.id, other.id]
-
-
-# -- open_store ---------------------------------------------------------------------------
-async def test_open_store_sqlite_relative_and_absolute(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    for url, path in [
-        ("sqlite:///data/a/postroom.db", tmp_path / "data" / "a" / "postroom.db"),
-        (f"sqlite:///{tmp_path}/b/postroom.db", tmp_path / "b" / "postroom.db"),
-    ]:
-        store = await open_store(url)
-        try:
-            assert await store.add_domain("example.org", NOW) is True
-        finally:
-            await store.aclose()
-        assert path.is_file()
-
-
-@pytest.mark.parametrize(
-    ("url", "error"),
-    [
-        ("postgresql://postroom@db/postroom", StoreError),
-        ("sqlite:///", StoreError),
-        ("sqlite:///:memory:", StoreError),
-        ("mysql://db/postroom", StoreError),
-        ("/var/lib/postroom/postroom.db", StoreError),
-    ],
-)
-async def test_open_store_refuses(url: str, error: type[Exception]) -> None:
-    with pytest.raises(error):
-        await open_store(url)
