@@ -210,8 +210,8 @@ async def test_purge_bodies_keeps_the_log_of_old_finished_messages(
     assert [m.id for m in await store.query(LogQuery(limit=10))] == [recent.id, half.id, done.id]
     for kept in (half, recent):  # a recipient still waits; received after the time
         assert await store.read_body(kept.id) is not None
-        message = await store.message(kept.id)
-        assert message is not None and not message.body_removed
+        stored = await store.message(kept.id)
+        assert stored is not None and not stored.body_removed
     assert await store.purge_bodies(NOW + 500) == 0  # done already
     assert await store.purge(NOW + 500) == 1  # and the rest of it goes with `purge`
     assert backend.rows_of(store, done.id) == 0
