@@ -23,7 +23,7 @@ import pytest
 
 from postroom.sendmail import Exit, Options, SendmailError, parse_args, prepare, read_message
 from postroom.store import open_store
-from tests.support.servers import start_process, write_config
+from tests.support.servers import make_store, start_process, write_config
 from tests.support.smtp_peers import SmtpPeer
 
 SENDMAIL = str(Path(sys.executable).with_name("postroom-sendmail"))
@@ -107,7 +107,7 @@ def queue(tmp_path: Path) -> Queue:
         f'hostname = "mail.test"\ndata_dir = "{data}"\n'
         '[senders.sendmail]\nsender_domains = ["example.com"]\n'
     )
-    return Queue(config, data)
+    return Queue(make_store(config), data)
 
 
 PHP_MESSAGE = (
@@ -335,7 +335,7 @@ def test_a_message_over_the_size_limit_is_a_data_error(tmp_path: Path) -> None:
     config.write_text(
         f'data_dir = "{data}"\nhostname = "mail.test"\n[limits]\nmax_message_size = 2048\n'
     )
-    queue = Queue(config, data)
+    queue = Queue(make_store(config), data)
     run = queue.sendmail("-i", "a@example.net", stdin=b"Subject: x\n\n" + b"x" * 4096)
     assert run.code == Exit.DATAERR
     assert "too big" in run.stderr
@@ -378,6 +378,19 @@ def test_a_configuration_that_cannot_be_used_is_a_config_error(
     assert run.code == Exit.CONFIG
     assert words in run.stderr
     assert run.stderr.count("\n") == 1
+
+
+def test_without_a_store_the_message_is_not_queued_and_nothing_is_made(tmp_path: Path) -> None:
+    """Mail queued into a new store that no server reads would wait forever: exit 75, so
+    the caller keeps it, and the data directory stays as it was (absent)."""
+    config = tmp_path / "postroom.toml"
+    config.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
+    run = Queue(config, tmp_path / "data").sendmail("-i", "a@example.net", stdin=b"hi\n")
+    assert run.code == Exit.TEMPFAIL
+    assert run.stderr == (
+        f"postroom-sendmail: cannot queue the message: no store at {tmp_path}/data/postroom.db\n"
+    )
+    assert not (tmp_path / "data").exists()
 
 
 def test_an_unusable_store_is_a_temporary_failure(tmp_path: Path) -> None:

@@ -61,6 +61,15 @@ class StoreError(PostroomError):
     pass
 
 
+class NoStore(StoreError):
+    """A command that needs an existing store found none where the settings point (and
+    made none)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"no store at {where}")
+        self.where = where
+
+
 class StoreFull(StoreError):
     pass
 

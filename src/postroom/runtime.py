@@ -13,12 +13,15 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
+from postroom.config.discover import ConfigSource
 from postroom.config.providers import ProviderMailerSettings
-from postroom.config.settings import Settings
+from postroom.config.settings import ListenerRole, Settings
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
@@ -33,7 +36,7 @@ from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
 from postroom.net.throttle import FailureThrottle
-from postroom.net.tls import ServerTls
+from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
 from postroom.readiness import Readiness
 from postroom.resolver import DnsResolver
@@ -43,7 +46,7 @@ from postroom.store.instance import open_instance_store
 from postroom.supervise import TaskSupervisor
 from postroom.workers import Supervisor, bind_listeners, read_setup, watch_primary
 
-__all__ = ["Server", "run", "run_worker"]
+__all__ = ["Server", "ready_line", "run", "run_worker"]
 
 _log = logging.getLogger("postroom")
 # The integrity check at start stops after this long (`postroom db check` checks all):
@@ -123,11 +126,16 @@ class Server:
         self._wakeup: WakeupListener | None = None
         self._inbound: InboundChecker | None = None
         self.tls: ServerTls | None = None
+        self.certificate = ""  # the certificate served, for the ready line
 
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        before = _modified(settings.data_dir / "tls" / CERT_NAME)
         self.tls = tls = ServerTls(settings)
+        self.certificate = _certificate_note(
+            settings, tls.cert, changed=_modified(tls.cert) != before
+        )
         self.store = store = await self._open_store()
         if settings.inbound_auth.enabled:
             self._inbound = InboundChecker(
@@ -297,7 +305,67 @@ class Server:
             self.store = None
 
 
-async def _serve(settings: Settings, init: bool) -> int:
+def _modified(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def _certificate_note(settings: Settings, cert: Path, *, changed: bool) -> str:
+    if settings.tls.cert is not None:
+        return str(cert)
+    return f"{cert} ({'self-signed, made now' if changed else 'self-signed'})"
+
+
+# The words after each SMTP port in the ready line: its role, and how TLS starts.
+_ROLE_WORDS = {
+    ListenerRole.MX: "mx",
+    ListenerRole.SUBMISSION: "submission (STARTTLS)",
+    ListenerRole.SUBMISSIONS: "submissions (TLS)",
+}
+
+
+def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
+    """The one line that says the server is up: what listens where, which certificate,
+    configuration and data directory, the version, and the first step when no user exists.
+    Parts are separated by "; " and keep their order (docs/configuration.md)."""
+    settings = server.settings
+    smtp = server.smtp.listeners if server.smtp is not None else []
+    ports = ", ".join(
+        f"{_host_port(spec.address, lst.bound_port)} {_ROLE_WORDS[spec.role]}"
+        for spec, lst in zip(settings.listeners, smtp, strict=True)
+    )
+    api = "off"
+    if server.api is not None:
+        api = f"http://{_host_port(*server.api.bound)}"
+    processes = f"{settings.workers} process{'' if settings.workers == 1 else 'es'}"
+    parts = [
+        f"postroom {_version()} ready: SMTP on {ports}",
+        f"API {api}",
+        f"certificate {server.certificate}",
+        f"config {source.describe()}",
+        f"data in {settings.data_dir}",
+        processes,
+    ]
+    if not users:
+        config = f" --config {source.path}" if source.path is not None else ""
+        parts.append(f"no users yet: postroom{config} user add USER@DOMAIN")
+    return "; ".join(parts)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _version() -> str:
+    try:
+        return version("postroom")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
     try:
@@ -317,21 +385,9 @@ async def _serve(settings: Settings, init: bool) -> int:
         # after start(): the certificate exists, the store is migrated
         await supervisor.start(server.tasks)
     stop = _stop_on_signals()
-    ports = ", ".join(
-        f"{lst.address}:{lst.bound_port}" for lst in (server.smtp.listeners if server.smtp else [])
-    )
-    api = "off"
-    if server.api is not None:
-        host, port = server.api.bound
-        api = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    _log.info(
-        "postroom ready: SMTP on %s, data in %s, API %s, %d process%s",
-        ports,
-        settings.data_dir,
-        api,
-        settings.workers,
-        "" if settings.workers == 1 else "es",
-    )
+    assert server.store is not None
+    users = bool(await server.store.users())
+    _log.info("%s", ready_line(server, source, users=users))
     await stop.wait()
     _log.info("postroom stopping")
     stopping = [server.stop()]
@@ -390,11 +446,12 @@ def _configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log.level.upper())
 
 
-def run(settings: Settings, *, init: bool = False) -> int:
-    """Run the server until SIGTERM/SIGINT; the process exit code. ``init``: make a new,
-    empty store even if the data directory had one (``postroom serve --init``)."""
+def run(settings: Settings, source: ConfigSource, *, init: bool = False) -> int:
+    """Run the server until SIGTERM/SIGINT; the process exit code. ``source``: where the
+    settings came from (for the ready line); ``init``: make a new, empty store even if
+    the data directory had one (``postroom serve --init``)."""
     _configure_logging(settings)
-    return _run_loop(_serve(settings, init))
+    return _run_loop(_serve(settings, init, source))
 
 
 def run_worker() -> int:

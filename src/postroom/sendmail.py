@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from postroom.config import load
+from postroom.config.discover import find_config
 from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
 from postroom.intake.cleanup import header_fields, tidy_field
@@ -87,12 +88,13 @@ Queues the message on standard input for delivery by postroom.
   -R full|hdrs    DSN RET
   -V ENVID        DSN ENVID
   -v              print the queue id on standard error
-  -C FILE, --config FILE  the configuration file (else $POSTROOM_CONFIG)
+  -C FILE, --config FILE  the configuration file (else $POSTROOM_CONFIG, else
+                  ./postroom.toml, else /etc/postroom/postroom.toml)
   -h, --help      print this help
 
 Exit status (sysexits.h): 0 queued, 64 usage, 65 data error (a bad address, a message
-too big, too many recipients), 67 recipient refused, 69 refused, 75 try again later,
-78 configuration error.
+too big, too many recipients), 67 recipient refused, 69 refused, 75 try again later
+(also when there is no store yet: `postroom serve` makes it), 78 configuration error.
 """
 # -b modes other than -bm (deliver a message read from stdin, the default), and why not.
 _REFUSED_MODES = {
@@ -379,9 +381,9 @@ def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
     if options.show_help:
         print(USAGE, end="")
         return Exit.OK
-    config = options.config or _env_config()
+    source = find_config(options.config, os.environ, Path.cwd())
     try:
-        settings = load(config)
+        settings = load(source.path)
     except ConfigError as exc:
         raise SendmailError(Exit.CONFIG, str(exc)) from None
     data = read_message(
@@ -402,11 +404,6 @@ def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
         woke = "a running server was told" if queued.woke_server else "no server is listening"
         print(f"{PROG}: queued as {queued.queue_id}; {woke}", file=sys.stderr)
     return Exit.OK
-
-
-def _env_config() -> Path | None:
-    value = os.environ.get("POSTROOM_CONFIG")
-    return Path(value) if value else None
 
 
 def _queue(settings: Settings, user: str, prepared: Prepared) -> LocalResult:

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import ok, one_line_error, postroom
+from tests.support.servers import make_store
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "postroom.toml"
     path.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
-    return path
+    return make_store(path)
 
 
 def test_create_shows_the_key_once_and_stores_only_a_hash(config: Path, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from postroom.mail.address import parse_address
 from postroom.mail.spool import SpooledBody
 from postroom.store import NewMessage, open_store
 from postroom.store.models import UserRecord
+from tests.support.servers import make_store
 
 RECEIVED_AT = 1_800_000_000.0
 
@@ -26,7 +27,7 @@ RECEIVED_AT = 1_800_000_000.0
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "postroom.toml"
     path.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
-    return path
+    return make_store(path)
 
 
 def postroom(
@@ -365,6 +366,7 @@ def test_queue_list_limit(config: Path) -> None:
 def test_config_option_after_the_command(config: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.toml"
     other.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "other"}"\n')
+    make_store(other)
     ok(postroom(config, "domain", "add", "example.com", "--config", str(other)))
     assert json.loads(ok(postroom(config, "domain", "list", "--json"))) == []
     assert len(json.loads(ok(postroom(other, "domain", "list", "--json")))) == 1

@@ -20,6 +20,7 @@ from postroom.mail.spool import SpooledBody
 from postroom.store import NewMessage, RecipientStatus, open_store
 from postroom.store.models import Attempt, RecipientUpdate
 from tests.cli.test_cli import ok, one_line_error, postroom
+from tests.support.servers import make_store
 
 NOW = time.time()
 EARLIER = NOW - 3 * 3600  # the first message: three hours ago
@@ -30,7 +31,7 @@ LATER = NOW - 3600  # the second: one hour ago
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "postroom.toml"
     path.write_text(f'hostname = "mail.test"\ndata_dir = "{tmp_path / "data"}"\n')
-    return path
+    return make_store(path)
 
 
 @dataclass(frozen=True)

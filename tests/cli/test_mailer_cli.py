@@ -18,6 +18,7 @@ from tests.cli.test_cli import ok, one_line_error, postroom
 from tests.delivery.providers.fakes import SendgridFake
 from tests.store.factories import attempt, delivered, new_message, to
 from tests.support.http_fake import FakeHttp, Reply, serve
+from tests.support.servers import make_store
 
 KEY = "SG.cli-secret-0123456789"
 
@@ -37,7 +38,7 @@ def _config(tmp_path: Path, url: str, key: str = KEY, *, per_day: int = 500) -> 
         f'api_key = "{key}"\ntimeout = 5.0\nlimits.per_day = {per_day}\n\n'
         f'[[routes]]\nname = "all"\nmailers = ["sg", "mx"]\n'
     )
-    return path
+    return make_store(path)
 
 
 def test_mailer_test_sends_through_that_mailer_and_shows_the_answer(

@@ -14,6 +14,7 @@ import pytest
 from tests.cli.test_cli import ok, one_line_error, postroom
 from tests.support.http_fake import FakeHttp, serve
 from tests.support.oauth_fake import TokenEndpoint
+from tests.support.servers import make_store
 
 REDIRECT = "http://127.0.0.1/"
 
@@ -38,7 +39,7 @@ def config(tmp_path: Path, endpoint: tuple[TokenEndpoint, FakeHttp]) -> Path:
         "[[mailers]]\n"
         'name = "relay"\ntype = "smtp"\nhost = "smtp.example.net"\n'
     )
-    return path
+    return make_store(path)
 
 
 @pytest.fixture(autouse=True)

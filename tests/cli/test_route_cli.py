@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.cli.test_cli import ok, one_line_error, postroom
+from tests.support.servers import make_store
 
 CONFIG = """
 hostname = "mail.test"
@@ -62,7 +63,7 @@ MESSAGE = (
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "postroom.toml"
     path.write_text(CONFIG.format(data=tmp_path / "data"))
-    return path
+    return make_store(path)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RunningProcess, start_process, write_config
+from tests.support.servers import RunningProcess, make_store, start_process, write_config
 from tests.support.smtp_peers import SmtpPeer
 
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -143,6 +143,7 @@ def test_a_local_user_gets_it_in_the_maildir(setup: Setup, server: RunningProces
 
 
 def test_without_a_server_it_waits_in_the_queue(setup: Setup) -> None:
+    make_store(setup.config)
     done = setup.postroom("send", "--to", "alice@peer.test", "--wait", "--timeout", "0")
     assert done.returncode == 75
     assert "no server is running" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -16,15 +17,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from postroom.config import load
 from postroom.config.settings import ListenerRole, ListenerSettings, Settings
 from postroom.runtime import Server
+from postroom.store.instance import open_instance_store
 
 __all__ = [
     "RunningProcess",
     "cli_out",
     "client_context",
     "loopback_settings",
+    "make_store",
     "ports_by_role",
+    "ready_ports",
     "run_cli",
     "start_process",
     "wait_for",
@@ -48,6 +53,19 @@ def loopback_settings(data_dir: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+def make_store(config: Path) -> Path:
+    """Create the store ``config`` names, as the server's first start does (only
+    ``serve`` and the commands that add to the directory make one); ``config``."""
+
+    async def create() -> None:
+        settings = load(config)
+        store = await open_instance_store(settings.storage_url, settings.data_dir)
+        await store.aclose()
+
+    asyncio.run(create())
+    return config
 
 
 def ports_by_role(server: Server) -> dict[str, int]:
@@ -89,8 +107,21 @@ def write_config(
     return path
 
 
-_READY = re.compile(r"postroom ready: SMTP on (\S.*?), data in")
-_API = re.compile(r"postroom ready: .*, API http://\S+:(\d+)")
+# The ready line (docs/configuration.md): "postroom VERSION ready: SMTP on ADDRESS:PORT
+# ROLE[ (TLS)], ...; API URL|off; certificate ...; config ...; data in DIR; N process[es]".
+_READY = re.compile(r"postroom \S+ ready: SMTP on (?P<smtp>[^;]*); API (?P<api>\S+);")
+_LISTENER = re.compile(r"(?P<address>\S+):(?P<port>\d+) (?P<role>mx|submissions?)\b")
+_API_PORT = re.compile(r"^http://\S+:(\d+)$")
+
+
+def ready_ports(line: str) -> tuple[dict[str, int], int | None] | None:
+    """(SMTP port by role, API port or None) from a log text holding the ready line."""
+    match = _READY.search(line)
+    if match is None:
+        return None
+    ports = {m["role"]: int(m["port"]) for m in _LISTENER.finditer(match["smtp"])}
+    api = _API_PORT.match(match["api"])
+    return ports, int(api.group(1)) if api else None
 
 
 @dataclass
@@ -138,13 +169,9 @@ def start_process(
             err = stderr.read_text()
             raise RuntimeError(f"postroom serve exited {process.returncode}: {err}")
         text = log.read_text()[offset:] if log.exists() else ""
-        if match := _READY.search(text):
-            addresses = match.group(1).split(", ")
-            ports = [int(a.rsplit(":", 1)[1]) for a in addresses]
-            roles = [r.value for r in ROLES][: len(ports)]
-            api = _API.search(text)
-            api_port = int(api.group(1)) if api else None
-            return RunningProcess(process, dict(zip(roles, ports, strict=True)), log, api_port)
+        if (ready := ready_ports(text)) is not None:
+            ports, api_port = ready
+            return RunningProcess(process, ports, log, api_port)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("postroom serve did not become ready")

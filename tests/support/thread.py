@@ -61,6 +61,9 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        """Stop the server and its loop; once stopped, again does nothing."""
+        if self.loop.is_closed():
+            return
         self.call(self.server.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)

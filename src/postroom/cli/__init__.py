@@ -2,6 +2,10 @@
 
 Subcommand modules are imported when named, so ``postroom --help`` stays fast, and
 settings are loaded on first use, so a command that needs none never reads the file.
+The file is found as ``config.discover`` says (``--config``, ``$POSTROOM_CONFIG``,
+``./postroom.toml``, ``/etc/postroom/postroom.toml``, else the defaults). Only the
+commands that add to the directory (``domain add``, ``user add``, ``apikey create``) and
+``serve`` create a store where there is none; every other command says there is none.
 Every expected failure (any ``PostroomError``, and OS errors such as a read-only data
 directory) ends as one line ``postroom: <message>`` on standard error, exit code 2 for
 configuration errors and 1 for the rest; never a traceback.
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -18,9 +24,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from postroom import __version__
-from postroom.errors import ConfigError, PostroomError
+from postroom.errors import ConfigError, NoStore, PostroomError
 
 if TYPE_CHECKING:
+    from postroom.config.discover import ConfigSource
     from postroom.config.settings import Settings
     from postroom.store import Store
 
@@ -31,6 +38,7 @@ T = TypeVar("T")
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
     "apikey": "postroom.cli.apikey:apikey",
+    "config": "postroom.cli.config:config",
     "db": "postroom.cli.db:db",
     "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
@@ -46,30 +54,56 @@ _COMMANDS = {
 
 
 class AppContext:
-    """What every command shares: the config path, the settings, the store."""
+    """What every command shares: the configuration file, the settings, the store."""
 
     def __init__(self, config_path: Path | None) -> None:
-        self.config_path = config_path
+        self.config_path = config_path  # as given with --config
+        self._source: ConfigSource | None = None
         self._settings: Settings | None = None
+
+    @property
+    def source(self) -> ConfigSource:
+        """The configuration file this command uses (or the built-in defaults)."""
+        if self._source is None:
+            from postroom.config.discover import find_config
+
+            self._source = find_config(self.config_path, os.environ, Path.cwd())
+        return self._source
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             from postroom.config import load
 
-            self._settings = load(self.config_path)
+            self._settings = load(self.source.path)
         return self._settings
 
-    def run(self, use: Callable[[Store], Awaitable[T]]) -> T:
-        """Open the store, ``await use(store)``, close the store. A used data directory
-        whose database is lost is refused, never silently given a new, empty one."""
-        return asyncio.run(_with_store(self.settings, use))
+    def run(self, use: Callable[[Store], Awaitable[T]], *, create: bool = False) -> T:
+        """Open the store, ``await use(store)``, close the store. Where there is no store,
+        ``NoStore`` unless ``create`` (then say that a new one was made). A used data
+        directory whose database is lost is refused, never silently given a new one."""
+        from postroom.store.instance import store_exists
+
+        settings = self.settings
+        new = create and not store_exists(settings.storage_url)
+        result = asyncio.run(_with_store(settings, use, create=create))
+        if new:
+            click.echo(f"postroom: made a new store at {_where(settings)}", err=True)
+        return result
 
 
-async def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+def _where(settings: Settings) -> str:
+    from postroom.store.open import sqlite_path
+
+    return str(sqlite_path(settings.storage_url) or settings.storage_url)
+
+
+async def _with_store(
+    settings: Settings, use: Callable[[Store], Awaitable[T]], *, create: bool
+) -> T:
     from postroom.store.instance import open_instance_store
 
-    store = await open_instance_store(settings.storage_url, settings.data_dir)
+    store = await open_instance_store(settings.storage_url, settings.data_dir, create=create)
     try:
         return await use(store)
     finally:
@@ -93,7 +127,8 @@ config_option = click.option(
     type=click.Path(path_type=Path),
     expose_value=False,
     callback=_set_config,
-    help="The TOML configuration file (default: $POSTROOM_CONFIG, else built-in defaults).",
+    help="The TOML configuration file (default: $POSTROOM_CONFIG, else ./postroom.toml,"
+    " else /etc/postroom/postroom.toml, else built-in defaults).",
 )
 pass_app = click.make_pass_decorator(AppContext)
 
@@ -113,10 +148,22 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except NoStore as exc:
+            app = ctx.find_object(AppContext)
+            source = app.source.describe() if app is not None else "?"
+            fail(
+                f"{exc} (configuration: {source}); `postroom serve` makes one on its first"
+                " start, or choose the configuration with --config"
+            )
         except ConfigError as exc:
             fail(str(exc), 2)
         except PostroomError as exc:
             fail(str(exc))
+        except BrokenPipeError:
+            # The reader left early (`postroom config show | head`): nothing to report,
+            # and nothing more may be flushed to the closed pipe at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(1) from None
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             fail(f"{exc.strerror or exc}{where}")
@@ -126,8 +173,8 @@ class _Root(click.Group):
 @click.option(
     "--config",
     type=click.Path(path_type=Path),
-    envvar="POSTROOM_CONFIG",
-    help="The TOML configuration file (default: $POSTROOM_CONFIG, else built-in defaults).",
+    help="The TOML configuration file (default: $POSTROOM_CONFIG, else ./postroom.toml,"
+    " else /etc/postroom/postroom.toml, else built-in defaults).",
 )
 @click.version_option(__version__, prog_name="postroom")
 @click.pass_context

@@ -50,7 +50,8 @@ def create(
     check_senders(sender_domains, any_sender)
     scopes = parse_scopes(scope_names) if scope_names else DEFAULT_SCOPES
     new = app.run(
-        lambda store: ApiKeys(store).create(name, sender_domains, scopes, any_sender=any_sender)
+        lambda store: ApiKeys(store).create(name, sender_domains, scopes, any_sender=any_sender),
+        create=True,
     )
     if as_json:
         emit_json({**_json(new.record), "key": new.token})

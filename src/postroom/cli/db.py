@@ -16,11 +16,16 @@ __all__ = ["db"]
 
 
 def _database(app: AppContext) -> Path:
+    from postroom.errors import NoStore
+    from postroom.store.instance import store_exists
     from postroom.store.open import sqlite_path
 
-    path = sqlite_path(app.settings.storage_url)
+    url = app.settings.storage_url
+    path = sqlite_path(url)
     if path is None:
         fail("only a SQLite store is a file to check or back up")
+    if not store_exists(url):
+        raise NoStore(str(path))
     return path
 
 

@@ -31,7 +31,7 @@ def domain() -> None:
 @pass_app
 def add(app: AppContext, name: str) -> None:
     """Make a domain local (IDNs in either form)."""
-    added = app.run(lambda store: Domains(store).add(name))
+    added = app.run(lambda store: Domains(store).add(name), create=True)
     click.echo(f"domain {_both(added)} added")
 
 

@@ -33,4 +33,4 @@ def serve(app: AppContext, init: bool, worker: bool) -> None:
     settings = app.settings  # a bad file ends here, before anything starts
     from postroom.runtime import run
 
-    sys.exit(run(settings, init=init))
+    sys.exit(run(settings, app.source, init=init))

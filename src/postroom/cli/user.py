@@ -54,7 +54,8 @@ def add(
     check_senders(sender_domains, any_sender)
     password = read_password(password_stdin)
     record = app.run(
-        lambda store: Users(store).add(address, password, sender_domains, any_sender=any_sender)
+        lambda store: Users(store).add(address, password, sender_domains, any_sender=any_sender),
+        create=True,
     )
     click.echo(f"user {record.address} added; may send as {user_rights(record).describe()}")
 

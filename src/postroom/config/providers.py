@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from postroom.config.webhooks import WebhookSettings
 
@@ -79,11 +80,28 @@ class ProviderMailerSettings(_Model):
     over_limit: OverLimit = OverLimit.WAIT
     webhook: WebhookSettings | None = None  # POST /hooks/<name>: the provider's event callbacks
 
+    @field_validator("base_url", mode="after")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        return _http_url(url)
+
     @model_validator(mode="after")
     def _one_secret(self) -> ProviderMailerSettings:
         if self.api_key is not None and self.api_key_env is not None:
             raise ValueError("set api_key or api_key_env, not both")
         return self
+
+
+def _http_url(url: str) -> str:
+    """``url`` when it is an http:// or https:// URL with a host; ValueError if not."""
+    try:
+        parts = urlsplit(url)
+        good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port out of range, a broken IPv6 literal
+        good = False
+    if not good:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return url
 
 
 def _regional(data: Any, urls: dict[str, str]) -> Any:
@@ -208,6 +226,11 @@ class OAuthMailerSettings(ProviderMailerSettings):
     # Where the provider sends the browser back; nothing need listen there: the user
     # copies the code (or the whole address) from the browser.
     redirect_uri: str = "http://127.0.0.1/"
+
+    @field_validator("auth_url", "token_url", "redirect_uri", mode="after")
+    @classmethod
+    def _urls(cls, url: str) -> str:
+        return _http_url(url)
 
     @model_validator(mode="after")
     def _oauth_secret(self) -> OAuthMailerSettings:

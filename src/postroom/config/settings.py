@@ -246,12 +246,15 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _distinct_listeners(self) -> Settings:
-        seen: set[tuple[str, int]] = set()
-        for listener in self.listeners:
+        seen: dict[tuple[str, int], int] = {}
+        for index, listener in enumerate(self.listeners):
             where = (listener.address, listener.port)
             if listener.port and where in seen:
-                raise ValueError(f"two listeners on {listener.address}:{listener.port}")
-            seen.add(where)
+                taken = f"{listener.address}:{listener.port}"
+                raise SettingError(
+                    ("listeners", index), f"listeners[{seen[where]}] listens on {taken} already"
+                )
+            seen[where] = index
         return self
 
     @field_validator("mailers", mode="after")

@@ -25,7 +25,7 @@ from postroom.mail.address import Address
 from postroom.mail.envelope import DsnRequest, Recipient, Source, SourceKind
 from postroom.net.wakeup import notify
 from postroom.smtp.replies import Reply
-from postroom.store import open_store
+from postroom.store.instance import open_instance_store
 
 __all__ = ["LocalResult", "local_user", "submit_local"]
 
@@ -58,7 +58,8 @@ async def submit_local(
 ) -> LocalResult | Reply:
     """Queue ``data`` durably, then wake the server: the queue id, or intake's refusal.
     Store problems raise (StoreError, OSError, sqlite3.Error): the caller keeps the mail."""
-    store = await open_store(settings.storage_url)
+    # No new store here: mail queued where no server looks would wait forever.
+    store = await open_instance_store(settings.storage_url, settings.data_dir, create=False)
     try:
         intake = Intake.from_settings(settings, store, SystemClock())
         result = await intake.submit(

@@ -7,7 +7,8 @@ silently make a new, empty queue and refuse mail for the local domains) or holds
 id (the wrong file). ``init`` (``postroom serve --init``) makes a new store where the
 database is missing or empty, or adopts the other one, and the directory takes its id.
 A directory without the file is new: its store is created (or a database from before
-instance ids is adopted).
+instance ids is adopted), unless the caller only reads or changes what a store holds
+(``create=False``): then ``NoStore`` says that there is none, and nothing is made.
 
 A server also runs a quick integrity check first (``check_budget`` seconds at most): a
 damaged database is refused rather than written into further.
@@ -21,12 +22,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from postroom.errors import StoreDamaged, StoreError
+from postroom.errors import NoStore, StoreDamaged, StoreError
 from postroom.store.base import Store
 from postroom.store.marker import RESTORE, read_marker, refuse_lost_database, write_marker
 from postroom.store.open import open_store, sqlite_path
 
-__all__ = ["open_instance_store"]
+__all__ = ["open_instance_store", "store_exists"]
 
 _log = logging.getLogger("postroom.store")
 
@@ -36,13 +37,16 @@ async def open_instance_store(
     data_dir: Path,
     *,
     init: bool = False,
+    create: bool = True,
     check_budget: float | None = None,
     on_damage: Callable[[str], None] | None = None,
 ) -> Store:
     """The started store of ``data_dir``; StoreError (one line) when it is not the one the
-    directory had."""
+    directory had, NoStore when there is none and ``create`` is false."""
     known = read_marker(data_dir)
     path = sqlite_path(url)
+    if not create and known is None and not store_exists(url):
+        raise NoStore(str(path or url))
     if path is not None:
         refuse_lost_database(path, data_dir, init=init)
         if check_budget is not None and path.exists() and path.stat().st_size > 0:
@@ -62,6 +66,12 @@ async def open_instance_store(
         await store.aclose()
         raise
     return store
+
+
+def store_exists(url: str) -> bool:
+    """Whether the database holds a store (a missing or empty SQLite file does not)."""
+    path = sqlite_path(url)
+    return path is None or (path.is_file() and path.stat().st_size > 0)
 
 
 async def _check_integrity(path: Path, budget: float) -> None:
