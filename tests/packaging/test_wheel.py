@@ -127,5 +127,6 @@ def test_the_built_wheel_installs_into_a_fresh_venv_and_serves_mail(tmp_path: Pa
         wait_for(lambda: new.is_dir() and any(new.iterdir()))
         (delivered,) = new.iterdir()
         assert b"Subject: from the wheel" in delivered.read_bytes()
+        assert f"postroom {version} ready: " in server.log.read_text()
     finally:
         server.kill()
