@@ -5,6 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import (
+    PASSWORD,
+    PASSWORD_USER,
+    TEMPLATE,
+    PostgresCluster,
+    find_bindir,
+)
 from tests.support.servers import loopback_settings
 from tests.support.thread import ServerThread
 
@@ -57,3 +64,31 @@ def server(make_server: Callable[..., ServerThread]) -> ServerThread:
     srv.add_domain("example.test")
     srv.add_user("app@example.test", "s3cret-pass")
     return srv
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session, with a migrated template database
+    that ``new_database`` copies (fast: a file copy, no schema to build per test)."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(
+            "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin):"
+            " the PostgreSQL engine's tests need it; install the postgresql package",
+            pytrace=False,
+        )
+    cluster = PostgresCluster(bindir)
+    try:
+        cluster.start()
+        with cluster.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+            conn.execute(f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
+        import psycopg
+
+        from postroom.store.postgres.schema import migrate
+
+        with psycopg.connect(cluster.url(TEMPLATE)) as conn:
+            migrate(conn)
+        yield cluster
+    finally:
+        cluster.stop()

@@ -6,6 +6,7 @@ Nothing else in postroom builds long-lived objects; everything is passed in from
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import logging.handlers
 import random
@@ -42,6 +43,7 @@ from postroom.readiness import Readiness
 from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
+from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.supervise import TaskSupervisor
 from postroom.workers import Supervisor, bind_listeners, read_setup, watch_primary
@@ -179,6 +181,9 @@ class Server:
             self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
             self._wakeup.start()
             self.tasks.start("scheduler", self.scheduler.run)
+            if isinstance(store, QueueWatch):  # other nodes on the same database
+                wake = self.scheduler.wake
+                self.tasks.start("queue-watch", functools.partial(store.watch_queue, wake))
             self.tasks.start("leases", self.scheduler.keep_leases)
             self.tasks.start("retention", self.retention.run)
 

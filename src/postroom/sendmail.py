@@ -165,7 +165,9 @@ def _without_hop_count(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def _apply(flag: str, value: str, values: dict[str, object]) -> None:
+# One case per flag: the match is sendmail's option table, read top to bottom; split up,
+# the table would be scattered over a dozen one-line functions.
+def _apply(flag: str, value: str, values: dict[str, object]) -> None:  # noqa: C901
     match flag:
         case "-t":
             values["extract"] = True

@@ -62,7 +62,7 @@ class Rig:
         TokenFile(token_path(self.data_dir, name)).save(state)
         return state
 
-    def mailer(self, kind: str, **extra: Any) -> OAuthHttpMailer:
+    def mailer(self, kind: str, **extra: Any) -> OAuthHttpMailer[Any]:
         common: dict[str, Any] = {
             "name": kind,
             "base_url": self.api.url,

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import pytest
 
-from postroom.store import Store
+from postroom.store import Store, base
 from postroom.store.groupcommit import GroupCommitter
+from postroom.store.postgres import PostgresStore
 from postroom.store.sqlite import SqliteStore
+from tests.support.postgres import PostgresCluster
 
-PARTS = frozenset({"lifecycle", "queue", "log", "directory", "api"})
-ENGINES: dict[str, frozenset[str]] = {"sqlite": PARTS}  # engine -> the parts it implements
+PARTS = frozenset(base.PARTS)
+# engine -> the parts it implements
+ENGINES: dict[str, frozenset[str]] = {"sqlite": PARTS, "postgresql": PARTS}
 
 
 class Backend(Protocol):
@@ -101,6 +105,85 @@ class SqliteBackend:
             await store.aclose()
 
 
+class PostgresBackend:
+    """An empty database of the session's cluster per test (see tests.support.postgres)."""
+
+    def __init__(self, cluster: PostgresCluster) -> None:
+        self.cluster = cluster
+        self.database = cluster.lend_database()
+        self.url = cluster.url(self.database)
+        self.databases: list[str] = []  # of open_capped
+        self.opened: list[PostgresStore] = []
+
+    async def open(self, *, busy_timeout: float = 5.0) -> Store:
+        return await self._start(PostgresStore(self.url, busy_timeout=busy_timeout))
+
+    async def open_capped(self, max_bytes: int) -> Store:
+        """A store on a fresh database whose bodies cannot grow past ``max_bytes``: a
+        trigger raises PostgreSQL's own disk_full error (SQLSTATE 53100) as a full disk
+        would, so the store's handling of it is what is tested."""
+        name = self.cluster.new_database()
+        self.databases.append(name)
+        url = self.cluster.url(name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF (SELECT sum(octet_length(data)) FROM message_bodies) > "
+                + str(int(max_bytes))
+                + " THEN RAISE EXCEPTION 'could not extend file: No space left on device'"
+                " USING ERRCODE = 'disk_full'; END IF; RETURN NULL; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER full_disk AFTER INSERT ON message_bodies"
+                " FOR EACH STATEMENT EXECUTE FUNCTION full_disk()"
+            )
+        return await self._start(PostgresStore(url))
+
+    async def _start(self, store: PostgresStore) -> Store:
+        await store.start()
+        self.opened.append(store)
+        return store
+
+    def committer(self, store: object) -> GroupCommitter[Any]:
+        assert isinstance(store, PostgresStore)
+        return store.committer
+
+    @contextlib.contextmanager
+    def write_lock_held(self) -> Iterator[None]:
+        """Another client holds a lock that keeps new messages out meanwhile."""
+        with psycopg.connect(self.url) as conn:
+            conn.execute("LOCK TABLE messages IN SHARE MODE")
+            try:
+                yield
+            finally:
+                conn.rollback()
+
+    def rows_of(self, store: object, message_id: str) -> int:
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            total = 0
+            for table, column in (
+                ("messages", "id"),
+                ("recipients", "message_id"),
+                ("message_bodies", "id"),
+                ("attempts", "message_id"),
+                ("provider_events", "message_id"),
+            ):
+                row = conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE {column} = %s", (message_id,)
+                ).fetchone()
+                assert row is not None
+                total += row[0]
+            return total
+
+    async def aclose(self) -> None:
+        for store in self.opened:
+            await store.aclose()
+        self.cluster.give_back(self.database)
+        for name in self.databases:
+            self.cluster.drop_database(name)
+
+
 def engines_for(needed: set[str], engines: dict[str, frozenset[str]]) -> list[str]:
     """The engines implementing every part in ``needed``; a usage error when ``needed``
     is empty, names no part, or no engine implements it (such a suite would never run)."""
@@ -124,8 +207,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    builders: dict[str, Callable[[Path], Backend]] = {"sqlite": SqliteBackend}
-    harness = builders[request.param](tmp_path)
+    harness: Backend
+    if request.param == "postgresql":
+        harness = PostgresBackend(request.getfixturevalue("postgres_cluster"))
+    else:
+        harness = SqliteBackend(tmp_path)
     yield harness
     await harness.aclose()
 

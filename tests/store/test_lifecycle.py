@@ -35,7 +35,6 @@ async def test_open_store_sqlite_relative_and_absolute(
 @pytest.mark.parametrize(
     ("url", "error"),
     [
-        ("postgresql://postroom@db/postroom", StoreError),
         ("sqlite:///", StoreError),
         ("sqlite:///:memory:", StoreError),
         ("mysql://db/postroom", StoreError),

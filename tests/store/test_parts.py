@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from postroom.errors import StoreError
 from postroom.store import base
+from postroom.store.open import require_parts
+from postroom.store.postgres import PostgresStore
 from postroom.store.sqlite import SqliteStore
 from tests.store.conftest import ENGINES, PARTS, engines_for
 
-PROTOCOLS = {
-    "lifecycle": base.StoreLifecycle,
-    "queue": base.QueueStore,
-    "log": base.LogStore,
-    "directory": base.DirectoryStore,
-    "api": base.ApiStore,
-}
+PROTOCOLS = base.PARTS
 
 
 def methods(protocol: type) -> set[str]:
@@ -46,10 +43,32 @@ def test_every_part_has_a_contract_suite() -> None:
     assert marked == PARTS
 
 
-def test_sqlite_implements_every_part_it_claims() -> None:
-    for part in ENGINES["sqlite"]:
-        missing = methods(PROTOCOLS[part]) - methods(SqliteStore)
-        assert not missing, f"sqlite lacks {sorted(missing)} of {part}"
+def test_every_engine_implements_every_part_it_claims() -> None:
+    classes: dict[str, type] = {"sqlite": SqliteStore, "postgresql": PostgresStore}
+    assert set(classes) == set(ENGINES)
+    for engine, parts in ENGINES.items():
+        for part in parts:
+            missing = methods(PROTOCOLS[part]) - methods(classes[engine])
+            assert not missing, f"{engine} lacks {sorted(missing)} of {part}"
+
+
+def test_an_engine_lacking_a_part_is_refused_with_one_line() -> None:
+    class QueueOnly:
+        async def start(self) -> None: ...
+
+        async def aclose(self) -> None: ...
+
+        async def instance_id(self) -> str:
+            return ""
+
+    assert base.missing_parts(QueueOnly()) == ["queue", "log", "directory", "api"]
+    assert base.missing_parts(PostgresStore("postgresql:///unused")) == []
+    with pytest.raises(StoreError) as refused:
+        require_parts(QueueOnly(), "newdb")
+    assert str(refused.value) == (
+        "the newdb storage engine does not implement the queue, log, directory, api part(s)"
+        " of the store yet: a server needs every part"
+    )
 
 
 def test_suites_run_only_on_engines_implementing_their_parts() -> None:

@@ -22,6 +22,7 @@ from postroom.cli import AppContext, config_option, fail, pass_app
 from postroom.cli.mailer_oauth import authorize, oauth_status
 from postroom.cli.render import format_time, print_fields, print_table, printable, status_text
 from postroom.clock import SystemClock
+from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import Settings
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.mailers.api.http import HttpMailer, NoAnswer, classify
@@ -166,7 +167,9 @@ async def _send(
 
 
 async def _exchange(
-    mailer: HttpMailer, message: OutboundMessage, recipients: list[OutboundRecipient]
+    mailer: HttpMailer[ProviderMailerSettings],
+    message: OutboundMessage,
+    recipients: list[OutboundRecipient],
 ) -> list[Outcome]:
     started = time.monotonic()
     answer, lost = await mailer.exchange(message, recipients)

@@ -186,17 +186,21 @@ def _check(request: ComposeRequest) -> None:
         if text is not None and _SURROGATE.search(text):  # a NUL goes quoted-printable
             problems.append((name, "must not contain a lone surrogate"))
     for name, value in request.headers:
-        path = f"headers.{name}"
-        if not _HEADER_NAME.fullmatch(name):
-            problems.append((path, "not a valid header name"))
-        elif name.lower() in RESERVED_HEADERS:
-            problems.append((path, "set by postroom or by its own field; not allowed here"))
-        elif _LINE_BREAK.search(value):
-            problems.append((path, _ONE_LINE))
+        problems.extend(_header_problems(name, value))
     for index, attachment in enumerate(request.attachments):
         problems.extend(_attachment_problems(f"attachments[{index}]", attachment))
     if problems:
         raise ComposeError(problems)
+
+
+def _header_problems(name: str, value: str) -> Iterable[tuple[str, str]]:
+    path = f"headers.{name}"
+    if not _HEADER_NAME.fullmatch(name):
+        yield path, "not a valid header name"
+    elif name.lower() in RESERVED_HEADERS:
+        yield path, "set by postroom or by its own field; not allowed here"
+    elif _LINE_BREAK.search(value):
+        yield path, _ONE_LINE
 
 
 def _attachment_problems(path: str, attachment: Attachment) -> Iterable[tuple[str, str]]:

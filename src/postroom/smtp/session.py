@@ -250,10 +250,7 @@ class Session:
                 return True
             match event:
                 case ev.MessageChunk(data=data):
-                    if self._content_started is None:  # a chunk that came in one read
-                        self._content_started, self._content_bytes = self._loop_time(), 0
-                    if self._submission is not None:
-                        self._submission.write(data)
+                    self._content(data)
                     continue
                 case ev.ConnectionClosed():
                     return False
@@ -270,6 +267,12 @@ class Session:
             self._answered = True
             if conn.closed:
                 return False
+
+    def _content(self, data: bytes) -> None:
+        if self._content_started is None:  # a chunk that came in one read
+            self._content_started, self._content_bytes = self._loop_time(), 0
+        if self._submission is not None:
+            self._submission.write(data)
 
     def _log_command(self, event: ev.Event, reply: Reply) -> None:
         verb = _VERBS.get(type(event), type(event).__name__)
@@ -288,23 +291,26 @@ class Session:
                 return replies.START_DATA
             case ev.MessageEnd():
                 return await self._message_end(event)
-            case ev.BdatChunkEnd(size=size, problem=problem):
-                if problem is not None:
-                    self._finish(problem, "rejected")
-                    return problem
-                return replies.OK.with_text(f"{size} octets received")
+            case ev.BdatChunkEnd():
+                return self._chunk_end(event)
             case ev.AuthCredentials():
                 return await self._auth(event)
             case ev.Rset() | ev.Helo() | ev.Ehlo():
                 self._abort_transaction()
                 return event.reply
-            case ev.InvalidCommand(reply=reply) | ev.AuthChallenge(reply=reply):
-                return reply
-            case ev.Noop(reply=reply) | ev.Vrfy(reply=reply) | ev.Help(reply=reply):
-                return reply
-            case ev.Quit(reply=reply):
+            case (
+                ev.InvalidCommand(reply=reply) | ev.AuthChallenge(reply=reply)
+                | ev.Noop(reply=reply) | ev.Vrfy(reply=reply) | ev.Help(reply=reply)
+                | ev.Quit(reply=reply)
+            ):  # fmt: skip
                 return reply
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+
+    def _chunk_end(self, event: ev.BdatChunkEnd) -> Reply:
+        if event.problem is not None:
+            self._finish(event.problem, "rejected")
+            return event.problem
+        return replies.OK.with_text(f"{event.size} octets received")
 
     @property
     def _auth_user(self) -> str | None:

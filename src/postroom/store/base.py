@@ -15,8 +15,8 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from postroom.store.models import (
     ApiKeyRecord,
@@ -34,12 +34,15 @@ from postroom.store.models import (
 )
 
 __all__ = [
+    "PARTS",
     "ApiStore",
     "DirectoryStore",
     "LogStore",
     "QueueStore",
+    "QueueWatch",
     "Store",
     "StoreLifecycle",
+    "missing_parts",
 ]
 
 
@@ -235,5 +238,36 @@ class ApiStore(Protocol):
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
 
 
+@runtime_checkable
+class QueueWatch(Protocol):
+    """An engine shared by several nodes tells each when another committed mail."""
+
+    async def watch_queue(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` after every commit (of any node) that adds mail or makes it
+        due, until cancelled; raises StoreError when it loses the database."""
+
+
 class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
     """Every part: what an engine that implements them all (``open_store``) gives."""
+
+
+PARTS: dict[str, type] = {
+    "lifecycle": StoreLifecycle,
+    "queue": QueueStore,
+    "log": LogStore,
+    "directory": DirectoryStore,
+    "api": ApiStore,
+}
+
+
+def missing_parts(engine: object) -> list[str]:
+    """The parts (PARTS' names) of which ``engine`` lacks a method: a server needs all."""
+    return [
+        part
+        for part, protocol in PARTS.items()
+        if any(
+            not callable(getattr(engine, name, None))
+            for name, member in vars(protocol).items()
+            if callable(member) and not name.startswith("_")
+        )
+    ]

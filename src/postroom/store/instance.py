@@ -25,7 +25,7 @@ from pathlib import Path
 from postroom.errors import NoStore, StoreDamaged, StoreError
 from postroom.store.base import Store
 from postroom.store.marker import RESTORE, read_marker, refuse_lost_database, write_marker
-from postroom.store.open import open_store, sqlite_path
+from postroom.store.open import open_store, shown_url, sqlite_path
 
 __all__ = ["open_instance_store", "store_exists"]
 
@@ -46,7 +46,7 @@ async def open_instance_store(
     known = read_marker(data_dir)
     path = sqlite_path(url)
     if not create and known is None and not store_exists(url):
-        raise NoStore(str(path or url))
+        raise NoStore(str(path or shown_url(url)))
     if path is not None:
         refuse_lost_database(path, data_dir, init=init)
         if check_budget is not None and path.exists() and path.stat().st_size > 0:
@@ -56,9 +56,9 @@ async def open_instance_store(
         found = await store.instance_id()
         if known is not None and found != known and not init:
             raise StoreError(
-                f"the database {path or url} is store {found}, but {data_dir} belongs to"
-                f" store {known}: configure the right database, or make this directory"
-                " use it with `postroom serve --init`"
+                f"the database {path or shown_url(url)} is store {found}, but {data_dir}"
+                f" belongs to store {known}: configure the right database, or make this"
+                " directory use it with `postroom serve --init`"
             )
         if found != known:
             write_marker(data_dir, found)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 from postroom.errors import StoreError
-from postroom.store.base import Store
+from postroom.store.base import Store, missing_parts
 from postroom.store.marker import refuse_lost_database
 
-__all__ = ["open_store", "sqlite_path"]
+__all__ = ["open_store", "require_parts", "shown_url", "sqlite_path"]
 
 _SQLITE = "sqlite:///"
 
@@ -31,13 +32,34 @@ def _create_private(path: Path) -> None:
     path.touch(mode=0o600, exist_ok=True)
 
 
+def shown_url(url: str) -> str:
+    """The storage URL as it may be shown in a message or a log: no password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def require_parts(engine: object, name: str) -> None:
+    """Refuse, with one line, an engine that lacks a part a server needs."""
+    missing = missing_parts(engine)
+    if missing:
+        raise StoreError(
+            f"the {name} storage engine does not implement the {', '.join(missing)}"
+            " part(s) of the store yet: a server needs every part"
+        )
+
+
 async def open_store(
     url: str, *, on_damage: Callable[[str], None] | None = None, checked: bool = False
 ) -> Store:
     """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (parent directories are
-    created), or ``postgresql://...``; the store is started. ``on_damage`` hears of every
-    time the engine finds its files damaged. A missing or empty database beside an
-    ``instance-id`` file is refused (see ``marker``) unless the caller ``checked`` it."""
+    created), or ``postgresql://user@host/db`` (libpq's URL: the password from PGPASSWORD
+    or ``.pgpass``, ``?sslmode=verify-full`` and friends for TLS); the store is started.
+    ``on_damage`` hears of every time the engine finds its files damaged. A missing or
+    empty SQLite database beside an ``instance-id`` file is refused (see ``marker``)
+    unless the caller ``checked`` it."""
     path = sqlite_path(url)
     if path is not None:
         from postroom.store.sqlite import SqliteStore
@@ -49,7 +71,12 @@ async def open_store(
         await store.start()
         return store
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL storage is not available yet")
+        from postroom.store.postgres import PostgresStore
+
+        postgres = PostgresStore(url)
+        require_parts(postgres, "postgresql")
+        await postgres.start()
+        return postgres
     raise StoreError(
         f"unsupported storage URL {url!r}: use sqlite:///path/to/file.db or postgresql://..."
     )

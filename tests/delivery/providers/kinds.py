@@ -45,17 +45,17 @@ class Kind:
     name: str
     fake: Callable[[], Fake]
     key: str  # what the fake accepts
-    build: Callable[[str, str, FakeClock, dict[str, Any]], HttpMailer]
+    build: Callable[[str, str, FakeClock, dict[str, Any]], HttpMailer[Any]]
 
 
-def _sendgrid(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _sendgrid(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = SendgridMailerSettings(
         name="sendgrid", base_url=url, api_key_env="SENDGRID_API_KEY", **{"timeout": 1.0, **extra}
     )
     return SendgridMailer(settings, clock=clock, environ={"SENDGRID_API_KEY": key})
 
 
-def _mailgun(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _mailgun(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = MailgunMailerSettings(
         name="mailgun",
         base_url=url,
@@ -66,21 +66,21 @@ def _mailgun(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> Htt
     return MailgunMailer(settings, clock=clock, environ={})
 
 
-def _postmark(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _postmark(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = PostmarkMailerSettings(
         name="postmark", base_url=url, api_key_env="PM_TOKEN", **{"timeout": 1.0, **extra}
     )
     return PostmarkMailer(settings, clock=clock, environ={"PM_TOKEN": key})
 
 
-def _sparkpost(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _sparkpost(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = SparkpostMailerSettings(
         name="sparkpost", base_url=url, api_key=key, **{"timeout": 1.0, **extra}
     )
     return SparkpostMailer(settings, clock=clock, environ={})
 
 
-def _ses(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _ses(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = SesMailerSettings(
         name="ses",
         base_url=url,
@@ -92,14 +92,14 @@ def _ses(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMai
     return SesMailer(settings, clock=clock, environ={"AWS_SECRET_ACCESS_KEY": key})
 
 
-def _brevo(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _brevo(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = BrevoMailerSettings(
         name="brevo", base_url=url, api_key=key, **{"timeout": 1.0, **extra}
     )
     return BrevoMailer(settings, clock=clock, environ={})
 
 
-def _resend(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer:
+def _resend(url: str, key: str, clock: FakeClock, extra: dict[str, Any]) -> HttpMailer[Any]:
     settings = ResendMailerSettings(
         name="resend", base_url=url, api_key_env="RESEND_API_KEY", **{"timeout": 1.0, **extra}
     )
@@ -123,7 +123,7 @@ KINDS = {
 @contextmanager
 def running(
     kind: Kind, clock: FakeClock, key: str | None = None, **extra: Any
-) -> Iterator[tuple[Any, FakeHttp, HttpMailer]]:
+) -> Iterator[tuple[Any, FakeHttp, HttpMailer[Any]]]:
     """The provider's fake on loopback and a mailer pointed at it (closed afterwards)."""
     fake = kind.fake()
     with serve(fake) as server:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from postroom.store.models import ApiKeyRecord, IdempotencyRecord, MessageMeta
+from postroom.store.rows import answer_row, api_key_row, meta_of, meta_row
 from postroom.store.sqlite.queue import IN_IDS, ids_param
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "REMOVE_API_KEY",
     "SET_API_KEY_SENDERS",
     "api_key",
-    "api_key_params",
     "api_keys",
     "idempotent",
     "message_meta",
@@ -38,54 +36,20 @@ _INSERT_ANSWER = (
 _ANSWER_COLUMNS = "key_name, key, request_hash, status, body, created_at"
 
 
-def api_key_params(record: ApiKeyRecord) -> tuple[Any, ...]:
-    return (
-        record.name,
-        record.key_id,
-        record.secret_hash,
-        ",".join(record.sender_domains),
-        record.created_at,
-        ",".join(record.scopes),
-        int(record.any_sender),
-    )
-
-
-def _api_key(row: tuple[Any, ...]) -> ApiKeyRecord:
-    name, key_id, secret_hash, domains, created_at, scopes, any_sender = row
-    return ApiKeyRecord(
-        name,
-        key_id,
-        secret_hash,
-        tuple(filter(None, domains.split(","))),
-        created_at,
-        tuple(filter(None, scopes.split(","))),
-        any_sender=bool(any_sender),
-    )
-
-
 def api_key(key_id: str, conn: sqlite3.Connection) -> ApiKeyRecord | None:
     sql = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?"
     row = conn.execute(sql, (key_id,)).fetchone()
-    return None if row is None else _api_key(row)
+    return None if row is None else api_key_row(row)
 
 
 def api_keys(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
     sql = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name"
-    return [_api_key(row) for row in conn.execute(sql)]
+    return [api_key_row(row) for row in conn.execute(sql)]
 
 
 def message_meta(ids: Sequence[str], conn: sqlite3.Connection) -> dict[str, MessageMeta]:
     sql = f"SELECT id, message_id, subject, tags, metadata FROM message_meta WHERE id IN {IN_IDS}"
-    found = {}
-    for queue_id, message_id, subject, tags, metadata in conn.execute(sql, (ids_param(ids),)):
-        found[queue_id] = MessageMeta(
-            queue_id,
-            message_id,
-            subject,
-            tuple(json.loads(tags)),
-            tuple(json.loads(metadata).items()),
-        )
-    return found
+    return {row[0]: meta_of(row) for row in conn.execute(sql, (ids_param(ids),))}
 
 
 def idempotent(
@@ -107,31 +71,12 @@ def save_send_job(
 ) -> Callable[[sqlite3.Connection], None]:
     """A writer job: the message's meta and the answer to replay, in one transaction;
     answers older than ``forget_before`` go."""
+    meta_params = meta_row(meta)
 
     def job(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            _INSERT_META,
-            (
-                meta.id,
-                meta.message_id,
-                meta.subject,
-                json.dumps(list(meta.tags)),
-                json.dumps(dict(meta.metadata)),
-                meta.id,
-            ),
-        )
+        conn.execute(_INSERT_META, meta_params)
         conn.execute("DELETE FROM idempotency WHERE created_at < ?", (forget_before,))
         if answer is not None:
-            conn.execute(
-                _INSERT_ANSWER,
-                (
-                    answer.key_name,
-                    answer.key,
-                    answer.request_hash,
-                    answer.status,
-                    answer.body,
-                    answer.created_at,
-                ),
-            )
+            conn.execute(_INSERT_ANSWER, answer_row(answer))
 
     return job

@@ -13,7 +13,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from postroom.store.models import Attempt, Claim, RecipientUpdate
-from postroom.store.sqlite.queue import HAS_BODY, IN_IDS, ids_param, load_messages
+from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
+from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
 
 __all__ = [
     "attempts_of",
@@ -38,13 +39,9 @@ _LEASE_ENDED = "(claimed_until IS NULL OR claimed_until <= :now)"
 DUE = f"{CLAIMABLE} AND next_attempt_at <= :now AND {_LEASE_ENDED}"
 _FETCH = 256  # due rows read per step while picking messages to claim
 
-_ATTEMPT_FIELDS = (
-    "message_id", "recipient", "at", "mailer", "disposition", "code", "enhanced", "text",
-    "host", "ip", "port", "tls", "provider_id", "duration",
-)  # fmt: skip
-_ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+_ATTEMPT_COLUMNS = ", ".join(ATTEMPT_FIELDS)
 _INSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' for _ in _ATTEMPT_FIELDS)})"
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' for _ in ATTEMPT_FIELDS)})"
 )
 # A late outcome never reopens a final recipient (another process may have settled it
 # after this one's lease ran out).
@@ -130,20 +127,7 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 def record_job(
     message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
 ) -> Job:
-    tried = {a.recipient for a in attempts}
-    recipient_rows = [
-        (
-            u.status.value,
-            u.next_attempt_at,
-            u.last_reply,
-            u.delay_warned,
-            1 if u.address in tried else 0,
-            message_id,
-            u.address,
-        )
-        for u in updates
-    ]
-    attempt_rows = [tuple(getattr(a, f) for f in _ATTEMPT_FIELDS) for a in attempts]
+    recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
 
     def record(conn: sqlite3.Connection) -> None:
         if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
@@ -292,6 +276,6 @@ def purge_job(
 def attempts_of(message_id: str, conn: sqlite3.Connection) -> list[Attempt]:
     sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = ? ORDER BY at, id"
     return [
-        Attempt(**dict(zip(_ATTEMPT_FIELDS, row, strict=True)))
+        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True)))
         for row in conn.execute(sql, (message_id,))
     ]

@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 from postroom.store.models import UserRecord
+from postroom.store.rows import user_row
 
 __all__ = [
     "ADD_DOMAIN",
@@ -21,7 +22,6 @@ __all__ = [
     "exists",
     "recipient",
     "user",
-    "user_params",
     "users",
 ]
 
@@ -59,28 +59,12 @@ def domains(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT name FROM domains ORDER BY name")]
 
 
-def user_params(user: UserRecord) -> tuple[Any, ...]:
-    domains = ",".join(user.sender_domains)
-    return (user.address, user.password_hash, domains, user.created_at, int(user.any_sender))
-
-
 def user(address: str, conn: sqlite3.Connection) -> UserRecord | None:
     sql = f"SELECT {_USER_COLUMNS} FROM users WHERE address = ?"
     row = conn.execute(sql, (address,)).fetchone()
-    return None if row is None else _user(row)
+    return None if row is None else user_row(row)
 
 
 def users(conn: sqlite3.Connection) -> list[UserRecord]:
     sql = f"SELECT {_USER_COLUMNS} FROM users ORDER BY address"
-    return [_user(row) for row in conn.execute(sql)]
-
-
-def _user(row: tuple[Any, ...]) -> UserRecord:
-    address, password_hash, domains, created_at, any_sender = row
-    return UserRecord(
-        address,
-        password_hash,
-        tuple(filter(None, domains.split(","))),
-        created_at,
-        any_sender=bool(any_sender),
-    )
+    return [user_row(row) for row in conn.execute(sql)]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from postroom.store.models import LogQuery, RecipientStatus, StoredMessage
+from postroom.store.models import LogQuery, StoredMessage
+from postroom.store.rows import HELD
 from postroom.store.sqlite.queue import select_messages
 
-__all__ = ["STATUS_FILTERS", "query"]
-
-HELD = "held"
-STATUS_FILTERS = frozenset({*(s.value for s in RecipientStatus), HELD})
+__all__ = ["query"]
 
 
 def query(q: LogQuery, conn: sqlite3.Connection) -> list[StoredMessage]:

@@ -13,11 +13,16 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from postroom.errors import StoreUnavailable
-from postroom.mail.envelope import Notify
-from postroom.store.models import NewMessage, RecipientState, RecipientStatus, StoredMessage
+from postroom.store.models import NewMessage, RecipientState, StoredMessage
+from postroom.store.rows import (
+    STORED_COLUMNS,
+    message_row,
+    recipient_rows,
+    recipient_state,
+    stored_message,
+)
 
 __all__ = [
-    "HAS_BODY",
     "enqueue_job",
     "ids_param",
     "load_messages",
@@ -41,17 +46,7 @@ _INSERT_RECIPIENT = (
 )
 _INSERT_BODY = "INSERT INTO message_bodies (id, data) VALUES (?, ?)"
 _INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?))"
-# The columns are named as StoredMessage's fields.
-_MESSAGE_FIELDS = (
-    "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
-    "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
-    "tls", "listener", "held", "body_removed",
-)  # fmt: skip
-# Retention may remove a finished message's body before the rest (retention.bodies_days).
-HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
-_MESSAGE_COLUMNS = ", ".join(
-    f"NOT {HAS_BODY}" if field == "body_removed" else f"m.{field}" for field in _MESSAGE_FIELDS
-)
+_MESSAGE_COLUMNS = STORED_COLUMNS
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
     " last_reply, delay_warned"
@@ -76,31 +71,8 @@ def snapshot(conn: sqlite3.Connection, read: Callable[[sqlite3.Connection], R]) 
 # -- enqueue ----------------------------------------------------------------------------
 def enqueue_job(message: NewMessage) -> Callable[[sqlite3.Connection], None]:
     """The writer job that stores ``message``; the rows are built here, off the writer."""
-    env, src, mid, now = message.envelope, message.source, message.id, message.received_at
-    row = (
-        mid,
-        str(env.sender) if env.sender is not None else "",
-        env.dsn.ret,
-        env.dsn.envid,
-        env.body,
-        env.smtputf8,
-        message.size,
-        now,
-        src.kind,
-        src.principal,
-        src.client_ip,
-        src.client_port,
-        src.helo,
-        src.reverse_dns,
-        src.protocol,
-        src.tls,
-        src.listener,
-    )
-    queued = RecipientStatus.QUEUED.value
-    recipients = [
-        (mid, position, str(rcpt.address), _notify_text(rcpt.notify), rcpt.orcpt, queued, now)
-        for position, rcpt in enumerate(env.recipients)
-    ]
+    row = message_row(message)
+    recipients = recipient_rows(message)
 
     def insert(conn: sqlite3.Connection) -> None:
         _insert_message(message, row, recipients, conn)
@@ -131,15 +103,6 @@ def _insert_message(
             blob.write(chunk)
         if blob.tell() != message.size:
             raise StoreUnavailable("the spooled body is shorter than its size")
-
-
-_NOTIFY_ORDER = tuple(Notify)
-
-
-def _notify_text(notify: frozenset[Notify] | None) -> str | None:
-    if notify is None:
-        return None
-    return ",".join(n.value for n in _NOTIFY_ORDER if n in notify)
 
 
 # -- reads --------------------------------------------------------------------------------
@@ -181,24 +144,13 @@ def _with_recipients(
         " ORDER BY message_id, position",
         (ids_param(row[0] for row in rows),),
     ):
-        state = RecipientState(
-            r[2], RecipientStatus(r[3]), r[4], r[5], r[6], r[7], r[8], bool(r[9])
-        )
-        by_message.setdefault(r[0], []).append((r[1], state))
+        by_message.setdefault(r[0], []).append((r[1], recipient_state(r[2:])))
     loaded = []
     for row in rows:
         recipients = by_message.get(row[0], [])
         positions = tuple(position for position, _ in recipients)
-        loaded.append((_stored(row, tuple(state for _, state in recipients)), positions))
+        loaded.append((stored_message(row, tuple(state for _, state in recipients)), positions))
     return loaded
-
-
-def _stored(row: tuple[Any, ...], recipients: tuple[RecipientState, ...]) -> StoredMessage:
-    fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
-    fields["smtputf8"] = bool(fields["smtputf8"])
-    fields["held"] = bool(fields["held"])
-    fields["body_removed"] = bool(fields["body_removed"])
-    return StoredMessage(recipients=recipients, **fields)
 
 
 def read_body(message_id: str, conn: sqlite3.Connection) -> bytes | None:

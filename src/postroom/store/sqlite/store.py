@@ -38,6 +38,13 @@ from postroom.store.models import (
     StoredMessage,
     UserRecord,
 )
+from postroom.store.rows import (
+    api_key_params,
+    check_lease,
+    check_outcomes,
+    check_query,
+    user_params,
+)
 from postroom.store.sqlite import api, delivery, directory, health, log, providers, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.schema import SCHEMA_VERSION
@@ -195,8 +202,7 @@ class SqliteStore:
 
     # -- delivery -----------------------------------------------------------------------
     async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
-        if lease <= 0:
-            raise ValueError(f"a lease must be positive, not {lease}")
+        check_lease(lease)
         if limit <= 0:
             return []
         return await self._write(delivery.claim_job(now, limit, now + lease))
@@ -210,12 +216,7 @@ class SqliteStore:
         updates: Sequence[RecipientUpdate],
         attempts: Sequence[Attempt],
     ) -> None:
-        for attempt in attempts:
-            if attempt.message_id != message_id:
-                raise ValueError(f"attempt of {attempt.message_id} recorded for {message_id}")
-        for update in updates:
-            if not update.status.is_final and update.next_attempt_at is None:
-                raise ValueError(f"{update.address}: {update.status} needs a next attempt time")
+        check_outcomes(message_id, updates, attempts)
         if updates or attempts:
             await self._write(delivery.record_job(message_id, updates, attempts))
 
@@ -226,8 +227,7 @@ class SqliteStore:
     async def renew_leases(
         self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
     ) -> int:
-        if lease <= 0:
-            raise ValueError(f"a lease must be positive, not {lease}")
+        check_lease(lease)
         if not leases:
             return 0
         return await self._write(delivery.renew_job(leases, now, now + lease))
@@ -248,8 +248,7 @@ class SqliteStore:
         return await self._write(delivery.delete_job(message_id))
 
     async def query(self, query: LogQuery) -> list[StoredMessage]:
-        if query.status is not None and query.status not in log.STATUS_FILTERS:
-            raise ValueError(f"unknown status filter {query.status!r}")
+        check_query(query)
         if query.limit <= 0:
             return []
         return await self._read(functools.partial(log.query, query), snapshot=True)
@@ -306,7 +305,7 @@ class SqliteStore:
         return await self._lookup(functools.partial(directory.recipient, domain, address))
 
     async def add_user(self, user: UserRecord) -> bool:
-        params = directory.user_params(user)
+        params = user_params(user)
         return await self._write(functools.partial(directory.changed, directory.ADD_USER, params))
 
     async def user(self, address: str) -> UserRecord | None:
@@ -336,7 +335,7 @@ class SqliteStore:
 
     # -- the HTTP API -----------------------------------------------------------------
     async def add_api_key(self, record: ApiKeyRecord) -> bool:
-        params = api.api_key_params(record)
+        params = api_key_params(record)
         return await self._write(functools.partial(directory.changed, api.ADD_API_KEY, params))
 
     async def api_key(self, key_id: str) -> ApiKeyRecord | None:

@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import quote
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import GmailMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-)
-from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer, with_bcc
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.oauthmailer import RawMessageMailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "GmailMailer", "read_google_error"]
@@ -39,9 +29,8 @@ __all__ = ["TABLE", "GmailMailer", "read_google_error"]
 _SLOW: Final = Rule(Verdict.THROTTLED, "4.7.0")
 _CONF: Final = Rule(Verdict.MISCONFIG, "4.3.5")
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         **{
             f"{status}:{reason}": _SLOW
             for status in (403, 429)
@@ -58,54 +47,30 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-def read_google_error(answer: Answer) -> Reading:
+def read_google_error(answer: http.Answer) -> http.Reading:
     data = answer.json()
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
-        return Reading(text=answer.text)
+        return http.Reading(text=answer.text)
     details = [e for e in error.get("errors") or () if isinstance(e, dict)]
     reason = details[0].get("reason") if details else error.get("status")
-    return Reading(code=str(reason) if reason else None, text=str(error.get("message") or ""))
+    return http.Reading(code=http.str_or_none(reason), text=str(error.get("message") or ""))
 
 
-class GmailMailer(OAuthHttpMailer):
+class GmailMailer(RawMessageMailer[GmailMailerSettings]):
     TABLE = TABLE
-    # Never split: the headers say who gets the message, so each request would send
-    # every header address a copy.
-    MAX_RECIPIENTS = 1_000_000
-
-    def __init__(
-        self,
-        settings: GmailMailerSettings,
-        *,
-        clock: Clock,
-        data_dir: Path,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.user = settings.user
-        super().__init__(
-            settings,
-            settings,
-            clock=clock,
-            data_dir=data_dir,
-            environ=environ_or(environ),
-            transport=transport,
-        )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> tuple[httpx.Request, tuple[str, ...]]:
-        data = with_bcc(message.data, [r.address for r in recipients])
+        data = self.raw(message, recipients)
         raw = base64.urlsafe_b64encode(data).decode("ascii")
-        path = f"/gmail/v1/users/{quote(self.user, safe='@')}/messages/send"
+        path = f"/gmail/v1/users/{quote(self.settings.user, safe='@')}/messages/send"
         body = json.dumps({"raw": raw}).encode()
         headers = {"Content-Type": "application/json"}
         return self.client.build_request("POST", path, content=body, headers=headers), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         if answer.status == 200:
-            data = answer.json()
-            found = data.get("id") if isinstance(data, dict) else None
-            return Reading(provider_id=str(found) if found else None)
+            return http.Reading(provider_id=http.str_or_none(answer.fields().get("id")))
         return read_google_error(answer)

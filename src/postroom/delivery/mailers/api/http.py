@@ -1,11 +1,11 @@
 """The shared base for provider API mailers, on httpx.
 
-A provider module says how to build its request (``request``) and how to read the
-answer (``read``: the provider's error code, its words, its message id, recipients it
-refused); this module does the rest in one place: one pooled ``httpx.AsyncClient``
-per mailer with the configured timeouts, sending limits, and the policy that turns a
-transport failure or an HTTP answer into per-recipient ``Outcome``s through the
-provider's ``Table``:
+A provider module says how it authenticates (``credentials``), how to build its request
+(``request``) and how to read the answer (``read``: the provider's error code, its
+words, its message id, recipients it refused); this module does the rest in one place:
+one pooled ``httpx.AsyncClient`` per mailer with the configured timeouts, sending
+limits, and the policy that turns a transport failure or an HTTP answer into
+per-recipient ``Outcome``s through the provider's ``Table``:
 
     ========== ========================================= ========================
     Verdict     typical answers                           outcome
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import httpx
 
@@ -50,6 +50,7 @@ from postroom.smtp.replies import Reply
 __all__ = [
     "DEFAULT_TABLE",
     "Answer",
+    "Credentials",
     "HintKind",
     "HttpMailer",
     "NoAnswer",
@@ -59,8 +60,12 @@ __all__ = [
     "Verdict",
     "classify",
     "environ_or",
+    "key_header",
+    "regroup",
     "resolve_secret",
     "retry_hint",
+    "str_or_none",
+    "table",
 ]
 
 _log = logging.getLogger("postroom.delivery")
@@ -105,6 +110,12 @@ DEFAULT_TABLE: Final[Table] = MappingProxyType(
     }
 )
 
+
+def table(rules: Mapping[str, Rule]) -> Table:
+    """A provider's table: ``DEFAULT_TABLE`` with the provider's own keys over it."""
+    return MappingProxyType({**DEFAULT_TABLE, **rules})
+
+
 _REPLY_CODES: Final[Mapping[Verdict, int]] = MappingProxyType(
     {
         Verdict.ACCEPTED: 250,
@@ -145,6 +156,17 @@ class Answer:
             return json.loads(self.body)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
             return None
+
+    def fields(self) -> dict[str, Any]:
+        """The body as a JSON object; empty when it is anything else."""
+        data = self.json()
+        return data if isinstance(data, dict) else {}
+
+
+def str_or_none(value: object) -> str | None:
+    """A value an answer gave (an id or a code, a string or a number) as text; None when
+    absent."""
+    return str(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +220,21 @@ def resolve_secret(
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    """How a provider's requests are authenticated: default headers, or an auth flow."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auth: httpx.Auth | None = None
+
+
+def key_header(name: str, key: str, scheme: str = "") -> Credentials:
+    """An API key in one request header (``scheme`` in front, e.g. ``Bearer``), and JSON
+    asked for in answers."""
+    value = f"{scheme} {key}" if scheme else key
+    return Credentials(headers={name: value, "Accept": "application/json"})
+
+
+@dataclass(frozen=True, slots=True)
 class NoAnswer:
     """A request that got no HTTP answer."""
 
@@ -205,25 +242,30 @@ class NoAnswer:
     text: str
 
 
-class HttpMailer:
-    """Subclasses set ``TABLE``, ``RETRY_HEADERS`` and ``MAX_RECIPIENTS``, write
-    ``request`` and ``read``, and pass the key as default ``headers`` or as an ``auth``
-    flow (read from the settings or the environment with ``resolve_secret``).
-    ``transport`` replaces httpx's network transport (tests use real loopback servers,
-    so it stays None there).
+SettingsT_co = TypeVar("SettingsT_co", bound=ProviderMailerSettings, covariant=True)
+
+
+class HttpMailer(Generic[SettingsT_co]):
+    """Subclasses set ``TABLE``, ``RETRY_HEADERS`` and ``MAX_RECIPIENTS``, set
+    ``KEY_HEADER`` or write ``credentials`` (the key from the settings or ``environ``, by
+    ``resolve_secret``), and write ``request`` and ``read``. ``environ`` defaults to the
+    process's environment; ``transport`` replaces httpx's network transport (tests use
+    real loopback servers, so it stays None there).
     """
 
     TABLE: Table = DEFAULT_TABLE
     RETRY_HEADERS: tuple[tuple[str, HintKind], ...] = (("retry-after", HintKind.SECONDS),)
     MAX_RECIPIENTS: int = 50  # per request (To + Cc + Bcc): SES's and Postmark's cap
+    # For a provider that takes its API key in one header: the header and the scheme in
+    # front of the key ("" for none). Others write ``credentials``.
+    KEY_HEADER: tuple[str, str] | None = None
 
     def __init__(
         self,
-        settings: ProviderMailerSettings,
+        settings: SettingsT_co,
         *,
         clock: Clock,
-        headers: Mapping[str, str] | None = None,
-        auth: httpx.Auth | None = None,
+        environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = settings.name
@@ -231,10 +273,11 @@ class HttpMailer:
         self.clock = clock
         self.window = SendWindow(settings.limits)
         self.host = httpx.URL(settings.base_url).host
+        credentials = self.credentials(environ_or(environ))
         self.client = httpx.AsyncClient(
             base_url=settings.base_url,
-            headers=dict(headers or {}),
-            auth=auth,
+            headers=dict(credentials.headers),
+            auth=credentials.auth,
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
@@ -249,6 +292,13 @@ class HttpMailer:
 
     # -- what each provider writes ---------------------------------------------------
 
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        """The key as request headers or an auth flow; called once, at construction."""
+        if self.KEY_HEADER is None:
+            raise NotImplementedError
+        name, scheme = self.KEY_HEADER
+        return key_header(name, resolve_secret(self.settings, environ), scheme)
+
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> tuple[httpx.Request, tuple[str, ...]]:
@@ -260,17 +310,25 @@ class HttpMailer:
 
     # -- the shared part -------------------------------------------------------------
 
+    def batches(
+        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+    ) -> list[Sequence[OutboundRecipient]]:
+        """The recipients of each request: ``MAX_RECIPIENTS`` at a time, so a large
+        delivery is never refused (and bounced) for the provider's recipient cap.
+        Providers with other caps (per field, per message) split their own way."""
+        step = self.MAX_RECIPIENTS
+        return [recipients[start : start + step] for start in range(0, len(recipients), step)]
+
     async def deliver(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> list[Outcome]:
-        """One request per ``MAX_RECIPIENTS`` recipients, so a large delivery is never
-        refused (and bounced) for the provider's recipient cap; each request counts
-        against the sending limits."""
+        """One request per batch, each counted against the sending limits; the outcomes
+        in the order of ``recipients``."""
         outcomes: list[Outcome] = []
-        for start in range(0, len(recipients), self.MAX_RECIPIENTS):
-            chunk = recipients[start : start + self.MAX_RECIPIENTS]
-            outcomes.extend(await self._deliver_one(message, chunk))
-        return outcomes
+        for batch in self.batches(message, recipients):
+            outcomes.extend(await self._deliver_one(message, batch))
+        order = {r.address.lower(): i for i, r in enumerate(recipients)}
+        return sorted(outcomes, key=lambda o: order[o.recipient.lower()])
 
     async def _deliver_one(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -285,6 +343,18 @@ class HttpMailer:
         if isinstance(answer, NoAnswer):
             reply = Reply(451, answer.enhanced, f"{self.name}: {answer.text}")
             return [self._deferred(r.address, reply, duration) for r in recipients]
+        return self.settle(message, recipients, answer, duration, lost)
+
+    def settle(
+        self,
+        message: OutboundMessage,
+        recipients: Sequence[OutboundRecipient],
+        answer: Answer,
+        duration: float,
+        lost: Sequence[str],
+    ) -> list[Outcome]:
+        """The outcomes of one request's answer: one verdict for all (``outcomes``),
+        unless a provider answers per message or per recipient."""
         return self.outcomes(answer, recipients, duration, lost)
 
     async def exchange(
@@ -292,16 +362,20 @@ class HttpMailer:
     ) -> tuple[Answer | NoAnswer, tuple[str, ...]]:
         """Send the request; the raw answer or why there is none, and what was not carried."""
         request, lost = self.request(message, recipients)
+        return await self.send(request), lost
+
+    async def send(self, request: httpx.Request) -> Answer | NoAnswer:
+        """One request's answer, or why there is none."""
         try:
             response = await self.client.send(request)
             body = await response.aread()
         except httpx.TimeoutException:
-            return NoAnswer("4.4.2", f"no answer from {self.host} in time"), lost
+            return NoAnswer("4.4.2", f"no answer from {self.host} in time")
         except httpx.ConnectError as exc:
-            return NoAnswer("4.4.1", f"cannot connect to {self.host}: {exc}"), lost
+            return NoAnswer("4.4.1", f"cannot connect to {self.host}: {exc}")
         except httpx.TransportError as exc:
-            return NoAnswer("4.4.2", f"connection to {self.host} failed: {exc!r}"), lost
-        return Answer(response.status_code, response.headers, body), lost
+            return NoAnswer("4.4.2", f"connection to {self.host} failed: {exc!r}")
+        return Answer(response.status_code, response.headers, body)
 
     def outcomes(
         self,
@@ -399,6 +473,14 @@ def _one_line(text: str) -> str:
 
 def _utc(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
+
+
+def regroup(
+    recipients: Sequence[OutboundRecipient], groups: Sequence[Sequence[str]]
+) -> list[Sequence[OutboundRecipient]]:
+    """Groups of addresses (a split a provider's caps demand) as groups of ``recipients``."""
+    by_address = {r.address.lower(): r for r in recipients}
+    return [[by_address[address.lower()] for address in group] for group in groups]
 
 
 def environ_or(environ: Mapping[str, str] | None) -> Mapping[str, str]:

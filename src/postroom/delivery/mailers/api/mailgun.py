@@ -10,32 +10,20 @@ recipient). Suppressed recipients are accepted and fail later (webhook).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import MailgunMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "MailgunMailer"]
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # e.g. "'to' parameter is not a valid address"
         "404": Rule(Verdict.MISCONFIG, "4.3.5"),  # "Domain not found": wrong domain or region
         "200:no-id": Rule(Verdict.MISCONFIG, "4.3.5"),  # a 200 that queued nothing
@@ -43,35 +31,28 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-class MailgunMailer(HttpMailer):
+class MailgunMailer(http.HttpMailer[MailgunMailerSettings]):
     TABLE = TABLE
     MAX_RECIPIENTS = 1000  # its documented cap per request
 
-    def __init__(
-        self,
-        settings: MailgunMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        key = resolve_secret(settings, environ_or(environ))
-        auth = httpx.BasicAuth("api", key)
-        super().__init__(settings, clock=clock, auth=auth, transport=transport)
-        self.path = f"/v3/{quote(settings.domain, safe='')}/messages.mime"
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        return http.Credentials(
+            auth=httpx.BasicAuth("api", http.resolve_secret(self.settings, environ))
+        )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> tuple[httpx.Request, tuple[str, ...]]:
+        path = f"/v3/{quote(self.settings.domain, safe='')}/messages.mime"
         fields = {"to": ",".join(r.address for r in recipients)}
         files = {"message": ("message.eml", message.data, "message/rfc822")}
-        return self.client.build_request("POST", self.path, data=fields, files=files), ()
+        return self.client.build_request("POST", path, data=fields, files=files), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.json()
         words = str(body.get("message", "")) if isinstance(body, dict) else answer.text.strip()
-        ident = body.get("id") if isinstance(body, dict) else None
+        ident = http.str_or_none(answer.fields().get("id"))
         if 200 <= answer.status < 300 and not ident:
             # "Mailgun Magnificent API": a 200 from a path that sends nothing
-            return Reading(code="no-id", text=words)
-        return Reading(text=words, provider_id=str(ident) if ident else None)
+            return http.Reading(code="no-id", text=words)
+        return http.Reading(text=words, provider_id=ident)

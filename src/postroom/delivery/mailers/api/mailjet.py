@@ -15,41 +15,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import MailjetMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HttpMailer,
-    NoAnswer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    classify,
-    environ_or,
-    resolve_secret,
-)
-from postroom.delivery.mailers.api.jsonapi import b64, outcome, post_json
-from postroom.delivery.mailers.api.mimeparts import Attachment, Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Outcome, RemoteInfo
-from postroom.smtp.replies import Reply
 
 __all__ = ["MAX_MESSAGES", "MAX_PER_FIELD", "TABLE", "MailjetMailer", "build_messages"]
 
 MAX_PER_FIELD: Final = 50
 MAX_MESSAGES: Final = 50  # per call
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400:mj-0013": Rule(Verdict.REJECTED, "5.1.3"),  # invalid email address
         "400:send-0010": Rule(Verdict.REJECTED, "5.1.3"),  # invalid recipient (inferred)
         "400:mj-0011": Rule(Verdict.REJECTED, "5.3.4"),  # payload too large
@@ -63,89 +47,76 @@ _NOT_SENT: Final = Rule(Verdict.TEMPORARY, "4.5.3")
 
 
 def _boxes(boxes: Sequence[Mailbox]) -> list[dict[str, str]]:
-    return [{"Email": b.email, "Name": b.name} if b.name else {"Email": b.email} for b in boxes]
+    return jsonapi.mailbox_objects(boxes, email="Email", name="Name")
 
 
-def _files(parts: Sequence[Attachment], inline: bool) -> list[dict[str, str]]:
-    files = []
-    for part in parts:
-        if part.inline != inline:
-            continue
-        item = {
-            "ContentType": part.content_type,
-            "Filename": part.filename or (part.content_id or "attachment"),
-            "Base64Content": b64(part.content),
-        }
-        if inline and part.content_id:
-            item["ContentID"] = part.content_id
-        files.append(item)
-    return files
+def _files(parsed: ParsedMessage, inline: bool) -> list[dict[str, str]]:
+    return [
+        jsonapi.optional(
+            {
+                "ContentType": part.content_type,
+                "Filename": name,
+                "Base64Content": base64_text(part.content),
+                "ContentID": part.content_id if inline else None,
+            }
+        )
+        for name, part in parsed.named_attachments()
+        if part.inline == inline
+    ]
 
 
 def build_messages(
     parsed: ParsedMessage, groups: Sequence[Addressed], custom_id: str
 ) -> list[dict[str, Any]]:
-    base: dict[str, Any] = {"Subject": parsed.subject, "CustomID": custom_id}
-    if parsed.sender is not None:
-        base["From"] = _boxes([parsed.sender])[0]
-    if parsed.reply_to:
-        base["ReplyTo"] = _boxes(parsed.reply_to)[0]
-    if parsed.text is not None:
-        base["TextPart"] = parsed.text
-    if parsed.html is not None:
-        base["HTMLPart"] = parsed.html
-    if parsed.headers:
-        base["Headers"] = dict(parsed.headers)
-    if attachments := _files(parsed.attachments, inline=False):
-        base["Attachments"] = attachments
-    if inlined := _files(parsed.attachments, inline=True):
-        base["InlinedAttachments"] = inlined
-    messages = []
-    for group in groups:
-        message = {**base, "To": _boxes(group.to)}
-        if group.cc:
-            message["Cc"] = _boxes(group.cc)
-        if group.bcc:
-            message["Bcc"] = _boxes(group.bcc)
-        messages.append(message)
-    return messages
+    headers, _ = jsonapi.custom_headers(parsed, "Mailjet")
+    base = {
+        "Subject": parsed.subject,
+        "CustomID": custom_id,
+        **jsonapi.optional(
+            {
+                "From": _boxes([parsed.sender])[0] if parsed.sender else None,
+                "ReplyTo": _boxes(parsed.reply_to)[0] if parsed.reply_to else None,
+                "TextPart": parsed.text,
+                "HTMLPart": parsed.html,
+                "Headers": headers,
+                "Attachments": _files(parsed, inline=False),
+                "InlinedAttachments": _files(parsed, inline=True),
+            }
+        ),
+    }
+    return [
+        {
+            **base,
+            "To": _boxes(group.to),
+            **jsonapi.optional({"Cc": _boxes(group.cc), "Bcc": _boxes(group.bcc)}),
+        }
+        for group in groups
+    ]
 
 
-def _read_error(answer: Answer) -> Reading:
+def _read_error(answer: http.Answer) -> http.Reading:
     """A whole-call error: ``{"ErrorCode": "mj-0002", "ErrorMessage": ...}``, or text (429)."""
     data = answer.json()
     if not isinstance(data, dict):
-        return Reading(text=answer.text)
-    code = data.get("ErrorCode")
-    return Reading(code=str(code) if code else None, text=str(data.get("ErrorMessage") or ""))
+        return http.Reading(text=answer.text)
+    return http.Reading(
+        code=http.str_or_none(data.get("ErrorCode")), text=str(data.get("ErrorMessage") or "")
+    )
 
 
-def _lost(parsed: ParsedMessage) -> list[str]:
-    lost = list(parsed.lost)
-    names = [name.lower() for name, _ in parsed.headers]
-    if len(set(names)) != len(names):
-        lost.append("repeated headers (one of each is sent)")
-    if len(parsed.reply_to) > 1:
-        lost.append("Reply-To addresses after the first")
-    return lost
+def _lost(parsed: ParsedMessage) -> tuple[str, ...]:
+    _, repeated = jsonapi.custom_headers(parsed, "Mailjet")
+    after_first = ("Reply-To addresses after the first",) if len(parsed.reply_to) > 1 else ()
+    return (*parsed.lost, *repeated, *after_first)
 
 
-class MailjetMailer(HttpMailer):
+class MailjetMailer(http.HttpMailer[MailjetMailerSettings]):
     TABLE = TABLE
 
-    def __init__(
-        self,
-        settings: MailjetMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        env = environ_or(environ)
-        auth = httpx.BasicAuth(
-            resolve_secret(settings, env), resolve_secret(settings, env, value="secret_key")
-        )
-        super().__init__(settings, clock=clock, auth=auth, transport=transport)
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        key = http.resolve_secret(self.settings, environ)
+        secret = http.resolve_secret(self.settings, environ, value="secret_key")
+        return http.Credentials(auth=httpx.BasicAuth(key, secret))
 
     def _groups(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -160,49 +131,42 @@ class MailjetMailer(HttpMailer):
     ) -> tuple[httpx.Request, tuple[str, ...]]:
         parsed, groups = self._groups(message, recipients)
         body = {"Messages": build_messages(parsed, groups, message.id)}
-        request = post_json(self.client, "/v3.1/send", body)
-        return request, tuple(_lost(parsed))
+        return jsonapi.post_json(self.client, "/v3.1/send", body), _lost(parsed)
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         return _read_error(answer)
 
     def _error(self, error: Mapping[str, Any], status: int) -> tuple[Rule, str]:
-        code = str(error.get("ErrorCode") or "") or None
-        rule = classify(self.TABLE, int(error.get("StatusCode") or status), code)
+        code = http.str_or_none(error.get("ErrorCode"))
+        rule = http.classify(self.TABLE, int(error.get("StatusCode") or status), code)
         return rule, _error_words(error, status)
 
-    async def deliver(
+    def batches(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
-    ) -> list[Outcome]:
+    ) -> list[Sequence[OutboundRecipient]]:
         """One call per 50 messages (many Bcc recipients alone make many messages)."""
         _, groups = self._groups(message, recipients)
         if len(groups) <= MAX_MESSAGES:
-            return await self._call(message, recipients)
-        by_address = {r.address.lower(): r for r in recipients}
-        outcomes: list[Outcome] = []
-        for start in range(0, len(groups), MAX_MESSAGES):
-            batch = groups[start : start + MAX_MESSAGES]
-            members = [by_address[a.lower()] for g in batch for a in g.recipients]
-            outcomes.extend(await self._call(message, members))
-        order = {r.address.lower(): i for i, r in enumerate(recipients)}
-        return sorted(outcomes, key=lambda o: order[o.recipient.lower()])
+            return [recipients]
+        calls = [
+            groups[start : start + MAX_MESSAGES] for start in range(0, len(groups), MAX_MESSAGES)
+        ]
+        return http.regroup(recipients, [[a for g in call for a in g.recipients] for call in calls])
 
-    async def _call(
-        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+    def settle(
+        self,
+        message: OutboundMessage,
+        recipients: Sequence[OutboundRecipient],
+        answer: http.Answer,
+        duration: float,
+        lost: Sequence[str],
     ) -> list[Outcome]:
-        wait_until = self.window.take(self.clock.time())
-        if wait_until is not None:
-            return self._over_limit(recipients, wait_until)
-        started = self.clock.monotonic()
-        answer, lost = await self.exchange(message, recipients)
-        duration = self.clock.monotonic() - started
-        if isinstance(answer, NoAnswer):
-            reply = Reply(451, answer.enhanced, f"{self.name}: {answer.text}")
-            return [self._deferred(r.address, reply, duration) for r in recipients]
+        """Per message, and inside a failed message per recipient; one verdict for all
+        when the answer has no per-message results."""
         entries = _entries(answer)
         _, groups = self._groups(message, recipients)
         if entries is None or len(entries) != len(groups):
-            return self.outcomes(answer, recipients, duration, lost)  # one verdict for all
+            return self.outcomes(answer, recipients, duration, lost)
         remote = RemoteInfo(mailer=self.name, host=self.host)
         results: dict[str, Outcome] = {}
         for group, entry in zip(groups, entries, strict=True):
@@ -236,7 +200,9 @@ class MailjetMailer(HttpMailer):
                 here = RemoteInfo(mailer=self.name, host=self.host, provider_id=provider_id)
                 text = f"accepted as {provider_id}{suffix}"
                 found.append(
-                    outcome(address, classify(self.TABLE, 200), text, here, duration=duration)
+                    jsonapi.outcome(
+                        address, http.classify(self.TABLE, 200), text, here, duration=duration
+                    )
                 )
             return found
         refused: dict[str, tuple[Rule, str]] = {}
@@ -254,15 +220,17 @@ class MailjetMailer(HttpMailer):
         for address in group.recipients:
             if address.lower() in refused:
                 rule, words = refused[address.lower()]
-                found.append(outcome(address, rule, words, remote, duration=duration))
+                found.append(jsonapi.outcome(address, rule, words, remote, duration=duration))
             elif refused:
                 words = "not sent: Mailjet refused another recipient of the message"
                 found.append(
-                    outcome(address, _NOT_SENT, words, remote, duration=duration, failover=False)
+                    jsonapi.outcome(
+                        address, _NOT_SENT, words, remote, duration=duration, failover=False
+                    )
                 )
             else:
                 found.append(
-                    outcome(address, message_rule, message_words, remote, duration=duration)
+                    jsonapi.outcome(address, message_rule, message_words, remote, duration=duration)
                 )
         return found
 
@@ -276,7 +244,7 @@ def _error_words(error: Mapping[str, Any], status: int) -> str:
     return " ".join(str(p) for p in parts if p)
 
 
-def _entries(answer: Answer) -> list[Mapping[str, Any]] | None:
+def _entries(answer: http.Answer) -> list[Mapping[str, Any]] | None:
     """The per-message results of a 200 or 400 answer; None for any other answer."""
     if answer.status not in (200, 400):
         return None

@@ -84,6 +84,12 @@ class ParsedMessage:
     def inline(self) -> tuple[Attachment, ...]:
         return tuple(part for part in self.attachments if part.inline)
 
+    def named_attachments(self) -> Iterator[tuple[str, Attachment]]:
+        """Each attachment with the file name an API requires: its own, else its
+        Content-ID, else ``part-N`` (counted from 1)."""
+        for index, part in enumerate(self.attachments, start=1):
+            yield part.filename or part.content_id or f"part-{index}", part
+
     def with_to(self) -> ParsedMessage:
         """For APIs that require a To recipient: when this delivery has none in To, the
         Cc (else Bcc) recipients take its place, and ``lost`` says so."""

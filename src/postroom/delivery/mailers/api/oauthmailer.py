@@ -6,9 +6,10 @@ provider's table (misconfigured: deferred with failover, logged). When no token 
 had, the attempt gets no answer: deferred with failover, and the reason as its text:
 for a revoked refresh token, the sentence that says to run ``postroom mailer authorize``.
 
-``with_bcc`` is for APIs that take the raw message and send to its To, Cc and Bcc
-headers (they have no envelope): recipients of this delivery that no header names
-are added in a ``Bcc:`` header, which the provider removes before sending.
+``RawMessageMailer`` is for APIs that take the raw message and send to its To, Cc and
+Bcc headers (they have no envelope, Gmail and Graph): ``with_bcc`` adds the recipients
+of this delivery that no header names in a ``Bcc:`` header, which the provider removes
+before sending.
 """
 
 from __future__ import annotations
@@ -17,23 +18,22 @@ import email.utils
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import httpx
 
 from postroom.clock import Clock
-from postroom.config.providers import ProviderMailerSettings
-from postroom.delivery.mailers.api.http import Answer, HttpMailer, NoAnswer
-from postroom.delivery.mailers.oauth.flow import (
-    AccessTokens,
-    OAuthError,
-    OAuthSettings,
-    oauth_config,
+from postroom.config.providers import (
+    GmailMailerSettings,
+    OutlookMailerSettings,
+    ZohoMailerSettings,
 )
+from postroom.delivery.mailers.api.http import Answer, Credentials, HttpMailer, NoAnswer, environ_or
+from postroom.delivery.mailers.oauth.flow import AccessTokens, OAuthError, oauth_config
 from postroom.delivery.mailers.oauth.tokens import TokenFile, token_path
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
-__all__ = ["BearerAuth", "OAuthHttpMailer", "with_bcc"]
+__all__ = ["BearerAuth", "OAuthHttpMailer", "RawMessageMailer", "with_bcc"]
 
 _HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
 
@@ -54,22 +54,30 @@ class BearerAuth(httpx.Auth):
             yield request
 
 
-class OAuthHttpMailer(HttpMailer):
-    """An ``HttpMailer`` whose requests carry an OAuth access token."""
+# The concrete settings classes: only they carry the ``type`` that picks the OAuth provider.
+OAuthSettingsT_co = TypeVar(
+    "OAuthSettingsT_co",
+    bound=GmailMailerSettings | OutlookMailerSettings | ZohoMailerSettings,
+    covariant=True,
+)
+
+
+class OAuthHttpMailer(HttpMailer[OAuthSettingsT_co]):
+    """An ``HttpMailer`` whose requests carry an OAuth access token; the refresh token is
+    read from ``data_dir``."""
 
     AUTH_SCHEME = "Bearer"
 
     def __init__(
         self,
-        settings: ProviderMailerSettings,
-        oauth: OAuthSettings,
+        settings: OAuthSettingsT_co,
         *,
         clock: Clock,
         data_dir: Path,
-        environ: Mapping[str, str],
+        environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        config = oauth_config(oauth, environ)
+        config = oauth_config(settings, environ_or(environ))
         self.token_client = httpx.AsyncClient(transport=transport, follow_redirects=False)
         self.tokens = AccessTokens(
             config,
@@ -77,20 +85,32 @@ class OAuthHttpMailer(HttpMailer):
             clock=clock,
             http=self.token_client,
         )
-        auth = BearerAuth(self.tokens, self.AUTH_SCHEME)
-        super().__init__(settings, clock=clock, auth=auth, transport=transport)
+        super().__init__(settings, clock=clock, environ=environ, transport=transport)
 
-    async def exchange(
-        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
-    ) -> tuple[Answer | NoAnswer, tuple[str, ...]]:
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        return Credentials(auth=BearerAuth(self.tokens, self.AUTH_SCHEME))
+
+    async def send(self, request: httpx.Request) -> Answer | NoAnswer:
         try:
-            return await super().exchange(message, recipients)
+            return await super().send(request)
         except OAuthError as exc:
-            return NoAnswer("4.7.0", str(exc)), ()
+            return NoAnswer("4.7.0", str(exc))
 
     async def aclose(self) -> None:
         await super().aclose()
         await self.token_client.aclose()
+
+
+class RawMessageMailer(OAuthHttpMailer[OAuthSettingsT_co]):
+    """An API that sends the raw message to the addresses in its headers."""
+
+    # Never split: the headers say who gets the message, so each request would send
+    # every header address a copy.
+    MAX_RECIPIENTS = 1_000_000
+
+    def raw(self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]) -> bytes:
+        """The message as the API takes it: every recipient of this delivery named."""
+        return with_bcc(message.data, [r.address for r in recipients])
 
 
 def with_bcc(data: bytes, recipients: Sequence[str]) -> bytes:

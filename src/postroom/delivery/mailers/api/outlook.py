@@ -9,35 +9,24 @@ Errors are ``{"error": {"code", "message", "innerError"}}``; 401 renews the toke
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import quote
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import OutlookMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-)
-from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer, with_bcc
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.oauthmailer import RawMessageMailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "OutlookMailer"]
 
 _CONF: Final = Rule(Verdict.MISCONFIG, "4.3.5")
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400:ErrorInvalidRecipients": Rule(Verdict.REJECTED, "5.1.3"),
         "400:ErrorMessageSizeExceeded": Rule(Verdict.REJECTED, "5.3.4"),
         "403:ErrorSendAsDenied": _CONF,
@@ -49,46 +38,26 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-class OutlookMailer(OAuthHttpMailer):
+class OutlookMailer(RawMessageMailer[OutlookMailerSettings]):
     TABLE = TABLE
-    # Never split: the headers say who gets the message, so each request would send
-    # every header address a copy.
-    MAX_RECIPIENTS = 1_000_000
-
-    def __init__(
-        self,
-        settings: OutlookMailerSettings,
-        *,
-        clock: Clock,
-        data_dir: Path,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        user = settings.user
-        self.path = (
-            "/v1.0/me/sendMail" if user == "me" else f"/v1.0/users/{quote(user, safe='@')}/sendMail"
-        )
-        super().__init__(
-            settings,
-            settings,
-            clock=clock,
-            data_dir=data_dir,
-            environ=environ_or(environ),
-            transport=transport,
-        )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> tuple[httpx.Request, tuple[str, ...]]:
-        data = with_bcc(message.data, [r.address for r in recipients])
+        data = self.raw(message, recipients)
         body = base64.b64encode(data)
         headers = {"Content-Type": "text/plain"}
-        return self.client.build_request("POST", self.path, content=body, headers=headers), ()
+        user = self.settings.user
+        path = (
+            "/v1.0/me/sendMail" if user == "me" else f"/v1.0/users/{quote(user, safe='@')}/sendMail"
+        )
+        return self.client.build_request("POST", path, content=body, headers=headers), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
-            return Reading(text=answer.text if answer.status >= 300 else "")
-        code = error.get("code")
-        return Reading(code=str(code) if code else None, text=str(error.get("message") or ""))
+            return http.Reading(text=answer.text if answer.status >= 300 else "")
+        return http.Reading(
+            code=http.str_or_none(error.get("code")), text=str(error.get("message") or "")
+        )

@@ -9,34 +9,21 @@ message id and its recipients, so a retry after a lost answer is not sent twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import ResendMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HintKind,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
-from postroom.delivery.mailers.api.mimeparts import ParsedMessage, base64_text, parse
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "ResendMailer", "payload"]
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # validation_error
         "403:validation_error": Rule(Verdict.MISCONFIG, "4.7.1"),  # domain not verified
         "409:concurrent_idempotent_requests": Rule(Verdict.TEMPORARY, "4.3.0"),
@@ -48,21 +35,13 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-class ResendMailer(HttpMailer):
+class ResendMailer(http.HttpMailer[ResendMailerSettings]):
     TABLE = TABLE
-    RETRY_HEADERS = (("retry-after", HintKind.SECONDS), ("ratelimit-reset", HintKind.SECONDS))
-
-    def __init__(
-        self,
-        settings: ResendMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        key = resolve_secret(settings, environ_or(environ))
-        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        super().__init__(settings, clock=clock, headers=headers, transport=transport)
+    KEY_HEADER = ("Authorization", "Bearer")
+    RETRY_HEADERS = (
+        ("retry-after", http.HintKind.SECONDS),
+        ("ratelimit-reset", http.HintKind.SECONDS),
+    )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -73,50 +52,48 @@ class ResendMailer(HttpMailer):
         headers = {"Idempotency-Key": f"postroom-{digest[:48]}"}
         return self.client.build_request("POST", "/emails", json=data, headers=headers), lost
 
-    def read(self, answer: Answer) -> Reading:
-        body = answer.json()
-        if not isinstance(body, dict):
-            return Reading()
-        ident = body.get("id")
-        name = body.get("name")
-        return Reading(
-            code=str(name) if name else None,
+    def read(self, answer: http.Answer) -> http.Reading:
+        body = answer.fields()
+        return http.Reading(
+            code=http.str_or_none(body.get("name")),
             text=str(body.get("message", "")),
-            provider_id=str(ident) if ident else None,
+            provider_id=http.str_or_none(body.get("id")),
         )
+
+
+def _formatted(boxes: Sequence[Mailbox]) -> list[str]:
+    return [box.formatted() for box in boxes]
 
 
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``emails`` body for a parsed message, and what it could not carry."""
     parsed = parsed.with_to()
-    lost = list(parsed.lost)
-    data: dict[str, Any] = {"subject": parsed.subject, "to": [b.formatted() for b in parsed.to]}
-    if parsed.sender is not None:
-        data["from"] = parsed.sender.formatted()
-    for key, boxes in (("cc", parsed.cc), ("bcc", parsed.bcc), ("reply_to", parsed.reply_to)):
-        if boxes:
-            data[key] = [b.formatted() for b in boxes]
-    if parsed.text is not None:
-        data["text"] = parsed.text
-    if parsed.html is not None:
-        data["html"] = parsed.html
-    headers = dict(parsed.headers)
-    if len(headers) < len(parsed.headers):
-        lost.append("repeated custom headers (Resend keeps one of each)")
-    if parsed.message_id:
-        headers["Message-ID"] = parsed.message_id
-    if headers:
-        data["headers"] = headers
-    attachments = []
-    for index, part in enumerate(parsed.attachments, start=1):
-        item = {
-            "content": base64_text(part.content),
-            "filename": part.filename or f"part-{index}",
-            "content_type": part.content_type,
-        }
-        if part.content_id:
-            item["content_id"] = part.content_id
-        attachments.append(item)
-    if attachments:
-        data["attachments"] = attachments
-    return data, tuple(lost)
+    headers, repeated = jsonapi.custom_headers(parsed, "Resend", message_id="Message-ID")
+    attachments = [
+        jsonapi.optional(
+            {
+                "content": base64_text(part.content),
+                "filename": name,
+                "content_type": part.content_type,
+                "content_id": part.content_id,
+            }
+        )
+        for name, part in parsed.named_attachments()
+    ]
+    data = {
+        "subject": parsed.subject,
+        "to": _formatted(parsed.to),
+        **jsonapi.optional(
+            {
+                "from": parsed.sender.formatted() if parsed.sender else None,
+                "cc": _formatted(parsed.cc),
+                "bcc": _formatted(parsed.bcc),
+                "reply_to": _formatted(parsed.reply_to),
+                "text": parsed.text,
+                "html": parsed.html,
+                "headers": headers,
+                "attachments": attachments,
+            }
+        ),
+    }
+    return data, (*parsed.lost, *repeated)

@@ -10,33 +10,20 @@ and dropped later (its event webhook says so).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import SendgridMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HintKind,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
-from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.mimeparts import ParsedMessage, base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SendgridMailer", "payload"]
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400": Rule(Verdict.REJECTED, "5.6.0"),  # the request (the message) is invalid
         "401": Rule(Verdict.MISCONFIG, "4.7.0"),  # bad key, or credits exhausted
         "403": Rule(Verdict.MISCONFIG, "4.7.1"),  # sender identity not verified
@@ -44,39 +31,29 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-class SendgridMailer(HttpMailer):
+class SendgridMailer(http.HttpMailer[SendgridMailerSettings]):
     TABLE = TABLE
+    KEY_HEADER = ("Authorization", "Bearer")
     MAX_RECIPIENTS = 1000  # its documented cap per request
-    RETRY_HEADERS = (("retry-after", HintKind.SECONDS), ("x-ratelimit-reset", HintKind.EPOCH))
-
-    def __init__(
-        self,
-        settings: SendgridMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        key = resolve_secret(settings, environ_or(environ))
-        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        super().__init__(settings, clock=clock, headers=headers, transport=transport)
+    RETRY_HEADERS = (
+        ("retry-after", http.HintKind.SECONDS),
+        ("x-ratelimit-reset", http.HintKind.EPOCH),
+    )
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> tuple[httpx.Request, tuple[str, ...]]:
-        parsed = parse(message.data, [r.address for r in recipients])
-        data, lost = payload(parsed)
+        data, lost = payload(parse(message.data, [r.address for r in recipients]))
         return self.client.build_request("POST", "/v3/mail/send", json=data), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         if 200 <= answer.status < 300:
-            return Reading(provider_id=answer.headers.get("x-message-id"))
-        body = answer.json()
-        errors = body.get("errors") if isinstance(body, dict) else None
+            return http.Reading(provider_id=answer.headers.get("x-message-id"))
+        errors = answer.fields().get("errors")
         if isinstance(errors, list):
             words = "; ".join(_error_text(e) for e in errors if isinstance(e, dict))
-            return Reading(text=words)
-        return Reading()
+            return http.Reading(text=words)
+        return http.Reading()
 
 
 def _error_text(error: Mapping[str, Any]) -> str:
@@ -84,45 +61,41 @@ def _error_text(error: Mapping[str, Any]) -> str:
     return f"{error.get('message')} ({field})" if field else str(error.get("message"))
 
 
-def _box(box: Mailbox) -> dict[str, str]:
-    return {"email": box.email, "name": box.name} if box.name else {"email": box.email}
-
-
 def payload(parsed: ParsedMessage) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``mail/send`` body for a parsed message, and what it could not carry."""
     parsed = parsed.with_to()
-    lost = list(parsed.lost)
-    personalization: dict[str, Any] = {"to": [_box(b) for b in parsed.to]}
-    if parsed.cc:
-        personalization["cc"] = [_box(b) for b in parsed.cc]
-    if parsed.bcc:
-        personalization["bcc"] = [_box(b) for b in parsed.bcc]
-    data: dict[str, Any] = {"personalizations": [personalization], "subject": parsed.subject}
-    if parsed.sender is not None:
-        data["from"] = _box(parsed.sender)
-    if parsed.reply_to:
-        data["reply_to_list"] = [_box(b) for b in parsed.reply_to]
+    personalization = {
+        "to": jsonapi.mailbox_objects(parsed.to),
+        **jsonapi.optional(
+            {"cc": jsonapi.mailbox_objects(parsed.cc), "bcc": jsonapi.mailbox_objects(parsed.bcc)}
+        ),
+    }
     # SendGrid wants text/plain first, then text/html.
     content = [("text/plain", parsed.text), ("text/html", parsed.html)]
-    data["content"] = [{"type": t, "value": v} for t, v in content if v is not None]
-    attachments = []
-    for index, part in enumerate(parsed.attachments, start=1):
-        item = {
-            "content": base64_text(part.content),
-            "type": part.content_type,
-            "filename": part.filename or f"part-{index}",
-            "disposition": "inline" if part.inline else "attachment",
-        }
-        if part.content_id:
-            item["content_id"] = part.content_id
-        attachments.append(item)
-    if attachments:
-        data["attachments"] = attachments
-    headers = dict(parsed.headers)
-    if len(headers) < len(parsed.headers):
-        lost.append("repeated custom headers (SendGrid keeps one of each)")
-    if parsed.message_id:
-        headers["Message-ID"] = parsed.message_id
-    if headers:
-        data["headers"] = headers
-    return data, tuple(lost)
+    attachments = [
+        jsonapi.optional(
+            {
+                "content": base64_text(part.content),
+                "type": part.content_type,
+                "filename": name,
+                "disposition": "inline" if part.inline else "attachment",
+                "content_id": part.content_id,
+            }
+        )
+        for name, part in parsed.named_attachments()
+    ]
+    headers, repeated = jsonapi.custom_headers(parsed, "SendGrid", message_id="Message-ID")
+    data = {
+        "personalizations": [personalization],
+        "subject": parsed.subject,
+        "content": [{"type": t, "value": v} for t, v in content if v is not None],
+        **jsonapi.optional(
+            {
+                "from": jsonapi.mailbox_object(parsed.sender) if parsed.sender else None,
+                "reply_to_list": jsonapi.mailbox_objects(parsed.reply_to),
+                "attachments": attachments,
+                "headers": headers,
+            }
+        ),
+    }
+    return data, (*parsed.lost, *repeated)

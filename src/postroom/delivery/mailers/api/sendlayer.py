@@ -11,29 +11,16 @@ HTTP status of each code is not documented, so they are matched on every 4xx.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import SendlayerMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
-from postroom.delivery.mailers.api.jsonapi import b64, post_json
-from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
-from postroom.delivery.outcome import Outcome
 
 __all__ = ["LIMITS", "TABLE", "SendlayerMailer", "build_email"]
 
@@ -47,11 +34,8 @@ _CODES: Final[Mapping[str, Rule]] = {
     "32": Rule(Verdict.MISCONFIG, "4.3.5"),  # sending domain not activated
 }
 
-TABLE: Final[Table] = MappingProxyType(
-    {
-        **DEFAULT_TABLE,
-        **{f"{status}:{code}": rule for status in range(400, 430) for code, rule in _CODES.items()},
-    }
+TABLE: Final[http.Table] = http.table(
+    {f"{status}:{code}": rule for status in range(400, 430) for code, rule in _CODES.items()}
 )
 
 
@@ -59,67 +43,52 @@ def _boxes(boxes: Sequence[Mailbox]) -> list[dict[str, str]]:
     return [{"name": b.name, "email": b.email} for b in boxes]
 
 
-def build_email(parsed: ParsedMessage, group: Addressed) -> dict[str, Any]:
-    body: dict[str, Any] = {
+def build_email(parsed: ParsedMessage, group: Addressed) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The ``email`` body for one group of recipients, and what it could not carry."""
+    attachments = [
+        jsonapi.optional(
+            {
+                "Content": base64_text(part.content),
+                "Type": part.content_type,
+                "Filename": name,
+                "Disposition": "inline" if part.inline else "attachment",
+                "ContentId": part.content_id,
+            }
+        )
+        for name, part in parsed.named_attachments()
+    ]
+    headers, repeated = jsonapi.custom_headers(parsed, "SendLayer")
+    body = {
         "To": _boxes(group.to),
         "Subject": parsed.subject,
         "ContentType": "HTML" if parsed.html is not None else "plain",
-    }
-    if parsed.sender is not None:
-        body["From"] = _boxes([parsed.sender])[0]
-    if group.cc:
-        body["CC"] = _boxes(group.cc)
-    if group.bcc:
-        body["BCC"] = _boxes(group.bcc)
-    if parsed.reply_to:
-        body["ReplyTo"] = _boxes(parsed.reply_to)
-    if parsed.html is not None:
-        body["HTMLContent"] = parsed.html
-    if parsed.text is not None:
-        body["PlainContent"] = parsed.text
-    if parsed.headers:
-        body["Headers"] = dict(parsed.headers)
-    if parsed.attachments:
-        body["Attachments"] = [
+        **jsonapi.optional(
             {
-                "Content": b64(part.content),
-                "Type": part.content_type,
-                "Filename": part.filename or part.content_id or "attachment",
-                "Disposition": "inline" if part.inline else "attachment",
-                **({"ContentId": part.content_id} if part.content_id else {}),
+                "From": _boxes([parsed.sender])[0] if parsed.sender else None,
+                "CC": _boxes(group.cc),
+                "BCC": _boxes(group.bcc),
+                "ReplyTo": _boxes(parsed.reply_to),
+                "HTMLContent": parsed.html,
+                "PlainContent": parsed.text,
+                "Headers": headers,
+                "Attachments": attachments,
             }
-            for part in parsed.attachments
-        ]
-    return body
+        ),
+    }
+    return body, (*parsed.lost, *repeated)
 
 
-class SendlayerMailer(HttpMailer):
+class SendlayerMailer(http.HttpMailer[SendlayerMailerSettings]):
     TABLE = TABLE
+    KEY_HEADER = ("Authorization", "Bearer")
 
-    def __init__(
-        self,
-        settings: SendlayerMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        key = resolve_secret(settings, environ_or(environ))
-        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        super().__init__(settings, clock=clock, headers=headers, transport=transport)
-
-    async def deliver(
+    def batches(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
-    ) -> list[Outcome]:
+    ) -> list[Sequence[OutboundRecipient]]:
         """One request per group of recipients within SendLayer's limits."""
-        parsed = parse(message.data, [r.address for r in recipients])
-        by_address = {r.address.lower(): r for r in recipients}
-        outcomes: list[Outcome] = []
-        for group in split(parsed, [r.address for r in recipients], **LIMITS):
-            members = [by_address[a.lower()] for a in group.recipients]
-            outcomes.extend(await super().deliver(message, members))
-        order = {r.address.lower(): i for i, r in enumerate(recipients)}
-        return sorted(outcomes, key=lambda o: order[o.recipient.lower()])
+        addresses = [r.address for r in recipients]
+        groups = split(parse(message.data, addresses), addresses, **LIMITS)
+        return http.regroup(recipients, [group.recipients for group in groups])
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -127,23 +96,19 @@ class SendlayerMailer(HttpMailer):
         addresses = [r.address for r in recipients]
         parsed = parse(message.data, addresses)
         [group] = split(parsed, addresses, **LIMITS)  # deliver() sends one group at a time
-        request = post_json(self.client, "/api/v1/email", build_email(parsed, group))
-        lost = list(parsed.lost)
-        if len({n.lower() for n, _ in parsed.headers}) != len(parsed.headers):
-            lost.append("repeated headers (one of each is sent)")
-        return request, tuple(lost)
+        body, lost = build_email(parsed, group)
+        return jsonapi.post_json(self.client, "/api/v1/email", body), lost
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         if not isinstance(data, dict):
-            return Reading(text=answer.text)
+            return http.Reading(text=answer.text)
         if answer.status == 200 and data.get("MessageID"):
-            return Reading(provider_id=str(data["MessageID"]))
+            return http.Reading(provider_id=http.str_or_none(data["MessageID"]))
         errors = data.get("Errors") or data.get("Error")
         first = errors[0] if isinstance(errors, list) and errors else errors
         if isinstance(first, dict):
             code = first.get("Code")
-            return Reading(
-                code=str(code) if code is not None else None, text=str(first.get("Message") or "")
-            )
-        return Reading(text=str(first or answer.text))
+            text = str(first.get("Message") or "")
+            return http.Reading(code=None if code is None else str(code), text=text)
+        return http.Reading(text=str(first or answer.text))

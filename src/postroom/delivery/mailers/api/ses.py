@@ -13,36 +13,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials as AwsCredentials
 
-from postroom.clock import Clock
 from postroom.config.providers import SesMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import base64_text, parse
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SesMailer", "SigV4"]
 
 _CONF: Final = Rule(Verdict.MISCONFIG, "4.3.5")
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400:MessageRejected": Rule(Verdict.REJECTED, "5.7.1"),
         "400:BadRequestException": Rule(Verdict.REJECTED, "5.6.0"),
         "400:MailFromDomainNotVerifiedException": _CONF,
@@ -62,7 +50,7 @@ class SigV4(httpx.Auth):
     requires_request_body = True
 
     def __init__(self, access_key_id: str, secret_access_key: str, region: str) -> None:
-        self._signer = SigV4Auth(Credentials(access_key_id, secret_access_key), "ses", region)
+        self._signer = SigV4Auth(AwsCredentials(access_key_id, secret_access_key), "ses", region)
 
     def __repr__(self) -> str:
         return "<SigV4>"
@@ -81,23 +69,13 @@ class SigV4(httpx.Auth):
         yield request
 
 
-class SesMailer(HttpMailer):
+class SesMailer(http.HttpMailer[SesMailerSettings]):
     TABLE = TABLE
 
-    def __init__(
-        self,
-        settings: SesMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        env = environ_or(environ)
-        secret = resolve_secret(settings, env)
-        key_id = resolve_secret(settings, env, value="access_key_id")
-        auth = SigV4(key_id, secret, settings.region)
-        super().__init__(settings, clock=clock, auth=auth, transport=transport)
-        self.configuration_set = settings.configuration_set
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        secret = http.resolve_secret(self.settings, environ)
+        key_id = http.resolve_secret(self.settings, environ, value="access_key_id")
+        return http.Credentials(auth=SigV4(key_id, secret, self.settings.region))
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -116,20 +94,19 @@ class SesMailer(HttpMailer):
             "Destination": destination,
             "Content": {"Raw": {"Data": base64_text(message.data)}},
         }
-        if self.configuration_set:
-            data["ConfigurationSetName"] = self.configuration_set
+        if self.settings.configuration_set:
+            data["ConfigurationSetName"] = self.settings.configuration_set
         body = json.dumps(data).encode()
         headers = {"Content-Type": "application/json"}
         return self.client.build_request("POST", _PATH, content=body, headers=headers), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         body = answer.json()
         body = body if isinstance(body, dict) else {}
         if 200 <= answer.status < 300:
-            ident = body.get("MessageId")
-            return Reading(provider_id=str(ident) if ident else None)
+            return http.Reading(provider_id=http.str_or_none(body.get("MessageId")))
         kind = answer.headers.get("x-amzn-errortype") or body.get("__type") or body.get("code")
         kind = body.get("Code") if kind is None else kind
         code = str(kind).split(":")[0].split("#")[-1] if kind else None
         words = body.get("message") or body.get("Message") or ""
-        return Reading(code=code, text=f"{code}: {words}" if code else str(words))
+        return http.Reading(code=code, text=f"{code}: {words}" if code else str(words))

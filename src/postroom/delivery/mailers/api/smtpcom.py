@@ -12,59 +12,42 @@ text, so a message that is not UTF-8 (8-bit in another charset) is rebuilt from
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import SmtpcomMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
-from postroom.delivery.mailers.api.jsonapi import b64, post_json
-from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, base64_text, parse
 from postroom.delivery.mailers.api.rcptsplit import Addressed, split
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SmtpcomMailer", "build_fields", "build_mime"]
 
-TABLE: Final[Table] = MappingProxyType(
-    {**DEFAULT_TABLE, "400:channel": Rule(Verdict.MISCONFIG, "4.3.5")}  # unknown channel
-)
+TABLE: Final[http.Table] = http.table(
+    {"400:channel": Rule(Verdict.MISCONFIG, "4.3.5")}
+)  # unknown channel
 
 _MSG_ID: Final = re.compile(r"msg_id:\s*(\S+)")
 
 
 def _boxes(boxes: Sequence[Mailbox]) -> list[dict[str, str]]:
-    return [{"name": b.name, "address": b.email} if b.name else {"address": b.email} for b in boxes]
+    return jsonapi.mailbox_objects(boxes, email="address")
 
 
 def _recipients(group: Addressed) -> dict[str, Any]:
-    found: dict[str, Any] = {"to": _boxes(group.to)}
-    if group.cc:
-        found["cc"] = _boxes(group.cc)
-    if group.bcc:
-        found["bcc"] = _boxes(group.bcc)
-    return found
+    return {
+        "to": _boxes(group.to),
+        **jsonapi.optional({"cc": _boxes(group.cc), "bcc": _boxes(group.bcc)}),
+    }
 
 
 def _originator(parsed: ParsedMessage) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    if parsed.sender is not None:
-        found["from"] = _boxes([parsed.sender])[0]
-    if parsed.reply_to:
-        found["reply_to"] = _boxes(parsed.reply_to)[0]
-    return found
+    """The From mailbox and the first Reply-To, each one object."""
+    boxes = {"from": parsed.sender, "reply_to": next(iter(parsed.reply_to), None)}
+    return {key: _boxes([box])[0] for key, box in boxes.items() if box is not None}
 
 
 def build_mime(channel: str, text: str, parsed: ParsedMessage, group: Addressed) -> dict[str, Any]:
@@ -76,52 +59,43 @@ def build_mime(channel: str, text: str, parsed: ParsedMessage, group: Addressed)
     }
 
 
-def build_fields(channel: str, parsed: ParsedMessage, group: Addressed) -> dict[str, Any]:
+def build_fields(
+    channel: str, parsed: ParsedMessage, group: Addressed
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The ``messages`` body (the message rebuilt from its parts), and what it could not carry."""
     parts = [
         {"type": ctype, "charset": "UTF-8", "encoding": "quoted-printable", "content": content}
         for ctype, content in (("text/plain", parsed.text), ("text/html", parsed.html))
         if content is not None
     ]
-    body: dict[str, Any] = {"parts": parts}
-    if parsed.attachments:
-        body["attachments"] = [
+    attachments = [
+        jsonapi.optional(
             {
                 "type": part.content_type,
                 "disposition": "inline" if part.inline else "attachment",
-                "filename": part.filename or part.content_id or "attachment",
-                "content": b64(part.content),
+                "filename": name,
+                "content": base64_text(part.content),
                 "encoding": "base64",
-                **({"cid": part.content_id} if part.content_id else {}),
+                "cid": part.content_id,
             }
-            for part in parsed.attachments
-        ]
-    found: dict[str, Any] = {
+        )
+        for name, part in parsed.named_attachments()
+    ]
+    headers, repeated = jsonapi.custom_headers(parsed, "SMTP.com")
+    found = {
         "channel": channel,
         "recipients": _recipients(group),
         "originator": _originator(parsed),
         "subject": parsed.subject,
-        "body": body,
+        "body": {"parts": parts, **jsonapi.optional({"attachments": attachments})},
+        **jsonapi.optional({"custom_headers": headers}),
     }
-    if parsed.headers:
-        found["custom_headers"] = dict(parsed.headers)
-    return found
+    return found, (*parsed.lost, *repeated)
 
 
-class SmtpcomMailer(HttpMailer):
+class SmtpcomMailer(http.HttpMailer[SmtpcomMailerSettings]):
     TABLE = TABLE
-
-    def __init__(
-        self,
-        settings: SmtpcomMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.channel = settings.channel
-        key = resolve_secret(settings, environ_or(environ))
-        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        super().__init__(settings, clock=clock, headers=headers, transport=transport)
+    KEY_HEADER = ("Authorization", "Bearer")
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -129,30 +103,30 @@ class SmtpcomMailer(HttpMailer):
         addresses = [r.address for r in recipients]
         parsed = parse(message.data, addresses)
         [group] = split(parsed, addresses)
+        channel = self.settings.channel
         try:
             text = message.data.decode("utf-8")
         except UnicodeDecodeError:
-            body = build_fields(self.channel, parsed, group)
-            request = post_json(self.client, "/v4/messages", body)
-            return request, parsed.lost
-        body = build_mime(self.channel, text, parsed, group)
-        return post_json(self.client, "/v4/messages/mime", body), ()
+            body, lost = build_fields(channel, parsed, group)
+            return jsonapi.post_json(self.client, "/v4/messages", body), lost
+        body = build_mime(channel, text, parsed, group)
+        return jsonapi.post_json(self.client, "/v4/messages/mime", body), ()
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         if not isinstance(data, dict):
-            return Reading(text=answer.text)
+            return http.Reading(text=answer.text)
         inner = data.get("data")
         if data.get("status") == "success" and isinstance(inner, dict):
             found = inner.get("msg_id")
             if not found and isinstance(inner.get("message"), str):
                 match = _MSG_ID.search(inner["message"])
                 found = match.group(1) if match else None
-            return Reading(provider_id=str(found) if found else None)
+            return http.Reading(provider_id=http.str_or_none(found))
         if isinstance(inner, dict):
             nested = inner.get("errors")
             errors: dict[str, Any] = nested if isinstance(nested, dict) else inner
             field = next(iter(errors), None)
             words = "; ".join(f"{k}: {v}" for k, v in errors.items())
-            return Reading(code=str(field) if field else None, text=words)
-        return Reading(text=str(data.get("message") or answer.text))
+            return http.Reading(code=http.str_or_none(field), text=words)
+        return http.Reading(text=str(data.get("message") or answer.text))

@@ -10,31 +10,19 @@ plan's sending limit (hourly, daily): the message waits or fails over.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import SparkpostMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    HttpMailer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-    resolve_secret,
-)
+from postroom.delivery.mailers.api import http
+from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SparkpostMailer"]
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400:1902": Rule(Verdict.REJECTED, "5.7.1"),  # recipient suppressed by policy
         "400:7001": Rule(Verdict.MISCONFIG, "4.3.5"),  # sending domain not set up
         "403:1100": Rule(Verdict.MISCONFIG, "4.7.1"),  # the key lacks the permission
@@ -46,22 +34,16 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-class SparkpostMailer(HttpMailer):
+class SparkpostMailer(http.HttpMailer[SparkpostMailerSettings]):
     TABLE = TABLE
 
-    def __init__(
-        self,
-        settings: SparkpostMailerSettings,
-        *,
-        clock: Clock,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        key = resolve_secret(settings, environ_or(environ))
-        headers = {"Authorization": key, "Accept": "application/json"}
-        if settings.subaccount is not None:
-            headers["X-MSYS-SUBACCOUNT"] = str(settings.subaccount)
-        super().__init__(settings, clock=clock, headers=headers, transport=transport)
+    KEY_HEADER = ("Authorization", "")
+
+    def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
+        key = super().credentials(environ)
+        if self.settings.subaccount is None:
+            return key
+        return http.Credentials({**key.headers, "X-MSYS-SUBACCOUNT": str(self.settings.subaccount)})
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -78,22 +60,19 @@ class SparkpostMailer(HttpMailer):
         }
         return self.client.build_request("POST", "/api/v1/transmissions", json=data), lost
 
-    def read(self, answer: Answer) -> Reading:
-        body = answer.json()
-        if not isinstance(body, dict):
-            return Reading()
+    def read(self, answer: http.Answer) -> http.Reading:
+        body = answer.fields()
         results = body.get("results")
         if 200 <= answer.status < 300 and isinstance(results, dict):
-            ident = results.get("id")
             accepted = results.get("total_accepted_recipients")
             code = "rejected" if accepted == 0 else None
-            return Reading(code=code, provider_id=str(ident) if ident else None)
+            return http.Reading(code=code, provider_id=http.str_or_none(results.get("id")))
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             first = errors[0]
             words = "; ".join(_error_text(e) for e in errors if isinstance(e, dict))
-            return Reading(code=str(first.get("code") or "") or None, text=words)
-        return Reading()
+            return http.Reading(code=http.str_or_none(first.get("code")), text=words)
+        return http.Reading()
 
 
 def _error_text(error: Mapping[str, Any]) -> str:

@@ -13,37 +13,23 @@ Reply-To (both recorded as not carried). Attachments are uploaded first
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 
-from postroom.clock import Clock
 from postroom.config.providers import ZohoMailerSettings
-from postroom.delivery.mailers.api.http import (
-    DEFAULT_TABLE,
-    Answer,
-    NoAnswer,
-    Reading,
-    Rule,
-    Table,
-    Verdict,
-    environ_or,
-)
-from postroom.delivery.mailers.api.jsonapi import post_json
-from postroom.delivery.mailers.api.mimeparts import Attachment, Mailbox, ParsedMessage, parse
+from postroom.delivery.mailers.api import http, jsonapi
+from postroom.delivery.mailers.api.http import Rule, Verdict
+from postroom.delivery.mailers.api.mimeparts import Mailbox, ParsedMessage, parse
 from postroom.delivery.mailers.api.oauthmailer import OAuthHttpMailer
 from postroom.delivery.mailers.api.rcptsplit import split
-from postroom.delivery.mailers.oauth.flow import OAuthError
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "ZohoMailer", "build_send"]
 
-TABLE: Final[Table] = MappingProxyType(
+TABLE: Final[http.Table] = http.table(
     {
-        **DEFAULT_TABLE,
         "400:PATTERN_NOT_MATCHED": Rule(Verdict.MISCONFIG, "4.3.5"),  # e.g. a bad account id
         "400:EXTRA_KEY_FOUND_IN_JSON": Rule(Verdict.MISCONFIG, "4.3.5"),
         "500": Rule(Verdict.TEMPORARY, "4.3.0"),
@@ -51,21 +37,9 @@ TABLE: Final[Table] = MappingProxyType(
 )
 
 
-_SPECIALS: Final = frozenset('()<>[]:;@\\,."')
-
-
-def _address(box: Mailbox) -> str:
-    """``Name <addr>`` in Unicode (a JSON field, not a header: no RFC 2047 words)."""
-    if not box.name:
-        return box.email
-    name = box.name
-    if _SPECIALS & set(name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name} <{box.email}>"
-
-
 def _addresses(boxes: Sequence[Mailbox]) -> str:
-    return ",".join(_address(box) for box in boxes)
+    """``Name <addr>`` in Unicode (a JSON field, not a header: no RFC 2047 words)."""
+    return ",".join(box.formatted() for box in boxes)
 
 
 def build_send(
@@ -74,95 +48,65 @@ def build_send(
     """The send request's JSON, and what it cannot carry."""
     [group] = split(parsed, recipients)
     lost = list(parsed.lost)
-    body: dict[str, Any] = {
-        "fromAddress": _address(parsed.sender) if parsed.sender else "",
-        "toAddress": _addresses(group.to),
-        "subject": parsed.subject,
-        "encoding": "UTF-8",
-    }
-    if group.cc:
-        body["ccAddress"] = _addresses(group.cc)
-    if group.bcc:
-        body["bccAddress"] = _addresses(group.bcc)
     if parsed.html is not None:
-        body["content"], body["mailFormat"] = parsed.html, "html"
+        content, mail_format = parsed.html, "html"
         if parsed.text is not None:
             lost.append("the text/plain alternative (Zoho sends one body)")
     else:
-        body["content"], body["mailFormat"] = parsed.text or "", "plaintext"
-    if uploads:
-        body["attachments"] = [dict(u) for u in uploads]
+        content, mail_format = parsed.text or "", "plaintext"
     lost.extend(f"header {name}" for name, _ in parsed.headers)
     if parsed.reply_to:
         lost.append("Reply-To")
+    body = {
+        "fromAddress": parsed.sender.formatted() if parsed.sender else "",
+        "toAddress": _addresses(group.to),
+        "subject": parsed.subject,
+        "encoding": "UTF-8",
+        "content": content,
+        "mailFormat": mail_format,
+        **jsonapi.optional(
+            {
+                "ccAddress": _addresses(group.cc) or None,
+                "bccAddress": _addresses(group.bcc) or None,
+                "attachments": [dict(u) for u in uploads],
+            }
+        ),
+    }
     return body, lost
 
 
-class ZohoMailer(OAuthHttpMailer):
+class ZohoMailer(OAuthHttpMailer[ZohoMailerSettings]):
     TABLE = TABLE
     AUTH_SCHEME = "Zoho-oauthtoken"
 
-    def __init__(
-        self,
-        settings: ZohoMailerSettings,
-        *,
-        clock: Clock,
-        data_dir: Path,
-        environ: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.path = f"/api/accounts/{quote(settings.account_id, safe='')}/messages"
-        super().__init__(
-            settings,
-            settings,
-            clock=clock,
-            data_dir=data_dir,
-            environ=environ_or(environ),
-            transport=transport,
-        )
+    @property
+    def path(self) -> str:
+        return f"/api/accounts/{quote(self.settings.account_id, safe='')}/messages"
 
     async def exchange(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
-    ) -> tuple[Answer | NoAnswer, tuple[str, ...]]:
+    ) -> tuple[http.Answer | http.NoAnswer, tuple[str, ...]]:
         """Upload the attachments, then send; the first answer that is not a success ends it."""
         addresses = [r.address for r in recipients]
         parsed = parse(message.data, addresses)
         uploads = []
-        for part in parsed.attachments:
-            answer = await self._upload(part)
-            if isinstance(answer, NoAnswer) or answer.status != 200:
+        for name, part in parsed.named_attachments():
+            params = jsonapi.optional(
+                {"fileName": name, "isInline": "true" if part.inline else None}
+            )
+            upload = self.client.build_request(
+                "POST",
+                f"{self.path}/attachments",
+                params=params,
+                content=part.content,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            answer = await self.send(upload)
+            if isinstance(answer, http.NoAnswer) or answer.status != 200:
                 return answer, ()
             uploads.append(_uploaded(answer))
         body, lost = build_send(parsed, addresses, uploads)
-        request = post_json(self.client, self.path, body)
-        return await self._send(request), tuple(lost)
-
-    async def _upload(self, part: Attachment) -> Answer | NoAnswer:
-        params = {"fileName": part.filename or part.content_id or "attachment"}
-        if part.inline:
-            params["isInline"] = "true"
-        request = self.client.build_request(
-            "POST",
-            f"{self.path}/attachments",
-            params=params,
-            content=part.content,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return await self._send(request)
-
-    async def _send(self, request: httpx.Request) -> Answer | NoAnswer:
-        try:
-            response = await self.client.send(request)
-            body = await response.aread()
-        except OAuthError as exc:
-            return NoAnswer("4.7.0", str(exc))
-        except httpx.TimeoutException:
-            return NoAnswer("4.4.2", f"no answer from {self.host} in time")
-        except httpx.ConnectError as exc:
-            return NoAnswer("4.4.1", f"cannot connect to {self.host}: {exc}")
-        except httpx.TransportError as exc:
-            return NoAnswer("4.4.2", f"connection to {self.host} failed: {exc!r}")
-        return Answer(response.status_code, response.headers, body)
+        return await self.send(jsonapi.post_json(self.client, self.path, body)), tuple(lost)
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
@@ -170,27 +114,25 @@ class ZohoMailer(OAuthHttpMailer):
         """The send alone (``postroom mailer test`` shows it); ``exchange`` uploads first."""
         addresses = [r.address for r in recipients]
         body, lost = build_send(parse(message.data, addresses), addresses, [])
-        return post_json(self.client, self.path, body), tuple(lost)
+        return jsonapi.post_json(self.client, self.path, body), tuple(lost)
 
-    def read(self, answer: Answer) -> Reading:
+    def read(self, answer: http.Answer) -> http.Reading:
         data = answer.json()
         if not isinstance(data, dict):
-            return Reading(text=answer.text)
+            return http.Reading(text=answer.text)
         status = _object(data.get("status"))
         inner = _object(data.get("data"))
         if answer.status == 200 and status.get("code", 200) == 200:
-            found = inner.get("messageId")
-            return Reading(provider_id=str(found) if found else None)
-        code = inner.get("errorCode")
+            return http.Reading(provider_id=http.str_or_none(inner.get("messageId")))
         words = " ".join(str(w) for w in (status.get("description"), inner.get("moreInfo")) if w)
-        return Reading(code=str(code) if code else None, text=words)
+        return http.Reading(code=http.str_or_none(inner.get("errorCode")), text=words)
 
 
 def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _uploaded(answer: Answer) -> dict[str, Any]:
+def _uploaded(answer: http.Answer) -> dict[str, Any]:
     data = answer.json()
     inner = data.get("data") if isinstance(data, dict) else None
     item = inner[0] if isinstance(inner, list) and inner else inner

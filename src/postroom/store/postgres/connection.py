@@ -1,0 +1,92 @@
+"""Connections to PostgreSQL: the writer's (group commit) and the error mapping.
+
+The URL is handed to libpq as it is, so libpq's own rules apply: the password from
+PGPASSWORD or ``~/.pgpass`` (PGPASSFILE), TLS from ``sslmode`` and friends in the URL,
+a unix socket directory as ``host``.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
+from postroom.store.postgres.schema import migrate
+
+__all__ = ["Link", "Writer", "connect", "store_error"]
+
+Conn = psycopg.Connection[Any]
+_CONNECT_TIMEOUT = 10  # seconds: a database that does not answer is unavailable
+
+
+def connect(url: str, *, lock_timeout: float, autocommit: bool = False) -> Conn:
+    conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=_CONNECT_TIMEOUT)
+    try:
+        # 250/202 only after a durable commit, whatever the server's default says.
+        conn.execute("SET synchronous_commit = on")
+        # A lock held elsewhere (another node, an operator's LOCK) is waited for this long.
+        conn.execute(f"SET lock_timeout = {max(1, round(lock_timeout * 1000))}")
+        if not autocommit:
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Link:
+    """The writer's connection, made again when the database comes back after a loss."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+
+class Writer:
+    """The GroupCommitter's Transactor: one connection, one transaction per batch."""
+
+    def __init__(self, url: str, lock_timeout: float) -> None:
+        self._url = url
+        self._lock_timeout = lock_timeout
+
+    def connect(self) -> Link:
+        """The first connection also creates or upgrades the schema (``schema.migrate``)."""
+        conn = connect(self._url, lock_timeout=self._lock_timeout)
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return Link(conn)
+
+    def begin(self, link: Link) -> None:
+        # The transaction starts with the first statement; a connection lost since the
+        # last batch is made anew here (a failure fails this batch; the next one retries).
+        if link.conn.closed or link.conn.broken:
+            link.conn.close()
+            link.conn = connect(self._url, lock_timeout=self._lock_timeout)
+
+    def commit(self, link: Link) -> None:
+        link.conn.commit()
+
+    def rollback(self, link: Link) -> None:
+        if not link.conn.closed:
+            link.conn.rollback()
+
+    def close(self, link: Link) -> None:
+        link.conn.close()
+
+
+def store_error(exc: psycopg.Error | OSError) -> StoreError:
+    full = isinstance(exc, pgerrors.DiskFull) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    )
+    if full:
+        return StoreFull(f"storage is full: {exc}")
+    if isinstance(exc, pgerrors.DataCorrupted | pgerrors.IndexCorrupted):
+        return StoreDamaged(f"the database is damaged: {exc}")
+    # libpq's messages run over several lines (and hints): a log line and a CLI error
+    # are one line each.
+    return StoreUnavailable(f"storage failed: {' '.join(str(exc).split())}")

@@ -1,0 +1,288 @@
+"""Delivery state on PostgreSQL: claims and leases, outcomes, holds, retries, removal.
+
+Functions ending in ``_job`` build writer jobs (run inside a group-commit batch's
+transaction); the others are reads. A lease is live while ``now < claimed_until``.
+
+Several nodes claim from one database: a claim walks the due recipients in due order
+with ``FOR UPDATE SKIP LOCKED``, so rows another node is claiming at this moment are
+passed over rather than waited for, and the lease it writes keeps them from every other
+claim once committed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from postroom.store.models import Attempt, Claim, RecipientUpdate
+from postroom.store.postgres.connection import Conn
+from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
+from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
+
+__all__ = [
+    "attempts_of",
+    "claim_job",
+    "delete_job",
+    "hold_all_job",
+    "hold_job",
+    "next_due",
+    "purge_candidates",
+    "purge_job",
+    "record_job",
+    "release_job",
+    "renew_job",
+    "retry_job",
+]
+
+# The recipients_pending index's WHERE clause, as in schema.sql.
+PENDING = "status IN ('queued', 'deferred')"
+CLAIMABLE = f"{PENDING} AND NOT held"
+_LEASE_ENDED = "(claimed_until IS NULL OR claimed_until <= %(now)s)"
+DUE = f"{CLAIMABLE} AND next_attempt_at <= %(now)s AND {_LEASE_ENDED}"
+_FETCH = 256  # due rows read (and locked) per step while picking messages to claim
+_cursor_names = itertools.count()
+
+_ATTEMPT_COLUMNS = ", ".join(ATTEMPT_FIELDS)
+_INSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('%s' for _ in ATTEMPT_FIELDS)})"
+)
+# A late outcome never reopens a final recipient (another node may have settled it
+# after this one's lease ran out).
+_UPDATE_RECIPIENT = (
+    "UPDATE recipients SET status = %s, next_attempt_at = %s, last_reply = %s,"
+    " delay_warned = delay_warned OR %s, attempts = attempts + %s, claimed_until = NULL"
+    f" WHERE message_id = %s AND address = %s AND {PENDING}"
+)
+# The picked messages' other due recipients, those no other node is claiming now.
+_LEASE = (
+    "UPDATE recipients r SET claimed_until = %(until)s FROM ("
+    f"SELECT message_id, position FROM recipients WHERE message_id = ANY(%(ids)s) AND {DUE}"
+    " FOR UPDATE SKIP LOCKED) d"
+    " WHERE r.message_id = d.message_id AND r.position = d.position"
+    " RETURNING r.message_id, r.position"
+)
+
+Job = Callable[[Conn], Any]
+
+
+# -- claims ---------------------------------------------------------------------------------
+def claim_job(now: float, limit: int, lease_until: float) -> Callable[[Conn], list[Claim]]:
+    def claim(conn: Conn) -> list[Claim]:
+        picked = _pick_due_messages(conn, now, limit)
+        if not picked:
+            return []
+        leased: dict[str, set[int]] = {}
+        rows = conn.execute(_LEASE, {"until": lease_until, "ids": picked, "now": now})
+        for message_id, position in rows.fetchall():
+            leased.setdefault(message_id, set()).add(position)
+        loaded = load_messages(conn, picked)
+        claims = []
+        for message_id in picked:
+            message, positions = loaded[message_id]
+            mine = leased.get(message_id, set())
+            due = tuple(
+                state
+                for position, state in zip(positions, message.recipients, strict=True)
+                if position in mine
+            )
+            claims.append(Claim(message, due, lease_until))
+        return claims
+
+    return claim
+
+
+def _pick_due_messages(conn: Conn, now: float, limit: int) -> list[str]:
+    """Up to ``limit`` message ids in the order of their earliest due recipient, each
+    with at least one due recipient locked by this transaction.
+
+    A server-side cursor walks the due index and locks rows only as it reads them, and
+    stops as soon as it has enough: the cost follows ``limit``, not the backlog."""
+    picked: dict[str, None] = {}
+    sql = (
+        f"SELECT message_id FROM recipients WHERE {DUE}"
+        " ORDER BY next_attempt_at FOR UPDATE SKIP LOCKED"
+    )
+    with conn.cursor(name=f"claim{next(_cursor_names)}") as cursor:
+        cursor.itersize = _FETCH
+        cursor.execute(sql, {"now": now})
+        while len(picked) < limit and (rows := cursor.fetchmany(_FETCH)):
+            for (message_id,) in rows:
+                picked[message_id] = None
+                if len(picked) == limit:
+                    break
+    return list(picked)
+
+
+def next_due(conn: Conn) -> float | None:
+    """When the next claim can find something: the earliest due time of an unleased
+    pending recipient, or the end of a lease (a crashed claimer's recipients)."""
+    row = conn.execute(
+        f"SELECT (SELECT min(next_attempt_at) FROM recipients WHERE {CLAIMABLE}"
+        " AND claimed_until IS NULL),"
+        " (SELECT min(greatest(next_attempt_at, claimed_until)) FROM recipients"
+        f" WHERE claimed_until IS NOT NULL AND {CLAIMABLE})"
+    ).fetchone()
+    assert row is not None
+    times = [t for t in row if t is not None]
+    return min(times) if times else None
+
+
+# -- outcomes and leases ------------------------------------------------------------------
+def record_job(
+    message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+) -> Job:
+    recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
+
+    def record(conn: Conn) -> None:
+        # FOR SHARE: a delete by another node waits for this transaction, not the reverse.
+        found = conn.execute("SELECT 1 FROM messages WHERE id = %s FOR SHARE", (message_id,))
+        if found.fetchone() is None:
+            return  # deleted while it was being tried: nothing left to record against
+        with conn.cursor() as cursor:
+            cursor.executemany(_UPDATE_RECIPIENT, recipient_rows)
+            cursor.executemany(_INSERT_ATTEMPT, attempt_rows)
+
+    return record
+
+
+def release_job(message_id: str, addresses: Collection[str]) -> Job:
+    def release(conn: Conn) -> None:
+        conn.execute(
+            "UPDATE recipients SET claimed_until = NULL WHERE message_id = %s"
+            " AND address = ANY(%s) AND claimed_until IS NOT NULL",
+            (message_id, list(addresses)),
+        )
+
+    return release
+
+
+def renew_job(
+    leases: Mapping[str, Collection[str]], now: float, until: float
+) -> Callable[[Conn], int]:
+    """Move the live leases of these recipients (message id -> addresses) to ``until``.
+    A lease that has already ended is not revived: another claimer may hold it now."""
+    rows = [(until, message_id, list(addresses), now) for message_id, addresses in leases.items()]
+
+    def renew(conn: Conn) -> int:
+        renewed = 0
+        for params in rows:
+            renewed += conn.execute(
+                "UPDATE recipients SET claimed_until = %s WHERE message_id = %s"
+                f" AND address = ANY(%s) AND claimed_until > %s AND {PENDING}",
+                params,
+            ).rowcount
+        return renewed
+
+    return renew
+
+
+def hold_job(message_id: str, held: bool) -> Callable[[Conn], bool]:
+    def hold(conn: Conn) -> bool:
+        found = conn.execute("UPDATE messages SET held = %s WHERE id = %s", (held, message_id))
+        if found.rowcount == 0:
+            return False
+        conn.execute("UPDATE recipients SET held = %s WHERE message_id = %s", (held, message_id))
+        if not held:
+            conn.execute(NOTIFY_QUEUE)
+        return True
+
+    return hold
+
+
+def hold_all_job(held: bool) -> Callable[[Conn], int]:
+    """Hold every message with a pending recipient (``held``), or release every held
+    message; the number of messages changed. Messages queued later are not held."""
+    if held:
+        select = f"SELECT DISTINCT message_id FROM recipients WHERE {PENDING} AND NOT held"
+    else:
+        select = "SELECT id FROM messages WHERE held"
+
+    def hold_all(conn: Conn) -> int:
+        ids = [row[0] for row in conn.execute(select)]
+        if not ids:
+            return 0
+        conn.execute("UPDATE recipients SET held = %s WHERE message_id = ANY(%s)", (held, ids))
+        if not held:
+            conn.execute(NOTIFY_QUEUE)
+        return conn.execute(
+            "UPDATE messages SET held = %s WHERE id = ANY(%s)", (held, ids)
+        ).rowcount
+
+    return hold_all
+
+
+def retry_job(message_id: str | None, now: float) -> Callable[[Conn], int]:
+    """Pending, unheld, unleased recipients become due at ``now`` (those due earlier keep
+    their place in line); the count is what a claim at ``now`` would find."""
+    where = f"{CLAIMABLE} AND {_LEASE_ENDED}"
+    params: dict[str, Any] = {"now": now}
+    if message_id is not None:
+        where += " AND message_id = %(id)s"
+        params["id"] = message_id
+    sql = (
+        "UPDATE recipients SET next_attempt_at = least(coalesce(next_attempt_at, %(now)s),"
+        f" %(now)s) WHERE {where}"
+    )
+
+    def retry(conn: Conn) -> int:
+        made_due = conn.execute(sql, params).rowcount
+        if made_due:
+            conn.execute(NOTIFY_QUEUE)
+        return made_due
+
+    return retry
+
+
+# -- removal ------------------------------------------------------------------------------
+def delete_job(message_id: str) -> Callable[[Conn], bool]:
+    """Recipients, body, attempts, events and meta go with the message (ON DELETE CASCADE)."""
+
+    def delete(conn: Conn) -> bool:
+        return conn.execute("DELETE FROM messages WHERE id = %s", (message_id,)).rowcount > 0
+
+    return delete
+
+
+_PURGEABLE = (
+    "m.received_at < %s AND NOT EXISTS"
+    f" (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.{PENDING})"
+)
+
+
+_WITH_BODY = f"{_PURGEABLE} AND {HAS_BODY}"
+
+
+def purge_candidates(before: float, conn: Conn, *, bodies: bool = False) -> list[str]:
+    """Finished messages received before ``before`` (read on a reader: no locks);
+    ``bodies``: those of them whose body is still there."""
+    sql = f"SELECT m.id FROM messages m WHERE {_WITH_BODY if bodies else _PURGEABLE} ORDER BY m.id"
+    return [row[0] for row in conn.execute(sql, (before,))]
+
+
+def purge_job(
+    before: float, candidates: Sequence[str], *, bodies: bool = False
+) -> Callable[[Conn], int]:
+    """Remove those candidates that still qualify, checked again in the transaction: the
+    whole message, or (``bodies``) its body only, keeping the log."""
+    if bodies:
+        sql = (
+            "DELETE FROM message_bodies WHERE id IN (SELECT m.id FROM messages m"
+            f" WHERE m.id = ANY(%s) AND {_PURGEABLE})"
+        )
+    else:
+        sql = f"DELETE FROM messages m WHERE m.id = ANY(%s) AND {_PURGEABLE}"
+
+    def purge(conn: Conn) -> int:
+        return conn.execute(sql, (list(candidates), before)).rowcount
+
+    return purge
+
+
+# -- the timeline ---------------------------------------------------------------------------
+def attempts_of(message_id: str, conn: Conn) -> list[Attempt]:
+    sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = %s ORDER BY at, id"
+    return [
+        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True)))
+        for row in conn.execute(sql, (message_id,))
+    ]

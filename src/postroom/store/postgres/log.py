@@ -1,0 +1,123 @@
+"""The email log on PostgreSQL: the log query, provider callbacks, mailer health."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from postroom.store.models import LogQuery, MailerHealth, ProviderEventRecord, StoredMessage
+from postroom.store.postgres.connection import Conn
+from postroom.store.postgres.queue import select_messages
+from postroom.store.rows import HELD
+
+__all__ = ["events_of", "mailer_health", "query", "record_event_job"]
+
+
+def query(q: LogQuery, conn: Conn) -> list[StoredMessage]:
+    """Walk messages from the newest (the primary key, backwards) and keep those that
+    match, until ``limit``. Substrings are found with strpos: no LIKE wildcards."""
+    where: list[str] = []
+    params: list[Any] = []
+    if q.cursor is not None:
+        where.append("m.id < %s")
+        params.append(q.cursor)
+    if q.since is not None:
+        where.append("m.received_at >= %s")
+        params.append(q.since)
+    if q.status == HELD:
+        where.append("m.held")
+    elif q.status is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.status = %s)"
+        )
+        params.append(q.status)
+    if q.sender:
+        where.append("strpos(lower(m.sender), %s) > 0")
+        params.append(q.sender.lower())
+    if q.source_kind is not None:
+        where.append("m.source_kind = %s")
+        params.append(q.source_kind)
+    if q.principal is not None:
+        where.append("m.principal = %s")
+        params.append(q.principal)
+    if q.to:
+        where.append(
+            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
+            " AND strpos(lower(r.address), %s) > 0)"
+        )
+        params.append(q.to.lower())
+    return select_messages(
+        conn, " AND ".join(where) or "true", params, limit=q.limit, newest_first=True
+    )
+
+
+# -- provider callbacks ---------------------------------------------------------------------
+_EVENT_FIELDS = (
+    "mailer", "provider_id", "recipient", "status", "kind", "at", "detail", "received_at",
+    "message_id",
+)  # fmt: skip
+_EVENT_COLUMNS = ", ".join(_EVENT_FIELDS)
+_MATCH = (
+    "SELECT id, message_id FROM attempts"
+    " WHERE provider_id IN (%(id)s, '<' || %(id)s || '>') AND mailer = %(mailer)s"
+    " ORDER BY lower(recipient) = lower(%(rcpt)s) DESC, at DESC, id DESC LIMIT 1"
+)
+_INSERT_EVENT = (
+    f"INSERT INTO provider_events ({_EVENT_COLUMNS}, attempt_id)"
+    f" VALUES ({', '.join('%s' for _ in range(len(_EVENT_FIELDS) + 1))})"
+)
+
+
+def record_event_job(event: ProviderEventRecord) -> Callable[[Conn], str | None]:
+    """The event belongs to the message whose attempt through its mailer got its
+    provider id, preferring the attempt of its recipient (see the sqlite engine)."""
+
+    def record(conn: Conn) -> str | None:
+        params = {"id": event.provider_id, "mailer": event.mailer, "rcpt": event.recipient}
+        row = conn.execute(_MATCH, params).fetchone()
+        attempt_id, message_id = row if row is not None else (None, None)
+        values = [getattr(event, f) for f in _EVENT_FIELDS[:-1]] + [message_id, attempt_id]
+        conn.execute(_INSERT_EVENT, values)
+        return message_id
+
+    return record
+
+
+def events_of(message_id: str, conn: Conn) -> list[ProviderEventRecord]:
+    sql = f"SELECT {_EVENT_COLUMNS} FROM provider_events WHERE message_id = %s ORDER BY at, id"
+    return [
+        ProviderEventRecord(**dict(zip(_EVENT_FIELDS, row, strict=True)))
+        for row in conn.execute(sql, (message_id,))
+    ]
+
+
+# -- mailer health ----------------------------------------------------------------------------
+_LAST = (
+    "SELECT DISTINCT ON (mailer) mailer, at, text FROM attempts WHERE {which}"
+    " ORDER BY mailer, at DESC, id DESC"
+)
+_SENT = (
+    "SELECT mailer, count(DISTINCT (message_id, at)) FROM attempts"
+    " WHERE disposition = 'delivered' AND at >= %s GROUP BY mailer"
+)
+
+
+def mailer_health(since: float, conn: Conn) -> list[MailerHealth]:
+    def last(which: str) -> dict[str, tuple[float, str]]:
+        rows = conn.execute(_LAST.format(which=which))
+        return {mailer: (at, text) for mailer, at, text in rows}
+
+    ok = last("disposition = 'delivered'")
+    bad = last("disposition != 'delivered'")
+    sent: dict[str, int] = {m: n for m, n in conn.execute(_SENT, (since,))}
+    return [
+        MailerHealth(
+            mailer=name,
+            last_success_at=ok[name][0] if name in ok else None,
+            last_success=ok[name][1] if name in ok else None,
+            last_error_at=bad[name][0] if name in bad else None,
+            last_error=bad[name][1] if name in bad else None,
+            sent_since=sent.get(name, 0),
+        )
+        for name in sorted(ok.keys() | bad.keys())
+    ]

@@ -1,0 +1,75 @@
+"""Creating and upgrading the PostgreSQL schema, in one transaction.
+
+As on SQLite (``postroom.store.sqlite.schema``): ``schema.sql`` is the whole latest
+schema and running it again changes nothing; ``UPGRADES[n]`` brings a version-n database
+to version n + 1 before it runs. Nodes starting together take an advisory lock, so one
+of them creates or upgrades the schema and the others then find it done. A database
+newer than this code, or older than any upgrade it knows, is refused with one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from typing import Any
+
+import psycopg
+
+from postroom.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
+
+SCHEMA_VERSION = 1
+# UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
+UPGRADES: dict[int, str] = {}
+# pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
+_MIGRATION_LOCK = 0x706F7374726F6F6D
+
+
+@functools.cache
+def schema() -> str:
+    files = importlib.resources.files("postroom.store.postgres")
+    return files.joinpath("schema.sql").read_text("utf-8")
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int | None:
+    """The database's schema version; None for a database without postroom's tables."""
+    found = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if found is None or not found[0]:
+        return None
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    version = row[0] if row is not None else None
+    if not isinstance(version, int) or version < 1:
+        raise StoreError(f"database schema version {version!r} is not valid")
+    return version
+
+
+def migrate(conn: psycopg.Connection[Any]) -> None:
+    """Create or upgrade the schema and commit; ``conn`` is idle and not autocommit."""
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        version = schema_version(conn)
+        if version is not None:
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema version {version} is newer than {SCHEMA_VERSION}:"
+                    " upgrade postroom"
+                )
+            oldest = min(UPGRADES, default=SCHEMA_VERSION)
+            if version < oldest:
+                raise StoreError(
+                    f"database schema version {version} is older than {oldest}, the"
+                    " oldest this postroom upgrades: upgrade through an older release first"
+                )
+            if version == SCHEMA_VERSION:
+                conn.commit()
+                return
+            for step in range(version, SCHEMA_VERSION):
+                conn.execute(UPGRADES[step])
+        conn.execute(schema())  # many statements: allowed without parameters
+        if version is not None:
+            conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise

@@ -1,0 +1,150 @@
+-- postroom PostgreSQL schema, version 1: the whole of the latest schema.
+-- Every statement is idempotent; schema.py runs it when it creates or upgrades a
+-- database, after the upgrades that bring an older one up to where it applies.
+-- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version integer NOT NULL
+);
+INSERT INTO schema_version (version)
+    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+
+-- Which store this is, made once when the database is created; each node's data
+-- directory keeps the same id in its instance-id file.
+CREATE TABLE IF NOT EXISTS instance (
+    id text NOT NULL
+);
+INSERT INTO instance (id)
+    SELECT replace(gen_random_uuid()::text, '-', '')
+    WHERE NOT EXISTS (SELECT 1 FROM instance);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id          text PRIMARY KEY COLLATE "C", -- queue id: time-ordered, bytewise order
+    sender      text NOT NULL,        -- '' for the null reverse-path
+    ret         text,
+    envid       text,
+    body_type   text NOT NULL,
+    smtputf8    boolean NOT NULL,
+    size        bigint NOT NULL,
+    received_at double precision NOT NULL,
+    source_kind text NOT NULL,
+    principal   text,
+    client_ip   text,
+    client_port integer,
+    helo        text,
+    reverse_dns text,
+    protocol    text,
+    tls         text,
+    listener    text,
+    held        boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS messages_held ON messages (id) WHERE held;
+
+CREATE TABLE IF NOT EXISTS message_bodies (
+    id   text PRIMARY KEY COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    data bytea NOT NULL               -- trace headers, then the body, byte for byte
+);
+-- Bodies are written once and read whole: no compression attempt on the accept path.
+ALTER TABLE message_bodies ALTER COLUMN data SET STORAGE EXTERNAL;
+
+CREATE TABLE IF NOT EXISTS recipients (
+    message_id      text NOT NULL COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    position        integer NOT NULL,
+    address         text NOT NULL,
+    notify          text,
+    orcpt           text,
+    status          text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at double precision,
+    last_reply      text,
+    claimed_until   double precision, -- a delivery lease: not claimed again before this time
+    delay_warned    boolean NOT NULL DEFAULT false,
+    held            boolean NOT NULL DEFAULT false, -- copy of messages.held: claims need no join
+    PRIMARY KEY (message_id, position)
+);
+-- The claim's scan in due order; final and held recipients are not in it.
+CREATE INDEX IF NOT EXISTS recipients_pending ON recipients (next_attempt_at, claimed_until)
+    WHERE status IN ('queued', 'deferred') AND NOT held;
+CREATE INDEX IF NOT EXISTS recipients_leased ON recipients (claimed_until)
+    WHERE claimed_until IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, -- breaks ties of "at"
+    message_id  text NOT NULL COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    recipient   text NOT NULL,
+    at          double precision NOT NULL,
+    mailer      text NOT NULL,
+    disposition text NOT NULL,
+    code        integer,
+    enhanced    text,
+    text        text NOT NULL,
+    host        text,
+    ip          text,
+    port        integer,
+    tls         text,
+    provider_id text,
+    duration    double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
+CREATE INDEX IF NOT EXISTS attempts_mailer ON attempts (mailer, disposition, at);
+CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider_id)
+    WHERE provider_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS provider_events (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id  text COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    attempt_id  bigint,
+    mailer      text NOT NULL,
+    provider_id text NOT NULL,
+    recipient   text NOT NULL,
+    status      text NOT NULL,
+    kind        text NOT NULL,
+    at          double precision NOT NULL,
+    detail      text NOT NULL,
+    received_at double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS provider_events_message ON provider_events (message_id, at);
+
+CREATE TABLE IF NOT EXISTS domains (
+    name       text PRIMARY KEY,      -- A-label form
+    created_at double precision NOT NULL
+);
+-- Domain names compare without case, as SQLite's COLLATE NOCASE.
+CREATE UNIQUE INDEX IF NOT EXISTS domains_name ON domains (lower(name));
+
+CREATE TABLE IF NOT EXISTS users (
+    address        text PRIMARY KEY,
+    password_hash  text NOT NULL,
+    sender_domains text NOT NULL DEFAULT '',
+    created_at     double precision NOT NULL,
+    any_sender     boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    name           text PRIMARY KEY,
+    key_id         text NOT NULL UNIQUE,
+    secret_hash    text NOT NULL,
+    sender_domains text NOT NULL DEFAULT '',
+    created_at     double precision NOT NULL,
+    scopes         text NOT NULL DEFAULT 'send,read',
+    any_sender     boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE IF NOT EXISTS message_meta (
+    id         text PRIMARY KEY COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    message_id text,
+    subject    text,
+    tags       text NOT NULL DEFAULT '[]', -- JSON text: metadata keeps its order
+    metadata   text NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE IF NOT EXISTS idempotency (
+    key_name     text NOT NULL,
+    key          text NOT NULL,
+    request_hash text NOT NULL,
+    status       integer NOT NULL,
+    body         bytea NOT NULL,
+    created_at   double precision NOT NULL,
+    PRIMARY KEY (key_name, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);

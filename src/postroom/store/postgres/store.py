@@ -1,0 +1,363 @@
+"""PostgresStore: the engine for many nodes on one PostgreSQL database.
+
+Writes go through a ``GroupCommitter`` as on SQLite: one writer thread per node owns a
+connection and commits each batch of concurrent jobs in one transaction, one durable
+commit (``synchronous_commit = on``) for many messages. Reads run on a small pool of
+reader threads, each borrowing a connection from a ``psycopg_pool.ConnectionPool``; a
+read is one REPEATABLE READ, read-only transaction, so a message and its recipients
+come from one moment. Many nodes write at once: claims lock the rows they lease with
+``FOR UPDATE SKIP LOCKED`` (see ``delivery``), and a lock another node holds is waited
+for ``busy_timeout`` at most (``lock_timeout``), then the job fails as unavailable.
+
+The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from postroom.errors import StoreUnavailable
+from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.models import (
+    ApiKeyRecord,
+    Attempt,
+    Claim,
+    IdempotencyRecord,
+    LogQuery,
+    MailerHealth,
+    MessageMeta,
+    NewMessage,
+    ProviderEventRecord,
+    RecipientUpdate,
+    StoredMessage,
+    UserRecord,
+)
+from postroom.store.postgres import delivery, directory, log, queue
+from postroom.store.postgres.connection import Conn, Link, Writer, store_error
+from postroom.store.postgres.schema import SCHEMA_VERSION
+from postroom.store.rows import (
+    api_key_params,
+    check_lease,
+    check_outcomes,
+    check_query,
+    user_params,
+)
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+R = TypeVar("R")
+
+_PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held up
+
+
+class PostgresStore:
+    """The ``Store`` on a PostgreSQL database named by a libpq URL.
+
+    ``await start()`` before use (it creates or upgrades the schema), ``aclose()`` after.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout: float = 5.0,
+        readers: int = 2,
+        max_batch_jobs: int = DEFAULT_MAX_JOBS,
+        max_batch_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.url = url
+        self.committer: GroupCommitter[Link] = GroupCommitter(
+            Writer(url, busy_timeout), max_jobs=max_batch_jobs, max_bytes=max_batch_bytes
+        )
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=readers,
+            open=False,
+            configure=_configure_reader,
+            kwargs={"connect_timeout": 10},
+            name="postroom-readers",
+        )
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
+        self._closed = False
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self.committer.start()
+            await asyncio.to_thread(self._pool.open, wait=True, timeout=10)
+        except BaseException as exc:
+            await self.aclose()
+            if isinstance(exc, psycopg.Error | OSError):  # PoolTimeout is a psycopg.Error
+                raise store_error(exc) from exc
+            raise
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.committer.aclose()
+        await asyncio.to_thread(self._readers.shutdown)
+        await asyncio.to_thread(self._pool.close)
+
+    def _in_reader(self, fn: Callable[[Conn], R]) -> R:
+        # A read is safe to run again: one whose connection the server dropped (a
+        # restart, a failover) runs once more on a new connection.
+        for again in (True, False):
+            with self._pool.connection() as conn:
+                try:
+                    return fn(conn)
+                except psycopg.OperationalError:
+                    if not (again and conn.broken):
+                        raise
+        raise AssertionError("unreachable")
+
+    async def _read(self, fn: Callable[[Conn], R]) -> R:
+        """Run ``fn`` on a reader, in one snapshot."""
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, self._in_reader, fn)
+        except psycopg.Error as exc:  # PoolTimeout too: no reader connection to be had
+            raise store_error(exc) from exc
+
+    async def _write(self, job: Callable[[Conn], R], weight: int = 0) -> R:
+        def on_link(link: Link) -> R:
+            return job(link.conn)
+
+        try:
+            return await self.committer.submit(on_link, weight)
+        except (psycopg.Error, OSError) as exc:  # OSError: reading the spool file
+            raise store_error(exc) from exc
+
+    async def watch_queue(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` whenever any node commits mail or makes mail due (their
+        commits NOTIFY ``QUEUE_CHANNEL``), until cancelled. Once listening it calls
+        ``on_change`` once, for what was committed before. A lost connection raises
+        StoreUnavailable: the caller's supervisor starts it again."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=10
+            )
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+        async with conn:
+            try:
+                await conn.execute(f"LISTEN {queue.QUEUE_CHANNEL}")
+                on_change()
+                async for _ in conn.notifies():
+                    on_change()
+            except psycopg.Error as exc:
+                raise store_error(exc) from exc
+        raise StoreUnavailable("the database closed the connection that listens for mail")
+
+    async def instance_id(self) -> str:
+        def read(conn: Conn) -> str:
+            row = conn.execute("SELECT min(id) FROM instance").fetchone()
+            assert row is not None
+            found: str = row[0]
+            return found
+
+        return await self._read(read)
+
+    # -- the queue --------------------------------------------------------------------
+    async def enqueue(self, message: NewMessage) -> None:
+        await self._write(queue.enqueue_job(message), message.size)
+
+    async def message(self, message_id: str) -> StoredMessage | None:
+        found = await self._read(
+            functools.partial(
+                queue.select_messages, where="m.id = %s", params=(message_id,), limit=1
+            )
+        )
+        return found[0] if found else None
+
+    async def messages(self, *, limit: int = 100, after: str | None = None) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        return await self._read(
+            functools.partial(
+                queue.select_messages, where="m.id > %s", params=(after or "",), limit=limit
+            )
+        )
+
+    async def read_body(self, message_id: str) -> bytes | None:
+        return await self._read(functools.partial(queue.read_body, message_id))
+
+    async def count_messages(self) -> int:
+        def count(conn: Conn) -> int:
+            row = conn.execute("SELECT count(*) FROM messages").fetchone()
+            assert row is not None
+            found: int = row[0]
+            return found
+
+        return await self._read(count)
+
+    # -- delivery -----------------------------------------------------------------------
+    async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        check_lease(lease)
+        if limit <= 0:
+            return []
+        return await self._write(delivery.claim_job(now, limit, now + lease))
+
+    async def next_due(self) -> float | None:
+        return await self._read(delivery.next_due)
+
+    async def record_outcomes(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+    ) -> None:
+        check_outcomes(message_id, updates, attempts)
+        if updates or attempts:
+            await self._write(delivery.record_job(message_id, updates, attempts))
+
+    async def release(self, message_id: str, addresses: Sequence[str]) -> None:
+        if addresses:
+            await self._write(delivery.release_job(message_id, addresses))
+
+    async def renew_leases(
+        self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
+    ) -> int:
+        check_lease(lease)
+        if not leases:
+            return 0
+        return await self._write(delivery.renew_job(leases, now, now + lease))
+
+    async def hold(self, message_id: str) -> bool:
+        return await self._write(delivery.hold_job(message_id, held=True))
+
+    async def release_hold(self, message_id: str) -> bool:
+        return await self._write(delivery.hold_job(message_id, held=False))
+
+    async def hold_all(self, held: bool) -> int:
+        return await self._write(delivery.hold_all_job(held))
+
+    async def retry_now(self, message_id: str | None, now: float) -> int:
+        return await self._write(delivery.retry_job(message_id, now))
+
+    async def delete(self, message_id: str) -> bool:
+        return await self._write(delivery.delete_job(message_id))
+
+    async def purge(self, before: float) -> int:
+        return await self._purge(before, bodies=False)
+
+    async def purge_bodies(self, before: float) -> int:
+        return await self._purge(before, bodies=True)
+
+    async def _purge(self, before: float, *, bodies: bool) -> int:
+        """Found on a reader, removed in small transactions, each checked again."""
+        candidates = await self._read(
+            functools.partial(delivery.purge_candidates, before, bodies=bodies)
+        )
+        removed = 0
+        for start in range(0, len(candidates), _PURGE_CHUNK):
+            chunk = candidates[start : start + _PURGE_CHUNK]
+            removed += await self._write(delivery.purge_job(before, chunk, bodies=bodies))
+        return removed
+
+    # -- the email log ----------------------------------------------------------------
+    async def query(self, query: LogQuery) -> list[StoredMessage]:
+        check_query(query)
+        if query.limit <= 0:
+            return []
+        return await self._read(functools.partial(log.query, query))
+
+    async def attempts(self, message_id: str) -> list[Attempt]:
+        return await self._read(functools.partial(delivery.attempts_of, message_id))
+
+    async def record_provider_event(self, event: ProviderEventRecord) -> str | None:
+        return await self._write(log.record_event_job(event))
+
+    async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
+        return await self._read(functools.partial(log.events_of, message_id))
+
+    async def mailer_health(self, since: float) -> list[MailerHealth]:
+        return await self._read(functools.partial(log.mailer_health, since))
+
+    # -- the directory ----------------------------------------------------------------
+    async def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
+        return await self._write(functools.partial(directory.changed, sql, params))
+
+    async def add_domain(self, name: str, now: float) -> bool:
+        return await self._changed(directory.ADD_DOMAIN, (name, now))
+
+    async def remove_domain(self, name: str) -> bool:
+        return await self._changed(directory.REMOVE_DOMAIN, (name,))
+
+    async def domains(self) -> list[str]:
+        return await self._read(directory.domains)
+
+    async def is_local_domain(self, name: str) -> bool:
+        return await self._read(functools.partial(directory.is_local_domain, name))
+
+    async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
+        return await self._read(functools.partial(directory.recipient, domain, address))
+
+    async def add_user(self, user: UserRecord) -> bool:
+        params = user_params(user)
+        return await self._changed(directory.ADD_USER, params)
+
+    async def user(self, address: str) -> UserRecord | None:
+        return await self._read(functools.partial(directory.user, address))
+
+    async def users(self) -> list[UserRecord]:
+        return await self._read(directory.users)
+
+    async def set_password(self, address: str, password_hash: str) -> bool:
+        return await self._changed(directory.SET_PASSWORD, (password_hash, address))
+
+    async def set_user_senders(
+        self, address: str, sender_domains: Sequence[str], any_sender: bool
+    ) -> bool:
+        params = (",".join(sender_domains), any_sender, address)
+        return await self._changed(directory.SET_USER_SENDERS, params)
+
+    async def remove_user(self, address: str) -> bool:
+        return await self._changed(directory.REMOVE_USER, (address,))
+
+    # -- the HTTP API -----------------------------------------------------------------
+    async def add_api_key(self, record: ApiKeyRecord) -> bool:
+        params = api_key_params(record)
+        return await self._changed(directory.ADD_API_KEY, params)
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return await self._read(functools.partial(directory.api_key, key_id))
+
+    async def api_keys(self) -> list[ApiKeyRecord]:
+        return await self._read(directory.api_keys)
+
+    async def remove_api_key(self, name: str) -> bool:
+        return await self._changed(directory.REMOVE_API_KEY, (name,))
+
+    async def set_api_key_senders(
+        self, name: str, sender_domains: Sequence[str], any_sender: bool
+    ) -> bool:
+        params = (",".join(sender_domains), any_sender, name)
+        return await self._changed(directory.SET_API_KEY_SENDERS, params)
+
+    async def save_send(
+        self, meta: MessageMeta, answer: IdempotencyRecord | None, *, forget_before: float
+    ) -> None:
+        await self._write(directory.save_send_job(meta, answer, forget_before))
+
+    async def message_meta(self, ids: Sequence[str]) -> dict[str, MessageMeta]:
+        if not ids:
+            return {}
+        return await self._read(functools.partial(directory.message_meta, list(ids)))
+
+    async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
+        return await self._read(functools.partial(directory.idempotent, key_name, key, since))
+
+
+def _configure_reader(conn: Conn) -> None:
+    """Each read is one read-only snapshot: a message and its recipients agree."""
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True

@@ -1,0 +1,233 @@
+"""Rows as every engine stores and reads them (columns in schema order), and the checks
+of arguments every engine refuses alike: the SQL differs by engine, the rows do not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from postroom.mail.envelope import Notify
+from postroom.store.models import (
+    ApiKeyRecord,
+    Attempt,
+    IdempotencyRecord,
+    LogQuery,
+    MessageMeta,
+    NewMessage,
+    RecipientState,
+    RecipientStatus,
+    RecipientUpdate,
+    StoredMessage,
+    UserRecord,
+)
+
+__all__ = [
+    "ATTEMPT_FIELDS",
+    "HAS_BODY",
+    "HELD",
+    "MESSAGE_FIELDS",
+    "STATUS_FILTERS",
+    "STORED_COLUMNS",
+    "answer_row",
+    "api_key_params",
+    "api_key_row",
+    "check_lease",
+    "check_outcomes",
+    "check_query",
+    "message_row",
+    "meta_of",
+    "meta_row",
+    "outcome_rows",
+    "recipient_rows",
+    "recipient_state",
+    "stored_message",
+    "user_params",
+    "user_row",
+]
+
+# The messages columns as StoredMessage names its fields.
+MESSAGE_FIELDS = (
+    "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
+    "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
+    "tls", "listener", "held",
+)  # fmt: skip
+# Retention may remove a finished message's body before the rest (retention.bodies_days).
+HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
+# What a StoredMessage is read from (messages as m): its row, then whether the body is gone.
+STORED_COLUMNS = ", ".join((*(f"m.{field}" for field in MESSAGE_FIELDS), f"NOT {HAS_BODY}"))
+ATTEMPT_FIELDS = (
+    "message_id", "recipient", "at", "mailer", "disposition", "code", "enhanced", "text",
+    "host", "ip", "port", "tls", "provider_id", "duration",
+)  # fmt: skip
+HELD = "held"
+STATUS_FILTERS = frozenset({*(s.value for s in RecipientStatus), HELD})
+
+
+def message_row(message: NewMessage) -> tuple[Any, ...]:
+    """The messages row of a new message, in the columns' order (any engine)."""
+    env, src = message.envelope, message.source
+    return (
+        message.id,
+        str(env.sender) if env.sender is not None else "",
+        env.dsn.ret,
+        env.dsn.envid,
+        env.body,
+        env.smtputf8,
+        message.size,
+        message.received_at,
+        src.kind,
+        src.principal,
+        src.client_ip,
+        src.client_port,
+        src.helo,
+        src.reverse_dns,
+        src.protocol,
+        src.tls,
+        src.listener,
+    )
+
+
+def recipient_rows(message: NewMessage) -> list[tuple[Any, ...]]:
+    """The recipients rows of a new message: queued, due at once (any engine)."""
+    queued = RecipientStatus.QUEUED.value
+    mid, now = message.id, message.received_at
+    return [
+        (mid, position, str(rcpt.address), _notify_text(rcpt.notify), rcpt.orcpt, queued, now)
+        for position, rcpt in enumerate(message.envelope.recipients)
+    ]
+
+
+_NOTIFY_ORDER = tuple(Notify)
+
+
+def _notify_text(notify: frozenset[Notify] | None) -> str | None:
+    if notify is None:
+        return None
+    return ",".join(n.value for n in _NOTIFY_ORDER if n in notify)
+
+
+def stored_message(row: Sequence[Any], recipients: tuple[RecipientState, ...]) -> StoredMessage:
+    """A row of STORED_COLUMNS and its recipients as a StoredMessage."""
+    *columns, body_removed = row
+    fields = dict(zip(MESSAGE_FIELDS, columns, strict=True))
+    fields["smtputf8"] = bool(fields["smtputf8"])
+    fields["held"] = bool(fields["held"])
+    return StoredMessage(recipients=recipients, body_removed=bool(body_removed), **fields)
+
+
+def recipient_state(r: Sequence[Any]) -> RecipientState:
+    """A recipients row from address on: address, status, notify, orcpt, attempts,
+    next_attempt_at, last_reply, delay_warned."""
+    return RecipientState(r[0], RecipientStatus(r[1]), r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+
+
+def outcome_rows(
+    message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """record_outcomes' parameters: per update (status, next_attempt_at, last_reply,
+    delay_warned, 1 if it has an attempt row else 0, message_id, address), and the
+    attempt rows in ATTEMPT_FIELDS order."""
+    tried = {a.recipient for a in attempts}
+    recipient_params = [
+        (
+            u.status.value,
+            u.next_attempt_at,
+            u.last_reply,
+            u.delay_warned,
+            1 if u.address in tried else 0,
+            message_id,
+            u.address,
+        )
+        for u in updates
+    ]
+    return recipient_params, [tuple(getattr(a, f) for f in ATTEMPT_FIELDS) for a in attempts]
+
+
+def meta_row(meta: MessageMeta) -> tuple[Any, ...]:
+    """(id, message_id, subject, tags JSON, metadata JSON), then the id once more for the
+    check that the message still exists."""
+    tags, metadata = json.dumps(list(meta.tags)), json.dumps(dict(meta.metadata))
+    return (meta.id, meta.message_id, meta.subject, tags, metadata, meta.id)
+
+
+def answer_row(answer: IdempotencyRecord) -> tuple[Any, ...]:
+    return (
+        answer.key_name,
+        answer.key,
+        answer.request_hash,
+        answer.status,
+        answer.body,
+        answer.created_at,
+    )
+
+
+# -- arguments every engine refuses alike -----------------------------------------------
+def check_lease(lease: float) -> None:
+    if lease <= 0:
+        raise ValueError(f"a lease must be positive, not {lease}")
+
+
+def check_outcomes(
+    message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+) -> None:
+    for attempt in attempts:
+        if attempt.message_id != message_id:
+            raise ValueError(f"attempt of {attempt.message_id} recorded for {message_id}")
+    for update in updates:
+        if not update.status.is_final and update.next_attempt_at is None:
+            raise ValueError(f"{update.address}: {update.status} needs a next attempt time")
+
+
+def check_query(query: LogQuery) -> None:
+    if query.status is not None and query.status not in STATUS_FILTERS:
+        raise ValueError(f"unknown status filter {query.status!r}")
+
+
+def user_row(row: Sequence[Any]) -> UserRecord:
+    address, password_hash, domains, created_at, any_sender = row
+    return UserRecord(
+        address,
+        password_hash,
+        tuple(filter(None, domains.split(","))),
+        created_at,
+        any_sender=bool(any_sender),
+    )
+
+
+def api_key_row(row: Sequence[Any]) -> ApiKeyRecord:
+    name, key_id, secret_hash, domains, created_at, scopes, any_sender = row
+    return ApiKeyRecord(
+        name,
+        key_id,
+        secret_hash,
+        tuple(filter(None, domains.split(","))),
+        created_at,
+        tuple(filter(None, scopes.split(","))),
+        any_sender=bool(any_sender),
+    )
+
+
+def api_key_params(record: ApiKeyRecord) -> tuple[Any, ...]:
+    return (
+        record.name,
+        record.key_id,
+        record.secret_hash,
+        ",".join(record.sender_domains),
+        record.created_at,
+        ",".join(record.scopes),
+        record.any_sender,
+    )
+
+
+def user_params(user: UserRecord) -> tuple[Any, ...]:
+    domains = ",".join(user.sender_domains)
+    return (user.address, user.password_hash, domains, user.created_at, user.any_sender)
+
+
+def meta_of(row: Sequence[Any]) -> MessageMeta:
+    """A message_meta row (id, message_id, subject, tags JSON, metadata JSON)."""
+    queue_id, message_id, subject, tags, metadata = row
+    return MessageMeta(
+        queue_id, message_id, subject, tuple(json.loads(tags)), tuple(json.loads(metadata).items())
+    )

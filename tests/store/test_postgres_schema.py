@@ -1,0 +1,308 @@
+"""The PostgreSQL engine beyond the contract: opening by URL with libpq's password and
+TLS rules, the versioned schema, refusals in one line, durable commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from postroom.errors import StoreError, StoreUnavailable
+from postroom.store import open_store
+from postroom.store.open import shown_url
+from postroom.store.postgres import PostgresStore, schema
+from postroom.store.postgres.connection import Link
+from tests.store.factories import NOW, new_message
+from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
+from tests.support.servers import smtp_client
+from tests.support.thread import ServerThread
+
+
+@pytest.fixture
+def empty_database(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A database without postroom's tables, owned by the password-only role."""
+    name = postgres_cluster.new_database(template="template0", owner=PASSWORD_USER)
+    yield name
+    postgres_cluster.drop_database(name)
+
+
+@pytest.fixture
+def migrated_database(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    name = postgres_cluster.new_database()
+    yield name
+    postgres_cluster.drop_database(name)
+
+
+def set_version(url: str, version: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (version,))
+
+
+async def test_open_store_takes_the_password_from_pgpassword(
+    postgres_cluster: PostgresCluster, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres_cluster.url(empty_database, user=PASSWORD_USER)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(StoreUnavailable) as refused:
+        await open_store(url)
+    assert "password" in str(refused.value) and "\n" not in str(refused.value)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    store = await open_store(url)
+    try:
+        assert await store.add_domain("example.org", NOW) is True
+        assert await store.domains() == ["example.org"]
+    finally:
+        await store.aclose()
+
+
+async def test_open_store_takes_the_password_from_a_pgpass_file(
+    postgres_cluster: PostgresCluster,
+    empty_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"*:*:{empty_database}:{PASSWORD_USER}:{PASSWORD}\n")
+    pgpass.chmod(0o600)  # libpq ignores a file others may read
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    store = await open_store(postgres_cluster.url(empty_database, user=PASSWORD_USER))
+    try:
+        assert len(await store.instance_id()) == 32
+    finally:
+        await store.aclose()
+
+
+async def test_tls_to_the_database_as_the_url_asks(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    """The loopback listener accepts TLS only; verify-full checks its certificate
+    against the CA named in the URL."""
+    store = await open_store(postgres_cluster.tls_url(migrated_database, "verify-full"))
+    try:
+        assert await store.add_domain("example.org", NOW) is True
+        assert await store.is_local_domain("example.org") is True
+    finally:
+        await store.aclose()
+    with pytest.raises(StoreUnavailable):  # in clear: refused by the server
+        await open_store(postgres_cluster.tls_url(migrated_database, "disable"))
+
+
+async def test_an_unreachable_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable) as refused:
+        await open_store(f"postgresql://postroom@/postroom?host={tmp_path}")
+    message = str(refused.value)
+    assert message.startswith("storage failed:") and "\n" not in message
+
+
+def test_a_password_in_the_url_is_never_shown() -> None:
+    assert shown_url("postgresql://mail:hunter2@db.example/mail?sslmode=verify-full") == (
+        "postgresql://mail:***@db.example/mail?sslmode=verify-full"
+    )
+    assert shown_url("postgresql://mail@db.example/mail") == "postgresql://mail@db.example/mail"
+
+
+async def test_a_newer_schema_is_refused_in_one_line(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    url = postgres_cluster.url(migrated_database)
+    set_version(url, schema.SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError) as refused:
+        await open_store(url)
+    assert str(refused.value) == (
+        f"database schema version {schema.SCHEMA_VERSION + 1} is newer than"
+        f" {schema.SCHEMA_VERSION}: upgrade postroom"
+    )
+
+
+async def test_an_older_schema_is_upgraded_step_by_step(
+    postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later release's upgrade: version 1 to 2 adds a column, under the same lock."""
+    url = postgres_cluster.url(migrated_database)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "UPGRADES", {1: "ALTER TABLE messages ADD COLUMN note text"})
+    store = await open_store(url)
+    await store.aclose()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        conn.execute("SELECT note FROM messages")  # the upgrade ran
+
+
+async def test_a_schema_older_than_any_upgrade_is_refused_in_one_line(
+    postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "UPGRADES", {2: "SELECT 1"})
+    with pytest.raises(StoreError) as refused:
+        await open_store(postgres_cluster.url(migrated_database))
+    assert str(refused.value) == (
+        "database schema version 1 is older than 2, the oldest this postroom upgrades:"
+        " upgrade through an older release first"
+    )
+
+
+async def test_nodes_starting_together_create_the_schema_once(
+    postgres_cluster: PostgresCluster, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    url = postgres_cluster.url(empty_database, user=PASSWORD_USER)
+    stores = [PostgresStore(url) for _ in range(3)]
+    await asyncio.gather(*(store.start() for store in stores))
+    try:
+        ids = {await store.instance_id() for store in stores}
+        assert len(ids) == 1
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+                (schema.SCHEMA_VERSION,)
+            ]
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def test_commits_are_synchronous_whatever_the_database_default(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    url = postgres_cluster.url(migrated_database)
+    with postgres_cluster.admin() as conn:
+        conn.execute(f'ALTER DATABASE "{migrated_database}" SET synchronous_commit = off')
+    store = PostgresStore(url)
+    await store.start()
+    try:
+
+        def setting(link: Link) -> object:
+            row = link.conn.execute("SHOW synchronous_commit").fetchone()
+            return row[0] if row else None
+
+        assert await store.committer.submit(setting) == "on"
+    finally:
+        await store.aclose()
+
+
+async def test_the_writer_reconnects_after_losing_its_connection(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    """A connection the server dropped (a restart, a failover) fails the jobs of that
+    batch as unavailable; the next batch connects again and nothing is lost."""
+    url = postgres_cluster.url(migrated_database)
+    store = PostgresStore(url)
+    await store.start()
+    try:
+        first = new_message()
+        await store.enqueue(first)
+        with postgres_cluster.admin() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (migrated_database,),
+            )
+        lost = new_message(at=NOW + 1)
+        with pytest.raises(StoreUnavailable):
+            await store.enqueue(lost)
+        second = new_message(at=NOW + 2)
+        await store.enqueue(second)
+        assert [m.id for m in await store.messages()] == [first.id, second.id]
+    finally:
+        await store.aclose()
+
+
+def test_a_server_configured_with_a_postgresql_url_accepts_mail_into_it(
+    postgres_cluster: PostgresCluster,
+    migrated_database: str,
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """``storage = "postgresql://..."`` through the configuration: the node starts, takes
+    the store's id into its data directory, and a 250 means the message is in PostgreSQL."""
+    url = postgres_cluster.url(migrated_database)
+    server = make_server(storage=url)
+    server.add_domain("example.test")
+    with smtp_client(server.ports["mx"]) as client:
+        refused = client.sendmail(
+            "sender@example.net", ["postmaster@example.test"], b"Subject: hi\r\n\r\nHello\r\n"
+        )
+    assert refused == {}
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT sender FROM messages").fetchall()
+        (instance,) = conn.execute("SELECT id FROM instance").fetchone() or ("",)
+    assert rows == [("sender@example.net",)]
+    assert (server.data_dir / "instance-id").read_text().strip() == instance
+
+
+class Wakes:
+    """Counts a watcher's calls; ``next()`` waits for the next one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self._event.set()
+
+    async def next(self) -> None:
+        await asyncio.wait_for(self._event.wait(), timeout=10)
+        self._event.clear()
+
+
+async def test_other_nodes_hear_of_mail_that_became_due(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    """LISTEN/NOTIFY: node B's watcher is called when node A commits a message, makes
+    mail due again (retry, release of a hold), not for what changes nothing due."""
+    url = postgres_cluster.url(migrated_database)
+    node_a, node_b = PostgresStore(url), PostgresStore(url)
+    await node_a.start()
+    await node_b.start()
+    wakes = Wakes()
+    watching = asyncio.create_task(node_b.watch_queue(wakes))
+    try:
+        await wakes.next()  # listening: one call for what came before
+        message = new_message()
+        await node_a.enqueue(message)
+        await wakes.next()
+        await node_a.hold(message.id)
+        await node_a.release_hold(message.id)
+        await wakes.next()
+        await node_a.claim_due(NOW, limit=10, lease=60)
+        assert await node_a.retry_now(None, NOW) == 0  # leased: nothing made due
+        await node_a.release(message.id, ["bob@example.net"])
+        assert await node_a.retry_now(None, NOW) == 1
+        await wakes.next()
+        calls = wakes.calls
+        await node_a.add_domain("example.org", NOW)  # not mail: no wake-up
+        await node_a.enqueue(new_message(at=NOW + 1))  # a commit after it, heard
+        await wakes.next()
+        assert wakes.calls == calls + 1
+    finally:
+        watching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watching
+        await node_a.aclose()
+        await node_b.aclose()
+
+
+async def test_a_watcher_that_loses_the_database_says_so(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    store = PostgresStore(postgres_cluster.url(migrated_database))
+    await store.start()
+    wakes = Wakes()
+    watching = asyncio.create_task(store.watch_queue(wakes))
+    try:
+        await wakes.next()
+        with postgres_cluster.admin() as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND query LIKE 'LISTEN%%'",
+                (migrated_database,),
+            )
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(watching, timeout=10)
+    finally:
+        watching.cancel()
+        await store.aclose()
