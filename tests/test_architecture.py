@@ -30,6 +30,8 @@ PURE_CORE = [
     "smtp/receiver.py",
     "smtp/sasl.py",
     "smtp/client.py",
+    "smtp/clientconnection.py",
+    "smtp/trouble.py",
     "config",
     "clock.py",
     "ids.py",

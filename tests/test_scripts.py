@@ -1,4 +1,5 @@
-"""scripts/install runs pip only when what the install depends on changed.
+"""scripts/install runs pip only when what the install depends on changed, at the
+versions constraints.txt pins (or, with --newest, the newest pyproject.toml allows).
 
 Each test runs the real script in a copy of the project whose ``.venv/bin/python`` is a
 stand-in: ``-m pip`` is recorded (and answered with ``$FAKE_PIP_STATUS``), everything
@@ -42,6 +43,7 @@ class Project:
         (root / "scripts").mkdir(parents=True)
         shutil.copy2(ROOT / "scripts" / "install", root / "scripts" / "install")
         shutil.copy2(ROOT / "pyproject.toml", root / "pyproject.toml")
+        shutil.copy2(ROOT / "constraints.txt", root / "constraints.txt")
         tools = root / "tools"
         tools.mkdir()
         for name, text in (("fake-python", FAKE_PYTHON), ("python3", FAKE_SYSTEM_PYTHON)):
@@ -59,8 +61,8 @@ class Project:
             env={**os.environ, "PYTHON": str(self.system_python), **env},
         )
 
-    def pip_calls(self) -> list[str]:
-        calls = self.root / ".venv" / "bin" / "pip-calls"
+    def pip_calls(self, venv: str = ".venv") -> list[str]:
+        calls = self.root / venv / "bin" / "pip-calls"
         lines = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
         return lines
@@ -90,7 +92,7 @@ def test_a_fresh_clone_makes_the_venv_and_installs(project: Project) -> None:
     assert project.venvs_made() == 1
     assert project.pip_calls() == [
         "-m pip install --quiet --upgrade pip",
-        "-m pip install --quiet -e .[fast,test]",
+        "-m pip install --quiet -c constraints.txt -e .[fast,test]",
     ]
     assert (project.root / ".venv" / "install-stamp").read_text().endswith("\nfast,test\n")
 
@@ -112,9 +114,9 @@ def test_the_server_install_after_the_test_install_runs_no_pip(project: Project)
 
 def test_asking_for_more_extras_installs_them(project: Project) -> None:
     installed_ok(project.install())
-    assert project.pip_calls()[-1] == "-m pip install --quiet -e .[fast]"
+    assert project.pip_calls()[-1] == "-m pip install --quiet -c constraints.txt -e .[fast]"
     installed_ok(project.install("test"))
-    assert project.pip_calls()[-1] == "-m pip install --quiet -e .[fast,test]"
+    assert project.pip_calls()[-1] == "-m pip install --quiet -c constraints.txt -e .[fast,test]"
     skipped(project.install("test"))
 
 
@@ -122,10 +124,37 @@ def test_a_changed_pyproject_reinstalls(project: Project) -> None:
     installed_ok(project.install())
     project.pip_calls()
     pyproject = project.root / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('"click>=8.1"', '"click>=8.2"'))
+    pyproject.write_text(pyproject.read_text().replace('"click>=8.1,<9"', '"click>=8.2,<9"'))
     installed_ok(project.install())
     assert len(project.pip_calls()) == 2
     skipped(project.install())
+
+
+def test_a_refreshed_constraints_file_reinstalls(project: Project) -> None:
+    installed_ok(project.install("test"))
+    project.pip_calls()
+    constraints = project.root / "constraints.txt"
+    constraints.write_text(constraints.read_text() + "six==1.16.0\n")
+    installed_ok(project.install("test"))
+    assert project.pip_calls()[-1] == "-m pip install --quiet -c constraints.txt -e .[fast,test]"
+    skipped(project.install("test"))
+
+
+def test_newest_installs_what_pyproject_allows_into_its_own_venv_every_time(
+    project: Project,
+) -> None:
+    installed_ok(project.install("test"))
+    project.pip_calls()
+    for _ in range(2):  # newer versions may have come out: a fresh venv, every time
+        (project.root / ".venv-newest" / "left-over").mkdir(parents=True, exist_ok=True)
+        installed_ok(project.install("test", "--newest"))
+        assert not (project.root / ".venv-newest" / "left-over").exists()
+        assert project.pip_calls(".venv-newest")[-1] == (
+            "-m pip install --quiet --upgrade --upgrade-strategy eager -e .[fast,test]"
+        )
+    assert project.venvs_made() == 3
+    assert project.pip_calls() == []  # .venv, installed from the lock, is left alone
+    skipped(project.install("test"))
 
 
 def test_a_changed_install_script_reinstalls(project: Project) -> None:
@@ -166,5 +195,7 @@ def test_a_failed_pip_leaves_no_stamp_and_the_next_run_tries_again(project: Proj
 def test_an_unknown_argument_is_a_one_line_error(project: Project) -> None:
     done = project.install("tests")
     assert done.returncode == 2
-    assert done.stderr == "scripts/install: unknown argument: tests (expected: test, --force)\n"
+    assert done.stderr == (
+        "scripts/install: unknown argument: tests (expected: test, --force, --newest)\n"
+    )
     assert project.venvs_made() == 0

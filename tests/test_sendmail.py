@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -286,6 +287,7 @@ def test_C_names_the_configuration_file(queue: Queue, tmp_path: Path) -> None:
         # Help asked for with a message to send: not queued, so not exit 0.
         (("-h", "x@example.net"), Exit.USAGE, "-h/--help takes no recipients"),
         (("--help", "-t"), Exit.USAGE, "-h/--help takes no recipients"),
+        (("--version", "x@example.net"), Exit.USAGE, "--version takes no recipients"),
     ],
 )
 def test_usage_and_data_errors(queue: Queue, args: tuple[str, ...], code: int, words: str) -> None:
@@ -303,6 +305,13 @@ def test_help_prints_the_usage_and_queues_nothing(queue: Queue, flag: str) -> No
     assert (run.code, run.stderr) == (Exit.OK, "")
     assert run.stdout.startswith("usage: postroom-sendmail [options] [recipient ...]")
     assert "-t " in run.stdout and "Exit status" in run.stdout
+    assert queue.messages() == []
+
+
+def test_version_prints_the_installed_version_and_queues_nothing(queue: Queue) -> None:
+    run = queue.sendmail("--version", stdin=b"To: a@example.net\nSubject: x\n\nhi\n")
+    assert (run.code, run.stderr) == (Exit.OK, "")
+    assert run.stdout == f"postroom-sendmail (postroom) {version('postroom')}\n"
     assert queue.messages() == []
 
 

@@ -94,6 +94,26 @@ async def test_a_restarted_task_that_runs_long_enough_is_ready_again() -> None:
     assert runs == 2 and readiness.ready
 
 
+def test_faults_are_kept_newest_first_after_their_part_works_again() -> None:
+    clock = FakeClock()
+    readiness = Readiness(clock)
+    readiness.fail("scheduler", "StoreFull: disk full")
+    clock.advance(5)
+    readiness.fail("retention", "OSError: boom")
+    readiness.ok("scheduler")
+    readiness.ok("retention")
+
+    assert readiness.ready
+    assert [(f.part, f.reason, f.at) for f in readiness.faults()] == [
+        ("retention", "OSError: boom", clock.time()),
+        ("scheduler", "StoreFull: disk full", clock.time() - 5),
+    ]
+    for n in range(30):
+        readiness.fail("api", f"error {n}")
+    assert len(readiness.faults()) == 20  # a bounded history
+    assert readiness.faults()[0].reason == "error 29"
+
+
 async def test_a_task_that_returns_is_done_and_not_restarted() -> None:
     clock = FakeClock()
     readiness = Readiness(clock)

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 import logging.handlers
+import os
 import random
 import signal
 import socket
@@ -36,6 +37,7 @@ from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
+from postroom.net.control import ControlListener
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
@@ -94,7 +96,9 @@ class Server:
     shared with accept workers; ``accept_only`` is such a worker: SMTP into the store,
     no delivery. ``store``: a store to start and use instead of the configured one (a
     test's fault-injecting store); ``init``: make a new, empty store even where the
-    data directory was used before (``postroom serve --init``)."""
+    data directory was used before (``postroom serve --init``); ``migrate``: upgrade an
+    older PostgreSQL schema at start (``postroom serve --migrate``; an SQLite store is
+    always upgraded)."""
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class Server:
         accept_only: bool = False,
         store: Store | None = None,
         init: bool = False,
+        migrate: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -114,6 +119,7 @@ class Server:
         self.tasks = TaskSupervisor(self.readiness, self.clock)
         self._given_store = store
         self._init = init
+        self._migrate = migrate
         self.rng = rng or random.Random()
         self.deliver = deliver and not accept_only
         self.accept_only = accept_only
@@ -126,12 +132,15 @@ class Server:
         self.retention: Retention | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
+        self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
         self.tls: ServerTls | None = None
         self.certificate = ""  # the certificate served, for the ready line
+        self._started = (self.clock.time(), self.clock.monotonic())
 
     async def start(self) -> None:
         settings = self.settings
+        self._started = (self.clock.time(), self.clock.monotonic())
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         before = _modified(settings.data_dir / "tls" / CERT_NAME)
         self.tls = tls = ServerTls(settings)
@@ -176,6 +185,9 @@ class Server:
         except OSError:
             await self.stop()
             raise
+        if not self.accept_only:
+            self._control = ControlListener(settings.data_dir, self.describe)
+            await self._control.start()
         if self.deliver:
             assert self.scheduler is not None and self.retention is not None
             self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
@@ -186,6 +198,46 @@ class Server:
                 self.tasks.start("queue-watch", functools.partial(store.watch_queue, wake))
             self.tasks.start("leases", self.scheduler.keep_leases)
             self.tasks.start("retention", self.retention.run)
+
+    def describe(self) -> dict[str, object]:
+        """What ``postroom status`` asks a running server over the control socket (times
+        are Unix times; the command documents its own JSON)."""
+        settings = self.settings
+        started_at, started = self._started
+        listeners = self.smtp.listeners if self.smtp is not None else []
+        api = None
+        if self.api is not None:
+            address, port = self.api.bound
+            api = {"address": address, "port": port}
+        return {
+            "pid": os.getpid(),
+            "version": _version(),
+            "started_at": started_at,
+            "uptime": self.clock.monotonic() - started,
+            "data_dir": str(settings.data_dir),
+            "workers": settings.workers,
+            "listeners": [
+                {
+                    "role": spec.role.value,
+                    "address": spec.address,
+                    "port": listener.bound_port,
+                    "tls": "implicit" if spec.role is ListenerRole.SUBMISSIONS else "starttls",
+                }
+                for spec, listener in zip(settings.listeners, listeners, strict=False)
+            ],
+            "api": api,
+            "delivery": {
+                "paused": settings.delivery.paused,
+                "in_flight": self.scheduler.in_flight if self.scheduler is not None else 0,
+            },
+            "failing": [
+                {"part": p.part, "reason": p.reason, "since": p.since, "failures": p.failures}
+                for p in self.readiness.problems()
+            ],
+            "faults": [
+                {"part": f.part, "reason": f.reason, "at": f.at} for f in self.readiness.faults()
+            ],
+        }
 
     def _store_damaged(self, problem: str) -> None:
         """SQLite reported a damaged database file at run time: say so once in the log,
@@ -206,6 +258,7 @@ class Server:
             self.settings.storage_url,
             self.settings.data_dir,
             init=self._init,
+            migrate=self._migrate,
             check_budget=None if self.accept_only else _START_CHECK_BUDGET,
             on_damage=self._store_damaged,
         )
@@ -285,6 +338,9 @@ class Server:
         """The API and SMTP first (no new mail, requests and transactions in flight
         finish), then delivery, then the store."""
         grace = self.settings.limits.shutdown_grace
+        if self._control is not None:  # a stopping server no longer says it runs
+            await self._control.close()
+            self._control = None
         if self.api is not None:
             await self.api.stop()
             self.api = None
@@ -370,14 +426,16 @@ def _version() -> str:
         return "(not installed)"
 
 
-async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
+async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
+    # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
+    stop = _stop_on_signals()
     try:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
             supervisor = Supervisor(settings, sockets)
-        server = Server(settings, sockets=sockets, init=init)
+        server = Server(settings, sockets=sockets, init=init, migrate=migrate)
         _reload_on_sighup(server, supervisor)
         await server.start()
     except OSError as exc:
@@ -389,7 +447,6 @@ async def _serve(settings: Settings, init: bool, source: ConfigSource) -> int:
     if supervisor is not None:
         # after start(): the certificate exists, the store is migrated
         await supervisor.start(server.tasks)
-    stop = _stop_on_signals()
     assert server.store is not None
     users = bool(await server.store.users())
     _log.info("%s", ready_line(server, source, users=users))
@@ -451,12 +508,15 @@ def _configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log.level.upper())
 
 
-def run(settings: Settings, source: ConfigSource, *, init: bool = False) -> int:
+def run(
+    settings: Settings, source: ConfigSource, *, init: bool = False, migrate: bool = False
+) -> int:
     """Run the server until SIGTERM/SIGINT; the process exit code. ``source``: where the
     settings came from (for the ready line); ``init``: make a new, empty store even if
-    the data directory had one (``postroom serve --init``)."""
+    the data directory had one (``postroom serve --init``); ``migrate``: upgrade an older
+    PostgreSQL schema (``postroom serve --migrate``)."""
     _configure_logging(settings)
-    return _run_loop(_serve(settings, init, source))
+    return _run_loop(_serve(settings, init, migrate, source))
 
 
 def run_worker() -> int:

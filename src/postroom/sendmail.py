@@ -71,7 +71,7 @@ class SendmailError(Exception):
 
 # Postfix's sendmail option letters; ":" takes a value (attached, or the next argument).
 _SHORT_OPTIONS = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:himno:p:r:q:tvx"
-_LONG_OPTIONS = ("config=", "help")
+_LONG_OPTIONS = ("config=", "help", "version")
 _IGNORED = frozenset(("-A", "-G", "-L", "-O", "-U", "-X", "-c", "-e", "-m", "-n", "-p", "-x"))
 _HOP_COUNT = re.compile(r"-h\d+")  # sendmail's -hN, attached
 USAGE = f"""\
@@ -91,6 +91,7 @@ Queues the message on standard input for delivery by postroom.
   -C FILE, --config FILE  the configuration file (else $POSTROOM_CONFIG, else
                   ./postroom.toml, else /etc/postroom/postroom.toml)
   -h, --help      print this help
+  --version       print postroom's version
 
 Exit status (sysexits.h): 0 queued, 64 usage, 65 data error (a bad address, a message
 too big, too many recipients), 67 recipient refused, 69 refused, 75 try again later
@@ -116,6 +117,7 @@ class Options:
     recipients: tuple[str, ...] = ()
     extract: bool = False  # -t
     show_help: bool = False  # -h / --help
+    show_version: bool = False  # --version
     sender: str | None = None  # -f / -r; "" or "<>" is the null sender
     full_name: str | None = None  # -F
     dot_ends_input: bool = True  # cleared by -i / -oi
@@ -140,9 +142,12 @@ def parse_args(argv: Sequence[str]) -> Options:
         if value.startswith("-"):
             raise SendmailError(Exit.USAGE, f"{flag} {value}: an option value cannot start with -")
         _apply(flag, value, values)
-    if values.get("show_help") and (arguments or values.get("extract")):
+    asked = "-h/--help" if values.get("show_help") else "--version"
+    if (values.get("show_help") or values.get("show_version")) and (
+        arguments or values.get("extract")
+    ):
         # Help with a message to send: exiting 0 would lose the message without a word.
-        raise SendmailError(Exit.USAGE, "-h/--help takes no recipients; nothing was queued")
+        raise SendmailError(Exit.USAGE, f"{asked} takes no recipients; nothing was queued")
     return Options(**values)  # type: ignore[arg-type]
 
 
@@ -173,6 +178,8 @@ def _apply(flag: str, value: str, values: dict[str, object]) -> None:  # noqa: C
             values["extract"] = True
         case "-h" | "--help":
             values["show_help"] = True
+        case "--version":
+            values["show_version"] = True
         case "-i":
             values["dot_ends_input"] = False
         case "-o":
@@ -382,6 +389,11 @@ def run(argv: Sequence[str], stdin: BinaryIO) -> Exit:
     options = parse_args(argv)
     if options.show_help:
         print(USAGE, end="")
+        return Exit.OK
+    if options.show_version:
+        from importlib.metadata import version
+
+        print(f"{PROG} (postroom) {version('postroom')}")
         return Exit.OK
     source = find_config(options.config, os.environ, Path.cwd())
     try:

@@ -135,6 +135,15 @@ def test_mailer_status_reads_the_email_log(tmp_path: Path) -> None:
     assert line.split()[-2:] == ["1", "-"]  # this hour (no per_hour limit); no OAuth token
     assert [row.split()[0] for row in out.splitlines()[1:]] == ["local", "mx", "sg"]
 
+    listed = json.loads(ok(postroom(config, "mailer", "status", "--json")))
+    assert [m["name"] for m in listed] == ["local", "mx", "sg"]
+    sg = listed[2]
+    assert sg["type"] == "sendgrid"
+    assert (sg["last_success"], sg["last_error"]) == ("sg: accepted as m1", "sg: HTTP 503 busy")
+    assert sg["last_error_at"] < sg["last_success_at"]  # ISO 8601 in UTC sorts by time
+    assert (sg["delivered_today"], sg["per_day"], sg["per_hour"]) == (1, 500, None)
+    assert sg["delivered_this_hour"] == 1 and sg["token"] is None
+
 
 def test_route_explain_and_settings_never_show_the_key(tmp_path: Path) -> None:
     config = _config(tmp_path, "http://127.0.0.1:9")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.cli.test_cli import ok, one_line_error, postroom
 from tests.support.http_fake import FakeHttp, serve
-from tests.support.oauth_fake import TokenEndpoint
+from tests.support.oauth_fake import TokenEndpoint, s256
 from tests.support.servers import make_store
 
 REDIRECT = "http://127.0.0.1/"
@@ -71,23 +71,47 @@ def test_authorize_prints_the_consent_address_and_keeps_the_refresh_token(
     saved = json.loads(path.read_text())
     assert saved["refresh_token"] in tokens.refresh_tokens
     assert "secret-456" not in out + path.read_text()
+    # PKCE: the code went back with the verifier of the challenge the address carried
+    assert query["code_challenge_method"] == "S256"
+    assert [s256(v) for v in tokens.verifiers] == [query["code_challenge"]]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["gmail.json"]  # none pending
 
 
-def test_authorize_takes_the_browser_address_with_code(
+def _consent_query(out: str) -> dict[str, str]:
+    url = next(line.strip() for line in out.splitlines() if "accounts.google.com" in line)
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_authorize_takes_the_browser_address_with_code_in_a_later_run(
     config: Path, tmp_path: Path, endpoint: tuple[TokenEndpoint, FakeHttp]
 ) -> None:
     tokens, _ = endpoint
+    first = postroom(config, "mailer", "authorize", "gmail", stdin="\n")  # no code pasted
+    assert first.returncode == 1
+    query = _consent_query(first.stdout)
     tokens.codes["4/0XyZ"] = REDIRECT
-    pasted = f"{REDIRECT}?state=whatever&code=4%2F0XyZ&scope=gmail.send"
+    tokens.challenges["4/0XyZ"] = query["code_challenge"]  # as the consent page saw it
+
+    other = f"{REDIRECT}?state=another&code=4%2F0XyZ"
+    assert "another authorization" in one_line_error(
+        postroom(config, "mailer", "authorize", "gmail", "--code", other)
+    )
+    pasted = f"{REDIRECT}?state={query['state']}&code=4%2F0XyZ&scope=gmail.send"
     ok(postroom(config, "mailer", "authorize", "gmail", "--code", pasted))
     assert (tmp_path / "data" / "oauth" / "gmail.json").exists()
+    assert not (tmp_path / "data" / "oauth" / "gmail.pending.json").exists()
 
 
 def test_authorize_refusals_are_one_line(config: Path) -> None:
     line = one_line_error(postroom(config, "mailer", "authorize", "gmail", "--code", "bogus"))
     assert line == (
+        "postroom: no authorization of mailer gmail in progress: run it without --code first"
+    )
+    postroom(config, "mailer", "authorize", "gmail", stdin="\n")  # the address, no code
+    line = one_line_error(postroom(config, "mailer", "authorize", "gmail", "--code", "bogus"))
+    assert line == (
         "postroom: mailer gmail: the provider refused the authorization code (used, expired,"
-        " or for another redirect_uri): authorize again"
+        " or for another redirect_uri or authorization): authorize again"
     )
     assert one_line_error(postroom(config, "mailer", "authorize", "relay")) == (
         "postroom: mailer relay (type smtp) does not use OAuth"
@@ -108,7 +132,7 @@ def test_status_shows_the_token_state_in_plain_words(
     assert "not authorized yet: run `postroom mailer authorize gmail`" in out
     tokens, _ = endpoint
     tokens.codes["4/0AbCd"] = REDIRECT
-    ok(postroom(config, "mailer", "authorize", "gmail", "--code", "4/0AbCd"))
+    ok(postroom(config, "mailer", "authorize", "gmail", stdin="4/0AbCd\n"))
     assert "authorized; the access token is valid for" in ok(postroom(config, "mailer", "status"))
 
     path = tmp_path / "data" / "oauth" / "gmail.json"

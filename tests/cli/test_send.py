@@ -124,11 +124,16 @@ def test_wait_shows_a_bounce_with_the_remote_reply(setup: Setup, server: Running
     assert "550 5.1.1 No such user here" in done.stdout
 
 
-def test_wait_ends_with_75_while_deferred(setup: Setup, server: RunningProcess) -> None:
+def test_wait_says_a_deferral_as_it_happens_and_ends_with_75_at_the_timeout(
+    setup: Setup, server: RunningProcess
+) -> None:
     done = setup.postroom("send", "--to", "later@peer.test", "--wait", "--timeout", "3")
     assert done.returncode == 75
-    assert "deferred" in done.stdout
-    assert "451 4.3.0 Try again later" in done.stdout
+    lines = done.stdout.splitlines()
+    [attempt] = [n for n, line in enumerate(lines) if "later@peer.test  deferred by peer" in line]
+    assert "451 4.3.0 Try again later; next attempt at " in lines[attempt]
+    assert lines[attempt + 1].startswith("gave up waiting after 3 s; the server keeps trying")
+    assert "deferred  later@peer.test" in done.stdout  # then the recipients' states
 
 
 def test_a_local_user_gets_it_in_the_maildir(setup: Setup, server: RunningProcess) -> None:
@@ -142,9 +147,10 @@ def test_a_local_user_gets_it_in_the_maildir(setup: Setup, server: RunningProces
     assert "A test message from postroom on mail.test." in message.get_content()
 
 
-def test_without_a_server_it_waits_in_the_queue(setup: Setup) -> None:
+def test_without_a_server_wait_ends_at_once(setup: Setup) -> None:
     make_store(setup.config)
-    done = setup.postroom("send", "--to", "alice@peer.test", "--wait", "--timeout", "0")
+    # a timeout longer than the command is given to run: ending at all means at once
+    done = setup.postroom("send", "--to", "alice@peer.test", "--wait", "--timeout", "100000")
     assert done.returncode == 75
     assert "no server is running" in done.stdout
     assert "queued  alice@peer.test" in done.stdout

@@ -20,12 +20,19 @@ from postroom.delivery.mailers.oauth.flow import (
     describe,
     exchange_code,
 )
-from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState, token_path
+from postroom.delivery.mailers.oauth.tokens import (
+    PendingAuthorization,
+    PendingFile,
+    TokenFile,
+    TokenState,
+    token_path,
+)
 from tests.conftest import FakeClock
 from tests.support.http_fake import FakeHttp, Reply, serve
-from tests.support.oauth_fake import TokenEndpoint
+from tests.support.oauth_fake import TokenEndpoint, s256
 
 REDIRECT = "http://127.0.0.1/"
+PENDING = PendingAuthorization(state="st4te", code_verifier="v" * 43)
 
 
 @pytest.fixture
@@ -74,13 +81,16 @@ async def _authorized(
     now: float,
 ) -> TokenState:
     endpoint.codes["4/code"] = REDIRECT
-    state = await exchange_code(config, "4/code", http, now)
+    endpoint.challenges["4/code"] = s256(PENDING.code_verifier)
+    state = await exchange_code(config, "4/code", PENDING, http, now)
     file.save(state)
     return state
 
 
-def test_the_authorization_url_asks_for_offline_access(server: FakeHttp) -> None:
-    url = authorization_url(_config(server), "st4te")
+def test_the_authorization_url_asks_for_offline_access_with_a_pkce_challenge(
+    server: FakeHttp,
+) -> None:
+    url = authorization_url(_config(server), PENDING)
     query = parse_qs(urlsplit(url).query)
     assert url.startswith("https://accounts.example/o/oauth2/auth?")
     assert {k: v[0] for k, v in query.items()} == {
@@ -89,9 +99,31 @@ def test_the_authorization_url_asks_for_offline_access(server: FakeHttp) -> None
         "redirect_uri": REDIRECT,
         "scope": "https://www.googleapis.com/auth/gmail.send",
         "state": "st4te",
+        "code_challenge": s256(PENDING.code_verifier),
+        "code_challenge_method": "S256",
         "access_type": "offline",
         "prompt": "consent",
     }
+
+
+def test_each_authorization_has_its_own_state_and_a_verifier_rfc_7636_accepts() -> None:
+    first, second = PendingAuthorization.new(), PendingAuthorization.new()
+    assert first.state != second.state and first.code_verifier != second.code_verifier
+    for verifier in (first.code_verifier, second.code_verifier):
+        assert 43 <= len(verifier) <= 128
+        assert set(verifier) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+        )
+
+
+def test_a_pending_authorization_is_kept_privately_until_removed(tmp_path: Path) -> None:
+    pending = PendingFile(tmp_path, "gmail")
+    assert pending.load() is None
+    pending.save(PENDING)
+    assert pending.load() == PENDING
+    assert stat.S_IMODE(pending.path.stat().st_mode) == 0o600
+    pending.remove()
+    assert pending.load() is None
 
 
 def test_the_code_may_be_pasted_alone_or_in_the_redirected_address() -> None:
@@ -119,11 +151,23 @@ async def test_the_code_becomes_a_refresh_token_in_a_private_file(
     form = server.requests[-1].form()
     assert form["grant_type"] == ["authorization_code"]
     assert form["redirect_uri"] == [REDIRECT]
+    assert form["code_verifier"] == [PENDING.code_verifier]
 
 
 async def test_a_wrong_code_is_refused(server: FakeHttp, http: httpx.AsyncClient) -> None:
     with pytest.raises(OAuthUnavailable, match="refused the authorization code"):
-        await exchange_code(_config(server), "never-issued", http, 0.0)
+        await exchange_code(_config(server), "never-issued", PENDING, http, 0.0)
+
+
+async def test_a_code_with_another_authorizations_verifier_is_refused(
+    endpoint: TokenEndpoint, server: FakeHttp, http: httpx.AsyncClient
+) -> None:
+    # What an intercepted code gets whoever exchanges it without this client's verifier.
+    endpoint.codes["4/stolen"] = REDIRECT
+    endpoint.challenges["4/stolen"] = s256(PENDING.code_verifier)
+    other = PendingAuthorization(state=PENDING.state, code_verifier="w" * 43)
+    with pytest.raises(OAuthUnavailable, match="refused the authorization code"):
+        await exchange_code(_config(server), "4/stolen", other, http, 0.0)
 
 
 async def test_access_tokens_are_renewed_a_margin_before_they_expire(

@@ -240,6 +240,22 @@ async def test_greylisting_one_recipient_inside_a_pipelined_batch(harness: Harne
     assert [recipients for recipients, _ in server.messages] == [(ALICE, CAROL)]
 
 
+async def test_a_421_to_one_recipient_defers_everyone_left_and_drops_the_session(
+    harness: Harness,
+) -> None:
+    """RFC 5321 3.8: a 421 ends the session whatever it answers; the recipients not settled
+    yet wait for another host, and the connection is not pooled."""
+    refused = {ALICE: "550 5.1.1 No such user", BOB: "421 4.3.2 Shutting down"}
+    server, peer = await harness.serve(rcpt=refused)
+    result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB, CAROL))
+    alice, bob, carol = result.outcomes
+    assert alice.disposition is Disposition.BOUNCED
+    assert bob.disposition is carol.disposition is Disposition.DEFERRED
+    assert bob.reply == carol.reply == Reply(421, "4.3.2", "Shutting down")
+    assert bob.failover and result.retry == {BOB, CAROL}
+    assert server.messages == [] and harness.pool.idle_count() == 0
+
+
 async def test_all_recipients_refused_no_data_and_the_session_is_reset(harness: Harness) -> None:
     refused = {ALICE: "550 5.1.1 No such user", BOB: "450 4.2.0 Mailbox busy"}
     server, peer = await harness.serve(rcpt=refused)

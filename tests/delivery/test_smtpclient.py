@@ -20,6 +20,7 @@ from postroom.delivery.mailers.mta.transaction import (
     Stage,
     TlsMode,
     classify,
+    disposition,
     mail_parameters,
     parse_reply,
     rcpt_parameters,
@@ -99,14 +100,14 @@ def test_every_fault_has_a_rule_for_any_stage() -> None:
 def test_the_table_keeps_the_policy() -> None:
     for (stage, fault), rule in CLASSIFICATION.items():
         # Bounces never fail over, deferrals always may; only RCPT replies are per recipient.
-        assert rule.failover == (rule.disposition is Disposition.DEFERRED), (stage, fault)
+        assert rule.failover == (disposition(rule) is Disposition.DEFERRED), (stage, fault)
         assert (rule.scope is Scope.RECIPIENT) == (stage is Stage.RCPT), (stage, fault)
         if rule.ours is not None:
             assert str(rule.ours[0])[0] == rule.ours[1][0] == "4"
-    assert classify(Stage.RCPT, Fault.PERMANENT).disposition is Disposition.BOUNCED
+    assert disposition(classify(Stage.RCPT, Fault.PERMANENT)) is Disposition.BOUNCED
     assert not classify(Stage.RCPT, Fault.TRANSIENT).next_host
     assert classify(Stage.MAIL, Fault.TRANSIENT).next_host
-    assert classify(Stage.AUTH, Fault.PERMANENT).disposition is Disposition.DEFERRED
+    assert disposition(classify(Stage.AUTH, Fault.PERMANENT)) is Disposition.DEFERRED
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ from tests.support.servers import (
     start_process,
     write_config,
 )
-from tests.support.smtp_peers import shared_port
 
 BODY = b"Subject: received\r\n\r\n" + (b"x" * 70 + b"\r\n") * 600
 
@@ -156,11 +155,14 @@ def test_db_backup_copies_a_running_servers_store(used: tuple[Path, Path], tmp_p
 
 
 def test_status_asks_the_running_server(tmp_path: Path) -> None:
-    port = shared_port(["127.0.0.1"])
-    config = write_config(tmp_path / "postroom.toml", tmp_path / "data", f"[api]\nport = {port}\n")
-    assert "no answer" in one_line_refusal(run_cli(config, "status"))
+    config = write_config(tmp_path / "postroom.toml", tmp_path / "data")
+    idle = run_cli(config, "status")
+    assert idle.returncode == 3
+    assert idle.stdout.startswith("postroom: not running")
     proc = start_process(config, tmp_path / "postroom.log")
     try:
-        assert cli_out(config, "status").strip() == "ready"
+        headline = cli_out(config, "status").splitlines()[0]
+        assert f"running (pid {proc.process.pid}, up " in headline
+        assert headline.endswith("ready")
     finally:
         stop(proc)

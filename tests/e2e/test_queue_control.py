@@ -13,8 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import RunningProcess, cli_out, start_process, wait_for, write_config
-from tests.support.smtp_peers import Peers, SmtpPeer, shared_port
+from tests.support.servers import (
+    RunningProcess,
+    cli_out,
+    run_cli,
+    start_process,
+    wait_for,
+    write_config,
+)
+from tests.support.smtp_peers import Peers, SmtpPeer
 
 MESSAGE = b"From: app@example.test\r\nTo: friend@remote.test\r\nSubject: Receipt\r\n\r\nThanks!\r\n"
 # The scheduler looks at the queue on its own at least every 60 s; an action that takes
@@ -28,9 +35,8 @@ def peers() -> Iterator[Peers]:
         yield started
 
 
-def peer_config(tmp_path: Path, peer: SmtpPeer, *, paused: bool = False, api_port: int = 0) -> Path:
+def peer_config(tmp_path: Path, peer: SmtpPeer, *, paused: bool = False) -> Path:
     extra = (
-        f"[api]\nport = {api_port}\n"
         f"[delivery]\npaused = {'true' if paused else 'false'}\n"
         f'[[mailers]]\nname = "peer"\ntype = "smtp"\nhost = "127.0.0.1"\nport = {peer.port}\n'
         'tls = "none"\ntimeout = 5\n'
@@ -84,8 +90,7 @@ def test_paused_delivery_queues_and_delivers_after_an_unpaused_start(
     peers: Peers, tmp_path: Path, stop_at_end: list[RunningProcess]
 ) -> None:
     peer = peers.start("127.0.0.1")
-    api_port = shared_port(["127.0.0.1"])  # `postroom status` asks a configured port
-    config = peer_config(tmp_path, peer, paused=True, api_port=api_port)
+    config = peer_config(tmp_path, peer, paused=True)
     cli_out(config, "domain", "add", "example.test")
     proc = start_process(config, tmp_path / "postroom.log")
     stop_at_end.append(proc)
@@ -94,7 +99,9 @@ def test_paused_delivery_queues_and_delivers_after_an_unpaused_start(
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "delivery": "paused"}
     assert "delivery is paused" in proc.log.read_text()
-    assert cli_out(config, "status") == "ready; delivery is paused (delivery.paused)\n"
+    status = json.loads(cli_out(config, "status", "--json"))
+    assert (status["ready"], status["delivery"]["paused"]) == (True, True)
+    assert status["queue"]["queued"] == 1
     retried = cli_out(config, "queue", "retry", "--all")
     assert retried == (
         "1 recipient in the queue will be tried now\n"
@@ -103,11 +110,18 @@ def test_paused_delivery_queues_and_delivers_after_an_unpaused_start(
     with pytest.raises(AssertionError):  # woken, and still claims nothing
         wait_for(lambda: peer.connections > 0, within=2)
     assert statuses(config) == ["queued"]
+    # a timeout longer than the command is given to run: ending at all means at once
+    waited = run_cli(config, "send", "--to", "friend@remote.test", "--wait", "--timeout", "1e5")
+    assert waited.returncode == 75, waited.stderr
+    assert "delivery is paused (delivery.paused): the message waits until it is not" in (
+        waited.stdout
+    )
 
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0
-    config = peer_config(tmp_path, peer, api_port=api_port)
+    config = peer_config(tmp_path, peer)
     proc = start_process(config, tmp_path / "postroom.log")
     stop_at_end.append(proc)
-    wait_for(lambda: len(peer.received) == 1)
-    assert cli_out(config, "status") == "ready\n"
+    wait_for(lambda: len(peer.received) == 2)
+    status = json.loads(cli_out(config, "status", "--json"))
+    assert (status["ready"], status["delivery"]["paused"]) == (True, False)

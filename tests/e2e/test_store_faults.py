@@ -14,8 +14,7 @@ import pytest
 
 from postroom.errors import StoreDamaged, StoreFull, StoreUnavailable
 from tests.support.faulty_store import FaultyStore
-from tests.support.servers import cli_out, run_cli, smtp_client, wait_for, write_config
-from tests.support.smtp_peers import shared_port
+from tests.support.servers import run_cli, smtp_client, wait_for, write_config
 from tests.support.thread import ServerThread
 
 
@@ -116,19 +115,16 @@ def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
 
 
 def test_postroom_status_names_the_failing_part(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    port = shared_port(["127.0.0.1"])
     store = FaultyStore(tmp_path / "faulty.db")
-    srv: ServerThread = make_server(deliver=True, store=store, api={"port": port})
-    config = write_config(
-        tmp_path / "status.toml", tmp_path / "elsewhere", f"[api]\nport = {port}\n"
-    )
-    assert cli_out(config, "status") == "ready\n"
+    srv: ServerThread = make_server(deliver=True, store=store)
+    config = write_config(tmp_path / "status.toml", srv.data_dir)
+    assert run_cli(config, "status").returncode == 0
     store.claim_fault = StoreFull("storage is full: injected")
     srv.server.scheduler.wake()  # type: ignore[union-attr]
     wait_for(lambda: store.refused_claims >= 1)
     done = run_cli(config, "status")
     assert done.returncode == 1
-    (line,) = done.stdout.splitlines()
-    assert line.startswith("scheduler: failing (")
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("failing:")]
+    assert line.startswith("failing: scheduler (")
     assert "storage is full: injected" in line
     store.claim_fault = None

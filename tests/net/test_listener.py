@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from postroom.net.listener import Listener
+from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
 
@@ -16,13 +17,13 @@ async def test_a_failing_handler_is_logged_and_keeps_no_connection_slot(
 ) -> None:
     calls = 0
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(stream: Stream) -> None:
         nonlocal calls
         calls += 1
         if calls <= 5:
             raise RuntimeError("handler fault")
-        writer.write(b"served\r\n")
-        await writer.drain()
+        stream.write(b"served\r\n")
+        await stream.drain()
 
     counter = ConnectionCounter(max_total=1, max_per_ip=1)
     listener = Listener(

@@ -1,12 +1,13 @@
-"""Each mailer's health from the attempt rows: last success, last error, recent sends."""
+"""Each mailer's health from the attempt rows: last success, last error, recent sends;
+and the latest attempts that did not deliver (`postroom status`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from postroom.store import Store
+from postroom.store import RecipientStatus, Store
 from postroom.store.models import MailerHealth
-from tests.store.factories import NOW, attempt, deferred, delivered, new_message, to
+from tests.store.factories import NOW, attempt, deferred, delivered, final, new_message, to
 
 pytestmark = pytest.mark.store_parts("log", "queue")
 
@@ -46,3 +47,28 @@ async def test_a_store_without_attempts_knows_no_mailers(store: Store) -> None:
     await store.enqueue(message)
     await store.record_outcomes(message.id, [deferred("a@example.net", NOW + 60)], [])
     assert await store.mailer_health(0.0) == []
+
+
+async def test_recent_failures_are_the_latest_attempts_that_did_not_deliver(
+    store: Store,
+) -> None:
+    message = new_message(recipients=to("a@example.net", "b@example.net"))
+    await store.enqueue(message)
+    await store.record_outcomes(
+        message.id,
+        [deferred("a@example.net", NOW + 600), final("b@example.net", RecipientStatus.BOUNCED)],
+        [
+            attempt(message.id, "a@example.net", NOW, "deferred", code=451, text="4.7.1 grey"),
+            attempt(message.id, "a@example.net", NOW + 1, mailer="relay"),  # a success
+            attempt(message.id, "b@example.net", NOW + 2, "bounced", code=550, text="5.1.1 no"),
+            attempt(message.id, "a@example.net", NOW + 3, "deferred", code=421, text="4.4.2 t"),
+        ],
+    )
+
+    latest = await store.recent_failures(2)
+
+    assert [(a.at, a.recipient, a.disposition, a.text) for a in latest] == [
+        (NOW + 3, "a@example.net", "deferred", "4.4.2 t"),
+        (NOW + 2, "b@example.net", "bounced", "5.1.1 no"),
+    ]
+    assert len(await store.recent_failures(10)) == 3

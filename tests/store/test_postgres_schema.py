@@ -122,11 +122,12 @@ async def test_a_newer_schema_is_refused_in_one_line(
 async def test_an_older_schema_is_upgraded_step_by_step(
     postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later release's upgrade: version 1 to 2 adds a column, under the same lock."""
+    """A later release's upgrade: version 1 to 2 adds a column, under the same lock, when
+    the node is told to migrate (``serve --migrate``)."""
     url = postgres_cluster.url(migrated_database)
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
     monkeypatch.setattr(schema, "UPGRADES", {1: "ALTER TABLE messages ADD COLUMN note text"})
-    store = await open_store(url)
+    store = await open_store(url, migrate=True)
     await store.aclose()
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]

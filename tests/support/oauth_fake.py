@@ -2,17 +2,26 @@
 
 It checks what a real one checks: POST, form encoding (or, ``in_query`` like Zoho's,
 the parameters in the query string), the client's id and secret, the grant type, a
-code issued for the same redirect URI, a refresh token it issued and did not revoke.
+code issued for the same redirect URI, the PKCE code verifier of a code issued with a
+challenge (RFC 7636 4.6, S256), a refresh token it issued and did not revoke.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 
 from tests.support.http_fake import Reply, Request
 
-__all__ = ["TokenEndpoint"]
+__all__ = ["TokenEndpoint", "s256"]
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636 4.2: BASE64URL(SHA256(ASCII(code_verifier))), unpadded."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 @dataclass
@@ -24,6 +33,8 @@ class TokenEndpoint:
     rotate: bool = False  # hand out a new refresh token on every refresh (Microsoft)
     revoked_error: tuple[int, str] = (400, "invalid_grant")  # Zoho: (200, "invalid_code")
     codes: dict[str, str] = field(default_factory=dict)  # code -> redirect_uri
+    challenges: dict[str, str] = field(default_factory=dict)  # code -> its S256 challenge
+    verifiers: list[str] = field(default_factory=list)  # code_verifier of each exchange
     refresh_tokens: set[str] = field(default_factory=set)
     access_tokens: list[str] = field(default_factory=list)
     down: bool = False
@@ -50,9 +61,13 @@ class TokenEndpoint:
             return Reply.json(401, {"error": "invalid_client", "error_description": "Unauthorized"})
         match params.get("grant_type"):
             case "authorization_code":
-                redirect = self.codes.pop(params.get("code", ""), None)
+                code, verifier = params.get("code", ""), params.get("code_verifier", "")
+                redirect, challenge = self.codes.pop(code, None), self.challenges.pop(code, None)
+                self.verifiers.append(verifier)
                 if redirect is None or redirect != params.get("redirect_uri"):
                     return Reply.json(400, {"error": "invalid_grant"})
+                if challenge is not None and s256(verifier) != challenge:
+                    return Reply.json(400, {"error": "invalid_grant", "error_description": "PKCE"})
                 refresh = f"refresh-{next(self._serial)}"
                 self.refresh_tokens.add(refresh)
                 return Reply.json(200, self._tokens(refresh))

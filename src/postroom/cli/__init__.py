@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from postroom import __version__
 from postroom.errors import ConfigError, NoStore, PostroomError
 
 if TYPE_CHECKING:
@@ -176,7 +175,7 @@ class _Root(click.Group):
     help="The TOML configuration file (default: $POSTROOM_CONFIG, else ./postroom.toml,"
     " else /etc/postroom/postroom.toml, else built-in defaults).",
 )
-@click.version_option(__version__, prog_name="postroom")
+@click.version_option(package_name="postroom", prog_name="postroom")
 @click.pass_context
 def main(ctx: click.Context, config: Path | None) -> None:
     """postroom: a self-hosted mail server for applications."""

@@ -84,7 +84,7 @@ def log(
     as_json: bool,
 ) -> None:
     """The email log: messages newest first with each recipient's status and last
-    reply. ``postroom log show ID`` gives one message's timeline."""
+    reply. `postroom log show ID` gives one message's timeline."""
     if click.get_current_context().invoked_subcommand is not None:
         return
     query = LogQuery(status, recipient, sender, since, limit, cursor)

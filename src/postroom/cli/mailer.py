@@ -19,8 +19,15 @@ from email.utils import formatdate, make_msgid
 import click
 
 from postroom.cli import AppContext, config_option, fail, pass_app
-from postroom.cli.mailer_oauth import authorize, oauth_status
-from postroom.cli.render import format_time, print_fields, print_table, printable, status_text
+from postroom.cli.mailer_oauth import authorize
+from postroom.cli.mailerhealth import (
+    COLUMNS,
+    mailer_rows,
+    mailer_states,
+    mailers_json,
+    read_usage,
+)
+from postroom.cli.render import emit_json, print_fields, print_table, printable, status_text
 from postroom.clock import SystemClock
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import Settings
@@ -32,8 +39,6 @@ from postroom.delivery.outcome import Disposition, Outcome
 from postroom.errors import AddressError
 from postroom.mail.address import parse_address
 from postroom.resolver import DnsResolver
-from postroom.store import LogStore
-from postroom.store.models import MailerHealth
 
 __all__ = ["mailer"]
 
@@ -73,54 +78,18 @@ def test(app: AppContext, name: str, recipient: str, sender: str | None) -> None
 
 
 @mailer.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @config_option
 @pass_app
-def status(app: AppContext) -> None:
+def status(app: AppContext, as_json: bool) -> None:
     """Each mailer's last success, last error and messages delivered today and this hour."""
     settings = app.settings
-    now = time.time()
-    day, hour = app.run(lambda store: _health(store, now))
-    rows = []
-    for config in settings.mailers:
-        seen = day.get(config.name)
-        limits = getattr(config, "limits", None)
-        rows.append(
-            (
-                config.name,
-                config.type,
-                format_time(seen.last_success_at) if seen else "-",
-                _error(seen.last_error_at, seen.last_error) if seen else "-",
-                _usage(seen, getattr(limits, "per_day", None)),
-                _usage(hour.get(config.name), getattr(limits, "per_hour", None)),
-                _oauth_line(settings, config.name),
-            )
-        )
-    columns = ("Mailer", "Type", "Last success", "Last error", "Today", "This hour", "Token")
-    print_table(columns, rows, empty="No mailers.")
-
-
-async def _health(
-    store: LogStore, now: float
-) -> tuple[dict[str, MailerHealth], dict[str, MailerHealth]]:
-    """Each mailer's health with its deliveries since midnight UTC, and since the hour."""
-    day = await store.mailer_health(now - now % 86400)
-    hour = await store.mailer_health(now - now % 3600)
-    return {h.mailer: h for h in day}, {h.mailer: h for h in hour}
-
-
-def _usage(seen: MailerHealth | None, cap: int | None) -> str:
-    sent = seen.sent_since if seen else 0
-    return f"{sent}/{cap}" if cap else str(sent)
-
-
-def _error(at: float | None, text: str | None) -> str | None:
-    if at is None:
-        return None
-    return f"{format_time(at)}: {printable(text or '')}"
-
-
-def _oauth_line(settings: Settings, name: str) -> str | None:
-    return oauth_status(settings, name)
+    usage = app.run(lambda store: read_usage(store, time.time()))
+    states = mailer_states(settings, usage)
+    if as_json:
+        emit_json(mailers_json(states))
+        return
+    print_table(COLUMNS, mailer_rows(states), empty="No mailers.")
 
 
 def _mailer_settings(settings: Settings, name: str) -> AnyMailerSettings:

@@ -2,7 +2,8 @@
 
 Prints the provider's consent address; the user opens it, allows access, and pastes
 back the code or the whole address the browser ended on (``--code`` gives it without a
-prompt). The code is exchanged for a refresh token kept in
+prompt, to the authorization the last run printed). The code is exchanged, with that
+authorization's PKCE verifier, for a refresh token kept in
 ``<data_dir>/oauth/<NAME>.json`` (mode 0600). ``oauth_status`` is the line
 ``postroom mailer status`` shows for such a mailer.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sys
 import time
 
@@ -31,7 +31,13 @@ from postroom.delivery.mailers.oauth.flow import (
     exchange_code,
     oauth_config,
 )
-from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState, token_path
+from postroom.delivery.mailers.oauth.tokens import (
+    PendingAuthorization,
+    PendingFile,
+    TokenFile,
+    TokenState,
+    token_path,
+)
 
 __all__ = ["authorize", "oauth_status"]
 
@@ -67,29 +73,34 @@ def authorize(app: AppContext, name: str, code: str | None) -> None:
     """Authorize an OAuth mailer (gmail, outlook, zoho) to send as its user."""
     settings = app.settings
     config = oauth_config(_oauth_mailer(settings, name), os.environ)
-    state = secrets.token_urlsafe(16)
+    pending_file = PendingFile(settings.data_dir, name)
     if code is None:
+        pending = PendingAuthorization.new()
+        pending_file.save(pending)  # a later --code finishes it
         click.echo("Open this address, allow access, then paste the code shown, or the whole")
         click.echo("address your browser was sent to (it may say it cannot connect):\n")
-        click.echo(f"  {authorization_url(config, state)}\n")
+        click.echo(f"  {authorization_url(config, pending)}\n")
         click.echo("Code: ", nl=False)
         pasted = sys.stdin.readline()
-        expected: str | None = state
     else:
-        pasted, expected = code, None  # the address came from an earlier run
+        found_pending = pending_file.load()
+        if found_pending is None:
+            fail(f"no authorization of mailer {name} in progress: run it without --code first")
+        pending, pasted = found_pending, code
     try:
-        found = code_from(pasted, expected)
+        found = code_from(pasted, pending.state)
     except ValueError as exc:
         fail(str(exc))
     path = token_path(settings.data_dir, name)
     try:
-        tokens = asyncio.run(_exchange(config, found))
+        tokens = asyncio.run(_exchange(config, found, pending))
     except OAuthError as exc:
         fail(f"mailer {name}: {exc}")
     TokenFile(path).save(tokens)
+    pending_file.remove()  # a code is good once
     click.echo(f"mailer {name} authorized; its refresh token is in {path}")
 
 
-async def _exchange(config: OAuthConfig, code: str) -> TokenState:
+async def _exchange(config: OAuthConfig, code: str, pending: PendingAuthorization) -> TokenState:
     async with httpx.AsyncClient() as http:
-        return await exchange_code(config, code, http, time.time())
+        return await exchange_code(config, code, pending, http, time.time())

@@ -22,6 +22,7 @@ from rich.text import Text
 __all__ = [
     "Cell",
     "emit_json",
+    "format_duration",
     "format_size",
     "format_time",
     "iso_time",
@@ -87,6 +88,18 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def format_duration(seconds: float) -> str:
+    """``3d 4h``, ``2h 0m``, ``4m 10s``, ``42s``: the largest unit and the next."""
+    left = max(0, int(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    first = next(i for i, (_, size) in enumerate(units) if left >= size or size == 1)
+    parts = []
+    for unit, size in units[first : first + 2]:
+        parts.append(f"{left // size}{unit}")
+        left %= size
+    return " ".join(parts)
 
 
 def format_size(size: int) -> str:

@@ -3,14 +3,17 @@ watch it to its delivery result.
 
 The message is composed as the HTTP API composes its JSON form, queued straight into the
 store through intake (source ``sendmail``, principal: the Unix user), and a running server
-is woken to deliver it at once. ``--wait`` polls the store for the recipients' states:
-exit 0 when all were delivered, 1 when any bounced (the remote reply is shown), 75
-(EX_TEMPFAIL) when some are still queued or deferred at ``--timeout``.
+is woken to deliver it at once. ``--wait`` follows the message in the store and says each
+attempt as it is recorded: exit 0 when all were delivered, 1 when any bounced (the remote
+reply is shown), 75 (EX_TEMPFAIL) when some are still queued or deferred at
+``--timeout``, or at once when nothing will try it meanwhile (no server, paused
+delivery, a held message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 import time
 from pathlib import Path
@@ -22,6 +25,8 @@ from rich.text import Text
 
 from postroom.cli import AppContext, config_option, fail, pass_app
 from postroom.cli.render import print_table, printable, status_text
+from postroom.cli.watch import Ended, Watched, watch
+from postroom.clock import SystemClock
 from postroom.intake.compose import (
     Attachment,
     ComposeError,
@@ -31,8 +36,9 @@ from postroom.intake.compose import (
 )
 from postroom.intake.local import LocalResult, local_user, submit_local
 from postroom.mail.envelope import Recipient
+from postroom.net.control import NoAnswer, ask_status
 from postroom.smtp.replies import Reply
-from postroom.store import RecipientStatus, StoredMessage, open_store
+from postroom.store import RecipientStatus, open_store
 
 if TYPE_CHECKING:
     from postroom.config.settings import Settings
@@ -40,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["send"]
 
 EX_TEMPFAIL = 75
-_POLL = 0.2  # seconds between looks at the store while waiting
 
 
 @click.command()
@@ -131,11 +136,31 @@ def _reply_text(reply: Reply) -> str:
 
 
 def _wait(settings: Settings, queued: LocalResult, timeout: float) -> int:
-    console = Console(stderr=True)
-    with console.status(f"waiting for {queued.queue_id} to be delivered..."):
-        message = asyncio.run(_poll(settings, queued.queue_id, timeout))
+    """Follow the message to its result: 0 all delivered, 1 any bounced or expired, 75
+    (EX_TEMPFAIL) when it still waits (no server delivers, paused or held delivery, or
+    ``timeout``)."""
+    # No server (already said), or one that is paused: nothing will be tried while we
+    # wait, so say so now rather than at the timeout.
+    paused = queued.woke_server and _delivery_paused(settings)
+    if paused:
+        click.echo("delivery is paused (delivery.paused): the message waits until it is not")
+    blocked = paused or not queued.woke_server
+    if blocked:
+        timeout = 0.0
+    watched = asyncio.run(_watch(settings, queued.queue_id, timeout))
+    message = watched.message
     if message is None:
         fail(f"message {queued.queue_id} is no longer in the queue")
+    if watched.ended is Ended.HELD:
+        click.echo(
+            f"message {message.id} is held: it is not tried until released"
+            f" (postroom queue release {message.id})"
+        )
+    elif watched.ended is Ended.TIMEOUT and not blocked:
+        click.echo(
+            f"gave up waiting after {timeout:g} s; the server keeps trying"
+            f" (postroom log show {message.id})"
+        )
     rows = (
         (status_text(r.status), printable(r.address), Text(printable(r.last_reply or "")))
         for r in message.recipients
@@ -149,17 +174,33 @@ def _wait(settings: Settings, queued: LocalResult, timeout: float) -> int:
     return EX_TEMPFAIL
 
 
-async def _poll(settings: Settings, queue_id: str, within: float) -> StoredMessage | None:
-    """The message once every recipient is final, or as it is after ``within`` seconds."""
-    deadline = time.monotonic() + within
+def _delivery_paused(settings: Settings) -> bool:
+    """Whether the running server was started with ``delivery.paused`` (the
+    configuration's word when it does not answer)."""
+    try:
+        server = ask_status(settings.data_dir)
+    except NoAnswer:
+        server = None
+    if server is None:
+        return settings.delivery.paused
+    return bool(server["delivery"]["paused"])
+
+
+async def _watch(settings: Settings, queue_id: str, within: float) -> Watched:
+    """Attempts as lines; on a terminal also a spinner saying what is awaited."""
+    console = Console()
+    spinner = console.status(f"waiting for {queue_id} to be delivered...")
+    terminal = console.is_terminal
     store = await open_store(settings.storage_url)
     try:
-        while True:
-            message = await store.message(queue_id)
-            if message is None or all(r.status.is_final for r in message.recipients):
-                return message
-            if time.monotonic() >= deadline:
-                return message
-            await asyncio.sleep(_POLL)
+        with spinner if terminal else contextlib.nullcontext():
+            return await watch(
+                store,
+                queue_id,
+                within=within,
+                clock=SystemClock(),
+                say=(lambda line: console.print(Text(line))) if terminal else click.echo,
+                show=spinner.update if terminal else lambda _: None,
+            )
     finally:
         await store.aclose()

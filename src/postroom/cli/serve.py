@@ -19,13 +19,21 @@ __all__ = ["serve"]
     help="Start although the data directory was used before with another database: make"
     " a new, empty store where it is missing or empty, or adopt the one configured.",
 )
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help="Upgrade an older PostgreSQL schema at start, as `postroom db migrate` does"
+    " (an SQLite store is always upgraded at start).",
+)
 @click.option("--worker", is_flag=True, hidden=True, help="An accept worker (started by serve).")
 @pass_app
-def serve(app: AppContext, init: bool, worker: bool) -> None:
+def serve(app: AppContext, init: bool, migrate: bool, worker: bool) -> None:
     """Run the mail server until SIGTERM or SIGINT.
 
     The first start in a new data directory creates the store; later starts refuse,
-    with one line, a database that is missing, empty, damaged or not this directory's."""
+    with one line, a database that is missing, empty, damaged or not this directory's.
+    A PostgreSQL schema older than this postroom is refused unless --migrate: with many
+    nodes, upgrading is a step of its own (`postroom db migrate`)."""
     if worker:
         from postroom.runtime import run_worker
 
@@ -33,4 +41,4 @@ def serve(app: AppContext, init: bool, worker: bool) -> None:
     settings = app.settings  # a bad file ends here, before anything starts
     from postroom.runtime import run
 
-    sys.exit(run(settings, app.source, init=init))
+    sys.exit(run(settings, app.source, init=init, migrate=migrate))

@@ -309,7 +309,7 @@ class ZohoMailerSettings(OAuthMailerSettings):
     @classmethod
     def _region_urls(cls, data: Any) -> Any:
         region = str(data.get("region", "com")) if isinstance(data, dict) else ""
-        if region not in ZohoRegion._value2member_map_:
+        if region not in {r.value for r in ZohoRegion}:
             return data  # the region's own error says what is wrong
         accounts = "https://accounts.zoho.{}/oauth/v2/"
         fill = {

@@ -149,6 +149,11 @@ class Scheduler:
         """Look for due work now: another process committed mail into the store."""
         self._wake.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Messages being attempted now."""
+        return len(self._in_flight)
+
     async def run(self) -> None:
         """Deliver until ``stop()``: claim what is due, then wait for a wake-up or the
         next due time. Paused (``delivery.paused``): claim nothing until stopped."""

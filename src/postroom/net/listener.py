@@ -1,7 +1,8 @@
 """Accept loops: one asyncio server per listener, connection limits, drain on stop.
 
 The listener knows nothing of SMTP: it is given a ``handler`` coroutine per accepted
-connection, and a ``refusal`` (bytes) to write when a limit is hit (421 4.7.0).
+connection (a ``Stream``, net/stream.py), and a ``refusal`` (bytes) to write when a limit
+is hit (421 4.7.0).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
+from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
 __all__ = ["Handler", "Listener"]
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[Stream], Awaitable[None]]
 _log = logging.getLogger("postroom.net")
 
 
@@ -43,7 +45,8 @@ class Listener:
         self._handshake_timeout = handshake_timeout
         self._sock = sock  # already bound and listening (shared with accept workers)
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # connections being served
+        self._accepting: set[asyncio.Task[None]] = set()  # every connection's task
 
     @property
     def bound_port(self) -> int:
@@ -51,15 +54,16 @@ class Listener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         ssl_timeout = self._handshake_timeout if self._ssl else None
         if self._sock is not None:
-            self._server = await asyncio.start_server(
-                self._accept, sock=self._sock, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
+            self._server = await loop.create_server(
+                self._stream, sock=self._sock, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
             )
             return
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        self._server = await asyncio.start_server(
-            self._accept,
+        self._server = await loop.create_server(
+            self._stream,
             host=self.address,
             port=self.port,
             family=family,
@@ -69,20 +73,28 @@ class Listener:
             backlog=1024,
         )
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    def _stream(self) -> Stream:
+        return Stream(self._connected)
+
+    def _connected(self, stream: Stream) -> None:
+        task = asyncio.get_running_loop().create_task(self._accept(stream))
+        self._accepting.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._accepting.discard)
+
+    async def _accept(self, stream: Stream) -> None:
+        peer = stream.get_extra_info("peername")
         ip = str(peer[0]) if peer else "unknown"
         if not self._counter.try_acquire(ip):
             with contextlib.suppress(OSError):
-                writer.write(self._refusal)
-                await writer.drain()
-            writer.close()
+                stream.write(self._refusal)
+                await stream.drain()
+            stream.close()
             return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._handler(reader, writer)
+            await self._handler(stream)
         except Exception:  # the handler's own boundary failed: log it, keep accepting
             _log.exception(
                 "connection handler failed: client=%s listener=%s:%d",
@@ -93,10 +105,10 @@ class Listener:
         finally:
             self._tasks.discard(task)
             self._counter.release(ip)
-            writer.close()
+            stream.close()
             with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
                 async with asyncio.timeout(5):
-                    await writer.wait_closed()
+                    await stream.wait_closed()
 
     def stop_accepting(self) -> None:
         if self._server is not None:

@@ -6,7 +6,9 @@ seen, so the replies to a pipelined batch (RFC 2920 3.1) may arrive together, ea
 one byte at a time; none is ever dropped. The writers (``command``, ``mail_from``,
 ``rcpt_to``, ``auth_plain``, ``message_data``) return the bytes to send; ``message_data``
 dot-stuffs a whole message in one pass (RFC 5321 4.5.2). ``Capabilities`` reads an EHLO
-reply (RFC 5321 4.1.1.1).
+reply (RFC 5321 4.1.1.1). ``mail_parameters`` and ``rcpt_parameters`` say what goes on
+MAIL FROM and RCPT TO for one message at one peer, and ``local_refusal`` when not to send
+it there at all.
 
 Enhanced status codes (RFC 3463) are taken from a reply's text whenever it starts with
 one, whether or not the server announced ENHANCEDSTATUSCODES (RFC 2034): greetings come
@@ -25,9 +27,10 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 from postroom.errors import PostroomError
+from postroom.smtp.grammar import xtext_encode
 from postroom.smtp.replies import Reply
 
 __all__ = [
@@ -38,13 +41,18 @@ __all__ = [
     "RSET",
     "STARTTLS",
     "Capabilities",
+    "Message",
+    "Recipient",
     "ReplyError",
     "ReplyParser",
     "auth_plain",
     "base64_line",
     "command",
+    "local_refusal",
     "mail_from",
+    "mail_parameters",
     "message_data",
+    "rcpt_parameters",
     "rcpt_to",
     "reply_from_lines",
 ]
@@ -263,3 +271,74 @@ def message_data(data: bytes) -> bytes:
     if stuffed and not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + END_OF_DATA
+
+
+class Message(Protocol):
+    """What the client needs to know of a message (the queue's message fits as it is)."""
+
+    @property
+    def sender(self) -> str: ...  # "" is the null reverse-path
+    @property
+    def data(self) -> bytes: ...  # CRLF line endings, not dot-stuffed
+    @property
+    def smtputf8(self) -> bool: ...
+    @property
+    def body_type(self) -> str: ...  # 7BIT or 8BITMIME
+    @property
+    def ret(self) -> str | None: ...  # RFC 3461 RET: FULL or HDRS
+    @property
+    def envid(self) -> str | None: ...  # RFC 3461 ENVID, xtext-decoded
+
+
+class Recipient(Protocol):
+    @property
+    def address(self) -> str: ...
+    @property
+    def notify(self) -> str | None: ...  # RFC 3461 NOTIFY as given (comma-separated)
+    @property
+    def orcpt(self) -> str | None: ...  # RFC 3461 ORCPT ("rfc822;addr")
+
+
+def mail_parameters(message: Message, extensions: Mapping[str, str]) -> list[str]:
+    """Only what the peer announced: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+    (RFC 6531), RET and ENVID (RFC 3461)."""
+    params = []
+    if "size" in extensions:
+        params.append(f"SIZE={len(message.data)}")
+    if message.body_type.upper() == "8BITMIME" and "8bitmime" in extensions:
+        params.append("BODY=8BITMIME")
+    if message.smtputf8 and "smtputf8" in extensions:
+        params.append("SMTPUTF8")
+    if "dsn" in extensions:
+        if message.ret:
+            params.append(f"RET={message.ret.upper()}")
+        if message.envid:
+            params.append(f"ENVID={xtext_encode(message.envid)}")
+    return params
+
+
+def rcpt_parameters(recipient: Recipient, extensions: Mapping[str, str]) -> list[str]:
+    """NOTIFY and ORCPT (RFC 3461) when the peer offers DSN."""
+    if "dsn" not in extensions:
+        return []  # RFC 3461 4.2 "relayed" DSNs are the caller's business
+    params = []
+    if recipient.notify:
+        params.append(f"NOTIFY={recipient.notify.upper().replace(' ', '')}")
+    if recipient.orcpt:
+        kind, _, address = recipient.orcpt.partition(";")
+        # Stored xtext-decoded, except utf-8-addr-xtext which is kept as given (RFC 6533).
+        value = address if kind.lower() == "utf-8" else xtext_encode(address)
+        params.append(f"ORCPT={kind};{value}")
+    return params
+
+
+def local_refusal(message: Message, extensions: Mapping[str, str], where: str) -> Reply | None:
+    """The reply the peer would give to a message it cannot take: over its SIZE (RFC 1870),
+    or needing SMTPUTF8 it does not offer (RFC 6531 3.4); None when it can."""
+    limit = extensions.get("size", "").strip()
+    if limit.isdigit() and 0 < int(limit) < len(message.data):
+        text = f"Message size ({len(message.data)} bytes) exceeds the limit of {where} ({limit})"
+        return Reply(552, "5.3.4", text)
+    if message.smtputf8 and "smtputf8" not in extensions:
+        return Reply(550, "5.6.7", f"SMTPUTF8 is required, but was not offered by {where}")
+    return None

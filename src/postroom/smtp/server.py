@@ -14,6 +14,7 @@ from postroom.events import Bus
 from postroom.intake import Intake
 from postroom.intake.principals import RelayNetworks
 from postroom.net.listener import Handler, Listener
+from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig
@@ -97,8 +98,8 @@ class SmtpServer:
             )
 
     def _handler(self, context: SessionContext) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            session = Session(context, reader, writer)
+        async def handle(stream: Stream) -> None:
+            session = Session(context, stream)
             self._sessions.add(session)
             self._no_sessions.clear()
             try:

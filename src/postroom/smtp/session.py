@@ -21,6 +21,7 @@ from postroom.intake import Intake, Principal, PrincipalKind, Submission
 from postroom.intake.principals import RelayNetworks
 from postroom.mail.address import MAX_PATH, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.net.stream import Stream
 from postroom.net.throttle import FailureThrottle
 from postroom.smtp import events as ev
 from postroom.smtp import replies
@@ -72,8 +73,8 @@ class SessionContext:
     relay_networks: RelayNetworks | None = None  # clients that may relay without AUTH
 
 
-def tls_info_of(writer: asyncio.StreamWriter) -> TlsInfo | None:
-    ssl_object = writer.get_extra_info("ssl_object")
+def tls_info_of(stream: Stream) -> TlsInfo | None:
+    ssl_object = stream.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
     cipher = ssl_object.cipher()
@@ -81,19 +82,13 @@ def tls_info_of(writer: asyncio.StreamWriter) -> TlsInfo | None:
 
 
 class Session:
-    def __init__(
-        self,
-        context: SessionContext,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, context: SessionContext, stream: Stream) -> None:
         self._ctx = context
-        self._reader = reader
-        self._writer = writer
-        peer = writer.get_extra_info("peername")
+        self._stream = stream
+        peer = stream.get_extra_info("peername")
         self._ip: str | None = str(peer[0]) if peer else None
         self._port: int | None = int(peer[1]) if peer else None
-        self.conn = ServerConnection(context.config, tls=tls_info_of(writer))
+        self.conn = ServerConnection(context.config, tls=tls_info_of(stream))
         networks = context.relay_networks
         # A client in relay_networks is that network's principal until it logs in.
         self._network = networks.principal(self._ip) if networks is not None else None
@@ -135,7 +130,7 @@ class Session:
                 f" tls={self.conn.tls.version}" if self.conn.tls else "",
             )
         try:
-            self._writer.write(self.conn.greeting())
+            self._stream.write(self.conn.greeting())
             await self._loop()
         except Exception as exc:
             if self._peer_gone(exc):
@@ -149,7 +144,7 @@ class Session:
         """A failure of the connection itself (reset, broken pipe, TLS alert), not ours:
         asyncio closes the transport on every socket or TLS error. An OSError from below
         (the spool's disk, a store, a lookup's timeout) leaves it open: a fault of ours."""
-        return isinstance(exc, OSError) and self._writer.transport.is_closing()
+        return isinstance(exc, OSError) and self._stream.is_closing()
 
     async def _fail(self) -> None:
         """An unforeseen exception: the traceback goes to the log, never to the client.
@@ -166,13 +161,13 @@ class Session:
         )
         if submission is not None:
             self._finish(replies.LOCAL_ERROR, "rejected")
-        if self.conn.closed or self._writer.is_closing():
+        if self.conn.closed or self._stream.is_closing():
             return
         try:
             answer = self.conn.send(replies.LOCAL_ERROR) if self.conn.awaiting_reply else b""
         except Exception:  # the core itself failed: only the closing reply is safe
             answer = b""
-        self._writer.write(answer + self.conn.shutdown(replies.INTERNAL_ERROR))
+        self._stream.write(answer + self.conn.shutdown(replies.INTERNAL_ERROR))
         await self._flush()
 
     async def _loop(self) -> None:
@@ -217,7 +212,7 @@ class Session:
         self._reading = True
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._reader.read(_READ_SIZE)
+                return await self._stream.read(_READ_SIZE)
         except TimeoutError:
             _log.info("timeout waiting for %s from %s; closing", awaited, self._ip)
             self._say_goodbye(replies.TIMEOUT)
@@ -234,11 +229,11 @@ class Session:
     def _say_goodbye(self, reply: Reply) -> None:
         self._abort_transaction()
         with contextlib.suppress(Exception):
-            self._writer.write(self.conn.shutdown(reply))
+            self._stream.write(self.conn.shutdown(reply))
 
     async def _flush(self) -> None:
         with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.drain()
+            await self._stream.drain()
 
     # -- events ----------------------------------------------------------------------
     async def _handle_events(self) -> bool:
@@ -263,7 +258,7 @@ class Session:
                     reply = await self._reply_for(event)
                     if self._debug:
                         self._log_command(event, reply)
-            self._writer.write(conn.send(reply))
+            self._stream.write(conn.send(reply))
             self._answered = True
             if conn.closed:
                 return False
@@ -465,22 +460,19 @@ class Session:
     async def _start_tls(self) -> bool:
         context = self._ctx.ssl_context
         if context is None:  # the core offers STARTTLS only when a context exists
-            self._writer.write(self.conn.send(replies.TLS_NOT_AVAILABLE))
+            self._stream.write(self.conn.send(replies.TLS_NOT_AVAILABLE))
             return True
         self._abort_transaction()
-        self._writer.write(self.conn.send(replies.TLS_READY))
-        await self._writer.drain()
-        # Plaintext that reached the reader after STARTTLS must never be read as if it
-        # came over TLS (CVE-2011-0411 class). The core dropped what it had; drop what the
-        # reader holds. No await lies between this and start_tls() pausing the transport.
-        del self._reader._buffer[:]  # type: ignore[attr-defined]
+        self._stream.write(self.conn.send(replies.TLS_READY))
+        # Plaintext that arrived after STARTTLS must never be read as if it came over TLS
+        # (CVE-2011-0411 class): the core dropped what it had, the stream drops the rest.
         try:
             async with asyncio.timeout(self._ctx.command_timeout):
-                await self._writer.start_tls(context)
+                await self._stream.start_tls(context)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             _log.info("TLS handshake with %s failed: %s", self._ip, exc)
             return False
-        info = tls_info_of(self._writer)
+        info = tls_info_of(self._stream)
         assert info is not None
         if self._debug:
             _log.debug(

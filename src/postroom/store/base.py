@@ -7,7 +7,7 @@ is what ``open_store`` returns. A consumer names the part it uses (the scheduler
 Each part has its own contract suite in ``tests/store/`` that every engine passes:
 
 - ``StoreLifecycle``: ``tests/store/test_lifecycle.py``
-- ``QueueStore``: ``test_queue.py`` and ``test_delivery.py``
+- ``QueueStore``: ``test_queue.py``, ``test_delivery.py`` and ``test_queue_summary.py``
 - ``LogStore``: ``test_log.py``, ``test_provider_events.py``, ``test_mailer_health.py``
 - ``DirectoryStore``: ``test_directory.py``
 - ``ApiStore``: ``test_api_rows.py``
@@ -28,6 +28,7 @@ from postroom.store.models import (
     MessageMeta,
     NewMessage,
     ProviderEventRecord,
+    QueueSummary,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
@@ -147,6 +148,10 @@ class QueueStore(Protocol):
         bodies, keeping the log (the message's envelope, recipients, attempts, provider
         events); ``StoredMessage.body_removed`` then says so. Count removed."""
 
+    async def queue_summary(self) -> QueueSummary:
+        """How many recipients wait (queued, deferred, in held messages), in how many
+        messages, and the oldest of those messages."""
+
 
 class LogStore(Protocol):
     """The email log: searching messages, their attempts, providers' callbacks, and
@@ -171,6 +176,10 @@ class LogStore(Protocol):
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
+
+    async def recent_failures(self, limit: int) -> list[Attempt]:
+        """The latest ``limit`` attempts that did not deliver (deferred, bounced),
+        newest first."""
 
 
 class DirectoryStore(Protocol):

@@ -37,6 +37,7 @@ async def open_instance_store(
     data_dir: Path,
     *,
     init: bool = False,
+    migrate: bool = False,
     create: bool = True,
     check_budget: float | None = None,
     on_damage: Callable[[str], None] | None = None,
@@ -51,7 +52,7 @@ async def open_instance_store(
         refuse_lost_database(path, data_dir, init=init)
         if check_budget is not None and path.exists() and path.stat().st_size > 0:
             await _check_integrity(path, check_budget)
-    store = await open_store(url, on_damage=on_damage, checked=True)
+    store = await open_store(url, on_damage=on_damage, checked=True, migrate=migrate)
     try:
         found = await store.instance_id()
         if known is not None and found != known and not init:

@@ -18,6 +18,7 @@ __all__ = [
     "MessageMeta",
     "NewMessage",
     "ProviderEventRecord",
+    "QueueSummary",
     "RecipientState",
     "RecipientStatus",
     "RecipientUpdate",
@@ -141,6 +142,18 @@ class MailerHealth:
     last_error_at: float | None  # the last attempt that was not a delivery
     last_error: str | None
     sent_since: int  # messages it delivered since the time asked about
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """What waits in the queue (``postroom status``): recipients not yet final, by state."""
+
+    queued: int  # waiting for their first attempt, not held
+    deferred: int  # waiting for a retry, not held
+    held: int  # queued or deferred, in held messages
+    messages: int  # messages with any such recipient, held or not
+    oldest_id: str | None  # the oldest of those messages
+    oldest_received_at: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,14 +52,20 @@ def require_parts(engine: object, name: str) -> None:
 
 
 async def open_store(
-    url: str, *, on_damage: Callable[[str], None] | None = None, checked: bool = False
+    url: str,
+    *,
+    on_damage: Callable[[str], None] | None = None,
+    checked: bool = False,
+    migrate: bool = False,
 ) -> Store:
     """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (parent directories are
     created), or ``postgresql://user@host/db`` (libpq's URL: the password from PGPASSWORD
     or ``.pgpass``, ``?sslmode=verify-full`` and friends for TLS); the store is started.
     ``on_damage`` hears of every time the engine finds its files damaged. A missing or
     empty SQLite database beside an ``instance-id`` file is refused (see ``marker``)
-    unless the caller ``checked`` it."""
+    unless the caller ``checked`` it. An SQLite schema is created or upgraded here; a
+    PostgreSQL one is created in an empty database, but upgraded only when ``migrate``
+    (many nodes share it: upgrading is an operator's step, ``postroom db migrate``)."""
     path = sqlite_path(url)
     if path is not None:
         from postroom.store.sqlite import SqliteStore
@@ -73,7 +79,7 @@ async def open_store(
     if url.startswith(("postgresql://", "postgres://")):
         from postroom.store.postgres import PostgresStore
 
-        postgres = PostgresStore(url)
+        postgres = PostgresStore(url, upgrade=migrate)
         require_parts(postgres, "postgresql")
         await postgres.start()
         return postgres

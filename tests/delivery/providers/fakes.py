@@ -14,6 +14,8 @@ import base64
 import binascii
 import email.policy
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -302,6 +304,7 @@ class SesFake(Fake):
     secret: str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
     region: str = "eu-west-1"
     configuration_set: str | None = None
+    now: Callable[[], float] = time.time  # the mailer's clock, to check the request's time
 
     def authorize(self, request: Request) -> Reply | None:
         try:
@@ -314,7 +317,7 @@ class SesFake(Fake):
                 secrets={self.access_key_id: self.secret},
                 region=self.region,
                 service="ses",
-                now=datetime.now(UTC),
+                now=datetime.fromtimestamp(self.now(), UTC),
             )
         except SignatureProblem as exc:
             self.problems.append(f"signature: {exc}")

@@ -126,5 +126,7 @@ def running(
 ) -> Iterator[tuple[Any, FakeHttp, HttpMailer[Any]]]:
     """The provider's fake on loopback and a mailer pointed at it (closed afterwards)."""
     fake = kind.fake()
+    if isinstance(fake, SesFake):  # signatures are checked against the mailer's clock
+        fake.now = clock.time
     with serve(fake) as server:
         yield fake, server, kind.build(server.url, kind.key if key is None else key, clock, extra)

@@ -8,6 +8,8 @@ a unix socket directory as ``host``.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -16,7 +18,7 @@ from psycopg import errors as pgerrors
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
 from postroom.store.postgres.schema import migrate
 
-__all__ = ["Link", "Writer", "connect", "store_error"]
+__all__ = ["Link", "Writer", "connect", "connection", "store_error"]
 
 Conn = psycopg.Connection[Any]
 _CONNECT_TIMEOUT = 10  # seconds: a database that does not answer is unavailable
@@ -37,6 +39,22 @@ def connect(url: str, *, lock_timeout: float, autocommit: bool = False) -> Conn:
     return conn
 
 
+@contextmanager
+def connection(url: str) -> Iterator[Conn]:
+    """A connection of its own for a command (status, migrate, copy); psycopg's errors
+    become StoreError, one line."""
+    try:
+        conn = connect(url, lock_timeout=30)
+    except (psycopg.Error, OSError) as exc:
+        raise store_error(exc) from exc
+    try:
+        yield conn
+    except psycopg.Error as exc:
+        raise store_error(exc) from exc
+    finally:
+        conn.close()
+
+
 class Link:
     """The writer's connection, made again when the database comes back after a loss."""
 
@@ -47,15 +65,16 @@ class Link:
 class Writer:
     """The GroupCommitter's Transactor: one connection, one transaction per batch."""
 
-    def __init__(self, url: str, lock_timeout: float) -> None:
+    def __init__(self, url: str, lock_timeout: float, *, upgrade: bool = True) -> None:
         self._url = url
         self._lock_timeout = lock_timeout
+        self._upgrade = upgrade
 
     def connect(self) -> Link:
-        """The first connection also creates or upgrades the schema (``schema.migrate``)."""
+        """The first connection also creates the schema, or upgrades it when allowed."""
         conn = connect(self._url, lock_timeout=self._lock_timeout)
         try:
-            migrate(conn)
+            migrate(conn, upgrade=self._upgrade)
         except BaseException:
             conn.close()
             raise

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from postroom.store.models import Attempt, Claim, RecipientUpdate
+from postroom.store.models import Attempt, Claim, QueueSummary, RecipientUpdate
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
 from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
@@ -29,6 +29,9 @@ __all__ = [
     "next_due",
     "purge_candidates",
     "purge_job",
+    "queue_summary",
+    "read_attempts",
+    "recent_failures",
     "record_job",
     "release_job",
     "renew_job",
@@ -281,8 +284,58 @@ def purge_job(
 
 # -- the timeline ---------------------------------------------------------------------------
 def attempts_of(message_id: str, conn: Conn) -> list[Attempt]:
-    sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = %s ORDER BY at, id"
+    return read_attempts(conn, "WHERE message_id = %s ORDER BY at, id", (message_id,))
+
+
+def read_attempts(conn: Conn, where: str, params: Sequence[object]) -> list[Attempt]:
+    """Attempt rows chosen by ``where`` (the rest of the SELECT after its FROM)."""
+    sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts {where}"
     return [
-        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True)))
-        for row in conn.execute(sql, (message_id,))
+        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True))) for row in conn.execute(sql, params)
     ]
+
+
+# Unheld waiting recipients through the recipients_pending index; held ones through the
+# messages_held index.
+_WAITING = (
+    f"SELECT status, count(*), min(message_id) FROM recipients WHERE {CLAIMABLE} GROUP BY status"
+)
+_WAITING_MESSAGES = f"SELECT count(DISTINCT message_id) FROM recipients WHERE {CLAIMABLE}"
+_HELD = (
+    "SELECT count(*), count(DISTINCT r.message_id), min(r.message_id) FROM messages m"
+    f" JOIN recipients r ON r.message_id = m.id WHERE m.held AND r.{PENDING}"
+)
+
+
+def queue_summary(conn: Conn) -> QueueSummary:
+    counts = {"queued": 0, "deferred": 0}
+    firsts: list[str] = []
+    for status, recipients, first in conn.execute(_WAITING):
+        counts[status] = recipients
+        firsts.append(first)
+    found = conn.execute(_HELD).fetchone()
+    assert found is not None  # an aggregate has one row
+    held, held_messages, first_held = found
+    if first_held is not None:
+        firsts.append(first_held)
+    counted = conn.execute(_WAITING_MESSAGES).fetchone() if firsts else None
+    messages = counted[0] if counted is not None else 0
+    oldest = min(firsts, default=None)  # queue ids are time-ordered
+    received = None
+    if oldest is not None:
+        row = conn.execute("SELECT received_at FROM messages WHERE id = %s", (oldest,)).fetchone()
+        received = row[0] if row is not None else None
+    return QueueSummary(
+        queued=counts["queued"],
+        deferred=counts["deferred"],
+        held=held,
+        messages=messages + held_messages,
+        oldest_id=oldest,
+        oldest_received_at=received,
+    )
+
+
+def recent_failures(limit: int, conn: Conn) -> list[Attempt]:
+    """Over the attempts_failed index, whose WHERE clause this repeats."""
+    where = "WHERE disposition <> 'delivered' ORDER BY at DESC, id DESC LIMIT %s"
+    return read_attempts(conn, where, (limit,))

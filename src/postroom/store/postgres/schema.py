@@ -44,8 +44,9 @@ def schema_version(conn: psycopg.Connection[Any]) -> int | None:
     return version
 
 
-def migrate(conn: psycopg.Connection[Any]) -> None:
-    """Create or upgrade the schema and commit; ``conn`` is idle and not autocommit."""
+def migrate(conn: psycopg.Connection[Any], *, upgrade: bool = True) -> None:
+    """Create or upgrade the schema and commit; ``conn`` is idle and not autocommit.
+    Without ``upgrade`` an older schema is refused with one line instead."""
     try:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         version = schema_version(conn)
@@ -64,6 +65,12 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
             if version == SCHEMA_VERSION:
                 conn.commit()
                 return
+            if not upgrade:
+                raise StoreError(
+                    f"database schema version {version} is older than {SCHEMA_VERSION},"
+                    " the version this postroom needs: run `postroom db migrate` (or start"
+                    " with `postroom serve --migrate`)"
+                )
             for step in range(version, SCHEMA_VERSION):
                 conn.execute(UPGRADES[step])
         conn.execute(schema())  # many statements: allowed without parameters

@@ -87,6 +87,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
 CREATE INDEX IF NOT EXISTS attempts_mailer ON attempts (mailer, disposition, at);
+-- The latest failed attempts (postroom status); delivery.py repeats its WHERE.
+CREATE INDEX IF NOT EXISTS attempts_failed ON attempts (at, id) WHERE disposition <> 'delivered';
 CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider_id)
     WHERE provider_id IS NOT NULL;
 

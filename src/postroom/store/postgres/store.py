@@ -35,6 +35,7 @@ from postroom.store.models import (
     MessageMeta,
     NewMessage,
     ProviderEventRecord,
+    QueueSummary,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
@@ -60,7 +61,8 @@ _PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held
 class PostgresStore:
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
-    ``await start()`` before use (it creates or upgrades the schema), ``aclose()`` after.
+    ``await start()`` before use (it creates the schema in an empty database, and upgrades
+    an older one when ``upgrade``), ``aclose()`` after.
     """
 
     def __init__(
@@ -68,13 +70,16 @@ class PostgresStore:
         url: str,
         *,
         busy_timeout: float = 5.0,
+        upgrade: bool = True,
         readers: int = 2,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
         max_batch_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.url = url
         self.committer: GroupCommitter[Link] = GroupCommitter(
-            Writer(url, busy_timeout), max_jobs=max_batch_jobs, max_bytes=max_batch_bytes
+            Writer(url, busy_timeout, upgrade=upgrade),
+            max_jobs=max_batch_jobs,
+            max_bytes=max_batch_bytes,
         )
         self._pool = ConnectionPool(
             url,
@@ -281,6 +286,12 @@ class PostgresStore:
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
+
+    async def recent_failures(self, limit: int) -> list[Attempt]:
+        return await self._read(functools.partial(delivery.recent_failures, limit))
+
+    async def queue_summary(self) -> QueueSummary:
+        return await self._read(delivery.queue_summary)
 
     # -- the directory ----------------------------------------------------------------
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:

@@ -25,6 +25,7 @@ __all__ = [
     "next_due",
     "purge_candidates",
     "purge_job",
+    "read_attempts",
     "record_job",
     "release_job",
     "renew_job",
@@ -274,8 +275,12 @@ def purge_job(
 
 # -- the timeline ---------------------------------------------------------------------------
 def attempts_of(message_id: str, conn: sqlite3.Connection) -> list[Attempt]:
-    sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE message_id = ? ORDER BY at, id"
+    return read_attempts(conn, "WHERE message_id = ? ORDER BY at, id", (message_id,))
+
+
+def read_attempts(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> list[Attempt]:
+    """Attempt rows chosen by ``where`` (the rest of the SELECT after its FROM)."""
+    sql = f"SELECT {_ATTEMPT_COLUMNS} FROM attempts {where}"
     return [
-        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True)))
-        for row in conn.execute(sql, (message_id,))
+        Attempt(**dict(zip(ATTEMPT_FIELDS, row, strict=True))) for row in conn.execute(sql, params)
     ]

@@ -1,13 +1,15 @@
-"""Each mailer's health from the email log: its last success, its last error, and the
-messages it had accepted since a time (for ``postroom mailer status``)."""
+"""How delivery is doing, from the queue and the email log: each mailer's last success,
+last error and the messages it had accepted since a time (``postroom mailer status``);
+what waits in the queue and the latest failed attempts (``postroom status``)."""
 
 from __future__ import annotations
 
 import sqlite3
 
-from postroom.store.models import MailerHealth
+from postroom.store.models import Attempt, MailerHealth, QueueSummary
+from postroom.store.sqlite.delivery import CLAIMABLE, PENDING, read_attempts
 
-__all__ = ["mailer_health"]
+__all__ = ["mailer_health", "queue_summary", "recent_failures"]
 
 # SQLite takes a bare column of a MAX() aggregate from the row that holds the maximum.
 _LAST = (
@@ -40,3 +42,49 @@ def mailer_health(since: float, conn: sqlite3.Connection) -> list[MailerHealth]:
         )
         for name in sorted(ok.keys() | bad.keys())
     ]
+
+
+# Unheld waiting recipients through the recipients_pending index; held ones through the
+# messages_held index (both small next to the log of final recipients).
+_WAITING = (
+    f"SELECT status, COUNT(*), MIN(message_id) FROM recipients WHERE {CLAIMABLE} GROUP BY status"
+)
+_HELD = (
+    "SELECT COUNT(*), COUNT(DISTINCT r.message_id), MIN(r.message_id) FROM messages m"
+    f" JOIN recipients r ON r.message_id = m.id WHERE m.held = 1 AND r.{PENDING}"
+)
+# The attempts_failed index's WHERE clause, written exactly as in schema.sql.
+_FAILED = "disposition != 'delivered'"
+
+
+def queue_summary(conn: sqlite3.Connection) -> QueueSummary:
+    counts = {"queued": 0, "deferred": 0}
+    messages = 0  # a message with both queued and deferred recipients counts once below
+    firsts: list[str] = []
+    for status, recipients, first in conn.execute(_WAITING):
+        counts[status] = recipients
+        firsts.append(first)
+    held, held_messages, first_held = conn.execute(_HELD).fetchone()
+    if first_held is not None:
+        firsts.append(first_held)
+    if counts["queued"] or counts["deferred"]:
+        messages = conn.execute(
+            f"SELECT COUNT(DISTINCT message_id) FROM recipients WHERE {CLAIMABLE}"
+        ).fetchone()[0]
+    oldest = min(firsts, default=None)  # queue ids are time-ordered
+    received = None
+    if oldest is not None:
+        row = conn.execute("SELECT received_at FROM messages WHERE id = ?", (oldest,)).fetchone()
+        received = row[0] if row is not None else None
+    return QueueSummary(
+        queued=counts["queued"],
+        deferred=counts["deferred"],
+        held=held,
+        messages=messages + held_messages,
+        oldest_id=oldest,
+        oldest_received_at=received,
+    )
+
+
+def recent_failures(limit: int, conn: sqlite3.Connection) -> list[Attempt]:
+    return read_attempts(conn, f"WHERE {_FAILED} ORDER BY at DESC, id DESC LIMIT ?", (limit,))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from postroom.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "migrate"]
+__all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
 SCHEMA_VERSION = 3
 
@@ -61,7 +61,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema; another process starting at once waits for it."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _version(conn)
+        version = schema_version(conn)
         if version is not None:
             if version > SCHEMA_VERSION:
                 raise StoreError(
@@ -80,7 +80,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _version(conn: sqlite3.Connection) -> int | None:
+def schema_version(conn: sqlite3.Connection) -> int | None:
     """The database's schema version; None for a new, empty database."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"

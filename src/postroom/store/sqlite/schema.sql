@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
 -- Each mailer's last success and error, and its recent deliveries (mailer status).
 CREATE INDEX IF NOT EXISTS attempts_mailer ON attempts (mailer, disposition, at);
+-- The latest failed attempts (postroom status); health.py repeats its WHERE literally.
+CREATE INDEX IF NOT EXISTS attempts_failed ON attempts (at) WHERE disposition != 'delivered';
 -- Provider callbacks name a message by the id its API gave (RemoteInfo.provider_id).
 CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider_id)
     WHERE provider_id IS NOT NULL;

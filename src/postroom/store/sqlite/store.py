@@ -34,6 +34,7 @@ from postroom.store.models import (
     MessageMeta,
     NewMessage,
     ProviderEventRecord,
+    QueueSummary,
     RecipientUpdate,
     StoredMessage,
     UserRecord,
@@ -264,6 +265,12 @@ class SqliteStore:
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(health.mailer_health, since))
+
+    async def queue_summary(self) -> QueueSummary:
+        return await self._read(health.queue_summary, snapshot=True)
+
+    async def recent_failures(self, limit: int) -> list[Attempt]:
+        return await self._read(functools.partial(health.recent_failures, limit))
 
     async def purge(self, before: float) -> int:
         return await self._purge(before, bodies=False)

@@ -3,27 +3,28 @@
 The queued message goes base64-encoded as it is, so headers and DKIM signatures
 survive; ``Destination`` is the envelope (the recipients of this delivery, sorted into
 To, Cc and Bcc by the message's headers, so Bcc recipients stay hidden). Requests are
-signed with botocore's SigV4 (service ``ses``). 200 ``{"MessageId"}`` is acceptance;
-errors are named by the ``x-amzn-ErrorType`` header or the body's ``__type``/``code``:
-``MessageRejected`` bounces, a sending pause or an unverified MAIL FROM domain waits
-for an operator, ``TooManyRequestsException`` (429) is throttling.
+signed with SigV4 (service ``ses``, ``sigv4.py``) at the time the clock gives.
+200 ``{"MessageId"}`` is acceptance; errors are named by the ``x-amzn-ErrorType``
+header or the body's ``__type``/``code``: ``MessageRejected`` bounces, a sending pause
+or an unverified MAIL FROM domain waits for an operator, ``TooManyRequestsException``
+(429) is throttling.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Generator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials as AwsCredentials
 
+from postroom.clock import Clock
 from postroom.config.providers import SesMailerSettings
 from postroom.delivery.mailers.api import http
 from postroom.delivery.mailers.api.http import Rule, Verdict
 from postroom.delivery.mailers.api.mimeparts import base64_text, parse
+from postroom.delivery.mailers.api.sigv4 import Credentials, sign
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 
 __all__ = ["TABLE", "SesMailer", "SigV4"]
@@ -45,27 +46,36 @@ _PATH: Final = "/v2/email/outbound-emails"
 
 
 class SigV4(httpx.Auth):
-    """Signs each request with AWS Signature Version 4 (botocore's signer)."""
+    """Signs each request, its body and content type included, for ``service`` in
+    ``region`` at the clock's time."""
 
     requires_request_body = True
 
-    def __init__(self, access_key_id: str, secret_access_key: str, region: str) -> None:
-        self._signer = SigV4Auth(AwsCredentials(access_key_id, secret_access_key), "ses", region)
+    def __init__(self, credentials: Credentials, region: str, clock: Clock) -> None:
+        self._credentials = credentials
+        self._region = region
+        self._clock = clock
 
     def __repr__(self) -> str:
         return "<SigV4>"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        signed = AWSRequest(
-            method=request.method,
-            url=str(request.url),
-            data=request.content,
-            headers={"Content-Type": request.headers.get("content-type", "")},
+        url = request.url
+        content_type = request.headers.get("content-type")
+        request.headers.update(
+            sign(
+                request.method,
+                request.headers.get("host") or url.netloc.decode("ascii"),
+                path=url.path,
+                query=url.params.multi_items(),
+                headers={"Content-Type": content_type} if content_type else {},
+                body=request.content,
+                credentials=self._credentials,
+                region=self._region,
+                service="ses",
+                when=datetime.fromtimestamp(self._clock.time(), UTC),
+            )
         )
-        self._signer.add_auth(signed)
-        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
-            if name in signed.headers:
-                request.headers[name] = signed.headers[name]
         yield request
 
 
@@ -75,7 +85,8 @@ class SesMailer(http.HttpMailer[SesMailerSettings]):
     def credentials(self, environ: Mapping[str, str]) -> http.Credentials:
         secret = http.resolve_secret(self.settings, environ)
         key_id = http.resolve_secret(self.settings, environ, value="access_key_id")
-        return http.Credentials(auth=SigV4(key_id, secret, self.settings.region))
+        signer = SigV4(Credentials(key_id, secret), self.settings.region, self.clock)
+        return http.Credentials(auth=signer)
 
     def request(
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]

@@ -1,29 +1,36 @@
-"""Opening an outbound SMTP session, and the words for what can go wrong in one.
+"""The asyncio driver of the outbound SMTP client: a socket for a ``ClientConnection``.
 
-``Connector.open(peer)`` connects (TLS from the first byte for ``implicit``, RFC 8314),
-reads the greeting, says EHLO (HELO when EHLO gets a 5xx: RFC 5321 3.2), runs STARTTLS
-when offered or required (RFC 3207; EHLO again after it, 4.2), and logs in when the
-peer has a username (RFC 4954: PLAIN, else LOGIN). The result is a ``Connection``: the
-wire, the capabilities from the last EHLO, and facts for the log.
+``Connector.open(peer)`` connects (TLS from the first byte for ``implicit``, RFC 8314)
+and lets the core (``postroom.smtp.clientconnection``) open the session: greeting,
+EHLO/HELO, STARTTLS, AUTH. Here only bytes move: what the core decided to send is
+written, what arrives is handed to it, the TLS handshake is done when it asks, and
+timeouts and lost connections are reported to it. The result is a ``Connection``: the
+wire, the core, and facts for the log.
 
-Every failure is a ``Failure`` with the ``Stage`` it happened at and its ``Fault``;
-``transaction``'s table says what that means for the recipients.
+Every failure is a ``Failure`` with the ``Stage`` it happened at and its ``Fault``
+(``postroom.smtp.trouble``, whose table says what that means for the recipients).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from postroom.delivery.mailers.mta.wire import Wire
 from postroom.delivery.outcome import RemoteInfo
-from postroom.smtp import client as smtp
-from postroom.smtp.client import Capabilities, ReplyError
-from postroom.smtp.replies import Reply
+from postroom.smtp.clientconnection import (
+    ClientConfig,
+    ClientConnection,
+    ClientEvent,
+    Closed,
+    Failed,
+    Ready,
+    StartTls,
+    TlsMode,
+)
+from postroom.smtp.events import NEED_DATA
+from postroom.smtp.trouble import Failure, Fault, Stage
 
 __all__ = [
     "Connection",
@@ -33,39 +40,9 @@ __all__ = [
     "Peer",
     "Stage",
     "TlsMode",
-    "guard",
-    "reply_failure",
 ]
 
-
-class Stage(StrEnum):
-    """Where a transaction was; the values complete "... while <stage>"."""
-
-    CONNECT = "connecting"
-    GREETING = "receiving the initial server greeting"
-    HELO = "sending EHLO/HELO"
-    STARTTLS = "starting TLS"
-    AUTH = "authenticating"
-    MAIL = "sending MAIL FROM"
-    RCPT = "sending RCPT TO"
-    DATA = "sending message content"
-
-
-class Fault(StrEnum):
-    TRANSIENT = "4xx reply"
-    PERMANENT = "5xx reply"
-    NO_CONNECTION = "no connection"  # refused, unreachable
-    TIMEOUT = "timeout"
-    LOST = "lost connection"
-    TLS = "TLS failure"  # handshake or certificate failure, or required TLS not offered
-    LOCAL = "local refusal"  # we will not send it there: SIZE, SMTPUTF8
-
-
-class TlsMode(StrEnum):
-    NONE = "none"  # never
-    OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered, no certificate check (RFC 7435)
-    STARTTLS = "starttls"  # STARTTLS or nothing is sent
-    IMPLICIT = "implicit"  # TLS from the first byte (RFC 8314)
+_QUIT_TIMEOUT = 5.0  # seconds for the reply to QUIT before the socket is closed anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,42 +76,6 @@ class Peer:
         return f"{name}:{self.port}"
 
 
-class Failure(Exception):
-    def __init__(self, stage: Stage, fault: Fault, text: str, remote: Reply | None = None):
-        super().__init__(text)
-        self.stage, self.fault, self.text, self.remote = stage, fault, text, remote
-
-
-def reply_failure(stage: Stage, reply: Reply, where: str) -> Failure:
-    """A reply that was not the one hoped for."""
-    if reply.is_transient:
-        return Failure(stage, Fault.TRANSIENT, f"{where} said: {reply}", reply)
-    if reply.is_permanent:
-        return Failure(stage, Fault.PERMANENT, f"{where} said: {reply}", reply)
-    # RFC 5321 4.2.1: anything else here is a protocol error; try again later.
-    text = f"protocol error: unexpected reply from {where} while {stage}: {reply}"
-    return Failure(stage, Fault.TRANSIENT, text, Reply(451, "4.5.0", text))
-
-
-@contextmanager
-def guard(stage: Stage, where: str) -> Iterator[None]:
-    """The wire's exceptions -> a ``Failure`` at ``stage``."""
-    try:
-        yield
-    except TimeoutError:
-        text = f"conversation with {where} timed out while {stage}"
-        raise Failure(stage, Fault.TIMEOUT, text) from None
-    except ssl.SSLError as exc:
-        raise Failure(stage, Fault.TLS, f"TLS failure with {where}: {reason(exc)}") from None
-    except ReplyError as exc:
-        # The stream cannot be trusted any more (the wire is no longer open): like a lost
-        # connection, but the log says what was wrong.
-        text = f"protocol error: malformed reply from {where} while {stage}: {exc}"
-        raise Failure(stage, Fault.LOST, text) from None
-    except OSError:
-        raise Failure(stage, Fault.LOST, f"lost connection with {where} while {stage}") from None
-
-
 def reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return exc.verify_message or "certificate verification failed"
@@ -144,30 +85,54 @@ def reason(exc: BaseException) -> str:
 
 
 class Connection:
-    """One open SMTP session between transactions (``Reusable`` for the pool)."""
+    """One open SMTP session (``Reusable`` for the pool): the wire and the core."""
 
-    def __init__(
-        self, wire: Wire, peer: Peer, remote: RemoteInfo, capabilities: Capabilities
-    ) -> None:
-        self.wire, self.peer, self.remote = wire, peer, remote
-        self.capabilities = capabilities
+    def __init__(self, wire: Wire, core: ClientConnection, peer: Peer) -> None:
+        self.wire, self.core, self.peer = wire, core, peer
+        self.remote = RemoteInfo("", peer.host, wire.peer_ip or peer.address, peer.port)
         self.uses = 0
 
     @property
     def usable(self) -> bool:
-        return self.wire.is_open
+        return self.wire.is_open and self.core.usable
+
+    async def next_event(self) -> ClientEvent:
+        """Move bytes until the core has something to say."""
+        core, wire = self.core, self.wire
+        while True:
+            event = core.next_event()
+            if data := core.data_to_send():
+                try:
+                    await wire.send(data)
+                except OSError as exc:
+                    core.fail(*_fault(exc))
+            if event is not NEED_DATA:
+                return event
+            try:
+                await wire.wait()
+            except OSError as exc:
+                core.fail(*_fault(exc))
 
     async def aclose(self) -> None:
         """QUIT (RFC 5321 4.1.1.10), its reply awaited briefly, then close; never raises."""
         try:
-            if self.wire.is_open:
-                self.wire.write(smtp.QUIT)
-                async with asyncio.timeout(5.0):
-                    await self.wire.read_reply()
-        except (OSError, ReplyError):
+            if self.usable:
+                self.core.quit()
+                async with asyncio.timeout(_QUIT_TIMEOUT):
+                    while not isinstance(await self.next_event(), Closed):
+                        pass
+        except OSError:
             pass
         finally:
             self.wire.abort()
+
+
+def _fault(exc: OSError) -> tuple[Fault, str]:
+    if isinstance(exc, TimeoutError):
+        return Fault.TIMEOUT, ""
+    if isinstance(exc, ssl.SSLError):
+        return Fault.TLS, reason(exc)
+    return Fault.LOST, ""
 
 
 class Connector:
@@ -191,29 +156,39 @@ class Connector:
         return await self._open(replace(peer, tls=TlsMode.NONE))
 
     async def _open(self, peer: Peer) -> Connection:
-        wire = await self._connect(peer)
+        core = ClientConnection(
+            ClientConfig(self._hostname, peer.where, peer.tls, peer.username, peer.password)
+        )
+        wire = await self._connect(peer, core)
+        connection = Connection(wire, core, peer)
         try:
-            await self._greeting(wire, peer)
-            capabilities = await self._hello(wire, peer)
-            if peer.tls in (TlsMode.OPPORTUNISTIC, TlsMode.STARTTLS):
-                capabilities = await self._starttls(wire, peer, capabilities)
-            if peer.username is not None:
-                await self._login(wire, peer, capabilities)
+            while not isinstance(event := await connection.next_event(), Ready):
+                if isinstance(event, Failed):
+                    raise event.failure
+                if not isinstance(event, StartTls):  # the core reports a failure first
+                    raise Failure(Stage.GREETING, Fault.LOST, f"{peer.where} closed")
+                try:
+                    await wire.start_tls(self._context(peer), peer.host)
+                except OSError as exc:  # SSLError, TimeoutError, a lost connection
+                    core.tls_failed(reason(exc))
+                else:
+                    core.tls_started()
         except BaseException:
             wire.abort()
             raise
-        remote = RemoteInfo(
+        connection.remote = RemoteInfo(
             self._mailer, peer.host, wire.peer_ip or peer.address, peer.port, wire.tls_version
         )
-        return Connection(wire, peer, remote, capabilities)
+        return connection
 
-    async def _connect(self, peer: Peer) -> Wire:
+    async def _connect(self, peer: Peer, core: ClientConnection) -> Wire:
         where = peer.where
         context = self._context(peer) if peer.tls is TlsMode.IMPLICIT else None
         try:
             return await Wire.connect(
                 peer.address,
                 peer.port,
+                core.receive_data,
                 connect_timeout=self._connect_timeout,
                 command_timeout=self._timeout,
                 context=context,
@@ -230,74 +205,6 @@ class Connector:
         except OSError as exc:
             text = f"connect to {where}: {exc.strerror or reason(exc)}"
             raise Failure(Stage.CONNECT, Fault.NO_CONNECTION, text) from None
-
-    async def _greeting(self, wire: Wire, peer: Peer) -> None:
-        with guard(Stage.GREETING, peer.where):
-            reply = await wire.read_reply()
-        if reply.code != 220:
-            raise reply_failure(Stage.GREETING, reply, peer.where)
-
-    async def _command(self, wire: Wire, stage: Stage, where: str, line: bytes) -> Reply:
-        with guard(stage, where):
-            wire.write(line)
-            return await wire.read_reply()
-
-    async def _hello(self, wire: Wire, peer: Peer) -> Capabilities:
-        where = peer.where
-        reply = await self._command(wire, Stage.HELO, where, smtp.command("EHLO", self._hostname))
-        if reply.code == 250:
-            return Capabilities.from_ehlo(reply)
-        if not reply.is_permanent or not wire.is_open:
-            raise reply_failure(Stage.HELO, reply, where)
-        # RFC 5321 3.2: an old server that knows no EHLO (500, 502) may know HELO.
-        helo = await self._command(wire, Stage.HELO, where, smtp.command("HELO", self._hostname))
-        if helo.code != 250:
-            raise reply_failure(Stage.HELO, helo, where)
-        return smtp.HELO_CAPABILITIES
-
-    async def _starttls(self, wire: Wire, peer: Peer, capabilities: Capabilities) -> Capabilities:
-        required, where = peer.tls is TlsMode.STARTTLS, peer.where
-        if not capabilities.starttls:
-            if required:
-                text = f"TLS is required, but was not offered by {where}"
-                raise Failure(Stage.STARTTLS, Fault.TLS, text)
-            return capabilities
-        reply = await self._command(wire, Stage.STARTTLS, where, smtp.STARTTLS)
-        if reply.code != 220:
-            if required:
-                text = f"STARTTLS refused by {where}: {reply}"
-                raise Failure(Stage.STARTTLS, Fault.TLS, text)
-            return capabilities  # RFC 3207 4: the client may go on in the clear
-        try:
-            await wire.start_tls(self._context(peer), peer.host)
-        except (OSError, ReplyError) as exc:  # SSLError, TimeoutError, a lost connection
-            text = f"TLS handshake with {where} failed: {reason(exc)}"
-            raise Failure(Stage.STARTTLS, Fault.TLS, text) from None
-        return await self._hello(wire, peer)  # RFC 3207 4.2: forget what was said in the clear
-
-    async def _login(self, wire: Wire, peer: Peer, capabilities: Capabilities) -> None:
-        username, password, where = peer.username or "", peer.password or "", peer.where
-        if "PLAIN" in capabilities.auth:
-            steps = [(smtp.auth_plain(username, password), 235)]
-        elif "LOGIN" in capabilities.auth:
-            steps = [
-                (smtp.command("AUTH", "LOGIN"), 334),
-                (smtp.base64_line(username), 334),
-                (smtp.base64_line(password), 235),
-            ]
-        else:
-            offered = " ".join(sorted(capabilities.auth)) or "none"
-            text = f"cannot authenticate at {where}: no common AUTH mechanism (offered: {offered})"
-            raise Failure(Stage.AUTH, Fault.PERMANENT, text)
-        for line, expected in steps:
-            reply = await self._command(wire, Stage.AUTH, where, line)
-            if reply.code == expected:
-                continue
-            if reply.is_transient or reply.is_permanent:
-                fault = Fault.TRANSIENT if reply.is_transient else Fault.PERMANENT
-                text = f"authentication failed at {where}: {reply}"
-                raise Failure(Stage.AUTH, fault, text, reply)
-            raise reply_failure(Stage.AUTH, reply, where)  # a protocol error; we hang up
 
     def _context(self, peer: Peer) -> ssl.SSLContext:
         key = (peer.verify, peer.ca_file)

@@ -1,23 +1,21 @@
-"""The socket edge of the outbound SMTP client: one connection; bytes out, replies in.
+"""The socket edge of the outbound SMTP client: one connection, bytes out and bytes in.
 
-``Wire`` wraps an asyncio transport whose protocol feeds every byte received straight
-into a ``ReplyParser``, also while nobody is waiting for a reply, so all the replies to a
-pipelined batch (RFC 2920 3.1) are kept, in order, however they arrive. Waiting for a
-reply, for the send buffer to drain and for a TLS handshake is bounded by a timeout.
+``Wire`` wraps an asyncio transport whose protocol hands every byte received straight to
+a receiver (the client core's ``receive_data``), also while nobody is waiting, so all the
+replies to a pipelined batch (RFC 2920 3.1) are kept, in order, however they arrive.
+Waiting for bytes, for the send buffer to drain and for a TLS handshake is bounded by a
+timeout. It knows nothing of SMTP.
 
-What can go wrong: ``TimeoutError``; ``WireClosed`` (the peer closed or reset the
-connection); ``ssl.SSLError``; ``ReplyError`` (the peer does not speak SMTP). All but the
-last are ``OSError``s.
+What can go wrong, all ``OSError``s: ``TimeoutError``; ``WireClosed`` (the peer closed
+or reset the connection); ``ssl.SSLError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import cast
-
-from postroom.smtp.client import ReplyError, ReplyParser
-from postroom.smtp.replies import Reply
 
 __all__ = ["Wire", "WireClosed"]
 
@@ -27,17 +25,17 @@ class WireClosed(ConnectionError):
 
 
 class _Protocol(asyncio.Protocol):
-    """Bytes into the parser; wakes the one task waiting for a reply or a drain."""
+    """Bytes to the receiver; wakes the one task waiting for bytes or a drain."""
 
-    def __init__(self) -> None:
-        self.parser = ReplyParser()
+    def __init__(self, receiver: Callable[[bytes], None]) -> None:
+        self.receiver = receiver
         self.lost: OSError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
 
     def data_received(self, data: bytes) -> None:
-        self.parser.feed(data)
+        self.receiver(data)
         self._wake()
 
     def eof_received(self) -> bool:
@@ -70,6 +68,10 @@ class _Protocol(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     async def drain(self) -> None:
         self.check()
         if self._paused:
@@ -98,13 +100,14 @@ class _Protocol(asyncio.Protocol):
 class Wire:
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol, timeout: float) -> None:
         self._transport, self._protocol = transport, protocol
-        self.timeout = timeout  # for each reply, drain and handshake (RFC 5321 4.5.3.2)
+        self.timeout = timeout  # for each read, drain and handshake (RFC 5321 4.5.3.2)
 
     @classmethod
     async def connect(
         cls,
         host: str,
         port: int,
+        receiver: Callable[[bytes], None],
         *,
         connect_timeout: float,
         command_timeout: float,
@@ -115,7 +118,7 @@ class Wire:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_timeout):
             transport, protocol = await loop.create_connection(
-                _Protocol,
+                lambda: _Protocol(receiver),
                 host,
                 port,
                 ssl=context,
@@ -125,11 +128,7 @@ class Wire:
 
     @property
     def is_open(self) -> bool:
-        return (
-            self._protocol.lost is None
-            and not self._protocol.parser.failed
-            and not self._transport.is_closing()
-        )
+        return self._protocol.lost is None and not self._transport.is_closing()
 
     @property
     def tls_version(self) -> str | None:
@@ -148,25 +147,17 @@ class Wire:
     async def send(self, data: bytes) -> None:
         """Write and wait until the transport's buffer is below its high-water mark."""
         self.write(data)
-        async with asyncio.timeout(self.timeout):
-            await self._protocol.drain()
+        if self._protocol.paused:  # most writes fit the buffer: no timer for them
+            async with asyncio.timeout(self.timeout):
+                await self._protocol.drain()
 
-    async def read_reply(self) -> Reply:
-        """The next reply; those that arrived earlier come first, none is dropped."""
-        protocol = self._protocol
-        if (reply := protocol.parser.next_reply()) is not None:
-            return reply
+    async def wait(self) -> None:
+        """Until more bytes have reached the receiver; raises when none can come."""
         async with asyncio.timeout(self.timeout):
-            while (reply := protocol.parser.next_reply()) is None:
-                await protocol.wait()
-        return reply
+            await self._protocol.wait()
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
         """The TLS handshake after ``220`` to STARTTLS (RFC 3207 4)."""
-        if self._protocol.parser.pending:
-            # Anything after the 220 came in the clear and may have been injected by a
-            # man in the middle; it must not be read as the TLS server's (RFC 3207 6).
-            raise ReplyError("the server sent more than its 220 reply to STARTTLS")
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.timeout):
             transport = await loop.start_tls(

@@ -1,8 +1,14 @@
 """OAuth 2.0 for API mailers that send as a user (Gmail, Microsoft Graph, Zoho Mail).
 
-``postroom mailer authorize`` runs the authorization-code flow once (RFC 6749 4.1):
-``authorization_url`` is opened by the user, the code comes back pasted, and
-``exchange_code`` trades it for a refresh token that ``oauth.tokens`` keeps. While
+``postroom mailer authorize`` runs the authorization-code flow once (RFC 6749 4.1)
+with PKCE (RFC 7636, S256: authlib computes the challenge): ``authorization_url`` is
+opened by the user, the code comes back pasted, and ``exchange_code`` trades it, with
+the code verifier only this client knows, for a refresh token that ``oauth.tokens``
+keeps. A code intercepted on its way back (a redirect read by another local program)
+is worth nothing without the verifier. The two token requests (a form POST, a JSON
+answer) stay ours: authlib's httpx client is deprecated in favour of another HTTP
+package, and what is left here is the providers' own (Zoho's parameters in the query,
+which errors mean a dead refresh token, the token file shared with the CLI). While
 mail flows, ``AccessTokens`` hands the mailer an access token, refreshing it
 (RFC 6749 6) a margin before it expires by the injected clock, once at a time.
 
@@ -25,11 +31,12 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from pydantic import SecretStr
 
 from postroom.clock import Clock
 from postroom.config.secrets import MissingSecret, read_secret
-from postroom.delivery.mailers.oauth.tokens import TokenFile, TokenState
+from postroom.delivery.mailers.oauth.tokens import PendingAuthorization, TokenFile, TokenState
 from postroom.errors import ConfigError
 
 __all__ = [
@@ -176,13 +183,15 @@ def not_authorized_message(mailer: str) -> str:
     return f"mailer {mailer} is not authorized yet: run `postroom mailer authorize {mailer}`"
 
 
-def authorization_url(config: OAuthConfig, state: str) -> str:
+def authorization_url(config: OAuthConfig, pending: PendingAuthorization) -> str:
     params = {
         "response_type": "code",
         "client_id": config.client_id,
         "redirect_uri": config.redirect_uri,
         "scope": " ".join(config.scopes),
-        "state": state,
+        "state": pending.state,
+        "code_challenge": create_s256_code_challenge(pending.code_verifier),
+        "code_challenge_method": "S256",
         **config.auth_params,
     }
     separator = "&" if urlsplit(config.auth_url).query else "?"
@@ -210,15 +219,25 @@ def code_from(pasted: str, state: str | None) -> str:
 
 
 async def exchange_code(
-    config: OAuthConfig, code: str, http: httpx.AsyncClient, now: float
+    config: OAuthConfig,
+    code: str,
+    pending: PendingAuthorization,
+    http: httpx.AsyncClient,
+    now: float,
 ) -> TokenState:
-    params = {"grant_type": "authorization_code", "code": code, "redirect_uri": config.redirect_uri}
+    """The tokens for ``code``, given with the verifier of the authorization it answers."""
+    params = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": config.redirect_uri,
+        "code_verifier": pending.code_verifier,
+    }
     try:
         answer = await _token_request(config, params, http)
     except OAuthRevoked:
         raise OAuthUnavailable(
             "the provider refused the authorization code (used, expired, or for another"
-            " redirect_uri): authorize again"
+            " redirect_uri or authorization): authorize again"
         ) from None
     refresh = answer.get("refresh_token")
     if not isinstance(refresh, str) or not refresh:

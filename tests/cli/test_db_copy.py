@@ -1,0 +1,217 @@
+"""``postroom db copy --to postgresql://...``: an SQLite store of a few hundred messages
+in every state arrives whole, as the Store API reads it, and the source is not written;
+a used target is refused; a count that differs is found."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from postroom.cli import main
+from postroom.store import RecipientStatus, open_store
+from postroom.store.base import Store
+from postroom.store.copy import copy_store, table_counts
+from postroom.store.models import (
+    ApiKeyRecord,
+    IdempotencyRecord,
+    MessageMeta,
+    ProviderEventRecord,
+    UserRecord,
+)
+from postroom.store.sqlite import SqliteStore
+from tests.store.factories import NOW, attempt, deferred, delivered, final, new_message, to
+from tests.support.postgres import PostgresCluster
+
+MESSAGES = 300
+
+
+@pytest.fixture
+def target(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A new database without postroom's tables."""
+    name = postgres_cluster.new_database(template="template0")
+    yield postgres_cluster.url(name)
+    postgres_cluster.drop_database(name)
+
+
+@pytest.fixture
+async def source(tmp_path: Path) -> Path:
+    """A configuration whose SQLite store holds messages in every state, their attempts
+    and provider events, users, domains, API keys, API meta and idempotency answers."""
+    path = tmp_path / "data" / "postroom.db"
+    path.parent.mkdir()
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        await fill(store)
+    finally:
+        await store.aclose()
+    config = tmp_path / "postroom.toml"
+    config.write_text(
+        f'hostname = "mail.test"\ndata_dir = "{path.parent}"\nstorage = "sqlite:///{path}"\n'
+    )
+    return config
+
+
+async def fill(store: Store) -> None:
+    for i in range(MESSAGES):
+        at = NOW + i
+        body = b"Subject: %d\r\n\r\n" % i + bytes(range(256)) * (i % 7)
+        message = new_message(body, at=at, recipients=to(f"a{i}@example.net", f"b{i}@example.com"))
+        await store.enqueue(message)
+        first, second = f"a{i}@example.net", f"b{i}@example.com"
+        match i % 5:
+            case 0:
+                continue  # queued
+            case 1:
+                await store.record_outcomes(
+                    message.id,
+                    [delivered(first), final(second, RecipientStatus.BOUNCED)],
+                    [
+                        dataclasses.replace(
+                            attempt(message.id, first, at + 1), provider_id=f"p{i}"
+                        ),
+                        attempt(message.id, second, at + 1, "bounced", code=550, text="5.1.1 no"),
+                    ],
+                )
+                await store.record_provider_event(
+                    ProviderEventRecord(
+                        "sg", f"p{i}", first, "opened", "open", at + 5, "{}", at + 6
+                    )
+                )
+            case 2:
+                await store.record_outcomes(
+                    message.id,
+                    [deferred(first, at + 600, warned=True)],
+                    [attempt(message.id, first, at + 1, "deferred", code=451, text="4.3.0 later")],
+                )
+            case 3:
+                await store.hold(message.id)
+            case _:
+                await store.save_send(
+                    MessageMeta(message.id, f"<{i}@example.org>", f"s{i}", ("t",), (("k", "v"),)),
+                    IdempotencyRecord("shop", f"idem-{i}", "ab" * 32, 202, b'{"id":1}', at),
+                    forget_before=0,
+                )
+    await store.add_domain("example.org", NOW)
+    await store.add_user(UserRecord("app@example.org", "$argon2id$x", ("example.com",), NOW))
+    await store.add_user(UserRecord("any@example.org", "$argon2id$y", (), NOW, any_sender=True))
+    await store.add_api_key(
+        ApiKeyRecord("shop", "kid1", "cd" * 32, ("example.com",), NOW, ("send", "read"))
+    )
+    # A callback about no message postroom knows is kept too.
+    await store.record_provider_event(
+        ProviderEventRecord("sg", "unknown", "x@example.net", "bounced", "bounce", NOW, "", NOW)
+    )
+
+
+def invoke(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(
+        main, ["db", "copy", *args, "--config", str(config)], env={"POSTROOM_CONFIG": None}
+    )
+
+
+async def same_contents(source: Store, copy: Store) -> None:
+    """Everything the Store API reads of ``source`` reads the same from ``copy``."""
+    messages = await source.messages(limit=MESSAGES + 1)
+    assert len(messages) == MESSAGES
+    assert await copy.messages(limit=MESSAGES + 1) == messages
+    ids = [m.id for m in messages]
+    for message_id in ids:
+        assert await copy.read_body(message_id) == await source.read_body(message_id)
+        assert await copy.attempts(message_id) == await source.attempts(message_id)
+        assert await copy.provider_events(message_id) == await source.provider_events(message_id)
+    assert await copy.message_meta(ids) == await source.message_meta(ids)
+    assert len(await source.message_meta(ids)) == MESSAGES // 5
+    for i in range(4, MESSAGES, 5):
+        answer = await source.idempotent("shop", f"idem-{i}", 0)
+        assert answer is not None and await copy.idempotent("shop", f"idem-{i}", 0) == answer
+    assert await copy.domains() == await source.domains()
+    assert await copy.users() == await source.users()
+    assert await copy.api_keys() == await source.api_keys()
+    assert await copy.mailer_health(0) == await source.mailer_health(0)
+    assert await copy.next_due() == await source.next_due()
+    assert await copy.instance_id() == await source.instance_id()
+
+
+async def test_copy_brings_every_row_and_leaves_the_source_as_it_was(
+    source: Path, target: str
+) -> None:
+    db = source.parent / "data" / "postroom.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    result = invoke(source, "--to", target)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["messages", str(MESSAGES), str(MESSAGES), "ok"]
+    assert all(line.endswith("  ok") for line in lines[:-1]), result.output
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    sqlite = SqliteStore(db)
+    await sqlite.start()
+    postgres = await open_store(target)
+    try:
+        await same_contents(sqlite, postgres)
+        # New rows on the copy get ids after the copied ones.
+        queued = (await postgres.messages(limit=1))[0]
+        first = queued.recipients[0].address
+        await postgres.record_outcomes(
+            queued.id, [delivered(first)], [attempt(queued.id, first, NOW + 9e3)]
+        )
+        assert len(await postgres.attempts(queued.id)) == 1
+    finally:
+        await sqlite.aclose()
+        await postgres.aclose()
+
+
+async def test_copy_refuses_a_database_that_holds_a_store_in_one_line(
+    source: Path, target: str
+) -> None:
+    store = await open_store(target)
+    await store.add_domain("example.net", NOW)
+    await store.aclose()
+    result = invoke(source, "--to", target)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "is not empty (it has domains)" in result.output
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+async def test_counts_that_differ_after_a_copy_are_found_per_table(
+    source: Path, target: str
+) -> None:
+    db = source.parent / "data" / "postroom.db"
+    copy_store(db, target)
+    with psycopg.connect(target) as conn:
+        conn.execute("DELETE FROM attempts WHERE id = (SELECT min(id) FROM attempts)")
+    wrong = [count for count in table_counts(db, target) if not count.matches]
+    assert [(c.table, c.source - c.target) for c in wrong] == [("attempts", 1)]
+
+
+async def test_copy_exits_1_naming_the_table_whose_rows_did_not_all_arrive(
+    source: Path, postgres_cluster: PostgresCluster
+) -> None:
+    # A target whose schema exists but is empty, with a trigger that drops one attempt
+    # on its way in: the copy itself succeeds, only the count can tell.
+    name = postgres_cluster.new_database()
+    url = postgres_cluster.url(name)
+    try:
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "CREATE FUNCTION drop_one() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER drop_one BEFORE INSERT ON attempts"
+                " FOR EACH ROW EXECUTE FUNCTION drop_one()"
+            )
+        result = invoke(source, "--to", url)
+        assert result.exit_code == 1
+        wrong = [line for line in result.output.splitlines() if "MISMATCH" in line]
+        assert len(wrong) == 1 and wrong[0].split()[0] == "attempts"
+        assert "postroom: the copy in" in result.output
+    finally:
+        postgres_cluster.drop_database(name)
