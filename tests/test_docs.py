@@ -1,10 +1,16 @@
-"""docs/configuration.md and postroom.example.toml name every setting; the example loads."""
+"""docs/configuration.md and postroom.example.toml name every setting; the example loads;
+the README's quick start works, block by block, against a running server."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -14,6 +20,7 @@ from pydantic import BaseModel
 
 from postroom.config import load
 from postroom.config.settings import Settings
+from tests.support.servers import cli_out, start_process, write_config
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs" / "configuration.md"
@@ -127,3 +134,97 @@ def test_the_example_uncommented_gives_the_defaults(
     for mailer in defaults["mailers"]:
         assert built_in[mailer["name"]] == mailer  # the built-ins, shown at their defaults
     assert example["routes"]  # the route examples load together
+
+
+# -- the README's quick start, run as a reader would -------------------------------------
+
+README = ROOT / "README.md"
+# A fenced shell or Python block, and the marker before one the test must not run.
+_BLOCK = re.compile(
+    r"^(?:<!-- docs-test: skip \((?P<skip>[^)]+)\) -->\n)?"
+    r"```(?P<lang>sh|python)\n(?P<code>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
+PASSWORD = "your password"  # what the quick start's smtplib block logs in with
+
+
+@dataclass
+class Block:
+    lang: str
+    code: str
+    skip: str | None  # why the test does not run it
+
+
+def quick_start_blocks() -> list[Block]:
+    text = README.read_text()
+    start = text.index("## Quick start")
+    section = text[start : text.index("\n## ", start)]
+    return [Block(m["lang"], m["code"], m["skip"]) for m in _BLOCK.finditer(section)]
+
+
+def test_the_quick_start_has_shell_and_python_blocks_and_says_why_one_is_not_run() -> None:
+    blocks = quick_start_blocks()
+    assert len([b for b in blocks if b.lang == "sh" and not b.skip]) >= 4
+    assert len([b for b in blocks if b.lang == "python" and not b.skip]) >= 3
+    assert [b.skip for b in blocks if b.skip] == ["it changes the system's sendmail"]
+
+
+def test_every_quick_start_block_works_against_a_running_server(tmp_path: Path) -> None:
+    """In order, in one directory, as the reader's second terminal: the server's ports
+    (free ones) put where the README has 2587 and 8025, the API key from `postroom
+    apikey create myapp` where it has `pr_...` and `$POSTROOM_API_KEY`, and the id the
+    API answered where it has `01J…` and `<ID>`. Prompts read the password from standard
+    input (without a controlling terminal, as the blocks run in a session of their own)."""
+    data = tmp_path / "postroom-data"
+    config = write_config(tmp_path / "postroom.toml", data)
+    activate = tmp_path / ".venv" / "bin" / "activate"
+    activate.parent.mkdir(parents=True)
+    activate.write_text(f'export PATH="{Path(sys.executable).parent}:$PATH"\n')
+    env = {
+        **os.environ,
+        "POSTROOM_CONFIG": str(config),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    server = start_process(config, tmp_path / "postroom.log")
+    try:
+        assert server.api_port is not None
+        values = {"2587": str(server.ports["submission"]), "8025": str(server.api_port)}
+        for block in quick_start_blocks():
+            if block.skip:
+                continue
+            code = block.code
+            for placeholder, value in values.items():
+                code = code.replace(placeholder, value)
+            command = ["bash", "-e", "-c", code] if block.lang == "sh" else [sys.executable]
+            done = subprocess.run(
+                command,
+                input=code if block.lang == "python" else f"{PASSWORD}\n{PASSWORD}\n",
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                start_new_session=True,
+            )
+            assert done.returncode == 0, f"{block.code}\n{done.stdout}\n{done.stderr}"
+            if "postroom user add" in block.code:  # the users exist: make the key
+                key = cli_out(config, "apikey", "create", "myapp").splitlines()[-1]
+                env["POSTROOM_API_KEY"] = values["pr_..."] = key
+            if answer := _sent(done.stdout):
+                values["01J…"] = values["<ID>"] = answer
+            if block.lang == "python" and "print(" in block.code:
+                assert done.stdout.strip() in {"queued", "deferred", "delivered"}
+        assert "01J…" in values  # the API's answer was seen and its id used
+    finally:
+        server.kill()
+
+
+def _sent(output: str) -> str | None:
+    """The id in the API's answer to a send, if ``output`` is one."""
+    for line in output.splitlines():
+        if line.startswith("{"):
+            answer = json.loads(line)
+            if answer.get("status") == "queued":
+                return str(answer["id"])
+    return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import logging.handlers
 import os
 import random
 import signal
@@ -38,7 +39,7 @@ from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
 from postroom.net.control import ControlListener
 from postroom.net.throttle import FailureThrottle
-from postroom.net.tls import CERT_NAME, ensure_certificate, server_context
+from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
 from postroom.readiness import Readiness
 from postroom.resolver import DnsResolver
@@ -133,6 +134,7 @@ class Server:
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
+        self.tls: ServerTls | None = None
         self.certificate = ""  # the certificate served, for the ready line
         self._started = (self.clock.time(), self.clock.monotonic())
 
@@ -141,9 +143,10 @@ class Server:
         self._started = (self.clock.time(), self.clock.monotonic())
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         before = _modified(settings.data_dir / "tls" / CERT_NAME)
-        cert, key = ensure_certificate(settings)
-        self.certificate = _certificate_note(settings, cert, changed=_modified(cert) != before)
-        context = server_context(cert, key, settings.tls.min_version)
+        self.tls = tls = ServerTls(settings)
+        self.certificate = _certificate_note(
+            settings, tls.cert, changed=_modified(tls.cert) != before
+        )
         self.store = store = await self._open_store()
         if settings.inbound_auth.enabled:
             self._inbound = InboundChecker(
@@ -171,7 +174,7 @@ class Server:
                 max_account_failures=auth.max_account_failures,
                 window=auth.window,
             ),
-            ssl_context=context,
+            ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
         )
@@ -291,6 +294,13 @@ class Server:
         await api.start()
         self.api = api
         self.tasks.start("api", api.run)
+
+    def reload_certificate(self) -> None:
+        """SIGHUP: new TLS connections get the certificate and key files as they are now
+        (a renewal); open sessions keep theirs. Only the certificate is reloaded: the
+        rest of the configuration needs a restart."""
+        if self.tls is not None:
+            self.tls.reload()
 
     @property
     def api_port(self) -> int | None:
@@ -426,6 +436,7 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
             sockets = bind_listeners(settings.listeners)
             supervisor = Supervisor(settings, sockets)
         server = Server(settings, sockets=sockets, init=init, migrate=migrate)
+        _reload_on_sighup(server, supervisor)
         await server.start()
     except OSError as exc:
         print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
@@ -454,9 +465,10 @@ async def _serve_worker() -> int:
     _configure_logging(setup.settings)
     sockets = [socket.socket(fileno=fd) for fd in setup.fds]
     server = Server(setup.settings, sockets=sockets, accept_only=True)
+    _reload_on_sighup(server, None)
     await server.start()
     stop = _stop_on_signals()
-    watch_primary(stop)
+    watch_primary(stop, server.reload_certificate)
     await stop.wait()
     await server.stop()
     return 0
@@ -470,10 +482,24 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _reload_on_sighup(server: Server, workers: Supervisor | None) -> None:
+    """SIGHUP reloads the TLS certificate, here and in every accept worker. Installed
+    before the server starts: a reload while starting is a no-op (the start reads the
+    files), never the default action, which would end the process."""
+
+    def reload() -> None:
+        server.reload_certificate()
+        if workers is not None:
+            workers.reload_certificate()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
 def _configure_logging(settings: Settings) -> None:
     handler: logging.Handler
     if settings.log.file is not None:
-        handler = logging.FileHandler(settings.log.file)
+        # Reopened when logrotate moves it away (its default "create" mode).
+        handler = logging.handlers.WatchedFileHandler(settings.log.file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(log_formatter(settings.log.format))

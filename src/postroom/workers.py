@@ -8,8 +8,10 @@ process. Every worker commits into the same store (SQLite serialises the writers
 commit is still fsync'ed before its 250) and wakes the primary's scheduler through
 ``net.wakeup``. Only the primary delivers.
 
-The settings reach a worker pickled on its standard input; the pipe then stays open,
-and a worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
+The settings reach a worker pickled on its standard input; the pipe then stays open.
+A byte on it asks the worker to reload its TLS certificate (the primary's SIGHUP: a
+pipe keeps the request for a worker still starting, where a signal would end it), and a
+worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
 A worker that dies is started again: each worker's watcher is a task of the server's
 ``TaskSupervisor``, which logs the exit and runs the watcher again (starting a new
 worker) after a pause that grows while it keeps dying; a failed fork is retried alike.
@@ -25,8 +27,9 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postroom.config.settings import ListenerSettings, Settings
@@ -36,6 +39,8 @@ from postroom.supervise import TaskSupervisor
 __all__ = ["Supervisor", "WorkerExited", "WorkerSetup", "bind_listeners", "read_setup"]
 
 _log = logging.getLogger("postroom.workers")
+_LENGTH = struct.Struct("!I")  # the setup's length, before it on the pipe
+_RELOAD = b"R"
 
 
 class WorkerExited(Exception):
@@ -67,11 +72,23 @@ def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]
 
 
 def read_setup() -> WorkerSetup:
-    """In a worker: the setup its primary wrote on standard input."""
-    setup = pickle.load(sys.stdin.buffer)
+    """In a worker: the setup its primary wrote on standard input, read to its last
+    byte and no further (what follows is for ``watch_primary``)."""
+    (length,) = _LENGTH.unpack(_read_exactly(sys.stdin.fileno(), _LENGTH.size))
+    setup = pickle.loads(_read_exactly(sys.stdin.fileno(), length))
     if not isinstance(setup, WorkerSetup):
         raise TypeError("not a worker setup")
     return setup
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the primary closed the pipe before the setup's end")
+        data += chunk
+    return data
 
 
 class Supervisor:
@@ -109,7 +126,8 @@ class Supervisor:
             *self._command, stdin=asyncio.subprocess.PIPE, pass_fds=fds
         )
         assert proc.stdin is not None
-        proc.stdin.write(pickle.dumps(WorkerSetup(self._settings, fds, index)))
+        setup = pickle.dumps(WorkerSetup(self._settings, fds, index))
+        proc.stdin.write(_LENGTH.pack(len(setup)) + setup)
         # The pipe stays open: its end tells the worker that the primary is gone.
         self._procs[index] = proc
         _log.info("worker %d started (pid %d)", index, proc.pid)
@@ -126,6 +144,12 @@ class Supervisor:
         code = await proc.wait()
         if not self.stop_requested():
             raise WorkerExited(f"worker {index} (pid {proc.pid}) exited with {code}")
+
+    def reload_certificate(self) -> None:
+        """Ask every worker to reload its TLS certificate (the primary got SIGHUP)."""
+        for proc in self._procs.values():
+            if proc.returncode is None and proc.stdin is not None:
+                proc.stdin.write(_RELOAD)
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each drains like the primary); SIGKILL what is left
@@ -151,8 +175,9 @@ class Supervisor:
                 proc.stdin.close()
 
 
-def watch_primary(on_gone: asyncio.Event) -> None:
-    """In a worker: set ``on_gone`` when standard input (the primary's pipe) closes."""
+def watch_primary(on_gone: asyncio.Event, on_reload: Callable[[], None]) -> None:
+    """In a worker: set ``on_gone`` when standard input (the primary's pipe) closes, and
+    call ``on_reload`` when the primary asks for a certificate reload on it."""
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()
     os.set_blocking(fd, False)
@@ -165,5 +190,7 @@ def watch_primary(on_gone: asyncio.Event) -> None:
         if not data:
             loop.remove_reader(fd)
             on_gone.set()
+        elif _RELOAD in data:  # several requests read at once: one reload serves them
+            on_reload()
 
     loop.add_reader(fd, readable)

@@ -10,13 +10,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 
 from tests.api.conftest import MESSAGE, Api
-from tests.support.servers import write_config
+from tests.support.servers import cli_out, write_config
 
 
 def stored(api: Api, queue_id: str) -> EmailMessage:
@@ -193,3 +194,29 @@ def test_mail_from_and_rcpt_set_the_envelope_of_a_json_message_too(api: Api) -> 
         bad = client.post("/api/v1/messages", params={"rcpt": ["a@b\x00"]}, json=MESSAGE)
         assert bad.status_code == 422
         assert bad.json()["error"]["fields"][0]["field"] == "rcpt[0]"
+
+
+def test_a_body_removed_by_retention_is_said_so_by_the_api_and_log_show(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    api = make_api(retention={"days": 30, "bodies_days": 1})
+    api.server.add_domain("example.net")
+    api.server.add_user("a@example.net", "s3cret-pass")
+    with api.client() as client:
+        sent = client.post("/api/v1/messages", json=MESSAGE).json()
+        assert api.server.run_delivery() == 1
+        before = client.get(f"/api/v1/messages/{sent['id']}").json()
+        assert before["body_removed"] is False
+        assert before["recipients"][0]["status"] == "delivered"
+        retention = api.server.server.retention
+        assert retention is not None
+        api.clock.advance(2 * 86400)
+        api.server.call(retention.run_once())
+        after = client.get(f"/api/v1/messages/{sent['id']}").json()
+    assert after["body_removed"] is True
+    assert after["subject"] == "Hello"  # the log stays: subject, recipients, attempts
+    assert after["recipients"] == before["recipients"]
+    assert after["attempts"] == before["attempts"] != []
+    config = write_config(tmp_path / "cli.toml", api.server.data_dir)
+    shown = cli_out(config, "log", "show", sent["id"])
+    assert "removed by retention (retention.bodies_days)" in shown

@@ -187,6 +187,36 @@ async def test_purge_removes_only_old_finished_messages(store: Store, backend: B
     assert await store.purge(NOW + 500.001) == 1  # received at 500: before it now
 
 
+async def test_purge_bodies_keeps_the_log_of_old_finished_messages(
+    store: Store, backend: Backend
+) -> None:
+    done = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
+    half = new_message(at=NOW + 1, recipients=to("c@example.net", "d@example.net"))
+    recent = new_message(at=NOW + 1000)
+    for message in (done, half, recent):
+        await store.enqueue(message)
+    await settle(store, done, delivered("a@example.net"), delivered("b@example.net"))
+    await settle(store, half, delivered("c@example.net"), deferred("d@example.net", NOW + 60))
+    await settle(store, recent, delivered("bob@example.net"))
+    before = await store.message(done.id)
+    assert before is not None and not before.body_removed
+
+    assert await store.purge_bodies(NOW + 500) == 1
+    assert await store.read_body(done.id) is None
+    after = await store.message(done.id)
+    assert after is not None and after.body_removed
+    assert (after.size, after.recipients) == (before.size, before.recipients)
+    assert len(await store.attempts(done.id)) == 2
+    assert [m.id for m in await store.query(LogQuery(limit=10))] == [recent.id, half.id, done.id]
+    for kept in (half, recent):  # a recipient still waits; received after the time
+        assert await store.read_body(kept.id) is not None
+        stored = await store.message(kept.id)
+        assert stored is not None and not stored.body_removed
+    assert await store.purge_bodies(NOW + 500) == 0  # done already
+    assert await store.purge(NOW + 500) == 1  # and the rest of it goes with `purge`
+    assert backend.rows_of(store, done.id) == 0
+
+
 async def test_purge_in_many_transactions(store: Store, backend: Backend) -> None:
     messages = [new_message(at=NOW + i / 1000) for i in range(300)]
     await asyncio.gather(*(store.enqueue(m) for m in messages))

@@ -143,16 +143,21 @@ class RunningProcess:
 
 
 def start_process(
-    config: Path, log: Path, timeout: float = 30, serve_args: Sequence[str] = ()
+    config: Path,
+    log: Path,
+    timeout: float = 30,
+    serve_args: Sequence[str] = (),
+    *,
+    python: str = sys.executable,
 ) -> RunningProcess:
     """Start `postroom serve --config config [serve_args]` and wait until its log says it
-    is ready."""
+    is ready. ``python``: the interpreter of another installation (a venv's)."""
     offset = log.stat().st_size if log.exists() else 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     stderr = log.with_suffix(".stderr")
     with stderr.open("ab") as err_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "postroom", "serve", "--config", str(config), *serve_args],
+            [python, "-m", "postroom", "serve", "--config", str(config), *serve_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err_file,

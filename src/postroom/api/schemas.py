@@ -218,6 +218,8 @@ class MessageSummary(_Out):
 
 class MessageDetail(MessageSummary):
     attempts: list[AttemptOut]
+    # retention.bodies_days removed the message's body; its log stays until retention.days
+    body_removed: bool
 
 
 class MessageList(_Out):

@@ -87,4 +87,8 @@ def summary(m: StoredMessage, meta: MessageMeta | None) -> MessageSummary:
 
 
 def detail(m: StoredMessage, meta: MessageMeta | None, attempts: list[Attempt]) -> MessageDetail:
-    return MessageDetail(**dict(summary(m, meta)), attempts=[_attempt(a) for a in attempts])
+    return MessageDetail(
+        **dict(summary(m, meta)),
+        attempts=[_attempt(a) for a in attempts],
+        body_removed=m.body_removed,
+    )

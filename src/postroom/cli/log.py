@@ -154,6 +154,7 @@ def _fields(m: StoredMessage) -> list[tuple[str, Cell]]:
         ("Client", client or m.helo),
         ("User or key", m.principal),
         ("Held", "yes" if m.held else "no"),
+        ("Body", "removed by retention (retention.bodies_days)" if m.body_removed else "kept"),
     ]
 
 

@@ -114,6 +114,7 @@ def message_json(message: StoredMessage) -> dict[str, object]:
             "tls": message.tls,
         },
         "held": message.held,
+        "body_removed": message.body_removed,
         "recipients": [_recipient_json(r) for r in message.recipients],
     }
 

@@ -156,10 +156,20 @@ class InboundAuthSettings(_Model):
 
 
 class RetentionSettings(_Model):
-    """How long finished messages (bodies and log entries) are kept."""
+    """How long finished messages (bodies and log entries) are kept; ``bodies_days``
+    drops the bodies sooner and keeps the log (envelope, attempts) until ``days``."""
 
     days: Annotated[float, Field(gt=0)] = 30.0
+    bodies_days: Annotated[float, Field(gt=0)] | None = None  # None: as long as `days`
     interval: Annotated[float, Field(gt=0)] = 3600.0  # how often cleanup runs (seconds)
+
+    @model_validator(mode="after")
+    def _bodies_within_days(self) -> RetentionSettings:
+        if self.bodies_days is not None and self.bodies_days > self.days:
+            raise SettingError(
+                ("bodies_days",), f"must not be more than retention.days ({self.days:g})"
+            )
+        return self
 
 
 class ApiSettings(_Model):

@@ -1,4 +1,5 @@
-"""Retention: finished messages (bodies and log entries) are removed after ``retention.days``."""
+"""Retention: finished messages (bodies and log entries) are removed after ``retention.days``;
+their bodies alone after ``retention.bodies_days``, when that is shorter."""
 
 from __future__ import annotations
 
@@ -24,9 +25,18 @@ class Retention:
         self._stop = asyncio.Event()
 
     async def run_once(self) -> int:
-        removed = await self._store.purge(self._clock.time() - self._settings.days * _DAY)
+        """One cleanup; the number of messages removed (whole, not only their bodies)."""
+        now = self._clock.time()
+        removed = await self._store.purge(now - self._settings.days * _DAY)
         if removed:
             _log.info("retention removed %d finished messages", removed)
+        if self._settings.bodies_days is not None:
+            bodies = await self._store.purge_bodies(now - self._settings.bodies_days * _DAY)
+            if bodies:
+                _log.info(
+                    "retention removed the bodies of %d finished messages (their log stays)",
+                    bodies,
+                )
         return removed
 
     async def run(self) -> None:

@@ -6,12 +6,16 @@ self-signed certificate in ``<data_dir>/tls/`` (key mode 0600) whose names cover
 until the hostname changes or it is about to expire. Mail clients that check
 certificates must be told to trust it; MX peers use opportunistic TLS (RFC 3207)
 and do not check.
+
+``ServerTls`` rereads the files on ``reload()`` (SIGHUP, after a renewal): connections
+made later get the new certificate, sessions already open keep theirs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -27,7 +31,16 @@ from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
 from postroom.mail.address import to_ascii_domain
 
-__all__ = ["CERT_NAME", "KEY_NAME", "ensure_certificate", "server_context", "tls_info"]
+__all__ = [
+    "CERT_NAME",
+    "KEY_NAME",
+    "ServerTls",
+    "ensure_certificate",
+    "server_context",
+    "tls_info",
+]
+
+_log = logging.getLogger("postroom.tls")
 
 CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
@@ -68,6 +81,55 @@ def server_context(cert: Path, key: Path, min_version: str = "1.2") -> ssl.SSLCo
             ) from None
         raise ConfigError("tls.cert", f"cannot load {cert} with {key}: {exc.reason}") from None
     return context
+
+
+class ServerTls:
+    """The context listeners and STARTTLS use, whose certificate can be replaced.
+
+    ``context`` stays the one every listener was given; its SNI callback, which OpenSSL
+    calls for every ClientHello (with or without a server name), moves each new
+    connection onto the context of the newest certificate. A connection's certificate is
+    fixed at its handshake, so open sessions never notice a reload."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.cert, self.key = ensure_certificate(settings)
+        self.context = server_context(self.cert, self.key, settings.tls.min_version)
+        self._current = self.context
+        self.context.sni_callback = self._choose
+
+    def reload(self) -> bool:
+        """Read the certificate and key files again; False (logged, the certificate in
+        use kept) when they cannot be loaded."""
+        try:
+            cert, key = ensure_certificate(self._settings)
+            context = server_context(cert, key, self._settings.tls.min_version)
+        except ConfigError as exc:
+            _log.error("TLS certificate not reloaded, keeping the one in use: %s", exc)
+            return False
+        self.cert, self.key, self._current = cert, key, context
+        _log.info("TLS certificate reloaded from %s (%s)", cert, _describe(cert))
+        return True
+
+    def _choose(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, given: ssl.SSLContext
+    ) -> None:
+        if given is not self._current:
+            connection.context = self._current
+
+
+def _describe(cert: Path) -> str:
+    """The leaf certificate's subject names and expiry, for the log."""
+    try:
+        leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+    except (OSError, ValueError):  # replaced again since it was loaded
+        return "changed since"
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        subject = ", ".join(str(n.value) for n in names)
+    except x509.ExtensionNotFound:
+        subject = leaf.subject.rfc4514_string()
+    return f"{subject}; valid until {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
 
 
 def tls_info(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> tuple[str, str]:

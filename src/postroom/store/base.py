@@ -143,6 +143,11 @@ class QueueStore(Protocol):
         """Retention: remove messages received before ``before`` whose recipients are all
         final (delivered, bounced, expired), with their bodies and attempts. Count removed."""
 
+    async def purge_bodies(self, before: float) -> int:
+        """Retention of bodies: of the messages ``purge`` would remove, remove only the
+        bodies, keeping the log (the message's envelope, recipients, attempts, provider
+        events); ``StoredMessage.body_removed`` then says so. Count removed."""
+
     async def queue_summary(self) -> QueueSummary:
         """How many recipients wait (queued, deferred, in held messages), in how many
         messages, and the oldest of those messages."""

@@ -88,6 +88,7 @@ class StoredMessage:
     client_port: int | None = None
     reverse_dns: str | None = None
     listener: str | None = None
+    body_removed: bool = False  # retention.bodies_days removed it; the log stays
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,11 @@ from postroom.store.models import (
 
 __all__ = [
     "ATTEMPT_FIELDS",
+    "HAS_BODY",
     "HELD",
     "MESSAGE_FIELDS",
     "STATUS_FILTERS",
+    "STORED_COLUMNS",
     "answer_row",
     "api_key_params",
     "api_key_row",
@@ -50,6 +52,10 @@ MESSAGE_FIELDS = (
     "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
     "tls", "listener", "held",
 )  # fmt: skip
+# Retention may remove a finished message's body before the rest (retention.bodies_days).
+HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
+# What a StoredMessage is read from (messages as m): its row, then whether the body is gone.
+STORED_COLUMNS = ", ".join((*(f"m.{field}" for field in MESSAGE_FIELDS), f"NOT {HAS_BODY}"))
 ATTEMPT_FIELDS = (
     "message_id", "recipient", "at", "mailer", "disposition", "code", "enhanced", "text",
     "host", "ip", "port", "tls", "provider_id", "duration",
@@ -102,11 +108,12 @@ def _notify_text(notify: frozenset[Notify] | None) -> str | None:
 
 
 def stored_message(row: Sequence[Any], recipients: tuple[RecipientState, ...]) -> StoredMessage:
-    """A messages row (MESSAGE_FIELDS) and its recipients as a StoredMessage."""
-    fields = dict(zip(MESSAGE_FIELDS, row, strict=True))
+    """A row of STORED_COLUMNS and its recipients as a StoredMessage."""
+    *columns, body_removed = row
+    fields = dict(zip(MESSAGE_FIELDS, columns, strict=True))
     fields["smtputf8"] = bool(fields["smtputf8"])
     fields["held"] = bool(fields["held"])
-    return StoredMessage(recipients=recipients, **fields)
+    return StoredMessage(recipients=recipients, body_removed=bool(body_removed), **fields)
 
 
 def recipient_state(r: Sequence[Any]) -> RecipientState:

@@ -18,7 +18,7 @@ from typing import Any
 from postroom.store.models import Attempt, Claim, QueueSummary, RecipientUpdate
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
-from postroom.store.rows import ATTEMPT_FIELDS, outcome_rows
+from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
 
 __all__ = [
     "attempts_of",
@@ -253,15 +253,28 @@ _PURGEABLE = (
 )
 
 
-def purge_candidates(before: float, conn: Conn) -> list[str]:
-    """Finished messages received before ``before`` (read on a reader: no locks)."""
-    sql = f"SELECT m.id FROM messages m WHERE {_PURGEABLE} ORDER BY m.id"
+_WITH_BODY = f"{_PURGEABLE} AND {HAS_BODY}"
+
+
+def purge_candidates(before: float, conn: Conn, *, bodies: bool = False) -> list[str]:
+    """Finished messages received before ``before`` (read on a reader: no locks);
+    ``bodies``: those of them whose body is still there."""
+    sql = f"SELECT m.id FROM messages m WHERE {_WITH_BODY if bodies else _PURGEABLE} ORDER BY m.id"
     return [row[0] for row in conn.execute(sql, (before,))]
 
 
-def purge_job(before: float, candidates: Sequence[str]) -> Callable[[Conn], int]:
-    """Remove those candidates that still qualify, checked again in the transaction."""
-    sql = f"DELETE FROM messages m WHERE m.id = ANY(%s) AND {_PURGEABLE}"
+def purge_job(
+    before: float, candidates: Sequence[str], *, bodies: bool = False
+) -> Callable[[Conn], int]:
+    """Remove those candidates that still qualify, checked again in the transaction: the
+    whole message, or (``bodies``) its body only, keeping the log."""
+    if bodies:
+        sql = (
+            "DELETE FROM message_bodies WHERE id IN (SELECT m.id FROM messages m"
+            f" WHERE m.id = ANY(%s) AND {_PURGEABLE})"
+        )
+    else:
+        sql = f"DELETE FROM messages m WHERE m.id = ANY(%s) AND {_PURGEABLE}"
 
     def purge(conn: Conn) -> int:
         return conn.execute(sql, (list(candidates), before)).rowcount

@@ -14,6 +14,7 @@ from postroom.store.models import NewMessage, RecipientState, StoredMessage
 from postroom.store.postgres.connection import Conn
 from postroom.store.rows import (
     MESSAGE_FIELDS,
+    STORED_COLUMNS,
     message_row,
     recipient_rows,
     recipient_state,
@@ -35,7 +36,7 @@ __all__ = [
 QUEUE_CHANNEL = "postroom_queue"
 NOTIFY_QUEUE = f"NOTIFY {QUEUE_CHANNEL}"
 
-_MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
+_MESSAGE_COLUMNS = STORED_COLUMNS
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({', '.join(MESSAGE_FIELDS[:-1])})"
     f" VALUES ({', '.join('%s' for _ in MESSAGE_FIELDS[:-1])})"

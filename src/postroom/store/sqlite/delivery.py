@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from postroom.store.models import Attempt, Claim, RecipientUpdate
-from postroom.store.rows import ATTEMPT_FIELDS, outcome_rows
+from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
 from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
 
 __all__ = [
@@ -221,6 +221,11 @@ def retry_job(message_id: str | None, now: float) -> Callable[[sqlite3.Connectio
 
 
 # -- removal ------------------------------------------------------------------------------
+def _remove_bodies(conn: sqlite3.Connection, ids: str) -> int:
+    """Delete only the bodies: the log (envelope, recipients, attempts) stays."""
+    return conn.execute(f"DELETE FROM message_bodies WHERE id IN {IN_IDS}", (ids,)).rowcount
+
+
 def _remove(conn: sqlite3.Connection, ids: str) -> int:
     """Delete the messages in the JSON list ``ids`` and everything that hangs on them."""
     conn.execute(f"DELETE FROM attempts WHERE message_id IN {IN_IDS}", (ids,))
@@ -241,23 +246,29 @@ _PURGEABLE = (
     "m.received_at < ? AND NOT EXISTS"
     f" (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.{PENDING})"
 )
+_WITH_BODY = f"{_PURGEABLE} AND {HAS_BODY}"
 
 
-def purge_candidates(before: float, conn: sqlite3.Connection) -> list[str]:
-    """Finished messages received before ``before`` (read on a reader: no write lock)."""
-    sql = f"SELECT m.id FROM messages m WHERE {_PURGEABLE} ORDER BY m.id"
+def purge_candidates(before: float, conn: sqlite3.Connection, *, bodies: bool = False) -> list[str]:
+    """Finished messages received before ``before`` (read on a reader: no write lock);
+    ``bodies``: those of them whose body is still there."""
+    sql = f"SELECT m.id FROM messages m WHERE {_WITH_BODY if bodies else _PURGEABLE} ORDER BY m.id"
     return [row[0] for row in conn.execute(sql, (before,))]
 
 
-def purge_job(before: float, candidates: Sequence[str]) -> Callable[[sqlite3.Connection], int]:
-    """Remove those candidates that still qualify, checked again under the write lock."""
+def purge_job(
+    before: float, candidates: Sequence[str], *, bodies: bool = False
+) -> Callable[[sqlite3.Connection], int]:
+    """Remove those candidates that still qualify, checked again under the write lock:
+    the whole message, or (``bodies``) its body only."""
+    remove = _remove_bodies if bodies else _remove
 
     def purge(conn: sqlite3.Connection) -> int:
         rows = conn.execute(
             f"SELECT m.id FROM messages m WHERE m.id IN {IN_IDS} AND {_PURGEABLE}",
             (ids_param(candidates), before),
         ).fetchall()
-        return _remove(conn, ids_param(row[0] for row in rows)) if rows else 0
+        return remove(conn, ids_param(row[0] for row in rows)) if rows else 0
 
     return purge
 

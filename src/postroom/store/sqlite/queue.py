@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from postroom.errors import StoreUnavailable
 from postroom.store.models import NewMessage, RecipientState, StoredMessage
 from postroom.store.rows import (
-    MESSAGE_FIELDS,
+    STORED_COLUMNS,
     message_row,
     recipient_rows,
     recipient_state,
@@ -46,7 +46,7 @@ _INSERT_RECIPIENT = (
 )
 _INSERT_BODY = "INSERT INTO message_bodies (id, data) VALUES (?, ?)"
 _INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?))"
-_MESSAGE_COLUMNS = ", ".join(MESSAGE_FIELDS)
+_MESSAGE_COLUMNS = STORED_COLUMNS
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
     " last_reply, delay_warned"

@@ -273,12 +273,20 @@ class SqliteStore:
         return await self._read(functools.partial(health.recent_failures, limit))
 
     async def purge(self, before: float) -> int:
+        return await self._purge(before, bodies=False)
+
+    async def purge_bodies(self, before: float) -> int:
+        return await self._purge(before, bodies=True)
+
+    async def _purge(self, before: float, *, bodies: bool) -> int:
         """Found on a reader, removed in small transactions, each checked again."""
-        candidates = await self._read(functools.partial(delivery.purge_candidates, before))
+        candidates = await self._read(
+            functools.partial(delivery.purge_candidates, before, bodies=bodies)
+        )
         removed = 0
         for start in range(0, len(candidates), _PURGE_CHUNK):
             chunk = candidates[start : start + _PURGE_CHUNK]
-            removed += await self._write(delivery.purge_job(before, chunk))
+            removed += await self._write(delivery.purge_job(before, chunk, bodies=bodies))
         return removed
 
     # -- the directory ----------------------------------------------------------------
