@@ -81,6 +81,7 @@ class Harness:
             pool=self.pool,
             connect_timeout=0.5,
             command_timeout=0.5,
+            chunking=True,
         )
 
 
