@@ -12,8 +12,15 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from postroom.config.mailers import SmtpMailerSettings
 from postroom.delivery.mailers.mta.pool import ConnectionPool
-from postroom.delivery.mailers.mta.transaction import Connection, Peer, SmtpClient, TlsMode
+from postroom.delivery.mailers.mta.transaction import (
+    Connection,
+    Peer,
+    SmtpClient,
+    TlsMode,
+    pooled_client,
+)
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition
 from postroom.smtp.replies import Reply
@@ -407,19 +414,13 @@ async def test_all_refused_the_pipelined_bdat_refusal_judges_nobody(harness: Har
     assert harness.pool.idle_count() == 1  # the session is kept: RSET before the next
 
 
-async def test_chunking_turned_off_sends_data_to_a_chunking_peer(
+async def test_a_mailer_with_chunking_off_sends_data_to_a_chunking_peer(
     harness: Harness, fake_clock: FakeClock
 ) -> None:
     server, peer = await harness.serve(Script(ehlo=CHUNKING_EHLO))
-    pool: ConnectionPool[Connection] = ConnectionPool(clock=fake_clock)
-    client = SmtpClient(
-        mailer="mx",
-        hostname="mail.test",
-        clock=fake_clock,
-        pool=pool,
-        connect_timeout=1.0,
-        command_timeout=1.0,
-        chunking=False,
+    settings = SmtpMailerSettings(name="relay", host=peer.host, timeout=1.0, chunking=False)
+    pool, client = pooled_client(
+        settings, hostname="mail.test", clock=fake_clock, max_per_destination=1
     )
     result = await client.deliver(peer, MESSAGE, rcpts(ALICE))
     await pool.aclose()

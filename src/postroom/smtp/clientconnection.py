@@ -147,8 +147,15 @@ class _Phase(Enum):
 
 class _Transaction:
     __slots__ = (
-        "accepted", "chunking", "cursor", "mail", "message", "pipelined", "rcpts", "result",
-    )  # fmt: skip
+        "accepted",
+        "chunking",
+        "cursor",
+        "mail",
+        "message",
+        "pipelined",
+        "rcpts",
+        "result",
+    )
 
     def __init__(
         self,
