@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -24,11 +24,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from postroom.errors import StoreUnavailable
+from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
-    Claim,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -36,7 +36,6 @@ from postroom.store.models import (
     NewMessage,
     ProviderEventRecord,
     QueueSummary,
-    RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
@@ -45,8 +44,6 @@ from postroom.store.postgres.connection import Conn, Link, Writer, store_error
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
-    check_lease,
-    check_outcomes,
     check_query,
     user_params,
 )
@@ -58,12 +55,14 @@ R = TypeVar("R")
 _PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held up
 
 
-class PostgresStore:
+class PostgresStore(DeliveryOps[Conn]):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
     an older one when ``upgrade``), ``aclose()`` after.
     """
+
+    _delivery = delivery
 
     def __init__(
         self,
@@ -141,6 +140,9 @@ class PostgresStore:
         except (psycopg.Error, OSError) as exc:  # OSError: reading the spool file
             raise store_error(exc) from exc
 
+    async def _read_consistent(self, fn: Callable[[Conn], R]) -> R:
+        return await self._read(fn)  # every read here is one REPEATABLE READ snapshot
+
     async def watch_queue(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change`` whenever any node commits mail or makes mail due (their
         commits NOTIFY ``QUEUE_CHANNEL``), until cancelled. Once listening it calls
@@ -205,52 +207,6 @@ class PostgresStore:
         return await self._read(count)
 
     # -- delivery -----------------------------------------------------------------------
-    async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
-        check_lease(lease)
-        if limit <= 0:
-            return []
-        return await self._write(delivery.claim_job(now, limit, now + lease))
-
-    async def next_due(self) -> float | None:
-        return await self._read(delivery.next_due)
-
-    async def record_outcomes(
-        self,
-        message_id: str,
-        updates: Sequence[RecipientUpdate],
-        attempts: Sequence[Attempt],
-    ) -> None:
-        check_outcomes(message_id, updates, attempts)
-        if updates or attempts:
-            await self._write(delivery.record_job(message_id, updates, attempts))
-
-    async def release(self, message_id: str, addresses: Sequence[str]) -> None:
-        if addresses:
-            await self._write(delivery.release_job(message_id, addresses))
-
-    async def renew_leases(
-        self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
-    ) -> int:
-        check_lease(lease)
-        if not leases:
-            return 0
-        return await self._write(delivery.renew_job(leases, now, now + lease))
-
-    async def hold(self, message_id: str) -> bool:
-        return await self._write(delivery.hold_job(message_id, held=True))
-
-    async def release_hold(self, message_id: str) -> bool:
-        return await self._write(delivery.hold_job(message_id, held=False))
-
-    async def hold_all(self, held: bool) -> int:
-        return await self._write(delivery.hold_all_job(held))
-
-    async def retry_now(self, message_id: str | None, now: float) -> int:
-        return await self._write(delivery.retry_job(message_id, now))
-
-    async def delete(self, message_id: str) -> bool:
-        return await self._write(delivery.delete_job(message_id))
-
     async def purge(self, before: float) -> int:
         return await self._purge(before, bodies=False)
 

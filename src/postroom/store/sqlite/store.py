@@ -17,17 +17,17 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
+from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
-    Claim,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -35,14 +35,11 @@ from postroom.store.models import (
     NewMessage,
     ProviderEventRecord,
     QueueSummary,
-    RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
 from postroom.store.rows import (
     api_key_params,
-    check_lease,
-    check_outcomes,
     check_query,
     user_params,
 )
@@ -62,13 +59,15 @@ _PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore:
+class SqliteStore(DeliveryOps[sqlite3.Connection]):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
     with ``StoreFull``, as on a full disk. ``on_damage`` is called with SQLite's message
     whenever it reports the file damaged (the error is raised as ``StoreDamaged`` too).
     """
+
+    _delivery = delivery
 
     def __init__(
         self,
@@ -157,6 +156,9 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:  # OSError: reading the spool file
             raise self._error(exc) from exc
 
+    async def _read_consistent(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        return await self._read(fn, snapshot=True)
+
     def _error(self, exc: sqlite3.Error | OSError) -> StoreError:
         error = store_error(exc)
         if isinstance(error, StoreDamaged) and self._on_damage is not None:
@@ -202,52 +204,6 @@ class SqliteStore:
         return count
 
     # -- delivery -----------------------------------------------------------------------
-    async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
-        check_lease(lease)
-        if limit <= 0:
-            return []
-        return await self._write(delivery.claim_job(now, limit, now + lease))
-
-    async def next_due(self) -> float | None:
-        return await self._read(delivery.next_due, snapshot=True)
-
-    async def record_outcomes(
-        self,
-        message_id: str,
-        updates: Sequence[RecipientUpdate],
-        attempts: Sequence[Attempt],
-    ) -> None:
-        check_outcomes(message_id, updates, attempts)
-        if updates or attempts:
-            await self._write(delivery.record_job(message_id, updates, attempts))
-
-    async def release(self, message_id: str, addresses: Sequence[str]) -> None:
-        if addresses:
-            await self._write(delivery.release_job(message_id, addresses))
-
-    async def renew_leases(
-        self, leases: Mapping[str, Collection[str]], now: float, *, lease: float
-    ) -> int:
-        check_lease(lease)
-        if not leases:
-            return 0
-        return await self._write(delivery.renew_job(leases, now, now + lease))
-
-    async def hold(self, message_id: str) -> bool:
-        return await self._write(delivery.hold_job(message_id, held=True))
-
-    async def release_hold(self, message_id: str) -> bool:
-        return await self._write(delivery.hold_job(message_id, held=False))
-
-    async def hold_all(self, held: bool) -> int:
-        return await self._write(delivery.hold_all_job(held))
-
-    async def retry_now(self, message_id: str | None, now: float) -> int:
-        return await self._write(delivery.retry_job(message_id, now))
-
-    async def delete(self, message_id: str) -> bool:
-        return await self._write(delivery.delete_job(message_id))
-
     async def query(self, query: LogQuery) -> list[StoredMessage]:
         check_query(query)
         if query.limit <= 0:
