@@ -12,8 +12,15 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from postroom.config.mailers import SmtpMailerSettings
 from postroom.delivery.mailers.mta.pool import ConnectionPool
-from postroom.delivery.mailers.mta.transaction import Connection, Peer, SmtpClient, TlsMode
+from postroom.delivery.mailers.mta.transaction import (
+    Connection,
+    Peer,
+    SmtpClient,
+    TlsMode,
+    pooled_client,
+)
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition
 from postroom.smtp.replies import Reply
@@ -23,6 +30,8 @@ DATA = b"From: app@example.test\r\nSubject: hi\r\n\r\n.a line with a dot\r\nbody
 MESSAGE = OutboundMessage(id="Q1", sender="app@example.test", data=DATA)
 ALICE, BOB, CAROL = "alice@example.test", "bob@example.test", "carol@example.test"
 EHLO = "250-script.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME"
+CHUNKING_EHLO = "250-script.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 CHUNKING"
+LOCKSTEP_CHUNKING_EHLO = "250-script.test\r\n250-SIZE 1000000\r\n250 CHUNKING"
 
 
 def rcpts(*addresses: str) -> list[OutboundRecipient]:
@@ -51,6 +60,7 @@ class ScriptedSession(asyncio.Protocol):
         self.server, self.script = server, server.script
         self.buffer = b""
         self.in_data = False
+        self.chunk: int | None = None  # octets of a BDAT chunk still to read
         self.sender: str | None = None
         self.recipients: list[str] = []
         self.login: list[str] | None = None  # AUTH LOGIN answers so far
@@ -70,6 +80,12 @@ class ScriptedSession(asyncio.Protocol):
         self.server.reads.append((self.number, data))
         self.buffer += data
         while not self.transport.is_closing():
+            if self.chunk is not None:
+                if len(self.buffer) < self.chunk:
+                    return
+                self.bdat_chunk(self.buffer[: self.chunk])
+                self.buffer, self.chunk = self.buffer[self.chunk :], None
+                continue
             if self.in_data:
                 if self.buffer.startswith(b".\r\n"):
                     end = 0
@@ -117,6 +133,10 @@ class ScriptedSession(asyncio.Protocol):
                 ready = bool(self.recipients) or self.script.data_without_recipients[:3] == "354"
                 self.in_data = ready
                 self.reply(self.script.data if ready else self.script.data_without_recipients)
+            case "BDAT":
+                size, _, last = argument.partition(" ")
+                assert last.upper() == "LAST", "the client sends one chunk"
+                self.chunk = int(size)
             case "RSET":
                 self.sender, self.recipients = None, []
                 self.reply(self.script.rset)
@@ -132,6 +152,17 @@ class ScriptedSession(asyncio.Protocol):
                 self.transport.close()
             case _:
                 self.reply("502 5.5.1 Not implemented")
+
+    def bdat_chunk(self, chunk: bytes) -> None:
+        """RFC 3030 2: the chunk's octets are read even when the command is refused."""
+        if self.sender is None:
+            self.reply("503 5.5.1 Need MAIL first")
+        elif not self.recipients:
+            self.reply(self.script.data_without_recipients)
+        else:
+            self.server.messages.append((tuple(self.recipients), chunk))
+            self.reply(self.script.end)
+        self.sender, self.recipients = None, []
 
     def auth_step(self, line: str) -> None:
         assert self.login is not None
@@ -195,6 +226,7 @@ async def harness(fake_clock: FakeClock) -> AsyncIterator[Harness]:
         pool=pool,
         connect_timeout=1.0,
         command_timeout=1.0,
+        chunking=True,
     )
     harness = Harness(client, pool)
     yield harness
@@ -322,6 +354,79 @@ async def test_an_ipv6_peer(harness: Harness) -> None:
     assert outcome.disposition is Disposition.DELIVERED
     assert outcome.remote is not None and outcome.remote.ip == "::1"
     assert server.messages[0][0] == (ALICE,)
+
+
+# -- BDAT (RFC 3030 CHUNKING) -------------------------------------------------------------
+DOTTED = b"Subject: dots\r\n\r\n.\r\n..two\r\n.one\r\nend without a line break"
+
+
+async def test_bdat_carries_the_message_unchanged_in_the_pipelined_batch(
+    harness: Harness,
+) -> None:
+    server, peer = await harness.serve(Script(ehlo=CHUNKING_EHLO))
+    message = OutboundMessage(id="Q2", sender="app@example.test", data=DOTTED + b"\r\n")
+    result = await harness.client.deliver(peer, message, rcpts(ALICE, BOB))
+    assert {o.disposition for o in result.outcomes} == {Disposition.DELIVERED}
+    assert server.messages == [((ALICE, BOB), message.data)]  # no stuffing, no final dot
+    size = len(message.data)
+    batch = (
+        f"MAIL FROM:<app@example.test> SIZE={size}\r\n".encode()
+        + b"RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+        + f"BDAT {size} LAST\r\n".encode()
+        + message.data
+    )
+    assert server.reads_of(1) == [b"EHLO mail.test\r\n", batch]
+    assert "DATA" not in server.commands
+
+
+async def test_bdat_without_pipelining_after_the_last_rcpt_reply(harness: Harness) -> None:
+    script = Script(ehlo=LOCKSTEP_CHUNKING_EHLO, rcpt={ALICE: "550 5.1.1 No such user"})
+    server, peer = await harness.serve(script)
+    result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB))
+    alice, bob = result.outcomes
+    assert alice.disposition is Disposition.BOUNCED and bob.disposition is Disposition.DELIVERED
+    assert server.messages == [((BOB,), DATA)]
+    assert server.commands[-1] == f"BDAT {len(DATA)} LAST"
+
+
+async def test_bdat_refused_for_the_message_settles_every_accepted_recipient(
+    harness: Harness,
+) -> None:
+    server, peer = await harness.serve(
+        Script(ehlo=CHUNKING_EHLO, end="552 5.3.4 Message too big for policy")
+    )
+    result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB))
+    assert {o.disposition for o in result.outcomes} == {Disposition.BOUNCED}
+    assert {o.reply for o in result.outcomes} == {Reply(552, "5.3.4", "Message too big for policy")}
+    await harness.client.deliver(peer, MESSAGE, rcpts(CAROL))  # the session goes on
+    assert server.connections == 1 and "RSET" in server.commands
+
+
+async def test_all_refused_the_pipelined_bdat_refusal_judges_nobody(harness: Harness) -> None:
+    refused = {ALICE: "550 5.1.1 No such user", BOB: "450 4.2.0 Mailbox busy"}
+    server, peer = await harness.serve(Script(ehlo=CHUNKING_EHLO, rcpt=refused))
+    result = await harness.client.deliver(peer, MESSAGE, rcpts(ALICE, BOB))
+    alice, bob = result.outcomes
+    assert alice.disposition is Disposition.BOUNCED and bob.disposition is Disposition.DEFERRED
+    assert alice.reply == Reply(550, "5.1.1", "No such user")
+    assert bob.reply == Reply(450, "4.2.0", "Mailbox busy")
+    assert server.messages == [] and server.commands[-1] == f"BDAT {len(DATA)} LAST"
+    assert harness.pool.idle_count() == 1  # the session is kept: RSET before the next
+
+
+async def test_a_mailer_with_chunking_off_sends_data_to_a_chunking_peer(
+    harness: Harness, fake_clock: FakeClock
+) -> None:
+    server, peer = await harness.serve(Script(ehlo=CHUNKING_EHLO))
+    settings = SmtpMailerSettings(name="relay", host=peer.host, timeout=1.0, chunking=False)
+    pool, client = pooled_client(
+        settings, hostname="mail.test", clock=fake_clock, max_per_destination=1
+    )
+    result = await client.deliver(peer, MESSAGE, rcpts(ALICE))
+    await pool.aclose()
+    assert result.outcomes[0].disposition is Disposition.DELIVERED
+    assert server.messages == [((ALICE,), DATA.replace(b"\r\n.", b"\r\n.."))]
+    assert "DATA" in server.commands
 
 
 # -- replies ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from postroom.delivery.outcome import Disposition
 from postroom.smtp.replies import Reply
 from tests.conftest import FakeClock
 from tests.support.smtp_peers import PeerCA, Peers, SmtpPeer
+from tests.support.thread import MakeServer
 
 DATA = b"From: app@example.test\r\nSubject: hi\r\n\r\n.a line with a dot\r\nbody\r\n"
 MESSAGE = OutboundMessage(id="Q1", sender="app@example.test", data=DATA)
@@ -81,6 +82,7 @@ class Harness:
             pool=self.pool,
             connect_timeout=0.5,
             command_timeout=0.5,
+            chunking=True,
         )
 
 
@@ -358,3 +360,37 @@ async def test_all_recipients_refused_then_the_connection_carries_on(
     good = await harness.client.deliver(peer_of(peer), MESSAGE, rcpts("carol@example.test"))
     assert good.outcomes[0].disposition is Disposition.DELIVERED
     assert peer.connections == 1
+
+
+# -- BDAT to postroom's own server -----------------------------------------------------------
+async def test_bdat_to_our_own_server_stores_the_message_byte_for_byte(
+    make_server: MakeServer, harness: Harness, fake_clock: FakeClock
+) -> None:
+    """Our server offers CHUNKING: the message goes as one BDAT chunk, lines that start
+    with a dot included, and is stored exactly as it was sent."""
+    srv = make_server()
+    srv.add_domain("example.test")
+    srv.add_user(ALICE, "alice-pass")
+    data = b"From: app@example.test\r\nSubject: dots\r\n\r\n.\r\n..two\r\n.one\r\nlast\r\n"
+    message = OutboundMessage(id="Q9", sender="app@sender.test", data=data)
+    peer = Peer("mail.test", "127.0.0.1", srv.ports["mx"], tls=TlsMode.NONE)
+    client = SmtpClient(
+        mailer="mx",
+        hostname="client.test",
+        clock=fake_clock,
+        pool=harness.pool,
+        connect_timeout=10,
+        command_timeout=10,  # the server's checks (DNS) take their time
+        chunking=True,
+    )
+    result = await client.deliver(peer, message, rcpts(ALICE))
+    [outcome] = result.outcomes
+    assert outcome.disposition is Disposition.DELIVERED, outcome.reply
+    assert outcome.reply is not None
+    queue_id = str(outcome.reply).rpartition("queued as ")[2]
+    body = srv.call(srv.store.read_body(queue_id))
+    assert body is not None and body.endswith(data)  # after the Received: header it added
+    pooled = harness.pool.take(peer.key)
+    assert pooled is not None and pooled.core.capabilities is not None
+    assert pooled.core.capabilities.chunking  # so the message went as a BDAT chunk
+    pooled.wire.abort()

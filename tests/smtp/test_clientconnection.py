@@ -45,6 +45,14 @@ BODY = b"From: a@example.org\r\nSubject: hi\r\n\r\n.a line with a dot\r\nbody\r\
 STUFFED = b"From: a@example.org\r\nSubject: hi\r\n\r\n..a line with a dot\r\nbody\r\n.\r\n"
 OK = b"250 2.1.0 Ok\r\n"
 QUEUED = b"250 2.0.0 Ok: queued as 4AB1\r\n"
+CHUNKING_CAPABILITIES = (
+    b"250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250-CHUNKING\r\n"
+    b"250 ENHANCEDSTATUSCODES\r\n"
+)
+LOCKSTEP_CHUNKING = b"250-mx.example.test\r\n250-CHUNKING\r\n250 SIZE 1000000\r\n"
+MAIL = f"MAIL FROM:<a@example.org> SIZE={len(BODY)}\r\n".encode()
+# The message as it is: no dot-stuffing, no final dot.
+CHUNK = f"BDAT {len(BODY)} LAST\r\n".encode() + BODY
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,15 +188,28 @@ def test_a_pipelined_message_with_every_parameter(bytewise: bool) -> None:
     assert closed == Closed() and conversation.conn.closed
 
 
-def test_without_pipelining_one_command_per_reply(bytewise: bool) -> None:
+@pytest.mark.parametrize(
+    ("capabilities", "content"),
+    [
+        (
+            LOCKSTEP_CAPABILITIES,
+            [(b"250 2.1.5 Ok\r\n", b"DATA\r\n"), (b"354 Go ahead\r\n", STUFFED)],
+        ),
+        # RFC 3030: BDAT after the last RCPT reply, the message as it is.
+        (LOCKSTEP_CHUNKING, [(b"250 2.1.5 Ok\r\n", CHUNK)]),
+    ],
+    ids=["data", "bdat"],
+)
+def test_without_pipelining_one_command_per_reply(
+    bytewise: bool, capabilities: bytes, content: list[tuple[bytes, bytes]]
+) -> None:
     conversation = converse(
         [
             (GREETING, EHLO),
-            (LOCKSTEP_CAPABILITIES, f"MAIL FROM:<a@example.org> SIZE={len(BODY)}\r\n".encode()),
+            (capabilities, f"MAIL FROM:<a@example.org> SIZE={len(BODY)}\r\n".encode()),
             (OK, b"RCPT TO:<alice@example.test>\r\n"),
             (b"550 5.1.1 No such user\r\n", b"RCPT TO:<bob@example.test>\r\n"),
-            (b"250 2.1.5 Ok\r\n", b"DATA\r\n"),
-            (b"354 Go ahead\r\n", STUFFED),
+            *content,
             (QUEUED, b""),
         ],
         bytewise,
@@ -659,3 +680,127 @@ def test_a_bad_recipient_address_is_refused_and_the_rest_go_on(bytewise: bool) -
 
 def test_the_message_is_stuffed_in_one_piece() -> None:
     assert message_data(BODY) == STUFFED
+
+
+# -- BDAT (RFC 3030 CHUNKING) ---------------------------------------------------------------------
+
+
+def test_bdat_follows_the_envelope_in_one_pipelined_batch(bytewise: bool) -> None:
+    batch = MAIL + b"RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n" + CHUNK
+    conversation = converse(
+        [
+            (GREETING, EHLO),
+            (CHUNKING_CAPABILITIES, batch),
+            (
+                OK + OK + b"250 2.1.5 Ok\r\n" + QUEUED,
+                b"RSET\r\n" + MAIL + b"RCPT TO:<carol@x.test>\r\n" + CHUNK,
+            ),
+            (OK + OK + OK + QUEUED, b"QUIT\r\n"),
+        ],
+        bytewise,
+        messages=[(Msg(), [ALICE, BOB]), (Msg(), [CAROL])],
+    )
+    _, first, second = conversation.events
+    assert first == MessageDone((0, 1), reply(250, "2.0.0", "Ok: queued as 4AB1"))
+    assert second == MessageDone((0,), reply(250, "2.0.0", "Ok: queued as 4AB1"))
+
+
+@pytest.mark.parametrize(
+    ("answer", "fault", "bounce"),
+    [
+        (b"554 5.6.0 Message rejected\r\n", Fault.PERMANENT, True),
+        (b"452 4.3.1 Insufficient storage\r\n", Fault.TRANSIENT, False),
+    ],
+)
+def test_a_refused_bdat_is_the_end_of_data_reply(
+    bytewise: bool, answer: bytes, fault: Fault, bounce: bool
+) -> None:
+    conversation = converse(
+        [
+            (GREETING, EHLO),
+            (CHUNKING_CAPABILITIES, MAIL + b"RCPT TO:<alice@example.test>\r\n" + CHUNK),
+            (OK + OK + answer, b""),
+        ],
+        bytewise,
+        messages=[(Msg(), [ALICE])],
+        quit=False,
+    )
+    failure = failed(conversation)
+    assert failure.stage is Stage.DATA and failure.fault is fault
+    assert failure.rule.bounce is bounce and failure.rule.scope is Scope.ALL
+    assert conversation.conn.usable  # the session goes on: RSET before the next message
+
+
+def test_all_refused_in_a_pipelined_batch_reads_the_bdat_refusal(bytewise: bool) -> None:
+    """RFC 3030 2: the server reads the chunk it refuses; its 5xx is not the message's."""
+    conversation = converse(
+        [
+            (GREETING, EHLO),
+            (
+                CHUNKING_CAPABILITIES,
+                MAIL + b"RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n" + CHUNK,
+            ),
+            (
+                OK + b"550 5.1.1 No such user\r\n451 4.7.1 Greylisted\r\n"
+                b"554 5.5.1 No valid recipients\r\n",
+                b"",
+            ),
+        ],
+        bytewise,
+        messages=[(Msg(), [ALICE, BOB])],
+        quit=False,
+    )
+    _, alice, bob, done = conversation.events
+    assert isinstance(alice, RecipientRefused) and alice.failure.fault is Fault.PERMANENT
+    assert isinstance(bob, RecipientRefused) and bob.failure.fault is Fault.TRANSIENT
+    assert done == MessageDone((), None)
+    assert conversation.conn.usable
+
+
+def test_all_refused_without_pipelining_sends_no_bdat(bytewise: bool) -> None:
+    conversation = converse(
+        [
+            (GREETING, EHLO),
+            (LOCKSTEP_CHUNKING, MAIL),
+            (OK, b"RCPT TO:<alice@example.test>\r\n"),
+            (b"550 5.1.1 No such user\r\n", b"QUIT\r\n"),
+            (b"221 2.0.0 Bye\r\n", b""),
+        ],
+        bytewise,
+        messages=[(Msg(), [ALICE])],
+    )
+    _, refused, done, closed = conversation.events
+    assert isinstance(refused, RecipientRefused)
+    assert done == MessageDone((), None) and closed == Closed()
+
+
+def test_a_refused_sender_decides_and_the_bdat_reply_is_read(bytewise: bool) -> None:
+    conversation = converse(
+        [
+            (GREETING, EHLO),
+            (CHUNKING_CAPABILITIES, MAIL + b"RCPT TO:<alice@example.test>\r\n" + CHUNK),
+            (b"550 5.7.1 Sender rejected\r\n503 5.5.1 Need MAIL\r\n503 5.5.1 Need MAIL\r\n", b""),
+        ],
+        bytewise,
+        messages=[(Msg(), [ALICE])],
+        quit=False,
+    )
+    failure = failed(conversation)
+    assert failure.stage is Stage.MAIL and failure.remote == reply(550, "5.7.1", "Sender rejected")
+    assert conversation.conn.usable
+
+
+def test_chunking_turned_off_sends_data(bytewise: bool) -> None:
+    config = ClientConfig("client.test", WHERE, chunking=False)
+    converse(
+        [
+            (GREETING, EHLO),
+            (CHUNKING_CAPABILITIES, MAIL + b"RCPT TO:<alice@example.test>\r\nDATA\r\n"),
+            (OK + OK + b"354 Go\r\n", STUFFED),
+            (QUEUED, b""),
+        ],
+        bytewise,
+        config=config,
+        messages=[(Msg(), [ALICE])],
+        quit=False,
+    )

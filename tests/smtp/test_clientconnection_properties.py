@@ -35,6 +35,8 @@ FRAGMENTS = [
     b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-DSN\r\n250 AUTH PLAIN LOGIN\r\n",
     b"250-mx.test\r\n250 AUTH=LOGIN\r\n",
     b"250-mx.test\r\n250 SIZE 10\r\n",
+    b"250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 AUTH PLAIN\r\n",
+    b"250-mx.test\r\n250-CHUNKING\r\n250 AUTH LOGIN\r\n",
     b"250 2.1.0 Ok\r\n",
     b"251 2.1.5 will forward\r\n",
     b"235 2.7.0 Ok\r\n",

@@ -59,6 +59,7 @@ class MxMailerSettings(_Mailer):
     max_addresses: Annotated[int, Field(ge=1)] = 5
     ipv6: bool = True
     ca_file: str | None = None  # for require_tls domains: trust these CAs instead of the system's
+    chunking: bool = True  # BDAT instead of DATA where CHUNKING is offered (RFC 3030)
 
 
 class SmtpTls(StrEnum):
@@ -82,6 +83,7 @@ class SmtpMailerSettings(_Mailer):
     max_connections: Annotated[int, Field(ge=1)] = 20
     max_messages_per_connection: Annotated[int, Field(ge=1)] = 100
     idle_timeout: Annotated[float, Field(gt=0)] = 10.0  # an unused cached connection is closed
+    chunking: bool = True  # BDAT instead of DATA where CHUNKING is offered (RFC 3030)
 
 
 class LocalMailerSettings(_Mailer):

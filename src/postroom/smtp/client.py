@@ -47,6 +47,7 @@ __all__ = [
     "ReplyParser",
     "auth_plain",
     "base64_line",
+    "bdat_last",
     "command",
     "local_refusal",
     "mail_from",
@@ -214,6 +215,11 @@ class Capabilities:
     def starttls(self) -> bool:
         return "starttls" in self.extensions
 
+    @property
+    def chunking(self) -> bool:
+        """RFC 3030: BDAT may carry the message instead of DATA."""
+        return "chunking" in self.extensions
+
 
 HELO_CAPABILITIES: Final = Capabilities(esmtp=False)
 
@@ -239,6 +245,12 @@ DATA: Final = command("DATA")
 QUIT: Final = command("QUIT")
 STARTTLS: Final = command("STARTTLS")
 END_OF_DATA: Final = b".\r\n"
+
+
+def bdat_last(size: int) -> bytes:
+    """RFC 3030 2: the command for a whole message in one chunk; its octets follow as they
+    are, neither dot-stuffed nor ended by a dot."""
+    return command("BDAT", str(size), "LAST")
 
 
 def base64_line(text: str) -> bytes:

@@ -17,8 +17,12 @@ offered or required (RFC 3207; EHLO again after it, 4.2), and AUTH when the conf
 username (RFC 4954: PLAIN, else LOGIN), then ``Ready``. A message: RSET first on a session
 that has carried one before (its reply also proves a pooled session alive), MAIL FROM
 with the parameters the peer announced, one RCPT per recipient, DATA, the dot-stuffed
-message. With PIPELINING (RFC 2920) the whole envelope goes out at once, DATA last, and
-the replies are matched to it in order; without it, one command per reply.
+message. When the peer offers CHUNKING (RFC 3030) and the config allows it, ``BDAT <size>
+LAST`` and the message as it is take the place of DATA and the stuffed message: one chunk,
+one reply, the end-of-data reply. With PIPELINING (RFC 2920) the whole envelope goes out
+at once, DATA (or BDAT with its octets: RFC 3030 4.2) last, and the replies are matched
+to it in order; without it, one command per reply, and no DATA or BDAT when no recipient
+was accepted.
 
 What each reply means is decided here, with ``trouble``'s table: ``RecipientRefused`` for
 one recipient, ``MessageDone`` with those delivered, ``Failed`` for all that are left,
@@ -78,6 +82,7 @@ class ClientConfig:
     tls: TlsMode = TlsMode.NONE
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    chunking: bool = True  # BDAT instead of DATA when the peer offers CHUNKING (RFC 3030)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -141,12 +146,27 @@ class _Phase(Enum):
 
 
 class _Transaction:
-    __slots__ = ("accepted", "cursor", "mail", "message", "pipelined", "rcpts", "result")
+    __slots__ = (
+        "accepted",
+        "chunking",
+        "cursor",
+        "mail",
+        "message",
+        "pipelined",
+        "rcpts",
+        "result",
+    )
 
     def __init__(
-        self, message: Message, mail: bytes, rcpts: list[tuple[int, bytes]], pipelined: bool
+        self,
+        message: Message,
+        mail: bytes,
+        rcpts: list[tuple[int, bytes]],
+        pipelined: bool,
+        chunking: bool,
     ) -> None:
         self.message, self.mail, self.rcpts, self.pipelined = message, mail, rcpts, pipelined
+        self.chunking = chunking
         self.accepted: list[int] = []
         self.cursor = 0  # one command at a time: the next RCPT to send
         # Decided; reported once every reply of the batch has been read.
@@ -250,11 +270,12 @@ class ClientConnection:
         if not self.usable or self.capabilities is None:
             raise RuntimeError("the session is not ready for a message")
         pipelined = self.capabilities.pipelining
+        chunking = self.config.chunking and self.capabilities.chunking
         envelope = self._envelope(message, recipients, self.capabilities.extensions)
         if envelope is None:
             return
         mail, rcpts = envelope
-        self._tx = _Transaction(message, mail, rcpts, pipelined)
+        self._tx = tx = _Transaction(message, mail, rcpts, pipelined, chunking)
         self._phase = _Phase.TRANSACTION
         reused, self._used = self._used, True
         if reused:
@@ -263,7 +284,7 @@ class ClientConnection:
             self._send(mail, "MAIL", Stage.MAIL)
             for index, line in rcpts:
                 self._send(line, "RCPT", Stage.RCPT, index)
-            self._send(smtp.DATA, "DATA", Stage.DATA)
+            self._send_content(tx)
         elif not reused:
             self._send(mail, "MAIL", Stage.MAIL)
 
@@ -310,6 +331,16 @@ class ClientConnection:
     def _send(self, line: bytes, answers: str, stage: Stage, argument: int = 0) -> None:
         self._out.append(line)
         self._awaiting.append((answers, stage, argument))
+
+    def _send_content(self, tx: _Transaction) -> None:
+        """DATA, or the whole message as one BDAT chunk: the server reads a chunk's octets
+        even when it refuses the command (RFC 3030 2), so they may follow it at once."""
+        if tx.chunking:
+            data = tx.message.data
+            self._send(smtp.bdat_last(len(data)), "BDAT", Stage.DATA)
+            self._out.append(data)
+        else:
+            self._send(smtp.DATA, "DATA", Stage.DATA)
 
     def _close(self, event: ClientEvent | None) -> None:
         # What was decided before is still sent: it would have been, had the replies
@@ -503,7 +534,7 @@ class ClientConnection:
             tx.cursor += 1
             self._send(line, "RCPT", Stage.RCPT, index)
         elif tx.accepted:
-            self._send(smtp.DATA, "DATA", Stage.DATA)
+            self._send_content(tx)
         else:
             tx.result = MessageDone((), None)  # the next transaction starts with RSET
 
@@ -527,6 +558,15 @@ class ClientConnection:
         else:
             tx.result = Failed(reply_failure(Stage.DATA, reply, self.config.where))
 
+    def _on_bdat(self, reply: Reply, _: int) -> None:
+        tx = self._transaction()
+        if tx.result is not None or not tx.accepted:
+            # A pipelined chunk after a refused MAIL or refused recipients: the server
+            # refuses it too (or drops it); the outcome was decided before.
+            tx.result = tx.result or MessageDone((), None)
+        else:
+            self._on_end(reply, _)
+
     def _on_end_of_nothing(self, reply: Reply, _: int) -> None:
         pass  # whatever it says, the outcome was decided before
 
@@ -546,6 +586,7 @@ _ON_REPLY: Final[Mapping[str, Callable[[ClientConnection, Reply, int], None]]] =
     "RCPT": ClientConnection._on_rcpt,
     "DATA": ClientConnection._on_data,
     "END": ClientConnection._on_end,
+    "BDAT": ClientConnection._on_bdat,
     "END_OF_NOTHING": ClientConnection._on_end_of_nothing,
     "QUIT": ClientConnection._on_quit,
 }

@@ -139,9 +139,15 @@ class Connector:
     """Opens sessions for one mailer; TLS contexts are made once and shared."""
 
     def __init__(
-        self, *, mailer: str, hostname: str, connect_timeout: float, command_timeout: float
+        self,
+        *,
+        mailer: str,
+        hostname: str,
+        connect_timeout: float,
+        command_timeout: float,
+        chunking: bool,
     ) -> None:
-        self._mailer, self._hostname = mailer, hostname
+        self._mailer, self._hostname, self._chunking = mailer, hostname, chunking
         self._connect_timeout, self._timeout = connect_timeout, command_timeout
         self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
 
@@ -156,9 +162,10 @@ class Connector:
         return await self._open(replace(peer, tls=TlsMode.NONE))
 
     async def _open(self, peer: Peer) -> Connection:
-        core = ClientConnection(
-            ClientConfig(self._hostname, peer.where, peer.tls, peer.username, peer.password)
+        config = ClientConfig(
+            self._hostname, peer.where, peer.tls, peer.username, peer.password, self._chunking
         )
+        core = ClientConnection(config)
         wire = await self._connect(peer, core)
         connection = Connection(wire, core, peer)
         try:

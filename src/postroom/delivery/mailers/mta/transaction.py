@@ -131,6 +131,7 @@ def pooled_client(
         pool=pool,
         connect_timeout=settings.connect_timeout,
         command_timeout=settings.timeout,
+        chunking=settings.chunking,
     )
     return pool, client
 
@@ -145,6 +146,7 @@ class SmtpClient:
         pool: ConnectionPool[Connection],
         connect_timeout: float,
         command_timeout: float,
+        chunking: bool,
     ) -> None:
         self._mailer, self._clock, self._pool = mailer, clock, pool
         self._connector = Connector(
@@ -152,6 +154,7 @@ class SmtpClient:
             hostname=hostname,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
+            chunking=chunking,
         )
 
     async def deliver(
