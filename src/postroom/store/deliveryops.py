@@ -8,6 +8,7 @@ module in ``_delivery`` and provides ``_write`` and ``_read_consistent``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -19,6 +20,8 @@ __all__ = ["DeliveryJobs", "DeliveryOps"]
 C = TypeVar("C")  # the engine's connection type
 C_contra = TypeVar("C_contra", contravariant=True)
 R = TypeVar("R")
+
+PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held up
 
 
 class DeliveryJobs(Protocol[C_contra]):
@@ -49,6 +52,14 @@ class DeliveryJobs(Protocol[C_contra]):
     def retry_job(self, message_id: str | None, now: float) -> Callable[[C_contra], int]: ...
 
     def delete_job(self, message_id: str) -> Callable[[C_contra], bool]: ...
+
+    def purge_candidates(
+        self, before: float, conn: C_contra, *, bodies: bool = False
+    ) -> list[str]: ...
+
+    def purge_job(
+        self, before: float, candidates: Sequence[str], *, bodies: bool = False
+    ) -> Callable[[C_contra], int]: ...
 
 
 class DeliveryOps(Generic[C]):
@@ -106,3 +117,20 @@ class DeliveryOps(Generic[C]):
 
     async def delete(self, message_id: str) -> bool:
         return await self._write(self._delivery.delete_job(message_id))
+
+    async def purge(self, before: float) -> int:
+        return await self._purge(before, bodies=False)
+
+    async def purge_bodies(self, before: float) -> int:
+        return await self._purge(before, bodies=True)
+
+    async def _purge(self, before: float, *, bodies: bool) -> int:
+        """Found on a reader, removed in small transactions, each checked again."""
+        candidates = await self._read_consistent(
+            functools.partial(self._delivery.purge_candidates, before, bodies=bodies)
+        )
+        removed = 0
+        for start in range(0, len(candidates), PURGE_CHUNK):
+            chunk = candidates[start : start + PURGE_CHUNK]
+            removed += await self._write(self._delivery.purge_job(before, chunk, bodies=bodies))
+        return removed

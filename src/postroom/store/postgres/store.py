@@ -52,8 +52,6 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 R = TypeVar("R")
 
-_PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held up
-
 
 class PostgresStore(DeliveryOps[Conn]):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
@@ -206,25 +204,7 @@ class PostgresStore(DeliveryOps[Conn]):
 
         return await self._read(count)
 
-    # -- delivery -----------------------------------------------------------------------
-    async def purge(self, before: float) -> int:
-        return await self._purge(before, bodies=False)
-
-    async def purge_bodies(self, before: float) -> int:
-        return await self._purge(before, bodies=True)
-
-    async def _purge(self, before: float, *, bodies: bool) -> int:
-        """Found on a reader, removed in small transactions, each checked again."""
-        candidates = await self._read(
-            functools.partial(delivery.purge_candidates, before, bodies=bodies)
-        )
-        removed = 0
-        for start in range(0, len(candidates), _PURGE_CHUNK):
-            chunk = candidates[start : start + _PURGE_CHUNK]
-            removed += await self._write(delivery.purge_job(before, chunk, bodies=bodies))
-        return removed
-
-    # -- the email log ----------------------------------------------------------------
+    # -- delivery: DeliveryOps; the email log ---------------------------------------------
     async def query(self, query: LogQuery) -> list[StoredMessage]:
         check_query(query)
         if query.limit <= 0:

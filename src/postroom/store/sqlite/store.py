@@ -51,7 +51,6 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 R = TypeVar("R")
 
-_PURGE_CHUNK = 256  # messages removed per transaction, so enqueues are not held up
 # Point lookups on the event loop's thread (RCPT's directory question) cost a few
 # microseconds, far less than a hop to a reader thread and back; a WAL reader does not
 # wait for the writer. Should it ever have to wait (another process recovering the
@@ -203,7 +202,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
         )
         return count
 
-    # -- delivery -----------------------------------------------------------------------
+    # -- delivery: DeliveryOps; the email log ---------------------------------------------
     async def query(self, query: LogQuery) -> list[StoredMessage]:
         check_query(query)
         if query.limit <= 0:
@@ -227,23 +226,6 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(health.recent_failures, limit))
-
-    async def purge(self, before: float) -> int:
-        return await self._purge(before, bodies=False)
-
-    async def purge_bodies(self, before: float) -> int:
-        return await self._purge(before, bodies=True)
-
-    async def _purge(self, before: float, *, bodies: bool) -> int:
-        """Found on a reader, removed in small transactions, each checked again."""
-        candidates = await self._read(
-            functools.partial(delivery.purge_candidates, before, bodies=bodies)
-        )
-        removed = 0
-        for start in range(0, len(candidates), _PURGE_CHUNK):
-            chunk = candidates[start : start + _PURGE_CHUNK]
-            removed += await self._write(delivery.purge_job(before, chunk, bodies=bodies))
-        return removed
 
     # -- the directory ----------------------------------------------------------------
     async def add_domain(self, name: str, now: float) -> bool:
