@@ -151,6 +151,15 @@ def meta_row(meta: MessageMeta) -> tuple[Any, ...]:
     return (meta.id, meta.message_id, meta.subject, tags, metadata, meta.id)
 
 
+ANSWER_COLUMNS = "key_name, key, request_hash, status, body, created_at"  # answer_row's order
+
+
+def answer_of(row: Sequence[Any]) -> IdempotencyRecord:
+    """An idempotency row read as ANSWER_COLUMNS."""
+    key_name, key, request_hash, status, body, created_at = row
+    return IdempotencyRecord(key_name, key, request_hash, status, bytes(body), created_at)
+
+
 def answer_row(answer: IdempotencyRecord) -> tuple[Any, ...]:
     return (
         answer.key_name,

@@ -8,7 +8,15 @@ from typing import Any
 
 from postroom.store.models import ApiKeyRecord, IdempotencyRecord, MessageMeta, UserRecord
 from postroom.store.postgres.connection import Conn
-from postroom.store.rows import answer_row, api_key_row, meta_of, meta_row, user_row
+from postroom.store.rows import (
+    ANSWER_COLUMNS,
+    answer_of,
+    answer_row,
+    api_key_row,
+    meta_of,
+    meta_row,
+    user_row,
+)
 
 __all__ = [
     "ADD_API_KEY",
@@ -56,9 +64,8 @@ _INSERT_META = (
     " ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id,"
     " subject = excluded.subject, tags = excluded.tags, metadata = excluded.metadata"
 )
-_ANSWER_COLUMNS = "key_name, key, request_hash, status, body, created_at"
 _INSERT_ANSWER = (
-    f"INSERT INTO idempotency ({_ANSWER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
+    f"INSERT INTO idempotency ({ANSWER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (key_name, key) DO UPDATE SET request_hash = excluded.request_hash,"
     " status = excluded.status, body = excluded.body, created_at = excluded.created_at"
 )
@@ -121,14 +128,11 @@ def message_meta(ids: Sequence[str], conn: Conn) -> dict[str, MessageMeta]:
 
 def idempotent(key_name: str, key: str, since: float, conn: Conn) -> IdempotencyRecord | None:
     sql = (
-        f"SELECT {_ANSWER_COLUMNS} FROM idempotency"
+        f"SELECT {ANSWER_COLUMNS} FROM idempotency"
         " WHERE key_name = %s AND key = %s AND created_at >= %s"
     )
     row = conn.execute(sql, (key_name, key, since)).fetchone()
-    if row is None:
-        return None
-    key_name, key, request_hash, status, body, created_at = row
-    return IdempotencyRecord(key_name, key, request_hash, status, bytes(body), created_at)
+    return None if row is None else answer_of(row)
 
 
 def save_send_job(

@@ -6,7 +6,14 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from postroom.store.models import ApiKeyRecord, IdempotencyRecord, MessageMeta
-from postroom.store.rows import answer_row, api_key_row, meta_of, meta_row
+from postroom.store.rows import (
+    ANSWER_COLUMNS,
+    answer_of,
+    answer_row,
+    api_key_row,
+    meta_of,
+    meta_row,
+)
 from postroom.store.sqlite.queue import IN_IDS, ids_param
 
 __all__ = [
@@ -33,7 +40,6 @@ _INSERT_ANSWER = (
     "INSERT OR REPLACE INTO idempotency (key_name, key, request_hash, status, body, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-_ANSWER_COLUMNS = "key_name, key, request_hash, status, body, created_at"
 
 
 def api_key(key_id: str, conn: sqlite3.Connection) -> ApiKeyRecord | None:
@@ -56,14 +62,11 @@ def idempotent(
     key_name: str, key: str, since: float, conn: sqlite3.Connection
 ) -> IdempotencyRecord | None:
     sql = (
-        f"SELECT {_ANSWER_COLUMNS} FROM idempotency"
+        f"SELECT {ANSWER_COLUMNS} FROM idempotency"
         " WHERE key_name = ? AND key = ? AND created_at >= ?"
     )
     row = conn.execute(sql, (key_name, key, since)).fetchone()
-    if row is None:
-        return None
-    key_name, key, request_hash, status, body, created_at = row
-    return IdempotencyRecord(key_name, key, request_hash, status, bytes(body), created_at)
+    return None if row is None else answer_of(row)
 
 
 def save_send_job(
