@@ -29,6 +29,7 @@ from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
@@ -69,6 +70,13 @@ def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | N
         return user_principal(record)
 
     return authenticate
+
+
+def _login_cache(settings: Settings, clock: Clock) -> LoginCache | None:
+    cache = settings.login_cache
+    if cache.entries == 0 or cache.ttl == 0:
+        return None
+    return LoginCache(clock, ttl=cache.ttl, max_entries=cache.entries)
 
 
 class _WakePrimary:
@@ -166,7 +174,9 @@ class Server:
         self.smtp = SmtpServer(
             settings,
             intake=intake,
-            authenticate=_authenticator(Users(store)),
+            authenticate=_authenticator(
+                Users(store, self.clock, login_cache=_login_cache(settings, self.clock))
+            ),
             relay_networks=RelayNetworks.from_settings(settings),
             auth_throttle=FailureThrottle(
                 self.clock,

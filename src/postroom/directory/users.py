@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
 from postroom.directory.domains import sender_domain_list
+from postroom.directory.logincache import LoginCache
 from postroom.directory.passwords import (
     hash_password_async,
     needs_rehash,
@@ -62,9 +63,16 @@ def check_password(password: str) -> None:
 
 
 class Users:
-    def __init__(self, store: DirectoryStore, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: DirectoryStore,
+        clock: Clock | None = None,
+        *,
+        login_cache: LoginCache | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock or SystemClock()
+        self._login_cache = login_cache
         self._dummy_hash: str | None = None
 
     async def add(
@@ -99,11 +107,17 @@ class Users:
         return await self._store.user(key)
 
     async def verify(self, address: str, password: str) -> UserRecord | None:
-        """The user when the password is right, else None (unknown users included)."""
+        """The user when the password is right, else None (unknown users included).
+
+        The record is read from the store every time, so a changed or removed password
+        is refused at once even when the login cache knew the old one."""
         record = await self.get(address)
         if record is None:
             await verify_password_async(await self._dummy(), password)
             return None
+        cache = self._login_cache
+        if cache is not None and cache.verified(record.password_hash, password):
+            return record
         if not await verify_password_async(record.password_hash, password):
             return None
         if needs_rehash(record.password_hash):
@@ -111,6 +125,8 @@ class Users:
             new_hash = await hash_password_async(password)
             with contextlib.suppress(StoreError):
                 await self._store.set_password(record.address, new_hash)
+        elif cache is not None:
+            cache.remember(record.password_hash, password)
         return record
 
     async def passwd(self, address: str, password: str) -> None:
