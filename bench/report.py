@@ -130,6 +130,17 @@ def check_targets(sections: list[Section]) -> list[Target]:
                         "aiosmtpd-null",
                     )
                 )
+        peer = "postfix-dovecot-sha512crypt"
+        if section.key.startswith("submission") and section.row(peer) is not None:
+            wanted = 1.5 if section.key.endswith("-1") else 2.0
+            targets.append(
+                Target(
+                    f"{section.title}: postroom ≥ {wanted}x Postfix + Dovecot (SHA512-CRYPT)",
+                    wanted,
+                    ratio(section, peer),
+                    peer,
+                )
+            )
         if section.key.startswith("relay") and section.row("postfix-relay") is not None:
             postroom = section.row("postroom")
             unsupported = postroom is None or postroom.status == "unsupported"

@@ -36,6 +36,11 @@ class Instance:
     log: Path
     stored: Callable[[], int | None] = _nothing  # messages kept on disk; None: keeps none
     notes: list[str] = field(default_factory=list)
+    # Submission (STARTTLS, AUTH required) and submissions (implicit TLS) ports, when the
+    # system was started for the submission workload.
+    submission_port: int | None = None
+    submissions_port: int | None = None
+    other_pids: list[int] = field(default_factory=list)  # more process trees (Dovecot)
 
 
 class System(Protocol):

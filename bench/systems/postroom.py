@@ -149,11 +149,28 @@ mailers = ["held"]
     return limits, tail
 
 
+def _submission_listeners(submission: int, submissions: int) -> str:
+    """The submission workload's listeners: 587-style and 465-style, TLS and AUTH required,
+    on the certificate postroom makes for itself (ECDSA P-256)."""
+    return f"""
+[[listeners]]
+address = "127.0.0.1"
+port = {submission}
+role = "submission"
+
+[[listeners]]
+address = "127.0.0.1"
+port = {submissions}
+role = "submissions"
+"""
+
+
 @dataclass
 class PostroomSystem:
     python: Path
     delivery: Literal["held", "local"] = "held"
     workers: int = 1
+    submission: bool = False  # also listen as 587-style and 465-style submission
     name: str = ""
     label: str = ""
     durable: bool = True
@@ -161,7 +178,10 @@ class PostroomSystem:
 
     def __post_init__(self) -> None:
         processes = "one process" if self.workers == 1 else f"{self.workers} processes"
-        if self.delivery == "held":
+        if self.delivery == "held" and self.submission:
+            self.name = "postroom"
+            self.label = f"postroom (argon2id, login cache, {processes}; delivery held)"
+        elif self.delivery == "held":
             self.name = "postroom"
             self.label = f"postroom (SQLite, group commit, {processes}; delivery held)"
         else:
@@ -176,6 +196,9 @@ class PostroomSystem:
             blackhole.bind(("127.0.0.1", 0))
             blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
             limits, tail = _held_config(blackhole.getsockname()[1])
+        ports = (free_port(), free_port()) if self.submission else None
+        if ports is not None:
+            tail += _submission_listeners(*ports)
         try:
             server = start_postroom(
                 self.python, rundir, workers=self.workers, limits=limits, tail=tail
@@ -196,4 +219,6 @@ class PostroomSystem:
             stop=stop,
             log=rundir / "postroom.log",
             stored=lambda: len(server.messages()),
+            submission_port=ports[0] if ports else None,
+            submissions_port=ports[1] if ports else None,
         )

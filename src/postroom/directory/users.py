@@ -129,6 +129,16 @@ class Users:
             cache.remember(record.password_hash, password)
         return record
 
+    async def recall(self, address: str, password: str) -> UserRecord | None:
+        """The user when the login cache knows this password for the user's current
+        stored hash; None otherwise (then ``verify`` decides). Never runs argon2id."""
+        if self._login_cache is None:
+            return None
+        record = await self.get(address)
+        if record is None or not self._login_cache.verified(record.password_hash, password):
+            return None
+        return record
+
     async def passwd(self, address: str, password: str) -> None:
         key = user_key(address)
         check_password(password)
