@@ -54,7 +54,7 @@ userdb {{
   args = uid=nobody gid=nogroup home=/nonexistent
 }}
 service auth {{
-  unix_listener auth-postfix {{  # in base_dir
+  unix_listener auth-postfix {{
     mode = 0666
   }}
 }}
