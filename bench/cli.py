@@ -31,12 +31,13 @@ from bench.tlsload import SubmissionLoad
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
 from bench.workloads.idle import IDLE_METRICS, run_idle
 from bench.workloads.latency import LATENCY_METRICS, run_latency
+from bench.workloads.local import LOCAL_LABELS, LOCAL_METRICS, LocalStart, locals_, run_local
 from bench.workloads.relay import RELAY_LABELS, RELAY_METRICS, RelayStart, relays, run_relay
 from bench.workloads.submission import SUBMISSION_METRICS, run_submission
 
 __all__ = ["main"]
 
-WORKLOADS = ("accept", "relay", "large", "idle", "latency", "submission")
+WORKLOADS = ("accept", "relay", "large", "idle", "latency", "submission", "local")
 KIB = 1024
 MIB = 1024 * KIB
 IDLE_SYSTEMS = ("postroom", "smtp-sink", "haraka-fsync", "aiosmtpd-fsync")
@@ -338,6 +339,37 @@ def _bind_relay(
     return lambda: run_relay(ctx, name, start, load, label)
 
 
+def local_section(
+    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int
+) -> Section:
+    """Mail for the local domain, from the mx port into Maildir, end to end."""
+    available = locals_(python, workers)
+    load = Load(plan.relay_messages, plan.sessions, 4 * KIB, 1)
+    section = Section(
+        key="local",
+        title="Local delivery into Maildir, one message per connection",
+        description=(
+            f"{plan.relay_messages:,} messages of 4 KiB for the server's own domain, "
+            f"{plan.sessions} sessions of smtp-source, one message per connection; timed "
+            "from the first submission until every message is a file in the Maildir's "
+            f"new/. Median of {plan.runs} run(s) (min-max)."
+        ),
+        metrics=LOCAL_METRICS,
+        primary="msgs_per_s",
+    )
+    entries = []
+    for name, start in available.items():
+        if name in chosen or (name == "postfix-virtual" and "postfix-hold" in chosen):
+            section.rows.append(Row(name, LOCAL_LABELS[name], durable=True))
+            entries.append((name, _bind_local(ctx, name, start, load)))
+    _run_rows(ctx, section, entries, plan)
+    return section
+
+
+def _bind_local(ctx: Context, name: str, start: LocalStart, load: Load) -> Callable[[], Sample]:
+    return lambda: run_local(ctx, name, start, load, "local")
+
+
 def submission_sections(
     ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int, *, allow: bool
 ) -> list[Section]:
@@ -525,6 +557,8 @@ def _run_workloads(
         accept_sections(ctx, plan, systems, broken)
     if "submission" in only:
         submission_sections(ctx, plan, chosen, python, workers, allow=allow_install)
+    if "local" in only:
+        local_section(ctx, plan, chosen, python, workers)
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
         relay_sections(ctx, plan, chosen, python, workers)
@@ -563,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     only = set(args.only.split(",")) if args.only else set(WORKLOADS)
     unknown = only - set(WORKLOADS)
-    known = {*SYSTEM_NAMES, "postfix-relay", *SUBMISSION_PEERS}
+    known = {*SYSTEM_NAMES, "postfix-relay", "postfix-virtual", *SUBMISSION_PEERS}
     chosen = set(args.systems.split(",")) if args.systems else known
     unknown_systems = chosen - known
     if unknown or unknown_systems:

@@ -130,6 +130,15 @@ def check_targets(sections: list[Section]) -> list[Target]:
                         "aiosmtpd-null",
                     )
                 )
+        if section.key == "local" and section.row("postfix-virtual") is not None:
+            targets.append(
+                Target(
+                    f"{section.title}: postroom ≥ 1.5x Postfix",
+                    1.5,
+                    ratio(section, "postfix-virtual"),
+                    "postfix-virtual",
+                )
+            )
         peer = "postfix-dovecot-sha512crypt"
         if section.key.startswith("submission") and section.row(peer) is not None:
             wanted = 1.5 if section.key.endswith("-1") else 2.0

@@ -9,6 +9,7 @@ TLS session (ticket) on the next, as client libraries that keep sessions do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -95,10 +96,8 @@ class _Killer:
 
     def _fire(self) -> None:
         self.fired = True
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def cancel(self) -> None:
         self._timer.cancel()
