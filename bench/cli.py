@@ -392,7 +392,7 @@ def submission_sections(
     sections = []
     words = {"starttls": "STARTTLS (587-style)", "tls": "implicit TLS (465-style)"}
     for mode in plan.submission_modes:
-        for per_connection in (1, plan.per_connection):
+        for per_connection in sorted({1, plan.per_connection}):
             actual = min(per_connection, max(1, plan.submission_messages // plan.sessions))
             count = plan.submission_messages * (1 if actual == 1 else 5)
             section = Section(

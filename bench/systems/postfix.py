@@ -124,6 +124,9 @@ def start_postfix(rundir: Path, extra_main: str, extra_master: str = "") -> Post
     """Configure and start a private Postfix whose files all live in ``rundir``/postfix;
     ``extra_master`` adds services to master.cf."""
     root = rundir / "postfix"
+    longest = root / "queue" / "private" / "discard"  # of the sockets master.cf makes
+    if len(str(longest)) > 107:  # sun_path: Postfix would fail to start without a word
+        raise SetupError(f"the run directory's path is too long for Postfix's sockets: {root}")
     (root / "etc").mkdir(parents=True)
     (root / "queue").mkdir()
     for path in (rundir, root):  # the postfix user must be able to walk to its queue
