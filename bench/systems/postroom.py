@@ -41,9 +41,10 @@ def _config(rundir: Path, port: int, *, workers: int, limits: str, tail: str) ->
 data_dir = "{rundir / "data"}"
 workers = {workers}
 
+# The default level (info: a line or two for every message), as every peer runs with
+# its own default logging.
 [log]
 file = "{rundir / "postroom.log"}"
-level = "warning"
 
 [limits]
 max_connections = {MAX_CONNECTIONS}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import logging.handlers
 import os
 import random
 import signal
@@ -33,6 +32,7 @@ from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
+from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
@@ -506,12 +506,8 @@ def _reload_on_sighup(server: Server, workers: Supervisor | None) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
-    handler: logging.Handler
-    if settings.log.file is not None:
-        # Reopened when logrotate moves it away (its default "create" mode).
-        handler = logging.handlers.WatchedFileHandler(settings.log.file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    # A file is reopened when logrotate moves it away; lines go out in batches.
+    handler = BatchedLogHandler(settings.log.file)
     handler.setFormatter(log_formatter(settings.log.format))
     root = logging.getLogger("postroom")
     root.handlers[:] = [handler]
