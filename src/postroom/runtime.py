@@ -169,6 +169,7 @@ class Server:
             authenticate=_authenticator(Users(store)),
             relay_networks=RelayNetworks.from_settings(settings),
             auth_throttle=FailureThrottle(
+                store,  # its counts are shared by every process on the store
                 self.clock,
                 max_failures=auth.max_failures,
                 max_account_failures=auth.max_account_failures,

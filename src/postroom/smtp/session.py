@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import AddressError
+from postroom.errors import AddressError, StoreError
 from postroom.events import Bus, SmtpTransaction
 from postroom.events.logformat import FIELDS
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
@@ -423,7 +423,13 @@ class Session:
 
     async def _auth(self, event: ev.AuthCredentials) -> Reply:
         # The slot is taken before the password check: attempts in parallel count at once.
-        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", _account(event.username))
+        try:
+            attempt = await self._ctx.auth_throttle.begin(
+                self._ip or "unknown", _account(event.username)
+            )
+        except StoreError as exc:  # the shared counts are out of reach: check nothing
+            _log.warning("auth not checked: the failure counts are unavailable: %s", exc)
+            return replies.AUTH_TEMPORARY_FAILURE
         if attempt is None:
             self._log_auth("throttled", event.username)
             return replies.AUTH_THROTTLED
@@ -433,7 +439,10 @@ class Session:
         if principal is None:
             self._log_auth("failed", event.username)
             return replies.AUTH_FAILED
-        attempt.succeeded()
+        try:
+            await attempt.succeeded()
+        except StoreError as exc:  # logged in all the same; the slot stays a failure
+            _log.warning("auth: the failure counts could not be updated: %s", exc)
         self._principal = principal  # the core marks the connection authenticated on 235
         return replies.AUTH_OK
 
