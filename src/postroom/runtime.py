@@ -29,6 +29,7 @@ from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.delivery.slots import SharedSlots
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
@@ -130,6 +131,7 @@ class Server:
         self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
+        self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
@@ -198,6 +200,8 @@ class Server:
                 wake = self.scheduler.wake
                 self.tasks.start("queue-watch", functools.partial(store.watch_queue, wake))
             self.tasks.start("leases", self.scheduler.keep_leases)
+            assert self.slots is not None
+            self.tasks.start("slots", self.slots.keep)
             self.tasks.start("retention", self.retention.run)
 
     def describe(self) -> dict[str, object]:
@@ -310,12 +314,15 @@ class Server:
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
+        self.slots = SharedSlots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
             hostname=settings.hostname,
             clock=self.clock,
             rng=self.rng,
             data_dir=settings.data_dir,
+            limits=store,  # sending limits and connection slots count for every node
+            slots=self.slots,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
         self._router = Router(mailers)

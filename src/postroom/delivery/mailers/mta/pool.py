@@ -4,7 +4,10 @@ Two separate jobs, because a destination (a domain for ``mx``, the relay for ``s
 a connection (one host address, TLS mode and login) are not the same thing:
 
 - ``limit(destination)``: at most ``max_per_destination`` transactions to one destination
-  and ``max_total`` over all of them at a time; the others wait their turn (FIFO).
+  and ``max_total`` over all of them at a time; the others wait their turn (FIFO). With
+  ``slots`` the destination's limit holds for every node on the store too: after its
+  own slot a transaction takes one of the destination's shared slots (``SharedSlots``).
+  ``max_total`` bounds this node's sockets and stays per node.
 - ``take(key)`` / ``give(key, connection)``: a cache of idle connections. A connection goes
   back only while it is still open, has carried fewer than ``max_uses`` messages and
   there is room; it is closed once idle for ``idle_timeout`` seconds (by the injected
@@ -16,12 +19,14 @@ The pool knows nothing of SMTP: a connection is anything ``Reusable``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from postroom.clock import Clock
+from postroom.delivery.slots import SharedSlots
 
 __all__ = ["ConnectionPool", "Reusable"]
 
@@ -64,8 +69,12 @@ class ConnectionPool(Generic[C]):
         max_total: int = 100,
         max_uses: int = 100,
         idle_timeout: float = 10.0,
+        slots: SharedSlots | None = None,
+        mailer: str = "",
     ) -> None:
         self._clock = clock
+        self._slots = slots
+        self._mailer = mailer
         self._max_per_destination = max_per_destination
         self._total = asyncio.Semaphore(max_total)
         self._max_uses = max_uses
@@ -88,7 +97,7 @@ class ConnectionPool(Generic[C]):
         try:
             # Always the destination first, then the total: one order, so no deadlock, and
             # a crowded destination does not hold total slots while it waits.
-            async with gate.semaphore, self._total:
+            async with gate.semaphore, self._total, self._shared(destination):
                 gate.waiting -= 1
                 entered = True
                 gate.active += 1
@@ -101,6 +110,13 @@ class ConnectionPool(Generic[C]):
                 gate.waiting -= 1
             if gate.active == 0 and gate.waiting == 0:
                 del self._gates[destination]
+
+    def _shared(self, destination: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The destination's slot among every node's (after this node's own slot)."""
+        if self._slots is None:
+            return contextlib.nullcontext()
+        key = f"connections {self._mailer} {destination}"
+        return self._slots.hold(key, self._max_per_destination)
 
     def active(self, destination: str) -> int:
         """Transactions now holding a slot of ``destination``."""
