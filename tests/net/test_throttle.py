@@ -64,9 +64,7 @@ async def test_guesses_at_one_account_from_many_clients_are_throttled(
     throttle = FailureThrottle(
         counts, FakeClock(), max_failures=3, max_account_failures=4, window=60
     )
-    answered = [
-        await throttle.begin(f"192.0.2.{n}", "victim@example.test") for n in range(1, 9)
-    ]
+    answered = [await throttle.begin(f"192.0.2.{n}", "victim@example.test") for n in range(1, 9)]
     assert sum(a is not None for a in answered) == 4
     assert await throttle.begin("192.0.2.50", "other@example.test") is not None
 

@@ -54,8 +54,8 @@ async def test_a_window_is_counted_once_for_every_store_on_the_database(
 
 
 async def test_a_token_bucket_gives_its_burst_then_refills_at_its_rate(store: Store) -> None:
-    def take(now: float) -> object:
-        return store.take_token("api shop", now, per_second=0.5, burst=2)
+    async def take(now: float) -> float:
+        return await store.take_token("api shop", now, per_second=0.5, burst=2)
 
     assert await take(NOW) == 0
     assert await take(NOW) == 0
