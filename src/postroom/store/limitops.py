@@ -160,11 +160,13 @@ def _add_hit(
 ) -> bool:
     if sweep:
         sql("DELETE FROM limit_hits WHERE expires <= ?", (now,))
-    for key, limit in limits:
-        sql("DELETE FROM limit_hits WHERE key = ? AND at <= ?", (key, now - window))
-        ((count,),) = sql("SELECT count(*) FROM limit_hits WHERE key = ?", (key,))
-        if count >= limit:
-            return False
+    keys = tuple(key for key, _ in limits)
+    marks = ", ".join("?" for _ in keys)
+    sql(f"DELETE FROM limit_hits WHERE key IN ({marks}) AND at <= ?", (*keys, now - window))
+    rows = sql(f"SELECT key, count(*) FROM limit_hits WHERE key IN ({marks}) GROUP BY key", keys)
+    counts: dict[str, int] = dict(rows)
+    if any(counts.get(key, 0) >= limit for key, limit in limits):
+        return False
     for key, _ in limits:
         sql(
             "INSERT INTO limit_hits (key, tag, at, expires) VALUES (?, ?, ?, ?)",

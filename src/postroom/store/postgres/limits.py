@@ -1,7 +1,7 @@
 """The shared limits on PostgreSQL: every node counts in the same unlogged tables.
 
 A node runs its limit calls on one connection of their own, one at a time on one
-thread, each a short transaction: an advisory lock per key (``pg_advisory_xact_lock``
+thread, each a short, pipelined transaction: an advisory lock per key (``pg_advisory_xact_lock``
 on this module's lock class and the key's hash), so nodes touching one key take turns
 while other keys go on, then the statements of ``store.limitops``. The tables are
 UNLOGGED and the connection commits with ``synchronous_commit = off``: a commit does
@@ -31,6 +31,7 @@ R = TypeVar("R")
 # apart from the schema migration's single bigint lock.
 _LOCK_CLASS = 0x6C696D  # "lim"
 _MARK = re.compile(r"\?")
+_ANSWERS = re.compile(r"^\s*SELECT|\bRETURNING\b")  # statements whose rows are read
 
 
 class LimitLink:
@@ -64,14 +65,23 @@ class LimitLink:
 
         def sql(statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             cursor = conn.execute(_MARK.sub("%s", statement).encode(), params)
-            return cursor.fetchall() if cursor.description is not None else []
+            if _ANSWERS.search(statement) is None:
+                return []  # not waited for: it goes out with the next read or the commit
+            return cursor.fetchall()
 
         try:
-            # One order for every node, so two calls holding two keys never deadlock.
-            for key in sorted(set(keys)):
-                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, key))
-            result = job(sql)
-            conn.commit()
+            # Pipelined: the locks, the writes and the commit go out with the statement
+            # after them, so a call costs two round trips, not one per statement. The
+            # locks still come first: the server runs a pipeline in order, and a read
+            # takes its snapshot when it runs, after them.
+            with conn.pipeline():
+                # One order for every node, so two calls holding two keys never deadlock.
+                for key in sorted(set(keys)):
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, key)
+                    )
+                result = job(sql)
+                conn.commit()
         except BaseException:
             if not conn.closed:
                 conn.rollback()
