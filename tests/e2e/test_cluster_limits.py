@@ -18,8 +18,8 @@ from postroom.delivery.mailers.api.postmark import PostmarkMailer
 from postroom.delivery.mailers.mta.pool import ConnectionPool
 from postroom.delivery.mailers.mta.transaction import Connection
 from postroom.delivery.outcome import Disposition
-from postroom.directory.apikeys import Scope
 from postroom.delivery.slots import SharedSlots
+from postroom.directory.apikeys import Scope
 from postroom.net.throttle import FailureThrottle
 from postroom.store import Store
 from postroom.store.postgres import PostgresStore
