@@ -17,13 +17,16 @@ The tables (the same on both engines):
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from postroom.errors import StoreError, StoreUnavailable
 from postroom.store.models import Window
 
-__all__ = ["TABLES", "LimitOps", "Sql"]
+__all__ = ["TABLES", "LimitOps", "LimitRunner", "Sql"]
 
 R = TypeVar("R")
 # Run one statement with ``?`` placeholders in the call's transaction; its rows.
@@ -100,6 +103,41 @@ class LimitOps:
 
     async def release_slot(self, key: str, holder: str) -> None:
         await self._limit_tx([key], functools.partial(_release_slot, key=key, holder=holder))
+
+
+class LimitRunner:
+    """Runs an engine's limit calls one at a time on a thread of their own, on one
+    connection (``_run``): a call may wait for another process's lock, never on the
+    event loop. An engine writes ``_run``, ``_close`` and which errors are its own."""
+
+    _errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="postroom-limits")
+        self._closed = False
+
+    def _run(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        raise NotImplementedError
+
+    def _error(self, exc: Exception) -> StoreError:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    async def run(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, self._run, keys, job)
+        except self._errors as exc:
+            raise self._error(exc) from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await asyncio.to_thread(self._thread.shutdown)
+        self._close()
 
 
 def _counts(sql: Sql, *, windows: Sequence[Window], now: float) -> list[int]:

@@ -12,16 +12,14 @@ and this connection never wait for each other.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
 
-from postroom.errors import StoreUnavailable
-from postroom.store.limitops import Sql
+from postroom.errors import StoreError
+from postroom.store.limitops import LimitRunner, Sql
 from postroom.store.postgres.connection import _CONNECT_TIMEOUT, Conn, store_error
 
 __all__ = ["LimitLink"]
@@ -34,15 +32,16 @@ _MARK = re.compile(r"\?")
 _ANSWERS = re.compile(r"^\s*SELECT|\bRETURNING\b")  # statements whose rows are read
 
 
-class LimitLink:
+class LimitLink(LimitRunner):
     """The node's connection for limit calls, made again after a loss."""
 
+    _errors = (psycopg.Error, OSError)
+
     def __init__(self, url: str, *, lock_timeout: float) -> None:
+        super().__init__()
         self._url = url
         self._lock_timeout = lock_timeout
         self._conn: Conn | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="postroom-limits")
-        self._closed = False
 
     def _connection(self) -> Conn:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
@@ -88,18 +87,11 @@ class LimitLink:
             raise
         return result
 
-    async def run(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
-        if self._closed:
-            raise StoreUnavailable("the store is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._thread, self._run, keys, job)
-        except (psycopg.Error, OSError) as exc:
-            raise store_error(exc) from exc
+    def _error(self, exc: Exception) -> StoreError:
+        assert isinstance(exc, psycopg.Error | OSError)
+        return store_error(exc)
 
-    async def aclose(self) -> None:
-        self._closed = True
-        await asyncio.to_thread(self._thread.shutdown)
+    def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -14,16 +14,13 @@ holds nothing that must survive an upgrade.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postroom.errors import StoreUnavailable
-from postroom.store.limitops import TABLES, LimitOps, Sql
+from postroom.errors import StoreError
+from postroom.store.limitops import TABLES, LimitOps, LimitRunner, Sql
 from postroom.store.sqlite.connection import store_error
 
 __all__ = ["LocalLimits", "limits_path"]
@@ -55,17 +52,16 @@ def limits_path(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + "-limits")
 
 
-class LocalLimits(LimitOps):
-    """``LimitStore`` on a limits file (or in memory). Each call runs on one thread of
-    its own: a call may wait for another process's lock, never on the event loop."""
+class LocalLimits(LimitOps, LimitRunner):
+    """``LimitStore`` on a limits file (or in memory)."""
+
+    _errors = (sqlite3.Error,)
 
     def __init__(self, path: Path | None, *, busy_timeout: float = 5.0) -> None:
+        super().__init__()
         self.path = path
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="postroom-limits")
-        self._closed = False
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -84,37 +80,31 @@ class LocalLimits(LimitOps):
         return self._conn
 
     def _run(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
-        with self._lock:
-            conn = self._connection()
+        conn = self._connection()
 
-            def sql(statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-                return conn.execute(statement, params).fetchall()
+        def sql(statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+            return conn.execute(statement, params).fetchall()
 
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = job(sql)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = job(sql)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
-        if self._closed:
-            raise StoreUnavailable("the store is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._thread, self._run, keys, job)
-        except sqlite3.Error as exc:
-            raise store_error(exc) from exc
+        return await self.run(keys, job)
 
-    async def aclose(self) -> None:
-        self._closed = True
-        await asyncio.to_thread(self._thread.shutdown)
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+    def _error(self, exc: Exception) -> StoreError:
+        assert isinstance(exc, sqlite3.Error)
+        return store_error(exc)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

@@ -122,7 +122,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps):
             self._inline = None
 
     async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
-        return await self._limits._limit_tx(keys, job)
+        return await self._limits.run(keys, job)
 
     def _open_reader(self) -> None:
         conn = connect_reader(self.path, self._busy_timeout)
