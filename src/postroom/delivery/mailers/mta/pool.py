@@ -97,12 +97,15 @@ class ConnectionPool(Generic[C]):
         try:
             # Always the destination first, then the total: one order, so no deadlock, and
             # a crowded destination does not hold total slots while it waits.
-            async with gate.semaphore, self._total, self._shared(destination):
+            async with gate.semaphore, self._total:
                 gate.waiting -= 1
                 entered = True
                 gate.active += 1
                 try:
-                    yield
+                    # The shared slot is taken and given back inside the node's own, so
+                    # no await falls between counting this one out and the gate's end.
+                    async with self._shared(destination):
+                        yield
                 finally:
                     gate.active -= 1
         finally:
@@ -119,7 +122,8 @@ class ConnectionPool(Generic[C]):
         return self._slots.hold(key, self._max_per_destination)
 
     def active(self, destination: str) -> int:
-        """Transactions now holding a slot of ``destination``."""
+        """Transactions now holding a slot of ``destination`` (on this node; with shared
+        slots, some may still be waiting for one of the cluster's)."""
         gate = self._gates.get(destination)
         return gate.active if gate else 0
 
