@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -53,9 +54,11 @@ def stranded_by(database: str, killed_at: dict[str, float]) -> set[str]:
     return {address for address, until in killed_at.items() if now.get(address) == until}
 
 
-def setup_nodes(tmp_path: Path, database: str, sink: CountingSink) -> tuple[list[Node], str]:
+def setup_nodes(
+    tmp_path: Path, database: str, sink: CountingSink, count: int = 3
+) -> tuple[list[Node], str]:
     top, tables = shared_config(database, sink.port, lease=LEASE)
-    nodes = start_nodes(tmp_path, 3, top, tables)
+    nodes = start_nodes(tmp_path, count, top, tables)
     cli_out(nodes[0].config, "domain", "add", "example.test")
     created = cli_out(nodes[0].config, "apikey", "create", "load", "--any-sender")
     return nodes, created.strip().splitlines()[-1]
@@ -99,3 +102,62 @@ def test_a_node_killed_mid_delivery_loses_nothing_and_repeats_only_its_own(
         assert all(copies[key] == 2 for key in twice)
         by_node = {(d.message_id, d.recipient, d.helo) for d in sink.deliveries()}
         assert all((mid, r, victim.helo) in by_node for mid, r in twice)
+
+
+OUTAGE = 10.0  # seconds without the database
+
+
+def readyz(node: Node) -> tuple[int, list[str]]:
+    """/readyz's status code and the parts it names failing."""
+    answer = httpx.get(f"{node.api_url}/readyz", timeout=10)
+    return answer.status_code, [part["part"] for part in answer.json().get("failing", [])]
+
+
+def test_nodes_answer_4xx_while_the_database_is_down_and_recover_alone(
+    tmp_path: Path, database: str, postgres_cluster: PostgresCluster
+) -> None:
+    with CountingSink() as sink:
+        nodes, token = setup_nodes(tmp_path, database, sink, count=2)
+        load = Load()
+        try:
+            load.smtp(nodes, connections=4)
+            load.api(nodes, token, clients=2)
+            wait_for(lambda: sink.count() >= 200, within=60)
+            postgres_cluster.halt()
+            down = time.monotonic()
+            seen: dict[str, set[str]] = {node.name: set() for node in nodes}
+            try:
+                while time.monotonic() - down < OUTAGE:
+                    for node in nodes:
+                        code, failing = readyz(node)
+                        if code == 503:
+                            seen[node.name].update(failing)
+                    time.sleep(0.5)
+            finally:
+                postgres_cluster.resume()
+            load.mark()
+            back = time.monotonic()
+            doors = {f"smtp:{n.smtp_port}" for n in nodes} | {f"api:{n.api_url}" for n in nodes}
+            wait_for(lambda: doors <= set(load.first_ack_after), within=60)
+            accepting = max(load.first_ack_after.values()) - back
+            wait_for(lambda: all(readyz(node) == (200, []) for node in nodes), within=60)
+            ready = time.monotonic() - back
+            load.stop()
+            expected = {(mid, r) for mid, rcpts in load.acked.items() for r in rcpts}
+            wait_for(lambda: expected <= set(sink.copies()), within=60)
+            delivered = time.monotonic() - back
+        finally:
+            load.stop()
+            for node in nodes:
+                node.stop()
+        print(
+            f"\n{len(load.acked)} acknowledged, answers {dict(load.answers)}; failing meanwhile"
+            f" {seen}; accepting again {accepting:.1f} s after the database, ready {ready:.1f} s,"
+            f" all delivered {delivered:.1f} s"
+        )
+        # Meanwhile: 451 4.3.0 and 503 with a JSON error, never a hang or a lost session.
+        assert load.answers["451 4.3.0"] > 0 and load.answers["503"] > 0
+        assert set(load.answers) <= {"ok", "451 4.3.0", "503"}, load.answers
+        # /readyz named what failed: delivery's claims and the wake-ups from other nodes
+        assert all({"scheduler", "queue-watch"} <= failing for failing in seen.values()), seen
+        assert expected <= set(sink.copies())  # nothing acknowledged is lost
