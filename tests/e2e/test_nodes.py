@@ -153,7 +153,8 @@ def test_nodes_answer_4xx_while_the_database_is_down_and_recover_alone(
         print(
             f"\n{len(load.acked)} acknowledged, answers {dict(load.answers)}; failing meanwhile"
             f" {seen}; accepting again {accepting:.1f} s after the database, ready {ready:.1f} s,"
-            f" all delivered {delivered:.1f} s"
+            f" all delivered {delivered:.1f} s;"
+            f" {sum(n > 1 for n in sink.copies().values())} delivered twice"
         )
         # Meanwhile: 451 4.3.0 and 503 with a JSON error, never a hang or a lost session.
         assert load.answers["451 4.3.0"] > 0 and load.answers["503"] > 0

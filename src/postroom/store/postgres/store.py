@@ -281,4 +281,3 @@ class PostgresStore(DeliveryOps[Conn]):
 
     async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
         return await self._read(functools.partial(directory.idempotent, key_name, key, since))
-
