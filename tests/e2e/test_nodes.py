@@ -55,9 +55,9 @@ def stranded_by(database: str, killed_at: dict[str, float]) -> set[str]:
 
 
 def setup_nodes(
-    tmp_path: Path, database: str, sink: CountingSink, count: int = 3
+    tmp_path: Path, database: str, sink: CountingSink, count: int, lease: float
 ) -> tuple[list[Node], str]:
-    top, tables = shared_config(database, sink.port, lease=LEASE)
+    top, tables = shared_config(database, sink.port, lease=lease)
     nodes = start_nodes(tmp_path, count, top, tables)
     cli_out(nodes[0].config, "domain", "add", "example.test")
     created = cli_out(nodes[0].config, "apikey", "create", "load", "--any-sender")
@@ -67,15 +67,19 @@ def setup_nodes(
 def test_a_node_killed_mid_delivery_loses_nothing_and_repeats_only_its_own(
     tmp_path: Path, database: str
 ) -> None:
-    with CountingSink(data_delay=0.02) as sink:
-        nodes, token = setup_nodes(tmp_path, database, sink)
+    with CountingSink(data_delay=0.05) as sink:
+        nodes, token = setup_nodes(tmp_path, database, sink, 3, LEASE)
         try:
             started = time.monotonic()
             load = Load(total=MESSAGES)
             load.smtp(nodes, connections=6)
             load.api(nodes, token, clients=2)
             victim = nodes[1]
-            wait_for(lambda: sink.count() >= MESSAGES * 2 // 3, within=120)
+            # A third of the recipients delivered, and the victim waiting for a 250.
+            wait_for(
+                lambda: sink.count() >= MESSAGES * 2 // 3 and sink.answering(victim.helo) > 0,
+                within=120,
+            )
             victim.kill()
             in_flight = leases(database, after=time.time())
             time.sleep(LEASE / 2)  # each live node renews at least once (every LEASE / 3)
@@ -105,6 +109,9 @@ def test_a_node_killed_mid_delivery_loses_nothing_and_repeats_only_its_own(
 
 
 OUTAGE = 10.0  # seconds without the database
+# Longer than the outage: attempts that delivered meanwhile keep their recipients until
+# they can write the outcome (leases cannot be renewed while the database is away).
+OUTAGE_LEASE = 60.0
 
 
 def readyz(node: Node) -> tuple[int, list[str]]:
@@ -117,7 +124,7 @@ def test_nodes_answer_4xx_while_the_database_is_down_and_recover_alone(
     tmp_path: Path, database: str, postgres_cluster: PostgresCluster
 ) -> None:
     with CountingSink() as sink:
-        nodes, token = setup_nodes(tmp_path, database, sink, count=2)
+        nodes, token = setup_nodes(tmp_path, database, sink, 2, OUTAGE_LEASE)
         load = Load()
         try:
             load.smtp(nodes, connections=4)
@@ -153,12 +160,13 @@ def test_nodes_answer_4xx_while_the_database_is_down_and_recover_alone(
         print(
             f"\n{len(load.acked)} acknowledged, answers {dict(load.answers)}; failing meanwhile"
             f" {seen}; accepting again {accepting:.1f} s after the database, ready {ready:.1f} s,"
-            f" all delivered {delivered:.1f} s;"
-            f" {sum(n > 1 for n in sink.copies().values())} delivered twice"
+            f" all delivered {delivered:.1f} s"
         )
         # Meanwhile: 451 4.3.0 and 503 with a JSON error, never a hang or a lost session.
         assert load.answers["451 4.3.0"] > 0 and load.answers["503"] > 0
         assert set(load.answers) <= {"ok", "451 4.3.0", "503"}, load.answers
         # /readyz named what failed: delivery's claims and the wake-ups from other nodes
         assert all({"scheduler", "queue-watch"} <= failing for failing in seen.values()), seen
-        assert expected <= set(sink.copies())  # nothing acknowledged is lost
+        copies = sink.copies()
+        assert expected <= set(copies)  # nothing acknowledged is lost
+        assert all(n == 1 for n in copies.values())  # nothing delivered twice either

@@ -51,6 +51,7 @@ class CountingSink:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._answering: Counter[str] = Counter()  # EHLO name -> ends of data being answered
 
     # -- what was received (from any thread) ----------------------------------------------
     def deliveries(self) -> list[Delivery]:
@@ -60,6 +61,12 @@ class CountingSink:
     def count(self) -> int:
         with self._lock:
             return len(self._deliveries)
+
+    def answering(self, helo: str) -> int:
+        """Messages from client ``helo`` whose end of data is being answered now (whose
+        sender is waiting for the 250): deliveries in flight."""
+        with self._lock:
+            return self._answering[helo]
 
     def copies(self) -> Counter[tuple[str, str]]:
         """How often each (Message-ID, recipient) arrived."""
@@ -135,7 +142,13 @@ class CountingSink:
                 writer.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                 content = await self._content(reader)
                 if self._data_delay:
-                    await asyncio.sleep(self._data_delay)
+                    with self._lock:
+                        self._answering[helo] += 1
+                    try:
+                        await asyncio.sleep(self._data_delay)
+                    finally:
+                        with self._lock:
+                            self._answering[helo] -= 1
                 found = _MESSAGE_ID.search(content)
                 message_id = found.group(1).decode() if found else ""
                 with self._lock:

@@ -8,8 +8,9 @@ EHLO and Received: lines, so a delivery tells which node made it).
 
 ``Load`` submits numbered messages over SMTP (several smtplib connections) and the HTTP
 API from threads, each recipient address unique (``r<n>x<k>@remote.test``), and keeps
-what each node answered: the messages acknowledged (250, 202) with their recipients,
-and every other answer by code.
+what each node answered: the messages acknowledged (250, 202) by Message-ID (``<n@load.test>``
+over SMTP, the one the API answers) with their recipients, and every other answer by
+code ("451 4.3.0", "503"; "disconnected", "timeout" when a server stopped answering).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ SENDER = "app@example.test"
 _QUEUED = re.compile(r"queued as ([0-9A-Z]+)")
 
 
-def shared_config(database: str, sink_port: int, *, lease: float = 5.0) -> tuple[str, str]:
+def shared_config(database: str, sink_port: int, *, lease: float = 60.0) -> tuple[str, str]:
     """(top-level keys, tables) of the one configuration every node reads: the database,
-    mail for everyone relayed to the sink on ``sink_port``, loopback clients may relay."""
+    mail for everyone relayed to the sink on ``sink_port``, loopback clients may relay;
+    ``delivery.lease``."""
     top = f'storage = "{database}"\nrelay_networks = ["127.0.0.0/8"]\n'
     tables = (
         "[api]\nport = 0\nrate_limit = 0\n"
@@ -151,22 +153,13 @@ class Load:
         answering moves on to the next node."""
         for index in range(connections):
             ports = [nodes[(index + k) % len(nodes)].smtp_port for k in range(len(nodes))]
-            self._spawn(functools.partial(self._smtp_sender, ports))
+            self._spawn([functools.partial(self._smtp_session, port) for port in ports])
 
-    def _smtp_sender(self, ports: list[int]) -> None:
-        number: int | None = None
-        for port in itertools.cycle(ports):
-            try:
-                with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
-                    client.ehlo("load.test")
-                    while (number := self._take()) is not None:
-                        self._smtp_one(client, number, f"smtp:{port}")
-                    return
-            except (OSError, smtplib.SMTPException) as exc:
-                self._answer("timeout" if isinstance(exc, socket.timeout) else "disconnected")
-                if self._stop.is_set():
-                    return
-                time.sleep(0.1)
+    def _smtp_session(self, port: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+            client.ehlo("load.test")
+            while (number := self._take()) is not None:
+                self._smtp_one(client, number, f"smtp:{port}")
 
     def _smtp_one(self, client: smtplib.SMTP, number: int, door: str) -> None:
         recipients = self._recipients(number)
@@ -189,21 +182,13 @@ class Load:
     def api(self, nodes: Sequence[Node], token: str, clients: int) -> None:
         for index in range(clients):
             urls = [nodes[(index + k) % len(nodes)].api_url for k in range(len(nodes))]
-            self._spawn(functools.partial(self._api_sender, urls, token))
+            self._spawn([functools.partial(self._api_session, url, token) for url in urls])
 
-    def _api_sender(self, urls: list[str], token: str) -> None:
+    def _api_session(self, url: str, token: str) -> None:
         headers = {"Authorization": f"Bearer {token}"}
-        for url in itertools.cycle(urls):
-            try:
-                with httpx.Client(base_url=url, headers=headers, timeout=20) as client:
-                    while (number := self._take()) is not None:
-                        self._api_one(client, number, f"api:{url}")
-                    return
-            except httpx.TransportError as exc:
-                self._answer("timeout" if isinstance(exc, httpx.TimeoutException) else "gone")
-                if self._stop.is_set():
-                    return
-                time.sleep(0.1)
+        with httpx.Client(base_url=url, headers=headers, timeout=20) as client:
+            while (number := self._take()) is not None:
+                self._api_one(client, number, f"api:{url}")
 
     def _api_one(self, client: httpx.Client, number: int, door: str) -> None:
         recipients = self._recipients(number)
@@ -224,10 +209,24 @@ class Load:
         time.sleep(0.05)
 
     # -- life ------------------------------------------------------------------------------
-    def _spawn(self, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, daemon=True)
+    def _spawn(self, sessions: list[Callable[[], None]]) -> None:
+        """A thread that runs the first session (a client that sends until there is no
+        more to send) and, whenever one's server stops answering, the next."""
+        thread = threading.Thread(target=self._sender, args=(sessions,), daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def _sender(self, sessions: list[Callable[[], None]]) -> None:
+        for session in itertools.cycle(sessions):
+            try:
+                session()
+                return
+            except (OSError, smtplib.SMTPException, httpx.TransportError) as exc:
+                timeout = isinstance(exc, socket.timeout | httpx.TimeoutException)
+                self._answer("timeout" if timeout else "disconnected")
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
 
     def stop(self) -> None:
         self._stop.set()

@@ -27,9 +27,9 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
@@ -67,6 +67,7 @@ class DeliveryStore(QueueStore, DirectoryStore, Protocol):
     (refreshed before each batch, for routing)."""
 
 
+T = TypeVar("T")
 _log = logging.getLogger("postroom.delivery")
 _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
 _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
@@ -310,10 +311,17 @@ class Scheduler:
         claims = await self._store.claim_due(
             self._clock.time(), limit=free, lease=self._settings.lease
         )
-        if claims:
-            await self._local_domains.refresh(self._store)
+        if not claims:
+            return 0
+        # In flight (their leases renewed) before anything else can fail: the attempts
+        # wait for the local domains, read again for routing, together.
+        domains = asyncio.ensure_future(
+            self._until_stored(
+                "reading the local domains", lambda: self._local_domains.refresh(self._store)
+            )
+        )
         for claim in claims:
-            task = asyncio.create_task(self._attempt_guarded(claim))
+            task = asyncio.create_task(self._attempt_guarded(claim, domains))
             self._in_flight[task] = claim
             task.add_done_callback(self._finished)
         return len(claims)
@@ -323,16 +331,16 @@ class Scheduler:
         if not self._stopping:
             self._wake.set()  # a slot is free: look for more due work
 
-    async def _attempt_guarded(self, claim: Claim) -> None:
+    async def _attempt_guarded(self, claim: Claim, domains: asyncio.Future[None]) -> None:
         async with self._budget.hold(claim.message.size):
             try:
+                await asyncio.shield(domains)  # one cancelled attempt leaves it to others
                 await self._attempt(claim)
             except asyncio.CancelledError:
                 raise
             except StoreError as exc:
-                # Its body could not be read: the lease stays, as below.
-                _log.error("store error while reading %s: %s", claim.message.id, exc)
-                self._readiness.fail(PART, f"reading a message: {exc}")
+                # Stopped while the store is away: the lease stays, as below.
+                _log.error("attempt of %s cut off: %s", claim.message.id, exc)
             except Exception:
                 # The lease stays: the recipients are tried again when it ends.
                 _log.exception("delivery attempt of %s failed", claim.message.id)
@@ -340,7 +348,9 @@ class Scheduler:
     # -- one attempt -------------------------------------------------------------------
     async def _attempt(self, claim: Claim) -> None:
         stored = claim.message
-        data = await self._store.read_body(stored.id)
+        data = await self._until_stored(
+            f"reading {stored.id}", lambda: self._store.read_body(stored.id)
+        )
         if data is None:  # deleted meanwhile
             return
         message = _outbound(stored, data)
@@ -375,18 +385,25 @@ class Scheduler:
     async def _record(
         self, message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
     ) -> None:
-        """Write the outcomes, trying again after a store error until it works or the
-        scheduler stops (then the lease ends and the recipients are tried again)."""
+        await self._until_stored(
+            f"recording the outcome of {message_id}",
+            lambda: self._store.record_outcomes(message_id, updates, attempts),
+        )
+
+    async def _until_stored(self, doing: str, step: Callable[[], Awaitable[T]]) -> T:
+        """One store step of an attempt in flight, tried again after a store error until
+        it works or the scheduler stops (then the error is raised: the lease stays, and
+        the recipients are tried again when it ends). The lease is renewed meanwhile."""
         while True:
             try:
-                await self._store.record_outcomes(message_id, updates, attempts)
+                done = await step()
             except StoreError as exc:
                 if self._stopping:
                     raise
-                await self._store_failed(f"recording the outcome of {message_id}", exc)
+                await self._store_failed(doing, exc)
                 continue
             self._store_worked()
-            return
+            return done
 
     def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
         now = self._clock.time()
