@@ -86,6 +86,21 @@ def test_a_failed_outcome_write_is_retried_and_the_message_delivered_once(
     wait_for(lambda: readyz(srv).status_code == 200)
 
 
+def test_a_failed_body_read_is_retried_and_the_message_delivered_within_its_lease(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """The claimed attempt waits for the store (its lease renewed), rather than leaving
+    its recipients to wait for the lease to end (60 s)."""
+    srv, store = local_server(make_server, tmp_path)
+    store.body_fault = StoreUnavailable("storage failed: injected")
+    send_local(srv, "read late")
+    wait_for(lambda: store.refused_bodies >= 2)  # tried, and tried again
+    assert readyz(srv).json()["failing"][0]["part"] == "scheduler"
+    store.body_fault = None
+    wait_for(lambda: maildir_count(srv) == 1)
+    wait_for(lambda: readyz(srv).status_code == 200)
+
+
 def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
     make_server: MakeServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -320,6 +320,7 @@ class Scheduler:
                 "reading the local domains", lambda: self._local_domains.refresh(self._store)
             )
         )
+        domains.add_done_callback(_retrieved)  # stopped with every attempt cancelled
         for claim in claims:
             task = asyncio.create_task(self._attempt_guarded(claim, domains))
             self._in_flight[task] = claim
@@ -505,6 +506,12 @@ class Scheduler:
                     dkim=dkim,
                 )
             )
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a shared future's exception as seen: each awaiter has its own copy of it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _dsn_recipient(
