@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from postroom.errors import StoreError
 from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore, mailbox_key
@@ -164,7 +165,12 @@ class Pop3Session:
             return
         principal = None
         if event.authzid in ("", event.username):
-            principal = await self._ctx.authenticate(event.username, event.password)
+            try:
+                principal = await self._ctx.authenticate(event.username, event.password)
+            except StoreError as exc:  # the directory is away: not the client's fault
+                _log.error("login: the directory could not be read: %s", exc)
+                self.conn.refuse_login("[SYS/TEMP] Logins are not possible now; try later")
+                return
         if principal is None:
             log_auth(_log, "failed", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login()
