@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
 from postroom.clock import Clock
+from postroom.errors import StoreError
 
 __all__ = ["AuthAttempt", "ConnectionCounter", "FailureThrottle", "HitCounter", "client_key"]
+
+_log = logging.getLogger("postroom.auth")
 
 
 def client_key(ip: str) -> str:
@@ -51,7 +55,12 @@ class AuthAttempt:
         self._account = account
 
     async def succeeded(self) -> None:
-        await self._counter.forget_hits(self._keys, self._account)
+        """Forget the account's failures; the login stands even when the counts cannot be
+        reached (this slot then stays a failure until the window passes)."""
+        try:
+            await self._counter.forget_hits(self._keys, self._account)
+        except StoreError as exc:
+            _log.warning("auth: the failure counts could not be updated: %s", exc)
 
 
 class FailureThrottle:

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import AddressError, StoreError
+from postroom.errors import StoreError
 from postroom.events import Bus, SmtpTransaction
-from postroom.events.logformat import FIELDS
+from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
 from postroom.intake.principals import RelayNetworks
-from postroom.mail.address import MAX_PATH, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.net.stream import Stream
 from postroom.net.throttle import FailureThrottle
@@ -425,7 +423,7 @@ class Session:
         # The slot is taken before the password check: attempts in parallel count at once.
         try:
             attempt = await self._ctx.auth_throttle.begin(
-                self._ip or "unknown", _account(event.username)
+                self._ip or "unknown", auth_account(event.username)
             )
         except StoreError as exc:  # the shared counts are out of reach: check nothing
             _log.warning("auth not checked: the failure counts are unavailable: %s", exc)
@@ -435,36 +433,21 @@ class Session:
             return replies.AUTH_THROTTLED
         principal = None
         if event.authzid in ("", event.username):
-            principal = await self._ctx.authenticate(event.username, event.password)
+            try:
+                principal = await self._ctx.authenticate(event.username, event.password)
+            except StoreError as exc:  # the directory is away: not the client's fault
+                _log.error("auth: the directory could not be read: %s", exc)
+                return replies.AUTH_TEMPORARY_FAILURE
         if principal is None:
             self._log_auth("failed", event.username)
             return replies.AUTH_FAILED
-        try:
-            await attempt.succeeded()
-        except StoreError as exc:  # logged in all the same; the slot stays a failure
-            _log.warning("auth: the failure counts could not be updated: %s", exc)
+        await attempt.succeeded()
         self._principal = principal  # the core marks the connection authenticated on 235
         return replies.AUTH_OK
 
     def _log_auth(self, outcome: str, account: str) -> None:
-        """One line per failure or refusal, for fail2ban (docs/configuration.md). The
-        account is JSON-quoted: what a client sends can never end or fake a line."""
-        client, account, listener = self._ip or "unknown", account[:MAX_PATH], self._ctx.role
-        _log.warning(
-            "auth %s: client=%s account=%s listener=%s",
-            outcome,
-            client,
-            json.dumps(account),
-            listener,
-            extra={
-                FIELDS: {
-                    "auth": outcome,
-                    "client": client,
-                    "account": account,
-                    "listener": listener,
-                }
-            },
-        )
+        """One line per failure or refusal, for fail2ban (docs/configuration.md)."""
+        log_auth(_log, outcome, self._ip, account, self._ctx.role)
 
     async def _start_tls(self) -> bool:
         context = self._ctx.ssl_context
@@ -490,12 +473,3 @@ class Session:
         self._principal = self._network
         self.conn.start_tls(info)
         return True
-
-
-def _account(username: str) -> str:
-    """The account an AUTH username names, as the directory looks it up (cut to the
-    longest address, so a huge username costs no more memory in the throttle)."""
-    try:
-        return parse_address(username.strip()).key
-    except AddressError:
-        return username.strip().lower()[:MAX_PATH]

@@ -56,6 +56,7 @@ from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.mailers.mta.relay import SmtpMailer
 from postroom.delivery.slots import SharedSlots
 from postroom.errors import ConfigError
+from postroom.mailbox import MailDrop
 from postroom.resolver import Resolver
 from postroom.store.base import LimitStore
 
@@ -71,6 +72,7 @@ class MailerDeps:
     clock: Clock
     rng: random.Random
     data_dir: Path
+    mailboxes: MailDrop | None = None  # the server's, so deliveries wake its watchers
     # The store's shared limits (sending limits, connection slots): every node counts in
     # them. None: each mailer counts in its own process (``postroom mailer test``).
     limits: LimitStore | None = None
@@ -94,7 +96,7 @@ def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
 
 def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, LocalMailerSettings)
-    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
+    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock, mailbox=deps.mailboxes)
 
 
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
