@@ -29,6 +29,7 @@ from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.delivery.slots import SharedSlots
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
@@ -141,6 +142,7 @@ class Server:
         self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
+        self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
@@ -182,6 +184,7 @@ class Server:
         auth = settings.limits.auth
         # One count of failed logins for every protocol: a guess is a guess, by any door.
         auth_throttle = FailureThrottle(
+            store,  # its counts are shared by every process on the store
             self.clock,
             max_failures=auth.max_failures,
             max_account_failures=auth.max_account_failures,
@@ -227,6 +230,8 @@ class Server:
             if isinstance(store, QueueWatch):  # other nodes on the same database
                 self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
             self.tasks.start("leases", self.scheduler.keep_leases)
+            assert self.slots is not None
+            self.tasks.start("slots", self.slots.keep)
             self.tasks.start("retention", self.retention.run)
 
     def describe(self) -> dict[str, object]:
@@ -346,6 +351,7 @@ class Server:
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
+        self.slots = SharedSlots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
             hostname=settings.hostname,
@@ -353,6 +359,8 @@ class Server:
             rng=self.rng,
             data_dir=settings.data_dir,
             mailboxes=self.mailboxes,
+            limits=store,  # sending limits and connection slots count for every node
+            slots=self.slots,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
         self._router = Router(mailers)

@@ -158,7 +158,12 @@ class Pop3Session:
 
     async def _login(self, event: Authenticate) -> None:
         account = auth_account(event.username)
-        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", account)
+        try:
+            attempt = await self._ctx.auth_throttle.begin(self._ip or "unknown", account)
+        except StoreError as exc:  # the shared counts are out of reach: check nothing
+            _log.warning("login not checked: the failure counts are unavailable: %s", exc)
+            self.conn.refuse_login("[SYS/TEMP] Logins are not possible now; try later")
+            return
         if attempt is None:
             log_auth(_log, "throttled", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login(_THROTTLED)
@@ -175,7 +180,7 @@ class Pop3Session:
             log_auth(_log, "failed", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login()
             return
-        attempt.succeeded()
+        await attempt.succeeded()
         self._user = mailbox_key(principal.name)
         mailbox = self._ctx.mailboxes.account(*self._user)
         status, messages = await mailbox.messages(INBOX)
