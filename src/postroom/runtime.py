@@ -223,16 +223,19 @@ class Server:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
         if self.deliver:
-            assert self.scheduler is not None and self.retention is not None
-            self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
-            self._wakeup.start()
-            self.tasks.start("scheduler", self.scheduler.run)
-            if isinstance(store, QueueWatch):  # other nodes on the same database
-                self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
-            self.tasks.start("leases", self.scheduler.keep_leases)
-            assert self.slots is not None
+            self._run_delivery(store)
+
+    def _run_delivery(self, store: Store) -> None:
+        assert self.scheduler is not None and self.retention is not None
+        self._wakeup = WakeupListener(self.settings.data_dir, self.scheduler.wake)
+        self._wakeup.start()
+        self.tasks.start("scheduler", self.scheduler.run)
+        if isinstance(store, QueueWatch):  # other nodes on the same database
+            self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
+        self.tasks.start("leases", self.scheduler.keep_leases)
+        if self.slots is not None:
             self.tasks.start("slots", self.slots.keep)
-            self.tasks.start("retention", self.retention.run)
+        self.tasks.start("retention", self.retention.run)
 
     def describe(self) -> dict[str, object]:
         """What ``postroom status`` asks a running server over the control socket (times
@@ -351,7 +354,10 @@ class Server:
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
-        self.slots = SharedSlots(store, self.clock)
+        # Connection slots are shared only where other nodes deliver from the same
+        # database: on SQLite one process delivers, and its pool's own count is exact.
+        if isinstance(store, QueueWatch):
+            self.slots = SharedSlots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
             hostname=settings.hostname,
