@@ -24,6 +24,7 @@ from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import ListenerRole, Settings
+from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
@@ -163,17 +164,19 @@ class Server:
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
+        # One throttle for every login: SMTP AUTH and the dashboard's.
+        self.auth_throttle = FailureThrottle(
+            self.clock,
+            max_failures=auth.max_failures,
+            max_account_failures=auth.max_account_failures,
+            window=auth.window,
+        )
         self.smtp = SmtpServer(
             settings,
             intake=intake,
             authenticate=_authenticator(Users(store)),
             relay_networks=RelayNetworks.from_settings(settings),
-            auth_throttle=FailureThrottle(
-                self.clock,
-                max_failures=auth.max_failures,
-                max_account_failures=auth.max_account_failures,
-                window=auth.window,
-            ),
+            auth_throttle=self.auth_throttle,
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
@@ -285,8 +288,21 @@ class Server:
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
         )
+        dashboard = None
+        if settings.dashboard.enabled:
+            dashboard = create_dashboard(
+                DashboardDeps(
+                    store=store,
+                    intake=intake,
+                    clock=self.clock,
+                    settings=settings,
+                    key=dashboard_key(settings.data_dir),
+                    throttle=self.auth_throttle,
+                    queue_changed=deps.queue_changed,
+                )
+            )
         api = ApiServer(
-            create_app(deps),
+            create_app(deps, dashboard),
             settings.api.address,
             settings.api.port,
             grace=settings.limits.shutdown_grace,
@@ -387,7 +403,7 @@ _ROLE_WORDS = {
 }
 
 
-def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
+def ready_line(server: Server, source: ConfigSource, *, users: bool, admins: bool = False) -> str:
     """The one line that says the server is up: what listens where, which certificate,
     configuration and data directory, the version, and the first step when no user exists.
     Parts are separated by "; " and keep their order (docs/configuration.md)."""
@@ -400,10 +416,14 @@ def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
     api = "off"
     if server.api is not None:
         api = f"http://{_host_port(*server.api.bound)}"
+    dashboard = "off"
+    if server.api is not None and settings.dashboard.enabled:
+        dashboard = f"{api}/dashboard/" if admins else "off until an admin exists"
     processes = f"{settings.workers} process{'' if settings.workers == 1 else 'es'}"
     parts = [
         f"postroom {_version()} ready: SMTP on {ports}",
         f"API {api}",
+        f"dashboard {dashboard}",
         f"certificate {server.certificate}",
         f"config {source.describe()}",
         f"data in {settings.data_dir}",
@@ -449,7 +469,8 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
         await supervisor.start(server.tasks)
     assert server.store is not None
     users = bool(await server.store.users())
-    _log.info("%s", ready_line(server, source, users=users))
+    admins = bool(await server.store.admins())
+    _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
     stopping = [server.stop()]

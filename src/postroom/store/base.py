@@ -11,6 +11,7 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 - ``LogStore``: ``test_log.py``, ``test_provider_events.py``, ``test_mailer_health.py``
 - ``DirectoryStore``: ``test_directory.py``
 - ``ApiStore``: ``test_api_rows.py``
+- ``AdminStore``: ``test_admin.py``
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from postroom.store.models import (
+    AdminAction,
+    AdminRecord,
     ApiKeyRecord,
     Attempt,
     Claim,
@@ -36,6 +39,7 @@ from postroom.store.models import (
 
 __all__ = [
     "PARTS",
+    "AdminStore",
     "ApiStore",
     "DirectoryStore",
     "LogStore",
@@ -177,6 +181,13 @@ class LogStore(Protocol):
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
 
+    async def attempt_counts(
+        self, since: float, bucket: float
+    ) -> list[tuple[float, str, str, int]]:
+        """Attempts at or after ``since``, counted per (start of the ``bucket``-second
+        slot, mailer, disposition), in that order; the overview's chart. ValueError for
+        a bucket that is not positive."""
+
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),
         newest first."""
@@ -247,6 +258,32 @@ class ApiStore(Protocol):
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
 
 
+class AdminStore(Protocol):
+    """The dashboard's administrators (not mail users) and the audit log of their actions."""
+
+    async def add_admin(self, record: AdminRecord) -> bool:
+        """False when an administrator of that name already exists."""
+
+    async def admin(self, name: str) -> AdminRecord | None: ...
+
+    async def admins(self) -> list[AdminRecord]:
+        """Every administrator, sorted by name."""
+
+    async def remove_admin(self, name: str) -> bool: ...
+
+    async def set_admin_password(self, name: str, password_hash: str) -> bool: ...
+
+    async def end_admin_sessions(self, name: str, at: float) -> bool:
+        """Sessions of ``name`` begun at or before ``at`` are over (logout; a password
+        change); ``sessions_after`` only moves forward. False when there is no such admin."""
+
+    async def record_admin_action(self, action: AdminAction) -> None:
+        """Durably append to the audit log."""
+
+    async def admin_actions(self, *, limit: int, before: float | None = None) -> list[AdminAction]:
+        """The audit log, newest first, ``limit`` at most, older than ``before``."""
+
+
 @runtime_checkable
 class QueueWatch(Protocol):
     """An engine shared by several nodes tells each when another committed mail."""
@@ -256,7 +293,7 @@ class QueueWatch(Protocol):
         due, until cancelled; raises StoreError when it loses the database."""
 
 
-class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
+class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, AdminStore, Protocol):
     """Every part: what an engine that implements them all (``open_store``) gives."""
 
 
@@ -266,6 +303,7 @@ PARTS: dict[str, type] = {
     "log": LogStore,
     "directory": DirectoryStore,
     "api": ApiStore,
+    "admin": AdminStore,
 }
 
 

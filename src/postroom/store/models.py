@@ -9,6 +9,8 @@ from postroom.mail.envelope import Envelope, Source
 from postroom.mail.spool import SpooledBody
 
 __all__ = [
+    "AdminAction",
+    "AdminRecord",
     "ApiKeyRecord",
     "Attempt",
     "Claim",
@@ -180,6 +182,10 @@ class LogQuery:
     # Only messages from this source kind ("api"), and this principal (an API key's name).
     source_kind: str | None = None
     principal: str | None = None
+    until: float | None = None  # received before
+    mailer: str | None = None  # some attempt went through this mailer
+    subject: str | None = None  # substring of the Subject the API recorded (message meta)
+    tag: str | None = None  # one of the tags the API recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,3 +237,24 @@ class ProviderEventRecord:
     detail: str
     received_at: float
     message_id: str | None = None  # the message it belongs to; None when none matched
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """A dashboard administrator: a login of its own, never a mail user."""
+
+    name: str
+    password_hash: str  # argon2id, as users' passwords
+    created_at: float
+    sessions_after: float = 0.0  # sessions begun at or before this (a logout) are over
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAction:
+    """One thing an administrator did in the dashboard, for the audit log."""
+
+    at: float
+    admin: str
+    action: str  # "hold", "login", "apikey create", ...
+    target: str  # what it was done to: a queue id, a key name, "" for none
+    client: str  # the client address the request came from

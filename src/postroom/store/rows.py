@@ -4,7 +4,7 @@ of arguments every engine refuses alike: the SQL differs by engine, the rows do 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from postroom.mail.envelope import Notify
@@ -35,6 +35,7 @@ __all__ = [
     "check_lease",
     "check_outcomes",
     "check_query",
+    "log_conditions",
     "message_row",
     "meta_of",
     "meta_row",
@@ -240,3 +241,39 @@ def meta_of(row: Sequence[Any]) -> MessageMeta:
     return MessageMeta(
         queue_id, message_id, subject, tuple(json.loads(tags)), tuple(json.loads(metadata).items())
     )
+
+
+def log_conditions(
+    q: LogQuery, *, mark: str, contains: Callable[[str], str], held: str
+) -> tuple[str, list[Any]]:
+    """The email log's WHERE clause and parameters, for either engine: ``mark`` is its
+    placeholder, ``contains(column)`` its case-blind substring test against a lowercased
+    parameter, ``held`` its test of a held message."""
+    recipient = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND {})"
+    meta = "EXISTS (SELECT 1 FROM message_meta t WHERE t.id = m.id AND {})"
+    status = None if q.status == HELD else q.status
+    # tags are a JSON array of strings: a tag is found as a JSON string, quotes included
+    tag = json.dumps(q.tag).lower() if q.tag else None
+    wanted: list[tuple[object, str]] = [
+        (q.cursor, f"m.id < {mark}"),
+        (q.since, f"m.received_at >= {mark}"),
+        (q.until, f"m.received_at < {mark}"),
+        (status, recipient.format(f"r.status = {mark}")),
+        (q.sender.lower() if q.sender else None, contains("m.sender")),
+        (q.source_kind, f"m.source_kind = {mark}"),
+        (q.principal, f"m.principal = {mark}"),
+        (
+            q.mailer or None,
+            f"EXISTS (SELECT 1 FROM attempts a WHERE a.message_id = m.id AND a.mailer = {mark})",
+        ),
+        (q.subject.lower() if q.subject else None, meta.format(contains("t.subject"))),
+        (tag, meta.format(contains("t.tags"))),
+        (q.to.lower() if q.to else None, recipient.format(contains("r.address"))),
+    ]
+    where = [held] if q.status == HELD else []
+    params: list[Any] = []
+    for value, condition in wanted:
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    return " AND ".join(where), params

@@ -150,3 +150,23 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (key_name, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+
+-- dashboard (admins) ------------------------------------------------------------------
+-- The dashboard's administrators: logins of their own, never mail users.
+CREATE TABLE IF NOT EXISTS admins (
+    name           text PRIMARY KEY,
+    password_hash  text NOT NULL,        -- argon2id
+    created_at     double precision NOT NULL,
+    sessions_after double precision NOT NULL DEFAULT 0 -- sessions begun at or before this are over
+);
+
+-- The audit log: who did what in the dashboard, and when.
+CREATE TABLE IF NOT EXISTS admin_actions (
+    at     double precision NOT NULL,
+    admin  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL DEFAULT '',
+    client text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
+-- end dashboard (admins) --------------------------------------------------------------

@@ -24,6 +24,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from postroom.errors import StoreUnavailable
+from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
@@ -53,7 +54,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn]):
+class PostgresStore(DeliveryOps[Conn], AdminOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
@@ -61,6 +62,7 @@ class PostgresStore(DeliveryOps[Conn]):
     """
 
     _delivery = delivery
+    _admin_sql = POSTGRES
 
     def __init__(
         self,
@@ -222,6 +224,13 @@ class PostgresStore(DeliveryOps[Conn]):
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
+
+    async def attempt_counts(
+        self, since: float, bucket: float
+    ) -> list[tuple[float, str, str, int]]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(log.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(delivery.recent_failures, limit))

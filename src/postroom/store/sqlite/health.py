@@ -9,7 +9,7 @@ import sqlite3
 from postroom.store.models import Attempt, MailerHealth, QueueSummary
 from postroom.store.sqlite.delivery import CLAIMABLE, PENDING, read_attempts
 
-__all__ = ["mailer_health", "queue_summary", "recent_failures"]
+__all__ = ["attempt_counts", "mailer_health", "queue_summary", "recent_failures"]
 
 # SQLite takes a bare column of a MAX() aggregate from the row that holds the maximum.
 _LAST = (
@@ -88,3 +88,15 @@ def queue_summary(conn: sqlite3.Connection) -> QueueSummary:
 
 def recent_failures(limit: int, conn: sqlite3.Connection) -> list[Attempt]:
     return read_attempts(conn, f"WHERE {_FAILED} ORDER BY at DESC, id DESC LIMIT ?", (limit,))
+
+
+def attempt_counts(
+    since: float, bucket: float, conn: sqlite3.Connection
+) -> list[tuple[float, str, str, int]]:
+    """Attempts at or after ``since`` counted per time bucket, mailer and disposition."""
+    sql = (
+        "SELECT CAST(at / ? AS INTEGER) * ?, mailer, disposition, count(*) FROM attempts"
+        " WHERE at >= ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
+    rows = conn.execute(sql, (bucket, bucket, since)).fetchall()
+    return [(float(at), str(mailer), str(disp), int(n)) for at, mailer, disp, n in rows]

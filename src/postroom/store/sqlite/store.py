@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
+from postroom.store.admins import SQLITE, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
@@ -58,7 +59,7 @@ R = TypeVar("R")
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore(DeliveryOps[sqlite3.Connection]):
+class SqliteStore(DeliveryOps[sqlite3.Connection], AdminOps):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
@@ -67,6 +68,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
     """
 
     _delivery = delivery
+    _admin_sql = SQLITE
 
     def __init__(
         self,
@@ -223,6 +225,13 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
 
     async def queue_summary(self) -> QueueSummary:
         return await self._read(health.queue_summary, snapshot=True)
+
+    async def attempt_counts(
+        self, since: float, bucket: float
+    ) -> list[tuple[float, str, str, int]]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(health.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(health.recent_failures, limit))

@@ -1,0 +1,25 @@
+"""What the dashboard needs from the rest of postroom, passed in by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from postroom.clock import Clock
+from postroom.config.settings import Settings
+from postroom.intake import Intake
+from postroom.net.throttle import FailureThrottle
+from postroom.store import Store
+
+__all__ = ["DashboardDeps"]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardDeps:
+    store: Store
+    intake: Intake
+    clock: Clock
+    settings: Settings
+    key: bytes  # signs sessions and CSRF tokens (dashboard.key in the data directory)
+    throttle: FailureThrottle  # the AUTH throttle: failed logins count with SMTP AUTH's
+    queue_changed: Callable[[], None] | None = None  # wakes the scheduler after a retry
