@@ -19,6 +19,7 @@ from postroom.dashboard.auth import Login
 from postroom.dashboard.content import Content
 from postroom.dashboard.deps import DashboardDeps
 from postroom.dashboard.pages import Pages
+from postroom.dashboard.testmail import TestMail
 from postroom.dashboard.web import Web, security_headers
 
 __all__ = ["create_dashboard"]
@@ -32,6 +33,7 @@ def create_dashboard(deps: DashboardDeps) -> Starlette:
     pages = Pages(web)
     actions = Actions(web, pages)
     content = Content(web)
+    test = TestMail(web)
     page = web.page
 
     async def login_form(request: Request) -> Response:
@@ -57,6 +59,9 @@ def create_dashboard(deps: DashboardDeps) -> Starlette:
         Route("/keys/create", page(actions.create_key), methods=["POST"]),
         Route("/keys/revoke", page(actions.revoke_key), methods=["POST"]),
         Route("/audit", page(pages.audit)),
+        Route("/test", page(test.form), methods=["GET"]),
+        Route("/test", page(test.send), methods=["POST"]),
+        Route("/test/{id}", page(test.result)),
         Mount("/static", StaticFiles(packages=[("postroom.dashboard", "static")])),
     ]
 

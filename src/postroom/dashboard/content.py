@@ -38,7 +38,9 @@ class Content:
         if shown is None or shown.html is None:
             return self.web.refused(visit, 404, "This message has no HTML body.")
         remote = visit.request.query_params.get("remote") == "1"
-        headers = security_headers(preview_policy(remote), frame="SAMEORIGIN")
+        headers = security_headers(
+            preview_policy(remote), frame="SAMEORIGIN", referrer="no-referrer"
+        )
         return Response(shown.html, 200, headers=headers, media_type="text/html")
 
     async def raw(self, visit: Visit) -> Response:

@@ -42,12 +42,16 @@ CSP = (
 )
 
 
-def security_headers(csp: str = CSP, *, frame: str = "DENY") -> dict[str, str]:
+def security_headers(
+    csp: str = CSP, *, frame: str = "DENY", referrer: str = "same-origin"
+) -> dict[str, str]:
+    # same-origin, not no-referrer: under no-referrer a browser posts forms with
+    # "Origin: null", and the origin check would refuse them all.
     return {
         "Content-Security-Policy": csp,
         "X-Frame-Options": frame,
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": referrer,
         "Cache-Control": "no-store",
         "Cross-Origin-Opener-Policy": "same-origin",
     }
