@@ -53,6 +53,7 @@ def create_dashboard(deps: DashboardDeps) -> Starlette:
         Route("/queue", page(pages.queue)),
         Route("/queue/bulk", page(actions.bulk), methods=["POST"]),
         Route("/mailers", page(pages.mailers)),
+        Route("/captured", page(pages.captured)),
         Route("/domains", page(pages.domains)),
         Route("/domains/dkim/{verb}", page(actions.dkim), methods=["POST"]),
         Route("/keys", page(pages.keys)),

@@ -136,6 +136,29 @@ class Pages:
             notice=visit.request.query_params.get("notice", ""),
         )
 
+    async def captured(self, visit: Visit) -> Response:
+        """What the capture mailers kept, newest first (keyset pages, as the log)."""
+        names = [m.name for m in self.web.deps.settings.mailers if m.type == "capture"]
+        params = visit.request.query_params
+        name = params.get("mailer") if params.get("mailer") in names else None
+        name = name or (names[0] if names else None)
+        found = []
+        if name is not None:
+            after = params.get("after") or None
+            found = await self.store.query(LogQuery(mailer=name, cursor=after, limit=PAGE_SIZE + 1))
+        more = len(found) > PAGE_SIZE
+        found = found[:PAGE_SIZE]
+        return self.web.render(
+            "captured.html",
+            visit,
+            title="Captured mail",
+            names=names,
+            mailer=name,
+            messages=found,
+            meta=await self.store.message_meta([m.id for m in found]),
+            next_cursor=found[-1].id if more else None,
+        )
+
     async def mailers(self, visit: Visit) -> Response:
         settings = self.web.deps.settings
         now = self.web.deps.clock.time()
