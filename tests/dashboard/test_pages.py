@@ -48,6 +48,8 @@ def test_every_page_renders_for_a_logged_in_admin(dash: Dash) -> None:
         "/dashboard/mailers",
         "/dashboard/mailers?to=someone%40example.net",
         "/dashboard/domains",
+        "/dashboard/captured",
+        "/dashboard/test",
         "/dashboard/keys",
         "/dashboard/audit",
     ):
@@ -118,3 +120,28 @@ def test_the_log_pages_by_keyset(dash: Dash, monkeypatch: pytest.MonkeyPatch) ->
     assert newest_first[2] not in first
     assert newest_first[2] in second and newest_first[1] not in second
     assert "after=" not in second  # the end
+
+
+def test_resend_queues_a_new_copy_through_intake_and_logs_who(dash: Dash) -> None:
+    queue_id = dash.send(b"Subject: again\r\n\r\nbody\r\n")
+    dash.login()
+    answer = dash.http.post(f"/dashboard/messages/{queue_id}/resend", data={"csrf": dash.csrf()})
+    assert answer.status_code == 303
+    copy_id = answer.headers["location"].split("/messages/")[1].split("?")[0]
+    assert copy_id != queue_id
+    copy = dash.server.call(dash.server.store.message(copy_id))
+    assert copy is not None
+    assert [r.address for r in copy.recipients] == ["bob@example.test"]
+    assert copy.sender == "shop@example.com"
+    body = dash.server.call(dash.server.store.read_body(copy_id))
+    assert body is not None and b"Subject: again" in body
+    (action,) = dash.server.call(dash.server.store.admin_actions(limit=1))
+    assert (action.action, action.target) == ("resend", f"{queue_id} as {copy_id}")
+
+
+def test_the_domain_check_reports_in_the_page_without_reaching_the_internet(dash: Dash) -> None:
+    dash.login()
+    page = dash.http.get("/dashboard/domains", params={"check": "example.test"})
+    assert page.status_code == 200
+    # the test resolver answers nothing: the page says the check failed, in one line
+    assert "Check failed" in page.text, page.text

@@ -11,6 +11,10 @@ from postroom.dashboard.pages import Pages
 from postroom.dashboard.web import Visit, Web
 from postroom.directory.apikeys import ApiKeys, parse_scopes
 from postroom.errors import PostroomError
+from postroom.intake.principals import admin_principal
+from postroom.intake.submission import Queued
+from postroom.mail.address import parse_address
+from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailauth.dkim import KeyRing
 
 __all__ = ["QUEUE_VERBS", "Actions"]
@@ -41,6 +45,8 @@ class Actions:
 
     async def message(self, visit: Visit) -> Response:
         verb, queue_id = visit.request.path_params["verb"], visit.request.path_params["id"]
+        if verb == "resend":
+            return await self.resend(visit)
         if verb not in QUEUE_VERBS:
             return self.web.refused(visit, 404, f"No action {verb}.")
         done = await self._apply(verb, queue_id)
@@ -49,6 +55,32 @@ class Actions:
             return self.web.redirect("/log", f"deleted {queue_id}")
         outcome = "done" if done else "nothing to do"
         return self.web.redirect(f"/messages/{queue_id}", f"{verb}: {outcome}")
+
+    async def resend(self, visit: Visit) -> Response:
+        """The stored message again, to the same recipients, as a new message through
+        intake (the one gate), submitted by the admin."""
+        queue_id = visit.request.path_params["id"]
+        store, deps = self.store, self.web.deps
+        message = await store.message(queue_id)
+        data = await store.read_body(queue_id) if message is not None else None
+        if message is None or data is None:
+            return self.web.refused(visit, 404, "The message or its body is not kept.")
+        result = await deps.intake.submit(
+            Source(kind=SourceKind.SENDMAIL, principal=visit.admin, protocol="HTTP"),
+            parse_address(message.sender) if message.sender else None,
+            [Recipient(parse_address(r.address)) for r in message.recipients],
+            data,
+            principal=admin_principal(visit.admin),
+            body_type=message.body_type,
+            smtputf8=message.smtputf8,
+        )
+        if not isinstance(result, Queued):
+            text = " ".join(result.lines)
+            return self.web.redirect(f"/messages/{queue_id}", f"resend refused: {text}")
+        if deps.queue_changed is not None:
+            deps.queue_changed()
+        await self.web.audit(visit, "resend", f"{queue_id} as {result.queue_id}")
+        return self.web.redirect(f"/messages/{result.queue_id}", f"resent {queue_id}")
 
     async def bulk(self, visit: Visit) -> Response:
         verb = visit.form.get("verb")

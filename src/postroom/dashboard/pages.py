@@ -19,6 +19,7 @@ from postroom.delivery.rules import MessageView
 from postroom.errors import PostroomError
 from postroom.mail.address import parse_address
 from postroom.mailauth.dkim import KeyRing, zone_line
+from postroom.mailauth.doctor import DomainCheck, check_domain
 from postroom.store.models import LogQuery, RecipientState, RecipientStatus
 from postroom.store.rows import HELD
 
@@ -203,6 +204,14 @@ class Pages:
         keys = KeyRing(self.web.deps.settings.data_dir)
         local = await self.store.domains()
         names = sorted({*local, *keys.domains()})
+        checked = visit.request.query_params.get("check", "")
+        report, problem = None, ""
+        if checked in names:
+            try:
+                setup = DomainCheck.for_settings(self.web.deps.settings, self.web.deps.clock.time())
+                report = await check_domain(checked, setup)
+            except PostroomError as exc:
+                problem = str(exc)
         return self.web.render(
             "domains.html",
             visit,
@@ -212,7 +221,9 @@ class Pages:
                 for name in names
             ],
             notice=visit.request.query_params.get("notice", ""),
-            new_key=None,
+            checked=checked,
+            report=report,
+            problem=problem,
         )
 
     async def keys(self, visit: Visit, *, created: str = "", name: str = "") -> Response:

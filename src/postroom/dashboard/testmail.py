@@ -12,7 +12,7 @@ from starlette.responses import Response
 from postroom.dashboard.diagnosis import diagnose
 from postroom.dashboard.web import Visit, Web
 from postroom.errors import AddressError
-from postroom.intake.principals import local_principal
+from postroom.intake.principals import admin_principal
 from postroom.intake.submission import Queued
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
@@ -62,7 +62,7 @@ class TestMail:
             sender,
             [Recipient(recipient)],
             message.as_bytes(),
-            principal=local_principal(visit.admin, deps.settings),
+            principal=admin_principal(visit.admin),
         )
         if not isinstance(result, Queued):
             lines = " ".join(result.lines)
