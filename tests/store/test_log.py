@@ -11,7 +11,13 @@ import pytest
 from postroom.mail.address import Address
 from postroom.mail.envelope import Source, SourceKind
 from postroom.store import RecipientStatus, Store
-from postroom.store.models import LogQuery, MessageMeta, NewMessage, RecipientUpdate
+from postroom.store.models import (
+    AttemptCount,
+    LogQuery,
+    MessageMeta,
+    NewMessage,
+    RecipientUpdate,
+)
 from tests.store.conftest import Backend
 from tests.store.factories import (
     NOW,
@@ -253,7 +259,7 @@ async def test_the_log_filters_by_time_range_mailer_subject_and_tag(store: Store
     assert await ids(store, tag="welc") == []  # a whole tag, not a piece of one
 
 
-async def test_attempt_counts_are_per_slot_mailer_and_outcome(store: Store) -> None:
+async def test_attempt_counts_are_per_slot_mailer_sender_domain_and_outcome(store: Store) -> None:
     message = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
     await store.enqueue(message)
     rows = [
@@ -264,9 +270,9 @@ async def test_attempt_counts_are_per_slot_mailer_and_outcome(store: Store) -> N
     ]
     await store.record_outcomes(message.id, [], rows)
     assert await store.attempt_counts(3600 * 10, 3600) == [
-        (36000.0, "mx", "deferred", 1),
-        (36000.0, "mx", "delivered", 1),
-        (39600.0, "relay", "delivered", 1),
+        AttemptCount(36000.0, "mx", "example.org", "deferred", 1),
+        AttemptCount(36000.0, "mx", "example.org", "delivered", 1),
+        AttemptCount(39600.0, "relay", "example.org", "delivered", 1),
     ]
     with pytest.raises(ValueError, match="bucket"):
         await store.attempt_counts(0, 0)

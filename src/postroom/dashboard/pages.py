@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from starlette.responses import Response
 
-from postroom.dashboard.chart import bar_chart
+from postroom.dashboard.chart import bar_chart, totals_by
 from postroom.dashboard.format import parse_local_input
 from postroom.dashboard.mime import read_message
 from postroom.dashboard.web import Visit, Web
@@ -52,7 +52,8 @@ class Pages:
             failures=await self.store.recent_failures(10),
             span=span,
             chart=bar_chart(counts, now - window, now, bucket),
-            by_mailer=_totals(counts),
+            by_mailer=totals_by(counts, lambda row: row.mailer),
+            by_domain=totals_by(counts, lambda row: row.sender_domain or "<>"),
             now=now,
         )
 
@@ -255,12 +256,3 @@ class Pages:
 
     def _mailer_names(self) -> list[str]:
         return [m.name for m in self.web.deps.settings.mailers]
-
-
-def _totals(counts: list[tuple[float, str, str, int]]) -> list[tuple[str, dict[str, int]]]:
-    """Per mailer: how many attempts of each disposition in the window."""
-    totals: dict[str, dict[str, int]] = {}
-    for _, mailer, disposition, count in counts:
-        row = totals.setdefault(mailer, {})
-        row[disposition] = row.get(disposition, 0) + count
-    return sorted(totals.items())

@@ -24,6 +24,7 @@ from postroom.store.models import (
     AdminRecord,
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     Claim,
     IdempotencyRecord,
     LogQuery,
@@ -181,12 +182,10 @@ class LogStore(Protocol):
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
 
-    async def attempt_counts(
-        self, since: float, bucket: float
-    ) -> list[tuple[float, str, str, int]]:
-        """Attempts at or after ``since``, counted per (start of the ``bucket``-second
-        slot, mailer, disposition), in that order; the overview's chart. ValueError for
-        a bucket that is not positive."""
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        """Attempts at or after ``since``, counted per ``bucket``-second slot, mailer,
+        sender domain and disposition, in that order; the overview's chart. ValueError
+        for a bucket that is not positive."""
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),

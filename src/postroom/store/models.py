@@ -13,6 +13,7 @@ __all__ = [
     "AdminRecord",
     "ApiKeyRecord",
     "Attempt",
+    "AttemptCount",
     "Claim",
     "IdempotencyRecord",
     "LogQuery",
@@ -237,6 +238,17 @@ class ProviderEventRecord:
     detail: str
     received_at: float
     message_id: str | None = None  # the message it belongs to; None when none matched
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptCount:
+    """Attempts in one time slot by one mailer for one sender domain with one outcome."""
+
+    slot: float  # the slot's start
+    mailer: str
+    sender_domain: str  # "" for the null sender
+    disposition: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from postroom.store.models import LogQuery, MailerHealth, ProviderEventRecord, StoredMessage
+from postroom.store.models import (
+    AttemptCount,
+    LogQuery,
+    MailerHealth,
+    ProviderEventRecord,
+    StoredMessage,
+)
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
 from postroom.store.rows import log_conditions
@@ -93,11 +99,13 @@ def mailer_health(since: float, conn: Conn) -> list[MailerHealth]:
     ]
 
 
-def attempt_counts(since: float, bucket: float, conn: Conn) -> list[tuple[float, str, str, int]]:
-    """Attempts at or after ``since`` counted per time bucket, mailer and disposition."""
+def attempt_counts(since: float, bucket: float, conn: Conn) -> list[AttemptCount]:
+    """Attempts at or after ``since`` per time slot, mailer, sender domain and outcome."""
     sql = (
-        "SELECT floor(at / %s) * %s, mailer, disposition, count(*) FROM attempts"
-        " WHERE at >= %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        "SELECT floor(a.at / %s) * %s, a.mailer, lower(split_part(m.sender, '@', 2)),"
+        " a.disposition, count(*)"
+        " FROM attempts a JOIN messages m ON m.id = a.message_id"
+        " WHERE a.at >= %s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )
     rows = conn.execute(sql, (bucket, bucket, since)).fetchall()
-    return [(float(at), str(mailer), str(disp), int(n)) for at, mailer, disp, n in rows]
+    return [AttemptCount(float(r[0]), r[1], r[2], r[3], int(r[4])) for r in rows]

@@ -30,6 +30,7 @@ from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, Grou
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -225,9 +226,7 @@ class PostgresStore(DeliveryOps[Conn], AdminOps):
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
 
-    async def attempt_counts(
-        self, since: float, bucket: float
-    ) -> list[tuple[float, str, str, int]]:
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
         if bucket <= 0:
             raise ValueError("bucket must be positive")
         return await self._read(functools.partial(log.attempt_counts, since, bucket))

@@ -29,6 +29,7 @@ from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, Grou
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -226,9 +227,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], AdminOps):
     async def queue_summary(self) -> QueueSummary:
         return await self._read(health.queue_summary, snapshot=True)
 
-    async def attempt_counts(
-        self, since: float, bucket: float
-    ) -> list[tuple[float, str, str, int]]:
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
         if bucket <= 0:
             raise ValueError("bucket must be positive")
         return await self._read(functools.partial(health.attempt_counts, since, bucket))
