@@ -59,15 +59,17 @@ class Dash:
 
 
 class MakeDash(Protocol):
-    def __call__(self, *, admin: bool = True) -> Dash: ...
+    def __call__(
+        self, *, admin: bool = True, deliver: bool = False, **settings: object
+    ) -> Dash: ...
 
 
 @pytest.fixture
 def make_dash(make_server: MakeServer, fake_clock: FakeClock) -> Iterator[MakeDash]:
     made: list[Dash] = []
 
-    def make(*, admin: bool = True) -> Dash:
-        server = make_server(clock=fake_clock)
+    def make(*, admin: bool = True, deliver: bool = False, **settings: object) -> Dash:
+        server = make_server(clock=fake_clock, deliver=deliver, **settings)
         server.add_domain("example.test")
         server.add_user("bob@example.test", "bob-password")
         if admin:

@@ -165,6 +165,18 @@ def test_6_a_hostile_message_runs_no_script(page: Page, server: ServerThread) ->
 
 
 def test_7_other_pages_pass_axe(page: Page) -> None:
-    for name in ("mailers", "keys", "audit"):
+    for name in ("mailers", "keys", "audit", "captured"):
         page.goto(f"/dashboard/{name}")
         _check(page, name)
+
+
+def test_8_pages_fit_a_phone(page: Page) -> None:
+    page.set_viewport_size({"width": 375, "height": 740})
+    try:
+        for name in ("", "log", "queue", "test"):
+            page.goto(f"/dashboard/{name}")
+            # nothing wider than the screen: only tables scroll, inside themselves
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, name
+            page.screenshot(path=str(ARTIFACTS / f"phone-{name or 'overview'}.png"))
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})

@@ -9,6 +9,7 @@ the form, which must match), so no other site can log a browser in as someone el
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from postroom.dashboard.web import PREFIX, Visit, Web, off, read_form, same_orig
 __all__ = ["Login"]
 
 _LOGIN_COOKIE = "postroom_login"
+_log = logging.getLogger("postroom.dashboard")
 
 
 class Login:
@@ -62,11 +64,13 @@ class Login:
         client = request.client.host if request.client else ""
         attempt = self.web.deps.throttle.begin(client, f"admin {name}")
         if attempt is None:
+            _log.warning("dashboard: login as %r from %s throttled", name, client or "-")
             return await self.form(
                 request, error="Too many failed logins: wait a few minutes.", status=429
             )
         record = await self.web.admins.verify(name, password)
         if record is None:
+            _log.warning("dashboard: failed login as %r from %s", name, client or "-")
             return await self.form(request, error="Wrong name or password.", status=401)
         attempt.succeeded()
         now = self.web.deps.clock.time()
