@@ -8,7 +8,7 @@ import re
 import smtplib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -59,16 +59,14 @@ class Dash:
 
 
 class MakeDash(Protocol):
-    def __call__(
-        self, *, admin: bool = True, deliver: bool = False, **settings: object
-    ) -> Dash: ...
+    def __call__(self, *, admin: bool = True, deliver: bool = False, **settings: Any) -> Dash: ...
 
 
 @pytest.fixture
 def make_dash(make_server: MakeServer, fake_clock: FakeClock) -> Iterator[MakeDash]:
     made: list[Dash] = []
 
-    def make(*, admin: bool = True, deliver: bool = False, **settings: object) -> Dash:
+    def make(*, admin: bool = True, deliver: bool = False, **settings: Any) -> Dash:
         server = make_server(clock=fake_clock, deliver=deliver, **settings)
         server.add_domain("example.test")
         server.add_user("bob@example.test", "bob-password")
