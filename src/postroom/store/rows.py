@@ -11,6 +11,7 @@ from postroom.mail.envelope import Notify
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MessageMeta,
@@ -32,6 +33,8 @@ __all__ = [
     "answer_row",
     "api_key_params",
     "api_key_row",
+    "attempt_count_of",
+    "attempt_counts_sql",
     "check_lease",
     "check_outcomes",
     "check_query",
@@ -277,3 +280,18 @@ def log_conditions(
             where.append(condition)
             params.append(value)
     return " AND ".join(where), params
+
+
+def attempt_counts_sql(mark: str, slot: str, domain: str) -> str:
+    """``LogStore.attempt_counts``' query for either engine: ``slot`` is its expression for
+    the start of the slot of ``a.at`` (two ``mark``s: the bucket), ``domain`` for the
+    domain of ``m.sender``; the parameters are (bucket, bucket, since)."""
+    return (
+        f"SELECT {slot}, a.mailer, lower({domain}), a.disposition, count(*)"
+        " FROM attempts a JOIN messages m ON m.id = a.message_id"
+        f" WHERE a.at >= {mark} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    )
+
+
+def attempt_count_of(row: Sequence[Any]) -> AttemptCount:
+    return AttemptCount(float(row[0]), row[1], row[2], row[3], int(row[4]))

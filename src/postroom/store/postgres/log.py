@@ -13,7 +13,7 @@ from postroom.store.models import (
 )
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
-from postroom.store.rows import log_conditions
+from postroom.store.rows import attempt_count_of, attempt_counts_sql, log_conditions
 
 __all__ = ["attempt_counts", "events_of", "mailer_health", "query", "record_event_job"]
 
@@ -99,13 +99,9 @@ def mailer_health(since: float, conn: Conn) -> list[MailerHealth]:
     ]
 
 
+_ATTEMPT_COUNTS = attempt_counts_sql("%s", "floor(a.at / %s) * %s", "split_part(m.sender, '@', 2)")
+
+
 def attempt_counts(since: float, bucket: float, conn: Conn) -> list[AttemptCount]:
-    """Attempts at or after ``since`` per time slot, mailer, sender domain and outcome."""
-    sql = (
-        "SELECT floor(a.at / %s) * %s, a.mailer, lower(split_part(m.sender, '@', 2)),"
-        " a.disposition, count(*)"
-        " FROM attempts a JOIN messages m ON m.id = a.message_id"
-        " WHERE a.at >= %s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-    )
-    rows = conn.execute(sql, (bucket, bucket, since)).fetchall()
-    return [AttemptCount(float(r[0]), r[1], r[2], r[3], int(r[4])) for r in rows]
+    rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
+    return [attempt_count_of(row) for row in rows]

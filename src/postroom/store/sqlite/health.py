@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from postroom.store.models import Attempt, AttemptCount, MailerHealth, QueueSummary
+from postroom.store.rows import attempt_count_of, attempt_counts_sql
 from postroom.store.sqlite.delivery import CLAIMABLE, PENDING, read_attempts
 
 __all__ = ["attempt_counts", "mailer_health", "queue_summary", "recent_failures"]
@@ -90,13 +91,11 @@ def recent_failures(limit: int, conn: sqlite3.Connection) -> list[Attempt]:
     return read_attempts(conn, f"WHERE {_FAILED} ORDER BY at DESC, id DESC LIMIT ?", (limit,))
 
 
+_ATTEMPT_COUNTS = attempt_counts_sql(
+    "?", "CAST(a.at / ? AS INTEGER) * ?", "substr(m.sender, instr(m.sender, '@') + 1)"
+)
+
+
 def attempt_counts(since: float, bucket: float, conn: sqlite3.Connection) -> list[AttemptCount]:
-    """Attempts at or after ``since`` per time slot, mailer, sender domain and outcome."""
-    sql = (
-        "SELECT CAST(a.at / ? AS INTEGER) * ?, a.mailer,"
-        " lower(substr(m.sender, instr(m.sender, '@') + 1)), a.disposition, count(*)"
-        " FROM attempts a JOIN messages m ON m.id = a.message_id"
-        " WHERE a.at >= ? GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-    )
-    rows = conn.execute(sql, (bucket, bucket, since)).fetchall()
-    return [AttemptCount(float(r[0]), r[1], r[2], r[3], int(r[4])) for r in rows]
+    rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
+    return [attempt_count_of(row) for row in rows]
