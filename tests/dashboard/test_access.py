@@ -4,8 +4,12 @@ answer under a Content-Security-Policy that forbids framing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from postroom.dashboard import dashboard_key
+from postroom.errors import PostroomError
 from postroom.store.models import RecipientStatus
 from tests.dashboard.conftest import ADMIN, Dash, MakeDash, csrf_of
 
@@ -105,8 +109,12 @@ def test_a_session_ends_when_idle(dash: Dash) -> None:
 def test_logout_ends_the_session_even_for_a_copied_cookie(dash: Dash) -> None:
     dash.login()
     copied = dict(dash.http.cookies)
-    dash.clock.advance(1)
-    assert dash.http.post("/dashboard/logout", data={"csrf": dash.csrf()}).status_code == 303
+    token = dash.csrf()
+    dash.clock.advance(120)  # long enough that a request would refresh the cookie
+    out = dash.http.post("/dashboard/logout", data={"csrf": token})
+    assert out.status_code == 303
+    (cookie,) = out.headers.get_list("set-cookie")
+    assert cookie.startswith('postroom_session="";') or "max-age=0" in cookie.lower()
     thief = Dash(dash.server, dash.clock, dash.url)
     thief.http.cookies.update(copied)
     assert thief.http.get("/dashboard/").status_code == 303
@@ -159,3 +167,13 @@ def test_the_login_page_token_is_per_browser(dash: Dash) -> None:
     other = csrf_of(second.http.get("/dashboard/login").text)
     second.http.close()
     assert first != other
+
+
+def test_the_signing_key_is_made_once_private_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    key = dashboard_key(tmp_path)
+    assert len(key) == 32
+    assert dashboard_key(tmp_path) == key  # sessions outlive a restart
+    assert (tmp_path / "dashboard.key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "dashboard.key").write_bytes(b"short")
+    with pytest.raises(PostroomError, match="shorter than 32 bytes"):
+        dashboard_key(tmp_path)

@@ -190,7 +190,10 @@ class Web:
                 visit.form = form
             response = await handler(visit)
             now = self.deps.clock.time()
-            if now - session.seen >= _REFRESH:
+            set_already = any(
+                c.startswith(f"{SESSION_COOKIE}=") for c in response.headers.getlist("set-cookie")
+            )  # logout cleared it: not to be written back
+            if now - session.seen >= _REFRESH and not set_already:
                 self.set_session(response, request, Session(session.admin, session.began, now))
             return response
 
