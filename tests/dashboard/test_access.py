@@ -87,6 +87,12 @@ def test_a_form_post_without_the_csrf_token_is_refused(dash: Dash) -> None:
         headers={"Origin": "https://evil.example"},
     )
     assert other_site.status_code == 403
+    behind_a_proxy = dash.http.post(
+        f"/dashboard/messages/{queue_id}/release",
+        data={"csrf": token},
+        headers={"Origin": "https://mail.example", "X-Forwarded-Host": "mail.example"},
+    )
+    assert behind_a_proxy.status_code == 303
     ok = dash.http.post(f"/dashboard/messages/{queue_id}/hold", data={"csrf": token})
     assert ok.status_code == 303
     message = dash.server.call(dash.server.store.message(queue_id))

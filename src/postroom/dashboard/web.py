@@ -227,9 +227,12 @@ async def read_form(request: Request) -> Form | None:
 
 
 def same_origin(request: Request) -> bool:
-    """A browser's Origin (or Referer) names this host; a form from elsewhere does not.
-    Neither header: not a browser's cross-site post, the CSRF token decides."""
+    """A browser's Origin (or Referer) names this host (``Host``, or ``X-Forwarded-Host``
+    from a proxy that rewrites Host: a cross-site form cannot set either); a form from
+    elsewhere does not. Neither header: not a browser's cross-site post, the CSRF token
+    decides."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin or origin == "null":
         return origin != "null"
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
+    return urlsplit(origin).netloc in hosts - {""}
