@@ -103,6 +103,7 @@ def test_the_log_filters_by_recipient_and_finds_a_queue_id(dash: Dash) -> None:
     dash.login()
     found = dash.http.get("/dashboard/log", params={"to": "carol"}).text
     assert second in found and first not in found
+    assert "<td>two</td>" in found  # the Subject, read from the stored header block
     jump = dash.http.get("/dashboard/log", params={"id": first})
     assert jump.headers["location"] == f"/dashboard/messages/{first}"
     assert dash.http.get("/dashboard/log", params={"id": "NOPE"}).status_code == 404

@@ -8,9 +8,11 @@ from __future__ import annotations
 import email.policy
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 
-__all__ = ["Attachment", "Shown", "read_message"]
+__all__ = ["HEAD_SIZE", "Attachment", "Shown", "read_message", "subject_of"]
+
+HEAD_SIZE = 32 * 1024  # of a stored message, read for its Subject in the log
 
 _MAX_PARTS = 200
 
@@ -130,3 +132,14 @@ def _value_of(value: object) -> str:
         return str(value)
     except (ValueError, IndexError, TypeError, AttributeError):
         return repr(value)
+
+
+def subject_of(head: bytes) -> str:
+    """The Subject in the first bytes of a stored message ("" when none is there)."""
+    end = head.find(b"\r\n\r\n")
+    block = head[: end + 2] if end >= 0 else head
+    try:
+        parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(block)
+    except (ValueError, IndexError, TypeError, AttributeError):  # the parser trips
+        return ""
+    return _value(parsed, "Subject")

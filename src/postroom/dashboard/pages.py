@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from postroom.dashboard.chart import bar_chart, totals_by
 from postroom.dashboard.format import parse_local_input
-from postroom.dashboard.mime import read_message
+from postroom.dashboard.mime import HEAD_SIZE, read_message, subject_of
 from postroom.dashboard.web import Visit, Web
 from postroom.delivery.message import OutboundMessage
 from postroom.delivery.router import Explanation, RouteTable
@@ -20,7 +20,7 @@ from postroom.errors import PostroomError
 from postroom.mail.address import parse_address
 from postroom.mailauth.dkim import KeyRing, zone_line
 from postroom.mailauth.doctor import DomainCheck, check_domain
-from postroom.store.models import LogQuery, RecipientState, RecipientStatus
+from postroom.store.models import LogQuery, RecipientState, RecipientStatus, StoredMessage
 from postroom.store.rows import HELD
 
 __all__ = ["STATUSES", "Pages"]
@@ -64,7 +64,7 @@ class Pages:
             if await self.store.message(queue_id) is not None:
                 return self.web.redirect(f"/messages/{queue_id}")
             return self.web.render(
-                "log.html", visit, 404, title="Email log", messages=[], meta={},
+                "log.html", visit, 404, title="Email log", messages=[], subjects={},
                 filters=dict(params), statuses=STATUSES, next_cursor=None,
                 mailers=self._mailer_names(), notice=f"No message with id {queue_id}.",
             )  # fmt: skip
@@ -84,13 +84,12 @@ class Pages:
         found = await self.store.query(query)
         more = len(found) > PAGE_SIZE
         found = found[:PAGE_SIZE]
-        meta = await self.store.message_meta([m.id for m in found])
         return self.web.render(
             "log.html",
             visit,
             title="Email log",
             messages=found,
-            meta=meta,
+            subjects=await self._subjects(found),
             filters={k: v for k, v in params.items() if k != "after"},
             statuses=STATUSES,
             mailers=self._mailer_names(),
@@ -134,6 +133,7 @@ class Pages:
             summary=await self.store.queue_summary(),
             state=status,
             messages=found[:PAGE_SIZE],
+            subjects=await self._subjects(found[:PAGE_SIZE]),
             next_cursor=found[PAGE_SIZE - 1].id if more else None,
             notice=visit.request.query_params.get("notice", ""),
         )
@@ -157,7 +157,7 @@ class Pages:
             names=names,
             mailer=name,
             messages=found,
-            meta=await self.store.message_meta([m.id for m in found]),
+            subjects=await self._subjects(found),
             next_cursor=found[-1].id if more else None,
         )
 
@@ -253,6 +253,15 @@ class Pages:
             actions=actions,
             next_before=actions[-1].at if len(actions) == PAGE_SIZE else None,
         )
+
+    async def _subjects(self, messages: Sequence[StoredMessage]) -> dict[str, str]:
+        """Each message's Subject: as the API recorded it, else from its stored header
+        block (only the first bytes of each message are read)."""
+        ids = [m.id for m in messages]
+        subjects = {i: m.subject for i, m in (await self.store.message_meta(ids)).items()}
+        unknown = [i for i in ids if not subjects.get(i)]
+        heads = await self.store.read_heads(unknown, HEAD_SIZE)
+        return {i: subjects.get(i) or subject_of(heads.get(i, b"")) for i in ids}
 
     def _mailer_names(self) -> list[str]:
         return [m.name for m in self.web.deps.settings.mailers]

@@ -84,6 +84,10 @@ class QueueStore(Protocol):
     async def read_body(self, message_id: str) -> bytes | None:
         """The stored bytes (trace headers and body) of a message."""
 
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        """The first ``size`` stored bytes of each of ``ids`` that has a body (the header
+        block, for the log's subjects), without reading the rest."""
+
     async def count_messages(self) -> int: ...
 
     async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:

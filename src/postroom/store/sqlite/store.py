@@ -190,6 +190,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], AdminOps):
             snapshot=True,
         )
 
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        if not ids or size <= 0:
+            return {}
+        return await self._read(functools.partial(queue.read_heads, list(ids), size))
+
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
 
