@@ -28,7 +28,13 @@ __all__ = ["STATUSES", "Pages"]
 PAGE_SIZE = 50
 STATUSES = (*(s.value for s in RecipientStatus), HELD)
 _DAY = 86400.0
-_EXPLAINED = 5  # recipients whose route the message page explains
+_EXPLAINED = 5
+# The overview's windows: name -> (slot, window) in seconds.
+_SPANS = {
+    "hour": (300.0, 3600.0),
+    "day": (3600.0, _DAY),
+    "week": (21600.0, 7 * _DAY),
+}  # recipients whose route the message page explains
 
 
 class Pages:
@@ -39,9 +45,9 @@ class Pages:
     async def overview(self, visit: Visit) -> Response:
         now = self.web.deps.clock.time()
         span = visit.request.query_params.get("span", "day")
-        bucket, window = {"hour": (300.0, 3600.0), "week": (21600.0, 7 * _DAY)}.get(
-            span, (3600.0, _DAY)
-        )
+        if span not in _SPANS:
+            span = "day"
+        bucket, window = _SPANS[span]
         counts = await self.store.attempt_counts(now - window, bucket)
         return self.web.render(
             "overview.html",
