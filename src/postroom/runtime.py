@@ -26,6 +26,8 @@ from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import ListenerRole, Settings
 from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
 from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers.api.http import HttpMailer
+from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
@@ -132,6 +134,7 @@ class Server:
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self._router: Router | None = None
+        self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
@@ -299,6 +302,7 @@ class Server:
                     key=dashboard_key(settings.data_dir),
                     throttle=self.auth_throttle,
                     queue_changed=deps.queue_changed,
+                    limit_usage=self._limit_usage,
                 )
             )
         api = ApiServer(
@@ -310,6 +314,11 @@ class Server:
         await api.start()
         self.api = api
         self.tasks.start("api", api.run)
+
+    def _limit_usage(self) -> dict[str, list[WindowUsage]]:
+        """Each API mailer's sending-limit windows now (this process's counts)."""
+        now = self.clock.time()
+        return {name: window.usage(now) for name, window in self._limited.items()}
 
     def reload_certificate(self) -> None:
         """SIGHUP: new TLS connections get the certificate and key files as they are now
@@ -333,6 +342,7 @@ class Server:
             data_dir=settings.data_dir,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
+        self._limited = {n: m.window for n, m in mailers.items() if isinstance(m, HttpMailer)}
         self._router = Router(mailers)
         local_domains = LocalDomains()
         self.scheduler = Scheduler(

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from postroom.dashboard import pages
-from tests.dashboard.conftest import Dash
+from tests.dashboard.conftest import Dash, MakeDash
 
 # A subject, a From display name and bodies built to break out of HTML, as raw text and
 # inside RFC 2047 encoded words (which decode to markup only after parsing).
@@ -146,3 +146,14 @@ def test_the_domain_check_reports_in_the_page_without_reaching_the_internet(dash
     assert page.status_code == 200
     # the test resolver answers nothing: the page says the check failed, in one line
     assert "Check failed" in page.text, page.text
+
+
+def test_the_mailers_page_shows_each_api_mailers_limit_usage(make_dash: MakeDash) -> None:
+    dash = make_dash(
+        mailers=[
+            {"name": "grid", "type": "sendgrid", "api_key": "SG.test", "limits": {"per_hour": 100}}
+        ]
+    )
+    dash.login()
+    page = dash.http.get("/dashboard/mailers").text
+    assert "0 of 100 per hour (until" in page

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
+from postroom.delivery.mailers.api.limits import WindowUsage
 from postroom.intake import Intake
 from postroom.net.throttle import FailureThrottle
 from postroom.store import Store
@@ -23,3 +24,5 @@ class DashboardDeps:
     key: bytes  # signs sessions and CSRF tokens (dashboard.key in the data directory)
     throttle: FailureThrottle  # the AUTH throttle: failed logins count with SMTP AUTH's
     queue_changed: Callable[[], None] | None = None  # wakes the scheduler after a retry
+    # Each API mailer's sending-limit windows now (the delivering process's counts).
+    limit_usage: Callable[[], Mapping[str, Sequence[WindowUsage]]] = dict

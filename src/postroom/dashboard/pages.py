@@ -185,6 +185,7 @@ class Pages:
             mailers=settings.mailers,
             routes=settings.routes,
             health=health,
+            usage=self.web.deps.limit_usage(),
             explained=explained,
             problem=problem,
             form=dict(params),
