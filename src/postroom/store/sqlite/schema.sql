@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
