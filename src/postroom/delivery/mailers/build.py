@@ -57,6 +57,7 @@ from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.mailers.mta.relay import SmtpMailer
 from postroom.errors import ConfigError
+from postroom.mailbox import MailDrop
 from postroom.resolver import Resolver
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
@@ -77,6 +78,7 @@ class MailerDeps:
     clock: Clock
     rng: random.Random
     data_dir: Path
+    mailboxes: MailDrop | None = None  # the server's, so deliveries wake its watchers
 
 
 Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
@@ -91,7 +93,7 @@ def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
 
 def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, LocalMailerSettings)
-    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
+    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock, mailbox=deps.mailboxes)
 
 
 def _capture(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
