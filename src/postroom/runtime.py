@@ -24,7 +24,10 @@ from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
 from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers.api.http import HttpMailer
+from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
@@ -144,6 +147,7 @@ class Server:
         self.retention: Retention | None = None
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
+        self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
@@ -182,8 +186,9 @@ class Server:
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
-        # One count of failed logins for every protocol: a guess is a guess, by any door.
-        auth_throttle = FailureThrottle(
+        # One count of failed logins for every protocol (SMTP AUTH, POP3, the
+        # dashboard): a guess is a guess, by any door.
+        self.auth_throttle = auth_throttle = FailureThrottle(
             store,  # its counts are shared by every process on the store
             self.clock,
             max_failures=auth.max_failures,
@@ -330,8 +335,22 @@ class Server:
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
         )
+        dashboard = None
+        if settings.dashboard.enabled:
+            dashboard = create_dashboard(
+                DashboardDeps(
+                    store=store,
+                    intake=intake,
+                    clock=self.clock,
+                    settings=settings,
+                    key=dashboard_key(settings.data_dir),
+                    throttle=self.auth_throttle,
+                    queue_changed=deps.queue_changed,
+                    limit_usage=self._limit_usage,
+                )
+            )
         api = ApiServer(
-            create_app(deps),
+            create_app(deps, dashboard),
             settings.api.address,
             settings.api.port,
             grace=settings.limits.shutdown_grace,
@@ -339,6 +358,11 @@ class Server:
         await api.start()
         self.api = api
         self.tasks.start("api", api.run)
+
+    async def _limit_usage(self) -> dict[str, list[WindowUsage]]:
+        """Each API mailer's sending-limit windows now (the store's counts, every node's)."""
+        now = self.clock.time()
+        return {name: await window.usage(now) for name, window in self._limited.items()}
 
     def reload_certificate(self) -> None:
         """SIGHUP: new TLS connections get the certificate and key files as they are now
@@ -369,6 +393,7 @@ class Server:
             slots=self.slots,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
+        self._limited = {n: m.window for n, m in mailers.items() if isinstance(m, HttpMailer)}
         self._router = Router(mailers)
         local_domains = LocalDomains()
         self.scheduler = Scheduler(
@@ -445,7 +470,7 @@ _ROLE_WORDS = {
 }
 
 
-def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
+def ready_line(server: Server, source: ConfigSource, *, users: bool, admins: bool = False) -> str:
     """The one line that says the server is up: what listens where, which certificate,
     configuration and data directory, the version, and the first step when no user exists.
     Parts are separated by "; " and keep their order (docs/configuration.md)."""
@@ -461,12 +486,16 @@ def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
     api = "off"
     if server.api is not None:
         api = f"http://{_host_port(*server.api.bound)}"
+    dashboard = "off"
+    if server.api is not None and settings.dashboard.enabled:
+        dashboard = f"{api}/dashboard/" if admins else "off until an admin exists"
     processes = f"{settings.workers} process{'' if settings.workers == 1 else 'es'}"
     parts = [f"postroom {_version()} ready: SMTP on {ports(server.smtp)}"]
     if server.pop3 is not None and server.pop3.listeners:
         parts.append(f"POP3 on {ports(server.pop3)}")
     parts += [
         f"API {api}",
+        f"dashboard {dashboard}",
         f"certificate {server.certificate}",
         f"config {source.describe()}",
         f"data in {settings.data_dir}",
@@ -512,7 +541,8 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
         await supervisor.start(server.tasks)
     assert server.store is not None
     users = bool(await server.store.users())
-    _log.info("%s", ready_line(server, source, users=users))
+    admins = bool(await server.store.admins())
+    _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
     stopping = [server.stop()]

@@ -392,7 +392,7 @@ def _since(text: str) -> float:
 
 def _log_query(params: Mapping[str, str]) -> LogQuery:
     problems: list[tuple[str, str]] = []
-    known = {"status", "to", "from", "since", "limit", "cursor"}
+    known = {"status", "to", "from", "since", "limit", "cursor", "mailer"}
     problems.extend((name, "unknown field") for name in params if name not in known)
     status = params.get("status")
     if status is not None and status not in STATUS_FILTERS:
@@ -414,5 +414,11 @@ def _log_query(params: Mapping[str, str]) -> LogQuery:
         raise ApiError.invalid(problems)
     # One more than asked for tells whether there is a next page.
     return LogQuery(
-        status, params.get("to"), params.get("from"), since, limit + 1, params.get("cursor")
+        status,
+        params.get("to"),
+        params.get("from"),
+        since,
+        limit + 1,
+        params.get("cursor"),
+        mailer=params.get("mailer") or None,
     )

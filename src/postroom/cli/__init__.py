@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
+    "admin": "postroom.cli.admin:admin",
     "apikey": "postroom.cli.apikey:apikey",
     "config": "postroom.cli.config:config",
     "db": "postroom.cli.db:db",

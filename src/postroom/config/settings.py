@@ -25,6 +25,7 @@ __all__ = [
     "SMTP_ROLES",
     "ApiSettings",
     "AuthThrottleSettings",
+    "DashboardSettings",
     "DeliverySettings",
     "DnsSettings",
     "InboundAuthSettings",
@@ -258,6 +259,16 @@ class ApiSettings(_Model):
     max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
 
 
+class DashboardSettings(_Model):
+    """The dashboard, served by the API's server under /dashboard/ while an admin exists
+    (`postroom admin add NAME`)."""
+
+    enabled: bool = True
+    # A session ends after this long without a request, and after session_max_age anyway.
+    idle_timeout: Annotated[float, Field(gt=0)] = 1800.0
+    session_max_age: Annotated[float, Field(gt=0)] = 12 * 3600.0
+
+
 class SenderSettings(_Model):
     """The sender domains of a principal that is not in the directory (a local Unix user,
     a trusted network): the local domains, these, or any domain."""
@@ -294,6 +305,7 @@ class Settings(_Model):
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
     api: ApiSettings = ApiSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     inbound_auth: InboundAuthSettings = InboundAuthSettings()
     # Client networks that may relay through mx listeners without AUTH (Postfix's
     # mynetworks), as CIDR; each network is a principal with [senders.relay_networks].

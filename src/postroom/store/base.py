@@ -12,6 +12,7 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 - ``DirectoryStore``: ``test_directory.py``
 - ``ApiStore``: ``test_api_rows.py``
 - ``LimitStore``: ``test_limits.py``
+- ``AdminStore``: ``test_admin.py``
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from postroom.store.models import (
+    AdminAction,
+    AdminRecord,
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     Claim,
     IdempotencyRecord,
     LogQuery,
@@ -38,6 +42,7 @@ from postroom.store.models import (
 
 __all__ = [
     "PARTS",
+    "AdminStore",
     "ApiStore",
     "DirectoryStore",
     "LimitStore",
@@ -81,6 +86,10 @@ class QueueStore(Protocol):
 
     async def read_body(self, message_id: str) -> bytes | None:
         """The stored bytes (trace headers and body) of a message."""
+
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        """The first ``size`` stored bytes of each of ``ids`` that has a body (the header
+        block, for the log's subjects), without reading the rest."""
 
     async def count_messages(self) -> int: ...
 
@@ -179,6 +188,11 @@ class LogStore(Protocol):
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        """Attempts at or after ``since``, counted per ``bucket``-second slot, mailer,
+        sender domain and disposition, in that order; the overview's chart. ValueError
+        for a bucket that is not positive."""
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),
@@ -294,6 +308,32 @@ class LimitStore(Protocol):
         """Give back one of the slots of ``key`` that ``holder`` holds."""
 
 
+class AdminStore(Protocol):
+    """The dashboard's administrators (not mail users) and the audit log of their actions."""
+
+    async def add_admin(self, record: AdminRecord) -> bool:
+        """False when an administrator of that name already exists."""
+
+    async def admin(self, name: str) -> AdminRecord | None: ...
+
+    async def admins(self) -> list[AdminRecord]:
+        """Every administrator, sorted by name."""
+
+    async def remove_admin(self, name: str) -> bool: ...
+
+    async def set_admin_password(self, name: str, password_hash: str) -> bool: ...
+
+    async def end_admin_sessions(self, name: str, at: float) -> bool:
+        """Sessions of ``name`` begun at or before ``at`` are over (logout; a password
+        change); ``sessions_after`` only moves forward. False when there is no such admin."""
+
+    async def record_admin_action(self, action: AdminAction) -> None:
+        """Durably append to the audit log."""
+
+    async def admin_actions(self, *, limit: int, before: float | None = None) -> list[AdminAction]:
+        """The audit log, newest first, ``limit`` at most, older than ``before``."""
+
+
 @runtime_checkable
 class QueueWatch(Protocol):
     """An engine shared by several nodes tells each when another committed mail."""
@@ -303,7 +343,16 @@ class QueueWatch(Protocol):
         due, until cancelled; raises StoreError when it loses the database."""
 
 
-class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, LimitStore, Protocol):
+class Store(
+    StoreLifecycle,
+    QueueStore,
+    LogStore,
+    DirectoryStore,
+    ApiStore,
+    LimitStore,
+    AdminStore,
+    Protocol,
+):
     """Every part: what an engine that implements them all (``open_store``) gives."""
 
 
@@ -314,6 +363,7 @@ PARTS: dict[str, type] = {
     "directory": DirectoryStore,
     "api": ApiStore,
     "limits": LimitStore,
+    "admin": AdminStore,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 
 from postroom.clock import Clock
 from postroom.config.mailers import (
+    CaptureMailerSettings,
     LocalMailerSettings,
     MxMailerSettings,
     ProviderSettings,
@@ -51,6 +52,7 @@ from postroom.delivery.mailers.api.ses import SesMailer
 from postroom.delivery.mailers.api.smtpcom import SmtpcomMailer
 from postroom.delivery.mailers.api.sparkpost import SparkpostMailer
 from postroom.delivery.mailers.api.zoho import ZohoMailer
+from postroom.delivery.mailers.mta.capture import CaptureMailer
 from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.mailers.mta.relay import SmtpMailer
@@ -62,7 +64,13 @@ from postroom.store.base import LimitStore
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
 
-AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings
+AnyMailerSettings = (
+    MxMailerSettings
+    | SmtpMailerSettings
+    | LocalMailerSettings
+    | CaptureMailerSettings
+    | ProviderSettings
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,11 @@ def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
 def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, LocalMailerSettings)
     return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock, mailbox=deps.mailboxes)
+
+
+def _capture(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+    assert isinstance(settings, CaptureMailerSettings)
+    return CaptureMailer(settings)
 
 
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
@@ -139,6 +152,7 @@ BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
         "mx": _mx,
         "smtp": _smtp,
         "local": _local,
+        "capture": _capture,
         "sendgrid": _api(SendgridMailer, SendgridMailerSettings),
         "mailgun": _api(MailgunMailer, MailgunMailerSettings),
         "postmark": _api(PostmarkMailer, PostmarkMailerSettings),

@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -181,3 +181,23 @@ CREATE UNLOGGED TABLE IF NOT EXISTS limit_slots (
 );
 CREATE INDEX IF NOT EXISTS limit_slots_holder ON limit_slots (holder);
 -- ---- end of version 2 -----------------------------------------------------------------
+
+-- ---- version 3: the dashboard's admins -----------------------------------------------
+-- The dashboard's administrators: logins of their own, never mail users.
+CREATE TABLE IF NOT EXISTS admins (
+    name           text PRIMARY KEY,
+    password_hash  text NOT NULL,        -- argon2id
+    created_at     double precision NOT NULL,
+    sessions_after double precision NOT NULL DEFAULT 0 -- sessions begun at or before this are over
+);
+
+-- The audit log: who did what in the dashboard, and when.
+CREATE TABLE IF NOT EXISTS admin_actions (
+    at     double precision NOT NULL,
+    admin  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL DEFAULT '',
+    client text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
+-- ---- end of version 3 -----------------------------------------------------------------

@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 import psycopg
 
 from postroom.errors import StoreUnavailable
+from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -56,7 +58,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn], LimitOps):
+class PostgresStore(DeliveryOps[Conn], LimitOps, AdminOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
@@ -64,6 +66,7 @@ class PostgresStore(DeliveryOps[Conn], LimitOps):
     """
 
     _delivery = delivery
+    _admin_sql = POSTGRES
 
     def __init__(
         self,
@@ -179,6 +182,11 @@ class PostgresStore(DeliveryOps[Conn], LimitOps):
             )
         )
 
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        if not ids or size <= 0:
+            return {}
+        return await self._read(functools.partial(queue.read_heads, list(ids), size))
+
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
 
@@ -209,6 +217,11 @@ class PostgresStore(DeliveryOps[Conn], LimitOps):
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(log.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(delivery.recent_failures, limit))

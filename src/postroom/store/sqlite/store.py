@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
+from postroom.store.admins import SQLITE, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -60,7 +62,7 @@ R = TypeVar("R")
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps):
+class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps, AdminOps):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
@@ -70,6 +72,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps):
     """
 
     _delivery = delivery
+    _admin_sql = SQLITE
 
     def __init__(
         self,
@@ -195,6 +198,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps):
             snapshot=True,
         )
 
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        if not ids or size <= 0:
+            return {}
+        return await self._read(functools.partial(queue.read_heads, list(ids), size))
+
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
 
@@ -231,6 +239,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps):
 
     async def queue_summary(self) -> QueueSummary:
         return await self._read(health.queue_summary, snapshot=True)
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(health.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(health.recent_failures, limit))
