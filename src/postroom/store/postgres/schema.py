@@ -19,9 +19,18 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {}
+# ---- schema version 2: a body above inline_body_max is a large object (schema.sql
+# makes the trigger that unlinks it with its row) ----
+UPGRADES[1] = """
+ALTER TABLE message_bodies ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE message_bodies ADD COLUMN large oid;
+ALTER TABLE message_bodies ADD CONSTRAINT message_bodies_one_place
+    CHECK ((data IS NULL) <> (large IS NULL));
+"""
+# ---- end of schema version 2 ----
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 

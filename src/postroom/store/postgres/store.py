@@ -27,6 +27,7 @@ from postroom.errors import StoreUnavailable
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
+    DEFAULT_INLINE_BODY_MAX,
     ApiKeyRecord,
     Attempt,
     IdempotencyRecord,
@@ -57,7 +58,8 @@ class PostgresStore(DeliveryOps[Conn]):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
-    an older one when ``upgrade``), ``aclose()`` after.
+    an older one when ``upgrade``), ``aclose()`` after. A body above ``inline_body_max``
+    bytes is stored as a large object (``queue``).
     """
 
     _delivery = delivery
@@ -71,8 +73,10 @@ class PostgresStore(DeliveryOps[Conn]):
         readers: int = 2,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
         max_batch_bytes: int = DEFAULT_MAX_BYTES,
+        inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
     ) -> None:
         self.url = url
+        self.inline_body_max = inline_body_max
         self.committer: GroupCommitter[Link] = GroupCommitter(
             Writer(url, busy_timeout, upgrade=upgrade),
             max_jobs=max_batch_jobs,
@@ -173,7 +177,7 @@ class PostgresStore(DeliveryOps[Conn]):
 
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
-        await self._write(queue.enqueue_job(message), message.size)
+        await self._write(queue.enqueue_job(message, self.inline_body_max), message.size)
 
     async def message(self, message_id: str) -> StoredMessage | None:
         found = await self._read(
