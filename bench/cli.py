@@ -486,6 +486,13 @@ def _run_workloads(
         latency_section(ctx, plan, systems, broken, rate=rate, how=how)
 
 
+_PG_ACCEPT_NOTE = (
+    "PostgreSQL: durable (fsync on, synchronous_commit on), on a unix socket, a new "
+    "database each run; its server CPU includes PostgreSQL's (every backend, the "
+    "checkpointer, the WAL writer), as SQLite's is inside postroom's processes."
+)
+
+
 def postgres_sections(
     ctx: Context, plan: Plan, *, only: set[str], python: Path, workers: int
 ) -> None:
@@ -495,14 +502,15 @@ def postgres_sections(
         with postgres_cluster(ctx.workdir / "pg") as cluster:
             if "pg-accept" in only:
 
-                def new_database() -> str:
-                    return cluster.url(cluster.new_database("accept"))
+                def new_database() -> tuple[str, int]:
+                    url = cluster.url(cluster.new_database("accept"))
+                    return url, cluster.postmaster_pid()
 
                 systems: list[System] = [
                     PostroomSystem(python, "held", workers),
                     PostroomSystem(python, "held", workers, database=new_database),
                 ]
-                accept_sections(
+                sections = accept_sections(
                     ctx,
                     plan,
                     systems,
@@ -511,6 +519,8 @@ def postgres_sections(
                     title="Accept on PostgreSQL against SQLite",
                     reference="postroom-pg",
                 )
+                for section in sections:
+                    section.notes.append(_PG_ACCEPT_NOTE)
             if "pg-delivery" in only:
                 delivery_section(ctx, plan, cluster, python)
     except SetupError as exc:

@@ -171,8 +171,10 @@ class PostroomSystem:
     python: Path
     delivery: Literal["held", "local"] = "held"
     workers: int = 1
-    # PostgreSQL: a new database's URL for each run; None: SQLite in the run directory.
-    database: Callable[[], str] | None = None
+    # PostgreSQL: a new database's URL for each run and the pid of the postmaster, whose
+    # process tree (every backend) counts as the server's CPU; None: SQLite in the run
+    # directory.
+    database: Callable[[], tuple[str, int]] | None = None
     name: str = ""
     label: str = ""
     durable: bool = True
@@ -199,7 +201,10 @@ class PostroomSystem:
             blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
             limits, tail = _held_config(blackhole.getsockname()[1])
         try:
-            storage = None if self.database is None else self.database()
+            storage, more_pids = None, []
+            if self.database is not None:
+                storage, postmaster = self.database()
+                more_pids.append(postmaster)
             server = start_postroom(
                 self.python, rundir, workers=self.workers, limits=limits, tail=tail, storage=storage
             )
@@ -219,4 +224,5 @@ class PostroomSystem:
             stop=stop,
             log=rundir / "postroom.log",
             stored=lambda: len(server.messages()),
+            more_pids=more_pids,
         )
