@@ -548,7 +548,9 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
             "then held; N nodes (one process each, same database) start, the queue is "
             "released and the clock runs until smtp-sink has every message. PostgreSQL "
             "durable (fsync on, synchronous_commit on), on a unix socket; DB commits are "
-            "pg_stat_database.xact_commit over the same time. ÷ (N x one node): each run's "
+            "pg_stat_database.xact_commit (read transactions too), WAL flushes "
+            "pg_stat_wal.wal_sync (the durable commits), over the same time. "
+            "÷ (N x one node): each run's "
             f"rate over N times one node's median. Median of {plan.runs} run(s) (min-max)."
         ),
         metrics=NODES_METRICS,

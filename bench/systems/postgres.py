@@ -135,6 +135,11 @@ class PostgresCluster:
             )
         )
 
+    def wal_flushes(self) -> int:
+        """WAL flushes to disk so far, in the whole cluster (pg_stat_wal.wal_sync): one per
+        durable commit, or per group of commits that PostgreSQL flushed together."""
+        return int(self.psql("SELECT wal_sync FROM pg_stat_wal"))
+
     def postmaster_pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().split()[0])
 

@@ -6,8 +6,9 @@ directory and listener, the same database, an ``smtp`` mailer to the sink); once
 up, `postroom queue release --all` (its NOTIFY wakes every node) starts the clock, which
 stops when the sink has every message. Then every node stops and the queue must hold
 nothing undelivered. What is measured: messages delivered per second, per node, the
-database's commits (pg_stat_database.xact_commit) over the same time, and CPU of the
-nodes, PostgreSQL and the sink.
+database's transactions (pg_stat_database.xact_commit: reads count too) and its WAL
+flushes (pg_stat_wal.wal_sync: the durable commits, several sharing one when they
+commit together) over the same time, and CPU of the nodes, PostgreSQL and the sink.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ NODES_METRICS = [
     Metric("scaling", "÷ (N x one node)", higher_is_better=True, digits=2),
     Metric("db_commits_per_s", "DB commits/s", higher_is_better=False),
     Metric("commits_per_msg", "commits per msg", higher_is_better=False, digits=2),
+    Metric("wal_flushes_per_s", "WAL flushes/s", higher_is_better=False),
+    Metric("msgs_per_flush", "msgs per WAL flush", higher_is_better=True, digits=1),
     Metric("nodes_cpu_s", "nodes CPU s", higher_is_better=False, digits=1),
     Metric("db_cpu_s", "PostgreSQL CPU s", higher_is_better=False, digits=1),
     Metric("sink_cpu_s", "smtp-sink CPU s", higher_is_better=False, digits=1),
@@ -111,6 +114,7 @@ def run_nodes(
             )
         time.sleep(STATS_DELAY)
         commits_before = cluster.commits(database)
+        flushes_before = cluster.wal_flushes()
         postgres = cluster.postmaster_pid()
         groups = {
             "nodes": [s.proc.pid for s in servers],
@@ -124,6 +128,7 @@ def run_nodes(
         run_cli(python, servers[0].config, "queue", "release", "--all")
         delivered = _wait_for_sink(sink_out, load.messages)
         reading = meter.stop()
+        flushes = cluster.wal_flushes() - flushes_before
         cli_cpu = _children_cpu() - released_cpu
         cpu = {k: sum(tree_cpu(p) for p in pids) - cpu_before[k] for k, pids in groups.items()}
         pending = servers[0].pending()
@@ -147,6 +152,8 @@ def run_nodes(
     metrics["per_node_msgs_per_s"] = load.messages / wall / nodes
     metrics["db_commits_per_s"] = commits / wall
     metrics["commits_per_msg"] = commits / load.messages
+    metrics["wal_flushes_per_s"] = flushes / wall
+    metrics["msgs_per_flush"] = load.messages / max(flushes, 1)
     metrics["nodes_cpu_s"] = cpu["nodes"]
     metrics["db_cpu_s"] = cpu["db"]
     metrics["sink_cpu_s"] = cpu["sink"]
@@ -208,6 +215,7 @@ def nodes_model(section: Section, counts: Sequence[int], messages: int) -> list[
             f"{nodes} node(s): {got['msgs_per_s']:,.0f} msgs/s ({got['msgs_per_s'] / one:.2f}x one "
             f"node); {per_msg_ms:.2f} ms of CPU per message in all (PostgreSQL {db_ms:.2f} ms), "
             f"so these {NCPU} cores bound delivery at about {machine:,.0f} msgs/s; "
-            f"{got.get('commits_per_msg', 0):.2f} commits per message."
+            f"{got.get('commits_per_msg', 0):.2f} transactions and "
+            f"{1 / max(got.get('msgs_per_flush', 0), 1e-9):.2f} WAL flushes per message."
         )
     return lines

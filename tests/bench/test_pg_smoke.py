@@ -91,6 +91,7 @@ def test_delivery_by_one_and_two_nodes_counts_messages_and_commits(
         assert metrics["nodes"] == nodes
         assert metrics["db_commits_per_s"] > 0 and metrics["commits_per_msg"] > 0
         assert metrics["db_cpu_s"] > 0 and metrics["scaling"] > 0
+        assert metrics["wal_flushes_per_s"] > 0
     assert rows["nodes-1"]["samples"][0]["metrics"]["scaling"] == pytest.approx(1.0)
     assert "2 node(s): " in table  # the model's lines
     wanted = [t for t in data["targets"] if "x N x one node" in t["what"]]
