@@ -26,7 +26,8 @@ from bench.meter import Meter, cpu_metrics
 from bench.procs import stop_process, tree_cpu
 from bench.systems.postgres import PostgresCluster
 from bench.systems.postroom import PostroomProcess, run_cli, start_postroom
-from bench.systems.smtpsink import sink_messages, start_sink
+from bench.systems.smtpsink import start_sink
+from bench.workloads.relay import to_sink, wait_for_sink
 
 __all__ = ["NODES_METRICS", "node_row_name", "nodes_model", "run_nodes", "scale_against_one"]
 
@@ -43,28 +44,11 @@ NODES_METRICS = [
     Metric("sink_cpu_s", "smtp-sink CPU s", higher_is_better=False, digits=1),
     Metric("host_busy_pct", "host busy %", higher_is_better=False),
 ]
-STALL = 120.0  # seconds without a new message at the sink: delivery has stopped
 STATS_DELAY = 1.2  # backends report their commit counts about once a second
 
 _PAUSED = """
 [delivery]
 paused = true
-"""
-
-
-def _to_sink(port: int) -> str:
-    """Every route to the sink (defaults: 20 connections, 100 messages each, 100 in flight)."""
-    return f"""
-[[mailers]]
-name = "sink"
-type = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-
-[[routes]]
-name = "to-sink"
-mailers = ["sink"]
 """
 
 
@@ -107,7 +91,7 @@ def run_nodes(
                     python,
                     rundir / f"node{node}",
                     workers=1,
-                    tail=_to_sink(sink_port),
+                    tail=to_sink(sink_port),
                     storage=url,
                     setup=False,
                 )
@@ -126,7 +110,7 @@ def run_nodes(
         released_cpu = _children_cpu()
         meter.start()
         run_cli(python, servers[0].config, "queue", "release", "--all")
-        delivered = _wait_for_sink(sink_out, load.messages)
+        delivered = wait_for_sink(sink_out, load.messages)
         reading = meter.stop()
         flushes = cluster.wal_flushes() - flushes_before
         cli_cpu = _children_cpu() - released_cpu
@@ -161,21 +145,6 @@ def run_nodes(
     metrics["delivered"] = delivered
     metrics["nodes"] = nodes
     return Sample(metrics, warnings)
-
-
-def _wait_for_sink(out: Path, wanted: int) -> int:
-    """Wait until the sink has counted ``wanted`` messages, or STALL seconds pass without
-    one more; the last count."""
-    last, last_change = -1, time.monotonic()
-    while True:
-        count = sink_messages(out, tail=True) or 0
-        if count >= wanted:
-            return count
-        if count != last:
-            last, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change > STALL:
-            return count
-        time.sleep(0.02)
 
 
 def scale_against_one(section: Section, counts: Sequence[int]) -> None:

@@ -212,53 +212,49 @@ async def test_counts_that_differ_after_a_copy_are_found_per_table(
     assert [(c.table, c.source - c.target) for c in wrong] == [("attempts", 1)]
 
 
-async def test_copy_exits_1_naming_the_table_whose_rows_did_not_all_arrive(
-    source: Path, postgres_cluster: PostgresCluster
-) -> None:
-    # A target whose schema exists but is empty, with a trigger that drops one attempt
-    # on its way in: the copy itself succeeds, only the count can tell.
-    name = postgres_cluster.new_database()
-    url = postgres_cluster.url(name)
+@contextlib.contextmanager
+def target_with_trigger(cluster: PostgresCluster, table: str, function: str) -> Iterator[str]:
+    """A migrated, empty target whose ``table`` runs ``function`` (a plpgsql body) before
+    each row goes in; its URL."""
+    name = cluster.new_database()
+    url = cluster.url(name)
     try:
         with psycopg.connect(url) as conn:
             conn.execute(
-                "CREATE FUNCTION drop_one() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+                "CREATE FUNCTION on_row() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$ BEGIN {function} END $$"
             )
             conn.execute(
-                "CREATE TRIGGER drop_one BEFORE INSERT ON attempts"
-                " FOR EACH ROW EXECUTE FUNCTION drop_one()"
+                f"CREATE TRIGGER on_row BEFORE INSERT ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION on_row()"
             )
+        yield url
+    finally:
+        cluster.drop_database(name)
+
+
+async def test_copy_exits_1_naming_the_table_whose_rows_did_not_all_arrive(
+    source: Path, postgres_cluster: PostgresCluster
+) -> None:
+    # A trigger drops one attempt on its way in: the copy itself succeeds, only the
+    # count can tell.
+    drop_one = "IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW;"
+    with target_with_trigger(postgres_cluster, "attempts", drop_one) as url:
         result = invoke(source, "--to", url)
         assert result.exit_code == 1
         wrong = [line for line in result.output.splitlines() if "MISMATCH" in line]
         assert len(wrong) == 1 and wrong[0].split()[0] == "attempts"
         assert "postroom: the copy in" in result.output
-    finally:
-        postgres_cluster.drop_database(name)
 
 
 async def test_a_copy_failing_after_the_large_bodies_leaves_no_large_object(
     source: Path, postgres_cluster: PostgresCluster
 ) -> None:
     # Users are copied after the bodies: one refused there fails the whole copy.
-    name = postgres_cluster.new_database()
-    url = postgres_cluster.url(name)
-    try:
-        with psycopg.connect(url) as conn:
-            conn.execute(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN RAISE EXCEPTION 'refused'; END $$"
-            )
-            conn.execute(
-                "CREATE TRIGGER refuse BEFORE INSERT ON users"
-                " FOR EACH ROW EXECUTE FUNCTION refuse()"
-            )
+    with target_with_trigger(postgres_cluster, "users", "RAISE EXCEPTION 'refused';") as url:
         result = invoke(source, "--to", url)
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
         assert result.output.count("\n") == 1 and "refused" in result.output, result.output
         assert large_objects(url) == 0
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT count(*) FROM message_bodies").fetchone() == (0,)
-    finally:
-        postgres_cluster.drop_database(name)
