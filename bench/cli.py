@@ -499,7 +499,7 @@ def postgres_sections(
     """The PostgreSQL workloads, on one durable cluster the harness starts: accept on
     PostgreSQL against SQLite, and delivery by 1, 2, 3 nodes on one database."""
     try:
-        with postgres_cluster(ctx.workdir / "pg") as cluster:
+        with postgres_cluster() as cluster:
             if "pg-accept" in only:
 
                 def new_database() -> tuple[str, int]:

@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL cluster for the PostgreSQL workloads, durable as in production.
 
-initdb into the work directory, postgres on a unix socket there (no TCP), stopped and
+initdb into a new temporary directory, postgres on a unix socket there (no TCP), stopped and
 removed at the end. Unlike the test suite's cluster, fsync stays on and
 synchronous_commit is on: every commit postroom waits for is on disk, as it would be on
 a real database server. Each run gets a new database (``new_database``), dropped after.
@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +146,15 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def postgres_cluster(root: Path) -> Iterator[PostgresCluster]:
-    """A started cluster in ``root`` (created; short enough for a socket path)."""
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A started cluster in a new directory of the system's temporary one: a short path
+    (a unix socket's must fit in 107 bytes) that the postgres user can reach (the work
+    directory may sit below one only its owner may enter)."""
     bindir = find_bindir()
     if bindir is None:
         raise SetupError("PostgreSQL is not installed: apt-get install postgresql")
-    root.mkdir(mode=0o755)
+    root = Path(tempfile.mkdtemp(prefix="postroom-bench-pg-"))
+    root.chmod(0o755)
     cluster = PostgresCluster(bindir, root)
     try:
         cluster.start()
