@@ -311,6 +311,7 @@ class Server:
             migrate=self._migrate,
             check_budget=None if self.accept_only else _START_CHECK_BUDGET,
             on_damage=self._store_damaged,
+            inline_body_max=self.settings.database.inline_body_max,
         )
 
     async def _start_api(self, store: Store, intake: Intake) -> None:

@@ -108,7 +108,8 @@ def test_migrate_upgrades_an_old_postgresql_schema(
     # release will.
     now = pg_schema.SCHEMA_VERSION
     monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", now + 1)
-    monkeypatch.setattr(pg_schema, "UPGRADES", {now: "ALTER TABLE domains ADD COLUMN note text"})
+    upgrades = {**pg_schema.UPGRADES, now: "ALTER TABLE domains ADD COLUMN note text"}
+    monkeypatch.setattr(pg_schema, "UPGRADES", upgrades)
     config = configure(tmp_path, pg_database)
     status = invoke(config, "status")
     assert status.exit_code == 1, status.output
@@ -138,7 +139,8 @@ async def test_a_node_refuses_an_older_postgresql_schema_unless_told_to_migrate(
 ) -> None:
     now = pg_schema.SCHEMA_VERSION
     monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", now + 1)
-    monkeypatch.setattr(pg_schema, "UPGRADES", {now: "ALTER TABLE domains ADD COLUMN note text"})
+    upgrades = {**pg_schema.UPGRADES, now: "ALTER TABLE domains ADD COLUMN note text"}
+    monkeypatch.setattr(pg_schema, "UPGRADES", upgrades)
     with pytest.raises(StoreError) as refused:
         await open_store(pg_database)
     assert str(refused.value) == (

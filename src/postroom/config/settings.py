@@ -163,6 +163,14 @@ class LimitSettings(_Model):
     spool_memory: Annotated[int, Field(ge=0)] = 256 * 1024  # body bytes kept in memory
 
 
+class DatabaseSettings(_Model):
+    """How the store keeps what it holds (the engine is ``storage``'s URL)."""
+
+    # PostgreSQL: a body (trace headers included) above this many bytes is stored as a
+    # large object instead of in its row; SQLite keeps every body in its row.
+    inline_body_max: Annotated[int, Field(ge=0)] = MIB
+
+
 class MailboxSettings(_Model):
     """Local users' mailboxes, as POP3 (and IMAP) serve them."""
 
@@ -296,6 +304,7 @@ class Settings(_Model):
     hostname: str = Field(default_factory=lambda: platform.node() or "localhost")
     data_dir: Path = Path("postroom-data")
     storage: str | None = None  # None: sqlite:///<data_dir>/postroom.db
+    database: DatabaseSettings = DatabaseSettings()
     listeners: tuple[ListenerSettings, ...] = Field(default_factory=default_listeners)
     tls: TlsSettings = TlsSettings()
     limits: LimitSettings = LimitSettings()
