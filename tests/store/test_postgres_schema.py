@@ -201,7 +201,8 @@ async def test_version_1_bodies_are_kept_by_the_upgrade_to_large_objects(
     finally:
         await store.aclose()
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        version = conn.execute("SELECT version FROM schema_version").fetchall()
+        assert version == [(schema.SCHEMA_VERSION,)]
         assert conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchall() == [(0,)]
 
 

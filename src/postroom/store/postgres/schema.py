@@ -33,7 +33,8 @@ UPGRADES: dict[int, str] = {
 # makes the trigger that unlinks it with its row) ----
 UPGRADES[3] = """
 ALTER TABLE message_bodies ALTER COLUMN data DROP NOT NULL;
-ALTER TABLE message_bodies ADD COLUMN large oid;
+ALTER TABLE message_bodies ADD COLUMN IF NOT EXISTS large oid;
+ALTER TABLE message_bodies DROP CONSTRAINT IF EXISTS message_bodies_one_place;
 ALTER TABLE message_bodies ADD CONSTRAINT message_bodies_one_place
     CHECK ((data IS NULL) <> (large IS NULL));
 """
