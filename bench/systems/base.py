@@ -40,7 +40,8 @@ class Instance:
     # system was started for the submission workload.
     submission_port: int | None = None
     submissions_port: int | None = None
-    other_pids: list[int] = field(default_factory=list)  # more process trees (Dovecot)
+    # More process trees whose CPU is the server's: a database server, Dovecot's auth.
+    more_pids: list[int] = field(default_factory=list)
 
 
 class System(Protocol):

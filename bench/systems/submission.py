@@ -206,5 +206,5 @@ class PostfixDovecotSystem:
             stored=lambda: postfix.in_queue("hold"),
             submission_port=submission,
             submissions_port=submissions,
-            other_pids=[dovecot.master_pid()],
+            more_pids=[dovecot.master_pid()],
         )

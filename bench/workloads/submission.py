@@ -35,7 +35,7 @@ def run_submission(
         port = instance.submission_port if load.tls == "starttls" else instance.submissions_port
         if port is None:
             raise RuntimeError(f"{system.name} has no {load.tls} submission port")
-        meter = Meter([instance.pid, *instance.other_pids])
+        meter = Meter([instance.pid, *instance.more_pids])
         meter.start()
         result = run_tls_source(loadgen, port, load, rundir / "smtp-tls-source.err", 1800)
         reading = meter.stop()

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import secrets
 from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
 from postroom.directory.domains import sender_domain_list
 from postroom.directory.logincache import LoginCache
-from postroom.directory.passwords import (
-    hash_password_async,
-    needs_rehash,
-    verify_password_async,
-)
+from postroom.directory.passwords import PasswordCheck, hash_password_async, needs_rehash
 from postroom.errors import (
     AddressError,
     InvalidAddress,
@@ -73,7 +68,7 @@ class Users:
         self._store = store
         self._clock = clock or SystemClock()
         self._login_cache = login_cache
-        self._dummy_hash: str | None = None
+        self._check = PasswordCheck()
 
     async def add(
         self,
@@ -112,14 +107,16 @@ class Users:
         The record is read from the store every time, so a changed or removed password
         is refused at once even when the login cache knew the old one."""
         record = await self.get(address)
-        if record is None:
-            await verify_password_async(await self._dummy(), password)
-            return None
         cache = self._login_cache
-        if cache is not None and cache.verified(record.password_hash, password):
+        if (
+            record is not None
+            and cache is not None
+            and cache.verified(record.password_hash, password)
+        ):
             return record
-        if not await verify_password_async(record.password_hash, password):
+        if not await self._check.verify(record.password_hash if record else None, password):
             return None
+        assert record is not None
         if needs_rehash(record.password_hash):
             # Upgrade to the current cost; a failed write must not fail the login.
             new_hash = await hash_password_async(password)
@@ -166,9 +163,3 @@ class Users:
     async def list(self) -> builtins.list[UserRecord]:
         """Every user, sorted by address."""
         return sorted(await self._store.users(), key=lambda user: user.address)
-
-    async def _dummy(self) -> str:
-        # Made on first need, with the current cost, so an unknown user costs the same.
-        if self._dummy_hash is None:
-            self._dummy_hash = await hash_password_async(secrets.token_urlsafe(16))
-        return self._dummy_hash

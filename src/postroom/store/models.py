@@ -9,8 +9,11 @@ from postroom.mail.envelope import Envelope, Source
 from postroom.mail.spool import SpooledBody
 
 __all__ = [
+    "AdminAction",
+    "AdminRecord",
     "ApiKeyRecord",
     "Attempt",
+    "AttemptCount",
     "Claim",
     "IdempotencyRecord",
     "LogQuery",
@@ -24,6 +27,7 @@ __all__ = [
     "RecipientUpdate",
     "StoredMessage",
     "UserRecord",
+    "Window",
 ]
 
 
@@ -37,6 +41,11 @@ class RecipientStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.EXPIRED)
+
+
+# Bodies (trace headers included) above this many bytes leave the row where an engine
+# has somewhere better for them (PostgreSQL: large objects); ``database.inline_body_max``.
+DEFAULT_INLINE_BODY_MAX = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +189,10 @@ class LogQuery:
     # Only messages from this source kind ("api"), and this principal (an API key's name).
     source_kind: str | None = None
     principal: str | None = None
+    until: float | None = None  # received before
+    mailer: str | None = None  # some attempt went through this mailer
+    subject: str | None = None  # substring of the Subject the API recorded (message meta)
+    tag: str | None = None  # one of the tags the API recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,3 +244,48 @@ class ProviderEventRecord:
     detail: str
     received_at: float
     message_id: str | None = None  # the message it belongs to; None when none matched
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed window of a shared limit: at most ``limit`` in each ``seconds`` span,
+    spans aligned to the epoch (so a day is a UTC day)."""
+
+    key: str
+    seconds: int
+    limit: int
+
+    def ends_at(self, now: float) -> float:
+        return float((int(now // self.seconds) + 1) * self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptCount:
+    """Attempts in one time slot by one mailer for one sender domain with one outcome."""
+
+    slot: float  # the slot's start
+    mailer: str
+    sender_domain: str  # "" for the null sender
+    disposition: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """A dashboard administrator: a login of its own, never a mail user."""
+
+    name: str
+    password_hash: str  # argon2id, as users' passwords
+    created_at: float
+    sessions_after: float = 0.0  # sessions begun at or before this (a logout) are over
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAction:
+    """One thing an administrator did in the dashboard, for the audit log."""
+
+    at: float
+    admin: str
+    action: str  # "hold", "login", "apikey create", ...
+    target: str  # what it was done to: a queue id, a key name, "" for none
+    client: str  # the client address the request came from

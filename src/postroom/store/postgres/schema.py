@@ -19,9 +19,26 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 4
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
-UPGRADES: dict[int, str] = {}
+UPGRADES: dict[int, str] = {
+    # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
+    1: "SELECT 1",
+    # ---- end of version 2
+    # ---- version 3: the dashboard's admins; schema.sql's block of version 3 makes the tables
+    2: "SELECT 1",
+    # ---- end of version 3
+}
+# ---- schema version 4: a body above inline_body_max is a large object (schema.sql
+# makes the trigger that unlinks it with its row) ----
+UPGRADES[3] = """
+ALTER TABLE message_bodies ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE message_bodies ADD COLUMN IF NOT EXISTS large oid;
+ALTER TABLE message_bodies DROP CONSTRAINT IF EXISTS message_bodies_one_place;
+ALTER TABLE message_bodies ADD CONSTRAINT message_bodies_one_place
+    CHECK ((data IS NULL) <> (large IS NULL));
+"""
+# ---- end of schema version 4 ----
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 

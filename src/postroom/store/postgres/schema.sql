@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 1: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 4: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -41,11 +41,28 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_held ON messages (id) WHERE held;
 
 CREATE TABLE IF NOT EXISTS message_bodies (
-    id   text PRIMARY KEY COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
-    data bytea NOT NULL               -- trace headers, then the body, byte for byte
+    id    text PRIMARY KEY COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    data  bytea,                      -- trace headers, then the body, byte for byte
+    large oid,                        -- or, above inline_body_max, this large object
+    CONSTRAINT message_bodies_one_place CHECK ((data IS NULL) <> (large IS NULL))
 );
 -- Bodies are written once and read whole: no compression attempt on the accept path.
 ALTER TABLE message_bodies ALTER COLUMN data SET STORAGE EXTERNAL;
+
+-- ---- schema version 4: large bodies as large objects (see also schema.py) ----
+-- A large object lives as long as its row: whatever deletes the row (a delete, a purge,
+-- the messages row's ON DELETE CASCADE) unlinks it in the same transaction, so no path
+-- leaves an orphan. (TRUNCATE fires no row trigger: postroom never truncates.)
+CREATE OR REPLACE FUNCTION postroom_unlink_body() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.large IS NOT NULL THEN
+        PERFORM lo_unlink(OLD.large);
+    END IF;
+    RETURN OLD;
+END $$;
+CREATE OR REPLACE TRIGGER message_bodies_unlink AFTER DELETE ON message_bodies
+    FOR EACH ROW EXECUTE FUNCTION postroom_unlink_body();
+-- ---- end of schema version 4 ----
 
 CREATE TABLE IF NOT EXISTS recipients (
     message_id      text NOT NULL COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
@@ -150,3 +167,54 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (key_name, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+
+-- ---- version 2: shared limits (store/limitops.py) -------------------------------------
+-- Counters, not mail: UNLOGGED (no WAL, so a commit that touches only these does not
+-- wait for a WAL flush; PostgreSQL empties them after a crash of the database).
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_windows (
+    key     text PRIMARY KEY,
+    ends_at double precision NOT NULL,
+    used    bigint NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_buckets (
+    key    text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    at     double precision NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_hits (
+    key     text NOT NULL,
+    tag     text NOT NULL,
+    at      double precision NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS limit_hits_key ON limit_hits (key, at);
+CREATE INDEX IF NOT EXISTS limit_hits_expires ON limit_hits (expires);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_slots (
+    key    text NOT NULL,
+    holder text NOT NULL,
+    held   integer NOT NULL,
+    until  double precision NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX IF NOT EXISTS limit_slots_holder ON limit_slots (holder);
+-- ---- end of version 2 -----------------------------------------------------------------
+
+-- ---- version 3: the dashboard's admins -----------------------------------------------
+-- The dashboard's administrators: logins of their own, never mail users.
+CREATE TABLE IF NOT EXISTS admins (
+    name           text PRIMARY KEY,
+    password_hash  text NOT NULL,        -- argon2id
+    created_at     double precision NOT NULL,
+    sessions_after double precision NOT NULL DEFAULT 0 -- sessions begun at or before this are over
+);
+
+-- The audit log: who did what in the dashboard, and when.
+CREATE TABLE IF NOT EXISTS admin_actions (
+    at     double precision NOT NULL,
+    admin  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL DEFAULT '',
+    client text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
+-- ---- end of version 3 -----------------------------------------------------------------

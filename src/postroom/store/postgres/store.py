@@ -3,13 +3,15 @@
 Writes go through a ``GroupCommitter`` as on SQLite: one writer thread per node owns a
 connection and commits each batch of concurrent jobs in one transaction, one durable
 commit (``synchronous_commit = on``) for many messages. Reads run on a small pool of
-reader threads, each borrowing a connection from a ``psycopg_pool.ConnectionPool``; a
-read is one REPEATABLE READ, read-only transaction, so a message and its recipients
-come from one moment. Many nodes write at once: claims lock the rows they lease with
+reader threads, each with a connection of its own (``Readers``); a read is one
+REPEATABLE READ, read-only transaction, so a message and its recipients come from one
+moment. A lost database fails writes and reads at once, never makes them wait, and
+each connects again on its next use. Many nodes write at once: claims lock the rows they lease with
 ``FOR UPDATE SKIP LOCKED`` (see ``delivery``), and a lock another node holds is waited
 for ``busy_timeout`` at most (``lock_timeout``), then the job fails as unavailable.
 
-The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``.
+The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``; the
+shared limits run on a connection of their own (``limits``).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from postroom.errors import StoreUnavailable
+from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
+    DEFAULT_INLINE_BODY_MAX,
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -40,7 +45,8 @@ from postroom.store.models import (
     UserRecord,
 )
 from postroom.store.postgres import delivery, directory, log, queue
-from postroom.store.postgres.connection import Conn, Link, Writer, store_error
+from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
+from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
@@ -53,14 +59,16 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn]):
+class PostgresStore(DeliveryOps[Conn], LimitOps, AdminOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
-    an older one when ``upgrade``), ``aclose()`` after.
+    an older one when ``upgrade``), ``aclose()`` after. A body above ``inline_body_max``
+    bytes is stored as a large object (``queue``).
     """
 
     _delivery = delivery
+    _admin_sql = POSTGRES
 
     def __init__(
         self,
@@ -71,53 +79,36 @@ class PostgresStore(DeliveryOps[Conn]):
         readers: int = 2,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
         max_batch_bytes: int = DEFAULT_MAX_BYTES,
+        inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
     ) -> None:
         self.url = url
+        self.inline_body_max = inline_body_max
         self.committer: GroupCommitter[Link] = GroupCommitter(
             Writer(url, busy_timeout, upgrade=upgrade),
             max_jobs=max_batch_jobs,
             max_bytes=max_batch_bytes,
         )
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=readers,
-            open=False,
-            configure=_configure_reader,
-            kwargs={"connect_timeout": 10},
-            name="postroom-readers",
-        )
+        self._connections = Readers(url, busy_timeout)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
+        self._limits = LimitLink(url, lock_timeout=busy_timeout)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
         try:
             await self.committer.start()
-            await asyncio.to_thread(self._pool.open, wait=True, timeout=10)
         except BaseException as exc:
             await self.aclose()
-            if isinstance(exc, psycopg.Error | OSError):  # PoolTimeout is a psycopg.Error
+            if isinstance(exc, psycopg.Error | OSError):
                 raise store_error(exc) from exc
             raise
 
     async def aclose(self) -> None:
         self._closed = True
         await self.committer.aclose()
+        await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
-        await asyncio.to_thread(self._pool.close)
-
-    def _in_reader(self, fn: Callable[[Conn], R]) -> R:
-        # A read is safe to run again: one whose connection the server dropped (a
-        # restart, a failover) runs once more on a new connection.
-        for again in (True, False):
-            with self._pool.connection() as conn:
-                try:
-                    return fn(conn)
-                except psycopg.OperationalError:
-                    if not (again and conn.broken):
-                        raise
-        raise AssertionError("unreachable")
+        self._connections.close()
 
     async def _read(self, fn: Callable[[Conn], R]) -> R:
         """Run ``fn`` on a reader, in one snapshot."""
@@ -125,8 +116,8 @@ class PostgresStore(DeliveryOps[Conn]):
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._readers, self._in_reader, fn)
-        except psycopg.Error as exc:  # PoolTimeout too: no reader connection to be had
+            return await loop.run_in_executor(self._readers, self._connections.read, fn)
+        except psycopg.Error as exc:
             raise store_error(exc) from exc
 
     async def _write(self, job: Callable[[Conn], R], weight: int = 0) -> R:
@@ -140,6 +131,9 @@ class PostgresStore(DeliveryOps[Conn]):
 
     async def _read_consistent(self, fn: Callable[[Conn], R]) -> R:
         return await self._read(fn)  # every read here is one REPEATABLE READ snapshot
+
+    async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.run(keys, job)
 
     async def watch_queue(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change`` whenever any node commits mail or makes mail due (their
@@ -173,7 +167,7 @@ class PostgresStore(DeliveryOps[Conn]):
 
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
-        await self._write(queue.enqueue_job(message), message.size)
+        await self._write(queue.enqueue_job(message, self.inline_body_max), message.size)
 
     async def message(self, message_id: str) -> StoredMessage | None:
         found = await self._read(
@@ -191,6 +185,11 @@ class PostgresStore(DeliveryOps[Conn]):
                 queue.select_messages, where="m.id > %s", params=(after or "",), limit=limit
             )
         )
+
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        if not ids or size <= 0:
+            return {}
+        return await self._read(functools.partial(queue.read_heads, list(ids), size))
 
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
@@ -222,6 +221,11 @@ class PostgresStore(DeliveryOps[Conn]):
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(log.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(delivery.recent_failures, limit))
@@ -302,9 +306,3 @@ class PostgresStore(DeliveryOps[Conn]):
 
     async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
         return await self._read(functools.partial(directory.idempotent, key_name, key, since))
-
-
-def _configure_reader(conn: Conn) -> None:
-    """Each read is one read-only snapshot: a message and its recipients agree."""
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -160,3 +160,23 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (key_name, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+
+-- dashboard (admins) ------------------------------------------------------------------
+-- The dashboard's administrators: logins of their own, never mail users.
+CREATE TABLE IF NOT EXISTS admins (
+    name           TEXT PRIMARY KEY,
+    password_hash  TEXT NOT NULL,        -- argon2id
+    created_at     REAL NOT NULL,
+    sessions_after REAL NOT NULL DEFAULT 0 -- sessions begun at or before this are over
+) WITHOUT ROWID;
+
+-- The audit log: who did what in the dashboard, and when.
+CREATE TABLE IF NOT EXISTS admin_actions (
+    at     REAL NOT NULL,
+    admin  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    client TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
+-- end dashboard (admins) --------------------------------------------------------------
