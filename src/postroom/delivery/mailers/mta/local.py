@@ -23,7 +23,7 @@ from postroom.config.mailers import LocalMailerSettings
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.mail.address import parse_address
-from postroom.mailbox import MailboxStore, Maildir, check_folder_name
+from postroom.mailbox import Maildir, MailDrop, check_folder_name
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 
@@ -75,7 +75,7 @@ class LocalMailer:
         *,
         data_dir: Path,
         clock: Clock,
-        mailbox: MailboxStore | None = None,
+        mailbox: MailDrop | None = None,
     ) -> None:
         self.name = settings.name
         self._clock = clock
