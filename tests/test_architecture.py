@@ -41,6 +41,7 @@ PURE_CORE = [
     "imap/structure.py",
     "imap/sections.py",
     "imap/search.py",
+    "imap/view.py",
     "config",
     "clock.py",
     "ids.py",

@@ -98,7 +98,7 @@ class Section:
 @dataclass(frozen=True, slots=True)
 class FetchAtt:
     name: str  # ENVELOPE, FLAGS, INTERNALDATE, RFC822*, BODY, BODYSTRUCTURE, UID, MODSEQ, BODY[]
-    section: Section | None = None  # for BODY[...] (name "BODY[]"), BINARY[...]
+    section: Section | None = None  # for BODY[...] (name "BODY[]")
     partial: tuple[int, int | None] | None = None
     peek: bool = False
 
@@ -700,23 +700,22 @@ def _fetch_att(token: Token) -> FetchAtt:
         return FetchAtt(upper)
     open_at = text.find("[")
     head = upper[:open_at] if open_at >= 0 else upper
-    if head not in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE") or open_at < 0:
+    if head not in ("BODY", "BODY.PEEK") or open_at < 0:
         raise CommandError(f"unknown fetch attribute {text[:40]}")
     close_at = text.rfind("]")
-    section = parse_section(text[open_at + 1 : close_at], binary=head.startswith("BINARY"))
+    section = parse_section(text[open_at + 1 : close_at])
     rest = text[close_at + 1 :]
     partial = None
     if rest:
         match = _PARTIAL.match(rest)
-        if match is None or head == "BINARY.SIZE":
+        if match is None:
             raise CommandError(f"bad partial {rest[:20]!r}")
         length = int(match.group(2)) if match.group(2) is not None else None
         partial = (int(match.group(1)), length)
-    name = head.split(".")[0] + ("[]" if head != "BINARY.SIZE" else ".SIZE[]")
-    return FetchAtt(name, section, partial, peek=head.endswith(".PEEK"))
+    return FetchAtt("BODY[]", section, partial, peek=head.endswith(".PEEK"))
 
 
-def parse_section(spec: str, *, binary: bool = False) -> Section:
+def parse_section(spec: str) -> Section:
     """``1.2.HEADER.FIELDS (From To)`` → Section((1, 2), "HEADER.FIELDS", ("FROM", "TO"))."""
     fields: tuple[str, ...] = ()
     if " " in spec:
@@ -735,7 +734,7 @@ def parse_section(spec: str, *, binary: bool = False) -> Section:
             raise CommandError("bad section part")
         parts.append(number)
     text = ".".join(pieces).upper()
-    if text and (text not in _SECTION_TEXTS or binary):
+    if text and text not in _SECTION_TEXTS:
         raise CommandError(f"bad section {spec[:40]!r}")
     if text == "MIME" and not parts:
         raise CommandError("MIME needs a part number")

@@ -109,8 +109,7 @@ _TAG_CHARS: Final = frozenset(
 BASE_CAPABILITIES: Final = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
-    "CREATE-SPECIAL-USE", "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-    "CONDSTORE", "UTF8=ACCEPT", "APPENDLIMIT",
+    "ESEARCH", "QUOTA", "QUOTA=RES-STORAGE", "CONDSTORE",
 )  # fmt: skip
 
 
@@ -169,7 +168,7 @@ class ImapConnection:
         self.config = config
         self.tls = tls
         self.state = State.NOT_AUTHENTICATED
-        self.utf8 = False  # ENABLE UTF8=ACCEPT
+        self.utf8 = False  # mailbox names in UTF-8 (RFC 6855; not offered yet)
         self.condstore = False  # ENABLE CONDSTORE, or a CONDSTORE-using command
         self.read_only = False
         self._reader = CommandReader(
@@ -188,9 +187,7 @@ class ImapConnection:
         return rs.status("OK", "postroom IMAP ready", code=self._capability_code())
 
     def capabilities(self) -> tuple[str, ...]:
-        caps = list(BASE_CAPABILITIES)
-        caps.append(f"APPENDLIMIT={self.config.max_message_size}")
-        caps.remove("APPENDLIMIT")
+        caps = [*BASE_CAPABILITIES, f"APPENDLIMIT={self.config.max_message_size}"]
         if self.state is State.NOT_AUTHENTICATED:
             if not self.tls and self.config.starttls_available:
                 caps.append("STARTTLS")
@@ -206,6 +203,11 @@ class ImapConnection:
     @property
     def _login_allowed(self) -> bool:
         return self.tls or self.config.plaintext_login
+
+    @property
+    def in_command(self) -> bool:
+        """Part of a command has come: the client is expected to send the rest soon."""
+        return self._reader.in_command
 
     @property
     def closed(self) -> bool:

@@ -27,11 +27,19 @@ from postroom.mailbox.base import (
     MessageInfo,
     StoreResult,
 )
-from postroom.mailbox.maildir import Maildir, check_folder_name
+from postroom.mailbox.maildir import Maildir, check_folder_name, mailbox_key
 from postroom.mailbox.message import MessageFile
 from postroom.mailbox.watch import FolderWatch
 
-__all__ = ["MailAccount", "MailDrop", "MailboxStore", "Maildir", "MessageFile", "check_folder_name"]
+__all__ = [
+    "MailAccount",
+    "MailDrop",
+    "MailboxStore",
+    "Maildir",
+    "MessageFile",
+    "check_folder_name",
+    "mailbox_key",
+]
 
 
 class MailAccount(Protocol):

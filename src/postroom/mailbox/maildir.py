@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Final
 
 from postroom.clock import Clock, SystemClock
-from postroom.mail.address import path_name_problem
+from postroom.mail.address import parse_address, path_name_problem
 from postroom.mail.headers import safe_header_value
 from postroom.mailbox.account import MaildirAccount
 from postroom.mailbox.folder import FolderFiles, change_stamp
 from postroom.mailbox.message import to_crlf
 from postroom.mailbox.watch import Watchers
 
-__all__ = ["Maildir", "check_folder_name"]
+__all__ = ["Maildir", "check_folder_name", "mailbox_key"]
 
 SUBFOLDERS: Final = ("tmp", "new", "cur")
 _FOLDER_MODE: Final = 0o700
@@ -71,6 +71,13 @@ def check_folder_name(name: str) -> str:
     if len(name.encode("utf-8")) > _NAME_MAX:  # lone surrogates raise UnicodeEncodeError
         raise ValueError(f"{name!r} is too long for a mailbox folder")
     return name
+
+
+def mailbox_key(address: str) -> tuple[str, str]:
+    """``(domain, user)`` naming the mailbox of ``address`` (the directory's lookup key:
+    A-label domain, lowercased local part); ``ValueError`` when it cannot name one."""
+    parsed = parse_address(address)  # AddressError is a ValueError
+    return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
 
 
 def _fsync_dir(path: Path) -> None:
