@@ -23,7 +23,7 @@ from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
 from postroom.config.providers import ProviderMailerSettings
-from postroom.config.settings import ListenerRole, Settings
+from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
@@ -37,10 +37,13 @@ from postroom.events.logline import LogLineWriter
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
+from postroom.mailbox import Maildir
 from postroom.net.control import ControlListener
+from postroom.net.listener import Listener
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
+from postroom.pop3.server import Pop3Server
 from postroom.readiness import Readiness
 from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
@@ -126,6 +129,13 @@ class Server:
         self._sockets = sockets
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
+        self.pop3: Pop3Server | None = None
+        self.mailboxes = Maildir(
+            settings.data_dir / "mail",
+            clock=self.clock,
+            hostname=settings.hostname,
+            poll_interval=settings.mailboxes.poll_interval,
+        )
         self.api: ApiServer | None = None
         self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
@@ -163,23 +173,37 @@ class Server:
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
+        # One count of failed logins for every protocol: a guess is a guess, by any door.
+        auth_throttle = FailureThrottle(
+            self.clock,
+            max_failures=auth.max_failures,
+            max_account_failures=auth.max_account_failures,
+            window=auth.window,
+        )
+        authenticate = _authenticator(Users(store))
         self.smtp = SmtpServer(
             settings,
             intake=intake,
-            authenticate=_authenticator(Users(store)),
+            authenticate=authenticate,
             relay_networks=RelayNetworks.from_settings(settings),
-            auth_throttle=FailureThrottle(
-                self.clock,
-                max_failures=auth.max_failures,
-                max_account_failures=auth.max_account_failures,
-                window=auth.window,
-            ),
+            auth_throttle=auth_throttle,
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
         )
+        if not self.accept_only:  # mailboxes are served by the primary alone
+            self.pop3 = Pop3Server(
+                settings,
+                mailboxes=self.mailboxes,
+                authenticate=authenticate,
+                auth_throttle=auth_throttle,
+                ssl_context=tls.context,
+                sockets=self._sockets,
+            )
         try:
             await self.smtp.start()
+            if self.pop3 is not None:
+                await self.pop3.start()
             if not self.accept_only:
                 await self._start_api(store, intake)
         except OSError:
@@ -204,7 +228,6 @@ class Server:
         are Unix times; the command documents its own JSON)."""
         settings = self.settings
         started_at, started = self._started
-        listeners = self.smtp.listeners if self.smtp is not None else []
         api = None
         if self.api is not None:
             address, port = self.api.bound
@@ -221,9 +244,9 @@ class Server:
                     "role": spec.role.value,
                     "address": spec.address,
                     "port": listener.bound_port,
-                    "tls": "implicit" if spec.role is ListenerRole.SUBMISSIONS else "starttls",
+                    "tls": "implicit" if spec.role in IMPLICIT_TLS_ROLES else "starttls",
                 }
-                for spec, listener in zip(settings.listeners, listeners, strict=False)
+                for spec, listener in self.bound_listeners()
             ],
             "api": api,
             "delivery": {
@@ -238,6 +261,14 @@ class Server:
                 {"part": f.part, "reason": f.reason, "at": f.at} for f in self.readiness.faults()
             ],
         }
+
+    def bound_listeners(self) -> list[tuple[ListenerSettings, Listener]]:
+        """Every started listener with its settings, SMTP's first, then POP3's."""
+        found: list[tuple[ListenerSettings, Listener]] = []
+        for server in (self.smtp, self.pop3):
+            if server is not None:
+                found += zip(server.specs, server.listeners, strict=True)
+        return found
 
     def _store_damaged(self, problem: str) -> None:
         """SQLite reported a damaged database file at run time: say so once in the log,
@@ -315,6 +346,7 @@ class Server:
             clock=self.clock,
             rng=self.rng,
             data_dir=settings.data_dir,
+            mailboxes=self.mailboxes,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
         self._router = Router(mailers)
@@ -334,6 +366,12 @@ class Server:
         )
         self.retention = Retention(store, settings.retention, self.clock)
 
+    async def _stop_listeners(self, grace: float) -> None:
+        """SMTP and POP3 at once: each stops accepting, then lets its sessions finish."""
+        servers = [server for server in (self.smtp, self.pop3) if server is not None]
+        await asyncio.gather(*(server.stop(grace) for server in servers))
+        self.smtp = self.pop3 = None
+
     async def stop(self) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight
         finish), then delivery, then the store."""
@@ -344,9 +382,7 @@ class Server:
         if self.api is not None:
             await self.api.stop()
             self.api = None
-        if self.smtp is not None:
-            await self.smtp.stop(grace)
-            self.smtp = None
+        await self._stop_listeners(grace)
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None
@@ -384,6 +420,8 @@ _ROLE_WORDS = {
     ListenerRole.MX: "mx",
     ListenerRole.SUBMISSION: "submission (STARTTLS)",
     ListenerRole.SUBMISSIONS: "submissions (TLS)",
+    ListenerRole.POP3: "pop3 (STLS)",
+    ListenerRole.POP3S: "pop3s (TLS)",
 }
 
 
@@ -392,17 +430,22 @@ def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
     configuration and data directory, the version, and the first step when no user exists.
     Parts are separated by "; " and keep their order (docs/configuration.md)."""
     settings = server.settings
-    smtp = server.smtp.listeners if server.smtp is not None else []
-    ports = ", ".join(
-        f"{_host_port(spec.address, lst.bound_port)} {_ROLE_WORDS[spec.role]}"
-        for spec, lst in zip(settings.listeners, smtp, strict=True)
-    )
+
+    def ports(found: SmtpServer | Pop3Server | None) -> str:
+        pairs = zip(found.specs, found.listeners, strict=True) if found is not None else ()
+        return ", ".join(
+            f"{_host_port(spec.address, lst.bound_port)} {_ROLE_WORDS[spec.role]}"
+            for spec, lst in pairs
+        )
+
     api = "off"
     if server.api is not None:
         api = f"http://{_host_port(*server.api.bound)}"
     processes = f"{settings.workers} process{'' if settings.workers == 1 else 'es'}"
-    parts = [
-        f"postroom {_version()} ready: SMTP on {ports}",
+    parts = [f"postroom {_version()} ready: SMTP on {ports(server.smtp)}"]
+    if server.pop3 is not None and server.pop3.listeners:
+        parts.append(f"POP3 on {ports(server.pop3)}")
+    parts += [
         f"API {api}",
         f"certificate {server.certificate}",
         f"config {source.describe()}",

@@ -9,7 +9,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-from postroom.config.settings import ListenerRole, ListenerSettings, Settings
+from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.events import Bus
 from postroom.intake import Intake
 from postroom.intake.principals import RelayNetworks
@@ -53,7 +53,8 @@ class SmtpServer:
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         """``sockets``: bound, listening sockets for the listeners, in order (accept
-        workers share them); None: each listener binds its own. ``relay_networks``
+        workers share them; those of other protocols' roles are left alone); None: each
+        listener binds its own. ``relay_networks``
         apply to mx listeners only: submission ports always want AUTH (RFC 6409 4.3)."""
         self._settings = settings
         limits = settings.limits
@@ -63,12 +64,15 @@ class SmtpServer:
         self._sessions: set[Session] = set()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
+        self.specs: list[ListenerSettings] = []  # the SMTP listeners', as self.listeners
         self.listeners: list[Listener] = []
         refusal = replies.TOO_MANY_CONNECTIONS.to_bytes()
         specs = list(listeners if listeners is not None else settings.listeners)
         if sockets is not None and len(sockets) != len(specs):
             raise ValueError("one socket per listener")
         for index, spec in enumerate(specs):
+            if spec.role not in SMTP_ROLES:
+                continue
             context = SessionContext(
                 role=spec.role.value,
                 config=server_config(settings, spec.role, starttls=ssl_context is not None),
@@ -84,6 +88,7 @@ class SmtpServer:
                 data_grace=limits.data_grace,
             )
             implicit = spec.role is ListenerRole.SUBMISSIONS
+            self.specs.append(spec)
             self.listeners.append(
                 Listener(
                     address=spec.address,

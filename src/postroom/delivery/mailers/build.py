@@ -55,6 +55,7 @@ from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.mailers.mta.relay import SmtpMailer
 from postroom.errors import ConfigError
+from postroom.mailbox import MailDrop
 from postroom.resolver import Resolver
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
@@ -69,6 +70,7 @@ class MailerDeps:
     clock: Clock
     rng: random.Random
     data_dir: Path
+    mailboxes: MailDrop | None = None  # the server's, so deliveries wake its watchers
 
 
 Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
@@ -83,7 +85,7 @@ def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
 
 def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, LocalMailerSettings)
-    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
+    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock, mailbox=deps.mailboxes)
 
 
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:

@@ -22,8 +22,7 @@ from postroom.clock import Clock
 from postroom.config.mailers import LocalMailerSettings
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
-from postroom.mail.address import parse_address
-from postroom.mailbox import Maildir, MailDrop, check_folder_name
+from postroom.mailbox import Maildir, MailDrop, mailbox_key
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 
@@ -51,12 +50,6 @@ DISK_ERRORS: Final[Mapping[int, Reply]] = MappingProxyType(
 _DISPOSITIONS: Final[Mapping[int, Disposition]] = MappingProxyType(
     {2: Disposition.DELIVERED, 4: Disposition.DEFERRED, 5: Disposition.BOUNCED}
 )
-
-
-def mailbox_key(address: str) -> tuple[str, str]:
-    """``(domain, user)`` naming the mailbox of ``address``; ``ValueError`` when unsafe."""
-    parsed = parse_address(address)  # AddressError is a ValueError
-    return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
 
 
 def _disk_error(exc: OSError) -> Reply:
