@@ -1,0 +1,120 @@
+"""The IMAP listeners of one server: per-role configuration, sessions, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+
+from postroom.config.settings import IMAP_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.imap.connection import ImapConfig
+from postroom.imap.session import Authenticator, ImapContext, ImapSession, QuotaOf
+from postroom.mailbox import MailboxStore
+from postroom.net.listener import Handler, Listener
+from postroom.net.stream import Stream
+from postroom.net.throttle import ConnectionCounter, FailureThrottle
+
+__all__ = ["ImapServer"]
+
+_log = logging.getLogger("postroom.imap")
+_TOO_MANY = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+
+
+class ImapServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        mailboxes: MailboxStore,
+        authenticate: Authenticator,
+        auth_throttle: FailureThrottle,
+        ssl_context: ssl.SSLContext | None,
+        quota_of: QuotaOf | None = None,
+        sockets: Sequence[socket.socket] | None = None,
+    ) -> None:
+        """``sockets``: one bound, listening socket per entry of ``settings.listeners``
+        (those of other roles are left alone); None: each listener binds its own."""
+        limits = settings.limits
+        self._counter = ConnectionCounter(
+            max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
+        )
+        self._sessions: set[ImapSession] = set()
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+        self.specs: list[ListenerSettings] = []
+        self.listeners: list[Listener] = []
+        for index, spec in enumerate(settings.listeners):
+            if spec.role not in IMAP_ROLES:
+                continue
+            implicit = spec.role is ListenerRole.IMAPS
+            config = ImapConfig(
+                hostname=settings.hostname,
+                max_message_size=limits.max_message_size,
+                starttls_available=ssl_context is not None and not implicit,
+                plaintext_login=spec.plaintext_login,
+            )
+            context = ImapContext(
+                role=spec.role.value,
+                config=config,
+                mailboxes=mailboxes,
+                authenticate=authenticate,
+                auth_throttle=auth_throttle,
+                ssl_context=ssl_context,
+                autologout=settings.mailboxes.imap_autologout,
+                command_timeout=limits.command_timeout,
+                **({"quota_of": quota_of} if quota_of is not None else {}),
+            )
+            self.specs.append(spec)
+            self.listeners.append(
+                Listener(
+                    address=spec.address,
+                    port=spec.port,
+                    handler=self._handler(context),
+                    counter=self._counter,
+                    refusal=_TOO_MANY,
+                    ssl_context=ssl_context if implicit else None,
+                    handshake_timeout=limits.command_timeout,
+                    sock=sockets[index] if sockets is not None else None,
+                )
+            )
+
+    def _handler(self, context: ImapContext) -> Handler:
+        async def handle(stream: Stream) -> None:
+            session = ImapSession(context, stream)
+            self._sessions.add(session)
+            self._no_sessions.clear()
+            try:
+                await session.run()
+            finally:
+                self._sessions.discard(session)
+                if not self._sessions:
+                    self._no_sessions.set()
+
+        return handle
+
+    async def start(self) -> None:
+        for listener in self.listeners:
+            await listener.start()
+            _log.info("listening on %s:%d", listener.address, listener.bound_port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; sessions waiting for a command (or idling) get BYE at once,
+        those busy with a command get up to ``grace`` seconds."""
+        for listener in self.listeners:
+            listener.stop_accepting()
+        for session in list(self._sessions):
+            session.request_stop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._no_sessions.wait()
+        for listener in self.listeners:
+            listener.cancel_connections()
+        for listener in self.listeners:
+            await listener.wait_closed()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
