@@ -40,7 +40,6 @@ PURE_CORE = [
     "imap/responses.py",
     "imap/receiver.py",
     "imap/tokens.py",
-    "imap/mutf7.py",
     "imap/structure.py",
     "imap/sections.py",
     "imap/search.py",

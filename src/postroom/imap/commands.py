@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from postroom.imap import mutf7
 from postroom.imap.tokens import Atom, ParenList, String, Token
+from postroom.mail.mutf7 import decode_mutf7
 
 __all__ = [
     "CommandError",
@@ -386,13 +386,20 @@ def mailbox_name(raw: str, *, utf8: bool) -> str:
     if raw.upper() == "INBOX":
         return "INBOX"
     if not utf8:
-        try:
-            raw = mutf7.decode(raw)
-        except ValueError as error:
-            raise CommandError(str(error)) from error
+        raw = _from_mutf7(raw)
     if raw.upper().startswith("INBOX/"):
         raw = "INBOX" + raw[5:]
     return raw
+
+
+def _from_mutf7(name: str) -> str:
+    """A mailbox name as a client without UTF8=ACCEPT sends it: 7-bit, modified UTF-7."""
+    if any(ord(char) > 0x7E for char in name):
+        raise CommandError("8-bit mailbox name: use modified UTF-7")
+    try:
+        return decode_mutf7(name)
+    except ValueError as error:
+        raise CommandError("bad modified UTF-7 in mailbox name") from error
 
 
 def parse_sequence_set(text: str) -> SequenceSet:
@@ -542,10 +549,7 @@ def _list(args: _Args, name: str) -> Command:
     else:
         patterns = (astring_of(patterns_token, "pattern"),)
     if not args.utf8:
-        try:
-            patterns = tuple(mutf7.decode(p) for p in patterns)
-        except ValueError as error:
-            raise CommandError(str(error)) from error
+        patterns = tuple(_from_mutf7(p) for p in patterns)
     returns: list[str] = []
     status: tuple[str, ...] = ()
     if args.more():

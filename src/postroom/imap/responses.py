@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from postroom.imap import mutf7
+from postroom.mail.mutf7 import encode_mutf7
 
 __all__ = [
     "astring",
@@ -79,7 +79,7 @@ def astring(value: str | bytes) -> bytes:
 def mailbox(name: str, *, utf8: bool = False) -> bytes:
     if utf8:
         return string(name, utf8=True)
-    return astring(mutf7.encode(name))
+    return astring(encode_mutf7(name))
 
 
 def paren(items: Iterable[bytes]) -> bytes:

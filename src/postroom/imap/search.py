@@ -15,12 +15,13 @@ import email.header
 import email.message
 import email.policy
 import email.utils
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from postroom.imap import commands as c
 
-__all__ = ["Candidate", "MessageFacts", "matches", "needs_content"]
+__all__ = ["Candidate", "MessageFacts", "any_key", "matches", "needs_content"]
 
 
 class MessageFacts(Protocol):
@@ -54,17 +55,23 @@ class Candidate:
         return self._parsed
 
 
-def needs_content(key: c.SearchKey) -> bool:
+def any_key(key: c.SearchKey, wanted: Callable[[c.SearchKey], bool]) -> bool:
+    """Whether ``wanted`` holds for any key in the criteria, however nested."""
     match key:
-        case c.HeaderKey() | c.TextKey() | c.DateKey(sent=True):
-            return True
         case c.AllOf(keys=keys):
-            return any(needs_content(k) for k in keys)
+            return any(any_key(k, wanted) for k in keys)
         case c.Or(left=left, right=right):
-            return needs_content(left) or needs_content(right)
+            return any_key(left, wanted) or any_key(right, wanted)
         case c.Not(key=inner):
-            return needs_content(inner)
-    return False
+            return any_key(inner, wanted)
+    return wanted(key)
+
+
+def needs_content(key: c.SearchKey) -> bool:
+    return any_key(
+        key,
+        lambda k: isinstance(k, c.HeaderKey | c.TextKey) or (isinstance(k, c.DateKey) and k.sent),
+    )
 
 
 def matches(key: c.SearchKey, message: Candidate) -> bool:  # noqa: C901 (one case per key kind)

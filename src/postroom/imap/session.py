@@ -35,7 +35,7 @@ from postroom.imap.connection import (
     Write,
 )
 from postroom.imap.fetch import FetchWriter
-from postroom.imap.search import Candidate, matches, needs_content
+from postroom.imap.search import Candidate, any_key, matches, needs_content
 from postroom.imap.view import MailboxView
 from postroom.intake import Principal
 from postroom.mailbox import MailAccount, MailboxStore, mailbox_key
@@ -612,7 +612,7 @@ class ImapSession:
                 found.append((seq, uid))
         numbers = [uid if command.uid else seq for seq, uid in found]
         modseq = b""
-        if _uses_modseq(command.criteria) and found:
+        if any_key(command.criteria, lambda k: isinstance(k, c.ModSeqKey)) and found:
             modseq = b" (MODSEQ %d)" % max(view.facts[uid].modseq for _, uid in found)
         if command.returns is None:
             self._stream.write(
@@ -710,19 +710,6 @@ def _attributes(folder: FolderInfo, *, show_subscribed: bool) -> list[bytes]:
     if show_subscribed and folder.subscribed:
         attributes.append(b"\\Subscribed")
     return attributes
-
-
-def _uses_modseq(key: c.SearchKey) -> bool:
-    match key:
-        case c.ModSeqKey():
-            return True
-        case c.AllOf(keys=keys):
-            return any(_uses_modseq(k) for k in keys)
-        case c.Or(left=left, right=right):
-            return _uses_modseq(left) or _uses_modseq(right)
-        case c.Not(key=inner):
-            return _uses_modseq(inner)
-    return False
 
 
 def _esearch(tag: str, command: c.Search, numbers: list[int]) -> bytes:

@@ -258,15 +258,14 @@ def envelope(entity: Entity) -> bytes:
 
 
 def _params(entity: Entity, header: str) -> bytes:
-    params = entity.mime.get_params(header=header) or []
+    """The parameters of a Content-Type or Content-Disposition field (RFC 2231 values
+    joined and decoded), as a list of name-value pairs; NIL when it has none."""
+    params = (entity.mime.get_params(header=header) or [])[1:]  # the first is the value
     out: list[bytes] = []
-    for index, (name, value) in enumerate(params):
-        if index == 0 and header == "content-type":
-            continue  # the type itself
+    for name, value in params:
         text = email.utils.collapse_rfc2231_value(value)
-        if not name or text is None:
-            continue
-        out += [rs.string(name.upper()), rs.string(str(text), utf8=True)]
+        if name:
+            out += [rs.string(name.upper()), rs.string(str(text), utf8=True)]
     return rs.paren(out) if out else b"NIL"
 
 
@@ -275,16 +274,8 @@ def _disposition(entity: Entity) -> bytes:
     if value is None:
         return b"NIL"
     kind = str(value).split(";", 1)[0].strip()
-    params = _params_list((entity.mime.get_params(header="content-disposition") or [])[1:])
+    params = _params(entity, "content-disposition")
     return rs.paren((rs.string(kind.upper() or "ATTACHMENT"), params))
-
-
-def _params_list(params: list[tuple[str, str]]) -> bytes:
-    out: list[bytes] = []
-    for name, value in params:
-        text = email.utils.collapse_rfc2231_value(value)
-        out += [rs.string(name.upper()), rs.string(str(text), utf8=True)]
-    return rs.paren(out) if out else b"NIL"
 
 
 def _nfield(entity: Entity, name: str) -> bytes:
