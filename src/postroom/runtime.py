@@ -148,6 +148,7 @@ class Server:
             clock=self.clock,
             hostname=settings.hostname,
             poll_interval=settings.mailboxes.poll_interval,
+            default_quota=settings.mailboxes.default_quota,
         )
         self.api: ApiServer | None = None
         self.intake: Intake | None = None
@@ -178,7 +179,13 @@ class Server:
         bus = Bus()
         bus.subscribe(LogLineWriter())
         intake = Intake.from_settings(
-            settings, store, self.clock, bus=bus, inbound=self._inbound, rng=self.rng
+            settings,
+            store,
+            self.clock,
+            bus=bus,
+            inbound=self._inbound,
+            rng=self.rng,
+            mailboxes=self.mailboxes,
         )
         self.intake = intake
         if self.accept_only:

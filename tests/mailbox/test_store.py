@@ -22,6 +22,8 @@ from postroom.mailbox.base import (
     FolderExists,
     MailboxError,
     NoSuchFolder,
+    Quota,
+    QuotaExceeded,
     SpecialUse,
     TooManyKeywords,
 )
@@ -343,3 +345,30 @@ def test_folder_directories_round_trip() -> None:
         assert folder_name(dir_name(name)) == name
     assert dir_name("inbox") == ""
     assert encode_mutf7("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+
+
+async def test_quota_is_the_default_until_set_and_kept_in_maildirsize(tmp_path: Path) -> None:
+    store = Maildir(tmp_path / "mail", hostname="mx1", default_quota=10_000)
+    account = store.account("example.test", "bob")
+    assert await account.quota() == Quota(limit=10_000, usage=0, own=False)
+    assert not store.path("example.test", "bob").exists()  # asking made nothing
+    await account.set_quota(5_000)
+    assert (store.path("example.test", "bob") / "maildirsize").read_text() == "5000S\n"
+    await account.append("INBOX", MESSAGE)
+    assert await account.quota() == Quota(limit=5_000, usage=len(MESSAGE), own=True)
+    await account.set_quota(None)
+    assert (await account.quota()).limit == 10_000
+
+
+async def test_a_full_mailbox_refuses_delivery_append_and_copy(store: Maildir) -> None:
+    account = _bob(store)
+    _deliver(store)
+    await account.set_quota(len(TRACE + MESSAGE) + 10)
+    with pytest.raises(QuotaExceeded):
+        _deliver(store)
+    with pytest.raises(QuotaExceeded):
+        await account.append("Drafts", MESSAGE)
+    with pytest.raises(QuotaExceeded):
+        await account.copy("INBOX", [1], "Archive")
+    await account.move("INBOX", [1], "Archive")  # a move takes no more room
+    assert (await account.status("Archive")).messages == 1

@@ -42,6 +42,7 @@ _COMMANDS = {
     "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
+    "mailbox": "postroom.cli.mailbox:mailbox",
     "mailer": "postroom.cli.mailer:mailer",
     "queue": "postroom.cli.queue:queue",
     "route": "postroom.cli.route:route",

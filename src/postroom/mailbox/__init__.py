@@ -25,6 +25,7 @@ from postroom.mailbox.base import (
     FolderInfo,
     FolderStatus,
     MessageInfo,
+    Quota,
     StoreResult,
 )
 from postroom.mailbox.maildir import Maildir, check_folder_name, mailbox_key
@@ -112,6 +113,15 @@ class MailAccount(Protocol):
 
     async def usage(self) -> int:
         """Octets held in all folders (what a quota counts)."""
+        ...
+
+    async def quota(self) -> Quota:
+        """The account's limit (its own, else the store's default) and its usage; an
+        account with no mail yet is not made by asking."""
+        ...
+
+    async def set_quota(self, limit: int | None) -> None:
+        """The account's own limit in octets (0: none); None: the default applies."""
         ...
 
     def watch(self, folder: str) -> AbstractAsyncContextManager[FolderWatch]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Collection, Iterable
@@ -30,6 +31,8 @@ from postroom.mailbox.base import (
     MailboxError,
     MessageInfo,
     NoSuchFolder,
+    Quota,
+    QuotaExceeded,
     StoreResult,
 )
 from postroom.mailbox.folder import FolderFiles, Snapshot
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["MaildirAccount"]
 
 SUBSCRIPTIONS: Final = "subscriptions"
+QUOTA_FILE: Final = "maildirsize"  # Maildir++ quota: the first line is the limit, "<octets>S"
 _SPECIAL: Final = dict(DEFAULT_FOLDERS)
 _FOLDER_MODE: Final = 0o700
 
@@ -74,7 +78,8 @@ class MaildirAccount:
         made = False
         for name, _ in DEFAULT_FOLDERS:
             if not (self._folder_path(name) / "cur").is_dir():
-                self._make_folder(name)
+                with contextlib.suppress(FolderExists):  # another session made it just now
+                    self._make_folder(name)
                 made = True
         if made:
             subscribed = self._subscriptions()
@@ -114,7 +119,7 @@ class MaildirAccount:
         return {line for line in text.splitlines() if line}
 
     def _write_subscriptions(self, names: Iterable[str]) -> None:
-        tmp = self.path / f"{SUBSCRIPTIONS}.{os.getpid()}.tmp"
+        tmp = self.path / f"{SUBSCRIPTIONS}.{secrets.token_hex(6)}.tmp"
         tmp.write_text("".join(f"{n}\n" for n in sorted(names)), "utf-8")
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path / SUBSCRIPTIONS)
@@ -230,6 +235,7 @@ class MaildirAccount:
     ) -> AppendResult:
         def append_() -> AppendResult:
             files = self._files(folder)
+            self.check_room(len(data))
             uid = files.add_file(lambda tmp: self._store.write_tmp(tmp, data, internal_date), flags)
             return AppendResult(files.snapshot().uidvalidity, uid)
 
@@ -238,12 +244,20 @@ class MaildirAccount:
         return result
 
     async def copy(self, folder: str, uids: Iterable[int], target: str) -> CopyResult:
+        return await self._copy(folder, uids, target, needs_room=True)
+
+    async def _copy(
+        self, folder: str, uids: Iterable[int], target: str, *, needs_room: bool
+    ) -> CopyResult:
         def copy_() -> CopyResult:
             source = self._files(folder)
             into = self._files(target)
             by_uid = source.snapshot().by_uid()
+            wanted = sorted(set(uids))
+            if needs_room:
+                self.check_room(sum(by_uid[u].info.size for u in wanted if u in by_uid))
             pairs: list[tuple[int, int]] = []
-            for uid in sorted(set(uids)):
+            for uid in wanted:
                 entry = by_uid.get(uid)
                 if entry is None:
                     continue
@@ -265,7 +279,7 @@ class MaildirAccount:
         return result
 
     async def move(self, folder: str, uids: Iterable[int], target: str) -> CopyResult:
-        result = await self.copy(folder, uids, target)
+        result = await self._copy(folder, uids, target, needs_room=False)  # no more room taken
         await asyncio.to_thread(
             lambda: self._files(folder).remove(set(result.source_uids), only_deleted=False)
         )
@@ -300,18 +314,67 @@ class MaildirAccount:
             self._store.watchers.changed(self._folder_path(folder))
         return removed
 
+    def _usage(self) -> int:
+        if not self.path.is_dir():
+            return 0
+        total = 0
+        for name in self._folder_names():
+            path = self._folder_path(name)
+            if (path / "cur").is_dir():
+                total += self._store.folder_files(path).usage()
+        return total
+
     async def usage(self) -> int:
-        def usage_() -> int:
-            return sum(self._files(name).snapshot().status().size for name in self._all())
+        return await asyncio.to_thread(self._usage)
 
-        return await asyncio.to_thread(usage_)
+    def quota_now(self) -> Quota:
+        """``quota()``, blocking (for code already in a worker thread)."""
+        own = _read_quota(self.path / QUOTA_FILE)
+        limit = own if own is not None else self._store.default_quota
+        return Quota(limit=limit, usage=self._usage(), own=own is not None)
 
-    def _all(self) -> list[str]:
-        self._ensure()
-        return self._folder_names()
+    def check_room(self, size: int) -> None:
+        """``QuotaExceeded`` unless ``size`` more octets fit. Checked before a write,
+        not under a lock: writers at the same moment may pass it together (a quota is
+        a limit for people, not an allocator)."""
+        quota = self.quota_now()
+        if quota.refuses(size):
+            raise QuotaExceeded(
+                f"{self.user}@{self.domain} is over quota: {quota.usage} of {quota.limit} octets"
+            )
+
+    async def quota(self) -> Quota:
+        return await asyncio.to_thread(self.quota_now)
+
+    async def set_quota(self, limit: int | None) -> None:
+        def set_quota_() -> None:
+            self._store.ensure_maildir(self.path)
+            path = self.path / QUOTA_FILE
+            if limit is None:
+                path.unlink(missing_ok=True)
+                return
+            tmp = path.with_name(f"{QUOTA_FILE}.{secrets.token_hex(6)}.tmp")
+            tmp.write_text(f"{limit}S\n", "ascii")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+
+        await asyncio.to_thread(set_quota_)
 
     @contextlib.asynccontextmanager
     async def watch(self, folder: str) -> AsyncIterator[FolderWatch]:
         await asyncio.to_thread(self._files, folder)  # NoSuchFolder before watching
         async with self._store.watchers.watch(self._folder_path(folder)) as watch:
             yield watch
+
+
+def _read_quota(path: Path) -> int | None:
+    """The storage limit in a Maildir++ ``maildirsize`` (``1073741824S`` or
+    ``1073741824S,1000C``); None when there is none or it cannot be read."""
+    try:
+        first = path.read_text("ascii", errors="replace").partition("\n")[0]
+    except FileNotFoundError:
+        return None
+    for part in first.split(","):
+        if part.endswith("S") and part[:-1].isdigit():
+            return int(part[:-1])
+    return None

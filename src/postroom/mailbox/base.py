@@ -29,6 +29,8 @@ __all__ = [
     "MailboxError",
     "MessageInfo",
     "NoSuchFolder",
+    "Quota",
+    "QuotaExceeded",
     "SpecialUse",
     "StoreResult",
     "TooManyKeywords",
@@ -77,6 +79,11 @@ class NoSuchFolder(MailboxError):
 
 class FolderExists(MailboxError):
     pass
+
+
+class QuotaExceeded(MailboxError):
+    """The account's quota has no room for the message (IMAP ``[OVERQUOTA]``,
+    SMTP ``552 5.2.2``)."""
 
 
 class TooManyKeywords(MailboxError):
@@ -132,6 +139,19 @@ class CopyResult:
     uidvalidity: int  # the target folder's
     source_uids: tuple[int, ...]
     target_uids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """An account's storage limit and what it holds (RFC 9208's STORAGE, in octets)."""
+
+    limit: int  # 0: no limit
+    usage: int
+    own: bool  # the account's own limit (``set_quota``), not the configured default
+
+    def refuses(self, size: int = 0) -> bool:
+        """Whether a message of ``size`` octets more would not fit (0: full already)."""
+        return self.limit > 0 and (self.usage >= self.limit or self.usage + size > self.limit)
 
 
 @dataclass(frozen=True, slots=True)

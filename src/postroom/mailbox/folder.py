@@ -167,6 +167,7 @@ class FolderFiles:
         # Sessions of one process share this object from worker threads; the dot-lock
         # keeps processes apart, this keeps threads from interleaving a sync.
         self.guard = threading.RLock()
+        self._usage: tuple[_Stamp, int] | None = None
 
     # -- reading -------------------------------------------------------------------
     def _stamp_now(self) -> _Stamp:
@@ -215,7 +216,7 @@ class FolderFiles:
         if len(kept) != len(uidlist.records):
             uidlist.highestmodseq += 1  # an expunge is a change (RFC 7162 3.2.10)
         known = {r.base for r in kept}
-        new = sorted((b for b in files if b not in known), key=_arrival_order)
+        new = sorted((b for b in files if b not in known), key=lambda b: self._arrival(b, files[b]))
         for base in new:
             uidlist.highestmodseq += 1
             kept.append(Record(uid=uidlist.uidnext, base=base, modseq=uidlist.highestmodseq))
@@ -234,10 +235,17 @@ class FolderFiles:
         uidlist.records = kept
         return uidlist
 
+    def _arrival(self, base: str, found: tuple[str, str]) -> tuple[int, str]:
+        """Delivery order: the file's mtime (a rename keeps it), then its name."""
+        try:
+            return (self.path.joinpath(*found).stat().st_mtime_ns, base)
+        except FileNotFoundError:
+            return (0, base)
+
     def _size_of(self, name: str, sub: str) -> int | None:
-        for part in name.partition(":")[0].split(","):
-            if part.startswith("W=") and part[2:].isdigit():
-                return int(part[2:])
+        size = _name_size(name)
+        if size is not None:
+            return size
         try:
             with open(self.path / sub / name, "rb") as file:
                 return crlf_size(file)
@@ -283,6 +291,23 @@ class FolderFiles:
             keywords=tuple(keywords),
         )
         return self._snapshot
+
+    def usage(self) -> int:
+        """Octets the folder's messages take, without a sync (no lock, nothing moved):
+        sizes from the names (``W=``), else the files' sizes. Cached like a snapshot."""
+        stamp = self._stamp_now()
+        cached = self._usage
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        total = 0
+        for sub, name in self._list_files().values():
+            size = _name_size(name)
+            if size is None:
+                with contextlib.suppress(FileNotFoundError):
+                    size = (self.path / sub / name).stat().st_size
+            total += size or 0
+        self._usage = (stamp, total)
+        return total
 
     def message_path(self, uid: int) -> Path | None:
         entry = self.snapshot().by_uid().get(uid)
@@ -395,7 +420,9 @@ class FolderFiles:
         return keywords
 
 
-def _arrival_order(base: str) -> tuple[int, str]:
-    """Delivery order: the seconds a Maildir name starts with, then the name."""
-    head = base.partition(".")[0]
-    return (int(head) if head.isdigit() else 0, base)
+def _name_size(name: str) -> int | None:
+    """The ``W=`` (size with CRLF line endings) a Maildir file name carries, if any."""
+    for part in name.partition(":")[0].split(","):
+        if part.startswith("W=") and part[2:].isdigit():
+            return int(part[2:])
+    return None

@@ -108,9 +108,11 @@ class Maildir:
         clock: Clock | None = None,
         hostname: str | None = None,
         poll_interval: float = 1.0,
+        default_quota: int = 0,
     ) -> None:
         """``poll_interval``: how often a watched folder is checked for changes made
-        by other processes (``watch.py``)."""
+        by other processes (``watch.py``); ``default_quota``: octets an account may
+        hold unless it has its own limit (0: none)."""
         self.root = root
         self._clock = clock or SystemClock()
         self._host = (hostname or platform.node() or "localhost").translate(_HOST_ESCAPES)
@@ -118,6 +120,7 @@ class Maildir:
         self._lock = threading.Lock()  # deliveries run in worker threads
         self._folders: dict[Path, FolderFiles] = {}
         self.watchers = Watchers(change_stamp, interval=poll_interval)
+        self.default_quota = default_quota
 
     # -- accounts ------------------------------------------------------------------
     def account(self, domain: str, user: str) -> MaildirAccount:
@@ -201,10 +204,12 @@ class Maildir:
     def deliver_sync(
         self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
     ) -> str:
-        """Store one message durably; return its file name in ``new/``."""
+        """Store one message durably; return its file name in ``new/``.
+        ``QuotaExceeded`` when the user's quota has no room for it."""
         maildir = self.path(domain, user)
-        self._ensure_folders(maildir)
         content, vsize = _file_content(data, sender=sender, recipient=recipient)
+        self.account(domain, user).check_room(vsize)
+        self._ensure_folders(maildir)
         name, fd = self._create_tmp(maildir / "tmp", len(content), vsize)
         tmp = maildir / "tmp" / name
         try:

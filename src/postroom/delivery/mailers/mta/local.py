@@ -23,6 +23,7 @@ from postroom.config.mailers import LocalMailerSettings
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.mailbox import Maildir, MailDrop, mailbox_key
+from postroom.mailbox.base import QuotaExceeded
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 
@@ -99,6 +100,8 @@ class LocalMailer:
             name = await self._mailbox.deliver(
                 domain, user, message.data, sender=message.sender, recipient=address
             )
+        except QuotaExceeded:
+            return replies.MAILBOX_FULL, None
         except ValueError:
             return UNSAFE_MAILBOX, None
         except OSError as exc:
