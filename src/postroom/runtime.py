@@ -76,16 +76,6 @@ def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | N
     return authenticate
 
 
-def _default_quota(settings: Settings) -> Callable[[str], Awaitable[int | None]]:
-    """Each user's mailbox quota in octets (None: no limit): the configured default."""
-    limit = settings.mailboxes.default_quota or None
-
-    async def quota_of(_: str) -> int | None:
-        return limit
-
-    return quota_of
-
-
 class _WakePrimary:
     """In an accept worker: after commits, wake the primary's scheduler (once per burst)."""
 
@@ -260,7 +250,6 @@ class Server:
             authenticate=authenticate,
             auth_throttle=auth_throttle,
             ssl_context=ssl_context,
-            quota_of=_default_quota(settings),
             sockets=self._sockets,
         )
 

@@ -41,7 +41,7 @@ class ImapHarness:
         *,
         implicit_tls: bool = False,
         plaintext_login: bool = False,
-        quota: int | None = None,
+        quota: int = 0,
         max_message_size: int = 1024 * 1024,
         max_failures: int = 5,
     ) -> None:
@@ -49,9 +49,8 @@ class ImapHarness:
         settings = loopback_settings(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.tls = ServerTls(settings)
-        self.mailboxes = Maildir(data_dir / "mail", hostname="mail.test")
+        self.mailboxes = Maildir(data_dir / "mail", hostname="mail.test", default_quota=quota)
         self.throttle = FailureThrottle(SystemClock(), max_failures=max_failures, window=60)
-        self.quota = quota
         self.implicit_tls = implicit_tls
         self.context = ImapContext(
             role="imaps" if implicit_tls else "imap",
@@ -65,15 +64,11 @@ class ImapHarness:
             authenticate=_authenticate,
             auth_throttle=self.throttle,
             ssl_context=self.tls.context,
-            quota_of=self._quota_of,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.sessions: set[ImapSession] = set()
         self.listener: Listener | None = None
-
-    async def _quota_of(self, _: str) -> int | None:
-        return self.quota
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

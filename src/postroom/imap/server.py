@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from postroom.config.settings import IMAP_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.imap.connection import ImapConfig
-from postroom.imap.session import Authenticator, ImapContext, ImapSession, QuotaOf
+from postroom.imap.session import Authenticator, ImapContext, ImapSession
 from postroom.mailbox import MailboxStore
 from postroom.net.listener import Handler, Listener
 from postroom.net.stream import Stream
@@ -32,7 +32,6 @@ class ImapServer:
         authenticate: Authenticator,
         auth_throttle: FailureThrottle,
         ssl_context: ssl.SSLContext | None,
-        quota_of: QuotaOf | None = None,
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         """``sockets``: one bound, listening socket per entry of ``settings.listeners``
@@ -65,7 +64,6 @@ class ImapServer:
                 ssl_context=ssl_context,
                 autologout=settings.mailboxes.imap_autologout,
                 command_timeout=limits.command_timeout,
-                **({"quota_of": quota_of} if quota_of is not None else {}),
             )
             self.specs.append(spec)
             self.listeners.append(

@@ -47,26 +47,22 @@ from postroom.mailbox.base import (
     FolderStatus,
     MailboxError,
     NoSuchFolder,
+    QuotaExceeded,
     TooManyKeywords,
 )
 from postroom.mailbox.watch import FolderWatch
 from postroom.net.stream import Stream
 from postroom.net.throttle import FailureThrottle
 
-__all__ = ["Authenticator", "ImapContext", "ImapSession", "QuotaOf"]
+__all__ = ["Authenticator", "ImapContext", "ImapSession"]
 
 Authenticator = Callable[[str, str], Awaitable[Principal | None]]
-QuotaOf = Callable[[str], Awaitable[int | None]]  # a user's quota in octets; None: none
 _log = logging.getLogger("postroom.imap")
 _READ_SIZE = 16 * 1024
 _CHARSETS = ("UTF-8", "US-ASCII")
 _PERMANENT = (b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft", b"\\*")
 _HOW = {"": FlagChange.REPLACE, "+": FlagChange.ADD, "-": FlagChange.REMOVE}
 _NAMESPACE = b'* NAMESPACE (("" "/")) NIL NIL\r\n'
-
-
-async def _no_quota(_: str) -> int | None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +77,6 @@ class ImapContext:
     ssl_context: ssl.SSLContext | None
     autologout: float = 30 * 60.0  # RFC 3501 5.4
     command_timeout: float = 300.0  # a command (its literals included) once begun
-    quota_of: QuotaOf = _no_quota
 
 
 class ImapSession:
@@ -93,7 +88,6 @@ class ImapSession:
         tls = stream.get_extra_info("ssl_object") is not None
         self.conn = ImapConnection(context.config, tls=tls)
         self._account: MailAccount | None = None
-        self._login = ""  # the address logged in as
         self._view: MailboxView | None = None
         self._fetch: FetchWriter | None = None
         self._stopping = False
@@ -224,7 +218,6 @@ class ImapSession:
         attempt.succeeded()
         domain, user = mailbox_key(principal.name)
         self._account = self._ctx.mailboxes.account(domain, user)
-        self._login = principal.name
         self.conn.authenticated()
         code = "CAPABILITY " + " ".join(self.conn.capabilities())
         self._ok(tag, "logged in", code=code)
@@ -237,6 +230,8 @@ class ImapSession:
             self._no(tag, "no such mailbox", code="NONEXISTENT")
         except FolderExists:
             self._no(tag, "mailbox exists", code="ALREADYEXISTS")
+        except QuotaExceeded:
+            self._no(tag, "mailbox is full", code="OVERQUOTA")
         except TooManyKeywords:
             self._no(tag, "no room for another keyword in this mailbox", code="LIMIT")
         except (MailboxError, ValueError) as error:
@@ -397,15 +392,14 @@ class ImapSession:
         await self._folders.create_folder(name)
 
     async def _quota(self, tag: str, root: str, *, root_only: bool) -> None:
+        """RFC 9208: one quota root, "", for all of a user's folders; STORAGE in KiB."""
         if root != "":
             self._no(tag, "no such quota root", code="NONEXISTENT")
             return
-        limit = await self._ctx.quota_of(self._login)
-        if limit is not None:
-            used = await self._folders.usage()
-            self._stream.write(
-                rs.untagged(b'QUOTA "" (STORAGE %d %d)' % ((used + 1023) // 1024, limit // 1024))
-            )
+        quota = await self._folders.quota()
+        if quota.limit:
+            used, limit = (quota.usage + 1023) // 1024, quota.limit // 1024
+            self._stream.write(rs.untagged(b'QUOTA "" (STORAGE %d %d)' % (used, limit)))
         self._ok(tag, "GETQUOTA completed" if root_only else "GETQUOTAROOT completed")
 
     async def _list(self, tag: str, command: c.ListCommand) -> None:
@@ -476,10 +470,6 @@ class ImapSession:
         size = len(command.message)
         if size > self._ctx.config.max_message_size:
             self._no(tag, "message too big", code="TOOBIG")
-            return
-        limit = await self._ctx.quota_of(self._login)
-        if limit is not None and await folders.usage() + size > limit:
-            self._no(tag, "mailbox is full", code="OVERQUOTA")
             return
         try:
             await folders.status(command.mailbox)
@@ -570,12 +560,6 @@ class ImapSession:
         if not uids:
             self._ok(tag, f"{verb} completed (no messages)")
             return
-        limit = await self._ctx.quota_of(self._login)
-        if limit is not None and not command.move:
-            size = sum(view.facts[uid].size for uid in uids)
-            if await self._folders.usage() + size > limit:
-                self._no(tag, "mailbox is full", code="OVERQUOTA")
-                return
         action = self._folders.move if command.move else self._folders.copy
         result = await action(view.folder, uids, command.mailbox)
         code = None
