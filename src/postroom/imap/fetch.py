@@ -80,7 +80,7 @@ class FetchWriter:
         items = command.items
         marks_seen = not view.read_only and any(_sets_seen(item) for item in items)
         for seq, uid in chosen:
-            facts = view.facts.get(uid)
+            facts = view.facts(uid)
             if facts is None:
                 continue
             if command.changed_since is not None and facts.modseq <= command.changed_since:
@@ -89,7 +89,7 @@ class FetchWriter:
             if marks_seen and _SEEN not in facts.flags:
                 result = await self._account.store(view.folder, [uid], [_SEEN], FlagChange.ADD)
                 for info in result.changed:
-                    view.facts[info.uid] = info
+                    view.changed(info)
                 if not any(item.name == "FLAGS" for item in items):
                     extra = (c.FetchAtt("FLAGS"),)
             await self._message(seq, uid, (*items, *extra))
@@ -115,7 +115,8 @@ class FetchWriter:
 
     def _plain_item(self, name: str, uid: int, structure: Entity | None) -> bytes | None:
         """An item that is not a body section; None for a section."""
-        facts = self._view.facts[uid]
+        facts = self._view.facts(uid)
+        assert facts is not None  # the caller found it a moment ago
         if name == "UID":
             return b"UID %d" % uid
         if name == "FLAGS":
@@ -166,7 +167,8 @@ class FetchWriter:
             if item.partial is not None:
                 label += b"<%d>" % item.partial[0]
         if structure is None:  # the whole message, of the size the store reports
-            extract = Extract(0, self._view.facts[uid].size)
+            facts = self._view.facts(uid)
+            extract = Extract(0, facts.size if facts is not None else 0)
         else:
             extract = locate(structure, section)
         if item.partial is not None:

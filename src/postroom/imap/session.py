@@ -35,7 +35,7 @@ from postroom.imap.connection import (
     Write,
 )
 from postroom.imap.fetch import FetchWriter
-from postroom.imap.search import Candidate, any_key, matches, needs_content
+from postroom.imap.search import Candidate, MessageFacts, any_key, matches, needs_content
 from postroom.imap.view import MailboxView
 from postroom.intake import Principal
 from postroom.mailbox import MailAccount, MailboxStore, mailbox_key
@@ -321,7 +321,7 @@ class ImapSession:
         status, messages = await self._folders.messages(command.mailbox)
         if command.condstore:
             self.conn.condstore = True
-        view = MailboxView.of(command.mailbox, status.uidvalidity, command.read_only, messages)
+        view = MailboxView(command.mailbox, status.uidvalidity, command.read_only, list(messages))
         view.condstore = self.conn.condstore
         keywords = sorted({flag for m in messages for flag in m.flags if not flag.startswith("\\")})
         flags = [b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft"]
@@ -335,7 +335,7 @@ class ImapSession:
         write(rs.untagged(b"%d EXISTS" % view.exists))
         write(rs.untagged(b"0 RECENT"))
         unseen = next(
-            (seq for seq, uid in enumerate(view.uids, 1) if "\\Seen" not in view.facts[uid].flags),
+            (seq for seq, m in enumerate(view.messages, 1) if "\\Seen" not in m.flags),
             None,
         )
         if unseen is not None:
@@ -533,7 +533,7 @@ class ImapSession:
             info = changed.get(uid)
             if info is None:
                 continue
-            view.facts[uid] = info
+            view.changed(info)
             if command.silent and not view.condstore:
                 continue
             uid_item = b"UID %d " % uid if command.uid else b""
@@ -583,21 +583,20 @@ class ImapSession:
             return
         view = self._selected
         content = needs_content(command.criteria)
-        largest_uid = view.uids[-1] if view.uids else 0
-        found: list[tuple[int, int]] = []
-        for seq, uid in enumerate(list(view.uids), start=1):
-            facts = view.facts[uid]
+        largest_uid = view.largest_uid
+        found: list[tuple[int, MessageFacts]] = []
+        for seq, facts in enumerate(list(view.messages), start=1):
             candidate = Candidate(seq, facts, view.exists, largest_uid)
             if content:
-                candidate.content = await self._read_whole(view.folder, uid)
+                candidate.content = await self._read_whole(view.folder, facts.uid)
                 if candidate.content is None:
                     continue
             if matches(command.criteria, candidate):
-                found.append((seq, uid))
-        numbers = [uid if command.uid else seq for seq, uid in found]
+                found.append((seq, facts))
+        numbers = [facts.uid if command.uid else seq for seq, facts in found]
         modseq = b""
         if any_key(command.criteria, lambda k: isinstance(k, c.ModSeqKey)) and found:
-            modseq = b" (MODSEQ %d)" % max(view.facts[uid].modseq for _, uid in found)
+            modseq = b" (MODSEQ %d)" % max(facts.modseq for _, facts in found)
         if command.returns is None:
             self._stream.write(
                 rs.untagged(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + modseq)

@@ -2,9 +2,11 @@
 sequence numbers over UIDs, and the untagged updates that bring the session's view up to
 what the store holds now.
 
-Pure: the store's look (``MessageFacts``) goes in, responses come out. Expunges are
-reported from the highest sequence number down, so each number is right when the client
-reads it; new messages as one EXISTS; changed flags as FETCH.
+Pure: the store's look (``MessageFacts``, ascending UID) goes in, responses come out.
+A view holds one list of references to the store's values, so many sessions on one
+folder cost a pointer per message each. Expunges are reported from the highest sequence
+number down, so each number is right when the client reads it; new messages as one
+EXISTS; changed flags as FETCH.
 """
 
 from __future__ import annotations
@@ -19,31 +21,49 @@ from postroom.imap.search import MessageFacts
 __all__ = ["MailboxView"]
 
 
+def _uid(message: MessageFacts) -> int:
+    return message.uid
+
+
 @dataclass(slots=True)
 class MailboxView:
     folder: str
     uidvalidity: int
     read_only: bool
-    uids: list[int]  # ascending: sequence number n is uids[n - 1]
-    facts: dict[int, MessageFacts]
+    messages: list[MessageFacts]  # ascending UID: sequence number n is messages[n - 1]
     condstore: bool = False  # report MODSEQ with flag changes (RFC 7162 3.2.4)
-
-    @classmethod
-    def of(
-        cls, folder: str, uidvalidity: int, read_only: bool, messages: Iterable[MessageFacts]
-    ) -> MailboxView:
-        facts = {m.uid: m for m in messages}
-        return cls(folder, uidvalidity, read_only, sorted(facts), facts)
 
     @property
     def exists(self) -> int:
-        return len(self.uids)
+        return len(self.messages)
+
+    @property
+    def uids(self) -> list[int]:
+        return [m.uid for m in self.messages]
+
+    @property
+    def largest_uid(self) -> int:
+        return self.messages[-1].uid if self.messages else 0
+
+    def _index(self, uid: int) -> int | None:
+        index = bisect.bisect_left(self.messages, uid, key=_uid)
+        if index < len(self.messages) and self.messages[index].uid == uid:
+            return index
+        return None
 
     def seq_of(self, uid: int) -> int | None:
-        index = bisect.bisect_left(self.uids, uid)
-        if index < len(self.uids) and self.uids[index] == uid:
-            return index + 1
-        return None
+        index = self._index(uid)
+        return None if index is None else index + 1
+
+    def facts(self, uid: int) -> MessageFacts | None:
+        index = self._index(uid)
+        return None if index is None else self.messages[index]
+
+    def changed(self, message: MessageFacts) -> None:
+        """The store says ``message`` is now so (after a STORE of this session's)."""
+        index = self._index(message.uid)
+        if index is not None:
+            self.messages[index] = message
 
     def select(self, messages: Sequence[int], *, uid: bool) -> list[tuple[int, int]]:
         """``(seq, uid)`` of each message a sequence set (already resolved) names."""
@@ -54,7 +74,8 @@ class MailboxView:
                 if seq is not None:
                     out.append((seq, number))
             return out
-        return [(n, self.uids[n - 1]) for n in messages if 1 <= n <= len(self.uids)]
+        count = len(self.messages)
+        return [(n, self.messages[n - 1].uid) for n in messages if 1 <= n <= count]
 
     def flags_item(self, message: MessageFacts) -> bytes:
         item = b"FLAGS " + rs.flag_list(sorted(message.flags))
@@ -66,29 +87,29 @@ class MailboxView:
         """Forget ``uids``; the EXPUNGE responses that say so."""
         out = bytearray()
         for uid in sorted(set(uids), reverse=True):
-            seq = self.seq_of(uid)
-            if seq is None:
+            index = self._index(uid)
+            if index is None:
                 continue
-            del self.uids[seq - 1]
-            self.facts.pop(uid, None)
-            out += rs.untagged(b"%d EXPUNGE" % seq)
+            del self.messages[index]
+            out += rs.untagged(b"%d EXPUNGE" % (index + 1))
         return bytes(out)
 
     def update(self, messages: Iterable[MessageFacts], *, with_uid: bool = False) -> bytes:
         """The untagged responses that bring this view to ``messages`` (the store now)."""
         now = {m.uid: m for m in messages}
-        out = bytearray(self.expunged([uid for uid in self.uids if uid not in now]))
-        for seq, uid in enumerate(self.uids, start=1):
-            new, old = now[uid], self.facts[uid]
+        out = bytearray(self.expunged([m.uid for m in self.messages if m.uid not in now]))
+        for index, old in enumerate(self.messages):
+            new = now[old.uid]
+            if new is old:
+                continue
+            self.messages[index] = new
             if new.flags != old.flags or (self.condstore and new.modseq != old.modseq):
-                self.facts[uid] = new
-                uid_item = b"UID %d " % uid if with_uid else b""
-                out += rs.untagged(b"%d FETCH (%s%s)" % (seq, uid_item, self.flags_item(new)))
-        last = self.uids[-1] if self.uids else 0
-        added = sorted(uid for uid in now if uid > last)
+                uid_item = b"UID %d " % old.uid if with_uid else b""
+                item = self.flags_item(new)
+                out += rs.untagged(b"%d FETCH (%s%s)" % (index + 1, uid_item, item))
+        last = self.largest_uid
+        added = sorted((m for m in now.values() if m.uid > last), key=_uid)
         if added:
-            self.uids.extend(added)
-            for uid in added:
-                self.facts[uid] = now[uid]
-            out += rs.untagged(b"%d EXISTS" % len(self.uids))
+            self.messages.extend(added)
+            out += rs.untagged(b"%d EXISTS" % len(self.messages))
         return bytes(out)
