@@ -59,3 +59,19 @@ def test_a_second_start_reuses_the_certificate(
     line = ready_line(second.server, ConfigSource(None, "built-in defaults"), users=False)
     assert f"; certificate {tmp_path}/data/tls/cert.pem (self-signed);" in line
     assert "; no users yet: postroom user add USER@DOMAIN" in line
+
+
+def test_pop3_listeners_are_named_after_smtp(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    roles = ("mx", "pop3", "pop3s")
+    listeners = [{"address": "127.0.0.1", "port": 0, "role": role} for role in roles]
+    server = make_server(listeners=listeners)
+    line = ready_line(server.server, ConfigSource(None, "built-in defaults"), users=True)
+    mx, pop3, pop3s = (server.ports[r] for r in roles)
+    assert line.startswith(
+        f"postroom {version('postroom')} ready: SMTP on 127.0.0.1:{mx} mx;"
+        f" POP3 on 127.0.0.1:{pop3} pop3 (STLS), 127.0.0.1:{pop3s} pop3s (TLS);"
+        f" API http://127.0.0.1:{server.api_port};"
+    )
+    assert ready_ports(line) == ({"mx": mx, "pop3": pop3, "pop3s": pop3s}, server.api_port)

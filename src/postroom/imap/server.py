@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -13,8 +12,8 @@ from postroom.config.settings import IMAP_ROLES, ListenerRole, ListenerSettings,
 from postroom.imap.connection import ImapConfig
 from postroom.imap.session import Authenticator, ImapContext, ImapSession
 from postroom.mailbox import MailboxStore
-from postroom.net.listener import Handler, Listener
-from postroom.net.stream import Stream
+from postroom.net.listener import Listener
+from postroom.net.sessions import Sessions
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 
 __all__ = ["ImapServer"]
@@ -40,24 +39,22 @@ class ImapServer:
         self._counter = ConnectionCounter(
             max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
         )
-        self._sessions: set[ImapSession] = set()
-        self._no_sessions = asyncio.Event()
-        self._no_sessions.set()
-        self.specs: list[ListenerSettings] = []
-        self.listeners: list[Listener] = []
+        self._sessions = Sessions(_log)
+        self.specs: list[ListenerSettings] = []  # the IMAP listeners', as self.listeners
+        self.listeners = self._sessions.listeners
         for index, spec in enumerate(settings.listeners):
             if spec.role not in IMAP_ROLES:
                 continue
             implicit = spec.role is ListenerRole.IMAPS
-            config = ImapConfig(
-                hostname=settings.hostname,
-                max_message_size=limits.max_message_size,
-                starttls_available=ssl_context is not None and not implicit,
-                plaintext_login=spec.plaintext_login,
-            )
             context = ImapContext(
                 role=spec.role.value,
-                config=config,
+                config=ImapConfig(
+                    hostname=settings.hostname,
+                    max_message_size=limits.max_message_size,
+                    max_errors=max(limits.max_errors, 20),
+                    starttls_available=ssl_context is not None and not implicit,
+                    plaintext_login=spec.plaintext_login,
+                ),
                 mailboxes=mailboxes,
                 authenticate=authenticate,
                 auth_throttle=auth_throttle,
@@ -70,7 +67,7 @@ class ImapServer:
                 Listener(
                     address=spec.address,
                     port=spec.port,
-                    handler=self._handler(context),
+                    handler=self._sessions.handler(functools.partial(ImapSession, context)),
                     counter=self._counter,
                     refusal=_TOO_MANY,
                     ssl_context=ssl_context if implicit else None,
@@ -79,40 +76,14 @@ class ImapServer:
                 )
             )
 
-    def _handler(self, context: ImapContext) -> Handler:
-        async def handle(stream: Stream) -> None:
-            session = ImapSession(context, stream)
-            self._sessions.add(session)
-            self._no_sessions.clear()
-            try:
-                await session.run()
-            finally:
-                self._sessions.discard(session)
-                if not self._sessions:
-                    self._no_sessions.set()
-
-        return handle
-
     async def start(self) -> None:
-        for listener in self.listeners:
-            await listener.start()
-            _log.info("listening on %s:%d", listener.address, listener.bound_port)
+        await self._sessions.start()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; sessions waiting for a command (or idling) get BYE at once,
         those busy with a command get up to ``grace`` seconds."""
-        for listener in self.listeners:
-            listener.stop_accepting()
-        for session in list(self._sessions):
-            session.request_stop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._no_sessions.wait()
-        for listener in self.listeners:
-            listener.cancel_connections()
-        for listener in self.listeners:
-            await listener.wait_closed()
+        await self._sessions.stop(grace)
 
     @property
     def session_count(self) -> int:
-        return len(self._sessions)
+        return self._sessions.count

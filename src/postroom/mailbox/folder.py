@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,19 +127,30 @@ class Snapshot:
         return {entry.uid: entry for entry in self.entries}
 
 
-_Stamp = tuple[int, int, int]
+_Stamp = tuple[int, int, int, int]
+# File times advance in clock ticks (a few milliseconds), so a change within the tick of
+# a look leaves the times as they were: a look that recent is not reused.
+_TICK_NS: Final = 50_000_000
 
 
 def change_stamp(folder: Path) -> _Stamp:
-    """What changes when a folder does: the mtimes of ``new/``, ``cur/`` and its list."""
+    """What changes when a folder does: the mtimes of ``new/``, ``cur/`` and its list,
+    and the list's inode (every write of it is a new file renamed into place)."""
 
-    def mtime(path: Path) -> int:
+    def stat(path: Path) -> tuple[int, int]:
         try:
-            return path.stat().st_mtime_ns
+            found = path.stat()
         except FileNotFoundError:
-            return 0
+            return 0, 0
+        return found.st_mtime_ns, found.st_ino
 
-    return (mtime(folder / "new"), mtime(folder / "cur"), mtime(folder / UIDLIST_FILE))
+    uidlist = stat(folder / UIDLIST_FILE)
+    return (stat(folder / "new")[0], stat(folder / "cur")[0], *uidlist)
+
+
+def _settled(stamp: _Stamp) -> bool:
+    """Whether every time in ``stamp`` is older than a tick: a look then can be reused."""
+    return max(stamp[:3]) < time.time_ns() - _TICK_NS
 
 
 _P = ParamSpec("_P")
@@ -282,7 +294,7 @@ class FolderFiles:
             )
             entries.append(Entry(record.uid, name, info))
         self._mtimes = mtimes
-        self._stamp = stamp
+        self._stamp = stamp if _settled(stamp) else None
         self._snapshot = Snapshot(
             uidvalidity=uidlist.uidvalidity,
             uidnext=uidlist.uidnext,
@@ -306,7 +318,7 @@ class FolderFiles:
                 with contextlib.suppress(FileNotFoundError):
                     size = (self.path / sub / name).stat().st_size
             total += size or 0
-        self._usage = (stamp, total)
+        self._usage = (stamp, total) if _settled(stamp) else None
         return total
 
     def message_path(self, uid: int) -> Path | None:

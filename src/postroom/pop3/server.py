@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -11,8 +10,8 @@ from collections.abc import Sequence
 
 from postroom.config.settings import POP3_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.mailbox import MailboxStore
-from postroom.net.listener import Handler, Listener
-from postroom.net.stream import Stream
+from postroom.net.listener import Listener
+from postroom.net.sessions import Sessions
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 from postroom.pop3.connection import Pop3Config
 from postroom.pop3.session import Authenticator, Pop3Context, Pop3Session
@@ -40,11 +39,9 @@ class Pop3Server:
         self._counter = ConnectionCounter(
             max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
         )
-        self._sessions: set[Pop3Session] = set()
-        self._no_sessions = asyncio.Event()
-        self._no_sessions.set()
-        self.specs: list[ListenerSettings] = []
-        self.listeners: list[Listener] = []
+        self._sessions = Sessions(_log)
+        self.specs: list[ListenerSettings] = []  # the POP3 listeners', as self.listeners
+        self.listeners = self._sessions.listeners
         for index, spec in enumerate(settings.listeners):
             if spec.role not in POP3_ROLES:
                 continue
@@ -71,7 +68,7 @@ class Pop3Server:
                 Listener(
                     address=spec.address,
                     port=spec.port,
-                    handler=self._handler(context),
+                    handler=self._sessions.handler(functools.partial(Pop3Session, context)),
                     counter=self._counter,
                     refusal=_TOO_MANY,
                     ssl_context=ssl_context if implicit else None,
@@ -80,36 +77,10 @@ class Pop3Server:
                 )
             )
 
-    def _handler(self, context: Pop3Context) -> Handler:
-        async def handle(stream: Stream) -> None:
-            session = Pop3Session(context, stream)
-            self._sessions.add(session)
-            self._no_sessions.clear()
-            try:
-                await session.run()
-            finally:
-                self._sessions.discard(session)
-                if not self._sessions:
-                    self._no_sessions.set()
-
-        return handle
-
     async def start(self) -> None:
-        for listener in self.listeners:
-            await listener.start()
-            _log.info("listening on %s:%d", listener.address, listener.bound_port)
+        await self._sessions.start()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; sessions waiting for a command end at once (nothing removed),
         those busy (a RETR, an UPDATE) get up to ``grace`` seconds."""
-        for listener in self.listeners:
-            listener.stop_accepting()
-        for session in list(self._sessions):
-            session.request_stop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._no_sessions.wait()
-        for listener in self.listeners:
-            listener.cancel_connections()
-        for listener in self.listeners:
-            await listener.wait_closed()
+        await self._sessions.stop(grace)
