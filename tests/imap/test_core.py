@@ -166,6 +166,17 @@ def test_login_before_tls_is_refused_with_privacyrequired_and_logindisabled_offe
     )
 
 
+def test_no_continuation_for_a_password_literal_before_tls() -> None:
+    events = both(b"a LOGIN {3}\r\na2 NOOP\r\n", tls=False)
+    assert events[0] == Write(b"a NO [PRIVACYREQUIRED] log in over TLS\r\n")
+    assert events[1] == Request("a2", c.Simple("NOOP"))
+
+
+def test_no_continuation_for_a_literal_of_a_command_refused_in_this_state() -> None:
+    events = both(b"a APPEND INBOX {3}\r\n")
+    assert events[0] == Write(b"a BAD command refused before its literal\r\n")
+
+
 def test_plaintext_login_when_the_listener_allows_it() -> None:
     conn = ImapConnection(ImapConfig("h", plaintext_login=True), tls=False)
     assert b"AUTH=PLAIN" in conn.greeting()

@@ -254,8 +254,8 @@ class ImapConnection:
                 return Closed()
             return None
         match framing:
-            case Continue():
-                return Write(rs.continuation("Ready for literal data"))
+            case Continue(tag=tag, name=name):
+                return self._continue(tag, name)
             case Line(data=data):
                 return self._line(data)
             case TooBig(tag=tag, what=what):
@@ -264,6 +264,20 @@ class ImapConnection:
             case Framed():
                 return self._command(framing)
         raise AssertionError(framing)  # pragma: no cover
+
+    def _continue(self, tag: str | None, name: str) -> Event:
+        """ "+" for a literal, unless its command is refused anyway: a password must not
+        be asked for where it may not be sent, nor a message where it cannot go."""
+        allowed = _ALLOWED.get(name)
+        refusal = None
+        if tag is None or allowed is None or self.state not in allowed:
+            refusal = self._bad(tag, "command refused before its literal")
+        elif name in ("LOGIN", "AUTHENTICATE") and not self._login_allowed:
+            refusal = Write(rs.tagged(tag, "NO", "log in over TLS", code="PRIVACYREQUIRED"))
+        if refusal is None:
+            return Write(rs.continuation("Ready for literal data"))
+        self._reader.abandon()
+        return refusal
 
     def _bad(
         self, tag: str | None, message: str, *, status: str = "BAD", code: str | None = None

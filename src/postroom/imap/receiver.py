@@ -37,7 +37,8 @@ _TAG_AND_NAME: Final = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class Continue:
-    pass
+    tag: str | None
+    name: str  # the command waiting for its literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,11 @@ class CommandReader:
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
+
+    def abandon(self) -> None:
+        """The command waiting for a synchronizing literal is refused instead of given
+        "+": the client sends no literal and drops the command (RFC 3501 7.5)."""
+        self._reset()
 
     def discard_buffered(self) -> None:
         """Forget everything received and not yet framed (STARTTLS: bytes pipelined
@@ -201,7 +207,7 @@ class CommandReader:
         if size == 0:
             self._pieces.append(Literal(b""))
         if not non_sync and not self._discarding:
-            self._pending.append(Continue())
+            self._pending.append(Continue(*self._head))
 
     def _complete(self) -> None:
         if self._discarding:
