@@ -121,11 +121,11 @@ def time_select(root: Path, port: int) -> float:
 
 
 async def idle_session(
-    port: int, context: ssl.SSLContext, ready: asyncio.Event, woken: list[float]
+    port: int, context: ssl.SSLContext, ready: asyncio.Event, woken: list[float], folder: str
 ) -> tuple[asyncio.StreamWriter, asyncio.Task[None]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
     await reader.readline()
-    for line in (f"a LOGIN {USER} {PASSWORD}", "b SELECT INBOX", "c IDLE"):
+    for line in (f"a LOGIN {USER} {PASSWORD}", f"b SELECT {folder}", "c IDLE"):
         writer.write(line.encode() + b"\r\n")
         tag = line[0].encode()
         while True:
@@ -151,7 +151,9 @@ async def _wait_exists(
             return
 
 
-async def idle_many(root: Path, port: int, count: int, server: int, deliver: Path) -> None:
+async def idle_many(
+    root: Path, port: int, count: int, *, server: int, maildir: Path, folder: str
+) -> None:
     context = client_tls(root)
     ready = asyncio.Event()
     woken: list[float] = []
@@ -162,7 +164,7 @@ async def idle_many(root: Path, port: int, count: int, server: int, deliver: Pat
             wave = min(50, number - first)
             sessions.extend(
                 await asyncio.gather(
-                    *(idle_session(port, context, ready, woken) for _ in range(wave))
+                    *(idle_session(port, context, ready, woken, folder) for _ in range(wave))
                 )
             )
 
@@ -176,12 +178,13 @@ async def idle_many(root: Path, port: int, count: int, server: int, deliver: Pat
     after = rss_kib(server)
     ready.set()
     started = time.perf_counter()
-    fill_inbox(deliver, 1)  # one new message, written as another process would
+    where = maildir if folder == "INBOX" else maildir / f".{folder}"
+    fill_inbox(where, 1)  # one new message, written as another process would
     await asyncio.wait([task for _, task in sessions], timeout=60)
     slowest = (max(woken) - started) if woken else float("nan")
     measured = count - warm
     growth = after - before
-    print(f"IDLE sessions              {count}")
+    print(f"IDLE sessions              {count} on {folder}")
     print(f"server RSS after {warm:<3} sessions {before / 1024:.1f} MiB")
     print(
         f"server RSS with all        {after / 1024:.1f} MiB (+{growth / 1024:.1f} MiB for"
@@ -197,6 +200,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument(
+        "--idle-folder",
+        default="Archive",
+        help="the folder the IDLE sessions select (default Archive, small; INBOX: the"
+        " large one, where each session holds a reference per message)",
+    )
     parser.add_argument("--postroom-python", type=Path, default=REPO / ".venv" / "bin" / "python")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -213,7 +222,15 @@ def main() -> int:
             print(f"INBOX of {args.messages} messages written in {took:.1f} s")
             print(f"SELECT, cold (UIDs assigned)  {time_select(root, ports['imaps']):.3f} s")
             print(f"SELECT, warm                  {time_select(root, ports['imaps']):.3f} s")
-            asyncio.run(idle_many(root, ports["imaps"], args.idle, server.pid, inbox))
+            idle = idle_many(
+                root,
+                ports["imaps"],
+                args.idle,
+                server=server.pid,
+                maildir=inbox,
+                folder=args.idle_folder,
+            )
+            asyncio.run(idle)
         finally:
             server.terminate()
             server.wait(30)
