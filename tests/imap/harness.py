@@ -44,6 +44,7 @@ class ImapHarness:
         quota: int = 0,
         max_message_size: int = 1024 * 1024,
         max_failures: int = 5,
+        autologout: float = 1800.0,
     ) -> None:
         self.data_dir = data_dir
         settings = loopback_settings(data_dir)
@@ -64,6 +65,7 @@ class ImapHarness:
             authenticate=_authenticate,
             auth_throttle=self.throttle,
             ssl_context=self.tls.context,
+            autologout=autologout,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

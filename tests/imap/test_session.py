@@ -386,3 +386,18 @@ def test_bad_commands_get_bad_and_never_a_traceback(imap: ImapHarness) -> None:
     assert _no(client, "BOGUS") == "BAD unknown command"
     assert _no(client, 'SELECT "unterminated') == "BAD unterminated quoted string"
     client.logout()
+
+
+def test_a_silent_session_is_logged_out_even_while_idling(tmp_path: Path) -> None:
+    harness = ImapHarness(tmp_path / "data", autologout=0.3).start()
+    try:
+        client = harness.login()
+        _ok(client.select("INBOX"))
+        tag = client._new_tag()
+        client.send(tag + b" IDLE\r\n")
+        assert client.readline().startswith(b"+")
+        assert client.readline() == b"* BYE autologout; idle for too long\r\n"
+        assert client.readline() == b""  # and the connection is closed
+        client.shutdown()
+    finally:
+        harness.stop()
