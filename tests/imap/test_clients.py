@@ -5,6 +5,7 @@ SMTP and goes out by IMAP byte for byte; flags set by IMAP survive a restart."""
 from __future__ import annotations
 
 import imaplib
+import poplib
 import shutil
 import smtplib
 import ssl
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from postroom.config.settings import ListenerRole, ListenerSettings
 from tests.support.servers import (
     RunningProcess,
     cli_out,
@@ -25,6 +27,7 @@ from tests.support.servers import (
     wait_for,
     write_config,
 )
+from tests.support.thread import MakeServer
 
 USER, PASSWORD = "ann@example.test", "ann imap pass"
 SENT = (
@@ -217,3 +220,27 @@ def test_curl_lists_and_fetches_over_imaps(running: Running) -> None:
     assert "Message-ID: <imap-curl@example.org>" in body
     starttls = f"imap://127.0.0.1:{running.ports['imap']}/INBOX;UID={uid}"
     assert "imap-curl" in run(starttls, "--ssl-reqd")
+
+
+def test_a_message_moved_by_imap_is_seen_by_pop3(make_server: MakeServer) -> None:
+    roles = (ListenerRole.POP3, ListenerRole.IMAPS)
+    server = make_server(
+        listeners=[ListenerSettings(address="127.0.0.1", port=0, role=role) for role in roles]
+    )
+    server.add_domain("example.test")
+    server.add_user(USER, PASSWORD)
+    context = client_context(server.data_dir)
+    imap = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=context)
+    imap.login(USER, PASSWORD)
+    _ok(imap.append("Archive", None, None, SENT))
+    _ok(imap.select("Archive"))
+    _ok(imap.uid("MOVE", "1", "INBOX"))
+    imap.logout()
+    pop = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=10)
+    pop.stls(context)
+    pop.user(USER)
+    pop.pass_(PASSWORD)
+    count, size = pop.stat()
+    assert (count, size) == (1, len(SENT))
+    assert b"\r\n".join(pop.retr(1)[1]) + b"\r\n" == SENT
+    pop.quit()
