@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from postroom.errors import StoreError
 from postroom.events.authlog import auth_account, log_auth
 from postroom.imap import commands as c
 from postroom.imap import responses as rs
@@ -210,7 +211,12 @@ class ImapSession:
             log_auth(_log, "throttled", self._ip, account, self._ctx.role)
             self._no(tag, "too many failed logins; try again later", code="UNAVAILABLE")
             return
-        principal = await self._ctx.authenticate(username, password)
+        try:
+            principal = await self._ctx.authenticate(username, password)
+        except StoreError as exc:  # the directory is away: not the client's fault
+            _log.error("login: the directory could not be read: %s", exc)
+            self._no(tag, "cannot check passwords now; try again later", code="UNAVAILABLE")
+            return
         if principal is None:
             log_auth(_log, "failed", self._ip, account, self._ctx.role)
             self._no(tag, "invalid credentials", code="AUTHENTICATIONFAILED")
