@@ -30,6 +30,7 @@ from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.delivery.slots import SharedSlots
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
@@ -144,6 +145,7 @@ class Server:
         self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
+        self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
@@ -185,6 +187,7 @@ class Server:
         auth = settings.limits.auth
         # One count of failed logins for every protocol: a guess is a guess, by any door.
         auth_throttle = FailureThrottle(
+            store,  # its counts are shared by every process on the store
             self.clock,
             max_failures=auth.max_failures,
             max_account_failures=auth.max_account_failures,
@@ -214,14 +217,19 @@ class Server:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
         if self.deliver:
-            assert self.scheduler is not None and self.retention is not None
-            self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
-            self._wakeup.start()
-            self.tasks.start("scheduler", self.scheduler.run)
-            if isinstance(store, QueueWatch):  # other nodes on the same database
-                self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
-            self.tasks.start("leases", self.scheduler.keep_leases)
-            self.tasks.start("retention", self.retention.run)
+            self._run_delivery(store)
+
+    def _run_delivery(self, store: Store) -> None:
+        assert self.scheduler is not None and self.retention is not None
+        self._wakeup = WakeupListener(self.settings.data_dir, self.scheduler.wake)
+        self._wakeup.start()
+        self.tasks.start("scheduler", self.scheduler.run)
+        if isinstance(store, QueueWatch):  # other nodes on the same database
+            self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
+        self.tasks.start("leases", self.scheduler.keep_leases)
+        if self.slots is not None:
+            self.tasks.start("slots", self.slots.keep)
+        self.tasks.start("retention", self.retention.run)
 
     async def _start_listeners(self) -> None:
         for listening in (self.smtp, self.pop3, self.imap):
@@ -369,6 +377,10 @@ class Server:
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
+        # Connection slots are shared only where other nodes deliver from the same
+        # database: on SQLite one process delivers, and its pool's own count is exact.
+        if isinstance(store, QueueWatch):
+            self.slots = SharedSlots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
             hostname=settings.hostname,
@@ -376,6 +388,8 @@ class Server:
             rng=self.rng,
             data_dir=settings.data_dir,
             mailboxes=self.mailboxes,
+            limits=store,  # sending limits and connection slots count for every node
+            slots=self.slots,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
         self._router = Router(mailers)

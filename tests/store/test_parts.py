@@ -61,13 +61,13 @@ def test_an_engine_lacking_a_part_is_refused_with_one_line() -> None:
         async def instance_id(self) -> str:
             return ""
 
-    assert base.missing_parts(QueueOnly()) == ["queue", "log", "directory", "api"]
+    assert base.missing_parts(QueueOnly()) == ["queue", "log", "directory", "api", "limits"]
     assert base.missing_parts(PostgresStore("postgresql:///unused")) == []
     with pytest.raises(StoreError) as refused:
         require_parts(QueueOnly(), "newdb")
     assert str(refused.value) == (
-        "the newdb storage engine does not implement the queue, log, directory, api part(s)"
-        " of the store yet: a server needs every part"
+        "the newdb storage engine does not implement the queue, log, directory, api, limits"
+        " part(s) of the store yet: a server needs every part"
     )
 
 

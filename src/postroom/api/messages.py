@@ -81,7 +81,7 @@ class MessageApi:
     def __init__(self, deps: ApiDeps, budget: ByteBudget) -> None:
         self.deps = deps
         limiter = RateLimiter(
-            deps.clock, per_minute=deps.settings.rate_limit, burst=deps.settings.burst
+            deps.store, deps.clock, per_minute=deps.settings.rate_limit, burst=deps.settings.burst
         )
         self.authenticate = Authenticator(ApiKeys(deps.store, deps.clock), limiter)
         self.idempotency = Idempotency(deps.store, deps.clock)

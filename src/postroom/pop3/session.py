@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from postroom.errors import StoreError
 from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore, mailbox_key
@@ -157,19 +158,29 @@ class Pop3Session:
 
     async def _login(self, event: Authenticate) -> None:
         account = auth_account(event.username)
-        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", account)
+        try:
+            attempt = await self._ctx.auth_throttle.begin(self._ip or "unknown", account)
+        except StoreError as exc:  # the shared counts are out of reach: check nothing
+            _log.warning("login not checked: the failure counts are unavailable: %s", exc)
+            self.conn.refuse_login("[SYS/TEMP] Logins are not possible now; try later")
+            return
         if attempt is None:
             log_auth(_log, "throttled", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login(_THROTTLED)
             return
         principal = None
         if event.authzid in ("", event.username):
-            principal = await self._ctx.authenticate(event.username, event.password)
+            try:
+                principal = await self._ctx.authenticate(event.username, event.password)
+            except StoreError as exc:  # the directory is away: not the client's fault
+                _log.error("login: the directory could not be read: %s", exc)
+                self.conn.refuse_login("[SYS/TEMP] Logins are not possible now; try later")
+                return
         if principal is None:
             log_auth(_log, "failed", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login()
             return
-        attempt.succeeded()
+        await attempt.succeeded()
         self._user = mailbox_key(principal.name)
         mailbox = self._ctx.mailboxes.account(*self._user)
         status, messages = await mailbox.messages(INBOX)

@@ -421,7 +421,13 @@ class Session:
 
     async def _auth(self, event: ev.AuthCredentials) -> Reply:
         # The slot is taken before the password check: attempts in parallel count at once.
-        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", auth_account(event.username))
+        try:
+            attempt = await self._ctx.auth_throttle.begin(
+                self._ip or "unknown", auth_account(event.username)
+            )
+        except StoreError as exc:  # the shared counts are out of reach: check nothing
+            _log.warning("auth not checked: the failure counts are unavailable: %s", exc)
+            return replies.AUTH_TEMPORARY_FAILURE
         if attempt is None:
             self._log_auth("throttled", event.username)
             return replies.AUTH_THROTTLED
@@ -435,7 +441,7 @@ class Session:
         if principal is None:
             self._log_auth("failed", event.username)
             return replies.AUTH_FAILED
-        attempt.succeeded()
+        await attempt.succeeded()
         self._principal = principal  # the core marks the connection authenticated on 235
         return replies.AUTH_OK
 

@@ -11,6 +11,7 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 - ``LogStore``: ``test_log.py``, ``test_provider_events.py``, ``test_mailer_health.py``
 - ``DirectoryStore``: ``test_directory.py``
 - ``ApiStore``: ``test_api_rows.py``
+- ``LimitStore``: ``test_limits.py``
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from postroom.store.models import (
     RecipientUpdate,
     StoredMessage,
     UserRecord,
+    Window,
 )
 
 __all__ = [
     "PARTS",
     "ApiStore",
     "DirectoryStore",
+    "LimitStore",
     "LogStore",
     "QueueStore",
     "QueueWatch",
@@ -247,6 +250,50 @@ class ApiStore(Protocol):
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
 
 
+class LimitStore(Protocol):
+    """Counters every process on the store shares, so that a limit holds across all the
+    nodes on one database (and the processes of one machine), not per process. Times
+    are wall times (``clock.time()``): the nodes' clocks agree, their monotonic ones do
+    not. Each call is atomic across processes. Counters are not durable promises: the
+    engine may lose them in a crash of the database, never half of one call."""
+
+    async def take_windows(self, windows: Sequence[Window], now: float) -> float | None:
+        """Count one in every fixed window (aligned to the epoch: a day is a UTC day) if
+        each has room, and return None; else count nothing and return when the last of
+        the full windows ends."""
+
+    async def window_usage(self, windows: Sequence[Window], now: float) -> list[int]:
+        """How many each window has counted in its current span."""
+
+    async def take_token(self, key: str, now: float, *, per_second: float, burst: int) -> float:
+        """A token bucket that holds ``burst`` and refills at ``per_second``: take one
+        and return 0, or take none and return the seconds until one is there."""
+
+    async def add_hit(
+        self, limits: Sequence[tuple[str, int]], tag: str, now: float, *, window: float
+    ) -> bool:
+        """A sliding window: when every key of ``limits`` has fewer hits than its limit
+        in ``(now - window, now]``, record one hit tagged ``tag`` under each and return
+        True; else record nothing and return False."""
+
+    async def forget_hits(self, keys: Sequence[str], tag: str) -> None:
+        """Forget the hits tagged ``tag`` under ``keys``."""
+
+    async def take_slot(
+        self, key: str, limit: int, holder: str, now: float, *, lease: float
+    ) -> bool:
+        """Hold one of ``key``'s ``limit`` slots for ``holder`` (a process) until
+        ``now + lease``; False when all are held. Every slot of a holder ends at its
+        lease unless ``renew_slots`` extends it: a holder that dies frees its slots."""
+
+    async def renew_slots(self, holder: str, now: float, *, lease: float) -> int:
+        """Extend to ``now + lease`` every slot ``holder`` holds that has not ended; how
+        many keys it holds slots of. An ended slot stays ended."""
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        """Give back one of the slots of ``key`` that ``holder`` holds."""
+
+
 @runtime_checkable
 class QueueWatch(Protocol):
     """An engine shared by several nodes tells each when another committed mail."""
@@ -256,7 +303,7 @@ class QueueWatch(Protocol):
         due, until cancelled; raises StoreError when it loses the database."""
 
 
-class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
+class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, LimitStore, Protocol):
     """Every part: what an engine that implements them all (``open_store``) gives."""
 
 
@@ -266,6 +313,7 @@ PARTS: dict[str, type] = {
     "log": LogStore,
     "directory": DirectoryStore,
     "api": ApiStore,
+    "limits": LimitStore,
 }
 
 

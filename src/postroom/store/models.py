@@ -24,6 +24,7 @@ __all__ = [
     "RecipientUpdate",
     "StoredMessage",
     "UserRecord",
+    "Window",
 ]
 
 
@@ -231,3 +232,16 @@ class ProviderEventRecord:
     detail: str
     received_at: float
     message_id: str | None = None  # the message it belongs to; None when none matched
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed window of a shared limit: at most ``limit`` in each ``seconds`` span,
+    spans aligned to the epoch (so a day is a UTC day)."""
+
+    key: str
+    seconds: int
+    limit: int
+
+    def ends_at(self, now: float) -> float:
+        return float((int(now // self.seconds) + 1) * self.seconds)

@@ -54,9 +54,11 @@ from postroom.delivery.mailers.api.zoho import ZohoMailer
 from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.mailers.mta.relay import SmtpMailer
+from postroom.delivery.slots import SharedSlots
 from postroom.errors import ConfigError
 from postroom.mailbox import MailDrop
 from postroom.resolver import Resolver
+from postroom.store.base import LimitStore
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
 
@@ -71,6 +73,10 @@ class MailerDeps:
     rng: random.Random
     data_dir: Path
     mailboxes: MailDrop | None = None  # the server's, so deliveries wake its watchers
+    # The store's shared limits (sending limits, connection slots): every node counts in
+    # them. None: each mailer counts in its own process (``postroom mailer test``).
+    limits: LimitStore | None = None
+    slots: SharedSlots | None = None
 
 
 Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
@@ -79,7 +85,12 @@ Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
 def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, MxMailerSettings)
     return MxMailer(
-        settings, resolver=deps.resolver, hostname=deps.hostname, clock=deps.clock, rng=deps.rng
+        settings,
+        resolver=deps.resolver,
+        hostname=deps.hostname,
+        clock=deps.clock,
+        rng=deps.rng,
+        slots=deps.slots,
     )
 
 
@@ -90,11 +101,11 @@ def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
 
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, SmtpMailerSettings)
-    return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock)
+    return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock, slots=deps.slots)
 
 
 class _ApiMailer(Protocol):
-    def __call__(self, settings: Any, *, clock: Clock) -> Mailer: ...
+    def __call__(self, settings: Any, *, clock: Clock, limits: LimitStore | None) -> Mailer: ...
 
 
 def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
@@ -102,13 +113,15 @@ def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
 
     def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
         assert isinstance(settings, kind)
-        return mailer(settings, clock=deps.clock)
+        return mailer(settings, clock=deps.clock, limits=deps.limits)
 
     return build
 
 
 class _OAuthApiMailer(Protocol):
-    def __call__(self, settings: Any, *, clock: Clock, data_dir: Path) -> Mailer: ...
+    def __call__(
+        self, settings: Any, *, clock: Clock, data_dir: Path, limits: LimitStore | None
+    ) -> Mailer: ...
 
 
 def _oauth_api(mailer: _OAuthApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
@@ -116,7 +129,7 @@ def _oauth_api(mailer: _OAuthApiMailer, kind: type[ProviderMailerSettings]) -> B
 
     def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
         assert isinstance(settings, kind)
-        return mailer(settings, clock=deps.clock, data_dir=deps.data_dir)
+        return mailer(settings, clock=deps.clock, data_dir=deps.data_dir, limits=deps.limits)
 
     return build
 

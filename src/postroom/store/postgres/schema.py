@@ -19,9 +19,13 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
-UPGRADES: dict[int, str] = {}
+UPGRADES: dict[int, str] = {
+    # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
+    1: "SELECT 1",
+    # ---- end of version 2
+}
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 

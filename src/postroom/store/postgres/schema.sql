@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 1: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 2: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -150,3 +150,34 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (key_name, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+
+-- ---- version 2: shared limits (store/limitops.py) -------------------------------------
+-- Counters, not mail: UNLOGGED (no WAL, so a commit that touches only these does not
+-- wait for a WAL flush; PostgreSQL empties them after a crash of the database).
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_windows (
+    key     text PRIMARY KEY,
+    ends_at double precision NOT NULL,
+    used    bigint NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_buckets (
+    key    text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    at     double precision NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_hits (
+    key     text NOT NULL,
+    tag     text NOT NULL,
+    at      double precision NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS limit_hits_key ON limit_hits (key, at);
+CREATE INDEX IF NOT EXISTS limit_hits_expires ON limit_hits (expires);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_slots (
+    key    text NOT NULL,
+    holder text NOT NULL,
+    held   integer NOT NULL,
+    until  double precision NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX IF NOT EXISTS limit_slots_holder ON limit_slots (holder);
+-- ---- end of version 2 -----------------------------------------------------------------

@@ -10,7 +10,8 @@ each connects again on its next use. Many nodes write at once: claims lock the r
 ``FOR UPDATE SKIP LOCKED`` (see ``delivery``), and a lock another node holds is waited
 for ``busy_timeout`` at most (``lock_timeout``), then the job fails as unavailable.
 
-The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``.
+The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``; the
+shared limits run on a connection of their own (``limits``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import psycopg
 from postroom.errors import StoreUnavailable
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
@@ -41,6 +43,7 @@ from postroom.store.models import (
 )
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
+from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
@@ -53,7 +56,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn]):
+class PostgresStore(DeliveryOps[Conn], LimitOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
@@ -80,6 +83,7 @@ class PostgresStore(DeliveryOps[Conn]):
         )
         self._connections = Readers(url, busy_timeout)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
+        self._limits = LimitLink(url, lock_timeout=busy_timeout)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -95,6 +99,7 @@ class PostgresStore(DeliveryOps[Conn]):
     async def aclose(self) -> None:
         self._closed = True
         await self.committer.aclose()
+        await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
         self._connections.close()
 
@@ -119,6 +124,9 @@ class PostgresStore(DeliveryOps[Conn]):
 
     async def _read_consistent(self, fn: Callable[[Conn], R]) -> R:
         return await self._read(fn)  # every read here is one REPEATABLE READ snapshot
+
+    async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.run(keys, job)
 
     async def watch_queue(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change`` whenever any node commits mail or makes mail due (their

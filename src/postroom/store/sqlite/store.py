@@ -25,6 +25,7 @@ from typing import TypeVar
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
@@ -45,6 +46,7 @@ from postroom.store.rows import (
 )
 from postroom.store.sqlite import api, delivery, directory, health, log, providers, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
+from postroom.store.sqlite.limits import LocalLimits, limits_path
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -58,12 +60,13 @@ R = TypeVar("R")
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore(DeliveryOps[sqlite3.Connection]):
+class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
     with ``StoreFull``, as on a full disk. ``on_damage`` is called with SQLite's message
     whenever it reports the file damaged (the error is raised as ``StoreDamaged`` too).
+    The shared limits live in a file of their own beside it (``sqlite.limits``).
     """
 
     _delivery = delivery
@@ -87,6 +90,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
             max_jobs=max_batch_jobs,
             max_bytes=max_batch_bytes,
         )
+        self._limits = LocalLimits(limits_path(self.path), busy_timeout=busy_timeout)
         self._closed = False
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -107,6 +111,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
     async def aclose(self) -> None:
         self._closed = True
         await self.committer.aclose()
+        await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
         with self._reader_lock:
             conns, self._reader_conns = self._reader_conns, []
@@ -115,6 +120,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+
+    async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.run(keys, job)
 
     def _open_reader(self) -> None:
         conn = connect_reader(self.path, self._busy_timeout)
