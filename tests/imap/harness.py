@@ -21,6 +21,7 @@ from postroom.net.listener import Listener
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 from postroom.net.tls import ServerTls
+from postroom.store.sqlite.limits import LocalLimits
 from tests.support.servers import client_context, loopback_settings
 
 T = TypeVar("T")
@@ -51,7 +52,10 @@ class ImapHarness:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.tls = ServerTls(settings)
         self.mailboxes = Maildir(data_dir / "mail", hostname="mail.test", default_quota=quota)
-        self.throttle = FailureThrottle(SystemClock(), max_failures=max_failures, window=60)
+        self.counts = LocalLimits(None)  # the failure counts of one process
+        self.throttle = FailureThrottle(
+            self.counts, SystemClock(), max_failures=max_failures, window=60
+        )
         self.implicit_tls = implicit_tls
         self.context = ImapContext(
             role="imaps" if implicit_tls else "imap",
@@ -103,6 +107,7 @@ class ImapHarness:
         others = asyncio.all_tasks() - {asyncio.current_task()}
         if others:
             await asyncio.wait(others, timeout=10)
+        await self.counts.aclose()
 
     def start(self) -> ImapHarness:
         self._thread.start()

@@ -206,7 +206,12 @@ class ImapSession:
 
     async def _log_in(self, tag: str, username: str, password: str) -> None:
         account = auth_account(username)
-        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", account)
+        try:
+            attempt = await self._ctx.auth_throttle.begin(self._ip or "unknown", account)
+        except StoreError as exc:  # the shared counts are out of reach: check nothing
+            _log.warning("login not checked: the failure counts are unavailable: %s", exc)
+            self._no(tag, "logins are not possible now; try again later", code="UNAVAILABLE")
+            return
         if attempt is None:
             log_auth(_log, "throttled", self._ip, account, self._ctx.role)
             self._no(tag, "too many failed logins; try again later", code="UNAVAILABLE")
@@ -221,7 +226,7 @@ class ImapSession:
             log_auth(_log, "failed", self._ip, account, self._ctx.role)
             self._no(tag, "invalid credentials", code="AUTHENTICATIONFAILED")
             return
-        attempt.succeeded()
+        await attempt.succeeded()
         domain, user = mailbox_key(principal.name)
         self._account = self._ctx.mailboxes.account(domain, user)
         self.conn.authenticated()
