@@ -20,6 +20,7 @@ from postroom.config.routes import RouteSettings, SettingError
 from postroom.mail.address import parse_domain, to_ascii_domain
 
 __all__ = [
+    "IMAP_ROLES",
     "IMPLICIT_TLS_ROLES",
     "POP3_ROLES",
     "SMTP_ROLES",
@@ -56,11 +57,14 @@ class ListenerRole(StrEnum):
     SUBMISSIONS = "submissions"  # port 465 style: implicit TLS, AUTH required (RFC 8314)
     POP3 = "pop3"  # port 110 style: POP3, STLS before login (RFC 2595)
     POP3S = "pop3s"  # port 995 style: POP3 over implicit TLS (RFC 8314)
+    IMAP = "imap"  # port 143 style: IMAP, STARTTLS before login (RFC 3501 6.2.1)
+    IMAPS = "imaps"  # port 993 style: IMAP over implicit TLS (RFC 8314)
 
 
 SMTP_ROLES = frozenset({ListenerRole.MX, ListenerRole.SUBMISSION, ListenerRole.SUBMISSIONS})
 POP3_ROLES = frozenset({ListenerRole.POP3, ListenerRole.POP3S})
-IMPLICIT_TLS_ROLES = frozenset({ListenerRole.SUBMISSIONS, ListenerRole.POP3S})
+IMAP_ROLES = frozenset({ListenerRole.IMAP, ListenerRole.IMAPS})
+IMPLICIT_TLS_ROLES = frozenset({ListenerRole.SUBMISSIONS, ListenerRole.POP3S, ListenerRole.IMAPS})
 
 
 class ListenerSettings(_Model):
@@ -95,6 +99,8 @@ def default_listeners() -> tuple[ListenerSettings, ...]:
         ListenerSettings(port=2465, role=ListenerRole.SUBMISSIONS),
         ListenerSettings(port=2110, role=ListenerRole.POP3),
         ListenerSettings(port=2995, role=ListenerRole.POP3S),
+        ListenerSettings(port=2143, role=ListenerRole.IMAP),
+        ListenerSettings(port=2993, role=ListenerRole.IMAPS),
     )
 
 
@@ -187,6 +193,7 @@ class MailboxSettings(_Model):
     # A number, or a string such as "1G" or "500M".
     default_quota: Annotated[int, Field(ge=0)] = 0
     pop3_idle_timeout: Annotated[float, Field(gt=0)] = 600.0  # RFC 1939 3: 10 minutes
+    imap_autologout: Annotated[float, Field(gt=0)] = 1800.0  # RFC 3501 5.4: 30 minutes
     # How often a folder someone waits on is checked for changes made by other processes.
     poll_interval: Annotated[float, Field(gt=0)] = 1.0
 
