@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from postroom.mailauth.inbound import InboundChecker
 from postroom.mailbox import Maildir
 from postroom.net.control import ControlListener
 from postroom.net.listener import Listener
+from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
@@ -71,14 +72,18 @@ _START_CHECK_BUDGET = 2.0
 _STORE = "store"  # the store's name on Readiness
 
 
-def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | None]]:
-    async def authenticate(username: str, password: str) -> Principal | None:
-        record = await users.verify(username, password)
-        if record is None:
-            return None
-        return user_principal(record)
+def _user_logins(users: Users, throttle: FailureThrottle) -> LoginGate[Principal]:
+    """The gate every mail door logs users in through (SMTP AUTH, POP3, IMAP)."""
 
-    return authenticate
+    async def verify(username: str, password: str) -> Principal | None:
+        record = await users.verify(username, password)
+        return None if record is None else user_principal(record)
+
+    async def recall(username: str, password: str) -> Principal | None:
+        record = await users.recall(username, password)
+        return None if record is None else user_principal(record)
+
+    return LoginGate(throttle, verify=verify, recall=recall)
 
 
 def _login_cache(settings: Settings, clock: Clock) -> LoginCache | None:
@@ -207,19 +212,18 @@ class Server:
             window=auth.window,
         )
         users = Users(store, self.clock, login_cache=_login_cache(settings, self.clock))
-        authenticate = _authenticator(users)
+        logins = _user_logins(users, auth_throttle)
         self.smtp = SmtpServer(
             settings,
             intake=intake,
-            authenticate=authenticate,
+            logins=logins,
             relay_networks=RelayNetworks.from_settings(settings),
-            auth_throttle=auth_throttle,
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
-            self._make_mailbox_servers(authenticate, auth_throttle, tls.context)
+            self._make_mailbox_servers(logins, tls.context)
         try:
             await self._start_listeners()
             if not self.accept_only:
@@ -251,25 +255,20 @@ class Server:
                 await listening.start()
 
     def _make_mailbox_servers(
-        self,
-        authenticate: Callable[[str, str], Awaitable[Principal | None]],
-        auth_throttle: FailureThrottle,
-        ssl_context: ssl.SSLContext | None,
+        self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
     ) -> None:
         settings = self.settings
         self.pop3 = Pop3Server(
             settings,
             mailboxes=self.mailboxes,
-            authenticate=authenticate,
-            auth_throttle=auth_throttle,
+            logins=logins,
             ssl_context=ssl_context,
             sockets=self._sockets,
         )
         self.imap = ImapServer(
             settings,
             mailboxes=self.mailboxes,
-            authenticate=authenticate,
-            auth_throttle=auth_throttle,
+            logins=logins,
             ssl_context=ssl_context,
             sockets=self._sockets,
         )
