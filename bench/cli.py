@@ -24,12 +24,15 @@ from bench.paths import RESULTS
 from bench.procs import SetupError
 from bench.report import check_targets, render
 from bench.systems import SYSTEM_NAMES, build_systems
-from bench.systems.base import System
+from bench.systems.base import RECIPIENT, System
 from bench.systems.postgres import PostgresCluster, postgres_cluster, postgres_version
 from bench.systems.postroom import PostroomSystem, default_python
+from bench.systems.submission import PASSWORD, USERNAME, PostfixDovecotSystem
+from bench.tlsload import SubmissionLoad
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
 from bench.workloads.idle import IDLE_METRICS, run_idle
 from bench.workloads.latency import LATENCY_METRICS, run_latency
+from bench.workloads.local import LOCAL_LABELS, LOCAL_METRICS, LocalStart, locals_, run_local
 from bench.workloads.nodes import (
     NODES_METRICS,
     node_row_name,
@@ -38,14 +41,29 @@ from bench.workloads.nodes import (
     scale_against_one,
 )
 from bench.workloads.relay import RELAY_LABELS, RELAY_METRICS, RelayStart, relays, run_relay
+from bench.workloads.submission import SUBMISSION_METRICS, run_submission
 
 __all__ = ["main"]
 
-WORKLOADS = ("accept", "relay", "large", "idle", "latency", "pg-accept", "pg-delivery")
+WORKLOADS = (
+    "accept",
+    "relay",
+    "large",
+    "idle",
+    "latency",
+    "pg-accept",
+    "pg-delivery",
+    "submission",
+    "local",
+)
 KIB = 1024
 MIB = 1024 * KIB
 IDLE_SYSTEMS = ("postroom", "smtp-sink", "haraka-fsync", "aiosmtpd-fsync")
 ACCEPT_ONLY = ("postroom-local",)  # run in the accept workloads only
+# The submission workload's peers, and how many logins each gets at most: Dovecot's
+# ARGON2ID (64 MiB, 3 passes) verifies about a dozen logins a second here, so that row
+# sends fewer messages (its rate is what is compared, not its count).
+SUBMISSION_PEERS = {"postfix-dovecot-sha512crypt": None, "postfix-dovecot-argon2id": 300}
 CONDITION = (
     "Each run starts a fresh server in a fresh directory; between runs the files are moved "
     "aside, not deleted, and deleted once after the last run (deleting thousands of files "
@@ -67,6 +85,8 @@ class Plan:
     latency_seconds: float
     latency_rate: float | None
     retries: int
+    submission_messages: int
+    submission_modes: tuple[str, ...]
     nodes: tuple[int, ...]  # pg-delivery: node counts
 
 
@@ -98,6 +118,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, help="latency: length (default 10)")
     parser.add_argument(
         "--latency-rate", type=float, help="latency: msgs/s (default: half of postroom's accept)"
+    )
+    parser.add_argument(
+        "--submission-messages", type=int, help="submission: messages (default 4000)"
+    )
+    parser.add_argument(
+        "--submission-modes",
+        default="starttls,tls",
+        help="submission: starttls (587-style), tls (465-style), or both (default)",
     )
     parser.add_argument(
         "--nodes",
@@ -148,6 +176,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         latency_seconds=pick(args.latency_seconds, 10.0, 3.0),
         latency_rate=args.latency_rate,
         retries=int(pick(args.retries, 2, 0)),
+        submission_messages=int(pick(args.submission_messages, 4000, 400)),
+        submission_modes=tuple(m for m in args.submission_modes.split(",") if m),
         nodes=tuple(int(n) for n in args.nodes.split(",")),
     )
 
@@ -342,6 +372,104 @@ def _bind_relay(
     return lambda: run_relay(ctx, name, start, load, label)
 
 
+def local_section(
+    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int
+) -> Section:
+    """Mail for the local domain, from the mx port into Maildir, end to end."""
+    available = locals_(python, workers)
+    load = Load(plan.relay_messages, plan.sessions, 4 * KIB, 1)
+    section = Section(
+        key="local",
+        title="Local delivery into Maildir, one message per connection",
+        description=(
+            f"{plan.relay_messages:,} messages of 4 KiB for the server's own domain, "
+            f"{plan.sessions} sessions of smtp-source, one message per connection; timed "
+            "from the first submission until every message is a file in the Maildir's "
+            f"new/. Median of {plan.runs} run(s) (min-max)."
+        ),
+        metrics=LOCAL_METRICS,
+        primary="msgs_per_s",
+    )
+    entries = []
+    for name, start in available.items():
+        if name in chosen or (name == "postfix-virtual" and "postfix-hold" in chosen):
+            section.rows.append(Row(name, LOCAL_LABELS[name], durable=True))
+            entries.append((name, _bind_local(ctx, name, start, load)))
+    _run_rows(ctx, section, entries, plan)
+    return section
+
+
+def _bind_local(ctx: Context, name: str, start: LocalStart, load: Load) -> Callable[[], Sample]:
+    return lambda: run_local(ctx, name, start, load, "local")
+
+
+def submission_sections(
+    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int, *, allow: bool
+) -> list[Section]:
+    """STARTTLS (587-style) and implicit TLS (465-style), AUTH PLAIN on every connection,
+    one message per connection and many; postroom against Postfix + Dovecot SASL."""
+    systems: list[System] = []
+    if "postroom" in chosen:
+        systems.append(PostroomSystem(python, "held", workers, submission=True))
+    systems += [PostfixDovecotSystem(s) for s in ("SHA512-CRYPT", "ARGON2ID")]
+    systems = [s for s in systems if s.name in chosen]
+    broken: dict[str, str] = {}
+    try:
+        loadgen = install.ensure_loadgen(allow)
+        if any(s.name in SUBMISSION_PEERS for s in systems):
+            install.ensure_dovecot(allow)
+    except (SetupError, OSError, subprocess.TimeoutExpired) as exc:
+        if not isinstance(exc, SetupError) or "smtp-tls-source" in str(exc):
+            raise
+        broken = {name: f"not installed: {exc}" for name in SUBMISSION_PEERS}
+    sections = []
+    words = {"starttls": "STARTTLS (587-style)", "tls": "implicit TLS (465-style)"}
+    for mode in plan.submission_modes:
+        for per_connection in sorted({1, plan.per_connection}):
+            actual = min(per_connection, max(1, plan.submission_messages // plan.sessions))
+            count = plan.submission_messages * (1 if actual == 1 else 5)
+            section = Section(
+                key=f"submission-{mode}-{actual}",
+                title=f"Submission, {words[mode]} + AUTH, {actual} message(s) per connection",
+                description=(
+                    f"{plan.sessions} concurrent sessions of smtp-tls-source, each connection: "
+                    f"{words[mode]}, AUTH PLAIN, {actual} message(s) of 4 KiB, QUIT; "
+                    f"{count:,} messages (fewer where the row says), TLS sessions resumed when "
+                    f"the server allows it; delivery held. Median of {plan.runs} run(s) (min-max)."
+                ),
+                metrics=SUBMISSION_METRICS,
+                primary="msgs_per_s",
+                rows=_rows_for(systems, broken),
+            )
+            entries = []
+            for system in systems:
+                logins = SUBMISSION_PEERS.get(system.name)
+                messages = count if logins is None else min(count, logins * actual)
+                load = SubmissionLoad(
+                    messages,
+                    plan.sessions,
+                    4 * KIB,
+                    actual,
+                    "starttls" if mode == "starttls" else "tls",
+                    USERNAME,
+                    PASSWORD,
+                    sender=RECIPIENT,  # postroom's bench user may send as its own domain
+                    recipient=RECIPIENT,
+                )
+                entries.append(
+                    (system.name, _bind_submission(ctx, system, load, section.key, loadgen))
+                )
+            _run_rows(ctx, section, entries, plan)
+            sections.append(section)
+    return sections
+
+
+def _bind_submission(
+    ctx: Context, system: System, load: SubmissionLoad, label: str, loadgen: Path
+) -> Callable[[], Sample]:
+    return lambda: run_submission(ctx, system, load, label, loadgen)
+
+
 def idle_section(
     ctx: Context, plan: Plan, systems: list[System], broken: dict[str, str]
 ) -> Section:
@@ -455,10 +583,14 @@ def _run_workloads(
     broken: dict[str, str],
     python: Path,
     workers: int,
+    allow_install: bool,
 ) -> None:
     """Every chosen workload, in order; the sections collect in ``ctx.sections``."""
     if "accept" in only:
         accept_sections(ctx, plan, systems, broken)
+    _application_workloads(
+        ctx, plan, only=only, chosen=chosen, python=python, workers=workers, allow=allow_install
+    )
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
         relay_sections(ctx, plan, chosen, python, workers)
@@ -484,6 +616,23 @@ def _run_workloads(
             rate = _calibrate(ctx, plan, systems)
             how = "Half of postroom's accept throughput in a calibration run"
         latency_section(ctx, plan, systems, broken, rate=rate, how=how)
+
+
+def _application_workloads(
+    ctx: Context,
+    plan: Plan,
+    *,
+    only: set[str],
+    chosen: set[str],
+    python: Path,
+    workers: int,
+    allow: bool,
+) -> None:
+    """Submission with TLS and AUTH, and local delivery into Maildir."""
+    if "submission" in only:
+        submission_sections(ctx, plan, chosen, python, workers, allow=allow)
+    if "local" in only:
+        local_section(ctx, plan, chosen, python, workers)
 
 
 _PG_ACCEPT_NOTE = (
@@ -586,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     only = set(args.only.split(",")) if args.only else set(WORKLOADS)
     unknown = only - set(WORKLOADS)
-    known = {*SYSTEM_NAMES, "postfix-relay"}
+    known = {*SYSTEM_NAMES, "postfix-relay", "postfix-virtual", *SUBMISSION_PEERS}
     chosen = set(args.systems.split(",")) if args.systems else known
     unknown_systems = chosen - known
     if unknown or unknown_systems:
@@ -622,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
             broken=broken,
             python=python,
             workers=args.postroom_workers,
+            allow_install=not args.no_install,
         )
     except KeyboardInterrupt:
         interrupted = True

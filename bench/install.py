@@ -1,4 +1,5 @@
-"""Install the peers, idempotently: Postfix (Debian), Haraka (npm), aiosmtpd (own venv)."""
+"""Install the peers, idempotently: Postfix and Dovecot (Debian), Haraka (npm), aiosmtpd
+(own venv), and build the TLS load generator (C, against Debian's OpenSSL)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.paths import PEERS, POSTCONF, POSTFIX, SMTP_SINK, SMTP_SOURCE
+from bench.paths import (
+    DOVEADM,
+    DOVECOT,
+    LOADGEN,
+    LOADGEN_SOURCE,
+    PEERS,
+    POSTCONF,
+    POSTFIX,
+    SMTP_SINK,
+    SMTP_SOURCE,
+)
 from bench.procs import SetupError
 
 __all__ = [
@@ -17,7 +28,9 @@ __all__ = [
     "HARAKA_VERSION",
     "aiosmtpd_python",
     "ensure_aiosmtpd",
+    "ensure_dovecot",
     "ensure_haraka",
+    "ensure_loadgen",
     "ensure_postfix",
     "haraka_dir",
     "peer_versions",
@@ -63,6 +76,31 @@ def ensure_postfix(allow_install: bool) -> None:
     if not allow_install:
         raise SetupError("Postfix's smtp-source/smtp-sink are missing: apt-get install postfix")
     _apt_install(["postfix"])
+
+
+def ensure_dovecot(allow_install: bool) -> None:
+    """Dovecot (Debian's ``dovecot-core``): Postfix's SASL for the submission peer. Only
+    its auth service runs, as a private instance; the package's own service is not used."""
+    if DOVECOT.exists() and DOVEADM.exists():
+        return
+    if not allow_install:
+        raise SetupError("Dovecot is missing: apt-get install dovecot-core")
+    _apt_install(["dovecot-core"])
+
+
+def ensure_loadgen(allow_install: bool) -> Path:
+    """Build bench/loadgen/smtp-tls-source.c into bench/.peers (again when it changed)."""
+    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
+        return LOADGEN
+    if not (shutil.which("cc") and Path("/usr/include/openssl/ssl.h").exists()):
+        if not allow_install:
+            raise SetupError("building smtp-tls-source needs a C compiler and libssl-dev")
+        _apt_install(["gcc", "libc6-dev", "libssl-dev"])
+    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
+    built = LOADGEN.with_suffix(".new")
+    _run(["cc", "-O2", "-o", str(built), str(LOADGEN_SOURCE), "-lssl", "-lcrypto"])
+    built.replace(LOADGEN)
+    return LOADGEN
 
 
 def haraka_dir() -> Path:
@@ -166,4 +204,5 @@ def peer_versions() -> dict[str, str | None]:
         "haraka": _installed_haraka(),
         "node": _command_output(["node", "--version"]),
         "aiosmtpd": _installed_aiosmtpd(),
+        "dovecot": _command_output([str(DOVECOT), "--version"]) if DOVECOT.exists() else None,
     }

@@ -38,6 +38,7 @@ class LoadResult:
     client_cpu: float  # user + system seconds of every smtp-source process
     invocations: int
     failures: list[str] = field(default_factory=list)
+    detail: str = ""  # what the load generator said at the end, if anything
 
 
 def _argv(port: int, *, sessions: int, messages: int, size: int, keep: bool) -> list[str]:

@@ -6,6 +6,10 @@ from pathlib import Path
 
 __all__ = [
     "BENCH",
+    "DOVEADM",
+    "DOVECOT",
+    "LOADGEN",
+    "LOADGEN_SOURCE",
     "PEERS",
     "POSTCONF",
     "POSTFIX",
@@ -24,3 +28,8 @@ SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 POSTFIX = Path("/usr/sbin/postfix")
 POSTCONF = Path("/usr/sbin/postconf")
+DOVECOT = Path("/usr/sbin/dovecot")
+DOVEADM = Path("/usr/bin/doveadm")
+# The TLS and AUTH load generator: C, built by the harness into PEERS.
+LOADGEN_SOURCE = BENCH / "loadgen" / "smtp-tls-source.c"
+LOADGEN = PEERS / "smtp-tls-source"

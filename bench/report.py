@@ -136,6 +136,7 @@ def check_targets(sections: list[Section]) -> list[Target]:
                         "aiosmtpd-null",
                     )
                 )
+        targets += _application_targets(section)
         if section.key.startswith("pg-accept"):
             targets.append(
                 Target(
@@ -167,6 +168,33 @@ def check_targets(sections: list[Section]) -> list[Target]:
                     "postroom cannot deliver yet" if unsupported else "postfix-relay",
                 )
             )
+    return targets
+
+
+def _application_targets(section: Section) -> list[Target]:
+    """The targets of the workloads applications produce: submission with TLS and AUTH
+    against Postfix + Dovecot, and local delivery into Maildir against Postfix."""
+    targets: list[Target] = []
+    if section.key == "local" and section.row("postfix-virtual") is not None:
+        targets.append(
+            Target(
+                f"{section.title}: postroom ≥ 1.5x Postfix",
+                1.5,
+                ratio(section, "postfix-virtual"),
+                "postfix-virtual",
+            )
+        )
+    peer = "postfix-dovecot-sha512crypt"
+    if section.key.startswith("submission") and section.row(peer) is not None:
+        wanted = 1.5 if section.key.endswith("-1") else 2.0
+        targets.append(
+            Target(
+                f"{section.title}: postroom ≥ {wanted}x Postfix + Dovecot (SHA512-CRYPT)",
+                wanted,
+                ratio(section, peer),
+                peer,
+            )
+        )
     return targets
 
 

@@ -36,7 +36,11 @@ class Instance:
     log: Path
     stored: Callable[[], int | None] = _nothing  # messages kept on disk; None: keeps none
     notes: list[str] = field(default_factory=list)
-    # More process trees whose CPU is the server's: a database server it uses.
+    # Submission (STARTTLS, AUTH required) and submissions (implicit TLS) ports, when the
+    # system was started for the submission workload.
+    submission_port: int | None = None
+    submissions_port: int | None = None
+    # More process trees whose CPU is the server's: a database server, Dovecot's auth.
     more_pids: list[int] = field(default_factory=list)
 
 

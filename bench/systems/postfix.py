@@ -120,15 +120,19 @@ class PostfixInstance:
             wait_pid_gone(pid, 10)
 
 
-def start_postfix(rundir: Path, extra_main: str) -> PostfixInstance:
-    """Configure and start a private Postfix whose files all live in ``rundir``/postfix."""
+def start_postfix(rundir: Path, extra_main: str, extra_master: str = "") -> PostfixInstance:
+    """Configure and start a private Postfix whose files all live in ``rundir``/postfix;
+    ``extra_master`` adds services to master.cf."""
     root = rundir / "postfix"
+    longest = root / "queue" / "private" / "discard"  # of the sockets master.cf makes
+    if len(str(longest)) > 107:  # sun_path: Postfix would fail to start without a word
+        raise SetupError(f"the run directory's path is too long for Postfix's sockets: {root}")
     (root / "etc").mkdir(parents=True)
     (root / "queue").mkdir()
     for path in (rundir, root):  # the postfix user must be able to walk to its queue
         path.chmod(0o755)
     port = free_port()
-    (root / "etc" / "master.cf").write_text(_MASTER_CF.format(port=port))
+    (root / "etc" / "master.cf").write_text(_MASTER_CF.format(port=port) + extra_master)
     main = _MAIN_CF.format(root=root, domain=DOMAIN, size=LARGE_LIMIT)
     (root / "etc" / "main.cf").write_text(main + extra_main)
     instance = PostfixInstance(root, port)

@@ -45,9 +45,10 @@ def _config(
 data_dir = "{rundir / "data"}"
 {storage_line}workers = {workers}
 
+# The default level (info: a line or two for every message), as every peer runs with
+# its own default logging.
 [log]
 file = "{rundir / "postroom.log"}"
-level = "warning"
 
 [limits]
 max_connections = {MAX_CONNECTIONS}
@@ -166,11 +167,28 @@ mailers = ["held"]
     return limits, tail
 
 
+def _submission_listeners(submission: int, submissions: int) -> str:
+    """The submission workload's listeners: 587-style and 465-style, TLS and AUTH required,
+    on the certificate postroom makes for itself (ECDSA P-256)."""
+    return f"""
+[[listeners]]
+address = "127.0.0.1"
+port = {submission}
+role = "submission"
+
+[[listeners]]
+address = "127.0.0.1"
+port = {submissions}
+role = "submissions"
+"""
+
+
 @dataclass
 class PostroomSystem:
     python: Path
     delivery: Literal["held", "local"] = "held"
     workers: int = 1
+    submission: bool = False  # also listen as 587-style and 465-style submission
     # PostgreSQL: a new database's URL for each run and the pid of the postmaster, whose
     # process tree (every backend) counts as the server's CPU; None: SQLite in the run
     # directory.
@@ -182,7 +200,10 @@ class PostroomSystem:
 
     def __post_init__(self) -> None:
         processes = "one process" if self.workers == 1 else f"{self.workers} processes"
-        if self.database is not None:
+        if self.delivery == "held" and self.submission:
+            self.name = "postroom"
+            self.label = f"postroom (argon2id, login cache, {processes}; delivery held)"
+        elif self.database is not None:
             self.name = "postroom-pg"
             self.label = f"postroom (PostgreSQL, group commit, {processes}; delivery held)"
         elif self.delivery == "held":
@@ -200,6 +221,9 @@ class PostroomSystem:
             blackhole.bind(("127.0.0.1", 0))
             blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
             limits, tail = _held_config(blackhole.getsockname()[1])
+        ports = (free_port(), free_port()) if self.submission else None
+        if ports is not None:
+            tail += _submission_listeners(*ports)
         try:
             storage, more_pids = None, []
             if self.database is not None:
@@ -224,5 +248,7 @@ class PostroomSystem:
             stop=stop,
             log=rundir / "postroom.log",
             stored=lambda: len(server.messages()),
+            submission_port=ports[0] if ports else None,
+            submissions_port=ports[1] if ports else None,
             more_pids=more_pids,
         )

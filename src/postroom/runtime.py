@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import logging.handlers
 import os
 import random
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.delivery.slots import SharedSlots
+from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
+from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.imap.server import ImapServer
@@ -46,6 +47,7 @@ from postroom.mailauth.inbound import InboundChecker
 from postroom.mailbox import Maildir
 from postroom.net.control import ControlListener
 from postroom.net.listener import Listener
+from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
@@ -70,14 +72,25 @@ _START_CHECK_BUDGET = 2.0
 _STORE = "store"  # the store's name on Readiness
 
 
-def _authenticator(users: Users) -> Callable[[str, str], Awaitable[Principal | None]]:
-    async def authenticate(username: str, password: str) -> Principal | None:
-        record = await users.verify(username, password)
-        if record is None:
-            return None
-        return user_principal(record)
+def _user_logins(users: Users, throttle: FailureThrottle) -> LoginGate[Principal]:
+    """The gate every mail door logs users in through (SMTP AUTH, POP3, IMAP)."""
 
-    return authenticate
+    async def verify(username: str, password: str) -> Principal | None:
+        record = await users.verify(username, password)
+        return None if record is None else user_principal(record)
+
+    async def recall(username: str, password: str) -> Principal | None:
+        record = await users.recall(username, password)
+        return None if record is None else user_principal(record)
+
+    return LoginGate(throttle, verify=verify, recall=recall)
+
+
+def _login_cache(settings: Settings, clock: Clock) -> LoginCache | None:
+    cache = settings.login_cache
+    if cache.entries == 0 or cache.ttl == 0:
+        return None
+    return LoginCache(clock, ttl=cache.ttl, max_entries=cache.entries)
 
 
 class _WakePrimary:
@@ -198,19 +211,19 @@ class Server:
             max_account_failures=auth.max_account_failures,
             window=auth.window,
         )
-        authenticate = _authenticator(Users(store))
+        users = Users(store, self.clock, login_cache=_login_cache(settings, self.clock))
+        logins = _user_logins(users, auth_throttle)
         self.smtp = SmtpServer(
             settings,
             intake=intake,
-            authenticate=authenticate,
+            logins=logins,
             relay_networks=RelayNetworks.from_settings(settings),
-            auth_throttle=auth_throttle,
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
-            self._make_mailbox_servers(authenticate, auth_throttle, tls.context)
+            self._make_mailbox_servers(logins, tls.context)
         try:
             await self._start_listeners()
             if not self.accept_only:
@@ -242,25 +255,20 @@ class Server:
                 await listening.start()
 
     def _make_mailbox_servers(
-        self,
-        authenticate: Callable[[str, str], Awaitable[Principal | None]],
-        auth_throttle: FailureThrottle,
-        ssl_context: ssl.SSLContext | None,
+        self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
     ) -> None:
         settings = self.settings
         self.pop3 = Pop3Server(
             settings,
             mailboxes=self.mailboxes,
-            authenticate=authenticate,
-            auth_throttle=auth_throttle,
+            logins=logins,
             ssl_context=ssl_context,
             sockets=self._sockets,
         )
         self.imap = ImapServer(
             settings,
             mailboxes=self.mailboxes,
-            authenticate=authenticate,
-            auth_throttle=auth_throttle,
+            logins=logins,
             ssl_context=ssl_context,
             sockets=self._sockets,
         )
@@ -617,12 +625,8 @@ def _reload_on_sighup(server: Server, workers: Supervisor | None) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
-    handler: logging.Handler
-    if settings.log.file is not None:
-        # Reopened when logrotate moves it away (its default "create" mode).
-        handler = logging.handlers.WatchedFileHandler(settings.log.file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    # A file is reopened when logrotate moves it away; lines go out in batches.
+    handler = BatchedLogHandler(settings.log.file)
     handler.setFormatter(log_formatter(settings.log.format))
     root = logging.getLogger("postroom")
     root.handlers[:] = [handler]

@@ -13,9 +13,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +114,68 @@ def test_the_json_records_machine_runs_and_ratios(
         assert postroom_run["stored"] == 200  # every acknowledged message is in the queue
         assert rows["postroom"]["summary"]["msgs_per_s"]["runs"] == 1
         assert rows["smtp-sink"]["postroom_ratio"] > 0
+
+
+# -- submission (TLS and AUTH, against Postfix + Dovecot) and local delivery -------------
+
+
+@pytest.fixture(scope="module")
+def submission_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The submission and local workloads, tiny: 40 messages, 4 sessions, one run, one
+    message per connection, STARTTLS only. The work directory's path is short: Postfix's
+    unix sockets live under it, and their paths are limited to 107 bytes."""
+    tools = (*TOOLS, Path("/usr/sbin/dovecot"), Path("/usr/include/openssl/ssl.h"))
+    if not all(tool.exists() for tool in tools):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install postfix, dovecot-core, gcc and libssl-dev")
+        pytest.skip("needs postfix, dovecot-core, gcc and libssl-dev")
+    out = tmp_path_factory.mktemp("bench-sub-out")
+    workdir = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--only=submission,local",
+        "--systems=postroom,postfix-dovecot-sha512crypt,postfix-virtual",
+        "--submission-messages=40",
+        "--submission-modes=starttls",
+        "--relay-messages=100",
+        "--sessions=4",
+        "--per-connection=1",
+        "--runs=1",
+        "--no-install",
+        "--quiet-threshold=100",
+        "--retries=0",
+        f"--output={out}",
+        f"--workdir={workdir}",
+        f"--postroom-python={sys.executable}",
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "latest.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_submission_and_local_rows_have_figures_and_ratios(
+    submission_run: dict[str, object],
+) -> None:
+    sections = submission_run["sections"]
+    assert isinstance(sections, list)
+    keys = [s["key"] for s in sections]
+    assert keys == ["submission-starttls-1", "local"]
+    for section in sections:
+        rows = {row["name"]: row for row in section["rows"]}
+        peer = "postfix-virtual" if section["key"] == "local" else "postfix-dovecot-sha512crypt"
+        assert rows["postroom"]["status"] == "ok", rows["postroom"]
+        assert rows[peer]["status"] == "ok", rows[peer]
+        assert rows[peer]["postroom_ratio"] > 0
+        metrics = rows["postroom"]["samples"][0]["metrics"]
+        assert metrics["client_cpu_s"] > 0  # the load generator's CPU is counted
+        if section["key"] != "local":
+            assert metrics["stored"] == 40  # every acknowledged message is in the queue
+    targets = submission_run["targets"]
+    assert isinstance(targets, list)
+    assert {t["against"] for t in targets} == {"postfix-dovecot-sha512crypt", "postfix-virtual"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from postroom.directory import Domains, Users, hash_password, passwords, verify_password
+from postroom.directory.logincache import LoginCache
 from postroom.errors import (
     DomainExists,
     InvalidAddress,
@@ -19,6 +20,7 @@ from postroom.errors import (
 )
 from postroom.intake.principals import user_rights
 from postroom.store import Store, open_store
+from tests.conftest import FakeClock
 
 
 @pytest.fixture
@@ -210,3 +212,98 @@ async def test_remove_a_domain(domains: Domains) -> None:
 async def test_an_invalid_domain_is_refused(domains: Domains, name: str) -> None:
     with pytest.raises(InvalidDomain):
         await domains.add(name)
+
+
+# -- the login cache ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the argon2id verifications Users runs (each still runs for real)."""
+    calls: list[str] = []
+    real = passwords.verify_password_async
+
+    async def counting(password_hash: str, password: str) -> bool:
+        calls.append(password_hash)
+        return await real(password_hash, password)
+
+    monkeypatch.setattr("postroom.directory.passwords.verify_password_async", counting)
+    return calls
+
+
+def cached_users(store: Store, clock: FakeClock, *, entries: int = 100) -> Users:
+    cache = LoginCache(clock, ttl=300.0, max_entries=entries)
+    return Users(store, clock, login_cache=cache)
+
+
+async def test_a_repeated_login_skips_argon2_until_the_ttl_ends(
+    store: Store, fake_clock: FakeClock, argon2_calls: list[str]
+) -> None:
+    users = cached_users(store, fake_clock)
+    await users.add("ann@example.com", "correct horse")
+    assert await users.verify("ann@example.com", "correct horse") is not None
+    assert await users.verify("ANN@example.com", "correct horse") is not None
+    assert len(argon2_calls) == 1
+    fake_clock.advance(301)
+    assert await users.verify("ann@example.com", "correct horse") is not None
+    assert len(argon2_calls) == 2
+
+
+async def test_a_wrong_password_never_hits_the_cache(
+    store: Store, fake_clock: FakeClock, argon2_calls: list[str]
+) -> None:
+    users = cached_users(store, fake_clock)
+    await users.add("ann@example.com", "correct horse")
+    assert await users.verify("ann@example.com", "correct horse") is not None
+    for wrong in ("correct hors", "correct horse ", "Correct horse", ""):
+        assert await users.verify("ann@example.com", wrong) is None
+    assert len(argon2_calls) == 5  # one success, then every wrong password verified
+
+
+async def test_a_changed_password_is_refused_at_once_whoever_changed_it(
+    store: Store, fake_clock: FakeClock
+) -> None:
+    users = cached_users(store, fake_clock)
+    await users.add("ann@example.com", "old password")
+    assert await users.verify("ann@example.com", "old password") is not None
+    # Another process (the CLI) changes it: this Users instance is never told.
+    await Users(store).passwd("ann@example.com", "new password")
+    assert await users.verify("ann@example.com", "old password") is None
+    assert await users.verify("ann@example.com", "new password") is not None
+
+
+async def test_a_removed_user_is_refused_at_once(store: Store, fake_clock: FakeClock) -> None:
+    users = cached_users(store, fake_clock)
+    await users.add("ann@example.com", "correct horse")
+    assert await users.verify("ann@example.com", "correct horse") is not None
+    await Users(store).remove("ann@example.com")
+    assert await users.verify("ann@example.com", "correct horse") is None
+
+
+async def test_the_cache_is_bounded_and_drops_the_least_recent(
+    store: Store, fake_clock: FakeClock, argon2_calls: list[str]
+) -> None:
+    users = cached_users(store, fake_clock, entries=2)
+    for name in ("a", "b", "c"):
+        await users.add(f"{name}@example.com", f"pw-{name}")
+        assert await users.verify(f"{name}@example.com", f"pw-{name}") is not None
+    assert len(argon2_calls) == 3
+    assert await users.verify("c@example.com", "pw-c") is not None  # still cached
+    assert await users.verify("b@example.com", "pw-b") is not None  # still cached
+    assert len(argon2_calls) == 3
+    assert await users.verify("a@example.com", "pw-a") is not None  # dropped: verified again
+    assert len(argon2_calls) == 4
+
+
+def test_the_cache_holds_neither_password_nor_stored_hash(fake_clock: FakeClock) -> None:
+    cache = LoginCache(fake_clock, ttl=60.0, max_entries=10)
+    cache.remember("$argon2id$stored", "secret password")
+    assert len(cache) == 1
+    assert cache.verified("$argon2id$stored", "secret password")
+    assert not cache.verified("$argon2id$other", "secret password")
+    held = repr(vars(cache))
+    assert "secret password" not in held and "stored" not in held
+    # Another process's cache has its own key: a digest means nothing elsewhere.
+    assert not LoginCache(fake_clock, ttl=60.0, max_entries=10).verified(
+        "$argon2id$stored", "secret password"
+    )

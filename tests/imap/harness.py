@@ -18,6 +18,7 @@ from postroom.intake import Principal
 from postroom.intake.policy import SenderRights
 from postroom.mailbox import Maildir
 from postroom.net.listener import Listener
+from postroom.net.logins import LoginGate
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 from postroom.net.tls import ServerTls
@@ -66,8 +67,7 @@ class ImapHarness:
                 plaintext_login=plaintext_login,
             ),
             mailboxes=self.mailboxes,
-            authenticate=_authenticate,
-            auth_throttle=self.throttle,
+            logins=LoginGate(self.throttle, verify=_authenticate),
             ssl_context=self.tls.context,
             autologout=autologout,
         )

@@ -20,7 +20,8 @@ import pytest
 from postroom.clock import SystemClock
 from postroom.events import Bus, SmtpTransaction
 from postroom.events.catalog import Event
-from postroom.intake import Intake
+from postroom.intake import Intake, Principal
+from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.smtp.server import SmtpServer
 from postroom.store import NewMessage
@@ -90,14 +91,14 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         bus=bus,
     )
 
-    async def nobody(username: str, password: str) -> None:
+    async def nobody(username: str, password: str) -> Principal | None:
         return None
 
+    throttle = FailureThrottle(store, clock, max_failures=3, window=60)
     server = SmtpServer(
         settings,
         intake=intake,
-        authenticate=nobody,
-        auth_throttle=FailureThrottle(store, clock, max_failures=3, window=60),
+        logins=LoginGate(throttle, verify=nobody),
         ssl_context=None,
         bus=bus,
     )

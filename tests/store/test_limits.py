@@ -95,6 +95,21 @@ async def test_hits_count_in_a_sliding_window_under_every_key(store: Store) -> N
     assert await store.add_hit(limits, "bob", NOW + 60, window=60)
 
 
+async def test_hits_below_says_what_add_hit_would_find_and_records_nothing(
+    store: Store,
+) -> None:
+    limits = [("auth client 192.0.2.1", 2), ("auth account bob", 3)]
+    assert await store.hits_below(limits, NOW, window=60)
+    assert await store.add_hit(limits, "bob", NOW, window=60)
+    for _ in range(3):  # asking takes no slot
+        assert await store.hits_below(limits, NOW + 1, window=60)
+    assert await store.add_hit(limits, "bob", NOW + 1, window=60)
+    assert not await store.hits_below(limits, NOW + 2, window=60)  # the client's 2
+    assert not await store.hits_below([("auth account bob", 2)], NOW + 2, window=60)
+    assert await store.hits_below([("auth account bob", 3)], NOW + 2, window=60)
+    assert await store.hits_below(limits, NOW + 60, window=60)  # the first has left
+
+
 async def test_forgetting_hits_removes_only_those_of_the_tag(store: Store) -> None:
     client = "auth client 192.0.2.1"
     assert await store.add_hit([(client, 2), ("auth account eve", 5)], "eve", NOW, window=60)

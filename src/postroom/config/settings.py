@@ -150,6 +150,15 @@ class AuthThrottleSettings(_Model):
     window: Annotated[float, Field(gt=0)] = 300.0
 
 
+class LoginCacheSettings(_Model):
+    """Recent successful logins kept in memory (a keyed digest of the stored hash and the
+    password), so a client logging in on every connection skips argon2id for ``ttl``
+    seconds; a changed or removed password is refused at once. ``entries = 0``: off."""
+
+    ttl: Annotated[float, Field(ge=0)] = 300.0
+    entries: Annotated[int, Field(ge=0)] = 10_000
+
+
 class LimitSettings(_Model):
     max_message_size: Annotated[int, Field(ge=1024)] = 25 * MIB
     max_recipients: Annotated[int, Field(ge=1)] = 100
@@ -323,6 +332,7 @@ class Settings(_Model):
     api: ApiSettings = ApiSettings()
     dashboard: DashboardSettings = DashboardSettings()
     inbound_auth: InboundAuthSettings = InboundAuthSettings()
+    login_cache: LoginCacheSettings = LoginCacheSettings()
     # Client networks that may relay through mx listeners without AUTH (Postfix's
     # mynetworks), as CIDR; each network is a principal with [senders.relay_networks].
     relay_networks: tuple[str, ...] = ()

@@ -8,7 +8,6 @@ the form, which must match), so no other site can log a browser in as someone el
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import secrets
@@ -18,7 +17,8 @@ from starlette.responses import Response
 
 from postroom.dashboard.sessions import Session
 from postroom.dashboard.web import PREFIX, Visit, Web, off, read_form, same_origin
-from postroom.errors import StoreError
+from postroom.net.logins import LoginGate
+from postroom.store.models import AdminRecord
 
 __all__ = ["Login"]
 
@@ -29,6 +29,9 @@ _log = logging.getLogger("postroom.dashboard")
 class Login:
     def __init__(self, web: Web) -> None:
         self.web = web
+        # Admins log in through the same gate as mail users (the shared throttle, one
+        # check for identical attempts in flight); no login cache for them.
+        self._gate: LoginGate[AdminRecord] = LoginGate(web.deps.throttle, verify=web.admins.verify)
 
     async def form(self, request: Request, *, error: str = "", status: int = 200) -> Response:
         if not await self.web.is_on():
@@ -64,26 +67,20 @@ class Login:
             return await self.form(request, error="The form was refused: try again.", status=403)
         name, password = form.get("name"), form.get("password")
         client = request.client.host if request.client else ""
-        try:
-            attempt = await self.web.deps.throttle.begin(client, f"admin {name}")
-        except StoreError as exc:  # the shared counts are out of reach: check nothing
-            _log.warning(
-                "dashboard: login not checked, the failure counts are unavailable: %s", exc
-            )
+        login = await self._gate.login(client, f"admin {name}", name, password)
+        if login.verdict == "unavailable":
             return await self.form(
                 request, error="Logins are unavailable for a moment: try again.", status=503
             )
-        if attempt is None:
+        if login.verdict == "throttled":
             _log.warning("dashboard: login as %r from %s throttled", name, client or "-")
             return await self.form(
                 request, error="Too many failed logins: wait a few minutes.", status=429
             )
-        record = await self.web.admins.verify(name, password)
+        record = login.who
         if record is None:
             _log.warning("dashboard: failed login as %r from %s", name, client or "-")
             return await self.form(request, error="Wrong name or password.", status=401)
-        with contextlib.suppress(StoreError):  # logged in all the same; the slot stays
-            await attempt.succeeded()
         now = self.web.deps.clock.time()
         session = Session(record.name, now, now)
         visit = Visit(request, session, "")

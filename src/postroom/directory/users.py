@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
 from postroom.directory.domains import sender_domain_list
+from postroom.directory.logincache import LoginCache
 from postroom.directory.passwords import PasswordCheck, hash_password_async, needs_rehash
 from postroom.errors import (
     AddressError,
@@ -57,9 +58,16 @@ def check_password(password: str) -> None:
 
 
 class Users:
-    def __init__(self, store: DirectoryStore, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: DirectoryStore,
+        clock: Clock | None = None,
+        *,
+        login_cache: LoginCache | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock or SystemClock()
+        self._login_cache = login_cache
         self._check = PasswordCheck()
 
     async def add(
@@ -94,8 +102,18 @@ class Users:
         return await self._store.user(key)
 
     async def verify(self, address: str, password: str) -> UserRecord | None:
-        """The user when the password is right, else None (unknown users included)."""
+        """The user when the password is right, else None (unknown users included).
+
+        The record is read from the store every time, so a changed or removed password
+        is refused at once even when the login cache knew the old one."""
         record = await self.get(address)
+        cache = self._login_cache
+        if (
+            record is not None
+            and cache is not None
+            and cache.verified(record.password_hash, password)
+        ):
+            return record
         if not await self._check.verify(record.password_hash if record else None, password):
             return None
         assert record is not None
@@ -104,6 +122,18 @@ class Users:
             new_hash = await hash_password_async(password)
             with contextlib.suppress(StoreError):
                 await self._store.set_password(record.address, new_hash)
+        elif cache is not None:
+            cache.remember(record.password_hash, password)
+        return record
+
+    async def recall(self, address: str, password: str) -> UserRecord | None:
+        """The user when the login cache knows this password for the user's current
+        stored hash; None otherwise (then ``verify`` decides). Never runs argon2id."""
+        if self._login_cache is None:
+            return None
+        record = await self.get(address)
+        if record is None or not self._login_cache.verified(record.password_hash, password):
+            return None
         return record
 
     async def passwd(self, address: str, password: str) -> None:

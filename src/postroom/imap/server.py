@@ -10,11 +10,13 @@ from collections.abc import Sequence
 
 from postroom.config.settings import IMAP_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.imap.connection import ImapConfig
-from postroom.imap.session import Authenticator, ImapContext, ImapSession
+from postroom.imap.session import ImapContext, ImapSession
+from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
 from postroom.net.listener import Listener
+from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions
-from postroom.net.throttle import ConnectionCounter, FailureThrottle
+from postroom.net.throttle import ConnectionCounter
 
 __all__ = ["ImapServer"]
 
@@ -28,8 +30,7 @@ class ImapServer:
         settings: Settings,
         *,
         mailboxes: MailboxStore,
-        authenticate: Authenticator,
-        auth_throttle: FailureThrottle,
+        logins: LoginGate[Principal],
         ssl_context: ssl.SSLContext | None,
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
@@ -56,8 +57,7 @@ class ImapServer:
                     plaintext_login=spec.plaintext_login,
                 ),
                 mailboxes=mailboxes,
-                authenticate=authenticate,
-                auth_throttle=auth_throttle,
+                logins=logins,
                 ssl_context=ssl_context,
                 autologout=settings.mailboxes.imap_autologout,
                 command_timeout=limits.command_timeout,

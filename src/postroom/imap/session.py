@@ -18,10 +18,8 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import StoreError
 from postroom.events.authlog import auth_account, log_auth
 from postroom.imap import commands as c
 from postroom.imap import responses as rs
@@ -52,12 +50,11 @@ from postroom.mailbox.base import (
     TooManyKeywords,
 )
 from postroom.mailbox.watch import FolderWatch
+from postroom.net.logins import LoginGate
 from postroom.net.stream import Stream
-from postroom.net.throttle import FailureThrottle
 
-__all__ = ["Authenticator", "ImapContext", "ImapSession"]
+__all__ = ["ImapContext", "ImapSession"]
 
-Authenticator = Callable[[str, str], Awaitable[Principal | None]]
 _log = logging.getLogger("postroom.imap")
 _READ_SIZE = 16 * 1024
 _CHARSETS = ("UTF-8", "US-ASCII")
@@ -73,8 +70,7 @@ class ImapContext:
     role: str
     config: ImapConfig
     mailboxes: MailboxStore
-    authenticate: Authenticator
-    auth_throttle: FailureThrottle
+    logins: LoginGate[Principal]  # the one way passwords are checked, by every door
     ssl_context: ssl.SSLContext | None
     autologout: float = 30 * 60.0  # RFC 3501 5.4
     command_timeout: float = 300.0  # a command (its literals included) once begun
@@ -206,27 +202,19 @@ class ImapSession:
 
     async def _log_in(self, tag: str, username: str, password: str) -> None:
         account = auth_account(username)
-        try:
-            attempt = await self._ctx.auth_throttle.begin(self._ip or "unknown", account)
-        except StoreError as exc:  # the shared counts are out of reach: check nothing
-            _log.warning("login not checked: the failure counts are unavailable: %s", exc)
+        login = await self._ctx.logins.login(self._ip or "unknown", account, username, password)
+        principal = login.who
+        if login.verdict == "unavailable":
             self._no(tag, "logins are not possible now; try again later", code="UNAVAILABLE")
             return
-        if attempt is None:
+        if login.verdict == "throttled":
             log_auth(_log, "throttled", self._ip, account, self._ctx.role)
             self._no(tag, "too many failed logins; try again later", code="UNAVAILABLE")
-            return
-        try:
-            principal = await self._ctx.authenticate(username, password)
-        except StoreError as exc:  # the directory is away: not the client's fault
-            _log.error("login: the directory could not be read: %s", exc)
-            self._no(tag, "cannot check passwords now; try again later", code="UNAVAILABLE")
             return
         if principal is None:
             log_auth(_log, "failed", self._ip, account, self._ctx.role)
             self._no(tag, "invalid credentials", code="AUTHENTICATIONFAILED")
             return
-        await attempt.succeeded()
         domain, user = mailbox_key(principal.name)
         self._account = self._ctx.mailboxes.account(domain, user)
         self.conn.authenticated()

@@ -40,6 +40,10 @@ class HitCounter(Protocol):
 
     async def forget_hits(self, keys: Sequence[str], tag: str) -> None: ...
 
+    async def hits_below(
+        self, limits: Sequence[tuple[str, int]], now: float, *, window: float
+    ) -> bool: ...
+
 
 class AuthAttempt:
     """A failure slot taken before the password is checked. It counts as a failure from
@@ -92,16 +96,26 @@ class FailureThrottle:
         self._max_account = max_account_failures or max_failures
         self._window = window
 
+    def _limits(self, client: str, account: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        return (
+            (f"auth client {client_key(client)}", self._max_client),
+            (f"auth account {account}", self._max_account),
+        )
+
     async def begin(self, client: str, account: str) -> AuthAttempt | None:
         """Take a failure slot for ``account`` tried by ``client``; None when either is
         throttled (then the password must not be checked at all). StoreError when the
         counts cannot be reached."""
-        keys = (f"auth client {client_key(client)}", f"auth account {account}")
-        limits = ((keys[0], self._max_client), (keys[1], self._max_account))
+        limits = self._limits(client, account)
         now = self._clock.time()
         if not await self._counter.add_hit(limits, account, now, window=self._window):
             return None
-        return AuthAttempt(self._counter, keys, account)
+        return AuthAttempt(self._counter, tuple(key for key, _ in limits), account)
+
+    async def throttled(self, client: str, account: str) -> bool:
+        """Whether ``begin`` would refuse now; takes no slot. StoreError as ``begin``."""
+        limits = self._limits(client, account)
+        return not await self._counter.hits_below(limits, self._clock.time(), window=self._window)
 
 
 class ConnectionCounter:

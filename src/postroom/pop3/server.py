@@ -9,12 +9,14 @@ import ssl
 from collections.abc import Sequence
 
 from postroom.config.settings import POP3_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
 from postroom.net.listener import Listener
+from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions
-from postroom.net.throttle import ConnectionCounter, FailureThrottle
+from postroom.net.throttle import ConnectionCounter
 from postroom.pop3.connection import Pop3Config
-from postroom.pop3.session import Authenticator, Pop3Context, Pop3Session
+from postroom.pop3.session import Pop3Context, Pop3Session
 
 __all__ = ["Pop3Server"]
 
@@ -28,8 +30,7 @@ class Pop3Server:
         settings: Settings,
         *,
         mailboxes: MailboxStore,
-        authenticate: Authenticator,
-        auth_throttle: FailureThrottle,
+        logins: LoginGate[Principal],
         ssl_context: ssl.SSLContext | None,
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
@@ -57,8 +58,7 @@ class Pop3Server:
                 role=spec.role.value,
                 config=config,
                 mailboxes=mailboxes,
-                authenticate=authenticate,
-                auth_throttle=auth_throttle,
+                logins=logins,
                 ssl_context=ssl_context,
                 idle_timeout=settings.mailboxes.pop3_idle_timeout,
                 handshake_timeout=limits.command_timeout,

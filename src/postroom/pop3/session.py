@@ -19,17 +19,15 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import StoreError
 from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore, mailbox_key
 from postroom.mailbox.base import DELETED, INBOX, FlagChange
 from postroom.mailbox.message import CHUNK
+from postroom.net.logins import LoginGate
 from postroom.net.stream import Stream
-from postroom.net.throttle import FailureThrottle
 from postroom.pop3.body import MessageBody
 from postroom.pop3.connection import MaildropEntry, Pop3Config, Pop3Connection, unique_id
 from postroom.pop3.events import (
@@ -41,9 +39,8 @@ from postroom.pop3.events import (
     Update,
 )
 
-__all__ = ["Authenticator", "Pop3Context", "Pop3Session"]
+__all__ = ["Pop3Context", "Pop3Session"]
 
-Authenticator = Callable[[str, str], Awaitable[Principal | None]]
 _log = logging.getLogger("postroom.pop3")
 _READ_SIZE = 16 * 1024
 _THROTTLED = "[SYS/TEMP] Too many failed logins; try again later"
@@ -56,8 +53,7 @@ class Pop3Context:
     role: str
     config: Pop3Config
     mailboxes: MailboxStore
-    authenticate: Authenticator
-    auth_throttle: FailureThrottle
+    logins: LoginGate[Principal]  # the one way passwords are checked, by every door
     ssl_context: ssl.SSLContext | None
     idle_timeout: float
     handshake_timeout: float = 30.0
@@ -157,30 +153,25 @@ class Pop3Session:
             self._stream.write(conn.data_to_send())
 
     async def _login(self, event: Authenticate) -> None:
-        account = auth_account(event.username)
-        try:
-            attempt = await self._ctx.auth_throttle.begin(self._ip or "unknown", account)
-        except StoreError as exc:  # the shared counts are out of reach: check nothing
-            _log.warning("login not checked: the failure counts are unavailable: %s", exc)
+        login = await self._ctx.logins.login(
+            self._ip or "unknown",
+            auth_account(event.username),
+            event.username,
+            event.password,
+            authzid=event.authzid,
+        )
+        principal = login.who
+        if login.verdict == "unavailable":
             self.conn.refuse_login("[SYS/TEMP] Logins are not possible now; try later")
             return
-        if attempt is None:
+        if login.verdict == "throttled":
             log_auth(_log, "throttled", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login(_THROTTLED)
             return
-        principal = None
-        if event.authzid in ("", event.username):
-            try:
-                principal = await self._ctx.authenticate(event.username, event.password)
-            except StoreError as exc:  # the directory is away: not the client's fault
-                _log.error("login: the directory could not be read: %s", exc)
-                self.conn.refuse_login("[SYS/TEMP] Logins are not possible now; try later")
-                return
         if principal is None:
             log_auth(_log, "failed", self._ip, event.username, self._ctx.role)
             self.conn.refuse_login()
             return
-        await attempt.succeeded()
         self._user = mailbox_key(principal.name)
         mailbox = self._ctx.mailboxes.account(*self._user)
         status, messages = await mailbox.messages(INBOX)

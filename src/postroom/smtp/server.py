@@ -10,14 +10,15 @@ from collections.abc import Sequence
 
 from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.events import Bus
-from postroom.intake import Intake
+from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks
 from postroom.net.listener import Listener
+from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions
-from postroom.net.throttle import ConnectionCounter, FailureThrottle
+from postroom.net.throttle import ConnectionCounter
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig
-from postroom.smtp.session import Authenticator, Session, SessionContext
+from postroom.smtp.session import Session, SessionContext
 
 __all__ = ["SmtpServer", "server_config"]
 
@@ -43,8 +44,7 @@ class SmtpServer:
         settings: Settings,
         *,
         intake: Intake,
-        authenticate: Authenticator,
-        auth_throttle: FailureThrottle,
+        logins: LoginGate[Principal],
         ssl_context: ssl.SSLContext | None,
         bus: Bus,
         relay_networks: RelayNetworks | None = None,
@@ -74,8 +74,7 @@ class SmtpServer:
                 role=spec.role.value,
                 config=server_config(settings, spec.role, starttls=ssl_context is not None),
                 intake=intake,
-                authenticate=authenticate,
-                auth_throttle=auth_throttle,
+                logins=logins,
                 ssl_context=ssl_context,
                 command_timeout=limits.command_timeout,
                 data_timeout=limits.data_timeout,

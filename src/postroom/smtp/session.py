@@ -10,25 +10,22 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import StoreError
 from postroom.events import Bus, SmtpTransaction
 from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
 from postroom.intake.principals import RelayNetworks
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.net.logins import LoginGate
 from postroom.net.stream import Stream
-from postroom.net.throttle import FailureThrottle
 from postroom.smtp import events as ev
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig, ServerConnection, TlsInfo
 from postroom.smtp.replies import Reply
 
-__all__ = ["Authenticator", "Session", "SessionContext"]
+__all__ = ["Session", "SessionContext"]
 
-Authenticator = Callable[[str, str], Awaitable[Principal | None]]
 _log = logging.getLogger("postroom.smtp")
 # One read takes a small message with its pipelined commands whole; larger reads cost
 # memory per connection when many large messages arrive at once (tests/e2e/test_memory.py).
@@ -60,8 +57,7 @@ class SessionContext:
     role: str
     config: ServerConfig
     intake: Intake
-    authenticate: Authenticator
-    auth_throttle: FailureThrottle
+    logins: LoginGate[Principal]  # the one way passwords are checked, by every door
     ssl_context: ssl.SSLContext | None
     command_timeout: float  # a deadline for each whole command line
     data_timeout: float  # the longest wait for one read of message content
@@ -420,29 +416,23 @@ class Session:
             self._finish(None, "aborted")
 
     async def _auth(self, event: ev.AuthCredentials) -> Reply:
-        # The slot is taken before the password check: attempts in parallel count at once.
-        try:
-            attempt = await self._ctx.auth_throttle.begin(
-                self._ip or "unknown", auth_account(event.username)
-            )
-        except StoreError as exc:  # the shared counts are out of reach: check nothing
-            _log.warning("auth not checked: the failure counts are unavailable: %s", exc)
-            return replies.AUTH_TEMPORARY_FAILURE
-        if attempt is None:
-            self._log_auth("throttled", event.username)
-            return replies.AUTH_THROTTLED
-        principal = None
-        if event.authzid in ("", event.username):
-            try:
-                principal = await self._ctx.authenticate(event.username, event.password)
-            except StoreError as exc:  # the directory is away: not the client's fault
-                _log.error("auth: the directory could not be read: %s", exc)
+        login = await self._ctx.logins.login(
+            self._ip or "unknown",
+            auth_account(event.username),
+            event.username,
+            event.password,
+            authzid=event.authzid,
+        )
+        match login.verdict:
+            case "unavailable":
                 return replies.AUTH_TEMPORARY_FAILURE
-        if principal is None:
-            self._log_auth("failed", event.username)
-            return replies.AUTH_FAILED
-        await attempt.succeeded()
-        self._principal = principal  # the core marks the connection authenticated on 235
+            case "throttled":
+                self._log_auth("throttled", event.username)
+                return replies.AUTH_THROTTLED
+            case "failed":
+                self._log_auth("failed", event.username)
+                return replies.AUTH_FAILED
+        self._principal = login.who  # the core marks the connection authenticated on 235
         return replies.AUTH_OK
 
     def _log_auth(self, outcome: str, account: str) -> None:

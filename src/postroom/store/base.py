@@ -293,6 +293,12 @@ class LimitStore(Protocol):
     async def forget_hits(self, keys: Sequence[str], tag: str) -> None:
         """Forget the hits tagged ``tag`` under ``keys``."""
 
+    async def hits_below(
+        self, limits: Sequence[tuple[str, int]], now: float, *, window: float
+    ) -> bool:
+        """True when every key of ``limits`` has fewer hits than its limit in
+        ``(now - window, now]``, as ``add_hit`` would find; records nothing."""
+
     async def take_slot(
         self, key: str, limit: int, holder: str, now: float, *, lease: float
     ) -> bool:

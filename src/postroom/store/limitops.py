@@ -83,6 +83,12 @@ class LimitOps:
     async def forget_hits(self, keys: Sequence[str], tag: str) -> None:
         await self._limit_tx(keys, functools.partial(_forget_hits, keys=keys, tag=tag))
 
+    async def hits_below(
+        self, limits: Sequence[tuple[str, int]], now: float, *, window: float
+    ) -> bool:
+        job = functools.partial(_hits_below, limits=limits, now=now, window=window)
+        return await self._limit_tx([key for key, _ in limits], job)
+
     async def take_slot(
         self, key: str, limit: int, holder: str, now: float, *, lease: float
     ) -> bool:
@@ -211,6 +217,17 @@ def _add_hit(
             (key, tag, now, now + window),
         )
     return True
+
+
+def _hits_below(sql: Sql, *, limits: Sequence[tuple[str, int]], now: float, window: float) -> bool:
+    keys = tuple(key for key, _ in limits)
+    marks = ", ".join("?" for _ in keys)
+    rows = sql(
+        f"SELECT key, count(*) FROM limit_hits WHERE key IN ({marks}) AND at > ? GROUP BY key",
+        (*keys, now - window),
+    )
+    counts: dict[str, int] = dict(rows)
+    return all(counts.get(key, 0) < limit for key, limit in limits)
 
 
 def _forget_hits(sql: Sql, *, keys: Sequence[str], tag: str) -> None:
