@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postroom.mailbox import MailAccount, MailboxStore, Maildir
+from postroom.mailbox.account import MaildirAccount
 from postroom.mailbox.base import (
     DELETED,
     FLAGGED,
@@ -372,3 +373,30 @@ async def test_a_full_mailbox_refuses_delivery_append_and_copy(store: Maildir) -
         await account.copy("INBOX", [1], "Archive")
     await account.move("INBOX", [1], "Archive")  # a move takes no more room
     assert (await account.status("Archive")).messages == 1
+
+
+async def test_a_mailbox_without_a_limit_is_never_measured_to_take_mail(
+    store: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measuring reads every file of every folder: done for every delivery, it made
+    local delivery quadratic in the mailbox's size. Without a limit nothing is read."""
+    account = _bob(store)
+    measured: list[int] = []
+    real = MaildirAccount._usage
+
+    def counting(self: MaildirAccount) -> int:
+        usage = real(self)
+        measured.append(usage)
+        return usage
+
+    monkeypatch.setattr(MaildirAccount, "_usage", counting)
+    for _ in range(3):
+        _deliver(store)
+    assert await account.limited_quota() is None
+    assert measured == []
+    # Asked for, it is measured; and a limit makes delivery measure again.
+    assert (await account.quota()).usage == 3 * len(TRACE + MESSAGE)
+    await account.set_quota(10 * len(TRACE + MESSAGE))
+    _deliver(store)
+    limited = await account.limited_quota()
+    assert limited is not None and limited.usage == 4 * len(TRACE + MESSAGE)

@@ -188,8 +188,7 @@ class Intake:
             account = self.mailboxes.account(*mailbox_key(address.key))
         except ValueError:  # no mailbox can have that name (refused with 5.1.3 before)
             return None
-        quota = await account.quota()
-        return quota if quota.limit else None
+        return await account.limited_quota()
 
     async def local_among(self, principal: Principal, domains: Iterable[str]) -> frozenset[str]:
         """Which of ``domains`` are local, asked of the store only where the principal's

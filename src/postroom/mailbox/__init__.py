@@ -120,6 +120,11 @@ class MailAccount(Protocol):
         account with no mail yet is not made by asking."""
         ...
 
+    async def limited_quota(self) -> Quota | None:
+        """``quota()`` when the account has a limit; None, without measuring what it
+        holds, when it has none (the check every delivery and RCPT makes)."""
+        ...
+
     async def set_quota(self, limit: int | None) -> None:
         """The account's own limit in octets (0: none); None: the default applies."""
         ...

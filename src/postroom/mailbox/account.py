@@ -9,6 +9,7 @@ gets one then, as a delivery would make it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import os
 import secrets
@@ -327,17 +328,20 @@ class MaildirAccount:
     async def usage(self) -> int:
         return await asyncio.to_thread(self._usage)
 
-    def quota_now(self) -> Quota:
-        """``quota()``, blocking (for code already in a worker thread)."""
+    def quota_now(self, *, measure_unlimited: bool = True) -> Quota:
+        """``quota()``, blocking (for code already in a worker thread). Measuring what
+        the account holds reads every folder: without a limit it is skipped unless
+        asked for (usage 0), so unlimited mailboxes cost nothing per delivery."""
         own = _read_quota(self.path / QUOTA_FILE)
         limit = own if own is not None else self._store.default_quota
-        return Quota(limit=limit, usage=self._usage(), own=own is not None)
+        usage = self._usage() if limit or measure_unlimited else 0
+        return Quota(limit=limit, usage=usage, own=own is not None)
 
     def check_room(self, size: int) -> None:
         """``QuotaExceeded`` unless ``size`` more octets fit. Checked before a write,
         not under a lock: writers at the same moment may pass it together (a quota is
         a limit for people, not an allocator)."""
-        quota = self.quota_now()
+        quota = self.quota_now(measure_unlimited=False)
         if quota.refuses(size):
             raise QuotaExceeded(
                 f"{self.user}@{self.domain} is over quota: {quota.usage} of {quota.limit} octets"
@@ -345,6 +349,10 @@ class MaildirAccount:
 
     async def quota(self) -> Quota:
         return await asyncio.to_thread(self.quota_now)
+
+    async def limited_quota(self) -> Quota | None:
+        quota = await asyncio.to_thread(functools.partial(self.quota_now, measure_unlimited=False))
+        return quota if quota.limit else None
 
     async def set_quota(self, limit: int | None) -> None:
         def set_quota_() -> None:
