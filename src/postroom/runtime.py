@@ -331,6 +331,7 @@ class Server:
             bus=bus,
             rng=self.rng,
             readiness=self.readiness,
+            relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
         )
         self.retention = Retention(store, settings.retention, self.clock)
 
