@@ -169,7 +169,7 @@ class MessageApi:
             prepared = self._prepare(request, body)
         composed, data, tags, metadata = prepared
         try:
-            result = await self._submit(request, key, composed, data)
+            result = await self._submit(request, key, composed, data, (tags, metadata))
         finally:
             if isinstance(data, SpooledBody):
                 data.close()
@@ -204,8 +204,11 @@ class MessageApi:
         key: ApiKeyRecord,
         composed: ComposedMessage,
         data: bytes | SpooledBody,
+        labels: tuple[tuple[str, ...], tuple[tuple[str, str], ...]],
     ) -> Queued:
-        """Through intake: the message queued, or ApiError for a refusal."""
+        """Through intake: the message queued (with its tags and metadata: ``labels``),
+        or ApiError for a refusal."""
+        tags, metadata = labels
         if len(composed.recipients) > self.deps.max_recipients:
             limit = self.deps.max_recipients
             raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
@@ -224,6 +227,8 @@ class MessageApi:
             principal=api_key_principal(key),
             body_type=composed.body_type,
             smtputf8=composed.smtputf8,
+            tags=tags,
+            metadata=metadata,
         )
         if isinstance(result, Reply):
             raise _refusal(result)

@@ -42,6 +42,7 @@ from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import DirectoryStore, NewMessage, QueueStore
 from postroom.store.base import SuppressionStore
+from postroom.store.models import MessageMeta
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 
@@ -111,11 +112,14 @@ class Intake:
         dsn: DsnRequest | None = None,
         body_type: str = "7BIT",
         smtputf8: bool = False,
+        tags: Sequence[str] = (),
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> Queued | Reply:
         """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
         the same policy, clean-up and commit as SMTP; or the reply that refused it.
         ``data``: the message, in memory or spooled (copied chunk by chunk; the caller
-        closes it)."""
+        closes it). ``tags`` and ``metadata`` are kept with it and come back in its
+        events."""
         size = len(data) if isinstance(data, bytes) else data.size
         submission = await self.begin(
             source,
@@ -128,6 +132,7 @@ class Intake:
         )
         if isinstance(submission, Reply):
             return submission
+        submission.tags, submission.metadata = tuple(tags), tuple(metadata)
         for recipient in recipients:
             reply = await submission.add_recipient(recipient)
             if not reply.is_positive:
@@ -196,6 +201,8 @@ class Submission:
     lines: LineFixer
     recipients: list[Recipient] = field(default_factory=list)
     message_id: str | None = None  # known once committed
+    tags: tuple[str, ...] = ()  # given at send time, kept with the message for its events
+    metadata: tuple[tuple[str, str], ...] = ()
     _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
     _head: bytes = b""  # the cleaned header block with its empty line, as stored
     _seen: set[str] = field(default_factory=set)
@@ -272,6 +279,9 @@ class Submission:
             body=self.body,
             rejected=rejected,
             events=events,
+            meta=None
+            if self.principal is None
+            else MessageMeta(self.queue_id, self.message_id, None, self.tags, self.metadata),
         )
         try:
             await self.intake.store.enqueue(message)

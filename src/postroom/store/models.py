@@ -62,6 +62,8 @@ class NewMessage:
     rejected: tuple[tuple[str, str], ...] = ()
     # Events committed with the message (queued, rejected): the outbox, see EventStore.
     events: tuple[MailEvent, ...] = ()
+    # Submitted mail: its Message-ID and the tags and metadata given at send time.
+    meta: MessageMeta | None = None
 
     @property
     def size(self) -> int:
