@@ -30,7 +30,7 @@ from postroom.mail.events import MailEvent
 from postroom.store.base import EventStore
 from postroom.store.models import WebhookAttempt
 
-__all__ = ["RETRY_DELAYS", "WebhookDispatcher", "next_attempt_at"]
+__all__ = ["RETRY_DELAYS", "WebhookDispatcher", "WebhookSender", "next_attempt_at"]
 
 _log = logging.getLogger("postroom.webhooks.out")
 
@@ -49,6 +49,47 @@ def next_attempt_at(failures: int, now: float, created_at: float, retry_for: flo
     return at if at <= created_at + retry_for else None
 
 
+class WebhookSender:
+    """POSTs one event to one webhook, signed with its secret (``postroom webhook test``
+    alone; the dispatcher for every delivery)."""
+
+    def __init__(
+        self,
+        targets: Sequence[WebhookTarget],
+        clock: Clock,
+        *,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """ConfigError when a webhook's secret cannot be read."""
+        self._secrets = {t.name: _secret(t, environ) for t in targets}
+        self._clock = clock
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": f"postroom/{__version__}"},
+        )
+
+    async def post(self, target: WebhookTarget, event: MailEvent) -> tuple[int | None, str | None]:
+        """POST one event: (the HTTP status or None, None when it was taken or why not)."""
+        body = json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False).encode()
+        headers = signed_headers(self._secrets[target.name], self._clock.time(), body, event.id)
+        try:
+            response = await self._client.post(
+                str(target.url), content=body, headers=headers, timeout=target.timeout
+            )
+        except httpx.TimeoutException:
+            return None, f"no answer within {target.timeout:g} s"
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class WebhookDispatcher:
     def __init__(
         self,
@@ -63,15 +104,10 @@ class WebhookDispatcher:
         """ConfigError when a webhook's secret cannot be read."""
         self._store = store
         self._targets = {t.name: t for t in targets}
-        self._secrets = {t.name: _secret(t, environ) for t in targets}
+        self._sender = WebhookSender(targets, clock, environ=environ, transport=transport)
         self._clock = clock
         self._sleep = sleep
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": f"postroom/{__version__}"},
-        )
         self._gate = asyncio.Semaphore(_CONCURRENCY)
 
     @property
@@ -126,7 +162,7 @@ class WebhookDispatcher:
         if target is None:  # removed from the configuration since the event was fanned out
             return WebhookAttempt(webhook, event.id, now, False, None, "not configured", None)
         async with self._gate:
-            status, error = await self.post(target, event)
+            status, error = await self._sender.post(target, event)
         now = self._clock.time()
         if error is None:
             return WebhookAttempt(webhook, event.id, now, True, status, "", None)
@@ -145,24 +181,8 @@ class WebhookDispatcher:
             _log.warning("webhook %s: event %s not taken: %s", webhook, event.id, error)
         return WebhookAttempt(webhook, event.id, now, False, status, error, retry)
 
-    async def post(self, target: WebhookTarget, event: MailEvent) -> tuple[int | None, str | None]:
-        """POST one event: (the HTTP status or None, None when it was taken or why not)."""
-        body = json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False).encode()
-        headers = signed_headers(self._secrets[target.name], self._clock.time(), body, event.id)
-        try:
-            response = await self._client.post(
-                str(target.url), content=body, headers=headers, timeout=target.timeout
-            )
-        except httpx.TimeoutException:
-            return None, f"no answer within {target.timeout:g} s"
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
-
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._sender.aclose()
 
 
 def _secret(target: WebhookTarget, environ: Mapping[str, str]) -> str:

@@ -263,7 +263,10 @@ class Submission:
         if isinstance(authenticated, Reply):
             return authenticated
         header += authenticated + self._added
-        rejected, events = await self._suppressed(now)
+        try:
+            rejected, events = await self._suppressed(now)
+        except StoreError:
+            return replies.LOCAL_ERROR  # 451: the client tries again
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -310,13 +313,11 @@ class Submission:
         our users is neither checked nor reported."""
         if self.principal is None:
             return (), ()
-        addresses = [str(r.address) for r in self.recipients]
+        keys = {str(r.address): r.address.key for r in self.recipients}
+        addresses = list(keys)
         domain = self.sender.ascii_domain if self.sender is not None else None
-        try:
-            found = await self.intake.store.suppressed(addresses, domain)
-        except StoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        replies = {a: suppressed_reply(a, entry) for a, entry in found.items()}
+        found = await self.intake.store.suppressed(set(keys.values()), domain)
+        replies = {a: suppressed_reply(a, found[key]) for a, key in keys.items() if key in found}
         events = tuple(
             MailEvent(
                 id=new_event_id(),
