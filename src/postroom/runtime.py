@@ -297,6 +297,7 @@ class Server:
             },
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
+            webhooks=settings.webhooks,
         )
         api = ApiServer(
             create_app(deps),

@@ -17,6 +17,7 @@ from postroom.api.errors import (
     internal_error,
     store_error,
 )
+from postroom.api.events import EventApi
 from postroom.api.health import readiness
 from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
@@ -34,6 +35,7 @@ def create_app(deps: ApiDeps) -> Starlette:
     budget = ByteBudget(deps.settings.max_inflight_bytes)
     messages = MessageApi(deps, budget)
     hooks = ProviderHooks(deps, deps.hooked, budget)
+    events = EventApi(deps, messages, budget)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -53,6 +55,12 @@ def create_app(deps: ApiDeps) -> Starlette:
             ("POST", f"{PREFIX}/messages/{{id}}/{verb}", _action(messages, verb))
             for verb in ("retry", "hold", "release")
         ),
+        ("GET", f"{PREFIX}/messages/{{id}}/events", events.message_events),
+        ("GET", f"{PREFIX}/suppressions", events.suppressions),
+        ("POST", f"{PREFIX}/suppressions", events.suppress),
+        ("DELETE", f"{PREFIX}/suppressions/{{address}}", events.unsuppress),
+        ("GET", f"{PREFIX}/webhooks", events.webhooks),
+        ("GET", f"{PREFIX}/webhooks/deliveries", events.deliveries),
         ("GET", f"{PREFIX}/openapi.json", openapi),
         ("GET", f"{PREFIX}/health", health),
         ("POST", "/hooks/{mailer}", hooks.receive),

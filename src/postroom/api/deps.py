@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.clock import Clock
+from postroom.config.eventhooks import WebhookTarget
 from postroom.config.settings import ApiSettings
 from postroom.delivery.webhooks.handle import HookedMailer
 from postroom.intake import Intake
@@ -36,3 +37,4 @@ class ApiDeps:
     hooked: Mapping[str, HookedMailer] = field(default_factory=dict)
     readiness: Readiness | None = None  # what /readyz reports; None: always ready
     delivery_paused: bool = False  # delivery.paused: /readyz says so
+    webhooks: Sequence[WebhookTarget] = ()  # [[webhooks]]: GET /api/v1/webhooks lists them

@@ -7,11 +7,11 @@ import getpass
 import click
 
 from postroom.cli import AppContext, config_option, pass_app
-from postroom.cli.render import emit_json, format_time, iso_time, print_table, printable
+from postroom.cli.render import emit_json, format_time, print_table, printable
 from postroom.directory.suppressions import Suppressions
-from postroom.store.models import Suppression, SuppressionReason
+from postroom.store.models import SuppressionReason
 
-__all__ = ["suppression", "suppression_json"]
+__all__ = ["suppression"]
 
 _SCOPE = click.option(
     "--scope",
@@ -48,7 +48,7 @@ def list_(
         lambda store: Suppressions(store).list(scope=where, address=address, limit=limit)
     )
     if as_json:
-        emit_json([suppression_json(e) for e in entries])
+        emit_json([e.as_json() for e in entries])
         return
     rows = (
         (
@@ -102,15 +102,3 @@ def remove(app: AppContext, address: str, scope: str | None) -> None:
     entry = app.run(lambda store: Suppressions(store).remove(address, scope=scope))
     place = f"for {entry.scope}" if entry.scope else "globally"
     click.echo(f"{entry.address} is no longer suppressed {place}")
-
-
-def suppression_json(entry: Suppression) -> dict[str, object]:
-    """An entry as the CLI's --json and the API show it."""
-    return {
-        "address": entry.address,
-        "scope": entry.scope,
-        "reason": entry.reason.value,
-        "source": entry.source,
-        "created_at": iso_time(entry.created_at),
-        "detail": entry.detail,
-    }

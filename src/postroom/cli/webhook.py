@@ -9,9 +9,9 @@ import click
 
 from postroom.cli import AppContext, config_option, fail, pass_app
 from postroom.cli.render import emit_json, format_time, print_table, printable
-from postroom.store.models import WebhookDelivery, WebhookState
+from postroom.store.models import WebhookState
 
-__all__ = ["delivery_json", "webhook"]
+__all__ = ["webhook"]
 
 _HISTORY_COLUMNS = (
     "Webhook", "Event", "Type", "Queue id", "Recipient", "State", "Tries", "Status", "Last try",
@@ -35,16 +35,7 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
-                "webhooks": [
-                    {
-                        "name": t.name,
-                        "url": str(t.url),
-                        "events": [e.value for e in t.events],
-                        "tags": list(t.tags),
-                        "pending": backlog.get(t.name, 0),
-                    }
-                    for t in targets
-                ],
+                "webhooks": [t.as_json(backlog.get(t.name, 0)) for t in targets],
                 "not_fanned_out": backlog.get("", 0),
             }
         )
@@ -116,7 +107,7 @@ def history(
     state = WebhookState.FAILED if failed else WebhookState.PENDING if pending else None
     found = app.run(lambda store: store.webhook_deliveries(webhook=name, state=state, limit=limit))
     if as_json:
-        emit_json([delivery_json(d) for d in found])
+        emit_json([d.as_json() for d in found])
         return
     rows = (
         (
@@ -138,17 +129,3 @@ def history(
         rows,
         empty="No webhook deliveries.",
     )
-
-
-def delivery_json(d: WebhookDelivery) -> dict[str, object]:
-    """A delivery as the CLI's --json and the API show it."""
-    return {
-        "webhook": d.webhook,
-        "state": d.state.value,
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at,
-        "last_attempt_at": d.last_attempt_at,
-        "last_status": d.last_status,
-        "last_error": d.last_error,
-        "event": d.event.as_json(),
-    }
