@@ -35,6 +35,7 @@ from postroom.events import Bus, DeliveryAttempt, MessageQueued
 from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
+from postroom.events.metrics import Metrics
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
@@ -132,6 +133,7 @@ class Server:
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
+        self.metrics: Metrics | None = None  # the primary's /metrics
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
@@ -156,6 +158,9 @@ class Server:
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
+        if not self.accept_only:
+            self.metrics = Metrics()
+            bus.subscribe(self.metrics)
         intake = Intake.from_settings(
             settings, store, self.clock, bus=bus, inbound=self._inbound, rng=self.rng
         )
@@ -243,6 +248,14 @@ class Server:
             ],
         }
 
+    def _smtp_sessions(self) -> dict[str, int]:
+        """SMTP connections open now, by listener (``role address:port``)."""
+        listeners = self.smtp.listeners if self.smtp is not None else []
+        return {
+            f"{spec.role.value} {listener.address}:{listener.bound_port}": listener.connections
+            for spec, listener in zip(self.settings.listeners, listeners, strict=False)
+        }
+
     async def _close_clients(self) -> None:
         """The HTTP and SMTP clients of the tasks that have stopped."""
         if self.webhooks is not None:
@@ -298,6 +311,8 @@ class Server:
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
             webhooks=settings.webhooks,
+            metrics=self.metrics,
+            smtp_sessions=self._smtp_sessions,
         )
         api = ApiServer(
             create_app(deps),

@@ -18,7 +18,7 @@ from postroom.api.errors import (
     store_error,
 )
 from postroom.api.events import EventApi
-from postroom.api.health import readiness
+from postroom.api.health import healthz, metrics, readiness
 from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
@@ -65,6 +65,8 @@ def create_app(deps: ApiDeps) -> Starlette:
         ("GET", f"{PREFIX}/health", health),
         ("POST", "/hooks/{mailer}", hooks.receive),
         ("GET", "/readyz", readiness(deps.readiness, delivery_paused=deps.delivery_paused)),
+        ("GET", "/healthz", healthz),
+        ("GET", "/metrics", metrics(deps.metrics, deps.store, deps.smtp_sessions, deps.clock)),
     ]
     return Starlette(
         routes=routes_by_path(table),
