@@ -57,7 +57,7 @@ def test_attempts_are_counted_per_mailer_with_their_latency() -> None:
                 ip=None,
                 tls=None,
                 duration=duration,
-            )  # fmt: skip
+            )
         )
     empty = QueueSummary(0, 0, 0, 0, None, None)
     text = metrics.render(queue=empty, backlog={"app": 3}, sessions={}, now=0).decode()
