@@ -4,7 +4,7 @@ A supervised task (``run``) on the primary process: each round gives new events 
 delivery row per webhook that wants them (``fan_out``), leases the due deliveries (one
 message's events to one webhook in order, the store sees to that) and POSTs each, one
 event per request. A 2xx settles it; anything else (another status, a timeout, a
-refused connection) is tried again after a delay that grows from 10 s to an hour,
+refused connection) is tried again after a delay that grows from 5 s to an hour,
 until the webhook's ``retry_for`` (24 h) has passed since the event reached it: then it
 is recorded failed, and the message's next event may go. Nodes sharing a database
 lease rows, so each delivery is sent by one of them at a time.
@@ -34,8 +34,9 @@ __all__ = ["RETRY_DELAYS", "WebhookDispatcher", "WebhookSender", "next_attempt_a
 
 _log = logging.getLogger("postroom.webhooks.out")
 
-# Seconds before the next try, by the number of failed tries so far (the last repeats).
-RETRY_DELAYS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# Seconds before the next try, by the number of failed tries so far (the last repeats):
+# a receiver restarting is caught within seconds, one down for the day is asked hourly.
+RETRY_DELAYS = (5.0, 30.0, 120.0, 300.0, 900.0, 1800.0, 3600.0)
 _FAN_OUT_BATCH = 500
 _CLAIM_BATCH = 100
 _CONCURRENCY = 16  # requests in flight at once, over every webhook
