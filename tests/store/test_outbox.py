@@ -182,3 +182,21 @@ async def test_history_shows_failures_and_a_failed_delivery_unblocks_the_next(
     [next_one] = await store.claim_webhook_deliveries(NOW, limit=10, lease=30)
     assert next_one.event.id == second.id
     assert await store.webhook_backlog() == {"": 0, "app": 1}
+
+
+async def test_retention_removes_old_events_no_webhook_waits_for(store: Store) -> None:
+    old_done, old_waiting = _event(EventType.DELIVERED, "Q1"), _event(EventType.BOUNCED, "Q2")
+    old_new = _event(EventType.DEFERRED, "Q3")
+    recent = dataclasses.replace(_event(EventType.DELIVERED, "Q4"), at=NOW + 100)
+    await store.record_events([old_done, old_waiting])
+    await store.fan_out(_everyone, limit=10, now=NOW)
+    await store.record_events([old_new, recent])  # not fanned out yet: kept
+    await store.claim_webhook_deliveries(NOW, limit=10, lease=30)
+    await store.record_webhook_attempt(
+        WebhookAttempt("app", old_done.id, NOW, True, 200, "", None)
+    )
+    assert await store.purge_events(NOW + 50) == 1
+    history = await store.webhook_deliveries()
+    assert [d.event.id for d in history] == [old_waiting.id]
+    assert await store.events("Q1") == []
+    assert [e.id for e in await store.events("Q3")] == [old_new.id]

@@ -76,6 +76,9 @@ class EventOps:
             functools.partial(outbox.webhook_deliveries, self._dialect, webhook, state, limit)
         )
 
+    async def purge_events(self, before: float) -> int:
+        return await self._write(functools.partial(outbox.purge_events, self._dialect, before))
+
     async def webhook_backlog(self) -> dict[str, int]:
         return await self._read_consistent(functools.partial(outbox.webhook_backlog, self._dialect))
 

@@ -37,6 +37,7 @@ __all__ = [
     "fan_out",
     "insert_events",
     "provider_event",
+    "purge_events",
     "record_attempt",
     "remove_suppression",
     "suppressed",
@@ -291,6 +292,17 @@ def webhook_deliveries(
         " ORDER BY d.seq DESC, d.webhook LIMIT ?"
     )
     return [_delivery(row) for row in conn.execute(d.sql(sql), (*params, limit)).fetchall()]
+
+
+def purge_events(d: Dialect, before: float, conn: Conn) -> int:
+    finished = (
+        "SELECT e.seq FROM events e WHERE e.at < ? AND e.fanned = 1 AND NOT EXISTS"
+        " (SELECT 1 FROM webhook_deliveries w WHERE w.seq = e.seq AND w.state = ?)"
+    )
+    params = (before, _PENDING)
+    conn.execute(d.sql(f"DELETE FROM webhook_deliveries WHERE seq IN ({finished})"), params)
+    cursor = conn.execute(d.sql(f"DELETE FROM events WHERE seq IN ({finished})"), params)
+    return int(cursor.rowcount)
 
 
 def webhook_backlog(d: Dialect, conn: Conn) -> dict[str, int]:
