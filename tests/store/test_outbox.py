@@ -192,9 +192,7 @@ async def test_retention_removes_old_events_no_webhook_waits_for(store: Store) -
     await store.fan_out(_everyone, limit=10, now=NOW)
     await store.record_events([old_new, recent])  # not fanned out yet: kept
     await store.claim_webhook_deliveries(NOW, limit=10, lease=30)
-    await store.record_webhook_attempt(
-        WebhookAttempt("app", old_done.id, NOW, True, 200, "", None)
-    )
+    await store.record_webhook_attempt(WebhookAttempt("app", old_done.id, NOW, True, 200, "", None))
     assert await store.purge_events(NOW + 50) == 1
     history = await store.webhook_deliveries()
     assert [d.event.id for d in history] == [old_waiting.id]
