@@ -3,6 +3,7 @@ claimed under a lease in order per message, settled or rescheduled."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -15,6 +16,7 @@ from postroom.store.models import (
     WebhookAttempt,
     WebhookState,
 )
+from tests.store.conftest import Backend
 from tests.store.factories import NOW, attempt, delivered, new_message, to
 
 pytestmark = pytest.mark.store_parts("events", "queue", "log", "api")
@@ -198,3 +200,24 @@ async def test_retention_removes_old_events_no_webhook_waits_for(store: Store) -
     assert [d.event.id for d in history] == [old_waiting.id]
     assert await store.events("Q1") == []
     assert [e.id for e in await store.events("Q3")] == [old_new.id]
+
+
+async def test_two_nodes_fan_out_and_claim_each_delivery_once(backend: Backend) -> None:
+    one, two = await backend.open(), await backend.open()
+    events = [_event(EventType.DELIVERED, f"Q{i}") for i in range(40)]
+    await one.record_events(events)
+    fanned = await asyncio.gather(
+        *(store.fan_out(_everyone, limit=7, now=NOW) for store in (one, two) for _ in range(4))
+    )
+    fanned_more = [await one.fan_out(_everyone, limit=100, now=NOW)]
+    assert sum(fanned) + sum(fanned_more) == 40
+    assert await one.webhook_backlog() == {"": 0, "app": 40}
+    rounds = await asyncio.gather(
+        *(
+            store.claim_webhook_deliveries(NOW, limit=5, lease=60)
+            for store in (one, two)
+            for _ in range(6)
+        )
+    )
+    claimed = [d.event.id for found in rounds for d in found]
+    assert len(claimed) == len(set(claimed)) == 40
