@@ -44,7 +44,7 @@ class EventOps:
         )
 
     async def fan_out(self, route: EventRoute, *, limit: int, now: float) -> int:
-        if limit <= 0:
+        if limit <= 0 or not await self._read_consistent(outbox.has_new_events):
             return 0
         return await self._write(
             functools.partial(outbox.fan_out, self._dialect, route, limit, now)

@@ -35,6 +35,7 @@ __all__ = [
     "event_params",
     "events_of",
     "fan_out",
+    "has_new_events",
     "insert_events",
     "provider_event",
     "purge_events",
@@ -166,6 +167,11 @@ def provider_event(record: ProviderEventRecord, queue_id: str | None) -> MailEve
 
 # -- webhook deliveries ----------------------------------------------------------------------
 _PENDING = WebhookState.PENDING.value
+
+
+def has_new_events(conn: Conn) -> bool:
+    """Whether any event waits to be fanned out (a read, so an idle round writes nothing)."""
+    return conn.execute("SELECT 1 FROM events WHERE fanned = 0 LIMIT 1").fetchone() is not None
 
 
 def fan_out(d: Dialect, route: Any, limit: int, now: float, conn: Conn) -> int:
