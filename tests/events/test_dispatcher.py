@@ -186,3 +186,18 @@ async def test_the_filters_choose_event_types_and_tags(
 def test_a_webhook_without_a_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="set secret or secret_env"):
         WebhookTarget.model_validate({"name": "app", "url": "http://127.0.0.1:9/"})
+
+
+async def test_events_of_a_webhook_removed_from_the_configuration_are_recorded_failed(
+    store: SqliteStore, clock: FakeClock, http: FakeHttp
+) -> None:
+    await store.record_events([_event(EventType.DELIVERED, "Q1", clock.now)])
+    await store.fan_out(lambda event: ["gone"], limit=10, now=clock.now)
+    dispatcher = WebhookDispatcher(store, [_target(http.url)], clock, environ={})
+    try:
+        assert await dispatcher.run_once() == 1
+    finally:
+        await dispatcher.aclose()
+    [failed] = await store.webhook_deliveries(webhook="gone")
+    assert (failed.state, failed.last_error) == (WebhookState.FAILED, "not configured")
+    assert http.requests == []

@@ -142,9 +142,8 @@ class WebhookDispatcher:
             await self._store.fan_out(self.route, limit=_FAN_OUT_BATCH, now=now) == _FAN_OUT_BATCH
         ):
             now = self._clock.time()
-        if not self._targets:
-            return 0
-        lease = max(t.timeout for t in self._targets.values()) + 30.0
+        # A row of a webhook no longer configured is claimed too, and recorded failed.
+        lease = max((t.timeout for t in self._targets.values()), default=10.0) + 30.0
         claimed = await self._store.claim_webhook_deliveries(
             self._clock.time(), limit=_CLAIM_BATCH, lease=lease
         )

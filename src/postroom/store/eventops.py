@@ -56,6 +56,9 @@ class EventOps:
         check_lease(lease)
         if limit <= 0:
             return []
+        due = functools.partial(outbox.has_due_deliveries, self._dialect, now)
+        if not await self._read_consistent(due):
+            return []
         return await self._write(
             functools.partial(outbox.claim_deliveries, self._dialect, now, limit, now + lease)
         )

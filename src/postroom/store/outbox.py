@@ -35,6 +35,7 @@ __all__ = [
     "event_params",
     "events_of",
     "fan_out",
+    "has_due_deliveries",
     "has_new_events",
     "insert_events",
     "provider_event",
@@ -222,6 +223,15 @@ def _delivery(row: Sequence[Any]) -> WebhookDelivery:
         last_status=last_status,
         last_error=last_error or "",
     )
+
+
+def has_due_deliveries(d: Dialect, now: float, conn: Conn) -> bool:
+    """Whether a claim at ``now`` could find anything (a read: an idle round writes nothing)."""
+    sql = (
+        "SELECT 1 FROM webhook_deliveries WHERE state = ? AND next_at <= ?"
+        " AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1"
+    )
+    return conn.execute(d.sql(sql), (_PENDING, now, now)).fetchone() is not None
 
 
 def claim_deliveries(
