@@ -132,8 +132,11 @@ class WebhookDispatcher:
             if self._sleep is not None:
                 await self._sleep(_POLL)
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that comes as the wake-up does, and the task never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _POLL)
+                async with asyncio.timeout(_POLL):
+                    await self._wake.wait()
 
     async def run_once(self) -> int:
         """One round: fan out what is new, send what is due; how many were sent."""
