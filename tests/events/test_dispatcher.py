@@ -3,6 +3,7 @@ after a 500 or no answer, one message's events in order, a give-up after retry_f
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from postroom.config.eventhooks import WebhookTarget
+from postroom.errors import StoreUnavailable
 from postroom.events.dispatcher import RETRY_DELAYS, WebhookDispatcher
 from postroom.events.signing import TIMESTAMP_HEADER, verify
 from postroom.mail.events import EventType, MailEvent, new_event_id
+from postroom.store.base import EventRoute
 from postroom.store.models import WebhookState
 from postroom.store.sqlite import SqliteStore
 from tests.conftest import FakeClock
@@ -201,3 +204,31 @@ async def test_events_of_a_webhook_removed_from_the_configuration_are_recorded_f
     [failed] = await store.webhook_deliveries(webhook="gone")
     assert (failed.state, failed.last_error) == (WebhookState.FAILED, "not configured")
     assert http.requests == []
+
+
+async def test_a_store_outage_pauses_the_rounds_and_never_ends_the_task(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    failures = [StoreUnavailable("database is locked")] * 3
+    fan_out = store.fan_out
+
+    async def flaky(route: EventRoute, *, limit: int, now: float) -> int:
+        if failures:
+            raise failures.pop()
+        return await fan_out(route, limit=limit, now=now)
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 5:
+            raise asyncio.CancelledError
+
+    store.fan_out = flaky  # type: ignore[method-assign]
+    dispatcher = WebhookDispatcher(store, [], clock, environ={}, sleep=sleep)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await dispatcher.run()
+    finally:
+        await dispatcher.aclose()
+    assert waits == [0.5, 1.0, 2.0, 1.0, 1.0]  # doubling while it fails, then the poll

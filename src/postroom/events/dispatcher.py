@@ -24,7 +24,7 @@ from postroom import __version__
 from postroom.clock import Clock
 from postroom.config.eventhooks import WebhookTarget
 from postroom.config.secrets import MissingSecret, read_secret
-from postroom.errors import ConfigError
+from postroom.errors import ConfigError, StoreError
 from postroom.events.signing import signed_headers
 from postroom.mail.events import MailEvent
 from postroom.store.base import EventStore
@@ -41,6 +41,7 @@ _FAN_OUT_BATCH = 500
 _CLAIM_BATCH = 100
 _CONCURRENCY = 16  # requests in flight at once, over every webhook
 _POLL = 1.0  # seconds between rounds when nothing woke the dispatcher
+_FIRST_STORE_PAUSE, _LAST_STORE_PAUSE = 0.5, 30.0
 
 
 def next_attempt_at(failures: int, now: float, created_at: float, retry_for: float) -> float | None:
@@ -124,18 +125,27 @@ class WebhookDispatcher:
         return [t.name for t in self._targets.values() if t.wants(event.type, event.tags)]
 
     async def run(self) -> None:
-        """Rounds until cancelled; a store error ends the task (its supervisor restarts
-        it), a failing receiver never does."""
+        """Rounds until cancelled. A failing receiver never ends it; a store error is
+        logged and the round tried again after a pause that doubles from 0.5 s to 30 s
+        (the events wait in the store meanwhile), so a database outage leaves nothing
+        for the task supervisor to restart."""
+        pause = _FIRST_STORE_PAUSE
         while True:
             self._wake.clear()
-            await self.run_once()
+            try:
+                await self.run_once()
+            except StoreError as exc:
+                _log.warning("webhooks: the store failed, trying again in %g s: %s", pause, exc)
+                wait, pause = pause, min(pause * 2, _LAST_STORE_PAUSE)
+            else:
+                wait, pause = _POLL, _FIRST_STORE_PAUSE
             if self._sleep is not None:
-                await self._sleep(_POLL)
+                await self._sleep(wait)
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that comes as the wake-up does, and the task never stops.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_POLL):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
 
     async def run_once(self) -> int:
