@@ -171,12 +171,13 @@ def test_the_quick_start_has_shell_and_python_blocks_and_says_why_one_is_not_run
 
 def test_every_quick_start_block_works_against_a_running_server(tmp_path: Path) -> None:
     """In order, in one directory, as the reader's second terminal: the server's ports
-    (free ones) put where the README has 2587 and 8025, the API key from `postroom
+    (free ones) put where the README has 2587, 2110 and 8025, the API key from `postroom
     apikey create myapp` where it has `pr_...` and `$POSTROOM_API_KEY`, and the id the
     API answered where it has `01J…` and `<ID>`. Prompts read the password from standard
     input (without a controlling terminal, as the blocks run in a session of their own)."""
     data = tmp_path / "postroom-data"
-    config = write_config(tmp_path / "postroom.toml", data)
+    roles = ("mx", "submission", "submissions", "pop3")
+    config = write_config(tmp_path / "postroom.toml", data, ports=dict.fromkeys(roles, 0))
     activate = tmp_path / ".venv" / "bin" / "activate"
     activate.parent.mkdir(parents=True)
     activate.write_text(f'export PATH="{Path(sys.executable).parent}:$PATH"\n')
@@ -188,7 +189,11 @@ def test_every_quick_start_block_works_against_a_running_server(tmp_path: Path) 
     server = start_process(config, tmp_path / "postroom.log")
     try:
         assert server.api_port is not None
-        values = {"2587": str(server.ports["submission"]), "8025": str(server.api_port)}
+        values = {
+            "2587": str(server.ports["submission"]),
+            "2110": str(server.ports["pop3"]),
+            "8025": str(server.api_port),
+        }
         for block in quick_start_blocks():
             if block.skip:
                 continue
@@ -213,8 +218,10 @@ def test_every_quick_start_block_works_against_a_running_server(tmp_path: Path) 
                 env["POSTROOM_API_KEY"] = values["pr_..."] = key
             if answer := _sent(done.stdout):
                 values["01J…"] = values["<ID>"] = answer
-            if block.lang == "python" and "print(" in block.code:
+            if block.lang == "python" and "client.get(" in block.code:
                 assert done.stdout.strip() in {"queued", "deferred", "delivered"}
+            if "poplib" in block.code:  # the quick start ends reading the message it sent
+                assert "Subject: first" in done.stdout and "It arrived." in done.stdout
         assert "01J…" in values  # the API's answer was seen and its id used
     finally:
         server.kill()

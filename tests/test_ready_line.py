@@ -27,6 +27,7 @@ def test_the_line_names_roles_certificate_config_data_and_the_first_step(
         f" 127.0.0.1:{submission} submission (STARTTLS),"
         f" 127.0.0.1:{submissions} submissions (TLS);"
         f" API http://127.0.0.1:{server.api_port};"
+        f" dashboard off until an admin exists;"
         f" certificate {data}/tls/cert.pem (self-signed, made now);"
         f" config {tmp_path}/postroom.toml (from ./postroom.toml);"
         f" data in {data}; 1 process;"
@@ -43,11 +44,19 @@ def test_with_users_and_defaults_the_first_step_is_gone(
 ) -> None:
     server = make_server(api={"enabled": False})
     line = ready_line(server.server, ConfigSource(None, "built-in defaults"), users=True)
-    assert "; API off;" in line
+    assert "; API off; dashboard off;" in line
     assert "; config built-in defaults;" in line
     assert "no users yet" not in line
     ready = ready_ports(line)
     assert ready is not None and ready[1] is None
+
+
+def test_with_an_admin_the_line_says_where_the_dashboard_is(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server()
+    line = ready_line(server.server, ConfigSource(None, "defaults"), users=True, admins=True)
+    assert f"; dashboard http://127.0.0.1:{server.api_port}/dashboard/;" in line
 
 
 def test_a_second_start_reuses_the_certificate(
@@ -59,3 +68,19 @@ def test_a_second_start_reuses_the_certificate(
     line = ready_line(second.server, ConfigSource(None, "built-in defaults"), users=False)
     assert f"; certificate {tmp_path}/data/tls/cert.pem (self-signed);" in line
     assert "; no users yet: postroom user add USER@DOMAIN" in line
+
+
+def test_pop3_listeners_are_named_after_smtp(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    roles = ("mx", "pop3", "pop3s")
+    listeners = [{"address": "127.0.0.1", "port": 0, "role": role} for role in roles]
+    server = make_server(listeners=listeners)
+    line = ready_line(server.server, ConfigSource(None, "built-in defaults"), users=True)
+    mx, pop3, pop3s = (server.ports[r] for r in roles)
+    assert line.startswith(
+        f"postroom {version('postroom')} ready: SMTP on 127.0.0.1:{mx} mx;"
+        f" POP3 on 127.0.0.1:{pop3} pop3 (STLS), 127.0.0.1:{pop3s} pop3s (TLS);"
+        f" API http://127.0.0.1:{server.api_port};"
+    )
+    assert ready_ports(line) == ({"mx": mx, "pop3": pop3, "pop3s": pop3s}, server.api_port)

@@ -23,12 +23,16 @@ from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
 from postroom.config.providers import ProviderMailerSettings
-from postroom.config.settings import ListenerRole, Settings
+from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
 from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers.api.http import HttpMailer
+from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.delivery.slots import SharedSlots
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
@@ -39,10 +43,13 @@ from postroom.events.metrics import Metrics
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
+from postroom.mailbox import Maildir
 from postroom.net.control import ControlListener
+from postroom.net.listener import Listener
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
+from postroom.pop3.server import Pop3Server
 from postroom.readiness import Readiness
 from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
@@ -128,13 +135,23 @@ class Server:
         self._sockets = sockets
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
+        self.pop3: Pop3Server | None = None
+        self.mailboxes = Maildir(
+            settings.data_dir / "mail",
+            clock=self.clock,
+            hostname=settings.hostname,
+            poll_interval=settings.mailboxes.poll_interval,
+            default_quota=settings.mailboxes.default_quota,
+        )
         self.api: ApiServer | None = None
         self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
+        self.slots: SharedSlots | None = None
         self._router: Router | None = None
+        self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
@@ -162,7 +179,13 @@ class Server:
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
         intake = Intake.from_settings(
-            settings, store, self.clock, bus=bus, inbound=self._inbound, rng=self.rng
+            settings,
+            store,
+            self.clock,
+            bus=bus,
+            inbound=self._inbound,
+            rng=self.rng,
+            mailboxes=self.mailboxes,
         )
         self.intake = intake
         if self.accept_only:
@@ -170,23 +193,39 @@ class Server:
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
+        # One count of failed logins for every protocol (SMTP AUTH, POP3, the
+        # dashboard): a guess is a guess, by any door.
+        self.auth_throttle = auth_throttle = FailureThrottle(
+            store,  # its counts are shared by every process on the store
+            self.clock,
+            max_failures=auth.max_failures,
+            max_account_failures=auth.max_account_failures,
+            window=auth.window,
+        )
+        authenticate = _authenticator(Users(store))
         self.smtp = SmtpServer(
             settings,
             intake=intake,
-            authenticate=_authenticator(Users(store)),
+            authenticate=authenticate,
             relay_networks=RelayNetworks.from_settings(settings),
-            auth_throttle=FailureThrottle(
-                self.clock,
-                max_failures=auth.max_failures,
-                max_account_failures=auth.max_account_failures,
-                window=auth.window,
-            ),
+            auth_throttle=auth_throttle,
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
         )
+        if not self.accept_only:  # mailboxes are served by the primary alone
+            self.pop3 = Pop3Server(
+                settings,
+                mailboxes=self.mailboxes,
+                authenticate=authenticate,
+                auth_throttle=auth_throttle,
+                ssl_context=tls.context,
+                sockets=self._sockets,
+            )
         try:
             await self.smtp.start()
+            if self.pop3 is not None:
+                await self.pop3.start()
             if not self.accept_only:
                 await self._start_api(store, intake)
         except OSError:
@@ -196,23 +235,27 @@ class Server:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
         if self.deliver:
-            assert self.scheduler is not None and self.retention is not None
-            self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
-            self._wakeup.start()
-            self.tasks.start("scheduler", self.scheduler.run)
-            if isinstance(store, QueueWatch):  # other nodes on the same database
-                self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
-            self.tasks.start("leases", self.scheduler.keep_leases)
-            self.tasks.start("retention", self.retention.run)
-            if self.webhooks is not None:
-                self.tasks.start("webhooks", self.webhooks.run)
+            self._run_delivery(store)
+
+    def _run_delivery(self, store: Store) -> None:
+        assert self.scheduler is not None and self.retention is not None
+        self._wakeup = WakeupListener(self.settings.data_dir, self.scheduler.wake)
+        self._wakeup.start()
+        self.tasks.start("scheduler", self.scheduler.run)
+        if isinstance(store, QueueWatch):  # other nodes on the same database
+            self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
+        self.tasks.start("leases", self.scheduler.keep_leases)
+        if self.slots is not None:
+            self.tasks.start("slots", self.slots.keep)
+        self.tasks.start("retention", self.retention.run)
+        if self.webhooks is not None:
+            self.tasks.start("webhooks", self.webhooks.run)
 
     def describe(self) -> dict[str, object]:
         """What ``postroom status`` asks a running server over the control socket (times
         are Unix times; the command documents its own JSON)."""
         settings = self.settings
         started_at, started = self._started
-        listeners = self.smtp.listeners if self.smtp is not None else []
         api = None
         if self.api is not None:
             address, port = self.api.bound
@@ -229,9 +272,9 @@ class Server:
                     "role": spec.role.value,
                     "address": spec.address,
                     "port": listener.bound_port,
-                    "tls": "implicit" if spec.role is ListenerRole.SUBMISSIONS else "starttls",
+                    "tls": "implicit" if spec.role in IMPLICIT_TLS_ROLES else "starttls",
                 }
-                for spec, listener in zip(settings.listeners, listeners, strict=False)
+                for spec, listener in self.bound_listeners()
             ],
             "api": api,
             "delivery": {
@@ -263,6 +306,14 @@ class Server:
         if self._router is not None:
             await self._router.aclose()
             self._router = None
+
+    def bound_listeners(self) -> list[tuple[ListenerSettings, Listener]]:
+        """Every started listener with its settings, SMTP's first, then POP3's."""
+        found: list[tuple[ListenerSettings, Listener]] = []
+        for server in (self.smtp, self.pop3):
+            if server is not None:
+                found += zip(server.specs, server.listeners, strict=True)
+        return found
 
     def _store_damaged(self, problem: str) -> None:
         """SQLite reported a damaged database file at run time: say so once in the log,
@@ -313,8 +364,22 @@ class Server:
             metrics=self.metrics,
             smtp_sessions=self._smtp_sessions,
         )
+        dashboard = None
+        if settings.dashboard.enabled:
+            dashboard = create_dashboard(
+                DashboardDeps(
+                    store=store,
+                    intake=intake,
+                    clock=self.clock,
+                    settings=settings,
+                    key=dashboard_key(settings.data_dir),
+                    throttle=self.auth_throttle,
+                    queue_changed=deps.queue_changed,
+                    limit_usage=self._limit_usage,
+                )
+            )
         api = ApiServer(
-            create_app(deps),
+            create_app(deps, dashboard),
             settings.api.address,
             settings.api.port,
             grace=settings.limits.shutdown_grace,
@@ -322,6 +387,11 @@ class Server:
         await api.start()
         self.api = api
         self.tasks.start("api", api.run)
+
+    async def _limit_usage(self) -> dict[str, list[WindowUsage]]:
+        """Each API mailer's sending-limit windows now (the store's counts, every node's)."""
+        now = self.clock.time()
+        return {name: await window.usage(now) for name, window in self._limited.items()}
 
     def reload_certificate(self) -> None:
         """SIGHUP: new TLS connections get the certificate and key files as they are now
@@ -337,14 +407,22 @@ class Server:
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
         settings = self.settings
+        # Connection slots are shared only where other nodes deliver from the same
+        # database: on SQLite one process delivers, and its pool's own count is exact.
+        if isinstance(store, QueueWatch):
+            self.slots = SharedSlots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
             hostname=settings.hostname,
             clock=self.clock,
             rng=self.rng,
             data_dir=settings.data_dir,
+            mailboxes=self.mailboxes,
+            limits=store,  # sending limits and connection slots count for every node
+            slots=self.slots,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
+        self._limited = {n: m.window for n, m in mailers.items() if isinstance(m, HttpMailer)}
         self._router = Router(mailers)
         local_domains = LocalDomains()
         self.scheduler = Scheduler(
@@ -365,6 +443,12 @@ class Server:
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
         bus.subscribe(_wake_on_mail(self.webhooks.wake))
 
+    async def _stop_listeners(self, grace: float) -> None:
+        """SMTP and POP3 at once: each stops accepting, then lets its sessions finish."""
+        servers = [server for server in (self.smtp, self.pop3) if server is not None]
+        await asyncio.gather(*(server.stop(grace) for server in servers))
+        self.smtp = self.pop3 = None
+
     async def stop(self) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight
         finish), then delivery, then the store."""
@@ -375,9 +459,7 @@ class Server:
         if self.api is not None:
             await self.api.stop()
             self.api = None
-        if self.smtp is not None:
-            await self.smtp.stop(grace)
-            self.smtp = None
+        await self._stop_listeners(grace)
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None
@@ -423,26 +505,37 @@ _ROLE_WORDS = {
     ListenerRole.MX: "mx",
     ListenerRole.SUBMISSION: "submission (STARTTLS)",
     ListenerRole.SUBMISSIONS: "submissions (TLS)",
+    ListenerRole.POP3: "pop3 (STLS)",
+    ListenerRole.POP3S: "pop3s (TLS)",
 }
 
 
-def ready_line(server: Server, source: ConfigSource, *, users: bool) -> str:
+def ready_line(server: Server, source: ConfigSource, *, users: bool, admins: bool = False) -> str:
     """The one line that says the server is up: what listens where, which certificate,
     configuration and data directory, the version, and the first step when no user exists.
     Parts are separated by "; " and keep their order (docs/configuration.md)."""
     settings = server.settings
-    smtp = server.smtp.listeners if server.smtp is not None else []
-    ports = ", ".join(
-        f"{_host_port(spec.address, lst.bound_port)} {_ROLE_WORDS[spec.role]}"
-        for spec, lst in zip(settings.listeners, smtp, strict=True)
-    )
+
+    def ports(found: SmtpServer | Pop3Server | None) -> str:
+        pairs = zip(found.specs, found.listeners, strict=True) if found is not None else ()
+        return ", ".join(
+            f"{_host_port(spec.address, lst.bound_port)} {_ROLE_WORDS[spec.role]}"
+            for spec, lst in pairs
+        )
+
     api = "off"
     if server.api is not None:
         api = f"http://{_host_port(*server.api.bound)}"
+    dashboard = "off"
+    if server.api is not None and settings.dashboard.enabled:
+        dashboard = f"{api}/dashboard/" if admins else "off until an admin exists"
     processes = f"{settings.workers} process{'' if settings.workers == 1 else 'es'}"
-    parts = [
-        f"postroom {_version()} ready: SMTP on {ports}",
+    parts = [f"postroom {_version()} ready: SMTP on {ports(server.smtp)}"]
+    if server.pop3 is not None and server.pop3.listeners:
+        parts.append(f"POP3 on {ports(server.pop3)}")
+    parts += [
         f"API {api}",
+        f"dashboard {dashboard}",
         f"certificate {server.certificate}",
         f"config {source.describe()}",
         f"data in {settings.data_dir}",
@@ -488,7 +581,8 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
         await supervisor.start(server.tasks)
     assert server.store is not None
     users = bool(await server.store.users())
-    _log.info("%s", ready_line(server, source, users=users))
+    admins = bool(await server.store.admins())
+    _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
     stopping = [server.stop()]

@@ -168,12 +168,13 @@ CASES: list[tuple[str, str, str]] = [
     (
         "bad choice",
         '[[listeners]]\nport = 25\nrole = "smtp"',
-        "listeners[0].role: must be 'mx', 'submission' or 'submissions', not 'smtp'",
+        "listeners[0].role: must be 'mx', 'submission', 'submissions', 'pop3' or 'pop3s',"
+        " not 'smtp'",
     ),
     (
         "bad choice of another type",
         "[[listeners]]\nport = 25\nrole = 1",
-        "listeners[0].role: must be 'mx', 'submission' or 'submissions', not 1",
+        "listeners[0].role: must be 'mx', 'submission', 'submissions', 'pop3' or 'pop3s', not 1",
     ),
     (
         "bad choice of a literal",

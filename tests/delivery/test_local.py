@@ -33,7 +33,7 @@ def _rcpts(*addresses: str) -> list[OutboundRecipient]:
 
 
 class BrokenStore:
-    """A MailboxStore whose disk fails in a chosen way."""
+    """A MailDrop whose disk fails in a chosen way."""
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc

@@ -11,10 +11,14 @@ import pytest
 
 from postroom.config.mailers import MxMailerSettings
 from postroom.delivery.mailers.mta.mx import MxMailer
+from postroom.delivery.mailers.mta.pool import ConnectionPool
+from postroom.delivery.mailers.mta.transaction import Connection
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
+from postroom.delivery.slots import SharedSlots
 from postroom.resolver import DnsResolver
 from postroom.smtp.replies import Reply
+from postroom.store.sqlite.limits import LocalLimits
 from tests.conftest import FakeClock
 from tests.support.dns_server import DnsServer
 from tests.support.smtp_peers import PeerCA, Peers, eventually, shared_port
@@ -70,7 +74,7 @@ async def make_mailer(
 ) -> AsyncIterator[MakeMailer]:
     made: list[MxMailer] = []
 
-    def make(**settings: object) -> MxMailer:
+    def make(slots: SharedSlots | None = None, **settings: object) -> MxMailer:
         values: dict[str, object] = {
             "name": "mx", "port": port, "timeout": 0.5, "connect_timeout": 0.5, "ipv6": False,
         }  # fmt: skip
@@ -81,6 +85,7 @@ async def make_mailer(
             hostname="mail.test",
             clock=fake_clock,
             rng=random.Random(2),
+            slots=slots,
         )
         made.append(mailer)
         return mailer
@@ -265,3 +270,31 @@ async def test_per_destination_limit(peers: Peers, port: int, make_mailer: MakeM
     assert all(dispositions(r) == [Disposition.DELIVERED] for r in results)
     assert mx1.max_active == 2 and mx1.connections == 2  # the others reused them
     assert mailer.pool.active("example.test") == 0
+
+
+async def test_transactions_ending_together_with_shared_slots_leave_the_pool_as_found(
+    fake_clock: FakeClock,
+) -> None:
+    """Each gives its shared slot back (an await) as it ends: two ending at once must
+    neither end the destination's gate twice nor keep a slot."""
+    counts = LocalLimits(None)
+    pool: ConnectionPool[Connection] = ConnectionPool(
+        clock=fake_clock,
+        max_per_destination=2,
+        slots=SharedSlots(counts, fake_clock, holder="node"),
+        mailer="mx",
+    )
+
+    async def transaction() -> None:
+        async with pool.limit("example.test"):
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(transaction() for _ in range(6)))
+        assert pool.active("example.test") == pool.waiting("example.test") == 0
+        key = "connections mx example.test"
+        for _ in range(2):  # both shared slots are free again
+            assert await counts.take_slot(key, 2, "other", fake_clock.time(), lease=60)
+    finally:
+        await pool.aclose()
+        await counts.aclose()

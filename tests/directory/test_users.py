@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from postroom.directory import Domains, Users, hash_password, passwords, verify_password
-from postroom.directory import users as users_module
 from postroom.errors import (
     DomainExists,
     InvalidAddress,
@@ -95,7 +94,7 @@ async def test_an_unknown_user_costs_a_verification_too(
         checked.append(password_hash)
         return await real(password_hash, password)
 
-    monkeypatch.setattr(users_module, "verify_password_async", counting)
+    monkeypatch.setattr(passwords, "verify_password_async", counting)
     assert await users.verify("nobody@example.com", "guess") is None
     assert await users.verify("nobody@example.com", "guess") is None
     assert len(checked) == 2

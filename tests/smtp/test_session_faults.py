@@ -97,7 +97,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         settings,
         intake=intake,
         authenticate=nobody,
-        auth_throttle=FailureThrottle(clock, max_failures=3, window=60),
+        auth_throttle=FailureThrottle(store, clock, max_failures=3, window=60),
         ssl_context=None,
         bus=bus,
     )

@@ -11,7 +11,13 @@ import pytest
 from postroom.mail.address import Address
 from postroom.mail.envelope import Source, SourceKind
 from postroom.store import RecipientStatus, Store
-from postroom.store.models import LogQuery, NewMessage, RecipientUpdate
+from postroom.store.models import (
+    AttemptCount,
+    LogQuery,
+    MessageMeta,
+    NewMessage,
+    RecipientUpdate,
+)
 from tests.store.conftest import Backend
 from tests.store.factories import (
     NOW,
@@ -227,3 +233,46 @@ async def test_purge_in_many_transactions(store: Store, backend: Backend) -> Non
     assert await store.purge(NOW + 1) == 300
     assert backend.committer(store).commits - commits >= 2
     assert [m.id for m in await store.messages(limit=1000)] == [pending.id]
+
+
+@pytest.mark.store_parts("api")
+async def test_the_log_filters_by_time_range_mailer_subject_and_tag(store: Store) -> None:
+    early = new_message(at=NOW, recipients=to("a@example.net"))
+    late = new_message(at=NOW + 100, recipients=to("b@example.net"))
+    await store.enqueue(early)
+    await store.enqueue(late)
+    await store.record_outcomes(
+        late.id,
+        [delivered("b@example.net")],
+        [attempt(late.id, "b@example.net", NOW + 101, mailer="relay")],
+    )
+    await store.save_send(
+        MessageMeta(early.id, None, "Your Ordér 42", ("welcome", "ü-tag")), None, forget_before=0
+    )
+    assert await ids(store, until=NOW + 50) == [early.id]
+    assert await ids(store, since=NOW + 50, until=NOW + 200) == [late.id]
+    assert await ids(store, mailer="relay") == [late.id]
+    assert await ids(store, mailer="mx") == []
+    assert await ids(store, subject="ordér") == [early.id]  # case-blind, beyond ASCII
+    assert await ids(store, tag="welcome") == [early.id]
+    assert await ids(store, tag="ü-tag") == [early.id]
+    assert await ids(store, tag="welc") == []  # a whole tag, not a piece of one
+
+
+async def test_attempt_counts_are_per_slot_mailer_sender_domain_and_outcome(store: Store) -> None:
+    message = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
+    await store.enqueue(message)
+    rows = [
+        attempt(message.id, "a@example.net", 3600 * 10 + 5, "deferred", code=451, text="4.3.0 x"),
+        attempt(message.id, "a@example.net", 3600 * 10 + 50),
+        attempt(message.id, "b@example.net", 3600 * 11 + 1, mailer="relay"),
+        attempt(message.id, "b@example.net", 3600 * 9, mailer="relay"),  # before the window
+    ]
+    await store.record_outcomes(message.id, [], rows)
+    assert await store.attempt_counts(3600 * 10, 3600) == [
+        AttemptCount(36000.0, "mx", "example.org", "deferred", 1),
+        AttemptCount(36000.0, "mx", "example.org", "delivered", 1),
+        AttemptCount(39600.0, "relay", "example.org", "delivered", 1),
+    ]
+    with pytest.raises(ValueError, match="bucket"):
+        await store.attempt_counts(0, 0)

@@ -136,6 +136,27 @@ async def test_an_older_schema_is_upgraded_step_by_step(
         conn.execute("SELECT note FROM messages")  # the upgrade ran
 
 
+async def test_a_version_1_database_gets_the_shared_limit_tables(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    url = postgres_cluster.url(migrated_database)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE limit_windows, limit_buckets, limit_hits, limit_slots")
+    set_version(url, 1)
+    store = await open_store(url, migrate=True)
+    try:
+        assert await store.take_slot("k", 1, "node", 1.0, lease=60)
+    finally:
+        await store.aclose()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        unlogged = conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'limit_%%' AND relkind = 'r'"
+            " AND relpersistence = 'u'"
+        ).fetchone()
+        assert unlogged == (4,)
+
+
 async def test_a_schema_older_than_any_upgrade_is_refused_in_one_line(
     postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

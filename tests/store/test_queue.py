@@ -288,3 +288,16 @@ async def test_aclose_finishes_pending_enqueues(backend: Backend) -> None:
         await store.enqueue(new_message())
     reopened = await backend.open()
     assert await reopened.count_messages() == 50
+
+
+async def test_read_heads_gives_the_first_bytes_of_each_stored_message(store: QueueStore) -> None:
+    long = new_message(b"Subject: big\r\n\r\n" + b"x" * 100_000)
+    short = new_message(b"Subject: small\r\n\r\nhi\r\n")
+    await store.enqueue(long)
+    await store.enqueue(short)
+    heads = await store.read_heads([long.id, short.id, "MISSING"], 64)
+    assert set(heads) == {long.id, short.id}
+    assert len(heads[long.id]) == 64
+    assert heads[long.id].startswith(b"Received: ")
+    assert heads[short.id] == (await store.read_body(short.id) or b"")[:64]
+    assert await store.read_heads([], 64) == {}

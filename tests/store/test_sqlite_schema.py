@@ -284,3 +284,11 @@ async def test_api_keys_from_before_scopes_may_send_and_read_their_own_mail(
         assert not key.any_sender
     finally:
         await store.aclose()
+
+
+async def test_a_new_database_is_made_at_the_current_version(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "new.db")
+    await store.start()
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "new.db")) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]

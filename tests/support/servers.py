@@ -70,10 +70,7 @@ def make_store(config: Path) -> Path:
 
 def ports_by_role(server: Server) -> dict[str, int]:
     assert server.smtp is not None
-    return {
-        spec.role.value: listener.bound_port
-        for spec, listener in zip(server.settings.listeners, server.smtp.listeners, strict=True)
-    }
+    return {spec.role.value: listener.bound_port for spec, listener in server.bound_listeners()}
 
 
 def client_context(data_dir: Path) -> ssl.SSLContext:
@@ -109,9 +106,12 @@ def write_config(
 
 
 # The ready line (docs/configuration.md): "postroom VERSION ready: SMTP on ADDRESS:PORT
-# ROLE[ (TLS)], ...; API URL|off; certificate ...; config ...; data in DIR; N process[es]".
-_READY = re.compile(r"postroom \S+ ready: SMTP on (?P<smtp>[^;]*); API (?P<api>\S+);")
-_LISTENER = re.compile(r"(?P<address>\S+):(?P<port>\d+) (?P<role>mx|submissions?)\b")
+# ROLE[ (TLS)], ...[; POP3 on ADDRESS:PORT ROLE (...), ...]; API URL|off; certificate ...;
+# config ...; data in DIR; N process[es]".
+_READY = re.compile(
+    r"postroom \S+ ready: SMTP on (?P<smtp>[^;]*);(?: POP3 on (?P<pop3>[^;]*);)? API (?P<api>\S+);"
+)
+_LISTENER = re.compile(r"(?P<address>\S+):(?P<port>\d+) (?P<role>mx|submissions?|pop3s?)\b")
 _API_PORT = re.compile(r"^http://\S+:(\d+)$")
 
 
@@ -120,7 +120,8 @@ def ready_ports(line: str) -> tuple[dict[str, int], int | None] | None:
     match = _READY.search(line)
     if match is None:
         return None
-    ports = {m["role"]: int(m["port"]) for m in _LISTENER.finditer(match["smtp"])}
+    listed = match["smtp"] + ", " + (match["pop3"] or "")
+    ports = {m["role"]: int(m["port"]) for m in _LISTENER.finditer(listed)}
     api = _API_PORT.match(match["api"])
     return ports, int(api.group(1)) if api else None
 

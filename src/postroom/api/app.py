@@ -6,7 +6,9 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from postroom.api.body import ByteBudget
 from postroom.api.deps import ApiDeps
@@ -28,9 +30,11 @@ from postroom.errors import StoreError
 __all__ = ["create_app"]
 
 PREFIX = "/api/v1"
+DASHBOARD = "/dashboard"
 
 
-def create_app(deps: ApiDeps) -> Starlette:
+def create_app(deps: ApiDeps, dashboard: ASGIApp | None = None) -> Starlette:
+    """The API's routes; with ``dashboard``, that app under /dashboard/ and / leading to it."""
     # Bodies parsed whole, JSON sends and webhook events alike, share one memory budget.
     budget = ByteBudget(deps.settings.max_inflight_bytes)
     messages = MessageApi(deps, budget)
@@ -68,8 +72,12 @@ def create_app(deps: ApiDeps) -> Starlette:
         ("GET", "/healthz", healthz),
         ("GET", "/metrics", metrics(deps.metrics, deps.store, deps.smtp_sessions, deps.clock)),
     ]
+    routes: list[BaseRoute] = list(routes_by_path(table))
+    if dashboard is not None:
+        routes.append(Route("/", _to_dashboard, methods=["GET"]))
+        routes.append(Mount(DASHBOARD, dashboard))
     return Starlette(
-        routes=routes_by_path(table),
+        routes=routes,
         exception_handlers={
             ApiError: api_error_response,
             HTTPException: http_exception,
@@ -77,6 +85,10 @@ def create_app(deps: ApiDeps) -> Starlette:
             Exception: internal_error,
         },
     )
+
+
+async def _to_dashboard(request: Request) -> Response:
+    return RedirectResponse(f"{DASHBOARD}/", 303)
 
 
 def _action(messages: MessageApi, verb: str) -> Endpoint:

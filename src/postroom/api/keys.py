@@ -1,52 +1,61 @@
 """Bearer API-key authentication and per-key rate limits (a token bucket per key).
 
 The bucket holds ``burst`` requests and refills at ``rate_limit`` per minute on the
-injected clock's monotonic time; an empty bucket answers 429 with ``Retry-After``
-(whole seconds until the next token).
+injected clock's wall time (the nodes' clocks agree); an empty bucket answers 429 with
+``Retry-After`` (whole seconds until the next token).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Final
 
 from starlette.requests import Request
 
 from postroom.api.errors import ApiError
 from postroom.clock import Clock
 from postroom.directory.apikeys import ApiKeys
+from postroom.store.base import LimitStore
 from postroom.store.models import ApiKeyRecord
 
 __all__ = ["Authenticator", "RateLimiter"]
 
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
+_MAX_REMEMBERED: Final = 10_000  # refusals kept; past it they are forgotten (asked again)
 
 
 class RateLimiter:
-    """``per_minute`` 0: no limit."""
+    """``per_minute`` 0: no limit. The buckets are the store's (``LimitStore``), shared by
+    every node on the database: a key gets its rate once, not once per node.
 
-    def __init__(self, clock: Clock, *, per_minute: int, burst: int) -> None:
+    A refusal is remembered here until its wait is over: no other node can put a token
+    back sooner (tokens only come with time), so a client hammering past its limit costs
+    the database nothing until then."""
+
+    def __init__(self, limits: LimitStore, clock: Clock, *, per_minute: int, burst: int) -> None:
+        self._limits = limits
         self._clock = clock
         self._rate = per_minute / 60.0
-        self._burst = float(burst)
-        self._buckets: dict[str, _Bucket] = {}
+        self._burst = burst
+        self._refused_until: dict[str, float] = {}
 
-    def wait_time(self, key: str) -> float:
+    async def wait_time(self, key: str) -> float:
         """Take one token for ``key``: 0 when allowed, else the seconds until one is free."""
         if self._rate <= 0:
             return 0.0
-        now = self._clock.monotonic()
-        bucket = self._buckets.setdefault(key, _Bucket(self._burst, now))
-        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
-        bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return 0.0
-        return (1 - bucket.tokens) / self._rate
+        now = self._clock.time()
+        until = self._refused_until.get(key)
+        if until is not None:
+            if now < until:
+                return until - now
+            del self._refused_until[key]
+        wait = await self._limits.take_token(
+            f"api {key}", now, per_second=self._rate, burst=self._burst
+        )
+        if wait > 0:
+            if len(self._refused_until) >= _MAX_REMEMBERED:
+                self._refused_until.clear()
+            self._refused_until[key] = now + wait
+        return wait
 
 
 class Authenticator:
@@ -67,7 +76,7 @@ class Authenticator:
                 headers={"WWW-Authenticate": 'Bearer realm="postroom"'},
             )
         request.state.api_key = record.name  # for the log, should the request fail
-        wait = self._limiter.wait_time(record.name)
+        wait = await self._limiter.wait_time(record.name)
         if wait > 0:
             raise ApiError(
                 429,

@@ -82,7 +82,7 @@ class MessageApi:
     def __init__(self, deps: ApiDeps, budget: ByteBudget) -> None:
         self.deps = deps
         limiter = RateLimiter(
-            deps.clock, per_minute=deps.settings.rate_limit, burst=deps.settings.burst
+            deps.store, deps.clock, per_minute=deps.settings.rate_limit, burst=deps.settings.burst
         )
         self.authenticate = Authenticator(ApiKeys(deps.store, deps.clock), limiter)
         self.idempotency = Idempotency(deps.store, deps.clock)
@@ -399,7 +399,7 @@ def _since(text: str) -> float:
 
 def _log_query(params: Mapping[str, str]) -> LogQuery:
     problems: list[tuple[str, str]] = []
-    known = {"status", "to", "from", "since", "limit", "cursor"}
+    known = {"status", "to", "from", "since", "limit", "cursor", "mailer"}
     problems.extend((name, "unknown field") for name in params if name not in known)
     status = params.get("status")
     if status is not None and status not in STATUS_FILTERS:
@@ -421,5 +421,11 @@ def _log_query(params: Mapping[str, str]) -> LogQuery:
         raise ApiError.invalid(problems)
     # One more than asked for tells whether there is a next page.
     return LogQuery(
-        status, params.get("to"), params.get("from"), since, limit + 1, params.get("cursor")
+        status,
+        params.get("to"),
+        params.get("from"),
+        since,
+        limit + 1,
+        params.get("cursor"),
+        mailer=params.get("mailer") or None,
     )

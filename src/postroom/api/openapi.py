@@ -120,6 +120,12 @@ def _list() -> dict[str, Any]:
             ),
             _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "At most"),
             _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+            _param(
+                "mailer",
+                "query",
+                {"type": "string"},
+                "Attempted through this mailer (a capture mailer: the mail it kept)",
+            ),
         ],
         "responses": {
             "200": _answer("a page of the log", schemas.MessageList),

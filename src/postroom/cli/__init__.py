@@ -36,12 +36,14 @@ T = TypeVar("T")
 
 # name -> "module:attribute" of each subcommand, imported on first use.
 _COMMANDS = {
+    "admin": "postroom.cli.admin:admin",
     "apikey": "postroom.cli.apikey:apikey",
     "config": "postroom.cli.config:config",
     "db": "postroom.cli.db:db",
     "dkim": "postroom.cli.dkim:dkim",
     "domain": "postroom.cli.domain:domain",
     "log": "postroom.cli.log:log",
+    "mailbox": "postroom.cli.mailbox:mailbox",
     "mailer": "postroom.cli.mailer:mailer",
     "queue": "postroom.cli.queue:queue",
     "route": "postroom.cli.route:route",

@@ -11,16 +11,11 @@ import click
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, print_table
 from postroom.clock import SystemClock
-from postroom.mailauth.dkim import Algorithm, DkimKey, DkimKeyError, KeyRing, record_strings
+from postroom.mailauth.dkim import Algorithm, DkimKey, DkimKeyError, KeyRing, zone_line
 
 __all__ = ["dkim"]
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _record_line(key: DkimKey) -> str:
-    """The record in zone-file form: name, type, value as quoted strings of <= 255."""
-    return f"{key.record_name}. IN TXT {record_strings(key.record())}"
 
 
 def _as_dict(key: DkimKey) -> dict[str, object]:
@@ -66,7 +61,7 @@ def keygen(
             f"# not signing yet: publish the record, then "
             f"`postroom dkim activate {key.domain} {key.selector}`"
         )
-    click.echo(_record_line(key))
+    click.echo(zone_line(key))
 
 
 @dkim.command("list")
@@ -104,7 +99,7 @@ def show(app: AppContext, domain: str, as_json: bool) -> None:
     for key in found:
         state = "signing" if key.active else "not signing"
         click.echo(f"# {key.algorithm} {key.selector} ({state})")
-        click.echo(_record_line(key))
+        click.echo(zone_line(key))
 
 
 @dkim.command("rotate")
@@ -119,16 +114,9 @@ def show(app: AppContext, domain: str, as_json: bool) -> None:
 @pass_app
 def rotate(app: AppContext, domain: str, algorithm: Algorithm | None, bits: int) -> None:
     """Create the next key for DOMAIN; the current one signs until `activate`."""
-    keys = _keyring(app)
-    signing = [k.algorithm for k in keys.signing_keys(domain)]
-    algorithms = [algorithm] if algorithm else signing
-    if not algorithms:
-        raise DkimKeyError(f"no DKIM keys for {domain}: create one with `dkim keygen`")
-    now = SystemClock().time()
-    for alg in algorithms:
-        key = keys.generate(domain, keys.next_selector(domain, alg, now), alg, bits)
+    for key in _keyring(app).rotate(domain, SystemClock().time(), algorithm, bits):
         click.echo(f"# new {key.algorithm} key {key.selector} for {key.domain}")
-        click.echo(_record_line(key))
+        click.echo(zone_line(key))
         if not key.active:
             click.echo(
                 f"# once the record is visible in DNS: "

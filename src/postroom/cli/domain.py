@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from postroom.cli import AppContext, config_option, fail, pass_app
+from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, print_table, printable
 from postroom.directory import Domains, unicode_domain
 
@@ -79,39 +79,12 @@ def check(
     to publish. Exit code 0 only when every required check is ok."""
     from postroom.clock import SystemClock
     from postroom.mail.address import parse_domain, to_ascii_domain
-    from postroom.mailauth.dkim import KeyRing
-    from postroom.mailauth.doctor import (
-        DomainCheck,
-        PolicyFetcher,
-        check_domain,
-        discover_sending_addresses,
-    )
-    from postroom.resolver import DnsResolver
+    from postroom.mailauth.doctor import DomainCheck, check_domain
 
-    settings = app.settings
     domain = to_ascii_domain(parse_domain(name.strip()))
-    addresses = [_ip(text) for text in ips] or list(settings.delivery.sending_addresses)
-    discovered = not addresses
-    if discovered:
-        addresses = discover_sending_addresses()
-    if not addresses:
-        fail("cannot find this server's outbound address; give it with --ip")
-    resolver = DnsResolver(settings.dns)
-    report = asyncio.run(
-        check_domain(
-            domain,
-            DomainCheck(
-                resolver=resolver,
-                keys=KeyRing(settings.data_dir),
-                hostname=to_ascii_domain(settings.hostname),
-                addresses=tuple(addresses),
-                fetcher=PolicyFetcher(resolver, timeout=min(settings.dns.timeout, 10.0)),
-                now=SystemClock().time(),
-                discovered=discovered,
-            ),
-            selector,
-        )
-    )
+    given = [_ip(text) for text in ips]
+    setup = DomainCheck.for_settings(app.settings, SystemClock().time(), given)
+    report = asyncio.run(check_domain(domain, setup, selector))
     if as_json:
         emit_json(report.to_json())
     else:

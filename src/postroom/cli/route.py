@@ -14,12 +14,7 @@ import click
 
 from postroom.cli import AppContext, config_option, pass_app
 from postroom.cli.render import emit_json, print_fields, print_table, printable
-from postroom.config.mailers import (
-    LocalMailerSettings,
-    MxMailerSettings,
-    ProviderSettings,
-    SmtpMailerSettings,
-)
+from postroom.delivery.mailers.build import AnyMailerSettings as AnyMailer
 from postroom.delivery.message import OutboundMessage
 from postroom.delivery.router import Explanation, RouteTable
 from postroom.delivery.rules import ConditionResult, GroupResult, MessageView
@@ -27,7 +22,6 @@ from postroom.mail.address import parse_address
 
 __all__ = ["route"]
 
-AnyMailer = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings
 
 _COMBINE: Mapping[str, Callable[[Iterable[object]], bool]] = {"all_of": all, "any_of": any}
 # Header lines up to the empty line, in CRLF or bare-LF files.
@@ -39,6 +33,7 @@ _TARGETS: Mapping[str, Callable[[Any], str]] = {
     "mx": lambda m: f"the recipient domain's MX hosts, port {m.port}",
     "smtp": lambda m: f"{m.host}:{m.port} ({m.tls.value})",
     "local": lambda m: "mailboxes in the data directory",
+    "capture": lambda m: "nowhere: kept in the store, shown in the dashboard",
 }
 
 

@@ -24,6 +24,7 @@ from postroom.config.providers import (
 )
 
 __all__ = [
+    "CaptureMailerSettings",
     "LocalMailerSettings",
     "MailerSettings",
     "MxMailerSettings",
@@ -92,6 +93,13 @@ class LocalMailerSettings(_Mailer):
     type: Literal["local"] = "local"
 
 
+class CaptureMailerSettings(_Mailer):
+    """Keeps each message instead of sending it (development): see it in the dashboard
+    or through the API. Route everything to it while developing."""
+
+    type: Literal["capture"] = "capture"
+
+
 # Provider API mailers (config/providers.py): one class per ``type``.
 ProviderSettings = (
     SendgridMailerSettings
@@ -110,7 +118,11 @@ ProviderSettings = (
 )
 
 MailerSettings = Annotated[
-    MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings,
+    MxMailerSettings
+    | SmtpMailerSettings
+    | LocalMailerSettings
+    | CaptureMailerSettings
+    | ProviderSettings,
     Field(discriminator="type"),
 ]
 

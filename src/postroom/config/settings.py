@@ -21,8 +21,12 @@ from postroom.config.routes import RouteSettings, SettingError
 from postroom.mail.address import parse_domain, to_ascii_domain
 
 __all__ = [
+    "IMPLICIT_TLS_ROLES",
+    "POP3_ROLES",
+    "SMTP_ROLES",
     "ApiSettings",
     "AuthThrottleSettings",
+    "DashboardSettings",
     "DeliverySettings",
     "DnsSettings",
     "InboundAuthSettings",
@@ -30,12 +34,14 @@ __all__ = [
     "ListenerRole",
     "ListenerSettings",
     "LogSettings",
+    "MailboxSettings",
     "RetentionSettings",
     "SenderSettings",
     "SendersSettings",
     "Settings",
     "TlsSettings",
     "default_listeners",
+    "parse_size",
 ]
 
 MIB = 1024 * 1024
@@ -49,12 +55,38 @@ class ListenerRole(StrEnum):
     MX = "mx"  # port 25 style: mail for our domains; relay only for authenticated users
     SUBMISSION = "submission"  # port 587 style: STARTTLS, AUTH required before MAIL
     SUBMISSIONS = "submissions"  # port 465 style: implicit TLS, AUTH required (RFC 8314)
+    POP3 = "pop3"  # port 110 style: POP3, STLS before login (RFC 2595)
+    POP3S = "pop3s"  # port 995 style: POP3 over implicit TLS (RFC 8314)
+
+
+SMTP_ROLES = frozenset({ListenerRole.MX, ListenerRole.SUBMISSION, ListenerRole.SUBMISSIONS})
+POP3_ROLES = frozenset({ListenerRole.POP3, ListenerRole.POP3S})
+IMPLICIT_TLS_ROLES = frozenset({ListenerRole.SUBMISSIONS, ListenerRole.POP3S})
 
 
 class ListenerSettings(_Model):
     address: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)]
     role: ListenerRole
+    # POP3 (and IMAP) logins without TLS; only on a loopback address, where nothing
+    # travels over a network (a local webmail or a test client).
+    plaintext_login: bool = False
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> ListenerSettings:
+        if self.plaintext_login and not _is_loopback(self.address):
+            raise SettingError(
+                ("plaintext_login",),
+                f"plaintext_login is allowed only on a loopback address, not {self.address}",
+            )
+        return self
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def default_listeners() -> tuple[ListenerSettings, ...]:
@@ -62,7 +94,32 @@ def default_listeners() -> tuple[ListenerSettings, ...]:
         ListenerSettings(port=2525, role=ListenerRole.MX),
         ListenerSettings(port=2587, role=ListenerRole.SUBMISSION),
         ListenerSettings(port=2465, role=ListenerRole.SUBMISSIONS),
+        ListenerSettings(port=2110, role=ListenerRole.POP3),
+        ListenerSettings(port=2995, role=ListenerRole.POP3S),
     )
+
+
+def parse_size(text: str | int) -> int:
+    """Octets from ``1048576``, ``"500M"``, ``"1G"`` (K, M, G, T: powers of 1024);
+    ``ValueError`` otherwise."""
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"{text} is not a size")
+        return text
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    if value[-1:] in _SIZE_UNITS:
+        scale, value = _SIZE_UNITS[value[-1]], value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (say 1048576, 500M or 1G)") from None
+    if not 0 <= number * scale <= 2**62:  # NaN fails both
+        raise ValueError(f"{text!r} is not a size (say 1048576, 500M or 1G)")
+    return int(number * scale)
+
+
+_SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 class TlsSettings(_Model):
@@ -105,6 +162,22 @@ class LimitSettings(_Model):
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
     auth: AuthThrottleSettings = AuthThrottleSettings()
     spool_memory: Annotated[int, Field(ge=0)] = 256 * 1024  # body bytes kept in memory
+
+
+class MailboxSettings(_Model):
+    """Local users' mailboxes, as POP3 (and IMAP) serve them."""
+
+    # Octets a user's mailbox may hold unless `postroom user quota` set theirs; 0: no limit.
+    # A number, or a string such as "1G" or "500M".
+    default_quota: Annotated[int, Field(ge=0)] = 0
+    pop3_idle_timeout: Annotated[float, Field(gt=0)] = 600.0  # RFC 1939 3: 10 minutes
+    # How often a folder someone waits on is checked for changes made by other processes.
+    poll_interval: Annotated[float, Field(gt=0)] = 1.0
+
+    @field_validator("default_quota", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
 
 
 class LogSettings(_Model):
@@ -187,6 +260,16 @@ class ApiSettings(_Model):
     max_inflight_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * MIB
 
 
+class DashboardSettings(_Model):
+    """The dashboard, served by the API's server under /dashboard/ while an admin exists
+    (`postroom admin add NAME`)."""
+
+    enabled: bool = True
+    # A session ends after this long without a request, and after session_max_age anyway.
+    idle_timeout: Annotated[float, Field(gt=0)] = 1800.0
+    session_max_age: Annotated[float, Field(gt=0)] = 12 * 3600.0
+
+
 class SenderSettings(_Model):
     """The sender domains of a principal that is not in the directory (a local Unix user,
     a trusted network): the local domains, these, or any domain."""
@@ -218,10 +301,12 @@ class Settings(_Model):
     tls: TlsSettings = TlsSettings()
     limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
+    mailboxes: MailboxSettings = MailboxSettings()
     dns: DnsSettings = DnsSettings()
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
     api: ApiSettings = ApiSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     inbound_auth: InboundAuthSettings = InboundAuthSettings()
     # Client networks that may relay through mx listeners without AUTH (Postfix's
     # mynetworks), as CIDR; each network is a principal with [senders.relay_networks].

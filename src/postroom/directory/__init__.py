@@ -1,13 +1,15 @@
 """The directory: who exists and what they may do.
 
 ``Users`` (login, passwords, allowed sender domains), ``Domains`` (the local
-domains) and ``ApiKeys`` (HTTP API keys, hashed, with sender domains) over the
+domains) and ``ApiKeys`` (HTTP API keys, hashed, with sender domains), ``Admins`` (the
+dashboard's own logins) over the
 ``Store``; argon2id password hashing in ``passwords``, with async variants that run
 in a worker thread. Addresses and domains are normalised here
 (A-labels, lowercased) before they reach the store, and every refused change raises a
 ``DirectoryError`` whose message is one line for the CLI.
 """
 
+from postroom.directory.admins import Admins
 from postroom.directory.apikeys import ApiKeys
 from postroom.directory.domains import Domains, normalize_domain, unicode_domain
 from postroom.directory.passwords import (
@@ -20,6 +22,7 @@ from postroom.directory.passwords import (
 from postroom.directory.users import Users, new_user_key, user_key
 
 __all__ = [
+    "Admins",
     "ApiKeys",
     "Domains",
     "Users",

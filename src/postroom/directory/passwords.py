@@ -9,11 +9,13 @@ old hashes; ``needs_rehash`` tells when a stored hash is below the current cost.
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
+    "PasswordCheck",
     "hash_password",
     "hash_password_async",
     "needs_rehash",
@@ -53,3 +55,20 @@ async def hash_password_async(password: str) -> str:
 async def verify_password_async(password_hash: str, password: str) -> bool:
     """``verify_password`` in a worker thread."""
     return await asyncio.to_thread(verify_password, password_hash, password)
+
+
+class PasswordCheck:
+    """Checks a login's password in about the same time whether the account exists or
+    not: for an unknown account (``None``) the password is checked against a dummy hash,
+    made on first need with the current cost, so timing does not tell which exist."""
+
+    def __init__(self) -> None:
+        self._dummy: str | None = None
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        if password_hash is None:
+            if self._dummy is None:
+                self._dummy = await hash_password_async(secrets.token_urlsafe(16))
+            await verify_password_async(self._dummy, password)
+            return False
+        return await verify_password_async(password_hash, password)

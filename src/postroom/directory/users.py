@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import secrets
 from collections.abc import Iterable
 
 from postroom.clock import Clock, SystemClock
 from postroom.directory.domains import sender_domain_list
-from postroom.directory.passwords import (
-    hash_password_async,
-    needs_rehash,
-    verify_password_async,
-)
+from postroom.directory.passwords import PasswordCheck, hash_password_async, needs_rehash
 from postroom.errors import (
     AddressError,
     InvalidAddress,
@@ -65,7 +60,7 @@ class Users:
     def __init__(self, store: DirectoryStore, clock: Clock | None = None) -> None:
         self._store = store
         self._clock = clock or SystemClock()
-        self._dummy_hash: str | None = None
+        self._check = PasswordCheck()
 
     async def add(
         self,
@@ -101,11 +96,9 @@ class Users:
     async def verify(self, address: str, password: str) -> UserRecord | None:
         """The user when the password is right, else None (unknown users included)."""
         record = await self.get(address)
-        if record is None:
-            await verify_password_async(await self._dummy(), password)
+        if not await self._check.verify(record.password_hash if record else None, password):
             return None
-        if not await verify_password_async(record.password_hash, password):
-            return None
+        assert record is not None
         if needs_rehash(record.password_hash):
             # Upgrade to the current cost; a failed write must not fail the login.
             new_hash = await hash_password_async(password)
@@ -140,9 +133,3 @@ class Users:
     async def list(self) -> builtins.list[UserRecord]:
         """Every user, sorted by address."""
         return sorted(await self._store.users(), key=lambda user: user.address)
-
-    async def _dummy(self) -> str:
-        # Made on first need, with the current cost, so an unknown user costs the same.
-        if self._dummy_hash is None:
-            self._dummy_hash = await hash_password_async(secrets.token_urlsafe(16))
-        return self._dummy_hash

@@ -8,7 +8,8 @@ docs/configuration.md, "Who may send as whom"):
 - a local Unix user (postroom-sendmail, `postroom send`): the local domains and the
   server's hostname, plus ``[senders.sendmail]``;
 - a client in ``relay_networks``: the local domains, plus ``[senders.relay_networks]``;
-- postroom itself (DSNs): any domain.
+- postroom itself (DSNs): any domain;
+- a dashboard admin (a test email, a resend): any domain, as the operator it is.
 
 ``any_sender`` (per user or key, or in the settings) allows any domain.
 """
@@ -27,6 +28,7 @@ from postroom.store.models import ApiKeyRecord, UserRecord
 __all__ = [
     "POSTROOM",
     "RelayNetworks",
+    "admin_principal",
     "api_key_principal",
     "api_key_rights",
     "local_principal",
@@ -56,6 +58,11 @@ def api_key_rights(record: ApiKeyRecord) -> SenderRights:
 
 def api_key_principal(record: ApiKeyRecord) -> Principal:
     return Principal(record.name, api_key_rights(record), PrincipalKind.API_KEY)
+
+
+def admin_principal(name: str) -> Principal:
+    """An admin of the dashboard sending a test email or resending a message."""
+    return Principal(name, SenderRights.ANY, PrincipalKind.LOCAL)
 
 
 def _configured(senders: SenderSettings, *also: str) -> SenderRights:

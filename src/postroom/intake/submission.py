@@ -38,6 +38,8 @@ from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
 from postroom.mailauth.inbound import InboundChecker
+from postroom.mailbox import MailboxStore, Maildir, mailbox_key
+from postroom.mailbox.base import Quota
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import DirectoryStore, NewMessage, QueueStore
@@ -74,6 +76,7 @@ class Intake:
     inbound: InboundChecker | None = None  # SPF/DKIM/DMARC on mail from outside (mx)
     # Messages held whole in memory at once for DKIM signing; the rest wait their turn.
     whole_bodies: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    mailboxes: MailboxStore | None = None  # local users' mailboxes, for their quotas
 
     @classmethod
     def from_settings(
@@ -85,9 +88,11 @@ class Intake:
         bus: Bus | None = None,
         inbound: InboundChecker | None = None,
         rng: random.Random | None = None,
+        mailboxes: MailboxStore | None = None,
     ) -> Intake:
         """The intake of the server and of local submission alike: same limits, same
-        DKIM keys, so mail is signed whichever way it came in."""
+        DKIM keys, so mail is signed whichever way it came in. ``mailboxes``: the
+        server's mailbox store (else one on ``<data_dir>/mail``), asked for quotas."""
         return cls(
             store=store,
             clock=clock,
@@ -99,6 +104,8 @@ class Intake:
             rng=rng or random.Random(),
             signer=DkimSigner(KeyRing(settings.data_dir)),
             inbound=inbound,
+            mailboxes=mailboxes
+            or Maildir(settings.data_dir / "mail", default_quota=settings.mailboxes.default_quota),
         )
 
     async def submit(
@@ -179,7 +186,19 @@ class Intake:
             body=SpooledBody(self.spool_dir, self.spool_memory),
             rules=rules,
             lines=LineFixer(rules.line_endings),
+            declared_size=declared_size,
         )
+
+    async def quota(self, address: Address) -> Quota | None:
+        """The quota of a local user's mailbox; None when none applies."""
+        if self.mailboxes is None:
+            return None
+        try:
+            account = self.mailboxes.account(*mailbox_key(address.key))
+        except ValueError:  # no mailbox can have that name (refused with 5.1.3 before)
+            return None
+        quota = await account.quota()
+        return quota if quota.limit else None
 
     async def local_among(self, principal: Principal, domains: Iterable[str]) -> frozenset[str]:
         """Which of ``domains`` are local, asked of the store only where the principal's
@@ -212,6 +231,8 @@ class Submission:
     _spool_error: OSError | None = None
     _authors: Authors = field(default_factory=Authors)
     _local: frozenset[str] = frozenset()  # the local domains among the authors'
+    declared_size: int | None = None  # MAIL FROM's SIZE
+    _mailboxes: list[Address] = field(default_factory=list)  # local users with a quota
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
         address = recipient.address
@@ -225,6 +246,11 @@ class Submission:
         )
         if refusal is not None:
             return refusal
+        quota = await self.intake.quota(address) if local and exists else None
+        if quota is not None:
+            if quota.refuses(self.declared_size or 0):  # full now, or by the size announced
+                return replies.MAILBOX_FULL
+            self._mailboxes.append(address)
         # A repeated RCPT is accepted once (RFC 5321 3.3 allows either; one copy is kinder).
         if address.key not in self._seen:
             self._seen.add(address.key)
@@ -255,6 +281,8 @@ class Submission:
         refusal = self._clean(now)
         if refusal is None:  # on the cleaned header block: the one that is stored and sent
             refusal = await self._check_authors()
+        if refusal is None:
+            refusal = await self._check_quotas()
         if refusal is not None:
             return refusal
         single = str(self.recipients[0].address) if len(self.recipients) == 1 else None
@@ -338,6 +366,19 @@ class Submission:
             for address in addresses
         )
         return tuple(replies.items()), events
+
+    async def _check_quotas(self) -> Reply | None:
+        """552 5.2.2 when the message fits no recipient's mailbox (every recipient is a
+        local user whose quota it would pass). When it fits some, it is queued: the
+        local mailer bounces it for the others, as the mailbox store refuses it."""
+        if not self._mailboxes or len(self._mailboxes) < len(self.recipients):
+            return None
+        size = self.body.size  # the whole message: header block and body
+        for address in self._mailboxes:
+            quota = await self.intake.quota(address)
+            if quota is None or not quota.refuses(size):
+                return None
+        return replies.MAILBOX_FULL
 
     async def _check_authors(self) -> Reply | None:
         """The author fields against the principal's rights (RFC 5322 3.6.2, 3.6.6)."""

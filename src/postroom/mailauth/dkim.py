@@ -48,6 +48,7 @@ __all__ = [
     "sign_message",
     "signature_summary",
     "signed_header_list",
+    "zone_line",
 ]
 
 Algorithm = Literal["rsa", "ed25519"]
@@ -114,6 +115,11 @@ def record_strings(value: str, size: int = 255) -> str:
     return " ".join(f'"{value[i : i + size]}"' for i in range(0, len(value), size))
 
 
+def zone_line(key: DkimKey) -> str:
+    """The key's record in zone-file form: name, type, value as quoted strings."""
+    return f"{key.record_name}. IN TXT {record_strings(key.record())}"
+
+
 class KeyRing:
     """The DKIM keys under ``<data_dir>/dkim``: create, list, rotate, activate."""
 
@@ -164,6 +170,20 @@ class KeyRing:
         if self._active(domain, algorithm) is None:
             self.activate(domain, selector)
         return next(k for k in self.keys(domain) if k.selector == selector)
+
+    def rotate(
+        self, domain: str, now: float, algorithm: Algorithm | None = None, bits: int = 2048
+    ) -> list[DkimKey]:
+        """The next key of ``algorithm`` (default: of each algorithm that signs now); the
+        current key keeps signing until the new one is activated, after its record is
+        published."""
+        algorithms = [algorithm] if algorithm else [k.algorithm for k in self.signing_keys(domain)]
+        if not algorithms:
+            raise DkimKeyError(f"no DKIM keys for {domain}: create one with `dkim keygen`")
+        return [
+            self.generate(domain, self.next_selector(domain, alg, now), alg, bits)
+            for alg in algorithms
+        ]
 
     def activate(self, domain: str, selector: str) -> DkimKey:
         key = next((k for k in self.keys(domain) if k.selector == selector), None)

@@ -20,14 +20,22 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from postroom.config.settings import Settings
 from postroom.errors import PostroomError
+from postroom.mail.address import to_ascii_domain
 from postroom.mailauth.dkim import KeyRing
 from postroom.mailauth.doctor_dkim import check_dkim
 from postroom.mailauth.doctor_dmarc import check_dmarc
 from postroom.mailauth.doctor_mtasts import PolicyFetcher, check_mta_sts, check_tls_rpt
 from postroom.mailauth.doctor_report import Finding, Record, Report, Status
 from postroom.mailauth.doctor_spf import check_spf
-from postroom.resolver import MxResult, NoSuchDomain, Resolver, TemporaryLookupFailure
+from postroom.resolver import (
+    DnsResolver,
+    MxResult,
+    NoSuchDomain,
+    Resolver,
+    TemporaryLookupFailure,
+)
 
 __all__ = [
     "DomainCheck",
@@ -81,6 +89,29 @@ class DomainCheck:
     fetcher: PolicyFetcher
     now: float  # for the id of a suggested MTA-STS record
     discovered: bool = False  # the addresses were guessed, not configured
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, now: float, addresses: Sequence[str] = ()
+    ) -> DomainCheck:
+        """The check of this server as configured: ``addresses`` given, else
+        ``delivery.sending_addresses``, else discovered; PostroomError when none is found."""
+        found = list(addresses) or list(settings.delivery.sending_addresses)
+        discovered = not found
+        if discovered:
+            found = discover_sending_addresses()
+        if not found:
+            raise PostroomError("cannot find this server's outbound address; give it with --ip")
+        resolver = DnsResolver(settings.dns)
+        return cls(
+            resolver=resolver,
+            keys=KeyRing(settings.data_dir),
+            hostname=to_ascii_domain(settings.hostname),
+            addresses=tuple(found),
+            fetcher=PolicyFetcher(resolver, timeout=min(settings.dns.timeout, 10.0)),
+            now=now,
+            discovered=discovered,
+        )
 
 
 async def check_domain(domain: str, check: DomainCheck, selector: str | None = None) -> Report:

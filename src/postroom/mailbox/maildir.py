@@ -43,10 +43,14 @@ from pathlib import Path
 from typing import Final
 
 from postroom.clock import Clock, SystemClock
-from postroom.mail.address import path_name_problem
+from postroom.mail.address import parse_address, path_name_problem
 from postroom.mail.headers import safe_header_value
+from postroom.mailbox.account import MaildirAccount
+from postroom.mailbox.folder import FolderFiles, change_stamp
+from postroom.mailbox.message import to_crlf
+from postroom.mailbox.watch import Watchers
 
-__all__ = ["Maildir", "check_folder_name"]
+__all__ = ["Maildir", "check_folder_name", "mailbox_key"]
 
 SUBFOLDERS: Final = ("tmp", "new", "cur")
 _FOLDER_MODE: Final = 0o700
@@ -67,6 +71,13 @@ def check_folder_name(name: str) -> str:
     if len(name.encode("utf-8")) > _NAME_MAX:  # lone surrogates raise UnicodeEncodeError
         raise ValueError(f"{name!r} is too long for a mailbox folder")
     return name
+
+
+def mailbox_key(address: str) -> tuple[str, str]:
+    """``(domain, user)`` naming the mailbox of ``address`` (the directory's lookup key:
+    A-label domain, lowercased local part); ``ValueError`` when it cannot name one."""
+    parsed = parse_address(address)  # AddressError is a ValueError
+    return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,13 +102,92 @@ class Maildir:
     """Maildir delivery under ``root``; implements ``MailboxStore``."""
 
     def __init__(
-        self, root: Path, *, clock: Clock | None = None, hostname: str | None = None
+        self,
+        root: Path,
+        *,
+        clock: Clock | None = None,
+        hostname: str | None = None,
+        poll_interval: float = 1.0,
+        default_quota: int = 0,
     ) -> None:
+        """``poll_interval``: how often a watched folder is checked for changes made
+        by other processes (``watch.py``); ``default_quota``: octets an account may
+        hold unless it has its own limit (0: none)."""
         self.root = root
         self._clock = clock or SystemClock()
         self._host = (hostname or platform.node() or "localhost").translate(_HOST_ESCAPES)
         self._counter = itertools.count(1)
         self._lock = threading.Lock()  # deliveries run in worker threads
+        self._folders: dict[Path, FolderFiles] = {}
+        self.watchers = Watchers(change_stamp, interval=poll_interval)
+        self.default_quota = default_quota
+
+    # -- accounts ------------------------------------------------------------------
+    def account(self, domain: str, user: str) -> MaildirAccount:
+        """``user@domain``'s folders (nothing is made until first used)."""
+        return MaildirAccount(self, domain, user)
+
+    async def accounts(self) -> list[tuple[str, str]]:
+        """Every ``(domain, user)`` with a Maildir, sorted."""
+
+        def scan() -> list[tuple[str, str]]:
+            found: list[tuple[str, str]] = []
+            if not self.root.is_dir():
+                return found
+            for domain in sorted(os.listdir(self.root)):
+                if domain.startswith(".") or not (self.root / domain).is_dir():
+                    continue
+                for user in sorted(os.listdir(self.root / domain)):
+                    if (self.root / domain / user / "Maildir").is_dir():
+                        found.append((domain, user))
+            return found
+
+        return await asyncio.to_thread(scan)
+
+    def folder_files(self, path: Path) -> FolderFiles:
+        """The one ``FolderFiles`` of this process for the folder at ``path``."""
+        with self._lock:
+            files = self._folders.get(path)
+            if files is None:
+                files = self._folders[path] = FolderFiles(path, now=self._clock.time)
+            return files
+
+    def ensure_maildir(self, maildir: Path) -> None:
+        self._ensure_folders(maildir)
+
+    def write_tmp(self, tmp_dir: Path, data: bytes, internal_date: float | None) -> str:
+        """Write ``data`` (CRLF) durably as a new file in ``tmp_dir``; return its name."""
+        content = data.replace(b"\r\n", b"\n")
+        name, fd = self._create_tmp(tmp_dir, len(content), len(to_crlf(content)))
+        try:
+            with open(fd, "wb", closefd=True) as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            if internal_date is not None:
+                os.utime(tmp_dir / name, (internal_date, internal_date))
+        except BaseException:
+            (tmp_dir / name).unlink(missing_ok=True)
+            raise
+        return name
+
+    def link_tmp(self, source: Path, tmp_dir: Path, vsize: int) -> str:
+        """A new name in ``tmp_dir`` for the message file ``source`` (a hard link, as
+        Dovecot copies; a copy where links are not possible)."""
+        size = source.stat().st_size
+        name, fd = self._create_tmp(tmp_dir, size, vsize)
+        os.close(fd)
+        target = tmp_dir / name
+        try:
+            target.unlink()
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return name
 
     def path(self, domain: str, user: str) -> Path:
         """The ``Maildir`` folder of ``user@domain``; ``ValueError`` for unsafe names."""
@@ -114,10 +204,12 @@ class Maildir:
     def deliver_sync(
         self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
     ) -> str:
-        """Store one message durably; return its file name in ``new/``."""
+        """Store one message durably; return its file name in ``new/``.
+        ``QuotaExceeded`` when the user's quota has no room for it."""
         maildir = self.path(domain, user)
-        self._ensure_folders(maildir)
         content, vsize = _file_content(data, sender=sender, recipient=recipient)
+        self.account(domain, user).check_room(vsize)
+        self._ensure_folders(maildir)
         name, fd = self._create_tmp(maildir / "tmp", len(content), vsize)
         tmp = maildir / "tmp" / name
         try:
@@ -132,6 +224,7 @@ class Maildir:
         # The rename is durable once the folder is; if this fsync fails the caller retries,
         # and the message may arrive twice (at least once, never lost).
         _fsync_dir(maildir / "new")
+        self.watchers.changed(maildir)
         return name
 
     def _unique_name(self, size: int, vsize: int) -> str:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
-from collections import defaultdict, deque
-from dataclasses import dataclass
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Protocol
 
 from postroom.clock import Clock
+from postroom.errors import StoreError
 
-__all__ = ["AuthAttempt", "ConnectionCounter", "FailureThrottle", "client_key"]
+__all__ = ["AuthAttempt", "ConnectionCounter", "FailureThrottle", "HitCounter", "client_key"]
+
+_log = logging.getLogger("postroom.auth")
 
 
 def client_key(ip: str) -> str:
@@ -25,10 +30,15 @@ def client_key(ip: str) -> str:
     return str(address)
 
 
-@dataclass(eq=False, slots=True)
-class _Failure:
-    at: float  # clock.monotonic() when the attempt began
-    account: str
+class HitCounter(Protocol):
+    """Sliding windows of hits shared by every process on the store (the store's
+    ``LimitStore`` is one)."""
+
+    async def add_hit(
+        self, limits: Sequence[tuple[str, int]], tag: str, now: float, *, window: float
+    ) -> bool: ...
+
+    async def forget_hits(self, keys: Sequence[str], tag: str) -> None: ...
 
 
 class AuthAttempt:
@@ -37,15 +47,20 @@ class AuthAttempt:
     stays one unless ``succeeded()`` is called: an attempt that errs, is cancelled or
     whose client hangs up mid-check is a failure too."""
 
-    __slots__ = ("_failure", "_keys", "_throttle")
+    __slots__ = ("_account", "_counter", "_keys")
 
-    def __init__(self, throttle: FailureThrottle, keys: tuple[str, ...], failure: _Failure) -> None:
-        self._throttle = throttle
+    def __init__(self, counter: HitCounter, keys: tuple[str, ...], account: str) -> None:
+        self._counter = counter
         self._keys = keys
-        self._failure = failure
+        self._account = account
 
-    def succeeded(self) -> None:
-        self._throttle._forget(self._keys, self._failure.account)
+    async def succeeded(self) -> None:
+        """Forget the account's failures; the login stands even when the counts cannot be
+        reached (this slot then stays a failure until the window passes)."""
+        try:
+            await self._counter.forget_hits(self._keys, self._account)
+        except StoreError as exc:
+            _log.warning("auth: the failure counts could not be updated: %s", exc)
 
 
 class FailureThrottle:
@@ -53,68 +68,40 @@ class FailureThrottle:
     per account within ``window`` seconds; then every attempt from that client, or at
     that account, is refused unchecked until the oldest failure leaves the window.
 
+    The failures are counted in ``counter``, shared by every process on the store: the
+    accept workers of one machine and every node on one database see the same counts,
+    so spreading guesses over them gains nothing. Times are wall times (the nodes'
+    clocks agree, their monotonic clocks do not).
+
     A success forgets only the failures at the account that logged in: an attacker who
     owns one account cannot wipe the count of guesses at another by logging in as
     themself."""
 
     def __init__(
         self,
+        counter: HitCounter,
         clock: Clock,
         *,
         max_failures: int,
         window: float,
         max_account_failures: int | None = None,
     ) -> None:
+        self._counter = counter
         self._clock = clock
         self._max_client = max_failures
         self._max_account = max_account_failures or max_failures
         self._window = window
-        self._failures: dict[str, deque[_Failure]] = {}
-        self._sweep_at = 1024  # sweep idle keys when there are this many
 
-    def _recent(self, key: str, now: float) -> int:
-        failures = self._failures.get(key)
-        if failures is None:
-            return 0
-        horizon = now - self._window
-        while failures and failures[0].at <= horizon:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-        return len(failures)
-
-    def begin(self, client: str, account: str) -> AuthAttempt | None:
+    async def begin(self, client: str, account: str) -> AuthAttempt | None:
         """Take a failure slot for ``account`` tried by ``client``; None when either is
-        throttled (then the password must not be checked at all)."""
-        now = self._clock.monotonic()
-        keys = (f"client {client_key(client)}", f"account {account}")
-        if (
-            self._recent(keys[0], now) >= self._max_client
-            or self._recent(keys[1], now) >= self._max_account
-        ):
+        throttled (then the password must not be checked at all). StoreError when the
+        counts cannot be reached."""
+        keys = (f"auth client {client_key(client)}", f"auth account {account}")
+        limits = ((keys[0], self._max_client), (keys[1], self._max_account))
+        now = self._clock.time()
+        if not await self._counter.add_hit(limits, account, now, window=self._window):
             return None
-        if len(self._failures) >= self._sweep_at:
-            self._sweep(now)
-        failure = _Failure(now, account)
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(failure)
-        return AuthAttempt(self, keys, failure)
-
-    def _forget(self, keys: tuple[str, ...], account: str) -> None:
-        for key in keys:
-            failures = self._failures.get(key)
-            if failures is None:
-                continue
-            kept = deque(f for f in failures if f.account != account)
-            if kept:
-                self._failures[key] = kept
-            else:
-                del self._failures[key]
-
-    def _sweep(self, now: float) -> None:
-        for key in list(self._failures):
-            self._recent(key, now)
-        self._sweep_at = max(1024, 2 * len(self._failures))
+        return AuthAttempt(self._counter, keys, account)
 
 
 class ConnectionCounter:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
 import socket
 import ssl
 from collections.abc import Sequence
 
-from postroom.config.settings import ListenerRole, ListenerSettings, Settings
+from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.events import Bus
 from postroom.intake import Intake
 from postroom.intake.principals import RelayNetworks
-from postroom.net.listener import Handler, Listener
-from postroom.net.stream import Stream
+from postroom.net.listener import Listener
+from postroom.net.sessions import Sessions
 from postroom.net.throttle import ConnectionCounter, FailureThrottle
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig
@@ -53,22 +52,24 @@ class SmtpServer:
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         """``sockets``: bound, listening sockets for the listeners, in order (accept
-        workers share them); None: each listener binds its own. ``relay_networks``
+        workers share them; those of other protocols' roles are left alone); None: each
+        listener binds its own. ``relay_networks``
         apply to mx listeners only: submission ports always want AUTH (RFC 6409 4.3)."""
         self._settings = settings
         limits = settings.limits
         self._counter = ConnectionCounter(
             max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
         )
-        self._sessions: set[Session] = set()
-        self._no_sessions = asyncio.Event()
-        self._no_sessions.set()
-        self.listeners: list[Listener] = []
+        self._sessions = Sessions(_log)
+        self.specs: list[ListenerSettings] = []  # the SMTP listeners', as self.listeners
+        self.listeners = self._sessions.listeners
         refusal = replies.TOO_MANY_CONNECTIONS.to_bytes()
         specs = list(listeners if listeners is not None else settings.listeners)
         if sockets is not None and len(sockets) != len(specs):
             raise ValueError("one socket per listener")
         for index, spec in enumerate(specs):
+            if spec.role not in SMTP_ROLES:
+                continue
             context = SessionContext(
                 role=spec.role.value,
                 config=server_config(settings, spec.role, starttls=ssl_context is not None),
@@ -84,11 +85,12 @@ class SmtpServer:
                 data_grace=limits.data_grace,
             )
             implicit = spec.role is ListenerRole.SUBMISSIONS
+            self.specs.append(spec)
             self.listeners.append(
                 Listener(
                     address=spec.address,
                     port=spec.port,
-                    handler=self._handler(context),
+                    handler=self._sessions.handler(functools.partial(Session, context)),
                     counter=self._counter,
                     refusal=refusal,
                     ssl_context=ssl_context if implicit else None,
@@ -97,40 +99,14 @@ class SmtpServer:
                 )
             )
 
-    def _handler(self, context: SessionContext) -> Handler:
-        async def handle(stream: Stream) -> None:
-            session = Session(context, stream)
-            self._sessions.add(session)
-            self._no_sessions.clear()
-            try:
-                await session.run()
-            finally:
-                self._sessions.discard(session)
-                if not self._sessions:
-                    self._no_sessions.set()
-
-        return handle
-
     async def start(self) -> None:
-        for listener in self.listeners:
-            await listener.start()
-            _log.info("listening on %s:%d", listener.address, listener.bound_port)
+        await self._sessions.start()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; tell idle sessions 421 4.3.2; wait up to ``grace`` seconds for
         transactions in flight; then cut whatever is left."""
-        for listener in self.listeners:
-            listener.stop_accepting()
-        for session in list(self._sessions):
-            session.request_stop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._no_sessions.wait()
-        for listener in self.listeners:
-            listener.cancel_connections()
-        for listener in self.listeners:
-            await listener.wait_closed()
+        await self._sessions.stop(grace)
 
     @property
     def session_count(self) -> int:
-        return len(self._sessions)
+        return self._sessions.count

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import AddressError, StoreError
+from postroom.errors import StoreError
 from postroom.events import Bus, SmtpTransaction
-from postroom.events.logformat import FIELDS
+from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
 from postroom.intake.principals import RelayNetworks
-from postroom.mail.address import MAX_PATH, parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.net.stream import Stream
 from postroom.net.throttle import FailureThrottle
@@ -423,7 +421,13 @@ class Session:
 
     async def _auth(self, event: ev.AuthCredentials) -> Reply:
         # The slot is taken before the password check: attempts in parallel count at once.
-        attempt = self._ctx.auth_throttle.begin(self._ip or "unknown", _account(event.username))
+        try:
+            attempt = await self._ctx.auth_throttle.begin(
+                self._ip or "unknown", auth_account(event.username)
+            )
+        except StoreError as exc:  # the shared counts are out of reach: check nothing
+            _log.warning("auth not checked: the failure counts are unavailable: %s", exc)
+            return replies.AUTH_TEMPORARY_FAILURE
         if attempt is None:
             self._log_auth("throttled", event.username)
             return replies.AUTH_THROTTLED
@@ -437,29 +441,13 @@ class Session:
         if principal is None:
             self._log_auth("failed", event.username)
             return replies.AUTH_FAILED
-        attempt.succeeded()
+        await attempt.succeeded()
         self._principal = principal  # the core marks the connection authenticated on 235
         return replies.AUTH_OK
 
     def _log_auth(self, outcome: str, account: str) -> None:
-        """One line per failure or refusal, for fail2ban (docs/configuration.md). The
-        account is JSON-quoted: what a client sends can never end or fake a line."""
-        client, account, listener = self._ip or "unknown", account[:MAX_PATH], self._ctx.role
-        _log.warning(
-            "auth %s: client=%s account=%s listener=%s",
-            outcome,
-            client,
-            json.dumps(account),
-            listener,
-            extra={
-                FIELDS: {
-                    "auth": outcome,
-                    "client": client,
-                    "account": account,
-                    "listener": listener,
-                }
-            },
-        )
+        """One line per failure or refusal, for fail2ban (docs/configuration.md)."""
+        log_auth(_log, outcome, self._ip, account, self._ctx.role)
 
     async def _start_tls(self) -> bool:
         context = self._ctx.ssl_context
@@ -485,12 +473,3 @@ class Session:
         self._principal = self._network
         self.conn.start_tls(info)
         return True
-
-
-def _account(username: str) -> str:
-    """The account an AUTH username names, as the directory looks it up (cut to the
-    longest address, so a huge username costs no more memory in the throttle)."""
-    try:
-        return parse_address(username.strip()).key
-    except AddressError:
-        return username.strip().lower()[:MAX_PATH]

@@ -4,6 +4,7 @@
 """
 
 from postroom.store.base import (
+    AdminStore,
     ApiStore,
     DirectoryStore,
     LogStore,
@@ -21,6 +22,7 @@ from postroom.store.models import (
 from postroom.store.open import open_store
 
 __all__ = [
+    "AdminStore",
     "ApiStore",
     "DirectoryStore",
     "LogStore",

@@ -13,6 +13,8 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 - ``ApiStore``: ``test_api_rows.py``
 - ``SuppressionStore``: ``test_suppressions.py``
 - ``EventStore``: ``test_outbox.py``
+- ``LimitStore``: ``test_limits.py``
+- ``AdminStore``: ``test_admin.py``
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from typing import Protocol, runtime_checkable
 
 from postroom.mail.events import MailEvent
 from postroom.store.models import (
+    AdminAction,
+    AdminRecord,
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     Claim,
     IdempotencyRecord,
     LogQuery,
@@ -39,14 +44,17 @@ from postroom.store.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookState,
+    Window,
 )
 
 __all__ = [
     "PARTS",
+    "AdminStore",
     "ApiStore",
     "DirectoryStore",
     "EventRoute",
     "EventStore",
+    "LimitStore",
     "LogStore",
     "QueueStore",
     "QueueWatch",
@@ -88,6 +96,10 @@ class QueueStore(Protocol):
 
     async def read_body(self, message_id: str) -> bytes | None:
         """The stored bytes (trace headers and body) of a message."""
+
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        """The first ``size`` stored bytes of each of ``ids`` that has a body (the header
+        block, for the log's subjects), without reading the rest."""
 
     async def count_messages(self) -> int: ...
 
@@ -190,6 +202,11 @@ class LogStore(Protocol):
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         """Per mailer with attempts: its last success and last error, and how many
         messages it delivered at or after ``since``; sorted by mailer name."""
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        """Attempts at or after ``since``, counted per ``bucket``-second slot, mailer,
+        sender domain and disposition, in that order; the overview's chart. ValueError
+        for a bucket that is not positive."""
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),
@@ -351,6 +368,76 @@ class EventStore(Protocol):
         out."""
 
 
+class LimitStore(Protocol):
+    """Counters every process on the store shares, so that a limit holds across all the
+    nodes on one database (and the processes of one machine), not per process. Times
+    are wall times (``clock.time()``): the nodes' clocks agree, their monotonic ones do
+    not. Each call is atomic across processes. Counters are not durable promises: the
+    engine may lose them in a crash of the database, never half of one call."""
+
+    async def take_windows(self, windows: Sequence[Window], now: float) -> float | None:
+        """Count one in every fixed window (aligned to the epoch: a day is a UTC day) if
+        each has room, and return None; else count nothing and return when the last of
+        the full windows ends."""
+
+    async def window_usage(self, windows: Sequence[Window], now: float) -> list[int]:
+        """How many each window has counted in its current span."""
+
+    async def take_token(self, key: str, now: float, *, per_second: float, burst: int) -> float:
+        """A token bucket that holds ``burst`` and refills at ``per_second``: take one
+        and return 0, or take none and return the seconds until one is there."""
+
+    async def add_hit(
+        self, limits: Sequence[tuple[str, int]], tag: str, now: float, *, window: float
+    ) -> bool:
+        """A sliding window: when every key of ``limits`` has fewer hits than its limit
+        in ``(now - window, now]``, record one hit tagged ``tag`` under each and return
+        True; else record nothing and return False."""
+
+    async def forget_hits(self, keys: Sequence[str], tag: str) -> None:
+        """Forget the hits tagged ``tag`` under ``keys``."""
+
+    async def take_slot(
+        self, key: str, limit: int, holder: str, now: float, *, lease: float
+    ) -> bool:
+        """Hold one of ``key``'s ``limit`` slots for ``holder`` (a process) until
+        ``now + lease``; False when all are held. Every slot of a holder ends at its
+        lease unless ``renew_slots`` extends it: a holder that dies frees its slots."""
+
+    async def renew_slots(self, holder: str, now: float, *, lease: float) -> int:
+        """Extend to ``now + lease`` every slot ``holder`` holds that has not ended; how
+        many keys it holds slots of. An ended slot stays ended."""
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        """Give back one of the slots of ``key`` that ``holder`` holds."""
+
+
+class AdminStore(Protocol):
+    """The dashboard's administrators (not mail users) and the audit log of their actions."""
+
+    async def add_admin(self, record: AdminRecord) -> bool:
+        """False when an administrator of that name already exists."""
+
+    async def admin(self, name: str) -> AdminRecord | None: ...
+
+    async def admins(self) -> list[AdminRecord]:
+        """Every administrator, sorted by name."""
+
+    async def remove_admin(self, name: str) -> bool: ...
+
+    async def set_admin_password(self, name: str, password_hash: str) -> bool: ...
+
+    async def end_admin_sessions(self, name: str, at: float) -> bool:
+        """Sessions of ``name`` begun at or before ``at`` are over (logout; a password
+        change); ``sessions_after`` only moves forward. False when there is no such admin."""
+
+    async def record_admin_action(self, action: AdminAction) -> None:
+        """Durably append to the audit log."""
+
+    async def admin_actions(self, *, limit: int, before: float | None = None) -> list[AdminAction]:
+        """The audit log, newest first, ``limit`` at most, older than ``before``."""
+
+
 @runtime_checkable
 class QueueWatch(Protocol):
     """An engine shared by several nodes tells each when another committed mail."""
@@ -368,6 +455,8 @@ class Store(
     ApiStore,
     SuppressionStore,
     EventStore,
+    LimitStore,
+    AdminStore,
     Protocol,
 ):
     """Every part: what an engine that implements them all (``open_store``) gives."""
@@ -381,6 +470,8 @@ PARTS: dict[str, type] = {
     "api": ApiStore,
     "suppression": SuppressionStore,
     "events": EventStore,
+    "limits": LimitStore,
+    "admin": AdminStore,
 }
 
 

@@ -11,8 +11,11 @@ from postroom.mail.spool import SpooledBody
 
 __all__ = [
     "GLOBAL_SCOPE",
+    "AdminAction",
+    "AdminRecord",
     "ApiKeyRecord",
     "Attempt",
+    "AttemptCount",
     "Claim",
     "IdempotencyRecord",
     "LogQuery",
@@ -31,6 +34,7 @@ __all__ = [
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookState",
+    "Window",
 ]
 
 
@@ -195,6 +199,10 @@ class LogQuery:
     # Only messages from this source kind ("api"), and this principal (an API key's name).
     source_kind: str | None = None
     principal: str | None = None
+    until: float | None = None  # received before
+    mailer: str | None = None  # some attempt went through this mailer
+    subject: str | None = None  # substring of the Subject the API recorded (message meta)
+    tag: str | None = None  # one of the tags the API recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,3 +341,48 @@ class WebhookAttempt:
     status: int | None
     error: str
     next_attempt_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed window of a shared limit: at most ``limit`` in each ``seconds`` span,
+    spans aligned to the epoch (so a day is a UTC day)."""
+
+    key: str
+    seconds: int
+    limit: int
+
+    def ends_at(self, now: float) -> float:
+        return float((int(now // self.seconds) + 1) * self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptCount:
+    """Attempts in one time slot by one mailer for one sender domain with one outcome."""
+
+    slot: float  # the slot's start
+    mailer: str
+    sender_domain: str  # "" for the null sender
+    disposition: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """A dashboard administrator: a login of its own, never a mail user."""
+
+    name: str
+    password_hash: str  # argon2id, as users' passwords
+    created_at: float
+    sessions_after: float = 0.0  # sessions begun at or before this (a logout) are over
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAction:
+    """One thing an administrator did in the dashboard, for the audit log."""
+
+    at: float
+    admin: str
+    action: str  # "hold", "login", "apikey create", ...
+    target: str  # what it was done to: a queue id, a key name, "" for none
+    client: str  # the client address the request came from

@@ -3,6 +3,7 @@ window ends (or fails over when configured); it is never dropped or bounced for 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from postroom.config.providers import OverLimit, SendLimits
 from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.outcome import Disposition
 from postroom.store import RecipientStatus
+from postroom.store.sqlite.limits import LocalLimits
 from tests.conftest import FakeClock
 from tests.delivery.provider_messages import message, recipients
 from tests.delivery.providers.kinds import KINDS, running
@@ -20,33 +22,48 @@ START = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC, FakeClock's start
 MIDNIGHT = 1_800_057_600.0  # the next midnight UTC
 
 
-def test_a_window_counts_until_full_then_names_its_end() -> None:
-    window = SendWindow(SendLimits(per_second=2, per_day=3))
-    assert window.take(START) is None
-    assert window.take(START + 0.5) is None
-    assert window.take(START + 0.9) == START + 1  # the second is full
-    assert window.take(START + 1) is None  # a new second; the day has one left
-    assert window.take(START + 2) == MIDNIGHT
-    assert window.take(MIDNIGHT) is None
-    assert window.usage(MIDNIGHT) == [
+@pytest.fixture
+async def counts() -> AsyncIterator[LocalLimits]:
+    limits = LocalLimits(None)
+    yield limits
+    await limits.aclose()
+
+
+async def test_a_window_counts_until_full_then_names_its_end(counts: LocalLimits) -> None:
+    window = SendWindow(SendLimits(per_second=2, per_day=3), "postmark", counts)
+    assert await window.take(START) is None
+    assert await window.take(START + 0.5) is None
+    assert await window.take(START + 0.9) == START + 1  # the second is full
+    assert await window.take(START + 1) is None  # a new second; the day has one left
+    assert await window.take(START + 2) == MIDNIGHT
+    assert await window.take(MIDNIGHT) is None
+    assert await window.usage(MIDNIGHT) == [
         WindowUsage("per_second", 2, 1, MIDNIGHT + 1),
         WindowUsage("per_day", 3, 1, MIDNIGHT + 86400),
     ]
 
 
-def test_a_refused_take_counts_nothing() -> None:
-    window = SendWindow(SendLimits(per_second=1, per_hour=2))
-    assert window.take(START) is None
-    assert window.take(START) == START + 1
-    assert window.take(START) == START + 1
-    assert window.take(START + 1) is None  # the hour saw two, not four
-    assert window.take(START + 2) == START + 3600
+async def test_a_refused_take_counts_nothing(counts: LocalLimits) -> None:
+    window = SendWindow(SendLimits(per_second=1, per_hour=2), "postmark", counts)
+    assert await window.take(START) is None
+    assert await window.take(START) == START + 1
+    assert await window.take(START) == START + 1
+    assert await window.take(START + 1) is None  # the hour saw two, not four
+    assert await window.take(START + 2) == START + 3600
 
 
-def test_no_limits_never_wait() -> None:
-    window = SendWindow(SendLimits())
-    assert all(window.take(START) is None for _ in range(1000))
-    assert window.usage(START) == []
+async def test_each_mailer_has_windows_of_its_own(counts: LocalLimits) -> None:
+    first = SendWindow(SendLimits(per_day=1), "postmark", counts)
+    second = SendWindow(SendLimits(per_day=1), "sendgrid", counts)
+    assert await first.take(START) is None
+    assert await second.take(START) is None
+    assert await first.take(START) == MIDNIGHT
+
+
+async def test_no_limits_never_wait(counts: LocalLimits) -> None:
+    window = SendWindow(SendLimits(), "postmark", counts)
+    assert all([await window.take(START) is None for _ in range(1000)])
+    assert await window.usage(START) == []
 
 
 @pytest.mark.parametrize("over_limit", list(OverLimit))

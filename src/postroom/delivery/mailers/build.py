@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 
 from postroom.clock import Clock
 from postroom.config.mailers import (
+    CaptureMailerSettings,
     LocalMailerSettings,
     MxMailerSettings,
     ProviderSettings,
@@ -51,15 +52,25 @@ from postroom.delivery.mailers.api.ses import SesMailer
 from postroom.delivery.mailers.api.smtpcom import SmtpcomMailer
 from postroom.delivery.mailers.api.sparkpost import SparkpostMailer
 from postroom.delivery.mailers.api.zoho import ZohoMailer
+from postroom.delivery.mailers.mta.capture import CaptureMailer
 from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.mailers.mta.mx import MxMailer
 from postroom.delivery.mailers.mta.relay import SmtpMailer
+from postroom.delivery.slots import SharedSlots
 from postroom.errors import ConfigError
+from postroom.mailbox import MailDrop
 from postroom.resolver import Resolver
+from postroom.store.base import LimitStore
 
 __all__ = ["BUILDERS", "AnyMailerSettings", "Builder", "MailerDeps", "build_mailer"]
 
-AnyMailerSettings = MxMailerSettings | SmtpMailerSettings | LocalMailerSettings | ProviderSettings
+AnyMailerSettings = (
+    MxMailerSettings
+    | SmtpMailerSettings
+    | LocalMailerSettings
+    | CaptureMailerSettings
+    | ProviderSettings
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,11 @@ class MailerDeps:
     clock: Clock
     rng: random.Random
     data_dir: Path
+    mailboxes: MailDrop | None = None  # the server's, so deliveries wake its watchers
+    # The store's shared limits (sending limits, connection slots): every node counts in
+    # them. None: each mailer counts in its own process (``postroom mailer test``).
+    limits: LimitStore | None = None
+    slots: SharedSlots | None = None
 
 
 Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
@@ -77,22 +93,32 @@ Builder = Callable[[AnyMailerSettings, MailerDeps], Mailer]
 def _mx(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, MxMailerSettings)
     return MxMailer(
-        settings, resolver=deps.resolver, hostname=deps.hostname, clock=deps.clock, rng=deps.rng
+        settings,
+        resolver=deps.resolver,
+        hostname=deps.hostname,
+        clock=deps.clock,
+        rng=deps.rng,
+        slots=deps.slots,
     )
 
 
 def _local(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, LocalMailerSettings)
-    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock)
+    return LocalMailer(settings, data_dir=deps.data_dir, clock=deps.clock, mailbox=deps.mailboxes)
+
+
+def _capture(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
+    assert isinstance(settings, CaptureMailerSettings)
+    return CaptureMailer(settings)
 
 
 def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     assert isinstance(settings, SmtpMailerSettings)
-    return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock)
+    return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock, slots=deps.slots)
 
 
 class _ApiMailer(Protocol):
-    def __call__(self, settings: Any, *, clock: Clock) -> Mailer: ...
+    def __call__(self, settings: Any, *, clock: Clock, limits: LimitStore | None) -> Mailer: ...
 
 
 def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
@@ -100,13 +126,15 @@ def _api(mailer: _ApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
 
     def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
         assert isinstance(settings, kind)
-        return mailer(settings, clock=deps.clock)
+        return mailer(settings, clock=deps.clock, limits=deps.limits)
 
     return build
 
 
 class _OAuthApiMailer(Protocol):
-    def __call__(self, settings: Any, *, clock: Clock, data_dir: Path) -> Mailer: ...
+    def __call__(
+        self, settings: Any, *, clock: Clock, data_dir: Path, limits: LimitStore | None
+    ) -> Mailer: ...
 
 
 def _oauth_api(mailer: _OAuthApiMailer, kind: type[ProviderMailerSettings]) -> Builder:
@@ -114,7 +142,7 @@ def _oauth_api(mailer: _OAuthApiMailer, kind: type[ProviderMailerSettings]) -> B
 
     def build(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
         assert isinstance(settings, kind)
-        return mailer(settings, clock=deps.clock, data_dir=deps.data_dir)
+        return mailer(settings, clock=deps.clock, data_dir=deps.data_dir, limits=deps.limits)
 
     return build
 
@@ -124,6 +152,7 @@ BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
         "mx": _mx,
         "smtp": _smtp,
         "local": _local,
+        "capture": _capture,
         "sendgrid": _api(SendgridMailer, SendgridMailerSettings),
         "mailgun": _api(MailgunMailer, MailgunMailerSettings),
         "postmark": _api(PostmarkMailer, PostmarkMailerSettings),

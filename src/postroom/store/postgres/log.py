@@ -3,53 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from postroom.store import outbox
-from postroom.store.models import LogQuery, MailerHealth, ProviderEventRecord, StoredMessage
+from postroom.store.models import (
+    AttemptCount,
+    LogQuery,
+    MailerHealth,
+    ProviderEventRecord,
+    StoredMessage,
+)
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
-from postroom.store.rows import HELD
+from postroom.store.rows import attempt_count_of, attempt_counts_sql, log_conditions
 
-__all__ = ["events_of", "mailer_health", "query", "record_event_job"]
+__all__ = ["attempt_counts", "events_of", "mailer_health", "query", "record_event_job"]
 
 
 def query(q: LogQuery, conn: Conn) -> list[StoredMessage]:
     """Walk messages from the newest (the primary key, backwards) and keep those that
     match, until ``limit``. Substrings are found with strpos: no LIKE wildcards."""
-    where: list[str] = []
-    params: list[Any] = []
-    if q.cursor is not None:
-        where.append("m.id < %s")
-        params.append(q.cursor)
-    if q.since is not None:
-        where.append("m.received_at >= %s")
-        params.append(q.since)
-    if q.status == HELD:
-        where.append("m.held")
-    elif q.status is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.status = %s)"
-        )
-        params.append(q.status)
-    if q.sender:
-        where.append("strpos(lower(m.sender), %s) > 0")
-        params.append(q.sender.lower())
-    if q.source_kind is not None:
-        where.append("m.source_kind = %s")
-        params.append(q.source_kind)
-    if q.principal is not None:
-        where.append("m.principal = %s")
-        params.append(q.principal)
-    if q.to:
-        where.append(
-            "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
-            " AND strpos(lower(r.address), %s) > 0)"
-        )
-        params.append(q.to.lower())
-    return select_messages(
-        conn, " AND ".join(where) or "true", params, limit=q.limit, newest_first=True
+    where, params = log_conditions(
+        q, mark="%s", contains=lambda c: f"strpos(lower({c}), %s) > 0", held="m.held"
     )
+    return select_messages(conn, where or "true", params, limit=q.limit, newest_first=True)
 
 
 # -- provider callbacks ---------------------------------------------------------------------
@@ -125,3 +101,11 @@ def mailer_health(since: float, conn: Conn) -> list[MailerHealth]:
         )
         for name in sorted(ok.keys() | bad.keys())
     ]
+
+
+_ATTEMPT_COUNTS = attempt_counts_sql("%s", "floor(a.at / %s) * %s", "split_part(m.sender, '@', 2)")
+
+
+def attempt_counts(since: float, bucket: float, conn: Conn) -> list[AttemptCount]:
+    rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
+    return [attempt_count_of(row) for row in rows]

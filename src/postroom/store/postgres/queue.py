@@ -29,6 +29,7 @@ __all__ = [
     "enqueue_job",
     "load_messages",
     "read_body",
+    "read_heads",
     "select_messages",
 ]
 
@@ -147,3 +148,10 @@ def _with_recipients(
 def read_body(message_id: str, conn: Conn) -> bytes | None:
     row = conn.execute("SELECT data FROM message_bodies WHERE id = %s", (message_id,)).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def read_heads(ids: Sequence[str], size: int, conn: Conn) -> dict[str, bytes]:
+    """The first ``size`` bytes of each message's stored bytes (substring of EXTERNAL
+    storage reads only those)."""
+    sql = "SELECT id, substring(data from 1 for %s) FROM message_bodies WHERE id = ANY(%s)"
+    return {row[0]: bytes(row[1]) for row in conn.execute(sql, (size, list(ids)))}

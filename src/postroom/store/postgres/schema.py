@@ -19,12 +19,18 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
-    # >>> events (version 2): new tables only (events, webhook_deliveries, suppressions),
-    # which schema.sql creates.
+    # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
     1: "SELECT 1",
+    # ---- end of version 2
+    # ---- version 3: the dashboard's admins; schema.sql's block of version 3 makes the tables
+    2: "SELECT 1",
+    # ---- end of version 3
+    # >>> events (version 4): new tables only (events, webhook_deliveries, suppressions),
+    # which schema.sql creates.
+    3: "SELECT 1",
     # <<< events
 }
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).

@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 2: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 4: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -151,7 +151,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
 
--- >>> events (version 2): the event outbox, outgoing webhook deliveries, suppression list.
+-- >>> events (version 4): the event outbox, outgoing webhook deliveries, suppression list.
 -- As on SQLite. Claims lock rows FOR UPDATE SKIP LOCKED, so nodes never take one twice.
 CREATE TABLE IF NOT EXISTS events (
     seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -199,3 +199,53 @@ CREATE TABLE IF NOT EXISTS suppressions (
     PRIMARY KEY (address, scope)
 );
 -- <<< events
+-- ---- version 2: shared limits (store/limitops.py) -------------------------------------
+-- Counters, not mail: UNLOGGED (no WAL, so a commit that touches only these does not
+-- wait for a WAL flush; PostgreSQL empties them after a crash of the database).
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_windows (
+    key     text PRIMARY KEY,
+    ends_at double precision NOT NULL,
+    used    bigint NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_buckets (
+    key    text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    at     double precision NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_hits (
+    key     text NOT NULL,
+    tag     text NOT NULL,
+    at      double precision NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS limit_hits_key ON limit_hits (key, at);
+CREATE INDEX IF NOT EXISTS limit_hits_expires ON limit_hits (expires);
+CREATE UNLOGGED TABLE IF NOT EXISTS limit_slots (
+    key    text NOT NULL,
+    holder text NOT NULL,
+    held   integer NOT NULL,
+    until  double precision NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX IF NOT EXISTS limit_slots_holder ON limit_slots (holder);
+-- ---- end of version 2 -----------------------------------------------------------------
+
+-- ---- version 3: the dashboard's admins -----------------------------------------------
+-- The dashboard's administrators: logins of their own, never mail users.
+CREATE TABLE IF NOT EXISTS admins (
+    name           text PRIMARY KEY,
+    password_hash  text NOT NULL,        -- argon2id
+    created_at     double precision NOT NULL,
+    sessions_after double precision NOT NULL DEFAULT 0 -- sessions begun at or before this are over
+);
+
+-- The audit log: who did what in the dashboard, and when.
+CREATE TABLE IF NOT EXISTS admin_actions (
+    at     double precision NOT NULL,
+    admin  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL DEFAULT '',
+    client text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
+-- ---- end of version 3 -----------------------------------------------------------------

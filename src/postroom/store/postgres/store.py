@@ -10,7 +10,8 @@ each connects again on its next use. Many nodes write at once: claims lock the r
 ``FOR UPDATE SKIP LOCKED`` (see ``delivery``), and a lock another node holds is waited
 for ``busy_timeout`` at most (``lock_timeout``), then the job fails as unavailable.
 
-The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``.
+The SQL lives beside this class: ``queue``, ``delivery``, ``log``, ``directory``; the
+shared limits run on a connection of their own (``limits``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ import psycopg
 
 from postroom.errors import StoreUnavailable
 from postroom.store import outbox
+from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -43,6 +47,7 @@ from postroom.store.models import (
 )
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
+from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
@@ -55,7 +60,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn], EventOps):
+class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
@@ -64,6 +69,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
 
     _delivery = delivery
     _dialect = outbox.POSTGRES
+    _admin_sql = POSTGRES
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
         )
         self._connections = Readers(url, busy_timeout)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
+        self._limits = LimitLink(url, lock_timeout=busy_timeout)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -98,6 +105,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
     async def aclose(self) -> None:
         self._closed = True
         await self.committer.aclose()
+        await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
         self._connections.close()
 
@@ -122,6 +130,9 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
 
     async def _read_consistent(self, fn: Callable[[Conn], R]) -> R:
         return await self._read(fn)  # every read here is one REPEATABLE READ snapshot
+
+    async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.run(keys, job)
 
     async def watch_queue(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change`` whenever any node commits mail or makes mail due (their
@@ -174,6 +185,11 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
             )
         )
 
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        if not ids or size <= 0:
+            return {}
+        return await self._read(functools.partial(queue.read_heads, list(ids), size))
+
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
 
@@ -204,6 +220,11 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
 
     async def mailer_health(self, since: float) -> list[MailerHealth]:
         return await self._read(functools.partial(log.mailer_health, since))
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(log.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(delivery.recent_failures, limit))

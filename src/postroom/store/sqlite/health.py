@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from postroom.store.models import Attempt, MailerHealth, QueueSummary
+from postroom.store.models import Attempt, AttemptCount, MailerHealth, QueueSummary
+from postroom.store.rows import attempt_count_of, attempt_counts_sql
 from postroom.store.sqlite.delivery import CLAIMABLE, PENDING, read_attempts
 
-__all__ = ["mailer_health", "queue_summary", "recent_failures"]
+__all__ = ["attempt_counts", "mailer_health", "queue_summary", "recent_failures"]
 
 # SQLite takes a bare column of a MAX() aggregate from the row that holds the maximum.
 _LAST = (
@@ -88,3 +89,13 @@ def queue_summary(conn: sqlite3.Connection) -> QueueSummary:
 
 def recent_failures(limit: int, conn: sqlite3.Connection) -> list[Attempt]:
     return read_attempts(conn, f"WHERE {_FAILED} ORDER BY at DESC, id DESC LIMIT ?", (limit,))
+
+
+_ATTEMPT_COUNTS = attempt_counts_sql(
+    "?", "CAST(a.at / ? AS INTEGER) * ?", "substr(m.sender, instr(m.sender, '@') + 1)"
+)
+
+
+def attempt_counts(since: float, bucket: float, conn: sqlite3.Connection) -> list[AttemptCount]:
+    rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
+    return [attempt_count_of(row) for row in rows]

@@ -29,6 +29,7 @@ __all__ = [
     "ids_param",
     "load_messages",
     "read_body",
+    "read_heads",
     "select_messages",
     "snapshot",
 ]
@@ -161,3 +162,9 @@ def _with_recipients(
 def read_body(message_id: str, conn: sqlite3.Connection) -> bytes | None:
     row = conn.execute("SELECT data FROM message_bodies WHERE id = ?", (message_id,)).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def read_heads(ids: Sequence[str], size: int, conn: sqlite3.Connection) -> dict[str, bytes]:
+    """The first ``size`` bytes of each message's stored bytes (substr reads no more)."""
+    sql = f"SELECT id, substr(data, 1, ?) FROM message_bodies WHERE id IN {IN_IDS}"
+    return {row[0]: bytes(row[1]) for row in conn.execute(sql, (size, ids_param(ids)))}

@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 4: the whole of the latest schema.
+-- postroom SQLite schema, version 5: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 5 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -161,7 +161,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
 
--- >>> events (version 4): the event outbox, outgoing webhook deliveries, suppression list.
+-- >>> events (version 5): the event outbox, outgoing webhook deliveries, suppression list.
 -- Events are written in the transaction of what caused them; fanned = 1 once each
 -- configured webhook that wants one has a delivery row. No foreign key to messages:
 -- a provider's event may name no message we know, and history outlives retention.
@@ -211,3 +211,22 @@ CREATE TABLE IF NOT EXISTS suppressions (
     PRIMARY KEY (address, scope)
 ) WITHOUT ROWID;
 -- <<< events
+-- dashboard (admins) ------------------------------------------------------------------
+-- The dashboard's administrators: logins of their own, never mail users.
+CREATE TABLE IF NOT EXISTS admins (
+    name           TEXT PRIMARY KEY,
+    password_hash  TEXT NOT NULL,        -- argon2id
+    created_at     REAL NOT NULL,
+    sessions_after REAL NOT NULL DEFAULT 0 -- sessions begun at or before this are over
+) WITHOUT ROWID;
+
+-- The audit log: who did what in the dashboard, and when.
+CREATE TABLE IF NOT EXISTS admin_actions (
+    at     REAL NOT NULL,
+    admin  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    client TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
+-- end dashboard (admins) --------------------------------------------------------------

@@ -24,12 +24,15 @@ from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
 from postroom.store import outbox
+from postroom.store.admins import SQLITE, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptCount,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -47,6 +50,7 @@ from postroom.store.rows import (
 )
 from postroom.store.sqlite import api, delivery, directory, health, log, providers, queue
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
+from postroom.store.sqlite.limits import LocalLimits, limits_path
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -60,16 +64,18 @@ R = TypeVar("R")
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
+class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
     with ``StoreFull``, as on a full disk. ``on_damage`` is called with SQLite's message
     whenever it reports the file damaged (the error is raised as ``StoreDamaged`` too).
+    The shared limits live in a file of their own beside it (``sqlite.limits``).
     """
 
     _delivery = delivery
     _dialect = outbox.SQLITE
+    _admin_sql = SQLITE
 
     def __init__(
         self,
@@ -90,6 +96,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
             max_jobs=max_batch_jobs,
             max_bytes=max_batch_bytes,
         )
+        self._limits = LocalLimits(limits_path(self.path), busy_timeout=busy_timeout)
         self._closed = False
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -110,6 +117,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
     async def aclose(self) -> None:
         self._closed = True
         await self.committer.aclose()
+        await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
         with self._reader_lock:
             conns, self._reader_conns = self._reader_conns, []
@@ -118,6 +126,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+
+    async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.run(keys, job)
 
     def _open_reader(self) -> None:
         conn = connect_reader(self.path, self._busy_timeout)
@@ -190,6 +201,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
             snapshot=True,
         )
 
+    async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
+        if not ids or size <= 0:
+            return {}
+        return await self._read(functools.partial(queue.read_heads, list(ids), size))
+
     async def read_body(self, message_id: str) -> bytes | None:
         return await self._read(functools.partial(queue.read_body, message_id))
 
@@ -226,6 +242,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
 
     async def queue_summary(self) -> QueueSummary:
         return await self._read(health.queue_summary, snapshot=True)
+
+    async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        if bucket <= 0:
+            raise ValueError("bucket must be positive")
+        return await self._read(functools.partial(health.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(health.recent_failures, limit))

@@ -44,8 +44,10 @@ from postroom.config.secrets import MissingSecret, read_secret
 from postroom.delivery.mailers.api.limits import SendWindow
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
-from postroom.errors import ConfigError
+from postroom.errors import ConfigError, StoreError
 from postroom.smtp.replies import Reply
+from postroom.store.base import LimitStore
+from postroom.store.sqlite.limits import LocalLimits
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -267,11 +269,16 @@ class HttpMailer(Generic[SettingsT_co]):
         clock: Clock,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        limits: LimitStore | None = None,
     ) -> None:
         self.name = settings.name
         self.settings = settings
         self.clock = clock
-        self.window = SendWindow(settings.limits)
+        # Without the store's shared counts, this process's own (closed with the mailer).
+        self._own_limits = LocalLimits(None) if limits is None else None
+        counts = limits if limits is not None else self._own_limits
+        assert counts is not None
+        self.window = SendWindow(settings.limits, settings.name, counts)
         self.host = httpx.URL(settings.base_url).host
         credentials = self.credentials(environ_or(environ))
         self.client = httpx.AsyncClient(
@@ -334,7 +341,11 @@ class HttpMailer(Generic[SettingsT_co]):
         self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
     ) -> list[Outcome]:
         now = self.clock.time()
-        wait_until = self.window.take(now)
+        try:
+            wait_until = await self.window.take(now)
+        except StoreError as exc:  # the counts are out of reach: send nothing uncounted
+            text = f"{self.name}: sending limits cannot be checked: {exc}"
+            return [self._deferred(r.address, Reply(451, "4.3.0", text), 0.0) for r in recipients]
         if wait_until is not None:
             return self._over_limit(recipients, wait_until)
         started = self.clock.monotonic()
@@ -433,6 +444,8 @@ class HttpMailer(Generic[SettingsT_co]):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._own_limits is not None:
+            await self._own_limits.aclose()
 
 
 def _outcome(

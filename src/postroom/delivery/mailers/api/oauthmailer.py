@@ -32,6 +32,7 @@ from postroom.delivery.mailers.api.http import Answer, Credentials, HttpMailer, 
 from postroom.delivery.mailers.oauth.flow import AccessTokens, OAuthError, oauth_config
 from postroom.delivery.mailers.oauth.tokens import TokenFile, token_path
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
+from postroom.store.base import LimitStore
 
 __all__ = ["BearerAuth", "OAuthHttpMailer", "RawMessageMailer", "with_bcc"]
 
@@ -76,6 +77,7 @@ class OAuthHttpMailer(HttpMailer[OAuthSettingsT_co]):
         data_dir: Path,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        limits: LimitStore | None = None,
     ) -> None:
         config = oauth_config(settings, environ_or(environ))
         self.token_client = httpx.AsyncClient(transport=transport, follow_redirects=False)
@@ -85,7 +87,7 @@ class OAuthHttpMailer(HttpMailer[OAuthSettingsT_co]):
             clock=clock,
             http=self.token_client,
         )
-        super().__init__(settings, clock=clock, environ=environ, transport=transport)
+        super().__init__(settings, clock=clock, environ=environ, transport=transport, limits=limits)
 
     def credentials(self, environ: Mapping[str, str]) -> Credentials:
         return Credentials(auth=BearerAuth(self.tokens, self.AUTH_SCHEME))

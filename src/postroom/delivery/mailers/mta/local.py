@@ -22,8 +22,8 @@ from postroom.clock import Clock
 from postroom.config.mailers import LocalMailerSettings
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
-from postroom.mail.address import parse_address
-from postroom.mailbox import MailboxStore, Maildir, check_folder_name
+from postroom.mailbox import Maildir, MailDrop, mailbox_key
+from postroom.mailbox.base import QuotaExceeded
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 
@@ -53,12 +53,6 @@ _DISPOSITIONS: Final[Mapping[int, Disposition]] = MappingProxyType(
 )
 
 
-def mailbox_key(address: str) -> tuple[str, str]:
-    """``(domain, user)`` naming the mailbox of ``address``; ``ValueError`` when unsafe."""
-    parsed = parse_address(address)  # AddressError is a ValueError
-    return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
-
-
 def _disk_error(exc: OSError) -> Reply:
     reply = DISK_ERRORS.get(exc.errno or 0, LOCAL_FAILURE)
     # strerror names the trouble without the path ("Permission denied"); the path would
@@ -75,7 +69,7 @@ class LocalMailer:
         *,
         data_dir: Path,
         clock: Clock,
-        mailbox: MailboxStore | None = None,
+        mailbox: MailDrop | None = None,
     ) -> None:
         self.name = settings.name
         self._clock = clock
@@ -106,6 +100,8 @@ class LocalMailer:
             name = await self._mailbox.deliver(
                 domain, user, message.data, sender=message.sender, recipient=address
             )
+        except QuotaExceeded:
+            return replies.MAILBOX_FULL, None
         except ValueError:
             return UNSAFE_MAILBOX, None
         except OSError as exc:

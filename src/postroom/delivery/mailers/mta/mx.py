@@ -32,6 +32,7 @@ from postroom.delivery.mailers.mta.transaction import (
 )
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
+from postroom.delivery.slots import SharedSlots
 from postroom.errors import AddressError
 from postroom.mail.address import to_ascii_domain
 from postroom.resolver import LookupFailed, MxHost, MxResult, Resolver
@@ -49,6 +50,7 @@ class MxMailer:
         hostname: str,
         clock: Clock,
         rng: random.Random,
+        slots: SharedSlots | None = None,
     ) -> None:
         self.name = settings.name
         self._settings, self._resolver, self._clock, self._rng = settings, resolver, clock, rng
@@ -58,6 +60,7 @@ class MxMailer:
             hostname=hostname,
             clock=clock,
             max_per_destination=settings.max_per_destination,
+            slots=slots,
         )
 
     async def deliver(

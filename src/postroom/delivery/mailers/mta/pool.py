@@ -4,7 +4,10 @@ Two separate jobs, because a destination (a domain for ``mx``, the relay for ``s
 a connection (one host address, TLS mode and login) are not the same thing:
 
 - ``limit(destination)``: at most ``max_per_destination`` transactions to one destination
-  and ``max_total`` over all of them at a time; the others wait their turn (FIFO).
+  and ``max_total`` over all of them at a time; the others wait their turn (FIFO). With
+  ``slots`` the destination's limit holds for every node on the store too: after its
+  own slot a transaction takes one of the destination's shared slots (``SharedSlots``).
+  ``max_total`` bounds this node's sockets and stays per node.
 - ``take(key)`` / ``give(key, connection)``: a cache of idle connections. A connection goes
   back only while it is still open, has carried fewer than ``max_uses`` messages and
   there is room; it is closed once idle for ``idle_timeout`` seconds (by the injected
@@ -16,12 +19,14 @@ The pool knows nothing of SMTP: a connection is anything ``Reusable``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from postroom.clock import Clock
+from postroom.delivery.slots import SharedSlots
 
 __all__ = ["ConnectionPool", "Reusable"]
 
@@ -64,8 +69,12 @@ class ConnectionPool(Generic[C]):
         max_total: int = 100,
         max_uses: int = 100,
         idle_timeout: float = 10.0,
+        slots: SharedSlots | None = None,
+        mailer: str = "",
     ) -> None:
         self._clock = clock
+        self._slots = slots
+        self._mailer = mailer
         self._max_per_destination = max_per_destination
         self._total = asyncio.Semaphore(max_total)
         self._max_uses = max_uses
@@ -93,7 +102,10 @@ class ConnectionPool(Generic[C]):
                 entered = True
                 gate.active += 1
                 try:
-                    yield
+                    # The shared slot is taken and given back inside the node's own, so
+                    # no await falls between counting this one out and the gate's end.
+                    async with self._shared(destination):
+                        yield
                 finally:
                     gate.active -= 1
         finally:
@@ -102,8 +114,16 @@ class ConnectionPool(Generic[C]):
             if gate.active == 0 and gate.waiting == 0:
                 del self._gates[destination]
 
+    def _shared(self, destination: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The destination's slot among every node's (after this node's own slot)."""
+        if self._slots is None:
+            return contextlib.nullcontext()
+        key = f"connections {self._mailer} {destination}"
+        return self._slots.hold(key, self._max_per_destination)
+
     def active(self, destination: str) -> int:
-        """Transactions now holding a slot of ``destination``."""
+        """Transactions now holding a slot of ``destination`` (on this node; with shared
+        slots, some may still be waiting for one of the cluster's)."""
         gate = self._gates.get(destination)
         return gate.active if gate else 0
 

@@ -26,6 +26,7 @@ from postroom.delivery.mailers.mta.transaction import (
 )
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Outcome
+from postroom.delivery.slots import SharedSlots
 from postroom.errors import ConfigError
 
 __all__ = ["SmtpMailer"]
@@ -45,6 +46,7 @@ class SmtpMailer:
         hostname: str,
         clock: Clock,
         environ: Mapping[str, str] | None = None,
+        slots: SharedSlots | None = None,
     ) -> None:
         self.name = settings.name
         self.peer = Peer(
@@ -58,7 +60,11 @@ class SmtpMailer:
             password=_password(settings, os.environ if environ is None else environ),
         )
         self.pool, self._client = pooled_client(
-            settings, hostname=hostname, clock=clock, max_per_destination=settings.max_connections
+            settings,
+            hostname=hostname,
+            clock=clock,
+            max_per_destination=settings.max_connections,
+            slots=slots,
         )
 
     async def deliver(

@@ -33,6 +33,7 @@ from postroom.delivery.mailers.mta.connect import (
 from postroom.delivery.mailers.mta.pool import ConnectionPool
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
+from postroom.delivery.slots import SharedSlots
 from postroom.smtp.client import mail_parameters, rcpt_parameters, reply_from_lines
 from postroom.smtp.clientconnection import Failed, MessageDone, RecipientRefused, Stale
 from postroom.smtp.replies import Reply
@@ -115,10 +116,14 @@ def pooled_client(
     hostname: str,
     clock: Clock,
     max_per_destination: int,
+    slots: SharedSlots | None = None,
 ) -> tuple[ConnectionPool[Connection], SmtpClient]:
-    """A mailer's connection pool and the client that uses it, from its settings."""
+    """A mailer's connection pool and the client that uses it, from its settings;
+    ``slots``: the destinations' limits hold for every node on the store."""
     pool: ConnectionPool[Connection] = ConnectionPool(
         clock=clock,
+        slots=slots,
+        mailer=settings.name,
         max_per_destination=max_per_destination,
         max_total=settings.max_connections,
         max_uses=settings.max_messages_per_connection,

@@ -1,0 +1,94 @@
+"""Concurrency slots shared by every node on the store: ``max_per_destination`` (and a
+relay's ``max_connections``) for the cluster, not per node.
+
+A node is one holder (a name of its own, made at start). ``hold(key, limit)`` waits for
+one of ``key``'s slots in the store's ``LimitStore`` and gives it back after the block;
+each slot is leased for ``lease`` seconds and ``keep()`` (a task of the server) renews
+all of the node's slots in one statement every third of that, so the slots of a node
+that dies (SIGKILL, a lost machine) end with their lease and other nodes take them.
+
+A node asks the store only after its own ``ConnectionPool`` let the transaction in, so
+on a single node the store's count never refuses and nothing waits here. When the
+store cannot be reached a transaction goes ahead under the node's own limit (the
+database being away stops claims anyway), and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from postroom.clock import Clock
+from postroom.errors import StoreError
+from postroom.store.base import LimitStore
+
+__all__ = ["SharedSlots"]
+
+_log = logging.getLogger("postroom.delivery")
+
+
+def _holder_name() -> str:
+    """This process, as the slots' rows name it: readable for an operator, and unique."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SharedSlots:
+    def __init__(
+        self,
+        limits: LimitStore,
+        clock: Clock,
+        *,
+        lease: float = 60.0,
+        poll: float = 0.25,
+        holder: str | None = None,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._lease = lease
+        self._poll = poll  # seconds between asks while every slot is held elsewhere
+        self.holder = holder or _holder_name()
+        self._unreachable = False
+
+    @asynccontextmanager
+    async def hold(self, key: str, limit: int) -> AsyncIterator[None]:
+        """Hold one of ``key``'s ``limit`` slots for the block, waiting while all are
+        held (by any node)."""
+        counted = await self._take(key, limit)
+        try:
+            yield
+        finally:
+            if counted:
+                try:
+                    await self._limits.release_slot(key, self.holder)
+                except StoreError as exc:  # its lease ends it
+                    _log.warning("slot of %s not given back (its lease ends it): %s", key, exc)
+
+    async def _take(self, key: str, limit: int) -> bool:
+        while True:
+            try:
+                taken = await self._limits.take_slot(
+                    key, limit, self.holder, self._clock.time(), lease=self._lease
+                )
+            except StoreError as exc:
+                if not self._unreachable:
+                    _log.warning(
+                        "shared connection limits unavailable, this node's own apply: %s", exc
+                    )
+                self._unreachable = True
+                return False
+            self._unreachable = False
+            if taken:
+                return True
+            await asyncio.sleep(self._poll)
+
+    async def keep(self) -> None:
+        """Renew this node's slots every third of their lease, until cancelled; a
+        StoreError ends it (the task supervisor runs it again)."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)

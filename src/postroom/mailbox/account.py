@@ -1,0 +1,380 @@
+"""One user's Maildir: folders (Maildir++), subscriptions, and the async face of
+``FolderFiles``. Implements ``postroom.mailbox.MailAccount``.
+
+Every method runs its file work in a worker thread. The folders of ``DEFAULT_FOLDERS``
+are made (and subscribed) on the account's first use; an account with no Maildir yet
+gets one then, as a delivery would make it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Collection, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from postroom.mailbox.base import (
+    DEFAULT_FOLDERS,
+    INBOX,
+    SEPARATOR,
+    AppendResult,
+    CopyResult,
+    FlagChange,
+    FolderExists,
+    FolderInfo,
+    FolderStatus,
+    MailboxError,
+    MessageInfo,
+    NoSuchFolder,
+    Quota,
+    QuotaExceeded,
+    StoreResult,
+)
+from postroom.mailbox.folder import FolderFiles, Snapshot
+from postroom.mailbox.message import MessageFile
+from postroom.mailbox.names import canonical, dir_name, folder_name
+from postroom.mailbox.watch import FolderWatch
+
+if TYPE_CHECKING:
+    from postroom.mailbox.maildir import Maildir
+
+__all__ = ["MaildirAccount"]
+
+SUBSCRIPTIONS: Final = "subscriptions"
+QUOTA_FILE: Final = "maildirsize"  # Maildir++ quota: the first line is the limit, "<octets>S"
+_SPECIAL: Final = dict(DEFAULT_FOLDERS)
+_FOLDER_MODE: Final = 0o700
+
+
+class MaildirAccount:
+    def __init__(self, store: Maildir, domain: str, user: str) -> None:
+        self._store = store
+        self.domain = domain
+        self.user = user
+        self.path = store.path(domain, user)
+        self._ready = False
+
+    # -- folders ---------------------------------------------------------------------
+    def _folder_path(self, name: str) -> Path:
+        return self.path / dir_name(name)
+
+    def _files(self, name: str) -> FolderFiles:
+        """The folder ``name``; ``NoSuchFolder`` when it does not exist."""
+        self._ensure()
+        path = self._folder_path(name)
+        if not (path / "cur").is_dir():
+            raise NoSuchFolder(f"no folder {canonical(name)!r}")
+        return self._store.folder_files(path)
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        self._store.ensure_maildir(self.path)
+        made = False
+        for name, _ in DEFAULT_FOLDERS:
+            if not (self._folder_path(name) / "cur").is_dir():
+                with contextlib.suppress(FolderExists):  # another session made it just now
+                    self._make_folder(name)
+                made = True
+        if made:
+            subscribed = self._subscriptions()
+            self._write_subscriptions(subscribed | {name for name, _ in DEFAULT_FOLDERS})
+        self._ready = True
+
+    def _make_folder(self, name: str) -> None:
+        path = self._folder_path(name)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-folder.", dir=self.path.parent))
+        try:
+            for sub in ("tmp", "new", "cur"):
+                (staging / sub).mkdir(mode=_FOLDER_MODE)
+            (staging / "maildirfolder").touch(mode=0o600)  # Maildir++: "a folder, not a root"
+            try:
+                os.rename(staging, path)
+            except OSError as exc:
+                if path.exists():
+                    raise FolderExists(f"folder {canonical(name)!r} exists") from exc
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _folder_names(self) -> list[str]:
+        names = [INBOX]
+        with os.scandir(self.path) as it:
+            for entry in it:
+                name = folder_name(entry.name)
+                if name is not None and entry.is_dir() and (Path(entry.path) / "cur").is_dir():
+                    names.append(name)
+        return sorted(names, key=lambda n: (n != INBOX, n))
+
+    def _subscriptions(self) -> set[str]:
+        try:
+            text = (self.path / SUBSCRIPTIONS).read_text("utf-8")
+        except FileNotFoundError:
+            return set()
+        return {line for line in text.splitlines() if line}
+
+    def _write_subscriptions(self, names: Iterable[str]) -> None:
+        tmp = self.path / f"{SUBSCRIPTIONS}.{secrets.token_hex(6)}.tmp"
+        tmp.write_text("".join(f"{n}\n" for n in sorted(names)), "utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path / SUBSCRIPTIONS)
+
+    def _list(self) -> list[FolderInfo]:
+        self._ensure()
+        names = self._folder_names()
+        subscribed = self._subscriptions()
+        return [
+            FolderInfo(
+                name=name,
+                special_use=_SPECIAL.get(name),
+                subscribed=name in subscribed,
+                has_children=any(other.startswith(name + SEPARATOR) for other in names),
+            )
+            for name in names
+        ]
+
+    def _create(self, name: str) -> None:
+        self._ensure()
+        name = canonical(name)
+        if name == INBOX or (self._folder_path(name) / "cur").is_dir():
+            raise FolderExists(f"folder {name!r} exists")
+        self._make_folder(name)
+
+    def _delete(self, name: str) -> None:
+        self._ensure()
+        name = canonical(name)
+        if name == INBOX:
+            raise MailboxError("INBOX cannot be deleted")
+        path = self._folder_path(name)
+        if not path.is_dir():
+            raise NoSuchFolder(f"no folder {name!r}")
+        # Out of sight first (one rename), then removed; children are folders of their own.
+        doomed = self.path / f".{os.urandom(6).hex()}.deleted"  # "." + hex: never a folder name
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        self._write_subscriptions(self._subscriptions() - {name})
+
+    def _rename(self, old: str, new: str) -> None:
+        self._ensure()
+        old, new = canonical(old), canonical(new)
+        if INBOX in (old, new):
+            raise MailboxError("INBOX cannot be renamed")
+        if not (self._folder_path(old) / "cur").is_dir():
+            raise NoSuchFolder(f"no folder {old!r}")
+        if self._folder_path(new).exists():
+            raise FolderExists(f"folder {new!r} exists")
+        moves = [
+            (name, new + name[len(old) :])
+            for name in self._folder_names()
+            if name == old or name.startswith(old + SEPARATOR)
+        ]
+        for before, after in moves:
+            os.rename(self._folder_path(before), self._folder_path(after))
+        renamed = dict(moves)
+        self._write_subscriptions(renamed.get(n, n) for n in self._subscriptions())
+
+    def _subscribe(self, name: str, subscribed: bool) -> None:
+        self._ensure()
+        name = canonical(name)
+        names = self._subscriptions()
+        self._write_subscriptions(names | {name} if subscribed else names - {name})
+
+    # -- async face ----------------------------------------------------------------
+    async def folders(self) -> list[FolderInfo]:
+        return await asyncio.to_thread(self._list)
+
+    async def create_folder(self, name: str) -> None:
+        await asyncio.to_thread(self._create, name)
+
+    async def delete_folder(self, name: str) -> None:
+        await asyncio.to_thread(self._delete, name)
+
+    async def rename_folder(self, old: str, new: str) -> None:
+        await asyncio.to_thread(self._rename, old, new)
+
+    async def subscribe(self, name: str, subscribed: bool = True) -> None:
+        await asyncio.to_thread(self._subscribe, name, subscribed)
+
+    async def _snapshot(self, folder: str) -> Snapshot:
+        return await asyncio.to_thread(lambda: self._files(folder).snapshot())
+
+    async def status(self, folder: str) -> FolderStatus:
+        return (await self._snapshot(folder)).status()
+
+    async def messages(self, folder: str) -> tuple[FolderStatus, list[MessageInfo]]:
+        snapshot = await self._snapshot(folder)
+        return snapshot.status(), [entry.info for entry in snapshot.entries]
+
+    async def open_message(self, folder: str, uid: int) -> MessageFile | None:
+        def open_() -> MessageFile | None:
+            files = self._files(folder)
+            entry = files.snapshot().by_uid().get(uid)
+            if entry is None:
+                return None
+            try:
+                return MessageFile(open(files.path / "cur" / entry.name, "rb"), entry.info.size)
+            except FileNotFoundError:  # expunged or renamed by someone else just now
+                files.snapshot()
+                path = files.message_path(uid)
+                return MessageFile(open(path, "rb"), entry.info.size) if path else None
+
+        return await asyncio.to_thread(open_)
+
+    async def append(
+        self,
+        folder: str,
+        data: bytes,
+        *,
+        flags: Collection[str] = (),
+        internal_date: float | None = None,
+    ) -> AppendResult:
+        def append_() -> AppendResult:
+            files = self._files(folder)
+            self.check_room(len(data))
+            uid = files.add_file(lambda tmp: self._store.write_tmp(tmp, data, internal_date), flags)
+            return AppendResult(files.snapshot().uidvalidity, uid)
+
+        result = await asyncio.to_thread(append_)
+        self._store.watchers.changed(self._folder_path(folder))
+        return result
+
+    async def copy(self, folder: str, uids: Iterable[int], target: str) -> CopyResult:
+        return await self._copy(folder, uids, target, needs_room=True)
+
+    async def _copy(
+        self, folder: str, uids: Iterable[int], target: str, *, needs_room: bool
+    ) -> CopyResult:
+        def copy_() -> CopyResult:
+            source = self._files(folder)
+            into = self._files(target)
+            by_uid = source.snapshot().by_uid()
+            wanted = sorted(set(uids))
+            if needs_room:
+                self.check_room(sum(by_uid[u].info.size for u in wanted if u in by_uid))
+            pairs: list[tuple[int, int]] = []
+            for uid in wanted:
+                entry = by_uid.get(uid)
+                if entry is None:
+                    continue
+                new = into.add_file(
+                    lambda tmp, e=entry: self._store.link_tmp(  # type: ignore[misc]
+                        source.path / "cur" / e.name, tmp, e.info.size
+                    ),
+                    entry.info.flags,
+                )
+                pairs.append((uid, new))
+            return CopyResult(
+                into.snapshot().uidvalidity,
+                tuple(p[0] for p in pairs),
+                tuple(p[1] for p in pairs),
+            )
+
+        result = await asyncio.to_thread(copy_)
+        self._store.watchers.changed(self._folder_path(target))
+        return result
+
+    async def move(self, folder: str, uids: Iterable[int], target: str) -> CopyResult:
+        result = await self._copy(folder, uids, target, needs_room=False)  # no more room taken
+        await asyncio.to_thread(
+            lambda: self._files(folder).remove(set(result.source_uids), only_deleted=False)
+        )
+        self._store.watchers.changed(self._folder_path(folder))
+        return result
+
+    async def store(
+        self,
+        folder: str,
+        uids: Iterable[int],
+        flags: Collection[str],
+        how: FlagChange,
+        *,
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        wanted = list(uids)
+        changed, failed = await asyncio.to_thread(
+            lambda: self._files(folder).change_flags(wanted, flags, how, unchanged_since)
+        )
+        if changed:
+            self._store.watchers.changed(self._folder_path(folder))
+        return StoreResult(tuple(changed), tuple(failed))
+
+    async def expunge(self, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+        def expunge_() -> list[int]:
+            files = self._files(folder)
+            wanted = set(uids) if uids is not None else set(files.snapshot().by_uid())
+            return files.remove(wanted, only_deleted=True)
+
+        removed = await asyncio.to_thread(expunge_)
+        if removed:
+            self._store.watchers.changed(self._folder_path(folder))
+        return removed
+
+    def _usage(self) -> int:
+        if not self.path.is_dir():
+            return 0
+        total = 0
+        for name in self._folder_names():
+            path = self._folder_path(name)
+            if (path / "cur").is_dir():
+                total += self._store.folder_files(path).usage()
+        return total
+
+    async def usage(self) -> int:
+        return await asyncio.to_thread(self._usage)
+
+    def quota_now(self) -> Quota:
+        """``quota()``, blocking (for code already in a worker thread)."""
+        own = _read_quota(self.path / QUOTA_FILE)
+        limit = own if own is not None else self._store.default_quota
+        return Quota(limit=limit, usage=self._usage(), own=own is not None)
+
+    def check_room(self, size: int) -> None:
+        """``QuotaExceeded`` unless ``size`` more octets fit. Checked before a write,
+        not under a lock: writers at the same moment may pass it together (a quota is
+        a limit for people, not an allocator)."""
+        quota = self.quota_now()
+        if quota.refuses(size):
+            raise QuotaExceeded(
+                f"{self.user}@{self.domain} is over quota: {quota.usage} of {quota.limit} octets"
+            )
+
+    async def quota(self) -> Quota:
+        return await asyncio.to_thread(self.quota_now)
+
+    async def set_quota(self, limit: int | None) -> None:
+        def set_quota_() -> None:
+            self._store.ensure_maildir(self.path)
+            path = self.path / QUOTA_FILE
+            if limit is None:
+                path.unlink(missing_ok=True)
+                return
+            tmp = path.with_name(f"{QUOTA_FILE}.{secrets.token_hex(6)}.tmp")
+            tmp.write_text(f"{limit}S\n", "ascii")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+
+        await asyncio.to_thread(set_quota_)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, folder: str) -> AsyncIterator[FolderWatch]:
+        await asyncio.to_thread(self._files, folder)  # NoSuchFolder before watching
+        async with self._store.watchers.watch(self._folder_path(folder)) as watch:
+            yield watch
+
+
+def _read_quota(path: Path) -> int | None:
+    """The storage limit in a Maildir++ ``maildirsize`` (``1073741824S`` or
+    ``1073741824S,1000C``); None when there is none or it cannot be read."""
+    try:
+        first = path.read_text("ascii", errors="replace").partition("\n")[0]
+    except FileNotFoundError:
+        return None
+    for part in first.split(","):
+        if part.endswith("S") and part[:-1].isdigit():
+            return int(part[:-1])
+    return None

@@ -1,0 +1,165 @@
+"""The Store contract, shared limits: fixed windows, token buckets, sliding windows of
+hits and leased slots, each counted once for every store on one database (a second
+store stands for a second node, or an accept worker on SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from postroom.store import Store
+from postroom.store.models import Window
+from tests.store.conftest import Backend
+
+pytestmark = pytest.mark.store_parts("limits")
+
+NOW = 1_800_000_000.0  # 08:00:00 UTC
+MIDNIGHT = 1_800_057_600.0
+SECOND = Window("mailer m per_second", 1, 2)
+DAY = Window("mailer m per_day", 86400, 3)
+
+
+async def test_windows_count_until_full_then_name_the_last_full_end(store: Store) -> None:
+    assert await store.take_windows([SECOND, DAY], NOW) is None
+    assert await store.take_windows([SECOND, DAY], NOW + 0.5) is None
+    assert await store.take_windows([SECOND, DAY], NOW + 0.9) == NOW + 1  # the second
+    assert await store.take_windows([SECOND, DAY], NOW + 1) is None  # a new second
+    assert await store.take_windows([SECOND, DAY], NOW + 1) == MIDNIGHT  # both full
+    assert await store.window_usage([SECOND, DAY], NOW + 1) == [1, 3]
+    assert await store.take_windows([SECOND, DAY], MIDNIGHT) is None
+    assert await store.window_usage([SECOND, DAY], MIDNIGHT) == [1, 1]
+    assert await store.take_windows([], NOW) is None
+
+
+async def test_a_refused_window_take_counts_nothing(store: Store) -> None:
+    hour = Window("mailer m per_hour", 3600, 2)
+    one = Window("mailer m per_second", 1, 1)
+    assert await store.take_windows([one, hour], NOW) is None
+    assert await store.take_windows([one, hour], NOW) == NOW + 1
+    assert await store.take_windows([one, hour], NOW) == NOW + 1
+    assert await store.take_windows([one, hour], NOW + 1) is None  # the hour saw two
+    assert await store.take_windows([one, hour], NOW + 2) == NOW + 3600
+
+
+async def test_a_window_is_counted_once_for_every_store_on_the_database(
+    backend: Backend,
+) -> None:
+    first, second = await backend.open(), await backend.open()
+    taken = await asyncio.gather(
+        *(s.take_windows([DAY], NOW) for _ in range(5) for s in (first, second))
+    )
+    assert taken.count(None) == 3
+    assert await second.window_usage([DAY], NOW) == [3]
+
+
+async def test_a_token_bucket_gives_its_burst_then_refills_at_its_rate(store: Store) -> None:
+    async def take(now: float) -> float:
+        return await store.take_token("api shop", now, per_second=0.5, burst=2)
+
+    assert await take(NOW) == 0
+    assert await take(NOW) == 0
+    assert await take(NOW) == pytest.approx(2.0)  # one token every two seconds
+    assert await take(NOW + 1) == pytest.approx(1.0)
+    assert await take(NOW + 2) == 0
+    assert await take(NOW + 100) == 0  # full again: the burst, no more
+    assert await take(NOW + 100) == 0
+    assert await take(NOW + 100) > 0
+    assert await store.take_token("api other", NOW, per_second=0.5, burst=2) == 0
+    with pytest.raises(ValueError, match="per_second"):
+        await store.take_token("api shop", NOW, per_second=0, burst=2)
+
+
+async def test_a_token_bucket_is_shared_by_every_store(backend: Backend) -> None:
+    first, second = await backend.open(), await backend.open()
+    waits = await asyncio.gather(
+        *(
+            s.take_token("api shop", NOW, per_second=1, burst=3)
+            for _ in range(4)
+            for s in (first, second)
+        )
+    )
+    assert waits.count(0) == 3
+
+
+async def test_hits_count_in_a_sliding_window_under_every_key(store: Store) -> None:
+    limits = [("auth client 192.0.2.1", 2), ("auth account bob", 3)]
+    assert await store.add_hit(limits, "bob", NOW, window=60)
+    assert await store.add_hit(limits, "bob", NOW + 30, window=60)
+    assert not await store.add_hit(limits, "bob", NOW + 59, window=60)  # the client's 2
+    # Another client at the same account: the account's count has room for one more.
+    other = [("auth client 192.0.2.2", 2), ("auth account bob", 3)]
+    assert await store.add_hit(other, "bob", NOW + 59, window=60)
+    assert not await store.add_hit(other, "bob", NOW + 59, window=60)  # the account's 3
+    # The first hit leaves the window at NOW + 60 (a hit at exactly now - window is out).
+    assert await store.add_hit(limits, "bob", NOW + 60, window=60)
+
+
+async def test_forgetting_hits_removes_only_those_of_the_tag(store: Store) -> None:
+    client = "auth client 192.0.2.1"
+    assert await store.add_hit([(client, 2), ("auth account eve", 5)], "eve", NOW, window=60)
+    assert await store.add_hit([(client, 2), ("auth account bob", 5)], "bob", NOW, window=60)
+    await store.forget_hits([client, "auth account bob"], "bob")
+    assert await store.add_hit([(client, 2), ("auth account x", 5)], "x", NOW, window=60)
+    # eve's hit stayed: the client is at its 2 again.
+    assert not await store.add_hit([(client, 2), ("auth account y", 5)], "y", NOW, window=60)
+
+
+async def test_hits_are_counted_once_for_every_store(backend: Backend) -> None:
+    first, second = await backend.open(), await backend.open()
+    limits = [("auth account bob", 4)]
+    added = await asyncio.gather(
+        *(s.add_hit(limits, "bob", NOW, window=60) for _ in range(5) for s in (first, second))
+    )
+    assert added.count(True) == 4
+    await first.forget_hits(["auth account bob"], "bob")
+    assert await second.add_hit(limits, "bob", NOW, window=60)
+
+
+async def test_slots_are_held_up_to_the_limit_across_stores_and_released(
+    backend: Backend,
+) -> None:
+    first, second = await backend.open(), await backend.open()
+    key = "mx example.com"
+    taken = await asyncio.gather(
+        *(
+            s.take_slot(key, 3, holder, NOW, lease=60)
+            for _ in range(3)
+            for s, holder in ((first, "node-a"), (second, "node-b"))
+        )
+    )
+    assert taken.count(True) == 3
+    assert not await second.take_slot(key, 3, "node-b", NOW, lease=60)
+    if True in taken[0::2]:  # give back one of a holder that has one
+        await first.release_slot(key, "node-a")
+    else:
+        await second.release_slot(key, "node-b")
+    assert await second.take_slot(key, 3, "node-b", NOW, lease=60)
+    assert not await first.take_slot(key, 3, "node-a", NOW, lease=60)
+    assert await first.take_slot("mx other.example", 3, "node-a", NOW, lease=60)
+
+
+async def test_the_slots_of_a_holder_that_stops_renewing_end_with_their_lease(
+    store: Store,
+) -> None:
+    key = "smtp relay"
+    assert await store.take_slot(key, 2, "dead", NOW, lease=30)
+    assert await store.take_slot(key, 2, "dead", NOW + 5, lease=30)
+    assert not await store.take_slot(key, 2, "live", NOW + 34, lease=30)
+    assert await store.take_slot(key, 2, "live", NOW + 35, lease=30)  # both ended
+    assert await store.take_slot(key, 2, "live", NOW + 35, lease=30)
+    assert await store.renew_slots("dead", NOW + 35, lease=30) == 0  # ended stays ended
+    # The live holder renews: its slots outlast their first lease.
+    assert await store.renew_slots("live", NOW + 60, lease=30) == 1
+    assert not await store.take_slot(key, 2, "other", NOW + 80, lease=30)
+    with pytest.raises(ValueError, match="lease"):
+        await store.take_slot(key, 2, "live", NOW, lease=0)
+    with pytest.raises(ValueError, match="lease"):
+        await store.renew_slots("live", NOW, lease=0)
+
+
+async def test_releasing_a_slot_not_held_changes_nothing(store: Store) -> None:
+    await store.release_slot("mx example.com", "nobody")
+    assert await store.take_slot("mx example.com", 1, "a", NOW, lease=60)
+    await store.release_slot("mx example.com", "nobody")
+    assert not await store.take_slot("mx example.com", 1, "b", NOW, lease=60)
