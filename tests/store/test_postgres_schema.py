@@ -149,7 +149,9 @@ async def test_a_version_1_database_gets_the_shared_limit_tables(
     finally:
         await store.aclose()
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (schema.SCHEMA_VERSION,)
+        ]
         unlogged = conn.execute(
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'limit_%%' AND relkind = 'r'"
             " AND relpersistence = 'u'"
