@@ -25,15 +25,23 @@ from bench.procs import SetupError
 from bench.report import check_targets, render
 from bench.systems import SYSTEM_NAMES, build_systems
 from bench.systems.base import System
+from bench.systems.postgres import PostgresCluster, postgres_cluster, postgres_version
 from bench.systems.postroom import PostroomSystem, default_python
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
 from bench.workloads.idle import IDLE_METRICS, run_idle
 from bench.workloads.latency import LATENCY_METRICS, run_latency
+from bench.workloads.nodes import (
+    NODES_METRICS,
+    node_row_name,
+    nodes_model,
+    run_nodes,
+    scale_against_one,
+)
 from bench.workloads.relay import RELAY_LABELS, RELAY_METRICS, RelayStart, relays, run_relay
 
 __all__ = ["main"]
 
-WORKLOADS = ("accept", "relay", "large", "idle", "latency")
+WORKLOADS = ("accept", "relay", "large", "idle", "latency", "pg-accept", "pg-delivery")
 KIB = 1024
 MIB = 1024 * KIB
 IDLE_SYSTEMS = ("postroom", "smtp-sink", "haraka-fsync", "aiosmtpd-fsync")
@@ -59,6 +67,7 @@ class Plan:
     latency_seconds: float
     latency_rate: float | None
     retries: int
+    nodes: tuple[int, ...]  # pg-delivery: node counts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,6 +98,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, help="latency: length (default 10)")
     parser.add_argument(
         "--latency-rate", type=float, help="latency: msgs/s (default: half of postroom's accept)"
+    )
+    parser.add_argument(
+        "--nodes",
+        default="1,2,3",
+        help="pg-delivery: comma-separated node counts (default 1,2,3; 1 must be among them)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument("--workdir", type=Path, help="run files (default: a new temp dir)")
@@ -134,6 +148,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         latency_seconds=pick(args.latency_seconds, 10.0, 3.0),
         latency_rate=args.latency_rate,
         retries=int(pick(args.retries, 2, 0)),
+        nodes=tuple(int(n) for n in args.nodes.split(",")),
     )
 
 
@@ -223,7 +238,14 @@ def _rows_for(systems: list[System], broken: dict[str, str]) -> list[Row]:
 
 
 def accept_sections(
-    ctx: Context, plan: Plan, systems: list[System], broken: dict[str, str]
+    ctx: Context,
+    plan: Plan,
+    systems: list[System],
+    broken: dict[str, str],
+    *,
+    key: str = "accept",
+    title: str = "Accept",
+    reference: str = "postroom",
 ) -> list[Section]:
     sections = []
     for per_connection in (1, plan.per_connection):
@@ -231,8 +253,9 @@ def accept_sections(
         words = "one message per connection" if actual == 1 else f"{actual} per connection"
         load = Load(plan.messages, plan.sessions, 4 * KIB, actual)
         section = Section(
-            key=f"accept-{actual}",
-            title=f"Accept, {words}",
+            key=f"{key}-{actual}",
+            title=f"{title}, {words}",
+            reference=reference,
             description=(
                 f"{plan.sessions} concurrent sessions, {plan.messages:,} messages of 4 KiB, "
                 f"one recipient each, {actual} per connection; median of {plan.runs} run(s) "
@@ -449,6 +472,8 @@ def _run_workloads(
     if "idle" in only:
         idle_section(ctx, plan, one_process, broken)
     has_postroom = any(s.name == "postroom" for s in systems)
+    if {"pg-accept", "pg-delivery"} & only:
+        postgres_sections(ctx, plan, only=only, python=python, workers=workers)
     if "latency" in only and (has_postroom or plan.latency_rate):
         rate = plan.latency_rate
         how = f"Offered rate {rate} msgs/s, as asked" if rate else ""
@@ -459,6 +484,93 @@ def _run_workloads(
             rate = _calibrate(ctx, plan, systems)
             how = "Half of postroom's accept throughput in a calibration run"
         latency_section(ctx, plan, systems, broken, rate=rate, how=how)
+
+
+_PG_ACCEPT_NOTE = (
+    "PostgreSQL: durable (fsync on, synchronous_commit on), on a unix socket, a new "
+    "database each run; its server CPU includes PostgreSQL's (every backend, the "
+    "checkpointer, the WAL writer), as SQLite's is inside postroom's processes."
+)
+
+
+def postgres_sections(
+    ctx: Context, plan: Plan, *, only: set[str], python: Path, workers: int
+) -> None:
+    """The PostgreSQL workloads, on one durable cluster the harness starts: accept on
+    PostgreSQL against SQLite, and delivery by 1, 2, 3 nodes on one database."""
+    try:
+        with postgres_cluster() as cluster:
+            if "pg-accept" in only:
+
+                def new_database() -> tuple[str, int]:
+                    url = cluster.url(cluster.new_database("accept"))
+                    return url, cluster.postmaster_pid()
+
+                systems: list[System] = [
+                    PostroomSystem(python, "held", workers),
+                    PostroomSystem(python, "held", workers, database=new_database),
+                ]
+                sections = accept_sections(
+                    ctx,
+                    plan,
+                    systems,
+                    {},
+                    key="pg-accept",
+                    title="Accept on PostgreSQL against SQLite",
+                    reference="postroom-pg",
+                )
+                for section in sections:
+                    section.notes.append(_PG_ACCEPT_NOTE)
+            if "pg-delivery" in only:
+                delivery_section(ctx, plan, cluster, python)
+    except SetupError as exc:
+        ctx.progress(f"PostgreSQL workloads not run: {exc}")
+        section = Section(
+            key="pg",
+            title="PostgreSQL workloads",
+            description="Not run.",
+            metrics=NODES_METRICS,
+            primary="msgs_per_s",
+            rows=[Row("postroom-pg", "postroom on PostgreSQL", True, "failed", errors=[str(exc)])],
+            reference=None,
+        )
+        ctx.sections.append(section)
+
+
+def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python: Path) -> Section:
+    counts = sorted(set(plan.nodes))
+    load = Load(plan.relay_messages, plan.sessions, 4 * KIB, plan.per_connection)
+    section = Section(
+        key="pg-delivery",
+        title=f"Delivery by {', '.join(map(str, counts))} nodes on one PostgreSQL",
+        description=(
+            f"{plan.relay_messages:,} messages of 4 KiB queued (by one node, delivery paused), "
+            "then held; N nodes (one process each, same database) start, the queue is "
+            "released and the clock runs until smtp-sink has every message. PostgreSQL "
+            "durable (fsync on, synchronous_commit on), on a unix socket; DB commits are "
+            "pg_stat_database.xact_commit (read transactions too), WAL flushes "
+            "pg_stat_wal.wal_sync (the durable commits), over the same time. "
+            "÷ (N x one node): each run's "
+            f"rate over N times one node's median. Median of {plan.runs} run(s) (min-max)."
+        ),
+        metrics=NODES_METRICS,
+        primary="msgs_per_s",
+        rows=[
+            Row(node_row_name(n), f"{n} node{'s' if n > 1 else ''}", durable=True) for n in counts
+        ],
+        reference=None,
+    )
+    entries = [(node_row_name(n), _bind_nodes(ctx, cluster, python, n, load)) for n in counts]
+    _run_rows(ctx, section, entries, plan)
+    scale_against_one(section, counts)
+    section.notes += nodes_model(section, counts, plan.relay_messages)
+    return section
+
+
+def _bind_nodes(
+    ctx: Context, cluster: PostgresCluster, python: Path, nodes: int, load: Load
+) -> Callable[[], Sample]:
+    return lambda: run_nodes(ctx, cluster, python, nodes, load, label="pg-delivery")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -498,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe_machine(workdir)
     versions: dict[str, str | None] = {"postroom": _postroom_version(python)}
     versions |= install.peer_versions()
+    versions["postgresql"] = postgres_version()
     interrupted = False
     try:
         _run_workloads(

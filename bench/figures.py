@@ -76,6 +76,9 @@ class Section:
     primary: str  # the metric the ratio is taken on
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The row the ratios are taken against (its median divided by each other row's);
+    # None: no ratio column.
+    reference: str | None = "postroom"
 
     def row(self, name: str) -> Row | None:
         return next((r for r in self.rows if r.name == name), None)
@@ -93,8 +96,11 @@ class Section:
 
 
 def ratio(section: Section, name: str) -> float | None:
-    """postroom's median divided by this system's median, on the section's primary metric."""
-    ours = section.row("postroom")
+    """The reference row's median (postroom's, unless the section names another) divided
+    by this system's median, on the section's primary metric."""
+    if section.reference is None:
+        return None
+    ours = section.row(section.reference)
     theirs = section.row(name)
     if ours is None or theirs is None or ours.status != "ok" or theirs.status != "ok":
         return None

@@ -50,7 +50,7 @@ def _cell(row: Row, metric: Metric) -> str:
 
 
 def _ratio_cell(section: Section, row: Row) -> str:
-    if row.name == "postroom":
+    if row.name == section.reference:
         return "—"
     value = ratio(section, row.name)
     return "—" if value is None else f"{value:.2f}x"
@@ -71,13 +71,20 @@ def _notes(row: Row) -> str:
 def render_section(section: Section) -> str:
     primary = section.metric(section.primary)
     ahead = "above" if primary.higher_is_better else "below"
+    ours = section.reference
+    ratios = ours is not None
     ratio_note = (
-        f"postroom ÷ this: postroom's median {primary.title} divided by this row's, "
-        f"same run ({ahead} 1: postroom is ahead)."
+        f"{ours} ÷ this: {ours}'s median {primary.title} divided by this row's, "
+        f"same run ({ahead} 1: {ours} is ahead)."
+        if ratios
+        else ""
     )
-    header = ["system", "durable", *[m.title for m in section.metrics], "postroom ÷ this", "notes"]
-    align = ["---", ":---:", *["---:" for _ in section.metrics], "---:", "---"]
-    lines = [f"### {section.title}", "", section.description, ratio_note, ""]
+    header = ["system", "durable", *[m.title for m in section.metrics]]
+    header += [f"{ours} ÷ this", "notes"] if ratios else ["notes"]
+    align = ["---", ":---:", *["---:" for _ in section.metrics], *(["---:"] if ratios else [])]
+    align.append("---")
+    lines = [f"### {section.title}", "", section.description, *([ratio_note] if ratios else [])]
+    lines.append("")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(align) + "|")
     for row in section.rows:
@@ -88,9 +95,8 @@ def render_section(section: Section) -> str:
             cells = [_cell(row, m) for m in section.metrics]
             ratio_text = _ratio_cell(section, row)
         durable = "yes" if row.durable else "no"
-        lines.append(
-            "| " + " | ".join([row.label, durable, *cells, ratio_text, _notes(row)]) + " |"
-        )
+        tail = [ratio_text, _notes(row)] if ratios else [_notes(row)]
+        lines.append("| " + " | ".join([row.label, durable, *cells, *tail]) + " |")
     lines += [f"\n{note}" for note in section.notes]
     return "\n".join(lines) + "\n"
 
@@ -128,6 +134,26 @@ def check_targets(sections: list[Section]) -> list[Target]:
                         1.0,
                         ratio(section, "aiosmtpd-null"),
                         "aiosmtpd-null",
+                    )
+                )
+        if section.key.startswith("pg-accept"):
+            targets.append(
+                Target(
+                    f"{section.title}: PostgreSQL ≥ 0.8x SQLite",
+                    0.8,
+                    ratio(section, "postroom"),
+                    "postroom (SQLite)",
+                )
+            )
+        if section.key == "pg-delivery":
+            for row in section.rows[1:]:
+                scaling = row.summary("scaling")
+                targets.append(
+                    Target(
+                        f"Delivery, {row.label} on one PostgreSQL: ≥ 0.8 x N x one node",
+                        0.8,
+                        None if scaling is None else scaling.median,
+                        "nodes-1" if scaling is not None else "no one-node figure",
                     )
                 )
         if section.key.startswith("relay") and section.row("postfix-relay") is not None:

@@ -36,6 +36,8 @@ class Instance:
     log: Path
     stored: Callable[[], int | None] = _nothing  # messages kept on disk; None: keeps none
     notes: list[str] = field(default_factory=list)
+    # More process trees whose CPU is the server's: a database server it uses.
+    more_pids: list[int] = field(default_factory=list)
 
 
 class System(Protocol):

@@ -17,6 +17,7 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,10 +37,13 @@ def default_python() -> Path:
     return venv if venv.exists() else Path(sys.executable)
 
 
-def _config(rundir: Path, port: int, *, workers: int, limits: str, tail: str) -> str:
+def _config(
+    rundir: Path, port: int, *, workers: int, limits: str, tail: str, storage: str | None
+) -> str:
+    storage_line = "" if storage is None else f'storage = "{storage}"\n'
     return f"""hostname = "{DOMAIN}"
 data_dir = "{rundir / "data"}"
-workers = {workers}
+{storage_line}workers = {workers}
 
 [log]
 file = "{rundir / "postroom.log"}"
@@ -102,15 +106,28 @@ def run_cli(python: Path, config: Path, *args: str, stdin: str | None = None) ->
 
 
 def start_postroom(
-    python: Path, rundir: Path, *, workers: int, limits: str = "", tail: str = ""
+    python: Path,
+    rundir: Path,
+    *,
+    workers: int,
+    limits: str = "",
+    tail: str = "",
+    storage: str | None = None,
+    setup: bool = True,
 ) -> PostroomProcess:
-    """Write a config (``workers`` processes, extra ``[limits]`` lines, extra tables), add
-    the domain and the user, start `postroom serve` and wait for its greeting."""
+    """Write a config (``workers`` processes, extra ``[limits]`` lines, extra tables, the
+    ``storage`` URL: unset, SQLite in the run directory), add the domain and the user
+    (``setup``: not for a second node on the same database), start `postroom serve` and
+    wait for its greeting."""
     port = free_port()
+    rundir.mkdir(exist_ok=True)
     config = rundir / "postroom.toml"
-    config.write_text(_config(rundir, port, workers=workers, limits=limits, tail=tail))
-    run_cli(python, config, "domain", "add", DOMAIN)
-    run_cli(python, config, "user", "add", RECIPIENT, "--password-stdin", stdin="bench-pass\n")
+    config.write_text(
+        _config(rundir, port, workers=workers, limits=limits, tail=tail, storage=storage)
+    )
+    if setup:
+        run_cli(python, config, "domain", "add", DOMAIN)
+        run_cli(python, config, "user", "add", RECIPIENT, "--password-stdin", stdin="bench-pass\n")
     out = rundir / "postroom.out"
     with open(out, "wb") as sink:
         proc = subprocess.Popen(
@@ -154,6 +171,10 @@ class PostroomSystem:
     python: Path
     delivery: Literal["held", "local"] = "held"
     workers: int = 1
+    # PostgreSQL: a new database's URL for each run and the pid of the postmaster, whose
+    # process tree (every backend) counts as the server's CPU; None: SQLite in the run
+    # directory.
+    database: Callable[[], tuple[str, int]] | None = None
     name: str = ""
     label: str = ""
     durable: bool = True
@@ -161,7 +182,10 @@ class PostroomSystem:
 
     def __post_init__(self) -> None:
         processes = "one process" if self.workers == 1 else f"{self.workers} processes"
-        if self.delivery == "held":
+        if self.database is not None:
+            self.name = "postroom-pg"
+            self.label = f"postroom (PostgreSQL, group commit, {processes}; delivery held)"
+        elif self.delivery == "held":
             self.name = "postroom"
             self.label = f"postroom (SQLite, group commit, {processes}; delivery held)"
         else:
@@ -177,8 +201,12 @@ class PostroomSystem:
             blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
             limits, tail = _held_config(blackhole.getsockname()[1])
         try:
+            storage, more_pids = None, []
+            if self.database is not None:
+                storage, postmaster = self.database()
+                more_pids.append(postmaster)
             server = start_postroom(
-                self.python, rundir, workers=self.workers, limits=limits, tail=tail
+                self.python, rundir, workers=self.workers, limits=limits, tail=tail, storage=storage
             )
         except BaseException:
             if blackhole is not None:
@@ -196,4 +224,5 @@ class PostroomSystem:
             stop=stop,
             log=rundir / "postroom.log",
             stored=lambda: len(server.messages()),
+            more_pids=more_pids,
         )

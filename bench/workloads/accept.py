@@ -35,7 +35,7 @@ def run_accept(
     rundir = ctx.new_rundir(f"{label}-{system.name}")
     instance = system.start(rundir)
     try:
-        meter = Meter([instance.pid])
+        meter = Meter([instance.pid, *instance.more_pids])
         meter.start()
         result = run_smtp_source(instance.port, load, rundir / "smtp-source.err", timeout=1800)
         reading = meter.stop()

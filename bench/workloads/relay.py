@@ -23,7 +23,16 @@ from bench.systems.postfix import start_postfix
 from bench.systems.postroom import start_postroom
 from bench.systems.smtpsink import sink_messages, start_sink
 
-__all__ = ["RELAY_LABELS", "RELAY_METRICS", "RelayRun", "RelayStart", "relays", "run_relay"]
+__all__ = [
+    "RELAY_LABELS",
+    "RELAY_METRICS",
+    "RelayRun",
+    "RelayStart",
+    "relays",
+    "run_relay",
+    "to_sink",
+    "wait_for_sink",
+]
 
 RELAY_METRICS = [
     Metric("msgs_per_s", "msgs/s end to end", higher_is_better=True),
@@ -58,22 +67,26 @@ def relay_postfix(rundir: Path, sink_port: int) -> RelayRun:
     )
 
 
-def relay_postroom(python: Path, workers: int, rundir: Path, sink_port: int) -> RelayRun:
-    """postroom delivering everything through an ``smtp`` mailer to the sink (defaults:
-    20 connections, 100 messages per connection, 100 messages in flight)."""
-    tail = f"""
+def to_sink(port: int) -> str:
+    """postroom's config tables that send everything to the sink on ``port``."""
+    return f"""
 [[mailers]]
 name = "sink"
 type = "smtp"
 host = "127.0.0.1"
-port = {sink_port}
+port = {port}
 tls = "none"
 
 [[routes]]
 name = "to-sink"
 mailers = ["sink"]
 """
-    server = start_postroom(python, rundir, workers=workers, tail=tail)
+
+
+def relay_postroom(python: Path, workers: int, rundir: Path, sink_port: int) -> RelayRun:
+    """postroom delivering everything through an ``smtp`` mailer to the sink (defaults:
+    20 connections, 100 messages per connection, 100 messages in flight)."""
+    server = start_postroom(python, rundir, workers=workers, tail=to_sink(sink_port))
     return RelayRun(server.port, [server.proc.pid], lambda: server.pending() == 0, server.stop)
 
 
@@ -101,7 +114,7 @@ def run_relay(ctx: Context, name: str, start: RelayStart, load: Load, label: str
             meter = Meter([*relay.pids, sink.pid])
             meter.start()
             result = run_smtp_source(relay.port, load, rundir / "smtp-source.err", 1800)
-            delivered = _wait_for_sink(sink_out, load.messages)
+            delivered = wait_for_sink(sink_out, load.messages)
             reading = meter.stop()
             drained = _wait(relay.queue_empty, 30.0)
         finally:
@@ -126,7 +139,7 @@ def run_relay(ctx: Context, name: str, start: RelayStart, load: Load, label: str
     return Sample(metrics, warnings)
 
 
-def _wait_for_sink(out: Path, wanted: int) -> int:
+def wait_for_sink(out: Path, wanted: int) -> int:
     """Wait until the sink has counted ``wanted`` messages, or STALL seconds pass without
     one more; the last count."""
     last, last_change = -1, time.monotonic()

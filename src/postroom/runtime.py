@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -40,6 +41,7 @@ from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.events.metrics import Metrics
+from postroom.imap.server import ImapServer
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
@@ -136,6 +138,7 @@ class Server:
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
         self.pop3: Pop3Server | None = None
+        self.imap: ImapServer | None = None
         self.mailboxes = Maildir(
             settings.data_dir / "mail",
             clock=self.clock,
@@ -214,18 +217,9 @@ class Server:
             sockets=self._sockets,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
-            self.pop3 = Pop3Server(
-                settings,
-                mailboxes=self.mailboxes,
-                authenticate=authenticate,
-                auth_throttle=auth_throttle,
-                ssl_context=tls.context,
-                sockets=self._sockets,
-            )
+            self._make_mailbox_servers(authenticate, auth_throttle, tls.context)
         try:
-            await self.smtp.start()
-            if self.pop3 is not None:
-                await self.pop3.start()
+            await self._start_listeners()
             if not self.accept_only:
                 await self._start_api(store, intake)
         except OSError:
@@ -250,6 +244,35 @@ class Server:
         self.tasks.start("retention", self.retention.run)
         if self.webhooks is not None:
             self.tasks.start("webhooks", self.webhooks.run)
+
+    async def _start_listeners(self) -> None:
+        for listening in (self.smtp, self.pop3, self.imap):
+            if listening is not None:
+                await listening.start()
+
+    def _make_mailbox_servers(
+        self,
+        authenticate: Callable[[str, str], Awaitable[Principal | None]],
+        auth_throttle: FailureThrottle,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        settings = self.settings
+        self.pop3 = Pop3Server(
+            settings,
+            mailboxes=self.mailboxes,
+            authenticate=authenticate,
+            auth_throttle=auth_throttle,
+            ssl_context=ssl_context,
+            sockets=self._sockets,
+        )
+        self.imap = ImapServer(
+            settings,
+            mailboxes=self.mailboxes,
+            authenticate=authenticate,
+            auth_throttle=auth_throttle,
+            ssl_context=ssl_context,
+            sockets=self._sockets,
+        )
 
     def describe(self) -> dict[str, object]:
         """What ``postroom status`` asks a running server over the control socket (times
@@ -308,9 +331,9 @@ class Server:
             self._router = None
 
     def bound_listeners(self) -> list[tuple[ListenerSettings, Listener]]:
-        """Every started listener with its settings, SMTP's first, then POP3's."""
+        """Every started listener with its settings: SMTP's, then POP3's, then IMAP's."""
         found: list[tuple[ListenerSettings, Listener]] = []
-        for server in (self.smtp, self.pop3):
+        for server in (self.smtp, self.pop3, self.imap):
             if server is not None:
                 found += zip(server.specs, server.listeners, strict=True)
         return found
@@ -337,6 +360,7 @@ class Server:
             migrate=self._migrate,
             check_budget=None if self.accept_only else _START_CHECK_BUDGET,
             on_damage=self._store_damaged,
+            inline_body_max=self.settings.database.inline_body_max,
         )
 
     async def _start_api(self, store: Store, intake: Intake) -> None:
@@ -444,10 +468,10 @@ class Server:
         bus.subscribe(_wake_on_mail(self.webhooks.wake))
 
     async def _stop_listeners(self, grace: float) -> None:
-        """SMTP and POP3 at once: each stops accepting, then lets its sessions finish."""
-        servers = [server for server in (self.smtp, self.pop3) if server is not None]
+        """SMTP, POP3 and IMAP at once: each stops accepting, then lets its sessions finish."""
+        servers = [s for s in (self.smtp, self.pop3, self.imap) if s is not None]
         await asyncio.gather(*(server.stop(grace) for server in servers))
-        self.smtp = self.pop3 = None
+        self.smtp = self.pop3 = self.imap = None
 
     async def stop(self) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight
@@ -507,6 +531,8 @@ _ROLE_WORDS = {
     ListenerRole.SUBMISSIONS: "submissions (TLS)",
     ListenerRole.POP3: "pop3 (STLS)",
     ListenerRole.POP3S: "pop3s (TLS)",
+    ListenerRole.IMAP: "imap (STARTTLS)",
+    ListenerRole.IMAPS: "imaps (TLS)",
 }
 
 
@@ -516,7 +542,7 @@ def ready_line(server: Server, source: ConfigSource, *, users: bool, admins: boo
     Parts are separated by "; " and keep their order (docs/configuration.md)."""
     settings = server.settings
 
-    def ports(found: SmtpServer | Pop3Server | None) -> str:
+    def ports(found: SmtpServer | Pop3Server | ImapServer | None) -> str:
         pairs = zip(found.specs, found.listeners, strict=True) if found is not None else ()
         return ", ".join(
             f"{_host_port(spec.address, lst.bound_port)} {_ROLE_WORDS[spec.role]}"
@@ -533,6 +559,8 @@ def ready_line(server: Server, source: ConfigSource, *, users: bool, admins: boo
     parts = [f"postroom {_version()} ready: SMTP on {ports(server.smtp)}"]
     if server.pop3 is not None and server.pop3.listeners:
         parts.append(f"POP3 on {ports(server.pop3)}")
+    if server.imap is not None and server.imap.listeners:
+        parts.append(f"IMAP on {ports(server.imap)}")
     parts += [
         f"API {api}",
         f"dashboard {dashboard}",

@@ -4,8 +4,10 @@ a used target is refused; a count that differs is found."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from tests.store.factories import NOW, attempt, deferred, delivered, final, new_
 from tests.support.postgres import PostgresCluster
 
 MESSAGES = 300
+# The copy's inline_body_max: the bodies of fill() fall on both sides of it.
+INLINE_BODY_MAX = 1024
 
 
 @pytest.fixture
@@ -57,6 +61,7 @@ async def source(tmp_path: Path) -> Path:
     config = tmp_path / "postroom.toml"
     config.write_text(
         f'hostname = "mail.test"\ndata_dir = "{path.parent}"\nstorage = "sqlite:///{path}"\n'
+        f"[database]\ninline_body_max = {INLINE_BODY_MAX}\n"
     )
     return config
 
@@ -118,6 +123,21 @@ async def fill(store: Store) -> None:
     await store.fan_out(lambda event: ["app"], limit=1000, now=NOW)
 
 
+def large_objects(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def large_bodies(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM message_bodies WHERE length(data) > ?", (INLINE_BODY_MAX,)
+        ).fetchone()
+        return int(count)
+
+
 def invoke(config: Path, *args: str) -> Result:
     return CliRunner().invoke(
         main, ["db", "copy", *args, "--config", str(config)], env={"POSTROOM_CONFIG": None}
@@ -166,6 +186,7 @@ async def test_copy_brings_every_row_and_leaves_the_source_as_it_was(
     postgres = await open_store(target)
     try:
         await same_contents(sqlite, postgres)
+        assert large_objects(target) == large_bodies(db) > 0
         # New rows on the copy get ids after the copied ones.
         queued = (await postgres.messages(limit=1))[0]
         first = queued.recipients[0].address
@@ -205,27 +226,49 @@ async def test_counts_that_differ_after_a_copy_are_found_per_table(
     assert [(c.table, c.source - c.target) for c in wrong] == [("attempts", 1)]
 
 
-async def test_copy_exits_1_naming_the_table_whose_rows_did_not_all_arrive(
-    source: Path, postgres_cluster: PostgresCluster
-) -> None:
-    # A target whose schema exists but is empty, with a trigger that drops one attempt
-    # on its way in: the copy itself succeeds, only the count can tell.
-    name = postgres_cluster.new_database()
-    url = postgres_cluster.url(name)
+@contextlib.contextmanager
+def target_with_trigger(cluster: PostgresCluster, table: str, function: str) -> Iterator[str]:
+    """A migrated, empty target whose ``table`` runs ``function`` (a plpgsql body) before
+    each row goes in; its URL."""
+    name = cluster.new_database()
+    url = cluster.url(name)
     try:
         with psycopg.connect(url) as conn:
             conn.execute(
-                "CREATE FUNCTION drop_one() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+                "CREATE FUNCTION on_row() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$ BEGIN {function} END $$"
             )
             conn.execute(
-                "CREATE TRIGGER drop_one BEFORE INSERT ON attempts"
-                " FOR EACH ROW EXECUTE FUNCTION drop_one()"
+                f"CREATE TRIGGER on_row BEFORE INSERT ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION on_row()"
             )
+        yield url
+    finally:
+        cluster.drop_database(name)
+
+
+async def test_copy_exits_1_naming_the_table_whose_rows_did_not_all_arrive(
+    source: Path, postgres_cluster: PostgresCluster
+) -> None:
+    # A trigger drops one attempt on its way in: the copy itself succeeds, only the
+    # count can tell.
+    drop_one = "IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW;"
+    with target_with_trigger(postgres_cluster, "attempts", drop_one) as url:
         result = invoke(source, "--to", url)
         assert result.exit_code == 1
         wrong = [line for line in result.output.splitlines() if "MISMATCH" in line]
         assert len(wrong) == 1 and wrong[0].split()[0] == "attempts"
         assert "postroom: the copy in" in result.output
-    finally:
-        postgres_cluster.drop_database(name)
+
+
+async def test_a_copy_failing_after_the_large_bodies_leaves_no_large_object(
+    source: Path, postgres_cluster: PostgresCluster
+) -> None:
+    # Users are copied after the bodies: one refused there fails the whole copy.
+    with target_with_trigger(postgres_cluster, "users", "RAISE EXCEPTION 'refused';") as url:
+        result = invoke(source, "--to", url)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+        assert result.output.count("\n") == 1 and "refused" in result.output, result.output
+        assert large_objects(url) == 0
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM message_bodies").fetchone() == (0,)

@@ -168,13 +168,14 @@ CASES: list[tuple[str, str, str]] = [
     (
         "bad choice",
         '[[listeners]]\nport = 25\nrole = "smtp"',
-        "listeners[0].role: must be 'mx', 'submission', 'submissions', 'pop3' or 'pop3s',"
-        " not 'smtp'",
+        "listeners[0].role: must be 'mx', 'submission', 'submissions', 'pop3', 'pop3s',"
+        " 'imap' or 'imaps', not 'smtp'",
     ),
     (
         "bad choice of another type",
         "[[listeners]]\nport = 25\nrole = 1",
-        "listeners[0].role: must be 'mx', 'submission', 'submissions', 'pop3' or 'pop3s', not 1",
+        "listeners[0].role: must be 'mx', 'submission', 'submissions', 'pop3', 'pop3s',"
+        " 'imap' or 'imaps', not 1",
     ),
     (
         "bad choice of a literal",

@@ -34,7 +34,12 @@ ENGINES: dict[str, frozenset[str]] = {"sqlite": PARTS, "postgresql": PARTS}
 
 
 class Backend(Protocol):
-    async def open(self, *, busy_timeout: float = 5.0) -> Store: ...
+    # Whether bodies above a store's inline_body_max leave their rows (SQLite: never).
+    stores_large_bodies_apart: bool
+
+    async def open(
+        self, *, busy_timeout: float = 5.0, inline_body_max: int | None = None
+    ) -> Store: ...
 
     async def open_capped(self, max_bytes: int) -> Store: ...
 
@@ -44,18 +49,25 @@ class Backend(Protocol):
 
     def rows_of(self, store: object, message_id: str) -> int: ...
 
+    def bodies_apart(self, store: object) -> tuple[int, int]:
+        """(bodies stored apart from their rows, such objects no row refers to)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
 class SqliteBackend:
+    stores_large_bodies_apart = False
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / "queue" / "postroom.db"
         self.path.parent.mkdir(parents=True)
         self.opened: list[SqliteStore] = []
 
-    async def open(self, *, busy_timeout: float = 5.0) -> Store:
-        """A started store on the shared database."""
+    async def open(self, *, busy_timeout: float = 5.0, inline_body_max: int | None = None) -> Store:
+        """A started store on the shared database (every body in its row, whatever
+        ``inline_body_max``)."""
         return await self._start(SqliteStore(self.path, busy_timeout=busy_timeout))
 
     async def open_capped(self, max_bytes: int) -> Store:
@@ -100,6 +112,9 @@ class SqliteBackend:
                 )
             )
 
+    def bodies_apart(self, store: object) -> tuple[int, int]:
+        return (0, 0)
+
     async def aclose(self) -> None:
         for store in self.opened:
             await store.aclose()
@@ -108,6 +123,8 @@ class SqliteBackend:
 class PostgresBackend:
     """An empty database of the session's cluster per test (see tests.support.postgres)."""
 
+    stores_large_bodies_apart = True
+
     def __init__(self, cluster: PostgresCluster) -> None:
         self.cluster = cluster
         self.database = cluster.lend_database()
@@ -115,8 +132,12 @@ class PostgresBackend:
         self.databases: list[str] = []  # of open_capped
         self.opened: list[PostgresStore] = []
 
-    async def open(self, *, busy_timeout: float = 5.0) -> Store:
-        return await self._start(PostgresStore(self.url, busy_timeout=busy_timeout))
+    async def open(self, *, busy_timeout: float = 5.0, inline_body_max: int | None = None) -> Store:
+        if inline_body_max is None:
+            return await self._start(PostgresStore(self.url, busy_timeout=busy_timeout))
+        return await self._start(
+            PostgresStore(self.url, busy_timeout=busy_timeout, inline_body_max=inline_body_max)
+        )
 
     async def open_capped(self, max_bytes: int) -> Store:
         """A store on a fresh database whose bodies cannot grow past ``max_bytes``: a
@@ -137,7 +158,8 @@ class PostgresBackend:
                 "CREATE TRIGGER full_disk AFTER INSERT ON message_bodies"
                 " FOR EACH STATEMENT EXECUTE FUNCTION full_disk()"
             )
-        return await self._start(PostgresStore(url))
+        # Bodies stay in their rows, where the trigger counts them.
+        return await self._start(PostgresStore(url, inline_body_max=1 << 40))
 
     async def _start(self, store: PostgresStore) -> Store:
         await store.start()
@@ -175,6 +197,17 @@ class PostgresBackend:
                 assert row is not None
                 total += row[0]
             return total
+
+    def bodies_apart(self, store: object) -> tuple[int, int]:
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS"
+                " (SELECT 1 FROM message_bodies b WHERE b.large = lo.oid))"
+                " FROM pg_largeobject_metadata lo"
+            ).fetchone()
+            assert row is not None
+            return (row[0], row[1])
 
     async def aclose(self) -> None:
         for store in self.opened:

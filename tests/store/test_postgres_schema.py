@@ -122,8 +122,8 @@ async def test_a_newer_schema_is_refused_in_one_line(
 async def test_an_older_schema_is_upgraded_step_by_step(
     postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later release's upgrade: version n to n + 1 adds a column, under the same lock,
-    when the node is told to migrate (``serve --migrate``)."""
+    """A later release's upgrade adds a column, under the same lock, when the node is
+    told to migrate (``serve --migrate``)."""
     url = postgres_cluster.url(migrated_database)
     now = schema.SCHEMA_VERSION
     monkeypatch.setattr(schema, "SCHEMA_VERSION", now + 1)
@@ -171,6 +171,39 @@ async def test_a_schema_older_than_any_upgrade_is_refused_in_one_line(
         f"database schema version {now} is older than {now + 1}, the oldest this postroom"
         " upgrades: upgrade through an older release first"
     )
+
+
+async def test_version_1_bodies_are_kept_by_the_upgrade_to_large_objects(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    """A version-1 database (every body a bytea, NOT NULL) keeps its bodies through the
+    upgrade, and takes large ones as large objects afterwards."""
+    url = postgres_cluster.url(migrated_database)
+    kept = new_message(b"Subject: kept\r\n\r\nfrom version 1\r\n")
+    store = PostgresStore(url)
+    await store.start()
+    await store.enqueue(kept)
+    await store.aclose()
+    with psycopg.connect(url, autocommit=True) as conn:  # back to version 1's table
+        conn.execute("DROP TRIGGER message_bodies_unlink ON message_bodies")
+        conn.execute("DROP FUNCTION postroom_unlink_body")
+        conn.execute("ALTER TABLE message_bodies DROP COLUMN large")  # and its CHECK
+        conn.execute("ALTER TABLE message_bodies ALTER COLUMN data SET NOT NULL")
+    set_version(url, 1)
+    store = PostgresStore(url, inline_body_max=1024)
+    await store.start()
+    try:
+        large = new_message(b"L" * 4096)
+        await store.enqueue(large)
+        assert await store.read_body(kept.id) == kept.header + kept.body.getvalue()
+        assert await store.read_body(large.id) == large.header + b"L" * 4096
+        assert await store.delete(large.id)
+    finally:
+        await store.aclose()
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SELECT version FROM schema_version").fetchall()
+        assert version == [(schema.SCHEMA_VERSION,)]
+        assert conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchall() == [(0,)]
 
 
 async def test_nodes_starting_together_create_the_schema_once(

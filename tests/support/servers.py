@@ -106,12 +106,13 @@ def write_config(
 
 
 # The ready line (docs/configuration.md): "postroom VERSION ready: SMTP on ADDRESS:PORT
-# ROLE[ (TLS)], ...[; POP3 on ADDRESS:PORT ROLE (...), ...]; API URL|off; certificate ...;
-# config ...; data in DIR; N process[es]".
+# ROLE[ (TLS)], ...[; POP3 on ADDRESS:PORT ROLE (...), ...][; IMAP on ...]; API URL|off;
+# certificate ...; config ...; data in DIR; N process[es]".
 _READY = re.compile(
-    r"postroom \S+ ready: SMTP on (?P<smtp>[^;]*);(?: POP3 on (?P<pop3>[^;]*);)? API (?P<api>\S+);"
+    r"postroom \S+ ready: SMTP on (?P<smtp>[^;]*);(?: POP3 on (?P<pop3>[^;]*);)?"
+    r"(?: IMAP on (?P<imap>[^;]*);)? API (?P<api>\S+);"
 )
-_LISTENER = re.compile(r"(?P<address>\S+):(?P<port>\d+) (?P<role>mx|submissions?|pop3s?)\b")
+_LISTENER = re.compile(r"(?P<address>\S+):(?P<port>\d+) (?P<role>mx|submissions?|pop3s?|imaps?)\b")
 _API_PORT = re.compile(r"^http://\S+:(\d+)$")
 
 
@@ -120,7 +121,7 @@ def ready_ports(line: str) -> tuple[dict[str, int], int | None] | None:
     match = _READY.search(line)
     if match is None:
         return None
-    listed = match["smtp"] + ", " + (match["pop3"] or "")
+    listed = ", ".join((match["smtp"], match["pop3"] or "", match["imap"] or ""))
     ports = {m["role"]: int(m["port"]) for m in _LISTENER.finditer(listed)}
     api = _API_PORT.match(match["api"])
     return ports, int(api.group(1)) if api else None

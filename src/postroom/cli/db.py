@@ -140,7 +140,12 @@ def copy(app: AppContext, target: str) -> None:
                 tasks[table] = bar.add_task(table, total=total)
             bar.update(tasks[table], completed=done)
 
-        copy_store(source, target, advance)
+        copy_store(
+            source,
+            target,
+            advance,
+            inline_body_max=app.settings.database.inline_body_max,
+        )
     counts = table_counts(source, target)
     width = max(len(count.table) for count in counts)
     for count in counts:

@@ -21,6 +21,7 @@ from postroom.config.routes import RouteSettings, SettingError
 from postroom.mail.address import parse_domain, to_ascii_domain
 
 __all__ = [
+    "IMAP_ROLES",
     "IMPLICIT_TLS_ROLES",
     "POP3_ROLES",
     "SMTP_ROLES",
@@ -57,11 +58,14 @@ class ListenerRole(StrEnum):
     SUBMISSIONS = "submissions"  # port 465 style: implicit TLS, AUTH required (RFC 8314)
     POP3 = "pop3"  # port 110 style: POP3, STLS before login (RFC 2595)
     POP3S = "pop3s"  # port 995 style: POP3 over implicit TLS (RFC 8314)
+    IMAP = "imap"  # port 143 style: IMAP, STARTTLS before login (RFC 3501 6.2.1)
+    IMAPS = "imaps"  # port 993 style: IMAP over implicit TLS (RFC 8314)
 
 
 SMTP_ROLES = frozenset({ListenerRole.MX, ListenerRole.SUBMISSION, ListenerRole.SUBMISSIONS})
 POP3_ROLES = frozenset({ListenerRole.POP3, ListenerRole.POP3S})
-IMPLICIT_TLS_ROLES = frozenset({ListenerRole.SUBMISSIONS, ListenerRole.POP3S})
+IMAP_ROLES = frozenset({ListenerRole.IMAP, ListenerRole.IMAPS})
+IMPLICIT_TLS_ROLES = frozenset({ListenerRole.SUBMISSIONS, ListenerRole.POP3S, ListenerRole.IMAPS})
 
 
 class ListenerSettings(_Model):
@@ -96,6 +100,8 @@ def default_listeners() -> tuple[ListenerSettings, ...]:
         ListenerSettings(port=2465, role=ListenerRole.SUBMISSIONS),
         ListenerSettings(port=2110, role=ListenerRole.POP3),
         ListenerSettings(port=2995, role=ListenerRole.POP3S),
+        ListenerSettings(port=2143, role=ListenerRole.IMAP),
+        ListenerSettings(port=2993, role=ListenerRole.IMAPS),
     )
 
 
@@ -164,6 +170,14 @@ class LimitSettings(_Model):
     spool_memory: Annotated[int, Field(ge=0)] = 256 * 1024  # body bytes kept in memory
 
 
+class DatabaseSettings(_Model):
+    """How the store keeps what it holds (the engine is ``storage``'s URL)."""
+
+    # PostgreSQL: a body (trace headers included) above this many bytes is stored as a
+    # large object instead of in its row; SQLite keeps every body in its row.
+    inline_body_max: Annotated[int, Field(ge=0)] = MIB
+
+
 class MailboxSettings(_Model):
     """Local users' mailboxes, as POP3 (and IMAP) serve them."""
 
@@ -171,6 +185,7 @@ class MailboxSettings(_Model):
     # A number, or a string such as "1G" or "500M".
     default_quota: Annotated[int, Field(ge=0)] = 0
     pop3_idle_timeout: Annotated[float, Field(gt=0)] = 600.0  # RFC 1939 3: 10 minutes
+    imap_autologout: Annotated[float, Field(gt=0)] = 1800.0  # RFC 3501 5.4: 30 minutes
     # How often a folder someone waits on is checked for changes made by other processes.
     poll_interval: Annotated[float, Field(gt=0)] = 1.0
 
@@ -297,6 +312,7 @@ class Settings(_Model):
     hostname: str = Field(default_factory=lambda: platform.node() or "localhost")
     data_dir: Path = Path("postroom-data")
     storage: str | None = None  # None: sqlite:///<data_dir>/postroom.db
+    database: DatabaseSettings = DatabaseSettings()
     listeners: tuple[ListenerSettings, ...] = Field(default_factory=default_listeners)
     tls: TlsSettings = TlsSettings()
     limits: LimitSettings = LimitSettings()

@@ -59,7 +59,12 @@ async def submit_local(
     """Queue ``data`` durably, then wake the server: the queue id, or intake's refusal.
     Store problems raise (StoreError, OSError, sqlite3.Error): the caller keeps the mail."""
     # No new store here: mail queued where no server looks would wait forever.
-    store = await open_instance_store(settings.storage_url, settings.data_dir, create=False)
+    store = await open_instance_store(
+        settings.storage_url,
+        settings.data_dir,
+        create=False,
+        inline_body_max=settings.database.inline_body_max,
+    )
     try:
         intake = Intake.from_settings(settings, store, SystemClock())
         result = await intake.submit(

@@ -2,8 +2,10 @@
 
 The source is read in one read transaction (a consistent snapshot; nothing is written
 to it) and streamed row by row into PostgreSQL's COPY, so memory holds one row at a time
-whatever the size of the store (a body is read whole: the largest body bounds it). All
-rows go in one PostgreSQL transaction: a copy that fails leaves the target empty.
+whatever the size of the store (a body up to ``inline_body_max`` is read whole; a larger
+one becomes a large object, read and written a chunk at a time, as the store writes it).
+All rows go in one PostgreSQL transaction: a copy that fails leaves the target empty,
+large objects included.
 
 The copy keeps the source's instance id: the data directory's ``instance-id`` file
 stays right for the copy, and the nodes' new data directories take the same id.
@@ -11,6 +13,7 @@ stays right for the copy, and the nodes' new data directories take the same id.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +24,9 @@ from typing import Any
 import psycopg
 
 from postroom.errors import StoreError
+from postroom.store.models import DEFAULT_INLINE_BODY_MAX
 from postroom.store.open import shown_url
+from postroom.store.postgres import queue as pg_queue
 from postroom.store.postgres import schema as pg_schema
 from postroom.store.postgres.connection import connection
 from postroom.store.sqlite import schema as sqlite_schema
@@ -43,6 +48,8 @@ def _table(
 ) -> Table:
     return Table(name, tuple(columns.split()), order, frozenset(booleans.split()), identity)
 
+
+_BODIES = "message_bodies"  # copied by _copy_bodies: large ones become large objects
 
 # In an order that satisfies the foreign keys.
 TABLES: tuple[Table, ...] = (
@@ -120,9 +127,16 @@ class TableCount:
 Progress = Callable[[str, int, int], None]
 
 
-def copy_store(source: Path, target: str, progress: Progress | None = None) -> None:
+def copy_store(
+    source: Path,
+    target: str,
+    progress: Progress | None = None,
+    *,
+    inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
+) -> None:
     """Copy every row of the SQLite store at ``source`` into the PostgreSQL database
-    ``target``, which must hold no store (StoreError, one line, otherwise)."""
+    ``target``, which must hold no store (StoreError, one line, otherwise); bodies above
+    ``inline_body_max`` bytes become large objects, as the store keeps them."""
     with _reader(source) as src, connection(target) as dst:
         found = sqlite_schema.schema_version(src)
         if found != sqlite_schema.SCHEMA_VERSION:
@@ -134,7 +148,10 @@ def copy_store(source: Path, target: str, progress: Progress | None = None) -> N
         _refuse_a_used_target(dst, target)
         try:
             for table in TABLES:
-                _copy_table(src, dst, table, progress)
+                if table.name == _BODIES:
+                    _copy_bodies(src, dst, inline_body_max, progress)
+                else:
+                    _copy_table(src, dst, table, progress)
             (instance,) = src.execute("SELECT id FROM instance").fetchone()
             dst.execute("UPDATE instance SET id = %s", (instance,))
             dst.commit()
@@ -192,6 +209,44 @@ def _copy_table(
             f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column}'),"
             f" coalesce(max({column}), 0) + 1, false) FROM {table.name}"
         )
+
+
+def _copy_bodies(
+    src: sqlite3.Connection,
+    dst: psycopg.Connection[Any],
+    inline_body_max: int,
+    progress: Progress | None,
+) -> None:
+    """The bodies up to ``inline_body_max`` through COPY, as other rows; then each larger
+    one as a large object, read from SQLite a chunk at a time (incremental blob I/O)."""
+    total = _count(src, _BODIES)
+    done = 0
+    if progress is not None:
+        progress(_BODIES, done, total)
+    large: list[tuple[str, int]] = []  # (message id, rowid)
+    rows = src.execute(
+        f"SELECT id, rowid, CASE WHEN length(data) <= ? THEN data END FROM {_BODIES}"
+        " ORDER BY rowid",
+        (inline_body_max,),
+    )
+    with dst.cursor().copy(f"COPY {_BODIES} (id, data) FROM STDIN") as copy:
+        for message_id, rowid, data in rows:
+            if data is None:
+                large.append((message_id, rowid))
+                continue
+            copy.write_row((message_id, data))
+            done += 1
+            if progress is not None and done % 500 == 0:
+                progress(_BODIES, done, total)
+    for message_id, rowid in large:
+        with src.blobopen(_BODIES, "data", rowid, readonly=True) as blob:
+            chunks = iter(functools.partial(blob.read, pg_queue.LARGE_CHUNK), b"")
+            pg_queue.write_large(dst, message_id, b"", chunks)
+        done += 1
+        if progress is not None:
+            progress(_BODIES, done, total)
+    if progress is not None:
+        progress(_BODIES, done, total)
 
 
 def _converted(row: Sequence[Any], booleans: Sequence[int]) -> Sequence[Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from postroom.errors import NoStore, StoreDamaged, StoreError
 from postroom.store.base import Store
 from postroom.store.marker import RESTORE, read_marker, refuse_lost_database, write_marker
+from postroom.store.models import DEFAULT_INLINE_BODY_MAX
 from postroom.store.open import open_store, shown_url, sqlite_path
 
 __all__ = ["open_instance_store", "store_exists"]
@@ -41,6 +42,7 @@ async def open_instance_store(
     create: bool = True,
     check_budget: float | None = None,
     on_damage: Callable[[str], None] | None = None,
+    inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
 ) -> Store:
     """The started store of ``data_dir``; StoreError (one line) when it is not the one the
     directory had, NoStore when there is none and ``create`` is false."""
@@ -52,7 +54,13 @@ async def open_instance_store(
         refuse_lost_database(path, data_dir, init=init)
         if check_budget is not None and path.exists() and path.stat().st_size > 0:
             await _check_integrity(path, check_budget)
-    store = await open_store(url, on_damage=on_damage, checked=True, migrate=migrate)
+    store = await open_store(
+        url,
+        on_damage=on_damage,
+        checked=True,
+        migrate=migrate,
+        inline_body_max=inline_body_max,
+    )
     try:
         found = await store.instance_id()
         if known is not None and found != known and not init:

@@ -51,6 +51,11 @@ class RecipientStatus(StrEnum):
         return self not in (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
 
 
+# Bodies (trace headers included) above this many bytes leave the row where an engine
+# has somewhere better for them (PostgreSQL: large objects); ``database.inline_body_max``.
+DEFAULT_INLINE_BODY_MAX = 1 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """What intake hands the store: the stored bytes are ``header`` then ``body``."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from postroom.errors import StoreError
 from postroom.store.base import Store, missing_parts
 from postroom.store.marker import refuse_lost_database
+from postroom.store.models import DEFAULT_INLINE_BODY_MAX
 
 __all__ = ["open_store", "require_parts", "shown_url", "sqlite_path"]
 
@@ -57,6 +58,7 @@ async def open_store(
     on_damage: Callable[[str], None] | None = None,
     checked: bool = False,
     migrate: bool = False,
+    inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
 ) -> Store:
     """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (parent directories are
     created), or ``postgresql://user@host/db`` (libpq's URL: the password from PGPASSWORD
@@ -65,7 +67,9 @@ async def open_store(
     empty SQLite database beside an ``instance-id`` file is refused (see ``marker``)
     unless the caller ``checked`` it. An SQLite schema is created or upgraded here; a
     PostgreSQL one is created in an empty database, but upgraded only when ``migrate``
-    (many nodes share it: upgrading is an operator's step, ``postroom db migrate``)."""
+    (many nodes share it: upgrading is an operator's step, ``postroom db migrate``).
+    ``inline_body_max``: PostgreSQL keeps larger bodies as large objects; SQLite keeps
+    every body in its row."""
     path = sqlite_path(url)
     if path is not None:
         from postroom.store.sqlite import SqliteStore
@@ -79,7 +83,7 @@ async def open_store(
     if url.startswith(("postgresql://", "postgres://")):
         from postroom.store.postgres import PostgresStore
 
-        postgres = PostgresStore(url, upgrade=migrate)
+        postgres = PostgresStore(url, upgrade=migrate, inline_body_max=inline_body_max)
         require_parts(postgres, "postgresql")
         await postgres.start()
         return postgres

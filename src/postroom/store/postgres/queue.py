@@ -6,12 +6,12 @@ reader's is one REPEATABLE READ snapshot, the writer's jobs run inside the batch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from postroom.errors import StoreUnavailable
 from postroom.store import outbox
-from postroom.store.models import NewMessage, RecipientState, StoredMessage
+from postroom.store.models import DEFAULT_INLINE_BODY_MAX, NewMessage, RecipientState, StoredMessage
 from postroom.store.postgres.connection import Conn
 from postroom.store.rows import (
     MESSAGE_FIELDS,
@@ -24,6 +24,7 @@ from postroom.store.rows import (
 )
 
 __all__ = [
+    "LARGE_CHUNK",
     "NOTIFY_QUEUE",
     "QUEUE_CHANNEL",
     "enqueue_job",
@@ -31,6 +32,7 @@ __all__ = [
     "read_body",
     "read_heads",
     "select_messages",
+    "write_large",
 ]
 
 # Every node LISTENs here: a commit that adds mail or makes it due NOTIFYs, so whichever
@@ -55,10 +57,21 @@ _RECIPIENT_COLUMNS = (
 
 
 # -- enqueue ----------------------------------------------------------------------------
-def enqueue_job(message: NewMessage) -> Callable[[Conn], None]:
-    """The writer job that stores ``message``; the rows are built here, off the writer."""
+# A large object is written this much at a time (lo_put): a bound on memory, not a format.
+LARGE_CHUNK = 1 << 20
+
+
+def enqueue_job(
+    message: NewMessage, inline_body_max: int = DEFAULT_INLINE_BODY_MAX
+) -> Callable[[Conn], None]:
+    """The writer job that stores ``message``; the rows are built here, off the writer.
+
+    The body goes in the same transaction as the message's rows, whichever its form: a
+    ``bytea`` up to ``inline_body_max`` bytes, a large object above. The batch's commit
+    makes both durable at once, and a batch that fails leaves neither."""
     row = message_row(message)
     recipients = recipient_rows(message)
+    large = message.size > inline_body_max
 
     def insert(conn: Conn) -> None:
         body = message.body
@@ -74,29 +87,56 @@ def enqueue_job(message: NewMessage) -> Callable[[Conn], None]:
                     [outbox.event_params(e) for e in message.events],
                 )
             cursor.execute(NOTIFY_QUEUE)
-            if body.in_memory:
+            if body.in_memory and not large:
                 cursor.execute(
                     "INSERT INTO message_bodies (id, data) VALUES (%s, %s)",
                     (message.id, message.header + body.getvalue()),
                 )
-        if body.in_memory:
+        if large:
+            chunks = body.iter_chunks(LARGE_CHUNK)
+            written = write_large(conn, message.id, message.header, chunks)
+        elif body.in_memory:
             return
-        # A spooled body streams in bounded chunks (COPY's text form of bytea: hex), so
-        # a 25 MiB message is never in this process's memory whole.
-        written = len(message.header)
-        with (
-            conn.cursor() as cursor,
-            cursor.copy("COPY message_bodies (id, data) FROM STDIN") as copy,
-        ):
-            copy.write(f"{message.id}\t\\\\x{message.header.hex()}".encode())
-            for chunk in body.iter_chunks():
-                copy.write(chunk.hex().encode())
-                written += len(chunk)
-            copy.write(b"\n")
+        else:
+            written = _copy_inline(conn, message)
         if written != message.size:
             raise StoreUnavailable("the spooled body is shorter than its size")
 
     return insert
+
+
+def _copy_inline(conn: Conn, message: NewMessage) -> int:
+    """A spooled body streams in bounded chunks (COPY's text form of bytea: hex), so a
+    25 MiB message is never in this process's memory whole."""
+    written = len(message.header)
+    with (
+        conn.cursor() as cursor,
+        cursor.copy("COPY message_bodies (id, data) FROM STDIN") as copy,
+    ):
+        copy.write(f"{message.id}\t\\\\x{message.header.hex()}".encode())
+        for chunk in message.body.iter_chunks():
+            copy.write(chunk.hex().encode())
+            written += len(chunk)
+        copy.write(b"\n")
+    return written
+
+
+def write_large(conn: Conn, message_id: str, first: bytes, rest: Iterable[bytes]) -> int:
+    """A body row whose bytes (``first``, then ``rest``'s chunks) are a new large object,
+    written a chunk at a time in the caller's transaction; the bytes written."""
+    found = conn.execute(
+        "INSERT INTO message_bodies (id, large) VALUES (%s, lo_from_bytea(0, %s)) RETURNING large",
+        (message_id, first),
+    ).fetchone()
+    assert found is not None
+    oid = found[0]
+    written = len(first)
+    # A round trip a chunk, not pipelined: a pipeline would buffer the whole body.
+    with conn.cursor() as cursor:
+        for chunk in rest:
+            cursor.execute("SELECT lo_put(%s, %s, %s)", (oid, written, chunk))
+            written += len(chunk)
+    return written
 
 
 # -- reads --------------------------------------------------------------------------------
@@ -146,7 +186,9 @@ def _with_recipients(
 
 
 def read_body(message_id: str, conn: Conn) -> bytes | None:
-    row = conn.execute("SELECT data FROM message_bodies WHERE id = %s", (message_id,)).fetchone()
+    row = conn.execute(
+        "SELECT coalesce(data, lo_get(large)) FROM message_bodies WHERE id = %s", (message_id,)
+    ).fetchone()
     return None if row is None else bytes(row[0])
 
 

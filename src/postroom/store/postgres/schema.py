@@ -33,6 +33,16 @@ UPGRADES: dict[int, str] = {
     3: "SELECT 1",
     # <<< events
 }
+# ---- schema version 4: a body above inline_body_max is a large object (schema.sql
+# makes the trigger that unlinks it with its row) ----
+UPGRADES[3] = """
+ALTER TABLE message_bodies ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE message_bodies ADD COLUMN IF NOT EXISTS large oid;
+ALTER TABLE message_bodies DROP CONSTRAINT IF EXISTS message_bodies_one_place;
+ALTER TABLE message_bodies ADD CONSTRAINT message_bodies_one_place
+    CHECK ((data IS NULL) <> (large IS NULL));
+"""
+# ---- end of schema version 4 ----
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 

@@ -41,11 +41,28 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_held ON messages (id) WHERE held;
 
 CREATE TABLE IF NOT EXISTS message_bodies (
-    id   text PRIMARY KEY COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
-    data bytea NOT NULL               -- trace headers, then the body, byte for byte
+    id    text PRIMARY KEY COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,
+    data  bytea,                      -- trace headers, then the body, byte for byte
+    large oid,                        -- or, above inline_body_max, this large object
+    CONSTRAINT message_bodies_one_place CHECK ((data IS NULL) <> (large IS NULL))
 );
 -- Bodies are written once and read whole: no compression attempt on the accept path.
 ALTER TABLE message_bodies ALTER COLUMN data SET STORAGE EXTERNAL;
+
+-- ---- schema version 4: large bodies as large objects (see also schema.py) ----
+-- A large object lives as long as its row: whatever deletes the row (a delete, a purge,
+-- the messages row's ON DELETE CASCADE) unlinks it in the same transaction, so no path
+-- leaves an orphan. (TRUNCATE fires no row trigger: postroom never truncates.)
+CREATE OR REPLACE FUNCTION postroom_unlink_body() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.large IS NOT NULL THEN
+        PERFORM lo_unlink(OLD.large);
+    END IF;
+    RETURN OLD;
+END $$;
+CREATE OR REPLACE TRIGGER message_bodies_unlink AFTER DELETE ON message_bodies
+    FOR EACH ROW EXECUTE FUNCTION postroom_unlink_body();
+-- ---- end of schema version 4 ----
 
 CREATE TABLE IF NOT EXISTS recipients (
     message_id      text NOT NULL COLLATE "C" REFERENCES messages (id) ON DELETE CASCADE,

@@ -32,6 +32,7 @@ from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
+    DEFAULT_INLINE_BODY_MAX,
     ApiKeyRecord,
     Attempt,
     AttemptCount,
@@ -64,7 +65,8 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
-    an older one when ``upgrade``), ``aclose()`` after.
+    an older one when ``upgrade``), ``aclose()`` after. A body above ``inline_body_max``
+    bytes is stored as a large object (``queue``).
     """
 
     _delivery = delivery
@@ -80,8 +82,10 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         readers: int = 2,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
         max_batch_bytes: int = DEFAULT_MAX_BYTES,
+        inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
     ) -> None:
         self.url = url
+        self.inline_body_max = inline_body_max
         self.committer: GroupCommitter[Link] = GroupCommitter(
             Writer(url, busy_timeout, upgrade=upgrade),
             max_jobs=max_batch_jobs,
@@ -166,7 +170,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
 
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
-        await self._write(queue.enqueue_job(message), message.size)
+        await self._write(queue.enqueue_job(message, self.inline_body_max), message.size)
 
     async def message(self, message_id: str) -> StoredMessage | None:
         found = await self._read(

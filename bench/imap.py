@@ -1,0 +1,244 @@
+"""IMAP at scale against `postroom serve`: SELECT of a large INBOX, and the memory of
+many IDLE sessions.
+
+    python3 bench/imap.py                          # 100,000 messages, 1,000 IDLE sessions
+    python3 bench/imap.py --messages 2000 --idle 50
+
+The INBOX is filled by writing Maildir files directly (as a delivery would leave them,
+with their S= and W= sizes), so the first SELECT also assigns every UID (the "cold" row);
+the second SELECT reads the UID list back (the "warm" row). The IDLE sessions log in over
+implicit TLS (imaps), SELECT INBOX and IDLE; the server's resident memory is read from
+/proc before and after, and one delivery is timed until every session has seen it.
+Figures printed; timings on a busy machine are noisy, memory less so. Standard library
+only, like the rest of bench/; postroom from the repository's .venv (--postroom-python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import imaplib
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+USER, PASSWORD, DOMAIN = "bench@bench.test", "bench-pass", "bench.test"
+MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cli(python: Path, config: Path, *args: str, stdin: str | None = None) -> None:
+    done = subprocess.run(
+        [str(python), "-m", "postroom", "--config", str(config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"postroom {' '.join(args)} failed: {done.stderr.strip()}")
+
+
+def fill_inbox(maildir: Path, count: int) -> None:
+    """``count`` messages of about 2 KiB in ``cur/``, seen, as another tool leaves them."""
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    body = b"x" * 1900 + b"\n"
+    now = int(time.time())
+    for n in range(count):
+        data = b"From: a@example.org\nSubject: message %d\n\n" % n + body
+        crlf = len(data) + data.count(b"\n")
+        name = f"{now - count + n}.M{n:06d}P1Q{n}.bench,S={len(data)},W={crlf}:2,S"
+        (maildir / "cur" / name).write_bytes(data)
+
+
+def start(python: Path, root: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
+    config = root / "postroom.toml"
+    listeners = "".join(
+        f'[[listeners]]\naddress = "127.0.0.1"\nport = {port}\nrole = "{role}"\n'
+        for role, port in ports.items()
+    )
+    config.write_text(
+        f'hostname = "localhost"\ndata_dir = "{root / "data"}"\n'
+        '[api]\nenabled = false\n[log]\nlevel = "warning"\n'
+        "[limits]\nmax_connections = 20000\nmax_connections_per_ip = 20000\n"
+        # logins at once count as failures until checked: let a thousand in together
+        "[limits.auth]\nmax_failures = 100000\nmax_account_failures = 100000\n"
+        f"[mailboxes]\nimap_autologout = 3600.0\n{listeners}"
+    )
+    cli(python, config, "domain", "add", DOMAIN)
+    cli(python, config, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    with open(root / "postroom.out", "wb") as out:
+        process = subprocess.Popen(
+            [str(python), "-m", "postroom", "--config", str(config), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", ports["imaps"])) == 0:
+                return process
+        if process.poll() is not None:
+            raise SystemExit((root / "postroom.out").read_text())
+        time.sleep(0.1)
+    raise SystemExit("postroom serve did not start")
+
+
+def client_tls(root: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(root / "data" / "tls" / "cert.pem"))
+
+
+def time_select(root: Path, port: int) -> float:
+    client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_tls(root))
+    client.login(USER, PASSWORD)
+    started = time.perf_counter()
+    typ, data = client.select("INBOX", readonly=True)
+    took = time.perf_counter() - started
+    assert typ == "OK", data
+    client.logout()
+    return took
+
+
+async def idle_session(
+    port: int, context: ssl.SSLContext, ready: asyncio.Event, woken: list[float], folder: str
+) -> tuple[asyncio.StreamWriter, asyncio.Task[None]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    await reader.readline()
+    for line in (f"a LOGIN {USER} {PASSWORD}", f"b SELECT {folder}", "c IDLE"):
+        writer.write(line.encode() + b"\r\n")
+        tag = line[0].encode()
+        while True:
+            answer = await reader.readline()
+            if answer.startswith(b"+"):
+                break
+            if answer.startswith(tag + b" "):
+                if not answer.startswith(tag + b" OK"):
+                    raise SystemExit(f"{line.split()[1]} refused: {answer!r}")
+                break
+    # the caller holds the task: the loop keeps only a weak reference
+    return writer, asyncio.get_running_loop().create_task(_wait_exists(reader, ready, woken))
+
+
+async def _wait_exists(
+    reader: asyncio.StreamReader, ready: asyncio.Event, woken: list[float]
+) -> None:
+    await ready.wait()
+    while True:
+        line = await reader.readline()
+        if not line or line.endswith(b"EXISTS\r\n"):
+            woken.append(time.perf_counter())
+            return
+
+
+async def idle_many(
+    root: Path, port: int, count: int, *, server: int, maildir: Path, folder: str
+) -> None:
+    context = client_tls(root)
+    ready = asyncio.Event()
+    woken: list[float] = []
+    sessions = []
+
+    async def open_sessions(number: int) -> None:
+        for first in range(0, number, 50):  # in waves: the handshakes share two cores
+            wave = min(50, number - first)
+            sessions.extend(
+                await asyncio.gather(
+                    *(idle_session(port, context, ready, woken, folder) for _ in range(wave))
+                )
+            )
+
+    # A few sessions first: the server's worker threads and TLS state exist once for all.
+    warm = min(10, count)
+    await open_sessions(warm)
+    await asyncio.sleep(1)
+    before = rss_kib(server)
+    await open_sessions(count - warm)
+    await asyncio.sleep(2)
+    after = rss_kib(server)
+    ready.set()
+    started = time.perf_counter()
+    where = maildir if folder == "INBOX" else maildir / f".{folder}"
+    fill_inbox(where, 1)  # one new message, written as another process would
+    await asyncio.wait([task for _, task in sessions], timeout=60)
+    slowest = (max(woken) - started) if woken else float("nan")
+    measured = count - warm
+    growth = after - before
+    print(f"IDLE sessions              {count} on {folder}")
+    print(f"server RSS after {warm:<3} sessions {before / 1024:.1f} MiB")
+    print(
+        f"server RSS with all        {after / 1024:.1f} MiB (+{growth / 1024:.1f} MiB for"
+        f" {measured}, {growth / max(measured, 1):.1f} KiB each)"
+    )
+    print(f"woken by a new message     {len(woken)} of {count}, the last after {slowest:.2f} s")
+    for writer, task in sessions:
+        task.cancel()
+        writer.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument(
+        "--idle-folder",
+        default="Archive",
+        help="the folder the IDLE sessions select (default Archive, small; INBOX: the"
+        " large one, where each session holds a reference per message)",
+    )
+    parser.add_argument("--postroom-python", type=Path, default=REPO / ".venv" / "bin" / "python")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.idle + 256)), hard))
+    with tempfile.TemporaryDirectory(prefix="postroom-imap-bench-") as tmp:
+        root = Path(tmp)
+        ports = {"imap": free_port(), "imaps": free_port()}
+        server = start(args.postroom_python, root, ports)
+        try:
+            inbox = root / "data" / "mail" / DOMAIN / "bench" / "Maildir"
+            started = time.perf_counter()
+            fill_inbox(inbox, args.messages)
+            took = time.perf_counter() - started
+            print(f"INBOX of {args.messages} messages written in {took:.1f} s")
+            print(f"SELECT, cold (UIDs assigned)  {time_select(root, ports['imaps']):.3f} s")
+            print(f"SELECT, warm                  {time_select(root, ports['imaps']):.3f} s")
+            idle = idle_many(
+                root,
+                ports["imaps"],
+                args.idle,
+                server=server.pid,
+                maildir=inbox,
+                folder=args.idle_folder,
+            )
+            asyncio.run(idle)
+        finally:
+            server.terminate()
+            server.wait(30)
+            log = (root / "postroom.out").read_text()
+            if "Traceback" in log or "ERROR" in log:
+                print(log[-3000:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
