@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,12 @@ from postroom.delivery.slots import SharedSlots
 from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
-from postroom.events import Bus, MessageQueued
+from postroom.events import Bus, DeliveryAttempt, MessageQueued
+from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
+from postroom.events.metrics import Metrics
 from postroom.imap.server import ImapServer
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
@@ -161,6 +163,8 @@ class Server:
         self.intake: Intake | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
+        self.webhooks: WebhookDispatcher | None = None
+        self.metrics: Metrics | None = None  # the primary's /metrics
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
@@ -187,6 +191,9 @@ class Server:
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
+        if not self.accept_only:
+            self.metrics = Metrics()
+            bus.subscribe(self.metrics)
         intake = Intake.from_settings(
             settings,
             store,
@@ -248,6 +255,8 @@ class Server:
         if self.slots is not None:
             self.tasks.start("slots", self.slots.keep)
         self.tasks.start("retention", self.retention.run)
+        if self.webhooks is not None:
+            self.tasks.start("webhooks", self.webhooks.run)
 
     async def _start_listeners(self) -> None:
         for listening in (self.smtp, self.pop3, self.imap):
@@ -312,6 +321,23 @@ class Server:
             ],
         }
 
+    def _smtp_sessions(self) -> dict[str, int]:
+        """SMTP connections open now, by listener (``role address:port``)."""
+        listeners = self.smtp.listeners if self.smtp is not None else []
+        return {
+            f"{spec.role.value} {listener.address}:{listener.bound_port}": listener.connections
+            for spec, listener in zip(self.settings.listeners, listeners, strict=False)
+        }
+
+    async def _close_clients(self) -> None:
+        """The HTTP and SMTP clients of the tasks that have stopped."""
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+            self.webhooks = None
+        if self._router is not None:
+            await self._router.aclose()
+            self._router = None
+
     def bound_listeners(self) -> list[tuple[ListenerSettings, Listener]]:
         """Every started listener with its settings: SMTP's, then POP3's, then IMAP's."""
         found: list[tuple[ListenerSettings, Listener]] = []
@@ -366,6 +392,9 @@ class Server:
             },
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
+            webhooks=settings.webhooks,
+            metrics=self.metrics,
+            smtp_sessions=self._smtp_sessions,
         )
         dashboard = None
         if settings.dashboard.enabled:
@@ -440,8 +469,11 @@ class Server:
             bus=bus,
             rng=self.rng,
             readiness=self.readiness,
+            relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
         )
         self.retention = Retention(store, settings.retention, self.clock)
+        self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
+        bus.subscribe(_wake_on_mail(self.webhooks.wake))
 
     async def _stop_listeners(self, grace: float) -> None:
         """SMTP, POP3 and IMAP at once: each stops accepting, then lets its sessions finish."""
@@ -468,15 +500,23 @@ class Server:
         if self.scheduler is not None:
             await self.scheduler.stop(grace)
         await self.tasks.stop()
-        if self._router is not None:
-            await self._router.aclose()
-            self._router = None
+        await self._close_clients()
         if self._inbound is not None:
             self._inbound.close()
             self._inbound = None
         if self.store is not None:
             await self.store.aclose()
             self.store = None
+
+
+def _wake_on_mail(wake: Callable[[], None]) -> Callable[[object], None]:
+    """A bus subscriber: what records events (a commit, an attempt) wakes ``wake``."""
+
+    def subscriber(event: object) -> None:
+        if isinstance(event, MessageQueued | DeliveryAttempt):
+            wake()
+
+    return subscriber
 
 
 def _modified(path: Path) -> int | None:

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postroom.cli import main
+from postroom.mail.events import EventType, MailEvent, new_event_id
 from postroom.store import RecipientStatus, open_store
 from postroom.store.base import Store
 from postroom.store.copy import copy_store, table_counts
@@ -24,6 +25,8 @@ from postroom.store.models import (
     IdempotencyRecord,
     MessageMeta,
     ProviderEventRecord,
+    Suppression,
+    SuppressionReason,
     UserRecord,
 )
 from postroom.store.sqlite import SqliteStore
@@ -113,6 +116,11 @@ async def fill(store: Store) -> None:
     await store.record_provider_event(
         ProviderEventRecord("sg", "unknown", "x@example.net", "bounced", "bounce", NOW, "", NOW)
     )
+    # The suppression list, and the outbox with a delivery row per event.
+    await store.add_suppression(
+        Suppression("x@example.net", "", SuppressionReason.HARD_BOUNCE, "provider sg", NOW)
+    )
+    await store.fan_out(lambda event: ["app"], limit=1000, now=NOW)
 
 
 def large_objects(url: str) -> int:
@@ -157,6 +165,9 @@ async def same_contents(source: Store, copy: Store) -> None:
     assert await copy.mailer_health(0) == await source.mailer_health(0)
     assert await copy.next_due() == await source.next_due()
     assert await copy.instance_id() == await source.instance_id()
+    assert await copy.suppressions() == await source.suppressions()
+    deliveries = await source.webhook_deliveries(limit=1000)
+    assert deliveries and await copy.webhook_deliveries(limit=1000) == deliveries
 
 
 async def test_copy_brings_every_row_and_leaves_the_source_as_it_was(
@@ -183,6 +194,9 @@ async def test_copy_brings_every_row_and_leaves_the_source_as_it_was(
             queued.id, [delivered(first)], [attempt(queued.id, first, NOW + 9e3)]
         )
         assert len(await postgres.attempts(queued.id)) == 1
+        event = MailEvent(new_event_id(), EventType.SENT, NOW, first, queued.id)
+        await postgres.record_events([event])
+        assert (await postgres.events(queued.id))[-1].id == event.id
     finally:
         await sqlite.aclose()
         await postgres.aclose()

@@ -66,6 +66,8 @@ def test_an_engine_lacking_a_part_is_refused_with_one_line() -> None:
         "log",
         "directory",
         "api",
+        "suppression",
+        "events",
         "limits",
         "admin",
     ]
@@ -73,8 +75,9 @@ def test_an_engine_lacking_a_part_is_refused_with_one_line() -> None:
     with pytest.raises(StoreError) as refused:
         require_parts(QueueOnly(), "newdb")
     assert str(refused.value) == (
-        "the newdb storage engine does not implement the queue, log, directory, api, limits,"
-        " admin part(s) of the store yet: a server needs every part"
+        "the newdb storage engine does not implement the queue, log, directory, api,"
+        " suppression, events, limits, admin part(s) of the store yet: a server needs every"
+        " part"
     )
 
 

@@ -28,10 +28,12 @@ from postroom.intake.policy import (
     author_verdict,
     recipient_verdict,
     sender_verdict,
+    suppressed_reply,
 )
 from postroom.mail.address import Address
 from postroom.mail.authors import Authors, read_authors
 from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
+from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
@@ -41,12 +43,15 @@ from postroom.mailbox.base import Quota
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import DirectoryStore, NewMessage, QueueStore
+from postroom.store.base import SuppressionStore
+from postroom.store.models import MessageMeta
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 
 
-class IntakeStore(QueueStore, DirectoryStore, Protocol):
-    """What intake uses: the queue to commit to, the directory for RCPT's lookups."""
+class IntakeStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
+    """What intake uses: the queue to commit to, the directory for RCPT's lookups, the
+    suppression list for submitted mail."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +119,14 @@ class Intake:
         dsn: DsnRequest | None = None,
         body_type: str = "7BIT",
         smtputf8: bool = False,
+        tags: Sequence[str] = (),
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> Queued | Reply:
         """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
         the same policy, clean-up and commit as SMTP; or the reply that refused it.
         ``data``: the message, in memory or spooled (copied chunk by chunk; the caller
-        closes it)."""
+        closes it). ``tags`` and ``metadata`` are kept with it and come back in its
+        events."""
         size = len(data) if isinstance(data, bytes) else data.size
         submission = await self.begin(
             source,
@@ -131,6 +139,7 @@ class Intake:
         )
         if isinstance(submission, Reply):
             return submission
+        submission.tags, submission.metadata = tuple(tags), tuple(metadata)
         for recipient in recipients:
             reply = await submission.add_recipient(recipient)
             if not reply.is_positive:
@@ -213,6 +222,8 @@ class Submission:
     lines: LineFixer
     recipients: list[Recipient] = field(default_factory=list)
     message_id: str | None = None  # known once committed
+    tags: tuple[str, ...] = ()  # given at send time, kept with the message for its events
+    metadata: tuple[tuple[str, str], ...] = ()
     _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
     _head: bytes = b""  # the cleaned header block with its empty line, as stored
     _seen: set[str] = field(default_factory=set)
@@ -285,6 +296,10 @@ class Submission:
         if isinstance(authenticated, Reply):
             return authenticated
         header += authenticated + self._added
+        try:
+            rejected, events = await self._suppressed(now)
+        except StoreError:
+            return replies.LOCAL_ERROR  # 451: the client tries again
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -298,6 +313,11 @@ class Submission:
             received_at=now,
             header=header,
             body=self.body,
+            rejected=rejected,
+            events=events,
+            meta=None
+            if self.principal is None
+            else MessageMeta(self.queue_id, self.message_id, None, self.tags, self.metadata),
         )
         try:
             await self.intake.store.enqueue(message)
@@ -316,6 +336,35 @@ class Submission:
                 )
             )
         return replies.queued(self.queue_id)
+
+    async def _suppressed(
+        self, now: float
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[MailEvent, ...]]:
+        """Submitted mail: the recipients on the suppression list for this sender (they
+        are stored rejected, with their reply), and the events committed with the
+        message: ``queued`` for the others, ``rejected`` for them. Mail from outside to
+        our users is neither checked nor reported."""
+        if self.principal is None:
+            return (), ()
+        keys = {str(r.address): r.address.key for r in self.recipients}
+        addresses = list(keys)
+        domain = self.sender.ascii_domain if self.sender is not None else None
+        found = await self.intake.store.suppressed(set(keys.values()), domain)
+        replies = {a: suppressed_reply(a, found[key]) for a, key in keys.items() if key in found}
+        events = tuple(
+            MailEvent(
+                id=new_event_id(),
+                type=EventType.REJECTED if address in replies else EventType.QUEUED,
+                at=now,
+                recipient=address,
+                queue_id=self.queue_id,
+                origin=EventOrigin.INTAKE,
+                reply=replies.get(address, ""),
+                reason="suppressed" if address in replies else "",
+            )
+            for address in addresses
+        )
+        return tuple(replies.items()), events
 
     async def _check_quotas(self) -> Reply | None:
         """552 5.2.2 when the message fits no recipient's mailbox (every recipient is a

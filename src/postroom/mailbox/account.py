@@ -9,8 +9,8 @@ gets one then, as a delivery would make it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import os
 import secrets
 import shutil

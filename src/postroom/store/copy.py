@@ -40,7 +40,7 @@ class Table:
     columns: tuple[str, ...]
     order: str  # the source's order: rows referenced come first
     booleans: frozenset[str] = frozenset()  # SQLite 0/1 to PostgreSQL boolean
-    identity: bool = False  # an identity "id" whose sequence must follow the copied ids
+    identity: bool = False  # the first column is an identity whose sequence must follow
 
 
 def _table(
@@ -96,6 +96,19 @@ TABLES: tuple[Table, ...] = (
         "any_sender",
     ),
     _table("idempotency", "key_name key request_hash status body created_at", "key_name, key"),
+    _table(
+        "events",
+        "seq id type at queue_id recipient mailer reply reason origin details fanned",
+        "seq",
+        identity=True,
+    ),
+    _table(
+        "webhook_deliveries",
+        "webhook seq queue_id state attempts created_at next_at claimed_until last_at"
+        " last_status last_error",
+        "seq, webhook",
+    ),
+    _table("suppressions", "address scope reason source created_at detail", "address, scope"),
 )
 
 
@@ -191,9 +204,10 @@ def _copy_table(
         progress(table.name, done, total)
     if table.identity:
         # COPY writes identity columns as given; the next id must come after them.
+        column = table.columns[0]
         dst.execute(
-            f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'),"
-            f" coalesce(max(id), 0) + 1, false) FROM {table.name}"
+            f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column}'),"
+            f" coalesce(max({column}), 0) + 1, false) FROM {table.name}"
         )
 
 

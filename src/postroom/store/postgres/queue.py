@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from postroom.errors import StoreUnavailable
+from postroom.store import outbox
 from postroom.store.models import DEFAULT_INLINE_BODY_MAX, NewMessage, RecipientState, StoredMessage
 from postroom.store.postgres.connection import Conn
 from postroom.store.rows import (
     MESSAGE_FIELDS,
     STORED_COLUMNS,
     message_row,
+    meta_row,
     recipient_rows,
     recipient_state,
     stored_message,
@@ -46,7 +48,7 @@ _INSERT_MESSAGE = (
 )
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
-    " next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, 0, %s)"
+    " next_attempt_at, last_reply) VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s)"
 )
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
@@ -77,6 +79,13 @@ def enqueue_job(
         with conn.pipeline(), conn.cursor() as cursor:
             cursor.execute(_INSERT_MESSAGE, row)
             cursor.executemany(_INSERT_RECIPIENT, recipients)
+            if message.meta is not None:
+                cursor.execute(outbox.POSTGRES.sql(outbox.META_INSERT), meta_row(message.meta)[:5])
+            if message.events:
+                cursor.executemany(
+                    outbox.POSTGRES.sql(outbox.EVENT_INSERT),
+                    [outbox.event_params(e) for e in message.events],
+                )
             cursor.execute(NOTIFY_QUEUE)
             if body.in_memory and not large:
                 cursor.execute(

@@ -28,6 +28,10 @@ UPGRADES: dict[int, str] = {
     # ---- version 3: the dashboard's admins; schema.sql's block of version 3 makes the tables
     2: "SELECT 1",
     # ---- end of version 3
+    # >>> events (version 4): new tables only (events, webhook_deliveries, suppressions),
+    # which schema.sql creates.
+    3: "SELECT 1",
+    # <<< events
 }
 # ---- schema version 4: a body above inline_body_max is a large object (schema.sql
 # makes the trigger that unlinks it with its row) ----

@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 import psycopg
 
 from postroom.errors import StoreUnavailable
+from postroom.store import outbox
 from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
+from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
@@ -59,7 +61,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn], LimitOps, AdminOps):
+class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
@@ -68,6 +70,7 @@ class PostgresStore(DeliveryOps[Conn], LimitOps, AdminOps):
     """
 
     _delivery = delivery
+    _dialect = outbox.POSTGRES
     _admin_sql = POSTGRES
 
     def __init__(

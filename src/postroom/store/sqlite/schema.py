@@ -17,7 +17,7 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -52,6 +52,10 @@ UPGRADES: dict[int, str] = {
     # New tables only (admins, admin_actions): schema.sql creates them.
     3: "",
     # -- end dashboard (admins) --------------------------------------------------------
+    # >>> events (version 5): new tables only (events, webhook_deliveries, suppressions),
+    # which schema.sql creates.
+    4: "",
+    # <<< events
 }
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
+from postroom.store import outbox
 from postroom.store.admins import SQLITE, AdminOps
 from postroom.store.deliveryops import DeliveryOps
+from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
@@ -62,7 +64,7 @@ R = TypeVar("R")
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps, AdminOps):
+class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
@@ -72,6 +74,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], LimitOps, AdminOps):
     """
 
     _delivery = delivery
+    _dialect = outbox.SQLITE
     _admin_sql = SQLITE
 
     def __init__(
