@@ -10,7 +10,6 @@ import pytest
 
 from postroom.mail.tracking import Tracking, is_machine, parse_track, track_html, track_message
 
-
 GOOGLE_PROXY = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 )
