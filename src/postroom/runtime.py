@@ -34,6 +34,7 @@ from postroom.errors import PostroomError
 from postroom.events import Bus, MessageQueued
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
+from postroom.feedback import EngagementDesk, ReturnDesk, links_for
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks, user_principal
 from postroom.mailauth.inbound import InboundChecker
@@ -154,8 +155,15 @@ class Server:
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
+        self._links = links = links_for(settings)
         intake = Intake.from_settings(
-            settings, store, self.clock, bus=bus, inbound=self._inbound, rng=self.rng
+            settings,
+            store,
+            self.clock,
+            bus=bus,
+            inbound=self._inbound,
+            rng=self.rng,
+            returns=ReturnDesk(links, store, self.clock, settings.bounces),
         )
         self.intake = intake
         if self.accept_only:
@@ -284,6 +292,7 @@ class Server:
             },
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
+            engagement=EngagementDesk(self._links, store, self.clock, settings.tracking),
         )
         api = ApiServer(
             create_app(deps),
@@ -331,6 +340,7 @@ class Server:
             bus=bus,
             rng=self.rng,
             readiness=self.readiness,
+            return_path=self._links.return_path,
         )
         self.retention = Retention(store, settings.retention, self.clock)
 

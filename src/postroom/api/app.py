@@ -22,6 +22,7 @@ from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
 from postroom.api.routing import Endpoint, routes_by_path
+from postroom.api.tracking import TrackingApi
 from postroom.errors import StoreError
 
 __all__ = ["create_app"]
@@ -58,6 +59,14 @@ def create_app(deps: ApiDeps) -> Starlette:
         ("POST", "/hooks/{mailer}", hooks.receive),
         ("GET", "/readyz", readiness(deps.readiness, delivery_paused=deps.delivery_paused)),
     ]
+    if deps.engagement is not None:
+        tracking = TrackingApi(deps.engagement)
+        table += [
+            ("GET", "/t/o/{token}", tracking.open),
+            ("GET", "/t/c/{token}", tracking.click),
+            ("GET", "/t/u/{token}", tracking.unsubscribe_page),
+            ("POST", "/t/u/{token}", tracking.unsubscribe),
+        ]
     return Starlette(
         routes=routes_by_path(table),
         exception_handlers={

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from postroom.clock import Clock
 from postroom.config.settings import ApiSettings
 from postroom.delivery.webhooks.handle import HookedMailer
+from postroom.feedback import EngagementDesk
 from postroom.intake import Intake
 from postroom.readiness import Readiness
 from postroom.store import Store
@@ -36,3 +37,4 @@ class ApiDeps:
     hooked: Mapping[str, HookedMailer] = field(default_factory=dict)
     readiness: Readiness | None = None  # what /readyz reports; None: always ready
     delivery_paused: bool = False  # delivery.paused: /readyz says so
+    engagement: EngagementDesk | None = None  # /t/...: opens, clicks, unsubscribes

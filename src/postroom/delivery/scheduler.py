@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -119,8 +119,11 @@ class Scheduler:
         bus: Bus,
         rng: random.Random | None = None,
         readiness: Readiness | None = None,
+        return_path: Callable[[str, str], str] | None = None,
     ) -> None:
         self._store = store
+        # (sender, queue id) -> the envelope sender sent: VERP's (``[bounces] verp``).
+        self._return_path = return_path or (lambda sender, queue_id: sender)
         self._router = router
         self._routes = routes
         self._intake = intake
@@ -288,7 +291,7 @@ class Scheduler:
         data = await self._store.read_body(stored.id)
         if data is None:  # deleted meanwhile
             return
-        message = _outbound(stored, data)
+        message = _outbound(stored, data, self._return_path(stored.sender, stored.id))
         started = self._clock.time()
         by_route: dict[Route, list[RecipientState]] = defaultdict(list)
         view = MessageView(message, claim.recipients[0].address)
@@ -445,10 +448,10 @@ def _dsn_recipient(
     )
 
 
-def _outbound(stored: StoredMessage, data: bytes) -> OutboundMessage:
+def _outbound(stored: StoredMessage, data: bytes, sender: str) -> OutboundMessage:
     return OutboundMessage(
         id=stored.id,
-        sender=stored.sender,
+        sender=sender,
         data=data,
         smtputf8=stored.smtputf8,
         body_type=stored.body_type,

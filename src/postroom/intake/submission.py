@@ -20,8 +20,11 @@ from postroom.clock import Clock
 from postroom.config.settings import Settings
 from postroom.errors import StoreFull, StoreUnavailable
 from postroom.events import Bus, MessageQueued
+from postroom.feedback import ReturnDesk
+from postroom.feedback.links import links_for
 from postroom.ids import new_queue_id
 from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
+from postroom.intake.marks import Marks, marks_for
 from postroom.intake.policy import (
     Principal,
     author_domains,
@@ -69,6 +72,8 @@ class Intake:
     inbound: InboundChecker | None = None  # SPF/DKIM/DMARC on mail from outside (mx)
     # Messages held whole in memory at once for DKIM signing; the rest wait their turn.
     whole_bodies: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    returns: ReturnDesk | None = None  # consumes mail to our bounce addresses
+    marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
 
     @classmethod
     def from_settings(
@@ -80,6 +85,7 @@ class Intake:
         bus: Bus | None = None,
         inbound: InboundChecker | None = None,
         rng: random.Random | None = None,
+        returns: ReturnDesk | None = None,
     ) -> Intake:
         """The intake of the server and of local submission alike: same limits, same
         DKIM keys, so mail is signed whichever way it came in."""
@@ -94,6 +100,8 @@ class Intake:
             rng=rng or random.Random(),
             signer=DkimSigner(KeyRing(settings.data_dir)),
             inbound=inbound,
+            returns=returns,
+            marks=marks_for(settings, links_for(settings)),
         )
 
     async def submit(
@@ -198,9 +206,23 @@ class Submission:
     _spool_error: OSError | None = None
     _authors: Authors = field(default_factory=Authors)
     _local: frozenset[str] = frozenset()  # the local domains among the authors'
+    _requests: tuple[tuple[str, str], ...] = ()  # X-Postroom-* fields the clean-up took
+    returned: bool = False  # the recipients are bounce addresses: the message is consumed
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
         address = recipient.address
+        returns = self.intake.returns
+        # Returned mail is consumed whole, never queued: a transaction is all bounce
+        # addresses or none (452 asks the client to send the others apart, RFC 5321
+        # 4.5.3.1.10).
+        if returns is not None and returns.claims(address):
+            if self.recipients and not self.returned:
+                return replies.TOO_MANY_RECIPIENTS
+            self.returned = True
+            self.recipients.append(recipient)
+            return replies.RECIPIENT_OK
+        if self.returned:
+            return replies.TOO_MANY_RECIPIENTS
         store = self.intake.store
         local, exists = await store.recipient(address.ascii_domain, address.key)
         refusal = recipient_verdict(
@@ -240,6 +262,11 @@ class Submission:
             refusal = await self._check_authors()
         if refusal is not None:
             return refusal
+        if self.returned and self.intake.returns is not None:
+            addresses = [r.address for r in self.recipients]
+            return await self.intake.returns.consume(addresses, self.body.getvalue())
+        if (marked := await self._mark()) is not None:
+            return marked
         single = str(self.recipients[0].address) if len(self.recipients) == 1 else None
         header = received_header(
             source=self.source,
@@ -356,7 +383,32 @@ class Submission:
                 return replies.STORAGE_FULL
         self._head = start[: cleaned.consumed] if cleaned.head is None else cleaned.head
         self._added = cleaned.added
+        self._requests = cleaned.requests
         self.message_id = cleaned.message_id
+        return None
+
+    async def _mark(self) -> Reply | None:
+        """Tracking and List-Unsubscribe, when the message or the settings ask, before
+        DKIM signs (a refusal for a request field we do not understand)."""
+        marks = self.intake.marks
+        if marks is None or self.principal is None:
+            return None
+        asked = marks.asked(self._requests)
+        if isinstance(asked, Reply):
+            return asked
+        recipients = [str(r.address) for r in self.recipients]
+        sender_domain = self.sender.ascii_domain if self.sender is not None else ""
+        self._added += marks.unsubscribe_fields(asked, self.queue_id, recipients, sender_domain)
+        if not asked.tracking:
+            return None
+        async with self.intake.whole_bodies:
+            data = self.body.getvalue()
+            tracked = await asyncio.to_thread(marks.track, asked, self.queue_id, recipients, data)
+        if tracked is not None:
+            try:
+                self._replace_head(self.body.size, tracked)
+            except OSError:
+                return replies.STORAGE_FULL
         return None
 
     def _replace_head(self, old_length: int, head: bytes) -> None:

@@ -135,13 +135,15 @@ _APPLE_PROXY = re.compile(r"^Mozilla/5\.0 \([^)]*\) AppleWebKit/[\d.]+ \(KHTML, 
 MACHINE_WINDOW = 10.0  # seconds after delivery within which a fetch is a scanner's
 
 
-def is_machine(user_agent: str, *, since_delivery: float | None) -> str | None:
+def is_machine(
+    user_agent: str, *, since_delivery: float | None, window: float = MACHINE_WINDOW
+) -> str | None:
     """Why a fetch was a machine's (``"user-agent"``, ``"timing"``), or None. A fetch
-    within ``MACHINE_WINDOW`` seconds of delivery is a gateway scanning the message on
-    arrival: no person opens mail that fast."""
+    within ``window`` seconds of delivery is a gateway scanning the message on arrival:
+    no person opens mail that fast."""
     agent = user_agent.strip()
     if not agent or _MACHINE_AGENTS.search(agent) or _APPLE_PROXY.match(agent):
         return "user-agent"
-    if since_delivery is not None and 0 <= since_delivery < MACHINE_WINDOW:
+    if since_delivery is not None and 0 <= since_delivery < window:
         return "timing"
     return None

@@ -1,0 +1,128 @@
+"""The alert task: delivery attempts in (a bus subscriber that only queues), alerts out
+through each ``[[alerts]]`` destination, each with its own ``Watch`` and ``Limiter``.
+
+The subscriber never blocks the scheduler: attempts go into a bounded queue, and when it
+is full (the task cannot keep up, an outage) the newest are dropped and counted, which
+loses only alerts that the limiter would have held back anyway. The task runs under the
+supervisor: a destination that fails (a webhook down, intake refusing the email) is
+logged and the alert is lost, never the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from postroom.alerts.formats import alert_email, alert_json
+from postroom.alerts.watch import Alert, Limiter, Watch
+from postroom.clock import Clock
+from postroom.config.feedback import AlertFormat, AlertSettings
+from postroom.events.catalog import DeliveryAttempt, Event
+
+__all__ = ["Alerts", "SendEmail"]
+
+_log = logging.getLogger("postroom.alerts")
+
+# (sender, recipients, message bytes) -> None; raises when it could not be queued.
+SendEmail = Callable[[str, Sequence[str], bytes], Awaitable[None]]
+_QUEUE = 1000
+
+
+@dataclass(slots=True)
+class _Destination:
+    settings: AlertSettings
+    watch: Watch
+    limiter: Limiter
+
+
+class Alerts:
+    def __init__(
+        self,
+        settings: Sequence[AlertSettings],
+        *,
+        clock: Clock,
+        hostname: str,
+        send_email: SendEmail,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._destinations = [_Destination(s, Watch(s), Limiter(s)) for s in settings]
+        self._clock = clock
+        self._hostname = hostname
+        self._send_email = send_email
+        self._http = http
+        self._queue: asyncio.Queue[DeliveryAttempt] = asyncio.Queue(_QUEUE)
+        self.dropped = 0
+        self.sent = 0
+
+    def on_event(self, event: Event) -> None:
+        """The bus subscriber: queue the attempt, never wait."""
+        if not self._destinations or not isinstance(event, DeliveryAttempt):
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        given = contextlib.nullcontext(self._http) if self._http is not None else None
+        async with given or httpx.AsyncClient(timeout=10.0) as http:
+            while True:
+                attempt = await self._queue.get()
+                for destination, alert in self._judge(attempt):
+                    await self._send(http, destination, alert)
+
+    def _judge(self, attempt: DeliveryAttempt) -> list[tuple[AlertSettings, Alert]]:
+        at = self._clock.time()
+        out: list[tuple[AlertSettings, Alert]] = []
+        for destination in self._destinations:
+            raised = destination.watch.attempt(
+                at=at,
+                queue_id=attempt.queue_id,
+                recipient=attempt.recipient,
+                mailer=attempt.mailer,
+                disposition=attempt.disposition,
+                status=attempt.status,
+                reply=attempt.reply,
+            )
+            for alert in raised:
+                admitted = destination.limiter.admit(alert)
+                if admitted is not None:
+                    out.append((destination.settings, admitted))
+        return out
+
+    async def _send(self, http: httpx.AsyncClient, settings: AlertSettings, alert: Alert) -> None:
+        try:
+            if settings.format is AlertFormat.EMAIL:
+                sender = settings.sender or f"postmaster@{self._hostname}"
+                data = alert_email(alert, sender=sender, to=settings.to, hostname=self._hostname)
+                await self._send_email(sender, settings.to, data)
+            else:
+                await self._post(http, settings, alert)
+        except (httpx.HTTPError, AlertFailed, OSError) as exc:
+            _log.warning("alert %s (%s) not sent: %s", settings.name, alert.title, exc)
+            return
+        self.sent += 1
+        _log.info("alert %s sent: %s", settings.name, alert.title)
+
+    async def _post(self, http: httpx.AsyncClient, settings: AlertSettings, alert: Alert) -> None:
+        url = settings.url or os.environ.get(settings.url_env or "", "")
+        if not url:
+            raise AlertFailed("no url (url, or url_env naming a set variable)")
+        headers = {}
+        if settings.secret is not None:
+            headers["Authorization"] = f"Bearer {settings.secret.get_secret_value()}"
+        answer = await http.post(
+            url, json=alert_json(alert, settings.format, self._hostname), headers=headers
+        )
+        if not answer.is_success:
+            raise AlertFailed(f"{url} answered {answer.status_code}")
+
+
+class AlertFailed(Exception):
+    """A destination refused or could not take an alert."""
