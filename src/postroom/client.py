@@ -171,7 +171,7 @@ class SendResult:
 @dataclass(frozen=True, slots=True)
 class RecipientStatus:
     address: str
-    status: str  # queued | deferred | delivered | bounced | expired
+    status: str  # queued | deferred | delivered | bounced | expired | rejected
     attempts: int
     next_attempt_at: datetime | None
     last_reply: str | None

@@ -61,12 +61,14 @@ def test_an_engine_lacking_a_part_is_refused_with_one_line() -> None:
         async def instance_id(self) -> str:
             return ""
 
-    assert base.missing_parts(QueueOnly()) == ["queue", "log", "directory", "api"]
+    lacking = ["queue", "log", "directory", "api", "suppression", "events"]
+    assert base.missing_parts(QueueOnly()) == lacking
     assert base.missing_parts(PostgresStore("postgresql:///unused")) == []
     with pytest.raises(StoreError) as refused:
         require_parts(QueueOnly(), "newdb")
     assert str(refused.value) == (
-        "the newdb storage engine does not implement the queue, log, directory, api part(s)"
+        "the newdb storage engine does not implement the queue, log, directory, api,"
+        " suppression, events part(s)"
         " of the store yet: a server needs every part"
     )
 

@@ -122,28 +122,31 @@ async def test_a_newer_schema_is_refused_in_one_line(
 async def test_an_older_schema_is_upgraded_step_by_step(
     postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later release's upgrade: version 1 to 2 adds a column, under the same lock, when
-    the node is told to migrate (``serve --migrate``)."""
+    """A later release's upgrade: version n to n + 1 adds a column, under the same lock,
+    when the node is told to migrate (``serve --migrate``)."""
     url = postgres_cluster.url(migrated_database)
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(schema, "UPGRADES", {1: "ALTER TABLE messages ADD COLUMN note text"})
+    now = schema.SCHEMA_VERSION
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", now + 1)
+    upgrades = {**schema.UPGRADES, now: "ALTER TABLE messages ADD COLUMN note text"}
+    monkeypatch.setattr(schema, "UPGRADES", upgrades)
     store = await open_store(url, migrate=True)
     await store.aclose()
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(now + 1,)]
         conn.execute("SELECT note FROM messages")  # the upgrade ran
 
 
 async def test_a_schema_older_than_any_upgrade_is_refused_in_one_line(
     postgres_cluster: PostgresCluster, migrated_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(schema, "UPGRADES", {2: "SELECT 1"})
+    now = schema.SCHEMA_VERSION
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", now + 2)
+    monkeypatch.setattr(schema, "UPGRADES", {now + 1: "SELECT 1"})
     with pytest.raises(StoreError) as refused:
         await open_store(postgres_cluster.url(migrated_database))
     assert str(refused.value) == (
-        "database schema version 1 is older than 2, the oldest this postroom upgrades:"
-        " upgrade through an older release first"
+        f"database schema version {now} is older than {now + 1}, the oldest this postroom"
+        " upgrades: upgrade through an older release first"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from postroom.errors import StoreError
+from postroom.mail.events import MailEvent
 from postroom.store.models import Attempt, Claim, RecipientUpdate
 from postroom.store.sqlite import SqliteStore
 
@@ -27,9 +28,13 @@ class FaultyStore(SqliteStore):
         return await super().claim_due(now, limit=limit, lease=lease)
 
     async def record_outcomes(
-        self, message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent] = (),
     ) -> None:
         if self.record_fault is not None:
             self.refused_records += 1
             raise self.record_fault
-        await super().record_outcomes(message_id, updates, attempts)
+        await super().record_outcomes(message_id, updates, attempts, events)

@@ -98,7 +98,7 @@ def _send() -> dict[str, Any]:
 
 
 def _list() -> dict[str, Any]:
-    statuses = ["queued", "deferred", "delivered", "bounced", "expired", "held"]
+    statuses = ["queued", "deferred", "delivered", "bounced", "expired", "rejected", "held"]
     return {
         "summary": "The email log, newest first",
         "security": _SECURED,

@@ -182,7 +182,7 @@ class SourceOut(_Out):
     principal: str | None
 
 
-RecipientStatusName = Literal["queued", "deferred", "delivered", "bounced", "expired"]
+RecipientStatusName = Literal["queued", "deferred", "delivered", "bounced", "expired", "rejected"]
 
 
 class RecipientOut(_Out):

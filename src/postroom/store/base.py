@@ -11,6 +11,8 @@ Each part has its own contract suite in ``tests/store/`` that every engine passe
 - ``LogStore``: ``test_log.py``, ``test_provider_events.py``, ``test_mailer_health.py``
 - ``DirectoryStore``: ``test_directory.py``
 - ``ApiStore``: ``test_api_rows.py``
+- ``SuppressionStore``: ``test_suppressions.py``
+- ``EventStore``: ``test_outbox.py``
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from postroom.mail.events import MailEvent
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
@@ -31,18 +34,25 @@ from postroom.store.models import (
     QueueSummary,
     RecipientUpdate,
     StoredMessage,
+    Suppression,
     UserRecord,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookState,
 )
 
 __all__ = [
     "PARTS",
     "ApiStore",
     "DirectoryStore",
+    "EventRoute",
+    "EventStore",
     "LogStore",
     "QueueStore",
     "QueueWatch",
     "Store",
     "StoreLifecycle",
+    "SuppressionStore",
     "missing_parts",
 ]
 
@@ -99,11 +109,13 @@ class QueueStore(Protocol):
         message_id: str,
         updates: Sequence[RecipientUpdate],
         attempts: Sequence[Attempt],
+        events: Sequence[MailEvent] = (),
     ) -> None:
         """In ONE durable transaction: the recipients' new states (their leases end,
-        ``attempts`` counts go up by one for those with any attempt rows) and the attempt
-        rows. Recipients already final are not changed (a late outcome after another
-        claimer settled them), but their attempt rows are still added. ``delay_warned``
+        ``attempts`` counts go up by one for those with any attempt rows), the attempt
+        rows and the events they caused (the outbox: a crash loses none of them).
+        Recipients already final are not changed (a late outcome after another claimer
+        settled them), but their attempt rows are still added. ``delay_warned``
         only ever goes from False to True. A message deleted meanwhile: nothing is
         recorded. ValueError for an attempt of another message, or a pending status
         without ``next_attempt_at``."""
@@ -168,7 +180,9 @@ class LogStore(Protocol):
         """Durably keep what a provider's callback said. It belongs to the message whose
         attempt through ``event.mailer`` got ``event.provider_id`` (also matching that id
         in angle brackets), preferring the attempt of ``event.recipient``. Returns that
-        message's id; None when no attempt matched (the event is kept all the same)."""
+        message's id; None when no attempt matched (the event is kept all the same).
+        A status in the event catalogue (all but ``other``) is written to the outbox in
+        the same transaction, as a ``MailEvent`` of origin ``provider``."""
 
     async def provider_events(self, message_id: str) -> list[ProviderEventRecord]:
         """A message's provider callbacks in the order the provider dated them."""
@@ -247,6 +261,92 @@ class ApiStore(Protocol):
         """The answer recorded for (``key_name``, ``key``) at or after ``since``."""
 
 
+class SuppressionStore(Protocol):
+    """The suppression list: addresses postroom does not send to, globally or for the
+    senders of one domain. Addresses and scopes are compared without case."""
+
+    async def add_suppression(self, entry: Suppression) -> bool:
+        """List ``entry``; True when (address, scope) was not listed. Listed already: the
+        reason, source and detail are replaced (the newest cause is the one shown), the
+        time it was first listed stays."""
+
+    async def remove_suppression(self, address: str, scope: str) -> bool:
+        """False when (address, scope) was not listed."""
+
+    async def suppressions(
+        self,
+        *,
+        scope: str | None = None,
+        address: str | None = None,
+        limit: int = 100,
+        after: tuple[str, str] | None = None,
+    ) -> list[Suppression]:
+        """Listed entries by (address, scope), ``limit`` at most, after ``after`` (the
+        last (address, scope) of the previous page); only one ``scope`` ("" for global)
+        and only one ``address`` when given."""
+
+    async def suppressed(
+        self, addresses: Collection[str], sender_domain: str | None
+    ) -> dict[str, Suppression]:
+        """Which of ``addresses`` may not be sent to by a sender of ``sender_domain``
+        (None: the null sender or no domain, only global entries count): the entry that
+        stops each, by the address as given; a global entry before a domain's."""
+
+
+# Which configured webhooks want an event (their names); the dispatcher's filter.
+EventRoute = Callable[[MailEvent], Sequence[str]]
+
+
+class EventStore(Protocol):
+    """The event outbox and its way out to the configured webhooks.
+
+    Events are written in the transaction of what caused them (``enqueue``,
+    ``record_outcomes``, ``record_provider_event``, or ``record_events`` for the rest),
+    so what is committed is sent at least once. ``fan_out`` gives each new event a
+    delivery row per webhook that wants it; ``claim_webhook_deliveries`` leases due rows
+    (one message's events to one webhook in order); ``record_webhook_attempt`` settles
+    or reschedules one."""
+
+    async def record_events(self, events: Sequence[MailEvent]) -> None:
+        """Durably add events that come from nothing else the store records (returned
+        bounces, tracking, unsubscribes). An event id already stored is ignored."""
+
+    async def events(self, queue_id: str) -> list[MailEvent]:
+        """A message's events in the order they were recorded, its tags and metadata
+        filled in."""
+
+    async def fan_out(self, route: EventRoute, *, limit: int, now: float) -> int:
+        """Take up to ``limit`` events not yet fanned out (oldest first), give each a
+        pending delivery row, due at ``now``, for every name ``route`` returns, and mark it
+        fanned out, in one transaction; how many events were taken. Two nodes may run
+        it at once: each event is taken once."""
+
+    async def claim_webhook_deliveries(
+        self, now: float, *, limit: int, lease: float
+    ) -> list[WebhookDelivery]:
+        """Lease up to ``limit`` pending deliveries due at ``now`` and not leased, oldest
+        event first, skipping any that has an earlier pending delivery of the same
+        message to the same webhook (ordering per message). A lease ends at
+        ``now + lease``; an unsettled one (the process died) is due again then."""
+
+    async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        """Settle or reschedule the delivery and end its lease: delivered when ``ok``,
+        pending again until ``next_attempt_at`` when that is given, failed when not."""
+
+    async def webhook_deliveries(
+        self,
+        *,
+        webhook: str | None = None,
+        state: WebhookState | None = None,
+        limit: int = 100,
+    ) -> list[WebhookDelivery]:
+        """Delivery history, newest event first: one webhook's or all, one state or all."""
+
+    async def webhook_backlog(self) -> dict[str, int]:
+        """Pending deliveries per webhook; the key ``""`` counts events not yet fanned
+        out."""
+
+
 @runtime_checkable
 class QueueWatch(Protocol):
     """An engine shared by several nodes tells each when another committed mail."""
@@ -256,7 +356,16 @@ class QueueWatch(Protocol):
         due, until cancelled; raises StoreError when it loses the database."""
 
 
-class Store(StoreLifecycle, QueueStore, LogStore, DirectoryStore, ApiStore, Protocol):
+class Store(
+    StoreLifecycle,
+    QueueStore,
+    LogStore,
+    DirectoryStore,
+    ApiStore,
+    SuppressionStore,
+    EventStore,
+    Protocol,
+):
     """Every part: what an engine that implements them all (``open_store``) gives."""
 
 
@@ -266,6 +375,8 @@ PARTS: dict[str, type] = {
     "log": LogStore,
     "directory": DirectoryStore,
     "api": ApiStore,
+    "suppression": SuppressionStore,
+    "events": EventStore,
 }
 
 

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from postroom.mail.events import MailEvent
 from postroom.store.models import Attempt, Claim, RecipientUpdate
 from postroom.store.rows import check_lease, check_outcomes
 
@@ -34,7 +35,11 @@ class DeliveryJobs(Protocol[C_contra]):
     def next_due(self, conn: C_contra) -> float | None: ...
 
     def record_job(
-        self, message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent],
     ) -> Callable[[C_contra], Any]: ...
 
     def release_job(
@@ -86,10 +91,11 @@ class DeliveryOps(Generic[C]):
         message_id: str,
         updates: Sequence[RecipientUpdate],
         attempts: Sequence[Attempt],
+        events: Sequence[MailEvent] = (),
     ) -> None:
         check_outcomes(message_id, updates, attempts)
-        if updates or attempts:
-            await self._write(self._delivery.record_job(message_id, updates, attempts))
+        if updates or attempts or events:
+            await self._write(self._delivery.record_job(message_id, updates, attempts, events))
 
     async def release(self, message_id: str, addresses: Sequence[str]) -> None:
         if addresses:

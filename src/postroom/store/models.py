@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from postroom.mail.envelope import Envelope, Source
+from postroom.mail.events import MailEvent
 from postroom.mail.spool import SpooledBody
 
 __all__ = [
+    "GLOBAL_SCOPE",
     "ApiKeyRecord",
     "Attempt",
     "Claim",
@@ -23,7 +25,12 @@ __all__ = [
     "RecipientStatus",
     "RecipientUpdate",
     "StoredMessage",
+    "Suppression",
+    "SuppressionReason",
     "UserRecord",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookState",
 ]
 
 
@@ -33,10 +40,11 @@ class RecipientStatus(StrEnum):
     DELIVERED = "delivered"
     BOUNCED = "bounced"  # a permanent failure (5xx); a DSN went to the sender
     EXPIRED = "expired"  # deferred past the queue lifetime, then bounced
+    REJECTED = "rejected"  # refused at queueing (suppressed): never attempted, no DSN
 
     @property
     def is_final(self) -> bool:
-        return self in (RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.EXPIRED)
+        return self not in (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,11 @@ class NewMessage:
     received_at: float
     header: bytes  # prepended trace headers (Received:), CRLF-terminated
     body: SpooledBody
+    # Recipients refused at queueing (the suppression list): address -> the reply kept
+    # as their last_reply; they are stored REJECTED, never claimed.
+    rejected: tuple[tuple[str, str], ...] = ()
+    # Events committed with the message (queued, rejected): the outbox, see EventStore.
+    events: tuple[MailEvent, ...] = ()
 
     @property
     def size(self) -> int:
@@ -231,3 +244,61 @@ class ProviderEventRecord:
     detail: str
     received_at: float
     message_id: str | None = None  # the message it belongs to; None when none matched
+
+
+class SuppressionReason(StrEnum):
+    HARD_BOUNCE = "hard_bounce"  # a permanent failure: our delivery, a DSN, a provider
+    COMPLAINT = "complaint"  # marked as spam (a provider's feedback loop)
+    UNSUBSCRIBE = "unsubscribe"  # List-Unsubscribe, or a provider's unsubscribe event
+    MANUAL = "manual"  # added by an operator or an application
+
+
+GLOBAL_SCOPE = ""
+"""A suppression's scope: every sender (``""``), or one sender domain (its A-label)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """An address postroom does not send to: from any sender (``scope`` ``""``), or
+    from senders of the domain ``scope``. ``address`` and ``scope`` are lower case."""
+
+    address: str
+    scope: str
+    reason: SuppressionReason
+    source: str  # what added it: "delivery QUEUEID", "provider NAME", "api key NAME", "cli"
+    created_at: float
+    detail: str = ""  # the reply or the provider's words that caused it
+
+
+class WebhookState(StrEnum):
+    PENDING = "pending"  # not yet taken by the receiver; tried again at next_attempt_at
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # given up (the retry period ended)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event on its way to one configured webhook (``[[webhooks]]`` name)."""
+
+    webhook: str
+    event: MailEvent
+    state: WebhookState
+    attempts: int
+    next_attempt_at: float | None  # None once delivered or failed
+    last_attempt_at: float | None = None
+    last_status: int | None = None  # the receiver's HTTP status; None: no answer
+    last_error: str = ""  # why the last attempt failed ("" when it did not)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """What one POST of ``event_id`` to ``webhook`` came to. ``next_attempt_at``: when to
+    try again (None: delivered when ``ok``, else given up)."""
+
+    webhook: str
+    event_id: str
+    at: float
+    ok: bool
+    status: int | None
+    error: str
+    next_attempt_at: float | None

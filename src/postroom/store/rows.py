@@ -89,13 +89,19 @@ def message_row(message: NewMessage) -> tuple[Any, ...]:
 
 
 def recipient_rows(message: NewMessage) -> list[tuple[Any, ...]]:
-    """The recipients rows of a new message: queued, due at once (any engine)."""
-    queued = RecipientStatus.QUEUED.value
+    """The recipients rows of a new message: queued, due at once, or rejected at
+    queueing with their reply and never due (any engine); the columns are (message_id,
+    position, address, notify, orcpt, status, next_attempt_at, last_reply)."""
+    queued, rejected = RecipientStatus.QUEUED.value, RecipientStatus.REJECTED.value
+    refused = dict(message.rejected)
     mid, now = message.id, message.received_at
-    return [
-        (mid, position, str(rcpt.address), _notify_text(rcpt.notify), rcpt.orcpt, queued, now)
-        for position, rcpt in enumerate(message.envelope.recipients)
-    ]
+    rows: list[tuple[Any, ...]] = []
+    for position, rcpt in enumerate(message.envelope.recipients):
+        address = str(rcpt.address)
+        reply = refused.get(address)
+        state = (queued, now) if reply is None else (rejected, None)
+        rows.append((mid, position, address, _notify_text(rcpt.notify), rcpt.orcpt, *state, reply))
+    return rows
 
 
 _NOTIFY_ORDER = tuple(Notify)

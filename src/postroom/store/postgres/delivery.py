@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from postroom.mail.events import MailEvent
+from postroom.store import outbox
 from postroom.store.models import Attempt, Claim, QueueSummary, RecipientUpdate
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
@@ -133,7 +135,10 @@ def next_due(conn: Conn) -> float | None:
 
 # -- outcomes and leases ------------------------------------------------------------------
 def record_job(
-    message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+    message_id: str,
+    updates: Sequence[RecipientUpdate],
+    attempts: Sequence[Attempt],
+    events: Sequence[MailEvent],
 ) -> Job:
     recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
 
@@ -145,6 +150,7 @@ def record_job(
         with conn.cursor() as cursor:
             cursor.executemany(_UPDATE_RECIPIENT, recipient_rows)
             cursor.executemany(_INSERT_ATTEMPT, attempt_rows)
+        outbox.insert_events(outbox.POSTGRES, conn, events)
 
     return record
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from postroom.store import outbox
 from postroom.store.models import LogQuery, MailerHealth, ProviderEventRecord, StoredMessage
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
@@ -78,6 +79,9 @@ def record_event_job(event: ProviderEventRecord) -> Callable[[Conn], str | None]
         attempt_id, message_id = row if row is not None else (None, None)
         values = [getattr(event, f) for f in _EVENT_FIELDS[:-1]] + [message_id, attempt_id]
         conn.execute(_INSERT_EVENT, values)
+        mail_event = outbox.provider_event(event, message_id)
+        if mail_event is not None:
+            outbox.insert_events(outbox.POSTGRES, conn, [mail_event])
         return message_id
 
     return record

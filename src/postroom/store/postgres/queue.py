@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from postroom.errors import StoreUnavailable
+from postroom.store import outbox
 from postroom.store.models import NewMessage, RecipientState, StoredMessage
 from postroom.store.postgres.connection import Conn
 from postroom.store.rows import (
@@ -43,7 +44,7 @@ _INSERT_MESSAGE = (
 )
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
-    " next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, 0, %s)"
+    " next_attempt_at, last_reply) VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s)"
 )
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
@@ -63,6 +64,11 @@ def enqueue_job(message: NewMessage) -> Callable[[Conn], None]:
         with conn.pipeline(), conn.cursor() as cursor:
             cursor.execute(_INSERT_MESSAGE, row)
             cursor.executemany(_INSERT_RECIPIENT, recipients)
+            if message.events:
+                cursor.executemany(
+                    outbox.POSTGRES.sql(outbox.EVENT_INSERT),
+                    [outbox.event_params(e) for e in message.events],
+                )
             cursor.execute(NOTIFY_QUEUE)
             if body.in_memory:
                 cursor.execute(

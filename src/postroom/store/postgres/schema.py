@@ -19,9 +19,14 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
-UPGRADES: dict[int, str] = {}
+UPGRADES: dict[int, str] = {
+    # >>> events (version 2): new tables only (events, webhook_deliveries, suppressions),
+    # which schema.sql creates.
+    1: "SELECT 1",
+    # <<< events
+}
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 

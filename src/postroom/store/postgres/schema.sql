@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 1: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 2: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -150,3 +150,51 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (key_name, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+
+-- >>> events (version 2): the event outbox, outgoing webhook deliveries, suppression list.
+-- As on SQLite. Claims lock rows FOR UPDATE SKIP LOCKED, so nodes never take one twice.
+CREATE TABLE IF NOT EXISTS events (
+    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         text NOT NULL UNIQUE,
+    type       text NOT NULL,
+    at         double precision NOT NULL,
+    queue_id   text COLLATE "C",
+    recipient  text NOT NULL,
+    mailer     text,
+    reply      text NOT NULL,
+    reason     text NOT NULL,
+    origin     text NOT NULL,
+    details    text NOT NULL,         -- JSON object of strings
+    fanned     smallint NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_new ON events (seq) WHERE fanned = 0;
+CREATE INDEX IF NOT EXISTS events_message ON events (queue_id, seq);
+
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook       text NOT NULL,
+    seq           bigint NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    queue_id      text COLLATE "C",
+    state         text NOT NULL,
+    attempts      integer NOT NULL,
+    next_at       double precision NOT NULL,
+    claimed_until double precision,
+    last_at       double precision,
+    last_status   integer,
+    last_error    text,
+    PRIMARY KEY (webhook, seq)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_order ON webhook_deliveries (webhook, queue_id, seq)
+    WHERE state = 'pending';
+
+CREATE TABLE IF NOT EXISTS suppressions (
+    address    text NOT NULL COLLATE "C",
+    scope      text NOT NULL COLLATE "C",
+    reason     text NOT NULL,
+    source     text NOT NULL,
+    created_at double precision NOT NULL,
+    detail     text NOT NULL,
+    PRIMARY KEY (address, scope)
+);
+-- <<< events

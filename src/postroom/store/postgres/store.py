@@ -24,7 +24,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from postroom.errors import StoreUnavailable
+from postroom.store import outbox
 from postroom.store.deliveryops import DeliveryOps
+from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
     ApiKeyRecord,
@@ -53,7 +55,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 R = TypeVar("R")
 
 
-class PostgresStore(DeliveryOps[Conn]):
+class PostgresStore(DeliveryOps[Conn], EventOps):
     """The ``Store`` on a PostgreSQL database named by a libpq URL.
 
     ``await start()`` before use (it creates the schema in an empty database, and upgrades
@@ -61,6 +63,7 @@ class PostgresStore(DeliveryOps[Conn]):
     """
 
     _delivery = delivery
+    _dialect = outbox.POSTGRES
 
     def __init__(
         self,

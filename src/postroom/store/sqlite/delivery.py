@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from postroom.mail.events import MailEvent
+from postroom.store import outbox
 from postroom.store.models import Attempt, Claim, RecipientUpdate
 from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
 from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
@@ -126,7 +128,10 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 
 # -- outcomes and leases ------------------------------------------------------------------
 def record_job(
-    message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+    message_id: str,
+    updates: Sequence[RecipientUpdate],
+    attempts: Sequence[Attempt],
+    events: Sequence[MailEvent],
 ) -> Job:
     recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
 
@@ -135,6 +140,7 @@ def record_job(
             return  # deleted while it was being tried: nothing left to record against
         conn.executemany(_UPDATE_RECIPIENT, recipient_rows)
         conn.executemany(_INSERT_ATTEMPT, attempt_rows)
+        outbox.insert_events(outbox.SQLITE, conn, events)
 
     return record
 

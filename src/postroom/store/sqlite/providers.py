@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from postroom.store import outbox
 from postroom.store.models import ProviderEventRecord
 
 __all__ = ["events_of", "record_job"]
@@ -38,6 +39,9 @@ def record_job(event: ProviderEventRecord) -> Callable[[sqlite3.Connection], str
             f" VALUES ({', '.join('?' for _ in values)})",
             values,
         )
+        mail_event = outbox.provider_event(event, message_id)
+        if mail_event is not None:
+            outbox.insert_events(outbox.SQLITE, conn, [mail_event])
         return message_id
 
     return record

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from postroom.errors import StoreUnavailable
+from postroom.store import outbox
 from postroom.store.models import NewMessage, RecipientState, StoredMessage
 from postroom.store.rows import (
     STORED_COLUMNS,
@@ -42,7 +43,7 @@ _INSERT_MESSAGE = (
 # is the accept path, and it writes nothing it does not have to.
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
-    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
+    " next_attempt_at, last_reply) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)"
 )
 _INSERT_BODY = "INSERT INTO message_bodies (id, data) VALUES (?, ?)"
 _INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?))"
@@ -88,6 +89,7 @@ def _insert_message(
 ) -> None:
     conn.execute(_INSERT_MESSAGE, row)
     conn.executemany(_INSERT_RECIPIENT, recipients)
+    outbox.insert_events(outbox.SQLITE, conn, message.events)
     body = message.body
     if body.in_memory:
         # A body under the spool threshold is in memory already: one bind beats a blob.

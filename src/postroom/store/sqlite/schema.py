@@ -17,7 +17,7 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -48,6 +48,10 @@ UPGRADES: dict[int, str] = {
         ALTER TABLE api_keys ADD COLUMN any_sender INTEGER NOT NULL DEFAULT 0;
         UPDATE api_keys SET any_sender = 1 WHERE sender_domains = '';
     """,
+    # >>> events (version 4): new tables only (events, webhook_deliveries, suppressions),
+    # which schema.sql creates.
+    3: "",
+    # <<< events
 }
 
 

@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 3: the whole of the latest schema.
+-- postroom SQLite schema, version 4: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 3 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -160,3 +160,53 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (key_name, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+
+-- >>> events (version 4): the event outbox, outgoing webhook deliveries, suppression list.
+-- Events are written in the transaction of what caused them; fanned = 1 once each
+-- configured webhook that wants one has a delivery row. No foreign key to messages:
+-- a provider's event may name no message we know, and history outlives retention.
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,   -- commit order: one writer at a time
+    id         TEXT NOT NULL UNIQUE,  -- "ev_...": the id receivers see
+    type       TEXT NOT NULL,         -- mail.events.EventType
+    at         REAL NOT NULL,
+    queue_id   TEXT,
+    recipient  TEXT NOT NULL,
+    mailer     TEXT,
+    reply      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    details    TEXT NOT NULL,         -- JSON object of strings
+    fanned     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_new ON events (seq) WHERE fanned = 0;
+CREATE INDEX IF NOT EXISTS events_message ON events (queue_id, seq);
+
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook       TEXT NOT NULL,      -- the [[webhooks]] name
+    seq           INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    queue_id      TEXT,               -- the event's: one message's events go in order
+    state         TEXT NOT NULL,      -- pending | delivered | failed
+    attempts      INTEGER NOT NULL,
+    next_at       REAL NOT NULL,
+    claimed_until REAL,               -- a lease, as recipients have
+    last_at       REAL,
+    last_status   INTEGER,            -- the receiver's HTTP status
+    last_error    TEXT,
+    PRIMARY KEY (webhook, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_order ON webhook_deliveries (webhook, queue_id, seq)
+    WHERE state = 'pending';
+
+CREATE TABLE IF NOT EXISTS suppressions (
+    address    TEXT NOT NULL,         -- lower case
+    scope      TEXT NOT NULL,         -- '' for every sender, else a sender domain (A-label)
+    reason     TEXT NOT NULL,         -- hard_bounce | complaint | unsubscribe | manual
+    source     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    detail     TEXT NOT NULL,
+    PRIMARY KEY (address, scope)
+) WITHOUT ROWID;
+-- <<< events

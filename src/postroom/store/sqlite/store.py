@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
+from postroom.store import outbox
 from postroom.store.deliveryops import DeliveryOps
+from postroom.store.eventops import EventOps
 from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
 from postroom.store.models import (
     ApiKeyRecord,
@@ -58,7 +60,7 @@ R = TypeVar("R")
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
-class SqliteStore(DeliveryOps[sqlite3.Connection]):
+class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps):
     """The ``Store`` on one SQLite file. ``await start()`` before use, ``aclose()`` after.
 
     ``max_bytes`` caps the database size: an enqueue that would grow it further fails
@@ -67,6 +69,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection]):
     """
 
     _delivery = delivery
+    _dialect = outbox.SQLITE
 
     def __init__(
         self,
