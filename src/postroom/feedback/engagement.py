@@ -19,7 +19,7 @@ from postroom.config.feedback import TrackingSettings
 from postroom.feedback.links import Link, LinkKind, Links
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.tracking import is_machine
-from postroom.store import EventStore, LogStore, QueueStore, SuppressionStore
+from postroom.store.base import EventStore, LogStore, QueueStore, SuppressionStore
 from postroom.store.models import Suppression, SuppressionReason
 
 __all__ = ["EngagementDesk", "EngagementStore"]

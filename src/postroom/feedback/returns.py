@@ -29,7 +29,7 @@ from postroom.mail.address import Address
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.returned import BouncedRecipient, Returned, ReturnedKind, read_returned
 from postroom.smtp.replies import Reply
-from postroom.store import EventStore, QueueStore, SuppressionStore
+from postroom.store.base import EventStore, QueueStore, SuppressionStore
 from postroom.store.models import GLOBAL_SCOPE, Suppression, SuppressionReason
 
 __all__ = ["CONSUMED", "ReturnDesk", "ReturnStore"]
