@@ -6,8 +6,8 @@ recorded as a ``bounced`` event, and the address suppressed."""
 from __future__ import annotations
 
 import os
-import socket
 import shutil
+import socket
 from collections.abc import Iterator
 
 import pytest
