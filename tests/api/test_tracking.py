@@ -140,7 +140,7 @@ def test_a_changed_token_is_not_found_and_records_nothing(srv: ServerThread) -> 
     assert link is not None
     forged = link.group(1)[:-3] + ("AAA" if not link.group(1).endswith("AAA") else "BBB")
 
-    status, headers, body = curl(srv, forged)
+    status, _, body = curl(srv, forged)
 
     assert status == 404 and json.loads(body)["error"]["status"] == 404
     assert events(srv, queue_id, EventType.CLICKED) == []
