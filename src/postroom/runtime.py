@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from postroom.alerts import Alerts
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
@@ -35,8 +36,10 @@ from postroom.events import Bus, MessageQueued
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.feedback import EngagementDesk, ReturnDesk, links_for
-from postroom.intake import Intake, Principal
-from postroom.intake.principals import RelayNetworks, user_principal
+from postroom.intake import Intake, Principal, Queued
+from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
+from postroom.mail.address import parse_address
+from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailauth.inbound import InboundChecker
 from postroom.net.control import ControlListener
 from postroom.net.throttle import FailureThrottle
@@ -129,6 +132,7 @@ class Server:
         self.smtp: SmtpServer | None = None
         self.api: ApiServer | None = None
         self.intake: Intake | None = None
+        self.alerts: Alerts | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self._router: Router | None = None
@@ -196,6 +200,8 @@ class Server:
         if not self.accept_only:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
+            if self.alerts is not None and settings.alerts:
+                self.tasks.start("alerts", self.alerts.run)
         if self.deliver:
             assert self.scheduler is not None and self.retention is not None
             self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
@@ -343,6 +349,13 @@ class Server:
             return_path=self._links.return_path,
         )
         self.retention = Retention(store, settings.retention, self.clock)
+        self.alerts = Alerts(
+            settings.alerts,
+            clock=self.clock,
+            hostname=settings.hostname,
+            send_email=functools.partial(_send_alert_email, intake),
+        )
+        bus.subscribe(self.alerts.on_event)
 
     async def stop(self) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight
@@ -540,3 +553,19 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def _send_alert_email(
+    intake: Intake, sender: str, recipients: Sequence[str], data: bytes
+) -> None:
+    """An alert by email: postroom's own mail, through intake like a DSN (so it is
+    signed and logged as any other), to be delivered by the scheduler."""
+    result = await intake.submit(
+        Source(kind=SourceKind.DSN, protocol="local"),
+        parse_address(sender),
+        [Recipient(parse_address(r)) for r in recipients],
+        data,
+        principal=POSTROOM,
+    )
+    if not isinstance(result, Queued):
+        raise OSError(f"intake refused the alert: {result}")

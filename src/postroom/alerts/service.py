@@ -57,6 +57,7 @@ class Alerts:
         self._send_email = send_email
         self._http = http
         self._queue: asyncio.Queue[DeliveryAttempt] = asyncio.Queue(_QUEUE)
+        self._busy = False
         self.dropped = 0
         self.sent = 0
 
@@ -74,8 +75,17 @@ class Alerts:
         async with given or httpx.AsyncClient(timeout=10.0) as http:
             while True:
                 attempt = await self._queue.get()
-                for destination, alert in self._judge(attempt):
-                    await self._send(http, destination, alert)
+                self._busy = True
+                try:
+                    for destination, alert in self._judge(attempt):
+                        await self._send(http, destination, alert)
+                finally:
+                    self._busy = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being sent (for ``postroom status`` and tests)."""
+        return self._queue.empty() and not self._busy
 
     def _judge(self, attempt: DeliveryAttempt) -> list[tuple[AlertSettings, Alert]]:
         at = self._clock.time()
