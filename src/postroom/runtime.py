@@ -32,7 +32,8 @@ from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
-from postroom.events import Bus, MessageQueued
+from postroom.events import Bus, DeliveryAttempt, MessageQueued
+from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.feedback import EngagementDesk, ReturnDesk, links_for
@@ -135,6 +136,7 @@ class Server:
         self.alerts: Alerts | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
+        self.webhooks: WebhookDispatcher | None = None
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
@@ -212,6 +214,8 @@ class Server:
                 self.tasks.start("queue-watch", functools.partial(store.watch_queue, wake))
             self.tasks.start("leases", self.scheduler.keep_leases)
             self.tasks.start("retention", self.retention.run)
+            if self.webhooks is not None:
+                self.tasks.start("webhooks", self.webhooks.run)
 
     def describe(self) -> dict[str, object]:
         """What ``postroom status`` asks a running server over the control socket (times
@@ -252,6 +256,15 @@ class Server:
                 {"part": f.part, "reason": f.reason, "at": f.at} for f in self.readiness.faults()
             ],
         }
+
+    async def _close_clients(self) -> None:
+        """The HTTP and SMTP clients of the tasks that have stopped."""
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+            self.webhooks = None
+        if self._router is not None:
+            await self._router.aclose()
+            self._router = None
 
     def _store_damaged(self, problem: str) -> None:
         """SQLite reported a damaged database file at run time: say so once in the log,
@@ -347,8 +360,11 @@ class Server:
             rng=self.rng,
             readiness=self.readiness,
             return_path=self._links.return_path,
+            relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
         )
         self.retention = Retention(store, settings.retention, self.clock)
+        self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
+        bus.subscribe(_wake_on_mail(self.webhooks.wake))
         self.alerts = Alerts(
             settings.alerts,
             clock=self.clock,
@@ -378,15 +394,23 @@ class Server:
         if self.scheduler is not None:
             await self.scheduler.stop(grace)
         await self.tasks.stop()
-        if self._router is not None:
-            await self._router.aclose()
-            self._router = None
+        await self._close_clients()
         if self._inbound is not None:
             self._inbound.close()
             self._inbound = None
         if self.store is not None:
             await self.store.aclose()
             self.store = None
+
+
+def _wake_on_mail(wake: Callable[[], None]) -> Callable[[object], None]:
+    """A bus subscriber: what records events (a commit, an attempt) wakes ``wake``."""
+
+    def subscriber(event: object) -> None:
+        if isinstance(event, MessageQueued | DeliveryAttempt):
+            wake()
+
+    return subscriber
 
 
 def _modified(path: Path) -> int | None:

@@ -79,6 +79,13 @@ def test_unknown_user_at_postfix_comes_back_linked_and_suppresses_the_address(
         # The DSN was consumed: no message was queued for the bounce address.
         assert srv.call(srv.store.count_messages()) == 1
 
+        again = _send(srv, "nobody-here@remote.test")
+        assert srv.statuses(again) == ["rejected"]
+        (rejected,) = [e for e in srv.call(srv.store.events(again)) if e.type is EventType.REJECTED]
+        assert rejected.reason == "suppressed"
+        srv.run_delivery()
+        assert srv.call(srv.store.attempts(again)) == []  # never tried
+
 
 def _send(srv: ServerThread, rcpt: str) -> str:
     message = (
@@ -90,8 +97,7 @@ def _send(srv: ServerThread, rcpt: str) -> str:
         client.sendmail("app@example.test", [rcpt], message)
         reply = client.noop()
     assert reply[0] == 250
-    (stored,) = srv.call(srv.store.messages())
-    return stored.id
+    return srv.call(srv.store.messages())[-1].id
 
 
 def _bounced(srv: ServerThread, queue_id: str) -> list[MailEvent]:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from postroom.config.eventhooks import WebhookTarget
 from postroom.config.feedback import (
     AlertSettings,
     BounceSettings,
@@ -241,6 +242,8 @@ class Settings(_Model):
     report: ReportSettings = ReportSettings()
     # Processes accepting SMTP on the same listeners (one also delivers); 1: just one.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # Receivers of postroom's events (docs/events.md), each with its filter and secret.
+    webhooks: tuple[WebhookTarget, ...] = ()
 
     @property
     def storage_url(self) -> str:
@@ -276,6 +279,12 @@ class Settings(_Model):
         by_name = {mailer.name: mailer for mailer in given}
         built_in = tuple(by_name.pop(m.name, m) for m in default_mailers())
         return built_in + tuple(by_name.values())
+
+    @field_validator("webhooks", mode="after")
+    @classmethod
+    def _distinct_webhooks(cls, webhooks: tuple[WebhookTarget, ...]) -> tuple[WebhookTarget, ...]:
+        _check_unique("webhooks", [webhook.name for webhook in webhooks])
+        return webhooks
 
     @field_validator("routes", mode="after")
     @classmethod

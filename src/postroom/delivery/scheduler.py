@@ -33,6 +33,7 @@ from postroom.delivery.dsn import ACTIONS, DsnKind, DsnRecipient, build_dsn, wan
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
+from postroom.delivery.outcome_events import is_hard_bounce, outcome_event, suppression_of
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import StoreError
@@ -41,9 +42,11 @@ from postroom.intake import Intake, Queued
 from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.mail.events import MailEvent
 from postroom.mailauth.dkim import signature_summary
 from postroom.readiness import Readiness
 from postroom.store import DirectoryStore, QueueStore
+from postroom.store.base import SuppressionStore
 from postroom.store.models import (
     Attempt,
     Claim,
@@ -56,9 +59,10 @@ from postroom.store.models import (
 __all__ = ["DeliveryStore", "Scheduler"]
 
 
-class DeliveryStore(QueueStore, DirectoryStore, Protocol):
-    """What delivery uses: the queue's claims and outcomes, and the local domains
-    (refreshed before each batch, for routing)."""
+class DeliveryStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
+    """What delivery uses: the queue's claims and outcomes, the local domains
+    (refreshed before each batch, for routing), and the suppression list that hard
+    bounces go on."""
 
 
 _log = logging.getLogger("postroom.delivery")
@@ -120,7 +124,11 @@ class Scheduler:
         rng: random.Random | None = None,
         readiness: Readiness | None = None,
         return_path: Callable[[str, str], str] | None = None,
+        relays: frozenset[str] = frozenset(),
     ) -> None:
+        """``relays``: the mailers that hand mail on to another server (smarthosts,
+        provider APIs): a delivery through one is the event ``sent``, not ``delivered``."""
+        self._relays = relays
         self._store = store
         # (sender, queue id) -> the envelope sender sent: VERP's (``[bounces] verp``).
         self._return_path = return_path or (lambda sender, queue_id: sender)
@@ -317,17 +325,27 @@ class Scheduler:
             finals = {o.recipient: o for o in result.final}
             settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
         await self._send_dsns(stored, data, settled)
-        await self._record(stored.id, [s.update for s in settled], attempts)
+        events = [
+            outcome_event(stored.id, s.update.status, s.final, started, self._relays)
+            for s in settled
+        ]
+        await self._record(stored.id, [s.update for s in settled], attempts, events)
         self._publish(stored.id, settled, attempts, signature_summary(data))
+        await self._suppress_hard_bounces(stored.id, settled)
 
     async def _record(
-        self, message_id: str, updates: Sequence[RecipientUpdate], attempts: Sequence[Attempt]
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent],
     ) -> None:
-        """Write the outcomes, trying again after a store error until it works or the
-        scheduler stops (then the lease ends and the recipients are tried again)."""
+        """Write the outcomes and their events, trying again after a store error until it
+        works or the scheduler stops (then the lease ends and the recipients are tried
+        again)."""
         while True:
             try:
-                await self._store.record_outcomes(message_id, updates, attempts)
+                await self._store.record_outcomes(message_id, updates, attempts, events)
             except StoreError as exc:
                 if self._stopping:
                     raise
@@ -335,6 +353,18 @@ class Scheduler:
                 continue
             self._store_worked()
             return
+
+    async def _suppress_hard_bounces(self, message_id: str, settled: Sequence[_Settled]) -> None:
+        """Hard bounces go on the suppression list (after the outcome's commit: should
+        this fail, the bounce and its event are recorded all the same)."""
+        now = self._clock.time()
+        for s in settled:
+            if not is_hard_bounce(s.update.status, s.final):
+                continue
+            try:
+                await self._store.add_suppression(suppression_of(message_id, s.final, now))
+            except StoreError as exc:
+                _log.warning("could not suppress %s after its bounce: %s", s.state.address, exc)
 
     def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
         now = self._clock.time()

@@ -23,6 +23,7 @@ from postroom.mail.address import Address, mailbox_problem
 from postroom.mail.authors import Authors
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
+from postroom.store.models import Suppression
 
 __all__ = [
     "Principal",
@@ -33,6 +34,7 @@ __all__ = [
     "author_verdict",
     "recipient_verdict",
     "sender_verdict",
+    "suppressed_reply",
 ]
 
 
@@ -147,3 +149,9 @@ def recipient_verdict(
     if principal is None:
         return replies.RELAY_DENIED
     return None
+
+
+def suppressed_reply(address: str, entry: Suppression) -> str:
+    """The reply a recipient on the suppression list is recorded with (never sent to a
+    client: the message is accepted, that recipient is rejected without an attempt)."""
+    return f"550 5.7.1 <{address}>: recipient is on the suppression list ({entry.reason.value})"

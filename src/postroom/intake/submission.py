@@ -18,7 +18,7 @@ from typing import Protocol
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
-from postroom.errors import StoreFull, StoreUnavailable
+from postroom.errors import StoreError, StoreFull, StoreUnavailable
 from postroom.events import Bus, MessageQueued
 from postroom.feedback import ReturnDesk
 from postroom.feedback.links import links_for
@@ -31,10 +31,12 @@ from postroom.intake.policy import (
     author_verdict,
     recipient_verdict,
     sender_verdict,
+    suppressed_reply,
 )
 from postroom.mail.address import Address
 from postroom.mail.authors import Authors, read_authors
 from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
+from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.headers import received_header
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
@@ -42,12 +44,14 @@ from postroom.mailauth.inbound import InboundChecker
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import DirectoryStore, NewMessage, QueueStore
+from postroom.store.base import SuppressionStore
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 
 
-class IntakeStore(QueueStore, DirectoryStore, Protocol):
-    """What intake uses: the queue to commit to, the directory for RCPT's lookups."""
+class IntakeStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
+    """What intake uses: the queue to commit to, the directory for RCPT's lookups, the
+    suppression list for submitted mail."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +283,7 @@ class Submission:
         if isinstance(authenticated, Reply):
             return authenticated
         header += authenticated + self._added
+        rejected, events = await self._suppressed(now)
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -292,6 +297,8 @@ class Submission:
             received_at=now,
             header=header,
             body=self.body,
+            rejected=rejected,
+            events=events,
         )
         try:
             await self.intake.store.enqueue(message)
@@ -310,6 +317,37 @@ class Submission:
                 )
             )
         return replies.queued(self.queue_id)
+
+    async def _suppressed(
+        self, now: float
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[MailEvent, ...]]:
+        """Submitted mail: the recipients on the suppression list for this sender (they
+        are stored rejected, with their reply), and the events committed with the
+        message: ``queued`` for the others, ``rejected`` for them. Mail from outside to
+        our users is neither checked nor reported."""
+        if self.principal is None:
+            return (), ()
+        addresses = [str(r.address) for r in self.recipients]
+        domain = self.sender.ascii_domain if self.sender is not None else None
+        try:
+            found = await self.intake.store.suppressed(addresses, domain)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        replies = {a: suppressed_reply(a, entry) for a, entry in found.items()}
+        events = tuple(
+            MailEvent(
+                id=new_event_id(),
+                type=EventType.REJECTED if address in replies else EventType.QUEUED,
+                at=now,
+                recipient=address,
+                queue_id=self.queue_id,
+                origin=EventOrigin.INTAKE,
+                reply=replies.get(address, ""),
+                reason="suppressed" if address in replies else "",
+            )
+            for address in addresses
+        )
+        return tuple(replies.items()), events
 
     async def _check_authors(self) -> Reply | None:
         """The author fields against the principal's rights (RFC 5322 3.6.2, 3.6.6)."""

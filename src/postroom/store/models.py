@@ -284,6 +284,7 @@ class WebhookDelivery:
     event: MailEvent
     state: WebhookState
     attempts: int
+    created_at: float  # when the event was given to this webhook: retries count from it
     next_attempt_at: float | None  # None once delivered or failed
     last_attempt_at: float | None = None
     last_status: int | None = None  # the receiver's HTTP status; None: no answer

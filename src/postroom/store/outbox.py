@@ -171,12 +171,14 @@ def fan_out(d: Dialect, route: Any, limit: int, now: float, conn: Conn) -> int:
     deliveries: list[tuple[Any, ...]] = []
     for row in rows:
         event = _event(row[1:])
-        deliveries.extend((name, row[0], event.queue_id, _PENDING, now) for name in route(event))
+        deliveries.extend(
+            (name, row[0], event.queue_id, _PENDING, now, now) for name in route(event)
+        )
     if deliveries:
         conn.cursor().executemany(
             d.sql(
                 "INSERT INTO webhook_deliveries (webhook, seq, queue_id, state, attempts,"
-                " next_at) VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING"
+                " created_at, next_at) VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT DO NOTHING"
             ),
             deliveries,
         )
@@ -188,16 +190,18 @@ def fan_out(d: Dialect, route: Any, limit: int, now: float, conn: Conn) -> int:
 
 
 _DELIVERY_COLUMNS = (
-    "d.webhook, d.state, d.attempts, d.next_at, d.last_at, d.last_status, d.last_error"
+    "d.webhook, d.state, d.attempts, d.next_at, d.last_at, d.last_status, d.last_error,"
+    " d.created_at"
 )
 
 
 def _delivery(row: Sequence[Any]) -> WebhookDelivery:
-    webhook, state, attempts, next_at, last_at, last_status, last_error = row[:7]
+    webhook, state, attempts, next_at, last_at, last_status, last_error, created_at = row[:8]
     pending = state == _PENDING
     return WebhookDelivery(
         webhook=webhook,
-        event=_event(row[8:]),  # row[7] is the event's seq
+        event=_event(row[9:]),  # row[8] is the event's seq
+        created_at=created_at,
         state=WebhookState(state),
         attempts=attempts,
         next_attempt_at=next_at if pending else None,

@@ -176,6 +176,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     queue_id      text COLLATE "C",
     state         text NOT NULL,
     attempts      integer NOT NULL,
+    created_at    double precision NOT NULL,
     next_at       double precision NOT NULL,
     claimed_until double precision,
     last_at       double precision,

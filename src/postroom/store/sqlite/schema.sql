@@ -188,6 +188,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     queue_id      TEXT,               -- the event's: one message's events go in order
     state         TEXT NOT NULL,      -- pending | delivered | failed
     attempts      INTEGER NOT NULL,
+    created_at    REAL NOT NULL,      -- when it was fanned out: retries are counted from it
     next_at       REAL NOT NULL,
     claimed_until REAL,               -- a lease, as recipients have
     last_at       REAL,
