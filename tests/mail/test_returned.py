@@ -46,7 +46,7 @@ def test_rfc3464_report_gives_each_recipient_with_action_status_and_diagnostic()
         (
             "qmail.eml",
             "olduser@example.info",
-            "5.0.0",
+            "5.1.1",  # from its words: it has no enhanced code
             "550 No such user here",
             "<q.1@send.example.com>",
         ),
@@ -103,8 +103,9 @@ def test_a_persons_answer_naming_an_address_is_neither() -> None:
     ("status", "action", "hard"),
     [
         ("5.1.1", "failed", True),
-        ("5.0.0", "failed", True),
-        ("5.2.1", "failed", True),
+        ("5.1.10", "failed", True),
+        ("5.0.0", "failed", False),  # no detail: not enough to strike the address off
+        ("5.2.1", "failed", False),  # mailbox disabled: it may come back
         ("5.2.2", "failed", False),  # mailbox full: it may empty
         ("5.7.1", "failed", False),  # policy: the address is not at fault
         ("4.2.2", "delayed", False),

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from email.message import Message
 from enum import StrEnum
 
-__all__ = ["BouncedRecipient", "Returned", "ReturnedKind", "read_returned"]
+__all__ = ["HARD_BOUNCE_CLASS", "BouncedRecipient", "Returned", "ReturnedKind", "read_returned"]
 
 
 class ReturnedKind(StrEnum):
@@ -44,18 +44,14 @@ class BouncedRecipient:
 
     @property
     def hard(self) -> bool:
-        """A permanent failure that says the address itself is bad (RFC 3463 class 5 for
-        the address or the mailbox's existence). A full or disabled-for-now mailbox
-        (5.2.2 and class 4) and policy refusals (5.7.x) are not the address's fault."""
-        if self.action != "failed" or not self.status.startswith("5."):
-            return False
-        return self.status.split(".")[1] in _HARD_SUBJECTS and self.status not in _SOFT_FIVES
+        """A permanent failure that says the address itself is bad: RFC 3463 5.1.x (no
+        such user, no such domain, a bad address), the rule postroom's own delivery
+        applies to put an address on the suppression list. A full or disabled mailbox
+        (5.2.x) and policy refusals (5.7.x) are not the address's fault."""
+        return self.action == "failed" and self.status.startswith(HARD_BOUNCE_CLASS)
 
 
-# RFC 3463 subject codes that speak of the address or mailbox: X.0 (other, undefined: a
-# 550 with no detail is most often "no such user"), X.1 (addressing), X.2 (mailbox).
-_HARD_SUBJECTS = frozenset({"0", "1", "2"})
-_SOFT_FIVES = frozenset({"5.2.2", "5.2.3"})  # mailbox full, message too big for it
+HARD_BOUNCE_CLASS = "5.1."
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +180,12 @@ _TEMPORARY_WORDS = re.compile(
     r"|has been delayed|delivery delayed|not yet been delivered|retry",
     re.I,
 )
+_NO_SUCH_USER = re.compile(
+    r"no such (?:user|mailbox|recipient|address)|user(?:name)? unknown|unknown (?:user|recipient)"
+    r"|does not exist|doesn't exist|address (?:couldn't|could not) be found|not found"
+    r"|invalid (?:recipient|mailbox|address)|mailbox unavailable|no mailbox",
+    re.I,
+)
 _DIAGNOSTIC_LINE = re.compile(
     r"(?:said|returned|error|reply|response)[^\n]*?\b([245]\d\d[ -].*)$|^\s*([245]\d\d[ -].*)$",
     re.I | re.M,
@@ -241,7 +243,9 @@ def _notice_recipient(address: str, block: str, temporary: bool) -> BouncedRecip
     if status is None:
         reply = _REPLY_CODE.search(diagnostic or block)
         klass = reply.group(1) if reply else ("4" if temporary else "5")
-        status = f"{klass}.0.0"
+        # A notice with no enhanced code (qmail, old Sendmail) says "no such user" in
+        # words: RFC 3463's 5.1.1, so it counts as the address being bad.
+        status = f"{klass}.1.1" if klass == "5" and _NO_SUCH_USER.search(block) else f"{klass}.0.0"
     action = "delayed" if status.startswith("4") or (temporary and not diagnostic) else "failed"
     return BouncedRecipient(address=address, action=action, status=status, diagnostic=diagnostic)
 
