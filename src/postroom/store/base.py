@@ -24,6 +24,7 @@ from postroom.mail.events import MailEvent
 from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
+    AttemptTotals,
     Claim,
     IdempotencyRecord,
     LogQuery,
@@ -194,6 +195,11 @@ class LogStore(Protocol):
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),
         newest first."""
+
+    async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
+        """Attempts started in [``since``, ``until``): counted by mailer, recipient
+        domain and disposition; and the ``reasons`` most frequent (code, enhanced code)
+        of those that did not deliver, with one reply text each."""
 
 
 class DirectoryStore(Protocol):

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from postroom.store import outbox
-from postroom.store.models import LogQuery, MailerHealth, ProviderEventRecord, StoredMessage
+from postroom.store import outbox, totals
+from postroom.store.models import (
+    AttemptTotals,
+    LogQuery,
+    MailerHealth,
+    ProviderEventRecord,
+    StoredMessage,
+)
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
 from postroom.store.rows import HELD
 
-__all__ = ["events_of", "mailer_health", "query", "record_event_job"]
+__all__ = ["attempt_totals", "events_of", "mailer_health", "query", "record_event_job"]
 
 
 def query(q: LogQuery, conn: Conn) -> list[StoredMessage]:
@@ -125,3 +131,12 @@ def mailer_health(since: float, conn: Conn) -> list[MailerHealth]:
         )
         for name in sorted(ok.keys() | bad.keys())
     ]
+
+
+_COUNTS = totals.counts_sql("split_part(recipient, '@', 2)", "%s")
+_REASONS = totals.reasons_sql("%s")
+
+
+def attempt_totals(since: float, until: float, reasons: int, conn: Conn) -> AttemptTotals:
+    counts = conn.execute(_COUNTS, (since, until)).fetchall()
+    return totals.totals(counts, conn.execute(_REASONS, (since, until, reasons)).fetchall())

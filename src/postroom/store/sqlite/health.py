@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from postroom.store.models import Attempt, MailerHealth, QueueSummary
+from postroom.store import totals
+from postroom.store.models import Attempt, AttemptTotals, MailerHealth, QueueSummary
 from postroom.store.sqlite.delivery import CLAIMABLE, PENDING, read_attempts
 
-__all__ = ["mailer_health", "queue_summary", "recent_failures"]
+__all__ = ["attempt_totals", "mailer_health", "queue_summary", "recent_failures"]
 
 # SQLite takes a bare column of a MAX() aggregate from the row that holds the maximum.
 _LAST = (
@@ -88,3 +89,15 @@ def queue_summary(conn: sqlite3.Connection) -> QueueSummary:
 
 def recent_failures(limit: int, conn: sqlite3.Connection) -> list[Attempt]:
     return read_attempts(conn, f"WHERE {_FAILED} ORDER BY at DESC, id DESC LIMIT ?", (limit,))
+
+
+_COUNTS = totals.counts_sql("substr(recipient, instr(recipient, '@') + 1)", "?")
+_REASONS = totals.reasons_sql("?")
+
+
+def attempt_totals(
+    since: float, until: float, reasons: int, conn: sqlite3.Connection
+) -> AttemptTotals:
+    return totals.totals(
+        conn.execute(_COUNTS, (since, until)), conn.execute(_REASONS, (since, until, reasons))
+    )
