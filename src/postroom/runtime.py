@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from postroom.alerts import Alerts
+from postroom.alerts.report import Reports
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
@@ -134,6 +135,7 @@ class Server:
         self.api: ApiServer | None = None
         self.intake: Intake | None = None
         self.alerts: Alerts | None = None
+        self.reports: Reports | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
@@ -202,8 +204,7 @@ class Server:
         if not self.accept_only:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
-            if self.alerts is not None and settings.alerts:
-                self.tasks.start("alerts", self.alerts.run)
+            self._start_reporting()
         if self.deliver:
             assert self.scheduler is not None and self.retention is not None
             self._wakeup = WakeupListener(settings.data_dir, self.scheduler.wake)
@@ -372,6 +373,21 @@ class Server:
             send_email=functools.partial(_send_alert_email, intake),
         )
         bus.subscribe(self.alerts.on_event)
+        self.reports = Reports(
+            settings.report,
+            store,
+            self.clock,
+            hostname=settings.hostname,
+            send_email=functools.partial(_send_alert_email, intake),
+        )
+
+    def _start_reporting(self) -> None:
+        """The alert and report tasks, when configured (the primary only)."""
+        settings = self.settings
+        if self.alerts is not None and settings.alerts:
+            self.tasks.start("alerts", self.alerts.run)
+        if self.reports is not None and settings.report.enabled and settings.report.to:
+            self.tasks.start("report", self.reports.run)
 
     async def stop(self) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight
