@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from postroom.alerts import Alerts
+from postroom.alerts.dnswatch import DnsWatch
 from postroom.alerts.report import Reports
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
+from postroom.config.feedback import AlertKind
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import ListenerRole, Settings
 from postroom.delivery.localdomains import LocalDomains
@@ -40,8 +42,10 @@ from postroom.events.logline import LogLineWriter
 from postroom.feedback import EngagementDesk, ReturnDesk, links_for
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
-from postroom.mail.address import parse_address
+from postroom.mail.address import parse_address, to_ascii_domain
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.mailauth.dkim import KeyRing
+from postroom.mailauth.doctor import DomainCheck, PolicyFetcher, discover_sending_addresses
 from postroom.mailauth.inbound import InboundChecker
 from postroom.net.control import ControlListener
 from postroom.net.throttle import FailureThrottle
@@ -386,8 +390,35 @@ class Server:
         settings = self.settings
         if self.alerts is not None and settings.alerts:
             self.tasks.start("alerts", self.alerts.run)
+            if any(AlertKind.DNS in a.on for a in settings.alerts) and self.store is not None:
+                self.tasks.start("dns-check", self._dns_watch(self.alerts, self.store).run)
         if self.reports is not None and settings.report.enabled and settings.report.to:
             self.tasks.start("report", self.reports.run)
+
+    def _dns_watch(self, alerts: Alerts, store: Store) -> DnsWatch:
+        """The periodic check of the sending domains behind the ``dns`` alert."""
+        settings = self.settings
+        resolver = DnsResolver(settings.dns, rng=self.rng)
+        keys = KeyRing(settings.data_dir)
+        addresses = tuple(settings.delivery.sending_addresses) or tuple(
+            discover_sending_addresses()
+        )
+
+        async def domains() -> list[str]:
+            return sorted(set(await store.domains()) | set(keys.domains()))
+
+        def check() -> DomainCheck:
+            return DomainCheck(
+                resolver=resolver,
+                keys=keys,
+                hostname=to_ascii_domain(settings.hostname),
+                addresses=addresses,
+                fetcher=PolicyFetcher(resolver, timeout=min(settings.dns.timeout, 10.0)),
+                now=self.clock.time(),
+                discovered=not settings.delivery.sending_addresses,
+            )
+
+        return DnsWatch(alerts, domains=domains, check=check)
 
     async def stop(self) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight

@@ -25,13 +25,21 @@ from postroom.clock import Clock
 from postroom.config.feedback import AlertFormat, AlertSettings
 from postroom.events.catalog import DeliveryAttempt, Event
 
-__all__ = ["Alerts", "SendEmail"]
+__all__ = ["Alerts", "DnsVerdict", "SendEmail"]
 
 _log = logging.getLogger("postroom.alerts")
 
 # (sender, recipients, message bytes) -> None; raises when it could not be queued.
 SendEmail = Callable[[str, Sequence[str], bytes], Awaitable[None]]
 _QUEUE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DnsVerdict:
+    """A domain check's result: its problems, one line each (none: all good)."""
+
+    domain: str
+    problems: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -56,17 +64,25 @@ class Alerts:
         self._hostname = hostname
         self._send_email = send_email
         self._http = http
-        self._queue: asyncio.Queue[DeliveryAttempt] = asyncio.Queue(_QUEUE)
+        self._queue: asyncio.Queue[DeliveryAttempt | DnsVerdict] = asyncio.Queue(_QUEUE)
         self._busy = False
         self.dropped = 0
         self.sent = 0
 
     def on_event(self, event: Event) -> None:
         """The bus subscriber: queue the attempt, never wait."""
-        if not self._destinations or not isinstance(event, DeliveryAttempt):
+        if isinstance(event, DeliveryAttempt):
+            self._put(event)
+
+    def on_dns(self, verdict: DnsVerdict) -> None:
+        """A domain check's result (``alerts.dnswatch``)."""
+        self._put(verdict)
+
+    def _put(self, item: DeliveryAttempt | DnsVerdict) -> None:
+        if not self._destinations:
             return
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -74,37 +90,51 @@ class Alerts:
         given = contextlib.nullcontext(self._http) if self._http is not None else None
         async with given or httpx.AsyncClient(timeout=10.0) as http:
             while True:
-                attempt = await self._queue.get()
-                self._busy = True
-                try:
-                    for destination, alert in self._judge(attempt):
-                        await self._send(http, destination, alert)
-                finally:
-                    self._busy = False
+                await self._handle(http, await self._queue.get())
+
+    async def flush(self, http: httpx.AsyncClient) -> None:
+        """Handle what is queued now, with ``http`` (tests, and a last pass)."""
+        while not self._queue.empty():
+            await self._handle(http, self._queue.get_nowait())
+
+    async def _handle(self, http: httpx.AsyncClient, item: DeliveryAttempt | DnsVerdict) -> None:
+        self._busy = True
+        try:
+            for destination, alert in self._judge(item):
+                await self._send(http, destination, alert)
+        finally:
+            self._busy = False
 
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing being sent (for ``postroom status`` and tests)."""
         return self._queue.empty() and not self._busy
 
-    def _judge(self, attempt: DeliveryAttempt) -> list[tuple[AlertSettings, Alert]]:
+    def _judge(self, item: DeliveryAttempt | DnsVerdict) -> list[tuple[AlertSettings, Alert]]:
         at = self._clock.time()
         out: list[tuple[AlertSettings, Alert]] = []
         for destination in self._destinations:
-            raised = destination.watch.attempt(
-                at=at,
-                queue_id=attempt.queue_id,
-                recipient=attempt.recipient,
-                mailer=attempt.mailer,
-                disposition=attempt.disposition,
-                status=attempt.status,
-                reply=attempt.reply,
-            )
+            if isinstance(item, DnsVerdict):
+                raised = destination.watch.dns(at, item.domain, list(item.problems))
+            else:
+                raised = self._attempt(destination.watch, at, item)
             for alert in raised:
                 admitted = destination.limiter.admit(alert)
                 if admitted is not None:
                     out.append((destination.settings, admitted))
         return out
+
+    @staticmethod
+    def _attempt(watch: Watch, at: float, attempt: DeliveryAttempt) -> list[Alert]:
+        return watch.attempt(
+            at=at,
+            queue_id=attempt.queue_id,
+            recipient=attempt.recipient,
+            mailer=attempt.mailer,
+            disposition=attempt.disposition,
+            status=attempt.status,
+            reply=attempt.reply,
+        )
 
     async def _send(self, http: httpx.AsyncClient, settings: AlertSettings, alert: Alert) -> None:
         try:
