@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections import defaultdict
@@ -123,15 +124,16 @@ class Scheduler:
         bus: Bus,
         rng: random.Random | None = None,
         readiness: Readiness | None = None,
-        return_path: Callable[[str, str], str] | None = None,
+        return_path: Callable[[str, str, bool | None], str] | None = None,
         relays: frozenset[str] = frozenset(),
     ) -> None:
         """``relays``: the mailers that hand mail on to another server (smarthosts,
         provider APIs): a delivery through one is the event ``sent``, not ``delivered``."""
         self._relays = relays
         self._store = store
-        # (sender, queue id) -> the envelope sender sent: VERP's (``[bounces] verp``).
-        self._return_path = return_path or (lambda sender, queue_id: sender)
+        # (sender, queue id, the route's verp) -> the envelope sender sent: VERP's when
+        # the route or ``[bounces] verp`` asks.
+        self._return_path = return_path or (lambda sender, queue_id, verp: sender)
         self._router = router
         self._routes = routes
         self._intake = intake
@@ -299,7 +301,7 @@ class Scheduler:
         data = await self._store.read_body(stored.id)
         if data is None:  # deleted meanwhile
             return
-        message = _outbound(stored, data, self._return_path(stored.sender, stored.id))
+        message = _outbound(stored, data)
         started = self._clock.time()
         by_route: dict[Route, list[RecipientState]] = defaultdict(list)
         view = MessageView(message, claim.recipients[0].address)
@@ -318,8 +320,11 @@ class Scheduler:
         attempts: list[Attempt] = []
         settled: list[_Settled] = []
         for route, states in by_route.items():
+            sender = self._return_path(stored.sender, stored.id, route.verp)
             result = await self._router.deliver(
-                route, message, [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states]
+                route,
+                dataclasses.replace(message, sender=sender),
+                [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states],
             )
             attempts.extend(_attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}
@@ -478,10 +483,10 @@ def _dsn_recipient(
     )
 
 
-def _outbound(stored: StoredMessage, data: bytes, sender: str) -> OutboundMessage:
+def _outbound(stored: StoredMessage, data: bytes) -> OutboundMessage:
     return OutboundMessage(
         id=stored.id,
-        sender=sender,
+        sender=stored.sender,
         data=data,
         smtputf8=stored.smtputf8,
         body_type=stored.body_type,

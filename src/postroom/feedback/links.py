@@ -47,10 +47,11 @@ class Links:
 
     # --- return paths ---------------------------------------------------------------------
 
-    def return_path(self, sender: str, queue_id: str) -> str:
-        """The envelope sender a message leaves with: VERP's when asked, else its own.
-        The null sender stays null (RFC 5321 4.5.5: nothing may answer a bounce)."""
-        if not self.bounces.verp or not sender:
+    def return_path(self, sender: str, queue_id: str, verp: bool | None = None) -> str:
+        """The envelope sender a message leaves with: VERP's when asked (``verp``, the
+        route's choice, else ``[bounces] verp``), else its own. The null sender stays
+        null (RFC 5321 4.5.5: nothing may answer a bounce)."""
+        if not (self.bounces.verp if verp is None else verp) or not sender:
             return sender
         domain = self.bounces.domain or sender.rpartition("@")[2]
         return f"{self.bounces.prefix}+{self.signer.verp(queue_id)}@{domain}"
