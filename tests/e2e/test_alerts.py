@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 from collections.abc import Iterator
 from email.message import EmailMessage
 
@@ -14,7 +13,7 @@ import pytest
 
 from tests.conftest import FakeClock
 from tests.support.http_fake import FakeHttp, Reply, Request, serve
-from tests.support.servers import client_context, smtp_client, wait_for
+from tests.support.servers import client_context, free_port, smtp_client, wait_for
 from tests.support.thread import MakeServer, ServerThread
 
 
@@ -27,19 +26,16 @@ def slack() -> Iterator[FakeHttp]:
         yield fake
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_a_mailer_failing_for_minutes_raises_one_slack_and_one_email_alert(
     make_server: MakeServer, slack: FakeHttp
 ) -> None:
     clock = FakeClock()
-    relay = {"name": "relay", "type": "smtp", "host": "127.0.0.1", "port": closed_port()}
+    relay = {
+        "name": "relay",
+        "type": "smtp",
+        "host": "127.0.0.1",
+        "port": free_port(),
+    }  # nothing listens
     srv: ServerThread = make_server(
         clock=clock,
         mailers=[{**relay, "tls": "none", "timeout": 5}],

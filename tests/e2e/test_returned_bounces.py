@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ from postroom.mail.events import EventOrigin, EventType, MailEvent
 from postroom.store.models import SuppressionReason
 from tests.support.dns_server import DnsServer
 from tests.support.postfix import POSTFIX, postfix_mx
-from tests.support.servers import client_context, smtp_client, wait_for
+from tests.support.servers import client_context, free_port, smtp_client, wait_for
 from tests.support.thread import MakeServer, ServerThread
 
 pytestmark = pytest.mark.skipif(
@@ -33,17 +32,10 @@ def dns() -> Iterator[DnsServer]:
         yield server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_unknown_user_at_postfix_comes_back_linked_and_suppresses_the_address(
     make_server: MakeServer, dns: DnsServer
 ) -> None:
-    mx_port = _free_port()
+    mx_port = free_port()
     with postfix_mx(domain="remote.test", relay_port=mx_port) as (
         postfix_port,
         maillog,

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.servers import free_port
+
 __all__ = ["POSTFIX", "postfix_mx"]
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -71,13 +73,6 @@ queue_run_delay = 1s
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _greets(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
@@ -105,7 +100,7 @@ def postfix_mx(*, domain: str, relay_port: int) -> Iterator[tuple[int, Path]]:
 def _started(root: Path, domain: str, relay_port: int) -> Iterator[tuple[int, Path]]:
     (root / "etc").mkdir()
     (root / "queue").mkdir()
-    port = _free_port()
+    port = free_port()
     (root / "etc" / "master.cf").write_text(_MASTER_CF.format(port=port))
     (root / "etc" / "main.cf").write_text(
         _MAIN_CF.format(root=root, domain=domain, relay_port=relay_port)

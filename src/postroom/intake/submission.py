@@ -10,6 +10,7 @@ may use.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from postroom.store import DirectoryStore, NewMessage, QueueStore
 from postroom.store.base import SuppressionStore
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
+
+_log = logging.getLogger("postroom.intake")
 
 
 class IntakeStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
@@ -105,7 +108,7 @@ class Intake:
             signer=DkimSigner(KeyRing(settings.data_dir)),
             inbound=inbound,
             returns=returns,
-            marks=marks_for(settings, links_for(settings)),
+            marks=_marks(settings),
         )
 
     async def submit(
@@ -429,7 +432,8 @@ class Submission:
         """Tracking and List-Unsubscribe, when the message or the settings ask, before
         DKIM signs (a refusal for a request field we do not understand)."""
         marks = self.intake.marks
-        if marks is None or self.principal is None:
+        # Mail from outside is not ours to mark; postroom's own (DSNs, alerts) never is.
+        if marks is None or self.principal is None or self.source.kind is SourceKind.DSN:
             return None
         asked = marks.asked(self._requests)
         if isinstance(asked, Reply):
@@ -489,3 +493,15 @@ def _header_block(body: SpooledBody) -> bytes:
         if len(head) >= _MAX_HEADER_BLOCK:
             break
     return head[:_MAX_HEADER_BLOCK]
+
+
+def _marks(settings: Settings) -> Marks | None:
+    """Tracking and List-Unsubscribe, with the data directory's token key; None where
+    the key cannot be read (``postroom-sendmail`` run by a user who may queue mail but
+    not read the key): such mail is sent unmarked, and the server's own intake, which
+    made the key, marks all it takes."""
+    try:
+        return marks_for(settings, links_for(settings))
+    except OSError as exc:
+        _log.warning("tracking and List-Unsubscribe are off here: %s", exc)
+        return None
