@@ -11,6 +11,7 @@ PostroomError
 │   ├── InvalidPassword  empty, or holds a NUL (which SASL PLAIN cannot carry)
 │   ├── UnknownApiKey    no API key with that name
 │   ├── UnknownDomain    no such local domain
+│   ├── UnknownSuppression  the address is not on the suppression list (in that scope)
 │   ├── UnknownUser      no such user
 │   └── UserExists       a user with that address exists
 └── StoreError           the store could not do what was asked
@@ -37,6 +38,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownApiKey",
     "UnknownDomain",
+    "UnknownSuppression",
     "UnknownUser",
     "UserExists",
 ]
@@ -103,6 +105,10 @@ class InvalidPassword(DirectoryError):
 
 
 class UnknownDomain(DirectoryError):
+    pass
+
+
+class UnknownSuppression(DirectoryError):
     pass
 
 

@@ -39,6 +39,7 @@ from postroom.events import Bus, DeliveryAttempt, MessageQueued
 from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
+from postroom.events.metrics import Metrics
 from postroom.feedback import EngagementDesk, ReturnDesk, links_for
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
@@ -143,6 +144,7 @@ class Server:
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
+        self.metrics: Metrics | None = None  # the primary's /metrics
         self._router: Router | None = None
         self._wakeup: WakeupListener | None = None
         self._control: ControlListener | None = None
@@ -167,6 +169,9 @@ class Server:
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
+        if not self.accept_only:
+            self.metrics = Metrics()
+            bus.subscribe(self.metrics)
         self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
@@ -262,6 +267,14 @@ class Server:
             ],
         }
 
+    def _smtp_sessions(self) -> dict[str, int]:
+        """SMTP connections open now, by listener (``role address:port``)."""
+        listeners = self.smtp.listeners if self.smtp is not None else []
+        return {
+            f"{spec.role.value} {listener.address}:{listener.bound_port}": listener.connections
+            for spec, listener in zip(self.settings.listeners, listeners, strict=False)
+        }
+
     async def _close_clients(self) -> None:
         """The HTTP and SMTP clients of the tasks that have stopped."""
         if self.webhooks is not None:
@@ -316,6 +329,9 @@ class Server:
             },
             readiness=self.readiness,
             delivery_paused=settings.delivery.paused,
+            webhooks=settings.webhooks,
+            metrics=self.metrics,
+            smtp_sessions=self._smtp_sessions,
             engagement=EngagementDesk(self._links, store, self.clock, settings.tracking),
         )
         api = ApiServer(

@@ -54,7 +54,7 @@ Handler = Callable[[Request], Reply]
 
 
 class FakeHttp:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, port: int = 0) -> None:
         self.handler = handler
         self.requests: list[Request] = []
         self._stop = threading.Event()
@@ -95,7 +95,7 @@ class FakeHttp:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -110,8 +110,9 @@ class FakeHttp:
 
 
 @contextmanager
-def serve(handler: Handler) -> Iterator[FakeHttp]:
-    fake = FakeHttp(handler).start()
+def serve(handler: Handler, port: int = 0) -> Iterator[FakeHttp]:
+    """``port``: a given one (a receiver that comes up where a URL already points)."""
+    fake = FakeHttp(handler, port).start()
     try:
         yield fake
     finally:

@@ -17,7 +17,8 @@ from postroom.api.errors import (
     internal_error,
     store_error,
 )
-from postroom.api.health import readiness
+from postroom.api.events import EventApi
+from postroom.api.health import healthz, metrics, readiness
 from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
@@ -35,6 +36,7 @@ def create_app(deps: ApiDeps) -> Starlette:
     budget = ByteBudget(deps.settings.max_inflight_bytes)
     messages = MessageApi(deps, budget)
     hooks = ProviderHooks(deps, deps.hooked, budget)
+    events = EventApi(deps, messages, budget)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -54,10 +56,18 @@ def create_app(deps: ApiDeps) -> Starlette:
             ("POST", f"{PREFIX}/messages/{{id}}/{verb}", _action(messages, verb))
             for verb in ("retry", "hold", "release")
         ),
+        ("GET", f"{PREFIX}/messages/{{id}}/events", events.message_events),
+        ("GET", f"{PREFIX}/suppressions", events.suppressions),
+        ("POST", f"{PREFIX}/suppressions", events.suppress),
+        ("DELETE", f"{PREFIX}/suppressions/{{address}}", events.unsuppress),
+        ("GET", f"{PREFIX}/webhooks", events.webhooks),
+        ("GET", f"{PREFIX}/webhooks/deliveries", events.deliveries),
         ("GET", f"{PREFIX}/openapi.json", openapi),
         ("GET", f"{PREFIX}/health", health),
         ("POST", "/hooks/{mailer}", hooks.receive),
         ("GET", "/readyz", readiness(deps.readiness, delivery_paused=deps.delivery_paused)),
+        ("GET", "/healthz", healthz),
+        ("GET", "/metrics", metrics(deps.metrics, deps.store, deps.smtp_sessions, deps.clock)),
     ]
     if deps.engagement is not None:
         tracking = TrackingApi(deps.engagement)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.clock import Clock
+from postroom.config.eventhooks import WebhookTarget
 from postroom.config.settings import ApiSettings
 from postroom.delivery.webhooks.handle import HookedMailer
+from postroom.events.metrics import Metrics, Sessions
 from postroom.feedback import EngagementDesk
 from postroom.intake import Intake
 from postroom.readiness import Readiness
@@ -38,3 +40,6 @@ class ApiDeps:
     readiness: Readiness | None = None  # what /readyz reports; None: always ready
     delivery_paused: bool = False  # delivery.paused: /readyz says so
     engagement: EngagementDesk | None = None  # /t/...: opens, clicks, unsubscribes
+    webhooks: Sequence[WebhookTarget] = ()  # [[webhooks]]: GET /api/v1/webhooks lists them
+    metrics: Metrics | None = None  # /metrics; None: 404
+    smtp_sessions: Sessions | None = None  # the SMTP connections open, for /metrics

@@ -1,6 +1,7 @@
-"""``GET /readyz``: 200 when every part of the server works, 503 naming those that fail.
+"""``GET /readyz``: 200 when every part of the server works, 503 naming those that fail;
+``GET /healthz``: 200 while the process answers at all; ``GET /metrics``: Prometheus.
 
-For load balancers and monitoring (no API key needed; it tells nothing about mail).
+For load balancers and monitoring (no API key needed; they tell counts, never mail).
 A failing part is a supervised task that keeps being restarted, the scheduler's store
 writes that keep failing, or a store that SQLite reports damaged.
 With ``delivery.paused`` the answer says ``"delivery": "paused"``.
@@ -13,12 +14,16 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from postroom.api.errors import ApiError
 from postroom.api.routing import Endpoint
 from postroom.api.schemas import FailingPart
 from postroom.api.schemas import Readiness as Answer
+from postroom.clock import Clock
+from postroom.events.metrics import CONTENT_TYPE, Metrics, Sessions
 from postroom.readiness import Readiness
+from postroom.store import Store
 
-__all__ = ["readiness"]
+__all__ = ["healthz", "metrics", "readiness"]
 
 
 def readiness(state: Readiness | None, *, delivery_paused: bool = False) -> Endpoint:
@@ -40,3 +45,29 @@ def readiness(state: Readiness | None, *, delivery_paused: bool = False) -> Endp
         return JSONResponse(body, status_code=503 if failing else 200)
 
     return readyz
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process runs its event loop and answers (a restart is the cure
+    when it does not). Whether its parts work is ``/readyz``'s question."""
+    return JSONResponse({"status": "ok"})
+
+
+def metrics(
+    figures: Metrics | None, store: Store, sessions: Sessions | None, clock: Clock
+) -> Endpoint:
+    """``/metrics`` over ``figures`` (None: 404), with the queue and the webhook backlog
+    read from ``store`` as it is scraped."""
+
+    async def endpoint(request: Request) -> Response:
+        if figures is None:
+            raise ApiError(404, "metrics are served by the primary process only")
+        body = figures.render(
+            queue=await store.queue_summary(),
+            backlog=await store.webhook_backlog(),
+            sessions=sessions() if sessions is not None else {},
+            now=clock.time(),
+        )
+        return Response(body, media_type=CONTENT_TYPE)
+
+    return endpoint

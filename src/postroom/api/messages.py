@@ -8,6 +8,7 @@ it is durable. Intake's refusals become HTTP answers through ``REFUSALS``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -169,7 +170,7 @@ class MessageApi:
             prepared = self._prepare(request, body)
         composed, data, tags, metadata = prepared
         try:
-            result = await self._submit(request, key, composed, data)
+            result = await self._submit(request, key, composed, data, (tags, metadata))
         finally:
             if isinstance(data, SpooledBody):
                 data.close()
@@ -204,8 +205,11 @@ class MessageApi:
         key: ApiKeyRecord,
         composed: ComposedMessage,
         data: bytes | SpooledBody,
+        labels: tuple[tuple[str, ...], tuple[tuple[str, str], ...]],
     ) -> Queued:
-        """Through intake: the message queued, or ApiError for a refusal."""
+        """Through intake: the message queued (with its tags and metadata: ``labels``),
+        or ApiError for a refusal."""
+        tags, metadata = labels
         if len(composed.recipients) > self.deps.max_recipients:
             limit = self.deps.max_recipients
             raise ApiError.invalid([("to", f"too many recipients (at most {limit})")])
@@ -224,6 +228,8 @@ class MessageApi:
             principal=api_key_principal(key),
             body_type=composed.body_type,
             smtputf8=composed.smtputf8,
+            tags=tags,
+            metadata=metadata,
         )
         if isinstance(result, Reply):
             raise _refusal(result)
@@ -259,10 +265,10 @@ class MessageApi:
     async def get(self, request: Request) -> Response:
         key = await self.authenticate(request)
         require(key, Scope.READ, Scope.READ_ALL)
-        message = await self._visible(key, request.path_params["id"])
+        message = await self.visible(key, request.path_params["id"])
         return _json(await self._detail(message))
 
-    async def _visible(self, key: ApiKeyRecord, queue_id: str) -> StoredMessage:
+    async def visible(self, key: ApiKeyRecord, queue_id: str) -> StoredMessage:
         """The message, if it exists and the key may see it; else 404 (never 403)."""
         message = await self.deps.store.message(queue_id)
         if message is None or not sees(key, message):
@@ -273,9 +279,10 @@ class MessageApi:
         store = self.deps.store
         queue_id = message.id
         meta = (await store.message_meta([queue_id])).get(queue_id)
-        if meta is None:
+        if meta is None or meta.subject is None:  # not sent through the API: read the header
             data = await store.read_body(queue_id)
-            meta = header_meta(queue_id, data or b"")
+            read = header_meta(queue_id, data or b"")
+            meta = read if meta is None else dataclasses.replace(meta, subject=read.subject)
         return detail(message, meta, await store.attempts(queue_id))
 
     async def list(self, request: Request) -> Response:
@@ -298,7 +305,7 @@ class MessageApi:
         """retry, hold or release."""
         key = await self.authenticate(request)
         require(key, Scope.QUEUE)
-        message = await self._visible(key, request.path_params["id"])
+        message = await self.visible(key, request.path_params["id"])
         queue_id = message.id
         store = self.deps.store
         if verb == "hold":
@@ -324,7 +331,7 @@ class MessageApi:
     async def delete(self, request: Request) -> Response:
         key = await self.authenticate(request)
         require(key, Scope.QUEUE)
-        queue_id = (await self._visible(key, request.path_params["id"])).id
+        queue_id = (await self.visible(key, request.path_params["id"])).id
         if not await self.deps.store.delete(queue_id):
             raise not_found(queue_id)
         return Response(status_code=204)

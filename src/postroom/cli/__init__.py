@@ -48,7 +48,9 @@ _COMMANDS = {
     "send": "postroom.cli.send:send",
     "serve": "postroom.cli.serve:serve",
     "status": "postroom.cli.status:status",
+    "suppression": "postroom.cli.suppression:suppression",
     "user": "postroom.cli.user:user",
+    "webhook": "postroom.cli.webhook:webhook",
 }
 
 

@@ -51,6 +51,16 @@ class WebhookTarget(BaseModel):
             raise ValueError("set secret or secret_env: every request is signed with it")
         return self
 
+    def as_json(self, pending: int) -> dict[str, object]:
+        """As ``postroom webhook list --json`` and the API show it (no secret)."""
+        return {
+            "name": self.name,
+            "url": str(self.url),
+            "events": [e.value for e in self.events],
+            "tags": list(self.tags),
+            "pending": pending,
+        }
+
     def wants(self, kind: EventType, tags: tuple[str, ...]) -> bool:
         """Whether an event of ``kind`` about a message tagged ``tags`` goes here."""
         if self.events and kind not in self.events:

@@ -40,6 +40,7 @@ class Scope(StrEnum):
     READ = "read"  # the messages sent with this key
     READ_ALL = "read-all"  # every message, whoever sent it
     QUEUE = "queue"  # hold, release, retry, delete (the messages the key may see)
+    SUPPRESSIONS = "suppressions"  # list, add and remove suppressed addresses
 
 
 DEFAULT_SCOPES: Final = (Scope.SEND, Scope.READ)

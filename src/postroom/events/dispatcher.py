@@ -4,7 +4,7 @@ A supervised task (``run``) on the primary process: each round gives new events 
 delivery row per webhook that wants them (``fan_out``), leases the due deliveries (one
 message's events to one webhook in order, the store sees to that) and POSTs each, one
 event per request. A 2xx settles it; anything else (another status, a timeout, a
-refused connection) is tried again after a delay that grows from 10 s to an hour,
+refused connection) is tried again after a delay that grows from 5 s to an hour,
 until the webhook's ``retry_for`` (24 h) has passed since the event reached it: then it
 is recorded failed, and the message's next event may go. Nodes sharing a database
 lease rows, so each delivery is sent by one of them at a time.
@@ -30,12 +30,13 @@ from postroom.mail.events import MailEvent
 from postroom.store.base import EventStore
 from postroom.store.models import WebhookAttempt
 
-__all__ = ["RETRY_DELAYS", "WebhookDispatcher", "next_attempt_at"]
+__all__ = ["RETRY_DELAYS", "WebhookDispatcher", "WebhookSender", "next_attempt_at"]
 
 _log = logging.getLogger("postroom.webhooks.out")
 
-# Seconds before the next try, by the number of failed tries so far (the last repeats).
-RETRY_DELAYS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# Seconds before the next try, by the number of failed tries so far (the last repeats):
+# a receiver restarting is caught within seconds, one down for the day is asked hourly.
+RETRY_DELAYS = (5.0, 30.0, 120.0, 300.0, 900.0, 1800.0, 3600.0)
 _FAN_OUT_BATCH = 500
 _CLAIM_BATCH = 100
 _CONCURRENCY = 16  # requests in flight at once, over every webhook
@@ -47,6 +48,47 @@ def next_attempt_at(failures: int, now: float, created_at: float, retry_for: flo
     delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
     at = now + delay
     return at if at <= created_at + retry_for else None
+
+
+class WebhookSender:
+    """POSTs one event to one webhook, signed with its secret (``postroom webhook test``
+    alone; the dispatcher for every delivery)."""
+
+    def __init__(
+        self,
+        targets: Sequence[WebhookTarget],
+        clock: Clock,
+        *,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """ConfigError when a webhook's secret cannot be read."""
+        self._secrets = {t.name: _secret(t, environ) for t in targets}
+        self._clock = clock
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": f"postroom/{__version__}"},
+        )
+
+    async def post(self, target: WebhookTarget, event: MailEvent) -> tuple[int | None, str | None]:
+        """POST one event: (the HTTP status or None, None when it was taken or why not)."""
+        body = json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False).encode()
+        headers = signed_headers(self._secrets[target.name], self._clock.time(), body, event.id)
+        try:
+            response = await self._client.post(
+                str(target.url), content=body, headers=headers, timeout=target.timeout
+            )
+        except httpx.TimeoutException:
+            return None, f"no answer within {target.timeout:g} s"
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 class WebhookDispatcher:
@@ -63,15 +105,10 @@ class WebhookDispatcher:
         """ConfigError when a webhook's secret cannot be read."""
         self._store = store
         self._targets = {t.name: t for t in targets}
-        self._secrets = {t.name: _secret(t, environ) for t in targets}
+        self._sender = WebhookSender(targets, clock, environ=environ, transport=transport)
         self._clock = clock
         self._sleep = sleep
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": f"postroom/{__version__}"},
-        )
         self._gate = asyncio.Semaphore(_CONCURRENCY)
 
     @property
@@ -126,7 +163,7 @@ class WebhookDispatcher:
         if target is None:  # removed from the configuration since the event was fanned out
             return WebhookAttempt(webhook, event.id, now, False, None, "not configured", None)
         async with self._gate:
-            status, error = await self.post(target, event)
+            status, error = await self._sender.post(target, event)
         now = self._clock.time()
         if error is None:
             return WebhookAttempt(webhook, event.id, now, True, status, "", None)
@@ -145,24 +182,8 @@ class WebhookDispatcher:
             _log.warning("webhook %s: event %s not taken: %s", webhook, event.id, error)
         return WebhookAttempt(webhook, event.id, now, False, status, error, retry)
 
-    async def post(self, target: WebhookTarget, event: MailEvent) -> tuple[int | None, str | None]:
-        """POST one event: (the HTTP status or None, None when it was taken or why not)."""
-        body = json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False).encode()
-        headers = signed_headers(self._secrets[target.name], self._clock.time(), body, event.id)
-        try:
-            response = await self._client.post(
-                str(target.url), content=body, headers=headers, timeout=target.timeout
-            )
-        except httpx.TimeoutException:
-            return None, f"no answer within {target.timeout:g} s"
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
-
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._sender.aclose()
 
 
 def _secret(target: WebhookTarget, environ: Mapping[str, str]) -> str:

@@ -46,6 +46,7 @@ from postroom.smtp import replies
 from postroom.smtp.replies import Reply
 from postroom.store import DirectoryStore, NewMessage, QueueStore
 from postroom.store.base import SuppressionStore
+from postroom.store.models import MessageMeta
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 
@@ -122,11 +123,14 @@ class Intake:
         dsn: DsnRequest | None = None,
         body_type: str = "7BIT",
         smtputf8: bool = False,
+        tags: Sequence[str] = (),
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> Queued | Reply:
         """One whole message in one call (DSNs, the HTTP API, sendmail, `postroom send`):
         the same policy, clean-up and commit as SMTP; or the reply that refused it.
         ``data``: the message, in memory or spooled (copied chunk by chunk; the caller
-        closes it)."""
+        closes it). ``tags`` and ``metadata`` are kept with it and come back in its
+        events."""
         size = len(data) if isinstance(data, bytes) else data.size
         submission = await self.begin(
             source,
@@ -139,6 +143,7 @@ class Intake:
         )
         if isinstance(submission, Reply):
             return submission
+        submission.tags, submission.metadata = tuple(tags), tuple(metadata)
         for recipient in recipients:
             reply = await submission.add_recipient(recipient)
             if not reply.is_positive:
@@ -207,6 +212,8 @@ class Submission:
     lines: LineFixer
     recipients: list[Recipient] = field(default_factory=list)
     message_id: str | None = None  # known once committed
+    tags: tuple[str, ...] = ()  # given at send time, kept with the message for its events
+    metadata: tuple[tuple[str, str], ...] = ()
     _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
     _head: bytes = b""  # the cleaned header block with its empty line, as stored
     _seen: set[str] = field(default_factory=set)
@@ -286,7 +293,10 @@ class Submission:
         if isinstance(authenticated, Reply):
             return authenticated
         header += authenticated + self._added
-        rejected, events = await self._suppressed(now)
+        try:
+            rejected, events = await self._suppressed(now)
+        except StoreError:
+            return replies.LOCAL_ERROR  # 451: the client tries again
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -302,6 +312,9 @@ class Submission:
             body=self.body,
             rejected=rejected,
             events=events,
+            meta=None
+            if self.principal is None
+            else MessageMeta(self.queue_id, self.message_id, None, self.tags, self.metadata),
         )
         try:
             await self.intake.store.enqueue(message)
@@ -330,13 +343,11 @@ class Submission:
         our users is neither checked nor reported."""
         if self.principal is None:
             return (), ()
-        addresses = [str(r.address) for r in self.recipients]
+        keys = {str(r.address): r.address.key for r in self.recipients}
+        addresses = list(keys)
         domain = self.sender.ascii_domain if self.sender is not None else None
-        try:
-            found = await self.intake.store.suppressed(addresses, domain)
-        except StoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        replies = {a: suppressed_reply(a, entry) for a, entry in found.items()}
+        found = await self.intake.store.suppressed(set(keys.values()), domain)
+        replies = {a: suppressed_reply(a, found[key]) for a, key in keys.items() if key in found}
         events = tuple(
             MailEvent(
                 id=new_event_id(),

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["EVENT_TYPES", "EventOrigin", "EventType", "MailEvent", "new_event_id"]
+__all__ = ["EVENT_TYPES", "EventOrigin", "EventType", "MailEvent", "iso_time", "new_event_id"]
 
 
 class EventType(StrEnum):
@@ -58,7 +58,8 @@ def new_event_id() -> str:
     return "ev_" + secrets.token_hex(10)
 
 
-def _iso(at: float) -> str:
+def iso_time(at: float) -> str:
+    """The catalogue's time format: ISO 8601, UTC, milliseconds, ``Z``."""
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -94,7 +95,7 @@ class MailEvent:
         return {
             "id": self.id,
             "type": self.type.value,
-            "timestamp": _iso(self.at),
+            "timestamp": iso_time(self.at),
             "queue_id": self.queue_id,
             "message_id": self.message_id,
             "recipient": self.recipient,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from postroom.mail.envelope import Envelope, Source
-from postroom.mail.events import MailEvent
+from postroom.mail.events import MailEvent, iso_time
 from postroom.mail.spool import SpooledBody
 
 __all__ = [
@@ -65,6 +65,8 @@ class NewMessage:
     rejected: tuple[tuple[str, str], ...] = ()
     # Events committed with the message (queued, rejected): the outbox, see EventStore.
     events: tuple[MailEvent, ...] = ()
+    # Submitted mail: its Message-ID and the tags and metadata given at send time.
+    meta: MessageMeta | None = None
 
     @property
     def size(self) -> int:
@@ -300,6 +302,17 @@ class Suppression:
     created_at: float
     detail: str = ""  # the reply or the provider's words that caused it
 
+    def as_json(self) -> dict[str, object]:
+        """As the CLI's --json and the API show it."""
+        return {
+            "address": self.address,
+            "scope": self.scope,
+            "reason": self.reason.value,
+            "source": self.source,
+            "created_at": iso_time(self.created_at),
+            "detail": self.detail,
+        }
+
 
 class WebhookState(StrEnum):
     PENDING = "pending"  # not yet taken by the receiver; tried again at next_attempt_at
@@ -320,6 +333,23 @@ class WebhookDelivery:
     last_attempt_at: float | None = None
     last_status: int | None = None  # the receiver's HTTP status; None: no answer
     last_error: str = ""  # why the last attempt failed ("" when it did not)
+
+    def as_json(self) -> dict[str, object]:
+        """As the CLI's --json and the API show it."""
+        return {
+            "webhook": self.webhook,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "next_attempt_at": _iso_or_none(self.next_attempt_at),
+            "last_attempt_at": _iso_or_none(self.last_attempt_at),
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "event": self.event.as_json(),
+        }
+
+
+def _iso_or_none(at: float | None) -> str | None:
+    return None if at is None else iso_time(at)
 
 
 @dataclass(frozen=True, slots=True)

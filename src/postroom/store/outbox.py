@@ -26,6 +26,7 @@ from postroom.store.models import (
 
 __all__ = [
     "EVENT_INSERT",
+    "META_INSERT",
     "POSTGRES",
     "SQLITE",
     "Dialect",
@@ -114,6 +115,11 @@ def _event(row: Sequence[Any]) -> MailEvent:
         tags=tuple(json.loads(tags)) if tags else (),
         metadata=tuple(json.loads(metadata).items()) if metadata else (),
     )
+
+
+META_INSERT = (
+    "INSERT INTO message_meta (id, message_id, subject, tags, metadata) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def insert_events(d: Dialect, conn: Conn, events: Sequence[MailEvent]) -> None:

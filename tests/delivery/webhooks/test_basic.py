@@ -22,6 +22,8 @@ from postroom.delivery.webhooks import (
     sendlayer,
     sparkpost,
 )
+from postroom.mail.events import EventOrigin, EventType
+from postroom.store.models import SuppressionReason
 from postroom.store.sqlite import SqliteStore
 from tests.conftest import FakeClock
 from tests.delivery.webhooks.conftest import Hooked, sent_through
@@ -205,3 +207,54 @@ def test_sendlayer_events() -> None:
     )
     [bounced] = _events(sendlayer, {"EventData": {**payload, "Event": "bounced"}})
     assert bounced.status is EventStatus.BOUNCED
+
+
+async def test_a_provider_bounce_becomes_a_bounced_event_and_suppresses_the_address(
+    store: SqliteStore, fake_clock: FakeClock
+) -> None:
+    mailer = Hooked("pm", "postmark", WebhookSettings(username="postmark", password=SecretStr("p")))
+    message_id = await sent_through(
+        store, "pm", "883953f4-6105-42a2-a16a-77a8eac79483", "bob@example.net"
+    )
+    status, _ = await handle_webhook(
+        mailer, _basic("postmark", "p"), POSTMARK_BOUNCE, store, fake_clock
+    )
+    assert status == 200
+    [event] = await store.events(message_id)
+    assert (event.type, event.origin, event.mailer, event.recipient, event.reason) == (
+        EventType.BOUNCED,
+        EventOrigin.PROVIDER,
+        "pm",
+        "bob@example.net",
+        "Bounce/HardBounce",
+    )
+    [entry] = await store.suppressions()
+    assert (entry.address, entry.scope, entry.reason, entry.source) == (
+        "bob@example.net",
+        "",
+        SuppressionReason.HARD_BOUNCE,
+        "provider pm",
+    )
+
+
+async def test_a_provider_complaint_suppresses_the_address_for_the_sender_domain(
+    store: SqliteStore, fake_clock: FakeClock
+) -> None:
+    mailer = Hooked("pm", "postmark", WebhookSettings(username="postmark", password=SecretStr("p")))
+    await sent_through(store, "pm", "883953f4-6105-42a2-a16a-77a8eac79483", "bob@example.net")
+    complaint = json.dumps(
+        {
+            "RecordType": "SpamComplaint",
+            "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+            "Email": "bob@example.net",
+            "BouncedAt": "2027-01-15T08:00:05Z",
+        }
+    ).encode()
+    status, _ = await handle_webhook(mailer, _basic("postmark", "p"), complaint, store, fake_clock)
+    assert status == 200
+    [entry] = await store.suppressions()
+    assert (entry.address, entry.scope, entry.reason) == (
+        "bob@example.net",
+        "example.org",  # the factories' sender is alice@example.org
+        SuppressionReason.COMPLAINT,
+    )

@@ -34,12 +34,17 @@ from postroom.delivery.webhooks import (
     sns,
     sparkpost,
 )
-from postroom.delivery.webhooks.events import PayloadError, ProviderEvent
+from postroom.delivery.webhooks.events import EventStatus, PayloadError, ProviderEvent
 from postroom.errors import StoreError
-from postroom.store.base import LogStore
-from postroom.store.models import ProviderEventRecord
+from postroom.store.base import LogStore, QueueStore, SuppressionStore
+from postroom.store.models import (
+    GLOBAL_SCOPE,
+    ProviderEventRecord,
+    Suppression,
+    SuppressionReason,
+)
 
-__all__ = ["PROVIDERS", "HookedMailer", "Response", "handle_webhook"]
+__all__ = ["PROVIDERS", "HookStore", "HookedMailer", "Response", "handle_webhook"]
 
 _log = logging.getLogger("postroom.webhooks")
 
@@ -54,6 +59,11 @@ class HookedMailer(Protocol):
     def type(self) -> str: ...
     @property
     def webhook(self) -> WebhookSettings | None: ...
+
+
+class HookStore(LogStore, QueueStore, SuppressionStore, Protocol):
+    """What a callback is recorded in: the log (and outbox), the message it names (for
+    its sender's domain), the suppression list its bounces and complaints go on."""
 
 
 class _Unconfigured(Exception):
@@ -129,7 +139,7 @@ async def handle_webhook(
     mailer: HookedMailer,
     headers: Mapping[str, str],
     body: bytes,
-    store: LogStore,
+    store: HookStore,
     clock: Clock,
     *,
     certificates: sns.CertificateSource | None = None,
@@ -169,7 +179,7 @@ async def _ses(
     mailer: HookedMailer,
     hook: _Hook,
     body: bytes,
-    store: LogStore,
+    store: HookStore,
     certificates: sns.CertificateSource,
 ) -> Response:
     message = ses.envelope(body)
@@ -196,7 +206,7 @@ async def _ses(
 
 
 async def _record(
-    mailer: str, events: list[ProviderEvent], store: LogStore, now: float
+    mailer: str, events: list[ProviderEvent], store: HookStore, now: float
 ) -> Response:
     matched = 0
     for event in events:
@@ -210,6 +220,32 @@ async def _record(
             detail=event.detail,
             received_at=now,
         )
-        if await store.record_provider_event(record) is not None:
+        message_id = await store.record_provider_event(record)
+        if message_id is not None:
             matched += 1
+        await _suppress(store, record, message_id, now)
     return 200, {"received": len(events), "matched": matched}
+
+
+async def _suppress(
+    store: HookStore, record: ProviderEventRecord, message_id: str | None, now: float
+) -> None:
+    """A provider's bounce suppresses the address for everyone; a complaint, for the
+    domain of the sender complained about (postroom's own, when the message is known)."""
+    if record.status == EventStatus.BOUNCED:
+        reason, scope = SuppressionReason.HARD_BOUNCE, GLOBAL_SCOPE
+    elif record.status == EventStatus.COMPLAINED:
+        message = await store.message(message_id) if message_id is not None else None
+        sender = message.sender if message is not None else ""
+        reason, scope = SuppressionReason.COMPLAINT, sender.rpartition("@")[2].lower()
+    else:
+        return
+    entry = Suppression(
+        address=record.recipient.lower(),
+        scope=scope,
+        reason=reason,
+        source=f"provider {record.mailer}",
+        created_at=now,
+        detail=record.detail or record.kind,
+    )
+    await store.add_suppression(entry)

@@ -17,6 +17,7 @@ from postroom.store.rows import (
     MESSAGE_FIELDS,
     STORED_COLUMNS,
     message_row,
+    meta_row,
     recipient_rows,
     recipient_state,
     stored_message,
@@ -64,6 +65,8 @@ def enqueue_job(message: NewMessage) -> Callable[[Conn], None]:
         with conn.pipeline(), conn.cursor() as cursor:
             cursor.execute(_INSERT_MESSAGE, row)
             cursor.executemany(_INSERT_RECIPIENT, recipients)
+            if message.meta is not None:
+                cursor.execute(outbox.POSTGRES.sql(outbox.META_INSERT), meta_row(message.meta)[:5])
             if message.events:
                 cursor.executemany(
                     outbox.POSTGRES.sql(outbox.EVENT_INSERT),

@@ -18,6 +18,7 @@ from postroom.store.models import NewMessage, RecipientState, StoredMessage
 from postroom.store.rows import (
     STORED_COLUMNS,
     message_row,
+    meta_row,
     recipient_rows,
     recipient_state,
     stored_message,
@@ -90,6 +91,8 @@ def _insert_message(
     conn.execute(_INSERT_MESSAGE, row)
     conn.executemany(_INSERT_RECIPIENT, recipients)
     outbox.insert_events(outbox.SQLITE, conn, message.events)
+    if message.meta is not None:
+        conn.execute(outbox.META_INSERT, meta_row(message.meta)[:5])
     body = message.body
     if body.in_memory:
         # A body under the spool threshold is in memory already: one bind beats a blob.
