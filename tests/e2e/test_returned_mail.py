@@ -106,3 +106,29 @@ def test_a_transaction_never_mixes_bounce_addresses_with_others(srv: ServerThrea
         client.mail("")
         assert client.rcpt(verp)[0] == 250
         assert client.rcpt("app@example.test")[0] == 452
+
+
+def test_without_verp_a_report_is_linked_by_the_message_id_postroom_wrote(
+    make_server: MakeServer,
+) -> None:
+    srv: ServerThread = make_server(bounces={"domain": "example.test"})
+    srv.add_domain("example.test")
+    srv.add_user("app@example.test", "s3cret-pass")
+    queue_id = sent_message(srv, "gone@example.org")
+    stored = srv.call(srv.store.read_body(queue_id))
+    assert stored is not None
+    message_id = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in stored.split(b"\r\n")
+        if line.lower().startswith(b"message-id:")
+    )
+    assert message_id.startswith(f"<{queue_id}.")
+    notice = report("exim.eml", "bounces@example.test").replace(
+        b"<invoice.7@send.example.com>", message_id.encode()
+    )
+
+    with smtp_client(srv.ports["mx"]) as client:
+        assert client.sendmail("", ["bounces@example.test"], notice) == {}
+
+    (event,) = [e for e in srv.call(srv.store.events(queue_id)) if e.type is EventType.BOUNCED]
+    assert event.recipient == "gone@example.org"

@@ -24,7 +24,6 @@ from typing import Protocol
 from postroom.clock import Clock
 from postroom.config.feedback import BounceSettings
 from postroom.feedback.links import Links
-from postroom.ids import is_queue_id
 from postroom.mail.address import Address
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.returned import BouncedRecipient, Returned, ReturnedKind, read_returned
@@ -90,8 +89,6 @@ class ReturnDesk:
         for address in recipients:
             if queue_id := self.links.returned(address):
                 return queue_id
-        if returned.original_queue_id and is_queue_id(returned.original_queue_id):
-            return returned.original_queue_id
         match = _OUR_MESSAGE_ID.match(returned.original_message_id or "")
         return match.group(1) if match else None
 

@@ -5,8 +5,8 @@
 - ``BOUNCE``: an RFC 3464 report (``multipart/report; report-type=delivery-status``),
   or one of the plain-text notices that Exim, qmail, Exchange, Gmail and older Postfix or
   Sendmail set-ups still send. Each failed (or delayed) recipient gets its action, status
-  code and diagnostic; the original's Message-ID and postroom queue id are read from the
-  returned copy when it has one.
+  code and diagnostic; the original's Message-ID is read from the returned copy when it
+  has one.
 - ``AUTO_REPLY``: a vacation or out-of-office answer (RFC 3834 ``Auto-Submitted``, the
   headers and subjects responders use), which says nothing about the address.
 - ``OTHER``: neither; a person's answer sent to the bounce address.
@@ -59,7 +59,6 @@ class Returned:
     kind: ReturnedKind
     recipients: tuple[BouncedRecipient, ...] = ()
     original_message_id: str | None = None  # "<id@host>" of the message that bounced
-    original_queue_id: str | None = None  # our queue id, from the returned copy's headers
     reporting_mta: str | None = None
 
 
@@ -96,12 +95,10 @@ def _standard_report(message: Message) -> Returned | None:
     recipients = tuple(r for r in (_report_recipient(b) for b in per_recipient) if r is not None)
     if not recipients:
         return None
-    message_id, queue_id = _original_ids(message)
     return Returned(
         ReturnedKind.BOUNCE,
         recipients,
-        original_message_id=message_id,
-        original_queue_id=queue_id,
+        original_message_id=_original_message_id(message),
         reporting_mta=_typed_value(per_message.get("Reporting-MTA")),
     )
 
@@ -205,12 +202,10 @@ def _plain_notice(message: Message) -> Returned | None:
     recipients = tuple(_notice_recipients(notice, ours))
     if not recipients:
         return None
-    message_id, queue_id = _original_ids(message, text[end.start() :] if end else "")
     return Returned(
         ReturnedKind.BOUNCE,
         recipients,
-        original_message_id=message_id,
-        original_queue_id=queue_id,
+        original_message_id=_original_message_id(message, text[end.start() :] if end else ""),
     )
 
 
@@ -282,13 +277,12 @@ def _own_addresses(message: Message) -> Iterable[str]:
 # --- the original message ------------------------------------------------------------------
 
 _MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*(<[^>\s]+>)", re.I | re.M)
-_QUEUE_ID = re.compile(r"^X-Postroom-Queue-Id:[ \t]*([A-Za-z0-9]+)", re.I | re.M)
 
 
-def _original_ids(message: Message, copy: str = "") -> tuple[str | None, str | None]:
-    """The returned original's Message-ID and postroom queue id: from its
-    message/rfc822 or text/rfc822-headers part (RFC 3464 2), else from the copy after a
-    plain notice's marker."""
+def _original_message_id(message: Message, copy: str = "") -> str | None:
+    """The returned original's Message-ID: from its message/rfc822 or
+    text/rfc822-headers part (RFC 3464 2), else from the copy after a plain notice's
+    marker."""
     for part in message.walk():
         kind = part.get_content_type()
         if kind == "message/rfc822":
@@ -300,9 +294,8 @@ def _original_ids(message: Message, copy: str = "") -> tuple[str | None, str | N
             if isinstance(raw, bytes):
                 copy = raw.decode("utf-8", "replace") + copy
     copy = copy.replace("\r\n", "\n")
-    mid = _MESSAGE_ID.search(copy)
-    qid = _QUEUE_ID.search(copy)
-    return (mid.group(1) if mid else None), (qid.group(1) if qid else None)
+    found = _MESSAGE_ID.search(copy)
+    return found.group(1) if found else None
 
 
 # --- auto-replies ----------------------------------------------------------------------------
