@@ -6,7 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from postroom.config.routes import SettingError
 
 __all__ = [
     "AlertFormat",
@@ -95,6 +97,14 @@ class AlertSettings(_Model):
             if "@" not in address:
                 raise ValueError(f"{address!r} is not an email address")
         return value
+
+    @model_validator(mode="after")
+    def _destination(self) -> AlertSettings:
+        if self.format is AlertFormat.EMAIL and not self.to:
+            raise SettingError(("to",), "an email alert needs at least one address in to")
+        if self.format is not AlertFormat.EMAIL and not (self.url or self.url_env):
+            raise SettingError(("url",), f"a {self.format.value} alert needs url or url_env")
+        return self
 
 
 class ReportSettings(_Model):
