@@ -220,8 +220,7 @@ class Server:
             self._wakeup.start()
             self.tasks.start("scheduler", self.scheduler.run)
             if isinstance(store, QueueWatch):  # other nodes on the same database
-                wake = self.scheduler.wake
-                self.tasks.start("queue-watch", functools.partial(store.watch_queue, wake))
+                self.tasks.start("queue-watch", functools.partial(self.scheduler.listen, store))
             self.tasks.start("leases", self.scheduler.keep_leases)
             self.tasks.start("retention", self.retention.run)
             if self.webhooks is not None:

@@ -68,6 +68,8 @@ def test_bad_input_names_the_field(api: Api, client: httpx.Client) -> None:
         ({"address": "not-an-address"}, "address"),
         ({"address": "a@example.net", "reason": "bored"}, "reason"),
         ({"address": "a@example.net", "scope": "[192.0.2.1]"}, "scope"),
+        ({"address": "a@example.net", "detail": "two\nlines\x00"}, "detail"),
+        ({"address": ["a@example.net"]}, "address"),
     ]
     for body, field in cases:
         answer = client.post("/api/v1/suppressions", json=body)

@@ -104,20 +104,22 @@ def test_status_masks_the_password_of_a_postgresql_url(
 def test_migrate_upgrades_an_old_postgresql_schema(
     tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The first PostgreSQL schema has no upgrades yet: this postroom pretends to know a
-    # version 2 that adds a column, as the next release will.
-    monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(pg_schema, "UPGRADES", {1: "ALTER TABLE domains ADD COLUMN note text"})
+    # This postroom pretends to know the next version, which adds a column, as the next
+    # release will.
+    now = pg_schema.SCHEMA_VERSION
+    monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", now + 1)
+    upgrades = {**pg_schema.UPGRADES, now: "ALTER TABLE domains ADD COLUMN note text"}
+    monkeypatch.setattr(pg_schema, "UPGRADES", upgrades)
     config = configure(tmp_path, pg_database)
     status = invoke(config, "status")
     assert status.exit_code == 1, status.output
-    assert "engine:   postgresql" in status.output and "schema:   1\n" in status.output
-    assert "migrate:  upgrade schema 1 -> 2" in status.output
+    assert "engine:   postgresql" in status.output and f"schema:   {now}\n" in status.output
+    assert f"migrate:  upgrade schema {now} -> {now + 1}" in status.output
     migrated = invoke(config, "migrate")
     assert migrated.exit_code == 0, migrated.output
-    assert migrated.output.endswith("upgrade schema 1 -> 2: done\n")
+    assert migrated.output.endswith(f"upgrade schema {now} -> {now + 1}: done\n")
     with psycopg.connect(pg_database) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (now + 1,)
         conn.execute("SELECT note FROM domains")
     assert invoke(config, "status").exit_code == 0
 
@@ -135,18 +137,20 @@ def test_a_newer_postgresql_schema_is_refused_in_one_line(tmp_path: Path, pg_dat
 async def test_a_node_refuses_an_older_postgresql_schema_unless_told_to_migrate(
     pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(pg_schema, "UPGRADES", {1: "ALTER TABLE domains ADD COLUMN note text"})
+    now = pg_schema.SCHEMA_VERSION
+    monkeypatch.setattr(pg_schema, "SCHEMA_VERSION", now + 1)
+    upgrades = {**pg_schema.UPGRADES, now: "ALTER TABLE domains ADD COLUMN note text"}
+    monkeypatch.setattr(pg_schema, "UPGRADES", upgrades)
     with pytest.raises(StoreError) as refused:
         await open_store(pg_database)
     assert str(refused.value) == (
-        "database schema version 1 is older than 2, the version this postroom needs:"
-        " run `postroom db migrate` (or start with `postroom serve --migrate`)"
+        f"database schema version {now} is older than {now + 1}, the version this postroom"
+        " needs: run `postroom db migrate` (or start with `postroom serve --migrate`)"
     )
     store = await open_store(pg_database, migrate=True)
     await store.aclose()
     with psycopg.connect(pg_database) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (now + 1,)
 
 
 async def test_a_node_refuses_a_newer_postgresql_schema_even_when_told_to_migrate(

@@ -71,18 +71,22 @@ def test_delivery_resumes_after_store_full_in_the_claim_without_a_restart(
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 
-def test_a_failed_outcome_write_is_retried_and_the_message_delivered_once(
-    make_server: MakeServer, tmp_path: Path
+@pytest.mark.parametrize("step", ["record", "body"])
+def test_a_failed_store_step_of_an_attempt_is_retried_and_the_message_delivered_once(
+    make_server: MakeServer, tmp_path: Path, step: str
 ) -> None:
+    """The outcome write, or the body read: the claimed attempt waits for the store (its
+    lease renewed) and finishes once it works, within the lease (60 s), not after it."""
     srv, store = local_server(make_server, tmp_path)
-    store.record_fault = StoreUnavailable("storage failed: injected")
-    send_local(srv, "recorded late")
-    wait_for(lambda: store.refused_records >= 2)  # tried, and tried again
+    setattr(store, f"{step}_fault", StoreUnavailable("storage failed: injected"))
+    send_local(srv, "stored late")
+    refused = f"refused_{'records' if step == 'record' else 'bodies'}"
+    wait_for(lambda: getattr(store, refused) >= 2)  # tried, and tried again
     assert readyz(srv).json()["failing"][0]["part"] == "scheduler"
-    store.record_fault = None
+    setattr(store, f"{step}_fault", None)
     (message,) = srv.call(srv.store.messages(limit=10))
     wait_for(lambda: srv.statuses(message.id) == ["delivered"])
-    assert maildir_count(srv) == 1  # not delivered again while the write was retried
+    assert maildir_count(srv) == 1  # not delivered again while the step was retried
     wait_for(lambda: readyz(srv).status_code == 200)
 
 

@@ -3,6 +3,7 @@ claimed under a lease in order per message, settled or rescheduled."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -15,6 +16,7 @@ from postroom.store.models import (
     WebhookAttempt,
     WebhookState,
 )
+from tests.store.conftest import Backend
 from tests.store.factories import NOW, attempt, delivered, new_message, to
 
 pytestmark = pytest.mark.store_parts("events", "queue", "log", "api")
@@ -182,3 +184,40 @@ async def test_history_shows_failures_and_a_failed_delivery_unblocks_the_next(
     [next_one] = await store.claim_webhook_deliveries(NOW, limit=10, lease=30)
     assert next_one.event.id == second.id
     assert await store.webhook_backlog() == {"": 0, "app": 1}
+
+
+async def test_retention_removes_old_events_no_webhook_waits_for(store: Store) -> None:
+    old_done, old_waiting = _event(EventType.DELIVERED, "Q1"), _event(EventType.BOUNCED, "Q2")
+    old_new = _event(EventType.DEFERRED, "Q3")
+    recent = dataclasses.replace(_event(EventType.DELIVERED, "Q4"), at=NOW + 100)
+    await store.record_events([old_done, old_waiting])
+    await store.fan_out(_everyone, limit=10, now=NOW)
+    await store.record_events([old_new, recent])  # not fanned out yet: kept
+    await store.claim_webhook_deliveries(NOW, limit=10, lease=30)
+    await store.record_webhook_attempt(WebhookAttempt("app", old_done.id, NOW, True, 200, "", None))
+    assert await store.purge_events(NOW + 50) == 1
+    history = await store.webhook_deliveries()
+    assert [d.event.id for d in history] == [old_waiting.id]
+    assert await store.events("Q1") == []
+    assert [e.id for e in await store.events("Q3")] == [old_new.id]
+
+
+async def test_two_nodes_fan_out_and_claim_each_delivery_once(backend: Backend) -> None:
+    one, two = await backend.open(), await backend.open()
+    events = [_event(EventType.DELIVERED, f"Q{i}") for i in range(40)]
+    await one.record_events(events)
+    fanned = await asyncio.gather(
+        *(store.fan_out(_everyone, limit=7, now=NOW) for store in (one, two) for _ in range(4))
+    )
+    fanned_more = [await one.fan_out(_everyone, limit=100, now=NOW)]
+    assert sum(fanned) + sum(fanned_more) == 40
+    assert await one.webhook_backlog() == {"": 0, "app": 40}
+    rounds = await asyncio.gather(
+        *(
+            store.claim_webhook_deliveries(NOW, limit=5, lease=60)
+            for store in (one, two)
+            for _ in range(6)
+        )
+    )
+    claimed = [d.event.id for found in rounds for d in found]
+    assert len(claimed) == len(set(claimed)) == 40

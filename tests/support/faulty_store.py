@@ -13,13 +13,21 @@ __all__ = ["FaultyStore"]
 
 
 class FaultyStore(SqliteStore):
-    """While ``claim_fault`` / ``record_fault`` is set, claims / outcome writes raise it
-    (and are counted); otherwise the real store answers."""
+    """While ``claim_fault`` / ``record_fault`` / ``body_fault`` is set, claims / outcome
+    writes / body reads raise it (and are counted); otherwise the real store answers."""
 
     claim_fault: StoreError | None = None
     record_fault: StoreError | None = None
+    body_fault: StoreError | None = None
     refused_claims = 0
     refused_records = 0
+    refused_bodies = 0
+
+    async def read_body(self, message_id: str) -> bytes | None:
+        if self.body_fault is not None:
+            self.refused_bodies += 1
+            raise self.body_fault
+        return await super().read_body(message_id)
 
     async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
         if self.claim_fault is not None:

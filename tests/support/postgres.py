@@ -58,6 +58,7 @@ class PostgresCluster:
         self._names = itertools.count()
         self._spare: list[str] = []
         self.port = 0
+        self._options = ""
         self.ca = trustme.CA()
         self.ca_file = self.root / "ca.pem"
 
@@ -105,14 +106,24 @@ class PostgresCluster:
                 " -c fsync=off -c max_connections=200"
             )
             try:
-                self._run(
-                    "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options,
-                    "start",
-                )  # fmt: skip
+                self._start_server(options)
                 return
             except subprocess.CalledProcessError:
                 continue
         raise RuntimeError(f"PostgreSQL did not start: see {self.log}")
+
+    def _start_server(self, options: str) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start")
+        self._options = options
+
+    def halt(self) -> None:
+        """Stop the server as an operator or a failing machine would (``-m fast``: open
+        sessions are ended, their transactions rolled back); ``resume`` starts it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server ``halt`` stopped, on the same socket and port."""
+        self._start_server(self._options)
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError):

@@ -89,6 +89,7 @@ def write_config(
     ports: dict[str, int] | None = None,
     *,
     top: str = "",
+    hostname: str = "mail.test",
 ) -> Path:
     """``top``: top-level keys; ``extra``: tables (after ``[log]`` and ``[dns]``)."""
     ports = ports or {role.value: 0 for role in ROLES}
@@ -100,7 +101,7 @@ def write_config(
     if "[api]" not in extra:
         extra = f"[api]\nport = 0\n{extra}"
     path.write_text(
-        f'hostname = "mail.test"\ndata_dir = "{data_dir}"\n{top}'
+        f'hostname = "{hostname}"\ndata_dir = "{data_dir}"\n{top}'
         f'[log]\nfile = "{log}"\n'
         f'[dns]\nnameservers = ["{NO_DNS}"]\ntimeout = 0.5\n'
         f"{extra}\n{listeners}"

@@ -35,6 +35,7 @@ __all__ = ["EventApi"]
 
 _MAX_BODY = 64 * 1024
 _MAX_LIMIT = 1000
+_MAX_TEXT = 1000  # characters of a note (detail) or a scope
 
 
 class EventApi:
@@ -178,4 +179,6 @@ def _text(fields: Mapping[str, object], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ApiError.invalid([(name, "must be a string")])
+    if len(value) > _MAX_TEXT or not value.isprintable():
+        raise ApiError.invalid([(name, f"one line of printable text, {_MAX_TEXT} at most")])
     return value

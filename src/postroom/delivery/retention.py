@@ -6,19 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 from postroom.clock import Clock
 from postroom.config.settings import RetentionSettings
 from postroom.store import QueueStore
+from postroom.store.base import EventStore
 
-__all__ = ["Retention"]
+__all__ = ["Retention", "RetentionStore"]
+
+
+class RetentionStore(QueueStore, EventStore, Protocol):
+    """Messages and their events: both are kept for ``retention.days``."""
+
 
 _log = logging.getLogger("postroom.retention")
 _DAY = 86400.0
 
 
 class Retention:
-    def __init__(self, store: QueueStore, settings: RetentionSettings, clock: Clock) -> None:
+    def __init__(self, store: RetentionStore, settings: RetentionSettings, clock: Clock) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
@@ -30,6 +37,9 @@ class Retention:
         removed = await self._store.purge(now - self._settings.days * _DAY)
         if removed:
             _log.info("retention removed %d finished messages", removed)
+        events = await self._store.purge_events(now - self._settings.days * _DAY)
+        if events:
+            _log.info("retention removed %d events sent to the webhooks", events)
         if self._settings.bodies_days is not None:
             bodies = await self._store.purge_bodies(now - self._settings.bodies_days * _DAY)
             if bodies:

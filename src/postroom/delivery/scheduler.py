@@ -9,7 +9,12 @@ While an attempt runs, ``keep_leases()`` renews its lease every third of
 ``delivery.lease``, so the lease can be short: after a crash the recipients that were in
 flight are claimed again within one lease (delivery is at least once).
 A store error in a claim, a renewal or an outcome write is logged, named on
-``Readiness`` and retried after a pause; it never ends the scheduler.
+``Readiness`` and retried after a pause; it never ends the scheduler. The pause doubles
+while the errors go on, but a sign that the store works again (a wake-up: mail
+committed here, or heard of from another node) ends it early, so delivery resumes as
+soon as a lost database is back, however long it was gone.
+On a database shared by several nodes, ``listen()`` hears of mail the other nodes
+commit, and listens again after a loss, every few seconds at most.
 With ``delivery.paused`` it claims nothing (Postfix's hold queue for all mail): intake
 still queues, and the next start without the setting delivers what waited.
 The clock and the random source are passed in; tests drive ``run_once()`` with a fake clock.
@@ -19,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
@@ -37,7 +41,7 @@ from postroom.delivery.outcome import Disposition, Outcome
 from postroom.delivery.outcome_events import is_hard_bounce, outcome_event, suppression_of
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
-from postroom.errors import StoreError
+from postroom.errors import StoreError, StoreUnavailable
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
 from postroom.intake import Intake, Queued
 from postroom.intake.principals import POSTROOM
@@ -47,7 +51,7 @@ from postroom.mail.events import MailEvent
 from postroom.mailauth.dkim import signature_summary
 from postroom.readiness import Readiness
 from postroom.store import DirectoryStore, QueueStore
-from postroom.store.base import SuppressionStore
+from postroom.store.base import QueueWatch, SuppressionStore
 from postroom.store.models import (
     Attempt,
     Claim,
@@ -66,6 +70,7 @@ class DeliveryStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
     bounces go on."""
 
 
+T = TypeVar("T")
 _log = logging.getLogger("postroom.delivery")
 _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
 _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
@@ -73,7 +78,11 @@ _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
 _FIRST_STORE_PAUSE = 0.5
 _MAX_STORE_PAUSE = 30.0
 _RENEWALS_PER_LEASE = 3  # two renewals may fail in a row before a lease ends
+# Listening for other nodes' mail: after a loss, try again after a pause that doubles up
+# to this (one connection attempt, one log line each time while the database is away).
+_MAX_LISTEN_PAUSE = 5.0
 PART = "scheduler"  # its name on Readiness
+LISTEN_PART = "queue-watch"  # listening for other nodes' mail, on Readiness
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,15 +235,56 @@ class Scheduler:
             self._readiness.fail(PART, f"renewing leases: {exc}")
             return 0
 
+    async def listen(self, watch: QueueWatch) -> None:
+        """Until ``stop()``: look for due work whenever ``watch`` hears that any node
+        committed mail. A lost connection is named on Readiness (``queue-watch``) and
+        made again after a pause (0.5 s, doubling up to 5 s) until the database is back;
+        then the scheduler looks at once for what was committed meanwhile."""
+        pause = _FIRST_STORE_PAUSE
+
+        def heard() -> None:  # also called once each time it starts to listen
+            nonlocal pause
+            if pause != _FIRST_STORE_PAUSE:
+                _log.info("listening for other nodes' mail again")
+                pause = _FIRST_STORE_PAUSE
+            self._readiness.ok(LISTEN_PART)
+            self._wake.set()
+
+        while not self._stopping:
+            try:
+                await watch.watch_queue(heard)
+            except StoreError as exc:
+                _log.error(
+                    "not listening for other nodes' mail: %s (trying again in %g s)", exc, pause
+                )
+                self._readiness.fail(LISTEN_PART, str(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._stopped.wait()
+            pause = min(pause * 2, _MAX_LISTEN_PAUSE)
+
     async def _store_failed(self, doing: str, exc: StoreError) -> None:
-        """Log and report a store error, then pause (a stop ends the pause early)."""
+        """Log and report a store error, then pause. A stop ends the pause early, and so
+        does a wake-up after the first pause's length: a sign that the store works."""
         pause = self._store_pause
         _log.error("store error while %s: %s (trying again in %g s)", doing, exc, pause)
         self._readiness.fail(PART, f"{doing}: {exc}")
         self._store_pause = min(pause * 2, _MAX_STORE_PAUSE)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(pause):
+            async with asyncio.timeout(min(pause, _FIRST_STORE_PAUSE)):
                 await self._stopped.wait()
+        if pause <= _FIRST_STORE_PAUSE or self._stopping:
+            return
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                (stopped, woken), timeout=pause - _FIRST_STORE_PAUSE,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            stopped.cancel()
+            woken.cancel()
 
     def _store_worked(self) -> None:
         if self._store_pause != _FIRST_STORE_PAUSE:
@@ -272,10 +322,18 @@ class Scheduler:
         claims = await self._store.claim_due(
             self._clock.time(), limit=free, lease=self._settings.lease
         )
-        if claims:
-            await self._local_domains.refresh(self._store)
+        if not claims:
+            return 0
+        # In flight (their leases renewed) before anything else can fail: the attempts
+        # wait for the local domains, read again for routing, together.
+        domains = asyncio.ensure_future(
+            self._until_stored(
+                "reading the local domains", lambda: self._local_domains.refresh(self._store)
+            )
+        )
+        domains.add_done_callback(_retrieved)  # stopped with every attempt cancelled
         for claim in claims:
-            task = asyncio.create_task(self._attempt_guarded(claim))
+            task = asyncio.create_task(self._attempt_guarded(claim, domains))
             self._in_flight[task] = claim
             task.add_done_callback(self._finished)
         return len(claims)
@@ -285,12 +343,16 @@ class Scheduler:
         if not self._stopping:
             self._wake.set()  # a slot is free: look for more due work
 
-    async def _attempt_guarded(self, claim: Claim) -> None:
+    async def _attempt_guarded(self, claim: Claim, domains: asyncio.Future[None]) -> None:
         async with self._budget.hold(claim.message.size):
             try:
+                await asyncio.shield(domains)  # one cancelled attempt leaves it to others
                 await self._attempt(claim)
             except asyncio.CancelledError:
                 raise
+            except StoreError as exc:
+                # Stopped while the store is away: the lease stays, as below.
+                _log.error("attempt of %s cut off: %s", claim.message.id, exc)
             except Exception:
                 # The lease stays: the recipients are tried again when it ends.
                 _log.exception("delivery attempt of %s failed", claim.message.id)
@@ -298,7 +360,9 @@ class Scheduler:
     # -- one attempt -------------------------------------------------------------------
     async def _attempt(self, claim: Claim) -> None:
         stored = claim.message
-        data = await self._store.read_body(stored.id)
+        data = await self._until_stored(
+            f"reading {stored.id}", lambda: self._store.read_body(stored.id)
+        )
         if data is None:  # deleted meanwhile
             return
         message = _outbound(stored, data)
@@ -323,7 +387,7 @@ class Scheduler:
             sender = self._return_path(stored.sender, stored.id, route.verp)
             result = await self._router.deliver(
                 route,
-                dataclasses.replace(message, sender=sender),
+                replace(message, sender=sender),
                 [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states],
             )
             attempts.extend(_attempt_row(stored.id, started, o) for o in result.attempts)
@@ -345,19 +409,26 @@ class Scheduler:
         attempts: Sequence[Attempt],
         events: Sequence[MailEvent],
     ) -> None:
-        """Write the outcomes and their events, trying again after a store error until it
-        works or the scheduler stops (then the lease ends and the recipients are tried
-        again)."""
+        """The outcomes and their events, in one transaction (see ``_until_stored``)."""
+        await self._until_stored(
+            f"recording the outcome of {message_id}",
+            lambda: self._store.record_outcomes(message_id, updates, attempts, events),
+        )
+
+    async def _until_stored(self, doing: str, step: Callable[[], Awaitable[T]]) -> T:
+        """One store step of an attempt in flight, tried again after a store error until
+        it works or the scheduler stops (then the error is raised: the lease stays, and
+        the recipients are tried again when it ends). The lease is renewed meanwhile."""
         while True:
             try:
-                await self._store.record_outcomes(message_id, updates, attempts, events)
+                done = await step()
             except StoreError as exc:
                 if self._stopping:
                     raise
-                await self._store_failed(f"recording the outcome of {message_id}", exc)
+                await self._store_failed(doing, exc)
                 continue
             self._store_worked()
-            return
+            return done
 
     async def _suppress_hard_bounces(self, message_id: str, settled: Sequence[_Settled]) -> None:
         """Hard bounces go on the suppression list (after the outcome's commit: should
@@ -425,17 +496,27 @@ class Scheduler:
             now=now,
             postmaster=f"postmaster@{self._hostname}",
         )
-        result = await self._intake.submit(
-            Source(kind=SourceKind.DSN, protocol="local"),
-            None,
-            [Recipient(parse_address(stored.sender))],
-            report,
-            principal=_DSN_PRINCIPAL,
-            body_type="7BIT" if report.isascii() else "8BITMIME",
-            smtputf8=stored.smtputf8 or not stored.sender.isascii(),
-        )
-        if not isinstance(result, Queued):
-            _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
+        while True:
+            result = await self._intake.submit(
+                Source(kind=SourceKind.DSN, protocol="local"),
+                None,
+                [Recipient(parse_address(stored.sender))],
+                report,
+                principal=_DSN_PRINCIPAL,
+                body_type="7BIT" if report.isascii() else "8BITMIME",
+                smtputf8=stored.smtputf8 or not stored.sender.isascii(),
+            )
+            if isinstance(result, Queued):
+                return
+            if not 400 <= result.code < 500:
+                break
+            # The store is away. The outcome is recorded only after the DSN is queued:
+            # wait for the store; a stop leaves the lease, and the attempt is made again.
+            failure = StoreUnavailable(f"queueing a DSN for {stored.id}: {result}")
+            if self._stopping:
+                raise failure
+            await self._store_failed("queueing a DSN", failure)
+        _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
 
     def _publish(
         self,
@@ -461,6 +542,12 @@ class Scheduler:
                     dkim=dkim,
                 )
             )
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a shared future's exception as seen: each awaiter has its own copy of it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _dsn_recipient(

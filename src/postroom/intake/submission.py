@@ -171,7 +171,10 @@ class Intake:
         if declared_size is not None and declared_size > self.max_message_size:
             return replies.MESSAGE_TOO_BIG
         if principal is not None and sender is not None:
-            local = await self.local_among(principal, (sender.ascii_domain,))
+            try:
+                local = await self.local_among(principal, (sender.ascii_domain,))
+            except StoreError:  # the store is away (a lost database): the client retries
+                return replies.LOCAL_ERROR
             if (refusal := sender_verdict(principal, sender, local)) is not None:
                 return refusal
         rules = rules_for(source, authenticated=principal is not None, hostname=self.hostname)
@@ -238,7 +241,10 @@ class Submission:
         if self.returned:
             return replies.TOO_MANY_RECIPIENTS
         store = self.intake.store
-        local, exists = await store.recipient(address.ascii_domain, address.key)
+        try:
+            local, exists = await store.recipient(address.ascii_domain, address.key)
+        except StoreError:
+            return replies.LOCAL_ERROR
         refusal = recipient_verdict(
             address, principal=self.principal, local_domain=local, user_exists=exists
         )
@@ -369,7 +375,10 @@ class Submission:
         if principal is None:  # mail from outside: the inbound checks judge it
             return None
         self._authors = read_authors(self._head)  # it ends within: clean-up made it so
-        self._local = await self.intake.local_among(principal, author_domains(self._authors))
+        try:
+            self._local = await self.intake.local_among(principal, author_domains(self._authors))
+        except StoreError:
+            return replies.LOCAL_ERROR
         return author_verdict(principal, self._authors, self._local)
 
     async def _authenticate(self, now: float) -> bytes | Reply:

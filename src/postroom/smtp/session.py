@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postroom.errors import AddressError
+from postroom.errors import AddressError, StoreError
 from postroom.events import Bus, SmtpTransaction
 from postroom.events.logformat import FIELDS
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
@@ -429,7 +429,11 @@ class Session:
             return replies.AUTH_THROTTLED
         principal = None
         if event.authzid in ("", event.username):
-            principal = await self._ctx.authenticate(event.username, event.password)
+            try:
+                principal = await self._ctx.authenticate(event.username, event.password)
+            except StoreError as exc:  # the directory is away: not the client's fault
+                _log.error("auth: the directory could not be read: %s", exc)
+                return replies.AUTH_TEMPORARY_FAILURE
         if principal is None:
             self._log_auth("failed", event.username)
             return replies.AUTH_FAILED

@@ -348,6 +348,10 @@ class EventStore(Protocol):
     ) -> list[WebhookDelivery]:
         """Delivery history, newest event first: one webhook's or all, one state or all."""
 
+    async def purge_events(self, before: float) -> int:
+        """Retention: remove events dated before ``before`` that no webhook still waits
+        for (fanned out, no pending delivery), with their delivery history; how many."""
+
     async def webhook_backlog(self) -> dict[str, int]:
         """Pending deliveries per webhook; the key ``""`` counts events not yet fanned
         out."""

@@ -44,7 +44,7 @@ class EventOps:
         )
 
     async def fan_out(self, route: EventRoute, *, limit: int, now: float) -> int:
-        if limit <= 0:
+        if limit <= 0 or not await self._read_consistent(outbox.has_new_events):
             return 0
         return await self._write(
             functools.partial(outbox.fan_out, self._dialect, route, limit, now)
@@ -75,6 +75,9 @@ class EventOps:
         return await self._read_consistent(
             functools.partial(outbox.webhook_deliveries, self._dialect, webhook, state, limit)
         )
+
+    async def purge_events(self, before: float) -> int:
+        return await self._write(functools.partial(outbox.purge_events, self._dialect, before))
 
     async def webhook_backlog(self) -> dict[str, int]:
         return await self._read_consistent(functools.partial(outbox.webhook_backlog, self._dialect))

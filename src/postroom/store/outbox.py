@@ -35,8 +35,10 @@ __all__ = [
     "event_params",
     "events_of",
     "fan_out",
+    "has_new_events",
     "insert_events",
     "provider_event",
+    "purge_events",
     "record_attempt",
     "remove_suppression",
     "suppressed",
@@ -167,6 +169,11 @@ def provider_event(record: ProviderEventRecord, queue_id: str | None) -> MailEve
 _PENDING = WebhookState.PENDING.value
 
 
+def has_new_events(conn: Conn) -> bool:
+    """Whether any event waits to be fanned out (a read, so an idle round writes nothing)."""
+    return conn.execute("SELECT 1 FROM events WHERE fanned = 0 LIMIT 1").fetchone() is not None
+
+
 def fan_out(d: Dialect, route: Any, limit: int, now: float, conn: Conn) -> int:
     """``route``: MailEvent -> webhook names (base.EventRoute)."""
     sql = (
@@ -291,6 +298,17 @@ def webhook_deliveries(
         " ORDER BY d.seq DESC, d.webhook LIMIT ?"
     )
     return [_delivery(row) for row in conn.execute(d.sql(sql), (*params, limit)).fetchall()]
+
+
+def purge_events(d: Dialect, before: float, conn: Conn) -> int:
+    finished = (
+        "SELECT e.seq FROM events e WHERE e.at < ? AND e.fanned = 1 AND NOT EXISTS"
+        " (SELECT 1 FROM webhook_deliveries w WHERE w.seq = e.seq AND w.state = ?)"
+    )
+    params = (before, _PENDING)
+    conn.execute(d.sql(f"DELETE FROM webhook_deliveries WHERE seq IN ({finished})"), params)
+    cursor = conn.execute(d.sql(f"DELETE FROM events WHERE seq IN ({finished})"), params)
+    return int(cursor.rowcount)
 
 
 def webhook_backlog(d: Dialect, conn: Conn) -> dict[str, int]:

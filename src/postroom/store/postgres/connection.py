@@ -7,10 +7,12 @@ a unix socket directory as ``host``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -18,9 +20,10 @@ from psycopg import errors as pgerrors
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
 from postroom.store.postgres.schema import migrate
 
-__all__ = ["Link", "Writer", "connect", "connection", "store_error"]
+__all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error"]
 
 Conn = psycopg.Connection[Any]
+R = TypeVar("R")
 _CONNECT_TIMEOUT = 10  # seconds: a database that does not answer is unavailable
 
 
@@ -96,6 +99,63 @@ class Writer:
 
     def close(self, link: Link) -> None:
         link.conn.close()
+
+
+class Readers:
+    """The reader threads' connections: one per thread, made when it first reads and
+    made again after a loss. Each read is one REPEATABLE READ, read-only transaction.
+
+    A read never waits for a connection: while the database cannot be reached each read
+    fails at once (the client gets 451 or 503, not a hang), and the first read after it
+    is back connects again. (A pool would make the read wait its timeout for a
+    connection it keeps trying to make in the background, and reconnect on its own
+    backoff after the database is back.)"""
+
+    def __init__(self, url: str, lock_timeout: float) -> None:
+        self._url = url
+        self._lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._made: list[Conn] = []  # every connection made, to close at the end
+        self._lock = threading.Lock()
+
+    def read(self, fn: Callable[[Conn], R]) -> R:
+        """``fn`` on this thread's connection, in one snapshot. A read is safe to run
+        again: one whose connection the server dropped (a restart, a failover) runs once
+        more on a new connection."""
+        for again in (True, False):
+            conn = self._connection()
+            try:
+                return fn(conn)
+            except psycopg.OperationalError:
+                if not (again and conn.broken):
+                    raise
+            finally:
+                if not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()  # ends the snapshot: the next read sees anew
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Conn:
+        conn: Conn | None = getattr(self._local, "conn", None)
+        if conn is not None and not (conn.closed or conn.broken):
+            return conn
+        if conn is not None:
+            conn.close()
+        conn = connect(self._url, lock_timeout=self._lock_timeout)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        self._local.conn = conn
+        with self._lock:
+            self._made = [c for c in self._made if not c.closed]
+            self._made.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection (after the reader threads have ended)."""
+        with self._lock:
+            made, self._made = self._made, []
+        for conn in made:
+            conn.close()
 
 
 def store_error(exc: psycopg.Error | OSError) -> StoreError:

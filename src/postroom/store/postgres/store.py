@@ -3,9 +3,10 @@
 Writes go through a ``GroupCommitter`` as on SQLite: one writer thread per node owns a
 connection and commits each batch of concurrent jobs in one transaction, one durable
 commit (``synchronous_commit = on``) for many messages. Reads run on a small pool of
-reader threads, each borrowing a connection from a ``psycopg_pool.ConnectionPool``; a
-read is one REPEATABLE READ, read-only transaction, so a message and its recipients
-come from one moment. Many nodes write at once: claims lock the rows they lease with
+reader threads, each with a connection of its own (``Readers``); a read is one
+REPEATABLE READ, read-only transaction, so a message and its recipients come from one
+moment. A lost database fails writes and reads at once, never makes them wait, and
+each connects again on its next use. Many nodes write at once: claims lock the rows they lease with
 ``FOR UPDATE SKIP LOCKED`` (see ``delivery``), and a lock another node holds is waited
 for ``busy_timeout`` at most (``lock_timeout``), then the job fails as unavailable.
 
@@ -21,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from postroom.errors import StoreUnavailable
 from postroom.store import outbox
@@ -43,7 +43,7 @@ from postroom.store.models import (
     UserRecord,
 )
 from postroom.store.postgres import delivery, directory, log, queue
-from postroom.store.postgres.connection import Conn, Link, Writer, store_error
+from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
@@ -82,15 +82,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
             max_jobs=max_batch_jobs,
             max_bytes=max_batch_bytes,
         )
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=readers,
-            open=False,
-            configure=_configure_reader,
-            kwargs={"connect_timeout": 10},
-            name="postroom-readers",
-        )
+        self._connections = Readers(url, busy_timeout)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
         self._closed = False
 
@@ -98,10 +90,9 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
     async def start(self) -> None:
         try:
             await self.committer.start()
-            await asyncio.to_thread(self._pool.open, wait=True, timeout=10)
         except BaseException as exc:
             await self.aclose()
-            if isinstance(exc, psycopg.Error | OSError):  # PoolTimeout is a psycopg.Error
+            if isinstance(exc, psycopg.Error | OSError):
                 raise store_error(exc) from exc
             raise
 
@@ -109,19 +100,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
         self._closed = True
         await self.committer.aclose()
         await asyncio.to_thread(self._readers.shutdown)
-        await asyncio.to_thread(self._pool.close)
-
-    def _in_reader(self, fn: Callable[[Conn], R]) -> R:
-        # A read is safe to run again: one whose connection the server dropped (a
-        # restart, a failover) runs once more on a new connection.
-        for again in (True, False):
-            with self._pool.connection() as conn:
-                try:
-                    return fn(conn)
-                except psycopg.OperationalError:
-                    if not (again and conn.broken):
-                        raise
-        raise AssertionError("unreachable")
+        self._connections.close()
 
     async def _read(self, fn: Callable[[Conn], R]) -> R:
         """Run ``fn`` on a reader, in one snapshot."""
@@ -129,8 +108,8 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._readers, self._in_reader, fn)
-        except psycopg.Error as exc:  # PoolTimeout too: no reader connection to be had
+            return await loop.run_in_executor(self._readers, self._connections.read, fn)
+        except psycopg.Error as exc:
             raise store_error(exc) from exc
 
     async def _write(self, job: Callable[[Conn], R], weight: int = 0) -> R:
@@ -309,9 +288,3 @@ class PostgresStore(DeliveryOps[Conn], EventOps):
 
     async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
         return await self._read(functools.partial(directory.idempotent, key_name, key, since))
-
-
-def _configure_reader(conn: Conn) -> None:
-    """Each read is one read-only snapshot: a message and its recipients agree."""
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
