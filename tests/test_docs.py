@@ -62,7 +62,7 @@ def field_paths(
 
 PATHS = list(dict.fromkeys(field_paths()))
 # Arrays of tables whose example entries are examples, not the defaults.
-_EXAMPLES = ("listeners.", "mailers.", "routes.", "webhooks.")
+_EXAMPLES = ("listeners.", "mailers.", "routes.", "webhooks.", "alerts.")
 
 
 def uncommented_example() -> str:

@@ -19,9 +19,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from postroom.alerts import Alerts
+from postroom.alerts.dnswatch import DnsWatch
+from postroom.alerts.report import Reports
 from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
+from postroom.config.feedback import AlertKind
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
@@ -42,9 +46,14 @@ from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.events.metrics import Metrics
+from postroom.feedback import EngagementDesk, ReturnDesk, links_for
 from postroom.imap.server import ImapServer
-from postroom.intake import Intake, Principal
-from postroom.intake.principals import RelayNetworks, user_principal
+from postroom.intake import Intake, Principal, Queued
+from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
+from postroom.mail.address import parse_address, to_ascii_domain
+from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.mailauth.dkim import KeyRing
+from postroom.mailauth.doctor import DomainCheck, PolicyFetcher, discover_sending_addresses
 from postroom.mailauth.inbound import InboundChecker
 from postroom.mailbox import Maildir
 from postroom.net.control import ControlListener
@@ -161,6 +170,8 @@ class Server:
         )
         self.api: ApiServer | None = None
         self.intake: Intake | None = None
+        self.alerts: Alerts | None = None
+        self.reports: Reports | None = None
         self.scheduler: Scheduler | None = None
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
@@ -194,6 +205,7 @@ class Server:
         if not self.accept_only:
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
+        self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
             store,
@@ -202,6 +214,7 @@ class Server:
             inbound=self._inbound,
             rng=self.rng,
             mailboxes=self.mailboxes,
+            returns=ReturnDesk(links, store, self.clock, settings.bounces),
         )
         self.intake = intake
         if self.accept_only:
@@ -241,6 +254,7 @@ class Server:
         if not self.accept_only:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
+            self._start_reporting()
         if self.deliver:
             self._run_delivery(store)
 
@@ -395,6 +409,7 @@ class Server:
             webhooks=settings.webhooks,
             metrics=self.metrics,
             smtp_sessions=self._smtp_sessions,
+            engagement=EngagementDesk(self._links, store, self.clock, settings.tracking),
         )
         dashboard = None
         if settings.dashboard.enabled:
@@ -469,11 +484,61 @@ class Server:
             bus=bus,
             rng=self.rng,
             readiness=self.readiness,
+            return_path=self._links.return_path,
             relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
         )
         self.retention = Retention(store, settings.retention, self.clock)
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
         bus.subscribe(_wake_on_mail(self.webhooks.wake))
+        self.alerts = Alerts(
+            settings.alerts,
+            clock=self.clock,
+            hostname=settings.hostname,
+            send_email=functools.partial(_send_alert_email, intake),
+        )
+        bus.subscribe(self.alerts.on_event)
+        self.reports = Reports(
+            settings.report,
+            store,
+            self.clock,
+            hostname=settings.hostname,
+            send_email=functools.partial(_send_alert_email, intake),
+        )
+
+    def _start_reporting(self) -> None:
+        """The alert and report tasks, when configured (the primary only)."""
+        settings = self.settings
+        if self.alerts is not None and settings.alerts:
+            self.tasks.start("alerts", self.alerts.run)
+            if any(AlertKind.DNS in a.on for a in settings.alerts) and self.store is not None:
+                self.tasks.start("dns-check", self._dns_watch(self.alerts, self.store).run)
+        if self.reports is not None and settings.report.enabled and settings.report.to:
+            self.tasks.start("report", self.reports.run)
+
+    def _dns_watch(self, alerts: Alerts, store: Store) -> DnsWatch:
+        """The periodic check of the sending domains behind the ``dns`` alert."""
+        settings = self.settings
+        resolver = DnsResolver(settings.dns, rng=self.rng)
+        keys = KeyRing(settings.data_dir)
+        addresses = tuple(settings.delivery.sending_addresses) or tuple(
+            discover_sending_addresses()
+        )
+
+        async def domains() -> list[str]:
+            return sorted(set(await store.domains()) | set(keys.domains()))
+
+        def check() -> DomainCheck:
+            return DomainCheck(
+                resolver=resolver,
+                keys=keys,
+                hostname=to_ascii_domain(settings.hostname),
+                addresses=addresses,
+                fetcher=PolicyFetcher(resolver, timeout=min(settings.dns.timeout, 10.0)),
+                now=self.clock.time(),
+                discovered=not settings.delivery.sending_addresses,
+            )
+
+        return DnsWatch(alerts, domains=domains, check=check)
 
     async def _stop_listeners(self, grace: float) -> None:
         """SMTP, POP3 and IMAP at once: each stops accepting, then lets its sessions finish."""
@@ -695,3 +760,19 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def _send_alert_email(
+    intake: Intake, sender: str, recipients: Sequence[str], data: bytes
+) -> None:
+    """An alert by email: postroom's own mail, through intake like a DSN (so it is
+    signed and logged as any other), to be delivered by the scheduler."""
+    result = await intake.submit(
+        Source(kind=SourceKind.DSN, protocol="local"),
+        parse_address(sender),
+        [Recipient(parse_address(r)) for r in recipients],
+        data,
+        principal=POSTROOM,
+    )
+    if not isinstance(result, Queued):
+        raise OSError(f"intake refused the alert: {result}")

@@ -340,6 +340,11 @@ CASES: list[tuple[str, str, str]] = [
     ),
     # -- several problems -----------------------------------------------------------------
     (
+        "an alert without its destination",
+        '[[alerts]]\nname = "chat"\nformat = "slack"',
+        "alerts.chat.url: a slack alert needs url or url_env",
+    ),
+    (
         "several problems: the first and a count",
         "[tls]\ncert = 5\nkey = 6",
         "tls.cert: must be a path (a string), not an integer (and 1 more problem)",

@@ -26,6 +26,7 @@ __all__ = [
     "RunningProcess",
     "cli_out",
     "client_context",
+    "free_port",
     "loopback_settings",
     "make_store",
     "ports_by_role",
@@ -190,6 +191,15 @@ def smtp_client(port: int) -> Iterator[smtplib.SMTP]:
             client.quit()
         except (smtplib.SMTPException, OSError):
             client.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (bound, then closed): for a server that
+    must be told its port before it starts, or a mailer pointed at a closed port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def port_is_open(port: int) -> bool:

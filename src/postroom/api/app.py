@@ -25,6 +25,7 @@ from postroom.api.hooks import ProviderHooks
 from postroom.api.messages import MessageApi
 from postroom.api.openapi import openapi_document
 from postroom.api.routing import Endpoint, routes_by_path
+from postroom.api.tracking import TrackingApi
 from postroom.errors import StoreError
 
 __all__ = ["create_app"]
@@ -72,6 +73,14 @@ def create_app(deps: ApiDeps, dashboard: ASGIApp | None = None) -> Starlette:
         ("GET", "/healthz", healthz),
         ("GET", "/metrics", metrics(deps.metrics, deps.store, deps.smtp_sessions, deps.clock)),
     ]
+    if deps.engagement is not None:
+        tracking = TrackingApi(deps.engagement)
+        table += [
+            ("GET", "/t/o/{token}", tracking.open),
+            ("GET", "/t/c/{token}", tracking.click),
+            ("GET", "/t/u/{token}", tracking.unsubscribe_page),
+            ("POST", "/t/u/{token}", tracking.unsubscribe),
+        ]
     routes: list[BaseRoute] = list(routes_by_path(table))
     if dashboard is not None:
         routes.append(Route("/", _to_dashboard, methods=["GET"]))

@@ -191,9 +191,23 @@ def compose_request(request: SendRequest) -> ComposeRequest:
         subject=request.subject,
         text=request.text,
         html=request.html,
-        headers=tuple(request.headers.items()),
+        headers=tuple(request.headers.items()) + _requests(request),
         attachments=attachments,
     )
+
+
+def _requests(request: SendRequest) -> tuple[tuple[str, str], ...]:
+    """``track`` and ``unsubscribe`` as the request fields intake reads (and removes)."""
+    fields: list[tuple[str, str]] = []
+    if request.track is not None:
+        if isinstance(request.track, bool):
+            words = "yes" if request.track else "no"
+        else:
+            words = ", ".join(request.track) or "no"
+        fields.append(("X-Postroom-Track", words))
+    if request.unsubscribe is not None:
+        fields.append(("X-Postroom-Unsubscribe", "yes" if request.unsubscribe else "no"))
+    return tuple(fields)
 
 
 def with_envelope(

@@ -10,6 +10,7 @@ from postroom.config.eventhooks import WebhookTarget
 from postroom.config.settings import ApiSettings
 from postroom.delivery.webhooks.handle import HookedMailer
 from postroom.events.metrics import Metrics, Sessions
+from postroom.feedback import EngagementDesk
 from postroom.intake import Intake
 from postroom.readiness import Readiness
 from postroom.store import Store
@@ -38,6 +39,7 @@ class ApiDeps:
     hooked: Mapping[str, HookedMailer] = field(default_factory=dict)
     readiness: Readiness | None = None  # what /readyz reports; None: always ready
     delivery_paused: bool = False  # delivery.paused: /readyz says so
+    engagement: EngagementDesk | None = None  # /t/...: opens, clicks, unsubscribes
     webhooks: Sequence[WebhookTarget] = ()  # [[webhooks]]: GET /api/v1/webhooks lists them
     metrics: Metrics | None = None  # /metrics; None: 404
     smtp_sessions: Sessions | None = None  # the SMTP connections open, for /metrics

@@ -165,6 +165,9 @@ class SendRequest(_In):
         dict[MetaKey, MetaValue],
         Field(max_length=MAX_METADATA, json_schema_extra=_keys_by_property_names),
     ] = {}
+    # Open and click tracking (true: both), and List-Unsubscribe; absent: [tracking]'s.
+    track: bool | list[Literal["opens", "clicks"]] | None = None
+    unsubscribe: bool | None = None
 
 
 class SendAccepted(_Out):

@@ -153,6 +153,8 @@ class RouteSettings(ConditionGroup):
     name: Annotated[str, Field(pattern=_NAME)]
     # The chain: the first mailer, then the ones tried when it fails over, in order.
     mailers: Annotated[tuple[str, ...], Field(min_length=1)]
+    # VERP return paths for mail on this route; None: as [bounces] verp says.
+    verp: bool | None = None
 
     @model_validator(mode="after")
     def _check_route(self) -> RouteSettings:

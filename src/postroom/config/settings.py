@@ -16,6 +16,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from postroom.config.eventhooks import WebhookTarget
+from postroom.config.feedback import (
+    AlertSettings,
+    BounceSettings,
+    ReportSettings,
+    TrackingSettings,
+)
 from postroom.config.mailers import MailerSettings, default_mailers
 from postroom.config.routes import RouteSettings, SettingError
 from postroom.mail.address import parse_domain, to_ascii_domain
@@ -341,6 +347,10 @@ class Settings(_Model):
     # [[mailers]] entries add to the built-in "local" and "mx", or replace one by its name.
     mailers: tuple[MailerSettings, ...] = Field(default_factory=default_mailers)
     routes: tuple[RouteSettings, ...] = ()  # tried in order; none matching: the defaults
+    bounces: BounceSettings = BounceSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    alerts: tuple[AlertSettings, ...] = ()
+    report: ReportSettings = ReportSettings()
     # Processes accepting SMTP on the same listeners (one also delivers); 1: just one.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     # Receivers of postroom's events (docs/events.md), each with its filter and secret.

@@ -54,10 +54,11 @@ class Route:
     name: str
     mailers: tuple[str, ...]
     rule: Group = field(default=ALWAYS, compare=False, repr=False)
+    verp: bool | None = field(default=None, compare=False)  # None: [bounces] verp
 
     @classmethod
     def from_settings(cls, settings: RouteSettings) -> Route:
-        return cls(settings.name, settings.mailers, compile_group(settings))
+        return cls(settings.name, settings.mailers, compile_group(settings), settings.verp)
 
 
 DEFAULT_LOCAL_ROUTE: Final = Route(DEFAULT_LOCAL, ("local",))

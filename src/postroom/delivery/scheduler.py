@@ -28,7 +28,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from postroom.clock import Clock
@@ -133,12 +133,16 @@ class Scheduler:
         bus: Bus,
         rng: random.Random | None = None,
         readiness: Readiness | None = None,
+        return_path: Callable[[str, str, bool | None], str] | None = None,
         relays: frozenset[str] = frozenset(),
     ) -> None:
         """``relays``: the mailers that hand mail on to another server (smarthosts,
         provider APIs): a delivery through one is the event ``sent``, not ``delivered``."""
         self._relays = relays
         self._store = store
+        # (sender, queue id, the route's verp) -> the envelope sender sent: VERP's when
+        # the route or ``[bounces] verp`` asks.
+        self._return_path = return_path or (lambda sender, queue_id, verp: sender)
         self._router = router
         self._routes = routes
         self._intake = intake
@@ -380,8 +384,11 @@ class Scheduler:
         attempts: list[Attempt] = []
         settled: list[_Settled] = []
         for route, states in by_route.items():
+            sender = self._return_path(stored.sender, stored.id, route.verp)
             result = await self._router.deliver(
-                route, message, [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states]
+                route,
+                replace(message, sender=sender),
+                [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states],
             )
             attempts.extend(_attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}

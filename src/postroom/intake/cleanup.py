@@ -23,6 +23,9 @@ Rules, by source:
   the envelope carries those recipients (RFC 5322 3.6.3); ``Date`` and ``Message-ID``
   are added when missing (RFC 6409 8.2, 8.3), from ``mail.headers.date_header`` and
   ``ids.message_id`` with the message's queue id.
+* postroom's request fields (``X-Postroom-Track``, ``X-Postroom-Unsubscribe``) are
+  removed from mail of any source, never sent on; a submitted message's values are
+  handed to intake (``CleanHeader.requests``), which acts on them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from postroom.smtp.replies import Reply
 
 __all__ = [
     "LINE_ENDINGS",
+    "REQUEST_FIELDS",
     "CleanHeader",
     "LineEndings",
     "LineFixer",
@@ -70,6 +74,7 @@ _FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):")  # RFC 5322 2.2 ftext, then obs WS
 _BARE = re.compile(rb"\r\n|\r|\n")
 _REMOVED_WHEN_SUBMITTED = frozenset({b"bcc"})
 _COMPLETED = (b"date", b"message-id")
+REQUEST_FIELDS = frozenset({b"x-postroom-track", b"x-postroom-unsubscribe"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,8 @@ class CleanHeader:
     added: bytes  # fields to prepend (Date, Message-ID), CRLF-terminated
     message_id: str | None  # the Message-ID value the message leaves with
     removed: tuple[str, ...]  # lower-case names of the fields removed
+    # A submitted message's request fields (lower-case name, unfolded value), in order.
+    requests: tuple[tuple[str, str], ...] = ()
 
 
 def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> CleanHeader:
@@ -179,8 +186,14 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
     kept: list[bytes] = []
     removed: list[str] = []
     found_id: str | None = None
+    requests: list[tuple[str, str]] = []
     for original in fields:
         name, field = tidy_field(original)
+        if name in REQUEST_FIELDS:
+            removed.append(name.decode())
+            if rules.submitted:
+                requests.append((name.decode(), _unfold(field.split(b":", 1)[1])))
+            continue
         if _removed(name, field, rules):
             removed.append(name.decode())
             continue
@@ -203,6 +216,7 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
         added=added,
         message_id=found_id,
         removed=tuple(removed),
+        requests=tuple(requests),
     )
 
 

@@ -10,6 +10,7 @@ may use.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,11 @@ from postroom.clock import Clock
 from postroom.config.settings import Settings
 from postroom.errors import StoreError, StoreFull, StoreUnavailable
 from postroom.events import Bus, MessageQueued
+from postroom.feedback import ReturnDesk
+from postroom.feedback.links import links_for
 from postroom.ids import new_queue_id
 from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
+from postroom.intake.marks import Marks, marks_for
 from postroom.intake.policy import (
     Principal,
     author_domains,
@@ -47,6 +51,8 @@ from postroom.store.base import SuppressionStore
 from postroom.store.models import MessageMeta
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
+
+_log = logging.getLogger("postroom.intake")
 
 
 class IntakeStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
@@ -77,6 +83,8 @@ class Intake:
     # Messages held whole in memory at once for DKIM signing; the rest wait their turn.
     whole_bodies: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
     mailboxes: MailboxStore | None = None  # local users' mailboxes, for their quotas
+    returns: ReturnDesk | None = None  # consumes mail to our bounce addresses
+    marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
 
     @classmethod
     def from_settings(
@@ -89,6 +97,7 @@ class Intake:
         inbound: InboundChecker | None = None,
         rng: random.Random | None = None,
         mailboxes: MailboxStore | None = None,
+        returns: ReturnDesk | None = None,
     ) -> Intake:
         """The intake of the server and of local submission alike: same limits, same
         DKIM keys, so mail is signed whichever way it came in. ``mailboxes``: the
@@ -106,6 +115,8 @@ class Intake:
             inbound=inbound,
             mailboxes=mailboxes
             or Maildir(settings.data_dir / "mail", default_quota=settings.mailboxes.default_quota),
+            returns=returns,
+            marks=_marks(settings),
         )
 
     async def submit(
@@ -232,9 +243,23 @@ class Submission:
     _local: frozenset[str] = frozenset()  # the local domains among the authors'
     declared_size: int | None = None  # MAIL FROM's SIZE
     _mailboxes: list[Address] = field(default_factory=list)  # local users with a quota
+    _requests: tuple[tuple[str, str], ...] = ()  # X-Postroom-* fields the clean-up took
+    returned: bool = False  # the recipients are bounce addresses: the message is consumed
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
         address = recipient.address
+        returns = self.intake.returns
+        # Returned mail is consumed whole, never queued: a transaction is all bounce
+        # addresses or none (452 asks the client to send the others apart, RFC 5321
+        # 4.5.3.1.10).
+        if returns is not None and returns.claims(address):
+            if self.recipients and not self.returned:
+                return replies.TOO_MANY_RECIPIENTS
+            self.returned = True
+            self.recipients.append(recipient)
+            return replies.RECIPIENT_OK
+        if self.returned:
+            return replies.TOO_MANY_RECIPIENTS
         store = self.intake.store
         try:
             local, exists = await store.recipient(address.ascii_domain, address.key)
@@ -275,6 +300,14 @@ class Submission:
         finally:
             self.body.close()
 
+    async def _divert(self) -> Reply | None:
+        """A message to our bounce addresses is consumed here, not queued; one asking for
+        tracking or List-Unsubscribe gets its marks (None: it goes on to the queue)."""
+        if self.returned and self.intake.returns is not None:
+            addresses = [r.address for r in self.recipients]
+            return await self.intake.returns.consume(addresses, self.body.getvalue())
+        return await self._mark()
+
     async def _commit(self) -> Reply:
         now = self.intake.clock.time()
         refusal = self._clean(now)
@@ -284,6 +317,8 @@ class Submission:
             refusal = await self._check_quotas()
         if refusal is not None:
             return refusal
+        if (diverted := await self._divert()) is not None:
+            return diverted
         single = str(self.recipients[0].address) if len(self.recipients) == 1 else None
         header = received_header(
             source=self.source,
@@ -454,7 +489,33 @@ class Submission:
                 return replies.STORAGE_FULL
         self._head = start[: cleaned.consumed] if cleaned.head is None else cleaned.head
         self._added = cleaned.added
+        self._requests = cleaned.requests
         self.message_id = cleaned.message_id
+        return None
+
+    async def _mark(self) -> Reply | None:
+        """Tracking and List-Unsubscribe, when the message or the settings ask, before
+        DKIM signs (a refusal for a request field we do not understand)."""
+        marks = self.intake.marks
+        # Mail from outside is not ours to mark; postroom's own (DSNs, alerts) never is.
+        if marks is None or self.principal is None or self.source.kind is SourceKind.DSN:
+            return None
+        asked = marks.asked(self._requests)
+        if isinstance(asked, Reply):
+            return asked
+        recipients = [str(r.address) for r in self.recipients]
+        sender_domain = self.sender.ascii_domain if self.sender is not None else ""
+        self._added += marks.unsubscribe_fields(asked, self.queue_id, recipients, sender_domain)
+        if not asked.tracking:
+            return None
+        async with self.intake.whole_bodies:
+            data = self.body.getvalue()
+            tracked = await asyncio.to_thread(marks.track, asked, self.queue_id, recipients, data)
+        if tracked is not None:
+            try:
+                self._replace_head(self.body.size, tracked)
+            except OSError:
+                return replies.STORAGE_FULL
         return None
 
     def _replace_head(self, old_length: int, head: bytes) -> None:
@@ -497,3 +558,15 @@ def _header_block(body: SpooledBody) -> bytes:
         if len(head) >= _MAX_HEADER_BLOCK:
             break
     return head[:_MAX_HEADER_BLOCK]
+
+
+def _marks(settings: Settings) -> Marks | None:
+    """Tracking and List-Unsubscribe, with the data directory's token key; None where
+    the key cannot be read (``postroom-sendmail`` run by a user who may queue mail but
+    not read the key): such mail is sent unmarked, and the server's own intake, which
+    made the key, marks all it takes."""
+    try:
+        return marks_for(settings, links_for(settings))
+    except OSError as exc:
+        _log.warning("tracking and List-Unsubscribe are off here: %s", exc)
+        return None

@@ -29,6 +29,7 @@ from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
     AttemptCount,
+    AttemptTotals,
     Claim,
     IdempotencyRecord,
     LogQuery,
@@ -211,6 +212,11 @@ class LogStore(Protocol):
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),
         newest first."""
+
+    async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
+        """Attempts started in [``since``, ``until``): counted by mailer, recipient
+        domain and disposition; and the ``reasons`` most frequent (code, enhanced code)
+        of those that did not deliver, with one reply text each."""
 
 
 class DirectoryStore(Protocol):

@@ -16,7 +16,10 @@ __all__ = [
     "ApiKeyRecord",
     "Attempt",
     "AttemptCount",
+    "AttemptTally",
+    "AttemptTotals",
     "Claim",
+    "FailureReason",
     "IdempotencyRecord",
     "LogQuery",
     "MailerHealth",
@@ -154,6 +157,34 @@ class Attempt:
     tls: str | None = None
     provider_id: str | None = None
     duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTally:
+    """Attempts of one period by mailer, recipient domain and disposition."""
+
+    mailer: str
+    domain: str  # the recipient's domain, lower case
+    disposition: str  # delivered | deferred | bounced
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReason:
+    """Failed attempts of one period with the same reply code and enhanced code."""
+
+    code: int | None
+    enhanced: str | None
+    count: int
+    example: str  # one of their reply texts
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTotals:
+    """What the email log says of a period (the summary report)."""
+
+    counts: tuple[AttemptTally, ...]  # sorted by mailer, domain, disposition
+    reasons: tuple[FailureReason, ...]  # the most frequent first
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from postroom.store import outbox
+from postroom.store import outbox, totals
 from postroom.store.models import (
     AttemptCount,
+    AttemptTotals,
     LogQuery,
     MailerHealth,
     ProviderEventRecord,
@@ -16,7 +17,14 @@ from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
 from postroom.store.rows import attempt_count_of, attempt_counts_sql, log_conditions
 
-__all__ = ["attempt_counts", "events_of", "mailer_health", "query", "record_event_job"]
+__all__ = [
+    "attempt_counts",
+    "attempt_totals",
+    "events_of",
+    "mailer_health",
+    "query",
+    "record_event_job",
+]
 
 
 def query(q: LogQuery, conn: Conn) -> list[StoredMessage]:
@@ -109,3 +117,12 @@ _ATTEMPT_COUNTS = attempt_counts_sql("%s", "floor(a.at / %s) * %s", "split_part(
 def attempt_counts(since: float, bucket: float, conn: Conn) -> list[AttemptCount]:
     rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
     return [attempt_count_of(row) for row in rows]
+
+
+_COUNTS = totals.counts_sql("split_part(recipient, '@', 2)", "%s")
+_REASONS = totals.reasons_sql("%s")
+
+
+def attempt_totals(since: float, until: float, reasons: int, conn: Conn) -> AttemptTotals:
+    counts = conn.execute(_COUNTS, (since, until)).fetchall()
+    return totals.totals(counts, conn.execute(_REASONS, (since, until, reasons)).fetchall())

@@ -19,7 +19,7 @@ from postroom.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
     # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
@@ -28,10 +28,6 @@ UPGRADES: dict[int, str] = {
     # ---- version 3: the dashboard's admins; schema.sql's block of version 3 makes the tables
     2: "SELECT 1",
     # ---- end of version 3
-    # >>> events (version 4): new tables only (events, webhook_deliveries, suppressions),
-    # which schema.sql creates.
-    3: "SELECT 1",
-    # <<< events
 }
 # ---- schema version 4: a body above inline_body_max is a large object (schema.sql
 # makes the trigger that unlinks it with its row) ----
@@ -43,6 +39,10 @@ ALTER TABLE message_bodies ADD CONSTRAINT message_bodies_one_place
     CHECK ((data IS NULL) <> (large IS NULL));
 """
 # ---- end of schema version 4 ----
+# ---- version 5 (events): new tables only (events, webhook_deliveries, suppressions),
+# which schema.sql creates.
+UPGRADES[4] = "SELECT 1"
+# ---- end of version 5
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 

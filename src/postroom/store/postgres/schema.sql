@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 4: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 5: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 4 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 5 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
 
--- >>> events (version 4): the event outbox, outgoing webhook deliveries, suppression list.
+-- >>> events (version 5): the event outbox, outgoing webhook deliveries, suppression list.
 -- As on SQLite. Claims lock rows FOR UPDATE SKIP LOCKED, so nodes never take one twice.
 CREATE TABLE IF NOT EXISTS events (
     seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -36,6 +36,7 @@ from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
     AttemptCount,
+    AttemptTotals,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -232,6 +233,9 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(delivery.recent_failures, limit))
+
+    async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
+        return await self._read(functools.partial(log.attempt_totals, since, until, reasons))
 
     async def queue_summary(self) -> QueueSummary:
         return await self._read(delivery.queue_summary)

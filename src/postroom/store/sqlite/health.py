@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 
-from postroom.store.models import Attempt, AttemptCount, MailerHealth, QueueSummary
+from postroom.store import totals
+from postroom.store.models import Attempt, AttemptCount, AttemptTotals, MailerHealth, QueueSummary
 from postroom.store.rows import attempt_count_of, attempt_counts_sql
 from postroom.store.sqlite.delivery import CLAIMABLE, PENDING, read_attempts
 
-__all__ = ["attempt_counts", "mailer_health", "queue_summary", "recent_failures"]
+__all__ = ["attempt_counts", "attempt_totals", "mailer_health", "queue_summary", "recent_failures"]
 
 # SQLite takes a bare column of a MAX() aggregate from the row that holds the maximum.
 _LAST = (
@@ -99,3 +100,15 @@ _ATTEMPT_COUNTS = attempt_counts_sql(
 def attempt_counts(since: float, bucket: float, conn: sqlite3.Connection) -> list[AttemptCount]:
     rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
     return [attempt_count_of(row) for row in rows]
+
+
+_COUNTS = totals.counts_sql("substr(recipient, instr(recipient, '@') + 1)", "?")
+_REASONS = totals.reasons_sql("?")
+
+
+def attempt_totals(
+    since: float, until: float, reasons: int, conn: sqlite3.Connection
+) -> AttemptTotals:
+    return totals.totals(
+        conn.execute(_COUNTS, (since, until)), conn.execute(_REASONS, (since, until, reasons))
+    )

@@ -33,6 +33,7 @@ from postroom.store.models import (
     ApiKeyRecord,
     Attempt,
     AttemptCount,
+    AttemptTotals,
     IdempotencyRecord,
     LogQuery,
     MailerHealth,
@@ -250,6 +251,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         return await self._read(functools.partial(health.recent_failures, limit))
+
+    async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
+        return await self._read(
+            functools.partial(health.attempt_totals, since, until, reasons), snapshot=True
+        )
 
     # -- the directory ----------------------------------------------------------------
     async def add_domain(self, name: str, now: float) -> bool:
