@@ -132,8 +132,9 @@ async def test_two_store_instances_never_claim_the_same_recipient(backend: Backe
         by_one += got_one
         by_two += got_two
     everything = by_one + by_two
+    # Every recipient claimed exactly once. Which store wins each round is up to the
+    # scheduler (on a busy host one may win them all), so only the sum is asserted.
     assert len(everything) == len(set(everything)) == 3 * len(messages)
-    assert by_one and by_two
 
 
 async def test_held_messages_are_not_claimed(store: QueueStore) -> None:
