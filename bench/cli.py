@@ -783,7 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         CONDITION,
         "Load: Postfix's smtp-source (no pipelining, no TLS, no AUTH) on plain loopback "
-        "ports; its CPU shares the same cores and is shown. Ratios are postroom's median "
+        "ports, and for submission our smtp-tls-source (the same, with TLS and AUTH); its "
+        "CPU shares the same cores and is shown. Ratios are postroom's median "
         "divided by the peer's, measured in the same run; absolute figures move by about "
         "30% between runs and machines.",
     ]
