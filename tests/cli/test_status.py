@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postroom.cli import main
+from postroom.cli import status as status_module
 from postroom.store import RecipientStatus, Store, open_store
 from tests.conftest import FakeClock
 from tests.store.factories import attempt, deferred, final, new_message, to
@@ -206,3 +207,29 @@ def test_a_bad_min_free_is_a_usage_error(tmp_path: Path, size: str) -> None:
     result = status(write_config(tmp_path / "postroom.toml", tmp_path / "data"), "--min-free", size)
     assert result.exit_code == 2
     assert "is not a size such as 500MB or 2GiB" in result.stderr
+
+
+def test_mailbox_listeners_are_shown_under_their_own_protocols() -> None:
+    def listener(port: int, role: str, tls: str) -> dict[str, object]:
+        return {"address": "127.0.0.1", "port": port, "role": role, "tls": tls}
+
+    report: dict[str, Any] = {
+        "config": None,
+        "server": {
+            "listeners": [
+                listener(2525, "mx", "starttls"),
+                listener(2110, "pop3", "starttls"),
+                listener(2995, "pop3s", "implicit"),
+                listener(2143, "imap", "starttls"),
+            ],
+            "api": None,
+            "workers": 1,
+        },
+        "delivery": {"paused": False, "in_flight": 0},
+        "queue": None,
+        "disk": {"free_bytes": 1024**3, "total_bytes": 2 * 1024**3, "path": "/srv"},
+    }
+    fields = dict(status_module._fields(report))
+    assert fields["SMTP"] == "127.0.0.1:2525 mx (STARTTLS)"
+    assert fields["POP3"] == "127.0.0.1:2110 pop3 (STLS), 127.0.0.1:2995 pop3s (TLS)"
+    assert fields["IMAP"] == "127.0.0.1:2143 imap (STARTTLS)"

@@ -38,7 +38,7 @@ from postroom.cli.render import (
     printable,
 )
 from postroom.config.discover import ConfigSource
-from postroom.config.settings import Settings
+from postroom.config.settings import IMAP_ROLES, POP3_ROLES, SMTP_ROLES, Settings
 from postroom.net.control import NoAnswer, ask_status, control_path, left_behind
 from postroom.store import Store
 from postroom.store.instance import store_exists
@@ -281,18 +281,27 @@ def _headline(report: dict[str, Any]) -> str:
     return f"postroom {server['version']}: running (pid {server['pid']}, up {uptime}), {state}"
 
 
+_PROTOCOLS = (("SMTP", SMTP_ROLES), ("POP3", POP3_ROLES), ("IMAP", IMAP_ROLES))
+
+
+def _listener(listener: dict[str, Any]) -> str:
+    """``127.0.0.1:2587 submission (STARTTLS)``: POP3 calls its upgrade STLS."""
+    upgrade = "STLS" if listener["role"].startswith("pop3") else "STARTTLS"
+    tls = "TLS" if listener["tls"] == "implicit" else upgrade
+    return f"{_host(listener['address'])}:{listener['port']} {listener['role']} ({tls})"
+
+
 def _fields(report: dict[str, Any]) -> list[tuple[str, str | None]]:
     server = report["server"]
     fields: list[tuple[str, str | None]] = [("Config", report["config"] or "built-in defaults")]
     if server is not None:
-        listeners = ", ".join(
-            f"{_host(lst['address'])}:{lst['port']} {lst['role']}"
-            f" ({'TLS' if lst['tls'] == 'implicit' else 'STARTTLS'})"
-            for lst in server["listeners"]
-        )
+        for protocol, roles in _PROTOCOLS:
+            values = {role.value for role in roles}
+            bound = [_listener(lst) for lst in server["listeners"] if lst["role"] in values]
+            if bound or protocol == "SMTP":
+                fields.append((protocol, ", ".join(bound) or None))
         api = server["api"]
         fields += [
-            ("SMTP", listeners or None),
             ("API", f"http://{_host(api['address'])}:{api['port']}" if api else "off"),
             ("Workers", str(server["workers"])),
         ]
