@@ -8,15 +8,13 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-from postroom.config.settings import IMAP_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.config.settings import IMAP_ROLES, ListenerRole, Settings
 from postroom.imap.connection import ImapConfig
 from postroom.imap.session import ImapContext, ImapSession
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
-from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
-from postroom.net.sessions import Sessions
-from postroom.net.throttle import ConnectionCounter
+from postroom.net.sessions import Sessions, SessionServer
 
 __all__ = ["ImapServer"]
 
@@ -24,7 +22,10 @@ _log = logging.getLogger("postroom.imap")
 _TOO_MANY = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
 
 
-class ImapServer:
+class ImapServer(SessionServer):
+    """The IMAP listeners. Stopping: sessions waiting for a command (or idling) get BYE
+    at once, those busy with a command get up to ``grace`` seconds."""
+
     def __init__(
         self,
         settings: Settings,
@@ -37,12 +38,7 @@ class ImapServer:
         """``sockets``: one bound, listening socket per entry of ``settings.listeners``
         (those of other roles are left alone); None: each listener binds its own."""
         limits = settings.limits
-        self._counter = ConnectionCounter(
-            max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
-        )
-        self._sessions = Sessions(_log)
-        self.specs: list[ListenerSettings] = []  # the IMAP listeners', as self.listeners
-        self.listeners = self._sessions.listeners
+        super().__init__(Sessions(_log, limits, _TOO_MANY))
         for index, spec in enumerate(settings.listeners):
             if spec.role not in IMAP_ROLES:
                 continue
@@ -62,28 +58,9 @@ class ImapServer:
                 autologout=settings.mailboxes.imap_autologout,
                 command_timeout=limits.command_timeout,
             )
-            self.specs.append(spec)
-            self.listeners.append(
-                Listener(
-                    address=spec.address,
-                    port=spec.port,
-                    handler=self._sessions.handler(functools.partial(ImapSession, context)),
-                    counter=self._counter,
-                    refusal=_TOO_MANY,
-                    ssl_context=ssl_context if implicit else None,
-                    handshake_timeout=limits.command_timeout,
-                    sock=sockets[index] if sockets is not None else None,
-                )
+            self._sessions.listen(
+                spec,
+                functools.partial(ImapSession, context),
+                implicit_tls=ssl_context if implicit else None,
+                sock=sockets[index] if sockets is not None else None,
             )
-
-    async def start(self) -> None:
-        await self._sessions.start()
-
-    async def stop(self, grace: float) -> None:
-        """Stop accepting; sessions waiting for a command (or idling) get BYE at once,
-        those busy with a command get up to ``grace`` seconds."""
-        await self._sessions.stop(grace)
-
-    @property
-    def session_count(self) -> int:
-        return self._sessions.count

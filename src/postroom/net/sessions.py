@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Callable
 from typing import Protocol
 
+from postroom.config.settings import LimitSettings, ListenerSettings
 from postroom.net.listener import Handler, Listener
 from postroom.net.stream import Stream
+from postroom.net.throttle import ConnectionCounter
 
-__all__ = ["Session", "Sessions"]
+__all__ = ["Session", "SessionServer", "Sessions"]
 
 
 class Session(Protocol):
@@ -27,8 +31,16 @@ class Session(Protocol):
 
 
 class Sessions:
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger, limits: LimitSettings, refusal: bytes) -> None:
+        """``refusal``: what a connection over ``limits.max_connections`` (in total, or
+        from one address) is told before it is closed, in the protocol's words."""
         self._log = log
+        self._counter = ConnectionCounter(
+            max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
+        )
+        self._refusal = refusal
+        self._handshake_timeout = limits.command_timeout
+        self.specs: list[ListenerSettings] = []  # one per listener, in the same order
         self.listeners: list[Listener] = []
         self._running: set[Session] = set()
         self._none = asyncio.Event()
@@ -49,6 +61,30 @@ class Sessions:
                     self._none.set()
 
         return handle
+
+    def listen(
+        self,
+        spec: ListenerSettings,
+        make: Callable[[Stream], Session],
+        *,
+        implicit_tls: ssl.SSLContext | None,
+        sock: socket.socket | None,
+    ) -> None:
+        """Add a listener for ``spec`` whose connections become ``make``'s sessions;
+        ``implicit_tls``: the handshake comes first (465, 995, 993-style)."""
+        self.specs.append(spec)
+        self.listeners.append(
+            Listener(
+                address=spec.address,
+                port=spec.port,
+                handler=self.handler(make),
+                counter=self._counter,
+                refusal=self._refusal,
+                ssl_context=implicit_tls,
+                handshake_timeout=self._handshake_timeout,
+                sock=sock,
+            )
+        )
 
     @property
     def count(self) -> int:
@@ -71,3 +107,23 @@ class Sessions:
             listener.cancel_connections()
         for listener in self.listeners:
             await listener.wait_closed()
+
+
+class SessionServer:
+    """What the SMTP, POP3 and IMAP servers share: their ``Sessions``, started and
+    stopped as one (idle sessions end at once, busy ones get ``grace`` seconds)."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+        self.specs = sessions.specs  # the listeners' settings, as self.listeners
+        self.listeners = sessions.listeners
+
+    async def start(self) -> None:
+        await self._sessions.start()
+
+    async def stop(self, grace: float) -> None:
+        await self._sessions.stop(grace)
+
+    @property
+    def session_count(self) -> int:
+        return self._sessions.count

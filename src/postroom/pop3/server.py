@@ -8,13 +8,11 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-from postroom.config.settings import POP3_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.config.settings import POP3_ROLES, ListenerRole, Settings
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
-from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
-from postroom.net.sessions import Sessions
-from postroom.net.throttle import ConnectionCounter
+from postroom.net.sessions import Sessions, SessionServer
 from postroom.pop3.connection import Pop3Config
 from postroom.pop3.session import Pop3Context, Pop3Session
 
@@ -24,7 +22,10 @@ _log = logging.getLogger("postroom.pop3")
 _TOO_MANY = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
 
 
-class Pop3Server:
+class Pop3Server(SessionServer):
+    """The POP3 listeners. Stopping: sessions waiting for a command end at once (nothing
+    removed), those busy (a RETR, an UPDATE) get up to ``grace`` seconds."""
+
     def __init__(
         self,
         settings: Settings,
@@ -37,12 +38,7 @@ class Pop3Server:
         """``sockets``: one bound, listening socket per entry of ``settings.listeners``
         (those of other roles are left alone); None: each listener binds its own."""
         limits = settings.limits
-        self._counter = ConnectionCounter(
-            max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
-        )
-        self._sessions = Sessions(_log)
-        self.specs: list[ListenerSettings] = []  # the POP3 listeners', as self.listeners
-        self.listeners = self._sessions.listeners
+        super().__init__(Sessions(_log, limits, _TOO_MANY))
         for index, spec in enumerate(settings.listeners):
             if spec.role not in POP3_ROLES:
                 continue
@@ -63,24 +59,9 @@ class Pop3Server:
                 idle_timeout=settings.mailboxes.pop3_idle_timeout,
                 handshake_timeout=limits.command_timeout,
             )
-            self.specs.append(spec)
-            self.listeners.append(
-                Listener(
-                    address=spec.address,
-                    port=spec.port,
-                    handler=self._sessions.handler(functools.partial(Pop3Session, context)),
-                    counter=self._counter,
-                    refusal=_TOO_MANY,
-                    ssl_context=ssl_context if implicit else None,
-                    handshake_timeout=limits.command_timeout,
-                    sock=sockets[index] if sockets is not None else None,
-                )
+            self._sessions.listen(
+                spec,
+                functools.partial(Pop3Session, context),
+                implicit_tls=ssl_context if implicit else None,
+                sock=sockets[index] if sockets is not None else None,
             )
-
-    async def start(self) -> None:
-        await self._sessions.start()
-
-    async def stop(self, grace: float) -> None:
-        """Stop accepting; sessions waiting for a command end at once (nothing removed),
-        those busy (a RETR, an UPDATE) get up to ``grace`` seconds."""
-        await self._sessions.stop(grace)

@@ -12,10 +12,8 @@ from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings,
 from postroom.events import Bus
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks
-from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
-from postroom.net.sessions import Sessions
-from postroom.net.throttle import ConnectionCounter
+from postroom.net.sessions import Sessions, SessionServer
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig
 from postroom.smtp.session import Session, SessionContext
@@ -38,7 +36,10 @@ def server_config(settings: Settings, role: ListenerRole, *, starttls: bool) -> 
     )
 
 
-class SmtpServer:
+class SmtpServer(SessionServer):
+    """The SMTP listeners. Stopping: no new connections, idle sessions get ``421 4.3.2``,
+    transactions in flight may finish within ``grace`` seconds, then the rest is cut."""
+
     def __init__(
         self,
         settings: Settings,
@@ -57,13 +58,7 @@ class SmtpServer:
         apply to mx listeners only: submission ports always want AUTH (RFC 6409 4.3)."""
         self._settings = settings
         limits = settings.limits
-        self._counter = ConnectionCounter(
-            max_total=limits.max_connections, max_per_ip=limits.max_connections_per_ip
-        )
-        self._sessions = Sessions(_log)
-        self.specs: list[ListenerSettings] = []  # the SMTP listeners', as self.listeners
-        self.listeners = self._sessions.listeners
-        refusal = replies.TOO_MANY_CONNECTIONS.to_bytes()
+        super().__init__(Sessions(_log, limits, replies.TOO_MANY_CONNECTIONS.to_bytes()))
         specs = list(listeners if listeners is not None else settings.listeners)
         if sockets is not None and len(sockets) != len(specs):
             raise ValueError("one socket per listener")
@@ -84,28 +79,9 @@ class SmtpServer:
                 data_grace=limits.data_grace,
             )
             implicit = spec.role is ListenerRole.SUBMISSIONS
-            self.specs.append(spec)
-            self.listeners.append(
-                Listener(
-                    address=spec.address,
-                    port=spec.port,
-                    handler=self._sessions.handler(functools.partial(Session, context)),
-                    counter=self._counter,
-                    refusal=refusal,
-                    ssl_context=ssl_context if implicit else None,
-                    handshake_timeout=limits.command_timeout,
-                    sock=sockets[index] if sockets is not None else None,
-                )
+            self._sessions.listen(
+                spec,
+                functools.partial(Session, context),
+                implicit_tls=ssl_context if implicit else None,
+                sock=sockets[index] if sockets is not None else None,
             )
-
-    async def start(self) -> None:
-        await self._sessions.start()
-
-    async def stop(self, grace: float) -> None:
-        """Stop accepting; tell idle sessions 421 4.3.2; wait up to ``grace`` seconds for
-        transactions in flight; then cut whatever is left."""
-        await self._sessions.stop(grace)
-
-    @property
-    def session_count(self) -> int:
-        return self._sessions.count
