@@ -11,6 +11,7 @@ from collections.abc import Collection
 
 from postroom.delivery.outcome import Outcome
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
+from postroom.mail.returned import HARD_BOUNCE_CLASS
 from postroom.store.models import (
     GLOBAL_SCOPE,
     RecipientStatus,
@@ -18,11 +19,7 @@ from postroom.store.models import (
     SuppressionReason,
 )
 
-__all__ = ["HARD_BOUNCE_CLASS", "is_hard_bounce", "outcome_event", "suppression_of"]
-
-# RFC 3463: X.1.Y is about the address (bad mailbox, bad domain, moved, null MX); a
-# 5.7.x refusal is the remote's policy about this message, not a dead address.
-HARD_BOUNCE_CLASS = "5.1."
+__all__ = ["is_hard_bounce", "outcome_event", "suppression_of"]
 
 _TYPES = {
     RecipientStatus.DELIVERED: EventType.DELIVERED,

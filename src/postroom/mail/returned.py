@@ -51,6 +51,9 @@ class BouncedRecipient:
         return self.action == "failed" and self.status.startswith(HARD_BOUNCE_CLASS)
 
 
+# RFC 3463: X.1.Y is about the address (bad mailbox, bad domain, moved, null MX); a
+# 5.7.x refusal is the remote's policy about this message, not a dead address. The one
+# rule for our own bounces, returned mail and provider events alike.
 HARD_BOUNCE_CLASS = "5.1."
 
 
