@@ -7,6 +7,7 @@ import io
 import mailbox
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postroom.mailbox import MailAccount, MailboxStore, Maildir
+from postroom.mailbox import maildir as maildir_module
 from postroom.mailbox.account import MaildirAccount
 from postroom.mailbox.base import (
     DELETED,
@@ -28,6 +30,7 @@ from postroom.mailbox.base import (
     SpecialUse,
     TooManyKeywords,
 )
+from postroom.mailbox.maildir import DirSync
 from postroom.mailbox.message import MessageFile, to_crlf
 from postroom.mailbox.names import decode_mutf7, dir_name, encode_mutf7, folder_name
 from postroom.mailbox.uidlist import LOCK_FILE, UIDLIST_FILE, read_uidlist
@@ -400,3 +403,41 @@ async def test_a_mailbox_without_a_limit_is_never_measured_to_take_mail(
     _deliver(store)
     limited = await account.limited_quota()
     assert limited is not None and limited.usage == 4 * len(TRACE + MESSAGE)
+
+
+def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One fsync runs at a time; the renames made while it runs are covered together by
+    the next one, so N concurrent deliveries cost two fsyncs, not N."""
+    directory = tmp_path / "new"
+    directory.mkdir()
+    calls: list[Path] = []
+    first_running, release_first = threading.Event(), threading.Event()
+    real = maildir_module._fsync_dir
+
+    def slow_fsync(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            first_running.set()
+            release_first.wait(10)
+        real(path)
+
+    monkeypatch.setattr(maildir_module, "_fsync_dir", slow_fsync)
+    sync = DirSync()
+    first = threading.Thread(target=sync.sync, args=(directory,))
+    first.start()
+    assert first_running.wait(10)
+    waiting = [threading.Thread(target=sync.sync, args=(directory,)) for _ in range(8)]
+    for thread in waiting:
+        thread.start()
+    state = sync._dirs[directory]
+    while state.requested < 1 + len(waiting):  # every waiter has registered its rename
+        time.sleep(0.001)  # (they then block on the running fsync)
+    release_first.set()
+    for thread in [first, *waiting]:
+        thread.join(10)
+    assert calls == [directory, directory]
+    # A later delivery is not covered by an fsync that started before it: its own runs.
+    sync.sync(directory)
+    assert len(calls) == 3

@@ -39,6 +39,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -50,7 +51,7 @@ from postroom.mailbox.folder import FolderFiles, change_stamp
 from postroom.mailbox.message import to_crlf
 from postroom.mailbox.watch import Watchers
 
-__all__ = ["Maildir", "check_folder_name", "mailbox_key"]
+__all__ = ["DirSync", "Maildir", "check_folder_name", "mailbox_key"]
 
 SUBFOLDERS: Final = ("tmp", "new", "cur")
 _FOLDER_MODE: Final = 0o700
@@ -88,6 +89,38 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@dataclass
+class _DirState:
+    requested: int = 0  # renames made so far that need the directory durable
+    synced: int = 0  # how many of them an fsync has covered
+    syncing: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DirSync:
+    """fsync of a directory, shared by the deliveries that wait for it (a group commit
+    for Maildir's ``new/``): a rename made before an fsync of its directory started is
+    durable when that fsync returns, so a delivery that finds one running waits for it
+    and for at most one more, instead of each delivery paying its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirs: dict[Path, _DirState] = {}
+
+    def sync(self, path: Path) -> None:
+        """Return once every rename into ``path`` made before this call is durable."""
+        with self._lock:
+            state = self._dirs.setdefault(path, _DirState())
+            state.requested += 1
+            mine = state.requested
+        with state.syncing:  # one fsync of a directory at a time
+            if state.synced >= mine:
+                return  # an fsync that started after this rename has covered it
+            with self._lock:
+                upto = state.requested
+            _fsync_dir(path)  # an error leaves synced as it was: the next caller tries
+            state.synced = upto
+
+
 def _file_content(data: bytes, *, sender: str, recipient: str) -> tuple[bytes, int]:
     """The file's bytes (LF line endings) and the message's size with CRLF line endings."""
     trace = (
@@ -118,6 +151,7 @@ class Maildir:
         self._host = (hostname or platform.node() or "localhost").translate(_HOST_ESCAPES)
         self._counter = itertools.count(1)
         self._lock = threading.Lock()  # deliveries run in worker threads
+        self._dir_sync = DirSync()  # concurrent deliveries share new/'s fsync
         self._folders: dict[Path, FolderFiles] = {}
         self.watchers = Watchers(change_stamp, interval=poll_interval)
         self.default_quota = default_quota
@@ -223,7 +257,7 @@ class Maildir:
             raise
         # The rename is durable once the folder is; if this fsync fails the caller retries,
         # and the message may arrive twice (at least once, never lost).
-        _fsync_dir(maildir / "new")
+        self._dir_sync.sync(maildir / "new")
         self.watchers.changed(maildir)
         return name
 
