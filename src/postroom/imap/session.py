@@ -616,13 +616,17 @@ class ImapSession:
 
     async def _idle(self, tag: str) -> None:
         """RFC 2177: updates as they happen until DONE; a delivery wakes the watch."""
-        self._stream.write(rs.continuation("idling"))
         self.conn.idle(tag)
         view = self._view
         async with contextlib.AsyncExitStack() as stack:
             watch = None
             if view is not None:
+                # Watch before the client hears "+": a delivery from then on wakes it,
+                # and one that came before (since the last look) is reported now.
                 watch = await stack.enter_async_context(self._folders.watch(view.folder))
+            self._stream.write(rs.continuation("idling"))
+            if watch is not None:
+                await self._refresh()
             await self._flush()
             await self._idle_until_done(watch)
 
