@@ -51,6 +51,7 @@ from postroom.mailbox.base import (
 )
 from postroom.mailbox.watch import FolderWatch
 from postroom.net.logins import LoginGate
+from postroom.net.sessions import GuardedSession
 from postroom.net.stream import Stream
 
 __all__ = ["ImapContext", "ImapSession"]
@@ -76,57 +77,28 @@ class ImapContext:
     command_timeout: float = 300.0  # a command (its literals included) once begun
 
 
-class ImapSession:
+class ImapSession(GuardedSession):
     def __init__(self, context: ImapContext, stream: Stream) -> None:
+        super().__init__(stream, context.role, _log)
         self._ctx = context
-        self._stream = stream
-        peer = stream.get_extra_info("peername")
-        self._ip: str | None = str(peer[0]) if peer else None
         tls = stream.get_extra_info("ssl_object") is not None
         self.conn = ImapConnection(context.config, tls=tls)
         self._account: MailAccount | None = None
         self._view: MailboxView | None = None
         self._fetch: FetchWriter | None = None
-        self._stopping = False
-        self._reading = False
-        self._task: asyncio.Task[None] | None = None
 
-    # -- lifecycle -----------------------------------------------------------------
-    def request_stop(self) -> None:
-        """The server is stopping: a session waiting for a command (or idling) ends now
-        with BYE; one busy with a command ends after it."""
-        self._stopping = True
-        if self._reading and self._task is not None:
-            self._task.cancel()
+    # -- lifecycle (a stop: a session waiting for a command, or idling, gets BYE) -----
+    def _greeting(self) -> bytes:
+        return self.conn.greeting()
 
-    async def run(self) -> None:
-        self._task = asyncio.current_task()
-        try:
-            self._stream.write(self.conn.greeting())
-            await self._loop()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not self._stopping or task is None or task.uncancel() > 0:
-                raise
-            self._bye("server shutting down", code="UNAVAILABLE")
-        except Exception as exc:
-            if isinstance(exc, OSError) and self._stream.is_closing():
-                _log.debug("connection from %s ended: %s", self._ip, exc)
-                return
-            _log.error(
-                "session failed: client=%s listener=%s", self._ip, self._ctx.role, exc_info=True
-            )
-            self._bye("internal error, try again later", code="UNAVAILABLE")
-        await self._flush()
+    def _farewell(self, *, stopping: bool) -> None:
+        text = "server shutting down" if stopping else "internal error, try again later"
+        self._bye(text, code="UNAVAILABLE")
 
     def _bye(self, text: str, *, code: str | None = None) -> None:
         if not self._stream.is_closing():
             self._stream.write(rs.status("BYE", text, code=code))
         self.conn.logout()
-
-    async def _flush(self) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._stream.drain()
 
     async def _read(self) -> bytes | None:
         """The next bytes; None (after BYE) when the client said nothing for too long."""

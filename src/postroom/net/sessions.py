@@ -21,7 +21,7 @@ from postroom.net.listener import Handler, Listener
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
-__all__ = ["Session", "SessionServer", "Sessions"]
+__all__ = ["GuardedSession", "Session", "SessionServer", "Sessions"]
 
 
 class Session(Protocol):
@@ -127,3 +127,63 @@ class SessionServer:
     @property
     def session_count(self) -> int:
         return self._sessions.count
+
+
+class GuardedSession:
+    """The run and the stop of a mailbox session (POP3, IMAP), the protocol left to the
+    subclass (``_greeting``, ``_loop``, ``_farewell``).
+
+    ``request_stop`` ends a session waiting for a command at once (its read is
+    cancelled, it says goodbye) and lets one busy with a command finish it. An error of
+    the session itself is logged with its client and listener and answered with a
+    goodbye, never a traceback; a connection the client closed ends quietly."""
+
+    def __init__(self, stream: Stream, role: str, log: logging.Logger) -> None:
+        self._stream = stream
+        self._role = role
+        self._session_log = log
+        peer = stream.get_extra_info("peername")
+        self._ip: str | None = str(peer[0]) if peer else None
+        self._stopping = False
+        self._reading = False  # waiting for a command: a stop may cancel the read
+        self._task: asyncio.Task[None] | None = None
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        if self._reading and self._task is not None:
+            self._task.cancel()
+
+    async def run(self) -> None:
+        self._task = asyncio.current_task()
+        try:
+            self._stream.write(self._greeting())
+            await self._loop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._stopping or task is None or task.uncancel() > 0:
+                raise
+            self._farewell(stopping=True)
+        except Exception as exc:
+            if isinstance(exc, OSError) and self._stream.is_closing():
+                self._session_log.debug("connection from %s ended: %s", self._ip, exc)
+                return
+            self._session_log.error(
+                "session failed: client=%s listener=%s", self._ip, self._role, exc_info=True
+            )
+            self._farewell(stopping=False)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._stream.drain()
+
+    def _greeting(self) -> bytes:
+        raise NotImplementedError
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _farewell(self, *, stopping: bool) -> None:
+        """Say goodbye, if the connection can still be written: the server is stopping,
+        or (``stopping`` False) the session failed."""
+        raise NotImplementedError

@@ -16,7 +16,6 @@ exception is logged with the client and listener and the session ends with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from postroom.mailbox import MailboxStore, mailbox_key
 from postroom.mailbox.base import DELETED, INBOX, FlagChange
 from postroom.mailbox.message import CHUNK
 from postroom.net.logins import LoginGate
+from postroom.net.sessions import GuardedSession
 from postroom.net.stream import Stream
 from postroom.pop3.body import MessageBody
 from postroom.pop3.connection import MaildropEntry, Pop3Config, Pop3Connection, unique_id
@@ -59,53 +59,27 @@ class Pop3Context:
     handshake_timeout: float = 30.0
 
 
-class Pop3Session:
+class Pop3Session(GuardedSession):
+    """A stop: a session waiting for a command ends at once (nothing removed)."""
+
     def __init__(self, context: Pop3Context, stream: Stream) -> None:
+        super().__init__(stream, context.role, _log)
         self._ctx = context
-        self._stream = stream
-        peer = stream.get_extra_info("peername")
-        self._ip: str | None = str(peer[0]) if peer else None
         tls = stream.get_extra_info("ssl_object") is not None
         self.conn = Pop3Connection(context.config, tls=tls)
         self._user: tuple[str, str] | None = None  # (domain, user) once logged in
-        self._stopping = False
-        self._reading = False
-        self._task: asyncio.Task[None] | None = None
 
-    def request_stop(self) -> None:
-        """The server is stopping: a session waiting for a command ends now (nothing
-        removed); one busy with a command ends after it."""
-        self._stopping = True
-        if self._reading and self._task is not None:
-            self._task.cancel()
+    def _greeting(self) -> bytes:
+        return self.conn.greeting()
 
-    async def run(self) -> None:
-        self._task = asyncio.current_task()
-        try:
-            self._stream.write(self.conn.greeting())
-            await self._loop()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not self._stopping or task is None or task.uncancel() > 0:
-                raise
-            self._goodbye("[SYS/TEMP] Server shutting down")
-        except Exception as exc:
-            if isinstance(exc, OSError) and self._stream.is_closing():
-                _log.debug("connection from %s ended: %s", self._ip, exc)
-                return
-            _log.error(
-                "session failed: client=%s listener=%s", self._ip, self._ctx.role, exc_info=True
-            )
-            self._goodbye("[SYS/TEMP] Internal error")
-        await self._flush()
+    def _farewell(self, *, stopping: bool) -> None:
+        self._goodbye(
+            "[SYS/TEMP] Server shutting down" if stopping else "[SYS/TEMP] Internal error"
+        )
 
     def _goodbye(self, text: str) -> None:
         if not self._stream.is_closing():
             self._stream.write(self.conn.shutdown(text))
-
-    async def _flush(self) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._stream.drain()
 
     async def _loop(self) -> None:
         conn = self.conn
