@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from postroom.cli import main
 from postroom.cli import status as status_module
+from postroom.cli.render import format_size
 from postroom.store import RecipientStatus, Store, open_store
 from tests.conftest import FakeClock
 from tests.store.factories import attempt, deferred, final, new_message, to
@@ -156,7 +157,8 @@ def test_no_server_exits_3_and_still_shows_the_queue_and_the_disk(tmp_path: Path
     disk = report["disk"]
     assert disk["low"] is True and disk["min_free_bytes"] == 10**15
     assert disk["free_bytes"] > 0 and disk["path"] == str(data_dir)
-    assert report["warnings"][0].startswith(f"only {disk['free_bytes'] // 10**9}")
+    # the warning names the free space as the report holds it, rounded as everywhere else
+    assert report["warnings"][0].startswith(f"only {format_size(disk['free_bytes'])} free")
     assert "less than 1.0 PB" in report["warnings"][0]
 
 
