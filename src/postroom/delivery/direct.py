@@ -42,7 +42,7 @@ from postroom.delivery.mailers import Mailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
 from postroom.delivery.outcome_events import outcome_event
-from postroom.delivery.records import attempt_row, publish_attempts
+from postroom.delivery.records import attempt_row, log_routes, publish_attempts
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import StoreError
@@ -149,6 +149,10 @@ class DirectDelivery:
     # -- one message -----------------------------------------------------------------
     async def _deliver(self, planned: _Planned) -> None:
         message = planned.message
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("delivering %s at once: %d recipient(s)", message.id, len(planned.addresses))
+            routes = {r: [a.address for a in rcpts] for r, rcpts in planned.routes.items()}
+            log_routes(_log, message.id, routes)
         try:
             if self._clock.time() > planned.lease_until - self._settings.lease / 2:
                 # Started late (an overloaded host): the lease might end mid-delivery.

@@ -5,13 +5,29 @@ the rows are committed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from postroom.delivery.outcome import Outcome
+from postroom.delivery.router import Route
 from postroom.events import Bus, DeliveryAttempt
 from postroom.store.models import Attempt
 
-__all__ = ["attempt_row", "publish_attempts"]
+__all__ = ["attempt_row", "log_routes", "publish_attempts"]
+
+
+def log_routes(log: logging.Logger, message_id: str, routes: Mapping[Route, Sequence[str]]) -> None:
+    """At debug level: the route each recipient of an attempt takes."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for route, addresses in routes.items():
+        log.debug(
+            "%s: route %s (mailers %s) for %s",
+            message_id,
+            route.name,
+            ", ".join(route.mailers),
+            ", ".join(addresses),
+        )
 
 
 def attempt_row(message_id: str, at: float, outcome: Outcome) -> Attempt:

@@ -39,7 +39,7 @@ from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
 from postroom.delivery.outcome_events import is_hard_bounce, outcome_event, suppression_of
-from postroom.delivery.records import attempt_row, publish_attempts
+from postroom.delivery.records import attempt_row, log_routes, publish_attempts
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import StoreError, StoreUnavailable
@@ -374,14 +374,7 @@ class Scheduler:
             by_route[self._routes.chain_for(view.for_recipient(state.address))].append(state)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("claimed %s: %d recipient(s)", stored.id, len(claim.recipients))
-            for route, states in by_route.items():
-                _log.debug(
-                    "%s: route %s (mailers %s) for %s",
-                    stored.id,
-                    route.name,
-                    ", ".join(route.mailers),
-                    ", ".join(s.address for s in states),
-                )
+            log_routes(_log, stored.id, {r: [s.address for s in st] for r, st in by_route.items()})
         attempts: list[Attempt] = []
         settled: list[_Settled] = []
         for route, states in by_route.items():
