@@ -77,6 +77,7 @@ async def make_world(
     *,
     mailbox: MailDrop | None = None,
     routes: list[dict[str, object]] | None = None,
+    **delivery: object,
 ) -> World:
     settings = Settings.model_validate(
         {
@@ -84,6 +85,7 @@ async def make_world(
             "data_dir": tmp_path,
             "mailers": [{"name": "local", "type": "local"}, {"name": "mx", "type": "mx"}],
             "routes": routes or [],
+            "delivery": delivery,
         }
     )
     store = await open_store(f"sqlite:///{tmp_path / 'q.db'}")
@@ -265,3 +267,15 @@ async def test_a_killed_handoff_leaves_its_recipients_to_the_scheduler_after_the
     assert await world.scheduler.run_once() == 1
     assert len(world.files("ann")) == 1
     assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+
+
+async def test_paused_delivery_delivers_nothing_at_once_either(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, paused=True)
+    try:
+        queue_id = await world.submit("ann@example.test")
+        await world.settled()
+        assert world.files("ann") == []
+        message = await world.store.message(queue_id)
+        assert message is not None and message.recipients[0].status is RecipientStatus.QUEUED
+    finally:
+        await world.store.aclose()
