@@ -100,10 +100,6 @@ class DirectDelivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     # -- intake's side ---------------------------------------------------------------
     def plan(
         self, message: NewMessage, data: bytes, local_domains: frozenset[str]
