@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +19,18 @@ from postroom.delivery.mailers import Mailer
 from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.errors import StoreError, StoreUnavailable
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
 from postroom.intake import Intake, Queued
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
-from postroom.mail.events import EventType
+from postroom.mail.events import EventType, MailEvent
 from postroom.mailbox import Maildir, MailDrop
 from postroom.mailbox.base import QuotaExceeded
 from postroom.store import RecipientStatus, Store, open_store
-from postroom.store.models import UserRecord
+from postroom.store.models import Attempt, RecipientUpdate, UserRecord
 from tests.conftest import FakeClock
+from tests.support.faulty_store import FaultyStore
 
 MESSAGE = b"From: someone@remote.test\r\nSubject: Hello\r\n\r\nHi there\r\n"
 
@@ -77,6 +79,7 @@ async def make_world(
     *,
     mailbox: MailDrop | None = None,
     routes: list[dict[str, object]] | None = None,
+    store: Store | None = None,
     **delivery: object,
 ) -> World:
     settings = Settings.model_validate(
@@ -88,7 +91,7 @@ async def make_world(
             "delivery": delivery,
         }
     )
-    store = await open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    store = store or await open_store(f"sqlite:///{tmp_path / 'q.db'}")
     clock = FakeClock()
     await store.add_domain("example.test", clock.time())
     for user in ("ann", "bob"):
@@ -121,6 +124,7 @@ async def make_world(
         clock=clock,
         bus=bus,
         wake=lambda: wakes.append(None),
+        store_pause=0.001,
     )
     intake.handoff = direct
     local_domains = LocalDomains()
@@ -279,3 +283,74 @@ async def test_paused_delivery_delivers_nothing_at_once_either(tmp_path: Path) -
         assert message is not None and message.recipients[0].status is RecipientStatus.QUEUED
     finally:
         await world.store.aclose()
+
+
+class WatchedStore(FaultyStore):
+    """A FaultyStore that says when it has refused an outcome."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.refusal = asyncio.Event()
+
+    async def record_outcomes(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent] = (),
+    ) -> None:
+        try:
+            await super().record_outcomes(message_id, updates, attempts, events)
+        except StoreError:
+            self.refusal.set()
+            raise
+
+
+async def faulty_world(tmp_path: Path) -> tuple[World, WatchedStore]:
+    store = WatchedStore(tmp_path / "q.db")
+    await store.start()
+    return await make_world(tmp_path, store=store), store
+
+
+async def refused(store: WatchedStore) -> None:
+    await store.refusal.wait()
+    store.refusal.clear()
+
+
+async def test_an_outcome_the_store_refuses_is_recorded_once_it_works_again(
+    tmp_path: Path,
+) -> None:
+    world, store = await faulty_world(tmp_path)
+    try:
+        store.record_fault = StoreUnavailable("the database is away")
+        queue_id = await world.submit("ann@example.test")
+        await refused(store)
+        await refused(store)  # tried again
+        store.record_fault = None
+        await world.settled()
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+        world.clock.advance(3600)
+        assert await world.scheduler.run_once() == 0
+        assert len(world.files("ann")) == 1
+    finally:
+        await store.aclose()
+
+
+async def test_an_outcome_never_recorded_within_the_lease_is_delivered_again_by_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    """The duplicate window: the file is in new/, its outcome is not in the store, and
+    the lease ends; at least once, never lost."""
+    world, store = await faulty_world(tmp_path)
+    try:
+        store.record_fault = StoreUnavailable("the database is away")
+        queue_id = await world.submit("ann@example.test")
+        await refused(store)
+        world.clock.advance(60)  # the lease ends while the store is still away
+        await world.settled()
+        store.record_fault = None
+        assert await world.scheduler.run_once() == 1
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+        assert len(world.files("ann")) == 2
+    finally:
+        await store.aclose()

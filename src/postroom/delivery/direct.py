@@ -85,9 +85,11 @@ class DirectDelivery:
         bus: Bus,
         wake: Callable[[], object],
         return_path: Callable[[str, str, bool | None], str] | None = None,
+        store_pause: float = _FIRST_PAUSE,
     ) -> None:
         """``mailers``: the ``local`` mailers (a route naming any other is left to the
-        scheduler); ``wake``: tell the scheduler that released recipients are due."""
+        scheduler); ``wake``: tell the scheduler that released recipients are due;
+        ``store_pause``: the first wait after a store error recording an outcome."""
         self._store = store
         self._routes = tuple(routes)
         self._router = Router(mailers)
@@ -97,6 +99,7 @@ class DirectDelivery:
         self._bus = bus
         self._wake = wake
         self._return_path = return_path or (lambda sender, queue_id, verp: sender)
+        self._store_pause = store_pause
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -190,7 +193,7 @@ class DirectDelivery:
         updates = [RecipientUpdate(o.recipient, status, None, str(o.reply)) for o in delivered]
         attempts = [attempt_row(message.id, started, o) for o in tried if o.recipient in done]
         events = [outcome_event(message.id, status, o, started, ()) for o in delivered]
-        pause = _FIRST_PAUSE
+        pause = self._store_pause
         while True:
             try:
                 await self._store.record_outcomes(message.id, updates, attempts, events)
