@@ -64,11 +64,12 @@ STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
 # Intake's refusals (SMTP reply code) -> HTTP status and the field the client should fix;
 # a refused author field (SenderRefusal) names itself: "From", "Sender", "Resent-From" ...
-REFUSALS: Final[Mapping[int, tuple[int, str | None]]] = {
+REFUSALS: Final[Mapping[int | str, tuple[int, str | None]]] = {
     451: (503, None),  # local error: the store is unavailable
     452: (503, None),  # storage full
     550: (422, "to"),  # no such local user
     552: (413, None),  # over the size limit
+    "5.2.2": (507, "to"),  # a recipient's mailbox is full (552 5.2.2): not the request's size
     553: (403, "from"),  # sender not allowed for this key
 }
 
@@ -374,7 +375,8 @@ def _parse_json(body: bytes) -> Any:
 
 
 def _refusal(reply: Reply) -> ApiError:
-    status, field = REFUSALS.get(reply.code, (503 if reply.is_transient else 422, None))
+    default = (503 if reply.is_transient else 422, None)
+    status, field = REFUSALS.get(reply.enhanced or "", REFUSALS.get(reply.code, default))
     if isinstance(reply, SenderRefusal):
         field = reply.field
     text = " ".join(reply.lines)

@@ -92,7 +92,7 @@ def _send() -> dict[str, Any]:
         },
         "responses": {
             "202": _answer("durable in the queue", schemas.SendAccepted),
-            **_errors(*_AUTH_ERRORS, 409, 413, 422, 503),
+            **_errors(*_AUTH_ERRORS, 409, 413, 422, 503, 507),
         },
     }
 

@@ -248,6 +248,7 @@ class ErrorDetail(_Out):
         "rate_limited",
         "internal",
         "unavailable",
+        "insufficient_storage",
     ]
     message: str
     fields: list[ErrorField] | None = None  # 422: each bad field
