@@ -32,7 +32,7 @@ from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepte
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
-from postroom.intake import Queued, SenderRefusal
+from postroom.intake import FieldRefusal, Queued
 from postroom.intake.compose import ComposedMessage, ComposeError, compose
 from postroom.intake.principals import api_key_principal
 from postroom.mail.envelope import Recipient, Source, SourceKind
@@ -42,7 +42,6 @@ from postroom.store.models import (
     ApiKeyRecord,
     IdempotencyRecord,
     LogQuery,
-    MessageMeta,
     RecipientStatus,
     StoredMessage,
 )
@@ -181,7 +180,7 @@ class MessageApi:
             recipients=[str(a) for a in composed.recipients],
         )
         response = _json(accepted, 202)
-        meta = MessageMeta(result.queue_id, result.message_id, composed.subject, tags, metadata)
+        meta = result.meta  # as intake stored it: the fields' tags and the header's
         answer = None
         if idempotency is not None:
             answer = self.idempotency.answer(key.name, *idempotency, 202, bytes(response.body))
@@ -377,7 +376,7 @@ def _parse_json(body: bytes) -> Any:
 def _refusal(reply: Reply) -> ApiError:
     default = (503 if reply.is_transient else 422, None)
     status, field = REFUSALS.get(reply.enhanced or "", REFUSALS.get(reply.code, default))
-    if isinstance(reply, SenderRefusal):
+    if isinstance(reply, FieldRefusal):
         field = reply.field
     text = " ".join(reply.lines)
     if status == 503:

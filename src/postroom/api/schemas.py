@@ -14,8 +14,15 @@ from postroom.intake.compose import (
     CONTENT_ID,
     CONTENT_TYPE,
     HEADER_NAME,
-    LINE_BREAKS,
     RESERVED_HEADERS,
+)
+from postroom.mail.labels import (
+    LINE_BREAKS,
+    MAX_KEY,
+    MAX_METADATA,
+    MAX_TAG,
+    MAX_TAGS,
+    MAX_VALUE,
 )
 
 __all__ = [
@@ -36,9 +43,6 @@ __all__ = [
     "SendRequest",
     "SourceOut",
 ]
-
-MAX_TAGS = 20
-MAX_METADATA = 50
 
 
 def _one_of(characters: str) -> str:
@@ -84,9 +88,9 @@ def _header_names(schema: dict[str, Any]) -> None:
 
 
 Line = Annotated[str, Field(pattern=LINE)]
-Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
-MetaKey = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
-MetaValue = Annotated[str, Field(max_length=1024, pattern=LINE)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG, pattern=LINE)]
+MetaKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY, pattern=LINE)]
+MetaValue = Annotated[str, Field(max_length=MAX_VALUE, pattern=LINE)]
 HeaderName = Annotated[str, Field(pattern=HEADER_NAME_PATTERN)]
 Email = Annotated[str, Field(json_schema_extra={"format": "email"}, pattern=LINE)]
 

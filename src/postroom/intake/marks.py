@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from postroom.config.feedback import TrackingSettings
 from postroom.config.settings import Settings
 from postroom.feedback.links import Links
+from postroom.intake.policy import request_field_refusal
 from postroom.mail.tracking import Tracking, parse_track, track_message
 from postroom.smtp.replies import Reply
 
@@ -29,7 +30,7 @@ class Asked:
 
 
 def _bad_field(name: str) -> Reply:
-    return Reply(550, "5.6.0", f"{name} must be one of the documented values")
+    return request_field_refusal(name, "not one of the documented values")
 
 
 @dataclass(frozen=True, slots=True)
