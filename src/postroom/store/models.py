@@ -256,7 +256,8 @@ class ApiKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class MessageMeta:
-    """What the HTTP API records of a message it accepted, beside the envelope."""
+    """What intake records of every message beside the envelope (the log, the dashboard
+    and the events read it): its Message-ID, Subject, tags and metadata."""
 
     id: str  # the queue id
     message_id: str | None  # the Message-ID header value
