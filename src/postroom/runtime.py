@@ -37,6 +37,7 @@ from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.delivery.slots import SharedSlots
+from postroom.delivery.tracking import route_tracking
 from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
@@ -215,6 +216,7 @@ class Server:
             rng=self.rng,
             mailboxes=self.mailboxes,
             returns=ReturnDesk(links, store, self.clock, settings.bounces),
+            route_tracking=route_tracking(settings),
         )
         self.intake = intake
         if self.accept_only:

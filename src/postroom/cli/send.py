@@ -28,6 +28,7 @@ from postroom.cli import AppContext, config_option, fail, pass_app
 from postroom.cli.render import print_table, printable, status_text
 from postroom.cli.watch import Ended, Watched, watch
 from postroom.clock import SystemClock
+from postroom.delivery.tracking import route_tracking
 from postroom.intake.compose import (
     Attachment,
     ComposeError,
@@ -123,6 +124,7 @@ def send(
             data=message.data,
             body_type=message.body_type,
             smtputf8=message.smtputf8,
+            route_tracking=route_tracking(settings),
         )
     )
     if isinstance(result, Reply):

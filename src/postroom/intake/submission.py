@@ -25,7 +25,7 @@ from postroom.feedback import ReturnDesk
 from postroom.feedback.links import links_for
 from postroom.ids import new_queue_id
 from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
-from postroom.intake.marks import Marks, marks_for
+from postroom.intake.marks import Marks, RouteFacts, RouteTracking, marks_for
 from postroom.intake.policy import (
     Principal,
     author_domains,
@@ -88,6 +88,7 @@ class Intake:
     mailboxes: MailboxStore | None = None  # local users' mailboxes, for their quotas
     returns: ReturnDesk | None = None  # consumes mail to our bounce addresses
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
+    route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
 
     @classmethod
     def from_settings(
@@ -101,10 +102,13 @@ class Intake:
         rng: random.Random | None = None,
         mailboxes: MailboxStore | None = None,
         returns: ReturnDesk | None = None,
+        route_tracking: RouteTracking | None,
     ) -> Intake:
         """The intake of the server and of local submission alike: same limits, same
         DKIM keys, so mail is signed whichever way it came in. ``mailboxes``: the
-        server's mailbox store (else one on ``<data_dir>/mail``), asked for quotas."""
+        server's mailbox store (else one on ``<data_dir>/mail``), asked for quotas.
+        ``route_tracking``: ``delivery.tracking.route_tracking(settings)``, which intake
+        cannot build (delivery sits above it); required, so no door forgets it."""
         return cls(
             store=store,
             clock=clock,
@@ -120,6 +124,7 @@ class Intake:
             or Maildir(settings.data_dir / "mail", default_quota=settings.mailboxes.default_quota),
             returns=returns,
             marks=_marks(settings),
+            route_tracking=route_tracking,
         )
 
     async def submit(
@@ -534,17 +539,34 @@ class Submission:
         recipients = [str(r.address) for r in self.recipients]
         sender_domain = self.sender.ascii_domain if self.sender is not None else ""
         self._added += marks.unsubscribe_fields(asked, self.queue_id, recipients, sender_domain)
-        if not asked.tracking:
-            return None
+        routes = self.intake.route_tracking if asked.tracking is None else None
+        if routes is None and not marks.tracking(asked, ()):
+            return None  # the usual case: nothing asks, and the body is not read
         async with self.intake.whole_bodies:
             data = self.body.getvalue()
-            tracked = await asyncio.to_thread(marks.track, asked, self.queue_id, recipients, data)
+            routed = () if routes is None else await asyncio.to_thread(routes, self._facts(data))
+            tracking = marks.tracking(asked, routed)
+            if not tracking:
+                return None
+            tracked = await asyncio.to_thread(
+                marks.track, tracking, self.queue_id, recipients, data
+            )
         if tracked is not None:
             try:
                 self._replace_head(self.body.size, tracked)
             except OSError:
                 return replies.STORAGE_FULL
         return None
+
+    def _facts(self, data: bytes) -> RouteFacts:
+        return RouteFacts(
+            queue_id=self.queue_id,
+            sender=str(self.sender or ""),
+            principal=self.source.principal,
+            source_kind=self.source.kind.value,
+            recipients=tuple(str(r.address) for r in self.recipients),
+            data=data,
+        )
 
     def _replace_head(self, old_length: int, head: bytes) -> None:
         """The body with its header block replaced, copied chunk by chunk."""
