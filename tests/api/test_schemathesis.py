@@ -5,17 +5,22 @@ strays from the document, and created messages can be read back and deleted.
 The `st` command runs as a process against a real server, as a user would run it; the
 seed is fixed, so a failure is reproducible, and the example count keeps the run short (a
 deep run, tests/support/depth.py, sends ten times as many). The rate limit is off: the
-fuzzer sends thousands of requests.
+fuzzer sends thousands of requests. The paths it cannot make data for are given real
+values: the /t/ tokens of a tracked message, and a mailer that takes provider webhooks.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from tests.api.conftest import Api
+from tests.api.test_hooks import MAILGUN
 from tests.support.depth import examples
 
 EXAMPLES = examples(25)  # per operation and phase; ten times as many in a deep run
@@ -25,7 +30,8 @@ SEED = 20261204
 def test_schemathesis_finds_nothing_with_every_check(
     make_api: Callable[..., Api], tmp_path: Path
 ) -> None:
-    api = make_api(api={"port": 0, "rate_limit": 0})
+    api = make_api(api={"port": 0, "rate_limit": 0}, mailers=[MAILGUN])
+    (tmp_path / "schemathesis.toml").write_text(_real_values(api))
     st = Path(sys.executable).with_name("st")
     run = subprocess.run(
         [
@@ -49,4 +55,33 @@ def test_schemathesis_finds_nothing_with_every_check(
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     assert "No issues found" in run.stdout
     # Every operation of the document was exercised (the document itself is the source).
-    assert "9 selected / 9 total" in run.stdout
+    assert "22 selected / 22 total" in run.stdout
+
+
+def _real_values(api: Api) -> str:
+    """schemathesis.toml: the tokens of a message sent with tracking and one-click
+    unsubscribe, and the mailer whose webhook /hooks takes."""
+    sent = httpx.post(
+        f"{api.url}/api/v1/messages",
+        headers={"Authorization": f"Bearer {api.key}"},
+        json={
+            "from": "app@example.test",
+            "to": "reader@remote.test",
+            "subject": "s",
+            "html": '<html><body><a href="https://shop.example/">x</a></body></html>',
+            "track": True,
+            "unsubscribe": True,
+        },
+        timeout=10,
+    )
+    assert sent.status_code == 202, sent.text
+    data = api.server.call(api.server.store.read_body(sent.json()["id"])) or b""
+    tokens = dict(re.findall(rb"/t/([ocu])/([A-Za-z0-9_.-]+)", data))
+    assert set(tokens) == {b"o", b"c", b"u"}, data
+    operations = [("/hooks/{mailer}", "mailer", MAILGUN["name"])] + [
+        (f"/t/{kind}/{{token}}", "token", tokens[kind.encode()].decode()) for kind in "ocu"
+    ]
+    return "".join(
+        f'[[operations]]\ninclude-path = "{path}"\nparameters = {{ "path.{name}" = "{value}" }}\n'
+        for path, name, value in operations
+    )

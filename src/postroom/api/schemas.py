@@ -16,6 +16,7 @@ from postroom.intake.compose import (
     HEADER_NAME,
     RESERVED_HEADERS,
 )
+from postroom.mail.events import EventOrigin, EventType
 from postroom.mail.labels import (
     LINE_BREAKS,
     MAX_KEY,
@@ -24,6 +25,7 @@ from postroom.mail.labels import (
     MAX_TAGS,
     MAX_VALUE,
 )
+from postroom.store.models import SuppressionReason, WebhookState
 
 __all__ = [
     "AddressIn",
@@ -279,3 +281,91 @@ class Readiness(_Out):
     failing: list[FailingPart] = Field(default_factory=list)
     # Only under delivery.paused: mail is accepted and queued, none is delivered (no failure).
     delivery: Literal["paused"] | None = None
+
+
+# -- events, suppressions, webhooks ------------------------------------------------------
+
+# A domain name in ASCII (IDNs as A-labels, "xn--..."), as the suppression scopes take
+# it; "" for the global scope.
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN = f"^(?:{_LABEL}(?:[.]{_LABEL})*)?$"
+MAX_NOTE = 1000  # characters of a suppression's detail
+StringMap = dict[str, str]
+
+
+class EventOut(_Out):
+    """One event of the catalogue (docs/events.md), as webhooks get it."""
+
+    id: str
+    type: EventType
+    timestamp: str
+    queue_id: str | None
+    message_id: str | None
+    recipient: str
+    sender: str | None
+    mailer: str | None
+    reply: str
+    reason: str
+    origin: EventOrigin
+    tags: list[str]
+    metadata: StringMap
+    details: StringMap
+
+
+class EventList(_Out):
+    events: list[EventOut]
+
+
+class SuppressionOut(_Out):
+    address: str
+    scope: str  # "" for the global scope
+    reason: SuppressionReason
+    source: str
+    created_at: str
+    detail: str
+
+
+class SuppressionList(_Out):
+    suppressions: list[SuppressionOut]
+    next_cursor: str | None
+
+
+class SuppressionIn(_In):
+    address: Email
+    scope: Annotated[str, Field(max_length=253, pattern=DOMAIN)] | None = None
+    reason: SuppressionReason = SuppressionReason.MANUAL
+    detail: Annotated[str, Field(max_length=MAX_NOTE, pattern=LINE)] | None = None
+
+
+class WebhookOut(_Out):
+    name: str
+    url: str
+    events: list[EventType]
+    tags: list[str]
+    pending: int
+
+
+class WebhookList(_Out):
+    webhooks: list[WebhookOut]
+    not_fanned_out: int
+
+
+class WebhookDeliveryOut(_Out):
+    webhook: str
+    state: WebhookState
+    attempts: int
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_status: int | None
+    last_error: str
+    event: EventOut
+
+
+class WebhookDeliveryList(_Out):
+    deliveries: list[WebhookDeliveryOut]
+
+
+class HookAnswer(BaseModel):
+    """What a provider's callback is answered (its counts; SNS's subscription)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
