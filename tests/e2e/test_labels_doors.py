@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from postroom.directory.apikeys import ApiKeys
-from postroom.store.models import MessageMeta
+from postroom.store.models import LogQuery, MessageMeta
 from tests.conftest import FakeClock
 from tests.e2e.test_cleanup_doors import relay, sendmail, sink, stored_by_id, submit
 from tests.support.servers import smtp_client
@@ -54,6 +54,10 @@ def test_smtp_submission_labels_are_stored_removed_and_carried_by_events(
     assert meta.tags == ("welcome", "onboarding")
     assert meta.metadata == (("order", "42"), ("user", "7"))
     assert meta.subject == "Café order"
+    # The log's filters (the dashboard's) find SMTP mail by its subject and its tags.
+    for query in (LogQuery(subject="café"), LogQuery(tag="onboarding")):
+        assert [m.id for m in relay.call(relay.store.query(query))] == [queue_id]
+    assert relay.call(relay.store.query(LogQuery(tag="other"))) == []
     assert relay.run_delivery() == 1
     assert b"x-postroom" not in sink.received[0].data.lower()  # never sent on
     events = relay.call(relay.store.events(queue_id))

@@ -237,8 +237,8 @@ class LogQuery:
     principal: str | None = None
     until: float | None = None  # received before
     mailer: str | None = None  # some attempt went through this mailer
-    subject: str | None = None  # substring of the Subject the API recorded (message meta)
-    tag: str | None = None  # one of the tags the API recorded
+    subject: str | None = None  # substring of the Subject intake recorded (message meta)
+    tag: str | None = None  # one of the tags recorded (the API's, or X-Postroom-Tag)
 
 
 @dataclass(frozen=True, slots=True)
