@@ -275,8 +275,9 @@ def test_concurrent_appenders_in_separate_stores_never_share_a_uid(tmp_path: Pat
 
 
 async def test_a_lock_left_by_a_dead_process_is_broken(store: Maildir) -> None:
-    _deliver(store)
     maildir = store.path("example.test", "bob")
+    store.ensure_maildir(maildir)
+    (maildir / "new" / "1700000000.M1P1.other").write_bytes(MESSAGE)  # left by another tool
     (maildir / LOCK_FILE).write_text("")
     os.utime(maildir / LOCK_FILE, (1.0, 1.0))
     _, messages = await _bob(store).messages("INBOX")
@@ -384,15 +385,15 @@ async def test_a_mailbox_without_a_limit_is_never_measured_to_take_mail(
     """Measuring reads every file of every folder: done for every delivery, it made
     local delivery quadratic in the mailbox's size. Without a limit nothing is read."""
     account = _bob(store)
-    measured: list[int] = []
-    real = MaildirAccount._usage
+    measured: list[tuple[int, int]] = []
+    real = MaildirAccount._measure
 
-    def counting(self: MaildirAccount) -> int:
+    def counting(self: MaildirAccount) -> tuple[int, int]:
         usage = real(self)
         measured.append(usage)
         return usage
 
-    monkeypatch.setattr(MaildirAccount, "_usage", counting)
+    monkeypatch.setattr(MaildirAccount, "_measure", counting)
     for _ in range(3):
         _deliver(store)
     assert await account.limited_quota() is None
