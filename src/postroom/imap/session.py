@@ -321,12 +321,12 @@ class ImapSession(GuardedSession):
         mode = "READ-ONLY" if command.read_only else "READ-WRITE"
         self._ok(tag, f"{'EXAMINE' if command.read_only else 'SELECT'} completed", code=mode)
 
-    async def _refresh(self, *, with_uid: bool = False) -> None:
+    async def _refresh(self, *, with_uid: bool = False, looked: int | None = None) -> None:
         view = self._view
         if view is None:
             return
         try:
-            changes = await self._folders.changes(view.folder, view.version)
+            changes = await self._folders.changes(view.folder, view.version, looked=looked)
             if changes is None:  # too far behind: compare every message
                 status, messages = await self._folders.messages(view.folder)
         except NoSuchFolder:  # deleted or renamed under us (RFC 3501 has no clean answer)
@@ -339,9 +339,13 @@ class ImapSession(GuardedSession):
             self._stream.write(update)
         else:
             view.version = changes.version
-            update = view.apply(changes.expunged, changes.changed, changes.added, with_uid=with_uid)
-            if changes.messages is not None:
-                view.adopt(changes.messages)
+            update = view.apply(
+                changes.expunged,
+                changes.changed,
+                changes.added,
+                with_uid=with_uid,
+                now=changes.messages,
+            )
             self._stream.write(update)
 
     async def _mailbox_command(self, tag: str, command: c.MailboxCommand) -> None:
@@ -628,7 +632,7 @@ class ImapSession(GuardedSession):
                     waiting.add(waker)  # type: ignore[arg-type]
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if waker is not None and waker in done and watch is not None:
-                    await self._refresh()
+                    await self._refresh(looked=watch.version)
                     await self._flush()
                     waker = asyncio.ensure_future(watch.wait())
                 if reader not in done:

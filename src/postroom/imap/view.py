@@ -126,9 +126,20 @@ class MailboxView:
         added: Iterable[MessageFacts],
         *,
         with_uid: bool = False,
+        now: Sequence[MessageFacts] | None = None,
     ) -> bytes:
         """The untagged responses for what changed in the store: ``expunged`` UIDs,
-        ``changed`` messages (as they are now), ``added`` ones (ascending UID)."""
+        ``changed`` messages (as they are now), ``added`` ones (ascending UID). ``now``:
+        the store's own sequence of every message after them, which the view then
+        shares rather than copying its own list to change it."""
+        expunged = sorted(set(expunged), reverse=True)
+        changed = list(changed)
+        last = self.largest_uid
+        fresh = [m for m in added if m.uid > last]
+        if now is not None:
+            gone = sum(1 for uid in expunged if self._index(uid) is not None)
+            if len(self.messages) - gone + len(fresh) == len(now):
+                return self._apply_shared(expunged, changed, bool(fresh), with_uid, now)
         out = bytearray(self.expunged(expunged))
         for new in changed:
             index = self._index(new.uid)
@@ -138,13 +149,48 @@ class MailboxView:
             if new is old:
                 continue
             self._own()[index] = new
-            if new.flags != old.flags or (self.condstore and new.modseq != old.modseq):
-                uid_item = b"UID %d " % old.uid if with_uid else b""
-                item = self.flags_item(new)
-                out += rs.untagged(b"%d FETCH (%s%s)" % (index + 1, uid_item, item))
-        last = self.largest_uid
-        fresh = [m for m in added if m.uid > last]
+            out += self._flags_changed(index + 1, old, new, with_uid=with_uid)
         if fresh:
             self._own().extend(fresh)
             out += rs.untagged(b"%d EXISTS" % len(self.messages))
+        if now is not None:
+            self.adopt(now)
         return bytes(out)
+
+    def _apply_shared(
+        self,
+        expunged: list[int],
+        changed: list[MessageFacts],
+        grew: bool,
+        with_uid: bool,
+        now: Sequence[MessageFacts],
+    ) -> bytes:
+        """``apply`` without copying: expunges numbered in the old sequence (highest
+        first, so each number holds when read), flag changes in ``now`` (where the
+        messages that stay keep their order and the new ones come last)."""
+        out = bytearray()
+        for uid in expunged:
+            index = self._index(uid)
+            if index is not None:
+                out += rs.untagged(b"%d EXPUNGE" % (index + 1))
+        before = self.messages
+        for new in changed:
+            index = self._index(new.uid)
+            at = bisect.bisect_left(now, new.uid, key=_uid)
+            if index is None or at >= len(now) or now[at].uid != new.uid:
+                continue
+            old = before[index]
+            if new is not old:
+                out += self._flags_changed(at + 1, old, new, with_uid=with_uid)
+        self.messages = now
+        if grew:
+            out += rs.untagged(b"%d EXISTS" % len(now))
+        return bytes(out)
+
+    def _flags_changed(
+        self, seq: int, old: MessageFacts, new: MessageFacts, *, with_uid: bool
+    ) -> bytes:
+        if new.flags == old.flags and (not self.condstore or new.modseq == old.modseq):
+            return b""
+        uid_item = b"UID %d " % old.uid if with_uid else b""
+        return rs.untagged(b"%d FETCH (%s%s)" % (seq, uid_item, self.flags_item(new)))

@@ -77,12 +77,16 @@ class MailAccount(Protocol):
         The sequence may be the store's own, shared: copy it to change it."""
         ...
 
-    async def changes(self, folder: str, since: int) -> FolderChanges | None:
+    async def changes(
+        self, folder: str, since: int, *, looked: int | None = None
+    ) -> FolderChanges | None:
         """What changed in ``folder`` since the look whose ``FolderStatus.version`` was
         ``since`` (or the ``FolderChanges.version`` of an earlier answer): expunged UIDs,
         messages whose flags changed, new messages. None when the store no longer knows
         (then ``messages()`` again). A session keeps its view current with this, so a
-        change costs it what changed, not a look at every message."""
+        change costs it what changed, not a look at every message. ``looked``: the
+        version a watch reported (``FolderWatch.version``): the store may answer from
+        that look, made once for every session watching, without looking again."""
         ...
 
     async def open_message(self, folder: str, uid: int) -> MessageFile | None:

@@ -213,7 +213,14 @@ class MaildirAccount:
         snapshot = await self._snapshot(folder)
         return snapshot.status, snapshot.infos
 
-    async def changes(self, folder: str, since: int) -> FolderChanges | None:
+    async def changes(
+        self, folder: str, since: int, *, looked: int | None = None
+    ) -> FolderChanges | None:
+        if looked is not None:  # a watch's look: answered from memory, without a thread
+            files = self._store.seen_folder_files(self._folder_path(folder))
+            answer = files.changes_seen(since, looked) if files is not None else None
+            if answer is not None:
+                return answer
         return await asyncio.to_thread(lambda: self._files(folder).changes(since))
 
     async def open_message(self, folder: str, uid: int) -> MessageFile | None:

@@ -138,7 +138,7 @@ def name_time(name: str) -> float | None:
     if found is None:
         return None
     micros = found.group(2)
-    return int(found.group(1)) + (int(micros.ljust(6, "0")) / 1_000_000 if micros else 0.0)
+    return int(found.group(1)) + (int(micros) / 1_000_000 if micros else 0.0)
 
 
 def _info_uid(info: MessageInfo) -> int:
@@ -343,7 +343,23 @@ class FolderFiles:
     @_guarded
     def changes(self, since: int) -> FolderChanges | None:
         """What changed since the look with version ``since`` (see ``MailAccount``)."""
-        now = self.snapshot()
+        return self._changes(self.snapshot(), since)
+
+    def changes_seen(self, since: int, looked: int) -> FolderChanges | None:
+        """``changes`` from the last look, without looking again, if that look is
+        ``looked`` or a later one (a watch reported it); None when it is not, or another
+        thread is looking just now. No file is touched: for the event loop's thread."""
+        if not self.guard.acquire(blocking=False):
+            return None
+        try:
+            now = self._snapshot
+            if now is None or now.version < looked:
+                return None
+            return self._changes(now, since)
+        finally:
+            self.guard.release()
+
+    def _changes(self, now: Snapshot, since: int) -> FolderChanges | None:
         if since == now.version:
             return FolderChanges(now.version, (), (), (), now.infos)
         history = list(self._history)

@@ -197,6 +197,11 @@ class Maildir:
                 )
             return files
 
+    def seen_folder_files(self, path: Path) -> FolderFiles | None:
+        """The ``FolderFiles`` of ``path`` if this process has one (touches no file)."""
+        with self._lock:
+            return self._folders.get(path)
+
     def _look(self, path: Path) -> int:
         """The version of a look at the folder at ``path`` now (what the watch of
         ``watch.Watchers`` compares; one look, shared by every session watching it)."""

@@ -5,8 +5,8 @@ at the folder (``look(path)``, a sync in a worker thread, returning the look's v
 when this process changed the folder (``changed(path)``: a delivery by the local mailer,
 an APPEND, a flag change, which wake it at once) and every ``interval`` seconds (1 s by
 default) for changes made by other processes (an accept worker's session, ``postroom``
-commands, another mail tool on the same Maildir). When the version moved it wakes every
-watcher; their own looks then find the folder already read (``folder.FolderFiles``
+commands, another mail tool on the same Maildir). After a change here, or when a poll's
+version moved, it wakes every watcher; their own looks then find the folder already read (``folder.FolderFiles``
 keeps the look), so a thousand IDLE sessions on one folder cost one look per change,
 not a thousand. inotify would save the polls but is not in the standard library.
 """
@@ -23,7 +23,7 @@ __all__ = ["FolderWatch", "Watchers"]
 
 _log = logging.getLogger("postroom.mailbox")
 
-Look = Callable[[Path], object]
+Look = Callable[[Path], int]
 
 
 class FolderWatch:
@@ -32,8 +32,10 @@ class FolderWatch:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.version: int | None = None  # of the look that found the last change
 
-    def _set(self) -> None:
+    def _set(self, version: int | None) -> None:
+        self.version = version
         self._event.set()
 
     async def wait(self) -> None:
@@ -93,14 +95,15 @@ class Watchers:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await folder.changed.wait()
+            kicked = folder.changed.is_set()  # changed here since the watch began
             folder.changed.clear()
             now = await self._version(path)
-            if now != last or now is None:
+            if kicked or now != last or now is None:
                 last = now
                 for watch in folder.watches:
-                    watch._set()
+                    watch._set(now)
 
-    async def _version(self, path: Path) -> object:
+    async def _version(self, path: Path) -> int | None:
         """The look's version; None when the folder cannot be looked at (removed, or
         disk trouble): its watchers are woken to find out for themselves."""
         try:
