@@ -6,9 +6,11 @@ when this process changed the folder (``changed(path)``: a delivery by the local
 an APPEND, a flag change, which wake it at once) and every ``interval`` seconds (1 s by
 default) for changes made by other processes (an accept worker's session, ``postroom``
 commands, another mail tool on the same Maildir). After a change here, or when a poll's
-version moved, it wakes every watcher; their own looks then find the folder already read (``folder.FolderFiles``
-keeps the look), so a thousand IDLE sessions on one folder cost one look per change,
-not a thousand. inotify would save the polls but is not in the standard library.
+version moved, it wakes every watcher with that version (``FolderWatch.version``); a
+woken session asks the store for the changes since its view up to that look, which the
+store answers from memory (``MailAccount.changes(looked=...)``), so a thousand IDLE
+sessions on one folder cost one look per change, not a thousand. inotify would save the
+polls but is not in the standard library.
 """
 
 from __future__ import annotations
