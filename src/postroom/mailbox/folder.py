@@ -263,6 +263,7 @@ class FolderFiles:
         self._keywords: tuple[str, ...] = ()
         self._flag_sets: dict[str, frozenset[str]] = {}  # file name's info -> flags
         self._mtimes: dict[str, float] = {}  # names without a time -> the file's mtime
+        self._dates: dict[str, float] = {}  # base name -> its time, parsed by a sync
 
     # -- what is on disk -----------------------------------------------------------
     def _listing(self, sub: str, *, force: bool = False) -> _Listing:
@@ -417,22 +418,23 @@ class FolderFiles:
             cur = self._listing("cur", force=True)  # a stale listing is not a reason to drop
             missing = [r for r in records if r.base not in cur.names and r.base not in new.names]
         index = loaded.index if loaded is not None else {}
-        unknown = [
-            base
-            for _, base in sorted(
-                (name_time(base) or 0.0, base)
-                for base in itertools.chain(new.names, cur.names)
-                if base not in index
-            )
-        ]
+        unknown = sorted(
+            (name_time(base) or 0.0, base)
+            for base in itertools.chain(new.names, cur.names)
+            if base not in index
+        )
         if uidlist is None:
             uidlist = UidList(uidvalidity=max(1, int(self._now())), uidnext=1)
         fresh: list[Record] = []
-        for base in unknown:
+        for date, base in unknown:
             uidlist.highestmodseq += 1
-            size = self._size_of(*(self._locate(base) or ("new", base)))
+            size = _name_size(base)
+            if size is None:
+                size = self._size_of(*(self._locate(base) or ("new", base)))
             fresh.append(Record(uidlist.uidnext, base, size, uidlist.highestmodseq))
             uidlist.uidnext += 1
+            if date:
+                self._dates[base] = date  # for the look that follows: no second parse
         unsized = [r for r in records if r.size is None and r not in missing]
         if loaded is not None and not missing and not unsized and self._appendable(loaded):
             if fresh:
@@ -500,6 +502,7 @@ class FolderFiles:
             snapshot, step = self._rebuilt(old, version, uidlist)
         self._built_from = (new, cur, loaded)
         self._only_grown = True
+        self._dates.clear()
         if old is not None and _same(old, snapshot) and not step.changed + step.added:
             # nothing a client sees has changed (a file moved from new/ to cur/, say):
             # the same version, so sessions have nothing to ask
@@ -519,7 +522,7 @@ class FolderFiles:
         flags = self._flag_sets.get(info)
         if flags is None:
             flags = self._flag_sets[info] = flags_of(INFO + info, self._keywords)
-        date = name_time(name)
+        date = self._dates.pop(record.base, None) or name_time(name)
         if date is None:
             date = self._mtimes.get(name)
             if date is None:
