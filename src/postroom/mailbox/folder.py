@@ -418,23 +418,11 @@ class FolderFiles:
             cur = self._listing("cur", force=True)  # a stale listing is not a reason to drop
             missing = [r for r in records if r.base not in cur.names and r.base not in new.names]
         index = loaded.index if loaded is not None else {}
-        unknown = sorted(
-            (name_time(base) or 0.0, base)
-            for base in itertools.chain(new.names, cur.names)
-            if base not in index
-        )
         if uidlist is None:
             uidlist = UidList(uidvalidity=max(1, int(self._now())), uidnext=1)
-        fresh: list[Record] = []
-        for date, base in unknown:
-            uidlist.highestmodseq += 1
-            size = _name_size(base)
-            if size is None:
-                size = self._size_of(*(self._locate(base) or ("new", base)))
-            fresh.append(Record(uidlist.uidnext, base, size, uidlist.highestmodseq))
-            uidlist.uidnext += 1
-            if date:
-                self._dates[base] = date  # for the look that follows: no second parse
+        fresh = self._number(
+            uidlist, (base for base in itertools.chain(new.names, cur.names) if base not in index)
+        )
         unsized = [r for r in records if r.size is None and r not in missing]
         if loaded is not None and not missing and not unsized and self._appendable(loaded):
             if fresh:
@@ -450,6 +438,20 @@ class FolderFiles:
                 uidlist.highestmodseq += 1  # an expunge is a change (RFC 7162 3.2.10)
             uidlist.records = kept + fresh
             self._commit(lock, uidlist)
+
+    def _number(self, uidlist: UidList, bases: Iterable[str]) -> list[Record]:
+        """Records for ``bases`` in the order of their names' times, the next UIDs."""
+        fresh: list[Record] = []
+        for date, base in sorted((name_time(base) or 0.0, base) for base in bases):
+            uidlist.highestmodseq += 1
+            size = _name_size(base)
+            if size is None:
+                size = self._size_of(*(self._locate(base) or ("new", base)))
+            fresh.append(Record(uidlist.uidnext, base, size, uidlist.highestmodseq))
+            uidlist.uidnext += 1
+            if date:
+                self._dates[base] = date  # for the look that follows: no second parse
+        return fresh
 
     def _appendable(self, loaded: LoadedList) -> bool:
         """Whether the list on disk is ``loaded`` whole (no line cut short after it)."""
