@@ -594,3 +594,18 @@ async def test_one_look_serves_every_session_watching_a_folder(
         ]
     assert all(a is not None and [m.uid for m in a.added] == [2] for a in answers)
     assert len(builds) == 1
+
+
+async def test_a_new_message_another_tool_deletes_is_expunged_at_the_next_look(
+    store: Maildir,
+) -> None:
+    """A look after a delivery reads new/ alone; a message gone from there is gone."""
+    account = _bob(store)
+    _deliver(store)
+    name = _deliver(store)
+    first, _ = await account.messages("INBOX")
+    (store.path("example.test", "bob") / "new" / name).unlink()  # as mutt's delete would
+    _, messages = await account.messages("INBOX")
+    assert [m.uid for m in messages] == [1]
+    changes = await account.changes("INBOX", first.version)
+    assert changes is not None and changes.expunged == (2,)

@@ -392,7 +392,12 @@ class FolderFiles:
         if any(base not in index for base in new.names):
             return True
         if self._only_grown and self._snapshot is not None:
-            # cur/ and the older records are as the last look saw them: only the new ones
+            # cur/ and the older records are as the last look saw them: only the new ones,
+            # and new/'s messages (another tool may have removed one from there)
+            before = self._built_from[0]
+            assert isinstance(before, _Listing)
+            if any(b not in new.names and b not in cur.names for b in before.names):
+                return True
             last = self._snapshot.last_record
             records = loaded.uidlist.records
             tail = records[bisect.bisect_right(records, last, key=_record_uid) :]
