@@ -111,18 +111,19 @@ class LoadedList:
         return at if at < len(records) and records[at].uid == uid else None
 
     def extended(self, records: list[Record], length: int) -> LoadedList:
-        """This list with ``records`` appended to it by this process, ``length`` long."""
+        """This list with ``records`` appended, ``length`` long: a new ``LoadedList``
+        over the same record list and index, grown in place (copying them made each
+        delivery to a large mailbox cost as much as the mailbox is large)."""
         old = self.uidlist
-        last = records[-1]
+        old.records.extend(records)
+        self.index.update((r.base, r.uid) for r in records)
         uidlist = UidList(
             old.uidvalidity,
-            max(old.uidnext, last.uid + 1),
+            max(old.uidnext, records[-1].uid + 1),
             max(old.highestmodseq, *(r.modseq for r in records)),
-            [*old.records, *records],
+            old.records,
         )
-        index = dict(self.index)
-        index.update((r.base, r.uid) for r in records)
-        return LoadedList(uidlist, self.inode, length, index)
+        return LoadedList(uidlist, self.inode, length, self.index)
 
 
 def _record_uid(record: Record) -> int:
@@ -174,9 +175,8 @@ def _parse_records(tail: bytes, known: LoadedList) -> LoadedList | None:
     """``known`` and the whole lines of ``tail`` (what follows it in the file)."""
     whole = tail.rfind(b"\n") + 1  # a line without its newline is not written yet
     old = known.uidlist
-    records = list(old.records)
-    index = dict(known.index)
-    last = records[-1].uid if records else 0
+    records: list[Record] = []
+    last = old.records[-1].uid if old.records else 0
     uidnext, highestmodseq = old.uidnext, old.highestmodseq
     text = tail[:whole].decode("utf-8", errors="surrogateescape")
     try:
@@ -196,11 +196,15 @@ def _parse_records(tail: bytes, known: LoadedList) -> LoadedList | None:
             last = record.uid
             highestmodseq = max(highestmodseq, record.modseq)
             records.append(record)
-            index[base] = record.uid
     except ValueError:
         return None
-    uidlist = UidList(old.uidvalidity, max(uidnext, last + 1), highestmodseq, records)
-    return LoadedList(uidlist, known.inode, known.length + whole, index)
+    if not records:
+        uidlist = UidList(old.uidvalidity, uidnext, highestmodseq, old.records)
+        return LoadedList(uidlist, known.inode, known.length + whole, known.index)
+    grown = known.extended(records, known.length + whole)
+    grown.uidlist.uidnext = max(grown.uidlist.uidnext, uidnext)
+    grown.uidlist.highestmodseq = max(grown.uidlist.highestmodseq, highestmodseq)
+    return grown
 
 
 def record_line(record: Record) -> str:
