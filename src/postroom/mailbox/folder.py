@@ -191,20 +191,6 @@ def _same(old: Snapshot, new: Snapshot) -> bool:
     ) and len(old.infos) == len(new.infos)
 
 
-def _status(uidlist: UidList, version: int, counts: tuple[int, int, int, int]) -> FolderStatus:
-    messages, unseen, size, deleted = counts
-    return FolderStatus(
-        uidvalidity=uidlist.uidvalidity,
-        uidnext=uidlist.uidnext,
-        highestmodseq=uidlist.highestmodseq,
-        messages=messages,
-        unseen=unseen,
-        size=size,
-        deleted=deleted,
-        version=version,
-    )
-
-
 def _counts(infos: Iterable[MessageInfo], sign: int = 1) -> tuple[int, int, int, int]:
     messages = unseen = size = deleted = 0
     for info in infos:
@@ -571,7 +557,33 @@ class FolderFiles:
             _counts(changed),
             _counts(replaced, -1),
         )
-        snapshot = Snapshot(
+        snapshot = self._snapshot_of(
+            version, uidlist, infos, paths, counts=counts, complete=complete
+        )
+        return snapshot, FolderChanges(version, (), tuple(changed), tuple(added))
+
+    def _snapshot_of(
+        self,
+        version: int,
+        uidlist: UidList,
+        infos: list[MessageInfo],
+        paths: list[str],
+        *,
+        counts: tuple[int, int, int, int],
+        complete: bool,
+    ) -> Snapshot:
+        messages, unseen, size, deleted = counts
+        status = FolderStatus(
+            uidvalidity=uidlist.uidvalidity,
+            uidnext=uidlist.uidnext,
+            highestmodseq=uidlist.highestmodseq,
+            messages=messages,
+            unseen=unseen,
+            size=size,
+            deleted=deleted,
+            version=version,
+        )
+        return Snapshot(
             version=version,
             uidvalidity=uidlist.uidvalidity,
             uidnext=uidlist.uidnext,
@@ -579,11 +591,10 @@ class FolderFiles:
             infos=tuple(infos),
             paths=tuple(paths),
             keywords=self._keywords,
-            status=_status(uidlist, version, counts),
-            last_record=records[-1].uid if records else 0,
+            status=status,
+            last_record=uidlist.records[-1].uid if uidlist.records else 0,
             complete=complete,
         )
-        return snapshot, FolderChanges(version, (), tuple(changed), tuple(added))
 
     def _rebuilt(
         self, old: Snapshot | None, version: int, uidlist: UidList
@@ -624,17 +635,8 @@ class FolderFiles:
                     changed.append(info)
             infos.append(info)
             paths.append(path)
-        snapshot = Snapshot(
-            version=version,
-            uidvalidity=uidlist.uidvalidity,
-            uidnext=uidlist.uidnext,
-            highestmodseq=uidlist.highestmodseq,
-            infos=tuple(infos),
-            paths=tuple(paths),
-            keywords=self._keywords,
-            status=_status(uidlist, version, _counts(infos)),
-            last_record=uidlist.records[-1].uid if uidlist.records else 0,
-            complete=complete,
+        snapshot = self._snapshot_of(
+            version, uidlist, infos, paths, counts=_counts(infos), complete=complete
         )
         step = FolderChanges(version, tuple(sorted(before)), tuple(changed), tuple(added))
         return snapshot, step
