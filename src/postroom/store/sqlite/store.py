@@ -58,10 +58,11 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 R = TypeVar("R")
 
-# Point lookups on the event loop's thread (RCPT's directory question) cost a few
-# microseconds, far less than a hop to a reader thread and back; a WAL reader does not
-# wait for the writer. Should it ever have to wait (another process recovering the
-# WAL), it gives up after this long and the lookup goes to a reader thread after all.
+# Point lookups on the event loop's thread (RCPT's directory question, a login's user
+# record, a submitted message's suppression check) cost a few microseconds, far less
+# than a hop to a reader thread and back; a WAL reader does not wait for the writer.
+# Should it ever have to wait (another process recovering the WAL), it gives up after
+# this long and the lookup goes to a reader thread after all.
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
@@ -284,7 +285,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         return await self._write(functools.partial(directory.changed, directory.ADD_USER, params))
 
     async def user(self, address: str) -> UserRecord | None:
-        return await self._read(functools.partial(directory.user, address))
+        # Inline, as RCPT's lookup: every login reads the record (the login cache is
+        # checked against its current hash).
+        return await self._lookup(functools.partial(directory.user, address))
 
     async def users(self) -> list[UserRecord]:
         return await self._read(directory.users)
