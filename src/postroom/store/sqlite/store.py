@@ -132,6 +132,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
     async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
         return await self._limits.run(keys, job)
 
+    async def _limit_read(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.read(keys, job)
+
     def _open_reader(self) -> None:
         conn = connect_reader(self.path, self._busy_timeout)
         self._local.conn = conn
