@@ -76,6 +76,11 @@ class NewMessage:
     events: tuple[MailEvent, ...] = ()
     # Submitted mail: its Message-ID and the tags and metadata given at send time.
     meta: MessageMeta | None = None
+    # Recipients stored already claimed until ``lease_until`` (a claim's lease): the
+    # accepting process delivers them itself once this commit is durable, and the
+    # scheduler takes them only if that lease ends unsettled (the process died).
+    leased: frozenset[str] = frozenset()
+    lease_until: float | None = None
 
     @property
     def size(self) -> int:

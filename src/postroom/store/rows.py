@@ -42,6 +42,7 @@ __all__ = [
     "message_row",
     "meta_of",
     "meta_row",
+    "notify_text",
     "outcome_rows",
     "recipient_rows",
     "recipient_state",
@@ -95,23 +96,29 @@ def message_row(message: NewMessage) -> tuple[Any, ...]:
 def recipient_rows(message: NewMessage) -> list[tuple[Any, ...]]:
     """The recipients rows of a new message: queued, due at once, or rejected at
     queueing with their reply and never due (any engine); the columns are (message_id,
-    position, address, notify, orcpt, status, next_attempt_at, last_reply)."""
+    position, address, notify, orcpt, status, next_attempt_at, last_reply,
+    claimed_until): a recipient in ``message.leased`` is stored claimed until
+    ``message.lease_until``."""
     queued, rejected = RecipientStatus.QUEUED.value, RecipientStatus.REJECTED.value
     refused = dict(message.rejected)
     mid, now = message.id, message.received_at
+    leased, until = message.leased, message.lease_until
     rows: list[tuple[Any, ...]] = []
     for position, rcpt in enumerate(message.envelope.recipients):
         address = str(rcpt.address)
         reply = refused.get(address)
         state = (queued, now) if reply is None else (rejected, None)
-        rows.append((mid, position, address, _notify_text(rcpt.notify), rcpt.orcpt, *state, reply))
+        claimed = until if reply is None and address in leased else None
+        rows.append(
+            (mid, position, address, notify_text(rcpt.notify), rcpt.orcpt, *state, reply, claimed)
+        )
     return rows
 
 
 _NOTIFY_ORDER = tuple(Notify)
 
 
-def _notify_text(notify: frozenset[Notify] | None) -> str | None:
+def notify_text(notify: frozenset[Notify] | None) -> str | None:
     if notify is None:
         return None
     return ",".join(n.value for n in _NOTIFY_ORDER if n in notify)
