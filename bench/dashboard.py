@@ -40,7 +40,7 @@ from postroom.mail.address import Address
 from postroom.mail.envelope import Envelope, Recipient, Source, SourceKind
 from postroom.mail.spool import SpooledBody
 from postroom.net.throttle import FailureThrottle
-from postroom.store.models import Attempt, NewMessage, RecipientStatus, RecipientUpdate
+from postroom.store.models import Attempt, MessageMeta, NewMessage, RecipientStatus, RecipientUpdate
 from postroom.store.sqlite import SqliteStore
 
 ADMIN, PASSWORD = "bench", "bench-password"
@@ -52,8 +52,9 @@ _HEADER = b"Received: from client.example.net by mx.example.org\r\n"
 def _message(i: int, at: float) -> NewMessage:
     body = SpooledBody()
     body.write(b"Subject: order %d\r\nFrom: shop%d@example.com\r\n\r\nHello\r\n" % (i, i % 50))
+    queue_id = new_queue_id(at)
     return NewMessage(
-        id=new_queue_id(at),
+        id=queue_id,
         envelope=Envelope(
             sender=Address(f"shop{i % 50}", "example.com"),
             recipients=(Recipient(Address(f"user{i}", f"example{i % 100}.net")),),
@@ -62,6 +63,7 @@ def _message(i: int, at: float) -> NewMessage:
         received_at=at,
         header=_HEADER,
         body=body,
+        meta=MessageMeta(queue_id, f"<{i}@example.com>", f"order {i}", ("order", f"shop{i % 50}")),
     )
 
 
@@ -107,6 +109,8 @@ def requests(count: int, sample_id: str) -> list[tuple[str, str]]:
         ("recipient search (one match)", f"/dashboard/log?to=user{middle}%40"),
         ("recipient search (1% match)", "/dashboard/log?to=example7.net"),
         ("sender search", "/dashboard/log?sender=shop7%40"),
+        ("subject search (one match)", f"/dashboard/log?subject=order+{middle}"),
+        ("tag filter (2% match)", "/dashboard/log?tag=shop7"),
         ("status deferred", "/dashboard/log?status=deferred"),
         ("mailer relay", "/dashboard/log?mailer=relay"),
         ("queue id", f"/dashboard/log?id={sample_id}"),
