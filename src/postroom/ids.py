@@ -9,7 +9,14 @@ from __future__ import annotations
 import random
 import secrets
 
-__all__ = ["ALPHABET", "is_queue_id", "message_id", "new_queue_id", "queue_id_floor"]
+__all__ = [
+    "ALPHABET",
+    "is_queue_id",
+    "message_id",
+    "new_queue_id",
+    "queue_id_floor",
+    "queue_id_time",
+]
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _LENGTH = 16
@@ -26,6 +33,14 @@ def queue_id_floor(at: float) -> str:
     """The smallest queue id made at ``at`` (to the millisecond) or later: ids made
     earlier sort before it, ids made then or later do not."""
     return _encode((min(max(int(at * 1000), 0), (1 << 48) - 1)) << 32)
+
+
+def queue_id_time(queue_id: str) -> float:
+    """When a queue id was made (to the millisecond): its leading 48 bits."""
+    value = 0
+    for char in queue_id:
+        value = value * 32 + ALPHABET.index(char)
+    return (value >> 32) / 1000
 
 
 def _encode(value: int) -> str:

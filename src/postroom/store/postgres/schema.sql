@@ -319,7 +319,7 @@ CREATE TABLE IF NOT EXISTS queue_totals (
     recipients bigint NOT NULL,
     PRIMARY KEY (status, held, shard)
 );
-CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients (message_id)
+CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients (message_id, status)
     WHERE status IN ('queued', 'deferred');
 CREATE OR REPLACE FUNCTION postroom_count_waiting() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

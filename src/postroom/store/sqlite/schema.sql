@@ -276,7 +276,7 @@ CREATE TABLE IF NOT EXISTS queue_totals (
     recipients INTEGER NOT NULL,
     PRIMARY KEY (status, held, shard)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients (message_id)
+CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients (message_id, status)
     WHERE status IN ('queued', 'deferred');
 CREATE TRIGGER IF NOT EXISTS recipients_count_new AFTER INSERT ON recipients
     WHEN NEW.status IN ('queued', 'deferred') BEGIN
