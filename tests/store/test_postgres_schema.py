@@ -376,7 +376,8 @@ _V6_OBJECTS = """
     DROP TRIGGER recipients_count_moved ON recipients;
     DROP FUNCTION postroom_rollup_attempt, postroom_count_waiting;
     DROP TABLE attempt_rollups, queue_totals;
-    DROP INDEX recipients_address, recipients_domain, recipients_waiting, attempts_at;
+    DROP INDEX recipients_address, recipients_domain, recipients_waiting, attempts_at,
+        attempts_delivered;
 """
 _COUNTS = (
     "SELECT period, slot, mailer, sender_domain, disposition, sum(count) FROM attempt_rollups"

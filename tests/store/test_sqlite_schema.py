@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from postroom.errors import StoreError
-from postroom.store import RecipientStatus, logsearch, rows
+from postroom.store import RecipientStatus, logsearch, rows, totals
 from postroom.store.models import LogQuery
 from postroom.store.sqlite import SqliteStore, log
 from postroom.store.sqlite import delivery as sql
@@ -313,6 +313,10 @@ async def test_the_log_and_overview_queries_use_their_indexes(tmp_path: Path) ->
     assert "INDEX recipients_waiting" in oldest
     waiting = f"SELECT DISTINCT message_id FROM recipients WHERE {sql.PENDING} LIMIT 10"
     assert "USING COVERING INDEX recipients_waiting" in plan(path, waiting)
+    sent = totals.SENT.format(m="?")
+    assert "USING COVERING INDEX attempts_delivered (mailer=? AND at>?)" in plan(
+        path, sent, ("mx", NOW)
+    )
     last = "SELECT at FROM attempts WHERE mailer = ? AND disposition = ? ORDER BY at DESC LIMIT 1"
     assert "TEMP B-TREE" not in plan(path, last, ("mx", "delivered"))
 
@@ -329,6 +333,7 @@ _V6_OBJECTS = """
     DROP INDEX recipients_domain;
     DROP INDEX recipients_waiting;
     DROP INDEX attempts_at;
+    DROP INDEX attempts_delivered;
     UPDATE schema_version SET version = 5;
 """
 

@@ -22,8 +22,10 @@ from postroom.store.rows import HELD
 
 __all__ = ["SCAN_FIRST", "LogDialect", "nth_newest", "search"]
 
-# Messages a recipient search reads newest first before it turns to the indexes.
-SCAN_FIRST = 2_000
+# Messages a recipient search reads newest first before it turns to the indexes (some
+# milliseconds): a term in 1 message of 200 fills a page here, and one rarer than that
+# has few enough matches for the indexes to list them all quickly.
+SCAN_FIRST = 10_000
 # A queue id is made when the sender is given (MAIL FROM), before the message is received:
 # a message received at or after ``since`` got its id at most this long before.
 _ID_LEAD = 86400.0

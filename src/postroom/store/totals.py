@@ -18,6 +18,7 @@ from postroom.store.models import (
 
 __all__ = [
     "MESSAGES_COUNTED",
+    "SENT",
     "counts_sql",
     "mailer_health",
     "queue_summary",
@@ -98,7 +99,8 @@ _LAST = (
     " ORDER BY at DESC, id DESC LIMIT 1"
 )
 # Messages, not recipients: the recipients of one message delivered together count once.
-_SENT = (
+# From the attempts_delivered index alone.
+SENT = (
     "SELECT count(*) FROM (SELECT DISTINCT message_id, at FROM attempts"
     " WHERE mailer = {m} AND disposition = 'delivered' AND at >= {m}) AS sent"
 )
@@ -120,7 +122,7 @@ def mailer_health(conn: Any, mark: str, since: float) -> list[MailerHealth]:
             outcome = one(_NEXT_OUTCOME, name, outcome)[0]
         ok = last.pop("delivered", (None, None))
         bad = max(last.values(), default=(None, None), key=lambda row: row[0] or 0.0)
-        sent = one(_SENT, name, since)[0]
+        sent = one(SENT, name, since)[0]
         found.append(MailerHealth(name, ok[0], ok[1], bad[0], bad[1], int(sent)))
         name = one(_NEXT_MAILER, name)[0]
     return found

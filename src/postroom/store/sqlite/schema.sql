@@ -240,6 +240,10 @@ CREATE INDEX IF NOT EXISTS recipients_domain
     ON recipients (lower(substr(address, instr(address, '@') + 1)));
 -- Attempts by time: the summary report's window, the latest attempts.
 CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at);
+-- Each mailer's messages delivered since a time, from the index alone (disposition too:
+-- SQLite answers from an index alone only when it has every column the query names).
+CREATE INDEX IF NOT EXISTS attempts_delivered ON attempts (mailer, at, message_id, disposition)
+    WHERE disposition = 'delivered';
 
 -- Attempts counted per 5-minute and per hour slot, mailer, sender domain and outcome,
 -- kept by the trigger below in the transaction that records the attempt, so that the
