@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
 
 from postroom.store.logsearch import LogDialect, nth_newest, search
 from postroom.store.models import LogQuery, StoredMessage
@@ -26,8 +27,10 @@ DIALECT = LogDialect(
 
 
 def query(q: LogQuery, conn: sqlite3.Connection) -> list[StoredMessage]:
-    select = functools.partial(select_messages, conn, newest_first=True)
-    return search(q, DIALECT, lambda where, params, limit: select(where, params, limit=limit), conn)
+    def select(where: str, params: Sequence[Any], limit: int) -> list[StoredMessage]:
+        return select_messages(conn, where, params, limit=limit, newest_first=True)
+
+    return search(q, DIALECT, select, conn)
 
 
 def newest_before(cursor: str | None, count: int, conn: sqlite3.Connection) -> str | None:
