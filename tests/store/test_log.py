@@ -150,6 +150,8 @@ async def test_a_recipient_search_matches_an_address_or_a_domain_from_its_start(
     assert await ids(store, to="@bob") == []  # "@": the domain only
     assert await ids(store, to="ob@example") == []  # not a piece from the middle
     assert await ids(store, to="zoë@bücher") == log.ids(log.m1)  # beyond ASCII too
+    assert await ids(store, to="BÜCHER.example") == log.ids(log.m1)
+    assert await ids(store, to="zoé") == []
     assert await ids(store, to="x2", limit=50) == log.ids(
         *(m for m in reversed(log.bulk) if store_address(m).startswith("x2"))
     )
