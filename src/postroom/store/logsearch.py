@@ -30,7 +30,7 @@ SCAN_FIRST = 2_000
 # A queue id is made when the sender is given (MAIL FROM), before the message is received:
 # a message received at or after ``since`` got its id at most this long before.
 _ID_LEAD = 86400.0
-_LAST = "\U0010ffff"  # after every character: "<= x + _LAST" is "starts with x"
+_LAST = "\U0010ffff"  # after every character: "x <= s < x + _LAST" is "s starts with x"
 
 Select = Callable[[str, Sequence[Any], int], list[StoredMessage]]
 
