@@ -167,7 +167,7 @@ def test_a_filtered_search_reads_a_window_of_messages_and_links_to_older_ones(
     dash.login()
     monkeypatch.setattr(pages, "SEARCH_WINDOW", 2)
     first = dash.http.get("/dashboard/log", params={"status": "held"}).text
-    assert oldest not in first and "Searched 2 messages" in first
+    assert oldest not in first and "Searched the 2 messages back to" in first
     older = re.search(r'href="\?status=held&amp;after=([^"]+)"', first)
     assert older is not None and older[1] == min(newer)  # on below the messages read
     second = dash.http.get("/dashboard/log", params={"status": "held", "after": older[1]}).text

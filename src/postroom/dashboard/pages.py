@@ -100,8 +100,8 @@ class Pages:
         notice = ""
         if not more and floor is not None:
             notice = (
-                f"Searched {SEARCH_WINDOW:,} messages, back to {utc(queue_id_time(floor))}:"
-                " older messages lists the matches before them."
+                f"Searched the {SEARCH_WINDOW:,} messages back to"
+                f" {utc(queue_id_time(floor))}; Older messages searches further back."
             )
         return self.web.render(
             "log.html",

@@ -245,7 +245,7 @@ class LogQuery:
     subject: str | None = None  # substring of the Subject the API recorded (message meta)
     tag: str | None = None  # one of the tags the API recorded
     # A message id: only it and newer messages (a search bounded to the messages between
-    # cursor and floor; LogStore.nth_newest finds where such a bound falls).
+    # cursor and floor; LogStore.newest_before finds where such a bound falls).
     floor: str | None = None
 
 
