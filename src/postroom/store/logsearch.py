@@ -85,35 +85,46 @@ def conditions(q: LogQuery, dialect: LogDialect, *, indexed: bool) -> tuple[str,
     """The WHERE clause and its parameters; ``indexed``: a recipient search reads the
     recipient indexes (for an ASCII term) rather than testing each message."""
     mark, contains = dialect.mark, dialect.contains
-    recipient = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND {})"
-    meta = "EXISTS (SELECT 1 FROM message_meta t WHERE t.id = m.id AND {})"
+    # The page's bounds again on the message id of each table a subquery reads: a planner
+    # that joins that table then walks only the window, not the whole table.
+    bounds = [(v, t) for v, t in ((q.cursor, "< {}"), (q.floor, ">= {}")) if v is not None]
+
+    def exists(table: str, column: str, test: str) -> tuple[str, list[Any]]:
+        within = "".join(f" AND {column} {t.format(mark)}" for _, t in bounds)
+        return (
+            f"EXISTS (SELECT 1 FROM {table} WHERE {column} = m.id{within} AND {test})",
+            [v for v, _ in bounds],
+        )
+
     status = None if q.status == HELD else q.status
     # tags are a JSON array of strings: a tag is found as a JSON string, quotes included
     tag = json.dumps(q.tag).lower() if q.tag else None
-    wanted: list[tuple[object, str]] = [
+    wanted: list[tuple[object, str | tuple[str, list[Any]]]] = [
         (q.cursor, f"m.id < {mark}"),
         (q.since, f"m.received_at >= {mark}"),
         (None if q.since is None else queue_id_floor(q.since - _ID_LEAD), f"m.id >= {mark}"),
         (q.until, f"m.received_at < {mark}"),
         (None if q.until is None else queue_id_floor(q.until + 1), f"m.id < {mark}"),
-        (status, recipient.format(f"r.status = {mark}")),
+        (status, exists("recipients r", "r.message_id", f"r.status = {mark}")),
         (q.sender.lower() if q.sender else None, contains("m.sender")),
         (q.source_kind, f"m.source_kind = {mark}"),
         (q.principal, f"m.principal = {mark}"),
+        (q.mailer or None, exists("attempts a", "a.message_id", f"a.mailer = {mark}")),
         (
-            q.mailer or None,
-            f"EXISTS (SELECT 1 FROM attempts a WHERE a.message_id = m.id AND a.mailer = {mark})",
+            q.subject.lower() if q.subject else None,
+            exists("message_meta t", "t.id", contains("t.subject")),
         ),
-        (q.subject.lower() if q.subject else None, meta.format(contains("t.subject"))),
-        (tag, meta.format(contains("t.tags"))),
+        (tag, exists("message_meta t", "t.id", contains("t.tags"))),
         (q.floor, f"m.id >= {mark}"),
     ]
     where = [dialect.held] if q.status == HELD else []
     params: list[Any] = []
     for value, condition in wanted:
-        if value is not None:
-            where.append(condition)
-            params.append(value)
+        if value is None:
+            continue
+        test, before = (condition, []) if isinstance(condition, str) else condition
+        where.append(test)
+        params.extend([*before, value])
     if q.to is not None:
         test, values = _recipient(q.to, dialect, indexed=indexed)
         where.append(test)
