@@ -59,10 +59,11 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 R = TypeVar("R")
 
-# Point lookups on the event loop's thread (RCPT's directory question) cost a few
-# microseconds, far less than a hop to a reader thread and back; a WAL reader does not
-# wait for the writer. Should it ever have to wait (another process recovering the
-# WAL), it gives up after this long and the lookup goes to a reader thread after all.
+# Point lookups on the event loop's thread (RCPT's directory question, a login's user
+# record, a submitted message's suppression check) cost a few microseconds, far less
+# than a hop to a reader thread and back; a WAL reader does not wait for the writer.
+# Should it ever have to wait (another process recovering the WAL), it gives up after
+# this long and the lookup goes to a reader thread after all.
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
@@ -131,6 +132,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
 
     async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
         return await self._limits.run(keys, job)
+
+    async def _limit_read(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.read(keys, job)
 
     def _open_reader(self) -> None:
         conn = connect_reader(self.path, self._busy_timeout)
@@ -289,7 +293,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         return await self._write(functools.partial(directory.changed, directory.ADD_USER, params))
 
     async def user(self, address: str) -> UserRecord | None:
-        return await self._read(functools.partial(directory.user, address))
+        # Inline, as RCPT's lookup: every login reads the record (the login cache is
+        # checked against its current hash).
+        return await self._lookup(functools.partial(directory.user, address))
 
     async def users(self) -> list[UserRecord]:
         return await self._read(directory.users)
