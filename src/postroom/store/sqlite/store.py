@@ -47,6 +47,7 @@ from postroom.store.models import (
 from postroom.store.rows import (
     api_key_params,
     check_query,
+    rollup_params,
     user_params,
 )
 from postroom.store.sqlite import api, delivery, directory, health, log, providers, queue
@@ -233,6 +234,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
             return []
         return await self._read(functools.partial(log.query, query), snapshot=True)
 
+    async def newest_before(self, cursor: str | None, count: int) -> str | None:
+        if count <= 0:
+            raise ValueError("count must be positive")
+        return await self._read(functools.partial(log.newest_before, cursor, count))
+
     async def attempts(self, message_id: str) -> list[Attempt]:
         return await self._read(functools.partial(delivery.attempts_of, message_id))
 
@@ -249,8 +255,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         return await self._read(health.queue_summary, snapshot=True)
 
     async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
-        if bucket <= 0:
-            raise ValueError("bucket must be positive")
+        rollup_params(since, bucket)  # ValueError for a bucket the rollups cannot give
         return await self._read(functools.partial(health.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
