@@ -442,6 +442,7 @@ class Server:
                     throttle=self.auth_throttle,
                     queue_changed=deps.queue_changed,
                     limit_usage=self._limit_usage,
+                    environ=os.environ,
                 )
             )
         api = ApiServer(

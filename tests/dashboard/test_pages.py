@@ -51,6 +51,8 @@ def test_every_page_renders_for_a_logged_in_admin(dash: Dash) -> None:
         "/dashboard/captured",
         "/dashboard/test",
         "/dashboard/keys",
+        "/dashboard/suppressions",
+        "/dashboard/webhooks",
         "/dashboard/audit",
     ):
         answer = dash.http.get(path)
