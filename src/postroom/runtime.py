@@ -37,6 +37,7 @@ from postroom.delivery.mailers.api.http import HttpMailer
 from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
 from postroom.delivery.mailers.mta.local import LocalMailer
+from postroom.delivery.outcome_events import relay_names
 from postroom.delivery.retention import Retention
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
@@ -505,7 +506,7 @@ class Server:
             rng=self.rng,
             readiness=self.readiness,
             return_path=self._links.return_path,
-            relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
+            relays=relay_names(settings.mailers),
         )
         if self.deliver:
             self._deliver_at_once(intake, bus, self.scheduler.wake)

@@ -8,7 +8,9 @@ import re
 import pytest
 
 from postroom.dashboard import pages
+from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from tests.dashboard.conftest import Dash, MakeDash
+from tests.store.factories import attempt, delivered
 
 # A subject, a From display name and bodies built to break out of HTML, as raw text and
 # inside RFC 2047 encoded words (which decode to markup only after parsing).
@@ -177,3 +179,52 @@ def test_a_filtered_search_reads_a_window_of_messages_and_links_to_older_ones(
     # A recipient search has indexes: it reads the whole log at once.
     found = dash.http.get("/dashboard/log", params={"to": "bob@"}).text
     assert all(queue_id in found for queue_id in (oldest, *newer))
+
+
+def test_the_overview_counts_sent_through_a_relay_apart_from_delivered_and_complaints(
+    make_dash: MakeDash,
+) -> None:
+    dash = make_dash(mailers=[{"name": "keep", "type": "capture"}])
+    store, now = dash.server.store, dash.clock.time()
+    kept, direct = (dash.send(b"Subject: s\r\n\r\nx\r\n") for _ in range(2))
+    dash.server.call(
+        store.record_outcomes(
+            kept,
+            [delivered("bob@example.test")],
+            [attempt(kept, "bob@example.test", now, mailer="keep")],
+        )
+    )
+    dash.server.call(
+        store.record_outcomes(
+            direct,
+            [delivered("bob@example.test")],
+            [attempt(direct, "bob@example.test", now, mailer="mx")],
+        )
+    )
+    complaint = MailEvent(
+        id=new_event_id(),
+        type=EventType.COMPLAINED,
+        at=now,
+        recipient="bob@example.test",
+        queue_id=kept,
+        mailer="keep",
+        origin=EventOrigin.PROVIDER,
+    )
+    dash.server.call(store.record_events([complaint]))
+    dash.login()
+    page = dash.http.get("/dashboard/", params={"span": "hour"}).text
+    head = re.search(r"<thead><tr><th scope=\"col\">Mailer</th>(.*?)</tr></thead>", page)
+    assert head is not None
+    assert re.findall(r">(\w+)</th>", head[1]) == [
+        "Sent",
+        "Delivered",
+        "Deferred",
+        "Bounced",
+        "Complained",
+    ]
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th>((?:<td>\d+</td>)+)</tr>', page))
+    numbers = {name: [int(n) for n in re.findall(r"\d+", cells)] for name, cells in rows.items()}
+    assert numbers["keep"] == [1, 0, 0, 0, 1]  # a capture hands on: "sent", as its event is
+    assert numbers["mx"] == [0, 1, 0, 0, 0]
+    assert numbers["example.com"] == [1, 1, 0, 0, 1]  # the sender domain's row
+    assert "1 complained" in page  # the chart's bar

@@ -221,3 +221,35 @@ async def test_two_nodes_fan_out_and_claim_each_delivery_once(backend: Backend) 
     )
     claimed = [d.event.id for found in rounds for d in found]
     assert len(claimed) == len(set(claimed)) == 40
+
+
+async def test_complaints_are_counted_per_slot_mailer_and_sender_domain(store: Store) -> None:
+    message = new_message()  # from alice@example.org
+    await store.enqueue(message)
+    slot = NOW // 300 * 300
+
+    def complaint(at: float, queue_id: str | None, mailer: str) -> MailEvent:
+        return dataclasses.replace(
+            _event(EventType.COMPLAINED, queue_id),
+            at=at,
+            mailer=mailer,
+            origin=EventOrigin.PROVIDER,
+        )
+
+    await store.record_events(
+        [
+            complaint(slot + 1, message.id, "sg"),
+            complaint(slot + 299, message.id, "sg"),
+            complaint(slot + 301, message.id, "sg"),
+            complaint(slot + 2, None, "ses"),  # of no message postroom knows
+            complaint(slot - 1, message.id, "sg"),  # before the window's first slot
+            dataclasses.replace(_event(EventType.DELIVERED, message.id), at=slot + 3),
+        ]
+    )
+    counts = await store.complaint_counts(slot + 10, 300)
+    assert [(c.slot, c.mailer, c.sender_domain, c.disposition, c.count) for c in counts] == [
+        (slot, "ses", "", "complained", 1),
+        (slot, "sg", "example.org", "complained", 2),
+        (slot + 300, "sg", "example.org", "complained", 1),
+    ]
+    assert await store.complaint_counts(slot + 600, 300) == []

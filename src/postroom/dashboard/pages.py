@@ -10,11 +10,12 @@ from dataclasses import replace
 
 from starlette.responses import Response
 
-from postroom.dashboard.chart import bar_chart, totals_by
+from postroom.dashboard.chart import COLOURS, bar_chart, totals_by
 from postroom.dashboard.format import parse_local_input, utc
 from postroom.dashboard.mime import HEAD_SIZE, read_message, subject_of
 from postroom.dashboard.web import Visit, Web
 from postroom.delivery.message import OutboundMessage
+from postroom.delivery.outcome_events import relay_names
 from postroom.delivery.router import Explanation, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import PostroomError
@@ -54,7 +55,14 @@ class Pages:
         if span not in _SPANS:
             span = "day"
         bucket, window = _SPANS[span]
-        counts = await self.store.attempt_counts(now - window, bucket)
+        relays = relay_names(self.web.deps.settings.mailers)
+        counts = [
+            replace(row, disposition="sent")
+            if row.disposition == "delivered" and row.mailer in relays
+            else row
+            for row in await self.store.attempt_counts(now - window, bucket)
+        ]  # a relay's or a provider's success is "sent", as the event catalogue has it
+        counts += await self.store.complaint_counts(now - window, bucket)
         return self.web.render(
             "overview.html",
             visit,
@@ -66,6 +74,7 @@ class Pages:
             chart=bar_chart(counts, now - window, now, bucket),
             by_mailer=totals_by(counts, lambda row: row.mailer),
             by_domain=totals_by(counts, lambda row: row.sender_domain or "<>"),
+            outcomes=list(COLOURS),
             now=now,
         )
 

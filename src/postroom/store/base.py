@@ -380,6 +380,13 @@ class EventStore(Protocol):
         """Pending deliveries per webhook; the key ``""`` counts events not yet fanned
         out."""
 
+    async def complaint_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        """Complaint events (a provider's feedback loop) counted per ``bucket``-second
+        slot (whole slots, from the one that holds ``since``), mailer and the message's
+        sender domain, as ``attempt_counts`` gives attempts (disposition
+        ``"complained"``). Read through the ``events_complained`` index: its cost follows
+        the complaints in the window, not the events."""
+
 
 class LimitStore(Protocol):
     """Counters every process on the store shares, so that a limit holds across all the

@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 from postroom.mail.events import MailEvent
 from postroom.store import outbox
 from postroom.store.base import EventRoute
-from postroom.store.models import Suppression, WebhookAttempt, WebhookDelivery, WebhookState
+from postroom.store.models import (
+    AttemptCount,
+    Suppression,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookState,
+)
 from postroom.store.rows import check_lease
 
 __all__ = ["EventOps"]
@@ -89,6 +95,11 @@ class EventOps:
 
     async def webhook_backlog(self) -> dict[str, int]:
         return await self._read_consistent(functools.partial(outbox.webhook_backlog, self._dialect))
+
+    async def complaint_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        return await self._read_consistent(
+            functools.partial(outbox.complaint_counts, self._dialect, since, bucket)
+        )
 
     # -- the suppression list ---------------------------------------------------------
     async def add_suppression(self, entry: Suppression) -> bool:

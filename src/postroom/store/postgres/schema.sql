@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 6: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 7: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 6 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 7 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -186,6 +186,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_new ON events (seq) WHERE fanned = 0;
 CREATE INDEX IF NOT EXISTS events_message ON events (queue_id, seq);
+-- version 7: the overview's complaints per slot
+CREATE INDEX IF NOT EXISTS events_complained ON events (at) WHERE type = 'complained';
 
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     webhook       text NOT NULL,

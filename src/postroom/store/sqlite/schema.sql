@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 6: the whole of the latest schema.
+-- postroom SQLite schema, version 7: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 6 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 7 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -181,6 +181,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_new ON events (seq) WHERE fanned = 0;
 CREATE INDEX IF NOT EXISTS events_message ON events (queue_id, seq);
+-- version 7: the overview's complaints per slot
+CREATE INDEX IF NOT EXISTS events_complained ON events (at) WHERE type = 'complained';
 
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     webhook       TEXT NOT NULL,      -- the [[webhooks]] name
