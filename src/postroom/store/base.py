@@ -368,9 +368,11 @@ class EventStore(Protocol):
         *,
         webhook: str | None = None,
         state: WebhookState | None = None,
+        queue_id: str | None = None,
         limit: int = 100,
     ) -> list[WebhookDelivery]:
-        """Delivery history, newest event first: one webhook's or all, one state or all."""
+        """Delivery history, newest event first: one webhook's or all, one state or all,
+        one message's events (``queue_id``) or all."""
 
     async def purge_events(self, before: float) -> int:
         """Retention: remove events dated before ``before`` that no webhook still waits

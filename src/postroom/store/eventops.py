@@ -82,12 +82,20 @@ class EventOps:
         *,
         webhook: str | None = None,
         state: WebhookState | None = None,
+        queue_id: str | None = None,
         limit: int = 100,
     ) -> list[WebhookDelivery]:
         if limit <= 0:
             return []
         return await self._read_consistent(
-            functools.partial(outbox.webhook_deliveries, self._dialect, webhook, state, limit)
+            functools.partial(
+                outbox.webhook_deliveries,
+                self._dialect,
+                limit,
+                webhook=webhook,
+                state=state,
+                queue_id=queue_id,
+            )
         )
 
     async def purge_events(self, before: float) -> int:

@@ -291,12 +291,17 @@ def record_attempt(d: Dialect, attempt: WebhookAttempt, conn: Conn) -> None:
 
 def webhook_deliveries(
     d: Dialect,
-    webhook: str | None,
-    state: WebhookState | None,
     limit: int,
     conn: Conn,
+    *,
+    webhook: str | None,
+    state: WebhookState | None,
+    queue_id: str | None,
 ) -> list[WebhookDelivery]:
     where, params = ["1 = 1"], []
+    if queue_id is not None:  # the webhook_deliveries_message index
+        where.append("d.queue_id = ?")
+        params.append(queue_id)
     if webhook is not None:
         where.append("d.webhook = ?")
         params.append(webhook)

@@ -63,7 +63,8 @@ INSERT INTO queue_totals (status, held, recipients)
     WHERE status IN ('queued', 'deferred') GROUP BY status, held;
 """
 # ---- end of version 6
-# ---- version 7 (complaints): an index only (events_complained, schema.sql)
+# ---- version 7 (complaints): indexes only (schema.sql:
+# events_complained, webhook_deliveries_message)
 UPGRADES[6] = "SELECT 1"
 # ---- end of version 7
 

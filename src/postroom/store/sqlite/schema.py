@@ -60,7 +60,8 @@ UPGRADES: dict[int, str] = {
     # >>> log speed (version 6): new tables, indexes and triggers only (schema.sql)
     5: "",
     # <<< log speed
-    # >>> complaints (version 7): an index only (events_complained, schema.sql)
+    # >>> complaints (version 7): indexes only (schema.sql:
+    # events_complained, webhook_deliveries_message)
     6: "",
     # <<< complaints
 }

@@ -181,8 +181,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_new ON events (seq) WHERE fanned = 0;
 CREATE INDEX IF NOT EXISTS events_message ON events (queue_id, seq);
--- version 7: the overview's complaints per slot
-CREATE INDEX IF NOT EXISTS events_complained ON events (at) WHERE type = 'complained';
 
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     webhook       TEXT NOT NULL,      -- the [[webhooks]] name
@@ -202,6 +200,10 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at
     WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_deliveries_order ON webhook_deliveries (webhook, queue_id, seq)
     WHERE state = 'pending';
+-- >>> version 7: the overview's complaints per slot; a message's webhook deliveries
+CREATE INDEX IF NOT EXISTS events_complained ON events (at) WHERE type = 'complained';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_message ON webhook_deliveries (queue_id, seq);
+-- <<< version 7
 
 CREATE TABLE IF NOT EXISTS suppressions (
     address    TEXT NOT NULL,         -- lower case
