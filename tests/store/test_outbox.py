@@ -253,3 +253,13 @@ async def test_complaints_are_counted_per_slot_mailer_and_sender_domain(store: S
         (slot + 300, "sg", "example.org", "complained", 1),
     ]
     assert await store.complaint_counts(slot + 600, 300) == []
+
+
+async def test_one_messages_webhook_deliveries_are_found_by_its_queue_id(store: Store) -> None:
+    q1_first, q1_then = _event(EventType.QUEUED, "Q1"), _event(EventType.DELIVERED, "Q1")
+    await store.record_events([q1_first, _event(EventType.QUEUED, "Q2"), q1_then])
+    await store.fan_out(_everyone, limit=10, now=NOW)
+    found = await store.webhook_deliveries(queue_id="Q1", limit=10)
+    assert [d.event.id for d in found] == [q1_then.id, q1_first.id]  # newest first
+    assert await store.webhook_deliveries(queue_id="Q3", limit=10) == []
+    assert len(await store.webhook_deliveries(queue_id="Q1", state=WebhookState.FAILED)) == 0
