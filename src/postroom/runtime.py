@@ -50,7 +50,7 @@ from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
-from postroom.events.metrics import AcceptCounts, Metrics, WorkerCounts
+from postroom.events.metrics import Metrics, ProcessCounts, WorkerCounts
 from postroom.feedback import EngagementDesk, ReturnDesk, links_for
 from postroom.imap.server import ImapServer
 from postroom.intake import Intake, Principal, Queued
@@ -184,7 +184,7 @@ class Server:
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
-        self.accept_counts = AcceptCounts()  # a worker's, which its primary asks for
+        self.process_counts = ProcessCounts()  # a worker's, which its primary asks for
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
@@ -215,7 +215,7 @@ class Server:
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
         else:
-            bus.subscribe(self.accept_counts)
+            bus.subscribe(self.process_counts)
         self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
@@ -759,7 +759,7 @@ async def _serve_worker() -> int:
     watch_primary(
         stop,
         server.reload_certificate,
-        lambda: server.accept_counts.snapshot(server.smtp_sessions()),
+        lambda: server.process_counts.snapshot(server.smtp_sessions()),
         setup.report_fd,
     )
     await stop.wait()
