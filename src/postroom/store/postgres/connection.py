@@ -7,7 +7,6 @@ a unix socket directory as ``host``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import threading
 from collections.abc import Callable, Iterator
@@ -103,7 +102,10 @@ class Writer:
 
 class Readers:
     """The reader threads' connections: one per thread, made when it first reads and
-    made again after a loss. Each read is one REPEATABLE READ, read-only transaction.
+    made again after a loss. A read that needs one moment (``snapshot``) is one
+    REPEATABLE READ transaction; a read of one statement is that statement alone
+    (autocommit), one round trip instead of three. Every transaction on a reader's
+    connection is read-only.
 
     A read never waits for a connection: while the database cannot be reached each read
     fails at once (the client gets 451 or 503, not a hang), and the first read after it
@@ -118,21 +120,20 @@ class Readers:
         self._made: list[Conn] = []  # every connection made, to close at the end
         self._lock = threading.Lock()
 
-    def read(self, fn: Callable[[Conn], R]) -> R:
-        """``fn`` on this thread's connection, in one snapshot. A read is safe to run
-        again: one whose connection the server dropped (a restart, a failover) runs once
-        more on a new connection."""
+    def read(self, fn: Callable[[Conn], R], snapshot: bool = True) -> R:
+        """``fn`` on this thread's connection; ``snapshot``: in one transaction (else
+        ``fn`` must run one statement). A read is safe to run again: one whose connection
+        the server dropped (a restart, a failover) runs once more on a new connection."""
         for again in (True, False):
             conn = self._connection()
             try:
-                return fn(conn)
+                if not snapshot:
+                    return fn(conn)
+                with conn.transaction():
+                    return fn(conn)
             except psycopg.OperationalError:
                 if not (again and conn.broken):
                     raise
-            finally:
-                if not conn.broken:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.rollback()  # ends the snapshot: the next read sees anew
         raise AssertionError("unreachable")
 
     def _connection(self) -> Conn:
@@ -141,9 +142,9 @@ class Readers:
             return conn
         if conn is not None:
             conn.close()
-        conn = connect(self._url, lock_timeout=self._lock_timeout)
+        conn = connect(self._url, lock_timeout=self._lock_timeout, autocommit=True)
+        conn.execute("SET default_transaction_read_only = on")
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
         self._local.conn = conn
         with self._lock:
             self._made = [c for c in self._made if not c.closed]
