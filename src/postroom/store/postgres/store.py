@@ -49,6 +49,7 @@ from postroom.store.models import (
 )
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
+from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
@@ -102,6 +103,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         url: str,
         *,
         busy_timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         upgrade: bool = True,
         readers: int = 2,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
@@ -110,14 +112,18 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     ) -> None:
         self.url = url
         self.inline_body_max = inline_body_max
+        self._guard = guard = Guard(timeout)
+        # A lock is waited for well within the call's deadline: a call that runs out of
+        # time is taken for a database that does not answer.
+        lock_timeout = min(busy_timeout, timeout / 2)
         self.committer: GroupCommitter[Link] = GroupCommitter(
-            Writer(url, busy_timeout, upgrade=upgrade),
+            Writer(url, lock_timeout, upgrade=upgrade, guard=guard),
             max_jobs=max_batch_jobs,
             max_bytes=max_batch_bytes,
         )
-        self._connections = Readers(url, busy_timeout)
+        self._connections = Readers(url, lock_timeout, guard)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
-        self._limits = LimitLink(url, lock_timeout=busy_timeout)
+        self._limits = LimitLink(url, lock_timeout=lock_timeout, guard=guard)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -136,6 +142,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
         self._connections.close()
+        await asyncio.to_thread(self._guard.close)
 
     async def _read(self, fn: Callable[[Conn], R], *, snapshot: bool = True) -> R:
         """Run ``fn`` on a reader, in one snapshot; without ``snapshot``, ``fn`` must run
@@ -170,7 +177,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         StoreUnavailable: the caller's supervisor starts it again."""
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=10
+                conninfo(self.url, self._guard.timeout), autocommit=True
             )
         except psycopg.Error as exc:
             raise store_error(exc) from exc
