@@ -55,9 +55,10 @@ LARGE_CHUNK = 1 << 20
 
 
 def _unnest(alias: str, columns: Sequence[tuple[str, str]], *, ordinal: bool = False) -> str:
-    """A table of rows passed as one array per column: ``unnest(%s::type[], ...)``;
+    """A table of rows passed as one array per column: ``unnest(%b::type[], ...)``
+    (binary: a body goes as its bytes, not as hex text to be quoted and escaped);
     ``ordinal``: with the rows' order as one more column, ``ordinal``."""
-    arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+    arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
     names = [name for name, _ in columns] + (["ordinal"] if ordinal else [])
     order = " WITH ORDINALITY" if ordinal else ""
     return f"unnest({arrays}){order} AS {alias}({', '.join(names)})"
