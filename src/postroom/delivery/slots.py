@@ -58,17 +58,24 @@ class SharedSlots:
     async def hold(self, key: str, limit: int) -> AsyncIterator[None]:
         """Hold one of ``key``'s ``limit`` slots for the block, waiting while all are
         held (by any node)."""
-        counted = await self._take(key, limit)
+        counted = await self.take(key, limit)
         try:
             yield
         finally:
             if counted:
-                try:
-                    await self._limits.release_slot(key, self.holder)
-                except StoreError as exc:  # its lease ends it
-                    _log.warning("slot of %s not given back (its lease ends it): %s", key, exc)
+                await self.release(key)
 
-    async def _take(self, key: str, limit: int) -> bool:
+    async def release(self, key: str) -> None:
+        """Give back a slot ``take`` counted in the store; never raises."""
+        try:
+            await self._limits.release_slot(key, self.holder)
+        except StoreError as exc:  # its lease ends it
+            _log.warning("slot of %s not given back (its lease ends it): %s", key, exc)
+
+    async def take(self, key: str, limit: int) -> bool:
+        """Take one of ``key``'s ``limit`` slots, waiting while all are held (by any
+        node); False when the store could not be asked (nothing was counted, nothing is
+        to be given back: the node's own limit applies alone)."""
         while True:
             try:
                 taken = await self._limits.take_slot(
