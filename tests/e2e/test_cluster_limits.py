@@ -295,3 +295,31 @@ def test_auth_failures_on_one_server_are_throttled_on_another(
     assert attempt(second, "s3cret-pass") == 454  # the right password waits too
     fake_clock.advance(301)
     assert attempt(second, "s3cret-pass") == 235
+
+
+async def test_a_slot_not_given_back_while_the_database_was_away_is_given_back_after(
+    database: str, postgres_cluster: PostgresCluster, fake_clock: FakeClock
+) -> None:
+    """A node renews all of its slots every round, so one it could not give back would
+    be kept for ever: the round gives it back first."""
+    node, other = PostgresStore(database), PostgresStore(database)
+    await node.start()
+    await other.start()
+    try:
+        key = "connections mx example.com"
+        slots = SharedSlots(node, fake_clock, lease=0.3, poll=0.01)
+        assert await slots.take(key, 1)
+        postgres_cluster.halt()
+        try:
+            await slots.release(key)  # the database is away: owed
+        finally:
+            postgres_cluster.resume()
+        keeper = asyncio.create_task(slots.keep())
+        try:
+            waiting = SharedSlots(other, fake_clock, poll=0.01)
+            assert await asyncio.wait_for(waiting.take(key, 1), 30)
+        finally:
+            keeper.cancel()
+    finally:
+        await node.aclose()
+        await other.aclose()

@@ -11,7 +11,8 @@ a connection (one host address, TLS mode and login) are not the same thing:
   destination's shared slots (``SharedSlots``) from its opening to its close, idle in
   the cache included, so the cluster never has more than ``max_per_destination``
   connections, and so transactions, to one destination; the store is asked twice per
-  connection, not per message.
+  connection, not per message. Such a connection stays idle ``SHARED_IDLE`` seconds at
+  most, so a node done with a destination soon leaves its slots to the others.
 - ``take(key)`` / ``give(key, connection)``: a cache of idle connections. A connection goes
   back only while it is still open, has carried fewer than ``max_uses`` messages and
   there is room; it is closed once idle for ``idle_timeout`` seconds (by the injected
@@ -31,7 +32,7 @@ from typing import Generic, Protocol, TypeVar
 from postroom.clock import Clock
 from postroom.delivery.slots import SharedSlots
 
-__all__ = ["ConnectionPool", "Reusable"]
+__all__ = ["SHARED_IDLE", "ConnectionPool", "Reusable"]
 
 
 class Reusable(Protocol):
@@ -51,6 +52,7 @@ class Reusable(Protocol):
 
 
 C = TypeVar("C", bound=Reusable)
+SHARED_IDLE = 2.0  # seconds: the longest an idle connection holds a shared slot
 # A shared slot a connection holds: its key in the store, and whether the store counted
 # it (False: the store could not be asked; the node's own limit applied alone).
 _Slot = tuple[str, bool]
@@ -87,7 +89,9 @@ class ConnectionPool(Generic[C]):
         self._max_per_destination = max_per_destination
         self._total = asyncio.Semaphore(max_total)
         self._max_uses = max_uses
-        self._idle_timeout = idle_timeout
+        # An idle connection holding a shared slot keeps it from every other node: it is
+        # kept briefly (Postfix's connection cache time), enough for a steady stream.
+        self._idle_timeout = idle_timeout if slots is None else min(idle_timeout, SHARED_IDLE)
         self._gates: dict[str, _Gate] = {}
         self._idle: dict[Hashable, list[_Idle[C]]] = {}
         self._held: dict[C, _Slot] = {}  # open connections' shared slots
