@@ -37,6 +37,7 @@ from postroom.delivery.retention import Retention
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.delivery.slots import SharedSlots
+from postroom.delivery.tracking import route_tracking
 from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
@@ -45,7 +46,7 @@ from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
-from postroom.events.metrics import Metrics
+from postroom.events.metrics import AcceptCounts, Metrics, WorkerCounts
 from postroom.feedback import EngagementDesk, ReturnDesk, links_for
 from postroom.imap.server import ImapServer
 from postroom.intake import Intake, Principal, Queued
@@ -63,7 +64,7 @@ from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
 from postroom.pop3.server import Pop3Server
-from postroom.readiness import Readiness
+from postroom.readiness import Check, Readiness
 from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
@@ -145,8 +146,10 @@ class Server:
         store: Store | None = None,
         init: bool = False,
         migrate: bool = False,
+        worker_counts: WorkerCounts | None = None,
     ) -> None:
         self.settings = settings
+        self._worker_counts = worker_counts  # the accept workers' counters, for /metrics
         self.clock = clock or SystemClock()
         self.readiness = Readiness(self.clock)
         self.tasks = TaskSupervisor(self.readiness, self.clock)
@@ -176,6 +179,7 @@ class Server:
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
+        self.accept_counts = AcceptCounts()  # a worker's, which its primary asks for
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
@@ -205,6 +209,8 @@ class Server:
         if not self.accept_only:
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
+        else:
+            bus.subscribe(self.accept_counts)
         self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
@@ -215,6 +221,7 @@ class Server:
             rng=self.rng,
             mailboxes=self.mailboxes,
             returns=ReturnDesk(links, store, self.clock, settings.bounces),
+            route_tracking=route_tracking(settings),
         )
         self.intake = intake
         if self.accept_only:
@@ -276,6 +283,11 @@ class Server:
         for listening in (self.smtp, self.pop3, self.imap):
             if listening is not None:
                 await listening.start()
+                for spec, listener in zip(listening.specs, listening.listeners, strict=True):
+                    self.readiness.watch(
+                        f"listener {spec.role} {listener.address}:{listener.bound_port}",
+                        _listening(listener),
+                    )
 
     def _make_mailbox_servers(
         self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
@@ -335,7 +347,7 @@ class Server:
             ],
         }
 
-    def _smtp_sessions(self) -> dict[str, int]:
+    def smtp_sessions(self) -> dict[str, int]:
         """SMTP connections open now, by listener (``role address:port``)."""
         listeners = self.smtp.listeners if self.smtp is not None else []
         return {
@@ -409,7 +421,8 @@ class Server:
             delivery_paused=settings.delivery.paused,
             webhooks=settings.webhooks,
             metrics=self.metrics,
-            smtp_sessions=self._smtp_sessions,
+            smtp_sessions=self.smtp_sessions,
+            worker_counts=self._worker_counts,
             engagement=EngagementDesk(self._links, store, self.clock, settings.tracking),
         )
         dashboard = None
@@ -669,7 +682,13 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
             supervisor = Supervisor(settings, sockets)
-        server = Server(settings, sockets=sockets, init=init, migrate=migrate)
+        server = Server(
+            settings,
+            sockets=sockets,
+            init=init,
+            migrate=migrate,
+            worker_counts=supervisor.counts if supervisor is not None else None,
+        )
         _reload_on_sighup(server, supervisor)
         await server.start()
     except OSError as exc:
@@ -703,7 +722,12 @@ async def _serve_worker() -> int:
     _reload_on_sighup(server, None)
     await server.start()
     stop = _stop_on_signals()
-    watch_primary(stop, server.reload_certificate)
+    watch_primary(
+        stop,
+        server.reload_certificate,
+        lambda: server.accept_counts.snapshot(server.smtp_sessions()),
+        setup.report_fd,
+    )
     await stop.wait()
     await server.stop()
     return 0
@@ -777,3 +801,12 @@ async def _send_alert_email(
     )
     if not isinstance(result, Queued):
         raise OSError(f"intake refused the alert: {result}")
+
+
+def _listening(listener: Listener) -> Check:
+    """``/readyz``'s question for one listener: is its socket still accepting?"""
+
+    def check() -> str | None:
+        return None if listener.serving else "not accepting connections"
+
+    return check
