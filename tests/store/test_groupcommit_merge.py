@@ -5,11 +5,11 @@ transactor is a list of what happened: the merging is engine-neutral."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from postroom.store.groupcommit import GroupCommitter
+from tests.store.factories import writer_held
 
 Log = list[str]
 
@@ -60,22 +60,13 @@ def together(conn: Log, jobs: list[Callable[[Log], str]]) -> list[str]:
 
 async def one_batch(committer: GroupCommitter[Log], jobs: list[tuple[str, bool]]) -> list[Any]:
     """Submit ``jobs`` (name, merged) while the writer is busy, so they form one batch."""
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(conn: Log) -> None:
-        entered.set()
-        release.wait(30)
-
-    holder = asyncio.ensure_future(committer.submit(hold))
-    await asyncio.to_thread(entered.wait, 30)
-    tasks = [
-        asyncio.ensure_future(committer.submit(Named(name), merge=together if merged else None))
-        for name, merged in jobs
-    ]
-    for _ in range(3):
-        await asyncio.sleep(0)  # each task reaches its submit: all are queued
-    release.set()
-    await holder
+    async with writer_held(committer):
+        tasks = [
+            asyncio.ensure_future(committer.submit(Named(name), merge=together if merged else None))
+            for name, merged in jobs
+        ]
+        for _ in range(3):
+            await asyncio.sleep(0)  # each task reaches its submit: all are queued
     return await asyncio.gather(*tasks)
 
 
