@@ -17,7 +17,7 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
-from postroom.store.postgres.guard import Guard, conninfo
+from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.schema import migrate
 
 __all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error"]
@@ -35,15 +35,17 @@ def connect(
     durable: bool = True,
 ) -> Conn:
     """A connection with postroom's session settings; ``guard`` bounds connecting and
-    the settings (a failure to connect starts its pause). ``durable``: commits wait for
-    the disk (``synchronous_commit``), as every commit of mail must."""
-    guard = guard or Guard()
+    the settings (a failure to connect starts its pause; without one, as for a command,
+    connecting is bounded by ``DEFAULT_TIMEOUT``). ``durable``: commits wait for the
+    disk (``synchronous_commit``), as every commit of mail must."""
+    timeout = guard.timeout if guard is not None else DEFAULT_TIMEOUT
     try:
-        conn = psycopg.connect(conninfo(url, guard.timeout), autocommit=autocommit)
+        conn = psycopg.connect(conninfo(url, timeout), autocommit=autocommit)
     except (psycopg.OperationalError, OSError):
-        guard.failed()
+        if guard is not None:
+            guard.failed()
         raise
-    token = guard.arm(conn.fileno())
+    token = guard.arm(conn.fileno()) if guard is not None else None
     try:
         # 250/202 only after a durable commit, whatever the server's default says.
         conn.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
@@ -52,10 +54,12 @@ def connect(
         if not autocommit:
             conn.commit()
     except BaseException:
-        guard.disarm(token)
+        if guard is not None and token is not None:
+            guard.disarm(token)  # before the close: the descriptor may be reused after
         conn.close()
         raise
-    guard.disarm(token)
+    if guard is not None and token is not None:
+        guard.disarm(token)
     return conn
 
 
