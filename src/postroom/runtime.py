@@ -26,15 +26,19 @@ from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
 from postroom.config.discover import ConfigSource
 from postroom.config.feedback import AlertKind
+from postroom.config.mailers import LocalMailerSettings
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
+from postroom.delivery.direct import DirectDelivery
 from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers import Mailer
 from postroom.delivery.mailers.api.http import HttpMailer
 from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
 from postroom.delivery.mailers.build import MailerDeps, build_mailer
+from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.retention import Retention
-from postroom.delivery.router import Router, RouteTable
+from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.delivery.slots import SharedSlots
 from postroom.delivery.tracking import route_tracking
@@ -113,7 +117,7 @@ class _WakePrimary:
         self._pending = False
 
     def __call__(self, event: object) -> None:
-        if isinstance(event, MessageQueued) and not self._pending:
+        if isinstance(event, MessageQueued) and not event.handed_off and not self._pending:
             self._pending = True
             asyncio.get_running_loop().call_soon(self._send)
 
@@ -176,6 +180,7 @@ class Server:
         self.alerts: Alerts | None = None
         self.reports: Reports | None = None
         self.scheduler: Scheduler | None = None
+        self.direct: DirectDelivery | None = None  # local mail delivered at once
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
@@ -226,6 +231,7 @@ class Server:
         self.intake = intake
         if self.accept_only:
             bus.subscribe(_WakePrimary(settings))
+            self._deliver_at_once(intake, bus, lambda: notify(settings.data_dir))
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
@@ -501,6 +507,8 @@ class Server:
             return_path=self._links.return_path,
             relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
         )
+        if self.deliver:
+            self._deliver_at_once(intake, bus, self.scheduler.wake)
         self.retention = Retention(store, settings.retention, self.clock)
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
         bus.subscribe(_wake_on_mail(self.webhooks.wake))
@@ -518,6 +526,31 @@ class Server:
             hostname=settings.hostname,
             send_email=functools.partial(_send_alert_email, intake),
         )
+
+    def _deliver_at_once(self, intake: Intake, bus: Bus, wake: Callable[[], object]) -> None:
+        """Local mail delivered by the process that accepted it (``delivery.local_at_once``),
+        through its own ``local`` mailers; ``wake``: the scheduler, for what it leaves."""
+        settings = self.settings
+        mailers: dict[str, Mailer] = {
+            m.name: LocalMailer(
+                m, data_dir=settings.data_dir, clock=self.clock, mailbox=self.mailboxes
+            )
+            for m in settings.mailers
+            if isinstance(m, LocalMailerSettings)
+        }
+        if not settings.delivery.local_at_once or not mailers:
+            return
+        self.direct = DirectDelivery(
+            store=intake.store,
+            routes=[Route.from_settings(r) for r in settings.routes],
+            mailers=mailers,
+            settings=settings.delivery,
+            clock=self.clock,
+            bus=bus,
+            wake=wake,
+            return_path=self._links.return_path,
+        )
+        intake.handoff = self.direct
 
     def _start_reporting(self) -> None:
         """The alert and report tasks, when configured (the primary only)."""
@@ -571,6 +604,8 @@ class Server:
             await self.api.stop()
             self.api = None
         await self._stop_listeners(grace)
+        if self.direct is not None:  # no new mail now: finish what was handed off
+            await self.direct.stop(grace)
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None

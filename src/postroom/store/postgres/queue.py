@@ -78,6 +78,7 @@ _MESSAGE_TYPES = tuple(zip(MESSAGE_FIELDS[:-1], _MESSAGE_KINDS, strict=True))
 _NEW_RECIPIENT_TYPES = (
     ("message_id", _TEXT), ("position", "integer"), ("address", _TEXT), ("notify", _TEXT),
     ("orcpt", _TEXT), ("status", _TEXT), ("next_attempt_at", _FLOAT), ("last_reply", _TEXT),
+    ("claimed_until", _FLOAT),
 )  # fmt: skip
 _BODY_TYPES = (("id", _TEXT), ("data", "bytea"))
 _META_TYPES = (("id", _TEXT), ("message_id", _TEXT), ("subject", _TEXT), ("tags", _TEXT),
