@@ -15,62 +15,58 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from postroom.alerts import Alerts
-from postroom.alerts.dnswatch import DnsWatch
-from postroom.alerts.report import Reports
-from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
-from postroom.config.discover import ConfigSource
-from postroom.config.feedback import AlertKind
-from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
-from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
-from postroom.delivery.localdomains import LocalDomains
-from postroom.delivery.mailers.api.http import HttpMailer
-from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
-from postroom.delivery.mailers.build import MailerDeps, build_mailer
-from postroom.delivery.retention import Retention
-from postroom.delivery.router import Router, RouteTable
-from postroom.delivery.scheduler import Scheduler
-from postroom.delivery.slots import SharedSlots
 from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.events.dispatcher import WebhookDispatcher
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
-from postroom.events.metrics import Metrics
-from postroom.feedback import EngagementDesk, ReturnDesk, links_for
-from postroom.imap.server import ImapServer
+from postroom.feedback import ReturnDesk, links_for
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
 from postroom.mail.envelope import Recipient, Source, SourceKind
-from postroom.mailauth.dkim import KeyRing
-from postroom.mailauth.doctor import DomainCheck, PolicyFetcher, discover_sending_addresses
-from postroom.mailauth.inbound import InboundChecker
 from postroom.mailbox import Maildir
-from postroom.net.control import ControlListener
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
-from postroom.pop3.server import Pop3Server
 from postroom.readiness import Readiness
-from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
 from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.supervise import TaskSupervisor
 from postroom.workers import Supervisor, bind_listeners, read_setup, watch_primary
+
+# What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
+# reports, the control socket) is imported where it is built, not here: an accept
+# worker imports this module too, and each of its modules costs every worker memory
+# (tests/e2e/test_worker_imports.py lists what a worker must not load).
+if TYPE_CHECKING:
+    from postroom.alerts import Alerts
+    from postroom.alerts.dnswatch import DnsWatch
+    from postroom.alerts.report import Reports
+    from postroom.api import ApiServer
+    from postroom.config.discover import ConfigSource
+    from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
+    from postroom.delivery.retention import Retention
+    from postroom.delivery.router import Router
+    from postroom.delivery.scheduler import Scheduler
+    from postroom.delivery.slots import SharedSlots
+    from postroom.events.dispatcher import WebhookDispatcher
+    from postroom.events.metrics import Metrics
+    from postroom.imap.server import ImapServer
+    from postroom.mailauth.inbound import InboundChecker
+    from postroom.net.control import ControlListener
+    from postroom.pop3.server import Pop3Server
 
 __all__ = ["Server", "ready_line", "run", "run_worker"]
 
@@ -197,12 +193,17 @@ class Server:
         )
         self.store = store = await self._open_store()
         if settings.inbound_auth.enabled:
+            from postroom.mailauth.inbound import InboundChecker
+            from postroom.resolver import DnsResolver
+
             self._inbound = InboundChecker(
                 settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
         if not self.accept_only:
+            from postroom.events.metrics import Metrics
+
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
         self._links = links = links_for(settings)
@@ -252,6 +253,8 @@ class Server:
             await self.stop()
             raise
         if not self.accept_only:
+            from postroom.net.control import ControlListener
+
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
             self._start_reporting()
@@ -280,6 +283,9 @@ class Server:
     def _make_mailbox_servers(
         self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
     ) -> None:
+        from postroom.imap.server import ImapServer
+        from postroom.pop3.server import Pop3Server
+
         settings = self.settings
         self.pop3 = Pop3Server(
             settings,
@@ -389,6 +395,10 @@ class Server:
         settings = self.settings
         if not settings.api.enabled:
             return
+        from postroom.api import ApiDeps, ApiServer, create_app
+        from postroom.config.providers import ProviderMailerSettings
+        from postroom.feedback import EngagementDesk
+
         scheduler = self.scheduler if self.deliver else None
         deps = ApiDeps(
             store=store,
@@ -413,6 +423,8 @@ class Server:
         )
         dashboard = None
         if settings.dashboard.enabled:
+            from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
+
             dashboard = create_dashboard(
                 DashboardDeps(
                     store=store,
@@ -453,6 +465,18 @@ class Server:
         return self.api.bound[1] if self.api is not None else None
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
+        from postroom.alerts import Alerts
+        from postroom.alerts.report import Reports
+        from postroom.delivery.localdomains import LocalDomains
+        from postroom.delivery.mailers.api.http import HttpMailer
+        from postroom.delivery.mailers.build import MailerDeps, build_mailer
+        from postroom.delivery.retention import Retention
+        from postroom.delivery.router import Router, RouteTable
+        from postroom.delivery.scheduler import Scheduler
+        from postroom.delivery.slots import SharedSlots
+        from postroom.events.dispatcher import WebhookDispatcher
+        from postroom.resolver import DnsResolver
+
         settings = self.settings
         # Connection slots are shared only where other nodes deliver from the same
         # database: on SQLite one process delivers, and its pool's own count is exact.
@@ -507,6 +531,8 @@ class Server:
 
     def _start_reporting(self) -> None:
         """The alert and report tasks, when configured (the primary only)."""
+        from postroom.config.feedback import AlertKind
+
         settings = self.settings
         if self.alerts is not None and settings.alerts:
             self.tasks.start("alerts", self.alerts.run)
@@ -517,6 +543,11 @@ class Server:
 
     def _dns_watch(self, alerts: Alerts, store: Store) -> DnsWatch:
         """The periodic check of the sending domains behind the ``dns`` alert."""
+        from postroom.alerts.dnswatch import DnsWatch
+        from postroom.mailauth.dkim import KeyRing
+        from postroom.mailauth.doctor import DomainCheck, PolicyFetcher, discover_sending_addresses
+        from postroom.resolver import DnsResolver
+
         settings = self.settings
         resolver = DnsResolver(settings.dns, rng=self.rng)
         keys = KeyRing(settings.data_dir)
@@ -653,6 +684,8 @@ def _host_port(host: str, port: int) -> str:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("postroom")
     except PackageNotFoundError:  # run from a source tree that was never installed
