@@ -96,14 +96,27 @@ def send_one(port: int, timeout: float = 15.0) -> float:
     return elapsed
 
 
+def _settled_pss(pid: int, within: float = 20.0) -> int:
+    """The tree's PSS once it stops growing: accept workers start after the primary is
+    ready and take a few seconds to load."""
+    deadline = time.monotonic() + within
+    last = tree_pss(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = tree_pss(pid)
+        if abs(now - last) < 0.01 * last:
+            return now
+        last = now
+    return last
+
+
 def run_idle(ctx: Context, system: System, connections: int, label: str) -> Sample:
     warnings = ctx.wait_quiet()
     rundir = ctx.new_rundir(f"{label}-{system.name}")
     instance = system.start(rundir)
     sockets: list[socket.socket] = []
     try:
-        time.sleep(0.5)
-        base = tree_pss(instance.pid)
+        base = _settled_pss(instance.pid)
         greeted = 0
         while len(sockets) < connections:
             batch, ok = _open_batch(instance.port, min(BATCH, connections - len(sockets)), 20)

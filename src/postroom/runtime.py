@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postroom.clock import Clock, SystemClock
-from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
+from postroom.config.settings import (
+    IMAP_ROLES,
+    IMPLICIT_TLS_ROLES,
+    POP3_ROLES,
+    ListenerRole,
+    ListenerSettings,
+    Settings,
+)
 from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
@@ -283,24 +290,28 @@ class Server:
     def _make_mailbox_servers(
         self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
     ) -> None:
-        from postroom.imap.server import ImapServer
-        from postroom.pop3.server import Pop3Server
-
         settings = self.settings
-        self.pop3 = Pop3Server(
-            settings,
-            mailboxes=self.mailboxes,
-            logins=logins,
-            ssl_context=ssl_context,
-            sockets=self._sockets,
-        )
-        self.imap = ImapServer(
-            settings,
-            mailboxes=self.mailboxes,
-            logins=logins,
-            ssl_context=ssl_context,
-            sockets=self._sockets,
-        )
+        roles = {spec.role for spec in settings.listeners}
+        if roles & POP3_ROLES:  # each protocol's code is loaded only where it listens
+            from postroom.pop3.server import Pop3Server
+
+            self.pop3 = Pop3Server(
+                settings,
+                mailboxes=self.mailboxes,
+                logins=logins,
+                ssl_context=ssl_context,
+                sockets=self._sockets,
+            )
+        if roles & IMAP_ROLES:
+            from postroom.imap.server import ImapServer
+
+            self.imap = ImapServer(
+                settings,
+                mailboxes=self.mailboxes,
+                logins=logins,
+                ssl_context=ssl_context,
+                sockets=self._sockets,
+            )
 
     def describe(self) -> dict[str, object]:
         """What ``postroom status`` asks a running server over the control socket (times

@@ -160,7 +160,7 @@ def _list_modules():
 atexit.register(_list_modules)
 """
 # What only the primary runs: delivery and its mailers, the HTTP API and dashboard and
-# their libraries, POP3 and IMAP, alerts. An accept worker that loads them pays their
+# their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads them pays their
 # memory once more for nothing.
 _PRIMARY_ONLY = (
     "postroom.delivery",
@@ -175,6 +175,8 @@ _PRIMARY_ONLY = (
     "httpx",
     "jinja2",
     "prometheus_client",
+    "postroom.cli",  # the command line: a worker is started straight into the server
+    "click",
 )
 
 
