@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,10 +138,27 @@ def start_postroom(
         )
     try:
         wait_for_greeting(port, 60, proc, out)
+        _wait_for_workers(rundir / "postroom.log", port, workers, proc)
     except SetupError:
         stop_process(proc)
         raise
     return PostroomProcess(python, config, port, proc)
+
+
+def _wait_for_workers(log: Path, port: int, workers: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until every process accepts: each logs "listening on" once it does. The primary
+    answers first, and its accept workers take a few seconds to start; a load that
+    began before would open its long connections to the primary alone."""
+    line = f"listening on 127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if text.count(line) >= workers:
+            return
+        if proc.poll() is not None:
+            raise SetupError(f"postroom exited {proc.returncode} while its workers started")
+        time.sleep(0.1)
+    raise SetupError(f"postroom's {workers} processes were not all listening after 60 s")
 
 
 # Delivery held as Postfix's hold queue holds it, with postroom's own switch.
