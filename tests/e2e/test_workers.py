@@ -160,8 +160,8 @@ def _list_modules():
 atexit.register(_list_modules)
 """
 # What only the primary runs: delivery and its mailers, the HTTP API and dashboard and
-# their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads them pays their
-# memory once more for nothing.
+# their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads
+# them pays their memory once more for nothing.
 _PRIMARY_ONLY = (
     "postroom.delivery",
     "postroom.api",
