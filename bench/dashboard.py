@@ -33,6 +33,7 @@ from postroom.api import ApiServer
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
 from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
+from postroom.delivery.tracking import route_tracking
 from postroom.directory import Admins
 from postroom.ids import new_queue_id
 from postroom.intake import Intake
@@ -157,7 +158,9 @@ async def main(args: argparse.Namespace) -> int:
         sample = await store.messages(limit=1, after=new_queue_id(1_800_000_000.0 + count * 0.005))
         deps = DashboardDeps(
             store=store,
-            intake=Intake.from_settings(settings, store, clock),
+            intake=Intake.from_settings(
+                settings, store, clock, route_tracking=route_tracking(settings)
+            ),
             clock=clock,
             settings=settings,
             key=dashboard_key(data),

@@ -37,6 +37,7 @@ __all__ = [
     "Conflict",
     "ConnectionError",
     "FieldError",
+    "MailboxFull",
     "MessageStatus",
     "NotFound",
     "Page",
@@ -86,6 +87,10 @@ class Conflict(PostroomError):
 
 class PayloadTooLarge(PostroomError):
     """413: the message is larger than the server accepts."""
+
+
+class MailboxFull(PostroomError):
+    """507: a recipient's mailbox is full (its quota); the message was not queued."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,7 @@ _ERRORS: Mapping[int, type[PostroomError]] = {
     422: ValidationError,
     429: RateLimited,
     503: Unavailable,
+    507: MailboxFull,
 }
 
 # -- results -------------------------------------------------------------------------

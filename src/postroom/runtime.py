@@ -31,6 +31,7 @@ from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
+from postroom.events.counts import AcceptCounts
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
@@ -69,8 +70,9 @@ if TYPE_CHECKING:
     from postroom.delivery.scheduler import Scheduler
     from postroom.delivery.slots import SharedSlots
     from postroom.events.dispatcher import WebhookDispatcher
-    from postroom.events.metrics import Metrics
+    from postroom.events.metrics import Metrics, WorkerCounts
     from postroom.imap.server import ImapServer
+    from postroom.intake.marks import RouteTracking
     from postroom.mailauth.inbound import InboundChecker
     from postroom.net.control import ControlListener
     from postroom.pop3.server import Pop3Server
@@ -148,8 +150,10 @@ class Server:
         store: Store | None = None,
         init: bool = False,
         migrate: bool = False,
+        worker_counts: WorkerCounts | None = None,
     ) -> None:
         self.settings = settings
+        self._worker_counts = worker_counts  # the accept workers' counters, for /metrics
         self.clock = clock or SystemClock()
         self.readiness = Readiness(self.clock)
         self.tasks = TaskSupervisor(self.readiness, self.clock)
@@ -179,6 +183,7 @@ class Server:
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
+        self.accept_counts = AcceptCounts()  # a worker's, which its primary asks for
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
@@ -213,6 +218,8 @@ class Server:
 
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
+        else:
+            bus.subscribe(self.accept_counts)
         self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
@@ -223,6 +230,7 @@ class Server:
             rng=self.rng,
             mailboxes=self.mailboxes,
             returns=ReturnDesk(links, store, self.clock, settings.bounces),
+            route_tracking=_route_tracking(settings),
         )
         self.intake = intake
         if self.accept_only:
@@ -352,7 +360,7 @@ class Server:
             ],
         }
 
-    def _smtp_sessions(self) -> dict[str, int]:
+    def smtp_sessions(self) -> dict[str, int]:
         """SMTP connections open now, by listener (``role address:port``)."""
         listeners = self.smtp.listeners if self.smtp is not None else []
         return {
@@ -429,7 +437,8 @@ class Server:
             delivery_paused=settings.delivery.paused,
             webhooks=settings.webhooks,
             metrics=self.metrics,
-            smtp_sessions=self._smtp_sessions,
+            smtp_sessions=self.smtp_sessions,
+            worker_counts=self._worker_counts,
             engagement=EngagementDesk(self._links, store, self.clock, settings.tracking),
         )
         dashboard = None
@@ -620,6 +629,16 @@ class Server:
             self.store = None
 
 
+def _route_tracking(settings: Settings) -> RouteTracking | None:
+    """Intake's tracking per route; the route table's code is loaded only when a route
+    has a ``track`` key (an accept worker would carry it for nothing otherwise)."""
+    if all(route.track is None for route in settings.routes):
+        return None
+    from postroom.delivery.tracking import route_tracking
+
+    return route_tracking(settings)
+
+
 def _wake_on_mail(wake: Callable[[], None]) -> Callable[[object], None]:
     """A bus subscriber: what records events (a commit, an attempt) wakes ``wake``."""
 
@@ -716,7 +735,13 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
             supervisor = Supervisor(settings, sockets)
-        server = Server(settings, sockets=sockets, init=init, migrate=migrate)
+        server = Server(
+            settings,
+            sockets=sockets,
+            init=init,
+            migrate=migrate,
+            worker_counts=supervisor.counts if supervisor is not None else None,
+        )
         _reload_on_sighup(server, supervisor)
         await server.start()
     except OSError as exc:
@@ -750,7 +775,12 @@ async def _serve_worker() -> int:
     _reload_on_sighup(server, None)
     await server.start()
     stop = _stop_on_signals()
-    watch_primary(stop, server.reload_certificate)
+    watch_primary(
+        stop,
+        server.reload_certificate,
+        lambda: server.accept_counts.snapshot(server.smtp_sessions()),
+        setup.report_fd,
+    )
     await stop.wait()
     await server.stop()
     return 0

@@ -37,6 +37,7 @@ from typing import BinaryIO, NoReturn
 from postroom.config import load
 from postroom.config.discover import find_config
 from postroom.config.settings import Settings
+from postroom.delivery.tracking import route_tracking
 from postroom.errors import AddressError, ConfigError
 from postroom.intake.cleanup import header_fields, tidy_field
 from postroom.intake.local import LocalResult, local_user, submit_local
@@ -432,6 +433,7 @@ def _queue(settings: Settings, user: str, prepared: Prepared) -> LocalResult:
                 dsn=prepared.dsn,
                 body_type=prepared.body_type,
                 smtputf8=prepared.smtputf8,
+                route_tracking=route_tracking(settings),
             )
         )
     except Exception as exc:  # any store failure: the message is not queued, say so

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import json
 import re
 import subprocess
 from email.message import EmailMessage
 
+import dkim
 import pytest
 
 from postroom.mail.events import EventOrigin, EventType, MailEvent
+from postroom.mailauth.dkim import KeyRing
 from postroom.store.models import SuppressionReason
 from tests.support.thread import MakeServer, ServerThread
 
@@ -55,8 +58,11 @@ def curl(srv: ServerThread, url: str, *args: str) -> tuple[int, dict[str, str], 
     return status, headers, body
 
 
+_KEYS = itertools.count()
+
+
 def send(srv: ServerThread, **fields: object) -> tuple[str, EmailMessage]:
-    token = srv.create_api_key("app")
+    token = srv.create_api_key(f"app{next(_KEYS)}")  # a key per message: names are unique
     request = {
         "from": "app@example.test",
         "to": "reader@remote.test",
@@ -167,3 +173,60 @@ def test_one_click_unsubscribe_suppresses_the_recipient_for_the_sender_domain(
     assert event.recipient == "reader@remote.test" and event.reason == "one-click"
     curl(srv, url, "--data", "List-Unsubscribe=One-Click")  # again: no second event
     assert len(events(srv, queue_id, EventType.UNSUBSCRIBED)) == 1
+
+
+def test_a_route_with_track_rewrites_its_mail_before_dkim_and_another_route_does_not(
+    make_server: MakeServer,
+) -> None:
+    routes = [
+        {
+            "name": "news",
+            "mailers": ["mx"],
+            "track": ["opens", "clicks"],
+            "conditions": [{"field": "header", "header": "X-Stream", "value": "news"}],
+        },
+        {"name": "receipts", "mailers": ["mx"], "track": []},
+    ]
+    srv: ServerThread = make_server(tracking={"base_url": BASE, "default": "yes"}, routes=routes)
+    srv.add_domain("example.test")
+    key = KeyRing(srv.data_dir).generate("example.test", "r1", "rsa", 1024)
+
+    def verifies(message: EmailMessage) -> bool:
+        def txt(name: bytes, timeout: float = 5) -> bytes | None:
+            return key.record().encode() if name.decode().rstrip(".") == key.record_name else None
+
+        return bool(dkim.DKIM(message.as_bytes()).verify(dnsfunc=txt))
+
+    _, news = send(srv, headers={"X-Stream": "news"})
+    news_html = html_of(news)
+    assert f"{BASE}/t/c/" in news_html and "shop.example" not in news_html
+    assert f'<img src="{BASE}/t/o/' in news_html
+    assert news["DKIM-Signature"] is not None and verifies(news)
+
+    # "track = []" says no, over [tracking] default; a message's own request wins over both.
+    _, receipt = send(srv, headers={"X-Stream": "receipts"})
+    assert "/t/" not in html_of(receipt) and "shop.example/offer" in html_of(receipt)
+    assert verifies(receipt)
+    _, asked = send(srv, headers={"X-Stream": "receipts"}, track=["clicks"])
+    assert f"{BASE}/t/c/" in html_of(asked) and "/t/o/" not in html_of(asked)
+    assert verifies(asked)
+
+
+def test_recipients_whose_routes_disagree_get_only_the_tracking_all_agree_on(
+    make_server: MakeServer,
+) -> None:
+    routes = [
+        {
+            "name": "opens-only",
+            "mailers": ["mx"],
+            "track": ["opens"],
+            "conditions": [{"field": "recipient_domain", "value": "a.test"}],
+        },
+        {"name": "both", "mailers": ["mx"], "track": ["opens", "clicks"]},
+    ]
+    srv: ServerThread = make_server(tracking={"base_url": BASE}, routes=routes)
+    srv.add_domain("example.test")
+    _, mixed = send(srv, to=["x@a.test", "y@b.test"])
+    assert "/t/o/" in html_of(mixed) and "/t/c/" not in html_of(mixed)
+    _, both = send(srv, to=["y@b.test"])
+    assert "/t/o/" in html_of(both) and "/t/c/" in html_of(both)

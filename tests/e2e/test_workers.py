@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.servers import RunningProcess, smtp_client, start_process, wait_for, write_config
 from tests.support.servers import cli_out as cli
@@ -145,6 +147,41 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
         f" ('127.0.0.1', {port}): address already in use"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
+    """Mail taken by the worker alone (primary stopped) and by the primary alone (worker
+    stopped): /metrics, served by the primary, counts both."""
+    server, _ = start(home)
+    primary = server.process.pid
+    try:
+        wait_for(lambda: len(children(primary)) == 1)
+        (worker,) = children(primary)
+        for stopped, count in ((primary, 3), (worker, 2)):
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                for _ in range(count):
+                    assert send(server.ports["mx"]) == {}
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+        answer = httpx.get(f"http://127.0.0.1:{server.api_port}/metrics", timeout=30)
+        found = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text)
+            for sample in family.samples
+        }
+        assert found[("postroom_messages_accepted_total", (("source", "smtp"),))] == 5
+        queued = (("listener", "mx"), ("result", "queued"))
+        assert found[("postroom_smtp_transactions_total", queued)] == 5
+        assert (
+            "postroom_smtp_sessions",
+            (("listener", f"mx 127.0.0.1:{server.ports['mx']}"),),
+        ) in found
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        if server.process.poll() is None:
+            server.kill()
 
 
 # Written into a directory on PYTHONPATH, so that every interpreter of the server (the

@@ -56,5 +56,8 @@ def test_the_api_gets_the_same_answer(make_server: MakeServer) -> None:
         },
         timeout=10,
     )
-    assert answer.status_code == 413, answer.text
-    assert answer.json()["error"]["message"] == "Mailbox full"
+    # 507 Insufficient Storage: the recipient's mailbox, not the request, is too big.
+    assert answer.status_code == 507, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["message"]) == ("insufficient_storage", "Mailbox full")
+    assert error["fields"] == [{"field": "to", "message": "Mailbox full"}]

@@ -71,7 +71,7 @@ def create_app(deps: ApiDeps, dashboard: ASGIApp | None = None) -> Starlette:
         ("POST", "/hooks/{mailer}", hooks.receive),
         ("GET", "/readyz", readiness(deps.readiness, delivery_paused=deps.delivery_paused)),
         ("GET", "/healthz", healthz),
-        ("GET", "/metrics", metrics(deps.metrics, deps.store, deps.smtp_sessions, deps.clock)),
+        ("GET", "/metrics", metrics(deps)),
     ]
     if deps.engagement is not None:
         tracking = TrackingApi(deps.engagement)

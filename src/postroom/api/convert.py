@@ -7,9 +7,9 @@ import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from postroom.api.errors import ApiError
@@ -118,11 +118,19 @@ def lone_surrogate(data: Any) -> str | None:
     return None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def parse_send(data: Any) -> SendRequest:
+    return parse_model(SendRequest, data)
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """``data`` (a parsed JSON document) as ``model``, or ApiError 422 naming each field."""
     if (path := lone_surrogate(data)) is not None:
         raise ApiError.invalid([(path, "not valid Unicode: a lone surrogate")])
     try:
-        return SendRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ApiError.invalid(validation_fields(exc.errors())) from None
 

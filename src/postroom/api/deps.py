@@ -9,7 +9,7 @@ from postroom.clock import Clock
 from postroom.config.eventhooks import WebhookTarget
 from postroom.config.settings import ApiSettings
 from postroom.delivery.webhooks.handle import HookedMailer
-from postroom.events.metrics import Metrics, Sessions
+from postroom.events.metrics import Metrics, Sessions, WorkerCounts
 from postroom.feedback import EngagementDesk
 from postroom.intake import Intake
 from postroom.readiness import Readiness
@@ -43,3 +43,4 @@ class ApiDeps:
     webhooks: Sequence[WebhookTarget] = ()  # [[webhooks]]: GET /api/v1/webhooks lists them
     metrics: Metrics | None = None  # /metrics; None: 404
     smtp_sessions: Sessions | None = None  # the SMTP connections open, for /metrics
+    worker_counts: WorkerCounts | None = None  # the accept workers' counters, for /metrics

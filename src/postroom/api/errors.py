@@ -45,6 +45,7 @@ CODES: Final[Mapping[int, str]] = {
     429: "rate_limited",
     500: "internal",
     503: "unavailable",
+    507: "insufficient_storage",  # a recipient's mailbox is full
 }
 
 

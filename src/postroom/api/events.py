@@ -6,12 +6,17 @@
   (scope ``suppressions``; an entry added here has the source ``api key NAME``).
 - ``GET /webhooks`` and ``GET /webhooks/deliveries``: the configured webhooks with what
   waits for each, and the delivery history (``read-all``: they show every message).
+
+Their inputs are checked against what the OpenAPI document states (``schemas``): the
+suppression's body by ``SuppressionIn``, the query's fields each by its pattern, an
+unknown field refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 
 from starlette.datastructures import QueryParams
@@ -20,22 +25,21 @@ from starlette.responses import JSONResponse, Response
 
 from postroom.api.access import require
 from postroom.api.body import ByteBudget, read_body
+from postroom.api.convert import parse_model
 from postroom.api.deps import ApiDeps
 from postroom.api.errors import ApiError
 from postroom.api.messages import MessageApi
+from postroom.api.schemas import DOMAIN, SuppressionIn
 from postroom.directory.apikeys import Scope
 from postroom.directory.suppressions import Suppressions
 from postroom.errors import DirectoryError, InvalidDomain, UnknownSuppression
-from postroom.store.models import (
-    SuppressionReason,
-    WebhookState,
-)
+from postroom.store.models import WebhookState
 
 __all__ = ["EventApi"]
 
 _MAX_BODY = 64 * 1024
 _MAX_LIMIT = 1000
-_MAX_TEXT = 1000  # characters of a note (detail) or a scope
+_DOMAIN = re.compile(DOMAIN)
 
 
 class EventApi:
@@ -59,7 +63,7 @@ class EventApi:
     async def suppressions(self, request: Request) -> Response:
         key = await self._authenticate(request)
         require(key, Scope.SUPPRESSIONS)
-        params = request.query_params
+        params = _query(request, "scope", "address", "limit", "after")
         limit = _limit(params)
         after = params.get("after")
         cursor = None
@@ -86,21 +90,14 @@ class EventApi:
         require(key, Scope.SUPPRESSIONS)
         with self._budget.hold() as held:
             raw = await read_body(request, _MAX_BODY, held)
-        fields = _object(raw)
-        address = fields.get("address")
-        if not isinstance(address, str):
-            raise ApiError.invalid([("address", "required: the address to suppress")])
-        scope = _text(fields, "scope")
-        detail = _text(fields, "detail") or ""
-        reason_text = _text(fields, "reason") or SuppressionReason.MANUAL.value
-        try:
-            reason = SuppressionReason(reason_text)
-        except ValueError:
-            known = ", ".join(r.value for r in SuppressionReason)
-            raise ApiError.invalid([("reason", f"one of {known}")]) from None
+        fields = parse_model(SuppressionIn, _object(raw))
         with _refusals():
             entry, added = await self._suppressions.add(
-                address, scope=scope, reason=reason, source=f"api key {key.name}", detail=detail
+                fields.address,
+                scope=fields.scope,
+                reason=fields.reason,
+                source=f"api key {key.name}",
+                detail=fields.detail or "",
             )
         return JSONResponse(entry.as_json(), status_code=201 if added else 200)
 
@@ -108,9 +105,9 @@ class EventApi:
         key = await self._authenticate(request)
         require(key, Scope.SUPPRESSIONS)
         address = request.path_params["address"]
+        params = _query(request, "scope")
         with _refusals():
-            scope = request.query_params.get("scope")
-            entry = await self._suppressions.remove(address, scope=scope)
+            entry = await self._suppressions.remove(address, scope=params.get("scope"))
         return JSONResponse(entry.as_json())
 
     # -- outgoing webhooks ------------------------------------------------------------
@@ -128,7 +125,7 @@ class EventApi:
     async def deliveries(self, request: Request) -> Response:
         key = await self._authenticate(request)
         require(key, Scope.READ_ALL)
-        params = request.query_params
+        params = _query(request, "webhook", "state", "limit")
         state_text = params.get("state")
         state = None
         if state_text is not None:
@@ -156,6 +153,19 @@ def _refusals() -> Iterator[None]:
         raise ApiError.invalid([("address", str(exc))]) from None
 
 
+def _query(request: Request, *known: str) -> QueryParams:
+    """The query, each field once and known, a scope a domain name (or empty)."""
+    params = request.query_params
+    problems = [(name, "unknown field") for name in params if name not in known]
+    problems += [(name, "given more than once") for name in known if len(params.getlist(name)) > 1]
+    scope = params.get("scope")
+    if scope is not None and not (len(scope) <= 253 and _DOMAIN.fullmatch(scope)):
+        problems.append(("scope", "a domain name, or empty for the global scope"))
+    if problems:
+        raise ApiError.invalid(problems)
+    return params
+
+
 def _limit(params: QueryParams) -> int:
     text = params.get("limit", "100")
     if not text.isdigit() or not 1 <= int(text) <= _MAX_LIMIT:
@@ -171,14 +181,3 @@ def _object(raw: bytes) -> Mapping[str, object]:
     if not isinstance(data, dict):
         raise ApiError.invalid([("body", "not a JSON object")])
     return data
-
-
-def _text(fields: Mapping[str, object], name: str) -> str | None:
-    value = fields.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ApiError.invalid([(name, "must be a string")])
-    if len(value) > _MAX_TEXT or not value.isprintable():
-        raise ApiError.invalid([(name, f"one line of printable text, {_MAX_TEXT} at most")])
-    return value

@@ -14,14 +14,13 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from postroom.api.deps import ApiDeps
 from postroom.api.errors import ApiError
 from postroom.api.routing import Endpoint
 from postroom.api.schemas import FailingPart
 from postroom.api.schemas import Readiness as Answer
-from postroom.clock import Clock
-from postroom.events.metrics import CONTENT_TYPE, Metrics, Sessions
+from postroom.events.metrics import CONTENT_TYPE
 from postroom.readiness import Readiness
-from postroom.store import Store
 
 __all__ = ["healthz", "metrics", "readiness"]
 
@@ -53,11 +52,16 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def metrics(
-    figures: Metrics | None, store: Store, sessions: Sessions | None, clock: Clock
-) -> Endpoint:
-    """``/metrics`` over ``figures`` (None: 404), with the queue and the webhook backlog
-    read from ``store`` as it is scraped."""
+def metrics(deps: ApiDeps) -> Endpoint:
+    """``/metrics`` over ``deps.metrics`` (None: 404), with the queue and the webhook
+    backlog read from the store, and the accept workers' counters asked, as it is
+    scraped."""
+    figures, store, sessions, workers = (
+        deps.metrics,
+        deps.store,
+        deps.smtp_sessions,
+        deps.worker_counts,
+    )
 
     async def endpoint(request: Request) -> Response:
         if figures is None:
@@ -66,7 +70,8 @@ def metrics(
             queue=await store.queue_summary(),
             backlog=await store.webhook_backlog(),
             sessions=sessions() if sessions is not None else {},
-            now=clock.time(),
+            now=deps.clock.time(),
+            workers=await workers() if workers is not None else (),
         )
         return Response(body, media_type=CONTENT_TYPE)
 

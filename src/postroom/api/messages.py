@@ -32,7 +32,7 @@ from postroom.api.schemas import RFC3339, UNIX_SECONDS, MessageList, SendAccepte
 from postroom.api.views import detail, header_meta, summary
 from postroom.directory.apikeys import ApiKeys, Scope
 from postroom.errors import StoreError
-from postroom.intake import Queued, SenderRefusal
+from postroom.intake import FieldRefusal, Queued
 from postroom.intake.compose import ComposedMessage, ComposeError, compose
 from postroom.intake.principals import api_key_principal
 from postroom.mail.envelope import Recipient, Source, SourceKind
@@ -42,7 +42,6 @@ from postroom.store.models import (
     ApiKeyRecord,
     IdempotencyRecord,
     LogQuery,
-    MessageMeta,
     RecipientStatus,
     StoredMessage,
 )
@@ -64,11 +63,12 @@ STATUS_FILTERS: Final = frozenset({*(s.value for s in RecipientStatus), "held"})
 
 # Intake's refusals (SMTP reply code) -> HTTP status and the field the client should fix;
 # a refused author field (SenderRefusal) names itself: "From", "Sender", "Resent-From" ...
-REFUSALS: Final[Mapping[int, tuple[int, str | None]]] = {
+REFUSALS: Final[Mapping[int | str, tuple[int, str | None]]] = {
     451: (503, None),  # local error: the store is unavailable
     452: (503, None),  # storage full
     550: (422, "to"),  # no such local user
     552: (413, None),  # over the size limit
+    "5.2.2": (507, "to"),  # a recipient's mailbox is full (552 5.2.2): not the request's size
     553: (403, "from"),  # sender not allowed for this key
 }
 
@@ -180,7 +180,7 @@ class MessageApi:
             recipients=[str(a) for a in composed.recipients],
         )
         response = _json(accepted, 202)
-        meta = MessageMeta(result.queue_id, result.message_id, composed.subject, tags, metadata)
+        meta = result.meta  # as intake stored it: the fields' tags and the header's
         answer = None
         if idempotency is not None:
             answer = self.idempotency.answer(key.name, *idempotency, 202, bytes(response.body))
@@ -374,8 +374,9 @@ def _parse_json(body: bytes) -> Any:
 
 
 def _refusal(reply: Reply) -> ApiError:
-    status, field = REFUSALS.get(reply.code, (503 if reply.is_transient else 422, None))
-    if isinstance(reply, SenderRefusal):
+    default = (503 if reply.is_transient else 422, None)
+    status, field = REFUSALS.get(reply.enhanced or "", REFUSALS.get(reply.code, default))
+    if isinstance(reply, FieldRefusal):
         field = reply.field
     text = " ".join(reply.lines)
     if status == 503:

@@ -92,7 +92,7 @@ def _send() -> dict[str, Any]:
         },
         "responses": {
             "202": _answer("durable in the queue", schemas.SendAccepted),
-            **_errors(*_AUTH_ERRORS, 409, 413, 422, 503),
+            **_errors(*_AUTH_ERRORS, 409, 413, 422, 503, 507),
         },
     }
 
@@ -134,6 +134,133 @@ def _list() -> dict[str, Any]:
     }
 
 
+_LIMIT: Final = {"type": "integer", "minimum": 1, "maximum": 1000}
+_SCOPE: Final = {"type": "string", "maxLength": 253, "pattern": schemas.DOMAIN}
+_TOKEN = _param("token", "path", {"type": "string"}, "The signed token postroom wrote")
+
+
+def _read(summary: str, model: type[BaseModel], *params: dict[str, Any]) -> dict[str, Any]:
+    """A GET with an API key answering ``model``."""
+    return {
+        "get": {
+            "summary": summary,
+            "security": _SECURED,
+            "parameters": list(params),
+            "responses": {"200": _answer(summary, model), **_errors(*_AUTH_ERRORS, 404, 422)},
+        }
+    }
+
+
+def _suppressions() -> dict[str, Any]:
+    return {
+        **_read(
+            "The suppression list, by address",
+            schemas.SuppressionList,
+            _param("scope", "query", _SCOPE, "A sender domain's entries; empty: the global ones"),
+            _param("address", "query", _EMAIL, "Entries for this address"),
+            _param("limit", "query", _LIMIT, "At most this many (default 100)"),
+            _param("after", "query", {"type": "string"}, "next_cursor of the previous page"),
+        ),
+        "post": {
+            "summary": "Suppress an address (globally, or for a sender domain)",
+            "security": _SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {_JSON: {"schema": _ref(schemas.SuppressionIn)}},
+            },
+            "responses": {
+                "200": _answer("listed already", schemas.SuppressionOut),
+                "201": _answer("added", schemas.SuppressionOut),
+                **_errors(*_AUTH_ERRORS, 413, 422, 503),
+            },
+        },
+    }
+
+
+def _unsuppress() -> dict[str, Any]:
+    return {
+        "delete": {
+            "summary": "Take an address off the suppression list",
+            "security": _SECURED,
+            "parameters": [
+                _param("address", "path", _EMAIL, "The suppressed address"),
+                _param("scope", "query", _SCOPE, "The sender domain; absent: the global entry"),
+            ],
+            "responses": {
+                "200": _answer("the entry removed", schemas.SuppressionOut),
+                **_errors(*_AUTH_ERRORS, 404, 422, 503),
+            },
+        }
+    }
+
+
+def _open(summary: str, answers: dict[str, Any]) -> dict[str, Any]:
+    """An operation without an API key (monitoring, tracking, provider callbacks)."""
+    return {"summary": summary, "responses": answers}
+
+
+def _unauthenticated() -> dict[str, Any]:
+    """The paths outside /api/v1 that answer without an API key."""
+    gif = {"description": "a 1x1 transparent GIF", "content": {"image/gif": {}}}
+    page = {"description": "a page for the reader", "content": {"text/html": {}}}
+    redirect = {
+        "description": "to the link's URL",
+        "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+    }
+    text = {"description": "the Prometheus text format", "content": {"text/plain": {}}}
+    return {
+        "/healthz": {
+            "get": _open("Liveness", {"200": _answer("the process answers", schemas.Health)})
+        },
+        "/metrics": {
+            "get": _open(
+                "Counters and gauges in the Prometheus text format",
+                {"200": text, **_errors(404, 500, 503)},
+            )
+        },
+        "/hooks/{mailer}": {
+            "post": {
+                **_open(
+                    "A provider's delivery events for mail sent through its API",
+                    {
+                        "200": _answer("recorded", schemas.HookAnswer),
+                        **_errors(401, 404, 413, 422, 500, 503),
+                    },
+                ),
+                "parameters": [
+                    _param("mailer", "path", {"type": "string"}, "The [[mailers]] name")
+                ],
+                "requestBody": {"content": {_JSON: {"schema": {}}}},
+            }
+        },
+        "/t/o/{token}": {
+            "get": {
+                **_open("The tracking pixel: an opened event", {"200": gif, **_errors(404, 500)}),
+                "parameters": [_TOKEN],
+            }
+        },
+        "/t/c/{token}": {
+            "get": {
+                **_open("A tracked link: a clicked event", {"302": redirect, **_errors(404, 500)}),
+                "parameters": [_TOKEN],
+            }
+        },
+        "/t/u/{token}": {
+            "get": {
+                **_open("The unsubscribe page (changes nothing)", {"200": page, **_errors(404)}),
+                "parameters": [_TOKEN],
+            },
+            "post": {
+                **_open(
+                    "Unsubscribe (RFC 8058 one-click): an unsubscribed event, a suppression",
+                    {"200": page, **_errors(404, 500, 503)},
+                ),
+                "parameters": [_TOKEN],
+            },
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
         schemas.SendRequest,
@@ -143,9 +270,17 @@ def openapi_document() -> dict[str, Any]:
         schemas.ErrorBody,
         schemas.Health,
         schemas.Readiness,
+        schemas.EventList,
+        schemas.SuppressionList,
+        schemas.SuppressionOut,
+        schemas.SuppressionIn,
+        schemas.WebhookList,
+        schemas.WebhookDeliveryList,
+        schemas.HookAnswer,
     ]
+    requests = (schemas.SendRequest, schemas.SuppressionIn)
     _, definitions = models_json_schema(
-        [(m, "validation" if m is schemas.SendRequest else "serialization") for m in models],
+        [(m, "validation" if m in requests else "serialization") for m in models],
         ref_template=_REF,
     )
     one = {
@@ -179,6 +314,26 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/messages/{id}/retry": _action("Make pending recipients due now"),
             "/api/v1/messages/{id}/hold": _action("Keep the message from delivery"),
             "/api/v1/messages/{id}/release": _action("Let a held message be delivered"),
+            "/api/v1/messages/{id}/events": _read(
+                "A message's events, in the shape webhooks get", schemas.EventList, _ID
+            ),
+            "/api/v1/suppressions": _suppressions(),
+            "/api/v1/suppressions/{address}": _unsuppress(),
+            "/api/v1/webhooks": _read(
+                "The configured webhooks and what waits for each", schemas.WebhookList
+            ),
+            "/api/v1/webhooks/deliveries": _read(
+                "The webhook deliveries, newest first",
+                schemas.WebhookDeliveryList,
+                _param("webhook", "query", {"type": "string"}, "This webhook's"),
+                _param(
+                    "state",
+                    "query",
+                    {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "In this state",
+                ),
+                _param("limit", "query", _LIMIT, "At most this many (default 100)"),
+            ),
             "/api/v1/health": {
                 "get": {
                     "summary": "Liveness, without authentication",
@@ -200,5 +355,6 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "the OpenAPI document"}},
                 }
             },
+            **_unauthenticated(),
         },
     }

@@ -14,9 +14,18 @@ from postroom.intake.compose import (
     CONTENT_ID,
     CONTENT_TYPE,
     HEADER_NAME,
-    LINE_BREAKS,
     RESERVED_HEADERS,
 )
+from postroom.mail.events import EventOrigin, EventType
+from postroom.mail.labels import (
+    LINE_BREAKS,
+    MAX_KEY,
+    MAX_METADATA,
+    MAX_TAG,
+    MAX_TAGS,
+    MAX_VALUE,
+)
+from postroom.store.models import SuppressionReason, WebhookState
 
 __all__ = [
     "AddressIn",
@@ -36,9 +45,6 @@ __all__ = [
     "SendRequest",
     "SourceOut",
 ]
-
-MAX_TAGS = 20
-MAX_METADATA = 50
 
 
 def _one_of(characters: str) -> str:
@@ -84,9 +90,9 @@ def _header_names(schema: dict[str, Any]) -> None:
 
 
 Line = Annotated[str, Field(pattern=LINE)]
-Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
-MetaKey = Annotated[str, Field(min_length=1, max_length=64, pattern=LINE)]
-MetaValue = Annotated[str, Field(max_length=1024, pattern=LINE)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG, pattern=LINE)]
+MetaKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY, pattern=LINE)]
+MetaValue = Annotated[str, Field(max_length=MAX_VALUE, pattern=LINE)]
 HeaderName = Annotated[str, Field(pattern=HEADER_NAME_PATTERN)]
 Email = Annotated[str, Field(json_schema_extra={"format": "email"}, pattern=LINE)]
 
@@ -248,6 +254,7 @@ class ErrorDetail(_Out):
         "rate_limited",
         "internal",
         "unavailable",
+        "insufficient_storage",
     ]
     message: str
     fields: list[ErrorField] | None = None  # 422: each bad field
@@ -274,3 +281,91 @@ class Readiness(_Out):
     failing: list[FailingPart] = Field(default_factory=list)
     # Only under delivery.paused: mail is accepted and queued, none is delivered (no failure).
     delivery: Literal["paused"] | None = None
+
+
+# -- events, suppressions, webhooks ------------------------------------------------------
+
+# A domain name in ASCII (IDNs as A-labels, "xn--..."), as the suppression scopes take
+# it; "" for the global scope.
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN = f"^(?:{_LABEL}(?:[.]{_LABEL})*)?$"
+MAX_NOTE = 1000  # characters of a suppression's detail
+StringMap = dict[str, str]
+
+
+class EventOut(_Out):
+    """One event of the catalogue (docs/events.md), as webhooks get it."""
+
+    id: str
+    type: EventType
+    timestamp: str
+    queue_id: str | None
+    message_id: str | None
+    recipient: str
+    sender: str | None
+    mailer: str | None
+    reply: str
+    reason: str
+    origin: EventOrigin
+    tags: list[str]
+    metadata: StringMap
+    details: StringMap
+
+
+class EventList(_Out):
+    events: list[EventOut]
+
+
+class SuppressionOut(_Out):
+    address: str
+    scope: str  # "" for the global scope
+    reason: SuppressionReason
+    source: str
+    created_at: str
+    detail: str
+
+
+class SuppressionList(_Out):
+    suppressions: list[SuppressionOut]
+    next_cursor: str | None
+
+
+class SuppressionIn(_In):
+    address: Email
+    scope: Annotated[str, Field(max_length=253, pattern=DOMAIN)] | None = None
+    reason: SuppressionReason = SuppressionReason.MANUAL
+    detail: Annotated[str, Field(max_length=MAX_NOTE, pattern=LINE)] | None = None
+
+
+class WebhookOut(_Out):
+    name: str
+    url: str
+    events: list[EventType]
+    tags: list[str]
+    pending: int
+
+
+class WebhookList(_Out):
+    webhooks: list[WebhookOut]
+    not_fanned_out: int
+
+
+class WebhookDeliveryOut(_Out):
+    webhook: str
+    state: WebhookState
+    attempts: int
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_status: int | None
+    last_error: str
+    event: EventOut
+
+
+class WebhookDeliveryList(_Out):
+    deliveries: list[WebhookDeliveryOut]
+
+
+class HookAnswer(BaseModel):
+    """What a provider's callback is answered (its counts; SNS's subscription)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import mimetypes
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from postroom.cli import AppContext, config_option, fail, pass_app
 from postroom.cli.render import print_table, printable, status_text
 from postroom.cli.watch import Ended, Watched, watch
 from postroom.clock import SystemClock
+from postroom.delivery.tracking import route_tracking
 from postroom.intake.compose import (
     Attachment,
     ComposeError,
@@ -62,6 +64,14 @@ EX_TEMPFAIL = 75
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Attach a file (repeatable).",
 )
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag its events (repeatable).")
+@click.option(
+    "--metadata",
+    "metadata",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Metadata its events carry (repeatable).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the delivery result and show it.")
 @click.option(
     "--timeout",
@@ -81,6 +91,8 @@ def send(
     body: str | None,
     html: Path | None,
     attach: tuple[Path, ...],
+    tags: tuple[str, ...],
+    metadata: tuple[str, ...],
     wait: bool,
     timeout: float,
 ) -> None:
@@ -98,6 +110,7 @@ def send(
             text=body,
             html=html_text,
             attachments=tuple(_attachment(path) for path in attach),
+            headers=_label_fields(tags, metadata),
         )
         message = compose(request, hostname=settings.hostname, now=time.time())
     except ComposeError as exc:
@@ -111,6 +124,7 @@ def send(
             data=message.data,
             body_type=message.body_type,
             smtputf8=message.smtputf8,
+            route_tracking=route_tracking(settings),
         )
     )
     if isinstance(result, Reply):
@@ -120,6 +134,21 @@ def send(
         click.echo(f"no server is running for {settings.data_dir}: it is sent once one starts")
     if wait:
         raise click.exceptions.Exit(_wait(settings, result, timeout))
+
+
+def _label_fields(tags: tuple[str, ...], metadata: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``--tag`` and ``--metadata`` as the request fields intake reads from any message
+    (``X-Postroom-Tag``, ``X-Postroom-Metadata``): checked there, as for SMTP mail."""
+    fields = [("X-Postroom-Tag", tag) for tag in tags]
+    pairs: dict[str, str] = {}
+    for item in metadata:
+        key, equals, value = item.partition("=")
+        if not equals:
+            fail(f"--metadata {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    if pairs:
+        fields.append(("X-Postroom-Metadata", json.dumps(pairs)))
+    return tuple(fields)
 
 
 def _attachment(path: Path) -> Attachment:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -155,6 +155,9 @@ class RouteSettings(ConditionGroup):
     mailers: Annotated[tuple[str, ...], Field(min_length=1)]
     # VERP return paths for mail on this route; None: as [bounces] verp says.
     verp: bool | None = None
+    # Open and click tracking for mail on this route (decided by intake, before DKIM
+    # signs); [] says none; None: as [tracking] default says.
+    track: tuple[Literal["opens", "clicks"], ...] | None = None
 
     @model_validator(mode="after")
     def _check_route(self) -> RouteSettings:

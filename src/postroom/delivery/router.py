@@ -29,6 +29,7 @@ from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.delivery.rules import ALWAYS, Group, GroupResult, MessageView, compile_group
 from postroom.errors import AddressError
 from postroom.mail.address import to_ascii_domain
+from postroom.mail.tracking import Tracking
 from postroom.smtp.replies import Reply
 
 __all__ = [
@@ -55,10 +56,15 @@ class Route:
     mailers: tuple[str, ...]
     rule: Group = field(default=ALWAYS, compare=False, repr=False)
     verp: bool | None = field(default=None, compare=False)  # None: [bounces] verp
+    track: Tracking | None = field(default=None, compare=False)  # None: [tracking] default
 
     @classmethod
     def from_settings(cls, settings: RouteSettings) -> Route:
-        return cls(settings.name, settings.mailers, compile_group(settings), settings.verp)
+        track = settings.track
+        tracking = None if track is None else Tracking("opens" in track, "clicks" in track)
+        return cls(
+            settings.name, settings.mailers, compile_group(settings), settings.verp, tracking
+        )
 
 
 DEFAULT_LOCAL_ROUTE: Final = Route(DEFAULT_LOCAL, ("local",))

@@ -8,10 +8,17 @@ readable header block, Bcc and forged Authentication-Results removed, Date and
 Message-ID completed). ``commit()`` returns only when the message is durable in the store.
 """
 
-from postroom.intake.policy import Principal, PrincipalKind, SenderRefusal, SenderRights
+from postroom.intake.policy import (
+    FieldRefusal,
+    Principal,
+    PrincipalKind,
+    SenderRefusal,
+    SenderRights,
+)
 from postroom.intake.submission import Intake, Queued, Submission
 
 __all__ = [
+    "FieldRefusal",
     "Intake",
     "Principal",
     "PrincipalKind",

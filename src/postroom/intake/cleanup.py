@@ -23,13 +23,16 @@ Rules, by source:
   the envelope carries those recipients (RFC 5322 3.6.3); ``Date`` and ``Message-ID``
   are added when missing (RFC 6409 8.2, 8.3), from ``mail.headers.date_header`` and
   ``ids.message_id`` with the message's queue id.
-* postroom's request fields (``X-Postroom-Track``, ``X-Postroom-Unsubscribe``) are
-  removed from mail of any source, never sent on; a submitted message's values are
-  handed to intake (``CleanHeader.requests``), which acts on them.
+* postroom's request fields (``X-Postroom-Track``, ``X-Postroom-Unsubscribe``,
+  ``X-Postroom-Tag``, ``X-Postroom-Metadata``) are removed from mail of any source, never
+  sent on; a submitted message's values are handed to intake (``CleanHeader.requests``),
+  which acts on them. Those of mail relayed to us from outside are dropped unread: a
+  stranger cannot label or track our mail.
 """
 
 from __future__ import annotations
 
+import email.policy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,7 +77,9 @@ _FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):")  # RFC 5322 2.2 ftext, then obs WS
 _BARE = re.compile(rb"\r\n|\r|\n")
 _REMOVED_WHEN_SUBMITTED = frozenset({b"bcc"})
 _COMPLETED = (b"date", b"message-id")
-REQUEST_FIELDS = frozenset({b"x-postroom-track", b"x-postroom-unsubscribe"})
+REQUEST_FIELDS = frozenset(
+    {b"x-postroom-track", b"x-postroom-unsubscribe", b"x-postroom-tag", b"x-postroom-metadata"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +180,7 @@ class CleanHeader:
     added: bytes  # fields to prepend (Date, Message-ID), CRLF-terminated
     message_id: str | None  # the Message-ID value the message leaves with
     removed: tuple[str, ...]  # lower-case names of the fields removed
+    subject: str | None = None  # the first Subject, unfolded, encoded words decoded
     # A submitted message's request fields (lower-case name, unfolded value), in order.
     requests: tuple[tuple[str, str], ...] = ()
 
@@ -186,6 +192,7 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
     kept: list[bytes] = []
     removed: list[str] = []
     found_id: str | None = None
+    subject: str | None = None
     requests: list[tuple[str, str]] = []
     for original in fields:
         name, field = tidy_field(original)
@@ -199,6 +206,8 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
             continue
         if name == b"message-id" and found_id is None:
             found_id = _unfold(field.split(b":", 1)[1])
+        elif name == b"subject" and subject is None:
+            subject = _text(_unfold(field.split(b":", 1)[1]))
         kept.append(field)
     added = b""
     if rules.submitted:
@@ -216,6 +225,7 @@ def clean_header(start: bytes, rules: Rules, *, now: float, queue_id: str) -> Cl
         added=added,
         message_id=found_id,
         removed=tuple(removed),
+        subject=subject,
         requests=tuple(requests),
     )
 
@@ -239,6 +249,17 @@ def _removed(name: bytes, field: bytes, rules: Rules) -> bool:
         return True
     # An empty Date or Message-ID is no value: it is replaced by one of ours.
     return name in _COMPLETED and not field.split(b":", 1)[1].strip()
+
+
+def _text(value: str) -> str:
+    """A header value as people read it: RFC 2047 encoded words decoded (only parsed
+    when there are any: most subjects are plain)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.policy.default.header_fetch_parse("Subject", value))
+    except Exception:  # the email package trips on some malformed words: keep it as written
+        return value
 
 
 def _unfold(value: bytes) -> str:

@@ -28,6 +28,7 @@ from postroom.ids import message_id, new_queue_id
 from postroom.intake.cleanup import header_fields, tidy_field
 from postroom.mail.address import Address, parse_address
 from postroom.mail.headers import date_header
+from postroom.mail.labels import LINE_BREAKS
 
 __all__ = [
     "Attachment",
@@ -52,9 +53,9 @@ RESERVED_HEADERS = frozenset(
 HEADER_NAME = r"[!-9;-~]{1,76}"  # RFC 5322 2.2 ftext, within one line
 CONTENT_TYPE = r"([A-Za-z0-9!#$&^_.+-]{1,64})/([A-Za-z0-9!#$&^_.+-]{1,64})"
 CONTENT_ID = r"[!-;=?-~]{1,200}"  # printable, no "<" ">" (id-left@id-right)
-# Every separator of str.splitlines(): the email package breaks a header at each, so a
-# one-line field holding one could start a header of its own. With NUL, never in a field.
-LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# LINE_BREAKS: every separator of str.splitlines(): the email package breaks a header at
+# each, so a one-line field holding one could start a header of its own. With NUL, never
+# in a field.
 _HEADER_NAME = re.compile(HEADER_NAME)
 # A lone surrogate (from JSON "\\ud800") has no UTF-8: it cannot be in any message.
 _LINE_BREAK = re.compile(f"[{LINE_BREAKS}\x00\ud800-\udfff]")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
+from postroom.intake.marks import RouteTracking
 from postroom.intake.principals import local_principal
 from postroom.intake.submission import Intake
 from postroom.mail.address import Address
@@ -55,6 +56,7 @@ async def submit_local(
     dsn: DsnRequest | None = None,
     body_type: str = "7BIT",
     smtputf8: bool = False,
+    route_tracking: RouteTracking | None,
 ) -> LocalResult | Reply:
     """Queue ``data`` durably, then wake the server: the queue id, or intake's refusal.
     Store problems raise (StoreError, OSError, sqlite3.Error): the caller keeps the mail."""
@@ -66,7 +68,7 @@ async def submit_local(
         inline_body_max=settings.database.inline_body_max,
     )
     try:
-        intake = Intake.from_settings(settings, store, SystemClock())
+        intake = Intake.from_settings(settings, store, SystemClock(), route_tracking=route_tracking)
         result = await intake.submit(
             Source(kind=SourceKind.SENDMAIL, principal=user),
             sender,

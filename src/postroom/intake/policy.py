@@ -26,6 +26,7 @@ from postroom.smtp.replies import Reply
 from postroom.store.models import Suppression
 
 __all__ = [
+    "FieldRefusal",
     "Principal",
     "PrincipalKind",
     "SenderRefusal",
@@ -33,6 +34,7 @@ __all__ = [
     "author_domains",
     "author_verdict",
     "recipient_verdict",
+    "request_field_refusal",
     "sender_verdict",
     "suppressed_reply",
 ]
@@ -89,11 +91,25 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
-class SenderRefusal(Reply):
+class FieldRefusal(Reply):
+    """A refusal that names the field at fault, so a door can say which (the API's
+    answer names it in ``fields``): a request field postroom cannot read
+    (``X-Postroom-Tag``, ``X-Postroom-Track`` ...)."""
+
+    field: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRefusal(FieldRefusal):
     """``553 5.7.1`` for an author field the principal may not use, naming the field
     ("From", "Sender", ...) so a door can say which (the API's 403 names it)."""
 
     field: str = "From"
+
+
+def request_field_refusal(field: str, problem: str) -> FieldRefusal:
+    """``550 5.6.0`` for a postroom request field that cannot be used as written."""
+    return FieldRefusal(550, "5.6.0", f"{field}: {problem}", field)
 
 
 def sender_verdict(

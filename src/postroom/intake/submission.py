@@ -25,12 +25,13 @@ from postroom.feedback import ReturnDesk
 from postroom.feedback.links import links_for
 from postroom.ids import new_queue_id
 from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
-from postroom.intake.marks import Marks, marks_for
+from postroom.intake.marks import Marks, RouteFacts, RouteTracking, marks_for
 from postroom.intake.policy import (
     Principal,
     author_domains,
     author_verdict,
     recipient_verdict,
+    request_field_refusal,
     sender_verdict,
     suppressed_reply,
 )
@@ -39,6 +40,7 @@ from postroom.mail.authors import Authors, read_authors
 from postroom.mail.envelope import DsnRequest, Envelope, Recipient, Source, SourceKind
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.headers import received_header
+from postroom.mail.labels import LabelProblem, Labels, read_labels
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
 from postroom.mailbox import MailboxStore, Maildir, mailbox_key
@@ -69,6 +71,7 @@ class Queued:
 
     queue_id: str
     message_id: str | None  # its Message-ID field's value (added when submitted without)
+    meta: MessageMeta  # as stored with it: Message-ID, Subject, tags and metadata
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class Intake:
     mailboxes: MailboxStore | None = None  # local users' mailboxes, for their quotas
     returns: ReturnDesk | None = None  # consumes mail to our bounce addresses
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
+    route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
 
     @classmethod
     def from_settings(
@@ -101,10 +105,13 @@ class Intake:
         rng: random.Random | None = None,
         mailboxes: MailboxStore | None = None,
         returns: ReturnDesk | None = None,
+        route_tracking: RouteTracking | None,
     ) -> Intake:
         """The intake of the server and of local submission alike: same limits, same
         DKIM keys, so mail is signed whichever way it came in. ``mailboxes``: the
-        server's mailbox store (else one on ``<data_dir>/mail``), asked for quotas."""
+        server's mailbox store (else one on ``<data_dir>/mail``), asked for quotas.
+        ``route_tracking``: ``delivery.tracking.route_tracking(settings)``, which intake
+        cannot build (delivery sits above it); required, so no door forgets it."""
         return cls(
             store=store,
             clock=clock,
@@ -120,6 +127,7 @@ class Intake:
             or Maildir(settings.data_dir / "mail", default_quota=settings.mailboxes.default_quota),
             returns=returns,
             marks=_marks(settings),
+            route_tracking=route_tracking,
         )
 
     async def submit(
@@ -164,7 +172,7 @@ class Intake:
         reply = await submission.commit()
         if not reply.is_positive:
             return reply
-        return Queued(submission.queue_id, submission.message_id)
+        return Queued(submission.queue_id, submission.message_id, submission.meta)
 
     async def begin(
         self,
@@ -236,8 +244,11 @@ class Submission:
     lines: LineFixer
     recipients: list[Recipient] = field(default_factory=list)
     message_id: str | None = None  # known once committed
-    tags: tuple[str, ...] = ()  # given at send time, kept with the message for its events
+    # Given at send time (the API's fields, then X-Postroom-Tag/-Metadata), kept with the
+    # message for its events.
+    tags: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
+    subject: str | None = None  # known once cleaned
     _added: bytes = b""  # fields the clean-up adds (Date, Message-ID), signed and stored
     _head: bytes = b""  # the cleaned header block with its empty line, as stored
     _seen: set[str] = field(default_factory=set)
@@ -311,14 +322,21 @@ class Submission:
             return await self.intake.returns.consume(addresses, self.body.getvalue())
         return await self._mark()
 
-    async def _commit(self) -> Reply:
-        now = self.intake.clock.time()
+    async def _check(self, now: float) -> Reply | None:
+        """The clean-up, then the checks of the cleaned header block (the one that is
+        stored and sent) and of the whole message: the first refusal, or None."""
         refusal = self._clean(now)
-        if refusal is None:  # on the cleaned header block: the one that is stored and sent
+        if refusal is None:
             refusal = await self._check_authors()
         if refusal is None:
+            refusal = self._label()
+        if refusal is None:
             refusal = await self._check_quotas()
-        if refusal is not None:
+        return refusal
+
+    async def _commit(self) -> Reply:
+        now = self.intake.clock.time()
+        if (refusal := await self._check(now)) is not None:
             return refusal
         if (diverted := await self._divert()) is not None:
             return diverted
@@ -353,9 +371,7 @@ class Submission:
             body=self.body,
             rejected=rejected,
             events=events,
-            meta=None
-            if self.principal is None
-            else MessageMeta(self.queue_id, self.message_id, None, self.tags, self.metadata),
+            meta=self.meta,
         )
         try:
             await self.intake.store.enqueue(message)
@@ -403,6 +419,22 @@ class Submission:
             for address in addresses
         )
         return tuple(replies.items()), events
+
+    @property
+    def meta(self) -> MessageMeta:
+        """What the log, the dashboard and the events know of the message beyond its
+        envelope, whichever door it came by."""
+        return MessageMeta(self.queue_id, self.message_id, self.subject, self.tags, self.metadata)
+
+    def _label(self) -> Reply | None:
+        """Tags and metadata: the API's fields with what X-Postroom-Tag and
+        X-Postroom-Metadata add (only submitted mail has them: the clean-up drops a
+        stranger's unread), within the API's limits; else 550 5.6.0 naming the field."""
+        labels = read_labels(self._requests, Labels(self.tags, self.metadata))
+        if isinstance(labels, LabelProblem):
+            return request_field_refusal(labels.field, labels.problem)
+        self.tags, self.metadata = labels.tags, labels.metadata
+        return None
 
     async def _check_quotas(self) -> Reply | None:
         """552 5.2.2 when the message fits no recipient's mailbox (every recipient is a
@@ -494,6 +526,7 @@ class Submission:
         self._added = cleaned.added
         self._requests = cleaned.requests
         self.message_id = cleaned.message_id
+        self.subject = cleaned.subject
         return None
 
     async def _mark(self) -> Reply | None:
@@ -509,17 +542,34 @@ class Submission:
         recipients = [str(r.address) for r in self.recipients]
         sender_domain = self.sender.ascii_domain if self.sender is not None else ""
         self._added += marks.unsubscribe_fields(asked, self.queue_id, recipients, sender_domain)
-        if not asked.tracking:
-            return None
+        routes = self.intake.route_tracking if asked.tracking is None else None
+        if routes is None and not marks.tracking(asked, ()):
+            return None  # the usual case: nothing asks, and the body is not read
         async with self.intake.whole_bodies:
             data = self.body.getvalue()
-            tracked = await asyncio.to_thread(marks.track, asked, self.queue_id, recipients, data)
+            routed = () if routes is None else await asyncio.to_thread(routes, self._facts(data))
+            tracking = marks.tracking(asked, routed)
+            if not tracking:
+                return None
+            tracked = await asyncio.to_thread(
+                marks.track, tracking, self.queue_id, recipients, data
+            )
         if tracked is not None:
             try:
                 self._replace_head(self.body.size, tracked)
             except OSError:
                 return replies.STORAGE_FULL
         return None
+
+    def _facts(self, data: bytes) -> RouteFacts:
+        return RouteFacts(
+            queue_id=self.queue_id,
+            sender=str(self.sender or ""),
+            principal=self.source.principal,
+            source_kind=self.source.kind.value,
+            recipients=tuple(str(r.address) for r in self.recipients),
+            data=data,
+        )
 
     def _replace_head(self, old_length: int, head: bytes) -> None:
         """The body with its header block replaced, copied chunk by chunk."""

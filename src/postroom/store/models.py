@@ -237,8 +237,8 @@ class LogQuery:
     principal: str | None = None
     until: float | None = None  # received before
     mailer: str | None = None  # some attempt went through this mailer
-    subject: str | None = None  # substring of the Subject the API recorded (message meta)
-    tag: str | None = None  # one of the tags the API recorded
+    subject: str | None = None  # substring of the Subject intake recorded (message meta)
+    tag: str | None = None  # one of the tags recorded (the API's, or X-Postroom-Tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +256,8 @@ class ApiKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class MessageMeta:
-    """What the HTTP API records of a message it accepted, beside the envelope."""
+    """What intake records of every message beside the envelope (the log, the dashboard
+    and the events read it): its Message-ID, Subject, tags and metadata."""
 
     id: str  # the queue id
     message_id: str | None  # the Message-ID header value

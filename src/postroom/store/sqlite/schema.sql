@@ -140,7 +140,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     any_sender     INTEGER NOT NULL DEFAULT 0 -- 1: may send as any domain
 ) WITHOUT ROWID;
 
--- What the API knows of a message beyond its envelope: Message-ID, Subject, tags, metadata.
+-- What intake knows of a message beyond its envelope: Message-ID, Subject, tags, metadata.
 CREATE TABLE IF NOT EXISTS message_meta (
     id         TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
     message_id TEXT,                  -- the Message-ID header value
