@@ -130,3 +130,27 @@ async def test_a_task_that_returns_is_done_and_not_restarted() -> None:
         await asyncio.sleep(0)
     await tasks.stop()
     assert runs == 1 and pauses.taken == [] and readiness.ready
+
+
+def test_a_watched_part_fails_while_its_check_gives_a_reason_and_clears_when_it_does_not() -> None:
+    clock = FakeClock()
+    readiness = Readiness(clock)
+    reason: list[str | None] = [None]
+    readiness.watch("listener mx 127.0.0.1:25", lambda: reason[0])
+    assert readiness.problems() == []
+
+    reason[0] = "not accepting connections"
+    clock.advance(5)
+    (problem,) = readiness.problems()
+    assert (problem.part, problem.reason, problem.failures) == (
+        "listener mx 127.0.0.1:25",
+        "not accepting connections",
+        1,
+    )
+    failing = not readiness.ready
+    assert failing
+    assert readiness.problems()[0].failures == 1  # asking again is not another failure
+    assert [f.reason for f in readiness.faults()] == ["not accepting connections"]
+
+    reason[0] = None
+    assert readiness.ready and readiness.problems() == []

@@ -46,7 +46,7 @@ from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
-from postroom.readiness import Readiness
+from postroom.readiness import Check, Readiness
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
 from postroom.store.base import QueueWatch
@@ -294,6 +294,11 @@ class Server:
         for listening in (self.smtp, self.pop3, self.imap):
             if listening is not None:
                 await listening.start()
+                for spec, listener in zip(listening.specs, listening.listeners, strict=True):
+                    self.readiness.watch(
+                        f"listener {spec.role} {listener.address}:{listener.bound_port}",
+                        _listening(listener),
+                    )
 
     def _make_mailbox_servers(
         self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
@@ -854,3 +859,12 @@ async def _send_alert_email(
     )
     if not isinstance(result, Queued):
         raise OSError(f"intake refused the alert: {result}")
+
+
+def _listening(listener: Listener) -> Check:
+    """``/readyz``'s question for one listener: is its socket still accepting?"""
+
+    def check() -> str | None:
+        return None if listener.serving else "not accepting connections"
+
+    return check

@@ -131,3 +131,24 @@ def test_postroom_status_names_the_failing_part(make_server: MakeServer, tmp_pat
     assert line.startswith("failing: scheduler (")
     assert "storage is full: injected" in line
     store.claim_fault = None
+
+
+def test_a_listener_that_stops_accepting_makes_readyz_fail_naming_it(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    srv: ServerThread = make_server()
+    assert readyz(srv).json() == {"status": "ready"}
+    smtp = srv.server.smtp
+    assert smtp is not None
+    mx = next(
+        listener
+        for spec, listener in zip(smtp.specs, smtp.listeners, strict=True)
+        if spec.role == "mx"
+    )
+    port = mx.bound_port
+    srv.loop.call_soon_threadsafe(mx.stop_accepting)  # the socket closed under the server
+
+    wait_for(lambda: readyz(srv).status_code == 503)
+    (failing,) = readyz(srv).json()["failing"]
+    assert failing["part"] == f"listener mx 127.0.0.1:{port}"
+    assert failing["reason"] == "not accepting connections"

@@ -119,6 +119,12 @@ class Listener:
             task.cancel()
 
     @property
+    def serving(self) -> bool:
+        """Started and still accepting (false once its socket is closed, by stop or
+        under it)."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
     def connections(self) -> int:
         return len(self._tasks)
 
