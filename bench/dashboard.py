@@ -4,31 +4,37 @@ million by default), then time the log page and its searches over real HTTP.
     python3 -m bench.dashboard                      # 1,000,000 messages in a temp dir
     python3 -m bench.dashboard --messages 100000 --data /var/tmp/dash-bench
     python3 -m bench.dashboard --data /var/tmp/dash-bench --no-fill   # time again
+    python3 -m bench.dashboard --postgresql         # the same on a throwaway PostgreSQL
 
 The store is filled through the Store's own ``enqueue`` (group commit, many at once),
 with 5% of the messages given a delivered attempt and 1% a deferred one, so filters on
 status and mailer have something to find. The dashboard is served by postroom's own API
 server (uvicorn) on a free loopback port, and each request is made ``--repeat`` times
 with an httpx client logged in as an admin; the table gives the median and the slowest.
-Not part of the test suite (tests/bench/test_dashboard_bench.py runs a tiny one so it
-cannot rot). Timings move with the machine's load: run it on a quiet host.
+With ``--postgresql`` the store is a database in a throwaway cluster (fsync on, as
+bench.systems.postgres makes it), filled the same way and analyzed before the timing, as
+autovacuum would. Not part of the test suite (tests/bench/test_dashboard_bench.py runs a
+tiny one so it cannot rot). Timings move with the machine's load: run it on a quiet host.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from bench.systems.postgres import postgres_cluster
 from postroom.api import ApiServer
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
@@ -41,8 +47,8 @@ from postroom.mail.address import Address
 from postroom.mail.envelope import Envelope, Recipient, Source, SourceKind
 from postroom.mail.spool import SpooledBody
 from postroom.net.throttle import FailureThrottle
-from postroom.store.models import Attempt, NewMessage, RecipientStatus, RecipientUpdate
-from postroom.store.sqlite import SqliteStore
+from postroom.store import Store, open_store
+from postroom.store.models import Attempt, MessageMeta, NewMessage, RecipientStatus, RecipientUpdate
 
 ADMIN, PASSWORD = "bench", "bench-password"
 _BATCH = 2000
@@ -53,8 +59,9 @@ _HEADER = b"Received: from client.example.net by mx.example.org\r\n"
 def _message(i: int, at: float) -> NewMessage:
     body = SpooledBody()
     body.write(b"Subject: order %d\r\nFrom: shop%d@example.com\r\n\r\nHello\r\n" % (i, i % 50))
+    queue_id = new_queue_id(at)
     return NewMessage(
-        id=new_queue_id(at),
+        id=queue_id,
         envelope=Envelope(
             sender=Address(f"shop{i % 50}", "example.com"),
             recipients=(Recipient(Address(f"user{i}", f"example{i % 100}.net")),),
@@ -63,10 +70,11 @@ def _message(i: int, at: float) -> NewMessage:
         received_at=at,
         header=_HEADER,
         body=body,
+        meta=MessageMeta(queue_id, f"<{i}@example.com>", f"order {i}", ("order", f"shop{i % 50}")),
     )
 
 
-async def _outcome(store: SqliteStore, message: NewMessage, i: int) -> None:
+async def _outcome(store: Store, message: NewMessage, i: int) -> None:
     address = str(message.envelope.recipients[0].address)
     delivered = i % 20 == 0
     status = RecipientStatus.DELIVERED if delivered else RecipientStatus.DEFERRED
@@ -80,7 +88,7 @@ async def _outcome(store: SqliteStore, message: NewMessage, i: int) -> None:
     await store.record_outcomes(message.id, [update], [attempt])
 
 
-async def fill(store: SqliteStore, count: int, start: float) -> float:
+async def fill(store: Store, count: int, start: float) -> float:
     began = time.perf_counter()
     for first in range(0, count, _BATCH):
         batch = [_message(i, start + i * 0.01) for i in range(first, min(count, first + _BATCH))]
@@ -108,6 +116,8 @@ def requests(count: int, sample_id: str) -> list[tuple[str, str]]:
         ("recipient search (one match)", f"/dashboard/log?to=user{middle}%40"),
         ("recipient search (1% match)", "/dashboard/log?to=example7.net"),
         ("sender search", "/dashboard/log?sender=shop7%40"),
+        ("subject search (one match)", f"/dashboard/log?subject=order+{middle}"),
+        ("tag filter (2% match)", "/dashboard/log?tag=shop7"),
         ("status deferred", "/dashboard/log?status=deferred"),
         ("mailer relay", "/dashboard/log?mailer=relay"),
         ("queue id", f"/dashboard/log?id={sample_id}"),
@@ -143,15 +153,25 @@ async def measure(
 async def main(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="dash-bench-"))
     data.mkdir(parents=True, exist_ok=True)
+    if not args.postgresql:
+        return await run(args, data, f"sqlite:///{data / 'postroom.db'}")
+    with postgres_cluster() as cluster:
+        name = cluster.new_database("dashboard")
+        return await run(args, data, cluster.url(name), lambda: cluster.psql("ANALYZE", name))
+
+
+async def run(
+    args: argparse.Namespace, data: Path, url: str, analyze: Callable[[], object] = str
+) -> int:
     settings = Settings.model_validate({"data_dir": data, "hostname": "bench.test"})
-    store = SqliteStore(data / "postroom.db")
-    await store.start()
+    store = await open_store(url, migrate=True)
     clock = SystemClock()
     try:
         if not args.no_fill:
-            print(f"filling {data} with {args.messages:,} messages", file=sys.stderr)
+            print(f"filling {url} with {args.messages:,} messages", file=sys.stderr)
             took = await fill(store, args.messages, start=1_800_000_000.0)
             print(f"filled in {took:.0f} s ({args.messages / took:,.0f} messages/s)")
+            analyze()
         if await store.admin(ADMIN) is None:
             await Admins(store, clock).add(ADMIN, PASSWORD)
         count = await store.count_messages()
@@ -177,7 +197,9 @@ async def main(args: argparse.Namespace) -> int:
             await server.stop()
     finally:
         await store.aclose()
-    print(f"\n{count:,} messages in the store; {args.repeat} requests each (median, slowest)\n")
+    load = ", ".join(f"{n:.1f}" for n in os.getloadavg())
+    print(f"\n{count:,} messages in the store; {args.repeat} requests each (median, slowest);")
+    print(f"load average {load}\n")
     print("| request | median ms | slowest ms |\n|---|---:|---:|")
     for label, median, slowest in rows:
         print(f"| {label} | {median * 1000:.0f} | {slowest * 1000:.0f} |")
@@ -195,6 +217,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", help="the data directory (default: a new temp directory)")
     parser.add_argument("--no-fill", action="store_true", help="time an already filled store")
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument(
+        "--postgresql", action="store_true", help="a throwaway PostgreSQL cluster, not SQLite"
+    )
     return parser.parse_args(argv)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postroom.clock import Clock, SystemClock
+from postroom.config.mailers import LocalMailerSettings
 from postroom.config.settings import (
     IMAP_ROLES,
     IMPLICIT_TLS_ROLES,
@@ -31,10 +32,10 @@ from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.events.counts import AcceptCounts
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
+from postroom.events.metrics import ProcessCounts
 from postroom.feedback import ReturnDesk, links_for
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from postroom.alerts.report import Reports
     from postroom.api import ApiServer
     from postroom.config.discover import ConfigSource
+    from postroom.delivery.direct import DirectDelivery
     from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
     from postroom.delivery.retention import Retention
     from postroom.delivery.router import Router
@@ -117,7 +119,7 @@ class _WakePrimary:
         self._pending = False
 
     def __call__(self, event: object) -> None:
-        if isinstance(event, MessageQueued) and not self._pending:
+        if isinstance(event, MessageQueued) and not event.handed_off and not self._pending:
             self._pending = True
             asyncio.get_running_loop().call_soon(self._send)
 
@@ -180,10 +182,11 @@ class Server:
         self.alerts: Alerts | None = None
         self.reports: Reports | None = None
         self.scheduler: Scheduler | None = None
+        self.direct: DirectDelivery | None = None  # local mail delivered at once
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
-        self.accept_counts = AcceptCounts()  # a worker's, which its primary asks for
+        self.process_counts = ProcessCounts()  # a worker's, which its primary asks for
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
@@ -219,7 +222,7 @@ class Server:
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
         else:
-            bus.subscribe(self.accept_counts)
+            bus.subscribe(self.process_counts)
         self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
@@ -235,6 +238,7 @@ class Server:
         self.intake = intake
         if self.accept_only:
             bus.subscribe(_WakePrimary(settings))
+            self._deliver_at_once(intake, bus, lambda: notify(settings.data_dir))
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
@@ -536,6 +540,8 @@ class Server:
             return_path=self._links.return_path,
             relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
         )
+        if self.deliver:
+            self._deliver_at_once(intake, bus, self.scheduler.wake)
         self.retention = Retention(store, settings.retention, self.clock)
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
         if settings.webhooks:
@@ -557,6 +563,39 @@ class Server:
             hostname=settings.hostname,
             send_email=functools.partial(_send_alert_email, intake),
         )
+
+    def _deliver_at_once(self, intake: Intake, bus: Bus, wake: Callable[[], object]) -> None:
+        """Local mail delivered by the process that accepted it (``delivery.local_at_once``),
+        through its own ``local`` mailers; ``wake``: the scheduler, for what it leaves."""
+        settings = self.settings
+        if not settings.delivery.local_at_once or not any(
+            isinstance(m, LocalMailerSettings) for m in settings.mailers
+        ):
+            return
+        # Loaded only here: a worker with nothing to deliver carries no delivery code.
+        from postroom.delivery.direct import DirectDelivery
+        from postroom.delivery.mailers import Mailer
+        from postroom.delivery.mailers.mta.local import LocalMailer
+        from postroom.delivery.router import Route
+
+        mailers: dict[str, Mailer] = {
+            m.name: LocalMailer(
+                m, data_dir=settings.data_dir, clock=self.clock, mailbox=self.mailboxes
+            )
+            for m in settings.mailers
+            if isinstance(m, LocalMailerSettings)
+        }
+        self.direct = DirectDelivery(
+            store=intake.store,
+            routes=[Route.from_settings(r) for r in settings.routes],
+            mailers=mailers,
+            settings=settings.delivery,
+            clock=self.clock,
+            bus=bus,
+            wake=wake,
+            return_path=self._links.return_path,
+        )
+        intake.handoff = self.direct
 
     def _start_reporting(self) -> None:
         """The alert and report tasks, when configured (the primary only)."""
@@ -617,6 +656,8 @@ class Server:
             await self.api.stop()
             self.api = None
         await self._stop_listeners(grace)
+        if self.direct is not None:  # no new mail now: finish what was handed off
+            await self.direct.stop(grace)
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None
@@ -783,7 +824,7 @@ async def _serve_worker() -> int:
     watch_primary(
         stop,
         server.reload_certificate,
-        lambda: server.accept_counts.snapshot(server.smtp_sessions()),
+        lambda: server.process_counts.snapshot(server.smtp_sessions()),
         setup.report_fd,
     )
     await stop.wait()

@@ -157,3 +157,21 @@ def test_the_mailers_page_shows_each_api_mailers_limit_usage(make_dash: MakeDash
     dash.login()
     page = dash.http.get("/dashboard/mailers").text
     assert "0 of 100 per hour (until" in page
+
+
+def test_a_filtered_search_reads_a_window_of_messages_and_links_to_older_ones(
+    dash: Dash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    oldest, *newer = sorted(dash.send(b"Subject: n\r\n\r\nx\r\n") for _ in range(3))
+    assert dash.server.call(dash.server.store.hold(oldest))
+    dash.login()
+    monkeypatch.setattr(pages, "SEARCH_WINDOW", 2)
+    first = dash.http.get("/dashboard/log", params={"status": "held"}).text
+    assert oldest not in first and "Searched the 2 messages back to" in first
+    older = re.search(r'href="\?status=held&amp;after=([^"]+)"', first)
+    assert older is not None and older[1] == min(newer)  # on below the messages read
+    second = dash.http.get("/dashboard/log", params={"status": "held", "after": older[1]}).text
+    assert oldest in second
+    # A recipient search has indexes: it reads the whole log at once.
+    found = dash.http.get("/dashboard/log", params={"to": "bob@"}).text
+    assert all(queue_id in found for queue_id in (oldest, *newer))

@@ -26,7 +26,9 @@ def maildir_count(srv: ServerThread) -> int:
 
 def local_server(make_server: MakeServer, tmp_path: Path) -> tuple[ServerThread, FaultyStore]:
     store = FaultyStore(tmp_path / "faulty.db")
-    srv: ServerThread = make_server(deliver=True, store=store)
+    # The scheduler's way for local mail too: its faults are what these tests are about
+    # (the direct path's own are in tests/delivery/test_direct.py).
+    srv: ServerThread = make_server(deliver=True, store=store, delivery={"local_at_once": False})
     srv.add_domain("example.test")
     srv.add_user("app@example.test", "s3cret-pass")
     return srv, store
@@ -118,7 +120,9 @@ def test_damage_found_at_run_time_is_logged_and_shown_on_readyz(
 
 def test_postroom_status_names_the_failing_part(make_server: MakeServer, tmp_path: Path) -> None:
     store = FaultyStore(tmp_path / "faulty.db")
-    srv: ServerThread = make_server(deliver=True, store=store)
+    # The scheduler's way for local mail too: its faults are what these tests are about
+    # (the direct path's own are in tests/delivery/test_direct.py).
+    srv: ServerThread = make_server(deliver=True, store=store, delivery={"local_at_once": False})
     config = write_config(tmp_path / "status.toml", srv.data_dir)
     assert run_cli(config, "status").returncode == 0
     store.claim_fault = StoreFull("storage is full: injected")

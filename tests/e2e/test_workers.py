@@ -151,9 +151,10 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
+def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> None:
     """Mail taken by the worker alone (primary stopped) and by the primary alone (worker
-    stopped): /metrics, served by the primary, counts both."""
+    stopped), each delivered by the process that took it (local mail): /metrics, served
+    by the primary, counts both, accepted and delivered."""
     server, _ = start(home)
     primary = server.process.pid
     try:
@@ -166,6 +167,7 @@ def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
                     assert send(server.ports["mx"]) == {}
             finally:
                 os.kill(stopped, signal.SIGCONT)
+        wait_for(lambda: delivered(home) == 5)
         answer = httpx.get(f"http://127.0.0.1:{server.api_port}/metrics", timeout=30)
         found = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -175,6 +177,16 @@ def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
         assert found[("postroom_messages_accepted_total", (("source", "smtp"),))] == 5
         queued = (("listener", "mx"), ("result", "queued"))
         assert found[("postroom_smtp_transactions_total", queued)] == 5
+        attempts = {
+            dict(labels)["mailer"]: value
+            for (name, labels), value in found.items()
+            if name == "postroom_delivery_attempts_total" and ("result", "delivered") in labels
+        }
+        assert sum(attempts.values()) == 5, attempts
+        (mailer,) = attempts
+        assert found[("postroom_delivery_attempt_seconds_count", (("mailer", mailer),))] == 5
+        finished = (("mailer", mailer), ("status", "delivered"))
+        assert found[("postroom_recipients_finished_total", finished)] == 5
         assert (
             "postroom_smtp_sessions",
             (("listener", f"mx 127.0.0.1:{server.ports['mx']}"),),
@@ -198,11 +210,16 @@ def _list_modules():
 
 atexit.register(_list_modules)
 """
-# What only the primary runs: delivery and its mailers, the HTTP API and dashboard and
+# What only the primary runs: the scheduler and its mailers, the HTTP API and dashboard and
 # their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads
 # them pays their memory once more for nothing.
 _PRIMARY_ONLY = (
-    "postroom.delivery",
+    # delivery, but for the local mail a worker delivers at once (delivery.direct)
+    "postroom.delivery.scheduler",
+    "postroom.delivery.mailers.build",
+    "postroom.delivery.mailers.api",
+    "postroom.delivery.mailers.mta.mx",
+    "postroom.delivery.retention",
     "postroom.api",
     "postroom.dashboard",
     "postroom.imap",
@@ -213,14 +230,8 @@ _PRIMARY_ONLY = (
     "uvicorn",
     "httpx",
     "jinja2",
-    "prometheus_client",
     "postroom.cli",  # the command line: a worker is started straight into the server
     "click",
-    # DKIM (dkimpy, PyNaCl) and DNS: for the inbound checks, off in this test, and for
-    # signing, which mail from outside never needs.
-    "dkim",
-    "nacl",
-    "dns",
 )
 
 

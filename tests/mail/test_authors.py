@@ -173,3 +173,15 @@ def test_what_the_email_package_writes_is_read_back(
     authors = read_authors(head)
     assert authors.unreadable == (), authors.problems
     assert [a.domain for a in authors.addresses] == [domain for _, _, domain in mailboxes]
+
+
+@pytest.mark.parametrize("padding", [0, 2000])  # a short value (remembered) and a long one
+def test_author_fields_read_again_give_the_same_answer(padding: int) -> None:
+    name = "x" * padding
+    head = f'From: "{name}" <ceo@example.com>\r\nSender: bad@[1.2.3\r\n\r\n'.encode()
+    first, again = read_authors(head), read_authors(head)
+    assert first == again
+    assert [(a.field, a.domain) for a in again.addresses] == [("From", "example.com")]
+    assert again.unreadable == ("Sender",)  # a refusal is remembered as a refusal
+    other = read_authors(head.replace(b"example.com", b"example.org"))
+    assert [a.domain for a in other.addresses] == ["example.org"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import mailbox
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postroom.mailbox import MailAccount, MailboxStore, Maildir
+from postroom.mailbox import folder as folder_module
 from postroom.mailbox import maildir as maildir_module
 from postroom.mailbox.account import MaildirAccount
 from postroom.mailbox.base import (
@@ -22,6 +25,7 @@ from postroom.mailbox.base import (
     FLAGGED,
     SEEN,
     FlagChange,
+    FolderChanges,
     FolderExists,
     MailboxError,
     NoSuchFolder,
@@ -30,10 +34,17 @@ from postroom.mailbox.base import (
     SpecialUse,
     TooManyKeywords,
 )
+from postroom.mailbox.folder import FolderFiles
 from postroom.mailbox.maildir import DirSync
 from postroom.mailbox.message import MessageFile, to_crlf
 from postroom.mailbox.names import decode_mutf7, dir_name, encode_mutf7, folder_name
-from postroom.mailbox.uidlist import LOCK_FILE, UIDLIST_FILE, read_uidlist
+from postroom.mailbox.uidlist import (
+    LOCK_FILE,
+    UIDLIST_FILE,
+    UidListLock,
+    read_uidlist,
+    uidlist_lock,
+)
 from tests.conftest import FakeClock
 
 MESSAGE = b"From: Alice <alice@example.com>\r\nSubject: Lunch\r\n\r\nNoon?\r\n"
@@ -275,8 +286,9 @@ def test_concurrent_appenders_in_separate_stores_never_share_a_uid(tmp_path: Pat
 
 
 async def test_a_lock_left_by_a_dead_process_is_broken(store: Maildir) -> None:
-    _deliver(store)
     maildir = store.path("example.test", "bob")
+    store.ensure_maildir(maildir)
+    (maildir / "new" / "1700000000.M1P1.other").write_bytes(MESSAGE)  # left by another tool
     (maildir / LOCK_FILE).write_text("")
     os.utime(maildir / LOCK_FILE, (1.0, 1.0))
     _, messages = await _bob(store).messages("INBOX")
@@ -384,15 +396,15 @@ async def test_a_mailbox_without_a_limit_is_never_measured_to_take_mail(
     """Measuring reads every file of every folder: done for every delivery, it made
     local delivery quadratic in the mailbox's size. Without a limit nothing is read."""
     account = _bob(store)
-    measured: list[int] = []
-    real = MaildirAccount._usage
+    measured: list[tuple[int, int]] = []
+    real = MaildirAccount._measure
 
-    def counting(self: MaildirAccount) -> int:
+    def counting(self: MaildirAccount) -> tuple[int, int]:
         usage = real(self)
         measured.append(usage)
         return usage
 
-    monkeypatch.setattr(MaildirAccount, "_usage", counting)
+    monkeypatch.setattr(MaildirAccount, "_measure", counting)
     for _ in range(3):
         _deliver(store)
     assert await account.limited_quota() is None
@@ -441,3 +453,159 @@ def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
     # A later delivery is not covered by an fsync that started before it: its own runs.
     sync.sync(directory)
     assert len(calls) == 3
+
+
+def _fill(maildir: Path, count: int, *, sub: str = "cur", first: int = 1_700_000_000) -> list[str]:
+    """``count`` messages as another tool leaves them (sizes and times in the names)."""
+    for folder in ("tmp", "new", "cur"):
+        (maildir / folder).mkdir(parents=True, exist_ok=True)
+    names = []
+    for n in range(count):
+        data = b"Subject: %d\n\nbody\n" % n
+        base = f"{first + n}.M{n}P1Q{n}.other,S={len(data)},W={len(to_crlf(data))}"
+        names.append(base)
+        (maildir / sub / (base + (":2,S" if sub == "cur" else ""))).write_bytes(data)
+    return names
+
+
+async def test_a_first_look_numbers_a_folder_without_opening_or_stating_a_message(
+    store: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Numbering reads the names alone (their times give the order, their W= the size):
+    a stat or an open per file made the first SELECT of a large folder take seconds."""
+    maildir = store.path("example.test", "bob")
+    names = _fill(maildir, 200)
+    touched: list[str] = []
+    real_stat, real_open = os.stat, open
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        touched.append(str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def open_(path: object, *args: object, **kwargs: object) -> object:
+        touched.append(str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr("builtins.open", open_)
+    _, messages = await _bob(store).messages("INBOX")
+    assert [m.uid for m in messages] == list(range(1, 201))
+    # the times the names begin with: 1700000001.M1 is a microsecond past the second
+    assert [m.internal_date for m in messages[:2]] == [1_700_000_000, 1_700_000_001.000001]
+    assert not [path for path in touched if "/cur/" in path or "/new/" in path]
+    uidlist = read_uidlist(maildir / UIDLIST_FILE)
+    assert uidlist is not None and [r.base for r in uidlist.records] == names
+
+
+async def test_a_delivery_numbers_its_own_message_by_appending_to_the_list(
+    store: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Dovecot's LDA: the list gains one line (the same file, not rewritten) and the
+    next look has nothing to number, so it takes no lock."""
+    account = _bob(store)
+    _deliver(store)
+    await account.messages("INBOX")
+    listed = store.path("example.test", "bob") / UIDLIST_FILE
+    before = listed.stat()
+    name = _deliver(store)
+    after = listed.stat()
+    assert after.st_ino == before.st_ino and after.st_size > before.st_size
+    assert listed.read_text().splitlines()[-1].endswith(f" :{name}")
+    locks: list[Path] = []
+
+    def counting(path: Path, **kwargs: float) -> AbstractContextManager[UidListLock]:
+        locks.append(path)
+        return uidlist_lock(path, **kwargs)
+
+    monkeypatch.setattr(folder_module, "uidlist_lock", counting)
+    again = Maildir(store.root, hostname="mx1")  # another process reads the list whole
+    _, messages = await again.account("example.test", "bob").messages("INBOX")
+    _, here = await account.messages("INBOX")
+    assert [m.uid for m in messages] == [m.uid for m in here] == [1, 2]
+    assert locks == []
+
+
+async def test_a_list_line_cut_short_is_not_read_and_the_next_writer_rewrites_the_list(
+    store: Maildir,
+) -> None:
+    _deliver(store)
+    account = _bob(store)
+    await account.messages("INBOX")
+    listed = store.path("example.test", "bob") / UIDLIST_FILE
+    # a writer died mid-line
+    listed.write_text(listed.read_text() + "2 W40 M9 :1700000000.M1P1.half")
+    again = Maildir(store.root, hostname="mx1")
+    _, messages = await again.account("example.test", "bob").messages("INBOX")
+    assert [m.uid for m in messages] == [1]
+    _deliver(again)
+    text = listed.read_text()
+    assert text.endswith("\n") and "half" not in text
+    _, messages = await again.account("example.test", "bob").messages("INBOX")
+    assert [m.uid for m in messages] == [1, 2]
+
+
+async def test_changes_tell_what_changed_since_a_look(store: Maildir) -> None:
+    account = _bob(store)
+    for _ in range(3):
+        _deliver(store)
+    first, _ = await account.messages("INBOX")
+    assert await account.changes("INBOX", first.version) == FolderChanges(
+        first.version, (), (), (), (await account.messages("INBOX"))[1]
+    )
+    await account.store("INBOX", [1], [SEEN], FlagChange.ADD)
+    await account.store("INBOX", [2], [DELETED], FlagChange.ADD)
+    await account.expunge("INBOX")
+    _deliver(store)
+    changes = await account.changes("INBOX", first.version)
+    assert changes is not None
+    assert changes.expunged == (2,)
+    assert [(m.uid, m.flags) for m in changes.changed] == [(1, frozenset({SEEN}))]
+    assert [m.uid for m in changes.added] == [4]
+    _, now = await account.messages("INBOX")
+    assert changes.messages == now and [m.uid for m in now] == [1, 3, 4]
+    assert await account.changes("INBOX", -1) is None  # unknown: ask for messages() again
+
+
+async def test_one_look_serves_every_session_watching_a_folder(
+    store: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch looks once per change and the woken sessions ask for what changed
+    since their view: one build of the folder's look however many are watching."""
+    account = _bob(store)
+    _deliver(store)
+    status, _ = await account.messages("INBOX")
+    builds: list[int] = []
+    real = FolderFiles._build
+
+    def counting(self: FolderFiles) -> folder_module.Snapshot:
+        builds.append(1)
+        return real(self)
+
+    monkeypatch.setattr(FolderFiles, "_build", counting)
+    async with contextlib.AsyncExitStack() as stack:
+        watches = [await stack.enter_async_context(account.watch("INBOX")) for _ in range(20)]
+        await asyncio.to_thread(_deliver, store)
+        async with asyncio.timeout(2):
+            for watch in watches:
+                await watch.wait()
+        answers = [
+            await account.changes("INBOX", status.version, looked=watch.version)
+            for watch in watches
+        ]
+    assert all(a is not None and [m.uid for m in a.added] == [2] for a in answers)
+    assert len(builds) == 1
+
+
+async def test_a_new_message_another_tool_deletes_is_expunged_at_the_next_look(
+    store: Maildir,
+) -> None:
+    """A look after a delivery reads new/ alone; a message gone from there is gone."""
+    account = _bob(store)
+    _deliver(store)
+    name = _deliver(store)
+    first, _ = await account.messages("INBOX")
+    (store.path("example.test", "bob") / "new" / name).unlink()  # as mutt's delete would
+    _, messages = await account.messages("INBOX")
+    assert [m.uid for m in messages] == [1]
+    changes = await account.changes("INBOX", first.version)
+    assert changes is not None and changes.expunged == (2,)

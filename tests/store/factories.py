@@ -6,6 +6,7 @@ from postroom.ids import new_queue_id
 from postroom.mail.address import Address
 from postroom.mail.envelope import Envelope, Recipient, Source, SourceKind
 from postroom.mail.spool import SpooledBody
+from postroom.store import Store
 from postroom.store.models import Attempt, NewMessage, RecipientStatus, RecipientUpdate
 
 NOW = 1_800_000_000.0
@@ -83,3 +84,17 @@ def deferred(address: str, next_at: float, *, warned: bool = False) -> Recipient
 
 def final(address: str, status: RecipientStatus) -> RecipientUpdate:
     return RecipientUpdate(address, status, None, "550 5.1.1 no such user")
+
+
+async def fill_log(store: Store) -> None:
+    """Attempts over two hours by two mailers; recipients queued, deferred, held, final."""
+    messages = [new_message(at=NOW + i * 700, recipients=to("a@x.example", "b@y.example"))
+                for i in range(8)]  # fmt: skip
+    for i, message in enumerate(messages):
+        await store.enqueue(message)
+        mailer = "mx" if i % 2 else "relay"
+        rows = [attempt(message.id, "a@x.example", NOW + i * 700 + 5, mailer=mailer)]
+        await store.record_outcomes(message.id, [delivered("a@x.example")], rows)
+        if i % 3 == 0:
+            await store.record_outcomes(message.id, [deferred("b@y.example", NOW + 9000)], [])
+    assert await store.hold(messages[1].id)

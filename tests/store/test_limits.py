@@ -131,6 +131,20 @@ async def test_hits_are_counted_once_for_every_store(backend: Backend) -> None:
     assert await second.add_hit(limits, "bob", NOW, window=60)
 
 
+async def test_hits_below_sees_at_once_the_hits_another_store_adds(backend: Backend) -> None:
+    # The check every login makes: on SQLite it reads on the event loop's thread once
+    # the store's limits connection is open, and must still see the other's commits.
+    first, second = await backend.open(), await backend.open()
+    limits = [("auth account bob", 2)]
+    assert await second.add_hit([("auth account eve", 9)], "eve", NOW, window=60)
+    assert await second.hits_below(limits, NOW, window=60)
+    for _ in range(2):
+        assert await first.add_hit(limits, "bob", NOW, window=60)
+    assert not await second.hits_below(limits, NOW + 1, window=60)
+    await first.forget_hits(["auth account bob"], "bob")
+    assert await second.hits_below(limits, NOW + 1, window=60)
+
+
 async def test_slots_are_held_up_to_the_limit_across_stores_and_released(
     backend: Backend,
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from postroom.mail.address import Address
 from postroom.mail.envelope import Source, SourceKind
-from postroom.store import RecipientStatus, Store
+from postroom.store import RecipientStatus, Store, logsearch
 from postroom.store.models import (
     AttemptCount,
     LogQuery,
@@ -132,6 +132,59 @@ async def test_address_filters_are_case_insensitive_substrings(store: Store, log
     assert await ids(store, sender="ALICE@") == log.ids(log.m5, log.m1, log.m0)
     assert await ids(store, sender="billing@shop") == log.ids(log.m4, log.m3)
     assert await ids(store, sender="%") == []  # no wildcards
+
+
+@pytest.mark.parametrize("walk", [1, 2_000], ids=["indexes", "walk"])
+async def test_a_recipient_search_matches_an_address_or_a_domain_from_its_start(
+    store: Store, log: Log, walk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The newest messages are walked one by one, the rest found through the indexes:
+    # the answers are the same wherever the boundary falls.
+    monkeypatch.setattr(logsearch, "SCAN_FIRST", walk)
+    both = log.ids(log.m3, log.m0)
+    assert await ids(store, to="bob@example.net") == both
+    assert await ids(store, to=" Bob@Example.NET ") == both
+    assert await ids(store, to="bo") == both
+    assert await ids(store, to="example.net") == log.ids(log.m3, log.m2, log.m0)
+    assert await ids(store, to="@example.com", limit=2) == log.ids(*log.bulk[-1:-3:-1])
+    assert await ids(store, to="@bob") == []  # "@": the domain only
+    assert await ids(store, to="ob@example") == []  # not a piece from the middle
+    assert await ids(store, to="zoë@bücher") == log.ids(log.m1)  # beyond ASCII too
+    assert await ids(store, to="BÜCHER.example") == log.ids(log.m1)
+    assert await ids(store, to="zoé") == []
+    assert await ids(store, to="x2", limit=50) == log.ids(
+        *(m for m in reversed(log.bulk) if store_address(m).startswith("x2"))
+    )
+    assert await ids(store, to="bob", cursor=log.m3.id) == log.ids(log.m0)
+
+
+def store_address(message: NewMessage) -> str:
+    return str(message.envelope.recipients[0].address)
+
+
+async def test_newest_before_finds_where_a_bounded_search_ends(store: Store, log: Log) -> None:
+    newest_first = sorted((m.id for m in log.named + log.bulk), reverse=True)
+    assert await store.newest_before(None, 1) == newest_first[0]
+    assert await store.newest_before(None, 5) == newest_first[4]
+    assert await store.newest_before(newest_first[4], 2) == newest_first[6]
+    assert await store.newest_before(None, len(newest_first) + 1) is None
+    with pytest.raises(ValueError, match="count"):
+        await store.newest_before(None, 0)
+    # A search bounded there reads only those messages, and goes on below them.
+    floor = newest_first[4]
+    assert await ids(store, sender="bulk", floor=floor) == newest_first[:5]
+    assert await ids(store, sender="bulk", cursor=floor, limit=2) == newest_first[5:7]
+
+
+async def test_a_time_range_finds_a_message_received_long_after_its_id_was_made(
+    store: Store,
+) -> None:
+    # The queue id is made at MAIL FROM; a slow client may finish DATA minutes later.
+    slow = replace(new_message(at=NOW), received_at=NOW + 600)
+    await store.enqueue(slow)
+    assert await ids(store, since=NOW + 300) == [slow.id]
+    assert await ids(store, until=NOW + 300) == []
+    assert await ids(store, since=NOW + 300, until=NOW + 601) == [slow.id]
 
 
 async def test_the_log_filters_by_source_and_principal(store: Store) -> None:
@@ -276,3 +329,22 @@ async def test_attempt_counts_are_per_slot_mailer_sender_domain_and_outcome(stor
     ]
     with pytest.raises(ValueError, match="bucket"):
         await store.attempt_counts(0, 0)
+    with pytest.raises(ValueError, match="bucket"):
+        await store.attempt_counts(0, 100)  # not a whole number of 5-minute slots
+
+
+async def test_attempt_counts_are_kept_per_5_minutes_and_outlive_the_log(store: Store) -> None:
+    message = new_message(at=NOW, sender=Address("Shop", "Example.COM"))
+    await store.enqueue(message)
+    at = 3600 * 1000  # an hour's start
+    rows = [attempt(message.id, "bob@example.net", at + s, mailer="relay") for s in (1, 299, 300)]
+    await store.record_outcomes(message.id, [delivered("bob@example.net")], rows)
+    assert await store.attempt_counts(at, 300) == [
+        AttemptCount(at, "relay", "example.com", "delivered", 2),
+        AttemptCount(at + 300, "relay", "example.com", "delivered", 1),
+    ]
+    assert await store.attempt_counts(at + 10, 21600) == [  # whole slots: from its start
+        AttemptCount(at - at % 21600, "relay", "example.com", "delivered", 3)
+    ]
+    assert await store.delete(message.id)
+    assert len(await store.attempt_counts(at, 3600)) == 1  # what happened stays counted

@@ -15,7 +15,7 @@ from postroom.store import open_store
 from postroom.store.open import shown_url
 from postroom.store.postgres import PostgresStore, schema
 from postroom.store.postgres.connection import Link
-from tests.store.factories import NOW, new_message
+from tests.store.factories import NOW, fill_log, new_message
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
 from tests.support.servers import smtp_client
 from tests.support.thread import ServerThread
@@ -366,3 +366,51 @@ async def test_a_watcher_that_loses_the_database_says_so(
     finally:
         watching.cancel()
         await store.aclose()
+
+
+# The objects schema version 6 added, as its block in schema.sql makes them.
+_V6_OBJECTS = """
+    DROP TRIGGER attempts_rollup ON attempts;
+    DROP TRIGGER recipients_count_new ON recipients;
+    DROP TRIGGER recipients_count_gone ON recipients;
+    DROP TRIGGER recipients_count_moved ON recipients;
+    DROP FUNCTION postroom_rollup_attempt, postroom_count_waiting;
+    DROP TABLE attempt_rollups, queue_totals;
+    DROP INDEX recipients_address, recipients_domain, recipients_waiting, attempts_at,
+        attempts_delivered;
+"""
+_COUNTS = (
+    "SELECT period, slot, mailer, sender_domain, disposition, sum(count) FROM attempt_rollups"
+    " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+    "SELECT status, held, sum(recipients) FROM queue_totals GROUP BY 1, 2 ORDER BY 1, 2",
+)
+
+
+async def test_a_version_5_database_gets_the_counts_its_log_and_queue_imply(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    # The counts the triggers keep on a database used since version 6, then the same data
+    # as a version-5 database had it (without those objects), upgraded: the same counts.
+    url = postgres_cluster.url(migrated_database)
+    store = await open_store(url)
+    try:
+        await fill_log(store)
+    finally:
+        await store.aclose()
+
+    def counts() -> list[list[tuple[object, ...]]]:
+        with psycopg.connect(url) as conn:
+            return [conn.execute(sql).fetchall() for sql in _COUNTS]
+
+    kept = counts()
+    assert kept[0] and kept[1]  # the log had attempts and the queue had recipients
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_V6_OBJECTS)
+    set_version(url, 5)
+    store = await open_store(url, migrate=True)
+    await store.aclose()
+    assert counts() == kept
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(6,)]
+        indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes")}
+    assert {"recipients_address", "recipients_domain", "recipients_waiting"} <= indexes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from postroom.store import RecipientStatus, Store
+from postroom.store import RecipientStatus, Store, totals
 from postroom.store.models import QueueSummary
 from tests.store.factories import NOW, deferred, delivered, final, new_message, to
 
@@ -55,3 +55,41 @@ async def test_a_held_message_can_be_the_oldest(store: Store) -> None:
 
     assert (summary.queued, summary.held, summary.messages) == (1, 1, 2)
     assert summary.oldest_id == held.id
+
+
+async def test_the_counts_follow_every_change_of_the_queue(store: Store) -> None:
+    # The counts are kept as recipients change, not read from the queue: each way a
+    # recipient enters, moves or leaves must move them.
+    first = new_message(at=NOW - 100, recipients=to("a@example.net", "b@example.net"))
+    second = new_message(at=NOW, recipients=to("c@example.net"))
+    await store.enqueue(first)
+    await store.enqueue(second)
+
+    async def counts() -> tuple[int, int, int, int]:
+        s = await store.queue_summary()
+        return s.queued, s.deferred, s.held, s.messages
+
+    assert await counts() == (3, 0, 0, 2)
+    await store.record_outcomes(first.id, [deferred("a@example.net", NOW + 60)], [])
+    assert await counts() == (2, 1, 0, 2)
+    assert await store.hold(first.id)
+    assert await counts() == (1, 0, 2, 2)
+    assert await store.release_hold(first.id)
+    assert await counts() == (2, 1, 0, 2)
+    await store.record_outcomes(
+        first.id, [delivered("b@example.net"), final("a@example.net", RecipientStatus.BOUNCED)], []
+    )
+    assert await counts() == (1, 0, 0, 1)
+    assert (await store.queue_summary()).oldest_id == second.id
+    assert await store.delete(second.id)
+    assert await store.queue_summary() == QueueSummary(0, 0, 0, 0, None, None)
+
+
+async def test_waiting_messages_are_counted_up_to_a_bound(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(totals, "MESSAGES_COUNTED", 2)
+    for i in range(3):
+        await store.enqueue(new_message(at=NOW + i, recipients=to("a@example.net")))
+    summary = await store.queue_summary()
+    assert (summary.queued, summary.messages, summary.more_messages) == (3, 2, True)

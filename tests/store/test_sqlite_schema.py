@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from postroom.errors import StoreError
-from postroom.store import RecipientStatus
+from postroom.store import RecipientStatus, logsearch, rows, totals
 from postroom.store.models import LogQuery
-from postroom.store.sqlite import SqliteStore
+from postroom.store.sqlite import SqliteStore, log
 from postroom.store.sqlite import delivery as sql
 from postroom.store.sqlite.schema import SCHEMA_VERSION
-from tests.store.factories import HEADER, NOW, attempt, deferred, delivered, new_message
+from tests.store.factories import HEADER, NOW, attempt, deferred, delivered, fill_log, new_message
 
 # The schema as version 1 wrote it, kept verbatim: databases like this exist on disk.
 SCHEMA_V1 = """\
@@ -228,7 +229,7 @@ async def test_processes_starting_together_create_the_schema_once(tmp_path: Path
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
-def plan(path: Path, query: str, params: tuple[float, ...] | dict[str, float] = ()) -> str:
+def plan(path: Path, query: str, params: Sequence[object] | dict[str, float] = ()) -> str:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
         rows = conn.execute(f"EXPLAIN QUERY PLAN {query}", params).fetchall()
@@ -292,3 +293,79 @@ async def test_a_new_database_is_made_at_the_current_version(tmp_path: Path) -> 
     await store.aclose()
     with contextlib.closing(sqlite3.connect(tmp_path / "new.db")) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+async def test_the_log_and_overview_queries_use_their_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "plan.db"
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    where, params = logsearch.conditions(
+        LogQuery(to="bob@example.net", cursor="Z"), log.DIALECT, indexed=True
+    )
+    search = plan(path, f"SELECT m.id FROM messages m WHERE {where} ORDER BY m.id DESC", params)
+    assert "USING INDEX recipients_address (<expr>>? AND <expr><?)" in search
+    assert "USING INDEX recipients_domain (<expr>>? AND <expr><?)" in search
+    assert "SCAN m" not in search
+    rollups = plan(path, rows.attempt_counts_sql("?"), rows.rollup_params(NOW, 3600))
+    assert "USING PRIMARY KEY (period=? AND slot>?)" in rollups
+    oldest = plan(path, "SELECT min(message_id) FROM recipients WHERE " + sql.PENDING)
+    assert "INDEX recipients_waiting" in oldest
+    waiting = f"SELECT DISTINCT message_id FROM recipients WHERE {sql.PENDING} LIMIT 10"
+    assert "USING COVERING INDEX recipients_waiting" in plan(path, waiting)
+    sent = totals.SENT.format(m="?")
+    assert "USING COVERING INDEX attempts_delivered (mailer=? AND at>?)" in plan(
+        path, sent, ("mx", NOW)
+    )
+    last = "SELECT at FROM attempts WHERE mailer = ? AND disposition = ? ORDER BY at DESC LIMIT 1"
+    assert "TEMP B-TREE" not in plan(path, last, ("mx", "delivered"))
+
+
+# The objects schema version 6 added, as its block in schema.sql makes them.
+_V6_OBJECTS = """
+    DROP TRIGGER attempts_rollup;
+    DROP TRIGGER recipients_count_new;
+    DROP TRIGGER recipients_count_gone;
+    DROP TRIGGER recipients_count_moved;
+    DROP TABLE attempt_rollups;
+    DROP TABLE queue_totals;
+    DROP INDEX recipients_address;
+    DROP INDEX recipients_domain;
+    DROP INDEX recipients_waiting;
+    DROP INDEX attempts_at;
+    DROP INDEX attempts_delivered;
+    UPDATE schema_version SET version = 5;
+"""
+
+
+async def test_a_version_5_store_gets_the_counts_its_log_and_queue_imply(tmp_path: Path) -> None:
+    # The counts the triggers keep on a store used since version 6, then the same data
+    # as a version-5 store had it (without those objects), upgraded: the same counts.
+    path = tmp_path / "v5.db"
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        await fill_log(store)
+        kept = counts(path)
+    finally:
+        await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_V6_OBJECTS)
+    assert version_of(path) == 5
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    assert version_of(path) == SCHEMA_VERSION
+    assert counts(path) == kept
+    assert kept[0] and kept[1]  # the log had attempts and the queue had recipients
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        made = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"recipients_address", "recipients_domain", "recipients_waiting", "attempts_at"} <= made
+    assert {"attempts_rollup", "recipients_count_moved"} <= made
+
+
+def counts(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rollups = conn.execute("SELECT * FROM attempt_rollups ORDER BY 1, 2, 3, 4, 5").fetchall()
+        queue = conn.execute("SELECT * FROM queue_totals ORDER BY 1, 2").fetchall()
+    return rollups, queue

@@ -104,7 +104,12 @@ def _list() -> dict[str, Any]:
         "security": _SECURED,
         "parameters": [
             _param("status", "query", {"type": "string", "enum": statuses}, "A recipient in it"),
-            _param("to", "query", {"type": "string"}, "A recipient contains this"),
+            _param(
+                "to",
+                "query",
+                {"type": "string"},
+                "A recipient address, or its domain, starts with this",
+            ),
             _param("from", "query", {"type": "string"}, "The sender contains this"),
             _param(
                 "since",

@@ -62,7 +62,12 @@ class Since(click.ParamType[float]):
 
 @click.group(invoke_without_command=True)
 @click.option("--status", type=click.Choice(STATUSES), help="Messages with a recipient in it.")
-@click.option("--to", "recipient", metavar="ADDRESS", help="A recipient contains ADDRESS.")
+@click.option(
+    "--to",
+    "recipient",
+    metavar="ADDRESS",
+    help="A recipient address, or its domain, starts with ADDRESS.",
+)
 @click.option("--from", "sender", metavar="ADDRESS", help="The sender contains ADDRESS.")
 @click.option("--since", type=Since(), help="Received at or after: ISO date/time or 2h, 3d.")
 @click.option(

@@ -179,6 +179,7 @@ def _queue_json(summary: QueueSummary, now: float) -> dict[str, Any]:
     received = summary.oldest_received_at
     return {
         "messages": summary.messages,
+        "more_messages": summary.more_messages,  # more wait: messages are counted to a bound
         "queued": summary.queued,
         "deferred": summary.deferred,
         "held": summary.held,
@@ -325,7 +326,8 @@ def _queue_line(queue: dict[str, Any] | None) -> str | None:
     if oldest is None:
         return f"{counts}; empty"
     age = format_duration(oldest["age_seconds"])
-    messages = f"{queue['messages']} message{'' if queue['messages'] == 1 else 's'}"
+    more = "more than " if queue.get("more_messages") else ""
+    messages = f"{more}{queue['messages']} message{'' if queue['messages'] == 1 else 's'}"
     return f"{counts} in {messages}; oldest {oldest['id']}, {age} old"
 
 

@@ -242,6 +242,10 @@ class DeliverySettings(_Model):
     # Deliver nothing (maintenance, benchmarks): mail is still accepted and queued, and
     # is delivered once the server runs with paused = false again.
     paused: bool = False
+    # Mail for local users is delivered by the process that accepted it, right after the
+    # commit that makes it durable (under a lease; the scheduler takes over what that
+    # process leaves unsettled). false: the scheduler delivers all mail.
+    local_at_once: bool = True
 
     @field_validator("sending_addresses", mode="after")
     @classmethod

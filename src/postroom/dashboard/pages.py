@@ -6,26 +6,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 from starlette.responses import Response
 
 from postroom.dashboard.chart import bar_chart, totals_by
-from postroom.dashboard.format import parse_local_input
+from postroom.dashboard.format import parse_local_input, utc
 from postroom.dashboard.mime import HEAD_SIZE, read_message, subject_of
 from postroom.dashboard.web import Visit, Web
 from postroom.delivery.message import OutboundMessage
 from postroom.delivery.router import Explanation, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import PostroomError
+from postroom.ids import queue_id_floor, queue_id_time
 from postroom.mail.address import parse_address
 from postroom.mailauth.dkim import KeyRing, zone_line
 from postroom.mailauth.doctor import DomainCheck, check_domain
 from postroom.store.models import LogQuery, RecipientState, RecipientStatus, StoredMessage
 from postroom.store.rows import HELD
 
-__all__ = ["STATUSES", "Pages"]
+__all__ = ["SEARCH_WINDOW", "STATUSES", "Pages"]
 
 PAGE_SIZE = 50
+# Messages a page of a filtered search reads, newest first, when no index answers it
+# (a filter on status, sender, mailer, subject or tag): a page always answers quickly,
+# and its "older messages" link reads the next ones.
+SEARCH_WINDOW = 50_000
 STATUSES = (*(s.value for s in RecipientStatus), HELD)
 _DAY = 86400.0
 _EXPLAINED = 5
@@ -87,9 +93,16 @@ class Pages:
             cursor=params.get("after") or None,
             limit=PAGE_SIZE + 1,
         )
-        found = await self.store.query(query)
+        floor = await self._search_floor(query)
+        found = await self.store.query(replace(query, floor=floor))
         more = len(found) > PAGE_SIZE
         found = found[:PAGE_SIZE]
+        notice = ""
+        if not more and floor is not None:
+            notice = (
+                f"Searched the {SEARCH_WINDOW:,} messages back to"
+                f" {utc(queue_id_time(floor))}; Older messages searches further back."
+            )
         return self.web.render(
             "log.html",
             visit,
@@ -99,9 +112,23 @@ class Pages:
             filters={k: v for k, v in params.items() if k != "after"},
             statuses=STATUSES,
             mailers=self._mailer_names(),
-            next_cursor=found[-1].id if more else None,
-            notice="",
+            next_cursor=found[-1].id if more else floor,
+            notice=notice,
         )
+
+    async def _search_floor(self, query: LogQuery) -> str | None:
+        """Where a page of a filtered search stops reading, when it must read messages one
+        by one (only a recipient search has indexes of its own): SEARCH_WINDOW messages
+        below the cursor (or the end of the time range). None: no bound."""
+        if query.to is not None or not any(
+            (query.status, query.sender, query.mailer, query.subject, query.tag)
+        ):
+            return None
+        start = query.cursor
+        if query.until is not None:
+            end = queue_id_floor(query.until + 1)
+            start = end if start is None else min(start, end)
+        return await self.store.newest_before(start, SEARCH_WINDOW)
 
     async def message(self, visit: Visit) -> Response:
         queue_id = visit.request.path_params["id"]

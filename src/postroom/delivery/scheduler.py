@@ -39,10 +39,11 @@ from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Disposition, Outcome
 from postroom.delivery.outcome_events import is_hard_bounce, outcome_event, suppression_of
+from postroom.delivery.records import attempt_row, log_routes, publish_attempts
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import StoreError, StoreUnavailable
-from postroom.events import Bus, DeliveryAttempt, MessageQueued
+from postroom.events import Bus, MessageQueued
 from postroom.intake import Intake, Queued
 from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
@@ -164,7 +165,7 @@ class Scheduler:
 
     # -- running ---------------------------------------------------------------------
     def _on_event(self, event: object) -> None:
-        if isinstance(event, MessageQueued):
+        if isinstance(event, MessageQueued) and not event.handed_off:
             self._wake.set()
 
     def wake(self) -> None:
@@ -373,14 +374,7 @@ class Scheduler:
             by_route[self._routes.chain_for(view.for_recipient(state.address))].append(state)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("claimed %s: %d recipient(s)", stored.id, len(claim.recipients))
-            for route, states in by_route.items():
-                _log.debug(
-                    "%s: route %s (mailers %s) for %s",
-                    stored.id,
-                    route.name,
-                    ", ".join(route.mailers),
-                    ", ".join(s.address for s in states),
-                )
+            log_routes(_log, stored.id, {r: [s.address for s in st] for r, st in by_route.items()})
         attempts: list[Attempt] = []
         settled: list[_Settled] = []
         for route, states in by_route.items():
@@ -390,7 +384,7 @@ class Scheduler:
                 replace(message, sender=sender),
                 [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states],
             )
-            attempts.extend(_attempt_row(stored.id, started, o) for o in result.attempts)
+            attempts.extend(attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}
             settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
         await self._send_dsns(stored, data, settled)
@@ -526,22 +520,7 @@ class Scheduler:
         dkim: str,
     ) -> None:
         status = {s.state.address: s.update.status.value for s in settled}
-        for row in attempts:
-            self._bus.publish(
-                DeliveryAttempt(
-                    queue_id=message_id,
-                    recipient=row.recipient,
-                    mailer=row.mailer,
-                    disposition=row.disposition,
-                    status=status.get(row.recipient, row.disposition),
-                    reply=" ".join(str(x) for x in (row.code, row.enhanced, row.text) if x),
-                    host=row.host,
-                    ip=row.ip,
-                    tls=row.tls,
-                    duration=row.duration,
-                    dkim=dkim,
-                )
-            )
+        publish_attempts(self._bus, message_id, status, attempts, dkim)
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
@@ -582,24 +561,4 @@ def _outbound(stored: StoredMessage, data: bytes) -> OutboundMessage:
         principal=stored.principal,
         source_kind=stored.source_kind,
         received_at=stored.received_at,
-    )
-
-
-def _attempt_row(message_id: str, at: float, outcome: Outcome) -> Attempt:
-    remote = outcome.remote
-    return Attempt(
-        message_id=message_id,
-        recipient=outcome.recipient,
-        at=at,
-        mailer=remote.mailer if remote else "",
-        disposition=outcome.disposition.value,
-        code=outcome.reply.code,
-        enhanced=outcome.reply.enhanced,
-        text=" ".join(outcome.reply.lines),
-        host=remote.host if remote else None,
-        ip=remote.ip if remote else None,
-        port=remote.port if remote else None,
-        tls=remote.tls if remote else None,
-        provider_id=remote.provider_id if remote else None,
-        duration=outcome.duration,
     )

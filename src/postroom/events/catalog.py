@@ -38,6 +38,9 @@ class MessageQueued:
     sender: str
     recipients: tuple[str, ...]
     size: int
+    # Every recipient is being delivered by the process that accepted it (local mail
+    # handed off at commit): nothing is due for the scheduler, so it need not look.
+    handed_off: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,8 +292,9 @@ class ImapSession(GuardedSession):
         status, messages = await self._folders.messages(command.mailbox)
         if command.condstore:
             self.conn.condstore = True
-        view = MailboxView(command.mailbox, status.uidvalidity, command.read_only, list(messages))
+        view = MailboxView(command.mailbox, status.uidvalidity, command.read_only, messages)
         view.condstore = self.conn.condstore
+        view.version = status.version
         keywords = sorted({flag for m in messages for flag in m.flags if not flag.startswith("\\")})
         flags = [b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft"]
         flags += [k.encode("ascii") for k in keywords]
@@ -320,16 +321,32 @@ class ImapSession(GuardedSession):
         mode = "READ-ONLY" if command.read_only else "READ-WRITE"
         self._ok(tag, f"{'EXAMINE' if command.read_only else 'SELECT'} completed", code=mode)
 
-    async def _refresh(self, *, with_uid: bool = False) -> None:
+    async def _refresh(self, *, with_uid: bool = False, looked: int | None = None) -> None:
         view = self._view
         if view is None:
             return
         try:
-            _, messages = await self._folders.messages(view.folder)
+            changes = await self._folders.changes(view.folder, view.version, looked=looked)
+            if changes is None:  # too far behind: compare every message
+                status, messages = await self._folders.messages(view.folder)
         except NoSuchFolder:  # deleted or renamed under us (RFC 3501 has no clean answer)
             self._bye("the selected mailbox was removed")
             return
-        self._stream.write(view.update(messages, with_uid=with_uid))
+        if changes is None:
+            view.version = status.version
+            update = view.update(messages, with_uid=with_uid)
+            view.adopt(messages)
+            self._stream.write(update)
+        else:
+            view.version = changes.version
+            update = view.apply(
+                changes.expunged,
+                changes.changed,
+                changes.added,
+                with_uid=with_uid,
+                now=changes.messages,
+            )
+            self._stream.write(update)
 
     async def _mailbox_command(self, tag: str, command: c.MailboxCommand) -> None:
         name, mailbox = command.name, command.mailbox
@@ -615,7 +632,7 @@ class ImapSession(GuardedSession):
                     waiting.add(waker)  # type: ignore[arg-type]
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if waker is not None and waker in done and watch is not None:
-                    await self._refresh()
+                    await self._refresh(looked=watch.version)
                     await self._flush()
                     waker = asyncio.ensure_future(watch.wait())
                 if reader not in done:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +25,7 @@ from postroom.feedback import ReturnDesk
 from postroom.feedback.links import links_for
 from postroom.ids import new_queue_id
 from postroom.intake.cleanup import LineFixer, Rules, clean_header, rules_for
+from postroom.intake.handoff import Handoff, Planned
 from postroom.intake.marks import Marks, RouteFacts, RouteTracking, marks_for
 from postroom.intake.policy import (
     Principal,
@@ -92,6 +93,7 @@ class Intake:
     returns: ReturnDesk | None = None  # consumes mail to our bounce addresses
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
     route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
+    handoff: Handoff | None = None  # delivers local mail at once, once it is durable
 
     @classmethod
     def from_settings(
@@ -259,6 +261,7 @@ class Submission:
     _mailboxes: list[Address] = field(default_factory=list)  # local users with a quota
     _requests: tuple[tuple[str, str], ...] = ()  # X-Postroom-* fields the clean-up took
     returned: bool = False  # the recipients are bounce addresses: the message is consumed
+    _local_domains: set[str] = field(default_factory=set)  # RCPT found these local
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
         address = recipient.address
@@ -284,6 +287,8 @@ class Submission:
         )
         if refusal is not None:
             return refusal
+        if local:
+            self._local_domains.add(address.ascii_domain.lower())
         quota = await self.intake.quota(address) if local and exists else None
         if quota is not None:
             if quota.refuses(self.declared_size or 0):  # full now, or by the size announced
@@ -373,23 +378,50 @@ class Submission:
             events=events,
             meta=self.meta,
         )
+        planned = self._hand_off(message)
+        if planned is not None:
+            message = replace(message, leased=planned.addresses, lease_until=planned.lease_until)
+        if (failed := await self._enqueue(message)) is not None:
+            return failed
+        if planned is not None:
+            planned.start()
+        self._published(message)
+        return replies.queued(self.queue_id)
+
+    async def _enqueue(self, message: NewMessage) -> Reply | None:
+        """Commit durably; the reply when that failed."""
         try:
             await self.intake.store.enqueue(message)
         except StoreFull:
             return replies.STORAGE_FULL
         except StoreUnavailable:
             return replies.LOCAL_ERROR
-        if self.intake.bus is not None:
-            self.intake.bus.publish(
-                MessageQueued(
-                    queue_id=self.queue_id,
-                    source=self.source.kind.value,
-                    sender=str(self.sender or ""),
-                    recipients=tuple(str(r.address) for r in self.recipients),
-                    size=message.size,
-                )
+        return None
+
+    def _published(self, message: NewMessage) -> None:
+        """``MessageQueued``, once the message is durable."""
+        if self.intake.bus is None:
+            return
+        left = len(self.recipients) - len(message.rejected) - len(message.leased)
+        self.intake.bus.publish(
+            MessageQueued(
+                queue_id=self.queue_id,
+                source=self.source.kind.value,
+                sender=str(self.sender or ""),
+                recipients=tuple(str(r.address) for r in self.recipients),
+                size=message.size,
+                handed_off=left == 0,
             )
-        return replies.queued(self.queue_id)
+        )
+
+    def _hand_off(self, message: NewMessage) -> Planned | None:
+        """The recipients the handoff delivers once this commit is durable (only for a
+        body held in memory: it is handed over as it is, without a read)."""
+        handoff = self.intake.handoff
+        if handoff is None or not self._local_domains or not self.body.in_memory:
+            return None
+        data = message.header + self.body.getvalue()
+        return handoff.plan(message, data, frozenset(self._local_domains))
 
     async def _suppressed(
         self, now: float

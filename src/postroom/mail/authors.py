@@ -23,6 +23,7 @@ Nothing here raises on any input.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from email.errors import (
@@ -56,6 +57,11 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
 _NO_DOMAIN = "addr-spec local part with no domain"
 _registry = HeaderRegistry()
+# Applications send from a few addresses over and over, so short field values are
+# remembered once parsed (the parse is a pure function of the name and the octets,
+# both in the key): at most 256 of up to 1 KiB each.
+_REMEMBERED = 256
+_REMEMBERED_LENGTH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +136,16 @@ def _author_fields(head: bytes) -> tuple[list[tuple[str, bytes]], bool]:
     return [(name, b"".join(lines)) for name, lines in fields], ended
 
 
-def _parse(name: str, raw: bytes) -> tuple[list[Author], str | None]:
+def _parse(name: str, raw: bytes) -> tuple[tuple[Author, ...], str | None]:
     """The addresses of one field, or the reason it cannot be read."""
+    if len(raw) <= _REMEMBERED_LENGTH:
+        return _parse_remembered(name, raw)
+    return _parse_value(name, raw)
+
+
+def _parse_value(name: str, raw: bytes) -> tuple[tuple[Author, ...], str | None]:
     if len(raw) > MAX_FIELD_LENGTH:
-        return [], f"longer than {MAX_FIELD_LENGTH} octets"
+        return (), f"longer than {MAX_FIELD_LENGTH} octets"
     # Undecodable octets become surrogates, which the parser reports as a defect.
     value = raw.decode("utf-8", "surrogateescape").strip()
     try:
@@ -141,17 +153,20 @@ def _parse(name: str, raw: bytes) -> tuple[list[Author], str | None]:
         header = _registry(name, value)
         addresses, defects = cast("AddressHeader", header).addresses, header.defects
     except Exception:  # the parser's own failures (deep nesting: RecursionError)
-        return [], "cannot be parsed"
+        return (), "cannot be parsed"
     if (problem := _serious_defect(defects)) is not None:
-        return [], problem
+        return (), problem
     found: list[Author] = []
     for address in addresses:
         author, problem = _author(name, address.username, address.domain)
         if problem is not None:
-            return [], problem
+            return (), problem
         if author is not None:
             found.append(author)
-    return found, None
+    return tuple(found), None
+
+
+_parse_remembered = functools.lru_cache(maxsize=_REMEMBERED)(_parse_value)
 
 
 def _serious_defect(defects: tuple[MessageDefect, ...]) -> str | None:

@@ -14,7 +14,7 @@ half-written where readers look.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from postroom.mailbox.base import (
     AppendResult,
     CopyResult,
     FlagChange,
+    FolderChanges,
     FolderInfo,
     FolderStatus,
     MessageInfo,
@@ -71,8 +72,21 @@ class MailAccount(Protocol):
 
     async def status(self, folder: str) -> FolderStatus: ...
 
-    async def messages(self, folder: str) -> tuple[FolderStatus, list[MessageInfo]]:
-        """The folder's messages in ascending UID order, and its status, as one look."""
+    async def messages(self, folder: str) -> tuple[FolderStatus, Sequence[MessageInfo]]:
+        """The folder's messages in ascending UID order, and its status, as one look.
+        The sequence may be the store's own, shared: copy it to change it."""
+        ...
+
+    async def changes(
+        self, folder: str, since: int, *, looked: int | None = None
+    ) -> FolderChanges | None:
+        """What changed in ``folder`` since the look whose ``FolderStatus.version`` was
+        ``since`` (or the ``FolderChanges.version`` of an earlier answer): expunged UIDs,
+        messages whose flags changed, new messages. None when the store no longer knows
+        (then ``messages()`` again). A session keeps its view current with this, so a
+        change costs it what changed, not a look at every message. ``looked``: the
+        version a watch reported (``FolderWatch.version``): the store may answer from
+        that look, made once for every session watching, without looking again."""
         ...
 
     async def open_message(self, folder: str, uid: int) -> MessageFile | None:

@@ -15,7 +15,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Collection, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -26,6 +27,7 @@ from postroom.mailbox.base import (
     AppendResult,
     CopyResult,
     FlagChange,
+    FolderChanges,
     FolderExists,
     FolderInfo,
     FolderStatus,
@@ -39,6 +41,7 @@ from postroom.mailbox.base import (
 from postroom.mailbox.folder import FolderFiles, Snapshot
 from postroom.mailbox.message import MessageFile
 from postroom.mailbox.names import canonical, dir_name, folder_name
+from postroom.mailbox.quota import QUOTA_FILE, read_quota_file, write_limit, write_totals
 from postroom.mailbox.watch import FolderWatch
 
 if TYPE_CHECKING:
@@ -47,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["MaildirAccount"]
 
 SUBSCRIPTIONS: Final = "subscriptions"
-QUOTA_FILE: Final = "maildirsize"  # Maildir++ quota: the first line is the limit, "<octets>S"
 _SPECIAL: Final = dict(DEFAULT_FOLDERS)
 _FOLDER_MODE: Final = 0o700
 
@@ -205,24 +207,35 @@ class MaildirAccount:
         return await asyncio.to_thread(lambda: self._files(folder).snapshot())
 
     async def status(self, folder: str) -> FolderStatus:
-        return (await self._snapshot(folder)).status()
+        return (await self._snapshot(folder)).status
 
-    async def messages(self, folder: str) -> tuple[FolderStatus, list[MessageInfo]]:
+    async def messages(self, folder: str) -> tuple[FolderStatus, Sequence[MessageInfo]]:
         snapshot = await self._snapshot(folder)
-        return snapshot.status(), [entry.info for entry in snapshot.entries]
+        return snapshot.status, snapshot.infos
+
+    async def changes(
+        self, folder: str, since: int, *, looked: int | None = None
+    ) -> FolderChanges | None:
+        if looked is not None:  # a watch's look: answered from memory, without a thread
+            files = self._store.seen_folder_files(self._folder_path(folder))
+            answer = files.changes_seen(since, looked) if files is not None else None
+            if answer is not None:
+                return answer
+        return await asyncio.to_thread(lambda: self._files(folder).changes(since))
 
     async def open_message(self, folder: str, uid: int) -> MessageFile | None:
         def open_() -> MessageFile | None:
             files = self._files(folder)
-            entry = files.snapshot().by_uid().get(uid)
-            if entry is None:
+            snapshot = files.snapshot()
+            at = snapshot.find(uid)
+            if at is None:
                 return None
+            size = snapshot.infos[at].size
             try:
-                return MessageFile(open(files.path / "cur" / entry.name, "rb"), entry.info.size)
+                return MessageFile(open(files.path / snapshot.paths[at], "rb"), size)
             except FileNotFoundError:  # expunged or renamed by someone else just now
-                files.snapshot()
                 path = files.message_path(uid)
-                return MessageFile(open(path, "rb"), entry.info.size) if path else None
+                return MessageFile(open(path, "rb"), size) if path else None
 
         return await asyncio.to_thread(open_)
 
@@ -237,7 +250,9 @@ class MaildirAccount:
         def append_() -> AppendResult:
             files = self._files(folder)
             self.check_room(len(data))
-            uid = files.add_file(lambda tmp: self._store.write_tmp(tmp, data, internal_date), flags)
+            [uid] = files.add_files(
+                [(lambda tmp: self._store.write_tmp(tmp, data, internal_date), flags)]
+            )
             return AppendResult(files.snapshot().uidvalidity, uid)
 
         result = await asyncio.to_thread(append_)
@@ -253,31 +268,25 @@ class MaildirAccount:
         def copy_() -> CopyResult:
             source = self._files(folder)
             into = self._files(target)
-            by_uid = source.snapshot().by_uid()
-            wanted = sorted(set(uids))
+            snapshot = source.snapshot()
+            found = [at for at in map(snapshot.find, sorted(set(uids))) if at is not None]
+            infos = [snapshot.infos[at] for at in found]
             if needs_room:
-                self.check_room(sum(by_uid[u].info.size for u in wanted if u in by_uid))
-            pairs: list[tuple[int, int]] = []
-            for uid in wanted:
-                entry = by_uid.get(uid)
-                if entry is None:
-                    continue
-                new = into.add_file(
-                    lambda tmp, e=entry: self._store.link_tmp(  # type: ignore[misc]
-                        source.path / "cur" / e.name, tmp, e.info.size
-                    ),
-                    entry.info.flags,
-                )
-                pairs.append((uid, new))
+                self.check_room(sum(info.size for info in infos))
+            new = into.add_files(
+                (self._linker(source.path / snapshot.paths[at], snapshot.infos[at]), info.flags)
+                for at, info in zip(found, infos, strict=True)
+            )
             return CopyResult(
-                into.snapshot().uidvalidity,
-                tuple(p[0] for p in pairs),
-                tuple(p[1] for p in pairs),
+                into.snapshot().uidvalidity, tuple(info.uid for info in infos), tuple(new)
             )
 
         result = await asyncio.to_thread(copy_)
         self._store.watchers.changed(self._folder_path(target))
         return result
+
+    def _linker(self, source: Path, info: MessageInfo) -> Callable[[Path], str]:
+        return lambda tmp: self._store.link_tmp(source, tmp, info.size, info.internal_date)
 
     async def move(self, folder: str, uids: Iterable[int], target: str) -> CopyResult:
         result = await self._copy(folder, uids, target, needs_room=False)  # no more room taken
@@ -307,7 +316,7 @@ class MaildirAccount:
     async def expunge(self, folder: str, uids: Iterable[int] | None = None) -> list[int]:
         def expunge_() -> list[int]:
             files = self._files(folder)
-            wanted = set(uids) if uids is not None else set(files.snapshot().by_uid())
+            wanted = set(uids) if uids is not None else {i.uid for i in files.snapshot().infos}
             return files.remove(wanted, only_deleted=True)
 
         removed = await asyncio.to_thread(expunge_)
@@ -315,26 +324,39 @@ class MaildirAccount:
             self._store.watchers.changed(self._folder_path(folder))
         return removed
 
-    def _usage(self) -> int:
+    def _measure(self) -> tuple[int, int]:
+        """Octets and messages in every folder: reads every folder's listing."""
         if not self.path.is_dir():
-            return 0
-        total = 0
+            return 0, 0
+        octets = messages = 0
         for name in self._folder_names():
             path = self._folder_path(name)
             if (path / "cur").is_dir():
-                total += self._store.folder_files(path).usage()
-        return total
+                folder_octets, folder_messages = self._store.folder_files(path).usage()
+                octets += folder_octets
+                messages += folder_messages
+        return octets, messages
 
     async def usage(self) -> int:
-        return await asyncio.to_thread(self._usage)
+        return await asyncio.to_thread(lambda: self._measure()[0])
 
     def quota_now(self, *, measure_unlimited: bool = True) -> Quota:
-        """``quota()``, blocking (for code already in a worker thread). Measuring what
-        the account holds reads every folder: without a limit it is skipped unless
-        asked for (usage 0), so unlimited mailboxes cost nothing per delivery."""
-        own = _read_quota(self.path / QUOTA_FILE)
+        """``quota()``, blocking (for code already in a worker thread). With a limit the
+        usage is ``maildirsize``'s (``mailbox.quota``), measured only when the file asks
+        for it; without one nothing is measured unless asked for (usage 0), so neither
+        costs a delivery a look at the folders."""
+        path = self.path / QUOTA_FILE
+        found = read_quota_file(path)
+        own = found.limit if found is not None else None
         limit = own if own is not None else self._store.default_quota
-        usage = self._usage() if limit or measure_unlimited else 0
+        if not limit:
+            usage = self._measure()[0] if measure_unlimited else 0
+        elif found is not None and not found.needs_measuring(limit, time.time()):
+            usage = found.octets
+        else:
+            usage, messages = self._measure()
+            if self.path.is_dir():  # asking makes no mailbox
+                write_totals(path, own, usage, messages)
         return Quota(limit=limit, usage=usage, own=own is not None)
 
     def check_room(self, size: int) -> None:
@@ -355,7 +377,8 @@ class MaildirAccount:
         here (a missing file, the common case, costs one failed open); only measuring
         the usage against a limit goes to a thread: a thread hop per RCPT cost more than
         the read itself."""
-        own = _read_quota(self.path / QUOTA_FILE)
+        found = read_quota_file(self.path / QUOTA_FILE)
+        own = found.limit if found is not None else None
         if not (own if own is not None else self._store.default_quota):
             return None
         quota = await asyncio.to_thread(functools.partial(self.quota_now, measure_unlimited=False))
@@ -364,14 +387,7 @@ class MaildirAccount:
     async def set_quota(self, limit: int | None) -> None:
         def set_quota_() -> None:
             self._store.ensure_maildir(self.path)
-            path = self.path / QUOTA_FILE
-            if limit is None:
-                path.unlink(missing_ok=True)
-                return
-            tmp = path.with_name(f"{QUOTA_FILE}.{secrets.token_hex(6)}.tmp")
-            tmp.write_text(f"{limit}S\n", "ascii")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
+            write_limit(self.path / QUOTA_FILE, limit)
 
         await asyncio.to_thread(set_quota_)
 
@@ -380,16 +396,3 @@ class MaildirAccount:
         await asyncio.to_thread(self._files, folder)  # NoSuchFolder before watching
         async with self._store.watchers.watch(self._folder_path(folder)) as watch:
             yield watch
-
-
-def _read_quota(path: Path) -> int | None:
-    """The storage limit in a Maildir++ ``maildirsize`` (``1073741824S`` or
-    ``1073741824S,1000C``); None when there is none or it cannot be read."""
-    try:
-        first = path.read_text("ascii", errors="replace").partition("\n")[0]
-    except FileNotFoundError:
-        return None
-    for part in first.split(","):
-        if part.endswith("S") and part[:-1].isdigit():
-            return int(part[:-1])
-    return None

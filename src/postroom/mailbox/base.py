@@ -11,9 +11,10 @@ user's set of folders. Folder names are Unicode with ``/`` as the hierarchy sepa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "DEFAULT_FOLDERS",
@@ -23,6 +24,7 @@ __all__ = [
     "AppendResult",
     "CopyResult",
     "FlagChange",
+    "FolderChanges",
     "FolderExists",
     "FolderInfo",
     "FolderStatus",
@@ -115,15 +117,33 @@ class FolderStatus:
     unseen: int  # messages without \Seen
     size: int  # octets, the sum of the messages' sizes
     deleted: int  # messages with \Deleted
+    version: int = 0  # this look, for ``MailAccount.changes`` (the engine's own number)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageInfo:
+class MessageInfo(NamedTuple):
+    """One message as a look saw it. A named tuple, not a dataclass: a look at a large
+    folder makes one per message, and a tuple is made in half the time."""
+
     uid: int
     flags: frozenset[str]  # system flags ("\\Seen") and keywords ("$Forwarded")
     internal_date: float  # Unix time
     size: int  # RFC 5322 size: octets with CRLF line endings, as read back
     modseq: int  # RFC 7162: the folder's modseq when this message last changed
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """What changed in a folder between two looks (``MailAccount.changes``): what a
+    session watching it reports, without comparing every message."""
+
+    version: int  # the newer look's, to ask from next time
+    expunged: tuple[int, ...]  # UIDs gone, ascending
+    changed: tuple[MessageInfo, ...]  # messages whose flags (or modseq) changed, as now
+    added: tuple[MessageInfo, ...]  # new messages, ascending UID
+    messages: Sequence[MessageInfo] | None = None
+    """Every message as of ``version``, ascending UID, when the engine has them at hand:
+    shared by every session that asks (never to be changed), so a session whose view
+    holds the same messages keeps a reference instead of a copy."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import logging
 import os
 import platform
 import secrets
@@ -47,11 +48,14 @@ from postroom.clock import Clock, SystemClock
 from postroom.mail.address import parse_address, path_name_problem
 from postroom.mail.headers import safe_header_value
 from postroom.mailbox.account import MaildirAccount
-from postroom.mailbox.folder import FolderFiles, change_stamp
+from postroom.mailbox.folder import FolderFiles
 from postroom.mailbox.message import to_crlf
+from postroom.mailbox.quota import QUOTA_FILE, add_usage
 from postroom.mailbox.watch import Watchers
 
 __all__ = ["DirSync", "Maildir", "check_folder_name", "mailbox_key"]
+
+_log = logging.getLogger("postroom.mailbox")
 
 SUBFOLDERS: Final = ("tmp", "new", "cur")
 _FOLDER_MODE: Final = 0o700
@@ -153,7 +157,7 @@ class Maildir:
         self._lock = threading.Lock()  # deliveries run in worker threads
         self._dir_sync = DirSync()  # concurrent deliveries share new/'s fsync
         self._folders: dict[Path, FolderFiles] = {}
-        self.watchers = Watchers(change_stamp, interval=poll_interval)
+        self.watchers = Watchers(self._look, interval=poll_interval)
         self.default_quota = default_quota
 
     # -- accounts ------------------------------------------------------------------
@@ -183,16 +187,34 @@ class Maildir:
         with self._lock:
             files = self._folders.get(path)
             if files is None:
-                files = self._folders[path] = FolderFiles(path, now=self._clock.time)
+                # INBOX is the Maildir; a Maildir++ folder (".Sent") is inside it
+                account = path.parent if path.name.startswith(".") else path
+                quota_file = account / QUOTA_FILE
+                files = self._folders[path] = FolderFiles(
+                    path,
+                    now=self._clock.time,
+                    usage_changed=lambda octets, messages: add_usage(quota_file, octets, messages),
+                )
             return files
+
+    def seen_folder_files(self, path: Path) -> FolderFiles | None:
+        """The ``FolderFiles`` of ``path`` if this process has one (touches no file)."""
+        with self._lock:
+            return self._folders.get(path)
+
+    def _look(self, path: Path) -> int:
+        """The version of a look at the folder at ``path`` now (what the watch of
+        ``watch.Watchers`` compares; one look, shared by every session watching it)."""
+        return self.folder_files(path).snapshot().version
 
     def ensure_maildir(self, maildir: Path) -> None:
         self._ensure_folders(maildir)
 
     def write_tmp(self, tmp_dir: Path, data: bytes, internal_date: float | None) -> str:
-        """Write ``data`` (CRLF) durably as a new file in ``tmp_dir``; return its name."""
+        """Write ``data`` (CRLF) durably as a new file in ``tmp_dir``; return its name.
+        ``internal_date``: the time its name begins with and its mtime (else now)."""
         content = data.replace(b"\r\n", b"\n")
-        name, fd = self._create_tmp(tmp_dir, len(content), len(to_crlf(content)))
+        name, fd = self._create_tmp(tmp_dir, len(content), len(to_crlf(content)), internal_date)
         try:
             with open(fd, "wb", closefd=True) as file:
                 file.write(content)
@@ -205,11 +227,11 @@ class Maildir:
             raise
         return name
 
-    def link_tmp(self, source: Path, tmp_dir: Path, vsize: int) -> str:
+    def link_tmp(self, source: Path, tmp_dir: Path, vsize: int, internal_date: float) -> str:
         """A new name in ``tmp_dir`` for the message file ``source`` (a hard link, as
-        Dovecot copies; a copy where links are not possible)."""
+        Dovecot copies; a copy where links are not possible), keeping its date."""
         size = source.stat().st_size
-        name, fd = self._create_tmp(tmp_dir, size, vsize)
+        name, fd = self._create_tmp(tmp_dir, size, vsize, internal_date)
         os.close(fd)
         target = tmp_dir / name
         try:
@@ -258,11 +280,15 @@ class Maildir:
         # The rename is durable once the folder is; if this fsync fails the caller retries,
         # and the message may arrive twice (at least once, never lost).
         self._dir_sync.sync(maildir / "new")
+        try:
+            self.folder_files(maildir).record_delivery(name, vsize)
+        except OSError as error:  # durable already: the next look numbers it
+            _log.warning("delivered %s, but could not number it yet: %s", maildir / name, error)
         self.watchers.changed(maildir)
         return name
 
-    def _unique_name(self, size: int, vsize: int) -> str:
-        now = self._clock.time()
+    def _unique_name(self, size: int, vsize: int, when: float | None = None) -> str:
+        now = self._clock.time() if when is None else max(0.0, when)
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000)
         with self._lock:
@@ -270,10 +296,12 @@ class Maildir:
         unique = f"M{micros}P{os.getpid()}Q{counter}R{secrets.token_hex(4)}"
         return f"{seconds}.{unique}.{self._host},S={size},W={vsize}"
 
-    def _create_tmp(self, tmp_dir: Path, size: int, vsize: int) -> tuple[str, int]:
+    def _create_tmp(
+        self, tmp_dir: Path, size: int, vsize: int, when: float | None = None
+    ) -> tuple[str, int]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for _ in range(_CREATE_TRIES):
-            name = self._unique_name(size, vsize)
+            name = self._unique_name(size, vsize, when)
             try:
                 return name, os.open(tmp_dir / name, flags, _FILE_MODE)
             except FileExistsError:

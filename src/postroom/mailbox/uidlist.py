@@ -17,14 +17,22 @@ Records are in ascending UID order; UIDs are never reused (``N`` only grows).
 file name's info suffix, 25 is ``z``.
 
 Locking is Dovecot's dot-lock: whoever changes the list creates
-``dovecot-uidlist.lock`` exclusively, writes the new list into it and renames it over
-``dovecot-uidlist`` (which releases the lock). A lock older than ``STALE_AFTER``
-seconds was left by a process that died and is broken. Deliveries never take it: they
-only add files to ``new/`` (the Maildir protocol), which the next sync numbers.
+``dovecot-uidlist.lock`` exclusively, then either writes the whole new list into it and
+renames it over ``dovecot-uidlist`` (which releases the lock), or, when it only adds
+records, appends them to ``dovecot-uidlist`` and removes the lock, as Dovecot does. An
+appended list's header is not rewritten: its ``N`` and ``M`` may be behind, so a reader
+takes the larger of the header and the records (Dovecot reads it so too). A line not
+yet ended by a newline is being written (or was cut short by a crash) and is not read;
+the next writer then rewrites the list. A lock older than ``STALE_AFTER`` seconds was
+left by a process that died and is broken.
+
+``LoadedList`` keeps what was read and where the reading stopped, so the next look at
+a list that only grew reads the new lines alone (``load_uidlist``).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -38,11 +46,15 @@ __all__ = [
     "LOCK_FILE",
     "STALE_AFTER",
     "UIDLIST_FILE",
+    "LoadedList",
     "LockTimeout",
     "Record",
     "UidList",
+    "UidListLock",
+    "load_uidlist",
     "read_keywords",
     "read_uidlist",
+    "record_line",
     "render_uidlist",
     "uidlist_lock",
     "write_keywords",
@@ -79,12 +91,71 @@ class UidList:
 def read_uidlist(path: Path) -> UidList | None:
     """The list at ``path``; None when there is none or it cannot be read as one (it
     is then made afresh, with a new UIDVALIDITY, as Dovecot does)."""
+    loaded = load_uidlist(path, None)
+    return loaded.uidlist if loaded is not None else None
+
+
+@dataclass(slots=True, eq=False)
+class LoadedList:
+    """A list as read: its records, where each base name is, and how much was read."""
+
+    uidlist: UidList
+    inode: int
+    length: int  # octets of whole lines read
+    index: dict[str, int]  # base name -> UID
+
+    def find(self, uid: int) -> int | None:
+        """The position of ``uid``'s record."""
+        records = self.uidlist.records
+        at = bisect.bisect_left(records, uid, key=_record_uid)
+        return at if at < len(records) and records[at].uid == uid else None
+
+    def extended(self, records: list[Record], length: int) -> LoadedList:
+        """This list with ``records`` appended, ``length`` long: a new ``LoadedList``
+        over the same record list and index, grown in place (copying them made each
+        delivery to a large mailbox cost as much as the mailbox is large)."""
+        old = self.uidlist
+        old.records.extend(records)
+        self.index.update((r.base, r.uid) for r in records)
+        uidlist = UidList(
+            old.uidvalidity,
+            max(old.uidnext, records[-1].uid + 1),
+            max(old.highestmodseq, *(r.modseq for r in records)),
+            old.records,
+        )
+        return LoadedList(uidlist, self.inode, length, self.index)
+
+
+def _record_uid(record: Record) -> int:
+    return record.uid
+
+
+def load_uidlist(path: Path, known: LoadedList | None) -> LoadedList | None:
+    """The list at ``path``, reading only what was appended since ``known`` when it is
+    the same file grown; None as ``read_uidlist``."""
     try:
-        text = path.read_text("utf-8", errors="surrogateescape")
+        with open(path, "rb") as file:
+            found = os.fstat(file.fileno())
+            if known is not None and found.st_ino == known.inode and found.st_size >= known.length:
+                if found.st_size == known.length:
+                    return known
+                file.seek(known.length)
+                tail = file.read()
+                grown = _parse_records(tail, known)
+                if grown is not None:
+                    return grown
+                file.seek(0)
+            data = file.read()
     except FileNotFoundError:
         return None
-    lines = text.split("\n")
-    header = lines[0].split(" ")
+    return _parse(data, found.st_ino)
+
+
+def _parse(data: bytes, inode: int) -> LoadedList | None:
+    end = data.find(b"\n")
+    if end < 0:
+        return None
+    header = data[:end].decode("utf-8", errors="surrogateescape").split(" ")
     if header[0] != "3":
         return None
     fields = {item[0]: item[1:] for item in header[1:] if item}
@@ -94,8 +165,22 @@ def read_uidlist(path: Path) -> UidList | None:
             uidnext=int(fields.get("N", "1")),
             highestmodseq=int(fields.get("M", "1")),
         )
-        last = 0
-        for line in lines[1:]:
+    except (KeyError, ValueError):
+        return None
+    start = LoadedList(uidlist, inode, end + 1, {})
+    return _parse_records(data[end + 1 :], start)
+
+
+def _parse_records(tail: bytes, known: LoadedList) -> LoadedList | None:
+    """``known`` and the whole lines of ``tail`` (what follows it in the file)."""
+    whole = tail.rfind(b"\n") + 1  # a line without its newline is not written yet
+    old = known.uidlist
+    records: list[Record] = []
+    last = old.records[-1].uid if old.records else 0
+    uidnext, highestmodseq = old.uidnext, old.highestmodseq
+    text = tail[:whole].decode("utf-8", errors="surrogateescape")
+    try:
+        for line in text.split("\n"):
             if not line:
                 continue
             head, _, base = line.partition(" :")
@@ -109,19 +194,28 @@ def read_uidlist(path: Path) -> UidList | None:
             if record.uid <= last or not base:
                 return None
             last = record.uid
-            uidlist.records.append(record)
-    except (KeyError, ValueError):
+            highestmodseq = max(highestmodseq, record.modseq)
+            records.append(record)
+    except ValueError:
         return None
-    uidlist.uidnext = max(uidlist.uidnext, last + 1)
-    return uidlist
+    if not records:
+        uidlist = UidList(old.uidvalidity, uidnext, highestmodseq, old.records)
+        return LoadedList(uidlist, known.inode, known.length + whole, known.index)
+    grown = known.extended(records, known.length + whole)
+    grown.uidlist.uidnext = max(grown.uidlist.uidnext, uidnext)
+    grown.uidlist.highestmodseq = max(grown.uidlist.highestmodseq, highestmodseq)
+    return grown
+
+
+def record_line(record: Record) -> str:
+    size = f" W{record.size}" if record.size is not None else ""
+    return f"{record.uid}{size} M{record.modseq} :{record.base}\n"
 
 
 def render_uidlist(uidlist: UidList) -> bytes:
-    lines = [f"3 V{uidlist.uidvalidity} N{uidlist.uidnext} M{uidlist.highestmodseq}"]
-    for record in uidlist.records:
-        size = f" W{record.size}" if record.size is not None else ""
-        lines.append(f"{record.uid}{size} M{record.modseq} :{record.base}")
-    return ("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape")
+    header = f"3 V{uidlist.uidvalidity} N{uidlist.uidnext} M{uidlist.highestmodseq}\n"
+    body = "".join(map(record_line, uidlist.records))
+    return (header + body).encode("utf-8", errors="surrogateescape")
 
 
 def read_keywords(path: Path) -> list[str]:
@@ -146,7 +240,7 @@ def write_keywords(path: Path, keywords: list[str]) -> None:
     os.replace(tmp, path)
 
 
-class _Lock:
+class UidListLock:
     """A held dot-lock: ``commit`` writes the new list through it, else it is removed."""
 
     def __init__(self, folder: Path, fd: int) -> None:
@@ -154,6 +248,7 @@ class _Lock:
         self._fd: int | None = fd
 
     def commit(self, uidlist: UidList) -> None:
+        """Replace the list with ``uidlist`` (which releases the lock)."""
         fd, self._fd = self._fd, None
         assert fd is not None, "one commit per lock"
         try:
@@ -167,6 +262,19 @@ class _Lock:
                 (self._folder / LOCK_FILE).unlink()
             raise
 
+    def append(self, records: list[Record]) -> int:
+        """Add ``records`` at the end of the list (which must end with a newline);
+        return the list's length after. The lock stays held until released."""
+        assert self._fd is not None, "append while holding the lock"
+        data = "".join(map(record_line, records)).encode("utf-8", errors="surrogateescape")
+        fd = os.open(self._folder / UIDLIST_FILE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)  # a regular file takes the whole write
+            os.fdatasync(fd)  # as Dovecot: a UID once seen is not given again after a crash
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
@@ -176,7 +284,7 @@ class _Lock:
 
 
 @contextlib.contextmanager
-def uidlist_lock(folder: Path, *, wait: float = _WAIT) -> Iterator[_Lock]:
+def uidlist_lock(folder: Path, *, wait: float = _WAIT) -> Iterator[UidListLock]:
     """Hold ``folder``'s dot-lock (blocking, in a worker thread); ``LockTimeout``
     after ``wait`` seconds of someone else holding it."""
     path = folder / LOCK_FILE
@@ -195,7 +303,7 @@ def uidlist_lock(folder: Path, *, wait: float = _WAIT) -> Iterator[_Lock]:
                 raise LockTimeout(f"{path} is held by another process") from None
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
-    lock = _Lock(folder, fd)
+    lock = UidListLock(folder, fd)
     try:
         yield lock
     finally:

@@ -186,6 +186,11 @@ class LogStore(Protocol):
         """The email log: messages newest first, filtered; continue with cursor=last id.
         ValueError for a status that is neither a RecipientStatus value nor "held"."""
 
+    async def newest_before(self, cursor: str | None, count: int) -> str | None:
+        """The id of the ``count``-th newest message older than ``cursor`` (of all when
+        None): where a search that reads ``count`` messages ends (``LogQuery.floor``).
+        None when fewer are there. ValueError for a count that is not positive."""
+
     async def attempts(self, message_id: str) -> list[Attempt]:
         """A message's timeline: every attempt in time order."""
 
@@ -205,9 +210,11 @@ class LogStore(Protocol):
         messages it delivered at or after ``since``; sorted by mailer name."""
 
     async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
-        """Attempts at or after ``since``, counted per ``bucket``-second slot, mailer,
-        sender domain and disposition, in that order; the overview's chart. ValueError
-        for a bucket that is not positive."""
+        """Attempts counted per ``bucket``-second slot (whole slots, from the one that
+        holds ``since``), mailer, sender domain (lower case) and disposition, in that
+        order; the overview's chart. Read from counters kept as attempts are recorded,
+        not from the log: its cost follows the slots, not the attempts. ValueError for a
+        bucket that is not a positive multiple of 300 seconds."""
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
         """The latest ``limit`` attempts that did not deliver (deferred, bounced),

@@ -31,6 +31,11 @@ class EventOps:
     async def _read_consistent(self, fn: Callable[[Any], R]) -> R:
         raise NotImplementedError
 
+    async def _lookup(self, fn: Callable[[Any], R]) -> R:
+        """A read of a few rows by primary key, asked for every submitted message: an
+        engine may answer it on the event loop's thread (SQLite does)."""
+        return await self._read_consistent(fn)
+
     # -- the outbox -------------------------------------------------------------------
     async def record_events(self, events: Sequence[MailEvent]) -> None:
         if events:
@@ -113,6 +118,6 @@ class EventOps:
     ) -> dict[str, Suppression]:
         if not addresses:
             return {}
-        return await self._read_consistent(
+        return await self._lookup(
             functools.partial(outbox.suppressed, self._dialect, list(addresses), sender_domain)
         )

@@ -47,6 +47,11 @@ class LimitOps:
         """Run ``job`` in one transaction that holds ``keys`` against other processes."""
         raise NotImplementedError
 
+    async def _limit_read(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        """Run ``job``, one statement that only reads; an engine may answer it without
+        holding ``keys`` (a single statement sees one moment anyway)."""
+        return await self._limit_tx(keys, job)
+
     async def take_windows(self, windows: Sequence[Window], now: float) -> float | None:
         if not windows:
             return None
@@ -87,7 +92,7 @@ class LimitOps:
         self, limits: Sequence[tuple[str, int]], now: float, *, window: float
     ) -> bool:
         job = functools.partial(_hits_below, limits=limits, now=now, window=window)
-        return await self._limit_tx([key for key, _ in limits], job)
+        return await self._limit_read([key for key, _ in limits], job)
 
     async def take_slot(
         self, key: str, limit: int, holder: str, now: float, *, lease: float

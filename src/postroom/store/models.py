@@ -76,6 +76,11 @@ class NewMessage:
     events: tuple[MailEvent, ...] = ()
     # Submitted mail: its Message-ID and the tags and metadata given at send time.
     meta: MessageMeta | None = None
+    # Recipients stored already claimed until ``lease_until`` (a claim's lease): the
+    # accepting process delivers them itself once this commit is durable, and the
+    # scheduler takes them only if that lease ends unsettled (the process died).
+    leased: frozenset[str] = frozenset()
+    lease_until: float | None = None
 
     @property
     def size(self) -> int:
@@ -206,9 +211,12 @@ class QueueSummary:
     queued: int  # waiting for their first attempt, not held
     deferred: int  # waiting for a retry, not held
     held: int  # queued or deferred, in held messages
-    messages: int  # messages with any such recipient, held or not
+    messages: int  # messages with any such recipient, held or not (see more_messages)
     oldest_id: str | None  # the oldest of those messages
     oldest_received_at: float | None
+    # More than ``messages`` wait: they are counted up to a bound (store.totals), while
+    # the recipients are counted exactly.
+    more_messages: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +235,9 @@ class LogQuery:
     """Filters of the email log (CLI ``postroom log`` and later the HTTP API)."""
 
     status: str | None = None  # a RecipientStatus value, or "held"
-    to: str | None = None  # substring of a recipient address (case-insensitive)
+    # a recipient address, the start of one, or of its domain ("@example.net": the domain
+    # only), without regard to case
+    to: str | None = None
     sender: str | None = None  # substring of the sender address
     since: float | None = None  # received at or after
     limit: int = 100
@@ -239,6 +249,9 @@ class LogQuery:
     mailer: str | None = None  # some attempt went through this mailer
     subject: str | None = None  # substring of the Subject intake recorded (message meta)
     tag: str | None = None  # one of the tags recorded (the API's, or X-Postroom-Tag)
+    # A message id: only it and newer messages (a search bounded to the messages between
+    # cursor and floor; LogStore.newest_before finds where such a bound falls).
+    floor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ of arguments every engine refuses alike: the SQL differs by engine, the rows do 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from postroom.mail.envelope import Notify
@@ -38,13 +38,14 @@ __all__ = [
     "check_lease",
     "check_outcomes",
     "check_query",
-    "log_conditions",
     "message_row",
     "meta_of",
     "meta_row",
+    "notify_text",
     "outcome_rows",
     "recipient_rows",
     "recipient_state",
+    "rollup_params",
     "stored_message",
     "user_params",
     "user_row",
@@ -95,23 +96,29 @@ def message_row(message: NewMessage) -> tuple[Any, ...]:
 def recipient_rows(message: NewMessage) -> list[tuple[Any, ...]]:
     """The recipients rows of a new message: queued, due at once, or rejected at
     queueing with their reply and never due (any engine); the columns are (message_id,
-    position, address, notify, orcpt, status, next_attempt_at, last_reply)."""
+    position, address, notify, orcpt, status, next_attempt_at, last_reply,
+    claimed_until): a recipient in ``message.leased`` is stored claimed until
+    ``message.lease_until``."""
     queued, rejected = RecipientStatus.QUEUED.value, RecipientStatus.REJECTED.value
     refused = dict(message.rejected)
     mid, now = message.id, message.received_at
+    leased, until = message.leased, message.lease_until
     rows: list[tuple[Any, ...]] = []
     for position, rcpt in enumerate(message.envelope.recipients):
         address = str(rcpt.address)
         reply = refused.get(address)
         state = (queued, now) if reply is None else (rejected, None)
-        rows.append((mid, position, address, _notify_text(rcpt.notify), rcpt.orcpt, *state, reply))
+        claimed = until if reply is None and address in leased else None
+        rows.append(
+            (mid, position, address, notify_text(rcpt.notify), rcpt.orcpt, *state, reply, claimed)
+        )
     return rows
 
 
 _NOTIFY_ORDER = tuple(Notify)
 
 
-def _notify_text(notify: frozenset[Notify] | None) -> str | None:
+def notify_text(notify: frozenset[Notify] | None) -> str | None:
     if notify is None:
         return None
     return ",".join(n.value for n in _NOTIFY_ORDER if n in notify)
@@ -252,51 +259,28 @@ def meta_of(row: Sequence[Any]) -> MessageMeta:
     )
 
 
-def log_conditions(
-    q: LogQuery, *, mark: str, contains: Callable[[str], str], held: str
-) -> tuple[str, list[Any]]:
-    """The email log's WHERE clause and parameters, for either engine: ``mark`` is its
-    placeholder, ``contains(column)`` its case-blind substring test against a lowercased
-    parameter, ``held`` its test of a held message."""
-    recipient = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND {})"
-    meta = "EXISTS (SELECT 1 FROM message_meta t WHERE t.id = m.id AND {})"
-    status = None if q.status == HELD else q.status
-    # tags are a JSON array of strings: a tag is found as a JSON string, quotes included
-    tag = json.dumps(q.tag).lower() if q.tag else None
-    wanted: list[tuple[object, str]] = [
-        (q.cursor, f"m.id < {mark}"),
-        (q.since, f"m.received_at >= {mark}"),
-        (q.until, f"m.received_at < {mark}"),
-        (status, recipient.format(f"r.status = {mark}")),
-        (q.sender.lower() if q.sender else None, contains("m.sender")),
-        (q.source_kind, f"m.source_kind = {mark}"),
-        (q.principal, f"m.principal = {mark}"),
-        (
-            q.mailer or None,
-            f"EXISTS (SELECT 1 FROM attempts a WHERE a.message_id = m.id AND a.mailer = {mark})",
-        ),
-        (q.subject.lower() if q.subject else None, meta.format(contains("t.subject"))),
-        (tag, meta.format(contains("t.tags"))),
-        (q.to.lower() if q.to else None, recipient.format(contains("r.address"))),
-    ]
-    where = [held] if q.status == HELD else []
-    params: list[Any] = []
-    for value, condition in wanted:
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    return " AND ".join(where), params
+# The periods attempt_rollups keeps (schema.sql); a bucket is a whole number of one.
+ROLLUP_PERIODS = (3600, 300)
 
 
-def attempt_counts_sql(mark: str, slot: str, domain: str) -> str:
-    """``LogStore.attempt_counts``' query for either engine: ``slot`` is its expression for
-    the start of the slot of ``a.at`` (two ``mark``s: the bucket), ``domain`` for the
-    domain of ``m.sender``; the parameters are (bucket, bucket, since)."""
+def attempt_counts_sql(mark: str) -> str:
+    """``LogStore.attempt_counts``' query for either engine (``mark``: its placeholder),
+    summing the rollup rows of one period into buckets; parameters from ``rollup_params``."""
     return (
-        f"SELECT {slot}, a.mailer, lower({domain}), a.disposition, count(*)"
-        " FROM attempts a JOIN messages m ON m.id = a.message_id"
-        f" WHERE a.at >= {mark} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        f"SELECT slot / {mark} * {mark}, mailer, sender_domain, disposition, sum(count)"
+        f" FROM attempt_rollups WHERE period = {mark} AND slot >= {mark}"
+        " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )
+
+
+def rollup_params(since: float, bucket: float) -> tuple[int, int, int, int]:
+    """(bucket, bucket, period, first slot) for ``attempt_counts_sql``: whole buckets from
+    the one that holds ``since``, each summed from the longest period that divides it."""
+    whole = int(bucket)
+    period = next((p for p in ROLLUP_PERIODS if whole == bucket and whole % p == 0), None)
+    if period is None or whole <= 0:
+        raise ValueError(f"bucket must be a positive multiple of {min(ROLLUP_PERIODS)} seconds")
+    return whole, whole, period, int(since // whole) * whole
 
 
 def attempt_count_of(row: Sequence[Any]) -> AttemptCount:

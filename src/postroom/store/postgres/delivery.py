@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from postroom.mail.events import MailEvent
-from postroom.store import outbox
+from postroom.store import outbox, totals
 from postroom.store.models import Attempt, Claim, QueueSummary, RecipientUpdate
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
@@ -301,44 +301,8 @@ def read_attempts(conn: Conn, where: str, params: Sequence[object]) -> list[Atte
     ]
 
 
-# Unheld waiting recipients through the recipients_pending index; held ones through the
-# messages_held index.
-_WAITING = (
-    f"SELECT status, count(*), min(message_id) FROM recipients WHERE {CLAIMABLE} GROUP BY status"
-)
-_WAITING_MESSAGES = f"SELECT count(DISTINCT message_id) FROM recipients WHERE {CLAIMABLE}"
-_HELD = (
-    "SELECT count(*), count(DISTINCT r.message_id), min(r.message_id) FROM messages m"
-    f" JOIN recipients r ON r.message_id = m.id WHERE m.held AND r.{PENDING}"
-)
-
-
 def queue_summary(conn: Conn) -> QueueSummary:
-    counts = {"queued": 0, "deferred": 0}
-    firsts: list[str] = []
-    for status, recipients, first in conn.execute(_WAITING):
-        counts[status] = recipients
-        firsts.append(first)
-    found = conn.execute(_HELD).fetchone()
-    assert found is not None  # an aggregate has one row
-    held, held_messages, first_held = found
-    if first_held is not None:
-        firsts.append(first_held)
-    counted = conn.execute(_WAITING_MESSAGES).fetchone() if firsts else None
-    messages = counted[0] if counted is not None else 0
-    oldest = min(firsts, default=None)  # queue ids are time-ordered
-    received = None
-    if oldest is not None:
-        row = conn.execute("SELECT received_at FROM messages WHERE id = %s", (oldest,)).fetchone()
-        received = row[0] if row is not None else None
-    return QueueSummary(
-        queued=counts["queued"],
-        deferred=counts["deferred"],
-        held=held,
-        messages=messages + held_messages,
-        oldest_id=oldest,
-        oldest_received_at=received,
-    )
+    return totals.queue_summary(conn, "%s")
 
 
 def recent_failures(limit: int, conn: Conn) -> list[Attempt]:

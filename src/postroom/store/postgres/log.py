@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from postroom.store import outbox, totals
+from postroom.store.logsearch import LogDialect, nth_newest, search
 from postroom.store.models import (
     AttemptCount,
     AttemptTotals,
@@ -15,25 +17,42 @@ from postroom.store.models import (
 )
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import select_messages
-from postroom.store.rows import attempt_count_of, attempt_counts_sql, log_conditions
+from postroom.store.rows import attempt_count_of, attempt_counts_sql, rollup_params
 
 __all__ = [
     "attempt_counts",
     "attempt_totals",
     "events_of",
     "mailer_health",
+    "newest_before",
     "query",
     "record_event_job",
 ]
 
 
+_DOMAIN = "split_part({0}, '@', 2)"
+# The index expressions are schema.sql's recipients_address and recipients_domain.
+DIALECT = LogDialect(
+    mark="%s",
+    true="true",
+    held="m.held",
+    contains=lambda c: f"strpos(lower({c}), %s) > 0",
+    lower=lambda c: f'lower({c}) COLLATE "C"',
+    address_key='lower(r.address) COLLATE "C"',
+    domain_key=f'lower({_DOMAIN.format("r.address")}) COLLATE "C"',
+    domain=_DOMAIN.format,
+)
+
+
 def query(q: LogQuery, conn: Conn) -> list[StoredMessage]:
-    """Walk messages from the newest (the primary key, backwards) and keep those that
-    match, until ``limit``. Substrings are found with strpos: no LIKE wildcards."""
-    where, params = log_conditions(
-        q, mark="%s", contains=lambda c: f"strpos(lower({c}), %s) > 0", held="m.held"
-    )
-    return select_messages(conn, where or "true", params, limit=q.limit, newest_first=True)
+    def select(where: str, params: Sequence[Any], limit: int) -> list[StoredMessage]:
+        return select_messages(conn, where, params, limit=limit, newest_first=True)
+
+    return search(q, DIALECT, select, conn)
+
+
+def newest_before(cursor: str | None, count: int, conn: Conn) -> str | None:
+    return nth_newest(conn, DIALECT, cursor, count)
 
 
 # -- provider callbacks ---------------------------------------------------------------------
@@ -80,42 +99,15 @@ def events_of(message_id: str, conn: Conn) -> list[ProviderEventRecord]:
 
 
 # -- mailer health ----------------------------------------------------------------------------
-_LAST = (
-    "SELECT DISTINCT ON (mailer) mailer, at, text FROM attempts WHERE {which}"
-    " ORDER BY mailer, at DESC, id DESC"
-)
-_SENT = (
-    "SELECT mailer, count(DISTINCT (message_id, at)) FROM attempts"
-    " WHERE disposition = 'delivered' AND at >= %s GROUP BY mailer"
-)
-
-
 def mailer_health(since: float, conn: Conn) -> list[MailerHealth]:
-    def last(which: str) -> dict[str, tuple[float, str]]:
-        rows = conn.execute(_LAST.format(which=which))
-        return {mailer: (at, text) for mailer, at, text in rows}
-
-    ok = last("disposition = 'delivered'")
-    bad = last("disposition != 'delivered'")
-    sent: dict[str, int] = {m: n for m, n in conn.execute(_SENT, (since,))}
-    return [
-        MailerHealth(
-            mailer=name,
-            last_success_at=ok[name][0] if name in ok else None,
-            last_success=ok[name][1] if name in ok else None,
-            last_error_at=bad[name][0] if name in bad else None,
-            last_error=bad[name][1] if name in bad else None,
-            sent_since=sent.get(name, 0),
-        )
-        for name in sorted(ok.keys() | bad.keys())
-    ]
+    return totals.mailer_health(conn, "%s", since)
 
 
-_ATTEMPT_COUNTS = attempt_counts_sql("%s", "floor(a.at / %s) * %s", "split_part(m.sender, '@', 2)")
+_ATTEMPT_COUNTS = attempt_counts_sql("%s")
 
 
 def attempt_counts(since: float, bucket: float, conn: Conn) -> list[AttemptCount]:
-    rows = conn.execute(_ATTEMPT_COUNTS, (bucket, bucket, since)).fetchall()
+    rows = conn.execute(_ATTEMPT_COUNTS, rollup_params(since, bucket)).fetchall()
     return [attempt_count_of(row) for row in rows]
 
 

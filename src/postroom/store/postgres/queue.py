@@ -48,7 +48,8 @@ _INSERT_MESSAGE = (
 )
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
-    " next_attempt_at, last_reply) VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s)"
+    " next_attempt_at, last_reply, claimed_until)"
+    " VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s)"
 )
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"

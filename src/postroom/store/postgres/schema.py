@@ -2,8 +2,9 @@
 
 As on SQLite (``postroom.store.sqlite.schema``): ``schema.sql`` is the whole latest
 schema and running it again changes nothing; ``UPGRADES[n]`` brings a version-n database
-to version n + 1 before it runs. Nodes starting together take an advisory lock, so one
-of them creates or upgrades the schema and the others then find it done. A database
+to version n + 1 before it runs, and ``FILLS[n]`` then fills new tables from the data.
+Nodes starting together take an advisory lock, so one of them creates or upgrades the
+schema and the others then find it done. A database
 newer than this code, or older than any upgrade it knows, is refused with one line.
 """
 
@@ -17,9 +18,9 @@ import psycopg
 
 from postroom.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
+__all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
     # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
@@ -43,6 +44,32 @@ ALTER TABLE message_bodies ADD CONSTRAINT message_bodies_one_place
 # which schema.sql creates.
 UPGRADES[4] = "SELECT 1"
 # ---- end of version 5
+# FILLS[n], when upgrading past version n, runs after schema.sql (so on the latest shape).
+FILLS: dict[int, str] = {}
+# ---- version 6 (log speed): new tables, indexes and triggers (schema.sql); then the
+# counters those triggers keep from now on, from the data already there: the overview's
+# attempt counts and the queue's waiting recipients.
+UPGRADES[5] = "SELECT 1"
+FILLS[5] = """
+INSERT INTO attempt_rollups (period, slot, mailer, sender_domain, disposition, count)
+    SELECT p.period, (floor(a.at / p.period) * p.period)::bigint, a.mailer,
+           lower(split_part(m.sender, '@', 2)), a.disposition, count(*)
+    FROM attempts a JOIN messages m ON m.id = a.message_id,
+         (VALUES (300), (3600)) AS p (period)
+    WHERE p.period = 3600 OR a.at >= (SELECT max(at) FROM attempts) - 172800
+    GROUP BY 1, 2, 3, 4, 5;
+INSERT INTO queue_totals (status, held, recipients)
+    SELECT status, held, count(*) FROM recipients
+    WHERE status IN ('queued', 'deferred') GROUP BY status, held;
+"""
+# ---- end of version 6
+
+
+def _fill(conn: psycopg.Connection[Any], version: int) -> None:
+    for step in range(version, SCHEMA_VERSION):
+        conn.execute(FILLS.get(step, "SELECT 1"))
+
+
 # pg_advisory_xact_lock's key: the same number on every node ("postroom" in ASCII).
 _MIGRATION_LOCK = 0x706F7374726F6F6D
 
@@ -96,6 +123,7 @@ def migrate(conn: psycopg.Connection[Any], *, upgrade: bool = True) -> None:
                 conn.execute(UPGRADES[step])
         conn.execute(schema())  # many statements: allowed without parameters
         if version is not None:
+            _fill(conn, version)
             conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
         conn.commit()
     except BaseException:

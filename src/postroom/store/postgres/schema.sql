@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 5: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 6: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 5 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 6 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -266,3 +266,87 @@ CREATE TABLE IF NOT EXISTS admin_actions (
 );
 CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
 -- ---- end of version 3 -----------------------------------------------------------------
+
+-- ---- version 6 (log speed): the log's searches by recipient, the overview's counts ----
+-- As on SQLite. A recipient search finds addresses from their start or by their domain,
+-- compared bytewise (COLLATE "C"); log.py repeats these expressions literally.
+CREATE INDEX IF NOT EXISTS recipients_address ON recipients ((lower(address)) COLLATE "C");
+CREATE INDEX IF NOT EXISTS recipients_domain
+    ON recipients ((lower(split_part(address, '@', 2))) COLLATE "C");
+CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at);
+-- Each mailer's messages delivered since a time, from the index alone (disposition too:
+-- SQLite answers from an index alone only when it has every column the query names).
+CREATE INDEX IF NOT EXISTS attempts_delivered ON attempts (mailer, at, message_id, disposition)
+    WHERE disposition = 'delivered';
+
+-- Attempts counted per 5-minute and per hour slot, mailer, sender domain and outcome,
+-- kept by the trigger below in the transaction that records the attempt. Each writing
+-- session counts into its own row (shard = its backend pid), so concurrent deliveries
+-- never wait for one another on a counter; readers add the shards up. Rows outlive the
+-- attempts they count; 5-minute rows are kept two days.
+CREATE TABLE IF NOT EXISTS attempt_rollups (
+    period        integer NOT NULL,   -- 300 or 3600 seconds
+    slot          bigint NOT NULL,    -- the slot's start, seconds since the epoch
+    mailer        text NOT NULL,
+    sender_domain text NOT NULL,      -- lower case; '' for the null sender
+    disposition   text NOT NULL,
+    shard         integer NOT NULL DEFAULT 0,
+    count         bigint NOT NULL,
+    PRIMARY KEY (period, slot, mailer, sender_domain, disposition, shard)
+);
+CREATE OR REPLACE FUNCTION postroom_rollup_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO attempt_rollups AS r
+            (period, slot, mailer, sender_domain, disposition, shard, count)
+        SELECT p.period, (floor(NEW.at / p.period) * p.period)::bigint, NEW.mailer,
+               lower(split_part(m.sender, '@', 2)), NEW.disposition, pg_backend_pid(), 1
+        FROM messages m, (VALUES (300), (3600)) AS p (period)
+        WHERE m.id = NEW.message_id
+        ON CONFLICT (period, slot, mailer, sender_domain, disposition, shard)
+        DO UPDATE SET count = r.count + 1;
+    -- SKIP LOCKED: two sessions pruning the same old rows neither wait nor deadlock.
+    DELETE FROM attempt_rollups WHERE ctid IN (
+        SELECT ctid FROM attempt_rollups
+        WHERE period = 300 AND slot < (floor(NEW.at / 3600) * 3600)::bigint - 172800
+        FOR UPDATE SKIP LOCKED);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER attempts_rollup AFTER INSERT ON attempts
+    FOR EACH ROW EXECUTE FUNCTION postroom_rollup_attempt();
+
+-- The queue's depth without reading the queue: waiting recipients counted per status and
+-- held, kept by the triggers below (a row per writing session, as above; readers sum).
+CREATE TABLE IF NOT EXISTS queue_totals (
+    status     text NOT NULL,
+    held       boolean NOT NULL,
+    shard      integer NOT NULL DEFAULT 0,
+    recipients bigint NOT NULL,
+    PRIMARY KEY (status, held, shard)
+);
+CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients (message_id, status)
+    WHERE status IN ('queued', 'deferred');
+CREATE OR REPLACE FUNCTION postroom_count_waiting() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' AND OLD.status IN ('queued', 'deferred') THEN
+        INSERT INTO queue_totals AS q (status, held, shard, recipients)
+            VALUES (OLD.status, OLD.held, pg_backend_pid(), -1)
+            ON CONFLICT (status, held, shard) DO UPDATE SET recipients = q.recipients - 1;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.status IN ('queued', 'deferred') THEN
+        INSERT INTO queue_totals AS q (status, held, shard, recipients)
+            VALUES (NEW.status, NEW.held, pg_backend_pid(), 1)
+            ON CONFLICT (status, held, shard) DO UPDATE SET recipients = q.recipients + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER recipients_count_new AFTER INSERT ON recipients
+    FOR EACH ROW WHEN (NEW.status IN ('queued', 'deferred'))
+    EXECUTE FUNCTION postroom_count_waiting();
+CREATE OR REPLACE TRIGGER recipients_count_gone AFTER DELETE ON recipients
+    FOR EACH ROW WHEN (OLD.status IN ('queued', 'deferred'))
+    EXECUTE FUNCTION postroom_count_waiting();
+CREATE OR REPLACE TRIGGER recipients_count_moved AFTER UPDATE OF status, held ON recipients
+    FOR EACH ROW WHEN ((OLD.status, OLD.held) IS DISTINCT FROM (NEW.status, NEW.held)
+        AND (OLD.status IN ('queued', 'deferred') OR NEW.status IN ('queued', 'deferred')))
+    EXECUTE FUNCTION postroom_count_waiting();
+-- ---- end of version 6 ----

@@ -54,6 +54,7 @@ from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
     check_query,
+    rollup_params,
     user_params,
 )
 
@@ -214,6 +215,11 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
             return []
         return await self._read(functools.partial(log.query, query))
 
+    async def newest_before(self, cursor: str | None, count: int) -> str | None:
+        if count <= 0:
+            raise ValueError("count must be positive")
+        return await self._read(functools.partial(log.newest_before, cursor, count))
+
     async def attempts(self, message_id: str) -> list[Attempt]:
         return await self._read(functools.partial(delivery.attempts_of, message_id))
 
@@ -227,8 +233,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         return await self._read(functools.partial(log.mailer_health, since))
 
     async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
-        if bucket <= 0:
-            raise ValueError("bucket must be positive")
+        rollup_params(since, bucket)  # ValueError for a bucket the rollups cannot give
         return await self._read(functools.partial(log.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:

@@ -27,6 +27,9 @@ __all__ = ["LocalLimits", "limits_path"]
 
 R = TypeVar("R")
 _VERSION = 1  # user_version of the limits file; another value: rebuilt
+# A read on the event loop's thread (every login's throttle check) gives up after this
+# long should it ever have to wait, and goes to the limits thread instead.
+_INLINE_BUSY_TIMEOUT = 0.01
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS limit_windows (
     key TEXT PRIMARY KEY, ends_at REAL NOT NULL, used INTEGER NOT NULL
@@ -62,6 +65,7 @@ class LocalLimits(LimitOps, LimitRunner):
         self.path = path
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None  # reads on the loop's thread
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -97,14 +101,39 @@ class LocalLimits(LimitOps, LimitRunner):
     async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
         return await self.run(keys, job)
 
+    async def _limit_read(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self.read(keys, job)
+
+    async def read(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        """``job`` of one reading statement, on this thread: a WAL reader waits for no
+        writer, and a hop to the limits thread costs far more than the read. The limits
+        thread answers it when the file is not ready yet (or in memory) or is locked."""
+        if self.path is None or self._conn is None or self._closed:
+            return await self.run(keys, job)
+        try:
+            if self._inline is None:
+                self._inline = sqlite3.connect(
+                    self.path,
+                    timeout=_INLINE_BUSY_TIMEOUT,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            conn = self._inline
+            return job(lambda statement, params: conn.execute(statement, params).fetchall())
+        except sqlite3.OperationalError:
+            return await self.run(keys, job)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
     def _error(self, exc: Exception) -> StoreError:
         assert isinstance(exc, sqlite3.Error)
         return store_error(exc)
 
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._inline):
+            if conn is not None:
+                conn.close()
+        self._conn = self._inline = None
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

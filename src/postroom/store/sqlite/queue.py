@@ -41,11 +41,13 @@ _INSERT_MESSAGE = (
     " source_kind, principal, client_ip, client_port, helo, reverse_dns, protocol, tls,"
     " listener) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# The new recipient's lease, held and delay_warned columns keep their defaults: enqueue
-# is the accept path, and it writes nothing it does not have to.
+# The new recipient's held and delay_warned columns keep their defaults: enqueue is the
+# accept path, and it writes nothing it does not have to. Its lease is set only for mail
+# the accepting process delivers itself (NewMessage.leased).
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
-    " next_attempt_at, last_reply) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)"
+    " next_attempt_at, last_reply, claimed_until)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)"
 )
 _INSERT_BODY = "INSERT INTO message_bodies (id, data) VALUES (?, ?)"
 _INSERT_ZEROBLOB = "INSERT INTO message_bodies (id, data) VALUES (?, zeroblob(?))"

@@ -3,7 +3,8 @@
 ``schema.sql`` is the whole latest schema, written so that running it again changes
 nothing. An older database first gets the upgrade steps that ``CREATE ... IF NOT EXISTS``
 cannot express (new columns, dropped indexes, data moves), then ``schema.sql`` adds the
-new tables and indexes. A database newer than this code is refused.
+new tables and indexes, then ``FILLS`` give new tables what the data already there
+implies. A database newer than this code is refused.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Iterator
 
 from postroom.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
+__all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -56,6 +57,28 @@ UPGRADES: dict[int, str] = {
     # which schema.sql creates.
     4: "",
     # <<< events
+    # >>> log speed (version 6): new tables, indexes and triggers only (schema.sql)
+    5: "",
+    # <<< log speed
+}
+
+# FILLS[n], when upgrading past version n, runs after schema.sql (so on the latest shape).
+FILLS: dict[int, str] = {
+    # >>> log speed (version 6): the counters the triggers keep from now on, from the data
+    # already there: the overview's attempt counts, the queue's waiting recipients.
+    5: """
+        INSERT INTO attempt_rollups (period, slot, mailer, sender_domain, disposition, count)
+            SELECT p.period, CAST(a.at / p.period AS INTEGER) * p.period, a.mailer,
+                   lower(substr(m.sender, instr(m.sender, '@') + 1)), a.disposition, count(*)
+            FROM attempts a JOIN messages m ON m.id = a.message_id,
+                 (SELECT 300 AS period UNION ALL SELECT 3600) p
+            WHERE p.period = 3600 OR a.at >= (SELECT max(at) FROM attempts) - 172800
+            GROUP BY 1, 2, 3, 4, 5;
+        INSERT INTO queue_totals (status, held, recipients)
+            SELECT status, held, count(*) FROM recipients
+            WHERE status IN ('queued', 'deferred') GROUP BY status, held;
+    """,
+    # <<< log speed
 }
 
 
@@ -79,6 +102,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             for step in range(version, SCHEMA_VERSION):
                 _run(conn, UPGRADES[step])
         _run(conn, schema())
+        for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+            _run(conn, FILLS.get(step, ""))
         if version is not None and version != SCHEMA_VERSION:
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")

@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 5: the whole of the latest schema.
+-- postroom SQLite schema, version 6: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 5 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 6 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -230,3 +230,76 @@ CREATE TABLE IF NOT EXISTS admin_actions (
 );
 CREATE INDEX IF NOT EXISTS admin_actions_at ON admin_actions (at);
 -- end dashboard (admins) --------------------------------------------------------------
+
+-- >>> log speed (version 6): the log's searches by recipient, the overview's counts, the
+-- queue's depth.
+-- A recipient search finds addresses from their start or by their domain (lower() folds
+-- ASCII, as domains are A-labels); log.py repeats these expressions literally.
+CREATE INDEX IF NOT EXISTS recipients_address ON recipients (lower(address));
+CREATE INDEX IF NOT EXISTS recipients_domain
+    ON recipients (lower(substr(address, instr(address, '@') + 1)));
+-- Attempts by time: the summary report's window, the latest attempts.
+CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at);
+-- Each mailer's messages delivered since a time, from the index alone (disposition too:
+-- SQLite answers from an index alone only when it has every column the query names).
+CREATE INDEX IF NOT EXISTS attempts_delivered ON attempts (mailer, at, message_id, disposition)
+    WHERE disposition = 'delivered';
+
+-- Attempts counted per 5-minute and per hour slot, mailer, sender domain and outcome,
+-- kept by the trigger below in the transaction that records the attempt, so that the
+-- overview reads a row per slot instead of the log. Rows outlive the attempts they
+-- count (retention removes attempts, not history); 5-minute rows are kept two days.
+CREATE TABLE IF NOT EXISTS attempt_rollups (
+    period        INTEGER NOT NULL,   -- 300 or 3600 seconds
+    slot          INTEGER NOT NULL,   -- the slot's start, seconds since the epoch
+    mailer        TEXT NOT NULL,
+    sender_domain TEXT NOT NULL,      -- lower case; '' for the null sender
+    disposition   TEXT NOT NULL,
+    shard         INTEGER NOT NULL DEFAULT 0, -- PostgreSQL spreads writers; always 0 here
+    count         INTEGER NOT NULL,
+    PRIMARY KEY (period, slot, mailer, sender_domain, disposition, shard)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS attempts_rollup AFTER INSERT ON attempts BEGIN
+    INSERT INTO attempt_rollups (period, slot, mailer, sender_domain, disposition, count)
+        SELECT p.period, CAST(NEW.at / p.period AS INTEGER) * p.period, NEW.mailer,
+               lower(substr(m.sender, instr(m.sender, '@') + 1)), NEW.disposition, 1
+        FROM messages m, (SELECT 300 AS period UNION ALL SELECT 3600) p
+        WHERE m.id = NEW.message_id
+        ON CONFLICT DO UPDATE SET count = count + 1;
+    DELETE FROM attempt_rollups
+        WHERE period = 300 AND slot < CAST(NEW.at / 3600 AS INTEGER) * 3600 - 172800;
+END;
+
+-- The queue's depth without reading the queue: waiting recipients counted per status and
+-- held, kept by the triggers below in the transaction that changes them. The oldest
+-- waiting message, and the waiting messages (counted up to a bound), from the index.
+CREATE TABLE IF NOT EXISTS queue_totals (
+    status     TEXT NOT NULL,         -- queued | deferred
+    held       INTEGER NOT NULL,
+    shard      INTEGER NOT NULL DEFAULT 0, -- PostgreSQL spreads writers; always 0 here
+    recipients INTEGER NOT NULL,
+    PRIMARY KEY (status, held, shard)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients (message_id, status)
+    WHERE status IN ('queued', 'deferred');
+CREATE TRIGGER IF NOT EXISTS recipients_count_new AFTER INSERT ON recipients
+    WHEN NEW.status IN ('queued', 'deferred') BEGIN
+    INSERT INTO queue_totals (status, held, recipients) VALUES (NEW.status, NEW.held, 1)
+        ON CONFLICT DO UPDATE SET recipients = recipients + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS recipients_count_gone AFTER DELETE ON recipients
+    WHEN OLD.status IN ('queued', 'deferred') BEGIN
+    INSERT INTO queue_totals (status, held, recipients) VALUES (OLD.status, OLD.held, -1)
+        ON CONFLICT DO UPDATE SET recipients = recipients - 1;
+END;
+CREATE TRIGGER IF NOT EXISTS recipients_count_moved AFTER UPDATE OF status, held ON recipients
+    WHEN (OLD.status IS NOT NEW.status OR OLD.held IS NOT NEW.held)
+        AND (OLD.status IN ('queued', 'deferred') OR NEW.status IN ('queued', 'deferred')) BEGIN
+    INSERT INTO queue_totals (status, held, recipients)
+        SELECT OLD.status, OLD.held, -1 WHERE OLD.status IN ('queued', 'deferred')
+        ON CONFLICT DO UPDATE SET recipients = recipients - 1;
+    INSERT INTO queue_totals (status, held, recipients)
+        SELECT NEW.status, NEW.held, 1 WHERE NEW.status IN ('queued', 'deferred')
+        ON CONFLICT DO UPDATE SET recipients = recipients + 1;
+END;
+-- <<< log speed

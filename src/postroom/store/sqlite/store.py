@@ -47,6 +47,7 @@ from postroom.store.models import (
 from postroom.store.rows import (
     api_key_params,
     check_query,
+    rollup_params,
     user_params,
 )
 from postroom.store.sqlite import api, delivery, directory, health, log, providers, queue
@@ -58,10 +59,11 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 R = TypeVar("R")
 
-# Point lookups on the event loop's thread (RCPT's directory question) cost a few
-# microseconds, far less than a hop to a reader thread and back; a WAL reader does not
-# wait for the writer. Should it ever have to wait (another process recovering the
-# WAL), it gives up after this long and the lookup goes to a reader thread after all.
+# Point lookups on the event loop's thread (RCPT's directory question, a login's user
+# record, a submitted message's suppression check) cost a few microseconds, far less
+# than a hop to a reader thread and back; a WAL reader does not wait for the writer.
+# Should it ever have to wait (another process recovering the WAL), it gives up after
+# this long and the lookup goes to a reader thread after all.
 _INLINE_BUSY_TIMEOUT = 0.01
 
 
@@ -130,6 +132,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
 
     async def _limit_tx(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
         return await self._limits.run(keys, job)
+
+    async def _limit_read(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        return await self._limits.read(keys, job)
 
     def _open_reader(self) -> None:
         conn = connect_reader(self.path, self._busy_timeout)
@@ -229,6 +234,11 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
             return []
         return await self._read(functools.partial(log.query, query), snapshot=True)
 
+    async def newest_before(self, cursor: str | None, count: int) -> str | None:
+        if count <= 0:
+            raise ValueError("count must be positive")
+        return await self._read(functools.partial(log.newest_before, cursor, count))
+
     async def attempts(self, message_id: str) -> list[Attempt]:
         return await self._read(functools.partial(delivery.attempts_of, message_id))
 
@@ -245,8 +255,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         return await self._read(health.queue_summary, snapshot=True)
 
     async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
-        if bucket <= 0:
-            raise ValueError("bucket must be positive")
+        rollup_params(since, bucket)  # ValueError for a bucket the rollups cannot give
         return await self._read(functools.partial(health.attempt_counts, since, bucket))
 
     async def recent_failures(self, limit: int) -> list[Attempt]:
@@ -284,7 +293,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         return await self._write(functools.partial(directory.changed, directory.ADD_USER, params))
 
     async def user(self, address: str) -> UserRecord | None:
-        return await self._read(functools.partial(directory.user, address))
+        # Inline, as RCPT's lookup: every login reads the record (the login cache is
+        # checked against its current hash).
+        return await self._lookup(functools.partial(directory.user, address))
 
     async def users(self) -> list[UserRecord]:
         return await self._read(directory.users)

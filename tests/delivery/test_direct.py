@@ -1,0 +1,357 @@
+"""Local mail delivered at once by the accepting process: a real SQLite store, intake,
+the local mailer into a real Maildir, the scheduler beside it, and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from postroom.config.mailers import LocalMailerSettings
+from postroom.config.settings import Settings
+from postroom.delivery.direct import DirectDelivery
+from postroom.delivery.localdomains import LocalDomains
+from postroom.delivery.mailers import Mailer
+from postroom.delivery.mailers.mta.local import LocalMailer
+from postroom.delivery.router import Route, Router, RouteTable
+from postroom.delivery.scheduler import Scheduler
+from postroom.errors import StoreError, StoreUnavailable
+from postroom.events import Bus, DeliveryAttempt, MessageQueued
+from postroom.intake import Intake, Queued
+from postroom.mail.address import parse_address
+from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
+from postroom.mail.events import EventType, MailEvent
+from postroom.mailbox import Maildir, MailDrop
+from postroom.mailbox.base import QuotaExceeded
+from postroom.store import RecipientStatus, Store, open_store
+from postroom.store.models import Attempt, RecipientUpdate, UserRecord
+from tests.conftest import FakeClock
+from tests.support.faulty_store import FaultyStore
+
+MESSAGE = b"From: someone@remote.test\r\nSubject: Hello\r\n\r\nHi there\r\n"
+
+
+class FullMailbox:
+    """A mailbox store that refuses every delivery as over quota."""
+
+    async def deliver(
+        self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
+    ) -> str:
+        raise QuotaExceeded("full")
+
+
+@dataclass
+class World:
+    store: Store
+    clock: FakeClock
+    intake: Intake
+    direct: DirectDelivery
+    scheduler: Scheduler
+    events: list[object]
+    wakes: list[None]
+    root: Path
+
+    async def submit(self, *rcpts: str, notify: str | None = None) -> str:
+        wanted = frozenset(Notify(n) for n in notify.split(",")) if notify else None
+        result = await self.intake.submit(
+            Source(kind=SourceKind.SMTP, protocol="ESMTP", listener="mx"),
+            parse_address("someone@remote.test"),
+            [Recipient(parse_address(r), wanted) for r in rcpts],
+            MESSAGE,
+        )
+        assert isinstance(result, Queued), result
+        return result.queue_id
+
+    def files(self, user: str) -> list[Path]:
+        new = self.root / "example.test" / user / "Maildir" / "new"
+        return sorted(new.iterdir()) if new.is_dir() else []
+
+    async def settled(self) -> None:
+        await self.direct.stop(10.0)
+
+
+async def make_world(
+    tmp_path: Path,
+    *,
+    mailbox: MailDrop | None = None,
+    routes: list[dict[str, object]] | None = None,
+    store: Store | None = None,
+    **delivery: object,
+) -> World:
+    settings = Settings.model_validate(
+        {
+            "hostname": "mail.test",
+            "data_dir": tmp_path,
+            "mailers": [{"name": "local", "type": "local"}, {"name": "mx", "type": "mx"}],
+            "routes": routes or [],
+            "delivery": delivery,
+        }
+    )
+    store = store or await open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    clock = FakeClock()
+    await store.add_domain("example.test", clock.time())
+    for user in ("ann", "bob"):
+        await store.add_user(UserRecord(f"{user}@example.test", "x", (), clock.time()))
+    bus = Bus()
+    events: list[object] = []
+    bus.subscribe(events.append)
+    root = tmp_path / "mail"
+    maildir = Maildir(root, clock=clock)
+    intake = Intake(
+        store=store,
+        clock=clock,
+        hostname="mail.test",
+        spool_dir=tmp_path,
+        spool_memory=1 << 20,
+        max_message_size=1 << 24,
+        bus=bus,
+        mailboxes=maildir,
+    )
+    drop = mailbox or maildir
+    local = LocalMailer(
+        LocalMailerSettings(name="local"), data_dir=tmp_path, clock=clock, mailbox=drop
+    )
+    wakes: list[None] = []
+    direct = DirectDelivery(
+        store=store,
+        routes=[Route.from_settings(r) for r in settings.routes],
+        mailers={"local": local},
+        settings=settings.delivery,
+        clock=clock,
+        bus=bus,
+        wake=lambda: wakes.append(None),
+        store_pause=0.001,
+    )
+    intake.handoff = direct
+    local_domains = LocalDomains()
+    mailers: dict[str, Mailer] = {"local": local}
+    scheduler = Scheduler(
+        store=store,
+        router=Router(mailers),
+        routes=RouteTable.from_settings(settings, local_domains),
+        intake=intake,
+        local_domains=local_domains,
+        settings=settings.delivery,
+        hostname="mail.test",
+        clock=clock,
+        bus=bus,
+        rng=random.Random(7),
+    )
+    return World(store, clock, intake, direct, scheduler, events, wakes, root)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    made = await make_world(tmp_path)
+    yield made
+    await made.store.aclose()
+
+
+async def left_to_the_scheduler(world: World, queue_id: str) -> None:
+    """Once the handoff is done: nothing delivered, the recipient still queued."""
+    await world.settled()
+    assert world.files("ann") == []
+    assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.QUEUED}
+
+
+async def status_of(world: World, queue_id: str) -> dict[str, RecipientStatus]:
+    message = await world.store.message(queue_id)
+    assert message is not None
+    return {r.address: r.status for r in message.recipients}
+
+
+async def test_local_mail_is_delivered_by_the_accepting_process(world: World) -> None:
+    queue_id = await world.submit("ann@example.test", "bob@example.test")
+    queued = [e for e in world.events if isinstance(e, MessageQueued)]
+    assert [e.handed_off for e in queued] == [True]  # the scheduler is not woken for it
+    # While the handoff holds them, the scheduler finds nothing to claim.
+    assert await world.scheduler.run_once() == 0
+    await world.settled()
+    assert len(world.files("ann")) == 1 and len(world.files("bob")) == 1
+    assert await status_of(world, queue_id) == {
+        "ann@example.test": RecipientStatus.DELIVERED,
+        "bob@example.test": RecipientStatus.DELIVERED,
+    }
+    attempts = await world.store.attempts(queue_id)
+    assert sorted((a.recipient, a.mailer, a.code) for a in attempts) == [
+        ("ann@example.test", "local", 250),
+        ("bob@example.test", "local", 250),
+    ]
+    logged = [e for e in world.events if isinstance(e, DeliveryAttempt)]
+    assert sorted((e.recipient, e.status) for e in logged) == [
+        ("ann@example.test", "delivered"),
+        ("bob@example.test", "delivered"),
+    ]
+    stored_events = await world.store.events(queue_id)
+    assert sorted(e.type for e in stored_events if e.type is EventType.DELIVERED) == [
+        EventType.DELIVERED,
+        EventType.DELIVERED,
+    ]
+    # Nothing is left for the scheduler, even once the lease would have ended.
+    world.clock.advance(3600)
+    assert await world.scheduler.run_once() == 0
+    assert len(world.files("ann")) == 1
+    assert world.wakes == []
+
+
+async def test_a_recipient_that_asked_for_a_success_dsn_is_left_to_the_scheduler(
+    world: World,
+) -> None:
+    queue_id = await world.submit("ann@example.test", notify="SUCCESS")
+    assert [e.handed_off for e in world.events if isinstance(e, MessageQueued)] == [False]
+    await world.settled()
+    assert world.files("ann") == []
+    assert await world.scheduler.run_once() == 1
+    assert len(world.files("ann")) == 1
+    assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+
+
+async def test_a_route_naming_another_mailer_is_left_to_the_scheduler(tmp_path: Path) -> None:
+    routes: list[dict[str, object]] = [
+        {
+            "name": "out",
+            "mailers": ["local", "mx"],
+            "conditions": [{"field": "subject", "operator": "contains", "value": "Hello"}],
+        }
+    ]
+    world = await make_world(tmp_path, routes=routes)
+    try:
+        queue_id = await world.submit("ann@example.test")
+        await left_to_the_scheduler(world, queue_id)
+        assert len(await world.store.claim_due(world.clock.time(), limit=10, lease=60)) == 1
+    finally:
+        await world.store.aclose()
+
+
+async def test_what_is_not_delivered_goes_back_to_the_scheduler_at_once(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, mailbox=FullMailbox())
+    try:
+        queue_id = await world.submit("ann@example.test")
+        await world.settled()
+        # Released (no attempt recorded here) and the scheduler told: its own attempt
+        # bounces it with 5.2.2, with its DSN, under its rules.
+        assert world.wakes == [None]
+        assert await world.store.attempts(queue_id) == []
+        assert await world.scheduler.run_once() == 1
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.BOUNCED}
+        (attempt,) = await world.store.attempts(queue_id)
+        assert attempt.enhanced == "5.2.2"
+    finally:
+        await world.store.aclose()
+
+
+async def test_a_delivery_that_starts_late_is_handed_back(world: World) -> None:
+    """With less than half its lease left the scheduler might take it mid-delivery."""
+    message_id = await world.submit("ann@example.test")
+    world.clock.advance(45)  # the task has not run yet: the lease (60 s) is nearly over
+    await world.settled()
+    assert world.files("ann") == [] and world.wakes == [None]
+    assert [
+        c.message.id for c in await world.store.claim_due(world.clock.time(), limit=9, lease=60)
+    ] == [message_id]
+
+
+async def test_a_stopped_handoff_takes_nothing(world: World) -> None:
+    await world.direct.stop(1.0)
+    await world.submit("ann@example.test")
+    assert [e.handed_off for e in world.events if isinstance(e, MessageQueued)] == [False]
+    assert await world.scheduler.run_once() == 1
+    assert len(world.files("ann")) == 1
+
+
+async def test_a_killed_handoff_leaves_its_recipients_to_the_scheduler_after_the_lease(
+    world: World,
+) -> None:
+    """The process dies after the commit, before its delivery: nothing is lost."""
+    world.direct.start = lambda planned: None  # type: ignore[method-assign]
+    queue_id = await world.submit("ann@example.test")
+    await asyncio.sleep(0)
+    assert await world.scheduler.run_once() == 0  # the lease holds
+    world.clock.advance(60)
+    assert await world.scheduler.run_once() == 1
+    assert len(world.files("ann")) == 1
+    assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+
+
+async def test_paused_delivery_delivers_nothing_at_once_either(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, paused=True)
+    try:
+        queue_id = await world.submit("ann@example.test")
+        await left_to_the_scheduler(world, queue_id)
+    finally:
+        await world.store.aclose()
+
+
+class WatchedStore(FaultyStore):
+    """A FaultyStore that says when it has refused an outcome."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.refusal = asyncio.Event()
+
+    async def record_outcomes(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent] = (),
+    ) -> None:
+        try:
+            await super().record_outcomes(message_id, updates, attempts, events)
+        except StoreError:
+            self.refusal.set()
+            raise
+
+
+async def faulty_world(tmp_path: Path) -> tuple[World, WatchedStore]:
+    store = WatchedStore(tmp_path / "q.db")
+    await store.start()
+    return await make_world(tmp_path, store=store), store
+
+
+async def refused(store: WatchedStore) -> None:
+    await store.refusal.wait()
+    store.refusal.clear()
+
+
+async def test_an_outcome_the_store_refuses_is_recorded_once_it_works_again(
+    tmp_path: Path,
+) -> None:
+    world, store = await faulty_world(tmp_path)
+    try:
+        store.record_fault = StoreUnavailable("the database is away")
+        queue_id = await world.submit("ann@example.test")
+        await refused(store)
+        await refused(store)  # tried again
+        store.record_fault = None
+        await world.settled()
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+        world.clock.advance(3600)
+        assert await world.scheduler.run_once() == 0
+        assert len(world.files("ann")) == 1
+    finally:
+        await store.aclose()
+
+
+async def test_an_outcome_never_recorded_within_the_lease_is_delivered_again_by_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    """The duplicate window: the file is in new/, its outcome is not in the store, and
+    the lease ends; at least once, never lost."""
+    world, store = await faulty_world(tmp_path)
+    try:
+        store.record_fault = StoreUnavailable("the database is away")
+        queue_id = await world.submit("ann@example.test")
+        await refused(store)
+        world.clock.advance(60)  # the lease ends while the store is still away
+        await world.settled()
+        store.record_fault = None
+        assert await world.scheduler.run_once() == 1
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+        assert len(world.files("ann")) == 2
+    finally:
+        await store.aclose()
