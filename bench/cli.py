@@ -89,6 +89,7 @@ class Plan:
     submission_messages: int
     submission_modes: tuple[str, ...]
     nodes: tuple[int, ...]  # pg-delivery: node counts
+    node_cpu: float | None  # pg-delivery: each node's CPU cap (cgroup), None: none
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -143,6 +144,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="1,2,3",
         help="pg-delivery: comma-separated node counts (default 1,2,3; 1 must be among them)",
     )
+    parser.add_argument(
+        "--node-cpu",
+        type=float,
+        help="pg-delivery: cap each node (and the sink) at this many CPUs, each in a cgroup"
+        " of its own, so that N nodes stand for N machines of one size (default: no cap)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument("--workdir", type=Path, help="run files (default: a new temp dir)")
     parser.add_argument("--keep-workdir", action="store_true", help="do not delete run files")
@@ -191,6 +198,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         submission_messages=int(pick(args.submission_messages, 4000, 400)),
         submission_modes=tuple(m for m in args.submission_modes.split(",") if m),
         nodes=tuple(int(n) for n in args.nodes.split(",")),
+        node_cpu=args.node_cpu,
     )
 
 
@@ -716,6 +724,12 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
             "pg_stat_wal.wal_sync (the durable commits), over the same time. "
             "÷ (N x one node): each run's "
             f"rate over N times one node's median. Median of {plan.runs} run(s) (min-max)."
+            + (
+                ""
+                if plan.node_cpu is None
+                else f" Each node and the sink capped at {plan.node_cpu:g} CPU (a cgroup"
+                " each): one node stands for one machine of that size."
+            )
         ),
         metrics=NODES_METRICS,
         primary="msgs_per_s",
@@ -724,7 +738,10 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
         ],
         reference=None,
     )
-    entries = [(node_row_name(n), _bind_nodes(ctx, cluster, python, n, load)) for n in counts]
+    entries = [
+        (node_row_name(n), _bind_nodes(ctx, cluster, python, n, load, node_cpu=plan.node_cpu))
+        for n in counts
+    ]
     _run_rows(ctx, section, entries, plan)
     scale_against_one(section, counts)
     section.notes += nodes_model(section, counts, plan.relay_messages)
@@ -732,9 +749,17 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
 
 
 def _bind_nodes(
-    ctx: Context, cluster: PostgresCluster, python: Path, nodes: int, load: Load
+    ctx: Context,
+    cluster: PostgresCluster,
+    python: Path,
+    nodes: int,
+    load: Load,
+    *,
+    node_cpu: float | None,
 ) -> Callable[[], Sample]:
-    return lambda: run_nodes(ctx, cluster, python, nodes, load, label="pg-delivery")
+    return lambda: run_nodes(
+        ctx, cluster, python, nodes, load, label="pg-delivery", node_cpu=node_cpu
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

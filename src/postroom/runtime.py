@@ -417,6 +417,7 @@ class Server:
             check_budget=None if self.accept_only else _START_CHECK_BUDGET,
             on_damage=self._store_damaged,
             inline_body_max=self.settings.database.inline_body_max,
+            database_timeout=self.settings.database.timeout,
         )
 
     async def _start_api(self, store: Store, intake: Intake) -> None:
