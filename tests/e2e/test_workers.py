@@ -61,8 +61,10 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def start(home: Path, workers: int = 2) -> tuple[RunningProcess, Path]:
-    config = write_config(home / "postroom.toml", home / "data", top=f"workers = {workers}\n")
+def start(home: Path, workers: int = 2, extra: str = "") -> tuple[RunningProcess, Path]:
+    config = write_config(
+        home / "postroom.toml", home / "data", extra, top=f"workers = {workers}\n"
+    )
     cli(config, "domain", "add", "example.test")
     cli(config, "user", "add", "app@example.test", "--password-stdin", stdin="pw\n")
     return start_process(config, home / "postroom.log"), config
@@ -194,3 +196,82 @@ def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> N
     finally:
         if server.process.poll() is None:
             server.kill()
+
+
+# Written into a directory on PYTHONPATH, so that every interpreter of the server (the
+# primary and each worker it starts) lists the modules it loaded when it exits.
+_LIST_MODULES_AT_EXIT = """\
+import atexit, os, sys
+
+def _list_modules():
+    path = os.path.join(os.environ["POSTROOM_TEST_MODULES"], f"{os.getpid()}.txt")
+    with open(path, "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_list_modules)
+"""
+# What only the primary runs: the scheduler and its mailers, the HTTP API and dashboard and
+# their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads
+# them pays their memory once more for nothing.
+_PRIMARY_ONLY = (
+    # delivery, but for the local mail a worker delivers at once (delivery.direct)
+    "postroom.delivery.scheduler",
+    "postroom.delivery.mailers.build",
+    "postroom.delivery.mailers.api",
+    "postroom.delivery.mailers.mta.mx",
+    "postroom.delivery.retention",
+    "postroom.api",
+    "postroom.dashboard",
+    "postroom.imap",
+    "postroom.pop3",
+    "postroom.alerts",
+    "postroom.events.dispatcher",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "jinja2",
+    "postroom.cli",  # the command line: a worker is started straight into the server
+    "click",
+)
+
+
+def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = home / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_LIST_MODULES_AT_EXIT)
+    listed = home / "modules"
+    listed.mkdir()
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.setenv("POSTROOM_TEST_MODULES", str(listed))
+    server, _ = start(home, extra="[inbound_auth]\nenabled = false\n")
+    primary = server.process.pid
+    try:
+        wait_for(lambda: len(children(primary)) == 1)
+        (worker,) = children(primary)
+        os.kill(primary, signal.SIGSTOP)  # the worker takes this message: its whole path
+        try:
+            assert send(server.ports["mx"]) == {}
+        finally:
+            os.kill(primary, signal.SIGCONT)
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        wait_for((listed / f"{worker}.txt").exists, within=10)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+
+    def loaded(pid: int) -> set[str]:
+        return set((listed / f"{pid}.txt").read_text().split())
+
+    def primary_only(modules: set[str]) -> list[str]:
+        return sorted(m for m in modules for p in _PRIMARY_ONLY if m == p or m.startswith(p + "."))
+
+    in_worker = loaded(worker)
+    assert {"postroom.smtp.server", "postroom.intake", "postroom.store.sqlite.store"} <= in_worker
+    assert primary_only(in_worker) == []
+    # The primary, which delivers and serves the API, does load them: the lists tell.
+    assert {"postroom.delivery.scheduler", "starlette", "postroom.api"} <= loaded(primary)
