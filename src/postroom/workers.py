@@ -18,7 +18,7 @@ worker) after a pause that grows while it keeps dying; a failed fork is retried 
 
 A second pipe runs the other way, for ``/metrics``: the primary writes ``C`` on a
 worker's standard input and the worker answers with one line of JSON on its report
-pipe, its counters (``events.metrics.ProcessCounts.snapshot``). Asked when
+pipe, its counters (``events.counts.ProcessCounts.snapshot``). Asked when
 scraped, so the counts are the workers' at that moment, not a poll's.
 """
 

@@ -8,7 +8,8 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 
 from postroom.events.catalog import DeliveryAttempt
-from postroom.events.metrics import Metrics, ProcessCounts
+from postroom.events.counts import ProcessCounts
+from postroom.events.metrics import Metrics
 from postroom.store.models import QueueSummary
 from tests.api.conftest import MESSAGE, Api
 

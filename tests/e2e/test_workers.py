@@ -226,6 +226,8 @@ _PRIMARY_ONLY = (
     "postroom.pop3",
     "postroom.alerts",
     "postroom.events.dispatcher",
+    "postroom.events.metrics",  # a worker counts (events.counts); the primary renders
+    "prometheus_client",
     "starlette",
     "uvicorn",
     "httpx",
