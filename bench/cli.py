@@ -77,7 +77,8 @@ class Plan:
     runs: int
     messages: int
     sessions: int
-    per_connection: int
+    per_connection: int  # relay and submission, mode b
+    accept_per_connection: int  # accept and pg-accept, mode b
     relay_messages: int
     large_messages: int
     large_size: int
@@ -88,6 +89,7 @@ class Plan:
     submission_messages: int
     submission_modes: tuple[str, ...]
     nodes: tuple[int, ...]  # pg-delivery: node counts
+    node_cpu: float | None  # pg-delivery: each node's CPU cap (cgroup), None: none
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,7 +111,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="accept: messages (default 20000)")
     parser.add_argument("--sessions", type=int, help="accept and relay: sessions (default 20)")
     parser.add_argument(
-        "--per-connection", type=int, default=100, help="accept: messages per connection, mode b"
+        "--per-connection",
+        type=int,
+        default=100,
+        help="relay and submission: messages per connection, mode b (default 100)",
+    )
+    parser.add_argument(
+        "--accept-per-connection",
+        type=int,
+        default=1000,
+        help="accept: messages per connection, mode b (default 1000: with 20,000 messages"
+        " and 20 sessions, each session sends all of its messages over one connection)",
     )
     parser.add_argument("--relay-messages", type=int, help="relay: messages (default 10000)")
     parser.add_argument("--large-messages", type=int, help="large: messages (default 50)")
@@ -131,6 +143,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--nodes",
         default="1,2,3",
         help="pg-delivery: comma-separated node counts (default 1,2,3; 1 must be among them)",
+    )
+    parser.add_argument(
+        "--node-cpu",
+        type=float,
+        help="pg-delivery: cap each node (and the sink) at this many CPUs, each in a cgroup"
+        " of its own, so that N nodes stand for N machines of one size (default: no cap)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument("--workdir", type=Path, help="run files (default: a new temp dir)")
@@ -169,6 +187,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         messages=int(pick(args.messages, 20000, 2000)),
         sessions=int(pick(args.sessions, 20, 20)),
         per_connection=args.per_connection,
+        accept_per_connection=args.accept_per_connection,
         relay_messages=int(pick(args.relay_messages, 10000, 1000)),
         large_messages=int(pick(args.large_messages, 50, 10)),
         large_size=int(pick(args.large_mib, 20, 2)) * MIB,
@@ -179,6 +198,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         submission_messages=int(pick(args.submission_messages, 4000, 400)),
         submission_modes=tuple(m for m in args.submission_modes.split(",") if m),
         nodes=tuple(int(n) for n in args.nodes.split(",")),
+        node_cpu=args.node_cpu,
     )
 
 
@@ -253,7 +273,7 @@ def _run_rows(
             row.status = "failed"
 
 
-_SHOWN = {"msgs_per_s", "mib_per_s", "p50_ms", "p99_ms", "rss_idle_mib", "peak_rss_mib"}
+_SHOWN = {"msgs_per_s", "mib_per_s", "p50_ms", "p99_ms", "pss_idle_mib", "peak_rss_mib"}
 
 
 def _rows_for(systems: list[System], broken: dict[str, str]) -> list[Row]:
@@ -278,7 +298,7 @@ def accept_sections(
     reference: str = "postroom",
 ) -> list[Section]:
     sections = []
-    for per_connection in (1, plan.per_connection):
+    for per_connection in (1, plan.accept_per_connection):
         actual = min(per_connection, max(1, plan.messages // plan.sessions))
         words = "one message per connection" if actual == 1 else f"{actual} per connection"
         load = Load(plan.messages, plan.sessions, 4 * KIB, actual)
@@ -478,12 +498,14 @@ def idle_section(
         title=f"Idle connections, {plan.idle_connections:,} open",
         description=(
             f"{plan.idle_connections:,} SMTP connections opened and left idle after the "
-            "greeting; RSS of the server process, and one more client sending a message. "
+            "greeting; the memory of the server's processes (the sum of their PSS: a page "
+            "they share counts once), and one more client sending a message. postroom runs "
+            "as in the accept workloads (`workers` = the cores). "
             "Postfix is left out: it runs one smtpd process per connection (up to "
             f"process_limit). Median of {plan.runs} run(s) (min-max)."
         ),
         metrics=IDLE_METRICS,
-        primary="rss_idle_mib",
+        primary="pss_idle_mib",
     )
     chosen = [s for s in systems if s.name in IDLE_SYSTEMS]
     section.rows = _rows_for(chosen, broken)
@@ -547,7 +569,7 @@ def _bind_latency(
 def _calibrate(ctx: Context, plan: Plan, systems: list[System]) -> float:
     """Without accept results: one short accept run of postroom to find the rate."""
     postroom = next(s for s in systems if s.name == "postroom")
-    load = Load(min(plan.messages, 5000), plan.sessions, 4 * KIB, plan.per_connection)
+    load = Load(min(plan.messages, 5000), plan.sessions, 4 * KIB, plan.accept_per_connection)
     ctx.progress("[latency] calibrating: one accept run of postroom")
     sample = run_accept(ctx, postroom, load, "calibrate")
     return sample.metrics["msgs_per_s"] / 2
@@ -594,15 +616,16 @@ def _run_workloads(
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
         relay_sections(ctx, plan, chosen, python, workers)
-    # Memory is measured as installed: one process (workers = 1, the default); more
-    # workers add one interpreter's baseline each (docs/performance.md).
+    # Large messages' peak RSS is one process's (workers = 1, the default); the idle
+    # sessions are held by as many processes as accept (workers = the cores), their
+    # memory summed as PSS (workloads/idle.py).
     one_process = [
         dataclasses.replace(s, workers=1) if isinstance(s, PostroomSystem) else s for s in systems
     ]
     if "large" in only:
         large_section(ctx, plan, one_process, broken)
     if "idle" in only:
-        idle_section(ctx, plan, one_process, broken)
+        idle_section(ctx, plan, systems, broken)
     has_postroom = any(s.name == "postroom" for s in systems)
     if {"pg-accept", "pg-delivery"} & only:
         postgres_sections(ctx, plan, only=only, python=python, workers=workers)
@@ -701,6 +724,12 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
             "pg_stat_wal.wal_sync (the durable commits), over the same time. "
             "÷ (N x one node): each run's "
             f"rate over N times one node's median. Median of {plan.runs} run(s) (min-max)."
+            + (
+                ""
+                if plan.node_cpu is None
+                else f" Each node and the sink capped at {plan.node_cpu:g} CPU (a cgroup"
+                " each): one node stands for one machine of that size."
+            )
         ),
         metrics=NODES_METRICS,
         primary="msgs_per_s",
@@ -709,7 +738,10 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
         ],
         reference=None,
     )
-    entries = [(node_row_name(n), _bind_nodes(ctx, cluster, python, n, load)) for n in counts]
+    entries = [
+        (node_row_name(n), _bind_nodes(ctx, cluster, python, n, load, node_cpu=plan.node_cpu))
+        for n in counts
+    ]
     _run_rows(ctx, section, entries, plan)
     scale_against_one(section, counts)
     section.notes += nodes_model(section, counts, plan.relay_messages)
@@ -717,9 +749,17 @@ def delivery_section(ctx: Context, plan: Plan, cluster: PostgresCluster, python:
 
 
 def _bind_nodes(
-    ctx: Context, cluster: PostgresCluster, python: Path, nodes: int, load: Load
+    ctx: Context,
+    cluster: PostgresCluster,
+    python: Path,
+    nodes: int,
+    load: Load,
+    *,
+    node_cpu: float | None,
 ) -> Callable[[], Sample]:
-    return lambda: run_nodes(ctx, cluster, python, nodes, load, label="pg-delivery")
+    return lambda: run_nodes(
+        ctx, cluster, python, nodes, load, label="pg-delivery", node_cpu=node_cpu
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

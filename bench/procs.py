@@ -18,6 +18,7 @@ __all__ = [
     "stop_process",
     "tree_cpu",
     "tree_peak_rss",
+    "tree_pss",
     "tree_rss",
     "wait_for_greeting",
     "wait_pid_gone",
@@ -94,6 +95,23 @@ def _status_kib(pid: int, key: str) -> int:
 def tree_rss(root: int) -> int:
     """Resident bytes of ``root`` and its live descendants (shared pages counted twice)."""
     return sum(_status_kib(pid, "VmRSS") for pid in _descendants(root)) * 1024
+
+
+def tree_pss(root: int) -> int:
+    """Proportional set size of ``root`` and its live descendants: each page shared by
+    several processes counts a share in each, so the sum is what the tree uses in all
+    (its processes' shared libraries once, not once per process)."""
+    return sum(_pss_kib(pid) for pid in _descendants(root)) * 1024
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def tree_peak_rss(root: int) -> int:

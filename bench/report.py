@@ -112,6 +112,18 @@ def _best(section: Section, names: list[str]) -> tuple[str, float] | None:
     return best
 
 
+def _cpu_ratio(section: Section, name: str) -> float | None:
+    """``name``'s median server CPU per message over postroom's (above 1: postroom spends
+    less per message)."""
+    ours, theirs = section.row("postroom"), section.row(name)
+    if ours is None or theirs is None:
+        return None
+    mine, other = ours.summary("server_ms_per_msg"), theirs.summary("server_ms_per_msg")
+    if mine is None or other is None or mine.median == 0:
+        return None
+    return other.median / mine.median
+
+
 def check_targets(sections: list[Section]) -> list[Target]:
     """The issue's targets, each a same-run ratio."""
     targets: list[Target] = []
@@ -124,6 +136,15 @@ def check_targets(sections: list[Section]) -> list[Target]:
                         f"{section.title}: postroom ≥ 1.5x the best durable peer",
                         1.5,
                         ratio(section, best[0]),
+                        best[0],
+                    )
+                )
+                targets.append(
+                    Target(
+                        f"{section.title}: the same peer's server CPU per message ÷"
+                        " postroom's (what a busy host disturbs least; not the target)",
+                        1.5,
+                        _cpu_ratio(section, best[0]),
                         best[0],
                     )
                 )

@@ -3,10 +3,8 @@
 Two ways to run it for the accept workloads:
 
 - ``held`` (the row compared with the peers): accepting into the durable queue without
-  delivering, like Postfix's hold queue. postroom has no "hold everything" switch, so
-  every route goes to an ``smtp`` mailer aimed at a socket the harness listens on but
-  never accepts from, with one delivery in flight at most: that one attempt waits for a
-  greeting that never comes, and the scheduler does nothing else during the run.
+  delivering, like Postfix's hold queue: ``[delivery] paused = true``, postroom's own
+  switch for it (the scheduler claims nothing; everything else runs as installed).
 - ``local``: postroom as installed: mail for its local domain is delivered to Maildir by
   the ``local`` mailer while more is being accepted.
 """
@@ -14,9 +12,9 @@ Two ways to run it for the accept workloads:
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,31 +138,35 @@ def start_postroom(
         )
     try:
         wait_for_greeting(port, 60, proc, out)
+        _wait_for_workers(rundir / "postroom.log", port, workers, proc)
     except SetupError:
         stop_process(proc)
         raise
     return PostroomProcess(python, config, port, proc)
 
 
-def _held_config(blackhole: int) -> tuple[str, str]:
-    limits = "shutdown_grace = 1.0\n"
-    tail = f"""
+def _wait_for_workers(log: Path, port: int, workers: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until every process accepts: each logs "listening on" once it does. The primary
+    answers first, and its accept workers take a few seconds to start; a load that
+    began before would open its long connections to the primary alone."""
+    line = f"listening on 127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if text.count(line) >= workers:
+            return
+        if proc.poll() is not None:
+            raise SetupError(f"postroom exited {proc.returncode} while its workers started")
+        time.sleep(0.1)
+    raise SetupError(f"postroom's {workers} processes were not all listening after 60 s")
+
+
+# Delivery held as Postfix's hold queue holds it, with postroom's own switch.
+_HELD_LIMITS = "shutdown_grace = 1.0\n"
+_HELD_TAIL = """
 [delivery]
-max_concurrency = 1
-
-[[mailers]]
-name = "held"
-type = "smtp"
-host = "127.0.0.1"
-port = {blackhole}
-tls = "none"
-timeout = 86400.0
-
-[[routes]]
-name = "hold-everything"
-mailers = ["held"]
+paused = true
 """
-    return limits, tail
 
 
 def _submission_listeners(submission: int, submissions: int) -> str:
@@ -214,38 +216,23 @@ class PostroomSystem:
             self.label = f"postroom, {processes}, also delivering each message to Maildir"
 
     def start(self, rundir: Path) -> Instance:
-        blackhole: socket.socket | None = None
         limits = tail = ""
         if self.delivery == "held":
-            blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            blackhole.bind(("127.0.0.1", 0))
-            blackhole.listen(1)  # never accepted: the delivery attempt waits for a greeting
-            limits, tail = _held_config(blackhole.getsockname()[1])
+            limits, tail = _HELD_LIMITS, _HELD_TAIL
         ports = (free_port(), free_port()) if self.submission else None
         if ports is not None:
             tail += _submission_listeners(*ports)
-        try:
-            storage, more_pids = None, []
-            if self.database is not None:
-                storage, postmaster = self.database()
-                more_pids.append(postmaster)
-            server = start_postroom(
-                self.python, rundir, workers=self.workers, limits=limits, tail=tail, storage=storage
-            )
-        except BaseException:
-            if blackhole is not None:
-                blackhole.close()
-            raise
-
-        def stop() -> None:
-            server.stop()
-            if blackhole is not None:
-                blackhole.close()
-
+        storage, more_pids = None, []
+        if self.database is not None:
+            storage, postmaster = self.database()
+            more_pids.append(postmaster)
+        server = start_postroom(
+            self.python, rundir, workers=self.workers, limits=limits, tail=tail, storage=storage
+        )
         return Instance(
             port=server.port,
             pid=server.proc.pid,
-            stop=stop,
+            stop=server.stop,
             log=rundir / "postroom.log",
             stored=lambda: len(server.messages()),
             submission_port=ports[0] if ports else None,

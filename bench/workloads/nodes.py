@@ -9,6 +9,10 @@ nothing undelivered. What is measured: messages delivered per second, per node, 
 database's transactions (pg_stat_database.xact_commit: reads count too) and its WAL
 flushes (pg_stat_wal.wal_sync: the durable commits, several sharing one when they
 commit together) over the same time, and CPU of the nodes, PostgreSQL and the sink.
+
+With ``node_cpu`` each node's process (and the sink's) runs capped at that many CPUs in a
+cgroup of its own (``bench.cgroups``), so N nodes on this host stand for N machines of
+one size, and one node's row is one such machine.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.cgroups import CpuGroups
 from bench.context import Context
 from bench.figures import Metric, Sample, Section
 from bench.host import NCPU
@@ -69,6 +74,7 @@ def run_nodes(
     load: Load,
     *,
     label: str,
+    node_cpu: float | None = None,
 ) -> Sample:
     warnings = ctx.wait_quiet()
     rundir = ctx.new_rundir(f"{label}-{nodes}")
@@ -76,6 +82,7 @@ def run_nodes(
     url = cluster.url(database)
     sink, sink_port, sink_out = start_sink(rundir, count=True)
     servers: list[PostroomProcess] = []
+    caps = CpuGroups(f"postroom-bench-{label}-{nodes}")
     try:
         filler = start_postroom(python, rundir / "fill", workers=1, tail=_PAUSED, storage=url)
         try:
@@ -96,6 +103,10 @@ def run_nodes(
                     setup=False,
                 )
             )
+        if node_cpu is not None:
+            for index, server in enumerate(servers, 1):
+                caps.place(f"node{index}", server.proc.pid, node_cpu)
+            caps.place("sink", sink.pid, node_cpu)
         time.sleep(STATS_DELAY)
         commits_before = cluster.commits(database)
         flushes_before = cluster.wal_flushes()
@@ -120,6 +131,7 @@ def run_nodes(
         for server in servers:
             server.stop()
         stop_process(sink)
+        caps.remove()
     time.sleep(STATS_DELAY)
     commits = cluster.commits(database) - commits_before
     cluster.drop_database(database)
@@ -144,6 +156,8 @@ def run_nodes(
     metrics["total_s"] = wall
     metrics["delivered"] = delivered
     metrics["nodes"] = nodes
+    if node_cpu is not None:
+        metrics["node_cpu"] = node_cpu
     return Sample(metrics, warnings)
 
 

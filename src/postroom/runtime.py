@@ -15,68 +15,69 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from postroom.alerts import Alerts
-from postroom.alerts.dnswatch import DnsWatch
-from postroom.alerts.report import Reports
-from postroom.api import ApiDeps, ApiServer, create_app
 from postroom.clock import Clock, SystemClock
-from postroom.config.discover import ConfigSource
-from postroom.config.feedback import AlertKind
 from postroom.config.mailers import LocalMailerSettings
-from postroom.config.providers import ProviderMailerSettings
-from postroom.config.settings import IMPLICIT_TLS_ROLES, ListenerRole, ListenerSettings, Settings
-from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
-from postroom.delivery.direct import DirectDelivery
-from postroom.delivery.localdomains import LocalDomains
-from postroom.delivery.mailers import Mailer
-from postroom.delivery.mailers.api.http import HttpMailer
-from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
-from postroom.delivery.mailers.build import MailerDeps, build_mailer
-from postroom.delivery.mailers.mta.local import LocalMailer
-from postroom.delivery.outcome_events import relay_names
-from postroom.delivery.retention import Retention
-from postroom.delivery.router import Route, Router, RouteTable
-from postroom.delivery.scheduler import Scheduler
-from postroom.delivery.slots import SharedSlots
-from postroom.delivery.tracking import route_tracking
+from postroom.config.settings import (
+    IMAP_ROLES,
+    IMPLICIT_TLS_ROLES,
+    POP3_ROLES,
+    ListenerRole,
+    ListenerSettings,
+    Settings,
+)
 from postroom.directory.logincache import LoginCache
 from postroom.directory.users import Users
 from postroom.errors import PostroomError
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.events.dispatcher import WebhookDispatcher
+from postroom.events.counts import ProcessCounts
 from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
-from postroom.events.metrics import AcceptCounts, Metrics, WorkerCounts
-from postroom.feedback import EngagementDesk, ReturnDesk, links_for
-from postroom.imap.server import ImapServer
+from postroom.feedback import ReturnDesk, links_for
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
 from postroom.mail.envelope import Recipient, Source, SourceKind
-from postroom.mailauth.dkim import KeyRing
-from postroom.mailauth.doctor import DomainCheck, PolicyFetcher, discover_sending_addresses
-from postroom.mailauth.inbound import InboundChecker
 from postroom.mailbox import Maildir
-from postroom.net.control import ControlListener
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
 from postroom.net.wakeup import WakeupListener, notify
-from postroom.pop3.server import Pop3Server
 from postroom.readiness import Check, Readiness
-from postroom.resolver import DnsResolver
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
 from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.supervise import TaskSupervisor
 from postroom.workers import Supervisor, bind_listeners, read_setup, watch_primary
+
+# What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
+# reports, the control socket) is imported where it is built, not here: an accept
+# worker imports this module too, and each of its modules costs every worker memory
+# (tests/e2e/test_worker_imports.py lists what a worker must not load).
+if TYPE_CHECKING:
+    from postroom.alerts import Alerts
+    from postroom.alerts.dnswatch import DnsWatch
+    from postroom.alerts.report import Reports
+    from postroom.api import ApiServer
+    from postroom.config.discover import ConfigSource
+    from postroom.delivery.direct import DirectDelivery
+    from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
+    from postroom.delivery.retention import Retention
+    from postroom.delivery.router import Router
+    from postroom.delivery.scheduler import Scheduler
+    from postroom.delivery.slots import SharedSlots
+    from postroom.events.dispatcher import WebhookDispatcher
+    from postroom.events.metrics import Metrics, WorkerCounts
+    from postroom.imap.server import ImapServer
+    from postroom.intake.marks import RouteTracking
+    from postroom.mailauth.inbound import InboundChecker
+    from postroom.net.control import ControlListener
+    from postroom.pop3.server import Pop3Server
 
 __all__ = ["Server", "ready_line", "run", "run_worker"]
 
@@ -185,7 +186,7 @@ class Server:
         self.retention: Retention | None = None
         self.webhooks: WebhookDispatcher | None = None
         self.metrics: Metrics | None = None  # the primary's /metrics
-        self.accept_counts = AcceptCounts()  # a worker's, which its primary asks for
+        self.process_counts = ProcessCounts()  # a worker's, which its primary asks for
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
@@ -207,16 +208,21 @@ class Server:
         )
         self.store = store = await self._open_store()
         if settings.inbound_auth.enabled:
+            from postroom.mailauth.inbound import InboundChecker
+            from postroom.resolver import DnsResolver
+
             self._inbound = InboundChecker(
                 settings.inbound_auth, DnsResolver(settings.dns), settings.hostname
             )
         bus = Bus()
         bus.subscribe(LogLineWriter())
         if not self.accept_only:
+            from postroom.events.metrics import Metrics
+
             self.metrics = Metrics()
             bus.subscribe(self.metrics)
         else:
-            bus.subscribe(self.accept_counts)
+            bus.subscribe(self.process_counts)
         self._links = links = links_for(settings)
         intake = Intake.from_settings(
             settings,
@@ -227,7 +233,7 @@ class Server:
             rng=self.rng,
             mailboxes=self.mailboxes,
             returns=ReturnDesk(links, store, self.clock, settings.bounces),
-            route_tracking=route_tracking(settings),
+            route_tracking=_route_tracking(settings),
         )
         self.intake = intake
         if self.accept_only:
@@ -266,6 +272,8 @@ class Server:
             await self.stop()
             raise
         if not self.accept_only:
+            from postroom.net.control import ControlListener
+
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
             self._start_reporting()
@@ -300,20 +308,27 @@ class Server:
         self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
     ) -> None:
         settings = self.settings
-        self.pop3 = Pop3Server(
-            settings,
-            mailboxes=self.mailboxes,
-            logins=logins,
-            ssl_context=ssl_context,
-            sockets=self._sockets,
-        )
-        self.imap = ImapServer(
-            settings,
-            mailboxes=self.mailboxes,
-            logins=logins,
-            ssl_context=ssl_context,
-            sockets=self._sockets,
-        )
+        roles = {spec.role for spec in settings.listeners}
+        if roles & POP3_ROLES:  # each protocol's code is loaded only where it listens
+            from postroom.pop3.server import Pop3Server
+
+            self.pop3 = Pop3Server(
+                settings,
+                mailboxes=self.mailboxes,
+                logins=logins,
+                ssl_context=ssl_context,
+                sockets=self._sockets,
+            )
+        if roles & IMAP_ROLES:
+            from postroom.imap.server import ImapServer
+
+            self.imap = ImapServer(
+                settings,
+                mailboxes=self.mailboxes,
+                logins=logins,
+                ssl_context=ssl_context,
+                sockets=self._sockets,
+            )
 
     def describe(self) -> dict[str, object]:
         """What ``postroom status`` asks a running server over the control socket (times
@@ -402,12 +417,17 @@ class Server:
             check_budget=None if self.accept_only else _START_CHECK_BUDGET,
             on_damage=self._store_damaged,
             inline_body_max=self.settings.database.inline_body_max,
+            database_timeout=self.settings.database.timeout,
         )
 
     async def _start_api(self, store: Store, intake: Intake) -> None:
         settings = self.settings
         if not settings.api.enabled:
             return
+        from postroom.api import ApiDeps, ApiServer, create_app
+        from postroom.config.providers import ProviderMailerSettings
+        from postroom.feedback import EngagementDesk
+
         scheduler = self.scheduler if self.deliver else None
         deps = ApiDeps(
             store=store,
@@ -433,6 +453,8 @@ class Server:
         )
         dashboard = None
         if settings.dashboard.enabled:
+            from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
+
             dashboard = create_dashboard(
                 DashboardDeps(
                     store=store,
@@ -474,6 +496,19 @@ class Server:
         return self.api.bound[1] if self.api is not None else None
 
     def _start_delivery(self, store: Store, intake: Intake, bus: Bus) -> None:
+        from postroom.alerts import Alerts
+        from postroom.alerts.report import Reports
+        from postroom.delivery.localdomains import LocalDomains
+        from postroom.delivery.mailers.api.http import HttpMailer
+        from postroom.delivery.mailers.build import MailerDeps, build_mailer
+        from postroom.delivery.outcome_events import relay_names
+        from postroom.delivery.retention import Retention
+        from postroom.delivery.router import Router, RouteTable
+        from postroom.delivery.scheduler import Scheduler
+        from postroom.delivery.slots import SharedSlots
+        from postroom.events.dispatcher import WebhookDispatcher
+        from postroom.resolver import DnsResolver
+
         settings = self.settings
         # Connection slots are shared only where other nodes deliver from the same
         # database: on SQLite one process delivers, and its pool's own count is exact.
@@ -512,7 +547,11 @@ class Server:
             self._deliver_at_once(intake, bus, self.scheduler.wake)
         self.retention = Retention(store, settings.retention, self.clock)
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
-        bus.subscribe(_wake_on_mail(self.webhooks.wake))
+        if settings.webhooks:
+            # Woken by each commit only when an event may have somewhere to go: without
+            # webhooks, the round every second marks what is new, and a burst of mail
+            # costs no store round trips per commit.
+            bus.subscribe(_wake_on_mail(self.webhooks.wake))
         self.alerts = Alerts(
             settings.alerts,
             clock=self.clock,
@@ -532,6 +571,16 @@ class Server:
         """Local mail delivered by the process that accepted it (``delivery.local_at_once``),
         through its own ``local`` mailers; ``wake``: the scheduler, for what it leaves."""
         settings = self.settings
+        if not settings.delivery.local_at_once or not any(
+            isinstance(m, LocalMailerSettings) for m in settings.mailers
+        ):
+            return
+        # Loaded only here: a worker with nothing to deliver carries no delivery code.
+        from postroom.delivery.direct import DirectDelivery
+        from postroom.delivery.mailers import Mailer
+        from postroom.delivery.mailers.mta.local import LocalMailer
+        from postroom.delivery.router import Route
+
         mailers: dict[str, Mailer] = {
             m.name: LocalMailer(
                 m, data_dir=settings.data_dir, clock=self.clock, mailbox=self.mailboxes
@@ -539,8 +588,6 @@ class Server:
             for m in settings.mailers
             if isinstance(m, LocalMailerSettings)
         }
-        if not settings.delivery.local_at_once or not mailers:
-            return
         self.direct = DirectDelivery(
             store=intake.store,
             routes=[Route.from_settings(r) for r in settings.routes],
@@ -555,6 +602,8 @@ class Server:
 
     def _start_reporting(self) -> None:
         """The alert and report tasks, when configured (the primary only)."""
+        from postroom.config.feedback import AlertKind
+
         settings = self.settings
         if self.alerts is not None and settings.alerts:
             self.tasks.start("alerts", self.alerts.run)
@@ -565,6 +614,11 @@ class Server:
 
     def _dns_watch(self, alerts: Alerts, store: Store) -> DnsWatch:
         """The periodic check of the sending domains behind the ``dns`` alert."""
+        from postroom.alerts.dnswatch import DnsWatch
+        from postroom.mailauth.dkim import KeyRing
+        from postroom.mailauth.doctor import DomainCheck, PolicyFetcher, discover_sending_addresses
+        from postroom.resolver import DnsResolver
+
         settings = self.settings
         resolver = DnsResolver(settings.dns, rng=self.rng)
         keys = KeyRing(settings.data_dir)
@@ -622,6 +676,16 @@ class Server:
         if self.store is not None:
             await self.store.aclose()
             self.store = None
+
+
+def _route_tracking(settings: Settings) -> RouteTracking | None:
+    """Intake's tracking per route; the route table's code is loaded only when a route
+    has a ``track`` key (an accept worker would carry it for nothing otherwise)."""
+    if all(route.track is None for route in settings.routes):
+        return None
+    from postroom.delivery.tracking import route_tracking
+
+    return route_tracking(settings)
 
 
 def _wake_on_mail(wake: Callable[[], None]) -> Callable[[object], None]:
@@ -703,6 +767,8 @@ def _host_port(host: str, port: int) -> str:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("postroom")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -761,7 +827,7 @@ async def _serve_worker() -> int:
     watch_primary(
         stop,
         server.reload_certificate,
-        lambda: server.accept_counts.snapshot(server.smtp_sessions()),
+        lambda: server.process_counts.snapshot(server.smtp_sessions()),
         setup.report_fd,
     )
     await stop.wait()

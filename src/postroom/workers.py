@@ -18,7 +18,7 @@ worker) after a pause that grows while it keeps dying; a failed fork is retried 
 
 A second pipe runs the other way, for ``/metrics``: the primary writes ``C`` on a
 worker's standard input and the worker answers with one line of JSON on its report
-pipe, its accept counters (``events.metrics.AcceptCounts.snapshot``). Asked when
+pipe, its counters (``events.counts.ProcessCounts.snapshot``). Asked when
 scraped, so the counts are the workers' at that moment, not a poll's.
 """
 
@@ -168,7 +168,7 @@ class Supervisor:
             raise WorkerExited(f"worker {index} (pid {proc.pid}) exited with {code}")
 
     async def counts(self) -> list[dict[str, Any]]:
-        """Every running worker's accept counters, asked now; a worker that does not
+        """Every running worker's counters, asked now; a worker that does not
         answer within a moment (starting, or stopped) is left out of this scrape."""
         asked = [
             (proc, self._reports[index])

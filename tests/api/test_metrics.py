@@ -3,9 +3,12 @@ parser, and ``/healthz``."""
 
 from __future__ import annotations
 
+import json
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from postroom.events.catalog import DeliveryAttempt
+from postroom.events.counts import ProcessCounts
 from postroom.events.metrics import Metrics
 from postroom.store.models import QueueSummary
 from tests.api.conftest import MESSAGE, Api
@@ -38,6 +41,21 @@ def test_metrics_count_what_was_accepted_and_read_the_queue_at_scrape_time(api: 
     assert roles and roles <= {"mx", "submission", "submissions"}
 
 
+def attempt(disposition: str, status: str, duration: float, mailer: str = "mx") -> DeliveryAttempt:
+    return DeliveryAttempt(
+        queue_id="Q",
+        recipient="b@example.net",
+        mailer=mailer,
+        disposition=disposition,
+        status=status,
+        reply="",
+        host=None,
+        ip=None,
+        tls=None,
+        duration=duration,
+    )
+
+
 def test_attempts_are_counted_per_mailer_with_their_latency() -> None:
     metrics = Metrics()
     for disposition, status, duration in (
@@ -45,20 +63,7 @@ def test_attempts_are_counted_per_mailer_with_their_latency() -> None:
         ("delivered", "delivered", 1.2),
         ("bounced", "bounced", 0.02),
     ):
-        metrics(
-            DeliveryAttempt(
-                queue_id="Q",
-                recipient="b@example.net",
-                mailer="mx",
-                disposition=disposition,
-                status=status,
-                reply="",
-                host=None,
-                ip=None,
-                tls=None,
-                duration=duration,
-            )
-        )
+        metrics(attempt(disposition, status, duration))
     empty = QueueSummary(0, 0, 0, 0, None, None)
     text = metrics.render(queue=empty, backlog={"app": 3}, sessions={}, now=0).decode()
     found = samples(text)
@@ -74,3 +79,31 @@ def test_attempts_are_counted_per_mailer_with_their_latency() -> None:
     assert found[le_half] == 2
     assert found[("postroom_webhook_backlog", (("webhook", "app"),))] == 3
     assert found[("postroom_queue_oldest_age_seconds", ())] == 0
+
+
+def test_a_workers_attempts_and_latency_are_added_to_the_primarys() -> None:
+    metrics = Metrics()
+    metrics(attempt("delivered", "delivered", 0.02, mailer="local"))
+    worker = ProcessCounts()
+    worker(attempt("delivered", "delivered", 0.5, mailer="local"))  # on a bucket's bound
+    worker(attempt("deferred", "deferred", 150.0, mailer="local"))  # above every bound
+    report = json.loads(json.dumps(worker.snapshot({})))  # as it crosses the pipe
+    empty = QueueSummary(0, 0, 0, 0, None, None)
+    text = metrics.render(queue=empty, backlog={}, sessions={}, now=0, workers=[report])
+    found = samples(text.decode())
+    delivered = (("mailer", "local"), ("result", "delivered"))
+    assert found[("postroom_delivery_attempts_total", delivered)] == 2
+    assert (
+        found[
+            ("postroom_recipients_finished_total", (("mailer", "local"), ("status", "delivered")))
+        ]
+        == 2
+    )
+    bucket = "postroom_delivery_attempt_seconds_bucket"
+    assert found[(bucket, (("le", "0.01"), ("mailer", "local")))] == 0
+    assert found[(bucket, (("le", "0.05"), ("mailer", "local")))] == 1
+    assert found[(bucket, (("le", "0.5"), ("mailer", "local")))] == 2
+    assert found[(bucket, (("le", "120.0"), ("mailer", "local")))] == 2
+    assert found[(bucket, (("le", "+Inf"), ("mailer", "local")))] == 3
+    assert found[("postroom_delivery_attempt_seconds_count", (("mailer", "local"),))] == 3
+    assert found[("postroom_delivery_attempt_seconds_sum", (("mailer", "local"),))] == 150.52

@@ -16,7 +16,6 @@ import pytest
 from postroom.config.providers import PostmarkMailerSettings, SendLimits
 from postroom.delivery.mailers.api.postmark import PostmarkMailer
 from postroom.delivery.mailers.mta.pool import ConnectionPool
-from postroom.delivery.mailers.mta.transaction import Connection
 from postroom.delivery.outcome import Disposition
 from postroom.delivery.slots import SharedSlots
 from postroom.directory.apikeys import Scope
@@ -123,44 +122,105 @@ async def test_the_accept_workers_of_one_sqlite_store_share_the_auth_throttle(
             await store.aclose()
 
 
-async def test_a_destinations_connection_slots_are_shared_by_two_nodes(
+class Session:
+    """An outbound connection as the pool sees one (``Reusable``): the slots are the
+    pool's business, not the protocol's."""
+
+    def __init__(self) -> None:
+        self.uses = 0
+        self.closed = False
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+class CountedSlots(SharedSlots):
+    """The node's shared slots, counting the calls it makes to the store."""
+
+    calls = 0
+
+    async def take(self, key: str, limit: int) -> bool:
+        self.calls += 1
+        return await super().take(key, limit)
+
+    async def release(self, key: str) -> None:
+        self.calls += 1
+        await super().release(key)
+
+
+def slot_pools(
+    nodes: tuple[Store, Store], clock: FakeClock, limit: int
+) -> list[tuple[ConnectionPool[Session], CountedSlots]]:
+    made = []
+    for store in nodes:
+        slots = CountedSlots(store, clock, poll=0.01)
+        pool: ConnectionPool[Session] = ConnectionPool(
+            clock=clock, max_per_destination=limit, slots=slots, mailer="mx"
+        )
+        made.append((pool, slots))
+    return made
+
+
+async def new_session() -> Session:
+    return Session()
+
+
+async def test_a_destinations_connections_are_limited_across_two_nodes(
     nodes: tuple[Store, Store], fake_clock: FakeClock
 ) -> None:
-    pools: list[ConnectionPool[Connection]] = [
-        ConnectionPool(
-            clock=fake_clock,
-            max_per_destination=1,
-            slots=SharedSlots(store, fake_clock, poll=0.01),
-            mailer="mx",
-        )
-        for store in nodes
-    ]
-    order: list[str] = []
-    a_holds, a_done = asyncio.Event(), asyncio.Event()
-
-    async def node_a() -> None:
-        async with pools[0].limit("example.com"):
-            order.append("a in")
-            a_holds.set()
-            await a_done.wait()
-            order.append("a out")
-
-    async def node_b() -> None:
-        await a_holds.wait()
-        async with pools[1].limit("example.com"):
-            order.append("b in")
-
-    first = asyncio.create_task(node_a())
-    second = asyncio.create_task(node_b())
-    await a_holds.wait()
-    async with pools[1].limit("other.example"):  # another destination: not waiting
-        pass
+    (pool_a, _), (pool_b, _) = slot_pools(nodes, fake_clock, limit=2)
+    held = [await pool_a.connect("example.com", new_session) for _ in range(2)]
+    waiting = asyncio.create_task(pool_b.connect("example.com", new_session))
+    other = await pool_b.connect("other.example", new_session)  # another destination
     for _ in range(5):
         await asyncio.sleep(0.02)  # B asks the database meanwhile, and is refused
-    assert order == ["a in"]
-    a_done.set()
-    await asyncio.wait_for(asyncio.gather(first, second), 10)
-    assert order == ["a in", "a out", "b in"]
+    assert not waiting.done()
+    # An idle connection in A's cache still holds its slot: it is open to the peer.
+    pool_a.give(pool_a.key("example.com", "mx1"), held[0])
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    pool_a.discard(held[1])  # closed: its slot goes to B
+    session = await asyncio.wait_for(waiting, 10)
+    assert not session.closed and held[1].closed
+    pool_b.give(pool_b.key("other.example", "mx2"), other)
+    for pool in (pool_a, pool_b):
+        await pool.aclose()
+    assert other.closed and held[0].closed
+
+
+async def test_messages_over_a_kept_connection_ask_the_database_nothing(
+    nodes: tuple[Store, Store], fake_clock: FakeClock
+) -> None:
+    (pool, slots), (other_pool, _) = slot_pools(nodes, fake_clock, limit=1)
+    key = pool.key("example.com", "mx1")
+    session = await pool.connect("example.com", new_session)
+    for _ in range(10):  # ten messages, one after another, over the cached connection
+        async with pool.limit("example.com"):
+            session.uses += 1
+        pool.give(key, session)
+        taken = pool.take(key)
+        assert taken is session
+    assert slots.calls == 1  # the slot was taken once, when the connection opened
+    # A new connection to another host of the same domain takes over an idle
+    # connection's slot on this node: no call, and the limit of 1 still holds.
+    pool.give(key, session)
+    second = await pool.connect("example.com", new_session)
+    await asyncio.sleep(0)  # the idle one closes in the background
+    assert slots.calls == 1 and session.closed
+    pool.drop(second)  # an aborted session gives its slot back too
+    await pool.aclose()
+    assert slots.calls == 2
+    # The slot is free for the other node.
+    reopened = await asyncio.wait_for(other_pool.connect("example.com", new_session), 10)
+    other_pool.drop(reopened)
+    await other_pool.aclose()
 
 
 async def test_the_slots_of_a_killed_node_end_with_their_lease(
@@ -235,3 +295,31 @@ def test_auth_failures_on_one_server_are_throttled_on_another(
     assert attempt(second, "s3cret-pass") == 454  # the right password waits too
     fake_clock.advance(301)
     assert attempt(second, "s3cret-pass") == 235
+
+
+async def test_a_slot_not_given_back_while_the_database_was_away_is_given_back_after(
+    database: str, postgres_cluster: PostgresCluster, fake_clock: FakeClock
+) -> None:
+    """A node renews all of its slots every round, so one it could not give back would
+    be kept for ever: the round gives it back first."""
+    node, other = PostgresStore(database), PostgresStore(database)
+    await node.start()
+    await other.start()
+    try:
+        key = "connections mx example.com"
+        slots = SharedSlots(node, fake_clock, lease=0.3, poll=0.01)
+        assert await slots.take(key, 1)
+        postgres_cluster.halt()
+        try:
+            await slots.release(key)  # the database is away: owed
+        finally:
+            postgres_cluster.resume()
+        keeper = asyncio.create_task(slots.keep())
+        try:
+            waiting = SharedSlots(other, fake_clock, poll=0.01)
+            assert await asyncio.wait_for(waiting.take(key, 1), 30)
+        finally:
+            keeper.cancel()
+    finally:
+        await node.aclose()
+        await other.aclose()

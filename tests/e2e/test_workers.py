@@ -61,8 +61,10 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def start(home: Path, workers: int = 2) -> tuple[RunningProcess, Path]:
-    config = write_config(home / "postroom.toml", home / "data", top=f"workers = {workers}\n")
+def start(home: Path, workers: int = 2, extra: str = "") -> tuple[RunningProcess, Path]:
+    config = write_config(
+        home / "postroom.toml", home / "data", extra, top=f"workers = {workers}\n"
+    )
     cli(config, "domain", "add", "example.test")
     cli(config, "user", "add", "app@example.test", "--password-stdin", stdin="pw\n")
     return start_process(config, home / "postroom.log"), config
@@ -149,9 +151,10 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
+def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> None:
     """Mail taken by the worker alone (primary stopped) and by the primary alone (worker
-    stopped): /metrics, served by the primary, counts both."""
+    stopped), each delivered by the process that took it (local mail): /metrics, served
+    by the primary, counts both, accepted and delivered."""
     server, _ = start(home)
     primary = server.process.pid
     try:
@@ -164,6 +167,7 @@ def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
                     assert send(server.ports["mx"]) == {}
             finally:
                 os.kill(stopped, signal.SIGCONT)
+        wait_for(lambda: delivered(home) == 5)
         answer = httpx.get(f"http://127.0.0.1:{server.api_port}/metrics", timeout=30)
         found = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -173,6 +177,16 @@ def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
         assert found[("postroom_messages_accepted_total", (("source", "smtp"),))] == 5
         queued = (("listener", "mx"), ("result", "queued"))
         assert found[("postroom_smtp_transactions_total", queued)] == 5
+        attempts = {
+            dict(labels)["mailer"]: value
+            for (name, labels), value in found.items()
+            if name == "postroom_delivery_attempts_total" and ("result", "delivered") in labels
+        }
+        assert sum(attempts.values()) == 5, attempts
+        (mailer,) = attempts
+        assert found[("postroom_delivery_attempt_seconds_count", (("mailer", mailer),))] == 5
+        finished = (("mailer", mailer), ("status", "delivered"))
+        assert found[("postroom_recipients_finished_total", finished)] == 5
         assert (
             "postroom_smtp_sessions",
             (("listener", f"mx 127.0.0.1:{server.ports['mx']}"),),
@@ -182,3 +196,84 @@ def test_metrics_count_what_every_worker_accepted(home: Path) -> None:
     finally:
         if server.process.poll() is None:
             server.kill()
+
+
+# Written into a directory on PYTHONPATH, so that every interpreter of the server (the
+# primary and each worker it starts) lists the modules it loaded when it exits.
+_LIST_MODULES_AT_EXIT = """\
+import atexit, os, sys
+
+def _list_modules():
+    path = os.path.join(os.environ["POSTROOM_TEST_MODULES"], f"{os.getpid()}.txt")
+    with open(path, "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_list_modules)
+"""
+# What only the primary runs: the scheduler and its mailers, the HTTP API and dashboard and
+# their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads
+# them pays their memory once more for nothing.
+_PRIMARY_ONLY = (
+    # delivery, but for the local mail a worker delivers at once (delivery.direct)
+    "postroom.delivery.scheduler",
+    "postroom.delivery.mailers.build",
+    "postroom.delivery.mailers.api",
+    "postroom.delivery.mailers.mta.mx",
+    "postroom.delivery.retention",
+    "postroom.api",
+    "postroom.dashboard",
+    "postroom.imap",
+    "postroom.pop3",
+    "postroom.alerts",
+    "postroom.events.dispatcher",
+    "postroom.events.metrics",  # a worker counts (events.counts); the primary renders
+    "prometheus_client",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "jinja2",
+    "postroom.cli",  # the command line: a worker is started straight into the server
+    "click",
+)
+
+
+def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = home / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_LIST_MODULES_AT_EXIT)
+    listed = home / "modules"
+    listed.mkdir()
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.setenv("POSTROOM_TEST_MODULES", str(listed))
+    server, _ = start(home, extra="[inbound_auth]\nenabled = false\n")
+    primary = server.process.pid
+    try:
+        wait_for(lambda: len(children(primary)) == 1)
+        (worker,) = children(primary)
+        os.kill(primary, signal.SIGSTOP)  # the worker takes this message: its whole path
+        try:
+            assert send(server.ports["mx"]) == {}
+        finally:
+            os.kill(primary, signal.SIGCONT)
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        wait_for((listed / f"{worker}.txt").exists, within=10)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+
+    def loaded(pid: int) -> set[str]:
+        return set((listed / f"{pid}.txt").read_text().split())
+
+    def primary_only(modules: set[str]) -> list[str]:
+        return sorted(m for m in modules for p in _PRIMARY_ONLY if m == p or m.startswith(p + "."))
+
+    in_worker = loaded(worker)
+    assert {"postroom.smtp.server", "postroom.intake", "postroom.store.sqlite.store"} <= in_worker
+    assert primary_only(in_worker) == []
+    # The primary, which delivers and serves the API, does load them: the lists tell.
+    assert {"postroom.delivery.scheduler", "starlette", "postroom.api"} <= loaded(primary)

@@ -20,10 +20,8 @@ from postroom.mailauth.dkim import (
     DkimSigner,
     KeyRing,
     record_strings,
-    sign_message,
-    signature_summary,
-    signed_header_list,
 )
+from postroom.mailauth.dkimsign import sign_message, signature_summary, signed_header_list
 from tests.mailauth.independent_dkim import verify_all
 from tests.support.dns_server import DnsServer
 

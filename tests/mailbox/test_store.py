@@ -9,6 +9,7 @@ import mailbox
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -523,6 +524,55 @@ async def test_a_delivery_numbers_its_own_message_by_appending_to_the_list(
     _, here = await account.messages("INBOX")
     assert [m.uid for m in messages] == [m.uid for m in here] == [1, 2]
     assert locks == []
+
+
+def test_deliveries_arriving_while_one_numbers_are_numbered_together_by_the_next(
+    store: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group commit for the list: one delivery holds the lock (its fdatasync takes
+    milliseconds), the 8 that arrive meanwhile are appended by one more lock, not 8,
+    each with its own UID and MODSEQ, in the order they were delivered."""
+    _deliver(store)  # the list exists: later deliveries append to it
+    locks: list[Path] = []
+    first_holds, release_first = threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def slow_first(path: Path, **kwargs: float) -> Iterator[UidListLock]:
+        locks.append(path)
+        with uidlist_lock(path, **kwargs) as lock:
+            if len(locks) == 1:
+                first_holds.set()
+                release_first.wait(10)
+            yield lock
+
+    monkeypatch.setattr(folder_module, "uidlist_lock", slow_first)
+    first = threading.Thread(target=_deliver, args=(store,))
+    first.start()
+    assert first_holds.wait(10)
+    names: list[str] = []
+    waiting = [
+        threading.Thread(
+            target=lambda n=n: names.append(_deliver(store, b"Subject: %d\n\nx\n" % n))
+        )
+        for n in range(8)
+    ]
+    for thread in waiting:
+        thread.start()
+    inbox = store.path("example.test", "bob")
+    files = store.folder_files(inbox)
+    while len(files._delivered) < len(waiting):  # every waiter has registered its file
+        time.sleep(0.001)  # (they then block on the numbering that holds the lock)
+    release_first.set()
+    for thread in [first, *waiting]:
+        thread.join(10)
+    assert len(locks) == 2
+    uidlist = read_uidlist(inbox / UIDLIST_FILE)
+    assert uidlist is not None
+    assert [r.uid for r in uidlist.records] == list(range(1, 11))
+    assert len({r.modseq for r in uidlist.records}) == 10
+    assert sorted(r.base for r in uidlist.records[2:]) == sorted(names)
+    _, messages = asyncio.run(_bob(store).messages("INBOX"))
+    assert [m.uid for m in messages] == list(range(1, 11))
 
 
 async def test_a_list_line_cut_short_is_not_read_and_the_next_writer_rewrites_the_list(

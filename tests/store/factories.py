@@ -1,12 +1,19 @@
-"""Messages, attempts and outcomes for the contract suite."""
+"""Messages, attempts and outcomes for the contract suite, and a held writer."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
 
 from postroom.ids import new_queue_id
 from postroom.mail.address import Address
 from postroom.mail.envelope import Envelope, Recipient, Source, SourceKind
 from postroom.mail.spool import SpooledBody
 from postroom.store import Store
+from postroom.store.groupcommit import GroupCommitter
 from postroom.store.models import Attempt, NewMessage, RecipientStatus, RecipientUpdate
 
 NOW = 1_800_000_000.0
@@ -84,6 +91,24 @@ def deferred(address: str, next_at: float, *, warned: bool = False) -> Recipient
 
 def final(address: str, status: RecipientStatus) -> RecipientUpdate:
     return RecipientUpdate(address, status, None, "550 5.1.1 no such user")
+
+
+@contextlib.asynccontextmanager
+async def writer_held(committer: GroupCommitter[Any]) -> AsyncIterator[None]:
+    """Keep the writer busy meanwhile, so what is submitted now forms the next batch."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:
+        entered.set()
+        release.wait(30)
+
+    holder = asyncio.create_task(committer.submit(hold))
+    await asyncio.to_thread(entered.wait, 30)
+    try:
+        yield
+    finally:
+        release.set()
+        await holder
 
 
 async def fill_log(store: Store) -> None:

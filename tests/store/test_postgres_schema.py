@@ -370,11 +370,11 @@ async def test_a_watcher_that_loses_the_database_says_so(
 
 # The objects schema version 6 added, as its block in schema.sql makes them.
 _V6_OBJECTS = """
-    DROP TRIGGER attempts_rollup ON attempts;
-    DROP TRIGGER recipients_count_new ON recipients;
+    DROP TRIGGER attempts_rollups ON attempts;
+    DROP TRIGGER recipients_count_added ON recipients;
     DROP TRIGGER recipients_count_gone ON recipients;
     DROP TRIGGER recipients_count_moved ON recipients;
-    DROP FUNCTION postroom_rollup_attempt, postroom_count_waiting;
+    DROP FUNCTION postroom_rollup_attempts, postroom_count_added, postroom_count_waiting;
     DROP TABLE attempt_rollups, queue_totals;
     DROP INDEX recipients_address, recipients_domain, recipients_waiting, attempts_at,
         attempts_delivered;

@@ -4,11 +4,8 @@ commit and faults (every engine implementing QueueStore passes it)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
-import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,29 +31,10 @@ from postroom.store import (
     RecipientStatus,
     StoredMessage,
 )
-from postroom.store.groupcommit import GroupCommitter
 from tests.store.conftest import Backend
-from tests.store.factories import HEADER, NOW, new_message
+from tests.store.factories import HEADER, NOW, new_message, writer_held
 
 pytestmark = pytest.mark.store_parts("queue")
-
-
-@contextlib.asynccontextmanager
-async def writer_held(committer: GroupCommitter[Any]) -> AsyncIterator[None]:
-    """Keep the writer busy meanwhile, so what is submitted now forms the next batch."""
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(conn: object) -> None:
-        entered.set()
-        release.wait(30)
-
-    holder = asyncio.create_task(committer.submit(hold))
-    await asyncio.to_thread(entered.wait, 30)
-    try:
-        yield
-    finally:
-        release.set()
-        await holder
 
 
 async def queued(tasks: list[asyncio.Task[Any]]) -> None:

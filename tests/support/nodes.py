@@ -39,13 +39,16 @@ SENDER = "app@example.test"
 _QUEUED = re.compile(r"queued as ([0-9A-Z]+)")
 
 
-def shared_config(database: str, sink_port: int, *, lease: float = 60.0) -> tuple[str, str]:
+def shared_config(
+    database: str, sink_port: int, *, lease: float = 60.0, database_timeout: float | None = None
+) -> tuple[str, str]:
     """(top-level keys, tables) of the one configuration every node reads: the database,
     mail for everyone relayed to the sink on ``sink_port``, loopback clients may relay;
-    ``delivery.lease``."""
+    ``delivery.lease`` and ``database.timeout`` (None: the default)."""
     top = f'storage = "{database}"\nrelay_networks = ["127.0.0.0/8"]\n'
+    timeout = "" if database_timeout is None else f"[database]\ntimeout = {database_timeout}\n"
     tables = (
-        "[api]\nport = 0\nrate_limit = 0\n"
+        timeout + "[api]\nport = 0\nrate_limit = 0\n"
         f"[delivery]\nlease = {lease}\n"
         "[inbound_auth]\nenabled = false\n"
         "[limits]\nmax_connections_per_ip = 200\n"
@@ -114,6 +117,7 @@ class Load:
     acked: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Message-ID -> rcpts
     answers: Counter[str] = field(default_factory=Counter)  # "451 4.3.0", "503", "timeout"
     first_ack_after: dict[str, float] = field(default_factory=dict)  # door -> monotonic
+    slowest: float = 0.0  # seconds: the longest a submission waited for its answer
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -141,6 +145,15 @@ class Load:
         with self._lock:
             self.answers[what] += 1
 
+    def _timed(self, submit: Callable[[], None]) -> None:
+        started = time.monotonic()
+        try:
+            submit()
+        finally:
+            took = time.monotonic() - started
+            with self._lock:
+                self.slowest = max(self.slowest, took)
+
     def mark(self) -> None:
         """From now on, note the first acknowledgement of each door (recovery)."""
         with self._lock:
@@ -159,7 +172,7 @@ class Load:
         with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
             client.ehlo("load.test")
             while (number := self._take()) is not None:
-                self._smtp_one(client, number, f"smtp:{port}")
+                self._timed(functools.partial(self._smtp_one, client, number, f"smtp:{port}"))
 
     def _smtp_one(self, client: smtplib.SMTP, number: int, door: str) -> None:
         recipients = self._recipients(number)
@@ -188,7 +201,7 @@ class Load:
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=20) as client:
             while (number := self._take()) is not None:
-                self._api_one(client, number, f"api:{url}")
+                self._timed(functools.partial(self._api_one, client, number, f"api:{url}"))
 
     def _api_one(self, client: httpx.Client, number: int, door: str) -> None:
         recipients = self._recipients(number)

@@ -17,6 +17,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -125,6 +126,26 @@ class PostgresCluster:
         """Start the server ``halt`` stopped, on the same socket and port."""
         self._start_server(self._options)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server stopped with SIGSTOP meanwhile, every process of it (the postmaster
+        first, so it starts no new one): connections stay open and new ones are taken
+        by the kernel, but nothing answers, as with a frozen machine or a network that
+        drops every packet. SIGCONT after, and all goes on where it stopped."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        try:
+            for pid in _children(postmaster):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield
+        finally:
+            for pid in reversed(stopped):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
@@ -178,6 +199,22 @@ class PostgresCluster:
     def drop_database(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        # "pid (name) state ppid ...": the name may hold spaces and parentheses.
+        if int(stat.rpartition(")")[2].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
 
 
 def _free_port() -> int:

@@ -191,6 +191,9 @@ class DatabaseSettings(_Model):
     # PostgreSQL: a body (trace headers included) above this many bytes is stored as a
     # large object instead of in its row; SQLite keeps every body in its row.
     inline_body_max: Annotated[int, Field(ge=0)] = MIB
+    # PostgreSQL: seconds a call to the database (a batch of writes, a read, connecting)
+    # may go unanswered before the node gives up on its connection and answers 451/503.
+    timeout: Annotated[float, Field(ge=1.0, le=300.0)] = 5.0
 
 
 class MailboxSettings(_Model):

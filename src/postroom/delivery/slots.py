@@ -53,22 +53,33 @@ class SharedSlots:
         self._poll = poll  # seconds between asks while every slot is held elsewhere
         self.holder = holder or _holder_name()
         self._unreachable = False
+        # Slots not given back (the store could not be reached): ``keep`` renews all of
+        # this node's slots, so these are given back by its next round, not left to run.
+        self._owed: list[str] = []
 
     @asynccontextmanager
     async def hold(self, key: str, limit: int) -> AsyncIterator[None]:
         """Hold one of ``key``'s ``limit`` slots for the block, waiting while all are
         held (by any node)."""
-        counted = await self._take(key, limit)
+        counted = await self.take(key, limit)
         try:
             yield
         finally:
             if counted:
-                try:
-                    await self._limits.release_slot(key, self.holder)
-                except StoreError as exc:  # its lease ends it
-                    _log.warning("slot of %s not given back (its lease ends it): %s", key, exc)
+                await self.release(key)
 
-    async def _take(self, key: str, limit: int) -> bool:
+    async def release(self, key: str) -> None:
+        """Give back a slot ``take`` counted in the store; never raises."""
+        try:
+            await self._limits.release_slot(key, self.holder)
+        except StoreError as exc:
+            _log.warning("slot of %s not given back (trying again shortly): %s", key, exc)
+            self._owed.append(key)
+
+    async def take(self, key: str, limit: int) -> bool:
+        """Take one of ``key``'s ``limit`` slots, waiting while all are held (by any
+        node); False when the store could not be asked (nothing was counted, nothing is
+        to be given back: the node's own limit applies alone)."""
         while True:
             try:
                 taken = await self._limits.take_slot(
@@ -91,4 +102,7 @@ class SharedSlots:
         StoreError ends it (the task supervisor runs it again)."""
         while True:
             await asyncio.sleep(self._lease / 3)
+            while self._owed:
+                await self._limits.release_slot(self._owed[0], self.holder)
+                self._owed.pop(0)
             await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)

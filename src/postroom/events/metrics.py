@@ -1,69 +1,47 @@
 """What ``/metrics`` reports, in the Prometheus text format (prometheus-client).
 
-Two kinds of figures. Counters and the attempt-latency histogram are kept in this
-process by a bus subscriber: the primary process runs delivery, so what delivery does
-is counted whole. The queue, its oldest message, the webhook backlog and the SMTP
-sessions open are read when scraped: the queue and the backlog from the store (so
-they are the same whichever node is asked), the sessions from the primary's listeners.
+Two kinds of figures. Counters and the attempt-latency histogram are counted by each
+process of the server as it works (``ProcessCounts``, a bus subscriber): messages
+accepted by source, SMTP transactions by listener and result, delivery attempts and
+finished recipients by mailer, and how long attempts took. The queue, its oldest
+message, the webhook backlog and the SMTP sessions open are read when scraped: the
+queue and the backlog from the store (so they are the same whichever node is asked),
+the sessions from the listeners.
 
-With ``workers = N`` the accept workers are other processes. Each keeps its own
-``AcceptCounts`` (messages accepted by source, SMTP transactions by listener and
-result, and its sessions open), and the primary asks every worker for them when it is
-scraped (``workers.Supervisor.counts``, over the pipes it holds to each) and adds them
-to its own: the figures cover every process. A worker that is restarted starts from
-zero, which Prometheus reads as a counter reset, as for a restarted server.
+With ``workers = N`` the accept workers are other processes, and they deliver too
+(local mail is delivered by the process that accepted it). The primary asks every
+worker for its ``ProcessCounts`` snapshot when it is scraped
+(``workers.Supervisor.counts``, over the pipes it holds to each) and adds them to its
+own: the figures cover every process. A worker that is restarted starts from zero,
+which Prometheus reads as a counter reset, as for a restarted server.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from postroom.events.catalog import DeliveryAttempt, Event, MessageQueued, SmtpTransaction
+from postroom.events.catalog import Event
+from postroom.events.counts import Durations, ProcessCounts
 from postroom.store.models import QueueSummary
 
-__all__ = ["CONTENT_TYPE", "AcceptCounts", "Metrics", "Sessions", "WorkerCounts"]
+__all__ = ["CONTENT_TYPE", "Metrics", "Sessions", "WorkerCounts"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Seconds: a local Maildir write to a slow remote MX with TLS.
 Sessions = Callable[[], Mapping[str, int]]  # listener -> connections open now
-# The accept workers' AcceptCounts snapshots, asked when scraped.
+# The accept workers' ProcessCounts snapshots, asked when scraped.
 WorkerCounts = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
-_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-class AcceptCounts:
-    """What one process counts of the mail it takes in (a bus subscriber): messages
-    accepted by source, SMTP transactions by listener role and result. ``snapshot``
-    gives them, with the sessions open, as JSON for the primary (``merge`` adds one)."""
-
-    def __init__(self) -> None:
-        self.accepted: Tally[str] = Tally()
-        self.transactions: Tally[tuple[str, str]] = Tally()
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, MessageQueued):
-            self.accepted[event.source] += 1
-        elif isinstance(event, SmtpTransaction):
-            self.transactions[event.listener, event.result] += 1
-
-    def snapshot(self, sessions: Mapping[str, int]) -> dict[str, Any]:
-        return {
-            "accepted": dict(self.accepted),
-            "transactions": [[*key, count] for key, count in self.transactions.items()],
-            "sessions": dict(sessions),
-        }
 
 
 class _Reported:
     """The figures of every process: this one's, and what the workers last reported."""
 
-    def __init__(self, own: AcceptCounts) -> None:
+    def __init__(self, own: ProcessCounts) -> None:
         self.own = own
         self.workers: Sequence[Mapping[str, Any]] = ()
 
@@ -73,11 +51,23 @@ class _Reported:
             total.update({str(k): int(v) for k, v in report.get("accepted", {}).items()})
         return total
 
-    def transactions(self) -> Tally[tuple[str, str]]:
-        total = Tally(self.own.transactions)
+    def pairs(
+        self, name: Literal["transactions", "attempts", "finished"]
+    ) -> Tally[tuple[str, str]]:
+        """A tally keyed by two labels, summed over the processes."""
+        total = Tally(getattr(self.own, name))
         for report in self.workers:
-            for listener, result, count in report.get("transactions", []):
-                total[str(listener), str(result)] += int(count)
+            for first, second, count in report.get(name, []):
+                total[str(first), str(second)] += int(count)
+        return total
+
+    def latency(self) -> dict[str, Durations]:
+        total: dict[str, Durations] = {}
+        for mailer, own in self.own.latency.items():
+            total.setdefault(mailer, Durations()).add(own.counts, own.total)
+        for report in self.workers:
+            for mailer, (counts, seconds) in report.get("latency", {}).items():
+                total.setdefault(str(mailer), Durations()).add(counts, seconds)
         return total
 
     def sessions(self, own: Mapping[str, int]) -> dict[str, int]:
@@ -87,29 +77,60 @@ class _Reported:
         return dict(total)
 
 
-class _AcceptCollector(Collector):
-    """The accept counters, summed over the processes at scrape time."""
+class _CountsCollector(Collector):
+    """The counters and the latency histogram, summed over the processes at scrape
+    time."""
 
     def __init__(self, reported: _Reported) -> None:
         self._reported = reported
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        reported = self._reported
         accepted = CounterMetricFamily(
             "postroom_messages_accepted",
             "Messages committed to the queue by the server's processes, by source.",
             labels=["source"],
         )
-        for source, count in sorted(self._reported.accepted().items()):
+        for source, count in sorted(reported.accepted().items()):
             accepted.add_metric([source], count)
         yield accepted
-        transactions = CounterMetricFamily(
-            "postroom_smtp_transactions",
-            "SMTP transactions by listener role and result (queued, rejected, aborted).",
-            labels=["listener", "result"],
+        for name, help_text, labels, key in _PAIR_COUNTERS:
+            family = CounterMetricFamily(name, help_text, labels=list(labels))
+            for pair, count in sorted(reported.pairs(key).items()):
+                family.add_metric(list(pair), count)
+            yield family
+        latency = HistogramMetricFamily(
+            "postroom_delivery_attempt_seconds",
+            "How long one attempt for one recipient took, by mailer.",
+            labels=["mailer"],
         )
-        for labels, count in sorted(self._reported.transactions().items()):
-            transactions.add_metric(list(labels), count)
-        yield transactions
+        for mailer, durations in sorted(reported.latency().items()):
+            latency.add_metric([mailer], durations.buckets(), durations.total)
+        yield latency
+
+
+_PAIR_COUNTERS: tuple[
+    tuple[str, str, tuple[str, str], Literal["transactions", "attempts", "finished"]], ...
+] = (
+    (
+        "postroom_smtp_transactions",
+        "SMTP transactions by listener role and result (queued, rejected, aborted).",
+        ("listener", "result"),
+        "transactions",
+    ),
+    (
+        "postroom_delivery_attempts",
+        "Delivery attempts by mailer and result (delivered, deferred, bounced).",
+        ("mailer", "result"),
+        "attempts",
+    ),
+    (
+        "postroom_recipients_finished",
+        "Recipients that reached a final state (delivered, bounced, expired), by mailer.",
+        ("mailer", "status"),
+        "finished",
+    ),
+)
 
 
 class Metrics:
@@ -117,28 +138,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.counts = AcceptCounts()
+        self.counts = ProcessCounts()
         self._reported = _Reported(self.counts)
-        registry.register(_AcceptCollector(self._reported))
-        self._attempts = Counter(
-            "postroom_delivery_attempts",
-            "Delivery attempts by mailer and result (delivered, deferred, bounced).",
-            ["mailer", "result"],
-            registry=registry,
-        )
-        self._finished = Counter(
-            "postroom_recipients_finished",
-            "Recipients that reached a final state (delivered, bounced, expired), by mailer.",
-            ["mailer", "status"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "postroom_delivery_attempt_seconds",
-            "How long one attempt for one recipient took, by mailer.",
-            ["mailer"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
+        registry.register(_CountsCollector(self._reported))
         self._sessions = Gauge(
             "postroom_smtp_sessions",
             "SMTP connections open now on the listeners, every process's.",
@@ -167,13 +169,7 @@ class Metrics:
         )
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, DeliveryAttempt):
-            self._attempts.labels(event.mailer, event.disposition).inc()
-            self._latency.labels(event.mailer).observe(event.duration)
-            if event.status in ("delivered", "bounced", "expired"):
-                self._finished.labels(event.mailer, event.status).inc()
-        else:
-            self.counts(event)
+        self.counts(event)
 
     def render(
         self,
@@ -185,7 +181,7 @@ class Metrics:
         workers: Sequence[Mapping[str, Any]] = (),
     ) -> bytes:
         """The text format, with the figures read at scrape time set first; ``workers``:
-        the accept workers' ``AcceptCounts.snapshot``s, added to this process's."""
+        the accept workers' ``ProcessCounts.snapshot``s, added to this process's."""
         self._reported.workers = workers
         for state, count in (
             ("queued", queue.queued),

@@ -66,6 +66,7 @@ async def submit_local(
         settings.data_dir,
         create=False,
         inline_body_max=settings.database.inline_body_max,
+        database_timeout=settings.database.timeout,
     )
     try:
         intake = Intake.from_settings(settings, store, SystemClock(), route_tracking=route_tracking)

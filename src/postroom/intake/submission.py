@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
@@ -44,7 +44,6 @@ from postroom.mail.headers import received_header
 from postroom.mail.labels import LabelProblem, Labels, read_labels
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
-from postroom.mailauth.inbound import InboundChecker
 from postroom.mailbox import MailboxStore, Maildir, mailbox_key
 from postroom.mailbox.base import Quota
 from postroom.smtp import replies
@@ -52,6 +51,10 @@ from postroom.smtp.replies import Reply
 from postroom.store import DirectoryStore, NewMessage, QueueStore
 from postroom.store.base import SuppressionStore
 from postroom.store.models import MessageMeta
+
+if TYPE_CHECKING:  # built by the server only when the inbound checks are on (SPF and
+    # DMARC need a DNS resolver an accept worker would otherwise load for nothing)
+    from postroom.mailauth.inbound import InboundChecker
 
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 

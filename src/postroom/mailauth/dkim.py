@@ -1,4 +1,5 @@
-"""DKIM keys and signing (RFC 6376, RFC 8463 for Ed25519), on dkimpy.
+"""DKIM keys and signing (RFC 6376, RFC 8463 for Ed25519), on dkimpy (its calls are in
+``dkimsign.py``, loaded when a message is first signed).
 
 Keys live in ``<data_dir>/dkim/<domain>/<selector>.<alg>.key`` (mode 0600): RSA as PKCS#8
 PEM, Ed25519 as the base64 of its 32-byte seed (dkimpy's form). A selector names one key
@@ -16,21 +17,10 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
-
-import dkim
-import nacl.encoding
-import nacl.signing
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import CanonicalizationPolicy
-from dkim.crypto import HASH_ALGORITHMS
 
 from postroom.errors import PostroomError
 
@@ -43,11 +33,7 @@ __all__ = [
     "DkimSigner",
     "KeyRing",
     "Signature",
-    "load_private",
     "record_strings",
-    "sign_message",
-    "signature_summary",
-    "signed_header_list",
     "zone_line",
 ]
 
@@ -98,6 +84,10 @@ class DkimKey:
 
     def record(self) -> str:
         """The TXT record value to publish (RFC 6376 3.6.1; RFC 8463 4 for Ed25519)."""
+        import nacl.encoding
+        import nacl.signing
+        from cryptography.hazmat.primitives import serialization
+
         private = self.private()
         if self.algorithm == "ed25519":
             seed = nacl.signing.SigningKey(private, encoder=nacl.encoding.Base64Encoder)
@@ -230,6 +220,9 @@ def _selector(text: str) -> str:
 
 
 def _new_private_key(algorithm: Algorithm, bits: int) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if algorithm == "ed25519":
         seed = ed25519.Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.Raw,
@@ -259,141 +252,6 @@ class Signature:
         return f"{self.algorithm} s={self.selector} d={self.domain}"
 
 
-def signed_header_list(message: bytes) -> list[bytes]:
-    """``h=``: each signed header once per instance present, oversigned ones once more."""
-    headers, _ = dkim.rfc822_parse(message)
-    present: dict[str, int] = {}
-    for name, _value in headers:
-        key = name.decode("ascii", "replace").lower()
-        present[key] = present.get(key, 0) + 1
-    names: list[bytes] = []
-    for name in SIGNED_HEADERS:
-        count = present.get(name, 0)
-        if count:
-            names.extend([name.encode()] * (count + (name in OVERSIGNED)))
-    return names
-
-
-class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy is untyped
-    """dkimpy's DKIM with ``t=`` given (its sign() reads the wall clock)."""
-
-    def sign_at(
-        self, key: DkimKey, pk: object, include: Sequence[bytes], timestamp: int
-    ) -> bytes:  # mirrors dkim.DKIM.sign with relaxed/relaxed, no l=, no i= beyond the default
-        self.signature_algorithm = ALGORITHMS[key.algorithm]
-        policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-        headers = tuple(x.lower() for x in include)
-        self.include_headers = headers
-        body = policy.canonicalize_body(self.body)
-        self.hasher = HASH_ALGORITHMS[self.signature_algorithm]
-        bodyhash = base64.b64encode(self.hasher(body).digest())
-        domain = key.domain.encode()
-        fields = [
-            (b"v", b"1"),
-            (b"a", self.signature_algorithm),
-            (b"c", policy.to_c_value()),
-            (b"d", domain),
-            (b"i", b"@" + domain),
-            (b"q", b"dns/txt"),
-            (b"s", key.selector.encode()),
-            (b"t", str(timestamp).encode()),
-            (b"h", b" : ".join(headers)),
-            (b"bh", bodyhash),
-            (b"b", b"0" * 60),  # placeholder, so b= folds onto its own line
-        ]
-        value: bytes = self.gen_header(fields, headers, policy, b"DKIM-Signature", pk)
-        return b"DKIM-Signature: " + value
-
-    def gen_header(  # noqa: PLR0917 - dkimpy's signature
-        self,
-        fields: list[tuple[bytes, bytes]],
-        include_headers: Sequence[bytes],
-        canon_policy: CanonicalizationPolicy,
-        header_name: bytes,
-        pk: object,
-        standardize: bool = False,
-    ) -> bytes:
-        """dkimpy's gen_header, with RSA signing done by the cryptography library (dkimpy
-        exponentiates in Python: ten times slower). PKCS#1 v1.5 is deterministic, so the
-        signature is the same bytes."""
-        if not isinstance(pk, rsa.RSAPrivateKey):
-            value: bytes = super().gen_header(
-                fields, include_headers, canon_policy, header_name, pk, standardize
-            )
-            return value
-        header_value = dkim.fold(b"; ".join(b"=".join(x) for x in fields), len(header_name))
-        header_value = dkim.RE_BTAG.sub(b"\\1", header_value)
-        digest = dkim.HashThrough(self.hasher(), self.debug_content)
-        headers = canon_policy.canonicalize_headers(self.headers)
-        self.signed_headers = dkim.hash_headers(
-            digest, canon_policy, headers, include_headers, (header_name, b" " + header_value),
-            dict(fields),
-        )  # fmt: skip
-        signature = pk.sign(digest.digest(), asym_padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-        fields = [(k, base64.b64encode(signature) if k == b"b" else v) for k, v in fields]
-        header_value = b"; ".join(b"=".join(x) for x in fields) + self.linesep
-        return bytes(dkim.fold(header_value, namelen=len(header_name), linesep=self.linesep))
-
-
-def load_private(key: DkimKey) -> object:
-    """The key for signing: cryptography's RSA key, or PyNaCl's Ed25519 one (dkimpy's)."""
-    if key.algorithm == "rsa":
-        return serialization.load_pem_private_key(key.private(), password=None)
-    return nacl.signing.SigningKey(key.private().strip(), encoder=nacl.encoding.Base64Encoder)
-
-
-def sign_message(
-    message: bytes,
-    keys: Sequence[DkimKey],
-    timestamp: float,
-    include: Sequence[bytes] | None = None,
-    load: Callable[[DkimKey], object] = load_private,
-) -> list[Signature]:
-    """One signature per key, each over the message as given (they do not sign each
-    other); ``include``: the h= list, by default ``signed_header_list(message)``."""
-    include = signed_header_list(message) if include is None else include
-    signatures = []
-    for key in keys:
-        signer = _Signer(message, linesep=b"\r\n")
-        header = signer.sign_at(key, load(key), include, int(timestamp))
-        if not header.endswith(b"\r\n"):
-            header += b"\r\n"
-        signatures.append(
-            Signature(header, ALGORITHMS[key.algorithm].decode(), key.selector, key.domain)
-        )
-    return signatures
-
-
-def signature_summary(message: bytes) -> str:
-    """The DKIM-Signature fields at the top of the header block, for the log:
-    ``"rsa-sha256 s=sel d=example.com, ..."``, or ``"none"``."""
-    end = message.find(b"\r\n\r\n")
-    head = message[: end + 2] if end >= 0 else message
-    if b"DKIM-Signature:" not in head:
-        return "none"
-    try:
-        fields = dkim.rfc822_parse(head + b"\r\n")[0]
-    except (dkim.MessageFormatError, IndexError):  # a log line must not fail a delivery
-        return "unreadable"
-    found = []
-    for name, value in fields:
-        if name.lower() == b"dkim-signature":
-            try:
-                tags = dict(dkim.util.parse_tag_value(value))
-            except dkim.util.InvalidTagValueList:
-                continue
-            found.append(
-                " ".join(
-                    [tags.get(b"a", b"?").decode(errors="replace")]
-                    + [
-                        f"{t.decode()}={tags.get(t, b'').decode(errors='replace')}"
-                        for t in (b"s", b"d")
-                    ]
-                )
-            )
-    return ", ".join(found) or "none"
-
-
 class DkimSigner:
     """Signs outgoing messages with a domain's active keys (if it has any).
 
@@ -417,6 +275,10 @@ class DkimSigner:
         keys = self._keys_of(domain)
         if not keys:
             return []
+        import dkim
+
+        from postroom.mailauth.dkimsign import sign_message
+
         try:
             return sign_message(message, keys, now, load=self._load)
         except (dkim.MessageFormatError, IndexError):
@@ -432,6 +294,8 @@ class DkimSigner:
         version = key.path.stat().st_mtime_ns
         cached = self._loaded.get(key.path)
         if cached is None or cached[0] != version:
+            from postroom.mailauth.dkimsign import load_private
+
             cached = (version, load_private(key))
             self._loaded[key.path] = cached
         return cached[1]

@@ -373,6 +373,14 @@ class MaildirAccount:
         return await asyncio.to_thread(self.quota_now)
 
     async def limited_quota(self) -> Quota | None:
+        """The quota when a limit applies, else None. The limit is one small file, read
+        here (a missing file, the common case, costs one failed open); only measuring
+        the usage against a limit goes to a thread: a thread hop per RCPT cost more than
+        the read itself."""
+        found = read_quota_file(self.path / QUOTA_FILE)
+        own = found.limit if found is not None else None
+        if not (own if own is not None else self._store.default_quota):
+            return None
         quota = await asyncio.to_thread(functools.partial(self.quota_now, measure_unlimited=False))
         return quota if quota.limit else None
 

@@ -250,6 +250,8 @@ class FolderFiles:
         self._flag_sets: dict[str, frozenset[str]] = {}  # file name's info -> flags
         self._mtimes: dict[str, float] = {}  # names without a time -> the file's mtime
         self._dates: dict[str, float] = {}  # base name -> its time, parsed by a sync
+        self._delivered: list[tuple[str, int]] = []  # delivered, waiting to be numbered
+        self._delivered_lock = threading.Lock()
 
     # -- what is on disk -----------------------------------------------------------
     def _listing(self, sub: str, *, force: bool = False) -> _Listing:
@@ -663,28 +665,45 @@ class FolderFiles:
         return self.path / snapshot.paths[at] if at is not None else None
 
     # -- changing ------------------------------------------------------------------
-    @_guarded
     def record_delivery(self, name: str, size: int) -> None:
         """``new/<name>`` (of ``size`` octets with CRLF line endings) was just delivered:
-        give it the next UID now, as Dovecot's LDA does, so no look has to (one line
+        give it the next UID now, as Dovecot's LDA does, so no look has to (a line
         appended to the list; a folder without a list is numbered whole, as a first look
-        would). Skipped, for the next look to do, when another process holds the lock
-        for longer than a delivery waits."""
+        would). Deliveries that arrive while one is numbering are numbered together by
+        the next, with one append and one fdatasync under the lock (a group commit: the
+        fdatasync costs milliseconds, and a busy mailbox takes many deliveries a second).
+        Skipped, for the next look to do, when another process holds the lock for
+        longer than a delivery waits."""
+        with self._delivered_lock:
+            self._delivered.append((name, size))
+        try:
+            with self.guard:
+                with self._delivered_lock:
+                    waiting, self._delivered = self._delivered, []
+                if waiting:  # else a delivery before this one numbered it too
+                    self._number_delivered(waiting)
+        finally:
+            self._usage_changed(size, 1)
+
+    def _number_delivered(self, delivered: list[tuple[str, int]]) -> None:
         try:
             with uidlist_lock(self.path, wait=_DELIVERY_WAIT) as lock:
                 loaded = self._load()
-                if loaded is not None and name in loaded.index:
-                    pass  # a look in another process numbered it first
-                elif loaded is not None and self._appendable(loaded):
+                if loaded is not None:  # a look in another process may have numbered some
+                    delivered = [(n, size) for n, size in delivered if n not in loaded.index]
+                if not delivered:
+                    return
+                if loaded is not None and self._appendable(loaded):
                     uidlist = loaded.uidlist
-                    record = Record(uidlist.uidnext, name, size, uidlist.highestmodseq + 1)
-                    self._loaded = loaded.extended([record], lock.append([record]))
+                    records = [
+                        Record(uidlist.uidnext + at, n, size, uidlist.highestmodseq + 1 + at)
+                        for at, (n, size) in enumerate(delivered)
+                    ]
+                    self._loaded = loaded.extended(records, lock.append(records))
                 else:
                     self._sync(lock)
         except LockTimeout:
             pass
-        finally:
-            self._usage_changed(size, 1)
 
     @_guarded
     def add_files(

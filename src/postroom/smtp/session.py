@@ -100,6 +100,12 @@ class Session:
         self._answered = False  # a reply went out: the next command line's clock starts
         self._content_started: float | None = None
         self._content_bytes = 0
+        # One timer per session for the read deadlines, moved only when a deadline comes
+        # earlier than the one it is set for: asyncio.timeout_at per read (a timer made
+        # and cancelled for every command) cost more than parsing the command.
+        self._read_deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False  # the timer cancelled the read: a timeout, not a stop
         # Checked once per session: at the default level the debug lines cost nothing.
         self._debug = _log.isEnabledFor(logging.DEBUG)
 
@@ -132,6 +138,9 @@ class Session:
             else:
                 await self._fail()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._abort_transaction()
 
     def _peer_gone(self, exc: Exception) -> bool:
@@ -203,22 +212,42 @@ class Session:
 
     async def _read(self) -> bytes | None:
         deadline, awaited = self._deadline()
+        self._read_deadline = deadline
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
         self._reading = True
         try:
-            async with asyncio.timeout_at(deadline):
-                return await self._stream.read(_READ_SIZE)
-        except TimeoutError:
-            _log.info("timeout waiting for %s from %s; closing", awaited, self._ip)
-            self._say_goodbye(replies.TIMEOUT)
+            return await self._stream.read(_READ_SIZE)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not self._stopping or task is None or task.uncancel() > 0:
+            expired, self._expired = self._expired, False
+            if not (expired or self._stopping) or task is None or task.uncancel() > 0:
                 raise
-            self._say_goodbye(replies.SHUTTING_DOWN)
+            if expired:
+                _log.info("timeout waiting for %s from %s; closing", awaited, self._ip)
+                self._say_goodbye(replies.TIMEOUT)
+            else:
+                self._say_goodbye(replies.SHUTTING_DOWN)
         finally:
             self._reading = False
         await self._flush()
         return None
+
+    def _on_timer(self) -> None:
+        """The timer's moment came: cut the read if its deadline has passed, else wait on
+        for the deadline it has now (later: commands came meanwhile). Outside a read it
+        does nothing: the next read sets it again."""
+        self._timer = None
+        if not self._reading or self._task is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._read_deadline:
+            self._timer = loop.call_at(self._read_deadline, self._on_timer)
+            return
+        self._expired = True
+        self._task.cancel()
 
     def _say_goodbye(self, reply: Reply) -> None:
         self._abort_transaction()

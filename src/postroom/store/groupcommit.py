@@ -14,6 +14,11 @@ If the batch fails, it is rolled back and each job is retried alone in its own
 transaction, so a bad job fails only its own awaiter. A job must therefore be safe to
 run again after a rollback: it may change nothing outside the transaction.
 
+Jobs of one kind may run as one: a job submitted with a ``merge`` function runs, with
+the jobs next to it in the batch that share that function, as one call
+``merge(conn, jobs)`` (one multi-row statement for many messages, say). Alone, or
+retried after a failed batch, each job runs by itself.
+
 Engine-neutral: the engine supplies a ``Transactor`` (connect, begin, commit, rollback,
 close), and jobs are plain functions of the connection, all run on the writer thread.
 """
@@ -40,6 +45,8 @@ DEFAULT_MAX_BYTES = 8 << 20
 
 # (future, result, exception) for one job, set on the future's own loop.
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+# Runs several jobs of one kind together; returns each one's result, in order.
+Merge = Callable[[C, list[Callable[[C], R]]], list[R]]
 
 
 class Transactor(Protocol[C]):
@@ -57,12 +64,19 @@ class Transactor(Protocol[C]):
 
 
 class _Item:
-    __slots__ = ("future", "job", "weight")
+    __slots__ = ("future", "job", "merge", "weight")
 
-    def __init__(self, job: Callable[[Any], Any], weight: int, future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self,
+        job: Callable[[Any], Any],
+        weight: int,
+        future: asyncio.Future[Any],
+        merge: Merge[Any, Any] | None,
+    ) -> None:
         self.job = job
         self.weight = weight
         self.future = future
+        self.merge = merge
 
 
 class GroupCommitter(Generic[C]):
@@ -132,10 +146,13 @@ class GroupCommitter(Generic[C]):
         await asyncio.to_thread(self._thread.join)
 
     # -- submitting -------------------------------------------------------------------
-    async def submit(self, job: Callable[[C], R], weight: int = 0) -> R:
+    async def submit(
+        self, job: Callable[[C], R], weight: int = 0, *, merge: Merge[C, R] | None = None
+    ) -> R:
         """Run ``job(conn)`` in the next batch; return its result once committed.
 
-        ``weight`` (bytes, say) bounds a batch together with the job count. Cancelling
+        ``weight`` (bytes, say) bounds a batch together with the job count. ``merge``: run
+        with its neighbours in the batch that have the same ``merge``, as one call. Cancelling
         the caller does not cancel the job, and ``submit`` returns only after the job
         has run, because jobs may read buffers the caller frees when it returns.
         """
@@ -149,7 +166,7 @@ class GroupCommitter(Generic[C]):
             # sees every job that the sessions woken by the last commit submitted.
             pending = self._pending[loop] = []
             loop.call_soon(self._hand_over, loop)
-        pending.append(_Item(job, weight, future))
+        pending.append(_Item(job, weight, future, merge))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -238,7 +255,7 @@ class GroupCommitter(Generic[C]):
             self._settle([(item.future, None, exc) for item in batch])
             return
         try:
-            results = [item.job(conn) for item in batch]
+            results = _run_jobs(conn, batch)
             transactor.commit(conn)
         except Exception:
             self._rollback(conn)
@@ -275,6 +292,27 @@ class GroupCommitter(Generic[C]):
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop has no awaiters
                 loop.call_soon_threadsafe(_resolve, items)
+
+
+def _run_jobs(conn: Any, batch: list[_Item]) -> list[Any]:
+    """Every job's result in order; neighbours sharing a ``merge`` run as one call."""
+    results: list[Any] = []
+    start = 0
+    while start < len(batch):
+        merge = batch[start].merge
+        end = start + 1
+        while merge is not None and end < len(batch) and batch[end].merge is merge:
+            end += 1
+        if end - start == 1 or merge is None:
+            results.append(batch[start].job(conn))
+        else:
+            jobs = [item.job for item in batch[start:end]]
+            merged = merge(conn, jobs)
+            if len(merged) != len(jobs):
+                raise AssertionError("a merge must return one result per job")
+            results.extend(merged)
+        start = end
+    return results
 
 
 def _resolve(outcomes: list[_Outcome]) -> None:

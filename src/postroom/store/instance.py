@@ -25,7 +25,7 @@ from pathlib import Path
 from postroom.errors import NoStore, StoreDamaged, StoreError
 from postroom.store.base import Store
 from postroom.store.marker import RESTORE, read_marker, refuse_lost_database, write_marker
-from postroom.store.models import DEFAULT_INLINE_BODY_MAX
+from postroom.store.models import DEFAULT_DATABASE_TIMEOUT, DEFAULT_INLINE_BODY_MAX
 from postroom.store.open import open_store, shown_url, sqlite_path
 
 __all__ = ["open_instance_store", "store_exists"]
@@ -43,6 +43,7 @@ async def open_instance_store(
     check_budget: float | None = None,
     on_damage: Callable[[str], None] | None = None,
     inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
+    database_timeout: float = DEFAULT_DATABASE_TIMEOUT,
 ) -> Store:
     """The started store of ``data_dir``; StoreError (one line) when it is not the one the
     directory had, NoStore when there is none and ``create`` is false."""
@@ -60,6 +61,7 @@ async def open_instance_store(
         checked=True,
         migrate=migrate,
         inline_body_max=inline_body_max,
+        database_timeout=database_timeout,
     )
     try:
         found = await store.instance_id()

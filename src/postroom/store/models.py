@@ -57,6 +57,8 @@ class RecipientStatus(StrEnum):
 # Bodies (trace headers included) above this many bytes leave the row where an engine
 # has somewhere better for them (PostgreSQL: large objects); ``database.inline_body_max``.
 DEFAULT_INLINE_BODY_MAX = 1 << 20
+# PostgreSQL: seconds a call may go unanswered ([database] timeout; store/postgres/guard.py).
+DEFAULT_DATABASE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)

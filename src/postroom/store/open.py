@@ -9,7 +9,7 @@ from pathlib import Path
 from postroom.errors import StoreError
 from postroom.store.base import Store, missing_parts
 from postroom.store.marker import refuse_lost_database
-from postroom.store.models import DEFAULT_INLINE_BODY_MAX
+from postroom.store.models import DEFAULT_DATABASE_TIMEOUT, DEFAULT_INLINE_BODY_MAX
 
 __all__ = ["open_store", "require_parts", "shown_url", "sqlite_path"]
 
@@ -59,6 +59,7 @@ async def open_store(
     checked: bool = False,
     migrate: bool = False,
     inline_body_max: int = DEFAULT_INLINE_BODY_MAX,
+    database_timeout: float = DEFAULT_DATABASE_TIMEOUT,
 ) -> Store:
     """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (parent directories are
     created), or ``postgresql://user@host/db`` (libpq's URL: the password from PGPASSWORD
@@ -69,7 +70,8 @@ async def open_store(
     PostgreSQL one is created in an empty database, but upgraded only when ``migrate``
     (many nodes share it: upgrading is an operator's step, ``postroom db migrate``).
     ``inline_body_max``: PostgreSQL keeps larger bodies as large objects; SQLite keeps
-    every body in its row."""
+    every body in its row. ``database_timeout``: PostgreSQL's bound on a call that goes
+    unanswered (``[database] timeout``)."""
     path = sqlite_path(url)
     if path is not None:
         from postroom.store.sqlite import SqliteStore
@@ -83,7 +85,9 @@ async def open_store(
     if url.startswith(("postgresql://", "postgres://")):
         from postroom.store.postgres import PostgresStore
 
-        postgres = PostgresStore(url, upgrade=migrate, inline_body_max=inline_body_max)
+        postgres = PostgresStore(
+            url, upgrade=migrate, inline_body_max=inline_body_max, timeout=database_timeout
+        )
         require_parts(postgres, "postgresql")
         await postgres.start()
         return postgres

@@ -7,6 +7,7 @@ new mailer type adds one line here.
 
 from __future__ import annotations
 
+import importlib
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,19 +40,6 @@ from postroom.config.providers import (
     ZohoMailerSettings,
 )
 from postroom.delivery.mailers import Mailer
-from postroom.delivery.mailers.api.brevo import BrevoMailer
-from postroom.delivery.mailers.api.gmail import GmailMailer
-from postroom.delivery.mailers.api.mailgun import MailgunMailer
-from postroom.delivery.mailers.api.mailjet import MailjetMailer
-from postroom.delivery.mailers.api.outlook import OutlookMailer
-from postroom.delivery.mailers.api.postmark import PostmarkMailer
-from postroom.delivery.mailers.api.resend import ResendMailer
-from postroom.delivery.mailers.api.sendgrid import SendgridMailer
-from postroom.delivery.mailers.api.sendlayer import SendlayerMailer
-from postroom.delivery.mailers.api.ses import SesMailer
-from postroom.delivery.mailers.api.smtpcom import SmtpcomMailer
-from postroom.delivery.mailers.api.sparkpost import SparkpostMailer
-from postroom.delivery.mailers.api.zoho import ZohoMailer
 from postroom.delivery.mailers.mta.capture import CaptureMailer
 from postroom.delivery.mailers.mta.local import LocalMailer
 from postroom.delivery.mailers.mta.mx import MxMailer
@@ -117,6 +105,20 @@ def _smtp(settings: AnyMailerSettings, deps: MailerDeps) -> Mailer:
     return SmtpMailer(settings, hostname=deps.hostname, clock=deps.clock, slots=deps.slots)
 
 
+def _provider(name: str) -> Callable[..., Mailer]:
+    """A provider's mailer class (``api/<name>.py``), imported when a mailer of its kind
+    is built: each brings its HTTP and signing code, which a server that uses none of
+    them (or an accept worker, which builds no mailer) should not carry."""
+    cls = f"{name.capitalize()}Mailer"
+
+    def make(*args: Any, **kwargs: Any) -> Mailer:
+        module = importlib.import_module(f"postroom.delivery.mailers.api.{name}")
+        mailer: Mailer = getattr(module, cls)(*args, **kwargs)
+        return mailer
+
+    return make
+
+
 class _ApiMailer(Protocol):
     def __call__(self, settings: Any, *, clock: Clock, limits: LimitStore | None) -> Mailer: ...
 
@@ -153,19 +155,19 @@ BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType(
         "smtp": _smtp,
         "local": _local,
         "capture": _capture,
-        "sendgrid": _api(SendgridMailer, SendgridMailerSettings),
-        "mailgun": _api(MailgunMailer, MailgunMailerSettings),
-        "postmark": _api(PostmarkMailer, PostmarkMailerSettings),
-        "sparkpost": _api(SparkpostMailer, SparkpostMailerSettings),
-        "ses": _api(SesMailer, SesMailerSettings),
-        "brevo": _api(BrevoMailer, BrevoMailerSettings),
-        "resend": _api(ResendMailer, ResendMailerSettings),
-        "sendlayer": _api(SendlayerMailer, SendlayerMailerSettings),
-        "smtpcom": _api(SmtpcomMailer, SmtpcomMailerSettings),
-        "mailjet": _api(MailjetMailer, MailjetMailerSettings),
-        "gmail": _oauth_api(GmailMailer, GmailMailerSettings),
-        "outlook": _oauth_api(OutlookMailer, OutlookMailerSettings),
-        "zoho": _oauth_api(ZohoMailer, ZohoMailerSettings),
+        "sendgrid": _api(_provider("sendgrid"), SendgridMailerSettings),
+        "mailgun": _api(_provider("mailgun"), MailgunMailerSettings),
+        "postmark": _api(_provider("postmark"), PostmarkMailerSettings),
+        "sparkpost": _api(_provider("sparkpost"), SparkpostMailerSettings),
+        "ses": _api(_provider("ses"), SesMailerSettings),
+        "brevo": _api(_provider("brevo"), BrevoMailerSettings),
+        "resend": _api(_provider("resend"), ResendMailerSettings),
+        "sendlayer": _api(_provider("sendlayer"), SendlayerMailerSettings),
+        "smtpcom": _api(_provider("smtpcom"), SmtpcomMailerSettings),
+        "mailjet": _api(_provider("mailjet"), MailjetMailerSettings),
+        "gmail": _oauth_api(_provider("gmail"), GmailMailerSettings),
+        "outlook": _oauth_api(_provider("outlook"), OutlookMailerSettings),
+        "zoho": _oauth_api(_provider("zoho"), ZohoMailerSettings),
     }
 )
 

@@ -7,7 +7,6 @@ a unix socket directory as ``host``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import threading
 from collections.abc import Callable, Iterator
@@ -18,27 +17,49 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
+from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.schema import migrate
 
 __all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error"]
 
 Conn = psycopg.Connection[Any]
 R = TypeVar("R")
-_CONNECT_TIMEOUT = 10  # seconds: a database that does not answer is unavailable
 
 
-def connect(url: str, *, lock_timeout: float, autocommit: bool = False) -> Conn:
-    conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=_CONNECT_TIMEOUT)
+def connect(
+    url: str,
+    *,
+    lock_timeout: float,
+    autocommit: bool = False,
+    guard: Guard | None = None,
+    durable: bool = True,
+) -> Conn:
+    """A connection with postroom's session settings; ``guard`` bounds connecting and
+    the settings (a failure to connect starts its pause; without one, as for a command,
+    connecting is bounded by ``DEFAULT_TIMEOUT``). ``durable``: commits wait for the
+    disk (``synchronous_commit``), as every commit of mail must."""
+    timeout = guard.timeout if guard is not None else DEFAULT_TIMEOUT
+    try:
+        conn = psycopg.connect(conninfo(url, timeout), autocommit=autocommit)
+    except (psycopg.OperationalError, OSError):
+        if guard is not None:
+            guard.failed()
+        raise
+    token = guard.arm(conn.fileno()) if guard is not None else None
     try:
         # 250/202 only after a durable commit, whatever the server's default says.
-        conn.execute("SET synchronous_commit = on")
+        conn.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
         # A lock held elsewhere (another node, an operator's LOCK) is waited for this long.
         conn.execute(f"SET lock_timeout = {max(1, round(lock_timeout * 1000))}")
         if not autocommit:
             conn.commit()
     except BaseException:
+        if guard is not None and token is not None:
+            guard.disarm(token)  # before the close: the descriptor may be reused after
         conn.close()
         raise
+    if guard is not None and token is not None:
+        guard.disarm(token)
     return conn
 
 
@@ -59,23 +80,29 @@ def connection(url: str) -> Iterator[Conn]:
 
 
 class Link:
-    """The writer's connection, made again when the database comes back after a loss."""
+    """The writer's connection, made again when the database comes back after a loss,
+    and the deadline of the transaction running on it."""
 
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
+        self.token: int | None = None
 
 
 class Writer:
-    """The GroupCommitter's Transactor: one connection, one transaction per batch."""
+    """The GroupCommitter's Transactor: one connection, one transaction per batch, each
+    within the guard's deadline (from BEGIN to its COMMIT or ROLLBACK)."""
 
-    def __init__(self, url: str, lock_timeout: float, *, upgrade: bool = True) -> None:
+    def __init__(
+        self, url: str, lock_timeout: float, *, upgrade: bool = True, guard: Guard | None = None
+    ) -> None:
         self._url = url
         self._lock_timeout = lock_timeout
         self._upgrade = upgrade
+        self._guard = guard or Guard()
 
     def connect(self) -> Link:
         """The first connection also creates the schema, or upgrades it when allowed."""
-        conn = connect(self._url, lock_timeout=self._lock_timeout)
+        conn = connect(self._url, lock_timeout=self._lock_timeout, guard=self._guard)
         try:
             migrate(conn, upgrade=self._upgrade)
         except BaseException:
@@ -86,16 +113,30 @@ class Writer:
     def begin(self, link: Link) -> None:
         # The transaction starts with the first statement; a connection lost since the
         # last batch is made anew here (a failure fails this batch; the next one retries).
+        self._guard.admit()
         if link.conn.closed or link.conn.broken:
             link.conn.close()
-            link.conn = connect(self._url, lock_timeout=self._lock_timeout)
+            link.conn = connect(self._url, lock_timeout=self._lock_timeout, guard=self._guard)
+        link.token = self._guard.arm(link.conn.fileno())
 
     def commit(self, link: Link) -> None:
-        link.conn.commit()
+        try:
+            link.conn.commit()
+        finally:
+            self._disarm(link)
+        self._guard.answered()
 
     def rollback(self, link: Link) -> None:
-        if not link.conn.closed:
-            link.conn.rollback()
+        try:
+            if not link.conn.closed:
+                link.conn.rollback()
+        finally:
+            self._disarm(link)
+
+    def _disarm(self, link: Link) -> None:
+        if link.token is not None:
+            self._guard.disarm(link.token)
+            link.token = None
 
     def close(self, link: Link) -> None:
         link.conn.close()
@@ -103,7 +144,10 @@ class Writer:
 
 class Readers:
     """The reader threads' connections: one per thread, made when it first reads and
-    made again after a loss. Each read is one REPEATABLE READ, read-only transaction.
+    made again after a loss. A read that needs one moment (``snapshot``) is one
+    REPEATABLE READ transaction; a read of one statement is that statement alone
+    (autocommit), one round trip instead of three. Every transaction on a reader's
+    connection is read-only, and every read runs within the guard's deadline.
 
     A read never waits for a connection: while the database cannot be reached each read
     fails at once (the client gets 451 or 503, not a hang), and the first read after it
@@ -111,28 +155,36 @@ class Readers:
     connection it keeps trying to make in the background, and reconnect on its own
     backoff after the database is back.)"""
 
-    def __init__(self, url: str, lock_timeout: float) -> None:
+    def __init__(self, url: str, lock_timeout: float, guard: Guard | None = None) -> None:
         self._url = url
         self._lock_timeout = lock_timeout
+        self._guard = guard or Guard()
         self._local = threading.local()
         self._made: list[Conn] = []  # every connection made, to close at the end
         self._lock = threading.Lock()
 
-    def read(self, fn: Callable[[Conn], R]) -> R:
-        """``fn`` on this thread's connection, in one snapshot. A read is safe to run
-        again: one whose connection the server dropped (a restart, a failover) runs once
-        more on a new connection."""
+    def read(self, fn: Callable[[Conn], R], snapshot: bool = True) -> R:
+        """``fn`` on this thread's connection; ``snapshot``: in one transaction (else
+        ``fn`` must run one statement). A read is safe to run again: one whose connection
+        the server dropped (a restart, a failover) runs once more on a new connection."""
         for again in (True, False):
+            self._guard.admit()
             conn = self._connection()
+            token = self._guard.arm(conn.fileno())
             try:
-                return fn(conn)
+                if not snapshot:
+                    found = fn(conn)
+                else:
+                    with conn.transaction():
+                        found = fn(conn)
             except psycopg.OperationalError:
                 if not (again and conn.broken):
                     raise
+            else:
+                self._guard.answered()
+                return found
             finally:
-                if not conn.broken:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.rollback()  # ends the snapshot: the next read sees anew
+                self._guard.disarm(token)
         raise AssertionError("unreachable")
 
     def _connection(self) -> Conn:
@@ -141,9 +193,11 @@ class Readers:
             return conn
         if conn is not None:
             conn.close()
-        conn = connect(self._url, lock_timeout=self._lock_timeout)
+        conn = connect(
+            self._url, lock_timeout=self._lock_timeout, autocommit=True, guard=self._guard
+        )
+        conn.execute("SET default_transaction_read_only = on")
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
         self._local.conn = conn
         with self._lock:
             self._made = [c for c in self._made if not c.closed]

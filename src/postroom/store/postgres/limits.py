@@ -20,7 +20,8 @@ import psycopg
 
 from postroom.errors import StoreError
 from postroom.store.limitops import LimitRunner, Sql
-from postroom.store.postgres.connection import _CONNECT_TIMEOUT, Conn, store_error
+from postroom.store.postgres.connection import Conn, connect, store_error
+from postroom.store.postgres.guard import Guard
 
 __all__ = ["LimitLink"]
 
@@ -37,10 +38,11 @@ class LimitLink(LimitRunner):
 
     _errors = (psycopg.Error, OSError)
 
-    def __init__(self, url: str, *, lock_timeout: float) -> None:
+    def __init__(self, url: str, *, lock_timeout: float, guard: Guard | None = None) -> None:
         super().__init__()
         self._url = url
         self._lock_timeout = lock_timeout
+        self._guard = guard or Guard()
         self._conn: Conn | None = None
 
     def _connection(self) -> Conn:
@@ -48,19 +50,24 @@ class LimitLink(LimitRunner):
             self._conn.close()
             self._conn = None
         if self._conn is None:
-            conn = psycopg.connect(self._url, connect_timeout=_CONNECT_TIMEOUT)
-            try:
-                conn.execute("SET synchronous_commit = off")  # counters: see the module
-                conn.execute(f"SET lock_timeout = {max(1, round(self._lock_timeout * 1000))}")
-                conn.commit()
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            # Counters, not mail: commits need not wait for the disk (see the module).
+            self._conn = connect(
+                self._url, lock_timeout=self._lock_timeout, guard=self._guard, durable=False
+            )
         return self._conn
 
     def _run(self, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
+        self._guard.admit()
         conn = self._connection()
+        token = self._guard.arm(conn.fileno())
+        try:
+            result = self._call(conn, keys, job)
+        finally:
+            self._guard.disarm(token)
+        self._guard.answered()
+        return result
+
+    def _call(self, conn: Conn, keys: Sequence[str], job: Callable[[Sql], R]) -> R:
 
         def sql(statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             cursor = conn.execute(_MARK.sub("%s", statement).encode(), params)

@@ -27,7 +27,8 @@ __all__ = [
     "LARGE_CHUNK",
     "NOTIFY_QUEUE",
     "QUEUE_CHANNEL",
-    "enqueue_job",
+    "Enqueue",
+    "enqueue_together",
     "load_messages",
     "read_body",
     "read_heads",
@@ -42,15 +43,6 @@ QUEUE_CHANNEL = "postroom_queue"
 NOTIFY_QUEUE = f"NOTIFY {QUEUE_CHANNEL}"
 
 _MESSAGE_COLUMNS = STORED_COLUMNS
-_INSERT_MESSAGE = (
-    f"INSERT INTO messages ({', '.join(MESSAGE_FIELDS[:-1])})"
-    f" VALUES ({', '.join('%s' for _ in MESSAGE_FIELDS[:-1])})"
-)
-_INSERT_RECIPIENT = (
-    "INSERT INTO recipients (message_id, position, address, notify, orcpt, status, attempts,"
-    " next_attempt_at, last_reply, claimed_until)"
-    " VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s)"
-)
 _RECIPIENT_COLUMNS = (
     "message_id, position, address, status, notify, orcpt, attempts, next_attempt_at,"
     " last_reply, delay_warned"
@@ -62,48 +54,163 @@ _RECIPIENT_COLUMNS = (
 LARGE_CHUNK = 1 << 20
 
 
-def enqueue_job(
-    message: NewMessage, inline_body_max: int = DEFAULT_INLINE_BODY_MAX
-) -> Callable[[Conn], None]:
-    """The writer job that stores ``message``; the rows are built here, off the writer.
+def _unnest(alias: str, columns: Sequence[tuple[str, str]], *, ordinal: bool = False) -> str:
+    """A table of rows passed as one array per column: ``unnest(%b::type[], ...)``
+    (binary: a body goes as its bytes, not as hex text to be quoted and escaped);
+    ``ordinal``: with the rows' order as one more column, ``ordinal``."""
+    arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
+    names = [name for name, _ in columns] + (["ordinal"] if ordinal else [])
+    order = " WITH ORDINALITY" if ordinal else ""
+    return f"unnest({arrays}){order} AS {alias}({', '.join(names)})"
+
+
+def _names(columns: Sequence[tuple[str, str]], alias: str = "") -> str:
+    return ", ".join(f"{alias}{name}" for name, _ in columns)
+
+
+_TEXT, _FLOAT = "text", "double precision"
+# Each table's new rows (messages_row, recipient_rows, ...) as columns and their types.
+_MESSAGE_KINDS = (
+    _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, "boolean", "bigint", _FLOAT, _TEXT, _TEXT, _TEXT,
+    "integer", _TEXT, _TEXT, _TEXT, _TEXT, _TEXT,
+)  # fmt: skip
+_MESSAGE_TYPES = tuple(zip(MESSAGE_FIELDS[:-1], _MESSAGE_KINDS, strict=True))
+_NEW_RECIPIENT_TYPES = (
+    ("message_id", _TEXT), ("position", "integer"), ("address", _TEXT), ("notify", _TEXT),
+    ("orcpt", _TEXT), ("status", _TEXT), ("next_attempt_at", _FLOAT), ("last_reply", _TEXT),
+    ("claimed_until", _FLOAT),
+)  # fmt: skip
+_BODY_TYPES = (("id", _TEXT), ("data", "bytea"))
+_META_TYPES = (("id", _TEXT), ("message_id", _TEXT), ("subject", _TEXT), ("tags", _TEXT),
+               ("metadata", _TEXT))  # fmt: skip
+# outbox.event_params' columns, after the id of the message whose enqueue carries them.
+_EVENT_TYPES = (
+    ("id", _TEXT), ("type", _TEXT), ("at", _FLOAT), ("queue_id", _TEXT), ("recipient", _TEXT),
+    ("mailer", _TEXT), ("reply", _TEXT), ("reason", _TEXT), ("origin", _TEXT),
+    ("details", _TEXT),
+)  # fmt: skip
+_OWNED_EVENT_TYPES = (("owner", _TEXT), *_EVENT_TYPES)
+
+# A whole batch's messages in one statement: each table's rows as arrays, so the text is
+# the same for every batch (prepared once, planned once) and every row of a table is
+# inserted by one executor run. Events keep their order (their seq is the webhooks').
+# A message whose id is stored already (a batch committed before its connection was
+# lost, so its result was unknown, then tried again) is not inserted again, and neither
+# are its other rows: the statement returns the ids it added.
+_ENQUEUE = f"""WITH new AS (
+    INSERT INTO messages ({_names(_MESSAGE_TYPES)})
+    SELECT * FROM {_unnest("m", _MESSAGE_TYPES)}
+    ON CONFLICT (id) DO NOTHING RETURNING id
+), added_recipients AS (
+    INSERT INTO recipients ({_names(_NEW_RECIPIENT_TYPES)}, attempts)
+    SELECT {_names(_NEW_RECIPIENT_TYPES, "r.")}, 0
+    FROM {_unnest("r", _NEW_RECIPIENT_TYPES)} JOIN new ON new.id = r.message_id
+), added_bodies AS (
+    INSERT INTO message_bodies (id, data)
+    SELECT b.id, b.data FROM {_unnest("b", _BODY_TYPES)} JOIN new ON new.id = b.id
+), added_meta AS (
+    INSERT INTO message_meta ({_names(_META_TYPES)})
+    SELECT {_names(_META_TYPES, "t.")} FROM {_unnest("t", _META_TYPES)} JOIN new ON new.id = t.id
+), added_events AS (
+    INSERT INTO events ({_names(_EVENT_TYPES)}, fanned)
+    SELECT {_names(_EVENT_TYPES, "e.")}, 0
+    FROM {_unnest("e", _OWNED_EVENT_TYPES, ordinal=True)} JOIN new ON new.id = e.owner
+    ORDER BY e.ordinal
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT id FROM new"""
+# The ids not added: each must be this very message, stored by an earlier try.
+_STORED_BEFORE = (
+    "SELECT m.id FROM messages m JOIN unnest(%s::text[], %s::double precision[], %s::bigint[])"
+    " AS o(id, received_at, size) ON m.id = o.id AND m.received_at = o.received_at"
+    " AND m.size = o.size"
+)
+
+
+class Enqueue:
+    """The writer job that stores one message; in a batch, with its neighbours
+    (``enqueue_together``). The rows are built here, off the writer.
 
     The body goes in the same transaction as the message's rows, whichever its form: a
     ``bytea`` up to ``inline_body_max`` bytes, a large object above. The batch's commit
     makes both durable at once, and a batch that fails leaves neither."""
-    row = message_row(message)
-    recipients = recipient_rows(message)
-    large = message.size > inline_body_max
 
-    def insert(conn: Conn) -> None:
-        body = message.body
-        # Pipelined: the statements go out together, one round trip instead of three.
-        with conn.pipeline(), conn.cursor() as cursor:
-            cursor.execute(_INSERT_MESSAGE, row)
-            cursor.executemany(_INSERT_RECIPIENT, recipients)
-            if message.meta is not None:
-                cursor.execute(outbox.POSTGRES.sql(outbox.META_INSERT), meta_row(message.meta)[:5])
-            if message.events:
-                cursor.executemany(
-                    outbox.POSTGRES.sql(outbox.EVENT_INSERT),
-                    [outbox.event_params(e) for e in message.events],
-                )
-            cursor.execute(NOTIFY_QUEUE)
-            if body.in_memory and not large:
-                cursor.execute(
-                    "INSERT INTO message_bodies (id, data) VALUES (%s, %s)",
-                    (message.id, message.header + body.getvalue()),
-                )
-        if large:
-            chunks = body.iter_chunks(LARGE_CHUNK)
-            written = write_large(conn, message.id, message.header, chunks)
-        elif body.in_memory:
-            return
+    __slots__ = ("large", "message", "recipients", "row")
+
+    def __init__(self, message: NewMessage, inline_body_max: int = DEFAULT_INLINE_BODY_MAX) -> None:
+        self.message = message
+        self.row = message_row(message)
+        self.recipients = recipient_rows(message)
+        self.large = message.size > inline_body_max
+
+    def __call__(self, conn: Conn) -> None:
+        enqueue_together(conn, [self])
+
+
+def enqueue_together(conn: Conn, jobs: list[Callable[[Conn], None]]) -> list[None]:
+    """The GroupCommitter's merge of ``Enqueue`` jobs: their rows in one statement (one
+    round trip with the NOTIFY), then the bodies that do not travel in it (spooled to a
+    file, or large objects) a message at a time."""
+    enqueues = [job for job in jobs if isinstance(job, Enqueue)]
+    if len(enqueues) != len(jobs):
+        raise TypeError("enqueue_together merges Enqueue jobs only")
+    with conn.cursor() as cursor:
+        with conn.pipeline():
+            cursor.execute(_ENQUEUE, _enqueue_params(enqueues))
+            conn.execute(NOTIFY_QUEUE)
+        added = {row[0] for row in cursor.fetchall()}
+    if len(added) < len(enqueues):
+        _check_stored_before([e.message for e in enqueues if e.message.id not in added], conn)
+    for job in enqueues:
+        message, body = job.message, job.message.body
+        if message.id not in added or (body.in_memory and not job.large):
+            continue
+        if job.large:
+            written = write_large(conn, message.id, message.header, body.iter_chunks(LARGE_CHUNK))
         else:
             written = _copy_inline(conn, message)
         if written != message.size:
             raise StoreUnavailable("the spooled body is shorter than its size")
+    return [None] * len(jobs)
 
-    return insert
+
+def _enqueue_params(jobs: list[Enqueue]) -> list[list[Any]]:
+    """The statement's arrays: each table's rows turned into one list per column."""
+    messages = [job.row for job in jobs]
+    recipients = [row for job in jobs for row in job.recipients]
+    bodies = [
+        (job.message.id, job.message.header + job.message.body.getvalue())
+        for job in jobs
+        if job.message.body.in_memory and not job.large
+    ]
+    meta = [meta_row(job.message.meta)[:5] for job in jobs if job.message.meta is not None]
+    events = [
+        (job.message.id, *outbox.event_params(event))
+        for job in jobs
+        for event in job.message.events
+    ]
+    params: list[list[Any]] = []
+    for rows, columns in (
+        (messages, _MESSAGE_TYPES),
+        (recipients, _NEW_RECIPIENT_TYPES),
+        (bodies, _BODY_TYPES),
+        (meta, _META_TYPES),
+        (events, _OWNED_EVENT_TYPES),
+    ):
+        params.extend([list(column) for column in zip(*rows, strict=True)] or [[]] * len(columns))
+    return params
+
+
+def _check_stored_before(messages: list[NewMessage], conn: Conn) -> None:
+    ids = [m.id for m in messages]
+    found = conn.execute(
+        _STORED_BEFORE, (ids, [m.received_at for m in messages], [m.size for m in messages])
+    ).fetchall()
+    taken = set(ids) - {row[0] for row in found}
+    if taken:
+        # Queue ids carry 32 random bits a millisecond: another message with the same id
+        # is all but impossible, but it must fail this one, never pass for it.
+        raise StoreUnavailable(f"queue id {min(taken)} is taken by another message")
 
 
 def _copy_inline(conn: Conn, message: NewMessage) -> int:

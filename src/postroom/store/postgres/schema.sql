@@ -298,25 +298,32 @@ CREATE TABLE IF NOT EXISTS attempt_rollups (
     count         bigint NOT NULL,
     PRIMARY KEY (period, slot, mailer, sender_domain, disposition, shard)
 );
-CREATE OR REPLACE FUNCTION postroom_rollup_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A statement trigger over the rows it added: a batch of outcomes is one upsert per
+-- counter row, not one per attempt.
+CREATE OR REPLACE FUNCTION postroom_rollup_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO attempt_rollups AS r
             (period, slot, mailer, sender_domain, disposition, shard, count)
-        SELECT p.period, (floor(NEW.at / p.period) * p.period)::bigint, NEW.mailer,
-               lower(split_part(m.sender, '@', 2)), NEW.disposition, pg_backend_pid(), 1
-        FROM messages m, (VALUES (300), (3600)) AS p (period)
-        WHERE m.id = NEW.message_id
+        SELECT p.period, (floor(a.at / p.period) * p.period)::bigint, a.mailer,
+               lower(split_part(m.sender, '@', 2)), a.disposition, pg_backend_pid(), count(*)
+        FROM added a JOIN messages m ON m.id = a.message_id,
+             (VALUES (300), (3600)) AS p (period)
+        GROUP BY 1, 2, 3, 4, 5
         ON CONFLICT (period, slot, mailer, sender_domain, disposition, shard)
-        DO UPDATE SET count = r.count + 1;
+        DO UPDATE SET count = r.count + EXCLUDED.count;
     -- SKIP LOCKED: two sessions pruning the same old rows neither wait nor deadlock.
     DELETE FROM attempt_rollups WHERE ctid IN (
         SELECT ctid FROM attempt_rollups
-        WHERE period = 300 AND slot < (floor(NEW.at / 3600) * 3600)::bigint - 172800
+        WHERE period = 300
+          AND slot < (SELECT (floor(max(at) / 3600) * 3600)::bigint - 172800 FROM added)
         FOR UPDATE SKIP LOCKED);
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER attempts_rollup AFTER INSERT ON attempts
-    FOR EACH ROW EXECUTE FUNCTION postroom_rollup_attempt();
+DROP TRIGGER IF EXISTS attempts_rollup ON attempts;
+DROP FUNCTION IF EXISTS postroom_rollup_attempt();
+CREATE OR REPLACE TRIGGER attempts_rollups AFTER INSERT ON attempts
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION postroom_rollup_attempts();
 
 -- The queue's depth without reading the queue: waiting recipients counted per status and
 -- held, kept by the triggers below (a row per writing session, as above; readers sum).
@@ -343,9 +350,22 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER recipients_count_new AFTER INSERT ON recipients
-    FOR EACH ROW WHEN (NEW.status IN ('queued', 'deferred'))
-    EXECUTE FUNCTION postroom_count_waiting();
+-- Accepting inserts a batch's recipients in one statement: counted by one upsert per
+-- (status, held), from the statement's new rows, not one per recipient.
+CREATE OR REPLACE FUNCTION postroom_count_added() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO queue_totals AS q (status, held, shard, recipients)
+        SELECT status, held, pg_backend_pid(), count(*) FROM added
+        WHERE status IN ('queued', 'deferred')
+        GROUP BY status, held
+        ON CONFLICT (status, held, shard)
+        DO UPDATE SET recipients = q.recipients + EXCLUDED.recipients;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS recipients_count_new ON recipients;
+CREATE OR REPLACE TRIGGER recipients_count_added AFTER INSERT ON recipients
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION postroom_count_added();
 CREATE OR REPLACE TRIGGER recipients_count_gone AFTER DELETE ON recipients
     FOR EACH ROW WHEN (OLD.status IN ('queued', 'deferred'))
     EXECUTE FUNCTION postroom_count_waiting();

@@ -20,7 +20,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 
@@ -29,7 +29,7 @@ from postroom.store import outbox
 from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.eventops import EventOps
-from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter, Merge
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     DEFAULT_INLINE_BODY_MAX,
@@ -49,6 +49,7 @@ from postroom.store.models import (
 )
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
+from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
@@ -61,6 +62,29 @@ from postroom.store.rows import (
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 R = TypeVar("R")
+
+
+class _OnLink(Generic[R]):
+    """A job of the connection, run on the writer's Link (whose connection may change)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Callable[[Conn], R]) -> None:
+        self.job = job
+
+    def __call__(self, link: Link) -> R:
+        return self.job(link.conn)
+
+
+def _on_link(merge: Merge[Conn, R]) -> Merge[Link, R]:
+    def on_link(link: Link, jobs: list[Callable[[Link], R]]) -> list[R]:
+        return merge(link.conn, [job.job for job in jobs if isinstance(job, _OnLink)])
+
+    return on_link
+
+
+# One function for every enqueue: the GroupCommitter merges neighbours sharing it.
+_ENQUEUE_TOGETHER = _on_link(queue.enqueue_together)
 
 
 class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
@@ -80,6 +104,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         url: str,
         *,
         busy_timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         upgrade: bool = True,
         readers: int = 2,
         max_batch_jobs: int = DEFAULT_MAX_JOBS,
@@ -88,14 +113,18 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     ) -> None:
         self.url = url
         self.inline_body_max = inline_body_max
+        self._guard = guard = Guard(timeout)
+        # A lock is waited for well within the call's deadline: a call that runs out of
+        # time is taken for a database that does not answer.
+        lock_timeout = min(busy_timeout, timeout / 2)
         self.committer: GroupCommitter[Link] = GroupCommitter(
-            Writer(url, busy_timeout, upgrade=upgrade),
+            Writer(url, lock_timeout, upgrade=upgrade, guard=guard),
             max_jobs=max_batch_jobs,
             max_bytes=max_batch_bytes,
         )
-        self._connections = Readers(url, busy_timeout)
+        self._connections = Readers(url, lock_timeout, guard)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
-        self._limits = LimitLink(url, lock_timeout=busy_timeout)
+        self._limits = LimitLink(url, lock_timeout=lock_timeout, guard=guard)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -114,23 +143,25 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
         self._connections.close()
+        await asyncio.to_thread(self._guard.close)
 
-    async def _read(self, fn: Callable[[Conn], R]) -> R:
-        """Run ``fn`` on a reader, in one snapshot."""
+    async def _read(self, fn: Callable[[Conn], R], *, snapshot: bool = True) -> R:
+        """Run ``fn`` on a reader, in one snapshot; without ``snapshot``, ``fn`` must run
+        one statement (it runs alone: one round trip)."""
         if self._closed:
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
+        read = functools.partial(self._connections.read, fn, snapshot)
         try:
-            return await loop.run_in_executor(self._readers, self._connections.read, fn)
+            return await loop.run_in_executor(self._readers, read)
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
-    async def _write(self, job: Callable[[Conn], R], weight: int = 0) -> R:
-        def on_link(link: Link) -> R:
-            return job(link.conn)
-
+    async def _write(
+        self, job: Callable[[Conn], R], weight: int = 0, *, merge: Merge[Link, R] | None = None
+    ) -> R:
         try:
-            return await self.committer.submit(on_link, weight)
+            return await self.committer.submit(_OnLink(job), weight, merge=merge)
         except (psycopg.Error, OSError) as exc:  # OSError: reading the spool file
             raise store_error(exc) from exc
 
@@ -147,7 +178,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         StoreUnavailable: the caller's supervisor starts it again."""
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=10
+                conninfo(self.url, self._guard.timeout), autocommit=True
             )
         except psycopg.Error as exc:
             raise store_error(exc) from exc
@@ -168,11 +199,12 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
             found: str = row[0]
             return found
 
-        return await self._read(read)
+        return await self._read(read, snapshot=False)
 
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
-        await self._write(queue.enqueue_job(message, self.inline_body_max), message.size)
+        job = queue.Enqueue(message, self.inline_body_max)
+        await self._write(job, message.size, merge=_ENQUEUE_TOGETHER)
 
     async def message(self, message_id: str) -> StoredMessage | None:
         found = await self._read(
@@ -194,10 +226,12 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     async def read_heads(self, ids: Sequence[str], size: int) -> dict[str, bytes]:
         if not ids or size <= 0:
             return {}
-        return await self._read(functools.partial(queue.read_heads, list(ids), size))
+        return await self._read(
+            functools.partial(queue.read_heads, list(ids), size), snapshot=False
+        )
 
     async def read_body(self, message_id: str) -> bytes | None:
-        return await self._read(functools.partial(queue.read_body, message_id))
+        return await self._read(functools.partial(queue.read_body, message_id), snapshot=False)
 
     async def count_messages(self) -> int:
         def count(conn: Conn) -> int:
@@ -206,7 +240,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
             found: int = row[0]
             return found
 
-        return await self._read(count)
+        return await self._read(count, snapshot=False)
 
     # -- delivery: DeliveryOps; the email log ---------------------------------------------
     async def query(self, query: LogQuery) -> list[StoredMessage]:
@@ -256,23 +290,25 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         return await self._changed(directory.REMOVE_DOMAIN, (name,))
 
     async def domains(self) -> list[str]:
-        return await self._read(directory.domains)
+        return await self._read(directory.domains, snapshot=False)
 
     async def is_local_domain(self, name: str) -> bool:
-        return await self._read(functools.partial(directory.is_local_domain, name))
+        return await self._read(functools.partial(directory.is_local_domain, name), snapshot=False)
 
     async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
-        return await self._read(functools.partial(directory.recipient, domain, address))
+        return await self._read(
+            functools.partial(directory.recipient, domain, address), snapshot=False
+        )
 
     async def add_user(self, user: UserRecord) -> bool:
         params = user_params(user)
         return await self._changed(directory.ADD_USER, params)
 
     async def user(self, address: str) -> UserRecord | None:
-        return await self._read(functools.partial(directory.user, address))
+        return await self._read(functools.partial(directory.user, address), snapshot=False)
 
     async def users(self) -> list[UserRecord]:
-        return await self._read(directory.users)
+        return await self._read(directory.users, snapshot=False)
 
     async def set_password(self, address: str, password_hash: str) -> bool:
         return await self._changed(directory.SET_PASSWORD, (password_hash, address))
@@ -292,10 +328,10 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         return await self._changed(directory.ADD_API_KEY, params)
 
     async def api_key(self, key_id: str) -> ApiKeyRecord | None:
-        return await self._read(functools.partial(directory.api_key, key_id))
+        return await self._read(functools.partial(directory.api_key, key_id), snapshot=False)
 
     async def api_keys(self) -> list[ApiKeyRecord]:
-        return await self._read(directory.api_keys)
+        return await self._read(directory.api_keys, snapshot=False)
 
     async def remove_api_key(self, name: str) -> bool:
         return await self._changed(directory.REMOVE_API_KEY, (name,))
@@ -314,7 +350,11 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     async def message_meta(self, ids: Sequence[str]) -> dict[str, MessageMeta]:
         if not ids:
             return {}
-        return await self._read(functools.partial(directory.message_meta, list(ids)))
+        return await self._read(
+            functools.partial(directory.message_meta, list(ids)), snapshot=False
+        )
 
     async def idempotent(self, key_name: str, key: str, since: float) -> IdempotencyRecord | None:
-        return await self._read(functools.partial(directory.idempotent, key_name, key, since))
+        return await self._read(
+            functools.partial(directory.idempotent, key_name, key, since), snapshot=False
+        )

@@ -113,6 +113,9 @@ class Connection:
             except OSError as exc:
                 core.fail(*_fault(exc))
 
+    def abort(self) -> None:
+        self.wire.abort()
+
     async def aclose(self) -> None:
         """QUIT (RFC 5321 4.1.1.10), its reply awaited briefly, then close; never raises."""
         try:

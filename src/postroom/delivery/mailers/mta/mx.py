@@ -131,7 +131,7 @@ class MxMailer:
             for address in self._order(addresses)[:budget]:
                 budget -= 1
                 transaction = await self._client.deliver(
-                    self._peer(domain, host.host, address), message, pending
+                    self._peer(domain, host.host, address), message, pending, domain
                 )
                 settled.update((o.recipient, o) for o in transaction.outcomes)
                 pending = [r for r in pending if r.address in transaction.retry]

@@ -4,14 +4,19 @@ Two separate jobs, because a destination (a domain for ``mx``, the relay for ``s
 a connection (one host address, TLS mode and login) are not the same thing:
 
 - ``limit(destination)``: at most ``max_per_destination`` transactions to one destination
-  and ``max_total`` over all of them at a time; the others wait their turn (FIFO). With
-  ``slots`` the destination's limit holds for every node on the store too: after its
-  own slot a transaction takes one of the destination's shared slots (``SharedSlots``).
+  and ``max_total`` over all of them at a time; the others wait their turn (FIFO).
   ``max_total`` bounds this node's sockets and stays per node.
+- ``connect(destination, opener)``: a new connection. With ``slots`` the destination's
+  limit holds for every node on the store too: each connection holds one of the
+  destination's shared slots (``SharedSlots``) from its opening to its close, idle in
+  the cache included, so the cluster never has more than ``max_per_destination``
+  connections, and so transactions, to one destination; the store is asked twice per
+  connection, not per message. Such a connection stays idle ``SHARED_IDLE`` seconds at
+  most, so a node done with a destination soon leaves its slots to the others.
 - ``take(key)`` / ``give(key, connection)``: a cache of idle connections. A connection goes
   back only while it is still open, has carried fewer than ``max_uses`` messages and
   there is room; it is closed once idle for ``idle_timeout`` seconds (by the injected
-  clock; a loop timer only wakes the sweep up).
+  clock; a loop timer only wakes the sweep up). ``drop`` closes one at once.
 
 The pool knows nothing of SMTP: a connection is anything ``Reusable``.
 """
@@ -19,8 +24,7 @@ The pool knows nothing of SMTP: a connection is anything ``Reusable``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -28,7 +32,7 @@ from typing import Generic, Protocol, TypeVar
 from postroom.clock import Clock
 from postroom.delivery.slots import SharedSlots
 
-__all__ = ["ConnectionPool", "Reusable"]
+__all__ = ["SHARED_IDLE", "ConnectionPool", "Reusable"]
 
 
 class Reusable(Protocol):
@@ -43,8 +47,15 @@ class Reusable(Protocol):
     async def aclose(self) -> None:
         """Say goodbye (QUIT) and close; never raises."""
 
+    def abort(self) -> None:
+        """Close at once, without a goodbye: the session is in no state for one."""
+
 
 C = TypeVar("C", bound=Reusable)
+SHARED_IDLE = 2.0  # seconds: the longest an idle connection holds a shared slot
+# A shared slot a connection holds: its key in the store, and whether the store counted
+# it (False: the store could not be asked; the node's own limit applied alone).
+_Slot = tuple[str, bool]
 
 
 @dataclass(slots=True)
@@ -78,10 +89,13 @@ class ConnectionPool(Generic[C]):
         self._max_per_destination = max_per_destination
         self._total = asyncio.Semaphore(max_total)
         self._max_uses = max_uses
-        self._idle_timeout = idle_timeout
+        # An idle connection holding a shared slot keeps it from every other node: it is
+        # kept briefly (Postfix's connection cache time), enough for a steady stream.
+        self._idle_timeout = idle_timeout if slots is None else min(idle_timeout, SHARED_IDLE)
         self._gates: dict[str, _Gate] = {}
         self._idle: dict[Hashable, list[_Idle[C]]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._held: dict[C, _Slot] = {}  # open connections' shared slots
+        self._closing: set[asyncio.Future[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -102,10 +116,7 @@ class ConnectionPool(Generic[C]):
                 entered = True
                 gate.active += 1
                 try:
-                    # The shared slot is taken and given back inside the node's own, so
-                    # no await falls between counting this one out and the gate's end.
-                    async with self._shared(destination):
-                        yield
+                    yield
                 finally:
                     gate.active -= 1
         finally:
@@ -114,12 +125,52 @@ class ConnectionPool(Generic[C]):
             if gate.active == 0 and gate.waiting == 0:
                 del self._gates[destination]
 
-    def _shared(self, destination: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """The destination's slot among every node's (after this node's own slot)."""
+    # -- connections and their shared slots ------------------------------------------
+    def key(self, destination: str, peer: Hashable) -> Hashable:
+        """The cache key of a connection to ``peer`` for ``destination``: with shared
+        slots a connection holds its destination's slot, so it serves that one only."""
+        return peer if self._slots is None else (destination, peer)
+
+    async def connect(self, destination: str, opener: Callable[[], Awaitable[C]]) -> C:
+        """A new connection (``opener``'s) for ``destination``, holding one of the
+        destination's shared slots while it is open. The slot of an idle connection of
+        this node to the same destination (another of its hosts) is passed on: that
+        connection is closed, its slot not given back and taken again."""
         if self._slots is None:
-            return contextlib.nullcontext()
-        key = f"connections {self._mailer} {destination}"
-        return self._slots.hold(key, self._max_per_destination)
+            return await opener()
+        slot = self._idle_slot(destination)
+        if slot is None:
+            key = f"connections {self._mailer} {destination}"
+            slot = (key, await self._slots.take(key, self._max_per_destination))
+        try:
+            connection = await opener()
+        except BaseException:
+            self._later(self._give_back(slot))
+            raise
+        self._held[connection] = slot
+        return connection
+
+    def _idle_slot(self, destination: str) -> _Slot | None:
+        for key, stack in self._idle.items():
+            if isinstance(key, tuple) and key and key[0] == destination and stack:
+                connection = stack.pop(0).connection  # the longest idle
+                if not stack:
+                    del self._idle[key]
+                slot = self._held.pop(connection)
+                self._later(connection.aclose())
+                return slot
+        return None
+
+    async def _give_back(self, slot: _Slot | None) -> None:
+        key, counted = slot if slot is not None else ("", False)
+        if counted and self._slots is not None:
+            await self._slots.release(key)
+
+    def _later(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in the background; ``aclose`` waits for it."""
+        task = asyncio.ensure_future(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def active(self, destination: str) -> int:
         """Transactions now holding a slot of ``destination`` (on this node; with shared
@@ -164,10 +215,20 @@ class ConnectionPool(Generic[C]):
         self._arm_timer()
 
     def discard(self, connection: C) -> None:
-        """Close ``connection`` in the background."""
-        task = asyncio.get_running_loop().create_task(connection.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        """Close ``connection`` in the background, then give back its shared slot."""
+        self._later(self._close(connection, self._held.pop(connection, None)))
+
+    def drop(self, connection: C) -> None:
+        """Close ``connection`` at once (a session in no state for a goodbye), and give
+        back its shared slot."""
+        connection.abort()
+        slot = self._held.pop(connection, None)
+        if slot is not None:
+            self._later(self._give_back(slot))
+
+    async def _close(self, connection: C, slot: _Slot | None) -> None:
+        await connection.aclose()
+        await self._give_back(slot)
 
     def idle_count(self, key: Hashable | None = None) -> int:
         if key is not None:

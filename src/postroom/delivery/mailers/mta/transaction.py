@@ -163,22 +163,30 @@ class SmtpClient:
         )
 
     async def deliver(
-        self, peer: Peer, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+        self,
+        peer: Peer,
+        message: OutboundMessage,
+        recipients: Sequence[OutboundRecipient],
+        destination: str | None = None,
     ) -> Transaction:
-        """Never raises for delivery trouble: every recipient gets an ``Outcome``."""
+        """Never raises for delivery trouble: every recipient gets an ``Outcome``.
+        ``destination``: what the connection counts against (the domain; the peer when
+        not given)."""
         ledger = _Ledger(self._clock, RemoteInfo(self._mailer, peer.host, peer.address, peer.port))
+        pool, where = self._pool, destination or peer.where
+        key = pool.key(where, peer.key)
         connection: Connection | None = None
         try:
             while True:
-                connection = self._pool.take(peer.key)
+                connection = pool.take(key)
                 if connection is None:
-                    connection = await self._connector.open(peer)
+                    connection = await pool.connect(where, lambda: self._connector.open(peer))
                 ledger.remote = connection.remote
                 try:
                     await self._transact(connection, message, recipients, ledger)
                     break
                 except _Stale:
-                    connection.wire.abort()
+                    pool.drop(connection)
                     connection = None
         except Failure as failure:
             left = [r for r in recipients if r.address not in ledger.settled]
@@ -186,13 +194,14 @@ class SmtpClient:
             if failure.rule.next_host:
                 ledger.retry.update(r.address for r in left)
             if connection is not None and not connection.core.usable:
-                connection.wire.abort()
+                pool.drop(connection)
+                connection = None
         except BaseException:
             if connection is not None:
-                connection.wire.abort()  # cancelled mid-transaction: the session is unusable
+                pool.drop(connection)  # cancelled mid-transaction: the session is unusable
             raise
         if connection is not None:
-            self._pool.give(peer.key, connection)
+            pool.give(key, connection)
         return ledger.transaction(recipients)
 
     # -- one transaction -----------------------------------------------------------------
