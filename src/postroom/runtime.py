@@ -465,6 +465,7 @@ class Server:
                     throttle=self.auth_throttle,
                     queue_changed=deps.queue_changed,
                     limit_usage=self._limit_usage,
+                    environ=os.environ,
                 )
             )
         api = ApiServer(
@@ -500,6 +501,7 @@ class Server:
         from postroom.delivery.localdomains import LocalDomains
         from postroom.delivery.mailers.api.http import HttpMailer
         from postroom.delivery.mailers.build import MailerDeps, build_mailer
+        from postroom.delivery.outcome_events import relay_names
         from postroom.delivery.retention import Retention
         from postroom.delivery.router import Router, RouteTable
         from postroom.delivery.scheduler import Scheduler
@@ -539,7 +541,7 @@ class Server:
             rng=self.rng,
             readiness=self.readiness,
             return_path=self._links.return_path,
-            relays=frozenset(m.name for m in settings.mailers if m.type not in ("mx", "local")),
+            relays=relay_names(settings.mailers),
         )
         if self.deliver:
             self._deliver_at_once(intake, bus, self.scheduler.wake)

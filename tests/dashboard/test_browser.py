@@ -165,9 +165,22 @@ def test_6_a_hostile_message_runs_no_script(page: Page, server: ServerThread) ->
 
 
 def test_7_other_pages_pass_axe(page: Page) -> None:
-    for name in ("mailers", "keys", "audit", "captured"):
+    for name in ("mailers", "keys", "suppressions", "webhooks", "audit", "captured"):
         page.goto(f"/dashboard/{name}")
         _check(page, name)
+
+
+def test_7_the_navigation_leads_to_the_suppression_list_and_webhooks(page: Page) -> None:
+    page.goto("/dashboard/")
+    nav = page.get_by_role("navigation", name="Dashboard")
+    nav.get_by_role("link", name="Suppression list").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/dashboard/suppressions")
+    assert page.get_by_role("heading", name="Suppression list", exact=True).is_visible()
+    nav.get_by_role("link", name="Webhooks").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/dashboard/webhooks")
+    assert nav.get_by_role("link", name="Webhooks").get_attribute("aria-current") == "page"
 
 
 def test_8_pages_fit_a_phone(page: Page) -> None:

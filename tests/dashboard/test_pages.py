@@ -3,12 +3,21 @@ asked for, and nothing from a message is ever markup (XSS)."""
 
 from __future__ import annotations
 
+import html
 import re
+from typing import Any
 
 import pytest
 
 from postroom.dashboard import pages
+from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
+from postroom.store.models import WebhookState
 from tests.dashboard.conftest import Dash, MakeDash
+from tests.e2e.test_delivery_e2e import mx_settings
+from tests.store.factories import attempt, delivered
+from tests.support.dns_server import DnsServer
+from tests.support.http_fake import Reply, Request, serve
+from tests.support.servers import client_context, free_port, smtp_client, wait_for
 
 # A subject, a From display name and bodies built to break out of HTML, as raw text and
 # inside RFC 2047 encoded words (which decode to markup only after parsing).
@@ -51,6 +60,8 @@ def test_every_page_renders_for_a_logged_in_admin(dash: Dash) -> None:
         "/dashboard/captured",
         "/dashboard/test",
         "/dashboard/keys",
+        "/dashboard/suppressions",
+        "/dashboard/webhooks",
         "/dashboard/audit",
     ):
         answer = dash.http.get(path)
@@ -175,3 +186,100 @@ def test_a_filtered_search_reads_a_window_of_messages_and_links_to_older_ones(
     # A recipient search has indexes: it reads the whole log at once.
     found = dash.http.get("/dashboard/log", params={"to": "bob@"}).text
     assert all(queue_id in found for queue_id in (oldest, *newer))
+
+
+def test_the_overview_counts_sent_through_a_relay_apart_from_delivered_and_complaints(
+    make_dash: MakeDash,
+) -> None:
+    dash = make_dash(mailers=[{"name": "keep", "type": "capture"}])
+    store, now = dash.server.store, dash.clock.time()
+    kept, direct = (dash.send(b"Subject: s\r\n\r\nx\r\n") for _ in range(2))
+    dash.server.call(
+        store.record_outcomes(
+            kept,
+            [delivered("bob@example.test")],
+            [attempt(kept, "bob@example.test", now, mailer="keep")],
+        )
+    )
+    dash.server.call(
+        store.record_outcomes(
+            direct,
+            [delivered("bob@example.test")],
+            [attempt(direct, "bob@example.test", now, mailer="mx")],
+        )
+    )
+    complaint = MailEvent(
+        id=new_event_id(),
+        type=EventType.COMPLAINED,
+        at=now,
+        recipient="bob@example.test",
+        queue_id=kept,
+        mailer="keep",
+        origin=EventOrigin.PROVIDER,
+    )
+    dash.server.call(store.record_events([complaint]))
+    dash.login()
+    page = dash.http.get("/dashboard/", params={"span": "hour"}).text
+    head = re.search(r"<thead><tr><th scope=\"col\">Mailer</th>(.*?)</tr></thead>", page)
+    assert head is not None
+    assert re.findall(r">(\w+)</th>", head[1]) == [
+        "Sent",
+        "Delivered",
+        "Deferred",
+        "Bounced",
+        "Complained",
+    ]
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th>((?:<td>\d+</td>)+)</tr>', page))
+    numbers = {name: [int(n) for n in re.findall(r"\d+", cells)] for name, cells in rows.items()}
+    assert numbers["keep"] == [1, 0, 0, 0, 1]  # a capture hands on: "sent", as its event is
+    assert numbers["mx"] == [0, 1, 0, 0, 0]
+    assert numbers["example.com"] == [1, 1, 0, 0, 1]  # the sender domain's row
+    assert "1 complained" in page  # the chart's bar
+
+
+def test_the_timeline_shows_the_dsn_sent_the_webhooks_and_each_smtp_attempts_dkim(
+    make_dash: MakeDash,
+) -> None:
+    seen: list[Request] = []
+
+    def receiver(request: Request) -> Reply:
+        seen.append(request)
+        return Reply(204)
+
+    with DnsServer() as dns, serve(receiver) as hooks:  # no zone: every name is NXDOMAIN
+        settings: dict[str, Any] = mx_settings(dns, free_port())
+        dash = make_dash(
+            deliver=True,
+            webhooks=[{"name": "app", "url": f"{hooks.url}/", "secret": "s3cret"}],
+            **settings,
+        )
+        with smtp_client(dash.server.ports["submission"]) as client:
+            client.starttls(context=client_context(dash.server.data_dir))
+            client.login("bob@example.test", "bob-password")
+            client.sendmail(
+                "bob@example.test", ["carol@nowhere.example"], b"Subject: x\r\n\r\nx\r\n"
+            )
+        store = dash.server.store
+
+        def bounced_and_told() -> bool:
+            found = dash.server.call(store.messages(limit=10))
+            return (
+                len(found) == 2
+                and not dash.server.call(
+                    store.webhook_deliveries(state=WebhookState.PENDING, limit=10)
+                )
+                and len(dash.server.call(store.webhook_deliveries(limit=10))) >= 4
+            )
+
+        wait_for(bounced_and_told)
+        messages = dash.server.call(store.messages(limit=10))
+        (original,) = [m for m in messages if m.source_kind == "smtp"]
+        (dsn,) = [m for m in messages if m.source_kind == "dsn"]
+        dash.login()
+        page = html.unescape(dash.http.get(f"/dashboard/messages/{original.id}").text)
+    assert f'DSN sent</strong> to bob@example.test: <a href="/dashboard/messages/{dsn.id}">' in page
+    assert "through mx" in page and "; DKIM: not signed" in page  # example.test has no key
+    assert "Webhook</strong> app: event queued for carol@nowhere.example" in page
+    assert "Webhook</strong> app: event bounced for carol@nowhere.example" in page
+    dsn_page = dash.http.get(f"/dashboard/messages/{dsn.id}").text
+    assert "DSN sent" not in dsn_page and "DKIM:" not in dsn_page  # delivered by "local"

@@ -221,3 +221,45 @@ async def test_two_nodes_fan_out_and_claim_each_delivery_once(backend: Backend) 
     )
     claimed = [d.event.id for found in rounds for d in found]
     assert len(claimed) == len(set(claimed)) == 40
+
+
+async def test_complaints_are_counted_per_slot_mailer_and_sender_domain(store: Store) -> None:
+    message = new_message()  # from alice@example.org
+    await store.enqueue(message)
+    slot = NOW // 300 * 300
+
+    def complaint(at: float, queue_id: str | None, mailer: str) -> MailEvent:
+        return dataclasses.replace(
+            _event(EventType.COMPLAINED, queue_id),
+            at=at,
+            mailer=mailer,
+            origin=EventOrigin.PROVIDER,
+        )
+
+    await store.record_events(
+        [
+            complaint(slot + 1, message.id, "sg"),
+            complaint(slot + 299, message.id, "sg"),
+            complaint(slot + 301, message.id, "sg"),
+            complaint(slot + 2, None, "ses"),  # of no message postroom knows
+            complaint(slot - 1, message.id, "sg"),  # before the window's first slot
+            dataclasses.replace(_event(EventType.DELIVERED, message.id), at=slot + 3),
+        ]
+    )
+    counts = await store.complaint_counts(slot + 10, 300)
+    assert [(c.slot, c.mailer, c.sender_domain, c.disposition, c.count) for c in counts] == [
+        (slot, "ses", "", "complained", 1),
+        (slot, "sg", "example.org", "complained", 2),
+        (slot + 300, "sg", "example.org", "complained", 1),
+    ]
+    assert await store.complaint_counts(slot + 600, 300) == []
+
+
+async def test_one_messages_webhook_deliveries_are_found_by_its_queue_id(store: Store) -> None:
+    q1_first, q1_then = _event(EventType.QUEUED, "Q1"), _event(EventType.DELIVERED, "Q1")
+    await store.record_events([q1_first, _event(EventType.QUEUED, "Q2"), q1_then])
+    await store.fan_out(_everyone, limit=10, now=NOW)
+    found = await store.webhook_deliveries(queue_id="Q1", limit=10)
+    assert [d.event.id for d in found] == [q1_then.id, q1_first.id]  # newest first
+    assert await store.webhook_deliveries(queue_id="Q3", limit=10) == []
+    assert len(await store.webhook_deliveries(queue_id="Q1", state=WebhookState.FAILED)) == 0

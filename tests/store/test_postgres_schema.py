@@ -411,6 +411,8 @@ async def test_a_version_5_database_gets_the_counts_its_log_and_queue_imply(
     await store.aclose()
     assert counts() == kept
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(6,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (schema.SCHEMA_VERSION,)
+        ]
         indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes")}
     assert {"recipients_address", "recipients_domain", "recipients_waiting"} <= indexes

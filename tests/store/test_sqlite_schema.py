@@ -364,6 +364,27 @@ async def test_a_version_5_store_gets_the_counts_its_log_and_queue_imply(tmp_pat
     assert {"attempts_rollup", "recipients_count_moved"} <= made
 
 
+async def test_a_version_6_store_gets_the_complaints_and_message_webhook_indexes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v6.db"
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP INDEX events_complained")
+        conn.execute("DROP INDEX webhook_deliveries_message")
+        conn.execute("UPDATE schema_version SET version = 6")
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    assert version_of(path) == SCHEMA_VERSION == 7
+    complaints = "SELECT at FROM events WHERE type = 'complained' AND at >= ?"
+    assert "events_complained" in plan(path, complaints, (NOW,))
+    one_message = "SELECT seq FROM webhook_deliveries WHERE queue_id = ? ORDER BY seq DESC"
+    assert "webhook_deliveries_message" in plan(path, one_message, ("Q1",))
+
+
 def counts(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         rollups = conn.execute("SELECT * FROM attempt_rollups ORDER BY 1, 2, 3, 4, 5").fetchall()

@@ -61,35 +61,17 @@ def test(app: AppContext, name: str) -> None:
     """POST a signed test event (type "queued", reason "test") to webhook NAME now and
     say what it answered. Exit code 1 unless it answered 2xx."""
     from postroom.clock import SystemClock
-    from postroom.events.dispatcher import WebhookSender
-    from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
+    from postroom.events.dispatcher import send_test_event
 
     settings = app.settings
     target = next((t for t in settings.webhooks if t.name == name), None)
     if target is None:
         known = ", ".join(t.name for t in settings.webhooks) or "none configured"
         fail(f"no webhook named {name!r} ({known})")
-    clock = SystemClock()
-    event = MailEvent(
-        id=new_event_id(),
-        type=EventType.QUEUED,
-        at=clock.time(),
-        recipient="test@example.com",
-        reason="test",
-        origin=EventOrigin.INTAKE,
-    )
-
-    async def post() -> tuple[int | None, str | None]:
-        sender = WebhookSender([target], clock, environ=os.environ)
-        try:
-            return await sender.post(target, event)
-        finally:
-            await sender.aclose()
-
-    status, error = asyncio.run(post())
-    if error is not None:
-        fail(f"webhook {name}: {error}")
-    click.echo(f"webhook {name}: {status} for test event {event.id}")
+    result = asyncio.run(send_test_event(target, SystemClock(), environ=os.environ))
+    if result.error is not None:
+        fail(f"webhook {name}: {result.error}")
+    click.echo(f"webhook {name}: {result.status} for test event {result.event.id}")
 
 
 @webhook.command("history")

@@ -18,6 +18,7 @@ from postroom.dashboard.actions import Actions
 from postroom.dashboard.auth import Login
 from postroom.dashboard.content import Content
 from postroom.dashboard.deps import DashboardDeps
+from postroom.dashboard.eventpages import EventPages
 from postroom.dashboard.pages import Pages
 from postroom.dashboard.testmail import TestMail
 from postroom.dashboard.web import Web, security_headers
@@ -34,6 +35,7 @@ def create_dashboard(deps: DashboardDeps) -> Starlette:
     actions = Actions(web, pages)
     content = Content(web)
     test = TestMail(web)
+    lists = EventPages(web)
     page = web.page
 
     async def login_form(request: Request) -> Response:
@@ -59,6 +61,11 @@ def create_dashboard(deps: DashboardDeps) -> Starlette:
         Route("/keys", page(pages.keys)),
         Route("/keys/create", page(actions.create_key), methods=["POST"]),
         Route("/keys/revoke", page(actions.revoke_key), methods=["POST"]),
+        Route("/suppressions", page(lists.suppression_list)),
+        Route("/suppressions/add", page(lists.suppress), methods=["POST"]),
+        Route("/suppressions/remove", page(lists.unsuppress), methods=["POST"]),
+        Route("/webhooks", page(lists.webhooks)),
+        Route("/webhooks/test", page(lists.test_webhook), methods=["POST"]),
         Route("/audit", page(pages.audit)),
         Route("/test", page(test.form), methods=["GET"]),
         Route("/test", page(test.send), methods=["POST"]),

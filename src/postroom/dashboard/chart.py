@@ -14,7 +14,13 @@ from postroom.store.models import AttemptCount
 __all__ = ["COLOURS", "Bar", "Chart", "bar_chart", "totals_by"]
 
 # Outcome -> colour with >= 3:1 contrast on white (WCAG 1.4.11, graphical objects).
-COLOURS = {"delivered": "#1a7f37", "deferred": "#9a6700", "bounced": "#cf222e"}
+COLOURS = {
+    "sent": "#0969da",
+    "delivered": "#1a7f37",
+    "deferred": "#9a6700",
+    "bounced": "#cf222e",
+    "complained": "#8250df",
+}
 _WIDTH, _HEIGHT = 720, 160
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
@@ -30,3 +30,5 @@ class DashboardDeps:
     queue_changed: Callable[[], None] | None = None  # wakes the scheduler after a retry
     # Each API mailer's sending-limit windows now (counted in the store, for every node).
     limit_usage: Callable[[], Awaitable[Mapping[str, Sequence[WindowUsage]]]] = _no_usage
+    # Where the webhooks' secret_env names are read (a test request to a webhook).
+    environ: Mapping[str, str] = field(default_factory=dict)

@@ -10,19 +10,28 @@ from dataclasses import replace
 
 from starlette.responses import Response
 
-from postroom.dashboard.chart import bar_chart, totals_by
+from postroom.dashboard.chart import COLOURS, bar_chart, totals_by
 from postroom.dashboard.format import parse_local_input, utc
 from postroom.dashboard.mime import HEAD_SIZE, read_message, subject_of
 from postroom.dashboard.web import Visit, Web
 from postroom.delivery.message import OutboundMessage
+from postroom.delivery.outcome_events import relay_names
 from postroom.delivery.router import Explanation, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import PostroomError
 from postroom.ids import queue_id_floor, queue_id_time
 from postroom.mail.address import parse_address
+from postroom.mail.envelope import SourceKind
 from postroom.mailauth.dkim import KeyRing, zone_line
+from postroom.mailauth.dkimsign import signature_summary
 from postroom.mailauth.doctor import DomainCheck, check_domain
-from postroom.store.models import LogQuery, RecipientState, RecipientStatus, StoredMessage
+from postroom.store.models import (
+    Attempt,
+    LogQuery,
+    RecipientState,
+    RecipientStatus,
+    StoredMessage,
+)
 from postroom.store.rows import HELD
 
 __all__ = ["SEARCH_WINDOW", "STATUSES", "Pages"]
@@ -34,13 +43,17 @@ PAGE_SIZE = 50
 SEARCH_WINDOW = 50_000
 STATUSES = (*(s.value for s in RecipientStatus), HELD)
 _DAY = 86400.0
-_EXPLAINED = 5
+_EXPLAINED = 5  # recipients whose route the message page explains
+_HOOKS = 200  # webhook deliveries the message page lists
+_DSN_LAG = 300.0  # seconds from an attempt to its DSN being queued (the store may wait)
+_DSN_CANDIDATES = 50  # DSNs to the sender in that time read for the message's id
+_SMTP = ("mx", "smtp")  # mailers that send the stored bytes as they are
 # The overview's windows: name -> (slot, window) in seconds.
 _SPANS = {
     "hour": (300.0, 3600.0),
     "day": (3600.0, _DAY),
     "week": (21600.0, 7 * _DAY),
-}  # recipients whose route the message page explains
+}
 
 
 class Pages:
@@ -54,7 +67,14 @@ class Pages:
         if span not in _SPANS:
             span = "day"
         bucket, window = _SPANS[span]
-        counts = await self.store.attempt_counts(now - window, bucket)
+        relays = relay_names(self.web.deps.settings.mailers)
+        counts = [
+            replace(row, disposition="sent")
+            if row.disposition == "delivered" and row.mailer in relays
+            else row
+            for row in await self.store.attempt_counts(now - window, bucket)
+        ]  # a relay's or a provider's success is "sent", as the event catalogue has it
+        counts += await self.store.complaint_counts(now - window, bucket)
         return self.web.render(
             "overview.html",
             visit,
@@ -66,6 +86,7 @@ class Pages:
             chart=bar_chart(counts, now - window, now, bucket),
             by_mailer=totals_by(counts, lambda row: row.mailer),
             by_domain=totals_by(counts, lambda row: row.sender_domain or "<>"),
+            outcomes=list(COLOURS),
             now=now,
         )
 
@@ -138,6 +159,7 @@ class Pages:
         data = await self.store.read_body(queue_id)
         shown = read_message(data) if data is not None else None
         meta = (await self.store.message_meta([queue_id])).get(queue_id)
+        attempts = await self.store.attempts(queue_id)
         return self.web.render(
             "message.html",
             visit,
@@ -146,11 +168,41 @@ class Pages:
             meta=meta,
             shown=shown,
             explained=await self._routes(message.sender, message.recipients, data or b""),
-            attempts=await self.store.attempts(queue_id),
+            attempts=attempts,
+            dsns=await self._dsns_of(message, attempts),
+            # The bytes every SMTP attempt sent (signed once, at intake): their DKIM
+            # signatures, as the delivery log line gives them.
+            dkim=signature_summary(data) if data is not None else None,
+            smtp_mailers={m.name for m in self.web.deps.settings.mailers if m.type in _SMTP},
             events=await self.store.provider_events(queue_id),
+            webhooks=await self.store.webhook_deliveries(queue_id=queue_id, limit=_HOOKS),
             remote=visit.request.query_params.get("remote") == "1",
             notice=visit.request.query_params.get("notice", ""),
         )
+
+    async def _dsns_of(
+        self, message: StoredMessage, attempts: Sequence[Attempt]
+    ) -> list[StoredMessage]:
+        """The DSNs postroom queued about ``message``. The store keeps no link from a DSN
+        to its message but the DSN's own ``X-Postroom-Queue-ID`` field, and a DSN is
+        queued right after the attempt that called for it: so the DSNs to the sender
+        queued while the attempts were made, each read for that field."""
+        if not message.sender or not attempts:
+            return []
+        query = LogQuery(
+            to=message.sender,
+            source_kind=SourceKind.DSN.value,
+            since=min(a.at for a in attempts),
+            until=max(a.at for a in attempts) + _DSN_LAG,
+            limit=_DSN_CANDIDATES,
+        )
+        marker = f"X-Postroom-Queue-ID: {message.id}\r\n".encode()
+        found = []
+        for candidate in await self.store.query(query):
+            body = await self.store.read_body(candidate.id)
+            if body is not None and marker in body:
+                found.append(candidate)
+        return sorted(found, key=lambda m: m.received_at)
 
     async def queue(self, visit: Visit) -> Response:
         status = visit.request.query_params.get("status", "deferred")

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jinja2
 from starlette.requests import Request
@@ -126,7 +126,7 @@ class Web:
         target = f"{PREFIX}{path}"
         if notice:
             separator = "&" if "?" in target else "?"
-            target += f"{separator}notice={notice}"
+            target += f"{separator}{urlencode({'notice': notice})}"
         return RedirectResponse(target, 303, headers=security_headers())
 
     def refused(self, visit: Visit | None, status: int, message: str) -> Response:

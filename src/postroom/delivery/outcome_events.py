@@ -7,8 +7,9 @@ suppression list after.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
+from postroom.config.mailers import MailerSettings
 from postroom.delivery.outcome import Outcome
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.mail.returned import HARD_BOUNCE_CLASS
@@ -19,7 +20,17 @@ from postroom.store.models import (
     SuppressionReason,
 )
 
-__all__ = ["is_hard_bounce", "outcome_event", "suppression_of"]
+__all__ = ["is_hard_bounce", "outcome_event", "relay_names", "suppression_of"]
+
+# Mailer types that deliver themselves (to the recipient's MX, into a mailbox); every other
+# type hands the message on to a relay or a provider, and its success is "sent".
+_DELIVERING_TYPES = frozenset({"mx", "local"})
+
+
+def relay_names(mailers: Iterable[MailerSettings]) -> frozenset[str]:
+    """The configured mailers whose success is ``sent``, not ``delivered``."""
+    return frozenset(m.name for m in mailers if m.type not in _DELIVERING_TYPES)
+
 
 _TYPES = {
     RecipientStatus.DELIVERED: EventType.DELIVERED,

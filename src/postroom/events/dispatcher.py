@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import httpx
 
@@ -26,11 +27,18 @@ from postroom.config.eventhooks import WebhookTarget
 from postroom.config.secrets import MissingSecret, read_secret
 from postroom.errors import ConfigError, StoreError
 from postroom.events.signing import signed_headers
-from postroom.mail.events import MailEvent
+from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.store.base import EventStore
 from postroom.store.models import WebhookAttempt
 
-__all__ = ["RETRY_DELAYS", "WebhookDispatcher", "WebhookSender", "next_attempt_at"]
+__all__ = [
+    "RETRY_DELAYS",
+    "ProbeResult",
+    "WebhookDispatcher",
+    "WebhookSender",
+    "next_attempt_at",
+    "send_test_event",
+]
 
 _log = logging.getLogger("postroom.webhooks.out")
 
@@ -90,6 +98,41 @@ class WebhookSender:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What a webhook answered to a test event: its status, and why not when not 2xx."""
+
+    event: MailEvent
+    status: int | None
+    error: str | None
+
+
+async def send_test_event(
+    target: WebhookTarget,
+    clock: Clock,
+    *,
+    environ: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ProbeResult:
+    """POST a signed test event (type "queued", reason "test") to ``target`` now, outside
+    the outbox (``postroom webhook test``, the dashboard's "send a test"). ConfigError
+    when its secret cannot be read."""
+    event = MailEvent(
+        id=new_event_id(),
+        type=EventType.QUEUED,
+        at=clock.time(),
+        recipient="test@example.com",
+        reason="test",
+        origin=EventOrigin.INTAKE,
+    )
+    sender = WebhookSender([target], clock, environ=environ, transport=transport)
+    try:
+        status, error = await sender.post(target, event)
+    finally:
+        await sender.aclose()
+    return ProbeResult(event, status, error)
 
 
 class WebhookDispatcher:

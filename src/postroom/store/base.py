@@ -368,9 +368,11 @@ class EventStore(Protocol):
         *,
         webhook: str | None = None,
         state: WebhookState | None = None,
+        queue_id: str | None = None,
         limit: int = 100,
     ) -> list[WebhookDelivery]:
-        """Delivery history, newest event first: one webhook's or all, one state or all."""
+        """Delivery history, newest event first: one webhook's or all, one state or all,
+        one message's events (``queue_id``) or all."""
 
     async def purge_events(self, before: float) -> int:
         """Retention: remove events dated before ``before`` that no webhook still waits
@@ -379,6 +381,13 @@ class EventStore(Protocol):
     async def webhook_backlog(self) -> dict[str, int]:
         """Pending deliveries per webhook; the key ``""`` counts events not yet fanned
         out."""
+
+    async def complaint_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        """Complaint events (a provider's feedback loop) counted per ``bucket``-second
+        slot (whole slots, from the one that holds ``since``), mailer and the message's
+        sender domain, as ``attempt_counts`` gives attempts (disposition
+        ``"complained"``). Read through the ``events_complained`` index: its cost follows
+        the complaints in the window, not the events."""
 
 
 class LimitStore(Protocol):

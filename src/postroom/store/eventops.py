@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 from postroom.mail.events import MailEvent
 from postroom.store import outbox
 from postroom.store.base import EventRoute
-from postroom.store.models import Suppression, WebhookAttempt, WebhookDelivery, WebhookState
+from postroom.store.models import (
+    AttemptCount,
+    Suppression,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookState,
+)
 from postroom.store.rows import check_lease
 
 __all__ = ["EventOps"]
@@ -76,12 +82,20 @@ class EventOps:
         *,
         webhook: str | None = None,
         state: WebhookState | None = None,
+        queue_id: str | None = None,
         limit: int = 100,
     ) -> list[WebhookDelivery]:
         if limit <= 0:
             return []
         return await self._read_consistent(
-            functools.partial(outbox.webhook_deliveries, self._dialect, webhook, state, limit)
+            functools.partial(
+                outbox.webhook_deliveries,
+                self._dialect,
+                limit,
+                webhook=webhook,
+                state=state,
+                queue_id=queue_id,
+            )
         )
 
     async def purge_events(self, before: float) -> int:
@@ -89,6 +103,11 @@ class EventOps:
 
     async def webhook_backlog(self) -> dict[str, int]:
         return await self._read_consistent(functools.partial(outbox.webhook_backlog, self._dialect))
+
+    async def complaint_counts(self, since: float, bucket: float) -> list[AttemptCount]:
+        return await self._read_consistent(
+            functools.partial(outbox.complaint_counts, self._dialect, since, bucket)
+        )
 
     # -- the suppression list ---------------------------------------------------------
     async def add_suppression(self, entry: Suppression) -> bool:

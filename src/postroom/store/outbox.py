@@ -16,6 +16,7 @@ from typing import Any
 
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.store.models import (
+    AttemptCount,
     ProviderEventRecord,
     Suppression,
     SuppressionReason,
@@ -290,12 +291,17 @@ def record_attempt(d: Dialect, attempt: WebhookAttempt, conn: Conn) -> None:
 
 def webhook_deliveries(
     d: Dialect,
-    webhook: str | None,
-    state: WebhookState | None,
     limit: int,
     conn: Conn,
+    *,
+    webhook: str | None,
+    state: WebhookState | None,
+    queue_id: str | None,
 ) -> list[WebhookDelivery]:
     where, params = ["1 = 1"], []
+    if queue_id is not None:  # the webhook_deliveries_message index
+        where.append("d.queue_id = ?")
+        params.append(queue_id)
     if webhook is not None:
         where.append("d.webhook = ?")
         params.append(webhook)
@@ -319,6 +325,28 @@ def purge_events(d: Dialect, before: float, conn: Conn) -> int:
     conn.execute(d.sql(f"DELETE FROM webhook_deliveries WHERE seq IN ({finished})"), params)
     cursor = conn.execute(d.sql(f"DELETE FROM events WHERE seq IN ({finished})"), params)
     return int(cursor.rowcount)
+
+
+_COMPLAINTS = (
+    "SELECT e.at, e.mailer, m.sender FROM events e LEFT JOIN messages m ON m.id = e.queue_id"
+    " WHERE e.type = 'complained' AND e.at >= ?"
+)
+
+
+def complaint_counts(d: Dialect, since: float, bucket: float, conn: Conn) -> list[AttemptCount]:
+    """Counted here, not in SQL: the engines round a slot's start differently, and the
+    rows are few (the complaints of the window, from the events_complained index)."""
+    if bucket <= 0:
+        raise ValueError(f"a slot of {bucket} seconds")
+    tally: dict[tuple[float, str, str], int] = {}
+    for at, mailer, sender in conn.execute(d.sql(_COMPLAINTS), ((since // bucket) * bucket,)):
+        domain = sender.rpartition("@")[2].lower() if sender else ""
+        key = ((at // bucket) * bucket, mailer or "", domain)
+        tally[key] = tally.get(key, 0) + 1
+    return [
+        AttemptCount(slot, mailer, domain, "complained", count)
+        for (slot, mailer, domain), count in sorted(tally.items())
+    ]
 
 
 def webhook_backlog(d: Dialect, conn: Conn) -> dict[str, int]:

@@ -20,7 +20,7 @@ from postroom.errors import StoreError
 
 __all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
     # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
@@ -63,6 +63,10 @@ INSERT INTO queue_totals (status, held, recipients)
     WHERE status IN ('queued', 'deferred') GROUP BY status, held;
 """
 # ---- end of version 6
+# ---- version 7 (complaints): indexes only (schema.sql:
+# events_complained, webhook_deliveries_message)
+UPGRADES[6] = "SELECT 1"
+# ---- end of version 7
 
 
 def _fill(conn: psycopg.Connection[Any], version: int) -> None:

@@ -18,7 +18,7 @@ from postroom.errors import StoreError
 
 __all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -60,6 +60,10 @@ UPGRADES: dict[int, str] = {
     # >>> log speed (version 6): new tables, indexes and triggers only (schema.sql)
     5: "",
     # <<< log speed
+    # >>> complaints (version 7): indexes only (schema.sql:
+    # events_complained, webhook_deliveries_message)
+    6: "",
+    # <<< complaints
 }
 
 # FILLS[n], when upgrading past version n, runs after schema.sql (so on the latest shape).

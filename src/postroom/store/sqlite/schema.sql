@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 6: the whole of the latest schema.
+-- postroom SQLite schema, version 7: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 6 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 7 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -200,6 +200,10 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at
     WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_deliveries_order ON webhook_deliveries (webhook, queue_id, seq)
     WHERE state = 'pending';
+-- >>> version 7: the overview's complaints per slot; a message's webhook deliveries
+CREATE INDEX IF NOT EXISTS events_complained ON events (at) WHERE type = 'complained';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_message ON webhook_deliveries (queue_id, seq);
+-- <<< version 7
 
 CREATE TABLE IF NOT EXISTS suppressions (
     address    TEXT NOT NULL,         -- lower case
