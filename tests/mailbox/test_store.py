@@ -9,7 +9,6 @@ import mailbox
 import os
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -498,20 +497,17 @@ async def test_a_first_look_numbers_a_folder_without_opening_or_stating_a_messag
     assert uidlist is not None and [r.base for r in uidlist.records] == names
 
 
-async def test_a_delivery_numbers_its_own_message_by_appending_to_the_list(
+async def test_deliveries_take_no_lock_and_the_next_look_numbers_them_in_one_append(
     store: Maildir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As Dovecot's LDA: the list gains one line (the same file, not rewritten) and the
-    next look has nothing to number, so it takes no lock."""
+    """A delivery writes its file and nothing else (the dot-lock's file costs as much as
+    the message's own); the next look numbers all delivered since with one lock and one
+    append (the same list file, grown), and another process reads the same UIDs."""
     account = _bob(store)
     _deliver(store)
     await account.messages("INBOX")
     listed = store.path("example.test", "bob") / UIDLIST_FILE
     before = listed.stat()
-    name = _deliver(store)
-    after = listed.stat()
-    assert after.st_ino == before.st_ino and after.st_size > before.st_size
-    assert listed.read_text().splitlines()[-1].endswith(f" :{name}")
     locks: list[Path] = []
 
     def counting(path: Path, **kwargs: float) -> AbstractContextManager[UidListLock]:
@@ -519,60 +515,18 @@ async def test_a_delivery_numbers_its_own_message_by_appending_to_the_list(
         return uidlist_lock(path, **kwargs)
 
     monkeypatch.setattr(folder_module, "uidlist_lock", counting)
+    names = [_deliver(store, b"Subject: %d\n\nx\n" % n) for n in range(8)]
+    assert locks == [] and listed.stat().st_size == before.st_size
+    _, here = await account.messages("INBOX")
+    assert len(locks) == 1
+    after = listed.stat()
+    assert after.st_ino == before.st_ino and after.st_size > before.st_size
+    assert [line.rsplit(" :", 1)[1] for line in listed.read_text().splitlines()[-8:]] == names
+    locks.clear()
     again = Maildir(store.root, hostname="mx1")  # another process reads the list whole
     _, messages = await again.account("example.test", "bob").messages("INBOX")
-    _, here = await account.messages("INBOX")
-    assert [m.uid for m in messages] == [m.uid for m in here] == [1, 2]
+    assert [m.uid for m in messages] == [m.uid for m in here] == list(range(1, 10))
     assert locks == []
-
-
-def test_deliveries_arriving_while_one_numbers_are_numbered_together_by_the_next(
-    store: Maildir, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A group commit for the list: one delivery holds the lock (its fdatasync takes
-    milliseconds), the 8 that arrive meanwhile are appended by one more lock, not 8,
-    each with its own UID and MODSEQ, in the order they were delivered."""
-    _deliver(store)  # the list exists: later deliveries append to it
-    locks: list[Path] = []
-    first_holds, release_first = threading.Event(), threading.Event()
-
-    @contextlib.contextmanager
-    def slow_first(path: Path, **kwargs: float) -> Iterator[UidListLock]:
-        locks.append(path)
-        with uidlist_lock(path, **kwargs) as lock:
-            if len(locks) == 1:
-                first_holds.set()
-                release_first.wait(10)
-            yield lock
-
-    monkeypatch.setattr(folder_module, "uidlist_lock", slow_first)
-    first = threading.Thread(target=_deliver, args=(store,))
-    first.start()
-    assert first_holds.wait(10)
-    names: list[str] = []
-    waiting = [
-        threading.Thread(
-            target=lambda n=n: names.append(_deliver(store, b"Subject: %d\n\nx\n" % n))
-        )
-        for n in range(8)
-    ]
-    for thread in waiting:
-        thread.start()
-    inbox = store.path("example.test", "bob")
-    files = store.folder_files(inbox)
-    while len(files._delivered) < len(waiting):  # every waiter has registered its file
-        time.sleep(0.001)  # (they then block on the numbering that holds the lock)
-    release_first.set()
-    for thread in [first, *waiting]:
-        thread.join(10)
-    assert len(locks) == 2
-    uidlist = read_uidlist(inbox / UIDLIST_FILE)
-    assert uidlist is not None
-    assert [r.uid for r in uidlist.records] == list(range(1, 11))
-    assert len({r.modseq for r in uidlist.records}) == 10
-    assert sorted(r.base for r in uidlist.records[2:]) == sorted(names)
-    _, messages = asyncio.run(_bob(store).messages("INBOX"))
-    assert [m.uid for m in messages] == list(range(1, 11))
 
 
 async def test_a_list_line_cut_short_is_not_read_and_the_next_writer_rewrites_the_list(
@@ -588,10 +542,10 @@ async def test_a_list_line_cut_short_is_not_read_and_the_next_writer_rewrites_th
     _, messages = await again.account("example.test", "bob").messages("INBOX")
     assert [m.uid for m in messages] == [1]
     _deliver(again)
+    _, messages = await again.account("example.test", "bob").messages("INBOX")
+    assert [m.uid for m in messages] == [1, 2]  # the look that numbered it rewrote the list
     text = listed.read_text()
     assert text.endswith("\n") and "half" not in text
-    _, messages = await again.account("example.test", "bob").messages("INBOX")
-    assert [m.uid for m in messages] == [1, 2]
 
 
 async def test_changes_tell_what_changed_since_a_look(store: Maildir) -> None:

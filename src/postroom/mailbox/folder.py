@@ -7,9 +7,11 @@ in ``new/`` (delivered, not yet looked at by a mail client) or in ``cur/``, name
 the Maildir spec and Dovecot and mutt write them; others such as ``P`` are kept as
 found), lower-case letters the folder's keywords (``dovecot-keywords``).
 
-UIDs are in ``dovecot-uidlist`` (``uidlist``). A delivery numbers its own message
-(``record_delivery``: one line appended to the list, as Dovecot's LDA does), so a
-delivered message never needs numbering later. A *sync* numbers what another tool left:
+UIDs are in ``dovecot-uidlist`` (``uidlist``). A delivery does not number its message
+(as Postfix's virtual(8) and maildrop do not): taking the folder's dot-lock creates and
+removes a file, which on ext4 costs about as much CPU as the delivery's own file, and
+deliveries come many a second. The next look numbers everything delivered since, with
+one lock and one append. A *sync* numbers what a delivery or another tool left:
 every base name not in the list gets the next UID, in the order of the times their names
 begin with (the Maildir convention: no file is opened or stat'ed for it), appended to the
 list in one write; records whose file is gone are dropped (a rewrite of the list). It
@@ -73,7 +75,6 @@ from postroom.mailbox.uidlist import (
     KEYWORDS_FILE,
     UIDLIST_FILE,
     LoadedList,
-    LockTimeout,
     Record,
     UidList,
     UidListLock,
@@ -88,7 +89,6 @@ __all__ = ["INFO", "LARGE", "FolderFiles", "Snapshot", "flags_of", "info_suffix"
 INFO: Final = ":2,"
 LARGE: Final = 1000  # names in a directory listing worth sharing for a tick
 _HISTORY: Final = 256  # looks whose changes are kept, per folder
-_DELIVERY_WAIT: Final = 2.0  # seconds a delivery waits for the lock to number its message
 _LETTERS: Final = {"D": DRAFT, "F": FLAGGED, "R": ANSWERED, "S": SEEN, "T": DELETED}
 _FLAG_LETTERS: Final = {flag: letter for letter, flag in _LETTERS.items()}
 _NAME_TIME: Final = re.compile(r"(\d+)\.(?:M(\d{1,6})(?!\d))?")
@@ -250,8 +250,6 @@ class FolderFiles:
         self._flag_sets: dict[str, frozenset[str]] = {}  # file name's info -> flags
         self._mtimes: dict[str, float] = {}  # names without a time -> the file's mtime
         self._dates: dict[str, float] = {}  # base name -> its time, parsed by a sync
-        self._delivered: list[tuple[str, int]] = []  # delivered, waiting to be numbered
-        self._delivered_lock = threading.Lock()
 
     # -- what is on disk -----------------------------------------------------------
     def _listing(self, sub: str, *, force: bool = False) -> _Listing:
@@ -667,43 +665,9 @@ class FolderFiles:
     # -- changing ------------------------------------------------------------------
     def record_delivery(self, name: str, size: int) -> None:
         """``new/<name>`` (of ``size`` octets with CRLF line endings) was just delivered:
-        give it the next UID now, as Dovecot's LDA does, so no look has to (a line
-        appended to the list; a folder without a list is numbered whole, as a first look
-        would). Deliveries that arrive while one is numbering are numbered together by
-        the next, with one append and one fdatasync under the lock (a group commit: the
-        fdatasync costs milliseconds, and a busy mailbox takes many deliveries a second).
-        Skipped, for the next look to do, when another process holds the lock for
-        longer than a delivery waits."""
-        with self._delivered_lock:
-            self._delivered.append((name, size))
-        try:
-            with self.guard:
-                with self._delivered_lock:
-                    waiting, self._delivered = self._delivered, []
-                if waiting:  # else a delivery before this one numbered it too
-                    self._number_delivered(waiting)
-        finally:
-            self._usage_changed(size, 1)
-
-    def _number_delivered(self, delivered: list[tuple[str, int]]) -> None:
-        try:
-            with uidlist_lock(self.path, wait=_DELIVERY_WAIT) as lock:
-                loaded = self._load()
-                if loaded is not None:  # a look in another process may have numbered some
-                    delivered = [(n, size) for n, size in delivered if n not in loaded.index]
-                if not delivered:
-                    return
-                if loaded is not None and self._appendable(loaded):
-                    uidlist = loaded.uidlist
-                    records = [
-                        Record(uidlist.uidnext + at, n, size, uidlist.highestmodseq + 1 + at)
-                        for at, (n, size) in enumerate(delivered)
-                    ]
-                    self._loaded = loaded.extended(records, lock.append(records))
-                else:
-                    self._sync(lock)
-        except LockTimeout:
-            pass
+        the account's usage grows (``maildirsize``). Its UID is given by the next look,
+        with everything else delivered since (see the module's notes)."""
+        self._usage_changed(size, 1)
 
     @_guarded
     def add_files(

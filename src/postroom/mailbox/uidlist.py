@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -248,18 +249,22 @@ class UidListLock:
         self._fd: int | None = fd
 
     def commit(self, uidlist: UidList) -> None:
-        """Replace the list with ``uidlist`` (which releases the lock)."""
-        fd, self._fd = self._fd, None
-        assert fd is not None, "one commit per lock"
+        """Replace the list with ``uidlist``: a new file, fsynced and renamed over it, so
+        a reader sees the old list or the new one whole. The lock stays held until
+        released, so one holder may commit more than once (a sync that rewrites the
+        list, then the change it was taken for)."""
+        assert self._fd is not None, "commit while holding the lock"
+        path = self._folder / UIDLIST_FILE
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
             with open(fd, "wb", closefd=True) as file:
                 file.write(render_uidlist(uidlist))
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(self._folder / LOCK_FILE, self._folder / UIDLIST_FILE)
+            os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError):
-                (self._folder / LOCK_FILE).unlink()
+            tmp.unlink(missing_ok=True)
             raise
 
     def append(self, records: list[Record]) -> int:
