@@ -107,10 +107,12 @@ class RouteTable:
 
     def chain_for(self, view: MessageView) -> Route:
         """The first route whose conditions match, else a default route."""
-        for route in self.routes:
-            if route.rule.matches(view):
-                return route
-        return self._default(view.recipient)
+        return self.configured_for(view) or self._default(view.recipient)
+
+    def configured_for(self, view: MessageView) -> Route | None:
+        """The first configured route whose conditions match; None: a default route's
+        recipient."""
+        return next((route for route in self.routes if route.rule.matches(view)), None)
 
     def explain(self, view: MessageView) -> Explanation:
         checked: list[RouteCheck] = []

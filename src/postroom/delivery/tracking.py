@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from postroom.config.settings import Settings
 from postroom.delivery.message import OutboundMessage
-from postroom.delivery.router import Route
+from postroom.delivery.router import RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.intake.marks import RouteFacts, RouteTracking
 from postroom.mail.tracking import Tracking
@@ -24,8 +24,9 @@ __all__ = ["route_tracking"]
 def route_tracking(settings: Settings) -> RouteTracking | None:
     """The tracking each recipient's route asks for (None: the route says nothing), or
     None when no route has a ``track`` key, so intake need not ask."""
-    routes = tuple(Route.from_settings(r) for r in settings.routes)
-    if all(route.track is None for route in routes):
+    # The local domains only choose between the default routes, which never track.
+    table = RouteTable.from_settings(settings, ())
+    if all(route.track is None for route in table.routes):
         return None
 
     def tracking(facts: RouteFacts) -> tuple[Tracking | None, ...]:
@@ -42,7 +43,7 @@ def route_tracking(settings: Settings) -> RouteTracking | None:
             view = (
                 MessageView(message, recipient) if view is None else view.for_recipient(recipient)
             )
-            route = next((r for r in routes if r.rule.matches(view)), None)
+            route = table.configured_for(view)
             found.append(None if route is None else route.track)
         return tuple(found)
 
