@@ -6,15 +6,16 @@ import functools
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from postroom.config.settings import IMAP_ROLES, ListenerRole, Settings
+from postroom.config.settings import IMAP_ROLES, IMPLICIT_TLS_ROLES, ListenerSettings, Settings
 from postroom.imap.connection import ImapConfig
 from postroom.imap.session import ImapContext, ImapSession
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
+from postroom.net.stream import Stream
 
 __all__ = ["ImapServer"]
 
@@ -39,10 +40,9 @@ class ImapServer(SessionServer):
         (those of other roles are left alone); None: each listener binds its own."""
         limits = settings.limits
         super().__init__(Sessions(_log, limits, _TOO_MANY))
-        for index, spec in enumerate(settings.listeners):
-            if spec.role not in IMAP_ROLES:
-                continue
-            implicit = spec.role is ListenerRole.IMAPS
+
+        def sessions(spec: ListenerSettings) -> Callable[[Stream], ImapSession]:
+            implicit = spec.role in IMPLICIT_TLS_ROLES
             context = ImapContext(
                 role=spec.role.value,
                 config=ImapConfig(
@@ -58,9 +58,8 @@ class ImapServer(SessionServer):
                 autologout=settings.mailboxes.imap_autologout,
                 command_timeout=limits.command_timeout,
             )
-            self._sessions.listen(
-                spec,
-                functools.partial(ImapSession, context),
-                implicit_tls=ssl_context if implicit else None,
-                sock=sockets[index] if sockets is not None else None,
-            )
+            return functools.partial(ImapSession, context)
+
+        self._sessions.listen(
+            settings.listeners, IMAP_ROLES, sessions, ssl_context=ssl_context, sockets=sockets
+        )

@@ -13,10 +13,15 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
-from postroom.config.settings import LimitSettings, ListenerSettings
+from postroom.config.settings import (
+    IMPLICIT_TLS_ROLES,
+    LimitSettings,
+    ListenerRole,
+    ListenerSettings,
+)
 from postroom.net.listener import Handler, Listener
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
@@ -64,27 +69,37 @@ class Sessions:
 
     def listen(
         self,
-        spec: ListenerSettings,
-        make: Callable[[Stream], Session],
+        specs: Sequence[ListenerSettings],
+        roles: Collection[ListenerRole],
+        make: Callable[[ListenerSettings], Callable[[Stream], Session]],
         *,
-        implicit_tls: ssl.SSLContext | None,
-        sock: socket.socket | None,
+        ssl_context: ssl.SSLContext | None,
+        sockets: Sequence[socket.socket] | None,
     ) -> None:
-        """Add a listener for ``spec`` whose connections become ``make``'s sessions;
-        ``implicit_tls``: the handshake comes first (465, 995, 993-style)."""
-        self.specs.append(spec)
-        self.listeners.append(
-            Listener(
-                address=spec.address,
-                port=spec.port,
-                handler=self.handler(make),
-                counter=self._counter,
-                refusal=self._refusal,
-                ssl_context=implicit_tls,
-                handshake_timeout=self._handshake_timeout,
-                sock=sock,
+        """A listener for each of ``specs`` with one of ``roles`` (the others belong to
+        another protocol's server), whose connections become ``make(spec)``'s sessions.
+        Implicit-TLS roles (465, 995, 993-style) handshake with ``ssl_context`` first.
+        ``sockets``: one bound, listening socket per entry of ``specs`` (shared with the
+        accept workers); None: each listener binds its own."""
+        if sockets is not None and len(sockets) != len(specs):
+            raise ValueError("one socket per listener")
+        for index, spec in enumerate(specs):
+            if spec.role not in roles:
+                continue
+            implicit = spec.role in IMPLICIT_TLS_ROLES
+            self.specs.append(spec)
+            self.listeners.append(
+                Listener(
+                    address=spec.address,
+                    port=spec.port,
+                    handler=self.handler(make(spec)),
+                    counter=self._counter,
+                    refusal=self._refusal,
+                    ssl_context=ssl_context if implicit else None,
+                    handshake_timeout=self._handshake_timeout,
+                    sock=sockets[index] if sockets is not None else None,
+                )
             )
-        )
 
     @property
     def count(self) -> int:

@@ -6,13 +6,14 @@ import functools
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from postroom.config.settings import POP3_ROLES, ListenerRole, Settings
+from postroom.config.settings import IMPLICIT_TLS_ROLES, POP3_ROLES, ListenerSettings, Settings
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
+from postroom.net.stream import Stream
 from postroom.pop3.connection import Pop3Config
 from postroom.pop3.session import Pop3Context, Pop3Session
 
@@ -39,10 +40,9 @@ class Pop3Server(SessionServer):
         (those of other roles are left alone); None: each listener binds its own."""
         limits = settings.limits
         super().__init__(Sessions(_log, limits, _TOO_MANY))
-        for index, spec in enumerate(settings.listeners):
-            if spec.role not in POP3_ROLES:
-                continue
-            implicit = spec.role is ListenerRole.POP3S
+
+        def sessions(spec: ListenerSettings) -> Callable[[Stream], Pop3Session]:
+            implicit = spec.role in IMPLICIT_TLS_ROLES
             config = Pop3Config(
                 hostname=settings.hostname,
                 tls_available=ssl_context is not None and not implicit,
@@ -59,9 +59,8 @@ class Pop3Server(SessionServer):
                 idle_timeout=settings.mailboxes.pop3_idle_timeout,
                 handshake_timeout=limits.command_timeout,
             )
-            self._sessions.listen(
-                spec,
-                functools.partial(Pop3Session, context),
-                implicit_tls=ssl_context if implicit else None,
-                sock=sockets[index] if sockets is not None else None,
-            )
+            return functools.partial(Pop3Session, context)
+
+        self._sessions.listen(
+            settings.listeners, POP3_ROLES, sessions, ssl_context=ssl_context, sockets=sockets
+        )

@@ -6,7 +6,7 @@ import functools
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings, Settings
 from postroom.events import Bus
@@ -14,6 +14,7 @@ from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
+from postroom.net.stream import Stream
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig
 from postroom.smtp.session import Session, SessionContext
@@ -60,11 +61,8 @@ class SmtpServer(SessionServer):
         limits = settings.limits
         super().__init__(Sessions(_log, limits, replies.TOO_MANY_CONNECTIONS.to_bytes()))
         specs = list(listeners if listeners is not None else settings.listeners)
-        if sockets is not None and len(sockets) != len(specs):
-            raise ValueError("one socket per listener")
-        for index, spec in enumerate(specs):
-            if spec.role not in SMTP_ROLES:
-                continue
+
+        def sessions(spec: ListenerSettings) -> Callable[[Stream], Session]:
             context = SessionContext(
                 role=spec.role.value,
                 config=server_config(settings, spec.role, starttls=ssl_context is not None),
@@ -78,10 +76,6 @@ class SmtpServer(SessionServer):
                 min_data_rate=limits.min_data_rate,
                 data_grace=limits.data_grace,
             )
-            implicit = spec.role is ListenerRole.SUBMISSIONS
-            self._sessions.listen(
-                spec,
-                functools.partial(Session, context),
-                implicit_tls=ssl_context if implicit else None,
-                sock=sockets[index] if sockets is not None else None,
-            )
+            return functools.partial(Session, context)
+
+        self._sessions.listen(specs, SMTP_ROLES, sessions, ssl_context=ssl_context, sockets=sockets)
