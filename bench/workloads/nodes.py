@@ -49,6 +49,10 @@ NODES_METRICS = [
     Metric("sink_cpu_s", "smtp-sink CPU s", higher_is_better=False, digits=1),
     Metric("host_busy_pct", "host busy %", higher_is_better=False),
 ]
+# An smtp mailer's connections are counted across the nodes (cluster-wide), so at its
+# default 20 every N would share the same 20 and the run would measure that limit, not
+# the nodes. The same value for every N: one configuration, as on real nodes.
+SINK_CONNECTIONS = 60
 STATS_DELAY = 1.2  # backends report their commit counts about once a second
 
 _PAUSED = """
@@ -98,7 +102,7 @@ def run_nodes(
                     python,
                     rundir / f"node{node}",
                     workers=1,
-                    tail=to_sink(sink_port),
+                    tail=to_sink(sink_port, connections=SINK_CONNECTIONS),
                     storage=url,
                     setup=False,
                 )

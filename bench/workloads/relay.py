@@ -67,8 +67,10 @@ def relay_postfix(rundir: Path, sink_port: int) -> RelayRun:
     )
 
 
-def to_sink(port: int) -> str:
-    """postroom's config tables that send everything to the sink on ``port``."""
+def to_sink(port: int, *, connections: int | None = None) -> str:
+    """postroom's config tables that send everything to the sink on ``port``
+    (``connections``: the mailer's connections to it across nodes, default 20)."""
+    limit = "" if connections is None else f"max_connections = {connections}\n"
     return f"""
 [[mailers]]
 name = "sink"
@@ -76,7 +78,7 @@ type = "smtp"
 host = "127.0.0.1"
 port = {port}
 tls = "none"
-
+{limit}
 [[routes]]
 name = "to-sink"
 mailers = ["sink"]
