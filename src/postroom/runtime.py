@@ -42,11 +42,12 @@ from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailbox import Maildir
+from postroom.net.balance import AcceptShares
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
-from postroom.net.wakeup import WakeupListener, notify
+from postroom.net.wakeup import Notifier, WakeupListener
 from postroom.readiness import Check, Readiness
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
@@ -114,8 +115,8 @@ def _login_cache(settings: Settings, clock: Clock) -> LoginCache | None:
 class _WakePrimary:
     """In an accept worker: after commits, wake the primary's scheduler (once per burst)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._data_dir = settings.data_dir
+    def __init__(self, notify: Notifier) -> None:
+        self._notify = notify
         self._pending = False
 
     def __call__(self, event: object) -> None:
@@ -125,7 +126,7 @@ class _WakePrimary:
 
     def _send(self) -> None:
         self._pending = False
-        notify(self._data_dir)
+        self._notify()
 
 
 class Server:
@@ -153,8 +154,10 @@ class Server:
         init: bool = False,
         migrate: bool = False,
         worker_counts: WorkerCounts | None = None,
+        shares: AcceptShares | None = None,
     ) -> None:
         self.settings = settings
+        self._shares = shares  # the accepting processes' counts (``sockets`` are shared)
         self._worker_counts = worker_counts  # the accept workers' counters, for /metrics
         self.clock = clock or SystemClock()
         self.readiness = Readiness(self.clock)
@@ -191,6 +194,7 @@ class Server:
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
+        self._notifier: Notifier | None = None  # an accept worker's, to wake the primary
         self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
         self.tls: ServerTls | None = None
@@ -237,8 +241,9 @@ class Server:
         )
         self.intake = intake
         if self.accept_only:
-            bus.subscribe(_WakePrimary(settings))
-            self._deliver_at_once(intake, bus, lambda: notify(settings.data_dir))
+            self._notifier = notifier = Notifier(settings.data_dir)
+            bus.subscribe(_WakePrimary(notifier))
+            self._deliver_at_once(intake, bus, notifier)
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
@@ -261,6 +266,7 @@ class Server:
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
+            shares=self._shares,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
             self._make_mailbox_servers(logins, tls.context)
@@ -664,6 +670,9 @@ class Server:
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
         if self.retention is not None:
             self.retention.stop()
         if self.scheduler is not None:
@@ -778,15 +787,18 @@ def _version() -> str:
 async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
+    shares: AcceptShares | None = None
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
     stop = _stop_on_signals()
     try:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
-            supervisor = Supervisor(settings, sockets)
+            shares = AcceptShares.create(settings.workers)
+            supervisor = Supervisor(settings, sockets, shares)
         server = Server(
             settings,
             sockets=sockets,
+            shares=shares,
             init=init,
             migrate=migrate,
             worker_counts=supervisor.counts if supervisor is not None else None,
@@ -820,7 +832,8 @@ async def _serve_worker() -> int:
     setup = read_setup()
     _configure_logging(setup.settings)
     sockets = [socket.socket(fileno=fd) for fd in setup.fds]
-    server = Server(setup.settings, sockets=sockets, accept_only=True)
+    shares = AcceptShares(setup.shares_fd, setup.settings.workers, setup.index)
+    server = Server(setup.settings, sockets=sockets, accept_only=True, shares=shares)
     _reload_on_sighup(server, None)
     await server.start()
     stop = _stop_on_signals()
