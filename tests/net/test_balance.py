@@ -7,17 +7,23 @@ import asyncio
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from pathlib import Path
+from typing import Any
 
+import pytest
 import trustme
+import uvloop
 
 from postroom.net.balance import SLACK, AcceptShares
 from postroom.net.listener import Handler, Listener
 from postroom.net.sockets import listening_socket
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
+
+# What `postroom serve` runs on (uvloop, when installed) and asyncio's own loop.
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+LOOPS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
 
 
 def view(shares: AcceptShares, index: int, slots: int = 2) -> AcceptShares:
@@ -129,7 +135,12 @@ async def close_all(writers: list[asyncio.StreamWriter]) -> None:
         await writer.wait_closed()
 
 
-async def test_new_connections_go_to_the_process_with_fewer_open() -> None:
+@LOOPS
+def test_new_connections_go_to_the_process_with_fewer_open(run: Runner) -> None:
+    run(new_connections_go_to_the_process_with_fewer_open())
+
+
+async def new_connections_go_to_the_process_with_fewer_open() -> None:
     sock = listening_socket("127.0.0.1", 0, backlog=16)
     port = sock.getsockname()[1]
     primary = AcceptShares.create(2)
@@ -180,7 +191,12 @@ async def test_a_process_that_never_takes_its_share_delays_no_connection_for_goo
         primary.close()
 
 
-async def test_a_balanced_tls_listener_handshakes_first(tmp_path: Path) -> None:
+@LOOPS
+def test_a_balanced_tls_listener_handshakes_first(run: Runner) -> None:
+    run(a_balanced_tls_listener_handshakes_first())
+
+
+async def a_balanced_tls_listener_handshakes_first() -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_context)

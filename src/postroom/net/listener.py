@@ -151,8 +151,11 @@ class Listener:
         assert self._shares is not None
         try:
             try:
-                _, stream = await loop.connect_accepted_socket(
-                    Stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
+                # The stream is made here: with TLS, uvloop returns its own SSL
+                # protocol in place of the one the factory gave.
+                stream = Stream()
+                await loop.connect_accepted_socket(
+                    lambda: stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
                 )
             except (OSError, ssl.SSLError, TimeoutError) as exc:  # as the loop's server
                 _log.debug("connection not made on %s:%d: %s", self.address, self.port, exc)
