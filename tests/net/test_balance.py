@@ -129,6 +129,16 @@ async def greeting(
         return await reader.readline(), writer
 
 
+async def connect(
+    port: int, count: int, writers: list[asyncio.StreamWriter], *, expect: bytes
+) -> None:
+    """``count`` connections, one after another, each greeted with ``expect``."""
+    for _ in range(count):
+        line, writer = await greeting(port)
+        writers.append(writer)
+        assert line == expect
+
+
 async def close_all(writers: list[asyncio.StreamWriter]) -> None:
     for writer in writers:
         writer.close()
@@ -150,17 +160,13 @@ async def new_connections_go_to_the_process_with_fewer_open() -> None:
     try:
         async with listening(sock, primary, served.handler("primary", hold=True)):
             held = 2 * SLACK + 2
-            for _ in range(held):  # the worker is not accepting yet: the primary takes all
-                line, writer = await greeting(port)
-                writers.append(writer)
-                assert line == b"primary\r\n"
+            # The worker is not accepting yet: the primary takes all.
+            await connect(port, held, writers, expect=b"primary\r\n")
             # The worker starts on the same socket (its own descriptor, as inherited).
             worker_sock = socket.socket(fileno=os.dup(sock.fileno()))
             async with listening(worker_sock, worker, served.handler("worker", hold=True)):
-                for _ in range(held - SLACK):  # while the primary has more than SLACK over
-                    line, writer = await greeting(port)
-                    writers.append(writer)
-                    assert line == b"worker\r\n"
+                # while the primary has more than SLACK over
+                await connect(port, held - SLACK, writers, expect=b"worker\r\n")
                 served.release.set()
     finally:
         await close_all(writers)
@@ -180,10 +186,8 @@ async def test_a_process_that_never_takes_its_share_delays_no_connection_for_goo
     writers: list[asyncio.StreamWriter] = []
     try:
         async with listening(sock, primary, served.handler("primary", hold=True)):
-            for _ in range(SLACK + 3):  # busier than the stuck one from the last two on
-                line, writer = await greeting(port)
-                writers.append(writer)
-                assert line == b"primary\r\n"
+            # busier than the stuck one from the last two on
+            await connect(port, SLACK + 3, writers, expect=b"primary\r\n")
             served.release.set()
     finally:
         await close_all(writers)
