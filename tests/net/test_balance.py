@@ -220,6 +220,7 @@ async def a_balanced_tls_listener_handshakes_first() -> None:
 
 async def test_stopping_a_balanced_listener_marks_the_process_out() -> None:
     sock = listening_socket("127.0.0.1", 0, backlog=16)
+    port = sock.getsockname()[1]
     primary = AcceptShares.create(2)
     worker = view(primary, 1)
     served = Served()
@@ -230,6 +231,7 @@ async def test_stopping_a_balanced_listener_marks_the_process_out() -> None:
             serving = listener.serving
             assert worker.busier()  # more than SLACK over the primary's 0
         assert serving and not listener.serving
+        assert listener.bound_port == port  # still named (in log lines) once closed
         assert not worker.busier()  # the stopped primary is not compared
     finally:
         worker.close()

@@ -5,8 +5,8 @@ connection (a ``Stream``, net/stream.py), and a ``refusal`` (bytes) to write whe
 is hit (421 4.7.0).
 
 A listener on a socket shared with other processes, given their ``AcceptShares``
-(net/balance.py), accepts one connection at a time itself and holds back while it has
-more open than another process; otherwise the event loop's server accepts.
+(net/balance.py), accepts by itself and holds back while it has more connections open
+than another process; otherwise the event loop's server accepts.
 """
 
 from __future__ import annotations
@@ -58,14 +58,14 @@ class Listener:
         self._watching = False  # balanced: the socket's readiness is being watched
         self._holds = 0  # balanced: holds in a row (see net/balance.py)
         self._hold: asyncio.TimerHandle | None = None
+        self._port = port  # balanced: the socket's port, once started
         self._tasks: set[asyncio.Task[None]] = set()  # connections being served
         self._accepting: set[asyncio.Task[None]] = set()  # every connection's task
 
     @property
     def bound_port(self) -> int:
         if self._shares is not None:
-            assert self._sock is not None
-            return int(self._sock.getsockname()[1])
+            return self._port
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -73,6 +73,8 @@ class Listener:
         loop = asyncio.get_running_loop()
         ssl_timeout = self._handshake_timeout if self._ssl else None
         if self._shares is not None:
+            assert self._sock is not None
+            self._port = int(self._sock.getsockname()[1])  # also once the socket is closed
             self._watch()
             self._shares.accepting()
             return
