@@ -422,13 +422,13 @@ def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
 ) -> None:
     """One fsync runs at a time; the renames made while it runs are covered together by
     the next one, so N concurrent deliveries cost two fsyncs, not N."""
-    directory = tmp_path / "new"
-    directory.mkdir()
-    calls: list[Path] = []
+    directory = str(tmp_path / "new")
+    os.mkdir(directory)
+    calls: list[str] = []
     first_running, release_first = threading.Event(), threading.Event()
     real = maildir_module._fsync_dir
 
-    def slow_fsync(path: Path) -> None:
+    def slow_fsync(path: str) -> None:
         calls.append(path)
         if len(calls) == 1:
             first_running.set()
