@@ -455,6 +455,52 @@ def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
     assert len(calls) == 3
 
 
+def _recorded_dir_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = maildir_module._fsync_dir
+
+    def recorded(path: str | Path) -> None:
+        calls.append(str(path))
+        real(path)
+
+    monkeypatch.setattr(maildir_module, "_fsync_dir", recorded)
+    return calls
+
+
+def test_a_directory_fsync_lets_a_file_being_written_land_first_and_covers_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery whose rename is made waits for one still writing its file, so the two
+    share one fsync of new/ instead of one each."""
+    directory = str(tmp_path / "new")
+    os.mkdir(directory)
+    calls = _recorded_dir_fsyncs(monkeypatch)
+    sync = DirSync(gather=60.0)  # the wait ends when the file lands, not by time
+    sync.begin(directory)  # the second delivery is writing its file
+    first = threading.Thread(target=sync.sync, args=(directory,))  # the first has renamed
+    first.start()
+    while sync._dirs[directory].requested < 1:  # the first is now waiting for the second
+        time.sleep(0.001)
+    assert calls == []
+    turn = sync.landed(directory)  # the second's rename: the first's fsync now runs
+    first.join(10)
+    assert calls == [directory]
+    sync.sync(directory, turn)  # covered by that fsync
+    assert calls == [directory]
+
+
+def test_a_file_that_never_lands_delays_a_directory_fsync_by_gather_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = str(tmp_path / "new")
+    os.mkdir(directory)
+    calls = _recorded_dir_fsyncs(monkeypatch)
+    sync = DirSync(gather=0.01)
+    sync.begin(directory)  # a delivery stuck in its file's write
+    sync.sync(directory)
+    assert calls == [directory]
+
+
 def _fill(maildir: Path, count: int, *, sub: str = "cur", first: int = 1_700_000_000) -> list[str]:
     """``count`` messages as another tool leaves them (sizes and times in the names)."""
     for folder in ("tmp", "new", "cur"):

@@ -64,6 +64,9 @@ _FILE_MODE: Final = 0o600
 _NAME_MAX: Final = 255  # octets in one path component (POSIX NAME_MAX on common filesystems)
 _CREATE_TRIES: Final = 20
 _HOST_ESCAPES: Final = str.maketrans({"/": r"\057", ":": r"\072", ",": r"\054"})
+# How long an fsync of new/ waits for files being written to land in it first (one fsync
+# then covers them all): about one file's fsync on a loaded disk.
+_GATHER: Final = 0.005
 _BOXES_KEPT: Final = 4096  # mailboxes whose folders a Maildir remembers (then starts over)
 
 
@@ -99,6 +102,7 @@ def _fsync_dir(path: str | Path) -> None:
 class _DirState:
     requested: int = 0  # renames made so far that need the directory durable
     synced: int = 0  # how many of them an fsync has covered
+    writing: int = 0  # deliveries writing a file they will rename into it
     syncing: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -106,22 +110,53 @@ class DirSync:
     """fsync of a directory, shared by the deliveries that wait for it (a group commit
     for Maildir's ``new/``): a rename made before an fsync of its directory started is
     durable when that fsync returns, so a delivery that finds one running waits for it
-    and for at most one more, instead of each delivery paying its own."""
+    and for at most one more, instead of each delivery paying its own.
 
-    def __init__(self) -> None:
+    A delivery also says when it begins writing its file (``begin``) and when it has
+    renamed it (``landed``): an fsync about to start first lets the files being written
+    land (at most ``gather`` seconds), so deliveries that overlap share one fsync of
+    ``new/`` rather than one each."""
+
+    def __init__(self, gather: float = _GATHER) -> None:
         self._lock = threading.Lock()
+        self._landed = threading.Condition(self._lock)  # a directory's writing fell to 0
         self._dirs: dict[str, _DirState] = {}
+        self._gather = gather
 
-    def sync(self, path: str) -> None:
-        """Return once every rename into ``path`` made before this call is durable."""
+    def _state(self, path: str) -> _DirState:
+        state = self._dirs.get(path)
+        if state is None:
+            state = self._dirs[path] = _DirState()
+        return state
+
+    def begin(self, path: str) -> None:
+        """A delivery begins writing a file it will rename into ``path``."""
         with self._lock:
-            state = self._dirs.setdefault(path, _DirState())
+            self._state(path).writing += 1
+
+    def landed(self, path: str) -> int:
+        """That file was renamed into ``path`` (or given up); its turn for ``sync``."""
+        with self._lock:
+            state = self._state(path)
+            state.writing -= 1
             state.requested += 1
-            mine = state.requested
+            if not state.writing:
+                self._landed.notify_all()
+            return state.requested
+
+    def sync(self, path: str, turn: int | None = None) -> None:
+        """Return once every rename into ``path`` made before this call (or before
+        ``landed`` gave ``turn``) is durable."""
+        with self._lock:
+            state = self._state(path)
+            if turn is None:
+                state.requested += 1
+                turn = state.requested
         with state.syncing:  # one fsync of a directory at a time
-            if state.synced >= mine:
+            if state.synced >= turn:
                 return  # an fsync that started after this rename has covered it
             with self._lock:
+                self._landed.wait_for(lambda: not state.writing, self._gather)
                 upto = state.requested
             _fsync_dir(path)  # an error leaves synced as it was: the next caller tries
             state.synced = upto
@@ -289,6 +324,7 @@ class Maildir:
             box = self._box(domain, user)
             name, fd = self._create_tmp(box.tmp, len(content), vsize)
         tmp = f"{box.tmp}/{name}"
+        self._dir_sync.begin(box.new)
         try:
             with open(fd, "wb", closefd=True) as file:
                 file.write(content)
@@ -299,9 +335,11 @@ class Maildir:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            turn = self._dir_sync.landed(box.new)
         # The rename is durable once the folder is; if this fsync fails the caller retries,
         # and the message may arrive twice (at least once, never lost).
-        self._dir_sync.sync(box.new)
+        self._dir_sync.sync(box.new, turn)
         try:
             box.files.record_delivery(name, vsize)
         except OSError as error:  # durable already: the next look numbers it
