@@ -42,7 +42,6 @@ from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailbox import Maildir
-from postroom.net.balance import AcceptShares
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
@@ -154,10 +153,8 @@ class Server:
         init: bool = False,
         migrate: bool = False,
         worker_counts: WorkerCounts | None = None,
-        shares: AcceptShares | None = None,
     ) -> None:
         self.settings = settings
-        self._shares = shares  # the accepting processes' counts (``sockets`` are shared)
         self._worker_counts = worker_counts  # the accept workers' counters, for /metrics
         self.clock = clock or SystemClock()
         self.readiness = Readiness(self.clock)
@@ -266,7 +263,6 @@ class Server:
             ssl_context=tls.context,
             bus=bus,
             sockets=self._sockets,
-            shares=self._shares,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
             self._make_mailbox_servers(logins, tls.context)
@@ -787,18 +783,15 @@ def _version() -> str:
 async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSource) -> int:
     sockets: list[socket.socket] | None = None
     supervisor: Supervisor | None = None
-    shares: AcceptShares | None = None
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
     stop = _stop_on_signals()
     try:
         if settings.workers > 1:
             sockets = bind_listeners(settings.listeners)
-            shares = AcceptShares.create(settings.workers)
-            supervisor = Supervisor(settings, sockets, shares)
+            supervisor = Supervisor(settings, sockets)
         server = Server(
             settings,
             sockets=sockets,
-            shares=shares,
             init=init,
             migrate=migrate,
             worker_counts=supervisor.counts if supervisor is not None else None,
@@ -832,8 +825,7 @@ async def _serve_worker() -> int:
     setup = read_setup()
     _configure_logging(setup.settings)
     sockets = [socket.socket(fileno=fd) for fd in setup.fds]
-    shares = AcceptShares(setup.shares_fd, setup.settings.workers, setup.index)
-    server = Server(setup.settings, sockets=sockets, accept_only=True, shares=shares)
+    server = Server(setup.settings, sockets=sockets, accept_only=True)
     _reload_on_sighup(server, None)
     await server.start()
     stop = _stop_on_signals()

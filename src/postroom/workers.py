@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from postroom.config.settings import ListenerSettings, Settings
-from postroom.net.balance import AcceptShares
 from postroom.net.sockets import listening_socket
 from postroom.supervise import TaskSupervisor
 
@@ -65,7 +64,6 @@ class WorkerSetup:
     fds: tuple[int, ...]  # listening sockets, in the order of settings.listeners
     index: int  # 1 .. workers - 1 (the primary is 0)
     report_fd: int = -1  # the pipe the worker answers the primary's questions on
-    shares_fd: int = -1  # the accepting processes' counts (net/balance.py)
 
 
 def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]:
@@ -110,13 +108,11 @@ class Supervisor:
         self,
         settings: Settings,
         sockets: Sequence[socket.socket],
-        shares: AcceptShares,
         *,
         command: Sequence[str] = (sys.executable, "-m", "postroom", "serve", "--worker"),
     ) -> None:
         self._settings = settings
         self._sockets = list(sockets)
-        self._shares = shares
         self._command = list(command)
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._reports: dict[int, _Reports] = {}
@@ -137,13 +133,10 @@ class Supervisor:
 
     async def _spawn(self, index: int) -> None:
         fds = tuple(sock.fileno() for sock in self._sockets)
-        shares_fd = self._shares.fd
         read_end, write_end = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._command,
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(*fds, write_end, shares_fd),
+                *self._command, stdin=asyncio.subprocess.PIPE, pass_fds=(*fds, write_end)
             )
         except BaseException:
             os.close(read_end)
@@ -151,7 +144,7 @@ class Supervisor:
         finally:
             os.close(write_end)  # the worker's now: its end is how we see it gone
         assert proc.stdin is not None
-        setup = pickle.dumps(WorkerSetup(self._settings, fds, index, write_end, shares_fd))
+        setup = pickle.dumps(WorkerSetup(self._settings, fds, index, write_end))
         proc.stdin.write(_LENGTH.pack(len(setup)) + setup)
         # The pipe stays open: its end tells the worker that the primary is gone.
         self._procs[index] = proc
@@ -171,7 +164,6 @@ class Supervisor:
             await self._spawn(index)
             proc = self._procs[index]
         code = await proc.wait()
-        self._shares.gone(index)  # its connections went with it
         if not self.stop_requested():
             raise WorkerExited(f"worker {index} (pid {proc.pid}) exited with {code}")
 

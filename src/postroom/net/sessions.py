@@ -22,7 +22,6 @@ from postroom.config.settings import (
     ListenerRole,
     ListenerSettings,
 )
-from postroom.net.balance import AcceptShares
 from postroom.net.listener import Handler, Listener
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
@@ -76,14 +75,12 @@ class Sessions:
         *,
         ssl_context: ssl.SSLContext | None,
         sockets: Sequence[socket.socket] | None,
-        shares: AcceptShares | None = None,
     ) -> None:
         """A listener for each of ``specs`` with one of ``roles`` (the others belong to
         another protocol's server), whose connections become ``make(spec)``'s sessions.
         Implicit-TLS roles (465, 995, 993-style) handshake with ``ssl_context`` first.
         ``sockets``: one bound, listening socket per entry of ``specs`` (shared with the
-        accept workers); None: each listener binds its own. ``shares``: the accepting
-        processes' counts, to balance the shared sockets' connections between them."""
+        accept workers); None: each listener binds its own."""
         if sockets is not None and len(sockets) != len(specs):
             raise ValueError("one socket per listener")
         for index, spec in enumerate(specs):
@@ -101,7 +98,6 @@ class Sessions:
                     ssl_context=ssl_context if implicit else None,
                     handshake_timeout=self._handshake_timeout,
                     sock=sockets[index] if sockets is not None else None,
-                    shares=shares,
                 )
             )
 

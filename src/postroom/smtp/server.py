@@ -12,7 +12,6 @@ from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings,
 from postroom.events import Bus
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks
-from postroom.net.balance import AcceptShares
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
 from postroom.net.stream import Stream
@@ -53,12 +52,10 @@ class SmtpServer(SessionServer):
         relay_networks: RelayNetworks | None = None,
         listeners: Sequence[ListenerSettings] | None = None,
         sockets: Sequence[socket.socket] | None = None,
-        shares: AcceptShares | None = None,
     ) -> None:
         """``sockets``: bound, listening sockets for the listeners, in order (accept
         workers share them; those of other protocols' roles are left alone); None: each
-        listener binds its own; ``shares``: the accepting processes' counts, to balance
-        the shared sockets' connections (net/balance.py). ``relay_networks``
+        listener binds its own. ``relay_networks``
         apply to mx listeners only: submission ports always want AUTH (RFC 6409 4.3)."""
         self._settings = settings
         limits = settings.limits
@@ -81,6 +78,4 @@ class SmtpServer(SessionServer):
             )
             return functools.partial(Session, context)
 
-        self._sessions.listen(
-            specs, SMTP_ROLES, sessions, ssl_context=ssl_context, sockets=sockets, shares=shares
-        )
+        self._sessions.listen(specs, SMTP_ROLES, sessions, ssl_context=ssl_context, sockets=sockets)
