@@ -875,6 +875,8 @@ async def _serve_worker(setup: WorkerSetup) -> int:
         reason = str(exc) if isinstance(exc, PostroomError) else f"{type(exc).__name__}: {exc}"
         tell_listening(setup.report_fd, failed=reason)
         raise
+    for handler in logging.getLogger("postroom").handlers:
+        handler.flush()  # its start's lines come before the primary's ready line
     tell_listening(setup.report_fd)
     stop = _stop_on_signals()
     watch_primary(

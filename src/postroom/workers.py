@@ -70,7 +70,7 @@ _COUNTS = b"C"
 _LISTENING = b"listening\n"  # a worker's first line on its report pipe, or _FAILED's
 _FAILED = b"failed: "
 _REPORT_WAIT = 2.0  # seconds a scrape waits for a worker's counts (a busy worker skipped)
-START_WAIT = 30.0  # seconds a new worker has to listen before it counts as failed
+START_WAIT = 30.0  # seconds a new worker has by default to listen
 
 
 class WorkerExited(Exception):
@@ -114,6 +114,7 @@ class ForkServer:
         self._started: dict[int, asyncio.Future[int]] = {}  # by worker index
         self._exits: dict[int, asyncio.Future[int | None]] = {}  # by pid
         self.gone = False  # the fork server exited: no worker can be started now
+        self._listening = False
 
     @classmethod
     def start(
@@ -156,6 +157,7 @@ class ForkServer:
     async def listen(self) -> None:
         """Read the fork server's news until it exits (at stop, or by accident)."""
         loop = asyncio.get_running_loop()
+        self._listening = True
         while message := await _receive(loop, self._channel):
             match message.split():
                 case [b"started", index, pid]:
@@ -165,6 +167,7 @@ class ForkServer:
                 case [b"exited", pid, code] if not self.exit_of(int(pid)).done():
                     self._exits[int(pid)].set_result(int(code))
         self.gone = True
+        self._channel.close()
         for started in self._started.values():
             started.cancel()
         for exited in self._exits.values():
@@ -172,8 +175,12 @@ class ForkServer:
                 exited.set_result(None)
 
     async def close(self) -> None:
-        """End the fork server (it exits when its channel closes) and reap it."""
-        self._channel.close()
+        """End the fork server (it exits when its channel closes) and reap it; ``listen``
+        then ends too."""
+        with contextlib.suppress(OSError):
+            self._channel.shutdown(socket.SHUT_RDWR)
+        if not self._listening:
+            self._channel.close()
         reaped = asyncio.ensure_future(asyncio.to_thread(os.waitpid, self.pid, 0))
         try:
             async with asyncio.timeout(5.0):
@@ -305,9 +312,13 @@ class _Worker:
 class Supervisor:
     """Starts, watches and stops the accept workers of one primary."""
 
-    def __init__(self, settings: Settings, forks: ForkServer) -> None:
+    def __init__(
+        self, settings: Settings, forks: ForkServer, *, start_wait: float = START_WAIT
+    ) -> None:
+        """``start_wait``: seconds a new worker has to listen before it counts as failed."""
         self._settings = settings
         self._forks = forks
+        self._start_wait = start_wait
         self._workers: dict[int, _Worker] = {}
         self._listen: asyncio.Task[None] | None = None
         self._readiness: Readiness | None = None
@@ -377,7 +388,7 @@ class Supervisor:
     async def _until_listening(self, worker: _Worker) -> None:
         said = asyncio.ensure_future(worker.reports.first_line())
         try:
-            async with asyncio.timeout(START_WAIT):
+            async with asyncio.timeout(self._start_wait):
                 line = await said
                 if line == _LISTENING:
                     worker.listening = True
@@ -391,13 +402,12 @@ class Supervisor:
             self._forks.kill(worker.pid, signal.SIGKILL)
             raise WorkerExited(
                 f"accept worker {worker.index} (pid {worker.pid}) was not listening"
-                f" after {START_WAIT:g} s: killed"
+                f" after {self._start_wait:g} s: killed"
             ) from None
         finally:
             said.cancel()
         raise WorkerExited(
-            f"accept worker {worker.index} (pid {worker.pid}) exited with {code}"
-            " before it listened (its reason is logged above)"
+            f"accept worker {worker.index} (pid {worker.pid}) exited with {code} before it listened"
         )
 
     async def _watch(self, index: int) -> None:
