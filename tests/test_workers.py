@@ -37,6 +37,8 @@ def test_a_worker_forked_after_the_primary_made_a_thread_and_a_connection_has_ne
 ) -> None:
     answer = run_primary("inventory", tmp_path)
     assert answer["started"] is True
+    # /readyz names the worker until it listens, and not after.
+    assert answer["readiness"] == [["accept worker 1: starting"], []]
     held = json.loads((tmp_path / "worker.json").read_text())
     assert held["threads"] == ["MainThread"]
     assert str(tmp_path / "primary.db") not in held["fds"]

@@ -6,7 +6,8 @@ It starts a ``ForkServer`` as ``runtime.run`` does, then makes what a primary ma
 afterwards (an SQLite connection, a thread, an event loop), then asks for one worker
 whose ``main`` is the CASE, and prints what ``Supervisor.start`` said as JSON:
 ``{"started": true}`` or ``{"failed": "the reason"}``, with ``"listening"``: what its
-listening socket is (``socket:[inode]``).
+listening socket is (``socket:[inode]``), and ``"readiness"``: the problems its
+``Readiness`` named before the start and after it.
 
 Cases: ``inventory`` (the worker writes DIR/worker.json: its threads and the targets of
 its open file descriptors, then says it listens), ``refuses`` (it says why it cannot
@@ -86,13 +87,17 @@ def _silent(_setup: WorkerSetup) -> int:
 
 async def _start_one(forks: ForkServer, settings: Settings) -> dict[str, object]:
     clock = SystemClock()
+    readiness = Readiness(clock)
     supervisor = Supervisor(settings, forks, start_wait=START_WAIT)
-    tasks = TaskSupervisor(Readiness(clock), clock)
+    supervisor.report_to(readiness)
+    tasks = TaskSupervisor(readiness, clock)
+    before = [f"{p.part}: {p.reason}" for p in readiness.problems()]
     try:
         await supervisor.start(tasks)
         answer: dict[str, object] = {"started": True}
     except WorkerExited as exc:
         answer = {"failed": str(exc)}
+    answer["readiness"] = [before, [f"{p.part}: {p.reason}" for p in readiness.problems()]]
     await supervisor.stop(1.0)
     await tasks.stop()
     return answer
