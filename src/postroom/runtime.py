@@ -62,7 +62,7 @@ from postroom.workers import (
     WorkerExited,
     WorkerSetup,
     bind_listeners,
-    tell_listening,
+    report_start,
     watch_primary,
 )
 
@@ -837,11 +837,7 @@ async def _serve(
     except (OSError, PostroomError) as exc:
         if forks is not None:
             await forks.close()
-        if isinstance(exc, OSError):
-            print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        else:
-            print(f"postroom: {exc}", file=sys.stderr)
-        return 1
+        return _cannot_start(exc)
     code = 0
     if supervisor is not None:
         try:  # after start(): the certificate exists, the store is migrated
@@ -873,11 +869,11 @@ async def _serve_worker(setup: WorkerSetup) -> int:
         await server.start()
     except Exception as exc:
         reason = str(exc) if isinstance(exc, PostroomError) else f"{type(exc).__name__}: {exc}"
-        tell_listening(setup.report_fd, failed=reason)
+        report_start(setup.report_fd, failed=reason)
         raise
     for handler in logging.getLogger("postroom").handlers:
         handler.flush()  # its start's lines come before the primary's ready line
-    tell_listening(setup.report_fd)
+    report_start(setup.report_fd)
     stop = _stop_on_signals()
     watch_primary(
         stop,
@@ -934,8 +930,7 @@ def run(
         try:
             sockets = bind_listeners(settings.listeners)
         except OSError as exc:
-            print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            return _cannot_start(exc)
         # Now, before the event loop, a thread or a store connection exists: the fork
         # server and every worker forked from it inherit none of them.
         _import_accept_path(settings)
@@ -943,6 +938,15 @@ def run(
     return _run_loop(
         _serve(settings, source, init=init, migrate=migrate, sockets=sockets, forks=forks)
     )
+
+
+def _cannot_start(exc: OSError | PostroomError) -> int:
+    """Say in one line why the server cannot start; its exit code."""
+    if isinstance(exc, OSError):
+        print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+    else:
+        print(f"postroom: {exc}", file=sys.stderr)
+    return 1
 
 
 def run_worker(setup: WorkerSetup) -> int:

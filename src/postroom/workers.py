@@ -60,7 +60,7 @@ __all__ = [
     "WorkerMain",
     "WorkerSetup",
     "bind_listeners",
-    "tell_listening",
+    "report_start",
     "watch_primary",
 ]
 
@@ -278,7 +278,7 @@ def _reap(channel: socket.socket, children: dict[int, int]) -> None:
             channel.send(b"exited %d %d" % (pid, code))
 
 
-def tell_listening(report_fd: int, *, failed: str | None = None) -> None:
+def report_start(report_fd: int, *, failed: str | None = None) -> None:
     """In a worker: tell the primary that every listener accepts now, or (``failed``)
     why it cannot start."""
     if failed is None:
@@ -366,6 +366,7 @@ class Supervisor:
     async def _spawn(self, index: int) -> None:
         command_read, command_write = os.pipe2(os.O_CLOEXEC)
         report_read, report_write = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(command_write, False)  # a worker that reads nothing never stalls us
         try:
             pid = await self._forks.spawn(index, (command_read, report_write))
         except BaseException:

@@ -36,7 +36,7 @@ from postroom.workers import (
     WorkerExited,
     WorkerSetup,
     bind_listeners,
-    tell_listening,
+    report_start,
 )
 from tests.support.servers import loopback_settings
 
@@ -64,7 +64,7 @@ def _inventory(directory: Path) -> Callable[[WorkerSetup], int]:
             "fds": open_fd_targets(),
         }
         (directory / "worker.json").write_text(json.dumps(held))
-        tell_listening(setup.report_fd)
+        report_start(setup.report_fd)
         os.read(setup.command_fd, 1)  # until the primary stops it
         return 0
 
@@ -72,7 +72,7 @@ def _inventory(directory: Path) -> Callable[[WorkerSetup], int]:
 
 
 def _refuses(setup: WorkerSetup) -> int:
-    tell_listening(setup.report_fd, failed="no certificate\nat all")
+    report_start(setup.report_fd, failed="no certificate\nat all")
     return 1
 
 
