@@ -71,6 +71,7 @@ _LISTENING = b"listening\n"  # a worker's first line on its report pipe, or _FAI
 _FAILED = b"failed: "
 _REPORT_WAIT = 2.0  # seconds a scrape waits for a worker's counts (a busy worker skipped)
 START_WAIT = 30.0  # seconds a new worker has by default to listen
+_GONE = "the fork server has exited: no accept worker can be started"
 
 
 class WorkerExited(Exception):
@@ -136,9 +137,12 @@ class ForkServer:
     async def spawn(self, index: int, fds: tuple[int, int]) -> int:
         """Fork worker ``index`` with its (command, report) pipe ends; its pid."""
         if self.gone:
-            raise WorkerExited("the fork server has exited: no worker can be started")
+            raise WorkerExited(_GONE)
         started = self._started[index] = asyncio.get_running_loop().create_future()
-        socket.send_fds(self._channel, [b"spawn %d" % index], list(fds))
+        try:
+            socket.send_fds(self._channel, [b"spawn %d" % index], list(fds))
+        except OSError:
+            raise WorkerExited(_GONE) from None
         pid: int = await started
         return pid
 
@@ -169,7 +173,8 @@ class ForkServer:
         self.gone = True
         self._channel.close()
         for started in self._started.values():
-            started.cancel()
+            if not started.done():
+                started.set_exception(WorkerExited(_GONE))
         for exited in self._exits.values():
             if not exited.done():  # its parent is gone: no one will say
                 exited.set_result(None)
