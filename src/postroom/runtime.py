@@ -39,6 +39,7 @@ from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.feedback import ReturnDesk, links_for
+from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
@@ -56,15 +57,7 @@ from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.store.open import sqlite_path
 from postroom.supervise import TaskSupervisor
-from postroom.workers import (
-    ForkServer,
-    Supervisor,
-    WorkerExited,
-    WorkerSetup,
-    bind_listeners,
-    report_start,
-    watch_primary,
-)
+from postroom.workers import Supervisor, bind_listeners, report_start, watch_primary
 
 # What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
 # reports, the control socket) is imported where it is built, not here: an accept

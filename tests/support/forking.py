@@ -28,16 +28,10 @@ from pathlib import Path
 
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
+from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
-from postroom.workers import (
-    ForkServer,
-    Supervisor,
-    WorkerExited,
-    WorkerSetup,
-    bind_listeners,
-    report_start,
-)
+from postroom.workers import Supervisor, bind_listeners, report_start
 from tests.support.servers import loopback_settings
 
 __all__ = ["open_fd_targets"]
