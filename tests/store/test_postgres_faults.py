@@ -1,5 +1,6 @@
 """The PostgreSQL engine when the database misbehaves: a server that stops answering
-without closing its connections, and a commit whose answer was lost."""
+without closing its connections, a commit whose answer was lost, and connections the
+server ended between two calls."""
 
 from __future__ import annotations
 
@@ -94,12 +95,12 @@ class AnswerLost(Writer):
     """A writer whose first commit reaches the database, and whose connection is then
     lost before the answer comes back: the batch's result is unknown to the node."""
 
-    lost = False
+    answer_lost = False
 
     def commit(self, link: Link) -> None:
         super().commit(link)
-        if not self.lost:
-            self.lost = True
+        if not self.answer_lost:
+            self.answer_lost = True
             link.conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
@@ -120,7 +121,7 @@ async def test_a_batch_retried_after_its_commit_answer_was_lost_stores_each_mess
         # Submitted in one loop iteration: one batch, one (lost) commit answer; each job
         # is then tried again alone, and finds its message stored by that commit.
         await asyncio.gather(*(store.enqueue(m) for m in messages))
-        assert writer.lost and store.committer.fallbacks == fallbacks + 1
+        assert writer.answer_lost and store.committer.fallbacks == fallbacks + 1
         assert [m.id for m in await store.messages()] == [m.id for m in messages]
         for message in messages:
             assert rows(database, message.id) == (1, 2, 1)
@@ -145,5 +146,79 @@ async def test_another_message_with_a_stored_queue_id_is_refused_not_taken_for_i
         assert isinstance(results[0], StoreUnavailable) and results[1] is None
         assert await store.read_body(first.id) == HEADER + b"Subject: first\r\n\r\n1\r\n"
         assert [m.id for m in await store.messages()] == [first.id, neighbour.id]
+    finally:
+        await store.aclose()
+
+
+def end_backends(url: str) -> int:
+    """End every other connection to ``url``'s database (``pg_terminate_backend``), as a
+    restart or an operator would, and wait until their backends are gone."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        deadline = time.monotonic() + 30
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the ended backends did not exit"
+            time.sleep(0.01)
+    assert ended is not None
+    count: int = ended[0]
+    return count
+
+
+async def test_connections_ended_between_calls_are_made_anew_and_the_next_calls_succeed(
+    database: str,
+) -> None:
+    store = PostgresStore(database, timeout=TIMEOUT)
+    await store.start()
+    try:
+        first, second = new_message(at=NOW), new_message(at=NOW + 1)
+        await store.enqueue(first)
+        assert await store.recipient("example.net", "bob@example.net") == (False, False)
+        assert await store.take_token("api:key", NOW, per_second=10, burst=10) == 0
+        assert end_backends(database) >= 3  # the writer's, a reader's, the limits'
+        fallbacks = store.committer.fallbacks
+        await store.enqueue(second)  # the writer's
+        assert await store.message(second.id) is not None  # a reader's
+        assert await store.take_token("api:key", NOW, per_second=10, burst=10) == 0  # the limits'
+        assert store.committer.fallbacks == fallbacks
+        assert rows(database, second.id) == (1, 1, 1)
+    finally:
+        await store.aclose()
+
+
+class EndedAtBegin(Writer):
+    """A writer whose connection the server ends once just as a batch begins, after
+    the writer looked at it: the batch's first statement finds it dead."""
+
+    ended = False
+
+    def begin(self, link: Link) -> None:
+        super().begin(link)
+        if not self.ended:
+            self.ended = True
+            end_backends(self._url)
+
+
+async def test_a_batch_whose_connection_was_found_dead_runs_again_whole_and_commits_once(
+    database: str,
+) -> None:
+    store = PostgresStore(database, timeout=TIMEOUT)
+    writer = EndedAtBegin(database, TIMEOUT / 2, guard=Guard(TIMEOUT))
+    store.committer = GroupCommitter(writer)
+    await store.start()
+    try:
+        messages = [new_message(at=NOW + i) for i in range(3)]
+        commits, fallbacks = store.committer.commits, store.committer.fallbacks
+        await asyncio.gather(*(store.enqueue(m) for m in messages))
+        assert writer.ended
+        # One batch, run twice: not failed, not split into jobs run alone.
+        assert (store.committer.commits, store.committer.fallbacks) == (commits + 1, fallbacks)
+        for message in messages:
+            assert rows(database, message.id) == (1, 1, 1)
     finally:
         await store.aclose()

@@ -8,6 +8,7 @@ a unix socket directory as ``host``.
 from __future__ import annotations
 
 import errno
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailabl
 from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.schema import migrate
 
-__all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error"]
+__all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error", "usable"]
 
 Conn = psycopg.Connection[Any]
 R = TypeVar("R")
@@ -61,6 +62,19 @@ def connect(
     if guard is not None and token is not None:
         guard.disarm(token)
     return conn
+
+
+def usable(conn: Conn) -> bool:
+    """False when ``conn`` is closed, or the server ended it while it was idle (a
+    restart, ``pg_terminate_backend``, an idle timeout): these connections LISTEN to
+    nothing, so an idle one has input only when the server said goodbye (its error
+    message, then the end of the stream, which may not have arrived yet). One poll, no
+    round trip: a connection that died unseen is made anew instead of failing a call."""
+    if conn.closed:
+        return False
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN)
+    return not poll.poll(0)
 
 
 @contextmanager
@@ -114,7 +128,7 @@ class Writer:
         # The transaction starts with the first statement; a connection lost since the
         # last batch is made anew here (a failure fails this batch; the next one retries).
         self._guard.admit()
-        if link.conn.closed or link.conn.broken:
+        if not usable(link.conn):
             link.conn.close()
             link.conn = connect(self._url, lock_timeout=self._lock_timeout, guard=self._guard)
         link.token = self._guard.arm(link.conn.fileno())
@@ -132,6 +146,11 @@ class Writer:
                 link.conn.rollback()
         finally:
             self._disarm(link)
+
+    def lost(self, link: Link) -> bool:
+        # Died unseen (its goodbye still in flight when the batch began), or ended by
+        # the watchdog: either way the server rolled back what it had of the batch.
+        return link.conn.closed
 
     def _disarm(self, link: Link) -> None:
         if link.token is not None:
@@ -189,7 +208,7 @@ class Readers:
 
     def _connection(self) -> Conn:
         conn: Conn | None = getattr(self._local, "conn", None)
-        if conn is not None and not (conn.closed or conn.broken):
+        if conn is not None and usable(conn):
             return conn
         if conn is not None:
             conn.close()
