@@ -18,7 +18,7 @@ from postroom.store.postgres import PostgresStore
 from postroom.store.postgres.connection import Link, Writer
 from postroom.store.postgres.guard import Guard
 from tests.store.factories import HEADER, NOW, new_message, to
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, end_connections
 
 TIMEOUT = 1.0  # [database] timeout of the stores here: seconds a call may go unanswered
 # A call that runs out of time answers within its timeout, give or take the watchdog's
@@ -150,26 +150,6 @@ async def test_another_message_with_a_stored_queue_id_is_refused_not_taken_for_i
         await store.aclose()
 
 
-def end_backends(url: str) -> int:
-    """End every other connection to ``url``'s database (``pg_terminate_backend``), as a
-    restart or an operator would, and wait until their backends are gone."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        ended = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-        deadline = time.monotonic() + 30
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline, "the ended backends did not exit"
-            time.sleep(0.01)
-    assert ended is not None
-    count: int = ended[0]
-    return count
-
-
 async def test_connections_ended_between_calls_are_made_anew_and_the_next_calls_succeed(
     database: str,
 ) -> None:
@@ -180,7 +160,7 @@ async def test_connections_ended_between_calls_are_made_anew_and_the_next_calls_
         await store.enqueue(first)
         assert await store.recipient("example.net", "bob@example.net") == (False, False)
         assert await store.take_token("api:key", NOW, per_second=10, burst=10) == 0
-        assert end_backends(database) >= 3  # the writer's, a reader's, the limits'
+        assert end_connections(database) >= 3  # the writer's, a reader's, the limits'
         fallbacks = store.committer.fallbacks
         await store.enqueue(second)  # the writer's
         assert await store.message(second.id) is not None  # a reader's
@@ -201,7 +181,7 @@ class EndedAtBegin(Writer):
         super().begin(link)
         if not self.ended:
             self.ended = True
-            end_backends(self._url)
+            end_connections(self._url)
 
 
 async def test_a_batch_whose_connection_was_found_dead_runs_again_whole_and_commits_once(
