@@ -188,10 +188,13 @@ async def test_a_batch_whose_connection_was_found_dead_runs_again_whole_and_comm
     database: str,
 ) -> None:
     store = PostgresStore(database, timeout=TIMEOUT)
-    writer = EndedAtBegin(database, TIMEOUT / 2, guard=Guard(TIMEOUT))
+    guard = Guard(TIMEOUT, pause=0.0)
+    writer = EndedAtBegin(database, TIMEOUT / 2, guard=guard)
     store.committer = GroupCommitter(writer)
     await store.start()
     try:
+        # Just after a failure: this batch is the guard's one try, and so is its rerun.
+        guard.failed()
         messages = [new_message(at=NOW + i) for i in range(3)]
         commits, fallbacks = store.committer.commits, store.committer.fallbacks
         await asyncio.gather(*(store.enqueue(m) for m in messages))

@@ -113,6 +113,8 @@ class Writer:
         self._lock_timeout = lock_timeout
         self._upgrade = upgrade
         self._guard = guard or Guard()
+        self._again = False  # the next begin runs a batch again: admitted already
+        self._timed_out = False  # the last transaction's deadline ran out
 
     def connect(self) -> Link:
         """The first connection also creates the schema, or upgrades it when allowed."""
@@ -127,7 +129,10 @@ class Writer:
     def begin(self, link: Link) -> None:
         # The transaction starts with the first statement; a connection lost since the
         # last batch is made anew here (a failure fails this batch; the next one retries).
-        self._guard.admit()
+        if self._again:
+            self._again = False  # the same try: the guard's pause must not fail it
+        else:
+            self._guard.admit()
         if not usable(link.conn):
             link.conn.close()
             link.conn = connect(self._url, lock_timeout=self._lock_timeout, guard=self._guard)
@@ -148,13 +153,16 @@ class Writer:
             self._disarm(link)
 
     def lost(self, link: Link) -> bool:
-        # Died unseen (its goodbye still in flight when the batch began), or ended by
-        # the watchdog: either way the server rolled back what it had of the batch.
-        return link.conn.closed
+        # Died unseen (its goodbye still in flight when the batch began): the server
+        # rolled back what it had of the batch, which runs again at once (GroupCommitter)
+        # as part of the same try of the guard. Not when the watchdog ended it: then
+        # the database does not answer, and the guard's pause fails what follows.
+        self._again = link.conn.closed and not self._timed_out
+        return self._again
 
     def _disarm(self, link: Link) -> None:
         if link.token is not None:
-            self._guard.disarm(link.token)
+            self._timed_out = self._guard.disarm(link.token)
             link.token = None
 
     def close(self, link: Link) -> None:
