@@ -244,33 +244,6 @@ async def test_commits_are_synchronous_whatever_the_database_default(
         await store.aclose()
 
 
-async def test_the_writer_reconnects_after_losing_its_connection(
-    postgres_cluster: PostgresCluster, migrated_database: str
-) -> None:
-    """A connection the server dropped (a restart, a failover) fails the jobs of that
-    batch as unavailable; the next batch connects again and nothing is lost."""
-    url = postgres_cluster.url(migrated_database)
-    store = PostgresStore(url)
-    await store.start()
-    try:
-        first = new_message()
-        await store.enqueue(first)
-        with postgres_cluster.admin() as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (migrated_database,),
-            )
-        lost = new_message(at=NOW + 1)
-        with pytest.raises(StoreUnavailable):
-            await store.enqueue(lost)
-        second = new_message(at=NOW + 2)
-        await store.enqueue(second)
-        assert [m.id for m in await store.messages()] == [first.id, second.id]
-    finally:
-        await store.aclose()
-
-
 def test_a_server_configured_with_a_postgresql_url_accepts_mail_into_it(
     postgres_cluster: PostgresCluster,
     migrated_database: str,

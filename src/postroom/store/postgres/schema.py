@@ -20,7 +20,7 @@ from postroom.errors import StoreError
 
 __all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
     # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
@@ -67,6 +67,10 @@ INSERT INTO queue_totals (status, held, recipients)
 # events_complained, webhook_deliveries_message)
 UPGRADES[6] = "SELECT 1"
 # ---- end of version 7
+# ---- version 8 (directory cache): triggers only (schema.sql: domains_changed,
+# users_changed NOTIFY postroom_directory on every change)
+UPGRADES[7] = "SELECT 1"
+# ---- end of version 8
 
 
 def _fill(conn: psycopg.Connection[Any], version: int) -> None:

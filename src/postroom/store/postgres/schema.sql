@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 7 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 8 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -374,3 +374,16 @@ CREATE OR REPLACE TRIGGER recipients_count_moved AFTER UPDATE OF status, held ON
         AND (OLD.status IN ('queued', 'deferred') OR NEW.status IN ('queued', 'deferred')))
     EXECUTE FUNCTION postroom_count_waiting();
 -- ---- end of version 6 ----
+-- ---- version 8: every change to the directory NOTIFYs the nodes (their RCPT caches) ----
+-- A statement trigger, so every writer counts (a node, the CLI, psql, db copy), and one
+-- notification per statement; PostgreSQL sends a transaction's at its commit.
+CREATE OR REPLACE FUNCTION postroom_directory_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('postroom_directory', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER domains_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON domains FOR EACH STATEMENT EXECUTE FUNCTION postroom_directory_changed();
+CREATE OR REPLACE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON users FOR EACH STATEMENT EXECUTE FUNCTION postroom_directory_changed();
+-- ---- end of version 8 ----
