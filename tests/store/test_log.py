@@ -158,6 +158,45 @@ async def test_a_recipient_search_matches_an_address_or_a_domain_from_its_start(
     assert await ids(store, to="bob", cursor=log.m3.id) == log.ids(log.m0)
 
 
+@pytest.mark.parametrize("walk", [1, 2_000], ids=["indexes", "walk"])
+async def test_a_recipient_search_finds_letters_beyond_ascii_and_either_form_of_a_domain(
+    store: Store, log: Log, walk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Beyond ASCII in any case, from the first letter on; a domain as U-labels finds it
+    # stored as A-labels and the other way round (log.m1 is ZOË@bücher.example).
+    monkeypatch.setattr(logsearch, "SCAN_FIRST", walk)
+    upper = new_message(at=NOW + 100, recipients=to("MÜLLER@example.de"))
+    a_label = new_message(at=NOW + 101, recipients=to("ünal@xn--bcher-kva.example"))
+    await asyncio.gather(store.enqueue(upper), store.enqueue(a_label))
+    assert await ids(store, to="müller@") == [upper.id]
+    assert await ids(store, to="Müller@EXAMPLE.de") == [upper.id]
+    assert await ids(store, to="ü") == [a_label.id]
+    assert await ids(store, to="ÜNAL@") == [a_label.id]
+    assert await ids(store, to="@bücher.example") == [a_label.id, log.m1.id]
+    assert await ids(store, to="@XN--BCHER-KVA.example") == [a_label.id, log.m1.id]
+    assert await ids(store, to="bücher") == [a_label.id, log.m1.id]
+    assert await ids(store, to="ünal@bücher.example") == [a_label.id]
+    assert await ids(store, to="zoë@xn--bcher-kva") == [log.m1.id]
+    assert await ids(store, to="ünal@bücher.examplex") == []
+    assert await ids(store, to="müllers") == []
+
+
+async def test_a_dsn_is_found_by_the_message_it_reports_on(store: Store) -> None:
+    original = new_message(at=NOW)
+    dsn = replace(
+        new_message(at=NOW + 1, sender=None, recipients=to("alice@example.org")),
+        source=Source(SourceKind.DSN, protocol="local", dsn_of=original.id),
+    )
+    other = new_message(at=NOW + 2)
+    for message in (original, dsn, other):
+        await store.enqueue(message)
+    stored = await store.message(dsn.id)
+    assert stored is not None and stored.dsn_of == original.id
+    assert getattr(await store.message(original.id), "dsn_of", "missing") is None
+    assert await ids(store, dsn_of=original.id) == [dsn.id]
+    assert await ids(store, dsn_of=other.id) == []
+
+
 def store_address(message: NewMessage) -> str:
     return str(message.envelope.recipients[0].address)
 
