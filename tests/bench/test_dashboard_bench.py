@@ -20,5 +20,5 @@ def test_the_dashboard_benchmark_fills_a_store_and_times_each_request(tmp_path: 
     assert run.returncode == 0, run.stderr
     assert "300 messages in the store" in run.stdout
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
-    assert len(rows) == 12
+    assert len(rows) == 14
     assert all(re.fullmatch(r"\| [^|]+ \| \d+ \| \d+ \|", row) for row in rows)
