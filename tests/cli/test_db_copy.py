@@ -158,7 +158,7 @@ async def same_contents(source: Store, copy: Store) -> None:
     assert any(m.dsn_of for m in messages)
     assert await copy.messages(limit=MESSAGES + 1) == messages
     ids = [m.id for m in messages]
-    routes = set()
+    routes: set[str | None] = set()
     for message_id in ids:
         assert await copy.read_body(message_id) == await source.read_body(message_id)
         attempts = await source.attempts(message_id)
