@@ -334,3 +334,17 @@ def test_the_timeline_shows_the_route_each_attempt_took_and_why_it_failed_over(
         ("bob-first", first.route_reason),
         ("bob-first", second.route_reason),
     ]
+
+
+def test_an_attempt_recorded_before_routes_were_kept_says_so_rather_than_guess(
+    dash: Dash,
+) -> None:
+    queue_id = dash.send(b"Subject: old\r\n\r\nx\r\n")
+    old = attempt(queue_id, "bob@example.test", dash.clock.time())  # no route, as before
+    dash.server.call(
+        dash.server.store.record_outcomes(queue_id, [delivered("bob@example.test")], [old])
+    )
+    dash.login()
+    page = dash.http.get(f"/dashboard/messages/{queue_id}").text
+    assert "route not recorded" in page
+    assert "as the routes are configured now" not in page  # no recipient is waiting
