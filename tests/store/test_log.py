@@ -351,6 +351,32 @@ async def test_the_log_filters_by_time_range_mailer_subject_and_tag(store: Store
     assert await ids(store, tag="welc") == []  # a whole tag, not a piece of one
 
 
+async def test_a_bounded_window_finds_what_the_same_filters_find_unbounded(
+    store: Store, log: Log
+) -> None:
+    # A page bounded by cursor and floor reads its window's rows of the other tables as
+    # one range: the answers are those of the whole log, cut to the window.
+    meta = [MessageMeta(m.id, None, f"Order {i}", ("shop",)) for i, m in enumerate(log.bulk)]
+    for record in meta:
+        await store.save_send(record, None, forget_before=0)
+    for m in log.bulk[:20]:
+        await settle(store, m, delivered(store_address(m)))
+    for filters in (
+        {"status": "queued"},
+        {"status": "delivered"},
+        {"mailer": "mx"},
+        {"subject": "order 1"},
+        {"tag": "shop"},
+        {"status": "delivered", "subject": "ORDER"},
+    ):
+        whole = await ids(store, limit=100, **filters)
+        assert len(whole) >= 3, filters
+        cursor, floor = whole[0], whole[-2]
+        window = await ids(store, limit=100, cursor=cursor, floor=floor, **filters)
+        assert window == whole[1:-1], filters
+        assert await ids(store, limit=2, cursor=cursor, floor=floor, **filters) == whole[1:3]
+
+
 async def test_attempt_counts_are_per_slot_mailer_sender_domain_and_outcome(store: Store) -> None:
     message = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
     await store.enqueue(message)
