@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -251,6 +252,27 @@ async def test_record_outcomes_round_trip(store: Store) -> None:
     assert stored.recipients[1].delay_warned is True
     assert stored.recipients[1].attempts == 2
     assert [a.at for a in await store.attempts(mid)] == [NOW + 1, NOW + 1, NOW + 2, NOW + 600]
+
+
+@pytest.mark.store_parts("log")  # reads the attempt rows back
+async def test_an_attempt_keeps_the_route_it_took_and_why(store: Store) -> None:
+    message = new_message(at=NOW, recipients=to(BOB))
+    await store.enqueue(message)
+    await store.claim_due(NOW, limit=10, lease=LEASE)
+    first = replace(
+        attempt(message.id, BOB, NOW + 1, "deferred", mailer="relay", code=421, text="4.7.0 busy"),
+        route="billing",
+        route_reason="matched sender_domain equals 'shop.example'",
+    )
+    second = replace(
+        attempt(message.id, BOB, NOW + 1, mailer="backup"),
+        route="billing",
+        route_reason="failover after relay failed: 421 4.7.0 busy",
+    )
+    await store.record_outcomes(message.id, [delivered(BOB)], [first, second])
+    assert await store.attempts(message.id) == [first, second]
+    # An attempt recorded without one (as before routes were kept) reads back as such.
+    assert attempt(message.id, BOB, NOW).route is None
 
 
 @pytest.mark.store_parts("log")  # reads the attempt rows back

@@ -11,11 +11,12 @@ import psycopg
 import pytest
 
 from postroom.errors import StoreError, StoreUnavailable
-from postroom.store import open_store
+from postroom.store import logsearch, open_store
+from postroom.store.models import LogQuery
 from postroom.store.open import shown_url
-from postroom.store.postgres import PostgresStore, schema
+from postroom.store.postgres import PostgresStore, log, schema
 from postroom.store.postgres.connection import Link
-from tests.store.factories import NOW, fill_log, new_message
+from tests.store.factories import NOW, UnlinkedDsns, fill_log, new_message
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
 from tests.support.servers import smtp_client
 from tests.support.thread import ServerThread
@@ -389,3 +390,47 @@ async def test_a_version_5_database_gets_the_counts_its_log_and_queue_imply(
         ]
         indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes")}
     assert {"recipients_address", "recipients_domain", "recipients_waiting"} <= indexes
+
+
+async def test_a_version_7_database_links_the_dsns_it_made_to_their_messages(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    # A body above inline_body_max is a large object: the upgrade reads it too.
+    url = postgres_cluster.url(migrated_database)
+    made = UnlinkedDsns(padding=4096)
+    store = PostgresStore(url, inline_body_max=1024)
+    await store.start()
+    try:
+        for message in made.all:
+            await store.enqueue(message)
+    finally:
+        await store.aclose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DROP INDEX messages_dsn_of; ALTER TABLE messages DROP COLUMN dsn_of;"
+            " ALTER TABLE attempts DROP COLUMN route, DROP COLUMN route_reason"
+        )
+    set_version(url, 7)
+    store = PostgresStore(url)
+    await store.start()
+    try:
+        await made.check(store)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("term", ["müller", "Ünal@", "@bücher.example", "bob"])
+async def test_a_recipient_search_reads_the_indexes_whatever_its_first_letter(
+    postgres_cluster: PostgresCluster, migrated_database: str, term: str
+) -> None:
+    url = postgres_cluster.url(migrated_database)
+    store = PostgresStore(url)
+    await store.start()
+    await store.aclose()
+    where, params = logsearch.conditions(LogQuery(to=term), log.DIALECT, indexed=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # an empty table: the plan if it can
+        found = conn.execute(f"EXPLAIN SELECT m.id FROM messages m WHERE {where}", params)
+        plan = "\n".join(row[0] for row in found)
+    assert "Seq Scan on recipients" not in plan
+    assert "recipients_address" in plan or "recipients_domain" in plan

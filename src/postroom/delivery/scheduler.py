@@ -369,9 +369,12 @@ class Scheduler:
         message = _outbound(stored, data)
         started = self._clock.time()
         by_route: dict[Route, list[RecipientState]] = defaultdict(list)
+        reasons: dict[str, str] = {}
         view = MessageView(message, claim.recipients[0].address)
         for state in claim.recipients:
-            by_route[self._routes.chain_for(view.for_recipient(state.address))].append(state)
+            choice = self._routes.decide(view.for_recipient(state.address))
+            by_route[choice.route].append(state)
+            reasons[state.address] = choice.reason
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("claimed %s: %d recipient(s)", stored.id, len(claim.recipients))
             log_routes(_log, stored.id, {r: [s.address for s in st] for r, st in by_route.items()})
@@ -383,6 +386,7 @@ class Scheduler:
                 route,
                 replace(message, sender=sender),
                 [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states],
+                reasons,
             )
             attempts.extend(attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}
@@ -492,7 +496,7 @@ class Scheduler:
         )
         while True:
             result = await self._intake.submit(
-                Source(kind=SourceKind.DSN, protocol="local"),
+                Source(kind=SourceKind.DSN, protocol="local", dsn_of=stored.id),
                 None,
                 [Recipient(parse_address(stored.sender))],
                 report,

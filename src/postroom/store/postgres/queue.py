@@ -72,7 +72,7 @@ _TEXT, _FLOAT = "text", "double precision"
 # Each table's new rows (messages_row, recipient_rows, ...) as columns and their types.
 _MESSAGE_KINDS = (
     _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, "boolean", "bigint", _FLOAT, _TEXT, _TEXT, _TEXT,
-    "integer", _TEXT, _TEXT, _TEXT, _TEXT, _TEXT,
+    "integer", _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT,
 )  # fmt: skip
 _MESSAGE_TYPES = tuple(zip(MESSAGE_FIELDS[:-1], _MESSAGE_KINDS, strict=True))
 _NEW_RECIPIENT_TYPES = (
