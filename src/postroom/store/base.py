@@ -177,6 +177,12 @@ class QueueStore(Protocol):
         """How many recipients wait (queued, deferred, in held messages), in how many
         messages, and the oldest of those messages."""
 
+    async def merge_counters(self) -> int:
+        """Fold the counters' per-writer rows (the queue's depth, the attempts per
+        slot) into one row per count, changing no count; the rows folded away. Safe
+        while other processes write: a row a transaction is writing now is left for the
+        next merge. An engine that keeps one row per count has none to fold (0)."""
+
 
 class LogStore(Protocol):
     """The email log: searching messages, their attempts, providers' callbacks, and

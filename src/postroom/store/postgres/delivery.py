@@ -28,6 +28,7 @@ __all__ = [
     "delete_job",
     "hold_all_job",
     "hold_job",
+    "merge_counters_job",
     "next_due",
     "purge_candidates",
     "purge_job",
@@ -303,6 +304,40 @@ def read_attempts(conn: Conn, where: str, params: Sequence[object]) -> list[Atte
 
 def queue_summary(conn: Conn) -> QueueSummary:
     return totals.queue_summary(conn, "%s")
+
+
+# Each writing session counts into rows of its own (shard = its backend pid, see
+# schema.sql), and a node's sessions come and go, so rows pile up; these fold every
+# shard into shard 0 (no backend has pid 0). SKIP LOCKED: a row some session's open
+# transaction is counting into is left alone (its count is not final) for the next
+# merge, and two nodes merging at once split the rows instead of waiting; an upsert by
+# a session after its row was folded makes a new row.
+def _merge(table: str, key: str, count: str) -> str:
+    return (
+        f"WITH folded AS (DELETE FROM {table} WHERE ctid IN ("
+        f"SELECT ctid FROM {table} WHERE shard <> 0 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {key}, {count}), merged AS ("
+        f"INSERT INTO {table} AS t ({key}, shard, {count})"
+        f" SELECT {key}, 0, sum({count}) FROM folded GROUP BY {key}"
+        f" ON CONFLICT ({key}, shard) DO UPDATE SET {count} = t.{count} + EXCLUDED.{count})"
+        " SELECT count(*) FROM folded"
+    )
+
+
+_MERGE_COUNTERS = (
+    _merge("queue_totals", "status, held", "recipients"),
+    _merge("attempt_rollups", "period, slot, mailer, sender_domain, disposition", "count"),
+)
+
+
+def merge_counters_job(conn: Conn) -> int:
+    """Fold the counters' shards (``QueueStore.merge_counters``); the rows folded away."""
+    folded = 0
+    for sql in _MERGE_COUNTERS:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        folded += int(row[0])
+    return folded
 
 
 def recent_failures(limit: int, conn: Conn) -> list[Attempt]:

@@ -279,6 +279,9 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     async def queue_summary(self) -> QueueSummary:
         return await self._read(delivery.queue_summary)
 
+    async def merge_counters(self) -> int:
+        return await self._write(delivery.merge_counters_job)
+
     # -- the directory ----------------------------------------------------------------
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
         return await self._write(functools.partial(directory.changed, sql, params))
