@@ -361,9 +361,11 @@ class Scheduler:
     # -- one attempt -------------------------------------------------------------------
     async def _attempt(self, claim: Claim) -> None:
         stored = claim.message
-        data = await self._until_stored(
-            f"reading {stored.id}", lambda: self._store.read_body(stored.id)
-        )
+        data = claim.body
+        if data is None:
+            data = await self._until_stored(
+                f"reading {stored.id}", lambda: self._store.read_body(stored.id)
+            )
         if data is None:  # deleted meanwhile
             return
         message = _outbound(stored, data)

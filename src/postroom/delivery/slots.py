@@ -11,6 +11,13 @@ A node asks the store only after its own ``ConnectionPool`` let the transaction 
 on a single node the store's count never refuses and nothing waits here. When the
 store cannot be reached a transaction goes ahead under the node's own limit (the
 database being away stops claims anyway), and says so once in the log.
+
+Slots are shared fairly: a node holds a slot for as long as its connection is open,
+so the first nodes to open connections could keep every slot while another node's
+mail waits. A node that waits is marked so in the store; a node that holds more than
+its share (the limit over the nodes holding or waiting) is refused more, and learns
+within ``watch`` seconds (``keep`` asks the store) that it should give slots back:
+its connection pool closes a connection above the share when its transaction ends.
 """
 
 from __future__ import annotations
@@ -45,12 +52,18 @@ class SharedSlots:
         *,
         lease: float = 60.0,
         poll: float = 0.25,
+        watch: float = 1.0,
         holder: str | None = None,
     ) -> None:
         self._limits = limits
         self._clock = clock
         self._lease = lease
         self._poll = poll  # seconds between asks while every slot is held elsewhere
+        self._watch = watch  # seconds between asks whether another node waits
+        # key -> slots counted in the store; key -> nodes sharing it, for the keys
+        # another node waits for (slot_contenders, asked every ``watch`` seconds).
+        self._counted: dict[str, int] = {}
+        self._contenders: dict[str, int] = {}
         self.holder = holder or _holder_name()
         self._unreachable = False
         # Slots not given back (the store could not be reached): ``keep`` renews all of
@@ -68,8 +81,15 @@ class SharedSlots:
             if counted:
                 await self.release(key)
 
+    def share(self, key: str, limit: int) -> int | None:
+        """How many of ``key``'s ``limit`` slots this node should hold at most, as it
+        last heard: None while no other node waits for one."""
+        contenders = self._contenders.get(key)
+        return None if contenders is None else -(-limit // contenders)
+
     async def release(self, key: str) -> None:
         """Give back a slot ``take`` counted in the store; never raises."""
+        self._count(key, -1)
         try:
             await self._limits.release_slot(key, self.holder)
         except StoreError as exc:
@@ -94,14 +114,37 @@ class SharedSlots:
                 return False
             self._unreachable = False
             if taken:
+                self._count(key, 1)
                 return True
             await asyncio.sleep(self._poll)
 
+    async def look(self) -> None:
+        """Ask the store which of the keys this node holds slots of another node waits
+        for (nothing to ask while it holds none)."""
+        if not self._counted:
+            self._contenders = {}
+            return
+        self._contenders = await self._limits.slot_contenders(self.holder, self._clock.time())
+
+    def _count(self, key: str, change: int) -> None:
+        left = self._counted.get(key, 0) + change
+        if left > 0:
+            self._counted[key] = left
+        else:
+            self._counted.pop(key, None)
+            self._contenders.pop(key, None)
+
     async def keep(self) -> None:
-        """Renew this node's slots every third of their lease, until cancelled; a
-        StoreError ends it (the task supervisor runs it again)."""
+        """Until cancelled: renew this node's slots every third of their lease, and
+        while it holds any, ask every ``watch`` seconds which of them another node
+        waits for. A StoreError ends it (the task supervisor runs it again)."""
+        renewed = self._clock.monotonic()
         while True:
-            await asyncio.sleep(self._lease / 3)
+            await asyncio.sleep(min(self._watch, self._lease / 3))
+            await self.look()
+            if self._clock.monotonic() - renewed < self._lease / 3:
+                continue
+            renewed = self._clock.monotonic()
             while self._owed:
                 await self._limits.release_slot(self._owed[0], self.holder)
                 self._owed.pop(0)

@@ -435,8 +435,17 @@ class LimitStore(Protocol):
         self, key: str, limit: int, holder: str, now: float, *, lease: float
     ) -> bool:
         """Hold one of ``key``'s ``limit`` slots for ``holder`` (a process) until
-        ``now + lease``; False when all are held. Every slot of a holder ends at its
-        lease unless ``renew_slots`` extends it: a holder that dies frees its slots."""
+        ``now + lease``; False when all are held, or when another holder that holds
+        none waits and this one holds its share already (``limit`` over the holders,
+        rounded up). A refused holder that holds none is marked waiting for a moment
+        (``slot_contenders`` counts it; each refused take marks it again). Every slot
+        of a holder ends at its lease unless ``renew_slots`` extends it: a holder that
+        dies frees its slots."""
+
+    async def slot_contenders(self, holder: str, now: float) -> dict[str, int]:
+        """The keys ``holder`` holds slots of for which another holder waits, each with
+        how many holders share it (holding or waiting): a holder above its share gives
+        slots back as it can, so the waiting ones get theirs."""
 
     async def renew_slots(self, holder: str, now: float, *, lease: float) -> int:
         """Extend to ``now + lease`` every slot ``holder`` holds that has not ended; how
