@@ -23,12 +23,14 @@ its connection pool closes a connection above the share when its transaction end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from postroom.clock import Clock
 from postroom.errors import StoreError
@@ -37,6 +39,15 @@ from postroom.store.base import LimitStore
 __all__ = ["SharedSlots"]
 
 _log = logging.getLogger("postroom.delivery")
+
+
+@dataclass(slots=True)
+class _Turns:
+    """This node's transactions waiting for one key's slots: one asks at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    freed: asyncio.Event = field(default_factory=asyncio.Event)  # this node gave one back
+    users: int = 0
 
 
 def _holder_name() -> str:
@@ -64,6 +75,7 @@ class SharedSlots:
         # another node waits for (slot_contenders, asked every ``watch`` seconds).
         self._counted: dict[str, int] = {}
         self._contenders: dict[str, int] = {}
+        self._turns: dict[str, _Turns] = {}  # key -> this node's transactions waiting
         self.holder = holder or _holder_name()
         self._unreachable = False
         # Slots not given back (the store could not be reached): ``keep`` renews all of
@@ -92,6 +104,8 @@ class SharedSlots:
         self._count(key, -1)
         try:
             await self._limits.release_slot(key, self.holder)
+            if (turns := self._turns.get(key)) is not None:
+                turns.freed.set()
         except StoreError as exc:
             _log.warning("slot of %s not given back (trying again shortly): %s", key, exc)
             self._owed.append(key)
@@ -100,23 +114,38 @@ class SharedSlots:
         """Take one of ``key``'s ``limit`` slots, waiting while all are held (by any
         node); False when the store could not be asked (nothing was counted, nothing is
         to be given back: the node's own limit applies alone)."""
-        while True:
-            try:
-                taken = await self._limits.take_slot(
-                    key, limit, self.holder, self._clock.time(), lease=self._lease
-                )
-            except StoreError as exc:
-                if not self._unreachable:
-                    _log.warning(
-                        "shared connection limits unavailable, this node's own apply: %s", exc
-                    )
-                self._unreachable = True
-                return False
-            self._unreachable = False
-            if taken:
-                self._count(key, 1)
-                return True
-            await asyncio.sleep(self._poll)
+        # One waiting transaction of this node asks the store at a time, the others
+        # queue behind it here: the polls of a node are a few a second, however many of
+        # its transactions wait. A slot this node gives back ends the pause at once.
+        turns = self._turns.setdefault(key, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                while True:
+                    turns.freed.clear()
+                    try:
+                        taken = await self._limits.take_slot(
+                            key, limit, self.holder, self._clock.time(), lease=self._lease
+                        )
+                    except StoreError as exc:
+                        if not self._unreachable:
+                            _log.warning(
+                                "shared connection limits unavailable, this node's own apply: %s",
+                                exc,
+                            )
+                        self._unreachable = True
+                        return False
+                    self._unreachable = False
+                    if taken:
+                        self._count(key, 1)
+                        return True
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll):
+                            await turns.freed.wait()
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._turns[key]
 
     async def look(self) -> None:
         """Ask the store which of the keys this node holds slots of another node waits
