@@ -164,17 +164,19 @@ class SharedSlots:
             self._contenders.pop(key, None)
 
     async def keep(self) -> None:
-        """Until cancelled: renew this node's slots every third of their lease, and
-        while it holds any, ask every ``watch`` seconds which of them another node
-        waits for. A StoreError ends it (the task supervisor runs it again)."""
-        renewed = self._clock.monotonic()
+        """Until cancelled: every ``watch`` seconds give back the slots owed and, while
+        this node holds any, ask which of them another node waits for; every third of
+        the lease renew them all. A StoreError ends it (the task supervisor runs it
+        again)."""
+        interval = min(self._watch, self._lease / 3)
+        per_renewal = max(1, round(self._lease / 3 / interval))
+        rounds = 0
         while True:
-            await asyncio.sleep(min(self._watch, self._lease / 3))
-            await self.look()
-            if self._clock.monotonic() - renewed < self._lease / 3:
-                continue
-            renewed = self._clock.monotonic()
+            await asyncio.sleep(interval)
             while self._owed:
                 await self._limits.release_slot(self._owed[0], self.holder)
                 self._owed.pop(0)
-            await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)
+            await self.look()
+            rounds += 1
+            if rounds % per_renewal == 0:
+                await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)
