@@ -25,7 +25,6 @@ from typing import Any, Generic, TypeVar
 import psycopg
 
 from postroom.errors import StoreUnavailable
-from postroom.mail.events import MailEvent
 from postroom.store import outbox
 from postroom.store.admins import POSTGRES, AdminOps
 from postroom.store.deliveryops import DeliveryOps
@@ -45,7 +44,6 @@ from postroom.store.models import (
     NewMessage,
     ProviderEventRecord,
     QueueSummary,
-    RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
@@ -56,7 +54,6 @@ from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
-    check_outcomes,
     check_query,
     rollup_params,
     user_params,
@@ -281,17 +278,8 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
         return await self._read(functools.partial(log.attempt_totals, since, until, reasons))
 
-    async def record_outcomes(
-        self,
-        message_id: str,
-        updates: Sequence[RecipientUpdate],
-        attempts: Sequence[Attempt],
-        events: Sequence[MailEvent] = (),
-    ) -> None:
-        check_outcomes(message_id, updates, attempts)
-        if updates or attempts or events:
-            job = delivery.Record(message_id, updates, attempts, events)
-            await self._write(job, merge=_RECORD_TOGETHER)
+    async def _record(self, job: Callable[[Conn], Any]) -> None:
+        await self._write(job, merge=_RECORD_TOGETHER)
 
     async def queue_summary(self) -> QueueSummary:
         return await self._read(delivery.queue_summary)
