@@ -435,9 +435,9 @@ class LimitStore(Protocol):
         self, key: str, limit: int, holder: str, now: float, *, lease: float
     ) -> bool:
         """Hold one of ``key``'s ``limit`` slots for ``holder`` (a process) until
-        ``now + lease``; False when all are held, or when another holder that holds
-        none waits and this one holds its share already (``limit`` over the holders,
-        rounded up). A refused holder that holds none is marked waiting for a moment
+        ``now + lease``; False when all are held, or when another holder waits and
+        this one holds its share already (``limit`` over the holders holding or
+        waiting, rounded up). A refused holder is marked waiting for a moment
         (``slot_contenders`` counts it; each refused take marks it again). Every slot
         of a holder ends at its lease unless ``renew_slots`` extends it: a holder that
         dies frees its slots."""
