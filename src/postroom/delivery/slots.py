@@ -149,11 +149,14 @@ class SharedSlots:
 
     async def look(self) -> None:
         """Ask the store which of the keys this node holds slots of another node waits
-        for (nothing to ask while it holds none)."""
-        if not self._counted:
-            self._contenders = {}
-            return
-        self._contenders = await self._limits.slot_contenders(self.holder, self._clock.time())
+        for (nothing to ask while it holds none). Unanswered (the store is away), none:
+        a node gives nothing back on what it does not know, and the renewals, not
+        this, say when the store fails."""
+        contenders: dict[str, int] = {}
+        if self._counted:
+            with contextlib.suppress(StoreError):
+                contenders = await self._limits.slot_contenders(self.holder, self._clock.time())
+        self._contenders = contenders
 
     def _count(self, key: str, change: int) -> None:
         left = self._counted.get(key, 0) + change
@@ -164,19 +167,20 @@ class SharedSlots:
             self._contenders.pop(key, None)
 
     async def keep(self) -> None:
-        """Until cancelled: every ``watch`` seconds give back the slots owed and, while
-        this node holds any, ask which of them another node waits for; every third of
-        the lease renew them all. A StoreError ends it (the task supervisor runs it
-        again)."""
+        """Until cancelled: every ``watch`` seconds, while this node holds slots, ask
+        which of them another node waits for; every third of the lease give back the
+        slots owed and renew them all. A StoreError there ends it (the task supervisor
+        runs it again)."""
         interval = min(self._watch, self._lease / 3)
         per_renewal = max(1, round(self._lease / 3 / interval))
         rounds = 0
         while True:
             await asyncio.sleep(interval)
+            await self.look()
+            rounds += 1
+            if rounds % per_renewal:
+                continue
             while self._owed:
                 await self._limits.release_slot(self._owed[0], self.holder)
                 self._owed.pop(0)
-            await self.look()
-            rounds += 1
-            if rounds % per_renewal == 0:
-                await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)
+            await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)
