@@ -7,6 +7,7 @@ import errno
 import mailbox
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -234,6 +235,18 @@ def test_a_new_maildir_appears_with_its_three_subfolders_at_once(
 def test_a_maildir_missing_a_subfolder_gets_it(maildir: Maildir) -> None:
     box = maildir.path("example.test", "bob")
     (box / "new").mkdir(parents=True)  # made by hand, or half-made by an older version
+    name = _deliver(maildir)
+    assert {"cur", "new", "tmp"} <= {p.name for p in box.iterdir()}
+    assert list(_read(box).keys()) == [name]
+
+
+def test_a_maildir_removed_after_a_delivery_is_made_again_by_the_next(
+    maildir: Maildir,
+) -> None:
+    # Deliveries remember a mailbox found whole; one removed by hand meanwhile is made again.
+    _deliver(maildir)
+    box = maildir.path("example.test", "bob")
+    shutil.rmtree(box)
     name = _deliver(maildir)
     assert {"cur", "new", "tmp"} <= {p.name for p in box.iterdir()}
     assert list(_read(box).keys()) == [name]

@@ -324,7 +324,9 @@ async def test_a_delivery_by_another_process_wakes_a_watcher_by_the_poll(
     other = Maildir(tmp_path / "mail", hostname="mx2")  # another process's store
     async with account.watch("INBOX") as watch:
         await asyncio.to_thread(_deliver, other)
-        async with asyncio.timeout(1):
+        # The poll runs each second; the bound is only against a hang (a loaded host can
+        # delay one round past a second).
+        async with asyncio.timeout(10):
             await watch.wait()
 
 
@@ -422,13 +424,13 @@ def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
 ) -> None:
     """One fsync runs at a time; the renames made while it runs are covered together by
     the next one, so N concurrent deliveries cost two fsyncs, not N."""
-    directory = tmp_path / "new"
-    directory.mkdir()
-    calls: list[Path] = []
+    directory = str(tmp_path / "new")
+    os.mkdir(directory)
+    calls: list[str] = []
     first_running, release_first = threading.Event(), threading.Event()
     real = maildir_module._fsync_dir
 
-    def slow_fsync(path: Path) -> None:
+    def slow_fsync(path: str) -> None:
         calls.append(path)
         if len(calls) == 1:
             first_running.set()
@@ -453,6 +455,52 @@ def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
     # A later delivery is not covered by an fsync that started before it: its own runs.
     sync.sync(directory)
     assert len(calls) == 3
+
+
+def _recorded_dir_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = maildir_module._fsync_dir
+
+    def recorded(path: str | Path) -> None:
+        calls.append(str(path))
+        real(path)
+
+    monkeypatch.setattr(maildir_module, "_fsync_dir", recorded)
+    return calls
+
+
+def test_a_directory_fsync_lets_a_file_being_written_land_first_and_covers_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery whose rename is made waits for one still writing its file, so the two
+    share one fsync of new/ instead of one each."""
+    directory = str(tmp_path / "new")
+    os.mkdir(directory)
+    calls = _recorded_dir_fsyncs(monkeypatch)
+    sync = DirSync(gather=60.0)  # the wait ends when the file lands, not by time
+    sync.begin(directory)  # the second delivery is writing its file
+    first = threading.Thread(target=sync.sync, args=(directory,))  # the first has renamed
+    first.start()
+    while sync._dirs[directory].requested < 1:  # the first is now waiting for the second
+        time.sleep(0.001)
+    assert calls == []
+    turn = sync.landed(directory)  # the second's rename: the first's fsync now runs
+    first.join(10)
+    assert calls == [directory]
+    sync.sync(directory, turn)  # covered by that fsync
+    assert calls == [directory]
+
+
+def test_a_file_that_never_lands_delays_a_directory_fsync_by_gather_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = str(tmp_path / "new")
+    os.mkdir(directory)
+    calls = _recorded_dir_fsyncs(monkeypatch)
+    sync = DirSync(gather=0.01)
+    sync.begin(directory)  # a delivery stuck in its file's write
+    sync.sync(directory)
+    assert calls == [directory]
 
 
 def _fill(maildir: Path, count: int, *, sub: str = "cur", first: int = 1_700_000_000) -> list[str]:

@@ -31,6 +31,7 @@ POP3/IMAP can report sizes without reading the file. In the host name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import logging
@@ -63,6 +64,10 @@ _FILE_MODE: Final = 0o600
 _NAME_MAX: Final = 255  # octets in one path component (POSIX NAME_MAX on common filesystems)
 _CREATE_TRIES: Final = 20
 _HOST_ESCAPES: Final = str.maketrans({"/": r"\057", ":": r"\072", ",": r"\054"})
+# How long an fsync of new/ waits for files being written to land in it first (one fsync
+# then covers them all): about one file's fsync on a loaded disk.
+_GATHER: Final = 0.005
+_BOXES_KEPT: Final = 4096  # mailboxes whose folders a Maildir remembers (then starts over)
 
 
 def check_folder_name(name: str) -> str:
@@ -85,7 +90,7 @@ def mailbox_key(address: str) -> tuple[str, str]:
     return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -97,6 +102,7 @@ def _fsync_dir(path: Path) -> None:
 class _DirState:
     requested: int = 0  # renames made so far that need the directory durable
     synced: int = 0  # how many of them an fsync has covered
+    writing: int = 0  # deliveries writing a file they will rename into it
     syncing: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -104,25 +110,68 @@ class DirSync:
     """fsync of a directory, shared by the deliveries that wait for it (a group commit
     for Maildir's ``new/``): a rename made before an fsync of its directory started is
     durable when that fsync returns, so a delivery that finds one running waits for it
-    and for at most one more, instead of each delivery paying its own."""
+    and for at most one more, instead of each delivery paying its own.
 
-    def __init__(self) -> None:
+    A delivery also says when it begins writing its file (``begin``) and when it has
+    renamed it (``landed``): an fsync about to start first lets the files being written
+    land (at most ``gather`` seconds), so deliveries that overlap share one fsync of
+    ``new/`` rather than one each."""
+
+    def __init__(self, gather: float = _GATHER) -> None:
         self._lock = threading.Lock()
-        self._dirs: dict[Path, _DirState] = {}
+        self._landed = threading.Condition(self._lock)  # a directory's writing fell to 0
+        self._dirs: dict[str, _DirState] = {}
+        self._gather = gather
 
-    def sync(self, path: Path) -> None:
-        """Return once every rename into ``path`` made before this call is durable."""
+    def _state(self, path: str) -> _DirState:
+        state = self._dirs.get(path)
+        if state is None:
+            state = self._dirs[path] = _DirState()
+        return state
+
+    def begin(self, path: str) -> None:
+        """A delivery begins writing a file it will rename into ``path``."""
         with self._lock:
-            state = self._dirs.setdefault(path, _DirState())
+            self._state(path).writing += 1
+
+    def landed(self, path: str) -> int:
+        """That file was renamed into ``path`` (or given up); its turn for ``sync``."""
+        with self._lock:
+            state = self._state(path)
+            state.writing -= 1
             state.requested += 1
-            mine = state.requested
+            if not state.writing:
+                self._landed.notify_all()
+            return state.requested
+
+    def sync(self, path: str, turn: int | None = None) -> None:
+        """Return once every rename into ``path`` made before this call (or before
+        ``landed`` gave ``turn``) is durable."""
+        with self._lock:
+            state = self._state(path)
+            if turn is None:
+                state.requested += 1
+                turn = state.requested
         with state.syncing:  # one fsync of a directory at a time
-            if state.synced >= mine:
+            if state.synced >= turn:
                 return  # an fsync that started after this rename has covered it
             with self._lock:
+                self._landed.wait_for(lambda: not state.writing, self._gather)
                 upto = state.requested
             _fsync_dir(path)  # an error leaves synced as it was: the next caller tries
             state.synced = upto
+
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    """One mailbox as deliveries use it, its folders found whole (paths as strings: a
+    delivery then joins one name, where ``Path`` parsing cost more than the rename)."""
+
+    path: Path
+    tmp: str
+    new: str
+    account: MaildirAccount
+    files: FolderFiles
 
 
 def _file_content(data: bytes, *, sender: str, recipient: str) -> tuple[bytes, int]:
@@ -157,6 +206,7 @@ class Maildir:
         self._lock = threading.Lock()  # deliveries run in worker threads
         self._dir_sync = DirSync()  # concurrent deliveries share new/'s fsync
         self._folders: dict[Path, FolderFiles] = {}
+        self._boxes: dict[tuple[str, str], _Box] = {}  # mailboxes delivered to, found whole
         self.watchers = Watchers(self._look, interval=poll_interval)
         self.default_quota = default_quota
 
@@ -262,30 +312,61 @@ class Maildir:
     ) -> str:
         """Store one message durably; return its file name in ``new/``.
         ``QuotaExceeded`` when the user's quota has no room for it."""
-        maildir = self.path(domain, user)
+        box = self._boxes.get((domain, user))
         content, vsize = _file_content(data, sender=sender, recipient=recipient)
-        self.account(domain, user).check_room(vsize)
-        self._ensure_folders(maildir)
-        name, fd = self._create_tmp(maildir / "tmp", len(content), vsize)
-        tmp = maildir / "tmp" / name
+        # Before the folders are made: a first delivery measures a mailbox not there yet.
+        (self.account(domain, user) if box is None else box.account).check_room(vsize)
+        box = box or self._box(domain, user)
+        try:
+            name, fd = self._create_tmp(box.tmp, len(content), vsize)
+        except FileNotFoundError:  # the folders went away since they were found whole
+            self._boxes.pop((domain, user), None)
+            box = self._box(domain, user)
+            name, fd = self._create_tmp(box.tmp, len(content), vsize)
+        tmp = f"{box.tmp}/{name}"
+        self._dir_sync.begin(box.new)
         try:
             with open(fd, "wb", closefd=True) as file:
                 file.write(content)
                 file.flush()
                 os.fsync(file.fileno())
-            os.rename(tmp, maildir / "new" / name)
+            os.rename(tmp, f"{box.new}/{name}")
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
+        finally:
+            turn = self._dir_sync.landed(box.new)
         # The rename is durable once the folder is; if this fsync fails the caller retries,
         # and the message may arrive twice (at least once, never lost).
-        self._dir_sync.sync(maildir / "new")
+        self._dir_sync.sync(box.new, turn)
         try:
-            self.folder_files(maildir).record_delivery(name, vsize)
+            box.files.record_delivery(name, vsize)
         except OSError as error:  # durable already: the next look numbers it
-            _log.warning("delivered %s, but could not number it yet: %s", maildir / name, error)
-        self.watchers.changed(maildir)
+            _log.warning("delivered %s, but could not number it yet: %s", box.path / name, error)
+        self.watchers.changed(box.path)
         return name
+
+    def _box(self, domain: str, user: str) -> _Box:
+        """``user@domain``'s Maildir, made whole on its first delivery here; later ones
+        find it in memory and build no paths (a delivery that finds the folders gone
+        makes them again)."""
+        key = (domain, user)
+        box = self._boxes.get(key)
+        if box is None:
+            maildir = self.path(domain, user)
+            self._ensure_folders(maildir)
+            box = _Box(
+                maildir,
+                str(maildir / "tmp"),
+                str(maildir / "new"),
+                self.account(domain, user),
+                self.folder_files(maildir),
+            )
+            if len(self._boxes) >= _BOXES_KEPT:
+                self._boxes.clear()
+            self._boxes[key] = box
+        return box
 
     def _unique_name(self, size: int, vsize: int, when: float | None = None) -> str:
         now = self._clock.time() if when is None else max(0.0, when)
@@ -297,13 +378,13 @@ class Maildir:
         return f"{seconds}.{unique}.{self._host},S={size},W={vsize}"
 
     def _create_tmp(
-        self, tmp_dir: Path, size: int, vsize: int, when: float | None = None
+        self, tmp_dir: Path | str, size: int, vsize: int, when: float | None = None
     ) -> tuple[str, int]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for _ in range(_CREATE_TRIES):
             name = self._unique_name(size, vsize, when)
             try:
-                return name, os.open(tmp_dir / name, flags, _FILE_MODE)
+                return name, os.open(f"{tmp_dir}/{name}", flags, _FILE_MODE)
             except FileExistsError:
                 continue  # another process with our pid (a container) or a stale file
         raise FileExistsError(f"no unique file name in {tmp_dir} after {_CREATE_TRIES} tries")
