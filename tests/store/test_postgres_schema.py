@@ -16,7 +16,7 @@ from postroom.store.models import LogQuery
 from postroom.store.open import shown_url
 from postroom.store.postgres import PostgresStore, log, schema
 from postroom.store.postgres.connection import Link
-from tests.store.factories import NOW, UnlinkedDsns, fill_log, new_message
+from tests.store.factories import NOW, UnlinkedDsns, fill_log, new_message, to
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
 from tests.support.servers import smtp_client
 from tests.support.thread import ServerThread
@@ -434,3 +434,39 @@ async def test_a_recipient_search_reads_the_indexes_whatever_its_first_letter(
         plan = "\n".join(row[0] for row in found)
     assert "Seq Scan on recipients" not in plan
     assert "recipients_address" in plan or "recipients_domain" in plan
+
+
+async def test_a_counter_row_being_written_is_left_for_the_next_merge(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    # Another node's transaction is counting into its own rows (not committed yet): the
+    # merge neither waits for it nor folds a count that may still change or roll back.
+    url = postgres_cluster.url(migrated_database)
+    store = PostgresStore(url, timeout=2.0)
+    await store.start()
+
+    def shards(conn: psycopg.Connection[tuple[int]]) -> int:
+        row = conn.execute("SELECT count(*) FROM queue_totals WHERE shard <> 0").fetchone()
+        assert row is not None
+        return row[0]
+
+    try:
+        message = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
+        await store.enqueue(message)  # counted in the store's writer's rows
+        defer = "UPDATE recipients SET status = 'deferred' WHERE message_id = %s AND address = %s"
+        with psycopg.connect(url) as writing, psycopg.connect(url, autocommit=True) as looking:
+            writing.execute(defer, (message.id, "a@example.net"))
+            writing.commit()
+            assert shards(looking) == 3  # the store's queued; the other's queued, deferred
+            writing.execute(defer, (message.id, "b@example.net"))  # its rows, locked
+            assert await asyncio.wait_for(store.merge_counters(), 1.0) == 1
+            assert shards(looking) == 2
+            writing.commit()
+        summary = await store.queue_summary()
+        assert (summary.queued, summary.deferred) == (0, 2)
+        assert await store.merge_counters() == 2
+        with psycopg.connect(url, autocommit=True) as looking:
+            assert shards(looking) == 0
+        assert await store.queue_summary() == summary
+    finally:
+        await store.aclose()

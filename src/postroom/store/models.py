@@ -140,11 +140,15 @@ class Claim:
     """Due recipients of one message, leased to this process until ``lease_until``.
 
     A claim that is not settled by ``record_outcomes`` (the process died) becomes due
-    again when the lease runs out: delivery is at least once."""
+    again when the lease runs out: delivery is at least once.
+
+    ``body``: the message's stored bytes when the claim read them with it (an engine
+    may, for small messages: one read fewer per message); None: ``read_body``."""
 
     message: StoredMessage
     recipients: tuple[RecipientState, ...]
     lease_until: float
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

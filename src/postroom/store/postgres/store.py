@@ -84,8 +84,10 @@ def _on_link(merge: Merge[Conn, R]) -> Merge[Link, R]:
     return on_link
 
 
-# One function for every enqueue: the GroupCommitter merges neighbours sharing it.
+# One function for every enqueue, and one for every outcome: the GroupCommitter merges
+# neighbours sharing it.
 _ENQUEUE_TOGETHER = _on_link(queue.enqueue_together)
+_RECORD_TOGETHER = _on_link(delivery.record_together)
 
 
 class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
@@ -280,8 +282,14 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
         return await self._read(functools.partial(log.attempt_totals, since, until, reasons))
 
+    async def _record(self, job: Callable[[Conn], Any]) -> None:
+        await self._write(job, merge=_RECORD_TOGETHER)
+
     async def queue_summary(self) -> QueueSummary:
         return await self._read(delivery.queue_summary)
+
+    async def merge_counters(self) -> int:
+        return await self._write(delivery.merge_counters_job)
 
     # -- the directory ----------------------------------------------------------------
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
