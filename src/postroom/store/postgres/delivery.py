@@ -65,12 +65,12 @@ _OUTCOME_TYPES = (
     ("status", TEXT), ("next_attempt_at", FLOAT), ("last_reply", TEXT),
     ("delay_warned", "boolean"), ("tried", "integer"), ("message_id", TEXT), ("address", TEXT),
 )  # fmt: skip
-_ATTEMPT_TYPES = (
-    ("message_id", TEXT), ("recipient", TEXT), ("at", FLOAT), ("mailer", TEXT),
-    ("disposition", TEXT), ("code", "integer"), ("enhanced", TEXT), ("text", TEXT),
-    ("host", TEXT), ("ip", TEXT), ("port", "integer"), ("tls", TEXT), ("provider_id", TEXT),
-    ("duration", FLOAT),
+_ATTEMPT_KINDS = (
+    TEXT, TEXT, FLOAT, TEXT, TEXT, "integer", TEXT, TEXT, TEXT, TEXT, "integer", TEXT, TEXT,
+    FLOAT, TEXT, TEXT,
 )  # fmt: skip
+# zip(strict): a column added to ATTEMPT_FIELDS without its type here fails at import.
+_ATTEMPT_TYPES = tuple(zip(ATTEMPT_FIELDS, _ATTEMPT_KINDS, strict=True))
 # A late outcome never reopens a final recipient (another node may have settled it
 # after this one's lease ran out).
 _UPDATE_RECIPIENTS = (
