@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.paths import REPO
-from bench.procs import SetupError, free_port, stop_process, wait_for_greeting
+from bench.procs import SetupError, free_port, log_tail, stop_process
 from bench.systems.base import DOMAIN, LARGE_LIMIT, RECIPIENT, Instance
 
 __all__ = ["PostroomProcess", "PostroomSystem", "default_python", "run_cli", "start_postroom"]
@@ -117,7 +117,7 @@ def start_postroom(
     """Write a config (``workers`` processes, extra ``[limits]`` lines, extra tables, the
     ``storage`` URL: unset, SQLite in the run directory), add the domain and the user
     (``setup``: not for a second node on the same database), start `postroom serve` and
-    wait for its greeting."""
+    wait for its ready line."""
     port = free_port()
     rundir.mkdir(exist_ok=True)
     config = rundir / "postroom.toml"
@@ -137,28 +137,27 @@ def start_postroom(
             cwd=rundir,
         )
     try:
-        wait_for_greeting(port, 60, proc, out)
-        _wait_for_workers(rundir / "postroom.log", port, workers, proc)
+        _wait_for_ready(rundir / "postroom.log", out, proc)
     except SetupError:
         stop_process(proc)
         raise
     return PostroomProcess(python, config, port, proc)
 
 
-def _wait_for_workers(log: Path, port: int, workers: int, proc: subprocess.Popen[bytes]) -> None:
-    """Until every process accepts: each logs "listening on" once it does. The primary
-    answers first, and its accept workers take a few seconds to start; a load that
-    began before would open its long connections to the primary alone."""
-    line = f"listening on 127.0.0.1:{port}"
+def _wait_for_ready(log: Path, out: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until postroom logs its ready line, which it writes once every process (the
+    primary and each accept worker) accepts: a load that began before would open its
+    long connections to the processes already listening."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if text.count(line) >= workers:
-            return
         if proc.poll() is not None:
-            raise SetupError(f"postroom exited {proc.returncode} while its workers started")
+            raise SetupError(
+                f"postroom exited {proc.returncode} before it was ready\n{log_tail(out)}"
+            )
+        if log.exists() and " ready: " in log.read_text(errors="replace"):
+            return
         time.sleep(0.1)
-    raise SetupError(f"postroom's {workers} processes were not all listening after 60 s")
+    raise SetupError(f"postroom was not ready after 60 s\n{log_tail(log)}")
 
 
 # Delivery held as Postfix's hold queue holds it, with postroom's own switch.

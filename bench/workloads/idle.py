@@ -97,8 +97,7 @@ def send_one(port: int, timeout: float = 15.0) -> float:
 
 
 def _settled_pss(pid: int, within: float = 20.0) -> int:
-    """The tree's PSS once it stops growing: accept workers start after the primary is
-    ready and take a few seconds to load."""
+    """The tree's PSS once it stops growing (a server's first seconds allocate)."""
     deadline = time.monotonic() + within
     last = tree_pss(pid)
     while time.monotonic() < deadline:

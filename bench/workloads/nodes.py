@@ -48,6 +48,7 @@ NODES_METRICS = [
     Metric("db_cpu_s", "PostgreSQL CPU s", higher_is_better=False, digits=1),
     Metric("sink_cpu_s", "smtp-sink CPU s", higher_is_better=False, digits=1),
     Metric("host_busy_pct", "host busy %", higher_is_better=False),
+    Metric("throttled_pct", "nodes throttled % of periods", higher_is_better=False),
 ]
 # An smtp mailer's connections are counted across the nodes (cluster-wide), so at its
 # default 20 every N would share the same 20 and the run would measure that limit, not
@@ -121,6 +122,8 @@ def run_nodes(
             "sink": [sink.pid],
         }
         cpu_before = {k: sum(tree_cpu(p) for p in pids) for k, pids in groups.items()}
+        names = [f"node{i}" for i in range(1, nodes + 1)] if node_cpu is not None else []
+        throttled_before = [caps.throttled(name) for name in names]
         meter = Meter([pid for pids in groups.values() for pid in pids])
         released_cpu = _children_cpu()
         meter.start()
@@ -130,6 +133,12 @@ def run_nodes(
         flushes = cluster.wal_flushes() - flushes_before
         cli_cpu = _children_cpu() - released_cpu
         cpu = {k: sum(tree_cpu(p) for p in pids) - cpu_before[k] for k, pids in groups.items()}
+        throttled = [
+            (ran - ran0, held - held0)
+            for (ran, held), (ran0, held0) in zip(
+                [caps.throttled(name) for name in names], throttled_before, strict=True
+            )
+        ]
         pending = servers[0].pending()
     finally:
         for server in servers:
@@ -162,6 +171,8 @@ def run_nodes(
     metrics["nodes"] = nodes
     if node_cpu is not None:
         metrics["node_cpu"] = node_cpu
+        periods = sum(ran for ran, _ in throttled)
+        metrics["throttled_pct"] = 100 * sum(held for _, held in throttled) / max(periods, 1)
     return Sample(metrics, warnings)
 
 

@@ -6,7 +6,9 @@ Nothing else in postroom builds long-lived objects; everything is passed in from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import importlib
 import logging
 import os
 import random
@@ -37,6 +39,7 @@ from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.feedback import ReturnDesk, links_for
+from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
@@ -52,8 +55,9 @@ from postroom.smtp.server import SmtpServer
 from postroom.store import Store
 from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
+from postroom.store.open import sqlite_path
 from postroom.supervise import TaskSupervisor
-from postroom.workers import Supervisor, bind_listeners, read_setup, watch_primary
+from postroom.workers import Supervisor, bind_listeners, report_start, watch_primary
 
 # What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
 # reports, the control socket) is imported where it is built, not here: an accept
@@ -573,9 +577,7 @@ class Server:
         """Local mail delivered by the process that accepted it (``delivery.local_at_once``),
         through its own ``local`` mailers; ``wake``: the scheduler, for what it leaves."""
         settings = self.settings
-        if not settings.delivery.local_at_once or not any(
-            isinstance(m, LocalMailerSettings) for m in settings.mailers
-        ):
+        if not _delivers_at_once(settings):
             return
         # Loaded only here: a worker with nothing to deliver carries no delivery code.
         from postroom.delivery.direct import DirectDelivery
@@ -683,6 +685,32 @@ class Server:
             self.store = None
 
 
+def _delivers_at_once(settings: Settings) -> bool:
+    """Whether a process delivers the local mail it accepts (``delivery.local_at_once``
+    and a ``local`` mailer)."""
+    return settings.delivery.local_at_once and any(
+        isinstance(m, LocalMailerSettings) for m in settings.mailers
+    )
+
+
+def _import_accept_path(settings: Settings) -> None:
+    """Before the fork server is forked: import what an accept worker's start imports
+    with these settings, so that those modules are pages every worker shares rather
+    than its own (tests/e2e/test_workers.py checks that a worker imports nothing more)."""
+    sqlite = sqlite_path(settings.storage_url) is not None
+    names = ["postroom.store.sqlite" if sqlite else "postroom.store.postgres"]
+    if _delivers_at_once(settings):
+        names += ["postroom.delivery.direct", "postroom.delivery.mailers.mta.local"]
+    if settings.inbound_auth.enabled:
+        names += ["postroom.mailauth.inbound", "postroom.resolver"]
+    if any(route.track is not None for route in settings.routes):
+        names.append("postroom.delivery.tracking")
+    with contextlib.suppress(ImportError):  # optional: the "fast" extra
+        importlib.import_module("uvloop")
+    for name in names:
+        importlib.import_module(name)
+
+
 def _route_tracking(settings: Settings) -> RouteTracking | None:
     """Intake's tracking per route; the route table's code is loaded only when a route
     has a ``track`` key (an accept worker would carry it for nothing otherwise)."""
@@ -780,37 +808,48 @@ def _version() -> str:
         return "(not installed)"
 
 
-async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSource) -> int:
-    sockets: list[socket.socket] | None = None
-    supervisor: Supervisor | None = None
+async def _serve(
+    settings: Settings,
+    source: ConfigSource,
+    *,
+    init: bool,
+    migrate: bool,
+    sockets: list[socket.socket] | None,
+    forks: ForkServer | None,
+) -> int:
+    supervisor = Supervisor(settings, forks) if forks is not None else None
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
     stop = _stop_on_signals()
-    try:
-        if settings.workers > 1:
-            sockets = bind_listeners(settings.listeners)
-            supervisor = Supervisor(settings, sockets)
-        server = Server(
-            settings,
-            sockets=sockets,
-            init=init,
-            migrate=migrate,
-            worker_counts=supervisor.counts if supervisor is not None else None,
-        )
-        _reload_on_sighup(server, supervisor)
-        await server.start()
-    except OSError as exc:
-        print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except PostroomError as exc:
-        print(f"postroom: {exc}", file=sys.stderr)
-        return 1
+    server = Server(
+        settings,
+        sockets=sockets,
+        init=init,
+        migrate=migrate,
+        worker_counts=supervisor.counts if supervisor is not None else None,
+    )
     if supervisor is not None:
-        # after start(): the certificate exists, the store is migrated
-        await supervisor.start(server.tasks)
-    assert server.store is not None
-    users = bool(await server.store.users())
-    admins = bool(await server.store.admins())
-    _log.info("%s", ready_line(server, source, users=users, admins=admins))
+        supervisor.report_to(server.readiness)  # /readyz: not ready until they listen
+    _reload_on_sighup(server, supervisor)
+    try:
+        await server.start()
+    except (OSError, PostroomError) as exc:
+        if forks is not None:
+            await forks.close()
+        return _cannot_start(exc)
+    code = 0
+    if supervisor is not None:
+        try:  # after start(): the certificate exists, the store is migrated
+            await supervisor.start(server.tasks)
+        except WorkerExited as exc:
+            print(f"postroom: {exc}", file=sys.stderr)
+            _log.error("%s", exc)
+            code = 1
+            stop.set()
+    if code == 0:
+        assert server.store is not None
+        users = bool(await server.store.users())
+        admins = bool(await server.store.admins())
+        _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
     stopping = [server.stop()]
@@ -818,22 +857,27 @@ async def _serve(settings: Settings, init: bool, migrate: bool, source: ConfigSo
         stopping.append(supervisor.stop(settings.limits.shutdown_grace))
     await asyncio.gather(*stopping)
     _log.info("postroom stopped")
-    return 0
+    return code
 
 
-async def _serve_worker() -> int:
-    setup = read_setup()
-    _configure_logging(setup.settings)
-    sockets = [socket.socket(fileno=fd) for fd in setup.fds]
-    server = Server(setup.settings, sockets=sockets, accept_only=True)
+async def _serve_worker(setup: WorkerSetup) -> int:
+    server = Server(setup.settings, sockets=setup.sockets, accept_only=True)
     _reload_on_sighup(server, None)
-    await server.start()
+    try:
+        await server.start()
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, PostroomError) else f"{type(exc).__name__}: {exc}"
+        report_start(setup.report_fd, failed=reason)
+        raise
+    for handler in logging.getLogger("postroom").handlers:
+        handler.flush()  # its start's lines come before the primary's ready line
+    report_start(setup.report_fd)
     stop = _stop_on_signals()
     watch_primary(
         stop,
         server.reload_certificate,
+        setup,
         lambda: server.process_counts.snapshot(server.smtp_sessions()),
-        setup.report_fd,
     )
     await stop.wait()
     await server.stop()
@@ -878,12 +922,34 @@ def run(
     the data directory had one (``postroom serve --init``); ``migrate``: upgrade an older
     PostgreSQL schema (``postroom serve --migrate``)."""
     _configure_logging(settings)
-    return _run_loop(_serve(settings, init, migrate, source))
+    sockets: list[socket.socket] | None = None
+    forks: ForkServer | None = None
+    if settings.workers > 1:
+        try:
+            sockets = bind_listeners(settings.listeners)
+        except OSError as exc:
+            return _cannot_start(exc)
+        # Now, before the event loop, a thread or a store connection exists: the fork
+        # server and every worker forked from it inherit none of them.
+        _import_accept_path(settings)
+        forks = ForkServer.start(settings, sockets, run_worker)
+    return _run_loop(
+        _serve(settings, source, init=init, migrate=migrate, sockets=sockets, forks=forks)
+    )
 
 
-def run_worker() -> int:
-    """An accept worker (``postroom serve --worker``), set up by its primary on stdin."""
-    return _run_loop(_serve_worker())
+def _cannot_start(exc: OSError | PostroomError) -> int:
+    """Say in one line why the server cannot start; its exit code."""
+    if isinstance(exc, OSError):
+        print(f"postroom: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+    else:
+        print(f"postroom: {exc}", file=sys.stderr)
+    return 1
+
+
+def run_worker(setup: WorkerSetup) -> int:
+    """An accept worker, forked with its setup (``workers.ForkServer``)."""
+    return _run_loop(_serve_worker(setup))
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

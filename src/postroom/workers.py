@@ -1,25 +1,29 @@
 """Accept workers: extra processes that share the listening sockets (``workers > 1``).
 
 One event loop on one core bounds how much mail one process can accept. With
-``workers = N`` the primary process binds every listener, then starts N - 1 workers,
-each a fresh interpreter (``python -m postroom serve --worker``) that inherits the
-listening sockets and accepts on them too; the kernel hands each new connection to one
-process. Every worker commits into the same store (SQLite serialises the writers; each
-commit is still fsync'ed before its 250) and wakes the primary's scheduler through
-``net.wakeup``. Only the primary delivers.
+``workers = N`` the primary process binds every listener and starts N - 1 workers that
+accept on the same sockets; the kernel hands each new connection to one process. Every
+worker commits into the same store (SQLite serialises the writers; each commit is still
+fsync'ed before its 250) and wakes the primary's scheduler through ``net.wakeup``. Only
+the primary delivers queued mail.
 
-The settings reach a worker pickled on its standard input; the pipe then stays open.
-A byte on it asks the worker to reload its TLS certificate (the primary's SIGHUP: a
-pipe keeps the request for a worker still starting, where a signal would end it), and a
-worker whose pipe closes (the primary died, even by SIGKILL) drains and exits.
+Workers are forked, not started afresh, so that they share the primary's memory: each
+is forked by the fork server (``forkserver.py``), which the primary forked before it
+had an event loop, a thread or a store connection, so a worker never inherits those.
+
+The primary gives each worker two pipes through the fork server. On the command pipe, a
+byte asks the worker to reload its TLS certificate (the primary's SIGHUP: a pipe keeps
+the request for a worker still starting, where a signal would end it) or for its
+counters (``/metrics``); its end (the primary died, even by SIGKILL) makes the worker
+drain and exit. On the report pipe the worker says once that it is listening, then
+answers each request for counters with a line of JSON
+(``events.counts.ProcessCounts.snapshot``). The primary waits for every worker to
+listen before it says it is ready; a worker that exits first, or is not listening after
+``START_WAIT`` seconds, fails the start with one line.
+
 A worker that dies is started again: each worker's watcher is a task of the server's
-``TaskSupervisor``, which logs the exit and runs the watcher again (starting a new
-worker) after a pause that grows while it keeps dying; a failed fork is retried alike.
-
-A second pipe runs the other way, for ``/metrics``: the primary writes ``C`` on a
-worker's standard input and the worker answers with one line of JSON on its report
-pipe, its counters (``events.counts.ProcessCounts.snapshot``). Asked when
-scraped, so the counts are the workers' at that moment, not a poll's.
+``TaskSupervisor``, which logs the exit and runs the watcher again (forking a new
+worker) after a pause that grows while it keeps dying.
 """
 
 from __future__ import annotations
@@ -30,40 +34,33 @@ import functools
 import json
 import logging
 import os
-import pickle
 import signal
 import socket
-import struct
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from postroom.config.settings import ListenerSettings, Settings
+from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.net.sockets import listening_socket
+from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
 
-__all__ = ["Supervisor", "WorkerExited", "WorkerSetup", "bind_listeners", "read_setup"]
+__all__ = [
+    "START_WAIT",
+    "Supervisor",
+    "bind_listeners",
+    "report_start",
+    "watch_primary",
+]
 
 _log = logging.getLogger("postroom.workers")
-_LENGTH = struct.Struct("!I")  # the setup's length, before it on the pipe
 _RELOAD = b"R"
 _COUNTS = b"C"
+_LISTENING = b"listening\n"  # a worker's first line on its report pipe, or _FAILED's
+_FAILED = b"failed: "
 _REPORT_WAIT = 2.0  # seconds a scrape waits for a worker's counts (a busy worker skipped)
-
-
-class WorkerExited(Exception):
-    """A worker process ended while the server was running."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSetup:
-    """What a worker is told on its standard input."""
-
-    settings: Settings
-    fds: tuple[int, ...]  # listening sockets, in the order of settings.listeners
-    index: int  # 1 .. workers - 1 (the primary is 0)
-    report_fd: int = -1  # the pipe the worker answers the primary's questions on
+START_WAIT = 30.0  # seconds a new worker has by default to listen
 
 
 def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]:
@@ -71,9 +68,7 @@ def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]
     sockets: list[socket.socket] = []
     try:
         for spec in listeners:
-            sock = listening_socket(spec.address, spec.port, backlog=1024, v6only=True)
-            sock.set_inheritable(True)
-            sockets.append(sock)
+            sockets.append(listening_socket(spec.address, spec.port, backlog=1024, v6only=True))
     except OSError:
         for sock in sockets:
             sock.close()
@@ -81,41 +76,50 @@ def bind_listeners(listeners: Sequence[ListenerSettings]) -> list[socket.socket]
     return sockets
 
 
-def read_setup() -> WorkerSetup:
-    """In a worker: the setup its primary wrote on standard input, read to its last
-    byte and no further (what follows is for ``watch_primary``)."""
-    (length,) = _LENGTH.unpack(_read_exactly(sys.stdin.fileno(), _LENGTH.size))
-    setup = pickle.loads(_read_exactly(sys.stdin.fileno(), length))
-    if not isinstance(setup, WorkerSetup):
-        raise TypeError("not a worker setup")
-    return setup
+def report_start(report_fd: int, *, failed: str | None = None) -> None:
+    """In a worker: tell the primary that every listener accepts now, or (``failed``)
+    why it cannot start."""
+    if failed is None:
+        _write_all(report_fd, _LISTENING)
+    else:
+        _write_all(report_fd, _FAILED + " ".join(failed.split()).encode(errors="replace") + b"\n")
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            raise EOFError("the primary closed the pipe before the setup's end")
-        data += chunk
-    return data
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    pid: int
+    command_fd: int
+    reports: _Reports
+    exited: asyncio.Future[int | None]
+    listening: bool = False
+    closed: bool = False
+
+    def send(self, request: bytes) -> None:
+        if not self.exited.done():
+            with contextlib.suppress(OSError):  # gone: its exit is on the way
+                os.write(self.command_fd, request)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.command_fd)
+            self.reports.close()
 
 
 class Supervisor:
     """Starts, watches and stops the accept workers of one primary."""
 
     def __init__(
-        self,
-        settings: Settings,
-        sockets: Sequence[socket.socket],
-        *,
-        command: Sequence[str] = (sys.executable, "-m", "postroom", "serve", "--worker"),
+        self, settings: Settings, forks: ForkServer, *, start_wait: float = START_WAIT
     ) -> None:
+        """``start_wait``: seconds a new worker has to listen before it counts as failed."""
         self._settings = settings
-        self._sockets = list(sockets)
-        self._command = list(command)
-        self._procs: dict[int, asyncio.subprocess.Process] = {}
-        self._reports: dict[int, _Reports] = {}
+        self._forks = forks
+        self._start_wait = start_wait
+        self._workers: dict[int, _Worker] = {}
+        self._listen: asyncio.Task[None] | None = None
+        self._readiness: Readiness | None = None
         self._stopping = False
 
     def stop_requested(self) -> bool:
@@ -123,96 +127,143 @@ class Supervisor:
 
     @property
     def pids(self) -> list[int]:
-        return [proc.pid for proc in self._procs.values() if proc.returncode is None]
+        return [w.pid for w in self._workers.values() if not w.exited.done()]
+
+    def report_to(self, readiness: Readiness) -> None:
+        """Name each worker on ``readiness`` (``/readyz``) until it listens, and while
+        it is being started again."""
+        self._readiness = readiness
+        for index in range(1, self._settings.workers):
+            readiness.watch(f"accept worker {index}", functools.partial(self._state, index))
+
+    def _state(self, index: int) -> str | None:
+        worker = self._workers.get(index)
+        if worker is None or not worker.listening:
+            return "starting"
+        if worker.exited.done():
+            return f"exited with {worker.exited.result()}: starting again"
+        return None
 
     async def start(self, tasks: TaskSupervisor) -> None:
-        """Start the workers, and a watcher for each as one of ``tasks``."""
-        for index in range(1, self._settings.workers):
-            await self._spawn(index)
+        """Start every worker, return once each listens (else raise ``WorkerExited``
+        with the reason), and keep a watcher on each as one of ``tasks``."""
+        self._listen = asyncio.create_task(self._follow())
+        indexes = range(1, self._settings.workers)
+        await asyncio.gather(*(self._spawn(index) for index in indexes))
+        for index in indexes:
             tasks.start(f"worker-{index}", functools.partial(self._watch, index))
 
+    async def _follow(self) -> None:
+        await self._forks.listen()
+        if not self.stop_requested():
+            reason = f"the fork server (pid {self._forks.pid}) exited: no worker can restart"
+            _log.error("%s", reason)
+            if self._readiness is not None:
+                self._readiness.fail("accept workers", reason)
+
     async def _spawn(self, index: int) -> None:
-        fds = tuple(sock.fileno() for sock in self._sockets)
-        read_end, write_end = os.pipe()
+        command_read, command_write = os.pipe2(os.O_CLOEXEC)
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(command_write, False)  # a worker that reads nothing never stalls us
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._command, stdin=asyncio.subprocess.PIPE, pass_fds=(*fds, write_end)
-            )
+            pid = await self._forks.spawn(index, (command_read, report_write))
         except BaseException:
-            os.close(read_end)
+            os.close(command_write)
+            os.close(report_read)
             raise
         finally:
-            os.close(write_end)  # the worker's now: its end is how we see it gone
-        assert proc.stdin is not None
-        setup = pickle.dumps(WorkerSetup(self._settings, fds, index, write_end))
-        proc.stdin.write(_LENGTH.pack(len(setup)) + setup)
-        # The pipe stays open: its end tells the worker that the primary is gone.
-        self._procs[index] = proc
-        old = self._reports.pop(index, None)
+            os.close(command_read)  # the worker's now: their ends are how we see it gone
+            os.close(report_write)
+        worker = _Worker(
+            index, pid, command_write, await _Reports.open(report_read), self._forks.exit_of(pid)
+        )
+        old = self._workers.get(index)
         if old is not None:
             old.close()
-        self._reports[index] = await _Reports.open(read_end)
-        _log.info("worker %d started (pid %d)", index, proc.pid)
+        self._workers[index] = worker
+        await self._until_listening(worker)
+        _log.info("worker %d started (pid %d)", index, pid)
+
+    async def _until_listening(self, worker: _Worker) -> None:
+        said = asyncio.ensure_future(worker.reports.first_line())
+        try:
+            async with asyncio.timeout(self._start_wait):
+                line = await said
+                if line == _LISTENING:
+                    worker.listening = True
+                    return
+                if line.startswith(_FAILED):
+                    reason = line.removeprefix(_FAILED).decode(errors="replace").strip()
+                    raise WorkerExited(f"accept worker {worker.index} cannot start: {reason}")
+                # It closed its pipe: its exit is on the way.
+                code = await asyncio.shield(worker.exited)
+        except TimeoutError:
+            self._forks.kill(worker.pid, signal.SIGKILL)
+            raise WorkerExited(
+                f"accept worker {worker.index} (pid {worker.pid}) was not listening"
+                f" after {self._start_wait:g} s: killed"
+            ) from None
+        finally:
+            said.cancel()
+        raise WorkerExited(
+            f"accept worker {worker.index} (pid {worker.pid}) exited with {code} before it listened"
+        )
 
     async def _watch(self, index: int) -> None:
         """Wait on worker ``index``; its exit before stop() raises, so that the task
         supervisor logs it and runs this again after its pause, which starts a new one."""
         if self.stop_requested():
             return
-        proc = self._procs[index]
-        if proc.returncode is not None:
+        worker = self._workers[index]
+        if worker.exited.done():
             await self._spawn(index)
-            proc = self._procs[index]
-        code = await proc.wait()
+            worker = self._workers[index]
+        code = await asyncio.shield(worker.exited)
         if not self.stop_requested():
-            raise WorkerExited(f"worker {index} (pid {proc.pid}) exited with {code}")
+            raise WorkerExited(f"worker {index} (pid {worker.pid}) exited with {code}")
 
     async def counts(self) -> list[dict[str, Any]]:
         """Every running worker's counters, asked now; a worker that does not
         answer within a moment (starting, or stopped) is left out of this scrape."""
-        asked = [
-            (proc, self._reports[index])
-            for index, proc in self._procs.items()
-            if proc.returncode is None and proc.stdin is not None and index in self._reports
-        ]
-        answers = await asyncio.gather(*(report.ask(proc) for proc, report in asked))
+        asked = [w for w in self._workers.values() if w.listening and not w.exited.done()]
+        answers = await asyncio.gather(*(w.reports.ask(w.send) for w in asked))
         return [answer for answer in answers if answer is not None]
 
     def reload_certificate(self) -> None:
         """Ask every worker to reload its TLS certificate (the primary got SIGHUP)."""
-        for proc in self._procs.values():
-            if proc.returncode is None and proc.stdin is not None:
-                proc.stdin.write(_RELOAD)
+        for worker in self._workers.values():
+            worker.send(_RELOAD)
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each drains like the primary); SIGKILL what is left
-        after ``grace`` seconds and a little more."""
+        after ``grace`` seconds and a little more; then end the fork server."""
         self._stopping = True
-        for proc in self._procs.values():
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        waits = [proc.wait() for proc in self._procs.values()]
+        live = [w for w in self._workers.values() if not w.exited.done()]
+        for worker in live:
+            self._forks.kill(worker.pid, signal.SIGTERM)
+        exits = [asyncio.shield(w.exited) for w in live]
         try:
             async with asyncio.timeout(grace + 5.0):
-                await asyncio.gather(*waits)
+                await asyncio.gather(*exits)
         except TimeoutError:
-            for proc in self._procs.values():
-                if proc.returncode is None:
-                    _log.error("worker pid %d did not stop in time: killed", proc.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-            await asyncio.gather(*(proc.wait() for proc in self._procs.values()))
-        for proc in self._procs.values():
-            if proc.stdin is not None:
-                proc.stdin.close()
-        for report in self._reports.values():
-            report.close()
+            for worker in live:
+                if not worker.exited.done():
+                    _log.error("worker pid %d did not stop in time: killed", worker.pid)
+                    self._forks.kill(worker.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await asyncio.gather(*(asyncio.shield(w.exited) for w in live))
+        for worker in self._workers.values():
+            worker.close()
+        await self._forks.close()
+        if self._listen is not None:
+            await self._listen
 
 
 class _Reports:
-    """The primary's end of one worker's report pipe: one question at a time; an answer
-    that came too late is read and dropped before the next question's."""
+    """The primary's end of one worker's report pipe: the first line says it listens;
+    then one question at a time, and an answer that came too late is read and dropped
+    before the next question's."""
 
     def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
         self._reader = reader
@@ -229,10 +280,13 @@ class _Reports:
         )
         return cls(reader, transport)
 
-    async def ask(self, proc: asyncio.subprocess.Process) -> dict[str, Any] | None:
+    async def first_line(self) -> bytes:
+        """The worker's first line (``_LISTENING``), or b"" if it closed the pipe first."""
+        return await self._reader.readline()
+
+    async def ask(self, send: Callable[[bytes], None]) -> dict[str, Any] | None:
         async with self._lock:
-            assert proc.stdin is not None
-            proc.stdin.write(_COUNTS)
+            send(_COUNTS)
             self._owed += 1
             try:
                 async with asyncio.timeout(_REPORT_WAIT):
@@ -243,7 +297,7 @@ class _Reports:
                             return None
                         self._owed -= 1
             except TimeoutError:
-                _log.debug("worker pid %d did not report its counts in time", proc.pid)
+                _log.debug("a worker did not report its counts in time")
                 return None
         try:
             answer = json.loads(line)
@@ -258,14 +312,14 @@ class _Reports:
 def watch_primary(
     on_gone: asyncio.Event,
     on_reload: Callable[[], None],
-    counts: Callable[[], dict[str, Any]] | None = None,
-    report_fd: int = -1,
+    setup: WorkerSetup,
+    counts: Callable[[], dict[str, Any]],
 ) -> None:
-    """In a worker: set ``on_gone`` when standard input (the primary's pipe) closes,
+    """In a worker: set ``on_gone`` when the command pipe closes (the primary is gone),
     call ``on_reload`` when the primary asks for a certificate reload on it, and write
-    ``counts()`` as a line of JSON on ``report_fd`` for each time it asks for them."""
+    ``counts()`` as a line of JSON on the report pipe for each time it asks for them."""
     loop = asyncio.get_running_loop()
-    fd = sys.stdin.fileno()
+    fd = setup.command_fd
     os.set_blocking(fd, False)
 
     def readable() -> None:
@@ -279,10 +333,10 @@ def watch_primary(
             return
         if _RELOAD in data:  # several requests read at once: one reload serves them
             on_reload()
-        if counts is not None and report_fd >= 0:
+        if _COUNTS in data:
             line = json.dumps(counts()).encode() + b"\n"
             for _ in range(data.count(_COUNTS)):  # one answer per question: none is owed
-                _write_all(report_fd, line)
+                _write_all(setup.report_fd, line)
 
     loop.add_reader(fd, readable)
 

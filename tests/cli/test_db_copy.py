@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from postroom.cli import main
+from postroom.mail.envelope import Source, SourceKind
 from postroom.mail.events import EventType, MailEvent, new_event_id
 from postroom.store import RecipientStatus, open_store
 from postroom.store.base import Store
@@ -71,6 +72,9 @@ async def fill(store: Store) -> None:
         at = NOW + i
         body = b"Subject: %d\r\n\r\n" % i + bytes(range(256)) * (i % 7)
         message = new_message(body, at=at, recipients=to(f"a{i}@example.net", f"b{i}@example.com"))
+        if i % 5 == 0:  # a DSN about the message before
+            own = Source(SourceKind.DSN, protocol="local", dsn_of=f"Q{i}")
+            message = dataclasses.replace(message, source=own)
         await store.enqueue(message)
         first, second = f"a{i}@example.net", f"b{i}@example.com"
         match i % 5:
@@ -82,7 +86,10 @@ async def fill(store: Store) -> None:
                     [delivered(first), final(second, RecipientStatus.BOUNCED)],
                     [
                         dataclasses.replace(
-                            attempt(message.id, first, at + 1), provider_id=f"p{i}"
+                            attempt(message.id, first, at + 1),
+                            provider_id=f"p{i}",
+                            route="r",
+                            route_reason="matched recipient_domain equals 'example.net'",
                         ),
                         attempt(message.id, second, at + 1, "bounced", code=550, text="5.1.1 no"),
                     ],
@@ -148,12 +155,17 @@ async def same_contents(source: Store, copy: Store) -> None:
     """Everything the Store API reads of ``source`` reads the same from ``copy``."""
     messages = await source.messages(limit=MESSAGES + 1)
     assert len(messages) == MESSAGES
+    assert any(m.dsn_of for m in messages)
     assert await copy.messages(limit=MESSAGES + 1) == messages
     ids = [m.id for m in messages]
+    routes: set[str | None] = set()
     for message_id in ids:
         assert await copy.read_body(message_id) == await source.read_body(message_id)
-        assert await copy.attempts(message_id) == await source.attempts(message_id)
+        attempts = await source.attempts(message_id)
+        assert await copy.attempts(message_id) == attempts
+        routes.update(a.route for a in attempts)
         assert await copy.provider_events(message_id) == await source.provider_events(message_id)
+    assert "r" in routes
     assert await copy.message_meta(ids) == await source.message_meta(ids)
     assert len(await source.message_meta(ids)) == MESSAGES // 5
     for i in range(4, MESSAGES, 5):

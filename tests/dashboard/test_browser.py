@@ -20,9 +20,11 @@ from playwright.sync_api import Page, sync_playwright
 from postroom.clock import SystemClock
 from postroom.directory import Admins
 from postroom.mailauth.dkim import KeyRing
+from postroom.store.models import StoredMessage
 from tests.dashboard.conftest import ADMIN, PASSWORD
 from tests.dashboard.test_pages import HOSTILE
-from tests.support.servers import loopback_settings
+from tests.support.servers import client_context, loopback_settings, smtp_client, wait_for
+from tests.support.smtp_peers import SmtpPeer
 from tests.support.thread import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,14 +41,23 @@ def _need(found: object, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    settings = loopback_settings(tmp_path_factory.mktemp("dash"))
-    srv = ServerThread(settings, deliver=True).start()
-    srv.add_domain("example.test")
-    srv.add_user("bob@example.test", "bob-password")
-    srv.call(Admins(srv.store, SystemClock()).add(ADMIN, PASSWORD))
-    KeyRing(settings.data_dir).generate("example.test", "e1", "ed25519")
-    yield srv
-    srv.stop()
+    # Mail to refused.example takes a route to a loopback relay that refuses it: a bounce,
+    # and a DSN to the sender.
+    with SmtpPeer("127.0.0.1", data_reply="550 5.7.1 Refused here") as refuser:
+        settings = loopback_settings(
+            tmp_path_factory.mktemp("dash"),
+            mailers=[{"name": "refuser", "type": "smtp", "host": "127.0.0.1",
+                      "port": refuser.port, "tls": "none"}],
+            routes=[{"name": "refused", "mailers": ["refuser"],
+                     "conditions": [{"field": "recipient_domain", "value": "refused.example"}]}],
+        )  # fmt: skip
+        srv = ServerThread(settings, deliver=True).start()
+        srv.add_domain("example.test")
+        srv.add_user("bob@example.test", "bob-password")
+        srv.call(Admins(srv.store, SystemClock()).add(ADMIN, PASSWORD))
+        KeyRing(settings.data_dir).generate("example.test", "e1", "ed25519")
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +173,35 @@ def test_6_a_hostile_message_runs_no_script(page: Page, server: ServerThread) ->
     # nothing from the message reached the DOM as an element
     assert page.locator("img[src=x], svg[onload]").count() == 0
     _check(page, "hostile-message")
+
+
+def test_6_the_timeline_shows_the_route_taken_and_links_a_bounce_and_its_dsn(
+    page: Page, server: ServerThread
+) -> None:
+    with smtp_client(server.ports["submission"]) as client:
+        client.starttls(context=client_context(server.data_dir))
+        client.login("bob@example.test", "bob-password")
+        client.sendmail("bob@example.test", ["ann@refused.example"], b"Subject: no\r\n\r\nx\r\n")
+
+    def dsns() -> list[StoredMessage]:
+        return [m for m in server.call(server.store.messages(limit=1000)) if m.dsn_of]
+
+    wait_for(lambda: len(dsns()) == 1)
+    (dsn,) = dsns()
+    assert dsn.dsn_of is not None
+    page.goto(f"/dashboard/messages/{dsn.dsn_of}")
+    timeline = page.locator(".timeline")
+    assert "route refused: matched recipient_domain equals 'refused.example'" in (
+        timeline.inner_text()
+    )
+    _check(page, "message-bounced")
+    page.get_by_role("link", name=dsn.id).click()
+    page.wait_for_url(f"**/messages/{dsn.id}")
+    assert "route default-local: default:" in page.locator(".timeline").inner_text()
+    page.get_by_role("link", name=dsn.dsn_of).click()  # "DSN about" its message
+    page.wait_for_url(f"**/messages/{dsn.dsn_of}")
+    page.goto(f"/dashboard/messages/{dsn.id}")
+    _check(page, "message-dsn")
 
 
 def test_7_other_pages_pass_axe(page: Page) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import html
 import re
+import socket
 from typing import Any
 
+import httpx
 import pytest
 
 from postroom.dashboard import pages
+from postroom.directory.apikeys import Scope
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.store.models import WebhookState
 from tests.dashboard.conftest import Dash, MakeDash
@@ -283,3 +286,65 @@ def test_the_timeline_shows_the_dsn_sent_the_webhooks_and_each_smtp_attempts_dki
     assert "Webhook</strong> app: event bounced for carol@nowhere.example" in page
     dsn_page = dash.http.get(f"/dashboard/messages/{dsn.id}").text
     assert "DSN sent" not in dsn_page and "DKIM:" not in dsn_page  # delivered by "local"
+    # The route each attempt took, as recorded then; the DSN links back to its message.
+    assert (
+        "route <em>default-remote</em>: default: no routes are configured, and"
+        " 'nowhere.example' is not a local domain"
+    ) in page
+    assert "route <em>default-local</em>" in dsn_page
+    assert f'DSN about</strong> <a href="/dashboard/messages/{original.id}">' in dsn_page
+
+
+def test_the_timeline_shows_the_route_each_attempt_took_and_why_it_failed_over(
+    make_dash: MakeDash,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        closed = int(probe.getsockname()[1])
+    dash = make_dash(
+        deliver=True,
+        mailers=[{"name": "relay", "type": "smtp", "host": "127.0.0.1", "port": closed,
+                  "tls": "none", "connect_timeout": 2}],
+        routes=[{"name": "bob-first", "mailers": ["relay", "local"],
+                 "conditions": [{"field": "recipient", "value": "bob@example.test"}]}],
+    )  # fmt: skip
+    queue_id = dash.send(b"Subject: s\r\n\r\nx\r\n")
+    dash.server.run_delivery()
+    dash.login()
+    page = html.unescape(dash.http.get(f"/dashboard/messages/{queue_id}").text)
+    assert "route <em>bob-first</em>: matched recipient equals 'bob@example.test'" in page
+    assert "route <em>bob-first</em>: failover after relay failed: 4" in page
+    (first, second) = dash.server.call(dash.server.store.attempts(queue_id))
+    assert (first.mailer, first.disposition, second.mailer, second.disposition) == (
+        "relay",
+        "deferred",
+        "local",
+        "delivered",
+    )
+    assert second.route_reason == f"failover after relay failed: {first.code} {first.enhanced}" + (
+        f" {first.text}"
+    )
+    # The email log's API carries the same.
+    token = dash.server.create_api_key("reader", scopes=(Scope.READ_ALL,))
+    answer = httpx.get(
+        f"{dash.url}/api/v1/messages/{queue_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert [(a["route"], a["route_reason"]) for a in answer.json()["attempts"]] == [
+        ("bob-first", first.route_reason),
+        ("bob-first", second.route_reason),
+    ]
+
+
+def test_an_attempt_recorded_before_routes_were_kept_says_so_rather_than_guess(
+    dash: Dash,
+) -> None:
+    queue_id = dash.send(b"Subject: old\r\n\r\nx\r\n")
+    old = attempt(queue_id, "bob@example.test", dash.clock.time())  # no route, as before
+    dash.server.call(
+        dash.server.store.record_outcomes(queue_id, [delivered("bob@example.test")], [old])
+    )
+    dash.login()
+    page = dash.http.get(f"/dashboard/messages/{queue_id}").text
+    assert "route not recorded" in page
+    assert "as the routes are configured now" not in page  # no recipient is waiting

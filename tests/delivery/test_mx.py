@@ -298,3 +298,53 @@ async def test_transactions_ending_together_with_shared_slots_leave_the_pool_as_
     finally:
         await pool.aclose()
         await counts.aclose()
+
+
+class Held:
+    """A connection of the pool's (the pool knows nothing of SMTP: anything Reusable)."""
+
+    uses = 1
+    usable = True
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+async def test_a_node_above_its_share_of_the_slots_closes_a_connection_for_a_waiting_node(
+    fake_clock: FakeClock,
+) -> None:
+    counts = LocalLimits(None)
+    slots = SharedSlots(counts, fake_clock, holder="node-a")
+    pool: ConnectionPool[Held] = ConnectionPool(
+        clock=fake_clock, max_per_destination=2, slots=slots, mailer="relay"
+    )
+    key = "connections relay smtp.example"
+
+    async def opener() -> Held:
+        return Held()
+
+    try:
+        first, second = [await pool.connect("smtp.example", opener) for _ in range(2)]
+        pool.give("smtp.example", first)  # nobody else waits: kept for the next message
+        assert pool.take("smtp.example") is first
+        assert not await counts.take_slot(key, 2, "node-b", fake_clock.time(), lease=60)
+        await slots.look()  # as the keep task does every second
+        pool.give("smtp.example", first)  # above its share (1 of 2) while b waits
+        assert pool.idle_count() == 0
+        async with asyncio.timeout(5):  # closed, and its slot given back, in the background
+            while not await counts.take_slot(  # noqa: ASYNC110 (another thread gives it back)
+                key, 2, "node-b", fake_clock.time(), lease=60
+            ):
+                await asyncio.sleep(0.005)
+        assert first.closed
+        pool.give("smtp.example", second)  # at its share: kept
+        assert pool.idle_count() == 1 and not second.closed
+    finally:
+        await pool.aclose()
+        await counts.aclose()

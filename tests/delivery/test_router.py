@@ -10,7 +10,7 @@ import pytest
 
 from postroom.config.settings import Settings
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
-from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
+from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo, Routed
 from postroom.delivery.router import (
     DEFAULT_LOCAL_ROUTE,
     DEFAULT_REMOTE_ROUTE,
@@ -216,7 +216,49 @@ def test_explain_a_default_route() -> None:
     assert remote.reason == "no routes are configured, and 'example.net' is not a local domain"
 
 
+def test_decide_names_the_conditions_that_made_the_route_match() -> None:
+    streamed = OutboundMessage(
+        id="Q3", sender="x@example.com", data=b"X-Stream: billing\r\n\r\nHi\r\n"
+    )
+    billing = table().decide(view("ann@customers.example", streamed))
+    assert billing.route.name == "billing"
+    assert billing.reason == (
+        "matched header X-Stream equals 'billing' and recipient_domain equals"
+        " 'customers.example'"  # the any_of group that held, not the other
+    )
+    both = table().decide(view("ann@customers.example"))  # MESSAGE: billing-api sent it
+    assert both.reason.endswith("'customers.example' and source equals 'billing-api'")
+    other = OutboundMessage(id="Q2", sender="x@example.com", data=b"Subject: hi\r\n\r\n")
+    everything = table().decide(view("bob@example.net", other))
+    assert (everything.route.name, everything.reason) == (
+        "everything",
+        "matched: it has no conditions",
+    )
+    local = table(ROUTES[:1]).decide(view("ann@example.test", other))
+    assert local.route == DEFAULT_LOCAL_ROUTE
+    assert local.reason == (
+        "default: no configured route matches, and 'example.test' is a local domain"
+    )
+    # decide() and chain_for() never disagree
+    for address in ("ann@example.org", "bob@example.net", "ann@example.test"):
+        assert table().decide(view(address, other)).route == table().chain_for(view(address, other))
+
+
 # -- the router ------------------------------------------------------------------------
+
+
+async def test_each_attempt_records_its_route_and_why_its_mailer_was_tried() -> None:
+    primary = ScriptedMailer("primary", FAILS_OVER)
+    backup = ScriptedMailer("backup", DELIVERS)
+    result = await Router({"primary": primary, "backup": backup}).deliver(
+        CHAIN, MESSAGE, rcpts("a@x.example"), {"a@x.example": "matched sender equals 'x'"}
+    )
+    assert [(o.remote.mailer if o.remote else "", o.routed) for o in result.attempts] == [
+        ("primary", Routed("chain", "matched sender equals 'x'")),
+        ("backup", Routed("chain", "failover after primary failed: 451 4.4.1 No answer from host")),
+    ]
+    assert result.final == result.attempts[1:]
+
 
 CHAIN = Route("chain", ("primary", "backup", "last"))
 

@@ -25,7 +25,10 @@ from postroom.mail.address import parse_address
 from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
 from postroom.smtp.replies import Reply
 from postroom.store import RecipientStatus, Store, open_store
+from postroom.store.models import Claim
+from postroom.store.sqlite import SqliteStore
 from tests.conftest import FakeClock
+from tests.support.smtp_peers import eventually
 
 OK = Reply(250, "2.0.0", "Ok: queued as REMOTE1")
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, try again later")
@@ -112,6 +115,7 @@ async def make_world(
     primary: Scripted | None = None,
     *,
     route_to: Mailer | None = None,  # delivers as "primary" instead of the scripted one
+    store: Store | None = None,
     **delivery: object,
 ) -> World:
     settings = Settings.model_validate(
@@ -134,7 +138,7 @@ async def make_world(
             ],
         }
     )
-    store = await open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    store = store or await open_store(f"sqlite:///{tmp_path / 'q.db'}")
     clock = FakeClock()
     bus = Bus()
     events: list[object] = []
@@ -351,5 +355,63 @@ async def test_bytes_in_flight_are_bounded(tmp_path: Path) -> None:
         gated.gate.set()
         assert await running == 3
         assert gated.most == 1
+    finally:
+        await world.store.aclose()
+
+
+@dataclass
+class OneByOne(Scripted):
+    """Each delivery waits for its turn: ``finish()`` lets the oldest waiting one end."""
+
+    turns: list[asyncio.Future[None]] = field(default_factory=list)
+
+    async def deliver(
+        self, message: OutboundMessage, recipients: Sequence[OutboundRecipient]
+    ) -> list[Outcome]:
+        turn = asyncio.get_running_loop().create_future()
+        self.turns.append(turn)
+        await turn
+        return await super().deliver(message, recipients)
+
+    def finish(self) -> None:
+        self.turns.pop(0).set_result(None)
+
+
+class ClaimsSeen(SqliteStore):
+    """The store, noting how many messages each claim asked for."""
+
+    asked: list[int]
+
+    async def claim_due(self, now: float, *, limit: int, lease: float) -> list[Claim]:
+        self.asked.append(limit)
+        return await super().claim_due(now, limit=limit, lease=lease)
+
+
+async def test_with_mail_left_over_a_claim_waits_for_a_tenth_of_the_slots(
+    tmp_path: Path,
+) -> None:
+    mailer = OneByOne("primary")
+    store = ClaimsSeen(tmp_path / "q.db")
+    store.asked = []
+    await store.start()
+    world = await make_world(tmp_path, mailer, store=store, max_concurrency=20)
+    try:
+        for _ in range(25):
+            await world.submit("app@example.test", "a@remote.test")
+        running = asyncio.create_task(world.scheduler.run())
+        await eventually(lambda: len(mailer.turns) == 20)
+        assert store.asked == [20]  # five are left over
+        mailer.finish()
+        await eventually(lambda: world.scheduler.in_flight == 19)
+        mailer.finish()  # now two are free: a tenth of 20
+        await eventually(lambda: len(mailer.turns) == 20)
+        assert store.asked == [20, 2]
+        async with asyncio.timeout(5):  # the three left, claimed as slots free
+            while len(mailer.seen) < 25 or mailer.turns:
+                if mailer.turns:
+                    mailer.finish()
+                await asyncio.sleep(0.005)  # the store's claims run on its threads
+        await world.scheduler.stop(1.0)
+        await running
     finally:
         await world.store.aclose()

@@ -43,9 +43,10 @@ def send(port: int, worker: int, acked: set[str], stop: threading.Event) -> None
                 time.sleep(0.05)  # the server is gone; the test stops us soon
 
 
-def children(pid: int) -> list[int]:
-    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in found]
+def descendants(pid: int) -> list[int]:
+    """Its children, theirs, and so on (the fork server and the workers it forked)."""
+    found = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [each for child in found for each in (child, *descendants(child))]
 
 
 def in_new(maildir: Path) -> Counter[str]:
@@ -100,7 +101,7 @@ def test_kill_9_during_local_delivery_loses_nothing_and_repeats_only_the_unrecor
         deadline = time.monotonic() + 60
         while len(acked) < target and time.monotonic() < deadline:
             time.sleep(0.002)
-        pids = [*children(proc.process.pid), proc.process.pid]
+        pids = [*descendants(proc.process.pid), proc.process.pid]
         for pid in pids:  # every process at once: deliveries in flight in each
             os.kill(pid, signal.SIGKILL)
         proc.process.wait()

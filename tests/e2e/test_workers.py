@@ -3,6 +3,8 @@
 The worker's own work is shown by stopping the primary (SIGSTOP): a client still gets its
 250, so the worker accepted and committed the message itself; after SIGCONT the primary
 delivers it, woken through the wake-up socket rather than by its periodic check.
+The worker is forked by the fork server, the primary's one child, so it is the primary's
+grandchild.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def only_worker(primary: int) -> int:
+    """The one accept worker of ``primary``: its fork server's child."""
+    (fork_server,) = children(primary)
+    (worker,) = children(fork_server)
+    return worker
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -80,13 +89,18 @@ def delivered(home: Path) -> int:
     return len(mailbox.Maildir(box, create=False)) if box.exists() else 0
 
 
-def test_a_worker_accepts_on_its_own_and_is_restarted_when_it_dies(home: Path) -> None:
-    server, _ = start(home)
+def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
+    home: Path,
+) -> None:
+    server, _ = start(home)  # returns once the ready line is in the log
     primary = server.process.pid
     try:
-        wait_for(lambda: len(children(primary)) == 1)
-        (worker,) = children(primary)
+        worker = only_worker(primary)
+        before_ready = server.log.read_text().split(" ready: ")[0]
+        assert before_ready.count(f"listening on 127.0.0.1:{server.ports['mx']}") == 2
+        assert f"worker 1 started (pid {worker})" in before_ready
 
+        # At once after the ready line, with the primary stopped: the worker answers.
         os.kill(primary, signal.SIGSTOP)
         try:
             assert send(server.ports["mx"]) == {}  # only the worker can have answered
@@ -95,18 +109,19 @@ def test_a_worker_accepts_on_its_own_and_is_restarted_when_it_dies(home: Path) -
         # The periodic queue check is a minute away: the wake-up socket did this.
         wait_for(lambda: delivered(home) == 1, within=10)
 
+        (fork_server,) = children(primary)
         os.kill(worker, signal.SIGKILL)
-        wait_for(lambda: any(pid != worker for pid in children(primary)))
+        wait_for(lambda: any(pid != worker for pid in children(fork_server)))
         with ThreadPoolExecutor(8) as pool:
             refused = list(pool.map(lambda _: send(server.ports["mx"]), range(40)))
         assert refused == [{}] * 40
         wait_for(lambda: delivered(home) == 41)
-        assert "worker 1 (pid" in server.log.read_text()
+        assert f"worker 1 (pid {worker}) exited with -9" in server.log.read_text()
 
-        (replacement,) = children(primary)
+        replacement = only_worker(primary)
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
-        wait_for(lambda: not alive(replacement), within=5)
+        wait_for(lambda: not alive(replacement) and not alive(fork_server), within=5)
     finally:
         if server.process.poll() is None:
             server.kill()
@@ -115,12 +130,12 @@ def test_a_worker_accepts_on_its_own_and_is_restarted_when_it_dies(home: Path) -
 def test_a_worker_stops_when_its_primary_is_killed(home: Path) -> None:
     server, config = start(home)
     primary = server.process.pid
-    wait_for(lambda: len(children(primary)) == 1)
-    (worker,) = children(primary)
+    (fork_server,) = children(primary)
+    worker = only_worker(primary)
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda _: send(server.ports["mx"]), range(20))) == [{}] * 20
     server.kill()  # SIGKILL: no chance to stop its workers
-    wait_for(lambda: not alive(worker), within=10)
+    wait_for(lambda: not alive(worker) and not alive(fork_server), within=10)
     # Everything that got its 250 is in the store, whichever process took it.
     assert len(json.loads(cli(config, "queue", "list", "--json"))) == 20
 
@@ -158,8 +173,7 @@ def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> N
     server, _ = start(home)
     primary = server.process.pid
     try:
-        wait_for(lambda: len(children(primary)) == 1)
-        (worker,) = children(primary)
+        worker = only_worker(primary)
         for stopped, count in ((primary, 3), (worker, 2)):
             os.kill(stopped, signal.SIGSTOP)
             try:
@@ -198,21 +212,24 @@ def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> N
             server.kill()
 
 
-# Written into a directory on PYTHONPATH, so that every interpreter of the server (the
-# primary and each worker it starts) lists the modules it loaded when it exits.
-_LIST_MODULES_AT_EXIT = """\
+# Written into a directory on PYTHONPATH, so that every process of the server (the
+# primary, its fork server and each worker) lists the modules it had when it was forked
+# (PID.fork.txt) and when it exits (PID.txt).
+_LIST_MODULES = """\
 import atexit, os, sys
 
-def _list_modules():
-    path = os.path.join(os.environ["POSTROOM_TEST_MODULES"], f"{os.getpid()}.txt")
+def _list_modules(suffix="txt"):
+    path = os.path.join(os.environ["POSTROOM_TEST_MODULES"], f"{os.getpid()}.{suffix}")
     with open(path, "w") as out:
         out.write("\\n".join(sorted(sys.modules)))
 
 atexit.register(_list_modules)
+os.register_at_fork(after_in_child=lambda: _list_modules("fork.txt"))
 """
 # What only the primary runs: the scheduler and its mailers, the HTTP API and dashboard and
-# their libraries, POP3 and IMAP, alerts, the command line. An accept worker that loads
-# them pays their memory once more for nothing.
+# their libraries, POP3 and IMAP, alerts. An accept worker that loads them pays their
+# memory once more for nothing. (The command line is the primary's before it forks the
+# fork server: a worker has it, in pages it shares and never writes.)
 _PRIMARY_ONLY = (
     # delivery, but for the local mail a worker delivers at once (delivery.direct)
     "postroom.delivery.scheduler",
@@ -232,17 +249,15 @@ _PRIMARY_ONLY = (
     "uvicorn",
     "httpx",
     "jinja2",
-    "postroom.cli",  # the command line: a worker is started straight into the server
-    "click",
 )
 
 
-def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code(
+def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code_and_imports_nothing_itself(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hook = home / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_LIST_MODULES_AT_EXIT)
+    (hook / "sitecustomize.py").write_text(_LIST_MODULES)
     listed = home / "modules"
     listed.mkdir()
     monkeypatch.setenv(
@@ -252,8 +267,7 @@ def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code(
     server, _ = start(home, extra="[inbound_auth]\nenabled = false\n")
     primary = server.process.pid
     try:
-        wait_for(lambda: len(children(primary)) == 1)
-        (worker,) = children(primary)
+        worker = only_worker(primary)
         os.kill(primary, signal.SIGSTOP)  # the worker takes this message: its whole path
         try:
             assert send(server.ports["mx"]) == {}
@@ -266,8 +280,8 @@ def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code(
         if server.process.poll() is None:
             server.kill()
 
-    def loaded(pid: int) -> set[str]:
-        return set((listed / f"{pid}.txt").read_text().split())
+    def loaded(pid: int, when: str = "txt") -> set[str]:
+        return set((listed / f"{pid}.{when}").read_text().split())
 
     def primary_only(modules: set[str]) -> list[str]:
         return sorted(m for m in modules for p in _PRIMARY_ONLY if m == p or m.startswith(p + "."))
@@ -275,5 +289,9 @@ def test_an_accept_worker_loads_no_delivery_api_or_mailbox_code(
     in_worker = loaded(worker)
     assert {"postroom.smtp.server", "postroom.intake", "postroom.store.sqlite.store"} <= in_worker
     assert primary_only(in_worker) == []
+    # Every module of postroom and its libraries that it runs was imported before the
+    # fork: pages it shares, not its own (a few small standard-library ones may follow).
+    imported = in_worker - loaded(worker, "fork.txt")
+    assert sorted(m for m in imported if m.split(".")[0] not in sys.stdlib_module_names) == []
     # The primary, which delivers and serves the API, does load them: the lists tell.
     assert {"postroom.delivery.scheduler", "starlette", "postroom.api"} <= loaded(primary)

@@ -36,6 +36,10 @@ ENGINES: dict[str, frozenset[str]] = {"sqlite": PARTS, "postgresql": PARTS}
 class Backend(Protocol):
     # Whether bodies above a store's inline_body_max leave their rows (SQLite: never).
     stores_large_bodies_apart: bool
+    # Whether each writer counts into counter rows of its own (merge_counters folds them).
+    counts_per_writer: bool
+    # Whether a claim reads a small message's body with it (Claim.body).
+    claims_bring_bodies: bool
 
     async def open(
         self, *, busy_timeout: float = 5.0, inline_body_max: int | None = None
@@ -58,6 +62,8 @@ class Backend(Protocol):
 
 class SqliteBackend:
     stores_large_bodies_apart = False
+    counts_per_writer = False
+    claims_bring_bodies = False
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -124,6 +130,8 @@ class PostgresBackend:
     """An empty database of the session's cluster per test (see tests.support.postgres)."""
 
     stores_large_bodies_apart = True
+    counts_per_writer = True
+    claims_bring_bodies = True
 
     def __init__(self, cluster: PostgresCluster) -> None:
         self.cluster = cluster

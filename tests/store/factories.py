@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -123,3 +124,45 @@ async def fill_log(store: Store) -> None:
         if i % 3 == 0:
             await store.record_outcomes(message.id, [deferred("b@y.example", NOW + 9000)], [])
     assert await store.hold(messages[1].id)
+
+
+class UnlinkedDsns:
+    """Messages as a store made before DSNs kept their original's id: a DSN (its id in
+    its delivery-status part only, after ``padding`` bytes of text), an alert (postroom's
+    own mail, no original) and a message that quotes such a field; the upgrade links
+    only the DSN."""
+
+    def __init__(self, padding: int = 0) -> None:
+        self.original = new_message(at=NOW)
+        report = (
+            b"Subject: Undelivered Mail Returned to Sender\r\n"
+            b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+            b"\r\n--b\r\nContent-Type: text/plain\r\n\r\n" + b"x" * padding + b"\r\n"
+            b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+            b"Reporting-MTA: dns; mx.example.org\r\n"
+            b"X-Postroom-Queue-ID: " + self.original.id.encode() + b"\r\n\r\n"
+            b"Final-Recipient: rfc822; bob@example.net\r\nAction: failed\r\n--b--\r\n"
+        )
+        own = Source(SourceKind.DSN, protocol="local")
+        self.dsn = _from(new_message(report, at=NOW + 1, sender=None, recipients=(ALICE_TO,)), own)
+        self.alert = _from(new_message(b"Subject: alert\r\n\r\nqueue\r\n", at=NOW + 2), own)
+        quoted = b"Subject: see\r\n\r\nX-Postroom-Queue-ID: " + self.original.id.encode() + b"\r\n"
+        self.quoting = new_message(quoted, at=NOW + 3)
+        self.all = (self.original, self.dsn, self.alert, self.quoting)
+
+    async def check(self, store: Store) -> None:
+        """After the upgrade: the DSN is linked, the rest are not."""
+        links = {}
+        for message in self.all:
+            stored = await store.message(message.id)
+            assert stored is not None
+            links[message.id] = stored.dsn_of
+        wanted = {m.id: (self.original.id if m is self.dsn else None) for m in self.all}
+        assert links == wanted, (links, wanted)
+
+
+ALICE_TO = Recipient(ALICE)
+
+
+def _from(message: NewMessage, source: Source) -> NewMessage:
+    return dataclasses.replace(message, source=source)

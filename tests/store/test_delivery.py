@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
 from postroom.store import QueueStore, RecipientStatus, Store
 from postroom.store.models import Claim, RecipientUpdate
+from postroom.store.postgres.delivery import CLAIM_BODY_MAX
 from tests.store.conftest import Backend
 from tests.store.factories import (
     NOW,
@@ -21,6 +23,7 @@ from tests.store.factories import (
     final,
     new_message,
     to,
+    writer_held,
 )
 
 pytestmark = pytest.mark.store_parts("queue")
@@ -254,6 +257,27 @@ async def test_record_outcomes_round_trip(store: Store) -> None:
 
 
 @pytest.mark.store_parts("log")  # reads the attempt rows back
+async def test_an_attempt_keeps_the_route_it_took_and_why(store: Store) -> None:
+    message = new_message(at=NOW, recipients=to(BOB))
+    await store.enqueue(message)
+    await store.claim_due(NOW, limit=10, lease=LEASE)
+    first = replace(
+        attempt(message.id, BOB, NOW + 1, "deferred", mailer="relay", code=421, text="4.7.0 busy"),
+        route="billing",
+        route_reason="matched sender_domain equals 'shop.example'",
+    )
+    second = replace(
+        attempt(message.id, BOB, NOW + 1, mailer="backup"),
+        route="billing",
+        route_reason="failover after relay failed: 421 4.7.0 busy",
+    )
+    await store.record_outcomes(message.id, [delivered(BOB)], [first, second])
+    assert await store.attempts(message.id) == [first, second]
+    # An attempt recorded without one (as before routes were kept) reads back as such.
+    assert attempt(message.id, BOB, NOW).route is None
+
+
+@pytest.mark.store_parts("log")  # reads the attempt rows back
 async def test_final_states_and_late_outcomes(store: Store) -> None:
     message = new_message(at=NOW, recipients=to(BOB, CAROL, DAVE))
     await store.enqueue(message)
@@ -304,6 +328,64 @@ async def test_outcomes_of_a_deleted_message_are_dropped(
     assert await store.delete(message.id) is True
     await store.record_outcomes(message.id, [delivered(BOB)], [attempt(message.id, BOB, NOW)])
     assert backend.rows_of(store, message.id) == 0
+
+
+@pytest.mark.store_parts("log")  # reads the attempt rows back
+async def test_outcomes_of_many_messages_in_one_batch_each_go_to_their_own(
+    store: Store, backend: Backend
+) -> None:
+    # Attempts finishing together are recorded in one transaction (on PostgreSQL, as one
+    # statement per table): each outcome lands on its own message, one deleted meanwhile
+    # takes nothing down with it, and the attempts keep the order they were given in.
+    messages = [new_message(at=NOW + i, recipients=to(BOB, CAROL)) for i in range(4)]
+    for message in messages:
+        await store.enqueue(message)
+    await store.claim_due(NOW + 10, limit=10, lease=LEASE)
+    gone = messages[2]
+    assert await store.delete(gone.id) is True
+    outcomes = [
+        (
+            [delivered(BOB), deferred(CAROL, NOW + 100 + i)],
+            [
+                attempt(m.id, CAROL, NOW + 20, "deferred", code=451, text="4.3.0 later"),
+                attempt(m.id, BOB, NOW + 20),
+            ],
+        )
+        for i, m in enumerate(messages)
+    ]
+    async with writer_held(backend.committer(store)):
+        recorded = [
+            asyncio.create_task(store.record_outcomes(m.id, *outcomes[i]))
+            for i, m in enumerate(messages)
+        ]
+        await asyncio.sleep(0)  # submitted: they wait for the writer, together
+    await asyncio.gather(*recorded)
+    for i, message in enumerate(messages):
+        stored = await store.message(message.id)
+        if message is gone:
+            assert stored is None and backend.rows_of(store, message.id) == 0
+            continue
+        assert stored is not None
+        assert [(r.status, r.attempts, r.next_attempt_at) for r in stored.recipients] == [
+            (RecipientStatus.DELIVERED, 1, None),
+            (RecipientStatus.DEFERRED, 1, NOW + 100 + i),
+        ]
+        assert await store.attempts(message.id) == outcomes[i][1]
+
+
+async def test_a_claim_brings_a_small_message_body_where_the_engine_reads_it_with_it(
+    store: QueueStore, backend: Backend
+) -> None:
+    small = new_message(at=NOW)
+    large = new_message(b"x" * (CLAIM_BODY_MAX + 1), at=NOW + 1)
+    for message in (small, large):
+        await store.enqueue(message)
+    claims = await store.claim_due(NOW + 1, limit=10, lease=LEASE)
+    assert [c.message.id for c in claims] == [small.id, large.id]
+    first, second = claims
+    assert (first.body is not None) is backend.claims_bring_bodies
+    assert first.body in (None, await store.read_body(small.id))
+    assert second.body is None  # read when it is sent, not held by the claim
 
 
 async def test_next_due(store: QueueStore) -> None:

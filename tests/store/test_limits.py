@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from postroom.store import Store
+from postroom.store.limitops import WAITING_MARK
 from postroom.store.models import Window
 from tests.store.conftest import Backend
 
@@ -163,7 +164,13 @@ async def test_slots_are_held_up_to_the_limit_across_stores_and_released(
         await first.release_slot(key, "node-a")
     else:
         await second.release_slot(key, "node-b")
-    assert await second.take_slot(key, 3, "node-b", NOW, lease=60)
+    # The slot given back is taken again, once (by whichever holder is below its
+    # share: both have waited), and then all are held again.
+    again = [
+        await s.take_slot(key, 3, holder, NOW, lease=60)
+        for s, holder in ((first, "node-a"), (second, "node-b"))
+    ]
+    assert again.count(True) == 1
     assert not await first.take_slot(key, 3, "node-a", NOW, lease=60)
     assert await first.take_slot("mx other.example", 3, "node-a", NOW, lease=60)
 
@@ -192,3 +199,26 @@ async def test_releasing_a_slot_not_held_changes_nothing(store: Store) -> None:
     assert await store.take_slot("mx example.com", 1, "a", NOW, lease=60)
     await store.release_slot("mx example.com", "nobody")
     assert not await store.take_slot("mx example.com", 1, "b", NOW, lease=60)
+
+
+async def test_a_holder_that_waits_gets_its_share_of_the_slots(store: Store) -> None:
+    # Slots are held per connection: without shares, the first node to open its
+    # connections would keep every slot while another node's mail waited.
+    key = "connections relay smtp.example"
+    for _ in range(4):  # alone: all of them
+        assert await store.take_slot(key, 4, "node-a", NOW, lease=60)
+    assert await store.slot_contenders("node-a", NOW) == {}
+    assert not await store.take_slot(key, 4, "node-b", NOW, lease=60)
+    assert await store.slot_contenders("node-a", NOW) == {key: 2}  # b waits
+    assert await store.slot_contenders("node-b", NOW) == {}  # b holds none to give back
+    await store.release_slot(key, "node-a")
+    # a, at its share (2 of 4) or above, may not take back what it gave while b waits.
+    assert not await store.take_slot(key, 4, "node-a", NOW, lease=60)
+    assert await store.take_slot(key, 4, "node-b", NOW, lease=60)
+    await store.release_slot(key, "node-a")
+    assert await store.take_slot(key, 4, "node-b", NOW, lease=60)
+    assert not await store.take_slot(key, 4, "node-c", NOW, lease=60)  # all 4 held
+    assert await store.slot_contenders("node-b", NOW) == {key: 3}  # a and c wait
+    # A wait is marked for a moment: a holder that stopped asking stops counting.
+    assert await store.slot_contenders("node-b", NOW + WAITING_MARK) == {}
+    assert await store.take_slot(key, 5, "node-a", NOW + WAITING_MARK, lease=60)

@@ -158,6 +158,45 @@ async def test_a_recipient_search_matches_an_address_or_a_domain_from_its_start(
     assert await ids(store, to="bob", cursor=log.m3.id) == log.ids(log.m0)
 
 
+@pytest.mark.parametrize("walk", [1, 2_000], ids=["indexes", "walk"])
+async def test_a_recipient_search_finds_letters_beyond_ascii_and_either_form_of_a_domain(
+    store: Store, log: Log, walk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Beyond ASCII in any case, from the first letter on; a domain as U-labels finds it
+    # stored as A-labels and the other way round (log.m1 is ZOË@bücher.example).
+    monkeypatch.setattr(logsearch, "SCAN_FIRST", walk)
+    upper = new_message(at=NOW + 100, recipients=to("MÜLLER@example.de"))
+    a_label = new_message(at=NOW + 101, recipients=to("ünal@xn--bcher-kva.example"))
+    await asyncio.gather(store.enqueue(upper), store.enqueue(a_label))
+    assert await ids(store, to="müller@") == [upper.id]
+    assert await ids(store, to="Müller@EXAMPLE.de") == [upper.id]
+    assert await ids(store, to="ü") == [a_label.id]
+    assert await ids(store, to="ÜNAL@") == [a_label.id]
+    assert await ids(store, to="@bücher.example") == [a_label.id, log.m1.id]
+    assert await ids(store, to="@XN--BCHER-KVA.example") == [a_label.id, log.m1.id]
+    assert await ids(store, to="bücher") == [a_label.id, log.m1.id]
+    assert await ids(store, to="ünal@bücher.example") == [a_label.id]
+    assert await ids(store, to="zoë@xn--bcher-kva") == [log.m1.id]
+    assert await ids(store, to="ünal@bücher.examplex") == []
+    assert await ids(store, to="müllers") == []
+
+
+async def test_a_dsn_is_found_by_the_message_it_reports_on(store: Store) -> None:
+    original = new_message(at=NOW)
+    dsn = replace(
+        new_message(at=NOW + 1, sender=None, recipients=to("alice@example.org")),
+        source=Source(SourceKind.DSN, protocol="local", dsn_of=original.id),
+    )
+    other = new_message(at=NOW + 2)
+    for message in (original, dsn, other):
+        await store.enqueue(message)
+    stored = await store.message(dsn.id)
+    assert stored is not None and stored.dsn_of == original.id
+    assert getattr(await store.message(original.id), "dsn_of", "missing") is None
+    assert await ids(store, dsn_of=original.id) == [dsn.id]
+    assert await ids(store, dsn_of=other.id) == []
+
+
 def store_address(message: NewMessage) -> str:
     return str(message.envelope.recipients[0].address)
 
@@ -310,6 +349,32 @@ async def test_the_log_filters_by_time_range_mailer_subject_and_tag(store: Store
     assert await ids(store, tag="welcome") == [early.id]
     assert await ids(store, tag="ü-tag") == [early.id]
     assert await ids(store, tag="welc") == []  # a whole tag, not a piece of one
+
+
+async def test_a_bounded_window_finds_what_the_same_filters_find_unbounded(
+    store: Store, log: Log
+) -> None:
+    # A page bounded by cursor and floor reads its window's rows of the other tables as
+    # one range: the answers are those of the whole log, cut to the window.
+    meta = [MessageMeta(m.id, None, f"Order {i}", ("shop",)) for i, m in enumerate(log.bulk)]
+    for record in meta:
+        await store.save_send(record, None, forget_before=0)
+    for m in log.bulk[:20]:
+        await settle(store, m, delivered(store_address(m)))
+    for filters in (
+        {"status": "queued"},
+        {"status": "delivered"},
+        {"mailer": "mx"},
+        {"subject": "order 1"},
+        {"tag": "shop"},
+        {"status": "delivered", "subject": "ORDER"},
+    ):
+        whole = await ids(store, limit=100, **filters)
+        assert len(whole) >= 3, filters
+        cursor, floor = whole[0], whole[-2]
+        window = await ids(store, limit=100, cursor=cursor, floor=floor, **filters)
+        assert window == whole[1:-1], filters
+        assert await ids(store, limit=2, cursor=cursor, floor=floor, **filters) == whole[1:3]
 
 
 async def test_attempt_counts_are_per_slot_mailer_sender_domain_and_outcome(store: Store) -> None:

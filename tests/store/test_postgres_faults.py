@@ -1,5 +1,6 @@
 """The PostgreSQL engine when the database misbehaves: a server that stops answering
-without closing its connections, and a commit whose answer was lost."""
+without closing its connections, a commit whose answer was lost, and connections the
+server ended between two calls."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from postroom.store.postgres import PostgresStore
 from postroom.store.postgres.connection import Link, Writer
 from postroom.store.postgres.guard import Guard
 from tests.store.factories import HEADER, NOW, new_message, to
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, end_connections
 
 TIMEOUT = 1.0  # [database] timeout of the stores here: seconds a call may go unanswered
 # A call that runs out of time answers within its timeout, give or take the watchdog's
@@ -94,12 +95,12 @@ class AnswerLost(Writer):
     """A writer whose first commit reaches the database, and whose connection is then
     lost before the answer comes back: the batch's result is unknown to the node."""
 
-    lost = False
+    answer_lost = False
 
     def commit(self, link: Link) -> None:
         super().commit(link)
-        if not self.lost:
-            self.lost = True
+        if not self.answer_lost:
+            self.answer_lost = True
             link.conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
@@ -120,7 +121,7 @@ async def test_a_batch_retried_after_its_commit_answer_was_lost_stores_each_mess
         # Submitted in one loop iteration: one batch, one (lost) commit answer; each job
         # is then tried again alone, and finds its message stored by that commit.
         await asyncio.gather(*(store.enqueue(m) for m in messages))
-        assert writer.lost and store.committer.fallbacks == fallbacks + 1
+        assert writer.answer_lost and store.committer.fallbacks == fallbacks + 1
         assert [m.id for m in await store.messages()] == [m.id for m in messages]
         for message in messages:
             assert rows(database, message.id) == (1, 2, 1)
@@ -145,5 +146,62 @@ async def test_another_message_with_a_stored_queue_id_is_refused_not_taken_for_i
         assert isinstance(results[0], StoreUnavailable) and results[1] is None
         assert await store.read_body(first.id) == HEADER + b"Subject: first\r\n\r\n1\r\n"
         assert [m.id for m in await store.messages()] == [first.id, neighbour.id]
+    finally:
+        await store.aclose()
+
+
+async def test_connections_ended_between_calls_are_made_anew_and_the_next_calls_succeed(
+    database: str,
+) -> None:
+    store = PostgresStore(database, timeout=TIMEOUT)
+    await store.start()
+    try:
+        first, second = new_message(at=NOW), new_message(at=NOW + 1)
+        await store.enqueue(first)
+        assert await store.recipient("example.net", "bob@example.net") == (False, False)
+        assert await store.take_token("api:key", NOW, per_second=10, burst=10) == 0
+        assert end_connections(database) >= 3  # the writer's, a reader's, the limits'
+        fallbacks = store.committer.fallbacks
+        await store.enqueue(second)  # the writer's
+        assert await store.message(second.id) is not None  # a reader's
+        assert await store.take_token("api:key", NOW, per_second=10, burst=10) == 0  # the limits'
+        assert store.committer.fallbacks == fallbacks
+        assert rows(database, second.id) == (1, 1, 1)
+    finally:
+        await store.aclose()
+
+
+class EndedAtBegin(Writer):
+    """A writer whose connection the server ends once just as a batch begins, after
+    the writer looked at it: the batch's first statement finds it dead."""
+
+    ended = False
+
+    def begin(self, link: Link) -> None:
+        super().begin(link)
+        if not self.ended:
+            self.ended = True
+            end_connections(self._url)
+
+
+async def test_a_batch_whose_connection_was_found_dead_runs_again_whole_and_commits_once(
+    database: str,
+) -> None:
+    store = PostgresStore(database, timeout=TIMEOUT)
+    guard = Guard(TIMEOUT, pause=0.0)
+    writer = EndedAtBegin(database, TIMEOUT / 2, guard=guard)
+    store.committer = GroupCommitter(writer)
+    await store.start()
+    try:
+        # Just after a failure: this batch is the guard's one try, and so is its rerun.
+        guard.failed()
+        messages = [new_message(at=NOW + i) for i in range(3)]
+        commits, fallbacks = store.committer.commits, store.committer.fallbacks
+        await asyncio.gather(*(store.enqueue(m) for m in messages))
+        assert writer.ended
+        # One batch, run twice: not failed, not split into jobs run alone.
+        assert (store.committer.commits, store.committer.fallbacks) == (commits + 1, fallbacks)
+        for message in messages:
+            assert rows(database, message.id) == (1, 1, 1)
     finally:
         await store.aclose()

@@ -11,11 +11,12 @@ import psycopg
 import pytest
 
 from postroom.errors import StoreError, StoreUnavailable
-from postroom.store import open_store
+from postroom.store import logsearch, open_store
+from postroom.store.models import LogQuery
 from postroom.store.open import shown_url
-from postroom.store.postgres import PostgresStore, schema
+from postroom.store.postgres import PostgresStore, log, schema
 from postroom.store.postgres.connection import Link
-from tests.store.factories import NOW, fill_log, new_message
+from tests.store.factories import NOW, UnlinkedDsns, fill_log, new_message, to
 from tests.support.postgres import PASSWORD, PASSWORD_USER, PostgresCluster
 from tests.support.servers import smtp_client
 from tests.support.thread import ServerThread
@@ -244,33 +245,6 @@ async def test_commits_are_synchronous_whatever_the_database_default(
         await store.aclose()
 
 
-async def test_the_writer_reconnects_after_losing_its_connection(
-    postgres_cluster: PostgresCluster, migrated_database: str
-) -> None:
-    """A connection the server dropped (a restart, a failover) fails the jobs of that
-    batch as unavailable; the next batch connects again and nothing is lost."""
-    url = postgres_cluster.url(migrated_database)
-    store = PostgresStore(url)
-    await store.start()
-    try:
-        first = new_message()
-        await store.enqueue(first)
-        with postgres_cluster.admin() as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                (migrated_database,),
-            )
-        lost = new_message(at=NOW + 1)
-        with pytest.raises(StoreUnavailable):
-            await store.enqueue(lost)
-        second = new_message(at=NOW + 2)
-        await store.enqueue(second)
-        assert [m.id for m in await store.messages()] == [first.id, second.id]
-    finally:
-        await store.aclose()
-
-
 def test_a_server_configured_with_a_postgresql_url_accepts_mail_into_it(
     postgres_cluster: PostgresCluster,
     migrated_database: str,
@@ -416,3 +390,83 @@ async def test_a_version_5_database_gets_the_counts_its_log_and_queue_imply(
         ]
         indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes")}
     assert {"recipients_address", "recipients_domain", "recipients_waiting"} <= indexes
+
+
+async def test_a_version_7_database_links_the_dsns_it_made_to_their_messages(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    # A body above inline_body_max is a large object: the upgrade reads it too.
+    url = postgres_cluster.url(migrated_database)
+    made = UnlinkedDsns(padding=4096)
+    store = PostgresStore(url, inline_body_max=1024)
+    await store.start()
+    try:
+        for message in made.all:
+            await store.enqueue(message)
+    finally:
+        await store.aclose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DROP INDEX messages_dsn_of; ALTER TABLE messages DROP COLUMN dsn_of;"
+            " ALTER TABLE attempts DROP COLUMN route, DROP COLUMN route_reason"
+        )
+    set_version(url, 7)
+    store = PostgresStore(url)
+    await store.start()
+    try:
+        await made.check(store)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("term", ["müller", "Ünal@", "@bücher.example", "bob"])
+async def test_a_recipient_search_reads_the_indexes_whatever_its_first_letter(
+    postgres_cluster: PostgresCluster, migrated_database: str, term: str
+) -> None:
+    url = postgres_cluster.url(migrated_database)
+    store = PostgresStore(url)
+    await store.start()
+    await store.aclose()
+    where, params = logsearch.conditions(LogQuery(to=term), log.DIALECT, indexed=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # an empty table: the plan if it can
+        found = conn.execute(f"EXPLAIN SELECT m.id FROM messages m WHERE {where}", params)
+        plan = "\n".join(row[0] for row in found)
+    assert "Seq Scan on recipients" not in plan
+    assert "recipients_address" in plan or "recipients_domain" in plan
+
+
+async def test_a_counter_row_being_written_is_left_for_the_next_merge(
+    postgres_cluster: PostgresCluster, migrated_database: str
+) -> None:
+    # Another node's transaction is counting into its own rows (not committed yet): the
+    # merge neither waits for it nor folds a count that may still change or roll back.
+    url = postgres_cluster.url(migrated_database)
+    store = PostgresStore(url, timeout=2.0)
+    await store.start()
+
+    def shards(conn: psycopg.Connection[tuple[int]]) -> int:
+        row = conn.execute("SELECT count(*) FROM queue_totals WHERE shard <> 0").fetchone()
+        assert row is not None
+        return row[0]
+
+    try:
+        message = new_message(at=NOW, recipients=to("a@example.net", "b@example.net"))
+        await store.enqueue(message)  # counted in the store's writer's rows
+        defer = "UPDATE recipients SET status = 'deferred' WHERE message_id = %s AND address = %s"
+        with psycopg.connect(url) as writing, psycopg.connect(url, autocommit=True) as looking:
+            writing.execute(defer, (message.id, "a@example.net"))
+            writing.commit()
+            assert shards(looking) == 3  # the store's queued; the other's queued, deferred
+            writing.execute(defer, (message.id, "b@example.net"))  # its rows, locked
+            assert await asyncio.wait_for(store.merge_counters(), 1.0) == 1
+            assert shards(looking) == 2
+            writing.commit()
+        summary = await store.queue_summary()
+        assert (summary.queued, summary.deferred) == (0, 2)
+        assert await store.merge_counters() == 2
+        with psycopg.connect(url, autocommit=True) as looking:
+            assert shards(looking) == 0
+        assert await store.queue_summary() == summary
+    finally:
+        await store.aclose()

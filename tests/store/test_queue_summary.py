@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from postroom.store import RecipientStatus, Store, totals
-from postroom.store.models import QueueSummary
-from tests.store.factories import NOW, deferred, delivered, final, new_message, to
+from postroom.store.models import AttemptCount, QueueSummary
+from tests.store.conftest import Backend
+from tests.store.factories import NOW, attempt, deferred, delivered, final, new_message, to
 
 pytestmark = pytest.mark.store_parts("queue")
 
@@ -93,3 +94,44 @@ async def test_waiting_messages_are_counted_up_to_a_bound(
         await store.enqueue(new_message(at=NOW + i, recipients=to("a@example.net")))
     summary = await store.queue_summary()
     assert (summary.queued, summary.messages, summary.more_messages) == (3, 2, True)
+
+
+@pytest.mark.store_parts("log")
+async def test_merging_the_counters_changes_no_count(backend: Backend) -> None:
+    # Two writers (two nodes, or a node and the CLI) count into rows of their own where
+    # the engine keeps rows per writer; a merge folds them, and every count reads the same
+    # before and after, and goes on counting on every writer after it.
+    node, other = await backend.open(), await backend.open()
+    at = 3600 * 1000
+    first = new_message(at=NOW - 100, recipients=to("a@example.net", "b@example.net"))
+    second = new_message(at=NOW, recipients=to("c@example.net", "d@example.net"))
+    await node.enqueue(first)
+    await other.enqueue(second)
+    await node.record_outcomes(
+        first.id, [deferred("a@example.net", NOW + 60)], [attempt(first.id, "a@example.net", at)]
+    )
+    await other.record_outcomes(
+        second.id, [delivered("c@example.net")], [attempt(second.id, "c@example.net", at + 1)]
+    )
+    assert await other.hold(first.id)
+
+    async def counts() -> tuple[QueueSummary, list[AttemptCount]]:
+        return await node.queue_summary(), await node.attempt_counts(at, 300)
+
+    before = await counts()
+    assert before[0].held == 2 and before[0].queued == 1
+    assert [c.count for c in before[1]] == [2]
+
+    assert (await node.merge_counters() > 0) is backend.counts_per_writer
+    assert await counts() == before
+    assert await other.merge_counters() == 0  # nothing left to fold
+
+    await other.record_outcomes(
+        second.id, [delivered("d@example.net")], [attempt(second.id, "d@example.net", at + 2)]
+    )
+    assert await other.release_hold(first.id)
+    summary, rollups = await counts()
+    assert (summary.queued, summary.deferred, summary.held) == (1, 1, 0)
+    assert [c.count for c in rollups] == [3]
+    await node.merge_counters()
+    assert await counts() == (summary, rollups)

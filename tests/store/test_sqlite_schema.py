@@ -20,7 +20,16 @@ from postroom.store.models import LogQuery
 from postroom.store.sqlite import SqliteStore, log
 from postroom.store.sqlite import delivery as sql
 from postroom.store.sqlite.schema import SCHEMA_VERSION
-from tests.store.factories import HEADER, NOW, attempt, deferred, delivered, fill_log, new_message
+from tests.store.factories import (
+    HEADER,
+    NOW,
+    UnlinkedDsns,
+    attempt,
+    deferred,
+    delivered,
+    fill_log,
+    new_message,
+)
 
 # The schema as version 1 wrote it, kept verbatim: databases like this exist on disk.
 SCHEMA_V1 = """\
@@ -266,6 +275,8 @@ async def test_api_keys_from_before_scopes_may_send_and_read_their_own_mail(
     await store.aclose()
     # Back to version 2 as it was on disk: no scopes or any_sender columns, one key.
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(_V8_OBJECTS)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("ALTER TABLE api_keys DROP COLUMN scopes")
         conn.execute("ALTER TABLE api_keys DROP COLUMN any_sender")
         conn.execute("ALTER TABLE users DROP COLUMN any_sender")
@@ -300,13 +311,15 @@ async def test_the_log_and_overview_queries_use_their_indexes(tmp_path: Path) ->
     store = SqliteStore(path)
     await store.start()
     await store.aclose()
-    where, params = logsearch.conditions(
-        LogQuery(to="bob@example.net", cursor="Z"), log.DIALECT, indexed=True
-    )
+    where, params = logsearch.conditions(LogQuery(to="bob", cursor="Z"), log.DIALECT, indexed=True)
     search = plan(path, f"SELECT m.id FROM messages m WHERE {where} ORDER BY m.id DESC", params)
     assert "USING INDEX recipients_address (<expr>>? AND <expr><?)" in search
     assert "USING INDEX recipients_domain (<expr>>? AND <expr><?)" in search
     assert "SCAN m" not in search
+    where, params = logsearch.conditions(LogQuery(dsn_of="Q1"), log.DIALECT, indexed=True)
+    dsns = plan(path, f"SELECT {rows.STORED_COLUMNS} FROM messages m WHERE {where}"
+                " ORDER BY m.id DESC LIMIT 50", params)  # fmt: skip
+    assert "INDEX messages_dsn_of (dsn_of=?)" in dsns and "TEMP B-TREE" not in dsns
     rollups = plan(path, rows.attempt_counts_sql("?"), rows.rollup_params(NOW, 3600))
     assert "USING PRIMARY KEY (period=? AND slot>?)" in rollups
     oldest = plan(path, "SELECT min(message_id) FROM recipients WHERE " + sql.PENDING)
@@ -350,7 +363,7 @@ async def test_a_version_5_store_gets_the_counts_its_log_and_queue_imply(tmp_pat
     finally:
         await store.aclose()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.executescript(_V6_OBJECTS)
+        conn.executescript(_V8_OBJECTS + _V6_OBJECTS)
     assert version_of(path) == 5
     store = SqliteStore(path)
     await store.start()
@@ -372,17 +385,67 @@ async def test_a_version_6_store_gets_the_complaints_and_message_webhook_indexes
     await store.start()
     await store.aclose()
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(_V8_OBJECTS)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("DROP INDEX events_complained")
         conn.execute("DROP INDEX webhook_deliveries_message")
         conn.execute("UPDATE schema_version SET version = 6")
     store = SqliteStore(path)
     await store.start()
     await store.aclose()
-    assert version_of(path) == SCHEMA_VERSION == 7
+    assert version_of(path) == SCHEMA_VERSION
     complaints = "SELECT at FROM events WHERE type = 'complained' AND at >= ?"
     assert "events_complained" in plan(path, complaints, (NOW,))
     one_message = "SELECT seq FROM webhook_deliveries WHERE queue_id = ? ORDER BY seq DESC"
     assert "webhook_deliveries_message" in plan(path, one_message, ("Q1",))
+
+
+async def test_a_recipient_search_beginning_beyond_ascii_reads_the_indexes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "plan.db"
+    store = SqliteStore(path)
+    await store.start()
+    await store.aclose()
+    for term in ("müller", "Ünal@", "@bücher.example", "élodie@xn--bcher-kva.example"):
+        where, params = logsearch.conditions(LogQuery(to=term), log.DIALECT, indexed=True)
+        search = plan(path, f"SELECT m.id FROM messages m WHERE {where}", params)
+        assert "SCAN r" not in search and "SCAN m" not in search, term
+        assert "USING INDEX recipients_" in search, term
+
+
+# The objects schema version 8 added: columns (schema.py's upgrade step) and an index.
+_V8_OBJECTS = """
+    DROP INDEX messages_dsn_of;
+    ALTER TABLE messages DROP COLUMN dsn_of;
+    ALTER TABLE attempts DROP COLUMN route;
+    ALTER TABLE attempts DROP COLUMN route_reason;
+    UPDATE schema_version SET version = 7;
+"""
+
+
+async def test_a_version_7_store_links_the_dsns_it_made_to_their_messages(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v7.db"
+    made = UnlinkedDsns(padding=70_000)
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        for message in made.all:
+            await store.enqueue(message)
+    finally:
+        await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(_V8_OBJECTS)
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        assert version_of(path) == SCHEMA_VERSION
+        await made.check(store)
+        assert await store.attempts(made.original.id) == []
+    finally:
+        await store.aclose()
 
 
 def counts(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

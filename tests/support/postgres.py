@@ -21,13 +21,14 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import trustme
 
-__all__ = ["PostgresCluster", "find_bindir"]
+__all__ = ["PostgresCluster", "end_connections", "find_bindir"]
 
 SUPERUSER = "postroom"
 TEMPLATE = "postroom_template"
@@ -199,6 +200,21 @@ class PostgresCluster:
     def drop_database(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def end_connections(url: str) -> int:
+    """End every other connection to ``url``'s database (``pg_terminate_backend``), as a
+    restart or an operator would, and wait until their backends are gone; how many."""
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with psycopg.connect(url, autocommit=True) as conn:
+        ended = conn.execute(f"SELECT count(pg_terminate_backend(pid)) {others}").fetchone()
+        deadline = time.monotonic() + 30
+        while conn.execute(f"SELECT count(*) {others}").fetchone() != (0,):
+            assert time.monotonic() < deadline, "the ended backends did not exit"
+            time.sleep(0.01)
+    assert ended is not None
+    count: int = ended[0]
+    return count
 
 
 def _children(parent: int) -> list[int]:

@@ -209,6 +209,17 @@ class AttemptOut(_Out):
     remote_ip: str | None
     provider_id: str | None
     duration: float
+    route: Annotated[
+        str | None,
+        Field(description="the route the attempt took, as decided then; null: not recorded"),
+    ]
+    route_reason: Annotated[
+        str | None,
+        Field(
+            description="why that route and mailer: the conditions that matched, 'default: ...'"
+            " or 'failover after MAILER failed: REPLY'"
+        ),
+    ]
 
 
 class MessageSummary(_Out):

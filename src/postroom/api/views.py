@@ -58,6 +58,8 @@ def _attempt(a: Attempt) -> AttemptOut:
         remote_ip=a.ip,
         provider_id=a.provider_id,
         duration=a.duration,
+        route=a.route,
+        route_reason=a.route_reason,
     )
 
 

@@ -160,6 +160,7 @@ def _fields(m: StoredMessage) -> list[tuple[str, Cell]]:
         ("User or key", m.principal),
         ("Held", "yes" if m.held else "no"),
         ("Body", "removed by retention (retention.bodies_days)" if m.body_removed else "kept"),
+        *([("DSN about", m.dsn_of)] if m.dsn_of else []),
     ]
 
 
@@ -220,6 +221,8 @@ def _attempt_json(a: Attempt) -> dict[str, object]:
         "provider_id": a.provider_id,
         "duration": a.duration,
         "disposition": a.disposition,
+        "route": a.route,
+        "route_reason": a.route_reason,
     }
 
 

@@ -25,19 +25,14 @@ __all__ = ["serve"]
     help="Upgrade an older PostgreSQL schema at start, as `postroom db migrate` does"
     " (an SQLite store is always upgraded at start).",
 )
-@click.option("--worker", is_flag=True, hidden=True, help="An accept worker (started by serve).")
 @pass_app
-def serve(app: AppContext, init: bool, migrate: bool, worker: bool) -> None:
+def serve(app: AppContext, init: bool, migrate: bool) -> None:
     """Run the mail server until SIGTERM or SIGINT.
 
     The first start in a new data directory creates the store; later starts refuse,
     with one line, a database that is missing, empty, damaged or not this directory's.
     A PostgreSQL schema older than this postroom is refused unless --migrate: with many
     nodes, upgrading is a step of its own (`postroom db migrate`)."""
-    if worker:
-        from postroom.runtime import run_worker
-
-        sys.exit(run_worker())
     settings = app.settings  # a bad file ends here, before anything starts
     from postroom.runtime import run
 

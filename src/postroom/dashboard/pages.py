@@ -21,12 +21,10 @@ from postroom.delivery.rules import MessageView
 from postroom.errors import PostroomError
 from postroom.ids import queue_id_floor, queue_id_time
 from postroom.mail.address import parse_address
-from postroom.mail.envelope import SourceKind
 from postroom.mailauth.dkim import KeyRing, zone_line
 from postroom.mailauth.dkimsign import signature_summary
 from postroom.mailauth.doctor import DomainCheck, check_domain
 from postroom.store.models import (
-    Attempt,
     LogQuery,
     RecipientState,
     RecipientStatus,
@@ -43,10 +41,10 @@ PAGE_SIZE = 50
 SEARCH_WINDOW = 50_000
 STATUSES = (*(s.value for s in RecipientStatus), HELD)
 _DAY = 86400.0
-_EXPLAINED = 5  # recipients whose route the message page explains
+_EXPLAINED = 5  # waiting recipients whose route under today's routes the message page explains
+_WAITING = (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
 _HOOKS = 200  # webhook deliveries the message page lists
-_DSN_LAG = 300.0  # seconds from an attempt to its DSN being queued (the store may wait)
-_DSN_CANDIDATES = 50  # DSNs to the sender in that time read for the message's id
+_DSNS = 50  # DSNs the message page lists (one per failure, delay warning, success)
 _SMTP = ("mx", "smtp")  # mailers that send the stored bytes as they are
 # The overview's windows: name -> (slot, window) in seconds.
 _SPANS = {
@@ -169,7 +167,8 @@ class Pages:
             shown=shown,
             explained=await self._routes(message.sender, message.recipients, data or b""),
             attempts=attempts,
-            dsns=await self._dsns_of(message, attempts),
+            dsns=await self._dsns_of(message),
+            original=await self._original(message),
             # The bytes every SMTP attempt sent (signed once, at intake): their DKIM
             # signatures, as the delivery log line gives them.
             dkim=signature_summary(data) if data is not None else None,
@@ -180,28 +179,10 @@ class Pages:
             notice=visit.request.query_params.get("notice", ""),
         )
 
-    async def _dsns_of(
-        self, message: StoredMessage, attempts: Sequence[Attempt]
-    ) -> list[StoredMessage]:
-        """The DSNs postroom queued about ``message``. The store keeps no link from a DSN
-        to its message but the DSN's own ``X-Postroom-Queue-ID`` field, and a DSN is
-        queued right after the attempt that called for it: so the DSNs to the sender
-        queued while the attempts were made, each read for that field."""
-        if not message.sender or not attempts:
-            return []
-        query = LogQuery(
-            to=message.sender,
-            source_kind=SourceKind.DSN.value,
-            since=min(a.at for a in attempts),
-            until=max(a.at for a in attempts) + _DSN_LAG,
-            limit=_DSN_CANDIDATES,
-        )
-        marker = f"X-Postroom-Queue-ID: {message.id}\r\n".encode()
-        found = []
-        for candidate in await self.store.query(query):
-            body = await self.store.read_body(candidate.id)
-            if body is not None and marker in body:
-                found.append(candidate)
+    async def _dsns_of(self, message: StoredMessage) -> list[StoredMessage]:
+        """The DSNs postroom queued about ``message`` (each stores its original's id),
+        oldest first."""
+        found = await self.store.query(LogQuery(dsn_of=message.id, limit=_DSNS))
         return sorted(found, key=lambda m: m.received_at)
 
     async def queue(self, visit: Visit) -> Response:
@@ -277,12 +258,20 @@ class Pages:
         table = RouteTable.from_settings(self.web.deps.settings, await self.store.domains())
         return table.explain(MessageView(message, address))
 
+    async def _original(self, message: StoredMessage) -> StoredMessage | str | None:
+        """The message a DSN reports on; its id alone when it is gone (retention)."""
+        if message.dsn_of is None:
+            return None
+        return await self.store.message(message.dsn_of) or message.dsn_of
+
     async def _routes(
         self, sender: str, recipients: Sequence[RecipientState], data: bytes
     ) -> list[Explanation]:
-        """The route each of the first few recipients takes under today's routes."""
+        """The route each of the first few recipients still waiting would take under
+        today's routes (the routes of attempts made are recorded with them)."""
         found: list[Explanation] = []
-        for recipient in recipients[:_EXPLAINED]:
+        waiting = [r for r in recipients if r.status in _WAITING]
+        for recipient in waiting[:_EXPLAINED]:
             with contextlib.suppress(PostroomError, ValueError):
                 found.append(await self._explain(sender, recipient.address, data))
         return found

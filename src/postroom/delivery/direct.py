@@ -66,6 +66,7 @@ class _Planned:
     owner: DirectDelivery
     message: OutboundMessage
     routes: Mapping[Route, Sequence[OutboundRecipient]]
+    reasons: Mapping[str, str]  # why each recipient (by address) is on its route
     addresses: frozenset[str]
     lease_until: float
 
@@ -115,20 +116,22 @@ class DirectDelivery:
         table = RouteTable(self._routes, local_domains.__contains__)
         view: MessageView | None = None
         routes: dict[Route, list[OutboundRecipient]] = defaultdict(list)
+        reasons: dict[str, str] = {}
         for rcpt in message.envelope.recipients:
             address = str(rcpt.address)
             notify = notify_text(rcpt.notify)
             if address in rejected or wants_dsn("success", notify, outbound.sender):
                 continue
             view = MessageView(outbound, address) if view is None else view.for_recipient(address)
-            route = table.chain_for(view)
-            if self._mailers.issuperset(route.mailers):
-                routes[route].append(OutboundRecipient(address, notify, rcpt.orcpt))
+            choice = table.decide(view)
+            if self._mailers.issuperset(choice.route.mailers):
+                routes[choice.route].append(OutboundRecipient(address, notify, rcpt.orcpt))
+                reasons[address] = choice.reason
         if not routes:
             return None
         addresses = frozenset(r.address for rcpts in routes.values() for r in rcpts)
         until = self._clock.time() + settings.lease
-        return _Planned(self, outbound, dict(routes), addresses, until)
+        return _Planned(self, outbound, dict(routes), reasons, addresses, until)
 
     def start(self, planned: _Planned) -> None:
         task = asyncio.create_task(self._deliver(planned))
@@ -163,7 +166,7 @@ class DirectDelivery:
             for route, recipients in planned.routes.items():
                 sender = self._return_path(message.sender, message.id, route.verp)
                 result = await self._router.deliver(
-                    route, replace(message, sender=sender), recipients
+                    route, replace(message, sender=sender), recipients, planned.reasons
                 )
                 delivered.extend(o for o in result.final if o.disposition is Disposition.DELIVERED)
                 tried.extend(result.attempts)

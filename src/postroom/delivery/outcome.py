@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from postroom.smtp.replies import Reply
 
-__all__ = ["Disposition", "Outcome", "RemoteInfo"]
+__all__ = ["Disposition", "Outcome", "RemoteInfo", "Routed"]
 
 
 class Disposition(StrEnum):
@@ -34,6 +34,15 @@ class RemoteInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Routed:
+    """The route an attempt was made on and why, as the router decided it then: kept with
+    the attempt, since the routes may be configured otherwise by the time it is read."""
+
+    route: str  # the route's name
+    reason: str  # the conditions that matched, "default: ...", or "failover after ..."
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     recipient: str  # the recipient address as stored
     disposition: Disposition
@@ -44,3 +53,4 @@ class Outcome:
     # DEFERRED only: the wall time to try again at, when the mailer knows it (a provider's
     # 429 retry hint, the end of a sending-limit window); the scheduler's backoff otherwise.
     retry_at: float | None = None
+    routed: Routed | None = None  # set by the router, not the mailer

@@ -47,6 +47,8 @@ def attempt_row(message_id: str, at: float, outcome: Outcome) -> Attempt:
         tls=remote.tls if remote else None,
         provider_id=remote.provider_id if remote else None,
         duration=outcome.duration,
+        route=outcome.routed.route if outcome.routed else None,
+        route_reason=outcome.routed.reason if outcome.routed else None,
     )
 
 

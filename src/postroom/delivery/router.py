@@ -2,14 +2,15 @@
 
 ``RouteTable`` picks a recipient's ``Route``: the first configured route whose
 conditions match, else ``default-local`` (the ``local`` mailer) for local domains and
-``default-remote`` (the ``mx`` mailer) for the rest. ``explain()`` says why.
+``default-remote`` (the ``mx`` mailer) for the rest. ``explain()`` says why, condition
+by condition; ``decide()`` says it in a line, as each attempt records it.
 
 ``Router.deliver()`` walks a route's chain for a batch of recipients: all go to the
 first mailer; those it defers with ``failover`` go to the next, in the same attempt;
 and so on. Each recipient's final outcome is the last mailer's; every outcome of every
-mailer is kept for the log. The router knows nothing of SMTP or HTTP: only outcomes.
-A mailer that raises, or forgets a recipient, costs a deferral with failover, never
-the caller's attempt.
+mailer is kept for the log, with the route and why that mailer was tried (``Routed``).
+The router knows nothing of SMTP or HTTP: only outcomes. A mailer that raises, or
+forgets a recipient, costs a deferral with failover, never the caller's attempt.
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ from postroom.config.routes import DEFAULT_LOCAL, DEFAULT_REMOTE, RouteSettings
 from postroom.config.settings import Settings
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
-from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
-from postroom.delivery.rules import ALWAYS, Group, GroupResult, MessageView, compile_group
+from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo, Routed
+from postroom.delivery.rules import (
+    ALWAYS,
+    Group,
+    GroupResult,
+    MessageView,
+    compile_group,
+    conditions_held,
+)
 from postroom.errors import AddressError
 from postroom.mail.address import to_ascii_domain
 from postroom.mail.tracking import Tracking
@@ -38,6 +46,7 @@ __all__ = [
     "Explanation",
     "Route",
     "RouteCheck",
+    "RouteChoice",
     "RouteTable",
     "RoutedResult",
     "Router",
@@ -91,6 +100,14 @@ class Explanation:
         return self.route.name in (DEFAULT_LOCAL, DEFAULT_REMOTE)
 
 
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """A recipient's route and the one-line reason recorded with its attempts."""
+
+    route: Route
+    reason: str
+
+
 class RouteTable:
     def __init__(self, routes: Sequence[Route], local_domain: Callable[[str], bool]) -> None:
         self.routes = tuple(routes)
@@ -114,6 +131,16 @@ class RouteTable:
         recipient."""
         return next((route for route in self.routes if route.rule.matches(view)), None)
 
+    def decide(self, view: MessageView) -> RouteChoice:
+        """``chain_for``'s route, and why in a line: the conditions of the route that held
+        (only that route is traced), or the default's reason."""
+        route = self.configured_for(view)
+        if route is None:
+            default, reason = self._default_reason(view.recipient, bool(self.routes))
+            return RouteChoice(default, f"default: {reason}")
+        held = conditions_held(route.rule.trace(view))
+        return RouteChoice(route, f"matched {held}" if held else "matched: it has no conditions")
+
     def explain(self, view: MessageView) -> Explanation:
         checked: list[RouteCheck] = []
         for route in self.routes:
@@ -122,12 +149,15 @@ class RouteTable:
             if result.matched:
                 reason = f"route {route.name!r} is the first whose conditions match"
                 return Explanation(view.recipient, route, tuple(checked), reason)
-        domain = _ascii_domain(view.recipient.rpartition("@")[2])
-        default = self._default(view.recipient)
-        local = "is" if default is DEFAULT_LOCAL_ROUTE else "is not"
-        first = "no configured route matches" if checked else "no routes are configured"
-        reason = f"{first}, and {domain!r} {local} a local domain"
+        default, reason = self._default_reason(view.recipient, bool(checked))
         return Explanation(view.recipient, default, tuple(checked), reason)
+
+    def _default_reason(self, recipient: str, configured: bool) -> tuple[Route, str]:
+        domain = _ascii_domain(recipient.rpartition("@")[2])
+        default = self._default(recipient)
+        local = "is" if default is DEFAULT_LOCAL_ROUTE else "is not"
+        first = "no configured route matches" if configured else "no routes are configured"
+        return default, f"{first}, and {domain!r} {local} a local domain"
 
     def _default(self, recipient: str) -> Route:
         domain = _ascii_domain(recipient.rpartition("@")[2])
@@ -148,6 +178,11 @@ def _ascii_domain(domain: str) -> str:
 class RoutedResult:
     final: list[Outcome]  # one per recipient, in the order given: the last mailer's word
     attempts: list[Outcome]  # every mailer's outcomes, in the order they were tried
+
+
+def _after_failover(route: str, failed: Outcome) -> Routed:
+    mailer = failed.remote.mailer if failed.remote is not None else "?"
+    return Routed(route, f"failover after {mailer} failed: {failed.reply}")
 
 
 def _mailer_failed(name: str, error: BaseException) -> Reply:
@@ -177,12 +212,19 @@ class Router:
         route: Route,
         message: OutboundMessage,
         recipients: Sequence[OutboundRecipient],
+        reasons: Mapping[str, str] | None = None,
     ) -> RoutedResult:
+        """``reasons``: why each recipient (by address) is on ``route`` (``decide()``),
+        recorded with the first mailer's outcomes; a later mailer's say which failed."""
         final: dict[str, Outcome] = {}
         attempts: list[Outcome] = []
         pending = list(recipients)
+        why = {r.address: Routed(route.name, (reasons or {}).get(r.address, "")) for r in pending}
         for name in route.mailers:
-            outcomes = await self._try(name, message, pending)
+            outcomes = [
+                dataclasses.replace(o, routed=why[o.recipient])
+                for o in await self._try(name, message, pending)
+            ]
             if _log.isEnabledFor(logging.DEBUG):
                 for outcome in outcomes:
                     _log.debug(
@@ -196,6 +238,7 @@ class Router:
             attempts.extend(outcomes)
             final.update((outcome.recipient, outcome) for outcome in outcomes)
             pending = [r for r in pending if fails_over(final[r.address])]
+            why = {r.address: _after_failover(route.name, final[r.address]) for r in pending}
             if not pending:
                 break
         return RoutedResult([final[r.address] for r in recipients], attempts)

@@ -49,6 +49,7 @@ __all__ = [
     "GroupResult",
     "MessageView",
     "compile_group",
+    "conditions_held",
 ]
 
 BODY_SCAN_BYTES: Final = 1024 * 1024  # of the stored message, for body conditions
@@ -382,6 +383,16 @@ class Group:
 
 
 ALWAYS: Final = Group()  # no conditions: matches every message
+
+
+def conditions_held(result: GroupResult) -> str:
+    """The conditions that made a matching group match, for people: every condition of
+    an ``all`` group, the ones that held of an ``any`` group, and so on in nested groups
+    (only the ``any_of`` groups that matched); "" for a group without conditions."""
+    parts = [r.condition.text for r in result.conditions if r.matched or result.match is Match.ALL]
+    parts.extend(held for g in result.all_of if (held := conditions_held(g)))
+    parts.extend(held for g in result.any_of if g.matched and (held := conditions_held(g)))
+    return " and ".join(parts)
 
 
 def compile_group(settings: ConditionGroup) -> Group:

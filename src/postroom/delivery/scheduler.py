@@ -79,6 +79,7 @@ _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
 _FIRST_STORE_PAUSE = 0.5
 _MAX_STORE_PAUSE = 30.0
 _RENEWALS_PER_LEASE = 3  # two renewals may fail in a row before a lease ends
+_CLAIM_STEPS = 10  # with a backlog, claim when a tenth of max_concurrency is free
 # Listening for other nodes' mail: after a loss, try again after a pause that doubles up
 # to this (one connection attempt, one log line each time while the database is away).
 _MAX_LISTEN_PAUSE = 5.0
@@ -160,6 +161,11 @@ class Scheduler:
         self._budget = _ByteBudget(settings.max_inflight_bytes)
         # each attempt in flight -> the claim whose lease it holds (and renews)
         self._in_flight: dict[asyncio.Task[None], Claim] = {}
+        # While due mail is left over (the last claim got all it asked for), claim only
+        # once this many attempts have finished, not at each: a claim is a transaction
+        # of several round trips, and one for ten messages costs what one for one does.
+        self._claim_step = max(1, settings.max_concurrency // _CLAIM_STEPS)
+        self._backlog = False
         self._stopping = False
         bus.subscribe(self._on_event)
 
@@ -189,7 +195,8 @@ class Scheduler:
             return
         while not self._stopping:
             self._wake.clear()
-            if len(self._in_flight) >= self._settings.max_concurrency:
+            free = self._settings.max_concurrency - len(self._in_flight)
+            if free <= 0 or (self._backlog and free < self._claim_step):
                 await self._wake.wait()  # a finishing attempt wakes us
                 continue
             try:
@@ -323,6 +330,7 @@ class Scheduler:
         claims = await self._store.claim_due(
             self._clock.time(), limit=free, lease=self._settings.lease
         )
+        self._backlog = len(claims) == free
         if not claims:
             return 0
         # In flight (their leases renewed) before anything else can fail: the attempts
@@ -361,17 +369,22 @@ class Scheduler:
     # -- one attempt -------------------------------------------------------------------
     async def _attempt(self, claim: Claim) -> None:
         stored = claim.message
-        data = await self._until_stored(
-            f"reading {stored.id}", lambda: self._store.read_body(stored.id)
-        )
+        data = claim.body
+        if data is None:
+            data = await self._until_stored(
+                f"reading {stored.id}", lambda: self._store.read_body(stored.id)
+            )
         if data is None:  # deleted meanwhile
             return
         message = _outbound(stored, data)
         started = self._clock.time()
         by_route: dict[Route, list[RecipientState]] = defaultdict(list)
+        reasons: dict[str, str] = {}
         view = MessageView(message, claim.recipients[0].address)
         for state in claim.recipients:
-            by_route[self._routes.chain_for(view.for_recipient(state.address))].append(state)
+            choice = self._routes.decide(view.for_recipient(state.address))
+            by_route[choice.route].append(state)
+            reasons[state.address] = choice.reason
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("claimed %s: %d recipient(s)", stored.id, len(claim.recipients))
             log_routes(_log, stored.id, {r: [s.address for s in st] for r, st in by_route.items()})
@@ -383,6 +396,7 @@ class Scheduler:
                 route,
                 replace(message, sender=sender),
                 [OutboundRecipient(s.address, s.notify, s.orcpt) for s in states],
+                reasons,
             )
             attempts.extend(attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}
@@ -492,7 +506,7 @@ class Scheduler:
         )
         while True:
             result = await self._intake.submit(
-                Source(kind=SourceKind.DSN, protocol="local"),
+                Source(kind=SourceKind.DSN, protocol="local", dsn_of=stored.id),
                 None,
                 [Recipient(parse_address(stored.sender))],
                 report,

@@ -11,17 +11,26 @@ A node asks the store only after its own ``ConnectionPool`` let the transaction 
 on a single node the store's count never refuses and nothing waits here. When the
 store cannot be reached a transaction goes ahead under the node's own limit (the
 database being away stops claims anyway), and says so once in the log.
+
+Slots are shared fairly: a node holds a slot for as long as its connection is open,
+so the first nodes to open connections could keep every slot while another node's
+mail waits. A node that waits is marked so in the store; a node that holds more than
+its share (the limit over the nodes holding or waiting) is refused more, and learns
+within ``watch`` seconds (``keep`` asks the store) that it should give slots back:
+its connection pool closes a connection above the share when its transaction ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from postroom.clock import Clock
 from postroom.errors import StoreError
@@ -30,6 +39,15 @@ from postroom.store.base import LimitStore
 __all__ = ["SharedSlots"]
 
 _log = logging.getLogger("postroom.delivery")
+
+
+@dataclass(slots=True)
+class _Turns:
+    """This node's transactions waiting for one key's slots: one asks at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    freed: asyncio.Event = field(default_factory=asyncio.Event)  # this node gave one back
+    users: int = 0
 
 
 def _holder_name() -> str:
@@ -45,12 +63,19 @@ class SharedSlots:
         *,
         lease: float = 60.0,
         poll: float = 0.25,
+        watch: float = 1.0,
         holder: str | None = None,
     ) -> None:
         self._limits = limits
         self._clock = clock
         self._lease = lease
         self._poll = poll  # seconds between asks while every slot is held elsewhere
+        self._watch = watch  # seconds between asks whether another node waits
+        # key -> slots counted in the store; key -> nodes sharing it, for the keys
+        # another node waits for (slot_contenders, asked every ``watch`` seconds).
+        self._counted: dict[str, int] = {}
+        self._contenders: dict[str, int] = {}
+        self._turns: dict[str, _Turns] = {}  # key -> this node's transactions waiting
         self.holder = holder or _holder_name()
         self._unreachable = False
         # Slots not given back (the store could not be reached): ``keep`` renews all of
@@ -68,10 +93,19 @@ class SharedSlots:
             if counted:
                 await self.release(key)
 
+    def share(self, key: str, limit: int) -> int | None:
+        """How many of ``key``'s ``limit`` slots this node should hold at most, as it
+        last heard: None while no other node waits for one."""
+        contenders = self._contenders.get(key)
+        return None if contenders is None else -(-limit // contenders)
+
     async def release(self, key: str) -> None:
         """Give back a slot ``take`` counted in the store; never raises."""
+        self._count(key, -1)
         try:
             await self._limits.release_slot(key, self.holder)
+            if (turns := self._turns.get(key)) is not None:
+                turns.freed.set()
         except StoreError as exc:
             _log.warning("slot of %s not given back (trying again shortly): %s", key, exc)
             self._owed.append(key)
@@ -80,28 +114,72 @@ class SharedSlots:
         """Take one of ``key``'s ``limit`` slots, waiting while all are held (by any
         node); False when the store could not be asked (nothing was counted, nothing is
         to be given back: the node's own limit applies alone)."""
-        while True:
-            try:
-                taken = await self._limits.take_slot(
-                    key, limit, self.holder, self._clock.time(), lease=self._lease
-                )
-            except StoreError as exc:
-                if not self._unreachable:
-                    _log.warning(
-                        "shared connection limits unavailable, this node's own apply: %s", exc
-                    )
-                self._unreachable = True
-                return False
-            self._unreachable = False
-            if taken:
-                return True
-            await asyncio.sleep(self._poll)
+        # One waiting transaction of this node asks the store at a time, the others
+        # queue behind it here: the polls of a node are a few a second, however many of
+        # its transactions wait. A slot this node gives back ends the pause at once.
+        turns = self._turns.setdefault(key, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                while True:
+                    turns.freed.clear()
+                    try:
+                        taken = await self._limits.take_slot(
+                            key, limit, self.holder, self._clock.time(), lease=self._lease
+                        )
+                    except StoreError as exc:
+                        if not self._unreachable:
+                            _log.warning(
+                                "shared connection limits unavailable, this node's own apply: %s",
+                                exc,
+                            )
+                        self._unreachable = True
+                        return False
+                    self._unreachable = False
+                    if taken:
+                        self._count(key, 1)
+                        return True
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll):
+                            await turns.freed.wait()
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._turns[key]
+
+    async def look(self) -> None:
+        """Ask the store which of the keys this node holds slots of another node waits
+        for (nothing to ask while it holds none). Unanswered (the store is away), none:
+        a node gives nothing back on what it does not know, and the renewals, not
+        this, say when the store fails."""
+        contenders: dict[str, int] = {}
+        if self._counted:
+            with contextlib.suppress(StoreError):
+                contenders = await self._limits.slot_contenders(self.holder, self._clock.time())
+        self._contenders = contenders
+
+    def _count(self, key: str, change: int) -> None:
+        left = self._counted.get(key, 0) + change
+        if left > 0:
+            self._counted[key] = left
+        else:
+            self._counted.pop(key, None)
+            self._contenders.pop(key, None)
 
     async def keep(self) -> None:
-        """Renew this node's slots every third of their lease, until cancelled; a
-        StoreError ends it (the task supervisor runs it again)."""
+        """Until cancelled: every ``watch`` seconds, while this node holds slots, ask
+        which of them another node waits for; every third of the lease give back the
+        slots owed and renew them all. A StoreError there ends it (the task supervisor
+        runs it again)."""
+        interval = min(self._watch, self._lease / 3)
+        per_renewal = max(1, round(self._lease / 3 / interval))
+        rounds = 0
         while True:
-            await asyncio.sleep(self._lease / 3)
+            await asyncio.sleep(interval)
+            await self.look()
+            rounds += 1
+            if rounds % per_renewal:
+                continue
             while self._owed:
                 await self._limits.release_slot(self._owed[0], self.holder)
                 self._owed.pop(0)

@@ -61,6 +61,7 @@ class Source:
     protocol: str | None = None  # RFC 3848 with-protocol: SMTP, ESMTP, ESMTPS, ESMTPSA, ...
     tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
     listener: str | None = None  # listener role
+    dsn_of: str | None = None  # a DSN postroom made: the queue id of the message it reports on
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,6 +177,12 @@ class QueueStore(Protocol):
         """How many recipients wait (queued, deferred, in held messages), in how many
         messages, and the oldest of those messages."""
 
+    async def merge_counters(self) -> int:
+        """Fold the counters' per-writer rows (the queue's depth, the attempts per
+        slot) into one row per count, changing no count; the rows folded away. Safe
+        while other processes write: a row a transaction is writing now is left for the
+        next merge. An engine that keeps one row per count has none to fold (0)."""
+
 
 class LogStore(Protocol):
     """The email log: searching messages, their attempts, providers' callbacks, and
@@ -429,8 +435,17 @@ class LimitStore(Protocol):
         self, key: str, limit: int, holder: str, now: float, *, lease: float
     ) -> bool:
         """Hold one of ``key``'s ``limit`` slots for ``holder`` (a process) until
-        ``now + lease``; False when all are held. Every slot of a holder ends at its
-        lease unless ``renew_slots`` extends it: a holder that dies frees its slots."""
+        ``now + lease``; False when all are held, or when another holder waits and
+        this one holds its share already (``limit`` over the holders holding or
+        waiting, rounded up). A refused holder is marked waiting for a moment
+        (``slot_contenders`` counts it; each refused take marks it again). Every slot
+        of a holder ends at its lease unless ``renew_slots`` extends it: a holder that
+        dies frees its slots."""
+
+    async def slot_contenders(self, holder: str, now: float) -> dict[str, int]:
+        """The keys ``holder`` holds slots of for which another holder waits, each with
+        how many holders share it (holding or waiting): a holder above its share gives
+        slots back as it can, so the waiting ones get theirs."""
 
     async def renew_slots(self, holder: str, now: float, *, lease: float) -> int:
         """Extend to ``now + lease`` every slot ``holder`` holds that has not ended; how

@@ -56,7 +56,7 @@ TABLES: tuple[Table, ...] = (
     _table(
         "messages",
         "id sender ret envid body_type smtputf8 size received_at source_kind principal"
-        " client_ip client_port helo reverse_dns protocol tls listener held",
+        " client_ip client_port helo reverse_dns protocol tls listener held dsn_of",
         "id",
         "smtputf8 held",
     ),
@@ -71,7 +71,7 @@ TABLES: tuple[Table, ...] = (
     _table(
         "attempts",
         "id message_id recipient at mailer disposition code enhanced text host ip port tls"
-        " provider_id duration",
+        " provider_id duration route route_reason",
         "id",
         identity=True,
     ),

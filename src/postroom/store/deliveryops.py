@@ -95,7 +95,11 @@ class DeliveryOps(Generic[C]):
     ) -> None:
         check_outcomes(message_id, updates, attempts)
         if updates or attempts or events:
-            await self._write(self._delivery.record_job(message_id, updates, attempts, events))
+            await self._record(self._delivery.record_job(message_id, updates, attempts, events))
+
+    async def _record(self, job: Callable[[C], Any]) -> None:
+        """Run an outcome's job on the writer (an engine may merge neighbours)."""
+        await self._write(job)
 
     async def release(self, message_id: str, addresses: Sequence[str]) -> None:
         if addresses:

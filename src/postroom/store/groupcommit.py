@@ -12,7 +12,10 @@ by themselves under load.
 
 If the batch fails, it is rolled back and each job is retried alone in its own
 transaction, so a bad job fails only its own awaiter. A job must therefore be safe to
-run again after a rollback: it may change nothing outside the transaction.
+run again after a rollback: it may change nothing outside the transaction. A batch
+whose connection turns out to be lost before its commit was sent (the server restarted
+while the writer was idle, say) committed nothing: it runs once more, whole, on the new
+connection ``begin`` makes, so no client is failed by a connection nobody knew was dead.
 
 Jobs of one kind may run as one: a job submitted with a ``merge`` function runs, with
 the jobs next to it in the batch that share that function, as one call
@@ -59,6 +62,11 @@ class Transactor(Protocol[C]):
     def commit(self, conn: C) -> None: ...
 
     def rollback(self, conn: C) -> None: ...
+
+    def lost(self, conn: C) -> bool:
+        """True when ``conn`` is found dead: a transaction that failed on it before its
+        commit was sent committed nothing, and the next ``begin`` connects anew."""
+        ...
 
     def close(self, conn: C) -> None: ...
 
@@ -244,29 +252,39 @@ class GroupCommitter(Generic[C]):
         return batch
 
     def _run_batch(self, conn: C, batch: list[_Item]) -> None:
-        if len(batch) == 1:
-            self._settle([self._run_alone(conn, batch[0])])
-            return
         transactor = self._transactor
-        try:
-            transactor.begin(conn)
-        except Exception as exc:
-            # No retry: a failed BEGIN (lock wait exhausted) would fail each job again.
-            self._settle([(item.future, None, exc) for item in batch])
+        for again in (True, False):
+            try:
+                transactor.begin(conn)
+            except Exception as exc:
+                # No retry: a failed BEGIN (lock wait exhausted) would fail each job again.
+                self._settle([(item.future, None, exc) for item in batch])
+                return
+            try:
+                results = _run_jobs(conn, batch)
+            except Exception as exc:
+                self._rollback(conn)
+                if again and transactor.lost(conn):
+                    continue  # nothing was committed: the whole batch once more
+                failure = exc
+                break
+            try:
+                transactor.commit(conn)
+            except Exception as exc:
+                self._rollback(conn)
+                failure = exc
+                break
+            self._commits += 1
+            self._settle(
+                [(item.future, result, None) for item, result in zip(batch, results, strict=True)]
+            )
             return
-        try:
-            results = _run_jobs(conn, batch)
-            transactor.commit(conn)
-        except Exception:
-            self._rollback(conn)
-            self._fallbacks += 1
-            for item in batch:
-                self._settle([self._run_alone(conn, item)])
+        if len(batch) == 1:
+            self._settle([(batch[0].future, None, failure)])
             return
-        self._commits += 1
-        self._settle(
-            [(item.future, result, None) for item, result in zip(batch, results, strict=True)]
-        )
+        self._fallbacks += 1
+        for item in batch:
+            self._settle([self._run_alone(conn, item)])
 
     def _run_alone(self, conn: C, item: _Item) -> _Outcome:
         try:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from postroom.errors import StoreError, StoreUnavailable
 from postroom.store.models import Window
 
-__all__ = ["TABLES", "LimitOps", "LimitRunner", "Sql"]
+__all__ = ["TABLES", "WAITING_MARK", "LimitOps", "LimitRunner", "Sql"]
 
 R = TypeVar("R")
 # Run one statement with ``?`` placeholders in the call's transaction; its rows.
@@ -36,6 +36,10 @@ TABLES = ("limit_windows", "limit_buckets", "limit_hits", "limit_slots")
 # Every this many hits, the hits of every key whose window has passed are removed (a
 # key's own are removed whenever it is counted).
 _SWEEP_EVERY = 256
+# How long a refused take marks its holder as waiting for a slot (a waiting holder asks
+# again every quarter second or so, and each refusal marks it again).
+WAITING_MARK = 1.0
+_WAITS = " waits"  # a waiting holder's mark: a row of its own, holding nothing
 
 
 class LimitOps:
@@ -103,6 +107,10 @@ class LimitOps:
             _take_slot, key=key, limit=limit, holder=holder, now=now, lease=lease
         )
         return await self._limit_tx([key], job)
+
+    async def slot_contenders(self, holder: str, now: float) -> dict[str, int]:
+        job = functools.partial(_slot_contenders, holder=holder, now=now)
+        return await self._limit_read([], job)
 
     async def renew_slots(self, holder: str, now: float, *, lease: float) -> int:
         if lease <= 0:
@@ -242,8 +250,17 @@ def _forget_hits(sql: Sql, *, keys: Sequence[str], tag: str) -> None:
 
 def _take_slot(sql: Sql, *, key: str, limit: int, holder: str, now: float, lease: float) -> bool:
     sql("DELETE FROM limit_slots WHERE key = ? AND until <= ?", (key, now))
-    ((held,),) = sql("SELECT coalesce(sum(held), 0) FROM limit_slots WHERE key = ?", (key,))
-    if held >= limit:
+    holding, waiting = _slot_rows(sql("SELECT holder, held FROM limit_slots WHERE key = ?", (key,)))
+    held, mine = sum(holding.values()), holding.get(holder, 0)
+    share = -(-limit // len({*holding, *waiting, holder}))
+    if held >= limit or (waiting - {holder} and mine >= share):
+        # Marked as waiting for a moment (each refused take marks it again), so those
+        # above their share see it (slot_contenders) and give slots back.
+        sql(
+            "INSERT INTO limit_slots (key, holder, held, until) VALUES (?, ?, 0, ?)"
+            " ON CONFLICT (key, holder) DO UPDATE SET until = excluded.until",
+            (key, holder + _WAITS, now + WAITING_MARK),
+        )
         return False
     # A holder's slots of one key are one row with one end: the newest slot's.
     sql(
@@ -252,12 +269,38 @@ def _take_slot(sql: Sql, *, key: str, limit: int, holder: str, now: float, lease
         " until = excluded.until",
         (key, holder, now + lease),
     )
+    sql("DELETE FROM limit_slots WHERE key = ? AND holder = ?", (key, holder + _WAITS))
     return True
+
+
+def _slot_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[dict[str, int], set[str]]:
+    """A key's rows: how many slots each holder holds, and which holders wait."""
+    holding = {name: count for name, count in rows if not name.endswith(_WAITS)}
+    waiting = {name.removesuffix(_WAITS) for name, _ in rows if name.endswith(_WAITS)}
+    return holding, waiting
+
+
+def _slot_contenders(sql: Sql, *, holder: str, now: float) -> dict[str, int]:
+    rows = sql(
+        "SELECT key, holder, held FROM limit_slots WHERE until > ? AND key IN"
+        " (SELECT key FROM limit_slots WHERE holder = ? AND held > 0 AND until > ?)",
+        (now, holder, now),
+    )
+    by_key: dict[str, list[tuple[Any, ...]]] = {}
+    for key, name, held in rows:
+        by_key.setdefault(key, []).append((name, held))
+    contended = {}
+    for key, found in by_key.items():
+        holding, waiting = _slot_rows(found)
+        if waiting - {holder}:
+            contended[key] = len({*holding, *waiting})
+    return contended
 
 
 def _renew_slots(sql: Sql, *, holder: str, now: float, lease: float) -> int:
     rows = sql(
-        "UPDATE limit_slots SET until = ? WHERE holder = ? AND until > ? RETURNING key",
+        "UPDATE limit_slots SET until = ? WHERE holder = ? AND until > ? AND held > 0"
+        " RETURNING key",
         (now + lease, holder, now),
     )
     return len(rows)

@@ -122,6 +122,7 @@ class StoredMessage:
     client_port: int | None = None
     reverse_dns: str | None = None
     listener: str | None = None
+    dsn_of: str | None = None  # a DSN postroom made: the queue id of the message it reports on
     body_removed: bool = False  # retention.bodies_days removed it; the log stays
 
 
@@ -139,11 +140,15 @@ class Claim:
     """Due recipients of one message, leased to this process until ``lease_until``.
 
     A claim that is not settled by ``record_outcomes`` (the process died) becomes due
-    again when the lease runs out: delivery is at least once."""
+    again when the lease runs out: delivery is at least once.
+
+    ``body``: the message's stored bytes when the claim read them with it (an engine
+    may, for small messages: one read fewer per message); None: ``read_body``."""
 
     message: StoredMessage
     recipients: tuple[RecipientState, ...]
     lease_until: float
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +169,10 @@ class Attempt:
     tls: str | None = None
     provider_id: str | None = None
     duration: float = 0.0
+    # The route taken and why, as the router decided then (None: recorded before
+    # postroom kept it).
+    route: str | None = None
+    route_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +263,7 @@ class LogQuery:
     # A message id: only it and newer messages (a search bounded to the messages between
     # cursor and floor; LogStore.newest_before finds where such a bound falls).
     floor: str | None = None
+    dsn_of: str | None = None  # the DSNs postroom made about this message (by queue id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ __all__ = [
 MESSAGE_FIELDS = (
     "id", "sender", "ret", "envid", "body_type", "smtputf8", "size", "received_at",
     "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
-    "tls", "listener", "held",
+    "tls", "listener", "dsn_of", "held",
 )  # fmt: skip
 # Retention may remove a finished message's body before the rest (retention.bodies_days).
 HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
@@ -63,7 +63,7 @@ HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
 STORED_COLUMNS = ", ".join((*(f"m.{field}" for field in MESSAGE_FIELDS), f"NOT {HAS_BODY}"))
 ATTEMPT_FIELDS = (
     "message_id", "recipient", "at", "mailer", "disposition", "code", "enhanced", "text",
-    "host", "ip", "port", "tls", "provider_id", "duration",
+    "host", "ip", "port", "tls", "provider_id", "duration", "route", "route_reason",
 )  # fmt: skip
 HELD = "held"
 STATUS_FILTERS = frozenset({*(s.value for s in RecipientStatus), HELD})
@@ -90,6 +90,7 @@ def message_row(message: NewMessage) -> tuple[Any, ...]:
         src.protocol,
         src.tls,
         src.listener,
+        src.dsn_of,
     )
 
 

@@ -8,6 +8,7 @@ a unix socket directory as ``host``.
 from __future__ import annotations
 
 import errno
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailabl
 from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.schema import migrate
 
-__all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error"]
+__all__ = ["Link", "Readers", "Writer", "connect", "connection", "store_error", "usable"]
 
 Conn = psycopg.Connection[Any]
 R = TypeVar("R")
@@ -63,6 +64,19 @@ def connect(
     return conn
 
 
+def usable(conn: Conn) -> bool:
+    """False when ``conn`` is closed, or the server ended it while it was idle (a
+    restart, ``pg_terminate_backend``, an idle timeout): these connections LISTEN to
+    nothing, so an idle one has input only when the server said goodbye (its error
+    message, then the end of the stream, which may not have arrived yet). One poll, no
+    round trip: a connection that died unseen is made anew instead of failing a call."""
+    if conn.closed:
+        return False
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN)
+    return not poll.poll(0)
+
+
 @contextmanager
 def connection(url: str) -> Iterator[Conn]:
     """A connection of its own for a command (status, migrate, copy); psycopg's errors
@@ -99,6 +113,8 @@ class Writer:
         self._lock_timeout = lock_timeout
         self._upgrade = upgrade
         self._guard = guard or Guard()
+        self._again = False  # the next begin runs a batch again: admitted already
+        self._timed_out = False  # the last transaction's deadline ran out
 
     def connect(self) -> Link:
         """The first connection also creates the schema, or upgrades it when allowed."""
@@ -113,8 +129,11 @@ class Writer:
     def begin(self, link: Link) -> None:
         # The transaction starts with the first statement; a connection lost since the
         # last batch is made anew here (a failure fails this batch; the next one retries).
-        self._guard.admit()
-        if link.conn.closed or link.conn.broken:
+        if self._again:
+            self._again = False  # the same try: the guard's pause must not fail it
+        else:
+            self._guard.admit()
+        if not usable(link.conn):
             link.conn.close()
             link.conn = connect(self._url, lock_timeout=self._lock_timeout, guard=self._guard)
         link.token = self._guard.arm(link.conn.fileno())
@@ -133,9 +152,17 @@ class Writer:
         finally:
             self._disarm(link)
 
+    def lost(self, link: Link) -> bool:
+        # Died unseen (its goodbye still in flight when the batch began): the server
+        # rolled back what it had of the batch, which runs again at once (GroupCommitter)
+        # as part of the same try of the guard. Not when the watchdog ended it: then
+        # the database does not answer, and the guard's pause fails what follows.
+        self._again = link.conn.closed and not self._timed_out
+        return self._again
+
     def _disarm(self, link: Link) -> None:
         if link.token is not None:
-            self._guard.disarm(link.token)
+            self._timed_out = self._guard.disarm(link.token)
             link.token = None
 
     def close(self, link: Link) -> None:
@@ -189,7 +216,7 @@ class Readers:
 
     def _connection(self) -> Conn:
         conn: Conn | None = getattr(self._local, "conn", None)
-        if conn is not None and not (conn.closed or conn.broken):
+        if conn is not None and usable(conn):
             return conn
         if conn is not None:
             conn.close()

@@ -18,16 +18,20 @@ from typing import Any
 from postroom.mail.events import MailEvent
 from postroom.store import outbox, totals
 from postroom.store.models import Attempt, Claim, QueueSummary, RecipientUpdate
+from postroom.store.postgres.arrays import EVENT_COLUMNS, FLOAT, TEXT, columns_of, names, unnest
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
 from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
 
 __all__ = [
+    "CLAIM_BODY_MAX",
+    "Record",
     "attempts_of",
     "claim_job",
     "delete_job",
     "hold_all_job",
     "hold_job",
+    "merge_counters_job",
     "next_due",
     "purge_candidates",
     "purge_job",
@@ -35,6 +39,7 @@ __all__ = [
     "read_attempts",
     "recent_failures",
     "record_job",
+    "record_together",
     "release_job",
     "renew_job",
     "retry_job",
@@ -46,18 +51,44 @@ CLAIMABLE = f"{PENDING} AND NOT held"
 _LEASE_ENDED = "(claimed_until IS NULL OR claimed_until <= %(now)s)"
 DUE = f"{CLAIMABLE} AND next_attempt_at <= %(now)s AND {_LEASE_ENDED}"
 _FETCH = 256  # due rows read (and locked) per step while picking messages to claim
+# A claimed message up to this size comes with its body, read in the claim's
+# transaction: a read (a transaction, a reader thread's round trip) fewer per message.
+# At most a claim's limit of them at a time in memory (100 x 64 KiB by default).
+CLAIM_BODY_MAX = 64 << 10
 _cursor_names = itertools.count()
 
 _ATTEMPT_COLUMNS = ", ".join(ATTEMPT_FIELDS)
-_INSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('%s' for _ in ATTEMPT_FIELDS)})"
-)
+# Outcomes of many messages in one statement per table (arrays; see ``arrays``): a
+# batch's outcomes are one round trip, and one run of the attempts' counter trigger.
+# outcome_rows' recipient columns, then ATTEMPT_FIELDS' and the events'.
+_OUTCOME_TYPES = (
+    ("status", TEXT), ("next_attempt_at", FLOAT), ("last_reply", TEXT),
+    ("delay_warned", "boolean"), ("tried", "integer"), ("message_id", TEXT), ("address", TEXT),
+)  # fmt: skip
+_ATTEMPT_KINDS = (
+    TEXT, TEXT, FLOAT, TEXT, TEXT, "integer", TEXT, TEXT, TEXT, TEXT, "integer", TEXT, TEXT,
+    FLOAT, TEXT, TEXT,
+)  # fmt: skip
+# zip(strict): a column added to ATTEMPT_FIELDS without its type here fails at import.
+_ATTEMPT_TYPES = tuple(zip(ATTEMPT_FIELDS, _ATTEMPT_KINDS, strict=True))
 # A late outcome never reopens a final recipient (another node may have settled it
 # after this one's lease ran out).
-_UPDATE_RECIPIENT = (
-    "UPDATE recipients SET status = %s, next_attempt_at = %s, last_reply = %s,"
-    " delay_warned = delay_warned OR %s, attempts = attempts + %s, claimed_until = NULL"
-    f" WHERE message_id = %s AND address = %s AND {PENDING}"
+_UPDATE_RECIPIENTS = (
+    "UPDATE recipients r SET status = u.status, next_attempt_at = u.next_attempt_at,"
+    " last_reply = u.last_reply, delay_warned = r.delay_warned OR u.delay_warned,"
+    f" attempts = r.attempts + u.tried, claimed_until = NULL FROM {unnest('u', _OUTCOME_TYPES)}"
+    " WHERE r.message_id = u.message_id AND r.address = u.address"
+    " AND r.status IN ('queued', 'deferred')"
+)
+# In order: an attempt's id breaks ties of its time.
+_INSERT_ATTEMPTS = (
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) SELECT {names(_ATTEMPT_TYPES, 'a.')}"
+    f" FROM {unnest('a', _ATTEMPT_TYPES, ordinal=True)} ORDER BY a.ordinal"
+)
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({names(EVENT_COLUMNS)}, fanned) SELECT {names(EVENT_COLUMNS, 'e.')}, 0"
+    f" FROM {unnest('e', EVENT_COLUMNS, ordinal=True)} ORDER BY e.ordinal"
+    " ON CONFLICT (id) DO NOTHING"
 )
 # The picked messages' other due recipients, those no other node is claiming now.
 _LEASE = (
@@ -82,6 +113,8 @@ def claim_job(now: float, limit: int, lease_until: float) -> Callable[[Conn], li
         for message_id, position in rows.fetchall():
             leased.setdefault(message_id, set()).add(position)
         loaded = load_messages(conn, picked)
+        small = [i for i, (message, _) in loaded.items() if message.size <= CLAIM_BODY_MAX]
+        bodies = _inline_bodies(conn, small)
         claims = []
         for message_id in picked:
             message, positions = loaded[message_id]
@@ -91,10 +124,19 @@ def claim_job(now: float, limit: int, lease_until: float) -> Callable[[Conn], li
                 for position, state in zip(positions, message.recipients, strict=True)
                 if position in mine
             )
-            claims.append(Claim(message, due, lease_until))
+            claims.append(Claim(message, due, lease_until, bodies.get(message_id)))
         return claims
 
     return claim
+
+
+def _inline_bodies(conn: Conn, ids: Sequence[str]) -> dict[str, bytes]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        "SELECT id, data FROM message_bodies WHERE id = ANY(%s) AND data IS NOT NULL", (ids,)
+    )
+    return {row[0]: bytes(row[1]) for row in rows}
 
 
 def _pick_due_messages(conn: Conn, now: float, limit: int) -> list[str]:
@@ -134,25 +176,62 @@ def next_due(conn: Conn) -> float | None:
 
 
 # -- outcomes and leases ------------------------------------------------------------------
+class Record:
+    """The writer job that records one attempt's outcomes; in a batch, with its
+    neighbours (``record_together``). The rows are built here, off the writer."""
+
+    __slots__ = ("attempts", "events", "message_id", "updates")
+
+    def __init__(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent],
+    ) -> None:
+        self.message_id = message_id
+        self.updates, self.attempts = outcome_rows(message_id, updates, attempts)
+        self.events = [outbox.event_params(event) for event in events]
+
+    def __call__(self, conn: Conn) -> None:
+        record_together(conn, [self])
+
+
 def record_job(
     message_id: str,
     updates: Sequence[RecipientUpdate],
     attempts: Sequence[Attempt],
     events: Sequence[MailEvent],
-) -> Job:
-    recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
+) -> Record:
+    return Record(message_id, updates, attempts, events)
 
-    def record(conn: Conn) -> None:
-        # FOR SHARE: a delete by another node waits for this transaction, not the reverse.
-        found = conn.execute("SELECT 1 FROM messages WHERE id = %s FOR SHARE", (message_id,))
-        if found.fetchone() is None:
-            return  # deleted while it was being tried: nothing left to record against
-        with conn.cursor() as cursor:
-            cursor.executemany(_UPDATE_RECIPIENT, recipient_rows)
-            cursor.executemany(_INSERT_ATTEMPT, attempt_rows)
-        outbox.insert_events(outbox.POSTGRES, conn, events)
 
-    return record
+def record_together(conn: Conn, jobs: list[Callable[[Conn], None]]) -> list[None]:
+    """The GroupCommitter's merge of ``Record`` jobs: two round trips for the batch, the
+    messages' check, then every table's rows in one pipelined statement each."""
+    records = [job for job in jobs if isinstance(job, Record)]
+    if len(records) != len(jobs):
+        raise TypeError("record_together merges Record jobs only")
+    # FOR SHARE: a delete by another node waits for this transaction, not the reverse. A
+    # message deleted while it was being tried has nothing left to record against.
+    found = conn.execute(
+        "SELECT id FROM messages WHERE id = ANY(%s) FOR SHARE",
+        ([record.message_id for record in records],),
+    )
+    live = {row[0] for row in found.fetchall()}
+    records = [record for record in records if record.message_id in live]
+    updates = [row for record in records for row in record.updates]
+    attempts = [row for record in records for row in record.attempts]
+    events = [row for record in records for row in record.events]
+    with conn.pipeline():
+        for sql, rows, columns in (
+            (_UPDATE_RECIPIENTS, updates, _OUTCOME_TYPES),
+            (_INSERT_ATTEMPTS, attempts, _ATTEMPT_TYPES),
+            (_INSERT_EVENTS, events, EVENT_COLUMNS),
+        ):
+            if rows:
+                conn.execute(sql, columns_of(rows, columns))
+    return [None] * len(jobs)
 
 
 def release_job(message_id: str, addresses: Collection[str]) -> Job:
@@ -303,6 +382,40 @@ def read_attempts(conn: Conn, where: str, params: Sequence[object]) -> list[Atte
 
 def queue_summary(conn: Conn) -> QueueSummary:
     return totals.queue_summary(conn, "%s")
+
+
+# Each writing session counts into rows of its own (shard = its backend pid, see
+# schema.sql), and a node's sessions come and go, so rows pile up; these fold every
+# shard into shard 0 (no backend has pid 0). SKIP LOCKED: a row some session's open
+# transaction is counting into is left alone (its count is not final) for the next
+# merge, and two nodes merging at once split the rows instead of waiting; an upsert by
+# a session after its row was folded makes a new row.
+def _merge(table: str, key: str, count: str) -> str:
+    return (
+        f"WITH folded AS (DELETE FROM {table} WHERE ctid IN ("
+        f"SELECT ctid FROM {table} WHERE shard <> 0 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {key}, {count}), merged AS ("
+        f"INSERT INTO {table} AS t ({key}, shard, {count})"
+        f" SELECT {key}, 0, sum({count}) FROM folded GROUP BY {key}"
+        f" ON CONFLICT ({key}, shard) DO UPDATE SET {count} = t.{count} + EXCLUDED.{count})"
+        " SELECT count(*) FROM folded"
+    )
+
+
+_MERGE_COUNTERS = (
+    _merge("queue_totals", "status, held", "recipients"),
+    _merge("attempt_rollups", "period, slot, mailer, sender_domain, disposition", "count"),
+)
+
+
+def merge_counters_job(conn: Conn) -> int:
+    """Fold the counters' shards (``QueueStore.merge_counters``); the rows folded away."""
+    folded = 0
+    for sql in _MERGE_COUNTERS:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        folded += int(row[0])
+    return folded
 
 
 def recent_failures(limit: int, conn: Conn) -> list[Attempt]:

@@ -33,7 +33,6 @@ __all__ = [
     "changed",
     "domains",
     "idempotent",
-    "is_local_domain",
     "message_meta",
     "recipient",
     "save_send_job",
@@ -79,11 +78,6 @@ def changed(sql: str, params: tuple[Any, ...], conn: Conn) -> bool:
 # -- domains and users --------------------------------------------------------------------
 def domains(conn: Conn) -> list[str]:
     return [row[0] for row in conn.execute("SELECT name FROM domains ORDER BY name")]
-
-
-def is_local_domain(name: str, conn: Conn) -> bool:
-    sql = "SELECT 1 FROM domains WHERE lower(name) = lower(%s)"
-    return conn.execute(sql, (name,)).fetchone() is not None
 
 
 def recipient(domain: str, address: str, conn: Conn) -> tuple[bool, bool]:

@@ -20,7 +20,7 @@ import psycopg
 
 from postroom.errors import StoreError
 from postroom.store.limitops import LimitRunner, Sql
-from postroom.store.postgres.connection import Conn, connect, store_error
+from postroom.store.postgres.connection import Conn, connect, store_error, usable
 from postroom.store.postgres.guard import Guard
 
 __all__ = ["LimitLink"]
@@ -46,7 +46,7 @@ class LimitLink(LimitRunner):
         self._conn: Conn | None = None
 
     def _connection(self) -> Conn:
-        if self._conn is not None and (self._conn.closed or self._conn.broken):
+        if self._conn is not None and not usable(self._conn):
             self._conn.close()
             self._conn = None
         if self._conn is None:

@@ -12,6 +12,7 @@ from typing import Any
 from postroom.errors import StoreUnavailable
 from postroom.store import outbox
 from postroom.store.models import DEFAULT_INLINE_BODY_MAX, NewMessage, RecipientState, StoredMessage
+from postroom.store.postgres.arrays import EVENT_COLUMNS, FLOAT, TEXT, columns_of, names, unnest
 from postroom.store.postgres.connection import Conn
 from postroom.store.rows import (
     MESSAGE_FIELDS,
@@ -54,42 +55,22 @@ _RECIPIENT_COLUMNS = (
 LARGE_CHUNK = 1 << 20
 
 
-def _unnest(alias: str, columns: Sequence[tuple[str, str]], *, ordinal: bool = False) -> str:
-    """A table of rows passed as one array per column: ``unnest(%b::type[], ...)``
-    (binary: a body goes as its bytes, not as hex text to be quoted and escaped);
-    ``ordinal``: with the rows' order as one more column, ``ordinal``."""
-    arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
-    names = [name for name, _ in columns] + (["ordinal"] if ordinal else [])
-    order = " WITH ORDINALITY" if ordinal else ""
-    return f"unnest({arrays}){order} AS {alias}({', '.join(names)})"
-
-
-def _names(columns: Sequence[tuple[str, str]], alias: str = "") -> str:
-    return ", ".join(f"{alias}{name}" for name, _ in columns)
-
-
-_TEXT, _FLOAT = "text", "double precision"
 # Each table's new rows (messages_row, recipient_rows, ...) as columns and their types.
 _MESSAGE_KINDS = (
-    _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, "boolean", "bigint", _FLOAT, _TEXT, _TEXT, _TEXT,
-    "integer", _TEXT, _TEXT, _TEXT, _TEXT, _TEXT,
+    TEXT, TEXT, TEXT, TEXT, TEXT, "boolean", "bigint", FLOAT, TEXT, TEXT, TEXT,
+    "integer", TEXT, TEXT, TEXT, TEXT, TEXT, TEXT,
 )  # fmt: skip
 _MESSAGE_TYPES = tuple(zip(MESSAGE_FIELDS[:-1], _MESSAGE_KINDS, strict=True))
 _NEW_RECIPIENT_TYPES = (
-    ("message_id", _TEXT), ("position", "integer"), ("address", _TEXT), ("notify", _TEXT),
-    ("orcpt", _TEXT), ("status", _TEXT), ("next_attempt_at", _FLOAT), ("last_reply", _TEXT),
-    ("claimed_until", _FLOAT),
+    ("message_id", TEXT), ("position", "integer"), ("address", TEXT), ("notify", TEXT),
+    ("orcpt", TEXT), ("status", TEXT), ("next_attempt_at", FLOAT), ("last_reply", TEXT),
+    ("claimed_until", FLOAT),
 )  # fmt: skip
-_BODY_TYPES = (("id", _TEXT), ("data", "bytea"))
-_META_TYPES = (("id", _TEXT), ("message_id", _TEXT), ("subject", _TEXT), ("tags", _TEXT),
-               ("metadata", _TEXT))  # fmt: skip
+_BODY_TYPES = (("id", TEXT), ("data", "bytea"))
+_META_TYPES = (("id", TEXT), ("message_id", TEXT), ("subject", TEXT), ("tags", TEXT),
+               ("metadata", TEXT))  # fmt: skip
 # outbox.event_params' columns, after the id of the message whose enqueue carries them.
-_EVENT_TYPES = (
-    ("id", _TEXT), ("type", _TEXT), ("at", _FLOAT), ("queue_id", _TEXT), ("recipient", _TEXT),
-    ("mailer", _TEXT), ("reply", _TEXT), ("reason", _TEXT), ("origin", _TEXT),
-    ("details", _TEXT),
-)  # fmt: skip
-_OWNED_EVENT_TYPES = (("owner", _TEXT), *_EVENT_TYPES)
+_OWNED_EVENT_TYPES = (("owner", TEXT), *EVENT_COLUMNS)
 
 # A whole batch's messages in one statement: each table's rows as arrays, so the text is
 # the same for every batch (prepared once, planned once) and every row of a table is
@@ -98,23 +79,23 @@ _OWNED_EVENT_TYPES = (("owner", _TEXT), *_EVENT_TYPES)
 # lost, so its result was unknown, then tried again) is not inserted again, and neither
 # are its other rows: the statement returns the ids it added.
 _ENQUEUE = f"""WITH new AS (
-    INSERT INTO messages ({_names(_MESSAGE_TYPES)})
-    SELECT * FROM {_unnest("m", _MESSAGE_TYPES)}
+    INSERT INTO messages ({names(_MESSAGE_TYPES)})
+    SELECT * FROM {unnest("m", _MESSAGE_TYPES)}
     ON CONFLICT (id) DO NOTHING RETURNING id
 ), added_recipients AS (
-    INSERT INTO recipients ({_names(_NEW_RECIPIENT_TYPES)}, attempts)
-    SELECT {_names(_NEW_RECIPIENT_TYPES, "r.")}, 0
-    FROM {_unnest("r", _NEW_RECIPIENT_TYPES)} JOIN new ON new.id = r.message_id
+    INSERT INTO recipients ({names(_NEW_RECIPIENT_TYPES)}, attempts)
+    SELECT {names(_NEW_RECIPIENT_TYPES, "r.")}, 0
+    FROM {unnest("r", _NEW_RECIPIENT_TYPES)} JOIN new ON new.id = r.message_id
 ), added_bodies AS (
     INSERT INTO message_bodies (id, data)
-    SELECT b.id, b.data FROM {_unnest("b", _BODY_TYPES)} JOIN new ON new.id = b.id
+    SELECT b.id, b.data FROM {unnest("b", _BODY_TYPES)} JOIN new ON new.id = b.id
 ), added_meta AS (
-    INSERT INTO message_meta ({_names(_META_TYPES)})
-    SELECT {_names(_META_TYPES, "t.")} FROM {_unnest("t", _META_TYPES)} JOIN new ON new.id = t.id
+    INSERT INTO message_meta ({names(_META_TYPES)})
+    SELECT {names(_META_TYPES, "t.")} FROM {unnest("t", _META_TYPES)} JOIN new ON new.id = t.id
 ), added_events AS (
-    INSERT INTO events ({_names(_EVENT_TYPES)}, fanned)
-    SELECT {_names(_EVENT_TYPES, "e.")}, 0
-    FROM {_unnest("e", _OWNED_EVENT_TYPES, ordinal=True)} JOIN new ON new.id = e.owner
+    INSERT INTO events ({names(EVENT_COLUMNS)}, fanned)
+    SELECT {names(EVENT_COLUMNS, "e.")}, 0
+    FROM {unnest("e", _OWNED_EVENT_TYPES, ordinal=True)} JOIN new ON new.id = e.owner
     ORDER BY e.ordinal
     ON CONFLICT (id) DO NOTHING
 )
@@ -197,7 +178,7 @@ def _enqueue_params(jobs: list[Enqueue]) -> list[list[Any]]:
         (meta, _META_TYPES),
         (events, _OWNED_EVENT_TYPES),
     ):
-        params.extend([list(column) for column in zip(*rows, strict=True)] or [[]] * len(columns))
+        params.extend(columns_of(rows, columns))
     return params
 
 

@@ -20,7 +20,7 @@ from postroom.errors import StoreError
 
 __all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
     # ---- version 2: shared limits; schema.sql's block of version 2 makes the tables
@@ -67,6 +67,27 @@ INSERT INTO queue_totals (status, held, recipients)
 # events_complained, webhook_deliveries_message)
 UPGRADES[6] = "SELECT 1"
 # ---- end of version 7
+# ---- version 8 (directory cache): triggers only (schema.sql: domains_changed,
+# users_changed NOTIFY postroom_directory on every change)
+UPGRADES[7] = "SELECT 1"
+# ---- end of version 8
+# ---- version 9 (recorded routes and DSN links): the route each attempt took and why;
+# the queue id a DSN reports on (schema.sql: its index). The DSNs made before are linked
+# by the X-Postroom-Queue-ID field of their delivery-status part, the first in the body
+# (a large body is searched in its first megabyte). Routes taken before are not known.
+UPGRADES[8] = """
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS route text;
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS route_reason text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS dsn_of text COLLATE "C";
+"""
+FILLS[8] = """
+UPDATE messages m SET dsn_of = substring(
+    encode(coalesce(b.data, lo_get(b.large, 0, 1048576)), 'escape')
+    FROM 'X-Postroom-Queue-ID: ([0-9A-Za-z]+)')
+FROM message_bodies b
+WHERE b.id = m.id AND m.source_kind = 'dsn';
+"""
+# ---- end of version 9
 
 
 def _fill(conn: psycopg.Connection[Any], version: int) -> None:

@@ -1,4 +1,4 @@
--- postroom PostgreSQL schema, version 7: the whole of the latest schema.
+-- postroom PostgreSQL schema, version 8: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it when it creates or upgrades a
 -- database, after the upgrades that bring an older one up to where it applies.
 -- Times are seconds since the epoch (double precision), as the SQLite schema keeps them.
@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 7 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 9 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; each node's data
 -- directory keeps the same id in its instance-id file.
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     protocol    text,
     tls         text,
     listener    text,
-    held        boolean NOT NULL DEFAULT false
+    held        boolean NOT NULL DEFAULT false,
+    dsn_of      text COLLATE "C"      -- a DSN postroom made: the queue id it reports on
 );
 CREATE INDEX IF NOT EXISTS messages_held ON messages (id) WHERE held;
 
@@ -100,7 +101,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     port        integer,
     tls         text,
     provider_id text,
-    duration    double precision NOT NULL DEFAULT 0
+    duration    double precision NOT NULL DEFAULT 0,
+    route       text,                 -- the route taken, as the router decided then
+    route_reason text                 -- why: the conditions that matched, default, failover
 );
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
 CREATE INDEX IF NOT EXISTS attempts_mailer ON attempts (mailer, disposition, at);
@@ -374,3 +377,21 @@ CREATE OR REPLACE TRIGGER recipients_count_moved AFTER UPDATE OF status, held ON
         AND (OLD.status IN ('queued', 'deferred') OR NEW.status IN ('queued', 'deferred')))
     EXECUTE FUNCTION postroom_count_waiting();
 -- ---- end of version 6 ----
+-- ---- version 8: every change to the directory NOTIFYs the nodes (their RCPT caches) ----
+-- A statement trigger, so every writer counts (a node, the CLI, psql, db copy), and one
+-- notification per statement; PostgreSQL sends a transaction's at its commit.
+CREATE OR REPLACE FUNCTION postroom_directory_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('postroom_directory', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER domains_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON domains FOR EACH STATEMENT EXECUTE FUNCTION postroom_directory_changed();
+CREATE OR REPLACE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON users FOR EACH STATEMENT EXECUTE FUNCTION postroom_directory_changed();
+-- ---- end of version 8 ----
+
+-- ---- version 9 (recorded routes and DSN links): attempts.route and route_reason,
+-- messages.dsn_of (columns: schema.py's upgrade step), and a DSN found by its original.
+CREATE INDEX IF NOT EXISTS messages_dsn_of ON messages (dsn_of, id) WHERE dsn_of IS NOT NULL;
+-- ---- end of version 9

@@ -49,6 +49,7 @@ from postroom.store.models import (
 )
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
+from postroom.store.postgres.dircache import DirectoryCache
 from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
 from postroom.store.postgres.limits import LimitLink
 from postroom.store.postgres.schema import SCHEMA_VERSION
@@ -83,8 +84,10 @@ def _on_link(merge: Merge[Conn, R]) -> Merge[Link, R]:
     return on_link
 
 
-# One function for every enqueue: the GroupCommitter merges neighbours sharing it.
+# One function for every enqueue, and one for every outcome: the GroupCommitter merges
+# neighbours sharing it.
 _ENQUEUE_TOGETHER = _on_link(queue.enqueue_together)
+_RECORD_TOGETHER = _on_link(delivery.record_together)
 
 
 class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
@@ -125,6 +128,8 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         self._connections = Readers(url, lock_timeout, guard)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
         self._limits = LimitLink(url, lock_timeout=lock_timeout, guard=guard)
+        # RCPT's answers, kept exact by the directory's notifications (``dircache``).
+        self.directory_cache = DirectoryCache(url, timeout)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -139,6 +144,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
 
     async def aclose(self) -> None:
         self._closed = True
+        await self.directory_cache.aclose()
         await self.committer.aclose()
         await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
@@ -276,8 +282,14 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
     async def attempt_totals(self, since: float, until: float, *, reasons: int) -> AttemptTotals:
         return await self._read(functools.partial(log.attempt_totals, since, until, reasons))
 
+    async def _record(self, job: Callable[[Conn], Any]) -> None:
+        await self._write(job, merge=_RECORD_TOGETHER)
+
     async def queue_summary(self) -> QueueSummary:
         return await self._read(delivery.queue_summary)
+
+    async def merge_counters(self) -> int:
+        return await self._write(delivery.merge_counters_job)
 
     # -- the directory ----------------------------------------------------------------
     async def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
@@ -293,12 +305,20 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         return await self._read(directory.domains, snapshot=False)
 
     async def is_local_domain(self, name: str) -> bool:
-        return await self._read(functools.partial(directory.is_local_domain, name), snapshot=False)
+        local, _ = await self.recipient(name, "")  # no user has an empty address
+        return local
 
     async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
-        return await self._read(
+        cache = self.directory_cache
+        found = cache.get(domain, address)
+        if found is not None:
+            return found
+        since = cache.generation
+        answer = await self._read(
             functools.partial(directory.recipient, domain, address), snapshot=False
         )
+        cache.keep(domain, address, answer, since)
+        return answer
 
     async def add_user(self, user: UserRecord) -> bool:
         params = user_params(user)

@@ -102,6 +102,9 @@ class Writer:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
+    def lost(self, conn: sqlite3.Connection) -> bool:
+        return False  # a file is not lost between two batches
+
     def close(self, conn: sqlite3.Connection) -> None:
         conn.close()
 

@@ -39,7 +39,7 @@ R = TypeVar("R")
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, sender, ret, envid, body_type, smtputf8, size, received_at,"
     " source_kind, principal, client_ip, client_port, helo, reverse_dns, protocol, tls,"
-    " listener) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " listener, dsn_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The new recipient's held and delay_warned columns keep their defaults: enqueue is the
 # accept path, and it writes nothing it does not have to. Its lease is set only for mail

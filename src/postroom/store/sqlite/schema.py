@@ -18,7 +18,7 @@ from postroom.errors import StoreError
 
 __all__ = ["FILLS", "SCHEMA_VERSION", "UPGRADES", "migrate", "schema_version"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # UPGRADES[n] brings a version-n database to version n + 1 (before schema.sql runs).
 UPGRADES: dict[int, str] = {
@@ -64,6 +64,32 @@ UPGRADES: dict[int, str] = {
     # events_complained, webhook_deliveries_message)
     6: "",
     # <<< complaints
+    # >>> recorded routes and DSN links (version 8): the route each attempt took and
+    # why; the queue id a DSN reports on (schema.sql: its index). A database made before
+    # the email log has no attempts table: it gets the old shape first.
+    7: """
+        CREATE TABLE IF NOT EXISTS attempts (
+            id          INTEGER PRIMARY KEY,
+            message_id  TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            recipient   TEXT NOT NULL,
+            at          REAL NOT NULL,
+            mailer      TEXT NOT NULL,
+            disposition TEXT NOT NULL,
+            code        INTEGER,
+            enhanced    TEXT,
+            text        TEXT NOT NULL,
+            host        TEXT,
+            ip          TEXT,
+            port        INTEGER,
+            tls         TEXT,
+            provider_id TEXT,
+            duration    REAL NOT NULL DEFAULT 0
+        );
+        ALTER TABLE attempts ADD COLUMN route TEXT;
+        ALTER TABLE attempts ADD COLUMN route_reason TEXT;
+        ALTER TABLE messages ADD COLUMN dsn_of TEXT;
+    """,
+    # <<< recorded routes and DSN links
 }
 
 # FILLS[n], when upgrading past version n, runs after schema.sql (so on the latest shape).
@@ -83,6 +109,21 @@ FILLS: dict[int, str] = {
             WHERE status IN ('queued', 'deferred') GROUP BY status, held;
     """,
     # <<< log speed
+    # >>> recorded routes and DSN links (version 8): the DSNs postroom made before, linked
+    # by the X-Postroom-Queue-ID field of their delivery-status part (the first in the
+    # body: the returned message comes after it). Routes taken before are not known.
+    7: """
+        UPDATE messages SET dsn_of = (
+            SELECT CAST(substr(v, 1, instr(v, X'0D') - 1) AS TEXT)
+            FROM (SELECT substr(b.data, instr(b.data, CAST('X-Postroom-Queue-ID: ' AS BLOB))
+                                        + 21, 64) AS v
+                  FROM message_bodies b WHERE b.id = messages.id
+                      AND instr(b.data, CAST('X-Postroom-Queue-ID: ' AS BLOB)) > 0)
+            WHERE instr(v, X'0D') > 1
+        )
+        WHERE source_kind = 'dsn';
+    """,
+    # <<< recorded routes and DSN links
 }
 
 

@@ -1,4 +1,4 @@
--- postroom SQLite schema, version 7: the whole of the latest schema.
+-- postroom SQLite schema, version 8: the whole of the latest schema.
 -- Every statement is idempotent; schema.py runs it at each start, after the upgrades
 -- that bring an older database up to the point where it applies.
 
@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
 INSERT INTO schema_version (version)
-    SELECT 7 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+    SELECT 8 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 
 -- Which store this is, made once when the database is created; the data directory keeps
 -- the same id in its instance-id file, so that a lost or replaced database is noticed.
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS messages (
     protocol    TEXT,
     tls         TEXT,
     listener    TEXT,
-    held        INTEGER NOT NULL DEFAULT 0
+    held        INTEGER NOT NULL DEFAULT 0,
+    dsn_of      TEXT                  -- a DSN postroom made: the queue id it reports on
 ) WITHOUT ROWID;
 
 -- The log's "held" filter; empty most of the time.
@@ -88,7 +89,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     port        INTEGER,
     tls         TEXT,
     provider_id TEXT,
-    duration    REAL NOT NULL DEFAULT 0
+    duration    REAL NOT NULL DEFAULT 0,
+    route       TEXT,                 -- the route taken, as the router decided then
+    route_reason TEXT                 -- why: the conditions that matched, default, failover
 );
 CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id, at);
 -- Each mailer's last success and error, and its recent deliveries (mailer status).
@@ -307,3 +310,8 @@ CREATE TRIGGER IF NOT EXISTS recipients_count_moved AFTER UPDATE OF status, held
         ON CONFLICT DO UPDATE SET recipients = recipients + 1;
 END;
 -- <<< log speed
+
+-- >>> recorded routes and DSN links (version 8): attempts.route and route_reason,
+-- messages.dsn_of (columns: schema.py's upgrade step), and a DSN found by its original.
+CREATE INDEX IF NOT EXISTS messages_dsn_of ON messages (dsn_of, id) WHERE dsn_of IS NOT NULL;
+-- <<< recorded routes and DSN links

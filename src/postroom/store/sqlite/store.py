@@ -254,6 +254,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
     async def queue_summary(self) -> QueueSummary:
         return await self._read(health.queue_summary, snapshot=True)
 
+    async def merge_counters(self) -> int:
+        return 0  # one writer: its triggers keep one row per count
+
     async def attempt_counts(self, since: float, bucket: float) -> list[AttemptCount]:
         rollup_params(since, bucket)  # ValueError for a bucket the rollups cannot give
         return await self._read(functools.partial(health.attempt_counts, since, bucket))

@@ -12,7 +12,9 @@ a connection (one host address, TLS mode and login) are not the same thing:
   the cache included, so the cluster never has more than ``max_per_destination``
   connections, and so transactions, to one destination; the store is asked twice per
   connection, not per message. Such a connection stays idle ``SHARED_IDLE`` seconds at
-  most, so a node done with a destination soon leaves its slots to the others.
+  most, so a node done with a destination soon leaves its slots to the others, and
+  one above its share while another node waits (``SharedSlots.share``) is closed when
+  its transaction ends.
 - ``take(key)`` / ``give(key, connection)``: a cache of idle connections. A connection goes
   back only while it is still open, has carried fewer than ``max_uses`` messages and
   there is room; it is closed once idle for ``idle_timeout`` seconds (by the injected
@@ -206,6 +208,7 @@ class ConnectionPool(Generic[C]):
             or not connection.usable
             or connection.uses >= self._max_uses
             or len(stack) >= self._max_per_destination
+            or self._above_share(connection)
         ):
             if not stack:
                 del self._idle[key]
@@ -213,6 +216,15 @@ class ConnectionPool(Generic[C]):
             return
         stack.append(_Idle(connection, self._clock.monotonic()))
         self._arm_timer()
+
+    def _above_share(self, connection: C) -> bool:
+        """Whether ``connection`` holds a shared slot of a destination this node holds
+        more of than its share while another node waits for one."""
+        slot = self._held.get(connection)
+        if slot is None or self._slots is None:
+            return False
+        share = self._slots.share(slot[0], self._max_per_destination)
+        return share is not None and sum(s[0] == slot[0] for s in self._held.values()) > share
 
     def discard(self, connection: C) -> None:
         """Close ``connection`` in the background, then give back its shared slot."""
