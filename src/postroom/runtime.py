@@ -49,7 +49,7 @@ from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CERT_NAME, ServerTls
-from postroom.net.wakeup import WakeupListener, notify
+from postroom.net.wakeup import Notifier, WakeupListener
 from postroom.readiness import Check, Readiness
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
@@ -118,8 +118,8 @@ def _login_cache(settings: Settings, clock: Clock) -> LoginCache | None:
 class _WakePrimary:
     """In an accept worker: after commits, wake the primary's scheduler (once per burst)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._data_dir = settings.data_dir
+    def __init__(self, notify: Notifier) -> None:
+        self._notify = notify
         self._pending = False
 
     def __call__(self, event: object) -> None:
@@ -129,7 +129,7 @@ class _WakePrimary:
 
     def _send(self) -> None:
         self._pending = False
-        notify(self._data_dir)
+        self._notify()
 
 
 class Server:
@@ -195,6 +195,7 @@ class Server:
         self._router: Router | None = None
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
+        self._notifier: Notifier | None = None  # an accept worker's, to wake the primary
         self._control: ControlListener | None = None
         self._inbound: InboundChecker | None = None
         self.tls: ServerTls | None = None
@@ -241,8 +242,9 @@ class Server:
         )
         self.intake = intake
         if self.accept_only:
-            bus.subscribe(_WakePrimary(settings))
-            self._deliver_at_once(intake, bus, lambda: notify(settings.data_dir))
+            self._notifier = notifier = Notifier(settings.data_dir)
+            bus.subscribe(_WakePrimary(notifier))
+            self._deliver_at_once(intake, bus, notifier)
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
@@ -666,6 +668,9 @@ class Server:
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
         if self.retention is not None:
             self.retention.stop()
         if self.scheduler is not None:

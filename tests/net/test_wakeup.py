@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.net.wakeup import WakeupListener, notify, socket_path
+from postroom.net.wakeup import Notifier, WakeupListener, notify, socket_path
 
 
 @pytest.fixture
@@ -62,3 +62,16 @@ async def test_a_path_too_long_for_a_socket_falls_back(tmp_path: Path) -> None:
     assert listener.start() is False
     assert notify(deep) is False
     listener.close()
+
+
+async def test_one_notifier_reaches_the_listener_again_after_a_restart(short_dir: Path) -> None:
+    with Notifier(short_dir) as notifier:
+        assert notifier() is False  # no server yet
+        for _ in range(2):  # the primary starts, stops, and starts again
+            woke = asyncio.Event()
+            listener = WakeupListener(short_dir, woke.set)
+            assert listener.start()
+            assert notifier()
+            await asyncio.wait_for(woke.wait(), 5)
+            listener.close()
+        assert notifier() is False

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["WakeupListener", "notify", "socket_path"]
+__all__ = ["Notifier", "WakeupListener", "notify", "socket_path"]
 
 _NAME = "wake.sock"
 _log = logging.getLogger("postroom.wakeup")
@@ -28,13 +28,39 @@ def socket_path(data_dir: Path) -> Path:
 
 def notify(data_dir: Path) -> bool:
     """Tell a running server's scheduler that the queue changed. True if one listened."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
+    with Notifier(data_dir) as notifier:
+        return notifier()
+
+
+class Notifier:
+    """``notify`` again and again from one process (an accept worker, after its
+    commits) over one socket, not a socket made and closed for each."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._address = os.fspath(socket_path(data_dir))
+        self._sock: socket.socket | None = None
+
+    def __call__(self) -> bool:
+        """Send the wake-up; True if a server listened."""
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
         try:
-            sock.sendto(b"!", os.fspath(socket_path(data_dir)))
+            self._sock.sendto(b"!", self._address)
         except OSError:  # no server, a stale socket file, or its buffer is full
             return False
-    return True
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class WakeupListener:
