@@ -10,7 +10,7 @@ from pathlib import Path
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
 from postroom.store.sqlite.schema import migrate
 
-__all__ = ["Writer", "connect", "connect_reader", "store_error"]
+__all__ = ["Writer", "connect", "connect_reader", "store_error", "use_wal"]
 
 _SQLITE_BUSY = 5  # primary result codes; extended codes keep them in the low byte
 _SQLITE_CORRUPT = 11
@@ -42,6 +42,22 @@ def connect_reader(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
+def use_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch ``conn``'s file to WAL; the mode it is in after. Two processes opening a
+    new file at once both ask for the switch, which needs the file to itself: SQLite
+    answers the loser "locked" at once rather than wait (a lock upgrade that could
+    deadlock), whatever the busy timeout. So ask again, for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _lower(text: str | None) -> str | None:
     return None if text is None else text.lower()
 
@@ -57,7 +73,7 @@ class Writer:
     def connect(self) -> sqlite3.Connection:
         conn = connect(self._path, self._busy_timeout)
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = use_wal(conn, self._busy_timeout)
             if mode != "wal":
                 raise StoreUnavailable(f"{self._path}: cannot use WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")

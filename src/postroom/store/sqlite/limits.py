@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from postroom.errors import StoreError
 from postroom.store.limitops import TABLES, LimitOps, LimitRunner, Sql
-from postroom.store.sqlite.connection import store_error
+from postroom.store.sqlite.connection import store_error, use_wal
 
 __all__ = ["LocalLimits", "limits_path"]
 
@@ -76,7 +76,7 @@ class LocalLimits(LimitOps, LimitRunner):
                 target, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                _prepare(conn)
+                _prepare(conn, self._busy_timeout)
             except BaseException:
                 conn.close()
                 raise
@@ -136,8 +136,8 @@ class LocalLimits(LimitOps, LimitRunner):
         self._conn = self._inline = None
 
 
-def _prepare(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode=WAL")
+def _prepare(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    use_wal(conn, busy_timeout)
     conn.execute("PRAGMA synchronous=OFF")  # counters, not mail: never fsync'ed
     conn.execute("BEGIN IMMEDIATE")
     try:
