@@ -414,3 +414,50 @@ async def test_each_connection_given_back_goes_to_one_waiting_transaction_in_tur
     finally:
         await pool.aclose()
         await counts.aclose()
+
+
+class Answering(LocalLimits):
+    """The store, answering an ask for a slot only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.answer = asyncio.Event()
+
+    async def take_slot(
+        self, key: str, limit: int, holder: str, now: float, *, lease: float
+    ) -> bool:
+        await self.answer.wait()
+        return await super().take_slot(key, limit, holder, now, lease=lease)
+
+
+async def test_a_connection_given_back_while_the_store_refuses_nothing_stays_for_the_next(
+    fake_clock: FakeClock,
+) -> None:
+    """Handing connections to transactions that ask for a slot is for a node the store
+    keeps waiting; otherwise each ask would be cancelled and given back (two store calls
+    a message) and the next transaction would find the cache empty."""
+    counts = Answering()
+    counts.answer.set()
+    slots = SharedSlots(counts, fake_clock, holder="node-a")
+    pool: ConnectionPool[Held] = ConnectionPool(
+        clock=fake_clock, max_per_destination=3, slots=slots, mailer="relay"
+    )
+    cache = pool.key("smtp.example", "peer")
+
+    async def opener() -> Held:
+        return Held()
+
+    try:
+        kept = await pool.connect("smtp.example", opener, cache)
+        counts.answer.clear()
+        asking = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)  # asking the store, not refused
+        pool.give(cache, kept)
+        await asyncio.sleep(0.05)
+        assert pool.idle_count() == 1  # left for the next transaction
+        counts.answer.set()
+        assert await asyncio.wait_for(asking, 5) is not kept
+        assert pool.take(cache) is kept
+    finally:
+        await pool.aclose()
+        await counts.aclose()

@@ -103,6 +103,12 @@ class SharedSlots:
         contenders = self._contenders.get(key)
         return None if contenders is None else -(-limit // contenders)
 
+    def refused(self, key: str) -> bool:
+        """Whether this node's transactions wait for one of ``key``'s slots, the store
+        having refused the last ask (all held, or this node at its share)."""
+        turns = self._turns.get(key)
+        return turns is not None and turns.refused is not None
+
     async def release(self, key: str) -> None:
         """Give back a slot ``take`` counted in the store; never raises."""
         self._count(key, -1)

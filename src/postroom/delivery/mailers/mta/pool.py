@@ -149,8 +149,9 @@ class ConnectionPool(Generic[C]):
         destination's shared slots while it is open. The slot of an idle connection of
         this node to the same destination (another of its hosts) is passed on: that
         connection is closed, its slot not given back and taken again. While every slot
-        is held, a connection of this node given back for ``reuse`` (a cache key) is
-        taken instead of waiting on: this node's own slots serve its waiting mail."""
+        is held (the store refused), a connection of this node given back for ``reuse``
+        (a cache key) is taken instead of waiting on: this node's own slots serve its
+        waiting mail."""
         if self._slots is None:
             return await opener()
         slot = self._idle_slot(destination)
@@ -279,7 +280,9 @@ class ConnectionPool(Generic[C]):
             self.discard(connection)
             return
         stack.append(_Idle(connection, self._clock.monotonic()))
-        self._hand_on(key)  # a transaction waiting for a slot may have it instead
+        slot = self._held.get(connection)
+        if slot is not None and self._slots is not None and self._slots.refused(slot[0]):
+            self._hand_on(key)  # a transaction the store keeps waiting has it instead
         self._arm_timer()
 
     def _above_share(self, connection: C) -> bool:
