@@ -461,3 +461,34 @@ async def test_a_connection_given_back_while_the_store_refuses_nothing_stays_for
     finally:
         await pool.aclose()
         await counts.aclose()
+
+
+async def test_a_transaction_refused_a_slot_takes_a_connection_already_idle_in_the_cache(
+    fake_clock: FakeClock,
+) -> None:
+    """A connection given back while this node's ask was under way stays in the cache;
+    once the store refuses, the waiting transaction takes it rather than waiting for a
+    slot that only its idling out would free."""
+    counts = Answering()
+    counts.answer.set()
+    slots = SharedSlots(counts, fake_clock, holder="node-a", poll=3600)  # no poll in time
+    pool: ConnectionPool[Held] = ConnectionPool(
+        clock=fake_clock, max_per_destination=1, slots=slots, mailer="relay"
+    )
+    cache = pool.key("smtp.example", "peer")
+
+    async def opener() -> Held:
+        return Held()
+
+    try:
+        only = await pool.connect("smtp.example", opener, cache)
+        counts.answer.clear()
+        waiting = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)  # asking the store, not yet refused
+        pool.give(cache, only)
+        assert pool.idle_count() == 1
+        counts.answer.set()  # refused: the one slot is this node's
+        assert await asyncio.wait_for(waiting, 5) is only
+    finally:
+        await pool.aclose()
+        await counts.aclose()

@@ -61,6 +61,8 @@ SHARED_IDLE = 2.0  # seconds: the longest an idle connection holds a shared slot
 # A shared slot a connection holds: its key in the store, and whether the store counted
 # it (False: the store could not be asked; the node's own limit applied alone).
 _Slot = tuple[str, bool]
+# Seconds between looks at the cache by a transaction the store keeps waiting for a slot
+_REUSE_LOOK = 0.25
 
 
 @dataclass(slots=True)
@@ -182,17 +184,24 @@ class ConnectionPool(Generic[C]):
                 turns = self._reusers.setdefault(reuse, deque())
                 turns.append(turn)
                 try:
-                    await asyncio.wait((asking, turn), return_when=asyncio.FIRST_COMPLETED)
+                    # The wait is also cut short now and then: a connection given back
+                    # before the store refused this node went to the cache, not here.
+                    await asyncio.wait(
+                        (asking, turn), timeout=_REUSE_LOOK, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     if not turn.done():
                         turn.cancel()
                         turns.remove(turn)
                         if not turns:
                             self._reusers.pop(reuse, None)
+                handed = turn.done() and not turn.cancelled()
                 if asking.done():
-                    if turn.done() and not turn.cancelled():
+                    if handed:
                         self._hand_on(reuse)  # not needed here: the next waiter's
                     break
+                if not handed and not (self.idle_count(reuse) and self._slots.refused(key)):
+                    continue
                 connection = self.take(reuse)
                 if connection is not None:
                     asking.cancel()  # a slot it took meanwhile goes back (SharedSlots)
