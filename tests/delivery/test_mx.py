@@ -430,50 +430,20 @@ class Answering(LocalLimits):
         return await super().take_slot(key, limit, holder, now, lease=lease)
 
 
-async def test_a_connection_given_back_while_the_store_refuses_nothing_stays_for_the_next(
-    fake_clock: FakeClock,
+@pytest.mark.parametrize("refused", [False, True])
+async def test_a_connection_given_back_while_a_slot_is_asked_for_goes_to_the_asker_if_refused(
+    fake_clock: FakeClock, refused: bool
 ) -> None:
-    """Handing connections to transactions that ask for a slot is for a node the store
-    keeps waiting; otherwise each ask would be cancelled and given back (two store calls
-    a message) and the next transaction would find the cache empty."""
-    counts = Answering()
-    counts.answer.set()
-    slots = SharedSlots(counts, fake_clock, holder="node-a")
-    pool: ConnectionPool[Held] = ConnectionPool(
-        clock=fake_clock, max_per_destination=3, slots=slots, mailer="relay"
-    )
-    cache = pool.key("smtp.example", "peer")
-
-    async def opener() -> Held:
-        return Held()
-
-    try:
-        kept = await pool.connect("smtp.example", opener, cache)
-        counts.answer.clear()
-        asking = asyncio.create_task(pool.connect("smtp.example", opener, cache))
-        await asyncio.sleep(0.05)  # asking the store, not refused
-        pool.give(cache, kept)
-        await asyncio.sleep(0.05)
-        assert pool.idle_count() == 1  # left for the next transaction
-        counts.answer.set()
-        assert await asyncio.wait_for(asking, 5) is not kept
-        assert pool.take(cache) is kept
-    finally:
-        await pool.aclose()
-        await counts.aclose()
-
-
-async def test_a_transaction_refused_a_slot_takes_a_connection_already_idle_in_the_cache(
-    fake_clock: FakeClock,
-) -> None:
-    """A connection given back while this node's ask was under way stays in the cache;
-    once the store refuses, the waiting transaction takes it rather than waiting for a
-    slot that only its idling out would free."""
+    """Given back while this node asks the store for a slot, a connection stays in the
+    cache. Granted the slot, the asker opens its own (taking the cached one would cost
+    a cancelled ask, two store calls a message, and empty the cache for the next
+    transaction); refused, it takes the cached one rather than wait for a slot that
+    only that connection's idling out would free."""
     counts = Answering()
     counts.answer.set()
     slots = SharedSlots(counts, fake_clock, holder="node-a", poll=3600)  # no poll in time
     pool: ConnectionPool[Held] = ConnectionPool(
-        clock=fake_clock, max_per_destination=1, slots=slots, mailer="relay"
+        clock=fake_clock, max_per_destination=1 if refused else 3, slots=slots, mailer="relay"
     )
     cache = pool.key("smtp.example", "peer")
 
@@ -481,14 +451,19 @@ async def test_a_transaction_refused_a_slot_takes_a_connection_already_idle_in_t
         return Held()
 
     try:
-        only = await pool.connect("smtp.example", opener, cache)
+        given = await pool.connect("smtp.example", opener, cache)
         counts.answer.clear()
-        waiting = asyncio.create_task(pool.connect("smtp.example", opener, cache))
-        await asyncio.sleep(0.05)  # asking the store, not yet refused
-        pool.give(cache, only)
-        assert pool.idle_count() == 1
-        counts.answer.set()  # refused: the one slot is this node's
-        assert await asyncio.wait_for(waiting, 5) is only
+        asking = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)  # asking the store, not answered yet
+        pool.give(cache, given)
+        await asyncio.sleep(0.05)
+        assert pool.idle_count() == 1 and not asking.done()
+        counts.answer.set()
+        got = await asyncio.wait_for(asking, 5)
+        if refused:
+            assert got is given and pool.idle_count() == 0
+        else:
+            assert got is not given and pool.take(cache) is given
     finally:
         await pool.aclose()
         await counts.aclose()
