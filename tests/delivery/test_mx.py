@@ -348,3 +348,122 @@ async def test_a_node_above_its_share_of_the_slots_closes_a_connection_for_a_wai
     finally:
         await pool.aclose()
         await counts.aclose()
+
+
+async def test_a_transaction_waiting_for_a_shared_slot_takes_the_nodes_connection_given_back(
+    fake_clock: FakeClock,
+) -> None:
+    """A node holding every slot it may have keeps its own connections busy: a
+    transaction waiting for a slot gets the next one given back, not a wait for a slot
+    (which only a closed connection frees, after it idles out)."""
+    counts = LocalLimits(None)
+    slots = SharedSlots(counts, fake_clock, holder="node-a", poll=3600)  # no poll in time
+    pool: ConnectionPool[Held] = ConnectionPool(
+        clock=fake_clock, max_per_destination=2, slots=slots, mailer="relay"
+    )
+    cache = pool.key("smtp.example", "peer")
+    opened: list[Held] = []
+
+    async def opener() -> Held:
+        opened.append(Held())
+        return opened[-1]
+
+    try:
+        first, _second = [await pool.connect("smtp.example", opener, cache) for _ in range(2)]
+        waiting = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)  # it asks the store, is refused (2 of 2 held) and waits
+        assert not waiting.done()
+        pool.give(cache, first)  # its transaction is over
+        assert await asyncio.wait_for(waiting, 5) is first
+        assert len(opened) == 2 and pool.idle_count() == 0
+        # Still exactly the limit counted in the store: nothing taken, nothing leaked.
+        await asyncio.sleep(0.05)
+        assert not await counts.take_slot(
+            "connections relay smtp.example", 2, "node-b", fake_clock.time(), lease=60
+        )
+    finally:
+        await pool.aclose()
+        await counts.aclose()
+
+
+async def test_each_connection_given_back_goes_to_one_waiting_transaction_in_turn(
+    fake_clock: FakeClock,
+) -> None:
+    counts = LocalLimits(None)
+    slots = SharedSlots(counts, fake_clock, holder="node-a", poll=3600)  # no poll in time
+    pool: ConnectionPool[Held] = ConnectionPool(
+        clock=fake_clock, max_per_destination=1, slots=slots, mailer="relay"
+    )
+    cache = pool.key("smtp.example", "peer")
+
+    async def opener() -> Held:
+        return Held()
+
+    try:
+        only = await pool.connect("smtp.example", opener, cache)
+        first = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)
+        pool.give(cache, only)
+        assert await asyncio.wait_for(first, 5) is only  # the longest waiting
+        await asyncio.sleep(0.05)
+        assert not second.done()  # still waiting: one connection, one transaction
+        pool.give(cache, only)
+        assert await asyncio.wait_for(second, 5) is only
+    finally:
+        await pool.aclose()
+        await counts.aclose()
+
+
+class Answering(LocalLimits):
+    """The store, answering an ask for a slot only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.answer = asyncio.Event()
+
+    async def take_slot(
+        self, key: str, limit: int, holder: str, now: float, *, lease: float
+    ) -> bool:
+        await self.answer.wait()
+        return await super().take_slot(key, limit, holder, now, lease=lease)
+
+
+@pytest.mark.parametrize("refused", [False, True])
+async def test_a_connection_given_back_while_a_slot_is_asked_for_goes_to_the_asker_if_refused(
+    fake_clock: FakeClock, refused: bool
+) -> None:
+    """Given back while this node asks the store for a slot, a connection stays in the
+    cache. Granted the slot, the asker opens its own (taking the cached one would cost
+    a cancelled ask, two store calls a message, and empty the cache for the next
+    transaction); refused, it takes the cached one rather than wait for a slot that
+    only that connection's idling out would free."""
+    counts = Answering()
+    counts.answer.set()
+    slots = SharedSlots(counts, fake_clock, holder="node-a", poll=3600)  # no poll in time
+    pool: ConnectionPool[Held] = ConnectionPool(
+        clock=fake_clock, max_per_destination=1 if refused else 3, slots=slots, mailer="relay"
+    )
+    cache = pool.key("smtp.example", "peer")
+
+    async def opener() -> Held:
+        return Held()
+
+    try:
+        given = await pool.connect("smtp.example", opener, cache)
+        counts.answer.clear()
+        asking = asyncio.create_task(pool.connect("smtp.example", opener, cache))
+        await asyncio.sleep(0.05)  # asking the store, not answered yet
+        pool.give(cache, given)
+        await asyncio.sleep(0.05)
+        assert pool.idle_count() == 1 and not asking.done()
+        counts.answer.set()
+        got = await asyncio.wait_for(asking, 5)
+        if refused:
+            assert got is given and pool.idle_count() == 0
+        else:
+            assert got is not given and pool.take(cache) is given
+    finally:
+        await pool.aclose()
+        await counts.aclose()

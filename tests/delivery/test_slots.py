@@ -73,3 +73,70 @@ async def test_a_slot_the_node_gives_back_goes_to_its_waiting_transaction_at_onc
         assert await asyncio.wait_for(waiting, 5) is True
     finally:
         await store.aclose()
+
+
+class Slow(LocalLimits):
+    """The store, answering an ask for a slot only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.answered = asyncio.Event()
+
+    async def take_slot(
+        self, key: str, limit: int, holder: str, now: float, *, lease: float
+    ) -> bool:
+        self.asked.set()
+        await self.answer.wait()
+        try:
+            return await super().take_slot(key, limit, holder, now, lease=lease)
+        finally:
+            self.answered.set()
+
+
+async def test_a_slot_taken_by_an_ask_cancelled_while_the_store_answers_is_given_back(
+    fake_clock: FakeClock,
+) -> None:
+    store = Slow()
+    slots = SharedSlots(store, fake_clock, holder="node-a")
+    try:
+        asking = asyncio.create_task(slots.take(KEY, 1))
+        await asyncio.wait_for(store.asked.wait(), 5)
+        asking.cancel()  # the transaction no longer needs it (or the node stops)
+        await asyncio.gather(asking, return_exceptions=True)
+        assert asking.cancelled()
+        store.answer.set()  # the store takes the slot after all
+        await asyncio.wait_for(store.answered.wait(), 5)
+        async with asyncio.timeout(5):  # and it goes back, not counted for good
+            while not await store.take_slot(  # noqa: ASYNC110 (given back in the background)
+                KEY, 1, "node-b", fake_clock.time(), lease=60
+            ):
+                await asyncio.sleep(0.005)
+    finally:
+        await store.aclose()
+
+
+async def test_the_next_waiting_transaction_keeps_the_pause_of_one_that_stopped_waiting(
+    fake_clock: FakeClock,
+) -> None:
+    """A transaction that takes a connection given back stops waiting for a slot: the
+    one behind it asks the store after the pause, not at once (one ask per handover
+    would be one per message)."""
+    store = Asking()
+    slots = SharedSlots(store, fake_clock, holder="node-a", poll=3600)  # no poll in time
+    try:
+        assert await slots.take(KEY, 1)
+        first = asyncio.create_task(slots.take(KEY, 1))
+        second = asyncio.create_task(slots.take(KEY, 1))
+        async with asyncio.timeout(5):  # the first asks, is refused, and pauses
+            while store.asks < 2:  # noqa: ASYNC110 (the asks run on the store's thread)
+                await asyncio.sleep(0.005)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        assert store.asks == 2 and not second.done()
+        await slots.release(KEY)  # a slot given back still ends the pause at once
+        assert await asyncio.wait_for(second, 5) is True
+    finally:
+        await store.aclose()

@@ -48,6 +48,9 @@ class _Turns:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     freed: asyncio.Event = field(default_factory=asyncio.Event)  # this node gave one back
     users: int = 0
+    # Loop time of the last refusal: the next ask waits out the pause after it, even
+    # when the one that was refused stopped waiting (it took a connection given back).
+    refused: float | None = None
 
 
 def _holder_name() -> str:
@@ -81,6 +84,7 @@ class SharedSlots:
         # Slots not given back (the store could not be reached): ``keep`` renews all of
         # this node's slots, so these are given back by its next round, not left to run.
         self._owed: list[str] = []
+        self._giving: set[asyncio.Future[None]] = set()  # slots of cancelled asks, going back
 
     @asynccontextmanager
     async def hold(self, key: str, limit: int) -> AsyncIterator[None]:
@@ -98,6 +102,12 @@ class SharedSlots:
         last heard: None while no other node waits for one."""
         contenders = self._contenders.get(key)
         return None if contenders is None else -(-limit // contenders)
+
+    def refused(self, key: str) -> bool:
+        """Whether this node's transactions wait for one of ``key``'s slots, the store
+        having refused the last ask (all held, or this node at its share)."""
+        turns = self._turns.get(key)
+        return turns is not None and turns.refused is not None
 
     async def release(self, key: str) -> None:
         """Give back a slot ``take`` counted in the store; never raises."""
@@ -117,16 +127,22 @@ class SharedSlots:
         # One waiting transaction of this node asks the store at a time, the others
         # queue behind it here: the polls of a node are a few a second, however many of
         # its transactions wait. A slot this node gives back ends the pause at once.
+        loop = asyncio.get_running_loop()
         turns = self._turns.setdefault(key, _Turns())
         turns.users += 1
         try:
             async with turns.lock:
                 while True:
+                    pause = (
+                        0.0 if turns.refused is None else turns.refused + self._poll - loop.time()
+                    )
+                    if pause > 0:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(pause):
+                                await turns.freed.wait()
                     turns.freed.clear()
                     try:
-                        taken = await self._limits.take_slot(
-                            key, limit, self.holder, self._clock.time(), lease=self._lease
-                        )
+                        taken = await self._ask(key, limit)
                     except StoreError as exc:
                         if not self._unreachable:
                             _log.warning(
@@ -137,15 +153,34 @@ class SharedSlots:
                         return False
                     self._unreachable = False
                     if taken:
+                        turns.refused = None
                         self._count(key, 1)
                         return True
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._poll):
-                            await turns.freed.wait()
+                    turns.refused = loop.time()
         finally:
             turns.users -= 1
             if not turns.users:
                 del self._turns[key]
+
+    async def _ask(self, key: str, limit: int) -> bool:
+        """One ask for a slot. Cancelled while the store answers (a transaction that
+        found a connection of this node's meanwhile, or a stop), the ask still ends
+        there: a slot it took is given back, not left counted (and renewed) for good."""
+        ask = asyncio.ensure_future(
+            self._limits.take_slot(key, limit, self.holder, self._clock.time(), lease=self._lease)
+        )
+        try:
+            return await asyncio.shield(ask)
+        except asyncio.CancelledError:
+            ask.add_done_callback(lambda done: self._untake(key, done))
+            raise
+
+    def _untake(self, key: str, ask: asyncio.Future[bool]) -> None:
+        if not ask.cancelled() and ask.exception() is None and ask.result():
+            self._count(key, 1)
+            task = asyncio.ensure_future(self.release(key))
+            self._giving.add(task)
+            task.add_done_callback(self._giving.discard)
 
     async def look(self) -> None:
         """Ask the store which of the keys this node holds slots of another node waits

@@ -14,7 +14,9 @@ a connection (one host address, TLS mode and login) are not the same thing:
   connection, not per message. Such a connection stays idle ``SHARED_IDLE`` seconds at
   most, so a node done with a destination soon leaves its slots to the others, and
   one above its share while another node waits (``SharedSlots.share``) is closed when
-  its transaction ends.
+  its transaction ends. A transaction waiting for a slot takes a connection of this
+  node given back meanwhile: at its share a node gets no new slot, so its waiting mail
+  goes over the connections it has, not after they idle out.
 - ``take(key)`` / ``give(key, connection)``: a cache of idle connections. A connection goes
   back only while it is still open, has carried fewer than ``max_uses`` messages and
   there is room; it is closed once idle for ``idle_timeout`` seconds (by the injected
@@ -26,6 +28,7 @@ The pool knows nothing of SMTP: a connection is anything ``Reusable``.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,6 +61,8 @@ SHARED_IDLE = 2.0  # seconds: the longest an idle connection holds a shared slot
 # A shared slot a connection holds: its key in the store, and whether the store counted
 # it (False: the store could not be asked; the node's own limit applied alone).
 _Slot = tuple[str, bool]
+# Seconds between looks at the cache by a transaction the store keeps waiting for a slot
+_REUSE_LOOK = 0.25
 
 
 @dataclass(slots=True)
@@ -98,6 +103,9 @@ class ConnectionPool(Generic[C]):
         self._idle: dict[Hashable, list[_Idle[C]]] = {}
         self._held: dict[C, _Slot] = {}  # open connections' shared slots
         self._closing: set[asyncio.Future[None]] = set()
+        # cache key -> transactions waiting for a shared slot that would take an idle
+        # connection of that key instead, longest waiting first
+        self._reusers: dict[Hashable, deque[asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -133,17 +141,28 @@ class ConnectionPool(Generic[C]):
         slots a connection holds its destination's slot, so it serves that one only."""
         return peer if self._slots is None else (destination, peer)
 
-    async def connect(self, destination: str, opener: Callable[[], Awaitable[C]]) -> C:
+    async def connect(
+        self,
+        destination: str,
+        opener: Callable[[], Awaitable[C]],
+        reuse: Hashable | None = None,
+    ) -> C:
         """A new connection (``opener``'s) for ``destination``, holding one of the
         destination's shared slots while it is open. The slot of an idle connection of
         this node to the same destination (another of its hosts) is passed on: that
-        connection is closed, its slot not given back and taken again."""
+        connection is closed, its slot not given back and taken again. While every slot
+        is held (the store refused), a connection of this node given back for ``reuse``
+        (a cache key) is taken instead of waiting on: this node's own slots serve its
+        waiting mail."""
         if self._slots is None:
             return await opener()
         slot = self._idle_slot(destination)
         if slot is None:
             key = f"connections {self._mailer} {destination}"
-            slot = (key, await self._slots.take(key, self._max_per_destination))
+            taken = await self._take_or_reuse(key, reuse)
+            if not isinstance(taken, bool):
+                return taken
+            slot = (key, taken)
         try:
             connection = await opener()
         except BaseException:
@@ -151,6 +170,61 @@ class ConnectionPool(Generic[C]):
             raise
         self._held[connection] = slot
         return connection
+
+    async def _take_or_reuse(self, key: str, reuse: Hashable | None) -> bool | C:
+        """One of ``key``'s shared slots (``SharedSlots.take``'s answer), or, if one comes
+        back first, an idle connection of ``reuse``'s. Without this a node at its share
+        of the slots keeps its transactions waiting for a slot while its own
+        connections, which hold those slots, stand idle in the cache until they expire."""
+        assert self._slots is not None
+        asking = asyncio.ensure_future(self._slots.take(key, self._max_per_destination))
+        try:
+            while reuse is not None:
+                turn = asyncio.get_running_loop().create_future()
+                turns = self._reusers.setdefault(reuse, deque())
+                turns.append(turn)
+                try:
+                    # The wait is also cut short now and then: a connection given back
+                    # before the store refused this node went to the cache, not here.
+                    await asyncio.wait(
+                        (asking, turn), timeout=_REUSE_LOOK, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    if not turn.done():
+                        turn.cancel()
+                        turns.remove(turn)
+                        if not turns:
+                            self._reusers.pop(reuse, None)
+                handed = turn.done() and not turn.cancelled()
+                if asking.done():
+                    if handed:
+                        self._hand_on(reuse)  # not needed here: the next waiter's
+                    break
+                if not handed and not (self.idle_count(reuse) and self._slots.refused(key)):
+                    continue
+                connection = self.take(reuse)
+                if connection is not None:
+                    asking.cancel()  # a slot it took meanwhile goes back (SharedSlots)
+                    await asyncio.wait((asking,))
+                    if not asking.cancelled() and asking.result():  # taken just before
+                        self._later(self._give_back((key, True)))
+                    return connection
+            return await asking
+        finally:
+            if not asking.done():
+                asking.cancel()
+
+    def _hand_on(self, key: Hashable) -> None:
+        """Wake the longest waiting transaction of those that would reuse an idle
+        connection of ``key``'s: one per connection given back, not all of them."""
+        turns = self._reusers.get(key)
+        while turns:
+            turn = turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                break
+        if turns is not None and not turns:
+            del self._reusers[key]
 
     def _idle_slot(self, destination: str) -> _Slot | None:
         for key, stack in self._idle.items():
@@ -215,6 +289,9 @@ class ConnectionPool(Generic[C]):
             self.discard(connection)
             return
         stack.append(_Idle(connection, self._clock.monotonic()))
+        slot = self._held.get(connection)
+        if slot is not None and self._slots is not None and self._slots.refused(slot[0]):
+            self._hand_on(key)  # a transaction the store keeps waiting has it instead
         self._arm_timer()
 
     def _above_share(self, connection: C) -> bool:

@@ -180,7 +180,7 @@ class SmtpClient:
             while True:
                 connection = pool.take(key)
                 if connection is None:
-                    connection = await pool.connect(where, lambda: self._connector.open(peer))
+                    connection = await pool.connect(where, lambda: self._connector.open(peer), key)
                 ledger.remote = connection.remote
                 try:
                     await self._transact(connection, message, recipients, ledger)
