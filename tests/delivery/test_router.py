@@ -150,21 +150,21 @@ def table(routes: list[dict[str, Any]] = ROUTES, local: Any = ("example.test",))
 
 def test_the_first_matching_route_wins() -> None:
     routes = table()
-    assert routes.chain_for(view("ann@example.org")).name == "billing"  # billing and org match
-    assert routes.chain_for(view("ann@example.org")).mailers == ("relay", "backup")
+    assert routes.decide(view("ann@example.org")).route.name == "billing"  # billing and org match
+    assert routes.decide(view("ann@example.org")).route.mailers == ("relay", "backup")
     other = OutboundMessage(id="Q2", sender="x@example.com", data=b"Subject: hi\r\n\r\n")
-    assert routes.chain_for(view("ann@example.org", other)).name == "org"
-    assert routes.chain_for(view("bob@example.net", other)).name == "everything"
+    assert routes.decide(view("ann@example.org", other)).route.name == "org"
+    assert routes.decide(view("bob@example.net", other)).route.name == "everything"
 
 
 def test_without_a_match_local_domains_go_to_local_and_the_rest_to_mx() -> None:
     routes = table(ROUTES[:2], local=["example.test", "Bücher.example"])
     other = OutboundMessage(id="Q2", sender="x@example.com", data=b"")
-    assert routes.chain_for(view("ann@example.test", other)) == DEFAULT_LOCAL_ROUTE
-    assert routes.chain_for(view("ann@EXAMPLE.TEST", other)) == DEFAULT_LOCAL_ROUTE
-    assert routes.chain_for(view("ann@bücher.example", other)) == DEFAULT_LOCAL_ROUTE
-    assert routes.chain_for(view("ann@xn--bcher-kva.example", other)) == DEFAULT_LOCAL_ROUTE
-    assert routes.chain_for(view("ann@example.net", other)) == DEFAULT_REMOTE_ROUTE
+    assert routes.decide(view("ann@example.test", other)).route == DEFAULT_LOCAL_ROUTE
+    assert routes.decide(view("ann@EXAMPLE.TEST", other)).route == DEFAULT_LOCAL_ROUTE
+    assert routes.decide(view("ann@bücher.example", other)).route == DEFAULT_LOCAL_ROUTE
+    assert routes.decide(view("ann@xn--bcher-kva.example", other)).route == DEFAULT_LOCAL_ROUTE
+    assert routes.decide(view("ann@example.net", other)).route == DEFAULT_REMOTE_ROUTE
     assert DEFAULT_LOCAL_ROUTE.name == "default-local"
     assert DEFAULT_LOCAL_ROUTE.mailers == ("local",)
     assert DEFAULT_REMOTE_ROUTE.name == "default-remote"
@@ -179,15 +179,15 @@ def test_local_domains_may_be_a_test() -> None:
         return domain == "xn--bcher-kva.example"
 
     routes = RouteTable.from_settings(Settings(), is_local)
-    assert routes.chain_for(view("ann@bücher.example")) == DEFAULT_LOCAL_ROUTE
-    assert routes.chain_for(view("ann@example.net")) == DEFAULT_REMOTE_ROUTE
+    assert routes.decide(view("ann@bücher.example")).route == DEFAULT_LOCAL_ROUTE
+    assert routes.decide(view("ann@example.net")).route == DEFAULT_REMOTE_ROUTE
     assert asked == ["xn--bcher-kva.example", "example.net"]
 
 
 def test_routes_group_by_name_and_chain() -> None:
     routes = table()
-    first = routes.chain_for(view("ann@example.org"))
-    again = routes.chain_for(view("bob@customers.example"))
+    first = routes.decide(view("ann@example.org")).route
+    again = routes.decide(view("bob@customers.example")).route
     assert first == again and hash(first) == hash(again)
     assert len({first, again, DEFAULT_REMOTE_ROUTE}) == 2
 
@@ -239,9 +239,12 @@ def test_decide_names_the_conditions_that_made_the_route_match() -> None:
     assert local.reason == (
         "default: no configured route matches, and 'example.test' is a local domain"
     )
-    # decide() and chain_for() never disagree
+    # decide() and explain() never disagree
     for address in ("ann@example.org", "bob@example.net", "ann@example.test"):
-        assert table().decide(view(address, other)).route == table().chain_for(view(address, other))
+        assert (
+            table().decide(view(address, other)).route
+            == table().explain(view(address, other)).route
+        )
 
 
 # -- the router ------------------------------------------------------------------------
@@ -399,7 +402,7 @@ async def test_aclose_closes_every_mailer_even_when_one_fails() -> None:
 async def test_routes_from_the_table_feed_the_router() -> None:
     relay = ScriptedMailer("relay", FAILS_OVER)
     backup = ScriptedMailer("backup", DELIVERS)
-    route = table().chain_for(view("ann@example.org"))
+    route = table().decide(view("ann@example.org")).route
     result = await Router({"relay": relay, "backup": backup}).deliver(
         route, MESSAGE, rcpts("ann@example.org")
     )

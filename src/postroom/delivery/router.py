@@ -122,18 +122,15 @@ class RouteTable:
             local_domains = frozenset(_ascii_domain(d) for d in local_domains).__contains__
         return cls([Route.from_settings(r) for r in settings.routes], local_domains)
 
-    def chain_for(self, view: MessageView) -> Route:
-        """The first route whose conditions match, else a default route."""
-        return self.configured_for(view) or self._default(view.recipient)
-
     def configured_for(self, view: MessageView) -> Route | None:
         """The first configured route whose conditions match; None: a default route's
         recipient."""
         return next((route for route in self.routes if route.rule.matches(view)), None)
 
     def decide(self, view: MessageView) -> RouteChoice:
-        """``chain_for``'s route, and why in a line: the conditions of the route that held
-        (only that route is traced), or the default's reason."""
+        """The first route whose conditions match, else a default route; and why in a
+        line: the conditions of the route that held (only that route is traced), or the
+        default's reason."""
         route = self.configured_for(view)
         if route is None:
             default, reason = self._default_reason(view.recipient, bool(self.routes))
@@ -153,15 +150,12 @@ class RouteTable:
         return Explanation(view.recipient, default, tuple(checked), reason)
 
     def _default_reason(self, recipient: str, configured: bool) -> tuple[Route, str]:
+        """The default route for ``recipient``'s domain, and why."""
         domain = _ascii_domain(recipient.rpartition("@")[2])
-        default = self._default(recipient)
-        local = "is" if default is DEFAULT_LOCAL_ROUTE else "is not"
+        local = self._local_domain(domain)
+        default = DEFAULT_LOCAL_ROUTE if local else DEFAULT_REMOTE_ROUTE
         first = "no configured route matches" if configured else "no routes are configured"
-        return default, f"{first}, and {domain!r} {local} a local domain"
-
-    def _default(self, recipient: str) -> Route:
-        domain = _ascii_domain(recipient.rpartition("@")[2])
-        return DEFAULT_LOCAL_ROUTE if self._local_domain(domain) else DEFAULT_REMOTE_ROUTE
+        return default, f"{first}, and {domain!r} {'is' if local else 'is not'} a local domain"
 
 
 def _ascii_domain(domain: str) -> str:

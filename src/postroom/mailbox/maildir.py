@@ -320,7 +320,6 @@ class Maildir:
         try:
             name, fd = self._create_tmp(box.tmp, len(content), vsize)
         except FileNotFoundError:  # the folders went away since they were found whole
-            self._boxes.pop((domain, user), None)
             box = self._box(domain, user)
             name, fd = self._create_tmp(box.tmp, len(content), vsize)
         tmp = f"{box.tmp}/{name}"
@@ -348,24 +347,20 @@ class Maildir:
         return name
 
     def _box(self, domain: str, user: str) -> _Box:
-        """``user@domain``'s Maildir, made whole on its first delivery here; later ones
-        find it in memory and build no paths (a delivery that finds the folders gone
-        makes them again)."""
-        key = (domain, user)
-        box = self._boxes.get(key)
-        if box is None:
-            maildir = self.path(domain, user)
-            self._ensure_folders(maildir)
-            box = _Box(
-                maildir,
-                str(maildir / "tmp"),
-                str(maildir / "new"),
-                self.account(domain, user),
-                self.folder_files(maildir),
-            )
-            if len(self._boxes) >= _BOXES_KEPT:
-                self._boxes.clear()
-            self._boxes[key] = box
+        """``user@domain``'s Maildir made whole (its folders made where missing) and
+        remembered: later deliveries find it in ``_boxes`` and build no paths."""
+        maildir = self.path(domain, user)
+        self._ensure_folders(maildir)
+        box = _Box(
+            maildir,
+            str(maildir / "tmp"),
+            str(maildir / "new"),
+            self.account(domain, user),
+            self.folder_files(maildir),
+        )
+        if len(self._boxes) >= _BOXES_KEPT:
+            self._boxes.clear()
+        self._boxes[(domain, user)] = box
         return box
 
     def _unique_name(self, size: int, vsize: int, when: float | None = None) -> str:
