@@ -50,6 +50,7 @@ class _Folder:
         self.watches: set[FolderWatch] = set()
         self.changed = asyncio.Event()  # this process changed it: look now
         self.looker: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # the looker's first look, every change's baseline
 
 
 class Watchers:
@@ -70,6 +71,9 @@ class Watchers:
         if folder.looker is None:
             folder.looker = self._loop.create_task(self._keep_looking(path, folder))
         try:
+            # Not before the first look: a change made after watch() returned but before
+            # that look would be taken into its baseline, and never reported.
+            await folder.ready.wait()
             yield watch
         finally:
             folder.watches.discard(watch)
@@ -93,6 +97,7 @@ class Watchers:
 
     async def _keep_looking(self, path: Path, folder: _Folder) -> None:
         last = await self._version(path)
+        folder.ready.set()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
