@@ -61,3 +61,19 @@ def test_the_api_gets_the_same_answer(make_server: MakeServer) -> None:
     error = answer.json()["error"]
     assert (error["code"], error["message"]) == ("insufficient_storage", "Mailbox full")
     assert error["fields"] == [{"field": "to", "message": "Mailbox full"}]
+
+
+def test_a_limit_set_after_a_recipients_first_message_applies_at_its_next_rcpt(
+    make_server: MakeServer,
+) -> None:
+    server = _server(make_server)
+    roomy = server.server.mailboxes.account("example.test", "roomy")
+    with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("alice@example.com", ["SIZE=5000"])
+        assert smtp.rcpt("roomy@example.test")[0] == 250  # no limit
+        smtp.rset()
+        server.call(roomy.set_quota(1024))
+        smtp.mail("alice@example.com", ["SIZE=5000"])
+        code, reply = smtp.rcpt("roomy@example.test")
+        assert (code, reply[:5]) == (552, b"5.2.2")  # the new limit, not a remembered one

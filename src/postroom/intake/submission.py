@@ -44,7 +44,7 @@ from postroom.mail.headers import received_header
 from postroom.mail.labels import LabelProblem, Labels, read_labels
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
-from postroom.mailbox import MailboxStore, Maildir, mailbox_key
+from postroom.mailbox import MailAccount, MailboxStore, Maildir, mailbox_key
 from postroom.mailbox.base import Quota
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # built by the server only when the inbound checks are on (SP
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 
 _log = logging.getLogger("postroom.intake")
+_ACCOUNTS_HELD = 4096  # RCPT's accounts kept (then forgotten together and found again)
 
 
 class IntakeStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
@@ -94,6 +95,9 @@ class Intake:
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
     route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
     handoff: Handoff | None = None  # delivers local mail at once, once it is durable
+    # RCPT's accounts by address key (None: no mailbox can have that name), so a
+    # recipient's name is not parsed and joined into paths again for every message.
+    _accounts: dict[str, MailAccount | None] = field(default_factory=dict)
 
     @classmethod
     def from_settings(
@@ -217,11 +221,18 @@ class Intake:
         """The quota of a local user's mailbox; None when none applies."""
         if self.mailboxes is None:
             return None
+        key = address.key
         try:
-            account = self.mailboxes.account(*mailbox_key(address.key))
-        except ValueError:  # no mailbox can have that name (refused with 5.1.3 before)
-            return None
-        return await account.limited_quota()
+            account = self._accounts[key]
+        except KeyError:
+            try:
+                account = self.mailboxes.account(*mailbox_key(key))
+            except ValueError:  # no mailbox can have that name (refused with 5.1.3 before)
+                account = None
+            if len(self._accounts) >= _ACCOUNTS_HELD:
+                self._accounts.clear()
+            self._accounts[key] = account
+        return None if account is None else await account.limited_quota()
 
     async def local_among(self, principal: Principal, domains: Iterable[str]) -> frozenset[str]:
         """Which of ``domains`` are local, asked of the store only where the principal's

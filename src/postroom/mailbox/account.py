@@ -60,6 +60,7 @@ class MaildirAccount:
         self.domain = domain
         self.user = user
         self.path = store.path(domain, user)
+        self._quota_file = os.path.join(self.path, QUOTA_FILE)  # read at every RCPT
         self._ready = False
 
     # -- folders ---------------------------------------------------------------------
@@ -377,7 +378,7 @@ class MaildirAccount:
         here (a missing file, the common case, costs one failed open); only measuring
         the usage against a limit goes to a thread: a thread hop per RCPT cost more than
         the read itself."""
-        found = read_quota_file(self.path / QUOTA_FILE)
+        found = read_quota_file(self._quota_file)
         own = found.limit if found is not None else None
         if not (own if own is not None else self._store.default_quota):
             return None

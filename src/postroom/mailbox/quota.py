@@ -61,7 +61,7 @@ class QuotaFile:
         return 0 < limit <= self.octets and now - self.mtime > STALE_AFTER
 
 
-def read_quota_file(path: Path) -> QuotaFile | None:
+def read_quota_file(path: str | Path) -> QuotaFile | None:
     try:
         with open(path, "rb") as file:
             found = os.fstat(file.fileno())
