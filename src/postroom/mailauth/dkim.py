@@ -277,6 +277,12 @@ class DkimSigner:
         asked before the whole message is read."""
         return bool(self._keys_of(domain))
 
+    def ready(self, domain: str) -> bool:
+        """Whether signing as ``domain`` needs nothing read or parsed first: it has keys,
+        each parsed already from its file as it is now (so dkimpy is loaded too)."""
+        keys = self._keys_of(domain)
+        return bool(keys) and all(self._parsed(key) is not None for key in keys)
+
     def sign(self, message: bytes, now: float, *, domain: str) -> list[Signature]:
         """The signatures of ``message`` as ``domain`` (d=); none when it has no key, or
         when dkimpy cannot read the header block (intake's clean-up gives it readable
@@ -313,15 +319,24 @@ class DkimSigner:
             self._signing[domain] = _DomainKeys(paths, version, keys)
         return keys
 
-    def _load(self, key: DkimKey) -> object:
-        version = key.path.stat().st_mtime_ns
+    def _parsed(self, key: DkimKey) -> object | None:
+        """The key parsed from its file as it is now; None when it must be (again)."""
         cached = self._loaded.get(key.path)
-        if cached is None or cached[0] != version:
+        try:
+            current = cached is not None and cached[0] == key.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        return cached[1] if cached is not None and current else None
+
+    def _load(self, key: DkimKey) -> object:
+        parsed = self._parsed(key)
+        if parsed is None:
             from postroom.mailauth.dkimsign import load_private
 
-            cached = (version, load_private(key))
-            self._loaded[key.path] = cached
-        return cached[1]
+            version = key.path.stat().st_mtime_ns
+            parsed = load_private(key)
+            self._loaded[key.path] = (version, parsed)
+        return parsed
 
 
 _KNOWN_DOMAINS = 1024  # domains whose signing keys a signer remembers
