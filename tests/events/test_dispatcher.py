@@ -207,7 +207,7 @@ async def test_events_of_a_webhook_removed_from_the_configuration_are_recorded_f
 
 
 async def test_with_no_webhook_a_round_marks_every_new_event_without_reading_it(
-    store: SqliteStore, clock: FakeClock, http: FakeHttp, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.record_events([_event(EventType.DELIVERED, "Q1", clock.now)])
     await store.fan_out(lambda event: ["gone"], limit=10, now=clock.now)
