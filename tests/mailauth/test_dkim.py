@@ -399,3 +399,10 @@ def test_keys_changed_within_a_timestamp_tick_are_seen(tmp_path: Path) -> None:
     for path, ns in times.items():  # as if the clock had not ticked since
         os.utime(path, ns=(ns, ns))
     assert _selectors(signer) == ["e2"]
+
+
+def test_a_signer_remembers_a_bounded_number_of_domains(tmp_path: Path) -> None:
+    signer = DkimSigner(KeyRing(tmp_path))
+    for n in range(3000):
+        assert not signer.wants(f"d{n}.example.test")
+    assert len(signer._signing) <= 1024

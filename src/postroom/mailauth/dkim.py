@@ -315,7 +315,9 @@ class DkimSigner:
         keys = self._keys.signing_keys(domain) if version is not None else []
         if version is None or _settled(version):
             if len(self._signing) >= _KNOWN_DOMAINS:
-                del self._signing[next(iter(self._signing))]
+                # Emptied whole (rare): the loop's thread and signing threads both get
+                # here, and a clear cannot meet another thread half way.
+                self._signing.clear()
             self._signing[domain] = _DomainKeys(paths, version, keys)
         return keys
 
