@@ -430,6 +430,13 @@ class Server:
         if not isinstance(store, SqliteStore):
             return
         path = socket_path(self.settings.data_dir)
+        if path is None:
+            if not self.accept_only:
+                _log.warning(
+                    "the data directory's path is too long for a socket: each accept"
+                    " worker commits its own messages"
+                )
+            return
         if self.accept_only:
             store.write_through(SharedWriter(path))
             return

@@ -20,6 +20,12 @@ from postroom.store.sqlite.sharedwriter import SharedWriter, WritePort, socket_p
 from tests.store.factories import new_message
 
 
+def writes(home: Path) -> Path:
+    path = socket_path(home)
+    assert path is not None
+    return path
+
+
 @pytest.fixture
 def home() -> Iterator[Path]:
     # Short: a Unix socket's path must fit its address (about 108 bytes).
@@ -39,14 +45,14 @@ async def primary(home: Path) -> AsyncIterator[SqliteStore]:
 async def worker(home: Path, primary: SqliteStore) -> AsyncIterator[SqliteStore]:
     store = SqliteStore(home / "queue.db")
     await store.start()
-    store.write_through(SharedWriter(socket_path(home)))
+    store.write_through(SharedWriter(writes(home)))
     yield store
     await store.aclose()
 
 
 @contextlib.asynccontextmanager
 async def port_of(home: Path, primary: SqliteStore) -> AsyncIterator[WritePort]:
-    port = WritePort(socket_path(home), primary.enqueue_rows)
+    port = WritePort(writes(home), primary.enqueue_rows)
     await port.start()
     try:
         yield port
@@ -109,7 +115,7 @@ async def test_a_message_in_flight_when_the_primary_hangs_up_fails_and_is_not_an
         got_request.set()
         writer.transport.abort()
 
-    dying = await asyncio.start_unix_server(hang_up, socket_path(home))
+    dying = await asyncio.start_unix_server(hang_up, writes(home))
     try:
         with pytest.raises(StoreUnavailable, match="went away"):
             await worker.enqueue(new_message())
@@ -136,7 +142,7 @@ async def test_one_failed_message_of_a_batch_fails_alone(
 
 
 async def test_rows_the_wire_cannot_carry_fail_their_message_only(home: Path) -> None:
-    writer = SharedWriter(socket_path(home))
+    writer = SharedWriter(writes(home))
     rows = EnqueueRows(("id",), [], [], None, b"")
     bad = EnqueueRows((object(),), [], [], None, b"")
     async with contextlib.AsyncExitStack() as stack:
@@ -156,7 +162,7 @@ def test_the_shared_writer_works_on_uvloop_as_serve_runs_it(home: Path) -> None:
         worker = SqliteStore(home / "queue.db")
         await primary.start()
         await worker.start()
-        worker.write_through(SharedWriter(socket_path(home)))
+        worker.write_through(SharedWriter(writes(home)))
         try:
             async with port_of(home, primary):
                 messages = [new_message() for _ in range(5)]
@@ -168,3 +174,8 @@ def test_the_shared_writer_works_on_uvloop_as_serve_runs_it(home: Path) -> None:
             await primary.aclose()
 
     uvloop.run(scenario())
+
+
+def test_a_data_directory_too_long_for_a_socket_address_has_no_shared_writer() -> None:
+    assert socket_path(Path("/" + "d" * 95)) is not None  # 107 bytes with "/write.sock"
+    assert socket_path(Path("/" + "d" * 96)) is None

@@ -34,12 +34,16 @@ from postroom.store.sqlite.writewire import request as request_frame
 __all__ = ["SharedWriter", "WritePort", "socket_path"]
 
 _NAME = "write.sock"
+_ADDRESS_BYTES = 108  # sun_path, with its final NUL
 _log = logging.getLogger("postroom.store")
 _GONE = "the primary process's writer went away before it answered"
 
 
-def socket_path(data_dir: Path) -> Path:
-    return data_dir / _NAME
+def socket_path(data_dir: Path) -> Path | None:
+    """The socket's path, or None where it would not fit a socket address (a long data
+    directory path): then each process commits its own messages, as they all agree."""
+    path = data_dir.absolute() / _NAME
+    return path if len(os.fsencode(path)) < _ADDRESS_BYTES else None
 
 
 class SharedWriter:
@@ -157,9 +161,12 @@ class SharedWriter:
             self._lost(transport, "the store is closed")
 
 
-class _WorkerSide(asyncio.Protocol):
-    def __init__(self, writer: SharedWriter) -> None:
-        self._writer = writer
+class _Framed(asyncio.Protocol):
+    """One end of a connection: each frame's value to ``_take``; nonsense hangs up."""
+
+    _nonsense = ""
+
+    def __init__(self) -> None:
         self._frames = Frames()
         self._transport: asyncio.Transport | None = None
 
@@ -170,10 +177,24 @@ class _WorkerSide(asyncio.Protocol):
         assert self._transport is not None
         try:
             for value in self._frames.feed(data):
-                self._writer._answered(*read_reply(value))
+                self._take(self._transport, value)
         except WireError as exc:
-            _log.error("the primary's writer answered nonsense: %s", exc)
+            _log.error("%s: %s", self._nonsense, exc)
             self._transport.abort()
+
+    def _take(self, transport: asyncio.Transport, value: object) -> None:
+        raise NotImplementedError
+
+
+class _WorkerSide(_Framed):
+    _nonsense = "the primary's writer answered nonsense"
+
+    def __init__(self, writer: SharedWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def _take(self, transport: asyncio.Transport, value: object) -> None:
+        self._writer._answered(*read_reply(value))
 
     def connection_lost(self, exc: Exception | None) -> None:
         assert self._transport is not None
@@ -241,24 +262,20 @@ class WritePort:
             self._path.unlink()
 
 
-class _PrimarySide(asyncio.Protocol):
+class _PrimarySide(_Framed):
+    _nonsense = "an accept worker sent nonsense to the writer"
+
     def __init__(self, port: WritePort) -> None:
+        super().__init__()
         self._port = port
-        self._frames = Frames()
-        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+        super().connection_made(transport)
+        assert self._transport is not None
         self._port._connections.add(self._transport)
 
-    def data_received(self, data: bytes) -> None:
-        assert self._transport is not None
-        try:
-            for value in self._frames.feed(data):
-                self._port._received(self._transport, *read_request(value))
-        except WireError as exc:
-            _log.error("an accept worker sent nonsense to the writer: %s", exc)
-            self._transport.abort()
+    def _take(self, transport: asyncio.Transport, value: object) -> None:
+        self._port._received(transport, *read_request(value))
 
     def connection_lost(self, exc: Exception | None) -> None:
         assert self._transport is not None
