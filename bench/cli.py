@@ -25,6 +25,7 @@ from bench.procs import SetupError
 from bench.report import check_targets, render
 from bench.systems import SYSTEM_NAMES, build_systems
 from bench.systems.base import RECIPIENT, System
+from bench.systems.haraka import HarakaSystem
 from bench.systems.postgres import PostgresCluster, postgres_cluster, postgres_version
 from bench.systems.postroom import PostroomSystem, default_python
 from bench.systems.submission import PASSWORD, USERNAME, PostfixDovecotSystem
@@ -64,6 +65,8 @@ ACCEPT_ONLY = ("postroom-local",)  # run in the accept workloads only
 # ARGON2ID (64 MiB, 3 passes) verifies about a dozen logins a second here, so that row
 # sends fewer messages (its rate is what is compared, not its count).
 SUBMISSION_PEERS = {"postfix-dovecot-sha512crypt": None, "postfix-dovecot-argon2id": 300}
+DOVECOT_PEERS = ("postfix-dovecot-sha512crypt", "postfix-dovecot-argon2id")
+HARAKA_AUTH = "haraka-auth"  # Haraka with tls and auth/flat_file: the submission peer
 CONDITION = (
     "Each run starts a fresh server in a fresh directory; between runs the files are moved "
     "aside, not deleted, and deleted once after the last run (deleting thousands of files "
@@ -432,16 +435,22 @@ def submission_sections(
     if "postroom" in chosen:
         systems.append(PostroomSystem(python, "held", workers, submission=True))
     systems += [PostfixDovecotSystem(s) for s in ("SHA512-CRYPT", "ARGON2ID")]
+    systems.append(HarakaSystem(fsync=True, submission=True))
     systems = [s for s in systems if s.name in chosen]
     broken: dict[str, str] = {}
     try:
         loadgen = install.ensure_loadgen(allow)
-        if any(s.name in SUBMISSION_PEERS for s in systems):
+        if any(s.name in DOVECOT_PEERS for s in systems):
             install.ensure_dovecot(allow)
     except (SetupError, OSError, subprocess.TimeoutExpired) as exc:
         if not isinstance(exc, SetupError) or "smtp-tls-source" in str(exc):
             raise
-        broken = {name: f"not installed: {exc}" for name in SUBMISSION_PEERS}
+        broken = {name: f"not installed: {exc}" for name in DOVECOT_PEERS}
+    if any(s.name == HARAKA_AUTH for s in systems):
+        try:
+            install.ensure_haraka(allow)
+        except (SetupError, OSError, subprocess.TimeoutExpired) as exc:
+            broken[HARAKA_AUTH] = f"not installed: {exc}"
     sections = []
     words = {"starttls": "STARTTLS (587-style)", "tls": "implicit TLS (465-style)"}
     for mode in plan.submission_modes:
@@ -775,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     only = set(args.only.split(",")) if args.only else set(WORKLOADS)
     unknown = only - set(WORKLOADS)
-    known = {*SYSTEM_NAMES, "postfix-relay", "postfix-virtual", *SUBMISSION_PEERS}
+    known = {*SYSTEM_NAMES, "postfix-relay", "postfix-virtual", *SUBMISSION_PEERS, HARAKA_AUTH}
     chosen = set(args.systems.split(",")) if args.systems else known
     unknown_systems = chosen - known
     if unknown or unknown_systems:

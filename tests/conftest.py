@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from hypothesis import settings
 from postroom.clock import Clock
 from postroom.store import Store
 from tests.support.depth import DEPTH, DEPTHS, examples
+from tests.support.loops import LoopFactory
 from tests.support.postgres import (
     PASSWORD,
     PASSWORD_USER,
@@ -54,7 +56,14 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[MakeServer]:
+def loop_factory() -> LoopFactory:
+    """The event loop ``make_server``'s servers run on: asyncio's, unless a module
+    overrides this fixture (``postroom serve`` runs on uvloop's when installed)."""
+    return asyncio.new_event_loop
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, loop_factory: LoopFactory) -> Iterator[MakeServer]:
     """Start in-process servers with loopback settings (overrides as keyword arguments)."""
     started: list[ServerThread] = []
 
@@ -67,7 +76,9 @@ def make_server(tmp_path: Path) -> Iterator[MakeServer]:
         **overrides: object,
     ) -> ServerThread:
         settings = loopback_settings(data_dir or tmp_path / f"data{len(started)}", **overrides)
-        server = ServerThread(settings, clock=clock, deliver=deliver, store=store)
+        server = ServerThread(
+            settings, clock=clock, deliver=deliver, store=store, loop_factory=loop_factory
+        )
         started.append(server.start())
         return server
 

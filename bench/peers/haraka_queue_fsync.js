@@ -36,3 +36,7 @@ exports.hook_queue = function (next, connection) {
         txn.message_stream.pipe(out, { dot_stuffed: false })
     })
 }
+
+// Mail from an authenticated client is relaying: Haraka hands it to queue_outbound, not
+// queue. Held the same way (the submission workload's delivery is held on every system).
+exports.hook_queue_outbound = exports.hook_queue

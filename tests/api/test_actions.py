@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 
+from postroom.mail.envelope import Source, SourceKind
 from postroom.store.models import RecipientStatus, RecipientUpdate
 from tests.api.conftest import MESSAGE, Api
+from tests.store.factories import new_message
 
 
 def sent(client: httpx.Client, **fields: object) -> str:
@@ -120,3 +124,16 @@ def test_a_delivered_message_shows_each_attempt(api: Api, client: httpx.Client) 
     assert attempt["at"].endswith("Z")
     listed = client.get("/api/v1/messages", params={"status": "delivered"}).json()
     assert [m["id"] for m in listed["messages"]] == [queue_id]
+
+
+def test_a_dsn_names_the_message_it_reports_on(api: Api, client: httpx.Client) -> None:
+    original = sent(client)
+    dsn = replace(
+        new_message(at=api.clock.time(), sender=None),
+        source=Source(SourceKind.DSN, protocol="local", dsn_of=original),
+    )
+    api.server.call(api.server.store.enqueue(dsn))
+    assert client.get(f"/api/v1/messages/{dsn.id}").json()["source"] == {
+        "kind": "dsn", "principal": None, "dsn_of": original,
+    }  # fmt: skip
+    assert client.get(f"/api/v1/messages/{original}").json()["source"]["dsn_of"] is None

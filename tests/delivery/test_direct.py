@@ -191,6 +191,11 @@ async def test_local_mail_is_delivered_by_the_accepting_process(world: World) ->
         EventType.DELIVERED,
         EventType.DELIVERED,
     ]
+    # Each event says the route its attempt took, and why, as the attempt's row does.
+    routes = {(a.recipient, a.route, a.route_reason) for a in attempts}
+    told = {(e.recipient, dict(e.details)["route"], dict(e.details)["route_reason"])
+            for e in stored_events if e.type is EventType.DELIVERED}  # fmt: skip
+    assert told == routes and all(route for _, route, _ in told)
     # Nothing is left for the scheduler, even once the lease would have ended.
     world.clock.advance(3600)
     assert await world.scheduler.run_once() == 0

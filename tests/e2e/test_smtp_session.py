@@ -10,10 +10,20 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
 import pytest
+import uvloop
 
 from tests.conftest import FakeClock
+from tests.support.loops import loop_factory  # noqa: F401 (both loops, for every test)
 from tests.support.servers import client_context, smtp_client
 from tests.support.thread import MakeServer, ServerThread
+
+
+def test_the_server_runs_on_the_loop_asked_for(
+    server: ServerThread, request: pytest.FixtureRequest
+) -> None:
+    asked = request.node.callspec.params["loop_factory"]
+    assert isinstance(server.loop, uvloop.Loop) == (asked == "uvloop")
+
 
 QUEUED = re.compile(rb"^2\.0\.0 Ok: queued as ([0-9A-Z]{16})$")
 

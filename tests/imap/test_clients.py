@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from postroom.config.settings import ListenerRole, ListenerSettings
+from tests.support.loops import loop_factory  # noqa: F401 (both loops, for every test)
 from tests.support.servers import (
     RunningProcess,
     cli_out,

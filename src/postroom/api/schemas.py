@@ -186,6 +186,10 @@ class SendAccepted(_Out):
 class SourceOut(_Out):
     kind: str  # smtp | api | sendmail | dsn
     principal: str | None
+    dsn_of: Annotated[
+        str | None,
+        Field(description="for a DSN postroom made: the id of the message it reports on"),
+    ] = None
 
 
 RecipientStatusName = Literal["queued", "deferred", "delivered", "bounced", "expired", "rejected"]

@@ -72,7 +72,7 @@ def summary(m: StoredMessage, meta: MessageMeta | None) -> MessageSummary:
         received_at=rfc3339(m.received_at),
         size=m.size,
         held=m.held,
-        source=SourceOut(kind=m.source_kind, principal=m.principal),
+        source=SourceOut(kind=m.source_kind, principal=m.principal, dsn_of=m.dsn_of),
         tags=list(meta.tags) if meta else [],
         metadata=dict(meta.metadata) if meta else {},
         recipients=[

@@ -65,6 +65,9 @@ def outcome_event(
             )
             if value
         )
+    if outcome.routed is not None:  # the route taken, and why (as the attempt's row says)
+        details.append(("route", outcome.routed.route))
+        details.append(("route_reason", outcome.routed.reason))
     return MailEvent(
         id=new_event_id(),
         type=kind,

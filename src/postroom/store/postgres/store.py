@@ -49,9 +49,10 @@ from postroom.store.models import (
 )
 from postroom.store.postgres import delivery, directory, log, queue
 from postroom.store.postgres.connection import Conn, Link, Readers, Writer, store_error
-from postroom.store.postgres.dircache import DirectoryCache
-from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard, conninfo
+from postroom.store.postgres.dircache import DIRECTORY_CHANNEL, DirectoryCache
+from postroom.store.postgres.guard import DEFAULT_TIMEOUT, Guard
 from postroom.store.postgres.limits import LimitLink
+from postroom.store.postgres.notices import Notices
 from postroom.store.postgres.schema import SCHEMA_VERSION
 from postroom.store.rows import (
     api_key_params,
@@ -128,8 +129,10 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         self._connections = Readers(url, lock_timeout, guard)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="postroom-reader")
         self._limits = LimitLink(url, lock_timeout=lock_timeout, guard=guard)
-        # RCPT's answers, kept exact by the directory's notifications (``dircache``).
-        self.directory_cache = DirectoryCache(url, timeout)
+        # One listening connection for the queue's wake-ups and the directory's changes;
+        # RCPT's answers are kept exact by the latter (``dircache``).
+        self.notices = Notices(url, timeout, (queue.QUEUE_CHANNEL, DIRECTORY_CHANNEL))
+        self.directory_cache = DirectoryCache(self.notices)
         self._closed = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -144,7 +147,7 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
 
     async def aclose(self) -> None:
         self._closed = True
-        await self.directory_cache.aclose()
+        await self.notices.aclose()
         await self.committer.aclose()
         await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
@@ -182,21 +185,17 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         commits NOTIFY ``QUEUE_CHANNEL``), until cancelled. Once listening it calls
         ``on_change`` once, for what was committed before. A lost connection raises
         StoreUnavailable: the caller's supervisor starts it again."""
+        watch = _QueueWatch(on_change, asyncio.get_running_loop().create_future())
+        unsubscribe = self.notices.subscribe(watch)
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                conninfo(self.url, self._guard.timeout), autocommit=True
-            )
-        except psycopg.Error as exc:
+            exc = await watch.ended
+        finally:
+            unsubscribe()
+        if isinstance(exc, psycopg.Error | OSError):
             raise store_error(exc) from exc
-        async with conn:
-            try:
-                await conn.execute(f"LISTEN {queue.QUEUE_CHANNEL}")
-                on_change()
-                async for _ in conn.notifies():
-                    on_change()
-            except psycopg.Error as exc:
-                raise store_error(exc) from exc
-        raise StoreUnavailable("the database closed the connection that listens for mail")
+        if isinstance(exc, StoreUnavailable):
+            raise exc
+        raise StoreUnavailable(f"not listening: {exc}") from exc
 
     async def instance_id(self) -> str:
         def read(conn: Conn) -> str:
@@ -378,3 +377,23 @@ class PostgresStore(DeliveryOps[Conn], EventOps, LimitOps, AdminOps):
         return await self._read(
             functools.partial(directory.idempotent, key_name, key, since), snapshot=False
         )
+
+
+class _QueueWatch:
+    """``watch_queue``'s subscriber: wakes the scheduler on each queue notification (and
+    each time listening starts), and ends at the first loss."""
+
+    def __init__(self, on_change: Callable[[], None], ended: asyncio.Future[Exception]) -> None:
+        self._on_change = on_change
+        self.ended = ended
+
+    def on_listening(self) -> None:
+        self._on_change()
+
+    def on_notify(self, channel: str) -> None:
+        if channel == queue.QUEUE_CHANNEL:
+            self._on_change()
+
+    def on_lost(self, exc: Exception) -> None:
+        if not self.ended.done():
+            self.ended.set_result(exc)
