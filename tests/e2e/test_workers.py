@@ -186,6 +186,28 @@ def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_
     assert len(json.loads(cli(config, "queue", "list", "--json"))) == 1  # the first only
 
 
+def test_a_worker_draining_at_stop_still_commits_through_the_primarys_writer(
+    home: Path,
+) -> None:
+    """At SIGTERM the primary stops its own part at once, but keeps its writer for the
+    worker, whose open session may still send a message while it drains."""
+    server, config = start(home)
+    primary = server.process.pid
+    try:
+        with workers_clients(primary, server.ports["mx"]) as (client,):
+            assert client.mail("a@remote.test")[0] == 250
+            assert client.rcpt("app@example.test")[0] == 250
+            server.signal(signal.SIGTERM)
+            # The primary's own stop is done up to its scheduler: its wake-up socket is gone.
+            wait_for(lambda: not (home / "data" / "wake.sock").exists())
+            assert client.data(MESSAGE)[0] == 250
+        assert server.wait() == 0
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+    assert len(json.loads(cli(config, "queue", "list", "--json"))) == 1
+
+
 def _bytes_waiting(path: Path) -> int:
     """Bytes queued unread on the accepted connections of the Unix socket at ``path``."""
     listed = subprocess.run(

@@ -86,7 +86,7 @@ class SharedWriter:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            made, _ = await loop.create_unix_connection(lambda: _WorkerSide(self), self._path)
+            transport, _ = await loop.create_unix_connection(lambda: _WorkerSide(self), self._path)
         except OSError as exc:
             reason = f"the primary process's writer is unreachable: {exc.strerror or exc}"
             self._fail(self._unsent, reason)
@@ -97,7 +97,6 @@ class SharedWriter:
         finally:
             self._connecting = None
         unsent, self._unsent = self._unsent, []
-        transport = made
         if self._closed:
             transport.close()
             self._fail(unsent, "the store is closed")
