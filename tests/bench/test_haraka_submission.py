@@ -28,4 +28,3 @@ def test_haraka_submission_listens_with_tls_and_auth(tmp_path: Path) -> None:
     assert "PRIVATE KEY" in (config / "tls_key.pem").read_text()
     users = (config / "auth_flat_file.ini").read_text()
     assert "methods=PLAIN,LOGIN" in users and f"{USERNAME}={PASSWORD}" in users
-

@@ -206,13 +206,39 @@ async def test_events_of_a_webhook_removed_from_the_configuration_are_recorded_f
     assert http.requests == []
 
 
+async def test_with_no_webhook_a_round_marks_every_new_event_without_reading_it(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.record_events([_event(EventType.DELIVERED, "Q1", clock.now)])
+    await store.fan_out(lambda event: ["gone"], limit=10, now=clock.now)
+    await store.record_events([_event(EventType.DELIVERED, f"Q{i}", clock.now) for i in range(7)])
+    monkeypatch.setattr("postroom.events.dispatcher._FAN_OUT_BATCH", 3)  # several batches
+    routes: list[EventRoute | None] = []
+    fan_out = store.fan_out
+
+    async def watched(route: EventRoute | None, *, limit: int, now: float) -> int:
+        routes.append(route)
+        return await fan_out(route, limit=limit, now=now)
+
+    monkeypatch.setattr(store, "fan_out", watched)
+    dispatcher = WebhookDispatcher(store, [], clock, environ={})
+    try:
+        assert await dispatcher.run_once() == 1  # the removed webhook's row, settled
+    finally:
+        await dispatcher.aclose()
+    assert routes == [None, None, None]  # 3 + 3 + 1: no event read back to be routed
+    assert await store.webhook_backlog() == {"": 0}
+    [failed] = await store.webhook_deliveries(webhook="gone")
+    assert (failed.state, failed.last_error) == (WebhookState.FAILED, "not configured")
+
+
 async def test_a_store_outage_pauses_the_rounds_and_never_ends_the_task(
     store: SqliteStore, clock: FakeClock
 ) -> None:
     failures = [StoreUnavailable("database is locked")] * 3
     fan_out = store.fan_out
 
-    async def flaky(route: EventRoute, *, limit: int, now: float) -> int:
+    async def flaky(route: EventRoute | None, *, limit: int, now: float) -> int:
         if failures:
             raise failures.pop()
         return await fan_out(route, limit=limit, now=now)

@@ -61,3 +61,22 @@ def test_the_api_gets_the_same_answer(make_server: MakeServer) -> None:
     error = answer.json()["error"]
     assert (error["code"], error["message"]) == ("insufficient_storage", "Mailbox full")
     assert error["fields"] == [{"field": "to", "message": "Mailbox full"}]
+
+
+def test_a_limit_set_after_rcpt_looked_at_the_mailbox_counts_at_once(
+    make_server: MakeServer,
+) -> None:
+    """RCPT remembers which mailbox an address names, never what its quota was: a limit
+    written into ``maildirsize`` by another process (the CLI) holds for the next message."""
+    server = _server(make_server)
+    with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("alice@example.com")
+        smtp.rcpt("roomy@example.test")
+        assert smtp.data(BODY)[0] == 250  # no limit: it fits
+        cli_account = server.server.mailboxes.account("example.test", "roomy")
+        server.call(cli_account.set_quota(1024))
+        smtp.mail("alice@example.com")
+        smtp.rcpt("roomy@example.test")
+        code, reply = smtp.data(BODY)
+        assert (code, reply[:5]) == (552, b"5.2.2")

@@ -125,6 +125,40 @@ async def test_fan_out_takes_each_event_once_and_routes_it_by_the_filter(store: 
     assert await store.webhook_backlog() == {"": 0, "app": 2, "alerts": 1}
 
 
+async def test_fan_out_with_no_webhook_marks_events_in_order_and_queues_no_delivery(
+    store: Store,
+) -> None:
+    events = [_event(EventType.DELIVERED, f"Q{i}") for i in range(5)]
+    await store.record_events(events)
+    assert await store.webhook_backlog() == {"": 5}
+    assert await store.fan_out(None, limit=3, now=NOW) == 3
+    assert await store.webhook_backlog() == {"": 2}
+    later = _event(EventType.BOUNCED, "Q9")
+    await store.record_events([later])
+    # The oldest first: a filter given now sees only what no round has taken.
+    seen: list[str] = []
+
+    def to_app(event: MailEvent) -> list[str]:
+        seen.append(event.id)
+        return ["app"]
+
+    assert await store.fan_out(to_app, limit=10, now=NOW) == 3
+    assert seen == [events[3].id, events[4].id, later.id]
+    assert await store.fan_out(None, limit=10, now=NOW) == 0
+    assert await store.webhook_backlog() == {"": 0, "app": 3}
+
+
+async def test_two_nodes_with_no_webhook_mark_each_event_once(backend: Backend) -> None:
+    one, two = await backend.open(), await backend.open()
+    await one.record_events([_event(EventType.DELIVERED, f"Q{i}") for i in range(40)])
+    marked = await asyncio.gather(
+        *(store.fan_out(None, limit=7, now=NOW) for store in (one, two) for _ in range(4))
+    )
+    marked_more = await one.fan_out(None, limit=100, now=NOW)
+    assert sum(marked) + marked_more == 40
+    assert await one.webhook_backlog() == {"": 0}
+
+
 async def test_one_message_events_go_to_a_webhook_in_order(store: Store) -> None:
     first, second = _event(EventType.QUEUED, "Q1"), _event(EventType.DELIVERED, "Q1")
     other = _event(EventType.DELIVERED, "Q2")

@@ -194,9 +194,8 @@ class WebhookDispatcher:
     async def run_once(self) -> int:
         """One round: fan out what is new, send what is due; how many were sent."""
         now = self._clock.time()
-        while (
-            await self._store.fan_out(self.route, limit=_FAN_OUT_BATCH, now=now) == _FAN_OUT_BATCH
-        ):
+        route = self.route if self._targets else None  # None: marked, never read back
+        while await self._store.fan_out(route, limit=_FAN_OUT_BATCH, now=now) == _FAN_OUT_BATCH:
             now = self._clock.time()
         # A row of a webhook no longer configured is claimed too, and recorded failed.
         lease = max((t.timeout for t in self._targets.values()), default=10.0) + 30.0

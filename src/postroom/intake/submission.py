@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from postroom.clock import Clock
 from postroom.config.settings import Settings
@@ -44,7 +44,7 @@ from postroom.mail.headers import received_header
 from postroom.mail.labels import LabelProblem, Labels, read_labels
 from postroom.mail.spool import SpooledBody
 from postroom.mailauth.dkim import DkimSigner, KeyRing
-from postroom.mailbox import MailboxStore, Maildir, mailbox_key
+from postroom.mailbox import MailAccount, MailboxStore, Maildir, mailbox_key
 from postroom.mailbox.base import Quota
 from postroom.smtp import replies
 from postroom.smtp.replies import Reply
@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # built by the server only when the inbound checks are on (SP
 __all__ = ["Intake", "IntakeStore", "Queued", "Submission"]
 
 _log = logging.getLogger("postroom.intake")
+_QUOTA_ACCOUNTS_KEPT: Final = 4096  # accounts RCPT's quota look remembers (then starts over)
 
 
 class IntakeStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
@@ -94,6 +95,11 @@ class Intake:
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
     route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
     handoff: Handoff | None = None  # delivers local mail at once, once it is durable
+    # RCPT's quota look, per address key: the account (its paths built once; its quota
+    # file is read on every look) or None for an address no mailbox can have.
+    _quota_accounts: dict[str, MailAccount | None] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @classmethod
     def from_settings(
@@ -217,11 +223,18 @@ class Intake:
         """The quota of a local user's mailbox; None when none applies."""
         if self.mailboxes is None:
             return None
+        key = address.key
         try:
-            account = self.mailboxes.account(*mailbox_key(address.key))
-        except ValueError:  # no mailbox can have that name (refused with 5.1.3 before)
-            return None
-        return await account.limited_quota()
+            account = self._quota_accounts[key]
+        except KeyError:
+            try:
+                account = self.mailboxes.account(*mailbox_key(key))
+            except ValueError:  # no mailbox can have that name (refused with 5.1.3 before)
+                account = None
+            if len(self._quota_accounts) >= _QUOTA_ACCOUNTS_KEPT:
+                self._quota_accounts.clear()
+            self._quota_accounts[key] = account
+        return None if account is None else await account.limited_quota()
 
     async def local_among(self, principal: Principal, domains: Iterable[str]) -> frozenset[str]:
         """Which of ``domains`` are local, asked of the store only where the principal's

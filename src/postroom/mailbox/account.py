@@ -60,6 +60,7 @@ class MaildirAccount:
         self.domain = domain
         self.user = user
         self.path = store.path(domain, user)
+        self._quota_file = f"{self.path}/{QUOTA_FILE}"  # read on every RCPT and delivery
         self._ready = False
 
     # -- folders ---------------------------------------------------------------------
@@ -345,8 +346,7 @@ class MaildirAccount:
         usage is ``maildirsize``'s (``mailbox.quota``), measured only when the file asks
         for it; without one nothing is measured unless asked for (usage 0), so neither
         costs a delivery a look at the folders."""
-        path = self.path / QUOTA_FILE
-        found = read_quota_file(path)
+        found = read_quota_file(self._quota_file)
         own = found.limit if found is not None else None
         limit = own if own is not None else self._store.default_quota
         if not limit:
@@ -356,7 +356,7 @@ class MaildirAccount:
         else:
             usage, messages = self._measure()
             if self.path.is_dir():  # asking makes no mailbox
-                write_totals(path, own, usage, messages)
+                write_totals(self.path / QUOTA_FILE, own, usage, messages)
         return Quota(limit=limit, usage=usage, own=own is not None)
 
     def check_room(self, size: int) -> None:
@@ -377,7 +377,7 @@ class MaildirAccount:
         here (a missing file, the common case, costs one failed open); only measuring
         the usage against a limit goes to a thread: a thread hop per RCPT cost more than
         the read itself."""
-        found = read_quota_file(self.path / QUOTA_FILE)
+        found = read_quota_file(self._quota_file)
         own = found.limit if found is not None else None
         if not (own if own is not None else self._store.default_quota):
             return None

@@ -239,7 +239,7 @@ class Maildir:
             if files is None:
                 # INBOX is the Maildir; a Maildir++ folder (".Sent") is inside it
                 account = path.parent if path.name.startswith(".") else path
-                quota_file = account / QUOTA_FILE
+                quota_file = f"{account}/{QUOTA_FILE}"
                 files = self._folders[path] = FolderFiles(
                     path,
                     now=self._clock.time,

@@ -61,7 +61,7 @@ class QuotaFile:
         return 0 < limit <= self.octets and now - self.mtime > STALE_AFTER
 
 
-def read_quota_file(path: Path) -> QuotaFile | None:
+def read_quota_file(path: Path | str) -> QuotaFile | None:
     try:
         with open(path, "rb") as file:
             found = os.fstat(file.fileno())
@@ -86,7 +86,7 @@ def read_quota_file(path: Path) -> QuotaFile | None:
     return QuotaFile(limit, octets, messages, measured, found.st_size, found.st_mtime)
 
 
-def add_usage(path: Path, octets: int, messages: int) -> None:
+def add_usage(path: Path | str, octets: int, messages: int) -> None:
     """Append a change to ``path`` if the account has one (one that has none is
     measured when a limit first needs it)."""
     try:

@@ -351,11 +351,12 @@ class EventStore(Protocol):
         """A message's events in the order they were recorded, its tags and metadata
         filled in."""
 
-    async def fan_out(self, route: EventRoute, *, limit: int, now: float) -> int:
+    async def fan_out(self, route: EventRoute | None, *, limit: int, now: float) -> int:
         """Take up to ``limit`` events not yet fanned out (oldest first), give each a
         pending delivery row, due at ``now``, for every name ``route`` returns, and mark it
         fanned out, in one transaction; how many events were taken. Two nodes may run
-        it at once: each event is taken once."""
+        it at once: each event is taken once. ``route`` None: no webhook is configured,
+        so the events are only marked (as a route naming none would leave them)."""
 
     async def claim_webhook_deliveries(
         self, now: float, *, limit: int, lease: float

@@ -54,7 +54,7 @@ class EventOps:
             functools.partial(outbox.events_of, self._dialect, queue_id)
         )
 
-    async def fan_out(self, route: EventRoute, *, limit: int, now: float) -> int:
+    async def fan_out(self, route: EventRoute | None, *, limit: int, now: float) -> int:
         if limit <= 0 or not await self._read_consistent(outbox.has_new_events):
             return 0
         return await self._write(
