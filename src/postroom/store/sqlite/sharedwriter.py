@@ -1,14 +1,14 @@
 """One SQLite writer for the primary and its accept workers (``workers > 1``).
 
-Two processes that each commit into one SQLite file take turns at its write lock, and
-each commit empties the other's page cache: at one message per connection, most of a
-message's wait for its 250 was that alternation, not the fsync. So an accept worker
-does not write the messages it accepts: it hands their rows to the primary over a Unix
-socket in the data directory (``WritePort``), and the primary's group commit puts them
-in the same transaction, and the same fsync, as its own. The worker answers 250 only
-once the primary has answered that the commit is durable; if the primary cannot be
-reached, or goes away before it answers, the message fails with ``StoreUnavailable``
-(451 4.3.0: the client tries again), and the next message connects anew.
+Two processes that each commit into one SQLite file take turns at its write lock (lock
+calls, waits) and each commit empties the other's page cache (pages read again). So an
+accept worker does not write the messages it accepts: it hands their rows to the
+primary over a Unix socket in the data directory (``WritePort``), and the primary's
+group commit puts them in the same transaction, and the same fsync, as its own. The
+worker answers 250 only once the primary has answered that the commit is durable; if
+the primary cannot be reached, or goes away before it answers, the message fails with
+``StoreUnavailable`` (451 4.3.0: the client tries again), and the next message
+connects anew.
 
 Only new messages with their body in memory go this way; a worker's other writes
 (spooled bodies, the outcomes of local mail delivered at once, login throttling) keep
