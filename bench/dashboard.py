@@ -45,7 +45,8 @@ from bench.systems.postgres import postgres_cluster
 from postroom.api import ApiServer
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
-from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
+from postroom.dashboard import DashboardDeps, dashboard_key
+from postroom.dashboard.app import create_dashboard
 from postroom.delivery.tracking import route_tracking
 from postroom.directory import Admins
 from postroom.ids import new_queue_id

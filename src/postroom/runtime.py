@@ -16,12 +16,13 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postroom.clock import Clock, SystemClock
 from postroom.config.mailers import LocalMailerSettings
+from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import (
     IMAP_ROLES,
     IMPLICIT_TLS_ROLES,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from postroom.api import ApiServer
     from postroom.config.discover import ConfigSource
     from postroom.delivery.direct import DirectDelivery
+    from postroom.delivery.mailers import Mailer
     from postroom.delivery.mailers.api.limits import SendWindow, WindowUsage
     from postroom.delivery.retention import Retention
     from postroom.delivery.router import Router
@@ -463,7 +465,6 @@ class Server:
         if not settings.api.enabled:
             return
         from postroom.api import ApiDeps, ApiServer, create_app
-        from postroom.config.providers import ProviderMailerSettings
         from postroom.feedback import EngagementDesk
 
         scheduler = self.scheduler if self.deliver else None
@@ -491,9 +492,9 @@ class Server:
         )
         dashboard = None
         if settings.dashboard.enabled:
-            from postroom.dashboard import DashboardDeps, create_dashboard, dashboard_key
+            from postroom.dashboard import Dashboard, DashboardDeps, dashboard_key
 
-            dashboard = create_dashboard(
+            dashboard = Dashboard(
                 DashboardDeps(
                     store=store,
                     intake=intake,
@@ -537,7 +538,6 @@ class Server:
         from postroom.alerts import Alerts
         from postroom.alerts.report import Reports
         from postroom.delivery.localdomains import LocalDomains
-        from postroom.delivery.mailers.api.http import HttpMailer
         from postroom.delivery.mailers.build import MailerDeps, build_mailer
         from postroom.delivery.outcome_events import relay_names
         from postroom.delivery.retention import Retention
@@ -563,7 +563,7 @@ class Server:
             slots=self.slots,
         )
         mailers = {m.name: build_mailer(m, deps) for m in settings.mailers}
-        self._limited = {n: m.window for n, m in mailers.items() if isinstance(m, HttpMailer)}
+        self._limited = _send_windows(settings, mailers)
         self._router = Router(mailers)
         local_domains = LocalDomains()
         self.scheduler = Scheduler(
@@ -613,7 +613,6 @@ class Server:
             return
         # Loaded only here: a worker with nothing to deliver carries no delivery code.
         from postroom.delivery.direct import DirectDelivery
-        from postroom.delivery.mailers import Mailer
         from postroom.delivery.mailers.mta.local import LocalMailer
         from postroom.delivery.router import Route
 
@@ -724,6 +723,16 @@ class Server:
         if self._write_port is not None:
             await self._write_port.aclose()
             self._write_port = None
+
+
+def _send_windows(settings: Settings, mailers: Mapping[str, Mailer]) -> dict[str, SendWindow]:
+    """The sending-limit windows of the provider API mailers among ``mailers``; their
+    HTTP code (and httpx with it) is loaded only when one is configured."""
+    if not any(isinstance(m, ProviderMailerSettings) for m in settings.mailers):
+        return {}
+    from postroom.delivery.mailers.api.http import HttpMailer
+
+    return {n: m.window for n, m in mailers.items() if isinstance(m, HttpMailer)}
 
 
 def _delivers_at_once(settings: Settings) -> bool:

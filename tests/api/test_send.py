@@ -65,7 +65,7 @@ def test_the_message_is_found_by_get_and_in_the_log(api: Api, client: httpx.Clie
     assert body["message_id"] == sent["message_id"]
     assert body["subject"] == "Hello"
     assert body["from"] == "shop@example.com"
-    assert body["source"] == {"kind": "api", "principal": "app"}
+    assert body["source"] == {"kind": "api", "principal": "app", "dsn_of": None}
     assert body["tags"] == ["receipt"]
     assert body["metadata"] == {"order": "1234"}
     assert body["recipients"][0]["address"] == "a@example.net"

@@ -4,16 +4,42 @@ answer under a Content-Security-Policy that forbids framing."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
-from postroom.dashboard import dashboard_key
+from postroom.dashboard import Dashboard, dashboard_key
 from postroom.errors import PostroomError
 from postroom.store.models import RecipientStatus
 from tests.dashboard.conftest import ADMIN, Dash, MakeDash, csrf_of
 
 MESSAGE = b"From: shop@example.com\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def _mounted(dash: Dash) -> Dashboard:
+    api = dash.server.server.api
+    assert api is not None and isinstance(api.app, Starlette)
+    (mounted,) = [r.app for r in api.app.routes if isinstance(r, Mount) and r.path == "/dashboard"]
+    assert isinstance(mounted, Dashboard)
+    return mounted
+
+
+def test_the_dashboards_pages_are_built_at_its_first_request_then_kept(dash: Dash) -> None:
+    assert _mounted(dash).app is None  # a server never browsed carries none of the pages
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(lambda _: httpx.get(f"{dash.url}/dashboard/login", timeout=10), range(4))
+        )
+    assert [a.status_code for a in answers] == [200] * 4
+    built = _mounted(dash).app
+    assert built is not None
+    assert dash.login().status_code == 303
+    assert dash.http.get("/dashboard/").status_code == 200
+    assert _mounted(dash).app is built
 
 
 def test_the_dashboard_is_off_until_an_admin_exists(make_dash: MakeDash) -> None:

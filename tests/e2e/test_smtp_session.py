@@ -314,6 +314,23 @@ def test_command_timeout(make_server: MakeServer) -> None:
         raw.close()
 
 
+def test_a_starttls_handshake_that_never_comes_is_cut_at_the_command_timeout(
+    make_server: MakeServer,
+) -> None:
+    srv: ServerThread = make_server(limits={"command_timeout": 0.3})
+    raw = Raw(srv.ports["submission"])
+    try:
+        raw.command(b"EHLO client.test")
+        assert raw.command(b"STARTTLS")[0] == 220
+        try:  # no ClientHello: the server gives up on the handshake and closes
+            closed = raw.sock.recv(1024) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed
+    finally:
+        raw.close()
+
+
 def test_vrfy_help_noop_rset(server: ServerThread) -> None:
     raw = Raw(server.ports["mx"])
     try:

@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 from postroom.errors import AddressError
 from postroom.mail.address import (
     Address,
+    address_key,
     mailbox_problem,
     parse_address,
     parse_domain,
     path_name_problem,
 )
+from postroom.mail.address import _key_of as remembered_keys
 
 VALID = [
     ("user@example.org", Address("user", "example.org")),
@@ -151,3 +153,22 @@ def test_arbitrary_domains_parse_or_raise_address_error(text: str) -> None:
     except AddressError:
         return
     assert domain == domain.lower() or domain.startswith("[")
+
+
+@pytest.mark.parametrize(("text", "address"), VALID)
+def test_address_key_is_the_parsed_address_key_every_time(text: str, address: Address) -> None:
+    for _ in range(2):  # the second answer is the remembered one
+        assert address_key(f" {text}\t") == address.key
+
+
+@pytest.mark.parametrize("text", [t for t in INVALID if t == t.strip()])
+def test_address_key_refuses_what_parse_address_refuses_every_time(text: str) -> None:
+    for _ in range(2):  # a refusal is never remembered as an answer
+        with pytest.raises(AddressError):
+            address_key(text)
+
+
+def test_address_key_remembers_a_bounded_number_of_keys() -> None:
+    for n in range(1000):
+        address_key(f"user{n}@example.test")
+    assert remembered_keys.cache_info().currsize <= 256

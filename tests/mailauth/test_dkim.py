@@ -4,8 +4,11 @@ signatures checked by dkimpy's verifier reading the keys from the loopback DNS s
 from __future__ import annotations
 
 import base64
+import os
 import re
+import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,3 +295,114 @@ def test_our_signatures_pass_the_second_verifier(tmp_path: Path) -> None:
         + folded
     )
     assert verify_all(signed, records.__getitem__) == [True, True]
+
+
+def test_each_signature_of_a_dual_signed_message_is_the_one_made_alone(tmp_path: Path) -> None:
+    """One signer serves both keys (one parse, one body hash): the bytes must be those
+    of a signature made with that key alone (both algorithms are deterministic)."""
+    keys = KeyRing(tmp_path)
+    both = [
+        keys.generate("example.test", "r1", "rsa", 1024),
+        keys.generate("example.test", "e1", "ed25519"),
+    ]
+    together = sign_message(MESSAGE, both, NOW)
+    alone = [sign_message(MESSAGE, [key], NOW)[0] for key in both]
+    assert [s.header for s in together] == [s.header for s in alone]
+
+
+# The signer remembers each domain's signing keys by the times of its folder and its
+# active.<alg> markers: every change the CLI or an administrator makes must be seen.
+
+
+def _age(folder: Path, seconds: float = 60.0) -> None:
+    """The folder and its files as if untouched for ``seconds``: the signer keeps them."""
+    then = time.time() - seconds
+    for path in (*folder.iterdir(), folder):
+        os.utime(path, (then, then))
+
+
+def _selectors(signer: DkimSigner) -> list[str]:
+    return [s.selector for s in signer.sign(MESSAGE, NOW, domain="example.test")]
+
+
+class _CountingRing(KeyRing):
+    reads = 0
+
+    def signing_keys(self, domain: str) -> list[DkimKey]:
+        self.reads += 1
+        return super().signing_keys(domain)
+
+
+def test_a_signer_reads_a_still_folder_once(tmp_path: Path) -> None:
+    keys = _CountingRing(tmp_path)
+    keys.generate("example.test", "e1", "ed25519")
+    _age(keys.folder("example.test"))
+    signer = DkimSigner(keys)
+    for _ in range(3):
+        assert signer.wants("example.test")
+        assert _selectors(signer) == ["e1"]
+    assert keys.reads == 1
+
+
+def test_a_signer_sees_a_key_activated_after_it_remembered_the_keys(tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path)
+    keys.generate("example.test", "e1", "ed25519")
+    keys.generate("example.test", "e2", "ed25519")  # made, not active
+    _age(keys.folder("example.test"))
+    signer = DkimSigner(keys)
+    assert _selectors(signer) == ["e1"]
+    keys.activate("example.test", "e2")
+    assert _selectors(signer) == ["e2"]
+    keys.generate("example.test", "r1", "rsa", 1024)  # the first RSA key: active at once
+    assert _selectors(signer) == ["r1", "e2"]
+
+
+def test_a_signer_sees_a_marker_rewritten_in_place(tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path)
+    keys.generate("example.test", "e1", "ed25519")
+    keys.generate("example.test", "e2", "ed25519")
+    folder = keys.folder("example.test")
+    _age(folder)
+    signer = DkimSigner(keys)
+    assert _selectors(signer) == ["e1"]
+    folder_time = os.stat(folder).st_mtime_ns
+    (folder / "active.ed25519").write_text("e2\n")  # by hand: the folder's time stays
+    assert os.stat(folder).st_mtime_ns == folder_time
+    assert _selectors(signer) == ["e2"]
+
+
+def test_a_signer_sees_keys_removed_and_made_anew(tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path)
+    keys.generate("example.test", "e1", "ed25519")
+    _age(keys.folder("example.test"))
+    signer = DkimSigner(keys)
+    assert signer.wants("example.test")
+    shutil.rmtree(keys.folder("example.test"))
+    assert not signer.wants("example.test")
+    assert _selectors(signer) == []
+    keys.generate("example.test", "e3", "ed25519")
+    assert signer.wants("example.test")
+    assert _selectors(signer) == ["e3"]
+
+
+def test_keys_changed_within_a_timestamp_tick_are_seen(tmp_path: Path) -> None:
+    """A change made within the file system's timestamp granularity of the last one
+    leaves every time as it was: a folder changed that recently is never remembered."""
+    keys = KeyRing(tmp_path)
+    keys.generate("example.test", "e1", "ed25519")
+    keys.generate("example.test", "e2", "ed25519")
+    folder = keys.folder("example.test")
+    times = {path: os.stat(path).st_mtime_ns for path in (*folder.iterdir(), folder)}
+    signer = DkimSigner(keys)
+    assert _selectors(signer) == ["e1"]
+    keys.activate("example.test", "e2")
+    for path, ns in times.items():  # as if the clock had not ticked since
+        os.utime(path, ns=(ns, ns))
+    assert _selectors(signer) == ["e2"]
+
+
+def test_a_signer_remembers_a_bounded_number_of_domains(tmp_path: Path) -> None:
+    signer = DkimSigner(KeyRing(tmp_path))
+    for n in range(3000):
+        assert not signer.wants(f"d{n}.example.test")
+    assert len(signer._signing) <= 1024

@@ -79,7 +79,7 @@ async def plaintext_behind_starttls(pair: Pair) -> None:
 
     async with asyncio.timeout(10):
         await asyncio.gather(
-            pair.server.start_tls(server_context),
+            pair.server.start_tls(server_context, handshake_timeout=10),
             pair.writer.start_tls(client_context, server_hostname="localhost"),
         )
     pair.writer.write(b"RCPT TO:<app@example.test>\r\n")

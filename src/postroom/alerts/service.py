@@ -16,14 +16,18 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from postroom.alerts.formats import alert_email, alert_json
 from postroom.alerts.watch import Alert, Limiter, Watch
 from postroom.clock import Clock
 from postroom.config.feedback import AlertFormat, AlertSettings
 from postroom.events.catalog import DeliveryAttempt, Event
+
+# httpx (and the command-line tools it loads with it) only where an alert is sent: a
+# server with no [[alerts]] never starts this task and carries none of it.
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Alerts", "DnsVerdict", "SendEmail"]
 
@@ -87,6 +91,8 @@ class Alerts:
             self.dropped += 1
 
     async def run(self) -> None:
+        import httpx
+
         given = contextlib.nullcontext(self._http) if self._http is not None else None
         async with given or httpx.AsyncClient(timeout=10.0) as http:
             while True:
@@ -137,6 +143,8 @@ class Alerts:
         )
 
     async def _send(self, http: httpx.AsyncClient, settings: AlertSettings, alert: Alert) -> None:
+        import httpx
+
         try:
             if settings.format is AlertFormat.EMAIL:
                 sender = settings.sender or f"postmaster@{self._hostname}"

@@ -7,8 +7,10 @@ headers, ``pages`` what is read, ``actions`` what is changed (each logged in the
 log), ``content`` a message's own bytes (the sandboxed HTML preview, .eml, attachments).
 """
 
-from postroom.dashboard.app import create_dashboard
 from postroom.dashboard.deps import DashboardDeps
 from postroom.dashboard.key import dashboard_key
+from postroom.dashboard.mount import Dashboard
 
-__all__ = ["DashboardDeps", "create_dashboard", "dashboard_key"]
+# ``create_dashboard`` (dashboard/app.py) builds the app itself; ``Dashboard`` builds it
+# on the first request, so importing this package loads none of the pages.
+__all__ = ["Dashboard", "DashboardDeps", "dashboard_key"]

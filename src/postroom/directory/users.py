@@ -25,7 +25,7 @@ from postroom.errors import (
     UnknownUser,
     UserExists,
 )
-from postroom.mail.address import mailbox_problem, parse_address
+from postroom.mail.address import address_key, mailbox_problem, parse_address
 from postroom.store.base import DirectoryStore
 from postroom.store.models import UserRecord
 
@@ -35,7 +35,7 @@ __all__ = ["Users", "check_password", "new_user_key", "user_key"]
 def user_key(address: str) -> str:
     """The stored form of a user address; InvalidAddress when it does not parse."""
     try:
-        return parse_address(address.strip()).key
+        return address_key(address)
     except AddressError as exc:
         raise InvalidAddress(f"{address!r} is not a valid address: {exc}") from exc
 

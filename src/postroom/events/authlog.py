@@ -12,7 +12,7 @@ import logging
 
 from postroom.errors import AddressError
 from postroom.events.logformat import FIELDS
-from postroom.mail.address import MAX_PATH, parse_address
+from postroom.mail.address import MAX_PATH, address_key
 
 __all__ = ["auth_account", "log_auth"]
 
@@ -21,7 +21,7 @@ def auth_account(username: str) -> str:
     """The account a login names, as the directory looks it up (cut to the longest
     address, so a huge username costs no more memory in the throttle)."""
     try:
-        return parse_address(username.strip()).key
+        return address_key(username)
     except AddressError:
         return username.strip().lower()[:MAX_PATH]
 

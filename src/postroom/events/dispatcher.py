@@ -18,8 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from postroom import __version__
 from postroom.clock import Clock
@@ -30,6 +29,11 @@ from postroom.events.signing import signed_headers
 from postroom.mail.events import EventOrigin, EventType, MailEvent, new_event_id
 from postroom.store.base import EventStore
 from postroom.store.models import WebhookAttempt
+
+# httpx (and the command-line tools it loads with it) once the first event is POSTed: the
+# dispatcher runs on every primary, and most have no [[webhooks]].
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "RETRY_DELAYS",
@@ -74,14 +78,19 @@ class WebhookSender:
         """ConfigError when a webhook's secret cannot be read."""
         self._secrets = {t.name: _secret(t, environ) for t in targets}
         self._clock = clock
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": f"postroom/{__version__}"},
-        )
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None  # made for the first POST
 
     async def post(self, target: WebhookTarget, event: MailEvent) -> tuple[int | None, str | None]:
         """POST one event: (the HTTP status or None, None when it was taken or why not)."""
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                follow_redirects=False,
+                headers={"User-Agent": f"postroom/{__version__}"},
+            )
         body = json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False).encode()
         headers = signed_headers(self._secrets[target.name], self._clock.time(), body, event.id)
         try:
@@ -97,7 +106,8 @@ class WebhookSender:
         return response.status_code, f"HTTP {response.status_code}"
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
 
 @dataclass(frozen=True, slots=True)

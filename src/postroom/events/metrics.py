@@ -19,18 +19,19 @@ which Prometheus reads as a counter reset, as for a restarted server.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
-
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from postroom.events.catalog import Event
 from postroom.events.counts import Durations, ProcessCounts
 from postroom.store.models import QueueSummary
 
-__all__ = ["CONTENT_TYPE", "Metrics", "Sessions", "WorkerCounts"]
+# prometheus-client and the registry are loaded at the first scrape (events/exposition.py):
+# until then the counts are plain tallies, and a server never scraped carries neither.
+if TYPE_CHECKING:
+    from postroom.events.exposition import Exposition
+
+__all__ = ["CONTENT_TYPE", "Metrics", "Reported", "Sessions", "WorkerCounts"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Sessions = Callable[[], Mapping[str, int]]  # listener -> connections open now
@@ -38,7 +39,7 @@ Sessions = Callable[[], Mapping[str, int]]  # listener -> connections open now
 WorkerCounts = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
 
 
-class _Reported:
+class Reported:
     """The figures of every process: this one's, and what the workers last reported."""
 
     def __init__(self, own: ProcessCounts) -> None:
@@ -77,96 +78,14 @@ class _Reported:
         return dict(total)
 
 
-class _CountsCollector(Collector):
-    """The counters and the latency histogram, summed over the processes at scrape
-    time."""
-
-    def __init__(self, reported: _Reported) -> None:
-        self._reported = reported
-
-    def collect(self) -> Iterator[Metric]:
-        reported = self._reported
-        accepted = CounterMetricFamily(
-            "postroom_messages_accepted",
-            "Messages committed to the queue by the server's processes, by source.",
-            labels=["source"],
-        )
-        for source, count in sorted(reported.accepted().items()):
-            accepted.add_metric([source], count)
-        yield accepted
-        for name, help_text, labels, key in _PAIR_COUNTERS:
-            family = CounterMetricFamily(name, help_text, labels=list(labels))
-            for pair, count in sorted(reported.pairs(key).items()):
-                family.add_metric(list(pair), count)
-            yield family
-        latency = HistogramMetricFamily(
-            "postroom_delivery_attempt_seconds",
-            "How long one attempt for one recipient took, by mailer.",
-            labels=["mailer"],
-        )
-        for mailer, durations in sorted(reported.latency().items()):
-            latency.add_metric([mailer], durations.buckets(), durations.total)
-        yield latency
-
-
-_PAIR_COUNTERS: tuple[
-    tuple[str, str, tuple[str, str], Literal["transactions", "attempts", "finished"]], ...
-] = (
-    (
-        "postroom_smtp_transactions",
-        "SMTP transactions by listener role and result (queued, rejected, aborted).",
-        ("listener", "result"),
-        "transactions",
-    ),
-    (
-        "postroom_delivery_attempts",
-        "Delivery attempts by mailer and result (delivered, deferred, bounced).",
-        ("mailer", "result"),
-        "attempts",
-    ),
-    (
-        "postroom_recipients_finished",
-        "Recipients that reached a final state (delivered, bounced, expired), by mailer.",
-        ("mailer", "status"),
-        "finished",
-    ),
-)
-
-
 class Metrics:
-    """One registry per server (no global state); subscribe it to the bus."""
+    """The server's counts, and their text format when scraped (one registry per
+    server, no global state); subscribe it to the bus."""
 
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry(auto_describe=True)
         self.counts = ProcessCounts()
-        self._reported = _Reported(self.counts)
-        registry.register(_CountsCollector(self._reported))
-        self._sessions = Gauge(
-            "postroom_smtp_sessions",
-            "SMTP connections open now on the listeners, every process's.",
-            ["listener"],
-            registry=registry,
-        )
-        self._queue = Gauge(
-            "postroom_queue_recipients",
-            "Recipients waiting, by state (queued, deferred, held).",
-            ["state"],
-            registry=registry,
-        )
-        self._queue_messages = Gauge(
-            "postroom_queue_messages", "Messages with a recipient waiting.", registry=registry
-        )
-        self._oldest = Gauge(
-            "postroom_queue_oldest_age_seconds",
-            "Age of the oldest message with a recipient waiting (0 when none).",
-            registry=registry,
-        )
-        self._backlog = Gauge(
-            "postroom_webhook_backlog",
-            'Events waiting to be sent, by webhook ("": not yet given to any).',
-            ["webhook"],
-            registry=registry,
-        )
+        self._reported = Reported(self.counts)
+        self._exposition: Exposition | None = None  # made at the first scrape
 
     def __call__(self, event: Event) -> None:
         self.counts(event)
@@ -182,22 +101,11 @@ class Metrics:
     ) -> bytes:
         """The text format, with the figures read at scrape time set first; ``workers``:
         the accept workers' ``ProcessCounts.snapshot``s, added to this process's."""
+        if self._exposition is None:
+            from postroom.events.exposition import Exposition
+
+            self._exposition = Exposition(self._reported)
         self._reported.workers = workers
-        for state, count in (
-            ("queued", queue.queued),
-            ("deferred", queue.deferred),
-            ("held", queue.held),
-        ):
-            self._queue.labels(state).set(count)
-        self._queue_messages.set(queue.messages)
-        oldest = queue.oldest_received_at
-        self._oldest.set(max(0.0, now - oldest) if oldest is not None else 0.0)
-        _set_all(self._backlog, backlog)
-        _set_all(self._sessions, self._reported.sessions(sessions))
-        return generate_latest(self.registry)
-
-
-def _set_all(gauge: Gauge, values: Mapping[str, int]) -> None:
-    gauge.clear()  # a webhook or listener gone since the last scrape is gone here too
-    for label, value in values.items():
-        gauge.labels(label).set(value)
+        return self._exposition.render(
+            queue=queue, backlog=backlog, sessions=self._reported.sessions(sessions), now=now
+        )

@@ -160,9 +160,8 @@ class ImapSession(GuardedSession):
         # (CVE-2011-0411 class): the core drops what it framed, the stream the rest.
         self.conn.start_tls()
         try:
-            async with asyncio.timeout(self._ctx.command_timeout):
-                await self._stream.start_tls(context)
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            await self._stream.start_tls(context, handshake_timeout=self._ctx.command_timeout)
+        except (ssl.SSLError, OSError) as exc:
             _log.info("TLS handshake with %s failed: %s", self._ip, exc)
             self.conn.logout()
 

@@ -548,7 +548,13 @@ class Submission:
             return b""
         async with intake.whole_bodies:  # DKIM needs the message whole: a few at a time
             data = self._added + self.body.getvalue()
-            signatures = await asyncio.to_thread(signer.sign, data, now, domain=domain)
+            if len(data) <= _INLINE_SIGNING and signer.ready(domain):
+                # On the loop's thread: the hop to a thread and back, and that thread's
+                # Python contending with the loop's for the GIL, cost more than signing
+                # a small message (0.34 ms a message less with an RSA key, measured).
+                signatures = signer.sign(data, now, domain=domain)
+            else:
+                signatures = await asyncio.to_thread(signer.sign, data, now, domain=domain)
         return b"".join(s.header for s in signatures)
 
     def _clean(self, now: float) -> Reply | None:
@@ -643,6 +649,11 @@ class Submission:
 
 
 _MAX_HEADER_BLOCK = 1024 * 1024  # the checks read at most this much of the header
+# Messages up to this size are DKIM-signed on the event loop's thread once the keys are
+# parsed: 0.5-0.7 ms of the loop's time for 4 KiB with an RSA 2048 key, about 1.3 ms at
+# this size. Larger ones, and the first signature with a key (parsing it costs more), go
+# to a worker thread.
+_INLINE_SIGNING = 16 * 1024
 
 
 def _header_block(body: SpooledBody) -> bytes:

@@ -8,13 +8,21 @@ Address: the envelope's sender is ``None`` then.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 
 from postroom.errors import AddressError
 
-__all__ = ["Address", "mailbox_problem", "parse_address", "parse_domain", "path_name_problem"]
+__all__ = [
+    "Address",
+    "address_key",
+    "mailbox_problem",
+    "parse_address",
+    "parse_domain",
+    "path_name_problem",
+]
 
 # RFC 5321 4.5.3.1: local part 64 octets, domain 255 octets, path 256 octets.
 MAX_LOCAL = 64
@@ -122,6 +130,20 @@ def parse_address(text: str) -> Address:
     if _octets(local) > MAX_LOCAL:
         raise AddressError("local part is longer than 64 octets")
     return Address(local, parse_domain(domain))
+
+
+def address_key(text: str) -> str:
+    """The lookup key (``Address.key``) of the address ``text`` names, surrounding
+    blanks ignored; AddressError as ``parse_address``. The last 256 keys are
+    remembered: every login looks its account up by key twice (the throttle's count,
+    the user's record), with the same few accounts over and over, and a parse costs
+    more than the lookup it serves."""
+    return _key_of(text.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _key_of(text: str) -> str:  # an error is raised, not remembered
+    return parse_address(text).key
 
 
 def path_name_problem(name: str) -> str | None:

@@ -26,9 +26,13 @@ __all__ = ["load_private", "sign_message", "signature_summary", "signed_header_l
 def signed_header_list(message: bytes) -> list[bytes]:
     """``h=``: each signed header once per instance present, oversigned ones once more."""
     headers, _ = dkim.rfc822_parse(message)
+    return _signed_names(headers)
+
+
+def _signed_names(headers: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
     present: dict[str, int] = {}
-    for name, _value in headers:
-        key = name.decode("ascii", "replace").lower()
+    for field, _value in headers:
+        key = field.decode("ascii", "replace").lower()
         present[key] = present.get(key, 0) + 1
     names: list[bytes] = []
     for name in SIGNED_HEADERS:
@@ -39,7 +43,22 @@ def signed_header_list(message: bytes) -> list[bytes]:
 
 
 class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy is untyped
-    """dkimpy's DKIM with ``t=`` given (its sign() reads the wall clock)."""
+    """dkimpy's DKIM with ``t=`` given (its sign() reads the wall clock). One signer
+    serves every key of a message: the message is parsed once, and its body
+    canonicalized and hashed once per hash (RSA and Ed25519 both hash with SHA-256)."""
+
+    def __init__(self, message: bytes) -> None:
+        super().__init__(message, linesep=b"\r\n")
+        self._body_hashes: dict[tuple[bytes, object], bytes] = {}  # by policy and hash
+
+    def _body_hash(self, policy: CanonicalizationPolicy) -> bytes:
+        key = (policy.to_c_value(), self.hasher)
+        bodyhash = self._body_hashes.get(key)
+        if bodyhash is None:
+            body = policy.canonicalize_body(self.body)
+            bodyhash = base64.b64encode(self.hasher(body).digest())
+            self._body_hashes[key] = bodyhash
+        return bodyhash
 
     def sign_at(
         self, key: DkimKey, pk: object, include: Sequence[bytes], timestamp: int
@@ -48,9 +67,8 @@ class _Signer(dkim.DKIM):  # type: ignore[misc]  # dkimpy is untyped
         policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
         headers = tuple(x.lower() for x in include)
         self.include_headers = headers
-        body = policy.canonicalize_body(self.body)
         self.hasher = HASH_ALGORITHMS[self.signature_algorithm]
-        bodyhash = base64.b64encode(self.hasher(body).digest())
+        bodyhash = self._body_hash(policy)
         domain = key.domain.encode()
         fields = [
             (b"v", b"1"),
@@ -115,10 +133,10 @@ def sign_message(
 ) -> list[Signature]:
     """One signature per key, each over the message as given (they do not sign each
     other); ``include``: the h= list, by default ``signed_header_list(message)``."""
-    include = signed_header_list(message) if include is None else include
+    signer = _Signer(message)
+    include = _signed_names(signer.headers) if include is None else include
     signatures = []
     for key in keys:
-        signer = _Signer(message, linesep=b"\r\n")
         header = signer.sign_at(key, load(key), include, int(timestamp))
         if not header.endswith(b"\r\n"):
             header += b"\r\n"

@@ -128,13 +128,22 @@ class Stream(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
-    async def start_tls(self, context: ssl.SSLContext) -> None:
+    async def start_tls(self, context: ssl.SSLContext, *, handshake_timeout: float) -> None:
         """Upgrade to TLS as the server. Bytes received before the handshake are thrown
-        away first: only what arrives over TLS is read from here on."""
+        away first: only what arrives over TLS is read from here on. A handshake not
+        done within ``handshake_timeout`` seconds aborts the connection (OSError), as
+        the loop does for an implicit-TLS listener: its own timer, where a timeout
+        around the call cost a timer and a context of our own per connection."""
         await self.drain()
         self._buffer.clear()
         # No await between the clear above and start_tls() pausing the old transport.
-        transport = await self._loop.start_tls(self.transport, self, context, server_side=True)
+        transport = await self._loop.start_tls(
+            self.transport,
+            self,
+            context,
+            server_side=True,
+            ssl_handshake_timeout=handshake_timeout,
+        )
         if transport is None:  # the loop gives None only when the connection is gone
             raise ConnectionResetError("connection lost during the TLS handshake")
         self._transport = transport

@@ -159,9 +159,10 @@ class Pop3Session(GuardedSession):
         assert context is not None, "the core offers STLS only with a context"
         await self._flush()
         try:
-            async with asyncio.timeout(self._ctx.handshake_timeout):
-                await self._stream.start_tls(context)  # drops plaintext read behind STLS
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            await self._stream.start_tls(
+                context, handshake_timeout=self._ctx.handshake_timeout
+            )  # drops plaintext read behind STLS
+        except (ssl.SSLError, OSError) as exc:
             _log.info("TLS handshake with %s failed: %s", self._ip, exc)
             return False
         self.conn.start_tls()

@@ -478,9 +478,8 @@ class Session:
         # Plaintext that arrived after STARTTLS must never be read as if it came over TLS
         # (CVE-2011-0411 class): the core dropped what it had, the stream drops the rest.
         try:
-            async with asyncio.timeout(self._ctx.command_timeout):
-                await self._stream.start_tls(context)
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            await self._stream.start_tls(context, handshake_timeout=self._ctx.command_timeout)
+        except (ssl.SSLError, OSError) as exc:
             _log.info("TLS handshake with %s failed: %s", self._ip, exc)
             return False
         info = tls_info_of(self._stream)

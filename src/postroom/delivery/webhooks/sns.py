@@ -14,14 +14,18 @@ import base64
 import binascii
 import re
 from collections import OrderedDict
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+# httpx (and the command-line tools it loads with it) when a certificate is fetched: the
+# API imports this module whether or not an SES mailer is configured.
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_CERT_HOSTS",
@@ -95,6 +99,8 @@ class SnsCertificates:
         return cert
 
     async def _fetch(self, url: str) -> bytes:
+        import httpx
+
         try:
             if self._client is not None:
                 response = await self._client.get(url, timeout=self._timeout)
