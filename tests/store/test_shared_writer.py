@@ -125,6 +125,34 @@ async def test_a_message_in_flight_when_the_primary_hangs_up_fails_and_is_not_an
         await dying.wait_closed()
 
 
+async def test_a_primary_that_never_answers_fails_the_message_at_the_deadline(
+    home: Path, primary: SqliteStore
+) -> None:
+    """A stopped or stuck primary (it reads the request and says nothing) must not hold
+    the client: 451 at the deadline, and a late answer is dropped."""
+    got_request = asyncio.Event()
+    silent: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+        got_request.set()
+
+    stuck = await asyncio.start_unix_server(say_nothing, writes(home))
+    worker = SqliteStore(home / "queue.db")
+    await worker.start()
+    worker.write_through(SharedWriter(writes(home), deadline=0.2))
+    try:
+        with pytest.raises(StoreUnavailable, match="did not answer within 0.2 s"):
+            await worker.enqueue(new_message())
+        assert got_request.is_set()
+    finally:
+        for writer in silent:
+            writer.close()
+        stuck.close()
+        await stuck.wait_closed()
+        await worker.aclose()
+
+
 async def test_one_failed_message_of_a_batch_fails_alone(
     home: Path, primary: SqliteStore, worker: SqliteStore
 ) -> None:

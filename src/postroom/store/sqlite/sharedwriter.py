@@ -8,7 +8,9 @@ group commit puts them in the same transaction, and the same fsync, as its own. 
 worker answers 250 only once the primary has answered that the commit is durable; if
 the primary cannot be reached, or goes away before it answers, the message fails with
 ``StoreUnavailable`` (451 4.3.0: the client tries again), and the next message
-connects anew.
+connects anew. So does a primary that does not answer within a deadline (stopped, or
+stuck): the client is never held, and if the primary commits later, the client's retry
+makes a second copy, as with any MTA that loses a 250 on its way.
 
 Only new messages with their body in memory go this way; a worker's other writes
 (spooled bodies, the outcomes of local mail delivered at once, login throttling) keep
@@ -37,6 +39,10 @@ _NAME = "write.sock"
 _ADDRESS_BYTES = 108  # sun_path, with its final NUL
 _log = logging.getLogger("postroom.store")
 _GONE = "the primary process's writer went away before it answered"
+# How long a worker's message waits for the primary's answer: a stopped or stuck primary
+# must not hold the client (then 451, as when it is gone). Twice the store's busy
+# timeout: the longest the primary's commit may wait for the file's lock, and room.
+_DEADLINE = 10.0
 
 
 def socket_path(data_dir: Path) -> Path | None:
@@ -51,8 +57,9 @@ class SharedWriter:
     committed them. The messages given during one turn of the event loop go as one
     request."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, deadline: float = _DEADLINE) -> None:
         self._path = os.fspath(path)
+        self._deadline = deadline
         self._pending: list[tuple[EnqueueRows, asyncio.Future[None]]] | None = None
         self._unsent: list[list[tuple[EnqueueRows, asyncio.Future[None]]]] = []
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
@@ -70,7 +77,13 @@ class SharedWriter:
             self._pending = []
             loop.call_soon(self._flush)
         self._pending.append((rows, future))
-        await future
+        try:
+            async with asyncio.timeout(self._deadline):
+                await future  # on timeout the future is cancelled: a late answer is dropped
+        except TimeoutError:
+            reason = f"the primary process's writer did not answer within {self._deadline:g} s"
+            _log.warning("%s: a message failed, not known to be stored", reason)
+            raise StoreUnavailable(reason) from None
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, None
