@@ -142,7 +142,7 @@ async def test_a_primary_that_never_answers_fails_the_message_at_the_deadline(
     await worker.start()
     worker.write_through(SharedWriter(writes(home), deadline=0.2))
     try:
-        with pytest.raises(StoreUnavailable, match="did not answer within 0.2 s"):
+        with pytest.raises(StoreUnavailable, match=r"did not answer within 0\.2 s"):
             await worker.enqueue(new_message())
         assert got_request.is_set()
     finally:
