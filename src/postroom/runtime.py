@@ -16,7 +16,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     from postroom.mailauth.inbound import InboundChecker
     from postroom.net.control import ControlListener
     from postroom.pop3.server import Pop3Server
+    from postroom.store.sqlite.sharedwriter import WritePort
 
 __all__ = ["Server", "ready_line", "run", "run_worker"]
 
@@ -199,6 +200,7 @@ class Server:
         self._wakeup: WakeupListener | None = None
         self._notifier: Notifier | None = None  # an accept worker's, to wake the primary
         self._control: ControlListener | None = None
+        self._write_port: WritePort | None = None  # the workers' way to the writer
         self._inbound: InboundChecker | None = None
         self.tls: ServerTls | None = None
         self.certificate = ""  # the certificate served, for the ready line
@@ -214,6 +216,11 @@ class Server:
             settings, tls.cert, changed=_modified(tls.cert) != before
         )
         self.store = store = await self._open_store()
+        try:
+            await self._share_writer(store)
+        except OSError:
+            await self.stop()
+            raise
         if settings.inbound_auth.enabled:
             from postroom.mailauth.inbound import InboundChecker
             from postroom.resolver import DnsResolver
@@ -412,6 +419,31 @@ class Server:
                 problem,
             )
         self.readiness.fail(_STORE, f"database damaged: {problem}")
+
+    async def _share_writer(self, store: Store) -> None:
+        """With accept workers on an SQLite store, the primary's writer commits their
+        new messages too (``store.sqlite.sharedwriter``): the primary listens for them,
+        a worker hands them over."""
+        if self.settings.workers < 2 or sqlite_path(self.settings.storage_url) is None:
+            return
+        from postroom.store.sqlite import SqliteStore
+        from postroom.store.sqlite.sharedwriter import SharedWriter, WritePort, socket_path
+
+        if not isinstance(store, SqliteStore):
+            return
+        path = socket_path(self.settings.data_dir)
+        if path is None:
+            if not self.accept_only:
+                _log.warning(
+                    "the data directory's path is too long for a socket: each accept"
+                    " worker commits its own messages"
+                )
+            return
+        if self.accept_only:
+            store.write_through(SharedWriter(path))
+            return
+        self._write_port = port = WritePort(path, store.enqueue_rows)
+        await port.start()
 
     async def _open_store(self) -> Store:
         if self._given_store is not None:
@@ -651,9 +683,10 @@ class Server:
         await asyncio.gather(*(server.stop(grace) for server in servers))
         self.smtp = self.pop3 = self.imap = None
 
-    async def stop(self) -> None:
+    async def stop(self, workers: Awaitable[object] | None = None) -> None:
         """The API and SMTP first (no new mail, requests and transactions in flight
-        finish), then delivery, then the store."""
+        finish), then delivery, then the store. ``workers``: the accept workers' stop,
+        under way; the writer serves them until it is done."""
         grace = self.settings.limits.shutdown_grace
         if self._control is not None:  # a stopping server no longer says it runs
             await self._control.close()
@@ -676,12 +709,20 @@ class Server:
             await self.scheduler.stop(grace)
         await self.tasks.stop()
         await self._close_clients()
+        await self._close_write_port(workers)
         if self._inbound is not None:
             self._inbound.close()
             self._inbound = None
         if self.store is not None:
             await self.store.aclose()
             self.store = None
+
+    async def _close_write_port(self, workers: Awaitable[object] | None) -> None:
+        if workers is not None:  # they may commit until they have stopped
+            await workers
+        if self._write_port is not None:
+            await self._write_port.aclose()
+            self._write_port = None
 
 
 def _send_windows(settings: Settings, mailers: Mapping[str, Mailer]) -> dict[str, SendWindow]:
@@ -861,10 +902,10 @@ async def _serve(
         _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
-    stopping = [server.stop()]
-    if supervisor is not None:
-        stopping.append(supervisor.stop(settings.limits.shutdown_grace))
-    await asyncio.gather(*stopping)
+    workers = None
+    if supervisor is not None:  # at once, beside the primary's own stop
+        workers = asyncio.ensure_future(supervisor.stop(settings.limits.shutdown_grace))
+    await server.stop(workers)
     _log.info("postroom stopped")
     return code
 

@@ -1,19 +1,22 @@
 """``workers = 2``: a real `postroom serve` with an accept worker sharing its listeners.
 
 The worker's own work is shown by stopping the primary (SIGSTOP): a client still gets its
-250, so the worker accepted and committed the message itself; after SIGCONT the primary
-delivers it, woken through the wake-up socket rather than by its periodic check.
+greeting, so the worker took the connection; its message is committed by the primary's
+writer (the shared writer), so it gets its 250 once the primary runs again (SIGCONT), and
+the primary delivers it, woken through the wake-up socket rather than by its periodic check.
 The worker is forked by the fork server, the primary's one child, so it is the primary's
 grandchild.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mailbox
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -84,6 +87,21 @@ def send(port: int) -> dict[str, tuple[int, bytes]]:
         return client.sendmail("a@remote.test", ["app@example.test"], MESSAGE)
 
 
+@contextlib.contextmanager
+def workers_clients(primary: int, port: int, count: int = 1) -> Iterator[list[smtplib.SMTP]]:
+    """``count`` connections taken while the primary is stopped, so by the worker (each
+    greeted and EHLO answered); the primary runs again before they are used."""
+    with contextlib.ExitStack() as stack:
+        os.kill(primary, signal.SIGSTOP)
+        try:
+            clients = [stack.enter_context(smtp_client(port)) for _ in range(count)]
+            for client in clients:
+                assert client.ehlo()[0] == 250  # only the worker can have answered
+        finally:
+            os.kill(primary, signal.SIGCONT)
+        yield clients
+
+
 def delivered(home: Path) -> int:
     box = home / "data" / "mail" / "example.test" / "app" / "Maildir"
     return len(mailbox.Maildir(box, create=False)) if box.exists() else 0
@@ -101,11 +119,8 @@ def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
         assert f"worker 1 started (pid {worker})" in before_ready
 
         # At once after the ready line, with the primary stopped: the worker answers.
-        os.kill(primary, signal.SIGSTOP)
-        try:
-            assert send(server.ports["mx"]) == {}  # only the worker can have answered
-        finally:
-            os.kill(primary, signal.SIGCONT)
+        with workers_clients(primary, server.ports["mx"]) as (client,):
+            assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         # The periodic queue check is a minute away: the wake-up socket did this.
         wait_for(lambda: delivered(home) == 1, within=10)
 
@@ -138,6 +153,70 @@ def test_a_worker_stops_when_its_primary_is_killed(home: Path) -> None:
     wait_for(lambda: not alive(worker) and not alive(fork_server), within=10)
     # Everything that got its 250 is in the store, whichever process took it.
     assert len(json.loads(cli(config, "queue", "list", "--json"))) == 20
+
+
+def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_not_stored(
+    home: Path,
+) -> None:
+    """The worker's message waits for the primary's writer; SIGKILL of the primary then
+    must not turn into a 250: the client gets 451 4.3.0, nothing is stored, and the
+    worker exits with its primary (its supervision)."""
+    server, config = start(home)
+    primary = server.process.pid
+    (fork_server,) = children(primary)
+    worker = only_worker(primary)
+    port = server.ports["mx"]
+    writes = home / "data" / "write.sock"
+    try:
+        with workers_clients(primary, port, 2) as (first, client), ThreadPoolExecutor(1) as pool:
+            stored = first.sendmail("a@remote.test", ["app@example.test"], MESSAGE)
+            assert stored == {}  # and the worker's connection to the writer is open now
+            os.kill(primary, signal.SIGSTOP)
+            answer = pool.submit(client.sendmail, "a@remote.test", ["app@example.test"], MESSAGE)
+            wait_for(lambda: _bytes_waiting(writes) > 0)  # the request is at the primary
+            server.kill()  # SIGKILL, while it is stopped: it never reads the request
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                answer.result(timeout=30)
+        assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (451, b"4.3.0")
+        wait_for(lambda: not alive(worker) and not alive(fork_server), within=10)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+    assert "went away before it answered: 1 message(s) failed" in server.log.read_text()
+    assert len(json.loads(cli(config, "queue", "list", "--json"))) == 1  # the first only
+
+
+def test_a_worker_draining_at_stop_still_commits_through_the_primarys_writer(
+    home: Path,
+) -> None:
+    """At SIGTERM the primary stops its own part at once, but keeps its writer for the
+    worker, whose open session may still send a message while it drains."""
+    server, config = start(home)
+    primary = server.process.pid
+    try:
+        with workers_clients(primary, server.ports["mx"]) as (client,):
+            assert client.mail("a@remote.test")[0] == 250
+            assert client.rcpt("app@example.test")[0] == 250
+            server.signal(signal.SIGTERM)
+            # The primary's own stop is done up to its scheduler: its wake-up socket is gone.
+            wait_for(lambda: not (home / "data" / "wake.sock").exists())
+            assert client.data(MESSAGE)[0] == 250
+        assert server.wait() == 0
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+    assert len(json.loads(cli(config, "queue", "list", "--json"))) == 1
+
+
+def _bytes_waiting(path: Path) -> int:
+    """Bytes queued unread on the accepted connections of the Unix socket at ``path``."""
+    listed = subprocess.run(
+        ["ss", "-xnH", "state", "established", "src", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(int(line.split()[1]) for line in listed.splitlines() if line.strip())
 
 
 def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
@@ -174,13 +253,15 @@ def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> N
     primary = server.process.pid
     try:
         worker = only_worker(primary)
-        for stopped, count in ((primary, 3), (worker, 2)):
-            os.kill(stopped, signal.SIGSTOP)
-            try:
-                for _ in range(count):
-                    assert send(server.ports["mx"]) == {}
-            finally:
-                os.kill(stopped, signal.SIGCONT)
+        with workers_clients(primary, server.ports["mx"], 3) as clients:
+            for client in clients:
+                assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                assert send(server.ports["mx"]) == {}
+        finally:
+            os.kill(worker, signal.SIGCONT)
         wait_for(lambda: delivered(home) == 5)
         answer = httpx.get(f"http://127.0.0.1:{server.api_port}/metrics", timeout=30)
         found = {
@@ -281,11 +362,9 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
     primary = server.process.pid
     try:
         worker = only_worker(primary)
-        os.kill(primary, signal.SIGSTOP)  # the worker takes this message: its whole path
-        try:
-            assert send(server.ports["mx"]) == {}
-        finally:
-            os.kill(primary, signal.SIGCONT)
+        # The worker takes this message: its whole path.
+        with workers_clients(primary, server.ports["mx"]) as (client,):
+            assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
         wait_for((listed / f"{worker}.txt").exists, within=10)

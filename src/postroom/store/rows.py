@@ -70,18 +70,19 @@ STATUS_FILTERS = frozenset({*(s.value for s in RecipientStatus), HELD})
 
 
 def message_row(message: NewMessage) -> tuple[Any, ...]:
-    """The messages row of a new message, in the columns' order (any engine)."""
+    """The messages row of a new message, in the columns' order (any engine), plain
+    values only (no enum members: the row may cross to another process)."""
     env, src = message.envelope, message.source
     return (
         message.id,
         str(env.sender) if env.sender is not None else "",
-        env.dsn.ret,
+        None if env.dsn.ret is None else env.dsn.ret.value,
         env.dsn.envid,
         env.body,
         env.smtputf8,
         message.size,
         message.received_at,
-        src.kind,
+        src.kind.value,
         src.principal,
         src.client_ip,
         src.client_port,

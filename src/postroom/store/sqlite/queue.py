@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from postroom.errors import StoreUnavailable
 from postroom.store import outbox
@@ -25,11 +25,14 @@ from postroom.store.rows import (
 )
 
 __all__ = [
+    "EnqueueRows",
     "enqueue_job",
+    "enqueue_rows",
     "ids_param",
     "load_messages",
     "read_body",
     "read_heads",
+    "rows_job",
     "select_messages",
     "snapshot",
 ]
@@ -74,43 +77,73 @@ def snapshot(conn: sqlite3.Connection, read: Callable[[sqlite3.Connection], R]) 
 
 
 # -- enqueue ----------------------------------------------------------------------------
+class EnqueueRows(NamedTuple):
+    """A new message with a body in memory as the plain values its rows hold: built by
+    the accepting process, inserted by whichever process writes (an accept worker hands
+    them to the primary's writer, see ``sharedwriter``)."""
+
+    message: tuple[Any, ...]
+    recipients: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    meta: tuple[Any, ...] | None
+    data: bytes  # the stored bytes: header, then body
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def enqueue_rows(message: NewMessage) -> EnqueueRows:
+    """``message``'s rows; its body must be in memory (``message.body.in_memory``)."""
+    return _rows(message, message.header + message.body.getvalue())
+
+
+def _rows(message: NewMessage, data: bytes) -> EnqueueRows:
+    meta = None if message.meta is None else meta_row(message.meta)[:5]
+    events = [outbox.event_params(event) for event in message.events]
+    return EnqueueRows(message_row(message), recipient_rows(message), events, meta, data)
+
+
 def enqueue_job(message: NewMessage) -> Callable[[sqlite3.Connection], None]:
     """The writer job that stores ``message``; the rows are built here, off the writer."""
-    row = message_row(message)
-    recipients = recipient_rows(message)
+    if message.body.in_memory:
+        return rows_job(enqueue_rows(message))
+    # A spooled body is streamed into a zero-filled blob in bounded chunks, so a
+    # 25 MiB message is never in memory whole, and it commits with its envelope.
+    rows = _rows(message, b"")
 
     def insert(conn: sqlite3.Connection) -> None:
-        _insert_message(message, row, recipients, conn)
+        _insert_rows(rows, conn)
+        rowid = conn.execute(_INSERT_ZEROBLOB, (message.id, message.size)).lastrowid
+        assert rowid is not None
+        with conn.blobopen("message_bodies", "data", rowid) as blob:
+            blob.write(message.header)
+            for chunk in message.body.iter_chunks():
+                blob.write(chunk)
+            if blob.tell() != message.size:
+                raise StoreUnavailable("the spooled body is shorter than its size")
 
     return insert
 
 
-def _insert_message(
-    message: NewMessage,
-    row: tuple[Any, ...],
-    recipients: list[tuple[Any, ...]],
-    conn: sqlite3.Connection,
-) -> None:
-    conn.execute(_INSERT_MESSAGE, row)
-    conn.executemany(_INSERT_RECIPIENT, recipients)
-    outbox.insert_events(outbox.SQLITE, conn, message.events)
-    if message.meta is not None:
-        conn.execute(outbox.META_INSERT, meta_row(message.meta)[:5])
-    body = message.body
-    if body.in_memory:
-        # A body under the spool threshold is in memory already: one bind beats a blob.
-        conn.execute(_INSERT_BODY, (message.id, message.header + body.getvalue()))
-        return
-    # A spooled body is streamed into a zero-filled blob in bounded chunks, so a
-    # 25 MiB message is never in memory whole, and it commits with its envelope.
-    rowid = conn.execute(_INSERT_ZEROBLOB, (message.id, message.size)).lastrowid
-    assert rowid is not None
-    with conn.blobopen("message_bodies", "data", rowid) as blob:
-        blob.write(message.header)
-        for chunk in body.iter_chunks():
-            blob.write(chunk)
-        if blob.tell() != message.size:
-            raise StoreUnavailable("the spooled body is shorter than its size")
+def rows_job(rows: EnqueueRows) -> Callable[[sqlite3.Connection], None]:
+    """The writer job that stores a message given as its rows."""
+
+    def insert(conn: sqlite3.Connection) -> None:
+        _insert_rows(rows, conn)
+        conn.execute(_INSERT_BODY, (rows.message[0], rows.data))
+
+    return insert
+
+
+def _insert_rows(rows: EnqueueRows, conn: sqlite3.Connection) -> None:
+    """Every row but the body's."""
+    conn.execute(_INSERT_MESSAGE, rows.message)
+    conn.executemany(_INSERT_RECIPIENT, rows.recipients)
+    if rows.events:
+        conn.executemany(outbox.SQLITE.sql(outbox.EVENT_INSERT), rows.events)
+    if rows.meta is not None:
+        conn.execute(outbox.META_INSERT, rows.meta)
 
 
 # -- reads --------------------------------------------------------------------------------

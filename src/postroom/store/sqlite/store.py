@@ -54,6 +54,7 @@ from postroom.store.sqlite import api, delivery, directory, health, log, provide
 from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.limits import LocalLimits, limits_path
 from postroom.store.sqlite.schema import SCHEMA_VERSION
+from postroom.store.sqlite.sharedwriter import SharedWriter
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -101,6 +102,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         )
         self._limits = LocalLimits(limits_path(self.path), busy_timeout=busy_timeout)
         self._closed = False
+        self._shared: SharedWriter | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._inline: sqlite3.Connection | None = None
@@ -119,6 +121,8 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._shared is not None:
+            await self._shared.aclose()
         await self.committer.aclose()
         await self._limits.aclose()
         await asyncio.to_thread(self._readers.shutdown)
@@ -186,7 +190,19 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
 
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
+        if self._shared is not None and message.body.in_memory:
+            await self._shared.enqueue(queue.enqueue_rows(message))
+            return
         await self._write(queue.enqueue_job(message), message.size)
+
+    async def enqueue_rows(self, rows: queue.EnqueueRows) -> None:
+        """Store a message given as its rows (an accept worker's, see ``sharedwriter``)."""
+        await self._write(queue.rows_job(rows), rows.size)
+
+    def write_through(self, shared: SharedWriter) -> None:
+        """Hand new messages to another process's writer from now on (an accept
+        worker's store: ``sharedwriter``); other writes stay on this store's own."""
+        self._shared = shared
 
     async def message(self, message_id: str) -> StoredMessage | None:
         found = await self._read(
