@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
+from datetime import UTC, datetime
 
 from postroom.mail.envelope import Source, SourceKind
-from postroom.mail.headers import received_header
+from postroom.mail.headers import date_header, received_header
 
 NOW = 1_800_000_000.0
 
@@ -44,3 +46,13 @@ def test_client_words_cannot_break_the_header() -> None:
     header = received_header(source=source, hostname="mail.test", queue_id="ABC", now=NOW)
     assert b"\r\nX-Injected" not in header
     assert header.count(b"\r\n") == 4
+
+
+def test_date_header_is_each_moments_own_second() -> None:
+    # One date a second is made and reused: moments in, at the edges of and across
+    # seconds (and before 1970, where truncating would round the wrong way) each get
+    # their own second's date.
+    moments = [1764900000.0, 1764900000.999, 1764900001.0, 1764899999.5, -0.5, 0.0, 1.25]
+    for now in moments + moments[::-1]:
+        expected = email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
+        assert date_header(now) == expected, now

@@ -121,3 +121,31 @@ async def peer_closing(pair: Pair) -> None:
         await pair.server.wait_closed()
     with pytest.raises(ConnectionResetError):
         await pair.server.drain()
+
+
+@LOOPS
+def test_a_close_needs_no_bound_only_when_nothing_is_left_to_send(run: Runner) -> None:
+    run(close_with_and_without_unsent_data())
+
+
+async def close_with_and_without_unsent_data() -> None:
+    listener, idle = await connected()
+    other, stalled = await connected()
+    try:
+        idle.server.close()
+        assert idle.server.closes_at_once()
+        async with asyncio.timeout(10):
+            await idle.server.wait_closed()  # the loop's next turn, no timer needed
+        # A peer that reads nothing: what the transport still holds may never leave, so
+        # waiting for the close must be bounded (the listener's timeout).
+        while not stalled.server.transport.get_write_buffer_size():
+            stalled.server.write(b"x" * 65536)
+        stalled.server.close()
+        assert not stalled.server.closes_at_once()
+    finally:
+        idle.writer.close()
+        stalled.writer.transport.abort()
+        stalled.server.transport.abort()
+        for server in (listener, other):
+            server.close()
+            await server.wait_closed()

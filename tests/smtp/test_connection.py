@@ -1050,6 +1050,15 @@ def test_reply_bytes() -> None:
     assert Reply(250, None, ()).to_bytes() == b"250 \r\n"
 
 
+def test_a_reply_once_sent_equals_and_renders_as_before() -> None:
+    sent, fresh = Reply(250, "2.1.5", "Recipient ok"), Reply(250, "2.1.5", "Recipient ok")
+    assert sent.to_bytes() == sent.to_bytes() == b"250 2.1.5 Recipient ok\r\n"
+    assert (sent, hash(sent), repr(sent)) == (fresh, hash(fresh), repr(fresh))
+    # A reply made from a sent one renders its own text, not the one it came from.
+    assert sent.with_text("Other").to_bytes() == b"250 2.1.5 Other\r\n"
+    assert replace(sent, code=251).to_bytes() == b"251 2.1.5 Recipient ok\r\n"
+
+
 def test_reply_text_cannot_forge_lines() -> None:
     assert Reply(250, None, "a\r\n250 b").to_bytes() == b"250 a  250 b\r\n"
 

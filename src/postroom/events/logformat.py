@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["FIELDS", "TEXT_FORMAT", "JsonFormatter", "StructuredLine", "formatter"]
+__all__ = ["FIELDS", "TEXT_FORMAT", "JsonFormatter", "StructuredLine", "TextFormatter", "formatter"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FIELDS = "fields"
@@ -55,6 +56,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, its time as logging's default (``2026-01-31 12:00:00,123``), the
+    part up to the second made once a second: at ``info`` a busy server logs a line or two
+    per message, and ``strftime`` of the local time was a fifth of each line's cost."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        # (second, its text), replaced whole: lines come from more than one thread.
+        self._stamp = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        msec_format = self.default_msec_format
+        if datefmt is not None or msec_format is None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            text = time.strftime(self.default_time_format, self.converter(second))
+            stamp = self._stamp = (second, text)
+        return msec_format % (stamp[1], record.msecs)
+
+
 def formatter(kind: str) -> logging.Formatter:
     """The formatter for ``log.format``: ``"text"`` or ``"json"``."""
-    return JsonFormatter() if kind == "json" else logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter() if kind == "json" else TextFormatter()

@@ -75,6 +75,7 @@ LINE_ENDINGS: Final[Mapping[SourceKind, LineEndings]] = {
 
 _FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):")  # RFC 5322 2.2 ftext, then obs WSP
 _BARE = re.compile(rb"\r\n|\r|\n")
+_FOLD = re.compile(rb"\r\n[ \t]")  # RFC 5322 2.2.3: a line break before white space
 _REMOVED_WHEN_SUBMITTED = frozenset({b"bcc"})
 _COMPLETED = (b"date", b"message-id")
 REQUEST_FIELDS = frozenset(
@@ -263,4 +264,4 @@ def _text(value: str) -> str:
 
 
 def _unfold(value: bytes) -> str:
-    return re.sub(rb"\r\n[ \t]", b" ", value).strip().decode("utf-8", "replace")
+    return _FOLD.sub(b" ", value).strip().decode("utf-8", "replace")

@@ -7,6 +7,8 @@ header line (CR, LF) is removed from the values first.
 from __future__ import annotations
 
 import email.utils
+import functools
+import math
 import re
 from datetime import UTC, datetime
 
@@ -29,7 +31,13 @@ def _word(value: str) -> str:
 
 
 def date_header(now: float) -> str:
-    return email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
+    """RFC 5322 3.3 date-time, in UTC; it counts whole seconds, so one per second is made."""
+    return _date_of_second(math.floor(now))
+
+
+@functools.lru_cache(maxsize=8)
+def _date_of_second(second: int) -> str:
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def received_header(

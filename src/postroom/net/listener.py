@@ -107,8 +107,11 @@ class Listener:
             self._counter.release(ip)
             stream.close()
             with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-                async with asyncio.timeout(5):
+                if stream.closes_at_once():  # no timer per connection where none is needed
                     await stream.wait_closed()
+                else:
+                    async with asyncio.timeout(5):
+                        await stream.wait_closed()
 
     def stop_accepting(self) -> None:
         if self._server is not None:

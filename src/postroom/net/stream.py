@@ -163,5 +163,15 @@ class Stream(asyncio.Protocol):
     def close(self) -> None:
         self.transport.close()
 
+    def closes_at_once(self) -> bool:
+        """Closed (``close()``) with nothing left to send over plain TCP: the transport
+        lets go of the socket at once and the connection is lost at the loop's next turn.
+        Otherwise (unsent data a peer may never read, TLS's closing exchange) waiting for
+        it needs a bound."""
+        transport = self.transport
+        if self._closed.done():
+            return True
+        return self.get_extra_info("sslcontext") is None and not transport.get_write_buffer_size()
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)

@@ -18,6 +18,7 @@ reply's class, through the tables in ``state``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -132,7 +133,7 @@ class ServerConnection:
 
     def greeting(self) -> bytes:
         """RFC 5321 4.3.1: ``220 <domain> ESMTP ...`` (no enhanced code: RFC 2034 3)."""
-        return Reply(220, None, f"{self.config.hostname} ESMTP postroom").to_bytes()
+        return _greeting(self.config.hostname)
 
     def receive_data(self, data: bytes) -> None:
         if self.closed:
@@ -224,20 +225,10 @@ class ServerConnection:
         return self.tls is not None and bool(self._mechanisms)
 
     def _offered(self) -> Offered:
-        config = self.config
-        return Offered(config.max_message_size, config.smtputf8, config.dsn, self._auth_offered)
+        return _offered(self.config, self._auth_offered)
 
     def _capabilities(self) -> Reply:
-        """RFC 5321 4.1.1.1: the EHLO reply, one extension per line."""
-        config = self.config
-        lines = [config.hostname, "PIPELINING", f"SIZE {config.max_message_size}", "8BITMIME"]
-        lines += ["SMTPUTF8"] if config.smtputf8 else []
-        lines += ["ENHANCEDSTATUSCODES"]
-        lines += ["CHUNKING"] if config.chunking else []
-        lines += ["DSN"] if config.dsn else []
-        lines += ["STARTTLS"] if config.starttls_available and self.tls is None else []
-        lines += [f"AUTH {' '.join(self._mechanisms)}"] if self._auth_offered else []
-        return Reply(250, None, tuple(lines))
+        return _capabilities(self.config, self.tls is None, self._auth_offered)
 
     # -- reading -------------------------------------------------------------------------------
     def _next_command(self) -> Event | NeedData:
@@ -424,6 +415,32 @@ class ServerConnection:
         self._sasl = None
         if reply.code == 235:
             self.authenticated = True
+
+
+# A listener's sessions all get the same greeting and one of at most four EHLO replies:
+# made once (with their wire bytes, see Reply.to_bytes), not per connection.
+@functools.lru_cache(maxsize=64)
+def _greeting(hostname: str) -> bytes:
+    return Reply(220, None, f"{hostname} ESMTP postroom").to_bytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _capabilities(config: ServerConfig, plaintext: bool, auth_offered: bool) -> Reply:
+    """RFC 5321 4.1.1.1: the EHLO reply, one extension per line."""
+    lines = [config.hostname, "PIPELINING", f"SIZE {config.max_message_size}", "8BITMIME"]
+    lines += ["SMTPUTF8"] if config.smtputf8 else []
+    lines += ["ENHANCEDSTATUSCODES"]
+    lines += ["CHUNKING"] if config.chunking else []
+    lines += ["DSN"] if config.dsn else []
+    lines += ["STARTTLS"] if config.starttls_available and plaintext else []
+    mechanisms = " ".join(m.upper() for m in config.auth_mechanisms)
+    lines += [f"AUTH {mechanisms}"] if auth_offered else []
+    return Reply(250, None, tuple(lines))
+
+
+@functools.lru_cache(maxsize=64)
+def _offered(config: ServerConfig, auth_offered: bool) -> Offered:
+    return Offered(config.max_message_size, config.smtputf8, config.dsn, auth_offered)
 
 
 _COMMANDS: Final[Mapping[str, Callable[[ServerConnection, str], Event | NeedData]]] = {

@@ -11,7 +11,7 @@ that carry no enhanced code by rule: the greeting and the answers to HELO/EHLO
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -104,6 +104,9 @@ class Reply:
     code: int
     enhanced: str | None  # "x.y.z" or None (greeting, 334, and replies before EHLO may omit it)
     text: str | tuple[str, ...]
+    # The wire form, made at the first to_bytes(): most replies are module constants sent
+    # again and again, and rendering one cost more than parsing the command it answers.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -130,6 +133,13 @@ class Reply:
         RFC 2034 3 puts the enhanced code on every line of a multi-line reply; capability
         lists (EHLO) carry none, so ``enhanced`` is None there.
         """
+        wire = self._wire
+        if wire is None:
+            wire = self._render()
+            object.__setattr__(self, "_wire", wire)  # frozen: set once, like a cached hash
+        return wire
+
+    def _render(self) -> bytes:
         lines = self.lines or ("",)
         prefix = f"{self.enhanced} " if self.enhanced else ""
         last = len(lines) - 1

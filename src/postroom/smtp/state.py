@@ -42,6 +42,11 @@ class State(Enum):
     BDAT = "bdat"  # at least one non-LAST BDAT chunk accepted (RFC 3030)
     BDAT_FAILED = "bdat_failed"  # a BDAT chunk was refused: only RSET helps (RFC 3030 2)
 
+    # Members are singletons compared by identity, so their identity is their hash:
+    # Enum's own hashes the name in Python, and the tables are read several times a
+    # command.
+    __hash__ = object.__hash__
+
 
 ANY: Final = frozenset(State)
 TRANSACTION: Final = frozenset({State.MAIL, State.RCPT, State.BDAT, State.BDAT_FAILED})

@@ -166,7 +166,9 @@ def outcome_rows(
 def meta_row(meta: MessageMeta) -> tuple[Any, ...]:
     """(id, message_id, subject, tags JSON, metadata JSON), then the id once more for the
     check that the message still exists."""
-    tags, metadata = json.dumps(list(meta.tags)), json.dumps(dict(meta.metadata))
+    # Most messages have neither: their JSON is a constant, not two encodings a message.
+    tags = json.dumps(list(meta.tags)) if meta.tags else "[]"
+    metadata = json.dumps(dict(meta.metadata)) if meta.metadata else "{}"
     return (meta.id, meta.message_id, meta.subject, tags, metadata, meta.id)
 
 
