@@ -168,10 +168,10 @@ class Stream(asyncio.Protocol):
         lets go of the socket at once and the connection is lost at the loop's next turn.
         Otherwise (unsent data a peer may never read, TLS's closing exchange) waiting for
         it needs a bound."""
-        transport = self.transport
         if self._closed.done():
             return True
-        return self.get_extra_info("sslcontext") is None and not transport.get_write_buffer_size()
+        tls = self.get_extra_info("sslcontext") is not None
+        return not tls and not self.transport.get_write_buffer_size()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)

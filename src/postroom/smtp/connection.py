@@ -228,7 +228,9 @@ class ServerConnection:
         return _offered(self.config, self._auth_offered)
 
     def _capabilities(self) -> Reply:
-        return _capabilities(self.config, self.tls is None, self._auth_offered)
+        return _capabilities(
+            self.config, self.tls is None, self._mechanisms if self._auth_offered else ()
+        )
 
     # -- reading -------------------------------------------------------------------------------
     def _next_command(self) -> Event | NeedData:
@@ -425,16 +427,16 @@ def _greeting(hostname: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _capabilities(config: ServerConfig, plaintext: bool, auth_offered: bool) -> Reply:
-    """RFC 5321 4.1.1.1: the EHLO reply, one extension per line."""
+def _capabilities(config: ServerConfig, plaintext: bool, mechanisms: tuple[str, ...]) -> Reply:
+    """RFC 5321 4.1.1.1: the EHLO reply, one extension per line; ``mechanisms``: the
+    SASL mechanisms offered (none: no AUTH line)."""
     lines = [config.hostname, "PIPELINING", f"SIZE {config.max_message_size}", "8BITMIME"]
     lines += ["SMTPUTF8"] if config.smtputf8 else []
     lines += ["ENHANCEDSTATUSCODES"]
     lines += ["CHUNKING"] if config.chunking else []
     lines += ["DSN"] if config.dsn else []
     lines += ["STARTTLS"] if config.starttls_available and plaintext else []
-    mechanisms = " ".join(m.upper() for m in config.auth_mechanisms)
-    lines += [f"AUTH {mechanisms}"] if auth_offered else []
+    lines += [f"AUTH {' '.join(mechanisms)}"] if mechanisms else []
     return Reply(250, None, tuple(lines))
 
 

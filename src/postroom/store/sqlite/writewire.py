@@ -27,12 +27,12 @@ __all__ = ["MAX_FRAME", "Frames", "WireError", "read_reply", "read_request", "re
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 1 << 30  # a batch is bounded by the group commit's bytes, far below
-_KINDS: dict[type[StoreError], str] = {StoreFull: "full", StoreDamaged: "damaged"}
 _ERRORS: dict[str, type[StoreError]] = {
     "full": StoreFull,
     "damaged": StoreDamaged,
-    "unavailable": StoreUnavailable,
+    "unavailable": StoreUnavailable,  # also any other StoreError
 }
+_KINDS = {error: kind for kind, error in _ERRORS.items()}
 
 Outcome = StoreError | None
 
