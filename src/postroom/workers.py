@@ -42,6 +42,7 @@ from typing import Any
 
 from postroom.config.settings import ListenerSettings, Settings
 from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
+from postroom.net.shares import AcceptShares
 from postroom.net.sockets import listening_socket
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
@@ -111,11 +112,19 @@ class Supervisor:
     """Starts, watches and stops the accept workers of one primary."""
 
     def __init__(
-        self, settings: Settings, forks: ForkServer, *, start_wait: float = START_WAIT
+        self,
+        settings: Settings,
+        forks: ForkServer,
+        shares: AcceptShares,
+        *,
+        start_wait: float = START_WAIT,
     ) -> None:
-        """``start_wait``: seconds a new worker has to listen before it counts as failed."""
+        """``shares``: the accepting processes' counts, where an exited worker is marked
+        as accepting no more; ``start_wait``: seconds a new worker has to listen before
+        it counts as failed."""
         self._settings = settings
         self._forks = forks
+        self._shares = shares
         self._start_wait = start_wait
         self._workers: dict[int, _Worker] = {}
         self._listen: asyncio.Task[None] | None = None
@@ -219,6 +228,7 @@ class Supervisor:
             await self._spawn(index)
             worker = self._workers[index]
         code = await asyncio.shield(worker.exited)
+        self._shares.absent(index)  # even after SIGKILL: nobody leaves it a connection
         if not self.stop_requested():
             raise WorkerExited(f"worker {index} (pid {worker.pid}) exited with {code}")
 

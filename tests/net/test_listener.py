@@ -1,13 +1,17 @@
-"""Listener: a handler that fails is logged and gives its connection slot back."""
+"""Listener: a handler that fails is logged and gives its connection slot back; on a
+shared socket, new connections go to the process holding fewer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import pytest
 
 from postroom.net.listener import Listener
+from postroom.net.shares import MARGIN, AcceptShares
+from postroom.net.sockets import listening_socket
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
@@ -48,3 +52,68 @@ async def test_a_failing_handler_is_logged_and_keeps_no_connection_slot(
     assert len(failures) == 5
     assert all(r.exc_info is not None for r in failures)
     assert "client=127.0.0.1 listener=127.0.0.1:" in failures[0].getMessage()
+
+
+async def test_a_listener_on_a_shared_socket_leaves_new_connections_to_one_holding_fewer() -> None:
+    """Two listeners on one listening socket stand for two accepting processes. The
+    first took 8 connections while the second was not accepting; of the next 8, opened
+    all at once, the first steps aside for the second until it leads by less than
+    MARGIN. Each taking its turn (the event loop's own servers) would split them 4/4."""
+    release = asyncio.Event()
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello\r\n")
+        await stream.drain()
+        await release.wait()
+
+    shared = listening_socket("127.0.0.1", 0, backlog=64)
+    shares = AcceptShares(2)
+
+    def listener(sock: socket.socket, index: int) -> Listener:
+        return Listener(
+            address="127.0.0.1",
+            port=0,
+            handler=handler,
+            counter=ConnectionCounter(max_total=100, max_per_ip=100),
+            refusal=b"refused\r\n",
+            sock=sock,
+            slot=shares.slot(index),
+        )
+
+    duplicate = shared.dup()  # another process's descriptor of the same socket
+    first, second = listener(shared, 0), listener(duplicate, 1)
+    port = first.bound_port
+    clients: list[asyncio.StreamWriter] = []
+
+    async def connect(count: int) -> None:
+        async def one() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            clients.append(writer)
+            assert await reader.readline() == b"hello\r\n"
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(one() for _ in range(count)))
+
+    await first.start()
+    try:
+        await connect(8)
+        assert (first.connections, second.connections) == (8, 0)
+        await second.start()
+        await connect(8)
+        assert first.connections + second.connections == 16
+        assert first.connections - second.connections <= MARGIN, (
+            first.connections,
+            second.connections,
+        )
+        assert shares.held(0) == first.connections
+        assert shares.held(1) == second.connections
+    finally:
+        release.set()
+        for writer in clients:
+            writer.close()
+        for each in (first, second):
+            each.stop_accepting()
+            await each.wait_closed()
+        shared.close()
+        duplicate.close()
+    assert shares.held(0) is None and shares.held(1) is None  # withdrawn at stop
