@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
+import trustme
+import uvloop
 
 from postroom.net.listener import Listener
 from postroom.net.shares import MARGIN, AcceptShares
@@ -117,3 +122,48 @@ async def test_a_listener_on_a_shared_socket_leaves_new_connections_to_one_holdi
         shared.close()
         duplicate.close()
     assert shares.held(0) is None and shares.held(1) is None  # withdrawn at stop
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_an_implicit_tls_listener_on_a_shared_socket_serves_after_the_handshake(
+    run: Callable[[Coroutine[Any, Any, bytes]], bytes],
+) -> None:
+    """The listener opens what it accepted with the loop's ``connect_accepted_socket``,
+    which on uvloop answers with its own TLS layer, not the protocol the listener made."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello over " + str(stream.get_extra_info("ssl_object").version()).encode())
+        await stream.drain()
+
+    async def main() -> bytes:
+        sock = listening_socket("127.0.0.1", 0, backlog=8)
+        listener = Listener(
+            address="127.0.0.1",
+            port=0,
+            handler=handler,
+            counter=ConnectionCounter(max_total=10, max_per_ip=10),
+            refusal=b"refused\r\n",
+            ssl_context=server_tls,
+            sock=sock,
+            slot=AcceptShares(2).slot(0),
+        )
+        await listener.start()
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", listener.bound_port, ssl=client_tls
+            )
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            listener.stop_accepting()
+            await listener.wait_closed()
+            sock.close()
+
+    assert run(main()).startswith(b"hello over TLSv1.")

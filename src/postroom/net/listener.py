@@ -153,10 +153,11 @@ class Listener:
         ssl_timeout = self._handshake_timeout if self._ssl else None
         task = asyncio.current_task()
         assert task is not None
+        stream = Stream()  # not the call's answer: uvloop's is its TLS layer, not ours
         try:
             try:
-                _, stream = await asyncio.get_running_loop().connect_accepted_socket(
-                    Stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
                 )
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 # A client that left, or failed its handshake: no session, as with the
