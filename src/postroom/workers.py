@@ -2,7 +2,8 @@
 
 One event loop on one core bounds how much mail one process can accept. With
 ``workers = N`` the primary process binds every listener and starts N - 1 workers that
-accept on the same sockets; the kernel hands each new connection to one process. Every
+accept on the same sockets; each new connection goes to the process holding fewest
+(``net.shares``: each accepts one at a time and steps aside for one holding fewer). Every
 worker commits into the same store (SQLite serialises the writers; each commit is still
 fsync'ed before its 250) and wakes the primary's scheduler through ``net.wakeup``. Only
 the primary delivers queued mail.
