@@ -442,7 +442,7 @@ class Server:
         if self.accept_only:
             store.write_through(SharedWriter(path))
             return
-        self._write_port = port = WritePort(path, store.enqueue_rows)
+        self._write_port = port = WritePort(path, store)
         await port.start()
 
     async def _open_store(self) -> Store:

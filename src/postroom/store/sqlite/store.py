@@ -195,9 +195,19 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
             return
         await self._write(queue.enqueue_job(message), message.size)
 
-    async def enqueue_rows(self, rows: queue.EnqueueRows) -> None:
-        """Store a message given as its rows (an accept worker's, see ``sharedwriter``)."""
-        await self._write(queue.rows_job(rows), rows.size)
+    def enqueue_rows_soon(self, rows: queue.EnqueueRows) -> asyncio.Future[None]:
+        """Store a message given as its rows (an accept worker's, see ``sharedwriter``):
+        the future is settled once committed, with the engine's own exception if it
+        failed (``storage_error`` names it as the store's)."""
+        return self.committer.submit_soon(queue.rows_job(rows), rows.size)
+
+    def storage_error(self, exc: BaseException) -> StoreError | None:
+        """The store's error for what a write failed with; None: not the storage's."""
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, sqlite3.Error | OSError):  # OSError: reading the spool file
+            return self._error(exc)
+        return None
 
     def write_through(self, shared: SharedWriter) -> None:
         """Hand new messages to another process's writer from now on (an accept
