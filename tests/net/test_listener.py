@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
@@ -167,3 +169,50 @@ def test_an_implicit_tls_listener_on_a_shared_socket_serves_after_the_handshake(
             sock.close()
 
     assert run(main()).startswith(b"hello over TLSv1.")
+
+
+async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Out of file descriptors (EMFILE): the error is logged, the listener pauses rather
+    than spin on a socket that stays readable, and takes the connection once it can."""
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello\r\n")
+        await stream.drain()
+
+    sock = listening_socket("127.0.0.1", 0, backlog=8)
+    listener = Listener(
+        address="127.0.0.1",
+        port=0,
+        handler=handler,
+        counter=ConnectionCounter(max_total=10, max_per_ip=10),
+        refusal=b"refused\r\n",
+        sock=sock,
+        slot=AcceptShares(1).slot(0),
+    )
+    await listener.start()
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    client = socket.create_connection(("127.0.0.1", listener.bound_port))
+    try:
+        lowest_free = os.open(os.devnull, os.O_RDONLY)  # the kernel gives the lowest
+        os.close(lowest_free)
+        with caplog.at_level(logging.ERROR, logger="postroom.net"):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+            try:
+                async with asyncio.timeout(10):
+                    while not caplog.records:
+                        await asyncio.sleep(0.01)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        assert "cannot accept on 127.0.0.1:" in caplog.records[0].getMessage()
+        assert len(caplog.records) == 1  # paused, not spinning
+        client.setblocking(False)
+        async with asyncio.timeout(10):  # taken once the pause ended
+            assert await asyncio.get_running_loop().sock_recv(client, 100) == b"hello\r\n"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        client.close()
+        listener.stop_accepting()
+        await listener.wait_closed()
+        sock.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 import ssl
@@ -34,10 +33,9 @@ _log = logging.getLogger("postroom.net")
 
 STEP_ASIDE = 0.001  # long enough for a woken process to accept, short for a client
 MAX_STEP_ASIDE = 0.008
-# accept() failures that mean "not now" (out of descriptors or memory): the listener
-# pauses for a second, as asyncio's own servers do, rather than spin.
-_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_RESOURCE_PAUSE = 1.0
+# After accept() fails (out of descriptors or memory, say) the listener pauses, as
+# asyncio's own servers do, rather than spin on a socket that stays readable.
+_ACCEPT_RETRY = 1.0
 
 
 class Listener:
@@ -129,16 +127,14 @@ class Listener:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another process took it, or its client already left
         except OSError as exc:
-            if exc.errno not in _RESOURCE_ERRNOS:
-                raise
             _log.error(
-                "cannot accept on %s:%d: %s; pausing %g s",
+                "cannot accept on %s:%d: %s; trying again in %g s",
                 self.address,
-                self.bound_port,
+                self.port,
                 exc.strerror or exc,
-                _RESOURCE_PAUSE,
+                _ACCEPT_RETRY,
             )
-            self._pause(loop, _RESOURCE_PAUSE)
+            self._pause(loop, _ACCEPT_RETRY)
             return
         conn.setblocking(False)
         self._slot.opened()  # at once: the others must see it before they next compare
