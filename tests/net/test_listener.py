@@ -197,14 +197,17 @@ async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_la
     try:
         lowest_free = os.open(os.devnull, os.O_RDONLY)  # the kernel gives the lowest
         os.close(lowest_free)
+        logged = _Logged()
+        net_log = logging.getLogger("postroom.net")
+        net_log.addHandler(logged)
         with caplog.at_level(logging.ERROR, logger="postroom.net"):
             resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
             try:
                 async with asyncio.timeout(10):
-                    while not caplog.records:
-                        await asyncio.sleep(0.01)
+                    await logged.event.wait()
             finally:
                 resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+                net_log.removeHandler(logged)
         assert "cannot accept on 127.0.0.1:" in caplog.records[0].getMessage()
         assert len(caplog.records) == 1  # paused, not spinning
         client.setblocking(False)
@@ -216,3 +219,14 @@ async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_la
         listener.stop_accepting()
         await listener.wait_closed()
         sock.close()
+
+
+class _Logged(logging.Handler):
+    """Sets ``event`` at the first record (emitted on the event loop's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.event.set()
