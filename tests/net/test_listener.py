@@ -16,8 +16,8 @@ import pytest
 import trustme
 import uvloop
 
-from postroom.net.listener import Listener
-from postroom.net.shares import MARGIN, AcceptShares
+from postroom.net.listener import Handler, Listener
+from postroom.net.shares import MARGIN, AcceptShares, AcceptSlot
 from postroom.net.sockets import listening_socket
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
@@ -77,15 +77,7 @@ async def test_a_listener_on_a_shared_socket_leaves_new_connections_to_one_holdi
     shares = AcceptShares(2)
 
     def listener(sock: socket.socket, index: int) -> Listener:
-        return Listener(
-            address="127.0.0.1",
-            port=0,
-            handler=handler,
-            counter=ConnectionCounter(max_total=100, max_per_ip=100),
-            refusal=b"refused\r\n",
-            sock=sock,
-            slot=shares.slot(index),
-        )
+        return shared_listener(handler, sock, shares.slot(index))
 
     duplicate = shared.dup()  # another process's descriptor of the same socket
     first, second = listener(shared, 0), listener(duplicate, 1)
@@ -144,16 +136,7 @@ def test_an_implicit_tls_listener_on_a_shared_socket_serves_after_the_handshake(
 
     async def main() -> bytes:
         sock = listening_socket("127.0.0.1", 0, backlog=8)
-        listener = Listener(
-            address="127.0.0.1",
-            port=0,
-            handler=handler,
-            counter=ConnectionCounter(max_total=10, max_per_ip=10),
-            refusal=b"refused\r\n",
-            ssl_context=server_tls,
-            sock=sock,
-            slot=AcceptShares(2).slot(0),
-        )
+        listener = shared_listener(handler, sock, AcceptShares(2).slot(0), server_tls)
         await listener.start()
         try:
             reader, writer = await asyncio.open_connection(
@@ -182,15 +165,7 @@ async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_la
         await stream.drain()
 
     sock = listening_socket("127.0.0.1", 0, backlog=8)
-    listener = Listener(
-        address="127.0.0.1",
-        port=0,
-        handler=handler,
-        counter=ConnectionCounter(max_total=10, max_per_ip=10),
-        refusal=b"refused\r\n",
-        sock=sock,
-        slot=AcceptShares(1).slot(0),
-    )
+    listener = shared_listener(handler, sock, AcceptShares(1).slot(0))
     await listener.start()
     limits = resource.getrlimit(resource.RLIMIT_NOFILE)
     client = socket.create_connection(("127.0.0.1", listener.bound_port))
@@ -219,6 +194,25 @@ async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_la
         listener.stop_accepting()
         await listener.wait_closed()
         sock.close()
+
+
+def shared_listener(
+    handler: Handler,
+    sock: socket.socket,
+    slot: AcceptSlot,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Listener:
+    """A listener on ``sock``, shared with other accepting processes as ``slot``."""
+    return Listener(
+        address="127.0.0.1",
+        port=0,
+        handler=handler,
+        counter=ConnectionCounter(max_total=100, max_per_ip=100),
+        refusal=b"refused\r\n",
+        ssl_context=ssl_context,
+        sock=sock,
+        slot=slot,
+    )
 
 
 class _Logged(logging.Handler):
