@@ -57,7 +57,11 @@ _UPDATE_RECIPIENT = (
     f" WHERE message_id = ? AND address = ? AND {PENDING}"
 )
 
-_EVENT_STORED = "SELECT 1 FROM events WHERE id = ?"
+# Is the message still there, and is an outcome's first event (by its unique id) not
+# stored yet? One statement: each is a release and re-take of the GIL on the writer.
+_STILL_TO_RECORD = (
+    "SELECT (SELECT 1 FROM messages WHERE id = ?), (SELECT 1 FROM events WHERE id = ?)"
+)
 
 Job = Callable[[sqlite3.Connection], Any]
 
@@ -169,11 +173,12 @@ def record_rows_job(rows: OutcomeRows) -> Job:
     here) are recorded once: their first event's id is unique."""
     message_id, recipients, attempts, events = rows
 
+    first_event = events[0][0] if events else None
+
     def record(conn: sqlite3.Connection) -> None:
-        if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
-            return  # deleted while it was being tried: nothing left to record against
-        if events and conn.execute(_EVENT_STORED, (events[0][0],)).fetchone() is not None:
-            return  # recorded already
+        stored, recorded = conn.execute(_STILL_TO_RECORD, (message_id, first_event)).fetchone()
+        if stored is None or recorded is not None:
+            return  # deleted while it was being tried (nothing to record against), or done
         conn.executemany(_UPDATE_RECIPIENT, recipients)
         conn.executemany(_INSERT_ATTEMPT, attempts)
         if events:
