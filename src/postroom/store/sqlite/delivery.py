@@ -172,7 +172,6 @@ def record_rows_job(rows: OutcomeRows) -> Job:
     written twice (sent to the primary's writer, whose answer was lost, then written
     here) are recorded once: their first event's id is unique."""
     message_id, recipients, attempts, events = rows
-
     first_event = events[0][0] if events else None
 
     def record(conn: sqlite3.Connection) -> None:

@@ -5,18 +5,19 @@ calls, waits) and each commit empties the other's page cache (pages read again).
 accept worker does not write the messages it accepts, nor the outcomes of the local
 mail it delivers at once: it hands their rows to the primary over a Unix socket in the
 data directory (``WritePort``), and the primary's group commit puts them in the same
-transaction, and the same fsync, as its own. The
-worker answers 250 only once the primary has answered that the commit is durable; if
-the primary cannot be reached, or goes away before it answers, the message fails with
-``StoreUnavailable`` (451 4.3.0: the client tries again), and the next message
-connects anew. So does a primary that does not answer within a deadline (stopped, or
-stuck): the client is never held, and if the primary commits later, the client's retry
-makes a second copy, as with any MTA that loses a 250 on its way.
+transaction, and the same fsync, as its own. The worker answers 250 only once the
+primary has answered that the commit is durable; if the primary cannot be reached, or
+goes away before it answers, the message fails with ``StoreUnavailable`` (451 4.3.0:
+the client tries again), and the next message connects anew. So does a primary that
+does not answer within a deadline (stopped, or stuck): the client is never held, and if
+the primary commits later, the client's retry makes a second copy, as with any MTA that
+loses a 250 on its way.
 
 Only new messages with their body in memory and delivery outcomes go this way (an
-outcome that fails is tried again, until its lease ends, as on any store error); a
-worker's other writes (spooled bodies, recipients released to the scheduler, login
-throttling) keep its own connection. Reads stay local.
+outcome the primary cannot take is recorded on the worker's own connection instead:
+its mail is in the Maildir already); a worker's other writes (spooled bodies,
+recipients released to the scheduler, login throttling) keep its own connection.
+Reads stay local.
 """
 
 from __future__ import annotations

@@ -101,12 +101,12 @@ def read_request(value: object) -> tuple[int, list[Rows]]:
         found = [_KIND_TYPES[kind](*fields) for kind, fields in writes]
     except (TypeError, ValueError, KeyError):
         raise WireError("not a request") from None
-    if not isinstance(batch, int) or not all(map(_plain, found)):
+    if not isinstance(batch, int) or not all(map(_well_formed, found)):
         raise WireError("not a request")
     return batch, found
 
 
-def _plain(rows: Rows) -> bool:
+def _well_formed(rows: Rows) -> bool:
     if isinstance(rows, EnqueueRows):
         return isinstance(rows.data, bytes)
     return isinstance(rows.message_id, str)
