@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from postroom.config.settings import Settings
+from postroom.net.shares import AcceptShares
 
 __all__ = ["ForkServer", "WorkerExited", "WorkerMain", "WorkerSetup"]
 
@@ -44,6 +45,7 @@ class WorkerSetup:
 
     settings: Settings
     sockets: tuple[socket.socket, ...]  # listening, in the order of settings.listeners
+    shares: AcceptShares  # every accepting process's count of connections
     index: int  # 1 .. workers - 1 (the primary is 0)
     command_fd: int  # the primary's requests; its end means the primary is gone
     report_fd: int  # the worker's answers
@@ -66,7 +68,11 @@ class ForkServer:
 
     @classmethod
     def start(
-        cls, settings: Settings, sockets: Sequence[socket.socket], main: WorkerMain
+        cls,
+        settings: Settings,
+        sockets: Sequence[socket.socket],
+        shares: AcceptShares,
+        main: WorkerMain,
     ) -> ForkServer:
         """Fork the fork server now: call this before the event loop, any thread or any
         store connection exists, once the accept path is imported. In the fork server
@@ -76,7 +82,7 @@ class ForkServer:
         pid = os.fork()
         if pid == 0:
             channel.close()
-            _exit(_serve_forks(theirs, settings, tuple(sockets), main))
+            _exit(_serve_forks(theirs, settings, tuple(sockets), shares, main))
         theirs.close()
         channel.setblocking(False)
         return cls(pid, channel)
@@ -161,6 +167,7 @@ def _serve_forks(
     channel: socket.socket,
     settings: Settings,
     sockets: tuple[socket.socket, ...],
+    shares: AcceptShares,
     main: WorkerMain,
 ) -> int:
     """The fork server's loop: fork a worker for each ``spawn``, signal a live one for
@@ -187,7 +194,7 @@ def _serve_forks(
         match message.split():
             case [b"spawn", index] if len(fds) == 2:
                 own = (channel.fileno(), woken, wake)
-                setup = WorkerSetup(settings, sockets, int(index), *fds)
+                setup = WorkerSetup(settings, sockets, shares, int(index), *fds)
                 pid = _fork_worker(main, setup, own)
                 children[pid] = setup.index
                 channel.send(b"started %d %d" % (setup.index, pid))

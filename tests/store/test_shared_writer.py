@@ -55,7 +55,7 @@ async def worker(home: Path, primary: SqliteStore) -> AsyncIterator[SqliteStore]
 
 @contextlib.asynccontextmanager
 async def port_of(home: Path, primary: SqliteStore) -> AsyncIterator[WritePort]:
-    port = WritePort(writes(home), primary.write_rows)
+    port = WritePort(writes(home), primary)
     await port.start()
     try:
         yield port
@@ -132,8 +132,8 @@ async def test_outcome_rows_written_twice_are_recorded_once(
         id=new_event_id(), type=EventType.DELIVERED, at=NOW, recipient=bob, queue_id=message.id
     )
     rows = outcome_rows_of(message.id, [delivered(bob)], [attempt(message.id, bob, NOW)], [event])
-    await primary.write_rows(rows)
-    await primary.write_rows(rows)
+    await primary.write_rows_soon(rows)
+    await primary.write_rows_soon(rows)
     assert len(await primary.attempts(message.id)) == 1
     assert [e.id for e in await primary.events(message.id)].count(event.id) == 1
 
@@ -229,6 +229,16 @@ async def test_one_failed_message_of_a_batch_fails_alone(
     assert isinstance(outcomes[0], StoreUnavailable)
     assert outcomes[1] is None
     assert await primary.message(other.id) is not None
+
+
+async def test_a_message_sent_after_the_primarys_store_closed_is_answered_as_failed(
+    home: Path, primary: SqliteStore, worker: SqliteStore
+) -> None:
+    async with port_of(home, primary):
+        await worker.enqueue(new_message())  # connected
+        await primary.aclose()  # stopping: its writer is gone, its port not yet
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await worker.enqueue(new_message())
 
 
 async def test_rows_the_wire_cannot_carry_fail_their_message_only(home: Path) -> None:

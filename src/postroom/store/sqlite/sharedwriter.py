@@ -26,9 +26,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 from postroom.errors import StoreError, StoreUnavailable
 from postroom.store.sqlite.writewire import (
@@ -42,7 +41,7 @@ from postroom.store.sqlite.writewire import (
 from postroom.store.sqlite.writewire import reply as reply_frame
 from postroom.store.sqlite.writewire import request as request_frame
 
-__all__ = ["SharedWriter", "WritePort", "socket_path"]
+__all__ = ["RowsStore", "SharedWriter", "WritePort", "socket_path"]
 
 _NAME = "write.sock"
 _ADDRESS_BYTES = 108  # sun_path, with its final NUL
@@ -222,19 +221,27 @@ class _WorkerSide(_Framed):
         self._writer._lost(self._transport, _GONE)
 
 
-Write = Callable[[Rows], Awaitable[None]]
+class RowsStore(Protocol):
+    """What the primary's end commits into (``SqliteStore``)."""
+
+    def write_rows_soon(self, rows: Rows) -> asyncio.Future[None]: ...
+
+    def storage_error(self, exc: BaseException) -> StoreError | None: ...
 
 
 class WritePort:
-    """The primary's end: commits the rows its accept workers send with ``write`` (the
-    store's group commit) and answers each request once all of it is settled."""
+    """The primary's end: commits the rows its accept workers send (the store's group
+    commit) and answers each request once all of it is settled. A request is handed to
+    the group commit as it is read and answered from the commit's callbacks, with no
+    task of its own: each turn of the primary's busy event loop would add to the
+    worker's wait for its 250."""
 
-    def __init__(self, path: Path, write: Write) -> None:
+    def __init__(self, path: Path, store: RowsStore) -> None:
         self._path = path
-        self._write = write
+        self._store = store
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Transport] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsettled: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Listen; OSError when the socket cannot be bound (the workers then cannot
@@ -248,31 +255,42 @@ class WritePort:
         os.chmod(self._path, 0o600)
 
     def _received(self, transport: asyncio.Transport, batch: int, rows: list[Rows]) -> None:
-        task = asyncio.get_running_loop().create_task(self._commit(transport, batch, rows))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        try:
+            futures = [self._store.write_rows_soon(r) for r in rows]
+        except StoreError as exc:  # closed: nothing was submitted
+            if not transport.is_closing():
+                transport.write(reply_frame(batch, [exc] * len(rows)))
+            return
+        left = len(futures)
 
-    async def _commit(self, transport: asyncio.Transport, batch: int, rows: list[Rows]) -> None:
-        results = await asyncio.gather(*(self._write(r) for r in rows), return_exceptions=True)
-        outcomes: list[Outcome] = []
-        for result in results:
-            if result is None:
-                outcomes.append(None)
-            elif isinstance(result, StoreError):
-                outcomes.append(result)
-            else:
-                _log.error("a worker's write could not be committed: %r", result)
-                outcomes.append(StoreUnavailable(f"storage failed: {result}"))
-        if not transport.is_closing():
-            transport.write(reply_frame(batch, outcomes))
+        def settled(future: asyncio.Future[None]) -> None:
+            nonlocal left
+            self._unsettled.discard(future)
+            left -= 1
+            if left == 0 and not transport.is_closing():
+                transport.write(reply_frame(batch, [self._outcome(f) for f in futures]))
+
+        for future in futures:
+            self._unsettled.add(future)
+            future.add_done_callback(settled)
+
+    def _outcome(self, future: asyncio.Future[None]) -> Outcome:
+        exc = future.exception()
+        if exc is None:
+            return None
+        error = self._store.storage_error(exc)
+        if error is None:
+            _log.error("a worker's write could not be committed: %r", exc)
+            return StoreUnavailable(f"storage failed: {exc}")
+        return error
 
     async def aclose(self) -> None:
         """Stop listening, let the commits under way finish and answer, then hang up."""
         if self._server is None:
             return
         self._server.close()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._unsettled:  # their answers are written before this gather returns
+            await asyncio.gather(*self._unsettled, return_exceptions=True)
         for transport in list(self._connections):
             transport.close()
         await self._server.wait_closed()

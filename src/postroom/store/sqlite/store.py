@@ -214,12 +214,21 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
                 pass  # the primary is gone or stuck: this process's own writer records them
         await self._write(delivery.record_rows_job(rows))
 
-    async def write_rows(self, rows: Rows) -> None:
-        """Commit a write given as its rows (an accept worker's, see ``sharedwriter``)."""
+    def write_rows_soon(self, rows: Rows) -> asyncio.Future[None]:
+        """Commit a write given as its rows (an accept worker's, see ``sharedwriter``):
+        the future is settled once committed, with the engine's own exception if it
+        failed (``storage_error`` names it as the store's)."""
         if isinstance(rows, queue.EnqueueRows):
-            await self._write(queue.rows_job(rows), rows.size)
-        else:
-            await self._write(delivery.record_rows_job(rows))
+            return self.committer.submit_soon(queue.rows_job(rows), rows.size)
+        return self.committer.submit_soon(delivery.record_rows_job(rows))
+
+    def storage_error(self, exc: BaseException) -> StoreError | None:
+        """The store's error for what a write failed with; None: not the storage's."""
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, sqlite3.Error | OSError):  # OSError: reading the spool file
+            return self._error(exc)
+        return None
 
     def write_through(self, shared: SharedWriter) -> None:
         """Hand new messages and delivery outcomes to another process's writer from now
