@@ -422,8 +422,8 @@ class Server:
 
     async def _share_writer(self, store: Store) -> None:
         """With accept workers on an SQLite store, the primary's writer commits their
-        new messages too (``store.sqlite.sharedwriter``): the primary listens for them,
-        a worker hands them over."""
+        new messages and delivery outcomes too (``store.sqlite.sharedwriter``): the
+        primary listens for them, a worker hands them over."""
         if self.settings.workers < 2 or sqlite_path(self.settings.storage_url) is None:
             return
         from postroom.store.sqlite import SqliteStore
@@ -442,7 +442,7 @@ class Server:
         if self.accept_only:
             store.write_through(SharedWriter(path))
             return
-        self._write_port = port = WritePort(path, store.enqueue_rows)
+        self._write_port = port = WritePort(path, store.write_rows)
         await port.start()
 
     async def _open_store(self) -> Store:

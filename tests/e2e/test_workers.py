@@ -182,7 +182,7 @@ def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_
     finally:
         if server.process.poll() is None:
             server.kill()
-    assert "went away before it answered: 1 message(s) failed" in server.log.read_text()
+    assert "went away before it answered: 1 write(s) failed" in server.log.read_text()
     assert len(json.loads(cli(config, "queue", "list", "--json"))) == 1  # the first only
 
 
