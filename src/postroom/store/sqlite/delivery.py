@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from postroom.mail.events import MailEvent
 from postroom.store import outbox
 from postroom.store.models import Attempt, Claim, RecipientUpdate
-from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
+from postroom.store.rows import ATTEMPT_FIELDS, CLAIM_BODY_MAX, HAS_BODY, outcome_rows
 from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
 
 __all__ = [
@@ -83,6 +83,8 @@ def claim_job(
         ).fetchall():
             leased.setdefault(message_id, set()).add(position)
         loaded = load_messages(conn, picked)
+        small = [i for i, (message, _) in loaded.items() if message.size <= CLAIM_BODY_MAX]
+        bodies = _inline_bodies(conn, small)
         claims = []
         for message_id in picked:
             message, positions = loaded[message_id]
@@ -92,10 +94,17 @@ def claim_job(
                 for position, state in zip(positions, message.recipients, strict=True)
                 if position in mine
             )
-            claims.append(Claim(message, due, lease_until))
+            claims.append(Claim(message, due, lease_until, bodies.get(message_id)))
         return claims
 
     return claim
+
+
+def _inline_bodies(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, bytes]:
+    if not ids:
+        return {}
+    sql = f"SELECT id, data FROM message_bodies WHERE id IN {IN_IDS}"
+    return {row[0]: bytes(row[1]) for row in conn.execute(sql, (ids_param(ids),))}
 
 
 def _pick_due_messages(conn: sqlite3.Connection, now: float, limit: int) -> list[str]:
