@@ -38,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from postroom.errors import StoreUnavailable
 
-__all__ = ["GroupCommitter", "Transactor"]
+__all__ = ["GroupCommitter", "Merge", "Transactor"]
 
 C = TypeVar("C")
 R = TypeVar("R")

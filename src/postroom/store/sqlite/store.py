@@ -28,7 +28,12 @@ from postroom.store import outbox
 from postroom.store.admins import SQLITE, AdminOps
 from postroom.store.deliveryops import DeliveryOps
 from postroom.store.eventops import EventOps
-from postroom.store.groupcommit import DEFAULT_MAX_BYTES, DEFAULT_MAX_JOBS, GroupCommitter
+from postroom.store.groupcommit import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_JOBS,
+    GroupCommitter,
+    Merge,
+)
 from postroom.store.limitops import LimitOps, Sql
 from postroom.store.models import (
     ApiKeyRecord,
@@ -176,9 +181,15 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
 
-    async def _write(self, job: Callable[[sqlite3.Connection], R], weight: int = 0) -> R:
+    async def _write(
+        self,
+        job: Callable[[sqlite3.Connection], R],
+        weight: int = 0,
+        *,
+        merge: Merge[sqlite3.Connection, R] | None = None,
+    ) -> R:
         try:
-            return await self.committer.submit(job, weight)
+            return await self.committer.submit(job, weight, merge=merge)
         except (sqlite3.Error, OSError) as exc:  # OSError: reading the spool file
             raise self._error(exc) from exc
 
@@ -196,7 +207,9 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         if self._shared is not None and message.body.in_memory:
             await self._shared.write(queue.enqueue_rows(message))
             return
-        await self._write(queue.enqueue_job(message), message.size)
+        job = queue.enqueue_job(message)
+        merge = queue.insert_together if isinstance(job, queue.RowsJob) else None
+        await self._write(job, message.size, merge=merge)
 
     async def _record_outcomes(
         self,
@@ -219,7 +232,8 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
         the future is settled once committed, with the engine's own exception if it
         failed (``storage_error`` names it as the store's)."""
         if isinstance(rows, queue.EnqueueRows):
-            return self.committer.submit_soon(queue.rows_job(rows), rows.size)
+            job = queue.rows_job(rows)
+            return self.committer.submit_soon(job, rows.size, merge=queue.insert_together)
         return self.committer.submit_soon(delivery.record_rows_job(rows))
 
     def storage_error(self, exc: BaseException) -> StoreError | None:
