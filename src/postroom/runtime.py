@@ -40,7 +40,6 @@ from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.feedback import ReturnDesk, links_for
-from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
@@ -58,6 +57,7 @@ from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.store.open import sqlite_path
 from postroom.supervise import TaskSupervisor
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
 from postroom.workers import Supervisor, bind_listeners, report_start, watch_primary
 
 # What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from postroom.pop3.server import Pop3Server
     from postroom.store.sqlite.sharedwriter import WritePort
 
-__all__ = ["Server", "ready_line", "run", "run_worker"]
+__all__ = ["Server", "ready_line", "run", "run_restarted_worker", "run_worker"]
 
 _log = logging.getLogger("postroom")
 # The integrity check at start stops after this long (`postroom db check` checks all):
@@ -744,7 +744,7 @@ def _delivers_at_once(settings: Settings) -> bool:
 
 
 def _import_accept_path(settings: Settings) -> None:
-    """Before the fork server is forked: import what an accept worker's start imports
+    """Before the workers are forked: import what an accept worker's start imports
     with these settings, so that those modules are pages every worker shares rather
     than its own (tests/e2e/test_workers.py checks that a worker imports nothing more)."""
     sqlite = sqlite_path(settings.storage_url) is not None
@@ -865,9 +865,9 @@ async def _serve(
     init: bool,
     migrate: bool,
     sockets: list[socket.socket] | None,
-    forks: ForkServer | None,
+    workers: WorkerProcesses | None,
 ) -> int:
-    supervisor = Supervisor(settings, forks) if forks is not None else None
+    supervisor = Supervisor(settings, workers) if workers is not None else None
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
     stop = _stop_on_signals()
     server = Server(
@@ -883,8 +883,8 @@ async def _serve(
     try:
         await server.start()
     except (OSError, PostroomError) as exc:
-        if forks is not None:
-            await forks.close()
+        if workers is not None:
+            await workers.close()
         return _cannot_start(exc)
     code = 0
     if supervisor is not None:
@@ -902,10 +902,10 @@ async def _serve(
         _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
-    workers = None
+    stopped = None
     if supervisor is not None:  # at once, beside the primary's own stop
-        workers = asyncio.ensure_future(supervisor.stop(settings.limits.shutdown_grace))
-    await server.stop(workers)
+        stopped = asyncio.ensure_future(supervisor.stop(settings.limits.shutdown_grace))
+    await server.stop(stopped)
     _log.info("postroom stopped")
     return code
 
@@ -973,18 +973,18 @@ def run(
     PostgreSQL schema (``postroom serve --migrate``)."""
     _configure_logging(settings)
     sockets: list[socket.socket] | None = None
-    forks: ForkServer | None = None
+    workers: WorkerProcesses | None = None
     if settings.workers > 1:
         try:
             sockets = bind_listeners(settings.listeners)
         except OSError as exc:
             return _cannot_start(exc)
-        # Now, before the event loop, a thread or a store connection exists: the fork
-        # server and every worker forked from it inherit none of them.
+        # Now, before the event loop, a thread or a store connection exists: the
+        # workers forked here inherit none of them.
         _import_accept_path(settings)
-        forks = ForkServer.start(settings, sockets, run_worker)
+        workers = WorkerProcesses.fork(settings, sockets, run_worker)
     return _run_loop(
-        _serve(settings, source, init=init, migrate=migrate, sockets=sockets, forks=forks)
+        _serve(settings, source, init=init, migrate=migrate, sockets=sockets, workers=workers)
     )
 
 
@@ -998,8 +998,14 @@ def _cannot_start(exc: OSError | PostroomError) -> int:
 
 
 def run_worker(setup: WorkerSetup) -> int:
-    """An accept worker, forked with its setup (``workers.ForkServer``)."""
+    """An accept worker, forked with its setup (``workerprocs.WorkerProcesses``)."""
     return _run_loop(_serve_worker(setup))
+
+
+def run_restarted_worker(setup: WorkerSetup) -> int:
+    """An accept worker started again as a fresh interpreter (``workerentry``)."""
+    _configure_logging(setup.settings)
+    return run_worker(setup)
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
