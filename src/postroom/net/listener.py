@@ -1,8 +1,8 @@
 """Accept loops: one asyncio server per listener, connection limits, drain on stop.
 
-The listener knows nothing of SMTP: it is given a ``handler`` coroutine per accepted
-connection (a ``Stream``, net/stream.py), and a ``refusal`` (bytes) to write when a limit
-is hit (421 4.7.0).
+The listener knows nothing of SMTP: it is given a ``handler`` that makes the awaitable
+serving each accepted connection (a ``Stream``, net/stream.py), an ``on_end`` told when
+that has ended, and a ``refusal`` (bytes) to write when a limit is hit (421 4.7.0).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from postroom.net.throttle import ConnectionCounter
 __all__ = ["Handler", "Listener"]
 
 Handler = Callable[[Stream], Awaitable[None]]
+"""The awaitable serving one connection: a session's own coroutine, with no wrapper
+coroutine around it that every idle connection would hold."""
 _log = logging.getLogger("postroom.net")
 
 
@@ -32,6 +34,7 @@ class Listener:
         handler: Handler,
         counter: ConnectionCounter,
         refusal: bytes,
+        on_end: Callable[[Stream], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 30.0,
         sock: socket.socket | None = None,
@@ -39,6 +42,7 @@ class Listener:
         self.address = address
         self.port = port
         self._handler = handler
+        self._on_end = on_end  # the handler's awaitable for this stream ended (or failed)
         self._counter = counter
         self._refusal = refusal
         self._ssl = ssl_context
@@ -78,40 +82,46 @@ class Listener:
 
     def _connected(self, stream: Stream) -> None:
         task = asyncio.get_running_loop().create_task(self._accept(stream))
-        self._accepting.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._accepting.discard)
+        # Held until it ends (the loop keeps only weak references); it takes itself out
+        # at its end, where a done callback would be memory every connection holds.
+        self._accepting.add(task)
 
     async def _accept(self, stream: Stream) -> None:
-        peer = stream.get_extra_info("peername")
-        ip = str(peer[0]) if peer else "unknown"
-        if not self._counter.try_acquire(ip):
-            with contextlib.suppress(OSError):
-                stream.write(self._refusal)
-                await stream.drain()
-            stream.close()
-            return
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
         try:
-            await self._handler(stream)
-        except Exception:  # the handler's own boundary failed: log it, keep accepting
-            _log.exception(
-                "connection handler failed: client=%s listener=%s:%d",
-                ip,
-                self.address,
-                self.bound_port,
-            )
-        finally:
-            self._tasks.discard(task)
-            self._counter.release(ip)
-            stream.close()
-            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-                if stream.closes_at_once():  # no timer per connection where none is needed
-                    await stream.wait_closed()
-                else:
-                    async with asyncio.timeout(5):
+            peer = stream.get_extra_info("peername")
+            ip = str(peer[0]) if peer else "unknown"
+            if not self._counter.try_acquire(ip):
+                with contextlib.suppress(OSError):
+                    stream.write(self._refusal)
+                    await stream.drain()
+                stream.close()
+                return
+            self._tasks.add(task)
+            try:
+                await self._handler(stream)
+            except Exception:  # the handler's own boundary failed: log it, keep accepting
+                _log.exception(
+                    "connection handler failed: client=%s listener=%s:%d",
+                    ip,
+                    self.address,
+                    self.bound_port,
+                )
+            finally:
+                if self._on_end is not None:
+                    self._on_end(stream)
+                self._tasks.discard(task)
+                self._counter.release(ip)
+                stream.close()
+                with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                    if stream.closes_at_once():  # no timer per connection where none is needed
                         await stream.wait_closed()
+                    else:
+                        async with asyncio.timeout(5):
+                            await stream.wait_closed()
+        finally:
+            self._accepting.discard(task)
 
     def stop_accepting(self) -> None:
         if self._server is not None:
