@@ -48,7 +48,7 @@ from postroom.mailbox import Maildir
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.throttle import FailureThrottle
-from postroom.net.tls import CERT_NAME, ServerTls
+from postroom.net.tls import CheckedCertificate, ServerTls, checked_in_child
 from postroom.net.wakeup import Notifier, WakeupListener
 from postroom.readiness import Check, Readiness
 from postroom.smtp.server import SmtpServer
@@ -160,8 +160,11 @@ class Server:
         init: bool = False,
         migrate: bool = False,
         worker_counts: WorkerCounts | None = None,
+        certificate: CheckedCertificate | None = None,
     ) -> None:
+        """``certificate``: the TLS files, checked in a child (``net.tls``); None: here."""
         self.settings = settings
+        self._certificate = certificate
         self._worker_counts = worker_counts  # the accept workers' counters, for /metrics
         self.clock = clock or SystemClock()
         self.readiness = Readiness(self.clock)
@@ -210,11 +213,8 @@ class Server:
         settings = self.settings
         self._started = (self.clock.time(), self.clock.monotonic())
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        before = _modified(settings.data_dir / "tls" / CERT_NAME)
-        self.tls = tls = ServerTls(settings)
-        self.certificate = _certificate_note(
-            settings, tls.cert, changed=_modified(tls.cert) != before
-        )
+        self.tls = tls = ServerTls(settings, self._certificate)
+        self.certificate = _certificate_note(settings, tls.cert, changed=tls.made_now)
         self.store = store = await self._open_store()
         try:
             await self._share_writer(store)
@@ -781,13 +781,6 @@ def _wake_on_mail(wake: Callable[[], None]) -> Callable[[object], None]:
     return subscriber
 
 
-def _modified(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-
-
 def _certificate_note(settings: Settings, cert: Path, *, changed: bool) -> str:
     if settings.tls.cert is not None:
         return str(cert)
@@ -866,6 +859,7 @@ async def _serve(
     migrate: bool,
     sockets: list[socket.socket] | None,
     workers: WorkerProcesses | None,
+    certificate: CheckedCertificate | None,
 ) -> int:
     supervisor = Supervisor(settings, workers) if workers is not None else None
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
@@ -876,6 +870,7 @@ async def _serve(
         init=init,
         migrate=migrate,
         worker_counts=supervisor.counts if supervisor is not None else None,
+        certificate=certificate,
     )
     if supervisor is not None:
         supervisor.report_to(server.readiness)  # /readyz: not ready until they listen
@@ -911,7 +906,9 @@ async def _serve(
 
 
 async def _serve_worker(setup: WorkerSetup) -> int:
-    server = Server(setup.settings, sockets=setup.sockets, accept_only=True)
+    server = Server(
+        setup.settings, sockets=setup.sockets, accept_only=True, certificate=setup.certificate
+    )
     _reload_on_sighup(server, None)
     try:
         await server.start()
@@ -979,12 +976,23 @@ def run(
             sockets = bind_listeners(settings.listeners)
         except OSError as exc:
             return _cannot_start(exc)
-        # Now, before the event loop, a thread or a store connection exists: the
-        # workers forked here inherit none of them.
+    # Now, before the event loop, a thread or a store connection exists, so that forks
+    # inherit none of them: the certificate's check in a child of its own (cryptography
+    # stays out of the server's processes), then the workers.
+    certificate = checked_in_child(settings)
+    if sockets is not None:
         _import_accept_path(settings)
-        workers = WorkerProcesses.fork(settings, sockets, run_worker)
+        workers = WorkerProcesses.fork(settings, sockets, run_worker, certificate)
     return _run_loop(
-        _serve(settings, source, init=init, migrate=migrate, sockets=sockets, workers=workers)
+        _serve(
+            settings,
+            source,
+            init=init,
+            migrate=migrate,
+            sockets=sockets,
+            workers=workers,
+            certificate=certificate,
+        )
     )
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import IO, NoReturn
 
 from postroom.config.settings import Settings
+from postroom.net.tls import CheckedCertificate
 
 __all__ = [
     "StartedWorker",
@@ -67,6 +68,7 @@ class WorkerSetup:
     index: int  # 1 .. workers - 1 (the primary is 0)
     command_fd: int  # the primary's requests; its end means the primary is gone
     report_fd: int  # the worker's answers
+    certificate: CheckedCertificate | None  # the TLS files the primary checked, if it did
 
 
 WorkerMain = Callable[[WorkerSetup], int]
@@ -93,16 +95,25 @@ class WorkerProcesses:
     """The primary's handle on its workers' processes: starts them, hears their exits."""
 
     def __init__(
-        self, settings: Settings, sockets: Sequence[socket.socket], forked: dict[int, StartedWorker]
+        self,
+        settings: Settings,
+        sockets: Sequence[socket.socket],
+        certificate: CheckedCertificate | None,
+        forked: dict[int, StartedWorker],
     ) -> None:
         self._settings = settings
         self._sockets = tuple(sockets)
+        self._certificate = certificate
         self._forked = forked  # by index: forked at the primary's start, not yet started
         self._watched: dict[int, _Watched] = {}  # by pid, until it is reaped
 
     @classmethod
     def fork(
-        cls, settings: Settings, sockets: Sequence[socket.socket], main: WorkerMain
+        cls,
+        settings: Settings,
+        sockets: Sequence[socket.socket],
+        main: WorkerMain,
+        certificate: CheckedCertificate | None = None,
     ) -> WorkerProcesses:
         """Fork workers 1 .. ``settings.workers - 1`` now: call this before the event loop,
         any thread or any store connection exists, once the accept path is imported. In
@@ -119,12 +130,14 @@ class WorkerProcesses:
                 for other in (*forked.values(), StartedWorker(0, command_write, report_read)):
                     os.close(other.command_fd)
                     os.close(other.report_fd)
-                setup = WorkerSetup(settings, tuple(sockets), index, command_read, report_write)
+                setup = WorkerSetup(
+                    settings, tuple(sockets), index, command_read, report_write, certificate
+                )
                 _exit(_start_when_told(main, setup))
             os.close(command_read)
             os.close(report_write)
             forked[index] = StartedWorker(pid, command_write, report_read)
-        return cls(settings, sockets, forked)
+        return cls(settings, sockets, certificate, forked)
 
     async def start(self, index: int) -> StartedWorker:
         """Start worker ``index``: the one forked at the start, the first time; a fresh
@@ -144,7 +157,9 @@ class WorkerProcesses:
         command_read, command_write = os.pipe2(os.O_CLOEXEC)
         report_read, report_write = os.pipe2(os.O_CLOEXEC)
         fds = tuple(sock.fileno() for sock in self._sockets)
-        setup = pickle.dumps((self._settings, fds, index, command_read, report_write))
+        setup = pickle.dumps(
+            (self._settings, fds, index, command_read, report_write, self._certificate)
+        )
         try:
             process = await asyncio.to_thread(
                 _start_interpreter, setup, (*fds, command_read, report_write)
@@ -207,11 +222,11 @@ class WorkerProcesses:
 
 def read_setup(source: IO[bytes]) -> WorkerSetup:
     """In a fresh worker: the setup its primary pickled on ``source`` (standard input)."""
-    settings, fds, index, command_fd, report_fd = pickle.load(source)
+    settings, fds, index, command_fd, report_fd, certificate = pickle.load(source)
     if not isinstance(settings, Settings):
         raise TypeError("not a worker setup")
     sockets = tuple(socket.socket(fileno=fd) for fd in fds)
-    return WorkerSetup(settings, sockets, index, command_fd, report_fd)
+    return WorkerSetup(settings, sockets, index, command_fd, report_fd, certificate)
 
 
 def _start_interpreter(setup: bytes, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:

@@ -451,3 +451,6 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
     assert {"postroom.delivery.scheduler", "starlette", "postroom.api"} <= in_primary
     assert {"postroom.dashboard", "postroom.events.metrics"} <= in_primary  # mounted, counting
     assert sorted(m for m in _PRIMARY_AT_FIRST_USE if m in in_primary) == []
+    # The certificate was made and checked in a child of its own: cryptography, whose
+    # Rust module maps about 7 MiB at its import, is in none of the server's processes.
+    assert [pid for pid in (primary, worker, replacement) if "cryptography" in loaded(pid)] == []
