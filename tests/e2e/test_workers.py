@@ -237,16 +237,13 @@ def _bytes_waiting(path: Path) -> int:
     return sum(int(line.split()[1]) for line in listed.splitlines() if line.strip())
 
 
-def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+def serve_with_a_taken_port(
+    home: Path, extra: str, ports: dict[str, int], top: str, taken: socket.socket
+) -> subprocess.CompletedProcess[str]:
+    """`postroom serve` to its exit, while ``taken`` holds a port it wants."""
     try:
-        port = taken.getsockname()[1]
-        config = write_config(
-            home / "postroom.toml", home / "data", ports={"mx": port}, top="workers = 2\n"
-        )
-        done = subprocess.run(
+        config = write_config(home / "postroom.toml", home / "data", extra, ports=ports, top=top)
+        return subprocess.run(
             [sys.executable, "-m", "postroom", "--config", str(config), "serve"],
             capture_output=True,
             text=True,
@@ -255,6 +252,19 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
         )
     finally:
         taken.close()
+
+
+def taken_port() -> socket.socket:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
+    taken = taken_port()
+    port = taken.getsockname()[1]
+    done = serve_with_a_taken_port(home, "", {"mx": port}, "workers = 2\n", taken)
     assert done.returncode == 1
     assert done.stderr.startswith(
         "postroom: cannot listen: error while attempting to bind on address"
@@ -266,28 +276,10 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
 def test_a_primary_that_cannot_start_leaves_no_forked_worker_behind(home: Path) -> None:
     """The workers are forked before the primary's start, which here fails (its API port
     is taken): each exits with it, and nothing holds the SMTP port any more."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    taken = taken_port()
     smtp_port = free_port()
-    try:
-        api_port = taken.getsockname()[1]
-        config = write_config(
-            home / "postroom.toml",
-            home / "data",
-            f"[api]\nport = {api_port}\n",
-            ports={"mx": smtp_port},
-            top="workers = 3\n",
-        )
-        done = subprocess.run(
-            [sys.executable, "-m", "postroom", "--config", str(config), "serve"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    finally:
-        taken.close()
+    api = f"[api]\nport = {taken.getsockname()[1]}\n"
+    done = serve_with_a_taken_port(home, api, {"mx": smtp_port}, "workers = 3\n", taken)
     assert done.returncode == 1
     assert done.stderr.startswith("postroom: cannot listen:")
     # A worker left waiting would still hold the listening socket.
