@@ -47,6 +47,7 @@ from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailbox import Maildir
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
+from postroom.net.shares import AcceptShares, SharedSockets
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CheckedCertificate, ServerTls, checked_in_child
 from postroom.net.wakeup import Notifier, WakeupListener
@@ -139,13 +140,13 @@ class Server:
     """Everything `postroom serve` runs, started and stopped as one.
 
     ``deliver=False`` builds the delivery engine without running its loop, so a test can
-    drive ``scheduler.run_once()`` with its own clock. ``sockets`` are listening sockets
-    shared with accept workers; ``accept_only`` is such a worker: SMTP into the store,
-    no delivery. ``store``: a store to start and use instead of the configured one (a
-    test's fault-injecting store); ``init``: make a new, empty store even where the
-    data directory was used before (``postroom serve --init``); ``migrate``: upgrade an
-    older PostgreSQL schema at start (``postroom serve --migrate``; an SQLite store is
-    always upgraded)."""
+    drive ``scheduler.run_once()`` with its own clock. ``shared``: the listening sockets
+    this process shares with the other accepting processes; ``accept_only`` is an accept
+    worker: SMTP into the store, no delivery. ``store``: a store to start and use
+    instead of the configured one (a test's fault-injecting store); ``init``: make a
+    new, empty store even where the data directory was used before (``postroom serve
+    --init``); ``migrate``: upgrade an older PostgreSQL schema at start (``postroom
+    serve --migrate``; an SQLite store is always upgraded)."""
 
     def __init__(
         self,
@@ -154,7 +155,7 @@ class Server:
         clock: Clock | None = None,
         deliver: bool = True,
         rng: random.Random | None = None,
-        sockets: Sequence[socket.socket] | None = None,
+        shared: SharedSockets | None = None,
         accept_only: bool = False,
         store: Store | None = None,
         init: bool = False,
@@ -175,7 +176,7 @@ class Server:
         self.rng = rng or random.Random()
         self.deliver = deliver and not accept_only
         self.accept_only = accept_only
-        self._sockets = sockets
+        self._shared = shared
         self.store: Store | None = None
         self.smtp: SmtpServer | None = None
         self.pop3: Pop3Server | None = None
@@ -275,7 +276,7 @@ class Server:
             relay_networks=RelayNetworks.from_settings(settings),
             ssl_context=tls.context,
             bus=bus,
-            sockets=self._sockets,
+            shared=self._shared,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
             self._make_mailbox_servers(logins, tls.context)
@@ -332,7 +333,7 @@ class Server:
                 mailboxes=self.mailboxes,
                 logins=logins,
                 ssl_context=ssl_context,
-                sockets=self._sockets,
+                shared=self._shared,
             )
         if roles & IMAP_ROLES:
             from postroom.imap.server import ImapServer
@@ -342,7 +343,7 @@ class Server:
                 mailboxes=self.mailboxes,
                 logins=logins,
                 ssl_context=ssl_context,
-                sockets=self._sockets,
+                shared=self._shared,
             )
 
     def describe(self) -> dict[str, object]:
@@ -422,8 +423,8 @@ class Server:
 
     async def _share_writer(self, store: Store) -> None:
         """With accept workers on an SQLite store, the primary's writer commits their
-        new messages too (``store.sqlite.sharedwriter``): the primary listens for them,
-        a worker hands them over."""
+        new messages and delivery outcomes too (``store.sqlite.sharedwriter``): the
+        primary listens for them, a worker hands them over."""
         if self.settings.workers < 2 or sqlite_path(self.settings.storage_url) is None:
             return
         from postroom.store.sqlite import SqliteStore
@@ -442,7 +443,7 @@ class Server:
         if self.accept_only:
             store.write_through(SharedWriter(path))
             return
-        self._write_port = port = WritePort(path, store.enqueue_rows)
+        self._write_port = port = WritePort(path, store)
         await port.start()
 
     async def _open_store(self) -> Store:
@@ -857,16 +858,18 @@ async def _serve(
     *,
     init: bool,
     migrate: bool,
-    sockets: list[socket.socket] | None,
+    shared: SharedSockets | None,
     workers: WorkerProcesses | None,
     certificate: CheckedCertificate | None,
 ) -> int:
-    supervisor = Supervisor(settings, workers) if workers is not None else None
+    supervisor = None
+    if workers is not None and shared is not None:
+        supervisor = Supervisor(settings, workers, shared.shares)
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
     stop = _stop_on_signals()
     server = Server(
         settings,
-        sockets=sockets,
+        shared=shared,
         init=init,
         migrate=migrate,
         worker_counts=supervisor.counts if supervisor is not None else None,
@@ -906,9 +909,8 @@ async def _serve(
 
 
 async def _serve_worker(setup: WorkerSetup) -> int:
-    server = Server(
-        setup.settings, sockets=setup.sockets, accept_only=True, certificate=setup.certificate
-    )
+    shared = SharedSockets(setup.sockets, setup.shares, setup.shares.slot(setup.index))
+    server = Server(setup.settings, shared=shared, accept_only=True, certificate=setup.certificate)
     _reload_on_sighup(server, None)
     try:
         await server.start()
@@ -969,11 +971,12 @@ def run(
     the data directory had one (``postroom serve --init``); ``migrate``: upgrade an older
     PostgreSQL schema (``postroom serve --migrate``)."""
     _configure_logging(settings)
-    sockets: list[socket.socket] | None = None
+    sockets: tuple[socket.socket, ...] | None = None
+    shared: SharedSockets | None = None
     workers: WorkerProcesses | None = None
     if settings.workers > 1:
         try:
-            sockets = bind_listeners(settings.listeners)
+            sockets = tuple(bind_listeners(settings.listeners))
         except OSError as exc:
             return _cannot_start(exc)
     # Now, before the event loop, a thread or a store connection exists, so that forks
@@ -981,15 +984,17 @@ def run(
     # stays out of the server's processes), then the workers.
     certificate = checked_in_child(settings)
     if sockets is not None:
+        shares = AcceptShares(settings.workers)
+        shared = SharedSockets(sockets, shares, shares.slot(0))
         _import_accept_path(settings)
-        workers = WorkerProcesses.fork(settings, sockets, run_worker, certificate)
+        workers = WorkerProcesses.fork(settings, sockets, shares, run_worker, certificate)
     return _run_loop(
         _serve(
             settings,
             source,
             init=init,
             migrate=migrate,
-            sockets=sockets,
+            shared=shared,
             workers=workers,
             certificate=certificate,
         )

@@ -13,10 +13,11 @@ instead (it could not start, or is gone), it exits.
 A worker that dies later is not forked again: the running primary has threads, and a
 fork copies the locks they hold without the threads that would release them. It is
 started as a fresh interpreter (``python -m postroom.workerentry``) that inherits only
-the listening sockets and its two pipes and reads its setup, pickled, on its standard
-input. (A process kept back to fork replacements from, a fork server, costs a third copy
-of every page the primary and the worker both write after the fork, about 9 MiB, for a
-restart that only a crash asks for.)
+the listening sockets, the accepting processes' shared counts (``net.shares``) and its
+two pipes, and reads its setup, pickled, on its standard input. (A process kept back
+to fork replacements from, a fork server, costs a third copy of every page the primary
+and the worker both write after the fork, about 9 MiB, for a restart that only a crash
+asks for.)
 
 The primary hears of each worker's exit, and signals it, through a pidfd: no SIGCHLD
 handler, no thread, and no signal can reach a process that took a reaped worker's pid.
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import IO, NoReturn
 
 from postroom.config.settings import Settings
+from postroom.net.shares import AcceptShares
 from postroom.net.tls import CheckedCertificate
 
 __all__ = [
@@ -65,6 +67,7 @@ class WorkerSetup:
 
     settings: Settings
     sockets: tuple[socket.socket, ...]  # listening, in the order of settings.listeners
+    shares: AcceptShares  # every accepting process's count of connections
     index: int  # 1 .. workers - 1 (the primary is 0)
     command_fd: int  # the primary's requests; its end means the primary is gone
     report_fd: int  # the worker's answers
@@ -98,11 +101,13 @@ class WorkerProcesses:
         self,
         settings: Settings,
         sockets: Sequence[socket.socket],
+        shares: AcceptShares,
         certificate: CheckedCertificate | None,
         forked: dict[int, StartedWorker],
     ) -> None:
         self._settings = settings
         self._sockets = tuple(sockets)
+        self._shares = shares
         self._certificate = certificate
         self._forked = forked  # by index: forked at the primary's start, not yet started
         self._watched: dict[int, _Watched] = {}  # by pid, until it is reaped
@@ -112,6 +117,7 @@ class WorkerProcesses:
         cls,
         settings: Settings,
         sockets: Sequence[socket.socket],
+        shares: AcceptShares,
         main: WorkerMain,
         certificate: CheckedCertificate | None = None,
     ) -> WorkerProcesses:
@@ -131,13 +137,13 @@ class WorkerProcesses:
                     os.close(other.command_fd)
                     os.close(other.report_fd)
                 setup = WorkerSetup(
-                    settings, tuple(sockets), index, command_read, report_write, certificate
+                    settings, tuple(sockets), shares, index, command_read, report_write, certificate
                 )
                 _exit(_start_when_told(main, setup))
             os.close(command_read)
             os.close(report_write)
             forked[index] = StartedWorker(pid, command_write, report_read)
-        return cls(settings, sockets, certificate, forked)
+        return cls(settings, sockets, shares, certificate, forked)
 
     async def start(self, index: int) -> StartedWorker:
         """Start worker ``index``: the one forked at the start, the first time; a fresh
@@ -157,12 +163,13 @@ class WorkerProcesses:
         command_read, command_write = os.pipe2(os.O_CLOEXEC)
         report_read, report_write = os.pipe2(os.O_CLOEXEC)
         fds = tuple(sock.fileno() for sock in self._sockets)
+        shares = (self._shares.fd, self._shares.processes)
         setup = pickle.dumps(
-            (self._settings, fds, index, command_read, report_write, self._certificate)
+            (self._settings, fds, shares, index, command_read, report_write, self._certificate)
         )
         try:
             process = await asyncio.to_thread(
-                _start_interpreter, setup, (*fds, command_read, report_write)
+                _start_interpreter, setup, (*fds, shares[0], command_read, report_write)
             )
         except BaseException:
             os.close(command_write)
@@ -222,11 +229,14 @@ class WorkerProcesses:
 
 def read_setup(source: IO[bytes]) -> WorkerSetup:
     """In a fresh worker: the setup its primary pickled on ``source`` (standard input)."""
-    settings, fds, index, command_fd, report_fd, certificate = pickle.load(source)
+    settings, fds, (shares_fd, processes), index, command_fd, report_fd, certificate = pickle.load(
+        source
+    )
     if not isinstance(settings, Settings):
         raise TypeError("not a worker setup")
     sockets = tuple(socket.socket(fileno=fd) for fd in fds)
-    return WorkerSetup(settings, sockets, index, command_fd, report_fd, certificate)
+    shares = AcceptShares(processes, shares_fd)
+    return WorkerSetup(settings, sockets, shares, index, command_fd, report_fd, certificate)
 
 
 def _start_interpreter(setup: bytes, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:

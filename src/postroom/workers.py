@@ -2,7 +2,8 @@
 
 One event loop on one core bounds how much mail one process can accept. With
 ``workers = N`` the primary process binds every listener and starts N - 1 workers that
-accept on the same sockets; the kernel hands each new connection to one process. Every
+accept on the same sockets; each new connection goes to the process holding fewest
+(``net.shares``: each accepts one at a time and steps aside for one holding fewer). Every
 worker commits into the same store (SQLite serialises the writers; each commit is still
 fsync'ed before its 250) and wakes the primary's scheduler through ``net.wakeup``. Only
 the primary delivers queued mail.
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from postroom.config.settings import ListenerSettings, Settings
+from postroom.net.shares import AcceptShares
 from postroom.net.sockets import listening_socket
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
@@ -111,11 +113,19 @@ class Supervisor:
     """Starts, watches and stops the accept workers of one primary."""
 
     def __init__(
-        self, settings: Settings, processes: WorkerProcesses, *, start_wait: float = START_WAIT
+        self,
+        settings: Settings,
+        processes: WorkerProcesses,
+        shares: AcceptShares,
+        *,
+        start_wait: float = START_WAIT,
     ) -> None:
-        """``start_wait``: seconds a new worker has to listen before it counts as failed."""
+        """``shares``: the accepting processes' counts, where an exited worker is marked
+        as accepting no more; ``start_wait``: seconds a new worker has to listen before
+        it counts as failed."""
         self._settings = settings
         self._processes = processes
+        self._shares = shares
         self._start_wait = start_wait
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
@@ -200,6 +210,7 @@ class Supervisor:
             await self._spawn(index)
             worker = self._workers[index]
         code = await asyncio.shield(worker.exited)
+        self._shares.absent(index)  # even after SIGKILL: nobody leaves it a connection
         if not self.stop_requested():
             raise WorkerExited(f"worker {index} (pid {worker.pid}) exited with {code}")
 

@@ -1,13 +1,24 @@
-"""Listener: a handler that fails is logged and gives its connection slot back."""
+"""Listener: a handler that fails is logged and gives its connection slot back; on a
+shared socket, new connections go to the process holding fewer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
+import socket
+import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
+import trustme
+import uvloop
 
-from postroom.net.listener import Listener
+from postroom.net.listener import Handler, Listener
+from postroom.net.shares import MARGIN, AcceptShares, AcceptSlot
+from postroom.net.sockets import listening_socket
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
@@ -48,3 +59,168 @@ async def test_a_failing_handler_is_logged_and_keeps_no_connection_slot(
     assert len(failures) == 5
     assert all(r.exc_info is not None for r in failures)
     assert "client=127.0.0.1 listener=127.0.0.1:" in failures[0].getMessage()
+
+
+async def test_a_listener_on_a_shared_socket_leaves_new_connections_to_one_holding_fewer() -> None:
+    """Two listeners on one listening socket stand for two accepting processes. The
+    first took 8 connections while the second was not accepting; of the next 8, opened
+    all at once, the first steps aside for the second until it leads by less than
+    MARGIN. Each taking its turn (the event loop's own servers) would split them 4/4."""
+    release = asyncio.Event()
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello\r\n")
+        await stream.drain()
+        await release.wait()
+
+    shared = listening_socket("127.0.0.1", 0, backlog=64)
+    shares = AcceptShares(2)
+
+    def listener(sock: socket.socket, index: int) -> Listener:
+        return shared_listener(handler, sock, shares.slot(index))
+
+    duplicate = shared.dup()  # another process's descriptor of the same socket
+    first, second = listener(shared, 0), listener(duplicate, 1)
+    port = first.bound_port
+    clients: list[asyncio.StreamWriter] = []
+
+    async def connect(count: int) -> None:
+        async def one() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            clients.append(writer)
+            assert await reader.readline() == b"hello\r\n"
+
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(one() for _ in range(count)))
+
+    await first.start()
+    try:
+        await connect(8)
+        assert (first.connections, second.connections) == (8, 0)
+        await second.start()
+        await connect(8)
+        assert first.connections + second.connections == 16
+        assert first.connections - second.connections <= MARGIN, (
+            first.connections,
+            second.connections,
+        )
+        assert shares.held(0) == first.connections
+        assert shares.held(1) == second.connections
+    finally:
+        release.set()
+        for writer in clients:
+            writer.close()
+        for each in (first, second):
+            each.stop_accepting()
+            await each.wait_closed()
+        shared.close()
+        duplicate.close()
+    assert shares.held(0) is None and shares.held(1) is None  # withdrawn at stop
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_an_implicit_tls_listener_on_a_shared_socket_serves_after_the_handshake(
+    run: Callable[[Coroutine[Any, Any, bytes]], bytes],
+) -> None:
+    """The listener opens what it accepted with the loop's ``connect_accepted_socket``,
+    which on uvloop answers with its own TLS layer, not the protocol the listener made."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello over " + str(stream.get_extra_info("ssl_object").version()).encode())
+        await stream.drain()
+
+    async def main() -> bytes:
+        sock = listening_socket("127.0.0.1", 0, backlog=8)
+        listener = shared_listener(handler, sock, AcceptShares(2).slot(0), server_tls)
+        await listener.start()
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", listener.bound_port, ssl=client_tls
+            )
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            listener.stop_accepting()
+            await listener.wait_closed()
+            sock.close()
+
+    assert run(main()).startswith(b"hello over TLSv1.")
+
+
+async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Out of file descriptors (EMFILE): the error is logged, the listener pauses rather
+    than spin on a socket that stays readable, and takes the connection once it can."""
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello\r\n")
+        await stream.drain()
+
+    sock = listening_socket("127.0.0.1", 0, backlog=8)
+    listener = shared_listener(handler, sock, AcceptShares(1).slot(0))
+    await listener.start()
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    client = socket.create_connection(("127.0.0.1", listener.bound_port))
+    try:
+        lowest_free = os.open(os.devnull, os.O_RDONLY)  # the kernel gives the lowest
+        os.close(lowest_free)
+        logged = _Logged()
+        net_log = logging.getLogger("postroom.net")
+        net_log.addHandler(logged)
+        with caplog.at_level(logging.ERROR, logger="postroom.net"):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+            try:
+                async with asyncio.timeout(10):
+                    await logged.event.wait()
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+                net_log.removeHandler(logged)
+        assert "cannot accept on 127.0.0.1:" in caplog.records[0].getMessage()
+        assert len(caplog.records) == 1  # paused, not spinning
+        client.setblocking(False)
+        async with asyncio.timeout(10):  # taken once the pause ended
+            assert await asyncio.get_running_loop().sock_recv(client, 100) == b"hello\r\n"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        client.close()
+        listener.stop_accepting()
+        await listener.wait_closed()
+        sock.close()
+
+
+def shared_listener(
+    handler: Handler,
+    sock: socket.socket,
+    slot: AcceptSlot,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Listener:
+    """A listener on ``sock``, shared with other accepting processes as ``slot``."""
+    return Listener(
+        address="127.0.0.1",
+        port=0,
+        handler=handler,
+        counter=ConnectionCounter(max_total=100, max_per_ip=100),
+        refusal=b"refused\r\n",
+        ssl_context=ssl_context,
+        sock=sock,
+        slot=slot,
+    )
+
+
+class _Logged(logging.Handler):
+    """Sets ``event`` at the first record (emitted on the event loop's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.event.set()

@@ -39,7 +39,6 @@ class Backend(Protocol):
     # Whether each writer counts into counter rows of its own (merge_counters folds them).
     counts_per_writer: bool
     # Whether a claim reads a small message's body with it (Claim.body).
-    claims_bring_bodies: bool
 
     async def open(
         self, *, busy_timeout: float = 5.0, inline_body_max: int | None = None
@@ -63,7 +62,6 @@ class Backend(Protocol):
 class SqliteBackend:
     stores_large_bodies_apart = False
     counts_per_writer = False
-    claims_bring_bodies = False
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -131,7 +129,6 @@ class PostgresBackend:
 
     stores_large_bodies_apart = True
     counts_per_writer = True
-    claims_bring_bodies = True
 
     def __init__(self, cluster: PostgresCluster) -> None:
         self.cluster = cluster

@@ -13,11 +13,14 @@ import pytest
 import uvloop
 
 from postroom.errors import StoreUnavailable
+from postroom.mail.events import EventType, MailEvent, new_event_id
 from postroom.mail.spool import SpooledBody
+from postroom.store import RecipientStatus
 from postroom.store.sqlite import SqliteStore
+from postroom.store.sqlite.delivery import outcome_rows_of
 from postroom.store.sqlite.queue import EnqueueRows
 from postroom.store.sqlite.sharedwriter import SharedWriter, WritePort, socket_path
-from tests.store.factories import new_message
+from tests.store.factories import NOW, attempt, delivered, new_message
 
 
 def writes(home: Path) -> Path:
@@ -52,7 +55,7 @@ async def worker(home: Path, primary: SqliteStore) -> AsyncIterator[SqliteStore]
 
 @contextlib.asynccontextmanager
 async def port_of(home: Path, primary: SqliteStore) -> AsyncIterator[WritePort]:
-    port = WritePort(writes(home), primary.enqueue_rows)
+    port = WritePort(writes(home), primary)
     await port.start()
     try:
         yield port
@@ -74,6 +77,65 @@ async def test_a_workers_messages_commit_in_the_primarys_writer_one_commit_for_a
             assert await worker.read_body(message.id) == message.header + b"".join(
                 message.body.iter_chunks()
             )
+
+
+async def test_a_workers_delivery_outcomes_commit_in_the_primarys_writer(
+    home: Path, primary: SqliteStore, worker: SqliteStore
+) -> None:
+    """Local mail a worker delivered at once: its outcome, attempt and event rows go
+    to the primary's writer as its new messages do; the worker writes nothing itself."""
+    message = new_message()
+    bob = "bob@example.net"
+    event = MailEvent(
+        id=new_event_id(), type=EventType.DELIVERED, at=NOW, recipient=bob, queue_id=message.id
+    )
+    async with port_of(home, primary):
+        await worker.enqueue(message)
+        await worker.record_outcomes(
+            message.id, [delivered(bob)], [attempt(message.id, bob, NOW, mailer="local")], [event]
+        )
+        assert (primary.committer.commits, worker.committer.commits) == (2, 0)
+    stored = await primary.message(message.id)
+    assert stored is not None
+    assert [(r.address, r.status, r.attempts) for r in stored.recipients] == [
+        (bob, RecipientStatus.DELIVERED, 1)
+    ]
+    assert [(a.recipient, a.mailer) for a in await primary.attempts(message.id)] == [(bob, "local")]
+    assert [e.id for e in await primary.events(message.id)][-1] == event.id
+
+
+async def test_without_the_primarys_writer_a_workers_outcome_is_recorded_by_its_own(
+    home: Path, primary: SqliteStore, worker: SqliteStore
+) -> None:
+    """A primary that is gone (killed: the worker drains) must not leave a delivered
+    message's outcome unrecorded, which would deliver it again when its lease ends."""
+    message = new_message()
+    bob = "bob@example.net"
+    async with port_of(home, primary):
+        await worker.enqueue(message)
+    await worker.record_outcomes(message.id, [delivered(bob)], [attempt(message.id, bob, NOW)])
+    assert worker.committer.commits == 1
+    stored = await primary.message(message.id)
+    assert stored is not None
+    assert [r.status for r in stored.recipients] == [RecipientStatus.DELIVERED]
+
+
+async def test_outcome_rows_written_twice_are_recorded_once(
+    home: Path, primary: SqliteStore
+) -> None:
+    """The primary committed a worker's outcome, but its answer was lost: the worker
+    writes the same rows itself, and the attempt and event are not doubled."""
+    message = new_message()
+    bob = "bob@example.net"
+    await primary.enqueue(message)
+    event = MailEvent(
+        id=new_event_id(), type=EventType.DELIVERED, at=NOW, recipient=bob, queue_id=message.id
+    )
+    rows = outcome_rows_of(message.id, [delivered(bob)], [attempt(message.id, bob, NOW)], [event])
+    await primary.write_rows_soon(rows)
+    await primary.write_rows_soon(rows)
+    assert len(await primary.attempts(message.id)) == 1
+    assert [e.id for e in await primary.events(message.id)].count(event.id) == 1
 
 
 async def test_a_spooled_body_is_written_by_the_workers_own_writer(
@@ -169,6 +231,16 @@ async def test_one_failed_message_of_a_batch_fails_alone(
     assert await primary.message(other.id) is not None
 
 
+async def test_a_message_sent_after_the_primarys_store_closed_is_answered_as_failed(
+    home: Path, primary: SqliteStore, worker: SqliteStore
+) -> None:
+    async with port_of(home, primary):
+        await worker.enqueue(new_message())  # connected
+        await primary.aclose()  # stopping: its writer is gone, its port not yet
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await worker.enqueue(new_message())
+
+
 async def test_rows_the_wire_cannot_carry_fail_their_message_only(home: Path) -> None:
     writer = SharedWriter(writes(home))
     rows = EnqueueRows(("id",), [], [], None, b"")
@@ -177,7 +249,7 @@ async def test_rows_the_wire_cannot_carry_fail_their_message_only(home: Path) ->
         stack.push_async_callback(writer.aclose)
         # No primary listens: both fail, but the bad one for its own reason.
         outcomes = await asyncio.gather(
-            writer.enqueue(rows), writer.enqueue(bad), return_exceptions=True
+            writer.write(rows), writer.write(bad), return_exceptions=True
         )
     assert all(isinstance(o, StoreUnavailable) for o in outcomes)
 

@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from postroom.errors import StoreDamaged, StoreFull, StoreUnavailable
+from postroom.store.sqlite.delivery import OutcomeRows
 from postroom.store.sqlite.queue import EnqueueRows
 from postroom.store.sqlite.writewire import (
     MAX_FRAME,
@@ -26,17 +27,38 @@ ROWS = EnqueueRows(
     None,
     b"Subject: hi\r\n\r\nhello\r\n",
 )
+OUTCOMES = OutcomeRows(
+    "06H000000000ABCD",
+    [("delivered", None, "250 2.0.0 Delivered", 0, 1, "06H000000000ABCD", "bob@example.net")],
+    [("06H000000000ABCD", "bob@example.net", 2.5, "local", "delivered", 250, "2.0.0", "ok")],
+    [
+        (
+            "ev2",
+            "delivered",
+            2.5,
+            "06H000000000ABCD",
+            "bob@example.net",
+            "local",
+            "250",
+            None,
+            "delivery",
+            "{}",
+        )
+    ],
+)
 
 
 def test_a_request_reads_back_as_written_from_any_split_of_the_stream() -> None:
     other = ROWS._replace(meta=("m1", "<x@y>", "hi", "[]", "{}"), data=b"\x00\xff" * 100)
-    stream = request(7, [ROWS, other]) + request(8, [ROWS])
+    stream = request(7, [ROWS, other]) + request(8, [ROWS, OUTCOMES])
     for step in (1, 3, 17, len(stream)):
         frames = Frames()
         values: list[object] = []
         for start in range(0, len(stream), step):
             values += frames.feed(stream[start : start + step])
-        assert [read_request(v) for v in values] == [(7, [ROWS, other]), (8, [ROWS])]
+        assert [read_request(v) for v in values] == [(7, [ROWS, other]), (8, [ROWS, OUTCOMES])]
+    (value,) = Frames().feed(request(9, [OUTCOMES]))
+    assert type(read_request(value)[1][0]) is OutcomeRows  # not read back as a message
 
 
 def test_a_reply_keeps_each_messages_outcome_and_error_kind() -> None:
@@ -70,7 +92,16 @@ def test_an_unreadable_frame_is_refused(payload: bytes) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [None, (1,), ("1", []), (1, [("too", "short")]), (1, [(1, 2, 3, 4, "not bytes")])],
+    [
+        None,
+        (1,),
+        ("1", []),
+        (1, [("message", ("too", "short"))]),
+        (1, [("message", (1, 2, 3, 4, "not bytes"))]),
+        (1, [("outcomes", (5, [], [], []))]),
+        (1, [("nonsense", tuple(ROWS))]),
+        (1, [tuple(ROWS)]),
+    ],
 )
 def test_a_value_that_is_not_a_request_is_refused(value: object) -> None:
     with pytest.raises(WireError, match="not a request"):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
+from postroom.net.shares import AcceptShares
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
 from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
@@ -79,10 +80,12 @@ def _silent(_setup: WorkerSetup) -> int:
     return 0
 
 
-async def _start_one(processes: WorkerProcesses, settings: Settings) -> dict[str, object]:
+async def _start_one(
+    processes: WorkerProcesses, settings: Settings, shares: AcceptShares
+) -> dict[str, object]:
     clock = SystemClock()
     readiness = Readiness(clock)
-    supervisor = Supervisor(settings, processes, start_wait=START_WAIT)
+    supervisor = Supervisor(settings, processes, shares, start_wait=START_WAIT)
     supervisor.report_to(readiness)
     tasks = TaskSupervisor(readiness, clock)
     before = [f"{p.part}: {p.reason}" for p in readiness.problems()]
@@ -106,7 +109,8 @@ def main(case: str, directory: Path) -> None:
         "exits": _exits,
         "silent": _silent,
     }
-    processes = WorkerProcesses.fork(settings, sockets, cases[case])
+    shares = AcceptShares(settings.workers)
+    processes = WorkerProcesses.fork(settings, sockets, shares, cases[case])
     # What a primary has once it runs, none of which a worker may inherit.
     database = sqlite3.connect(directory / "primary.db")
     database.execute("CREATE TABLE IF NOT EXISTS t (x)")
@@ -114,7 +118,7 @@ def main(case: str, directory: Path) -> None:
     thread = threading.Thread(target=stop.wait, name="primary-thread")
     thread.start()
     try:
-        answer = asyncio.run(_start_one(processes, settings))
+        answer = asyncio.run(_start_one(processes, settings, shares))
     finally:
         stop.set()
         thread.join()

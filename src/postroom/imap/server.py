@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from postroom.config.settings import IMAP_ROLES, IMPLICIT_TLS_ROLES, ListenerSettings, Settings
 from postroom.imap.connection import ImapConfig
@@ -15,6 +14,7 @@ from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
+from postroom.net.shares import SharedSockets
 from postroom.net.stream import Stream
 
 __all__ = ["ImapServer"]
@@ -34,10 +34,11 @@ class ImapServer(SessionServer):
         mailboxes: MailboxStore,
         logins: LoginGate[Principal],
         ssl_context: ssl.SSLContext | None,
-        sockets: Sequence[socket.socket] | None = None,
+        shared: SharedSockets | None = None,
     ) -> None:
-        """``sockets``: one bound, listening socket per entry of ``settings.listeners``
-        (those of other roles are left alone); None: each listener binds its own."""
+        """``shared``: one bound, listening socket per entry of ``settings.listeners``,
+        shared with the other accepting processes (those of other roles are left alone);
+        None: each listener binds its own."""
         limits = settings.limits
         super().__init__(Sessions(_log, limits, _TOO_MANY))
 
@@ -61,5 +62,5 @@ class ImapServer(SessionServer):
             return functools.partial(ImapSession, context)
 
         self._sessions.listen(
-            settings.listeners, IMAP_ROLES, sessions, ssl_context=ssl_context, sockets=sockets
+            settings.listeners, IMAP_ROLES, sessions, ssl_context=ssl_context, shared=shared
         )

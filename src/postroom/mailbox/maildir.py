@@ -21,8 +21,9 @@ leaves only that hidden sibling, holding empty folders, behind.
 
 Files use LF line endings, the Maildir convention; stored messages are CRLF. The unique
 name is ``<seconds>.M<microseconds>P<pid>Q<counter>R<random>.<host>,S=<size>,W=<vsize>``
-(the random part keeps two processes or two ``Maildir`` objects with one pid and one
-clock reading apart, as the spec's ``R`` field allows). ``S`` is the file's size and
+(the random part, drawn once per ``Maildir`` object, keeps two processes or two objects
+with one pid and one clock reading apart, as the spec's ``R`` field allows; the counter
+keeps one object's names apart). ``S`` is the file's size and
 ``W`` its size with CRLF line endings (the RFC 5322 size, Dovecot's convention), so
 POP3/IMAP can report sizes without reading the file. In the host name
 ``/``, ``:`` and ``,`` are written as ``\\057``, ``\\072`` and ``\\054``.
@@ -88,6 +89,19 @@ def mailbox_key(address: str) -> tuple[str, str]:
     A-label domain, lowercased local part); ``ValueError`` when it cannot name one."""
     parsed = parse_address(address)  # AddressError is a ValueError
     return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
+
+
+def _write_durably(fd: int, content: bytes) -> None:
+    """Write ``content`` to the new file ``fd``, fsync and close it. A bare ``os.write``
+    loop: a file object adds an fstat, an ioctl and an lseek, and in a delivery thread
+    every system call is a release and re-take of the GIL the event loop needs."""
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str | Path) -> None:
@@ -203,6 +217,7 @@ class Maildir:
         self._clock = clock or SystemClock()
         self._host = (hostname or platform.node() or "localhost").translate(_HOST_ESCAPES)
         self._counter = itertools.count(1)
+        self._random = secrets.token_hex(4)
         self._lock = threading.Lock()  # deliveries run in worker threads
         self._dir_sync = DirSync()  # concurrent deliveries share new/'s fsync
         self._folders: dict[Path, FolderFiles] = {}
@@ -266,10 +281,7 @@ class Maildir:
         content = data.replace(b"\r\n", b"\n")
         name, fd = self._create_tmp(tmp_dir, len(content), len(to_crlf(content)), internal_date)
         try:
-            with open(fd, "wb", closefd=True) as file:
-                file.write(content)
-                file.flush()
-                os.fsync(file.fileno())
+            _write_durably(fd, content)
             if internal_date is not None:
                 os.utime(tmp_dir / name, (internal_date, internal_date))
         except BaseException:
@@ -325,10 +337,7 @@ class Maildir:
         tmp = f"{box.tmp}/{name}"
         self._dir_sync.begin(box.new)
         try:
-            with open(fd, "wb", closefd=True) as file:
-                file.write(content)
-                file.flush()
-                os.fsync(file.fileno())
+            _write_durably(fd, content)
             os.rename(tmp, f"{box.new}/{name}")
         except BaseException:
             with contextlib.suppress(OSError):
@@ -369,7 +378,7 @@ class Maildir:
         micros = int((now - seconds) * 1_000_000)
         with self._lock:
             counter = next(self._counter)
-        unique = f"M{micros}P{os.getpid()}Q{counter}R{secrets.token_hex(4)}"
+        unique = f"M{micros}P{os.getpid()}Q{counter}R{self._random}"
         return f"{seconds}.{unique}.{self._host},S={size},W={vsize}"
 
     def _create_tmp(

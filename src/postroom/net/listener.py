@@ -3,6 +3,14 @@
 The listener knows nothing of SMTP: it is given a ``handler`` that makes the awaitable
 serving each accepted connection (a ``Stream``, net/stream.py), an ``on_end`` told when
 that has ended, and a ``refusal`` (bytes) to write when a limit is hit (421 4.7.0).
+
+On a socket shared with other accepting processes (``workers > 1``) the listener
+accepts one connection at a time itself, and steps aside when another live process
+holds ``MARGIN`` or more connections fewer (``net.shares``): the event loop's own
+server would take every connection waiting at once. It steps aside for ``STEP_ASIDE``
+seconds per connection of lead beyond the margin (a busy host may not run the other
+process at once), at most ``MAX_STEP_ASIDE``; a connection still waiting then is taken,
+so a client waits at most that long for a process that is alive but slow.
 """
 
 from __future__ import annotations
@@ -14,15 +22,22 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
+from postroom.net.shares import MARGIN, AcceptSlot
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
-__all__ = ["Handler", "Listener"]
+__all__ = ["MAX_STEP_ASIDE", "STEP_ASIDE", "Handler", "Listener"]
 
 Handler = Callable[[Stream], Awaitable[None]]
 """The awaitable serving one connection: a session's own coroutine, with no wrapper
 coroutine around it that every idle connection would hold."""
 _log = logging.getLogger("postroom.net")
+
+STEP_ASIDE = 0.001  # long enough for a woken process to accept, short for a client
+MAX_STEP_ASIDE = 0.008
+# After accept() fails (out of descriptors or memory, say) the listener pauses, as
+# asyncio's own servers do, rather than spin on a socket that stays readable.
+_ACCEPT_RETRY = 1.0
 
 
 class Listener:
@@ -38,7 +53,12 @@ class Listener:
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 30.0,
         sock: socket.socket | None = None,
+        slot: AcceptSlot | None = None,
     ) -> None:
+        """``sock``: already bound and listening, shared with the other accepting
+        processes whose counts ``slot`` compares (both or neither)."""
+        if (sock is None) != (slot is None):
+            raise ValueError("a shared socket comes with its slot")
         self.address = address
         self.port = port
         self._handler = handler
@@ -47,13 +67,20 @@ class Listener:
         self._refusal = refusal
         self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
-        self._sock = sock  # already bound and listening (shared with accept workers)
+        self._sock = sock
+        self._slot = slot
         self._server: asyncio.Server | None = None
+        self._reading = False  # accepting from the shared socket (``_readable``)
+        self._resume: asyncio.TimerHandle | None = None  # stepped aside until then
+        self._stepped_aside = False  # the connection then waiting is this one's
+        self._opening: set[asyncio.Task[None]] = set()  # accepted, in their TLS handshake
         self._tasks: set[asyncio.Task[None]] = set()  # connections being served
         self._accepting: set[asyncio.Task[None]] = set()  # every connection's task
 
     @property
     def bound_port(self) -> int:
+        if self._sock is not None:
+            return int(self._sock.getsockname()[1])
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -61,9 +88,9 @@ class Listener:
         loop = asyncio.get_running_loop()
         ssl_timeout = self._handshake_timeout if self._ssl else None
         if self._sock is not None:
-            self._server = await loop.create_server(
-                self._stream, sock=self._sock, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
-            )
+            assert self._slot is not None
+            self._slot.present(loop)
+            self._read(loop)
             return
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         self._server = await loop.create_server(
@@ -77,19 +104,83 @@ class Listener:
             backlog=1024,
         )
 
+    # -- accepting from a shared socket ---------------------------------------------
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._sock is not None
+        self._resume = None
+        loop.add_reader(self._sock.fileno(), self._readable)
+        self._reading = True
+
+    def _pause(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        assert self._sock is not None
+        loop.remove_reader(self._sock.fileno())
+        self._resume = loop.call_later(seconds, self._read, loop)
+
+    def _readable(self) -> None:
+        assert self._sock is not None and self._slot is not None
+        loop = asyncio.get_running_loop()
+        stepped_aside, self._stepped_aside = self._stepped_aside, False
+        if not stepped_aside:
+            lead = self._slot.lead(loop.time())
+            if lead >= MARGIN:
+                self._stepped_aside = True
+                self._pause(loop, min(STEP_ASIDE * (lead - MARGIN + 1), MAX_STEP_ASIDE))
+                return
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another process took it, or its client already left
+        except OSError as exc:
+            _log.error(
+                "cannot accept on %s:%d: %s; trying again in %g s",
+                self.address,
+                self.port,
+                exc.strerror or exc,
+                _ACCEPT_RETRY,
+            )
+            self._pause(loop, _ACCEPT_RETRY)
+            return
+        conn.setblocking(False)
+        self._slot.opened()  # at once: the others must see it before they next compare
+        task = loop.create_task(self._accept(Stream(), conn))
+        self._opening.add(task)
+        self._accepting.add(task)  # held until done: the loop keeps only weak references
+
+    async def _open(self, conn: socket.socket, stream: Stream, task: asyncio.Task[None]) -> bool:
+        """Make the accepted ``conn`` a transport with ``stream``, as the event loop's
+        server would, after its TLS handshake on an implicit-TLS listener; False when
+        its client left or failed the handshake (no session, as with the loop's server)."""
+        ssl_timeout = self._handshake_timeout if self._ssl else None
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            _log.debug("connection not opened on %s:%d: %s", self.address, self.port, exc)
+            conn.close()
+            return False
+        finally:
+            self._opening.discard(task)
+        return True
+
     def _stream(self) -> Stream:
         return Stream(self._connected)
 
     def _connected(self, stream: Stream) -> None:
         task = asyncio.get_running_loop().create_task(self._accept(stream))
-        # Held until it ends (the loop keeps only weak references); it takes itself out
-        # at its end, where a done callback would be memory every connection holds.
-        self._accepting.add(task)
+        self._accepting.add(task)  # held until done: the loop keeps only weak references
 
-    async def _accept(self, stream: Stream) -> None:
+    async def _accept(self, stream: Stream, conn: socket.socket | None = None) -> None:
+        """A connection's whole task, in one coroutine below the handler's (each one on
+        an idle connection's stack is memory it holds): ``conn``, accepted from a shared
+        socket, is opened first (``stream`` is not its protocol's yet); the task takes
+        itself out of the listener's sets at its end, where a done callback would be
+        memory too."""
         task = asyncio.current_task()
         assert task is not None
         try:
+            if conn is not None and not await self._open(conn, stream, task):
+                return
             peer = stream.get_extra_info("peername")
             ip = str(peer[0]) if peer else "unknown"
             if not self._counter.try_acquire(ip):
@@ -122,10 +213,23 @@ class Listener:
                             await stream.wait_closed()
         finally:
             self._accepting.discard(task)
+            if conn is not None and self._slot is not None:
+                self._slot.closed()
 
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._slot is not None:
+            self._slot.withdraw()
+        if self._reading:
+            assert self._sock is not None
+            self._reading = False
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        for task in self._opening:  # not yet a session: none will start after the stop
+            task.cancel()
 
     def cancel_connections(self) -> None:
         for task in list(self._tasks):
@@ -135,6 +239,8 @@ class Listener:
     def serving(self) -> bool:
         """Started and still accepting (false once its socket is closed, by stop or
         under it)."""
+        if self._sock is not None:
+            return self._reading and self._sock.fileno() != -1
         return self._server is not None and self._server.is_serving()
 
     @property
@@ -144,3 +250,5 @@ class Listener:
     async def wait_closed(self) -> None:
         if self._server is not None:
             await self._server.wait_closed()
+        if self._opening:
+            await asyncio.gather(*list(self._opening), return_exceptions=True)

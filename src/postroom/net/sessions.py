@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
@@ -23,6 +22,7 @@ from postroom.config.settings import (
     ListenerSettings,
 )
 from postroom.net.listener import Handler, Listener
+from postroom.net.shares import SharedSockets
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
@@ -75,14 +75,14 @@ class Sessions:
         make: Callable[[ListenerSettings], Callable[[Stream], Session]],
         *,
         ssl_context: ssl.SSLContext | None,
-        sockets: Sequence[socket.socket] | None,
+        shared: SharedSockets | None,
     ) -> None:
         """A listener for each of ``specs`` with one of ``roles`` (the others belong to
         another protocol's server), whose connections become ``make(spec)``'s sessions.
         Implicit-TLS roles (465, 995, 993-style) handshake with ``ssl_context`` first.
-        ``sockets``: one bound, listening socket per entry of ``specs`` (shared with the
-        accept workers); None: each listener binds its own."""
-        if sockets is not None and len(sockets) != len(specs):
+        ``shared``: one bound, listening socket per entry of ``specs``, shared with the
+        other accepting processes; None: each listener binds its own."""
+        if shared is not None and len(shared.sockets) != len(specs):
             raise ValueError("one socket per listener")
         for index, spec in enumerate(specs):
             if spec.role not in roles:
@@ -99,7 +99,8 @@ class Sessions:
                     on_end=self._ended,
                     ssl_context=ssl_context if implicit else None,
                     handshake_timeout=self._handshake_timeout,
-                    sock=sockets[index] if sockets is not None else None,
+                    sock=shared.sockets[index] if shared is not None else None,
+                    slot=shared.slot if shared is not None else None,
                 )
             )
 

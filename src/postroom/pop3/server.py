@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from postroom.config.settings import IMPLICIT_TLS_ROLES, POP3_ROLES, ListenerSettings, Settings
 from postroom.intake import Principal
 from postroom.mailbox import MailboxStore
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
+from postroom.net.shares import SharedSockets
 from postroom.net.stream import Stream
 from postroom.pop3.connection import Pop3Config
 from postroom.pop3.session import Pop3Context, Pop3Session
@@ -34,10 +34,11 @@ class Pop3Server(SessionServer):
         mailboxes: MailboxStore,
         logins: LoginGate[Principal],
         ssl_context: ssl.SSLContext | None,
-        sockets: Sequence[socket.socket] | None = None,
+        shared: SharedSockets | None = None,
     ) -> None:
-        """``sockets``: one bound, listening socket per entry of ``settings.listeners``
-        (those of other roles are left alone); None: each listener binds its own."""
+        """``shared``: one bound, listening socket per entry of ``settings.listeners``,
+        shared with the other accepting processes (those of other roles are left alone);
+        None: each listener binds its own."""
         limits = settings.limits
         super().__init__(Sessions(_log, limits, _TOO_MANY))
 
@@ -62,5 +63,5 @@ class Pop3Server(SessionServer):
             return functools.partial(Pop3Session, context)
 
         self._sessions.listen(
-            settings.listeners, POP3_ROLES, sessions, ssl_context=ssl_context, sockets=sockets
+            settings.listeners, POP3_ROLES, sessions, ssl_context=ssl_context, shared=shared
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import ssl
 from collections.abc import Callable, Sequence
 
@@ -15,6 +14,7 @@ from postroom.intake.principals import RelayNetworks
 from postroom.net.deadlines import Deadlines
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
+from postroom.net.shares import SharedSockets
 from postroom.net.stream import Stream
 from postroom.smtp import replies
 from postroom.smtp.connection import ServerConfig
@@ -52,11 +52,11 @@ class SmtpServer(SessionServer):
         bus: Bus,
         relay_networks: RelayNetworks | None = None,
         listeners: Sequence[ListenerSettings] | None = None,
-        sockets: Sequence[socket.socket] | None = None,
+        shared: SharedSockets | None = None,
     ) -> None:
-        """``sockets``: bound, listening sockets for the listeners, in order (accept
-        workers share them; those of other protocols' roles are left alone); None: each
-        listener binds its own. ``relay_networks``
+        """``shared``: bound, listening sockets for the listeners, in order, shared with
+        the other accepting processes (those of other protocols' roles are left alone);
+        None: each listener binds its own. ``relay_networks``
         apply to mx listeners only: submission ports always want AUTH (RFC 6409 4.3)."""
         self._settings = settings
         limits = settings.limits
@@ -81,4 +81,4 @@ class SmtpServer(SessionServer):
             )
             return functools.partial(Session, context)
 
-        self._sessions.listen(specs, SMTP_ROLES, sessions, ssl_context=ssl_context, sockets=sockets)
+        self._sessions.listen(specs, SMTP_ROLES, sessions, ssl_context=ssl_context, shared=shared)

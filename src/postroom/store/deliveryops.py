@@ -95,7 +95,17 @@ class DeliveryOps(Generic[C]):
     ) -> None:
         check_outcomes(message_id, updates, attempts)
         if updates or attempts or events:
-            await self._record(self._delivery.record_job(message_id, updates, attempts, events))
+            await self._record_outcomes(message_id, updates, attempts, events)
+
+    async def _record_outcomes(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent],
+    ) -> None:
+        """Write checked outcomes (an engine's process may hand them to another's)."""
+        await self._record(self._delivery.record_job(message_id, updates, attempts, events))
 
     async def _record(self, job: Callable[[C], Any]) -> None:
         """Run an outcome's job on the writer (an engine may merge neighbours)."""

@@ -164,6 +164,23 @@ class GroupCommitter(Generic[C]):
         the caller does not cancel the job, and ``submit`` returns only after the job
         has run, because jobs may read buffers the caller frees when it returns.
         """
+        future = self.submit_soon(job, weight, merge=merge)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((future,))
+            if not future.cancelled():
+                future.exception()  # retrieved, so it is not reported as lost
+            raise
+
+    def submit_soon(
+        self, job: Callable[[C], R], weight: int = 0, *, merge: Merge[C, R] | None = None
+    ) -> asyncio.Future[R]:
+        """``submit`` without a coroutine: the future ``job``'s result is set on once
+        committed, for a caller that answers from a callback (no task to wake, so no turn
+        of the event loop spent on it). Never cancel it: the job runs regardless."""
         if not self._open:
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
@@ -175,15 +192,7 @@ class GroupCommitter(Generic[C]):
             pending = self._pending[loop] = []
             loop.call_soon(self._hand_over, loop)
         pending.append(_Item(job, weight, future, merge))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            while not future.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait((future,))
-            if not future.cancelled():
-                future.exception()  # retrieved, so it is not reported as lost
-            raise
+        return future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         items = self._pending.pop(loop, None)

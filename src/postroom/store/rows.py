@@ -25,6 +25,7 @@ from postroom.store.models import (
 
 __all__ = [
     "ATTEMPT_FIELDS",
+    "CLAIM_BODY_MAX",
     "HAS_BODY",
     "HELD",
     "MESSAGE_FIELDS",
@@ -57,6 +58,10 @@ MESSAGE_FIELDS = (
     "source_kind", "principal", "client_ip", "client_port", "helo", "reverse_dns", "protocol",
     "tls", "listener", "dsn_of", "held",
 )  # fmt: skip
+# A claimed message up to this size comes with its body, read in the claim's
+# transaction: a read (a transaction, a reader thread's round trip) fewer per message.
+# At most a claim's limit of them at a time in memory (100 x 64 KiB by default).
+CLAIM_BODY_MAX = 64 << 10
 # Retention may remove a finished message's body before the rest (retention.bodies_days).
 HAS_BODY = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = m.id)"
 # What a StoredMessage is read from (messages as m): its row, then whether the body is gone.

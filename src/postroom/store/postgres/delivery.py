@@ -21,10 +21,9 @@ from postroom.store.models import Attempt, Claim, QueueSummary, RecipientUpdate
 from postroom.store.postgres.arrays import EVENT_COLUMNS, FLOAT, TEXT, columns_of, names, unnest
 from postroom.store.postgres.connection import Conn
 from postroom.store.postgres.queue import NOTIFY_QUEUE, load_messages
-from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
+from postroom.store.rows import ATTEMPT_FIELDS, CLAIM_BODY_MAX, HAS_BODY, outcome_rows
 
 __all__ = [
-    "CLAIM_BODY_MAX",
     "Record",
     "attempts_of",
     "claim_job",
@@ -51,10 +50,6 @@ CLAIMABLE = f"{PENDING} AND NOT held"
 _LEASE_ENDED = "(claimed_until IS NULL OR claimed_until <= %(now)s)"
 DUE = f"{CLAIMABLE} AND next_attempt_at <= %(now)s AND {_LEASE_ENDED}"
 _FETCH = 256  # due rows read (and locked) per step while picking messages to claim
-# A claimed message up to this size comes with its body, read in the claim's
-# transaction: a read (a transaction, a reader thread's round trip) fewer per message.
-# At most a claim's limit of them at a time in memory (100 x 64 KiB by default).
-CLAIM_BODY_MAX = 64 << 10
 _cursor_names = itertools.count()
 
 _ATTEMPT_COLUMNS = ", ".join(ATTEMPT_FIELDS)

@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from postroom.mail.events import MailEvent
 from postroom.store import outbox
 from postroom.store.models import Attempt, Claim, RecipientUpdate
-from postroom.store.rows import ATTEMPT_FIELDS, HAS_BODY, outcome_rows
+from postroom.store.rows import ATTEMPT_FIELDS, CLAIM_BODY_MAX, HAS_BODY, outcome_rows
 from postroom.store.sqlite.queue import IN_IDS, ids_param, load_messages
 
 __all__ = [
+    "OutcomeRows",
     "attempts_of",
     "claim_job",
     "delete_job",
     "hold_all_job",
     "hold_job",
     "next_due",
+    "outcome_rows_of",
     "purge_candidates",
     "purge_job",
     "read_attempts",
     "record_job",
+    "record_rows_job",
     "release_job",
     "renew_job",
     "retry_job",
@@ -54,6 +57,12 @@ _UPDATE_RECIPIENT = (
     f" WHERE message_id = ? AND address = ? AND {PENDING}"
 )
 
+# Is the message still there, and is an outcome's first event (by its unique id) not
+# stored yet? One statement: each is a release and re-take of the GIL on the writer.
+_STILL_TO_RECORD = (
+    "SELECT (SELECT 1 FROM messages WHERE id = ?), (SELECT 1 FROM events WHERE id = ?)"
+)
+
 Job = Callable[[sqlite3.Connection], Any]
 
 
@@ -74,6 +83,8 @@ def claim_job(
         ).fetchall():
             leased.setdefault(message_id, set()).add(position)
         loaded = load_messages(conn, picked)
+        small = [i for i, (message, _) in loaded.items() if message.size <= CLAIM_BODY_MAX]
+        bodies = _inline_bodies(conn, small)
         claims = []
         for message_id in picked:
             message, positions = loaded[message_id]
@@ -83,10 +94,17 @@ def claim_job(
                 for position, state in zip(positions, message.recipients, strict=True)
                 if position in mine
             )
-            claims.append(Claim(message, due, lease_until))
+            claims.append(Claim(message, due, lease_until, bodies.get(message_id)))
         return claims
 
     return claim
+
+
+def _inline_bodies(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, bytes]:
+    if not ids:
+        return {}
+    sql = f"SELECT id, data FROM message_bodies WHERE id IN {IN_IDS}"
+    return {row[0]: bytes(row[1]) for row in conn.execute(sql, (ids_param(ids),))}
 
 
 def _pick_due_messages(conn: sqlite3.Connection, now: float, limit: int) -> list[str]:
@@ -127,20 +145,52 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 
 
 # -- outcomes and leases ------------------------------------------------------------------
+class OutcomeRows(NamedTuple):
+    """One message's outcomes as the plain values of their rows: built by the process
+    that delivered, recorded by whichever process writes (an accept worker hands them
+    to the primary's writer, see ``sharedwriter``)."""
+
+    message_id: str
+    recipients: list[tuple[Any, ...]]  # _UPDATE_RECIPIENT's parameters
+    attempts: list[tuple[Any, ...]]  # _INSERT_ATTEMPT's
+    events: list[tuple[Any, ...]]  # outbox.EVENT_INSERT's
+
+
+def outcome_rows_of(
+    message_id: str,
+    updates: Sequence[RecipientUpdate],
+    attempts: Sequence[Attempt],
+    events: Sequence[MailEvent],
+) -> OutcomeRows:
+    recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
+    event_rows = [outbox.event_params(event) for event in events]
+    return OutcomeRows(message_id, recipient_rows, attempt_rows, event_rows)
+
+
 def record_job(
     message_id: str,
     updates: Sequence[RecipientUpdate],
     attempts: Sequence[Attempt],
     events: Sequence[MailEvent],
 ) -> Job:
-    recipient_rows, attempt_rows = outcome_rows(message_id, updates, attempts)
+    return record_rows_job(outcome_rows_of(message_id, updates, attempts, events))
+
+
+def record_rows_job(rows: OutcomeRows) -> Job:
+    """The writer job that records a message's outcomes given as their rows. Rows
+    written twice (sent to the primary's writer, whose answer was lost, then written
+    here) are recorded once: their first event's id is unique."""
+    message_id, recipients, attempts, events = rows
+    first_event = events[0][0] if events else None
 
     def record(conn: sqlite3.Connection) -> None:
-        if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
-            return  # deleted while it was being tried: nothing left to record against
-        conn.executemany(_UPDATE_RECIPIENT, recipient_rows)
-        conn.executemany(_INSERT_ATTEMPT, attempt_rows)
-        outbox.insert_events(outbox.SQLITE, conn, events)
+        stored, recorded = conn.execute(_STILL_TO_RECORD, (message_id, first_event)).fetchone()
+        if stored is None or recorded is not None:
+            return  # deleted while it was being tried (nothing to record against), or done
+        conn.executemany(_UPDATE_RECIPIENT, recipients)
+        conn.executemany(_INSERT_ATTEMPT, attempts)
+        if events:
+            conn.executemany(outbox.SQLITE.sql(outbox.EVENT_INSERT), events)
 
     return record
 

@@ -2,19 +2,22 @@
 
 Two processes that each commit into one SQLite file take turns at its write lock (lock
 calls, waits) and each commit empties the other's page cache (pages read again). So an
-accept worker does not write the messages it accepts: it hands their rows to the
-primary over a Unix socket in the data directory (``WritePort``), and the primary's
-group commit puts them in the same transaction, and the same fsync, as its own. The
-worker answers 250 only once the primary has answered that the commit is durable; if
-the primary cannot be reached, or goes away before it answers, the message fails with
-``StoreUnavailable`` (451 4.3.0: the client tries again), and the next message
-connects anew. So does a primary that does not answer within a deadline (stopped, or
-stuck): the client is never held, and if the primary commits later, the client's retry
-makes a second copy, as with any MTA that loses a 250 on its way.
+accept worker does not write the messages it accepts, nor the outcomes of the local
+mail it delivers at once: it hands their rows to the primary over a Unix socket in the
+data directory (``WritePort``), and the primary's group commit puts them in the same
+transaction, and the same fsync, as its own. The worker answers 250 only once the
+primary has answered that the commit is durable; if the primary cannot be reached, or
+goes away before it answers, the message fails with ``StoreUnavailable`` (451 4.3.0:
+the client tries again), and the next message connects anew. So does a primary that
+does not answer within a deadline (stopped, or stuck): the client is never held, and if
+the primary commits later, the client's retry makes a second copy, as with any MTA that
+loses a 250 on its way.
 
-Only new messages with their body in memory go this way; a worker's other writes
-(spooled bodies, the outcomes of local mail delivered at once, login throttling) keep
-its own connection. Reads stay local.
+Only new messages with their body in memory and delivery outcomes go this way (an
+outcome the primary cannot take is recorded on the worker's own connection instead:
+its mail is in the Maildir already); a worker's other writes (spooled bodies,
+recipients released to the scheduler, login throttling) keep its own connection.
+Reads stay local.
 """
 
 from __future__ import annotations
@@ -23,17 +26,22 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 from postroom.errors import StoreError, StoreUnavailable
-from postroom.store.sqlite.queue import EnqueueRows
-from postroom.store.sqlite.writewire import Frames, Outcome, WireError, read_reply, read_request
+from postroom.store.sqlite.writewire import (
+    Frames,
+    Outcome,
+    Rows,
+    WireError,
+    read_reply,
+    read_request,
+)
 from postroom.store.sqlite.writewire import reply as reply_frame
 from postroom.store.sqlite.writewire import request as request_frame
 
-__all__ = ["SharedWriter", "WritePort", "socket_path"]
+__all__ = ["RowsStore", "SharedWriter", "WritePort", "socket_path"]
 
 _NAME = "write.sock"
 _ADDRESS_BYTES = 108  # sun_path, with its final NUL
@@ -53,22 +61,22 @@ def socket_path(data_dir: Path) -> Path | None:
 
 
 class SharedWriter:
-    """An accept worker's end: ``await enqueue(rows)`` returns once the primary has
-    committed them. The messages given during one turn of the event loop go as one
+    """An accept worker's end: ``await write(rows)`` returns once the primary has
+    committed them. The writes given during one turn of the event loop go as one
     request."""
 
     def __init__(self, path: Path, *, deadline: float = _DEADLINE) -> None:
         self._path = os.fspath(path)
         self._deadline = deadline
-        self._pending: list[tuple[EnqueueRows, asyncio.Future[None]]] | None = None
-        self._unsent: list[list[tuple[EnqueueRows, asyncio.Future[None]]]] = []
+        self._pending: list[tuple[Rows, asyncio.Future[None]]] | None = None
+        self._unsent: list[list[tuple[Rows, asyncio.Future[None]]]] = []
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
         self._batches = 0
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def enqueue(self, rows: EnqueueRows) -> None:
+    async def write(self, rows: Rows) -> None:
         if self._closed:
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
@@ -82,7 +90,7 @@ class SharedWriter:
                 await future  # on timeout the future is cancelled: a late answer is dropped
         except TimeoutError:
             reason = f"the primary process's writer did not answer within {self._deadline:g} s"
-            _log.warning("%s: a message failed, not known to be stored", reason)
+            _log.warning("%s: a write failed, not known to be committed", reason)
             raise StoreUnavailable(reason) from None
 
     def _flush(self) -> None:
@@ -119,12 +127,12 @@ class SharedWriter:
             self._send(transport, batch)
 
     def _send(
-        self, transport: asyncio.Transport, batch: list[tuple[EnqueueRows, asyncio.Future[None]]]
+        self, transport: asyncio.Transport, batch: list[tuple[Rows, asyncio.Future[None]]]
     ) -> None:
         try:
             frame = request_frame(self._batches, [rows for rows, _ in batch])
         except ValueError as exc:  # a value marshal cannot write: a bug, failed loudly
-            self._fail([batch], f"a message's rows cannot be sent: {exc}")
+            self._fail([batch], f"rows that cannot be sent: {exc}")
             return
         self._waiting[self._batches] = [future for _, future in batch]
         self._batches += 1
@@ -148,14 +156,14 @@ class SharedWriter:
         waiting, self._waiting = self._waiting, {}
         unanswered = sum(len(futures) for futures in waiting.values())
         if unanswered:
-            _log.warning("%s: %d message(s) failed, not known to be stored", reason, unanswered)
+            _log.warning("%s: %d write(s) failed, not known to be committed", reason, unanswered)
         for futures in waiting.values():
             for future in futures:
                 if not future.done():
                     future.set_exception(StoreUnavailable(reason))
 
     @staticmethod
-    def _fail(batches: list[list[tuple[EnqueueRows, asyncio.Future[None]]]], reason: str) -> None:
+    def _fail(batches: list[list[tuple[Rows, asyncio.Future[None]]]], reason: str) -> None:
         for batch in batches:
             for _, future in batch:
                 if not future.done():
@@ -213,19 +221,27 @@ class _WorkerSide(_Framed):
         self._writer._lost(self._transport, _GONE)
 
 
-Write = Callable[[EnqueueRows], Awaitable[None]]
+class RowsStore(Protocol):
+    """What the primary's end commits into (``SqliteStore``)."""
+
+    def write_rows_soon(self, rows: Rows) -> asyncio.Future[None]: ...
+
+    def storage_error(self, exc: BaseException) -> StoreError | None: ...
 
 
 class WritePort:
-    """The primary's end: commits the rows its accept workers send with ``write`` (the
-    store's group commit) and answers each request once all of it is settled."""
+    """The primary's end: commits the rows its accept workers send (the store's group
+    commit) and answers each request once all of it is settled. A request is handed to
+    the group commit as it is read and answered from the commit's callbacks, with no
+    task of its own: each turn of the primary's busy event loop would add to the
+    worker's wait for its 250."""
 
-    def __init__(self, path: Path, write: Write) -> None:
+    def __init__(self, path: Path, store: RowsStore) -> None:
         self._path = path
-        self._write = write
+        self._store = store
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Transport] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsettled: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Listen; OSError when the socket cannot be bound (the workers then cannot
@@ -238,34 +254,43 @@ class WritePort:
         )
         os.chmod(self._path, 0o600)
 
-    def _received(self, transport: asyncio.Transport, batch: int, rows: list[EnqueueRows]) -> None:
-        task = asyncio.get_running_loop().create_task(self._commit(transport, batch, rows))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _received(self, transport: asyncio.Transport, batch: int, rows: list[Rows]) -> None:
+        try:
+            futures = [self._store.write_rows_soon(r) for r in rows]
+        except StoreError as exc:  # closed: nothing was submitted
+            if not transport.is_closing():
+                transport.write(reply_frame(batch, [exc] * len(rows)))
+            return
+        left = len(futures)
 
-    async def _commit(
-        self, transport: asyncio.Transport, batch: int, rows: list[EnqueueRows]
-    ) -> None:
-        results = await asyncio.gather(*(self._write(r) for r in rows), return_exceptions=True)
-        outcomes: list[Outcome] = []
-        for result in results:
-            if result is None:
-                outcomes.append(None)
-            elif isinstance(result, StoreError):
-                outcomes.append(result)
-            else:
-                _log.error("a worker's message could not be stored: %r", result)
-                outcomes.append(StoreUnavailable(f"storage failed: {result}"))
-        if not transport.is_closing():
-            transport.write(reply_frame(batch, outcomes))
+        def settled(future: asyncio.Future[None]) -> None:
+            nonlocal left
+            self._unsettled.discard(future)
+            left -= 1
+            if left == 0 and not transport.is_closing():
+                transport.write(reply_frame(batch, [self._outcome(f) for f in futures]))
+
+        for future in futures:
+            self._unsettled.add(future)
+            future.add_done_callback(settled)
+
+    def _outcome(self, future: asyncio.Future[None]) -> Outcome:
+        exc = future.exception()
+        if exc is None:
+            return None
+        error = self._store.storage_error(exc)
+        if error is None:
+            _log.error("a worker's write could not be committed: %r", exc)
+            return StoreUnavailable(f"storage failed: {exc}")
+        return error
 
     async def aclose(self) -> None:
         """Stop listening, let the commits under way finish and answer, then hang up."""
         if self._server is None:
             return
         self._server.close()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._unsettled:  # their answers are written before this gather returns
+            await asyncio.gather(*self._unsettled, return_exceptions=True)
         for transport in list(self._connections):
             transport.close()
         await self._server.wait_closed()

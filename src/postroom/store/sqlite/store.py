@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from postroom.errors import StoreDamaged, StoreError, StoreUnavailable
+from postroom.mail.events import MailEvent
 from postroom.store import outbox
 from postroom.store.admins import SQLITE, AdminOps
 from postroom.store.deliveryops import DeliveryOps
@@ -41,6 +42,7 @@ from postroom.store.models import (
     NewMessage,
     ProviderEventRecord,
     QueueSummary,
+    RecipientUpdate,
     StoredMessage,
     UserRecord,
 )
@@ -55,6 +57,7 @@ from postroom.store.sqlite.connection import Writer, connect_reader, store_error
 from postroom.store.sqlite.limits import LocalLimits, limits_path
 from postroom.store.sqlite.schema import SCHEMA_VERSION
 from postroom.store.sqlite.sharedwriter import SharedWriter
+from postroom.store.sqlite.writewire import Rows
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -191,17 +194,46 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
     # -- the queue --------------------------------------------------------------------
     async def enqueue(self, message: NewMessage) -> None:
         if self._shared is not None and message.body.in_memory:
-            await self._shared.enqueue(queue.enqueue_rows(message))
+            await self._shared.write(queue.enqueue_rows(message))
             return
         await self._write(queue.enqueue_job(message), message.size)
 
-    async def enqueue_rows(self, rows: queue.EnqueueRows) -> None:
-        """Store a message given as its rows (an accept worker's, see ``sharedwriter``)."""
-        await self._write(queue.rows_job(rows), rows.size)
+    async def _record_outcomes(
+        self,
+        message_id: str,
+        updates: Sequence[RecipientUpdate],
+        attempts: Sequence[Attempt],
+        events: Sequence[MailEvent],
+    ) -> None:
+        rows = delivery.outcome_rows_of(message_id, updates, attempts, events)
+        if self._shared is not None:
+            try:
+                await self._shared.write(rows)
+                return
+            except StoreUnavailable:
+                pass  # the primary is gone or stuck: this process's own writer records them
+        await self._write(delivery.record_rows_job(rows))
+
+    def write_rows_soon(self, rows: Rows) -> asyncio.Future[None]:
+        """Commit a write given as its rows (an accept worker's, see ``sharedwriter``):
+        the future is settled once committed, with the engine's own exception if it
+        failed (``storage_error`` names it as the store's)."""
+        if isinstance(rows, queue.EnqueueRows):
+            return self.committer.submit_soon(queue.rows_job(rows), rows.size)
+        return self.committer.submit_soon(delivery.record_rows_job(rows))
+
+    def storage_error(self, exc: BaseException) -> StoreError | None:
+        """The store's error for what a write failed with; None: not the storage's."""
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, sqlite3.Error | OSError):  # OSError: reading the spool file
+            return self._error(exc)
+        return None
 
     def write_through(self, shared: SharedWriter) -> None:
-        """Hand new messages to another process's writer from now on (an accept
-        worker's store: ``sharedwriter``); other writes stay on this store's own."""
+        """Hand new messages and delivery outcomes to another process's writer from now
+        on (an accept worker's store: ``sharedwriter``); other writes stay on this
+        store's own."""
         self._shared = shared
 
     async def message(self, message_id: str) -> StoredMessage | None:

@@ -1,12 +1,13 @@
-"""The shared writer's wire, sans I/O: batches of new messages' rows one way, outcomes back.
+"""The shared writer's wire, sans I/O: batches of rows to write one way, outcomes back.
 
-An accept worker hands the primary's writer the messages it accepted during one turn of
-its event loop as one request; the primary answers it once every message of it is
-committed (or failed), one outcome per message, in order. Each frame is a 4-byte
-big-endian length, then ``marshal`` data of plain values (tuples, lists, str, bytes,
-numbers, None):
+An accept worker hands the primary's writer what it wrote during one turn of its event
+loop (the messages it accepted, the outcomes of the local mail it delivered) as one
+request; the primary answers it once every write of it is committed (or failed), one
+result per write, in order. Each frame is a 4-byte big-endian length, then ``marshal``
+data of plain values (tuples, lists, str, bytes, numbers, None):
 
-    request: (batch number, [EnqueueRows as a tuple, ...])
+    request: (batch number, [("message", EnqueueRows as a tuple)
+                             or ("outcomes", OutcomeRows as a tuple), ...])
     reply:   (batch number, [None (committed) or (error kind, text), ...])
 
 ``marshal`` reads only what our own processes wrote: the socket is the data directory's,
@@ -21,9 +22,19 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from postroom.errors import StoreDamaged, StoreError, StoreFull, StoreUnavailable
+from postroom.store.sqlite.delivery import OutcomeRows
 from postroom.store.sqlite.queue import EnqueueRows
 
-__all__ = ["MAX_FRAME", "Frames", "WireError", "read_reply", "read_request", "reply", "request"]
+__all__ = [
+    "MAX_FRAME",
+    "Frames",
+    "Rows",
+    "WireError",
+    "read_reply",
+    "read_request",
+    "reply",
+    "request",
+]
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 1 << 30  # a batch is bounded by the group commit's bytes, far below
@@ -35,6 +46,9 @@ _ERRORS: dict[str, type[StoreError]] = {
 _KINDS = {error: kind for kind, error in _ERRORS.items()}
 
 Outcome = StoreError | None
+Rows = EnqueueRows | OutcomeRows  # one write: a new message, or a message's outcomes
+_KIND_NAMES: dict[type[Rows], str] = {EnqueueRows: "message", OutcomeRows: "outcomes"}
+_KIND_TYPES = {name: kind for kind, name in _KIND_NAMES.items()}
 
 
 class WireError(Exception):
@@ -74,22 +88,28 @@ def _frame(value: tuple[int, list[Any]]) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
-def request(batch: int, messages: Sequence[EnqueueRows]) -> bytes:
-    """The frame asking for ``messages`` to be committed; ValueError if a value in
-    them is not a plain one."""
-    return _frame((batch, [tuple(rows) for rows in messages]))
+def request(batch: int, writes: Sequence[Rows]) -> bytes:
+    """The frame asking for ``writes`` to be committed; ValueError if a value in them
+    is not a plain one."""
+    return _frame((batch, [(_KIND_NAMES[type(rows)], tuple(rows)) for rows in writes]))
 
 
-def read_request(value: object) -> tuple[int, list[EnqueueRows]]:
-    """A request frame's batch number and messages."""
+def read_request(value: object) -> tuple[int, list[Rows]]:
+    """A request frame's batch number and writes."""
     try:
-        batch, messages = cast(tuple[object, list[tuple[Any, ...]]], value)
-        found = [EnqueueRows(*rows) for rows in messages]
-    except (TypeError, ValueError):
+        batch, writes = cast(tuple[object, list[tuple[str, tuple[Any, ...]]]], value)
+        found = [_KIND_TYPES[kind](*fields) for kind, fields in writes]
+    except (TypeError, ValueError, KeyError):
         raise WireError("not a request") from None
-    if not isinstance(batch, int) or not all(isinstance(rows.data, bytes) for rows in found):
+    if not isinstance(batch, int) or not all(map(_well_formed, found)):
         raise WireError("not a request")
     return batch, found
+
+
+def _well_formed(rows: Rows) -> bool:
+    if isinstance(rows, EnqueueRows):
+        return isinstance(rows.data, bytes)
+    return isinstance(rows.message_id, str)
 
 
 def reply(batch: int, outcomes: Sequence[Outcome]) -> bytes:

@@ -1,0 +1,100 @@
+"""AcceptShares: each accepting process's count of connections and heartbeat, in memory
+every forked process shares; a process's lead is over the live process holding fewest."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from postroom.net.shares import FRESH, AcceptShares
+
+
+async def test_a_process_leads_by_its_count_over_the_live_process_holding_fewest() -> None:
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(3)
+    primary, first, second = (shares.slot(i) for i in range(3))
+    for slot in (primary, first, second):
+        slot.present(loop)
+    try:
+        now = loop.time()
+        for _ in range(5):
+            primary.opened()
+        for _ in range(2):
+            first.opened()
+        second.opened()
+        assert (shares.held(0), shares.held(1), shares.held(2)) == (5, 2, 1)
+        assert primary.lead(now) == 4  # over the second worker, the fewest
+        assert first.lead(now) == 1
+        assert second.lead(now) == 0  # nobody holds fewer
+        second.closed()
+        assert primary.lead(now) == 5
+        # Heartbeats older than FRESH (a stopped process) are not counted on.
+        assert primary.lead(now + FRESH + 0.2) == 0
+    finally:
+        for slot in (primary, first, second):
+            slot.withdraw()
+
+
+async def test_a_process_that_stopped_or_exited_is_left_no_connection() -> None:
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(3)
+    primary, first, second = (shares.slot(i) for i in range(3))
+    for slot in (primary, first, second):
+        slot.present(loop)
+    for _ in range(4):
+        primary.opened()
+    now = loop.time()
+    assert primary.lead(now) == 4
+    first.withdraw()  # draining at SIGTERM: it serves on, and takes nothing new
+    first.closed()
+    assert shares.held(1) is None
+    assert primary.lead(now) == 4  # the second worker still holds none
+    shares.absent(2)  # the primary saw it exit (even SIGKILL)
+    assert shares.held(2) is None
+    assert primary.lead(now) == 0
+    replacement = shares.slot(2)  # a new process: its own view of the same memory
+    replacement.present(loop)
+    assert shares.held(2) == 0  # starts empty, beating
+    assert primary.lead(loop.time()) == 4
+    for slot in (primary, second, replacement):
+        slot.withdraw()
+
+
+def test_a_forked_process_counts_in_the_same_memory() -> None:
+    shares = AcceptShares(2)
+    pid = os.fork()
+    if pid == 0:  # the child: what a worker does with its slot
+        code = 1
+        try:
+            worker = shares.slot(1)
+            worker.present(asyncio.new_event_loop())
+            for _ in range(3):
+                worker.opened()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert shares.held(1) == 3
+    assert shares.held(0) is None  # the primary has not started accepting
+
+
+async def test_a_process_mapping_the_memory_file_anew_shares_the_counts() -> None:
+    """A worker started again as a fresh interpreter inherits the file's descriptor, not
+    the mapping: mapped anew, it reads the others' counts and they read its own."""
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(2)
+    again = AcceptShares(2, os.dup(shares.fd))
+    primary, restarted = shares.slot(0), again.slot(1)
+    assert again.held(0) is None and again.held(1) is None  # mapping anew resets nothing
+    primary.present(loop)
+    restarted.present(loop)
+    try:
+        for _ in range(3):
+            primary.opened()
+        restarted.opened()
+        assert (again.held(0), shares.held(1)) == (3, 1)
+        assert primary.lead(loop.time()) == 2
+    finally:
+        primary.withdraw()
+        restarted.withdraw()
