@@ -1,7 +1,7 @@
-"""The fork server and the start of accept workers (forkserver.py, workers.py), in a primary in
-miniature (tests/support/forking.py) run as its own process: a fork server has to be
-forked before any thread, event loop or store connection exists, which a pytest process
-cannot promise. The real server's workers: tests/e2e/test_workers.py."""
+"""The start of accept workers (workerprocs.py, workers.py), in a primary in miniature
+(tests/support/forking.py) run as its own process: workers have to be forked before any
+thread, event loop or store connection exists, which a pytest process cannot promise.
+The real server's workers: tests/e2e/test_workers.py."""
 
 from __future__ import annotations
 

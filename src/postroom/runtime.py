@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -39,7 +40,6 @@ from postroom.events.logfile import BatchedLogHandler
 from postroom.events.logformat import formatter as log_formatter
 from postroom.events.logline import LogLineWriter
 from postroom.feedback import ReturnDesk, links_for
-from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.intake import Intake, Principal, Queued
 from postroom.intake.principals import POSTROOM, RelayNetworks, user_principal
 from postroom.mail.address import parse_address, to_ascii_domain
@@ -49,7 +49,7 @@ from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
 from postroom.net.shares import AcceptShares, SharedSockets
 from postroom.net.throttle import FailureThrottle
-from postroom.net.tls import CERT_NAME, ServerTls
+from postroom.net.tls import CheckedCertificate, ServerTls, checked_in_child
 from postroom.net.wakeup import Notifier, WakeupListener
 from postroom.readiness import Check, Readiness
 from postroom.smtp.server import SmtpServer
@@ -58,6 +58,7 @@ from postroom.store.base import QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.store.open import sqlite_path
 from postroom.supervise import TaskSupervisor
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
 from postroom.workers import Supervisor, bind_listeners, report_start, watch_primary
 
 # What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
@@ -86,7 +87,7 @@ if TYPE_CHECKING:
     from postroom.pop3.server import Pop3Server
     from postroom.store.sqlite.sharedwriter import WritePort
 
-__all__ = ["Server", "ready_line", "run", "run_worker"]
+__all__ = ["Server", "ready_line", "run", "run_restarted_worker", "run_worker"]
 
 _log = logging.getLogger("postroom")
 # The integrity check at start stops after this long (`postroom db check` checks all):
@@ -160,8 +161,11 @@ class Server:
         init: bool = False,
         migrate: bool = False,
         worker_counts: WorkerCounts | None = None,
+        certificate: CheckedCertificate | None = None,
     ) -> None:
+        """``certificate``: the TLS files, checked in a child (``net.tls``); None: here."""
         self.settings = settings
+        self._certificate = certificate
         self._worker_counts = worker_counts  # the accept workers' counters, for /metrics
         self.clock = clock or SystemClock()
         self.readiness = Readiness(self.clock)
@@ -210,11 +214,8 @@ class Server:
         settings = self.settings
         self._started = (self.clock.time(), self.clock.monotonic())
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        before = _modified(settings.data_dir / "tls" / CERT_NAME)
-        self.tls = tls = ServerTls(settings)
-        self.certificate = _certificate_note(
-            settings, tls.cert, changed=_modified(tls.cert) != before
-        )
+        self.tls = tls = ServerTls(settings, self._certificate)
+        self.certificate = _certificate_note(settings, tls.cert, changed=tls.made_now)
         self.store = store = await self._open_store()
         try:
             await self._share_writer(store)
@@ -744,7 +745,7 @@ def _delivers_at_once(settings: Settings) -> bool:
 
 
 def _import_accept_path(settings: Settings) -> None:
-    """Before the fork server is forked: import what an accept worker's start imports
+    """Before the workers are forked: import what an accept worker's start imports
     with these settings, so that those modules are pages every worker shares rather
     than its own (tests/e2e/test_workers.py checks that a worker imports nothing more)."""
     sqlite = sqlite_path(settings.storage_url) is not None
@@ -779,13 +780,6 @@ def _wake_on_mail(wake: Callable[[], None]) -> Callable[[object], None]:
             wake()
 
     return subscriber
-
-
-def _modified(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
 
 
 def _certificate_note(settings: Settings, cert: Path, *, changed: bool) -> str:
@@ -865,11 +859,12 @@ async def _serve(
     init: bool,
     migrate: bool,
     shared: SharedSockets | None,
-    forks: ForkServer | None,
+    workers: WorkerProcesses | None,
+    certificate: CheckedCertificate | None,
 ) -> int:
     supervisor = None
-    if forks is not None and shared is not None:
-        supervisor = Supervisor(settings, forks, shared.shares)
+    if workers is not None and shared is not None:
+        supervisor = Supervisor(settings, workers, shared.shares)
     # Before the API starts: uvicorn puts back the signal handlers it finds (api/server.py).
     stop = _stop_on_signals()
     server = Server(
@@ -878,6 +873,7 @@ async def _serve(
         init=init,
         migrate=migrate,
         worker_counts=supervisor.counts if supervisor is not None else None,
+        certificate=certificate,
     )
     if supervisor is not None:
         supervisor.report_to(server.readiness)  # /readyz: not ready until they listen
@@ -885,8 +881,8 @@ async def _serve(
     try:
         await server.start()
     except (OSError, PostroomError) as exc:
-        if forks is not None:
-            await forks.close()
+        if workers is not None:
+            await workers.close()
         return _cannot_start(exc)
     code = 0
     if supervisor is not None:
@@ -904,17 +900,17 @@ async def _serve(
         _log.info("%s", ready_line(server, source, users=users, admins=admins))
     await stop.wait()
     _log.info("postroom stopping")
-    workers = None
+    stopped = None
     if supervisor is not None:  # at once, beside the primary's own stop
-        workers = asyncio.ensure_future(supervisor.stop(settings.limits.shutdown_grace))
-    await server.stop(workers)
+        stopped = asyncio.ensure_future(supervisor.stop(settings.limits.shutdown_grace))
+    await server.stop(stopped)
     _log.info("postroom stopped")
     return code
 
 
 async def _serve_worker(setup: WorkerSetup) -> int:
     shared = SharedSockets(setup.sockets, setup.shares, setup.shares.slot(setup.index))
-    server = Server(setup.settings, shared=shared, accept_only=True)
+    server = Server(setup.settings, shared=shared, accept_only=True, certificate=setup.certificate)
     _reload_on_sighup(server, None)
     try:
         await server.start()
@@ -975,21 +971,33 @@ def run(
     the data directory had one (``postroom serve --init``); ``migrate``: upgrade an older
     PostgreSQL schema (``postroom serve --migrate``)."""
     _configure_logging(settings)
+    sockets: tuple[socket.socket, ...] | None = None
     shared: SharedSockets | None = None
-    forks: ForkServer | None = None
+    workers: WorkerProcesses | None = None
     if settings.workers > 1:
         try:
             sockets = tuple(bind_listeners(settings.listeners))
         except OSError as exc:
             return _cannot_start(exc)
+    # Now, before the event loop, a thread or a store connection exists, so that forks
+    # inherit none of them: the certificate's check in a child of its own (cryptography
+    # stays out of the server's processes), then the workers.
+    certificate = checked_in_child(settings)
+    if sockets is not None:
         shares = AcceptShares(settings.workers)
         shared = SharedSockets(sockets, shares, shares.slot(0))
-        # Now, before the event loop, a thread or a store connection exists: the fork
-        # server and every worker forked from it inherit none of them.
         _import_accept_path(settings)
-        forks = ForkServer.start(settings, sockets, shares, run_worker)
+        workers = WorkerProcesses.fork(settings, sockets, shares, run_worker, certificate)
     return _run_loop(
-        _serve(settings, source, init=init, migrate=migrate, shared=shared, forks=forks)
+        _serve(
+            settings,
+            source,
+            init=init,
+            migrate=migrate,
+            shared=shared,
+            workers=workers,
+            certificate=certificate,
+        )
     )
 
 
@@ -1003,8 +1011,14 @@ def _cannot_start(exc: OSError | PostroomError) -> int:
 
 
 def run_worker(setup: WorkerSetup) -> int:
-    """An accept worker, forked with its setup (``workers.ForkServer``)."""
+    """An accept worker, forked with its setup (``workerprocs.WorkerProcesses``)."""
     return _run_loop(_serve_worker(setup))
+
+
+def run_restarted_worker(setup: WorkerSetup) -> int:
+    """An accept worker started again as a fresh interpreter (``workerentry``)."""
+    _configure_logging(setup.settings)
+    return run_worker(setup)
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

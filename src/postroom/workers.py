@@ -8,11 +8,11 @@ worker commits into the same store (SQLite serialises the writers; each commit i
 fsync'ed before its 250) and wakes the primary's scheduler through ``net.wakeup``. Only
 the primary delivers queued mail.
 
-Workers are forked, not started afresh, so that they share the primary's memory: each
-is forked by the fork server (``forkserver.py``), which the primary forked before it
-had an event loop, a thread or a store connection, so a worker never inherits those.
+Workers are forked from the primary at its start (``workerprocs.py``), before it has an
+event loop, a thread or a store connection, so that they share its memory and never
+inherit those; a worker started again after one died is a fresh interpreter.
 
-The primary gives each worker two pipes through the fork server. On the command pipe, a
+The primary gives each worker two pipes. On the command pipe, a
 byte asks the worker to reload its TLS certificate (the primary's SIGHUP: a pipe keeps
 the request for a worker still starting, where a signal would end it) or for its
 counters (``/metrics``); its end (the primary died, even by SIGKILL) makes the worker
@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from postroom.config.settings import ListenerSettings, Settings
-from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.net.shares import AcceptShares
 from postroom.net.sockets import listening_socket
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
 
 __all__ = [
     "START_WAIT",
@@ -93,7 +93,7 @@ class _Worker:
     pid: int
     command_fd: int
     reports: _Reports
-    exited: asyncio.Future[int | None]
+    exited: asyncio.Future[int]
     listening: bool = False
     closed: bool = False
 
@@ -115,7 +115,7 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        forks: ForkServer,
+        processes: WorkerProcesses,
         shares: AcceptShares,
         *,
         start_wait: float = START_WAIT,
@@ -124,12 +124,10 @@ class Supervisor:
         as accepting no more; ``start_wait``: seconds a new worker has to listen before
         it counts as failed."""
         self._settings = settings
-        self._forks = forks
+        self._processes = processes
         self._shares = shares
         self._start_wait = start_wait
         self._workers: dict[int, _Worker] = {}
-        self._listen: asyncio.Task[None] | None = None
-        self._readiness: Readiness | None = None
         self._stopping = False
 
     def stop_requested(self) -> bool:
@@ -142,7 +140,6 @@ class Supervisor:
     def report_to(self, readiness: Readiness) -> None:
         """Name each worker on ``readiness`` (``/readyz``) until it listens, and while
         it is being started again."""
-        self._readiness = readiness
         for index in range(1, self._settings.workers):
             readiness.watch(f"accept worker {index}", functools.partial(self._state, index))
 
@@ -157,42 +154,26 @@ class Supervisor:
     async def start(self, tasks: TaskSupervisor) -> None:
         """Start every worker, return once each listens (else raise ``WorkerExited``
         with the reason), and keep a watcher on each as one of ``tasks``."""
-        self._listen = asyncio.create_task(self._follow())
         indexes = range(1, self._settings.workers)
         await asyncio.gather(*(self._spawn(index) for index in indexes))
         for index in indexes:
             tasks.start(f"worker-{index}", functools.partial(self._watch, index))
 
-    async def _follow(self) -> None:
-        await self._forks.listen()
-        if not self.stop_requested():
-            reason = f"the fork server (pid {self._forks.pid}) exited: no worker can restart"
-            _log.error("%s", reason)
-            if self._readiness is not None:
-                self._readiness.fail("accept workers", reason)
-
     async def _spawn(self, index: int) -> None:
-        command_read, command_write = os.pipe2(os.O_CLOEXEC)
-        report_read, report_write = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(command_write, False)  # a worker that reads nothing never stalls us
-        try:
-            pid = await self._forks.spawn(index, (command_read, report_write))
-        except BaseException:
-            os.close(command_write)
-            os.close(report_read)
-            raise
-        finally:
-            os.close(command_read)  # the worker's now: their ends are how we see it gone
-            os.close(report_write)
+        started = await self._processes.start(index)
         worker = _Worker(
-            index, pid, command_write, await _Reports.open(report_read), self._forks.exit_of(pid)
+            index,
+            started.pid,
+            started.command_fd,
+            await _Reports.open(started.report_fd),
+            self._processes.exit_of(started.pid),
         )
         old = self._workers.get(index)
         if old is not None:
             old.close()
         self._workers[index] = worker
         await self._until_listening(worker)
-        _log.info("worker %d started (pid %d)", index, pid)
+        _log.info("worker %d started (pid %d)", index, worker.pid)
 
     async def _until_listening(self, worker: _Worker) -> None:
         said = asyncio.ensure_future(worker.reports.first_line())
@@ -208,7 +189,7 @@ class Supervisor:
                 # It closed its pipe: its exit is on the way.
                 code = await asyncio.shield(worker.exited)
         except TimeoutError:
-            self._forks.kill(worker.pid, signal.SIGKILL)
+            self._processes.kill(worker.pid, signal.SIGKILL)
             raise WorkerExited(
                 f"accept worker {worker.index} (pid {worker.pid}) was not listening"
                 f" after {self._start_wait:g} s: killed"
@@ -247,11 +228,11 @@ class Supervisor:
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each drains like the primary); SIGKILL what is left
-        after ``grace`` seconds and a little more; then end the fork server."""
+        after ``grace`` seconds and a little more."""
         self._stopping = True
         live = [w for w in self._workers.values() if not w.exited.done()]
         for worker in live:
-            self._forks.kill(worker.pid, signal.SIGTERM)
+            self._processes.kill(worker.pid, signal.SIGTERM)
         exits = [asyncio.shield(w.exited) for w in live]
         try:
             async with asyncio.timeout(grace + 5.0):
@@ -260,15 +241,13 @@ class Supervisor:
             for worker in live:
                 if not worker.exited.done():
                     _log.error("worker pid %d did not stop in time: killed", worker.pid)
-                    self._forks.kill(worker.pid, signal.SIGKILL)
+                    self._processes.kill(worker.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await asyncio.gather(*(asyncio.shield(w.exited) for w in live))
         for worker in self._workers.values():
             worker.close()
-        await self._forks.close()
-        if self._listen is not None:
-            await self._listen
+        await self._processes.close()
 
 
 class _Reports:

@@ -44,7 +44,7 @@ def send(port: int, worker: int, acked: set[str], stop: threading.Event) -> None
 
 
 def descendants(pid: int) -> list[int]:
-    """Its children, theirs, and so on (the fork server and the workers it forked)."""
+    """Its children, theirs, and so on (the workers it forked or started)."""
     found = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     return [each for child in found for each in (child, *descendants(child))]
 

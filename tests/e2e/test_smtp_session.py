@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import smtplib
 import socket
 import ssl
+from collections import Counter
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
@@ -312,6 +314,27 @@ def test_command_timeout(make_server: MakeServer) -> None:
         assert (code, lines[0][:5]) == (421, b"4.4.2")
     finally:
         raw.close()
+
+
+def test_an_idle_session_holds_no_timer_and_no_coroutine_beyond_its_task_and_run(
+    server: ServerThread,
+) -> None:
+    """Idle connections cost what each session holds while it waits, times every
+    connection: the read deadlines share one timer of the loop, and the read is awaited
+    in the session's own run, with no coroutine between it and the connection's task."""
+
+    async def census() -> Counter[str]:
+        return Counter(type(o).__name__ for o in gc.get_objects())
+
+    before = server.call(census())
+    clients = [Raw(server.ports["mx"]) for _ in range(20)]  # each greeted, then silent
+    try:
+        after = server.call(census())
+    finally:
+        for client in clients:
+            client.close()
+    assert after["TimerHandle"] - before["TimerHandle"] <= 1  # the shared one, if new
+    assert after["coroutine"] - before["coroutine"] < 3 * len(clients)  # 2 each, and noise
 
 
 def test_a_starttls_handshake_that_never_comes_is_cut_at_the_command_timeout(

@@ -4,8 +4,8 @@ The worker's own work is shown by stopping the primary (SIGSTOP): a client still
 greeting, so the worker took the connection; its message is committed by the primary's
 writer (the shared writer), so it gets its 250 once the primary runs again (SIGCONT), and
 the primary delivers it, woken through the wake-up socket rather than by its periodic check.
-The worker is forked by the fork server, the primary's one child, so it is the primary's
-grandchild.
+The worker is the primary's one child: forked from it at its start, and started again as a
+fresh interpreter (``python -m postroom.workerentry``) when it dies.
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.forking import open_fd_targets
-from tests.support.servers import RunningProcess, smtp_client, start_process, wait_for, write_config
+from tests.support.servers import (
+    RunningProcess,
+    free_port,
+    port_is_open,
+    smtp_client,
+    start_process,
+    wait_for,
+    write_config,
+)
 from tests.support.servers import cli_out as cli
 
 MESSAGE = b"From: a@remote.test\r\nTo: app@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -52,10 +60,21 @@ def children(pid: int) -> list[int]:
 
 
 def only_worker(primary: int) -> int:
-    """The one accept worker of ``primary``: its fork server's child."""
-    (fork_server,) = children(primary)
-    (worker,) = children(fork_server)
+    """The one accept worker of ``primary``: its child."""
+    (worker,) = children(primary)
     return worker
+
+
+def restarted(server: RunningProcess, worker: int) -> int:
+    """The worker started in place of ``worker`` once it exited: a fresh interpreter;
+    returns once it listens (its primary logs it started)."""
+    primary = server.process.pid
+    wait_for(lambda: any(pid != worker for pid in children(primary)), within=10)
+    replacement = only_worker(primary)
+    command = Path(f"/proc/{replacement}/cmdline").read_bytes().split(b"\0")
+    assert command[1:3] == [b"-m", b"postroom.workerentry"]
+    wait_for(lambda: f"worker 1 started (pid {replacement})" in server.log.read_text(), within=30)
+    return replacement
 
 
 def alive(pid: int) -> bool:
@@ -125,19 +144,20 @@ def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
         # The periodic queue check is a minute away: the wake-up socket did this.
         wait_for(lambda: delivered(home) == 1, within=10)
 
-        (fork_server,) = children(primary)
         os.kill(worker, signal.SIGKILL)
-        wait_for(lambda: any(pid != worker for pid in children(fork_server)))
+        replacement = restarted(server, worker)
+        # The fresh interpreter serves on its own too (the primary stopped).
+        with workers_clients(primary, server.ports["mx"]) as (client,):
+            assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         with ThreadPoolExecutor(8) as pool:
             refused = list(pool.map(lambda _: send(server.ports["mx"]), range(40)))
         assert refused == [{}] * 40
-        wait_for(lambda: delivered(home) == 41)
+        wait_for(lambda: delivered(home) == 42)
         assert f"worker 1 (pid {worker}) exited with -9" in server.log.read_text()
 
-        replacement = only_worker(primary)
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
-        wait_for(lambda: not alive(replacement) and not alive(fork_server), within=5)
+        wait_for(lambda: not alive(replacement), within=5)
     finally:
         if server.process.poll() is None:
             server.kill()
@@ -146,12 +166,11 @@ def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
 def test_a_worker_stops_when_its_primary_is_killed(home: Path) -> None:
     server, config = start(home)
     primary = server.process.pid
-    (fork_server,) = children(primary)
     worker = only_worker(primary)
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda _: send(server.ports["mx"]), range(20))) == [{}] * 20
     server.kill()  # SIGKILL: no chance to stop its workers
-    wait_for(lambda: not alive(worker) and not alive(fork_server), within=10)
+    wait_for(lambda: not alive(worker), within=10)
     # Everything that got its 250 is in the store, whichever process took it.
     assert len(json.loads(cli(config, "queue", "list", "--json"))) == 20
 
@@ -164,7 +183,6 @@ def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_
     worker exits with its primary (its supervision)."""
     server, config = start(home)
     primary = server.process.pid
-    (fork_server,) = children(primary)
     worker = only_worker(primary)
     port = server.ports["mx"]
     writes = home / "data" / "write.sock"
@@ -179,7 +197,7 @@ def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_
             with pytest.raises(smtplib.SMTPDataError) as refused:
                 answer.result(timeout=30)
         assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (451, b"4.3.0")
-        wait_for(lambda: not alive(worker) and not alive(fork_server), within=10)
+        wait_for(lambda: not alive(worker), within=10)
     finally:
         if server.process.poll() is None:
             server.kill()
@@ -261,16 +279,13 @@ def held_by(pid: int, port: int) -> int:
     return sum(1 for target in open_fd_targets(pid) if target in inodes)
 
 
-def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+def serve_with_a_taken_port(
+    home: Path, extra: str, ports: dict[str, int], top: str, taken: socket.socket
+) -> subprocess.CompletedProcess[str]:
+    """`postroom serve` to its exit, while ``taken`` holds a port it wants."""
     try:
-        port = taken.getsockname()[1]
-        config = write_config(
-            home / "postroom.toml", home / "data", ports={"mx": port}, top="workers = 2\n"
-        )
-        done = subprocess.run(
+        config = write_config(home / "postroom.toml", home / "data", extra, ports=ports, top=top)
+        return subprocess.run(
             [sys.executable, "-m", "postroom", "--config", str(config), "serve"],
             capture_output=True,
             text=True,
@@ -279,12 +294,38 @@ def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
         )
     finally:
         taken.close()
+
+
+def taken_port() -> socket.socket:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+def test_a_taken_port_fails_before_any_worker_starts(home: Path) -> None:
+    taken = taken_port()
+    port = taken.getsockname()[1]
+    done = serve_with_a_taken_port(home, "", {"mx": port}, "workers = 2\n", taken)
     assert done.returncode == 1
     assert done.stderr.startswith(
         "postroom: cannot listen: error while attempting to bind on address"
         f" ('127.0.0.1', {port}): address already in use"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_a_primary_that_cannot_start_leaves_no_forked_worker_behind(home: Path) -> None:
+    """The workers are forked before the primary's start, which here fails (its API port
+    is taken): each exits with it, and nothing holds the SMTP port any more."""
+    taken = taken_port()
+    smtp_port = free_port()
+    api = f"[api]\nport = {taken.getsockname()[1]}\n"
+    done = serve_with_a_taken_port(home, api, {"mx": smtp_port}, "workers = 3\n", taken)
+    assert done.returncode == 1
+    assert done.stderr.startswith("postroom: cannot listen:")
+    # A worker left waiting would still hold the listening socket.
+    wait_for(lambda: not port_is_open(smtp_port), within=5)
 
 
 def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> None:
@@ -336,7 +377,7 @@ def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> N
 
 
 # Written into a directory on PYTHONPATH, so that every process of the server (the
-# primary, its fork server and each worker) lists the modules it had when it was forked
+# primary and each worker, forked or started afresh) lists the modules it had when it was forked
 # (PID.fork.txt) and when it exits (PID.txt).
 _LIST_MODULES = """\
 import atexit, os, sys
@@ -352,7 +393,7 @@ os.register_at_fork(after_in_child=lambda: _list_modules("fork.txt"))
 # What only the primary runs: the scheduler and its mailers, the HTTP API and dashboard and
 # their libraries, POP3 and IMAP, alerts. An accept worker that loads them pays their
 # memory once more for nothing. (The command line is the primary's before it forks the
-# fork server: a worker has it, in pages it shares and never writes.)
+# workers: a forked worker has it, in pages it shares and never writes.)
 _PRIMARY_ONLY = (
     # delivery, but for the local mail a worker delivers at once (delivery.direct)
     "postroom.delivery.scheduler",
@@ -407,9 +448,15 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
         # The worker takes this message: its whole path.
         with workers_clients(primary, server.ports["mx"]) as (client,):
             assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
+        os.kill(worker, signal.SIGTERM)  # it drains and exits, listing its modules
+        wait_for((listed / f"{worker}.txt").exists, within=10)
+        # Started again, as a fresh interpreter, which takes the next message.
+        replacement = restarted(server, worker)
+        with workers_clients(primary, server.ports["mx"]) as (client,):
+            assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
-        wait_for((listed / f"{worker}.txt").exists, within=10)
+        wait_for((listed / f"{replacement}.txt").exists, within=10)
     finally:
         if server.process.poll() is None:
             server.kill()
@@ -421,8 +468,14 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
         return sorted(m for m in modules for p in _PRIMARY_ONLY if m == p or m.startswith(p + "."))
 
     in_worker = loaded(worker)
-    assert {"postroom.smtp.server", "postroom.intake", "postroom.store.sqlite.store"} <= in_worker
+    accept_path = {"postroom.smtp.server", "postroom.intake", "postroom.store.sqlite.store"}
+    assert accept_path <= in_worker
     assert primary_only(in_worker) == []
+    # The fresh interpreter imports the accept path alone, as the forked one has it.
+    in_replacement = loaded(replacement)
+    assert accept_path <= in_replacement
+    assert primary_only(in_replacement) == []
+    assert sorted(m for m in _PRIMARY_AT_FIRST_USE if m in in_replacement) == []
     # Every module of postroom and its libraries that it runs was imported before the
     # fork: pages it shares, not its own (a few small standard-library ones may follow).
     imported = in_worker - loaded(worker, "fork.txt")
@@ -432,3 +485,6 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
     assert {"postroom.delivery.scheduler", "starlette", "postroom.api"} <= in_primary
     assert {"postroom.dashboard", "postroom.events.metrics"} <= in_primary  # mounted, counting
     assert sorted(m for m in _PRIMARY_AT_FIRST_USE if m in in_primary) == []
+    # The certificate was made and checked in a child of its own: cryptography, whose
+    # Rust module maps about 7 MiB at its import, is in none of the server's processes.
+    assert [pid for pid in (primary, worker, replacement) if "cryptography" in loaded(pid)] == []

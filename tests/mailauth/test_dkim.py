@@ -24,7 +24,8 @@ from postroom.mailauth.dkim import (
     KeyRing,
     record_strings,
 )
-from postroom.mailauth.dkimsign import sign_message, signature_summary, signed_header_list
+from postroom.mailauth.dkimsign import sign_message, signed_header_list
+from postroom.mailauth.dkimsummary import signature_summary
 from tests.mailauth.independent_dkim import verify_all
 from tests.support.dns_server import DnsServer
 

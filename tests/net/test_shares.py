@@ -77,3 +77,24 @@ def test_a_forked_process_counts_in_the_same_memory() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert shares.held(1) == 3
     assert shares.held(0) is None  # the primary has not started accepting
+
+
+async def test_a_process_mapping_the_memory_file_anew_shares_the_counts() -> None:
+    """A worker started again as a fresh interpreter inherits the file's descriptor, not
+    the mapping: mapped anew, it reads the others' counts and they read its own."""
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(2)
+    again = AcceptShares(2, os.dup(shares.fd))
+    primary, restarted = shares.slot(0), again.slot(1)
+    assert again.held(0) is None and again.held(1) is None  # mapping anew resets nothing
+    primary.present(loop)
+    restarted.present(loop)
+    try:
+        for _ in range(3):
+            primary.opened()
+        restarted.opened()
+        assert (again.held(0), shares.held(1)) == (3, 1)
+        assert primary.lead(loop.time()) == 2
+    finally:
+        primary.withdraw()
+        restarted.withdraw()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from cryptography import x509
 
 from postroom.config.settings import Settings, TlsSettings
 from postroom.errors import ConfigError
-from postroom.net.tls import ensure_certificate, server_context, tls_info
+from postroom.net.tls import ServerTls, ensure_certificate, server_context, tls_info
 
 
 def settings(
@@ -204,3 +207,55 @@ def test_the_server_refuses_tls11(tmp_path: Path) -> None:
     context = server_context(cert, key)
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert context.verify_mode == ssl.CERT_NONE
+
+
+# Run in a process of its own: checked_in_child forks, which is sound only before any
+# thread exists, and the question is what that process has imported afterwards.
+_CHECK_IN_CHILD = """
+import json, sys
+from pathlib import Path
+from postroom.config.settings import Settings, TlsSettings
+from postroom.net.tls import checked_in_child
+
+data, cert, key = sys.argv[1:4]
+tls = TlsSettings(cert=Path(cert), key=Path(key)) if cert else TlsSettings()
+settings = Settings(hostname="mail.test", data_dir=Path(data), tls=tls)
+answers = [checked_in_child(settings) for _ in range(2)]
+print(json.dumps([a and [str(a[0]), str(a[1]), a[2]] for a in answers]))
+print(json.dumps("cryptography" in sys.modules))
+"""
+
+
+def check_in_child(data: Path, cert: Path | None = None, key: Path | None = None) -> list[object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK_IN_CHILD, str(data), str(cert or ""), str(key or "")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    answers, loaded = done.stdout.splitlines()
+    assert json.loads(loaded) is False  # cryptography stayed in the child
+    result = json.loads(answers)
+    assert isinstance(result, list)
+    return result
+
+
+def test_the_certificate_is_made_and_checked_in_a_child_without_loading_cryptography_here(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    made, kept = check_in_child(data)
+    cert, key = data / "tls" / "cert.pem", data / "tls" / "key.pem"
+    assert made == [str(cert), str(key), True]  # "self-signed, made now" in the ready line
+    assert kept == [str(cert), str(key), False]
+    assert san(cert) == (["localhost", "mail.test"], ["127.0.0.1", "::1"])
+
+
+def test_a_pair_the_child_finds_wrong_is_checked_again_here_to_say_why(tmp_path: Path) -> None:
+    """The child answers nothing; ServerTls then checks in the server's process, which
+    raises the one-line ConfigError naming the file at fault, as it always did."""
+    cert, _ = ensure_certificate(settings(tmp_path))
+    assert check_in_child(tmp_path / "data", cert, cert) == [None, None]  # cert as the key
+    with pytest.raises(ConfigError, match=r"^tls.key: .* holds no usable PEM private key$"):
+        ServerTls(settings(tmp_path, cert=cert, key=cert))

@@ -1,10 +1,10 @@
 """A primary in miniature for tests/test_workers.py, run as its own process
-(``python -m tests.support.forking CASE DIR``): a fork server must be forked before any
+(``python -m tests.support.forking CASE DIR``): workers must be forked before any
 thread, event loop or store connection exists, which a pytest process cannot promise.
 
-It starts a ``ForkServer`` as ``runtime.run`` does, then makes what a primary makes
-afterwards (an SQLite connection, a thread, an event loop), then asks for one worker
-whose ``main`` is the CASE, and prints what ``Supervisor.start`` said as JSON:
+It forks its worker as ``runtime.run`` does (``WorkerProcesses.fork``), then makes what a
+primary makes afterwards (an SQLite connection, a thread, an event loop), then starts the
+worker, whose ``main`` is the CASE, and prints what ``Supervisor.start`` said as JSON:
 ``{"started": true}`` or ``{"failed": "the reason"}``, with ``"listening"``: what its
 listening socket is (``socket:[inode]``), and ``"readiness"``: the problems its
 ``Readiness`` named before the start and after it.
@@ -28,10 +28,10 @@ from pathlib import Path
 
 from postroom.clock import SystemClock
 from postroom.config.settings import Settings
-from postroom.forkserver import ForkServer, WorkerExited, WorkerSetup
 from postroom.net.shares import AcceptShares
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
 from postroom.workers import Supervisor, bind_listeners, report_start
 from tests.support.servers import loopback_settings
 
@@ -81,11 +81,11 @@ def _silent(_setup: WorkerSetup) -> int:
 
 
 async def _start_one(
-    forks: ForkServer, settings: Settings, shares: AcceptShares
+    processes: WorkerProcesses, settings: Settings, shares: AcceptShares
 ) -> dict[str, object]:
     clock = SystemClock()
     readiness = Readiness(clock)
-    supervisor = Supervisor(settings, forks, shares, start_wait=START_WAIT)
+    supervisor = Supervisor(settings, processes, shares, start_wait=START_WAIT)
     supervisor.report_to(readiness)
     tasks = TaskSupervisor(readiness, clock)
     before = [f"{p.part}: {p.reason}" for p in readiness.problems()]
@@ -110,7 +110,7 @@ def main(case: str, directory: Path) -> None:
         "silent": _silent,
     }
     shares = AcceptShares(settings.workers)
-    forks = ForkServer.start(settings, sockets, shares, cases[case])
+    processes = WorkerProcesses.fork(settings, sockets, shares, cases[case])
     # What a primary has once it runs, none of which a worker may inherit.
     database = sqlite3.connect(directory / "primary.db")
     database.execute("CREATE TABLE IF NOT EXISTS t (x)")
@@ -118,7 +118,7 @@ def main(case: str, directory: Path) -> None:
     thread = threading.Thread(target=stop.wait, name="primary-thread")
     thread.start()
     try:
-        answer = asyncio.run(_start_one(forks, settings, shares))
+        answer = asyncio.run(_start_one(processes, settings, shares))
     finally:
         stop.set()
         thread.join()

@@ -22,7 +22,7 @@ from postroom.errors import PostroomError
 from postroom.ids import queue_id_floor, queue_id_time
 from postroom.mail.address import parse_address
 from postroom.mailauth.dkim import KeyRing, zone_line
-from postroom.mailauth.dkimsign import signature_summary
+from postroom.mailauth.dkimsummary import signature_summary
 from postroom.mailauth.doctor import DomainCheck, check_domain
 from postroom.store.models import (
     LogQuery,

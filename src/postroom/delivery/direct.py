@@ -47,7 +47,7 @@ from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
 from postroom.errors import StoreError
 from postroom.events import Bus
-from postroom.mailauth.dkimsign import signature_summary
+from postroom.mailauth.dkimsummary import signature_summary
 from postroom.store import QueueStore
 from postroom.store.models import NewMessage, RecipientStatus, RecipientUpdate
 from postroom.store.rows import notify_text

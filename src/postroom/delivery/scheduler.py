@@ -49,7 +49,7 @@ from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mail.events import MailEvent
-from postroom.mailauth.dkimsign import signature_summary
+from postroom.mailauth.dkimsummary import signature_summary
 from postroom.readiness import Readiness
 from postroom.store import DirectoryStore, QueueStore
 from postroom.store.base import QueueWatch, SuppressionStore

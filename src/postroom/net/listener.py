@@ -1,8 +1,8 @@
 """Accept loops: one asyncio server per listener, connection limits, drain on stop.
 
-The listener knows nothing of SMTP: it is given a ``handler`` coroutine per accepted
-connection (a ``Stream``, net/stream.py), and a ``refusal`` (bytes) to write when a limit
-is hit (421 4.7.0).
+The listener knows nothing of SMTP: it is given a ``handler`` that makes the awaitable
+serving each accepted connection (a ``Stream``, net/stream.py), an ``on_end`` told when
+that has ended, and a ``refusal`` (bytes) to write when a limit is hit (421 4.7.0).
 
 On a socket shared with other accepting processes (``workers > 1``) the listener
 accepts one connection at a time itself, and steps aside when another live process
@@ -29,6 +29,8 @@ from postroom.net.throttle import ConnectionCounter
 __all__ = ["MAX_STEP_ASIDE", "STEP_ASIDE", "Handler", "Listener"]
 
 Handler = Callable[[Stream], Awaitable[None]]
+"""The awaitable serving one connection: a session's own coroutine, with no wrapper
+coroutine around it that every idle connection would hold."""
 _log = logging.getLogger("postroom.net")
 
 STEP_ASIDE = 0.001  # long enough for a woken process to accept, short for a client
@@ -47,6 +49,7 @@ class Listener:
         handler: Handler,
         counter: ConnectionCounter,
         refusal: bytes,
+        on_end: Callable[[Stream], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 30.0,
         sock: socket.socket | None = None,
@@ -59,6 +62,7 @@ class Listener:
         self.address = address
         self.port = port
         self._handler = handler
+        self._on_end = on_end  # the handler's awaitable for this stream ended (or failed)
         self._counter = counter
         self._refusal = refusal
         self._ssl = ssl_context
@@ -138,34 +142,26 @@ class Listener:
             return
         conn.setblocking(False)
         self._slot.opened()  # at once: the others must see it before they next compare
-        task = loop.create_task(self._open(conn, self._slot))
+        task = loop.create_task(self._accept(Stream(), conn))
         self._opening.add(task)
-        self._accepting.add(task)
-        task.add_done_callback(self._accepting.discard)
+        self._accepting.add(task)  # held until done: the loop keeps only weak references
 
-    async def _open(self, conn: socket.socket, slot: AcceptSlot) -> None:
-        """Serve the accepted ``conn`` as the event loop's server would: as a transport
-        with a ``Stream``, after its TLS handshake on an implicit-TLS listener."""
+    async def _open(self, conn: socket.socket, stream: Stream, task: asyncio.Task[None]) -> bool:
+        """Make the accepted ``conn`` a transport with ``stream``, as the event loop's
+        server would, after its TLS handshake on an implicit-TLS listener; False when
+        its client left or failed the handshake (no session, as with the loop's server)."""
         ssl_timeout = self._handshake_timeout if self._ssl else None
-        task = asyncio.current_task()
-        assert task is not None
-        stream = Stream()  # not the call's answer: uvloop's is its TLS layer, not ours
         try:
-            try:
-                await asyncio.get_running_loop().connect_accepted_socket(
-                    lambda: stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
-                )
-            except (OSError, ssl.SSLError, TimeoutError) as exc:
-                # A client that left, or failed its handshake: no session, as with the
-                # loop's own server.
-                _log.debug("connection not opened on %s:%d: %s", self.address, self.port, exc)
-                conn.close()
-                return
-            finally:
-                self._opening.discard(task)
-            await self._accept(stream)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: stream, conn, ssl=self._ssl, ssl_handshake_timeout=ssl_timeout
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            _log.debug("connection not opened on %s:%d: %s", self.address, self.port, exc)
+            conn.close()
+            return False
         finally:
-            slot.closed()
+            self._opening.discard(task)
+        return True
 
     def _stream(self) -> Stream:
         return Stream(self._connected)
@@ -173,39 +169,52 @@ class Listener:
     def _connected(self, stream: Stream) -> None:
         task = asyncio.get_running_loop().create_task(self._accept(stream))
         self._accepting.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._accepting.discard)
 
-    async def _accept(self, stream: Stream) -> None:
-        peer = stream.get_extra_info("peername")
-        ip = str(peer[0]) if peer else "unknown"
-        if not self._counter.try_acquire(ip):
-            with contextlib.suppress(OSError):
-                stream.write(self._refusal)
-                await stream.drain()
-            stream.close()
-            return
+    async def _accept(self, stream: Stream, conn: socket.socket | None = None) -> None:
+        """A connection's whole task, in one coroutine below the handler's (each one on
+        an idle connection's stack is memory it holds): ``conn``, accepted from a shared
+        socket, is opened first (``stream`` is not its protocol's yet); the task takes
+        itself out of the listener's sets at its end, where a done callback would be
+        memory too."""
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
         try:
-            await self._handler(stream)
-        except Exception:  # the handler's own boundary failed: log it, keep accepting
-            _log.exception(
-                "connection handler failed: client=%s listener=%s:%d",
-                ip,
-                self.address,
-                self.bound_port,
-            )
-        finally:
-            self._tasks.discard(task)
-            self._counter.release(ip)
-            stream.close()
-            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-                if stream.closes_at_once():  # no timer per connection where none is needed
-                    await stream.wait_closed()
-                else:
-                    async with asyncio.timeout(5):
+            if conn is not None and not await self._open(conn, stream, task):
+                return
+            peer = stream.get_extra_info("peername")
+            ip = str(peer[0]) if peer else "unknown"
+            if not self._counter.try_acquire(ip):
+                with contextlib.suppress(OSError):
+                    stream.write(self._refusal)
+                    await stream.drain()
+                stream.close()
+                return
+            self._tasks.add(task)
+            try:
+                await self._handler(stream)
+            except Exception:  # the handler's own boundary failed: log it, keep accepting
+                _log.exception(
+                    "connection handler failed: client=%s listener=%s:%d",
+                    ip,
+                    self.address,
+                    self.bound_port,
+                )
+            finally:
+                if self._on_end is not None:
+                    self._on_end(stream)
+                self._tasks.discard(task)
+                self._counter.release(ip)
+                stream.close()
+                with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                    if stream.closes_at_once():  # no timer per connection where none is needed
                         await stream.wait_closed()
+                    else:
+                        async with asyncio.timeout(5):
+                            await stream.wait_closed()
+        finally:
+            self._accepting.discard(task)
+            if conn is not None and self._slot is not None:
+                self._slot.closed()
 
     def stop_accepting(self) -> None:
         if self._server is not None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
 
 from postroom.config.settings import (
@@ -47,25 +47,26 @@ class Sessions:
         self._handshake_timeout = limits.command_timeout
         self.specs: list[ListenerSettings] = []  # one per listener, in the same order
         self.listeners: list[Listener] = []
-        self._running: set[Session] = set()
+        self._running: dict[Stream, Session] = {}
         self._none = asyncio.Event()
         self._none.set()
 
     def handler(self, make: Callable[[Stream], Session]) -> Handler:
-        """A listener's handler: one session per connection, counted while it runs."""
+        """A listener's handler: one session per connection, counted while it runs
+        (until ``_ended``)."""
 
-        async def handle(stream: Stream) -> None:
+        def handle(stream: Stream) -> Awaitable[None]:
             session = make(stream)
-            self._running.add(session)
+            self._running[stream] = session
             self._none.clear()
-            try:
-                await session.run()
-            finally:
-                self._running.discard(session)
-                if not self._running:
-                    self._none.set()
+            return session.run()
 
         return handle
+
+    def _ended(self, stream: Stream) -> None:
+        self._running.pop(stream, None)
+        if not self._running:
+            self._none.set()
 
     def listen(
         self,
@@ -95,6 +96,7 @@ class Sessions:
                     handler=self.handler(make(spec)),
                     counter=self._counter,
                     refusal=self._refusal,
+                    on_end=self._ended,
                     ssl_context=ssl_context if implicit else None,
                     handshake_timeout=self._handshake_timeout,
                     sock=shared.sockets[index] if shared is not None else None,
@@ -114,7 +116,7 @@ class Sessions:
     async def stop(self, grace: float) -> None:
         for listener in self.listeners:
             listener.stop_accepting()
-        for session in list(self._running):
+        for session in list(self._running.values()):
             session.request_stop()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):

@@ -14,15 +14,18 @@ time every ``BEAT`` seconds, and a process whose heartbeat is older than ``FRESH
 (stopped, or its loop stuck) is left no connection, so nobody waits on it. The loops'
 clocks are the host's monotonic clock, the same in every process.
 
-The counts live in one anonymous shared mapping, made by the primary before it forks
-anything, so every forked process sees the same memory; each process writes only its
-own slot, and an aligned 8-byte value is read whole.
+The counts live in one shared mapping of a memory file (``memfd``), made by the
+primary before it forks anything, so every forked process sees the same memory, and a
+worker started later as a fresh interpreter maps the same file from the descriptor it
+inherits (``fd``); each process writes only its own slot, and an aligned 8-byte value
+is read whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import mmap
+import os
 import socket
 from dataclasses import dataclass
 
@@ -43,14 +46,24 @@ _MS = 1000.0
 class AcceptShares:
     """Every accepting process's count of open connections and heartbeat."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, fd: int | None = None) -> None:
+        """New counts for ``processes`` (none accepting yet); ``fd``: the memory file of
+        counts made in another process, to share (its descriptor, inherited)."""
         if processes < 1:
             raise ValueError("at least one process accepts")
-        # Anonymous and MAP_SHARED (mmap's default): every fork sees these same pages.
-        self._memory = mmap.mmap(-1, 8 * _FIELDS * processes)
+        size = 8 * _FIELDS * processes
+        made = fd is None
+        if fd is None:
+            fd = os.memfd_create("postroom-accept-shares")  # close-on-exec: passed on purpose
+            os.ftruncate(fd, size)
+        self.fd = fd
+        # MAP_SHARED (mmap's default): every fork, and every mapping of the file, sees
+        # these same pages.
+        self._memory = mmap.mmap(fd, size)
         self._values = memoryview(self._memory).cast("q")
-        for index in range(processes):
-            self.absent(index)
+        if made:
+            for index in range(processes):
+                self.absent(index)
 
     @property
     def processes(self) -> int:

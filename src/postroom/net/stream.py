@@ -9,6 +9,10 @@ transport with the event loop's public ``start_tls`` with no await in between.
 
 Flow control as asyncio's streams do it: reading pauses while more than ``limit`` bytes
 wait unread, ``drain()`` waits while the transport's write buffer is over its high mark.
+
+An idle connection costs what a stream holds while it waits, times every connection:
+``take`` and ``readable`` let a session wait on the bare future, with no coroutine of
+``read`` under it, and the future that ``wait_closed`` waits on is made only if asked.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Stream(asyncio.Protocol):
         self._writing_paused = False
         self._data_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[None] | None = None  # made by wait_closed()
 
     # -- the protocol's side: called by the transport ----------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,7 +76,7 @@ class Stream(asyncio.Protocol):
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc or ConnectionResetError("connection lost"))
-        if not self._closed.done():
+        if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
     def pause_writing(self) -> None:
@@ -85,7 +89,7 @@ class Stream(asyncio.Protocol):
             waiter.set_result(None)
 
     def _wake_reader(self) -> None:
-        waiter = self._data_waiter
+        waiter, self._data_waiter = self._data_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -93,22 +97,31 @@ class Stream(asyncio.Protocol):
     async def read(self, size: int) -> bytes:
         """Up to ``size`` bytes, waiting for some; b"" at end of stream. Raises the
         connection's error (OSError, ssl.SSLError) when it was lost to one."""
+        while (data := self.take(size)) is None:
+            await self.readable()
+        return data
+
+    def take(self, size: int) -> bytes | None:
+        """Up to ``size`` bytes if some have arrived; b"" at end of stream; None when
+        there is nothing yet (then await ``readable()``). Raises as ``read``."""
         if self._error is not None:
             raise self._error
-        while not self._buffer and not self._eof:
-            self._data_waiter = self._loop.create_future()
-            try:
-                await self._data_waiter
-            finally:
-                self._data_waiter = None
-            if self._error is not None:
-                raise self._error
+        if not self._buffer:
+            return b"" if self._eof else None
         data = bytes(memoryview(self._buffer)[:size])
         del self._buffer[:size]
         if self._reading_paused and len(self._buffer) <= self._limit:
             self._reading_paused = False
             self.transport.resume_reading()
         return data
+
+    def readable(self) -> asyncio.Future[None]:
+        """Done once bytes, the end of the stream or an error have come (``take`` after
+        ``take`` gave None); one reader at a time."""
+        waiter = self._data_waiter = self._loop.create_future()
+        if self._buffer or self._eof:
+            waiter.set_result(None)
+        return waiter
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -168,10 +181,14 @@ class Stream(asyncio.Protocol):
         lets go of the socket at once and the connection is lost at the loop's next turn.
         Otherwise (unsent data a peer may never read, TLS's closing exchange) waiting for
         it needs a bound."""
-        if self._closed.done():
+        if self._lost:
             return True
         tls = self.get_extra_info("sslcontext") is not None
         return not tls and not self.transport.get_write_buffer_size()
 
     async def wait_closed(self) -> None:
+        if self._lost:
+            return
+        if self._closed is None:
+            self._closed = self._loop.create_future()
         await asyncio.shield(self._closed)

@@ -9,32 +9,40 @@ and do not check.
 
 ``ServerTls`` rereads the files on ``reload()`` (SIGHUP, after a renewal): connections
 made later get the new certificate, sessions already open keep theirs.
+
+The checks and the making read certificates with cryptography, whose Rust module maps
+about 7 MiB of pages at its import and keeps them for the process's life: ``run``
+has them done by ``checked_in_child`` in a process forked for it, so that the server's
+processes load cryptography only if a reload or a DKIM key asks for it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import logging
 import os
 import ssl
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from postroom.config.settings import Settings
 from postroom.errors import AddressError, ConfigError
 from postroom.mail.address import to_ascii_domain
 
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+    _Name = x509.DNSName | x509.IPAddress
+
 __all__ = [
     "CERT_NAME",
     "KEY_NAME",
+    "CheckedCertificate",
     "ServerTls",
+    "checked_in_child",
     "ensure_certificate",
     "server_context",
     "tls_info",
@@ -48,7 +56,8 @@ VALIDITY = dt.timedelta(days=825)  # the CA/Browser Forum's old maximum; clients
 RENEW_BEFORE = dt.timedelta(days=30)
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
-_Name = x509.DNSName | x509.IPAddress
+CheckedCertificate = tuple[Path, Path, bool]
+"""(certificate, key, made now): files ``checked_in_child`` found good, or made."""
 
 
 def ensure_certificate(settings: Settings) -> tuple[Path, Path]:
@@ -66,9 +75,49 @@ def ensure_certificate(settings: Settings) -> tuple[Path, Path]:
     return cert, key
 
 
-def server_context(cert: Path, key: Path, min_version: str = "1.2") -> ssl.SSLContext:
-    """A server context: TLS >= ``min_version``, the default cipher list, no client certs."""
-    _check_pair(cert, key)
+def checked_in_child(settings: Settings) -> CheckedCertificate | None:
+    """``ensure_certificate`` and the pair's check done in a child forked for them (call
+    it before any thread exists); None when they failed there: done again in this
+    process, they raise what they raised (a one-line error)."""
+    directory = settings.data_dir / "tls"
+    before = _modified(directory / CERT_NAME)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (a child; its answer is what the tests see)
+        try:
+            cert, key = ensure_certificate(settings)
+            _check_pair(cert, key)
+            answer = json.dumps([str(cert), str(key)]).encode()
+            while answer:
+                answer = answer[os.write(write_end, answer) :]
+        finally:
+            os._exit(0)  # nothing of the parent's (atexit, log handlers) runs here
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answers:
+        answer = answers.read()
+    os.waitpid(pid, 0)
+    if not answer:
+        return None
+    cert_name, key_name = json.loads(answer)
+    cert, key = Path(cert_name), Path(key_name)
+    made = settings.tls.cert is None and _modified(cert) != before
+    return cert, key, made
+
+
+def _modified(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def server_context(
+    cert: Path, key: Path, min_version: str = "1.2", *, checked: bool = False
+) -> ssl.SSLContext:
+    """A server context: TLS >= ``min_version``, the default cipher list, no client certs.
+    ``checked``: the pair was checked (``checked_in_child``)."""
+    if not checked:
+        _check_pair(cert, key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[min_version]
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
@@ -91,10 +140,20 @@ class ServerTls:
     connection onto the context of the newest certificate. A connection's certificate is
     fixed at its handshake, so open sessions never notice a reload."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, checked: CheckedCertificate | None = None) -> None:
+        """``checked``: the files to serve, checked in a child (else checked here)."""
         self._settings = settings
-        self.cert, self.key = ensure_certificate(settings)
-        self.context = server_context(self.cert, self.key, settings.tls.min_version)
+        min_version = settings.tls.min_version
+        if checked is None:
+            before = _modified(settings.data_dir / "tls" / CERT_NAME)
+            cert, key = ensure_certificate(settings)
+            made = settings.tls.cert is None and _modified(cert) != before
+            context = server_context(cert, key, min_version)
+        else:
+            cert, key, made = checked
+            context = server_context(cert, key, min_version, checked=True)
+        self.cert, self.key, self.context = cert, key, context
+        self.made_now = made  # our self-signed certificate was made at this start
         self._current = self.context
         self.context.sni_callback = self._choose
 
@@ -120,6 +179,8 @@ class ServerTls:
 
 def _describe(cert: Path) -> str:
     """The leaf certificate's subject names and expiry, for the log."""
+    from cryptography import x509
+
     try:
         leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
     except (OSError, ValueError):  # replaced again since it was loaded
@@ -148,6 +209,10 @@ def _require_file(key: str, path: Path) -> None:
 
 def _check_pair(cert: Path, key: Path) -> None:
     """Name the file at fault, which OpenSSL's "PEM lib" errors do not."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     cert_data = _read("tls.cert", cert)
     key_data = _read("tls.key", key)
     try:
@@ -175,6 +240,8 @@ def _read(setting: str, path: Path) -> bytes:
 
 
 def _subject_names(hostname: str) -> list[_Name]:
+    from cryptography import x509
+
     names: list[_Name] = [
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
@@ -194,6 +261,10 @@ def _subject_names(hostname: str) -> list[_Name]:
 
 def _usable(cert: Path, key: Path, names: list[_Name]) -> bool:
     """True when our earlier certificate still covers ``names`` for a while."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificate = x509.load_pem_x509_certificate(cert.read_bytes())
         private_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
@@ -208,12 +279,19 @@ def _usable(cert: Path, key: Path, names: list[_Name]) -> bool:
 
 
 def _public_bytes(public_key: PublicKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
 def _generate(directory: Path, cert: Path, key: Path, hostname: str, names: list[_Name]) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     private_key = ec.generate_private_key(ec.SECP256R1())
     common_name = hostname if 0 < len(hostname) <= 64 else "postroom"

@@ -113,7 +113,7 @@ class ServerConnection:
         self._bdat: BdatReader | None = None
         self._bdat_refusal: Reply | None = None
         self._sasl: sasl.Exchange | None = None
-        self._mechanisms = tuple(m.upper() for m in config.auth_mechanisms)
+        self._mechanisms = _mechanism_names(config.auth_mechanisms)
 
     # -- the driver's interface --------------------------------------------------------------
     @property
@@ -421,6 +421,13 @@ class ServerConnection:
 
 # A listener's sessions all get the same greeting and one of at most four EHLO replies:
 # made once (with their wire bytes, see Reply.to_bytes), not per connection.
+@functools.lru_cache(maxsize=64)
+def _mechanism_names(mechanisms: tuple[str, ...]) -> tuple[str, ...]:
+    """Upper-cased once per listener config: a tuple per connection is memory every
+    idle session holds."""
+    return tuple(m.upper() for m in mechanisms)
+
+
 @functools.lru_cache(maxsize=64)
 def _greeting(hostname: str) -> bytes:
     return Reply(220, None, f"{hostname} ESMTP postroom").to_bytes()

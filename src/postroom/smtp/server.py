@@ -11,6 +11,7 @@ from postroom.config.settings import SMTP_ROLES, ListenerRole, ListenerSettings,
 from postroom.events import Bus
 from postroom.intake import Intake, Principal
 from postroom.intake.principals import RelayNetworks
+from postroom.net.deadlines import Deadlines
 from postroom.net.logins import LoginGate
 from postroom.net.sessions import Sessions, SessionServer
 from postroom.net.shares import SharedSockets
@@ -61,6 +62,7 @@ class SmtpServer(SessionServer):
         limits = settings.limits
         super().__init__(Sessions(_log, limits, replies.TOO_MANY_CONNECTIONS.to_bytes()))
         specs = list(listeners if listeners is not None else settings.listeners)
+        deadlines = Deadlines()
 
         def sessions(spec: ListenerSettings) -> Callable[[Stream], Session]:
             context = SessionContext(
@@ -72,6 +74,7 @@ class SmtpServer(SessionServer):
                 command_timeout=limits.command_timeout,
                 data_timeout=limits.data_timeout,
                 bus=bus,
+                deadlines=deadlines,
                 relay_networks=relay_networks if spec.role is ListenerRole.MX else None,
                 min_data_rate=limits.min_data_rate,
                 data_grace=limits.data_grace,

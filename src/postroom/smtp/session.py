@@ -17,6 +17,7 @@ from postroom.events.authlog import auth_account, log_auth
 from postroom.intake import Intake, Principal, PrincipalKind, Submission
 from postroom.intake.principals import RelayNetworks
 from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.net.deadlines import Deadline, Deadlines
 from postroom.net.logins import LoginGate
 from postroom.net.stream import Stream
 from postroom.smtp import events as ev
@@ -62,6 +63,7 @@ class SessionContext:
     command_timeout: float  # a deadline for each whole command line
     data_timeout: float  # the longest wait for one read of message content
     bus: Bus
+    deadlines: Deadlines  # the one timer for every session's read deadline
     min_data_rate: int = 0  # bytes per second of message content; 0: not enforced
     data_grace: float = 60.0  # seconds message content gets on top of its size / rate
     relay_networks: RelayNetworks | None = None  # clients that may relay without AUTH
@@ -100,11 +102,12 @@ class Session:
         self._answered = False  # a reply went out: the next command line's clock starts
         self._content_started: float | None = None
         self._content_bytes = 0
-        # One timer per session for the read deadlines, moved only when a deadline comes
-        # earlier than the one it is set for: asyncio.timeout_at per read (a timer made
-        # and cancelled for every command) cost more than parsing the command.
+        # One entry per session in the listeners' shared Deadlines, moved only when a
+        # deadline comes earlier than the one it is set for: asyncio.timeout_at per read
+        # (a timer made and cancelled for every command) cost more than parsing the
+        # command, and a timer per session is memory every idle connection holds.
         self._read_deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Deadline | None = None
         self._expired = False  # the timer cancelled the read: a timeout, not a stop
         # Checked once per session: at the default level the debug lines cost nothing.
         self._debug = _log.isEnabledFor(logging.DEBUG)
@@ -122,26 +125,67 @@ class Session:
         it quietly, anything else is a fault of ours (see ``_fail``)."""
         self._task = asyncio.current_task()
         if self._debug:
-            _log.debug(
-                "connect from %s port %s listener=%s%s",
-                self._ip,
-                self._port,
-                self._ctx.role,
-                f" tls={self.conn.tls.version}" if self.conn.tls else "",
-            )
+            self._log_connect()
+        # The loop of reads and replies is here, not in a coroutine of its own: an idle
+        # session waits in it, and each coroutine on its stack is memory it holds.
         try:
             self._stream.write(self.conn.greeting())
-            await self._loop()
+            stream = self._stream
+            while not self.conn.closed:
+                awaited = self._set_deadline()
+                self._reading = True
+                try:
+                    while (data := stream.take(_READ_SIZE)) is None:
+                        await stream.readable()
+                except asyncio.CancelledError:
+                    if not self._read_cut_short(awaited):
+                        raise
+                    await self._flush()
+                    return
+                finally:
+                    self._reading = False
+                self._received(data)
+                if not await self._handle_events():
+                    await self._flush()
+                    return
+                await self._flush()
+                if self._said_goodbye_if_stopping():
+                    await self._flush()
+                    return
         except Exception as exc:
             if self._peer_gone(exc):
                 _log.debug("connection from %s ended: %s", self._ip, exc)
             else:
                 await self._fail()
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._abort_transaction()
+            self._end()
+
+    def _end(self) -> None:
+        if self._timer is not None:
+            self._ctx.deadlines.drop(self._timer)
+            self._timer = None
+        self._abort_transaction()
+
+    def _log_connect(self) -> None:
+        _log.debug(
+            "connect from %s port %s listener=%s%s",
+            self._ip,
+            self._port,
+            self._ctx.role,
+            f" tls={self.conn.tls.version}" if self.conn.tls else "",
+        )
+
+    def _said_goodbye_if_stopping(self) -> bool:
+        """Between two commands of no transaction, a stopping server says 421 4.3.2."""
+        if self._stopping and not self.conn.in_transaction:
+            self._say_goodbye(replies.SHUTTING_DOWN)
+            return True
+        return False
+
+    def _received(self, data: bytes) -> None:
+        if self._content_started is not None:
+            self._content_bytes += len(data)
+        self.conn.receive_data(data)
 
     def _peer_gone(self, exc: Exception) -> bool:
         """A failure of the connection itself (reset, broken pipe, TLS alert), not ours:
@@ -173,23 +217,6 @@ class Session:
         self._stream.write(answer + self.conn.shutdown(replies.INTERNAL_ERROR))
         await self._flush()
 
-    async def _loop(self) -> None:
-        while not self.conn.closed:
-            data = await self._read()
-            if data is None:
-                return
-            if self._content_started is not None:
-                self._content_bytes += len(data)
-            self.conn.receive_data(data)
-            if not await self._handle_events():
-                await self._flush()
-                return
-            await self._flush()
-            if self._stopping and not self.conn.in_transaction:
-                self._say_goodbye(replies.SHUTTING_DOWN)
-                await self._flush()
-                return
-
     def _deadline(self) -> tuple[float, str]:
         """When the read about to start must have returned, and what it waits for."""
         ctx, conn = self._ctx, self.conn
@@ -210,41 +237,41 @@ class Session:
             self._line_started, self._answered = now, False
         return min(self._line_started + ctx.command_timeout, by_rate), "a command line"
 
-    async def _read(self) -> bytes | None:
+    def _set_deadline(self) -> str:
+        """Set the deadline of the read about to start; what it waits for."""
         deadline, awaited = self._deadline()
         self._read_deadline = deadline
-        if self._timer is None or self._timer.when() > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
-        self._reading = True
-        try:
-            return await self._stream.read(_READ_SIZE)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            expired, self._expired = self._expired, False
-            if not (expired or self._stopping) or task is None or task.uncancel() > 0:
-                raise
-            if expired:
-                _log.info("timeout waiting for %s from %s; closing", awaited, self._ip)
-                self._say_goodbye(replies.TIMEOUT)
-            else:
-                self._say_goodbye(replies.SHUTTING_DOWN)
-        finally:
-            self._reading = False
-        await self._flush()
-        return None
+        timer = self._timer
+        if timer is None or timer.when > deadline:
+            deadlines = self._ctx.deadlines
+            if timer is not None:
+                deadlines.drop(timer)
+            self._timer = deadlines.set(deadline, self)
+        return awaited
 
-    def _on_timer(self) -> None:
-        """The timer's moment came: cut the read if its deadline has passed, else wait on
-        for the deadline it has now (later: commands came meanwhile). Outside a read it
-        does nothing: the next read sets it again."""
+    def _read_cut_short(self, awaited: str) -> bool:
+        """The read was cancelled: by its deadline, or by the server's stop (the client
+        is told so: True), or from outside (False: the cancellation goes on)."""
+        task = asyncio.current_task()
+        expired, self._expired = self._expired, False
+        if not (expired or self._stopping) or task is None or task.uncancel() > 0:
+            return False
+        if expired:
+            _log.info("timeout waiting for %s from %s; closing", awaited, self._ip)
+            self._say_goodbye(replies.TIMEOUT)
+        else:
+            self._say_goodbye(replies.SHUTTING_DOWN)
+        return True
+
+    def on_deadline(self) -> None:
+        """The deadline's moment came: cut the read if its deadline has passed, else wait
+        on for the deadline it has now (later: commands came meanwhile). Outside a read
+        it does nothing: the next read sets it again."""
         self._timer = None
         if not self._reading or self._task is None:
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._read_deadline:
-            self._timer = loop.call_at(self._read_deadline, self._on_timer)
+        if self._loop_time() < self._read_deadline:
+            self._timer = self._ctx.deadlines.set(self._read_deadline, self)
             return
         self._expired = True
         self._task.cancel()

@@ -12,11 +12,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Final
 
 from postroom.delivery.webhooks.events import (
     EventStatus,
@@ -27,6 +23,11 @@ from postroom.delivery.webhooks.events import (
     number,
     text,
 )
+
+# cryptography (about 7 MiB mapped at its import) when a key is loaded or a signature
+# checked: the API imports this module whether or not a SendGrid mailer is configured.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = ["SIGNATURE", "STATUSES", "TIMESTAMP", "load_public_key", "parse", "verify"]
 
@@ -48,6 +49,9 @@ STATUSES: Final[Mapping[str, EventStatus]] = MappingProxyType(
 
 def load_public_key(value: str) -> ec.EllipticCurvePublicKey:
     """The key as SendGrid's console shows it (base64 DER), or PEM; ValueError if neither."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     data = value.strip().encode()
     try:
         if data.startswith(b"-----BEGIN"):
@@ -69,6 +73,10 @@ def verify(
     now: float,
     tolerance: float,
 ) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     signature, timestamp = header(headers, SIGNATURE), header(headers, TIMESTAMP)
     if not signature or not timestamp:
         return False

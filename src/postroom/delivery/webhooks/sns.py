@@ -17,15 +17,12 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-# httpx (and the command-line tools it loads with it) when a certificate is fetched: the
-# API imports this module whether or not an SES mailer is configured.
+# httpx (and the command-line tools it loads with it) when a certificate is fetched, and
+# cryptography (about 7 MiB mapped at its import) when a signature is checked: the API
+# imports this module whether or not an SES mailer is configured.
 if TYPE_CHECKING:
     import httpx
+    from cryptography import x509
 
 __all__ = [
     "DEFAULT_CERT_HOSTS",
@@ -52,7 +49,7 @@ _KEYS: Final = {
     ),
 }
 _KEYS["UnsubscribeConfirmation"] = _KEYS["SubscriptionConfirmation"]
-_HASHES: Final = {"1": hashes.SHA1, "2": hashes.SHA256}
+_HASHES: Final = {"1": "SHA1", "2": "SHA256"}  # cryptography's names, by SignatureVersion
 _MAX_CERT_BYTES: Final = 64 * 1024
 
 
@@ -92,6 +89,8 @@ class SnsCertificates:
         if cached is not None:
             self._cache.move_to_end(url)
             return cached
+        from cryptography import x509
+
         cert = x509.load_pem_x509_certificate(await self._fetch(url))
         self._cache[url] = cert
         while len(self._cache) > self._max_cached:
@@ -124,7 +123,12 @@ def string_to_sign(message: dict[str, Any]) -> bytes | None:
 
 
 async def verify(message: dict[str, Any], certificates: CertificateSource, *, now: float) -> bool:
-    digest = _HASHES.get(str(message.get("SignatureVersion")))
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    algorithm = _HASHES.get(str(message.get("SignatureVersion")))
+    digest = getattr(hashes, algorithm) if algorithm is not None else None
     signed = string_to_sign(message)
     url, signature = message.get("SigningCertURL"), message.get("Signature")
     if digest is None or signed is None or not isinstance(url, str):
