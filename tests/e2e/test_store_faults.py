@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from postroom.errors import StoreDamaged, StoreFull, StoreUnavailable
+from postroom.store.rows import CLAIM_BODY_MAX
 from tests.support.faulty_store import FaultyStore
 from tests.support.servers import run_cli, smtp_client, wait_for, write_config
 from tests.support.thread import MakeServer, ServerThread
@@ -34,10 +35,10 @@ def local_server(make_server: MakeServer, tmp_path: Path) -> tuple[ServerThread,
     return srv, store
 
 
-def send_local(srv: ServerThread, subject: str) -> None:
+def send_local(srv: ServerThread, subject: str, body: str = "hi\r\n") -> None:
     with smtp_client(srv.ports["mx"]) as client:
         refused = client.sendmail(
-            "someone@elsewhere.test", ["app@example.test"], f"Subject: {subject}\r\n\r\nhi\r\n"
+            "someone@elsewhere.test", ["app@example.test"], f"Subject: {subject}\r\n\r\n{body}"
         )
     assert refused == {}
 
@@ -81,7 +82,9 @@ def test_a_failed_store_step_of_an_attempt_is_retried_and_the_message_delivered_
     lease renewed) and finishes once it works, within the lease (60 s), not after it."""
     srv, store = local_server(make_server, tmp_path)
     setattr(store, f"{step}_fault", StoreUnavailable("storage failed: injected"))
-    send_local(srv, "stored late")
+    # A body up to CLAIM_BODY_MAX comes with the claim: a larger one is read on its own.
+    body = "x" * 70 + "\r\n"
+    send_local(srv, "stored late", body * (CLAIM_BODY_MAX // len(body) + 1))
     refused = f"refused_{'records' if step == 'record' else 'bodies'}"
     wait_for(lambda: getattr(store, refused) >= 2)  # tried, and tried again
     assert readyz(srv).json()["failing"][0]["part"] == "scheduler"
