@@ -115,7 +115,7 @@ def enqueue_job(message: NewMessage) -> RowsJob | Callable[[sqlite3.Connection],
     rows = _rows(message, b"")
 
     def insert(conn: sqlite3.Connection) -> None:
-        _insert_rows(rows, conn)
+        _insert_rows([rows], conn)
         rowid = conn.execute(_INSERT_ZEROBLOB, (message.id, message.size)).lastrowid
         assert rowid is not None
         with conn.blobopen("message_bodies", "data", rowid) as blob:
@@ -138,8 +138,7 @@ class RowsJob:
         self.rows = rows
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        _insert_rows(self.rows, conn)
-        conn.execute(_INSERT_BODY, (self.rows.message[0], self.rows.data))
+        _insert_rows([self.rows], conn, with_bodies=True)
 
 
 def rows_job(rows: EnqueueRows) -> RowsJob:
@@ -156,6 +155,15 @@ def insert_together(
     batch = [job.rows for job in jobs if isinstance(job, RowsJob)]
     if len(batch) != len(jobs):
         raise TypeError("insert_together merges RowsJob jobs only")
+    _insert_rows(batch, conn, with_bodies=True)
+    return [None] * len(jobs)
+
+
+def _insert_rows(
+    batch: Sequence[EnqueueRows], conn: sqlite3.Connection, *, with_bodies: bool = False
+) -> None:
+    """The messages' rows, one statement per table; their bodies too if ``with_bodies``
+    (a spooled body is streamed into its blob by its job instead)."""
     conn.executemany(_INSERT_MESSAGE, [rows.message for rows in batch])
     conn.executemany(_INSERT_RECIPIENT, [r for rows in batch for r in rows.recipients])
     events = [event for rows in batch for event in rows.events]
@@ -164,18 +172,8 @@ def insert_together(
     metas = [rows.meta for rows in batch if rows.meta is not None]
     if metas:
         conn.executemany(outbox.META_INSERT, metas)
-    conn.executemany(_INSERT_BODY, [(rows.message[0], rows.data) for rows in batch])
-    return [None] * len(jobs)
-
-
-def _insert_rows(rows: EnqueueRows, conn: sqlite3.Connection) -> None:
-    """Every row but the body's."""
-    conn.execute(_INSERT_MESSAGE, rows.message)
-    conn.executemany(_INSERT_RECIPIENT, rows.recipients)
-    if rows.events:
-        conn.executemany(outbox.SQLITE.sql(outbox.EVENT_INSERT), rows.events)
-    if rows.meta is not None:
-        conn.execute(outbox.META_INSERT, rows.meta)
+    if with_bodies:
+        conn.executemany(_INSERT_BODY, [(rows.message[0], rows.data) for rows in batch])
 
 
 # -- reads --------------------------------------------------------------------------------

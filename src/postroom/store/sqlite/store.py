@@ -225,7 +225,7 @@ class SqliteStore(DeliveryOps[sqlite3.Connection], EventOps, LimitOps, AdminOps)
                 return
             except StoreUnavailable:
                 pass  # the primary is gone or stuck: this process's own writer records them
-        await self._write(delivery.record_rows_job(rows))
+        await self._record(delivery.record_rows_job(rows))
 
     def write_rows_soon(self, rows: Rows) -> asyncio.Future[None]:
         """Commit a write given as its rows (an accept worker's, see ``sharedwriter``):
