@@ -6,8 +6,10 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ __all__ = [
     "CpuTimes",
     "QuietWait",
     "describe_machine",
+    "durable_write_costs",
     "raise_fd_limit",
     "read_cpu_times",
     "wait_for_quiet",
@@ -142,8 +145,43 @@ def _ext_features(device: str) -> str | None:
     return None
 
 
+def durable_write_costs(directory: Path, count: int = 50) -> dict[str, float]:
+    """What a durable write costs on the disk holding ``directory``, in ms, medians of
+    ``count``: 4 KiB appended to one file and fsync'ed (a queue file's commit, as
+    postroom's SQLite WAL does it), and a new 4 KiB file written and fsync'ed (one file
+    per message, as Postfix and the fsync peers write). Between two hosts the ratios of
+    systems that write differently move with these."""
+    block = b"x" * 4096
+    appended: list[float] = []
+    created: list[float] = []
+    with tempfile.TemporaryDirectory(dir=directory, prefix="fsync-") as scratch:
+        log = os.open(os.path.join(scratch, "append"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(count):
+                start = time.perf_counter()
+                os.write(log, block)
+                os.fsync(log)
+                appended.append(time.perf_counter() - start)
+        finally:
+            os.close(log)
+        for index in range(count):
+            start = time.perf_counter()
+            fd = os.open(os.path.join(scratch, str(index)), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            created.append(time.perf_counter() - start)
+    return {
+        "append_fsync_ms": round(statistics.median(appended) * 1000, 3),
+        "new_file_fsync_ms": round(statistics.median(created) * 1000, 3),
+    }
+
+
 def describe_machine(workdir: Path) -> dict[str, object]:
-    """What the figures were measured on: cores, memory, disk, Python, kernel."""
+    """What the figures were measured on: cores, memory, disk (and what a durable write
+    costs on it), Python, kernel."""
     device, point, fstype, options = _mount_of(workdir)
     features = _ext_features(device) if fstype.startswith("ext") else None
     usage = shutil.disk_usage(workdir)
@@ -161,6 +199,7 @@ def describe_machine(workdir: Path) -> dict[str, object]:
             "journal": None if features is None else "has_journal" in features.split(),
             "size_bytes": usage.total,
             "free_bytes": usage.free,
+            **durable_write_costs(workdir),
         },
         "python": sys.version.split()[0],
         "kernel": platform.release(),

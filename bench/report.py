@@ -235,10 +235,16 @@ def render_machine(machine: dict[str, object], versions: dict[str, str | None]) 
     assert isinstance(disk, dict)
     journal = {True: "with a journal", False: "without a journal", None: ""}[disk["journal"]]
     memory = int(str(machine["memory_bytes"])) / (1024 * MIB)
+    storage = f"{disk['fs_type']} {journal} on {disk['device']}".replace("  ", " ")
+    if "append_fsync_ms" in disk:  # results from before the harness measured it lack it
+        storage += (
+            f" (4 KiB appended and fsync'ed: {disk['append_fsync_ms']:.2f} ms;"
+            f" a new 4 KiB file fsync'ed: {disk['new_file_fsync_ms']:.2f} ms)"
+        )
     parts = [
         f"{machine['cores']} cores ({machine['cpu_model']})",
         f"{memory:.1f} GiB memory",
-        f"{disk['fs_type']} {journal} on {disk['device']}".replace("  ", " "),
+        storage,
         f"Python {machine['python']}",
         f"{machine['os']}, kernel {machine['kernel']}",
     ]

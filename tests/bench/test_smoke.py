@@ -94,6 +94,7 @@ def test_the_table_has_numbers_and_ratios(smoke_run: tuple[str, dict[str, object
     assert re.match(r"^\d+\.\d\dx$", sink[-2]), sink  # postroom ÷ smtp-sink
     assert "FAILED" not in table
     assert "Machine: " in table
+    assert re.search(r"4 KiB appended and fsync'ed: \d+\.\d\d ms", table), table
 
 
 def test_the_json_records_machine_runs_and_ratios(
@@ -103,6 +104,9 @@ def test_the_json_records_machine_runs_and_ratios(
     machine = data["machine"]
     assert isinstance(machine, dict)
     assert {"cores", "memory_bytes", "disk", "python"} <= machine.keys()
+    disk = machine["disk"]
+    assert isinstance(disk, dict)
+    assert disk["append_fsync_ms"] > 0 and disk["new_file_fsync_ms"] > 0
     sections = data["sections"]
     assert isinstance(sections, list)
     assert [s["key"] for s in sections] == ["accept-1", "accept-50"]
