@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,31 +153,35 @@ def durable_write_costs(directory: Path, count: int = 50) -> dict[str, float]:
     per message, as Postfix and the fsync peers write). Between two hosts the ratios of
     systems that write differently move with these."""
     block = b"x" * 4096
-    appended: list[float] = []
-    created: list[float] = []
+
+    def write_and_sync(fd: int) -> None:
+        os.write(fd, block)
+        os.fsync(fd)
+
+    def new_file(path: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            write_and_sync(fd)
+        finally:
+            os.close(fd)
+
     with tempfile.TemporaryDirectory(dir=directory, prefix="fsync-") as scratch:
         log = os.open(os.path.join(scratch, "append"), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            for _ in range(count):
-                start = time.perf_counter()
-                os.write(log, block)
-                os.fsync(log)
-                appended.append(time.perf_counter() - start)
+            appended = _median_ms(lambda _: write_and_sync(log), count)
         finally:
             os.close(log)
-        for index in range(count):
-            start = time.perf_counter()
-            fd = os.open(os.path.join(scratch, str(index)), os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, block)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            created.append(time.perf_counter() - start)
-    return {
-        "append_fsync_ms": round(statistics.median(appended) * 1000, 3),
-        "new_file_fsync_ms": round(statistics.median(created) * 1000, 3),
-    }
+        created = _median_ms(lambda i: new_file(os.path.join(scratch, str(i))), count)
+    return {"append_fsync_ms": appended, "new_file_fsync_ms": created}
+
+
+def _median_ms(action: Callable[[int], None], count: int) -> float:
+    times = []
+    for index in range(count):
+        start = time.perf_counter()
+        action(index)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 3)
 
 
 def describe_machine(workdir: Path) -> dict[str, object]:
