@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench import install
 from bench.context import Context
@@ -27,7 +28,7 @@ from bench.systems import SYSTEM_NAMES, build_systems
 from bench.systems.base import RECIPIENT, System
 from bench.systems.haraka import HarakaSystem
 from bench.systems.postgres import PostgresCluster, postgres_cluster, postgres_version
-from bench.systems.postroom import PostroomSystem, default_python
+from bench.systems.postroom import COMPARE, PostroomSystem, compared, default_python
 from bench.systems.submission import PASSWORD, USERNAME, PostfixDovecotSystem
 from bench.tlsload import SubmissionLoad
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
@@ -46,6 +47,8 @@ from bench.workloads.submission import SUBMISSION_METRICS, run_submission
 
 __all__ = ["main"]
 
+T = TypeVar("T")
+
 WORKLOADS = (
     "accept",
     "relay",
@@ -59,7 +62,13 @@ WORKLOADS = (
 )
 KIB = 1024
 MIB = 1024 * KIB
-IDLE_SYSTEMS = ("postroom", "smtp-sink", "haraka-fsync", "aiosmtpd-fsync")
+IDLE_SYSTEMS = (
+    "postroom",
+    compared("postroom", "")[0],
+    "smtp-sink",
+    "haraka-fsync",
+    "aiosmtpd-fsync",
+)
 ACCEPT_ONLY = ("postroom-local",)  # run in the accept workloads only
 # The submission workload's peers, and how many logins each gets at most: Dovecot's
 # ARGON2ID (64 MiB, 3 passes) verifies about a dozen logins a second here, so that row
@@ -171,6 +180,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--postroom-python", type=Path, help="interpreter with postroom")
     parser.add_argument(
+        "--compare-python",
+        type=Path,
+        help="interpreter with another build of postroom: its rows follow postroom's in the "
+        "accept, submission, local, relay, large, idle and latency workloads, run for run, "
+        "with the ratio of the two builds (an A/B in one invocation; not the PostgreSQL ones)",
+    )
+    parser.add_argument(
         "--postroom-workers",
         type=int,
         default=NCPU,
@@ -258,7 +274,7 @@ def _run_rows(
     if not any(known is section for known in ctx.sections):
         ctx.sections.append(section)  # shown even if the harness is interrupted in it
     for run in range(1, runs + 1):
-        for name, once in entries:
+        for name, once in in_turn(entries, run):
             row = section.row(name)
             assert row is not None
             if row.status != "ok":
@@ -274,6 +290,19 @@ def _run_rows(
     for row in section.rows:
         if row.status == "ok" and not row.samples:
             row.status = "failed"
+
+
+def in_turn(entries: list[tuple[str, T]], run: int) -> list[tuple[str, T]]:
+    """The order of run number ``run``: in even runs each postroom system and its
+    ``--compare-python`` twin swap places, so each build goes first as often (a run
+    leaves the host warmer or cooler for the next)."""
+    order = list(entries)
+    if run % 2:
+        return order
+    for index in range(len(order) - 1):
+        if order[index + 1][0] == compared(order[index][0], "")[0]:
+            order[index], order[index + 1] = order[index + 1], order[index]
+    return order
 
 
 _SHOWN = {"msgs_per_s", "mib_per_s", "p50_ms", "p99_ms", "pss_idle_mib", "peak_rss_mib"}
@@ -353,9 +382,15 @@ def large_section(
 
 
 def relay_sections(
-    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int
+    ctx: Context,
+    plan: Plan,
+    chosen: set[str],
+    python: Path,
+    workers: int,
+    *,
+    compare: Path | None = None,
 ) -> list[Section]:
-    available = relays(python, workers)
+    available = relays(python, workers, compare)
     names = [n for n in available if n in chosen]
     sections = []
     for per_connection in (1, plan.per_connection):
@@ -396,10 +431,16 @@ def _bind_relay(
 
 
 def local_section(
-    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int
+    ctx: Context,
+    plan: Plan,
+    chosen: set[str],
+    python: Path,
+    workers: int,
+    *,
+    compare: Path | None = None,
 ) -> Section:
     """Mail for the local domain, from the mx port into Maildir, end to end."""
-    available = locals_(python, workers)
+    available = locals_(python, workers, compare)
     load = Load(plan.relay_messages, plan.sessions, 4 * KIB, 1)
     section = Section(
         key="local",
@@ -426,17 +467,30 @@ def _bind_local(ctx: Context, name: str, start: LocalStart, load: Load) -> Calla
     return lambda: run_local(ctx, name, start, load, "local")
 
 
+def _submission_systems(
+    chosen: set[str], python: Path, workers: int, compare: Path | None
+) -> list[System]:
+    systems: list[System] = [PostroomSystem(python, "held", workers, submission=True)]
+    if compare is not None:
+        systems.append(PostroomSystem(compare, "held", workers, submission=True, build=COMPARE))
+    systems += [PostfixDovecotSystem(s) for s in ("SHA512-CRYPT", "ARGON2ID")]
+    systems.append(HarakaSystem(fsync=True, submission=True))
+    return [s for s in systems if s.name in chosen]
+
+
 def submission_sections(
-    ctx: Context, plan: Plan, chosen: set[str], python: Path, workers: int, *, allow: bool
+    ctx: Context,
+    plan: Plan,
+    chosen: set[str],
+    python: Path,
+    workers: int,
+    *,
+    allow: bool,
+    compare: Path | None = None,
 ) -> list[Section]:
     """STARTTLS (587-style) and implicit TLS (465-style), AUTH PLAIN on every connection,
     one message per connection and many; postroom against Postfix + Dovecot SASL."""
-    systems: list[System] = []
-    if "postroom" in chosen:
-        systems.append(PostroomSystem(python, "held", workers, submission=True))
-    systems += [PostfixDovecotSystem(s) for s in ("SHA512-CRYPT", "ARGON2ID")]
-    systems.append(HarakaSystem(fsync=True, submission=True))
-    systems = [s for s in systems if s.name in chosen]
+    systems = _submission_systems(chosen, python, workers, compare)
     broken: dict[str, str] = {}
     try:
         loadgen = install.ensure_loadgen(allow)
@@ -615,16 +669,24 @@ def _run_workloads(
     python: Path,
     workers: int,
     allow_install: bool,
+    compare: Path | None = None,
 ) -> None:
     """Every chosen workload, in order; the sections collect in ``ctx.sections``."""
     if "accept" in only:
         accept_sections(ctx, plan, systems, broken)
     _application_workloads(
-        ctx, plan, only=only, chosen=chosen, python=python, workers=workers, allow=allow_install
+        ctx,
+        plan,
+        only=only,
+        chosen=chosen,
+        python=python,
+        workers=workers,
+        allow=allow_install,
+        compare=compare,
     )
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
-        relay_sections(ctx, plan, chosen, python, workers)
+        relay_sections(ctx, plan, chosen, python, workers, compare=compare)
     # Large messages' peak RSS is one process's (workers = 1, the default); the idle
     # sessions are held by as many processes as accept (workers = the cores), their
     # memory summed as PSS (workloads/idle.py).
@@ -659,12 +721,13 @@ def _application_workloads(
     python: Path,
     workers: int,
     allow: bool,
+    compare: Path | None,
 ) -> None:
     """Submission with TLS and AUTH, and local delivery into Maildir."""
     if "submission" in only:
-        submission_sections(ctx, plan, chosen, python, workers, allow=allow)
+        submission_sections(ctx, plan, chosen, python, workers, allow=allow, compare=compare)
     if "local" in only:
-        local_section(ctx, plan, chosen, python, workers)
+        local_section(ctx, plan, chosen, python, workers, compare=compare)
 
 
 _PG_ACCEPT_NOTE = (
@@ -792,7 +855,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     raise_fd_limit(65536)  # the idle workload's connections, here and in the servers
     python = args.postroom_python or default_python()
-    systems = [s for s in build_systems(python, args.postroom_workers) if s.name in chosen]
+    compare: Path | None = args.compare_python
+    if compare is not None:  # each chosen postroom system's twin runs with it
+        chosen |= {compared(name, "")[0] for name in chosen if name.startswith("postroom")}
+    systems = [s for s in build_systems(python, args.postroom_workers, compare) if s.name in chosen]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="postroom-bench-"))
     ctx = Context(
         workdir,
@@ -821,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
             python=python,
             workers=args.postroom_workers,
             allow_install=not args.no_install,
+            compare=compare,
         )
     except KeyboardInterrupt:
         interrupted = True

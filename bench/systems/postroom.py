@@ -24,7 +24,15 @@ from bench.paths import REPO
 from bench.procs import SetupError, free_port, log_tail, stop_process
 from bench.systems.base import DOMAIN, LARGE_LIMIT, RECIPIENT, Instance
 
-__all__ = ["PostroomProcess", "PostroomSystem", "default_python", "run_cli", "start_postroom"]
+__all__ = [
+    "COMPARE",
+    "PostroomProcess",
+    "PostroomSystem",
+    "compared",
+    "default_python",
+    "run_cli",
+    "start_postroom",
+]
 
 MAX_CONNECTIONS = 5000  # room for the idle-connections workload (2,000) and more
 
@@ -184,6 +192,15 @@ role = "submissions"
 """
 
 
+COMPARE = "compare"
+
+
+def compared(name: str, label: str) -> tuple[str, str]:
+    """The row name and label of ``name``'s system run with the build at
+    ``--compare-python``."""
+    return f"{name}-{COMPARE}", f"{label} [the build at --compare-python]"
+
+
 @dataclass
 class PostroomSystem:
     python: Path
@@ -198,6 +215,9 @@ class PostroomSystem:
     label: str = ""
     durable: bool = True
     multi_process: bool = False
+    # "": the build under test; COMPARE: the build at --compare-python, its rows beside
+    # the first's in every workload, so one invocation compares two builds run for run.
+    build: str = ""
 
     def __post_init__(self) -> None:
         processes = "one process" if self.workers == 1 else f"{self.workers} processes"
@@ -213,6 +233,8 @@ class PostroomSystem:
         else:
             self.name = "postroom-local"
             self.label = f"postroom, {processes}, also delivering each message to Maildir"
+        if self.build:
+            self.name, self.label = compared(self.name, self.label)
 
     def start(self, rundir: Path) -> Instance:
         limits = tail = ""

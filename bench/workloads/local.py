@@ -22,7 +22,7 @@ from bench.load import Load, run_smtp_source
 from bench.meter import Meter, cpu_metrics
 from bench.systems.base import DOMAIN
 from bench.systems.postfix import start_postfix
-from bench.systems.postroom import start_postroom
+from bench.systems.postroom import compared, start_postroom
 
 __all__ = ["LOCAL_LABELS", "LOCAL_METRICS", "LocalRun", "locals_", "run_local"]
 
@@ -71,17 +71,29 @@ def local_postroom(python: Path, workers: int, rundir: Path) -> LocalRun:
     return LocalRun(server.port, [server.proc.pid], new_dir, server.stop)
 
 
-def locals_(postroom_python: Path, postroom_workers: int) -> dict[str, LocalStart]:
-    return {
-        "postroom": partial(local_postroom, postroom_python, postroom_workers),
-        "postfix-virtual": local_postfix,
+def locals_(
+    postroom_python: Path, postroom_workers: int, compare_python: Path | None = None
+) -> dict[str, LocalStart]:
+    """Every system delivering into Maildir by name (postroom's build at
+    ``compare_python`` too, when given)."""
+    found: dict[str, LocalStart] = {
+        "postroom": partial(local_postroom, postroom_python, postroom_workers)
     }
+    if compare_python is not None:
+        name, _ = compared("postroom", "")
+        found[name] = partial(local_postroom, compare_python, postroom_workers)
+    found["postfix-virtual"] = local_postfix
+    return found
 
 
-LOCAL_LABELS = {
-    "postroom": "postroom, local mailer into Maildir",
-    "postfix-virtual": "Postfix, virtual(8) into Maildir",
-}
+_POSTROOM_LABEL = "postroom, local mailer into Maildir"
+LOCAL_LABELS = dict(
+    [
+        ("postroom", _POSTROOM_LABEL),
+        compared("postroom", _POSTROOM_LABEL),
+        ("postfix-virtual", "Postfix, virtual(8) into Maildir"),
+    ]
+)
 
 
 def run_local(ctx: Context, name: str, start: LocalStart, load: Load, label: str) -> Sample:

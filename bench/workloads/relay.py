@@ -20,7 +20,7 @@ from bench.load import Load, run_smtp_source
 from bench.meter import Meter, cpu_metrics
 from bench.procs import stop_process
 from bench.systems.postfix import start_postfix
-from bench.systems.postroom import start_postroom
+from bench.systems.postroom import compared, start_postroom
 from bench.systems.smtpsink import sink_messages, start_sink
 
 __all__ = [
@@ -92,18 +92,29 @@ def relay_postroom(python: Path, workers: int, rundir: Path, sink_port: int) -> 
     return RelayRun(server.port, [server.proc.pid], lambda: server.pending() == 0, server.stop)
 
 
-def relays(postroom_python: Path, postroom_workers: int) -> dict[str, RelayStart | None]:
-    """Every relaying system by name; None: not yet supported."""
-    return {
-        "postroom": partial(relay_postroom, postroom_python, postroom_workers),
-        "postfix-relay": relay_postfix,
+def relays(
+    postroom_python: Path, postroom_workers: int, compare_python: Path | None = None
+) -> dict[str, RelayStart | None]:
+    """Every relaying system by name (postroom's build at ``compare_python`` too, when
+    given); None: not yet supported."""
+    found: dict[str, RelayStart | None] = {
+        "postroom": partial(relay_postroom, postroom_python, postroom_workers)
     }
+    if compare_python is not None:
+        name, _ = compared("postroom", "")
+        found[name] = partial(relay_postroom, compare_python, postroom_workers)
+    found["postfix-relay"] = relay_postfix
+    return found
 
 
-RELAY_LABELS = {
-    "postroom": "postroom, smtp mailer to smtp-sink",
-    "postfix-relay": "Postfix relaying to smtp-sink",
-}
+_POSTROOM_LABEL = "postroom, smtp mailer to smtp-sink"
+RELAY_LABELS = dict(
+    [
+        ("postroom", _POSTROOM_LABEL),
+        compared("postroom", _POSTROOM_LABEL),
+        ("postfix-relay", "Postfix relaying to smtp-sink"),
+    ]
+)
 
 
 def run_relay(ctx: Context, name: str, start: RelayStart, load: Load, label: str) -> Sample:

@@ -67,6 +67,7 @@ def _run_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str,
         f"--output={out}",
         f"--workdir={tmp_path_factory.mktemp('bench-work')}",
         f"--postroom-python={sys.executable}",
+        f"--compare-python={sys.executable}",  # the same build as its own A/B twin
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -95,6 +96,13 @@ def test_the_table_has_numbers_and_ratios(smoke_run: tuple[str, dict[str, object
     assert "FAILED" not in table
     assert "Machine: " in table
     assert re.search(r"4 KiB appended and fsync'ed: \d+\.\d\d ms", table), table
+    twin_lines = [
+        line for line in table.splitlines() if "[the build at --compare-python] |" in line
+    ]
+    assert len(twin_lines) == 2, table  # one row in each of the two accept sections
+    twin = [cell.strip() for cell in twin_lines[0].strip("|").split("|")]
+    assert number.match(twin[2]), twin
+    assert re.match(r"^\d+\.\d\dx$", twin[-2]), twin  # postroom ÷ its twin: the A/B
 
 
 def test_the_json_records_machine_runs_and_ratios(
@@ -113,6 +121,7 @@ def test_the_json_records_machine_runs_and_ratios(
     for section in sections:
         rows = {row["name"]: row for row in section["rows"]}
         assert rows["postroom"]["status"] == "ok"
+        assert rows["postroom-compare"]["status"] == "ok"
         postroom_run = rows["postroom"]["samples"][0]["metrics"]
         assert postroom_run["msgs_per_s"] > 0
         assert postroom_run["stored"] == 200  # every acknowledged message is in the queue
@@ -152,6 +161,7 @@ def submission_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
         f"--output={out}",
         f"--workdir={workdir}",
         f"--postroom-python={sys.executable}",
+        f"--compare-python={sys.executable}",  # the same build as its own A/B twin
     ]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
