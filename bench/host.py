@@ -146,6 +146,20 @@ def _ext_features(device: str) -> str | None:
     return None
 
 
+def _has_journal(device: str, features: str | None) -> bool | None:
+    """Whether the ext file system on ``device`` keeps a journal; None: not known. Where
+    tune2fs may not read the device (a virtual machine's disk, say), a mounted file
+    system's journal shows in /proc/fs/jbd2 as ``<device>-<inode>``."""
+    if features is not None:
+        return "has_journal" in features.split()
+    try:
+        journals = os.listdir("/proc/fs/jbd2")
+    except OSError:
+        return None
+    name = os.path.basename(device)
+    return any(journal.rsplit("-", 1)[0] == name for journal in journals)
+
+
 def durable_write_costs(directory: Path, count: int = 50) -> dict[str, float]:
     """What a durable write costs on the disk holding ``directory``, in ms, medians of
     ``count``: 4 KiB appended to one file and fsync'ed (a queue file's commit, as
@@ -201,7 +215,7 @@ def describe_machine(workdir: Path) -> dict[str, object]:
             "fs_type": fstype,
             "mount_options": options,
             "fs_features": features,
-            "journal": None if features is None else "has_journal" in features.split(),
+            "journal": _has_journal(device, features) if fstype.startswith("ext") else None,
             "size_bytes": usage.total,
             "free_bytes": usage.free,
             **durable_write_costs(workdir),
