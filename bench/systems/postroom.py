@@ -17,8 +17,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from bench.paths import REPO
 from bench.procs import SetupError, free_port, log_tail, stop_process
@@ -30,9 +31,13 @@ __all__ = [
     "PostroomSystem",
     "compared",
     "default_python",
+    "postroom_and_twin",
+    "postroom_labels",
     "run_cli",
     "start_postroom",
 ]
+
+R = TypeVar("R")
 
 MAX_CONNECTIONS = 5000  # room for the idle-connections workload (2,000) and more
 
@@ -199,6 +204,22 @@ def compared(name: str, label: str) -> tuple[str, str]:
     """The row name and label of ``name``'s system run with the build at
     ``--compare-python``."""
     return f"{name}-{COMPARE}", f"{label} [the build at --compare-python]"
+
+
+def postroom_and_twin(
+    start: Callable[..., R], python: Path, workers: int, compare: Path | None
+) -> dict[str, Callable[..., R]]:
+    """A workload's postroom start by row name, and its twin's with the build at
+    ``compare`` when given."""
+    starts: dict[str, Callable[..., R]] = {"postroom": partial(start, python, workers)}
+    if compare is not None:
+        starts[compared("postroom", "")[0]] = partial(start, compare, workers)
+    return starts
+
+
+def postroom_labels(label: str) -> dict[str, str]:
+    """The labels of a workload's postroom row and of its twin."""
+    return dict([("postroom", label), compared("postroom", label)])
 
 
 @dataclass

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from bench.context import Context
@@ -22,7 +21,7 @@ from bench.load import Load, run_smtp_source
 from bench.meter import Meter, cpu_metrics
 from bench.systems.base import DOMAIN
 from bench.systems.postfix import start_postfix
-from bench.systems.postroom import compared, start_postroom
+from bench.systems.postroom import postroom_and_twin, postroom_labels, start_postroom
 
 __all__ = ["LOCAL_LABELS", "LOCAL_METRICS", "LocalRun", "locals_", "run_local"]
 
@@ -76,24 +75,14 @@ def locals_(
 ) -> dict[str, LocalStart]:
     """Every system delivering into Maildir by name (postroom's build at
     ``compare_python`` too, when given)."""
-    found: dict[str, LocalStart] = {
-        "postroom": partial(local_postroom, postroom_python, postroom_workers)
-    }
-    if compare_python is not None:
-        name, _ = compared("postroom", "")
-        found[name] = partial(local_postroom, compare_python, postroom_workers)
-    found["postfix-virtual"] = local_postfix
-    return found
+    starts = postroom_and_twin(local_postroom, postroom_python, postroom_workers, compare_python)
+    return {**starts, "postfix-virtual": local_postfix}
 
 
-_POSTROOM_LABEL = "postroom, local mailer into Maildir"
-LOCAL_LABELS = dict(
-    [
-        ("postroom", _POSTROOM_LABEL),
-        compared("postroom", _POSTROOM_LABEL),
-        ("postfix-virtual", "Postfix, virtual(8) into Maildir"),
-    ]
-)
+LOCAL_LABELS = {
+    **postroom_labels("postroom, local mailer into Maildir"),
+    "postfix-virtual": "Postfix, virtual(8) into Maildir",
+}
 
 
 def run_local(ctx: Context, name: str, start: LocalStart, load: Load, label: str) -> Sample:

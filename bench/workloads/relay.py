@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from bench.context import Context
@@ -20,7 +19,7 @@ from bench.load import Load, run_smtp_source
 from bench.meter import Meter, cpu_metrics
 from bench.procs import stop_process
 from bench.systems.postfix import start_postfix
-from bench.systems.postroom import compared, start_postroom
+from bench.systems.postroom import postroom_and_twin, postroom_labels, start_postroom
 from bench.systems.smtpsink import sink_messages, start_sink
 
 __all__ = [
@@ -97,24 +96,14 @@ def relays(
 ) -> dict[str, RelayStart | None]:
     """Every relaying system by name (postroom's build at ``compare_python`` too, when
     given); None: not yet supported."""
-    found: dict[str, RelayStart | None] = {
-        "postroom": partial(relay_postroom, postroom_python, postroom_workers)
-    }
-    if compare_python is not None:
-        name, _ = compared("postroom", "")
-        found[name] = partial(relay_postroom, compare_python, postroom_workers)
-    found["postfix-relay"] = relay_postfix
-    return found
+    starts = postroom_and_twin(relay_postroom, postroom_python, postroom_workers, compare_python)
+    return {**starts, "postfix-relay": relay_postfix}
 
 
-_POSTROOM_LABEL = "postroom, smtp mailer to smtp-sink"
-RELAY_LABELS = dict(
-    [
-        ("postroom", _POSTROOM_LABEL),
-        compared("postroom", _POSTROOM_LABEL),
-        ("postfix-relay", "Postfix relaying to smtp-sink"),
-    ]
-)
+RELAY_LABELS = {
+    **postroom_labels("postroom, smtp mailer to smtp-sink"),
+    "postfix-relay": "Postfix relaying to smtp-sink",
+}
 
 
 def run_relay(ctx: Context, name: str, start: RelayStart, load: Load, label: str) -> Sample:
