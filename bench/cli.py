@@ -28,7 +28,7 @@ from bench.systems import SYSTEM_NAMES, build_systems
 from bench.systems.base import RECIPIENT, System
 from bench.systems.haraka import HarakaSystem
 from bench.systems.postgres import PostgresCluster, postgres_cluster, postgres_version
-from bench.systems.postroom import COMPARE, PostroomSystem, compared, default_python
+from bench.systems.postroom import PostroomSystem, default_python, twin, with_twins
 from bench.systems.submission import PASSWORD, USERNAME, PostfixDovecotSystem
 from bench.tlsload import SubmissionLoad
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
@@ -64,7 +64,7 @@ KIB = 1024
 MIB = 1024 * KIB
 IDLE_SYSTEMS = (
     "postroom",
-    compared("postroom", "")[0],
+    twin("postroom"),
     "smtp-sink",
     "haraka-fsync",
     "aiosmtpd-fsync",
@@ -300,7 +300,7 @@ def in_turn(entries: list[tuple[str, T]], run: int) -> list[tuple[str, T]]:
     if run % 2:
         return order
     for index in range(len(order) - 1):
-        if order[index + 1][0] == compared(order[index][0], "")[0]:
+        if order[index + 1][0] == twin(order[index][0]):
             order[index], order[index + 1] = order[index + 1], order[index]
     return order
 
@@ -470,12 +470,12 @@ def _bind_local(ctx: Context, name: str, start: LocalStart, load: Load) -> Calla
 def _submission_systems(
     chosen: set[str], python: Path, workers: int, compare: Path | None
 ) -> list[System]:
-    systems: list[System] = [PostroomSystem(python, "held", workers, submission=True)]
-    if compare is not None:
-        systems.append(PostroomSystem(compare, "held", workers, submission=True, build=COMPARE))
-    systems += [PostfixDovecotSystem(s) for s in ("SHA512-CRYPT", "ARGON2ID")]
-    systems.append(HarakaSystem(fsync=True, submission=True))
-    return [s for s in systems if s.name in chosen]
+    systems: list[System] = [
+        PostroomSystem(python, "held", workers, submission=True),
+        *(PostfixDovecotSystem(scheme) for scheme in ("SHA512-CRYPT", "ARGON2ID")),
+        HarakaSystem(fsync=True, submission=True),
+    ]
+    return [s for s in with_twins(systems, compare) if s.name in chosen]
 
 
 def submission_sections(
@@ -857,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     python = args.postroom_python or default_python()
     compare: Path | None = args.compare_python
     if compare is not None:  # each chosen postroom system's twin runs with it
-        chosen |= {compared(name, "")[0] for name in chosen if name.startswith("postroom")}
+        chosen |= {twin(name) for name in chosen if name.startswith("postroom")}
     systems = [s for s in build_systems(python, args.postroom_workers, compare) if s.name in chosen]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="postroom-bench-"))
     ctx = Context(

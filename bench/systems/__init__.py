@@ -8,7 +8,7 @@ from bench.systems.aiosmtpd import AiosmtpdSystem
 from bench.systems.base import System
 from bench.systems.haraka import HarakaSystem
 from bench.systems.postfix import PostfixHoldSystem
-from bench.systems.postroom import COMPARE, PostroomSystem
+from bench.systems.postroom import PostroomSystem, with_twins
 from bench.systems.smtpsink import SmtpSinkSystem
 
 __all__ = ["SYSTEM_NAMES", "build_systems"]
@@ -30,15 +30,9 @@ def build_systems(
 ) -> list[System]:
     """Every system; with ``compare_python``, each postroom system's twin run with that
     build follows it."""
-    postroom: list[System] = []
-    for delivery in ("held", "local"):
-        postroom.append(PostroomSystem(postroom_python, delivery, postroom_workers))
-        if compare_python is not None:
-            postroom.append(
-                PostroomSystem(compare_python, delivery, postroom_workers, build=COMPARE)
-            )
-    return [
-        *postroom,
+    systems: list[System] = [
+        PostroomSystem(postroom_python, "held", postroom_workers),
+        PostroomSystem(postroom_python, "local", postroom_workers),
         SmtpSinkSystem(),
         PostfixHoldSystem(),
         HarakaSystem(fsync=True),
@@ -46,3 +40,4 @@ def build_systems(
         AiosmtpdSystem(fsync=True),
         AiosmtpdSystem(fsync=False),
     ]
+    return with_twins(systems, compare_python)

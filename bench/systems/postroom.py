@@ -11,6 +11,7 @@ Two ways to run it for the accept workloads:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,18 +24,19 @@ from typing import Any, Literal, TypeVar
 
 from bench.paths import REPO
 from bench.procs import SetupError, free_port, log_tail, stop_process
-from bench.systems.base import DOMAIN, LARGE_LIMIT, RECIPIENT, Instance
+from bench.systems.base import DOMAIN, LARGE_LIMIT, RECIPIENT, Instance, System
 
 __all__ = [
-    "COMPARE",
+    "TWIN_MARK",
     "PostroomProcess",
     "PostroomSystem",
-    "compared",
     "default_python",
     "postroom_and_twin",
     "postroom_labels",
     "run_cli",
     "start_postroom",
+    "twin",
+    "with_twins",
 ]
 
 R = TypeVar("R")
@@ -197,13 +199,25 @@ role = "submissions"
 """
 
 
-COMPARE = "compare"
+TWIN_MARK = "[the build at --compare-python]"  # ends a twin row's label
 
 
-def compared(name: str, label: str) -> tuple[str, str]:
-    """The row name and label of ``name``'s system run with the build at
-    ``--compare-python``."""
-    return f"{name}-{COMPARE}", f"{label} [the build at --compare-python]"
+def twin(name: str) -> str:
+    """The row name of ``name``'s twin: the same system run by the build at
+    ``--compare-python``, beside it in every workload, so that one invocation compares
+    two builds run for run."""
+    return f"{name}-compare"
+
+
+def with_twins(systems: list[System], compare: Path | None) -> list[System]:
+    """``systems``, each postroom system followed by its twin run by ``compare`` (the
+    list as it is without one)."""
+    together: list[System] = []
+    for system in systems:
+        together.append(system)
+        if compare is not None and isinstance(system, PostroomSystem):
+            together.append(dataclasses.replace(system, python=compare, is_twin=True))
+    return together
 
 
 def postroom_and_twin(
@@ -213,13 +227,13 @@ def postroom_and_twin(
     ``compare`` when given."""
     starts: dict[str, Callable[..., R]] = {"postroom": partial(start, python, workers)}
     if compare is not None:
-        starts[compared("postroom", "")[0]] = partial(start, compare, workers)
+        starts[twin("postroom")] = partial(start, compare, workers)
     return starts
 
 
 def postroom_labels(label: str) -> dict[str, str]:
     """The labels of a workload's postroom row and of its twin."""
-    return dict([("postroom", label), compared("postroom", label)])
+    return {"postroom": label, twin("postroom"): f"{label} {TWIN_MARK}"}
 
 
 @dataclass
@@ -236,9 +250,7 @@ class PostroomSystem:
     label: str = ""
     durable: bool = True
     multi_process: bool = False
-    # "": the build under test; COMPARE: the build at --compare-python, its rows beside
-    # the first's in every workload, so one invocation compares two builds run for run.
-    build: str = ""
+    is_twin: bool = False  # run by the build at --compare-python (``twin``)
 
     def __post_init__(self) -> None:
         processes = "one process" if self.workers == 1 else f"{self.workers} processes"
@@ -254,8 +266,8 @@ class PostroomSystem:
         else:
             self.name = "postroom-local"
             self.label = f"postroom, {processes}, also delivering each message to Maildir"
-        if self.build:
-            self.name, self.label = compared(self.name, self.label)
+        if self.is_twin:
+            self.name, self.label = twin(self.name), f"{self.label} {TWIN_MARK}"
 
     def start(self, rundir: Path) -> Instance:
         limits = tail = ""

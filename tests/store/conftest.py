@@ -257,3 +257,13 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 @pytest.fixture
 async def store(backend: Backend) -> Store:
     return await backend.open()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A started SQLite store of its own, for tests of what only that engine has."""
+    backend = SqliteBackend(tmp_path)
+    opened = await backend.open()
+    assert isinstance(opened, SqliteStore)
+    yield opened
+    await backend.aclose()
