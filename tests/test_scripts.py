@@ -196,6 +196,6 @@ def test_an_unknown_argument_is_a_one_line_error(project: Project) -> None:
     done = project.install("tests")
     assert done.returncode == 2
     assert done.stderr == (
-        "scripts/install: unknown argument: tests (expected: test, --force, --newest)\n"
+        "scripts/install: unknown argument: tests (expected: test, --force, --newest, --compiled)\n"
     )
     assert project.venvs_made() == 0
