@@ -28,7 +28,7 @@ from bench.systems import SYSTEM_NAMES, build_systems
 from bench.systems.base import RECIPIENT, System
 from bench.systems.haraka import HarakaSystem
 from bench.systems.postgres import PostgresCluster, postgres_cluster, postgres_version
-from bench.systems.postroom import PostroomSystem, default_python, twin, with_twins
+from bench.systems.postroom import Builds, PostroomSystem, default_python, twin, with_twins
 from bench.systems.submission import PASSWORD, USERNAME, PostfixDovecotSystem
 from bench.tlsload import SubmissionLoad
 from bench.workloads.accept import ACCEPT_METRICS, LARGE_METRICS, run_accept
@@ -381,16 +381,8 @@ def large_section(
     return section
 
 
-def relay_sections(
-    ctx: Context,
-    plan: Plan,
-    chosen: set[str],
-    python: Path,
-    workers: int,
-    *,
-    compare: Path | None = None,
-) -> list[Section]:
-    available = relays(python, workers, compare)
+def relay_sections(ctx: Context, plan: Plan, chosen: set[str], builds: Builds) -> list[Section]:
+    available = relays(builds)
     names = [n for n in available if n in chosen]
     sections = []
     for per_connection in (1, plan.per_connection):
@@ -430,17 +422,9 @@ def _bind_relay(
     return lambda: run_relay(ctx, name, start, load, label)
 
 
-def local_section(
-    ctx: Context,
-    plan: Plan,
-    chosen: set[str],
-    python: Path,
-    workers: int,
-    *,
-    compare: Path | None = None,
-) -> Section:
+def local_section(ctx: Context, plan: Plan, chosen: set[str], builds: Builds) -> Section:
     """Mail for the local domain, from the mx port into Maildir, end to end."""
-    available = locals_(python, workers, compare)
+    available = locals_(builds)
     load = Load(plan.relay_messages, plan.sessions, 4 * KIB, 1)
     section = Section(
         key="local",
@@ -467,30 +451,21 @@ def _bind_local(ctx: Context, name: str, start: LocalStart, load: Load) -> Calla
     return lambda: run_local(ctx, name, start, load, "local")
 
 
-def _submission_systems(
-    chosen: set[str], python: Path, workers: int, compare: Path | None
-) -> list[System]:
+def _submission_systems(chosen: set[str], builds: Builds) -> list[System]:
     systems: list[System] = [
-        PostroomSystem(python, "held", workers, submission=True),
+        PostroomSystem(builds.python, "held", builds.workers, submission=True),
         *(PostfixDovecotSystem(scheme) for scheme in ("SHA512-CRYPT", "ARGON2ID")),
         HarakaSystem(fsync=True, submission=True),
     ]
-    return [s for s in with_twins(systems, compare) if s.name in chosen]
+    return [s for s in with_twins(systems, builds.compare) if s.name in chosen]
 
 
 def submission_sections(
-    ctx: Context,
-    plan: Plan,
-    chosen: set[str],
-    python: Path,
-    workers: int,
-    *,
-    allow: bool,
-    compare: Path | None = None,
+    ctx: Context, plan: Plan, chosen: set[str], builds: Builds, *, allow: bool
 ) -> list[Section]:
     """STARTTLS (587-style) and implicit TLS (465-style), AUTH PLAIN on every connection,
     one message per connection and many; postroom against Postfix + Dovecot SASL."""
-    systems = _submission_systems(chosen, python, workers, compare)
+    systems = _submission_systems(chosen, builds)
     broken: dict[str, str] = {}
     try:
         loadgen = install.ensure_loadgen(allow)
@@ -666,27 +641,16 @@ def _run_workloads(
     systems: list[System],
     chosen: set[str],
     broken: dict[str, str],
-    python: Path,
-    workers: int,
+    builds: Builds,
     allow_install: bool,
-    compare: Path | None = None,
 ) -> None:
     """Every chosen workload, in order; the sections collect in ``ctx.sections``."""
     if "accept" in only:
         accept_sections(ctx, plan, systems, broken)
-    _application_workloads(
-        ctx,
-        plan,
-        only=only,
-        chosen=chosen,
-        python=python,
-        workers=workers,
-        allow=allow_install,
-        compare=compare,
-    )
+    _application_workloads(ctx, plan, only=only, chosen=chosen, builds=builds, allow=allow_install)
     systems = [s for s in systems if s.name not in ACCEPT_ONLY]
     if "relay" in only:
-        relay_sections(ctx, plan, chosen, python, workers, compare=compare)
+        relay_sections(ctx, plan, chosen, builds)
     # Large messages' peak RSS is one process's (workers = 1, the default); the idle
     # sessions are held by as many processes as accept (workers = the cores), their
     # memory summed as PSS (workloads/idle.py).
@@ -699,7 +663,7 @@ def _run_workloads(
         idle_section(ctx, plan, systems, broken)
     has_postroom = any(s.name == "postroom" for s in systems)
     if {"pg-accept", "pg-delivery"} & only:
-        postgres_sections(ctx, plan, only=only, python=python, workers=workers)
+        postgres_sections(ctx, plan, only=only, python=builds.python, workers=builds.workers)
     if "latency" in only and (has_postroom or plan.latency_rate):
         rate = plan.latency_rate
         how = f"Offered rate {rate} msgs/s, as asked" if rate else ""
@@ -718,16 +682,14 @@ def _application_workloads(
     *,
     only: set[str],
     chosen: set[str],
-    python: Path,
-    workers: int,
+    builds: Builds,
     allow: bool,
-    compare: Path | None,
 ) -> None:
     """Submission with TLS and AUTH, and local delivery into Maildir."""
     if "submission" in only:
-        submission_sections(ctx, plan, chosen, python, workers, allow=allow, compare=compare)
+        submission_sections(ctx, plan, chosen, builds, allow=allow)
     if "local" in only:
-        local_section(ctx, plan, chosen, python, workers, compare=compare)
+        local_section(ctx, plan, chosen, builds)
 
 
 _PG_ACCEPT_NOTE = (
@@ -855,10 +817,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     raise_fd_limit(65536)  # the idle workload's connections, here and in the servers
     python = args.postroom_python or default_python()
-    compare: Path | None = args.compare_python
-    if compare is not None:  # each chosen postroom system's twin runs with it
+    builds = Builds(python, args.postroom_workers, args.compare_python)
+    if builds.compare is not None:  # each chosen postroom system's twin runs with it
         chosen |= {twin(name) for name in chosen if name.startswith("postroom")}
-    systems = [s for s in build_systems(python, args.postroom_workers, compare) if s.name in chosen]
+    systems = [s for s in build_systems(builds) if s.name in chosen]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="postroom-bench-"))
     ctx = Context(
         workdir,
@@ -884,10 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             systems=systems,
             chosen=chosen,
             broken=broken,
-            python=python,
-            workers=args.postroom_workers,
+            builds=builds,
             allow_install=not args.no_install,
-            compare=compare,
         )
     except KeyboardInterrupt:
         interrupted = True

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bench.systems.aiosmtpd import AiosmtpdSystem
 from bench.systems.base import System
 from bench.systems.haraka import HarakaSystem
 from bench.systems.postfix import PostfixHoldSystem
-from bench.systems.postroom import PostroomSystem, with_twins
+from bench.systems.postroom import Builds, PostroomSystem, with_twins
 from bench.systems.smtpsink import SmtpSinkSystem
 
 __all__ = ["SYSTEM_NAMES", "build_systems"]
@@ -25,14 +23,12 @@ SYSTEM_NAMES = [
 ]
 
 
-def build_systems(
-    postroom_python: Path, postroom_workers: int, compare_python: Path | None = None
-) -> list[System]:
-    """Every system; with ``compare_python``, each postroom system's twin run with that
-    build follows it."""
+def build_systems(builds: Builds) -> list[System]:
+    """Every system; with another build (``builds.compare``), each postroom system's
+    twin run with it follows it."""
     systems: list[System] = [
-        PostroomSystem(postroom_python, "held", postroom_workers),
-        PostroomSystem(postroom_python, "local", postroom_workers),
+        PostroomSystem(builds.python, "held", builds.workers),
+        PostroomSystem(builds.python, "local", builds.workers),
         SmtpSinkSystem(),
         PostfixHoldSystem(),
         HarakaSystem(fsync=True),
@@ -40,4 +36,4 @@ def build_systems(
         AiosmtpdSystem(fsync=True),
         AiosmtpdSystem(fsync=False),
     ]
-    return with_twins(systems, compare_python)
+    return with_twins(systems, builds.compare)

@@ -28,6 +28,7 @@ from bench.systems.base import DOMAIN, LARGE_LIMIT, RECIPIENT, Instance, System
 
 __all__ = [
     "TWIN_MARK",
+    "Builds",
     "PostroomProcess",
     "PostroomSystem",
     "default_python",
@@ -220,14 +221,25 @@ def with_twins(systems: list[System], compare: Path | None) -> list[System]:
     return together
 
 
-def postroom_and_twin(
-    start: Callable[..., R], python: Path, workers: int, compare: Path | None
-) -> dict[str, Callable[..., R]]:
+@dataclass(frozen=True)
+class Builds:
+    """The postroom builds a run measures: the one under test (``python``) and, with
+    ``--compare-python``, another beside it (``compare``); each with ``workers``
+    accepting processes."""
+
+    python: Path
+    workers: int
+    compare: Path | None = None
+
+
+def postroom_and_twin(start: Callable[..., R], builds: Builds) -> dict[str, Callable[..., R]]:
     """A workload's postroom start by row name, and its twin's with the build at
-    ``compare`` when given."""
-    starts: dict[str, Callable[..., R]] = {"postroom": partial(start, python, workers)}
-    if compare is not None:
-        starts[twin("postroom")] = partial(start, compare, workers)
+    ``builds.compare`` when given."""
+    starts: dict[str, Callable[..., R]] = {
+        "postroom": partial(start, builds.python, builds.workers)
+    }
+    if builds.compare is not None:
+        starts[twin("postroom")] = partial(start, builds.compare, builds.workers)
     return starts
 
 

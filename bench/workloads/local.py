@@ -21,7 +21,7 @@ from bench.load import Load, run_smtp_source
 from bench.meter import Meter, cpu_metrics
 from bench.systems.base import DOMAIN
 from bench.systems.postfix import start_postfix
-from bench.systems.postroom import postroom_and_twin, postroom_labels, start_postroom
+from bench.systems.postroom import Builds, postroom_and_twin, postroom_labels, start_postroom
 
 __all__ = ["LOCAL_LABELS", "LOCAL_METRICS", "LocalRun", "locals_", "run_local"]
 
@@ -70,13 +70,10 @@ def local_postroom(python: Path, workers: int, rundir: Path) -> LocalRun:
     return LocalRun(server.port, [server.proc.pid], new_dir, server.stop)
 
 
-def locals_(
-    postroom_python: Path, postroom_workers: int, compare_python: Path | None = None
-) -> dict[str, LocalStart]:
-    """Every system delivering into Maildir by name (postroom's build at
-    ``compare_python`` too, when given)."""
-    starts = postroom_and_twin(local_postroom, postroom_python, postroom_workers, compare_python)
-    return {**starts, "postfix-virtual": local_postfix}
+def locals_(builds: Builds) -> dict[str, LocalStart]:
+    """Every system delivering into Maildir by name (postroom's other build too, when
+    given)."""
+    return {**postroom_and_twin(local_postroom, builds), "postfix-virtual": local_postfix}
 
 
 LOCAL_LABELS = {

@@ -19,7 +19,7 @@ from bench.load import Load, run_smtp_source
 from bench.meter import Meter, cpu_metrics
 from bench.procs import stop_process
 from bench.systems.postfix import start_postfix
-from bench.systems.postroom import postroom_and_twin, postroom_labels, start_postroom
+from bench.systems.postroom import Builds, postroom_and_twin, postroom_labels, start_postroom
 from bench.systems.smtpsink import sink_messages, start_sink
 
 __all__ = [
@@ -91,13 +91,10 @@ def relay_postroom(python: Path, workers: int, rundir: Path, sink_port: int) -> 
     return RelayRun(server.port, [server.proc.pid], lambda: server.pending() == 0, server.stop)
 
 
-def relays(
-    postroom_python: Path, postroom_workers: int, compare_python: Path | None = None
-) -> dict[str, RelayStart | None]:
-    """Every relaying system by name (postroom's build at ``compare_python`` too, when
-    given); None: not yet supported."""
-    starts = postroom_and_twin(relay_postroom, postroom_python, postroom_workers, compare_python)
-    return {**starts, "postfix-relay": relay_postfix}
+def relays(builds: Builds) -> dict[str, RelayStart | None]:
+    """Every relaying system by name (postroom's other build too, when given); None: not
+    yet supported."""
+    return {**postroom_and_twin(relay_postroom, builds), "postfix-relay": relay_postfix}
 
 
 RELAY_LABELS = {

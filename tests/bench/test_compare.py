@@ -6,17 +6,19 @@ from pathlib import Path
 
 from bench.cli import IDLE_SYSTEMS, _submission_systems, in_turn
 from bench.systems import build_systems
-from bench.systems.postroom import PostroomSystem
+from bench.systems.postroom import Builds, PostroomSystem
 from bench.workloads.local import LOCAL_LABELS, locals_
 from bench.workloads.relay import RELAY_LABELS, relays
 
 UNDER_TEST = Path("/opt/a/bin/python")
 OTHER = Path("/opt/b/bin/python")
+ALONE = Builds(UNDER_TEST, 2)
+BESIDE = Builds(UNDER_TEST, 2, OTHER)
 MARK = "[the build at --compare-python]"
 
 
 def test_each_postroom_system_is_followed_by_its_twin_with_the_other_build() -> None:
-    systems = build_systems(UNDER_TEST, 2, OTHER)
+    systems = build_systems(BESIDE)
     names = [s.name for s in systems]
     assert names[:4] == ["postroom", "postroom-compare", "postroom-local", "postroom-local-compare"]
     twins = [s for s in systems if isinstance(s, PostroomSystem) and s.name.endswith("-compare")]
@@ -29,20 +31,20 @@ def test_each_postroom_system_is_followed_by_its_twin_with_the_other_build() -> 
 
 
 def test_without_another_build_there_is_no_twin() -> None:
-    assert not [s for s in build_systems(UNDER_TEST, 2) if s.name.endswith("-compare")]
-    assert "postroom-compare" not in relays(UNDER_TEST, 2)
-    assert "postroom-compare" not in locals_(UNDER_TEST, 2)
+    assert not [s for s in build_systems(ALONE) if s.name.endswith("-compare")]
+    assert "postroom-compare" not in relays(ALONE)
+    assert "postroom-compare" not in locals_(ALONE)
 
 
 def test_relay_local_submission_and_idle_run_the_twin() -> None:
-    relay = relays(UNDER_TEST, 2, OTHER)
+    relay = relays(BESIDE)
     assert list(relay) == ["postroom", "postroom-compare", "postfix-relay"]
     assert RELAY_LABELS["postroom-compare"] == f"{RELAY_LABELS['postroom']} {MARK}"
-    local = locals_(UNDER_TEST, 2, OTHER)
+    local = locals_(BESIDE)
     assert list(local) == ["postroom", "postroom-compare", "postfix-virtual"]
     assert LOCAL_LABELS["postroom-compare"] == f"{LOCAL_LABELS['postroom']} {MARK}"
     chosen = {"postroom", "postroom-compare", "postfix-dovecot-sha512crypt"}
-    submission = _submission_systems(chosen, UNDER_TEST, 2, OTHER)
+    submission = _submission_systems(chosen, BESIDE)
     assert [s.name for s in submission] == [
         "postroom",
         "postroom-compare",
