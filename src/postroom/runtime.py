@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from postroom.clock import Clock, SystemClock
-from postroom.config.mailers import LocalMailerSettings
+from postroom.config.mailers import LocalMailerSettings, SmtpMailerSettings
 from postroom.config.providers import ProviderMailerSettings
 from postroom.config.settings import (
     IMAP_ROLES,
@@ -54,7 +54,7 @@ from postroom.net.wakeup import Notifier, WakeupListener
 from postroom.readiness import Check, Readiness
 from postroom.smtp.server import SmtpServer
 from postroom.store import Store
-from postroom.store.base import QueueWatch
+from postroom.store.base import LimitStore, QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.store.open import sqlite_path
 from postroom.supervise import TaskSupervisor
@@ -200,6 +200,7 @@ class Server:
         self.process_counts = ProcessCounts()  # a worker's, which its primary asks for
         self.slots: SharedSlots | None = None
         self._router: Router | None = None
+        self._own: list[Mailer] = []  # an accept worker's mailers, for delivery at once
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
         self._notifier: Notifier | None = None  # an accept worker's, to wake the primary
@@ -293,8 +294,17 @@ class Server:
             self._control = ControlListener(settings.data_dir, self.describe)
             await self._control.start()
             self._start_reporting()
+        self._start_deliveries(store)
+
+    def _start_deliveries(self, store: Store) -> None:
+        """The delivery tasks: the scheduler's (the primary), and the renewals of what
+        this process delivers at once."""
+        if self.direct is not None:
+            self.tasks.start("direct-leases", self.direct.keep_leases)
         if self.deliver:
             self._run_delivery(store)
+        elif self.slots is not None:  # an accept worker relaying at once
+            self.tasks.start("slots", self.slots.keep)
 
     def _run_delivery(self, store: Store) -> None:
         assert self.scheduler is not None and self.retention is not None
@@ -401,6 +411,9 @@ class Server:
         if self._router is not None:
             await self._router.aclose()
             self._router = None
+        for mailer in self._own:
+            await mailer.aclose()
+        self._own = []
 
     def bound_listeners(self) -> list[tuple[ListenerSettings, Listener]]:
         """Every started listener with its settings: SMTP's, then POP3's, then IMAP's."""
@@ -549,9 +562,9 @@ class Server:
         from postroom.resolver import DnsResolver
 
         settings = self.settings
-        # Connection slots are shared only where other nodes deliver from the same
-        # database: on SQLite one process delivers, and its pool's own count is exact.
-        if isinstance(store, QueueWatch):
+        # Connection slots are shared only where other processes deliver from the same
+        # database: else this one delivers alone, and its pool's own count is exact.
+        if _shares_slots(settings, store):
             self.slots = SharedSlots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
@@ -583,7 +596,7 @@ class Server:
             relays=relay_names(settings.mailers),
         )
         if self.deliver:
-            self._deliver_at_once(intake, bus, self.scheduler.wake)
+            self._deliver_at_once(intake, bus, self.scheduler.wake, mailers)
         self.retention = Retention(store, settings.retention, self.clock)
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
         if settings.webhooks:
@@ -606,35 +619,79 @@ class Server:
             send_email=functools.partial(_send_alert_email, intake),
         )
 
-    def _deliver_at_once(self, intake: Intake, bus: Bus, wake: Callable[[], object]) -> None:
-        """Local mail delivered by the process that accepted it (``delivery.local_at_once``),
-        through its own ``local`` mailers; ``wake``: the scheduler, for what it leaves."""
+    def _deliver_at_once(
+        self,
+        intake: Intake,
+        bus: Bus,
+        wake: Callable[[], object],
+        built: Mapping[str, Mailer] | None = None,
+    ) -> None:
+        """Mail delivered by the process that accepted it (``delivery.local_at_once``,
+        ``delivery.relay_at_once``), through its own ``local`` and ``smtp`` mailers;
+        ``wake``: the scheduler, for what it leaves; ``built``: the scheduler's mailers
+        where it runs here (one connection pool per relay for both)."""
         settings = self.settings
-        if not _delivers_at_once(settings):
+        chosen = _at_once_mailers(settings)
+        if not chosen:
             return
         # Loaded only here: a worker with nothing to deliver carries no delivery code.
         from postroom.delivery.direct import DirectDelivery
-        from postroom.delivery.mailers.mta.local import LocalMailer
+        from postroom.delivery.outcome_events import relay_names
         from postroom.delivery.router import Route
+        from postroom.delivery.settle import OutcomeRules
 
-        mailers: dict[str, Mailer] = {
-            m.name: LocalMailer(
-                m, data_dir=settings.data_dir, clock=self.clock, mailbox=self.mailboxes
-            )
-            for m in settings.mailers
-            if isinstance(m, LocalMailerSettings)
-        }
+        if built is None:
+            assert self.store is not None
+            mailers = self._own_mailers(chosen, self.store)
+        else:
+            mailers = {m.name: built[m.name] for m in chosen}
         self.direct = DirectDelivery(
             store=intake.store,
             routes=[Route.from_settings(r) for r in settings.routes],
             mailers=mailers,
+            rules=OutcomeRules(
+                suppressions=intake.store,
+                intake=intake,
+                settings=settings.delivery,
+                hostname=settings.hostname,
+                clock=self.clock,
+                rng=self.rng,
+                relays=relay_names(settings.mailers),
+            ),
             settings=settings.delivery,
             clock=self.clock,
             bus=bus,
             wake=wake,
             return_path=self._links.return_path,
+            local_only=all(isinstance(m, LocalMailerSettings) for m in chosen),
         )
         intake.handoff = self.direct
+
+    def _own_mailers(
+        self, chosen: Sequence[LocalMailerSettings | SmtpMailerSettings], limits: LimitStore
+    ) -> dict[str, Mailer]:
+        """An accept worker's mailers for delivery at once. A relay's connections count
+        in the store's slots, with the primary's and every other worker's."""
+        from postroom.delivery.mailers.mta.local import LocalMailer
+
+        settings = self.settings
+        mailers: dict[str, Mailer] = {}
+        for m in chosen:
+            if isinstance(m, LocalMailerSettings):
+                mailers[m.name] = LocalMailer(
+                    m, data_dir=settings.data_dir, clock=self.clock, mailbox=self.mailboxes
+                )
+                continue
+            from postroom.delivery.mailers.mta.relay import SmtpMailer
+            from postroom.delivery.slots import SharedSlots
+
+            if self.slots is None:
+                self.slots = SharedSlots(limits, self.clock)
+            mailers[m.name] = SmtpMailer(
+                m, hostname=settings.hostname, clock=self.clock, slots=self.slots
+            )
+        self._own = list(mailers.values())
+        return mailers
 
     def _start_reporting(self) -> None:
         """The alert and report tasks, when configured (the primary only)."""
@@ -736,12 +793,23 @@ def _send_windows(settings: Settings, mailers: Mapping[str, Mailer]) -> dict[str
     return {n: m.window for n, m in mailers.items() if isinstance(m, HttpMailer)}
 
 
-def _delivers_at_once(settings: Settings) -> bool:
-    """Whether a process delivers the local mail it accepts (``delivery.local_at_once``
-    and a ``local`` mailer)."""
-    return settings.delivery.local_at_once and any(
-        isinstance(m, LocalMailerSettings) for m in settings.mailers
-    )
+def _at_once_mailers(settings: Settings) -> list[LocalMailerSettings | SmtpMailerSettings]:
+    """The mailers a process delivers through at once, the mail it accepts: ``local``
+    with ``delivery.local_at_once``, ``smtp`` with ``delivery.relay_at_once``."""
+    delivery = settings.delivery
+    return [
+        m
+        for m in settings.mailers
+        if (isinstance(m, LocalMailerSettings) and delivery.local_at_once)
+        or (isinstance(m, SmtpMailerSettings) and delivery.relay_at_once)
+    ]
+
+
+def _shares_slots(settings: Settings, store: Store) -> bool:
+    """Whether a relay's connections are counted in the store's slots: other nodes
+    deliver from the same database, or accept workers relay at once beside the primary."""
+    relays_at_once = any(isinstance(m, SmtpMailerSettings) for m in _at_once_mailers(settings))
+    return isinstance(store, QueueWatch) or (relays_at_once and settings.workers > 1)
 
 
 def _import_accept_path(settings: Settings) -> None:
@@ -750,8 +818,13 @@ def _import_accept_path(settings: Settings) -> None:
     than its own (tests/e2e/test_workers.py checks that a worker imports nothing more)."""
     sqlite = sqlite_path(settings.storage_url) is not None
     names = ["postroom.store.sqlite" if sqlite else "postroom.store.postgres"]
-    if _delivers_at_once(settings):
-        names += ["postroom.delivery.direct", "postroom.delivery.mailers.mta.local"]
+    chosen = _at_once_mailers(settings)
+    if chosen:
+        names += ["postroom.delivery.direct", "postroom.delivery.settle"]
+    if any(isinstance(m, LocalMailerSettings) for m in chosen):
+        names.append("postroom.delivery.mailers.mta.local")
+    if any(isinstance(m, SmtpMailerSettings) for m in chosen):
+        names += ["postroom.delivery.mailers.mta.relay", "postroom.delivery.slots"]
     if settings.inbound_auth.enabled:
         names += ["postroom.mailauth.inbound", "postroom.resolver"]
     if any(route.track is not None for route in settings.routes):

@@ -1,5 +1,6 @@
-"""Local mail delivered at once by the accepting process: a real SQLite store, intake,
-the local mailer into a real Maildir, the scheduler beside it, and a fake clock."""
+"""Mail delivered at once by the accepting process: a real SQLite store, intake, the
+local mailer into a real Maildir, the smtp mailer to a loopback relay, the scheduler
+beside them, and a fake clock."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from postroom.config.mailers import LocalMailerSettings
+from postroom.config.mailers import LocalMailerSettings, SmtpMailerSettings
 from postroom.config.settings import Settings
 from postroom.delivery.direct import DirectDelivery
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.mailers.mta.local import LocalMailer
+from postroom.delivery.mailers.mta.relay import SmtpMailer
+from postroom.delivery.outcome_events import relay_names
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
+from postroom.delivery.settle import OutcomeRules
 from postroom.errors import StoreError, StoreUnavailable
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.intake import Intake, Queued
+from postroom.intake import Intake, Principal, Queued, SenderRights
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
 from postroom.mail.events import EventType, MailEvent
@@ -31,6 +35,7 @@ from postroom.store import RecipientStatus, Store, open_store
 from postroom.store.models import Attempt, RecipientUpdate, UserRecord
 from tests.conftest import FakeClock
 from tests.support.faulty_store import FaultyStore
+from tests.support.smtp_peers import Peers, SmtpPeer, eventually
 
 MESSAGE = b"From: someone@remote.test\r\nSubject: Hello\r\n\r\nHi there\r\n"
 
@@ -54,6 +59,7 @@ class World:
     events: list[object]
     wakes: list[None]
     root: Path
+    mailers: dict[str, Mailer]  # the direct path's, the scheduler's too
 
     async def submit(self, *rcpts: str, notify: str | None = None) -> str:
         wanted = frozenset(Notify(n) for n in notify.split(",")) if notify else None
@@ -80,13 +86,18 @@ async def make_world(
     mailbox: MailDrop | None = None,
     routes: list[dict[str, object]] | None = None,
     store: Store | None = None,
+    relays: list[dict[str, object]] | None = None,
     **delivery: object,
 ) -> World:
     settings = Settings.model_validate(
         {
             "hostname": "mail.test",
             "data_dir": tmp_path,
-            "mailers": [{"name": "local", "type": "local"}, {"name": "mx", "type": "mx"}],
+            "mailers": [
+                {"name": "local", "type": "local"},
+                {"name": "mx", "type": "mx"},
+                *(relays or []),
+            ],
             "routes": routes or [],
             "delivery": delivery,
         }
@@ -116,10 +127,24 @@ async def make_world(
         LocalMailerSettings(name="local"), data_dir=tmp_path, clock=clock, mailbox=drop
     )
     wakes: list[None] = []
+    rules = OutcomeRules(
+        suppressions=store,
+        intake=intake,
+        settings=settings.delivery,
+        hostname="mail.test",
+        clock=clock,
+        rng=random.Random(7),
+        relays=relay_names(settings.mailers),
+    )
+    at_once: dict[str, Mailer] = {"local": local}
+    for m in settings.mailers:
+        if isinstance(m, SmtpMailerSettings):
+            at_once[m.name] = SmtpMailer(m, hostname="mail.test", clock=clock)
     direct = DirectDelivery(
         store=store,
         routes=[Route.from_settings(r) for r in settings.routes],
-        mailers={"local": local},
+        mailers=at_once,
+        rules=rules,
         settings=settings.delivery,
         clock=clock,
         bus=bus,
@@ -128,7 +153,7 @@ async def make_world(
     )
     intake.handoff = direct
     local_domains = LocalDomains()
-    mailers: dict[str, Mailer] = {"local": local}
+    mailers = dict(at_once)  # the scheduler's are the same: one pool per relay
     scheduler = Scheduler(
         store=store,
         router=Router(mailers),
@@ -140,8 +165,9 @@ async def make_world(
         clock=clock,
         bus=bus,
         rng=random.Random(7),
+        relays=relay_names(settings.mailers),
     )
-    return World(store, clock, intake, direct, scheduler, events, wakes, root)
+    return World(store, clock, intake, direct, scheduler, events, wakes, root, mailers)
 
 
 @pytest.fixture
@@ -203,16 +229,27 @@ async def test_local_mail_is_delivered_by_the_accepting_process(world: World) ->
     assert world.wakes == []
 
 
-async def test_a_recipient_that_asked_for_a_success_dsn_is_left_to_the_scheduler(
+async def test_a_success_dsn_is_sent_by_the_accepting_process_under_the_scheduler_rules(
     world: World,
 ) -> None:
     queue_id = await world.submit("ann@example.test", notify="SUCCESS")
-    assert [e.handed_off for e in world.events if isinstance(e, MessageQueued)] == [False]
+    assert [e.handed_off for e in world.events if isinstance(e, MessageQueued)] == [True]
     await world.settled()
-    assert world.files("ann") == []
-    assert await world.scheduler.run_once() == 1
     assert len(world.files("ann")) == 1
     assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+    (report,) = await dsns_of(world, queue_id)
+    assert b"Action: delivered" in report
+
+
+async def dsns_of(world: World, queue_id: str) -> list[bytes]:
+    """The bodies of the DSNs queued about a message."""
+    found = []
+    for message in await world.store.messages(limit=100):
+        if message.dsn_of == queue_id:
+            body = await world.store.read_body(message.id)
+            assert body is not None
+            found.append(body)
+    return found
 
 
 async def test_a_route_naming_another_mailer_is_left_to_the_scheduler(tmp_path: Path) -> None:
@@ -232,19 +269,64 @@ async def test_a_route_naming_another_mailer_is_left_to_the_scheduler(tmp_path: 
         await world.store.aclose()
 
 
-async def test_what_is_not_delivered_goes_back_to_the_scheduler_at_once(tmp_path: Path) -> None:
+async def test_a_bounce_is_settled_here_with_its_attempt_and_dsn(tmp_path: Path) -> None:
     world = await make_world(tmp_path, mailbox=FullMailbox())
     try:
         queue_id = await world.submit("ann@example.test")
         await world.settled()
-        # Released (no attempt recorded here) and the scheduler told: its own attempt
-        # bounces it with 5.2.2, with its DSN, under its rules.
-        assert world.wakes == [None]
-        assert await world.store.attempts(queue_id) == []
-        assert await world.scheduler.run_once() == 1
+        # The scheduler's rules, applied here: bounced with 5.2.2, the attempt in the
+        # log, the failure DSN queued to the sender; nothing left for the scheduler.
         assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.BOUNCED}
         (attempt,) = await world.store.attempts(queue_id)
-        assert attempt.enhanced == "5.2.2"
+        assert (attempt.mailer, attempt.enhanced) == ("local", "5.2.2")
+        (report,) = await dsns_of(world, queue_id)
+        assert b"Action: failed" in report and b"5.2.2" in report
+        assert world.wakes == []
+        assert await world.scheduler.run_once() == 1  # the DSN, to the sender's MX
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.BOUNCED}
+    finally:
+        await world.store.aclose()
+
+
+class BrokenDisk:
+    """A mailbox store whose disk fails until ``mend()``; then a real Maildir."""
+
+    def __init__(self, maildir: Maildir) -> None:
+        self.maildir = maildir
+        self.broken = True
+
+    async def deliver(
+        self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
+    ) -> str:
+        if self.broken:
+            raise OSError(5, "Input/output error")
+        return await self.maildir.deliver(domain, user, data, sender=sender, recipient=recipient)
+
+
+async def test_a_deferral_is_recorded_here_and_retried_by_the_scheduler_after_its_backoff(
+    tmp_path: Path,
+) -> None:
+    disk = BrokenDisk(Maildir(tmp_path / "mail", clock=FakeClock()))
+    world = await make_world(tmp_path, mailbox=disk)
+    try:
+        queue_id = await world.submit("ann@example.test")
+        await world.settled()
+        message = await world.store.message(queue_id)
+        assert message is not None
+        (state,) = message.recipients
+        assert (state.status, state.attempts) == (RecipientStatus.DEFERRED, 1)
+        assert state.next_attempt_at is not None
+        wait = state.next_attempt_at - world.clock.time()
+        assert 0.5 * 300 <= wait <= 1.5 * 300  # delivery.first_retry, with its jitter
+        (attempt,) = await world.store.attempts(queue_id)
+        assert (attempt.mailer, attempt.disposition, attempt.code) == ("local", "deferred", 451)
+        assert world.wakes == [None]  # the scheduler learns of the next try
+        assert await world.scheduler.run_once() == 0  # not before its time
+        disk.broken = False
+        world.clock.advance(wait)
+        assert await world.scheduler.run_once() == 1
+        assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+        assert len(await world.store.attempts(queue_id)) == 2
     finally:
         await world.store.aclose()
 
@@ -360,3 +442,130 @@ async def test_an_outcome_never_recorded_within_the_lease_is_delivered_again_by_
         assert len(world.files("ann")) == 2
     finally:
         await store.aclose()
+
+
+# -- a relay (delivery.relay_at_once) --------------------------------------------------
+RELAY_ROUTE: list[dict[str, object]] = [{"name": "out", "mailers": ["relay"]}]
+
+
+async def relay_world(tmp_path: Path, peer: SmtpPeer) -> World:
+    relay = {
+        "name": "relay", "type": "smtp", "host": peer.host, "port": peer.port,
+        "tls": "none", "timeout": 5.0, "connect_timeout": 5.0,
+    }  # fmt: skip
+    return await make_world(tmp_path, routes=RELAY_ROUTE, relays=[relay])
+
+
+async def submit_remote(world: World, *rcpts: str) -> str:
+    result = await world.intake.submit(
+        Source(kind=SourceKind.SMTP, principal="app@shop.test", protocol="ESMTPSA"),
+        parse_address("app@shop.test"),
+        [Recipient(parse_address(r)) for r in rcpts],
+        b"From: app@shop.test\r\nSubject: Your receipt\r\n\r\nThanks\r\n",
+        principal=Principal("app@shop.test", SenderRights.ANY),
+    )
+    assert isinstance(result, Queued), result
+    return result.queue_id
+
+
+async def closed(world: World) -> None:
+    await world.settled()
+    await world.scheduler.stop(1.0)
+    for mailer in world.mailers.values():
+        await mailer.aclose()
+    await world.store.aclose()
+
+
+async def test_relayed_mail_is_handed_on_by_the_accepting_process(tmp_path: Path) -> None:
+    with Peers() as peers:
+        peer = peers.start()
+        world = await relay_world(tmp_path, peer)
+        try:
+            queue_id = await submit_remote(world, "a@one.test", "b@two.test")
+            assert [e.handed_off for e in world.events if isinstance(e, MessageQueued)] == [True]
+            await world.settled()
+            (got,) = peer.received
+            assert got.recipients == ("a@one.test", "b@two.test")
+            assert got.sender == "app@shop.test"
+            assert await status_of(world, queue_id) == {
+                "a@one.test": RecipientStatus.DELIVERED,
+                "b@two.test": RecipientStatus.DELIVERED,
+            }
+            attempts = await world.store.attempts(queue_id)
+            assert {(a.mailer, a.host, a.port, a.code) for a in attempts} == {
+                ("relay", peer.host, peer.port, 250)
+            }
+            # Handed on to a relay is "sent", as when the scheduler does it.
+            kinds = [e.type for e in await world.store.events(queue_id)]
+            assert kinds.count(EventType.SENT) == 2 and EventType.DELIVERED not in kinds
+            world.clock.advance(3600)
+            assert await world.scheduler.run_once() == 0
+            assert len(peer.received) == 1
+        finally:
+            await closed(world)
+
+
+async def test_a_relay_that_defers_leaves_the_attempt_logged_and_the_next_to_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    with Peers() as peers:
+        peer = peers.start(greylist=True)  # 451 4.7.1 the first time, 250 after
+        world = await relay_world(tmp_path, peer)
+        try:
+            queue_id = await submit_remote(world, "a@one.test")
+            await world.settled()
+            assert peer.received == []
+            assert await status_of(world, queue_id) == {"a@one.test": RecipientStatus.DEFERRED}
+            (first,) = await world.store.attempts(queue_id)
+            assert (first.mailer, first.code, first.enhanced) == ("relay", 451, "4.7.1")
+            assert world.wakes == [None]
+            assert await world.scheduler.run_once() == 0  # its backoff holds
+            world.clock.advance(450)  # past delivery.first_retry and its jitter
+            assert await world.scheduler.run_once() == 1
+            assert await status_of(world, queue_id) == {"a@one.test": RecipientStatus.DELIVERED}
+            assert [a.code for a in await world.store.attempts(queue_id)] == [451, 250]
+            assert len(peer.received) == 1
+        finally:
+            await closed(world)
+
+
+async def test_a_relay_that_refuses_bounces_with_a_dsn_and_a_suppression(tmp_path: Path) -> None:
+    with Peers() as peers:
+        peer = peers.start(reject_rcpt={"gone@one.test": "550 5.1.1 No such user"})
+        world = await relay_world(tmp_path, peer)
+        try:
+            queue_id = await submit_remote(world, "gone@one.test", "a@one.test")
+            await world.settled()
+            assert await status_of(world, queue_id) == {
+                "gone@one.test": RecipientStatus.BOUNCED,
+                "a@one.test": RecipientStatus.DELIVERED,
+            }
+            (report,) = await dsns_of(world, queue_id)
+            assert b"Final-Recipient: rfc822; gone@one.test" in report
+            assert b"Status: 5.1.1" in report
+            assert await world.store.suppressed(["gone@one.test"], "shop.test") != {}
+        finally:
+            await closed(world)
+
+
+async def test_the_leases_of_a_slow_relay_are_renewed_so_the_scheduler_waits(
+    tmp_path: Path,
+) -> None:
+    with Peers() as peers:
+        peer = peers.start()
+        peer.hold()  # DATA waits
+        world = await relay_world(tmp_path, peer)
+        try:
+            queue_id = await submit_remote(world, "a@one.test")
+            await eventually(lambda: peer.held == 1)
+            assert world.direct.in_flight == 1
+            world.clock.advance(40)
+            assert await world.direct.renew_leases() == 1
+            world.clock.advance(40)  # past the first lease; within the renewed one
+            assert await world.scheduler.run_once() == 0
+            peer.release()
+            await world.settled()
+            assert await status_of(world, queue_id) == {"a@one.test": RecipientStatus.DELIVERED}
+            assert len(peer.received) == 1
+        finally:
+            await closed(world)

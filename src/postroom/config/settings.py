@@ -249,6 +249,11 @@ class DeliverySettings(_Model):
     # commit that makes it durable (under a lease; the scheduler takes over what that
     # process leaves unsettled). false: the scheduler delivers all mail.
     local_at_once: bool = True
+    # Mail whose route names only ``smtp`` mailers (a relay or smarthost) is handed on by
+    # the process that accepted it, the same way: no trip through the queue; every
+    # outcome is settled by the scheduler's rules, and each relay's max_connections
+    # holds across the processes. false: the scheduler relays all mail.
+    relay_at_once: bool = True
 
     @field_validator("sending_addresses", mode="after")
     @classmethod

@@ -1,29 +1,33 @@
-"""Local mail delivered by the process that accepted it (Postfix's virtual(8) without
-the trip through the queue manager); implements ``intake.handoff.Handoff``.
+"""Mail delivered by the process that accepted it: local mail into Maildir (Postfix's
+virtual(8) without the trip through the queue manager) and, with
+``delivery.relay_at_once``, mail for a relay or smarthost (an ``smtp`` mailer);
+implements ``intake.handoff.Handoff``.
 
     intake: plan (route each recipient) -> enqueue, those recipients stored leased
-            -> 250 -> start: local mailer -> record_outcomes (next group commit)
-                                                     -> DeliveryAttempt events
+            -> 250 -> start: mailers -> OutcomeRules (the scheduler's: state, backoff,
+            DSNs) -> record_outcomes (next group commit) -> DeliveryAttempt events
 
-The accepting process has the body in memory and the route in hand, so a message for
-our own domains needs no claim, no body read and no wake-up of the scheduler: one more
-transaction (the outcome, batched with the commits of other sessions) and the file in
-``new/``. Only what the local mailers alone can deliver is taken: recipients whose route
-names nothing but ``local`` mailers, that asked for no success DSN, while fewer than
+The accepting process has the body in memory and the route in hand, so the message
+needs no claim, no body read and no wake-up of the scheduler: one more transaction (the
+outcome, batched with the commits of other sessions). Only what the mailers given here
+can deliver is taken: recipients whose route names nothing but them, while fewer than
 ``delivery.max_concurrency`` such deliveries are in flight here. Anything else is the
 scheduler's, as before.
 
-Only a delivery is settled here. A recipient the mailers did not deliver (a full
-mailbox, a disk error) is released at once, so the scheduler makes its attempt with its
-retries, bounces and DSNs: one set of rules for every outcome but success.
+Every outcome is settled by the scheduler's own rules (``delivery.settle``): a
+delivery, a bounce with its DSN and its suppression, a deferral to the backoff's next
+try, recorded with its attempt, so the email log shows the first attempt wherever it
+was made and the scheduler makes the next one.
 
 The guarantee: the recipients are stored leased (``delivery.lease``) in the commit that
 makes the message durable, so the scheduler leaves them alone while this process works,
 and takes them when the lease ends unsettled (the process died, or the outcome could not
-be recorded). A delivery starts only with at least half the lease left. The window for
-a duplicate is the scheduler's own: a file renamed into ``new/`` whose outcome was not
-committed before the process died is delivered again after the lease (Postfix has the
-same window between local(8) and the queue file's removal).
+be recorded). ``keep_leases()`` renews the leases of the deliveries in flight, as the
+scheduler does for its own (a relay may take minutes to answer). A delivery starts only
+with at least half the lease left. The window for a duplicate is the scheduler's own: a
+message handed on whose outcome was not committed before the process died is delivered
+again after the lease (Postfix has the same window between its delivery agents and the
+queue file's removal).
 """
 
 from __future__ import annotations
@@ -37,19 +41,18 @@ from dataclasses import dataclass, replace
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
-from postroom.delivery.dsn import wants_dsn
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
-from postroom.delivery.outcome import Disposition, Outcome
-from postroom.delivery.outcome_events import outcome_event
-from postroom.delivery.records import attempt_row, log_routes, publish_attempts
+from postroom.delivery.outcome import Outcome
+from postroom.delivery.records import attempt_row, log_routes
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
+from postroom.delivery.settle import OutcomeRules, Settled, first_attempt, publish_settled
 from postroom.errors import StoreError
 from postroom.events import Bus
 from postroom.mailauth.dkimsummary import signature_summary
 from postroom.store import QueueStore
-from postroom.store.models import NewMessage, RecipientStatus, RecipientUpdate
+from postroom.store.models import NewMessage, RecipientStatus
 from postroom.store.rows import notify_text
 
 __all__ = ["DirectDelivery"]
@@ -57,6 +60,7 @@ __all__ = ["DirectDelivery"]
 _log = logging.getLogger("postroom.delivery")
 _FIRST_PAUSE = 0.5  # after a store error recording an outcome; doubles while it lasts
 _MAX_PAUSE = 8.0
+_RENEWALS_PER_LEASE = 3  # as the scheduler: two renewals may fail before a lease ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,27 @@ class _Planned:
         self.owner.start(self)
 
 
+class _UntilLeaseEnds:
+    """Store steps tried again after a pause (doubling) while the lease has room: past
+    that the scheduler makes the attempt again (at least once), so give up rather than
+    record an outcome beside its attempt."""
+
+    def __init__(self, message_id: str, clock: Clock, lease_until: float, pause: float) -> None:
+        self._message_id = message_id
+        self._clock = clock
+        self._lease_until = lease_until
+        self._pause = pause
+
+    async def wait(self, error: StoreError) -> None:
+        """Pause before the next try, or raise ``error`` when the lease would end."""
+        pause = self._pause
+        if self._clock.time() + pause >= self._lease_until:
+            raise error
+        _log.warning("delivering %s at once: %s (again in %g s)", self._message_id, error, pause)
+        await asyncio.sleep(pause)
+        self._pause = min(pause * 2, _MAX_PAUSE)
+
+
 class DirectDelivery:
     def __init__(
         self,
@@ -81,35 +106,45 @@ class DirectDelivery:
         store: QueueStore,
         routes: Sequence[Route],
         mailers: Mapping[str, Mailer],
+        rules: OutcomeRules,
         settings: DeliverySettings,
         clock: Clock,
         bus: Bus,
         wake: Callable[[], object],
         return_path: Callable[[str, str, bool | None], str] | None = None,
         store_pause: float = _FIRST_PAUSE,
+        local_only: bool = False,
     ) -> None:
-        """``mailers``: the ``local`` mailers (a route naming any other is left to the
-        scheduler); ``wake``: tell the scheduler that released recipients are due;
-        ``store_pause``: the first wait after a store error recording an outcome."""
+        """``mailers``: the mailers this process delivers through (a route naming any
+        other is left to the scheduler); ``rules``: the scheduler's rules for outcomes;
+        ``wake``: tell the scheduler that recipients are due or have a new next try;
+        ``store_pause``: the first wait after a store error recording an outcome;
+        ``local_only``: the mailers deliver to local users alone, so mail for no local
+        user is not looked at."""
         self._store = store
         self._routes = tuple(routes)
         self._router = Router(mailers)
         self._mailers = frozenset(mailers)
+        self._rules = rules
         self._settings = settings
         self._clock = clock
         self._bus = bus
         self._wake = wake
         self._return_path = return_path or (lambda sender, queue_id, verp: sender)
         self._store_pause = store_pause
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._local_only = local_only
+        self._in_flight: dict[asyncio.Task[None], _Planned] = {}
         self._stopping = False
+        self._stopped = asyncio.Event()
 
     # -- intake's side ---------------------------------------------------------------
     def plan(
         self, message: NewMessage, data: bytes, local_domains: frozenset[str]
     ) -> _Planned | None:
         settings = self._settings
-        if self._stopping or settings.paused or len(self._tasks) >= settings.max_concurrency:
+        if self._stopping or settings.paused or len(self._in_flight) >= settings.max_concurrency:
+            return None
+        if self._local_only and not local_domains:
             return None
         outbound = _outbound(message, data)
         rejected = {address for address, _ in message.rejected}
@@ -119,12 +154,12 @@ class DirectDelivery:
         reasons: dict[str, str] = {}
         for rcpt in message.envelope.recipients:
             address = str(rcpt.address)
-            notify = notify_text(rcpt.notify)
-            if address in rejected or wants_dsn("success", notify, outbound.sender):
+            if address in rejected:
                 continue
             view = MessageView(outbound, address) if view is None else view.for_recipient(address)
             choice = table.decide(view)
             if self._mailers.issuperset(choice.route.mailers):
+                notify = notify_text(rcpt.notify)
                 routes[choice.route].append(OutboundRecipient(address, notify, rcpt.orcpt))
                 reasons[address] = choice.reason
         if not routes:
@@ -135,18 +170,53 @@ class DirectDelivery:
 
     def start(self, planned: _Planned) -> None:
         task = asyncio.create_task(self._deliver(planned))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._in_flight[task] = planned
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being delivered here now."""
+        return len(self._in_flight)
+
+    async def keep_leases(self) -> None:
+        """Until ``stop()``: renew the leases of the deliveries in flight, every third
+        of ``delivery.lease`` (``renew_leases()`` is one round)."""
+        interval = self._settings.lease / _RENEWALS_PER_LEASE
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopped.wait()
+            if not self._stopping:
+                await self.renew_leases()
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every recipient still being delivered here; the number
+        renewed. A store error is logged: the next round tries again."""
+        leases = {p.message.id: p.addresses for p in list(self._in_flight.values())}
+        if not leases:
+            return 0
+        try:
+            return await self._store.renew_leases(
+                leases, self._clock.time(), lease=self._settings.lease
+            )
+        except StoreError as exc:
+            _log.error("could not renew the leases of %d messages: %s", len(leases), exc)
+            return 0
 
     async def stop(self, grace: float) -> None:
         """Take no more; let deliveries in flight finish within ``grace`` seconds. What
         is cut off keeps its lease: the scheduler takes it when the lease ends."""
         self._stopping = True
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
-        for task in list(self._tasks):
+        self._stopped.set()
+        tasks = list(self._in_flight)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- one message -----------------------------------------------------------------
     async def _deliver(self, planned: _Planned) -> None:
@@ -161,59 +231,59 @@ class DirectDelivery:
                 await self._release(message.id, planned.addresses)
                 return
             started = self._clock.time()
-            delivered: list[Outcome] = []
+            settled: list[Settled] = []
             tried: list[Outcome] = []
             for route, recipients in planned.routes.items():
                 sender = self._return_path(message.sender, message.id, route.verp)
                 result = await self._router.deliver(
                     route, replace(message, sender=sender), recipients, planned.reasons
                 )
-                delivered.extend(o for o in result.final if o.disposition is Disposition.DELIVERED)
                 tried.extend(result.attempts)
-            await self._settle(planned, started, delivered, tried)
-            left = planned.addresses - {o.recipient for o in delivered}
-            if left:
-                await self._release(message.id, left)
+                finals = {o.recipient: o for o in result.final}
+                settled.extend(
+                    self._rules.settle(
+                        message.received_at,
+                        first_attempt(r.address, r.notify, r.orcpt),
+                        finals[r.address],
+                    )
+                    for r in recipients
+                )
+            await self._settle(planned, started, settled, tried)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the lease stays: the scheduler tries them when it ends
-            _log.exception("local delivery of %s at once failed", message.id)
+        except StoreError as exc:  # the lease stays: the scheduler tries them when it ends
+            _log.error("could not record the delivery of %s: %s", message.id, exc)
+        except Exception:  # the lease stays, as above
+            _log.exception("delivery of %s at once failed", message.id)
 
     async def _settle(
         self,
         planned: _Planned,
         started: float,
-        delivered: Sequence[Outcome],
+        settled: Sequence[Settled],
         tried: Sequence[Outcome],
     ) -> None:
-        """Record the delivered recipients (with every attempt that led there and their
-        events, one transaction), then publish the attempts."""
-        if not delivered:
-            return
+        """As the scheduler settles an attempt: the DSNs, then the outcomes with every
+        attempt and their events (one transaction), then the attempts' events and the
+        hard bounces on the suppression list. A store error is tried again while the
+        lease has room, and raised after."""
         message = planned.message
-        done = {o.recipient for o in delivered}
-        status = RecipientStatus.DELIVERED
-        updates = [RecipientUpdate(o.recipient, status, None, str(o.reply)) for o in delivered]
-        attempts = [attempt_row(message.id, started, o) for o in tried if o.recipient in done]
-        events = [outcome_event(message.id, status, o, started, ()) for o in delivered]
-        pause = self._store_pause
+        rules = self._rules
+        retry = _UntilLeaseEnds(message.id, self._clock, planned.lease_until, self._store_pause)
+        await rules.send_dsns(message, settled, retry.wait)
+        updates = [s.update for s in settled]
+        attempts = [attempt_row(message.id, started, o) for o in tried]
+        events = rules.events(message.id, settled, started)
         while True:
             try:
                 await self._store.record_outcomes(message.id, updates, attempts, events)
                 break
             except StoreError as exc:
-                # Until the lease ends: then the scheduler delivers them again (at least
-                # once), so give up rather than record an outcome for its attempt.
-                if self._clock.time() + pause >= planned.lease_until:
-                    _log.error("could not record the delivery of %s: %s", message.id, exc)
-                    return
-                _log.warning(
-                    "recording the delivery of %s: %s (again in %g s)", message.id, exc, pause
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _MAX_PAUSE)
-        states = {address: status.value for address in done}
-        publish_attempts(self._bus, message.id, states, attempts, signature_summary(message.data))
+                await retry.wait(exc)
+        publish_settled(self._bus, message.id, settled, attempts, signature_summary(message.data))
+        await rules.suppress_hard_bounces(message.id, settled)
+        if any(s.update.status is RecipientStatus.DEFERRED for s in settled):
+            self._wake()  # the scheduler makes the next try: it may be due before it looks
 
     async def _release(self, message_id: str, addresses: frozenset[str]) -> None:
         """Hand recipients back to the scheduler now (else when their lease ends)."""

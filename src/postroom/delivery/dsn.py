@@ -38,12 +38,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email import quoprimime
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from postroom.ids import message_id, new_queue_id
 from postroom.mail.headers import date_header
 from postroom.smtp.replies import Reply
-from postroom.store.models import StoredMessage
 
 __all__ = [
     "ACTIONS",
@@ -149,6 +148,23 @@ _FOLD_AT: Final = 78
 _CRLF: Final = "\r\n"
 
 
+class Original(Protocol):
+    """What a report says of the message it reports on (a stored or an outbound one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def ret(self) -> str | None: ...
+    @property
+    def envid(self) -> str | None: ...
+    @property
+    def smtputf8(self) -> bool: ...
+    @property
+    def received_at(self) -> float: ...
+
+
 def wants_dsn(kind: DsnKind, notify: str | None, sender: str) -> bool:
     """RFC 3461 4.1 with our defaults: no DSN for the null sender, none for NEVER;
     without NOTIFY, failure and delay reports but no success report."""
@@ -163,7 +179,7 @@ def wants_dsn(kind: DsnKind, notify: str | None, sender: str) -> bool:
 def build_dsn(
     *,
     kind: DsnKind,
-    original: StoredMessage,
+    original: Original,
     original_data: bytes,
     recipients: Sequence[DsnRecipient],
     reporting_mta: str,
@@ -217,7 +233,7 @@ def build_dsn(
     return "".join(header).encode() + _CRLF.encode() + body
 
 
-def _international(original: StoredMessage, recipients: Sequence[DsnRecipient]) -> int:
+def _international(original: Original, recipients: Sequence[DsnRecipient]) -> int:
     """1 when any address in the report needs UTF-8 (RFC 6533), else 0 (a table index)."""
     texts = [
         original.sender,
@@ -282,7 +298,7 @@ def _typed_address(value: str, intl: int) -> str:
 
 def _status_fields(
     kind: DsnKind,
-    original: StoredMessage,
+    original: Original,
     recipients: Sequence[DsnRecipient],
     *,
     host: str,

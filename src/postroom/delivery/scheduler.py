@@ -28,26 +28,20 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
-from postroom.delivery import backoff
-from postroom.delivery.dsn import ACTIONS, DsnKind, DsnRecipient, build_dsn, wants_dsn
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
-from postroom.delivery.outcome import Disposition, Outcome
-from postroom.delivery.outcome_events import is_hard_bounce, outcome_event, suppression_of
-from postroom.delivery.records import attempt_row, log_routes, publish_attempts
+from postroom.delivery.records import attempt_row, log_routes
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
-from postroom.errors import StoreError, StoreUnavailable
+from postroom.delivery.settle import OutcomeRules, Settled, publish_settled
+from postroom.errors import StoreError
 from postroom.events import Bus, MessageQueued
-from postroom.intake import Intake, Queued
-from postroom.intake.principals import POSTROOM
-from postroom.mail.address import parse_address
-from postroom.mail.envelope import Recipient, Source, SourceKind
+from postroom.intake import Intake
 from postroom.mail.events import MailEvent
 from postroom.mailauth.dkimsummary import signature_summary
 from postroom.readiness import Readiness
@@ -57,7 +51,6 @@ from postroom.store.models import (
     Attempt,
     Claim,
     RecipientState,
-    RecipientStatus,
     RecipientUpdate,
     StoredMessage,
 )
@@ -74,7 +67,6 @@ class DeliveryStore(QueueStore, DirectoryStore, SuppressionStore, Protocol):
 T = TypeVar("T")
 _log = logging.getLogger("postroom.delivery")
 _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
-_DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
 # After a store error (full, locked, damaged): wait, doubling up to the longest pause.
 _FIRST_STORE_PAUSE = 0.5
 _MAX_STORE_PAUSE = 30.0
@@ -85,15 +77,6 @@ _CLAIM_STEPS = 10  # with a backlog, claim when a tenth of max_concurrency is fr
 _MAX_LISTEN_PAUSE = 5.0
 PART = "scheduler"  # its name on Readiness
 LISTEN_PART = "queue-watch"  # listening for other nodes' mail, on Readiness
-
-
-@dataclass(frozen=True, slots=True)
-class _Settled:
-    """The outcome of one recipient after a whole attempt (all mailers of its chain)."""
-
-    state: RecipientState
-    final: Outcome
-    update: RecipientUpdate
 
 
 class _ByteBudget:
@@ -140,20 +123,25 @@ class Scheduler:
     ) -> None:
         """``relays``: the mailers that hand mail on to another server (smarthosts,
         provider APIs): a delivery through one is the event ``sent``, not ``delivered``."""
-        self._relays = relays
         self._store = store
         # (sender, queue id, the route's verp) -> the envelope sender sent: VERP's when
         # the route or ``[bounces] verp`` asks.
         self._return_path = return_path or (lambda sender, queue_id, verp: sender)
         self._router = router
         self._routes = routes
-        self._intake = intake
         self._local_domains = local_domains
         self._settings = settings
-        self._hostname = hostname
         self._clock = clock
         self._bus = bus
-        self._rng = rng or random.Random()
+        self._rules = OutcomeRules(
+            suppressions=store,
+            intake=intake,
+            settings=settings,
+            hostname=hostname,
+            clock=clock,
+            rng=rng or random.Random(),
+            relays=relays,
+        )
         self._readiness = readiness or Readiness(clock)
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -389,7 +377,8 @@ class Scheduler:
             _log.debug("claimed %s: %d recipient(s)", stored.id, len(claim.recipients))
             log_routes(_log, stored.id, {r: [s.address for s in st] for r, st in by_route.items()})
         attempts: list[Attempt] = []
-        settled: list[_Settled] = []
+        settled: list[Settled] = []
+        rules = self._rules
         for route, states in by_route.items():
             sender = self._return_path(stored.sender, stored.id, route.verp)
             result = await self._router.deliver(
@@ -400,15 +389,19 @@ class Scheduler:
             )
             attempts.extend(attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}
-            settled.extend(self._settle(stored, s, finals[s.address]) for s in states)
-        await self._send_dsns(stored, data, settled)
-        events = [
-            outcome_event(stored.id, s.update.status, s.final, started, self._relays)
-            for s in settled
-        ]
+            settled.extend(rules.settle(stored.received_at, s, finals[s.address]) for s in states)
+        await rules.send_dsns(message, settled, self._dsn_wait)
+        events = rules.events(stored.id, settled, started)
         await self._record(stored.id, [s.update for s in settled], attempts, events)
-        self._publish(stored.id, settled, attempts, signature_summary(data))
-        await self._suppress_hard_bounces(stored.id, settled)
+        publish_settled(self._bus, stored.id, settled, attempts, signature_summary(data))
+        await rules.suppress_hard_bounces(stored.id, settled)
+
+    async def _dsn_wait(self, failure: StoreError) -> None:
+        """The store is away while a DSN is queued: a stop leaves the lease (the attempt
+        is made again), else wait for the store."""
+        if self._stopping:
+            raise failure
+        await self._store_failed("queueing a DSN", failure)
 
     async def _record(
         self,
@@ -438,129 +431,11 @@ class Scheduler:
             self._store_worked()
             return done
 
-    async def _suppress_hard_bounces(self, message_id: str, settled: Sequence[_Settled]) -> None:
-        """Hard bounces go on the suppression list (after the outcome's commit: should
-        this fail, the bounce and its event are recorded all the same)."""
-        now = self._clock.time()
-        for s in settled:
-            if not is_hard_bounce(s.update.status, s.final):
-                continue
-            try:
-                await self._store.add_suppression(suppression_of(message_id, s.final, now))
-            except StoreError as exc:
-                _log.warning("could not suppress %s after its bounce: %s", s.state.address, exc)
-
-    def _settle(self, stored: StoredMessage, state: RecipientState, final: Outcome) -> _Settled:
-        now = self._clock.time()
-        text = str(final.reply)
-        status: RecipientStatus
-        next_at: float | None = None
-        warned = state.delay_warned
-        if final.disposition is Disposition.DELIVERED:
-            status = RecipientStatus.DELIVERED
-        elif final.disposition is Disposition.BOUNCED:
-            status = RecipientStatus.BOUNCED
-        elif backoff.is_expired(stored.received_at, now, self._settings):
-            status = RecipientStatus.EXPIRED
-        else:
-            status = RecipientStatus.DEFERRED
-            next_at = backoff.next_attempt(state.attempts + 1, now, self._settings, self._rng)
-            if final.retry_at is not None:  # the mailer knows better: a limit's window, a 429 hint
-                next_at = max(now, final.retry_at)
-            if backoff.delay_warning_due(stored.received_at, now, warned, self._settings):
-                warned = True
-        update = RecipientUpdate(state.address, status, next_at, text, delay_warned=warned)
-        return _Settled(state, final, update)
-
-    async def _send_dsns(
-        self, stored: StoredMessage, data: bytes, settled: Sequence[_Settled]
-    ) -> None:
-        kinds: dict[DsnKind, list[_Settled]] = {
-            "failure": [
-                s
-                for s in settled
-                if s.update.status in (RecipientStatus.BOUNCED, RecipientStatus.EXPIRED)
-            ],
-            "delay": [s for s in settled if s.update.delay_warned and not s.state.delay_warned],
-            "success": [s for s in settled if s.update.status is RecipientStatus.DELIVERED],
-        }
-        for kind, group in kinds.items():
-            wanted = [s for s in group if wants_dsn(kind, s.state.notify, stored.sender)]
-            if wanted:
-                await self._send_dsn(kind, stored, data, wanted)
-
-    async def _send_dsn(
-        self, kind: DsnKind, stored: StoredMessage, data: bytes, settled: Sequence[_Settled]
-    ) -> None:
-        now = self._clock.time()
-        retry_until = stored.received_at + self._settings.lifetime
-        recipients = [_dsn_recipient(kind, s, now, retry_until) for s in settled]
-        report = build_dsn(
-            kind=kind,
-            original=stored,
-            original_data=data,
-            recipients=recipients,
-            reporting_mta=self._hostname,
-            now=now,
-            postmaster=f"postmaster@{self._hostname}",
-        )
-        while True:
-            result = await self._intake.submit(
-                Source(kind=SourceKind.DSN, protocol="local", dsn_of=stored.id),
-                None,
-                [Recipient(parse_address(stored.sender))],
-                report,
-                principal=_DSN_PRINCIPAL,
-                body_type="7BIT" if report.isascii() else "8BITMIME",
-                smtputf8=stored.smtputf8 or not stored.sender.isascii(),
-            )
-            if isinstance(result, Queued):
-                return
-            if not 400 <= result.code < 500:
-                break
-            # The store is away. The outcome is recorded only after the DSN is queued:
-            # wait for the store; a stop leaves the lease, and the attempt is made again.
-            failure = StoreUnavailable(f"queueing a DSN for {stored.id}: {result}")
-            if self._stopping:
-                raise failure
-            await self._store_failed("queueing a DSN", failure)
-        _log.warning("could not queue a %s DSN for %s: %s", kind, stored.id, result)
-
-    def _publish(
-        self,
-        message_id: str,
-        settled: Sequence[_Settled],
-        attempts: Sequence[Attempt],
-        dkim: str,
-    ) -> None:
-        status = {s.state.address: s.update.status.value for s in settled}
-        publish_attempts(self._bus, message_id, status, attempts, dkim)
-
 
 def _retrieved(future: asyncio.Future[None]) -> None:
     """Mark a shared future's exception as seen: each awaiter has its own copy of it."""
     if not future.cancelled():
         future.exception()
-
-
-def _dsn_recipient(
-    kind: DsnKind, settled: _Settled, now: float, retry_until: float
-) -> DsnRecipient:
-    reply = settled.final.reply
-    status = reply.enhanced or ("2.0.0" if reply.is_positive else "5.0.0")
-    if settled.update.status is RecipientStatus.EXPIRED and status.startswith("4"):
-        status = "4.4.7"  # RFC 3463: delivery time expired
-    remote = settled.final.remote
-    return DsnRecipient(
-        address=settled.state.address,
-        action=ACTIONS[kind],
-        status=status,
-        diagnostic=reply,
-        remote_mta=remote.host if remote is not None else None,
-        last_attempt=now,
-        orcpt=settled.state.orcpt,
-        will_retry_until=retry_until if kind == "delay" else None,
-    )
 
 
 def _outbound(stored: StoredMessage, data: bytes) -> OutboundMessage:

@@ -1,7 +1,7 @@
 """Handing committed mail straight to delivery (the seam; ``delivery.direct`` fills it).
 
 Intake only asks and tells. Before the commit, ``Handoff.plan`` names the recipients it
-will deliver at once (local mail whose whole body is in memory); they are stored
+will deliver at once (mail whose whole body is in memory); they are stored
 already claimed, under a lease, in the same commit. After the commit (the message is
 durable, the 250 is due), ``Planned.start`` begins their delivery. Should the process
 die in between, the lease ends unsettled and the scheduler takes them, as it takes any

@@ -94,7 +94,7 @@ class Intake:
     returns: ReturnDesk | None = None  # consumes mail to our bounce addresses
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
     route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
-    handoff: Handoff | None = None  # delivers local mail at once, once it is durable
+    handoff: Handoff | None = None  # delivers mail at once, once it is durable
     # RCPT's quota look, per address key: the account (its paths built once; its quota
     # file is read on every look) or None for an address no mailbox can have.
     _quota_accounts: dict[str, MailAccount | None] = field(
@@ -431,7 +431,7 @@ class Submission:
         """The recipients the handoff delivers once this commit is durable (only for a
         body held in memory: it is handed over as it is, without a read)."""
         handoff = self.intake.handoff
-        if handoff is None or not self._local_domains or not self.body.in_memory:
+        if handoff is None or not self.body.in_memory:
             return None
         data = message.header + self.body.getvalue()
         return handoff.plan(message, data, frozenset(self._local_domains))
