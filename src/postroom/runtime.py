@@ -557,7 +557,6 @@ class Server:
         from postroom.delivery.retention import Retention
         from postroom.delivery.router import Router, RouteTable
         from postroom.delivery.scheduler import Scheduler
-        from postroom.delivery.slots import SharedSlots
         from postroom.events.dispatcher import WebhookDispatcher
         from postroom.resolver import DnsResolver
 
@@ -565,7 +564,7 @@ class Server:
         # Connection slots are shared only where other processes deliver from the same
         # database: else this one delivers alone, and its pool's own count is exact.
         if _shares_slots(settings, store):
-            self.slots = SharedSlots(store, self.clock)
+            self.slots = _shared_slots(store, self.clock)
         deps = MailerDeps(
             resolver=DnsResolver(settings.dns, rng=self.rng),
             hostname=settings.hostname,
@@ -683,10 +682,9 @@ class Server:
                 )
                 continue
             from postroom.delivery.mailers.mta.relay import SmtpMailer
-            from postroom.delivery.slots import SharedSlots
 
             if self.slots is None:
-                self.slots = SharedSlots(limits, self.clock)
+                self.slots = _shared_slots(limits, self.clock)
             mailers[m.name] = SmtpMailer(
                 m, hostname=settings.hostname, clock=self.clock, slots=self.slots
             )
@@ -803,6 +801,16 @@ def _at_once_mailers(settings: Settings) -> list[LocalMailerSettings | SmtpMaile
         if (isinstance(m, LocalMailerSettings) and delivery.local_at_once)
         or (isinstance(m, SmtpMailerSettings) and delivery.relay_at_once)
     ]
+
+
+def _shared_slots(store: LimitStore, clock: Clock) -> SharedSlots:
+    """The store's connection slots. On a database of several nodes a dead node's slots
+    end with their lease; on SQLite every holder is a process of this machine, so the
+    slots of one that died (killed, then started again) are given back at once."""
+    from postroom.delivery.slots import SharedSlots, dead_on_this_host
+
+    local = not isinstance(store, QueueWatch)
+    return SharedSlots(store, clock, dead=dead_on_this_host if local else None)
 
 
 def _shares_slots(settings: Settings, store: Store) -> bool:

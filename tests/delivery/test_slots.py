@@ -5,8 +5,12 @@ database does."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 
-from postroom.delivery.slots import SharedSlots
+from postroom.delivery.slots import SharedSlots, dead_on_this_host
 from postroom.store.sqlite.limits import LocalLimits
 from tests.conftest import FakeClock
 
@@ -140,3 +144,50 @@ async def test_the_next_waiting_transaction_keeps_the_pause_of_one_that_stopped_
         assert await asyncio.wait_for(second, 5) is True
     finally:
         await store.aclose()
+
+
+async def test_the_slots_of_a_holder_known_dead_are_given_back_at_once(
+    fake_clock: FakeClock,
+) -> None:
+    store = LocalLimits(None)
+    gone = {"node-dead"}
+    slots = SharedSlots(store, fake_clock, holder="node-a", dead=gone.__contains__)
+    try:
+        now = fake_clock.time()
+        assert await store.take_slot(KEY, 2, "node-dead", now, lease=60)
+        assert await store.take_slot(KEY, 2, "node-dead", now, lease=60)
+        assert await store.take_slot("another key", 1, "node-live", now, lease=60)
+        assert not await store.take_slot(KEY, 2, "node-live", now, lease=60)  # marked waiting
+        assert await slots.forget_the_dead() == 1
+        assert await store.slot_holders(now) == ["node-live"]
+        # Both of its slots are free now, long before their lease would end.
+        assert await store.take_slot(KEY, 2, "node-live", now, lease=60)
+        assert await store.take_slot(KEY, 2, "node-b", now, lease=60)
+        assert await store.drop_slot_holder("node-dead") == 0
+    finally:
+        await store.aclose()
+
+
+async def test_without_knowing_who_died_the_slots_end_with_their_lease(
+    fake_clock: FakeClock,
+) -> None:
+    store = LocalLimits(None)
+    slots = SharedSlots(store, fake_clock, holder="node-a")
+    try:
+        assert await store.take_slot(KEY, 1, "node-dead", fake_clock.time(), lease=60)
+        assert await slots.forget_the_dead() == 0
+        assert not await store.take_slot(KEY, 1, "node-b", fake_clock.time(), lease=60)
+        fake_clock.advance(60)
+        assert await store.take_slot(KEY, 1, "node-b", fake_clock.time(), lease=60)
+    finally:
+        await store.aclose()
+
+
+def test_a_holder_is_dead_only_when_its_process_on_this_host_has_exited() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = socket.gethostname()
+    assert dead_on_this_host(f"{host}:{child.pid}:0a1b2c3d")
+    assert not dead_on_this_host(f"{host}:{os.getpid()}:0a1b2c3d")  # this process
+    assert not dead_on_this_host(f"another-host.test:{child.pid}:0a1b2c3d")
+    assert not dead_on_this_host("node-a")  # not a name this host made

@@ -30,6 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.forking import open_fd_targets
+from tests.support.processes import children, clients_taken_while_stopped
 from tests.support.servers import (
     RunningProcess,
     free_port,
@@ -42,21 +43,6 @@ from tests.support.servers import (
 from tests.support.servers import cli_out as cli
 
 MESSAGE = b"From: a@remote.test\r\nTo: app@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def only_worker(primary: int) -> int:
@@ -107,19 +93,9 @@ def send(port: int) -> dict[str, tuple[int, bytes]]:
         return client.sendmail("a@remote.test", ["app@example.test"], MESSAGE)
 
 
-@contextlib.contextmanager
 def workers_clients(primary: int, port: int, count: int = 1) -> Iterator[list[smtplib.SMTP]]:
-    """``count`` connections taken while the primary is stopped, so by the worker (each
-    greeted and EHLO answered); the primary runs again before they are used."""
-    with contextlib.ExitStack() as stack:
-        os.kill(primary, signal.SIGSTOP)
-        try:
-            clients = [stack.enter_context(smtp_client(port)) for _ in range(count)]
-            for client in clients:
-                assert client.ehlo()[0] == 250  # only the worker can have answered
-        finally:
-            os.kill(primary, signal.SIGCONT)
-        yield clients
+    """``count`` connections taken while the primary is stopped, so by the worker."""
+    return clients_taken_while_stopped(primary, port, count)
 
 
 def delivered(home: Path) -> int:

@@ -222,3 +222,19 @@ async def test_a_holder_that_waits_gets_its_share_of_the_slots(store: Store) -> 
     # A wait is marked for a moment: a holder that stopped asking stops counting.
     assert await store.slot_contenders("node-b", NOW + WAITING_MARK) == {}
     assert await store.take_slot(key, 5, "node-a", NOW + WAITING_MARK, lease=60)
+
+
+async def test_a_holder_dropped_gives_back_every_slot_and_its_waiting_marks(
+    backend: Backend,
+) -> None:
+    first, second = await backend.open(), await backend.open()
+    for key in ("mx a.example", "mx b.example"):
+        assert await first.take_slot(key, 1, "node-a", NOW, lease=60)
+    assert not await second.take_slot("mx a.example", 1, "node-b", NOW, lease=60)  # waits
+    assert await second.take_slot("mx c.example", 1, "node-b", NOW, lease=60)
+    assert await second.slot_holders(NOW) == ["node-a", "node-b"]
+    assert await second.slot_holders(NOW + 60) == []  # ended slots hold nothing
+    assert await second.drop_slot_holder("node-a") == 2
+    assert await first.slot_holders(NOW) == ["node-b"]
+    assert await second.take_slot("mx a.example", 1, "node-b", NOW, lease=60)
+    assert await first.drop_slot_holder("node-a") == 0

@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -36,7 +36,7 @@ from postroom.clock import Clock
 from postroom.errors import StoreError
 from postroom.store.base import LimitStore
 
-__all__ = ["SharedSlots"]
+__all__ = ["SharedSlots", "dead_on_this_host"]
 
 _log = logging.getLogger("postroom.delivery")
 
@@ -58,6 +58,23 @@ def _holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def dead_on_this_host(holder: str) -> bool:
+    """Whether ``holder`` (a name ``_holder_name`` made) is a process of this host that
+    has exited. Only for a store whose holders all run here, in one PID namespace (an
+    SQLite file): elsewhere a live process of another machine could share the name."""
+    host, _, rest = holder.rpartition(":")[0].rpartition(":")
+    pid = rest if host else ""
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class SharedSlots:
     def __init__(
         self,
@@ -68,7 +85,11 @@ class SharedSlots:
         poll: float = 0.25,
         watch: float = 1.0,
         holder: str | None = None,
+        dead: Callable[[str], bool] | None = None,
     ) -> None:
+        """``dead``: whether a holder is known to have died (``dead_on_this_host``
+        where every holder runs on this machine): its slots are given back at once,
+        not at the end of their lease."""
         self._limits = limits
         self._clock = clock
         self._lease = lease
@@ -80,6 +101,7 @@ class SharedSlots:
         self._contenders: dict[str, int] = {}
         self._turns: dict[str, _Turns] = {}  # key -> this node's transactions waiting
         self.holder = holder or _holder_name()
+        self._dead = dead
         self._unreachable = False
         # Slots not given back (the store could not be reached): ``keep`` renews all of
         # this node's slots, so these are given back by its next round, not left to run.
@@ -209,6 +231,7 @@ class SharedSlots:
         interval = min(self._watch, self._lease / 3)
         per_renewal = max(1, round(self._lease / 3 / interval))
         rounds = 0
+        await self.forget_the_dead()
         while True:
             await asyncio.sleep(interval)
             await self.look()
@@ -219,3 +242,16 @@ class SharedSlots:
                 await self._limits.release_slot(self._owed[0], self.holder)
                 self._owed.pop(0)
             await self._limits.renew_slots(self.holder, self._clock.time(), lease=self._lease)
+            await self.forget_the_dead()
+
+    async def forget_the_dead(self) -> int:
+        """Give back the slots of the holders known to have died (processes of a server
+        killed and started again): how many holders. Without ``dead``, none: their
+        slots end with their lease."""
+        if self._dead is None:
+            return 0
+        found = [h for h in await self._limits.slot_holders(self._clock.time()) if self._dead(h)]
+        for holder in found:
+            if await self._limits.drop_slot_holder(holder):
+                _log.info("gave back the connection slots of %s, which is gone", holder)
+        return len(found)

@@ -455,6 +455,13 @@ class LimitStore(Protocol):
     async def release_slot(self, key: str, holder: str) -> None:
         """Give back one of the slots of ``key`` that ``holder`` holds."""
 
+    async def slot_holders(self, now: float) -> list[str]:
+        """Every holder that holds a slot which has not ended, once each."""
+
+    async def drop_slot_holder(self, holder: str) -> int:
+        """Give back every slot ``holder`` holds, and its waiting marks (a holder known
+        to be dead: its slots need not wait for their lease); how many keys it held."""
+
 
 class AdminStore(Protocol):
     """The dashboard's administrators (not mail users) and the audit log of their actions."""

@@ -123,6 +123,12 @@ class LimitOps:
     async def release_slot(self, key: str, holder: str) -> None:
         await self._limit_tx([key], functools.partial(_release_slot, key=key, holder=holder))
 
+    async def slot_holders(self, now: float) -> list[str]:
+        return await self._limit_read([], functools.partial(_slot_holders, now=now))
+
+    async def drop_slot_holder(self, holder: str) -> int:
+        return await self._limit_tx([], functools.partial(_drop_slot_holder, holder=holder))
+
 
 class LimitRunner:
     """Runs an engine's limit calls one at a time on a thread of their own, on one
@@ -315,3 +321,15 @@ def _release_slot(sql: Sql, *, key: str, holder: str) -> None:
         "DELETE FROM limit_slots WHERE key = ? AND holder = ? AND held <= 0",
         (key, holder),
     )
+
+
+def _slot_holders(sql: Sql, *, now: float) -> list[str]:
+    rows = sql("SELECT DISTINCT holder FROM limit_slots WHERE held > 0 AND until > ?", (now,))
+    return sorted(name for (name,) in rows)
+
+
+def _drop_slot_holder(sql: Sql, *, holder: str) -> int:
+    rows = sql(
+        "DELETE FROM limit_slots WHERE holder IN (?, ?) RETURNING held", (holder, holder + _WAITS)
+    )
+    return sum(1 for (held,) in rows if held > 0)

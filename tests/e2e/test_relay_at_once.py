@@ -1,0 +1,207 @@
+"""Relay mail delivered at once by the processes that accepted it (``workers = 2``,
+``delivery.relay_at_once``), to a loopback relay: the worker hands its own mail on,
+a relay's ``max_connections`` holds across both processes, and kill -9 loses nothing
+(a second copy only of a message whose delivery was not yet recorded)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import signal
+import smtplib
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postroom.store import RecipientStatus, open_store
+from tests.support.depth import examples
+from tests.support.processes import children, clients_taken_while_stopped
+from tests.support.servers import (
+    RunningProcess,
+    run_cli,
+    start_process,
+    wait_for,
+    write_config,
+)
+from tests.support.smtp_peers import Peers, SmtpPeer
+
+SUBJECT = re.compile(rb"^Subject: relayed (\S+)\r?$", re.MULTILINE)
+SENDER = "app@example.test"
+PASSWORD = "a long password"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # The wake-up and write sockets' paths must fit a socket address (about 108 bytes).
+    path = Path(tempfile.mkdtemp(prefix="pr-r-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def peers() -> Iterator[Peers]:
+    with Peers() as started:
+        yield started
+
+
+def start(home: Path, peer: SmtpPeer, connections: int) -> tuple[RunningProcess, Path]:
+    tables = (
+        "[delivery]\nlease = 2.0\n"
+        f'[[mailers]]\nname = "relay"\ntype = "smtp"\nhost = "{peer.host}"\nport = {peer.port}\n'
+        f'tls = "none"\ntimeout = 30\nmax_connections = {connections}\n'
+        '[[routes]]\nname = "all"\nmailers = ["relay"]\n'
+    )
+    config = write_config(home / "postroom.toml", home / "data", tables, top="workers = 2\n")
+    for args in (("domain", "add", "example.test"), ("user", "add", SENDER, "--password-stdin")):
+        assert run_cli(config, *args, stdin=f"{PASSWORD}\n").returncode == 0
+    return start_process(config, home / "postroom.log"), config
+
+
+def message(token: str) -> bytes:
+    return f"From: {SENDER}\r\nSubject: relayed {token}\r\n\r\nhello {token}\r\n".encode()
+
+
+def submit(client: smtplib.SMTP, token: str) -> None:
+    """STARTTLS, AUTH and one message, as an application submits."""
+    client.starttls()
+    client.ehlo()
+    client.login(SENDER, PASSWORD)
+    assert client.sendmail(SENDER, [f"{token}@remote.test"], message(token)) == {}
+
+
+def test_each_process_relays_its_own_mail_within_one_max_connections(
+    home: Path, peers: Peers
+) -> None:
+    peer = peers.start()
+    server, _ = start(home, peer, connections=1)
+    primary = server.process.pid
+    try:
+        (worker,) = children(primary)
+        port = server.ports["submission"]
+        with clients_taken_while_stopped(primary, port) as (client,):
+            submit(client, "w1")
+        # Taken and committed by the worker; with the primary stopped, the worker
+        # still hands it on (its outcome waits for the primary, or takes its own
+        # connection): the relay getting it proves who delivered.
+        os.kill(primary, signal.SIGSTOP)
+        try:
+            wait_for(lambda: len(peer.received) == 1, within=10)
+        finally:
+            os.kill(primary, signal.SIGCONT)
+        # Both processes now relay at once to a relay allowed one connection: the
+        # slot is the store's, shared, so the second waits for the first.
+        peer.hold()
+        with clients_taken_while_stopped(primary, port) as (by_worker,):
+            with clients_taken_while_stopped(worker, port) as (by_primary,):
+                submit(by_worker, "w2")
+                submit(by_primary, "p1")
+        wait_for(lambda: peer.held == 1, within=10)
+        with pytest.raises(AssertionError):  # the other never opens a second connection
+            wait_for(lambda: peer.max_active > 1, within=2)
+        peer.release()
+        wait_for(lambda: len(peer.received) == 3, within=30)
+        assert peer.max_active == 1
+        assert sorted(r.recipients[0] for r in peer.received) == [
+            "p1@remote.test",
+            "w1@remote.test",
+            "w2@remote.test",
+        ]
+    finally:
+        if server.process.poll() is None:
+            server.signal(signal.SIGTERM)
+            assert server.wait() == 0
+
+
+def send(port: int, sender: int, acked: set[str], stop: threading.Event) -> None:
+    """One message per connection, as applications send; ``acked``: the token of every
+    message that got its 250."""
+    n = 0
+    while not stop.is_set():
+        token = f"{sender}-{n}"
+        n += 1
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                submit(client, token)
+                acked.add(token)
+        except (OSError, smtplib.SMTPException):
+            if not stop.is_set():
+                time.sleep(0.05)  # the server is gone; the test stops us soon
+
+
+def descendants(pid: int) -> list[int]:
+    found = children(pid)
+    return [each for child in found for each in (child, *descendants(child))]
+
+
+def relayed(peer: SmtpPeer) -> Counter[str]:
+    """How many copies of each token the relay got."""
+    copies: Counter[str] = Counter()
+    for got in list(peer.received):
+        match = SUBJECT.search(got.data)
+        assert match is not None, got.data[:200]
+        copies[match.group(1).decode()] += 1
+    return copies
+
+
+async def unsettled(db: Path) -> set[str]:
+    """Tokens of the messages whose recipient is not yet recorded delivered."""
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        pending: set[str] = set()
+        for stored in await store.messages(limit=100_000):
+            if stored.recipients[0].status is not RecipientStatus.DELIVERED:
+                pending.add(stored.recipients[0].address.split("@")[0])
+        return pending
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", range(examples(1)))  # each round kills at another moment
+def test_kill_9_during_relay_at_once_loses_nothing_and_repeats_only_the_unrecorded(
+    home: Path, peers: Peers, round_: int
+) -> None:
+    peer = peers.start()
+    proc, config = start(home, peer, connections=8)
+    acked: set[str] = set()
+    stop = threading.Event()
+    port = proc.ports["submission"]
+    senders = [threading.Thread(target=send, args=(port, s, acked, stop)) for s in range(8)]
+    for sender in senders:
+        sender.start()
+    try:
+        target = random.Random(round_).randint(40, 160)
+        deadline = time.monotonic() + 60
+        while len(acked) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        pids = [*descendants(proc.process.pid), proc.process.pid]
+        for pid in pids:  # every process at once: deliveries in flight in each
+            os.kill(pid, signal.SIGKILL)
+        proc.process.wait()
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(15)
+    assert len(acked) >= target
+    not_recorded = asyncio.run(unsettled(home / "data" / "postroom.db"))
+
+    restarted = start_process(config, home / "postroom.log")
+    try:
+        wait_for(lambda: set(acked) <= set(relayed(peer)), within=60)
+        wait_for(lambda: not asyncio.run(unsettled(home / "data" / "postroom.db")), within=60)
+    finally:
+        restarted.signal(signal.SIGTERM)
+        restarted.wait()
+    copies = relayed(peer)
+    assert set(acked) <= set(copies), "an acknowledged message is missing"
+    repeated = {token for token, count in copies.items() if count > 1}
+    assert max(copies.values()) <= 2
+    assert repeated <= not_recorded, "a message recorded as delivered was delivered again"
