@@ -405,8 +405,17 @@ _PRIMARY_AT_FIRST_USE = (
 )
 
 
+# A relay every message is routed to, which refuses connections: the worker relays at
+# once (delivery.relay_at_once), and settles the deferral itself.
+_RELAYED = (
+    '[[mailers]]\nname = "relay"\ntype = "smtp"\nhost = "127.0.0.1"\nport = 1\ntls = "none"\n'
+    '[[routes]]\nname = "all"\nmailers = ["relay"]\n'
+)
+
+
+@pytest.mark.parametrize("mailers", ["", _RELAYED], ids=["local", "relay"])
 def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_before_its_use(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, monkeypatch: pytest.MonkeyPatch, mailers: str
 ) -> None:
     hook = home / "hook"
     hook.mkdir()
@@ -417,13 +426,15 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
         "PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     )
     monkeypatch.setenv("POSTROOM_TEST_MODULES", str(listed))
-    server, _ = start(home, extra="[inbound_auth]\nenabled = false\n")
+    server, config = start(home, extra=f"[inbound_auth]\nenabled = false\n{mailers}")
     primary = server.process.pid
     try:
         worker = only_worker(primary)
         # The worker takes this message: its whole path.
         with workers_clients(primary, server.ports["mx"]) as (client,):
             assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
+        if mailers:  # its attempt, made and settled by the worker, is in the log
+            wait_for(lambda: '"deferred"' in cli(config, "log", "--json"), within=10)
         os.kill(worker, signal.SIGTERM)  # it drains and exits, listing its modules
         wait_for((listed / f"{worker}.txt").exists, within=10)
         # Started again, as a fresh interpreter, which takes the next message.
@@ -445,6 +456,8 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
 
     in_worker = loaded(worker)
     accept_path = {"postroom.smtp.server", "postroom.intake", "postroom.store.sqlite.store"}
+    if mailers:  # it relayed its message at once: the SMTP client, loaded before the fork
+        accept_path |= {"postroom.delivery.mailers.mta.relay", "postroom.delivery.settle"}
     assert accept_path <= in_worker
     assert primary_only(in_worker) == []
     # The fresh interpreter imports the accept path alone, as the forked one has it.
