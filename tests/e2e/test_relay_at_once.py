@@ -99,10 +99,12 @@ def test_each_process_relays_its_own_mail_within_one_max_connections(
         # Both processes now relay at once to a relay allowed one connection: the
         # slot is the store's, shared, so the second waits for the first.
         peer.hold()
-        with clients_taken_while_stopped(primary, port) as (by_worker,):
-            with clients_taken_while_stopped(worker, port) as (by_primary,):
-                submit(by_worker, "w2")
-                submit(by_primary, "p1")
+        with (
+            clients_taken_while_stopped(primary, port) as (by_worker,),
+            clients_taken_while_stopped(worker, port) as (by_primary,),
+        ):
+            submit(by_worker, "w2")
+            submit(by_primary, "p1")
         wait_for(lambda: peer.held == 1, within=10)
         with pytest.raises(AssertionError):  # the other never opens a second connection
             wait_for(lambda: peer.max_active > 1, within=2)

@@ -93,7 +93,9 @@ def send(port: int) -> dict[str, tuple[int, bytes]]:
         return client.sendmail("a@remote.test", ["app@example.test"], MESSAGE)
 
 
-def workers_clients(primary: int, port: int, count: int = 1) -> Iterator[list[smtplib.SMTP]]:
+def workers_clients(
+    primary: int, port: int, count: int = 1
+) -> contextlib.AbstractContextManager[list[smtplib.SMTP]]:
     """``count`` connections taken while the primary is stopped, so by the worker."""
     return clients_taken_while_stopped(primary, port, count)
 
