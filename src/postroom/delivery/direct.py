@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
+from postroom.delivery.leases import keep_renewing, renew
 from postroom.delivery.mailers import Mailer
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.outcome import Outcome
@@ -60,7 +61,6 @@ __all__ = ["DirectDelivery"]
 _log = logging.getLogger("postroom.delivery")
 _FIRST_PAUSE = 0.5  # after a store error recording an outcome; doubles while it lasts
 _MAX_PAUSE = 8.0
-_RENEWALS_PER_LEASE = 3  # as the scheduler: two renewals may fail before a lease ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,27 +184,15 @@ class DirectDelivery:
     async def keep_leases(self) -> None:
         """Until ``stop()``: renew the leases of the deliveries in flight, every third
         of ``delivery.lease`` (``renew_leases()`` is one round)."""
-        interval = self._settings.lease / _RENEWALS_PER_LEASE
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stopped.wait()
-            if not self._stopping:
-                await self.renew_leases()
+        await keep_renewing(self._settings.lease, self._stopped, self.renew_leases)
 
     async def renew_leases(self) -> int:
         """Extend the lease of every recipient still being delivered here; the number
         renewed. A store error is logged: the next round tries again."""
         leases = {p.message.id: p.addresses for p in list(self._in_flight.values())}
-        if not leases:
-            return 0
-        try:
-            return await self._store.renew_leases(
-                leases, self._clock.time(), lease=self._settings.lease
-            )
-        except StoreError as exc:
-            _log.error("could not renew the leases of %d messages: %s", len(leases), exc)
-            return 0
+        with contextlib.suppress(StoreError):
+            return await renew(self._store, leases, self._clock, self._settings.lease)
+        return 0
 
     async def stop(self, grace: float) -> None:
         """Take no more; let deliveries in flight finish within ``grace`` seconds. What

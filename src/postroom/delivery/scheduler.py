@@ -33,6 +33,7 @@ from typing import Protocol, TypeVar
 
 from postroom.clock import Clock
 from postroom.config.settings import DeliverySettings
+from postroom.delivery.leases import keep_renewing, renew
 from postroom.delivery.localdomains import LocalDomains
 from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.records import attempt_row, log_routes
@@ -70,7 +71,6 @@ _IDLE_WAIT = 60.0  # re-check the queue at least this often when nothing is due
 # After a store error (full, locked, damaged): wait, doubling up to the longest pause.
 _FIRST_STORE_PAUSE = 0.5
 _MAX_STORE_PAUSE = 30.0
-_RENEWALS_PER_LEASE = 3  # two renewals may fail in a row before a lease ends
 _CLAIM_STEPS = 10  # with a backlog, claim when a tenth of max_concurrency is free
 # Listening for other nodes' mail: after a loss, try again after a pause that doubles up
 # to this (one connection attempt, one log line each time while the database is away).
@@ -206,13 +206,7 @@ class Scheduler:
     async def keep_leases(self) -> None:
         """Until ``stop()``: renew the leases of the attempts in flight, every third of
         ``delivery.lease`` (wall time; ``renew_leases()`` is one round)."""
-        interval = self._settings.lease / _RENEWALS_PER_LEASE
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stopped.wait()
-            if not self._stopping:
-                await self.renew_leases()
+        await keep_renewing(self._settings.lease, self._stopped, self.renew_leases)
 
     async def renew_leases(self) -> int:
         """Extend the lease of every recipient whose attempt is still running; the number
@@ -220,14 +214,9 @@ class Scheduler:
         leases: dict[str, list[str]] = defaultdict(list)
         for claim in list(self._in_flight.values()):
             leases[claim.message.id].extend(state.address for state in claim.recipients)
-        if not leases:
-            return 0
         try:
-            return await self._store.renew_leases(
-                leases, self._clock.time(), lease=self._settings.lease
-            )
+            return await renew(self._store, leases, self._clock, self._settings.lease)
         except StoreError as exc:
-            _log.error("could not renew the leases of %d messages: %s", len(leases), exc)
             self._readiness.fail(PART, f"renewing leases: {exc}")
             return 0
 
