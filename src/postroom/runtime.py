@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from postroom.delivery.scheduler import Scheduler
     from postroom.delivery.slots import SharedSlots
     from postroom.events.dispatcher import WebhookDispatcher
+    from postroom.events.forward import AttemptForwarder, AttemptReceiver
     from postroom.events.metrics import Metrics, WorkerCounts
     from postroom.imap.server import ImapServer
     from postroom.intake.marks import RouteTracking
@@ -204,6 +205,8 @@ class Server:
         self._limited: dict[str, SendWindow] = {}  # the sending limits of API mailers
         self._wakeup: WakeupListener | None = None
         self._notifier: Notifier | None = None  # an accept worker's, to wake the primary
+        self._forwarder: AttemptForwarder | None = None  # a worker's attempts, to alerts
+        self._attempts: AttemptReceiver | None = None  # the primary's end of that
         self._control: ControlListener | None = None
         self._write_port: WritePort | None = None  # the workers' way to the writer
         self._inbound: InboundChecker | None = None
@@ -256,6 +259,12 @@ class Server:
             self._notifier = notifier = Notifier(settings.data_dir)
             bus.subscribe(_WakePrimary(notifier))
             self._deliver_at_once(intake, bus, notifier)
+            if self.direct is not None and settings.alerts:
+                # The primary alone sends alerts: it is told of this worker's attempts.
+                from postroom.events.forward import AttemptForwarder
+
+                self._forwarder = AttemptForwarder(settings.data_dir)
+                bus.subscribe(self._forwarder)
         else:
             self._start_delivery(store, intake, bus)
         auth = settings.limits.auth
@@ -698,6 +707,11 @@ class Server:
         settings = self.settings
         if self.alerts is not None and settings.alerts:
             self.tasks.start("alerts", self.alerts.run)
+            if settings.workers > 1:  # the attempts of the mail they deliver at once
+                from postroom.events.forward import AttemptReceiver
+
+                self._attempts = AttemptReceiver(settings.data_dir, self.alerts.on_event)
+                self._attempts.start()
             if any(AlertKind.DNS in a.on for a in settings.alerts) and self.store is not None:
                 self.tasks.start("dns-check", self._dns_watch(self.alerts, self.store).run)
         if self.reports is not None and settings.report.enabled and settings.report.to:
@@ -753,12 +767,7 @@ class Server:
         await self._stop_listeners(grace)
         if self.direct is not None:  # no new mail now: finish what was handed off
             await self.direct.stop(grace)
-        if self._wakeup is not None:
-            self._wakeup.close()
-            self._wakeup = None
-        if self._notifier is not None:
-            self._notifier.close()
-            self._notifier = None
+        self._close_hints()
         if self.retention is not None:
             self.retention.stop()
         if self.scheduler is not None:
@@ -772,6 +781,13 @@ class Server:
         if self.store is not None:
             await self.store.aclose()
             self.store = None
+
+    def _close_hints(self) -> None:
+        """The datagram sockets between the processes (wake-ups, workers' attempts)."""
+        for hint in (self._wakeup, self._notifier, self._forwarder, self._attempts):
+            if hint is not None:
+                hint.close()
+        self._wakeup = self._notifier = self._forwarder = self._attempts = None
 
     async def _close_write_port(self, workers: Awaitable[object] | None) -> None:
         if workers is not None:  # they may commit until they have stopped
@@ -833,6 +849,8 @@ def _import_accept_path(settings: Settings) -> None:
         names.append("postroom.delivery.mailers.mta.local")
     if any(isinstance(m, SmtpMailerSettings) for m in chosen):
         names += ["postroom.delivery.mailers.mta.relay", "postroom.delivery.slots"]
+    if chosen and settings.alerts:
+        names.append("postroom.events.forward")
     if settings.inbound_auth.enabled:
         names += ["postroom.mailauth.inbound", "postroom.resolver"]
     if any(route.track is not None for route in settings.routes):

@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.crashcheck import assert_at_least_once, tokens, unsettled
 from tests.support.depth import examples
+from tests.support.http_fake import Reply, serve
 from tests.support.processes import (
     children,
     clients_taken_while_stopped,
@@ -55,9 +56,11 @@ def peers() -> Iterator[Peers]:
         yield started
 
 
-def start(home: Path, peer: SmtpPeer, connections: int) -> tuple[RunningProcess, Path]:
+def start(
+    home: Path, peer: SmtpPeer, connections: int, extra: str = ""
+) -> tuple[RunningProcess, Path]:
     tables = (
-        "[delivery]\nlease = 2.0\n"
+        f"[delivery]\nlease = 2.0\n{extra}"
         f'[[mailers]]\nname = "relay"\ntype = "smtp"\nhost = "{peer.host}"\nport = {peer.port}\n'
         f'tls = "none"\ntimeout = 30\nmax_connections = {connections}\n'
         '[[routes]]\nname = "all"\nmailers = ["relay"]\n'
@@ -121,6 +124,32 @@ def test_each_process_relays_its_own_mail_within_one_max_connections(
         ]
     finally:
         if server.process.poll() is None:
+            server.signal(signal.SIGTERM)
+            assert server.wait() == 0
+
+
+def test_a_bounce_in_the_worker_raises_the_primary_alert(home: Path, peers: Peers) -> None:
+    """The primary alone sends alerts; the worker tells it of the attempts it made."""
+    peer = peers.start(reject_rcpt={"gone@remote.test": "550 5.1.1 No such user"})
+    with serve(lambda request: Reply(200, b"ok")) as hook:
+        alert = (
+            f'[[alerts]]\nname = "ops"\nformat = "webhook"\nurl = "{hook.url}/alert"\n'
+            'on = ["bounced"]\n'
+        )
+        server, _ = start(home, peer, connections=2, extra=alert)
+        primary = server.process.pid
+        try:
+            with clients_taken_while_stopped(primary, server.ports["submission"]) as (client,):
+                client.starttls()
+                client.ehlo()
+                client.login(SENDER, PASSWORD)
+                client.sendmail(SENDER, ["gone@remote.test"], message("gone"))
+            wait_for(lambda: len(hook.requests) == 1, within=15)
+            (posted,) = hook.requests
+            assert posted.path == "/alert"
+            assert "gone@remote.test" in posted.body.decode()
+            assert "5.1.1" in posted.body.decode()
+        finally:
             server.signal(signal.SIGTERM)
             assert server.wait() == 0
 
