@@ -6,7 +6,9 @@ accept on the same sockets; each new connection goes to the process holding fewe
 (``net.shares``: each accepts one at a time and steps aside for one holding fewer). Every
 worker commits into the same store (SQLite serialises the writers; each commit is still
 fsync'ed before its 250) and wakes the primary's scheduler through ``net.wakeup``. Only
-the primary delivers queued mail.
+the primary delivers queued mail; a worker delivers the local and relay mail it accepted
+itself, at once (``delivery.direct``), and tells the primary's alerts of those attempts
+(``events.forward``).
 
 Workers are forked from the primary at its start (``workerprocs.py``), before it has an
 event loop, a thread or a store connection, so that they share its memory and never
