@@ -25,7 +25,7 @@ from postroom.delivery.scheduler import Scheduler
 from postroom.delivery.settle import OutcomeRules
 from postroom.errors import StoreError, StoreUnavailable
 from postroom.events import Bus, DeliveryAttempt, MessageQueued
-from postroom.intake import Intake, Principal, Queued, SenderRights
+from postroom.intake import ANY_SENDER, Intake, Principal, Queued
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
 from postroom.mail.events import EventType, MailEvent
@@ -462,7 +462,7 @@ async def submit_remote(world: World, *rcpts: str) -> str:
         parse_address("app@shop.test"),
         [Recipient(parse_address(r)) for r in rcpts],
         b"From: app@shop.test\r\nSubject: Your receipt\r\n\r\nThanks\r\n",
-        principal=Principal("app@shop.test", SenderRights.ANY),
+        principal=Principal("app@shop.test", ANY_SENDER),
     )
     assert isinstance(result, Queued), result
     return result.queue_id

@@ -20,7 +20,7 @@ from postroom.delivery.outcome import Disposition, Outcome, RemoteInfo
 from postroom.delivery.router import Router, RouteTable
 from postroom.delivery.scheduler import Scheduler
 from postroom.events import Bus, DeliveryAttempt
-from postroom.intake import Intake, Principal, Queued, SenderRights
+from postroom.intake import ANY_SENDER, Intake, Principal, Queued
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Notify, Recipient, Source, SourceKind
 from postroom.smtp.replies import Reply
@@ -88,7 +88,7 @@ class World:
             parse_address(sender) if sender else None,
             [Recipient(parse_address(r), notify_set) for r in rcpts],
             b"From: app@example.test\r\nSubject: Receipt 42\r\n\r\nThanks.\r\n",
-            principal=Principal("app@example.test", SenderRights.ANY),
+            principal=Principal("app@example.test", ANY_SENDER),
         )
         assert isinstance(result, Queued), result
         return result.queue_id
@@ -344,7 +344,7 @@ async def test_bytes_in_flight_are_bounded(tmp_path: Path) -> None:
                 parse_address("app@example.test"),
                 [Recipient(parse_address("a@remote.test"))],
                 big,
-                principal=Principal("app@example.test", SenderRights.ANY),
+                principal=Principal("app@example.test", ANY_SENDER),
             )
             assert isinstance(result, Queued)
         running = asyncio.create_task(world.scheduler.run_once())

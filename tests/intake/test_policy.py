@@ -6,6 +6,7 @@ import pytest
 
 from postroom.config.settings import Settings
 from postroom.intake.policy import (
+    ANY_SENDER,
     Principal,
     PrincipalKind,
     SenderRefusal,
@@ -24,7 +25,7 @@ from postroom.mail.address import parse_address
 from postroom.mail.authors import read_authors
 from postroom.store.models import ApiKeyRecord, UserRecord
 
-USER = Principal("app@example.test", SenderRights.ANY)
+USER = Principal("app@example.test", ANY_SENDER)
 LIMITED = Principal(
     "news@example.test", SenderRights(frozenset({"example.test", "xn--bcher-kva.test"}))
 )
@@ -143,7 +144,7 @@ def test_default_rights_of_each_principal(tmp_path: Path) -> None:
 
 
 def test_rights_are_described_for_the_lists() -> None:
-    assert SenderRights.ANY.describe() == "any domain"
+    assert ANY_SENDER.describe() == "any domain"
     assert SenderRights(frozenset({"b.test", "a.test"})).describe() == "a.test, b.test"
     assert SenderRights(frozenset({"p.test"}), local_domains=True).describe() == (
         "local domains, p.test"

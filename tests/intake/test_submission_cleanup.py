@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.intake import Intake, Principal, Queued, SenderRights
+from postroom.intake import ANY_SENDER, Intake, Principal, Queued
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.smtp import replies
@@ -37,7 +37,7 @@ def intake(store: Store, tmp_path: Path) -> Intake:
 
 
 async def send(intake: Intake, source: Source, chunks: list[bytes]) -> tuple[str, bytes]:
-    principal = Principal("app@example.test", SenderRights.ANY) if source.principal else None
+    principal = Principal("app@example.test", ANY_SENDER) if source.principal else None
     submission = await intake.begin(source, parse_address("app@example.test"), principal=principal)
     assert not isinstance(submission, replies.Reply)
     reply = await submission.add_recipient(Recipient(parse_address("friend@remote.test")))
@@ -77,7 +77,7 @@ async def test_submit_returns_the_message_id_the_message_leaves_with(
         parse_address("app@example.test"),
         [Recipient(parse_address("friend@remote.test"))],
         b"From: app@example.test\nSubject: s\n\nbody\n",
-        principal=Principal("app", SenderRights.ANY),
+        principal=Principal("app", ANY_SENDER),
     )
     assert isinstance(queued, Queued)
     body = await store.read_body(queued.queue_id)
@@ -92,7 +92,7 @@ async def test_a_refused_message_leaves_nothing_in_the_queue(store: Store, tmp_p
         parse_address("app@example.test"),
         [Recipient(parse_address("friend@remote.test"))],
         b"Subject: s\r\n\r\nfirst\r\n\x00.\r\nsecond\r\n",
-        principal=Principal("www-data", SenderRights.ANY),
+        principal=Principal("www-data", ANY_SENDER),
     )
     assert refused == replies.NUL_IN_MESSAGE
     assert await store.messages(limit=10) == []

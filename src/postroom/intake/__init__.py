@@ -9,6 +9,7 @@ Message-ID completed). ``commit()`` returns only when the message is durable in 
 """
 
 from postroom.intake.policy import (
+    ANY_SENDER,
     FieldRefusal,
     Principal,
     PrincipalKind,
@@ -18,6 +19,7 @@ from postroom.intake.policy import (
 from postroom.intake.submission import Intake, Queued, Submission
 
 __all__ = [
+    "ANY_SENDER",
     "FieldRefusal",
     "Intake",
     "Principal",

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
 
 from postroom.mail.address import Address, mailbox_problem
 from postroom.mail.authors import Authors
@@ -26,6 +25,7 @@ from postroom.smtp.replies import Reply
 from postroom.store.models import Suppression
 
 __all__ = [
+    "ANY_SENDER",
     "FieldRefusal",
     "Principal",
     "PrincipalKind",
@@ -56,8 +56,6 @@ class SenderRights:
     local_domains: bool = False  # and the store's local domains when the mail is sent
     any_domain: bool = False
 
-    ANY: ClassVar[SenderRights]
-
     def allows(self, domain: str, local: Collection[str] = ()) -> bool:
         """``local``: which domains in question are local (looked up by the caller)."""
         return (
@@ -78,7 +76,7 @@ class SenderRights:
         return ", ".join(parts) or "no domain"
 
 
-SenderRights.ANY = SenderRights(any_domain=True)
+ANY_SENDER = SenderRights(any_domain=True)  # postroom itself, a local user, a trusted key
 
 
 @dataclass(frozen=True, slots=True)

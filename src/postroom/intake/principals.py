@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from postroom.config.settings import SenderSettings, Settings
 from postroom.errors import AddressError
-from postroom.intake.policy import Principal, PrincipalKind, SenderRights
+from postroom.intake.policy import ANY_SENDER, Principal, PrincipalKind, SenderRights
 from postroom.mail.address import to_ascii_domain
 from postroom.store.models import ApiKeyRecord, UserRecord
 
@@ -36,12 +36,12 @@ __all__ = [
     "user_rights",
 ]
 
-POSTROOM = Principal("MAILER-DAEMON", SenderRights.ANY, PrincipalKind.POSTROOM)
+POSTROOM = Principal("MAILER-DAEMON", ANY_SENDER, PrincipalKind.POSTROOM)
 
 
 def user_rights(record: UserRecord) -> SenderRights:
     if record.any_sender:
-        return SenderRights.ANY
+        return ANY_SENDER
     own = record.address.rpartition("@")[2]
     return SenderRights(frozenset((own, *record.sender_domains)))
 
@@ -52,7 +52,7 @@ def user_principal(record: UserRecord) -> Principal:
 
 def api_key_rights(record: ApiKeyRecord) -> SenderRights:
     if record.any_sender:
-        return SenderRights.ANY
+        return ANY_SENDER
     return SenderRights(frozenset(record.sender_domains), local_domains=True)
 
 
@@ -62,12 +62,12 @@ def api_key_principal(record: ApiKeyRecord) -> Principal:
 
 def admin_principal(name: str) -> Principal:
     """An admin of the dashboard sending a test email or resending a message."""
-    return Principal(name, SenderRights.ANY, PrincipalKind.LOCAL)
+    return Principal(name, ANY_SENDER, PrincipalKind.LOCAL)
 
 
 def _configured(senders: SenderSettings, *also: str) -> SenderRights:
     if senders.any_sender:
-        return SenderRights.ANY
+        return ANY_SENDER
     return SenderRights(frozenset((*senders.sender_domains, *also)), local_domains=True)
 
 

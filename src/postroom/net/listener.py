@@ -21,6 +21,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from postroom.net.shares import MARGIN, AcceptSlot
 from postroom.net.stream import Stream
@@ -82,7 +83,10 @@ class Listener:
         if self._sock is not None:
             return int(self._sock.getsockname()[1])
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        # Untyped: uvloop's sockets are a list where typeshed says a tuple, and a
+        # compiled build checks declared types at run time.
+        server: Any = self._server
+        return int(server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
