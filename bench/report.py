@@ -183,8 +183,8 @@ def check_targets(sections: list[Section]) -> list[Target]:
             unsupported = postroom is None or postroom.status == "unsupported"
             targets.append(
                 Target(
-                    f"{section.title}: postroom ≥ 1.0x Postfix",
-                    1.0,
+                    f"{section.title}: postroom ≥ 2x Postfix",
+                    2.0,
                     None if unsupported else ratio(section, "postfix-relay"),
                     "postroom cannot deliver yet" if unsupported else "postfix-relay",
                 )
