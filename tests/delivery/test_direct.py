@@ -417,6 +417,9 @@ async def test_an_outcome_the_store_refuses_is_recorded_once_it_works_again(
         store.record_fault = None
         await world.settled()
         assert await status_of(world, queue_id) == {"ann@example.test": RecipientStatus.DELIVERED}
+        # The scheduler was told at the first error: it looks, and names the store's
+        # trouble on /readyz (all mail delivered at once, it would sit idle).
+        assert world.wakes == [None]
         world.clock.advance(3600)
         assert await world.scheduler.run_once() == 0
         assert len(world.files("ann")) == 1

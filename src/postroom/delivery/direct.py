@@ -81,16 +81,29 @@ class _Planned:
 class _UntilLeaseEnds:
     """Store steps tried again after a pause (doubling) while the lease has room: past
     that the scheduler makes the attempt again (at least once), so give up rather than
-    record an outcome beside its attempt."""
+    record an outcome beside its attempt. The first error wakes the scheduler: its own
+    store calls then fail too, and it names the store's trouble on ``/readyz`` (an idle
+    scheduler, all mail delivered at once, would not have looked)."""
 
-    def __init__(self, message_id: str, clock: Clock, lease_until: float, pause: float) -> None:
+    def __init__(
+        self,
+        message_id: str,
+        clock: Clock,
+        lease_until: float,
+        pause: float,
+        wake: Callable[[], object],
+    ) -> None:
         self._message_id = message_id
         self._clock = clock
         self._lease_until = lease_until
         self._pause = pause
+        self._wake: Callable[[], object] | None = wake
 
     async def wait(self, error: StoreError) -> None:
         """Pause before the next try, or raise ``error`` when the lease would end."""
+        if self._wake is not None:
+            self._wake()
+            self._wake = None
         pause = self._pause
         if self._clock.time() + pause >= self._lease_until:
             raise error
@@ -190,9 +203,11 @@ class DirectDelivery:
         """Extend the lease of every recipient still being delivered here; the number
         renewed. A store error is logged: the next round tries again."""
         leases = {p.message.id: p.addresses for p in list(self._in_flight.values())}
-        with contextlib.suppress(StoreError):
+        try:
             return await renew(self._store, leases, self._clock, self._settings.lease)
-        return 0
+        except StoreError:
+            self._wake()  # the scheduler looks, and names the store's trouble
+            return 0
 
     async def stop(self, grace: float) -> None:
         """Take no more; let deliveries in flight finish within ``grace`` seconds. What
@@ -257,7 +272,9 @@ class DirectDelivery:
         lease has room, and raised after."""
         message = planned.message
         rules = self._rules
-        retry = _UntilLeaseEnds(message.id, self._clock, planned.lease_until, self._store_pause)
+        retry = _UntilLeaseEnds(
+            message.id, self._clock, planned.lease_until, self._store_pause, self._wake
+        )
         await rules.send_dsns(message, settled, retry.wait)
         updates = [s.update for s in settled]
         attempts = [attempt_row(message.id, started, o) for o in tried]
