@@ -401,7 +401,8 @@ async def faulty_world(tmp_path: Path) -> tuple[World, WatchedStore]:
 
 
 async def refused(store: WatchedStore) -> None:
-    await store.refusal.wait()
+    async with asyncio.timeout(5):
+        await store.refusal.wait()
     store.refusal.clear()
 
 
@@ -451,12 +452,12 @@ async def test_an_outcome_never_recorded_within_the_lease_is_delivered_again_by_
 RELAY_ROUTE: list[dict[str, object]] = [{"name": "out", "mailers": ["relay"]}]
 
 
-async def relay_world(tmp_path: Path, peer: SmtpPeer) -> World:
+async def relay_world(tmp_path: Path, peer: SmtpPeer, store: Store | None = None) -> World:
     relay = {
         "name": "relay", "type": "smtp", "host": peer.host, "port": peer.port,
         "tls": "none", "timeout": 5.0, "connect_timeout": 5.0,
     }  # fmt: skip
-    return await make_world(tmp_path, routes=RELAY_ROUTE, relays=[relay])
+    return await make_world(tmp_path, routes=RELAY_ROUTE, relays=[relay], store=store)
 
 
 async def submit_remote(world: World, *rcpts: str) -> str:
@@ -569,6 +570,36 @@ async def test_the_leases_of_a_slow_relay_are_renewed_so_the_scheduler_waits(
             peer.release()
             await world.settled()
             assert await status_of(world, queue_id) == {"a@one.test": RecipientStatus.DELIVERED}
+            assert len(peer.received) == 1
+        finally:
+            await closed(world)
+
+
+async def test_an_outcome_refused_after_a_renewed_lease_is_tried_again_within_it(
+    tmp_path: Path,
+) -> None:
+    """The first lease has ended, but it was renewed while the relay held DATA: a store
+    error recording the outcome is tried again until the renewed lease, not given up."""
+    store = WatchedStore(tmp_path / "q.db")
+    await store.start()
+    with Peers() as peers:
+        peer = peers.start()
+        peer.hold()
+        world = await relay_world(tmp_path, peer, store=store)
+        try:
+            queue_id = await submit_remote(world, "a@one.test")
+            await eventually(lambda: peer.held == 1)
+            world.clock.advance(40)
+            assert await world.direct.renew_leases() == 1
+            world.clock.advance(40)  # past the first lease (60 s), within the renewed one
+            store.record_fault = StoreUnavailable("the database is away")
+            peer.release()
+            await refused(store)
+            await refused(store)  # tried again, not given up
+            store.record_fault = None
+            await world.settled()
+            assert await status_of(world, queue_id) == {"a@one.test": RecipientStatus.DELIVERED}
+            assert await world.scheduler.run_once() == 0
             assert len(peer.received) == 1
         finally:
             await closed(world)

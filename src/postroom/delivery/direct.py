@@ -89,10 +89,11 @@ class _UntilLeaseEnds:
         self,
         message_id: str,
         clock: Clock,
-        lease_until: float,
+        lease_until: Callable[[], float],
         pause: float,
         wake: Callable[[], object],
     ) -> None:
+        """``lease_until``: when the lease ends as last renewed."""
         self._message_id = message_id
         self._clock = clock
         self._lease_until = lease_until
@@ -105,7 +106,7 @@ class _UntilLeaseEnds:
             self._wake()
             self._wake = None
         pause = self._pause
-        if self._clock.time() + pause >= self._lease_until:
+        if self._clock.time() + pause >= self._lease_until():
             raise error
         _log.warning("delivering %s at once: %s (again in %g s)", self._message_id, error, pause)
         await asyncio.sleep(pause)
@@ -147,6 +148,7 @@ class DirectDelivery:
         self._store_pause = store_pause
         self._local_only = local_only
         self._in_flight: dict[asyncio.Task[None], _Planned] = {}
+        self._leased: dict[str, float] = {}  # message id -> its lease's end, once renewed
         self._stopping = False
         self._stopped = asyncio.Event()
 
@@ -187,7 +189,9 @@ class DirectDelivery:
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        planned = self._in_flight.pop(task, None)
+        if planned is not None:
+            self._leased.pop(planned.message.id, None)
 
     @property
     def in_flight(self) -> int:
@@ -203,11 +207,15 @@ class DirectDelivery:
         """Extend the lease of every recipient still being delivered here; the number
         renewed. A store error is logged: the next round tries again."""
         leases = {p.message.id: p.addresses for p in list(self._in_flight.values())}
+        until = self._clock.time() + self._settings.lease
         try:
-            return await renew(self._store, leases, self._clock, self._settings.lease)
+            renewed = await renew(self._store, leases, self._clock, self._settings.lease)
         except StoreError:
             self._wake()  # the scheduler looks, and names the store's trouble
             return 0
+        still = {p.message.id for p in self._in_flight.values()}  # not finished meanwhile
+        self._leased.update((message_id, until) for message_id in leases if message_id in still)
+        return renewed
 
     async def stop(self, grace: float) -> None:
         """Take no more; let deliveries in flight finish within ``grace`` seconds. What
@@ -273,7 +281,11 @@ class DirectDelivery:
         message = planned.message
         rules = self._rules
         retry = _UntilLeaseEnds(
-            message.id, self._clock, planned.lease_until, self._store_pause, self._wake
+            message.id,
+            self._clock,
+            lambda: self._leased.get(message.id, planned.lease_until),
+            self._store_pause,
+            self._wake,
         )
         await rules.send_dsns(message, settled, retry.wait)
         updates = [s.update for s in settled]
