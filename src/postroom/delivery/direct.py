@@ -133,8 +133,8 @@ class DirectDelivery:
         other is left to the scheduler); ``rules``: the scheduler's rules for outcomes;
         ``wake``: tell the scheduler that recipients are due or have a new next try;
         ``store_pause``: the first wait after a store error recording an outcome;
-        ``local_only``: the mailers deliver to local users alone, so mail for no local
-        user is not looked at."""
+        ``local_only``: the mailers deliver to local users alone (intake offers mail
+        for no local user only when this is false)."""
         self._store = store
         self._routes = tuple(routes)
         self._router = Router(mailers)
@@ -146,7 +146,7 @@ class DirectDelivery:
         self._wake = wake
         self._return_path = return_path or (lambda sender, queue_id, verp: sender)
         self._store_pause = store_pause
-        self._local_only = local_only
+        self.local_only = local_only
         self._in_flight: dict[asyncio.Task[None], _Planned] = {}
         self._leased: dict[str, float] = {}  # message id -> its lease's end, once renewed
         self._stopping = False
@@ -158,8 +158,6 @@ class DirectDelivery:
     ) -> _Planned | None:
         settings = self._settings
         if self._stopping or settings.paused or len(self._in_flight) >= settings.max_concurrency:
-            return None
-        if self._local_only and not local_domains:
             return None
         outbound = _outbound(message, data)
         rejected = {address for address, _ in message.rejected}

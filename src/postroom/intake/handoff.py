@@ -33,6 +33,12 @@ class Planned(Protocol):
 
 
 class Handoff(Protocol):
+    @property
+    def local_only(self) -> bool:
+        """Whether it delivers to local users alone: mail for no local user is not
+        offered to it (nor its bytes joined for it)."""
+        ...
+
     def plan(
         self, message: NewMessage, data: bytes, local_domains: frozenset[str]
     ) -> Planned | None:

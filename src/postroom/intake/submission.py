@@ -433,6 +433,8 @@ class Submission:
         handoff = self.intake.handoff
         if handoff is None or not self.body.in_memory:
             return None
+        if handoff.local_only and not self._local_domains:
+            return None
         data = message.header + self.body.getvalue()
         return handoff.plan(message, data, frozenset(self._local_domains))
 
