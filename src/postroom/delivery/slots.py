@@ -62,10 +62,10 @@ def dead_on_this_host(holder: str) -> bool:
     """Whether ``holder`` (a name ``_holder_name`` made) is a process of this host that
     has exited. Only for a store whose holders all run here, in one PID namespace (an
     SQLite file): elsewhere a live process of another machine could share the name."""
-    host, _, rest = holder.rpartition(":")[0].rpartition(":")
-    pid = rest if host else ""
-    if host != socket.gethostname() or not pid.isdigit():
+    parts = holder.rsplit(":", 2)  # host:pid:tag
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
+    pid = parts[1]
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
