@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from postroom.delivery.retention import Retention
     from postroom.delivery.router import Router
     from postroom.delivery.scheduler import Scheduler
+    from postroom.delivery.settle import OutcomeRules
     from postroom.delivery.slots import SharedSlots
     from postroom.events.dispatcher import WebhookDispatcher
     from postroom.events.forward import AttemptForwarder, AttemptReceiver
@@ -604,7 +605,7 @@ class Server:
             relays=relay_names(settings.mailers),
         )
         if self.deliver:
-            self._deliver_at_once(intake, bus, self.scheduler.wake, mailers)
+            self._deliver_at_once(intake, bus, self.scheduler.wake, (mailers, self.scheduler.rules))
         self.retention = Retention(store, settings.retention, self.clock)
         self.webhooks = WebhookDispatcher(store, settings.webhooks, self.clock, environ=os.environ)
         if settings.webhooks:
@@ -632,12 +633,12 @@ class Server:
         intake: Intake,
         bus: Bus,
         wake: Callable[[], object],
-        built: Mapping[str, Mailer] | None = None,
+        scheduler: tuple[Mapping[str, Mailer], OutcomeRules] | None = None,
     ) -> None:
         """Mail delivered by the process that accepted it (``delivery.local_at_once``,
         ``delivery.relay_at_once``), through its own ``local`` and ``smtp`` mailers;
-        ``wake``: the scheduler, for what it leaves; ``built``: the scheduler's mailers
-        where it runs here (one connection pool per relay for both)."""
+        ``wake``: the scheduler, for what it leaves; ``scheduler``: its mailers and
+        rules where it runs here (one connection pool per relay for both)."""
         settings = self.settings
         chosen = _at_once_mailers(settings)
         if not chosen:
@@ -648,24 +649,27 @@ class Server:
         from postroom.delivery.router import Route
         from postroom.delivery.settle import OutcomeRules
 
-        if built is None:
+        if scheduler is None:  # an accept worker
             assert self.store is not None
             mailers = self._own_mailers(chosen, self.store)
-        else:
-            mailers = {m.name: built[m.name] for m in chosen}
-        self.direct = DirectDelivery(
-            store=intake.store,
-            routes=[Route.from_settings(r) for r in settings.routes],
-            mailers=mailers,
-            rules=OutcomeRules(
+            rules = OutcomeRules(
                 suppressions=intake.store,
                 intake=intake,
                 settings=settings.delivery,
                 hostname=settings.hostname,
                 clock=self.clock,
                 rng=self.rng,
+                bus=bus,
                 relays=relay_names(settings.mailers),
-            ),
+            )
+        else:
+            built, rules = scheduler
+            mailers = {m.name: built[m.name] for m in chosen}
+        self.direct = DirectDelivery(
+            store=intake.store,
+            routes=[Route.from_settings(r) for r in settings.routes],
+            mailers=mailers,
+            rules=rules,
             settings=settings.delivery,
             clock=self.clock,
             bus=bus,

@@ -134,6 +134,7 @@ async def make_world(
         hostname="mail.test",
         clock=clock,
         rng=random.Random(7),
+        bus=bus,
         relays=relay_names(settings.mailers),
     )
     at_once: dict[str, Mailer] = {"local": local}

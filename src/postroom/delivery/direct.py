@@ -48,12 +48,12 @@ from postroom.delivery.outcome import Outcome
 from postroom.delivery.records import attempt_row, log_routes
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
-from postroom.delivery.settle import OutcomeRules, Settled, first_attempt, publish_settled
+from postroom.delivery.settle import OutcomeRules, Settled, first_attempt
 from postroom.errors import StoreError
 from postroom.events import Bus
-from postroom.mailauth.dkimsummary import signature_summary
+from postroom.mail.events import MailEvent
 from postroom.store import QueueStore
-from postroom.store.models import NewMessage, RecipientStatus
+from postroom.store.models import Attempt, NewMessage, RecipientStatus, RecipientUpdate
 from postroom.store.rows import notify_text
 
 __all__ = ["DirectDelivery"]
@@ -272,12 +272,9 @@ class DirectDelivery:
         settled: Sequence[Settled],
         tried: Sequence[Outcome],
     ) -> None:
-        """As the scheduler settles an attempt: the DSNs, then the outcomes with every
-        attempt and their events (one transaction), then the attempts' events and the
-        hard bounces on the suppression list. A store error is tried again while the
-        lease has room, and raised after."""
+        """As the scheduler concludes an attempt (``OutcomeRules.conclude``). A store
+        error is tried again while the lease has room, and raised after."""
         message = planned.message
-        rules = self._rules
         retry = _UntilLeaseEnds(
             message.id,
             self._clock,
@@ -285,18 +282,22 @@ class DirectDelivery:
             self._store_pause,
             self._wake,
         )
-        await rules.send_dsns(message, settled, retry.wait)
-        updates = [s.update for s in settled]
         attempts = [attempt_row(message.id, started, o) for o in tried]
-        events = rules.events(message.id, settled, started)
-        while True:
-            try:
-                await self._store.record_outcomes(message.id, updates, attempts, events)
-                break
-            except StoreError as exc:
-                await retry.wait(exc)
-        publish_settled(self._bus, message.id, settled, attempts, signature_summary(message.data))
-        await rules.suppress_hard_bounces(message.id, settled)
+
+        async def record(
+            updates: Sequence[RecipientUpdate],
+            rows: Sequence[Attempt],
+            events: Sequence[MailEvent],
+        ) -> None:
+            while True:
+                try:
+                    return await self._store.record_outcomes(message.id, updates, rows, events)
+                except StoreError as exc:
+                    await retry.wait(exc)
+
+        await self._rules.conclude(
+            message, started, settled, attempts, wait=retry.wait, record=record
+        )
         if any(s.update.status is RecipientStatus.DEFERRED for s in settled):
             self._wake()  # the scheduler makes the next try: it may be due before it looks
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections import defaultdict
@@ -39,12 +40,11 @@ from postroom.delivery.message import OutboundMessage, OutboundRecipient
 from postroom.delivery.records import attempt_row, log_routes
 from postroom.delivery.router import Route, Router, RouteTable
 from postroom.delivery.rules import MessageView
-from postroom.delivery.settle import OutcomeRules, Settled, publish_settled
+from postroom.delivery.settle import OutcomeRules, Settled
 from postroom.errors import StoreError
 from postroom.events import Bus, MessageQueued
 from postroom.intake import Intake
 from postroom.mail.events import MailEvent
-from postroom.mailauth.dkimsummary import signature_summary
 from postroom.readiness import Readiness
 from postroom.store import DirectoryStore, QueueStore
 from postroom.store.base import QueueWatch, SuppressionStore
@@ -140,6 +140,7 @@ class Scheduler:
             hostname=hostname,
             clock=clock,
             rng=rng or random.Random(),
+            bus=bus,
             relays=relays,
         )
         self._readiness = readiness or Readiness(clock)
@@ -165,6 +166,11 @@ class Scheduler:
     def wake(self) -> None:
         """Look for due work now: another process committed mail into the store."""
         self._wake.set()
+
+    @property
+    def rules(self) -> OutcomeRules:
+        """Its rules for outcomes, for the deliveries made at once beside it."""
+        return self._rules
 
     @property
     def in_flight(self) -> int:
@@ -379,11 +385,14 @@ class Scheduler:
             attempts.extend(attempt_row(stored.id, started, o) for o in result.attempts)
             finals = {o.recipient: o for o in result.final}
             settled.extend(rules.settle(stored.received_at, s, finals[s.address]) for s in states)
-        await rules.send_dsns(message, settled, self._dsn_wait)
-        events = rules.events(stored.id, settled, started)
-        await self._record(stored.id, [s.update for s in settled], attempts, events)
-        publish_settled(self._bus, stored.id, settled, attempts, signature_summary(data))
-        await rules.suppress_hard_bounces(stored.id, settled)
+        await rules.conclude(
+            message,
+            started,
+            settled,
+            attempts,
+            wait=self._dsn_wait,
+            record=functools.partial(self._record, stored.id),
+        )
 
     async def _dsn_wait(self, failure: StoreError) -> None:
         """The store is away while a DSN is queued: a stop leaves the lease (the attempt

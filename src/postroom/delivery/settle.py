@@ -5,7 +5,9 @@ or the accepting process delivering at once): one set of rules for every outcome
   the backoff's next try (or the mailer's retry hint), with a delay warning when due
   -> DSNs the sender asked for, queued through intake (before the outcome is recorded,
      so a crash in between repeats a DSN rather than losing it)
-  -> the outcome events -> (after the commit) hard bounces on the suppression list.
+  -> the outcome events, recorded with the outcomes (the caller's store step)
+  -> (after the commit) DeliveryAttempt published, hard bounces on the suppression list.
+``conclude`` runs these steps in that order for both paths.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from postroom.intake.principals import POSTROOM
 from postroom.mail.address import parse_address
 from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mail.events import MailEvent
+from postroom.mailauth.dkimsummary import signature_summary
 from postroom.store.base import SuppressionStore
 from postroom.store.models import Attempt, RecipientState, RecipientStatus, RecipientUpdate
 
-__all__ = ["OutcomeRules", "Settled", "StoreWait", "first_attempt", "publish_settled"]
+__all__ = ["OutcomeRules", "Record", "Settled", "StoreWait", "first_attempt"]
 
 _log = logging.getLogger("postroom.delivery")
 _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
@@ -41,6 +44,11 @@ _DSN_PRINCIPAL = POSTROOM  # DSNs may go to any domain, from postroom itself
 # The store is away while a DSN is queued: wait before trying again, or raise the error
 # to give up (the lease stays, and the attempt is made again when it ends).
 StoreWait = Callable[[StoreError], Awaitable[None]]
+# The outcomes, their attempts and their events, in one durable transaction (with the
+# caller's way of waiting out a store error).
+Record = Callable[
+    [Sequence[RecipientUpdate], Sequence[Attempt], Sequence[MailEvent]], Awaitable[None]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +75,12 @@ class OutcomeRules:
         hostname: str,
         clock: Clock,
         rng: random.Random,
+        bus: Bus,
         relays: Collection[str] = frozenset(),
     ) -> None:
         """``relays``: the mailers that hand mail on to another server (smarthosts,
         provider APIs): a delivery through one is the event ``sent``, not ``delivered``."""
+        self._bus = bus
         self._suppressions = suppressions
         self._intake = intake
         self._settings = settings
@@ -100,13 +110,29 @@ class OutcomeRules:
         update = RecipientUpdate(state.address, status, next_at, str(final.reply), warned)
         return Settled(state, final, update)
 
-    def events(
-        self, message_id: str, settled: Sequence[Settled], started: float
-    ) -> list[MailEvent]:
-        return [
-            outcome_event(message_id, s.update.status, s.final, started, self._relays)
+    async def conclude(
+        self,
+        message: OutboundMessage,
+        started: float,
+        settled: Sequence[Settled],
+        attempts: Sequence[Attempt],
+        *,
+        wait: StoreWait,
+        record: Record,
+    ) -> None:
+        """After an attempt (begun at ``started``): its DSNs, then ``record`` of the
+        outcomes with every attempt and their events, then the attempts' events and
+        the hard bounces on the suppression list."""
+        await self.send_dsns(message, settled, wait)
+        events = [
+            outcome_event(message.id, s.update.status, s.final, started, self._relays)
             for s in settled
         ]
+        await record([s.update for s in settled], attempts, events)
+        status = {s.state.address: s.update.status.value for s in settled}
+        dkim = signature_summary(message.data)
+        publish_attempts(self._bus, message.id, status, attempts, dkim)
+        await self.suppress_hard_bounces(message.id, settled)
 
     async def send_dsns(
         self, original: OutboundMessage, settled: Sequence[Settled], wait: StoreWait
@@ -174,18 +200,6 @@ class OutcomeRules:
                 await self._suppressions.add_suppression(suppression_of(message_id, s.final, now))
             except StoreError as exc:
                 _log.warning("could not suppress %s after its bounce: %s", s.state.address, exc)
-
-
-def publish_settled(
-    bus: Bus,
-    message_id: str,
-    settled: Sequence[Settled],
-    attempts: Sequence[Attempt],
-    dkim: str,
-) -> None:
-    """The attempts' events, once their outcome is committed."""
-    status = {s.state.address: s.update.status.value for s in settled}
-    publish_attempts(bus, message_id, status, attempts, dkim)
 
 
 def _dsn_recipient(kind: DsnKind, settled: Settled, now: float, retry_until: float) -> DsnRecipient:
