@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -22,7 +21,7 @@ from postroom.resolver import (
     TemporaryLookupFailure,
     parse_nameserver,
 )
-from tests.support.dns_server import DnsServer
+from tests.support.dns_server import DnsServer, bind_udp_and_tcp
 
 ZONE = {
     "example.test": {"MX": ["20 mx3.example.test", "10 mx1.example.test", "10 mx2.example.test"]},
@@ -165,11 +164,8 @@ def test_bad_nameservers_are_config_errors(text: str) -> None:
 def truncating_port() -> Iterator[int]:
     """A loopback port whose UDP side answers every query truncated (TC), so the client
     asks again over TCP, and whose TCP side is bound but not listening: refused."""
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
+    udp, tcp = bind_udp_and_tcp("127.0.0.1")  # tcp never listens: connections are refused
     port = udp.getsockname()[1]
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.bind(("127.0.0.1", port))  # never listen(): connections to it are refused
     stop = threading.Event()
 
     def serve() -> None:

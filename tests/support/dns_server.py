@@ -39,6 +39,24 @@ def _key(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+def bind_udp_and_tcp(host: str) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to one free port on ``host``; the TCP one not yet
+    listening. The free UDP port may be taken for TCP by another process: try another."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((host, 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((host, udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        return udp, tcp
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 class DnsServer:
     def __init__(self, zone: Zone | None = None, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -90,22 +108,10 @@ class DnsServer:
 
     # -- serving ---------------------------------------------------------------------------
     def _bind(self) -> tuple[socket.socket, socket.socket]:
-        for _ in range(20):  # the UDP port may be taken for TCP: try another
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind((self.host, 0))
-            port = udp.getsockname()[1]
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                tcp.bind((self.host, port))
-            except OSError:
-                udp.close()
-                tcp.close()
-                continue
-            tcp.listen(16)
-            self.port = port
-            return udp, tcp
-        raise RuntimeError("no port free for both UDP and TCP")
+        udp, tcp = bind_udp_and_tcp(self.host)
+        tcp.listen(16)
+        self.port = udp.getsockname()[1]
+        return udp, tcp
 
     def _serve(self) -> None:
         with selectors.DefaultSelector() as selector:
