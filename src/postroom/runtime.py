@@ -771,14 +771,17 @@ class Server:
         await self._stop_listeners(grace)
         if self.direct is not None:  # no new mail now: finish what was handed off
             await self.direct.stop(grace)
+        if workers is not None:  # they deliver and commit until they have stopped, and
+            await workers  # their last attempts reach the alerts before its socket closes
         self._close_hints()
         if self.retention is not None:
             self.retention.stop()
         if self.scheduler is not None:
             await self.scheduler.stop(grace)
+        await self._last_alerts(grace)
         await self.tasks.stop()
         await self._close_clients()
-        await self._close_write_port(workers)
+        await self._close_write_port()
         if self._inbound is not None:
             self._inbound.close()
             self._inbound = None
@@ -793,9 +796,18 @@ class Server:
                 hint.close()
         self._wakeup = self._notifier = self._forwarder = self._attempts = None
 
-    async def _close_write_port(self, workers: Awaitable[object] | None) -> None:
-        if workers is not None:  # they may commit until they have stopped
-            await workers
+    async def _last_alerts(self, grace: float) -> None:
+        """The alerts raised by the last attempts go out before their task stops, within
+        ``grace`` seconds and at most one webhook's timeout (a destination that does not
+        answer must not hold the stop)."""
+        alerts = self.alerts
+        if alerts is None or not self.settings.alerts:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(grace, alerts.SEND_TIMEOUT)):
+                await alerts.drained()
+
+    async def _close_write_port(self) -> None:
         if self._write_port is not None:
             await self._write_port.aclose()
             self._write_port = None

@@ -4,16 +4,28 @@ alert email is queued, however many messages keep failing."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from postroom.events import DeliveryAttempt
+from postroom.events.forward import AttemptForwarder
+from postroom.runtime import Server
 from tests.conftest import FakeClock
 from tests.support.http_fake import FakeHttp, Reply, Request, serve
-from tests.support.servers import client_context, free_port, smtp_client, wait_for
+from tests.support.servers import (
+    client_context,
+    free_port,
+    loopback_settings,
+    smtp_client,
+    wait_for,
+)
 from tests.support.thread import MakeServer, ServerThread
 
 
@@ -104,3 +116,66 @@ def alert_emails(srv: ServerThread) -> list[EmailMessage]:
         if "is failing" in str(message["Subject"]):
             found.append(message)
     return found
+
+
+class _Stopping:
+    """The accept workers' stop as the primary's ``stop`` awaits it: says when it is
+    awaited, and ends when told to."""
+
+    def __init__(self) -> None:
+        self.awaited = asyncio.Event()
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self.awaited.set()
+        yield from self.ended.__await__()
+
+
+def bounce(recipient: str, mailer: str) -> DeliveryAttempt:
+    """A bounce's attempt; each mailer's bounces have their own quiet time."""
+    return DeliveryAttempt(
+        queue_id="Q1",
+        recipient=recipient,
+        mailer=mailer,
+        disposition="bounced",
+        status="bounced",
+        reply="550 5.1.1 No such user",
+        host="relay.test",
+        ip="127.0.0.1",
+        tls=None,
+        duration=0.01,
+        dkim="none",
+    )
+
+
+async def test_a_stopping_primary_hears_its_workers_to_the_end_and_sends_the_last_alerts(
+    tmp_path: Path, slack: FakeHttp
+) -> None:
+    """Workers deliver until they have stopped: what they tell of their attempts must
+    still raise alerts, and alerts already queued go out before the alert task stops."""
+    alert = {"name": "ops", "format": "webhook", "url": f"{slack.url}/a", "on": ["bounced"]}
+    settings = loopback_settings(tmp_path / "data", workers=2, alerts=[alert])
+    server = Server(settings)
+    await server.start()
+    workers = _Stopping()
+    stopping = asyncio.create_task(server.stop(workers))
+    try:
+        async with asyncio.timeout(10):
+            await workers.awaited.wait()
+        forwarder = AttemptForwarder(settings.data_dir)  # a worker's last attempt
+        try:
+            forwarder(bounce("told@remote.test", "relay"))
+        finally:
+            forwarder.close()
+        await asyncio.to_thread(wait_for, lambda: bool(slack.requests), 10)
+        assert server.alerts is not None
+        server.alerts.on_event(bounce("last@remote.test", "backup"))  # queued as the workers end
+        workers.ended.set_result(None)
+        await stopping
+    finally:
+        if not workers.ended.done():
+            workers.ended.set_result(None)
+        await stopping
+    bodies = [r.body.decode() for r in slack.requests]
+    assert len(bodies) == 2
+    assert "told@remote.test" in bodies[0] and "last@remote.test" in bodies[1]

@@ -30,6 +30,7 @@ from tests.support.processes import (
 )
 from tests.support.servers import (
     RunningProcess,
+    port_is_open,
     run_cli,
     start_process,
     wait_for,
@@ -152,6 +153,36 @@ def test_a_bounce_in_the_worker_raises_the_primary_alert(home: Path, peers: Peer
         finally:
             server.signal(signal.SIGTERM)
             assert server.wait() == 0
+
+
+def test_a_bounce_while_the_server_stops_still_raises_the_alert(home: Path, peers: Peers) -> None:
+    """A worker's relay still answering when the server is told to stop: the worker
+    settles it within the grace, and the primary, which sends alerts, hears of the
+    bounce and sends its alert before it stops."""
+    peer = peers.start(data_reply="550 5.7.1 Refused by policy")
+    with serve(lambda request: Reply(200, b"ok")) as hook:
+        alert = (
+            f'[[alerts]]\nname = "ops"\nformat = "webhook"\nurl = "{hook.url}/alert"\n'
+            'on = ["bounced"]\n'
+        )
+        server, _ = start(home, peer, connections=2, extra=alert)
+        primary, port = server.process.pid, server.ports["submission"]
+        peer.hold()
+        try:
+            with clients_taken_while_stopped(primary, port) as (client,):
+                submit(client, "late")  # the worker's 250: the relay now holds its DATA
+            wait_for(lambda: peer.held == 1, within=15)
+            server.signal(signal.SIGTERM)
+            # Stopping (its API closes first) while the worker's delivery is held.
+            api = server.api_port
+            assert api is not None
+            wait_for(lambda: not port_is_open(api), within=15)
+        finally:
+            peer.release()
+        assert server.wait() == 0
+        (posted,) = hook.requests
+        assert "late@remote.test" in posted.body.decode()
+        assert "5.7.1" in posted.body.decode()
 
 
 def relayed(peer: SmtpPeer) -> Counter[str]:

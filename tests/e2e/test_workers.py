@@ -186,7 +186,7 @@ def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_
 def test_a_worker_draining_at_stop_still_commits_through_the_primarys_writer(
     home: Path,
 ) -> None:
-    """At SIGTERM the primary stops its own part at once, but keeps its writer for the
+    """At SIGTERM the primary stops listening at once, but keeps its writer for the
     worker, whose open session may still send a message while it drains."""
     server, config = start(home)
     primary = server.process.pid
@@ -195,8 +195,11 @@ def test_a_worker_draining_at_stop_still_commits_through_the_primarys_writer(
             assert client.mail("a@remote.test")[0] == 250
             assert client.rcpt("app@example.test")[0] == 250
             server.signal(signal.SIGTERM)
-            # The primary's own stop is done up to its scheduler: its wake-up socket is gone.
-            wait_for(lambda: not (home / "data" / "wake.sock").exists())
+            # The primary's own stop is under way (its API goes first); it waits for
+            # the worker with its writer open.
+            api = server.api_port
+            assert api is not None
+            wait_for(lambda: not port_is_open(api))
             assert client.data(MESSAGE)[0] == 250
         assert server.wait() == 0
     finally:

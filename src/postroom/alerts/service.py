@@ -54,6 +54,8 @@ class _Destination:
 
 
 class Alerts:
+    SEND_TIMEOUT = 10.0  # seconds a webhook has to answer
+
     def __init__(
         self,
         settings: Sequence[AlertSettings],
@@ -94,14 +96,19 @@ class Alerts:
         import httpx
 
         given = contextlib.nullcontext(self._http) if self._http is not None else None
-        async with given or httpx.AsyncClient(timeout=10.0) as http:
+        async with given or httpx.AsyncClient(timeout=self.SEND_TIMEOUT) as http:
             while True:
                 await self._handle(http, await self._queue.get())
 
     async def flush(self, http: httpx.AsyncClient) -> None:
-        """Handle what is queued now, with ``http`` (tests, and a last pass)."""
+        """Handle what is queued now, with ``http`` (tests)."""
         while not self._queue.empty():
             await self._handle(http, self._queue.get_nowait())
+
+    async def drained(self) -> None:
+        """Done once every attempt queued so far has been handled (a stopping server
+        lets the running task send what its last deliveries raised)."""
+        await self._queue.join()
 
     async def _handle(self, http: httpx.AsyncClient, item: DeliveryAttempt | DnsVerdict) -> None:
         self._busy = True
@@ -110,6 +117,7 @@ class Alerts:
                 await self._send(http, destination, alert)
         finally:
             self._busy = False
+            self._queue.task_done()
 
     @property
     def idle(self) -> bool:
