@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from postroom.events import DeliveryAttempt
 from postroom.events.forward import AttemptForwarder
 from postroom.runtime import Server
 from tests.conftest import FakeClock
+from tests.support.attempts import attempt
 from tests.support.http_fake import FakeHttp, Reply, Request, serve
 from tests.support.servers import (
     client_context,
@@ -131,23 +131,6 @@ class _Stopping:
         yield from self.ended.__await__()
 
 
-def bounce(recipient: str, mailer: str) -> DeliveryAttempt:
-    """A bounce's attempt; each mailer's bounces have their own quiet time."""
-    return DeliveryAttempt(
-        queue_id="Q1",
-        recipient=recipient,
-        mailer=mailer,
-        disposition="bounced",
-        status="bounced",
-        reply="550 5.1.1 No such user",
-        host="relay.test",
-        ip="127.0.0.1",
-        tls=None,
-        duration=0.01,
-        dkim="none",
-    )
-
-
 async def test_a_stopping_primary_hears_its_workers_to_the_end_and_sends_the_last_alerts(
     tmp_path: Path, slack: FakeHttp
 ) -> None:
@@ -164,12 +147,13 @@ async def test_a_stopping_primary_hears_its_workers_to_the_end_and_sends_the_las
             await workers.awaited.wait()
         forwarder = AttemptForwarder(settings.data_dir)  # a worker's last attempt
         try:
-            forwarder(bounce("told@remote.test", "relay"))
+            forwarder(attempt(recipient="told@remote.test"))
         finally:
             forwarder.close()
         await asyncio.to_thread(wait_for, lambda: bool(slack.requests), 10)
         assert server.alerts is not None
-        server.alerts.on_event(bounce("last@remote.test", "backup"))  # queued as the workers end
+        # Queued as the workers end; another mailer's, so its quiet time is its own.
+        server.alerts.on_event(attempt(recipient="last@remote.test", mailer="backup"))
         workers.ended.set_result(None)
         await stopping
     finally:

@@ -11,20 +11,7 @@ import pytest
 
 from postroom.events import DeliveryAttempt
 from postroom.events.forward import AttemptForwarder, AttemptReceiver, socket_path
-
-ATTEMPT = DeliveryAttempt(
-    queue_id="Q1",
-    recipient="gone@one.test",
-    mailer="relay",
-    disposition="bounced",
-    status="bounced",
-    reply="550 5.1.1 No such user",
-    host="relay.test",
-    ip="127.0.0.1",
-    tls=None,
-    duration=0.01,
-    dkim="none",
-)
+from tests.support.attempts import BOUNCE as ATTEMPT
 
 
 class Got(list[DeliveryAttempt]):
