@@ -604,6 +604,7 @@ class Server:
             return_path=self._links.return_path,
             relays=relay_names(settings.mailers),
         )
+        intake.store_trouble = self.scheduler.look_at_store
         if self.deliver:
             self._deliver_at_once(intake, bus, self.scheduler.wake, (mailers, self.scheduler.rules))
         self.retention = Retention(store, settings.retention, self.clock)

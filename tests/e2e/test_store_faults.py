@@ -74,6 +74,31 @@ def test_delivery_resumes_after_store_full_in_the_claim_without_a_restart(
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 
+def test_a_store_error_answered_by_intake_is_named_by_an_idle_scheduler(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """All mail delivered, the scheduler idle: a database lost now shows first to
+    intake, as a 451. Intake tells the scheduler, whose own store calls then fail, so
+    /readyz names the trouble at once, not when the scheduler next looks (a minute)."""
+    srv, store = local_server(make_server, tmp_path)
+    send_local(srv, "before")
+    wait_for(lambda: maildir_count(srv) == 1)  # nothing left: the scheduler waits idle
+    store.claim_fault = store.recipient_fault = StoreUnavailable("database lost: injected")
+    with smtp_client(srv.ports["mx"]) as client:
+        client.ehlo("client.test")
+        assert client.mail("someone@elsewhere.test")[0] == 250
+        code, text = client.rcpt("app@example.test")
+    assert (code, text[:5]) == (451, b"4.3.0")
+    wait_for(lambda: readyz(srv).status_code == 503, within=10)
+    (failing,) = readyz(srv).json()["failing"]
+    assert failing["part"] == "scheduler"
+    assert "database lost: injected" in failing["reason"]
+    store.claim_fault = store.recipient_fault = None  # the database is back
+    wait_for(lambda: readyz(srv).status_code == 200)
+    send_local(srv, "after")
+    wait_for(lambda: maildir_count(srv) == 2)
+
+
 @pytest.mark.parametrize("step", ["record", "body"])
 def test_a_failed_store_step_of_an_attempt_is_retried_and_the_message_delivered_once(
     make_server: MakeServer, tmp_path: Path, step: str

@@ -13,15 +13,22 @@ __all__ = ["FaultyStore"]
 
 
 class FaultyStore(SqliteStore):
-    """While ``claim_fault`` / ``record_fault`` / ``body_fault`` is set, claims / outcome
-    writes / body reads raise it (and are counted); otherwise the real store answers."""
+    """While ``claim_fault`` / ``record_fault`` / ``body_fault`` / ``recipient_fault`` is
+    set, claims / outcome writes / body reads / RCPT's recipient lookups raise it (and
+    are counted); otherwise the real store answers."""
 
     claim_fault: StoreError | None = None
     record_fault: StoreError | None = None
     body_fault: StoreError | None = None
+    recipient_fault: StoreError | None = None
     refused_claims = 0
     refused_records = 0
     refused_bodies = 0
+
+    async def recipient(self, domain: str, address: str) -> tuple[bool, bool]:
+        if self.recipient_fault is not None:
+            raise self.recipient_fault
+        return await super().recipient(domain, address)
 
     async def read_body(self, message_id: str) -> bytes | None:
         if self.body_fault is not None:

@@ -167,6 +167,13 @@ class Scheduler:
         """Look for due work now: another process committed mail into the store."""
         self._wake.set()
 
+    def look_at_store(self) -> None:
+        """Another part met a store error: look now (an idle scheduler would not), so
+        its own calls fail and ``/readyz`` names the trouble. Once it knows, its own
+        pauses pace it: a wake-up would end them as if the store worked again."""
+        if self._store_pause == _FIRST_STORE_PAUSE:
+            self._wake.set()
+
     @property
     def rules(self) -> OutcomeRules:
         """Its rules for outcomes, for the deliveries made at once beside it."""

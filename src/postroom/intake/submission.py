@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
@@ -95,6 +95,9 @@ class Intake:
     marks: Marks | None = None  # tracking and List-Unsubscribe, when asked
     route_tracking: RouteTracking | None = None  # what [[routes]]' track keys ask
     handoff: Handoff | None = None  # delivers mail at once, once it is durable
+    # Told of each store error that intake answers with a 4xx: the scheduler then looks
+    # at the store, so /readyz names a lost database even when it had nothing to do.
+    store_trouble: Callable[[], object] | None = None
     # RCPT's quota look, per address key: the account (its paths built once; its quota
     # file is read on every look) or None for an address no mailbox can have.
     _quota_accounts: dict[str, MailAccount | None] = field(
@@ -137,6 +140,13 @@ class Intake:
             marks=_marks(settings),
             route_tracking=route_tracking,
         )
+
+    def store_failed(self, reply: Reply = replies.LOCAL_ERROR) -> Reply:
+        """``reply`` (451 by default: the client tries again) for a store error, once
+        ``store_trouble`` has been told."""
+        if self.store_trouble is not None:
+            self.store_trouble()
+        return reply
 
     async def submit(
         self,
@@ -200,7 +210,7 @@ class Intake:
             try:
                 local = await self.local_among(principal, (sender.ascii_domain,))
             except StoreError:  # the store is away (a lost database): the client retries
-                return replies.LOCAL_ERROR
+                return self.store_failed()
             if (refusal := sender_verdict(principal, sender, local)) is not None:
                 return refusal
         rules = rules_for(source, authenticated=principal is not None, hostname=self.hostname)
@@ -294,7 +304,7 @@ class Submission:
         try:
             local, exists = await store.recipient(address.ascii_domain, address.key)
         except StoreError:
-            return replies.LOCAL_ERROR
+            return self.intake.store_failed()
         refusal = recipient_verdict(
             address, principal=self.principal, local_domain=local, user_exists=exists
         )
@@ -373,7 +383,7 @@ class Submission:
         try:
             rejected, events = await self._suppressed(now)
         except StoreError:
-            return replies.LOCAL_ERROR  # 451: the client tries again
+            return self.intake.store_failed()
         message = NewMessage(
             id=self.queue_id,
             envelope=Envelope(
@@ -406,9 +416,9 @@ class Submission:
         try:
             await self.intake.store.enqueue(message)
         except StoreFull:
-            return replies.STORAGE_FULL
+            return self.intake.store_failed(replies.STORAGE_FULL)
         except StoreUnavailable:
-            return replies.LOCAL_ERROR
+            return self.intake.store_failed()
         return None
 
     def _published(self, message: NewMessage) -> None:
@@ -505,7 +515,7 @@ class Submission:
         try:
             self._local = await self.intake.local_among(principal, author_domains(self._authors))
         except StoreError:
-            return replies.LOCAL_ERROR
+            return self.intake.store_failed()
         return author_verdict(principal, self._authors, self._local)
 
     async def _authenticate(self, now: float) -> bytes | Reply:
