@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from postroom.cli.watch import POLL, Ended, Watched, watch
 from postroom.store import RecipientStatus, Store, open_store
-from postroom.store.models import Attempt
+from postroom.store.models import Attempt, StoredMessage
 from tests.conftest import FakeClock
 from tests.store.factories import attempt, deferred, delivered, final, new_message, to
 
@@ -137,3 +138,75 @@ async def test_a_held_or_deleted_message_ends_the_watch(
     assert watched.ended is ended
     assert len(server.said_by_sleep) == 1  # on the first look after it
     assert (watched.message is None) == (ended is Ended.GONE)
+
+
+class CommittedBetweenReads:
+    """The store as the watch reads it, with the server's ``step`` committed once, right
+    after the first read of the watch's first look: between its two reads."""
+
+    def __init__(self, store: Store, step: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._step: Callable[[], Awaitable[None]] | None = step
+
+    async def message(self, queue_id: str) -> StoredMessage | None:
+        found = await self._store.message(queue_id)
+        await self._between()
+        return found
+
+    async def attempts(self, queue_id: str) -> list[Attempt]:
+        found = await self._store.attempts(queue_id)
+        await self._between()
+        return found
+
+    async def _between(self) -> None:
+        step, self._step = self._step, None
+        if step is not None:
+            await step()
+
+
+async def test_a_deferral_committed_between_two_reads_is_said_with_its_next_attempt(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    now = clock.time()
+    message = new_message(at=now, recipients=to("a@remote.test"))
+    await store.enqueue(message)
+
+    async def defer() -> None:
+        await store.record_outcomes(
+            message.id,
+            [deferred("a@remote.test", now + 300)],
+            [attempt_row(message.id, "a@remote.test", "deferred", "relay",
+                         "451 4.3.0 try again later", at=now)],
+        )  # fmt: skip
+
+    server = Server(clock, [])
+    raced = cast(Store, CommittedBetweenReads(store, defer))
+    await server.watch(raced, message.id, within=10)
+
+    [line] = server.said
+    assert "deferred by relay: 451 4.3.0 try again later; next attempt at " in line
+
+
+async def test_a_last_outcome_committed_between_two_reads_is_said_before_the_end(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    now = clock.time()
+    message = new_message(at=now, recipients=to("a@remote.test"))
+    await store.enqueue(message)
+
+    async def deliver() -> None:
+        await store.record_outcomes(
+            message.id,
+            [delivered("a@remote.test")],
+            [attempt_row(message.id, "a@remote.test", "delivered", "relay", "250 2.0.0 Ok",
+                         at=now)],
+        )  # fmt: skip
+
+    server = Server(clock, [])
+    watched = await server.watch(cast(Store, CommittedBetweenReads(store, deliver)), message.id, 60)
+
+    assert watched.ended is Ended.FINAL
+    [line] = server.said
+    assert "a@remote.test  delivered by relay: 250 2.0.0 Ok" in line

@@ -52,10 +52,14 @@ async def watch(
     deadline = clock.monotonic() + within
     said = 0
     while True:
+        # Attempts first: an outcome commits with its attempts, so the message read after
+        # them is at least as new, and a deferral's line has its next attempt's time.
+        attempts = await store.attempts(queue_id)
         message = await store.message(queue_id)
         if message is None:
             return Watched(Ended.GONE, None)
-        attempts = await store.attempts(queue_id)
+        if message.held or all(r.status.is_final for r in message.recipients):
+            attempts = await store.attempts(queue_id)  # with those that made it final
         for line in _lines(message, attempts[said:], clock.time()):
             say(line)
         said = len(attempts)
