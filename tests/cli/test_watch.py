@@ -14,7 +14,7 @@ import pytest
 
 from postroom.cli.watch import POLL, Ended, Watched, watch
 from postroom.store import RecipientStatus, Store, open_store
-from postroom.store.models import Attempt, StoredMessage
+from postroom.store.models import Attempt, NewMessage, StoredMessage
 from tests.conftest import FakeClock
 from tests.store.factories import attempt, deferred, delivered, final, new_message, to
 
@@ -59,23 +59,32 @@ class Server:
             await self.steps.pop(0)()
 
 
+async def queued_for_a(store: Store, clock: FakeClock) -> NewMessage:
+    message = new_message(at=clock.time(), recipients=to("a@remote.test"))
+    await store.enqueue(message)
+    return message
+
+
+def deferral(store: Store, message_id: str, now: float) -> Callable[[], Awaitable[None]]:
+    """The server's step: a@remote.test greylisted by the relay, next try in 5 minutes."""
+
+    async def defer() -> None:
+        await store.record_outcomes(
+            message_id,
+            [deferred("a@remote.test", now + 300)],
+            [attempt_row(message_id, "a@remote.test", "deferred", "relay",
+                         "451 4.7.1 greylisted, try again", at=now)],
+        )  # fmt: skip
+
+    return defer
+
+
 async def test_a_deferral_is_said_at_once_and_the_watch_gives_up_at_the_timeout(
     store: Store,
 ) -> None:
     clock = FakeClock()
-    now = clock.time()
-    message = new_message(at=now, recipients=to("a@remote.test"))
-    await store.enqueue(message)
-
-    async def defer() -> None:
-        await store.record_outcomes(
-            message.id,
-            [deferred("a@remote.test", now + 300)],
-            [attempt_row(message.id, "a@remote.test", "deferred", "relay",
-                         "451 4.7.1 greylisted, try again", at=now)],
-        )  # fmt: skip
-
-    server = Server(clock, [defer])
+    message = await queued_for_a(store, clock)
+    server = Server(clock, [deferral(store, message.id, clock.time())])
 
     watched = await server.watch(store, message.id, within=10)
 
@@ -168,24 +177,13 @@ async def test_a_deferral_committed_between_two_reads_is_said_with_its_next_atte
     store: Store,
 ) -> None:
     clock = FakeClock()
-    now = clock.time()
-    message = new_message(at=now, recipients=to("a@remote.test"))
-    await store.enqueue(message)
-
-    async def defer() -> None:
-        await store.record_outcomes(
-            message.id,
-            [deferred("a@remote.test", now + 300)],
-            [attempt_row(message.id, "a@remote.test", "deferred", "relay",
-                         "451 4.3.0 try again later", at=now)],
-        )  # fmt: skip
-
+    message = await queued_for_a(store, clock)
     server = Server(clock, [])
-    raced = cast(Store, CommittedBetweenReads(store, defer))
-    await server.watch(raced, message.id, within=10)
+    raced = CommittedBetweenReads(store, deferral(store, message.id, clock.time()))
+    await server.watch(cast(Store, raced), message.id, within=10)
 
     [line] = server.said
-    assert "deferred by relay: 451 4.3.0 try again later; next attempt at " in line
+    assert "deferred by relay: 451 4.7.1 greylisted, try again; next attempt at " in line
 
 
 async def test_a_last_outcome_committed_between_two_reads_is_said_before_the_end(
@@ -193,8 +191,7 @@ async def test_a_last_outcome_committed_between_two_reads_is_said_before_the_end
 ) -> None:
     clock = FakeClock()
     now = clock.time()
-    message = new_message(at=now, recipients=to("a@remote.test"))
-    await store.enqueue(message)
+    message = await queued_for_a(store, clock)
 
     async def deliver() -> None:
         await store.record_outcomes(
