@@ -677,6 +677,7 @@ class Server:
             wake=wake,
             return_path=self._links.return_path,
             local_only=all(isinstance(m, LocalMailerSettings) for m in chosen),
+            store_trouble=intake.store_trouble,  # the scheduler's, where it runs here
         )
         intake.handoff = self.direct
 

@@ -63,9 +63,9 @@ _FIRST_PAUSE = 0.5  # after a store error recording an outcome; doubles while it
 _MAX_PAUSE = 8.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Planned:
-    """Implements ``intake.handoff.Planned``."""
+    """Implements ``intake.handoff.Planned``; ``lease_until`` moves as it is renewed."""
 
     owner: DirectDelivery
     message: OutboundMessage
@@ -81,9 +81,9 @@ class _Planned:
 class _UntilLeaseEnds:
     """Store steps tried again after a pause (doubling) while the lease has room: past
     that the scheduler makes the attempt again (at least once), so give up rather than
-    record an outcome beside its attempt. The first error wakes the scheduler: its own
-    store calls then fail too, and it names the store's trouble on ``/readyz`` (an idle
-    scheduler, all mail delivered at once, would not have looked)."""
+    record an outcome beside its attempt. The first error is told to the scheduler: its
+    own store calls then fail too, and it names the store's trouble on ``/readyz`` (an
+    idle scheduler, all mail delivered at once, would not have looked)."""
 
     def __init__(
         self,
@@ -91,20 +91,20 @@ class _UntilLeaseEnds:
         clock: Clock,
         lease_until: Callable[[], float],
         pause: float,
-        wake: Callable[[], object],
+        store_trouble: Callable[[], object],
     ) -> None:
         """``lease_until``: when the lease ends as last renewed."""
         self._message_id = message_id
         self._clock = clock
         self._lease_until = lease_until
         self._pause = pause
-        self._wake: Callable[[], object] | None = wake
+        self._store_trouble: Callable[[], object] | None = store_trouble
 
     async def wait(self, error: StoreError) -> None:
         """Pause before the next try, or raise ``error`` when the lease would end."""
-        if self._wake is not None:
-            self._wake()
-            self._wake = None
+        if self._store_trouble is not None:
+            self._store_trouble()
+            self._store_trouble = None
         pause = self._pause
         if self._clock.time() + pause >= self._lease_until():
             raise error
@@ -128,13 +128,15 @@ class DirectDelivery:
         return_path: Callable[[str, str, bool | None], str] | None = None,
         store_pause: float = _FIRST_PAUSE,
         local_only: bool = False,
+        store_trouble: Callable[[], object] | None = None,
     ) -> None:
         """``mailers``: the mailers this process delivers through (a route naming any
         other is left to the scheduler); ``rules``: the scheduler's rules for outcomes;
         ``wake``: tell the scheduler that recipients are due or have a new next try;
         ``store_pause``: the first wait after a store error recording an outcome;
         ``local_only``: the mailers deliver to local users alone (intake offers mail
-        for no local user only when this is false)."""
+        for no local user only when this is false); ``store_trouble``: told of a store
+        error, as intake tells it (``Intake.store_trouble``; ``wake`` when None)."""
         self._store = store
         self._routes = tuple(routes)
         self._router = Router(mailers)
@@ -144,11 +146,11 @@ class DirectDelivery:
         self._clock = clock
         self._bus = bus
         self._wake = wake
+        self._store_trouble = store_trouble or wake
         self._return_path = return_path or (lambda sender, queue_id, verp: sender)
         self._store_pause = store_pause
         self.local_only = local_only
         self._in_flight: dict[asyncio.Task[None], _Planned] = {}
-        self._leased: dict[str, float] = {}  # message id -> its lease's end, once renewed
         self._stopping = False
         self._stopped = asyncio.Event()
 
@@ -187,9 +189,7 @@ class DirectDelivery:
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        planned = self._in_flight.pop(task, None)
-        if planned is not None:
-            self._leased.pop(planned.message.id, None)
+        self._in_flight.pop(task, None)
 
     @property
     def in_flight(self) -> int:
@@ -209,10 +209,11 @@ class DirectDelivery:
         try:
             renewed = await renew(self._store, leases, self._clock, self._settings.lease)
         except StoreError:
-            self._wake()  # the scheduler looks, and names the store's trouble
+            self._store_trouble()  # the scheduler looks, and names the store's trouble
             return 0
-        still = {p.message.id for p in self._in_flight.values()}  # not finished meanwhile
-        self._leased.update((message_id, until) for message_id in leases if message_id in still)
+        for planned in self._in_flight.values():  # those not finished meanwhile
+            if planned.message.id in leases:
+                planned.lease_until = until
         return renewed
 
     async def stop(self, grace: float) -> None:
@@ -278,9 +279,9 @@ class DirectDelivery:
         retry = _UntilLeaseEnds(
             message.id,
             self._clock,
-            lambda: self._leased.get(message.id, planned.lease_until),
+            lambda: planned.lease_until,
             self._store_pause,
-            self._wake,
+            self._store_trouble,
         )
         attempts = [attempt_row(message.id, started, o) for o in tried]
 

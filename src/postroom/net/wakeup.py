@@ -8,7 +8,7 @@ delays delivery until that check, never loses mail.
 
 ``DatagramSender`` and ``DatagramListener`` are the two ends of any such socket (the
 accept workers also tell the primary's alerts of their attempts this way,
-``alerts.forward``): a datagram the listener cannot take (it is not running, its buffer
+``events.forward``): a datagram the listener cannot take (it is not running, its buffer
 is full) is dropped, never waited for.
 """
 
