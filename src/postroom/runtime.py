@@ -753,6 +753,20 @@ class Server:
 
         return DnsWatch(alerts, domains=domains, check=check)
 
+    async def _stop_api(self) -> None:
+        """Its requests in flight finish within the grace (its server's own bound)."""
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
+
+    async def _stop_direct(self, grace: float) -> None:
+        if self.direct is not None:
+            await self.direct.stop(grace)
+
+    async def _stop_scheduler(self, grace: float) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop(grace)
+
     async def _stop_listeners(self, grace: float) -> None:
         """SMTP, POP3 and IMAP at once: each stops accepting, then lets its sessions finish."""
         servers = [s for s in (self.smtp, self.pop3, self.imap) if s is not None]
@@ -760,26 +774,25 @@ class Server:
         self.smtp = self.pop3 = self.imap = None
 
     async def stop(self, workers: Awaitable[object] | None = None) -> None:
-        """The API and SMTP first (no new mail, requests and transactions in flight
-        finish), then delivery, then the store. ``workers``: the accept workers' stop,
-        under way; the writer serves them until it is done."""
+        """Two phases of at most ``limits.shutdown_grace`` each, then the store: the API
+        and the listeners together (no new mail; requests and transactions in flight
+        finish), then every delivery in flight together, at once and the scheduler's.
+        With the last alerts' 10 s, a stop is bounded by twice the grace and a little
+        more, which the systemd unit's stop timeout allows for. ``workers``: the accept
+        workers' stop, under way (the same two phases); the writer serves them until it
+        is done."""
         grace = self.settings.limits.shutdown_grace
         if self._control is not None:  # a stopping server no longer says it runs
             await self._control.close()
             self._control = None
-        if self.api is not None:
-            await self.api.stop()
-            self.api = None
-        await self._stop_listeners(grace)
-        if self.direct is not None:  # no new mail now: finish what was handed off
-            await self.direct.stop(grace)
+        await asyncio.gather(self._stop_api(), self._stop_listeners(grace))
+        # No new mail now: finish what was handed off, and what the scheduler started.
+        await asyncio.gather(self._stop_direct(grace), self._stop_scheduler(grace))
         if workers is not None:  # they deliver and commit until they have stopped, and
             await workers  # their last attempts reach the alerts before its socket closes
         self._close_hints()
         if self.retention is not None:
             self.retention.stop()
-        if self.scheduler is not None:
-            await self.scheduler.stop(grace)
         await self._last_alerts(grace)
         await self.tasks.stop()
         await self._close_clients()
@@ -1019,7 +1032,8 @@ async def _serve(
     _log.info("postroom stopping")
     stopped = None
     if supervisor is not None:  # at once, beside the primary's own stop
-        stopped = asyncio.ensure_future(supervisor.stop(settings.limits.shutdown_grace))
+        # Each worker's stop is the same two phases of a grace each.
+        stopped = asyncio.ensure_future(supervisor.stop(2 * settings.limits.shutdown_grace))
     await server.stop(stopped)
     _log.info("postroom stopped")
     return code

@@ -228,16 +228,16 @@ class Supervisor:
         for worker in self._workers.values():
             worker.send(_RELOAD)
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, within: float) -> None:
         """SIGTERM every worker (each drains like the primary); SIGKILL what is left
-        after ``grace`` seconds and a little more."""
+        after ``within`` seconds (what a worker's own stop may take) and a little more."""
         self._stopping = True
         live = [w for w in self._workers.values() if not w.exited.done()]
         for worker in live:
             self._processes.kill(worker.pid, signal.SIGTERM)
         exits = [asyncio.shield(w.exited) for w in live]
         try:
-            async with asyncio.timeout(grace + 5.0):
+            async with asyncio.timeout(within + 5.0):
                 await asyncio.gather(*exits)
         except TimeoutError:
             for worker in live:

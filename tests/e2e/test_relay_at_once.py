@@ -13,6 +13,7 @@ import shutil
 import signal
 import smtplib
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -188,6 +189,40 @@ def test_a_bounce_while_the_server_stops_still_raises_the_alert(home: Path, peer
         assert "late@remote.test" in posted.body.decode()
         assert "5.7.1" in posted.body.decode()
         assert '"source":"dsn"' not in server.log.read_text()  # NOTIFY=NEVER held
+
+
+def test_deliveries_at_once_and_the_schedulers_share_one_grace_at_stop(
+    home: Path, peers: Peers
+) -> None:
+    """Both kinds of delivery in flight when the server is told to stop, both held by
+    the relay: they get one ``shutdown_grace`` together, not one after the other, so a
+    stop stays within twice the grace (the systemd unit's stop timeout counts on it)."""
+    grace = 3.0
+    peer = peers.start()
+    # later.test's route names a provider mailer too: not relayed at once, but by the
+    # scheduler, whose first mailer is the same relay.
+    routes = (
+        f"[limits]\nshutdown_grace = {grace}\n"
+        '[[mailers]]\nname = "grid"\ntype = "sendgrid"\napi_key = "SG.test"\n'
+        'base_url = "http://127.0.0.1:9"\n'
+        '[[routes]]\nname = "scheduled"\nmailers = ["relay", "grid"]\n'
+        '[[routes.conditions]]\nfield = "recipient_domain"\nvalue = "later.test"\n'
+    )
+    server, _ = start(home, peer, connections=2, extra=routes)
+    peer.hold()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10) as client:
+            submit(client, "now")
+            assert client.sendmail(SENDER, ["later@later.test"], message("later")) == {}
+        wait_for(lambda: peer.held == 2, within=15)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        took = time.monotonic() - started
+    finally:
+        peer.release()
+    assert grace <= took < 2 * grace - 0.5  # one grace for both, and a little more
+    assert "did not stop in time" not in server.log.read_text()
 
 
 def relayed(peer: SmtpPeer) -> Counter[str]:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from postroom.alerts.service import Alerts
+from postroom.config.settings import LimitSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging" / "systemd"
 UNIT = PACKAGING / "postroom.service"
@@ -66,6 +69,15 @@ def test_the_unit_is_hardened_and_reloads_with_sighup() -> None:
     assert settings["ProtectSystem"] == ["strict"]
     assert settings["ReadWritePaths"] == ["/var/lib/postroom"]
     assert settings["PrivateTmp"] == ["yes"]
+
+
+def test_the_stop_timeout_outlasts_the_longest_stop_at_the_default_grace() -> None:
+    """A stop takes at most twice ``limits.shutdown_grace`` (sessions, then
+    deliveries) and the last alerts' send timeout; systemd must not kill it sooner."""
+    (timeout,) = _unit_settings(UNIT.read_text())["TimeoutStopSec"]
+    assert timeout.endswith("s")
+    longest = 2 * LimitSettings().shutdown_grace + Alerts.SEND_TIMEOUT
+    assert float(timeout[:-1]) >= longest + 10  # and room for the store's close
 
 
 def test_sysusers_and_tmpfiles_make_a_postroom_user_owning_the_data_directory(
