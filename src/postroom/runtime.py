@@ -759,13 +759,10 @@ class Server:
             await self.api.stop()
             self.api = None
 
-    async def _stop_direct(self, grace: float) -> None:
-        if self.direct is not None:
-            await self.direct.stop(grace)
-
-    async def _stop_scheduler(self, grace: float) -> None:
-        if self.scheduler is not None:
-            await self.scheduler.stop(grace)
+    async def _stop_deliveries(self, grace: float) -> None:
+        """At once and the scheduler's together: one grace for both."""
+        parts = [p for p in (self.direct, self.scheduler) if p is not None]
+        await asyncio.gather(*(part.stop(grace) for part in parts))
 
     async def _stop_listeners(self, grace: float) -> None:
         """SMTP, POP3 and IMAP at once: each stops accepting, then lets its sessions finish."""
@@ -787,7 +784,7 @@ class Server:
             self._control = None
         await asyncio.gather(self._stop_api(), self._stop_listeners(grace))
         # No new mail now: finish what was handed off, and what the scheduler started.
-        await asyncio.gather(self._stop_direct(grace), self._stop_scheduler(grace))
+        await self._stop_deliveries(grace)
         if workers is not None:  # they deliver and commit until they have stopped, and
             await workers  # their last attempts reach the alerts before its socket closes
         self._close_hints()

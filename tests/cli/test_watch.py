@@ -14,7 +14,7 @@ import pytest
 
 from postroom.cli.watch import POLL, Ended, Watched, watch
 from postroom.store import RecipientStatus, Store, open_store
-from postroom.store.models import Attempt, NewMessage, StoredMessage
+from postroom.store.models import Attempt, NewMessage, RecipientUpdate, StoredMessage
 from tests.conftest import FakeClock
 from tests.store.factories import attempt, deferred, delivered, final, new_message, to
 
@@ -65,18 +65,25 @@ async def queued_for_a(store: Store, clock: FakeClock) -> NewMessage:
     return message
 
 
-def deferral(store: Store, message_id: str, now: float) -> Callable[[], Awaitable[None]]:
-    """The server's step: a@remote.test greylisted by the relay, next try in 5 minutes."""
+def relay_outcome(
+    store: Store, message_id: str, state: RecipientUpdate, reply: str, at: float
+) -> Callable[[], Awaitable[None]]:
+    """The server's step: a@remote.test's attempt at the relay recorded, with ``state``."""
 
-    async def defer() -> None:
+    async def record() -> None:
         await store.record_outcomes(
             message_id,
-            [deferred("a@remote.test", now + 300)],
-            [attempt_row(message_id, "a@remote.test", "deferred", "relay",
-                         "451 4.7.1 greylisted, try again", at=now)],
-        )  # fmt: skip
+            [state],
+            [attempt_row(message_id, "a@remote.test", state.status.value, "relay", reply, at=at)],
+        )
 
-    return defer
+    return record
+
+
+def deferral(store: Store, message_id: str, now: float) -> Callable[[], Awaitable[None]]:
+    """a@remote.test greylisted by the relay, next try in 5 minutes."""
+    state = deferred("a@remote.test", now + 300)
+    return relay_outcome(store, message_id, state, "451 4.7.1 greylisted, try again", now)
 
 
 async def test_a_deferral_is_said_at_once_and_the_watch_gives_up_at_the_timeout(
@@ -190,17 +197,10 @@ async def test_a_last_outcome_committed_between_two_reads_is_said_before_the_end
     store: Store,
 ) -> None:
     clock = FakeClock()
-    now = clock.time()
     message = await queued_for_a(store, clock)
-
-    async def deliver() -> None:
-        await store.record_outcomes(
-            message.id,
-            [delivered("a@remote.test")],
-            [attempt_row(message.id, "a@remote.test", "delivered", "relay", "250 2.0.0 Ok",
-                         at=now)],
-        )  # fmt: skip
-
+    deliver = relay_outcome(
+        store, message.id, delivered("a@remote.test"), "250 2.0.0 Ok", clock.time()
+    )
     server = Server(clock, [])
     watched = await server.watch(cast(Store, CommittedBetweenReads(store, deliver)), message.id, 60)
 

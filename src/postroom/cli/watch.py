@@ -58,19 +58,25 @@ async def watch(
         message = await store.message(queue_id)
         if message is None:
             return Watched(Ended.GONE, None)
-        if message.held or all(r.status.is_final for r in message.recipients):
-            attempts = await store.attempts(queue_id)  # with those that made it final
+        ended = _ending(message)
+        if ended is not None:
+            attempts = await store.attempts(queue_id)  # with those that ended it
         for line in _lines(message, attempts[said:], clock.time()):
             say(line)
         said = len(attempts)
-        if all(r.status.is_final for r in message.recipients):
-            return Watched(Ended.FINAL, message)
-        if message.held:
-            return Watched(Ended.HELD, message)
+        if ended is not None:
+            return Watched(ended, message)
         if clock.monotonic() >= deadline:
             return Watched(Ended.TIMEOUT, message)
         show(waiting_for(message, clock.time()))
         await sleep(POLL)
+
+
+def _ending(message: StoredMessage) -> Ended | None:
+    """FINAL once every recipient is, HELD while it is held; None while it goes on."""
+    if all(r.status.is_final for r in message.recipients):
+        return Ended.FINAL
+    return Ended.HELD if message.held else None
 
 
 def _lines(message: StoredMessage, new: list[Attempt], now: float) -> list[str]:
