@@ -37,19 +37,21 @@ def test_a_worker_forked_after_the_primary_made_a_thread_and_a_connection_has_ne
 ) -> None:
     answer = run_primary("inventory", tmp_path)
     assert answer["started"] is True
-    # /readyz names the worker until it listens, and not after.
-    assert answer["readiness"] == [["accept worker 1: starting"], []]
-    held = json.loads((tmp_path / "worker.json").read_text())
-    assert held["threads"] == ["MainThread"]
-    assert str(tmp_path / "primary.db") not in held["fds"]
-    # What it was given, it has: the primary's listening socket itself.
-    assert answer["listening"] in held["fds"]
+    # /readyz names each worker until it listens, and not after.
+    starting = ["accept worker 1: starting", "accept worker 2: starting"]
+    assert answer["readiness"] == [starting, []]
+    for index in (1, 2):
+        held = json.loads((tmp_path / f"worker-{index}.json").read_text())
+        assert held["threads"] == ["MainThread"]
+        assert str(tmp_path / "primary.db") not in held["fds"]
+        # What it was given, it has: the primary's listening socket itself.
+        assert answer["listening"] in held["fds"]
 
 
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
-        ("refuses", "accept worker 1 cannot start: no certificate at all"),
+        ("refuses", "cannot start: no certificate at all"),
         ("exits", "exited with 3 before it listened"),
         ("silent", f"was not listening after {START_WAIT:g} s: killed"),
     ],

@@ -265,7 +265,7 @@ class PostroomSystem:
     is_twin: bool = False  # run by the build at --compare-python (``twin``)
 
     def __post_init__(self) -> None:
-        processes = "one process" if self.workers == 1 else f"{self.workers} processes"
+        processes = "one process" if self.workers == 1 else f"{self.workers} accept workers"
         if self.delivery == "held" and self.submission:
             self.name = "postroom"
             self.label = f"postroom (argon2id, login cache, {processes}; delivery held)"

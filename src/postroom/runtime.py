@@ -17,6 +17,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,7 +291,10 @@ class Server:
             shared=self._shared,
         )
         if not self.accept_only:  # mailboxes are served by the primary alone
-            self._make_mailbox_servers(logins, tls.context)
+            alone = (
+                None if self._shared is None else replace(self._shared, slot=None, reserve=False)
+            )
+            self._make_mailbox_servers(logins, tls.context, alone)
         try:
             await self._start_listeners()
             if not self.accept_only:
@@ -341,7 +345,10 @@ class Server:
                     )
 
     def _make_mailbox_servers(
-        self, logins: LoginGate[Principal], ssl_context: ssl.SSLContext | None
+        self,
+        logins: LoginGate[Principal],
+        ssl_context: ssl.SSLContext | None,
+        shared: SharedSockets | None,
     ) -> None:
         settings = self.settings
         roles = {spec.role for spec in settings.listeners}
@@ -353,7 +360,7 @@ class Server:
                 mailboxes=self.mailboxes,
                 logins=logins,
                 ssl_context=ssl_context,
-                shared=self._shared,
+                shared=shared,
             )
         if roles & IMAP_ROLES:
             from postroom.imap.server import ImapServer
@@ -363,7 +370,7 @@ class Server:
                 mailboxes=self.mailboxes,
                 logins=logins,
                 ssl_context=ssl_context,
-                shared=self._shared,
+                shared=shared,
             )
 
     def describe(self) -> dict[str, object]:
@@ -946,7 +953,10 @@ def ready_line(server: Server, source: ConfigSource, *, users: bool, admins: boo
     dashboard = "off"
     if server.api is not None and settings.dashboard.enabled:
         dashboard = f"{api}/dashboard/" if admins else "off until an admin exists"
-    processes = f"{settings.workers} process{'' if settings.workers == 1 else 'es'}"
+    workers = settings.workers
+    processes = (
+        "1 process" if workers == 1 else f"{workers + 1} processes ({workers} accept workers)"
+    )
     parts = [f"postroom {_version()} ready: SMTP on {ports(server.smtp)}"]
     if server.pop3 is not None and server.pop3.listeners:
         parts.append(f"POP3 on {ports(server.pop3)}")
@@ -1112,8 +1122,9 @@ def run(
     # stays out of the server's processes), then the workers.
     certificate = checked_in_child(settings)
     if sockets is not None:
-        shares = AcceptShares(settings.workers)
-        shared = SharedSockets(sockets, shares, shares.slot(0))
+        shares = AcceptShares(settings.workers + 1)
+        # The workers take SMTP; the primary only while none of them does.
+        shared = SharedSockets(sockets, shares, shares.slot(0), reserve=True)
         _import_accept_path(settings)
         workers = WorkerProcesses.fork(settings, sockets, shares, run_worker, certificate)
     return _run_loop(

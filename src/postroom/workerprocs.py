@@ -50,11 +50,19 @@ __all__ = [
     "WorkerProcesses",
     "WorkerSetup",
     "read_setup",
+    "worker_indexes",
 ]
 
 _log = logging.getLogger("postroom.workers")
 _START = b"S"  # the primary's first byte to a forked worker: start now
 _ENTRY = (sys.executable, "-m", "postroom.workerentry")
+
+
+def worker_indexes(settings: Settings) -> range:
+    """The accept workers' indexes in the shares (``net.shares``): with ``workers = N``
+    above 1, N workers beside the primary (index 0), which accepts only while none of
+    them does; with 1, none."""
+    return range(1, settings.workers + 1) if settings.workers > 1 else range(0)
 
 
 class WorkerExited(Exception):
@@ -68,7 +76,7 @@ class WorkerSetup:
     settings: Settings
     sockets: tuple[socket.socket, ...]  # listening, in the order of settings.listeners
     shares: AcceptShares  # every accepting process's count of connections
-    index: int  # 1 .. workers - 1 (the primary is 0)
+    index: int  # 1 .. workers (the primary is 0)
     command_fd: int  # the primary's requests; its end means the primary is gone
     report_fd: int  # the worker's answers
     certificate: CheckedCertificate | None  # the TLS files the primary checked, if it did
@@ -121,12 +129,12 @@ class WorkerProcesses:
         main: WorkerMain,
         certificate: CheckedCertificate | None = None,
     ) -> WorkerProcesses:
-        """Fork workers 1 .. ``settings.workers - 1`` now: call this before the event loop,
+        """Fork workers 1 .. ``settings.workers`` now: call this before the event loop,
         any thread or any store connection exists, once the accept path is imported. In
         each worker this never returns: the process exits with ``main``'s code."""
         gc.freeze()  # shared with every fork: no collection here or there writes to them
         forked: dict[int, StartedWorker] = {}
-        for index in range(1, settings.workers):
+        for index in worker_indexes(settings):
             command_read, command_write = os.pipe2(os.O_CLOEXEC)
             report_read, report_write = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()

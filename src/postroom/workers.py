@@ -1,9 +1,12 @@
 """Accept workers: extra processes that share the listening sockets (``workers > 1``).
 
 One event loop on one core bounds how much mail one process can accept. With
-``workers = N`` the primary process binds every listener and starts N - 1 workers that
-accept on the same sockets; each new connection goes to the process holding fewest
-(``net.shares``: each accepts one at a time and steps aside for one holding fewer). Every
+``workers = N`` the primary process binds every listener and starts N workers that
+accept SMTP on the same sockets; each new connection goes to the worker holding fewest
+(``net.shares``: each accepts one at a time and steps aside for one holding fewer). The
+primary leaves SMTP to them, its loop and its writer free for the commits, the
+deliveries, the API and the mailboxes; it accepts SMTP only while no worker is up (at
+its start, or while every worker is being started again: ``net.listener``). Every
 worker commits into the same store (SQLite serialises the writers; each commit is still
 fsync'ed before its 250) and wakes the primary's scheduler through ``net.wakeup``. Only
 the primary delivers queued mail; a worker delivers the local and relay mail it accepted
@@ -48,7 +51,7 @@ from postroom.net.shares import AcceptShares
 from postroom.net.sockets import listening_socket
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
-from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup, worker_indexes
 
 __all__ = [
     "START_WAIT",
@@ -142,7 +145,7 @@ class Supervisor:
     def report_to(self, readiness: Readiness) -> None:
         """Name each worker on ``readiness`` (``/readyz``) until it listens, and while
         it is being started again."""
-        for index in range(1, self._settings.workers):
+        for index in worker_indexes(self._settings):
             readiness.watch(f"accept worker {index}", functools.partial(self._state, index))
 
     def _state(self, index: int) -> str | None:
@@ -156,7 +159,7 @@ class Supervisor:
     async def start(self, tasks: TaskSupervisor) -> None:
         """Start every worker, return once each listens (else raise ``WorkerExited``
         with the reason), and keep a watcher on each as one of ``tasks``."""
-        indexes = range(1, self._settings.workers)
+        indexes = worker_indexes(self._settings)
         await asyncio.gather(*(self._spawn(index) for index in indexes))
         for index in indexes:
             tasks.start(f"worker-{index}", functools.partial(self._watch, index))

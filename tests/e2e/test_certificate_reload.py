@@ -66,7 +66,7 @@ def running(tmp_path: Path, files: tuple[Path, Path]) -> Iterator[RunningProcess
         tmp_path / "postroom.toml",
         tmp_path / "data",
         f'[tls]\ncert = "{cert}"\nkey = "{key}"\n',
-        top="workers = 2\n",  # the primary passes SIGHUP on to its accept worker
+        top="workers = 2\n",  # the primary passes SIGHUP on to its accept workers
     )
     proc = start_process(config, tmp_path / "postroom.log")
     yield proc
@@ -85,7 +85,7 @@ def test_sighup_gives_new_connections_the_new_certificate_and_keeps_open_session
     renewed = CA.issue_cert("mail.test", "127.0.0.1")
     install(renewed, cert, key)
     running.signal(signal.SIGHUP)
-    wait_for(lambda: log.read_text().count("TLS certificate reloaded") == 2)
+    wait_for(lambda: log.read_text().count("TLS certificate reloaded") == 3)
 
     assert old_session.noop()[0] == 250  # the open session carries on, on its certificate
     assert old_session.mail("app@example.test")[0] in (250, 530)
@@ -99,7 +99,7 @@ def test_sighup_gives_new_connections_the_new_certificate_and_keeps_open_session
     # A half-written renewal (a certificate whose key has not come yet) is refused.
     install(CA.issue_cert("mail.test", "127.0.0.1"), cert, key.with_suffix(".next"))
     running.signal(signal.SIGHUP)
-    wait_for(lambda: log.read_text().count("TLS certificate not reloaded") == 2)
+    wait_for(lambda: log.read_text().count("TLS certificate not reloaded") == 3)
     assert f"tls.key: {key} does not belong to the certificate {cert}" in log.read_text()
     for _ in range(4):
         assert implicit_tls_certificate(running.ports["submissions"]) == der(renewed)

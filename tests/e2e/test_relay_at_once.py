@@ -1,6 +1,6 @@
 """Relay mail delivered at once by the processes that accepted it (``workers = 2``,
-``delivery.relay_at_once``), to a loopback relay: the worker hands its own mail on,
-a relay's ``max_connections`` holds across both processes, and kill -9 loses nothing
+``delivery.relay_at_once``), to a loopback relay: a worker hands its own mail on,
+a relay's ``max_connections`` holds across the processes, and kill -9 loses nothing
 (a second copy only of a message whose delivery was not yet recorded)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.support.depth import examples
 from tests.support.http_fake import Reply, serve
 from tests.support.processes import (
     children,
+    clients_taken_by,
     clients_taken_while_stopped,
     kill_all_amid_load,
     one_per_connection,
@@ -94,9 +95,9 @@ def test_each_process_relays_its_own_mail_within_one_max_connections(
     server, _ = start(home, peer, connections=1)
     primary = server.process.pid
     try:
-        (worker,) = children(primary)
+        first, second = children(primary)
         port = server.ports["submission"]
-        with clients_taken_while_stopped(primary, port) as (client,):
+        with clients_taken_by(first, primary, port) as (client,):
             submit(client, "w1")
         # Taken and committed by the worker; with the primary stopped, the worker
         # still hands it on (its outcome waits for the primary, or takes its own
@@ -106,15 +107,15 @@ def test_each_process_relays_its_own_mail_within_one_max_connections(
             wait_for(lambda: len(peer.received) == 1, within=10)
         finally:
             os.kill(primary, signal.SIGCONT)
-        # Both processes now relay at once to a relay allowed one connection: the
-        # slot is the store's, shared, so the second waits for the first.
+        # Both workers now relay at once to a relay allowed one connection: the slot
+        # is the store's, shared, so the second waits for the first.
         peer.hold()
         with (
-            clients_taken_while_stopped(primary, port) as (by_worker,),
-            clients_taken_while_stopped(worker, port) as (by_primary,),
+            clients_taken_by(first, primary, port) as (by_first,),
+            clients_taken_by(second, primary, port) as (by_second,),
         ):
-            submit(by_worker, "w2")
-            submit(by_primary, "p1")
+            submit(by_first, "w2")
+            submit(by_second, "p1")
         wait_for(lambda: peer.held == 1, within=10)
         with pytest.raises(AssertionError):  # the other never opens a second connection
             wait_for(lambda: peer.max_active > 1, within=2)

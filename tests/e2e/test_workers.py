@@ -1,11 +1,12 @@
-"""``workers = 2``: a real `postroom serve` with an accept worker sharing its listeners.
+"""``workers = 2``: a real `postroom serve` with two accept workers sharing its listeners.
 
-The worker's own work is shown by stopping the primary (SIGSTOP): a client still gets its
-greeting, so the worker took the connection; its message is committed by the primary's
+A worker's own work is shown by stopping the primary (SIGSTOP): a client still gets its
+greeting, so a worker took the connection; its message is committed by the primary's
 writer (the shared writer), so it gets its 250 once the primary runs again (SIGCONT), and
 the primary delivers it, woken through the wake-up socket rather than by its periodic check.
-The worker is the primary's one child: forked from it at its start, and started again as a
-fresh interpreter (``python -m postroom.workerentry``) when it dies.
+The workers are the primary's children: forked from it at its start, each started again
+as a fresh interpreter (``python -m postroom.workerentry``) when it dies. The primary takes
+SMTP only while no worker is up.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.forking import open_fd_targets
-from tests.support.processes import children, clients_taken_while_stopped
+from tests.support.processes import children, clients_taken_by, clients_taken_while_stopped
 from tests.support.servers import (
     RunningProcess,
     free_port,
@@ -45,21 +46,23 @@ from tests.support.servers import cli_out as cli
 MESSAGE = b"From: a@remote.test\r\nTo: app@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
-def only_worker(primary: int) -> int:
-    """The one accept worker of ``primary``: its child."""
-    (worker,) = children(primary)
-    return worker
+def workers_of(primary: int) -> list[int]:
+    """The two accept workers of ``primary``: its children."""
+    workers = children(primary)
+    assert len(workers) == 2, workers
+    return workers
 
 
 def restarted(server: RunningProcess, worker: int) -> int:
     """The worker started in place of ``worker`` once it exited: a fresh interpreter;
     returns once it listens (its primary logs it started)."""
     primary = server.process.pid
-    wait_for(lambda: any(pid != worker for pid in children(primary)), within=10)
-    replacement = only_worker(primary)
+    others = set(children(primary)) - {worker}
+    wait_for(lambda: len(set(children(primary)) - others - {worker}) == 1, within=10)
+    (replacement,) = set(children(primary)) - others - {worker}
     command = Path(f"/proc/{replacement}/cmdline").read_bytes().split(b"\0")
     assert command[1:3] == [b"-m", b"postroom.workerentry"]
-    wait_for(lambda: f"worker 1 started (pid {replacement})" in server.log.read_text(), within=30)
+    wait_for(lambda: f"started (pid {replacement})" in server.log.read_text(), within=30)
     return replacement
 
 
@@ -96,7 +99,7 @@ def send(port: int) -> dict[str, tuple[int, bytes]]:
 def workers_clients(
     primary: int, port: int, count: int = 1
 ) -> contextlib.AbstractContextManager[list[smtplib.SMTP]]:
-    """``count`` connections taken while the primary is stopped, so by the worker."""
+    """``count`` connections taken while the primary is stopped, so by a worker."""
     return clients_taken_while_stopped(primary, port, count)
 
 
@@ -111,12 +114,14 @@ def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
     server, _ = start(home)  # returns once the ready line is in the log
     primary = server.process.pid
     try:
-        worker = only_worker(primary)
+        worker, other = workers_of(primary)
         before_ready = server.log.read_text().split(" ready: ")[0]
-        assert before_ready.count(f"listening on 127.0.0.1:{server.ports['mx']}") == 2
-        assert f"worker 1 started (pid {worker})" in before_ready
+        assert before_ready.count(f"listening on 127.0.0.1:{server.ports['mx']}") == 3
+        for pid in (worker, other):
+            assert f"started (pid {pid})" in before_ready
+        assert "; 3 processes (2 accept workers)" in server.log.read_text()
 
-        # At once after the ready line, with the primary stopped: the worker answers.
+        # At once after the ready line, with the primary stopped: a worker answers.
         with workers_clients(primary, server.ports["mx"]) as (client,):
             assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         # The periodic queue check is a minute away: the wake-up socket did this.
@@ -124,18 +129,18 @@ def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
 
         os.kill(worker, signal.SIGKILL)
         replacement = restarted(server, worker)
-        # The fresh interpreter serves on its own too (the primary stopped).
-        with workers_clients(primary, server.ports["mx"]) as (client,):
+        # The fresh interpreter serves on its own too (the others stopped).
+        with clients_taken_by(replacement, primary, server.ports["mx"]) as (client,):
             assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         with ThreadPoolExecutor(8) as pool:
             refused = list(pool.map(lambda _: send(server.ports["mx"]), range(40)))
         assert refused == [{}] * 40
         wait_for(lambda: delivered(home) == 42)
-        assert f"worker 1 (pid {worker}) exited with -9" in server.log.read_text()
+        assert f"(pid {worker}) exited with -9" in server.log.read_text()
 
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
-        wait_for(lambda: not alive(replacement), within=5)
+        wait_for(lambda: not alive(replacement) and not alive(other), within=5)
     finally:
         if server.process.poll() is None:
             server.kill()
@@ -144,11 +149,11 @@ def test_a_worker_listens_before_the_ready_line_and_is_restarted_when_killed(
 def test_a_worker_stops_when_its_primary_is_killed(home: Path) -> None:
     server, config = start(home)
     primary = server.process.pid
-    worker = only_worker(primary)
+    workers = workers_of(primary)
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda _: send(server.ports["mx"]), range(20))) == [{}] * 20
     server.kill()  # SIGKILL: no chance to stop its workers
-    wait_for(lambda: not alive(worker), within=10)
+    wait_for(lambda: not any(map(alive, workers)), within=10)
     # Everything that got its 250 is in the store, whichever process took it.
     assert len(json.loads(cli(config, "queue", "list", "--json"))) == 20
 
@@ -161,11 +166,14 @@ def test_a_workers_message_in_flight_when_the_primary_is_killed_gets_451_and_is_
     worker exits with its primary (its supervision)."""
     server, config = start(home)
     primary = server.process.pid
-    worker = only_worker(primary)
+    worker, _ = workers_of(primary)
     port = server.ports["mx"]
     writes = home / "data" / "write.sock"
     try:
-        with workers_clients(primary, port, 2) as (first, client), ThreadPoolExecutor(1) as pool:
+        with (
+            clients_taken_by(worker, primary, port, 2) as (first, client),
+            ThreadPoolExecutor(1) as pool,
+        ):
             stored = first.sendmail("a@remote.test", ["app@example.test"], MESSAGE)
             assert stored == {}  # and the worker's connection to the writer is open now
             os.kill(primary, signal.SIGSTOP)
@@ -219,29 +227,74 @@ def _bytes_waiting(path: Path) -> int:
     return sum(int(line.split()[1]) for line in listed.splitlines() if line.strip())
 
 
-def test_new_connections_go_to_the_process_holding_fewer(home: Path) -> None:
-    """Ten sessions the worker took while the primary was stopped stay with it; the next
-    ten, opened at once, go to the primary until the two hold about as many, not to
-    whichever process wakes first, which is what the event loop's own server does."""
+def test_new_connections_go_to_the_worker_holding_fewer(home: Path) -> None:
+    """Ten sessions one worker took while the other was stopped stay with it; the next
+    ten, opened at once, go to the other until the two hold about as many, not to
+    whichever process wakes first, which is what the event loop's own server does. The
+    primary, its workers up, takes none."""
     server, _ = start(home)
     primary = server.process.pid
     port = server.ports["mx"]
     try:
-        worker = only_worker(primary)
+        first, second = workers_of(primary)
         with (
-            workers_clients(primary, port, 10),
+            clients_taken_by(first, primary, port, 10),
             ThreadPoolExecutor(10) as pool,
             contextlib.ExitStack() as stack,
         ):
-            assert (held_by(primary, port), held_by(worker, port)) == (0, 10)
+            assert (held_by(first, port), held_by(second, port)) == (10, 0)
             opened = list(
                 pool.map(lambda _: smtplib.SMTP("127.0.0.1", port, timeout=10), range(10))
             )
             for client in opened:
                 stack.callback(client.close)
-            assert held_by(primary, port) + held_by(worker, port) == 20
+            assert held_by(first, port) + held_by(second, port) == 20
             # 9 or 10 (the balance); each process taking its turn would give it about 5.
-            assert held_by(primary, port) >= 8
+            assert held_by(second, port) >= 8
+            assert held_by(primary, port) == 0
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+
+
+def test_the_primary_takes_smtp_only_while_no_worker_is_up(home: Path) -> None:
+    """With its workers up the primary's loop is left to commits and deliveries: it takes
+    no connection. Both workers stuck (stopped): within a second it greets new clients
+    itself and their mail is accepted; once they run again it leaves new connections to
+    them. Both killed: it accepts while they are started again."""
+    server, _ = start(home)
+    primary = server.process.pid
+    port = server.ports["mx"]
+    try:
+        workers = workers_of(primary)
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(lambda _: send(port), range(20))) == [{}] * 20
+        # Both stopped: the clients wait in the backlog until the primary sees no
+        # worker's heartbeat, then it takes them.
+        with clients_taken_while_stopped(workers, port, 2) as clients:
+            assert held_by(primary, port) == 2
+            for client in clients:
+                assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
+        log = server.log.read_text
+        wait_for(lambda: "an accept worker is up again" in log(), within=10)
+        taking = f"no accept worker is up: this process accepts on 127.0.0.1:{port} "
+        assert log().count(taking) == 1
+        with ThreadPoolExecutor(4) as pool, contextlib.ExitStack() as stack:
+            opened = list(pool.map(lambda _: smtplib.SMTP("127.0.0.1", port, timeout=10), range(8)))
+            for client in opened:
+                stack.callback(client.close)
+                assert client.ehlo()[0] == 250
+            assert held_by(primary, port) == 0
+            assert sum(held_by(pid, port) for pid in workers) == 8
+        # Killed, both: new mail is taken by the primary until they are back.
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: log().count(taking) == 2, within=10)
+        assert send(port) == {}
+        wait_for(lambda: len(children(primary)) == 2 and log().count(" started (pid ") >= 4)
+        wait_for(lambda: delivered(home) == 23)  # every message taken, by any process
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
     finally:
@@ -310,22 +363,18 @@ def test_a_primary_that_cannot_start_leaves_no_forked_worker_behind(home: Path) 
 
 
 def test_metrics_count_what_every_worker_accepted_and_delivered(home: Path) -> None:
-    """Mail taken by the worker alone (primary stopped) and by the primary alone (worker
-    stopped), each delivered by the process that took it (local mail): /metrics, served
-    by the primary, counts both, accepted and delivered."""
+    """Mail taken by a worker alone (the others stopped), by the other, and by the
+    primary alone (both workers stopped), each delivered by the process that took it
+    (local mail): /metrics, served by the primary, counts all, accepted and delivered."""
     server, _ = start(home)
     primary = server.process.pid
+    port = server.ports["mx"]
     try:
-        worker = only_worker(primary)
-        with workers_clients(primary, server.ports["mx"], 3) as clients:
-            for client in clients:
-                assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
-        os.kill(worker, signal.SIGSTOP)
-        try:
-            for _ in range(2):
-                assert send(server.ports["mx"]) == {}
-        finally:
-            os.kill(worker, signal.SIGCONT)
+        first, second = workers_of(primary)
+        for taker, count in ((first, 2), (second, 1), (primary, 2)):
+            with clients_taken_by(taker, primary, port, count) as clients:
+                for client in clients:
+                    assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         wait_for(lambda: delivered(home) == 5)
         answer = httpx.get(f"http://127.0.0.1:{server.api_port}/metrics", timeout=30)
         found = {
@@ -434,9 +483,9 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
     server, config = start(home, extra=f"[inbound_auth]\nenabled = false\n{mailers}")
     primary = server.process.pid
     try:
-        worker = only_worker(primary)
+        worker, _ = workers_of(primary)
         # The worker takes this message: its whole path.
-        with workers_clients(primary, server.ports["mx"]) as (client,):
+        with clients_taken_by(worker, primary, server.ports["mx"]) as (client,):
             assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         if mailers:  # its attempt, made and settled by the worker, is in the log
             wait_for(lambda: '"deferred"' in cli(config, "log", "--json"), within=10)
@@ -444,7 +493,7 @@ def test_a_worker_loads_only_the_accept_path_and_the_primary_no_optional_part_be
         wait_for((listed / f"{worker}.txt").exists, within=10)
         # Started again, as a fresh interpreter, which takes the next message.
         replacement = restarted(server, worker)
-        with workers_clients(primary, server.ports["mx"]) as (client,):
+        with clients_taken_by(replacement, primary, server.ports["mx"]) as (client,):
             assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         server.signal(signal.SIGTERM)
         assert server.wait() == 0

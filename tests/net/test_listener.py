@@ -1,5 +1,6 @@
 """Listener: a handler that fails is logged and gives its connection slot back; on a
-shared socket, new connections go to the process holding fewer."""
+shared socket, new connections go to the process holding fewer, and a reserve takes
+them only while no other process accepts."""
 
 from __future__ import annotations
 
@@ -196,11 +197,83 @@ async def test_a_shared_listener_that_cannot_accept_says_so_and_accepts_again_la
         sock.close()
 
 
+async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The primary's listener beside its accept workers. Alone (at the start) it takes
+    the connections; from its first look after a worker accepts it leaves every one to
+    the worker, and publishes no count the worker would step aside for; the worker gone
+    (withdrawn at its stop), it takes them again."""
+    release = asyncio.Event()
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello\r\n")
+        await stream.drain()
+        await release.wait()
+
+    sock = listening_socket("127.0.0.1", 0, backlog=64)
+    duplicate = sock.dup()  # the worker's descriptor of the same socket
+    shares = AcceptShares(2)
+    reserve = shared_listener(handler, sock, shares.slot(0), reserve=True)
+    worker = shared_listener(handler, duplicate, shares.slot(1))
+    clients: list[asyncio.StreamWriter] = []
+
+    async def connect(count: int) -> None:
+        for _ in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", reserve.bound_port)
+            clients.append(writer)
+            async with asyncio.timeout(10):
+                assert await reader.readline() == b"hello\r\n"
+
+    net_log = logging.getLogger("postroom.net")
+
+    def watching(text: str) -> _Logged:
+        watch = _Logged(logging.INFO, text)
+        net_log.addHandler(watch)
+        return watch
+
+    async def seen(watch: _Logged) -> None:
+        try:
+            async with asyncio.timeout(10):
+                await watch.event.wait()
+        finally:
+            net_log.removeHandler(watch)
+
+    caplog.set_level(logging.INFO, logger="postroom.net")
+    await reserve.start()
+    try:
+        assert reserve.serving
+        await connect(2)
+        assert (reserve.connections, shares.held(0)) == (2, None)
+        back = watching("an accept worker is up again: this process leaves 127.0.0.1:")
+        await worker.start()
+        await seen(back)
+        await connect(6)
+        assert (reserve.connections, worker.connections) == (2, 6)
+        gone = watching("no accept worker is up: this process accepts on 127.0.0.1:")
+        worker.stop_accepting()
+        await seen(gone)
+        await connect(2)
+        assert (reserve.connections, worker.connections) == (4, 6)
+    finally:
+        release.set()
+        for writer in clients:
+            writer.close()
+        for each in (reserve, worker):
+            each.stop_accepting()
+            await each.wait_closed()
+        sock.close()
+        duplicate.close()
+    assert not reserve.serving
+
+
 def shared_listener(
     handler: Handler,
     sock: socket.socket,
     slot: AcceptSlot,
     ssl_context: ssl.SSLContext | None = None,
+    *,
+    reserve: bool = False,
 ) -> Listener:
     """A listener on ``sock``, shared with other accepting processes as ``slot``."""
     return Listener(
@@ -212,15 +285,19 @@ def shared_listener(
         ssl_context=ssl_context,
         sock=sock,
         slot=slot,
+        reserve=reserve,
     )
 
 
 class _Logged(logging.Handler):
-    """Sets ``event`` at the first record (emitted on the event loop's thread)."""
+    """Sets ``event`` at the first record of ``level`` or above with ``text`` in it
+    (emitted on the event loop's thread)."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    def __init__(self, level: int = logging.ERROR, text: str = "") -> None:
+        super().__init__(level)
+        self.text = text
         self.event = asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.event.set()
+        if self.text in record.getMessage():
+            self.event.set()

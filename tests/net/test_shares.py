@@ -98,3 +98,24 @@ async def test_a_process_mapping_the_memory_file_anew_shares_the_counts() -> Non
     finally:
         primary.withdraw()
         restarted.withdraw()
+
+
+async def test_others_live_counts_only_processes_accepting_with_a_fresh_heartbeat() -> None:
+    """What the primary's reserve listener asks before it reads the socket."""
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(3)
+    primary, first, second = (shares.slot(i) for i in range(3))
+    now = loop.time()
+    assert not primary.others_live(now)  # nobody accepts yet
+    first.present(loop)
+    try:
+        assert primary.others_live(loop.time())
+        assert not primary.others_live(loop.time() + FRESH + 0.2)  # its loop stuck
+        assert not first.others_live(loop.time())  # the primary never said it accepts
+        first.withdraw()
+        assert not primary.others_live(loop.time())
+        second.present(loop)
+        assert primary.others_live(loop.time())
+    finally:
+        for slot in (first, second):
+            slot.withdraw()

@@ -2,16 +2,16 @@
 (``python -m tests.support.forking CASE DIR``): workers must be forked before any
 thread, event loop or store connection exists, which a pytest process cannot promise.
 
-It forks its worker as ``runtime.run`` does (``WorkerProcesses.fork``), then makes what a
-primary makes afterwards (an SQLite connection, a thread, an event loop), then starts the
-worker, whose ``main`` is the CASE, and prints what ``Supervisor.start`` said as JSON:
+It forks its two workers as ``runtime.run`` does (``WorkerProcesses.fork``), then makes
+what a primary makes afterwards (an SQLite connection, a thread, an event loop), then
+starts the workers, whose ``main`` is the CASE, and prints what ``Supervisor.start`` said as JSON:
 ``{"started": true}`` or ``{"failed": "the reason"}``, with ``"listening"``: what its
 listening socket is (``socket:[inode]``), and ``"readiness"``: the problems its
 ``Readiness`` named before the start and after it.
 
-Cases: ``inventory`` (the worker writes DIR/worker.json: its threads and the targets of
-its open file descriptors, then says it listens), ``refuses`` (it says why it cannot
-start), ``exits`` (it exits with 3 at once), ``silent`` (it never says anything).
+Cases: ``inventory`` (each worker writes DIR/worker-INDEX.json: its threads and the
+targets of its open file descriptors, then says it listens), ``refuses`` (it says why it
+cannot start), ``exits`` (it exits with 3 at once), ``silent`` (it never says anything).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _inventory(directory: Path) -> Callable[[WorkerSetup], int]:
             "threads": [thread.name for thread in threading.enumerate()],
             "fds": open_fd_targets(),
         }
-        (directory / "worker.json").write_text(json.dumps(held))
+        (directory / f"worker-{setup.index}.json").write_text(json.dumps(held))
         report_start(setup.report_fd)
         os.read(setup.command_fd, 1)  # until the primary stops it
         return 0
@@ -109,7 +109,7 @@ def main(case: str, directory: Path) -> None:
         "exits": _exits,
         "silent": _silent,
     }
-    shares = AcceptShares(settings.workers)
+    shares = AcceptShares(settings.workers + 1)
     processes = WorkerProcesses.fork(settings, sockets, shares, cases[case])
     # What a primary has once it runs, none of which a worker may inherit.
     database = sqlite3.connect(directory / "primary.db")

@@ -10,13 +10,14 @@ import signal
 import smtplib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from tests.support.servers import RunningProcess, smtp_client
 
 __all__ = [
     "children",
+    "clients_taken_by",
     "clients_taken_while_stopped",
     "descendants",
     "kill_all_amid_load",
@@ -41,20 +42,34 @@ def children(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def clients_taken_while_stopped(
-    stopped: int, port: int, count: int = 1
+    stopped: int | Collection[int], port: int, count: int = 1
 ) -> Iterator[list[smtplib.SMTP]]:
-    """``count`` connections taken while process ``stopped`` is stopped, so by another
-    process sharing the listener (each greeted and EHLO answered); ``stopped`` runs
-    again before they are used."""
+    """``count`` connections taken while process(es) ``stopped`` are stopped, so by
+    another process sharing the listener (each greeted and EHLO answered); ``stopped``
+    run again before they are used."""
+    pids = [stopped] if isinstance(stopped, int) else list(stopped)
     with contextlib.ExitStack() as stack:
-        os.kill(stopped, signal.SIGSTOP)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
         try:
             clients = [stack.enter_context(smtp_client(port)) for _ in range(count)]
             for client in clients:
                 assert client.ehlo()[0] == 250  # only another process can have answered
         finally:
-            os.kill(stopped, signal.SIGCONT)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
         yield clients
+
+
+def clients_taken_by(
+    taker: int, primary: int, port: int, count: int = 1
+) -> contextlib.AbstractContextManager[list[smtplib.SMTP]]:
+    """``count`` connections taken by process ``taker`` of the server whose primary is
+    ``primary`` (the primary or one of its accept workers): every other one is stopped
+    while they are made. (The primary takes SMTP once it sees no worker up, within a
+    second.)"""
+    others = [pid for pid in (primary, *children(primary)) if pid != taker]
+    return clients_taken_while_stopped(others, port, count)
 
 
 def descendants(pid: int) -> list[int]:

@@ -11,6 +11,11 @@ server would take every connection waiting at once. It steps aside for ``STEP_AS
 seconds per connection of lead beyond the margin (a busy host may not run the other
 process at once), at most ``MAX_STEP_ASIDE``; a connection still waiting then is taken,
 so a client waits at most that long for a process that is alive but slow.
+
+A reserve listener (the primary's, beside its accept workers) leaves the socket to the
+others: it looks every ``BEAT`` seconds whether any of them accepts, and reads the socket
+only while none does (at the start, or while every worker is started again), so mail
+is taken even then and the primary's loop is woken by no connection otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from postroom.net.shares import MARGIN, AcceptSlot
+from postroom.net.shares import BEAT, MARGIN, AcceptSlot
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
@@ -39,6 +44,8 @@ MAX_STEP_ASIDE = 0.008
 # After accept() fails (out of descriptors or memory, say) the listener pauses, as
 # asyncio's own servers do, rather than spin on a socket that stays readable.
 _ACCEPT_RETRY = 1.0
+_NO_WORKER = "no accept worker is up: this process accepts on %s:%d until one is"
+_WORKER_BACK = "an accept worker is up again: this process leaves %s:%d to the workers"
 
 
 class Listener:
@@ -55,11 +62,16 @@ class Listener:
         handshake_timeout: float = 30.0,
         sock: socket.socket | None = None,
         slot: AcceptSlot | None = None,
+        reserve: bool = False,
     ) -> None:
         """``sock``: already bound and listening, shared with the other accepting
-        processes whose counts ``slot`` compares (both or neither)."""
-        if (sock is None) != (slot is None):
-            raise ValueError("a shared socket comes with its slot")
+        processes whose counts ``slot`` compares (without a slot: bound before, and
+        served by this process alone); ``reserve``: accept from it only while no other
+        process does."""
+        if slot is not None and sock is None:
+            raise ValueError("a slot is for a shared socket")
+        if reserve and slot is None:
+            raise ValueError("a reserve listener shares its socket")
         self.address = address
         self.port = port
         self._handler = handler
@@ -71,8 +83,11 @@ class Listener:
         self._sock = sock
         self._slot = slot
         self._server: asyncio.Server | None = None
+        self._reserve = reserve
         self._reading = False  # accepting from the shared socket (``_readable``)
+        self._reader = False  # the socket's reader is on the event loop
         self._resume: asyncio.TimerHandle | None = None  # stepped aside until then
+        self._look: asyncio.TimerHandle | None = None  # a reserve's next look
         self._stepped_aside = False  # the connection then waiting is this one's
         self._opening: set[asyncio.Task[None]] = set()  # accepted, in their TLS handshake
         self._tasks: set[asyncio.Task[None]] = set()  # connections being served
@@ -92,8 +107,12 @@ class Listener:
         loop = asyncio.get_running_loop()
         ssl_timeout = self._handshake_timeout if self._ssl else None
         if self._sock is not None:
-            assert self._slot is not None
-            self._slot.present(loop)
+            if self._reserve:
+                self._reading = True
+                self._stand_by(loop)
+                return
+            if self._slot is not None:
+                self._slot.present(loop)
             self._read(loop)
             return
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
@@ -113,18 +132,34 @@ class Listener:
         assert self._sock is not None
         self._resume = None
         loop.add_reader(self._sock.fileno(), self._readable)
-        self._reading = True
+        self._reader = self._reading = True
 
     def _pause(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         assert self._sock is not None
         loop.remove_reader(self._sock.fileno())
+        self._reader = False
         self._resume = loop.call_later(seconds, self._read, loop)
 
-    def _readable(self) -> None:
+    def _stand_by(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A reserve's look: read the socket while no other process accepts."""
         assert self._sock is not None and self._slot is not None
+        wanted = not self._slot.others_live(loop.time())
+        if wanted != self._reader and self._resume is None:  # not paused by a failed accept
+            if self._look is not None:  # not the first look, at the start
+                news = _NO_WORKER if wanted else _WORKER_BACK
+                _log.info(news, self.address, self.bound_port)
+            if wanted:
+                self._read(loop)
+            else:
+                loop.remove_reader(self._sock.fileno())
+                self._reader = False
+        self._look = loop.call_later(BEAT, self._stand_by, loop)
+
+    def _readable(self) -> None:
+        assert self._sock is not None
         loop = asyncio.get_running_loop()
         stepped_aside, self._stepped_aside = self._stepped_aside, False
-        if not stepped_aside:
+        if not stepped_aside and self._slot is not None and not self._reserve:
             lead = self._slot.lead(loop.time())
             if lead >= MARGIN:
                 self._stepped_aside = True
@@ -145,7 +180,8 @@ class Listener:
             self._pause(loop, _ACCEPT_RETRY)
             return
         conn.setblocking(False)
-        self._slot.opened()  # at once: the others must see it before they next compare
+        if self._slot is not None:
+            self._slot.opened()  # at once: the others must see it before they next compare
         task = loop.create_task(self._accept(Stream(), conn))
         self._opening.add(task)
         self._accepting.add(task)  # held until done: the loop keeps only weak references
@@ -223,14 +259,16 @@ class Listener:
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._resume is not None:
-            self._resume.cancel()
-            self._resume = None
+        for timer in (self._resume, self._look):
+            if timer is not None:
+                timer.cancel()
+        self._resume = self._look = None
         if self._slot is not None:
             self._slot.withdraw()
-        if self._reading:
+        self._reading = False
+        if self._reader:
             assert self._sock is not None
-            self._reading = False
+            self._reader = False
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
         for task in self._opening:  # not yet a session: none will start after the stop
             task.cancel()

@@ -101,6 +101,7 @@ class Sessions:
                     handshake_timeout=self._handshake_timeout,
                     sock=shared.sockets[index] if shared is not None else None,
                     slot=shared.slot if shared is not None else None,
+                    reserve=shared is not None and shared.reserve,
                 )
             )
 

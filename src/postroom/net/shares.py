@@ -125,6 +125,14 @@ class AcceptSlot:
     def closed(self) -> None:
         self._values[self._count] -= 1
 
+    def others_live(self, now: float) -> bool:
+        """Whether another process accepts, its heartbeat fresh at loop time ``now``."""
+        values = self._values
+        stale = int((now - FRESH) * _MS)
+        return any(
+            values[other] < _ABSENT >> 1 and values[other + 1] > stale for other in self._others
+        )
+
     def lead(self, now: float) -> int:
         """How many connections more this process holds than the live process (its
         heartbeat fresh at loop time ``now``) that holds the fewest; 0 when none holds
@@ -145,4 +153,9 @@ class SharedSockets:
 
     sockets: tuple[socket.socket, ...]
     shares: AcceptShares
-    slot: AcceptSlot
+    slot: AcceptSlot | None
+    """None: this process serves these sockets' connections alone (the primary's POP3
+    and IMAP listeners)."""
+    reserve: bool = False
+    """This process accepts only while no other does (the primary beside its accept
+    workers: at their start, or while all of them are being started again)."""
