@@ -278,7 +278,8 @@ def test_the_primary_takes_smtp_only_while_no_worker_is_up(home: Path) -> None:
             for client in clients:
                 assert client.sendmail("a@remote.test", ["app@example.test"], MESSAGE) == {}
         log = server.log.read_text
-        wait_for(lambda: "an accept worker is up again" in log(), within=10)
+        leaving = f"an accept worker is up again: this process leaves 127.0.0.1:{port} "
+        wait_for(lambda: leaving in log(), within=10)
         taking = f"no accept worker is up: this process accepts on 127.0.0.1:{port} "
         assert log().count(taking) == 1
         with ThreadPoolExecutor(4) as pool, contextlib.ExitStack() as stack:

@@ -10,7 +10,7 @@ import os
 import resource
 import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -68,11 +68,7 @@ async def test_a_listener_on_a_shared_socket_leaves_new_connections_to_one_holdi
     all at once, the first steps aside for the second until it leads by less than
     MARGIN. Each taking its turn (the event loop's own servers) would split them 4/4."""
     release = asyncio.Event()
-
-    async def handler(stream: Stream) -> None:
-        stream.write(b"hello\r\n")
-        await stream.drain()
-        await release.wait()
+    handler = greets_until(release)
 
     shared = listening_socket("127.0.0.1", 0, backlog=64)
     shares = AcceptShares(2)
@@ -108,14 +104,7 @@ async def test_a_listener_on_a_shared_socket_leaves_new_connections_to_one_holdi
         assert shares.held(0) == first.connections
         assert shares.held(1) == second.connections
     finally:
-        release.set()
-        for writer in clients:
-            writer.close()
-        for each in (first, second):
-            each.stop_accepting()
-            await each.wait_closed()
-        shared.close()
-        duplicate.close()
+        await close_all(release, clients, (first, second), (shared, duplicate))
     assert shares.held(0) is None and shares.held(1) is None  # withdrawn at stop
 
 
@@ -205,11 +194,7 @@ async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
     the worker, and publishes no count the worker would step aside for; the worker gone
     (withdrawn at its stop), it takes them again."""
     release = asyncio.Event()
-
-    async def handler(stream: Stream) -> None:
-        stream.write(b"hello\r\n")
-        await stream.drain()
-        await release.wait()
+    handler = greets_until(release)
 
     sock = listening_socket("127.0.0.1", 0, backlog=64)
     duplicate = sock.dup()  # the worker's descriptor of the same socket
@@ -256,15 +241,37 @@ async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
         await connect(2)
         assert (reserve.connections, worker.connections) == (4, 6)
     finally:
-        release.set()
-        for writer in clients:
-            writer.close()
-        for each in (reserve, worker):
-            each.stop_accepting()
-            await each.wait_closed()
-        sock.close()
-        duplicate.close()
+        await close_all(release, clients, (reserve, worker), (sock, duplicate))
     assert not reserve.serving
+
+
+def greets_until(release: asyncio.Event) -> Handler:
+    """A handler that says hello and holds its connection until ``release``."""
+
+    async def handler(stream: Stream) -> None:
+        stream.write(b"hello\r\n")
+        await stream.drain()
+        await release.wait()
+
+    return handler
+
+
+async def close_all(
+    release: asyncio.Event,
+    clients: list[asyncio.StreamWriter],
+    listeners: Sequence[Listener],
+    sockets: Sequence[socket.socket],
+) -> None:
+    """The end of a test of listeners on one socket: their sessions released, the
+    clients closed, the listeners stopped, the socket's descriptors closed."""
+    release.set()
+    for writer in clients:
+        writer.close()
+    for each in listeners:
+        each.stop_accepting()
+        await each.wait_closed()
+    for sock in sockets:
+        sock.close()
 
 
 def shared_listener(
