@@ -48,7 +48,7 @@ from postroom.mail.envelope import Recipient, Source, SourceKind
 from postroom.mailbox import Maildir
 from postroom.net.listener import Listener
 from postroom.net.logins import LoginGate
-from postroom.net.shares import AcceptShares, SharedSockets
+from postroom.net.shares import SharedSockets
 from postroom.net.throttle import FailureThrottle
 from postroom.net.tls import CheckedCertificate, ServerTls, checked_in_child
 from postroom.net.wakeup import Notifier, WakeupListener
@@ -59,7 +59,7 @@ from postroom.store.base import LimitStore, QueueWatch
 from postroom.store.instance import open_instance_store
 from postroom.store.open import sqlite_path
 from postroom.supervise import TaskSupervisor
-from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup, accept_shares
 from postroom.workers import Supervisor, bind_listeners, report_start, watch_primary
 
 # What only the primary runs (delivery, the API and dashboard, POP3 and IMAP, alerts and
@@ -1122,7 +1122,7 @@ def run(
     # stays out of the server's processes), then the workers.
     certificate = checked_in_child(settings)
     if sockets is not None:
-        shares = AcceptShares(settings.workers + 1)
+        shares = accept_shares(settings)
         # The workers take SMTP; the primary only while none of them does.
         shared = SharedSockets(sockets, shares, shares.slot(0), reserve=True)
         _import_accept_path(settings)

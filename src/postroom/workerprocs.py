@@ -49,6 +49,7 @@ __all__ = [
     "WorkerMain",
     "WorkerProcesses",
     "WorkerSetup",
+    "accept_shares",
     "read_setup",
     "worker_indexes",
 ]
@@ -63,6 +64,11 @@ def worker_indexes(settings: Settings) -> range:
     above 1, N workers beside the primary (index 0), which accepts only while none of
     them does; with 1, none."""
     return range(1, settings.workers + 1) if settings.workers > 1 else range(0)
+
+
+def accept_shares(settings: Settings) -> AcceptShares:
+    """New shares with a slot for the primary and one for each of its workers."""
+    return AcceptShares(1 + len(worker_indexes(settings)))
 
 
 class WorkerExited(Exception):

@@ -31,7 +31,7 @@ from postroom.config.settings import Settings
 from postroom.net.shares import AcceptShares
 from postroom.readiness import Readiness
 from postroom.supervise import TaskSupervisor
-from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup
+from postroom.workerprocs import WorkerExited, WorkerProcesses, WorkerSetup, accept_shares
 from postroom.workers import Supervisor, bind_listeners, report_start
 from tests.support.servers import loopback_settings
 
@@ -109,7 +109,7 @@ def main(case: str, directory: Path) -> None:
         "exits": _exits,
         "silent": _silent,
     }
-    shares = AcceptShares(settings.workers + 1)
+    shares = accept_shares(settings)
     processes = WorkerProcesses.fork(settings, sockets, shares, cases[case])
     # What a primary has once it runs, none of which a worker may inherit.
     database = sqlite3.connect(directory / "primary.db")
