@@ -760,6 +760,14 @@ class Server:
 
         return DnsWatch(alerts, domains=domains, check=check)
 
+    def workers_listen(self) -> None:
+        """Every accept worker listens: the SMTP listeners, the primary's reserve, leave
+        the sockets to them from now on, not from their next look, so a connection made
+        after the ready line goes to a worker."""
+        if self.smtp is not None:
+            for listener in self.smtp.listeners:
+                listener.look()
+
     async def _stop_api(self) -> None:
         """Its requests in flight finish within the grace (its server's own bound)."""
         if self.api is not None:
@@ -1025,6 +1033,7 @@ async def _serve(
     if supervisor is not None:
         try:  # after start(): the certificate exists, the store is migrated
             await supervisor.start(server.tasks)
+            server.workers_listen()
         except WorkerExited as exc:
             print(f"postroom: {exc}", file=sys.stderr)
             _log.error("%s", exc)

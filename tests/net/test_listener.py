@@ -190,9 +190,10 @@ async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The primary's listener beside its accept workers. Alone (at the start) it takes
-    the connections; from its first look after a worker accepts it leaves every one to
-    the worker, and publishes no count the worker would step aside for; the worker gone
-    (withdrawn at its stop), it takes them again."""
+    the connections; once a worker accepts (told at once, as when the workers say they
+    listen) it leaves every one to the worker, and publishes no count the worker would
+    step aside for; the worker gone (withdrawn at its stop), it takes them again, and
+    leaves them to a worker started again from its next look on."""
     release = asyncio.Event()
     handler = greets_until(release)
 
@@ -201,6 +202,7 @@ async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
     shares = AcceptShares(2)
     reserve = shared_listener(handler, sock, shares.slot(0), reserve=True)
     worker = shared_listener(handler, duplicate, shares.slot(1))
+    again = shared_listener(handler, duplicate, shares.slot(1))  # the worker restarted
     clients: list[asyncio.StreamWriter] = []
 
     async def connect(count: int) -> None:
@@ -230,9 +232,8 @@ async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
         assert reserve.serving
         await connect(2)
         assert (reserve.connections, shares.held(0)) == (2, None)
-        back = watching("an accept worker is up again: this process leaves 127.0.0.1:")
         await worker.start()
-        await seen(back)
+        reserve.look()
         await connect(6)
         assert (reserve.connections, worker.connections) == (2, 6)
         gone = watching("no accept worker is up: this process accepts on 127.0.0.1:")
@@ -240,8 +241,13 @@ async def test_a_reserve_listener_accepts_only_while_no_other_process_does(
         await seen(gone)
         await connect(2)
         assert (reserve.connections, worker.connections) == (4, 6)
+        back = watching("an accept worker is up again: this process leaves 127.0.0.1:")
+        await again.start()
+        await seen(back)
+        await connect(3)
+        assert (reserve.connections, again.connections) == (4, 3)
     finally:
-        await close_all(release, clients, (reserve, worker), (sock, duplicate))
+        await close_all(release, clients, (reserve, worker, again), (sock, duplicate))
     assert not reserve.serving
 
 

@@ -88,6 +88,7 @@ class Listener:
         self._reader = False  # the socket's reader is on the event loop
         self._resume: asyncio.TimerHandle | None = None  # stepped aside until then
         self._look: asyncio.TimerHandle | None = None  # a reserve's next look
+        self._others_seen = False  # a reserve has seen another process accept
         self._stepped_aside = False  # the connection then waiting is this one's
         self._opening: set[asyncio.Task[None]] = set()  # accepted, in their TLS handshake
         self._tasks: set[asyncio.Task[None]] = set()  # connections being served
@@ -140,12 +141,18 @@ class Listener:
         self._reader = False
         self._resume = loop.call_later(seconds, self._read, loop)
 
+    def look(self) -> None:
+        """A reserve looks now rather than at its next beat (the other processes said
+        they accept: a connection made from now on is theirs)."""
+        if self._reserve and self._reading:
+            self._stand_by(asyncio.get_running_loop())
+
     def _stand_by(self, loop: asyncio.AbstractEventLoop) -> None:
         """A reserve's look: read the socket while no other process accepts."""
         assert self._sock is not None and self._slot is not None
         wanted = not self._slot.others_live(loop.time())
         if wanted != self._reader and self._resume is None:  # not paused by a failed accept
-            if self._look is not None:  # not the first look, at the start
+            if self._others_seen:  # not the workers' first start
                 news = _NO_WORKER if wanted else _WORKER_BACK
                 _log.info(news, self.address, self.bound_port)
             if wanted:
@@ -153,6 +160,9 @@ class Listener:
             else:
                 loop.remove_reader(self._sock.fileno())
                 self._reader = False
+        self._others_seen = self._others_seen or not wanted
+        if self._look is not None:
+            self._look.cancel()  # when asked to look before the beat
         self._look = loop.call_later(BEAT, self._stand_by, loop)
 
     def _readable(self) -> None:
