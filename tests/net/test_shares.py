@@ -1,12 +1,21 @@
 """AcceptShares: each accepting process's count of connections and heartbeat, in memory
-every forked process shares; a process's lead is over the live process holding fewest."""
+every forked process shares; a process's lead is over the live process holding fewest,
+and it steps aside by that lead unless its connections are short-lived."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 
-from postroom.net.shares import FRESH, AcceptShares
+from postroom.net.shares import (
+    BEAT,
+    CHURN,
+    FRESH,
+    MARGIN,
+    MAX_STEP_ASIDE,
+    STEP_ASIDE,
+    AcceptShares,
+)
 
 
 async def test_a_process_leads_by_its_count_over_the_live_process_holding_fewest() -> None:
@@ -118,4 +127,65 @@ async def test_others_live_counts_only_processes_accepting_with_a_fresh_heartbea
         assert primary.others_live(loop.time())
     finally:
         for slot in (first, second):
+            slot.withdraw()
+
+
+async def test_a_process_steps_aside_by_its_lead_beyond_the_margin_for_a_bounded_time() -> None:
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(2)
+    mine, other = shares.slot(0), shares.slot(1)
+    for slot in (mine, other):
+        slot.present(loop)
+    try:
+        now = loop.time()
+        for _ in range(MARGIN - 1):
+            mine.opened()
+        assert mine.step_aside(now) == 0.0  # within the margin: takes it
+        mine.opened()
+        assert mine.step_aside(now) == STEP_ASIDE
+        for _ in range(3):
+            mine.opened()
+        assert mine.step_aside(now) == 4 * STEP_ASIDE
+        for _ in range(20):
+            mine.opened()
+        assert mine.step_aside(now) == MAX_STEP_ASIDE  # a client waits no longer
+        assert mine.step_aside(now + FRESH + 0.2) == 0.0  # the other's loop is stuck
+    finally:
+        for slot in (mine, other):
+            slot.withdraw()
+
+
+async def test_a_process_whose_connections_end_at_once_never_steps_aside() -> None:
+    """An application opening a connection per message: CHURN or more closed in a beat.
+    Judged once a beat has passed, on the rate since the last judgement."""
+    loop = asyncio.get_running_loop()
+    shares = AcceptShares(2)
+    mine, other = shares.slot(0), shares.slot(1)
+    for slot in (mine, other):
+        slot.present(loop)
+
+    def churn(count: int) -> None:
+        for _ in range(count):
+            mine.opened()
+            mine.closed()
+
+    try:
+        for _ in range(MARGIN + 3):  # held: the lead stays
+            mine.opened()
+        start = loop.time()
+        assert not mine.short_lived(start)  # nothing closed yet
+        assert mine.step_aside(start) > 0
+        churn(2 * CHURN)
+        halfway = start + BEAT / 2
+        assert not mine.short_lived(halfway)  # judged once a beat, not at every close
+        assert mine.step_aside(halfway) > 0
+        judged = start + 1.5 * BEAT
+        assert mine.short_lived(judged)  # 2 x CHURN in 1.5 beats
+        assert mine.step_aside(judged) == 0.0
+        churn(CHURN)
+        later = judged + 1.5 * BEAT
+        assert not mine.short_lived(later)  # CHURN in 1.5 beats: too few
+        assert mine.step_aside(later) > 0
+    finally:
+        for slot in (mine, other):
             slot.withdraw()

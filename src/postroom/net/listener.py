@@ -6,11 +6,11 @@ that has ended, and a ``refusal`` (bytes) to write when a limit is hit (421 4.7.
 
 On a socket shared with other accepting processes (``workers > 1``) the listener
 accepts one connection at a time itself, and steps aside when another live process
-holds ``MARGIN`` or more connections fewer (``net.shares``): the event loop's own
-server would take every connection waiting at once. It steps aside for ``STEP_ASIDE``
-seconds per connection of lead beyond the margin (a busy host may not run the other
-process at once), at most ``MAX_STEP_ASIDE``; a connection still waiting then is taken,
-so a client waits at most that long for a process that is alive but slow.
+holds ``MARGIN`` or more connections fewer, for as long as ``AcceptSlot.step_aside``
+says (``net.shares``; never while its connections are short-lived): the event loop's
+own server would take every connection waiting at once. A connection still waiting
+then is taken, so a client waits at most ``MAX_STEP_ASIDE`` for a process that is
+alive but slow.
 
 A reserve listener (the primary's, beside its accept workers) leaves the socket to the
 others: it looks every ``BEAT`` seconds whether any of them accepts, and reads the socket
@@ -28,19 +28,17 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from postroom.net.shares import BEAT, MARGIN, AcceptSlot
+from postroom.net.shares import BEAT, AcceptSlot
 from postroom.net.stream import Stream
 from postroom.net.throttle import ConnectionCounter
 
-__all__ = ["MAX_STEP_ASIDE", "STEP_ASIDE", "Handler", "Listener"]
+__all__ = ["Handler", "Listener"]
 
 Handler = Callable[[Stream], Awaitable[None]]
 """The awaitable serving one connection: a session's own coroutine, with no wrapper
 coroutine around it that every idle connection would hold."""
 _log = logging.getLogger("postroom.net")
 
-STEP_ASIDE = 0.001  # long enough for a woken process to accept, short for a client
-MAX_STEP_ASIDE = 0.008
 # After accept() fails (out of descriptors or memory, say) the listener pauses, as
 # asyncio's own servers do, rather than spin on a socket that stays readable.
 _ACCEPT_RETRY = 1.0
@@ -170,10 +168,10 @@ class Listener:
         loop = asyncio.get_running_loop()
         stepped_aside, self._stepped_aside = self._stepped_aside, False
         if not stepped_aside and self._slot is not None and not self._reserve:
-            lead = self._slot.lead(loop.time())
-            if lead >= MARGIN:
+            aside = self._slot.step_aside(loop.time())
+            if aside:
                 self._stepped_aside = True
-                self._pause(loop, min(STEP_ASIDE * (lead - MARGIN + 1), MAX_STEP_ASIDE))
+                self._pause(loop, aside)
                 return
         try:
             conn, _ = self._sock.accept()

@@ -9,6 +9,13 @@ process publishes how many connections it holds here, and a process that holds
 ``MARGIN`` or more than another steps aside for a moment (``net.listener``) and leaves
 the connection to the other.
 
+Only while its connections last: a process whose connections end within moments of
+their start (``CHURN`` or more closed in a beat: an application that opens a connection
+per message) never steps aside. There the kernel's wake-up order already evens the
+load, since a process whose loop is busy reaches ``accept`` last, and a step aside would
+only leave the client waiting on the other process's loop (measured: a fifth of the
+rate at one message per connection).
+
 Only to a process that is alive: each one also publishes a heartbeat, its event loop's
 time every ``BEAT`` seconds, and a process whose heartbeat is older than ``FRESH``
 (stopped, or its loop stuck) is left no connection, so nobody waits on it. The loops'
@@ -29,13 +36,28 @@ import os
 import socket
 from dataclasses import dataclass
 
-__all__ = ["BEAT", "FRESH", "MARGIN", "AcceptShares", "AcceptSlot", "SharedSockets"]
+__all__ = [
+    "BEAT",
+    "CHURN",
+    "FRESH",
+    "MARGIN",
+    "MAX_STEP_ASIDE",
+    "STEP_ASIDE",
+    "AcceptShares",
+    "AcceptSlot",
+    "SharedSockets",
+]
 
 MARGIN = 2
 """A process steps aside when another holds this many connections fewer: with 1, two
 processes that take turns would step aside at every other connection."""
+STEP_ASIDE = 0.001  # per connection of lead beyond the margin: for a woken process to accept
+MAX_STEP_ASIDE = 0.008  # a busy host may not run the other process at once; short for a client
 BEAT = 0.1
 FRESH = 0.5
+CHURN = 10
+"""Connections closed in a beat (100 a second) from which a process's connections count
+as short-lived: a pool that keeps its connections closes far fewer."""
 
 # A process not accepting (starting, stopping or exited): nobody leaves it a connection.
 _ABSENT = 1 << 62
@@ -89,7 +111,7 @@ class AcceptShares:
 class AcceptSlot:
     """One process's view: its own count and heartbeat to keep, the others' to read."""
 
-    __slots__ = ("_beating", "_count", "_others", "_values")
+    __slots__ = ("_beating", "_closes", "_count", "_others", "_short", "_since", "_values")
 
     def __init__(self, values: memoryview, index: int) -> None:
         self._values = values
@@ -97,6 +119,9 @@ class AcceptSlot:
         processes = len(values) // _FIELDS
         self._others = tuple(_FIELDS * i for i in range(processes) if i != index)
         self._beating: asyncio.TimerHandle | None = None
+        self._closes = 0  # connections closed since ``_since``
+        self._since = 0.0
+        self._short = False
 
     def present(self, loop: asyncio.AbstractEventLoop) -> None:
         """This process accepts from now on, and beats on ``loop`` (once per start:
@@ -124,6 +149,17 @@ class AcceptSlot:
 
     def closed(self) -> None:
         self._values[self._count] -= 1
+        self._closes += 1
+
+    def short_lived(self, now: float) -> bool:
+        """Whether this process's connections end within moments of their start: at
+        least ``CHURN`` closed a beat, judged afresh once a beat has passed since the
+        last judgement (at loop time ``now``)."""
+        elapsed = now - self._since
+        if elapsed >= BEAT:
+            self._short = self._closes >= CHURN * elapsed / BEAT
+            self._closes, self._since = 0, now
+        return self._short
 
     def others_live(self, now: float) -> bool:
         """Whether another process accepts, its heartbeat fresh at loop time ``now``."""
@@ -132,6 +168,15 @@ class AcceptSlot:
         return any(
             values[other] < _ABSENT >> 1 and values[other + 1] > stale for other in self._others
         )
+
+    def step_aside(self, now: float) -> float:
+        """How long to leave a new connection to the others (at loop time ``now``): 0 to
+        take it. ``STEP_ASIDE`` per connection of lead beyond the margin, at most
+        ``MAX_STEP_ASIDE``; never while this process's connections are short-lived."""
+        lead = self.lead(now)
+        if lead < MARGIN or self.short_lived(now):
+            return 0.0
+        return min(STEP_ASIDE * (lead - MARGIN + 1), MAX_STEP_ASIDE)
 
     def lead(self, now: float) -> int:
         """How many connections more this process holds than the live process (its
