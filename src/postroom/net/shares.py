@@ -34,6 +34,7 @@ import asyncio
 import mmap
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -163,11 +164,7 @@ class AcceptSlot:
 
     def others_live(self, now: float) -> bool:
         """Whether another process accepts, its heartbeat fresh at loop time ``now``."""
-        values = self._values
-        stale = int((now - FRESH) * _MS)
-        return any(
-            values[other] < _ABSENT >> 1 and values[other + 1] > stale for other in self._others
-        )
+        return any(True for _ in self._live_counts(now))
 
     def step_aside(self, now: float) -> float:
         """How long to leave a new connection to the others (at loop time ``now``): 0 to
@@ -182,13 +179,16 @@ class AcceptSlot:
         """How many connections more this process holds than the live process (its
         heartbeat fresh at loop time ``now``) that holds the fewest; 0 when none holds
         fewer."""
+        mine = int(self._values[self._count])
+        return max(0, mine - min(self._live_counts(now), default=mine))
+
+    def _live_counts(self, now: float) -> Iterator[int]:
+        """The counts of the other processes accepting with a fresh heartbeat."""
         values = self._values
-        fewest = mine = values[self._count]
         stale = int((now - FRESH) * _MS)
         for other in self._others:
-            if values[other] < fewest and values[other + 1] > stale:
-                fewest = values[other]
-        return int(mine - fewest)
+            if values[other] < _ABSENT >> 1 and values[other + 1] > stale:
+                yield int(values[other])
 
 
 @dataclass(frozen=True, slots=True)
