@@ -8,7 +8,6 @@ import io
 import mailbox
 import os
 import threading
-import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from hypothesis import strategies as st
 
 from postroom.mailbox import MailAccount, MailboxStore, Maildir
 from postroom.mailbox import folder as folder_module
-from postroom.mailbox import maildir as maildir_module
 from postroom.mailbox.account import MaildirAccount
 from postroom.mailbox.base import (
     DELETED,
@@ -35,7 +33,6 @@ from postroom.mailbox.base import (
     TooManyKeywords,
 )
 from postroom.mailbox.folder import FolderFiles
-from postroom.mailbox.maildir import DirSync
 from postroom.mailbox.message import MessageFile, to_crlf
 from postroom.mailbox.names import decode_mutf7, dir_name, encode_mutf7, folder_name
 from postroom.mailbox.uidlist import (
@@ -417,90 +414,6 @@ async def test_a_mailbox_without_a_limit_is_never_measured_to_take_mail(
     _deliver(store)
     limited = await account.limited_quota()
     assert limited is not None and limited.usage == 4 * len(TRACE + MESSAGE)
-
-
-def test_deliveries_waiting_for_a_directory_fsync_share_the_next_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One fsync runs at a time; the renames made while it runs are covered together by
-    the next one, so N concurrent deliveries cost two fsyncs, not N."""
-    directory = str(tmp_path / "new")
-    os.mkdir(directory)
-    calls: list[str] = []
-    first_running, release_first = threading.Event(), threading.Event()
-    real = maildir_module._fsync_dir
-
-    def slow_fsync(path: str) -> None:
-        calls.append(path)
-        if len(calls) == 1:
-            first_running.set()
-            release_first.wait(10)
-        real(path)
-
-    monkeypatch.setattr(maildir_module, "_fsync_dir", slow_fsync)
-    sync = DirSync()
-    first = threading.Thread(target=sync.sync, args=(directory,))
-    first.start()
-    assert first_running.wait(10)
-    waiting = [threading.Thread(target=sync.sync, args=(directory,)) for _ in range(8)]
-    for thread in waiting:
-        thread.start()
-    state = sync._dirs[directory]
-    while state.requested < 1 + len(waiting):  # every waiter has registered its rename
-        time.sleep(0.001)  # (they then block on the running fsync)
-    release_first.set()
-    for thread in [first, *waiting]:
-        thread.join(10)
-    assert calls == [directory, directory]
-    # A later delivery is not covered by an fsync that started before it: its own runs.
-    sync.sync(directory)
-    assert len(calls) == 3
-
-
-def _recorded_dir_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real = maildir_module._fsync_dir
-
-    def recorded(path: str | Path) -> None:
-        calls.append(str(path))
-        real(path)
-
-    monkeypatch.setattr(maildir_module, "_fsync_dir", recorded)
-    return calls
-
-
-def test_a_directory_fsync_lets_a_file_being_written_land_first_and_covers_both(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A delivery whose rename is made waits for one still writing its file, so the two
-    share one fsync of new/ instead of one each."""
-    directory = str(tmp_path / "new")
-    os.mkdir(directory)
-    calls = _recorded_dir_fsyncs(monkeypatch)
-    sync = DirSync(gather=60.0)  # the wait ends when the file lands, not by time
-    sync.begin(directory)  # the second delivery is writing its file
-    first = threading.Thread(target=sync.sync, args=(directory,))  # the first has renamed
-    first.start()
-    while sync._dirs[directory].requested < 1:  # the first is now waiting for the second
-        time.sleep(0.001)
-    assert calls == []
-    turn = sync.landed(directory)  # the second's rename: the first's fsync now runs
-    first.join(10)
-    assert calls == [directory]
-    sync.sync(directory, turn)  # covered by that fsync
-    assert calls == [directory]
-
-
-def test_a_file_that_never_lands_delays_a_directory_fsync_by_gather_at_most(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    directory = str(tmp_path / "new")
-    os.mkdir(directory)
-    calls = _recorded_dir_fsyncs(monkeypatch)
-    sync = DirSync(gather=0.01)
-    sync.begin(directory)  # a delivery stuck in its file's write
-    sync.sync(directory)
-    assert calls == [directory]
 
 
 def _fill(maildir: Path, count: int, *, sub: str = "cur", first: int = 1_700_000_000) -> list[str]:

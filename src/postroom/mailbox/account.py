@@ -41,7 +41,13 @@ from postroom.mailbox.base import (
 from postroom.mailbox.folder import FolderFiles, Snapshot
 from postroom.mailbox.message import MessageFile
 from postroom.mailbox.names import canonical, dir_name, folder_name
-from postroom.mailbox.quota import QUOTA_FILE, read_quota_file, write_limit, write_totals
+from postroom.mailbox.quota import (
+    QUOTA_FILE,
+    QuotaFile,
+    read_quota_file,
+    write_limit,
+    write_totals,
+)
 from postroom.mailbox.watch import FolderWatch
 
 if TYPE_CHECKING:
@@ -347,23 +353,48 @@ class MaildirAccount:
         for it; without one nothing is measured unless asked for (usage 0), so neither
         costs a delivery a look at the folders."""
         found = read_quota_file(self._quota_file)
+        quota = self._known_quota(found, measure_unlimited=measure_unlimited)
+        if quota is not None:
+            return quota
+        own = found.limit if found is not None else None
+        limit = own if own is not None else self._store.default_quota
+        usage, messages = self._measure()
+        if limit and self.path.is_dir():  # asking makes no mailbox
+            write_totals(self.path / QUOTA_FILE, own, usage, messages)
+        return Quota(limit=limit, usage=usage, own=own is not None)
+
+    def _known_quota(self, found: QuotaFile | None, *, measure_unlimited: bool) -> Quota | None:
+        """The quota as ``found`` (``maildirsize`` as read) tells it without measuring
+        the mailbox; None when it must be measured."""
         own = found.limit if found is not None else None
         limit = own if own is not None else self._store.default_quota
         if not limit:
-            usage = self._measure()[0] if measure_unlimited else 0
+            if measure_unlimited:
+                return None
+            usage = 0
         elif found is not None and not found.needs_measuring(limit, time.time()):
             usage = found.octets
         else:
-            usage, messages = self._measure()
-            if self.path.is_dir():  # asking makes no mailbox
-                write_totals(self.path / QUOTA_FILE, own, usage, messages)
+            return None
         return Quota(limit=limit, usage=usage, own=own is not None)
 
     def check_room(self, size: int) -> None:
         """``QuotaExceeded`` unless ``size`` more octets fit. Checked before a write,
         not under a lock: writers at the same moment may pass it together (a quota is
         a limit for people, not an allocator)."""
-        quota = self.quota_now(measure_unlimited=False)
+        self._refuse_beyond(self.quota_now(measure_unlimited=False), size)
+
+    def room_at_once(self, size: int) -> bool:
+        """``check_room`` where the quota is known without measuring (the common case:
+        no limit, or ``maildirsize`` up to date), so the event loop's thread may ask:
+        True once checked; False when measuring is needed (``check_room``'s work)."""
+        quota = self._known_quota(read_quota_file(self._quota_file), measure_unlimited=False)
+        if quota is None:
+            return False
+        self._refuse_beyond(quota, size)
+        return True
+
+    def _refuse_beyond(self, quota: Quota, size: int) -> None:
         if quota.refuses(size):
             raise QuotaExceeded(
                 f"{self.user}@{self.domain} is over quota: {quota.usage} of {quota.limit} octets"
@@ -377,11 +408,11 @@ class MaildirAccount:
         here (a missing file, the common case, costs one failed open); only measuring
         the usage against a limit goes to a thread: a thread hop per RCPT cost more than
         the read itself."""
-        found = read_quota_file(self._quota_file)
-        own = found.limit if found is not None else None
-        if not (own if own is not None else self._store.default_quota):
-            return None
-        quota = await asyncio.to_thread(functools.partial(self.quota_now, measure_unlimited=False))
+        quota = self._known_quota(read_quota_file(self._quota_file), measure_unlimited=False)
+        if quota is None:
+            quota = await asyncio.to_thread(
+                functools.partial(self.quota_now, measure_unlimited=False)
+            )
         return quota if quota.limit else None
 
     async def set_quota(self, limit: int | None) -> None:

@@ -42,7 +42,8 @@ import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -51,11 +52,12 @@ from postroom.mail.address import parse_address, path_name_problem
 from postroom.mail.headers import safe_header_value
 from postroom.mailbox.account import MaildirAccount
 from postroom.mailbox.folder import FolderFiles
+from postroom.mailbox.groupsync import GroupSync, fsync_dir
 from postroom.mailbox.message import to_crlf
 from postroom.mailbox.quota import QUOTA_FILE, add_usage
 from postroom.mailbox.watch import Watchers
 
-__all__ = ["DirSync", "Maildir", "check_folder_name", "mailbox_key"]
+__all__ = ["Maildir", "check_folder_name", "mailbox_key"]
 
 _log = logging.getLogger("postroom.mailbox")
 
@@ -65,9 +67,9 @@ _FILE_MODE: Final = 0o600
 _NAME_MAX: Final = 255  # octets in one path component (POSIX NAME_MAX on common filesystems)
 _CREATE_TRIES: Final = 20
 _HOST_ESCAPES: Final = str.maketrans({"/": r"\057", ":": r"\072", ",": r"\054"})
-# How long an fsync of new/ waits for files being written to land in it first (one fsync
-# then covers them all): about one file's fsync on a loaded disk.
-_GATHER: Final = 0.005
+# A message this small is written on the event loop's thread (into the page cache: a few
+# microseconds); a larger one in a worker thread, so the loop never waits on a big write.
+_WRITE_HERE: Final = 64 * 1024
 _BOXES_KEPT: Final = 4096  # mailboxes whose folders a Maildir remembers (then starts over)
 
 
@@ -91,89 +93,32 @@ def mailbox_key(address: str) -> tuple[str, str]:
     return check_folder_name(parsed.ascii_domain), check_folder_name(parsed.local.lower())
 
 
+def _write(fd: int, content: bytes) -> None:
+    """All of ``content`` to ``fd``: a bare ``os.write`` loop, where a file object adds
+    an fstat, an ioctl and an lseek (in a worker thread each a hand-over of the GIL)."""
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_all(fd: int, path: str, content: bytes) -> None:
+    """``_write`` to the new file ``fd`` at ``path``; on failure close and remove it."""
+    try:
+        _write(fd, content)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
 def _write_durably(fd: int, content: bytes) -> None:
-    """Write ``content`` to the new file ``fd``, fsync and close it. A bare ``os.write``
-    loop: a file object adds an fstat, an ioctl and an lseek, and in a delivery thread
-    every system call is a release and re-take of the GIL the event loop needs."""
+    """Write ``content`` to the new file ``fd``, fsync and close it."""
     try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write(fd, content)
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fsync_dir(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class _DirState:
-    requested: int = 0  # renames made so far that need the directory durable
-    synced: int = 0  # how many of them an fsync has covered
-    writing: int = 0  # deliveries writing a file they will rename into it
-    syncing: threading.Lock = field(default_factory=threading.Lock)
-
-
-class DirSync:
-    """fsync of a directory, shared by the deliveries that wait for it (a group commit
-    for Maildir's ``new/``): a rename made before an fsync of its directory started is
-    durable when that fsync returns, so a delivery that finds one running waits for it
-    and for at most one more, instead of each delivery paying its own.
-
-    A delivery also says when it begins writing its file (``begin``) and when it has
-    renamed it (``landed``): an fsync about to start first lets the files being written
-    land (at most ``gather`` seconds), so deliveries that overlap share one fsync of
-    ``new/`` rather than one each."""
-
-    def __init__(self, gather: float = _GATHER) -> None:
-        self._lock = threading.Lock()
-        self._landed = threading.Condition(self._lock)  # a directory's writing fell to 0
-        self._dirs: dict[str, _DirState] = {}
-        self._gather = gather
-
-    def _state(self, path: str) -> _DirState:
-        state = self._dirs.get(path)
-        if state is None:
-            state = self._dirs[path] = _DirState()
-        return state
-
-    def begin(self, path: str) -> None:
-        """A delivery begins writing a file it will rename into ``path``."""
-        with self._lock:
-            self._state(path).writing += 1
-
-    def landed(self, path: str) -> int:
-        """That file was renamed into ``path`` (or given up); its turn for ``sync``."""
-        with self._lock:
-            state = self._state(path)
-            state.writing -= 1
-            state.requested += 1
-            if not state.writing:
-                self._landed.notify_all()
-            return state.requested
-
-    def sync(self, path: str, turn: int | None = None) -> None:
-        """Return once every rename into ``path`` made before this call (or before
-        ``landed`` gave ``turn``) is durable."""
-        with self._lock:
-            state = self._state(path)
-            if turn is None:
-                state.requested += 1
-                turn = state.requested
-        with state.syncing:  # one fsync of a directory at a time
-            if state.synced >= turn:
-                return  # an fsync that started after this rename has covered it
-            with self._lock:
-                self._landed.wait_for(lambda: not state.writing, self._gather)
-                upto = state.requested
-            _fsync_dir(path)  # an error leaves synced as it was: the next caller tries
-            state.synced = upto
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +163,8 @@ class Maildir:
         self._host = (hostname or platform.node() or "localhost").translate(_HOST_ESCAPES)
         self._counter = itertools.count(1)
         self._random = secrets.token_hex(4)
-        self._lock = threading.Lock()  # deliveries run in worker threads
-        self._dir_sync = DirSync()  # concurrent deliveries share new/'s fsync
+        self._lock = threading.Lock()  # deliveries run on the loop and in worker threads
+        self._group_sync = GroupSync()  # deliveries at the same moment share new/'s fsync
         self._folders: dict[Path, FolderFiles] = {}
         self._boxes: dict[tuple[str, str], _Box] = {}  # mailboxes delivered to, found whole
         self.watchers = Watchers(self._look, interval=poll_interval)
@@ -314,18 +259,34 @@ class Maildir:
     async def deliver(
         self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
     ) -> str:
-        """``deliver_sync`` in a worker thread: the file work blocks (fsync above all)."""
-        return await asyncio.to_thread(
-            self.deliver_sync, domain, user, data, sender=sender, recipient=recipient
-        )
+        """Store one message durably; return its file name in ``new/``.
+        ``QuotaExceeded`` when the user's quota has no room for it.
+
+        The file is written here when that is quick (``_begin_here``), else in a worker
+        thread; either way ``GroupSync`` makes it durable in ``new/`` together with the
+        files delivered beside it."""
+        content, vsize = _file_content(data, sender=sender, recipient=recipient)
+        begun = self._begin_here(domain, user, content, vsize)
+        if begun is None:
+            begun = await asyncio.to_thread(self._begin, domain, user, content, vsize)
+        box, name, fd = begun
+        await self._group_sync.land(fd, *self._landing(box, name, vsize))
+        return name
 
     def deliver_sync(
         self, domain: str, user: str, data: bytes, *, sender: str, recipient: str
     ) -> str:
-        """Store one message durably; return its file name in ``new/``.
-        ``QuotaExceeded`` when the user's quota has no room for it."""
-        box = self._boxes.get((domain, user))
+        """``deliver`` for code that is not on an event loop (it blocks)."""
         content, vsize = _file_content(data, sender=sender, recipient=recipient)
+        box, name, fd = self._begin(domain, user, content, vsize)
+        self._group_sync.land_blocking(fd, *self._landing(box, name, vsize))
+        return name
+
+    def _begin(self, domain: str, user: str, content: bytes, vsize: int) -> tuple[_Box, str, int]:
+        """Check the quota, make the mailbox whole if need be, and write ``content`` into
+        a new ``tmp/`` file, not yet fsync'ed; return the mailbox, the file's name and
+        its open descriptor. Blocks (a first delivery makes folders, fsync'ing each)."""
+        box = self._boxes.get((domain, user))
         # Before the folders are made: a first delivery measures a mailbox not there yet.
         (self.account(domain, user) if box is None else box.account).check_room(vsize)
         box = box or self._box(domain, user)
@@ -334,26 +295,38 @@ class Maildir:
         except FileNotFoundError:  # the folders went away since they were found whole
             box = self._box(domain, user)
             name, fd = self._create_tmp(box.tmp, len(content), vsize)
-        tmp = f"{box.tmp}/{name}"
-        self._dir_sync.begin(box.new)
+        _write_all(fd, f"{box.tmp}/{name}", content)
+        return box, name, fd
+
+    def _begin_here(
+        self, domain: str, user: str, content: bytes, vsize: int
+    ) -> tuple[_Box, str, int] | None:
+        """``_begin`` on the caller's thread when that is quick: a small message for a
+        mailbox found whole, whose quota is known without measuring it; else None."""
+        box = self._boxes.get((domain, user))
+        if box is None or len(content) > _WRITE_HERE or not box.account.room_at_once(vsize):
+            return None
         try:
-            _write_durably(fd, content)
-            os.rename(tmp, f"{box.new}/{name}")
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        finally:
-            turn = self._dir_sync.landed(box.new)
-        # The rename is durable once the folder is; if this fsync fails the caller retries,
-        # and the message may arrive twice (at least once, never lost).
-        self._dir_sync.sync(box.new, turn)
-        try:
-            box.files.record_delivery(name, vsize)
-        except OSError as error:  # durable already: the next look numbers it
-            _log.warning("delivered %s, but could not number it yet: %s", box.path / name, error)
-        self.watchers.changed(box.path)
-        return name
+            name, fd = self._create_tmp(box.tmp, len(content), vsize)
+        except FileNotFoundError:
+            return None  # the folders went away: ``_begin`` makes them again
+        _write_all(fd, f"{box.tmp}/{name}", content)
+        return box, name, fd
+
+    def _landing(
+        self, box: _Box, name: str, vsize: int
+    ) -> tuple[str, str, str, Callable[[], None]]:
+        """``GroupSync.land``'s arguments after the descriptor for ``tmp/<name>``."""
+
+        def landed() -> None:
+            try:
+                box.files.record_delivery(name, vsize)
+            except OSError as error:  # durable already: the next look numbers it
+                path = box.path / name
+                _log.warning("delivered %s, but could not number it yet: %s", path, error)
+            self.watchers.changed(box.path)
+
+        return f"{box.tmp}/{name}", f"{box.new}/{name}", box.new, landed
 
     def _box(self, domain: str, user: str) -> _Box:
         """``user@domain``'s Maildir made whole (its folders made where missing) and
@@ -418,7 +391,7 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(mode=_FOLDER_MODE)
     except FileExistsError:
         return
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
 
 
 def _publish_whole(maildir: Path) -> None:
@@ -427,7 +400,7 @@ def _publish_whole(maildir: Path) -> None:
     try:
         for sub in SUBFOLDERS:
             (staging / sub).mkdir(mode=_FOLDER_MODE)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         try:
             os.rename(staging, maildir)
         except OSError as error:
@@ -435,7 +408,7 @@ def _publish_whole(maildir: Path) -> None:
             if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
         else:
-            _fsync_dir(maildir.parent)
+            fsync_dir(maildir.parent)
     finally:
         # Left only when the rename did not happen: it holds nothing but empty folders.
         shutil.rmtree(staging, ignore_errors=True)
