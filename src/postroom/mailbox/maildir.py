@@ -291,12 +291,10 @@ class Maildir:
         (self.account(domain, user) if box is None else box.account).check_room(vsize)
         box = box or self._box(domain, user)
         try:
-            name, fd = self._create_tmp(box.tmp, len(content), vsize)
+            return box, *self._write_new(box, content, vsize)
         except FileNotFoundError:  # the folders went away since they were found whole
             box = self._box(domain, user)
-            name, fd = self._create_tmp(box.tmp, len(content), vsize)
-        _write_all(fd, f"{box.tmp}/{name}", content)
-        return box, name, fd
+            return box, *self._write_new(box, content, vsize)
 
     def _begin_here(
         self, domain: str, user: str, content: bytes, vsize: int
@@ -307,11 +305,16 @@ class Maildir:
         if box is None or len(content) > _WRITE_HERE or not box.account.room_at_once(vsize):
             return None
         try:
-            name, fd = self._create_tmp(box.tmp, len(content), vsize)
+            return box, *self._write_new(box, content, vsize)
         except FileNotFoundError:
             return None  # the folders went away: ``_begin`` makes them again
+
+    def _write_new(self, box: _Box, content: bytes, vsize: int) -> tuple[str, int]:
+        """A new file in ``box``'s ``tmp/`` holding ``content``, not yet fsync'ed: its
+        name and open descriptor."""
+        name, fd = self._create_tmp(box.tmp, len(content), vsize)
         _write_all(fd, f"{box.tmp}/{name}", content)
-        return box, name, fd
+        return name, fd
 
     def _landing(
         self, box: _Box, name: str, vsize: int
