@@ -168,7 +168,7 @@ def test_threads_that_block_land_files_too_and_the_idle_thread_ends(tmp_path: Pa
         thread.join(10)
     assert sorted(landed) == ["m0", "m1", "m2"]  # each file's own step, once it is durable
     assert sorted(os.listdir(new)) == ["m0", "m1", "m2"]
-    worker = sync._thread
+    worker = sync._syncer
     if worker is not None:  # nothing more to do: it ends, and the next file starts another
         worker.join(10)
         assert not worker.is_alive()

@@ -90,7 +90,7 @@ class GroupSync:
         self._sync_folder = sync_folder
         self._ready = threading.Condition()
         self._waiting: list[_File] = []
-        self._thread: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
 
     async def land(
         self, fd: int, tmp: str, new: str, folder: str, landed: Callable[[], object] | None = None
@@ -115,7 +115,7 @@ class GroupSync:
     def _hand_in(self, file: _File) -> None:
         with self._ready:
             self._waiting.append(file)
-            if self._thread is None:
+            if self._syncer is None:
                 thread = threading.Thread(target=self._run, name="maildir-sync", daemon=True)
                 try:
                     thread.start()
@@ -125,7 +125,7 @@ class GroupSync:
                     with contextlib.suppress(OSError):
                         os.unlink(file.tmp)
                     raise
-                self._thread = thread
+                self._syncer = thread
             elif len(self._waiting) in (1, self._most):
                 self._ready.notify()
 
@@ -149,7 +149,7 @@ class GroupSync:
             if not self._waiting:
                 self._ready.wait(self._idle)
                 if not self._waiting:
-                    self._thread = None
+                    self._syncer = None
                     return None
             deadline = time.monotonic() + self._gather
             while len(self._waiting) < self._most:
