@@ -130,17 +130,19 @@ class GroupSync:
                 self._ready.notify()
 
     def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            try:
-                self._sync(batch)
-            except BaseException as error:  # a fault of our own: no waiter is left hanging
-                _log.exception("making %d Maildir file(s) durable failed", len(batch))
-                for file in batch:
-                    file.error = file.error or error
-            self._answer(batch)
+        try:
+            while (batch := self._next_batch()) is not None:
+                try:
+                    self._sync(batch)
+                except BaseException as error:  # a fault of our own: no waiter left hanging
+                    _log.exception("making %d Maildir file(s) durable failed", len(batch))
+                    for file in batch:
+                        file.error = file.error or error
+                self._answer(batch)
+        finally:  # however it ends, the next file handed in starts another
+            with self._ready:
+                if self._syncer is threading.current_thread():
+                    self._syncer = None
 
     def _next_batch(self) -> list[_File] | None:
         """The files handed in, once the first has waited ``gather`` for others (or
@@ -190,10 +192,11 @@ class GroupSync:
             if file.loop is None:
                 waiter = file.waiter
                 assert isinstance(waiter, concurrent.futures.Future)
-                if file.error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(file.error)
+                with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                    if file.error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(file.error)
             else:
                 by_loop.setdefault(file.loop, []).append(file)
         for loop, files in by_loop.items():
