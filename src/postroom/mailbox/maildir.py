@@ -262,13 +262,14 @@ class Maildir:
         """Store one message durably; return its file name in ``new/``.
         ``QuotaExceeded`` when the user's quota has no room for it.
 
-        The file is written here when that is quick (``_begin_here``), else in a worker
-        thread; either way ``GroupSync`` makes it durable in ``new/`` together with the
-        files delivered beside it."""
+        The file is written here when that is quick (``_begin_here``), else the whole
+        delivery runs in a worker thread (a cancelled wait leaves it to finish there);
+        either way ``GroupSync`` makes it durable in ``new/`` together with the files
+        delivered beside it."""
         content, vsize = _file_content(data, sender=sender, recipient=recipient)
         begun = self._begin_here(domain, user, content, vsize)
         if begun is None:
-            begun = await asyncio.to_thread(self._begin, domain, user, content, vsize)
+            return await asyncio.to_thread(self._deliver_blocking, domain, user, content, vsize)
         box, name, fd = begun
         await self._group_sync.land(fd, *self._landing(box, name, vsize))
         return name
@@ -278,6 +279,9 @@ class Maildir:
     ) -> str:
         """``deliver`` for code that is not on an event loop (it blocks)."""
         content, vsize = _file_content(data, sender=sender, recipient=recipient)
+        return self._deliver_blocking(domain, user, content, vsize)
+
+    def _deliver_blocking(self, domain: str, user: str, content: bytes, vsize: int) -> str:
         box, name, fd = self._begin(domain, user, content, vsize)
         self._group_sync.land_blocking(fd, *self._landing(box, name, vsize))
         return name
