@@ -164,7 +164,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where latest.* go")
     parser.add_argument("--workdir", type=Path, help="run files (default: a new temp dir)")
-    parser.add_argument("--keep-workdir", action="store_true", help="do not delete run files")
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="do not delete run files (a later invocation into the same --workdir numbers "
+        "its runs after them)",
+    )
     parser.add_argument("--no-install", action="store_true", help="fail instead of installing")
     parser.add_argument(
         "--quiet-threshold",

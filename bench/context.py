@@ -31,6 +31,10 @@ class Context:
         for path in (self.workdir, self.runs_dir, self.aside_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o755)  # Postfix's unprivileged daemons walk into their queue here
+        # A work directory kept by an earlier invocation (--keep-workdir): number the runs
+        # after the ones it holds, so none is made or put aside over an earlier one.
+        held = (*self.runs_dir.iterdir(), *self.aside_dir.iterdir())
+        self._count = max((_run_number(path.name) for path in held), default=0)
 
     @property
     def runs_dir(self) -> Path:
@@ -75,3 +79,9 @@ class Context:
             self.progress(f"run files kept in {self.workdir}")
             return
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _run_number(name: str) -> int:
+    """The number a run directory's name begins with (``007-accept-postroom``), else 0."""
+    number = name.partition("-")[0]
+    return int(number) if number.isdigit() else 0
