@@ -78,7 +78,7 @@ class GroupSync:
         gather: float = GATHER,
         most: int = MOST,
         idle: float = IDLE,
-        sync_file: Callable[[int], None] | None = None,
+        sync_file: Callable[[int], None] = _fsync,
         sync_folder: Callable[[str], None] = fsync_dir,
     ) -> None:
         """``sync_file`` and ``sync_folder``: the fsyncs (``os.fsync`` and ``fsync_dir``;
@@ -86,7 +86,7 @@ class GroupSync:
         self._gather = gather
         self._most = most
         self._idle = idle
-        self._sync_file = sync_file or _fsync
+        self._sync_file = sync_file
         self._sync_folder = sync_folder
         self._ready = threading.Condition()
         self._waiting: list[_File] = []
@@ -190,13 +190,7 @@ class GroupSync:
         by_loop: dict[asyncio.AbstractEventLoop, list[_File]] = {}
         for file in batch:
             if file.loop is None:
-                waiter = file.waiter
-                assert isinstance(waiter, concurrent.futures.Future)
-                with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
-                    if file.error is None:
-                        waiter.set_result(None)
-                    else:
-                        waiter.set_exception(file.error)
+                _settle(file)
             else:
                 by_loop.setdefault(file.loop, []).append(file)
         for loop, files in by_loop.items():
@@ -224,11 +218,16 @@ def _renamed(batch: list[_File]) -> dict[str, list[_File]]:
 
 def _answer_on_loop(files: list[_File]) -> None:
     for file in files:
-        waiter = file.waiter
-        assert isinstance(waiter, asyncio.Future)
-        if waiter.done():  # its wait was cancelled
-            continue
-        if file.error is None:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(file.error)
+        _settle(file)
+
+
+def _settle(file: _File) -> None:
+    """Answer ``file``'s waiter (on its loop's thread when it has one), unless its wait
+    was cancelled."""
+    waiter = file.waiter
+    if waiter.done():
+        return
+    if file.error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(file.error)
